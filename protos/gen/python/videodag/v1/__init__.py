@@ -1,0 +1,1 @@
+"""Generated code for the videodag contract; do not edit."""

@@ -1,0 +1,169 @@
+"""Protobuf <-> domain values, and domain errors -> `google.rpc.Status`.
+
+With the servicer, this is the only module that imports generated code; everything
+below it works on plain Python values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
+
+from videodag_service.dag import ErrorPolicy, NodeTiming, PipelineSpec
+from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, VideodagError
+from videodag_service.video import SamplingOptions, StoredUpload, VideoInfo
+
+_POLICIES = {
+    ErrorPolicy.FAIL: pipeline_pb2.NODE_ERROR_POLICY_FAIL,
+    ErrorPolicy.SKIP: pipeline_pb2.NODE_ERROR_POLICY_SKIP,
+}
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    message = duration_pb2.Duration()
+    message.FromNanoseconds(round(seconds * 1e9))
+    return message
+
+
+def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
+    """Validated sampling options; every bad field is reported at once as a BadRequest violation."""
+    violations: list[FieldViolation] = []
+    if options.frame_stride < 0:
+        violations.append(FieldViolation("config.options.frame_stride", "must be 0 (every frame) or more"))
+    if options.max_frames < 0:
+        violations.append(FieldViolation("config.options.max_frames", "must be 0 (no limit) or more"))
+    start = options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None
+    end = options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None
+    if start is not None and start < 0:
+        violations.append(FieldViolation("config.options.start_offset", "must not be negative"))
+    if end is not None and end <= 0:
+        violations.append(FieldViolation("config.options.end_offset", "must be after the start of the video"))
+    if start is not None and end is not None and end <= start:
+        violations.append(FieldViolation("config.options.end_offset", "must be after start_offset"))
+    if violations:
+        raise InvalidOptions(violations)
+    return SamplingOptions(
+        frame_stride=max(options.frame_stride, 1),
+        max_frames=options.max_frames or None,
+        start_seconds=start,
+        end_seconds=end,
+    )
+
+
+def upload_received_event(upload: StoredUpload) -> video_pipeline_service_pb2.UploadAndRunResponse:
+    return video_pipeline_service_pb2.UploadAndRunResponse(
+        upload_received=run_pb2.UploadReceived(size_bytes=upload.size_bytes, sha256=upload.sha256)
+    )
+
+
+def video_info_event(info: VideoInfo) -> video_pipeline_service_pb2.UploadAndRunResponse:
+    return video_pipeline_service_pb2.UploadAndRunResponse(
+        video_info=run_pb2.VideoInfo(
+            fps=info.fps,
+            frame_count=info.frame_count,
+            width=info.width,
+            height=info.height,
+            duration=duration(info.duration_seconds),
+            codec=info.codec,
+            size_bytes=info.size_bytes,
+        )
+    )
+
+
+def frame_result(frame_index: int, timestamp_seconds: float, result: Mapping[str, Any]) -> run_pb2.FrameResult:
+    """A FrameResult; in-band node failures ("errors") move to the typed `node_errors` field."""
+    outputs = {key: value for key, value in result.items() if key != "errors"}
+    message = run_pb2.FrameResult(frame_index=frame_index, timestamp=duration(timestamp_seconds))
+    message.result.update(outputs)
+    for error in result.get("errors", ()):
+        message.node_errors.append(
+            run_pb2.NodeError(
+                node_id=error["node_id"],
+                plugin=error["plugin"],
+                status=status_pb2.Status(code=code_pb2.Code.Value(error["code"]), message=error["message"]),
+            )
+        )
+    return message
+
+
+def frame_event(frame_index: int, timestamp_seconds: float, result: Mapping[str, Any]
+                ) -> video_pipeline_service_pb2.UploadAndRunResponse:
+    return video_pipeline_service_pb2.UploadAndRunResponse(frame=frame_result(frame_index, timestamp_seconds, result))
+
+
+def run_summary(
+    spec: PipelineSpec,
+    frames_processed: int,
+    frames_with_errors: int,
+    wall_seconds: float,
+    decode_seconds: float,
+    timings: Iterable[NodeTiming],
+) -> run_pb2.RunSummary:
+    return run_pb2.RunSummary(
+        pipeline_id=spec.id,
+        pipeline_version=spec.version,
+        frames_processed=frames_processed,
+        frames_with_errors=frames_with_errors,
+        wall_time=duration(wall_seconds),
+        decode_time=duration(decode_seconds),
+        node_timings=[
+            run_pb2.NodeTiming(
+                node_id=t.node_id,
+                plugin=t.plugin,
+                calls=t.calls,
+                total_time=duration(t.total_seconds),
+                errors=t.errors,
+            )
+            for t in timings
+        ],
+    )
+
+
+def pipeline_to_proto(spec: PipelineSpec) -> pipeline_pb2.Pipeline:
+    message = pipeline_pb2.Pipeline(id=spec.id, version=spec.version, description=spec.description)
+    for node in spec.nodes:
+        proto_node = message.nodes.add(
+            id=node.id,
+            plugin=node.plugin_ref,
+            on_error=_POLICIES[node.on_error],
+            stateful=node.tool.stateful,
+            inputs=[pipeline_pb2.NodeInput(name=name, source=str(source)) for name, source in node.inputs],
+        )
+        proto_node.params.update(node.given_params)
+    message.outputs.extend(pipeline_pb2.PipelineOutput(name=name, source=str(s)) for name, s in spec.outputs)
+    return message
+
+
+def status_from_error(error: VideodagError) -> status_pb2.Status:
+    """The `google.rpc.Status` for a domain error: code, message, ErrorInfo and whatever details it has."""
+    status = status_pb2.Status(code=code_pb2.Code.Value(error.status_code), message=error.message)
+    details = error.details
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(details.metadata))
+    status.details.add().Pack(info)
+    if details.field_violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in details.field_violations
+            ]
+        )
+        status.details.add().Pack(bad_request)
+    if details.resource is not None:
+        status.details.add().Pack(
+            error_details_pb2.ResourceInfo(
+                resource_type=details.resource.resource_type,
+                resource_name=details.resource.resource_name,
+                description=details.resource.description,
+            )
+        )
+    if details.retry_after_seconds is not None:
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=duration(details.retry_after_seconds)))
+    return status
+
+
+def internal_status(message: str) -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=message)

@@ -1,0 +1,44 @@
+"""The DAG engine: pipeline files, validation, the plugin registry and per-video runs.
+
+It knows nothing of gRPC or video files: it takes frames as payload mappings.
+"""
+
+from videodag_service.dag.executor import NodeTiming, PipelineRun, to_json_like
+from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
+from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, function_tool
+from videodag_service.dag.registry import (
+    ENTRY_POINT_GROUP,
+    PluginRegistry,
+    PluginRegistryError,
+    builtin_plugins,
+    default_registry,
+)
+from videodag_service.dag.service import BUILTIN_PIPELINE_DIR, DagPipelineService
+from videodag_service.dag.spec import ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
+
+__all__ = [
+    "BUILTIN_PIPELINE_DIR",
+    "ENTRY_POINT_GROUP",
+    "REQUIRED",
+    "DagPipelineService",
+    "ErrorPolicy",
+    "NodeSpec",
+    "NodeTiming",
+    "Param",
+    "PipelineFileError",
+    "PipelineRun",
+    "PipelineSpec",
+    "Plugin",
+    "PluginRegistry",
+    "PluginRegistryError",
+    "Port",
+    "SourceRef",
+    "Tool",
+    "ToolInstance",
+    "builtin_plugins",
+    "default_registry",
+    "function_tool",
+    "load_pipeline_file",
+    "load_pipeline_folder",
+    "to_json_like",
+]

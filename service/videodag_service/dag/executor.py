@@ -1,0 +1,188 @@
+"""Run a pipeline over the frames of one video: `PipelineRun`.
+
+A run opens one instance of every node's tool, so stateful nodes (trackers) live for
+exactly one video and two runs never share state. `close()` closes every instance
+once, whatever happened before. Results leave the run JSON-like; anything else is a
+failure of the node that produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from videodag_service.dag.plugin import ToolInstance
+from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
+from videodag_service.errors import NodeFailed
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeTiming:
+    """Time spent in one node over a run."""
+
+    node_id: str
+    plugin: str
+    calls: int = 0
+    total_seconds: float = 0.0
+    errors: int = 0
+
+
+class NotJsonLike(TypeError):
+    """Raised when a value cannot be part of a frame result."""
+
+
+def to_json_like(value: Any) -> Any:
+    """Convert a node output into JSON-like values (dicts, lists, str, finite numbers, bool, None).
+
+    Values with a `to_json()` method (such as `Detections`) convert themselves; numpy
+    scalars and arrays become Python numbers and lists.
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise NotJsonLike(f"non-finite number {value!r}")
+        return value
+    if isinstance(value, np.generic):
+        return to_json_like(value.item())
+    if isinstance(value, np.ndarray):
+        return to_json_like(value.tolist())
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return to_json_like(to_json())
+    if isinstance(value, Mapping):
+        converted: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotJsonLike(f"mapping key {key!r} is not a string")
+            converted[key] = to_json_like(item)
+        return converted
+    if isinstance(value, list | tuple):
+        return [to_json_like(item) for item in value]
+    raise NotJsonLike(f"value of type {type(value).__name__}")
+
+
+class PipelineRun:
+    """One pipeline applied to the frames of one video, in order."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self._instances: dict[str, ToolInstance] = {}
+        self._timings = {node.id: NodeTiming(node.id, node.plugin_ref) for node in spec.nodes}
+        self._closed = False
+        try:
+            for node in spec.nodes:
+                self._instances[node.id] = node.tool.open(node.params)
+        except Exception as error:
+            self.close()
+            raise NodeFailed(spec.id, node.id, node.plugin_ref, None, f"could not open: {error}") from error
+
+    def process(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Run every node on one frame and return its JSON-like result.
+
+        Failures of `on_error: skip` nodes appear under "errors" and leave their
+        outputs (and those of nodes depending on them) out of the result.
+        """
+        if self._closed:
+            raise RuntimeError(f"run of pipeline {self.spec.id!r} is closed")
+        frame_index = payload.get("frame_index")
+        values: dict[SourceRef, Any] = {}
+        failed: set[str] = set()
+        errors: list[dict[str, Any]] = []
+        for node in self.spec.nodes:
+            blocked_by = next((s.node for _, s in node.inputs if s.node in failed), None)
+            if blocked_by is not None:
+                failed.add(node.id)
+                errors.append(_error(node, "ABORTED", f"skipped because node {blocked_by!r} failed"))
+                continue
+            inputs = {name: _read(source, payload, values) for name, source in node.inputs}
+            try:
+                outputs = self._call(node, inputs)
+            except Exception as error:
+                self._timings[node.id].errors += 1
+                if node.on_error is ErrorPolicy.FAIL:
+                    raise NodeFailed(
+                        self.spec.id, node.id, node.plugin_ref, frame_index, f"{type(error).__name__}: {error}"
+                    ) from error
+                failed.add(node.id)
+                errors.append(_error(node, "INTERNAL", f"{type(error).__name__}: {error}"))
+                continue
+            for port in node.tool.outputs:
+                values[SourceRef(node.id, port.name)] = outputs[port.name]
+        result = self._result(values, frame_index)
+        if errors:
+            result["errors"] = errors
+        return result
+
+    def node_timings(self) -> list[NodeTiming]:
+        """Per-node time so far, in pipeline order."""
+        return [self._timings[node.id] for node in self.spec.nodes]
+
+    def close(self) -> None:
+        """Close every opened instance exactly once; a failing close is logged, not raised."""
+        if self._closed:
+            return
+        self._closed = True
+        for node_id, instance in self._instances.items():
+            try:
+                instance.close()
+            except Exception:
+                logger.exception("closing node %r of pipeline %r failed", node_id, self.spec.id)
+        self._instances.clear()
+
+    def __enter__(self) -> PipelineRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        timing = self._timings[node.id]
+        started = time.perf_counter()
+        try:
+            outputs = self._instances[node.id].process(inputs)
+        finally:
+            timing.calls += 1
+            timing.total_seconds += time.perf_counter() - started
+        if not isinstance(outputs, Mapping):
+            raise TypeError(f"returned {type(outputs).__name__}, not a mapping of outputs")
+        missing = [port.name for port in node.tool.outputs if port.name not in outputs]
+        if missing:
+            raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
+        return outputs
+
+    def _result(self, values: Mapping[SourceRef, Any], frame_index: Any) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for name, source in self.spec.outputs:
+            if source not in values:
+                continue  # its node was skipped; the reason is in "errors"
+            try:
+                result[name] = to_json_like(values[source])
+            except NotJsonLike as error:
+                node = next(n for n in self.spec.nodes if n.id == source.node)
+                raise NodeFailed(
+                    self.spec.id, node.id, node.plugin_ref, frame_index,
+                    f"output {source.output!r} is not JSON-like: {error}",
+                ) from error
+        return result
+
+
+def _read(source: SourceRef, payload: Mapping[str, Any], values: Mapping[SourceRef, Any]) -> Any:
+    # Payload keys are read only when a node asks, so a lazy payload encodes image_bytes on demand.
+    if source.is_frame:
+        return payload[FRAME_FIELDS[source.output]]
+    return values[source]
+
+
+def _error(node: NodeSpec, code: str, message: str) -> dict[str, Any]:
+    return {"node_id": node.id, "plugin": node.plugin_ref, "code": code, "message": message}

@@ -1,0 +1,165 @@
+"""The plugin interface: what a plugin declares and how the engine drives it.
+
+A *plugin* is a named group of *tools*. A tool declares its inputs, outputs and typed
+parameters, and opens one *tool instance* per video run; the engine calls
+`process(inputs)` once per frame and `close()` when the run ends, on every path.
+Stateful tools (trackers) keep their state in the instance, so two runs never share it.
+Heavy immutable resources (model weights) should be loaded once per process by the
+plugin and shared by instances; `open` must stay cheap because single-frame callers
+open a run per call.
+
+Example, a stateless tool::
+
+    def _brightness(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"mean": float(inputs["image"].mean()) * params["scale"]}
+
+    PLUGIN = Plugin(
+        name="example",
+        description="Examples.",
+        tools=(
+            function_tool(
+                "brightness", _brightness,
+                description="Mean pixel value.",
+                inputs=(Port("image", "BGR frame"),),
+                outputs=(Port("mean", "float"),),
+                params=(Param("scale", float, 1.0, "multiplier"),),
+            ),
+        ),
+    )
+
+Third-party packages expose a `Plugin` (or a zero-argument callable returning one)
+in the `videodag.plugins` entry-point group::
+
+    [project.entry-points."videodag.plugins"]
+    example = "my_package.plugin:PLUGIN"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+
+class _Required:
+    """Marker default: the parameter must be given in the pipeline file."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()
+
+# The Python types a parameter may declare; YAML values are checked against them at load.
+PARAM_TYPES: tuple[type, ...] = (bool, int, float, str, list, dict)
+
+
+@dataclass(frozen=True)
+class Param:
+    """A tool parameter: its name, type, default and meaning.
+
+    `kind` is one of bool, int, float, str, list, dict; an int is accepted where a float
+    is declared. `choices`, when given, lists the only allowed values.
+    """
+
+    name: str
+    kind: type
+    default: Any = REQUIRED
+    description: str = ""
+    choices: tuple[Any, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named input or output of a tool, with a word on the value it carries."""
+
+    name: str
+    description: str = ""
+
+
+@runtime_checkable
+class ToolInstance(Protocol):
+    """One tool opened for one run. Not shared between runs or threads."""
+
+    def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Handle one frame: `inputs` holds exactly the declared inputs; return every declared output."""
+        ...
+
+    def close(self) -> None:
+        """Release what the instance holds; called once when its run ends, however it ends."""
+        ...
+
+
+ToolOpener = Callable[[Mapping[str, Any]], ToolInstance]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A tool a pipeline node can call: its contract and how to open an instance.
+
+    `open(params)` receives the node's parameters, validated and with defaults filled in.
+    `stateful` says whether an instance remembers earlier frames (shown to clients).
+    """
+
+    name: str
+    description: str
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+    open: ToolOpener
+    params: tuple[Param, ...] = ()
+    stateful: bool = False
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A named group of tools, referenced in pipelines as `plugin.tool`."""
+
+    name: str
+    description: str
+    tools: tuple[Tool, ...]
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+
+class _FunctionInstance:
+    """Adapts a pure function to the instance protocol; it keeps no state between frames."""
+
+    def __init__(self, function: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]],
+                 params: Mapping[str, Any]) -> None:
+        self._function = function
+        self._params = params
+
+    def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return self._function(inputs, self._params)
+
+    def close(self) -> None:
+        return None
+
+
+def function_tool(
+    name: str,
+    function: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]],
+    *,
+    description: str,
+    inputs: tuple[Port, ...],
+    outputs: tuple[Port, ...],
+    params: tuple[Param, ...] = (),
+) -> Tool:
+    """Build a stateless tool from `function(inputs, params) -> outputs`."""
+    return Tool(
+        name=name,
+        description=description,
+        inputs=inputs,
+        outputs=outputs,
+        params=params,
+        open=lambda validated: _FunctionInstance(function, validated),
+        stateful=False,
+    )

@@ -1,0 +1,64 @@
+"""`DagPipelineService`: the named pipelines a server runs, and runs of them.
+
+The video layer opens one run per video (`open_run`), so trackers see one video's
+frames only; `run_pipeline` stays for single-frame callers and opens a run of one frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from videodag_service.dag.executor import PipelineRun
+from videodag_service.dag.loader import load_pipeline_folder
+from videodag_service.dag.registry import PluginRegistry, default_registry
+from videodag_service.dag.spec import PIPELINE_ID_PATTERN, PipelineSpec
+from videodag_service.errors import InvalidPipelineId, PipelineNotFound
+
+BUILTIN_PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+class DagPipelineService:
+    """Validated pipelines by id; opens runs of them."""
+
+    def __init__(self, pipelines: Mapping[str, PipelineSpec]) -> None:
+        self._pipelines = dict(sorted(pipelines.items()))
+
+    @classmethod
+    def from_folder(cls, folder: Path = BUILTIN_PIPELINE_DIR, registry: PluginRegistry | None = None
+                    ) -> DagPipelineService:
+        """Load and validate every pipeline in `folder` (the built-in ones by default)."""
+        return cls(load_pipeline_folder(folder, registry or default_registry()))
+
+    def pipeline_ids(self) -> list[str]:
+        return list(self._pipelines)
+
+    def pipelines(self) -> list[PipelineSpec]:
+        return list(self._pipelines.values())
+
+    def get_pipeline(self, pipeline_id: str) -> PipelineSpec:
+        """The pipeline with this id; InvalidPipelineId for a malformed id, PipelineNotFound for an unknown one."""
+        if not pipeline_id:
+            raise PipelineNotFound(pipeline_id, self.pipeline_ids())
+        if not PIPELINE_ID_PATTERN.match(pipeline_id):
+            raise InvalidPipelineId(f"pipeline id {pipeline_id!r} is not a name matching [a-z0-9_.-]+")
+        spec = self._pipelines.get(pipeline_id)
+        if spec is None:
+            raise PipelineNotFound(pipeline_id, self.pipeline_ids())
+        return spec
+
+    @contextmanager
+    def open_run(self, pipeline_id: str) -> Iterator[PipelineRun]:
+        """A run of the pipeline for one video, closed when the block exits however it exits."""
+        run = PipelineRun(self.get_pipeline(pipeline_id))
+        try:
+            yield run
+        finally:
+            run.close()
+
+    def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Run the pipeline on one frame with fresh node state."""
+        with self.open_run(pipeline_id) as run:
+            return run.process(payload)

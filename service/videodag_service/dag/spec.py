@@ -1,0 +1,79 @@
+"""A loaded, validated pipeline: plain frozen values the executor walks per frame."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from videodag_service.dag.plugin import Tool
+
+# Ids are names, never paths: nothing from a request may reach the filesystem.
+PIPELINE_ID_PATTERN = re.compile(r"^[a-z0-9_.-]{1,128}$")
+# Node ids appear in "node.output" references, so they cannot contain dots.
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+FRAME_SOURCE = "frame"
+# What a node may read from the frame, and the payload key each one comes from.
+FRAME_FIELDS: Mapping[str, str] = {
+    "image": "image",
+    "image_bytes": "image_bytes",
+    "index": "frame_index",
+    "timestamp": "timestamp",
+}
+# Frame results carry node failures under this key, so no output may use it.
+RESERVED_OUTPUT_NAMES = frozenset({"errors"})
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a value comes from: `frame.<field>` or `<node_id>.<output>`."""
+
+    node: str
+    output: str
+
+    @property
+    def is_frame(self) -> bool:
+        return self.node == FRAME_SOURCE
+
+    def __str__(self) -> str:
+        return f"{self.node}.{self.output}"
+
+
+class ErrorPolicy(Enum):
+    """What a node does when its tool fails on a frame."""
+
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node: the tool it calls, its validated parameters and its wired inputs.
+
+    `params` has every declared parameter (defaults filled in); `given_params` is what
+    the pipeline file said, shown to clients as written.
+    """
+
+    id: str
+    plugin_ref: str
+    tool: Tool
+    params: Mapping[str, Any]
+    given_params: Mapping[str, Any]
+    inputs: tuple[tuple[str, SourceRef], ...]
+    on_error: ErrorPolicy
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated pipeline; `nodes` are in topological order."""
+
+    id: str
+    version: str
+    description: str
+    nodes: tuple[NodeSpec, ...]
+    outputs: tuple[tuple[str, SourceRef], ...]
+    source_path: Path

@@ -1,0 +1,259 @@
+"""The domain error tree: every failure a caller can see, with the gRPC code it maps to.
+
+The engine, video and job layers raise these and never import grpc; the servicer turns
+them into a status with `google.rpc` details in one place (`convert.status_from_error`).
+Each class names its status code as a string so this module stays grpc-free.
+
+    VideodagError
+    ├── InvalidArgument                 INVALID_ARGUMENT
+    │   ├── BadRequestStream            first message not a config, config twice
+    │   ├── InvalidOptions              bad sampling options or field values
+    │   ├── InvalidPipelineId           id outside [a-z0-9_.-]
+    │   ├── EmptyUpload
+    │   └── VideoUnreadable             also a ValueError: "Unable to read video file"
+    ├── PipelineNotFound                NOT_FOUND, lists the known ids
+    ├── JobNotFound                     NOT_FOUND
+    ├── LimitExceeded                   RESOURCE_EXHAUSTED
+    │   ├── UploadTooLarge
+    │   ├── VideoTooLarge               duration, frame count or dimensions
+    │   ├── TooManyRuns                 carries a retry hint
+    │   └── DiskFull
+    ├── UploadCorrupted                 DATA_LOSS: size or checksum mismatch
+    ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
+    ├── FailedPrecondition              FAILED_PRECONDITION
+    ├── RunCancelled                    CANCELLED
+    ├── DeadlineExceeded                DEADLINE_EXCEEDED
+    ├── ServerDraining                  UNAVAILABLE
+    └── Unauthenticated                 UNAUTHENTICATED
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+ERROR_DOMAIN = "videodag.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """A request field that is wrong, and why (becomes `google.rpc.BadRequest`)."""
+
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The resource an error is about (becomes `google.rpc.ResourceInfo`)."""
+
+    resource_type: str
+    resource_name: str
+    description: str = ""
+
+
+@dataclass
+class ErrorDetails:
+    """Structured facts attached to an error; all optional."""
+
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    field_violations: Sequence[FieldViolation] = ()
+    resource: Resource | None = None
+    retry_after_seconds: float | None = None
+
+
+class VideodagError(Exception):
+    """Base of every error videodag reports to a caller.
+
+    `status_code` is the name of a `grpc.StatusCode`; `reason` is a stable
+    UPPER_SNAKE identifier clients can branch on (ErrorInfo.reason).
+    """
+
+    status_code: ClassVar[str] = "UNKNOWN"
+    reason: ClassVar[str] = "UNKNOWN"
+
+    def __init__(self, message: str, details: ErrorDetails | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or ErrorDetails()
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(VideodagError):
+    """Raised when the request itself is wrong; retrying it unchanged cannot succeed."""
+
+    status_code = "INVALID_ARGUMENT"
+    reason = "INVALID_ARGUMENT"
+
+
+class BadRequestStream(InvalidArgument):
+    """Raised when the client stream is out of order: no config first, or a config twice."""
+
+    reason = "BAD_REQUEST_STREAM"
+
+
+class InvalidOptions(InvalidArgument):
+    """Raised when a config field or run option has a value outside its range."""
+
+    reason = "INVALID_OPTIONS"
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        message = "; ".join(f"{v.field}: {v.description}" for v in violations)
+        super().__init__(f"invalid options: {message}", ErrorDetails(field_violations=tuple(violations)))
+
+
+class InvalidPipelineId(InvalidArgument):
+    """Raised when a pipeline id is not a plain name (ids are names, never paths)."""
+
+    reason = "INVALID_PIPELINE_ID"
+
+
+class EmptyUpload(InvalidArgument):
+    """Raised when the client stream ends with no video bytes."""
+
+    reason = "EMPTY_UPLOAD"
+
+
+class VideoUnreadable(InvalidArgument, ValueError):
+    """Raised when OpenCV cannot open or decode the uploaded file.
+
+    Also a ValueError, so callers of `VideoFilePipelineService.run_on_file` can catch it
+    as one; the message always contains "Unable to read video file".
+    """
+
+    reason = "VIDEO_UNREADABLE"
+
+
+class PipelineNotFound(VideodagError, LookupError):
+    """Raised when no pipeline has the requested id; the message lists the known ids."""
+
+    status_code = "NOT_FOUND"
+    reason = "PIPELINE_NOT_FOUND"
+
+    def __init__(self, pipeline_id: str, known_ids: Sequence[str]) -> None:
+        known = ", ".join(sorted(known_ids)) or "(none)"
+        super().__init__(
+            f"unknown pipeline {pipeline_id!r}; known pipelines: {known}",
+            ErrorDetails(
+                metadata={"pipeline_id": pipeline_id, "known_pipeline_ids": ",".join(sorted(known_ids))},
+                resource=Resource("videodag.v1.Pipeline", pipeline_id, "no pipeline has this id"),
+            ),
+        )
+        self.pipeline_id = pipeline_id
+        self.known_ids = tuple(sorted(known_ids))
+
+
+class JobNotFound(VideodagError, LookupError):
+    """Raised when no job has the requested id (never existed, or deleted)."""
+
+    status_code = "NOT_FOUND"
+    reason = "JOB_NOT_FOUND"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            f"unknown job {job_id!r}",
+            ErrorDetails(resource=Resource("videodag.v1.Job", job_id, "no job has this id")),
+        )
+        self.job_id = job_id
+
+
+class LimitExceeded(VideodagError):
+    """Raised when a request goes over a configured limit of the server."""
+
+    status_code = "RESOURCE_EXHAUSTED"
+    reason = "LIMIT_EXCEEDED"
+
+
+class UploadTooLarge(LimitExceeded):
+    """Raised as soon as an upload (declared or received) goes over max_upload_bytes."""
+
+    reason = "UPLOAD_TOO_LARGE"
+
+
+class VideoTooLarge(LimitExceeded):
+    """Raised when a video's duration, frame count or frame size is over a limit."""
+
+    reason = "VIDEO_TOO_LARGE"
+
+
+class TooManyRuns(LimitExceeded):
+    """Raised at once when the server already runs its maximum of concurrent runs."""
+
+    reason = "TOO_MANY_RUNS"
+
+
+class DiskFull(LimitExceeded):
+    """Raised when the temp or data directory has no room left; nothing half-written stays."""
+
+    reason = "DISK_FULL"
+
+
+class UploadCorrupted(VideodagError):
+    """Raised when the bytes that arrived differ from the declared size or checksum."""
+
+    status_code = "DATA_LOSS"
+    reason = "UPLOAD_CORRUPTED"
+
+
+class NodeFailed(VideodagError):
+    """Raised when a pipeline node fails on a frame and its policy is to fail the run."""
+
+    status_code = "INTERNAL"
+    reason = "NODE_FAILED"
+
+    def __init__(self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, cause: str) -> None:
+        where = f"frame {frame_index}" if frame_index is not None else "a frame"
+        super().__init__(
+            f"pipeline {pipeline_id!r} node {node_id!r} ({plugin}) failed on {where}: {cause}",
+            ErrorDetails(
+                metadata={
+                    "pipeline_id": pipeline_id,
+                    "node_id": node_id,
+                    "plugin": plugin,
+                    "frame_index": "" if frame_index is None else str(frame_index),
+                }
+            ),
+        )
+        self.pipeline_id = pipeline_id
+        self.node_id = node_id
+        self.plugin = plugin
+        self.frame_index = frame_index
+        self.cause = cause
+
+
+class FailedPrecondition(VideodagError):
+    """Raised when the target is in the wrong state for the call (e.g. deleting a running job)."""
+
+    status_code = "FAILED_PRECONDITION"
+    reason = "FAILED_PRECONDITION"
+
+
+class RunCancelled(VideodagError):
+    """Raised inside a run when its caller went away or cancelled it."""
+
+    status_code = "CANCELLED"
+    reason = "CANCELLED"
+
+
+class DeadlineExceeded(VideodagError):
+    """Raised when a run outlives its deadline or a time limit."""
+
+    status_code = "DEADLINE_EXCEEDED"
+    reason = "DEADLINE_EXCEEDED"
+
+
+class ServerDraining(VideodagError):
+    """Raised for new work while the server shuts down; retry on another replica."""
+
+    status_code = "UNAVAILABLE"
+    reason = "SERVER_DRAINING"
+
+
+class Unauthenticated(VideodagError):
+    """Raised when a call carries no bearer token, or a wrong one."""
+
+    status_code = "UNAUTHENTICATED"
+    reason = "UNAUTHENTICATED"

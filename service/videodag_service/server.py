@@ -1,0 +1,133 @@
+"""Build and run the gRPC server: options, health, reflection and graceful shutdown.
+
+`RunningServer` owns a started server; `stop()` drains it: the health service reports
+NOT_SERVING, new runs are refused with UNAVAILABLE, in-flight runs get the grace
+period to finish and are then cancelled (their temp files removed by their own cleanup).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+
+from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
+from videodag_service.servicer import RunSlots, VideoPipelineServicer
+from videodag_service.settings import Settings, SettingsError, settings_from
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
+# Threads beyond the run cap serve health checks, listings and refusals while all runs are busy.
+_SPARE_THREADS = 8
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """Channel options for long streams behind load balancers."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Ping idle connections so a load balancer does not drop a long-running stream.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+@dataclass
+class RunningServer:
+    """A started server and the pieces its shutdown needs."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    run_slots: RunSlots
+    settings: Settings
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        """Drain and stop; returns when every call has ended."""
+        grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        logger.info("draining: health NOT_SERVING, new runs refused, %.1f s grace for in-flight runs", grace)
+        self.run_slots.start_draining()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        logger.info("server stopped")
+
+
+def start_server(settings: Settings, dag: DagPipelineService | None = None) -> RunningServer:
+    """Load the pipelines (refusing to start on an invalid one), bind and start serving."""
+    if dag is None:
+        dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
+    run_slots = RunSlots(settings.max_concurrent_runs)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_runs + _SPARE_THREADS, thread_name_prefix="videodag-rpc"
+        ),
+        options=grpc_options(settings),
+    )
+    video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(
+        VideoPipelineServicer(dag, settings, run_slots), server
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.address)
+    if port == 0:
+        raise OSError(f"could not listen on {settings.address}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
+                ", ".join(dag.pipeline_ids()))
+    return RunningServer(server, port, health_servicer, run_slots, settings)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain."""
+    running = start_server(settings)
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
+    stop_requested.wait()
+    running.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = settings_from(argv)
+    except SettingsError as error:
+        print(f"videodag-server: {error}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        serve(settings)
+    except (OSError, ValueError, RuntimeError) as error:
+        print(f"videodag-server: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""The gRPC servicer: a translator between the contract and the domain.
+
+It turns requests into plain values, calls the upload, video and DAG layers, and
+turns their events and errors back into protobuf and status codes. No decoding, DAG
+or file logic lives here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+
+from videodag_service import convert
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import (
+    BadRequestStream,
+    DeadlineExceeded,
+    ErrorDetails,
+    RunCancelled,
+    ServerDraining,
+    TooManyRuns,
+    VideodagError,
+)
+from videodag_service.settings import Settings
+from videodag_service.video import (
+    FrameProcessed,
+    RunFinished,
+    VideoFilePipelineService,
+    VideoLimits,
+    VideoOpened,
+    receive_upload,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class RunSlots:
+    """Caps simultaneous runs; a caller over the cap is refused at once, never queued."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._semaphore = threading.BoundedSemaphore(capacity)
+        self._draining = threading.Event()
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._draining.is_set():
+            raise ServerDraining("the server is shutting down; retry on another replica")
+        if not self._semaphore.acquire(blocking=False):
+            raise TooManyRuns(
+                f"the server already runs its maximum of {self.capacity} videos; retry shortly",
+                ErrorDetails(retry_after_seconds=1.0),
+            )
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+    def start_draining(self) -> None:
+        self._draining.set()
+
+
+class _CallWatch:
+    """Turns a cancelled or expired call into a domain error at the next check."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+        self._done = threading.Event()
+        context.add_callback(self._done.set)
+
+    def check(self) -> None:
+        remaining = self._context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded("the call's deadline passed; the run was stopped")
+        if self._done.is_set() or not self._context.is_active():
+            raise RunCancelled("the client cancelled the call; the run was stopped")
+
+
+class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineServiceServicer):
+    """Implements `videodag.v1.VideoPipelineService` on top of the DAG and video layers."""
+
+    def __init__(self, dag: DagPipelineService, settings: Settings, run_slots: RunSlots) -> None:
+        self._dag = dag
+        self._settings = settings
+        self._run_slots = run_slots
+        self._video = VideoFilePipelineService(
+            dag,
+            limits=VideoLimits(
+                max_width=settings.max_frame_width,
+                max_height=settings.max_frame_height,
+                max_frames_total=settings.max_video_frames,
+                max_duration_seconds=settings.max_video_seconds,
+            ),
+        )
+
+    def UploadAndRun(
+        self,
+        request_iterator: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        try:
+            yield from self._upload_and_run(request_iterator, context)
+        except Exception as error:
+            _abort(context, error)
+
+    def ListPipelines(
+        self, request: video_pipeline_service_pb2.ListPipelinesRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.ListPipelinesResponse:
+        return video_pipeline_service_pb2.ListPipelinesResponse(
+            pipelines=[convert.pipeline_to_proto(spec) for spec in self._dag.pipelines()]
+        )
+
+    def GetPipeline(
+        self, request: video_pipeline_service_pb2.GetPipelineRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.GetPipelineResponse:
+        try:
+            spec = self._dag.get_pipeline(request.pipeline_id)
+        except Exception as error:
+            _abort(context, error)
+        return video_pipeline_service_pb2.GetPipelineResponse(pipeline=convert.pipeline_to_proto(spec))
+
+    def _upload_and_run(
+        self,
+        requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        started = time.perf_counter()
+        watch = _CallWatch(context)
+        config = _first_config(requests)
+        sampling = convert.sampling_from_proto(config.options)
+        spec = self._dag.get_pipeline(config.pipeline_id)
+        with self._run_slots.hold(), receive_upload(
+            self._settings.temp_dir,
+            max_upload_bytes=self._settings.max_upload_bytes,
+            declared_size=config.declared_size_bytes or None,
+            declared_sha256=config.sha256 or None,
+            file_name=config.file_name or None,
+        ) as upload:
+            for request in requests:
+                if request.HasField("config"):
+                    raise BadRequestStream("the config was sent twice; send it once, as the first message")
+                upload.write(request.chunk)
+            stored = upload.finish()
+            yield convert.upload_received_event(stored)
+            for event in self._video.stream_run(spec.id, stored.path, sampling):
+                watch.check()
+                if isinstance(event, FrameProcessed):
+                    yield convert.frame_event(event.frame_index, event.timestamp_seconds, event.result)
+                elif isinstance(event, VideoOpened):
+                    yield convert.video_info_event(event.info)
+                elif isinstance(event, RunFinished):
+                    stats = event.stats
+                    yield video_pipeline_service_pb2.UploadAndRunResponse(
+                        summary=convert.run_summary(
+                            spec,
+                            frames_processed=stats.frames_processed,
+                            frames_with_errors=stats.frames_with_errors,
+                            wall_seconds=time.perf_counter() - started,
+                            decode_seconds=stats.decode_seconds,
+                            timings=stats.node_timings,
+                        )
+                    )
+
+
+def _first_config(requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest]) -> run_pb2.RunConfig:
+    first = next(requests, None)
+    if first is None:
+        raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
+    if not first.HasField("config"):
+        raise BadRequestStream("the first message must be the config; a chunk arrived first")
+    return first.config
+
+
+def _abort(context: grpc.ServicerContext, error: Exception) -> Any:
+    """End the call with the error's status; unexpected errors become INTERNAL and are logged."""
+    if isinstance(error, VideodagError):
+        if error.status_code in {"INTERNAL", "UNKNOWN"}:
+            logger.error("run failed: %s", error)
+        else:
+            logger.info("request refused: %s: %s", error.status_code, error.message)
+        status = convert.status_from_error(error)
+    elif isinstance(error, grpc.RpcError):
+        # The client went away while we read its stream; nothing is listening for a status.
+        logger.info("call ended by the client: %s", error)
+        status = convert.status_from_error(RunCancelled("the client cancelled the call"))
+    else:
+        logger.exception("unexpected failure")
+        status = convert.internal_status(f"internal error: {type(error).__name__}: {error}")
+    context.abort_with_status(rpc_status.to_status(status))

@@ -1,0 +1,120 @@
+"""Server settings: one frozen dataclass, filled from flags, then environment, then defaults.
+
+Each field declares its flag, its environment variable (VIDEODAG_<NAME>) and its help
+text in one place, so `videodag-server --help` documents every setting and a bad value
+stops the server at start with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VIDEODAG_"
+MIB = 1024 * 1024
+
+
+def _setting(default: Any, help: str, *, minimum: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "minimum": minimum})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a server needs to start; see `videodag-server --help`."""
+
+    host: str = _setting("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
+    port: int = _setting(50051, "TCP port to listen on (0 picks a free one)", minimum=0)
+    pipeline_dir: Path | None = _setting(None, "folder of pipeline files (default: the built-in pipelines)")
+    temp_dir: Path = _setting(
+        Path(tempfile.gettempdir()) / "videodag", "private folder for uploaded videos while they run"
+    )
+    max_upload_bytes: int = _setting(4096 * MIB, "largest video accepted, in bytes", minimum=1)
+    max_message_bytes: int = _setting(
+        8 * MIB, "largest gRPC message accepted, in bytes (a chunk plus framing)", minimum=64 * 1024
+    )
+    max_concurrent_runs: int = _setting(
+        4, "runs at once; the next caller gets RESOURCE_EXHAUSTED at once", minimum=1
+    )
+    max_frame_width: int = _setting(7680, "widest frame accepted, in pixels", minimum=1)
+    max_frame_height: int = _setting(4320, "tallest frame accepted, in pixels", minimum=1)
+    max_video_frames: int = _setting(
+        1_000_000, "most frames a video may declare (refused before decoding)", minimum=1
+    )
+    max_video_seconds: float = _setting(
+        6 * 3600.0, "longest video accepted, in seconds (refused before decoding)", minimum=0.001
+    )
+    shutdown_grace_seconds: float = _setting(
+        20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
+    )
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+        for item in fields(self):
+            minimum = item.metadata.get("minimum")
+            value = getattr(self, item.name)
+            if minimum is not None and value < minimum:
+                raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
+
+    @property
+    def address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class SettingsError(ValueError):
+    """Raised when a setting has a value the server cannot start with."""
+
+
+def _field_type(name: str) -> type:
+    return {"port": int, "pipeline_dir": Path, "temp_dir": Path, "host": str, "log_level": str}.get(
+        name, float if name.endswith("seconds") else int
+    )
+
+
+def _convert(name: str, raw: str) -> Any:
+    kind = _field_type(name)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {kind.__name__}, got {raw!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `videodag-server` argument parser; every setting has a flag and an environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="videodag-server",
+        description="Serve videodag: run named DAG pipelines of vision plugins over uploaded videos (gRPC).",
+        epilog="Every flag can also be set by its environment variable; a flag wins over the environment.",
+    )
+    for item in fields(Settings):
+        env = ENV_PREFIX + item.name.upper()
+        default = item.default if item.default is not MISSING else None
+        parser.add_argument(
+            "--" + item.name.replace("_", "-"),
+            dest=item.name,
+            default=None,
+            metavar=item.name.upper(),
+            help=f"{item.metadata['help']} [env {env}; default {default}]",
+        )
+    return parser
+
+
+def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, then environment variables, then defaults; raises SettingsError."""
+    environ = os.environ if environ is None else environ
+    parsed = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for item in fields(Settings):
+        raw = parsed.get(item.name)
+        if raw is None:
+            raw = environ.get(ENV_PREFIX + item.name.upper())
+        if raw is not None and raw != "":
+            values[item.name] = _convert(item.name, raw)
+    return Settings(**values)
