@@ -11,8 +11,8 @@ from typing import Any
 
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
 
+from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service.dag import ErrorPolicy, NodeTiming, PipelineSpec
 from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, VideodagError
 from videodag_service.video import SamplingOptions, StoredUpload, VideoInfo
@@ -29,29 +29,26 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return message
 
 
+# Where each sampling option lives in the request, for BadRequest field violations.
+_OPTION_FIELDS = {
+    "frame_stride": "config.options.frame_stride",
+    "max_frames": "config.options.max_frames",
+    "start_seconds": "config.options.start_offset",
+    "end_seconds": "config.options.end_offset",
+}
+
+
 def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
-    """Validated sampling options; every bad field is reported at once as a BadRequest violation."""
-    violations: list[FieldViolation] = []
-    if options.frame_stride < 0:
-        violations.append(FieldViolation("config.options.frame_stride", "must be 0 (every frame) or more"))
-    if options.max_frames < 0:
-        violations.append(FieldViolation("config.options.max_frames", "must be 0 (no limit) or more"))
+    """Validated sampling options; bad fields are reported by their path in the request."""
     start = options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None
     end = options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None
-    if start is not None and start < 0:
-        violations.append(FieldViolation("config.options.start_offset", "must not be negative"))
-    if end is not None and end <= 0:
-        violations.append(FieldViolation("config.options.end_offset", "must be after the start of the video"))
-    if start is not None and end is not None and end <= start:
-        violations.append(FieldViolation("config.options.end_offset", "must be after start_offset"))
-    if violations:
-        raise InvalidOptions(violations)
-    return SamplingOptions(
-        frame_stride=max(options.frame_stride, 1),
-        max_frames=options.max_frames or None,
-        start_seconds=start,
-        end_seconds=end,
-    )
+    try:
+        return SamplingOptions(options.frame_stride, options.max_frames, start, end)
+    except InvalidOptions as error:
+        raise InvalidOptions(
+            [FieldViolation(_OPTION_FIELDS.get(v.field, v.field), v.description)
+             for v in error.details.field_violations]
+        ) from None
 
 
 def upload_received_event(upload: StoredUpload) -> video_pipeline_service_pb2.UploadAndRunResponse:
@@ -74,7 +71,9 @@ def video_info_event(info: VideoInfo) -> video_pipeline_service_pb2.UploadAndRun
     )
 
 
-def frame_result(frame_index: int, timestamp_seconds: float, result: Mapping[str, Any]) -> run_pb2.FrameResult:
+def frame_result(
+    frame_index: int, timestamp_seconds: float, result: Mapping[str, Any]
+) -> run_pb2.FrameResult:
     """A FrameResult; in-band node failures ("errors") move to the typed `node_errors` field."""
     outputs = {key: value for key, value in result.items() if key != "errors"}
     message = run_pb2.FrameResult(frame_index=frame_index, timestamp=duration(timestamp_seconds))
@@ -90,9 +89,11 @@ def frame_result(frame_index: int, timestamp_seconds: float, result: Mapping[str
     return message
 
 
-def frame_event(frame_index: int, timestamp_seconds: float, result: Mapping[str, Any]
-                ) -> video_pipeline_service_pb2.UploadAndRunResponse:
-    return video_pipeline_service_pb2.UploadAndRunResponse(frame=frame_result(frame_index, timestamp_seconds, result))
+def frame_event(
+    frame_index: int, timestamp_seconds: float, result: Mapping[str, Any]
+) -> video_pipeline_service_pb2.UploadAndRunResponse:
+    frame = frame_result(frame_index, timestamp_seconds, result)
+    return video_pipeline_service_pb2.UploadAndRunResponse(frame=frame)
 
 
 def run_summary(
@@ -142,8 +143,9 @@ def status_from_error(error: VideodagError) -> status_pb2.Status:
     """The `google.rpc.Status` for a domain error: code, message, ErrorInfo and whatever details it has."""
     status = status_pb2.Status(code=code_pb2.Code.Value(error.status_code), message=error.message)
     details = error.details
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(details.metadata))
-    status.details.add().Pack(info)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(details.metadata))
+    )
     if details.field_violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[

@@ -204,7 +204,9 @@ class NodeFailed(VideodagError):
     status_code = "INTERNAL"
     reason = "NODE_FAILED"
 
-    def __init__(self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, cause: str) -> None:
+    def __init__(
+        self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, cause: str
+    ) -> None:
         where = f"frame {frame_index}" if frame_index is not None else "a frame"
         super().__init__(
             f"pipeline {pipeline_id!r} node {node_id!r} ({plugin}) failed on {where}: {cause}",

@@ -11,15 +11,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
-from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service import convert
-from videodag_service.dag import DagPipelineService
+from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
     BadRequestStream,
     DeadlineExceeded,
@@ -32,11 +32,13 @@ from videodag_service.errors import (
 from videodag_service.settings import Settings
 from videodag_service.video import (
     FrameProcessed,
+    RunEvent,
     RunFinished,
     VideoFilePipelineService,
     VideoLimits,
     VideoOpened,
     receive_upload,
+    suffix_for_file_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,7 +144,7 @@ class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineService
             max_upload_bytes=self._settings.max_upload_bytes,
             declared_size=config.declared_size_bytes or None,
             declared_sha256=config.sha256 or None,
-            file_name=config.file_name or None,
+            suffix=suffix_for_file_name(config.file_name),
         ) as upload:
             for request in requests:
                 if request.HasField("config"):
@@ -150,24 +152,38 @@ class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineService
                 upload.write(request.chunk)
             stored = upload.finish()
             yield convert.upload_received_event(stored)
-            for event in self._video.stream_run(spec.id, stored.path, sampling):
-                watch.check()
-                if isinstance(event, FrameProcessed):
-                    yield convert.frame_event(event.frame_index, event.timestamp_seconds, event.result)
-                elif isinstance(event, VideoOpened):
-                    yield convert.video_info_event(event.info)
-                elif isinstance(event, RunFinished):
-                    stats = event.stats
-                    yield video_pipeline_service_pb2.UploadAndRunResponse(
-                        summary=convert.run_summary(
-                            spec,
-                            frames_processed=stats.frames_processed,
-                            frames_with_errors=stats.frames_with_errors,
-                            wall_seconds=time.perf_counter() - started,
-                            decode_seconds=stats.decode_seconds,
-                            timings=stats.node_timings,
-                        )
+            events = self._video.stream_run(spec.id, stored.path, sampling)
+            # closing(): a cancelled call must close the run and release the decoder now, not at GC.
+            with closing(events):
+                yield from self._run_events(spec, events, watch, started)
+
+    def _run_events(
+        self,
+        spec: PipelineSpec,
+        events: Iterator[RunEvent],
+        watch: _CallWatch,
+        started: float,
+    ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        frames_with_errors = 0
+        for event in events:
+            watch.check()
+            if isinstance(event, FrameProcessed):
+                frames_with_errors += "errors" in event.result
+                yield convert.frame_event(event.frame_index, event.timestamp_seconds, event.result)
+            elif isinstance(event, VideoOpened):
+                yield convert.video_info_event(event.info)
+            elif isinstance(event, RunFinished):
+                stats = event.summary
+                yield video_pipeline_service_pb2.UploadAndRunResponse(
+                    summary=convert.run_summary(
+                        spec,
+                        frames_processed=stats.frames_processed,
+                        frames_with_errors=frames_with_errors,
+                        wall_seconds=time.perf_counter() - started,
+                        decode_seconds=stats.decode_seconds,
+                        timings=stats.node_timings,
                     )
+                )
 
 
 def _first_config(requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest]) -> run_pb2.RunConfig:
@@ -194,4 +210,7 @@ def _abort(context: grpc.ServicerContext, error: Exception) -> Any:
     else:
         logger.exception("unexpected failure")
         status = convert.internal_status(f"internal error: {type(error).__name__}: {error}")
-    context.abort_with_status(rpc_status.to_status(status))
+    rich = rpc_status.to_status(status)
+    # Same as abort_with_status, spelled out so in-process test contexts handle it too.
+    context.set_trailing_metadata(rich.trailing_metadata)
+    context.abort(rich.code, rich.details)

@@ -39,6 +39,7 @@ class _Counter:
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         self._seen += 1
         index = inputs["index"]
+        self._recorder.add("frame", str(index))
         if index in self._params["fail_on"]:
             raise RuntimeError(f"boom on {index}")
         if self._params["delay_seconds"]:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.fake_plugins import Recorder, make_registry
 
+from fakes.fake_plugins import Recorder, make_registry
 from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
 from videodag_service.errors import NodeFailed
 from videodag_service.plugins.detections import Detections
@@ -102,7 +102,8 @@ def test_failing_node_fails_the_run_naming_pipeline_node_plugin_and_frame(tmp_pa
         for payload in frames(5):
             run.process(payload)
     error = caught.value
-    assert (error.pipeline_id, error.node_id, error.plugin, error.frame_index) == ("counting", "count", "test.counter", 2)
+    where = (error.pipeline_id, error.node_id, error.plugin, error.frame_index)
+    assert where == ("counting", "count", "test.counter", 2)
     assert "pipeline 'counting' node 'count' (test.counter) failed on frame 2: RuntimeError: boom on 2" in str(error)
     assert error.status_code == "INTERNAL"
     assert recorder.count("close") == 1

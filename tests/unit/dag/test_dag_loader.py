@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fakes.fake_plugins import make_registry
 
+from fakes.fake_plugins import make_registry
 from videodag_service.dag import (
     BUILTIN_PIPELINE_DIR,
     DagPipelineService,

@@ -1,0 +1,50 @@
+"""Video files in, per-frame pipeline results out: upload, probe, decode, sample, feed the DAG.
+
+This package knows no gRPC and no pipeline semantics. The public surface:
+
+* `receive_upload` / `UploadReceiver` / `StoredUpload`: chunks -> private temp file, with limits.
+* `open_video`, `probe_video`, `VideoInfo`, `VideoLimits`: open and check a file.
+* `SamplingOptions`: frame stride, max frames, time window.
+* `VideoFilePipelineService`: run a pipeline over a file (`run_on_file`, `stream_run`), with
+  the events `VideoOpened`, `FrameProcessed`, `RunFinished` (`RunStats`).
+* `SupportsRuns`, `PipelineRun`, `NodeTimingLike`, `SupportsRunPipeline`: what a DAG
+  service must offer.
+* `FramePayload`: what each frame looks like to the DAG service.
+"""
+
+from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
+from videodag_service.video.file_pipeline import VideoFilePipelineService
+from videodag_service.video.info import VideoInfo
+from videodag_service.video.limits import VideoLimits
+from videodag_service.video.payload import IMAGE_BYTES_FORMAT, PAYLOAD_KEYS, FramePayload
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, open_video, probe_video
+from videodag_service.video.runs import NodeTimingLike, PipelineRun, SupportsRunPipeline, SupportsRuns
+from videodag_service.video.sampling import SamplingOptions
+from videodag_service.video.upload import StoredUpload, UploadReceiver, receive_upload, suffix_for_file_name
+
+__all__ = [
+    "IMAGE_BYTES_FORMAT",
+    "PAYLOAD_KEYS",
+    "DecodedFrame",
+    "FramePayload",
+    "FrameProcessed",
+    "NodeTimingLike",
+    "OpenedVideo",
+    "PipelineRun",
+    "RunEvent",
+    "RunFinished",
+    "RunStats",
+    "SamplingOptions",
+    "StoredUpload",
+    "SupportsRunPipeline",
+    "SupportsRuns",
+    "UploadReceiver",
+    "VideoFilePipelineService",
+    "VideoInfo",
+    "VideoLimits",
+    "VideoOpened",
+    "open_video",
+    "probe_video",
+    "receive_upload",
+    "suffix_for_file_name",
+]

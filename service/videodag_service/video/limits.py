@@ -1,0 +1,54 @@
+"""Server limits on the videos it accepts, checked before any frame is decoded.
+
+Header values are only declarations: a file can claim 10 frames and hold a million.
+`check_frame` is therefore also applied to every frame the decoder delivers, so a lying
+header cannot make a run decode more than the limits allow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from videodag_service.errors import ErrorDetails, VideoTooLarge
+from videodag_service.video.info import VideoInfo
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """The largest video a run accepts; None means unlimited on that axis."""
+
+    max_width: int | None = None
+    max_height: int | None = None
+    max_frames_total: int | None = None
+    max_duration_seconds: float | None = None
+
+    def check_info(self, info: VideoInfo) -> None:
+        """Raise VideoTooLarge when the declared facts of a video are over a limit."""
+        if self.max_width is not None and info.width > self.max_width:
+            _refuse("width", f"frame width {info.width} px is over the limit of {self.max_width} px")
+        if self.max_height is not None and info.height > self.max_height:
+            _refuse("height", f"frame height {info.height} px is over the limit of {self.max_height} px")
+        if self.max_frames_total is not None and info.frame_count > self.max_frames_total:
+            _refuse(
+                "frame_count",
+                f"the video has {info.frame_count} frames, over the limit of {self.max_frames_total}",
+            )
+        if self.max_duration_seconds is not None and info.duration_seconds > self.max_duration_seconds:
+            _refuse(
+                "duration",
+                f"the video lasts {info.duration_seconds:.3f} s, "
+                f"over the limit of {self.max_duration_seconds} s",
+            )
+
+    def check_frame(self, frame_index: int, fps: float) -> None:
+        """Raise VideoTooLarge when the decoder delivers a frame beyond the limits."""
+        frames_seen = frame_index + 1
+        if self.max_frames_total is not None and frames_seen > self.max_frames_total:
+            _refuse("frame_count", f"the video has more than {self.max_frames_total} frames, the limit")
+        max_duration = self.max_duration_seconds
+        if max_duration is not None and fps > 0 and frames_seen / fps > max_duration:
+            _refuse("duration", f"the video lasts more than {self.max_duration_seconds} s, the limit")
+
+
+def _refuse(limit: str, message: str) -> None:
+    raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata={"limit": limit}))

@@ -1,0 +1,209 @@
+"""Open a video file with OpenCV's FFmpeg backend, probe it, and decode the sampled frames.
+
+The capture is owned by a `with` block (`open_video`), so it is released on every path:
+normal end, error, or a consumer that stops iterating. Frames the stride skips are only
+`grab()`bed (demuxed and decoded, never converted to BGR), which is what makes a stride cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from videodag_service.errors import VideoUnreadable
+from videodag_service.video.info import VideoInfo
+from videodag_service.video.limits import VideoLimits
+from videodag_service.video.sampling import FrameWindow
+
+_UNLIMITED = VideoLimits()
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One sampled frame: its index in the source (before sampling), time and BGR pixels."""
+
+    frame_index: int
+    timestamp_seconds: float
+    image: np.ndarray
+
+
+def unreadable(path: str | os.PathLike[str], reason: str) -> VideoUnreadable:
+    """The error for a file OpenCV cannot use; only the base name is shown (temp paths are private)."""
+    return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}")
+
+
+class OpenedVideo:
+    """A video opened for decoding; use through `open_video`, which releases it.
+
+    `decode_seconds` accumulates the time spent seeking, grabbing and converting frames,
+    not the time the consumer spends between frames.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.decode_seconds = 0.0
+        self._capture = self._open_capture()
+        try:
+            self.info = self._probe()
+        except BaseException:
+            self._capture.release()
+            raise
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def frames(
+        self, window: FrameWindow, limits: VideoLimits = _UNLIMITED
+    ) -> Generator[DecodedFrame, None, None]:
+        """Yield the frames the window samples, in order; stops early on a truncated file.
+
+        Every delivered frame, sampled or not, is checked against `limits`, because the
+        header's frame count and duration are only declarations.
+        """
+        started = time.perf_counter()
+        if not self._move_to(window.first_index, limits):
+            self.decode_seconds += time.perf_counter() - started
+            return
+        frame_index = window.first_index
+        processed = 0
+        while not window.is_past_end(frame_index) and (
+            window.max_frames is None or processed < window.max_frames
+        ):
+            if not self._grab():
+                break
+            limits.check_frame(frame_index, self.info.fps)
+            if window.is_sampled(frame_index):
+                image = self._retrieve()
+                if image is None:
+                    break
+                frame = DecodedFrame(frame_index, self._timestamp(frame_index), image)
+                self.decode_seconds += time.perf_counter() - started
+                yield frame
+                started = time.perf_counter()
+                processed += 1
+            frame_index += 1
+        self.decode_seconds += time.perf_counter() - started
+
+    def _move_to(self, first_index: int, limits: VideoLimits) -> bool:
+        """Position the capture so the next grab returns `first_index`; False if the video ends first.
+
+        Seeking is used only inside the declared frame count and only when OpenCV reports
+        landing exactly on the target (verified frame-exact on H.264/MP4, MPEG-4 Part 2 and
+        MJPG/AVI); otherwise the file is reopened and the frames before the window are
+        grabbed one by one, which is slower but always right.
+        """
+        if first_index == 0:
+            return True
+        limits.check_frame(first_index, self.info.fps)
+        if first_index < self.info.frame_count:
+            if self._seek(first_index):
+                return True
+            # A failed seek leaves the capture at an unknown position: start again.
+            self._capture.release()
+            self._capture = self._open_capture()
+        for frame_index in range(first_index):
+            if not self._grab():
+                return False
+            limits.check_frame(frame_index, self.info.fps)
+        return True
+
+    def _seek(self, frame_index: int) -> bool:
+        try:
+            if not self._capture.set(cv2.CAP_PROP_POS_FRAMES, frame_index):
+                return False
+            landed = self._capture.get(cv2.CAP_PROP_POS_FRAMES)
+        except cv2.error:
+            return False
+        return math.isfinite(landed) and round(landed) == frame_index
+
+    def _grab(self) -> bool:
+        try:
+            return bool(self._capture.grab())
+        except cv2.error as error:
+            raise unreadable(self.path, f"decoding failed: {error}") from error
+
+    def _retrieve(self) -> np.ndarray | None:
+        try:
+            ok, image = self._capture.retrieve()
+        except cv2.error as error:
+            raise unreadable(self.path, f"decoding failed: {error}") from error
+        return image if ok and image is not None and image.size else None
+
+    def _timestamp(self, frame_index: int) -> float:
+        """Frame i is presented at i / fps (OpenCV numbers frames the same way when it seeks).
+
+        Without a declared frame rate the decoder's presentation time is the only clue.
+        """
+        if self.info.fps > 0:
+            return frame_index / self.info.fps
+        milliseconds = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        return milliseconds / 1000.0 if math.isfinite(milliseconds) and milliseconds > 0 else 0.0
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        try:
+            capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        except cv2.error as error:
+            raise unreadable(self.path, f"OpenCV refused it: {error}") from error
+        if not capture.isOpened():
+            capture.release()
+            reason = "no such file" if not self.path.exists() else "not a video OpenCV can decode"
+            raise unreadable(self.path, reason)
+        return capture
+
+    def _probe(self) -> VideoInfo:
+        try:
+            fps = _finite_or_zero(self._capture.get(cv2.CAP_PROP_FPS))
+            frame_count = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+            width = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
+            height = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            fourcc = self._capture.get(cv2.CAP_PROP_FOURCC)
+        except cv2.error as error:
+            raise unreadable(self.path, f"probing failed: {error}") from error
+        if width <= 0 or height <= 0:
+            raise unreadable(self.path, "it has no video stream")
+        return VideoInfo(
+            fps=fps,
+            frame_count=frame_count,
+            width=width,
+            height=height,
+            duration_seconds=frame_count / fps if fps > 0 and frame_count > 0 else 0.0,
+            codec=_fourcc_text(fourcc),
+            size_bytes=self.path.stat().st_size,
+        )
+
+
+@contextmanager
+def open_video(path: str | os.PathLike[str]) -> Iterator[OpenedVideo]:
+    """Open and probe a video; raises VideoUnreadable when OpenCV cannot use it."""
+    video = OpenedVideo(Path(path))
+    try:
+        yield video
+    finally:
+        video.close()
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Read a video's facts without decoding a frame; raises VideoUnreadable."""
+    with open_video(path) as video:
+        return video.info
+
+
+def _finite_or_zero(value: float) -> float:
+    """OpenCV reports unknown properties as 0, -1 or NaN depending on the container."""
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def _fourcc_text(value: float) -> str:
+    if not math.isfinite(value) or value <= 0:
+        return ""
+    raw = (int(value) & 0xFFFFFFFF).to_bytes(4, "little")
+    text = raw.rstrip(b"\x00 ").decode("ascii", errors="replace")
+    return text if text.isprintable() and "\ufffd" not in text else ""

@@ -1,0 +1,212 @@
+"""Receive an uploaded video, chunk by chunk, into a private temp file that never outlives its `with`.
+
+Limits are enforced as the bytes arrive: a declared size over the limit is refused before
+the file is created, and the chunk that would cross `max_upload_bytes` is refused before it
+is written. The SHA-256 is computed incrementally, so the video is never held in memory.
+The file (mode 0600, in a directory created 0700) is removed when the `with` block exits,
+however it exits, so callers must finish decoding inside the block.
+
+Example::
+
+    with receive_upload(temp_dir, max_upload_bytes=512 << 20, declared_size=size) as upload:
+        for chunk in chunks:
+            upload.write(chunk)
+        stored = upload.finish()
+        results = service.run_on_file(pipeline_id, stored.path)
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from videodag_service.errors import (
+    DiskFull,
+    EmptyUpload,
+    ErrorDetails,
+    FieldViolation,
+    InvalidOptions,
+    UploadCorrupted,
+    UploadTooLarge,
+)
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# The suffix becomes part of a path, and FFmpeg uses it as a hint when probing the format:
+# keep it to a plain extension so it can never name another directory.
+_SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
+DEFAULT_SUFFIX = ".mp4"
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    """A complete, checked upload: valid only inside the `receive_upload` block."""
+
+    path: Path
+    size_bytes: int
+    sha256: str
+
+
+class UploadReceiver:
+    """Writes the chunks of one upload; created by `receive_upload`."""
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        path: Path,
+        max_upload_bytes: int,
+        declared_size: int | None,
+        declared_sha256: str | None,
+    ) -> None:
+        self.path = path
+        self._file = file
+        self._max_upload_bytes = max_upload_bytes
+        self._declared_size = declared_size
+        self._declared_sha256 = declared_sha256
+        self._hash = hashlib.sha256()
+        self._received_bytes = 0
+        self._finished = False
+
+    @property
+    def received_bytes(self) -> int:
+        return self._received_bytes
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Append a chunk; raises UploadTooLarge before writing the chunk that crosses the limit."""
+        if self._finished:
+            raise ValueError("the upload is already finished")
+        size = memoryview(chunk).nbytes
+        if self._received_bytes + size > self._max_upload_bytes:
+            raise UploadTooLarge(
+                f"upload is over the limit of {self._max_upload_bytes} bytes "
+                f"({self._received_bytes + size} bytes so far)",
+                ErrorDetails(metadata={"max_upload_bytes": str(self._max_upload_bytes)}),
+            )
+        with _disk_full_as_error():
+            self._file.write(chunk)
+        self._hash.update(chunk)
+        self._received_bytes += size
+
+    def finish(self) -> StoredUpload:
+        """Flush and close the file, then check it against what the client declared."""
+        if not self._finished:
+            with _disk_full_as_error():
+                self._file.close()
+            self._finished = True
+        if self._received_bytes == 0:
+            raise EmptyUpload("the upload is empty: no video bytes arrived")
+        if self._declared_size is not None and self._received_bytes != self._declared_size:
+            raise UploadCorrupted(
+                f"upload size mismatch: {self._declared_size} bytes declared, "
+                f"{self._received_bytes} received",
+                ErrorDetails(
+                    metadata={"declared_size_bytes": str(self._declared_size),
+                              "received_size_bytes": str(self._received_bytes)}
+                ),
+            )
+        sha256 = self._hash.hexdigest()
+        if self._declared_sha256 is not None and sha256 != self._declared_sha256:
+            raise UploadCorrupted(
+                f"upload checksum mismatch: sha256 {self._declared_sha256} declared, {sha256} received",
+                ErrorDetails(metadata={"declared_sha256": self._declared_sha256, "received_sha256": sha256}),
+            )
+        return StoredUpload(self.path, self._received_bytes, sha256)
+
+    def _discard(self) -> None:
+        """Close and delete the file; errors here must not hide the error that got us here."""
+        with suppress(OSError):
+            self._file.close()
+        with suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+@contextmanager
+def receive_upload(
+    temp_dir: str | os.PathLike[str],
+    max_upload_bytes: int,
+    declared_size: int | None = None,
+    declared_sha256: str | None = None,
+    suffix: str = DEFAULT_SUFFIX,
+) -> Iterator[UploadReceiver]:
+    """Create a private temp file for one upload and remove it when the block exits.
+
+    `declared_size` None or 0 means unknown (as in the contract); over the limit it raises
+    UploadTooLarge before any file is created. `declared_sha256` is lowercase or uppercase hex.
+    Bad declarations raise InvalidOptions; a full disk raises DiskFull.
+    """
+    if max_upload_bytes <= 0:
+        raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
+    if not _SAFE_SUFFIX.fullmatch(suffix):
+        raise ValueError(f"suffix must look like '.mp4', got {suffix!r}")
+    size = _checked_declared_size(declared_size, max_upload_bytes)
+    sha256 = _checked_declared_sha256(declared_sha256)
+    path, file = _create_private_file(Path(temp_dir), suffix)
+    receiver = UploadReceiver(file, path, max_upload_bytes, size, sha256)
+    try:
+        yield receiver
+    finally:
+        receiver._discard()
+
+
+def suffix_for_file_name(file_name: str, default: str = DEFAULT_SUFFIX) -> str:
+    """The temp-file suffix for a client's file name: its extension if plain, else `default`."""
+    extension = os.path.splitext(os.path.basename(file_name))[1].lower()
+    return extension if _SAFE_SUFFIX.fullmatch(extension) else default
+
+
+def _checked_declared_size(declared_size: int | None, max_upload_bytes: int) -> int | None:
+    if declared_size is None or declared_size == 0:
+        return None
+    if declared_size < 0:
+        description = f"must not be negative, got {declared_size}"
+        raise InvalidOptions([FieldViolation("declared_size_bytes", description)])
+    if declared_size > max_upload_bytes:
+        raise UploadTooLarge(
+            f"declared upload size {declared_size} bytes is over the limit of {max_upload_bytes} bytes",
+            ErrorDetails(metadata={"max_upload_bytes": str(max_upload_bytes),
+                                   "declared_size_bytes": str(declared_size)}),
+        )
+    return declared_size
+
+
+def _checked_declared_sha256(declared_sha256: str | None) -> str | None:
+    if not declared_sha256:
+        return None
+    normalised = declared_sha256.strip().lower()
+    if not _SHA256_HEX.fullmatch(normalised):
+        raise InvalidOptions([FieldViolation("sha256", "must be 64 hexadecimal characters")])
+    return normalised
+
+
+def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO]:
+    """mkstemp creates the file 0600 whatever the umask; a directory we create is made 0700."""
+    with _disk_full_as_error():
+        if not temp_dir.is_dir():
+            temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temp_dir.chmod(0o700)  # mkdir's mode is filtered by the umask
+        descriptor, name = tempfile.mkstemp(dir=temp_dir, prefix="upload-", suffix=suffix)
+    try:
+        return Path(name), os.fdopen(descriptor, "wb")
+    except BaseException:
+        os.close(descriptor)
+        os.unlink(name)
+        raise
+
+
+@contextmanager
+def _disk_full_as_error() -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno in _DISK_FULL_ERRNOS:
+            details = ErrorDetails(metadata={"errno": str(error.errno)})
+            raise DiskFull("no space left to store the upload", details) from error
+        raise

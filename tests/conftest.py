@@ -1,0 +1,57 @@
+"""Shared fixtures: the committed sample clip and small generated videos.
+
+`tests/` has no `__init__.py`; it is put on `sys.path` here so test modules can
+`import fakes` (the shared test doubles) whatever pytest's import mode.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+from fakes.media import write_indexed_video  # noqa: E402
+
+REPO_ROOT = TESTS_DIR.parent
+SAMPLE_CLIP_NAME = "pedestrians_120.mp4"
+# The committed copy is preferred; the shared media folder beside the repo is the origin.
+SAMPLE_CLIP_CANDIDATES = (
+    REPO_ROOT / "samples" / SAMPLE_CLIP_NAME,
+    REPO_ROOT.parent / "shared" / "media" / SAMPLE_CLIP_NAME,
+)
+
+VideoFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def sample_clip() -> Path:
+    """The real 120-frame H.264 clip (768x576, 10 fps) of pedestrians."""
+    for candidate in SAMPLE_CLIP_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    pytest.fail(f"sample clip not found; looked in {[str(c) for c in SAMPLE_CLIP_CANDIDATES]}")
+
+
+@pytest.fixture
+def make_video(tmp_path: Path) -> VideoFactory:
+    """Build an indexed video in tmp_path: `make_video(frame_count, fps=25.0, fourcc="MJPG")`."""
+
+    def build(frame_count: int, *, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
+        suffix = ".avi" if fourcc == "MJPG" else ".mp4"
+        path = tmp_path / f"indexed_{frame_count}_{fourcc}_{fps:g}{suffix}"
+        return write_indexed_video(path, frame_count, fps=fps, fourcc=fourcc)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def thousand_frame_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1000 indexed 64x48 MJPG frames at 25 fps (40 s), written once per session."""
+    path = tmp_path_factory.mktemp("media") / "indexed_1000.avi"
+    return write_indexed_video(path, 1000, fps=25.0, fourcc="MJPG")

@@ -1,0 +1,54 @@
+"""Small generated videos whose frames carry their own index, so tests can check which frame
+a decoder really returned instead of trusting the index it reports.
+
+Each frame is a 4 x 3 grid of 16 px blocks; block b is white when bit b of the frame index
+is set. The blocks survive MJPG and MPEG-4 compression, so `read_frame_index` recovers the
+index exactly for up to 4096 frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+BLOCK = 16
+COLUMNS = 4
+ROWS = 3
+FRAME_SIZE = (COLUMNS * BLOCK, ROWS * BLOCK)  # (width, height) as OpenCV wants it
+MAX_FRAMES = 1 << (COLUMNS * ROWS)
+
+
+def indexed_frame(frame_index: int) -> np.ndarray:
+    width, height = FRAME_SIZE
+    image = np.zeros((height, width, 3), np.uint8)
+    for bit in range(COLUMNS * ROWS):
+        if frame_index >> bit & 1:
+            row, column = divmod(bit, COLUMNS)
+            image[row * BLOCK:(row + 1) * BLOCK, column * BLOCK:(column + 1) * BLOCK] = 255
+    return image
+
+
+def read_frame_index(image: np.ndarray) -> int:
+    frame_index = 0
+    for bit in range(COLUMNS * ROWS):
+        row, column = divmod(bit, COLUMNS)
+        if image[row * BLOCK:(row + 1) * BLOCK, column * BLOCK:(column + 1) * BLOCK].mean() > 127:
+            frame_index |= 1 << bit
+    return frame_index
+
+
+def write_indexed_video(path: Path, frame_count: int, *, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
+    """Write `frame_count` indexed frames; MJPG goes in .avi, mp4v in .mp4."""
+    if frame_count > MAX_FRAMES:
+        raise ValueError(f"at most {MAX_FRAMES} frames can carry their index")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, FRAME_SIZE)
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {fourcc} to {path}")
+    try:
+        for frame_index in range(frame_count):
+            writer.write(indexed_frame(frame_index))
+    finally:
+        writer.release()
+    return path

@@ -1,0 +1,130 @@
+"""The servicer in process (grpcio-testing): translation of requests, events and errors."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+import grpc_testing
+import pytest
+from google.rpc import error_details_pb2
+
+from fakes.fake_plugins import Recorder, make_test_plugin
+from videodag.v1 import run_pb2, video_pipeline_service_pb2
+from videodag_service.dag import DagPipelineService, PluginRegistry, load_pipeline_folder
+from videodag_service.servicer import RunSlots, VideoPipelineServicer
+from videodag_service.settings import Settings
+
+SERVICE = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
+Request = video_pipeline_service_pb2.UploadAndRunRequest
+
+
+@pytest.fixture
+def test_server(tmp_path: Path) -> tuple[grpc_testing.Server, Path]:
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "counting.yaml").write_text(textwrap.dedent("""
+        id: counting
+        version: "3"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {fail_on: [4]}
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+    """))
+    dag = DagPipelineService(load_pipeline_folder(pipelines, PluginRegistry([make_test_plugin(Recorder())])))
+    settings = Settings(temp_dir=tmp_path / "uploads")
+    servicer = VideoPipelineServicer(dag, settings, RunSlots(2))
+    return grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time()), tmp_path
+
+
+def upload(server: grpc_testing.Server, requests: Iterable[Request]
+           ) -> tuple[list[video_pipeline_service_pb2.UploadAndRunResponse], grpc.StatusCode, str, object]:
+    rpc = server.invoke_stream_stream(SERVICE.methods_by_name["UploadAndRun"], (), None)
+    for request in requests:
+        rpc.send_request(request)
+    rpc.requests_closed()
+    responses = []
+    while True:
+        try:
+            responses.append(rpc.take_response())
+        except ValueError:
+            break
+    trailing, code, details = rpc.termination()
+    return responses, code, details, trailing
+
+
+def video_requests(path: Path, pipeline_id: str = "counting") -> list[Request]:
+    data = path.read_bytes()
+    return [
+        Request(config=run_pb2.RunConfig(pipeline_id=pipeline_id, file_name=path.name)),
+        *(Request(chunk=data[i:i + 4096]) for i in range(0, len(data), 4096)),
+    ]
+
+
+def test_events_come_in_contract_order(test_server: tuple[grpc_testing.Server, Path], make_video) -> None:
+    server, tmp_path = test_server
+    responses, code, _, _ = upload(server, video_requests(make_video(4)))
+    assert code == grpc.StatusCode.OK
+    kinds = [r.WhichOneof("event") for r in responses]
+    assert kinds == ["upload_received", "video_info", "frame", "frame", "frame", "frame", "summary"]
+    assert [r.frame.frame_index for r in responses[2:6]] == [0, 1, 2, 3]
+    assert responses[3].frame.result["seen"] == 2
+    summary = responses[-1].summary
+    assert (summary.pipeline_id, summary.pipeline_version, summary.frames_processed) == ("counting", "3", 4)
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_plugin_failure_becomes_internal(test_server: tuple[grpc_testing.Server, Path], make_video) -> None:
+    # grpcio-testing drops trailing metadata on abort; the rich details are checked end to end.
+    server, tmp_path = test_server
+    responses, code, details, _ = upload(server, video_requests(make_video(8)))
+    assert code == grpc.StatusCode.INTERNAL
+    assert "node 'count' (test.counter) failed on frame 4" in details
+    assert [r.frame.frame_index for r in responses if r.WhichOneof("event") == "frame"] == [0, 1, 2, 3]
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_status_from_error_carries_error_info_bad_request_and_retry_info() -> None:
+    from videodag_service.convert import status_from_error
+    from videodag_service.errors import ErrorDetails, FieldViolation, InvalidOptions, TooManyRuns
+
+    status = status_from_error(InvalidOptions([FieldViolation("config.options.max_frames", "must not be negative")]))
+    info, bad_request = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(bad_request)
+    assert (info.reason, info.domain) == ("INVALID_OPTIONS", "videodag.dev")
+    assert bad_request.field_violations[0].field == "config.options.max_frames"
+    retry = error_details_pb2.RetryInfo()
+    status = status_from_error(TooManyRuns("busy", ErrorDetails(retry_after_seconds=1.5)))
+    assert status.details[1].Unpack(retry)
+    assert retry.retry_delay.ToNanoseconds() == 1_500_000_000
+
+
+def test_unknown_pipeline_is_refused_before_the_upload(test_server: tuple[grpc_testing.Server, Path]) -> None:
+    server, tmp_path = test_server
+    responses, code, details, _ = upload(server, [Request(config=run_pb2.RunConfig(pipeline_id="nope"))])
+    assert responses == []
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert details == "unknown pipeline 'nope'; known pipelines: counting"
+    assert not (tmp_path / "uploads").exists() or list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_list_pipelines_shows_the_graph(test_server: tuple[grpc_testing.Server, Path]) -> None:
+    server, _ = test_server
+    rpc = server.invoke_unary_unary(
+        SERVICE.methods_by_name["ListPipelines"], (), video_pipeline_service_pb2.ListPipelinesRequest(), None
+    )
+    response, _, code, _ = rpc.termination()
+    assert code == grpc.StatusCode.OK
+    (pipeline,) = response.pipelines
+    assert pipeline.id == "counting"
+    (node,) = pipeline.nodes
+    assert (node.id, node.plugin, node.stateful) == ("count", "test.counter", True)
+    assert [(i.name, i.source) for i in node.inputs] == [("index", "frame.index")]
+    assert dict(node.params) == {"fail_on": [4.0]} or list(node.params["fail_on"]) == [4.0]
+    assert [(o.name, o.source) for o in pipeline.outputs] == [("seen", "count.count")]

@@ -1,0 +1,191 @@
+"""Opening, probing and decoding real files: exact frames after seeks, cheap strides, limits."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fakes.capture import spy_on_captures
+from fakes.media import read_frame_index
+from videodag_service.errors import VideoTooLarge, VideoUnreadable
+from videodag_service.video import VideoInfo, VideoLimits, open_video, probe_video
+from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.sampling import FrameWindow
+
+
+def _digest(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def sample_clip_digests(sample_clip: Path) -> list[str]:
+    """Every frame of the sample clip decoded sequentially with plain OpenCV, as digests."""
+    capture = cv2.VideoCapture(str(sample_clip), cv2.CAP_FFMPEG)
+    digests = []
+    try:
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            digests.append(_digest(image))
+    finally:
+        capture.release()
+    return digests
+
+
+def test_probe_reads_the_sample_clip_facts(sample_clip: Path) -> None:
+    info = probe_video(sample_clip)
+    assert info == VideoInfo(
+        fps=10.0,
+        frame_count=120,
+        width=768,
+        height=576,
+        duration_seconds=12.0,
+        codec="h264",
+        size_bytes=sample_clip.stat().st_size,
+    )
+
+
+def test_probe_reads_a_generated_video(make_video) -> None:
+    path = make_video(50, fps=12.5, fourcc="MJPG")
+    info = probe_video(path)
+    assert (info.fps, info.frame_count, info.width, info.height, info.codec) == (12.5, 50, 64, 48, "MJPG")
+    assert info.duration_seconds == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a video at all" * 100])
+def test_a_file_opencv_cannot_read_raises_video_unreadable(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "private-dir" / "clip.mp4"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(VideoUnreadable, match="Unable to read video file") as raised:
+        probe_video(path)
+    assert isinstance(raised.value, ValueError)
+    assert "private-dir" not in str(raised.value), "temp directories must not leak to clients"
+
+
+def test_a_missing_file_raises_video_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(VideoUnreadable, match="Unable to read video file"):
+        probe_video(tmp_path / "missing.mp4")
+
+
+def test_the_capture_is_released_on_exit_and_on_error(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
+    spies = spy_on_captures(monkeypatch)
+    path = make_video(5)
+    with open_video(path) as video:
+        next(video.frames(FrameWindow()))
+    assert spies[-1].released
+    with pytest.raises(RuntimeError), open_video(path) as video:
+        raise RuntimeError("consumer failed")
+    assert spies[-1].released
+    assert len(spies) == 2
+
+
+@pytest.mark.parametrize("first_index", [1, 7, 12, 13, 37, 61, 99, 119])
+def test_seeking_lands_on_the_exact_frame_of_the_h264_sample(
+    sample_clip: Path, sample_clip_digests: list[str], first_index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spies = spy_on_captures(monkeypatch)
+    with open_video(sample_clip) as video:
+        frames = list(video.frames(FrameWindow(first_index=first_index, stop_index=first_index + 3)))
+    assert [frame.frame_index for frame in frames] == list(range(first_index, min(first_index + 3, 120)))
+    assert [_digest(frame.image) for frame in frames] == sample_clip_digests[first_index:first_index + 3]
+    assert spies[0].seeks == 1 and len(spies) == 1, "a seek was expected, not a fallback"
+
+
+@pytest.mark.parametrize("fourcc", ["MJPG", "mp4v"])
+@pytest.mark.parametrize(
+    ("first_index", "stride"), [(0, 1), (1, 3), (11, 1), (12, 7), (13, 5), (150, 4), (199, 1)]
+)
+def test_reported_indices_match_frame_content(make_video, fourcc: str, first_index: int, stride: int) -> None:
+    path = make_video(200, fourcc=fourcc)
+    with open_video(path) as video:
+        frames = list(video.frames(FrameWindow(first_index=first_index, frame_stride=stride)))
+    assert [frame.frame_index for frame in frames] == list(range(first_index, 200, stride))
+    assert [read_frame_index(frame.image) for frame in frames] == [frame.frame_index for frame in frames]
+    assert [frame.timestamp_seconds for frame in frames] == [frame.frame_index / 25.0 for frame in frames]
+
+
+def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_video(60, fourcc="mp4v")
+    spies = spy_on_captures(monkeypatch)
+    monkeypatch.setattr(OpenedVideo, "_seek", lambda self, frame_index: False)
+    with open_video(path) as video:
+        frames = list(video.frames(FrameWindow(first_index=23, stop_index=30)))
+    assert [read_frame_index(frame.image) for frame in frames] == list(range(23, 30))
+    assert len(spies) == 2 and all(spy.released for spy in spies)
+    assert spies[1].grabs == 30 and spies[1].retrieves == 7
+
+
+def test_a_window_past_the_end_yields_nothing(make_video) -> None:
+    with open_video(make_video(10)) as video:
+        assert list(video.frames(FrameWindow(first_index=25))) == []
+
+
+def test_frames_skipped_by_the_stride_are_grabbed_but_never_retrieved(
+    thousand_frame_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spies = spy_on_captures(monkeypatch)
+    with open_video(thousand_frame_video) as video:
+        frames = list(video.frames(FrameWindow(frame_stride=5, max_frames=3)))
+    assert [frame.frame_index for frame in frames] == [0, 5, 10]
+    assert (spies[0].grabs, spies[0].retrieves) == (11, 3), "nothing after the last sampled frame is decoded"
+
+
+def test_decode_time_is_accounted(thousand_frame_video: Path) -> None:
+    with open_video(thousand_frame_video) as video:
+        count = sum(1 for _ in video.frames(FrameWindow()))
+        assert count == 1000
+        assert video.decode_seconds > 0
+
+
+@pytest.mark.parametrize(
+    ("limits", "limit"),
+    [
+        (VideoLimits(max_width=63), "width"),
+        (VideoLimits(max_height=47), "height"),
+        (VideoLimits(max_frames_total=99), "frame_count"),
+        (VideoLimits(max_duration_seconds=3.9), "duration"),
+    ],
+)
+def test_declared_facts_over_a_limit_raise_video_too_large(
+    make_video, limits: VideoLimits, limit: str
+) -> None:
+    info = probe_video(make_video(100, fps=25.0))
+    with pytest.raises(VideoTooLarge, match="video too large") as raised:
+        limits.check_info(info)
+    assert raised.value.details.metadata["limit"] == limit
+    assert raised.value.status_code == "RESOURCE_EXHAUSTED"
+
+
+def test_limits_at_exactly_the_video_size_pass(make_video) -> None:
+    info = probe_video(make_video(100, fps=25.0))
+    VideoLimits(max_width=64, max_height=48, max_frames_total=100, max_duration_seconds=4.0).check_info(info)
+
+
+@pytest.mark.parametrize(
+    "limits", [VideoLimits(max_frames_total=40), VideoLimits(max_duration_seconds=1.6)]
+)
+def test_frames_beyond_the_limits_stop_decoding_even_if_the_header_was_not_checked(
+    make_video, limits: VideoLimits
+) -> None:
+    # Stands in for a header that under-declares its length: the decoder finds more frames.
+    delivered = []
+    with open_video(make_video(100, fps=25.0)) as video, pytest.raises(VideoTooLarge):
+        for frame in video.frames(FrameWindow(), limits):
+            delivered.append(frame.frame_index)
+    assert delivered == list(range(40))
+
+
+def test_a_window_starting_beyond_the_frame_limit_is_refused_without_decoding(
+    make_video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_video(100)
+    spies = spy_on_captures(monkeypatch)
+    with open_video(path) as video, pytest.raises(VideoTooLarge):
+        next(video.frames(FrameWindow(first_index=80), VideoLimits(max_frames_total=50)))
+    assert spies[0].grabs == 0
