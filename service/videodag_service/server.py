@@ -19,8 +19,9 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 
+from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.servicer import RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from
@@ -70,10 +71,14 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     if dag is None:
         dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
     run_slots = RunSlots(settings.max_concurrent_runs)
+    interceptors: list[grpc.ServerInterceptor] = []
+    if settings.requires_token:
+        interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.max_concurrent_runs + _SPARE_THREADS, thread_name_prefix="videodag-rpc"
         ),
+        interceptors=interceptors,
         options=grpc_options(settings),
     )
     video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(
@@ -84,7 +89,11 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.address)
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        port = server.add_secure_port(settings.address, credentials)
+    else:
+        port = server.add_insecure_port(settings.address)
     if port == 0:
         raise OSError(f"could not listen on {settings.address}")
     server.start()

@@ -52,6 +52,15 @@ class Settings:
         20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    tls_cert_file: Path | None = _setting(None, "PEM certificate chain: serve TLS instead of plaintext")
+    tls_key_file: Path | None = _setting(None, "PEM private key of --tls-cert-file")
+    tls_client_ca_file: Path | None = _setting(
+        None, "PEM CA bundle: require client certificates it signed (mutual TLS)"
+    )
+    token_file: Path | None = _setting(
+        None, "file of accepted bearer tokens, one per line: calls without one get UNAUTHENTICATED"
+    )
+    tokens: str = _setting("", "accepted bearer tokens, comma-separated (prefer the environment to the flag)")
 
     def __post_init__(self) -> None:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -61,6 +70,18 @@ class Settings:
             value = getattr(self, item.name)
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise SettingsError("tls_cert_file and tls_key_file go together: give both or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise SettingsError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
+            path = getattr(self, name)
+            if path is not None and not path.exists():
+                raise SettingsError(f"{name} {str(path)!r} does not exist")
+
+    @property
+    def requires_token(self) -> bool:
+        return self.token_file is not None or bool(self.tokens)
 
     @property
     def address(self) -> str:
@@ -72,14 +93,16 @@ class SettingsError(ValueError):
     """Raised when a setting has a value the server cannot start with."""
 
 
-def _field_type(name: str) -> type:
-    return {"port": int, "pipeline_dir": Path, "temp_dir": Path, "host": str, "log_level": str}.get(
-        name, float if name.endswith("seconds") else int
-    )
+def _field_type(annotation: str) -> type:
+    """The type a flag's text converts to, read from the field's annotation."""
+    for name, kind in (("Path", Path), ("float", float), ("int", int)):
+        if name in annotation:
+            return kind
+    return str
 
 
 def _convert(name: str, raw: str) -> Any:
-    kind = _field_type(name)
+    kind = _field_type(next(str(f.type) for f in fields(Settings) if f.name == name))
     try:
         return kind(raw)
     except ValueError:

@@ -1,0 +1,101 @@
+"""Bearer-token authentication and TLS credentials for the server.
+
+Tokens are compared in constant time (`hmac.compare_digest`) against every accepted
+token, so the time a check takes says nothing about how close a guess was. Health
+checks stay open, so load balancers and orchestrators can probe without a token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+_BEARER = "bearer "
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Refuses calls without `authorization: Bearer <token>` naming an accepted token (UNAUTHENTICATED)."""
+
+    def __init__(self, tokens: Iterable[str], open_method_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:
+        self._tokens = tuple(token.encode() for token in tokens if token)
+        if not self._tokens:
+            raise ValueError("at least one token is needed to require authentication")
+        self._open = open_method_prefixes
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(self._open):
+            return handler
+        problem = self._problem(handler_call_details.invocation_metadata or ())
+        if problem is None:
+            return handler
+        logger.info("refused %s: %s", handler_call_details.method, problem)
+        return _refusing_handler(handler, problem)
+
+    def _problem(self, metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+        header = next((value for key, value in metadata if key == "authorization"), None)
+        if header is None:
+            return "missing bearer token: send the metadata 'authorization: Bearer <token>'"
+        text = header.decode() if isinstance(header, bytes) else header
+        if not text.lower().startswith(_BEARER):
+            return "the authorization metadata must be 'Bearer <token>'"
+        offered = text[len(_BEARER):].strip().encode()
+        # Compare against every token, without stopping early, so timing reveals nothing.
+        matched = False
+        for token in self._tokens:
+            matched |= hmac.compare_digest(offered, token)
+        return None if matched else "invalid bearer token"
+
+
+def _refusing_handler(handler: grpc.RpcMethodHandler, problem: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
+
+    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+
+
+def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
+    """Accepted tokens: one per line in `token_file` (# comments allowed) plus comma-separated `tokens_env`."""
+    tokens: list[str] = []
+    if token_file is not None:
+        for line in token_file.read_text(encoding="utf-8").splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                tokens.append(line)
+    if tokens_env:
+        tokens.extend(token.strip() for token in tokens_env.split(",") if token.strip())
+    return tokens
+
+
+def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> grpc.ServerCredentials:
+    """TLS credentials; with `client_ca_file`, clients must present a certificate it signed (mutual TLS)."""
+    client_ca = client_ca_file.read_bytes() if client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key_file.read_bytes(), cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )

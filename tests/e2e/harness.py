@@ -1,0 +1,87 @@
+"""A real server on loopback with a client, its private upload folder and a recorder of plugin calls."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from fakes.fake_plugins import Recorder, make_test_plugin
+from videodag_client import VideodagClient
+from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
+from videodag_service.server import RunningServer
+
+# Pipelines built from the test plugin next to the real ones: failure injection over gRPC.
+TEST_PIPELINES = {
+    "failing": """
+        id: failing
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {fail_on: [3]}
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+    """,
+    "skipping": """
+        id: skipping
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {fail_on: [1]}
+            inputs: {index: frame.index}
+            on_error: skip
+        outputs:
+          seen: count.count
+    """,
+    "slow": """
+        id: slow
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {delay_seconds: 0.05}
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+    """,
+}
+
+
+class ServerHarness:
+    """A started server, its private upload folder, and a client connected to it."""
+
+    def __init__(self, running: RunningServer, upload_dir: Path, recorder: Recorder) -> None:
+        self.running = running
+        self.upload_dir = upload_dir
+        self.recorder = recorder
+        self.target = f"127.0.0.1:{running.port}"
+        self.client = VideodagClient(self.target)
+
+    def leftover_uploads(self) -> list[Path]:
+        return sorted(self.upload_dir.iterdir()) if self.upload_dir.exists() else []
+
+    def run_threads(self) -> list[str]:
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("videodag-"))
+
+    def stop(self, grace: float = 0.0) -> None:
+        self.client.close()
+        self.running.stop(grace)
+
+
+def make_dag(tmp_path: Path, recorder: Recorder) -> DagPipelineService:
+    folder = tmp_path / "pipelines"
+    folder.mkdir(parents=True)
+    builtin = Path(__file__).resolve().parents[2] / "service" / "videodag_service" / "pipelines"
+    for path in builtin.glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    for name, text in TEST_PIPELINES.items():
+        (folder / f"{name}.yaml").write_text(textwrap.dedent(text))
+    registry = PluginRegistry([*builtin_plugins(), make_test_plugin(recorder)])
+    return DagPipelineService(load_pipeline_folder(folder, registry))
+
+
+ServerFactory = Callable[..., ServerHarness]

@@ -1,0 +1,103 @@
+"""Bearer tokens, TLS and mutual TLS against a real server."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness import ServerFactory
+
+from videodag_client import Unauthenticated, Unavailable, VideodagClient
+from videodag_service.auth import read_tokens
+from videodag_service.settings import Settings, SettingsError
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for localhost/127.0.0.1 and a client certificate, all signed by the CA."""
+    folder = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=videodag test CA", cwd=folder)
+    (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, extension in (("server", ["-extfile", "server.ext"]), ("client", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}", cwd=folder)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", *extension, cwd=folder)
+    return folder
+
+
+def test_token_is_required_and_compared(make_server: ServerFactory, tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("# accepted tokens\nsecret-one\n\nsecret-two\n")
+    server = make_server(token_file=token_file)
+    with pytest.raises(Unauthenticated, match="missing bearer token"):
+        server.client.list_pipelines()
+    with VideodagClient(server.target, token="wrong") as client, pytest.raises(Unauthenticated, match="invalid"):
+        client.list_pipelines()
+    with VideodagClient(server.target, token="secret-two") as client:
+        assert "frame_stats_v1" in {p.id for p in client.list_pipelines()}
+
+
+def test_token_is_required_on_the_streaming_call_and_nothing_is_stored(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    server = make_server(tokens="streaming-secret")
+    with pytest.raises(Unauthenticated):
+        list(server.client.upload_and_run(sample_clip, "frame_stats_v1"))
+    assert server.leftover_uploads() == []
+    with VideodagClient(server.target, token="streaming-secret") as client:
+        assert len(list(client.upload_and_run(sample_clip, "frame_stats_v1"))) == 120 + 3
+
+
+def test_health_checks_stay_open_without_a_token(make_server: ServerFactory) -> None:
+    server = make_server(tokens="t")
+    with grpc.insecure_channel(server.target) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_tls_serves_trusting_clients_and_refuses_plaintext(make_server: ServerFactory, pki: Path) -> None:
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    credentials = grpc.ssl_channel_credentials(root_certificates=(pki / "ca.pem").read_bytes())
+    with VideodagClient(f"localhost:{server.running.port}", credentials=credentials) as client:
+        assert client.list_pipelines()
+    with pytest.raises(Unavailable):
+        server.client.list_pipelines(timeout=5)
+
+
+def test_mutual_tls_requires_a_client_certificate(make_server: ServerFactory, pki: Path) -> None:
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
+                         tls_client_ca_file=pki / "ca.pem")
+    root = (pki / "ca.pem").read_bytes()
+    target = f"localhost:{server.running.port}"
+    with VideodagClient(target, credentials=grpc.ssl_channel_credentials(root)) as client, \
+            pytest.raises(Unavailable):
+        client.list_pipelines(timeout=5)
+    with_certificate = grpc.ssl_channel_credentials(
+        root, private_key=(pki / "client.key").read_bytes(), certificate_chain=(pki / "client.pem").read_bytes()
+    )
+    with VideodagClient(target, credentials=with_certificate) as client:
+        assert client.list_pipelines()
+
+
+def test_settings_refuse_half_configured_tls(pki: Path, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="go together"):
+        Settings(tls_cert_file=pki / "server.pem")
+    with pytest.raises(SettingsError, match="needs tls_cert_file"):
+        Settings(tls_client_ca_file=pki / "ca.pem")
+    with pytest.raises(SettingsError, match="does not exist"):
+        Settings(token_file=tmp_path / "absent")
+
+
+def test_read_tokens_merges_file_and_environment(tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("a\n# comment\n  b  \n")
+    assert read_tokens(token_file, " c, ,d ") == ["a", "b", "c", "d"]

@@ -1,0 +1,283 @@
+"""UploadAndRun end to end: a real server on loopback driven by the Python client and raw stubs."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from harness import ServerFactory, ServerHarness
+
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_client import (
+    DeadlineExceeded,
+    FrameResult,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    RunOptions,
+    RunSummary,
+    Unavailable,
+    UploadReceived,
+    VideoOpened,
+)
+
+Request = video_pipeline_service_pb2.UploadAndRunRequest
+
+
+def raw_call(harness: ServerHarness, requests: Iterator[Request], timeout: float = 30) -> list[object]:
+    """Drive UploadAndRun with hand-made messages; returns the responses or raises grpc.RpcError."""
+    with grpc.insecure_channel(harness.target) as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        return list(stub.UploadAndRun(requests, timeout=timeout))
+
+
+def config(pipeline_id: str = "frame_stats_v1", **fields: object) -> Request:
+    return Request(config=run_pb2.RunConfig(pipeline_id=pipeline_id, **fields))
+
+
+def chunks_of(path: Path, size: int = 64 * 1024) -> Iterator[Request]:
+    with path.open("rb") as file:
+        while block := file.read(size):
+            yield Request(chunk=block)
+
+
+def status_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
+    return error.code(), error.details()
+
+
+def test_results_stream_in_frame_order_with_summary(server: ServerHarness, sample_clip: Path) -> None:
+    events = list(server.client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(frame_stride=10)))
+    assert isinstance(events[0], UploadReceived)
+    assert events[0].size_bytes == sample_clip.stat().st_size
+    assert events[0].sha256 == hashlib.sha256(sample_clip.read_bytes()).hexdigest()
+    assert isinstance(events[1], VideoOpened)
+    assert (events[1].width, events[1].height, events[1].frame_count) == (768, 576, 120)
+    frames = [e for e in events if isinstance(e, FrameResult)]
+    assert [f.frame_index for f in frames] == list(range(0, 120, 10))
+    assert all(f.result["stats"]["width"] == 768 for f in frames)
+    assert frames[1].timestamp_seconds == pytest.approx(10 / events[1].fps, abs=1e-3)
+    summary = events[-1]
+    assert isinstance(summary, RunSummary)
+    assert summary.frames_processed == 12
+    assert summary.pipeline_id == "frame_stats_v1"
+    assert [t.node_id for t in summary.node_timings] == ["stats"]
+    assert summary.node_timings[0].calls == 12
+    assert server.leftover_uploads() == []
+
+
+def test_stride_and_max_frames(server: ServerHarness, sample_clip: Path) -> None:
+    events = server.client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(frame_stride=5, max_frames=3))
+    assert [e.frame_index for e in events if isinstance(e, FrameResult)] == [0, 5, 10]
+
+
+def test_first_result_arrives_before_the_run_ends(server: ServerHarness, make_video) -> None:
+    video = make_video(40)
+    arrivals: list[tuple[str, float]] = []
+    for event in server.client.upload_and_run(video, "slow"):
+        arrivals.append((type(event).__name__, time.monotonic()))
+    first_frame = next(t for name, t in arrivals if name == "FrameResult")
+    summary = arrivals[-1][1]
+    # 40 frames at 50 ms each: the first result must not wait for the other 39.
+    assert summary - first_frame > 1.0
+
+
+@pytest.mark.parametrize(
+    ("requests", "expected"),
+    [
+        ([], "the stream was empty; send a config message first"),
+        ([Request(chunk=b"abc")], "the first message must be the config; a chunk arrived first"),
+        ([config(), Request(chunk=b"abc"), config()], "the config was sent twice"),
+        ([config()], "the upload is empty: no video bytes arrived"),
+    ],
+)
+def test_bad_request_streams_are_invalid_argument(server: ServerHarness, requests: list[Request],
+                                                  expected: str) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_call(server, iter(requests))
+    code, message = status_of(caught.value)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert expected.lower() in message.lower()
+    assert server.leftover_uploads() == []
+
+
+@pytest.mark.parametrize("pipeline_id", ["", "no_such_pipeline"])
+def test_missing_or_unknown_pipeline_is_not_found_listing_known_ids(
+    server: ServerHarness, sample_clip: Path, pipeline_id: str
+) -> None:
+    with pytest.raises(NotFound) as caught:
+        list(server.client.upload_and_run(sample_clip, pipeline_id))
+    assert f"unknown pipeline {pipeline_id!r}" in caught.value.message
+    assert "frame_stats_v1" in caught.value.message
+    assert "player_tracking_v1" in caught.value.metadata["known_pipeline_ids"]
+    assert caught.value.reason == "PIPELINE_NOT_FOUND"
+    assert caught.value.resource is not None
+    assert server.leftover_uploads() == []
+
+
+def test_pipeline_id_that_looks_like_a_path_is_refused(server: ServerHarness, sample_clip: Path) -> None:
+    with pytest.raises(InvalidArgument, match="not a name"):
+        list(server.client.upload_and_run(sample_clip, "../../etc/passwd"))
+
+
+def test_bad_options_name_the_fields(server: ServerHarness, sample_clip: Path) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(frame_stride=-2, max_frames=-1)))
+    fields = {violation.field for violation in caught.value.field_violations}
+    assert fields == {"config.options.frame_stride", "config.options.max_frames"}
+    with pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(sample_clip, "frame_stats_v1",
+                                          RunOptions(start_seconds=5.0, end_seconds=2.0)))
+    assert [v.field for v in caught.value.field_violations] == ["config.options.end_offset"]
+    assert server.leftover_uploads() == []
+
+
+def test_declared_upload_over_the_limit_is_refused_before_sending(make_server: ServerFactory,
+                                                                  sample_clip: Path) -> None:
+    server = make_server(max_upload_bytes=100_000)
+    with pytest.raises(ResourceExhausted) as caught:
+        list(server.client.upload_and_run(sample_clip, "frame_stats_v1"))
+    assert caught.value.reason == "UPLOAD_TOO_LARGE"
+    assert "100000" in caught.value.message
+    assert server.leftover_uploads() == []
+
+
+def test_undeclared_upload_is_refused_as_soon_as_it_crosses_the_limit(make_server: ServerFactory) -> None:
+    server = make_server(max_upload_bytes=100_000)
+    refused = threading.Event()
+    waited_for_refusal: list[bool] = []
+
+    def requests() -> Iterator[Request]:
+        yield config()
+        for _ in range(10):  # 160 kB: over the limit, but the stream stays open
+            yield Request(chunk=b"x" * 16_384)
+        # A server that only checked at the end of the stream would never answer here.
+        waited_for_refusal.append(refused.wait(timeout=15))
+        yield Request(chunk=b"x" * 16_384)
+
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_call(server, requests())
+    refused.set()
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "over the limit of 100000 bytes" in caught.value.details()
+    assert waited_for_refusal in ([], [True])
+    assert server.leftover_uploads() == []
+
+
+def test_unreadable_video_is_invalid_argument(server: ServerHarness, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)
+    with pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(garbage, "frame_stats_v1"))
+    assert "Unable to read video file" in caught.value.message
+    assert caught.value.reason == "VIDEO_UNREADABLE"
+    assert server.leftover_uploads() == []
+
+
+def test_size_and_checksum_mismatch_are_data_loss(server: ServerHarness, sample_clip: Path) -> None:
+    size = sample_clip.stat().st_size
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_call(server, iter([config(declared_size_bytes=size + 10), *chunks_of(sample_clip)]))
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_call(server, iter([config(sha256="0" * 64), *chunks_of(sample_clip)]))
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    assert "sha256" in caught.value.details().lower() or "checksum" in caught.value.details().lower()
+    assert server.leftover_uploads() == []
+
+
+def test_plugin_failure_is_internal_naming_node_and_frame(server: ServerHarness, make_video) -> None:
+    seen: list[int] = []
+    with pytest.raises(Internal) as caught:
+        for event in server.client.upload_and_run(make_video(10), "failing"):
+            if isinstance(event, FrameResult):
+                seen.append(event.frame_index)
+    assert seen == [0, 1, 2]
+    assert "node 'count' (test.counter) failed on frame 3" in caught.value.message
+    assert caught.value.metadata["frame_index"] == "3"
+    assert server.recorder.count("close") == 1
+    assert server.leftover_uploads() == []
+
+
+def test_skip_policy_reports_node_errors_in_band(server: ServerHarness, make_video) -> None:
+    events = list(server.client.upload_and_run(make_video(3), "skipping"))
+    frames = [e for e in events if isinstance(e, FrameResult)]
+    assert [f.result for f in frames] == [{"seen": 1}, {}, {"seen": 3}]
+    assert [(e.node_id, e.code) for e in frames[1].node_errors] == [("count", grpc.StatusCode.INTERNAL)]
+    assert "boom on 1" in frames[1].node_errors[0].message
+    assert events[-1].frames_with_errors == 1
+
+
+def test_client_cancel_stops_the_work_and_cleans_up(server: ServerHarness, make_video) -> None:
+    stream = server.client.upload_and_run(make_video(200), "slow")
+    for event in stream:
+        if isinstance(event, FrameResult) and event.frame_index == 2:
+            break
+    stream.close()
+    deadline = time.monotonic() + 10
+    while server.recorder.count("close") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.recorder.count("close") == 1
+    processed_at_close = server.recorder.count("frame")
+    time.sleep(0.3)
+    # Work stopped: no frame after the run was closed, and far from all 200.
+    assert server.recorder.count("frame") == processed_at_close < 50
+    assert server.leftover_uploads() == []
+
+
+def test_deadline_exceeded_stops_the_run(server: ServerHarness, make_video) -> None:
+    with pytest.raises(DeadlineExceeded):
+        list(server.client.upload_and_run(make_video(200), "slow", timeout=1.0))
+    deadline = time.monotonic() + 10
+    while server.recorder.count("close") == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.recorder.count("close") == 1
+    assert server.leftover_uploads() == []
+
+
+def test_too_many_runs_is_refused_at_once_with_retry_hint(make_server: ServerFactory, make_video) -> None:
+    server = make_server(max_concurrent_runs=1)
+    video = make_video(100)
+    busy = server.client.upload_and_run(video, "slow")
+    next(busy)  # the first run holds the only slot once its upload is received
+    started = time.monotonic()
+    with pytest.raises(ResourceExhausted) as caught:
+        list(server.client.upload_and_run(video, "frame_stats_v1"))
+    assert time.monotonic() - started < 5
+    assert caught.value.reason == "TOO_MANY_RUNS"
+    assert caught.value.retry_after == pytest.approx(1.0)
+    busy.close()
+
+
+def test_draining_server_refuses_new_runs_and_finishes_in_flight(make_server: ServerFactory, make_video) -> None:
+    server = make_server()
+    stream = server.client.upload_and_run(make_video(20), "slow")
+    next(stream)
+    stopper = threading.Thread(target=server.running.stop, args=(10.0,))
+    stopper.start()
+    time.sleep(0.3)
+    with pytest.raises(Unavailable):
+        list(server.client.upload_and_run(make_video(5), "frame_stats_v1"))
+    events = list(stream)
+    stopper.join()
+    assert isinstance(events[-1], RunSummary)
+    assert events[-1].frames_processed == 20
+    assert server.leftover_uploads() == []
+
+
+def test_list_and_get_pipelines(server: ServerHarness) -> None:
+    pipelines = {p.id: p for p in server.client.list_pipelines()}
+    assert {"player_tracking_v1", "yolo_ocr", "motion_v1", "frame_stats_v1"} <= set(pipelines)
+    tracking = server.client.get_pipeline("player_tracking_v1")
+    assert tracking.version == "1.0.0"
+    assert [(n.id, n.plugin, n.stateful) for n in tracking.nodes] == [
+        ("detect", "ssdlite.detect_people", False),
+        ("track", "bytetrack.track", True),
+    ]
+    with pytest.raises(NotFound):
+        server.client.get_pipeline("nope")
