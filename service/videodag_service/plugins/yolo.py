@@ -1,0 +1,296 @@
+"""The `yolo` plugin: tool `detect`, the user's own YOLO-format ONNX detector on ONNX Runtime.
+
+Any model exported the usual way (Ultralytics `export(format="onnx")`, YOLOv5 `export.py`)
+works: one image input (N, 3, H, W) taking RGB in [0, 1], and a first output in one of
+the two common layouts, recognised by shape (or forced with `layout`):
+
+- YOLOv5: (1, N, 5 + C) rows of cx, cy, w, h, objectness, C class scores; score is
+  objectness * class score.
+- YOLOv8 and later: (1, 4 + C, N) columns of cx, cy, w, h, C class scores.
+
+Boxes are in input pixels of the letterboxed image; they are mapped back through the
+letterbox to frame pixels. NMS is per class. Labels come from `class_names` by class id,
+or read `class_<id>` when the list is empty or too short.
+
+Sharing: one ONNX Runtime session per model file per process, created on the first `open`
+that names it (a file replaced on disk gets a new session). ONNX Runtime allows concurrent
+`run` calls on one session, so instances share it without a lock. onnxruntime itself is
+imported on that first `open`, keeping the plugin cheap to import.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.models import ModelFileMissing
+
+LAYOUTS = ("auto", "yolov5", "yolov8")
+# The grey YOLO training pipelines pad letterboxed images with.
+LETTERBOX_FILL = (114, 114, 114)
+
+DETECT_PARAMS: tuple[Param, ...] = (
+    Param("model_path", str, REQUIRED, "path of the YOLO ONNX model file on the server"),
+    Param("class_names", list, [], "class names by class id; missing ids are labelled 'class_<id>'"),
+    Param("score_threshold", float, 0.25, "smallest detection score kept, in [0, 1]"),
+    Param("iou_threshold", float, 0.45, "same-class boxes overlapping a better one by more than this are dropped"),
+    Param("input_size", int, 640, "side of the square letterboxed input; must match a fixed-size model"),
+    Param("max_detections", int, 300, "at most this many boxes per frame, best first"),
+    Param("layout", str, "auto", "output layout: auto (by shape), yolov5 or yolov8", choices=LAYOUTS),
+)
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame was fitted into the square input: scaled by `ratio`, then shifted by the padding."""
+
+    ratio: float
+    pad_left: int
+    pad_top: int
+
+    def to_frame(self, xyxy: npt.NDArray[np.float32], width: int, height: int) -> npt.NDArray[np.float32]:
+        """Boxes in input pixels -> boxes in frame pixels, clipped to the frame."""
+        shift = np.array([self.pad_left, self.pad_top, self.pad_left, self.pad_top], dtype=np.float32)
+        boxes = (xyxy - shift) / self.ratio
+        return np.clip(boxes, 0.0, np.array([width, height, width, height], dtype=np.float32)).astype(np.float32)
+
+
+def letterbox(image: npt.NDArray[np.uint8], size: int) -> tuple[npt.NDArray[np.float32], Letterbox]:
+    """Resize keeping the aspect ratio, pad to size x size, and make an NCHW RGB [0, 1] blob."""
+    height, width = image.shape[:2]
+    ratio = min(size / height, size / width)
+    new_width, new_height = max(1, round(width * ratio)), max(1, round(height * ratio))
+    resized: np.ndarray = image
+    if (new_width, new_height) != (width, height):
+        interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
+    pad_left, pad_top = (size - new_width) // 2, (size - new_height) // 2
+    padded = cv2.copyMakeBorder(
+        resized, pad_top, size - new_height - pad_top, pad_left, size - new_width - pad_left,
+        cv2.BORDER_CONSTANT, value=LETTERBOX_FILL,
+    )
+    blob = np.asarray(cv2.dnn.blobFromImage(padded, 1.0 / 255.0, swapRB=True), dtype=np.float32)
+    return blob, Letterbox(ratio=ratio, pad_left=pad_left, pad_top=pad_top)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Every prediction of one frame: center boxes (cx, cy, w, h) in input pixels, best class and its score."""
+
+    cxcywh: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    class_ids: npt.NDArray[np.int64]
+
+
+def resolve_layout(shape: tuple[int, ...], layout: str, class_count: int) -> str:
+    """Which layout a (1, A, B) output has: forced, told by the class count, or channels < boxes."""
+    if layout != "auto":
+        return layout
+    rows, columns = shape[-2], shape[-1]
+    if class_count:
+        if columns == 5 + class_count and rows != 4 + class_count:
+            return "yolov5"
+        if rows == 4 + class_count and columns != 5 + class_count:
+            return "yolov8"
+    return "yolov8" if rows < columns else "yolov5"
+
+
+def decode_output(output: npt.NDArray[np.float32], layout: str) -> Candidates:
+    """Candidates from a model output of the given layout ("yolov5" or "yolov8")."""
+    predictions = np.asarray(output, dtype=np.float32)
+    if predictions.ndim == 3:
+        if predictions.shape[0] != 1:
+            raise ValueError(f"expected a batch of one, got output shape {predictions.shape}")
+        predictions = predictions[0]
+    if predictions.ndim != 2:
+        raise ValueError(f"expected a (1, A, B) output, got shape {output.shape}")
+    if layout == "yolov8":
+        predictions = predictions.T
+        if predictions.shape[1] < 5:
+            raise ValueError(f"a YOLOv8 output needs 4 + C >= 5 rows, got shape {output.shape}")
+        class_scores = predictions[:, 4:]
+    elif layout == "yolov5":
+        if predictions.shape[1] < 6:
+            raise ValueError(f"a YOLOv5 output needs 5 + C >= 6 columns, got shape {output.shape}")
+        class_scores = predictions[:, 5:] * predictions[:, 4:5]
+    else:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS[1:]}")
+    class_ids = np.argmax(class_scores, axis=1)
+    scores = np.take_along_axis(class_scores, class_ids[:, None], axis=1)[:, 0]
+    return Candidates(cxcywh=predictions[:, :4], scores=scores.astype(np.float32), class_ids=class_ids.astype(np.int64))
+
+
+def select_candidates(
+    candidates: Candidates, score_threshold: float, iou_threshold: float, max_detections: int
+) -> npt.NDArray[np.intp]:
+    """Indices kept by the score threshold and per-class NMS, best score first."""
+    eligible = np.flatnonzero(
+        (candidates.scores >= score_threshold) & (candidates.cxcywh[:, 2] > 0) & (candidates.cxcywh[:, 3] > 0)
+    )
+    if eligible.size == 0 or max_detections <= 0:
+        return np.zeros((0,), dtype=np.intp)
+    centers = candidates.cxcywh[eligible]
+    xywh = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, 2:]], axis=1)
+    kept = cv2.dnn.NMSBoxesBatched(
+        xywh.tolist(),  # type: ignore[arg-type]
+        candidates.scores[eligible].tolist(),  # type: ignore[arg-type]
+        candidates.class_ids[eligible].astype(np.int32).tolist(),  # type: ignore[arg-type]
+        score_threshold,
+        iou_threshold,
+        top_k=max_detections,
+    )
+    kept_indices = eligible[np.asarray(kept, dtype=np.intp).reshape(-1)]
+    # NMSBoxesBatched does not promise an order across classes; callers expect best first.
+    return kept_indices[np.argsort(-candidates.scores[kept_indices], kind="stable")][:max_detections]
+
+
+def label_for(class_id: int, class_names: tuple[str, ...]) -> str:
+    return class_names[class_id] if 0 <= class_id < len(class_names) else f"class_{class_id}"
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+_sessions: dict[tuple[Path, int, int], Any] = {}
+_sessions_lock = threading.Lock()
+
+
+def _session_for(model_path: Path) -> Any:
+    """The process-wide ONNX Runtime session for a model file, created on first use."""
+    status = model_path.stat()
+    key = (model_path.resolve(), status.st_mtime_ns, status.st_size)
+    with _sessions_lock:
+        session = _sessions.get(key)
+        if session is None:
+            import onnxruntime
+
+            try:
+                session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+            except Exception as error:  # ORT raises its own Fail/InvalidGraph types
+                raise ValueError(f"cannot load {str(model_path)!r} as an ONNX model: {error}") from error
+            _sessions[key] = session
+        return session
+
+
+@dataclass(frozen=True)
+class _Settings:
+    model_path: Path
+    class_names: tuple[str, ...]
+    score_threshold: float
+    iou_threshold: float
+    input_size: int
+    max_detections: int
+    layout: str
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> _Settings:
+        values = {param.name: params.get(param.name, param.default) for param in DETECT_PARAMS}
+        if values["model_path"] is REQUIRED or not str(values["model_path"]).strip():
+            raise ValueError("yolo.detect needs model_path: the path of a YOLO ONNX model file")
+        class_names = values["class_names"] or []
+        if not all(isinstance(name, str) for name in class_names):
+            raise ValueError(f"class_names must be a list of strings, got {class_names!r}")
+        settings = cls(
+            model_path=Path(str(values["model_path"])).expanduser(),
+            class_names=tuple(class_names),
+            score_threshold=float(values["score_threshold"]),
+            iou_threshold=float(values["iou_threshold"]),
+            input_size=int(values["input_size"]),
+            max_detections=int(values["max_detections"]),
+            layout=str(values["layout"]),
+        )
+        if not 0.0 <= settings.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {settings.score_threshold}")
+        if not 0.0 < settings.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {settings.iou_threshold}")
+        if not 32 <= settings.input_size <= 4096:
+            raise ValueError(f"input_size must be in [32, 4096], got {settings.input_size}")
+        if settings.max_detections < 0:
+            raise ValueError(f"max_detections must not be negative, got {settings.max_detections}")
+        if settings.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {settings.layout!r}")
+        return settings
+
+
+class _YoloDetector:
+    def __init__(self, session: Any, settings: _Settings) -> None:
+        self._session = session
+        self._settings = settings
+        model_input = session.get_inputs()[0]
+        self._input_name: str = model_input.name
+        self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
+        self._output_name: str = session.get_outputs()[0].name
+        if len(model_input.shape) != 4:
+            raise ValueError(f"{settings.model_path} takes input shape {model_input.shape}, expected (N, 3, H, W)")
+        fixed_side = [dim for dim in model_input.shape[2:] if isinstance(dim, int)]
+        if any(side != settings.input_size for side in fixed_side):
+            raise ValueError(
+                f"{settings.model_path} has a fixed input of {model_input.shape[2:]} pixels; "
+                f"set input_size to match (it is {settings.input_size})"
+            )
+
+    def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return {"detections": self.detect(_bgr_image(inputs["image"]))}
+
+    def detect(self, image: npt.NDArray[np.uint8]) -> Detections:
+        settings = self._settings
+        blob, fitted = letterbox(image, settings.input_size)
+        (output,) = self._session.run([self._output_name], {self._input_name: blob.astype(self._input_dtype)})
+        layout = resolve_layout(tuple(output.shape), settings.layout, len(settings.class_names))
+        candidates = decode_output(output, layout)
+        kept = select_candidates(candidates, settings.score_threshold, settings.iou_threshold, settings.max_detections)
+        centers = candidates.cxcywh[kept]
+        xyxy = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, :2] + centers[:, 2:] / 2], axis=1)
+        height, width = image.shape[:2]
+        return Detections(
+            xyxy=fitted.to_frame(xyxy.astype(np.float32), width, height),
+            scores=candidates.scores[kept],
+            labels=tuple(label_for(int(class_id), settings.class_names) for class_id in candidates.class_ids[kept]),
+        )
+
+    def close(self) -> None:
+        return None
+
+
+def _bgr_image(value: Any) -> npt.NDArray[np.uint8]:
+    if not isinstance(value, np.ndarray) or value.ndim != 3 or value.shape[2] != 3 or value.dtype != np.uint8:
+        described = getattr(value, "shape", type(value).__name__)
+        raise TypeError(f"input 'image' must be an (H, W, 3) uint8 BGR array, got {described}")
+    return value
+
+
+def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
+    settings = _Settings.from_params(params)
+    if not settings.model_path.is_file():
+        raise ModelFileMissing(
+            settings.model_path, "yolo.detect's model_path must name an existing YOLO ONNX file on the server"
+        )
+    return _YoloDetector(_session_for(settings.model_path), settings)
+
+
+PLUGIN = Plugin(
+    name="yolo",
+    description="Object detection with your own YOLOv5/YOLOv8-format ONNX model on ONNX Runtime.",
+    tools=(
+        Tool(
+            name="detect",
+            description=(
+                "Detect objects with the YOLO ONNX model at model_path (letterboxed input, per-class NMS). "
+                "Boxes in frame pixels; labels from class_names or 'class_<id>'."
+            ),
+            inputs=(Port("image", "BGR frame, (H, W, 3) uint8"),),
+            outputs=(Port("detections", "Detections, one label per class"),),
+            params=DETECT_PARAMS,
+            open=_open_detector,
+            stateful=False,
+        ),
+    ),
+)

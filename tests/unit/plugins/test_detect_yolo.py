@@ -1,0 +1,159 @@
+"""The yolo plugin against tiny ONNX models whose predictions the test chose.
+
+Expected frame boxes are worked out by hand from the letterbox geometry, not with the
+plugin's own helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_yolo_model import build_yolo_model
+
+from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.models import ModelFileMissing
+from videodag_service.plugins.yolo import PLUGIN, letterbox
+
+CLASS_NAMES = ["car", "person", "bicycle"]
+
+# (cx, cy, w, h) in 640x640 input pixels and per-class scores (car, person, bicycle).
+PREDICTIONS = [
+    ((200, 300, 80, 160), (0.05, 0.90, 0.10)),  # A: person, kept
+    ((204, 302, 80, 160), (0.00, 0.60, 0.00)),  # overlaps A, same class: suppressed by NMS
+    ((200, 300, 80, 160), (0.00, 0.00, 0.70)),  # same box as A, other class: kept
+    ((500, 250, 60, 40), (0.80, 0.00, 0.00)),  # a car, kept
+    ((400, 400, 50, 50), (0.10, 0.00, 0.00)),  # under the score threshold
+]
+PADDING_ROWS = 60  # empty predictions, so boxes outnumber channels as in real exports
+
+
+def yolov8_output() -> np.ndarray:
+    rows = [(*box, *scores) for box, scores in PREDICTIONS] + [(0.0,) * 7] * PADDING_ROWS
+    return np.array(rows, dtype=np.float32).T[None]  # (1, 4 + C, N)
+
+
+def yolov5_output(objectness: float) -> np.ndarray:
+    rows = [(*box, objectness, *scores) for box, scores in PREDICTIONS] + [(0.0,) * 8] * PADDING_ROWS
+    return np.array(rows, dtype=np.float32)[None]  # (1, N, 5 + C)
+
+
+def detect(model: Path, frame: np.ndarray, **params: object) -> Detections:
+    instance = PLUGIN.tool("detect").open({"model_path": str(model), **params})
+    try:
+        return instance.process({"image": frame})["detections"]
+    finally:
+        instance.close()
+
+
+def frame_of(height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def test_decodes_yolov8_layout_back_to_frame_pixels(tmp_path: Path) -> None:
+    model = build_yolo_model(tmp_path / "v8.onnx", yolov8_output())
+    # 1280x720 -> scale 0.5 to 640x360, padded 140 px above and below.
+    detections = detect(model, frame_of(720, 1280), class_names=CLASS_NAMES)
+
+    assert detections.labels == ("person", "car", "bicycle")
+    np.testing.assert_allclose(detections.scores, [0.90, 0.80, 0.70], atol=1e-6)
+    # A: x (200 -/+ 40) / 0.5 = 320..480; y (300 -/+ 80 - 140) / 0.5 = 160..480.
+    # Car: x (500 -/+ 30) / 0.5 = 940..1060; y (250 -/+ 20 - 140) / 0.5 = 180..260.
+    np.testing.assert_allclose(
+        detections.xyxy,
+        [[320, 160, 480, 480], [940, 180, 1060, 260], [320, 160, 480, 480]],
+        atol=1e-3,
+    )
+
+
+def test_decodes_yolov5_layout_with_objectness(tmp_path: Path) -> None:
+    model = build_yolo_model(tmp_path / "v5.onnx", yolov5_output(objectness=0.5))
+    # Portrait 480x960 (w x h) -> scale 2/3 to 320x640, padded 160 px left and right.
+    detections = detect(model, frame_of(960, 480), score_threshold=0.3, class_names=CLASS_NAMES)
+
+    # Scores are objectness x class score: 0.45, 0.40, 0.35 (the 0.6 duplicate becomes 0.3 and
+    # is suppressed anyway; the 0.1 car becomes 0.05).
+    assert detections.labels == ("person", "car", "bicycle")
+    np.testing.assert_allclose(detections.scores, [0.45, 0.40, 0.35], atol=1e-6)
+    # A: x (200 -/+ 40 - 160) * 1.5 = 0..120; y (300 -/+ 80) * 1.5 = 330..570.
+    # Car: x (500 -/+ 30 - 160) * 1.5 = 465..555, clipped to the 480 px frame; y (250 -/+ 20) * 1.5 = 345..405.
+    np.testing.assert_allclose(
+        detections.xyxy,
+        [[0, 330, 120, 570], [465, 345, 480, 405], [0, 330, 120, 570]],
+        atol=1e-3,
+    )
+
+
+def test_labels_fall_back_to_class_ids(tmp_path: Path) -> None:
+    model = build_yolo_model(tmp_path / "v8.onnx", yolov8_output())
+
+    unnamed = detect(model, frame_of(640, 640))
+    partly_named = detect(model, frame_of(640, 640), class_names=["car"])
+
+    assert unnamed.labels == ("class_1", "class_0", "class_2")
+    assert partly_named.labels == ("class_1", "car", "class_2")
+    # A square frame needs no letterbox: boxes stay in input pixels.
+    np.testing.assert_allclose(unnamed.xyxy[0], [160, 220, 240, 380], atol=1e-3)
+
+
+def test_explicit_layout_and_thresholds(tmp_path: Path) -> None:
+    model = build_yolo_model(tmp_path / "v8.onnx", yolov8_output())
+
+    strict = detect(model, frame_of(640, 640), layout="yolov8", score_threshold=0.85)
+    no_nms = detect(model, frame_of(640, 640), iou_threshold=1.0)
+    capped = detect(model, frame_of(640, 640), max_detections=1)
+
+    assert strict.labels == ("class_1",)
+    assert len(no_nms) == 4  # the duplicate survives when no overlap is too much
+    assert len(capped) == 1 and capped.scores[0] == pytest.approx(0.9)
+
+
+def test_dynamic_input_model_takes_any_input_size(tmp_path: Path) -> None:
+    one_box = np.zeros((1, 5, 40), dtype=np.float32)
+    one_box[0, :, 0] = (160, 160, 80, 80, 0.9)
+    model = build_yolo_model(tmp_path / "dynamic.onnx", one_box, input_size=None)
+    # 1280x720 into 320: scale 0.25 to 320x180, padded 70 px above.
+    detections = detect(model, frame_of(720, 1280), input_size=320)
+
+    # x (160 -/+ 40) * 4 = 480..800; y (160 -/+ 40 - 70) * 4 = 200..520.
+    np.testing.assert_allclose(detections.xyxy, [[480, 200, 800, 520]], atol=1e-3)
+    assert detections.labels == ("class_0",)
+
+
+def test_fixed_input_model_rejects_another_input_size(tmp_path: Path) -> None:
+    model = build_yolo_model(tmp_path / "fixed.onnx", yolov8_output(), input_size=640)
+    with pytest.raises(ValueError, match="input_size"):
+        PLUGIN.tool("detect").open({"model_path": str(model), "input_size": 320})
+
+
+def test_missing_model_path_is_reported_at_open(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.onnx"
+    with pytest.raises(ModelFileMissing, match=r"nowhere\.onnx") as raised:
+        PLUGIN.tool("detect").open({"model_path": str(missing)})
+    assert isinstance(raised.value, FileNotFoundError)
+
+    with pytest.raises(ValueError, match="model_path"):
+        PLUGIN.tool("detect").open({})
+
+
+def test_a_file_that_is_not_onnx_is_reported_at_open(tmp_path: Path) -> None:
+    bogus = tmp_path / "weights.onnx"
+    bogus.write_bytes(b"definitely not a protobuf")
+    with pytest.raises(ValueError, match="cannot load"):
+        PLUGIN.tool("detect").open({"model_path": str(bogus)})
+
+
+def test_letterbox_pads_with_grey_and_feeds_rgb() -> None:
+    frame = np.zeros((100, 200, 3), dtype=np.uint8)
+    frame[:, :] = (255, 0, 0)  # pure blue in BGR
+
+    blob, fitted = letterbox(frame, 64)
+
+    assert blob.shape == (1, 3, 64, 64) and blob.dtype == np.float32
+    assert (fitted.ratio, fitted.pad_left, fitted.pad_top) == (0.32, 0, 16)
+    # Image rows 16..47 hold the frame: RGB channel 2 (blue) is 1, the others 0.
+    np.testing.assert_allclose(blob[0, :, 32, 32], [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(blob[0, :, 5, 32], [114 / 255] * 3, atol=1e-6)
+    np.testing.assert_allclose(blob[0, :, 60, 32], [114 / 255] * 3, atol=1e-6)

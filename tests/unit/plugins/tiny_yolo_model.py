@@ -1,0 +1,53 @@
+"""Build tiny ONNX models that behave like exported YOLO detectors, for the yolo plugin's tests.
+
+The model's output is a known prediction tensor plus 0 x the mean of its input image, so the
+graph really consumes the image (ONNX Runtime runs it like a detector) while the boxes,
+scores and classes it reports stay exactly what the test chose.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "output0"
+
+
+def build_yolo_model(
+    path: Path, predictions: npt.NDArray[np.float32], input_size: int | None = 640
+) -> Path:
+    """Write a model whose single output is `predictions` (shape (1, A, B)) to `path`.
+
+    `input_size` None gives a dynamic (batch, 3, height, width) input, like a model exported
+    with dynamic axes; an int gives a fixed (1, 3, size, size) input.
+    """
+    predictions = np.asarray(predictions, dtype=np.float32)
+    if predictions.ndim != 3 or predictions.shape[0] != 1:
+        raise ValueError(f"predictions must have shape (1, A, B), got {predictions.shape}")
+    input_shape: list[int | str] = (
+        ["batch", 3, "height", "width"] if input_size is None else [1, 3, input_size, input_size]
+    )
+    nodes = [
+        helper.make_node("ReduceMean", [INPUT_NAME], ["image_mean"], keepdims=0),
+        helper.make_node("Mul", ["image_mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["predictions", "nothing"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_yolo",
+        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, input_shape)],
+        outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, list(predictions.shape))],
+        initializer=[
+            numpy_helper.from_array(predictions, "predictions"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return path
