@@ -23,6 +23,14 @@ from grpc_reflection.v1alpha import reflection
 from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
+from videodag_service.observability import (
+    MetricsExporter,
+    ServerMetrics,
+    TracingUnavailable,
+    configure_logging,
+    server_interceptors,
+    start_metrics_exporter,
+)
 from videodag_service.servicer import RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from
 
@@ -55,6 +63,8 @@ class RunningServer:
     health: health.HealthServicer
     run_slots: RunSlots
     settings: Settings
+    metrics: ServerMetrics
+    metrics_exporter: MetricsExporter | None = None
 
     def stop(self, grace_seconds: float | None = None) -> None:
         """Drain and stop; returns when every call has ended."""
@@ -63,6 +73,8 @@ class RunningServer:
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.metrics_exporter is not None:
+            self.metrics_exporter.stop()
         logger.info("server stopped")
 
 
@@ -71,7 +83,10 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     if dag is None:
         dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
     run_slots = RunSlots(settings.max_concurrent_runs)
-    interceptors: list[grpc.ServerInterceptor] = []
+    metrics = ServerMetrics()
+    dag.node_observer = metrics.record_node_call
+    # Request ids and metrics outermost, so refused calls are logged and counted too.
+    interceptors = server_interceptors(metrics, tracing=settings.tracing == "otel")
     if settings.requires_token:
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
     server = grpc.server(
@@ -82,7 +97,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
         options=grpc_options(settings),
     )
     video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(
-        VideoPipelineServicer(dag, settings, run_slots), server
+        VideoPipelineServicer(dag, settings, run_slots, metrics), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -99,9 +114,10 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
-    return RunningServer(server, port, health_servicer, run_slots, settings)
+    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter)
 
 
 def serve(settings: Settings) -> None:
@@ -126,13 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"videodag-server: {error}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     try:
         serve(settings)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:
         print(f"videodag-server: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -29,11 +29,13 @@ from videodag_service.errors import (
     TooManyRuns,
     VideodagError,
 )
+from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
 from videodag_service.video import (
     FrameProcessed,
     RunEvent,
     RunFinished,
+    SamplingOptions,
     VideoFilePipelineService,
     VideoLimits,
     VideoOpened,
@@ -89,10 +91,13 @@ class _CallWatch:
 class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineServiceServicer):
     """Implements `videodag.v1.VideoPipelineService` on top of the DAG and video layers."""
 
-    def __init__(self, dag: DagPipelineService, settings: Settings, run_slots: RunSlots) -> None:
+    def __init__(
+        self, dag: DagPipelineService, settings: Settings, run_slots: RunSlots, metrics: ServerMetrics | None = None
+    ) -> None:
         self._dag = dag
         self._settings = settings
         self._run_slots = run_slots
+        self._metrics = metrics or ServerMetrics()
         self._video = VideoFilePipelineService(
             dag,
             limits=VideoLimits(
@@ -108,10 +113,19 @@ class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineService
         request_iterator: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        started = time.perf_counter()
+        pipeline_id = UNKNOWN_PIPELINE
         try:
-            yield from self._upload_and_run(request_iterator, context)
+            config = _first_config(request_iterator)
+            sampling = convert.sampling_from_proto(config.options)
+            spec = self._dag.get_pipeline(config.pipeline_id)
+            pipeline_id = spec.id
+            yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
         except Exception as error:
+            self._metrics.record_run(pipeline_id, _status_name(error))
             _abort(context, error)
+        else:
+            self._metrics.record_run(pipeline_id)
 
     def ListPipelines(
         self, request: video_pipeline_service_pb2.ListPipelinesRequest, context: grpc.ServicerContext
@@ -131,14 +145,15 @@ class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineService
 
     def _upload_and_run(
         self,
+        spec: PipelineSpec,
+        config: run_pb2.RunConfig,
+        sampling: SamplingOptions,
         requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
         context: grpc.ServicerContext,
+        started: float,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
-        started = time.perf_counter()
+        """Store the upload, then stream the run's events; the temp file lives exactly as long as this."""
         watch = _CallWatch(context)
-        config = _first_config(requests)
-        sampling = convert.sampling_from_proto(config.options)
-        spec = self._dag.get_pipeline(config.pipeline_id)
         with self._run_slots.hold(), receive_upload(
             self._settings.temp_dir,
             max_upload_bytes=self._settings.max_upload_bytes,
@@ -151,6 +166,7 @@ class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineService
                     raise BadRequestStream("the config was sent twice; send it once, as the first message")
                 upload.write(request.chunk)
             stored = upload.finish()
+            self._metrics.record_upload(spec.id, stored.size_bytes)
             yield convert.upload_received_event(stored)
             events = self._video.stream_run(spec.id, stored.path, sampling)
             # closing(): a cancelled call must close the run and release the decoder now, not at GC.
@@ -169,6 +185,7 @@ class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineService
             watch.check()
             if isinstance(event, FrameProcessed):
                 frames_with_errors += "errors" in event.result
+                self._metrics.record_frame(spec.id)
                 yield convert.frame_event(event.frame_index, event.timestamp_seconds, event.result)
             elif isinstance(event, VideoOpened):
                 yield convert.video_info_event(event.info)
@@ -193,6 +210,12 @@ def _first_config(requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequ
     if not first.HasField("config"):
         raise BadRequestStream("the first message must be the config; a chunk arrived first")
     return first.config
+
+
+def _status_name(error: Exception) -> str:
+    if isinstance(error, VideodagError):
+        return error.status_code
+    return "CANCELLED" if isinstance(error, grpc.RpcError) else "INTERNAL"
 
 
 def _abort(context: grpc.ServicerContext, error: Exception) -> Any:

@@ -52,6 +52,9 @@ class Settings:
         20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_format: str = _setting("json", "json (one object per line, with the request id) or text")
+    metrics_port: int = _setting(0, "port of the Prometheus /metrics endpoint on --host; 0 turns it off", minimum=0)
+    tracing: str = _setting("off", "off, or otel: OpenTelemetry spans per call (needs the 'tracing' extra)")
     tls_cert_file: Path | None = _setting(None, "PEM certificate chain: serve TLS instead of plaintext")
     tls_key_file: Path | None = _setting(None, "PEM private key of --tls-cert-file")
     tls_client_ca_file: Path | None = _setting(
@@ -70,6 +73,10 @@ class Settings:
             value = getattr(self, item.name)
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
+        if self.log_format not in {"json", "text"}:
+            raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
+        if self.tracing not in {"off", "otel"}:
+            raise SettingsError(f"tracing must be off or otel, got {self.tracing!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError("tls_cert_file and tls_key_file go together: give both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:

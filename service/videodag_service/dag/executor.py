@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,11 +72,16 @@ def to_json_like(value: Any) -> Any:
     raise NotJsonLike(f"value of type {type(value).__name__}")
 
 
+# Called after every node call with (pipeline_id, node_id, plugin, seconds): exact latencies for metrics.
+NodeObserver = Callable[[str, str, str, float], None]
+
+
 class PipelineRun:
     """One pipeline applied to the frames of one video, in order."""
 
-    def __init__(self, spec: PipelineSpec) -> None:
+    def __init__(self, spec: PipelineSpec, node_observer: NodeObserver | None = None) -> None:
         self.spec = spec
+        self._node_observer = node_observer
         self._instances: dict[str, ToolInstance] = {}
         self._timings = {node.id: NodeTiming(node.id, node.plugin_ref) for node in spec.nodes}
         self._closed = False
@@ -152,8 +157,11 @@ class PipelineRun:
         try:
             outputs = self._instances[node.id].process(inputs)
         finally:
+            elapsed = time.perf_counter() - started
             timing.calls += 1
-            timing.total_seconds += time.perf_counter() - started
+            timing.total_seconds += elapsed
+            if self._node_observer is not None:
+                self._node_observer(self.spec.id, node.id, node.plugin_ref, elapsed)
         if not isinstance(outputs, Mapping):
             raise TypeError(f"returned {type(outputs).__name__}, not a mapping of outputs")
         missing = [port.name for port in node.tool.outputs if port.name not in outputs]

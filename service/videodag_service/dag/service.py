@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from videodag_service.dag.executor import PipelineRun
+from videodag_service.dag.executor import NodeObserver, PipelineRun
 from videodag_service.dag.loader import load_pipeline_folder
 from videodag_service.dag.registry import PluginRegistry, default_registry
 from videodag_service.dag.spec import PIPELINE_ID_PATTERN, PipelineSpec
@@ -23,8 +23,9 @@ BUILTIN_PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 class DagPipelineService:
     """Validated pipelines by id; opens runs of them."""
 
-    def __init__(self, pipelines: Mapping[str, PipelineSpec]) -> None:
+    def __init__(self, pipelines: Mapping[str, PipelineSpec], node_observer: NodeObserver | None = None) -> None:
         self._pipelines = dict(sorted(pipelines.items()))
+        self.node_observer = node_observer
 
     @classmethod
     def from_folder(cls, folder: Path = BUILTIN_PIPELINE_DIR, registry: PluginRegistry | None = None
@@ -52,7 +53,7 @@ class DagPipelineService:
     @contextmanager
     def open_run(self, pipeline_id: str) -> Iterator[PipelineRun]:
         """A run of the pipeline for one video, closed when the block exits however it exits."""
-        run = PipelineRun(self.get_pipeline(pipeline_id))
+        run = PipelineRun(self.get_pipeline(pipeline_id), self.node_observer)
         try:
             yield run
         finally:

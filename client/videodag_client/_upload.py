@@ -1,0 +1,161 @@
+"""The UploadAndRun request stream: the config, then the video's bytes in chunks read on demand.
+
+gRPC pulls requests from its own thread, one message at a time, and only after the previous
+one was sent, so the file is read as fast as the network takes it and never whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, TypeAlias
+
+from videodag.v1 import run_pb2, video_pipeline_service_pb2
+
+PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryIO
+UploadProgress: TypeAlias = Callable[[int, int | None], None]
+"""Called as `(bytes_sent, total_bytes_or_None)` from gRPC's request thread."""
+
+DEFAULT_CHUNK_SIZE = 256 * 1024
+# Measured on loopback: 64 KiB 280 MB/s, 256 KiB 680 MB/s, 1 MiB 950 MB/s. The ceiling leaves
+# room for message framing under gRPC's default 4 MiB receive limit on the server.
+MAX_CHUNK_SIZE = 4 * 1024 * 1024 - 16 * 1024
+_HASH_BLOCK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class UploadFile:
+    """An open video to upload, with what can be declared about it up front."""
+
+    stream: BinaryIO
+    owned: bool
+    """Whether the stream was opened here (from a path) and so must be closed here."""
+    file_name: str
+    size_bytes: int | None
+    sha256: str | None
+
+
+def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool) -> UploadFile:
+    """Opens a path (or adopts a binary file object at its current position) and measures it.
+
+    Size and checksum are known only for seekable input: the checksum costs a first read
+    pass, after which the stream is rewound to where it was.
+    """
+    if isinstance(path_or_file, str | os.PathLike):
+        stream: BinaryIO = open(path_or_file, "rb")  # noqa: SIM115 - closed by ChunkedRequests
+        owned = True
+    else:
+        stream, owned = path_or_file, False
+    try:
+        name = getattr(stream, "name", "")
+        file_name = os.path.basename(name) if isinstance(name, str) else ""
+        seekable = stream.seekable()
+        size = _remaining_size(stream) if seekable and declare_size else None
+        sha256 = _sha256_and_rewind(stream) if seekable and checksum else None
+    except BaseException:
+        if owned:
+            stream.close()
+        raise
+    return UploadFile(stream, owned, file_name, size, sha256)
+
+
+def _remaining_size(stream: BinaryIO) -> int:
+    start = stream.tell()
+    end = stream.seek(0, io.SEEK_END)
+    stream.seek(start)
+    return end - start
+
+
+def _sha256_and_rewind(stream: BinaryIO) -> str:
+    start = stream.tell()
+    digest = hashlib.sha256()
+    while block := stream.read(_HASH_BLOCK_SIZE):
+        digest.update(block)
+    stream.seek(start)
+    return digest.hexdigest()
+
+
+class ChunkedRequests:
+    """Iterator of UploadAndRunRequest: the config once, then chunks until end of file.
+
+    gRPC iterates it on its own thread; `close()` comes from the caller's thread and must
+    return at once even while a read is blocked (a pipe that never delivers), so the lock
+    guards only the flags, never the read. After `close()` iteration stops, and an owned
+    file is closed by whichever side finishes last. An exception raised while reading or
+    in the progress callback is kept in `error`, so the caller can raise it instead of the
+    UNKNOWN status gRPC turns it into.
+    """
+
+    def __init__(
+        self,
+        config: run_pb2.RunConfig,
+        upload: UploadFile,
+        chunk_size: int,
+        on_progress: UploadProgress | None,
+    ) -> None:
+        self._config: run_pb2.RunConfig | None = config
+        self._upload = upload
+        self._chunk_size = chunk_size
+        self._on_progress = on_progress
+        self._lock = threading.Lock()
+        self._closed = False
+        self._reading = False
+        self._bytes_sent = 0
+        self._bytes_in_flight = 0
+        self.error: BaseException | None = None
+
+    def __iter__(self) -> ChunkedRequests:
+        return self
+
+    def __next__(self) -> video_pipeline_service_pb2.UploadAndRunRequest:
+        with self._lock:
+            if self._closed:
+                raise StopIteration
+            self._reading = True
+        try:
+            return self._next_request()
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException as error:
+            self.error = error
+            self.close()
+            raise
+        finally:
+            with self._lock:
+                self._reading = False
+                if self._closed:
+                    self._release_file()
+
+    def _next_request(self) -> video_pipeline_service_pb2.UploadAndRunRequest:
+        if self._config is not None:
+            config, self._config = self._config, None
+            return video_pipeline_service_pb2.UploadAndRunRequest(config=config)
+        # gRPC asks for the next message only once the previous one was sent.
+        self._report_progress()
+        chunk = self._upload.stream.read(self._chunk_size)
+        if not chunk:
+            raise StopIteration
+        self._bytes_in_flight = len(chunk)
+        return video_pipeline_service_pb2.UploadAndRunRequest(chunk=chunk)
+
+    def _report_progress(self) -> None:
+        if self._bytes_in_flight:
+            self._bytes_sent += self._bytes_in_flight
+            self._bytes_in_flight = 0
+            if self._on_progress is not None:
+                self._on_progress(self._bytes_sent, self._upload.size_bytes)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if not self._reading:
+                self._release_file()
+
+    def _release_file(self) -> None:
+        if self._upload.owned and not self._upload.stream.closed:
+            self._upload.stream.close()

@@ -1,0 +1,43 @@
+"""Exit codes of the `videodag` command, one per kind of failure a script may branch on.
+
+    0   success
+    1   any other server error (INTERNAL, UNKNOWN, CANCELLED, ...)
+    2   usage error, including a video, output or CA file that cannot be opened
+    3   NOT_FOUND: unknown pipeline
+    4   INVALID_ARGUMENT: bad options, unreadable video
+    5   RESOURCE_EXHAUSTED: a server limit (size, duration, concurrent runs)
+    6   DATA_LOSS: the upload arrived damaged
+    7   UNAVAILABLE or DEADLINE_EXCEEDED: server unreachable, draining or too slow; retry later
+    8   UNAUTHENTICATED or PERMISSION_DENIED: check the token
+    130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+import grpc
+
+SUCCESS = 0
+SERVER_ERROR = 1
+USAGE = 2
+NOT_FOUND = 3
+INVALID_ARGUMENT = 4
+RESOURCE_EXHAUSTED = 5
+DATA_LOSS = 6
+UNAVAILABLE = 7
+UNAUTHENTICATED = 8
+INTERRUPTED = 130
+
+_EXIT_CODE_BY_STATUS = {
+    grpc.StatusCode.NOT_FOUND: NOT_FOUND,
+    grpc.StatusCode.INVALID_ARGUMENT: INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DATA_LOSS: DATA_LOSS,
+    grpc.StatusCode.UNAVAILABLE: UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED: UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: UNAUTHENTICATED,
+}
+
+
+def exit_code_for_status(code: grpc.StatusCode) -> int:
+    return _EXIT_CODE_BY_STATUS.get(code, SERVER_ERROR)

@@ -1,0 +1,71 @@
+"""Progress bars for a run: upload bytes first, then processed frames, on stderr."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import TracebackType
+
+from tqdm import tqdm
+
+
+def progress_wanted(quiet: bool) -> bool:
+    """Bars only for a person watching: never with --quiet or when stderr is a pipe or file."""
+    return not quiet and sys.stderr.isatty()
+
+
+class RunProgress:
+    """Two bars shown one after the other. `upload` is called from gRPC's request thread."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._lock = threading.Lock()
+        self._upload_bar: tqdm | None = None
+        self._upload_done = False
+        self._frames_bar: tqdm | None = None
+
+    def upload(self, bytes_sent: int, total_bytes: int | None) -> None:
+        with self._lock:
+            if self._upload_done:
+                return
+            if self._upload_bar is None:
+                self._upload_bar = self._bar(
+                    total_bytes, "upload", unit="B", unit_scale=True, unit_divisor=1024
+                )
+            self._upload_bar.update(bytes_sent - self._upload_bar.n)
+
+    def upload_finished(self) -> None:
+        with self._lock:
+            self._upload_done = True
+            if self._upload_bar is not None:
+                self._upload_bar.close()
+
+    def start_frames(self, expected_frames: int | None) -> None:
+        self.upload_finished()
+        self._frames_bar = self._bar(expected_frames, "frames", unit="frame")
+
+    def frame_done(self) -> None:
+        if self._frames_bar is not None:
+            self._frames_bar.update(1)
+
+    def close(self) -> None:
+        self.upload_finished()
+        if self._frames_bar is not None:
+            self._frames_bar.close()
+
+    def _bar(self, total: int | None, description: str, **unit_options: object) -> tqdm:
+        return tqdm(
+            total=total, desc=description, file=sys.stderr, disable=not self._enabled, leave=False,
+            **unit_options,
+        )
+
+    def __enter__(self) -> RunProgress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,57 @@
+"""`videodag render VIDEO RESULTS.jsonl -o annotated.mp4 [--snapshot sheet.png]`: look, don't read.
+
+Draws the boxes, track ids, labels and text of a run's results onto the video they came from.
+Works offline: it needs the video and the JSON Lines `videodag run -o` wrote, not a server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from videodag_client.cli import _exit_codes
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "render",
+        help="draw a run's results onto its video",
+        description=(
+            "Draw every box in RESULTS (with its track id, label, score and text) onto VIDEO and write "
+            "the annotated video; frames without results are copied unchanged."
+        ),
+    )
+    parser.add_argument("video", metavar="VIDEO", help="the video the results came from")
+    parser.add_argument("results", metavar="RESULTS.jsonl", help="results as written by `videodag run -o`")
+    parser.add_argument(
+        "--output", "-o", required=True, metavar="FILE", help="annotated video to write (.mp4, .avi, .mov, .mkv)"
+    )
+    parser.add_argument("--snapshot", metavar="PNG", help="also write a contact sheet of sampled frames")
+    parser.add_argument(
+        "--snapshot-frames", type=int, default=12, metavar="N", help="frames on the contact sheet (default 12)"
+    )
+    parser.set_defaults(handler=render_command)
+
+
+def render_command(args: argparse.Namespace) -> int:
+    # OpenCV is imported here, not at start-up: the other commands never pay for it.
+    from videodag_client._render import RenderError, load_results, render_video
+
+    if args.snapshot_frames < 1:
+        print("error: --snapshot-frames must be at least 1", file=sys.stderr)
+        return _exit_codes.USAGE
+    try:
+        results = load_results(args.results)
+        summary = render_video(
+            args.video, results, args.output, snapshot=args.snapshot, snapshot_frames=args.snapshot_frames
+        )
+    except RenderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return _exit_codes.USAGE
+    print(
+        f"wrote {args.output}: {summary.frames_written} frames, {summary.frames_annotated} with results, "
+        f"{summary.boxes_drawn} boxes"
+        + (f"; contact sheet {args.snapshot} ({summary.snapshot_frames} frames)" if args.snapshot else "")
+    )
+    return _exit_codes.SUCCESS

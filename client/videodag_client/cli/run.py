@@ -1,0 +1,163 @@
+"""`videodag run VIDEO --pipeline ID`: upload a video, run a pipeline, write JSON Lines results."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from videodag_client import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    FrameResult,
+    RunOptions,
+    RunSummary,
+    UploadReceived,
+    VideoOpened,
+)
+from videodag_client.cli import _exit_codes
+from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._progress import RunProgress, progress_wanted
+from videodag_client.cli._results import STDOUT, JsonLinesOutput
+
+# Frame i is at i / fps; a window bound that lands on a frame's time within float noise
+# (0.4 s * 25 fps = 10.000000000000002) must count that frame as inside.
+_FRAME_TIME_TOLERANCE = 1e-6
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "run",
+        parents=[connection_options_parent()],
+        help="upload a video and run a pipeline on it",
+        description="Upload VIDEO, run pipeline ID on its frames, and write one JSON object per frame.",
+    )
+    parser.add_argument("video", metavar="VIDEO", help="the video file to upload")
+    parser.add_argument(
+        "--pipeline", required=True, metavar="ID", help="the pipeline to run (see `videodag pipelines`)"
+    )
+    parser.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
+    parser.add_argument("--max-frames", type=int, default=0, metavar="N", help="process at most N frames")
+    parser.add_argument("--start", type=float, metavar="SECONDS", help="start of the time window")
+    parser.add_argument("--end", type=float, metavar="SECONDS", help="end of the time window (exclusive)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write results as JSON Lines to FILE, or '-' for stdout; default: not written",
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES", help="upload chunk size"
+    )
+    parser.add_argument(
+        "--no-checksum", action="store_true", help="skip the SHA-256 pass over the file before the upload"
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no summary")
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    options = RunOptions(
+        frame_stride=args.stride, max_frames=args.max_frames, start_seconds=args.start, end_seconds=args.end
+    )
+    if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
+        print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
+        return _exit_codes.USAGE
+    summary: RunSummary | None = None
+    with (
+        connect(args) as client,
+        JsonLinesOutput(args.output) as output,
+        RunProgress(progress_wanted(args.quiet)) as progress,
+        client.upload_and_run(
+            args.video,
+            args.pipeline,
+            options,
+            chunk_size=args.chunk_size,
+            checksum=not args.no_checksum,
+            on_upload_progress=progress.upload,
+        ) as events,
+    ):
+        for event in events:
+            if isinstance(event, UploadReceived):
+                progress.upload_finished()
+            elif isinstance(event, VideoOpened):
+                progress.start_frames(expected_frame_count(event, options))
+            elif isinstance(event, FrameResult):
+                output.write(event)
+                progress.frame_done()
+            elif isinstance(event, RunSummary):
+                summary = event
+    if summary is not None and not args.quiet:
+        # With results on stdout, the summary must not end up inside the JSON Lines.
+        summary_stream = sys.stderr if args.output == STDOUT else sys.stdout
+        print(format_summary(summary, args.output), file=summary_stream)
+    return _exit_codes.SUCCESS
+
+
+def expected_frame_count(video: VideoOpened, options: RunOptions) -> int | None:
+    """How many frames the server will process, for the progress bar; None if unknown.
+
+    Mirrors the contract's sampling order (window, then stride, then max_frames) on the
+    container's declared frame count, which some formats only estimate.
+    """
+    if video.frame_count <= 0:
+        return None
+    first, end = 0, video.frame_count
+    if video.fps > 0:
+        if options.start_seconds is not None:
+            first = _first_frame_at_or_after(options.start_seconds, video.fps)
+        if options.end_seconds is not None:
+            end = min(end, _first_frame_at_or_after(options.end_seconds, video.fps))
+    count = max(0, end - max(0, first))
+    count = math.ceil(count / max(1, options.frame_stride))
+    if options.max_frames > 0:
+        count = min(count, options.max_frames)
+    return count
+
+
+def _first_frame_at_or_after(seconds: float, fps: float) -> int:
+    return math.ceil(seconds * fps - _FRAME_TIME_TOLERANCE)
+
+
+def format_summary(summary: RunSummary, output_path: str | None) -> str:
+    lines = [
+        f"pipeline:   {summary.pipeline_id} (version {summary.pipeline_version})",
+        f"frames:     {summary.frames_processed} processed, {summary.frames_with_errors} with node errors",
+        f"wall time:  {summary.wall_time_seconds:.2f} s (decoding {summary.decode_time_seconds:.2f} s)",
+    ]
+    if summary.node_timings:
+        lines.append(_node_table(summary))
+    lines.append(f"results:    {_describe_output(output_path)}")
+    return "\n".join(lines)
+
+
+def _node_table(summary: RunSummary) -> str:
+    header = ("node", "plugin", "calls", "total s", "ms/call", "errors")
+    rows = [
+        (
+            t.node_id,
+            t.plugin,
+            str(t.calls),
+            f"{t.total_seconds:.3f}",
+            f"{t.seconds_per_call * 1000:.1f}",
+            str(t.errors),
+        )
+        for t in summary.node_timings
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    # Names left-aligned, numbers right-aligned.
+    aligned = [
+        [cell.ljust(width) if column < 2 else cell.rjust(width) for column, (cell, width) in enumerate(
+            zip(row, widths, strict=True)
+        )]
+        for row in (header, *rows)
+    ]
+    return "\n".join("  " + "  ".join(cells) for cells in aligned)
+
+
+def _describe_output(output_path: str | None) -> str:
+    if output_path is None:
+        return "not written (use --output FILE)"
+    return "stdout" if output_path == STDOUT else output_path
+

@@ -1,0 +1,161 @@
+#!/usr/bin/env node
+// Upload a video to a videodag server through UploadAndRun and print each event as one JSON line.
+//
+//   node upload_and_run.js --target 127.0.0.1:50051 --pipeline frame_stats_v1 clip.mp4
+//
+// Events go to stdout, in the order the server sends them: upload_received, video_info, one
+// frame per processed frame, summary. A failed call prints {"error": {...}} to stderr and exits
+// with the gRPC status code (5 for NOT_FOUND, 3 for INVALID_ARGUMENT, ...); bad usage exits 64.
+"use strict";
+
+const fs = require("node:fs");
+const path = require("node:path");
+const { parseArgs } = require("node:util");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const PROTO_ROOT = path.resolve(__dirname, "..", "..", "protos");
+const SERVICE_PROTO = "videodag/v1/video_pipeline_service.proto";
+const DEFAULT_CHUNK_SIZE = 256 * 1024;
+const USAGE_EXIT_CODE = 64;
+
+function loadService(protoRoot) {
+  // google/rpc/status.proto is vendored beside the contract; the well-known google/protobuf
+  // types come with proto-loader itself.
+  const definition = protoLoader.loadSync(SERVICE_PROTO, {
+    includeDirs: [protoRoot, path.join(protoRoot, "third_party", "googleapis")],
+    keepCase: true,
+    longs: Number, // frame indexes and byte counts fit easily in a double
+    enums: String,
+    defaults: true, // frame 0 must still carry "frame_index": 0
+    oneofs: true, // each message gets a virtual field naming its set oneof member
+  });
+  return grpc.loadPackageDefinition(definition).videodag.v1.VideoPipelineService;
+}
+
+// google.protobuf.Value -> plain JSON value (proto-loader leaves Struct in its wire shape).
+function valueToJson(value) {
+  switch (value.kind) {
+    case "structValue":
+      return structToJson(value.structValue);
+    case "listValue":
+      return (value.listValue.values || []).map(valueToJson);
+    case "nullValue":
+    case undefined:
+      return null;
+    default:
+      return value[value.kind];
+  }
+}
+
+function structToJson(struct) {
+  const fields = (struct && struct.fields) || {};
+  return Object.fromEntries(Object.entries(fields).map(([key, value]) => [key, valueToJson(value)]));
+}
+
+function durationSeconds(duration) {
+  return duration ? Number(duration.seconds || 0) + (duration.nanos || 0) / 1e9 : 0;
+}
+
+// One server event -> {"event": name, name: {...}} with Structs as JSON and Durations in seconds.
+function eventToJson(response) {
+  const name = response.event;
+  const body = { ...response[name] };
+  for (const [key, value] of Object.entries(body)) {
+    if (value && typeof value === "object" && "seconds" in value && "nanos" in value) {
+      body[key] = durationSeconds(value);
+    }
+  }
+  if (name === "frame") {
+    body.result = structToJson(body.result);
+  } else if (name === "summary" && body.node_timings) {
+    body.node_timings = body.node_timings.map((timing) => ({
+      ...timing,
+      total_time: durationSeconds(timing.total_time),
+    }));
+  }
+  return { event: name, [name]: body };
+}
+
+// Config first, then the file's bytes in order; waits for the call to drain when its buffer is full.
+async function sendUpload(call, videoPath, config, chunkSize) {
+  call.write({ config });
+  const stream = fs.createReadStream(videoPath, { highWaterMark: chunkSize });
+  try {
+    for await (const chunk of stream) {
+      if (call.writableEnded || call.destroyed) return; // the server already ended the call
+      if (!call.write({ chunk })) {
+        await new Promise((resolve) => call.once("drain", resolve));
+      }
+    }
+  } finally {
+    stream.destroy();
+  }
+  call.end();
+}
+
+function parseCommandLine(argv) {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      target: { type: "string", default: "127.0.0.1:50051" },
+      pipeline: { type: "string" },
+      stride: { type: "string", default: "1" },
+      "max-frames": { type: "string", default: "0" },
+      "chunk-size": { type: "string", default: String(DEFAULT_CHUNK_SIZE) },
+      "proto-root": { type: "string", default: PROTO_ROOT },
+    },
+  });
+  if (positionals.length !== 1 || !values.pipeline) {
+    throw new Error("usage: upload_and_run.js --pipeline ID [--target HOST:PORT] [--stride N] " +
+      "[--max-frames N] [--chunk-size BYTES] [--proto-root DIR] VIDEO");
+  }
+  return {
+    target: values.target,
+    pipelineId: values.pipeline,
+    frameStride: Number.parseInt(values.stride, 10),
+    maxFrames: Number.parseInt(values["max-frames"], 10),
+    chunkSize: Number.parseInt(values["chunk-size"], 10),
+    protoRoot: values["proto-root"],
+    videoPath: positionals[0],
+  };
+}
+
+function main() {
+  let options;
+  try {
+    options = parseCommandLine(process.argv.slice(2));
+    fs.accessSync(options.videoPath, fs.constants.R_OK);
+  } catch (error) {
+    console.error(error.message);
+    process.exit(USAGE_EXIT_CODE);
+  }
+  const VideoPipelineService = loadService(options.protoRoot);
+  const client = new VideoPipelineService(options.target, grpc.credentials.createInsecure());
+  const call = client.UploadAndRun();
+
+  call.on("data", (response) => process.stdout.write(JSON.stringify(eventToJson(response)) + "\n"));
+  call.on("error", (error) => {
+    const name = grpc.status[error.code] || "UNKNOWN";
+    console.error(JSON.stringify({ error: { code: error.code, name, message: error.details } }));
+    process.exitCode = error.code || 2;
+    client.close();
+  });
+  call.on("end", () => client.close());
+
+  const config = {
+    pipeline_id: options.pipelineId,
+    file_name: path.basename(options.videoPath),
+    declared_size_bytes: fs.statSync(options.videoPath).size,
+    options: { frame_stride: options.frameStride, max_frames: options.maxFrames },
+  };
+  // A refused call (unknown pipeline, limits) surfaces through the "error" handler above.
+  sendUpload(call, options.videoPath, config, options.chunkSize).catch(() => {});
+}
+
+module.exports = { eventToJson, structToJson };
+
+if (require.main === module) {
+  main();
+}

@@ -1,0 +1,61 @@
+"""Ask a server's gRPC health service whether it is SERVING; the exit code says (0 yes, 1 no).
+
+    python -m videodag_service.observability.healthcheck                  # 127.0.0.1:$VIDEODAG_PORT
+    python -m videodag_service.observability.healthcheck --address host:50051 --service videodag.v1.VideoPipelineService
+
+It is the container's HEALTHCHECK: grpc_health_probe is a separate download, while this
+needs only packages the server already has. A draining server answers NOT_SERVING, so an
+orchestrator stops sending it work before it goes away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PORT_ENV = "VIDEODAG_PORT"
+DEFAULT_PORT = "50051"
+HEALTHY = 0
+UNHEALTHY = 1
+
+
+def default_address() -> str:
+    """The server in this container: loopback, on the port the server reads from the environment."""
+    return f"127.0.0.1:{os.environ.get(PORT_ENV) or DEFAULT_PORT}"
+
+
+def check_health(address: str, service: str = "", timeout_seconds: float = 3.0) -> str:
+    """The health status name ("SERVING", "NOT_SERVING", ...); raises grpc.RpcError if unreachable."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_seconds)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m videodag_service.observability.healthcheck",
+        description="Exit 0 when the videodag server's gRPC health service answers SERVING, else 1.",
+    )
+    parser.add_argument("--address", default=default_address(), help="HOST:PORT (default %(default)s)")
+    parser.add_argument("--service", default="", help="service name to ask about (default: the whole server)")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="deadline of the check")
+    args = parser.parse_args(argv)
+    try:
+        status = check_health(args.address, args.service, args.timeout)
+    except grpc.RpcError as error:
+        print(f"unhealthy: {args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+        return UNHEALTHY
+    if status != "SERVING":
+        print(f"unhealthy: {args.address}: {status}", file=sys.stderr)
+        return UNHEALTHY
+    return HEALTHY
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""Server interceptors: a request id, metrics and a log line for every call; tracing on demand.
+
+`RequestContextInterceptor` makes the caller's `x-request-id` (or a new id) current while the
+handler runs, sends it back as initial metadata so the caller can quote it, counts the call
+by method and status code, counts open streams, and logs one line when the call ends.
+
+Tracing is OpenTelemetry's own gRPC interceptor, used only when asked for: the package is
+an optional install, and a server asked to trace without it refuses to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+
+from videodag_service.observability.logging import REQUEST_ID_METADATA_KEY, request_id_bound, request_id_from_metadata
+from videodag_service.observability.metrics import STATUS_OK, ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+OPENTELEMETRY_GRPC_MODULE = "opentelemetry.instrumentation.grpc"
+# Probes and tooling: logged at DEBUG so a health check every few seconds does not flood the log.
+_QUIET_SERVICE_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class TracingUnavailable(RuntimeError):
+    """Raised when tracing is turned on but OpenTelemetry's gRPC instrumentation is not installed."""
+
+
+class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Request id, call metrics and an access log line around every handler."""
+
+    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+        self._metrics = metrics
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        # Runs on gRPC's polling thread: only read the metadata here, bind the id in the handler's thread.
+        request_id = request_id_from_metadata(handler_call_details.invocation_metadata)
+        streams = handler.request_streaming or handler.response_streaming
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, request_id, streams),
+                handler.request_deserializer, handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, request_id, streams),
+                handler.request_deserializer, handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_streaming(handler.unary_stream, method, request_id),
+                handler.request_deserializer, handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_streaming(handler.stream_stream, method, request_id),
+            handler.request_deserializer, handler.response_serializer,
+        )
+
+    def _wrap_unary(self, behavior: Behavior, method: str, request_id: str, streams: bool) -> Behavior:
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            with self._call(method, request_id, context, streams):
+                return behavior(request, context)
+
+        return handle
+
+    def _wrap_streaming(self, behavior: Behavior, method: str, request_id: str) -> Behavior:
+        # The handler's body runs while gRPC iterates the responses, after this wrapper has
+        # returned: the scope must live inside the generator.
+        def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with self._call(method, request_id, context, True):
+                yield from behavior(request, context)
+
+        return handle
+
+    @contextmanager
+    def _call(self, method: str, request_id: str, context: grpc.ServicerContext, streams: bool) -> Iterator[None]:
+        started = time.perf_counter()
+        code = STATUS_OK
+        with request_id_bound(request_id), self._active_stream(method, streams):
+            context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
+            try:
+                yield
+                code = _status_name(context, default=STATUS_OK)
+            except GeneratorExit:
+                code = grpc.StatusCode.CANCELLED.name  # gRPC closed the response stream: the client left
+                raise
+            except BaseException:
+                # context.abort() raises after recording its code; anything else becomes UNKNOWN.
+                code = _status_name(context, default=grpc.StatusCode.UNKNOWN.name)
+                raise
+            finally:
+                seconds = time.perf_counter() - started
+                if self._metrics is not None:
+                    self._metrics.record_call(method, code, seconds)
+                level = logging.DEBUG if method.startswith(_QUIET_SERVICE_PREFIXES) else logging.INFO
+                logger.log(
+                    level, "%s %s in %.1f ms", method, code, seconds * 1000,
+                    extra={"grpc_method": method, "grpc_code": code, "duration_ms": round(seconds * 1000, 3),
+                           "peer": context.peer()},
+                )
+
+    @contextmanager
+    def _active_stream(self, method: str, streams: bool) -> Iterator[None]:
+        if self._metrics is None or not streams:
+            yield
+            return
+        with self._metrics.stream_active(method):
+            yield
+
+
+def _status_name(context: grpc.ServicerContext, default: str) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else default
+
+
+def tracing_interceptors(enabled: bool) -> list[grpc.ServerInterceptor]:
+    """OpenTelemetry's server interceptor when tracing is enabled, else nothing.
+
+    Spans go to whatever tracer provider the process configured (the OTEL_* environment
+    variables with `opentelemetry-instrument`, or code); without one they are no-ops.
+    """
+    if not enabled:
+        return []
+    try:
+        from opentelemetry.instrumentation.grpc import server_interceptor
+    except ImportError as error:
+        raise TracingUnavailable(
+            "tracing is enabled but OpenTelemetry's gRPC instrumentation is not installed: "
+            "pip install opentelemetry-instrumentation-grpc (and an exporter such as "
+            "opentelemetry-exporter-otlp), or turn tracing off"
+        ) from error
+    return [server_interceptor()]
+
+
+def server_interceptors(metrics: ServerMetrics | None, *, tracing: bool = False) -> list[grpc.ServerInterceptor]:
+    """Interceptors for `grpc.server(interceptors=...)`, outermost first.
+
+    The tracing span encloses everything, so the request id and metrics work is inside it;
+    put authentication after these so refused calls are still counted and logged.
+    """
+    return [*tracing_interceptors(tracing), RequestContextInterceptor(metrics)]

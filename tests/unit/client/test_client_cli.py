@@ -1,0 +1,294 @@
+"""The `videodag` command against the fake server: JSON Lines, summary, exit codes, pipelines."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from fake_servicer import (
+    AbortWith,
+    AcknowledgeUpload,
+    FakeVideoPipelineServicer,
+    frame_response,
+    rich_status,
+    summary_response,
+    video_info_response,
+)
+from google.rpc import code_pb2, status_pb2
+
+from videodag.v1 import run_pb2
+from videodag_client import RunOptions, VideoOpened
+from videodag_client.cli import main
+from videodag_client.cli.run import expected_frame_count
+
+_TRACK_ERROR = run_pb2.NodeError(
+    node_id="track", plugin="bytetrack.track", status=status_pb2.Status(code=code_pb2.INTERNAL, message="lost")
+)
+
+
+def _script_run(servicer: FakeVideoPipelineServicer) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(),
+        video_info_response(fps=25.0, frame_count=6),
+        frame_response(0, 25.0, {"tracks": [{"track_id": 1, "box": [0, 0, 10, 20]}]}),
+        frame_response(2, 25.0, {"tracks": []}, node_errors=[_TRACK_ERROR]),
+        frame_response(4, 25.0, {"tracks": [{"track_id": 1, "box": [2, 0, 12, 20]}]}),
+        summary_response(3, frames_with_errors=1),
+    ]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_run_writes_one_json_object_per_frame_and_a_summary(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _script_run(servicer)
+    output = tmp_path / "results.jsonl"
+
+    exit_code = main(
+        ["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1", "--stride", "2",
+         "--output", str(output), "--chunk-size", "65536"]
+    )
+
+    assert exit_code == 0
+    assert _read_jsonl(output) == [
+        {"frame_index": 0, "timestamp": 0.0, "result": {"tracks": [{"track_id": 1.0, "box": [0.0, 0.0, 10.0, 20.0]}]}},
+        {
+            "frame_index": 2,
+            "timestamp": 0.08,
+            "result": {"tracks": []},
+            "node_errors": [{"node_id": "track", "plugin": "bytetrack.track", "code": "INTERNAL", "message": "lost"}],
+        },
+        {"frame_index": 4, "timestamp": 0.16, "result": {"tracks": [{"track_id": 1.0, "box": [2.0, 0.0, 12.0, 20.0]}]}},
+    ]
+    assert not Path(f"{output}.part").exists()
+    assert servicer.config.options.frame_stride == 2
+    assert {len(chunk) for chunk in servicer.chunks[:-1]} == {65536}
+    out = capsys.readouterr().out
+    assert "3 processed, 1 with node errors" in out
+    assert "1.75 s" in out
+    assert "ssdlite.detect_people" in out and "bytetrack.track" in out
+    assert str(output) in out
+
+
+def test_results_on_stdout_keep_the_summary_on_stderr(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _script_run(servicer)
+
+    exit_code = main(["run", str(video_path), "--pipeline", "people_tracking_v1", "-o", "-", "--server", target])
+
+    captured = capsys.readouterr()
+    assert exit_code == 0
+    assert [json.loads(line)["frame_index"] for line in captured.out.splitlines()] == [0, 2, 4]
+    assert "3 processed" in captured.err
+
+
+def test_quiet_run_without_output_prints_nothing(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _script_run(servicer)
+
+    exit_code = main(["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1", "--quiet"])
+
+    assert exit_code == 0
+    assert capsys.readouterr() == ("", "")
+
+
+class _TerminalStream(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_bars_show_on_a_terminal_unless_quiet(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+) -> None:
+    _script_run(servicer)
+    terminal = _TerminalStream()
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    exit_code = main(
+        ["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "--stride", "2"]
+        + (["--quiet"] if quiet else [])
+    )
+
+    assert exit_code == 0
+    shown = terminal.getvalue()
+    if quiet:
+        assert shown == ""
+    else:
+        assert f"/{video_path.stat().st_size / 1024:.0f}k" in shown  # upload bar sized by the file
+        assert "frames:" in shown and "0/3" in shown  # 6 declared frames at stride 2
+
+
+def test_window_and_limits_are_sent_as_options(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    _script_run(servicer)
+
+    main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "--start", "0.5", "--end", "2",
+          "--max-frames", "7", "-q"])
+
+    options = servicer.config.options
+    assert options.max_frames == 7
+    assert (options.start_offset.seconds, options.start_offset.nanos) == (0, 500_000_000)
+    assert (options.end_offset.seconds, options.end_offset.nanos) == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "expected_exit"),
+    [
+        (code_pb2.NOT_FOUND, "NOT_FOUND", 3),
+        (code_pb2.INVALID_ARGUMENT, "INVALID_ARGUMENT", 4),
+        (code_pb2.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED", 5),
+        (code_pb2.DATA_LOSS, "DATA_LOSS", 6),
+        (code_pb2.UNAVAILABLE, "UNAVAILABLE", 7),
+        (code_pb2.UNAUTHENTICATED, "UNAUTHENTICATED", 8),
+        (code_pb2.INTERNAL, "INTERNAL", 1),
+    ],
+)
+def test_run_errors_print_the_status_and_exit_with_its_code(
+    target: str,
+    servicer: FakeVideoPipelineServicer,
+    video_path: Path,
+    capsys: pytest.CaptureFixture,
+    code: int,
+    name: str,
+    expected_exit: int,
+) -> None:
+    servicer.abort_after_config = rich_status(
+        code, "it went wrong", field_violations=[("options.frame_stride", "must not be negative")]
+    )
+
+    exit_code = main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "-q"])
+
+    assert exit_code == expected_exit
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {name}: it went wrong",
+        "  options.frame_stride: must not be negative",
+    ]
+
+
+def test_failure_after_some_frames_keeps_them_in_a_part_file(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(),
+        video_info_response(),
+        frame_response(0, 25.0, {"motion": 0.5}),
+        AbortWith(rich_status(code_pb2.INTERNAL, "node 'motion' failed on frame 1")),
+    ]
+    output = tmp_path / "out.jsonl"
+
+    exit_code = main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "-o", str(output)])
+
+    assert exit_code == 1
+    assert not output.exists()
+    assert _read_jsonl(Path(f"{output}.part")) == [{"frame_index": 0, "timestamp": 0.0, "result": {"motion": 0.5}}]
+    assert "error: INTERNAL: node 'motion' failed on frame 1" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_with_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "video.mp4"]) == 2  # no --pipeline
+    assert main(["run", str(tmp_path / "absent.mp4"), "--pipeline", "motion_v1", "--server", "127.0.0.1:9"]) == 2
+    assert "absent.mp4" in capsys.readouterr().err
+
+
+def test_server_comes_from_the_environment(
+    target: str, servicer: FakeVideoPipelineServicer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    servicer.required_token = "tok"
+    monkeypatch.setenv("VIDEODAG_SERVER", target)
+    monkeypatch.setenv("VIDEODAG_TOKEN", "tok")
+
+    assert main(["pipelines"]) == 0
+    assert servicer.metadata[-1]["authorization"] == "Bearer tok"
+
+
+def test_pipelines_lists_id_version_and_description(target: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--server", target, "pipelines"]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "VERSION", "DESCRIPTION"]
+    assert lines[1].split(maxsplit=2) == ["motion_v1", "0.3.0", "Measures how much of each frame moved."]
+    assert lines[2].split(maxsplit=2) == [
+        "people_tracking_v1", "1.2.0", "Finds people and follows them across frames."
+    ]
+
+
+def test_pipelines_json_includes_the_nodes(target: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--server", target, "pipelines", "--json"]) == 0
+
+    pipelines = json.loads(capsys.readouterr().out)
+    assert [p["id"] for p in pipelines] == ["motion_v1", "people_tracking_v1"]
+    track = pipelines[1]["nodes"][1]
+    assert track == {
+        "id": "track",
+        "plugin": "bytetrack.track",
+        "inputs": [
+            {"name": "detections", "source": "detect.detections"},
+            {"name": "timestamp", "source": "frame.timestamp"},
+        ],
+        "params": {},
+        "on_error": "skip",
+        "stateful": True,
+    }
+    assert pipelines[1]["nodes"][0]["params"] == {"min_score": 0.5, "max_detections": 50.0}
+
+
+def test_pipelines_show_prints_the_graph(target: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["pipelines", "show", "people_tracking_v1", "--server", target]) == 0
+
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "people_tracking_v1 (version 1.2.0)"
+    assert "  detect: ssdlite.detect_people  [on_error=fail]" in out
+    assert "  track: bytetrack.track  [on_error=skip, stateful]" in out
+    assert "    detections <- detect.detections" in out
+    assert "  tracks <- track.tracks" in out
+
+
+def test_pipelines_show_json_given_before_the_action(target: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--server", target, "pipelines", "--json", "show", "motion_v1"]) == 0
+
+    assert json.loads(capsys.readouterr().out)["outputs"] == [{"name": "motion", "source": "motion.score"}]
+
+
+def test_pipelines_show_unknown_id_exits_not_found(target: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["--server", target, "pipelines", "show", "nope"]) == 3
+    assert capsys.readouterr().err.startswith("error: NOT_FOUND: unknown pipeline 'nope'")
+
+
+def _frames_chosen(video: VideoOpened, options: RunOptions) -> int:
+    """The contract's sampling spelled out frame by frame: window, then stride, then max_frames."""
+    start = -math.inf if options.start_seconds is None else options.start_seconds
+    end = math.inf if options.end_seconds is None else options.end_seconds
+    window = [i for i in range(video.frame_count) if start <= i / video.fps < end]
+    strided = window[:: max(1, options.frame_stride)]
+    return len(strided[: options.max_frames] if options.max_frames else strided)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RunOptions(),
+        RunOptions(frame_stride=5, max_frames=3),
+        RunOptions(frame_stride=7),
+        RunOptions(start_seconds=0.4, end_seconds=2.0),
+        RunOptions(start_seconds=1.0 / 3.0, end_seconds=4.0, frame_stride=4),
+        RunOptions(start_seconds=10.0),
+        RunOptions(end_seconds=0.0),
+        RunOptions(max_frames=500),
+    ],
+)
+@pytest.mark.parametrize("fps", [25.0, 29.97, 30.0])
+def test_expected_frame_count_matches_the_sampling_rules(options: RunOptions, fps: float) -> None:
+    video = VideoOpened(fps=fps, frame_count=120, width=1, height=1, duration_seconds=120 / fps, codec="", size_bytes=1)
+
+    assert expected_frame_count(video, options) == _frames_chosen(video, options)

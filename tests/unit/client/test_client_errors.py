@@ -1,0 +1,226 @@
+"""Status codes and `google.rpc` details become the named exceptions, also mid-stream."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from fake_servicer import (
+    AbortWith,
+    AcknowledgeUpload,
+    FakeVideoPipelineServicer,
+    WaitForCancellation,
+    frame_response,
+    rich_status,
+    video_info_response,
+)
+from google.rpc import code_pb2
+
+import videodag_client
+from videodag_client import (
+    DataLoss,
+    DeadlineExceeded,
+    FieldViolation,
+    FrameResult,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    ResourceInfo,
+    Unavailable,
+    Unknown,
+    UploadReceived,
+    VideodagClient,
+    VideodagError,
+    VideoOpened,
+    from_grpc_error,
+)
+
+_ERROR_CODES = [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK]
+
+
+def _class_name(code: grpc.StatusCode) -> str:
+    return "".join(word.capitalize() for word in code.name.split("_"))
+
+
+def test_invalid_argument_carries_reason_metadata_and_field_violations(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.abort_after_config = rich_status(
+        code_pb2.INVALID_ARGUMENT,
+        "invalid options: options.frame_stride: must not be negative",
+        reason="INVALID_OPTIONS",
+        metadata={"pipeline_id": "motion_v1"},
+        field_violations=[("options.frame_stride", "must not be negative")],
+    )
+
+    with pytest.raises(InvalidArgument) as raised:
+        list(client.upload_and_run(video_path, "motion_v1"))
+
+    error = raised.value
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert error.message == "invalid options: options.frame_stride: must not be negative"
+    assert (error.reason, error.domain) == ("INVALID_OPTIONS", "videodag.dev")
+    assert error.metadata == {"pipeline_id": "motion_v1"}
+    assert error.field_violations == (FieldViolation("options.frame_stride", "must not be negative"),)
+    assert error.retry_after is None
+    assert str(error) == "INVALID_ARGUMENT: invalid options: options.frame_stride: must not be negative"
+    assert isinstance(error.__cause__, grpc.RpcError)
+
+
+def test_error_after_some_frames_is_raised_from_the_iteration(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(),
+        video_info_response(),
+        frame_response(0, 25.0, {"motion": 0.0}),
+        frame_response(1, 25.0, {"motion": 0.2}),
+        AbortWith(
+            rich_status(
+                code_pb2.INTERNAL,
+                "node 'detect' (ssdlite.detect_people) failed on frame 2: boom",
+                reason="NODE_FAILED",
+                metadata={"node_id": "detect", "frame_index": "2"},
+            )
+        ),
+    ]
+    received = []
+
+    with pytest.raises(Internal) as raised:
+        for event in client.upload_and_run(video_path, "people_tracking_v1"):
+            received.append(event)
+
+    assert [type(event) for event in received] == [UploadReceived, VideoOpened, FrameResult, FrameResult]
+    assert [event.frame_index for event in received if isinstance(event, FrameResult)] == [0, 1]
+    assert raised.value.reason == "NODE_FAILED"
+    assert raised.value.metadata == {"node_id": "detect", "frame_index": "2"}
+
+
+def test_unknown_pipeline_is_not_found_with_the_resource(client: VideodagClient) -> None:
+    with pytest.raises(NotFound) as raised:
+        client.get_pipeline("no_such_pipeline")
+
+    assert raised.value.reason == "PIPELINE_NOT_FOUND"
+    assert raised.value.resource == ResourceInfo("videodag.v1.Pipeline", "no_such_pipeline")
+    assert "known pipelines: motion_v1, people_tracking_v1" in raised.value.message
+
+
+def test_retry_hint_becomes_retry_after_seconds(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.abort_after_config = rich_status(
+        code_pb2.RESOURCE_EXHAUSTED, "too many concurrent runs (4)", reason="TOO_MANY_RUNS", retry_after_seconds=2.5
+    )
+
+    with pytest.raises(ResourceExhausted) as raised:
+        list(client.upload_and_run(video_path, "motion_v1"))
+
+    assert raised.value.retry_after == 2.5
+    assert raised.value.reason == "TOO_MANY_RUNS"
+
+
+@pytest.mark.parametrize("code", _ERROR_CODES, ids=lambda code: code.name)
+def test_every_status_code_has_the_exception_named_after_it(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, code: grpc.StatusCode
+) -> None:
+    servicer.abort_after_config = rich_status(code.value[0], f"failed with {code.name}")
+
+    with pytest.raises(VideodagError) as raised:
+        list(client.upload_and_run(video_path, "motion_v1", checksum=False))
+
+    assert type(raised.value) is getattr(videodag_client, _class_name(code))
+    assert raised.value.code is code
+    assert raised.value.message == f"failed with {code.name}"
+
+
+def test_early_failure_does_not_wait_for_a_request_stream_that_never_ends(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer
+) -> None:
+    servicer.abort_after_config = rich_status(
+        code_pb2.RESOURCE_EXHAUSTED, "upload too large", reason="UPLOAD_TOO_LARGE"
+    )
+    read_fd, write_fd = os.pipe()  # nothing is written: a read blocks until the write end closes
+    endless = os.fdopen(read_fd, "rb")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ResourceExhausted):
+            list(client.upload_and_run(endless, "motion_v1"))
+        assert time.monotonic() - started < 10
+    finally:
+        # gRPC's request thread may still be blocked in read(): end the pipe first, or closing
+        # the reader would wait for that read forever.
+        os.close(write_fd)
+        endless.close()
+
+
+def test_size_mismatch_is_data_loss(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.run_script = [
+        AbortWith(rich_status(code_pb2.DATA_LOSS, "declared 10 bytes, received 300001", reason="UPLOAD_CORRUPTED"))
+    ]
+
+    with pytest.raises(DataLoss, match="declared 10 bytes"):
+        list(client.upload_and_run(video_path, "motion_v1"))
+
+
+def test_timeout_becomes_deadline_exceeded(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.run_script = [AcknowledgeUpload(), WaitForCancellation(timeout_seconds=20)]
+
+    with pytest.raises(DeadlineExceeded):
+        list(client.upload_and_run(video_path, "motion_v1", timeout=0.5))
+
+
+def test_error_in_the_progress_callback_is_raised_as_itself(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    def explode(bytes_sent: int, total: int | None) -> None:
+        raise RuntimeError(f"progress display broke at {bytes_sent}")
+
+    with pytest.raises(RuntimeError, match="progress display broke"):
+        list(client.upload_and_run(video_path, "motion_v1", chunk_size=64 * 1024, on_upload_progress=explode))
+
+
+def test_server_that_is_not_there_is_unavailable() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    with VideodagClient(f"127.0.0.1:{free_port}", timeout=10) as client, pytest.raises(Unavailable):
+        client.list_pipelines()
+
+
+def test_error_without_status_details_still_maps_by_code(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.run_script = [AcknowledgeUpload(), AbortWith(_plain_status(grpc.StatusCode.INTERNAL, "plain"))]
+
+    with pytest.raises(Internal) as raised:
+        list(client.upload_and_run(video_path, "motion_v1"))
+
+    assert (raised.value.reason, raised.value.metadata, raised.value.field_violations) == ("", {}, ())
+
+
+def test_rpc_error_that_is_not_a_call_becomes_unknown() -> None:
+    error = from_grpc_error(grpc.RpcError("channel exploded"))
+
+    assert isinstance(error, Unknown)
+    assert error.code is grpc.StatusCode.UNKNOWN
+    assert error.message == "channel exploded"
+
+
+class _PlainStatus(grpc.Status):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self.code = code
+        self.details = details
+        self.trailing_metadata = None
+
+
+def _plain_status(code: grpc.StatusCode, details: str) -> grpc.Status:
+    return _PlainStatus(code, details)

@@ -1,0 +1,276 @@
+"""UploadAndRun through a real loopback server: what the client sends, and the events it yields."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from fake_servicer import (
+    AcknowledgeUpload,
+    FakeVideoPipelineServicer,
+    WaitForCancellation,
+    frame_response,
+    summary_response,
+    video_info_response,
+)
+from google.rpc import code_pb2, status_pb2
+
+from videodag.v1 import run_pb2
+from videodag_client import (
+    MAX_CHUNK_SIZE,
+    FrameResult,
+    NodeError,
+    RunOptions,
+    RunSummary,
+    Unauthenticated,
+    UploadReceived,
+    VideodagClient,
+    VideoOpened,
+)
+
+
+def _open_descriptors_of(path: Path, wait_seconds: float = 5.0) -> int:
+    """How many of this process's file descriptors point at `path`, once closing had time to finish."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        count = 0
+        for descriptor in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{descriptor}") == str(path)
+            except OSError:
+                continue  # closed while listing
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        time.sleep(0.02)
+
+
+def _script_successful_run(servicer: FakeVideoPipelineServicer, frames: int = 3) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(),
+        video_info_response(fps=25.0, frame_count=frames, size_bytes=123),
+        *(frame_response(i, 25.0, {"people": [{"track_id": i + 1, "score": 0.5}]}) for i in range(frames)),
+        summary_response(frames),
+    ]
+
+
+def test_config_comes_first_then_chunks_in_order_that_reassemble_the_file(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    _script_successful_run(servicer)
+    chunk_size = 64 * 1024
+
+    list(client.upload_and_run(video_path, "people_tracking_v1", chunk_size=chunk_size))
+
+    kinds = [request.WhichOneof("payload") for request in servicer.requests]
+    assert kinds[0] == "config"
+    assert set(kinds[1:]) == {"chunk"}
+    assert [len(chunk) for chunk in servicer.chunks[:-1]] == [chunk_size] * (len(servicer.chunks) - 1)
+    assert 0 < len(servicer.chunks[-1]) <= chunk_size
+    assert servicer.uploaded_bytes() == video_bytes
+    config = servicer.config
+    assert config.pipeline_id == "people_tracking_v1"
+    assert config.file_name == "clip.mp4"
+    assert config.declared_size_bytes == len(video_bytes)
+    assert config.sha256 == hashlib.sha256(video_bytes).hexdigest()
+    assert not config.HasField("options")
+    assert _open_descriptors_of(video_path) == 0
+
+
+def test_run_options_are_sent_in_the_config(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    _script_successful_run(servicer)
+    options = RunOptions(frame_stride=5, max_frames=3, start_seconds=1.5, end_seconds=4.25)
+
+    list(client.upload_and_run(str(video_path), "motion_v1", options))
+
+    sent = servicer.config.options
+    assert (sent.frame_stride, sent.max_frames) == (5, 3)
+    assert (sent.start_offset.seconds, sent.start_offset.nanos) == (1, 500_000_000)
+    assert (sent.end_offset.seconds, sent.end_offset.nanos) == (4, 250_000_000)
+
+
+def test_file_object_is_read_from_its_position_and_left_open(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_bytes: bytes
+) -> None:
+    _script_successful_run(servicer)
+    stream = io.BytesIO(video_bytes)
+    stream.seek(1000)
+
+    list(client.upload_and_run(stream, "motion_v1", chunk_size=50_000))
+
+    assert servicer.uploaded_bytes() == video_bytes[1000:]
+    assert servicer.config.declared_size_bytes == len(video_bytes) - 1000
+    assert servicer.config.sha256 == hashlib.sha256(video_bytes[1000:]).hexdigest()
+    assert not stream.closed
+
+
+def test_unseekable_stream_is_uploaded_without_size_or_checksum(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_bytes: bytes
+) -> None:
+    _script_successful_run(servicer)
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with os.fdopen(write_fd, "wb") as writer:
+            writer.write(video_bytes)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    with os.fdopen(read_fd, "rb") as pipe:
+        list(client.upload_and_run(pipe, "motion_v1"))
+    feeder.join()
+
+    assert servicer.uploaded_bytes() == video_bytes
+    assert servicer.config.declared_size_bytes == 0
+    assert servicer.config.sha256 == ""
+
+
+def test_size_and_checksum_can_be_left_out(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    _script_successful_run(servicer)
+
+    list(client.upload_and_run(video_path, "motion_v1", declare_size=False, checksum=False))
+
+    assert servicer.config.declared_size_bytes == 0
+    assert servicer.config.sha256 == ""
+    assert servicer.uploaded_bytes() == video_bytes
+
+
+def test_progress_reports_cumulative_bytes_up_to_the_total(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    _script_successful_run(servicer)
+    reports: list[tuple[int, int | None]] = []
+
+    list(
+        client.upload_and_run(
+            video_path, "motion_v1", chunk_size=32 * 1024, on_upload_progress=lambda s, t: reports.append((s, t))
+        )
+    )
+
+    sent = [bytes_sent for bytes_sent, _ in reports]
+    assert len(reports) == len(servicer.chunks)
+    assert sent == sorted(sent)
+    assert reports[-1] == (len(video_bytes), len(video_bytes))
+
+
+def test_events_are_converted_to_typed_values(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    skipped_track = run_pb2.NodeError(
+        node_id="track",
+        plugin="bytetrack.track",
+        status=status_pb2.Status(code=code_pb2.INTERNAL, message="tracker exploded"),
+    )
+    servicer.run_script = [
+        AcknowledgeUpload(),
+        video_info_response(fps=25.0, frame_count=120, size_bytes=len(video_bytes)),
+        frame_response(0, 25.0, {"people": [{"box": [1, 2, 30.5, 40], "track_id": 7, "label": "person"}]}),
+        frame_response(5, 25.0, {"people": []}, node_errors=[skipped_track]),
+        summary_response(2, frames_with_errors=1),
+    ]
+
+    events = list(client.upload_and_run(video_path, "people_tracking_v1"))
+
+    assert [type(event) for event in events] == [UploadReceived, VideoOpened, FrameResult, FrameResult, RunSummary]
+    upload, video, first, second, summary = events
+    assert upload == UploadReceived(len(video_bytes), hashlib.sha256(video_bytes).hexdigest())
+    assert video == VideoOpened(
+        fps=25.0, frame_count=120, width=768, height=576, duration_seconds=4.8, codec="avc1",
+        size_bytes=len(video_bytes),
+    )
+    assert isinstance(first, FrameResult) and isinstance(second, FrameResult)
+    assert (first.frame_index, first.timestamp_seconds, first.node_errors) == (0, 0.0, ())
+    # Struct numbers are doubles: integers come back as floats (documented in _events).
+    assert first.result == {"people": [{"box": [1.0, 2.0, 30.5, 40.0], "track_id": 7.0, "label": "person"}]}
+    assert (second.frame_index, second.timestamp_seconds) == (5, pytest.approx(0.2))
+    assert second.node_errors == (NodeError("track", "bytetrack.track", grpc.StatusCode.INTERNAL, "tracker exploded"),)
+    assert isinstance(summary, RunSummary)
+    assert (summary.pipeline_id, summary.pipeline_version) == ("people_tracking_v1", "1.2.0")
+    assert (summary.frames_processed, summary.frames_with_errors) == (2, 1)
+    assert (summary.wall_time_seconds, summary.decode_time_seconds) == (1.75, 0.25)
+    assert [(t.node_id, t.calls, t.total_seconds, t.errors) for t in summary.node_timings] == [
+        ("detect", 2, 1.2, 0),
+        ("track", 2, 0.05, 1),
+    ]
+    assert summary.node_timings[0].seconds_per_call == pytest.approx(0.6)
+
+
+def test_events_arrive_while_the_run_goes_on_and_closing_cancels_it(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(),
+        video_info_response(),
+        frame_response(0, 25.0, {"motion": 0.1}),
+        WaitForCancellation(timeout_seconds=20),
+    ]
+
+    stream = client.upload_and_run(video_path, "motion_v1")
+    received = [next(stream), next(stream), next(stream)]
+    # The server is still blocked after frame 0, so these came before the call ended.
+    assert not servicer.cancelled.is_set()
+    stream.close()
+
+    assert isinstance(received[2], FrameResult)
+    assert servicer.cancelled.wait(timeout=10)
+    assert list(stream) == []
+    assert _open_descriptors_of(video_path) == 0
+
+
+def test_leaving_the_with_block_early_cancels_the_call(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    servicer.run_script = [AcknowledgeUpload(), video_info_response(), WaitForCancellation(timeout_seconds=20)]
+
+    with client.upload_and_run(video_path, "motion_v1") as stream:
+        for event in stream:
+            if isinstance(event, VideoOpened):
+                break
+
+    assert servicer.cancelled.wait(timeout=10)
+
+
+def test_token_is_sent_as_bearer_authorization(target: str, servicer: FakeVideoPipelineServicer) -> None:
+    servicer.required_token = "s3cret"
+
+    with VideodagClient(target, token="s3cret") as client:
+        assert [p.id for p in client.list_pipelines()] == ["motion_v1", "people_tracking_v1"]
+    with VideodagClient(target, token="wrong") as client, pytest.raises(Unauthenticated) as raised:
+        client.list_pipelines()
+
+    assert servicer.metadata[0]["authorization"] == "Bearer s3cret"
+    assert raised.value.reason == "BAD_TOKEN"
+
+
+def test_client_from_a_channel_leaves_the_channel_open(target: str) -> None:
+    with grpc.insecure_channel(target) as channel:
+        with VideodagClient.from_channel(channel) as client:
+            client.list_pipelines()
+        # The caller owns the channel: it still works after the client is closed.
+        assert VideodagClient.from_channel(channel).get_pipeline("motion_v1").version == "0.3.0"
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, MAX_CHUNK_SIZE + 1])
+def test_chunk_size_outside_the_message_limit_is_refused(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, chunk_size: int
+) -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        client.upload_and_run(video_path, "motion_v1", chunk_size=chunk_size)
+    assert servicer.requests == []
+
+
+def test_missing_file_fails_before_any_call(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, tmp_path: Path
+) -> None:
+    with pytest.raises(FileNotFoundError):
+        client.upload_and_run(tmp_path / "absent.mp4", "motion_v1")
+    assert servicer.requests == []

@@ -1,0 +1,57 @@
+"""The container's health probe against a real server's gRPC health service."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2
+
+from videodag_service.observability import healthcheck
+from videodag_service.server import SERVICE_NAME, RunningServer, start_server
+from videodag_service.settings import Settings
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[RunningServer]:
+    server = start_server(Settings(host="127.0.0.1", port=0, temp_dir=tmp_path / "uploads"))
+    yield server
+    server.stop(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_serving_server_is_healthy(running: RunningServer) -> None:
+    address = f"127.0.0.1:{running.port}"
+    assert healthcheck.check_health(address) == "SERVING"
+    assert healthcheck.main(["--address", address, "--service", SERVICE_NAME]) == healthcheck.HEALTHY
+
+
+def test_a_server_reporting_not_serving_is_unhealthy(running: RunningServer, capsys) -> None:
+    running.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert healthcheck.main(["--address", f"127.0.0.1:{running.port}"]) == healthcheck.UNHEALTHY
+    assert "NOT_SERVING" in capsys.readouterr().err
+
+
+def test_no_server_is_unhealthy(capsys) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    assert healthcheck.main(["--address", address, "--timeout", "1"]) == healthcheck.UNHEALTHY
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_the_module_reads_the_port_from_the_environment_as_the_container_runs_it(running: RunningServer) -> None:
+    environment = {**os.environ, "VIDEODAG_PORT": str(running.port)}
+    command = [sys.executable, "-m", "videodag_service.observability.healthcheck"]
+    assert subprocess.run(command, env=environment, timeout=30, check=False).returncode == 0
+    environment["VIDEODAG_PORT"] = str(_free_port())
+    assert subprocess.run([*command, "--timeout", "1"], env=environment, timeout=30, capture_output=True,
+                          check=False).returncode == 1

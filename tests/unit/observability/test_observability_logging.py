@@ -1,0 +1,142 @@
+"""JSON log lines with the request id of the context that logged them."""
+
+from __future__ import annotations
+
+import contextvars
+import io
+import json
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from videodag_service.observability import (
+    configure_logging,
+    current_request_id,
+    request_id_bound,
+    request_id_from_metadata,
+)
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Root logging sent to a buffer as JSON lines; the previous handlers come back afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    yield stream
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_each_record_is_one_json_object_with_the_bound_request_id(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("videodag_service.test")
+    log.info("before any request")
+    with request_id_bound("req-42"):
+        log.warning("stored %d bytes", 1024, extra={"pipeline_id": "frame_stats_v1"})
+    log.error("after the request")
+
+    first, second, third = lines(log_stream)
+    assert "request_id" not in first
+    assert second["request_id"] == "req-42"
+    assert second["message"] == "stored 1024 bytes"
+    assert second["level"] == "WARNING"
+    assert second["logger"] == "videodag_service.test"
+    assert second["pipeline_id"] == "frame_stats_v1"
+    assert str(second["time"]).endswith("+00:00")
+    assert "request_id" not in third
+
+
+def test_exceptions_are_kept_inside_the_json_line(log_stream: io.StringIO) -> None:
+    try:
+        raise ValueError("bad frame\nsecond line")
+    except ValueError:
+        logging.getLogger("x").exception("plugin failed")
+    (entry,) = lines(log_stream)
+    assert entry["message"] == "plugin failed"
+    assert "ValueError: bad frame" in str(entry["exception"])
+
+
+def test_request_ids_do_not_leak_between_threads(log_stream: io.StringIO) -> None:
+    seen: dict[str, str | None] = {}
+    release = threading.Event()
+
+    def serve(name: str) -> None:
+        with request_id_bound(f"id-{name}"):
+            release.wait(5)
+            logging.getLogger("worker").info(name)
+            seen[name] = current_request_id()
+
+    threads = [threading.Thread(target=serve, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join()
+
+    assert seen == {"a": "id-a", "b": "id-b"}
+    assert {(entry["message"], entry["request_id"]) for entry in lines(log_stream)} == {("a", "id-a"), ("b", "id-b")}
+    assert current_request_id() is None
+
+
+def test_a_copied_context_carries_the_id_into_a_worker_thread() -> None:
+    seen: list[str | None] = []
+    with request_id_bound("req-7"):
+        context = contextvars.copy_context()
+    worker = threading.Thread(target=context.run, args=(lambda: seen.append(current_request_id()),))
+    worker.start()
+    worker.join()
+    assert seen == ["req-7"]
+
+
+def test_nested_binding_restores_the_outer_id() -> None:
+    with request_id_bound("outer"):
+        with request_id_bound("inner"):
+            assert current_request_id() == "inner"
+        assert current_request_id() == "outer"
+    assert current_request_id() is None
+
+
+@pytest.mark.parametrize("value", ["abc-123", "0f8e1c2a9b", "trace:span/1.2_x", b"bytes-id"])
+def test_a_sane_id_from_metadata_is_used_as_is(value: str | bytes) -> None:
+    metadata = [("authorization", "Bearer t"), ("X-Request-Id", value)]
+    expected = value.decode() if isinstance(value, bytes) else value
+    assert request_id_from_metadata(metadata) == expected
+
+
+@pytest.mark.parametrize("value", ["", "has space", "line\nbreak", '{"json": 1}', "x" * 129])
+def test_a_missing_or_unsafe_id_is_replaced_by_a_new_one(value: str) -> None:
+    generated = request_id_from_metadata([("x-request-id", value)])
+    assert generated != value
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    assert request_id_from_metadata(None) != request_id_from_metadata(None)
+
+
+def test_text_format_shows_the_id_or_a_dash() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("INFO", json_lines=False, stream=stream)
+    try:
+        logging.getLogger("t").info("outside")
+        with request_id_bound("req-9"):
+            logging.getLogger("t").info("inside")
+        logging.getLogger("t").debug("below the level")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+    outside, inside = stream.getvalue().splitlines()
+    assert outside.endswith("INFO t [-]: outside")
+    assert inside.endswith("INFO t [req-9]: inside")
