@@ -1,9 +1,8 @@
 """The events of an UploadAndRun stream as small immutable values, converted from protobuf.
 
 Results are plain JSON-like dicts. Protobuf's `Struct` stores every number as a double, so
-numbers in `FrameResult.result` arrive as floats, integers included: a track id of 3 reads
-back as `3.0`. They are left as floats rather than guessed back to ints by key name; use
-`int(value)` where an integer is meant (`track_id`, `label` ids).
+a track id of 3 travels as 3.0; whole numbers are turned back into ints on arrival (a score
+of exactly 1.0 therefore reads as 1, which compares and serialises the same in JSON).
 """
 
 from __future__ import annotations
@@ -61,7 +60,7 @@ class FrameResult:
     """Index in the source video, before sampling."""
     timestamp_seconds: float
     result: dict[str, Any] = field(hash=False)
-    """Pipeline outputs by name; numbers are floats (see the module docstring)."""
+    """Pipeline outputs by name; whole numbers as ints (see the module docstring)."""
     node_errors: tuple[NodeError, ...] = ()
 
 
@@ -112,8 +111,23 @@ def event_from_proto(response: video_pipeline_service_pb2.UploadAndRunResponse) 
     return None
 
 
+# Doubles hold every integer up to 2**53 exactly; past that a whole number is no longer an id.
+_EXACT_INTEGER_LIMIT = 2**53
+
+
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+    """The Struct as plain JSON-like values, whole numbers as ints (see the module docstring)."""
+    return _whole_numbers_as_ints(json_format.MessageToDict(struct))
+
+
+def _whole_numbers_as_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_INTEGER_LIMIT:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_ints(item) for item in value]
+    return value
 
 
 def _video_opened(info: run_pb2.VideoInfo) -> VideoOpened:

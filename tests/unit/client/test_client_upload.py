@@ -189,8 +189,10 @@ def test_events_are_converted_to_typed_values(
     )
     assert isinstance(first, FrameResult) and isinstance(second, FrameResult)
     assert (first.frame_index, first.timestamp_seconds, first.node_errors) == (0, 0.0, ())
-    # Struct numbers are doubles: integers come back as floats (documented in _events).
-    assert first.result == {"people": [{"box": [1.0, 2.0, 30.5, 40.0], "track_id": 7.0, "label": "person"}]}
+    # Struct numbers are doubles; whole numbers come back as ints (documented in _events).
+    assert first.result == {"people": [{"box": [1, 2, 30.5, 40], "track_id": 7, "label": "person"}]}
+    assert type(first.result["people"][0]["track_id"]) is int
+    assert type(first.result["people"][0]["box"][2]) is float
     assert (second.frame_index, second.timestamp_seconds) == (5, pytest.approx(0.2))
     assert second.node_errors == (NodeError("track", "bytetrack.track", grpc.StatusCode.INTERNAL, "tracker exploded"),)
     assert isinstance(summary, RunSummary)
