@@ -43,6 +43,7 @@ from videodag_client._events import (
     UploadReceived,
     VideoOpened,
 )
+from videodag_client._jobs import Job, JobEvent, JobPage, JobState, JobWatch
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import NodeInput, PipelineInfo, PipelineNode, PipelineOutput
 from videodag_client._upload import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
@@ -62,6 +63,11 @@ __all__ = [
     "FrameResult",
     "Internal",
     "InvalidArgument",
+    "Job",
+    "JobEvent",
+    "JobPage",
+    "JobState",
+    "JobWatch",
     "NodeError",
     "NodeInput",
     "NodeTiming",

@@ -11,6 +11,7 @@ import grpc
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client._errors import from_grpc_error
 from videodag_client._events import Event, event_from_proto
+from videodag_client._jobs import JobCalls
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo, pipeline_from_proto
 from videodag_client._upload import (
@@ -25,7 +26,7 @@ from videodag_client._upload import (
 DEFAULT_TARGET = "localhost:50051"
 
 
-class VideodagClient:
+class VideodagClient(JobCalls):
     """A connection to one videodag server; every failed call raises a `VideodagError` subclass.
 
         with VideodagClient("localhost:50051") as client:

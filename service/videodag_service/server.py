@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
+from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import (
     MetricsExporter,
     ServerMetrics,
@@ -65,6 +66,7 @@ class RunningServer:
     settings: Settings
     metrics: ServerMetrics
     metrics_exporter: MetricsExporter | None = None
+    jobs: JobService | None = None
 
     def stop(self, grace_seconds: float | None = None) -> None:
         """Drain and stop; returns when every call has ended."""
@@ -73,15 +75,42 @@ class RunningServer:
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        if self.jobs is not None:
+            self.jobs.close()
         if self.metrics_exporter is not None:
             self.metrics_exporter.stop()
         logger.info("server stopped")
+
+
+def job_config(settings: Settings) -> JobConfig:
+    """The job backend's configuration from the server's settings."""
+    return JobConfig(
+        data_dir=settings.data_dir,
+        max_upload_bytes=settings.max_upload_bytes,
+        backend=JobBackend(settings.job_backend),
+        redis_url=settings.redis_url,
+        workers=settings.job_workers,
+        retention_seconds=settings.job_retention_seconds,
+        job_timeout_seconds=settings.job_timeout_seconds,
+        lease_seconds=settings.job_lease_seconds,
+        video_limits=settings.video_limits(),
+        pipeline_dir=settings.pipeline_dir,
+    )
 
 
 def start_server(settings: Settings, dag: DagPipelineService | None = None) -> RunningServer:
     """Load the pipelines (refusing to start on an invalid one), bind and start serving."""
     if dag is None:
         dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
+    jobs = open_job_service(job_config(settings), dag)
+    try:
+        return _start(settings, dag, jobs)
+    except BaseException:
+        jobs.close()  # releases the data directory's lock
+        raise
+
+
+def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> RunningServer:
     run_slots = RunSlots(settings.max_concurrent_runs)
     metrics = ServerMetrics()
     dag.node_observer = metrics.record_node_call
@@ -97,7 +126,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
         options=grpc_options(settings),
     )
     video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(
-        VideoPipelineServicer(dag, settings, run_slots, metrics), server
+        VideoPipelineServicer(dag, settings, run_slots, metrics, jobs), server
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -117,7 +146,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
-    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter)
+    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs)
 
 
 def serve(settings: Settings) -> None:

@@ -29,6 +29,8 @@ from videodag_service.errors import (
     TooManyRuns,
     VideodagError,
 )
+from videodag_service.job_servicer import JobRpcs
+from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
 from videodag_service.video import (
@@ -37,7 +39,6 @@ from videodag_service.video import (
     RunFinished,
     SamplingOptions,
     VideoFilePipelineService,
-    VideoLimits,
     VideoOpened,
     receive_upload,
     suffix_for_file_name,
@@ -88,25 +89,23 @@ class _CallWatch:
             raise RunCancelled("the client cancelled the call; the run was stopped")
 
 
-class VideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineServiceServicer):
+class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipelineServiceServicer):
     """Implements `videodag.v1.VideoPipelineService` on top of the DAG and video layers."""
 
     def __init__(
-        self, dag: DagPipelineService, settings: Settings, run_slots: RunSlots, metrics: ServerMetrics | None = None
+        self,
+        dag: DagPipelineService,
+        settings: Settings,
+        run_slots: RunSlots,
+        metrics: ServerMetrics | None = None,
+        jobs: JobService | None = None,
     ) -> None:
         self._dag = dag
+        self._jobs = jobs
         self._settings = settings
         self._run_slots = run_slots
         self._metrics = metrics or ServerMetrics()
-        self._video = VideoFilePipelineService(
-            dag,
-            limits=VideoLimits(
-                max_width=settings.max_frame_width,
-                max_height=settings.max_frame_height,
-                max_frames_total=settings.max_video_frames,
-                max_duration_seconds=settings.max_video_seconds,
-            ),
-        )
+        self._video = VideoFilePipelineService(dag, limits=settings.video_limits())
 
     def UploadAndRun(
         self,

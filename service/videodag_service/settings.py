@@ -15,6 +15,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from videodag_service.video import VideoLimits
+
 ENV_PREFIX = "VIDEODAG_"
 MIB = 1024 * 1024
 
@@ -64,6 +66,24 @@ class Settings:
         None, "file of accepted bearer tokens, one per line: calls without one get UNAUTHENTICATED"
     )
     tokens: str = _setting("", "accepted bearer tokens, comma-separated (prefer the environment to the flag)")
+    job_backend: str = _setting(
+        "embedded", "where jobs live: embedded (SQLite and worker threads in this server) or redis (Redis + RQ workers)"
+    )
+    data_dir: Path = _setting(
+        Path(tempfile.gettempdir()) / "videodag-data",
+        "jobs' database, uploads and results (embedded); with redis, the uploads, on a path every RQ worker sees",
+    )
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "the Redis of the redis job backend")
+    job_workers: int = _setting(2, "embedded job backend: jobs run at once", minimum=1)
+    job_retention_seconds: float = _setting(
+        7 * 86400.0, "how long finished jobs, their results and files are kept", minimum=0
+    )
+    job_timeout_seconds: float = _setting(
+        6 * 3600.0, "longest a job may run; then it FAILS with DEADLINE_EXCEEDED", minimum=1
+    )
+    job_lease_seconds: float = _setting(
+        30.0, "redis job backend: a job whose worker is silent this long runs again on another", minimum=1
+    )
 
     def __post_init__(self) -> None:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -77,6 +97,8 @@ class Settings:
             raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
         if self.tracing not in {"off", "otel"}:
             raise SettingsError(f"tracing must be off or otel, got {self.tracing!r}")
+        if self.job_backend not in {"embedded", "redis"}:
+            raise SettingsError(f"job_backend must be embedded or redis, got {self.job_backend!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError("tls_cert_file and tls_key_file go together: give both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
@@ -85,6 +107,15 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.exists():
                 raise SettingsError(f"{name} {str(path)!r} does not exist")
+
+    def video_limits(self) -> VideoLimits:
+        """The limits every video is checked against before any frame is decoded."""
+        return VideoLimits(
+            max_width=self.max_frame_width,
+            max_height=self.max_frame_height,
+            max_frames_total=self.max_video_frames,
+            max_duration_seconds=self.max_video_seconds,
+        )
 
     @property
     def requires_token(self) -> bool:

@@ -21,7 +21,10 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
     def start(**overrides: object) -> ServerHarness:
         upload_dir = tmp_path / f"uploads{len(started)}"
-        settings = replace(Settings(host="127.0.0.1", port=0, temp_dir=upload_dir), **overrides)
+        settings = replace(
+            Settings(host="127.0.0.1", port=0, temp_dir=upload_dir, data_dir=tmp_path / f"data{len(started)}"),
+            **overrides,
+        )
         recorder = Recorder()
         harness = ServerHarness(start_server(settings, make_dag(tmp_path / f"s{len(started)}", recorder)),
                                 upload_dir, recorder)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from videodag_client import VideodagError
-from videodag_client.cli import _exit_codes, pipelines, render, run
+from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
 from videodag_client.cli._connection import add_connection_arguments
 
 __all__ = ["build_parser", "main"]
@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run.add_parser(subcommands)
     pipelines.add_parser(subcommands)
+    submit.add_parser(subcommands)
+    watch.add_parser(subcommands)
+    jobs.add_parser(subcommands)
+    cancel.add_parser(subcommands)
     render.add_parser(subcommands)
     return parser
 

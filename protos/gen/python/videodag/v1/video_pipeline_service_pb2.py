@@ -22,29 +22,56 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from videodag.v1 import job_pb2 as videodag_dot_v1_dot_job__pb2
 from videodag.v1 import pipeline_pb2 as videodag_dot_v1_dot_pipeline__pb2
 from videodag.v1 import run_pb2 as videodag_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(videodag/v1/video_pipeline_service.proto\x12\x0bvideodag.v1\x1a\x1avideodag/v1/pipeline.proto\x1a\x15videodag/v1/run.proto\"[\n\x13UploadAndRunRequest\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x16.videodag.v1.RunConfigH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\xdc\x01\n\x14UploadAndRunResponse\x12\x36\n\x0fupload_received\x18\x01 \x01(\x0b\x32\x1b.videodag.v1.UploadReceivedH\x00\x12,\n\nvideo_info\x18\x02 \x01(\x0b\x32\x16.videodag.v1.VideoInfoH\x00\x12)\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x18.videodag.v1.FrameResultH\x00\x12*\n\x07summary\x18\x04 \x01(\x0b\x32\x17.videodag.v1.RunSummaryH\x00\x42\x07\n\x05\x65vent\"\x16\n\x14ListPipelinesRequest\"A\n\x15ListPipelinesResponse\x12(\n\tpipelines\x18\x01 \x03(\x0b\x32\x15.videodag.v1.Pipeline\")\n\x12GetPipelineRequest\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\">\n\x13GetPipelineResponse\x12\'\n\x08pipeline\x18\x01 \x01(\x0b\x32\x15.videodag.v1.Pipeline2\x99\x02\n\x14VideoPipelineService\x12W\n\x0cUploadAndRun\x12 .videodag.v1.UploadAndRunRequest\x1a!.videodag.v1.UploadAndRunResponse(\x01\x30\x01\x12V\n\rListPipelines\x12!.videodag.v1.ListPipelinesRequest\x1a\".videodag.v1.ListPipelinesResponse\x12P\n\x0bGetPipeline\x12\x1f.videodag.v1.GetPipelineRequest\x1a .videodag.v1.GetPipelineResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(videodag/v1/video_pipeline_service.proto\x12\x0bvideodag.v1\x1a\x15videodag/v1/job.proto\x1a\x1avideodag/v1/pipeline.proto\x1a\x15videodag/v1/run.proto\"[\n\x13UploadAndRunRequest\x12(\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x16.videodag.v1.RunConfigH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"\xdc\x01\n\x14UploadAndRunResponse\x12\x36\n\x0fupload_received\x18\x01 \x01(\x0b\x32\x1b.videodag.v1.UploadReceivedH\x00\x12,\n\nvideo_info\x18\x02 \x01(\x0b\x32\x16.videodag.v1.VideoInfoH\x00\x12)\n\x05\x66rame\x18\x03 \x01(\x0b\x32\x18.videodag.v1.FrameResultH\x00\x12*\n\x07summary\x18\x04 \x01(\x0b\x32\x17.videodag.v1.RunSummaryH\x00\x42\x07\n\x05\x65vent\"\x16\n\x14ListPipelinesRequest\"A\n\x15ListPipelinesResponse\x12(\n\tpipelines\x18\x01 \x03(\x0b\x32\x15.videodag.v1.Pipeline\")\n\x12GetPipelineRequest\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\">\n\x13GetPipelineResponse\x12\'\n\x08pipeline\x18\x01 \x01(\x0b\x32\x15.videodag.v1.Pipeline\"V\n\x0fSubmitJobConfig\x12*\n\nrun_config\x18\x01 \x01(\x0b\x32\x16.videodag.v1.RunConfig\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"^\n\x10SubmitJobRequest\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.videodag.v1.SubmitJobConfigH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"2\n\x11SubmitJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.videodag.v1.Job\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"/\n\x0eGetJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.videodag.v1.Job\"_\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12%\n\x06states\x18\x03 \x03(\x0e\x32\x15.videodag.v1.JobState\"K\n\x10ListJobsResponse\x12\x1e\n\x04jobs\x18\x01 \x03(\x0b\x32\x10.videodag.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"2\n\x11\x43\x61ncelJobResponse\x12\x1d\n\x03job\x18\x01 \x01(\x0b\x32\x10.videodag.v1.Job\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x13\n\x11\x44\x65leteJobResponse\"W\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x11\x61\x66ter_frame_index\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x14\n\x12_after_frame_index\"g\n\x10WatchJobResponse\x12\x1f\n\x03job\x18\x01 \x01(\x0b\x32\x10.videodag.v1.JobH\x00\x12)\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.videodag.v1.FrameResultH\x00\x42\x07\n\x05\x65vent2\xd6\x05\n\x14VideoPipelineService\x12W\n\x0cUploadAndRun\x12 .videodag.v1.UploadAndRunRequest\x1a!.videodag.v1.UploadAndRunResponse(\x01\x30\x01\x12V\n\rListPipelines\x12!.videodag.v1.ListPipelinesRequest\x1a\".videodag.v1.ListPipelinesResponse\x12P\n\x0bGetPipeline\x12\x1f.videodag.v1.GetPipelineRequest\x1a .videodag.v1.GetPipelineResponse\x12L\n\tSubmitJob\x12\x1d.videodag.v1.SubmitJobRequest\x1a\x1e.videodag.v1.SubmitJobResponse(\x01\x12\x41\n\x06GetJob\x12\x1a.videodag.v1.GetJobRequest\x1a\x1b.videodag.v1.GetJobResponse\x12G\n\x08ListJobs\x12\x1c.videodag.v1.ListJobsRequest\x1a\x1d.videodag.v1.ListJobsResponse\x12J\n\tCancelJob\x12\x1d.videodag.v1.CancelJobRequest\x1a\x1e.videodag.v1.CancelJobResponse\x12J\n\tDeleteJob\x12\x1d.videodag.v1.DeleteJobRequest\x1a\x1e.videodag.v1.DeleteJobResponse\x12I\n\x08WatchJob\x12\x1c.videodag.v1.WatchJobRequest\x1a\x1d.videodag.v1.WatchJobResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'videodag.v1.video_pipeline_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPLOADANDRUNREQUEST']._serialized_start=108
-  _globals['_UPLOADANDRUNREQUEST']._serialized_end=199
-  _globals['_UPLOADANDRUNRESPONSE']._serialized_start=202
-  _globals['_UPLOADANDRUNRESPONSE']._serialized_end=422
-  _globals['_LISTPIPELINESREQUEST']._serialized_start=424
-  _globals['_LISTPIPELINESREQUEST']._serialized_end=446
-  _globals['_LISTPIPELINESRESPONSE']._serialized_start=448
-  _globals['_LISTPIPELINESRESPONSE']._serialized_end=513
-  _globals['_GETPIPELINEREQUEST']._serialized_start=515
-  _globals['_GETPIPELINEREQUEST']._serialized_end=556
-  _globals['_GETPIPELINERESPONSE']._serialized_start=558
-  _globals['_GETPIPELINERESPONSE']._serialized_end=620
-  _globals['_VIDEOPIPELINESERVICE']._serialized_start=623
-  _globals['_VIDEOPIPELINESERVICE']._serialized_end=904
+  _globals['_UPLOADANDRUNREQUEST']._serialized_start=131
+  _globals['_UPLOADANDRUNREQUEST']._serialized_end=222
+  _globals['_UPLOADANDRUNRESPONSE']._serialized_start=225
+  _globals['_UPLOADANDRUNRESPONSE']._serialized_end=445
+  _globals['_LISTPIPELINESREQUEST']._serialized_start=447
+  _globals['_LISTPIPELINESREQUEST']._serialized_end=469
+  _globals['_LISTPIPELINESRESPONSE']._serialized_start=471
+  _globals['_LISTPIPELINESRESPONSE']._serialized_end=536
+  _globals['_GETPIPELINEREQUEST']._serialized_start=538
+  _globals['_GETPIPELINEREQUEST']._serialized_end=579
+  _globals['_GETPIPELINERESPONSE']._serialized_start=581
+  _globals['_GETPIPELINERESPONSE']._serialized_end=643
+  _globals['_SUBMITJOBCONFIG']._serialized_start=645
+  _globals['_SUBMITJOBCONFIG']._serialized_end=731
+  _globals['_SUBMITJOBREQUEST']._serialized_start=733
+  _globals['_SUBMITJOBREQUEST']._serialized_end=827
+  _globals['_SUBMITJOBRESPONSE']._serialized_start=829
+  _globals['_SUBMITJOBRESPONSE']._serialized_end=879
+  _globals['_GETJOBREQUEST']._serialized_start=881
+  _globals['_GETJOBREQUEST']._serialized_end=912
+  _globals['_GETJOBRESPONSE']._serialized_start=914
+  _globals['_GETJOBRESPONSE']._serialized_end=961
+  _globals['_LISTJOBSREQUEST']._serialized_start=963
+  _globals['_LISTJOBSREQUEST']._serialized_end=1058
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1060
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1135
+  _globals['_CANCELJOBREQUEST']._serialized_start=1137
+  _globals['_CANCELJOBREQUEST']._serialized_end=1171
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1173
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1223
+  _globals['_DELETEJOBREQUEST']._serialized_start=1225
+  _globals['_DELETEJOBREQUEST']._serialized_end=1259
+  _globals['_DELETEJOBRESPONSE']._serialized_start=1261
+  _globals['_DELETEJOBRESPONSE']._serialized_end=1280
+  _globals['_WATCHJOBREQUEST']._serialized_start=1282
+  _globals['_WATCHJOBREQUEST']._serialized_end=1369
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1371
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1474
+  _globals['_VIDEOPIPELINESERVICE']._serialized_start=1477
+  _globals['_VIDEOPIPELINESERVICE']._serialized_end=2203
 # @@protoc_insertion_point(module_scope)

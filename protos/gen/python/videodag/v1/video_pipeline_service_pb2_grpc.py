@@ -68,6 +68,36 @@ class VideoPipelineServiceStub:
                 request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetPipelineRequest.SerializeToString,
                 response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetPipelineResponse.FromString,
                 _registered_method=True)
+        self.SubmitJob = channel.stream_unary(
+                '/videodag.v1.VideoPipelineService/SubmitJob',
+                request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.SubmitJobResponse.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/videodag.v1.VideoPipelineService/GetJob',
+                request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetJobResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/videodag.v1.VideoPipelineService/ListJobs',
+                request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/videodag.v1.VideoPipelineService/CancelJob',
+                request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/videodag.v1.VideoPipelineService/DeleteJob',
+                request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/videodag.v1.VideoPipelineService/WatchJob',
+                request_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
 
 
 class VideoPipelineServiceServicer:
@@ -120,6 +150,76 @@ class VideoPipelineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitJob(self, request_iterator, context):
+        """Uploads a video and queues a job that runs a pipeline on it, for videos too
+        long to wait for on one call.
+
+        The client sends a SubmitJobConfig first, exactly once, then the video's bytes
+        as chunks, then closes its side, as for UploadAndRun. The server answers with
+        the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
+        Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
+        unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
+        errors of the run itself end up in `Job.error`.
+
+        With an `idempotency_key` already used by a job the server still holds, the
+        server returns that job and stores nothing: a retried submit does not queue
+        the video twice. The server may answer before the client has sent every chunk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """Returns one job. Unknown or deleted id: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Lists jobs, newest first, a page at a time, optionally only those in some states.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
+        after the frame it is processing; results stored before are kept. Cancelling
+        a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
+        FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJob(self, request, context):
+        """Deletes a finished job, its results and its files now instead of at the end of
+        retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+        Unknown id: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a job's progress and per-frame results until it is finished.
+
+        Events: `job` when the state changes (and, at most a few times a second, when
+        progress does), `frame` for each stored result in frame order. For a job not
+        yet finished the first event is `job`. The last event is always `job` in a
+        final state, sent after every frame result: a finished job's watch replays its
+        results and ends at once.
+
+        To resume after a lost connection, call again with `after_frame_index` set to
+        the index of the last frame received: nothing is missed, nothing repeated.
+        Any replica of the server can answer for any job. Unknown id, or a job deleted
+        while being watched: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VideoPipelineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +237,36 @@ def add_VideoPipelineServiceServicer_to_server(servicer, server):
                     servicer.GetPipeline,
                     request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetPipelineRequest.FromString,
                     response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetPipelineResponse.SerializeToString,
+            ),
+            'SubmitJob': grpc.stream_unary_rpc_method_handler(
+                    servicer.SubmitJob,
+                    request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.SubmitJobRequest.FromString,
+                    response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.SubmitJobResponse.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetJobRequest.FromString,
+                    response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.GetJobResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.ListJobsRequest.FromString,
+                    response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.CancelJobRequest.FromString,
+                    response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.DeleteJobRequest.FromString,
+                    response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.DeleteJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=videodag_dot_v1_dot_video__pipeline__service__pb2.WatchJobRequest.FromString,
+                    response_serializer=videodag_dot_v1_dot_video__pipeline__service__pb2.WatchJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -239,6 +369,168 @@ class VideoPipelineService:
             '/videodag.v1.VideoPipelineService/GetPipeline',
             videodag_dot_v1_dot_video__pipeline__service__pb2.GetPipelineRequest.SerializeToString,
             videodag_dot_v1_dot_video__pipeline__service__pb2.GetPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitJob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/videodag.v1.VideoPipelineService/SubmitJob',
+            videodag_dot_v1_dot_video__pipeline__service__pb2.SubmitJobRequest.SerializeToString,
+            videodag_dot_v1_dot_video__pipeline__service__pb2.SubmitJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videodag.v1.VideoPipelineService/GetJob',
+            videodag_dot_v1_dot_video__pipeline__service__pb2.GetJobRequest.SerializeToString,
+            videodag_dot_v1_dot_video__pipeline__service__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videodag.v1.VideoPipelineService/ListJobs',
+            videodag_dot_v1_dot_video__pipeline__service__pb2.ListJobsRequest.SerializeToString,
+            videodag_dot_v1_dot_video__pipeline__service__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videodag.v1.VideoPipelineService/CancelJob',
+            videodag_dot_v1_dot_video__pipeline__service__pb2.CancelJobRequest.SerializeToString,
+            videodag_dot_v1_dot_video__pipeline__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/videodag.v1.VideoPipelineService/DeleteJob',
+            videodag_dot_v1_dot_video__pipeline__service__pb2.DeleteJobRequest.SerializeToString,
+            videodag_dot_v1_dot_video__pipeline__service__pb2.DeleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/videodag.v1.VideoPipelineService/WatchJob',
+            videodag_dot_v1_dot_video__pipeline__service__pb2.WatchJobRequest.SerializeToString,
+            videodag_dot_v1_dot_video__pipeline__service__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

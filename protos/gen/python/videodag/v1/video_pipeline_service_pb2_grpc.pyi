@@ -66,6 +66,50 @@ class VideoPipelineServiceStub:
     """Lists the pipelines this server runs."""
     GetPipeline: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.GetPipelineRequest, _video_pipeline_service_pb2.GetPipelineResponse]
     """Returns one pipeline with its node graph. Unknown id: NOT_FOUND."""
+    SubmitJob: _grpc.StreamUnaryMultiCallable[_video_pipeline_service_pb2.SubmitJobRequest, _video_pipeline_service_pb2.SubmitJobResponse]
+    """Uploads a video and queues a job that runs a pipeline on it, for videos too
+    long to wait for on one call.
+
+    The client sends a SubmitJobConfig first, exactly once, then the video's bytes
+    as chunks, then closes its side, as for UploadAndRun. The server answers with
+    the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
+    Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
+    unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
+    errors of the run itself end up in `Job.error`.
+
+    With an `idempotency_key` already used by a job the server still holds, the
+    server returns that job and stores nothing: a retried submit does not queue
+    the video twice. The server may answer before the client has sent every chunk.
+    """
+    GetJob: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.GetJobRequest, _video_pipeline_service_pb2.GetJobResponse]
+    """Returns one job. Unknown or deleted id: NOT_FOUND."""
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.ListJobsRequest, _video_pipeline_service_pb2.ListJobsResponse]
+    """Lists jobs, newest first, a page at a time, optionally only those in some states."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.CancelJobRequest, _video_pipeline_service_pb2.CancelJobResponse]
+    """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
+    after the frame it is processing; results stored before are kept. Cancelling
+    a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
+    FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+    """
+    DeleteJob: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.DeleteJobRequest, _video_pipeline_service_pb2.DeleteJobResponse]
+    """Deletes a finished job, its results and its files now instead of at the end of
+    retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+    Unknown id: NOT_FOUND.
+    """
+    WatchJob: _grpc.UnaryStreamMultiCallable[_video_pipeline_service_pb2.WatchJobRequest, _video_pipeline_service_pb2.WatchJobResponse]
+    """Streams a job's progress and per-frame results until it is finished.
+
+    Events: `job` when the state changes (and, at most a few times a second, when
+    progress does), `frame` for each stored result in frame order. For a job not
+    yet finished the first event is `job`. The last event is always `job` in a
+    final state, sent after every frame result: a finished job's watch replays its
+    results and ends at once.
+
+    To resume after a lost connection, call again with `after_frame_index` set to
+    the index of the last frame received: nothing is missed, nothing repeated.
+    Any replica of the server can answer for any job. Unknown id, or a job deleted
+    while being watched: NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
@@ -105,6 +149,50 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     """Lists the pipelines this server runs."""
     GetPipeline: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.GetPipelineRequest, _video_pipeline_service_pb2.GetPipelineResponse]  # type: ignore[assignment]
     """Returns one pipeline with its node graph. Unknown id: NOT_FOUND."""
+    SubmitJob: _aio.StreamUnaryMultiCallable[_video_pipeline_service_pb2.SubmitJobRequest, _video_pipeline_service_pb2.SubmitJobResponse]  # type: ignore[assignment]
+    """Uploads a video and queues a job that runs a pipeline on it, for videos too
+    long to wait for on one call.
+
+    The client sends a SubmitJobConfig first, exactly once, then the video's bytes
+    as chunks, then closes its side, as for UploadAndRun. The server answers with
+    the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
+    Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
+    unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
+    errors of the run itself end up in `Job.error`.
+
+    With an `idempotency_key` already used by a job the server still holds, the
+    server returns that job and stores nothing: a retried submit does not queue
+    the video twice. The server may answer before the client has sent every chunk.
+    """
+    GetJob: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.GetJobRequest, _video_pipeline_service_pb2.GetJobResponse]  # type: ignore[assignment]
+    """Returns one job. Unknown or deleted id: NOT_FOUND."""
+    ListJobs: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.ListJobsRequest, _video_pipeline_service_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """Lists jobs, newest first, a page at a time, optionally only those in some states."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.CancelJobRequest, _video_pipeline_service_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
+    after the frame it is processing; results stored before are kept. Cancelling
+    a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
+    FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+    """
+    DeleteJob: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.DeleteJobRequest, _video_pipeline_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
+    """Deletes a finished job, its results and its files now instead of at the end of
+    retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+    Unknown id: NOT_FOUND.
+    """
+    WatchJob: _aio.UnaryStreamMultiCallable[_video_pipeline_service_pb2.WatchJobRequest, _video_pipeline_service_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """Streams a job's progress and per-frame results until it is finished.
+
+    Events: `job` when the state changes (and, at most a few times a second, when
+    progress does), `frame` for each stored result in frame order. For a job not
+    yet finished the first event is `job`. The last event is always `job` in a
+    final state, sent after every frame result: a finished job's watch replays its
+    results and ends at once.
+
+    To resume after a lost connection, call again with `after_frame_index` set to
+    the index of the last frame received: nothing is missed, nothing repeated.
+    Any replica of the server can answer for any job. Unknown id, or a job deleted
+    while being watched: NOT_FOUND.
+    """
 
 class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs named pipelines of computer-vision plugins over every frame of a video
@@ -159,5 +247,85 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_video_pipeline_service_pb2.GetPipelineResponse, _abc.Awaitable[_video_pipeline_service_pb2.GetPipelineResponse]]:
         """Returns one pipeline with its node graph. Unknown id: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def SubmitJob(
+        self,
+        request_iterator: _MaybeAsyncIterator[_video_pipeline_service_pb2.SubmitJobRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pipeline_service_pb2.SubmitJobResponse, _abc.Awaitable[_video_pipeline_service_pb2.SubmitJobResponse]]:
+        """Uploads a video and queues a job that runs a pipeline on it, for videos too
+        long to wait for on one call.
+
+        The client sends a SubmitJobConfig first, exactly once, then the video's bytes
+        as chunks, then closes its side, as for UploadAndRun. The server answers with
+        the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
+        Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
+        unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
+        errors of the run itself end up in `Job.error`.
+
+        With an `idempotency_key` already used by a job the server still holds, the
+        server returns that job and stores nothing: a retried submit does not queue
+        the video twice. The server may answer before the client has sent every chunk.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _video_pipeline_service_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pipeline_service_pb2.GetJobResponse, _abc.Awaitable[_video_pipeline_service_pb2.GetJobResponse]]:
+        """Returns one job. Unknown or deleted id: NOT_FOUND."""
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _video_pipeline_service_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pipeline_service_pb2.ListJobsResponse, _abc.Awaitable[_video_pipeline_service_pb2.ListJobsResponse]]:
+        """Lists jobs, newest first, a page at a time, optionally only those in some states."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _video_pipeline_service_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pipeline_service_pb2.CancelJobResponse, _abc.Awaitable[_video_pipeline_service_pb2.CancelJobResponse]]:
+        """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
+        after the frame it is processing; results stored before are kept. Cancelling
+        a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
+        FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteJob(
+        self,
+        request: _video_pipeline_service_pb2.DeleteJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pipeline_service_pb2.DeleteJobResponse, _abc.Awaitable[_video_pipeline_service_pb2.DeleteJobResponse]]:
+        """Deletes a finished job, its results and its files now instead of at the end of
+        retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+        Unknown id: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _video_pipeline_service_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_video_pipeline_service_pb2.WatchJobResponse], _abc.AsyncIterator[_video_pipeline_service_pb2.WatchJobResponse]]:
+        """Streams a job's progress and per-frame results until it is finished.
+
+        Events: `job` when the state changes (and, at most a few times a second, when
+        progress does), `frame` for each stored result in frame order. For a job not
+        yet finished the first event is `job`. The last event is always `job` in a
+        final state, sent after every frame result: a finished job's watch replays its
+        results and ends at once.
+
+        To resume after a lost connection, call again with `after_frame_index` set to
+        the index of the last frame received: nothing is missed, nothing repeated.
+        Any replica of the server can answer for any job. Unknown id, or a job deleted
+        while being watched: NOT_FOUND.
+        """
 
 def add_VideoPipelineServiceServicer_to_server(servicer: VideoPipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,376 @@
+"""Jobs from the client side: submit a video, then get, list, cancel, delete or watch its job.
+
+`JobCalls` holds the six job calls; `VideodagClient` inherits it. `watch_job` returns a
+`JobWatch`, which reconnects by itself when the connection drops (or the server restarts)
+and resumes after the last frame it delivered, so a caller sees every frame result once.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import status_pb2
+
+from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_client._errors import Unknown, VideodagError, _unpack_details, from_grpc_error
+from videodag_client._events import FrameResult, RunSummary, VideoOpened, _frame_result, _run_summary, _video_opened
+from videodag_client._options import RunOptions
+from videodag_client._upload import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    ChunkedRequests,
+    PathOrFile,
+    UploadProgress,
+    open_upload,
+)
+
+_STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+# A dropped connection or a restarting server: the watch is resumed, not failed.
+_RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED."""
+
+    QUEUED = job_pb2.JOB_STATE_QUEUED
+    RUNNING = job_pb2.JOB_STATE_RUNNING
+    SUCCEEDED = job_pb2.JOB_STATE_SUCCEEDED
+    FAILED = job_pb2.JOB_STATE_FAILED
+    CANCELLED = job_pb2.JOB_STATE_CANCELLED
+
+    @property
+    def is_finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the server reported it; times are timezone-aware UTC datetimes."""
+
+    id: str
+    state: JobState
+    pipeline_id: str
+    options: RunOptions
+    file_name: str
+    size_bytes: int
+    """Bytes of the stored upload."""
+    sha256: str
+    idempotency_key: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    expires_at: datetime | None
+    """When the server deletes the finished job and its results."""
+    frames_done: int
+    frames_total: int
+    """Expected frames (the container's count after sampling); 0 while unknown."""
+    attempt: int
+    """1, or more when a restart or a lost worker made the job run again from the start."""
+    video: VideoOpened | None
+    summary: RunSummary | None
+    """Set when SUCCEEDED."""
+    error: VideodagError | None = field(default=None, compare=False)
+    """Set when FAILED: the exception the synchronous run would have raised."""
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of `list_jobs`, newest first; pass `next_page_token` for the next ("" = last page)."""
+
+    jobs: tuple[Job, ...]
+    next_page_token: str
+
+
+JobEvent: TypeAlias = Job | FrameResult
+"""What a `JobWatch` yields: the job when its state or progress changed, or one frame's result."""
+
+
+class JobCalls:
+    """The job calls of `VideodagClient`; expects `_stub`, `_metadata` and `_deadline` from it."""
+
+    _stub: video_pipeline_service_pb2_grpc.VideoPipelineServiceStub
+    _metadata: tuple[tuple[str, str], ...]
+    _deadline: Callable[[float | None], float | None]
+
+    def submit_job(
+        self,
+        path_or_file: PathOrFile,
+        pipeline_id: str,
+        options: RunOptions | None = None,
+        *,
+        idempotency_key: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        declare_size: bool = True,
+        checksum: bool = True,
+        timeout: float | None = None,
+        on_upload_progress: UploadProgress | None = None,
+    ) -> Job:
+        """Uploads a video and queues a job running `pipeline_id` on it; returns the QUEUED job.
+
+        With `idempotency_key`, submitting again (after a timeout, say) returns the job the key
+        was first used for instead of queuing the video twice. The other arguments are those
+        of `upload_and_run`.
+        """
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+        upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
+        run_config = run_pb2.RunConfig(
+            pipeline_id=pipeline_id,
+            file_name=upload.file_name,
+            declared_size_bytes=upload.size_bytes or 0,
+            sha256=upload.sha256 or "",
+        )
+        if options is not None:
+            run_config.options.CopyFrom(options.to_proto())
+        config = video_pipeline_service_pb2.SubmitJobConfig(
+            run_config=run_config, idempotency_key=idempotency_key or ""
+        )
+        chunked = ChunkedRequests(run_config, upload, chunk_size, on_upload_progress)
+        try:
+            response = self._stub.SubmitJob(
+                _SubmitRequests(config, chunked), timeout=self._deadline(timeout), metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            if chunked.error is not None:
+                raise chunked.error from error
+            raise from_grpc_error(error) from error
+        finally:
+            chunked.close()
+        return job_from_proto(response.job)
+
+    def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """The job as it is now; `NotFound` for an unknown or deleted id."""
+        response = self._call(self._stub.GetJob, video_pipeline_service_pb2.GetJobRequest(job_id=job_id), timeout)
+        return job_from_proto(response.job)
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[JobState] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> JobPage:
+        """One page of jobs, newest first, only those in `states` (all when empty)."""
+        request = video_pipeline_service_pb2.ListJobsRequest(
+            page_size=page_size, page_token=page_token, states=[state.value for state in states]
+        )
+        response = self._call(self._stub.ListJobs, request, timeout)
+        return JobPage(tuple(job_from_proto(job) for job in response.jobs), response.next_page_token)
+
+    def iter_jobs(self, *, states: Iterable[JobState] = (), page_size: int = 0) -> Iterator[Job]:
+        """Every job, newest first, fetching pages as needed."""
+        wanted = tuple(states)
+        token = ""
+        while True:
+            page = self.list_jobs(states=wanted, page_size=page_size, page_token=token)
+            yield from page.jobs
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Cancels a queued or running job and returns it CANCELLED; `FailedPrecondition` if it finished."""
+        response = self._call(
+            self._stub.CancelJob, video_pipeline_service_pb2.CancelJobRequest(job_id=job_id), timeout
+        )
+        return job_from_proto(response.job)
+
+    def delete_job(self, job_id: str, *, timeout: float | None = None) -> None:
+        """Deletes a finished job and its results; `FailedPrecondition` while it is queued or running."""
+        self._call(self._stub.DeleteJob, video_pipeline_service_pb2.DeleteJobRequest(job_id=job_id), timeout)
+
+    def watch_job(
+        self,
+        job_id: str,
+        *,
+        after_frame_index: int | None = None,
+        reconnect_window: float = 60.0,
+        on_reconnect: Callable[[VideodagError, int | None], None] | None = None,
+    ) -> JobWatch:
+        """Follows a job until it is finished: `Job` updates and each `FrameResult` in frame order.
+
+        The last event is always the `Job` in its final state; a finished job's results are
+        replayed. `after_frame_index` resumes after a frame already received. When the
+        connection drops, the watch reconnects and resumes after the last frame it delivered,
+        for up to `reconnect_window` seconds of failed attempts in a row (0 disables it);
+        `on_reconnect(error, last_frame_index)` is called before each new attempt.
+        """
+
+        def open_call(after: int | None) -> Any:
+            request = video_pipeline_service_pb2.WatchJobRequest(job_id=job_id)
+            if after is not None:
+                request.after_frame_index = after
+            return self._stub.WatchJob(request, timeout=self._deadline(None), metadata=self._metadata)
+
+        return JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect)
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_grpc_error(error) from error
+
+
+class JobWatch(Iterator[JobEvent]):
+    """The events of one job, across reconnects; `close()` (or leaving its `with`) stops it.
+
+    `last_frame_index` is the index of the last frame delivered (the resume point), `job` the
+    latest job state seen, `reconnects` how many times the connection was re-established.
+    """
+
+    def __init__(
+        self,
+        open_call: Callable[[int | None], Any],
+        after_frame_index: int | None,
+        reconnect_window: float,
+        on_reconnect: Callable[[VideodagError, int | None], None] | None,
+    ) -> None:
+        self._open_call = open_call
+        self._reconnect_window = reconnect_window
+        self._on_reconnect = on_reconnect
+        self.last_frame_index = after_frame_index
+        self.job: Job | None = None
+        self.reconnects = 0
+        self._call: Any = None
+        self._done = False
+        self._failing_since: float | None = None
+        self._backoff = 0.1
+
+    def __iter__(self) -> JobWatch:
+        return self
+
+    def __next__(self) -> JobEvent:
+        while not self._done:
+            if self._call is None:
+                self._call = self._open_call(self.last_frame_index)
+            try:
+                response = next(self._call)
+            except StopIteration:
+                self._done = True
+                break
+            except grpc.RpcError as error:
+                self._call = None
+                if self._done:
+                    break  # closed from another thread
+                self._wait_or_raise(error)
+                continue
+            self._failing_since, self._backoff = None, 0.1
+            event = self._convert(response)
+            if event is not None:
+                return event
+        raise StopIteration
+
+    def _convert(self, response: video_pipeline_service_pb2.WatchJobResponse) -> JobEvent | None:
+        kind = response.WhichOneof("event")
+        if kind == "frame":
+            frame = _frame_result(response.frame)
+            self.last_frame_index = frame.frame_index
+            return frame
+        if kind == "job":
+            job = job_from_proto(response.job)
+            self.job = job
+            if job.state.is_finished:
+                self._done = True
+            return job
+        return None
+
+    def _wait_or_raise(self, error: grpc.RpcError) -> None:
+        mapped = from_grpc_error(error)
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if mapped.code not in _RECONNECTABLE or now - self._failing_since >= self._reconnect_window:
+            self._done = True
+            raise mapped from error
+        if self._on_reconnect is not None:
+            self._on_reconnect(mapped, self.last_frame_index)
+        time.sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, 5.0)
+        self.reconnects += 1
+
+    def close(self) -> None:
+        """Cancels the call; iteration stops."""
+        self._done = True
+        if self._call is not None:
+            self._call.cancel()
+
+    def __enter__(self) -> JobWatch:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _SubmitRequests:
+    """The SubmitJob stream: the job config first, then the file's chunks (read by ChunkedRequests)."""
+
+    def __init__(self, config: video_pipeline_service_pb2.SubmitJobConfig, chunked: ChunkedRequests) -> None:
+        self._config = config
+        self._chunked = chunked
+
+    def __iter__(self) -> _SubmitRequests:
+        return self
+
+    def __next__(self) -> video_pipeline_service_pb2.SubmitJobRequest:
+        request = next(self._chunked)
+        if request.HasField("config"):
+            return video_pipeline_service_pb2.SubmitJobRequest(config=self._config)
+        return video_pipeline_service_pb2.SubmitJobRequest(chunk=request.chunk)
+
+
+def job_from_proto(job: job_pb2.Job) -> Job:
+    config = job.config
+    return Job(
+        id=job.id,
+        state=JobState(job.state),
+        pipeline_id=config.pipeline_id,
+        options=_options_from_proto(config.options),
+        file_name=config.file_name,
+        size_bytes=config.declared_size_bytes,
+        sha256=config.sha256,
+        idempotency_key=job.idempotency_key,
+        created_at=_datetime(job.create_time),
+        started_at=_datetime(job.start_time) if job.HasField("start_time") else None,
+        ended_at=_datetime(job.end_time) if job.HasField("end_time") else None,
+        expires_at=_datetime(job.expire_time) if job.HasField("expire_time") else None,
+        frames_done=job.progress.frames_done,
+        frames_total=job.progress.frames_total,
+        attempt=job.attempt,
+        video=_video_opened(job.video_info) if job.HasField("video_info") else None,
+        summary=_run_summary(job.summary) if job.HasField("summary") else None,
+        error=_error_from_status(job.error) if job.HasField("error") else None,
+    )
+
+
+def _options_from_proto(options: run_pb2.RunOptions) -> RunOptions:
+    return RunOptions(
+        frame_stride=options.frame_stride,
+        max_frames=options.max_frames,
+        start_seconds=options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None,
+        end_seconds=options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None,
+    )
+
+
+def _error_from_status(status: status_pb2.Status) -> VideodagError:
+    """The exception a call ending with this status raises: same class, same details."""
+    code = _STATUS_CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
+    error_class = VideodagError._class_by_code.get(code, Unknown)
+    return error_class(status.message, code=code, **_unpack_details(status))  # type: ignore[arg-type]
+
+
+def _datetime(timestamp: timestamp_pb2.Timestamp) -> datetime:
+    return timestamp.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,26 @@
+"""`videodag cancel JOB`: stop a queued or running job; results stored so far are kept."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from videodag_client.cli import _exit_codes
+from videodag_client.cli._connection import connect
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "cancel",
+        help="cancel a queued or running job",
+        description="Cancel JOB. A running job stops after its current frame; its results so far are kept.",
+    )
+    parser.add_argument("job_id", metavar="JOB")
+    parser.set_defaults(handler=cancel_command)
+
+
+def cancel_command(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        job = client.cancel_job(args.job_id)
+    print(f"job {job.id}: {job.state.name} after {job.frames_done} frames")
+    return _exit_codes.SUCCESS

@@ -1,0 +1,120 @@
+"""`videodag jobs [--state STATE] [--limit N] [--json]`, `videodag jobs show JOB` and `videodag jobs delete JOB`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+from datetime import datetime
+from typing import Any
+
+from videodag_client import Job, JobState
+from videodag_client.cli import _exit_codes
+from videodag_client.cli._connection import connect
+
+STATE_NAMES = [state.name.lower() for state in JobState]
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "jobs",
+        help="list jobs, or show or delete one",
+        description="List the server's jobs, newest first (id, state, pipeline, progress, creation time).",
+    )
+    parser.add_argument(
+        "--state", action="append", choices=STATE_NAMES, help="only jobs in this state (repeatable)"
+    )
+    parser.add_argument("--limit", type=int, default=50, metavar="N", help="list at most N jobs (0: all)")
+    parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
+    parser.set_defaults(handler=list_command)
+    actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION")
+    show = actions.add_parser("show", help="show one job")
+    show.add_argument("job_id", metavar="JOB")
+    # SUPPRESS: a default here would overwrite `jobs --json show JOB`.
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print it as JSON")
+    show.set_defaults(handler=show_command)
+    delete = actions.add_parser("delete", help="delete a finished job and its results")
+    delete.add_argument("job_id", metavar="JOB")
+    delete.set_defaults(handler=delete_command)
+
+
+def list_command(args: argparse.Namespace) -> int:
+    states = [JobState[name.upper()] for name in args.state or ()]
+    with connect(args) as client:
+        everything = client.iter_jobs(states=states, page_size=min(args.limit, 1000) if args.limit > 0 else 0)
+        jobs = list(itertools.islice(everything, args.limit) if args.limit > 0 else everything)
+    if args.json:
+        print(json.dumps([job_record(job) for job in jobs], indent=2))
+    elif jobs:
+        print(_job_table(jobs))
+    else:
+        print("no jobs")
+    return _exit_codes.SUCCESS
+
+
+def show_command(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        job = client.get_job(args.job_id)
+    print(json.dumps(job_record(job), indent=2) if args.json else format_job(job))
+    return _exit_codes.SUCCESS
+
+
+def delete_command(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.delete_job(args.job_id)
+    print(f"deleted job {args.job_id}")
+    return _exit_codes.SUCCESS
+
+
+def job_record(job: Job) -> dict[str, Any]:
+    """A job as plain JSON values: times in ISO 8601, the error as code, reason and message."""
+    record = dataclasses.asdict(dataclasses.replace(job, error=None))
+    record["state"] = job.state.name
+    for key, value in record.items():
+        if isinstance(value, datetime):
+            record[key] = value.isoformat()
+    record["error"] = (
+        None if job.error is None
+        else {"code": job.error.code.name, "reason": job.error.reason, "message": job.error.message}
+    )
+    return record
+
+
+def progress_text(job: Job) -> str:
+    if job.frames_total:
+        return f"{job.frames_done}/{job.frames_total}"
+    return str(job.frames_done)
+
+
+def format_job(job: Job) -> str:
+    lines = [
+        f"job {job.id}: {job.state.name}" + (f" (attempt {job.attempt})" if job.attempt > 1 else ""),
+        f"  pipeline:  {job.pipeline_id}",
+        f"  video:     {job.file_name or '(unnamed)'}, {job.size_bytes} bytes",
+        f"  frames:    {progress_text(job)}",
+        f"  created:   {job.created_at.isoformat(timespec='seconds')}",
+    ]
+    if job.started_at is not None:
+        lines.append(f"  started:   {job.started_at.isoformat(timespec='seconds')}")
+    if job.ended_at is not None:
+        lines.append(f"  ended:     {job.ended_at.isoformat(timespec='seconds')}")
+    if job.expires_at is not None:
+        lines.append(f"  expires:   {job.expires_at.isoformat(timespec='seconds')}")
+    if job.idempotency_key:
+        lines.append(f"  key:       {job.idempotency_key}")
+    if job.error is not None:
+        lines.append(f"  error:     {job.error.code.name}: {job.error.message}")
+    return "\n".join(lines)
+
+
+def _job_table(jobs: list[Job]) -> str:
+    rows = [("ID", "STATE", "PIPELINE", "FRAMES", "CREATED")] + [
+        (job.id, job.state.name, job.pipeline_id, progress_text(job),
+         job.created_at.astimezone().isoformat(sep=" ", timespec="seconds"))
+        for job in jobs
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )

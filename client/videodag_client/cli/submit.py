@@ -1,0 +1,71 @@
+"""`videodag submit VIDEO --pipeline ID`: upload a video as a job and print its id at once."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, RunOptions
+from videodag_client.cli import _exit_codes
+from videodag_client.cli._connection import connect
+from videodag_client.cli._progress import RunProgress, progress_wanted
+from videodag_client.cli.jobs import job_record
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "submit",
+        help="upload a video as a job; prints the job id",
+        description=(
+            "Upload VIDEO and queue a job running pipeline ID on it. Prints the job id as soon as the "
+            "upload is stored; follow the job with `videodag watch JOB`."
+        ),
+    )
+    parser.add_argument("video", metavar="VIDEO", help="the video file to upload")
+    parser.add_argument("--pipeline", required=True, metavar="ID", help="the pipeline to run (see `pipelines`)")
+    parser.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
+    parser.add_argument("--max-frames", type=int, default=0, metavar="N", help="process at most N frames")
+    parser.add_argument("--start", type=float, metavar="SECONDS", help="start of the time window")
+    parser.add_argument("--end", type=float, metavar="SECONDS", help="end of the time window (exclusive)")
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="submitting again with the same KEY returns the first job instead of queuing the video twice",
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES", help="upload chunk size"
+    )
+    parser.add_argument(
+        "--no-checksum", action="store_true", help="skip the SHA-256 pass over the file before the upload"
+    )
+    parser.add_argument("--json", action="store_true", help="print the whole job as JSON instead of its id")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=submit_command)
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
+        print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
+        return _exit_codes.USAGE
+    options = RunOptions(
+        frame_stride=args.stride, max_frames=args.max_frames, start_seconds=args.start, end_seconds=args.end
+    )
+    with connect(args) as client, RunProgress(progress_wanted(args.quiet)) as progress:
+        job = client.submit_job(
+            args.video,
+            args.pipeline,
+            options,
+            idempotency_key=args.idempotency_key,
+            chunk_size=args.chunk_size,
+            checksum=not args.no_checksum,
+            on_upload_progress=progress.upload,
+        )
+    if args.json:
+        print(json.dumps(job_record(job), indent=2))
+    else:
+        print(job.id)
+    if not args.quiet:
+        print(f"job {job.id} {job.state.name}; follow it with: videodag watch {job.id}", file=sys.stderr)
+    return _exit_codes.SUCCESS

@@ -1,0 +1,93 @@
+"""`videodag watch JOB`: follow a job to its end, writing its results as JSON Lines.
+
+The watch survives dropped connections and server restarts: it reconnects and resumes after
+the last frame received, so the output holds every frame once. `--after N` resumes a watch
+that an earlier command left at frame N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+from videodag_client import Cancelled, FrameResult, Job, JobState, VideodagError
+from videodag_client.cli import _exit_codes
+from videodag_client.cli._connection import connect
+from videodag_client.cli._progress import progress_wanted
+from videodag_client.cli._results import STDOUT, JsonLinesOutput
+from videodag_client.cli.run import format_summary
+
+
+def add_parser(subcommands: Any) -> None:
+    parser = subcommands.add_parser(
+        "watch",
+        help="follow a job's progress and results until it ends",
+        description="Follow JOB until it ends; write its per-frame results as JSON Lines. A finished job's "
+        "results are replayed.",
+    )
+    parser.add_argument("job_id", metavar="JOB")
+    parser.add_argument(
+        "--after", type=int, metavar="N", help="only frames after frame index N (resume an earlier watch)"
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write results as JSON Lines to FILE, or '-' for stdout; default: not written",
+    )
+    parser.add_argument(
+        "--reconnect-window",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to keep reconnecting after the connection drops (default 300)",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    parser.set_defaults(handler=watch_command)
+
+
+def watch_command(args: argparse.Namespace) -> int:
+    show_progress = progress_wanted(args.quiet)
+    final: Job | None = None
+    with (
+        connect(args) as client,
+        JsonLinesOutput(args.output) as output,
+        tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False) as bar,
+    ):
+
+        def report_reconnect(error: VideodagError, last_frame_index: int | None) -> None:
+            after = "the start" if last_frame_index is None else f"frame {last_frame_index}"
+            if not args.quiet:
+                tqdm.write(f"connection lost ({error.code.name}); resuming after {after}", file=sys.stderr)
+
+        with client.watch_job(
+            args.job_id,
+            after_frame_index=args.after,
+            reconnect_window=args.reconnect_window,
+            on_reconnect=report_reconnect,
+        ) as events:
+            for event in events:
+                if isinstance(event, FrameResult):
+                    output.write(event)
+                    bar.update(1)
+                else:
+                    if event.frames_total and bar.total != event.frames_total:
+                        bar.total = event.frames_total
+                        bar.refresh()
+                    final = event
+        if final is not None and final.state is not JobState.SUCCEEDED:
+            # Raised inside the output's block, so partial results are kept as a .part file.
+            raise _job_error(final)
+    if final is not None and final.summary is not None and not args.quiet:
+        summary_stream = sys.stderr if args.output == STDOUT else sys.stdout
+        print(format_summary(final.summary, args.output), file=summary_stream)
+    return _exit_codes.SUCCESS
+
+
+def _job_error(job: Job) -> VideodagError:
+    if job.error is not None:
+        return job.error
+    return Cancelled(f"job {job.id} was {job.state.name.lower()} after {job.frames_done} frames")

@@ -1,0 +1,128 @@
+"""Protobuf <-> job values: `videodag.v1.Job` and the job RPCs' messages.
+
+The job counterpart of `convert`, reusing its conversions (sampling options, frame results,
+video facts, durations, error statuses) so a job reports exactly what a synchronous run would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf import timestamp_pb2
+
+from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2
+from videodag_service import convert
+from videodag_service.errors import FieldViolation, InvalidOptions
+from videodag_service.jobs import Job, JobFrame, JobRequest, JobState, JobSummary, WatchEvent
+from videodag_service.video import SamplingOptions
+
+_STATES = {
+    JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: job_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: job_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+}
+_STATES_FROM_PROTO = {number: state for state, number in _STATES.items()}
+
+
+def job_request_from_proto(config: video_pipeline_service_pb2.SubmitJobConfig) -> JobRequest:
+    """The submission a SubmitJob config describes; bad options are INVALID_ARGUMENT."""
+    if not config.HasField("run_config"):
+        raise InvalidOptions([FieldViolation("config.run_config", "is required: the pipeline and its options")])
+    run_config = config.run_config
+    return JobRequest(
+        pipeline_id=run_config.pipeline_id,
+        sampling=convert.sampling_from_proto(run_config.options),
+        file_name=run_config.file_name,
+        declared_size_bytes=run_config.declared_size_bytes or None,
+        declared_sha256=run_config.sha256 or None,
+        idempotency_key=config.idempotency_key or None,
+    )
+
+
+def job_states_from_proto(states: Iterable[int]) -> list[JobState]:
+    """A ListJobs state filter; JOB_STATE_UNSPECIFIED or an unknown number is INVALID_ARGUMENT."""
+    converted = []
+    for number in states:
+        state = _STATES_FROM_PROTO.get(number)  # type: ignore[call-overload]
+        if state is None:
+            raise InvalidOptions([FieldViolation("states", f"{number} is not a job state to filter by")])
+        converted.append(state)
+    return converted
+
+
+def job_to_proto(job: Job) -> job_pb2.Job:
+    message = job_pb2.Job(
+        id=job.id,
+        state=_STATES[job.state],
+        config=run_pb2.RunConfig(
+            pipeline_id=job.pipeline_id,
+            options=sampling_to_proto(job.sampling),
+            file_name=job.file_name,
+            declared_size_bytes=job.video.size_bytes,
+            sha256=job.video.sha256,
+        ),
+        idempotency_key=job.idempotency_key or "",
+        create_time=timestamp(job.created_at),
+        progress=job_pb2.JobProgress(frames_done=job.frames_done, frames_total=job.frames_total),
+        attempt=job.attempt,
+    )
+    if job.started_at is not None:
+        message.start_time.CopyFrom(timestamp(job.started_at))
+    if job.finished_at is not None:
+        message.end_time.CopyFrom(timestamp(job.finished_at))
+    if job.expire_at is not None:
+        message.expire_time.CopyFrom(timestamp(job.expire_at))
+    if job.video_info is not None:
+        message.video_info.CopyFrom(convert.video_info_event(job.video_info).video_info)
+    if job.summary is not None:
+        message.summary.CopyFrom(job_summary_to_proto(job.summary))
+    if job.error is not None:
+        message.error.CopyFrom(convert.status_from_error(job.error.to_exception()))
+    return message
+
+
+def job_summary_to_proto(summary: JobSummary) -> run_pb2.RunSummary:
+    return run_pb2.RunSummary(
+        pipeline_id=summary.pipeline_id,
+        pipeline_version=summary.pipeline_version,
+        frames_processed=summary.frames_processed,
+        frames_with_errors=summary.frames_with_errors,
+        wall_time=convert.duration(summary.wall_seconds),
+        decode_time=convert.duration(summary.decode_seconds),
+        node_timings=[
+            run_pb2.NodeTiming(
+                node_id=t.node_id,
+                plugin=t.plugin,
+                calls=t.calls,
+                total_time=convert.duration(t.total_seconds),
+                errors=t.errors,
+            )
+            for t in summary.node_timings
+        ],
+    )
+
+
+def sampling_to_proto(sampling: SamplingOptions) -> run_pb2.RunOptions:
+    """The options as a client would have sent them (1 and no limit come back as 1 and 0)."""
+    options = run_pb2.RunOptions(frame_stride=sampling.frame_stride, max_frames=sampling.max_frames or 0)
+    if sampling.start_seconds is not None:
+        options.start_offset.CopyFrom(convert.duration(sampling.start_seconds))
+    if sampling.end_seconds is not None:
+        options.end_offset.CopyFrom(convert.duration(sampling.end_seconds))
+    return options
+
+
+def watch_event_to_proto(event: WatchEvent) -> video_pipeline_service_pb2.WatchJobResponse:
+    if isinstance(event, JobFrame):
+        return video_pipeline_service_pb2.WatchJobResponse(
+            frame=convert.frame_result(event.frame_index, event.timestamp_seconds, event.result)
+        )
+    return video_pipeline_service_pb2.WatchJobResponse(job=job_to_proto(event))
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromNanoseconds(round(seconds * 1e9))
+    return message

@@ -1,0 +1,138 @@
+"""Choose and assemble a job backend from configuration: embedded (default) or Redis + RQ.
+
+The Redis modules (and so the `redis` and `rq` packages) are imported only when the Redis
+backend is selected, so the embedded default needs neither installed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from videodag_service.dag import DagPipelineService
+from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
+from videodag_service.jobs.execution import JobExecutor
+from videodag_service.jobs.service import JobService
+from videodag_service.jobs.sqlite_store import SqliteJobStore
+from videodag_service.jobs.store import JobStore
+from videodag_service.jobs.uploads import DirectoryUploadStorage
+from videodag_service.video import VideoFilePipelineService, VideoLimits
+
+MIB = 1024 * 1024
+
+
+class JobBackend(enum.Enum):
+    """Where jobs live and who runs them."""
+
+    EMBEDDED = "embedded"
+    """SQLite under the data directory and a pool of worker threads in the server process."""
+    REDIS = "redis"
+    """Redis shared by any number of server replicas; RQ workers run the jobs."""
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything a job backend needs; a server fills it from its settings."""
+
+    data_dir: Path
+    """Embedded: the SQLite database and uploads. Redis: the uploads only, which must be a
+    directory every worker sees at the same path."""
+    max_upload_bytes: int
+    """Largest video accepted, as for a synchronous run."""
+    backend: JobBackend = JobBackend.EMBEDDED
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Redis backend only."""
+    workers: int = 2
+    """Embedded only: jobs run at once. With Redis, start as many RQ workers as wanted."""
+    retention_seconds: float = 7 * 24 * 3600.0
+    """How long a finished job, its results and files are kept."""
+    job_timeout_seconds: float = 6 * 3600.0
+    """The longest a job may run; past it, it FAILS with DEADLINE_EXCEEDED."""
+    video_limits: VideoLimits = field(default_factory=VideoLimits)
+    pipeline_dir: Path | None = None
+    """Where workers load pipelines from; None for the built-in ones."""
+    min_free_bytes: int = 64 * MIB
+    """Room a new upload must leave on the data directory's disk, or it is RESOURCE_EXHAUSTED."""
+    max_attempts: int = 3
+    """Runs an interrupted job gets before it is FAILED."""
+    lease_seconds: float = 30.0
+    """Redis backend: how long a silent worker keeps its job before it is run again."""
+    key_prefix: str = "videodag"
+    """Redis backend: prefix of every key, so several deployments can share one Redis."""
+    queue_name: str = "videodag-jobs"
+    """Redis backend: the RQ queue workers listen on."""
+
+    @property
+    def maintenance_interval_seconds(self) -> float:
+        """How often retention and recovery run: a fraction of the shorter of retention and
+        lease, so neither lags by more than a quarter of itself, but at most every 10 s."""
+        return min(10.0, max(0.05, min(self.retention_seconds, self.lease_seconds) / 4))
+
+
+def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
+    """Assemble and start the configured backend; close the returned service to stop it."""
+    uploads = DirectoryUploadStorage(config.data_dir / "uploads", min_free_bytes=config.min_free_bytes)
+    if config.backend is JobBackend.REDIS:
+        return _redis_service(config, dag, uploads)
+    store = SqliteJobStore(config.data_dir)
+    video = VideoFilePipelineService(dag, limits=config.video_limits)
+    executor = JobExecutor(
+        store,
+        uploads,
+        dag,
+        video,
+        job_timeout_seconds=config.job_timeout_seconds,
+        retention_seconds=config.retention_seconds,
+    )
+    return _started(config, store, ThreadPoolJobQueue(executor, config.workers), uploads, dag)
+
+
+def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage) -> JobService:
+    import redis
+
+    from videodag_service.jobs.redis_store import RedisJobStore
+    from videodag_service.jobs.rq_queue import RqJobQueue
+    from videodag_service.jobs.rq_task import WorkerConfig
+
+    store = RedisJobStore(
+        redis.Redis.from_url(config.redis_url, decode_responses=True),
+        key_prefix=config.key_prefix,
+        lease_seconds=config.lease_seconds,
+    )
+    worker_config = WorkerConfig(
+        key_prefix=config.key_prefix,
+        upload_dir=str(uploads.root.resolve()),
+        pipeline_dir=str(config.pipeline_dir.resolve()) if config.pipeline_dir else None,
+        job_timeout_seconds=config.job_timeout_seconds,
+        retention_seconds=config.retention_seconds,
+        lease_seconds=config.lease_seconds,
+        video_limits=asdict(config.video_limits),
+    )
+    queue = RqJobQueue(
+        redis.Redis.from_url(config.redis_url),
+        worker_config,
+        undispatched_key=store.undispatched_key,
+        queue_name=config.queue_name,
+    )
+    return _started(config, store, queue, uploads, dag)
+
+
+def _started(
+    config: JobConfig,
+    store: JobStore,
+    queue: JobQueue,
+    uploads: DirectoryUploadStorage,
+    dag: DagPipelineService,
+) -> JobService:
+    service = JobService(
+        store,
+        queue,
+        uploads,
+        dag,
+        max_upload_bytes=config.max_upload_bytes,
+        retention_seconds=config.retention_seconds,
+        max_attempts=config.max_attempts,
+        maintenance_interval_seconds=config.maintenance_interval_seconds,
+    )
+    return service.start()

@@ -1,0 +1,78 @@
+"""`JobQueue`: how a queued job reaches a worker; and the embedded one, a bounded pool of threads.
+
+A queue only carries (job id, attempt) pairs: the job itself is in the store, and a worker
+that receives a stale pair (the job was cancelled, or re-queued in a later attempt) finds it
+no longer claimable and skips it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Protocol
+
+from videodag_service.jobs.execution import JobExecutor, JobInterrupted
+from videodag_service.jobs.model import Job
+
+logger = logging.getLogger(__name__)
+
+
+class JobQueue(Protocol):
+    """Hands queued jobs to workers."""
+
+    def dispatch(self, job: Job) -> None:
+        """Have a worker run `job` in its current attempt, once one is free."""
+        ...
+
+    def close(self) -> None:
+        """Stop handing out jobs; jobs running in this process are interrupted and stay RUNNING."""
+        ...
+
+
+class ThreadPoolJobQueue:
+    """`workers` threads run jobs one at a time each, in the order they were dispatched.
+
+    The pending list is in memory only; that is safe because the store is the record: after
+    a restart, recovery dispatches every QUEUED job again.
+    """
+
+    def __init__(self, executor: JobExecutor, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self._executor = executor
+        self._pending: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"videodag-job-{number}", daemon=True)
+            for number in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def dispatch(self, job: Job) -> None:
+        if self._stopping.is_set():
+            return  # the job stays QUEUED in the store; the next start runs it
+        self._pending.put((job.id, job.attempt))
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        for _ in self._threads:
+            self._pending.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            item = self._pending.get()
+            if item is None or self._stopping.is_set():
+                return
+            job_id, attempt = item
+            try:
+                self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+            except JobInterrupted:
+                return
+            except Exception:
+                # The executor records run errors in the job; what reaches here is a store
+                # failure. The job stays as the store has it and recovery deals with it.
+                logger.exception("job %s attempt %d: worker failure", job_id, attempt)

@@ -1,0 +1,156 @@
+"""Run one claimed job: feed its stored video through the video layer, store results as they come.
+
+Used by both backends: the embedded worker threads and the RQ task call `JobExecutor.execute`.
+Everything the video layer or the DAG raises becomes the job's recorded error, with the code
+the synchronous call would have given. Three things end a run early without failing it:
+
+* the store refuses a write (the job was cancelled, or re-run elsewhere): stop quietly;
+* the process is shutting down (`should_stop`): leave the job RUNNING, so recovery runs it
+  again from the start after the restart;
+* the job outlives `job_timeout_seconds`: it FAILS with DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import closing
+
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import DeadlineExceeded, ErrorDetails, JobNotFound
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
+from videodag_service.jobs.progress import expected_frame_count
+from videodag_service.jobs.store import JobStore
+from videodag_service.jobs.uploads import UploadStorage
+from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoFilePipelineService, VideoOpened
+
+logger = logging.getLogger(__name__)
+
+
+class JobInterrupted(Exception):
+    """The worker is shutting down mid-job; the job stays RUNNING and is recovered later."""
+
+
+class _Superseded(Exception):
+    """The store refused a write: the job is no longer this worker's to run."""
+
+
+def _never() -> bool:
+    return False
+
+
+class JobExecutor:
+    """Runs claimed jobs; one instance serves any number of worker threads."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        uploads: UploadStorage,
+        dag: DagPipelineService,
+        video: VideoFilePipelineService,
+        *,
+        job_timeout_seconds: float,
+        retention_seconds: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._uploads = uploads
+        self._dag = dag
+        self._video = video
+        self._job_timeout_seconds = job_timeout_seconds
+        self._retention_seconds = retention_seconds
+        self._clock = clock
+
+    def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
+        """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
+
+        Raises JobInterrupted when `should_stop` turned true mid-run (the job stays RUNNING).
+        """
+        job = self._store.claim(job_id, attempt, self._clock())
+        if job is None:
+            logger.info("job %s attempt %d is no longer queued; skipped", job_id, attempt)
+            return None
+        logger.info("job %s attempt %d started: pipeline %s", job.id, job.attempt, job.pipeline_id)
+        try:
+            summary = self._run(job, should_stop)
+        except _Superseded:
+            logger.info("job %s attempt %d stopped: cancelled or taken over", job.id, job.attempt)
+        except JobInterrupted:
+            logger.info("job %s attempt %d interrupted by shutdown; it will run again", job.id, job.attempt)
+            raise
+        except Exception as error:
+            self._finish(job, error=JobError.from_exception(error))
+            logger.info("job %s failed: %s", job.id, error)
+        else:
+            self._finish(job, summary=summary)
+            logger.info("job %s succeeded: %d frames", job.id, summary.frames_processed)
+        return self._release_video_if_finished(job)
+
+    def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:
+        deadline = time.monotonic() + self._job_timeout_seconds
+        spec = self._dag.get_pipeline(job.pipeline_id)
+        frames_with_errors = 0
+        stats: RunStats | None = None
+        events = self._video.stream_run(job.pipeline_id, self._uploads.path(job.video.ref), job.sampling)
+        with closing(events):
+            for event in events:
+                if should_stop():
+                    raise JobInterrupted(job.id)
+                if time.monotonic() > deadline:
+                    raise DeadlineExceeded(
+                        f"the job ran longer than the server's limit of {self._job_timeout_seconds:g} s",
+                        ErrorDetails(metadata={"job_timeout_seconds": f"{self._job_timeout_seconds:g}"}),
+                    )
+                if isinstance(event, FrameProcessed):
+                    frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)
+                    if not self._store.append_frame(job.id, job.attempt, frame):
+                        raise _Superseded(job.id)
+                    if event.result.get("errors"):
+                        frames_with_errors += 1
+                elif isinstance(event, VideoOpened):
+                    total = expected_frame_count(event.info, job.sampling)
+                    if not self._store.record_video(job.id, job.attempt, event.info, total):
+                        raise _Superseded(job.id)
+                elif isinstance(event, RunFinished):
+                    stats = event.summary
+        if stats is None:
+            raise RuntimeError("the video layer ended without reporting the end of the run")
+        return JobSummary(
+            pipeline_id=spec.id,
+            pipeline_version=spec.version,
+            frames_processed=stats.frames_processed,
+            frames_with_errors=frames_with_errors,
+            wall_seconds=stats.wall_seconds,
+            decode_seconds=stats.decode_seconds,
+            node_timings=tuple(
+                NodeTimingRecord(t.node_id, t.plugin, t.calls, t.total_seconds, t.errors) for t in stats.node_timings
+            ),
+        )
+
+    def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None) -> None:
+        now = self._clock()
+        try:
+            finished = self._store.finish(
+                job.id, job.attempt, now, now + self._retention_seconds, summary=summary, error=error
+            )
+        except Exception:
+            # A store that cannot record the end (disk full, connection lost) leaves the job
+            # RUNNING: recovery runs it again rather than losing it.
+            logger.exception("job %s: could not record its end", job.id)
+            return
+        if not finished:
+            logger.info("job %s attempt %d: its end was not recorded (cancelled or taken over)", job.id, job.attempt)
+
+    def _release_video_if_finished(self, job: Job) -> JobState | None:
+        """Delete the upload once no run will need it again; returns the job's state."""
+        try:
+            state = self._store.get(job.id).state
+        except JobNotFound:
+            state = None
+        except Exception:
+            logger.exception("job %s: could not read its state; its video is kept", job.id)
+            return JobState.RUNNING
+        if state is None or state.is_finished:
+            self._uploads.delete(job.video.ref)
+        return state

@@ -1,0 +1,62 @@
+"""Job ids, idempotency keys and page tokens: how they look and how they are checked.
+
+Job ids sort in creation order (milliseconds since the epoch, then random bits), so a
+listing "newest first" is a descending scan of ids and a page token is simply the last id
+returned. Ids and keys become parts of file names and Redis keys, so anything that does not
+match their pattern is refused before it reaches a store.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import time
+
+from videodag_service.errors import FieldViolation, InvalidOptions, JobNotFound
+
+_JOB_ID = re.compile(r"[0-9a-f]{24}")
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_PAGE_TOKEN_PREFIX = "after:"
+
+
+def new_job_id(now: float | None = None) -> str:
+    """12 hex digits of epoch milliseconds, then 12 random hex digits (48 bits)."""
+    milliseconds = int((time.time() if now is None else now) * 1000)
+    return f"{milliseconds:012x}{secrets.token_hex(6)}"
+
+
+def checked_job_id(job_id: str) -> str:
+    """The id itself; NOT_FOUND for anything the server could not have issued."""
+    if not _JOB_ID.fullmatch(job_id):
+        raise JobNotFound(job_id)
+    return job_id
+
+
+def checked_idempotency_key(key: str | None, field: str = "config.idempotency_key") -> str | None:
+    """None for no key; INVALID_ARGUMENT for a key outside [A-Za-z0-9._:-]{1,128}."""
+    if not key:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidOptions([FieldViolation(field, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")])
+    return key
+
+
+def page_token_after(job_id: str) -> str:
+    """The opaque token that continues a listing after `job_id`."""
+    return base64.urlsafe_b64encode((_PAGE_TOKEN_PREFIX + job_id).encode()).decode().rstrip("=")
+
+
+def job_id_from_page_token(token: str) -> str | None:
+    """The id a page token continues after; None for the first page; INVALID_ARGUMENT if forged."""
+    if not token:
+        return None
+    try:
+        decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    job_id = decoded.removeprefix(_PAGE_TOKEN_PREFIX)
+    if not decoded.startswith(_PAGE_TOKEN_PREFIX) or not _JOB_ID.fullmatch(job_id):
+        raise InvalidOptions([FieldViolation("page_token", "is not a token this server issued")])
+    return job_id

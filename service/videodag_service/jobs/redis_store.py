@@ -1,0 +1,463 @@
+"""The scale-out `JobStore`: job records and results in Redis, shared by every replica and worker.
+
+Keys, under a prefix (default "videodag"):
+
+    <p>:job:<id>             hash    the job record (fields as the SQLite columns)
+    <p>:job:<id>:frames      stream  its results; entry id "<frame_index>-1", so a resume point
+                                     is a stream id and a re-run cannot append out of order
+    <p>:jobs                 zset    every job id, all scores 0: lexical order = creation order
+    <p>:leases               zset    RUNNING job ids by lease end (epoch seconds)
+    <p>:expiry               zset    finished job ids by retention end
+    <p>:undispatched         zset    QUEUED job ids not yet handed to RQ, by creation time
+    <p>:idempotency:<key>    string  the job id a key was first used for
+
+Every transition is one Lua script, so it is atomic across replicas and workers. A worker
+holds a lease on its job and renews it while it runs; a job whose lease ran out (its worker
+died) is put back to QUEUED in a new attempt by whichever replica's maintenance sees it first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+
+from videodag_service.errors import FailedPrecondition, JobNotFound
+from videodag_service.jobs import records
+from videodag_service.jobs.ids import page_token_after
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
+from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
+from videodag_service.video import VideoInfo
+
+DEFAULT_KEY_PREFIX = "videodag"
+# How long a watcher blocks on the results stream before it looks at the job record again:
+# state changes are not stream entries, so this bounds how late a watcher sees one.
+_STATE_POLL_SECONDS = 0.25
+_LIST_SCAN_BATCH = 200
+
+_CURRENT_RUN = """
+local function is_current_run(job_key, attempt)
+  return redis.call('HGET', job_key, 'state') == 'RUNNING' and redis.call('HGET', job_key, 'attempt') == attempt
+end
+"""
+
+# KEYS: job, frames, leases, undispatched. ARGV: attempt, now, lease_until, id.
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'QUEUED' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'started_at', ARGV[2], 'frames_done', 0, 'frames_total', 0)
+redis.call('HDEL', KEYS[1], 'video_info')
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
+return 1
+"""
+
+# KEYS: job, frames, leases. ARGV: attempt, frame_index, timestamp, result, lease_until, id.
+_APPEND = _CURRENT_RUN + """
+if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+redis.call('XADD', KEYS[2], ARGV[2] .. '-1', 't', ARGV[3], 'r', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'frames_done', 1)
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+return 1
+"""
+
+# KEYS: job. ARGV: attempt, video_info, frames_total.
+_RECORD_VIDEO = _CURRENT_RUN + """
+if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'video_info', ARGV[2], 'frames_total', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+return 1
+"""
+
+# KEYS: job, leases. ARGV: attempt, lease_until, id.
+_RENEW = _CURRENT_RUN + """
+if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: job, leases, expiry. ARGV: attempt, state, now, expire_at, outcome field, outcome, id.
+_FINISH = _CURRENT_RUN + """
+if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished_at', ARGV[3], 'expire_at', ARGV[4], ARGV[5], ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7])
+return 1
+"""
+
+# KEYS: job, leases, expiry, undispatched. ARGV: now, expire_at, id. Returns the previous state.
+_CANCEL = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'QUEUED' or state == 'RUNNING' then
+  redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'finished_at', ARGV[1], 'expire_at', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'revision', 1)
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+end
+return state
+"""
+
+# KEYS: job, frames, jobs, expiry, leases, undispatched, idempotency key (or a dummy). ARGV: id.
+# Returns the state; a job still QUEUED or RUNNING is left alone.
+_DELETE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state == 'QUEUED' or state == 'RUNNING' then return state end
+if redis.call('GET', KEYS[7]) == ARGV[1] then redis.call('DEL', KEYS[7]) end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+return state
+"""
+
+# KEYS: job, frames, leases, expiry, undispatched. ARGV: now, max_attempts, expire_at, error, id.
+# Returns the new attempt (QUEUED again), 0 when given up (FAILED), -1 when nothing was due.
+_REQUEUE_EXPIRED = """
+local lease = redis.call('ZSCORE', KEYS[3], ARGV[5])
+if not lease or tonumber(lease) > tonumber(ARGV[1]) then return -1 end
+redis.call('ZREM', KEYS[3], ARGV[5])
+if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return -1 end
+redis.call('DEL', KEYS[2])
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt'))
+if attempt >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'state', 'FAILED', 'finished_at', ARGV[1], 'expire_at', ARGV[3],
+             'error', ARGV[4], 'frames_done', 0)
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[5])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempt', attempt + 1, 'frames_done', 0, 'frames_total', 0)
+redis.call('HDEL', KEYS[1], 'video_info')
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[5])
+return attempt + 1
+"""
+
+
+class RedisJobStore(JobStore):
+    """Jobs in one Redis database; any number of processes may share it.
+
+    `connection` must decode responses to str (`decode_responses=True`).
+    `lease_seconds`: how long a worker's claim lasts without renewal; a worker that is gone
+    longer than this has its job run again. `dispatch_grace_seconds`: how long a QUEUED job
+    may wait for its hand-over to RQ (normally immediate) before maintenance does it.
+    """
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        lease_seconds: float = 30.0,
+        dispatch_grace_seconds: float = 30.0,
+    ) -> None:
+        self._redis = connection
+        self._prefix = key_prefix
+        self.lease_seconds = lease_seconds
+        self._dispatch_grace_seconds = dispatch_grace_seconds
+        self._jobs_key = f"{key_prefix}:jobs"
+        self._leases_key = f"{key_prefix}:leases"
+        self._expiry_key = f"{key_prefix}:expiry"
+        self.undispatched_key = f"{key_prefix}:undispatched"
+        self._claim = connection.register_script(_CLAIM)
+        self._append = connection.register_script(_APPEND)
+        self._record_video = connection.register_script(_RECORD_VIDEO)
+        self._renew = connection.register_script(_RENEW)
+        self._finish = connection.register_script(_FINISH)
+        self._cancel = connection.register_script(_CANCEL)
+        self._delete = connection.register_script(_DELETE)
+        self._requeue_expired = connection.register_script(_REQUEUE_EXPIRED)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{self._prefix}:job:{job_id}"
+
+    def _frames_key(self, job_id: str) -> str:
+        return f"{self._prefix}:job:{job_id}:frames"
+
+    def _idempotency_key(self, key: str) -> str:
+        return f"{self._prefix}:idempotency:{key}"
+
+    # --- service side ---------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        fields = _fields_of_new_job(job)
+        if job.idempotency_key is None:
+            with self._redis.pipeline() as pipe:
+                self._queue_new_job(pipe, job, fields)
+                pipe.execute()
+            return job
+        key = self._idempotency_key(job.idempotency_key)
+        with self._redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    existing_id = cast(str | None, pipe.get(key))
+                    if existing_id is not None and pipe.exists(self._job_key(existing_id)):
+                        pipe.reset()
+                        return self.get(existing_id)
+                    pipe.multi()
+                    pipe.set(key, job.id)
+                    self._queue_new_job(pipe, job, fields)
+                    pipe.execute()
+                    return job
+                except redis.WatchError:
+                    continue
+
+    def _queue_new_job(self, pipe: Any, job: Job, fields: dict[str, str | int | float]) -> None:
+        pipe.hset(self._job_key(job.id), mapping=fields)
+        pipe.zadd(self._jobs_key, {job.id: 0})
+        pipe.zadd(self.undispatched_key, {job.id: job.created_at})
+
+    def find_by_idempotency_key(self, key: str) -> Job | None:
+        job_id = cast(str | None, self._redis.get(self._idempotency_key(key)))
+        if job_id is None:
+            return None
+        try:
+            return self.get(job_id)
+        except JobNotFound:
+            return None
+
+    def get(self, job_id: str) -> Job:
+        fields = _fields(self._redis.hgetall(self._job_key(job_id)))
+        if not fields:
+            raise JobNotFound(job_id)
+        return _job_from_fields(fields)
+
+    def list_jobs(self, page_size: int, after_job_id: str | None, states: Sequence[JobState]) -> JobPage:
+        wanted = {state.value for state in states}
+        upper = f"({after_job_id}" if after_job_id else "+"
+        found: list[Job] = []
+        while len(found) <= page_size:
+            ids = _texts(self._redis.zrevrangebylex(self._jobs_key, upper, "-", start=0, num=_LIST_SCAN_BATCH))
+            if not ids:
+                break
+            with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self._job_key(job_id))
+                rows = [_fields(row) for row in pipe.execute()]
+            # A job deleted between the scan and the read has no fields: skipped.
+            found.extend(_job_from_fields(row) for row in rows if row and (not wanted or row["state"] in wanted))
+            upper = f"({ids[-1]}"
+        jobs = tuple(found[:page_size])
+        token = page_token_after(jobs[-1].id) if len(found) > page_size else ""
+        return JobPage(jobs, token)
+
+    def cancel(self, job_id: str, now: float, expire_at: float) -> tuple[Job, JobState]:
+        previous = self._cancel(
+            keys=[self._job_key(job_id), self._leases_key, self._expiry_key, self.undispatched_key],
+            args=[_number(now), _number(expire_at), job_id],
+        )
+        if previous is None:
+            raise JobNotFound(job_id)
+        state = JobState(previous)
+        if state in (JobState.SUCCEEDED, JobState.FAILED):
+            raise FailedPrecondition(f"job {job_id} already finished ({state.value}); it cannot be cancelled")
+        return self.get(job_id), state
+
+    def delete(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        # Without a key, the empty key name stands in: no key is ever stored under it.
+        idempotency_key = self._idempotency_key(job.idempotency_key or "")
+        state = self._delete(
+            keys=[
+                self._job_key(job_id), self._frames_key(job_id), self._jobs_key, self._expiry_key,
+                self._leases_key, self.undispatched_key, idempotency_key,
+            ],
+            args=[job_id],
+        )
+        if state is None:
+            raise JobNotFound(job_id)
+        if not JobState(state).is_finished:
+            raise FailedPrecondition(f"job {job_id} is {state}; cancel it before deleting it")
+        return job
+
+    def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
+        start = "-" if after_frame_index is None else f"({_stream_id(after_frame_index)}"
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            self._redis.xrange(self._frames_key(job_id), min=start, max="+", count=limit),
+        )
+        return [
+            JobFrame(int(entry_id.split("-", 1)[0]), float(values["t"]), records.result_from_text(values["r"]))
+            for entry_id, values in entries
+        ]
+
+    def wait_for_change(self, job_id: str, revision: int, after_frame_index: int | None, timeout: float) -> None:
+        current = self._redis.hget(self._job_key(job_id), "revision")
+        if current is None or int(current) != revision:
+            return
+        last_id = "0-0" if after_frame_index is None else _stream_id(after_frame_index)
+        block_ms = max(1, int(min(timeout, _STATE_POLL_SECONDS) * 1000))
+        self._redis.xread({self._frames_key(job_id): last_id}, count=1, block=block_ms)
+
+    # --- worker side ----------------------------------------------------------------------
+
+    def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
+        claimed = self._claim(
+            keys=[self._job_key(job_id), self._frames_key(job_id), self._leases_key, self.undispatched_key],
+            args=[attempt, _number(now), _number(now + self.lease_seconds), job_id],
+        )
+        return self.get(job_id) if claimed else None
+
+    def renew_lease(self, job_id: str, attempt: int) -> bool:
+        """Extend the worker's claim; False when the job is no longer this attempt's to run."""
+        renewed = self._renew(
+            keys=[self._job_key(job_id), self._leases_key],
+            args=[attempt, _number(time.time() + self.lease_seconds), job_id],
+        )
+        return bool(renewed)
+
+    def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool:
+        recorded = self._record_video(
+            keys=[self._job_key(job_id)], args=[attempt, records.video_info_to_text(info) or "", frames_total]
+        )
+        return bool(recorded)
+
+    def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
+        appended = self._append(
+            keys=[self._job_key(job_id), self._frames_key(job_id), self._leases_key],
+            args=[
+                attempt, frame.frame_index, repr(frame.timestamp_seconds), records.result_to_text(frame.result),
+                _number(time.time() + self.lease_seconds), job_id,
+            ],
+        )
+        return bool(appended)
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        now: float,
+        expire_at: float,
+        summary: JobSummary | None = None,
+        error: JobError | None = None,
+    ) -> bool:
+        if error is not None:
+            state, outcome_field, outcome = JobState.FAILED, "error", records.error_to_text(error)
+        else:
+            state, outcome_field, outcome = JobState.SUCCEEDED, "summary", records.summary_to_text(summary)
+        finished = self._finish(
+            keys=[self._job_key(job_id), self._leases_key, self._expiry_key],
+            args=[attempt, state.value, _number(now), _number(expire_at), outcome_field, outcome or "", job_id],
+        )
+        return bool(finished)
+
+    # --- maintenance ----------------------------------------------------------------------
+
+    def recover(self, now: float, max_attempts: int, expire_at: float) -> list[Job]:
+        given_up = records.error_to_text(
+            JobError("INTERNAL", "JOB_INTERRUPTED", MAX_ATTEMPTS_ERROR.format(attempts=max_attempts))
+        )
+        due: set[str] = set()
+        for job_id in _texts(self._redis.zrangebyscore(self._leases_key, "-inf", _number(now))):
+            new_attempt = self._requeue_expired(
+                keys=[
+                    self._job_key(job_id), self._frames_key(job_id), self._leases_key, self._expiry_key,
+                    self.undispatched_key,
+                ],
+                args=[_number(now), max_attempts, _number(expire_at), given_up or "", job_id],
+            )
+            if new_attempt > 0:
+                due.add(job_id)
+        # Queued jobs whose hand-over to RQ did not follow their creation (the replica died in
+        # between). Several replicas may hand over the same one: only one claim can succeed.
+        stranded_before = _number(now - self._dispatch_grace_seconds)
+        due.update(_texts(self._redis.zrangebyscore(self.undispatched_key, "-inf", stranded_before)))
+        jobs = []
+        for job_id in sorted(due):
+            try:
+                job = self.get(job_id)
+            except JobNotFound:
+                job = None
+            if job is not None and job.state is JobState.QUEUED:
+                jobs.append(job)
+            else:
+                self._redis.zrem(self.undispatched_key, job_id)
+        return jobs
+
+    def purge_expired(self, now: float) -> list[Job]:
+        purged = []
+        for job_id in _texts(self._redis.zrangebyscore(self._expiry_key, "-inf", _number(now))):
+            try:
+                purged.append(self.delete(job_id))
+            except JobNotFound:
+                self._redis.zrem(self._expiry_key, job_id)
+        return purged
+
+
+# The connection decodes replies to str; redis-py's types say `bytes | str` whatever the setting.
+def _texts(reply: Any) -> list[str]:
+    return cast(list[str], reply)
+
+
+def _fields(reply: Any) -> dict[str, str]:
+    return cast(dict[str, str], reply)
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+def _stream_id(frame_index: int) -> str:
+    return f"{frame_index}-1"
+
+
+def _fields_of_new_job(job: Job) -> dict[str, str | int | float]:
+    fields: dict[str, str | int | float] = {
+        "id": job.id,
+        "state": job.state.value,
+        "attempt": job.attempt,
+        "pipeline_id": job.pipeline_id,
+        "sampling": records.sampling_to_text(job.sampling),
+        "file_name": job.file_name,
+        "video_ref": job.video.ref,
+        "video_size_bytes": job.video.size_bytes,
+        "video_sha256": job.video.sha256,
+        "created_at": _number(job.created_at),
+        "frames_done": 0,
+        "frames_total": 0,
+        "revision": 0,
+    }
+    if job.idempotency_key is not None:
+        fields["idempotency_key"] = job.idempotency_key
+    return fields
+
+
+def _optional_float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+def _job_from_fields(fields: dict[str, str]) -> Job:
+    return Job(
+        id=fields["id"],
+        state=JobState(fields["state"]),
+        pipeline_id=fields["pipeline_id"],
+        sampling=records.sampling_from_text(fields["sampling"]),
+        video=StoredVideo(fields["video_ref"], int(fields["video_size_bytes"]), fields["video_sha256"]),
+        created_at=float(fields["created_at"]),
+        file_name=fields.get("file_name", ""),
+        idempotency_key=fields.get("idempotency_key") or None,
+        attempt=int(fields["attempt"]),
+        started_at=_optional_float(fields.get("started_at")),
+        finished_at=_optional_float(fields.get("finished_at")),
+        expire_at=_optional_float(fields.get("expire_at")),
+        frames_done=int(fields.get("frames_done", 0)),
+        frames_total=int(fields.get("frames_total", 0)),
+        video_info=records.video_info_from_text(fields.get("video_info")),
+        summary=records.summary_from_text(fields.get("summary")),
+        error=records.error_from_text(fields.get("error")),
+        revision=int(fields.get("revision", 0)),
+    )

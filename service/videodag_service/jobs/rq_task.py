@@ -1,0 +1,125 @@
+"""The worker side of the Redis backend: the function RQ workers run, and a worker class.
+
+Start workers on any machine that reaches Redis and sees the shared upload directory at the
+same path:
+
+    rq worker --url redis://HOST:6379/0 --serializer json \\
+        --worker-class videodag_service.jobs.rq_task.VideodagWorker videodag-jobs
+
+`--serializer json` matches the server's (job arguments are plain JSON: a job id, an attempt
+number and this module's `WorkerConfig`; never video bytes or frames). `VideodagWorker` is
+RQ's forking worker with the video and DAG modules imported once in the parent, so each job's
+forked work horse starts without importing OpenCV again.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+import rq
+
+from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
+from videodag_service.jobs.execution import JobExecutor
+from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.uploads import DirectoryUploadStorage
+from videodag_service.video import VideoFilePipelineService, VideoLimits
+
+logger = logging.getLogger(__name__)
+
+RUN_JOB = f"{__name__}.run_job"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs besides the job id; set by the server, so all replicas agree."""
+
+    key_prefix: str
+    upload_dir: str
+    pipeline_dir: str | None
+    job_timeout_seconds: float
+    retention_seconds: float
+    lease_seconds: float
+    video_limits: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VideodagWorker(rq.Worker):
+    """RQ's worker, loaded with videodag's modules before it forks work horses."""
+
+
+def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
+    """Run one attempt of a job; returns the state it left (RQ keeps it only briefly)."""
+    worker_config = WorkerConfig(**config)
+    current = rq.get_current_job()
+    if current is None:
+        raise RuntimeError("run_job runs inside an RQ worker only")
+    connection = _decoding_connection(current.connection)
+    store = RedisJobStore(connection, key_prefix=worker_config.key_prefix, lease_seconds=worker_config.lease_seconds)
+    executor = JobExecutor(
+        store,
+        DirectoryUploadStorage(worker_config.upload_dir),
+        _dag(worker_config.pipeline_dir),
+        VideoFilePipelineService(_dag(worker_config.pipeline_dir), limits=VideoLimits(**worker_config.video_limits)),
+        job_timeout_seconds=worker_config.job_timeout_seconds,
+        retention_seconds=worker_config.retention_seconds,
+    )
+    try:
+        with _LeaseKeeper(store, job_id, attempt):
+            state = executor.execute(job_id, attempt)
+    finally:
+        store.close()
+    return None if state is None else state.value
+
+
+@functools.cache
+def _dag(pipeline_dir: str | None) -> DagPipelineService:
+    return DagPipelineService.from_folder(Path(pipeline_dir) if pipeline_dir else BUILTIN_PIPELINE_DIR)
+
+
+def _decoding_connection(connection: redis.Redis) -> redis.Redis:
+    """RQ needs raw bytes from Redis, the job store needs str: same server, second pool."""
+    pool = connection.connection_pool
+    kwargs = {**pool.connection_kwargs, "decode_responses": True}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+class _LeaseKeeper:
+    """Renews the job's lease from a thread, so a long frame cannot make the job look abandoned.
+
+    Results also renew it; this covers the time before the first frame (opening the video,
+    loading models) and pipelines slower than the lease.
+    """
+
+    def __init__(self, store: RedisJobStore, job_id: str, attempt: int) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._attempt = attempt
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        interval = self._store.lease_seconds / 3
+        # A refused renewal (not claimed yet, or cancelled) is harmless: keep going until the
+        # run ends, so a renewal that races the claim does not end the keeping.
+        while not self._stop.wait(interval):
+            try:
+                self._store.renew_lease(self._job_id, self._attempt)
+            except redis.RedisError:
+                logger.warning("job %s: lease renewal failed; retrying", self._job_id, exc_info=True)
+

@@ -1,0 +1,188 @@
+"""`JobService`: the job operations the servicer calls, the same over every backend.
+
+It validates a submission before storing anything, stores the video, records the job and
+hands it to the queue; it reads, lists, cancels, deletes and watches jobs in the store; and a
+maintenance thread applies retention and recovers interrupted or stranded jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import FailedPrecondition, FieldViolation, InvalidOptions
+from videodag_service.jobs.dispatch import JobQueue
+from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
+from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, WatchEvent
+from videodag_service.jobs.store import JobStore
+from videodag_service.jobs.uploads import UploadStorage
+from videodag_service.jobs.watch import watch_job
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def _never() -> bool:
+    return False
+
+
+class JobService:
+    """Submit, read, list, cancel, delete and watch jobs; owns the store, queue and maintenance.
+
+    retention_seconds: how long a finished job, its results and files are kept.
+    max_attempts: runs an interrupted job gets before it is FAILED (a video that crashes its
+        worker every time must not loop forever).
+    maintenance_interval_seconds: how often retention and recovery run.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        uploads: UploadStorage,
+        pipelines: DagPipelineService,
+        *,
+        max_upload_bytes: int,
+        retention_seconds: float,
+        max_attempts: int = 3,
+        maintenance_interval_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._uploads = uploads
+        self._pipelines = pipelines
+        self._max_upload_bytes = max_upload_bytes
+        self._retention_seconds = retention_seconds
+        self._max_attempts = max_attempts
+        self._maintenance_interval_seconds = maintenance_interval_seconds
+        self._clock = clock
+        self._closing = threading.Event()
+        self._maintenance = threading.Thread(target=self._maintain, name="videodag-job-maintenance", daemon=True)
+
+    def start(self) -> JobService:
+        """Recover what a previous run left (so queued jobs run), then maintain periodically."""
+        self.run_maintenance()
+        self._maintenance.start()
+        return self
+
+    def close(self) -> None:
+        """Stop maintenance and the queue; running embedded jobs stay RUNNING for the next start."""
+        self._closing.set()
+        if self._maintenance.is_alive():
+            self._maintenance.join()
+        self._queue.close()
+        self._store.close()
+
+    def submit(self, request: JobRequest, chunks: Iterable[bytes]) -> Job:
+        """Store the video and queue the job; returns it QUEUED (or the job holding the key).
+
+        The pipeline and key are checked before any byte is read, so a bad submit costs no
+        disk; a repeated idempotency key returns its job without reading the chunks.
+        """
+        self._pipelines.get_pipeline(request.pipeline_id)
+        key = checked_idempotency_key(request.idempotency_key)
+        if key is not None:
+            existing = self._store.find_by_idempotency_key(key)
+            if existing is not None:
+                return _same_submission(existing, request)
+        now = self._clock()
+        job_id = new_job_id(now)
+        video = self._uploads.store(
+            job_id,
+            chunks,
+            max_upload_bytes=self._max_upload_bytes,
+            declared_size=request.declared_size_bytes,
+            declared_sha256=request.declared_sha256,
+            file_name=request.file_name,
+        )
+        job = Job(
+            id=job_id,
+            state=JobState.QUEUED,
+            pipeline_id=request.pipeline_id,
+            sampling=request.sampling,
+            video=video,
+            created_at=now,
+            file_name=request.file_name,
+            idempotency_key=key,
+        )
+        try:
+            stored = self._store.create(job)
+        except BaseException:
+            self._uploads.delete(video.ref)
+            raise
+        if stored.id != job.id:
+            self._uploads.delete(video.ref)
+            return _same_submission(stored, request)
+        self._queue.dispatch(stored)
+        logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
+        return stored
+
+    def get(self, job_id: str) -> Job:
+        return self._store.get(checked_job_id(job_id))
+
+    def list_jobs(self, page_size: int = 0, page_token: str = "", states: Sequence[JobState] = ()) -> JobPage:
+        """Jobs newest first; page_size 0 means DEFAULT_PAGE_SIZE, larger than MAX_PAGE_SIZE is capped."""
+        if page_size < 0:
+            raise InvalidOptions([FieldViolation("page_size", "must be 0 (the default) or more")])
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        return self._store.list_jobs(size, job_id_from_page_token(page_token), tuple(states))
+
+    def cancel(self, job_id: str) -> Job:
+        now = self._clock()
+        job, previous = self._store.cancel(checked_job_id(job_id), now, now + self._retention_seconds)
+        if previous is JobState.QUEUED:
+            # No worker will claim it now; a running one deletes the video when it stops.
+            self._uploads.delete(job.video.ref)
+        if previous is not JobState.CANCELLED:
+            logger.info("job %s cancelled (was %s)", job.id, previous.value)
+        return job
+
+    def delete(self, job_id: str) -> None:
+        job = self._store.delete(checked_job_id(job_id))
+        self._uploads.delete(job.video.ref)
+        logger.info("job %s deleted", job.id)
+
+    def watch(
+        self,
+        job_id: str,
+        after_frame_index: int | None = None,
+        stop_requested: Callable[[], bool] = _never,
+    ) -> Iterator[WatchEvent]:
+        """The job's events until it is finished; see `watch_job` for the guarantees."""
+        if after_frame_index is not None and after_frame_index < -1:
+            raise InvalidOptions([FieldViolation("after_frame_index", "must be -1 or more")])
+        checked = checked_job_id(job_id)
+        self._store.get(checked)  # NOT_FOUND now, before the stream starts
+        return watch_job(self._store, checked, after_frame_index, stop_requested=stop_requested)
+
+    def run_maintenance(self) -> None:
+        """Delete jobs past retention, and hand interrupted or stranded jobs to workers again."""
+        now = self._clock()
+        for job in self._store.purge_expired(now):
+            self._uploads.delete(job.video.ref)
+            logger.info("job %s removed: retention ended", job.id)
+        for job in self._store.recover(now, self._max_attempts, now + self._retention_seconds):
+            logger.info("job %s queued again (attempt %d)", job.id, job.attempt)
+            self._queue.dispatch(job)
+
+    def _maintain(self) -> None:
+        while not self._closing.wait(self._maintenance_interval_seconds):
+            try:
+                self.run_maintenance()
+            except Exception:
+                logger.exception("job maintenance failed; retrying in %.0f s", self._maintenance_interval_seconds)
+
+
+def _same_submission(existing: Job, request: JobRequest) -> Job:
+    if existing.pipeline_id != request.pipeline_id:
+        raise FailedPrecondition(
+            f"idempotency key {existing.idempotency_key!r} was already used for job {existing.id} "
+            f"with pipeline {existing.pipeline_id!r}; use a new key for another pipeline"
+        )
+    return existing

@@ -1,0 +1,386 @@
+"""The embedded `JobStore`: one SQLite database in WAL mode under the data directory.
+
+WAL lets watchers read while a worker appends, and with `synchronous=NORMAL` a crash of the
+process can lose at most the last transactions, never corrupt the database. Every result is
+committed as it is produced (one small transaction per frame). A full disk surfaces as
+DiskFull (RESOURCE_EXHAUSTED): the failed transaction is rolled back and nothing half-written
+remains.
+
+One process owns a data directory at a time (an exclusive `flock` on `jobs.lock`): the
+embedded backend's recovery assumes every RUNNING job it finds at start was interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from videodag_service.errors import DiskFull, ErrorDetails, FailedPrecondition, JobNotFound
+from videodag_service.jobs import records
+from videodag_service.jobs.ids import page_token_after
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
+from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
+from videodag_service.video import VideoInfo
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    pipeline_id TEXT NOT NULL,
+    sampling TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    video_ref TEXT NOT NULL,
+    video_size_bytes INTEGER NOT NULL,
+    video_sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    expire_at REAL,
+    frames_done INTEGER NOT NULL DEFAULT 0,
+    frames_total INTEGER NOT NULL DEFAULT 0,
+    video_info TEXT,
+    summary TEXT,
+    error TEXT,
+    revision INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expire_at) WHERE expire_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS frames (
+    job_id TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    timestamp_seconds REAL NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (job_id, frame_index)
+) WITHOUT ROWID;
+"""
+_SQLITE_FULL = 13
+_FINISHED_STATES = tuple(state.value for state in JobState if state.is_finished)
+
+
+class DataDirectoryInUse(RuntimeError):
+    """Raised at start when another process already serves jobs from the same data directory."""
+
+
+class SqliteJobStore(JobStore):
+    """Jobs in `<data_dir>/jobs.sqlite3`; safe to share between threads of one process."""
+
+    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_file = _lock_exclusively(self.data_dir / "jobs.lock")
+        self._connection = sqlite3.connect(
+            self.data_dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._connection.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._revisions: dict[str, int] = {}
+        self._recovered = False
+        with self._lock:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection.executescript(_SCHEMA)
+            self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+        self._lock_file.close()
+
+    # --- service side ---------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        with self._transaction() as db:
+            if job.idempotency_key is not None:
+                existing = db.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
+                if existing is not None:
+                    return _job_from_row(existing)
+            db.execute(
+                """INSERT INTO jobs (id, state, attempt, pipeline_id, sampling, file_name, idempotency_key,
+                       video_ref, video_size_bytes, video_sha256, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    job.id, job.state.value, job.attempt, job.pipeline_id, records.sampling_to_text(job.sampling),
+                    job.file_name, job.idempotency_key, job.video.ref, job.video.size_bytes, job.video.sha256,
+                    job.created_at,
+                ),
+            )
+        return job
+
+    def find_by_idempotency_key(self, key: str) -> Job | None:
+        row = self._query_one("SELECT * FROM jobs WHERE idempotency_key = ?", (key,))
+        return None if row is None else _job_from_row(row)
+
+    def get(self, job_id: str) -> Job:
+        row = self._query_one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise JobNotFound(job_id)
+        return _job_from_row(row)
+
+    def list_jobs(self, page_size: int, after_job_id: str | None, states: Sequence[JobState]) -> JobPage:
+        conditions, parameters = [], []
+        if after_job_id is not None:
+            conditions.append("id < ?")
+            parameters.append(after_job_id)
+        if states:
+            conditions.append(f"state IN ({', '.join('?' * len(states))})")
+            parameters.extend(state.value for state in states)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        with self._lock:
+            rows = self._connection.execute(
+                f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?", (*parameters, page_size + 1)
+            ).fetchall()
+        jobs = tuple(_job_from_row(row) for row in rows[:page_size])
+        token = page_token_after(jobs[-1].id) if len(rows) > page_size else ""
+        return JobPage(jobs, token)
+
+    def cancel(self, job_id: str, now: float, expire_at: float) -> tuple[Job, JobState]:
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(job_id)
+            previous = JobState(row["state"])
+            if previous in (JobState.SUCCEEDED, JobState.FAILED):
+                raise FailedPrecondition(f"job {job_id} already finished ({previous.value}); it cannot be cancelled")
+            if previous is not JobState.CANCELLED:
+                self._update(
+                    db, job_id, "state = ?, finished_at = ?, expire_at = ?", (JobState.CANCELLED.value, now, expire_at)
+                )
+        return self.get(job_id), previous
+
+    def delete(self, job_id: str) -> Job:
+        with self._transaction() as db:
+            job = self.get(job_id)
+            if not job.state.is_finished:
+                raise FailedPrecondition(f"job {job_id} is {job.state.value}; cancel it before deleting it")
+            db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._changed_locked(job_id, None)
+        return job
+
+    def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
+        after = -1 if after_frame_index is None else after_frame_index
+        with self._lock:
+            rows = self._connection.execute(
+                """SELECT frame_index, timestamp_seconds, result FROM frames
+                   WHERE job_id = ? AND frame_index > ? ORDER BY frame_index LIMIT ?""",
+                (job_id, after, limit),
+            ).fetchall()
+        return [JobFrame(row[0], row[1], records.result_from_text(row[2])) for row in rows]
+
+    def wait_for_change(self, job_id: str, revision: int, after_frame_index: int | None, timeout: float) -> None:
+        # Every write in this process raises the in-memory revision, and only this process
+        # writes (the data directory is locked): frames and state changes both wake waiters.
+        with self._changed:
+            if self._revisions.get(job_id, revision) != revision:
+                return
+            self._changed.wait(timeout)
+
+    # --- worker side ----------------------------------------------------------------------
+
+    def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
+        with self._transaction() as db:
+            claimed = self._update(
+                db,
+                job_id,
+                "state = 'RUNNING', started_at = ?, frames_done = 0, frames_total = 0, video_info = NULL",
+                (now,),
+                condition="state = 'QUEUED' AND attempt = ?",
+                condition_parameters=(attempt,),
+            )
+            if not claimed:
+                return None
+            db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+        return self.get(job_id)
+
+    def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool:
+        with self._transaction() as db:
+            return self._update_running(
+                db, job_id, attempt, "video_info = ?, frames_total = ?",
+                (records.video_info_to_text(info), frames_total),
+            )
+
+    def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
+        with self._transaction() as db:
+            if not self._update_running(db, job_id, attempt, "frames_done = frames_done + 1", ()):
+                return False
+            db.execute(
+                "INSERT INTO frames (job_id, frame_index, timestamp_seconds, result) VALUES (?, ?, ?, ?)",
+                (job_id, frame.frame_index, frame.timestamp_seconds, records.result_to_text(frame.result)),
+            )
+        return True
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        now: float,
+        expire_at: float,
+        summary: JobSummary | None = None,
+        error: JobError | None = None,
+    ) -> bool:
+        state = JobState.FAILED if error is not None else JobState.SUCCEEDED
+        with self._transaction() as db:
+            return self._update_running(
+                db,
+                job_id,
+                attempt,
+                "state = ?, finished_at = ?, expire_at = ?, summary = ?, error = ?",
+                (state.value, now, expire_at, records.summary_to_text(summary), records.error_to_text(error)),
+            )
+
+    # --- maintenance ----------------------------------------------------------------------
+
+    def recover(self, now: float, max_attempts: int, expire_at: float) -> list[Job]:
+        """At the first call, every RUNNING job was interrupted by the previous process's end;
+        later calls find nothing, since this process hands its jobs to its own workers."""
+        if self._recovered:
+            return []
+        self._recovered = True
+        with self._transaction() as db:
+            interrupted = db.execute("SELECT id, attempt FROM jobs WHERE state = 'RUNNING'").fetchall()
+            for row in interrupted:
+                db.execute("DELETE FROM frames WHERE job_id = ?", (row["id"],))
+                if row["attempt"] >= max_attempts:
+                    message = MAX_ATTEMPTS_ERROR.format(attempts=row["attempt"])
+                    given_up = JobError("INTERNAL", "JOB_INTERRUPTED", message)
+                    self._update(
+                        db, row["id"], "state = 'FAILED', finished_at = ?, expire_at = ?, error = ?, frames_done = 0",
+                        (now, expire_at, records.error_to_text(given_up)),
+                    )
+                else:
+                    self._update(
+                        db, row["id"],
+                        "state = 'QUEUED', attempt = attempt + 1, frames_done = 0, frames_total = 0, video_info = NULL",
+                        (),
+                    )
+            queued = db.execute("SELECT * FROM jobs WHERE state = 'QUEUED' ORDER BY id").fetchall()
+        return [_job_from_row(row) for row in queued]
+
+    def purge_expired(self, now: float) -> list[Job]:
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT * FROM jobs WHERE expire_at <= ? AND state IN ({', '.join('?' * len(_FINISHED_STATES))})",
+                (now, *_FINISHED_STATES),
+            ).fetchall()
+            for row in rows:
+                db.execute("DELETE FROM frames WHERE job_id = ?", (row["id"],))
+                db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
+                self._changed_locked(row["id"], None)
+        return [_job_from_row(row) for row in rows]
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back on any error, a full disk raised as DiskFull."""
+        with self._lock, _disk_full_as_error():
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._connection
+                self._connection.execute("COMMIT")
+            except BaseException:
+                # SQLite has already rolled back after some errors (a full disk among them).
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                raise
+
+    def _query_one(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._connection.execute(sql, parameters).fetchone()
+            return row
+
+    def _update_running(
+        self, db: sqlite3.Connection, job_id: str, attempt: int, assignments: str, parameters: tuple[Any, ...]
+    ) -> bool:
+        return self._update(
+            db, job_id, assignments, parameters, condition="state = 'RUNNING' AND attempt = ?",
+            condition_parameters=(attempt,),
+        )
+
+    def _update(
+        self,
+        db: sqlite3.Connection,
+        job_id: str,
+        assignments: str,
+        parameters: tuple[Any, ...],
+        *,
+        condition: str = "1",
+        condition_parameters: tuple[Any, ...] = (),
+    ) -> bool:
+        """Apply one change to a job and raise its revision; False when `condition` did not hold."""
+        row = db.execute(
+            f"UPDATE jobs SET {assignments}, revision = revision + 1 WHERE id = ? AND {condition} RETURNING revision",
+            (*parameters, job_id, *condition_parameters),
+        ).fetchone()
+        if row is None:
+            return False
+        self._changed_locked(job_id, row[0])
+        return True
+
+    def _changed_locked(self, job_id: str, revision: int | None) -> None:
+        # A deleted job is forgotten (so the map holds retained jobs only); its watchers are
+        # woken like any others and find it gone.
+        if revision is None:
+            self._revisions.pop(job_id, None)
+        else:
+            self._revisions[job_id] = revision
+        self._changed.notify_all()
+
+
+def _job_from_row(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        state=JobState(row["state"]),
+        pipeline_id=row["pipeline_id"],
+        sampling=records.sampling_from_text(row["sampling"]),
+        video=StoredVideo(row["video_ref"], row["video_size_bytes"], row["video_sha256"]),
+        created_at=row["created_at"],
+        file_name=row["file_name"],
+        idempotency_key=row["idempotency_key"],
+        attempt=row["attempt"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        expire_at=row["expire_at"],
+        frames_done=row["frames_done"],
+        frames_total=row["frames_total"],
+        video_info=records.video_info_from_text(row["video_info"]),
+        summary=records.summary_from_text(row["summary"]),
+        error=records.error_from_text(row["error"]),
+        revision=row["revision"],
+    )
+
+
+def _lock_exclusively(path: Path) -> Any:
+    lock_file = open(path, "a+")  # noqa: SIM115 - held open for the store's lifetime, closed in close()
+    try:
+        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock_file.close()
+        raise DataDirectoryInUse(
+            f"another process already serves jobs from {path.parent}; give each server its own --data-dir "
+            "or use the Redis backend to share jobs between servers"
+        ) from None
+    return lock_file
+
+
+@contextlib.contextmanager
+def _disk_full_as_error() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+            raise DiskFull(
+                "no space left on the data directory's disk to store job data",
+                ErrorDetails(metadata={"store": "sqlite"}),
+            ) from error
+        raise

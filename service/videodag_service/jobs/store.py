@@ -1,0 +1,112 @@
+"""`JobStore`: where job records and their results live, whatever the backend.
+
+Two kinds of callers share a store. The service side (any server replica) creates, reads,
+lists, cancels, deletes and watches jobs. The worker side claims a job for one attempt and
+writes its progress, results and outcome; every worker-side write is conditional on the job
+still being RUNNING in that attempt and returns False otherwise. That single rule makes a
+cancel, a delete or a re-run elsewhere stop a worker at its next frame, and keeps a stale
+worker (one thought lost that was not) from adding a result twice.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.video import VideoInfo
+
+MAX_ATTEMPTS_ERROR = (
+    "the job was interrupted {attempts} times (server restarts or lost workers) and was given up"
+)
+
+
+class JobStore(ABC):
+    """Job records, their per-frame results, and the transitions between states."""
+
+    # --- service side ---------------------------------------------------------------------
+
+    @abstractmethod
+    def create(self, job: Job) -> Job:
+        """Store a new QUEUED job and return it.
+
+        When another job already holds `job.idempotency_key`, nothing is stored and that job
+        is returned instead (the caller compares ids to know which happened).
+        """
+
+    @abstractmethod
+    def find_by_idempotency_key(self, key: str) -> Job | None: ...
+
+    @abstractmethod
+    def get(self, job_id: str) -> Job:
+        """The job as it is now; JobNotFound when there is none."""
+
+    @abstractmethod
+    def list_jobs(self, page_size: int, after_job_id: str | None, states: Sequence[JobState]) -> JobPage:
+        """Jobs newest first, starting after `after_job_id`, only `states` (all when empty)."""
+
+    @abstractmethod
+    def cancel(self, job_id: str, now: float, expire_at: float) -> tuple[Job, JobState]:
+        """Make a QUEUED or RUNNING job CANCELLED; returns the job and the state it had.
+
+        Cancelling a CANCELLED job changes nothing; a SUCCEEDED or FAILED one raises
+        FailedPrecondition; an unknown one JobNotFound.
+        """
+
+    @abstractmethod
+    def delete(self, job_id: str) -> Job:
+        """Remove a finished job and its results; returns what was removed.
+
+        A QUEUED or RUNNING job raises FailedPrecondition; an unknown one JobNotFound.
+        """
+
+    @abstractmethod
+    def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
+        """Up to `limit` stored results with a frame index above `after_frame_index`, in order."""
+
+    @abstractmethod
+    def wait_for_change(self, job_id: str, revision: int, after_frame_index: int | None, timeout: float) -> None:
+        """Block until the job may have changed since `revision`, or a frame after
+        `after_frame_index` may be stored, or `timeout` seconds passed. Waking early is allowed."""
+
+    # --- worker side ----------------------------------------------------------------------
+
+    @abstractmethod
+    def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
+        """QUEUED in `attempt` -> RUNNING, discarding any partial results; None if not claimable."""
+
+    @abstractmethod
+    def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool: ...
+
+    @abstractmethod
+    def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
+        """Store one result and count it; False when the attempt is no longer the job's current run."""
+
+    @abstractmethod
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        now: float,
+        expire_at: float,
+        summary: JobSummary | None = None,
+        error: JobError | None = None,
+    ) -> bool:
+        """RUNNING -> SUCCEEDED (with `summary`) or FAILED (with `error`)."""
+
+    # --- maintenance ----------------------------------------------------------------------
+
+    @abstractmethod
+    def recover(self, now: float, max_attempts: int, expire_at: float) -> list[Job]:
+        """Jobs that must be handed to a worker again: interrupted runs put back to QUEUED with
+        their attempt raised and their partial results discarded (or FAILED, to expire at
+        `expire_at`, once `max_attempts` runs were interrupted), and queued jobs whose hand-over
+        to a worker was lost. Each returned job is QUEUED in its current attempt."""
+
+    @abstractmethod
+    def purge_expired(self, now: float) -> list[Job]:
+        """Delete finished jobs whose retention ended; returns them (their files are the caller's)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections and locks."""

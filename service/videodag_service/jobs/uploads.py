@@ -1,0 +1,131 @@
+"""Where jobs' uploaded videos wait for a worker: `UploadStorage`, and a directory that implements it.
+
+Workers get a reference (a file name), never the bytes. For the Redis backend the directory
+must be one every worker can read at the same path (a shared mount); behind the interface
+it could later be an object store. A video is kept only while its job is QUEUED or RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from videodag_service.errors import DiskFull, ErrorDetails
+from videodag_service.jobs.model import StoredVideo
+from videodag_service.video import receive_upload
+from videodag_service.video.upload import suffix_for_file_name
+
+_INCOMING = "incoming"
+_ABANDONED_UPLOAD_SECONDS = 3600.0
+
+
+class UploadStorage(Protocol):
+    """Stores a job's video under a reference and gives workers a local path to it."""
+
+    def store(
+        self,
+        job_id: str,
+        chunks: Iterable[bytes],
+        *,
+        max_upload_bytes: int,
+        declared_size: int | None,
+        declared_sha256: str | None,
+        file_name: str,
+    ) -> StoredVideo:
+        """Receive the chunks, check them (limits, size, checksum) and keep the video under a new
+        reference; on any error nothing is kept."""
+        ...
+
+    def path(self, ref: str) -> Path:
+        """A path a worker can open; the file may be gone once its job is finished."""
+        ...
+
+    def delete(self, ref: str) -> None:
+        """Remove the video; removing one already gone is fine."""
+        ...
+
+
+class DirectoryUploadStorage:
+    """Videos as files `<root>/<job_id><ext>`; partial uploads in `<root>/incoming/` until checked.
+
+    `min_free_bytes` is the room a new upload must leave on the file system (checked against
+    the declared size when there is one), so jobs' results and the job records still fit:
+    below it a submit is refused with RESOURCE_EXHAUSTED rather than filling the disk.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], min_free_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.min_free_bytes = min_free_bytes
+        self._incoming = self.root / _INCOMING
+        self._incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._clear_incoming()
+
+    def store(
+        self,
+        job_id: str,
+        chunks: Iterable[bytes],
+        *,
+        max_upload_bytes: int,
+        declared_size: int | None,
+        declared_sha256: str | None,
+        file_name: str,
+    ) -> StoredVideo:
+        self._check_free_space(declared_size or 0)
+        suffix = suffix_for_file_name(file_name)
+        with receive_upload(
+            self._incoming,
+            max_upload_bytes=max_upload_bytes,
+            declared_size=declared_size,
+            declared_sha256=declared_sha256,
+            suffix=suffix,
+        ) as upload:
+            for chunk in chunks:
+                if chunk:
+                    upload.write(chunk)
+            stored = upload.finish()
+            ref = job_id + suffix
+            # Moved inside the block: the receiver's cleanup finds nothing left to delete.
+            os.replace(stored.path, self.root / ref)
+        return StoredVideo(ref=ref, size_bytes=stored.size_bytes, sha256=stored.sha256)
+
+    def path(self, ref: str) -> Path:
+        if Path(ref).name != ref or ref.startswith("."):
+            raise ValueError(f"not an upload reference: {ref!r}")
+        return self.root / ref
+
+    def delete(self, ref: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(ref).unlink()
+
+    def refs(self) -> Iterator[str]:
+        """Every stored reference (for tests and cleanup)."""
+        return (entry.name for entry in self.root.iterdir() if entry.is_file())
+
+    def _check_free_space(self, incoming_bytes: int) -> None:
+        if not self.min_free_bytes:
+            return
+        free = shutil.disk_usage(self.root).free
+        if free - incoming_bytes < self.min_free_bytes:
+            raise DiskFull(
+                f"not enough free disk space for the upload: {free} bytes free, "
+                f"{self.min_free_bytes} must stay free",
+                ErrorDetails(metadata={"free_bytes": str(free), "min_free_bytes": str(self.min_free_bytes)}),
+            )
+
+    def _clear_incoming(self) -> None:
+        """Partial uploads of a process that died mid-upload belong to no job.
+
+        Other replicas may be receiving uploads into the same shared directory right now;
+        an upload in progress is written continuously, so only files untouched for an hour
+        are taken as abandoned.
+        """
+        stale_before = time.time() - _ABANDONED_UPLOAD_SECONDS
+        for entry in self._incoming.iterdir():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < stale_before:
+                    entry.unlink()

@@ -1,0 +1,285 @@
+"""Real job deployments for end-to-end tests: in-process servers, a real `redis-server` on a free
+loopback port, real `rq worker` processes, and `videodag-server` processes that can be killed.
+
+Workers load pipelines the way production workers do: from the server's pipeline folder, with
+the plugin registry of built-ins plus installed entry points. The test plugin (`test.counter`,
+which can sleep or fail on chosen frames) is installed for them as a real entry point: a
+`.dist-info` folder on the workers' PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fakes.fake_plugins import Recorder, make_test_plugin
+from fakes.redis_server import RedisServer
+from videodag_client import FrameResult, Job, JobState, VideodagClient
+from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
+from videodag_service.server import RunningServer, start_server
+from videodag_service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TESTS_DIR = REPO_ROOT / "tests"
+VENV_BIN = Path(sys.executable).parent
+QUEUE_NAME = "videodag-jobs"
+
+# `paced` sleeps per frame so a job is still running when a test cancels, kills or watches it.
+JOB_TEST_PIPELINES = {
+    "paced": """
+        id: paced
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {delay_seconds: 0.03}
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+          index: count.index
+    """,
+    "failing": """
+        id: failing
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {fail_on: [3]}
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+    """,
+}
+
+_PLUGIN_MODULE = """
+import sys
+sys.path.insert(0, {tests_dir!r})
+from fakes.fake_plugins import Recorder, make_test_plugin
+from fakes.redis_server import RedisServer
+
+PLUGIN = make_test_plugin(Recorder())
+"""
+
+
+def write_pipeline_folder(folder: Path) -> Path:
+    """The built-in pipelines plus the test ones, as a server's --pipeline-dir."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (REPO_ROOT / "service" / "videodag_service" / "pipelines").glob("*.yaml"):
+        (folder / path.name).write_text(path.read_text())
+    for name, text in JOB_TEST_PIPELINES.items():
+        (folder / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return folder
+
+
+def make_job_dag(folder: Path) -> DagPipelineService:
+    registry = PluginRegistry([*builtin_plugins(), make_test_plugin(Recorder())])
+    return DagPipelineService(load_pipeline_folder(folder, registry))
+
+
+def install_test_plugin(site_dir: Path) -> Path:
+    """Install the test plugin as a `videodag.plugins` entry point visible on `site_dir`."""
+    site_dir.mkdir(parents=True, exist_ok=True)
+    (site_dir / "videodag_job_test_plugin.py").write_text(_PLUGIN_MODULE.format(tests_dir=str(TESTS_DIR)))
+    dist_info = site_dir / "videodag_job_test_plugin-0.0.dist-info"
+    dist_info.mkdir(exist_ok=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: videodag-job-test-plugin\nVersion: 0.0\n")
+    (dist_info / "entry_points.txt").write_text("[videodag.plugins]\ntest = videodag_job_test_plugin:PLUGIN\n")
+    return site_dir
+
+
+def subprocess_environment(site_dir: Path) -> dict[str, str]:
+    """The test process's import path (including any overlay), plus the test plugin."""
+    paths = [str(site_dir), *(p for p in sys.path if p and Path(p).is_dir())]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
+
+
+class RqWorker:
+    """One `rq worker` process (in its own process group, so its work horse dies with it)."""
+
+    def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path) -> None:
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json",
+             "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", QUEUE_NAME],
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """Like a machine that dies: the worker and its work horse, at once, no cleanup.
+
+        RQ puts each work horse in a session of its own, so it is found as a child first.
+        """
+        horses = _child_pids(self.process.pid)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in horses:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+def _child_pids(parent: int) -> list[int]:
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields.get("PPid", "0").strip()) == parent:
+                children.append(int(status.parent.name))
+    return children
+
+
+class ServerProcess:
+    """`videodag-server` as a child process, for tests that kill it mid-job."""
+
+    def __init__(self, arguments: list[str], environment: dict[str, str], log_path: Path) -> None:
+        self._log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [str(VENV_BIN / "videodag-server"), *arguments],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().decode()
+        match = re.search(r"listening on .*:(\d+)", line)
+        if match is None:
+            self.kill()
+            raise RuntimeError(f"videodag-server did not start: {line!r}; log: {log_path.read_text()[-2000:]}")
+        self.port = int(match.group(1))
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+
+class JobsDeployment:
+    """Servers and (for Redis) workers sharing one job backend, with helpers to start more."""
+
+    def __init__(self, backend: str, root: Path, *, workers: int = 1, **settings_overrides: Any) -> None:
+        self.backend = backend
+        self.root = root
+        self.pipeline_dir = write_pipeline_folder(root / "pipelines")
+        self.dag = make_job_dag(self.pipeline_dir)
+        self.environment = subprocess_environment(install_test_plugin(root / "site"))
+        self.redis: RedisServer | None = RedisServer(root / "redis") if backend == "redis" else None
+        self.settings = Settings(
+            host="127.0.0.1",
+            port=0,
+            temp_dir=root / "tmp",
+            data_dir=root / "data",
+            pipeline_dir=self.pipeline_dir,
+            job_backend=backend,
+            redis_url=self.redis.url if self.redis else "redis://127.0.0.1:1/0",
+            job_workers=workers,
+            job_lease_seconds=3.0,
+        )
+        if settings_overrides:
+            self.settings = replace(self.settings, **settings_overrides)
+        self.workers: list[RqWorker] = []
+        self.servers: list[RunningServer] = []
+        self.clients: list[VideodagClient] = []
+        if self.redis is not None:
+            for _ in range(workers):
+                self.start_worker()
+
+    def start_server(self) -> VideodagClient:
+        running = start_server(self.settings, self.dag)
+        self.servers.append(running)
+        client = VideodagClient(f"127.0.0.1:{running.port}")
+        self.clients.append(client)
+        return client
+
+    def start_worker(self) -> RqWorker:
+        assert self.redis is not None
+        worker = RqWorker(self.redis.url, self.environment, self.root / f"worker{len(self.workers)}.log")
+        self.workers.append(worker)
+        return worker
+
+    def stored_uploads(self) -> list[str]:
+        uploads = self.settings.data_dir / "uploads"
+        return sorted(p.name for p in uploads.iterdir() if p.is_file()) if uploads.is_dir() else []
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        for running in self.servers:
+            running.stop(0)
+        for worker in self.workers:
+            worker.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+
+@contextmanager
+def deployment(backend: str, root: Path, **options: Any) -> Iterator[JobsDeployment]:
+    deployed = JobsDeployment(backend, root, **options)
+    try:
+        yield deployed
+    finally:
+        deployed.close()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def wait_for_job(client: VideodagClient, job_id: str, predicate: Callable[[Job], bool], *,
+                 timeout: float = 30.0, what: str = "the job") -> Job:
+    found: list[Job] = []
+
+    def check() -> bool:
+        job = client.get_job(job_id)
+        found[:] = [job]
+        return predicate(job)
+
+    wait_until(check, timeout=timeout, what=what)
+    return found[0]
+
+
+def watch_all(client: VideodagClient, job_id: str, after: int | None = None) -> tuple[list[FrameResult], list[Job]]:
+    """Every event of a watch to its end, split into frames and job updates."""
+    frames: list[FrameResult] = []
+    updates: list[Job] = []
+    with client.watch_job(job_id, after_frame_index=after) as events:
+        for event in events:
+            (frames if isinstance(event, FrameResult) else updates).append(event)  # type: ignore[arg-type]
+    return frames, updates
+
+
+def finished(job: Job) -> bool:
+    return job.state.is_finished
+
+
+def is_running_with_frames(minimum: int) -> Callable[[Job], bool]:
+    return lambda job: job.state is JobState.RUNNING and job.frames_done >= minimum

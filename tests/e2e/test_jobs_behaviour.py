@@ -1,0 +1,264 @@
+"""The job contract, end to end, against both backends: the embedded one (SQLite and worker
+threads in the server) and Redis + RQ (a real redis-server and real `rq worker` processes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jobs_harness import (
+    JobsDeployment,
+    deployment,
+    finished,
+    is_running_with_frames,
+    wait_for_job,
+    wait_until,
+    watch_all,
+)
+
+from videodag_client import (
+    FailedPrecondition,
+    FrameResult,
+    Internal,
+    InvalidArgument,
+    JobState,
+    NotFound,
+    RunOptions,
+    RunSummary,
+    VideodagClient,
+)
+
+BACKENDS = ["embedded", "redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+def jobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobsDeployment]:
+    with deployment(request.param, tmp_path) as deployed:
+        yield deployed
+
+
+@pytest.fixture
+def client(jobs: JobsDeployment) -> VideodagClient:
+    return jobs.start_server()
+
+
+def test_submit_returns_the_queued_job_and_its_watch_has_every_frame_once(
+    client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
+) -> None:
+    job = client.submit_job(sample_clip, "frame_stats_v1", idempotency_key="first")
+
+    assert job.state is JobState.QUEUED
+    assert (job.pipeline_id, job.file_name, job.idempotency_key) == ("frame_stats_v1", sample_clip.name, "first")
+    assert job.size_bytes == sample_clip.stat().st_size
+    frames, updates = watch_all(client, job.id)
+
+    final = updates[-1]
+    assert final.state is JobState.SUCCEEDED
+    assert [frame.frame_index for frame in frames] == list(range(120))
+    assert final.summary is not None and final.summary.frames_processed == 120
+    assert (final.frames_done, final.frames_total, final.attempt) == (120, 120, 1)
+    assert final.video is not None and (final.video.width, final.video.height) == (768, 576)
+    assert final.expires_at is not None and final.ended_at is not None and final.expires_at > final.ended_at
+    # A job reports exactly what the synchronous call reports for the same video.
+    with client.upload_and_run(sample_clip, "frame_stats_v1") as run:
+        synchronous = [event for event in run if isinstance(event, FrameResult)]
+    assert [frame.result for frame in frames] == [frame.result for frame in synchronous]
+    assert jobs.stored_uploads() == [], "a finished job's video is deleted"
+
+
+def test_watch_resumes_after_a_frame_index_without_gaps_or_duplicates(
+    client: VideodagClient, sample_clip: Path
+) -> None:
+    job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=40))
+    received: list[int] = []
+    # First connection: read a few frames of the running job, then drop it.
+    with client.watch_job(job.id) as events:
+        for event in events:
+            if isinstance(event, FrameResult):
+                received.append(event.frame_index)
+                if len(received) == 7:
+                    break
+    assert client.get_job(job.id).state in (JobState.QUEUED, JobState.RUNNING)
+    # Second connection resumes after the last index seen, while the job still runs.
+    frames, updates = watch_all(client, job.id, after=received[-1])
+    received += [frame.frame_index for frame in frames]
+
+    assert received == list(range(40))
+    assert updates[-1].state is JobState.SUCCEEDED
+    # Watching a finished job replays its results, from any resume point.
+    replayed, replay_updates = watch_all(client, job.id, after=29)
+    assert [frame.frame_index for frame in replayed] == list(range(30, 40))
+    assert [update.state for update in replay_updates] == [JobState.SUCCEEDED]
+
+
+def test_cancel_a_running_job_stops_it_and_keeps_its_results(client: VideodagClient, sample_clip: Path) -> None:
+    job = client.submit_job(sample_clip, "paced")
+    wait_for_job(client, job.id, is_running_with_frames(3), what="the job to run")
+
+    cancelled = client.cancel_job(job.id)
+
+    assert cancelled.state is JobState.CANCELLED
+    frames, updates = watch_all(client, job.id)
+    assert updates[-1].state is JobState.CANCELLED
+    done = updates[-1].frames_done
+    assert 3 <= done < 120
+    assert [frame.frame_index for frame in frames] == list(range(done))
+    # The worker stopped: nothing more is stored after the cancel settles.
+    wait_until(lambda: client.get_job(job.id).frames_done == done, what="the stored frames to settle")
+    assert client.cancel_job(job.id).state is JobState.CANCELLED, "cancelling again changes nothing"
+
+
+def test_cancel_a_queued_job_means_it_never_runs(
+    client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
+) -> None:
+    busy = client.submit_job(sample_clip, "paced", RunOptions(max_frames=60))
+    wait_for_job(client, busy.id, is_running_with_frames(1), what="the first job to occupy the only worker")
+    queued = client.submit_job(sample_clip, "frame_stats_v1")
+    assert client.get_job(queued.id).state is JobState.QUEUED
+
+    cancelled = client.cancel_job(queued.id)
+
+    assert cancelled.state is JobState.CANCELLED
+    assert wait_for_job(client, busy.id, finished).state is JobState.SUCCEEDED
+    frames, updates = watch_all(client, queued.id)
+    assert frames == []
+    assert [u.state for u in updates] == [JobState.CANCELLED]
+    assert updates[-1].started_at is None and updates[-1].frames_done == 0
+    assert queued.id not in "".join(jobs.stored_uploads())
+
+
+def test_a_failed_job_carries_the_error_the_synchronous_call_raises(
+    client: VideodagClient, tmp_path: Path, sample_clip: Path
+) -> None:
+    garbage = tmp_path / "not_a_video.mp4"
+    garbage.write_bytes(os.urandom(50_000))
+    unreadable = client.submit_job(garbage, "frame_stats_v1")
+    failing = client.submit_job(sample_clip, "failing")
+
+    unreadable_job = wait_for_job(client, unreadable.id, finished)
+    failing_frames, failing_updates = watch_all(client, failing.id)
+
+    assert unreadable_job.state is JobState.FAILED
+    assert isinstance(unreadable_job.error, InvalidArgument)
+    with pytest.raises(InvalidArgument) as synchronous, client.upload_and_run(garbage, "frame_stats_v1") as run:
+        list(run)
+    assert unreadable_job.error.reason == synchronous.value.reason == "VIDEO_UNREADABLE"
+    failed = failing_updates[-1]
+    assert failed.state is JobState.FAILED and isinstance(failed.error, Internal)
+    assert failed.error.reason == "NODE_FAILED" and failed.error.metadata["frame_index"] == "3"
+    assert [frame.frame_index for frame in failing_frames] == [0, 1, 2], "results before the failure are kept"
+
+
+def test_submit_refuses_bad_uploads_before_queuing_anything(
+    client: VideodagClient, sample_clip: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(NotFound):
+        client.submit_job(sample_clip, "no_such_pipeline")
+    with pytest.raises(InvalidArgument):
+        client.submit_job(empty, "frame_stats_v1")
+    with pytest.raises(InvalidArgument):
+        client.submit_job(sample_clip, "frame_stats_v1", RunOptions(frame_stride=-1))
+    with pytest.raises(InvalidArgument):
+        client.submit_job(sample_clip, "frame_stats_v1", idempotency_key="spaces are not allowed")
+    assert client.list_jobs().jobs == ()
+
+
+def test_submit_with_a_used_idempotency_key_returns_the_first_job(
+    client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
+) -> None:
+    first = client.submit_job(sample_clip, "frame_stats_v1", idempotency_key="upload-42")
+    again = client.submit_job(sample_clip, "frame_stats_v1", idempotency_key="upload-42")
+    other = client.submit_job(sample_clip, "frame_stats_v1", idempotency_key="upload-43")
+
+    assert again.id == first.id and other.id != first.id
+    assert sorted(job.id for job in client.iter_jobs()) == sorted([first.id, other.id])
+    with pytest.raises(FailedPrecondition):
+        client.submit_job(sample_clip, "motion_v1", idempotency_key="upload-42")
+    for job_id in (first.id, other.id):
+        wait_for_job(client, job_id, finished)
+    assert jobs.stored_uploads() == []
+
+
+def test_list_jobs_pages_newest_first_and_filters_by_state(client: VideodagClient, make_video) -> None:
+    video = make_video(5)
+    submitted = [client.submit_job(video, "frame_stats_v1").id for _ in range(5)]
+    for job_id in submitted:
+        wait_for_job(client, job_id, finished)
+    cancelled = client.submit_job(video, "paced", RunOptions())
+    client.cancel_job(cancelled.id)
+    newest_first = [cancelled.id, *reversed(submitted)]
+
+    pages = []
+    token = ""
+    while True:
+        page = client.list_jobs(page_size=2, page_token=token)
+        pages.append([job.id for job in page.jobs])
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:6]]
+    assert [job.id for job in client.iter_jobs(states=[JobState.CANCELLED])] == [cancelled.id]
+    assert [job.id for job in client.iter_jobs(states=[JobState.SUCCEEDED], page_size=4)] == newest_first[1:]
+    assert client.list_jobs(states=[JobState.FAILED]).jobs == ()
+    with pytest.raises(InvalidArgument):
+        client.list_jobs(page_token="forged")
+
+
+def test_delete_removes_a_finished_job_and_refuses_an_unfinished_one(
+    client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
+) -> None:
+    running = client.submit_job(sample_clip, "paced")
+    with pytest.raises(FailedPrecondition):
+        client.delete_job(running.id)
+    client.cancel_job(running.id)
+    done = client.submit_job(sample_clip, "frame_stats_v1", RunOptions(max_frames=5), idempotency_key="k")
+    wait_for_job(client, done.id, finished)
+
+    client.delete_job(done.id)
+    client.delete_job(running.id)
+
+    for job_id in (done.id, running.id):
+        with pytest.raises(NotFound):
+            client.get_job(job_id)
+        with pytest.raises(NotFound):
+            list(client.watch_job(job_id))
+    assert client.list_jobs().jobs == ()
+    assert client.submit_job(sample_clip, "frame_stats_v1", idempotency_key="k").id != done.id, "key freed"
+    with pytest.raises(NotFound):
+        client.delete_job("0" * 24)
+
+
+def test_finished_jobs_are_removed_when_retention_ends(tmp_path: Path, make_video, backend: str) -> None:
+    with deployment(backend, tmp_path, job_retention_seconds=0.5) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(make_video(3), "frame_stats_v1")
+        done = wait_for_job(client, job.id, finished)
+        assert done.state is JobState.SUCCEEDED
+
+        wait_until(lambda: client.list_jobs().jobs == (), timeout=10, what="retention to delete the job")
+
+        with pytest.raises(NotFound):
+            client.get_job(job.id)
+        assert jobs.stored_uploads() == []
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_a_job_keeps_its_sampling_options_and_summary(client: VideodagClient, make_video) -> None:
+    job = client.submit_job(make_video(12), "frame_stats_v1", RunOptions(frame_stride=5))
+
+    final = wait_for_job(client, job.id, finished)
+
+    assert isinstance(final.summary, RunSummary)
+    assert final.summary.frames_processed == 3 and final.frames_total == 3
+    assert final.options.frame_stride == 5
+    frames, _ = watch_all(client, job.id)
+    assert [frame.frame_index for frame in frames] == [0, 5, 10]

@@ -1,0 +1,81 @@
+"""`videodag submit`, `watch`, `jobs` and `cancel` against a real server (embedded job backend)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jobs_harness import JobsDeployment, deployment, finished, is_running_with_frames, wait_for_job
+
+from videodag_client import JobState, VideodagClient
+from videodag_client.cli import _exit_codes, main
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Iterator[JobsDeployment]:
+    with deployment("embedded", tmp_path) as deployed:
+        yield deployed
+
+
+@pytest.fixture
+def client(jobs: JobsDeployment) -> VideodagClient:
+    return jobs.start_server()
+
+
+def _server(jobs: JobsDeployment) -> list[str]:
+    return ["--server", f"127.0.0.1:{jobs.servers[0].port}"]
+
+
+def test_submit_then_watch_writes_every_frame_and_the_summary(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = make_video(9)
+    output = tmp_path / "results.jsonl"
+
+    assert main([*_server(jobs), "submit", str(video), "--pipeline", "frame_stats_v1", "--stride", "2", "-q"]) == 0
+    job_id = capsys.readouterr().out.strip()
+    assert main([*_server(jobs), "watch", job_id, "-o", str(output)]) == 0
+
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [record["frame_index"] for record in records] == [0, 2, 4, 6, 8]
+    assert all(record["result"]["stats"]["width"] == 64 for record in records)
+    assert "frames:     5 processed" in capsys.readouterr().out
+    assert main([*_server(jobs), "watch", job_id, "--after", "4", "-o", str(output), "-q"]) == 0
+    assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [6, 8]
+
+
+def test_jobs_lists_and_shows_and_cancel_stops_a_job(
+    jobs: JobsDeployment, client: VideodagClient, sample_clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = client.submit_job(sample_clip, "paced")
+    wait_for_job(client, job.id, is_running_with_frames(1))
+
+    assert main([*_server(jobs), "cancel", job.id]) == 0
+    assert f"job {job.id}: CANCELLED after" in capsys.readouterr().out
+    assert main([*_server(jobs), "jobs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(record["id"], record["state"]) for record in listed] == [(job.id, "CANCELLED")]
+    assert main([*_server(jobs), "jobs", "--state", "succeeded"]) == 0
+    assert capsys.readouterr().out.strip() == "no jobs"
+    assert main([*_server(jobs), "jobs", "show", job.id]) == 0
+    assert f"job {job.id}: CANCELLED" in capsys.readouterr().out
+    assert main([*_server(jobs), "watch", job.id, "-q"]) == _exit_codes.SERVER_ERROR
+    assert "CANCELLED" in capsys.readouterr().err
+    assert main([*_server(jobs), "cancel", "0" * 24]) == _exit_codes.NOT_FOUND
+
+
+def test_watch_of_a_failed_job_exits_with_the_error_code(
+    jobs: JobsDeployment, client: VideodagClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(10_000))
+    job = client.submit_job(garbage, "frame_stats_v1")
+    assert wait_for_job(client, job.id, finished).state is JobState.FAILED
+
+    assert main([*_server(jobs), "watch", job.id, "-q"]) == _exit_codes.INVALID_ARGUMENT
+    assert "Unable to read video file" in capsys.readouterr().err
+    assert main([*_server(jobs), "jobs", "delete", job.id]) == 0
+    assert main([*_server(jobs), "jobs", "show", job.id]) == _exit_codes.NOT_FOUND

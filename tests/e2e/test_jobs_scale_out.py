@@ -1,0 +1,32 @@
+"""The Redis + RQ backend at scale: several replicas share one Redis, several workers run jobs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs_harness import deployment, finished, is_running_with_frames, wait_for_job, watch_all
+
+from videodag_client import JobState, RunOptions
+
+
+def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    with deployment("redis", tmp_path, workers=2) as jobs:
+        replica_a = jobs.start_server()
+        replica_b = jobs.start_server()
+        first = replica_a.submit_job(sample_clip, "paced", RunOptions(max_frames=30))
+        second = replica_a.submit_job(sample_clip, "paced")
+        # Both run at once: one per worker process.
+        wait_for_job(replica_b, first.id, is_running_with_frames(1), what="the first job on a worker")
+        wait_for_job(replica_b, second.id, is_running_with_frames(1), what="the second job on the other worker")
+
+        frames, updates = watch_all(replica_b, first.id)
+        cancelled = replica_b.cancel_job(second.id)
+
+        assert [frame.frame_index for frame in frames] == list(range(30))
+        assert updates[-1].state is JobState.SUCCEEDED
+        assert cancelled.state is JobState.CANCELLED
+        assert replica_a.get_job(second.id).state is JobState.CANCELLED
+        assert {job.id for job in replica_a.list_jobs().jobs} == {job.id for job in replica_b.list_jobs().jobs}
+        assert wait_for_job(replica_a, second.id, finished).frames_done < 120

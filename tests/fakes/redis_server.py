@@ -1,0 +1,52 @@
+"""A real, private `redis-server` for tests: 127.0.0.1 only, a free port, no persistence.
+
+`scripts/ensure_redis.sh` (run by the test command) installs Debian's redis-server when missing.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """Started on construction, answering PING; `stop()` ends it."""
+
+    def __init__(self, work_dir: Path, startup_timeout: float = 10.0) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(work_dir)],
+            stdout=subprocess.DEVNULL,
+        )
+        self.client = redis.Redis.from_url(self.url, decode_responses=True)
+        deadline = time.monotonic() + startup_timeout
+        while not self._answers():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.02)
+
+    def _answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.client.close()
+        if self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(10)

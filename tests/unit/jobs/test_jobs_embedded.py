@@ -1,0 +1,257 @@
+"""The embedded backend's parts with real files: upload storage, SQLite limits, the executor, the service."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakes.fake_plugins import Recorder, make_test_plugin
+from fakes.media import write_indexed_video
+from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
+from videodag_service.errors import (
+    DeadlineExceeded,
+    DiskFull,
+    EmptyUpload,
+    PipelineNotFound,
+    UploadCorrupted,
+    UploadTooLarge,
+)
+from videodag_service.jobs import (
+    DataDirectoryInUse,
+    DirectoryUploadStorage,
+    Job,
+    JobConfig,
+    JobExecutor,
+    JobFrame,
+    JobRequest,
+    JobService,
+    JobState,
+    SqliteJobStore,
+    StoredVideo,
+    open_job_service,
+)
+from videodag_service.jobs.execution import JobInterrupted
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.video import SamplingOptions, VideoFilePipelineService
+
+PIPELINES = {
+    "paced.yaml": """
+id: paced
+version: "1"
+nodes:
+  - id: count
+    plugin: test.counter
+    params: {delay_seconds: 0.02}
+    inputs: {index: frame.index}
+outputs:
+  seen: count.count
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
+    folder = tmp_path_factory.mktemp("pipelines")
+    builtin = Path(__file__).resolve().parents[3] / "service" / "videodag_service" / "pipelines"
+    (folder / "frame_stats_v1.yaml").write_text((builtin / "frame_stats_v1.yaml").read_text())
+    for name, text in PIPELINES.items():
+        (folder / name).write_text(text)
+    registry = PluginRegistry([*builtin_plugins(), make_test_plugin(Recorder())])
+    return DagPipelineService(load_pipeline_folder(folder, registry))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_indexed_video(tmp_path_factory.mktemp("media") / "clip.avi", 30, fps=25.0)
+
+
+def chunks_of(path: Path, size: int = 4096) -> Iterator[bytes]:
+    data = path.read_bytes()
+    return (data[i:i + size] for i in range(0, len(data), size))
+
+
+def test_upload_storage_keeps_checked_videos_and_nothing_else(tmp_path: Path, clip: Path) -> None:
+    storage = DirectoryUploadStorage(tmp_path / "uploads")
+    digest = hashlib.sha256(clip.read_bytes()).hexdigest()
+
+    stored = storage.store("a" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=clip.stat().st_size,
+                           declared_sha256=digest, file_name="x.AVI")
+
+    assert (stored.ref, stored.sha256) == ("a" * 24 + ".avi", digest)
+    assert storage.path(stored.ref).read_bytes() == clip.read_bytes()
+    failures = [
+        (UploadCorrupted, {"declared_sha256": "0" * 64}),
+        (UploadTooLarge, {"max_upload_bytes": 100}),
+        (UploadCorrupted, {"declared_size": 5}),
+    ]
+    for expected, override in failures:
+        options = {"max_upload_bytes": 10**6, "declared_size": None, "declared_sha256": None, **override}
+        with pytest.raises(expected):
+            storage.store("b" * 24, chunks_of(clip), file_name="x.avi", **options)  # type: ignore[arg-type]
+    with pytest.raises(EmptyUpload):
+        storage.store("c" * 24, iter([b""]), max_upload_bytes=10, declared_size=None, declared_sha256=None,
+                      file_name="")
+    assert sorted(storage.refs()) == [stored.ref]
+    assert list((tmp_path / "uploads" / "incoming").iterdir()) == []
+    storage.delete(stored.ref)
+    storage.delete(stored.ref)
+    with pytest.raises(ValueError):
+        storage.path("../jobs.sqlite3")
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused(tmp_path: Path, clip: Path) -> None:
+    storage = DirectoryUploadStorage(tmp_path, min_free_bytes=1 << 62)
+    with pytest.raises(DiskFull) as refused:
+        storage.store("d" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=None, declared_sha256=None,
+                      file_name="x.avi")
+    assert refused.value.status_code == "RESOURCE_EXHAUSTED"
+    assert list(storage.refs()) == []
+
+
+def test_one_process_owns_a_data_directory(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path)
+    try:
+        with pytest.raises(DataDirectoryInUse):
+            SqliteJobStore(tmp_path)
+        assert store._connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+    SqliteJobStore(tmp_path).close()
+
+
+def test_a_full_database_is_resource_exhausted_and_stays_consistent(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path)
+    job = store.create(_job(tmp_path))
+    store.claim(job.id, 1, 0.0)
+    # Cap the database file at its current size: the next pages cannot be allocated, as on a full disk.
+    pages = store._connection.execute("PRAGMA page_count").fetchone()[0]
+    store._connection.execute(f"PRAGMA max_page_count = {pages + 1}")
+    big = {"blob": "x" * 3000}
+    stored = 0
+    with pytest.raises(DiskFull) as full:
+        for index in range(1000):
+            store.append_frame(job.id, 1, JobFrame(index, 0.0, big))
+            stored += 1
+    assert full.value.status_code == "RESOURCE_EXHAUSTED"
+    assert store.get(job.id).frames_done == stored == len(store.frames_after(job.id, None, 5000))
+    store.close()
+    check = sqlite3.connect(tmp_path / "jobs.sqlite3")
+    assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    check.close()
+
+
+def _job(tmp_path: Path, pipeline_id: str = "paced", video_ref: str = "missing.avi") -> Job:
+    return Job(new_job_id(), JobState.QUEUED, pipeline_id, SamplingOptions(), _stored(video_ref), 0.0)
+
+
+def _stored(ref: str) -> StoredVideo:
+    return StoredVideo(ref, 1, "0" * 64)
+
+
+class _Parts:
+    def __init__(self, tmp_path: Path, dag: DagPipelineService, timeout: float = 60.0) -> None:
+        self.store = SqliteJobStore(tmp_path / "data")
+        self.uploads = DirectoryUploadStorage(tmp_path / "data" / "uploads")
+        self.executor = JobExecutor(self.store, self.uploads, dag, VideoFilePipelineService(dag),
+                                    job_timeout_seconds=timeout, retention_seconds=60)
+
+    def submit(self, clip: Path, pipeline_id: str) -> Job:
+        job_id = new_job_id()
+        video = self.uploads.store(job_id, chunks_of(clip), max_upload_bytes=10**7, declared_size=None,
+                                   declared_sha256=None, file_name=clip.name)
+        return self.store.create(Job(job_id, JobState.QUEUED, pipeline_id, SamplingOptions(), video, 0.0))
+
+
+def test_the_executor_stores_every_result_then_deletes_the_video(tmp_path: Path, dag: DagPipelineService,
+                                                                 clip: Path) -> None:
+    parts = _Parts(tmp_path, dag)
+    job = parts.submit(clip, "frame_stats_v1")
+
+    assert parts.executor.execute(job.id, 1) is JobState.SUCCEEDED
+    assert parts.executor.execute(job.id, 1) is None, "a finished job is not claimed again"
+
+    done = parts.store.get(job.id)
+    assert done.summary is not None and done.summary.frames_processed == 30 == done.frames_done == done.frames_total
+    assert [f.frame_index for f in parts.store.frames_after(job.id, None, 100)] == list(range(30))
+    assert list(parts.uploads.refs()) == []
+    parts.store.close()
+
+
+def test_a_job_over_its_time_limit_fails_with_deadline_exceeded(tmp_path: Path, dag: DagPipelineService,
+                                                                 clip: Path) -> None:
+    parts = _Parts(tmp_path, dag, timeout=0.1)
+    job = parts.submit(clip, "paced")
+
+    assert parts.executor.execute(job.id, 1) is JobState.FAILED
+
+    failed = parts.store.get(job.id)
+    assert failed.error is not None and failed.error.status_code == DeadlineExceeded.status_code
+    assert 0 < failed.frames_done < 30
+    parts.store.close()
+
+
+def test_a_shutdown_leaves_the_job_running_for_recovery(tmp_path: Path, dag: DagPipelineService,
+                                                        clip: Path) -> None:
+    parts = _Parts(tmp_path, dag)
+    job = parts.submit(clip, "paced")
+    calls = 0
+
+    def stop_after_a_few_frames() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 5
+
+    with pytest.raises(JobInterrupted):
+        parts.executor.execute(job.id, 1, should_stop=stop_after_a_few_frames)
+
+    interrupted = parts.store.get(job.id)
+    assert interrupted.state is JobState.RUNNING and interrupted.frames_done >= 3
+    assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for the re-run"
+    parts.store.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path, dag: DagPipelineService) -> Iterator[JobService]:
+    started = open_job_service(JobConfig(data_dir=tmp_path / "data", max_upload_bytes=10**7, workers=1), dag)
+    yield started
+    started.close()
+
+
+def test_an_unknown_pipeline_is_refused_before_a_byte_is_read(service: JobService, clip: Path) -> None:
+    read = []
+
+    def chunks() -> Iterator[bytes]:
+        read.append(True)
+        yield clip.read_bytes()
+
+    with pytest.raises(PipelineNotFound):
+        service.submit(JobRequest("nope"), chunks())
+    assert read == []
+
+
+def test_a_watch_sends_progress_sparingly_and_ends_with_the_final_job(service: JobService, clip: Path) -> None:
+    job = service.submit(JobRequest("paced"), chunks_of(clip))
+    events = list(service.watch(job.id))
+
+    updates = [event for event in events if isinstance(event, Job)]
+    frames = [event for event in events if isinstance(event, JobFrame)]
+    assert events[-1] == updates[-1] and updates[-1].state is JobState.SUCCEEDED
+    assert [frame.frame_index for frame in frames] == list(range(30))
+    assert len(updates) < 15, "progress is throttled, not one update per frame"
+    assert updates[0].state in (JobState.QUEUED, JobState.RUNNING)
+
+
+def test_a_watch_ends_when_its_caller_goes_away(service: JobService, clip: Path) -> None:
+    job = service.submit(JobRequest("paced"), chunks_of(clip))
+    gone = threading.Event()
+    events = service.watch(job.id, stop_requested=gone.is_set)
+    next(events)
+    gone.set()
+    remaining = list(events)
+    assert not any(isinstance(event, Job) and event.state.is_finished for event in remaining)
+    service.cancel(job.id)

@@ -1,0 +1,281 @@
+"""The `JobStore` contract, the same tests against SQLite and a real redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from fakes.redis_server import RedisServer
+from videodag_service.errors import FailedPrecondition, JobNotFound
+from videodag_service.jobs import Job, JobError, JobFrame, JobState, JobStore, JobSummary, SqliteJobStore, StoredVideo
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.video import SamplingOptions, VideoInfo
+
+NOW = 1_700_000_000.0
+SUMMARY = JobSummary("p", "1", 2, 0, 0.5, 0.1)
+INFO = VideoInfo(fps=25.0, frame_count=10, width=64, height=48, duration_seconds=0.4, codec="MJPG", size_bytes=99)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+StoreFactory = Callable[..., JobStore]
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[JobStore] = []
+
+    def open_store(**options: float) -> JobStore:
+        if request.param == "sqlite":
+            store: JobStore = SqliteJobStore(tmp_path / "data")
+        else:
+            server = request.getfixturevalue("redis_server")
+            store = RedisJobStore(
+                redis.Redis.from_url(server.url, decode_responses=True), key_prefix=uuid.uuid4().hex, **options
+            )
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> JobStore:
+    return make_store()
+
+
+def queued_job(key: str | None = None, created_at: float = NOW, pipeline_id: str = "p") -> Job:
+    job_id = new_job_id(created_at)
+    return Job(
+        id=job_id,
+        state=JobState.QUEUED,
+        pipeline_id=pipeline_id,
+        sampling=SamplingOptions(frame_stride=2, max_frames=5),
+        video=StoredVideo(f"{job_id}.avi", 1234, "ab" * 32),
+        created_at=created_at,
+        file_name="clip.avi",
+        idempotency_key=key,
+    )
+
+
+def frame(index: int) -> JobFrame:
+    return JobFrame(index, index / 25, {"stats": {"mean": index * 1.5}, "list": [1, "two", None]})
+
+
+def test_a_created_job_reads_back_equal(store: JobStore) -> None:
+    job = queued_job(key="k-1")
+    assert store.create(job) == job
+    assert store.get(job.id) == job
+    assert store.find_by_idempotency_key("k-1") == job
+    assert store.find_by_idempotency_key("k-2") is None
+    with pytest.raises(JobNotFound):
+        store.get(new_job_id())
+
+
+def test_a_second_job_with_the_same_key_is_not_stored(store: JobStore) -> None:
+    first = store.create(queued_job(key="same"))
+    second = queued_job(key="same")
+
+    assert store.create(second) == first
+    with pytest.raises(JobNotFound):
+        store.get(second.id)
+
+
+def test_a_claimed_job_stores_frames_of_its_attempt_only(store: JobStore) -> None:
+    job = store.create(queued_job())
+    assert store.claim(job.id, attempt=2, now=NOW) is None, "not the current attempt"
+    claimed = store.claim(job.id, attempt=1, now=NOW + 1)
+    assert claimed is not None and claimed.state is JobState.RUNNING and claimed.started_at == NOW + 1
+    assert store.claim(job.id, attempt=1, now=NOW) is None, "already running"
+
+    assert store.record_video(job.id, 1, INFO, frames_total=5)
+    assert all(store.append_frame(job.id, 1, frame(index)) for index in (0, 2, 4))
+    assert not store.append_frame(job.id, 2, frame(6)), "a stale attempt cannot write"
+
+    assert store.frames_after(job.id, None, 100) == [frame(0), frame(2), frame(4)]
+    assert store.frames_after(job.id, 0, 100) == [frame(2), frame(4)]
+    assert store.frames_after(job.id, 0, 1) == [frame(2)]
+    running = store.get(job.id)
+    assert (running.frames_done, running.frames_total, running.video_info) == (3, 5, INFO)
+
+
+def test_finish_records_the_outcome_and_its_expiry(store: JobStore) -> None:
+    succeeded, failed = store.create(queued_job()), store.create(queued_job())
+    error = JobError("INVALID_ARGUMENT", "VIDEO_UNREADABLE", "Unable to read video file", {"a": "b"})
+    for job in (succeeded, failed):
+        store.claim(job.id, 1, NOW)
+
+    assert store.finish(succeeded.id, 1, NOW + 5, NOW + 65, summary=SUMMARY)
+    assert store.finish(failed.id, 1, NOW + 6, NOW + 66, error=error)
+    assert not store.finish(failed.id, 1, NOW + 7, NOW + 67, summary=SUMMARY), "finished once only"
+
+    done = store.get(succeeded.id)
+    assert (done.state, done.summary) == (JobState.SUCCEEDED, SUMMARY)
+    assert (done.finished_at, done.expire_at) == (NOW + 5, NOW + 65)
+    broken = store.get(failed.id)
+    assert (broken.state, broken.error, broken.summary) == (JobState.FAILED, error, None)
+
+
+def test_cancel_stops_the_worker_writes_and_refuses_finished_jobs(store: JobStore) -> None:
+    running, queued, done = (store.create(queued_job()) for _ in range(3))
+    store.claim(running.id, 1, NOW)
+    store.claim(done.id, 1, NOW)
+    store.append_frame(running.id, 1, frame(0))
+    store.finish(done.id, 1, NOW, NOW + 60, summary=SUMMARY)
+
+    cancelled, previous = store.cancel(running.id, NOW + 1, NOW + 61)
+    assert (cancelled.state, previous, cancelled.expire_at) == (JobState.CANCELLED, JobState.RUNNING, NOW + 61)
+    assert not store.append_frame(running.id, 1, frame(1))
+    assert not store.finish(running.id, 1, NOW, NOW, summary=SUMMARY)
+    assert store.frames_after(running.id, None, 10) == [frame(0)], "results before the cancel are kept"
+    assert store.cancel(queued.id, NOW, NOW)[1] is JobState.QUEUED
+    assert store.claim(queued.id, 1, NOW) is None
+    assert store.cancel(queued.id, NOW + 9, NOW + 9)[1] is JobState.CANCELLED, "a second cancel changes nothing"
+    with pytest.raises(FailedPrecondition):
+        store.cancel(done.id, NOW, NOW)
+    with pytest.raises(JobNotFound):
+        store.cancel(new_job_id(), NOW, NOW)
+
+
+def test_delete_removes_finished_jobs_with_their_frames_and_key(store: JobStore) -> None:
+    job = store.create(queued_job(key="gone"))
+    with pytest.raises(FailedPrecondition):
+        store.delete(job.id)
+    store.claim(job.id, 1, NOW)
+    store.append_frame(job.id, 1, frame(0))
+    store.finish(job.id, 1, NOW, NOW + 60, summary=SUMMARY)
+
+    assert store.delete(job.id).id == job.id
+
+    with pytest.raises(JobNotFound):
+        store.get(job.id)
+    assert store.frames_after(job.id, None, 10) == []
+    assert store.find_by_idempotency_key("gone") is None
+    with pytest.raises(JobNotFound):
+        store.delete(job.id)
+
+
+def test_list_pages_newest_first_with_a_state_filter(store: JobStore) -> None:
+    jobs = [store.create(queued_job(created_at=NOW + i)) for i in range(7)]
+    for job in jobs[::3]:
+        store.cancel(job.id, NOW, NOW + 60)
+    newest_first = [job.id for job in reversed(jobs)]
+
+    first = store.list_jobs(3, None, ())
+    second = store.list_jobs(3, newest_first[2], ())
+    last = store.list_jobs(3, newest_first[5], ())
+    cancelled = store.list_jobs(2, None, (JobState.CANCELLED,))
+
+    assert [j.id for j in first.jobs] == newest_first[:3] and first.next_page_token
+    assert [j.id for j in second.jobs] == newest_first[3:6]
+    assert [j.id for j in last.jobs] == newest_first[6:] and last.next_page_token == ""
+    assert [j.id for j in cancelled.jobs] == [jobs[6].id, jobs[3].id] and cancelled.next_page_token
+    assert [j.id for j in store.list_jobs(5, jobs[3].id, (JobState.CANCELLED,)).jobs] == [jobs[0].id]
+
+
+def test_purge_removes_only_finished_jobs_past_their_expiry(store: JobStore) -> None:
+    expired, fresh, running = (store.create(queued_job()) for _ in range(3))
+    store.cancel(expired.id, NOW, NOW + 10)
+    store.cancel(fresh.id, NOW, NOW + 100)
+    store.claim(running.id, 1, NOW)
+
+    purged = store.purge_expired(NOW + 50)
+
+    assert [job.id for job in purged] == [expired.id]
+    with pytest.raises(JobNotFound):
+        store.get(expired.id)
+    assert store.get(fresh.id).state is JobState.CANCELLED
+    assert store.get(running.id).state is JobState.RUNNING
+
+
+def test_wait_for_change_wakes_up_when_a_frame_is_stored(store: JobStore) -> None:
+    job = store.create(queued_job())
+    claimed = store.claim(job.id, 1, NOW)
+    assert claimed is not None
+    appender = threading.Timer(0.2, lambda: store.append_frame(job.id, 1, frame(0)))
+    appender.start()
+    started = time.monotonic()
+    try:
+        store.wait_for_change(job.id, claimed.revision, None, timeout=5.0)
+    finally:
+        appender.join()
+    assert time.monotonic() - started < 2.0
+    assert store.get(job.id).revision > claimed.revision
+
+
+def test_sqlite_recovery_reruns_interrupted_jobs_from_the_start(tmp_path: Path) -> None:
+    first = SqliteJobStore(tmp_path)
+    interrupted, queued = first.create(queued_job()), first.create(queued_job())
+    first.claim(interrupted.id, 1, NOW)
+    first.append_frame(interrupted.id, 1, frame(0))
+    first.close()  # the process ends with a job RUNNING
+
+    second = SqliteJobStore(tmp_path)
+    try:
+        recovered = second.recover(NOW + 1, max_attempts=3, expire_at=NOW + 60)
+        requeued = second.get(interrupted.id)
+        assert [job.id for job in recovered] == sorted([interrupted.id, queued.id])
+        assert (requeued.state, requeued.attempt, requeued.frames_done) == (JobState.QUEUED, 2, 0)
+        assert second.frames_after(interrupted.id, None, 10) == [], "partial results are discarded"
+        assert second.recover(NOW + 2, 3, NOW + 60) == [], "a process recovers once, at its start"
+    finally:
+        second.close()
+
+
+def test_sqlite_recovery_gives_up_a_job_interrupted_on_every_attempt(tmp_path: Path) -> None:
+    job = queued_job()
+    for attempt in (1, 2, 3):
+        store = SqliteJobStore(tmp_path)
+        if attempt == 1:
+            store.create(job)
+        store.recover(NOW, max_attempts=3, expire_at=NOW + 60)
+        assert store.claim(job.id, attempt, NOW) is not None
+        store.close()  # killed while running, every time
+
+    store = SqliteJobStore(tmp_path)
+    try:
+        assert store.recover(NOW, max_attempts=3, expire_at=NOW + 60) == []
+        given_up = store.get(job.id)
+    finally:
+        store.close()
+    assert given_up.state is JobState.FAILED and given_up.error is not None
+    assert (given_up.error.status_code, given_up.error.reason) == ("INTERNAL", "JOB_INTERRUPTED")
+    assert given_up.expire_at == NOW + 60
+
+
+def test_redis_recovery_requeues_jobs_whose_lease_ran_out(redis_server: RedisServer) -> None:
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisJobStore(connection, key_prefix="leases", lease_seconds=0.3, dispatch_grace_seconds=0.3)
+    try:
+        lost, alive = store.create(queued_job()), store.create(queued_job())
+        stranded = store.create(queued_job())  # never handed to a worker
+        for job in (lost, alive):
+            store.claim(job.id, 1, time.time())
+            store.append_frame(job.id, 1, frame(0))
+        time.sleep(0.4)
+        assert store.renew_lease(alive.id, 1)
+
+        recovered = store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60)
+
+        assert {job.id for job in recovered} == {lost.id, stranded.id}
+        requeued = store.get(lost.id)
+        assert (requeued.state, requeued.attempt, requeued.frames_done) == (JobState.QUEUED, 2, 0)
+        assert store.frames_after(lost.id, None, 10) == []
+        assert not store.append_frame(lost.id, 1, frame(1)), "the lost worker can no longer write"
+        assert store.get(alive.id).state is JobState.RUNNING
+    finally:
+        store.close()

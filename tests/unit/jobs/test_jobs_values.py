@@ -1,0 +1,166 @@
+"""Job values and their conversions: ids, page tokens, stored text, protobuf, progress estimates."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from google.rpc import error_details_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fakes.media import write_indexed_video
+from videodag.v1 import job_pb2, video_pipeline_service_pb2
+from videodag_service import convert, convert_jobs
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import (
+    InvalidOptions,
+    JobNotFound,
+    NodeFailed,
+    PipelineNotFound,
+    UploadTooLarge,
+    VideodagError,
+)
+from videodag_service.jobs import Job, JobError, JobState, JobSummary, NodeTimingRecord, StoredVideo, records
+from videodag_service.jobs.ids import (
+    checked_idempotency_key,
+    checked_job_id,
+    job_id_from_page_token,
+    new_job_id,
+    page_token_after,
+)
+from videodag_service.jobs.progress import expected_frame_count
+from videodag_service.video import SamplingOptions, VideoFilePipelineService, VideoInfo, probe_video
+
+
+def test_job_ids_sort_in_creation_order_and_are_checked() -> None:
+    earlier, later = new_job_id(1000.0), new_job_id(1000.002)
+    assert earlier < later and len(earlier) == 24
+    assert checked_job_id(earlier) == earlier
+    for forged in ("", "../etc", earlier.upper(), earlier + "0", "x:frames"):
+        with pytest.raises(JobNotFound):
+            checked_job_id(forged)
+
+
+def test_page_tokens_round_trip_and_forged_ones_are_invalid() -> None:
+    job_id = new_job_id()
+    assert job_id_from_page_token(page_token_after(job_id)) == job_id
+    assert job_id_from_page_token("") is None
+    for forged in ("abc", "YWZ0ZXI6eHg", page_token_after(job_id)[:-3]):
+        with pytest.raises(InvalidOptions):
+            job_id_from_page_token(forged)
+
+
+def test_idempotency_keys_are_plain_names() -> None:
+    assert checked_idempotency_key("order-17:v2.retry_1") == "order-17:v2.retry_1"
+    assert checked_idempotency_key("") is None
+    for bad in ("has space", "x" * 129, "slash/key", "ключ"):
+        with pytest.raises(InvalidOptions):
+            checked_idempotency_key(bad)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        NodeFailed("people", "detect", "ssdlite.detect_people", 7, "boom"),
+        PipelineNotFound("nope", ["a", "b"]),
+        UploadTooLarge("too big"),
+        ValueError("not a domain error"),
+    ],
+)
+def test_a_recorded_error_reports_the_status_of_the_original(error: Exception) -> None:
+    recorded = records.error_from_text(records.error_to_text(JobError.from_exception(error)))
+    assert recorded is not None
+
+    status = convert.status_from_error(recorded.to_exception())
+
+    if isinstance(error, VideodagError):
+        assert status == convert.status_from_error(error)
+    else:
+        assert (status.code, status.message) == (13, "internal error: ValueError: not a domain error")
+        info = error_details_pb2.ErrorInfo()
+        assert status.details[0].Unpack(info) and info.reason == "INTERNAL"
+
+
+def test_a_job_converts_to_protobuf_with_every_part() -> None:
+    summary = JobSummary("p", "2.0", 3, 1, 1.5, 0.25, (NodeTimingRecord("n", "x.y", 3, 0.1, 1),))
+    job = Job(
+        id=new_job_id(100.0),
+        state=JobState.SUCCEEDED,
+        pipeline_id="p",
+        sampling=SamplingOptions(frame_stride=5, max_frames=3, start_seconds=1.0),
+        video=StoredVideo("ref.mp4", 77, "cd" * 32),
+        created_at=100.0,
+        file_name="clip.mp4",
+        idempotency_key="k",
+        attempt=2,
+        started_at=101.0,
+        finished_at=102.5,
+        expire_at=200.0,
+        frames_done=3,
+        frames_total=3,
+        summary=summary,
+    )
+
+    message = convert_jobs.job_to_proto(job)
+
+    assert message.state == job_pb2.JOB_STATE_SUCCEEDED and message.attempt == 2
+    assert (message.config.pipeline_id, message.config.file_name, message.config.declared_size_bytes) == (
+        "p", "clip.mp4", 77
+    )
+    options = message.config.options
+    assert (options.frame_stride, options.max_frames, options.start_offset.seconds) == (5, 3, 1)
+    assert not options.HasField("end_offset")
+    assert (message.create_time.seconds, message.end_time.ToNanoseconds()) == (100, 102_500_000_000)
+    assert message.summary.node_timings[0].errors == 1 and message.summary.frames_with_errors == 1
+    assert not message.HasField("error") and not message.HasField("video_info")
+    # The options a job reports are the options it was submitted with.
+    assert convert.sampling_from_proto(options) == job.sampling
+
+
+def test_state_filters_refuse_unspecified() -> None:
+    assert convert_jobs.job_states_from_proto([job_pb2.JOB_STATE_FAILED]) == [JobState.FAILED]
+    with pytest.raises(InvalidOptions):
+        convert_jobs.job_states_from_proto([job_pb2.JOB_STATE_UNSPECIFIED])
+
+
+def test_a_submit_config_without_a_run_config_is_invalid() -> None:
+    with pytest.raises(InvalidOptions):
+        convert_jobs.job_request_from_proto(video_pipeline_service_pb2.SubmitJobConfig(idempotency_key="k"))
+
+
+@given(
+    stride=st.integers(1, 7),
+    max_frames=st.one_of(st.none(), st.integers(1, 40)),
+    start=st.one_of(st.none(), st.sampled_from([0.0, 0.2, 0.55])),
+    end=st.one_of(st.none(), st.sampled_from([0.9, 1.6])),
+)
+def test_expected_frames_match_what_a_run_processes(
+    indexed_clip: Path, video_service: VideoFilePipelineService,
+    stride: int, max_frames: int | None, start: float | None, end: float | None,
+) -> None:
+    sampling = SamplingOptions(frame_stride=stride, max_frames=max_frames, start_seconds=start, end_seconds=end)
+    processed = len(video_service.run_on_file("frame_stats_v1", indexed_clip, sampling))
+    assert expected_frame_count(probe_video(indexed_clip), sampling) == processed
+
+
+@pytest.fixture(scope="module")
+def indexed_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_indexed_video(tmp_path_factory.mktemp("media") / "clip.avi", 37, fps=20.0)
+
+
+@pytest.fixture(scope="module")
+def video_service() -> VideoFilePipelineService:
+    return VideoFilePipelineService(DagPipelineService.from_folder())
+
+
+def test_no_frame_count_means_unknown_progress() -> None:
+    info = probe_like(frame_count=0)
+    assert expected_frame_count(info, SamplingOptions()) == 0
+    assert expected_frame_count(probe_like(frame_count=10, fps=0.0), SamplingOptions(start_seconds=1.0)) == 0
+    assert expected_frame_count(probe_like(frame_count=10), SamplingOptions(frame_stride=3)) == math.ceil(10 / 3)
+
+
+def probe_like(frame_count: int, fps: float = 10.0) -> VideoInfo:
+    return VideoInfo(fps, frame_count, 64, 48, frame_count / fps if fps else 0.0, "MJPG", 1)
