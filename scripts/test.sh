@@ -10,7 +10,8 @@ for extra in scripts/ensure_redis.sh scripts/ensure_node_deps.sh; do
 done
 echo "==> checking the generated contract code is up to date"
 .venv/bin/python scripts/generate_protos.py --check
-echo "==> lint"
+echo "==> lint and types"
 .venv/bin/python -m ruff check .
+.venv/bin/python -m mypy service client
 echo "==> tests"
 exec .venv/bin/python -m pytest "$@"

@@ -13,9 +13,9 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
-from videodag_service.dag import ErrorPolicy, NodeTiming, PipelineSpec
+from videodag_service.dag import ErrorPolicy, PipelineSpec
 from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, VideodagError
-from videodag_service.video import SamplingOptions, StoredUpload, VideoInfo
+from videodag_service.video import NodeTimingLike, SamplingOptions, StoredUpload, VideoInfo
 
 _POLICIES = {
     ErrorPolicy.FAIL: pipeline_pb2.NODE_ERROR_POLICY_FAIL,
@@ -102,7 +102,7 @@ def run_summary(
     frames_with_errors: int,
     wall_seconds: float,
     decode_seconds: float,
-    timings: Iterable[NodeTiming],
+    timings: Iterable[NodeTimingLike],
 ) -> run_pb2.RunSummary:
     return run_pb2.RunSummary(
         pipeline_id=spec.id,
