@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,9 +23,11 @@ BIN = Path(sys.executable).parent
 SAMPLE = REPO_ROOT / "samples" / "pedestrians_120.mp4"
 
 
-def start_server() -> tuple[subprocess.Popen[str], int]:
+def start_server(scratch: Path) -> tuple[subprocess.Popen[str], int]:
+    # Its own upload and job folders, so the demo runs beside any other server on this machine.
     server = subprocess.Popen(
-        [str(BIN / "videodag-server"), "--host", "127.0.0.1", "--port", "0"],
+        [str(BIN / "videodag-server"), "--host", "127.0.0.1", "--port", "0", "--log-format", "text",
+         "--temp-dir", str(scratch / "uploads"), "--data-dir", str(scratch / "jobs")],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -43,7 +47,8 @@ def main() -> int:
     arguments = parser.parse_args()
     arguments.output.parent.mkdir(parents=True, exist_ok=True)
 
-    server, port = start_server()
+    scratch = Path(tempfile.mkdtemp(prefix="videodag-demo-"))
+    server, port = start_server(scratch)
     try:
         command = [
             str(BIN / "videodag"), "--server", f"127.0.0.1:{port}",
@@ -56,6 +61,7 @@ def main() -> int:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
+        shutil.rmtree(scratch, ignore_errors=True)
 
     frames = [json.loads(line) for line in arguments.output.read_text().splitlines()]
     track_ids: Counter[int] = Counter()

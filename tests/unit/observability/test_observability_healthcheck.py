@@ -19,7 +19,9 @@ from videodag_service.settings import Settings
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[RunningServer]:
-    server = start_server(Settings(host="127.0.0.1", port=0, temp_dir=tmp_path / "uploads"))
+    server = start_server(
+        Settings(host="127.0.0.1", port=0, temp_dir=tmp_path / "uploads", data_dir=tmp_path / "data")
+    )
     yield server
     server.stop(0)
 
