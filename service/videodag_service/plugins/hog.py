@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.frames import bgr_image
 
 PERSON_LABEL = "person"
 
@@ -76,7 +77,7 @@ class _HogPeopleDetector:
         self._hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), dtype=np.float32))
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        image = _bgr_image(inputs["image"])
+        image = bgr_image(inputs["image"])
         return {"detections": self.detect(image)}
 
     def detect(self, image: npt.NDArray[np.uint8]) -> Detections:
@@ -107,13 +108,6 @@ class _HogPeopleDetector:
 
     def close(self) -> None:
         return None
-
-
-def _bgr_image(value: Any) -> npt.NDArray[np.uint8]:
-    if not isinstance(value, np.ndarray) or value.ndim != 3 or value.shape[2] != 3 or value.dtype != np.uint8:
-        described = getattr(value, "shape", type(value).__name__)
-        raise TypeError(f"input 'image' must be an (H, W, 3) uint8 BGR array, got {described}")
-    return value
 
 
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:

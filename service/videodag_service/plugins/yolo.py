@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
 
 LAYOUTS = ("auto", "yolov5", "yolov8")
@@ -238,7 +239,7 @@ class _YoloDetector:
             )
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        return {"detections": self.detect(_bgr_image(inputs["image"]))}
+        return {"detections": self.detect(bgr_image(inputs["image"]))}
 
     def detect(self, image: npt.NDArray[np.uint8]) -> Detections:
         settings = self._settings
@@ -258,13 +259,6 @@ class _YoloDetector:
 
     def close(self) -> None:
         return None
-
-
-def _bgr_image(value: Any) -> npt.NDArray[np.uint8]:
-    if not isinstance(value, np.ndarray) or value.ndim != 3 or value.shape[2] != 3 or value.dtype != np.uint8:
-        described = getattr(value, "shape", type(value).__name__)
-        raise TypeError(f"input 'image' must be an (H, W, 3) uint8 BGR array, got {described}")
-    return value
 
 
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.ssdlite.boxes import select_boxes
 
 if TYPE_CHECKING:
@@ -64,7 +63,7 @@ class _PeopleDetectorInstance:
         self._settings = settings
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        image = _bgr_image(inputs["image"])
+        image = bgr_image(inputs["image"])
         raw = self._model.predict(image)
         kept = select_boxes(
             raw.boxes,
@@ -82,13 +81,6 @@ class _PeopleDetectorInstance:
 
     def close(self) -> None:
         return None
-
-
-def _bgr_image(value: Any) -> np.ndarray:
-    if not isinstance(value, np.ndarray) or value.ndim != 3 or value.shape[2] != 3 or value.dtype != np.uint8:
-        described = getattr(value, "shape", type(value).__name__)
-        raise TypeError(f"input 'image' must be an (H, W, 3) uint8 BGR array, got {described}")
-    return value
 
 
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
