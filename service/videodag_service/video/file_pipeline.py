@@ -3,6 +3,11 @@
 The video layer adds no pipeline semantics: it decodes and samples frames, hands each one
 to the DAG service as a `FramePayload`, and collects per-frame results in frame order.
 Exceptions from the DAG service reach the caller unchanged.
+
+Decoding runs in its own thread (`videodag-decode`), a bounded read-ahead in front of the
+DAG, which runs in the caller's thread: the two overlap, the slower sets the pace, and a
+slow DAG or a slow reader of the events holds the decoder back instead of letting frames
+pile up. Each frame's event is yielded as soon as its result is ready.
 """
 
 from __future__ import annotations
@@ -11,18 +16,25 @@ import copy
 import os
 import time
 from collections.abc import Generator, Mapping
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
-from videodag_service.video.reader import OpenedVideo, open_video, unreadable
+from videodag_service.video.pipelining import read_ahead
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, open_video, unreadable
 from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 OptionsLike = SamplingOptions | Mapping[str, Any] | None
+
+DECODE_THREAD_NAME = "videodag-decode"
+# How far decoding may run ahead of the DAG, in bytes of decoded BGR frames: 11 frames of
+# 768x576, 5 of 720p, 2 of 1080p, 1 of 4K. On 2 cores, 1 to 24 frames of 720p read-ahead
+# measured the same throughput within noise: a few frames absorb one slow frame on either
+# side, more would only cost memory.
+DEFAULT_DECODE_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 class VideoFilePipelineService:
@@ -46,8 +58,12 @@ class VideoFilePipelineService:
         max_frames: int | None = None,
         *,
         limits: VideoLimits | None = None,
+        decode_ahead_bytes: int = DEFAULT_DECODE_AHEAD_BYTES,
     ) -> None:
+        if decode_ahead_bytes <= 0:
+            raise ValueError(f"decode_ahead_bytes must be positive, got {decode_ahead_bytes}")
         self._dag_service = dag_service
+        self._decode_ahead_bytes = decode_ahead_bytes
         self._default_sampling = SamplingOptions(frame_stride=frame_stride, max_frames=max_frames)
         self._limits = limits or VideoLimits()
 
@@ -81,8 +97,14 @@ class VideoFilePipelineService:
             self._limits.check_info(video.info)
             window = _plan(video, sampling)
             with open_pipeline_run(self._dag_service, pipeline_id) as run:
-                yield VideoOpened(video.info)
-                with closing(video.frames(window, self._limits)) as frames:
+                # Decoding starts now, in its own thread, so the first frames are ready by the
+                # time the caller has sent VideoOpened; it is stopped and joined before the
+                # capture is released, however this generator ends.
+                decoded = video.frames(window, self._limits)
+                with read_ahead(
+                    decoded, self._decode_ahead_bytes, weigh=_image_bytes, thread_name=DECODE_THREAD_NAME
+                ) as frames:
+                    yield VideoOpened(video.info)
                     for frame in frames:
                         payload = FramePayload(frame.frame_index, frame.timestamp_seconds, frame.image)
                         result = _own_copy(run.process(payload), frame.frame_index)
@@ -106,6 +128,10 @@ def _plan(video: OpenedVideo, sampling: SamplingOptions) -> FrameWindow:
         return plan_window(sampling, video.info.fps)
     except ValueError as error:
         raise unreadable(video.path, str(error)) from error
+
+
+def _image_bytes(frame: DecodedFrame) -> int:
+    return frame.image.nbytes
 
 
 def _own_copy(result: Mapping[str, Any], frame_index: int) -> dict[str, Any]:

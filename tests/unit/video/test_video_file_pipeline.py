@@ -249,14 +249,15 @@ def test_closing_the_stream_early_closes_the_run_and_releases_the_decoder(
     path = make_video(50)
     spies = spy_on_captures(monkeypatch)
     dag = RunningDagService()
-    events = VideoFilePipelineService(dag).stream_run(DEFAULT_PIPELINE, path)
+    # The smallest read-ahead: one frame waits in the hand-off, one more in the decoder's hands.
+    events = VideoFilePipelineService(dag, decode_ahead_bytes=1).stream_run(DEFAULT_PIPELINE, path)
     assert isinstance(next(events), VideoOpened)
     assert isinstance(next(events), FrameProcessed)
     assert dag.ledger.closed == [] and not spies[0].released
     events.close()
     assert len(dag.ledger.opened) == len(dag.ledger.closed) == 1
     assert dag.ledger.exit_errors == [GeneratorExit]
-    assert spies[0].released and spies[0].retrieves == 1
+    assert spies[0].released and spies[0].retrieves <= 1 + 2
 
 
 def test_an_unknown_pipeline_with_runs_decodes_nothing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:

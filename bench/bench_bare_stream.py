@@ -1,0 +1,58 @@
+"""A bare gRPC byte-stream server: the upload ceiling UploadAndRun is compared with.
+
+One client-streaming method whose messages are raw bytes (no protobuf around them), each
+written to a temp file as it arrives, as a server storing an upload must at least do.
+Run as a script; prints 'listening on 127.0.0.1:PORT' once serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+
+METHOD = "/bench.ByteStream/Upload"
+
+
+def _store(chunks: Iterator[bytes], context: grpc.ServicerContext, temp_dir: Path) -> bytes:
+    received = 0
+    descriptor, name = tempfile.mkstemp(dir=temp_dir, prefix="bare-")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            for chunk in chunks:
+                file.write(chunk)
+                received += len(chunk)
+    finally:
+        os.unlink(name)
+    return str(received).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--temp-dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--max-message-bytes", type=int, default=8 * 1024 * 1024)
+    args = parser.parse_args()
+    args.temp_dir.mkdir(parents=True, exist_ok=True)
+    options = [("grpc.max_receive_message_length", args.max_message_bytes),
+               ("grpc.max_send_message_length", args.max_message_bytes)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
+    handler = grpc.stream_unary_rpc_method_handler(lambda chunks, context: _store(chunks, context, args.temp_dir))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.ByteStream", {"Upload": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(f"bare byte-stream server listening on 127.0.0.1:{port}", flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    server.stop(0).wait()
+
+
+if __name__ == "__main__":
+    main()

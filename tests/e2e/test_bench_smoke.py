@@ -1,0 +1,36 @@
+"""The benchmark still runs: `bench/run_benchmark.py --tiny` once, end to end, with real servers.
+
+Not a timed test: on a tiny input the ratios mean nothing, so only their presence and
+form are checked, never whether they PASS.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK = REPO_ROOT / "bench" / "run_benchmark.py"
+
+
+def test_the_benchmark_runs_on_a_tiny_input_and_prints_every_measurement() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--tiny"], capture_output=True, text=True, timeout=240, cwd=REPO_ROOT
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout
+    assert "server in a subprocess on loopback" in output
+    assert re.search(r"720p clip: (H\.264 \(libx264\)|MPEG-4 Part 2)", output)
+    rows = [line for line in output.splitlines() if re.match(r"\(\d\)", line)]
+    for measurement in range(1, 7):
+        assert any(row.startswith(f"({measurement})") for row in rows), f"no row for ({measurement})"
+    # Every ratio with a target got a verdict, and every measured throughput is a positive number.
+    targeted = [row for row in rows if re.search(r"(>=|>|<) \d", row)]
+    assert len(targeted) == 2 + 2 * 2 + 2 + 1
+    assert all(row.rstrip().endswith(("PASS", "MISS")) for row in targeted)
+    rates = [float(value.replace(",", "")) for value in re.findall(r"\b(\d[\d,]*(?:\.\d+)?) (?:fps|MB/s)", output)]
+    assert rates and all(rate > 0 for rate in rates)
+    assert re.search(r"\(5\) server memory growth during upload .* \+\d+(\.\d+)? MB", output)
+    assert len(re.findall(r"\(6\) first result after upload ends.* \d+\.\d ms", output)) == 4
