@@ -41,7 +41,7 @@ class ServerProcess:
     def videodag(cls, temp_dir: Path, *extra: str) -> ServerProcess:
         """The real server (`python -m videodag_service.server --port 0`) with its built-in pipelines."""
         return cls(["-m", "videodag_service.server", "--port", "0", "--log-level", "WARNING",
-                    "--temp-dir", str(temp_dir), *extra])
+                    "--temp-dir", str(temp_dir), "--data-dir", str(temp_dir / "jobs"), *extra])
 
     @classmethod
     def bare_stream(cls, temp_dir: Path, max_message_bytes: int) -> ServerProcess:

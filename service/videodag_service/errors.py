@@ -20,6 +20,7 @@ Each class names its status code as a string so this module stays grpc-free.
     │   └── DiskFull
     ├── UploadCorrupted                 DATA_LOSS: size or checksum mismatch
     ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
+    │   └── NodeTimedOut                a node call outlived node_timeout_seconds
     ├── FailedPrecondition              FAILED_PRECONDITION
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
@@ -224,6 +225,26 @@ class NodeFailed(VideodagError):
         self.plugin = plugin
         self.frame_index = frame_index
         self.cause = cause
+
+
+class NodeTimedOut(NodeFailed):
+    """Raised when one node call on one frame outlives the server's node time limit.
+
+    INTERNAL like any plugin failure, not DEADLINE_EXCEEDED: the limit is the server's, the
+    fault is the plugin's, and a caller retrying with a longer deadline would hang again.
+    The run ends whatever the node's `on_error` policy: the hung call still holds the node.
+    """
+
+    reason = "NODE_TIMED_OUT"
+
+    def __init__(
+        self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, limit_seconds: float
+    ) -> None:
+        super().__init__(
+            pipeline_id, node_id, plugin, frame_index, f"no result within the node time limit of {limit_seconds:g} s"
+        )
+        self.details.metadata = {**self.details.metadata, "node_timeout_seconds": f"{limit_seconds:g}"}
+        self.limit_seconds = limit_seconds
 
 
 class FailedPrecondition(VideodagError):

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
 # Threads beyond the run cap serve health checks, listings and refusals while all runs are busy.
 _SPARE_THREADS = 8
+# How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
+_CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -74,7 +77,14 @@ class RunningServer:
         logger.info("draining: health NOT_SERVING, new runs refused, %.1f s grace for in-flight runs", grace)
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        # gRPC's own stop refuses every new call at once, health checks included; keep serving
+        # while the runs finish, so a load balancer sees NOT_SERVING rather than a closed port.
+        deadline = time.monotonic() + grace
+        self.run_slots.wait_until_idle(grace)
+        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
+        # Cancelled runs notice at their next frame, then remove their temp files.
+        if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
+            logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
         if self.jobs is not None:
             self.jobs.close()
         if self.metrics_exporter is not None:
@@ -102,6 +112,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     """Load the pipelines (refusing to start on an invalid one), bind and start serving."""
     if dag is None:
         dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
+    dag.node_timeout_seconds = settings.node_timeout_seconds or None
     jobs = open_job_service(job_config(settings), dag)
     try:
         return _start(settings, dag, jobs)

@@ -54,6 +54,8 @@ class RunSlots:
         self.capacity = capacity
         self._semaphore = threading.BoundedSemaphore(capacity)
         self._draining = threading.Event()
+        self._active = 0
+        self._changed = threading.Condition()
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -64,13 +66,29 @@ class RunSlots:
                 f"the server already runs its maximum of {self.capacity} videos; retry shortly",
                 ErrorDetails(retry_after_seconds=1.0),
             )
+        with self._changed:
+            self._active += 1
         try:
             yield
         finally:
+            with self._changed:
+                self._active -= 1
+                self._changed.notify_all()
             self._semaphore.release()
+
+    @property
+    def active(self) -> int:
+        """Runs holding a slot now (for tests and metrics)."""
+        with self._changed:
+            return self._active
 
     def start_draining(self) -> None:
         self._draining.set()
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the runs in progress to end; True if none is left."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._active == 0, timeout=max(0.0, timeout))
 
 
 class _CallWatch:

@@ -50,6 +50,10 @@ class Settings:
     max_video_seconds: float = _setting(
         6 * 3600.0, "longest video accepted, in seconds (refused before decoding)", minimum=0.001
     )
+    node_timeout_seconds: float = _setting(
+        60.0, "longest one pipeline node may take on one frame; over it the run fails (INTERNAL); 0 turns it off",
+        minimum=0,
+    )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
     )

@@ -48,6 +48,61 @@ TEST_PIPELINES = {
         outputs:
           seen: count.count
     """,
+    # Frame 2 never returns (a plugin stuck in native code): the node time limit must end the run.
+    "hanging": """
+        id: hanging
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            inputs: {index: frame.index}
+          - id: hang
+            plugin: test.hang
+            params: {hang_on: [2]}
+            inputs: {index: count.index}
+            on_error: skip
+        outputs:
+          seen: count.count
+          index: hang.index
+    """,
+    "raw_bytes": """
+        id: raw_bytes
+        version: "1"
+        nodes:
+          - id: raw
+            plugin: test.raw_output
+            params: {kind: bytes, on_frames: [1]}
+            inputs: {index: frame.index}
+        outputs:
+          value: raw.value
+    """,
+    "raw_nan": """
+        id: raw_nan
+        version: "1"
+        nodes:
+          - id: raw
+            plugin: test.raw_output
+            params: {kind: nan, on_frames: [1]}
+            inputs: {index: frame.index}
+        outputs:
+          value: raw.value
+    """,
+    # 64 KiB of result per frame, counted by the recorder: shows how far a run gets ahead of its reader.
+    "padded": """
+        id: padded
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            inputs: {index: frame.index}
+          - id: pad
+            plugin: test.padding
+            params: {size_bytes: 65536}
+            inputs: {index: count.index}
+        outputs:
+          seen: count.count
+          text: pad.text
+    """,
 }
 
 

@@ -17,6 +17,8 @@ class Recorder:
 
     events: list[tuple[str, ...]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    release: threading.Event = field(default_factory=threading.Event)
+    """Set it to let `test.hang` calls that are stuck return."""
 
     def add(self, *event: str) -> None:
         with self.lock:
@@ -48,6 +50,39 @@ class _Counter:
 
     def close(self) -> None:
         self._recorder.add("close", "counter")
+
+
+class _Hang:
+    """Hangs on the frames it is told to, like a plugin stuck in native code, until released."""
+
+    def __init__(self, params: Mapping[str, Any], recorder: Recorder) -> None:
+        self._params = params
+        self._recorder = recorder
+        recorder.add("open", "hang")
+
+    def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        index = inputs["index"]
+        if index in self._params["hang_on"]:
+            self._recorder.add("hang", str(index))
+            self._recorder.release.wait(self._params["hang_seconds"])
+            self._recorder.add("hang_returned", str(index))
+        return {"index": index}
+
+    def close(self) -> None:
+        self._recorder.add("close", "hang")
+
+
+_RAW_OUTPUTS = {"bytes": lambda: b"\x00raw", "nan": lambda: float("nan"), "set": lambda: {1, 2}}
+
+
+def _raw_output(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
+    if inputs["index"] in params["on_frames"]:
+        return {"value": _RAW_OUTPUTS[params["kind"]]()}
+    return {"value": inputs["index"]}
+
+
+def _padding(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {"text": "x" * params["size_bytes"]}
 
 
 def _add(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -93,6 +128,31 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 inputs=(Port("index"),),
                 outputs=(Port("value"),),
                 params=(Param("broken", bool, True),),
+            ),
+            Tool(
+                name="hang",
+                description="Never returns on the given frames (until the recorder releases it).",
+                inputs=(Port("index"),),
+                outputs=(Port("index"),),
+                params=(
+                    Param("hang_on", list, [], "frame indexes to hang on"),
+                    Param("hang_seconds", float, 3600.0, "longest hang, so a forgotten test thread ends"),
+                ),
+                open=lambda params: _Hang(params, recorder),
+            ),
+            function_tool(
+                "raw_output", _raw_output,
+                description="Returns a value that is not JSON-like (bytes, NaN or a set) on the given frames.",
+                inputs=(Port("index"),),
+                outputs=(Port("value"),),
+                params=(Param("kind", str, "bytes", choices=tuple(_RAW_OUTPUTS)), Param("on_frames", list, [])),
+            ),
+            function_tool(
+                "padding", _padding,
+                description="A string of size_bytes per frame: large results for backpressure tests.",
+                inputs=(Port("index"),),
+                outputs=(Port("text"),),
+                params=(Param("size_bytes", int, 1024),),
             ),
             function_tool(
                 "size", _size,

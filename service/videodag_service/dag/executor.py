@@ -4,6 +4,14 @@ A run opens one instance of every node's tool, so stateful nodes (trackers) live
 exactly one video and two runs never share state. `close()` closes every instance
 once, whatever happened before. Results leave the run JSON-like; anything else is a
 failure of the node that produced it.
+
+With a node time limit, a run's frames are processed in a thread of the run's own
+(`videodag-nodes`) while the caller waits, watching the node that runs: a node call over the
+limit fails the run with `NodeTimedOut`. Python cannot stop that call, so its thread is
+abandoned (a daemon, counted by `abandoned_thread_count()` and logged); the run's other
+instances are closed as usual, the hung one by the abandoned thread if its call ever returns,
+so `close` never runs under a live call. Without a limit the caller's thread runs the nodes
+directly: no hand-off, no extra thread.
 """
 
 from __future__ import annotations
@@ -13,15 +21,18 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from videodag_service.dag.plugin import ToolInstance
 from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
-from videodag_service.errors import NodeFailed
+from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
+from videodag_service.errors import NodeFailed, NodeTimedOut
 
 logger = logging.getLogger(__name__)
+
+NODE_THREAD_NAME = "videodag-nodes"
 
 
 @dataclass
@@ -79,11 +90,24 @@ NodeObserver = Callable[[str, str, str, float], None]
 class PipelineRun:
     """One pipeline applied to the frames of one video, in order."""
 
-    def __init__(self, spec: PipelineSpec, node_observer: NodeObserver | None = None) -> None:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        node_observer: NodeObserver | None = None,
+        node_timeout_seconds: float | None = None,
+    ) -> None:
+        if node_timeout_seconds is not None and node_timeout_seconds <= 0:
+            raise ValueError(f"node_timeout_seconds must be positive or None, got {node_timeout_seconds}")
         self.spec = spec
         self._node_observer = node_observer
+        self._node_timeout_seconds = node_timeout_seconds
+        self._node_thread: StepLimitedThread | None = None
+        # The node running now and since when (perf_counter), read by the waiting caller.
+        self._running_node: tuple[NodeSpec, float] | None = None
+        self._timed_out: NodeTimedOut | None = None
         self._instances: dict[str, ToolInstance] = {}
         self._timings = {node.id: NodeTiming(node.id, node.plugin_ref) for node in spec.nodes}
+        self._nodes_by_id = {node.id: node for node in spec.nodes}
         self._closed = False
         try:
             for node in spec.nodes:
@@ -100,6 +124,13 @@ class PipelineRun:
         """
         if self._closed:
             raise RuntimeError(f"run of pipeline {self.spec.id!r} is closed")
+        if self._timed_out is not None:
+            raise self._timed_out
+        if self._node_timeout_seconds is None:
+            return self._process(payload)
+        return self._process_within_time_limit(payload, self._node_timeout_seconds)
+
+    def _process(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         frame_index = payload.get("frame_index")
         values: dict[SourceRef, Any] = {}
         failed: set[str] = set()
@@ -138,11 +169,11 @@ class PipelineRun:
         if self._closed:
             return
         self._closed = True
+        if self._node_thread is not None:
+            self._node_thread.close()
+            self._node_thread = None
         for node_id, instance in self._instances.items():
-            try:
-                instance.close()
-            except Exception:
-                logger.exception("closing node %r of pipeline %r failed", node_id, self.spec.id)
+            _close_quietly(instance, node_id, self.spec.id)
         self._instances.clear()
 
     def __enter__(self) -> PipelineRun:
@@ -151,12 +182,44 @@ class PipelineRun:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _process_within_time_limit(self, payload: Mapping[str, Any], limit_seconds: float) -> dict[str, Any]:
+        if self._node_thread is None:
+            self._node_thread = StepLimitedThread(limit_seconds, self._node_in_progress, NODE_THREAD_NAME)
+        try:
+            return self._node_thread.call(self._process, payload)
+        except StepTimedOut as timed_out:
+            node = cast(NodeSpec, timed_out.step)
+            self._timed_out = NodeTimedOut(
+                self.spec.id, node.id, node.plugin_ref, payload.get("frame_index"), limit_seconds
+            )
+            self._abandon_node_thread(node)
+            raise self._timed_out from None
+
+    def _abandon_node_thread(self, node: NodeSpec) -> None:
+        """Leave the hung node's instance to its thread: closing it under a live call is unsafe."""
+        assert self._node_thread is not None
+        instance = self._instances.pop(node.id, None)
+        self._node_thread.abandon(lambda: _close_quietly(instance, node.id, self.spec.id))
+        self._node_thread = None
+        self._timings[node.id].errors += 1
+        logger.error(
+            "%s; its thread is abandoned (%d abandoned in this process)", self._timed_out, abandoned_thread_count()
+        )
+
+    def _node_in_progress(self) -> tuple[NodeSpec, float] | None:
+        return self._running_node
+
     def _call(self, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        if self._timed_out is not None:
+            # Only an abandoned thread gets here, after its hung call returned: the run is over.
+            raise RuntimeError(f"run of pipeline {self.spec.id!r} was stopped by a node time limit")
         timing = self._timings[node.id]
         started = time.perf_counter()
+        self._running_node = (node, started)
         try:
             outputs = self._instances[node.id].process(inputs)
         finally:
+            self._running_node = None
             elapsed = time.perf_counter() - started
             timing.calls += 1
             timing.total_seconds += elapsed
@@ -174,14 +237,18 @@ class PipelineRun:
         for name, source in self.spec.outputs:
             if source not in values:
                 continue  # its node was skipped; the reason is in "errors"
+            node = self._nodes_by_id[source.node]
+            # A value's own to_json() is plugin code too, so it runs on its node's clock.
+            self._running_node = (node, time.perf_counter())
             try:
                 result[name] = to_json_like(values[source])
             except NotJsonLike as error:
-                node = next(n for n in self.spec.nodes if n.id == source.node)
                 raise NodeFailed(
                     self.spec.id, node.id, node.plugin_ref, frame_index,
                     f"output {source.output!r} is not JSON-like: {error}",
                 ) from error
+            finally:
+                self._running_node = None
         return result
 
 
@@ -190,6 +257,15 @@ def _read(source: SourceRef, payload: Mapping[str, Any], values: Mapping[SourceR
     if source.is_frame:
         return payload[FRAME_FIELDS[source.output]]
     return values[source]
+
+
+def _close_quietly(instance: ToolInstance | None, node_id: str, pipeline_id: str) -> None:
+    if instance is None:
+        return
+    try:
+        instance.close()
+    except Exception:
+        logger.exception("closing node %r of pipeline %r failed", node_id, pipeline_id)
 
 
 def _error(node: NodeSpec, code: str, message: str) -> dict[str, Any]:

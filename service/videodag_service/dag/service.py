@@ -21,11 +21,21 @@ BUILTIN_PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
 
 class DagPipelineService:
-    """Validated pipelines by id; opens runs of them."""
+    """Validated pipelines by id; opens runs of them.
 
-    def __init__(self, pipelines: Mapping[str, PipelineSpec], node_observer: NodeObserver | None = None) -> None:
+    `node_timeout_seconds` (None: no limit) caps one node call on one frame in every run
+    opened from now on; see `PipelineRun` for what a call over it costs.
+    """
+
+    def __init__(
+        self,
+        pipelines: Mapping[str, PipelineSpec],
+        node_observer: NodeObserver | None = None,
+        node_timeout_seconds: float | None = None,
+    ) -> None:
         self._pipelines = dict(sorted(pipelines.items()))
         self.node_observer = node_observer
+        self.node_timeout_seconds = node_timeout_seconds
 
     @classmethod
     def from_folder(cls, folder: Path = BUILTIN_PIPELINE_DIR, registry: PluginRegistry | None = None
@@ -53,7 +63,7 @@ class DagPipelineService:
     @contextmanager
     def open_run(self, pipeline_id: str) -> Iterator[PipelineRun]:
         """A run of the pipeline for one video, closed when the block exits however it exits."""
-        run = PipelineRun(self.get_pipeline(pipeline_id), self.node_observer)
+        run = PipelineRun(self.get_pipeline(pipeline_id), self.node_observer, self.node_timeout_seconds)
         try:
             yield run
         finally:

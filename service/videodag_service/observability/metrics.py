@@ -18,6 +18,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from videodag_service.dag.time_limit import abandoned_thread_count
+
 # Used as the pipeline label when a run was refused before its pipeline was known to exist.
 UNKNOWN_PIPELINE = "unknown"
 STATUS_OK = "OK"
@@ -56,6 +58,12 @@ class ServerMetrics:
             "videodag_queue_depth", "Items waiting in a bounded queue between two stages of a run.",
             ["queue"], registry=self.registry,
         )
+        self.abandoned_node_threads = Gauge(
+            "videodag_abandoned_node_threads",
+            "Threads left running a node call that went over the node time limit (Python cannot stop them).",
+            registry=self.registry,
+        )
+        self.abandoned_node_threads.set_function(lambda: float(abandoned_thread_count()))
         self.calls = Counter(
             "videodag_grpc_calls", "gRPC calls that ended, by method and status code.",
             ["method", "code"], registry=self.registry,

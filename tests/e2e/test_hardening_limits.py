@@ -1,0 +1,193 @@
+"""Every limit refuses with a typed status and a clear message, before the work it guards."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import grpc
+import pytest
+from hardening_support import assert_still_serving, chunks, config, raw_call, rss_bytes, wait_until
+from harness import ServerFactory, ServerHarness
+
+import videodag_service.video.upload as upload_module
+from fakes.hostile_media import claim_avi_frame_count, claim_avi_frame_size
+from videodag_client import (
+    FrameResult,
+    InvalidArgument,
+    ResourceExhausted,
+    RunOptions,
+    UploadReceived,
+    VideodagError,
+)
+
+MIB = 1024 * 1024
+
+
+def events_until_refused(
+    server: ServerHarness, video: Path, error_type: type[VideodagError]
+) -> tuple[list[object], VideodagError]:
+    events: list[object] = []
+    with pytest.raises(error_type) as caught:
+        for event in server.client.upload_and_run(video, "frame_stats_v1", timeout=30):
+            events.append(event)
+    return events, caught.value
+
+
+@pytest.mark.parametrize(
+    ("limits", "limit_name", "message"),
+    [
+        ({"max_frame_width": 640}, "width", "frame width 768 px is over the limit of 640 px"),
+        ({"max_frame_height": 480}, "height", "frame height 576 px is over the limit of 480 px"),
+        ({"max_video_seconds": 5.0}, "duration", "the video lasts 12.000 s, over the limit of 5.0 s"),
+        ({"max_video_frames": 100}, "frame_count", "the video has 120 frames, over the limit of 100"),
+    ],
+)
+def test_a_video_over_a_limit_is_refused_before_any_frame(
+    make_server: ServerFactory, sample_clip: Path, limits: dict[str, float], limit_name: str, message: str
+) -> None:
+    server = make_server(**limits)
+    events, error = events_until_refused(server, sample_clip, ResourceExhausted)
+    assert [type(e) for e in events] == [UploadReceived]  # no VideoOpened, no frame
+    assert error.reason == "VIDEO_TOO_LARGE"
+    assert error.metadata["limit"] == limit_name
+    assert message in error.message
+    assert server.leftover_uploads() == []
+
+
+def test_a_header_claiming_huge_frames_is_refused_before_decoding(
+    make_server: ServerFactory, make_video, tmp_path: Path
+) -> None:
+    server = make_server()  # default limits: 7680 x 4320
+    real = make_video(20).read_bytes()
+    claims_9000 = tmp_path / "claims_9000.avi"
+    claims_9000.write_bytes(claim_avi_frame_size(real, 9000, 9000))
+    claims_60000 = tmp_path / "claims_60000.avi"
+    claims_60000.write_bytes(claim_avi_frame_size(real, 60000, 60000))
+    rss_before = rss_bytes()
+
+    events, error = events_until_refused(server, claims_9000, ResourceExhausted)
+    assert [type(e) for e in events] == [UploadReceived]
+    assert error.reason == "VIDEO_TOO_LARGE"
+    assert "frame width 9000 px is over the limit of 7680 px" in error.message
+    # FFmpeg itself refuses 60000 x 60000 (over its own pixel limit), so the file has no usable stream.
+    events, error = events_until_refused(server, claims_60000, InvalidArgument)
+    assert [type(e) for e in events] == [UploadReceived]
+    assert error.reason == "VIDEO_UNREADABLE"
+    # One decoded 9000 x 9000 frame alone would be 243 MB of BGR.
+    assert rss_bytes() - rss_before < 100 * MIB
+    assert server.leftover_uploads() == []
+
+
+def test_a_header_that_understates_the_frame_count_cannot_beat_the_limit(
+    make_server: ServerFactory, make_video, tmp_path: Path
+) -> None:
+    server = make_server(max_video_frames=50)
+    liar = tmp_path / "claims_10_holds_200.avi"
+    liar.write_bytes(claim_avi_frame_count(make_video(200).read_bytes(), 10))
+    events, error = events_until_refused(server, liar, ResourceExhausted)
+    frames = [e.frame_index for e in events if isinstance(e, FrameResult)]
+    assert events[1].frame_count == 10  # VideoOpened: the header's claim passed the check
+    assert frames == list(range(50))
+    assert error.reason == "VIDEO_TOO_LARGE"
+    assert error.metadata["limit"] == "frame_count"
+    assert "more than 50 frames" in error.message
+    assert server.leftover_uploads() == []
+
+
+def test_a_message_over_the_grpc_limit_is_refused_by_grpc_and_frees_the_run_slot(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    server = make_server(max_message_bytes=64 * 1024, max_concurrent_runs=1)
+    data = sample_clip.read_bytes()
+    with grpc.insecure_channel(server.target) as channel:
+        outcome = raw_call(channel, [config(), *chunks(data[:32 * 1024]), *chunks(data[:100_000], 100_000)])
+    assert outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in outcome.details
+    assert wait_until(lambda: server.leftover_uploads() == [])
+    # The one run slot is free again: the refused call released it.
+    assert_still_serving(server, sample_clip)
+
+
+def test_the_client_library_chunks_stay_under_the_server_message_limit(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    server = make_server(max_message_bytes=64 * 1024)
+    with pytest.raises(ResourceExhausted, match="larger than max"):
+        list(server.client.upload_and_run(sample_clip, "frame_stats_v1", chunk_size=256 * 1024))
+    events = list(server.client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(max_frames=2),
+                                               chunk_size=60 * 1024))
+    assert [e.frame_index for e in events if isinstance(e, FrameResult)] == [0, 1]
+
+
+class _CappedFile:
+    """A file object that refuses to grow past `capacity` bytes, as a full disk does."""
+
+    def __init__(self, file: BinaryIO, capacity: int) -> None:
+        self._file = file
+        self._capacity = capacity
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        size = memoryview(data).nbytes
+        if self._written + size > self._capacity:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._written += size
+        return self._file.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+class _SmallDiskOs:
+    """Stands in for `os` in the upload module: the files it opens hold at most `capacity` bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+
+    def fdopen(self, descriptor: int, *args: Any, **kwargs: Any) -> _CappedFile:
+        return _CappedFile(os.fdopen(descriptor, *args, **kwargs), self._capacity)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, capacity_bytes: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A filesystem of `capacity_bytes` at `folder`: a real tmpfs where mounting is allowed (root,
+    as on the test machines), otherwise uploads whose files fail with ENOSPC past that size."""
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={capacity_bytes},mode=0700", "tmpfs", str(folder)],
+        check=False, capture_output=True,
+    ).returncode == 0
+    if not mounted:
+        monkeypatch.setattr(upload_module, "os", _SmallDiskOs(capacity_bytes))
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "--lazy", str(folder)], check=False, capture_output=True)
+
+
+def test_a_full_disk_is_resource_exhausted_and_leaves_no_partial_file(
+    make_server: ServerFactory, sample_clip: Path, make_video, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with small_disk(tmp_path / "small", 512 * 1024, monkeypatch) as upload_dir:
+        server = make_server(temp_dir=upload_dir)
+        big = tmp_path / "big.avi"
+        big.write_bytes(sample_clip.read_bytes() * 2)  # 1.7 MB into 512 kB
+        with pytest.raises(ResourceExhausted) as caught:
+            list(server.client.upload_and_run(big, "frame_stats_v1", timeout=30))
+        assert caught.value.reason == "DISK_FULL"
+        assert "no space left" in caught.value.message
+        assert os.listdir(upload_dir) == []
+        # The space came back: a small video still runs on the same filesystem.
+        assert_still_serving(server, make_video(5))
+        assert os.listdir(upload_dir) == []
+        server.stop()  # before the filesystem goes

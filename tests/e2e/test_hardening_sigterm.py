@@ -1,0 +1,83 @@
+"""SIGTERM to a real `videodag-server` process: drain with health NOT_SERVING, finish or cancel, exit 0, clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2
+from hardening_support import health_status, wait_until
+from harness import TEST_PIPELINES
+from jobs_harness import ServerProcess, install_test_plugin, subprocess_environment
+
+from videodag_client import Cancelled, FrameResult, RunSummary, Unavailable, VideodagClient
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@contextmanager
+def server_process(root: Path, grace_seconds: float) -> Iterator[tuple[ServerProcess, Path]]:
+    """`videodag-server` with the test plugin installed as an entry point and the `slow` pipeline."""
+    pipelines = root / "pipelines"
+    pipelines.mkdir(parents=True)
+    (pipelines / "slow.yaml").write_text(textwrap.dedent(TEST_PIPELINES["slow"]))
+    uploads = root / "uploads"
+    arguments = [
+        "--host", "127.0.0.1", "--port", "0", "--pipeline-dir", str(pipelines), "--temp-dir", str(uploads),
+        "--data-dir", str(root / "data"), "--shutdown-grace-seconds", str(grace_seconds), "--log-format", "text",
+    ]
+    process = ServerProcess(arguments, subprocess_environment(install_test_plugin(root / "site")), root / "server.log")
+    try:
+        yield process, uploads
+    finally:
+        process.kill()  # no-op once it has exited; closes the log
+
+
+def leftover(uploads: Path) -> list[str]:
+    return sorted(os.listdir(uploads)) if uploads.exists() else []
+
+
+def test_sigterm_drains_finishes_the_run_in_flight_and_exits_cleanly(make_video, tmp_path: Path) -> None:
+    with server_process(tmp_path, grace_seconds=20) as (process, uploads):
+        target = f"127.0.0.1:{process.port}"
+        with VideodagClient(target) as client:
+            stream = client.upload_and_run(make_video(60), "slow", timeout=30)  # 60 frames x 50 ms
+            assert isinstance(next(e for e in stream if isinstance(e, FrameResult)), FrameResult)
+            signalled = time.monotonic()
+            os.kill(process.process.pid, signal.SIGTERM)
+
+            assert wait_until(lambda: health_status(target) == NOT_SERVING, timeout=5)
+            with pytest.raises(Unavailable) as refused:
+                list(client.upload_and_run(make_video(5), "slow", timeout=10))
+            assert refused.value.reason == "SERVER_DRAINING"
+            rest = list(stream)
+
+        assert [e.frame_index for e in rest if isinstance(e, FrameResult)] == list(range(1, 60))
+        assert isinstance(rest[-1], RunSummary) and rest[-1].frames_processed == 60
+        assert process.process.wait(timeout=15) == 0
+        assert time.monotonic() - signalled < 20
+        assert leftover(uploads) == []
+
+
+def test_sigterm_with_a_short_grace_cancels_the_run_in_flight_and_exits_cleanly(
+    make_video, tmp_path: Path
+) -> None:
+    with server_process(tmp_path, grace_seconds=0.5) as (process, uploads):
+        with VideodagClient(f"127.0.0.1:{process.port}") as client:
+            stream = client.upload_and_run(make_video(200), "slow", timeout=30)  # 10 s of work
+            next(e for e in stream if isinstance(e, FrameResult))
+            signalled = time.monotonic()
+            os.kill(process.process.pid, signal.SIGTERM)
+            with pytest.raises((Cancelled, Unavailable)):
+                list(stream)
+            ended = time.monotonic() - signalled
+
+        assert ended < 5
+        assert process.process.wait(timeout=10) == 0
+        assert leftover(uploads) == []

@@ -1,0 +1,144 @@
+"""The node time limit: a hung node fails its run, its thread is abandoned, everything else is cleaned up."""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fakes.fake_plugins import Recorder, make_registry
+from videodag_service.dag import DagPipelineService, load_pipeline_folder
+from videodag_service.dag.executor import NODE_THREAD_NAME
+from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
+from videodag_service.errors import NodeFailed, NodeTimedOut
+
+PIPELINES = {
+    "hanging": """
+        id: hanging
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {{fail_on: [7]}}
+            inputs: {{index: frame.index}}
+          - id: hang
+            plugin: test.hang
+            params: {{hang_on: [{hang_on}]}}
+            inputs: {{index: count.index}}
+            on_error: {policy}
+          - id: after
+            plugin: test.add
+            inputs: {{left: hang.index, right: count.count}}
+        outputs:
+          seen: count.count
+          total: after.sum
+    """,
+}
+
+
+def make_service(tmp_path: Path, recorder: Recorder, *, limit: float | None, hang_on: int = 2,
+                 policy: str = "fail") -> DagPipelineService:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    for name, text in PIPELINES.items():
+        (tmp_path / f"{name}.yaml").write_text(textwrap.dedent(text.format(hang_on=hang_on, policy=policy)))
+    return DagPipelineService(load_pipeline_folder(tmp_path, make_registry(recorder)), node_timeout_seconds=limit)
+
+
+def node_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == NODE_THREAD_NAME and t.is_alive()]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_limit_changes_no_result_and_its_thread_ends_with_the_run(tmp_path: Path) -> None:
+    recorder = Recorder()
+    limited = make_service(tmp_path / "a", recorder, limit=5.0, hang_on=-1)
+    unlimited = make_service(tmp_path / "b", recorder, limit=None, hang_on=-1)
+    before = len(node_threads())
+    with unlimited.open_run("hanging") as run:
+        expected = [run.process({"frame_index": i}) for i in range(5)]
+        assert len(node_threads()) == before  # no limit: the caller's thread runs the nodes
+    with limited.open_run("hanging") as run:
+        assert [run.process({"frame_index": i}) for i in range(5)] == expected
+        assert len(node_threads()) == before + 1
+    assert len(node_threads()) == before
+    assert expected[4] == {"seen": 5, "total": 4 + 5}
+
+
+def test_node_errors_cross_the_thread_unchanged(tmp_path: Path) -> None:
+    service = make_service(tmp_path, Recorder(), limit=5.0, hang_on=-1)
+    with service.open_run("hanging") as run:
+        for index in range(7):
+            run.process({"frame_index": index})
+        with pytest.raises(NodeFailed, match=r"node 'count' .* failed on frame 7: RuntimeError: boom on 7"):
+            run.process({"frame_index": 7})
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_a_hung_node_fails_the_run_whatever_its_policy(tmp_path: Path, policy: str) -> None:
+    recorder = Recorder()
+    service = make_service(tmp_path, recorder, limit=0.3, policy=policy)
+    abandoned_before = abandoned_thread_count()
+    with service.open_run("hanging") as run:
+        run.process({"frame_index": 0})
+        run.process({"frame_index": 1})
+        started = time.monotonic()
+        with pytest.raises(NodeTimedOut) as caught:
+            run.process({"frame_index": 2})
+        waited = time.monotonic() - started
+        with pytest.raises(NodeTimedOut):  # the run stays failed
+            run.process({"frame_index": 3})
+    assert 0.3 <= waited < 2.0
+    error = caught.value
+    assert (error.pipeline_id, error.node_id, error.plugin, error.frame_index) == ("hanging", "hang", "test.hang", 2)
+    assert error.status_code == "INTERNAL"
+    assert error.reason == "NODE_TIMED_OUT"
+    assert "failed on frame 2: no result within the node time limit of 0.3 s" in error.message
+    assert error.details.metadata["node_timeout_seconds"] == "0.3"
+    assert abandoned_thread_count() == abandoned_before + 1
+    # The run is closed: the counter at once, the hung instance not under its live call.
+    assert recorder.events.count(("close", "counter")) == 1
+    assert ("close", "hang") not in recorder.events
+    frames_counted = recorder.count("frame")
+
+    recorder.release.set()
+    assert wait_until(lambda: ("close", "hang") in recorder.events)
+    assert wait_until(lambda: abandoned_thread_count() == abandoned_before)
+    assert wait_until(lambda: not node_threads())
+    # The returned call went no further: no node ran after it.
+    assert recorder.count("frame") == frames_counted
+    assert recorder.events.count(("close", "hang")) == 1
+
+
+def test_the_clock_is_per_step_not_per_call() -> None:
+    progress: list[tuple[object, float] | None] = [None]
+
+    def three_steps(step_seconds: float) -> str:
+        for step in ("a", "b", "c"):
+            progress[0] = (step, time.perf_counter())
+            time.sleep(step_seconds)
+            progress[0] = None
+        return "done"
+
+    worker = StepLimitedThread(0.25, lambda: progress[0], "test-steps")
+    try:
+        assert worker.call(three_steps, 0.15) == "done"  # 0.45 s in all, each step within 0.25 s
+        with pytest.raises(StepTimedOut) as caught:
+            worker.call(three_steps, 0.3)
+        assert caught.value.step == "a"
+        assert worker.abandoned
+    finally:
+        cleaned: list[bool] = []
+        worker.abandon(lambda: cleaned.append(True))
+        assert wait_until(lambda: cleaned == [True])
