@@ -21,7 +21,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
@@ -33,12 +32,11 @@ from videodag_service.observability import (
     server_interceptors,
     start_metrics_exporter,
 )
-from videodag_service.servicer import RunSlots, VideoPipelineServicer
+from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
 # Threads beyond the run cap serve health checks, listings and refusals while all runs are busy.
 _SPARE_THREADS = 8
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
@@ -136,9 +134,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         interceptors=interceptors,
         options=grpc_options(settings),
     )
-    video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(
-        VideoPipelineServicer(dag, settings, run_slots, metrics, jobs), server
-    )
+    VideoPipelineServicer(dag, settings, run_slots, metrics, jobs).add_to_server(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -46,6 +46,8 @@ from videodag_service.video import (
 
 logger = logging.getLogger(__name__)
 
+SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
+
 
 class RunSlots:
     """Caps simultaneous runs; a caller over the cap is refused at once, never queued."""
@@ -124,6 +126,9 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._run_slots = run_slots
         self._metrics = metrics or ServerMetrics()
         self._video = VideoFilePipelineService(dag, limits=settings.video_limits())
+
+    def add_to_server(self, server: grpc.Server) -> None:
+        video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(self, server)
 
     def UploadAndRun(
         self,

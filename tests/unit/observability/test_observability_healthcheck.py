@@ -13,7 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from videodag_service.observability import healthcheck
-from videodag_service.server import SERVICE_NAME, RunningServer, start_server
+from videodag_service.server import RunningServer, start_server
+from videodag_service.servicer import SERVICE_NAME
 from videodag_service.settings import Settings
 
 
