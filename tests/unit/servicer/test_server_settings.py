@@ -1,0 +1,76 @@
+"""Settings come from flags, then environment, then defaults; bad values stop the server at start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from videodag_service.settings import ENV_PREFIX, Settings, SettingsError, build_parser, settings_from
+
+
+def test_flag_wins_over_environment_which_wins_over_default(tmp_path: Path) -> None:
+    environ = {"VIDEODAG_PORT": "6000", "VIDEODAG_MAX_UPLOAD_BYTES": "1234", "VIDEODAG_TEMP_DIR": str(tmp_path)}
+    settings = settings_from(["--port", "7000", "--shutdown-grace-seconds", "2.5"], environ)
+    assert settings.port == 7000
+    assert settings.max_upload_bytes == 1234
+    assert settings.temp_dir == tmp_path
+    assert settings.shutdown_grace_seconds == 2.5
+    assert settings.max_concurrent_runs == Settings().max_concurrent_runs
+
+
+def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
+    help_text = " ".join(build_parser().format_help().split())
+    for item in fields(Settings):
+        assert "--" + item.name.replace("_", "-") in help_text
+        assert ENV_PREFIX + item.name.upper() in help_text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "http"], "port must be int, got 'http'"),
+        (["--max-concurrent-runs", "0"], "max_concurrent_runs must be at least 1"),
+        (["--log-level", "LOUD"], "log_level must be DEBUG, INFO, WARNING or ERROR"),
+        (["--job-backend", "kafka"], "job_backend must be embedded or redis"),
+        (["--log-format", "xml"], "log_format must be json or text"),
+        (["--pipeline-dir", "/nonexistent/pipelines"], "pipeline_dir '/nonexistent/pipelines' does not exist"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        settings_from(argv, {})
+
+
+def run_server(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "videodag_service.server", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_server_exits_with_a_clear_message_on_a_bad_setting() -> None:
+    completed = run_server("--max-upload-bytes", "-5")
+    assert completed.returncode == 2
+    assert "videodag-server: max_upload_bytes must be at least 1, got -5" in completed.stderr
+
+
+def test_server_refuses_to_start_on_an_invalid_pipeline(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text(textwrap.dedent("""
+        id: broken
+        version: "1"
+        nodes:
+          - id: detect
+            plugin: nosuch.detect
+            inputs: {image: frame.image}
+        outputs:
+          found: detect.detections
+    """))
+    completed = run_server("--pipeline-dir", str(tmp_path), "--port", "0", "--data-dir", str(tmp_path / "data"))
+    assert completed.returncode == 1
+    assert "cannot start" in completed.stderr
+    assert f"{tmp_path / 'broken.yaml'}: node 'detect': unknown plugin 'nosuch'" in completed.stderr
