@@ -1,0 +1,44 @@
+"""player_tracking_v1 on the real sample clip over gRPC: people found, ids stable, results ordered."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from harness import ServerHarness
+
+from videodag_client import FrameResult, RunSummary
+
+
+def test_player_tracking_on_the_sample_clip(server: ServerHarness, sample_clip: Path) -> None:
+    events = list(server.client.upload_and_run(sample_clip, "player_tracking_v1"))
+    frames = [event for event in events if isinstance(event, FrameResult)]
+    assert [frame.frame_index for frame in frames] == list(range(120))
+
+    lifetimes: Counter[int] = Counter()
+    for frame in frames:
+        players = frame.result["players"]
+        for player in players:
+            x1, y1, x2, y2 = player["box"]
+            # Boxes are the tracker's smoothed estimates, which may run a few pixels past an edge.
+            assert -16 <= x1 < x2 <= 768 + 16 and -16 <= y1 < y2 <= 576 + 16
+            assert player["label"] == "person"
+            assert 0.0 < player["score"] <= 1.0
+        ids = [player["track_id"] for player in players]
+        assert len(ids) == len(set(ids)), f"frame {frame.frame_index} repeats a track id"
+        lifetimes.update(ids)
+
+    # The clip shows a handful of pedestrians at a time (2 to 7 per frame, about a dozen in
+    # all); a tracker that lost them every few frames would hand out ids by the hundred.
+    assert sum(1 for frame in frames if frame.result["players"]) >= 110
+    assert len(lifetimes) <= 25
+    # The man crossing in the middle is followed under one id through almost the whole clip.
+    assert lifetimes.most_common(1)[0][1] >= 100
+    # Most detections belong to tracks that lived for at least a second (10 frames).
+    long_lived = sum(count for count in lifetimes.values() if count >= 10)
+    assert long_lived >= 0.85 * sum(lifetimes.values())
+
+    summary = events[-1]
+    assert isinstance(summary, RunSummary)
+    assert [(t.node_id, t.calls) for t in summary.node_timings] == [("detect", 120), ("track", 120)]
+    assert server.leftover_uploads() == []
