@@ -7,14 +7,19 @@ every domain error goes through the servicer's single error -> status mapping.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
 from videodag.v1 import video_pipeline_service_pb2 as pb
 from videodag_service import convert_jobs
-from videodag_service.errors import BadRequestStream, FailedPrecondition
+from videodag_service.call_status import abort
+from videodag_service.client_streams import chunks, first_config
+from videodag_service.errors import FailedPrecondition
 from videodag_service.jobs import JobService
+
+if TYPE_CHECKING:
+    from videodag_service.servicer import RunSlots
 
 
 class JobRpcs:
@@ -24,6 +29,7 @@ class JobRpcs:
     """
 
     _jobs: JobService | None
+    _run_slots: RunSlots
 
     @property
     def _job_service(self) -> JobService:
@@ -34,17 +40,18 @@ class JobRpcs:
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitJobRequest], context: grpc.ServicerContext
                   ) -> pb.SubmitJobResponse:
         try:
-            config = _first_config(request_iterator)
-            job = self._job_service.submit(convert_jobs.job_request_from_proto(config), _chunks(request_iterator))
+            self._run_slots.refuse_if_draining()
+            config: pb.SubmitJobConfig = first_config(request_iterator)
+            job = self._job_service.submit(convert_jobs.job_request_from_proto(config), chunks(request_iterator))
         except Exception as error:
-            _abort(context, error)
+            abort(context, error)
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         try:
             job = self._job_service.get(request.job_id)
         except Exception as error:
-            _abort(context, error)
+            abort(context, error)
         return pb.GetJobResponse(job=convert_jobs.job_to_proto(job))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
@@ -53,7 +60,7 @@ class JobRpcs:
                 request.page_size, request.page_token, convert_jobs.job_states_from_proto(request.states)
             )
         except Exception as error:
-            _abort(context, error)
+            abort(context, error)
         return pb.ListJobsResponse(
             jobs=[convert_jobs.job_to_proto(job) for job in page.jobs], next_page_token=page.next_page_token
         )
@@ -62,14 +69,14 @@ class JobRpcs:
         try:
             job = self._job_service.cancel(request.job_id)
         except Exception as error:
-            _abort(context, error)
+            abort(context, error)
         return pb.CancelJobResponse(job=convert_jobs.job_to_proto(job))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> pb.DeleteJobResponse:
         try:
             self._job_service.delete(request.job_id)
         except Exception as error:
-            _abort(context, error)
+            abort(context, error)
         return pb.DeleteJobResponse()
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext
@@ -80,27 +87,4 @@ class JobRpcs:
             for event in events:
                 yield convert_jobs.watch_event_to_proto(event)
         except Exception as error:
-            _abort(context, error)
-
-
-def _first_config(requests: Iterator[pb.SubmitJobRequest]) -> pb.SubmitJobConfig:
-    first = next(requests, None)
-    if first is None:
-        raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
-    if not first.HasField("config"):
-        raise BadRequestStream("the first message must be the config; a chunk arrived first")
-    return first.config
-
-
-def _chunks(requests: Iterator[pb.SubmitJobRequest]) -> Iterator[bytes]:
-    for request in requests:
-        if request.HasField("config"):
-            raise BadRequestStream("the config was sent twice; send it once, as the first message")
-        yield request.chunk
-
-
-def _abort(context: grpc.ServicerContext, error: Exception) -> Any:
-    # Imported when needed: the servicer module imports this one to inherit JobRpcs.
-    from videodag_service.servicer import _abort as abort_with_status
-
-    return abort_with_status(context, error)
+            abort(context, error)

@@ -37,8 +37,9 @@ from videodag_service.settings import Settings, SettingsError, settings_from
 
 logger = logging.getLogger(__name__)
 
-# Threads beyond the run cap serve health checks, listings and refusals while all runs are busy.
-_SPARE_THREADS = 8
+# Threads beyond the run cap serve job watchers, health checks, listings and refusals while
+# every run slot is busy. Each call holds a thread for its whole life (a watcher for hours).
+_SPARE_THREADS = 32
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 
@@ -127,12 +128,13 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     interceptors = server_interceptors(metrics, tracing=settings.tracing == "otel")
     if settings.requires_token:
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
+    threads = settings.max_concurrent_runs + _SPARE_THREADS
     server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_runs + _SPARE_THREADS, thread_name_prefix="videodag-rpc"
-        ),
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),
         interceptors=interceptors,
         options=grpc_options(settings),
+        # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
+        maximum_concurrent_rpcs=threads,
     )
     VideoPipelineServicer(dag, settings, run_slots, metrics, jobs).add_to_server(server)
     health_servicer = health.HealthServicer()

@@ -12,22 +12,20 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from typing import Any
 
 import grpc
-from grpc_status import rpc_status
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service import convert
+from videodag_service.call_status import abort, status_name
+from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
-    BadRequestStream,
     DeadlineExceeded,
     ErrorDetails,
     RunCancelled,
     ServerDraining,
     TooManyRuns,
-    VideodagError,
 )
 from videodag_service.job_servicer import JobRpcs
 from videodag_service.jobs import JobService
@@ -59,10 +57,14 @@ class RunSlots:
         self._active = 0
         self._changed = threading.Condition()
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
+    def refuse_if_draining(self) -> None:
+        """New work is refused with UNAVAILABLE once shutdown has begun."""
         if self._draining.is_set():
             raise ServerDraining("the server is shutting down; retry on another replica")
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        self.refuse_if_draining()
         if not self._semaphore.acquire(blocking=False):
             raise TooManyRuns(
                 f"the server already runs its maximum of {self.capacity} videos; retry shortly",
@@ -138,14 +140,14 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         started = time.perf_counter()
         pipeline_id = UNKNOWN_PIPELINE
         try:
-            config = _first_config(request_iterator)
+            config: run_pb2.RunConfig = first_config(request_iterator)
             sampling = convert.sampling_from_proto(config.options)
             spec = self._dag.get_pipeline(config.pipeline_id)
             pipeline_id = spec.id
             yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
         except Exception as error:
-            self._metrics.record_run(pipeline_id, _status_name(error))
-            _abort(context, error)
+            self._metrics.record_run(pipeline_id, status_name(error))
+            abort(context, error)
         else:
             self._metrics.record_run(pipeline_id)
 
@@ -162,7 +164,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         try:
             spec = self._dag.get_pipeline(request.pipeline_id)
         except Exception as error:
-            _abort(context, error)
+            abort(context, error)
         return video_pipeline_service_pb2.GetPipelineResponse(pipeline=convert.pipeline_to_proto(spec))
 
     def _upload_and_run(
@@ -183,10 +185,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             declared_sha256=config.sha256 or None,
             suffix=suffix_for_file_name(config.file_name),
         ) as upload:
-            for request in requests:
-                if request.HasField("config"):
-                    raise BadRequestStream("the config was sent twice; send it once, as the first message")
-                upload.write(request.chunk)
+            for chunk in chunks(requests):
+                upload.write(chunk)
             stored = upload.finish()
             self._metrics.record_upload(spec.id, stored.size_bytes)
             yield convert.upload_received_event(stored)
@@ -223,39 +223,3 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         timings=stats.node_timings,
                     )
                 )
-
-
-def _first_config(requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest]) -> run_pb2.RunConfig:
-    first = next(requests, None)
-    if first is None:
-        raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
-    if not first.HasField("config"):
-        raise BadRequestStream("the first message must be the config; a chunk arrived first")
-    return first.config
-
-
-def _status_name(error: Exception) -> str:
-    if isinstance(error, VideodagError):
-        return error.status_code
-    return "CANCELLED" if isinstance(error, grpc.RpcError) else "INTERNAL"
-
-
-def _abort(context: grpc.ServicerContext, error: Exception) -> Any:
-    """End the call with the error's status; unexpected errors become INTERNAL and are logged."""
-    if isinstance(error, VideodagError):
-        if error.status_code in {"INTERNAL", "UNKNOWN"}:
-            logger.error("run failed: %s", error)
-        else:
-            logger.info("request refused: %s: %s", error.status_code, error.message)
-        status = convert.status_from_error(error)
-    elif isinstance(error, grpc.RpcError):
-        # The client went away while we read its stream; nothing is listening for a status.
-        logger.info("call ended by the client: %s", error)
-        status = convert.status_from_error(RunCancelled("the client cancelled the call"))
-    else:
-        logger.exception("unexpected failure")
-        status = convert.internal_status(f"internal error: {type(error).__name__}: {error}")
-    rich = rpc_status.to_status(status)
-    # Same as abort_with_status, spelled out so in-process test contexts handle it too.
-    context.set_trailing_metadata(rich.trailing_metadata)
-    context.abort(rich.code, rich.details)

@@ -1,0 +1,31 @@
+"""Reading a config-then-chunks client stream (UploadAndRun and SubmitJob share its shape).
+
+Both request messages carry a `oneof` of `config` and `chunk` (typed loosely here, as the
+two generated classes share no base): the config first, exactly once, then the video's
+bytes in order. Order mistakes are INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from videodag_service.errors import BadRequestStream
+
+
+def first_config(requests: Iterator[Any]) -> Any:
+    """The config of the stream's first message; BadRequestStream when it is missing."""
+    first = next(requests, None)
+    if first is None:
+        raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
+    if not first.HasField("config"):
+        raise BadRequestStream("the first message must be the config; a chunk arrived first")
+    return first.config
+
+
+def chunks(requests: Iterator[Any]) -> Iterator[bytes]:
+    """The video's bytes from the rest of the stream; BadRequestStream for a second config."""
+    for request in requests:
+        if request.HasField("config"):
+            raise BadRequestStream("the config was sent twice; send it once, as the first message")
+        yield request.chunk
