@@ -14,9 +14,11 @@ printed, not hidden, and the exit status is 0 unless something failed to run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -220,6 +222,24 @@ def measure_memory(work_dir: Path, warmup_clip: Path, plan: Plan) -> list[Row]:
     )]
 
 
+def measure_isolation(clips: dict[str, Path], plan: Plan) -> list[Row]:
+    """(7): the decoder in its own process (crash and hang proof) against a decoder thread.
+
+    In-process runs of `stream_run`, in a program of their own (see `bench_isolation.py`).
+    """
+    command = [sys.executable, str(BENCH_DIR / "bench_isolation.py"), *map(str, clips.values()),
+               "--repeats", str(max(plan.repeats, 3))]
+    runs = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    rows = []
+    for name, path in clips.items():
+        thread, process = (best([Throughput(*run) for run in runs[str(path)][isolation]])
+                           for isolation in ("thread", "process"))
+        # Reported, not judged: what the protection costs is a fact to weigh, not a goal.
+        rows.append(Row(f"(7) stream_run {STATS_PIPELINE}, decoder in a process", name, _fps(process),
+                        f"decoder thread {_fps(thread)}", process.per_second / thread.per_second))
+    return rows
+
+
 def first_result_rows(first_results: dict[str, list[RunTiming]]) -> list[Row]:
     """(6): from the UploadReceived event to the first frame's result, as the client sees them."""
     rows = []
@@ -276,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += measure_upload(client, bare, work_dir, plan)
         rows += measure_memory(work_dir, sample_clip, plan)
         rows += first_result_rows(first_results)
+        rows += measure_isolation(clips, plan)
         print_table(rows)
         print(_load_note(load_before))
     finally:

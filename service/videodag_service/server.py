@@ -103,6 +103,9 @@ def job_config(settings: Settings) -> JobConfig:
         job_timeout_seconds=settings.job_timeout_seconds,
         lease_seconds=settings.job_lease_seconds,
         video_limits=settings.video_limits(),
+        decode_isolation=settings.decode_isolation,
+        decode_frame_timeout_seconds=settings.decode_frame_timeout_seconds or None,
+        decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
         pipeline_dir=settings.pipeline_dir,
     )
 

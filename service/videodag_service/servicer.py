@@ -127,7 +127,13 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._settings = settings
         self._run_slots = run_slots
         self._metrics = metrics or ServerMetrics()
-        self._video = VideoFilePipelineService(dag, limits=settings.video_limits())
+        self._video = VideoFilePipelineService(
+            dag,
+            limits=settings.video_limits(),
+            isolation=settings.decode_isolation,
+            decode_frame_timeout_seconds=settings.decode_frame_timeout_seconds or None,
+            decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
+        )
 
     def add_to_server(self, server: grpc.Server) -> None:
         video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(self, server)

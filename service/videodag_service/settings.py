@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from videodag_service.video import VideoLimits
+from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
 MIB = 1024 * 1024
@@ -53,6 +53,19 @@ class Settings:
     node_timeout_seconds: float = _setting(
         60.0, "longest one pipeline node may take on one frame; over it the run fails (INTERNAL); 0 turns it off",
         minimum=0,
+    )
+    decode_isolation: Isolation = _setting(
+        "process",
+        "where uploaded videos are decoded: process (a decoder process per run: a decoder crash or hang fails "
+        "that run only) or thread (inside the server: a little faster, unprotected)",
+    )
+    decode_frame_timeout_seconds: float = _setting(
+        10.0, "process isolation: longest the decoder may go without progress (the probe, a frame, or frames it "
+        "skips) before it is killed and the run fails (DEADLINE_EXCEEDED); 0 turns it off", minimum=0,
+    )
+    decode_run_timeout_seconds: float = _setting(
+        6 * 3600.0, "process isolation: longest a run may wait for its decoder in total, pipeline time not "
+        "counted, before it is killed and the run fails (DEADLINE_EXCEEDED); 0 turns it off", minimum=0,
     )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
@@ -101,6 +114,8 @@ class Settings:
             raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
         if self.tracing not in {"off", "otel"}:
             raise SettingsError(f"tracing must be off or otel, got {self.tracing!r}")
+        if self.decode_isolation not in {"process", "thread"}:
+            raise SettingsError(f"decode_isolation must be process or thread, got {self.decode_isolation!r}")
         if self.job_backend not in {"embedded", "redis"}:
             raise SettingsError(f"job_backend must be embedded or redis, got {self.job_backend!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

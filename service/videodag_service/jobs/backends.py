@@ -17,7 +17,13 @@ from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage
-from videodag_service.video import VideoFilePipelineService, VideoLimits
+from videodag_service.video import (
+    DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
+    DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
+    Isolation,
+    VideoFilePipelineService,
+    VideoLimits,
+)
 
 MIB = 1024 * 1024
 
@@ -50,6 +56,10 @@ class JobConfig:
     job_timeout_seconds: float = 6 * 3600.0
     """The longest a job may run; past it, it FAILS with DEADLINE_EXCEEDED."""
     video_limits: VideoLimits = field(default_factory=VideoLimits)
+    decode_isolation: Isolation = "process"
+    """Where videos are decoded: a decoder process per job (crash and hang proof) or a thread."""
+    decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS
+    decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
     pipeline_dir: Path | None = None
     """Where workers load pipelines from; None for the built-in ones."""
     min_free_bytes: int = 64 * MIB
@@ -76,7 +86,13 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     if config.backend is JobBackend.REDIS:
         return _redis_service(config, dag, uploads)
     store = SqliteJobStore(config.data_dir)
-    video = VideoFilePipelineService(dag, limits=config.video_limits)
+    video = VideoFilePipelineService(
+        dag,
+        limits=config.video_limits,
+        isolation=config.decode_isolation,
+        decode_frame_timeout_seconds=config.decode_frame_timeout_seconds,
+        decode_run_timeout_seconds=config.decode_run_timeout_seconds,
+    )
     executor = JobExecutor(
         store,
         uploads,
@@ -108,6 +124,9 @@ def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: Director
         retention_seconds=config.retention_seconds,
         lease_seconds=config.lease_seconds,
         video_limits=asdict(config.video_limits),
+        decode_isolation=config.decode_isolation,
+        decode_frame_timeout_seconds=config.decode_frame_timeout_seconds,
+        decode_run_timeout_seconds=config.decode_run_timeout_seconds,
     )
     queue = RqJobQueue(
         redis.Redis.from_url(config.redis_url),

@@ -28,7 +28,13 @@ from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage
-from videodag_service.video import VideoFilePipelineService, VideoLimits
+from videodag_service.video import (
+    DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
+    DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
+    Isolation,
+    VideoFilePipelineService,
+    VideoLimits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,10 @@ class WorkerConfig:
     retention_seconds: float
     lease_seconds: float
     video_limits: dict[str, Any]
+    # Defaults: a job queued by a server from before these settings still runs.
+    decode_isolation: Isolation = "process"
+    decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS
+    decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +77,13 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
         store,
         DirectoryUploadStorage(worker_config.upload_dir),
         _dag(worker_config.pipeline_dir),
-        VideoFilePipelineService(_dag(worker_config.pipeline_dir), limits=VideoLimits(**worker_config.video_limits)),
+        VideoFilePipelineService(
+            _dag(worker_config.pipeline_dir),
+            limits=VideoLimits(**worker_config.video_limits),
+            isolation=worker_config.decode_isolation,
+            decode_frame_timeout_seconds=worker_config.decode_frame_timeout_seconds,
+            decode_run_timeout_seconds=worker_config.decode_run_timeout_seconds,
+        ),
         job_timeout_seconds=worker_config.job_timeout_seconds,
         retention_seconds=worker_config.retention_seconds,
     )

@@ -6,28 +6,42 @@ This package knows no gRPC and no pipeline semantics. The public surface:
 * `open_video`, `probe_video`, `VideoInfo`, `VideoLimits`: open and check a file.
 * `SamplingOptions`: frame stride, max frames, time window.
 * `VideoFilePipelineService`: run a pipeline over a file (`run_on_file`, `stream_run`), with
-  the events `VideoOpened`, `FrameProcessed`, `RunFinished` (`RunStats`).
+  the events `VideoOpened`, `FrameProcessed`, `RunFinished` (`RunStats`); decoding in a
+  thread or, for untrusted files, in a decoder process (`Isolation`, `DecoderTimeouts`,
+  `open_isolated_video`, `start_decoder_server`).
+* `VideoOpener`: what opens a file for decoding (`open_video` unless substituted).
 * `SupportsRuns`, `PipelineRun`, `NodeTimingLike`, `SupportsRunPipeline`: what a DAG
   service must offer.
 * `FramePayload`: what each frame looks like to the DAG service.
 """
 
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
-from videodag_service.video.file_pipeline import VideoFilePipelineService
+from videodag_service.video.file_pipeline import (
+    DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
+    DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
+    Isolation,
+    VideoFilePipelineService,
+)
 from videodag_service.video.info import VideoInfo
+from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video, start_decoder_server
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import IMAGE_BYTES_FORMAT, PAYLOAD_KEYS, FramePayload
-from videodag_service.video.reader import DecodedFrame, OpenedVideo, open_video, probe_video
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, probe_video
 from videodag_service.video.runs import NodeTimingLike, PipelineRun, SupportsRunPipeline, SupportsRuns
 from videodag_service.video.sampling import SamplingOptions
 from videodag_service.video.upload import StoredUpload, UploadReceiver, receive_upload, suffix_for_file_name
 
 __all__ = [
+    "DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS",
+    "DEFAULT_DECODE_RUN_TIMEOUT_SECONDS",
     "IMAGE_BYTES_FORMAT",
     "PAYLOAD_KEYS",
     "DecodedFrame",
+    "DecoderTimeouts",
     "FramePayload",
     "FrameProcessed",
+    "IsolatedVideo",
+    "Isolation",
     "NodeTimingLike",
     "OpenedVideo",
     "PipelineRun",
@@ -43,8 +57,11 @@ __all__ = [
     "VideoInfo",
     "VideoLimits",
     "VideoOpened",
+    "VideoOpener",
+    "open_isolated_video",
     "open_video",
     "probe_video",
     "receive_upload",
+    "start_decoder_server",
     "suffix_for_file_name",
 ]

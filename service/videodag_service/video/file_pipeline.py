@@ -4,30 +4,42 @@ The video layer adds no pipeline semantics: it decodes and samples frames, hands
 to the DAG service as a `FramePayload`, and collects per-frame results in frame order.
 Exceptions from the DAG service reach the caller unchanged.
 
-Decoding runs in its own thread (`videodag-decode`), a bounded read-ahead in front of the
-DAG, which runs in the caller's thread: the two overlap, the slower sets the pace, and a
-slow DAG or a slow reader of the events holds the decoder back instead of letting frames
-pile up. Each frame's event is yielded as soon as its result is ready.
+Decoding runs ahead of the DAG, which runs in the caller's thread, by a bounded amount
+(`decode_ahead_bytes`): the two overlap, the slower sets the pace, and a slow DAG or a slow
+reader of the events holds the decoder back instead of letting frames pile up. Each frame's
+event is yielded as soon as its result is ready. Where the decoder runs is the `isolation`:
+
+* "process": a decoder process per run (`isolation.py`), frames through shared memory. A
+  decoder crash or hang ends that run with a typed error, never the caller's process; the
+  choice for untrusted uploads (the server's default).
+* "thread": a decoder thread (`videodag-decode`) in this process, a little cheaper and the
+  only choice where the caller must see the capture (tests with spies). No time limits: a
+  native decoder that hangs or crashes takes this process with it.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import pickle
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
+from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video, start_decoder_server
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
 from videodag_service.video.pipelining import read_ahead
-from videodag_service.video.reader import DecodedFrame, OpenedVideo, open_video, unreadable
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, unreadable
 from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 OptionsLike = SamplingOptions | Mapping[str, Any] | None
+Isolation = Literal["process", "thread"]
+ISOLATIONS: tuple[Isolation, ...] = ("process", "thread")
 
 DECODE_THREAD_NAME = "videodag-decode"
 # How far decoding may run ahead of the DAG, in bytes of decoded BGR frames: 11 frames of
@@ -35,6 +47,8 @@ DECODE_THREAD_NAME = "videodag-decode"
 # measured the same throughput within noise: a few frames absorb one slow frame on either
 # side, more would only cost memory.
 DEFAULT_DECODE_AHEAD_BYTES = 16 * 1024 * 1024
+DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS = DecoderTimeouts().frame_seconds
+DEFAULT_DECODE_RUN_TIMEOUT_SECONDS = DecoderTimeouts().run_seconds
 
 
 class VideoFilePipelineService:
@@ -43,6 +57,17 @@ class VideoFilePipelineService:
     `frame_stride` and `max_frames` are defaults; per-call options override them (see
     `SamplingOptions.overridden_by`). `limits` are checked after probing, before any frame
     is decoded, and again on every decoded frame.
+
+    `isolation` says where decoding runs (see the module docstring); "thread" by default
+    for scripts and tests, the server asks for "process". With "process", a decoder making
+    no progress for `decode_frame_timeout_seconds`, or that a run has waited for
+    `decode_run_timeout_seconds` in total, is killed (DeadlineExceeded), and one that
+    crashes ends the run with VideoUnreadable; None switches a limit off. `video_opener`
+    opens files for decoding (`open_video`); with "process" it runs in the decoder process
+    and must be a module-level function. With "process" the constructor also starts
+    multiprocessing's forkserver if it is not running, so the first run does not wait for
+    it; as with any multiprocessing program, a script's entry point needs the
+    `if __name__ == "__main__":` guard.
 
     Example::
 
@@ -59,11 +84,23 @@ class VideoFilePipelineService:
         *,
         limits: VideoLimits | None = None,
         decode_ahead_bytes: int = DEFAULT_DECODE_AHEAD_BYTES,
+        isolation: Isolation = "thread",
+        decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
+        decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
+        video_opener: VideoOpener = open_video,
     ) -> None:
         if decode_ahead_bytes <= 0:
             raise ValueError(f"decode_ahead_bytes must be positive, got {decode_ahead_bytes}")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {', '.join(ISOLATIONS)}, got {isolation!r}")
         self._dag_service = dag_service
         self._decode_ahead_bytes = decode_ahead_bytes
+        self._isolation = isolation
+        self._timeouts = DecoderTimeouts(decode_frame_timeout_seconds, decode_run_timeout_seconds)
+        self._video_opener = video_opener
+        if isolation == "process":
+            _check_sendable(video_opener)
+            start_decoder_server()
         self._default_sampling = SamplingOptions(frame_stride=frame_stride, max_frames=max_frames)
         self._limits = limits or VideoLimits()
 
@@ -93,17 +130,14 @@ class VideoFilePipelineService:
     ) -> Generator[RunEvent, None, None]:
         started = time.perf_counter()
         frames_processed = 0
-        with open_video(path) as video:
+        with self._open(path) as video:
             self._limits.check_info(video.info)
             window = _plan(video, sampling)
             with open_pipeline_run(self._dag_service, pipeline_id) as run:
-                # Decoding starts now, in its own thread, so the first frames are ready by the
-                # time the caller has sent VideoOpened; it is stopped and joined before the
-                # capture is released, however this generator ends.
-                decoded = video.frames(window, self._limits)
-                with read_ahead(
-                    decoded, self._decode_ahead_bytes, weigh=_image_bytes, thread_name=DECODE_THREAD_NAME
-                ) as frames:
+                # Decoding starts now, so the first frames are ready by the time the caller has
+                # sent VideoOpened; it is stopped before the video is closed, however this
+                # generator ends.
+                with self._decode_ahead(video, window) as frames:
                     yield VideoOpened(video.info)
                     for frame in frames:
                         payload = FramePayload(frame.frame_index, frame.timestamp_seconds, frame.image)
@@ -122,12 +156,39 @@ class VideoFilePipelineService:
             )
         )
 
+    def _open(self, path: Path) -> AbstractContextManager[OpenedVideo | IsolatedVideo]:
+        if self._isolation == "process":
+            return open_isolated_video(
+                path, timeouts=self._timeouts, ring_budget_bytes=self._decode_ahead_bytes, opener=self._video_opener
+            )
+        return self._video_opener(path)
 
-def _plan(video: OpenedVideo, sampling: SamplingOptions) -> FrameWindow:
+    def _decode_ahead(
+        self, video: OpenedVideo | IsolatedVideo, window: FrameWindow
+    ) -> AbstractContextManager[Iterator[DecodedFrame]]:
+        """The sampled frames, decoded ahead of the caller by at most decode_ahead_bytes."""
+        if isinstance(video, IsolatedVideo):
+            # The decoder process is the read-ahead: it fills the ring while the DAG runs.
+            return closing(video.frames(window, self._limits))
+        return read_ahead(
+            video.frames(window, self._limits), self._decode_ahead_bytes,
+            weigh=_image_bytes, thread_name=DECODE_THREAD_NAME,
+        )
+
+
+def _plan(video: OpenedVideo | IsolatedVideo, sampling: SamplingOptions) -> FrameWindow:
     try:
         return plan_window(sampling, video.info.fps)
     except ValueError as error:
         raise unreadable(video.path, str(error)) from error
+
+
+def _check_sendable(video_opener: VideoOpener) -> None:
+    """The decoder process imports the opener by name: refuse a lambda or a local function now."""
+    try:
+        pickle.dumps(video_opener)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise ValueError(f"video_opener must be a module-level function to run in a decoder process: {error}") from None
 
 
 def _image_bytes(frame: DecodedFrame) -> int:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,9 @@ from videodag_service.video.limits import VideoLimits
 from videodag_service.video.sampling import FrameWindow
 
 _UNLIMITED = VideoLimits()
+
+VideoOpener = Callable[[Path], AbstractContextManager["OpenedVideo"]]
+"""Opens a video for decoding (`open_video` unless a caller substitutes its own)."""
 
 
 @dataclass(frozen=True)
@@ -69,15 +72,25 @@ class OpenedVideo:
         self._capture.release()
 
     def frames(
-        self, window: FrameWindow, limits: VideoLimits = _UNLIMITED
+        self,
+        window: FrameWindow,
+        limits: VideoLimits = _UNLIMITED,
+        *,
+        retrieve_into: Callable[[], np.ndarray] | None = None,
+        on_grab: Callable[[], None] | None = None,
     ) -> Generator[DecodedFrame, None, None]:
         """Yield the frames the window samples, in order; stops early on a truncated file.
 
         Every delivered frame, sampled or not, is checked against `limits`, because the
         header's frame count and duration are only declarations.
+
+        The decoder process uses the two hooks: `retrieve_into` returns the array the next
+        kept frame is converted into (OpenCV writes in place when it has the frame's shape
+        and allocates a new one otherwise, so check `image` against it); `on_grab` is called
+        after every grab, kept or skipped, so long runs of skipped frames can report progress.
         """
         started = time.perf_counter()
-        if not self._move_to(window.first_index, limits):
+        if not self._move_to(window.first_index, limits, on_grab):
             self.decode_seconds += time.perf_counter() - started
             return
         frame_index = window.first_index
@@ -85,11 +98,11 @@ class OpenedVideo:
         while not window.is_past_end(frame_index) and (
             window.max_frames is None or processed < window.max_frames
         ):
-            if not self._grab():
+            if not self._grab(on_grab):
                 break
             limits.check_frame(frame_index, self.info.fps)
             if window.is_sampled(frame_index):
-                image = self._retrieve()
+                image = self._retrieve(None if retrieve_into is None else retrieve_into())
                 if image is None:
                     break
                 frame = DecodedFrame(frame_index, self._timestamp(frame_index), image)
@@ -100,7 +113,7 @@ class OpenedVideo:
             frame_index += 1
         self.decode_seconds += time.perf_counter() - started
 
-    def _move_to(self, first_index: int, limits: VideoLimits) -> bool:
+    def _move_to(self, first_index: int, limits: VideoLimits, on_grab: Callable[[], None] | None) -> bool:
         """Position the capture so the next grab returns `first_index`; False if the video ends first.
 
         Seeking is used only inside the declared frame count and only when OpenCV reports
@@ -118,7 +131,7 @@ class OpenedVideo:
             self._capture.release()
             self._capture = self._open_capture()
         for frame_index in range(first_index):
-            if not self._grab():
+            if not self._grab(on_grab):
                 return False
             limits.check_frame(frame_index, self.info.fps)
         return True
@@ -132,15 +145,18 @@ class OpenedVideo:
             return False
         return math.isfinite(landed) and round(landed) == frame_index
 
-    def _grab(self) -> bool:
+    def _grab(self, on_grab: Callable[[], None] | None = None) -> bool:
         try:
-            return bool(self._capture.grab())
+            grabbed = bool(self._capture.grab())
         except cv2.error as error:
             raise unreadable(self.path, f"decoding failed: {error}") from error
+        if on_grab is not None:
+            on_grab()
+        return grabbed
 
-    def _retrieve(self) -> np.ndarray | None:
+    def _retrieve(self, into: np.ndarray | None = None) -> np.ndarray | None:
         try:
-            ok, image = self._capture.retrieve()
+            ok, image = self._capture.retrieve(into)
         except cv2.error as error:
             raise unreadable(self.path, f"decoding failed: {error}") from error
         return image if ok and image is not None and image.size else None

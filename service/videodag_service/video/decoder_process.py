@@ -1,0 +1,173 @@
+"""The decoder process: opens one uploaded file, probes it and decodes the sampled frames into the ring.
+
+This module is what runs on the other side of the isolation: a segfault, an abort or an
+endless loop in FFmpeg ends this process only, and the server, which holds nothing but a
+pipe and the ring, reports it as the run's error. The process is started per run from the
+forkserver with this module preloaded, so it starts in milliseconds with OpenCV imported.
+
+The process owns its lifetime only as far as "finish and exit": the server kills it when it
+is no longer needed or stops answering, so it ignores SIGINT and SIGTERM (a Ctrl-C or a
+`systemctl stop` reaching the whole process group must not fail the runs the server is
+still draining), dies with the forkserver (which exits with the server) on Linux, and
+writes no core file of a private upload.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+import time
+from contextlib import suppress
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videodag_service.video import decoder_messages as messages
+from videodag_service.video.frame_ring import FrameRing
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, unreadable
+
+_PR_SET_PDEATHSIG = 1
+# Looked up once, in the forkserver that preloads this module, not in every decoder.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+class ServerGone(Exception):
+    """The server closed its end of the pipe: nobody wants the frames any more."""
+
+
+class _Channel:
+    """The decoder's end of the pipe; every send also counts as a sign of life."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.last_sent = time.monotonic()
+
+    def send(self, message: bytes) -> None:
+        try:
+            self._connection.send_bytes(message)
+        except OSError as error:  # BrokenPipeError and friends
+            raise ServerGone from error
+        self.last_sent = time.monotonic()
+
+    def receive(self) -> dict[str, Any]:
+        try:
+            return messages.decode(self._connection.recv_bytes(messages.MAX_MESSAGE_BYTES))
+        except (EOFError, OSError) as error:
+            raise ServerGone from error
+
+
+class _SlotWriter:
+    """Hands the reader a free slot for each kept frame and announces it once filled.
+
+    Slots are used in turn and the server releases them in the same order, so a count of
+    releases is all the bookkeeping needed; with every slot in use the decoder waits for a
+    release, which is the backpressure that keeps the ring bounded.
+    """
+
+    def __init__(self, ring: FrameRing, channel: _Channel, frame_shape: tuple[int, int, int]) -> None:
+        self._ring = ring
+        self._channel = channel
+        self._frame_shape = frame_shape
+        self._published = 0
+        self._released = 0
+        self._slot: int | None = None
+        self._buffer: np.ndarray | None = None
+        self.waited_seconds = 0.0
+
+    def next_buffer(self) -> np.ndarray:
+        """The declared-size view of a free slot; the same one again if the last was never filled."""
+        if self._buffer is None:
+            self._wait_for_free_slot()
+            self._slot = self._published % self._ring.layout.slots
+            self._buffer = self._ring.slot_array(self._slot, self._frame_shape)
+        return self._buffer
+
+    def publish(self, frame: DecodedFrame, path: Path) -> None:
+        buffer = self.next_buffer()
+        assert self._slot is not None
+        image = frame.image
+        if image is not buffer:
+            # OpenCV allocated: the frame's shape differs from the declared one (a size change
+            # mid-stream). Copy it in if it fits; a frame larger than the declared size is
+            # refused, since the limits were checked against that size.
+            if image.dtype != np.uint8 or image.ndim != 3 or image.nbytes > self._ring.layout.slot_bytes:
+                raise unreadable(path, f"frame {frame.frame_index} {image.shape} is larger than the video declares")
+            self._ring.slot_array(self._slot, image.shape)[...] = image
+        ready = messages.FrameReady(self._slot, frame.frame_index, frame.timestamp_seconds, tuple(image.shape))
+        self._channel.send(messages.frame_ready(ready))
+        self._published += 1
+        self._slot = None
+        self._buffer = None
+
+    def _wait_for_free_slot(self) -> None:
+        started = time.perf_counter()
+        while self._published - self._released >= self._ring.layout.slots:
+            message = self._channel.receive()
+            if message["type"] != "released":
+                raise messages.MalformedMessage(f"expected a slot release, got {message['type']!r}")
+            self._released += 1
+        self.waited_seconds += time.perf_counter() - started
+
+
+def serve_decoder(connection: Connection, path: str, opener: VideoOpener) -> None:
+    """The decoder process's whole life: probe, wait for the request, decode, report, exit.
+
+    `opener` opens the file (`open_video` in production); it is sent by reference, so it
+    must be a module-level function.
+    """
+    _harden_process()
+    channel = _Channel(connection)
+    try:
+        _decode_one_file(channel, Path(path), opener)
+    except ServerGone:
+        pass
+    except Exception as error:  # file errors keep their type; a bug or a resource error is reported too
+        with suppress(ServerGone):
+            channel.send(messages.failed(error))
+    finally:
+        connection.close()
+
+
+def _decode_one_file(channel: _Channel, path: Path, opener: VideoOpener) -> None:
+    with opener(path) as video:
+        channel.send(messages.opened(video.info))
+        message = channel.receive()
+        if message["type"] != "decode":
+            raise messages.MalformedMessage(f"expected a decode request, got {message['type']!r}")
+        request = messages.request_from(message)
+        ring = FrameRing.attach(request.ring_name, request.layout)
+        # No close: the process exits right after, which unmaps the ring, and the frames the
+        # reader still references are views of it.
+        channel.send(messages.encode("attached"))
+        writer = _SlotWriter(ring, channel, (video.info.height, video.info.width, 3))
+        _stream_frames(video, request, writer, channel, path)
+        channel.send(messages.encode("finished", decode_seconds=max(0.0, video.decode_seconds - writer.waited_seconds)))
+
+
+def _stream_frames(
+    video: OpenedVideo, request: messages.DecodeRequest, writer: _SlotWriter, channel: _Channel, path: Path
+) -> None:
+    def heartbeat() -> None:
+        if time.monotonic() - channel.last_sent >= request.heartbeat_seconds:
+            channel.send(messages.encode("alive"))
+
+    frames = video.frames(request.window, request.limits, retrieve_into=writer.next_buffer, on_grab=heartbeat)
+    for frame in frames:
+        writer.publish(frame, path)
+
+
+def _harden_process() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if _LIBC is not None:
+        # Killed with the forkserver, which exits with the server: a decoder stuck in native
+        # code would otherwise outlive a server that was itself killed.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)

@@ -1,0 +1,360 @@
+"""Decode an untrusted file in a child process, so a decoder crash or hang ends one run, not the server.
+
+`open_isolated_video` starts a decoder process for one file (`decoder_process`), waits for
+its probe and yields an `IsolatedVideo`, which looks to the run like an `OpenedVideo`: the
+same `info`, `path`, `decode_seconds` and `frames(window, limits)`. Frames arrive through a
+shared-memory ring (`frame_ring`) and a pipe of small JSON messages (`decoder_messages`).
+
+What the server sees of a misbehaving decoder:
+
+* it dies (segfault, abort, killed by the OOM killer): `VideoUnreadable` naming the signal,
+  INVALID_ARGUMENT to the client;
+* it goes silent for `frame_timeout_seconds` (no probe, no frame, no sign of progress while
+  it grabs frames it skips) or the run has waited for it `run_timeout_seconds` in total:
+  the process is killed and `DeadlineExceeded` says so. The run limit counts only the time
+  the run waited for its decoder, not the time the pipeline took, so a slow pipeline on a
+  long video cannot trip it;
+* it reports a file error: the same `VideoUnreadable` / `VideoTooLarge` as in-process.
+
+Whichever way the block exits, the process is dead and reaped and the ring unlinked when it
+has exited. Processes come from multiprocessing's forkserver, never from a plain fork of
+the multi-threaded server: the forkserver is a clean single-threaded process started once,
+with OpenCV and the decoder module preloaded, and forks one decoder per run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TypeVar
+
+from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoUnreadable
+from videodag_service.video import decoder_messages as messages
+from videodag_service.video.decoder_process import serve_decoder
+from videodag_service.video.frame_ring import FrameRing, plan_ring
+from videodag_service.video.info import VideoInfo
+from videodag_service.video.limits import VideoLimits
+from videodag_service.video.reader import DecodedFrame, VideoOpener, open_video, unreadable
+from videodag_service.video.sampling import FrameWindow
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DECODER_PROCESS_NAME = "videodag-decoder"
+# How long a decoder that has said it is done, or whose pipe closed, may take to exit, and
+# how long a killed one may take to be reaped, before the server stops waiting and logs it.
+_EXIT_GRACE_SECONDS = 5.0
+# Without a frame limit the decoder still reports progress this often while it skips frames.
+_DEFAULT_HEARTBEAT_SECONDS = 1.0
+_START_LOCK = threading.Lock()
+_preload_set = False
+
+
+@dataclass(frozen=True)
+class DecoderTimeouts:
+    """Time limits on a decoder process; None switches a limit off.
+
+    frame_seconds: longest the decoder may go without a sign of progress (the probe, a
+        frame, or a grab while it skips frames).
+    run_seconds: longest a run may wait for its decoder in total.
+    """
+
+    frame_seconds: float | None = 10.0
+    run_seconds: float | None = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("frame_seconds", "run_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a busy decoder reports progress: well inside the frame limit."""
+        return _DEFAULT_HEARTBEAT_SECONDS if self.frame_seconds is None else min(
+            _DEFAULT_HEARTBEAT_SECONDS, self.frame_seconds / 4
+        )
+
+
+class IsolatedVideo:
+    """A video being decoded by its own process; use through `open_isolated_video`."""
+
+    def __init__(
+        self, path: Path, process: multiprocessing.process.BaseProcess, connection: Connection,
+        timeouts: DecoderTimeouts, ring_budget_bytes: int,
+    ) -> None:
+        self.path = path
+        self._process = process
+        self._connection = connection
+        self._timeouts = timeouts
+        self._ring_budget_bytes = ring_budget_bytes
+        self._ring: FrameRing | None = None
+        self._waited_seconds = 0.0
+        self._finished = False
+        self._reaped = False
+        self._exitcode: int | None = None
+        self.decode_seconds = 0.0
+        """The decoder's own time seeking, decoding and converting; known once it has finished."""
+        self._info: VideoInfo | None = None
+
+    @property
+    def info(self) -> VideoInfo:
+        """The decoder's probe of the file (`open_isolated_video` waits for it)."""
+        if self._info is None:
+            raise RuntimeError("the decoder has not opened the file yet")
+        return self._info
+
+    def wait_until_opened(self) -> VideoInfo:
+        """Wait for the decoder's probe of the file; raises its error if it could not open it."""
+        message = self._receive("opened")
+        self._info = self._checked(messages.info_from, message)
+        return self._info
+
+    def frames(self, window: FrameWindow, limits: VideoLimits) -> Generator[DecodedFrame, None, None]:
+        """Start decoding now and yield the frames the window samples, each the caller's own copy.
+
+        Decoding runs ahead of the caller by as many frames as the ring holds.
+        """
+        if self._ring is not None or self._info is None:
+            raise RuntimeError("frames() may be called once per decoder, after it has opened the file")
+        layout = plan_ring(self.info.width, self.info.height, self._ring_budget_bytes)
+        self._ring = FrameRing.create(layout)
+        request = messages.DecodeRequest(window, limits, self._ring.name, layout, self._timeouts.heartbeat_seconds)
+        self._send(messages.decode_request(request))
+        return self._frames(self._ring, window, limits)
+
+    def close(self) -> None:
+        """Stop the decoder (killed unless it has finished), reap it, unlink and unmap the ring."""
+        try:
+            self._connection.close()  # a decoder waiting on the pipe sees the end and exits
+            if not self._finished:
+                self._kill()
+            self._reap()
+        finally:
+            if self._ring is not None:
+                self._ring.close()
+
+    def _frames(
+        self, ring: FrameRing, window: FrameWindow, limits: VideoLimits
+    ) -> Generator[DecodedFrame, None, None]:
+        self._receive("attached")
+        ring.unlink()  # both sides have it mapped: from now on nothing can leak in /dev/shm
+        last_index = window.first_index - 1
+        while True:
+            message = self._receive("frame", "finished")
+            if message["type"] == "finished":
+                self.decode_seconds = float(self._checked(messages.field, message, "decode_seconds", float))
+                self._finished = True
+                return
+            frame = self._checked(messages.frame_from, message, ring.layout)
+            # The decoder checks these too; the server does not take its word for them.
+            if frame.frame_index <= last_index or window.is_past_end(frame.frame_index):
+                raise self._malformed(f"frame {frame.frame_index} is out of order or outside the window")
+            limits.check_frame(frame.frame_index, self.info.fps)
+            last_index = frame.frame_index
+            image = ring.copy_out(frame.slot, frame.shape)
+            self._send(messages.encode("released"))
+            yield DecodedFrame(frame.frame_index, frame.timestamp_seconds, image)
+
+    def _receive(self, *expected: str) -> dict[str, Any]:
+        """The next message of an expected type; heartbeats reset the frame limit and are skipped."""
+        while True:
+            wait, limit_name = self._next_wait()
+            started = time.monotonic()
+            try:
+                ready = self._connection.poll(wait)
+            finally:
+                self._waited_seconds += time.monotonic() - started
+            if not ready:
+                raise self._timed_out(limit_name)
+            try:
+                raw = self._connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
+            except (EOFError, ConnectionError):  # a reset too: it died with releases unread
+                raise self._crashed() from None
+            except OSError:
+                raise self._malformed(f"a message over {messages.MAX_MESSAGE_BYTES} bytes") from None
+            message = self._checked(messages.decode, raw)
+            if message["type"] == "alive":
+                continue
+            if message["type"] == "failed":
+                self._finished = True  # it exits by itself after reporting
+                raise self._checked(messages.error_from, message)
+            if message["type"] not in expected:
+                raise self._malformed(f"expected {' or '.join(expected)}, got {message['type']!r}")
+            return message
+
+    def _next_wait(self) -> tuple[float | None, str]:
+        frame_limit, run_limit = self._timeouts.frame_seconds, self._timeouts.run_seconds
+        run_left = None if run_limit is None else max(0.0, run_limit - self._waited_seconds)
+        if run_left is not None and (frame_limit is None or run_left < frame_limit):
+            return run_left, "run"
+        return frame_limit, "frame"
+
+    def _send(self, message: bytes) -> None:
+        """Send, ignoring a closed pipe: a decoder that has finished exits while the last frames
+        are still being released, and one that died is reported by the next receive."""
+        with suppress(OSError):
+            self._connection.send_bytes(message)
+
+    def _checked(self, parse: Callable[..., T], *args: Any) -> T:
+        """`parse(*args)`, with a malformed message ending the decoder and the run."""
+        try:
+            return parse(*args)
+        except messages.MalformedMessage as error:
+            raise self._malformed(str(error)) from None
+
+    def _timed_out(self, limit_name: str) -> DeadlineExceeded:
+        self._kill()
+        if limit_name == "run":
+            seconds = self._timeouts.run_seconds
+            what = f"decoding took longer than the run's decode time limit of {seconds:g} s"
+        else:
+            seconds = self._timeouts.frame_seconds
+            what = f"the decoder stopped responding: no progress within the frame time limit of {seconds:g} s"
+        return DeadlineExceeded(
+            f"{what} on {self.path.name!r}; the run was stopped",
+            ErrorDetails(metadata={"limit": f"decode_{limit_name}_timeout_seconds", "seconds": f"{seconds:g}"}),
+        )
+
+    def _crashed(self) -> VideoUnreadable:
+        """The pipe ended without a word: say how the decoder ended, killing it if it lingers."""
+        self._process.join(_EXIT_GRACE_SECONDS)
+        self._kill()
+        self._reap()
+        code = self._exitcode
+        if code is not None and code < 0:
+            name = _signal_name(-code)
+            hint = ", perhaps out of memory" if -code == signal.SIGKILL else ""
+            reason = f"the decoder crashed (signal {-code}, {name}{hint})"
+        elif code:
+            reason = f"the decoder exited with status {code}"
+        else:
+            reason = "the decoder stopped before finishing"
+        self._finished = True
+        return unreadable(self.path, reason)
+
+    def _malformed(self, problem: str) -> VideoUnreadable:
+        self._kill()
+        return unreadable(self.path, f"the decoder sent a malformed message ({problem})")
+
+    def _kill(self) -> None:
+        if not self._reaped and self._process.exitcode is None:
+            self._process.kill()
+
+    def _reap(self) -> None:
+        if self._reaped:
+            return
+        self._reaped = True
+        self._process.join(_EXIT_GRACE_SECONDS)
+        if self._process.exitcode is None:
+            # Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel):
+            # kill and wait once more, then give up waiting rather than hold the run forever.
+            self._process.kill()
+            self._process.join(_EXIT_GRACE_SECONDS)
+        self._exitcode = self._process.exitcode
+        if self._exitcode is None:
+            logger.warning("decoder process %s did not exit after SIGKILL", self._process.pid)
+        else:
+            self._process.close()
+
+
+@contextmanager
+def open_isolated_video(
+    path: str | Path,
+    *,
+    timeouts: DecoderTimeouts | None = None,
+    ring_budget_bytes: int = 16 * 1024 * 1024,
+    opener: VideoOpener = open_video,
+) -> Iterator[IsolatedVideo]:
+    """Start a decoder process for `path` and yield it once it has probed the file.
+
+    Raises what `open_video` raises (VideoUnreadable), plus VideoUnreadable for a decoder
+    that crashed and DeadlineExceeded for one that hung. `opener` runs in the decoder
+    process; it is sent by reference, so it must be a module-level function.
+    """
+    path = Path(path)
+    context = _decoder_context()
+    parent_end, child_end = context.Pipe(duplex=True)
+    process = context.Process(
+        target=serve_decoder, args=(child_end, str(path), opener), name=DECODER_PROCESS_NAME, daemon=True
+    )
+    try:
+        process.start()
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    video = IsolatedVideo(path, process, parent_end, timeouts or DecoderTimeouts(), ring_budget_bytes)
+    try:
+        video.wait_until_opened()
+        yield video
+    finally:
+        video.close()
+
+
+def start_decoder_server() -> None:
+    """Start the forkserver now (once per process, a few tenths of a second with its imports),
+    so that the first run does not pay for it; later calls return at once."""
+    context = _decoder_context()
+    if context.get_start_method() == "forkserver":
+        multiprocessing.forkserver.ensure_running()
+
+
+def _decoder_context() -> Any:
+    """multiprocessing's forkserver, preloaded with OpenCV and the decoder (spawn where it is missing).
+
+    The preload only takes effect before the forkserver's first start.
+    """
+    global _preload_set
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    with _START_LOCK:
+        if not _preload_set:
+            context.set_forkserver_preload(_preload_modules())
+            _preload_set = True
+    return context
+
+
+def _preload_modules() -> list[str]:
+    """The decoder, plus what the parent's main module imports.
+
+    multiprocessing runs the parent's main module again in every child, so that what it
+    defines can be unpickled there; the forkserver does not preload it (Python 3.11 never
+    hands it the main path), so each decoder would import the server's whole stack again:
+    0.4 s a run under the `videodag-server` script. With those imports preloaded, running
+    the main module again costs a few milliseconds.
+    """
+    modules = ["__main__", "videodag_service.video.decoder_process"]
+    main = sys.modules.get("__main__")
+    if main is None:
+        return modules
+    names = {getattr(getattr(main, "__spec__", None), "name", None)}
+    for value in vars(main).values():
+        names.add(value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None))
+    # A package's __main__ runs its program when imported: never preload one.
+    modules += sorted(
+        name for name in names
+        if isinstance(name, str) and name not in {"__main__", "__mp_main__", "builtins"}
+        and not name.endswith(".__main__")
+    )
+    return modules
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"

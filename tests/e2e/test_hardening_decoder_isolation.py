@@ -1,0 +1,157 @@
+"""A decoder that crashes or hangs inside the real server ends its own run only.
+
+The server is built in-process with a `VideoFilePipelineService` whose decoder process opens
+files with an opener from this module: it decodes for real, and for the small generated
+videos (64x48) segfaults or hangs at frame 2. The sample clip decodes normally, so a run on
+it shows the same server still serving, during and after the faulty run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hardening_support import assert_still_serving, open_fds, wait_until
+from harness import ServerFactory, ServerHarness
+
+from videodag_client import DeadlineExceeded, FrameResult, InvalidArgument, RunOptions, RunSummary
+from videodag_service import servicer as servicer_module
+from videodag_service.video import VideoFilePipelineService, VideoLimits
+from videodag_service.video.frame_ring import SEGMENT_PREFIX
+from videodag_service.video.isolation import DECODER_PROCESS_NAME
+from videodag_service.video.reader import OpenedVideo
+
+FAULT_FRAME = 2
+SMALL_VIDEO_WIDTH = 64  # fakes.media's indexed videos
+HEALTHY_FRAMES = 60
+
+UNLIMITED = VideoLimits()
+
+
+class _FaultyOnSmallVideos(OpenedVideo):
+    def fault(self) -> None:
+        raise NotImplementedError
+
+    def frames(self, window, limits=UNLIMITED, **hooks):  # type: ignore[no-untyped-def]
+        for frame in super().frames(window, limits, **hooks):
+            if self.info.width == SMALL_VIDEO_WIDTH and frame.frame_index == FAULT_FRAME:
+                self.fault()
+            yield frame
+
+
+class _SegfaultingVideo(_FaultyOnSmallVideos):
+    def fault(self) -> None:
+        ctypes.string_at(0)
+
+
+class _HangingVideo(_FaultyOnSmallVideos):
+    def fault(self) -> None:
+        time.sleep(3600)
+
+
+def _opened(video_class: type[OpenedVideo], path: Path) -> Iterator[OpenedVideo]:
+    video = video_class(Path(path))
+    try:
+        yield video
+    finally:
+        video.close()
+
+
+@contextmanager
+def open_segfaulting_small_videos(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_SegfaultingVideo, path)
+
+
+@contextmanager
+def open_hanging_small_videos(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_HangingVideo, path)
+
+
+def _server_decoding_with(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, opener: Callable[[Path], Any]
+) -> ServerHarness:
+    def isolated_video_service(*args: Any, **kwargs: Any) -> VideoFilePipelineService:
+        kwargs.update(isolation="process", video_opener=opener, decode_frame_timeout_seconds=1.0)
+        return VideoFilePipelineService(*args, **kwargs)
+
+    monkeypatch.setattr(servicer_module, "VideoFilePipelineService", isolated_video_service)
+    return make_server(max_concurrent_runs=3)
+
+
+def _healthy_run_in_background(server: ServerHarness, video: Path) -> tuple[threading.Thread, list[Any]]:
+    """A run on the sample clip through the slow pipeline (50 ms a frame, 3 s), started first."""
+    events: list[Any] = []
+
+    def run() -> None:
+        events.extend(server.client.upload_and_run(video, "slow", RunOptions(max_frames=HEALTHY_FRAMES), timeout=60))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    return runner, events
+
+
+def _threads_but_rpc_workers() -> list[str]:
+    """Thread names, less gRPC's pool workers: the pool grows to its bound with concurrent calls."""
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("videodag-rpc"))
+
+
+def _assert_nothing_left(server: ServerHarness, fds_before: int, threads_before: list[str]) -> None:
+    assert [p for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME] == []
+    assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
+    assert server.leftover_uploads() == []
+    # A finished call's descriptors are released a little after its status reaches the client.
+    assert wait_until(lambda: open_fds() <= fds_before), (open_fds(), fds_before)
+    assert _threads_but_rpc_workers() == threads_before
+
+
+def test_a_decoder_crash_ends_its_run_as_invalid_argument_while_the_server_serves_others(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, make_video, sample_clip: Path
+) -> None:
+    server = _server_decoding_with(make_server, monkeypatch, open_segfaulting_small_videos)
+    assert_still_serving(server, sample_clip)  # warms up the forkserver before resources are counted
+    fds_before, threads_before = open_fds(), _threads_but_rpc_workers()
+    runner, healthy = _healthy_run_in_background(server, sample_clip)
+    frames: list[int] = []
+    with pytest.raises(InvalidArgument) as raised:
+        for event in server.client.upload_and_run(make_video(10), "frame_stats_v1", timeout=30):
+            if isinstance(event, FrameResult):
+                frames.append(event.frame_index)
+    assert runner.is_alive()  # the healthy run was under way when the decoder crashed
+    runner.join(60)
+
+    assert frames == list(range(FAULT_FRAME))
+    assert raised.value.reason == "VIDEO_UNREADABLE"
+    assert "Unable to read video file" in raised.value.message
+    assert "the decoder crashed (signal 11, SIGSEGV)" in raised.value.message
+    assert [e.frame_index for e in healthy if isinstance(e, FrameResult)] == list(range(HEALTHY_FRAMES))
+    assert isinstance(healthy[-1], RunSummary)
+    assert_still_serving(server, sample_clip)
+    _assert_nothing_left(server, fds_before, threads_before)
+
+
+def test_a_hung_decoder_ends_its_run_as_deadline_exceeded_while_the_server_serves_others(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, make_video, sample_clip: Path
+) -> None:
+    server = _server_decoding_with(make_server, monkeypatch, open_hanging_small_videos)
+    assert_still_serving(server, sample_clip)
+    fds_before, threads_before = open_fds(), _threads_but_rpc_workers()
+    runner, healthy = _healthy_run_in_background(server, sample_clip)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as raised:
+        list(server.client.upload_and_run(make_video(10), "frame_stats_v1", timeout=30))
+    elapsed = time.monotonic() - started
+    assert runner.is_alive()
+    runner.join(60)
+
+    assert 1.0 <= elapsed < 10
+    assert "the decoder stopped responding" in raised.value.message
+    assert [e.frame_index for e in healthy if isinstance(e, FrameResult)] == list(range(HEALTHY_FRAMES))
+    assert_still_serving(server, sample_clip)
+    _assert_nothing_left(server, fds_before, threads_before)

@@ -1,0 +1,240 @@
+"""Decoding in a decoder process: the same frames as in-process, bounded, and nothing left behind.
+
+The frames are compared by pixel hash with the in-process path on the real sample clip, for
+every sampling option; each exit path (end, file error, pipeline error, early close) is
+checked for a leftover decoder process, shared-memory segment, thread or file descriptor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
+from fakes.media import read_frame_index
+from videodag_service.errors import VideoTooLarge, VideoUnreadable
+from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
+from videodag_service.video.frame_ring import SEGMENT_PREFIX
+from videodag_service.video.isolation import DECODER_PROCESS_NAME
+from videodag_service.video.reader import OpenedVideo
+
+SHM = Path("/dev/shm")
+
+UNLIMITED = VideoLimits()
+
+
+class HashingDag:
+    """Reports a hash of every frame's pixels, its shape and its timestamp."""
+
+    def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        image = payload["image"]
+        return {
+            "sha1": hashlib.sha1(image.tobytes()).hexdigest(),
+            "shape": list(image.shape),
+            "timestamp": payload["timestamp"],
+            "content_index": read_frame_index(image) if image.shape[:2] == (48, 64) else None,
+        }
+
+
+def _events(isolation: str, path: Path, options: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
+    service = VideoFilePipelineService(HashingDag(), isolation=isolation, **kwargs)  # type: ignore[arg-type]
+    return list(service.stream_run(DEFAULT_PIPELINE, path, options))
+
+
+def _frames(events: list[Any]) -> list[tuple[int, float, dict[str, Any]]]:
+    return [(e.frame_index, e.timestamp_seconds, e.result) for e in events if isinstance(e, FrameProcessed)]
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What a run could leave behind in this process and on the machine."""
+
+    decoders: frozenset[int]
+    segments: frozenset[str]
+    threads: frozenset[str]
+    fds: int
+
+    @classmethod
+    def now(cls) -> Leftovers:
+        return cls(
+            decoders=frozenset(p.pid for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME),
+            segments=frozenset(p.name for p in SHM.glob(SEGMENT_PREFIX + "*")),
+            threads=frozenset(t.name for t in threading.enumerate()),
+            fds=len(os.listdir("/proc/self/fd")),
+        )
+
+
+@pytest.fixture
+def no_leftovers(sample_clip: Path) -> Iterator[None]:
+    """Checks, after the test, that nothing a decoder process used is left (warmed up first:
+    the forkserver and the resource tracker are started once per process, on purpose)."""
+    _events("process", sample_clip, {"max_frames": 1})
+    before = Leftovers.now()
+    yield
+    after = Leftovers.now()
+    assert after.decoders == frozenset()
+    assert after.segments == before.segments
+    assert after.threads == before.threads
+    assert after.fds == before.fds
+
+
+@pytest.mark.parametrize(
+    ("options", "first_indices"),
+    [
+        (None, [0, 1, 2]),
+        ({"frame_stride": 7, "max_frames": 5}, [0, 7, 14, 21, 28]),
+        ({"start_seconds": 2.0, "end_seconds": 6.5, "frame_stride": 3}, [20, 23, 26]),
+        ({"start_seconds": 9.05, "max_frames": 4}, [91, 92, 93, 94]),
+    ],
+    ids=["all", "stride-max", "window-stride", "window-max"],
+)
+def test_the_decoder_process_gives_the_same_frames_as_in_process(
+    sample_clip: Path, options: dict | None, first_indices: list[int]
+) -> None:
+    in_process = _events("thread", sample_clip, options)
+    isolated = _events("process", sample_clip, options)
+    assert isinstance(isolated[0], VideoOpened) and isolated[0].info == in_process[0].info
+    frames = _frames(isolated)
+    assert frames == _frames(in_process)
+    assert [index for index, _, _ in frames][: len(first_indices)] == first_indices
+    assert len({result["sha1"] for _, _, result in frames}) == len(frames)  # really different pixels
+    summary = isolated[-1]
+    assert isinstance(summary, RunFinished) and summary.summary.frames_processed == len(frames)
+    assert summary.summary.decode_seconds > 0
+
+
+def test_frames_carry_their_own_index_through_the_ring(make_video) -> None:
+    path = make_video(60)
+    frames = _frames(_events("process", path, {"frame_stride": 4}, decode_ahead_bytes=1))
+    assert [index for index, _, _ in frames] == list(range(0, 60, 4))
+    assert [result["content_index"] for _, _, result in frames] == list(range(0, 60, 4))
+    assert [timestamp for _, timestamp, _ in frames] == pytest.approx([i / 25 for i in range(0, 60, 4)])
+
+
+def test_file_errors_are_the_same_as_in_process(tmp_path: Path, make_video) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(20_000))
+    errors = []
+    for isolation in ("thread", "process"):
+        with pytest.raises(VideoUnreadable) as raised:
+            _events(isolation, garbage)
+        errors.append(str(raised.value))
+    assert errors[0] == errors[1] and "Unable to read video file 'garbage.mp4'" in errors[0]
+    with pytest.raises(VideoTooLarge, match="100 frames"):
+        _events("process", make_video(100), limits=VideoLimits(max_frames_total=99))
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_nothing_is_left_after_a_whole_run(sample_clip: Path) -> None:
+    assert len(_frames(_events("process", sample_clip))) == 120
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_nothing_is_left_when_the_file_is_unreadable(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"RIFF" + os.urandom(5000))
+    with pytest.raises(VideoUnreadable):
+        _events("process", garbage)
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_nothing_is_left_when_the_pipeline_fails_and_the_run_is_closed_once(sample_clip: Path) -> None:
+    dag = RunningDagService(failures={3: RuntimeError("plugin blew up")})
+    service = VideoFilePipelineService(dag, isolation="process")
+    with pytest.raises(RuntimeError, match="plugin blew up"):
+        service.run_on_file(DEFAULT_PIPELINE, sample_clip)
+    assert dag.ledger.frames_per_run == [[0, 1, 2]] and dag.ledger.exit_errors == [RuntimeError]
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_nothing_is_left_when_the_caller_closes_the_stream_early(sample_clip: Path) -> None:
+    dag = RunningDagService()
+    events = VideoFilePipelineService(dag, isolation="process").stream_run(DEFAULT_PIPELINE, sample_clip)
+    assert isinstance(next(events), VideoOpened)
+    assert isinstance(next(events), FrameProcessed)
+    assert [p.name for p in multiprocessing.active_children()].count(DECODER_PROCESS_NAME) == 1
+    # The segment was unlinked as soon as the decoder mapped it: nothing in /dev/shm even mid-run.
+    assert list(SHM.glob(SEGMENT_PREFIX + "*")) == []
+    events.close()
+    assert dag.ledger.exit_errors == [GeneratorExit]
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_nothing_is_left_when_an_unknown_pipeline_stops_the_run_before_decoding(sample_clip: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        VideoFilePipelineService(RunningDagService(), isolation="process").run_on_file("nope", sample_clip)
+
+
+# -- backpressure: a decoder that counts what it decoded, in a file next to the video ----------
+
+
+class _CountingVideo(OpenedVideo):
+    def frames(self, window, limits=UNLIMITED, **hooks):  # type: ignore[no-untyped-def]
+        log = Path(str(self.path) + ".decoded")
+        for frame in super().frames(window, limits, **hooks):
+            with log.open("a") as file:
+                file.write(f"{frame.frame_index}\n")
+            yield frame
+
+
+@contextmanager
+def open_counting_video(path: Path) -> Iterator[OpenedVideo]:
+    video = _CountingVideo(Path(path))
+    try:
+        yield video
+    finally:
+        video.close()
+
+
+def test_a_slow_pipeline_holds_the_decoder_back_by_the_ring(make_video) -> None:
+    path = make_video(200)
+    log = Path(str(path) + ".decoded")
+    paused = threading.Event()
+
+    class PausingDag(RecordingDagService):
+        def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+            if payload["frame_index"] == 1:
+                paused.set()
+                time.sleep(1.0)
+            return super().run_pipeline(pipeline_id, payload)
+
+    # 1 byte of read-ahead: the smallest ring, 2 slots.
+    service = VideoFilePipelineService(PausingDag(), isolation="process", decode_ahead_bytes=1,
+                                       video_opener=open_counting_video)
+    results: list[dict[str, Any]] = []
+    runner = threading.Thread(target=lambda: results.extend(service.run_on_file(DEFAULT_PIPELINE, path)))
+    runner.start()
+    assert paused.wait(10)
+    time.sleep(0.6)
+    decoded_while_paused = len(log.read_text().split())
+    runner.join(30)
+    # Frame 1 is in the pipeline's hands; the ring holds 2 more, and the decoder one in flight.
+    assert decoded_while_paused <= 1 + 1 + 2 + 1
+    assert [item["frame_index"] for item in results] == list(range(200))
+    assert len(log.read_text().split()) == 200
+
+
+def test_the_ring_is_sized_by_the_read_ahead_budget(make_video) -> None:
+    path = make_video(30)
+    small = _frames(_events("process", path, decode_ahead_bytes=1))
+    large = _frames(_events("process", path, decode_ahead_bytes=64 * 1024 * 1024))
+    assert small == large and len(small) == 30
+
+
+def test_the_in_process_opener_is_used_in_both_modes(make_video) -> None:
+    path = make_video(5)
+    for isolation in ("thread", "process"):
+        Path(str(path) + ".decoded").unlink(missing_ok=True)
+        VideoFilePipelineService(HashingDag(), isolation=isolation, video_opener=open_counting_video).run_on_file(
+            DEFAULT_PIPELINE, path)
+        assert Path(str(path) + ".decoded").read_text().split() == [str(i) for i in range(5)]

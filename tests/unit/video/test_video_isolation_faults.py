@@ -1,0 +1,338 @@
+"""Decoders that crash, hang, crawl or fail: each ends its run with a typed error, this process lives on.
+
+The misbehaving decoders are openers defined here and handed to the service like any
+opener (`video_opener=`): the decoder process imports them from this module by name, so
+the production code has no hook that a setting or the environment could turn on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
+from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoTooLarge, VideoUnreadable
+from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
+from videodag_service.video import decoder_messages as messages
+from videodag_service.video.frame_ring import SEGMENT_PREFIX
+from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo
+from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.sampling import FrameWindow
+
+FAULT_FRAME = 3
+
+
+def _segfault() -> None:
+    ctypes.string_at(0)  # a real invalid read in native code, not a signal sent for show
+
+
+def _hang() -> None:
+    time.sleep(3600)
+
+
+def _raise_unexpected() -> None:
+    raise MemoryError("the decoder ran out of memory")
+
+
+def _raise_too_large() -> None:
+    details = ErrorDetails(metadata={"limit": "frame_count"})
+    raise VideoTooLarge("video too large: more frames than it declared", details)
+
+UNLIMITED = VideoLimits()
+
+
+class _FaultyVideo(OpenedVideo):
+    """Decodes for real, then calls `fault` when frame FAULT_FRAME comes out of the decoder."""
+
+    @staticmethod
+    def fault() -> None:
+        raise NotImplementedError
+
+    def frames(self, window, limits=UNLIMITED, **hooks):  # type: ignore[no-untyped-def]
+        for frame in super().frames(window, limits, **hooks):
+            if frame.frame_index == FAULT_FRAME:
+                self.fault()
+            yield frame
+
+
+def _exit_with_status_3() -> None:
+    os._exit(3)
+
+
+def _opened(video_class: type[OpenedVideo], path: Path) -> Iterator[OpenedVideo]:
+    video = video_class(Path(path))
+    try:
+        yield video
+    finally:
+        video.close()
+
+
+def _faulty(fault: Callable[[], None]) -> type[OpenedVideo]:
+    return type(f"Video_{fault.__name__}", (_FaultyVideo,), {"fault": staticmethod(fault)})
+
+
+# Module-level openers: the decoder process imports them by name.
+@contextmanager
+def open_segfaulting(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(_segfault), path)
+
+
+@contextmanager
+def open_aborting(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(os.abort), path)
+
+
+@contextmanager
+def open_exiting(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(_exit_with_status_3), path)
+
+
+@contextmanager
+def open_hanging(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(_hang), path)
+
+
+@contextmanager
+def open_failing_unexpectedly(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(_raise_unexpected), path)
+
+
+@contextmanager
+def open_finding_too_many_frames(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(_raise_too_large), path)
+
+
+@contextmanager
+def open_hanging_before_probe(path: Path) -> Iterator[OpenedVideo]:
+    _hang()
+    yield OpenedVideo(Path(path))  # never reached
+
+
+class _CrawlingVideo(OpenedVideo):
+    """Makes progress, slowly: every grab takes 50 ms."""
+
+    def frames(self, window, limits=UNLIMITED, *, on_grab=None, **hooks):  # type: ignore[no-untyped-def]
+        def slow_grab() -> None:
+            time.sleep(0.05)
+            if on_grab is not None:
+                on_grab()
+
+        return super().frames(window, limits, on_grab=slow_grab, **hooks)
+
+
+@contextmanager
+def open_crawling(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_CrawlingVideo, path)
+
+
+def _service(opener: Callable[[Path], Any], **kwargs: Any) -> VideoFilePipelineService:
+    return VideoFilePipelineService(RecordingDagService(), isolation="process", video_opener=opener, **kwargs)
+
+
+def _run_until_error(service: VideoFilePipelineService, path: Path, options: Any = None) -> list[int]:
+    """Frames delivered before the run ended (the error propagates)."""
+    delivered: list[int] = []
+    for event in service.stream_run(DEFAULT_PIPELINE, path, options):
+        if isinstance(event, FrameProcessed):
+            delivered.append(event.frame_index)
+    return delivered
+
+
+def _assert_no_decoder_left() -> None:
+    assert [p for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME] == []
+    assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
+    assert [t.name for t in threading.enumerate() if t.name.startswith("videodag-")] == []
+
+
+@pytest.mark.parametrize(
+    ("opener", "reason"),
+    [
+        (open_segfaulting, f"the decoder crashed (signal {signal.SIGSEGV.value}, SIGSEGV)"),
+        (open_aborting, f"the decoder crashed (signal {signal.SIGABRT.value}, SIGABRT)"),
+        (open_exiting, "the decoder exited with status 3"),
+    ],
+    ids=["segfault", "abort", "exit"],
+)
+def test_a_crashing_decoder_ends_the_run_as_unreadable_and_the_next_run_works(
+    make_video, opener: Callable[[Path], Any], reason: str
+) -> None:
+    path = make_video(10)
+    delivered: list[int] = []
+    with pytest.raises(VideoUnreadable) as raised:
+        delivered.extend(_run_until_error(_service(opener, decode_ahead_bytes=1), path))
+    assert str(raised.value) == f"Unable to read video file {path.name!r}: {reason}"
+    assert raised.value.status_code == "INVALID_ARGUMENT"
+    _assert_no_decoder_left()
+    # This process is fine, and so is the next run, isolated or not.
+    for isolation in ("process", "thread"):
+        service = VideoFilePipelineService(RecordingDagService(), isolation=isolation)
+        results = service.run_on_file(DEFAULT_PIPELINE, path)
+        assert [item["frame_index"] for item in results] == list(range(10))
+
+
+def test_frames_decoded_before_a_crash_are_delivered_first(make_video) -> None:
+    path = make_video(10)
+    delivered: list[int] = []
+    with pytest.raises(VideoUnreadable, match="SIGSEGV"):
+        for event in _service(open_segfaulting, decode_ahead_bytes=1).stream_run(DEFAULT_PIPELINE, path):
+            if isinstance(event, FrameProcessed):
+                delivered.append(event.frame_index)
+    assert delivered == list(range(FAULT_FRAME))
+
+
+def test_a_decoder_that_hangs_on_a_frame_is_killed_at_the_frame_limit(make_video) -> None:
+    path = make_video(10)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as raised:
+        _run_until_error(_service(open_hanging, decode_frame_timeout_seconds=0.5), path)
+    elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 5
+    assert "the decoder stopped responding" in str(raised.value) and "0.5 s" in str(raised.value)
+    assert raised.value.status_code == "DEADLINE_EXCEEDED"
+    assert raised.value.details.metadata["limit"] == "decode_frame_timeout_seconds"
+    _assert_no_decoder_left()
+
+
+def test_a_decoder_that_hangs_before_its_probe_is_killed_at_the_frame_limit(make_video) -> None:
+    path = make_video(10)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="stopped responding"):
+        _run_until_error(_service(open_hanging_before_probe, decode_frame_timeout_seconds=0.5), path)
+    assert time.monotonic() - started < 5
+    _assert_no_decoder_left()
+
+
+def test_a_slow_decoder_that_keeps_making_progress_is_not_mistaken_for_a_hung_one(make_video) -> None:
+    # Stride 20 with 50 ms a grab: a second between kept frames, twice the frame limit; the
+    # decoder's progress reports while it skips frames keep the run alive.
+    path = make_video(41)
+    results = _service(open_crawling, decode_frame_timeout_seconds=0.5).run_on_file(
+        DEFAULT_PIPELINE, path, {"frame_stride": 20})
+    assert [item["frame_index"] for item in results] == [0, 20, 40]
+
+
+def test_the_run_limit_stops_a_decoder_that_is_slow_in_total(make_video) -> None:
+    path = make_video(100)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as raised:
+        _run_until_error(_service(open_crawling, decode_frame_timeout_seconds=0.5, decode_run_timeout_seconds=1.0),
+                         path)
+    assert 1.0 <= time.monotonic() - started < 5
+    assert "decode time limit of 1 s" in str(raised.value)
+    assert raised.value.details.metadata["limit"] == "decode_run_timeout_seconds"
+    _assert_no_decoder_left()
+
+
+def test_the_run_limit_does_not_count_the_time_the_pipeline_takes(make_video) -> None:
+    path = make_video(12)
+    dag = RecordingDagService(delay_seconds=lambda _index: 0.1)  # 1.2 s of pipeline, a 0.5 s decode limit
+    service = VideoFilePipelineService(dag, isolation="process", decode_run_timeout_seconds=0.5)
+    assert [item["frame_index"] for item in service.run_on_file(DEFAULT_PIPELINE, path)] == list(range(12))
+
+
+def test_an_unexpected_decoder_error_is_reported_not_mistaken_for_a_file_error(make_video) -> None:
+    with pytest.raises(RuntimeError, match="the decoder process failed: MemoryError: the decoder ran out of memory"):
+        _run_until_error(_service(open_failing_unexpectedly), make_video(10))
+    _assert_no_decoder_left()
+
+
+def test_a_file_error_found_while_decoding_keeps_its_type_and_details(make_video) -> None:
+    with pytest.raises(VideoTooLarge, match="more frames than it declared") as raised:
+        _run_until_error(_service(open_finding_too_many_frames), make_video(10))
+    assert raised.value.details.metadata == {"limit": "frame_count"}
+
+
+def test_a_crash_in_one_run_leaves_concurrent_runs_alone(make_video, sample_clip: Path) -> None:
+    path = make_video(10)
+    healthy: list[dict[str, Any]] = []
+    slow = VideoFilePipelineService(RecordingDagService(delay_seconds=lambda _index: 0.01), isolation="process")
+    runner = threading.Thread(target=lambda: healthy.extend(slow.run_on_file(DEFAULT_PIPELINE, sample_clip)))
+    runner.start()
+    for _ in range(3):
+        with pytest.raises(VideoUnreadable, match="crashed"):
+            _run_until_error(_service(open_segfaulting), path)
+    runner.join(60)
+    assert [item["frame_index"] for item in healthy] == list(range(120))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"isolation": "container"},
+        {"isolation": "process", "video_opener": lambda path: None},
+        {"isolation": "process", "decode_frame_timeout_seconds": 0},
+        {"isolation": "process", "decode_run_timeout_seconds": -1.0},
+    ],
+    ids=["unknown-isolation", "local-opener", "zero-frame-limit", "negative-run-limit"],
+)
+def test_bad_isolation_settings_are_refused_at_construction(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        VideoFilePipelineService(RecordingDagService(), **kwargs)
+
+
+def test_limits_can_be_switched_off(make_video) -> None:
+    path = make_video(5)
+    service = _service(open_crawling, decode_frame_timeout_seconds=None, decode_run_timeout_seconds=None)
+    assert [item["frame_index"] for item in service.run_on_file(DEFAULT_PIPELINE, path)] == list(range(5))
+
+
+# -- a decoder that speaks nonsense: the server checks every message it gets ----------------------
+
+
+def _liar(connection: Connection, path: str, lie: str) -> None:
+    """A decoder process that probes honestly, then breaks the protocol in one way."""
+    connection.send_bytes(messages.opened(probe_video(path)))
+    request = messages.request_from(messages.decode(connection.recv_bytes()))
+    connection.send_bytes(messages.encode("attached"))
+    frame = {"slot": 0, "frame_index": 0, "timestamp_seconds": 0.0, "shape": [48, 64, 3]}
+    if lie == "slot outside the ring":
+        connection.send_bytes(messages.encode("frame", **{**frame, "slot": request.layout.slots}))
+    elif lie == "frames out of order":
+        connection.send_bytes(messages.encode("frame", **frame))
+        connection.send_bytes(messages.encode("frame", **frame))
+    elif lie == "a frame past the window":
+        connection.send_bytes(messages.encode("frame", **{**frame, "frame_index": request.window.stop_index}))
+    elif lie == "a huge message":
+        connection.send_bytes(b"{" * (messages.MAX_MESSAGE_BYTES + 1))
+    elif lie == "an unknown message":
+        connection.send_bytes(messages.encode("opened", info={}))
+    _hang()
+
+
+@pytest.mark.parametrize(
+    ("lie", "problem"),
+    [
+        ("slot outside the ring", "outside the ring"),
+        ("frames out of order", "frame 0 is out of order"),
+        ("a frame past the window", "frame 5 is out of order or outside the window"),
+        ("a huge message", f"a message over {messages.MAX_MESSAGE_BYTES} bytes"),
+        ("an unknown message", "expected frame or finished, got 'opened'"),
+    ],
+)
+def test_a_decoder_breaking_the_protocol_is_killed_and_the_file_unreadable(make_video, lie: str, problem: str) -> None:
+    path = make_video(10)
+    context = multiprocessing.get_context("forkserver")
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=_liar, args=(child_end, str(path), lie), name=DECODER_PROCESS_NAME)
+    process.start()
+    child_end.close()
+    video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
+    try:
+        video.wait_until_opened()
+        with pytest.raises(VideoUnreadable, match="the decoder sent a malformed message") as raised:
+            list(video.frames(FrameWindow(stop_index=5), UNLIMITED))
+        assert problem in str(raised.value)
+    finally:
+        video.close()
+    _assert_no_decoder_left()
