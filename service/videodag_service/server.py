@@ -126,6 +126,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
 def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> RunningServer:
     run_slots = RunSlots(settings.max_concurrent_runs)
     metrics = ServerMetrics()
+    metrics.watch_queue_depth("jobs", jobs.queue_depth)
     dag.node_observer = metrics.record_node_call
     # Request ids and metrics outermost, so refused calls are logged and counted too.
     interceptors = server_interceptors(metrics, tracing=settings.tracing == "otel")

@@ -29,6 +29,10 @@ class JobQueue(Protocol):
         """Stop handing out jobs; jobs running in this process are interrupted and stay RUNNING."""
         ...
 
+    def depth(self) -> int:
+        """Jobs handed to the queue that no worker has started yet (for the queue-depth metric)."""
+        ...
+
 
 class ThreadPoolJobQueue:
     """`workers` threads run jobs one at a time each, in the order they were dispatched.
@@ -54,6 +58,9 @@ class ThreadPoolJobQueue:
         if self._stopping.is_set():
             return  # the job stays QUEUED in the store; the next start runs it
         self._pending.put((job.id, job.attempt))
+
+    def depth(self) -> int:
+        return self._pending.qsize()
 
     def close(self, timeout: float = 30.0) -> None:
         self._stopping.set()

@@ -58,5 +58,8 @@ class RqJobQueue:
             pipe.zrem(self._undispatched_key, job.id)
             pipe.execute()
 
+    def depth(self) -> int:
+        return int(self._queue.count)
+
     def close(self) -> None:
         self._connection.close()

@@ -123,6 +123,10 @@ class JobService:
         logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
         return stored
 
+    def queue_depth(self) -> int:
+        """Jobs waiting for a worker."""
+        return self._queue.depth()
+
     def get(self, job_id: str) -> Job:
         return self._store.get(checked_job_id(job_id))
 

@@ -11,7 +11,7 @@ those pipelines, method names from the contract, status codes from gRPC's fixed 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
@@ -55,7 +55,7 @@ class ServerMetrics:
             ["method"], registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "videodag_queue_depth", "Items waiting in a bounded queue between two stages of a run.",
+            "videodag_queue_depth", "Items waiting in a queue, such as jobs waiting for a worker.",
             ["queue"], registry=self.registry,
         )
         self.abandoned_node_threads = Gauge(
@@ -101,8 +101,9 @@ class ServerMetrics:
         finally:
             gauge.dec()
 
-    def set_queue_depth(self, queue: str, depth: int) -> None:
-        self.queue_depth.labels(queue=queue).set(depth)
+    def watch_queue_depth(self, queue: str, depth: Callable[[], int]) -> None:
+        """Report `depth()` as the queue's depth at every scrape."""
+        self.queue_depth.labels(queue=queue).set_function(lambda: float(depth()))
 
 
 @dataclass

@@ -57,11 +57,13 @@ def test_active_streams_gauge_follows_the_with_block_even_on_error() -> None:
 
 def test_queue_depth_is_a_gauge_per_queue() -> None:
     metrics = ServerMetrics()
-    metrics.set_queue_depth("decoded_frames", 7)
-    metrics.set_queue_depth("decoded_frames", 3)
-    metrics.set_queue_depth("results", 1)
-    assert sample(metrics, "videodag_queue_depth", queue="decoded_frames") == 3
-    assert sample(metrics, "videodag_queue_depth", queue="results") == 1
+    waiting = [7]
+    metrics.watch_queue_depth("jobs", lambda: waiting[0])
+    metrics.watch_queue_depth("other", lambda: 1)
+    assert sample(metrics, "videodag_queue_depth", queue="jobs") == 7
+    waiting[0] = 3
+    assert sample(metrics, "videodag_queue_depth", queue="jobs") == 3
+    assert sample(metrics, "videodag_queue_depth", queue="other") == 1
 
 
 def test_two_servers_in_one_process_keep_separate_series() -> None:

@@ -1,0 +1,52 @@
+"""A real server's /metrics after real runs: what operators scrape."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from harness import ServerFactory
+from prometheus_client.parser import text_string_to_metric_families
+
+from videodag_client import NotFound
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_runs_frames_nodes_uploads_and_queue_depth_are_exported(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    port = free_port()
+    server = make_server(metrics_port=port)
+    list(server.client.upload_and_run(sample_clip, "frame_stats_v1"))
+    with pytest.raises(NotFound):
+        list(server.client.upload_and_run(sample_clip, "missing"))
+
+    metrics = scrape(port)
+    assert metrics[("videodag_runs_total", (("pipeline", "frame_stats_v1"), ("status", "OK")))] == 1
+    assert metrics[("videodag_runs_total", (("pipeline", "unknown"), ("status", "NOT_FOUND")))] == 1
+    assert metrics[("videodag_frames_processed_total", (("pipeline", "frame_stats_v1"),))] == 120
+    node = (("node", "stats"), ("pipeline", "frame_stats_v1"), ("plugin", "stats.frame_stats"))
+    assert metrics[("videodag_node_latency_seconds_count", node)] == 120
+    assert metrics[("videodag_upload_bytes_total", (("pipeline", "frame_stats_v1"),))] == sample_clip.stat().st_size
+    assert metrics[("videodag_queue_depth", (("queue", "jobs"),))] == 0
+    upload_calls = [
+        value for (name, labels), value in metrics.items()
+        if name == "videodag_grpc_calls_total" and ("method", "/videodag.v1.VideoPipelineService/UploadAndRun") in labels
+    ]
+    assert sum(upload_calls) == 2
