@@ -45,8 +45,8 @@ def test_runs_frames_nodes_uploads_and_queue_depth_are_exported(
     assert metrics[("videodag_node_latency_seconds_count", node)] == 120
     assert metrics[("videodag_upload_bytes_total", (("pipeline", "frame_stats_v1"),))] == sample_clip.stat().st_size
     assert metrics[("videodag_queue_depth", (("queue", "jobs"),))] == 0
+    method = ("method", "/videodag.v1.VideoPipelineService/UploadAndRun")
     upload_calls = [
-        value for (name, labels), value in metrics.items()
-        if name == "videodag_grpc_calls_total" and ("method", "/videodag.v1.VideoPipelineService/UploadAndRun") in labels
+        value for (name, labels), value in metrics.items() if name == "videodag_grpc_calls_total" and method in labels
     ]
     assert sum(upload_calls) == 2
