@@ -20,6 +20,7 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._results import STDOUT, JsonLinesOutput
+from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 
 # Frame i is at i / fps; a window bound that lands on a frame's time within float noise
 # (0.4 s * 25 fps = 10.000000000000002) must count that frame as inside.
@@ -37,10 +38,7 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument(
         "--pipeline", required=True, metavar="ID", help="the pipeline to run (see `videodag pipelines`)"
     )
-    parser.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
-    parser.add_argument("--max-frames", type=int, default=0, metavar="N", help="process at most N frames")
-    parser.add_argument("--start", type=float, metavar="SECONDS", help="start of the time window")
-    parser.add_argument("--end", type=float, metavar="SECONDS", help="end of the time window (exclusive)")
+    add_sampling_arguments(parser)
     parser.add_argument(
         "--output",
         "-o",
@@ -58,9 +56,7 @@ def add_parser(subcommands: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    options = RunOptions(
-        frame_stride=args.stride, max_frames=args.max_frames, start_seconds=args.start, end_seconds=args.end
-    )
+    options = sampling_options(args)
     if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
         print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
         return _exit_codes.USAGE

@@ -7,10 +7,11 @@ import json
 import sys
 from typing import Any
 
-from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, RunOptions
+from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect
 from videodag_client.cli._progress import RunProgress, progress_wanted
+from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 from videodag_client.cli.jobs import job_record
 
 
@@ -25,10 +26,7 @@ def add_parser(subcommands: Any) -> None:
     )
     parser.add_argument("video", metavar="VIDEO", help="the video file to upload")
     parser.add_argument("--pipeline", required=True, metavar="ID", help="the pipeline to run (see `pipelines`)")
-    parser.add_argument("--stride", type=int, default=1, metavar="N", help="process every Nth frame")
-    parser.add_argument("--max-frames", type=int, default=0, metavar="N", help="process at most N frames")
-    parser.add_argument("--start", type=float, metavar="SECONDS", help="start of the time window")
-    parser.add_argument("--end", type=float, metavar="SECONDS", help="end of the time window (exclusive)")
+    add_sampling_arguments(parser)
     parser.add_argument(
         "--idempotency-key",
         metavar="KEY",
@@ -49,9 +47,7 @@ def submit_command(args: argparse.Namespace) -> int:
     if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
         print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
         return _exit_codes.USAGE
-    options = RunOptions(
-        frame_stride=args.stride, max_frames=args.max_frames, start_seconds=args.start, end_seconds=args.end
-    )
+    options = sampling_options(args)
     with connect(args) as client, RunProgress(progress_wanted(args.quiet)) as progress:
         job = client.submit_job(
             args.video,
