@@ -23,7 +23,6 @@ from videodag_service.observability.metrics import STATUS_OK, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
-OPENTELEMETRY_GRPC_MODULE = "opentelemetry.instrumentation.grpc"
 # Probes and tooling: logged at DEBUG so a health check every few seconds does not flood the log.
 _QUIET_SERVICE_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
