@@ -150,7 +150,8 @@ def test_a_hung_decoder_ends_its_run_as_deadline_exceeded_while_the_server_serve
     assert runner.is_alive()
     runner.join(60)
 
-    assert 1.0 <= elapsed < 10
+    assert elapsed >= 1.0
+    assert elapsed < 10
     assert "the decoder stopped responding" in raised.value.message
     assert [e.frame_index for e in healthy if isinstance(e, FrameResult)] == list(range(HEALTHY_FRAMES))
     assert_still_serving(server, sample_clip)
