@@ -31,7 +31,8 @@ RUN python scripts/fetch_models.py --model-dir /opt/videodag/models \
 
 # --- runtime: the venv and the models on a clean base, as an unprivileged user ---
 FROM ${PYTHON_IMAGE} AS runtime
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin videodag
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin videodag \
+    && mkdir -p /var/lib/videodag && chown 10001:10001 /var/lib/videodag
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/videodag/models /opt/videodag/models
 ENV PATH=/opt/venv/bin:$PATH \
@@ -40,7 +41,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     VIDEODAG_MODEL_DIR=/opt/videodag/models \
     VIDEODAG_PORT=50051 \
     VIDEODAG_METRICS_PORT=9464 \
-    VIDEODAG_TEMP_DIR=/tmp/videodag
+    VIDEODAG_TEMP_DIR=/tmp/videodag \
+    VIDEODAG_DATA_DIR=/var/lib/videodag
+# Jobs (records, uploads, results) outlive the container when this is a mounted volume.
+VOLUME ["/var/lib/videodag"]
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 50051 9464
