@@ -122,6 +122,7 @@ class VideodagClient(JobCalls):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         declare_size: bool = True,
         checksum: bool = True,
+        decode_during_upload: bool = False,
         timeout: float | None = None,
         on_upload_progress: UploadProgress | None = None,
     ) -> RunStream:
@@ -138,16 +139,25 @@ class VideodagClient(JobCalls):
         Both need a seekable input and are skipped otherwise. `on_upload_progress` is called
         from gRPC's thread as `(bytes_sent, total_or_None)` and must be quick.
 
+        `decode_during_upload` asks the server to decode while the upload arrives, so the
+        first results come back before it ends (for files with their index at the front,
+        see the contract); `UploadReceived` may then come after frames. It needs the size
+        declared, so a seekable input and `declare_size` (ValueError otherwise).
+
         Closing the returned stream (or leaving its `with` block) cancels the call.
         """
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
         upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
+        if decode_during_upload and not upload.size_bytes:
+            upload.close()
+            raise ValueError("decode_during_upload needs the size declared: a seekable, non-empty input, declare_size")
         config = run_pb2.RunConfig(
             pipeline_id=pipeline_id,
             file_name=upload.file_name,
             declared_size_bytes=upload.size_bytes or 0,
             sha256=upload.sha256 or "",
+            decode_during_upload=decode_during_upload,
         )
         if options is not None:
             config.options.CopyFrom(options.to_proto())

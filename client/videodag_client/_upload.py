@@ -38,6 +38,11 @@ class UploadFile:
     size_bytes: int | None
     sha256: str | None
 
+    def close(self) -> None:
+        """Close the stream if it was opened here; a caller's file object stays open."""
+        if self.owned and not self.stream.closed:
+            self.stream.close()
+
 
 def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool) -> UploadFile:
     """Opens a path (or adopts a binary file object at its current position) and measures it.
@@ -157,5 +162,4 @@ class ChunkedRequests:
                 self._release_file()
 
     def _release_file(self) -> None:
-        if self._upload.owned and not self._upload.stream.closed:
-            self._upload.stream.close()
+        self._upload.close()

@@ -23,6 +23,8 @@ from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
     DeadlineExceeded,
     ErrorDetails,
+    FieldViolation,
+    InvalidOptions,
     RunCancelled,
     ServerDraining,
     TooManyRuns,
@@ -32,10 +34,13 @@ from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
 from videodag_service.video import (
+    BackgroundUpload,
     FrameProcessed,
     RunEvent,
     RunFinished,
     SamplingOptions,
+    StoredUpload,
+    UploadReceiver,
     VideoFilePipelineService,
     VideoOpened,
     receive_upload,
@@ -148,6 +153,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         try:
             config: run_pb2.RunConfig = first_config(request_iterator)
             sampling = convert.sampling_from_proto(config.options)
+            _check_decode_during_upload(config)
             spec = self._dag.get_pipeline(config.pipeline_id)
             pipeline_id = spec.id
             yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
@@ -191,15 +197,47 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             declared_sha256=config.sha256 or None,
             suffix=suffix_for_file_name(config.file_name),
         ) as upload:
+            if config.decode_during_upload:
+                yield from self._run_during_upload(spec, upload, sampling, requests, watch, started)
+                return
             for chunk in chunks(requests):
                 upload.write(chunk)
             stored = upload.finish()
-            self._metrics.record_upload(spec.id, stored.size_bytes)
-            yield convert.upload_received_event(stored)
+            yield self._upload_received(spec, stored)
             events = self._video.stream_run(spec.id, stored.path, sampling)
             # closing(): a cancelled call must close the run and release the decoder now, not at GC.
             with closing(events):
                 yield from self._run_events(spec, events, watch, started)
+
+    def _run_during_upload(
+        self,
+        spec: PipelineSpec,
+        upload: UploadReceiver,
+        sampling: SamplingOptions,
+        requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
+        watch: _CallWatch,
+        started: float,
+    ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        """Decode the upload as it arrives; `upload_received` goes out between frames once it is in.
+
+        A run that fails because its upload did (the reader saw the file end early) reports
+        the upload's error, and a cancelled call reports the cancel, not the truncated file.
+        """
+        with BackgroundUpload(upload, chunks(requests)) as arriving:
+            events = self._video.stream_run(spec.id, arriving.growing, sampling)
+            try:
+                with closing(events):
+                    yield from self._run_events(spec, events, watch, started, arriving)
+            except Exception:
+                watch.check()
+                arriving.check()
+                raise
+
+    def _upload_received(
+        self, spec: PipelineSpec, stored: StoredUpload
+    ) -> video_pipeline_service_pb2.UploadAndRunResponse:
+        self._metrics.record_upload(spec.id, stored.size_bytes)
+        return convert.upload_received_event(stored)
 
     def _run_events(
         self,
@@ -207,10 +245,16 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         events: Iterator[RunEvent],
         watch: _CallWatch,
         started: float,
+        arriving: BackgroundUpload | None = None,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        """The run's events as responses; with an upload still `arriving`, its `upload_received`
+        goes out at the first event after it is stored, and at the latest before the summary."""
         frames_with_errors = 0
         for event in events:
             watch.check()
+            if arriving is not None and (stored := arriving.check()) is not None:
+                yield self._upload_received(spec, stored)
+                arriving = None
             if isinstance(event, FrameProcessed):
                 frames_with_errors += "errors" in event.result
                 self._metrics.record_frame(spec.id)
@@ -218,6 +262,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             elif isinstance(event, VideoOpened):
                 yield convert.video_info_event(event.info)
             elif isinstance(event, RunFinished):
+                if arriving is not None:
+                    yield self._upload_received(spec, arriving.wait())
                 stats = event.summary
                 yield video_pipeline_service_pb2.UploadAndRunResponse(
                     summary=convert.run_summary(
@@ -229,3 +275,10 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         timings=stats.node_timings,
                     )
                 )
+
+
+def _check_decode_during_upload(config: run_pb2.RunConfig) -> None:
+    """Decoding an upload as it arrives needs its end: a reader cannot tell a slow upload from a short one."""
+    if config.decode_during_upload and config.declared_size_bytes <= 0:
+        description = "required (the exact size of the video in bytes) when decode_during_upload is set"
+        raise InvalidOptions([FieldViolation("declared_size_bytes", description)])

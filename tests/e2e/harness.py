@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,6 +119,14 @@ class ServerHarness:
 
     def leftover_uploads(self) -> list[Path]:
         return sorted(self.upload_dir.iterdir()) if self.upload_dir.exists() else []
+
+    def uploads_left_after(self, timeout: float = 10.0) -> list[Path]:
+        """The uploads still there once the server has had `timeout` seconds to clean up: for
+        calls the client ended (cancel, deadline), whose server side unwinds after the client returns."""
+        deadline = time.monotonic() + timeout
+        while self.leftover_uploads() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.leftover_uploads()
 
     def run_threads(self) -> list[str]:
         return sorted(t.name for t in threading.enumerate() if t.name.startswith("videodag-"))

@@ -227,7 +227,7 @@ def test_client_cancel_stops_the_work_and_cleans_up(server: ServerHarness, make_
     time.sleep(0.3)
     # Work stopped: no frame after the run was closed, and far from all 200.
     assert server.recorder.count("frame") == processed_at_close < 50
-    assert server.leftover_uploads() == []
+    assert server.uploads_left_after() == []
 
 
 def test_deadline_exceeded_stops_the_run(server: ServerHarness, make_video) -> None:
@@ -237,7 +237,7 @@ def test_deadline_exceeded_stops_the_run(server: ServerHarness, make_video) -> N
     while server.recorder.count("close") == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.recorder.count("close") == 1
-    assert server.leftover_uploads() == []
+    assert server.uploads_left_after() == []
 
 
 def test_too_many_runs_is_refused_at_once_with_retry_hint(make_server: ServerFactory, make_video) -> None:

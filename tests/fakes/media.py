@@ -8,6 +8,7 @@ index exactly for up to 4096 frames.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -51,4 +52,35 @@ def write_indexed_video(path: Path, frame_count: int, *, fps: float = 25.0, four
             writer.write(indexed_frame(frame_index))
     finally:
         writer.release()
+    return path
+
+
+# Containers an upload may come in, as FFmpeg writes them: (file name, encoder arguments).
+CONTAINER_VARIANTS: dict[str, tuple[str, ...]] = {
+    "faststart.mp4": ("-c:v", "libx264", "-movflags", "+faststart"),
+    "fragmented.mp4": ("-c:v", "libx264", "-movflags", "+frag_keyframe+empty_moov"),
+    "index_at_end.mp4": ("-c:v", "libx264"),
+    "matroska.mkv": ("-c:v", "libx264"),
+    "mpegts.ts": ("-c:v", "libx264"),
+    "mpeg4.avi": ("-c:v", "mpeg4", "-q:v", "4"),
+}
+
+
+def ffmpeg_executable() -> str:
+    """The FFmpeg binary bundled with imageio-ffmpeg (a test dependency)."""
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def write_container_variant(directory: Path, name: str, *, seconds: float = 6.0) -> Path:
+    """A 640x360, 25 fps test-pattern video in the container `name` names (see CONTAINER_VARIANTS),
+    large enough (about 1 MB) that FFmpeg opens it long before its end when it can."""
+    path = directory / name
+    command = [
+        ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25:duration={seconds}",
+        "-g", "25", "-pix_fmt", "yuv420p", *CONTAINER_VARIANTS[name], str(path),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
     return path

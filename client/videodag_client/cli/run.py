@@ -51,6 +51,12 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument(
         "--no-checksum", action="store_true", help="skip the SHA-256 pass over the file before the upload"
     )
+    parser.add_argument(
+        "--decode-during-upload",
+        action="store_true",
+        help="start decoding while the upload is still arriving (first results sooner for faststart MP4, "
+        "fragmented MP4, MKV/WebM, MPEG-TS and AVI)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no summary")
     parser.set_defaults(handler=run_command)
 
@@ -71,6 +77,7 @@ def run_command(args: argparse.Namespace) -> int:
             options,
             chunk_size=args.chunk_size,
             checksum=not args.no_checksum,
+            decode_during_upload=args.decode_during_upload,
             on_upload_progress=progress.upload,
         ) as events,
     ):

@@ -3,6 +3,8 @@
 This package knows no gRPC and no pipeline semantics. The public surface:
 
 * `receive_upload` / `UploadReceiver` / `StoredUpload`: chunks -> private temp file, with limits.
+* `BackgroundUpload` / `GrowingUpload`: store an upload in a thread while its bytes are
+  decoded as they arrive (`growing_upload` says which files allow it).
 * `open_video`, `probe_video`, `VideoInfo`, `VideoLimits`: open and check a file.
 * `SamplingOptions`: frame stride, max frames, time window.
 * `VideoFilePipelineService`: run a pipeline over a file (`run_on_file`, `stream_run`), with
@@ -15,6 +17,8 @@ This package knows no gRPC and no pipeline semantics. The public surface:
 * `FramePayload`: what each frame looks like to the DAG service.
 """
 
+from videodag_service.video.background_upload import BackgroundUpload
+from videodag_service.video.decoder_context import start_decoder_server
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
 from videodag_service.video.file_pipeline import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
@@ -22,8 +26,9 @@ from videodag_service.video.file_pipeline import (
     Isolation,
     VideoFilePipelineService,
 )
+from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.info import VideoInfo
-from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video, start_decoder_server
+from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import IMAGE_BYTES_FORMAT, PAYLOAD_KEYS, FramePayload
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, probe_video
@@ -36,10 +41,12 @@ __all__ = [
     "DEFAULT_DECODE_RUN_TIMEOUT_SECONDS",
     "IMAGE_BYTES_FORMAT",
     "PAYLOAD_KEYS",
+    "BackgroundUpload",
     "DecodedFrame",
     "DecoderTimeouts",
     "FramePayload",
     "FrameProcessed",
+    "GrowingUpload",
     "IsolatedVideo",
     "Isolation",
     "NodeTimingLike",

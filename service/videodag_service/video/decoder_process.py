@@ -29,7 +29,8 @@ import numpy as np
 
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.frame_ring import FrameRing
-from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, unreadable
+from videodag_service.video.growing_upload import GrowingUpload
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, unreadable
 
 _PR_SET_PDEATHSIG = 1
 # Looked up once, in the forkserver that preloads this module, not in every decoder.
@@ -53,6 +54,11 @@ class _Channel:
         except OSError as error:  # BrokenPipeError and friends
             raise ServerGone from error
         self.last_sent = time.monotonic()
+
+    def send_alive_if_due(self, interval_seconds: float) -> None:
+        """A sign of life, unless another message went out within the interval."""
+        if time.monotonic() - self.last_sent >= interval_seconds:
+            self.send(messages.encode("alive"))
 
     def receive(self) -> dict[str, Any]:
         try:
@@ -114,16 +120,20 @@ class _SlotWriter:
         self.waited_seconds += time.perf_counter() - started
 
 
-def serve_decoder(connection: Connection, path: str, opener: VideoOpener) -> None:
+def serve_decoder(connection: Connection, source: VideoSource, opener: VideoOpener, heartbeat_seconds: float) -> None:
     """The decoder process's whole life: probe, wait for the request, decode, report, exit.
 
     `opener` opens the file (`open_video` in production); it is sent by reference, so it
-    must be a module-level function.
+    must be a module-level function. While it waits for the bytes of an upload still
+    arriving, the decoder reports progress every `heartbeat_seconds`: a slow upload is not
+    a hung decoder.
     """
     _harden_process()
     channel = _Channel(connection)
+    if isinstance(source, GrowingUpload):
+        source = source.waiting_with(lambda: channel.send_alive_if_due(heartbeat_seconds))
     try:
-        _decode_one_file(channel, Path(path), opener)
+        _decode_one_file(channel, source, opener)
     except ServerGone:
         pass
     except Exception as error:  # file errors keep their type; a bug or a resource error is reported too
@@ -133,8 +143,9 @@ def serve_decoder(connection: Connection, path: str, opener: VideoOpener) -> Non
         connection.close()
 
 
-def _decode_one_file(channel: _Channel, path: Path, opener: VideoOpener) -> None:
-    with opener(path) as video:
+def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener) -> None:
+    path = Path(source)
+    with opener(source) as video:
         channel.send(messages.opened(video.info))
         message = channel.receive()
         if message["type"] != "decode":
@@ -153,8 +164,7 @@ def _stream_frames(
     video: OpenedVideo, request: messages.DecodeRequest, writer: _SlotWriter, channel: _Channel, path: Path
 ) -> None:
     def heartbeat() -> None:
-        if time.monotonic() - channel.last_sent >= request.heartbeat_seconds:
-            channel.send(messages.encode("alive"))
+        channel.send_alive_if_due(request.heartbeat_seconds)
 
     frames = video.frames(request.window, request.limits, retrieve_into=writer.next_buffer, on_grab=heartbeat)
     for frame in frames:

@@ -28,12 +28,14 @@ from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import Any, Literal
 
+from videodag_service.video.decoder_context import start_decoder_server
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
-from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video, start_decoder_server
+from videodag_service.video.growing_upload import GrowingUpload
+from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
 from videodag_service.video.pipelining import read_ahead
-from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, unreadable
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, open_video, unreadable
 from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
@@ -121,16 +123,18 @@ class VideoFilePipelineService:
 
         Options are validated now (InvalidOptions); the file is opened on the first `next()`.
         Closing the iterator early releases the decoder and closes the pipeline run.
+        `file_path` may be a `GrowingUpload`: decoding then keeps pace with the upload.
         """
         sampling = self._default_sampling.overridden_by(options)
-        return self._events(pipeline_id, Path(file_path), sampling)
+        source = file_path if isinstance(file_path, GrowingUpload) else Path(file_path)
+        return self._events(pipeline_id, source, sampling)
 
     def _events(
-        self, pipeline_id: str, path: Path, sampling: SamplingOptions
+        self, pipeline_id: str, source: VideoSource, sampling: SamplingOptions
     ) -> Generator[RunEvent, None, None]:
         started = time.perf_counter()
         frames_processed = 0
-        with self._open(path) as video:
+        with self._open(source) as video:
             self._limits.check_info(video.info)
             window = _plan(video, sampling)
             with open_pipeline_run(self._dag_service, pipeline_id) as run:
@@ -156,12 +160,12 @@ class VideoFilePipelineService:
             )
         )
 
-    def _open(self, path: Path) -> AbstractContextManager[OpenedVideo | IsolatedVideo]:
+    def _open(self, source: VideoSource) -> AbstractContextManager[OpenedVideo | IsolatedVideo]:
         if self._isolation == "process":
             return open_isolated_video(
-                path, timeouts=self._timeouts, ring_budget_bytes=self._decode_ahead_bytes, opener=self._video_opener
+                source, timeouts=self._timeouts, ring_budget_bytes=self._decode_ahead_bytes, opener=self._video_opener
             )
-        return self._video_opener(path)
+        return self._video_opener(source)
 
     def _decode_ahead(
         self, video: OpenedVideo | IsolatedVideo, window: FrameWindow

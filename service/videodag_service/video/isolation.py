@@ -17,35 +17,31 @@ What the server sees of a misbehaving decoder:
 * it reports a file error: the same `VideoUnreadable` / `VideoTooLarge` as in-process.
 
 Whichever way the block exits, the process is dead and reaped and the ring unlinked when it
-has exited. Processes come from multiprocessing's forkserver, never from a plain fork of
-the multi-threaded server: the forkserver is a clean single-threaded process started once,
-with OpenCV and the decoder module preloaded, and forks one decoder per run in milliseconds.
+has exited. Processes come from a preloaded forkserver (`decoder_context`).
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-import multiprocessing.forkserver
 import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 
 from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoUnreadable
 from videodag_service.video import decoder_messages as messages
+from videodag_service.video.decoder_context import decoder_context
 from videodag_service.video.decoder_process import serve_decoder
 from videodag_service.video.frame_ring import FrameRing, plan_ring
+from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
-from videodag_service.video.reader import DecodedFrame, VideoOpener, open_video, unreadable
+from videodag_service.video.reader import DecodedFrame, VideoOpener, VideoSource, open_video, unreadable
 from videodag_service.video.sampling import FrameWindow
 
 logger = logging.getLogger(__name__)
@@ -57,8 +53,6 @@ DECODER_PROCESS_NAME = "videodag-decoder"
 _EXIT_GRACE_SECONDS = 5.0
 # Without a frame limit the decoder still reports progress this often while it skips frames.
 _DEFAULT_HEARTBEAT_SECONDS = 1.0
-_START_LOCK = threading.Lock()
-_preload_set = False
 
 
 @dataclass(frozen=True)
@@ -271,23 +265,28 @@ class IsolatedVideo:
 
 @contextmanager
 def open_isolated_video(
-    path: str | Path,
+    source: str | Path | VideoSource,
     *,
     timeouts: DecoderTimeouts | None = None,
     ring_budget_bytes: int = 16 * 1024 * 1024,
     opener: VideoOpener = open_video,
 ) -> Iterator[IsolatedVideo]:
-    """Start a decoder process for `path` and yield it once it has probed the file.
+    """Start a decoder process for `source` and yield it once it has probed the file.
 
     Raises what `open_video` raises (VideoUnreadable), plus VideoUnreadable for a decoder
     that crashed and DeadlineExceeded for one that hung. `opener` runs in the decoder
-    process; it is sent by reference, so it must be a module-level function.
+    process; it is sent by reference, so it must be a module-level function. A
+    `GrowingUpload` is decoded as its bytes arrive; its abandon event goes to the process.
     """
-    path = Path(path)
-    context = _decoder_context()
+    path = Path(source)
+    if not isinstance(source, GrowingUpload):
+        source = path
+    timeouts = timeouts or DecoderTimeouts()
+    context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
     process = context.Process(
-        target=serve_decoder, args=(child_end, str(path), opener), name=DECODER_PROCESS_NAME, daemon=True
+        target=serve_decoder, args=(child_end, source, opener, timeouts.heartbeat_seconds),
+        name=DECODER_PROCESS_NAME, daemon=True,
     )
     try:
         process.start()
@@ -296,61 +295,12 @@ def open_isolated_video(
         raise
     finally:
         child_end.close()
-    video = IsolatedVideo(path, process, parent_end, timeouts or DecoderTimeouts(), ring_budget_bytes)
+    video = IsolatedVideo(path, process, parent_end, timeouts, ring_budget_bytes)
     try:
         video.wait_until_opened()
         yield video
     finally:
         video.close()
-
-
-def start_decoder_server() -> None:
-    """Start the forkserver now (once per process, a few tenths of a second with its imports),
-    so that the first run does not pay for it; later calls return at once."""
-    context = _decoder_context()
-    if context.get_start_method() == "forkserver":
-        multiprocessing.forkserver.ensure_running()
-
-
-def _decoder_context() -> Any:
-    """multiprocessing's forkserver, preloaded with OpenCV and the decoder (spawn where it is missing).
-
-    The preload only takes effect before the forkserver's first start.
-    """
-    global _preload_set
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    with _START_LOCK:
-        if not _preload_set:
-            context.set_forkserver_preload(_preload_modules())
-            _preload_set = True
-    return context
-
-
-def _preload_modules() -> list[str]:
-    """The decoder, plus what the parent's main module imports.
-
-    multiprocessing runs the parent's main module again in every child, so that what it
-    defines can be unpickled there; the forkserver does not preload it (Python 3.11 never
-    hands it the main path), so each decoder would import the server's whole stack again:
-    0.4 s a run under the `videodag-server` script. With those imports preloaded, running
-    the main module again costs a few milliseconds.
-    """
-    modules = ["__main__", "videodag_service.video.decoder_process"]
-    main = sys.modules.get("__main__")
-    if main is None:
-        return modules
-    names = {getattr(getattr(main, "__spec__", None), "name", None)}
-    for value in vars(main).values():
-        names.add(value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None))
-    # A package's __main__ runs its program when imported: never preload one.
-    modules += sorted(
-        name for name in names
-        if isinstance(name, str) and name not in {"__main__", "__mp_main__", "builtins"}
-        and not name.endswith(".__main__")
-    )
-    return modules
 
 
 def _signal_name(number: int) -> str:

@@ -26,13 +26,16 @@ import cv2
 import numpy as np
 
 from videodag_service.errors import VideoUnreadable
+from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.sampling import FrameWindow
 
 _UNLIMITED = VideoLimits()
 
-VideoOpener = Callable[[Path], AbstractContextManager["OpenedVideo"]]
+VideoSource = Path | GrowingUpload
+"""A stored file, or an upload still arriving (both path-like)."""
+VideoOpener = Callable[[VideoSource], AbstractContextManager["OpenedVideo"]]
 """Opens a video for decoding (`open_video` unless a caller substitutes its own)."""
 
 
@@ -58,18 +61,20 @@ class OpenedVideo:
     that thread waits for room to hand a frame over).
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, source: str | os.PathLike[str]) -> None:
+        self._growing = source if isinstance(source, GrowingUpload) else None
+        self.path = Path(source)
         self.decode_seconds = 0.0
+        self._stream: GrowingFileReader | None = None
         self._capture = self._open_capture()
         try:
             self.info = self._probe()
         except BaseException:
-            self._capture.release()
+            self._release()
             raise
 
     def close(self) -> None:
-        self._capture.release()
+        self._release()
 
     def frames(
         self,
@@ -128,7 +133,7 @@ class OpenedVideo:
             if self._seek(first_index):
                 return True
             # A failed seek leaves the capture at an unknown position: start again.
-            self._capture.release()
+            self._release()
             self._capture = self._open_capture()
         for frame_index in range(first_index):
             if not self._grab(on_grab):
@@ -173,14 +178,33 @@ class OpenedVideo:
 
     def _open_capture(self) -> cv2.VideoCapture:
         try:
-            capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
-        except cv2.error as error:
+            capture = (
+                cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG) if self._growing is None
+                else self._open_growing(self._growing)
+            )
+        except (cv2.error, FileNotFoundError) as error:
+            self._close_stream()
             raise unreadable(self.path, f"OpenCV refused it: {error}") from error
         if not capture.isOpened():
             capture.release()
+            self._close_stream()
             reason = "no such file" if not self.path.exists() else "not a video OpenCV can decode"
             raise unreadable(self.path, reason)
         return capture
+
+    def _open_growing(self, upload: GrowingUpload) -> cv2.VideoCapture:
+        self._stream = GrowingFileReader(upload)
+        # The stubs know only cv2.IStreamReader; the binding takes any io.BufferedIOBase.
+        return cv2.VideoCapture(self._stream, cv2.CAP_FFMPEG, [])  # type: ignore[call-overload]
+
+    def _release(self) -> None:
+        self._capture.release()
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _probe(self) -> VideoInfo:
         try:
@@ -200,14 +224,17 @@ class OpenedVideo:
             height=height,
             duration_seconds=frame_count / fps if fps > 0 and frame_count > 0 else 0.0,
             codec=_fourcc_text(fourcc),
-            size_bytes=self.path.stat().st_size,
+            size_bytes=self.path.stat().st_size if self._growing is None else self._growing.size_bytes,
         )
 
 
 @contextmanager
-def open_video(path: str | os.PathLike[str]) -> Iterator[OpenedVideo]:
-    """Open and probe a video; raises VideoUnreadable when OpenCV cannot use it."""
-    video = OpenedVideo(Path(path))
+def open_video(source: str | os.PathLike[str]) -> Iterator[OpenedVideo]:
+    """Open and probe a video; raises VideoUnreadable when OpenCV cannot use it.
+
+    A `GrowingUpload` is read as its bytes arrive (`growing_upload`); any other path-like is a file.
+    """
+    video = OpenedVideo(source)
     try:
         yield video
     finally:

@@ -79,6 +79,11 @@ class UploadReceiver:
     def received_bytes(self) -> int:
         return self._received_bytes
 
+    @property
+    def declared_size(self) -> int | None:
+        """The size the client declared, None if it did not."""
+        return self._declared_size
+
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         """Append a chunk; raises UploadTooLarge before writing the chunk that crosses the limit."""
         if self._finished:
@@ -90,10 +95,18 @@ class UploadReceiver:
                 f"({self._received_bytes + size} bytes so far)",
                 ErrorDetails(metadata={"max_upload_bytes": str(self._max_upload_bytes)}),
             )
+        if self._declared_size is not None and self._received_bytes + size > self._declared_size:
+            # Refused at once, not at finish(): a reader of the growing file trusts the declared end.
+            raise self._size_mismatch(self._received_bytes + size)
         with _disk_full_as_error():
             self._file.write(chunk)
         self._hash.update(chunk)
         self._received_bytes += size
+
+    def flush(self) -> None:
+        """Hand what was written so far to the file, so a reader of the growing file sees it."""
+        with _disk_full_as_error():
+            self._file.flush()
 
     def finish(self) -> StoredUpload:
         """Flush and close the file, then check it against what the client declared."""
@@ -104,14 +117,7 @@ class UploadReceiver:
         if self._received_bytes == 0:
             raise EmptyUpload("the upload is empty: no video bytes arrived")
         if self._declared_size is not None and self._received_bytes != self._declared_size:
-            raise UploadCorrupted(
-                f"upload size mismatch: {self._declared_size} bytes declared, "
-                f"{self._received_bytes} received",
-                ErrorDetails(
-                    metadata={"declared_size_bytes": str(self._declared_size),
-                              "received_size_bytes": str(self._received_bytes)}
-                ),
-            )
+            raise self._size_mismatch(self._received_bytes)
         sha256 = self._hash.hexdigest()
         if self._declared_sha256 is not None and sha256 != self._declared_sha256:
             raise UploadCorrupted(
@@ -119,6 +125,16 @@ class UploadReceiver:
                 ErrorDetails(metadata={"declared_sha256": self._declared_sha256, "received_sha256": sha256}),
             )
         return StoredUpload(self.path, self._received_bytes, sha256)
+
+    def _size_mismatch(self, received_bytes: int) -> UploadCorrupted:
+        more = " (at least)" if received_bytes > self._received_bytes else ""
+        return UploadCorrupted(
+            f"upload size mismatch: {self._declared_size} bytes declared, {received_bytes}{more} received",
+            ErrorDetails(
+                metadata={"declared_size_bytes": str(self._declared_size),
+                          "received_size_bytes": str(received_bytes)}
+            ),
+        )
 
     def _discard(self) -> None:
         """Close and delete the file; errors here must not hide the error that got us here."""

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15videodag/v1/run.proto\x12\x0bvideodag.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"\x96\x01\n\nRunOptions\x12\x14\n\x0c\x66rame_stride\x18\x01 \x01(\x05\x12\x12\n\nmax_frames\x18\x02 \x01(\x05\x12/\n\x0cstart_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x8a\x01\n\tRunConfig\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.videodag.v1.RunOptions\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x1b\n\x13\x64\x65\x63lared_size_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\x9c\x01\n\tVideoInfo\x12\x0b\n\x03\x66ps\x18\x01 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x02 \x01(\x03\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x63odec\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\"4\n\x0eUploadReceived\x12\x12\n\nsize_bytes\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"P\n\tNodeError\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"\xa6\x01\n\x0b\x46rameResult\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12,\n\ttimestamp\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x0bnode_errors\x18\x04 \x03(\x0b\x32\x16.videodag.v1.NodeError\"{\n\nNodeTiming\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12-\n\ntotal_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\"\xfe\x01\n\nRunSummary\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x18\n\x10pipeline_version\x18\x02 \x01(\t\x12\x18\n\x10\x66rames_processed\x18\x03 \x01(\x03\x12,\n\twall_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x0cnode_timings\x18\x05 \x03(\x0b\x32\x17.videodag.v1.NodeTiming\x12.\n\x0b\x64\x65\x63ode_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x66rames_with_errors\x18\x07 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15videodag/v1/run.proto\x12\x0bvideodag.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"\x96\x01\n\nRunOptions\x12\x14\n\x0c\x66rame_stride\x18\x01 \x01(\x05\x12\x12\n\nmax_frames\x18\x02 \x01(\x05\x12/\n\x0cstart_offset\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\nend_offset\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa8\x01\n\tRunConfig\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12(\n\x07options\x18\x02 \x01(\x0b\x32\x17.videodag.v1.RunOptions\x12\x11\n\tfile_name\x18\x03 \x01(\t\x12\x1b\n\x13\x64\x65\x63lared_size_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x1c\n\x14\x64\x65\x63ode_during_upload\x18\x06 \x01(\x08\"\x9c\x01\n\tVideoInfo\x12\x0b\n\x03\x66ps\x18\x01 \x01(\x01\x12\x13\n\x0b\x66rame_count\x18\x02 \x01(\x03\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12+\n\x08\x64uration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05\x63odec\x18\x06 \x01(\t\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\"4\n\x0eUploadReceived\x12\x12\n\nsize_bytes\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\"P\n\tNodeError\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"\xa6\x01\n\x0b\x46rameResult\x12\x13\n\x0b\x66rame_index\x18\x01 \x01(\x03\x12,\n\ttimestamp\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x06result\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x0bnode_errors\x18\x04 \x03(\x0b\x32\x16.videodag.v1.NodeError\"{\n\nNodeTiming\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12-\n\ntotal_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\"\xfe\x01\n\nRunSummary\x12\x13\n\x0bpipeline_id\x18\x01 \x01(\t\x12\x18\n\x10pipeline_version\x18\x02 \x01(\t\x12\x18\n\x10\x66rames_processed\x18\x03 \x01(\x03\x12,\n\twall_time\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x0cnode_timings\x18\x05 \x03(\x0b\x32\x17.videodag.v1.NodeTiming\x12.\n\x0b\x64\x65\x63ode_time\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x66rames_with_errors\x18\x07 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,17 +37,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNOPTIONS']._serialized_start=126
   _globals['_RUNOPTIONS']._serialized_end=276
   _globals['_RUNCONFIG']._serialized_start=279
-  _globals['_RUNCONFIG']._serialized_end=417
-  _globals['_VIDEOINFO']._serialized_start=420
-  _globals['_VIDEOINFO']._serialized_end=576
-  _globals['_UPLOADRECEIVED']._serialized_start=578
-  _globals['_UPLOADRECEIVED']._serialized_end=630
-  _globals['_NODEERROR']._serialized_start=632
-  _globals['_NODEERROR']._serialized_end=712
-  _globals['_FRAMERESULT']._serialized_start=715
-  _globals['_FRAMERESULT']._serialized_end=881
-  _globals['_NODETIMING']._serialized_start=883
-  _globals['_NODETIMING']._serialized_end=1006
-  _globals['_RUNSUMMARY']._serialized_start=1009
-  _globals['_RUNSUMMARY']._serialized_end=1263
+  _globals['_RUNCONFIG']._serialized_end=447
+  _globals['_VIDEOINFO']._serialized_start=450
+  _globals['_VIDEOINFO']._serialized_end=606
+  _globals['_UPLOADRECEIVED']._serialized_start=608
+  _globals['_UPLOADRECEIVED']._serialized_end=660
+  _globals['_NODEERROR']._serialized_start=662
+  _globals['_NODEERROR']._serialized_end=742
+  _globals['_FRAMERESULT']._serialized_start=745
+  _globals['_FRAMERESULT']._serialized_end=911
+  _globals['_NODETIMING']._serialized_start=913
+  _globals['_NODETIMING']._serialized_end=1036
+  _globals['_RUNSUMMARY']._serialized_start=1039
+  _globals['_RUNSUMMARY']._serialized_end=1293
 # @@protoc_insertion_point(module_scope)

@@ -84,6 +84,7 @@ class RunConfig(_message.Message):
     FILE_NAME_FIELD_NUMBER: _builtins.int
     DECLARED_SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    DECODE_DURING_UPLOAD_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """Required. The id of a pipeline the server has (see ListPipelines), such as
     "player_tracking_v1". Ids match [a-z0-9_.-]+; they are names, never paths.
@@ -97,7 +98,23 @@ class RunConfig(_message.Message):
     """
     sha256: _builtins.str
     """Lowercase hex SHA-256 of the whole video. Optional. When set and the bytes
-    that arrived hash differently, the run fails with DATA_LOSS before decoding.
+    that arrived hash differently, the run fails with DATA_LOSS before decoding
+    (with `decode_during_upload`, once the last byte is in).
+    """
+    decode_during_upload: _builtins.bool
+    """UploadAndRun only (jobs store the whole upload first and ignore it). Start
+    decoding while the upload is still arriving, so the first results come back
+    before it ends. Requires `declared_size_bytes` (INVALID_ARGUMENT without it).
+
+    How early depends on the file: where the container's index is at the front
+    (MP4/MOV written with "faststart", fragmented MP4, Matroska/WebM, MPEG-TS, AVI)
+    a frame is decoded as soon as its bytes are in; an MP4/MOV with the index at
+    the end (most cameras' default) waits for nearly the whole upload, as without
+    this option. The events then interleave: `video_info` and `frame` events may
+    come before `upload_received`, which still comes before the `summary`. A size
+    or checksum mismatch found when the upload ends fails the run with DATA_LOSS
+    after frames were already reported: those results were computed on the bytes
+    that arrived, not necessarily on the video that was meant.
     """
     @_builtins.property
     def options(self) -> Global___RunOptions:
@@ -111,10 +128,11 @@ class RunConfig(_message.Message):
         file_name: _builtins.str = ...,
         declared_size_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        decode_during_upload: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_size_bytes", b"declared_size_bytes", "file_name", b"file_name", "options", b"options", "pipeline_id", b"pipeline_id", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["declared_size_bytes", b"declared_size_bytes", "decode_during_upload", b"decode_during_upload", "file_name", b"file_name", "options", b"options", "pipeline_id", b"pipeline_id", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,7 +162,7 @@ class VideoInfo(_message.Message):
     codec: _builtins.str
     """The codec's four-character code, such as "avc1" or "MJPG"; empty if unknown."""
     size_bytes: _builtins.int
-    """Size of the uploaded file in bytes."""
+    """Size of the uploaded file in bytes (the declared size while it is still arriving)."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """Duration, from frame count and fps."""

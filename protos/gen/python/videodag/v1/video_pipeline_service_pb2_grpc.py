@@ -130,7 +130,9 @@ class VideoPipelineServiceServicer:
         The server answers with, in this order: `upload_received` once the bytes are
         stored, `video_info` once the video is opened, one `frame` per processed frame
         in frame order as soon as each is done, and a final `summary`. A failure ends
-        the stream with a status code instead of a summary.
+        the stream with a status code instead of a summary. With
+        `RunConfig.decode_during_upload`, decoding starts before the upload ends and
+        `upload_received` may come after `video_info` and frames (see there).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -60,7 +60,9 @@ class VideoPipelineServiceStub:
     The server answers with, in this order: `upload_received` once the bytes are
     stored, `video_info` once the video is opened, one `frame` per processed frame
     in frame order as soon as each is done, and a final `summary`. A failure ends
-    the stream with a status code instead of a summary.
+    the stream with a status code instead of a summary. With
+    `RunConfig.decode_during_upload`, decoding starts before the upload ends and
+    `upload_received` may come after `video_info` and frames (see there).
     """
     ListPipelines: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.ListPipelinesRequest, _video_pipeline_service_pb2.ListPipelinesResponse]
     """Lists the pipelines this server runs."""
@@ -143,7 +145,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     The server answers with, in this order: `upload_received` once the bytes are
     stored, `video_info` once the video is opened, one `frame` per processed frame
     in frame order as soon as each is done, and a final `summary`. A failure ends
-    the stream with a status code instead of a summary.
+    the stream with a status code instead of a summary. With
+    `RunConfig.decode_during_upload`, decoding starts before the upload ends and
+    `upload_received` may come after `video_info` and frames (see there).
     """
     ListPipelines: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.ListPipelinesRequest, _video_pipeline_service_pb2.ListPipelinesResponse]  # type: ignore[assignment]
     """Lists the pipelines this server runs."""
@@ -229,7 +233,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         The server answers with, in this order: `upload_received` once the bytes are
         stored, `video_info` once the video is opened, one `frame` per processed frame
         in frame order as soon as each is done, and a final `summary`. A failure ends
-        the stream with a status code instead of a summary.
+        the stream with a status code instead of a summary. With
+        `RunConfig.decode_during_upload`, decoding starts before the upload ends and
+        `upload_received` may come after `video_info` and frames (see there).
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,94 @@
+"""Store an upload in a thread of its own, so a run can decode the bytes already in.
+
+`BackgroundUpload`, as a `with` block, runs a thread (`videodag-upload`) that writes the chunks to the
+receiver as they arrive and finishes it; the caller decodes `growing` meanwhile and asks
+`check()` between frames and `wait()` at the end. An upload that fails (too large, a size
+or checksum mismatch, a cancelled call) sets the abandon event, so a reader waiting for
+bytes stops at once, and `check()` / `wait()` raise the upload's error: the run ends with
+that error, not with the truncated file's.
+
+When the block exits before the upload has ended (the run failed), the thread is told to
+stop: it writes nothing more and ends with its next chunk, or when the call ends, since a
+thread waiting for a client's next message cannot be interrupted. The receiver's file is
+closed and removed by its own block, after this one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+
+from videodag_service.video.growing_upload import GrowingUpload, new_abandon_signal
+from videodag_service.video.upload import StoredUpload, UploadReceiver
+
+UPLOAD_THREAD_NAME = "videodag-upload"
+# How long leaving the block waits for a thread still storing: long enough for the write in
+# progress, not for a client's next chunk.
+_EXIT_WAIT_SECONDS = 0.5
+
+
+class BackgroundUpload:
+    """Writes `chunks` to `receiver` in a thread while the `with` block decodes `growing`.
+
+    The receiver must have a declared size: a reader of the growing file needs its end.
+    """
+
+    def __init__(self, receiver: UploadReceiver, chunks: Iterator[bytes]) -> None:
+        if receiver.declared_size is None:
+            raise ValueError("an upload decoded while it arrives needs a declared size")
+        self.growing = GrowingUpload(receiver.path, receiver.declared_size, new_abandon_signal())
+        self._receiver = receiver
+        self._chunks = chunks
+        self._lock = threading.Lock()  # held while writing, so stop() never closes the file mid-write
+        self._stopped = False
+        self._done = threading.Event()
+        self._stored: StoredUpload | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._store, name=UPLOAD_THREAD_NAME, daemon=True)
+
+    def check(self) -> StoredUpload | None:
+        """The stored upload once complete, None while it arrives; raises the upload's error."""
+        if not self._done.is_set():
+            return None
+        if self._error is not None:
+            raise self._error
+        return self._stored
+
+    def wait(self) -> StoredUpload:
+        """Wait for the rest of the upload; raises its error."""
+        self._done.wait()
+        stored = self.check()
+        assert stored is not None
+        return stored
+
+    def __enter__(self) -> BackgroundUpload:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        with self._lock:
+            self._stopped = True
+        self.growing.abandoned.set()
+        self._done.wait(_EXIT_WAIT_SECONDS)
+
+    def _store(self) -> None:
+        try:
+            for chunk in self._chunks:
+                with self._lock:
+                    if self._stopped:
+                        return
+                    self._receiver.write(chunk)
+                    self._receiver.flush()
+            with self._lock:
+                if self._stopped:
+                    return
+                self._stored = self._receiver.finish()
+        except BaseException as error:  # reported to the run through check() and wait()
+            self._error = error
+            self._done.set()  # before the abandon: a reader that sees it ends the run, which asks check()
+            self.growing.abandoned.set()
+        finally:
+            self._done.set()

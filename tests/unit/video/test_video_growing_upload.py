@@ -1,0 +1,196 @@
+"""Decoding an upload while it arrives: a reader that waits for bytes, and which containers
+let FFmpeg start before the last byte."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
+from fakes.media import CONTAINER_VARIANTS, write_container_variant
+from videodag_service.video import GrowingUpload, SamplingOptions, VideoFilePipelineService, open_video
+from videodag_service.video.events import FrameProcessed, VideoOpened
+from videodag_service.video.growing_upload import GrowingFileReader, new_abandon_signal
+from videodag_service.video.sampling import plan_window
+
+# Containers whose first frame FFmpeg decodes from their first half; the others need their end.
+EARLY_CONTAINERS = ["faststart.mp4", "matroska.mkv"]
+LATE_CONTAINERS = ["index_at_end.mp4", "fragmented.mp4", "mpegts.ts", "mpeg4.avi"]
+WAIT = 30.0
+
+
+class GrowingFile:
+    """A file being written by the test, shown to readers as a GrowingUpload."""
+
+    def __init__(self, directory: Path, content: bytes, name: str = "upload.mp4") -> None:
+        self.content = content
+        self.path = directory / name
+        self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close())
+        self.written = 0
+        self.upload = GrowingUpload(self.path, len(content), new_abandon_signal())
+
+    def write_until(self, end: int) -> None:
+        self._file.write(self.content[self.written:end])
+        self._file.flush()
+        self.written = max(self.written, end)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@pytest.fixture
+def growing(tmp_path: Path) -> Iterator[GrowingFile]:
+    file = GrowingFile(tmp_path, bytes(range(256)) * 40)
+    yield file
+    file.close()
+
+
+@pytest.fixture(scope="module")
+def containers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("containers")
+    return {name: write_container_variant(directory, name) for name in CONTAINER_VARIANTS}
+
+
+def _in_thread(function: object) -> tuple[threading.Thread, dict[str, object]]:
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = function()  # type: ignore[operator]
+        except BaseException as error:  # handed to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_read_returns_what_has_arrived_and_waits_for_more(growing: GrowingFile) -> None:
+    growing.write_until(100)
+    reader = GrowingFileReader(growing.upload)
+    assert reader.read(1000) == growing.content[:100]
+    thread, outcome = _in_thread(lambda: reader.read(50))
+    thread.join(0.3)
+    assert thread.is_alive(), "a read past the bytes that arrived must wait"
+    growing.write_until(130)
+    thread.join(WAIT)
+    assert outcome["value"] == growing.content[100:130]
+    reader.close()
+
+
+def test_the_end_is_the_declared_size(growing: GrowingFile) -> None:
+    growing.write_until(len(growing.content))
+    reader = GrowingFileReader(growing.upload)
+    assert reader.seek(-1, io.SEEK_END) == len(growing.content) - 1
+    assert reader.read(10) == growing.content[-1:]
+    assert reader.read(10) == b""
+    reader.close()
+
+
+def test_an_abandoned_upload_ends_a_waiting_read(growing: GrowingFile) -> None:
+    growing.write_until(10)
+    reader = GrowingFileReader(growing.upload)
+    reader.seek(10)
+    thread, outcome = _in_thread(lambda: reader.read(10))
+    thread.join(0.2)
+    assert thread.is_alive()
+    growing.upload.abandoned.set()
+    thread.join(WAIT)
+    assert outcome["value"] == b""
+    reader.close()
+
+
+def test_the_wait_hook_is_called_while_waiting_and_never_sent(growing: GrowingFile) -> None:
+    calls: list[float] = []
+    upload = growing.upload.waiting_with(lambda: calls.append(time.monotonic()))
+    reader = GrowingFileReader(upload)
+    thread, outcome = _in_thread(lambda: reader.read(10))
+    time.sleep(0.1)
+    growing.write_until(10)
+    thread.join(WAIT)
+    assert outcome["value"] == growing.content[:10]
+    assert len(calls) >= 2
+    assert upload == growing.upload  # the hook is no part of the upload's identity
+    rebuild, arguments = upload.__reduce__()
+    assert rebuild(*arguments).on_wait is None  # what a decoder process receives has no hook
+    reader.close()
+
+
+@pytest.mark.parametrize("name", EARLY_CONTAINERS)
+def test_these_containers_decode_their_first_frame_from_the_first_half(
+    tmp_path: Path, containers: dict[str, Path], name: str
+) -> None:
+    source = containers[name]
+    growing = GrowingFile(tmp_path, source.read_bytes(), name)
+    growing.write_until(len(growing.content) // 2)
+
+    def first_frame_then_rest() -> tuple[int, int]:
+        with open_video(growing.upload) as video:
+            frames = video.frames(plan_window(SamplingOptions(), video.info.fps))
+            assert next(frames).frame_index == 0
+            written_at_first_frame = growing.written
+            growing.write_until(len(growing.content))
+            return written_at_first_frame, 1 + sum(1 for _ in frames)
+
+    thread, outcome = _in_thread(first_frame_then_rest)
+    thread.join(WAIT)
+    growing.close()
+    assert "error" not in outcome, outcome.get("error")
+    written_at_first_frame, frame_count = outcome["value"]  # type: ignore[misc]
+    assert written_at_first_frame == len(growing.content) // 2
+    with open_video(source) as whole:
+        expected = sum(1 for _ in whole.frames(plan_window(SamplingOptions(), whole.info.fps)))
+    assert frame_count == expected == 150
+
+
+@pytest.mark.parametrize("name", LATE_CONTAINERS)
+def test_these_containers_wait_for_the_end_and_then_decode_every_frame(
+    tmp_path: Path, containers: dict[str, Path], name: str
+) -> None:
+    growing = GrowingFile(tmp_path, containers[name].read_bytes(), name)
+    growing.write_until(len(growing.content) - 1000)
+
+    def open_and_count() -> tuple[int, int]:
+        with open_video(growing.upload) as video:
+            written_when_open = growing.written
+            return written_when_open, sum(1 for _ in video.frames(plan_window(SamplingOptions(), video.info.fps)))
+
+    thread, outcome = _in_thread(open_and_count)
+    thread.join(0.5)
+    assert thread.is_alive(), "FFmpeg reads this container's end when it opens it"
+    growing.write_until(len(growing.content))
+    thread.join(WAIT)
+    growing.close()
+    assert outcome.get("value") == (len(growing.content), 150)
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_run_keeps_pace_with_a_slow_upload_without_tripping_the_decoder_time_limit(
+    tmp_path: Path, containers: dict[str, Path], isolation: str
+) -> None:
+    """The upload stalls for longer than the frame time limit: waiting for bytes is not a hang."""
+    growing = GrowingFile(tmp_path, containers["faststart.mp4"].read_bytes())
+    growing.write_until(len(growing.content) // 3)
+    service = VideoFilePipelineService(
+        RecordingDagService(), isolation=isolation, decode_frame_timeout_seconds=0.5  # type: ignore[arg-type]
+    )
+    events = service.stream_run(DEFAULT_PIPELINE, growing.upload)
+    assert isinstance(next(events), VideoOpened)
+    first = next(events)
+    assert isinstance(first, FrameProcessed) and first.frame_index == 0
+
+    def finish_later() -> None:
+        time.sleep(1.5)
+        growing.write_until(len(growing.content))
+
+    writer = threading.Thread(target=finish_later)
+    writer.start()
+    rest = [event for event in events if isinstance(event, FrameProcessed)]
+    writer.join()
+    growing.close()
+    assert [event.frame_index for event in rest] == list(range(1, 150))
