@@ -142,6 +142,17 @@ def test_window_and_limits_are_sent_as_options(
     assert (options.end_offset.seconds, options.end_offset.nanos) == (2, 0)
 
 
+def test_decode_during_upload_is_passed_on(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    _script_run(servicer)
+
+    main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "--decode-during-upload", "-q"])
+
+    assert servicer.config.decode_during_upload
+    assert servicer.config.declared_size_bytes == video_path.stat().st_size
+
+
 @pytest.mark.parametrize(
     ("code", "name", "expected_exit"),
     [

@@ -144,6 +144,31 @@ def test_size_and_checksum_can_be_left_out(
     assert servicer.uploaded_bytes() == video_bytes
 
 
+def test_decode_during_upload_is_asked_for_with_the_size(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    _script_successful_run(servicer)
+
+    list(client.upload_and_run(video_path, "motion_v1", decode_during_upload=True))
+
+    assert servicer.config.decode_during_upload
+    assert servicer.config.declared_size_bytes == len(video_bytes)
+
+
+def test_decode_during_upload_without_a_size_is_refused_before_any_call(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    stream = open(video_path, "rb")  # noqa: SIM115 (the caller's file: it must stay open)
+    with pytest.raises(ValueError, match="decode_during_upload needs the size declared"):
+        client.upload_and_run(stream, "motion_v1", declare_size=False, decode_during_upload=True)
+    assert not stream.closed  # the caller's file object stays open
+    stream.close()
+    with pytest.raises(ValueError, match="decode_during_upload"):
+        client.upload_and_run(video_path, "motion_v1", declare_size=False, decode_during_upload=True)
+    assert servicer.requests == []  # no call was made
+    assert _open_descriptors_of(video_path) == 0
+
+
 def test_progress_reports_cumulative_bytes_up_to_the_total(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
 ) -> None:

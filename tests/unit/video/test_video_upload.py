@@ -100,6 +100,17 @@ def test_a_size_mismatch_is_corruption(tmp_path: Path, received: bytes) -> None:
     assert _files_in(tmp_path) == []
 
 
+def test_bytes_beyond_the_declared_size_are_refused_as_they_arrive(tmp_path: Path) -> None:
+    """A reader of the growing file trusts the declared end: it must never see more."""
+    with receive_upload(tmp_path, max_upload_bytes=1000, declared_size=100) as upload:
+        upload.write(b"x" * 60)
+        with pytest.raises(UploadCorrupted, match="100 bytes declared, 101 \\(at least\\) received"):
+            upload.write(b"x" * 41)
+        assert upload.received_bytes == 60
+        assert upload.path.stat().st_size <= 60
+    assert _files_in(tmp_path) == []
+
+
 def test_a_checksum_mismatch_is_corruption(tmp_path: Path) -> None:
     declared = hashlib.sha256(b"what the client meant").hexdigest()
     with (
