@@ -92,13 +92,57 @@ class RunTiming:
         return self.first_frame - self.upload_received
 
 
-def upload_and_run(client: VideodagClient, path: Path, pipeline_id: str, max_frames: int = 0) -> RunTiming:
-    """Time a whole call: upload, decode, pipeline, every result received by the client."""
+class PacedFile(io.RawIOBase):
+    """A file read no faster than `bytes_per_second`: an upload over a slower link than loopback."""
+
+    def __init__(self, path: Path, bytes_per_second: float) -> None:
+        self._file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
+        self._rate = bytes_per_second
+        self._started: float | None = None
+        self._sent = 0
+        self.name = str(path)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._started is None:
+            self._started = time.perf_counter()
+        due = self._started + self._sent / self._rate
+        time.sleep(max(0.0, due - time.perf_counter()))
+        count = self._file.readinto(buffer) or 0
+        self._sent += count
+        return count
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def upload_and_run(client: VideodagClient, path: Path, pipeline_id: str, max_frames: int = 0, *,
+                   upload_seconds: float = 0.0, decode_during_upload: bool = False) -> RunTiming:
+    """Time a whole call: upload, decode, pipeline, every result received by the client.
+
+    `upload_seconds` paces the upload to take about that long, as over a slower network.
+    """
     options = RunOptions(max_frames=max_frames) if max_frames else None
+    source: Path | BinaryIO = path
+    if upload_seconds > 0:
+        source = PacedFile(path, path.stat().st_size / upload_seconds)  # type: ignore[assignment]
     started = time.perf_counter()
     upload_received = first_frame = float("nan")
     frames = 0
-    for event in client.upload_and_run(path, pipeline_id, options):
+    for event in client.upload_and_run(source, pipeline_id, options, checksum=False,
+                                       decode_during_upload=decode_during_upload):
         now = time.perf_counter() - started
         if isinstance(event, UploadReceived):
             upload_received = now
@@ -108,6 +152,8 @@ def upload_and_run(client: VideodagClient, path: Path, pipeline_id: str, max_fra
                 first_frame = now
         elif isinstance(event, RunSummary) and event.frames_processed != frames:
             raise RuntimeError(f"summary says {event.frames_processed} frames, {frames} received")
+    if isinstance(source, PacedFile):
+        source.close()
     return RunTiming(frames, upload_received, first_frame, time.perf_counter() - started)
 
 

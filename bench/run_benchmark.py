@@ -58,6 +58,7 @@ MIB = 1024 * 1024
 MB = 1_000_000
 TRACKING_PIPELINE = "player_tracking_v1"
 STATS_PIPELINE = "frame_stats_v1"
+UPLOAD_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -249,8 +250,28 @@ def first_result_rows(first_results: dict[str, list[RunTiming]]) -> list[Row]:
         pipeline, _, file = label.partition(", ")
         rows.append(Row(f"(6) first result after upload ends, {pipeline}", file, f"{median * 1000:.1f} ms",
                         "median of the runs above"))
-    rows.append(Row("(6) first result before upload ends", "any", "not implemented",
-                    "decoding starts once the upload is complete"))
+    return rows
+
+
+def measure_early_results(client: VideodagClient, clips: dict[str, Path], plan: Plan) -> list[Row]:
+    """(6) for files that qualify: the first result while a paced upload is still arriving.
+
+    Loopback uploads the clips in milliseconds, so the upload is paced to take
+    `UPLOAD_SECONDS`, as over a slower network; the same paced upload is run with and
+    without `decode_during_upload`.
+    """
+    rows = []
+    for name, path in clips.items():
+        timings = {}
+        for decode_during_upload in (False, True):
+            runs = [upload_and_run(client, path, STATS_PIPELINE, max_frames=plan.tracking_frames,
+                                   upload_seconds=UPLOAD_SECONDS, decode_during_upload=decode_during_upload)
+                    for _ in range(plan.repeats)]
+            timings[decode_during_upload] = sorted(runs, key=lambda run: run.first_frame)[len(runs) // 2]
+        during, stored = timings[True], timings[False]
+        rows.append(Row(f"(6) first result, upload paced to {UPLOAD_SECONDS:g} s, decode_during_upload", name,
+                        f"at {during.first_frame:.2f} s, upload done at {during.upload_received:.2f} s",
+                        f"stored first: at {stored.first_frame:.2f} s", during.first_frame / stored.first_frame))
     return rows
 
 
@@ -280,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generated = make_720p_clip(sample_clip, plan.clip_frames, work_dir / "clip_720p")
         clips = {f"720p {generated.frame_count} fr": generated.path, "sample 768x576 120 fr": sample_clip}
+        early_clips = dict(clips)
+        index_at_end = SAMPLE_CLIP_CANDIDATES[-1].with_suffix(".mov")  # the same video, index at the end
+        if index_at_end.is_file():
+            early_clips["sample .mov, index at end"] = index_at_end
         print(f"videodag benchmark ({args.mode or 'full'}): {os.cpu_count()} cores, Python "
               f"{platform.python_version()}, OpenCV {cv2.__version__}, server in a subprocess on loopback")
         print(f"720p clip: {generated.codec}, {generated.path.stat().st_size / MB:.1f} MB; "
@@ -292,10 +317,11 @@ def main(argv: list[str] | None = None) -> int:
                 upload_and_run(client, sample_clip, pipeline, max_frames=2)
             rows += measure_decoding_overhead(server, client, clips, plan, first_results)
             rows += measure_tracking(client, clips, plan, first_results)
+            early_results = measure_early_results(client, early_clips, plan)
             with ServerProcess.bare_stream(work_dir / "bare-uploads", 8 * MIB) as bare:
                 rows += measure_upload(client, bare, work_dir, plan)
         rows += measure_memory(work_dir, sample_clip, plan)
-        rows += first_result_rows(first_results)
+        rows += first_result_rows(first_results) + early_results
         rows += measure_isolation(clips, plan)
         print_table(rows)
         print(_load_note(load_before))

@@ -34,3 +34,7 @@ def test_the_benchmark_runs_on_a_tiny_input_and_prints_every_measurement() -> No
     assert rates and all(rate > 0 for rate in rates)
     assert re.search(r"\(5\) server memory growth during upload .* \+\d+(\.\d+)? MB", output)
     assert len(re.findall(r"\(6\) first result after upload ends.* \d+\.\d ms", output)) == 4
+    # The paced-upload rows: a time for the first result with decoding during the upload, and without.
+    early = re.findall(r"\(6\) first result, upload paced to .* at (\d+\.\d+) s, upload done at (\d+\.\d+) s "
+                       r"+stored first: at (\d+\.\d+) s", output)
+    assert len(early) >= 2
