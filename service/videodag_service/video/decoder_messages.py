@@ -7,8 +7,9 @@ make the server run code or index outside the frame ring. Pixels travel in the r
 
 Decoder to server, in order: `opened` (the probe), `attached` (it mapped the ring), then
 `frame` per kept frame, `alive` now and then while it grabs frames it skips, and finally
-`finished` or `failed`. Server to decoder: one `decode` request, then `released` once per
-frame it has copied out. The server ends the conversation by closing its end.
+`finished` or `failed`. Server to decoder: one `decode` request, then `released` with the
+slot number once per frame, when nothing in the server looks at that slot any more (not
+necessarily in the order the frames came). The server ends the conversation by closing its end.
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ def decode_request(request: DecodeRequest) -> bytes:
 def frame_ready(frame: FrameReady) -> bytes:
     return encode("frame", slot=frame.slot, frame_index=frame.frame_index,
                   timestamp_seconds=frame.timestamp_seconds, shape=list(frame.shape))
+
+
+def released(slot: int) -> bytes:
+    return encode("released", slot=slot)
+
+
+def released_slot_from(message: dict[str, Any]) -> int:
+    """The slot a `released` message gives back (checked against what was lent by the caller)."""
+    if message["type"] != "released":
+        raise MalformedMessage(f"expected a slot release, got {message['type']!r}")
+    return int(field(message, "slot", int))
 
 
 def failed(error: BaseException) -> bytes:

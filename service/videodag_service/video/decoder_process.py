@@ -20,6 +20,7 @@ import resource
 import signal
 import sys
 import time
+from collections import deque
 from contextlib import suppress
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -70,17 +71,18 @@ class _Channel:
 class _SlotWriter:
     """Hands the reader a free slot for each kept frame and announces it once filled.
 
-    Slots are used in turn and the server releases them in the same order, so a count of
-    releases is all the bookkeeping needed; with every slot in use the decoder waits for a
-    release, which is the backpressure that keeps the ring bounded.
+    The server gives a slot back ("released", with its number) once nothing it holds still
+    looks at the frame, which may be out of order when a pipeline keeps a frame a while.
+    With every slot in use the decoder waits for a release: the backpressure that keeps the
+    ring bounded.
     """
 
     def __init__(self, ring: FrameRing, channel: _Channel, frame_shape: tuple[int, int, int]) -> None:
         self._ring = ring
         self._channel = channel
         self._frame_shape = frame_shape
-        self._published = 0
-        self._released = 0
+        self._free = deque(range(ring.layout.slots))
+        self._published: set[int] = set()
         self._slot: int | None = None
         self._buffer: np.ndarray | None = None
         self.waited_seconds = 0.0
@@ -89,7 +91,7 @@ class _SlotWriter:
         """The declared-size view of a free slot; the same one again if the last was never filled."""
         if self._buffer is None:
             self._wait_for_free_slot()
-            self._slot = self._published % self._ring.layout.slots
+            self._slot = self._free.popleft()
             self._buffer = self._ring.slot_array(self._slot, self._frame_shape)
         return self._buffer
 
@@ -106,17 +108,18 @@ class _SlotWriter:
             self._ring.slot_array(self._slot, image.shape)[...] = image
         ready = messages.FrameReady(self._slot, frame.frame_index, frame.timestamp_seconds, tuple(image.shape))
         self._channel.send(messages.frame_ready(ready))
-        self._published += 1
+        self._published.add(self._slot)
         self._slot = None
         self._buffer = None
 
     def _wait_for_free_slot(self) -> None:
         started = time.perf_counter()
-        while self._published - self._released >= self._ring.layout.slots:
-            message = self._channel.receive()
-            if message["type"] != "released":
-                raise messages.MalformedMessage(f"expected a slot release, got {message['type']!r}")
-            self._released += 1
+        while not self._free:
+            slot = messages.released_slot_from(self._channel.receive())
+            if slot not in self._published:
+                raise messages.MalformedMessage(f"slot {slot} was released but holds no published frame")
+            self._published.remove(slot)
+            self._free.append(slot)
         self.waited_seconds += time.perf_counter() - started
 
 

@@ -36,7 +36,7 @@ from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
 from videodag_service.video.pipelining import read_ahead
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, open_video, unreadable
-from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, open_pipeline_run
+from videodag_service.video.runs import PipelineRun, SupportsRunPipeline, SupportsRuns, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 OptionsLike = SamplingOptions | Mapping[str, Any] | None
@@ -144,9 +144,11 @@ class VideoFilePipelineService:
                 with self._decode_ahead(video, window) as frames:
                     yield VideoOpened(video.info)
                     for frame in frames:
-                        payload = FramePayload(frame.frame_index, frame.timestamp_seconds, frame.image)
-                        result = _own_copy(run.process(payload), frame.frame_index)
-                        yield FrameProcessed(frame.frame_index, frame.timestamp_seconds, result)
+                        event = _process(run, frame)
+                        # The pixels may be lent from the decoder's ring: hold them no longer
+                        # than the pipeline does, so the slot goes back before the next frame.
+                        del frame
+                        yield event
                         frames_processed += 1
                 node_timings = tuple(run.node_timings())
             decode_seconds = video.decode_seconds
@@ -178,6 +180,12 @@ class VideoFilePipelineService:
             video.frames(window, self._limits), self._decode_ahead_bytes,
             weigh=_image_bytes, thread_name=DECODE_THREAD_NAME,
         )
+
+
+def _process(run: PipelineRun, frame: DecodedFrame) -> FrameProcessed:
+    payload = FramePayload(frame.frame_index, frame.timestamp_seconds, frame.image)
+    result = _own_copy(run.process(payload), frame.frame_index)
+    return FrameProcessed(frame.frame_index, frame.timestamp_seconds, result)
 
 
 def _plan(video: OpenedVideo | IsolatedVideo, sampling: SamplingOptions) -> FrameWindow:

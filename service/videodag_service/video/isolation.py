@@ -23,8 +23,10 @@ has exited. Processes come from a preloaded forkserver (`decoder_context`).
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import signal
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TypeVar
+
+import numpy as np
 
 from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoUnreadable
 from videodag_service.video import decoder_messages as messages
@@ -144,8 +148,10 @@ class IsolatedVideo:
     ) -> Generator[DecodedFrame, None, None]:
         self._receive("attached")
         ring.unlink()  # both sides have it mapped: from now on nothing can leak in /dev/shm
+        lent = LentSlots(ring, lambda slot: self._send(messages.released(slot)))
         last_index = window.first_index - 1
         while True:
+            lent.take_back()
             message = self._receive("frame", "finished")
             if message["type"] == "finished":
                 self.decode_seconds = float(self._checked(messages.field, message, "decode_seconds", float))
@@ -155,11 +161,12 @@ class IsolatedVideo:
             # The decoder checks these too; the server does not take its word for them.
             if frame.frame_index <= last_index or window.is_past_end(frame.frame_index):
                 raise self._malformed(f"frame {frame.frame_index} is out of order or outside the window")
+            if frame.slot in lent:
+                raise self._malformed(f"slot {frame.slot} was reused while its frame was still lent")
             limits.check_frame(frame.frame_index, self.info.fps)
             last_index = frame.frame_index
-            image = ring.copy_out(frame.slot, frame.shape)
-            self._send(messages.encode("released"))
-            yield DecodedFrame(frame.frame_index, frame.timestamp_seconds, image)
+            # Not bound to a name: at the next take_back() only the caller may still hold the frame.
+            yield DecodedFrame(frame.frame_index, frame.timestamp_seconds, lent.lend(frame.slot, frame.shape))
 
     def _receive(self, *expected: str) -> dict[str, Any]:
         """The next message of an expected type; heartbeats reset the frame limit and are skipped."""
@@ -261,6 +268,50 @@ class IsolatedVideo:
             logger.warning("decoder process %s did not exit after SIGKILL", self._process.pid)
         else:
             self._process.close()
+
+
+class LentSlots:
+    """Frames handed to the caller as views of their ring slot, without a copy.
+
+    A slot goes back to the decoder once no view of it is left: views cut from the slot's
+    flat array (`FrameRing.slot_base`) keep that array as their `base`, so its reference
+    count says whether anything (the caller, a pipeline node that keeps the previous frame,
+    a slice of it) still looks at the slot. A slot is never written while it is lent.
+
+    A caller that keeps frames would leave the decoder without a slot to decode into, so
+    once all but one slot are kept, every later frame is copied out and its slot given
+    back at once: slower, never stuck.
+    """
+
+    def __init__(self, ring: FrameRing, release: Callable[[int], None]) -> None:
+        self._ring = ring
+        self._release = release
+        self._bases = [ring.slot_base(slot) for slot in range(ring.layout.slots)]
+        self._lent: set[int] = set()
+        self.copying = False
+
+    def __contains__(self, slot: int) -> bool:
+        return slot in self._lent
+
+    def lend(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
+        if self.copying:
+            image = self._ring.copy_out(slot, shape)
+            self._release(slot)
+            return image
+        self._lent.add(slot)
+        return self._bases[slot][: math.prod(shape)].reshape(shape)
+
+    def take_back(self) -> None:
+        """Give back every lent slot no view of which is left; start copying if the caller keeps too many."""
+        for slot in sorted(self._lent):
+            # One reference is the list's, one getrefcount's argument: more means a view is alive.
+            if sys.getrefcount(self._bases[slot]) <= 2:
+                self._lent.remove(slot)
+                self._release(slot)
+        if not self.copying and len(self._lent) >= self._ring.layout.slots - 1:
+            logger.info("the pipeline keeps %d decoded frames: copying frames out of the ring from now on",
+                        len(self._lent))
+            self.copying = True
 
 
 @contextmanager

@@ -238,3 +238,62 @@ def test_the_in_process_opener_is_used_in_both_modes(make_video) -> None:
         VideoFilePipelineService(HashingDag(), isolation=isolation, video_opener=open_counting_video).run_on_file(
             DEFAULT_PIPELINE, path)
         assert Path(str(path) + ".decoded").read_text().split() == [str(i) for i in range(5)]
+
+
+class KeepingDag:
+    """Keeps frames it was given, as a node that compares a frame with earlier ones would.
+
+    keep: how many of the latest frames it holds on to (None: every frame). Reports whether
+    each frame it still holds shows its own index: a ring slot written while lent would not.
+    """
+
+    def __init__(self, keep: int | None) -> None:
+        self.keep = keep
+        self.kept: list[tuple[int, Any]] = []
+        self.intact = True
+
+    def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        image = payload["image"]
+        self.kept.append((payload["frame_index"], image[:, :, 0]))  # a slice: a view of the frame
+        if self.keep is not None:
+            del self.kept[: len(self.kept) - self.keep]
+        self.intact &= all(read_frame_index(_gray_to_bgr(kept)) == index for index, kept in self.kept)
+        return {"content_index": read_frame_index(image)}
+
+
+def _gray_to_bgr(channel: Any) -> Any:
+    import numpy as np
+
+    return np.repeat(channel[:, :, None], 3, axis=2)
+
+
+SMALLEST_RING, LARGEST_RING = 1, 64 * 1024 * 1024  # read-ahead budgets: 2 and 4 slots of these frames
+
+
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize(
+    ("keep", "budget", "copies"),
+    [
+        (0, SMALLEST_RING, False),
+        (0, LARGEST_RING, False),
+        (1, SMALLEST_RING, True),  # 1 of 2 slots kept: copying keeps decoding ahead
+        (1, LARGEST_RING, False),
+        (2, LARGEST_RING, False),
+        (None, SMALLEST_RING, True),
+        (None, LARGEST_RING, True),
+    ],
+)
+def test_frames_lent_from_the_ring_are_never_overwritten_while_a_pipeline_holds_them(
+    make_video, keep: int | None, budget: int, copies: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames are lent to the pipeline without a copy; a pipeline that keeps too many of them
+    for the decoder to go on gets copies from then on, and never a frame overwritten."""
+    path = make_video(120)
+    dag = KeepingDag(keep)
+    service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=budget)  # type: ignore[arg-type]
+    with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
+        results = service.run_on_file(DEFAULT_PIPELINE, path)
+    assert [item["result"]["content_index"] for item in results] == list(range(120))
+    assert dag.intact
+    copied = any("copying frames out of the ring" in record.message for record in caplog.records)
+    assert copied == copies

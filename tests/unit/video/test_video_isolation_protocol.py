@@ -143,3 +143,12 @@ def test_a_slot_view_cannot_reach_past_its_slot() -> None:
             ring.slot_array(2, (10,))
     finally:
         ring.close()
+
+
+def test_a_release_names_its_slot_and_nothing_else_passes_for_one() -> None:
+    assert messages.released_slot_from(messages.decode(messages.released(2))) == 2
+    with pytest.raises(messages.MalformedMessage, match="expected a slot release"):
+        messages.released_slot_from(messages.decode(messages.encode("alive")))
+    for bad in ({"type": "released"}, {"type": "released", "slot": True}, {"type": "released", "slot": "1"}):
+        with pytest.raises(messages.MalformedMessage, match="'slot' is missing or not int"):
+            messages.released_slot_from(bad)
