@@ -4,7 +4,8 @@
 //   node upload_and_run.js --target 127.0.0.1:50051 --pipeline frame_stats_v1 clip.mp4
 //
 // Events go to stdout, in the order the server sends them: upload_received, video_info, one
-// frame per processed frame, summary. A failed call prints {"error": {...}} to stderr and exits
+// frame per processed frame, summary. With --decode-during-upload the server decodes while the
+// upload arrives, and upload_received may come after the first frames. A failed call prints {"error": {...}} to stderr and exits
 // with the gRPC status code (5 for NOT_FOUND, 3 for INVALID_ARGUMENT, ...); bad usage exits 64.
 "use strict";
 
@@ -104,12 +105,13 @@ function parseCommandLine(argv) {
       stride: { type: "string", default: "1" },
       "max-frames": { type: "string", default: "0" },
       "chunk-size": { type: "string", default: String(DEFAULT_CHUNK_SIZE) },
+      "decode-during-upload": { type: "boolean", default: false },
       "proto-root": { type: "string", default: PROTO_ROOT },
     },
   });
   if (positionals.length !== 1 || !values.pipeline) {
     throw new Error("usage: upload_and_run.js --pipeline ID [--target HOST:PORT] [--stride N] " +
-      "[--max-frames N] [--chunk-size BYTES] [--proto-root DIR] VIDEO");
+      "[--max-frames N] [--chunk-size BYTES] [--decode-during-upload] [--proto-root DIR] VIDEO");
   }
   return {
     target: values.target,
@@ -117,6 +119,7 @@ function parseCommandLine(argv) {
     frameStride: Number.parseInt(values.stride, 10),
     maxFrames: Number.parseInt(values["max-frames"], 10),
     chunkSize: Number.parseInt(values["chunk-size"], 10),
+    decodeDuringUpload: values["decode-during-upload"],
     protoRoot: values["proto-root"],
     videoPath: positionals[0],
   };
@@ -148,6 +151,7 @@ function main() {
     pipeline_id: options.pipelineId,
     file_name: path.basename(options.videoPath),
     declared_size_bytes: fs.statSync(options.videoPath).size,
+    decode_during_upload: options.decodeDuringUpload,
     options: { frame_stride: options.frameStride, max_frames: options.maxFrames },
   };
   // A refused call (unknown pipeline, limits) surfaces through the "error" handler above.

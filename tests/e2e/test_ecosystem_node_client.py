@@ -10,6 +10,7 @@ import cv2
 from ecosystem_tools import NODE_CLIENT_DIR, node
 from harness import ServerHarness
 
+from fakes.fake_servicer import AcknowledgeUpload, FakeVideoPipelineServicer, serving
 from videodag_client import FrameResult, RunOptions
 
 SCRIPT = NODE_CLIENT_DIR / "upload_and_run.js"
@@ -49,6 +50,26 @@ def test_node_client_receives_every_frame_in_order(server: ServerHarness, sample
     with server.client.upload_and_run(sample_clip, "frame_stats_v1") as run:
         python_results = {e.frame_index: e.result for e in run if isinstance(e, FrameResult)}
     assert {frame["frame_index"]: frame["result"] for frame in frames} == python_results
+    assert server.leftover_uploads() == []
+
+
+def test_node_client_can_ask_for_decoding_during_the_upload(server: ServerHarness, sample_clip: Path) -> None:
+    """The flag reaches the server (the fake records the config) and a real server runs with it."""
+    servicer = FakeVideoPipelineServicer()
+    servicer.run_script = [AcknowledgeUpload()]
+    with serving(servicer) as fake_target:
+        completed = run_node_client("--target", fake_target, "--pipeline", "frame_stats_v1",
+                                    "--decode-during-upload", str(sample_clip))
+    assert completed.returncode == 0, completed.stderr
+    assert servicer.config.decode_during_upload
+    assert servicer.config.declared_size_bytes == sample_clip.stat().st_size
+
+    completed = run_node_client("--target", server.target, "--pipeline", "frame_stats_v1", "--decode-during-upload",
+                                str(sample_clip))
+    assert completed.returncode == 0, completed.stderr
+    kinds = [json.loads(line)["event"] for line in completed.stdout.splitlines()]
+    assert kinds.count("frame") == decoded_frame_count(sample_clip)
+    assert kinds.count("upload_received") == 1 and kinds[-1] == "summary"
     assert server.leftover_uploads() == []
 
 
