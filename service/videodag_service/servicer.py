@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
 
 import grpc
@@ -46,9 +46,14 @@ from videodag_service.video import (
     receive_upload,
     suffix_for_file_name,
 )
+from videodag_service.video.pipelining import read_ahead
 
 logger = logging.getLogger(__name__)
 
+RUN_THREAD_NAME = "videodag-run"
+# How many events the run may get ahead of sending them: enough to keep the pipeline busy
+# while one result is written, few enough that a slow client holds the run back at once.
+EVENTS_AHEAD = 4
 SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
 
 
@@ -205,9 +210,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             stored = upload.finish()
             yield self._upload_received(spec, stored)
             events = self._video.stream_run(spec.id, stored.path, sampling)
-            # closing(): a cancelled call must close the run and release the decoder now, not at GC.
-            with closing(events):
-                yield from self._run_events(spec, events, watch, started)
+            with _running_ahead(events) as ahead:
+                yield from self._run_events(spec, ahead, watch, started)
 
     def _run_during_upload(
         self,
@@ -226,8 +230,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         with BackgroundUpload(upload, chunks(requests)) as arriving:
             events = self._video.stream_run(spec.id, arriving.growing, sampling)
             try:
-                with closing(events):
-                    yield from self._run_events(spec, events, watch, started, arriving)
+                with _running_ahead(events) as ahead:
+                    yield from self._run_events(spec, ahead, watch, started, arriving)
             except Exception:
                 watch.check()
                 arriving.check()
@@ -275,6 +279,19 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         timings=stats.node_timings,
                     )
                 )
+
+
+@contextmanager
+def _running_ahead(events: Generator[RunEvent, None, None]) -> Iterator[Iterator[RunEvent]]:
+    """The run's events, produced in a thread of their own a few events ahead of the caller.
+
+    The pipeline then works on the next frames while this thread converts and sends a
+    result (gRPC's synchronous server waits for each message to be written): the two
+    overlap instead of adding up. On exit the run is closed, in its thread, before the
+    block exits: a cancelled call releases the decoder and the pipeline's nodes at once.
+    """
+    with closing(events), read_ahead(events, EVENTS_AHEAD, thread_name=RUN_THREAD_NAME) as ahead:
+        yield ahead
 
 
 def _check_decode_during_upload(config: run_pb2.RunConfig) -> None:

@@ -128,3 +128,39 @@ def test_list_pipelines_shows_the_graph(test_server: tuple[grpc_testing.Server, 
     assert [(i.name, i.source) for i in node.inputs] == [("index", "frame.index")]
     assert dict(node.params) == {"fail_on": [4.0]} or list(node.params["fail_on"]) == [4.0]
     assert [(o.name, o.source) for o in pipeline.outputs] == [("seen", "count.count")]
+
+
+def test_the_run_goes_ahead_of_sending_in_its_own_thread_and_closes_there() -> None:
+    """Events are produced in a run thread, a bounded number ahead of the sender; leaving
+    early closes the run (its `finally` runs) before the block has exited."""
+    import threading
+    import time
+
+    from videodag_service.servicer import EVENTS_AHEAD, RUN_THREAD_NAME, _running_ahead
+    from videodag_service.video import FrameProcessed
+
+    produced: list[tuple[int, str]] = []
+    closed_in: list[str] = []
+    enough = threading.Event()
+
+    def events() -> Iterable[FrameProcessed]:
+        try:
+            for index in range(100):
+                produced.append((index, threading.current_thread().name))
+                if len(produced) == 2 + EVENTS_AHEAD:
+                    enough.set()
+                yield FrameProcessed(index, index / 25, {"index": index})
+        finally:
+            closed_in.append(threading.current_thread().name)
+
+    with _running_ahead(events()) as ahead:  # type: ignore[arg-type]
+        first = next(ahead)
+        assert first.frame_index == 0
+        assert enough.wait(timeout=10)
+        time.sleep(0.2)
+        # The sender holds frame 0; the run got ahead, but only by what the hand-off holds
+        # plus the event it waits to put.
+        assert len(produced) == 2 + EVENTS_AHEAD
+        assert {name for _, name in produced} == {RUN_THREAD_NAME}
+    assert closed_in == [RUN_THREAD_NAME]
+    assert RUN_THREAD_NAME not in {thread.name for thread in threading.enumerate()}
