@@ -2,7 +2,8 @@
 
 Limits are enforced as the bytes arrive: a declared size over the limit is refused before
 the file is created, and the chunk that would cross `max_upload_bytes` is refused before it
-is written. The SHA-256 is computed incrementally, so the video is never held in memory.
+is written. Chunks are written and hashed (SHA-256) in a thread of their own while the next
+ones arrive (`chunk_writer`), a few MiB at most waiting, so the video is never held in memory.
 The file (mode 0600, in a directory created 0700) is removed when the `with` block exits,
 however it exits, so callers must finish decoding inside the block.
 
@@ -18,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import tempfile
@@ -37,6 +37,7 @@ from videodag_service.errors import (
     UploadCorrupted,
     UploadTooLarge,
 )
+from videodag_service.video.chunk_writer import ChunkWriter
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -67,13 +68,12 @@ class UploadReceiver:
         declared_sha256: str | None,
     ) -> None:
         self.path = path
-        self._file = file
+        self._writer = ChunkWriter(file)
         self._max_upload_bytes = max_upload_bytes
         self._declared_size = declared_size
         self._declared_sha256 = declared_sha256
-        self._hash = hashlib.sha256()
         self._received_bytes = 0
-        self._finished = False
+        self._sha256: str | None = None  # known once finished
 
     @property
     def received_bytes(self) -> int:
@@ -86,7 +86,7 @@ class UploadReceiver:
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         """Append a chunk; raises UploadTooLarge before writing the chunk that crosses the limit."""
-        if self._finished:
+        if self._sha256 is not None:
             raise ValueError("the upload is already finished")
         size = memoryview(chunk).nbytes
         if self._received_bytes + size > self._max_upload_bytes:
@@ -99,26 +99,24 @@ class UploadReceiver:
             # Refused at once, not at finish(): a reader of the growing file trusts the declared end.
             raise self._size_mismatch(self._received_bytes + size)
         with _disk_full_as_error():
-            self._file.write(chunk)
-        self._hash.update(chunk)
+            self._writer.write(chunk)
         self._received_bytes += size
 
     def flush(self) -> None:
         """Hand what was written so far to the file, so a reader of the growing file sees it."""
         with _disk_full_as_error():
-            self._file.flush()
+            self._writer.flush()
 
     def finish(self) -> StoredUpload:
-        """Flush and close the file, then check it against what the client declared."""
-        if not self._finished:
+        """Write what is still queued and close the file, then check it against what the client declared."""
+        if self._sha256 is None:
             with _disk_full_as_error():
-                self._file.close()
-            self._finished = True
+                self._sha256 = self._writer.close()
+        sha256 = self._sha256
         if self._received_bytes == 0:
             raise EmptyUpload("the upload is empty: no video bytes arrived")
         if self._declared_size is not None and self._received_bytes != self._declared_size:
             raise self._size_mismatch(self._received_bytes)
-        sha256 = self._hash.hexdigest()
         if self._declared_sha256 is not None and sha256 != self._declared_sha256:
             raise UploadCorrupted(
                 f"upload checksum mismatch: sha256 {self._declared_sha256} declared, {sha256} received",
@@ -138,8 +136,7 @@ class UploadReceiver:
 
     def _discard(self) -> None:
         """Close and delete the file; errors here must not hide the error that got us here."""
-        with suppress(OSError):
-            self._file.close()
+        self._writer.discard()
         with suppress(FileNotFoundError):
             self.path.unlink()
 
