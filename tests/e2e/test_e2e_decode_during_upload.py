@@ -110,15 +110,21 @@ def test_without_a_declared_size_it_is_invalid(server: ServerHarness, sample_cli
     _assert_nothing_left(server)
 
 
-def test_a_checksum_mismatch_fails_the_run_after_its_frames(server: ServerHarness, sample_clip: Path) -> None:
+@pytest.mark.parametrize(
+    ("sent", "config_fields", "problem"),
+    [
+        ("all", {"sha256": hashlib.sha256(b"other").hexdigest()}, "checksum mismatch"),
+        ("half", {}, "size mismatch"),  # the run must not pass a truncated video off as whole
+    ],
+)
+def test_an_upload_found_wrong_at_its_end_fails_the_run_after_its_frames(
+    server: ServerHarness, sample_clip: Path, sent: str, config_fields: dict, problem: str
+) -> None:
     data = sample_clip.read_bytes()
-    requests = [
-        config(declared_size_bytes=len(data), decode_during_upload=True, sha256=hashlib.sha256(b"other").hexdigest()),
-        *chunks(data),
-    ]
-    outcome = _raw(server, requests)
+    fields = {"declared_size_bytes": len(data), "decode_during_upload": True, **config_fields}
+    outcome = _raw(server, [config(**fields), *chunks(data if sent == "all" else data[: len(data) // 2])])
     assert outcome.code == grpc.StatusCode.DATA_LOSS
-    assert "checksum mismatch" in outcome.details
+    assert problem in outcome.details
     assert not any(response.HasField("summary") for response in outcome.responses)
     _assert_nothing_left(server)
 
@@ -131,18 +137,6 @@ def test_more_bytes_than_declared_end_the_run_at_once(server: ServerHarness, sam
     outcome = _raw(server, upload)
     assert outcome.code == grpc.StatusCode.DATA_LOSS
     assert f"{declared} bytes declared" in outcome.details
-    _assert_nothing_left(server)
-
-
-def test_fewer_bytes_than_declared_is_data_loss_not_a_truncated_video(
-    server: ServerHarness, sample_clip: Path
-) -> None:
-    data = sample_clip.read_bytes()
-    requests = [config(declared_size_bytes=len(data), decode_during_upload=True), *chunks(data[: len(data) // 2])]
-    outcome = _raw(server, requests)
-    assert outcome.code == grpc.StatusCode.DATA_LOSS
-    assert "size mismatch" in outcome.details
-    assert not any(response.HasField("summary") for response in outcome.responses)
     _assert_nothing_left(server)
 
 
