@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import select
 import signal
 import sys
 import time
@@ -95,6 +96,7 @@ class IsolatedVideo:
         self.path = path
         self._process = process
         self._connection = connection
+        self._poller = _Poller(connection)
         self._timeouts = timeouts
         self._ring_budget_bytes = ring_budget_bytes
         self._ring: FrameRing | None = None
@@ -174,7 +176,7 @@ class IsolatedVideo:
             wait, limit_name = self._next_wait()
             started = time.monotonic()
             try:
-                ready = self._connection.poll(wait)
+                ready = self._poller.readable(wait)
             finally:
                 self._waited_seconds += time.monotonic() - started
             if not ready:
@@ -268,6 +270,23 @@ class IsolatedVideo:
             logger.warning("decoder process %s did not exit after SIGKILL", self._process.pid)
         else:
             self._process.close()
+
+
+class _Poller:
+    """Waits for the pipe to be readable with one poll object for the whole run: a frame's wait
+    then costs a system call, where `Connection.poll` builds and drops a selector every time."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            self._poll.register(connection.fileno(), select.POLLIN)
+
+    def readable(self, wait: float | None) -> bool:
+        """True once there is a message to read, or the other end closed (reading then says so)."""
+        if self._poll is None:
+            return self._connection.poll(wait)
+        return bool(self._poll.poll(None if wait is None else math.ceil(wait * 1000)))
 
 
 class LentSlots:
