@@ -106,6 +106,7 @@ def job_config(settings: Settings) -> JobConfig:
         decode_isolation=settings.decode_isolation,
         decode_frame_timeout_seconds=settings.decode_frame_timeout_seconds or None,
         decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
+        node_timeout_seconds=settings.node_timeout_seconds or None,
         pipeline_dir=settings.pipeline_dir,
     )
 

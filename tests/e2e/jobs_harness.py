@@ -49,6 +49,21 @@ JOB_TEST_PIPELINES = {
           seen: count.count
           index: count.index
     """,
+    # Frame 2 never returns, like a plugin stuck in native code: the node time limit must end the job.
+    "hanging": """
+        id: hanging
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            inputs: {index: frame.index}
+          - id: hang
+            plugin: test.hang
+            params: {hang_on: [2], hang_seconds: 60.0}
+            inputs: {index: count.index}
+        outputs:
+          seen: count.count
+    """,
     "failing": """
         id: failing
         version: "1"

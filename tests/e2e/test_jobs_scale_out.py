@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jobs_harness import deployment, finished, is_running_with_frames, wait_for_job, watch_all
 
-from videodag_client import JobState, RunOptions
+from videodag_client import Internal, JobState, RunOptions
 
 
 def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
@@ -30,3 +30,15 @@ def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
         assert replica_a.get_job(second.id).state is JobState.CANCELLED
         assert {job.id for job in replica_a.list_jobs().jobs} == {job.id for job in replica_b.list_jobs().jobs}
         assert wait_for_job(replica_a, second.id, finished).frames_done < 120
+
+
+def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path) -> None:
+    """A node stuck on a frame fails the job on an RQ worker as it would inside the server."""
+    with deployment("redis", tmp_path, node_timeout_seconds=1.0) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "hanging", RunOptions(max_frames=10))
+        failed = wait_for_job(client, job.id, finished)
+        assert failed.state is JobState.FAILED
+        assert isinstance(failed.error, Internal) and failed.error.reason == "NODE_TIMED_OUT"
+        assert failed.error.metadata["frame_index"] == "2"
+        assert failed.frames_done == 2

@@ -60,6 +60,8 @@ class JobConfig:
     """Where videos are decoded: a decoder process per job (crash and hang proof) or a thread."""
     decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS
     decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
+    node_timeout_seconds: float | None = None
+    """Redis backend: the workers' limit on one node call (embedded jobs share the server's pipelines)."""
     pipeline_dir: Path | None = None
     """Where workers load pipelines from; None for the built-in ones."""
     min_free_bytes: int = 64 * MIB
@@ -127,6 +129,7 @@ def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: Director
         decode_isolation=config.decode_isolation,
         decode_frame_timeout_seconds=config.decode_frame_timeout_seconds,
         decode_run_timeout_seconds=config.decode_run_timeout_seconds,
+        node_timeout_seconds=config.node_timeout_seconds,
     )
     queue = RqJobQueue(
         redis.Redis.from_url(config.redis_url),
