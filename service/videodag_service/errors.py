@@ -25,6 +25,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
     ├── ServerDraining                  UNAVAILABLE
+    ├── JobStoreUnavailable             UNAVAILABLE: the job backend cannot be reached; retry hint
     └── Unauthenticated                 UNAUTHENTICATED
 """
 
@@ -273,6 +274,13 @@ class ServerDraining(VideodagError):
 
     status_code = "UNAVAILABLE"
     reason = "SERVER_DRAINING"
+
+
+class JobStoreUnavailable(VideodagError):
+    """Raised when the job backend (Redis) cannot be reached: a passing outage, worth a retry."""
+
+    status_code = "UNAVAILABLE"
+    reason = "JOB_STORE_UNAVAILABLE"
 
 
 class Unauthenticated(VideodagError):

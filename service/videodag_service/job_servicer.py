@@ -37,6 +37,10 @@ class JobRpcs:
             raise FailedPrecondition("this server was started without a job backend")
         return self._jobs
 
+    def _job_error(self, error: Exception) -> Exception:
+        """A job store outage becomes UNAVAILABLE with a retry hint, not INTERNAL."""
+        return error if self._jobs is None else self._jobs.as_domain_error(error)
+
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitJobRequest], context: grpc.ServicerContext
                   ) -> pb.SubmitJobResponse:
         try:
@@ -44,14 +48,14 @@ class JobRpcs:
             config: pb.SubmitJobConfig = first_config(request_iterator)
             job = self._job_service.submit(convert_jobs.job_request_from_proto(config), chunks(request_iterator))
         except Exception as error:
-            abort(context, error)
+            abort(context, self._job_error(error))
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         try:
             job = self._job_service.get(request.job_id)
         except Exception as error:
-            abort(context, error)
+            abort(context, self._job_error(error))
         return pb.GetJobResponse(job=convert_jobs.job_to_proto(job))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
@@ -60,7 +64,7 @@ class JobRpcs:
                 request.page_size, request.page_token, convert_jobs.job_states_from_proto(request.states)
             )
         except Exception as error:
-            abort(context, error)
+            abort(context, self._job_error(error))
         return pb.ListJobsResponse(
             jobs=[convert_jobs.job_to_proto(job) for job in page.jobs], next_page_token=page.next_page_token
         )
@@ -69,14 +73,14 @@ class JobRpcs:
         try:
             job = self._job_service.cancel(request.job_id)
         except Exception as error:
-            abort(context, error)
+            abort(context, self._job_error(error))
         return pb.CancelJobResponse(job=convert_jobs.job_to_proto(job))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> pb.DeleteJobResponse:
         try:
             self._job_service.delete(request.job_id)
         except Exception as error:
-            abort(context, error)
+            abort(context, self._job_error(error))
         return pb.DeleteJobResponse()
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext
@@ -87,4 +91,4 @@ class JobRpcs:
             for event in events:
                 yield convert_jobs.watch_event_to_proto(event)
         except Exception as error:
-            abort(context, error)
+            abort(context, self._job_error(error))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from jobs_harness import deployment, finished, is_running_with_frames, wait_for_job, watch_all
 
-from videodag_client import Internal, JobState, RunOptions
+from videodag_client import Internal, JobState, RunOptions, Unavailable
 
 
 def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
@@ -42,3 +43,20 @@ def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path)
         assert isinstance(failed.error, Internal) and failed.error.reason == "NODE_TIMED_OUT"
         assert failed.error.metadata["frame_index"] == "2"
         assert failed.frames_done == 2
+
+
+def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_clip: Path) -> None:
+    """Clients are told to retry, not that the server has a bug."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+        stored_before = jobs.stored_uploads()
+        assert jobs.redis is not None
+        jobs.redis.stop()
+        with pytest.raises(Unavailable) as raised:
+            client.get_job(job.id)
+        assert raised.value.reason == "JOB_STORE_UNAVAILABLE"
+        assert raised.value.retry_after is not None and raised.value.retry_after > 0
+        with pytest.raises(Unavailable):
+            client.submit_job(sample_clip, "paced")
+        assert jobs.stored_uploads() == stored_before  # the refused upload was not kept

@@ -147,11 +147,14 @@ return attempt + 1
 class RedisJobStore(JobStore):
     """Jobs in one Redis database; any number of processes may share it.
 
-    `connection` must decode responses to str (`decode_responses=True`).
+    `connection` must decode responses to str (`decode_responses=True`). A Redis that cannot
+    be reached raises redis-py's connection and timeout errors (`outage_errors`).
     `lease_seconds`: how long a worker's claim lasts without renewal; a worker that is gone
     longer than this has its job run again. `dispatch_grace_seconds`: how long a QUEUED job
     may wait for its hand-over to RQ (normally immediate) before maintenance does it.
     """
+
+    outage_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
     def __init__(
         self,

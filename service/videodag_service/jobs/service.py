@@ -13,7 +13,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from videodag_service.dag import DagPipelineService
-from videodag_service.errors import FailedPrecondition, FieldViolation, InvalidOptions
+from videodag_service.errors import (
+    ErrorDetails,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidOptions,
+    JobStoreUnavailable,
+)
 from videodag_service.jobs.dispatch import JobQueue
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
 from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, WatchEvent
@@ -22,6 +28,8 @@ from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.jobs.watch import watch_job
 
 logger = logging.getLogger(__name__)
+# The retry hint of a job store outage: long enough for a Redis failover, short for a blip.
+RETRY_AFTER_OUTAGE_SECONDS = 2.0
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -122,6 +130,15 @@ class JobService:
         self._queue.dispatch(stored)
         logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
         return stored
+
+    def as_domain_error(self, error: Exception) -> Exception:
+        """An outage of the store's backend as JobStoreUnavailable (retry shortly); other errors as they are."""
+        if isinstance(error, self._store.outage_errors):
+            return JobStoreUnavailable(
+                f"the job store cannot be reached ({type(error).__name__}: {error}); retry shortly",
+                ErrorDetails(retry_after_seconds=RETRY_AFTER_OUTAGE_SECONDS),
+            )
+        return error
 
     def queue_depth(self) -> int:
         """Jobs waiting for a worker."""

@@ -24,6 +24,10 @@ MAX_ATTEMPTS_ERROR = (
 class JobStore(ABC):
     """Job records, their per-frame results, and the transitions between states."""
 
+    outage_errors: tuple[type[Exception], ...] = ()
+    """What the store raises when its backend cannot be reached (a network store's
+    connection errors), so callers can tell an outage from a bug."""
+
     # --- service side ---------------------------------------------------------------------
 
     @abstractmethod

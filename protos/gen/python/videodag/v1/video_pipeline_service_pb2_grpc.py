@@ -43,7 +43,8 @@ class VideoPipelineServiceStub:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the server is draining for shutdown                          | UNAVAILABLE        |
+    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
+    | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
     """
 
@@ -118,7 +119,8 @@ class VideoPipelineServiceServicer:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the server is draining for shutdown                          | UNAVAILABLE        |
+    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
+    | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
     """
 
@@ -296,7 +298,8 @@ class VideoPipelineService:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the server is draining for shutdown                          | UNAVAILABLE        |
+    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
+    | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
     """
 

@@ -44,7 +44,8 @@ class VideoPipelineServiceStub:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the server is draining for shutdown                          | UNAVAILABLE        |
+    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
+    | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
     """
 
@@ -132,7 +133,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the server is draining for shutdown                          | UNAVAILABLE        |
+    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
+    | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
     """
 
@@ -216,7 +218,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the server is draining for shutdown                          | UNAVAILABLE        |
+    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
+    | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
     """
 
