@@ -99,6 +99,11 @@ class RunSlots:
     def start_draining(self) -> None:
         self._draining.set()
 
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown has begun."""
+        return self._draining.is_set()
+
     def wait_until_idle(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the runs in progress to end; True if none is left."""
         with self._changed:
@@ -106,10 +111,15 @@ class RunSlots:
 
 
 class _CallWatch:
-    """Turns a cancelled or expired call into a domain error at the next check."""
+    """Turns a cancelled or expired call into a domain error at the next check.
 
-    def __init__(self, context: grpc.ServicerContext) -> None:
+    A call ended while the server shuts down was ended by the server (its grace period ran
+    out), not by the client: the error says so, for the logs and any client still listening.
+    """
+
+    def __init__(self, context: grpc.ServicerContext, run_slots: RunSlots) -> None:
         self._context = context
+        self._run_slots = run_slots
         self._done = threading.Event()
         context.add_callback(self._done.set)
 
@@ -118,6 +128,8 @@ class _CallWatch:
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("the call's deadline passed; the run was stopped")
         if self._done.is_set() or not self._context.is_active():
+            if self._run_slots.draining:
+                raise RunCancelled("the server shut down before the run finished; the run was stopped")
             raise RunCancelled("the client cancelled the call; the run was stopped")
 
 
@@ -194,7 +206,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         started: float,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
         """Store the upload, then stream the run's events; the temp file lives exactly as long as this."""
-        watch = _CallWatch(context)
+        watch = _CallWatch(context, self._run_slots)
         with self._run_slots.hold(), receive_upload(
             self._settings.temp_dir,
             max_upload_bytes=self._settings.max_upload_bytes,

@@ -81,3 +81,6 @@ def test_sigterm_with_a_short_grace_cancels_the_run_in_flight_and_exits_cleanly(
         assert ended < 5
         assert process.process.wait(timeout=10) == 0
         assert leftover(uploads) == []
+        log = (tmp_path / "server.log").read_text()
+        assert "the client cancelled" not in log  # the server ended the run, and says so
+        assert "the server shut down before the run finished" in log
