@@ -146,13 +146,18 @@ class StepLimitedThread:
     def _serve(self) -> None:
         while (request := self._requests.get()) is not _STOP:
             function, argument = request
+            # Nothing of a call outlives it here: its argument may be a frame lent from the
+            # decoder's ring, which goes back only once nothing holds it.
+            del request
             try:
                 outcome: tuple[bool, Any] = (True, function(argument))
             except BaseException as error:  # raised to the owner by `call`
                 outcome = (False, error)
+            del function, argument
             if not self._deliver(outcome):
                 self._end_abandoned()
                 return
+            del outcome
 
     def _deliver(self, outcome: tuple[bool, Any]) -> bool:
         """Hand the outcome to the owner; False if the owner gave up on it (see `_give_up`)."""

@@ -297,9 +297,8 @@ class LentSlots:
     count says whether anything (the caller, a pipeline node that keeps the previous frame,
     a slice of it) still looks at the slot. A slot is never written while it is lent.
 
-    A caller that keeps frames would leave the decoder without a slot to decode into, so
-    once all but one slot are kept, every later frame is copied out and its slot given
-    back at once: slower, never stuck.
+    Lending a frame while the caller keeps all the other slots would leave the decoder no
+    slot to decode into: such a frame is copied out and its slot given back at once.
     """
 
     def __init__(self, ring: FrameRing, release: Callable[[int], None]) -> None:
@@ -307,13 +306,17 @@ class LentSlots:
         self._release = release
         self._bases = [ring.slot_base(slot) for slot in range(ring.layout.slots)]
         self._lent: set[int] = set()
-        self.copying = False
+        self.copies = 0
 
     def __contains__(self, slot: int) -> bool:
         return slot in self._lent
 
     def lend(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
-        if self.copying:
+        if len(self._lent) >= self._ring.layout.slots - 1:
+            if self.copies == 0:
+                logger.info("the pipeline keeps %d decoded frames: copying frames out of the ring while it does",
+                            len(self._lent))
+            self.copies += 1
             image = self._ring.copy_out(slot, shape)
             self._release(slot)
             return image
@@ -321,16 +324,12 @@ class LentSlots:
         return self._bases[slot][: math.prod(shape)].reshape(shape)
 
     def take_back(self) -> None:
-        """Give back every lent slot no view of which is left; start copying if the caller keeps too many."""
+        """Give back every lent slot no view of which is left."""
         for slot in sorted(self._lent):
             # One reference is the list's, one getrefcount's argument: more means a view is alive.
             if sys.getrefcount(self._bases[slot]) <= 2:
                 self._lent.remove(slot)
                 self._release(slot)
-        if not self.copying and len(self._lent) >= self._ring.layout.slots - 1:
-            logger.info("the pipeline keeps %d decoded frames: copying frames out of the ring from now on",
-                        len(self._lent))
-            self.copying = True
 
 
 @contextmanager

@@ -142,3 +142,21 @@ def test_the_clock_is_per_step_not_per_call() -> None:
         cleaned: list[bool] = []
         worker.abandon(lambda: cleaned.append(True))
         assert wait_until(lambda: cleaned == [True])
+
+
+def test_the_thread_keeps_nothing_of_a_call_once_it_returned() -> None:
+    """A call's argument (a frame lent from the decoder's ring) must be free once the call is done."""
+    import weakref
+
+    class Frame:
+        pass
+
+    worker = StepLimitedThread(5.0, lambda: None, "test-keeps-nothing")
+    try:
+        frame = Frame()
+        seen = weakref.ref(frame)
+        assert worker.call(lambda argument: type(argument).__name__, frame) == "Frame"
+        del frame
+        assert wait_until(lambda: seen() is None), "the thread still holds the last call's argument"
+    finally:
+        worker.close()

@@ -297,3 +297,20 @@ def test_frames_lent_from_the_ring_are_never_overwritten_while_a_pipeline_holds_
     assert dag.intact
     copied = any("copying frames out of the ring" in record.message for record in caplog.records)
     assert copied == copies
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_the_engine_with_a_node_time_limit_holds_no_frame_between_frames(
+    make_video, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The node thread that enforces the time limit keeps nothing of a call: even the smallest
+    ring (2 slots) lends every frame, none is copied."""
+    from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
+
+    dag = DagPipelineService.from_folder(BUILTIN_PIPELINE_DIR)
+    dag.node_timeout_seconds = 30.0
+    service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=SMALLEST_RING)
+    with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
+        results = service.run_on_file("frame_stats_v1", make_video(40))
+    assert len(results) == 40
+    assert not any("copying frames out of the ring" in record.message for record in caplog.records)
