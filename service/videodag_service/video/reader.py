@@ -3,6 +3,8 @@
 The capture is owned by a `with` block (`open_video`), so it is released on every path:
 normal end, error, or a consumer that stops iterating. Frames the stride skips are only
 `grab()`bed (demuxed and decoded, never converted to BGR), which is what makes a stride cheap.
+An upload still arriving (`GrowingUpload`) is read through a stream that waits for its bytes
+(`growing_upload`); FFmpeg decodes it exactly as it would the stored file.
 
 Threads: a capture is not thread-safe, but it may move between threads. The video is opened,
 probed and released by the owner of the `with`; `frames()` may be iterated by another thread
