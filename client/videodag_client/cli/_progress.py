@@ -15,7 +15,11 @@ def progress_wanted(quiet: bool) -> bool:
 
 
 class RunProgress:
-    """Two bars shown one after the other. `upload` is called from gRPC's request thread."""
+    """Two bars: the upload's, then the frames'. `upload` is called from gRPC's request thread.
+
+    With decoding during the upload, frames start before the upload ends: the frames bar then
+    shows under the upload bar until `upload_finished`.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
@@ -41,8 +45,9 @@ class RunProgress:
                 self._upload_bar.close()
 
     def start_frames(self, expected_frames: int | None) -> None:
-        self.upload_finished()
-        self._frames_bar = self._bar(expected_frames, "frames", unit="frame")
+        with self._lock:
+            below_upload = self._upload_bar is not None and not self._upload_done
+        self._frames_bar = self._bar(expected_frames, "frames", unit="frame", position=1 if below_upload else 0)
 
     def frame_done(self) -> None:
         if self._frames_bar is not None:

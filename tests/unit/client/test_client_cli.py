@@ -128,6 +128,40 @@ def test_progress_bars_show_on_a_terminal_unless_quiet(
         assert "frames:" in shown and "0/3" in shown  # 6 declared frames at stride 2
 
 
+def test_with_decoding_during_the_upload_both_bars_show(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server sends frames before upload_received: the upload bar stays until the upload ends."""
+    servicer.run_script = [
+        video_info_response(fps=25.0, frame_count=2),
+        frame_response(0, 25.0, {"tracks": []}),
+        AcknowledgeUpload(),
+        frame_response(1, 25.0, {"tracks": []}),
+        summary_response(2),
+    ]
+    terminal = _TerminalStream()
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    exit_code = main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "--decode-during-upload"])
+
+    assert exit_code == 0
+    shown = terminal.getvalue()
+    assert f"/{video_path.stat().st_size / 1024:.0f}k" in shown and "frames:" in shown
+
+
+def test_the_upload_bar_stays_open_while_frames_come_before_the_upload_ends() -> None:
+    from videodag_client.cli._progress import RunProgress
+
+    with RunProgress(enabled=True) as progress:
+        progress.upload(100, 1000)
+        progress.start_frames(10)
+        progress.upload(500, 1000)  # still counted: the upload goes on under the frames
+        assert progress._upload_bar is not None and progress._upload_bar.n == 500
+        progress.upload_finished()
+        progress.upload(1000, 1000)
+        assert progress._upload_bar.n == 500  # closed once the upload was received
+
+
 def test_window_and_limits_are_sent_as_options(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path
 ) -> None:
