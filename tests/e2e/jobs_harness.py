@@ -23,6 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness import TEST_PIPELINES
+
 from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.redis_server import RedisServer
 from videodag_client import FrameResult, Job, JobState, VideodagClient
@@ -50,20 +52,7 @@ JOB_TEST_PIPELINES = {
           index: count.index
     """,
     # Frame 2 never returns, like a plugin stuck in native code: the node time limit must end the job.
-    "hanging": """
-        id: hanging
-        version: "1"
-        nodes:
-          - id: count
-            plugin: test.counter
-            inputs: {index: frame.index}
-          - id: hang
-            plugin: test.hang
-            params: {hang_on: [2], hang_seconds: 60.0}
-            inputs: {index: count.index}
-        outputs:
-          seen: count.count
-    """,
+    "hanging": TEST_PIPELINES["hanging"],
     "failing": """
         id: failing
         version: "1"
@@ -80,6 +69,8 @@ JOB_TEST_PIPELINES = {
 _PLUGIN_MODULE = """
 import sys
 sys.path.insert(0, {tests_dir!r})
+from harness import TEST_PIPELINES
+
 from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.redis_server import RedisServer
 
