@@ -6,9 +6,19 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from videodag_service.dag import Param, Plugin, PluginRegistry, Port, Tool, function_tool
+from videodag_service.dag import (
+    DagPipelineService,
+    Param,
+    Plugin,
+    PluginRegistry,
+    Port,
+    Tool,
+    function_tool,
+    load_pipeline_folder,
+)
 
 
 @dataclass
@@ -19,6 +29,10 @@ class Recorder:
     lock: threading.Lock = field(default_factory=threading.Lock)
     release: threading.Event = field(default_factory=threading.Event)
     """Set it to let `test.hang` calls that are stuck return."""
+    most_inside: int = 0
+    """The most `test.overlap` calls that ran at the same time."""
+    inside: int = 0
+    inside_changed: threading.Condition = field(default_factory=threading.Condition)
 
     def add(self, *event: str) -> None:
         with self.lock:
@@ -70,6 +84,45 @@ class _Hang:
 
     def close(self) -> None:
         self._recorder.add("close", "hang")
+
+
+class _Overlap:
+    """Stateless: notes how many of its calls (of any instance) run at once, waiting up to
+    `wait_seconds` in each call for a second one to arrive; fails where told."""
+
+    def __init__(self, params: Mapping[str, Any], recorder: Recorder) -> None:
+        self._params = params
+        self._recorder = recorder
+        recorder.add("open", "overlap")
+
+    def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        index = inputs["index"]
+        _wait_for_company(self._recorder, self._params["wait_seconds"])
+        self._recorder.add("overlap", str(index), threading.current_thread().name)
+        if index in self._params["fail_on"]:
+            raise RuntimeError(f"overlap fails on {index}")
+        return {"index": index}
+
+    def close(self) -> None:
+        self._recorder.add("close", "overlap")
+
+
+def _wait_for_company(recorder: Recorder, wait_seconds: float) -> None:
+    """Note one more call inside, and wait (up to `wait_seconds`) until two have been inside at once."""
+    with recorder.inside_changed:
+        recorder.inside += 1
+        recorder.most_inside = max(recorder.most_inside, recorder.inside)
+        recorder.inside_changed.notify_all()
+        recorder.inside_changed.wait_for(lambda: recorder.most_inside >= 2, wait_seconds)
+        recorder.inside -= 1
+
+
+def _content_index(inputs: Mapping[str, Any], params: Mapping[str, Any], recorder: Recorder) -> Mapping[str, Any]:
+    """The index drawn into the frame (`fakes.media`), read after waiting for company."""
+    from fakes.media import read_frame_index
+
+    _wait_for_company(recorder, params["wait_seconds"])
+    return {"index": read_frame_index(inputs["image"])}
 
 
 _RAW_OUTPUTS = {"bytes": lambda: b"\x00raw", "nan": lambda: float("nan"), "set": lambda: {1, 2}}
@@ -140,6 +193,24 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 ),
                 open=lambda params: _Hang(params, recorder),
             ),
+            Tool(
+                name="overlap",
+                description="Notes how many frames pass it at once.",
+                inputs=(Port("index"),),
+                outputs=(Port("index"),),
+                params=(
+                    Param("wait_seconds", float, 0.0, "longest wait in a call for another call to arrive"),
+                    Param("fail_on", list, [], "frame indexes to fail on"),
+                ),
+                open=lambda params: _Overlap(params, recorder),
+            ),
+            function_tool(
+                "content_index", lambda inputs, params: _content_index(inputs, params, recorder),
+                description="The frame index drawn into an indexed test video, read while another frame is in too.",
+                inputs=(Port("image"),),
+                outputs=(Port("index"),),
+                params=(Param("wait_seconds", float, 0.0, "longest wait in a call for another call to arrive"),),
+            ),
             function_tool(
                 "raw_output", _raw_output,
                 description="Returns a value that is not JSON-like (bytes, NaN or a set) on the given frames.",
@@ -173,3 +244,23 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
 
 def make_registry(recorder: Recorder | None = None) -> PluginRegistry:
     return PluginRegistry([make_test_plugin(recorder or Recorder())])
+
+
+OVERLAPPING_PIPELINE = """
+id: overlapping
+version: "1"
+nodes:
+  - id: meet
+    plugin: test.overlap
+    params: {wait_seconds: %s}
+    inputs: {index: frame.index}
+outputs:
+  index: meet.index
+"""
+
+
+def overlapping_dag(folder: Path, recorder: Recorder, wait_seconds: float) -> DagPipelineService:
+    """A DAG service with pipeline "overlapping" (one `test.overlap` node) and two frame workers."""
+    folder.mkdir()
+    (folder / "overlapping.yaml").write_text(OVERLAPPING_PIPELINE % wait_seconds)
+    return DagPipelineService(load_pipeline_folder(folder, make_registry(recorder)), frame_workers=2)

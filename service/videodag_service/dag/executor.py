@@ -1,26 +1,36 @@
 """Run a pipeline over the frames of one video: `PipelineRun`.
 
-A run opens one instance of every node's tool, so stateful nodes (trackers) live for
+A run opens its own instances of the nodes' tools, so stateful nodes (trackers) live for
 exactly one video and two runs never share state. `close()` closes every instance
 once, whatever happened before. Results leave the run JSON-like; anything else is a
 failure of the node that produced it.
 
-With a node time limit, a run's frames are processed in a thread of the run's own
+Nodes run in lanes: a lane is a set of instances used by one thread at a time. The
+stateful nodes, and the nodes they feed, share one lane and see the frames one by one in
+frame order. With `frame_workers` above one, the nodes that depend on the current frame
+only get that many lanes of their own (an instance each), so several frames pass through
+them at once (`process_frames`).
+
+With a node time limit, or with parallel lanes, a lane's calls run in a thread of its own
 (`videodag-nodes`) while the caller waits, watching the node that runs: a node call over the
 limit fails the run with `NodeTimedOut`. Python cannot stop that call, so its thread is
 abandoned (a daemon, counted by `abandoned_thread_count()` and logged); the run's other
 instances are closed as usual, the hung one by the abandoned thread if its call ever returns,
-so `close` never runs under a live call. Without a limit the caller's thread runs the nodes
-directly: no hand-off, no extra thread.
+so `close` never runs under a live call. Without a limit the caller's thread runs the
+ordered lane directly: no hand-off, no extra thread.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -87,34 +97,90 @@ def to_json_like(value: Any) -> Any:
 NodeObserver = Callable[[str, str, str, float], None]
 
 
+@dataclass
+class _FrameWork:
+    """One frame on its way through the nodes: what they produced and what failed so far."""
+
+    payload: Mapping[str, Any]
+    values: dict[SourceRef, Any] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+
+class _Lane:
+    """Nodes opened for one thread of a run: the instances it calls and the node it runs now.
+
+    A lane with a `thread` runs its calls there, watched by the run's time limit; without
+    one, the caller's thread runs them directly.
+    """
+
+    def __init__(self, nodes: tuple[NodeSpec, ...], instances: dict[str, ToolInstance]) -> None:
+        self.nodes = nodes
+        self.instances = instances
+        self.thread: StepLimitedThread | None = None
+        # The node running now and since when (perf_counter), read by the waiting caller.
+        self.running: tuple[NodeSpec, float] | None = None
+
+    def in_progress(self) -> tuple[NodeSpec, float] | None:
+        return self.running
+
+
+def frame_independent_nodes(spec: PipelineSpec) -> tuple[NodeSpec, ...]:
+    """The nodes whose output for a frame depends on that frame only: stateless nodes fed by
+    the frame and by other such nodes. Frames may pass through these in any order, or together."""
+    independent: list[NodeSpec] = []
+    ids: set[str] = set()
+    for node in spec.nodes:  # in dependency order
+        if not node.tool.stateful and all(source.is_frame or source.node in ids for _, source in node.inputs):
+            independent.append(node)
+            ids.add(node.id)
+    return tuple(independent)
+
+
 class PipelineRun:
-    """One pipeline applied to the frames of one video, in order."""
+    """One pipeline applied to the frames of one video, in order.
+
+    `process_frames` may run the frame-independent nodes (`frame_independent_nodes`) of up to
+    `frame_workers` frames at once, each frame in a lane of its own with its own instances;
+    the other nodes (stateful ones and what they feed) run in one lane, one frame after the
+    other in frame order. A detector runs on two frames at once on two cores this way while
+    the tracker after it still sees every frame in order: one forward pass per core beats one
+    pass spread over both, whose threads wait for each other between layers.
+    """
 
     def __init__(
         self,
         spec: PipelineSpec,
         node_observer: NodeObserver | None = None,
         node_timeout_seconds: float | None = None,
+        frame_workers: int = 1,
     ) -> None:
         if node_timeout_seconds is not None and node_timeout_seconds <= 0:
             raise ValueError(f"node_timeout_seconds must be positive or None, got {node_timeout_seconds}")
+        if frame_workers < 1:
+            raise ValueError(f"frame_workers must be at least 1, got {frame_workers}")
         self.spec = spec
         self._node_observer = node_observer
         self._node_timeout_seconds = node_timeout_seconds
-        self._node_thread: StepLimitedThread | None = None
-        # The node running now and since when (perf_counter), read by the waiting caller.
-        self._running_node: tuple[NodeSpec, float] | None = None
         self._timed_out: NodeTimedOut | None = None
-        self._instances: dict[str, ToolInstance] = {}
         self._timings = {node.id: NodeTiming(node.id, node.plugin_ref) for node in spec.nodes}
+        self._timings_lock = threading.Lock()
         self._nodes_by_id = {node.id: node for node in spec.nodes}
         self._closed = False
+        independent = frame_independent_nodes(spec) if frame_workers > 1 else ()
+        ordered = tuple(node for node in spec.nodes if node not in independent)
+        self._parallel: list[_Lane] = []
+        self._ordered: _Lane | None = None
         try:
-            for node in spec.nodes:
-                self._instances[node.id] = node.tool.open(node.params)
-        except Exception as error:
+            for _ in range(frame_workers if independent else 0):
+                self._parallel.append(self._open_lane(independent))
+            if ordered:
+                self._ordered = self._open_lane(ordered)
+        except Exception:
             self.close()
-            raise NodeFailed(spec.id, node.id, node.plugin_ref, None, f"could not open: {error}") from error
+            raise
+        self._free: deque[_Lane] = deque(self._parallel)
 
     def process(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run every node on one frame and return its JSON-like result.
@@ -122,43 +188,56 @@ class PipelineRun:
         Failures of `on_error: skip` nodes appear under "errors" and leave their
         outputs (and those of nodes depending on them) out of the result.
         """
-        if self._closed:
-            raise RuntimeError(f"run of pipeline {self.spec.id!r} is closed")
-        if self._timed_out is not None:
-            raise self._timed_out
-        if self._node_timeout_seconds is None:
-            return self._process(payload)
-        return self._process_within_time_limit(payload, self._node_timeout_seconds)
+        for _, result in self.process_frames((payload,)):
+            return result
+        raise AssertionError("process_frames gave no result for a frame")
 
-    def _process(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        frame_index = payload.get("frame_index")
-        values: dict[SourceRef, Any] = {}
-        failed: set[str] = set()
-        errors: list[dict[str, Any]] = []
-        for node in self.spec.nodes:
-            blocked_by = next((s.node for _, s in node.inputs if s.node in failed), None)
-            if blocked_by is not None:
-                failed.add(node.id)
-                errors.append(_error(node, "ABORTED", f"skipped because node {blocked_by!r} failed"))
-                continue
-            inputs = {name: _read(source, payload, values) for name, source in node.inputs}
-            try:
-                outputs = self._call(node, inputs)
-            except Exception as error:
-                self._timings[node.id].errors += 1
-                if node.on_error is ErrorPolicy.FAIL:
-                    raise NodeFailed(
-                        self.spec.id, node.id, node.plugin_ref, frame_index, f"{type(error).__name__}: {error}"
-                    ) from error
-                failed.add(node.id)
-                errors.append(_error(node, "INTERNAL", f"{type(error).__name__}: {error}"))
-                continue
-            for port in node.tool.outputs:
-                values[SourceRef(node.id, port.name)] = outputs[port.name]
-        result = self._result(values, frame_index)
-        if errors:
-            result["errors"] = errors
-        return result
+    def process_frames(
+        self, payloads: Iterable[Mapping[str, Any]]
+    ) -> Iterator[tuple[Mapping[str, Any], dict[str, Any]]]:
+        """`(payload, result)` for each payload, in order, as `process` would give them.
+
+        A result is handed out as soon as it and every result before it are done; the next
+        payload is taken only once there is a lane free for it, so at most `frame_workers`
+        frames (and the payloads holding them) are in the run at once. An error raised by
+        `payloads` comes after the results of the frames taken before it, as it would one
+        frame at a time. Closing the iterator early waits for the frames in flight (within
+        the time limit) before it returns.
+        """
+        self._check_usable()
+        pending: deque[tuple[_Lane | None, _FrameWork]] = deque()
+        source = iter(payloads)
+        source_error: Exception | None = None
+        try:
+            while True:
+                try:
+                    payload = next(source)
+                except StopIteration:
+                    break
+                except Exception as error:  # raised once the frames already taken are done
+                    source_error = error
+                    break
+                lane = self._free.popleft() if self._free else None
+                work = _FrameWork(payload)
+                del payload
+                if lane is not None:
+                    self._start(lane, work, finish=self._ordered is None)
+                pending.append((lane, work))
+                # Hand out what is done, oldest first; with no lane left, wait for the oldest.
+                while pending and (not self._free or _is_done(pending[0][0])):
+                    lane, work = pending.popleft()
+                    self._complete(lane, work)
+                    yield work.payload, cast(dict[str, Any], work.result)
+                    del work
+            while pending:
+                lane, work = pending.popleft()
+                self._complete(lane, work)
+                yield work.payload, cast(dict[str, Any], work.result)
+                del work
+            if source_error is not None:
+                raise source_error
+        finally:
+            self._settle(pending)
 
     def node_timings(self) -> list[NodeTiming]:
         """Per-node time so far, in pipeline order."""
@@ -169,12 +248,13 @@ class PipelineRun:
         if self._closed:
             return
         self._closed = True
-        if self._node_thread is not None:
-            self._node_thread.close()
-            self._node_thread = None
-        for node_id, instance in self._instances.items():
-            _close_quietly(instance, node_id, self.spec.id)
-        self._instances.clear()
+        for lane in self._lanes():
+            if lane.thread is not None:
+                lane.thread.close()
+                lane.thread = None
+            for node_id, instance in lane.instances.items():
+                _close_quietly(instance, node_id, self.spec.id)
+            lane.instances.clear()
 
     def __enter__(self) -> PipelineRun:
         return self
@@ -182,47 +262,131 @@ class PipelineRun:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _process_within_time_limit(self, payload: Mapping[str, Any], limit_seconds: float) -> dict[str, Any]:
-        if self._node_thread is None:
-            self._node_thread = StepLimitedThread(limit_seconds, self._node_in_progress, NODE_THREAD_NAME)
+    def _lanes(self) -> list[_Lane]:
+        return [*self._parallel, *([self._ordered] if self._ordered is not None else [])]
+
+    def _open_lane(self, nodes: tuple[NodeSpec, ...]) -> _Lane:
+        """A lane with an instance of each node; if one cannot open, those opened before are closed."""
+        lane = _Lane(nodes, {})
+        for node in nodes:
+            try:
+                lane.instances[node.id] = node.tool.open(node.params)
+            except Exception as error:
+                for node_id, instance in lane.instances.items():
+                    _close_quietly(instance, node_id, self.spec.id)
+                raise NodeFailed(self.spec.id, node.id, node.plugin_ref, None, f"could not open: {error}") from error
+        return lane
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"run of pipeline {self.spec.id!r} is closed")
+        if self._timed_out is not None:
+            raise self._timed_out
+
+    def _start(self, lane: _Lane, work: _FrameWork, *, finish: bool) -> None:
+        """Start `lane`'s nodes on the frame in the lane's thread (started on first use)."""
+        if lane.thread is None:
+            lane.thread = StepLimitedThread(self._node_timeout_seconds, lane.in_progress, NODE_THREAD_NAME)
+        lane.thread.submit(functools.partial(self._run_lane, lane, finish=finish), work)
+
+    def _complete(self, lane: _Lane | None, work: _FrameWork) -> None:
+        """Finish the frame: wait for its frame-independent nodes, then run the ordered ones."""
+        frame_index = work.payload.get("frame_index")
+        if lane is not None:
+            try:
+                self._wait(lane, frame_index)
+            finally:
+                if lane.thread is not None:  # not abandoned
+                    self._free.append(lane)
+        ordered = self._ordered
+        if ordered is None:
+            return
+        if ordered.thread is None and self._node_timeout_seconds is None:
+            self._run_lane(ordered, work, finish=True)  # no limit to watch: no hand-off
+            return
+        self._start(ordered, work, finish=True)
+        self._wait(ordered, frame_index)
+
+    def _wait(self, lane: _Lane, frame_index: Any) -> None:
+        """Wait for the lane's call; a node over the time limit fails the run and abandons the lane's thread."""
+        assert lane.thread is not None
         try:
-            return self._node_thread.call(self._process, payload)
+            lane.thread.result()
         except StepTimedOut as timed_out:
             node = cast(NodeSpec, timed_out.step)
             self._timed_out = NodeTimedOut(
-                self.spec.id, node.id, node.plugin_ref, payload.get("frame_index"), limit_seconds
+                self.spec.id, node.id, node.plugin_ref, frame_index, timed_out.limit_seconds
             )
-            self._abandon_node_thread(node)
+            self._abandon_thread(lane, node)
             raise self._timed_out from None
 
-    def _abandon_node_thread(self, node: NodeSpec) -> None:
+    def _settle(self, pending: deque[tuple[_Lane | None, _FrameWork]]) -> None:
+        """Wait out the frames still in lanes when the caller stopped early; their results are dropped."""
+        while pending:
+            lane, work = pending.popleft()
+            if lane is None or lane.thread is None:
+                continue
+            with contextlib.suppress(Exception):
+                self._wait(lane, work.payload.get("frame_index"))
+            if lane.thread is not None:
+                self._free.append(lane)
+
+    def _abandon_thread(self, lane: _Lane, node: NodeSpec) -> None:
         """Leave the hung node's instance to its thread: closing it under a live call is unsafe."""
-        assert self._node_thread is not None
-        instance = self._instances.pop(node.id, None)
-        self._node_thread.abandon(lambda: _close_quietly(instance, node.id, self.spec.id))
-        self._node_thread = None
-        self._timings[node.id].errors += 1
+        assert lane.thread is not None
+        instance = lane.instances.pop(node.id, None)
+        lane.thread.abandon(lambda: _close_quietly(instance, node.id, self.spec.id))
+        lane.thread = None
+        with self._timings_lock:
+            self._timings[node.id].errors += 1
         logger.error(
             "%s; its thread is abandoned (%d abandoned in this process)", self._timed_out, abandoned_thread_count()
         )
 
-    def _node_in_progress(self) -> tuple[NodeSpec, float] | None:
-        return self._running_node
+    def _run_lane(self, lane: _Lane, work: _FrameWork, *, finish: bool) -> None:
+        """Run the lane's nodes on the frame; with `finish`, also build the frame's result."""
+        frame_index = work.payload.get("frame_index")
+        for node in lane.nodes:
+            blocked_by = next((s.node for _, s in node.inputs if s.node in work.failed), None)
+            if blocked_by is not None:
+                work.failed.add(node.id)
+                work.errors.append(_error(node, "ABORTED", f"skipped because node {blocked_by!r} failed"))
+                continue
+            inputs = {name: _read(source, work.payload, work.values) for name, source in node.inputs}
+            try:
+                outputs = self._call(lane, node, inputs)
+            except Exception as error:
+                with self._timings_lock:
+                    self._timings[node.id].errors += 1
+                if node.on_error is ErrorPolicy.FAIL:
+                    raise NodeFailed(
+                        self.spec.id, node.id, node.plugin_ref, frame_index, f"{type(error).__name__}: {error}"
+                    ) from error
+                work.failed.add(node.id)
+                work.errors.append(_error(node, "INTERNAL", f"{type(error).__name__}: {error}"))
+                continue
+            for port in node.tool.outputs:
+                work.values[SourceRef(node.id, port.name)] = outputs[port.name]
+        if finish:
+            work.result = self._result(lane, work.values, frame_index)
+            if work.errors:
+                work.result["errors"] = work.errors
 
-    def _call(self, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
+    def _call(self, lane: _Lane, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
         if self._timed_out is not None:
             # Only an abandoned thread gets here, after its hung call returned: the run is over.
             raise RuntimeError(f"run of pipeline {self.spec.id!r} was stopped by a node time limit")
-        timing = self._timings[node.id]
         started = time.perf_counter()
-        self._running_node = (node, started)
+        lane.running = (node, started)
         try:
-            outputs = self._instances[node.id].process(inputs)
+            outputs = lane.instances[node.id].process(inputs)
         finally:
-            self._running_node = None
+            lane.running = None
             elapsed = time.perf_counter() - started
-            timing.calls += 1
-            timing.total_seconds += elapsed
+            with self._timings_lock:
+                timing = self._timings[node.id]
+                timing.calls += 1
+                timing.total_seconds += elapsed
             if self._node_observer is not None:
                 self._node_observer(self.spec.id, node.id, node.plugin_ref, elapsed)
         if not isinstance(outputs, Mapping):
@@ -232,14 +396,14 @@ class PipelineRun:
             raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
         return outputs
 
-    def _result(self, values: Mapping[SourceRef, Any], frame_index: Any) -> dict[str, Any]:
+    def _result(self, lane: _Lane, values: Mapping[SourceRef, Any], frame_index: Any) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for name, source in self.spec.outputs:
             if source not in values:
                 continue  # its node was skipped; the reason is in "errors"
             node = self._nodes_by_id[source.node]
             # A value's own to_json() is plugin code too, so it runs on its node's clock.
-            self._running_node = (node, time.perf_counter())
+            lane.running = (node, time.perf_counter())
             try:
                 result[name] = to_json_like(values[source])
             except NotJsonLike as error:
@@ -248,8 +412,13 @@ class PipelineRun:
                     f"output {source.output!r} is not JSON-like: {error}",
                 ) from error
             finally:
-                self._running_node = None
+                lane.running = None
         return result
+
+
+def _is_done(lane: _Lane | None) -> bool:
+    """Whether the lane's call on its frame has returned; a frame in no lane is done when completed."""
+    return lane is not None and lane.thread is not None and lane.thread.ready()
 
 
 def _read(source: SourceRef, payload: Mapping[str, Any], values: Mapping[SourceRef, Any]) -> Any:

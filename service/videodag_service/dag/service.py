@@ -6,6 +6,7 @@ frames only; `run_pipeline` stays for single-frame callers and opens a run of on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +25,9 @@ class DagPipelineService:
     """Validated pipelines by id; opens runs of them.
 
     `node_timeout_seconds` (None: no limit) caps one node call on one frame in every run
-    opened from now on; see `PipelineRun` for what a call over it costs.
+    opened from now on; see `PipelineRun` for what a call over it costs. `frame_workers`
+    (None: one per core this process may use) is how many frames the frame-independent
+    nodes of a run may work on at once.
     """
 
     def __init__(
@@ -32,10 +35,12 @@ class DagPipelineService:
         pipelines: Mapping[str, PipelineSpec],
         node_observer: NodeObserver | None = None,
         node_timeout_seconds: float | None = None,
+        frame_workers: int | None = None,
     ) -> None:
         self._pipelines = dict(sorted(pipelines.items()))
         self.node_observer = node_observer
         self.node_timeout_seconds = node_timeout_seconds
+        self.frame_workers = frame_workers or usable_cores()
 
     @classmethod
     def from_folder(cls, folder: Path = BUILTIN_PIPELINE_DIR, registry: PluginRegistry | None = None
@@ -61,9 +66,13 @@ class DagPipelineService:
         return spec
 
     @contextmanager
-    def open_run(self, pipeline_id: str) -> Iterator[PipelineRun]:
-        """A run of the pipeline for one video, closed when the block exits however it exits."""
-        run = PipelineRun(self.get_pipeline(pipeline_id), self.node_observer, self.node_timeout_seconds)
+    def open_run(self, pipeline_id: str, frame_workers: int | None = None) -> Iterator[PipelineRun]:
+        """A run of the pipeline for one video, closed when the block exits however it exits.
+
+        `frame_workers` overrides the service's for this run (1 for a single frame).
+        """
+        workers = frame_workers or self.frame_workers
+        run = PipelineRun(self.get_pipeline(pipeline_id), self.node_observer, self.node_timeout_seconds, workers)
         try:
             yield run
         finally:
@@ -71,5 +80,12 @@ class DagPipelineService:
 
     def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run the pipeline on one frame with fresh node state."""
-        with self.open_run(pipeline_id) as run:
+        with self.open_run(pipeline_id, frame_workers=1) as run:
             return run.process(payload)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

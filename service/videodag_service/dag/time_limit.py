@@ -11,7 +11,9 @@ many such threads are still stuck, for logs and metrics.
 
 One thread serves every call of its owner, one at a time, so the code it runs sees a single
 thread throughout (stateful plugins need not be thread-safe). The cost is one hand-off per
-call, which is why owners without a limit call directly instead.
+call, which is why owners without a limit call directly instead, unless they want the
+thread itself: an owner may `submit` a call, do other work, and collect its `result` later
+(the run's frames in flight, see `executor`).
 """
 
 from __future__ import annotations
@@ -59,14 +61,15 @@ class StepTimedOut(Exception):
 class StepLimitedThread:
     """Runs its owner's calls one at a time in one daemon thread; each step gets `limit_seconds`.
 
-    The owner calls `call`; the code it runs reports its steps through `progress` (what runs
-    now and since when). The clock is per step, not per call: a call of many quick steps may
-    last longer than the limit. Time outside any step (between steps) is not limited.
+    The owner calls `call` (or `submit`, then `result`); the code it runs reports its steps
+    through `progress` (what runs now and since when). The clock is per step, not per call: a
+    call of many quick steps may last longer than the limit. Time outside any step (between
+    steps) is not limited, and with `limit_seconds` None nothing is.
     """
 
-    def __init__(self, limit_seconds: float, progress: Progress, thread_name: str) -> None:
-        if limit_seconds <= 0:
-            raise ValueError(f"limit_seconds must be positive, got {limit_seconds}")
+    def __init__(self, limit_seconds: float | None, progress: Progress, thread_name: str) -> None:
+        if limit_seconds is not None and limit_seconds <= 0:
+            raise ValueError(f"limit_seconds must be positive or None, got {limit_seconds}")
         self.limit_seconds = limit_seconds
         self._progress = progress
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -89,9 +92,24 @@ class StepLimitedThread:
         this object unusable. `abandon` must be called next, with the cleanup to run if the
         step ever returns.
         """
+        self.submit(function, argument)
+        return cast(T, self.result())
+
+    def submit(self, function: Callable[[Any], object], argument: Any) -> None:
+        """Start `function(argument)` in the thread; `result` waits for it. Calls run in order."""
         if self._abandoned:
             raise RuntimeError("the thread was abandoned after a step ran over its limit")
         self._requests.put((function, argument))
+
+    def ready(self) -> bool:
+        """Whether the oldest submitted call has returned (so `result` would not wait)."""
+        return not self._outcomes.empty()
+
+    def result(self) -> Any:
+        """What the oldest submitted call returned; its exception is raised here.
+
+        Raises StepTimedOut when a step runs over the limit, as `call` does.
+        """
         while True:
             try:
                 succeeded, value = self._outcomes.get(timeout=self._seconds_left())
@@ -99,9 +117,10 @@ class StepLimitedThread:
             except queue.Empty:
                 step = self._overdue_step()
                 if step is not None and self._give_up():
+                    assert self.limit_seconds is not None
                     raise StepTimedOut(step, self.limit_seconds) from None
         if succeeded:
-            return cast(T, value)
+            return value
         raise value
 
     def abandon(self, cleanup: Callable[[], None]) -> None:
@@ -129,16 +148,16 @@ class StepLimitedThread:
         _count_abandoned(+1)
         return True
 
-    def _seconds_left(self) -> float:
+    def _seconds_left(self) -> float | None:
         current = self._progress()
-        if current is None:
+        if current is None or self.limit_seconds is None:
             return self.limit_seconds
         _, started = current
         return max(0.0, started + self.limit_seconds - time.perf_counter())
 
     def _overdue_step(self) -> object | None:
         current = self._progress()
-        if current is None:
+        if current is None or self.limit_seconds is None:
             return None
         step, started = current
         return step if time.perf_counter() - started >= self.limit_seconds else None

@@ -4,10 +4,11 @@ The video layer adds no pipeline semantics: it decodes and samples frames, hands
 to the DAG service as a `FramePayload`, and collects per-frame results in frame order.
 Exceptions from the DAG service reach the caller unchanged.
 
-Decoding runs ahead of the DAG, which runs in the caller's thread, by a bounded amount
-(`decode_ahead_bytes`): the two overlap, the slower sets the pace, and a slow DAG or a slow
-reader of the events holds the decoder back instead of letting frames pile up. Each frame's
-event is yielded as soon as its result is ready. Where the decoder runs is the `isolation`:
+Decoding runs ahead of the DAG by a bounded amount (`decode_ahead_bytes`): the two overlap,
+the slower sets the pace, and a slow DAG or a slow reader of the events holds the decoder
+back instead of letting frames pile up. A DAG service whose runs offer `process_frames` may
+work on a few frames at once (`runs.frame_results`); results still come in frame order, each
+as soon as it and those before it are ready. Where the decoder runs is the `isolation`:
 
 * "process": a decoder process per run (`isolation.py`), frames through shared memory. A
   decoder crash or hang ends that run with a typed error, never the caller's process; the
@@ -36,7 +37,7 @@ from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
 from videodag_service.video.pipelining import read_ahead
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, open_video, unreadable
-from videodag_service.video.runs import PipelineRun, SupportsRunPipeline, SupportsRuns, open_pipeline_run
+from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, frame_results, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 OptionsLike = SamplingOptions | Mapping[str, Any] | None
@@ -143,13 +144,17 @@ class VideoFilePipelineService:
                 # generator ends.
                 with self._decode_ahead(video, window) as frames:
                     yield VideoOpened(video.info)
-                    for frame in frames:
-                        event = _process(run, frame)
-                        # The pixels may be lent from the decoder's ring: hold them no longer
-                        # than the pipeline does, so the slot goes back before the next frame.
-                        del frame
-                        yield event
-                        frames_processed += 1
+                    # One frame at a time while the upload still arrives: with several in
+                    # flight, a finished frame's result would wait for the next frame's bytes.
+                    overlap = not isinstance(source, GrowingUpload)
+                    with closing(frame_results(run, _payloads(frames), overlap=overlap)) as results:
+                        for payload, result in results:
+                            event = _frame_event(payload, result)
+                            # The pixels may be lent from the decoder's ring: hold them no longer
+                            # than the pipeline does, so the slot goes back before the next frame.
+                            del payload, result
+                            yield event
+                            frames_processed += 1
                 node_timings = tuple(run.node_timings())
             decode_seconds = video.decode_seconds
         yield RunFinished(
@@ -182,10 +187,18 @@ class VideoFilePipelineService:
         )
 
 
-def _process(run: PipelineRun, frame: DecodedFrame) -> FrameProcessed:
-    payload = FramePayload(frame.frame_index, frame.timestamp_seconds, frame.image)
-    result = _own_copy(run.process(payload), frame.frame_index)
-    return FrameProcessed(frame.frame_index, frame.timestamp_seconds, result)
+def _payloads(frames: Iterator[DecodedFrame]) -> Iterator[FramePayload]:
+    for frame in frames:
+        payload = FramePayload(frame.frame_index, frame.timestamp_seconds, frame.image)
+        del frame
+        yield payload
+        # Dropped before the next frame is asked for, which is when lent slots go back.
+        del payload
+
+
+def _frame_event(payload: Mapping[str, Any], result: Mapping[str, Any]) -> FrameProcessed:
+    frame_index = payload["frame_index"]
+    return FrameProcessed(frame_index, payload["timestamp"], _own_copy(result, frame_index))
 
 
 def _plan(video: OpenedVideo | IsolatedVideo, sampling: SamplingOptions) -> FrameWindow:

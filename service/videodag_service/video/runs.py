@@ -10,12 +10,14 @@ Two shapes are accepted:
   from a single thread, reads `node_timings()` after the last frame, and always exits the
   context manager: on success, on any error, and when the consumer closes the event stream
   early (client cancel). Exceptions raised by `open_run`, `process` or the exit propagate
-  unchanged.
+  unchanged. A run may also offer `process_frames(payloads)`, yielding `(payload, result)`
+  in order while it works on several frames at once; the video layer then uses it instead
+  of `process` (see `frame_results`) and closes it before the run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,6 +85,21 @@ class _PerFrameRun:
 
     def node_timings(self) -> Sequence[NodeTimingLike]:
         return ()
+
+
+def frame_results(
+    run: PipelineRun, payloads: Iterator[Mapping[str, Any]], *, overlap: bool
+) -> Generator[tuple[Mapping[str, Any], Mapping[str, Any]], None, None]:
+    """`(payload, result)` per payload in order; through the run's `process_frames` when it has
+    one and `overlap` is allowed, else one `process` call per frame."""
+    process_frames = getattr(run, "process_frames", None) if overlap else None
+    if callable(process_frames):
+        yield from process_frames(payloads)
+        return
+    for payload in payloads:
+        result = run.process(payload)
+        yield payload, result
+        del payload, result
 
 
 def open_pipeline_run(

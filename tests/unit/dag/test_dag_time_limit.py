@@ -160,3 +160,24 @@ def test_the_thread_keeps_nothing_of_a_call_once_it_returned() -> None:
         assert wait_until(lambda: seen() is None), "the thread still holds the last call's argument"
     finally:
         worker.close()
+
+
+def test_a_submitted_call_runs_while_the_owner_works_and_without_a_limit_nothing_times_out() -> None:
+    started = threading.Event()
+    go_on = threading.Event()
+
+    def slow(value: int) -> int:
+        started.set()
+        go_on.wait(10)
+        return value * 2
+
+    worker = StepLimitedThread(None, lambda: ("slow", time.perf_counter() - 3600), "test-submit")
+    try:
+        worker.submit(slow, 21)
+        assert started.wait(10)
+        assert not worker.ready()  # the owner is free meanwhile
+        go_on.set()
+        assert worker.result() == 42  # the step "began" an hour ago: with no limit that is fine
+        assert not worker.abandoned
+    finally:
+        worker.close()

@@ -120,7 +120,7 @@ def test_parameters_filter_the_boxes(frames: list[np.ndarray]) -> None:
     np.testing.assert_allclose(capped.scores, default.scores[:2])
 
 
-def test_concurrent_instances_share_the_model_safely(frames: list[np.ndarray]) -> None:
+def test_concurrent_instances_detect_as_one_does(frames: list[np.ndarray]) -> None:
     chosen = frames[::12]
     expected = [detect(frame).xyxy for frame in chosen]
     results: dict[int, list[np.ndarray]] = {}
@@ -140,6 +140,29 @@ def test_concurrent_instances_share_the_model_safely(frames: list[np.ndarray]) -
     for boxes in results.values():
         for got, want in zip(boxes, expected, strict=True):
             np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_open_instances_each_have_a_model_and_closed_ones_give_it_back_for_reuse() -> None:
+    from videodag_service.plugins.ssdlite.model import idle_pedestrian_models
+
+    tool = PLUGIN.tool("detect_people")
+    first, second = tool.open({}), tool.open({})
+    try:
+        assert first._model is not None and second._model is not None  # type: ignore[attr-defined]
+        assert first._model is not second._model  # type: ignore[attr-defined]
+        lent = first._model  # type: ignore[attr-defined]
+    finally:
+        first.close()
+    idle = idle_pedestrian_models()
+    third = tool.open({})
+    try:
+        assert third._model is lent  # type: ignore[attr-defined]
+        assert idle_pedestrian_models() == idle - 1
+    finally:
+        third.close()
+        second.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        first.process({"image": np.zeros((10, 10, 3), dtype=np.uint8)})
 
 
 def test_rejects_a_frame_that_is_not_bgr() -> None:

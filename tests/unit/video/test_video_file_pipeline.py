@@ -13,6 +13,7 @@ import pytest
 
 from fakes.capture import spy_on_captures
 from fakes.fake_dag import DEFAULT_PIPELINE, MutatingDagService, RecordingDagService, RunningDagService
+from fakes.fake_plugins import Recorder, overlapping_dag
 from fakes.media import read_frame_index
 from videodag_service.errors import InvalidOptions, VideoTooLarge, VideoUnreadable
 from videodag_service.video import (
@@ -296,3 +297,16 @@ def test_a_time_window_on_a_video_without_frame_rate_is_unreadable(
     results = service.run_on_file(DEFAULT_PIPELINE, path)
     assert [item["result"]["content_index"] for item in results] == list(range(10))
     assert [item["result"]["timestamp"] for item in results] == pytest.approx([i / 25 for i in range(10)])
+
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_frames_of_a_stored_file_pass_the_frame_independent_nodes_two_at_a_time(
+    make_video, tmp_path: Path, isolation: str
+) -> None:
+    recorder = Recorder()
+    dag = overlapping_dag(tmp_path / "pipelines", recorder, wait_seconds=5.0)
+    service = VideoFilePipelineService(dag, isolation=isolation)  # type: ignore[arg-type]
+    results = service.run_on_file("overlapping", make_video(12))
+    assert [result["result"]["index"] for result in results] == list(range(12))
+    assert recorder.most_inside == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
+from fakes.fake_plugins import Recorder, overlapping_dag
 from fakes.media import CONTAINER_VARIANTS, write_container_variant
 from videodag_service.video import GrowingUpload, SamplingOptions, VideoFilePipelineService, open_video
 from videodag_service.video.events import FrameProcessed, VideoOpened
@@ -194,3 +195,16 @@ def test_a_run_keeps_pace_with_a_slow_upload_without_tripping_the_decoder_time_l
     writer.join()
     growing.close()
     assert [event.frame_index for event in rest] == list(range(1, 150))
+
+
+def test_an_upload_still_arriving_is_processed_one_frame_at_a_time(tmp_path: Path, containers: dict[str, Path]) -> None:
+    """With two frames in flight, a finished frame's result would wait for the next one's bytes."""
+    recorder = Recorder()
+    dag = overlapping_dag(tmp_path / "pipelines", recorder, wait_seconds=0.05)
+    growing = GrowingFile(tmp_path, containers["faststart.mp4"].read_bytes())
+    growing.write_until(len(growing.content))
+    service = VideoFilePipelineService(dag, isolation="thread")
+    events = list(service.stream_run("overlapping", growing.upload, SamplingOptions(max_frames=5)))
+    growing.close()
+    assert [event.result["index"] for event in events if isinstance(event, FrameProcessed)] == list(range(5))
+    assert recorder.most_inside == 1

@@ -303,14 +303,52 @@ def test_frames_lent_from_the_ring_are_never_overwritten_while_a_pipeline_holds_
 def test_the_engine_with_a_node_time_limit_holds_no_frame_between_frames(
     make_video, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The node thread that enforces the time limit keeps nothing of a call: even the smallest
-    ring (2 slots) lends every frame, none is copied."""
+    """The node thread that enforces the time limit keeps nothing of a call: with one frame at
+    a time, even the smallest ring (2 slots) lends every frame, none is copied. (With two
+    frames in flight, a 2-slot ring copies the second: the decoder needs the other slot.)"""
     from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 
     dag = DagPipelineService.from_folder(BUILTIN_PIPELINE_DIR)
     dag.node_timeout_seconds = 30.0
+    dag.frame_workers = 1
     service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=SMALLEST_RING)
     with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
         results = service.run_on_file("frame_stats_v1", make_video(40))
     assert len(results) == 40
     assert not any("copying frames out of the ring" in record.message for record in caplog.records)
+
+
+CONTENT_PIPELINE = """
+id: content
+version: "1"
+nodes:
+  - id: read
+    plugin: test.content_index
+    params: {wait_seconds: 5}
+    inputs: {image: frame.image}
+outputs:
+  content_index: read.index
+"""
+
+
+@pytest.mark.usefixtures("no_leftovers")
+@pytest.mark.parametrize(("budget", "copies"), [(SMALLEST_RING, True), (LARGEST_RING, False)])
+def test_two_frames_in_flight_are_lent_intact_and_copied_only_from_a_two_slot_ring(
+    make_video, tmp_path: Path, budget: int, copies: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two frames at once in the engine's lanes: each node call sees its own frame, never one
+    the decoder overwrote; a 4-slot ring lends both, a 2-slot ring copies the second."""
+    from fakes.fake_plugins import Recorder, make_registry
+    from videodag_service.dag import DagPipelineService, load_pipeline_folder
+
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "content.yaml").write_text(CONTENT_PIPELINE)
+    recorder = Recorder()
+    dag = DagPipelineService(load_pipeline_folder(tmp_path / "pipelines", make_registry(recorder)), frame_workers=2)
+    service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=budget)
+    with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
+        results = service.run_on_file("content", make_video(60))
+    assert [item["result"]["content_index"] for item in results] == list(range(60))
+    assert recorder.most_inside == 2
+    copied = any("copying frames out of the ring" in record.message for record in caplog.records)
+    assert copied == copies

@@ -2,7 +2,7 @@
 
 `PLUGIN` is what the registry loads (tool `ssdlite.detect_people`). `write_text_graph`
 builds the OpenCV text graph from the frozen TF graph; `scripts/fetch_models.py` calls it
-after downloading the model. The model itself (`model.load_pedestrian_model`) is not
+after downloading the model. The model itself (`model.borrow_pedestrian_model`) is not
 imported here, so importing the plugin loads no weights.
 """
 

@@ -2,8 +2,8 @@
 
 About 20-25 ms per frame on two cores (OpenCV DNN, 300x300 input). The network sees the
 whole frame squeezed to 300x300, so people shorter than about a twentieth of the frame
-height are often missed. The model loads on the first `open` in the process and is shared
-by every instance (see `model.py`); `open` after that only reads the parameters.
+height are often missed. Each instance borrows a loaded model of its own and gives it back
+when it closes (see `model.py`), so only the first `open`s in a process load weights.
 """
 
 from __future__ import annotations
@@ -56,13 +56,15 @@ class _Settings:
 
 
 class _PeopleDetectorInstance:
-    """Runs the shared model on each frame with this run's thresholds."""
+    """Runs its borrowed model on each frame with this run's thresholds."""
 
     def __init__(self, model: PedestrianModel, settings: _Settings) -> None:
-        self._model = model
+        self._model: PedestrianModel | None = model
         self._settings = settings
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self._model is None:
+            raise RuntimeError("the detector was closed")
         image = bgr_image(inputs["image"])
         raw = self._model.predict(image)
         kept = select_boxes(
@@ -80,14 +82,18 @@ class _PeopleDetectorInstance:
         }
 
     def close(self) -> None:
-        return None
+        from videodag_service.plugins.ssdlite.model import give_back_pedestrian_model
+
+        model, self._model = self._model, None
+        if model is not None:
+            give_back_pedestrian_model(model)
 
 
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
-    from videodag_service.plugins.ssdlite.model import load_pedestrian_model
+    from videodag_service.plugins.ssdlite.model import borrow_pedestrian_model
 
     settings = _Settings.from_params(params)
-    return _PeopleDetectorInstance(load_pedestrian_model(), settings)
+    return _PeopleDetectorInstance(borrow_pedestrian_model(), settings)
 
 
 PLUGIN = Plugin(
