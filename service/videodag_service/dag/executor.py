@@ -197,41 +197,31 @@ class PipelineRun:
     ) -> Iterator[tuple[Mapping[str, Any], dict[str, Any]]]:
         """`(payload, result)` for each payload, in order, as `process` would give them.
 
-        A result is handed out as soon as it and every result before it are done; the next
-        payload is taken only once there is a lane free for it, so at most `frame_workers`
-        frames (and the payloads holding them) are in the run at once. An error raised by
-        `payloads` comes after the results of the frames taken before it, as it would one
-        frame at a time. Closing the iterator early waits for the frames in flight (within
-        the time limit) before it returns.
+        A result is handed out as soon as it and every result before it are done, with one
+        exception that keeps the cores busy: when a frame leaves its lane, the next payload
+        is taken and started in that lane before the frame's ordered nodes run and its result
+        is handed out. At most `frame_workers` frames (and the payloads holding them) are in
+        the run at once. An error raised by `payloads` comes after the results of the frames
+        taken before it, as it would one frame at a time. Closing the iterator early waits
+        for the frames in flight (within the time limit) before it returns.
         """
         self._check_usable()
         pending: deque[tuple[_Lane | None, _FrameWork]] = deque()
         source = iter(payloads)
+        exhausted = False
         source_error: Exception | None = None
         try:
             while True:
-                try:
-                    payload = next(source)
-                except StopIteration:
+                # Every lane busy; with no parallel lanes, one frame at a time.
+                while not exhausted and (self._free or not pending):
+                    exhausted, source_error = self._take(source, pending)
+                if not pending:
                     break
-                except Exception as error:  # raised once the frames already taken are done
-                    source_error = error
-                    break
-                lane = self._free.popleft() if self._free else None
-                work = _FrameWork(payload)
-                del payload
-                if lane is not None:
-                    self._start(lane, work, finish=self._ordered is None)
-                pending.append((lane, work))
-                # Hand out what is done, oldest first; with no lane left, wait for the oldest.
-                while pending and (not self._free or _is_done(pending[0][0])):
-                    lane, work = pending.popleft()
-                    self._complete(lane, work)
-                    yield work.payload, cast(dict[str, Any], work.result)
-                    del work
-            while pending:
                 lane, work = pending.popleft()
-                self._complete(lane, work)
+                self._wait_for_lane(lane, work)
+                while not exhausted and self._free:
+                    exhausted, source_error = self._take(source, pending)
+                self._run_ordered(work)
                 yield work.payload, cast(dict[str, Any], work.result)
                 del work
             if source_error is not None:
@@ -289,15 +279,39 @@ class PipelineRun:
             lane.thread = StepLimitedThread(self._node_timeout_seconds, lane.in_progress, NODE_THREAD_NAME)
         lane.thread.submit(functools.partial(self._run_lane, lane, finish=finish), work)
 
-    def _complete(self, lane: _Lane | None, work: _FrameWork) -> None:
-        """Finish the frame: wait for its frame-independent nodes, then run the ordered ones."""
-        frame_index = work.payload.get("frame_index")
+    def _take(
+        self, source: Iterator[Mapping[str, Any]], pending: deque[tuple[_Lane | None, _FrameWork]]
+    ) -> tuple[bool, Exception | None]:
+        """Take the next payload into a free lane (or, without parallel lanes, into none yet).
+
+        Returns whether the source is done, and the error that ended it, if one did.
+        """
+        try:
+            payload = next(source)
+        except StopIteration:
+            return True, None
+        except Exception as error:  # raised once the frames already taken are done
+            return True, error
+        lane = self._free.popleft() if self._free else None
+        work = _FrameWork(payload)
+        del payload
         if lane is not None:
-            try:
-                self._wait(lane, frame_index)
-            finally:
-                if lane.thread is not None:  # not abandoned
-                    self._free.append(lane)
+            self._start(lane, work, finish=self._ordered is None)
+        pending.append((lane, work))
+        return False, None
+
+    def _wait_for_lane(self, lane: _Lane | None, work: _FrameWork) -> None:
+        """Wait for the frame's frame-independent nodes; their lane is free again after."""
+        if lane is None:
+            return
+        try:
+            self._wait(lane, work.payload.get("frame_index"))
+        finally:
+            if lane.thread is not None:  # not abandoned
+                self._free.append(lane)
+
+    def _run_ordered(self, work: _FrameWork) -> None:
+        """The frame's ordered nodes, in the ordered lane, after those of the frames before it."""
         ordered = self._ordered
         if ordered is None:
             return
@@ -305,7 +319,7 @@ class PipelineRun:
             self._run_lane(ordered, work, finish=True)  # no limit to watch: no hand-off
             return
         self._start(ordered, work, finish=True)
-        self._wait(ordered, frame_index)
+        self._wait(ordered, work.payload.get("frame_index"))
 
     def _wait(self, lane: _Lane, frame_index: Any) -> None:
         """Wait for the lane's call; a node over the time limit fails the run and abandons the lane's thread."""
@@ -414,11 +428,6 @@ class PipelineRun:
             finally:
                 lane.running = None
         return result
-
-
-def _is_done(lane: _Lane | None) -> bool:
-    """Whether the lane's call on its frame has returned; a frame in no lane is done when completed."""
-    return lane is not None and lane.thread is not None and lane.thread.ready()
 
 
 def _read(source: SourceRef, payload: Mapping[str, Any], values: Mapping[SourceRef, Any]) -> Any:

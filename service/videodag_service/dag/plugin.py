@@ -102,7 +102,10 @@ class Tool:
     """A tool a pipeline node can call: its contract and how to open an instance.
 
     `open(params)` receives the node's parameters, validated and with defaults filled in.
-    `stateful` says whether an instance remembers earlier frames (shown to clients).
+    `stateful` says whether an instance remembers earlier frames (shown to clients). A
+    stateful tool is opened once per run and sees every frame in order. A stateless one may
+    be opened several times in a run, one instance per frame in flight, and those instances
+    run at the same time in different threads: they must not share anything unguarded.
     """
 
     name: str

@@ -170,8 +170,9 @@ def test_closing_early_waits_for_the_frames_in_flight_and_closes_everything(tmp_
         next(results)
         results.close()  # a cancelled client
         calls = {timing.node_id: timing.calls for timing in run.node_timings()}
-    # The frame still in the other lane was finished, not cut off; nothing ran after.
-    assert calls["meet"] == 2 and calls["count"] == 1
+    # Frame 0 was handed out with frames 1 and 2 in the lanes: they were finished, not cut
+    # off, and nothing was taken after them.
+    assert calls["meet"] == 3 and calls["count"] == 1
     assert recorder.count("open") == recorder.count("close") == 3
     assert node_threads() == []
 
