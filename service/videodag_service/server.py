@@ -116,6 +116,8 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     if dag is None:
         dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
     dag.node_timeout_seconds = settings.node_timeout_seconds or None
+    if settings.frame_workers:
+        dag.frame_workers = settings.frame_workers
     jobs = open_job_service(job_config(settings), dag)
     try:
         return _start(settings, dag, jobs)

@@ -54,6 +54,10 @@ class Settings:
         60.0, "longest one pipeline node may take on one frame; over it the run fails (INTERNAL); 0 turns it off",
         minimum=0,
     )
+    frame_workers: int = _setting(
+        0, "frames a run's frame-independent nodes (a detector, not a tracker) work on at once, each with an "
+        "instance of its own; 0: one per core", minimum=0,
+    )
     decode_isolation: Isolation = _setting(
         "process",
         "where uploaded videos are decoded: process (a decoder process per run: a decoder crash or hang fails "

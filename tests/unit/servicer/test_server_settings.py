@@ -39,6 +39,7 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--job-backend", "kafka"], "job_backend must be embedded or redis"),
         (["--log-format", "xml"], "log_format must be json or text"),
         (["--pipeline-dir", "/nonexistent/pipelines"], "pipeline_dir '/nonexistent/pipelines' does not exist"),
+        (["--frame-workers", "-1"], "frame_workers must be at least 0, got -1"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
@@ -74,3 +75,19 @@ def test_server_refuses_to_start_on_an_invalid_pipeline(tmp_path: Path) -> None:
     assert completed.returncode == 1
     assert "cannot start" in completed.stderr
     assert f"{tmp_path / 'broken.yaml'}: node 'detect': unknown plugin 'nosuch'" in completed.stderr
+
+
+def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tmp_path: Path) -> None:
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.dag.service import usable_cores
+    from videodag_service.server import start_server
+
+    for given, expected in ((0, usable_cores()), (3, 3)):
+        dag = DagPipelineService.from_folder()
+        settings = settings_from(["--port", "0", "--frame-workers", str(given)],
+                                 {"VIDEODAG_DATA_DIR": str(tmp_path / f"data{given}")})
+        running = start_server(settings, dag)
+        try:
+            assert dag.frame_workers == expected
+        finally:
+            running.stop(0)
