@@ -169,7 +169,8 @@ class PipelineRun:
         self._nodes_by_id = {node.id: node for node in spec.nodes}
         self._closed = False
         independent = frame_independent_nodes(spec) if frame_workers > 1 else ()
-        ordered = tuple(node for node in spec.nodes if node not in independent)
+        independent_ids = {node.id for node in independent}
+        ordered = tuple(node for node in spec.nodes if node.id not in independent_ids)
         self._parallel: list[_Lane] = []
         self._ordered: _Lane | None = None
         try:
