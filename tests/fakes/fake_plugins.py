@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,3 +264,9 @@ def overlapping_dag(folder: Path, recorder: Recorder, wait_seconds: float) -> Da
     folder.mkdir()
     (folder / "overlapping.yaml").write_text(OVERLAPPING_PIPELINE % wait_seconds)
     return DagPipelineService(load_pipeline_folder(folder, make_registry(recorder)), frame_workers=2)
+
+
+def frame_payloads(count: int) -> Iterator[dict[str, Any]]:
+    """Payloads as the video layer gives them, without pixels: enough for the `test` tools."""
+    for index in range(count):
+        yield {"frame_index": index, "timestamp": index / 25, "image": None}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fakes.fake_plugins import Recorder, make_registry
+from fakes.fake_plugins import frame_payloads as frames
 from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
 from videodag_service.errors import NodeFailed
 from videodag_service.plugins.detections import Detections
@@ -42,11 +43,6 @@ def make_service(tmp_path: Path, recorder: Recorder, *, fail_on: str = "[]", pol
     for name, text in (extra or {}).items():
         (tmp_path / f"{name}.yaml").write_text(textwrap.dedent(text))
     return DagPipelineService(load_pipeline_folder(tmp_path, make_registry(recorder)))
-
-
-def frames(count: int) -> Iterator[dict[str, Any]]:
-    for index in range(count):
-        yield {"frame_index": index, "timestamp": index / 25, "image": None}
 
 
 def test_nodes_run_in_order_with_wired_inputs_and_state_per_run(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fakes.fake_plugins import Recorder, make_registry
+from fakes.fake_plugins import frame_payloads as frames
 from videodag_service.dag import DagPipelineService, load_pipeline_folder
 from videodag_service.dag.executor import NODE_THREAD_NAME, frame_independent_nodes
 from videodag_service.dag.time_limit import abandoned_thread_count
@@ -60,11 +61,6 @@ def make_service(tmp_path: Path, recorder: Recorder, *, workers: int, wait: floa
     (tmp_path / "hanging.yaml").write_text(textwrap.dedent(HANGING))
     return DagPipelineService(load_pipeline_folder(tmp_path, make_registry(recorder)),
                               node_timeout_seconds=node_timeout_seconds, frame_workers=workers)
-
-
-def frames(count: int) -> Iterator[dict[str, Any]]:
-    for index in range(count):
-        yield {"frame_index": index, "timestamp": index / 25, "image": None}
 
 
 def expected(count: int) -> list[dict[str, Any]]:
