@@ -165,6 +165,18 @@ def test_open_instances_each_have_a_model_and_closed_ones_give_it_back_for_reuse
         first.process({"image": np.zeros((10, 10, 3), dtype=np.uint8)})
 
 
+def test_the_pool_keeps_only_so_many_idle_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    from videodag_service.plugins.ssdlite import model
+
+    monkeypatch.setattr(model, "_idle_models", {})
+    monkeypatch.setattr(model, "MAX_IDLE_MODELS", 2)
+    tool = PLUGIN.tool("detect_people")
+    instances = [tool.open({}) for _ in range(3)]
+    for instance in instances:
+        instance.close()
+    assert model.idle_pedestrian_models() == 2
+
+
 def test_rejects_a_frame_that_is_not_bgr() -> None:
     instance = PLUGIN.tool("detect_people").open({})
     with pytest.raises(TypeError, match="uint8 BGR"):

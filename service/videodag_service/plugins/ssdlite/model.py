@@ -125,6 +125,8 @@ def _head_outputs(layer_names: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 _idle_models: dict[tuple[Path, Path], list[PedestrianModel]] = {}
+# Enough for one run with a frame worker per core on a large machine.
+MAX_IDLE_MODELS = 8
 _models_lock = threading.Lock()
 
 
@@ -145,9 +147,13 @@ def borrow_pedestrian_model() -> PedestrianModel:
 
 
 def give_back_pedestrian_model(model: PedestrianModel) -> None:
-    """Return a borrowed model to the pool, for the next instance to reuse."""
+    """Return a borrowed model to the pool for the next instance to reuse; beyond
+    `MAX_IDLE_MODELS` idle ones it is dropped, so a burst of concurrent runs does not keep
+    its memory (about 50 MB a model once it has run on a frame)."""
     with _models_lock:
-        _idle_models.setdefault(model.files, []).append(model)
+        idle = _idle_models.setdefault(model.files, [])
+        if len(idle) < MAX_IDLE_MODELS:
+            idle.append(model)
 
 
 def idle_pedestrian_models() -> int:
