@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from harness import ServerHarness
+from harness import ServerFactory, ServerHarness
 
-from videodag_client import FrameResult, RunSummary
+from videodag_client import FrameResult, RunOptions, RunSummary
 
 
 def test_player_tracking_on_the_sample_clip(server: ServerHarness, sample_clip: Path) -> None:
@@ -42,3 +42,21 @@ def test_player_tracking_on_the_sample_clip(server: ServerHarness, sample_clip: 
     assert isinstance(summary, RunSummary)
     assert [(t.node_id, t.calls) for t in summary.node_timings] == [("detect", 120), ("track", 120)]
     assert server.leftover_uploads() == []
+
+
+def test_two_frames_at_once_give_the_same_players_as_one_at_a_time(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    """The detector works on two frames at once; the tracker must still see them in order."""
+    options = RunOptions(max_frames=60)
+    results = {}
+    for workers in (1, 2):
+        server = make_server(frame_workers=workers)
+        results[workers] = [
+            (event.frame_index, event.result)
+            for event in server.client.upload_and_run(sample_clip, "player_tracking_v1", options)
+            if isinstance(event, FrameResult)
+        ]
+        assert server.leftover_uploads() == []
+    assert [index for index, _ in results[2]] == list(range(60))
+    assert results[2] == results[1]
