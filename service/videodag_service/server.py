@@ -107,6 +107,7 @@ def job_config(settings: Settings) -> JobConfig:
         decode_frame_timeout_seconds=settings.decode_frame_timeout_seconds or None,
         decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
         node_timeout_seconds=settings.node_timeout_seconds or None,
+        frame_workers=settings.frame_workers or None,
         pipeline_dir=settings.pipeline_dir,
     )
 

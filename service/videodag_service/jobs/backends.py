@@ -62,6 +62,8 @@ class JobConfig:
     decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
     node_timeout_seconds: float | None = None
     """Redis backend: the workers' limit on one node call (embedded jobs share the server's pipelines)."""
+    frame_workers: int | None = None
+    """Redis backend: frames a job's frame-independent nodes take at once; None: one per core of the worker."""
     pipeline_dir: Path | None = None
     """Where workers load pipelines from; None for the built-in ones."""
     min_free_bytes: int = 64 * MIB
@@ -130,6 +132,7 @@ def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: Director
         decode_frame_timeout_seconds=config.decode_frame_timeout_seconds,
         decode_run_timeout_seconds=config.decode_run_timeout_seconds,
         node_timeout_seconds=config.node_timeout_seconds,
+        frame_workers=config.frame_workers,
     )
     queue = RqJobQueue(
         redis.Redis.from_url(config.redis_url),

@@ -57,6 +57,7 @@ class WorkerConfig:
     decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS
     decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
     node_timeout_seconds: float | None = None
+    frame_workers: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,9 +78,9 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     executor = JobExecutor(
         store,
         DirectoryUploadStorage(worker_config.upload_dir),
-        _dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds),
+        _dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds, worker_config.frame_workers),
         VideoFilePipelineService(
-            _dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds),
+            _dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds, worker_config.frame_workers),
             limits=VideoLimits(**worker_config.video_limits),
             isolation=worker_config.decode_isolation,
             decode_frame_timeout_seconds=worker_config.decode_frame_timeout_seconds,
@@ -97,10 +98,13 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
 
 
 @functools.cache
-def _dag(pipeline_dir: str | None, node_timeout_seconds: float | None) -> DagPipelineService:
-    """The pipelines, loaded once per worker process, with the server's node time limit."""
+def _dag(pipeline_dir: str | None, node_timeout_seconds: float | None, frame_workers: int | None) -> DagPipelineService:
+    """The pipelines, loaded once per worker process, with the server's node time limit and
+    frame workers (one per core of this machine unless the server set a number)."""
     dag = DagPipelineService.from_folder(Path(pipeline_dir) if pipeline_dir else BUILTIN_PIPELINE_DIR)
     dag.node_timeout_seconds = node_timeout_seconds
+    if frame_workers:
+        dag.frame_workers = frame_workers
     return dag
 
 

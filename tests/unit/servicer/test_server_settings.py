@@ -91,3 +91,14 @@ def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tm
             assert dag.frame_workers == expected
         finally:
             running.stop(0)
+
+
+def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:
+    from videodag_service.dag.service import usable_cores
+    from videodag_service.jobs.rq_task import _dag
+    from videodag_service.server import job_config
+
+    assert job_config(settings_from(["--frame-workers", "3"], {})).frame_workers == 3
+    assert job_config(settings_from([], {})).frame_workers is None
+    assert _dag(None, None, 3).frame_workers == 3
+    assert _dag(None, 5.0, None).frame_workers == usable_cores()
