@@ -199,22 +199,25 @@ class PipelineRun:
         """`(payload, result)` for each payload, in order, as `process` would give them.
 
         A result is handed out as soon as it and every result before it are done, with one
-        exception that keeps the cores busy: when a frame leaves its lane, the next payload
-        is taken and started in that lane before the frame's ordered nodes run and its result
-        is handed out. At most `frame_workers` frames (and the payloads holding them) are in
-        the run at once. An error raised by `payloads` comes after the results of the frames
-        taken before it, as it would one frame at a time. Closing the iterator early waits
-        for the frames in flight (within the time limit) before it returns.
+        exception that keeps the cores busy: when a frame leaves its lane, the next payloads
+        are taken and started in the free lanes before the frame's ordered nodes run and its
+        result is handed out. The first frame goes alone, so the first result is not slowed
+        by the second frame sharing the cores; after it, at most `frame_workers` frames (and
+        the payloads holding them) are in the run at once. An error raised by `payloads`
+        comes after the results of the frames taken before it, as it would one frame at a
+        time. Closing the iterator early waits for the frames in flight (within the time
+        limit) before it returns.
         """
         self._check_usable()
         pending: deque[tuple[_Lane | None, _FrameWork]] = deque()
         source = iter(payloads)
         exhausted = False
         source_error: Exception | None = None
+        handed_out = False
         try:
             while True:
-                # Every lane busy; with no parallel lanes, one frame at a time.
-                while not exhausted and (self._free or not pending):
+                # Every lane busy once the first result is out; with no parallel lanes, one at a time.
+                while not exhausted and (not pending or (self._free and handed_out)):
                     exhausted, source_error = self._take(source, pending)
                 if not pending:
                     break
@@ -225,6 +228,7 @@ class PipelineRun:
                 self._run_ordered(work)
                 yield work.payload, cast(dict[str, Any], work.result)
                 del work
+                handed_out = True
             if source_error is not None:
                 raise source_error
         finally:

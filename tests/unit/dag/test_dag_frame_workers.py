@@ -103,6 +103,17 @@ def test_two_frames_pass_the_independent_nodes_at_once_and_results_keep_frame_or
     assert node_threads() == []
 
 
+def test_the_first_frame_goes_alone_so_its_result_is_not_slowed_by_the_second(tmp_path: Path) -> None:
+    recorder = Recorder()
+    service = make_service(tmp_path, recorder, workers=2)
+    with service.open_run("overlapping") as run:
+        results = [result for _, result in run.process_frames(frames(4))]
+    assert results == expected(4)
+    steps = [event[:2] for event in recorder.events if event[0] in ("enter", "overlap")]
+    assert steps[:2] == [("enter", "0"), ("overlap", "0")]  # nothing else entered meanwhile
+    assert recorder.most_inside == 2
+
+
 def test_one_frame_worker_takes_the_frames_one_at_a_time(tmp_path: Path) -> None:
     recorder = Recorder()
     service = make_service(tmp_path, recorder, workers=1, wait=0.05)
