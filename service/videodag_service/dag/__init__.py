@@ -3,7 +3,8 @@
 It knows nothing of gRPC or video files: it takes frames as payload mappings.
 """
 
-from videodag_service.dag.executor import NodeTiming, PipelineRun, to_json_like
+from videodag_service.dag.executor import NodeTiming, PipelineRun
+from videodag_service.dag.json_like import to_json_like
 from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
 from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, function_tool
 from videodag_service.dag.registry import (

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -33,8 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import numpy as np
-
+from videodag_service.dag.json_like import NotJsonLike, to_json_like
 from videodag_service.dag.plugin import ToolInstance
 from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
@@ -54,43 +52,6 @@ class NodeTiming:
     calls: int = 0
     total_seconds: float = 0.0
     errors: int = 0
-
-
-class NotJsonLike(TypeError):
-    """Raised when a value cannot be part of a frame result."""
-
-
-def to_json_like(value: Any) -> Any:
-    """Convert a node output into JSON-like values (dicts, lists, str, finite numbers, bool, None).
-
-    Values with a `to_json()` method (such as `Detections`) convert themselves; numpy
-    scalars and arrays become Python numbers and lists.
-    """
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise NotJsonLike(f"non-finite number {value!r}")
-        return value
-    if isinstance(value, np.generic):
-        return to_json_like(value.item())
-    if isinstance(value, np.ndarray):
-        return to_json_like(value.tolist())
-    to_json = getattr(value, "to_json", None)
-    if callable(to_json):
-        return to_json_like(to_json())
-    if isinstance(value, Mapping):
-        converted: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotJsonLike(f"mapping key {key!r} is not a string")
-            converted[key] = to_json_like(item)
-        return converted
-    if isinstance(value, list | tuple):
-        return [to_json_like(item) for item in value]
-    raise NotJsonLike(f"value of type {type(value).__name__}")
 
 
 # Called after every node call with (pipeline_id, node_id, plugin, seconds): exact latencies for metrics.
