@@ -56,7 +56,7 @@ class Settings:
     )
     frame_workers: int = _setting(
         0, "frames a run's frame-independent nodes (a detector, not a tracker) work on at once, each with an "
-        "instance of its own; 0: one per core", minimum=0,
+        "instance of its own; 0: one per core the server may use (its CPU quota counts), at most 8", minimum=0,
     )
     decode_isolation: Isolation = _setting(
         "process",

@@ -6,12 +6,12 @@ frames only; `run_pipeline` stays for single-frame callers and opens a run of on
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from videodag_service.dag.cores import usable_cores
 from videodag_service.dag.executor import NodeObserver, PipelineRun
 from videodag_service.dag.loader import load_pipeline_folder
 from videodag_service.dag.registry import PluginRegistry, default_registry
@@ -19,15 +19,18 @@ from videodag_service.dag.spec import PIPELINE_ID_PATTERN, PipelineSpec
 from videodag_service.errors import InvalidPipelineId, PipelineNotFound
 
 BUILTIN_PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+# Each frame worker holds instances of its own (a detector: about 50 MB); past a few, a
+# run gains little, and concurrent runs share the cores anyway.
+MAX_DEFAULT_FRAME_WORKERS = 8
 
 
 class DagPipelineService:
     """Validated pipelines by id; opens runs of them.
 
     `node_timeout_seconds` (None: no limit) caps one node call on one frame in every run
-    opened from now on; see `PipelineRun` for what a call over it costs. `frame_workers`
-    (None: one per core this process may use) is how many frames the frame-independent
-    nodes of a run may work on at once.
+    opened from now on; see `PipelineRun` for what a call over it costs. `frame_workers` is
+    how many frames the frame-independent nodes of a run may work on at once; None: one per
+    core this process may use (`cores.usable_cores`), at most `MAX_DEFAULT_FRAME_WORKERS`.
     """
 
     def __init__(
@@ -40,7 +43,7 @@ class DagPipelineService:
         self._pipelines = dict(sorted(pipelines.items()))
         self.node_observer = node_observer
         self.node_timeout_seconds = node_timeout_seconds
-        self.frame_workers = frame_workers or usable_cores()
+        self.frame_workers = frame_workers or min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)
 
     @classmethod
     def from_folder(cls, folder: Path = BUILTIN_PIPELINE_DIR, registry: PluginRegistry | None = None
@@ -83,9 +86,3 @@ class DagPipelineService:
         with self.open_run(pipeline_id, frame_workers=1) as run:
             return run.process(payload)
 
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1

@@ -79,10 +79,11 @@ def test_server_refuses_to_start_on_an_invalid_pipeline(tmp_path: Path) -> None:
 
 def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tmp_path: Path) -> None:
     from videodag_service.dag import DagPipelineService
-    from videodag_service.dag.service import usable_cores
+    from videodag_service.dag.cores import usable_cores
+    from videodag_service.dag.service import MAX_DEFAULT_FRAME_WORKERS
     from videodag_service.server import start_server
 
-    for given, expected in ((0, usable_cores()), (3, 3)):
+    for given, expected in ((0, min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)), (3, 3)):
         dag = DagPipelineService.from_folder()
         settings = settings_from(["--port", "0", "--frame-workers", str(given)],
                                  {"VIDEODAG_DATA_DIR": str(tmp_path / f"data{given}")})
@@ -94,11 +95,12 @@ def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tm
 
 
 def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:
-    from videodag_service.dag.service import usable_cores
+    from videodag_service.dag.cores import usable_cores
+    from videodag_service.dag.service import MAX_DEFAULT_FRAME_WORKERS
     from videodag_service.jobs.rq_task import _dag
     from videodag_service.server import job_config
 
     assert job_config(settings_from(["--frame-workers", "3"], {})).frame_workers == 3
     assert job_config(settings_from([], {})).frame_workers is None
     assert _dag(None, None, 3).frame_workers == 3
-    assert _dag(None, 5.0, None).frame_workers == usable_cores()
+    assert _dag(None, 5.0, None).frame_workers == min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)

@@ -1,0 +1,46 @@
+"""Cores the process may use: the CPU affinity, capped by a container's CPU quota."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from videodag_service.dag.cores import cgroup_cpu_quota, usable_cores
+
+
+def write(root: Path, relative: str, text: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),  # cgroup v2, no limit
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # docker run --cpus 1.5
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),  # v1, no limit
+        ({"cpu,cpuacct/cpu.cfs_quota_us": "200000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}, 2.0),
+        ({"cpu.max": "garbage"}, None),
+        ({}, None),
+    ],
+)
+def test_the_cgroup_quota_is_read_from_v2_or_v1_files(tmp_path: Path, files: dict[str, str],
+                                                       quota: float | None) -> None:
+    for relative, text in files.items():
+        write(tmp_path, relative, text)
+    assert cgroup_cpu_quota(tmp_path) == quota
+
+
+def test_a_quota_caps_the_affinity_rounded_up_and_never_below_one(tmp_path: Path) -> None:
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cores(tmp_path) == affinity  # no cgroup files: the affinity
+    write(tmp_path, "cpu.max", "50000 100000")
+    assert usable_cores(tmp_path) == 1
+    write(tmp_path, "cpu.max", f"{(affinity + 5) * 100000} 100000")
+    assert usable_cores(tmp_path) == affinity
+    if affinity > 1:
+        write(tmp_path, "cpu.max", "110000 100000")  # 1.1 CPUs: two threads can use them
+        assert usable_cores(tmp_path) == 2
