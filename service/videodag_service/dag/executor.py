@@ -76,9 +76,10 @@ class _Lane:
     one, the caller's thread runs them directly.
     """
 
-    def __init__(self, nodes: tuple[NodeSpec, ...], instances: dict[str, ToolInstance]) -> None:
+    def __init__(self, nodes: tuple[NodeSpec, ...]) -> None:
         self.nodes = nodes
-        self.instances = instances
+        self.instances: dict[str, ToolInstance] = {}
+        self.opened = False
         self.thread: StepLimitedThread | None = None
         # The node running now and since when (perf_counter), read by the waiting caller.
         self.running: tuple[NodeSpec, float] | None = None
@@ -132,13 +133,14 @@ class PipelineRun:
         independent = frame_independent_nodes(spec) if frame_workers > 1 else ()
         independent_ids = {node.id for node in independent}
         ordered = tuple(node for node in spec.nodes if node.id not in independent_ids)
-        self._parallel: list[_Lane] = []
-        self._ordered: _Lane | None = None
+        self._parallel = [_Lane(independent) for _ in range(frame_workers if independent else 0)]
+        self._ordered = _Lane(ordered) if ordered else None
+        # The first lanes open now, so a tool that cannot open fails the run before its first
+        # frame; the other parallel lanes open in their own thread on their first frame, so
+        # a short video never opens instances it will not use.
         try:
-            for _ in range(frame_workers if independent else 0):
-                self._parallel.append(self._open_lane(independent))
-            if ordered:
-                self._ordered = self._open_lane(ordered)
+            for lane in self._parallel[:1] + ([self._ordered] if self._ordered is not None else []):
+                self._open(lane)
         except Exception:
             self.close()
             raise
@@ -221,17 +223,17 @@ class PipelineRun:
     def _lanes(self) -> list[_Lane]:
         return [*self._parallel, *([self._ordered] if self._ordered is not None else [])]
 
-    def _open_lane(self, nodes: tuple[NodeSpec, ...]) -> _Lane:
-        """A lane with an instance of each node; if one cannot open, those opened before are closed."""
-        lane = _Lane(nodes, {})
-        for node in nodes:
+    def _open(self, lane: _Lane) -> None:
+        """An instance of each of the lane's nodes; if one cannot open, those opened before are closed."""
+        lane.opened = True
+        for node in lane.nodes:
             try:
                 lane.instances[node.id] = node.tool.open(node.params)
             except Exception as error:
                 for node_id, instance in lane.instances.items():
                     _close_quietly(instance, node_id, self.spec.id)
+                lane.instances.clear()
                 raise NodeFailed(self.spec.id, node.id, node.plugin_ref, None, f"could not open: {error}") from error
-        return lane
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -325,6 +327,8 @@ class PipelineRun:
 
     def _run_lane(self, lane: _Lane, work: _FrameWork, *, finish: bool) -> None:
         """Run the lane's nodes on the frame; with `finish`, also build the frame's result."""
+        if not lane.opened:
+            self._open(lane)
         frame_index = work.payload.get("frame_index")
         for node in lane.nodes:
             blocked_by = next((s.node for _, s in node.inputs if s.node in work.failed), None)

@@ -215,3 +215,13 @@ def test_an_error_from_the_frames_comes_after_the_results_of_the_frames_taken_be
     with pytest.raises(DecoderCrashed), service.open_run("overlapping") as run:
         received.extend(result for _, result in run.process_frames(crashing_frames()))
     assert received == expected(3)
+
+
+def test_lanes_past_the_first_open_on_their_first_frame_so_a_short_video_opens_one(tmp_path: Path) -> None:
+    recorder = Recorder()
+    service = make_service(tmp_path, recorder, workers=4)
+    with service.open_run("overlapping") as run:
+        assert recorder.events.count(("open", "overlap")) == 1
+        assert [result for _, result in run.process_frames(frames(1))] == expected(1)
+        assert recorder.events.count(("open", "overlap")) == 1
+    assert recorder.count("open") == recorder.count("close") == 2
