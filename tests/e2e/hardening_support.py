@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.process
 import os
 import threading
 import time
@@ -15,6 +17,7 @@ from harness import ServerHarness
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunOptions, RunSummary
+from videodag_service.video.isolation import DECODER_PROCESS_NAME
 
 Request = video_pipeline_service_pb2.UploadAndRunRequest
 Response = video_pipeline_service_pb2.UploadAndRunResponse
@@ -121,3 +124,13 @@ class Resources:
 
         wait_until(back, timeout=timeout, interval=0.05)
         return seen[0]
+
+
+def decoder_processes() -> list[multiprocessing.process.BaseProcess]:
+    """The decoder processes of this (server) process that are still alive."""
+    return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
+
+
+def threads_but_rpc_workers() -> list[str]:
+    """Thread names, less gRPC's pool workers: the pool grows to its bound with concurrent calls."""
+    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("videodag-rpc"))

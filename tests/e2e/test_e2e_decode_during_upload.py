@@ -5,7 +5,6 @@ upload's own error and leave nothing behind."""
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
@@ -13,13 +12,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from hardening_support import CallOutcome, Request, chunks, config, raw_call, wait_until
+from hardening_support import CallOutcome, Request, chunks, config, decoder_processes, raw_call, wait_until
 from harness import ServerFactory, ServerHarness
 
 from videodag.v1 import video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunSummary, UploadReceived, VideoOpened
 from videodag_service.video.background_upload import UPLOAD_THREAD_NAME
-from videodag_service.video.isolation import DECODER_PROCESS_NAME
 
 CHUNK = 32 * 1024
 
@@ -28,14 +26,10 @@ def _upload_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == UPLOAD_THREAD_NAME]
 
 
-def _decoders() -> list[multiprocessing.process.BaseProcess]:
-    return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
-
-
 def _assert_nothing_left(server: ServerHarness) -> None:
     assert server.uploads_left_after() == []
     assert wait_until(lambda: not _upload_threads()), _upload_threads()
-    assert wait_until(lambda: not _decoders()), _decoders()
+    assert wait_until(lambda: not decoder_processes()), decoder_processes()
 
 
 class HeldUpload:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.process
-import time
 from collections import Counter
 from pathlib import Path
 
+from hardening_support import decoder_processes, threads_but_rpc_workers, wait_until
 from harness import ServerFactory, ServerHarness
 
 from videodag_client import FrameResult, RunOptions, RunSummary
-from videodag_service.video.isolation import DECODER_PROCESS_NAME
 
 
 def test_player_tracking_on_the_sample_clip(server: ServerHarness, sample_clip: Path) -> None:
@@ -71,28 +68,18 @@ def test_a_cancelled_tracking_run_leaves_no_lane_decoder_or_upload_behind(
 ) -> None:
     """Cancelled while the detector has two frames in flight: the run waits for them, then
     everything it used is gone and the server serves the next run."""
-    threads_before = run_threads(server)
+    threads_before = threads_but_rpc_workers()
     stream = server.client.upload_and_run(sample_clip, "player_tracking_v1")
     for event in stream:
         if isinstance(event, FrameResult) and event.frame_index == 2:
             break
     stream.close()
     assert server.uploads_left_after() == []
-    deadline = time.monotonic() + 10
-    while (decoders() or run_threads(server) != threads_before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert decoders() == []
-    assert run_threads(server) == threads_before  # no videodag-nodes or videodag-run thread left
+    assert wait_until(lambda: not decoder_processes()), decoder_processes()
+    # No videodag-nodes (lanes) or videodag-run thread left.
+    assert wait_until(lambda: threads_but_rpc_workers() == threads_before), threads_but_rpc_workers()
     again = [event for event in server.client.upload_and_run(sample_clip, "player_tracking_v1",
                                                                RunOptions(max_frames=3))
              if isinstance(event, FrameResult)]
     assert [frame.frame_index for frame in again] == [0, 1, 2]
 
-
-def decoders() -> list[multiprocessing.process.BaseProcess]:
-    return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
-
-
-def run_threads(server: ServerHarness) -> list[str]:
-    """The server's own threads, less gRPC's pool workers (the pool keeps what it grew)."""
-    return [name for name in server.run_threads() if not name.startswith("videodag-rpc")]

@@ -9,7 +9,6 @@ it shows the same server still serving, during and after the faulty run.
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,14 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hardening_support import assert_still_serving, open_fds, wait_until
+from hardening_support import (
+    assert_still_serving,
+    decoder_processes,
+    open_fds,
+    threads_but_rpc_workers,
+    wait_until,
+)
 from harness import ServerFactory, ServerHarness
 
 from videodag_client import DeadlineExceeded, FrameResult, InvalidArgument, RunOptions, RunSummary
 from videodag_service import servicer as servicer_module
 from videodag_service.video import VideoFilePipelineService, VideoLimits
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
-from videodag_service.video.isolation import DECODER_PROCESS_NAME
 from videodag_service.video.reader import OpenedVideo
 
 FAULT_FRAME = 2
@@ -97,18 +101,13 @@ def _healthy_run_in_background(server: ServerHarness, video: Path) -> tuple[thre
     return runner, events
 
 
-def _threads_but_rpc_workers() -> list[str]:
-    """Thread names, less gRPC's pool workers: the pool grows to its bound with concurrent calls."""
-    return sorted(t.name for t in threading.enumerate() if not t.name.startswith("videodag-rpc"))
-
-
 def _assert_nothing_left(server: ServerHarness, fds_before: int, threads_before: list[str]) -> None:
-    assert [p for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME] == []
+    assert decoder_processes() == []
     assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
     assert server.leftover_uploads() == []
     # A finished call's descriptors are released a little after its status reaches the client.
     assert wait_until(lambda: open_fds() <= fds_before), (open_fds(), fds_before)
-    assert _threads_but_rpc_workers() == threads_before
+    assert threads_but_rpc_workers() == threads_before
 
 
 def test_a_decoder_crash_ends_its_run_as_invalid_argument_while_the_server_serves_others(
@@ -116,7 +115,7 @@ def test_a_decoder_crash_ends_its_run_as_invalid_argument_while_the_server_serve
 ) -> None:
     server = _server_decoding_with(make_server, monkeypatch, open_segfaulting_small_videos)
     assert_still_serving(server, sample_clip)  # warms up the forkserver before resources are counted
-    fds_before, threads_before = open_fds(), _threads_but_rpc_workers()
+    fds_before, threads_before = open_fds(), threads_but_rpc_workers()
     runner, healthy = _healthy_run_in_background(server, sample_clip)
     frames: list[int] = []
     with pytest.raises(InvalidArgument) as raised:
@@ -141,7 +140,7 @@ def test_a_hung_decoder_ends_its_run_as_deadline_exceeded_while_the_server_serve
 ) -> None:
     server = _server_decoding_with(make_server, monkeypatch, open_hanging_small_videos)
     assert_still_serving(server, sample_clip)
-    fds_before, threads_before = open_fds(), _threads_but_rpc_workers()
+    fds_before, threads_before = open_fds(), threads_but_rpc_workers()
     runner, healthy = _healthy_run_in_background(server, sample_clip)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as raised:
