@@ -157,7 +157,7 @@ class PipelineRun:
         raise AssertionError("process_frames gave no result for a frame")
 
     def process_frames(
-        self, payloads: Iterable[Mapping[str, Any]]
+        self, payloads: Iterable[Mapping[str, Any]], ready: Callable[[], bool] | None = None
     ) -> Iterator[tuple[Mapping[str, Any], dict[str, Any]]]:
         """`(payload, result)` for each payload, in order, as `process` would give them.
 
@@ -170,8 +170,17 @@ class PipelineRun:
         comes after the results of the frames taken before it, as it would one frame at a
         time. Closing the iterator early waits for the frames in flight (within the time
         limit) before it returns.
+
+        `ready`, when given, tells whether the next payload can be had without waiting (a
+        frame already decoded). A done frame then never waits for a later one to be decoded:
+        free lanes are filled before a result is handed out only with payloads ready now,
+        and the run waits for the source only while nothing is pending or the oldest frame
+        is still in its lane. For a cheap pipeline, where decoding sets the pace, each
+        result goes out one decoded frame earlier. Without it every payload counts as ready,
+        as those of a list are.
         """
         self._check_usable()
+        is_ready = ready or _always
         pending: deque[tuple[_Lane | None, _FrameWork]] = deque()
         source = iter(payloads)
         exhausted = False
@@ -179,14 +188,13 @@ class PipelineRun:
         handed_out = False
         try:
             while True:
-                # Every lane busy once the first result is out; with no parallel lanes, one at a time.
-                while not exhausted and (not pending or (self._free and handed_out)):
+                while not exhausted and self._should_take(pending, handed_out, is_ready):
                     exhausted, source_error = self._take(source, pending)
                 if not pending:
                     break
                 lane, work = pending.popleft()
                 self._wait_for_lane(lane, work)
-                while not exhausted and self._free:
+                while not exhausted and self._free and is_ready():
                     exhausted, source_error = self._take(source, pending)
                 self._run_ordered(work)
                 yield work.payload, cast(dict[str, Any], work.result)
@@ -246,6 +254,21 @@ class PipelineRun:
         if lane.thread is None:
             lane.thread = StepLimitedThread(self._node_timeout_seconds, lane.in_progress, NODE_THREAD_NAME)
         lane.thread.submit(functools.partial(self._run_lane, lane, finish=finish), work)
+
+    def _should_take(
+        self, pending: deque[tuple[_Lane | None, _FrameWork]], handed_out: bool, ready: Callable[[], bool]
+    ) -> bool:
+        """Whether to take the next payload now: always with nothing pending; otherwise only
+        into a free lane once the first result is out, and without waiting on the source
+        while the oldest pending frame could be handed out."""
+        if not pending:
+            return True
+        if not (self._free and handed_out):
+            return False
+        if ready():
+            return True
+        oldest_lane = pending[0][0]
+        return oldest_lane is not None and oldest_lane.thread is not None and not oldest_lane.thread.ready()
 
     def _take(
         self, source: Iterator[Mapping[str, Any]], pending: deque[tuple[_Lane | None, _FrameWork]]
@@ -398,6 +421,10 @@ class PipelineRun:
             finally:
                 lane.running = None
         return result
+
+
+def _always() -> bool:
+    return True
 
 
 def _read(source: SourceRef, payload: Mapping[str, Any], values: Mapping[SourceRef, Any]) -> Any:

@@ -24,8 +24,8 @@ import copy
 import os
 import pickle
 import time
-from collections.abc import Generator, Iterator, Mapping
-from contextlib import AbstractContextManager, closing
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,12 +142,12 @@ class VideoFilePipelineService:
                 # Decoding starts now, so the first frames are ready by the time the caller has
                 # sent VideoOpened; it is stopped before the video is closed, however this
                 # generator ends.
-                with self._decode_ahead(video, window) as frames:
+                with self._decode_ahead(video, window) as (frames, ready):
                     yield VideoOpened(video.info)
                     # One frame at a time while the upload still arrives: with several in
-                    # flight, a finished frame's result would wait for the next frame's bytes.
+                    # flight, a finished frame's result could wait for the next frame's bytes.
                     overlap = not isinstance(source, GrowingUpload)
-                    with closing(frame_results(run, _payloads(frames), overlap=overlap)) as results:
+                    with closing(frame_results(run, _payloads(frames), overlap=overlap, ready=ready)) as results:
                         for payload, result in results:
                             event = _frame_event(payload, result)
                             # The pixels may be lent from the decoder's ring: hold them no longer
@@ -174,17 +174,22 @@ class VideoFilePipelineService:
             )
         return self._video_opener(source)
 
+    @contextmanager
     def _decode_ahead(
         self, video: OpenedVideo | IsolatedVideo, window: FrameWindow
-    ) -> AbstractContextManager[Iterator[DecodedFrame]]:
-        """The sampled frames, decoded ahead of the caller by at most decode_ahead_bytes."""
+    ) -> Iterator[tuple[Iterator[DecodedFrame], Callable[[], bool]]]:
+        """The sampled frames, decoded ahead of the caller by at most decode_ahead_bytes, and
+        whether the next one is decoded already."""
         if isinstance(video, IsolatedVideo):
             # The decoder process is the read-ahead: it fills the ring while the DAG runs.
-            return closing(video.frames(window, self._limits))
-        return read_ahead(
+            with closing(video.frames(window, self._limits)) as frames:
+                yield frames, video.frame_waiting
+            return
+        with read_ahead(
             video.frames(window, self._limits), self._decode_ahead_bytes,
             weigh=_image_bytes, thread_name=DECODE_THREAD_NAME,
-        )
+        ) as drain:
+            yield drain, drain.ready
 
 
 def _payloads(frames: Iterator[DecodedFrame]) -> Iterator[FramePayload]:

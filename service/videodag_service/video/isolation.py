@@ -134,6 +134,13 @@ class IsolatedVideo:
         self._send(messages.decode_request(request))
         return self._frames(self._ring, window, limits)
 
+    def frame_waiting(self) -> bool:
+        """Whether the decoder has already sent its next message, so the next frame (or the
+        end) can be taken without waiting for it to decode. Almost always that message is a
+        frame; a sign of life from a decoder skipping frames counts too, and then the next
+        frame is waited for as usual."""
+        return self._poller.readable(0)
+
     def close(self) -> None:
         """Stop the decoder (killed unless it has finished), reap it, unlink and unmap the ring."""
         try:

@@ -95,6 +95,11 @@ class BoundedHandoff(Generic[T]):
                 raise error
             return self.done
 
+    def ready(self) -> bool:
+        """Whether `get` would return without waiting: an item is held, or the producer is done."""
+        with self._changed:
+            return bool(self._items) or self._finished or self._closed
+
     def close(self) -> None:
         """Stop the hand-off from either side: drop what it holds and wake both sides."""
         with self._changed:
@@ -113,10 +118,11 @@ class BoundedHandoff(Generic[T]):
 @contextmanager
 def read_ahead(
     source: Iterable[T], capacity: int, *, weigh: Weigher[T] = _one, thread_name: str
-) -> Iterator[Iterator[T]]:
+) -> Iterator[Drain[T]]:
     """Iterate `source` in a thread, up to `capacity` (by weight) ahead of the caller.
 
-    Yields an iterator of the same items in the same order; an exception raised by the
+    Yields an iterator of the same items in the same order (whose `ready()` says whether
+    the next one is already there); an exception raised by the
     source is raised by that iterator where it happened, after the items before it. On exit
     the thread is stopped and joined, and the source is closed in that thread (a generator's
     `finally` runs there), before the block exits.
@@ -145,15 +151,27 @@ def read_ahead(
     thread = threading.Thread(target=produce, name=thread_name, daemon=True)
     thread.start()
     try:
-        yield _drain(handoff)
+        yield Drain(handoff)
     finally:
         handoff.close()
         thread.join()
 
 
-def _drain(handoff: BoundedHandoff[T]) -> Iterator[T]:
-    while (item := handoff.get()) is not BoundedHandoff.done:
-        yield item  # type: ignore[misc]
+class Drain(Iterator[T]):
+    """The consumer's side of a hand-off as an iterator."""
+
+    def __init__(self, handoff: BoundedHandoff[T]) -> None:
+        self._handoff = handoff
+
+    def __next__(self) -> T:
+        item = self._handoff.get()
+        if item is BoundedHandoff.done:
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def ready(self) -> bool:
+        """Whether `next` would return (or end) without waiting for the producer."""
+        return self._handoff.ready()
 
 
 def _close_source(iterator: Iterator[object]) -> None:

@@ -17,7 +17,7 @@ Two shapes are accepted:
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol, runtime_checkable
 
@@ -88,13 +88,14 @@ class _PerFrameRun:
 
 
 def frame_results(
-    run: PipelineRun, payloads: Iterator[Mapping[str, Any]], *, overlap: bool
+    run: PipelineRun, payloads: Iterator[Mapping[str, Any]], *, overlap: bool, ready: Callable[[], bool] | None = None
 ) -> Generator[tuple[Mapping[str, Any], Mapping[str, Any]], None, None]:
     """`(payload, result)` per payload in order; through the run's `process_frames` when it has
-    one and `overlap` is allowed, else one `process` call per frame."""
+    one and `overlap` is allowed, else one `process` call per frame. `ready` says whether the
+    next payload is there already (see `PipelineRun.process_frames`)."""
     process_frames = getattr(run, "process_frames", None) if overlap else None
     if callable(process_frames):
-        yield from process_frames(payloads)
+        yield from process_frames(payloads, ready)
         return
     for payload in payloads:
         result = run.process(payload)

@@ -146,6 +146,41 @@ def test_a_result_is_handed_out_while_a_later_frame_is_still_running(tmp_path: P
         assert [result for _, result in results] == [{"index": 1}, {"index": 2}]
 
 
+def counted(payloads: Iterator[dict[str, Any]], taken: list[int]) -> Iterator[dict[str, Any]]:
+    """`payloads`, noting in `taken` each frame index as the run takes it."""
+    for payload in payloads:
+        taken.append(payload["frame_index"])
+        yield payload
+
+
+@pytest.mark.parametrize(("ready", "taken_before_first_result"), [(None, [0, 1, 2]), (lambda: False, [0])])
+def test_a_done_frame_waits_for_no_frame_that_is_not_ready(
+    tmp_path: Path, ready: Callable[[], bool] | None, taken_before_first_result: list[int]
+) -> None:
+    # Without `ready`, the lanes freed by frame 0 are refilled before its result goes out;
+    # with a source that has nothing decoded yet, frame 0's result goes out first.
+    service = make_service(tmp_path, Recorder(), workers=2, wait=0.0)
+    taken: list[int] = []
+    with service.open_run("overlapping") as run:
+        results = run.process_frames(counted(frames(5), taken), ready)
+        _, first = next(results)
+        assert first == expected(1)[0]
+        assert taken == taken_before_first_result
+        assert [result for _, result in results] == expected(5)[1:]
+    assert node_threads() == []
+
+
+def test_with_nothing_ready_the_run_still_waits_for_a_frame_to_fill_a_lane_while_the_oldest_runs(
+    tmp_path: Path,
+) -> None:
+    recorder = Recorder()
+    service = make_service(tmp_path, recorder, workers=2)
+    with service.open_run("overlapping") as run:
+        results = [result for _, result in run.process_frames(frames(6), lambda: False)]
+    assert results == expected(6)
+    assert recorder.most_inside == 2  # each frame waited in `meet` until the next one joined it
+
+
 def test_a_failing_independent_node_fails_the_run_after_the_frames_before_it(tmp_path: Path) -> None:
     recorder = Recorder()
     service = make_service(tmp_path, recorder, workers=2, wait=0.05, fail_on="[2]")

@@ -25,8 +25,9 @@ from fakes.media import read_frame_index
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
-from videodag_service.video.isolation import DECODER_PROCESS_NAME
+from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video
 from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.sampling import FrameWindow
 
 SHM = Path("/dev/shm")
 
@@ -352,3 +353,50 @@ def test_two_frames_in_flight_are_lent_intact_and_copied_only_from_a_two_slot_ri
     assert recorder.most_inside == 2
     copied = any("copying frames out of the ring" in record.message for record in caplog.records)
     assert copied == copies
+
+
+def test_frame_waiting_says_whether_the_decoder_has_sent_the_next_frame(make_video, no_leftovers: None) -> None:
+    with open_isolated_video(make_video(3)) as video:
+        assert not video.frame_waiting()  # the decoder waits for the request: nothing sent yet
+        frames = video.frames(FrameWindow(), UNLIMITED)
+        try:
+            deadline = time.monotonic() + 10
+            while not video.frame_waiting():
+                assert time.monotonic() < deadline
+                time.sleep(0.005)
+            assert [frame.frame_index for frame in frames] == [0, 1, 2]
+            assert video.frame_waiting()  # its end of the pipe is closed
+        finally:
+            frames.close()
+
+
+class ReadinessDag:
+    """A DAG service whose runs work through `process_frames`, noting what `ready` said
+    once the consumer had given the decoder time to get ahead."""
+
+    def __init__(self) -> None:
+        self.ready_seen: list[bool] = []
+
+    @contextmanager
+    def open_run(self, pipeline_id: str) -> Iterator[Any]:
+        yield self
+
+    def process_frames(self, payloads: Iterator[Mapping[str, Any]], ready: Any = None) -> Iterator[Any]:
+        for payload in payloads:
+            deadline = time.monotonic() + 5
+            while not ready() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            self.ready_seen.append(ready())
+            yield payload, {"index": payload["frame_index"]}
+
+    def node_timings(self) -> list[Any]:
+        return []
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_the_run_is_told_when_the_next_frame_is_decoded_already(make_video, isolation: str) -> None:
+    dag = ReadinessDag()
+    service = VideoFilePipelineService(dag, isolation=isolation)  # type: ignore[arg-type]
+    results = service.run_on_file(DEFAULT_PIPELINE, make_video(4))
+    assert [item["result"]["index"] for item in results] == [0, 1, 2, 3]
+    assert dag.ready_seen == [True] * 4

@@ -141,6 +141,26 @@ def test_read_ahead_yields_everything_in_order_from_another_thread_and_cleans_up
     assert _threads_named("test-read-ahead") == []
 
 
+def test_read_ahead_says_whether_the_next_item_is_there_without_waiting_for_it() -> None:
+    second_allowed = threading.Event()
+
+    def source() -> Iterator[int]:
+        yield 1
+        second_allowed.wait(5)
+        yield 2
+
+    with read_ahead(source(), 8, thread_name="test-read-ahead") as items:
+        assert _wait_for(items.ready)
+        assert next(items) == 1
+        time.sleep(0.05)
+        assert not items.ready()  # the producer is still working on the second item
+        second_allowed.set()
+        assert _wait_for(items.ready)
+        assert next(items) == 2
+        assert _wait_for(items.ready)  # the end is known: next() would not wait either
+        assert list(items) == []
+
+
 def test_read_ahead_stays_within_capacity_behind_a_slow_consumer() -> None:
     source = CountingSource(60)
     lead: list[int] = []
