@@ -153,6 +153,12 @@ def measure_decoding_overhead(server: ServerProcess, client: VideodagClient, cli
         rows.append(Row("(2)  CPU per frame: server + client", name,
                         f"{server_cpu / processed * 1e3:.2f} + {client_cpu / processed * 1e3:.2f} ms",
                         f"(1) {decode_cpu / decoded * 1e3:.2f} ms"))
+        # Not judged: the fastest the service could be if its work and decoding's filled every
+        # core, a bound that says how much of a MISS is CPU spent and how much is waiting.
+        cpu_per_frame = decode_cpu / decoded + (server_cpu + client_cpu) / processed
+        bound = Throughput(1, cpu_per_frame / _cores()) if cpu_per_frame > 0 else ceiling
+        rows.append(Row("(2)  bound by CPU: cores / (decode + server + client CPU a frame)", name, _fps(bound),
+                        "(1)", bound.per_second / ceiling.per_second))
     return rows
 
 
@@ -278,6 +284,11 @@ def measure_early_results(client: VideodagClient, clips: dict[str, Path], plan: 
                         f"at {during.first_frame:.2f} s, upload done at {during.upload_received:.2f} s",
                         f"stored first: at {stored.first_frame:.2f} s", during.first_frame / stored.first_frame))
     return rows
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _load_note(load_before: float) -> str:

@@ -217,13 +217,15 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             if config.decode_during_upload:
                 yield from self._run_during_upload(spec, upload, sampling, requests, watch, started)
                 return
-            for chunk in chunks(requests):
-                upload.write(chunk)
-            stored = upload.finish()
-            yield self._upload_received(spec, stored)
-            events = self._video.stream_run(spec.id, stored.path, sampling)
-            with _running_ahead(events) as ahead:
-                yield from self._run_events(spec, ahead, watch, started)
+            # The decoder process starts while the bytes arrive, so it is ready when they are in.
+            with self._video.start_decoder_ahead() as decoder:
+                for chunk in chunks(requests):
+                    upload.write(chunk)
+                stored = upload.finish()
+                yield self._upload_received(spec, stored)
+                events = self._video.stream_run(spec.id, stored.path, sampling, decoder=decoder)
+                with _running_ahead(events) as ahead:
+                    yield from self._run_events(spec, ahead, watch, started)
 
     def _run_during_upload(
         self,

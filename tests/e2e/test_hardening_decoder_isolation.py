@@ -16,9 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from hardening_support import (
+    Request,
     assert_still_serving,
+    chunks,
+    config,
     decoder_processes,
     open_fds,
     threads_but_rpc_workers,
@@ -26,6 +30,7 @@ from hardening_support import (
 )
 from harness import ServerFactory, ServerHarness
 
+from videodag.v1 import video_pipeline_service_pb2_grpc
 from videodag_client import DeadlineExceeded, FrameResult, InvalidArgument, RunOptions, RunSummary
 from videodag_service import servicer as servicer_module
 from videodag_service.video import VideoFilePipelineService, VideoLimits
@@ -155,3 +160,41 @@ def test_a_hung_decoder_ends_its_run_as_deadline_exceeded_while_the_server_serve
     assert [e.frame_index for e in healthy if isinstance(e, FrameResult)] == list(range(HEALTHY_FRAMES))
     assert_still_serving(server, sample_clip)
     _assert_nothing_left(server, fds_before, threads_before)
+
+
+class _HalfUpload:
+    """A stored upload (no decode_during_upload) that stops after half its bytes until released."""
+
+    def __init__(self, data: bytes, **config_fields: object) -> None:
+        self.data = data
+        self.release = threading.Event()
+        self._config = config(**config_fields)
+
+    def __iter__(self) -> Iterator[Request]:
+        yield self._config
+        yield from chunks(self.data[: len(self.data) // 2])
+        self.release.wait(60)
+        yield from chunks(self.data[len(self.data) // 2 :])
+
+
+@pytest.mark.parametrize("ending", ["cancel", "checksum mismatch"])
+def test_the_decoder_process_starts_during_the_upload_and_an_upload_that_fails_leaves_none(
+    server: ServerHarness, sample_clip: Path, ending: str
+) -> None:
+    data = sample_clip.read_bytes()
+    upload = _HalfUpload(data, sha256="0" * 64 if ending == "checksum mismatch" else "")
+    with grpc.insecure_channel(server.target) as channel:
+        call = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel).UploadAndRun(iter(upload), timeout=60)
+        # Half the bytes are in: the process that will decode them is already waiting.
+        assert wait_until(lambda: len(decoder_processes()) == 1), decoder_processes()
+        if ending == "cancel":
+            call.cancel()
+            upload.release.set()
+        else:
+            upload.release.set()
+            with pytest.raises(grpc.RpcError) as failed:
+                list(call)
+            assert failed.value.code() == grpc.StatusCode.DATA_LOSS
+            assert "checksum mismatch" in failed.value.details()
+    assert wait_until(lambda: not decoder_processes()), decoder_processes()
+    assert server.uploads_left_after() == []

@@ -7,15 +7,18 @@ make the server run code or index outside the frame ring. Pixels travel in the r
 
 Decoder to server, in order: `opened` (the probe), `attached` (it mapped the ring), then
 `frame` per kept frame, `alive` now and then while it grabs frames it skips, and finally
-`finished` or `failed`. Server to decoder: one `decode` request, then `released` with the
-slot number once per frame, when nothing in the server looks at that slot any more (not
-necessarily in the order the frames came). The server ends the conversation by closing its end.
+`finished` or `failed`. Server to decoder: `open` with the file's path first when the process
+was started before its file was complete (`isolation.start_decoder_ahead`), then one `decode`
+request, then `released` with the slot number once per frame, when nothing in the server
+looks at that slot any more (not necessarily in the order the frames came). The server ends
+the conversation by closing its end.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from videodag_service.errors import ErrorDetails, VideodagError, VideoTooLarge, VideoUnreadable
@@ -67,6 +70,17 @@ def decode(raw: bytes) -> dict[str, Any]:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise MalformedMessage("a message must be an object with a type")
     return message
+
+
+def open_file(path: Path) -> bytes:
+    return encode("open", path=str(path))
+
+
+def path_from(message: dict[str, Any]) -> Path:
+    """The file an `open` message names."""
+    if message["type"] != "open":
+        raise MalformedMessage(f"expected the file to open, got {message['type']!r}")
+    return Path(field(message, "path", str))
 
 
 def opened(info: VideoInfo) -> bytes:

@@ -123,19 +123,24 @@ class _SlotWriter:
         self.waited_seconds += time.perf_counter() - started
 
 
-def serve_decoder(connection: Connection, source: VideoSource, opener: VideoOpener, heartbeat_seconds: float) -> None:
+def serve_decoder(
+    connection: Connection, source: VideoSource | None, opener: VideoOpener, heartbeat_seconds: float
+) -> None:
     """The decoder process's whole life: probe, wait for the request, decode, report, exit.
 
-    `opener` opens the file (`open_video` in production); it is sent by reference, so it
-    must be a module-level function. While it waits for the bytes of an upload still
-    arriving, the decoder reports progress every `heartbeat_seconds`: a slow upload is not
-    a hung decoder.
+    With `source` None the process was started before its file was complete and first
+    waits for an `open` message naming it. `opener` opens the file (`open_video` in
+    production); it is sent by reference, so it must be a module-level function. While it
+    waits for the bytes of an upload still arriving, the decoder reports progress every
+    `heartbeat_seconds`: a slow upload is not a hung decoder.
     """
     _harden_process()
     channel = _Channel(connection)
-    if isinstance(source, GrowingUpload):
-        source = source.waiting_with(lambda: channel.send_alive_if_due(heartbeat_seconds))
     try:
+        if source is None:
+            source = messages.path_from(channel.receive())
+        if isinstance(source, GrowingUpload):
+            source = source.waiting_with(lambda: channel.send_alive_if_due(heartbeat_seconds))
         _decode_one_file(channel, source, opener)
     except ServerGone:
         pass

@@ -25,14 +25,20 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
 from videodag_service.video.decoder_context import start_decoder_server
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
 from videodag_service.video.growing_upload import GrowingUpload
-from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video
+from videodag_service.video.isolation import (
+    DecoderTimeouts,
+    IsolatedVideo,
+    StartedDecoder,
+    open_isolated_video,
+    start_decoder_ahead,
+)
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
 from videodag_service.video.pipelining import read_ahead
@@ -117,25 +123,37 @@ class VideoFilePipelineService:
             if isinstance(event, FrameProcessed)
         ]
 
+    def start_decoder_ahead(self) -> AbstractContextManager[StartedDecoder | None]:
+        """A decoder process started now for a stored file that `stream_run(..., decoder=...)`
+        names later; None with a decoder thread. Start it when an upload begins and the process
+        is ready when the upload ends, instead of starting then. It serves one file and is
+        killed on exit if no run took it.
+        """
+        if self._isolation != "process":
+            return nullcontext(None)
+        return start_decoder_ahead(timeouts=self._timeouts, opener=self._video_opener)
+
     def stream_run(
-        self, pipeline_id: str, file_path: str | os.PathLike[str], options: OptionsLike = None
+        self, pipeline_id: str, file_path: str | os.PathLike[str], options: OptionsLike = None,
+        *, decoder: StartedDecoder | None = None,
     ) -> Generator[RunEvent, None, None]:
         """Yield `VideoOpened`, one `FrameProcessed` per sampled frame, then `RunFinished`.
 
         Options are validated now (InvalidOptions); the file is opened on the first `next()`.
         Closing the iterator early releases the decoder and closes the pipeline run.
         `file_path` may be a `GrowingUpload`: decoding then keeps pace with the upload.
+        `decoder`, from `start_decoder_ahead`, decodes a stored file.
         """
         sampling = self._default_sampling.overridden_by(options)
         source = file_path if isinstance(file_path, GrowingUpload) else Path(file_path)
-        return self._events(pipeline_id, source, sampling)
+        return self._events(pipeline_id, source, sampling, decoder)
 
     def _events(
-        self, pipeline_id: str, source: VideoSource, sampling: SamplingOptions
+        self, pipeline_id: str, source: VideoSource, sampling: SamplingOptions, decoder: StartedDecoder | None
     ) -> Generator[RunEvent, None, None]:
         started = time.perf_counter()
         frames_processed = 0
-        with self._open(source) as video:
+        with self._open(source, decoder) as video:
             self._limits.check_info(video.info)
             window = _plan(video, sampling)
             with open_pipeline_run(self._dag_service, pipeline_id) as run:
@@ -167,10 +185,13 @@ class VideoFilePipelineService:
             )
         )
 
-    def _open(self, source: VideoSource) -> AbstractContextManager[OpenedVideo | IsolatedVideo]:
+    def _open(
+        self, source: VideoSource, decoder: StartedDecoder | None
+    ) -> AbstractContextManager[OpenedVideo | IsolatedVideo]:
         if self._isolation == "process":
             return open_isolated_video(
-                source, timeouts=self._timeouts, ring_budget_bytes=self._decode_ahead_bytes, opener=self._video_opener
+                source, timeouts=self._timeouts, ring_budget_bytes=self._decode_ahead_bytes,
+                opener=self._video_opener, started=decoder,
             )
         return self._video_opener(source)
 

@@ -18,6 +18,10 @@ What the server sees of a misbehaving decoder:
 
 Whichever way the block exits, the process is dead and reaped and the ring unlinked when it
 has exited. Processes come from a preloaded forkserver (`decoder_context`).
+
+A process takes about 7 ms to start (2 cores), a delay every run would add to its first
+result. `start_decoder_ahead` starts one before its file is complete, while the upload is
+still arriving, and hands it the file's path once it is stored.
 """
 
 from __future__ import annotations
@@ -266,17 +270,25 @@ class IsolatedVideo:
         if self._reaped:
             return
         self._reaped = True
-        self._process.join(_EXIT_GRACE_SECONDS)
-        if self._process.exitcode is None:
-            # Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel):
-            # kill and wait once more, then give up waiting rather than hold the run forever.
-            self._process.kill()
-            self._process.join(_EXIT_GRACE_SECONDS)
-        self._exitcode = self._process.exitcode
-        if self._exitcode is None:
-            logger.warning("decoder process %s did not exit after SIGKILL", self._process.pid)
-        else:
-            self._process.close()
+        self._exitcode = _reap(self._process)
+
+
+def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
+    """Wait for the process to end and release it; its exit code, None if it would not die.
+
+    Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel): it is
+    killed and waited for once more, then no longer, rather than hold the run forever.
+    """
+    process.join(_EXIT_GRACE_SECONDS)
+    if process.exitcode is None:
+        process.kill()
+        process.join(_EXIT_GRACE_SECONDS)
+    exitcode = process.exitcode
+    if exitcode is None:
+        logger.warning("decoder process %s did not exit after SIGKILL", process.pid)
+    else:
+        process.close()
+    return exitcode
 
 
 class _Poller:
@@ -339,6 +351,53 @@ class LentSlots:
                 self._release(slot)
 
 
+class StartedDecoder:
+    """A decoder process waiting to be told its file; see `start_decoder_ahead`."""
+
+    def __init__(
+        self, process: multiprocessing.process.BaseProcess, connection: Connection, timeouts: DecoderTimeouts,
+        opener: VideoOpener,
+    ) -> None:
+        self.timeouts = timeouts
+        self.opener = opener
+        self._process = process
+        self._connection = connection
+        self.taken = False
+
+    def take(self) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+        """The process and the server's end of its pipe, for the one run that uses them."""
+        if self.taken:
+            raise RuntimeError("a decoder started ahead serves one file")
+        self.taken = True
+        return self._process, self._connection
+
+    def discard(self) -> None:
+        """Kill and reap the process, unless a run took it (the run then ends it)."""
+        if self.taken:
+            return
+        self.taken = True
+        self._connection.close()
+        self._process.kill()
+        _reap(self._process)
+
+
+@contextmanager
+def start_decoder_ahead(
+    *, timeouts: DecoderTimeouts | None = None, opener: VideoOpener = open_video
+) -> Iterator[StartedDecoder]:
+    """Start a decoder process now, for a stored file named later (`open_isolated_video(path,
+    started=...)`), so the process is ready when the upload is. Until then it waits on its
+    pipe and uses no CPU. On exit it is killed and reaped, unless a run took it.
+    """
+    timeouts = timeouts or DecoderTimeouts()
+    process, connection = _start_process(None, opener, timeouts)
+    started = StartedDecoder(process, connection, timeouts, opener)
+    try:
+        yield started
+    finally:
+        started.discard()
+
+
 @contextmanager
 def open_isolated_video(
     source: str | Path | VideoSource,
@@ -346,6 +405,7 @@ def open_isolated_video(
     timeouts: DecoderTimeouts | None = None,
     ring_budget_bytes: int = 16 * 1024 * 1024,
     opener: VideoOpener = open_video,
+    started: StartedDecoder | None = None,
 ) -> Iterator[IsolatedVideo]:
     """Start a decoder process for `source` and yield it once it has probed the file.
 
@@ -353,11 +413,34 @@ def open_isolated_video(
     that crashed and DeadlineExceeded for one that hung. `opener` runs in the decoder
     process; it is sent by reference, so it must be a module-level function. A
     `GrowingUpload` is decoded as its bytes arrive; its abandon event goes to the process.
+    With `started`, a stored file goes to that process (`start_decoder_ahead`), which
+    brings its own timeouts and opener.
     """
     path = Path(source)
     if not isinstance(source, GrowingUpload):
         source = path
-    timeouts = timeouts or DecoderTimeouts()
+    if started is not None:
+        if isinstance(source, GrowingUpload):
+            raise ValueError("a decoder started ahead takes a stored file, not an upload still arriving")
+        timeouts = started.timeouts
+        process, parent_end = started.take()
+        with suppress(OSError):  # one that died meanwhile is reported by the wait for its probe
+            parent_end.send_bytes(messages.open_file(path))
+    else:
+        timeouts = timeouts or DecoderTimeouts()
+        process, parent_end = _start_process(source, opener, timeouts)
+    video = IsolatedVideo(path, process, parent_end, timeouts, ring_budget_bytes)
+    try:
+        video.wait_until_opened()
+        yield video
+    finally:
+        video.close()
+
+
+def _start_process(
+    source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts
+) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    """A started decoder process (`serve_decoder`) and the server's end of its pipe."""
     context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
     process = context.Process(
@@ -371,12 +454,7 @@ def open_isolated_video(
         raise
     finally:
         child_end.close()
-    video = IsolatedVideo(path, process, parent_end, timeouts, ring_budget_bytes)
-    try:
-        video.wait_until_opened()
-        yield video
-    finally:
-        video.close()
+    return process, parent_end
 
 
 def _signal_name(number: int) -> str:

@@ -400,3 +400,46 @@ def test_the_run_is_told_when_the_next_frame_is_decoded_already(make_video, isol
     results = service.run_on_file(DEFAULT_PIPELINE, make_video(4))
     assert [item["result"]["index"] for item in results] == [0, 1, 2, 3]
     assert dag.ready_seen == [True] * 4
+
+
+def _live_decoders() -> list[multiprocessing.process.BaseProcess]:
+    return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
+
+
+def test_a_decoder_started_ahead_waits_for_its_file_then_decodes_it_as_usual(make_video, no_leftovers: None) -> None:
+    path = make_video(5)
+    service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
+    with service.start_decoder_ahead() as decoder:
+        assert decoder is not None
+        assert len(_live_decoders()) == 1  # started before any file was named
+        events = list(service.stream_run(DEFAULT_PIPELINE, path, decoder=decoder))
+        assert _live_decoders() == []  # the run ended it
+        with pytest.raises(RuntimeError, match="serves one file"):
+            decoder.take()
+    assert _frames(events) == _frames(_events("process", path))
+
+
+def test_a_decoder_started_ahead_and_never_used_is_killed_and_reaped(no_leftovers: None) -> None:
+    service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
+    with service.start_decoder_ahead():
+        assert len(_live_decoders()) == 1
+    # no_leftovers: no decoder process, segment, thread or descriptor is left
+
+
+def test_a_decoder_started_ahead_that_died_while_waiting_fails_its_run_as_a_crash(
+    make_video, no_leftovers: None
+) -> None:
+    service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
+    with service.start_decoder_ahead() as decoder:
+        [process] = _live_decoders()
+        process.kill()
+        process.join(10)
+        with pytest.raises(VideoUnreadable, match="decoder crashed"):
+            list(service.stream_run(DEFAULT_PIPELINE, make_video(3), decoder=decoder))
+
+
+def test_a_decoder_thread_has_no_process_to_start_ahead() -> None:
+    service = VideoFilePipelineService(HashingDag(), isolation="thread")  # type: ignore[arg-type]
+    with service.start_decoder_ahead() as decoder:
+        assert decoder is None
+        assert _live_decoders() == []
