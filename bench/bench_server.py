@@ -44,6 +44,11 @@ class ServerProcess:
                     "--temp-dir", str(temp_dir), "--data-dir", str(temp_dir / "jobs"), *extra])
 
     @classmethod
+    def naive(cls) -> ServerProcess:
+        """The naive synchronous server of `bench_naive_server.py`."""
+        return cls([str(BENCH_DIR / "bench_naive_server.py")])
+
+    @classmethod
     def bare_stream(cls, temp_dir: Path, max_message_bytes: int) -> ServerProcess:
         """The bare gRPC byte-stream server of `bench_bare_stream.py`."""
         return cls([str(BENCH_DIR / "bench_bare_stream.py"), "--temp-dir", str(temp_dir),
