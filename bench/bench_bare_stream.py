@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 
 import grpc
+from bench_serving import serve_on_loopback
 
 METHOD = "/bench.ByteStream/Upload"
 
@@ -45,13 +44,7 @@ def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
     handler = grpc.stream_unary_rpc_method_handler(lambda chunks, context: _store(chunks, context, args.temp_dir))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.ByteStream", {"Upload": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(f"bare byte-stream server listening on 127.0.0.1:{port}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    stopped.wait()
-    server.stop(0).wait()
+    serve_on_loopback(server, "bare byte-stream server")
 
 
 if __name__ == "__main__":

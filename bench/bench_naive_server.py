@@ -9,14 +9,13 @@ server from a decoder crash or hang. Run as a script; prints 'listening on 127.0
 
 from __future__ import annotations
 
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from concurrent import futures
 
 import cv2
 import grpc
+from bench_serving import serve_on_loopback
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service import convert
@@ -61,13 +60,7 @@ def main() -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
                          options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)])
     video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(NaiveServicer(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(f"naive server listening on 127.0.0.1:{port}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    stopped.wait()
-    server.stop(0).wait()
+    serve_on_loopback(server, "naive server")
 
 
 if __name__ == "__main__":

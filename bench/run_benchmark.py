@@ -1,12 +1,13 @@
 """videodag's benchmark: what the service costs beyond decoding, measured side by side in one run.
 
-    .venv/bin/python bench/run_benchmark.py            # about 3 minutes on 2 cores
-    .venv/bin/python bench/run_benchmark.py --quick    # about 1 minute, fewer frames and repeats
+    .venv/bin/python bench/run_benchmark.py            # about 6 minutes on 2 cores
+    .venv/bin/python bench/run_benchmark.py --quick    # about 2 minutes, fewer frames and repeats
     .venv/bin/python bench/run_benchmark.py --tiny     # seconds: only checks that it all still runs
 
 It generates a 720p H.264 clip (see `bench_media.py`), takes the sample clip, starts the
 real server in a subprocess (`python -m videodag_service.server --port 0`, see
-`bench_server.py` for why not in-process) and prints one table: each figure, what it is
+`bench_server.py` for why not in-process), and for row (2) a naive synchronous server
+(`bench_naive_server.py`) as well, and prints one table: each figure, what it is
 compared with, the ratio, the target and PASS or MISS. Nothing is asserted: a MISS is
 printed, not hidden, and the exit status is 0 unless something failed to run.
 """
