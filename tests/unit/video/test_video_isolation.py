@@ -25,7 +25,7 @@ from fakes.media import read_frame_index
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
-from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video
+from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow
 
@@ -442,3 +442,14 @@ def test_a_decoder_thread_has_no_process_to_start_ahead() -> None:
     with service.start_decoder_ahead() as decoder:
         assert decoder is None
         assert _live_decoders() == []
+
+
+def test_a_decoder_started_ahead_refuses_an_upload_still_arriving(tmp_path: Path, no_leftovers: None) -> None:
+    from videodag_service.video.growing_upload import GrowingUpload, new_abandon_signal
+
+    arriving = GrowingUpload(tmp_path / "arriving.mp4", 1000, new_abandon_signal())
+    with start_decoder_ahead() as started:
+        refused = open_isolated_video(arriving, started=started)
+        with pytest.raises(ValueError, match="stored file"):
+            refused.__enter__()
+        assert not started.taken  # still its own: killed and reaped when the block exits
