@@ -355,11 +355,10 @@ class StartedDecoder:
     """A decoder process waiting to be told its file; see `start_decoder_ahead`."""
 
     def __init__(
-        self, process: multiprocessing.process.BaseProcess, connection: Connection, timeouts: DecoderTimeouts,
-        opener: VideoOpener,
+        self, process: multiprocessing.process.BaseProcess, connection: Connection, timeouts: DecoderTimeouts
     ) -> None:
         self.timeouts = timeouts
-        self.opener = opener
+        """The limits it was started with (its heartbeat is set at start)."""
         self._process = process
         self._connection = connection
         self.taken = False
@@ -391,7 +390,7 @@ def start_decoder_ahead(
     """
     timeouts = timeouts or DecoderTimeouts()
     process, connection = _start_process(None, opener, timeouts)
-    started = StartedDecoder(process, connection, timeouts, opener)
+    started = StartedDecoder(process, connection, timeouts)
     try:
         yield started
     finally:
@@ -414,7 +413,7 @@ def open_isolated_video(
     process; it is sent by reference, so it must be a module-level function. A
     `GrowingUpload` is decoded as its bytes arrive; its abandon event goes to the process.
     With `started`, a stored file goes to that process (`start_decoder_ahead`), which
-    brings its own timeouts and opener.
+    brings the timeouts and opener it was started with.
     """
     path = Path(source)
     if not isinstance(source, GrowingUpload):
