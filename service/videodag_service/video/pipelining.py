@@ -121,9 +121,9 @@ def read_ahead(
 ) -> Iterator[Drain[T]]:
     """Iterate `source` in a thread, up to `capacity` (by weight) ahead of the caller.
 
-    Yields an iterator of the same items in the same order (whose `ready()` says whether
-    the next one is already there); an exception raised by the
-    source is raised by that iterator where it happened, after the items before it. On exit
+    Yields an iterator of the same items in the same order, whose `ready()` says whether the
+    next one is already there; an exception raised by the source is raised by that iterator
+    where it happened, after the items before it. On exit
     the thread is stopped and joined, and the source is closed in that thread (a generator's
     `finally` runs there), before the block exits.
 
@@ -158,7 +158,9 @@ def read_ahead(
 
 
 class Drain(Iterator[T]):
-    """The consumer's side of a hand-off as an iterator."""
+    """The consumer's side of a hand-off: an iterator that can also say, without waiting,
+    whether its next item is there (a pipeline fills idle workers only with frames decoded
+    already, so no finished result waits for a frame still being decoded)."""
 
     def __init__(self, handoff: BoundedHandoff[T]) -> None:
         self._handoff = handoff
