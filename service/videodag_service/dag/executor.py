@@ -172,12 +172,13 @@ class PipelineRun:
         limit) before it returns.
 
         `ready`, when given, tells whether the next payload can be had without waiting (a
-        frame already decoded). A done frame then never waits for a later one to be decoded:
-        free lanes are filled before a result is handed out only with payloads ready now,
-        and the run waits for the source only while nothing is pending or the oldest frame
-        is still in its lane. For a cheap pipeline, where decoding sets the pace, each
-        result goes out one decoded frame earlier. Without it every payload counts as ready,
-        as those of a list are.
+        frame already decoded). A done frame is then not held back to fill lanes with frames
+        still being decoded: free lanes are filled before a result is handed out only with
+        payloads ready now, and the run waits for the source only while nothing is pending
+        or the oldest frame is still in its lane (should that frame finish meanwhile, its
+        result waits for one decode at most). For a cheap pipeline, where decoding sets the
+        pace, each result goes out one decoded frame earlier. Without it every payload
+        counts as ready, as those of a list are.
         """
         self._check_usable()
         is_ready = ready or _always
