@@ -52,6 +52,7 @@ from bench_server import ServerProcess  # noqa: E402
 
 from videodag_client import VideodagClient  # noqa: E402
 from videodag_client._upload import DEFAULT_CHUNK_SIZE  # noqa: E402
+from videodag_service.dag.cores import usable_cores  # noqa: E402
 
 SAMPLE_CLIP_CANDIDATES = (REPO_ROOT / "samples" / "pedestrians_120.mp4",
                           REPO_ROOT.parent / "shared" / "media" / "pedestrians_120.mp4")
@@ -162,7 +163,7 @@ def measure_decoding_overhead(server: ServerProcess, client: VideodagClient, nai
         # Not judged: the fastest the service could be if its work and decoding's filled every
         # core, a bound that says how much of a MISS is CPU spent and how much is waiting.
         cpu_per_frame = decode_cpu / decoded + (server_cpu + client_cpu) / processed
-        bound = Throughput(1, cpu_per_frame / _cores()) if cpu_per_frame > 0 else ceiling
+        bound = Throughput(1, cpu_per_frame / usable_cores()) if cpu_per_frame > 0 else ceiling
         rows.append(Row("(2)  bound by CPU: cores / (decode + server + client CPU a frame)", name, _fps(bound),
                         "(1)", bound.per_second / ceiling.per_second))
         # Not judged: the same calls to a server that decodes in its handler, unprotected and
@@ -297,11 +298,6 @@ def measure_early_results(client: VideodagClient, clips: dict[str, Path], plan: 
                         f"at {during.first_frame:.2f} s, upload done at {during.upload_received:.2f} s",
                         f"stored first: at {stored.first_frame:.2f} s", during.first_frame / stored.first_frame))
     return rows
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _load_note(load_before: float) -> str:
