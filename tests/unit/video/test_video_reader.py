@@ -12,7 +12,8 @@ import pytest
 from fakes.capture import spy_on_captures
 from fakes.media import read_frame_index
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
-from videodag_service.video import VideoInfo, VideoLimits, open_video, probe_video
+from videodag_service.video import GrowingUpload, VideoInfo, VideoLimits, open_video, probe_video, reader
+from videodag_service.video.growing_upload import new_abandon_signal
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow
 
@@ -189,3 +190,26 @@ def test_a_window_starting_beyond_the_frame_limit_is_refused_without_decoding(
     with open_video(path) as video, pytest.raises(VideoTooLarge):
         next(video.frames(FrameWindow(first_index=80), VideoLimits(max_frames_total=50)))
     assert spies[0].grabs == 0
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 3), (2, 4), (8, 10), (14, 16), (64, 16)])
+def test_the_decoder_runs_two_threads_more_than_the_usable_cores_at_most_16(
+    monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
+) -> None:
+    monkeypatch.setattr(reader, "usable_cores", lambda: cores)
+    assert reader.decoder_thread_count() == threads
+
+
+def test_stored_files_and_uploads_still_arriving_decode_with_that_thread_count(
+    sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reader, "usable_cores", lambda: 3)
+    spies = spy_on_captures(monkeypatch)
+    arrived = tmp_path / "arrived.mp4"
+    arrived.write_bytes(sample_clip.read_bytes())
+    still_arriving = GrowingUpload(arrived, arrived.stat().st_size, new_abandon_signal())
+    for source in (sample_clip, still_arriving):
+        with open_video(source) as video:
+            assert next(video.frames(FrameWindow())).frame_index == 0
+            assert spies[-1].get(cv2.CAP_PROP_N_THREADS) == 5
+    assert len(spies) == 2
