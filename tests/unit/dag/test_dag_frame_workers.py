@@ -13,7 +13,7 @@ import pytest
 
 from fakes.fake_plugins import Recorder, make_registry
 from fakes.fake_plugins import frame_payloads as frames
-from videodag_service.dag import DagPipelineService, load_pipeline_folder
+from videodag_service.dag import DagPipelineService, executor, load_pipeline_folder
 from videodag_service.dag.executor import NODE_THREAD_NAME, frame_independent_nodes
 from videodag_service.dag.time_limit import abandoned_thread_count
 from videodag_service.errors import NodeFailed, NodeTimedOut
@@ -133,6 +133,13 @@ def test_each_payload_comes_back_with_its_own_result(tmp_path: Path) -> None:
     assert [result["total"] - 100 - result["seen"] for _, result in pairs] == [0, 1, 2, 3, 4]
 
 
+@pytest.fixture
+def any_node_pays_for_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames overlap in the lanes however quick the nodes (the tests of how they overlap)."""
+    monkeypatch.setattr(executor, "PARALLEL_MIN_SECONDS", 0.0)
+
+
+@pytest.mark.usefixtures("any_node_pays_for_parallel")
 def test_a_result_is_handed_out_while_a_later_frame_is_still_running(tmp_path: Path) -> None:
     recorder = Recorder()
     service = make_service(tmp_path, recorder, workers=2)
@@ -153,6 +160,7 @@ def counted(payloads: Iterator[dict[str, Any]], taken: list[int]) -> Iterator[di
         yield payload
 
 
+@pytest.mark.usefixtures("any_node_pays_for_parallel")
 @pytest.mark.parametrize(("ready", "taken_before_first_result"), [(None, [0, 1, 2]), (lambda: False, [0])])
 def test_a_done_frame_waits_for_no_frame_that_is_not_ready(
     tmp_path: Path, ready: Callable[[], bool] | None, taken_before_first_result: list[int]
@@ -179,6 +187,33 @@ def test_with_nothing_ready_the_run_still_waits_for_a_frame_to_fill_a_lane_while
         results = [result for _, result in run.process_frames(frames(6), lambda: False)]
     assert results == expected(6)
     assert recorder.most_inside == 2  # each frame waited in `meet` until the next one joined it
+
+
+def test_quick_frame_independent_nodes_take_one_frame_at_a_time(tmp_path: Path) -> None:
+    # `meet` returns at once (wait 0): far under PARALLEL_MIN_SECONDS, so a second frame in
+    # flight would cost more than it saves.
+    service = make_service(tmp_path, Recorder(), workers=2, wait=0.0)
+    taken: list[int] = []
+    taken_at_each_result: list[list[int]] = []
+    with service.open_run("overlapping") as run:
+        for _, result in run.process_frames(counted(frames(6), taken)):
+            taken_at_each_result.append(list(taken))
+            assert result == expected(6)[len(taken_at_each_result) - 1]
+    assert taken_at_each_result == [list(range(index + 1)) for index in range(6)]
+
+
+def test_nodes_quicker_on_average_than_the_threshold_take_one_frame_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `meet` waits up to 0.2 s for company on the first frame: slow enough for the default
+    # threshold (the test above with the default lets frames meet), not for one of 10 s.
+    monkeypatch.setattr(executor, "PARALLEL_MIN_SECONDS", 10.0)
+    recorder = Recorder()
+    service = make_service(tmp_path, recorder, workers=2, wait=0.2)
+    with service.open_run("overlapping") as run:
+        results = [result for _, result in run.process_frames(frames(4))]
+    assert results == expected(4)
+    assert recorder.most_inside == 1
 
 
 def test_a_failing_independent_node_fails_the_run_after_the_frames_before_it(tmp_path: Path) -> None:
