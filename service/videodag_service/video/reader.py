@@ -60,7 +60,7 @@ def decoder_thread_count() -> int:
     to BGR runs in the caller's thread. Measured on 2 cores (OpenCV 4.14, 720p H.264):
     2 threads decode 650-680 fps alone, 3 and 4 threads 750-780, more no faster; end to
     end (decoder process, `frame_stats_v1`, gRPC client on the same machine) 4 threads
-    give 4-8% more frames per second than 2, and a detector pipeline is no slower.
+    give 4-6% more frames per second than 2, and a detector pipeline is no slower.
     """
     return min(MAX_DECODER_THREADS, usable_cores() + 2)
 
