@@ -106,11 +106,11 @@ class RunConfig(_message.Message):
     decoding while the upload is still arriving, so the first results come back
     before it ends. Requires `declared_size_bytes` (INVALID_ARGUMENT without it).
 
-    How early depends on the file: where the container's index is at the front
-    (MP4/MOV written with "faststart", fragmented MP4, Matroska/WebM, MPEG-TS, AVI)
-    a frame is decoded as soon as its bytes are in; an MP4/MOV with the index at
-    the end (most cameras' default) waits for nearly the whole upload, as without
-    this option. The events then interleave: `video_info` and `frame` events may
+    How early depends on what FFmpeg reads when it opens the file: an MP4/MOV
+    written with "faststart" (index at the front) or a Matroska/WebM file has a
+    frame decoded as soon as its bytes are in; an MP4/MOV with the index at the
+    end (most cameras' default), a fragmented MP4, MPEG-TS or AVI waits for
+    nearly the whole upload, as without this option. The events then interleave: `video_info` and `frame` events may
     come before `upload_received`, which still comes before the `summary`. A size
     or checksum mismatch found when the upload ends fails the run with DATA_LOSS
     after frames were already reported: those results were computed on the bytes
