@@ -8,6 +8,7 @@ index exactly for up to 4096 frames.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,26 @@ def write_container_variant(directory: Path, name: str, *, seconds: float = 6.0)
     ]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
     return path
+
+
+def write_variable_rate_video(path: Path, frame_count: int) -> Path:
+    """Indexed frames (H.264 in MP4) at a variable frame rate, as phones and screen recorders
+    write them: 25 fps for the first 30 frames, then about 5 fps (the times are those
+    `presentation_times` reads back); the container declares the average rate."""
+    width, height = FRAME_SIZE
+    command = [
+        ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}", "-r", "25", "-i", "-",
+        "-vf", "setpts='if(lt(N,30),N/25,N/5)/TB'", "-fps_mode", "vfr",
+        "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(path),
+    ]
+    frames = b"".join(indexed_frame(index).tobytes() for index in range(frame_count))
+    subprocess.run(command, input=frames, check=True, capture_output=True, timeout=120)
+    return path
+
+
+def presentation_times(path: Path) -> list[float]:
+    """When each frame of `path` is presented, in seconds, as FFmpeg itself reports it."""
+    command = [ffmpeg_executable(), "-hide_banner", "-i", str(path), "-vf", "showinfo", "-f", "null", "-"]
+    log = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stderr
+    return [float(time) for time in re.findall(r" pts_time:(\S+)", log)]

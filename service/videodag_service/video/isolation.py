@@ -162,7 +162,7 @@ class IsolatedVideo:
         self._receive("attached")
         ring.unlink()  # both sides have it mapped: from now on nothing can leak in /dev/shm
         lent = LentSlots(ring, lambda slot: self._send(messages.released(slot)))
-        last_index = window.first_index - 1
+        last_index = -1
         while True:
             lent.take_back()
             message = self._receive("frame", "finished")
@@ -172,7 +172,8 @@ class IsolatedVideo:
                 return
             frame = self._checked(messages.frame_from, message, ring.layout)
             # The decoder checks these too; the server does not take its word for them.
-            if frame.frame_index <= last_index or window.is_past_end(frame.frame_index):
+            if (frame.frame_index <= last_index or window.is_before(frame.timestamp_seconds)
+                    or window.is_past_end(frame.timestamp_seconds)):
                 raise self._malformed(f"frame {frame.frame_index} is out of order or outside the window")
             if frame.slot in lent:
                 raise self._malformed(f"slot {frame.slot} was reused while its frame was still lent")

@@ -103,8 +103,9 @@ class OpenedVideo:
     ) -> Generator[DecodedFrame, None, None]:
         """Yield the frames the window samples, in order; stops early on a truncated file.
 
-        Every delivered frame, sampled or not, is checked against `limits`, because the
-        header's frame count and duration are only declarations.
+        Frames are chosen by presentation time (`_presentation_time`), so a variable frame
+        rate gets the window asked for. Every delivered frame, sampled or not, is checked
+        against `limits`, because the header's frame count and duration are only declarations.
 
         The decoder process uses the two hooks: `retrieve_into` returns the array the next
         kept frame is converted into (OpenCV writes in place when it has the frame's shape
@@ -112,51 +113,60 @@ class OpenedVideo:
         after every grab, kept or skipped, so long runs of skipped frames can report progress.
         """
         started = time.perf_counter()
-        if not self._move_to(window.first_index, limits, on_grab):
-            self.decode_seconds += time.perf_counter() - started
-            return
-        frame_index = window.first_index
+        frame_index, previous_seconds = self._move_to(window, limits, on_grab)
+        in_window = 0
         processed = 0
-        while not window.is_past_end(frame_index) and (
-            window.max_frames is None or processed < window.max_frames
-        ):
+        while window.max_frames is None or processed < window.max_frames:
             if not self._grab(on_grab):
                 break
             limits.check_frame(frame_index, self.info.fps)
-            if window.is_sampled(frame_index):
-                image = self._retrieve(None if retrieve_into is None else retrieve_into())
-                if image is None:
-                    break
-                frame = DecodedFrame(frame_index, self._timestamp(frame_index), image)
-                self.decode_seconds += time.perf_counter() - started
-                yield frame
-                started = time.perf_counter()
-                processed += 1
+            seconds = self._presentation_time(frame_index, previous_seconds)
+            previous_seconds = seconds
+            if window.is_past_end(seconds):
+                break
+            if not window.is_before(seconds):
+                if in_window % window.frame_stride == 0:
+                    image = self._retrieve(None if retrieve_into is None else retrieve_into())
+                    if image is None:
+                        break
+                    frame = DecodedFrame(frame_index, seconds, image)
+                    self.decode_seconds += time.perf_counter() - started
+                    yield frame
+                    started = time.perf_counter()
+                    processed += 1
+                in_window += 1
             frame_index += 1
         self.decode_seconds += time.perf_counter() - started
 
-    def _move_to(self, first_index: int, limits: VideoLimits, on_grab: Callable[[], None] | None) -> bool:
-        """Position the capture so the next grab returns `first_index`; False if the video ends first.
+    def _move_to(
+        self, window: FrameWindow, limits: VideoLimits, on_grab: Callable[[], None] | None
+    ) -> tuple[int, float | None]:
+        """Skip most of what comes before the window: the index of the next frame to grab,
+        and the presentation time of the frame before it (None at the start).
 
-        Seeking is used only inside the declared frame count and only when OpenCV reports
-        landing exactly on the target (verified frame-exact on H.264/MP4, MPEG-4 Part 2 and
-        MJPG/AVI); otherwise the file is reopened and the frames before the window are
-        grabbed one by one, which is slower but always right.
+        The capture seeks to the frame just before the window at the declared frame rate
+        and grabs it. That is kept only when OpenCV reports landing exactly there (verified
+        frame-exact on H.264/MP4, MPEG-4 Part 2 and MJPG/AVI) and the frame is presented
+        where the declared rate puts it, before the window: then both the indices and the
+        times that follow are right. Otherwise (a variable frame rate, a stream without
+        timestamps, an imprecise seek) the file is decoded from its start, which is slower
+        but always right. Seeking is used only inside the declared frame count.
         """
-        if first_index == 0:
-            return True
-        limits.check_frame(first_index, self.info.fps)
-        if first_index < self.info.frame_count:
-            if self._seek(first_index):
-                return True
-            # A failed seek leaves the capture at an unknown position: start again.
-            self._release()
-            self._capture = self._open_capture()
-        for frame_index in range(first_index):
-            if not self._grab(on_grab):
-                return False
-            limits.check_frame(frame_index, self.info.fps)
-        return True
+        before = window.first_index - 1
+        if before < 1 or not self.info.fps > 0:
+            return 0, None
+        limits.check_frame(before, self.info.fps)
+        if before >= self.info.frame_count:
+            return 0, None
+        if self._seek(before) and self._grab(on_grab):
+            seconds = self._presentation_time(before, None)
+            declared = before / self.info.fps
+            if abs(seconds - declared) < 0.5 / self.info.fps and window.is_before(seconds):
+                return before + 1, seconds
+        # The seek missed, or the file does not keep its declared rate: start again.
+        self._release()
+        self._capture = self._open_capture()
+        return 0, None
 
     def _seek(self, frame_index: int) -> bool:
         try:
@@ -183,15 +193,24 @@ class OpenedVideo:
             raise unreadable(self.path, f"decoding failed: {error}") from error
         return image if ok and image is not None and image.size else None
 
-    def _timestamp(self, frame_index: int) -> float:
-        """Frame i is presented at i / fps (OpenCV numbers frames the same way when it seeks).
+    def _presentation_time(self, frame_index: int, previous_seconds: float | None) -> float:
+        """When the frame just grabbed is presented, in seconds from the start of the video.
 
-        Without a declared frame rate the decoder's presentation time is the only clue.
+        The decoder's timestamp (the container's start time taken off), which is right for
+        a variable frame rate too. A frame without one (raw H.264 has none, an MPEG-PS
+        stream's last frame may lack it) comes one frame period after the previous frame at
+        the declared rate, or at i / fps when it is the first.
         """
-        if self.info.fps > 0:
-            return frame_index / self.info.fps
-        milliseconds = self._capture.get(cv2.CAP_PROP_POS_MSEC)
-        return milliseconds / 1000.0 if math.isfinite(milliseconds) and milliseconds > 0 else 0.0
+        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        has_timestamp = math.isfinite(seconds) and seconds >= 0 and (
+            seconds > previous_seconds if previous_seconds is not None else frame_index == 0 or seconds > 0
+        )
+        if has_timestamp:
+            return seconds
+        fps = self.info.fps
+        if fps > 0:
+            return frame_index / fps if previous_seconds is None else previous_seconds + 1.0 / fps
+        return previous_seconds or 0.0
 
     def _open_capture(self) -> cv2.VideoCapture:
         try:

@@ -18,6 +18,8 @@ from videodag_service.errors import FieldViolation, InvalidOptions
 # Window edges are converted to frame indices as `seconds * fps`; products such as
 # 0.3 * 10 come out as 3.0000000000000004, which must still mean frame 3.
 _INDEX_TOLERANCE = 1e-6
+# A presentation time computed as 3 * 0.1 (or from a time base) is still the 0.3 s it means.
+_TIME_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -100,27 +102,36 @@ def _violations(options: SamplingOptions) -> list[FieldViolation]:
 
 @dataclass(frozen=True)
 class FrameWindow:
-    """The frame indices a run may touch: `first_index` inclusive, `stop_index` exclusive.
+    """The frames a run takes: those presented from `start_seconds` (inclusive) to
+    `end_seconds` (exclusive; None: to the last frame the decoder delivers), then every
+    `frame_stride`th of them, then at most `max_frames`.
 
-    `stop_index` None means up to the last frame the decoder delivers; the container's frame
-    count is not trusted as an end because it is an estimate for some formats.
+    Frames are chosen by their presentation time, so a video with a variable frame rate
+    gets the frames of the window asked for. `first_index` and `stop_index` say where the
+    window lies if frame i is presented at i / fps, as the container declares: decoding
+    seeks near `first_index` (and checks that the file keeps that rate there), and
+    `stop_index` only estimates how many frames a run will take. The container's frame
+    count is never trusted as an end, since it is an estimate for some formats.
     """
 
-    first_index: int = 0
-    stop_index: int | None = None
+    start_seconds: float = 0.0
+    end_seconds: float | None = None
     frame_stride: int = 1
     max_frames: int | None = None
+    first_index: int = 0
+    stop_index: int | None = None
 
-    def is_sampled(self, frame_index: int) -> bool:
-        """Whether the stride keeps this frame (frames before the window are never asked about)."""
-        return (frame_index - self.first_index) % self.frame_stride == 0
+    def is_before(self, seconds: float) -> bool:
+        """Whether a frame presented at `seconds` comes before the window."""
+        return seconds < self.start_seconds - _TIME_TOLERANCE
 
-    def is_past_end(self, frame_index: int) -> bool:
-        return self.stop_index is not None and frame_index >= self.stop_index
+    def is_past_end(self, seconds: float) -> bool:
+        """Whether a frame presented at `seconds` comes after the window."""
+        return self.end_seconds is not None and seconds >= self.end_seconds - _TIME_TOLERANCE
 
 
 def plan_window(options: SamplingOptions, fps: float) -> FrameWindow:
-    """Turn sampling options into frame indices, with frame i presented at i / fps.
+    """Turn sampling options into a window, and say where it lies at the declared `fps`.
 
     A time window needs a known frame rate; `fps` <= 0 with a window raises ValueError
     (the caller reports the video as unreadable).
@@ -134,7 +145,10 @@ def plan_window(options: SamplingOptions, fps: float) -> FrameWindow:
             first_index = _first_index_at_or_after(options.start_seconds, fps)
         if options.end_seconds is not None:
             stop_index = _first_index_at_or_after(options.end_seconds, fps)
-    return FrameWindow(first_index, stop_index, options.frame_stride, options.max_frames)
+    return FrameWindow(
+        options.start_seconds or 0.0, options.end_seconds, options.frame_stride, options.max_frames,
+        first_index, stop_index,
+    )
 
 
 def _first_index_at_or_after(seconds: float, fps: float) -> int:

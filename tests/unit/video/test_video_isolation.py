@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
-from fakes.media import read_frame_index
+from fakes.media import presentation_times, read_frame_index, write_variable_rate_video
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
-from videodag_service.video.sampling import FrameWindow
+from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 SHM = Path("/dev/shm")
 
@@ -367,6 +367,22 @@ def test_frame_waiting_says_whether_the_decoder_has_sent_the_next_frame(make_vid
             assert [frame.frame_index for frame in frames] == [0, 1, 2]
         finally:
             frames.close()
+
+
+def test_a_time_window_on_a_variable_frame_rate_video_is_taken_by_presentation_time(
+    tmp_path: Path, no_leftovers: None
+) -> None:
+    # The declared (average) rate puts the window at frames 6 to 35; the decoder finds the
+    # frames presented in it, and the server checks them by their time.
+    path = write_variable_rate_video(tmp_path / "variable_rate.mp4", 40)
+    times = presentation_times(path)
+    with open_isolated_video(path) as video:
+        window = plan_window(SamplingOptions(start_seconds=1.0, end_seconds=7.0), video.info.fps)
+        assert (window.first_index, window.stop_index) == (6, 36)
+        frames = [(frame.frame_index, frame.timestamp_seconds) for frame in video.frames(window, UNLIMITED)]
+    expected = [(index, seconds) for index, seconds in enumerate(times) if 1.0 <= seconds < 7.0]
+    assert [index for index, _ in frames] == [index for index, _ in expected] == list(range(25, 35))
+    assert [seconds for _, seconds in frames] == pytest.approx([seconds for _, seconds in expected])
 
 
 class ReadinessDag:

@@ -304,7 +304,8 @@ def _liar(connection: Connection, path: str, lie: str) -> None:
         connection.send_bytes(messages.encode("frame", **frame))
         connection.send_bytes(messages.encode("frame", **frame))
     elif lie == "a frame past the window":
-        connection.send_bytes(messages.encode("frame", **{**frame, "frame_index": request.window.stop_index}))
+        past_end = {"frame_index": request.window.stop_index, "timestamp_seconds": request.window.end_seconds}
+        connection.send_bytes(messages.encode("frame", **{**frame, **past_end}))
     elif lie == "a huge message":
         connection.send_bytes(b"{" * (messages.MAX_MESSAGE_BYTES + 1))
     elif lie == "an unknown message":
@@ -333,7 +334,7 @@ def test_a_decoder_breaking_the_protocol_is_killed_and_the_file_unreadable(make_
     try:
         video.wait_until_opened()
         with pytest.raises(VideoUnreadable, match="the decoder sent a malformed message") as raised:
-            list(video.frames(FrameWindow(stop_index=5), UNLIMITED))
+            list(video.frames(FrameWindow(end_seconds=0.2, stop_index=5), UNLIMITED))
         assert problem in str(raised.value)
     finally:
         video.close()

@@ -28,7 +28,8 @@ def _frame_message(**overrides: object) -> dict:
 
 def test_the_probe_and_the_request_survive_the_round_trip() -> None:
     assert messages.info_from(messages.decode(messages.opened(INFO))) == INFO
-    request = messages.DecodeRequest(FrameWindow(12, 90, 3, 5), VideoLimits(max_frames_total=1000), "seg", LAYOUT, 0.25)
+    window = FrameWindow(0.48, 3.6, 3, 5, 12, 90)
+    request = messages.DecodeRequest(window, VideoLimits(max_frames_total=1000), "seg", LAYOUT, 0.25)
     assert messages.request_from(messages.decode(messages.decode_request(request))) == request
 
 

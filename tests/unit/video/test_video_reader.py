@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from fakes.capture import spy_on_captures
-from fakes.media import read_frame_index
+from fakes.media import ffmpeg_executable, presentation_times, read_frame_index, write_variable_rate_video
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import GrowingUpload, VideoInfo, VideoLimits, open_video, probe_video, reader
 from videodag_service.video.growing_upload import new_abandon_signal
 from videodag_service.video.reader import OpenedVideo
-from videodag_service.video.sampling import FrameWindow
+from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 
 def _digest(image: np.ndarray) -> str:
@@ -86,13 +88,19 @@ def test_the_capture_is_released_on_exit_and_on_error(make_video, monkeypatch: p
     assert len(spies) == 2
 
 
-@pytest.mark.parametrize("first_index", [1, 7, 12, 13, 37, 61, 99, 119])
+def window(first_index: int = 0, stop_index: int | None = None, *, fps: float = 25.0, **options: Any) -> FrameWindow:
+    """The window from frame `first_index` to `stop_index` of a video at `fps`, as a run plans it."""
+    end = None if stop_index is None else stop_index / fps
+    return plan_window(SamplingOptions(start_seconds=first_index / fps, end_seconds=end, **options), fps)
+
+
+@pytest.mark.parametrize("first_index", [2, 7, 12, 13, 37, 61, 99, 119])
 def test_seeking_lands_on_the_exact_frame_of_the_h264_sample(
     sample_clip: Path, sample_clip_digests: list[str], first_index: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spies = spy_on_captures(monkeypatch)
     with open_video(sample_clip) as video:
-        frames = list(video.frames(FrameWindow(first_index=first_index, stop_index=first_index + 3)))
+        frames = list(video.frames(window(first_index, first_index + 3, fps=10.0)))
     assert [frame.frame_index for frame in frames] == list(range(first_index, min(first_index + 3, 120)))
     assert [_digest(frame.image) for frame in frames] == sample_clip_digests[first_index:first_index + 3]
     assert spies[0].seeks == 1 and len(spies) == 1, "a seek was expected, not a fallback"
@@ -105,10 +113,11 @@ def test_seeking_lands_on_the_exact_frame_of_the_h264_sample(
 def test_reported_indices_match_frame_content(make_video, fourcc: str, first_index: int, stride: int) -> None:
     path = make_video(200, fourcc=fourcc)
     with open_video(path) as video:
-        frames = list(video.frames(FrameWindow(first_index=first_index, frame_stride=stride)))
+        frames = list(video.frames(window(first_index, frame_stride=stride)))
     assert [frame.frame_index for frame in frames] == list(range(first_index, 200, stride))
     assert [read_frame_index(frame.image) for frame in frames] == [frame.frame_index for frame in frames]
-    assert [frame.timestamp_seconds for frame in frames] == [frame.frame_index / 25.0 for frame in frames]
+    expected_times = [frame.frame_index / 25.0 for frame in frames]
+    assert [frame.timestamp_seconds for frame in frames] == pytest.approx(expected_times)
 
 
 def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,15 +125,16 @@ def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytes
     spies = spy_on_captures(monkeypatch)
     monkeypatch.setattr(OpenedVideo, "_seek", lambda self, frame_index: False)
     with open_video(path) as video:
-        frames = list(video.frames(FrameWindow(first_index=23, stop_index=30)))
+        frames = list(video.frames(window(23, 30)))
     assert [read_frame_index(frame.image) for frame in frames] == list(range(23, 30))
     assert len(spies) == 2 and all(spy.released for spy in spies)
-    assert spies[1].grabs == 30 and spies[1].retrieves == 7
+    # Frame 30 is grabbed (not converted) to learn that it is presented at the window's end.
+    assert spies[1].grabs == 31 and spies[1].retrieves == 7
 
 
 def test_a_window_past_the_end_yields_nothing(make_video) -> None:
     with open_video(make_video(10)) as video:
-        assert list(video.frames(FrameWindow(first_index=25))) == []
+        assert list(video.frames(window(25))) == []
 
 
 def test_frames_skipped_by_the_stride_are_grabbed_but_never_retrieved(
@@ -188,7 +198,7 @@ def test_a_window_starting_beyond_the_frame_limit_is_refused_without_decoding(
     path = make_video(100)
     spies = spy_on_captures(monkeypatch)
     with open_video(path) as video, pytest.raises(VideoTooLarge):
-        next(video.frames(FrameWindow(first_index=80), VideoLimits(max_frames_total=50)))
+        next(video.frames(window(80), VideoLimits(max_frames_total=50)))
     assert spies[0].grabs == 0
 
 
@@ -213,3 +223,50 @@ def test_stored_files_and_uploads_still_arriving_decode_with_that_thread_count(
             assert next(video.frames(FrameWindow())).frame_index == 0
             assert spies[-1].get(cv2.CAP_PROP_N_THREADS) == 5
     assert len(spies) == 2
+
+
+@pytest.fixture(scope="module")
+def variable_rate_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_variable_rate_video(tmp_path_factory.mktemp("vfr") / "variable_rate.mp4", 45)
+
+
+def test_a_variable_frame_rate_video_gives_each_frame_its_own_presentation_time(variable_rate_video: Path) -> None:
+    with open_video(variable_rate_video) as video:
+        frames = list(video.frames(FrameWindow()))
+    assert [read_frame_index(frame.image) for frame in frames] == [frame.frame_index for frame in frames]
+    assert [frame.frame_index for frame in frames] == list(range(45))
+    times = presentation_times(variable_rate_video)
+    assert times[29:31] == [1.16, 6.0]  # the rate changes here, far from the declared average
+    assert [frame.timestamp_seconds for frame in frames] == pytest.approx(times)
+
+
+def test_a_time_window_on_a_variable_frame_rate_video_takes_the_frames_presented_in_it(
+    variable_rate_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spies = spy_on_captures(monkeypatch)
+    times = presentation_times(variable_rate_video)
+    with open_video(variable_rate_video) as video:
+        options = SamplingOptions(start_seconds=1.0, end_seconds=7.0, frame_stride=2)
+        frames = list(video.frames(plan_window(options, video.info.fps)))
+    in_window = [index for index, seconds in enumerate(times) if 1.0 <= seconds < 7.0]
+    assert in_window == list(range(25, 35))
+    assert [frame.frame_index for frame in frames] == in_window[::2]
+    assert [read_frame_index(frame.image) for frame in frames] == in_window[::2]
+    assert [frame.timestamp_seconds for frame in frames] == pytest.approx([times[index] for index in in_window[::2]])
+    # The seek to the declared rate's frame lands on a frame presented elsewhere: decoded from the start.
+    assert len(spies) == 2 and spies[0].seeks == 1 and spies[1].seeks == 0
+
+
+def test_a_stream_without_timestamps_is_timed_at_its_declared_rate(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.h264"
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+               "testsrc2=size=64x48:rate=25:duration=1", "-c:v", "libx264", "-f", "h264", str(raw)]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    with open_video(raw) as video:
+        assert video.info.fps == 25.0
+        frames = list(video.frames(FrameWindow()))
+    with open_video(raw) as video:
+        late = list(video.frames(window(10, 13)))
+    assert [frame.timestamp_seconds for frame in frames] == pytest.approx([index / 25.0 for index in range(25)])
+    assert [frame.frame_index for frame in late] == [10, 11, 12]
+    assert [frame.timestamp_seconds for frame in late] == pytest.approx([0.4, 0.44, 0.48])

@@ -74,17 +74,23 @@ def test_other_option_types_are_a_programming_error() -> None:
 
 def test_window_edges_round_to_the_first_frame_at_or_after_them() -> None:
     # 0.3 * 10 is 3.0000000000000004 in floating point: still frame 3.
-    assert plan_window(SamplingOptions(start_seconds=0.3, end_seconds=0.7), fps=10.0) == FrameWindow(3, 7)
+    window = plan_window(SamplingOptions(start_seconds=0.3, end_seconds=0.7), fps=10.0)
+    assert (window.first_index, window.stop_index) == (3, 7)
     assert plan_window(SamplingOptions(start_seconds=0.31), fps=10.0).first_index == 4
-    assert plan_window(SamplingOptions(start_seconds=1.0, end_seconds=2.0), fps=29.97) == FrameWindow(30, 60)
+    window = plan_window(SamplingOptions(start_seconds=1.0, end_seconds=2.0), fps=29.97)
+    assert (window.first_index, window.stop_index) == (30, 60)
 
 
-def test_stride_is_counted_from_the_first_frame_of_the_window() -> None:
-    window = plan_window(SamplingOptions(frame_stride=5, start_seconds=0.3), fps=10.0)
-    assert [index for index in range(3, 20) if window.is_sampled(index)] == [3, 8, 13, 18]
+def test_frames_are_in_the_window_by_their_presentation_time() -> None:
+    window = plan_window(SamplingOptions(frame_stride=5, start_seconds=0.3, end_seconds=0.7), fps=10.0)
+    assert (window.start_seconds, window.end_seconds, window.frame_stride) == (0.3, 0.7, 5)
+    # 3 * 0.1 is 0.30000000000000004 and 7 * 0.1 is 0.7000000000000001: frames 3 and 7 still.
+    assert [index for index in range(10) if not window.is_before(index * 0.1)] == list(range(3, 10))
+    assert [index for index in range(10) if window.is_past_end(index * 0.1)] == [7, 8, 9]
+    assert not FrameWindow().is_before(0.0) and not FrameWindow().is_past_end(1e9)
 
 
 def test_a_time_window_needs_a_known_frame_rate() -> None:
     with pytest.raises(ValueError, match="frame rate"):
         plan_window(SamplingOptions(start_seconds=1.0), fps=0.0)
-    assert plan_window(SamplingOptions(frame_stride=2), fps=0.0) == FrameWindow(0, None, 2, None)
+    assert plan_window(SamplingOptions(frame_stride=2), fps=0.0) == FrameWindow(frame_stride=2)

@@ -28,7 +28,9 @@ class RunOptions(_message.Message):
 
     Frames are chosen in this order: the time window first, then the stride
     (counted from the first frame of the window), then `max_frames`. Stride 5 with
-    `max_frames` 3 processes frames 0, 5 and 10.
+    `max_frames` 3 processes frames 0, 5 and 10. The window holds the frames whose
+    presentation time (`FrameResult.timestamp`) falls in it, so it is exact for a
+    variable frame rate too.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -260,7 +262,10 @@ class FrameResult(_message.Message):
     """Index of the frame in the source video, counting from 0, before sampling."""
     @_builtins.property
     def timestamp(self) -> _duration_pb2.Duration:
-        """Presentation time of the frame, from the start of the video."""
+        """Presentation time of the frame, from the start of the video: the container's
+        timestamp (right for a variable frame rate), or frame_index / fps for a stream
+        that has none (raw H.264).
+        """
 
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
