@@ -31,7 +31,9 @@ Each class names its status code as a string so this module stays grpc-free.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -82,6 +84,21 @@ class VideodagError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+@contextmanager
+def naming_the_upload(stored_name: str, file_name: str) -> Iterator[None]:
+    """Errors raised inside name the upload as its caller knows it: `file_name` (base name
+    only), or 'upload' without one. The video layer reads a private temp file whose random
+    name (`stored_name`) would mean nothing to the caller, and says which file to keep
+    temp paths private."""
+    try:
+        yield
+    except VideodagError as error:
+        shown_name = os.path.basename(file_name) or "upload"
+        error.message = error.message.replace(repr(stored_name), repr(shown_name))
+        error.args = (error.message,)
+        raise
 
 
 class InvalidArgument(VideodagError):

@@ -174,8 +174,18 @@ def test_unreadable_video_is_invalid_argument(server: ServerHarness, tmp_path: P
     garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)
     with pytest.raises(InvalidArgument) as caught:
         list(server.client.upload_and_run(garbage, "frame_stats_v1"))
-    assert "Unable to read video file" in caught.value.message
+    # Named as the client sent it, not by the server's private temp file.
+    assert caught.value.message.startswith("Unable to read video file 'garbage.mp4': ")
     assert caught.value.reason == "VIDEO_UNREADABLE"
+    assert server.leftover_uploads() == []
+
+
+def test_an_upload_without_a_file_name_is_called_the_upload(server: ServerHarness, tmp_path: Path) -> None:
+    garbage = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64
+    with pytest.raises(grpc.RpcError) as caught:
+        raw_call(server, iter([config(), Request(chunk=garbage)]))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.details().startswith("Unable to read video file 'upload': ")
     assert server.leftover_uploads() == []
 
 

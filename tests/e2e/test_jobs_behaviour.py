@@ -145,6 +145,8 @@ def test_a_failed_job_carries_the_error_the_synchronous_call_raises(
     with pytest.raises(InvalidArgument) as synchronous, client.upload_and_run(garbage, "frame_stats_v1") as run:
         list(run)
     assert unreadable_job.error.reason == synchronous.value.reason == "VIDEO_UNREADABLE"
+    assert unreadable_job.error.message.startswith("Unable to read video file 'not_a_video.mp4': ")
+    assert synchronous.value.message.startswith("Unable to read video file 'not_a_video.mp4': ")
     failed = failing_updates[-1]
     assert failed.state is JobState.FAILED and isinstance(failed.error, Internal)
     assert failed.error.reason == "NODE_FAILED" and failed.error.metadata["frame_index"] == "3"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from contextlib import closing
 
 from videodag_service.dag import DagPipelineService
-from videodag_service.errors import DeadlineExceeded, ErrorDetails, JobNotFound
+from videodag_service.errors import DeadlineExceeded, ErrorDetails, JobNotFound, naming_the_upload
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
 from videodag_service.jobs.progress import expected_frame_count
 from videodag_service.jobs.store import JobStore
@@ -92,8 +92,9 @@ class JobExecutor:
         spec = self._dag.get_pipeline(job.pipeline_id)
         frames_with_errors = 0
         stats: RunStats | None = None
-        events = self._video.stream_run(job.pipeline_id, self._uploads.path(job.video.ref), job.sampling)
-        with closing(events):
+        path = self._uploads.path(job.video.ref)
+        events = self._video.stream_run(job.pipeline_id, path, job.sampling)
+        with naming_the_upload(path.name, job.file_name), closing(events):
             for event in events:
                 if should_stop():
                     raise JobInterrupted(job.id)
