@@ -92,6 +92,9 @@ class RunSummary:
     node_timings: tuple[NodeTiming, ...]
     """In pipeline order."""
     frames_with_errors: int
+    ended_early: bool = False
+    """The video ended before the frame count it declares: a truncated or damaged file, whose
+    later frames are missing from the results."""
 
 
 Event: TypeAlias = UploadReceived | VideoOpened | FrameResult | RunSummary
@@ -177,6 +180,7 @@ def _run_summary(summary: run_pb2.RunSummary) -> RunSummary:
             for timing in summary.node_timings
         ),
         frames_with_errors=summary.frames_with_errors,
+        ended_early=summary.ended_early,
     )
 
 

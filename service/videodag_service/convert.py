@@ -103,6 +103,7 @@ def run_summary(
     wall_seconds: float,
     decode_seconds: float,
     timings: Iterable[NodeTimingLike],
+    ended_early: bool = False,
 ) -> run_pb2.RunSummary:
     return run_pb2.RunSummary(
         pipeline_id=spec.id,
@@ -121,6 +122,7 @@ def run_summary(
             )
             for t in timings
         ],
+        ended_early=ended_early,
     )
 
 

@@ -101,6 +101,7 @@ def job_summary_to_proto(summary: JobSummary) -> run_pb2.RunSummary:
             )
             for t in summary.node_timings
         ],
+        ended_early=summary.ended_early,
     )
 
 

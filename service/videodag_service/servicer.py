@@ -304,6 +304,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         wall_seconds=time.perf_counter() - started,
                         decode_seconds=stats.decode_seconds,
                         timings=stats.node_timings,
+                        ended_early=stats.ended_early,
                     )
                 )
 

@@ -68,6 +68,21 @@ def test_results_stream_in_frame_order_with_summary(server: ServerHarness, sampl
     assert summary.pipeline_id == "frame_stats_v1"
     assert [t.node_id for t in summary.node_timings] == ["stats"]
     assert summary.node_timings[0].calls == 12
+    assert not summary.ended_early
+    assert server.leftover_uploads() == []
+
+
+def test_a_video_cut_short_reports_its_frames_and_that_it_ended_early(
+    server: ServerHarness, sample_clip: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(sample_clip.read_bytes()[:400_000])
+    events = list(server.client.upload_and_run(cut, "frame_stats_v1"))
+    frames = [event for event in events if isinstance(event, FrameResult)]
+    summary = events[-1]
+    assert isinstance(summary, RunSummary) and summary.ended_early
+    assert summary.frames_processed == len(frames) and 10 < len(frames) < 110
+    assert [frame.frame_index for frame in frames] == list(range(len(frames)))
     assert server.leftover_uploads() == []
 
 

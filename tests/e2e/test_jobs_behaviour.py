@@ -262,5 +262,17 @@ def test_a_job_keeps_its_sampling_options_and_summary(client: VideodagClient, ma
     assert isinstance(final.summary, RunSummary)
     assert final.summary.frames_processed == 3 and final.frames_total == 3
     assert final.options.frame_stride == 5
+    assert not final.summary.ended_early
     frames, _ = watch_all(client, job.id)
     assert [frame.frame_index for frame in frames] == [0, 5, 10]
+
+
+def test_a_job_on_a_video_cut_short_says_it_ended_early(
+    client: VideodagClient, sample_clip: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(sample_clip.read_bytes()[:400_000])
+    final = wait_for_job(client, client.submit_job(cut, "frame_stats_v1").id, finished)
+    assert final.state is JobState.SUCCEEDED
+    assert isinstance(final.summary, RunSummary) and final.summary.ended_early
+    assert 10 < final.summary.frames_processed < 110

@@ -127,6 +127,7 @@ class JobExecutor:
             node_timings=tuple(
                 NodeTimingRecord(t.node_id, t.plugin, t.calls, t.total_seconds, t.errors) for t in stats.node_timings
             ),
+            ended_early=stats.ended_early,
         )
 
     def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None) -> None:

@@ -83,6 +83,7 @@ class JobSummary:
     wall_seconds: float
     decode_seconds: float
     node_timings: tuple[NodeTimingRecord, ...] = ()
+    ended_early: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ make the server run code or index outside the frame ring. Pixels travel in the r
 
 Decoder to server, in order: `opened` (the probe), `attached` (it mapped the ring), then
 `frame` per kept frame, `alive` now and then while it grabs frames it skips, and finally
-`finished` or `failed`. Server to decoder: `open` with the file's path first when the process
-was started before its file was complete (`isolation.start_decoder_ahead`), then one `decode`
-request, then `released` with the slot number once per frame, when nothing in the server
-looks at that slot any more (not necessarily in the order the frames came). The server ends
-the conversation by closing its end.
+`finished` (with its decode time and whether the video ended early) or `failed`. Server
+to decoder: `open` with the file's path first when the process was started before its file
+was complete (`isolation.start_decoder_ahead`), then one `decode` request, then `released`
+with the slot number once per frame, when nothing in the server looks at that slot any more
+(not necessarily in the order the frames came). The server ends the conversation by closing
+its end.
 """
 
 from __future__ import annotations
@@ -189,7 +190,7 @@ def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> 
         kind = (int, float)
     value = message.get(name)
     # bool is an int to Python, never a count or an index here.
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise MalformedMessage(f"field {name!r} is missing or not {_kind_name(kind)}: {value!r}")
     return value
 

@@ -165,7 +165,8 @@ def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener
         channel.send(messages.encode("attached"))
         writer = _SlotWriter(ring, channel, (video.info.height, video.info.width, 3))
         _stream_frames(video, request, writer, channel, path)
-        channel.send(messages.encode("finished", decode_seconds=max(0.0, video.decode_seconds - writer.waited_seconds)))
+        decode_seconds = max(0.0, video.decode_seconds - writer.waited_seconds)
+        channel.send(messages.encode("finished", decode_seconds=decode_seconds, ended_early=video.ended_early))
 
 
 def _stream_frames(

@@ -19,6 +19,7 @@ class RunStats:
     decode_seconds: time spent seeking, decoding and sampling frames.
     wall_seconds: the whole run, from opening the file to closing the pipeline run.
     node_timings: from the DAG service's run, in pipeline order; empty when it has none.
+    ended_early: the video ended before the frame count it declares (`OpenedVideo.ended_early`).
     """
 
     pipeline_id: str
@@ -26,6 +27,7 @@ class RunStats:
     decode_seconds: float
     wall_seconds: float
     node_timings: tuple[NodeTimingLike, ...] = ()
+    ended_early: bool = False
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,7 @@ class VideoFilePipelineService:
                             frames_processed += 1
                 node_timings = tuple(run.node_timings())
             decode_seconds = video.decode_seconds
+            ended_early = video.ended_early
         yield RunFinished(
             RunStats(
                 pipeline_id=pipeline_id,
@@ -182,6 +183,7 @@ class VideoFilePipelineService:
                 decode_seconds=decode_seconds,
                 wall_seconds=time.perf_counter() - started,
                 node_timings=node_timings,
+                ended_early=ended_early,
             )
         )
 

@@ -110,6 +110,8 @@ class IsolatedVideo:
         self._exitcode: int | None = None
         self.decode_seconds = 0.0
         """The decoder's own time seeking, decoding and converting; known once it has finished."""
+        self.ended_early = False
+        """Whether the video ended before the count it declares (`OpenedVideo.ended_early`); known once finished."""
         self._info: VideoInfo | None = None
 
     @property
@@ -168,6 +170,7 @@ class IsolatedVideo:
             message = self._receive("frame", "finished")
             if message["type"] == "finished":
                 self.decode_seconds = float(self._checked(messages.field, message, "decode_seconds", float))
+                self.ended_early = bool(self._checked(messages.field, message, "ended_early", bool))
                 self._finished = True
                 return
             frame = self._checked(messages.frame_from, message, ring.layout)

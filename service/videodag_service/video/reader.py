@@ -82,6 +82,10 @@ class OpenedVideo:
         self._growing = source if isinstance(source, GrowingUpload) else None
         self.path = Path(source)
         self.decode_seconds = 0.0
+        self.ended_early = False
+        """Whether `frames()` stopped at a frame it could not read, more than a second of frames
+        before the count the container declares (a truncated or damaged file). Some containers
+        only estimate their count, hence the second of slack."""
         self._stream: GrowingFileReader | None = None
         self._capture = self._open_capture()
         try:
@@ -118,6 +122,7 @@ class OpenedVideo:
         processed = 0
         while window.max_frames is None or processed < window.max_frames:
             if not self._grab(on_grab):
+                self.ended_early = self._short_of_declared(frame_index)
                 break
             limits.check_frame(frame_index, self.info.fps)
             seconds = self._presentation_time(frame_index, previous_seconds)
@@ -128,6 +133,7 @@ class OpenedVideo:
                 if in_window % window.frame_stride == 0:
                     image = self._retrieve(None if retrieve_into is None else retrieve_into())
                     if image is None:
+                        self.ended_early = self._short_of_declared(frame_index)
                         break
                     frame = DecodedFrame(frame_index, seconds, image)
                     self.decode_seconds += time.perf_counter() - started
@@ -167,6 +173,10 @@ class OpenedVideo:
         self._release()
         self._capture = self._open_capture()
         return 0, None
+
+    def _short_of_declared(self, frame_count: int) -> bool:
+        """Whether `frame_count` frames fall short of the declared count by more than a second's worth."""
+        return frame_count < self.info.frame_count - max(1, math.ceil(self.info.fps))
 
     def _seek(self, frame_index: int) -> bool:
         try:

@@ -77,6 +77,20 @@ def test_run_writes_one_json_object_per_frame_and_a_summary(
     assert str(output) in out
 
 
+@pytest.mark.parametrize("ended_early", [True, False])
+def test_a_video_that_ended_early_gets_a_warning_in_the_summary(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture,
+    ended_early: bool,
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(), video_info_response(fps=25.0, frame_count=6), frame_response(0, 25.0, {}),
+        summary_response(1, ended_early=ended_early),
+    ]
+    assert main(["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1"]) == 0
+    warned = "warning:    the video ended early: a frame could not be read" in capsys.readouterr().out
+    assert warned is ended_early
+
+
 def test_results_on_stdout_keep_the_summary_on_stderr(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -310,3 +310,15 @@ def test_frames_of_a_stored_file_pass_the_frame_independent_nodes_two_at_a_time(
     results = service.run_on_file("overlapping", make_video(12))
     assert [result["result"]["index"] for result in results] == list(range(12))
     assert recorder.most_inside == 2
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_the_summary_says_whether_the_video_ended_early(sample_clip: Path, tmp_path: Path, isolation: str) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(sample_clip.read_bytes()[:400_000])
+    service = VideoFilePipelineService(RunningDagService(), isolation=isolation)  # type: ignore[arg-type]
+    for path, ended_early in ((cut, True), (sample_clip, False)):
+        *_, finished = service.stream_run(DEFAULT_PIPELINE, path)
+        assert isinstance(finished, RunFinished)
+        assert finished.summary.ended_early is ended_early
+        assert (finished.summary.frames_processed < 120) is ended_early

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 from pathlib import Path
@@ -270,3 +271,42 @@ def test_a_stream_without_timestamps_is_timed_at_its_declared_rate(tmp_path: Pat
     assert [frame.timestamp_seconds for frame in frames] == pytest.approx([index / 25.0 for index in range(25)])
     assert [frame.frame_index for frame in late] == [10, 11, 12]
     assert [frame.timestamp_seconds for frame in late] == pytest.approx([0.4, 0.44, 0.48])
+
+
+def _truncated(sample_clip: Path, tmp_path: Path, keep_bytes: int) -> Path:
+    """The sample clip (index at the front) cut after `keep_bytes`, as a broken copy or download leaves it."""
+    cut = tmp_path / f"cut_{keep_bytes}.mp4"
+    cut.write_bytes(sample_clip.read_bytes()[:keep_bytes])
+    return cut
+
+
+def test_a_video_cut_short_says_it_ended_early(sample_clip: Path, tmp_path: Path) -> None:
+    with open_video(_truncated(sample_clip, tmp_path, 400_000)) as video:
+        frames = list(video.frames(FrameWindow()))
+        assert video.info.frame_count == 120
+        assert 10 < len(frames) < 110
+        assert video.ended_early
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"end_seconds": 2.0}, {"max_frames": 5}], ids=["whole video", "window", "max frames"]
+)
+def test_a_run_that_ends_where_it_should_did_not_end_early(
+    sample_clip: Path, tmp_path: Path, options: dict[str, Any]
+) -> None:
+    # The whole clip; and the cut clip's window and max_frames ending before the cut.
+    path = sample_clip if not options else _truncated(sample_clip, tmp_path, 400_000)
+    with open_video(path) as video:
+        frames = list(video.frames(plan_window(SamplingOptions(**options), video.info.fps)))
+        assert frames and not video.ended_early
+
+
+def test_a_few_frames_short_of_an_estimated_count_is_not_an_early_end(
+    sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some containers only estimate their frame count: up to a second of frames (10 here) may be missing.
+    for declared, ended_early in ((130, False), (131, True)):
+        with open_video(sample_clip) as video:
+            monkeypatch.setattr(video, "info", dataclasses.replace(video.info, frame_count=declared))
+            assert len(list(video.frames(FrameWindow()))) == 120
+            assert video.ended_early is ended_early

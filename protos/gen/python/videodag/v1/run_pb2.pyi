@@ -346,6 +346,7 @@ class RunSummary(_message.Message):
     NODE_TIMINGS_FIELD_NUMBER: _builtins.int
     DECODE_TIME_FIELD_NUMBER: _builtins.int
     FRAMES_WITH_ERRORS_FIELD_NUMBER: _builtins.int
+    ENDED_EARLY_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """The pipeline that ran."""
     pipeline_version: _builtins.str
@@ -354,6 +355,13 @@ class RunSummary(_message.Message):
     """How many frames were processed (after sampling)."""
     frames_with_errors: _builtins.int
     """How many frames had at least one node error."""
+    ended_early: _builtins.bool
+    """True when the video ended before the frame count its container declares, by
+    more than a second of frames: a frame could not be read (the file is truncated
+    or damaged there), so the frames after it are missing from the results. The
+    results before it are complete. A window or `max_frames` ending first is not
+    an early end.
+    """
     @_builtins.property
     def wall_time(self) -> _duration_pb2.Duration:
         """Wall time of the whole run, from the first byte received to the last result."""
@@ -376,10 +384,11 @@ class RunSummary(_message.Message):
         node_timings: _abc.Iterable[Global___NodeTiming] | None = ...,
         decode_time: _duration_pb2.Duration | None = ...,
         frames_with_errors: _builtins.int = ...,
+        ended_early: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "wall_time", b"wall_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "frames_processed", b"frames_processed", "frames_with_errors", b"frames_with_errors", "node_timings", b"node_timings", "pipeline_id", b"pipeline_id", "pipeline_version", b"pipeline_version", "wall_time", b"wall_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "ended_early", b"ended_early", "frames_processed", b"frames_processed", "frames_with_errors", b"frames_with_errors", "node_timings", b"node_timings", "pipeline_id", b"pipeline_id", "pipeline_version", b"pipeline_version", "wall_time", b"wall_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
