@@ -215,30 +215,18 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             declared_sha256=config.sha256 or None,
             suffix=suffix_for_file_name(config.file_name),
         ) as upload, naming_the_upload(upload.path.name, config.file_name):
-            yield from self._store_and_run(spec, upload, sampling, requests, watch, started, config)
-
-    def _store_and_run(
-        self,
-        spec: PipelineSpec,
-        upload: UploadReceiver,
-        sampling: SamplingOptions,
-        requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
-        watch: _CallWatch,
-        started: float,
-        config: run_pb2.RunConfig,
-    ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
-        if config.decode_during_upload:
-            yield from self._run_during_upload(spec, upload, sampling, requests, watch, started)
-            return
-        # The decoder process starts while the bytes arrive, so it is ready when they are in.
-        with self._video.start_decoder_ahead() as decoder:
-            for chunk in chunks(requests):
-                upload.write(chunk)
-            stored = upload.finish()
-            yield self._upload_received(spec, stored)
-            events = self._video.stream_run(spec.id, stored.path, sampling, decoder=decoder)
-            with _running_ahead(events) as ahead:
-                yield from self._run_events(spec, ahead, watch, started)
+            if config.decode_during_upload:
+                yield from self._run_during_upload(spec, upload, sampling, requests, watch, started)
+                return
+            # The decoder process starts while the bytes arrive, so it is ready when they are in.
+            with self._video.start_decoder_ahead() as decoder:
+                for chunk in chunks(requests):
+                    upload.write(chunk)
+                stored = upload.finish()
+                yield self._upload_received(spec, stored)
+                events = self._video.stream_run(spec.id, stored.path, sampling, decoder=decoder)
+                with _running_ahead(events) as ahead:
+                    yield from self._run_events(spec, ahead, watch, started)
 
     def _run_during_upload(
         self,

@@ -152,7 +152,9 @@ class PipelineRun:
         except Exception:
             self.close()
             raise
-        self._free: deque[_Lane] = deque(self._parallel)
+        # Free lanes, the most recently freed last: a frame takes that one (`_take`), so frames
+        # going one at a time stay in the first lane and the others never open.
+        self._free: deque[_Lane] = deque(reversed(self._parallel))
 
     def process(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Run every node on one frame and return its JSON-like result.
@@ -301,7 +303,7 @@ class PipelineRun:
             return True, None
         except Exception as error:  # raised once the frames already taken are done
             return True, error
-        lane = self._free.popleft() if self._free else None
+        lane = self._free.pop() if self._free else None
         work = _FrameWork(payload)
         del payload
         if lane is not None:

@@ -114,12 +114,21 @@ def test_the_first_frame_goes_alone_so_its_result_is_not_slowed_by_the_second(tm
     assert recorder.most_inside == 2
 
 
-def test_one_frame_worker_takes_the_frames_one_at_a_time(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("workers", "parallel_min_seconds"), [(1, executor.PARALLEL_MIN_SECONDS), (2, 10.0)],
+    ids=["one frame worker", "nodes quicker than the threshold"],
+)
+def test_frames_go_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int, parallel_min_seconds: float
+) -> None:
+    # `meet` waits up to 0.2 s for company on the first frame: slow enough for the default
+    # threshold (other tests let frames meet), not for one of 10 s.
+    monkeypatch.setattr(executor, "PARALLEL_MIN_SECONDS", parallel_min_seconds)
     recorder = Recorder()
-    service = make_service(tmp_path, recorder, workers=1, wait=0.05)
+    service = make_service(tmp_path, recorder, workers=workers, wait=0.2)
     with service.open_run("overlapping") as run:
-        results = [result for _, result in run.process_frames(frames(3))]
-    assert results == expected(3)
+        results = [result for _, result in run.process_frames(frames(4))]
+    assert results == expected(4)
     assert recorder.most_inside == 1
     assert recorder.events.count(("open", "overlap")) == 1
 
@@ -202,20 +211,6 @@ def test_quick_frame_independent_nodes_take_one_frame_at_a_time(tmp_path: Path) 
     assert taken_at_each_result == [list(range(index + 1)) for index in range(6)]
 
 
-def test_nodes_quicker_on_average_than_the_threshold_take_one_frame_at_a_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # `meet` waits up to 0.2 s for company on the first frame: slow enough for the default
-    # threshold (the test above with the default lets frames meet), not for one of 10 s.
-    monkeypatch.setattr(executor, "PARALLEL_MIN_SECONDS", 10.0)
-    recorder = Recorder()
-    service = make_service(tmp_path, recorder, workers=2, wait=0.2)
-    with service.open_run("overlapping") as run:
-        results = [result for _, result in run.process_frames(frames(4))]
-    assert results == expected(4)
-    assert recorder.most_inside == 1
-
-
 def test_a_failing_independent_node_fails_the_run_after_the_frames_before_it(tmp_path: Path) -> None:
     recorder = Recorder()
     service = make_service(tmp_path, recorder, workers=2, wait=0.05, fail_on="[2]")
@@ -254,6 +249,7 @@ def test_closing_early_waits_for_the_frames_in_flight_and_closes_everything(tmp_
     assert node_threads() == []
 
 
+@pytest.mark.usefixtures("any_node_pays_for_parallel")
 def test_a_hung_independent_node_fails_the_run_and_only_its_thread_is_left(tmp_path: Path) -> None:
     recorder = Recorder()
     service = make_service(tmp_path, recorder, workers=2, node_timeout_seconds=0.3)
