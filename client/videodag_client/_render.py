@@ -171,35 +171,37 @@ def _label(frame: np.ndarray, text: str, corner: tuple[int, int], colour: BoxCol
 
 
 class _FrameSampler:
-    """Keeps `wanted` frames spread evenly over a video, as thumbnails.
+    """Keeps `wanted` frames spread evenly from frame `first` to frame `last`, as thumbnails.
 
-    With the container's frame count, the frames are picked up front. Without it (or when
-    the count was wrong), every `stride`-th frame is kept; when twice the wanted number are
-    kept, every other one is dropped and the stride doubles, so memory stays bounded.
+    With a known `last`, the frames are picked up front. Without it (or when it was wrong),
+    every `stride`-th frame is kept; when twice the wanted number are kept, every other one
+    is dropped and the stride doubles, so memory stays bounded.
     """
 
-    def __init__(self, wanted: int, thumbnail_width: int, declared_frames: int) -> None:
+    def __init__(self, wanted: int, thumbnail_width: int, first: int = 0, last: int | None = None) -> None:
         self.wanted = wanted
         self.thumbnail_width = thumbnail_width
+        self.first = first
+        self.last = last
         self.picks = (
-            {int(i) for i in np.linspace(0, declared_frames - 1, wanted).round()}
-            if wanted > 0 and declared_frames >= wanted else None
+            {first + int(i) for i in np.linspace(0, last - first, wanted).round()}
+            if wanted > 0 and last is not None and last - first + 1 >= wanted else None
         )
         self.stride = 1
         self.kept: list[tuple[int, np.ndarray]] = []
 
     def offer(self, frame_index: int, frame: np.ndarray) -> None:
-        if self.wanted <= 0:
+        if self.wanted <= 0 or frame_index < self.first or (self.last is not None and frame_index > self.last):
             return
         if self.picks is not None:
             if frame_index in self.picks:
                 self.kept.append((frame_index, self._thumbnail(frame)))
             return
-        if frame_index % self.stride:
+        if (frame_index - self.first) % self.stride:
             return
         self.kept.append((frame_index, self._thumbnail(frame)))
         if len(self.kept) >= 2 * self.wanted:
-            self.kept = [entry for entry in self.kept if entry[0] % (2 * self.stride) == 0]
+            self.kept = [entry for entry in self.kept if (entry[0] - self.first) % (2 * self.stride) == 0]
             self.stride *= 2
 
     def _thumbnail(self, frame: np.ndarray) -> np.ndarray:
@@ -244,7 +246,9 @@ def render_video(
 
     The video is written under a temporary name with the same suffix and renamed at the end,
     so `output` is never a half-written file. With `snapshot`, a PNG contact sheet of
-    `snapshot_frames` frames spread over the video is written too.
+    `snapshot_frames` frames is written too, spread from the first frame with results to the
+    last (a run with a time window or `max_frames` covers part of the video), or over the
+    whole video when there are none.
     """
     output_path = Path(output)
     fourcc = _FOURCC_BY_SUFFIX.get(output_path.suffix.lower())
@@ -256,9 +260,9 @@ def render_video(
         raise RenderError(f"cannot open video {str(video)!r}")
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     writer: cv2.VideoWriter | None = None
-    sampler = _FrameSampler(
-        snapshot_frames if snapshot is not None else 0, thumbnail_width, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    )
+    declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    first, last = (min(results), max(results)) if results else (0, declared_frames - 1 if declared_frames > 0 else None)
+    sampler = _FrameSampler(snapshot_frames if snapshot is not None else 0, thumbnail_width, first, last)
     frames_written = frames_annotated = boxes_drawn = 0
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)

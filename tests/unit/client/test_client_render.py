@@ -147,7 +147,7 @@ def test_results_lines_may_be_event_wrapped_and_bad_lines_are_named(tmp_path: Pa
 
 
 def test_the_sampler_spreads_frames_over_a_video_of_unknown_length() -> None:
-    sampler = _FrameSampler(wanted=6, thumbnail_width=8, declared_frames=0)
+    sampler = _FrameSampler(wanted=6, thumbnail_width=8)
     tiny = np.zeros((6, 16, 3), np.uint8)
     for index in range(1000):
         sampler.offer(index, tiny)
@@ -155,6 +155,17 @@ def test_the_sampler_spreads_frames_over_a_video_of_unknown_length() -> None:
     picked = [index for index, _ in sampler.sample()]
     assert len(picked) == 6 and picked[0] == 0 and picked[-1] > 700
     assert picked == sorted(picked)
+
+
+@pytest.mark.parametrize("last", [39, None], ids=["known end", "unknown end"])
+def test_the_sampler_spreads_frames_over_the_frames_with_results(last: int | None) -> None:
+    sampler = _FrameSampler(wanted=6, thumbnail_width=8, first=20, last=last)
+    tiny = np.zeros((6, 16, 3), np.uint8)
+    for index in range(40 if last is None else 120):
+        sampler.offer(index, tiny)
+    picked = [index for index, _ in sampler.sample()]
+    assert len(picked) == 6 and picked == sorted(picked)
+    assert picked[0] == 20 and 30 < picked[-1] <= 39
 
 
 def test_cli_errors_exit_with_usage(sample_clip: Path, tmp_path: Path, capsys) -> None:
