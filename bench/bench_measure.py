@@ -55,13 +55,15 @@ def own_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def raw_decode(path: Path, max_frames: int | None = None) -> Throughput:
-    """The ceiling: open the file and `read()` every frame, in this process, OpenCV's defaults.
+def raw_decode(path: Path, max_frames: int | None = None, threads: int | None = None) -> Throughput:
+    """The ceiling: open the file and `read()` every frame, in this process, OpenCV's defaults
+    (or `threads` decoder threads).
 
     Opening counts (FFmpeg probes the stream, about 10 ms), as it does for the service.
     """
     started = time.perf_counter()
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    parameters = [] if threads is None else [cv2.CAP_PROP_N_THREADS, threads]
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, parameters)
     frames = 0
     try:
         while max_frames is None or frames < max_frames:

@@ -53,6 +53,7 @@ from bench_server import ServerProcess  # noqa: E402
 from videodag_client import VideodagClient  # noqa: E402
 from videodag_client._upload import DEFAULT_CHUNK_SIZE  # noqa: E402
 from videodag_service.dag.cores import usable_cores  # noqa: E402
+from videodag_service.video.reader import decoder_thread_count  # noqa: E402
 
 SAMPLE_CLIP_CANDIDATES = (REPO_ROOT / "samples" / "pedestrians_120.mp4",
                           REPO_ROOT.parent / "shared" / "media" / "pedestrians_120.mp4")
@@ -137,6 +138,7 @@ def measure_decoding_overhead(server: ServerProcess, client: VideodagClient, nai
     rows = []
     for name, path in clips.items():
         raws: list[Throughput] = []
+        tuned_raws: list[Throughput] = []
         runs: list[RunTiming] = []
         naive_runs: list[RunTiming] = []
         decode_cpu = server_cpu = client_cpu = 0.0
@@ -144,6 +146,7 @@ def measure_decoding_overhead(server: ServerProcess, client: VideodagClient, nai
             before = own_cpu_seconds()
             raws.append(raw_decode(path))
             decode_cpu += own_cpu_seconds() - before
+            tuned_raws.append(raw_decode(path, threads=decoder_thread_count()))
             before, server_before = own_cpu_seconds(), server.cpu_seconds()
             runs.append(upload_and_run(client, path, STATS_PIPELINE))
             client_cpu += own_cpu_seconds() - before
@@ -157,6 +160,14 @@ def measure_decoding_overhead(server: ServerProcess, client: VideodagClient, nai
         rows.append(Row("(1) decode ceiling: OpenCV open + read() loop", name, _fps(ceiling)))
         rows.append(_ratio_row(f"(2) UploadAndRun {STATS_PIPELINE} end to end", name, _fps(service),
                                "(1)", service.per_second / ceiling.per_second, ">= 0.95x", lambda r: r >= 0.95))
+        # Not judged: the service decodes with more threads than OpenCV's default (see
+        # `reader.decoder_thread_count`); the same loop with its thread count says how much of
+        # ratio (2) that tuning gives.
+        tuned = best(tuned_raws)
+        rows.append(Row(f"(1)  same loop, the service's {decoder_thread_count()} decoder threads", name, _fps(tuned),
+                        "(1)", tuned.per_second / ceiling.per_second))
+        rows.append(Row("(2)  against that loop", name, _fps(service), "(1), service's threads",
+                        service.per_second / tuned.per_second))
         rows.append(Row("(2)  CPU per frame: server + client", name,
                         f"{server_cpu / processed * 1e3:.2f} + {client_cpu / processed * 1e3:.2f} ms",
                         f"(1) {decode_cpu / decoded * 1e3:.2f} ms"))
