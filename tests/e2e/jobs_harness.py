@@ -157,14 +157,20 @@ def _child_pids(parent: int) -> list[int]:
     return children
 
 
-class ServerProcess:
-    """`videodag-server` as a child process, for tests that kill it mid-job."""
+SERVER_SCRIPT = [str(VENV_BIN / "videodag-server")]
+SERVER_MODULE = [sys.executable, "-m", "videodag_service.server"]
 
-    def __init__(self, arguments: list[str], environment: dict[str, str], log_path: Path) -> None:
+
+class ServerProcess:
+    """`videodag-server` (or `command`) as a child process, for tests that kill it mid-job."""
+
+    def __init__(
+        self, arguments: list[str], environment: dict[str, str], log_path: Path, command: list[str] = SERVER_SCRIPT
+    ) -> None:
         self._log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "videodag-server"), *arguments],
+            [*command, *arguments],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=self._log,

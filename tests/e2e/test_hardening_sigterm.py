@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 from hardening_support import health_status, wait_until
 from harness import TEST_PIPELINES
-from jobs_harness import ServerProcess, install_test_plugin, subprocess_environment
+from jobs_harness import SERVER_MODULE, SERVER_SCRIPT, ServerProcess, install_test_plugin, subprocess_environment
 
-from videodag_client import Cancelled, FrameResult, RunSummary, Unavailable, VideodagClient
+from videodag_client import Cancelled, FrameResult, RunOptions, RunSummary, Unavailable, VideodagClient
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -84,3 +84,25 @@ def test_sigterm_with_a_short_grace_cancels_the_run_in_flight_and_exits_cleanly(
         log = (tmp_path / "server.log").read_text()
         assert "the client cancelled" not in log  # the server ended the run, and says so
         assert "the server shut down before the run finished" in log
+
+
+@pytest.mark.parametrize("command", [SERVER_SCRIPT, SERVER_MODULE], ids=["videodag-server", "python -m"])
+def test_a_server_started_either_way_runs_its_decoders_without_warnings(
+    sample_clip: Path, tmp_path: Path, command: list[str]
+) -> None:
+    # Each decoder process runs the server's main module again; under `python -m` runpy used
+    # to warn in every decoder's stderr that the module was imported already.
+    arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
+                 "--data-dir", str(tmp_path / "data"), "--log-level", "WARNING"]
+    log = tmp_path / "server.log"
+    process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, command)
+    try:
+        with VideodagClient(f"127.0.0.1:{process.port}") as client:
+            for _ in range(2):
+                events = list(client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(max_frames=3)))
+                assert isinstance(events[-1], RunSummary) and events[-1].frames_processed == 3
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(30) == 0
+    finally:
+        process.kill()
+    assert "Warning" not in log.read_text()

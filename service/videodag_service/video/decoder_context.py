@@ -51,15 +51,17 @@ def _preload_modules() -> list[str]:
     defines can be unpickled there; the forkserver does not preload it (Python 3.11 never
     hands it the main path), so each decoder would import the server's whole stack again:
     0.4 s a run under the `videodag-server` script. With those imports preloaded, running
-    the main module again costs a few milliseconds.
+    the main module again costs a few milliseconds. The main module itself is left out:
+    under `python -m videodag_service.server` each child runs it again by that name, and
+    runpy warns (a RuntimeWarning in every decoder's stderr) when the name is imported already.
     """
     modules = ["__main__", "videodag_service.video.decoder_process"]
     main = sys.modules.get("__main__")
     if main is None:
         return modules
-    names = {getattr(getattr(main, "__spec__", None), "name", None)}
-    for value in vars(main).values():
-        names.add(value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None))
+    names = {value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", None)
+             for value in vars(main).values()}
+    names.discard(getattr(getattr(main, "__spec__", None), "name", None))
     # A package's __main__ runs its program when imported: never preload one.
     modules += sorted(
         name for name in names
