@@ -124,11 +124,11 @@ class OpenedVideo:
             if not self._grab(on_grab):
                 self.ended_early = self._short_of_declared(frame_index)
                 break
-            limits.check_frame(frame_index, self.info.fps)
             seconds = self._presentation_time(frame_index, previous_seconds)
             previous_seconds = seconds
             if window.is_past_end(seconds):
-                break
+                break  # checked before the limits: a window ending at the limit stays within it
+            limits.check_frame(frame_index, self.info.fps)
             if not window.is_before(seconds):
                 if in_window % window.frame_stride == 0:
                     image = self._retrieve(None if retrieve_into is None else retrieve_into())
@@ -154,9 +154,9 @@ class OpenedVideo:
         and grabs it. That is kept only when OpenCV reports landing exactly there (verified
         frame-exact on H.264/MP4, MPEG-4 Part 2 and MJPG/AVI) and the frame is presented
         where the declared rate puts it, before the window: then both the indices and the
-        times that follow are right. Otherwise (a variable frame rate, a stream without
-        timestamps, an imprecise seek) the file is decoded from its start, which is slower
-        but always right. Seeking is used only inside the declared frame count.
+        times that follow are right. Otherwise (a variable frame rate, an imprecise seek)
+        the file is decoded from its start, which is slower but always right. Seeking is
+        used only inside the declared frame count.
         """
         before = window.first_index - 1
         if before < 1 or not self.info.fps > 0:

@@ -193,6 +193,13 @@ def test_frames_beyond_the_limits_stop_decoding_even_if_the_header_was_not_check
     assert delivered == list(range(40))
 
 
+def test_a_window_ending_at_the_frame_limit_stays_within_it(make_video) -> None:
+    # The frame after the window is grabbed to learn its time; that does not count as over the limit.
+    with open_video(make_video(100, fps=25.0)) as video:
+        frames = list(video.frames(window(0, 40), VideoLimits(max_frames_total=40)))
+    assert [frame.frame_index for frame in frames] == list(range(40))
+
+
 def test_a_window_starting_beyond_the_frame_limit_is_refused_without_decoding(
     make_video, monkeypatch: pytest.MonkeyPatch
 ) -> None:
