@@ -260,8 +260,12 @@ def render_video(
         raise RenderError(f"cannot open video {str(video)!r}")
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     writer: cv2.VideoWriter | None = None
-    declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    first, last = (min(results), max(results)) if results else (0, declared_frames - 1 if declared_frames > 0 else None)
+    last: int | None
+    if results:
+        first, last = min(results), max(results)
+    else:
+        declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        first, last = 0, (declared_frames - 1 if declared_frames > 0 else None)
     sampler = _FrameSampler(snapshot_frames if snapshot is not None else 0, thumbnail_width, first, last)
     frames_written = frames_annotated = boxes_drawn = 0
     try:

@@ -46,7 +46,7 @@ PARALLEL_MIN_SECONDS = 0.001
 """A second frame goes into the parallel lanes only while the frame-independent nodes take at
 least this long a frame (their average over the run so far). Below it, a second frame in
 flight saves less than its hand-offs cost: end to end on 2 cores, `frame_stats_v1` (0.05 ms
-a frame) went 4-5% faster with one frame at a time, while a detector (20 ms) goes 8% faster
+a frame) went 3-5% faster with one frame at a time, while a detector (20 ms) goes 8% faster
 with two."""
 
 
@@ -177,10 +177,10 @@ class PipelineRun:
         result is handed out. The first frame goes alone, so the first result is not slowed
         by the second frame sharing the cores; after it, at most `frame_workers` frames (and
         the payloads holding them) are in the run at once, and more than one only while the
-        frame-independent nodes are slow enough to pay for it (`PARALLEL_MIN_SECONDS`). An error raised by `payloads`
-        comes after the results of the frames taken before it, as it would one frame at a
-        time. Closing the iterator early waits for the frames in flight (within the time
-        limit) before it returns.
+        frame-independent nodes are slow enough to pay for it (`PARALLEL_MIN_SECONDS`). An
+        error raised by `payloads` comes after the results of the frames taken before it, as
+        it would one frame at a time. Closing the iterator early waits for the frames in
+        flight (within the time limit) before it returns.
 
         `ready`, when given, tells whether the next payload can be had without waiting (a
         frame already decoded). A done frame is then not held back to fill lanes with frames
