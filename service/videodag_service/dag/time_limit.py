@@ -13,7 +13,8 @@ One thread serves every call of its owner, one at a time, so the code it runs se
 thread throughout (stateful plugins need not be thread-safe). The cost is one hand-off per
 call, which is why owners without a limit call directly instead, unless they want the
 thread itself: an owner may `submit` a call, do other work, and collect its `result` later
-(the run's frames in flight, see `executor`).
+(the run's frames in flight, see `executor`). The thread runs plugins, frame work, so it
+runs under the batch policy (`scheduling`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
+
+from videodag_service.scheduling import run_as_batch
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ class StepLimitedThread:
         return step if time.perf_counter() - started >= self.limit_seconds else None
 
     def _serve(self) -> None:
+        run_as_batch()
         while (request := self._requests.get()) is not _STOP:
             function, argument = request
             # Nothing of a call outlives it here: its argument may be a frame lent from the

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from videodag_service.jobs.execution import JobExecutor, JobInterrupted
 from videodag_service.jobs.model import Job
+from videodag_service.scheduling import run_as_batch
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class ThreadPoolJobQueue:
             thread.join(timeout)
 
     def _work(self) -> None:
+        run_as_batch()  # a job is frame work; serving calls goes first
         while True:
             item = self._pending.get()
             if item is None or self._stopping.is_set():

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.frame_ring import FrameRing
 from videodag_service.video.growing_upload import GrowingUpload
@@ -135,6 +136,7 @@ def serve_decoder(
     `heartbeat_seconds`: a slow upload is not a hung decoder.
     """
     _harden_process()
+    run_as_batch()  # before the capture opens, so FFmpeg's threads inherit it
     channel = _Channel(connection)
     try:
         if source is None:

@@ -12,7 +12,8 @@ pile up, so memory stays flat however long the video is.
 
 `read_ahead` owns its thread: whichever way its block exits (end of data, an error on
 either side, a closed generator), the thread has stopped when the block has exited, so
-what it used (an OpenCV capture) can be released at once.
+what it used (an OpenCV capture) can be released at once. The thread is frame work, so it
+runs under the batch policy and gives way to the threads that serve calls (`scheduling`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Generic, TypeVar
+
+from videodag_service.scheduling import run_as_batch
 
 T = TypeVar("T")
 
@@ -135,6 +138,7 @@ def read_ahead(
     iterator = iter(source)
 
     def produce() -> None:
+        run_as_batch()
         error: BaseException | None = None
         try:
             try:
