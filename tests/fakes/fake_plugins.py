@@ -156,6 +156,22 @@ def _size(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, 
     return {"length": len(inputs["data"])}
 
 
+def _timed_call(inputs: Mapping[str, Any], params: Mapping[str, Any], recorder: Recorder) -> Mapping[str, Any]:
+    """Notes the thread it runs in, takes `seconds`, fails where told."""
+    index = inputs["index"]
+    recorder.add("timed", str(index), threading.current_thread().name)
+    time.sleep(params["seconds"])
+    if index in params["fail_on"]:
+        raise RuntimeError(f"timed call fails on {index}")
+    return {"index": index}
+
+
+_TIMED_CALL_PARAMS = (
+    Param("seconds", float, 0.0, "time each call takes"),
+    Param("fail_on", list, [], "frame indexes to fail on"),
+)
+
+
 def make_test_plugin(recorder: Recorder) -> Plugin:
     """A plugin named `test` with a stateful counter and a few stateless tools."""
     return Plugin(
@@ -236,6 +252,21 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 description="Length of the encoded frame.",
                 inputs=(Port("data"),),
                 outputs=(Port("length"),),
+            ),
+            function_tool(
+                "bounded", lambda inputs, params: _timed_call(inputs, params, recorder),
+                description="Promises a bounded time; notes the thread it runs in.",
+                inputs=(Port("index"),),
+                outputs=(Port("index"),),
+                params=_TIMED_CALL_PARAMS,
+                bounded_time=True,
+            ),
+            function_tool(
+                "unbounded", lambda inputs, params: _timed_call(inputs, params, recorder),
+                description="The same call without the promise.",
+                inputs=(Port("index"),),
+                outputs=(Port("index"),),
+                params=_TIMED_CALL_PARAMS,
             ),
             function_tool(
                 "needs", lambda inputs, params: {"out": params["required_value"]},

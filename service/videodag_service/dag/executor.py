@@ -17,7 +17,9 @@ limit fails the run with `NodeTimedOut`. Python cannot stop that call, so its th
 abandoned (a daemon, counted by `abandoned_thread_count()` and logged); the run's other
 instances are closed as usual, the hung one by the abandoned thread if its call ever returns,
 so `close` never runs under a live call. Without a limit the caller's thread runs the
-ordered lane directly: no hand-off, no extra thread.
+ordered lane directly: no hand-off, no extra thread. So does it run a lane whose tools all
+promise a bounded time (`Tool.bounded_time`), limit or not, unless they prove slow enough
+for frames in parallel.
 """
 
 from __future__ import annotations
@@ -74,17 +76,23 @@ class _FrameWork:
     failed: set[str] = field(default_factory=set)
     errors: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
+    ran_inline: bool = False
+    """Its lane ran in the caller's thread (`_start`): done already, nothing to wait for."""
+    inline_error: Exception | None = None
+    """What that call raised, raised again when the frame's turn comes, as a thread's would be."""
 
 
 class _Lane:
     """Nodes opened for one thread of a run: the instances it calls and the node it runs now.
 
     A lane with a `thread` runs its calls there, watched by the run's time limit; without
-    one, the caller's thread runs them directly.
+    one, the caller's thread runs them directly. A `bounded_time` lane (every tool in it
+    promises a bounded time) may run in the caller's thread either way.
     """
 
     def __init__(self, nodes: tuple[NodeSpec, ...]) -> None:
         self.nodes = nodes
+        self.bounded_time = all(node.tool.bounded_time for node in nodes)
         self.instances: dict[str, ToolInstance] = {}
         self.opened = False
         self.thread: StepLimitedThread | None = None
@@ -262,7 +270,16 @@ class PipelineRun:
             raise self._timed_out
 
     def _start(self, lane: _Lane, work: _FrameWork, *, finish: bool) -> None:
-        """Start `lane`'s nodes on the frame in the lane's thread (started on first use)."""
+        """Start `lane`'s nodes on the frame in the lane's thread (started on first use), or run
+        them here and now when their time is bounded and frames go one at a time (a free
+        lane's thread, if it has one, is idle)."""
+        if lane.bounded_time and not self._measured_slow():
+            try:
+                self._run_lane(lane, work, finish=finish)
+            except Exception as error:  # raised when the frame's turn comes (`_wait_for_lane`)
+                work.inline_error = error
+            work.ran_inline = True
+            return
         if lane.thread is None:
             lane.thread = StepLimitedThread(self._node_timeout_seconds, lane.in_progress, NODE_THREAD_NAME)
         lane.thread.submit(functools.partial(self._run_lane, lane, finish=finish), work)
@@ -279,16 +296,27 @@ class PipelineRun:
             return False
         if ready():
             return True
-        oldest_lane = pending[0][0]
-        return oldest_lane is not None and oldest_lane.thread is not None and not oldest_lane.thread.ready()
+        oldest_lane, oldest = pending[0]
+        return (oldest_lane is not None and not oldest.ran_inline and oldest_lane.thread is not None
+                and not oldest_lane.thread.ready())
 
     def _parallel_pays(self) -> bool:
         """Whether the frame-independent nodes are slow enough for more than one frame in flight
         (`PARALLEL_MIN_SECONDS`); a run whose nodes have not run yet counts as slow."""
+        average = self._independent_average_seconds()
+        return average is None or average >= PARALLEL_MIN_SECONDS
+
+    def _measured_slow(self) -> bool:
+        """Whether the frame-independent nodes have run and proved slow enough for frames in parallel."""
+        average = self._independent_average_seconds()
+        return average is not None and average >= PARALLEL_MIN_SECONDS
+
+    def _independent_average_seconds(self) -> float | None:
+        """The frame-independent nodes' time a frame so far; None before their first frame."""
         with self._timings_lock:
             frames = max((timing.calls for timing in self._independent_timings), default=0)
             seconds = sum(timing.total_seconds for timing in self._independent_timings)
-        return frames == 0 or seconds >= frames * PARALLEL_MIN_SECONDS
+        return seconds / frames if frames else None
 
     def _take(
         self, source: Iterator[Mapping[str, Any]], pending: deque[tuple[_Lane | None, _FrameWork]]
@@ -315,6 +343,12 @@ class PipelineRun:
         """Wait for the frame's frame-independent nodes; their lane is free again after."""
         if lane is None:
             return
+        if work.ran_inline:
+            self._free.append(lane)
+            if work.inline_error is not None:
+                error, work.inline_error = work.inline_error, None
+                raise error
+            return
         try:
             self._wait(lane, work.payload.get("frame_index"))
         finally:
@@ -326,7 +360,7 @@ class PipelineRun:
         ordered = self._ordered
         if ordered is None:
             return
-        if ordered.thread is None and self._node_timeout_seconds is None:
+        if ordered.bounded_time or (ordered.thread is None and self._node_timeout_seconds is None):
             self._run_lane(ordered, work, finish=True)  # no limit to watch: no hand-off
             return
         self._start(ordered, work, finish=True)
@@ -349,6 +383,9 @@ class PipelineRun:
         """Wait out the frames still in lanes when the caller stopped early; their results are dropped."""
         while pending:
             lane, work = pending.popleft()
+            if lane is not None and work.ran_inline:
+                self._free.append(lane)
+                continue
             if lane is None or lane.thread is None:
                 continue
             with contextlib.suppress(Exception):
@@ -404,7 +441,9 @@ class PipelineRun:
             # Only an abandoned thread gets here, after its hung call returned: the run is over.
             raise RuntimeError(f"run of pipeline {self.spec.id!r} was stopped by a node time limit")
         started = time.perf_counter()
-        lane.running = (node, started)
+        # Watched by the time limit, unless its time is bounded (it may run in a lane's thread
+        # all the same, when it takes long enough for frames in parallel).
+        lane.running = None if node.tool.bounded_time else (node, started)
         try:
             outputs = lane.instances[node.id].process(inputs)
         finally:

@@ -74,6 +74,7 @@ PLUGIN = Plugin(
                 ),
             ),
             params=(Param("include_channels", bool, False, "also report the mean of each colour channel"),),
+            bounded_time=True,  # one pass over the pixels, nothing else
         ),
     ),
 )
