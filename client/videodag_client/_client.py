@@ -22,8 +22,11 @@ from videodag_client._upload import (
     UploadProgress,
     open_upload,
 )
+from videodag_client._wire import bytes_field_encoder, method_path
 
 DEFAULT_TARGET = "localhost:50051"
+
+_encode_upload_chunk = bytes_field_encoder(video_pipeline_service_pb2.UploadAndRunRequest, "chunk")
 
 
 class VideodagClient(JobCalls):
@@ -68,6 +71,18 @@ class VideodagClient(JobCalls):
         self._channel = channel
         self._owns_channel = owns_channel
         self._stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        # The uploading calls take their requests as wire bytes (`_wire`).
+        service = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
+        self._upload_and_run = channel.stream_stream(
+            method_path(service, "UploadAndRun"),
+            request_serializer=None,
+            response_deserializer=video_pipeline_service_pb2.UploadAndRunResponse.FromString,
+        )
+        self._submit_job = channel.stream_unary(
+            method_path(service, "SubmitJob"),
+            request_serializer=None,
+            response_deserializer=video_pipeline_service_pb2.SubmitJobResponse.FromString,
+        )
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -161,9 +176,12 @@ class VideodagClient(JobCalls):
         )
         if options is not None:
             config.options.CopyFrom(options.to_proto())
-        requests = ChunkedRequests(config, upload, chunk_size, on_upload_progress)
+        requests = ChunkedRequests(
+            video_pipeline_service_pb2.UploadAndRunRequest(config=config).SerializeToString(),
+            _encode_upload_chunk, upload, chunk_size, on_upload_progress,
+        )
         try:
-            call = self._stub.UploadAndRun(requests, timeout=self._deadline(timeout), metadata=self._metadata)
+            call = self._upload_and_run(requests, timeout=self._deadline(timeout), metadata=self._metadata)
         except BaseException:
             requests.close()
             raise

@@ -31,7 +31,9 @@ from videodag_client._upload import (
     UploadProgress,
     open_upload,
 )
+from videodag_client._wire import bytes_field_encoder
 
+_encode_job_chunk = bytes_field_encoder(video_pipeline_service_pb2.SubmitJobRequest, "chunk")
 _STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 # A dropped connection or a restarting server: the watch is resumed, not failed.
 _RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
@@ -94,9 +96,11 @@ JobEvent: TypeAlias = Job | FrameResult
 
 
 class JobCalls:
-    """The job calls of `VideodagClient`; expects `_stub`, `_metadata` and `_deadline` from it."""
+    """The job calls of `VideodagClient`; expects `_stub`, `_submit_job`, `_metadata` and
+    `_deadline` from it."""
 
     _stub: video_pipeline_service_pb2_grpc.VideoPipelineServiceStub
+    _submit_job: grpc.StreamUnaryMultiCallable
     _metadata: tuple[tuple[str, str], ...]
     _deadline: Callable[[float | None], float | None]
 
@@ -133,11 +137,12 @@ class JobCalls:
         config = video_pipeline_service_pb2.SubmitJobConfig(
             run_config=run_config, idempotency_key=idempotency_key or ""
         )
-        chunked = ChunkedRequests(run_config, upload, chunk_size, on_upload_progress)
+        chunked = ChunkedRequests(
+            video_pipeline_service_pb2.SubmitJobRequest(config=config).SerializeToString(),
+            _encode_job_chunk, upload, chunk_size, on_upload_progress,
+        )
         try:
-            response = self._stub.SubmitJob(
-                _SubmitRequests(config, chunked), timeout=self._deadline(timeout), metadata=self._metadata
-            )
+            response = self._submit_job(chunked, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as error:
             if chunked.error is not None:
                 raise chunked.error from error
@@ -313,23 +318,6 @@ class JobWatch(Iterator[JobEvent]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class _SubmitRequests:
-    """The SubmitJob stream: the job config first, then the file's chunks (read by ChunkedRequests)."""
-
-    def __init__(self, config: video_pipeline_service_pb2.SubmitJobConfig, chunked: ChunkedRequests) -> None:
-        self._config = config
-        self._chunked = chunked
-
-    def __iter__(self) -> _SubmitRequests:
-        return self
-
-    def __next__(self) -> video_pipeline_service_pb2.SubmitJobRequest:
-        request = next(self._chunked)
-        if request.HasField("config"):
-            return video_pipeline_service_pb2.SubmitJobRequest(config=self._config)
-        return video_pipeline_service_pb2.SubmitJobRequest(chunk=request.chunk)
 
 
 def job_from_proto(job: job_pb2.Job) -> Job:

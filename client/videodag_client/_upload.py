@@ -1,7 +1,9 @@
-"""The UploadAndRun request stream: the config, then the video's bytes in chunks read on demand.
+"""An upload's request stream (UploadAndRun, SubmitJob): the config, then the video's bytes
+in chunks read on demand.
 
 gRPC pulls requests from its own thread, one message at a time, and only after the previous
-one was sent, so the file is read as fast as the network takes it and never whole.
+one was sent, so the file is read as fast as the network takes it and never whole. The
+requests are wire bytes (`_wire`), sent as they are.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeAlias
-
-from videodag.v1 import run_pb2, video_pipeline_service_pb2
 
 PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryIO
 UploadProgress: TypeAlias = Callable[[int, int | None], None]
@@ -85,7 +85,7 @@ def _sha256_and_rewind(stream: BinaryIO) -> str:
 
 
 class ChunkedRequests:
-    """Iterator of UploadAndRunRequest: the config once, then chunks until end of file.
+    """Iterator of encoded requests: `first_request` once, then `encode_chunk(chunk)` until end of file.
 
     gRPC iterates it on its own thread; `close()` comes from the caller's thread and must
     return at once even while a read is blocked (a pipe that never delivers), so the lock
@@ -97,12 +97,14 @@ class ChunkedRequests:
 
     def __init__(
         self,
-        config: run_pb2.RunConfig,
+        first_request: bytes,
+        encode_chunk: Callable[[bytes], bytes],
         upload: UploadFile,
         chunk_size: int,
         on_progress: UploadProgress | None,
     ) -> None:
-        self._config: run_pb2.RunConfig | None = config
+        self._first_request: bytes | None = first_request
+        self._encode_chunk = encode_chunk
         self._upload = upload
         self._chunk_size = chunk_size
         self._on_progress = on_progress
@@ -116,7 +118,7 @@ class ChunkedRequests:
     def __iter__(self) -> ChunkedRequests:
         return self
 
-    def __next__(self) -> video_pipeline_service_pb2.UploadAndRunRequest:
+    def __next__(self) -> bytes:
         with self._lock:
             if self._closed:
                 raise StopIteration
@@ -136,17 +138,17 @@ class ChunkedRequests:
                 if self._closed:
                     self._release_file()
 
-    def _next_request(self) -> video_pipeline_service_pb2.UploadAndRunRequest:
-        if self._config is not None:
-            config, self._config = self._config, None
-            return video_pipeline_service_pb2.UploadAndRunRequest(config=config)
+    def _next_request(self) -> bytes:
+        if self._first_request is not None:
+            first, self._first_request = self._first_request, None
+            return first
         # gRPC asks for the next message only once the previous one was sent.
         self._report_progress()
         chunk = self._upload.stream.read(self._chunk_size)
         if not chunk:
             raise StopIteration
         self._bytes_in_flight = len(chunk)
-        return video_pipeline_service_pb2.UploadAndRunRequest(chunk=chunk)
+        return self._encode_chunk(chunk)
 
     def _report_progress(self) -> None:
         if self._bytes_in_flight:

@@ -1,0 +1,42 @@
+"""Chunk requests written as wire bytes are exactly what protobuf would have written."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from videodag.v1 import video_pipeline_service_pb2 as service_pb2
+from videodag.v1 import video_pipeline_service_pb2_grpc as service_grpc
+from videodag_client._wire import bytes_field_encoder, method_path
+
+# Around every varint length boundary, and a chunk as large as the client sends.
+SIZES = [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152, 4 * 1024 * 1024 - 16 * 1024]
+
+
+@pytest.mark.parametrize("message_class", [service_pb2.UploadAndRunRequest, service_pb2.SubmitJobRequest])
+@pytest.mark.parametrize("size", SIZES)
+def test_an_encoded_chunk_is_the_messages_own_wire_form(message_class: type, size: int) -> None:
+    data = os.urandom(size)
+    encoded = bytes_field_encoder(message_class, "chunk")(data)
+    assert encoded == message_class(chunk=data).SerializeToString()
+    parsed = message_class.FromString(encoded)
+    assert parsed.WhichOneof("payload") == "chunk" and parsed.chunk == data
+
+
+def test_only_a_bytes_field_can_be_encoded() -> None:
+    with pytest.raises(TypeError, match="not a bytes field"):
+        bytes_field_encoder(service_pb2.SubmitJobConfig, "idempotency_key")
+
+
+def test_method_paths_are_the_ones_the_generated_stub_calls() -> None:
+    service = service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
+    calls: dict[str, str] = {}
+
+    class RecordingChannel:
+        def __getattr__(self, kind: str):  # type: ignore[no-untyped-def]
+            return lambda path, **_: calls.setdefault(path.rsplit("/", 1)[1], path)
+
+    service_grpc.VideoPipelineServiceStub(RecordingChannel())
+    assert method_path(service, "UploadAndRun") == calls["UploadAndRun"]
+    assert method_path(service, "SubmitJob") == calls["SubmitJob"]
