@@ -21,7 +21,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from videodag_service.allocator import keep_freed_memory_for_reuse
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
@@ -190,7 +189,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"videodag-server: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
-    keep_freed_memory_for_reuse()  # the server program's own allocator; see `allocator`
     try:
         serve(settings)
     except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:
