@@ -60,7 +60,10 @@ class VideodagClient(JobCalls):
     def from_channel(
         cls, channel: grpc.Channel, *, token: str | None = None, timeout: float | None = None
     ) -> VideodagClient:
-        """Wraps a channel the caller built (interceptors, custom options); the caller closes it."""
+        """Wraps a channel the caller built (interceptors, custom options); the caller closes it.
+
+        Interceptors see the requests of the uploading calls (UploadAndRun, SubmitJob) as the
+        wire bytes they are sent as (`_wire`), not as messages; responses are messages."""
         client = cls.__new__(cls)
         client._setup(channel, owns_channel=False, token=token, timeout=timeout)
         return client
