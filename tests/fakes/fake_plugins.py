@@ -166,10 +166,19 @@ def _timed_call(inputs: Mapping[str, Any], params: Mapping[str, Any], recorder: 
     return {"index": index}
 
 
-_TIMED_CALL_PARAMS = (
-    Param("seconds", float, 0.0, "time each call takes"),
-    Param("fail_on", list, [], "frame indexes to fail on"),
-)
+def _timed_tool(name: str, recorder: Recorder, *, bounded_time: bool) -> Tool:
+    """`_timed_call` as a tool, with or without the promise of a bounded time."""
+    return function_tool(
+        name, lambda inputs, params: _timed_call(inputs, params, recorder),
+        description=f"Notes the thread it runs in; bounded_time={bounded_time}.",
+        inputs=(Port("index"),),
+        outputs=(Port("index"),),
+        params=(
+            Param("seconds", float, 0.0, "time each call takes"),
+            Param("fail_on", list, [], "frame indexes to fail on"),
+        ),
+        bounded_time=bounded_time,
+    )
 
 
 def make_test_plugin(recorder: Recorder) -> Plugin:
@@ -253,21 +262,8 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 inputs=(Port("data"),),
                 outputs=(Port("length"),),
             ),
-            function_tool(
-                "bounded", lambda inputs, params: _timed_call(inputs, params, recorder),
-                description="Promises a bounded time; notes the thread it runs in.",
-                inputs=(Port("index"),),
-                outputs=(Port("index"),),
-                params=_TIMED_CALL_PARAMS,
-                bounded_time=True,
-            ),
-            function_tool(
-                "unbounded", lambda inputs, params: _timed_call(inputs, params, recorder),
-                description="The same call without the promise.",
-                inputs=(Port("index"),),
-                outputs=(Port("index"),),
-                params=_TIMED_CALL_PARAMS,
-            ),
+            _timed_tool("bounded", recorder, bounded_time=True),
+            _timed_tool("unbounded", recorder, bounded_time=False),
             function_tool(
                 "needs", lambda inputs, params: {"out": params["required_value"]},
                 description="Has a required parameter.",
