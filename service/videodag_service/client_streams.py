@@ -2,7 +2,8 @@
 
 Both request messages carry a `oneof` of `config` and `chunk` (typed loosely here, as the
 two generated classes share no base): the config first, exactly once, then the video's
-bytes in order. Order mistakes are INVALID_ARGUMENT.
+bytes in order. Order mistakes are INVALID_ARGUMENT. A chunk-only message may also arrive
+as a memoryview of its chunk (`chunk_views`, which the server installs).
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ def first_config(requests: Iterator[Any]) -> Any:
     first = next(requests, None)
     if first is None:
         raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
-    if not first.HasField("config"):
+    if isinstance(first, memoryview) or not first.HasField("config"):
         raise BadRequestStream("the first message must be the config; a chunk arrived first")
     return first.config
 
 
-def chunks(requests: Iterator[Any]) -> Iterator[bytes]:
+def chunks(requests: Iterator[Any]) -> Iterator[bytes | memoryview]:
     """The video's bytes from the rest of the stream; BadRequestStream for a second config."""
     for request in requests:
-        if request.HasField("config"):
+        if isinstance(request, memoryview):
+            yield request
+        elif request.HasField("config"):
             raise BadRequestStream("the config was sent twice; send it once, as the first message")
-        yield request.chunk
+        else:
+            yield request.chunk

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
+from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import (
@@ -136,6 +137,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     interceptors = server_interceptors(metrics, tracing=settings.tracing == "otel")
     if settings.requires_token:
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
+    interceptors.append(ChunkViewInterceptor())  # innermost: it changes how requests are read, not who may call
     threads = settings.max_concurrent_runs + _SPARE_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),

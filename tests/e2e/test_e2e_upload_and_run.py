@@ -121,6 +121,34 @@ def test_bad_request_streams_are_invalid_argument(server: ServerHarness, request
     assert server.leftover_uploads() == []
 
 
+def test_chunk_messages_of_every_valid_shape_are_stored_as_protobuf_reads_them(
+    server: ServerHarness, sample_clip: Path
+) -> None:
+    """Plain chunk messages go to the servicer as views of the received bytes; the rest through protobuf."""
+    video = sample_clip.read_bytes()
+    third = len(video) // 3
+    messages = [
+        config().SerializeToString(),
+        Request(chunk=video[:third]).SerializeToString(),
+        Request(chunk=b"").SerializeToString(),
+        b"",  # a message with no field set: an empty chunk
+        Request(chunk=video[third:2 * third]).SerializeToString() + b"\x98\x06\x01",  # and an unknown field
+        # The chunk field twice: protobuf keeps the last.
+        Request(chunk=b"dropped").SerializeToString() + Request(chunk=video[2 * third:]).SerializeToString(),
+    ]
+    with grpc.insecure_channel(server.target) as channel:
+        call = channel.stream_stream(
+            "/videodag.v1.VideoPipelineService/UploadAndRun",
+            request_serializer=None,
+            response_deserializer=video_pipeline_service_pb2.UploadAndRunResponse.FromString,
+        )
+        responses = list(call(iter(messages), timeout=30))
+    received = responses[0].upload_received
+    assert (received.size_bytes, received.sha256) == (len(video), hashlib.sha256(video).hexdigest())
+    assert responses[-1].summary.frames_processed == 120
+    assert server.leftover_uploads() == []
+
+
 @pytest.mark.parametrize("pipeline_id", ["", "no_such_pipeline"])
 def test_missing_or_unknown_pipeline_is_not_found_listing_known_ids(
     server: ServerHarness, sample_clip: Path, pipeline_id: str

@@ -87,7 +87,7 @@ class JobService:
         self._queue.close()
         self._store.close()
 
-    def submit(self, request: JobRequest, chunks: Iterable[bytes]) -> Job:
+    def submit(self, request: JobRequest, chunks: Iterable[bytes | memoryview]) -> Job:
         """Store the video and queue the job; returns it QUEUED (or the job holding the key).
 
         The pipeline and key are checked before any byte is read, so a bad submit costs no

@@ -30,7 +30,7 @@ class UploadStorage(Protocol):
     def store(
         self,
         job_id: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         max_upload_bytes: int,
         declared_size: int | None,
@@ -68,7 +68,7 @@ class DirectoryUploadStorage:
     def store(
         self,
         job_id: str,
-        chunks: Iterable[bytes],
+        chunks: Iterable[bytes | memoryview],
         *,
         max_upload_bytes: int,
         declared_size: int | None,

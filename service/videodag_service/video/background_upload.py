@@ -34,7 +34,7 @@ class BackgroundUpload:
     The receiver must have a declared size: a reader of the growing file needs its end.
     """
 
-    def __init__(self, receiver: UploadReceiver, chunks: Iterator[bytes]) -> None:
+    def __init__(self, receiver: UploadReceiver, chunks: Iterator[bytes | memoryview]) -> None:
         if receiver.declared_size is None:
             raise ValueError("an upload decoded while it arrives needs a declared size")
         self.growing = GrowingUpload(receiver.path, receiver.declared_size, new_abandon_signal())

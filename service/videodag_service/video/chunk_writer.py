@@ -28,7 +28,7 @@ class ChunkWriter:
         self._file = file
         self._capacity_bytes = capacity_bytes
         self._hash = hashlib.sha256()
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[bytes | memoryview] = deque()
         self._unwritten_bytes = 0  # queued or being written
         self._stopping = False
         self._error: BaseException | None = None
@@ -38,7 +38,11 @@ class ChunkWriter:
 
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         """Queue a chunk, waiting while the queue is full; raises the thread's error if it failed."""
-        data = chunk if isinstance(chunk, bytes) else bytes(chunk)  # the caller may reuse its buffer
+        data: bytes | memoryview
+        if isinstance(chunk, bytes) or (isinstance(chunk, memoryview) and _view_of_bytes(chunk)):
+            data = chunk
+        else:
+            data = bytes(chunk)  # the caller may reuse its buffer
         with self._changed:
             while self._pending and self._unwritten_bytes + len(data) > self._capacity_bytes and not self._error:
                 self._changed.wait()
@@ -100,3 +104,8 @@ class ChunkWriter:
             with self._changed:
                 self._unwritten_bytes -= len(data)
                 self._changed.notify_all()
+
+
+def _view_of_bytes(view: memoryview) -> bool:
+    """A plain read-only view of a bytes object (`chunk_views`): nobody can change it, so no copy is needed."""
+    return view.readonly and view.contiguous and view.itemsize == 1 and isinstance(view.obj, bytes)

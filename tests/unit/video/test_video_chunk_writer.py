@@ -48,6 +48,34 @@ def test_the_file_and_the_hash_are_those_of_the_chunks_in_order() -> None:
     assert _writer_threads() == []
 
 
+class RecordingFile(io.BytesIO):
+    """Keeps every object it is asked to write, to tell a queued copy from the caller's own buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[object] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.written.append(data)
+        return super().write(data)
+
+
+def test_a_view_of_bytes_is_queued_as_is_and_a_buffer_the_caller_may_change_is_copied() -> None:
+    file = RecordingFile()
+    writer = ChunkWriter(file)
+    received = b"\x12\x03abc"
+    view = memoryview(received)[2:]  # as `chunk_views` hands a chunk over
+    reusable = bytearray(b"def")
+    writer.write(view)
+    writer.write(reusable)
+    reusable[:] = b"xyz"  # the caller reuses its buffer before the thread writes it
+    writer.write(memoryview(bytearray(b"ghi")))
+    assert writer.close() == hashlib.sha256(b"abcdefghi").hexdigest()
+    assert file.written[0] is view
+    assert all(isinstance(data, bytes) for data in file.written[1:])
+    assert b"".join(bytes(data) for data in file.written) == b"abcdefghi"
+
+
 def test_a_slow_disk_holds_the_writer_back_at_the_capacity() -> None:
     file = GatedFile()
     writer = ChunkWriter(file, capacity_bytes=100)
