@@ -180,7 +180,7 @@ class IsolatedVideo:
                 raise self._malformed(f"frame {frame.frame_index} is out of order or outside the window")
             if frame.slot in lent:
                 raise self._malformed(f"slot {frame.slot} was reused while its frame was still lent")
-            limits.check_frame(frame.frame_index, self.info.fps)
+            limits.check_frame(frame.frame_index, frame.timestamp_seconds, self.info.fps)
             last_index = frame.frame_index
             # Not bound to a name: at the next take_back() only the caller may still hold the frame.
             yield DecodedFrame(frame.frame_index, frame.timestamp_seconds, lent.lend(frame.slot, frame.shape))

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from videodag_service.errors import ErrorDetails, VideoTooLarge
 from videodag_service.video.info import VideoInfo
 
+# Containers keep times in milliseconds or finer: a video of exactly the limit is within it.
+_TIME_SLACK_SECONDS = 0.001
+
 
 @dataclass(frozen=True)
 class VideoLimits:
@@ -40,15 +43,22 @@ class VideoLimits:
                 f"over the limit of {self.max_duration_seconds} s",
             )
 
-    def check_frame(self, frame_index: int, fps: float) -> None:
-        """Raise VideoTooLarge when the decoder delivers a frame beyond the limits."""
+    def check_frame(self, frame_index: int, seconds: float, fps: float) -> None:
+        """Raise VideoTooLarge when the decoder delivers a frame beyond the limits.
+
+        `seconds` is when the frame is presented. The video lasts at least until that frame
+        ends, one frame period at the declared rate later: at a constant rate that is
+        (index + 1) / fps, and at a variable rate it follows the frames' own times, so a
+        header declaring a rate far above the real one cannot stretch the limit.
+        """
         frames_seen = frame_index + 1
         if self.max_frames_total is not None and frames_seen > self.max_frames_total:
             _refuse("frame_count", f"the video has more than {self.max_frames_total} frames, the limit")
         max_duration = self.max_duration_seconds
-        if max_duration is not None and fps > 0 and frames_seen / fps > max_duration:
-            _refuse("duration", f"the video lasts more than {self.max_duration_seconds} s, the limit")
-
+        if max_duration is not None:
+            lasts = seconds + (1.0 / fps if fps > 0 else 0.0)
+            if lasts > max_duration + _TIME_SLACK_SECONDS:
+                _refuse("duration", f"the video lasts more than {self.max_duration_seconds} s, the limit")
 
 def _refuse(limit: str, message: str) -> None:
     raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata={"limit": limit}))

@@ -128,7 +128,7 @@ class OpenedVideo:
             previous_seconds = seconds
             if window.is_past_end(seconds):
                 break  # checked before the limits: a window ending at the limit stays within it
-            limits.check_frame(frame_index, self.info.fps)
+            limits.check_frame(frame_index, seconds, self.info.fps)
             if not window.is_before(seconds):
                 if in_window % window.frame_stride == 0:
                     image = self._retrieve(None if retrieve_into is None else retrieve_into())
@@ -161,7 +161,7 @@ class OpenedVideo:
         before = window.first_index - 1
         if before < 1 or not self.info.fps > 0:
             return 0, None
-        limits.check_frame(before, self.info.fps)
+        limits.check_frame(before, before / self.info.fps, self.info.fps)
         if before >= self.info.frame_count:
             return 0, None
         if self._seek(before) and self._grab(on_grab):

@@ -8,6 +8,7 @@ the production code has no hook that a setting or the environment could turn on.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
+from fakes.media import presentation_times, write_variable_rate_video
 from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
@@ -117,6 +119,23 @@ def open_finding_too_many_frames(path: Path) -> Iterator[OpenedVideo]:
 def open_hanging_before_probe(path: Path) -> Iterator[OpenedVideo]:
     _hang()
     yield OpenedVideo(Path(path))  # never reached
+
+
+class _LyingVideo(OpenedVideo):
+    """Declares a tenth of its frames and ignores the limits: the server must apply them itself."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        count = max(1, self.info.frame_count // 10)
+        self.info = dataclasses.replace(self.info, frame_count=count, duration_seconds=count / self.info.fps)
+
+    def frames(self, window, limits=UNLIMITED, **hooks):  # type: ignore[no-untyped-def]
+        return super().frames(window, UNLIMITED, **hooks)
+
+
+@contextmanager
+def open_lying_about_its_length(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_LyingVideo, path)
 
 
 class _CrawlingVideo(OpenedVideo):
@@ -253,6 +272,37 @@ def test_a_file_error_found_while_decoding_keeps_its_type_and_details(make_video
     with pytest.raises(VideoTooLarge, match="more frames than it declared") as raised:
         _run_until_error(_service(open_finding_too_many_frames), make_video(10))
     assert raised.value.details.metadata == {"limit": "frame_count"}
+
+
+@pytest.fixture(scope="module")
+def variable_rate_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_variable_rate_video(tmp_path_factory.mktemp("vfr") / "variable_rate.mp4", 45)
+
+
+@pytest.mark.parametrize(
+    ("limits", "limit"),
+    [(VideoLimits(max_frames_total=20), "frame_count"), (VideoLimits(max_duration_seconds=3.0), "duration")],
+)
+def test_the_server_holds_the_frames_a_decoder_delivers_to_the_limits(
+    variable_rate_video: Path, limits: VideoLimits, limit: str
+) -> None:
+    # 30 frames at 25 fps, then 15 at 5 fps: the declared average rate (about 5 fps) would
+    # put frame 15 past 3 s, though it is presented at 0.6 s.
+    times = presentation_times(variable_rate_video)
+    fps = probe_video(variable_rate_video).fps
+    service = _service(open_lying_about_its_length, limits=limits)
+    delivered: list[int] = []
+    with pytest.raises(VideoTooLarge) as raised:
+        for event in service.stream_run(DEFAULT_PIPELINE, variable_rate_video):
+            if isinstance(event, FrameProcessed):
+                delivered.append(event.frame_index)
+    assert raised.value.details.metadata == {"limit": limit}
+    if limit == "frame_count":
+        assert delivered == list(range(20))
+    else:
+        assert delivered == [index for index, seconds in enumerate(times) if seconds + 1 / fps <= 3.0]
+        assert delivered == list(range(30))
+    _assert_no_decoder_left()
 
 
 def test_a_crash_in_one_run_leaves_concurrent_runs_alone(make_video, sample_clip: Path) -> None:

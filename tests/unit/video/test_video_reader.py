@@ -265,6 +265,19 @@ def test_a_time_window_on_a_variable_frame_rate_video_takes_the_frames_presented
     assert len(spies) == 2 and spies[0].seeks == 1 and spies[1].seeks == 0
 
 
+def test_the_duration_limit_follows_a_variable_rate_videos_own_times(variable_rate_video: Path) -> None:
+    times = presentation_times(variable_rate_video)
+    fps = probe_video(variable_rate_video).fps
+    delivered = []
+    with open_video(variable_rate_video) as video, pytest.raises(VideoTooLarge) as raised:
+        for frame in video.frames(FrameWindow(), VideoLimits(max_duration_seconds=3.0)):
+            delivered.append(frame.frame_index)
+    assert raised.value.details.metadata["limit"] == "duration"
+    # Every frame that ends by 3 s, by its own time: the first 30 (up to 1.2 s), where the
+    # declared average rate (about 5 fps) would have stopped at frame 15.
+    assert delivered == [index for index, seconds in enumerate(times) if seconds + 1 / fps <= 3.0] == list(range(30))
+
+
 def test_a_stream_without_timestamps_is_timed_at_its_declared_rate(tmp_path: Path) -> None:
     raw = tmp_path / "raw.h264"
     command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
