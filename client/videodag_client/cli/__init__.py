@@ -7,6 +7,7 @@ Exit codes are listed in `videodag_client.cli._exit_codes`; errors are printed t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "exit codes: 0 ok, 1 server error, 2 usage, 3 not found, 4 invalid argument, "
             "5 resource exhausted, 6 data loss, 7 unavailable or deadline exceeded, "
-            "8 unauthenticated or permission denied, 130 interrupted"
+            "8 unauthenticated or permission denied, 130 interrupted, 141 output closed by its reader"
         ),
     )
     add_connection_arguments(parser)
@@ -50,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VideodagError as error:
         _print_error(error)
         return _exit_codes.exit_code_for_status(error.code)
+    except BrokenPipeError:
+        # The reader of the output had enough (`videodag run -o - | head`): stop quietly, as a
+        # process ended by SIGPIPE would, and point stdout at nothing so the flush at exit
+        # does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _exit_codes.OUTPUT_CLOSED
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return _exit_codes.USAGE

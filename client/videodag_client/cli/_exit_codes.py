@@ -10,6 +10,7 @@
     7   UNAVAILABLE or DEADLINE_EXCEEDED: server unreachable, draining or too slow; retry later
     8   UNAUTHENTICATED or PERMISSION_DENIED: check the token
     130 interrupted (Ctrl-C)
+    141 the reader of the output went away (`videodag run -o - | head`), as for SIGPIPE
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ DATA_LOSS = 6
 UNAVAILABLE = 7
 UNAUTHENTICATED = 8
 INTERRUPTED = 130
+OUTPUT_CLOSED = 141
 
 _EXIT_CODE_BY_STATUS = {
     grpc.StatusCode.NOT_FOUND: NOT_FOUND,

@@ -6,12 +6,13 @@ import argparse
 from typing import Any
 
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._connection import connect
+from videodag_client.cli._connection import connect, connection_options_parent
 
 
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "cancel",
+        parents=[connection_options_parent()],
         help="cancel a queued or running job",
         description="Cancel JOB. A running job stops after its current frame; its results so far are kept.",
     )

@@ -11,7 +11,7 @@ from typing import Any
 
 from videodag_client import Job, JobState
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._connection import connect
+from videodag_client.cli._connection import connect, connection_options_parent
 
 STATE_NAMES = [state.name.lower() for state in JobState]
 
@@ -19,6 +19,7 @@ STATE_NAMES = [state.name.lower() for state in JobState]
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "jobs",
+        parents=[connection_options_parent()],
         help="list jobs, or show or delete one",
         description="List the server's jobs, newest first (id, state, pipeline, progress, creation time).",
     )
@@ -29,12 +30,14 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
     parser.set_defaults(handler=list_command)
     actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION")
-    show = actions.add_parser("show", help="show one job")
+    show = actions.add_parser("show", parents=[connection_options_parent()], help="show one job")
     show.add_argument("job_id", metavar="JOB")
     # SUPPRESS: a default here would overwrite `jobs --json show JOB`.
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print it as JSON")
     show.set_defaults(handler=show_command)
-    delete = actions.add_parser("delete", help="delete a finished job and its results")
+    delete = actions.add_parser(
+        "delete", parents=[connection_options_parent()], help="delete a finished job and its results"
+    )
     delete.add_argument("job_id", metavar="JOB")
     delete.set_defaults(handler=delete_command)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._connection import connect
+from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 from videodag_client.cli.jobs import job_record
@@ -18,6 +18,7 @@ from videodag_client.cli.jobs import job_record
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "submit",
+        parents=[connection_options_parent()],
         help="upload a video as a job; prints the job id",
         description=(
             "Upload VIDEO and queue a job running pipeline ID on it. Prints the job id as soon as the "

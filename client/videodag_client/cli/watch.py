@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from videodag_client import Cancelled, FrameResult, Job, JobState, VideodagError
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._connection import connect
+from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import progress_wanted
 from videodag_client.cli._results import STDOUT, JsonLinesOutput
 from videodag_client.cli.run import format_summary
@@ -24,6 +24,7 @@ from videodag_client.cli.run import format_summary
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "watch",
+        parents=[connection_options_parent()],
         help="follow a job's progress and results until it ends",
         description="Follow JOB until it ends; write its per-frame results as JSON Lines. A finished job's "
         "results are replayed.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from google.rpc import code_pb2, status_pb2
 
 from videodag.v1 import run_pb2
 from videodag_client import RunOptions, VideoOpened
-from videodag_client.cli import main
+from videodag_client.cli import build_parser, main
 from videodag_client.cli.run import expected_frame_count
 
 _TRACK_ERROR = run_pb2.NodeError(
@@ -351,3 +352,39 @@ def test_expected_frame_count_matches_the_sampling_rules(options: RunOptions, fp
     video = VideoOpened(fps=fps, frame_count=120, width=1, height=1, duration_seconds=120 / fps, codec="", size_bytes=1)
 
     assert expected_frame_count(video, options) == _frames_chosen(video, options)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "video.mp4", "--pipeline", "p"],
+        ["pipelines"],
+        ["pipelines", "show", "p"],
+        ["submit", "video.mp4", "--pipeline", "p"],
+        ["watch", "JOB"],
+        ["jobs"],
+        ["jobs", "show", "JOB"],
+        ["jobs", "delete", "JOB"],
+        ["cancel", "JOB"],
+    ],
+)
+def test_every_command_that_calls_the_server_takes_the_connection_options_after_it(command: list[str]) -> None:
+    after = build_parser().parse_args([*command, "--server", "after:1", "--token", "t", "--timeout", "5"])
+    assert (after.server, after.token, after.timeout) == ("after:1", "t", 5.0)
+    before = build_parser().parse_args(["--server", "before:1", *command])
+    assert before.server == "before:1"  # not overwritten by a default after the command
+
+
+def test_a_reader_closing_the_output_early_ends_the_command_quietly(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    # `videodag run ... -o - | head -1`: the pipe closes while results are still being written.
+    _script_run(servicer)
+    command = [sys.executable, "-m", "videodag_client.cli", "--server", target, "run", str(video_path),
+               "--pipeline", "people_tracking_v1", "-o", "-", "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(60) == 141
+    assert errors == ""
