@@ -129,6 +129,9 @@ def format_summary(summary: RunSummary, output_path: str | None) -> str:
         f"frames:     {summary.frames_processed} processed, {summary.frames_with_errors} with node errors",
         f"wall time:  {summary.wall_time_seconds:.2f} s (decoding {summary.decode_time_seconds:.2f} s)",
     ]
+    if summary.frames_processed == 0 and not summary.ended_early:
+        lines.append("warning:    no frame was processed: no frame of the video falls in the window asked for "
+                     "(--start, --end)")
     if summary.ended_early:
         lines.append("warning:    the video ended early: a frame could not be read (a truncated or damaged "
                      "file?), so the frames after it have no results")

@@ -156,19 +156,23 @@ class OpenedVideo:
         where the declared rate puts it, before the window: then both the indices and the
         times that follow are right. Otherwise (a variable frame rate, an imprecise seek)
         the file is decoded from its start, which is slower but always right. Seeking is
-        used only inside the declared frame count.
+        used only inside the declared frame count: a window starting past it is reached from
+        the last declared frame, without decoding the whole file first.
         """
         before = window.first_index - 1
         if before < 1 or not self.info.fps > 0:
             return 0, None
         limits.check_frame(before, before / self.info.fps, self.info.fps)
-        if before >= self.info.frame_count:
+        # A window starting past the declared end: to the last declared frame, then grab on,
+        # so a file holding more frames than it declares still reaches the window.
+        target = min(before, self.info.frame_count - 1)
+        if target < 1:
             return 0, None
-        if self._seek(before) and self._grab(on_grab):
-            seconds = self._presentation_time(before, None)
-            declared = before / self.info.fps
+        if self._seek(target) and self._grab(on_grab):
+            seconds = self._presentation_time(target, None)
+            declared = target / self.info.fps
             if abs(seconds - declared) < 0.5 / self.info.fps and window.is_before(seconds):
-                return before + 1, seconds
+                return target + 1, seconds
         # The seek missed, or the file does not keep its declared rate: start again.
         self._release()
         self._capture = self._open_capture()

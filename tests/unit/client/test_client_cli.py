@@ -92,6 +92,19 @@ def test_a_video_that_ended_early_gets_a_warning_in_the_summary(
     assert warned is ended_early
 
 
+@pytest.mark.parametrize("frames", [0, 1])
+def test_a_run_without_frames_gets_a_warning_in_the_summary(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture, frames: int
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(), video_info_response(fps=25.0, frame_count=6),
+        *[frame_response(index, 25.0, {}) for index in range(frames)], summary_response(frames),
+    ]
+    assert main(["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1", "--start", "9"]) == 0
+    warned = "warning:    no frame was processed: no frame of the video falls in the window" in capsys.readouterr().out
+    assert warned is (frames == 0)
+
+
 def test_results_on_stdout_keep_the_summary_on_stderr(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -330,3 +330,16 @@ def test_a_few_frames_short_of_an_estimated_count_is_not_an_early_end(
             monkeypatch.setattr(video, "info", dataclasses.replace(video.info, frame_count=declared))
             assert len(list(video.frames(FrameWindow()))) == 120
             assert video.ended_early is ended_early
+
+
+@pytest.mark.parametrize("first_index", [120, 121, 5000])
+def test_a_window_starting_past_the_declared_end_is_reached_without_decoding_the_file(
+    sample_clip: Path, first_index: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spies = spy_on_captures(monkeypatch)
+    with open_video(sample_clip) as video:
+        frames = list(video.frames(window(first_index, fps=10.0)))
+        ended_early = video.ended_early
+    assert frames == [] and not ended_early
+    # One seek to the last declared frame (119), its grab, and the grab that finds the end.
+    assert len(spies) == 1 and spies[0].seeks == 1 and spies[0].grabs <= 2
