@@ -15,15 +15,7 @@ Request = video_pipeline_service_pb2.UploadAndRunRequest
 SERVICE = "/videodag.v1.VideoPipelineService"
 CHUNK_TAG = b"\x12"
 UNKNOWN_FIELD_99 = b"\x98\x06\x01"  # field 99, varint 1
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+CUT_SHORT = Request(chunk=b"0123456789").SerializeToString()[:5]  # declares 10 bytes, holds 3
 
 
 # Every length whose varint changes size, on both sides of the boundary.
@@ -46,7 +38,7 @@ def test_a_chunk_only_message_is_its_chunk_without_a_copy(size: int) -> None:
         pytest.param(UNKNOWN_FIELD_99 + Request(chunk=b"abc").SerializeToString(), id="unknown field then chunk"),
         pytest.param(Request(chunk=b"ab").SerializeToString() * 2, id="chunk field twice"),
         pytest.param(CHUNK_TAG + b"\x80", id="length cut short"),
-        pytest.param(CHUNK_TAG + _varint(10) + b"abc", id="chunk cut short"),
+        pytest.param(CUT_SHORT, id="chunk cut short"),
         pytest.param(CHUNK_TAG + b"\x80" * 10 + b"\x00", id="length of eleven bytes"),
     ],
 )
@@ -64,7 +56,7 @@ def test_the_deserializer_reads_what_protobuf_reads() -> None:
     assert deserialize(twice).chunk == b"second"
     assert deserialize(Request(chunk=b"abc").SerializeToString() + UNKNOWN_FIELD_99).chunk == b"abc"
     with pytest.raises(DecodeError):
-        deserialize(CHUNK_TAG + _varint(10) + b"abc")
+        deserialize(CUT_SHORT)
 
 
 def test_client_streams_read_views_and_messages_alike() -> None:
