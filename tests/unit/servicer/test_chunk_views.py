@@ -99,4 +99,8 @@ def test_the_interceptor_leaves_other_methods_and_unknown_ones_alone() -> None:
     original = _generated_handler(f"{SERVICE}/GetJob")
     interceptor = ChunkViewInterceptor()
     assert interceptor.intercept_service(lambda details: original, _CallDetails(f"{SERVICE}/GetJob")) is original
+    # Reflection streams requests too, and its field 2 (`file_by_filename`) is also tag 0x12.
+    reflection = grpc.stream_stream_rpc_method_handler(lambda requests, context: iter(()), lambda data: data)
+    method = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+    assert interceptor.intercept_service(lambda details: reflection, _CallDetails(method)) is reflection
     assert interceptor.intercept_service(lambda details: None, _CallDetails(f"{SERVICE}/UploadAndRun")) is None
