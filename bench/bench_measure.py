@@ -7,6 +7,7 @@ callers take it for both sides of every ratio.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
@@ -277,6 +278,16 @@ def upload_only(client: VideodagClient, source: Path | BinaryIO, size_bytes: int
     finally:
         stream.close()
     return Throughput(size_bytes, elapsed)
+
+
+def sha256_seconds_per_gb(megabytes: int = 256) -> float:
+    """What hashing a GB costs on one core here, hashlib as the service calls it (1 MiB at a time)."""
+    block = os.urandom(1024 * 1024)
+    digest = hashlib.sha256()
+    started = time.perf_counter()
+    for _ in range(megabytes):
+        digest.update(block)
+    return (time.perf_counter() - started) / (megabytes * len(block) / 1e9)
 
 
 def bare_stream_upload(target: str, path: Path, chunk_size: int) -> Throughput:
