@@ -60,5 +60,6 @@ class VideoLimits:
             if lasts > max_duration + _TIME_SLACK_SECONDS:
                 _refuse("duration", f"the video lasts more than {self.max_duration_seconds} s, the limit")
 
+
 def _refuse(limit: str, message: str) -> None:
     raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata={"limit": limit}))
