@@ -19,7 +19,6 @@ from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.chunk_views import ChunkViewInterceptor
@@ -33,6 +32,7 @@ from videodag_service.observability import (
     server_interceptors,
     start_metrics_exporter,
 )
+from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from
 
@@ -149,9 +149,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     VideoPipelineServicer(dag, settings, run_slots, metrics, jobs).add_to_server(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
         port = server.add_secure_port(settings.address, credentials)

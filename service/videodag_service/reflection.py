@@ -1,0 +1,69 @@
+"""Server reflection under both of its names: `grpc.reflection.v1` and `grpc.reflection.v1alpha`.
+
+grpcio-reflection serves only v1alpha (grpc/grpc#38576). grpcurl and grpcui try v1 first and
+fall back, but clients built on grpc-java's `ProtoReflectionServiceV1`, nice-grpc and other
+tools that follow the stable protocol ask only v1, and would find no reflection here. The two
+versions are the same protocol: v1 only renamed the package, so every message has the same
+fields and the same wire form. The v1 method is therefore the v1alpha servicer itself, reached
+under the v1 path, and the v1 file is the v1alpha file with its package renamed, added to the
+default descriptor pool so that v1 is listed and can be described like every other service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
+_V1ALPHA_PACKAGE = reflection_pb2.DESCRIPTOR.package
+_V1_PACKAGE = "grpc.reflection.v1"
+V1_SERVICE_NAME = f"{_V1_PACKAGE}.ServerReflection"
+_V1_FILE_NAME = "grpc_reflection/v1/reflection.proto"
+
+
+def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
+    """Serve reflection of `service_names` and of itself, under the v1 and the v1alpha name."""
+    _register_v1_file()
+    servicer = reflection.ReflectionServicer((*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": info}),)
+    )
+
+
+def _register_v1_file() -> None:
+    """Adds the v1 file to the default pool once per process (servers in one process share it)."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(V1_SERVICE_NAME)
+        return  # added by an earlier server, or by a library that ships v1
+    except KeyError:
+        pass
+    pool.AddSerializedFile(v1_file_descriptor().SerializeToString())
+
+
+def v1_file_descriptor() -> descriptor_pb2.FileDescriptorProto:
+    """The v1alpha file, renamed to v1: its package, the types it names, and the language options."""
+    file = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(file)
+    file.name = _V1_FILE_NAME
+    file.package = _V1_PACKAGE
+    file.ClearField("options")  # v1alpha's are deprecated=true and its own java/go packages
+    old_prefix, new_prefix = f".{_V1ALPHA_PACKAGE}.", f".{_V1_PACKAGE}."
+    for message in file.message_type:
+        for field in message.field:
+            if field.type_name.startswith(old_prefix):
+                field.type_name = new_prefix + field.type_name.removeprefix(old_prefix)
+    for service in file.service:
+        for method in service.method:
+            method.input_type = new_prefix + method.input_type.removeprefix(old_prefix)
+            method.output_type = new_prefix + method.output_type.removeprefix(old_prefix)
+    return file

@@ -1,0 +1,105 @@
+"""Server reflection as clients of either protocol version ask for it, against a real server.
+
+A client of the stable protocol calls `grpc.reflection.v1`; older tools call `v1alpha`. The
+two have the same messages under another package, so these tests speak both through the
+v1alpha message classes, changing only the method path, as such a client does on the wire.
+`buf curl`, a real client that can be held to one version, then calls the service through each.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import grpc
+import pytest
+from ecosystem_tools import BUF, ensure_node_deps
+from google.protobuf import descriptor_pb2
+from grpc_reflection.v1alpha import reflection_pb2
+from harness import ServerFactory, ServerHarness
+
+from videodag_service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
+
+SERVICE = "videodag.v1.VideoPipelineService"
+VERSIONS = pytest.mark.parametrize("reflection_service", [V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME])
+
+
+def ask(target: str, reflection_service: str, *requests: reflection_pb2.ServerReflectionRequest,
+        metadata: tuple[tuple[str, str], ...] = ()) -> list[reflection_pb2.ServerReflectionResponse]:
+    with grpc.insecure_channel(target) as channel:
+        info = channel.stream_stream(
+            f"/{reflection_service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        return list(info(iter(requests), metadata=metadata, timeout=10))
+
+
+def files_of(response: reflection_pb2.ServerReflectionResponse) -> dict[str, descriptor_pb2.FileDescriptorProto]:
+    files = [descriptor_pb2.FileDescriptorProto.FromString(data)
+             for data in response.file_descriptor_response.file_descriptor_proto]
+    return {file.name: file for file in files}
+
+
+@VERSIONS
+def test_both_versions_list_the_services_and_both_reflection_names(server: ServerHarness,
+                                                                   reflection_service: str) -> None:
+    (response,) = ask(server.target, reflection_service, reflection_pb2.ServerReflectionRequest(list_services=""))
+    names = {service.name for service in response.list_services_response.service}
+    assert names == {SERVICE, "grpc.health.v1.Health", V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME}
+
+
+@VERSIONS
+def test_both_versions_describe_the_service_with_its_dependencies(server: ServerHarness,
+                                                                  reflection_service: str) -> None:
+    (response,) = ask(server.target, reflection_service,
+                      reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE))
+    files = files_of(response)
+    (service_file,) = [file for file in files.values() if any(s.name == "VideoPipelineService" for s in file.service)]
+    assert {method.name for method in service_file.service[0].method} >= {"UploadAndRun", "SubmitJob", "WatchJob"}
+    assert set(service_file.dependency) <= set(files)  # everything a client needs to build the messages
+
+
+def test_the_v1_service_describes_itself_under_its_own_package(server: ServerHarness) -> None:
+    (response,) = ask(server.target, V1_SERVICE_NAME,
+                      reflection_pb2.ServerReflectionRequest(file_containing_symbol=V1_SERVICE_NAME))
+    (file,) = files_of(response).values()
+    assert file.package == "grpc.reflection.v1"
+    (method,) = file.service[0].method
+    assert (method.input_type, method.output_type) == (
+        ".grpc.reflection.v1.ServerReflectionRequest", ".grpc.reflection.v1.ServerReflectionResponse")
+    assert (method.client_streaming, method.server_streaming) == (True, True)
+
+
+def test_an_unknown_symbol_is_an_error_response_on_the_open_stream(server: ServerHarness) -> None:
+    responses = ask(server.target, V1_SERVICE_NAME,
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+                    reflection_pb2.ServerReflectionRequest(list_services=""))
+    assert responses[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert len(responses[1].list_services_response.service) == 4
+
+
+@VERSIONS
+def test_both_versions_need_the_token_when_the_server_asks_for_one(make_server: ServerFactory,
+                                                                   reflection_service: str) -> None:
+    server = make_server(tokens="reflection-secret")
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with pytest.raises(grpc.RpcError) as refused:
+        ask(server.target, reflection_service, request)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    (response,) = ask(server.target, reflection_service, request,
+                      metadata=(("authorization", "Bearer reflection-secret"),))
+    assert len(response.list_services_response.service) == 4
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+def test_buf_curl_held_to_one_reflection_version_calls_the_service(server: ServerHarness, protocol: str) -> None:
+    ensure_node_deps()
+    completed = subprocess.run(
+        [str(BUF), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", protocol,
+         "-d", "{}", f"http://{server.target}/{SERVICE}/ListPipelines"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    ids = [pipeline["id"] for pipeline in json.loads(completed.stdout)["pipelines"]]
+    assert ids == [pipeline.id for pipeline in server.client.list_pipelines()]
