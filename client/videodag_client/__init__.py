@@ -3,7 +3,7 @@
     from videodag_client import FrameResult, RunOptions, VideodagClient
 
     with VideodagClient("localhost:50051") as client:
-        with client.upload_and_run("clip.mp4", "people_tracking_v1", RunOptions(frame_stride=5)) as run:
+        with client.upload_and_run("clip.mp4", "player_tracking_v1", RunOptions(frame_stride=5)) as run:
             for event in run:
                 if isinstance(event, FrameResult):
                     print(event.frame_index, event.result)

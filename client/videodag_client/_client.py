@@ -33,7 +33,7 @@ class VideodagClient(JobCalls):
     """A connection to one videodag server; every failed call raises a `VideodagError` subclass.
 
         with VideodagClient("localhost:50051") as client:
-            for event in client.upload_and_run("clip.mp4", "people_tracking_v1"):
+            for event in client.upload_and_run("clip.mp4", "player_tracking_v1"):
                 print(event)
 
     `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`

@@ -60,6 +60,8 @@ def test_jobs_lists_and_shows_and_cancel_stops_a_job(
     assert [(record["id"], record["state"]) for record in listed] == [(job.id, "CANCELLED")]
     assert main([*_server(jobs), "jobs", "--state", "succeeded"]) == 0
     assert capsys.readouterr().out.strip() == "no jobs"
+    assert main([*_server(jobs), "jobs", "--state", "CANCELLED", "--json"]) == 0  # the name as listed
+    assert [record["id"] for record in json.loads(capsys.readouterr().out)] == [job.id]
     assert main([*_server(jobs), "jobs", "show", job.id]) == 0
     assert f"job {job.id}: CANCELLED" in capsys.readouterr().out
     assert main([*_server(jobs), "watch", job.id, "-q"]) == _exit_codes.SERVER_ERROR

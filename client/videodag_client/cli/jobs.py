@@ -24,7 +24,8 @@ def add_parser(subcommands: Any) -> None:
         description="List the server's jobs, newest first (id, state, pipeline, progress, creation time).",
     )
     parser.add_argument(
-        "--state", action="append", choices=STATE_NAMES, help="only jobs in this state (repeatable)"
+        "--state", action="append", choices=STATE_NAMES, type=str.lower,  # as listed (RUNNING) or typed (running)
+        help="only jobs in this state (repeatable)",
     )
     parser.add_argument("--limit", type=int, default=50, metavar="N", help="list at most N jobs (0: all)")
     parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
