@@ -21,6 +21,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── UploadCorrupted                 DATA_LOSS: size or checksum mismatch
     ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
     │   └── NodeTimedOut                a node call outlived node_timeout_seconds
+    ├── DecoderDidNotStart              INTERNAL: the server's fault, not the video's
     ├── FailedPrecondition              FAILED_PRECONDITION
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
@@ -263,6 +264,14 @@ class NodeTimedOut(NodeFailed):
         )
         self.details.metadata = {**self.details.metadata, "node_timeout_seconds": f"{limit_seconds:g}"}
         self.limit_seconds = limit_seconds
+
+
+class DecoderDidNotStart(VideodagError):
+    """Raised when a decoder process ends before it runs any decoder code: it never saw the
+    video, so the server's set-up is at fault (its log has the process's error), not the file."""
+
+    status_code = "INTERNAL"
+    reason = "DECODER_DID_NOT_START"
 
 
 class FailedPrecondition(VideodagError):

@@ -5,9 +5,10 @@ field: a decoder that went wrong can end its run with a malformed message, but i
 make the server run code or index outside the frame ring. Pixels travel in the ring
 (`frame_ring`), not here.
 
-Decoder to server, in order: `opened` (the probe), `attached` (it mapped the ring), then
-`frame` per kept frame, `alive` now and then while it grabs frames it skips, and finally
-`finished` (with its decode time and whether the video ended early) or `failed`. Server
+Decoder to server, in order: `ready` (its code runs: the process started), `opened` (the
+probe), `attached` (it mapped the ring), then `frame` per kept frame, `alive` now and then
+while it grabs frames it skips, and finally `finished` (with its decode time and whether
+the video ended early) or `failed`. Server
 to decoder: `open` with the file's path first when the process was started before its file
 was complete (`isolation.start_decoder_ahead`), then one `decode` request, then `released`
 with the slot number once per frame, when nothing in the server looks at that slot any more

@@ -139,6 +139,7 @@ def serve_decoder(
     run_as_batch()  # before the capture opens, so FFmpeg's threads inherit it
     channel = _Channel(connection)
     try:
+        channel.send(messages.encode("ready"))
         if source is None:
             source = messages.path_from(channel.receive())
         if isinstance(source, GrowingUpload):

@@ -36,6 +36,7 @@ from videodag_service.video.isolation import (
     DecoderTimeouts,
     IsolatedVideo,
     StartedDecoder,
+    check_decoders_start,
     open_isolated_video,
     start_decoder_ahead,
 )
@@ -110,6 +111,7 @@ class VideoFilePipelineService:
         if isolation == "process":
             _check_sendable(video_opener)
             start_decoder_server()
+            check_decoders_start()
         self._default_sampling = SamplingOptions(frame_stride=frame_stride, max_frames=max_frames)
         self._limits = limits or VideoLimits()
 

@@ -9,6 +9,9 @@ What the server sees of a misbehaving decoder:
 
 * it dies (segfault, abort, killed by the OOM killer): `VideoUnreadable` naming the signal,
   INVALID_ARGUMENT to the client;
+* it dies before its first message, `ready`, before it could read anything of the file:
+  `DecoderDidNotStart`, INTERNAL, since the server is at fault. `check_decoders_start`
+  makes a server whose decoders cannot start refuse to start instead;
 * it goes silent for `frame_timeout_seconds` (no probe, no frame, no sign of progress while
   it grabs frames it skips) or the run has waited for it `run_timeout_seconds` in total:
   the process is killed and `DeadlineExceeded` says so. The run limit counts only the time
@@ -26,6 +29,7 @@ still arriving, and hands it the file's path once it is stored.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
@@ -42,7 +46,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoUnreadable
+from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideodagError, VideoUnreadable
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_context import decoder_context
 from videodag_service.video.decoder_process import serve_decoder
@@ -62,6 +66,12 @@ DECODER_PROCESS_NAME = "videodag-decoder"
 _EXIT_GRACE_SECONDS = 5.0
 # Without a frame limit the decoder still reports progress this often while it skips frames.
 _DEFAULT_HEARTBEAT_SECONDS = 1.0
+# How long the start-up check waits for a first decoder to say it runs (it takes milliseconds).
+_START_CHECK_SECONDS = 60.0
+START_HINT = (
+    "the usual cause is a script that starts the server outside `if __name__ == \"__main__\":`, "
+    "since multiprocessing runs the main module again in every decoder process"
+)
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,7 @@ class IsolatedVideo:
         self._ring_budget_bytes = ring_budget_bytes
         self._ring: FrameRing | None = None
         self._waited_seconds = 0.0
+        self._started = False
         self._finished = False
         self._reaped = False
         self._exitcode: int | None = None
@@ -123,6 +134,8 @@ class IsolatedVideo:
 
     def wait_until_opened(self) -> VideoInfo:
         """Wait for the decoder's probe of the file; raises its error if it could not open it."""
+        self._receive("ready")
+        self._started = True
         message = self._receive("opened")
         self._info = self._checked(messages.info_from, message)
         return self._info
@@ -245,12 +258,19 @@ class IsolatedVideo:
             ErrorDetails(metadata={"limit": f"decode_{limit_name}_timeout_seconds", "seconds": f"{seconds:g}"}),
         )
 
-    def _crashed(self) -> VideoUnreadable:
+    def _crashed(self) -> VideodagError:
         """The pipe ended without a word: say how the decoder ended, killing it if it lingers."""
         self._process.join(_EXIT_GRACE_SECONDS)
         self._kill()
         self._reap()
         code = self._exitcode
+        if not self._started:
+            self._finished = True
+            logger.error("a decoder process ended (exit status %s) before it started; %s", code, START_HINT)
+            return DecoderDidNotStart(
+                f"the server could not start a decoder for {self.path.name!r}: the process ended "
+                f"(exit status {code}) before it ran; the server's log says why"
+            )
         if code is not None and code < 0:
             name = _signal_name(-code)
             hint = ", perhaps out of memory" if -code == signal.SIGKILL else ""
@@ -439,6 +459,39 @@ def open_isolated_video(
     finally:
         video.close()
 
+
+@functools.cache
+def check_decoders_start() -> None:
+    """Start one decoder process and wait for its `ready`, so that a server whose decoders
+    cannot start refuses to start, rather than fail every run with an error no video caused.
+
+    Raises RuntimeError with the exit status and the usual cause. The process is given no
+    file, so it exits as soon as its pipe closes. Once passed, later calls return at once.
+    """
+    process, connection = _start_process(None, open_video, DecoderTimeouts())
+    try:
+        first = _first_message_type(connection)
+    finally:
+        connection.close()
+        exit_status = _reap(process)
+    if first is None:
+        raise RuntimeError(
+            f"decoder processes cannot start: the first one ended (exit status {exit_status}) before it ran, "
+            f"with the error printed above; {START_HINT}"
+        )
+    if first != "ready":
+        raise RuntimeError(f"a decoder process began with {first!r} instead of 'ready'")
+
+
+def _first_message_type(connection: Connection) -> str | None:
+    """The type of the first message on the pipe; None if it closed without one."""
+    if not connection.poll(_START_CHECK_SECONDS):  # an end of file is readable too
+        raise RuntimeError(f"a decoder process did not start within {_START_CHECK_SECONDS:g} s")
+    try:
+        raw = connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
+    except (EOFError, ConnectionError):
+        return None
+    return str(messages.decode(raw)["type"])
 
 def _start_process(
     source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts

@@ -24,11 +24,11 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.media import presentation_times, write_variable_rate_video
-from videodag_service.errors import DeadlineExceeded, ErrorDetails, VideoTooLarge, VideoUnreadable
+from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
-from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo
+from videodag_service.video.isolation import DECODER_PROCESS_NAME, START_HINT, DecoderTimeouts, IsolatedVideo
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow
 
@@ -121,6 +121,12 @@ def open_hanging_before_probe(path: Path) -> Iterator[OpenedVideo]:
     yield OpenedVideo(Path(path))  # never reached
 
 
+@contextmanager
+def open_exiting_while_probing(path: Path) -> Iterator[OpenedVideo]:
+    _exit_with_status_3()
+    yield OpenedVideo(Path(path))  # never reached
+
+
 class _LyingVideo(OpenedVideo):
     """Declares a tenth of its frames and ignores the limits: the server must apply them itself."""
 
@@ -180,8 +186,9 @@ def _assert_no_decoder_left() -> None:
         (open_segfaulting, f"the decoder crashed (signal {signal.SIGSEGV.value}, SIGSEGV)"),
         (open_aborting, f"the decoder crashed (signal {signal.SIGABRT.value}, SIGABRT)"),
         (open_exiting, "the decoder exited with status 3"),
+        (open_exiting_while_probing, "the decoder exited with status 3"),
     ],
-    ids=["segfault", "abort", "exit"],
+    ids=["segfault", "abort", "exit", "exit while probing"],
 )
 def test_a_crashing_decoder_ends_the_run_as_unreadable_and_the_next_run_works(
     make_video, opener: Callable[[Path], Any], reason: str
@@ -344,6 +351,7 @@ def test_limits_can_be_switched_off(make_video) -> None:
 
 def _liar(connection: Connection, path: str, lie: str) -> None:
     """A decoder process that probes honestly, then breaks the protocol in one way."""
+    connection.send_bytes(messages.encode("ready"))
     connection.send_bytes(messages.opened(probe_video(path)))
     request = messages.request_from(messages.decode(connection.recv_bytes()))
     connection.send_bytes(messages.encode("attached"))
@@ -388,4 +396,35 @@ def test_a_decoder_breaking_the_protocol_is_killed_and_the_file_unreadable(make_
         assert problem in str(raised.value)
     finally:
         video.close()
+    _assert_no_decoder_left()
+
+
+# -- a decoder process that ends before it runs: the server's fault, not the video's ---------------
+
+
+def _end_before_running(connection: Connection) -> None:
+    """What a decoder process does when the parent's main module fails in it, before any decoder code."""
+    del connection
+    _exit_with_status_3()
+
+
+def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video(
+    make_video, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_video(3)
+    context = multiprocessing.get_context("forkserver")
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=_end_before_running, args=(child_end,), name=DECODER_PROCESS_NAME)
+    process.start()
+    child_end.close()
+    video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
+    try:
+        with pytest.raises(DecoderDidNotStart) as raised:
+            video.wait_until_opened()
+    finally:
+        video.close()
+    assert str(raised.value) == (f"the server could not start a decoder for {path.name!r}: the process ended "
+                                 "(exit status 3) before it ran; the server's log says why")
+    assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "DECODER_DID_NOT_START")
+    assert START_HINT in caplog.text  # the operator learns the usual cause
     _assert_no_decoder_left()
