@@ -9,8 +9,9 @@ What the server sees of a misbehaving decoder:
 
 * it dies (segfault, abort, killed by the OOM killer): `VideoUnreadable` naming the signal,
   INVALID_ARGUMENT to the client;
-* it dies before its first message, `ready`, before it could read anything of the file:
-  `DecoderDidNotStart`, INTERNAL, since the server is at fault. `check_decoders_start`
+* it exits by itself before its first message, `ready`, before it could read anything of
+  the file: `DecoderDidNotStart`, INTERNAL, since the server is at fault (killed by a signal
+  that early, it is a crash like any other). `check_decoders_start`
   makes a server whose decoders cannot start refuse to start instead;
 * it goes silent for `frame_timeout_seconds` (no probe, no frame, no sign of progress while
   it grabs frames it skips) or the run has waited for it `run_timeout_seconds` in total:
@@ -264,7 +265,7 @@ class IsolatedVideo:
         self._kill()
         self._reap()
         code = self._exitcode
-        if not self._started:
+        if not self._started and code is not None and code >= 0:  # a signal is a crash, started or not
             self._finished = True
             logger.error("a decoder process ended (exit status %s) before it started; %s", code, START_HINT)
             return DecoderDidNotStart(

@@ -428,3 +428,28 @@ def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video
     assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "DECODER_DID_NOT_START")
     assert START_HINT in caplog.text  # the operator learns the usual cause
     _assert_no_decoder_left()
+
+
+def _killed_before_running(connection: Connection) -> None:
+    """A decoder process the OOM killer (or an operator) ends before its first message."""
+    del connection
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_decoder_killed_before_it_runs_is_a_crash_not_a_startup_failure(
+    make_video, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_video(3)
+    context = multiprocessing.get_context("forkserver")
+    parent_end, child_end = context.Pipe()
+    process = context.Process(target=_killed_before_running, args=(child_end,), name=DECODER_PROCESS_NAME)
+    process.start()
+    child_end.close()
+    video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
+    try:
+        with pytest.raises(VideoUnreadable, match=r"the decoder crashed \(signal 9, SIGKILL, perhaps out of memory\)"):
+            video.wait_until_opened()
+    finally:
+        video.close()
+    assert START_HINT not in caplog.text  # a kill says nothing about how the server was started
+    _assert_no_decoder_left()
