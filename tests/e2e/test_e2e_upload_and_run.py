@@ -149,6 +149,21 @@ def test_chunk_messages_of_every_valid_shape_are_stored_as_protobuf_reads_them(
     assert server.leftover_uploads() == []
 
 
+@pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
+def test_a_client_that_compresses_its_messages_is_served_the_same(
+    server: ServerHarness, sample_clip: Path, compression: grpc.Compression
+) -> None:
+    """Clients in other languages may compress what they send; gRPC inflates it before the chunk is read."""
+    video = sample_clip.read_bytes()
+    with grpc.insecure_channel(server.target, compression=compression) as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        responses = list(stub.UploadAndRun(iter([config(), *chunks_of(sample_clip, 100_000)]), timeout=30))
+    received = responses[0].upload_received
+    assert (received.size_bytes, received.sha256) == (len(video), hashlib.sha256(video).hexdigest())
+    assert responses[-1].summary.frames_processed == 120
+    assert server.leftover_uploads() == []
+
+
 @pytest.mark.parametrize("pipeline_id", ["", "no_such_pipeline"])
 def test_missing_or_unknown_pipeline_is_not_found_listing_known_ids(
     server: ServerHarness, sample_clip: Path, pipeline_id: str
