@@ -89,6 +89,18 @@ def make_720p_clip(sample_clip: Path, frame_count: int, destination: Path) -> Ge
     return GeneratedClip(path, frame_count, "H.264 (libx264)")
 
 
+def remux_fragmented(clip: Path, destination: Path) -> Path | None:
+    """The same stream as `clip`, copied into a fragmented MP4 (one fragment per keyframe);
+    None without an ffmpeg to do it."""
+    executable = find_h264_encoder()
+    if executable is None:
+        return None
+    command = [executable, "-y", "-hide_banner", "-loglevel", "error", "-i", str(clip),
+               "-c", "copy", "-movflags", "+frag_keyframe+empty_moov", str(destination)]
+    subprocess.run(command, check=True, timeout=300)
+    return destination
+
+
 def _sample_frames(sample_clip: Path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(sample_clip), cv2.CAP_FFMPEG)
     frames: list[np.ndarray] = []

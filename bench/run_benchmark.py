@@ -49,7 +49,7 @@ from bench_measure import (  # noqa: E402
     upload_memory,
     upload_only,
 )
-from bench_media import make_720p_clip, write_random_file  # noqa: E402
+from bench_media import make_720p_clip, remux_fragmented, write_random_file  # noqa: E402
 from bench_server import ServerProcess  # noqa: E402
 
 from videodag_client import VideodagClient  # noqa: E402
@@ -359,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         index_at_end = SAMPLE_CLIP_CANDIDATES[-1].with_suffix(".mov")  # the same video, index at the end
         if index_at_end.is_file():
             early_clips["sample .mov, index at end"] = index_at_end
+        fragmented = remux_fragmented(generated.path, work_dir / "clip_720p_fragmented.mp4")
+        if fragmented is not None:
+            early_clips["720p, fragmented MP4"] = fragmented
         print(f"videodag benchmark ({args.mode or 'full'}): {os.cpu_count()} cores, Python "
               f"{platform.python_version()}, OpenCV {cv2.__version__}, server in a subprocess on loopback")
         print(f"720p clip: {generated.codec}, {generated.path.stat().st_size / MB:.1f} MB; "

@@ -158,8 +158,8 @@ class VideodagClient(JobCalls):
         from gRPC's thread as `(bytes_sent, total_or_None)` and must be quick.
 
         `decode_during_upload` asks the server to decode while the upload arrives, so the
-        first results come back before it ends (for files with their index at the front,
-        see the contract); `UploadReceived` may then come after frames. It needs the size
+        first results come back before it ends (for files with their index at the front and
+        fragmented MP4, see the contract); `UploadReceived` may then come after frames. It needs the size
         declared, so a seekable input and `declare_size` (ValueError otherwise).
 
         Closing the returned stream (or leaving its `with` block) cancels the call.

@@ -33,7 +33,8 @@ class VideoOpened:
 
     fps: float
     frame_count: int
-    """As the container declares it; an estimate for some formats."""
+    """As the container declares it; an estimate for some formats, 0 when unknown (a
+    fragmented MP4 decoded while it arrives)."""
     width: int
     height: int
     duration_seconds: float

@@ -42,3 +42,4 @@ def test_the_benchmark_runs_on_a_tiny_input_and_prints_every_measurement() -> No
     early = re.findall(r"\(6\) first result, upload paced to .* at (\d+\.\d+) s, upload done at (\d+\.\d+) s "
                        r"+stored first: at (\d+\.\d+) s", output)
     assert len(early) >= 2
+    assert "720p, fragmented MP4" in output  # a file that qualifies only in a decoder process

@@ -15,8 +15,10 @@ import pytest
 from hardening_support import CallOutcome, Request, chunks, config, decoder_processes, raw_call, wait_until
 from harness import ServerFactory, ServerHarness
 
+from fakes.media import write_container_variant
 from videodag.v1 import video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunSummary, UploadReceived, VideoOpened
+from videodag_client._events import struct_to_dict
 from videodag_service.video.background_upload import UPLOAD_THREAD_NAME
 
 CHUNK = 32 * 1024
@@ -83,6 +85,33 @@ def test_results_are_those_of_a_stored_upload(make_server: ServerFactory, sample
     assert [e for e in during if isinstance(e, VideoOpened)] == [e for e in stored if isinstance(e, VideoOpened)]
     assert [e for e in during if isinstance(e, UploadReceived)] == [e for e in stored if isinstance(e, UploadReceived)]
     assert isinstance(during[-1], RunSummary) and during[-1].frames_processed == 120
+    _assert_nothing_left(server)
+
+
+def test_a_fragmented_mp4_returns_results_from_its_first_fragments(server: ServerHarness, tmp_path: Path) -> None:
+    """The default decoder processes open a fragmented MP4 before its later fragments arrive:
+    the same results as a stored upload, with the frame count reported unknown (0)."""
+    video = write_container_variant(tmp_path, "fragmented.mp4")
+    stored = list(server.client.upload_and_run(video, "frame_stats_v1"))
+    data = video.read_bytes()
+    upload = HeldUpload(data, hold_at=len(data) // 2)
+    safety = threading.Timer(20, upload.release.set)  # no frame from the first half: finish anyway
+    safety.start()
+    first_frame_while_held: bool | None = None
+    responses = []
+    for response in _start(server, upload):
+        responses.append(response)
+        if response.HasField("frame") and first_frame_while_held is None:
+            first_frame_while_held = not upload.release.is_set()
+            upload.release.set()
+    safety.cancel()
+    assert first_frame_while_held, "no result came back while half the video was unsent"
+    during = [(r.frame.frame_index, struct_to_dict(r.frame.result)) for r in responses if r.HasField("frame")]
+    assert during == [(e.frame_index, e.result) for e in stored if isinstance(e, FrameResult)]
+    assert len(during) == 150
+    [stored_info] = [e for e in stored if isinstance(e, VideoOpened)]
+    assert (stored_info.frame_count, responses[0].video_info.frame_count) == (150, 0)
+    assert responses[-1].HasField("summary")
     _assert_nothing_left(server)
 
 

@@ -54,8 +54,8 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument(
         "--decode-during-upload",
         action="store_true",
-        help="start decoding while the upload is still arriving (first results sooner for faststart MP4/MOV "
-        "and MKV/WebM; other files wait for their end, as without it)",
+        help="start decoding while the upload is still arriving (first results sooner for faststart MP4/MOV, "
+        "MKV/WebM and fragmented MP4; other files wait for their end, as without it)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no summary")
     parser.set_defaults(handler=run_command)

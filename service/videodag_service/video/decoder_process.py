@@ -32,7 +32,14 @@ from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.frame_ring import FrameRing
 from videodag_service.video.growing_upload import GrowingUpload
-from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, unreadable
+from videodag_service.video.reader import (
+    DecodedFrame,
+    OpenedVideo,
+    VideoOpener,
+    VideoSource,
+    open_fragments_as_they_arrive,
+    unreadable,
+)
 
 _PR_SET_PDEATHSIG = 1
 # Looked up once, in the forkserver that preloads this module, not in every decoder.
@@ -137,6 +144,7 @@ def serve_decoder(
     """
     _harden_process()
     run_as_batch()  # before the capture opens, so FFmpeg's threads inherit it
+    open_fragments_as_they_arrive()  # this process opens one capture
     channel = _Channel(connection)
     try:
         channel.send(messages.encode("ready"))

@@ -8,10 +8,12 @@ files:
 
 * MP4/MOV written with "faststart" (index at the front), Matroska/WebM: the file opens
   from its first few percent, and each frame is decoded as soon as its bytes are in;
-* MP4/MOV with the index at the end (most cameras' and encoders' default), fragmented MP4
-  (FFmpeg walks every fragment header at open), MPEG-TS (it reads the last packets for the
-  duration) and AVI (its index is at the end): the file opens only once the upload is
-  nearly complete, which is no slower than storing it first.
+* fragmented MP4: the same in a decoder process, where FFmpeg is told not to walk every
+  fragment header at open (`reader.open_fragments_as_they_arrive`); in-process (thread
+  isolation) it waits like the next ones;
+* MP4/MOV with the index at the end (most cameras' and encoders' default), MPEG-TS (it
+  reads the last packets for the duration) and AVI (its index is at the end): the file
+  opens only once the upload is nearly complete, which is no slower than storing it first.
 
 The total size must be known from the start: FFmpeg asks for it when it opens the file,
 and told a size other than the real one it looks past the end of an MP4's media data. The

@@ -4,7 +4,9 @@ The capture is owned by a `with` block (`open_video`), so it is released on ever
 normal end, error, or a consumer that stops iterating. Frames the stride skips are only
 `grab()`bed (demuxed and decoded, never converted to BGR), which is what makes a stride cheap.
 An upload still arriving (`GrowingUpload`) is read through a stream that waits for its bytes
-(`growing_upload`); FFmpeg decodes it exactly as it would the stored file.
+(`growing_upload`); FFmpeg decodes it exactly as it would the stored file. In a process that
+opens one capture at a time (`open_fragments_as_they_arrive`), a fragmented MP4 still arriving
+is opened from its first fragment.
 
 Threads: a capture is not thread-safe, but it may move between threads. The video is opened,
 probed and released by the owner of the `with`; `frames()` may be iterated by another thread
@@ -29,6 +31,7 @@ import numpy as np
 
 from videodag_service.dag.cores import usable_cores
 from videodag_service.errors import VideoUnreadable
+from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
@@ -37,6 +40,11 @@ from videodag_service.video.sampling import FrameWindow
 _UNLIMITED = VideoLimits()
 
 MAX_DECODER_THREADS = 16
+# FFmpeg options OpenCV passes to every capture it opens, as "key;value|key;value".
+_FFMPEG_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+# Index nothing at open: FFmpeg reads a fragmented MP4's first fragment, not all of their headers.
+_IGNORE_INDEX = "fflags;ignidx"
+_fragments_as_they_arrive = False
 
 VideoSource = Path | GrowingUpload
 """A stored file, or an upload still arriving (both path-like)."""
@@ -65,6 +73,22 @@ def decoder_thread_count() -> int:
     return min(MAX_DECODER_THREADS, usable_cores() + 2)
 
 
+def open_fragments_as_they_arrive() -> None:
+    """From now on, open a fragmented MP4 still arriving as soon as its first fragment is in.
+
+    FFmpeg opening a fragmented MP4 from a seekable source reads every fragment's header
+    first, so the upload would open only once complete. Told to index nothing at open
+    (`fflags=ignidx`) it reads the first fragment only and the others as it decodes: the
+    same frames, times and pixels (measured), but the frame count it declares is that of
+    the fragments read so far, so the video's count and duration are reported unknown (0).
+    OpenCV takes FFmpeg options from the environment only, so this is for a process that
+    opens one capture at a time (a decoder process): the variable is set around the open,
+    and a capture opening meanwhile in another thread would get the option too.
+    """
+    global _fragments_as_they_arrive
+    _fragments_as_they_arrive = True
+
+
 def unreadable(path: str | os.PathLike[str], reason: str) -> VideoUnreadable:
     """The error for a file OpenCV cannot use; only the base name is shown (temp paths are private)."""
     return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}")
@@ -87,6 +111,8 @@ class OpenedVideo:
         before the count the container declares (a truncated or damaged file). Some containers
         only estimate their count, hence the second of slack."""
         self._stream: GrowingFileReader | None = None
+        self._count_unknown = False
+        """Set when FFmpeg was told to leave a fragmented MP4's later fragments for later."""
         self._capture = self._open_capture()
         try:
             self.info = self._probe()
@@ -245,8 +271,22 @@ class OpenedVideo:
 
     def _open_growing(self, upload: GrowingUpload) -> cv2.VideoCapture:
         self._stream = GrowingFileReader(upload)
+        if not (_fragments_as_they_arrive and is_fragmented_mp4(self._stream)):
+            return self._open_stream(self._stream)
+        self._count_unknown = True
+        before = os.environ.get(_FFMPEG_OPTIONS_VARIABLE)
+        os.environ[_FFMPEG_OPTIONS_VARIABLE] = f"{before}|{_IGNORE_INDEX}" if before else _IGNORE_INDEX
+        try:
+            return self._open_stream(self._stream)
+        finally:
+            if before is None:
+                del os.environ[_FFMPEG_OPTIONS_VARIABLE]
+            else:
+                os.environ[_FFMPEG_OPTIONS_VARIABLE] = before
+
+    def _open_stream(self, stream: GrowingFileReader) -> cv2.VideoCapture:
         # The stubs know only cv2.IStreamReader; the binding takes any io.BufferedIOBase.
-        return cv2.VideoCapture(self._stream, cv2.CAP_FFMPEG, self._capture_parameters())  # type: ignore[call-overload]
+        return cv2.VideoCapture(stream, cv2.CAP_FFMPEG, self._capture_parameters())  # type: ignore[call-overload]
 
     @staticmethod
     def _capture_parameters() -> list[int]:
@@ -264,7 +304,7 @@ class OpenedVideo:
     def _probe(self) -> VideoInfo:
         try:
             fps = _finite_or_zero(self._capture.get(cv2.CAP_PROP_FPS))
-            frame_count = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+            declared_count = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
             width = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
             height = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
             fourcc = self._capture.get(cv2.CAP_PROP_FOURCC)
@@ -272,6 +312,7 @@ class OpenedVideo:
             raise unreadable(self.path, f"probing failed: {error}") from error
         if width <= 0 or height <= 0:
             raise unreadable(self.path, "it has no video stream")
+        frame_count = 0 if self._count_unknown else declared_count
         return VideoInfo(
             fps=fps,
             frame_count=frame_count,

@@ -3,7 +3,9 @@ let FFmpeg start before the last byte."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +17,13 @@ from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.fake_plugins import Recorder, overlapping_dag
 from fakes.media import CONTAINER_VARIANTS, write_container_variant
 from videodag_service.video import GrowingUpload, SamplingOptions, VideoFilePipelineService, open_video
+from videodag_service.video import reader as reader_module
 from videodag_service.video.events import FrameProcessed, VideoOpened
 from videodag_service.video.growing_upload import GrowingFileReader, new_abandon_signal
 from videodag_service.video.sampling import plan_window
 
-# Containers whose first frame FFmpeg decodes from their first half; the others need their end.
+# Containers whose first frame FFmpeg decodes from their first half; the others need their end
+# (a fragmented MP4 only in a process that tells FFmpeg to leave later fragments for later).
 EARLY_CONTAINERS = ["faststart.mp4", "matroska.mkv"]
 LATE_CONTAINERS = ["index_at_end.mp4", "fragmented.mp4", "mpegts.ts", "mpeg4.avi"]
 WAIT = 30.0
@@ -208,3 +212,57 @@ def test_an_upload_still_arriving_is_processed_one_frame_at_a_time(tmp_path: Pat
     growing.close()
     assert [event.result["index"] for event in events if isinstance(event, FrameProcessed)] == list(range(5))
     assert recorder.most_inside == 1
+
+
+def test_a_decoder_process_opens_a_fragmented_mp4_from_its_first_fragment(
+    tmp_path: Path, containers: dict[str, Path]
+) -> None:
+    """The same frames as the stored file, the first from half of it; the count is not known yet."""
+    source = containers["fragmented.mp4"]
+    service = VideoFilePipelineService(RecordingDagService(), isolation="process")
+    stored = list(service.stream_run(DEFAULT_PIPELINE, source))
+    growing = GrowingFile(tmp_path, source.read_bytes(), "fragmented.mp4")
+    half = len(growing.content) // 2
+    growing.write_until(half)
+    events = service.stream_run(DEFAULT_PIPELINE, growing.upload)
+    thread, outcome = _in_thread(lambda: (next(events), next(events), growing.written))
+    thread.join(WAIT)
+    growing.write_until(len(growing.content))  # before any assertion, so a decoder still waiting ends
+    thread.join(WAIT)
+    rest = list(events)
+    growing.close()
+    assert "error" not in outcome, outcome["error"]
+    opened, first, written_at_first_frame = outcome["value"]  # type: ignore[misc]
+    assert written_at_first_frame == half
+
+    def frames(of: list[object]) -> list[tuple[int, float, dict[str, object]]]:
+        return [(e.frame_index, e.timestamp_seconds, e.result) for e in of if isinstance(e, FrameProcessed)]
+
+    assert len(frames(stored)) == 150
+    assert frames([first, *rest]) == frames(stored)
+    [stored_opened] = [event for event in stored if isinstance(event, VideoOpened)]
+    assert isinstance(opened, VideoOpened)
+    assert (opened.info.frame_count, opened.info.duration_seconds) == (0, 0.0)
+    assert opened.info == dataclasses.replace(stored_opened.info, frame_count=0, duration_seconds=0.0)
+
+
+def test_the_ffmpeg_option_is_set_only_around_the_open_and_keeps_the_operators_own(
+    tmp_path: Path, containers: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenCV reads FFmpeg options from the environment: ours joins the operator's, then is gone."""
+    monkeypatch.setattr(reader_module, "_fragments_as_they_arrive", True)
+    monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "analyzeduration;2000000")
+    growing = GrowingFile(tmp_path, containers["fragmented.mp4"].read_bytes(), "fragmented.mp4")
+    growing.write_until(len(growing.content) // 2)
+
+    def open_and_read_one() -> tuple[int, int]:
+        with open_video(growing.upload) as video:
+            frame = next(video.frames(plan_window(SamplingOptions(), video.info.fps)))
+            return frame.frame_index, video.info.frame_count
+
+    thread, outcome = _in_thread(open_and_read_one)
+    thread.join(WAIT)
+    growing.write_until(len(growing.content))
+    growing.close()
+    assert outcome.get("value") == (0, 0), outcome.get("error")
+    assert os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] == "analyzeduration;2000000"

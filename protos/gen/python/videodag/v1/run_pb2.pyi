@@ -109,11 +109,14 @@ class RunConfig(_message.Message):
     before it ends. Requires `declared_size_bytes` (INVALID_ARGUMENT without it).
 
     How early depends on what FFmpeg reads when it opens the file: an MP4/MOV
-    written with "faststart" (index at the front) or a Matroska/WebM file has a
-    frame decoded as soon as its bytes are in; an MP4/MOV with the index at the
-    end (most cameras' default), a fragmented MP4, MPEG-TS or AVI waits for
-    nearly the whole upload, as without this option. The events then interleave: `video_info` and `frame` events may
-    come before `upload_received`, which still comes before the `summary`. A size
+    written with "faststart" (index at the front), a Matroska/WebM file or a
+    fragmented MP4 has a frame decoded as soon as its bytes are in; an MP4/MOV
+    with the index at the end (most cameras' default), MPEG-TS or AVI waits for
+    nearly the whole upload, as without this option. A fragmented MP4 opened
+    early reports `VideoInfo.frame_count` and `duration` unknown (0): its later
+    fragments have not arrived. The events then interleave: `video_info` and
+    `frame` events may come before `upload_received`, which still comes before
+    the `summary`. A size
     or checksum mismatch found when the upload ends fails the run with DATA_LOSS
     after frames were already reported: those results were computed on the bytes
     that arrived, not necessarily on the video that was meant.
@@ -156,7 +159,9 @@ class VideoInfo(_message.Message):
     fps: _builtins.float
     """Frames per second as the container declares it."""
     frame_count: _builtins.int
-    """Frame count as the container declares it (may be an estimate for some formats)."""
+    """Frame count as the container declares it (may be an estimate for some
+    formats); 0 when unknown, as for a fragmented MP4 opened while it arrives.
+    """
     width: _builtins.int
     """Frame width in pixels."""
     height: _builtins.int
@@ -167,7 +172,7 @@ class VideoInfo(_message.Message):
     """Size of the uploaded file in bytes (the declared size while it is still arriving)."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
-        """Duration, from frame count and fps."""
+        """Duration, from frame count and fps; zero when either is unknown."""
 
     def __init__(
         self,
