@@ -408,21 +408,33 @@ def _end_before_running(connection: Connection) -> None:
     _exit_with_status_3()
 
 
-def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video(
-    make_video, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = make_video(3)
+def _killed_before_running(connection: Connection) -> None:
+    """A decoder process the OOM killer (or an operator) ends before its first message."""
+    del connection
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextmanager
+def _video_decoded_by(target: Callable[[Connection], None], path: Path) -> Iterator[IsolatedVideo]:
+    """An IsolatedVideo whose decoder process runs `target` instead of the decoder."""
     context = multiprocessing.get_context("forkserver")
     parent_end, child_end = context.Pipe()
-    process = context.Process(target=_end_before_running, args=(child_end,), name=DECODER_PROCESS_NAME)
+    process = context.Process(target=target, args=(child_end,), name=DECODER_PROCESS_NAME)
     process.start()
     child_end.close()
     video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
     try:
-        with pytest.raises(DecoderDidNotStart) as raised:
-            video.wait_until_opened()
+        yield video
     finally:
         video.close()
+
+
+def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video(
+    make_video, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = make_video(3)
+    with _video_decoded_by(_end_before_running, path) as video, pytest.raises(DecoderDidNotStart) as raised:
+        video.wait_until_opened()
     assert str(raised.value) == (f"the server could not start a decoder for {path.name!r}: the process ended "
                                  "(exit status 3) before it ran; the server's log says why")
     assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "DECODER_DID_NOT_START")
@@ -430,26 +442,11 @@ def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video
     _assert_no_decoder_left()
 
 
-def _killed_before_running(connection: Connection) -> None:
-    """A decoder process the OOM killer (or an operator) ends before its first message."""
-    del connection
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def test_a_decoder_killed_before_it_runs_is_a_crash_not_a_startup_failure(
     make_video, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = make_video(3)
-    context = multiprocessing.get_context("forkserver")
-    parent_end, child_end = context.Pipe()
-    process = context.Process(target=_killed_before_running, args=(child_end,), name=DECODER_PROCESS_NAME)
-    process.start()
-    child_end.close()
-    video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
-    try:
-        with pytest.raises(VideoUnreadable, match=r"the decoder crashed \(signal 9, SIGKILL, perhaps out of memory\)"):
-            video.wait_until_opened()
-    finally:
-        video.close()
+    crash = r"the decoder crashed \(signal 9, SIGKILL, perhaps out of memory\)"
+    with _video_decoded_by(_killed_before_running, make_video(3)) as video, pytest.raises(VideoUnreadable, match=crash):
+        video.wait_until_opened()
     assert START_HINT not in caplog.text  # a kill says nothing about how the server was started
     _assert_no_decoder_left()
