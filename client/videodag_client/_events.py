@@ -39,7 +39,7 @@ class VideoOpened:
     height: int
     duration_seconds: float
     codec: str
-    """Four-character code such as "avc1"; empty if unknown."""
+    """Four-character code as FFmpeg reports it, such as "h264", "hevc", "AV01" or "MJPG"; empty if unknown."""
     size_bytes: int
 
 

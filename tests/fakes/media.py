@@ -77,11 +77,16 @@ def ffmpeg_executable() -> str:
 def write_container_variant(directory: Path, name: str, *, seconds: float = 6.0) -> Path:
     """A 640x360, 25 fps test-pattern video in the container `name` names (see CONTAINER_VARIANTS),
     large enough (about 1 MB) that FFmpeg opens it long before its end when it can."""
-    path = directory / name
+    return write_test_pattern(directory / name, "-g", "25", "-pix_fmt", "yuv420p", *CONTAINER_VARIANTS[name],
+                              seconds=seconds)
+
+
+def write_test_pattern(path: Path, *output_options: str, size: str = "640x360", seconds: float = 6.0) -> Path:
+    """FFmpeg's moving test pattern at 25 fps, encoded as `output_options` say."""
     command = [
         ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25:duration={seconds}",
-        "-g", "25", "-pix_fmt", "yuv420p", *CONTAINER_VARIANTS[name], str(path),
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
+        *output_options, str(path),
     ]
     subprocess.run(command, check=True, capture_output=True, timeout=120)
     return path

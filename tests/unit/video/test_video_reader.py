@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from fakes.capture import spy_on_captures
-from fakes.media import ffmpeg_executable, presentation_times, read_frame_index, write_variable_rate_video
+from fakes.media import (
+    ffmpeg_executable,
+    presentation_times,
+    read_frame_index,
+    write_test_pattern,
+    write_variable_rate_video,
+)
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import GrowingUpload, VideoInfo, VideoLimits, open_video, probe_video, reader
 from videodag_service.video.growing_upload import new_abandon_signal
@@ -52,6 +58,47 @@ def test_probe_reads_the_sample_clip_facts(sample_clip: Path) -> None:
         codec="h264",
         size_bytes=sample_clip.stat().st_size,
     )
+
+
+# What phones, cameras, browsers and editors write, as FFmpeg encodes it: (name, options, codec reported).
+REAL_WORLD_ENCODINGS = [
+    ("hevc_10bit.mp4", ("-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error"), "hevc"),
+    ("hevc_hvc1.mov", ("-c:v", "libx265", "-tag:v", "hvc1", "-x265-params", "log-level=error"), "hevc"),
+    ("av1.mp4", ("-c:v", "libaom-av1", "-cpu-used", "8", "-pix_fmt", "yuv420p"), "AV01"),
+    ("vp9.webm", ("-c:v", "libvpx-vp9", "-deadline", "realtime"), "VP90"),
+    ("prores.mov", ("-c:v", "prores_ks"), "apch"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "codec"), REAL_WORLD_ENCODINGS, ids=[e[0] for e in REAL_WORLD_ENCODINGS])
+def test_the_codecs_users_send_decode_to_8_bit_bgr(
+    tmp_path: Path, name: str, options: tuple[str, ...], codec: str
+) -> None:
+    path = write_test_pattern(tmp_path / name, *options, size="320x180", seconds=1.0)
+    reference = write_test_pattern(tmp_path / "reference.avi", "-c:v", "rawvideo", "-pix_fmt", "bgr24",
+                                   size="320x180", seconds=1.0)
+    with open_video(path) as video, open_video(reference) as raw:
+        assert (video.info.codec, video.info.frame_count, video.info.width, video.info.height) == (codec, 25, 320, 180)
+        window = plan_window(SamplingOptions(), video.info.fps)
+        pairs = list(zip(video.frames(window), raw.frames(window), strict=True))
+    assert len(pairs) == 25
+    for decoded, original in pairs:
+        assert decoded.image.dtype == np.uint8 and decoded.image.shape == (180, 320, 3)
+        # Lossy, but the same picture: a wrong colour conversion or bit depth is off by far more.
+        assert np.abs(decoded.image.astype(np.int16) - original.image.astype(np.int16)).mean() < 8
+
+
+def test_a_phone_video_shot_upright_is_reported_and_decoded_upright(tmp_path: Path) -> None:
+    """Phones store a portrait video as landscape frames with a rotation to apply on display."""
+    landscape = write_test_pattern(tmp_path / "landscape.mp4", "-c:v", "libx264", size="320x180", seconds=1.0)
+    portrait = tmp_path / "portrait.mp4"
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-display_rotation", "90",
+               "-i", str(landscape), "-c", "copy", str(portrait)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    with open_video(portrait) as video:
+        assert (video.info.width, video.info.height) == (180, 320)
+        first = next(video.frames(plan_window(SamplingOptions(), video.info.fps)))
+        assert first.image.shape == (320, 180, 3)
 
 
 def test_probe_reads_a_generated_video(make_video) -> None:

@@ -167,7 +167,9 @@ class VideoInfo(_message.Message):
     height: _builtins.int
     """Frame height in pixels."""
     codec: _builtins.str
-    """The codec's four-character code, such as "avc1" or "MJPG"; empty if unknown."""
+    """The codec's four-character code as FFmpeg reports it, such as "h264", "hevc",
+    "AV01", "VP90" or "MJPG"; empty if unknown.
+    """
     size_bytes: _builtins.int
     """Size of the uploaded file in bytes (the declared size while it is still arriving)."""
     @_builtins.property
