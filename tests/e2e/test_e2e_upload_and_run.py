@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import grpc
 import pytest
 from harness import ServerFactory, ServerHarness
 
+from fakes.media import ffmpeg_executable
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import (
     DeadlineExceeded,
@@ -235,6 +237,31 @@ def test_unreadable_video_is_invalid_argument(server: ServerHarness, tmp_path: P
     # Named as the client sent it, not by the server's private temp file.
     assert caught.value.message.startswith("Unable to read video file 'garbage.mp4': ")
     assert caught.value.reason == "VIDEO_UNREADABLE"
+    assert server.leftover_uploads() == []
+
+
+def test_an_audio_file_is_refused_as_audio(server: ServerHarness, tmp_path: Path) -> None:
+    song = tmp_path / "song.mp3"
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "lavfi", "-i", "sine=duration=2", str(song)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    with pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(song, "frame_stats_v1"))
+    assert caught.value.message == (
+        "Unable to read video file 'song.mp3': not a video OpenCV can decode: "
+        "it is MP3 audio (audio/mpeg), with no video stream"
+    )
+    assert (caught.value.reason, caught.value.metadata) == ("VIDEO_UNREADABLE", {"detected_type": "audio/mpeg"})
+    assert server.leftover_uploads() == []
+
+
+def test_a_git_lfs_pointer_is_refused_as_text(server: ServerHarness, tmp_path: Path) -> None:
+    pointer = tmp_path / "clip.mp4"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 84977953\n")
+    with pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(pointer, "frame_stats_v1"))
+    assert caught.value.message.endswith("it is text, starting 'version https://git-lfs.github.com/spec/'")
+    assert caught.value.metadata == {"detected_type": "text/plain"}
     assert server.leftover_uploads() == []
 
 

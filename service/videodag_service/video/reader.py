@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 
 from videodag_service.dag.cores import usable_cores
-from videodag_service.errors import VideoUnreadable
+from videodag_service.errors import ErrorDetails, VideoUnreadable
+from videodag_service.video.content_guess import guess_content
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
@@ -89,9 +90,20 @@ def open_fragments_as_they_arrive() -> None:
     _fragments_as_they_arrive = True
 
 
-def unreadable(path: str | os.PathLike[str], reason: str) -> VideoUnreadable:
+def unreadable(path: str | os.PathLike[str], reason: str, details: ErrorDetails | None = None) -> VideoUnreadable:
     """The error for a file OpenCV cannot use; only the base name is shown (temp paths are private)."""
-    return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}")
+    return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}", details)
+
+
+def _not_openable(path: Path) -> VideoUnreadable:
+    """The error for a file OpenCV did not open, saying what its bytes look like where that is known."""
+    if not path.exists():
+        return unreadable(path, "no such file")
+    guess = guess_content(path)
+    if guess is None:
+        return unreadable(path, "not a video OpenCV can decode")
+    return unreadable(path, f"not a video OpenCV can decode: {guess.reason}",
+                      ErrorDetails(metadata={"detected_type": guess.detected_type}))
 
 
 class OpenedVideo:
@@ -265,8 +277,7 @@ class OpenedVideo:
         if not capture.isOpened():
             capture.release()
             self._close_stream()
-            reason = "no such file" if not self.path.exists() else "not a video OpenCV can decode"
-            raise unreadable(self.path, reason)
+            raise _not_openable(self.path)
         return capture
 
     def _open_growing(self, upload: GrowingUpload) -> cv2.VideoCapture:

@@ -119,6 +119,29 @@ def test_a_file_opencv_cannot_read_raises_video_unreadable(tmp_path: Path, conte
     assert "private-dir" not in str(raised.value), "temp directories must not leak to clients"
 
 
+def test_a_file_that_is_not_video_is_named_in_the_error(tmp_path: Path) -> None:
+    song = tmp_path / "song.mp4"
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "lavfi", "-i", "sine=duration=1", "-f", "mp3", str(song)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    with pytest.raises(VideoUnreadable) as raised:
+        probe_video(song)
+    assert str(raised.value) == (
+        "Unable to read video file 'song.mp4': not a video OpenCV can decode: "
+        "it is MP3 audio (audio/mpeg), with no video stream"
+    )
+    assert raised.value.details.metadata == {"detected_type": "audio/mpeg"}
+
+
+def test_bytes_with_no_known_start_keep_the_plain_reason(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(VideoUnreadable) as raised:
+        probe_video(path)
+    assert str(raised.value) == "Unable to read video file 'clip.mp4': not a video OpenCV can decode"
+    assert raised.value.details.metadata == {}
+
+
 def test_a_missing_file_raises_video_unreadable(tmp_path: Path) -> None:
     with pytest.raises(VideoUnreadable, match="Unable to read video file"):
         probe_video(tmp_path / "missing.mp4")

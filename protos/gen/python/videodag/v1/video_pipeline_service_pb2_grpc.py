@@ -46,6 +46,10 @@ class VideoPipelineServiceStub:
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+
+    An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
+    (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
+    ErrorInfo metadata as `detected_type`.
     """
 
     def __init__(self, channel):
@@ -122,6 +126,10 @@ class VideoPipelineServiceServicer:
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+
+    An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
+    (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
+    ErrorInfo metadata as `detected_type`.
     """
 
     def UploadAndRun(self, request_iterator, context):
@@ -301,6 +309,10 @@ class VideoPipelineService:
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+
+    An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
+    (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
+    ErrorInfo metadata as `detected_type`.
     """
 
     @staticmethod

@@ -47,6 +47,10 @@ class VideoPipelineServiceStub:
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+
+    An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
+    (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
+    ErrorInfo metadata as `detected_type`.
     """
 
     @_typing.overload
@@ -136,6 +140,10 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+
+    An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
+    (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
+    ErrorInfo metadata as `detected_type`.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -221,6 +229,10 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+
+    An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
+    (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
+    ErrorInfo metadata as `detected_type`.
     """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,94 @@
+"""What a file OpenCV cannot open looks like: real audio from FFmpeg, documents, archives, text."""
+
+from __future__ import annotations
+
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fakes.media import ffmpeg_executable, write_test_pattern
+from videodag_service.video.content_guess import ContentGuess, guess_content
+
+
+def _sine(path: Path, *output_options: str) -> Path:
+    """One second of a real tone, encoded by FFmpeg as the file name (or `output_options`) says."""
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "lavfi", "-i", "sine=duration=1", *output_options, str(path)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "detected_type", "reason"),
+    [
+        ("song.mp3", (), "audio/mpeg", "it is MP3 audio (audio/mpeg), with no video stream"),
+        ("song.m4a", (), "audio/mp4", "it is M4A audio (audio/mp4), with no video stream"),
+        ("song.wav", (), "audio/x-wav", "it is WAV audio (audio/x-wav), with no video stream"),
+        ("song.flac", (), "audio/x-flac", "it is FLAC audio (audio/x-flac), with no video stream"),
+        # An MP4 holding only sound looks like any MP4 from its first bytes.
+        ("sound_only.mp4", ("-f", "mp4"), "video/mp4",
+         "it is MP4, a video container, but audio only, incomplete or damaged"),
+    ],
+)
+def test_audio_is_named_as_audio(tmp_path: Path, name: str, options: tuple[str, ...], detected_type: str,
+                                 reason: str) -> None:
+    assert guess_content(_sine(tmp_path / name, *options)) == ContentGuess(detected_type, reason)
+
+
+def test_a_truncated_video_is_called_incomplete_or_damaged(tmp_path: Path) -> None:
+    video = write_test_pattern(tmp_path / "full.mp4", "-c:v", "mpeg4", seconds=1.0)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(video.read_bytes()[:2048])
+    guess = guess_content(truncated)
+    assert guess is not None and guess.detected_type == "video/mp4"
+    assert "incomplete or damaged" in guess.reason
+
+
+def test_documents_and_archives_are_named(tmp_path: Path) -> None:
+    pdf = tmp_path / "report.mp4"
+    pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n")
+    archive = tmp_path / "clips.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("clip.mp4", b"\x00" * 100)
+    assert guess_content(pdf) == ContentGuess("application/pdf", "it is PDF data (application/pdf)")
+    assert guess_content(archive) == ContentGuess("application/zip", "it is ZIP data (application/zip)")
+
+
+def test_text_is_quoted_from_its_start(tmp_path: Path) -> None:
+    pointer = tmp_path / "clip.mp4"  # what a clone without Git LFS holds instead of the video
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 84977953\n")
+    page = tmp_path / "download.mp4"
+    page.write_text("<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head></html>\n")
+    assert guess_content(pointer) == ContentGuess(
+        "text/plain", "it is text, starting 'version https://git-lfs.github.com/spec/'")
+    assert guess_content(page) == ContentGuess(
+        "text/plain", "it is text, starting '<!DOCTYPE html> <html><head><title>403 F'")
+
+
+def test_text_cut_inside_a_character_at_the_sample_end_is_still_text(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_bytes(("a" * 511 + "é" * 300).encode())  # the 512th byte is half of an "é"
+    guess = guess_content(path)
+    assert guess is not None and guess.detected_type == "text/plain"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        bytes(range(256)) * 8,  # binary: control bytes
+        b"\x00" * 4096,
+        b"abc\x1b[31mred",  # a terminal escape is not printable text
+        b"\xff\xfe" + "not utf-8".encode("utf-16-le"),
+    ],
+)
+def test_bytes_that_say_nothing_get_no_guess(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(content)
+    assert guess_content(path) is None
+
+
+def test_a_missing_file_gets_no_guess(tmp_path: Path) -> None:
+    assert guess_content(tmp_path / "missing.mp4") is None
