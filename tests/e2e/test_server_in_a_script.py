@@ -3,7 +3,8 @@
 multiprocessing runs the main module again in every decoder process, so a script that starts
 the server at module level starts it again in each of them, and they die before decoding
 anything. Such a server must refuse to start and name the cause, not serve calls that all
-fail with an error blaming the video.
+fail with an error blaming the video. A script read from standard input has no file to run
+again at all, guard or not: its hint says so.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from videodag_service.video.isolation import START_HINT
+from videodag_service.video.isolation import GUARD_HINT
 
 SCRIPT = """\
 import sys
@@ -53,6 +54,19 @@ def test_a_script_without_the_guard_is_refused_at_start_with_the_cause(tmp_path:
     completed = run_script(SCRIPT + "main()\n", tmp_path, sample_clip)
     assert completed.returncode == 1
     assert "RuntimeError: decoder processes cannot start: the first one ended (exit status 1)" in completed.stderr
-    assert START_HINT in completed.stderr
+    assert GUARD_HINT in completed.stderr
     assert "frames processed" not in completed.stdout  # no call was served
     assert not (tmp_path / "uploads").exists() or list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_a_script_read_from_standard_input_is_refused_with_its_own_cause(tmp_path: Path, sample_clip: Path) -> None:
+    body = SCRIPT + 'if __name__ == "__main__":\n    main()\n'
+    completed = subprocess.run([sys.executable, "-", str(tmp_path), str(sample_clip)], input=body,
+                               capture_output=True, text=True, timeout=120, check=False)
+    assert completed.returncode == 1
+    assert "decoder processes cannot start" in completed.stderr
+    assert "the main module is not a file ('<stdin>', as for a script read from standard input)" in completed.stderr
+    assert 'save the script to a file and run that, or decode in threads (decode_isolation="thread")' \
+        in completed.stderr
+    assert GUARD_HINT not in completed.stderr
+    assert "frames processed" not in completed.stdout

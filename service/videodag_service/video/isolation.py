@@ -34,6 +34,7 @@ import functools
 import logging
 import math
 import multiprocessing
+import os
 import select
 import signal
 import sys
@@ -69,10 +70,27 @@ _EXIT_GRACE_SECONDS = 5.0
 _DEFAULT_HEARTBEAT_SECONDS = 1.0
 # How long the start-up check waits for a first decoder to say it runs (it takes milliseconds).
 _START_CHECK_SECONDS = 60.0
-START_HINT = (
+GUARD_HINT = (
     "the usual cause is a script that starts the server outside `if __name__ == \"__main__\":`, "
     "since multiprocessing runs the main module again in every decoder process"
 )
+
+
+def start_hint() -> str:
+    """Why decoder processes usually fail to start, for this program's main module.
+
+    multiprocessing runs the main module again in every decoder process, from its file:
+    a script read from standard input (`python -`) has none, so nothing can fix it but a
+    file or decoding in threads; any other main module must guard what starts the server.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if isinstance(main_file, str) and not os.path.isfile(main_file):
+        return (
+            f"the main module is not a file ({main_file!r}, as for a script read from standard input), and "
+            "multiprocessing runs the main module again in every decoder process from its file: save the "
+            "script to a file and run that, or decode in threads (decode_isolation=\"thread\")"
+        )
+    return GUARD_HINT
 
 
 @dataclass(frozen=True)
@@ -267,7 +285,7 @@ class IsolatedVideo:
         code = self._exitcode
         if not self._started and code is not None and code >= 0:  # a signal is a crash, started or not
             self._finished = True
-            logger.error("a decoder process ended (exit status %s) before it started; %s", code, START_HINT)
+            logger.error("a decoder process ended (exit status %s) before it started; %s", code, start_hint())
             return DecoderDidNotStart(
                 f"the server could not start a decoder for {self.path.name!r}: the process ended "
                 f"(exit status {code}) before it ran; the server's log says why"
@@ -478,7 +496,7 @@ def check_decoders_start() -> None:
     if first is None:
         raise RuntimeError(
             f"decoder processes cannot start: the first one ended (exit status {exit_status}) before it ran, "
-            f"with the error printed above; {START_HINT}"
+            f"with the error printed above; {start_hint()}"
         )
     if first != "ready":
         raise RuntimeError(f"a decoder process began with {first!r} instead of 'ready'")

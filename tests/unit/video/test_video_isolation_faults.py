@@ -28,7 +28,7 @@ from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorD
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
-from videodag_service.video.isolation import DECODER_PROCESS_NAME, START_HINT, DecoderTimeouts, IsolatedVideo
+from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo, start_hint
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow
 
@@ -438,7 +438,7 @@ def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video
     assert str(raised.value) == (f"the server could not start a decoder for {path.name!r}: the process ended "
                                  "(exit status 3) before it ran; the server's log says why")
     assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "DECODER_DID_NOT_START")
-    assert START_HINT in caplog.text  # the operator learns the usual cause
+    assert start_hint() in caplog.text  # the operator learns the usual cause
     _assert_no_decoder_left()
 
 
@@ -448,5 +448,5 @@ def test_a_decoder_killed_before_it_runs_is_a_crash_not_a_startup_failure(
     crash = r"the decoder crashed \(signal 9, SIGKILL, perhaps out of memory\)"
     with _video_decoded_by(_killed_before_running, make_video(3)) as video, pytest.raises(VideoUnreadable, match=crash):
         video.wait_until_opened()
-    assert START_HINT not in caplog.text  # a kill says nothing about how the server was started
+    assert start_hint() not in caplog.text  # a kill says nothing about how the server was started
     _assert_no_decoder_left()
