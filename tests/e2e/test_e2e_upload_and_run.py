@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import grpc
 import pytest
 from harness import ServerFactory, ServerHarness
 
-from fakes.media import ffmpeg_executable
+from fakes.media import write_tone
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import (
     DeadlineExceeded,
@@ -241,10 +240,7 @@ def test_unreadable_video_is_invalid_argument(server: ServerHarness, tmp_path: P
 
 
 def test_an_audio_file_is_refused_as_audio(server: ServerHarness, tmp_path: Path) -> None:
-    song = tmp_path / "song.mp3"
-    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "lavfi", "-i", "sine=duration=2", str(song)]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    song = write_tone(tmp_path / "song.mp3", seconds=2.0)
     with pytest.raises(InvalidArgument) as caught:
         list(server.client.upload_and_run(song, "frame_stats_v1"))
     assert caught.value.message == (

@@ -92,6 +92,16 @@ def write_test_pattern(path: Path, *output_options: str, size: str = "640x360", 
     return path
 
 
+def write_tone(path: Path, *output_options: str, seconds: float = 1.0) -> Path:
+    """A real sound and no picture: FFmpeg's sine tone, encoded as the name (or `output_options`) says."""
+    command = [
+        ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"sine=duration={seconds}", *output_options, str(path),
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return path
+
+
 def write_variable_rate_video(path: Path, frame_count: int) -> Path:
     """Indexed frames (H.264 in MP4) at a variable frame rate, as phones and screen recorders
     write them: 25 fps for the first 30 frames, then about 5 fps (the times are those

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from fakes.media import ffmpeg_executable, write_test_pattern
+from fakes.media import write_test_pattern, write_tone
 from videodag_service.video.content_guess import ContentGuess, guess_content
-
-
-def _sine(path: Path, *output_options: str) -> Path:
-    """One second of a real tone, encoded by FFmpeg as the file name (or `output_options`) says."""
-    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "lavfi", "-i", "sine=duration=1", *output_options, str(path)]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-    return path
 
 
 @pytest.mark.parametrize(
@@ -34,7 +25,7 @@ def _sine(path: Path, *output_options: str) -> Path:
 )
 def test_audio_is_named_as_audio(tmp_path: Path, name: str, options: tuple[str, ...], detected_type: str,
                                  reason: str) -> None:
-    assert guess_content(_sine(tmp_path / name, *options)) == ContentGuess(detected_type, reason)
+    assert guess_content(write_tone(tmp_path / name, *options)) == ContentGuess(detected_type, reason)
 
 
 def test_a_truncated_video_is_called_incomplete_or_damaged(tmp_path: Path) -> None:

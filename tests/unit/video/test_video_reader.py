@@ -18,6 +18,7 @@ from fakes.media import (
     presentation_times,
     read_frame_index,
     write_test_pattern,
+    write_tone,
     write_variable_rate_video,
 )
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
@@ -120,10 +121,7 @@ def test_a_file_opencv_cannot_read_raises_video_unreadable(tmp_path: Path, conte
 
 
 def test_a_file_that_is_not_video_is_named_in_the_error(tmp_path: Path) -> None:
-    song = tmp_path / "song.mp4"
-    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
-               "-f", "lavfi", "-i", "sine=duration=1", "-f", "mp3", str(song)]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    song = write_tone(tmp_path / "song.mp4", "-f", "mp3")
     with pytest.raises(VideoUnreadable) as raised:
         probe_video(song)
     assert str(raised.value) == (
