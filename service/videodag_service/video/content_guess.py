@@ -44,7 +44,7 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
     name = kind.extension.upper()
     top_level = kind.mime.partition("/")[0]
     if top_level == "video":
-        reason = f"it is {name}, a video container, but audio only, incomplete or damaged"
+        reason = f"it is {name}, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"
     elif top_level == "audio":
         reason = f"it is {name} audio ({kind.mime}), with no video stream"
     elif top_level == "image":

@@ -20,7 +20,7 @@ from videodag_service.video.content_guess import ContentGuess, guess_content
         ("song.flac", (), "audio/x-flac", "it is FLAC audio (audio/x-flac), with no video stream"),
         # An MP4 holding only sound looks like any MP4 from its first bytes.
         ("sound_only.mp4", ("-f", "mp4"), "video/mp4",
-         "it is MP4, a video container, but audio only, incomplete or damaged"),
+         "it is MP4, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"),
     ],
 )
 def test_audio_is_named_as_audio(tmp_path: Path, name: str, options: tuple[str, ...], detected_type: str,
