@@ -96,6 +96,10 @@ class RunSummary:
     ended_early: bool = False
     """The video ended before the frame count it declares: a truncated or damaged file, whose
     later frames are missing from the results."""
+    frames_in_video: int = 0
+    """How many frames the video holds, counted as the run read it to its end (not declared,
+    as `VideoOpened.frame_count` is); 0 when the run stopped first (at `end_seconds` or
+    `max_frames`) and did not count them."""
 
 
 Event: TypeAlias = UploadReceived | VideoOpened | FrameResult | RunSummary
@@ -192,6 +196,7 @@ def _run_summary(summary: run_pb2.RunSummary) -> RunSummary:
         ),
         frames_with_errors=summary.frames_with_errors,
         ended_early=summary.ended_early,
+        frames_in_video=summary.frames_in_video,
     )
 
 

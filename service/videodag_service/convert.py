@@ -104,6 +104,7 @@ def run_summary(
     decode_seconds: float,
     timings: Iterable[NodeTimingLike],
     ended_early: bool = False,
+    frames_in_video: int | None = None,
 ) -> run_pb2.RunSummary:
     return run_pb2.RunSummary(
         pipeline_id=spec.id,
@@ -123,6 +124,7 @@ def run_summary(
             for t in timings
         ],
         ended_early=ended_early,
+        frames_in_video=frames_in_video or 0,  # 0: not counted
     )
 
 

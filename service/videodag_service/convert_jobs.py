@@ -102,6 +102,7 @@ def job_summary_to_proto(summary: JobSummary) -> run_pb2.RunSummary:
             for t in summary.node_timings
         ],
         ended_early=summary.ended_early,
+        frames_in_video=summary.frames_in_video or 0,  # 0: not counted
     )
 
 

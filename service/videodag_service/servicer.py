@@ -293,6 +293,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         decode_seconds=stats.decode_seconds,
                         timings=stats.node_timings,
                         ended_early=stats.ended_early,
+                        frames_in_video=stats.frames_in_video,
                     )
                 )
 

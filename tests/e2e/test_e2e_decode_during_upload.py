@@ -90,7 +90,8 @@ def test_results_are_those_of_a_stored_upload(make_server: ServerFactory, sample
 
 def test_a_fragmented_mp4_returns_results_from_its_first_fragments(server: ServerHarness, tmp_path: Path) -> None:
     """The default decoder processes open a fragmented MP4 before its later fragments arrive:
-    the same results as a stored upload, with the frame count reported unknown (0)."""
+    the same results as a stored upload, with the frame count reported unknown (0) when the
+    video opens and counted in the summary."""
     video = write_container_variant(tmp_path, "fragmented.mp4")
     stored = list(server.client.upload_and_run(video, "frame_stats_v1"))
     data = video.read_bytes()
@@ -112,6 +113,7 @@ def test_a_fragmented_mp4_returns_results_from_its_first_fragments(server: Serve
     [stored_info] = [e for e in stored if isinstance(e, VideoOpened)]
     assert (stored_info.frame_count, responses[0].video_info.frame_count) == (150, 0)
     assert responses[-1].HasField("summary")
+    assert responses[-1].summary.frames_in_video == 150
     _assert_nothing_left(server)
 
 

@@ -70,6 +70,7 @@ def test_results_stream_in_frame_order_with_summary(server: ServerHarness, sampl
     assert [t.node_id for t in summary.node_timings] == ["stats"]
     assert summary.node_timings[0].calls == 12
     assert not summary.ended_early
+    assert summary.frames_in_video == 120  # read to the end with a stride: every frame counted
     assert server.leftover_uploads() == []
 
 
@@ -83,13 +84,16 @@ def test_a_video_cut_short_reports_its_frames_and_that_it_ended_early(
     summary = events[-1]
     assert isinstance(summary, RunSummary) and summary.ended_early
     assert summary.frames_processed == len(frames) and 10 < len(frames) < 110
+    assert summary.frames_in_video == len(frames)
     assert [frame.frame_index for frame in frames] == list(range(len(frames)))
     assert server.leftover_uploads() == []
 
 
 def test_stride_and_max_frames(server: ServerHarness, sample_clip: Path) -> None:
-    events = server.client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(frame_stride=5, max_frames=3))
+    events = list(server.client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(frame_stride=5, max_frames=3)))
     assert [e.frame_index for e in events if isinstance(e, FrameResult)] == [0, 5, 10]
+    summary = events[-1]
+    assert isinstance(summary, RunSummary) and summary.frames_in_video == 0  # stopped before the end: not counted
 
 
 def test_first_result_arrives_before_the_run_ends(server: ServerHarness, make_video) -> None:

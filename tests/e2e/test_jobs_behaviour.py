@@ -262,7 +262,7 @@ def test_a_job_keeps_its_sampling_options_and_summary(client: VideodagClient, ma
     assert isinstance(final.summary, RunSummary)
     assert final.summary.frames_processed == 3 and final.frames_total == 3
     assert final.options.frame_stride == 5
-    assert not final.summary.ended_early
+    assert not final.summary.ended_early and final.summary.frames_in_video == 12
     frames, _ = watch_all(client, job.id)
     assert [frame.frame_index for frame in frames] == [0, 5, 10]
 

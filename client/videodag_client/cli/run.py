@@ -126,7 +126,8 @@ def _first_frame_at_or_after(seconds: float, fps: float) -> int:
 def format_summary(summary: RunSummary, output_path: str | None) -> str:
     lines = [
         f"pipeline:   {summary.pipeline_id} (version {summary.pipeline_version})",
-        f"frames:     {summary.frames_processed} processed, {summary.frames_with_errors} with node errors",
+        f"frames:     {summary.frames_processed} processed{_of_the_video(summary)}, "
+        f"{summary.frames_with_errors} with node errors",
         f"wall time:  {summary.wall_time_seconds:.2f} s (decoding {summary.decode_time_seconds:.2f} s)",
     ]
     if summary.frames_processed == 0 and not summary.ended_early:
@@ -139,6 +140,11 @@ def format_summary(summary: RunSummary, output_path: str | None) -> str:
         lines.append(_node_table(summary))
     lines.append(f"results:    {_describe_output(output_path)}")
     return "\n".join(lines)
+
+
+def _of_the_video(summary: RunSummary) -> str:
+    """How many the video held, when the run read it to its end and so counted them."""
+    return f" (the video holds {summary.frames_in_video})" if summary.frames_in_video else ""
 
 
 def _node_table(summary: RunSummary) -> str:

@@ -128,6 +128,7 @@ class JobExecutor:
                 NodeTimingRecord(t.node_id, t.plugin, t.calls, t.total_seconds, t.errors) for t in stats.node_timings
             ),
             ended_early=stats.ended_early,
+            frames_in_video=stats.frames_in_video,
         )
 
     def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None) -> None:

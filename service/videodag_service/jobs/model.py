@@ -84,6 +84,8 @@ class JobSummary:
     decode_seconds: float
     node_timings: tuple[NodeTimingRecord, ...] = ()
     ended_early: bool = False
+    frames_in_video: int | None = None
+    """None when the run stopped before the video's end, and in records from before it was kept."""
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ make the server run code or index outside the frame ring. Pixels travel in the r
 
 Decoder to server, in order: `ready` (its code runs: the process started), `opened` (the
 probe), `attached` (it mapped the ring), then `frame` per kept frame, `alive` now and then
-while it grabs frames it skips, and finally `finished` (with its decode time and whether
-the video ended early) or `failed`. Server
+while it grabs frames it skips, and finally `finished` (`DecodeEnding`: its decode time,
+whether the video ended early, the frames it held when read to its end) or `failed`. Server
 to decoder: `open` with the file's path first when the process was started before its file
 was complete (`isolation.start_decoder_ahead`), then one `decode` request, then `released`
 with the slot number once per frame, when nothing in the server looks at that slot any more
@@ -58,6 +58,15 @@ class FrameReady:
     frame_index: int
     timestamp_seconds: float
     shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DecodeEnding:
+    """Decoder to server, last: how decoding went (`OpenedVideo`'s attributes of these names)."""
+
+    decode_seconds: float
+    ended_early: bool
+    frames_in_video: int | None
 
 
 def encode(kind: str, **fields: Any) -> bytes:
@@ -114,6 +123,22 @@ def released_slot_from(message: dict[str, Any]) -> int:
     if message["type"] != "released":
         raise MalformedMessage(f"expected a slot release, got {message['type']!r}")
     return int(field(message, "slot", int))
+
+
+def finished(decode_seconds: float, ended_early: bool, frames_in_video: int | None) -> bytes:
+    return encode("finished", decode_seconds=decode_seconds, ended_early=ended_early, frames_in_video=frames_in_video)
+
+
+def finish_from(message: dict[str, Any]) -> DecodeEnding:
+    """A `finished` message; a frame count, when there is one, is a whole number not below zero."""
+    frames_in_video = field(message, "frames_in_video", (int, type(None)))
+    if frames_in_video is not None and frames_in_video < 0:
+        raise MalformedMessage(f"frames_in_video must not be negative, got {frames_in_video}")
+    return DecodeEnding(
+        decode_seconds=float(field(message, "decode_seconds", float)),
+        ended_early=field(message, "ended_early", bool),
+        frames_in_video=frames_in_video,
+    )
 
 
 def failed(error: BaseException) -> bytes:

@@ -177,7 +177,7 @@ def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener
         writer = _SlotWriter(ring, channel, (video.info.height, video.info.width, 3))
         _stream_frames(video, request, writer, channel, path)
         decode_seconds = max(0.0, video.decode_seconds - writer.waited_seconds)
-        channel.send(messages.encode("finished", decode_seconds=decode_seconds, ended_early=video.ended_early))
+        channel.send(messages.finished(decode_seconds, video.ended_early, video.frames_in_video))
 
 
 def _stream_frames(

@@ -20,6 +20,8 @@ class RunStats:
     wall_seconds: the whole run, from opening the file to closing the pipeline run.
     node_timings: from the DAG service's run, in pipeline order; empty when it has none.
     ended_early: the video ended before the frame count it declares (`OpenedVideo.ended_early`).
+    frames_in_video: the frames it held, read to its end (`OpenedVideo.frames_in_video`);
+        None when the run stopped first.
     """
 
     pipeline_id: str
@@ -28,6 +30,7 @@ class RunStats:
     wall_seconds: float
     node_timings: tuple[NodeTimingLike, ...] = ()
     ended_early: bool = False
+    frames_in_video: int | None = None
 
 
 @dataclass(frozen=True)

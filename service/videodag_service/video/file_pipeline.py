@@ -178,6 +178,7 @@ class VideoFilePipelineService:
                 node_timings = tuple(run.node_timings())
             decode_seconds = video.decode_seconds
             ended_early = video.ended_early
+            frames_in_video = video.frames_in_video
         yield RunFinished(
             RunStats(
                 pipeline_id=pipeline_id,
@@ -186,6 +187,7 @@ class VideoFilePipelineService:
                 wall_seconds=time.perf_counter() - started,
                 node_timings=node_timings,
                 ended_early=ended_early,
+                frames_in_video=frames_in_video,
             )
         )
 

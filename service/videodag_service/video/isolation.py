@@ -142,6 +142,8 @@ class IsolatedVideo:
         """The decoder's own time seeking, decoding and converting; known once it has finished."""
         self.ended_early = False
         """Whether the video ended before the count it declares (`OpenedVideo.ended_early`); known once finished."""
+        self.frames_in_video: int | None = None
+        """The frames read to the video's end (`OpenedVideo.frames_in_video`); known once finished."""
         self._info: VideoInfo | None = None
 
     @property
@@ -201,8 +203,10 @@ class IsolatedVideo:
             lent.take_back()
             message = self._receive("frame", "finished")
             if message["type"] == "finished":
-                self.decode_seconds = float(self._checked(messages.field, message, "decode_seconds", float))
-                self.ended_early = bool(self._checked(messages.field, message, "ended_early", bool))
+                ending = self._checked(messages.finish_from, message)
+                self.decode_seconds = ending.decode_seconds
+                self.ended_early = ending.ended_early
+                self.frames_in_video = ending.frames_in_video
                 self._finished = True
                 return
             frame = self._checked(messages.frame_from, message, ring.layout)

@@ -122,6 +122,10 @@ class OpenedVideo:
         """Whether `frames()` stopped at a frame it could not read, more than a second of frames
         before the count the container declares (a truncated or damaged file). Some containers
         only estimate their count, hence the second of slack."""
+        self.frames_in_video: int | None = None
+        """How many frames `frames()` found in the video by reading it to its end (up to the
+        frame it could not read, when it ended early); None when it stopped before the end, at
+        the window's end or its `max_frames`. Unlike `info.frame_count`, which is declared."""
         self._stream: GrowingFileReader | None = None
         self._count_unknown = False
         """Set when FFmpeg was told to leave a fragmented MP4's later fragments for later."""
@@ -160,7 +164,7 @@ class OpenedVideo:
         processed = 0
         while window.max_frames is None or processed < window.max_frames:
             if not self._grab(on_grab):
-                self.ended_early = self._short_of_declared(frame_index)
+                self._ended_at(frame_index)
                 break
             seconds = self._presentation_time(frame_index, previous_seconds)
             previous_seconds = seconds
@@ -171,7 +175,7 @@ class OpenedVideo:
                 if in_window % window.frame_stride == 0:
                     image = self._retrieve(None if retrieve_into is None else retrieve_into())
                     if image is None:
-                        self.ended_early = self._short_of_declared(frame_index)
+                        self._ended_at(frame_index)
                         break
                     frame = DecodedFrame(frame_index, seconds, image)
                     self.decode_seconds += time.perf_counter() - started
@@ -215,6 +219,11 @@ class OpenedVideo:
         self._release()
         self._capture = self._open_capture()
         return 0, None
+
+    def _ended_at(self, frame_count: int) -> None:
+        """The video held `frame_count` readable frames: the next one could not be read."""
+        self.frames_in_video = frame_count
+        self.ended_early = self._short_of_declared(frame_count)
 
     def _short_of_declared(self, frame_count: int) -> bool:
         """Whether `frame_count` frames fall short of the declared count by more than a second's worth."""

@@ -92,6 +92,20 @@ def test_a_video_that_ended_early_gets_a_warning_in_the_summary(
     assert warned is ended_early
 
 
+@pytest.mark.parametrize(("frames_in_video", "said"), [(6, "1 processed (the video holds 6), 0 with"),
+                                                       (0, "1 processed, 0 with")])
+def test_the_summary_says_how_many_frames_the_video_holds_when_they_were_counted(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture,
+    frames_in_video: int, said: str,
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(), video_info_response(fps=25.0, frame_count=0), frame_response(0, 25.0, {}),
+        summary_response(1, frames_in_video=frames_in_video),
+    ]
+    assert main(["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1"]) == 0
+    assert f"frames:     {said} node errors" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("frames", [0, 1])
 def test_a_run_without_frames_gets_a_warning_in_the_summary(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture, frames: int

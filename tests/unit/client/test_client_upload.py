@@ -200,7 +200,7 @@ def test_events_are_converted_to_typed_values(
         video_info_response(fps=25.0, frame_count=120, size_bytes=len(video_bytes)),
         frame_response(0, 25.0, {"people": [{"box": [1, 2, 30.5, 40], "track_id": 7, "label": "person"}]}),
         frame_response(5, 25.0, {"people": []}, node_errors=[skipped_track]),
-        summary_response(2, frames_with_errors=1),
+        summary_response(2, frames_with_errors=1, frames_in_video=119),
     ]
 
     events = list(client.upload_and_run(video_path, "people_tracking_v1"))
@@ -222,7 +222,7 @@ def test_events_are_converted_to_typed_values(
     assert second.node_errors == (NodeError("track", "bytetrack.track", grpc.StatusCode.INTERNAL, "tracker exploded"),)
     assert isinstance(summary, RunSummary)
     assert (summary.pipeline_id, summary.pipeline_version) == ("people_tracking_v1", "1.2.0")
-    assert (summary.frames_processed, summary.frames_with_errors) == (2, 1)
+    assert (summary.frames_processed, summary.frames_with_errors, summary.frames_in_video) == (2, 1, 119)
     assert (summary.wall_time_seconds, summary.decode_time_seconds) == (1.75, 0.25)
     assert [(t.node_id, t.calls, t.total_seconds, t.errors) for t in summary.node_timings] == [
         ("detect", 2, 1.2, 0),

@@ -19,7 +19,7 @@ from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.video import SamplingOptions, VideoInfo
 
 NOW = 1_700_000_000.0
-SUMMARY = JobSummary("p", "1", 2, 0, 0.5, 0.1)
+SUMMARY = JobSummary("p", "1", 2, 0, 0.5, 0.1, frames_in_video=7)
 INFO = VideoInfo(fps=25.0, frame_count=10, width=64, height=48, duration_seconds=0.4, codec="MJPG", size_bytes=99)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_a_recorded_error_reports_the_status_of_the_original(error: Exception) -
 
 
 def test_a_job_converts_to_protobuf_with_every_part() -> None:
-    summary = JobSummary("p", "2.0", 3, 1, 1.5, 0.25, (NodeTimingRecord("n", "x.y", 3, 0.1, 1),))
+    summary = JobSummary("p", "2.0", 3, 1, 1.5, 0.25, (NodeTimingRecord("n", "x.y", 3, 0.1, 1),), frames_in_video=11)
     job = Job(
         id=new_job_id(100.0),
         state=JobState.SUCCEEDED,
@@ -114,6 +115,7 @@ def test_a_job_converts_to_protobuf_with_every_part() -> None:
     assert not options.HasField("end_offset")
     assert (message.create_time.seconds, message.end_time.ToNanoseconds()) == (100, 102_500_000_000)
     assert message.summary.node_timings[0].errors == 1 and message.summary.frames_with_errors == 1
+    assert message.summary.frames_in_video == 11
     assert not message.HasField("error") and not message.HasField("video_info")
     # The options a job reports are the options it was submitted with.
     assert convert.sampling_from_proto(options) == job.sampling
@@ -164,3 +166,11 @@ def test_no_frame_count_means_unknown_progress() -> None:
 
 def probe_like(frame_count: int, fps: float = 10.0) -> VideoInfo:
     return VideoInfo(fps, frame_count, 64, 48, frame_count / fps if fps else 0.0, "MJPG", 1)
+
+
+def test_a_summary_kept_before_the_frame_count_was_reads_back_as_not_counted() -> None:
+    summary = JobSummary("p", "2.0", 3, 0, 1.5, 0.25, frames_in_video=12)
+    text = records.summary_to_text(summary)
+    assert records.summary_from_text(text) == summary
+    older = text.replace(',"frames_in_video":12', "")  # as jobs stored before the field was added
+    assert older != text and records.summary_from_text(older) == dataclasses.replace(summary, frames_in_video=None)

@@ -322,3 +322,26 @@ def test_the_summary_says_whether_the_video_ended_early(sample_clip: Path, tmp_p
         assert isinstance(finished, RunFinished)
         assert finished.summary.ended_early is ended_early
         assert (finished.summary.frames_processed < 120) is ended_early
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_the_summary_counts_the_frames_of_a_video_read_to_its_end(
+    sample_clip: Path, tmp_path: Path, isolation: str
+) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(sample_clip.read_bytes()[:400_000])
+    service = VideoFilePipelineService(RunningDagService(), isolation=isolation)  # type: ignore[arg-type]
+    runs = [
+        (sample_clip, {"frame_stride": 5}, 120),  # every frame counted, one in five processed
+        (cut, {}, "processed"),  # up to the frame that could not be read
+        (sample_clip, {"max_frames": 10}, None),  # stopped before the end: not counted
+        (sample_clip, {"end_seconds": 5.0}, None),
+    ]
+    for path, options, expected in runs:
+        *_, finished = service.stream_run(DEFAULT_PIPELINE, path, options)
+        assert isinstance(finished, RunFinished)
+        summary = finished.summary
+        if expected == "processed":
+            assert 10 < summary.frames_processed < 120 and summary.frames_in_video == summary.frames_processed
+        else:
+            assert summary.frames_in_video == expected

@@ -374,6 +374,8 @@ def test_a_video_cut_short_says_it_ended_early(sample_clip: Path, tmp_path: Path
         assert video.info.frame_count == 120
         assert 10 < len(frames) < 110
         assert video.ended_early
+        # Counted up to the frame that could not be read, not the 120 the index declares.
+        assert video.frames_in_video == len(frames) == frames[-1].frame_index + 1
 
 
 @pytest.mark.parametrize(
@@ -387,6 +389,19 @@ def test_a_run_that_ends_where_it_should_did_not_end_early(
     with open_video(path) as video:
         frames = list(video.frames(plan_window(SamplingOptions(**options), video.info.fps)))
         assert frames and not video.ended_early
+        # Stopped before the end, the run did not count the video's frames.
+        assert video.frames_in_video == (120 if not options else None)
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"frame_stride": 7}, {"start_seconds": 9.0}, {"start_seconds": 3.0, "frame_stride": 4}],
+    ids=["every frame", "stride", "seek to the window", "seek and stride"],
+)
+def test_a_run_read_to_the_end_counts_the_frames_the_video_holds(sample_clip: Path, options: dict[str, Any]) -> None:
+    with open_video(sample_clip) as video:
+        frames = list(video.frames(plan_window(SamplingOptions(**options), video.info.fps)))
+        assert frames and frames[-1].frame_index >= 113  # the window reached the last stride before the end
+        assert video.frames_in_video == 120
 
 
 def test_a_few_frames_short_of_an_estimated_count_is_not_an_early_end(
@@ -398,6 +413,7 @@ def test_a_few_frames_short_of_an_estimated_count_is_not_an_early_end(
             monkeypatch.setattr(video, "info", dataclasses.replace(video.info, frame_count=declared))
             assert len(list(video.frames(FrameWindow()))) == 120
             assert video.ended_early is ended_early
+            assert video.frames_in_video == 120  # counted, whatever the container declares
 
 
 @pytest.mark.parametrize("first_index", [120, 121, 5000])
@@ -408,6 +424,7 @@ def test_a_window_starting_past_the_declared_end_is_reached_without_decoding_the
     with open_video(sample_clip) as video:
         frames = list(video.frames(window(first_index, fps=10.0)))
         ended_early = video.ended_early
-    assert frames == [] and not ended_early
+        frames_in_video = video.frames_in_video
+    assert frames == [] and not ended_early and frames_in_video == 120
     # One seek to the last declared frame (119), its grab, and the grab that finds the end.
     assert len(spies) == 1 and spies[0].seeks == 1 and spies[0].grabs <= 2

@@ -354,6 +354,7 @@ class RunSummary(_message.Message):
     DECODE_TIME_FIELD_NUMBER: _builtins.int
     FRAMES_WITH_ERRORS_FIELD_NUMBER: _builtins.int
     ENDED_EARLY_FIELD_NUMBER: _builtins.int
+    FRAMES_IN_VIDEO_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """The pipeline that ran."""
     pipeline_version: _builtins.str
@@ -368,6 +369,13 @@ class RunSummary(_message.Message):
     or damaged there), so the frames after it are missing from the results. The
     results before it are complete. A window or `max_frames` ending first is not
     an early end.
+    """
+    frames_in_video: _builtins.int
+    """How many frames the video holds, counted as the run read it to its end: the
+    count `VideoInfo.frame_count` only declares (an estimate for some formats, 0
+    for a fragmented MP4 opened while it arrives). With `ended_early`, the frames
+    before the one that could not be read. 0 when the run stopped before the end
+    (at `end_seconds` or `max_frames`) and so did not count them.
     """
     @_builtins.property
     def wall_time(self) -> _duration_pb2.Duration:
@@ -392,10 +400,11 @@ class RunSummary(_message.Message):
         decode_time: _duration_pb2.Duration | None = ...,
         frames_with_errors: _builtins.int = ...,
         ended_early: _builtins.bool = ...,
+        frames_in_video: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "wall_time", b"wall_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "ended_early", b"ended_early", "frames_processed", b"frames_processed", "frames_with_errors", b"frames_with_errors", "node_timings", b"node_timings", "pipeline_id", b"pipeline_id", "pipeline_version", b"pipeline_version", "wall_time", b"wall_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "ended_early", b"ended_early", "frames_in_video", b"frames_in_video", "frames_processed", b"frames_processed", "frames_with_errors", b"frames_with_errors", "node_timings", b"node_timings", "pipeline_id", b"pipeline_id", "pipeline_version", b"pipeline_version", "wall_time", b"wall_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
