@@ -161,6 +161,7 @@ class VideoInfo(_message.Message):
     frame_count: _builtins.int
     """Frame count as the container declares it (may be an estimate for some
     formats); 0 when unknown, as for a fragmented MP4 opened while it arrives.
+    `RunSummary.frames_in_video` is the count read, once the run reaches the end.
     """
     width: _builtins.int
     """Frame width in pixels."""
