@@ -9,8 +9,10 @@
                     print(event.frame_index, event.result)
 
 Every failure is a `VideodagError`; its subclasses are named after gRPC status codes.
+Asyncio code uses `AsyncVideodagClient`, with the same calls as coroutines and async iterators.
 """
 
+from videodag_client._async import AsyncJobWatch, AsyncRunStream, AsyncVideodagClient
 from videodag_client._client import DEFAULT_TARGET, RunStream, VideodagClient
 from videodag_client._errors import (
     Aborted,
@@ -54,6 +56,9 @@ __all__ = [
     "MAX_CHUNK_SIZE",
     "Aborted",
     "AlreadyExists",
+    "AsyncJobWatch",
+    "AsyncRunStream",
+    "AsyncVideodagClient",
     "Cancelled",
     "DataLoss",
     "DeadlineExceeded",

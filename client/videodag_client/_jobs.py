@@ -20,7 +20,7 @@ from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
 from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import Unknown, VideodagError, _unpack_details, from_grpc_error
+from videodag_client._errors import Cancelled, Unknown, VideodagError, _unpack_details, from_grpc_error
 from videodag_client._events import FrameResult, RunSummary, VideoOpened, _frame_result, _run_summary, _video_opened
 from videodag_client._options import RunOptions
 from videodag_client._upload import (
@@ -123,6 +123,25 @@ class JobCalls:
         was first used for instead of queuing the video twice. The other arguments are those
         of `upload_and_run`.
         """
+        return self._start_job_submission(
+            path_or_file, pipeline_id, options, idempotency_key=idempotency_key, chunk_size=chunk_size,
+            declare_size=declare_size, checksum=checksum, timeout=timeout, on_upload_progress=on_upload_progress,
+        ).result()
+
+    def _start_job_submission(
+        self,
+        path_or_file: PathOrFile,
+        pipeline_id: str,
+        options: RunOptions | None = None,
+        *,
+        idempotency_key: str | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        declare_size: bool = True,
+        checksum: bool = True,
+        timeout: float | None = None,
+        on_upload_progress: UploadProgress | None = None,
+    ) -> JobSubmission:
+        """`submit_job` up to the call started, so that another thread can cancel it."""
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
         upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
@@ -142,14 +161,11 @@ class JobCalls:
             _encode_job_chunk, upload, chunk_size, on_upload_progress,
         )
         try:
-            response = self._submit_job(chunked, timeout=self._deadline(timeout), metadata=self._metadata)
-        except grpc.RpcError as error:
-            if chunked.error is not None:
-                raise chunked.error from error
-            raise from_grpc_error(error) from error
-        finally:
+            call = self._submit_job.future(chunked, timeout=self._deadline(timeout), metadata=self._metadata)
+        except BaseException:
             chunked.close()
-        return job_from_proto(response.job)
+            raise
+        return JobSubmission(call, chunked)
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job as it is now; `NotFound` for an unknown or deleted id."""
@@ -223,6 +239,31 @@ class JobCalls:
             return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_grpc_error(error) from error
+
+
+class JobSubmission:
+    """A SubmitJob call under way: `result()` waits for the job, `cancel()` stops the upload."""
+
+    def __init__(self, call: grpc.Future, chunked: ChunkedRequests) -> None:
+        self._call = call  # also a grpc.Call
+        self._chunked = chunked
+
+    def result(self) -> Job:
+        """The QUEUED job; raises the call's error (or the upload's own) as a `VideodagError`."""
+        try:
+            response = self._call.result()
+        except grpc.FutureCancelledError:
+            raise Cancelled("the job submission was cancelled by the client") from None
+        except grpc.RpcError as error:
+            if self._chunked.error is not None:
+                raise self._chunked.error from error
+            raise from_grpc_error(error) from error
+        finally:
+            self._chunked.close()
+        return job_from_proto(response.job)
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 class JobWatch(Iterator[JobEvent]):

@@ -17,7 +17,7 @@ import yaml
 
 import videodag_client
 from videodag.v1 import video_pipeline_service_pb2
-from videodag_client import VideodagClient
+from videodag_client import AsyncVideodagClient, VideodagClient
 from videodag_client.cli import build_parser
 from videodag_service.dag import BUILTIN_PIPELINE_DIR
 from videodag_service.dag.loader import load_pipeline_file, load_pipeline_folder
@@ -93,3 +93,12 @@ def test_the_example_pipeline_file_loads(tmp_path: Path) -> None:
     path.write_text(example)
     spec = load_pipeline_file(path, default_registry())
     assert [node.id for node in spec.nodes] == ["detect", "track"]
+
+
+def test_the_client_methods_the_readme_calls_exist() -> None:
+    python = "\n".join(fenced_blocks("python"))
+    blocking = set(re.findall(r"(?<!await )client\.(\w+)\(", python))
+    awaited = set(re.findall(r"await client\.(\w+)\(", python))
+    assert {"upload_and_run"} <= blocking and {"submit_job"} <= awaited
+    assert all(hasattr(VideodagClient, name) for name in blocking | awaited)
+    assert all(hasattr(AsyncVideodagClient, name) for name in awaited | {"upload_and_run", "watch_job"})

@@ -1,0 +1,318 @@
+"""The asyncio client against a real server on loopback: the blocking client's events and
+errors, an event loop that keeps running, and cancellation that reaches the server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from harness import ServerFactory, ServerHarness
+
+from videodag_client import (
+    AsyncVideodagClient,
+    FrameResult,
+    Job,
+    JobState,
+    NotFound,
+    ResourceExhausted,
+    RunOptions,
+    RunSummary,
+    UploadReceived,
+    VideoOpened,
+)
+
+T = TypeVar("T")
+
+
+def run_async(server: ServerHarness, scenario: Callable[[AsyncVideodagClient], Awaitable[T]]) -> T:
+    """Runs `scenario` with a client of its own in a fresh event loop, as an asyncio service would."""
+
+    async def main() -> T:
+        async with AsyncVideodagClient(server.target, timeout=60) as client:
+            return await scenario(client)
+
+    return asyncio.run(main())
+
+
+def _comparable(event: object) -> object:
+    """An event without what differs from one run to the next (times)."""
+    if isinstance(event, RunSummary):
+        return (event.frames_processed, event.frames_in_video, event.ended_early)
+    return event
+
+
+def test_a_run_gives_the_same_events_as_the_blocking_client(server: ServerHarness, sample_clip: Path) -> None:
+    options = RunOptions(frame_stride=10)
+
+    async def scenario(client: AsyncVideodagClient) -> list[object]:
+        return [event async for event in client.upload_and_run(sample_clip, "frame_stats_v1", options)]
+
+    events = run_async(server, scenario)
+    expected = list(server.client.upload_and_run(sample_clip, "frame_stats_v1", options))
+    assert [type(event) for event in events] == (
+        [UploadReceived, VideoOpened] + [FrameResult] * 12 + [RunSummary]
+    )
+    assert [_comparable(event) for event in events] == [_comparable(event) for event in expected]
+    assert server.leftover_uploads() == []
+
+
+@pytest.mark.parametrize("chunk_size", [16 * 1024, 256 * 1024])
+def test_a_call_the_server_refuses_while_the_upload_runs_raises_the_servers_error(
+    server: ServerHarness, sample_clip: Path, chunk_size: int
+) -> None:
+    # The server refuses the config at once, while the client still has chunks to send.
+    async def scenario(client: AsyncVideodagClient) -> None:
+        async for _ in client.upload_and_run(sample_clip, "no_such_pipeline", chunk_size=chunk_size):
+            pass
+
+    with pytest.raises(NotFound, match="unknown pipeline 'no_such_pipeline'") as raised:
+        run_async(server, scenario)
+    assert raised.value.reason == "PIPELINE_NOT_FOUND"
+    assert server.uploads_left_after() == []
+
+
+def test_an_upload_over_the_limit_raises_resource_exhausted_mid_stream(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    server = make_server(max_upload_bytes=200_000)
+
+    async def scenario(client: AsyncVideodagClient) -> None:
+        # Undeclared size: the limit is found as the bytes arrive, not from the config.
+        async for _ in client.upload_and_run(sample_clip, "frame_stats_v1", declare_size=False, chunk_size=32 * 1024):
+            pass
+
+    with pytest.raises(ResourceExhausted) as raised:
+        run_async(server, scenario)
+    assert raised.value.reason == "UPLOAD_TOO_LARGE"
+    assert server.uploads_left_after() == []
+
+
+def test_the_event_loop_keeps_running_while_a_run_streams(server: ServerHarness, make_video) -> None:
+    video = make_video(30)  # the "slow" pipeline takes 50 ms a frame: 1.5 s
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[int, int]:
+        ticks = 0
+        running = True
+
+        async def tick() -> None:
+            nonlocal ticks
+            while running:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        frames = [event async for event in client.upload_and_run(video, "slow") if isinstance(event, FrameResult)]
+        running = False
+        await ticker
+        return len(frames), ticks
+
+    frames, ticks = run_async(server, scenario)
+    assert frames == 30
+    # 1.5 s of 10 ms sleeps: a loop blocked by the run would have ticked a handful of times.
+    assert ticks > 40
+
+
+def test_runs_at_once_in_one_loop_each_get_their_own_results(make_server: ServerFactory, make_video) -> None:
+    server = make_server(max_concurrent_runs=12)
+    videos = [make_video(count) for count in range(3, 13)]  # more runs than the client's call threads
+
+    async def scenario(client: AsyncVideodagClient) -> list[list[int]]:
+        async def indices(video: Path) -> list[int]:
+            stream = client.upload_and_run(video, "slow")
+            return [event.frame_index async for event in stream if isinstance(event, FrameResult)]
+
+        return await asyncio.gather(*(indices(video) for video in videos))
+
+    results = run_async(server, scenario)
+    assert results == [list(range(count)) for count in range(3, 13)]
+
+
+def test_cancelling_the_awaiting_task_cancels_the_run_on_the_server(server: ServerHarness, make_video) -> None:
+    video = make_video(200)  # 10 s of "slow" frames: far from done when cancelled
+
+    async def scenario(client: AsyncVideodagClient) -> int:
+        seen = 0
+        first_frame = asyncio.Event()
+
+        async def consume() -> None:
+            nonlocal seen
+            async for event in client.upload_and_run(video, "slow"):
+                if isinstance(event, FrameResult):
+                    seen += 1
+                    first_frame.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(first_frame.wait(), timeout=30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return seen
+
+    seen = run_async(server, scenario)
+    assert 1 <= seen < 200
+    # The server's run ends (its pipeline run is closed) and processes no frame after that.
+    deadline = time.monotonic() + 10
+    while server.recorder.count("close") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.recorder.count("close") == 1
+    processed_at_close = server.recorder.count("frame")
+    time.sleep(0.3)
+    assert server.recorder.count("frame") == processed_at_close < 200
+    assert server.uploads_left_after() == []
+
+
+def test_leaving_the_streams_block_early_cancels_the_run(server: ServerHarness, make_video) -> None:
+    video = make_video(200)
+
+    async def scenario(client: AsyncVideodagClient) -> list[int]:
+        indices = []
+        async with client.upload_and_run(video, "slow") as stream:
+            async for event in stream:
+                if isinstance(event, FrameResult):
+                    indices.append(event.frame_index)
+                    if len(indices) == 3:
+                        break
+        # A closed stream ends at once.
+        assert [event async for event in stream] == []
+        return indices
+
+    assert run_async(server, scenario) == [0, 1, 2]
+    assert server.uploads_left_after() == []
+
+
+def test_upload_progress_is_reported_in_the_event_loop(server: ServerHarness, sample_clip: Path) -> None:
+    size = sample_clip.stat().st_size
+    reports: list[tuple[int, int | None, bool]] = []
+
+    async def scenario(client: AsyncVideodagClient) -> None:
+        loop_thread = threading.get_ident()
+
+        def progress(sent: int, total: int | None) -> None:
+            reports.append((sent, total, threading.get_ident() == loop_thread))
+
+        async for _ in client.upload_and_run(
+            sample_clip, "frame_stats_v1", RunOptions(max_frames=1), chunk_size=128 * 1024,
+            on_upload_progress=progress,
+        ):
+            pass
+
+    run_async(server, scenario)
+    assert reports and all(in_loop for _, _, in_loop in reports)
+    assert [sent for sent, _, _ in reports] == sorted(sent for sent, _, _ in reports)
+    assert reports[-1][:2] == (size, size)
+
+
+class _FailingFile(io.RawIOBase):
+    """A readable file whose disk goes away after its first bytes."""
+
+    def __init__(self) -> None:
+        self._reads = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._reads += 1
+        if self._reads > 2:
+            raise OSError("the disk went away")
+        buffer[:1000] = b"\0" * 1000
+        return 1000
+
+
+def test_a_file_that_fails_to_read_raises_its_own_error(server: ServerHarness) -> None:
+    async def scenario(client: AsyncVideodagClient) -> None:
+        async for _ in client.upload_and_run(_FailingFile(), "frame_stats_v1", chunk_size=1000):
+            pass
+
+    with pytest.raises(OSError, match="the disk went away"):
+        run_async(server, scenario)
+    assert server.uploads_left_after() == []
+
+
+def test_a_job_is_submitted_watched_listed_and_deleted(server: ServerHarness, make_video) -> None:
+    video = make_video(6)
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[Job, list[object], list[str], Job]:
+        job = await client.submit_job(video, "frame_stats_v1", RunOptions(frame_stride=2))
+        async with client.watch_job(job.id) as watch:
+            events = [event async for event in watch]
+        listed = [listed.id for listed in (await client.list_jobs(states=[JobState.SUCCEEDED])).jobs]
+        fetched = await client.get_job(job.id)
+        await client.delete_job(job.id)
+        with pytest.raises(NotFound):
+            await client.get_job(job.id)
+        return job, events, listed, fetched
+
+    job, events, listed, fetched = run_async(server, scenario)
+    assert job.state is JobState.QUEUED
+    assert [event.frame_index for event in events if isinstance(event, FrameResult)] == [0, 2, 4]
+    final = events[-1]
+    assert isinstance(final, Job) and final.state is JobState.SUCCEEDED
+    assert listed == [job.id] and fetched.summary == final.summary
+    assert final.summary is not None and final.summary.frames_in_video == 6
+
+
+class _SlowFile(io.RawIOBase):
+    """A readable file that gives 4 KiB every 20 ms and never ends."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        time.sleep(0.02)
+        buffer[:4096] = b"\0" * 4096
+        return 4096
+
+
+def test_cancelling_a_run_while_its_upload_arrives_stops_the_upload(server: ServerHarness) -> None:
+    async def scenario(client: AsyncVideodagClient) -> tuple[list[Path], list[Path]]:
+        async def consume() -> None:
+            async for _ in client.upload_and_run(_SlowFile(), "frame_stats_v1", chunk_size=4096):
+                pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.5)
+        uploading = server.leftover_uploads()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Checked with the client still open: closing it would cancel every call anyway.
+        for _ in range(250):
+            if not server.leftover_uploads():
+                break
+            await asyncio.sleep(0.02)
+        return uploading, server.leftover_uploads()
+
+    uploading, left = run_async(server, scenario)
+    assert uploading, "the upload had not started when it was cancelled"
+    # The slow file never ends: only a cancelled call lets the server remove its upload.
+    assert left == []
+
+
+def test_cancelling_a_job_submission_mid_upload_queues_no_job(make_server: ServerFactory, tmp_path: Path) -> None:
+    server = make_server(data_dir=tmp_path / "jobs")
+    incoming = tmp_path / "jobs" / "uploads" / "incoming"  # where the server receives a job's upload
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[list[Path], list[Path], list[Job]]:
+        submitting = asyncio.create_task(client.submit_job(_SlowFile(), "frame_stats_v1", chunk_size=4096))
+        await asyncio.sleep(0.5)
+        uploading = sorted(incoming.iterdir())
+        submitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+        # Checked with the client still open: closing it would cancel every call anyway.
+        for _ in range(250):
+            if not any(incoming.iterdir()):
+                break
+            await asyncio.sleep(0.02)
+        return uploading, sorted(incoming.iterdir()), list((await client.list_jobs()).jobs)
+
+    uploading, left, jobs = run_async(server, scenario)
+    assert uploading, "the upload had not started when it was cancelled"
+    assert left == [] and jobs == []
