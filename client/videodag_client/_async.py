@@ -29,6 +29,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from videodag_client._client import DEFAULT_TARGET, VideodagClient
+from videodag_client._errors import VideodagError
 from videodag_client._events import Event
 from videodag_client._jobs import Job, JobEvent, JobPage, JobState
 from videodag_client._options import RunOptions
@@ -59,10 +60,21 @@ class AsyncVideodagClient:
         timeout: float | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        self._client = VideodagClient(
+        self._setup(VideodagClient(
             target, credentials=credentials, token=token, timeout=timeout, channel_options=channel_options
-        )
-        self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="videodag-async-call")
+        ))
+
+    @classmethod
+    def from_client(cls, client: VideodagClient) -> AsyncVideodagClient:
+        """Wraps a blocking client the caller built (with `VideodagClient.from_channel`, for
+        interceptors or custom channel options); closing this one closes that one."""
+        wrapper = cls.__new__(cls)
+        wrapper._setup(client)
+        return wrapper
+
+    def _setup(self, client: VideodagClient) -> None:
+        self._client = client
+        self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-call")
 
     async def close(self) -> None:
         self._client.close()
@@ -118,7 +130,7 @@ class AsyncVideodagClient:
             timeout=timeout,
             on_upload_progress=_in_loop(on_upload_progress),
         )
-        return AsyncRunStream(start, "videodag-async-run")
+        return AsyncRunStream(start, "async-client-run")
 
     async def submit_job(
         self,
@@ -187,7 +199,7 @@ class AsyncVideodagClient:
         *,
         after_frame_index: int | None = None,
         reconnect_window: float = 60.0,
-        on_reconnect: Callable[[Any, int | None], None] | None = None,
+        on_reconnect: Callable[[VideodagError, int | None], None] | None = None,
     ) -> AsyncJobWatch:
         """Follows a job until it is finished: `VideodagClient.watch_job` as an async iterator,
         reconnecting the same way. `on_reconnect` is called in the event loop."""
@@ -198,7 +210,7 @@ class AsyncVideodagClient:
             reconnect_window=reconnect_window,
             on_reconnect=_in_loop(on_reconnect),
         )
-        return AsyncJobWatch(start, "videodag-async-watch")
+        return AsyncJobWatch(start, "async-client-watch")
 
     async def _run(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import pytest
 from harness import ServerFactory, ServerHarness
 
@@ -24,6 +25,7 @@ from videodag_client import (
     RunOptions,
     RunSummary,
     UploadReceived,
+    VideodagClient,
     VideoOpened,
 )
 
@@ -38,6 +40,19 @@ def run_async(server: ServerHarness, scenario: Callable[[AsyncVideodagClient], A
             return await scenario(client)
 
     return asyncio.run(main())
+
+
+def test_a_client_around_a_channel_the_caller_built(server: ServerHarness) -> None:
+    channel = grpc.insecure_channel(server.target)
+
+    async def scenario() -> list[str]:
+        async with AsyncVideodagClient.from_client(VideodagClient.from_channel(channel)) as client:
+            return [pipeline.id for pipeline in await client.list_pipelines()]
+
+    try:
+        assert "slow" in asyncio.run(scenario())
+    finally:
+        channel.close()
 
 
 def _comparable(event: object) -> object:
