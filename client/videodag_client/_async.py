@@ -162,11 +162,16 @@ class AsyncVideodagClient:
             timeout=timeout,
             on_upload_progress=_in_loop(on_upload_progress),
         )
+        # Waited for without a thread: the upload runs on gRPC's own.
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        submitting.add_done_callback(lambda: loop.call_soon_threadsafe(_resolve, ended))
         try:
-            return await self._run(submitting.result)
+            await ended
         except asyncio.CancelledError:
             submitting.cancel()
             raise
+        return submitting.result()
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job as it is now; `NotFound` for an unknown or deleted id."""
@@ -290,6 +295,11 @@ class AsyncRunStream(_ThreadedStream[Event], AsyncIterator[Event]):
 
 class AsyncJobWatch(_ThreadedStream[JobEvent], AsyncIterator[JobEvent]):
     """The events of one job (`JobWatch`'s), as an async iterator; `aclose()` stops it."""
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _in_loop(callback: Callable[..., None] | None) -> Callable[..., None] | None:

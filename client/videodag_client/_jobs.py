@@ -265,6 +265,11 @@ class JobSubmission:
     def cancel(self) -> None:
         self._call.cancel()
 
+    def add_done_callback(self, callback: Callable[[], object]) -> None:
+        """Calls `callback()` once the call has ended (at once if it has), from gRPC's thread;
+        `result()` then returns without waiting."""
+        self._call.add_done_callback(lambda _call: callback())
+
 
 class JobWatch(Iterator[JobEvent]):
     """The events of one job, across reconnects; `close()` (or leaving its `with`) stops it.

@@ -331,3 +331,22 @@ def test_cancelling_a_job_submission_mid_upload_queues_no_job(make_server: Serve
     uploading, left, jobs = run_async(server, scenario)
     assert uploading, "the upload had not started when it was cancelled"
     assert left == [] and jobs == []
+
+
+def test_uploads_under_way_hold_no_thread_other_calls_need(server: ServerHarness) -> None:
+    async def scenario(client: AsyncVideodagClient) -> tuple[list[str], list[bool]]:
+        # More unending submissions than the client has threads for its calls: a call
+        # answered while they all still run did not wait for one of them to end.
+        submissions = [
+            asyncio.create_task(client.submit_job(_SlowFile(), "frame_stats_v1", chunk_size=4096)) for _ in range(10)
+        ]
+        await asyncio.sleep(0.5)
+        pipelines = await asyncio.wait_for(client.list_pipelines(), timeout=30)
+        still_running = [not submission.done() for submission in submissions]
+        for submission in submissions:
+            submission.cancel()
+        await asyncio.gather(*submissions, return_exceptions=True)
+        return [pipeline.id for pipeline in pipelines], still_running
+
+    pipelines, still_running = run_async(server, scenario)
+    assert "slow" in pipelines and all(still_running)
