@@ -68,13 +68,15 @@ def test_held_uploads_fill_the_slots_and_the_excess_is_refused_fast(
     assert len(alone) == REFUSALS_PER_CALLER
     assert len(latencies) == EXCESS_CALLERS * REFUSALS_PER_CALLER
     print(f"refusal latency, one caller: median {statistics.median(alone) * 1e3:.1f} ms")
-    assert statistics.median(alone) < 0.05
+    # Loose bounds, for a shared CI machine: a refusal that waited for a slot would take the
+    # holders' 30 s; what the refusal costs on a quiet machine is printed above and below.
+    assert statistics.median(alone) < 0.5
     latencies.sort()
     median, p95, worst = statistics.median(latencies), latencies[int(len(latencies) * 0.95)], latencies[-1]
     print(f"refusal latency over {len(latencies)} calls: median {median * 1e3:.1f} ms, "
           f"p95 {p95 * 1e3:.1f} ms, max {worst * 1e3:.1f} ms")
-    assert median < 0.1
-    assert worst < 1.0
+    assert median < 1.0
+    assert worst < 5.0
     # The held uploads then ran to the end.
     assert [o.code for o in outcomes] == [grpc.StatusCode.OK] * SLOTS
     assert all(o.frames == list(range(20)) for o in outcomes)
