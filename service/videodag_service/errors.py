@@ -25,6 +25,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── FailedPrecondition              FAILED_PRECONDITION
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
+    │   └── UploadIdle                  no upload bytes for upload_idle_timeout_seconds
     ├── ServerDraining                  UNAVAILABLE
     ├── JobStoreUnavailable             UNAVAILABLE: the job backend cannot be reached; retry hint
     └── Unauthenticated                 UNAUTHENTICATED
@@ -293,6 +294,13 @@ class DeadlineExceeded(VideodagError):
 
     status_code = "DEADLINE_EXCEEDED"
     reason = "DEADLINE_EXCEEDED"
+
+
+class UploadIdle(DeadlineExceeded):
+    """Raised when an upload sends nothing for the server's idle limit: a stalled client
+    would otherwise hold a run slot, a thread and a temp file for as long as it likes."""
+
+    reason = "UPLOAD_IDLE"
 
 
 class ServerDraining(VideodagError):

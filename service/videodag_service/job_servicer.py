@@ -6,6 +6,7 @@ every domain error goes through the servicer's single error -> status mapping.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.errors import FailedPrecondition
 from videodag_service.jobs import JobService
+from videodag_service.upload_idle import store_watching_idle
 
 if TYPE_CHECKING:
     from videodag_service.servicer import RunSlots
@@ -30,6 +32,7 @@ class JobRpcs:
 
     _jobs: JobService | None
     _run_slots: RunSlots
+    _upload_idle_seconds: float
 
     @property
     def _job_service(self) -> JobService:
@@ -46,7 +49,11 @@ class JobRpcs:
         try:
             self._run_slots.refuse_if_draining()
             config: pb.SubmitJobConfig = first_config(request_iterator)
-            job = self._job_service.submit(convert_jobs.job_request_from_proto(config), chunks(request_iterator))
+            job_request = convert_jobs.job_request_from_proto(config)
+            job = store_watching_idle(
+                functools.partial(self._job_service.submit, job_request), chunks(request_iterator),
+                self._upload_idle_seconds,
+            )
         except Exception as error:
             abort(context, self._job_error(error))
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))

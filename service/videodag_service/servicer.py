@@ -7,6 +7,7 @@ or file logic lives here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from videodag_service.job_servicer import JobRpcs
 from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
+from videodag_service.upload_idle import store_watching_idle
 from videodag_service.video import (
     BackgroundUpload,
     FrameProcessed,
@@ -148,6 +150,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._dag = dag
         self._jobs = jobs
         self._settings = settings
+        self._upload_idle_seconds = settings.upload_idle_timeout_seconds
         self._run_slots = run_slots
         self._metrics = metrics or ServerMetrics()
         self._video = VideoFilePipelineService(
@@ -220,9 +223,9 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 return
             # The decoder process starts while the bytes arrive, so it is ready when they are in.
             with self._video.start_decoder_ahead() as decoder:
-                for chunk in chunks(requests):
-                    upload.write(chunk)
-                stored = upload.finish()
+                stored = store_watching_idle(
+                    functools.partial(_store_all, upload), chunks(requests), self._upload_idle_seconds
+                )
                 yield self._upload_received(spec, stored)
                 events = self._video.stream_run(spec.id, stored.path, sampling, decoder=decoder)
                 with _running_ahead(events) as ahead:
@@ -242,7 +245,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         A run that fails because its upload did (the reader saw the file end early) reports
         the upload's error, and a cancelled call reports the cancel, not the truncated file.
         """
-        with BackgroundUpload(upload, chunks(requests)) as arriving:
+        with BackgroundUpload(upload, chunks(requests), self._upload_idle_seconds) as arriving:
             events = self._video.stream_run(spec.id, arriving.growing, sampling)
             try:
                 with _running_ahead(events) as ahead:
@@ -296,6 +299,13 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         frames_in_video=stats.frames_in_video,
                     )
                 )
+
+
+def _store_all(upload: UploadReceiver, chunks: Iterator[bytes | memoryview]) -> StoredUpload:
+    """Every chunk into the upload, then its checks; on the thread `store_watching_idle` gives it."""
+    for chunk in chunks:
+        upload.write(chunk)
+    return upload.finish()
 
 
 @contextmanager

@@ -72,6 +72,10 @@ class Settings:
         6 * 3600.0, "process isolation: longest a run may wait for its decoder in total, pipeline time not "
         "counted, before it is killed and the run fails (DEADLINE_EXCEEDED); 0 turns it off", minimum=0,
     )
+    upload_idle_timeout_seconds: float = _setting(
+        60.0, "longest an upload may send no bytes (UploadAndRun, SubmitJob) before the call fails "
+        "(DEADLINE_EXCEEDED) and its slot and file are freed; 0 turns it off", minimum=0,
+    )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
     )

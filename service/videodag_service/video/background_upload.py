@@ -7,6 +7,9 @@ or checksum mismatch, a cancelled call) sets the abandon event, so a reader wait
 bytes stops at once, and `check()` / `wait()` raise the upload's error: the run ends with
 that error, not with the truncated file's.
 
+With an idle limit, a watchdog thread gives the upload up once no chunk has arrived for that
+long (`upload_idle.WatchedChunks`): an `UploadIdle` error, reported as any other.
+
 When the block exits before the upload has ended (the run failed), the thread is told to
 stop: it writes nothing more and ends with its next chunk, or when the call ends, since a
 thread waiting for a client's next message cannot be interrupted. The receiver's file is
@@ -19,10 +22,12 @@ import threading
 from collections.abc import Iterator
 from types import TracebackType
 
+from videodag_service.upload_idle import WatchedChunks
 from videodag_service.video.growing_upload import GrowingUpload, new_abandon_signal
 from videodag_service.video.upload import StoredUpload, UploadReceiver
 
 UPLOAD_THREAD_NAME = "videodag-upload"
+IDLE_WATCH_THREAD_NAME = "videodag-upload-idle-watch"
 # How long leaving the block waits for a thread still storing: long enough for the write in
 # progress, not for a client's next chunk.
 _EXIT_WAIT_SECONDS = 0.5
@@ -34,12 +39,16 @@ class BackgroundUpload:
     The receiver must have a declared size: a reader of the growing file needs its end.
     """
 
-    def __init__(self, receiver: UploadReceiver, chunks: Iterator[bytes | memoryview]) -> None:
+    def __init__(
+        self, receiver: UploadReceiver, chunks: Iterator[bytes | memoryview], idle_seconds: float = 0.0
+    ) -> None:
+        """`idle_seconds`: the longest the client may send nothing; 0 for no limit."""
         if receiver.declared_size is None:
             raise ValueError("an upload decoded while it arrives needs a declared size")
         self.growing = GrowingUpload(receiver.path, receiver.declared_size, new_abandon_signal())
         self._receiver = receiver
-        self._chunks = chunks
+        self._watched = WatchedChunks(chunks, idle_seconds) if idle_seconds > 0 else None
+        self._chunks = self._watched or chunks
         self._lock = threading.Lock()  # held while writing, so stop() never closes the file mid-write
         self._stopped = False
         self._done = threading.Event()
@@ -64,6 +73,9 @@ class BackgroundUpload:
 
     def __enter__(self) -> BackgroundUpload:
         self._thread.start()
+        if self._watched is not None:
+            threading.Thread(target=self._watch_idle, args=(self._watched,), name=IDLE_WATCH_THREAD_NAME,
+                             daemon=True).start()
         return self
 
     def __exit__(
@@ -73,6 +85,20 @@ class BackgroundUpload:
             self._stopped = True
         self.growing.abandoned.set()
         self._done.wait(_EXIT_WAIT_SECONDS)
+
+    def _watch_idle(self, watched: WatchedChunks) -> None:
+        """Ends with the upload, or gives it up once it has sent nothing for its idle limit."""
+        while not self._done.wait(max(watched.seconds_left(), 0.0)):
+            if watched.seconds_left() <= 0:
+                self._fail(watched.expire())
+                return
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = error
+        self._done.set()  # before the abandon: a reader that sees it ends the run, which asks check()
+        self.growing.abandoned.set()
 
     def _store(self) -> None:
         try:
@@ -87,8 +113,6 @@ class BackgroundUpload:
                     return
                 self._stored = self._receiver.finish()
         except BaseException as error:  # reported to the run through check() and wait()
-            self._error = error
-            self._done.set()  # before the abandon: a reader that sees it ends the run, which asks check()
-            self.growing.abandoned.set()
+            self._fail(error)
         finally:
             self._done.set()

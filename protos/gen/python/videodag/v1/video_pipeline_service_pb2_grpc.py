@@ -43,6 +43,8 @@ class VideoPipelineServiceStub:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
+    | the upload sent no bytes for the server's idle limit         | DEADLINE_EXCEEDED  |
+    | (reason UPLOAD_IDLE)                                         |                    |
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
@@ -123,6 +125,8 @@ class VideoPipelineServiceServicer:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
+    | the upload sent no bytes for the server's idle limit         | DEADLINE_EXCEEDED  |
+    | (reason UPLOAD_IDLE)                                         |                    |
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
@@ -306,6 +310,8 @@ class VideoPipelineService:
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
     | a plugin raised, or returned something not JSON-like         | INTERNAL           |
     | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
+    | the upload sent no bytes for the server's idle limit         | DEADLINE_EXCEEDED  |
+    | (reason UPLOAD_IDLE)                                         |                    |
     | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
     | cannot be reached (both with a retry hint where known)       |                    |
     | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |

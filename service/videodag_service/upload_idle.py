@@ -1,0 +1,97 @@
+"""An upload that sends nothing for too long ends its call (`UploadIdle`), freeing what it holds.
+
+A client that opens UploadAndRun or SubmitJob and then stops sending would otherwise keep a
+run slot, a thread and a temp file for as long as its connection lives: keepalive finds dead
+peers, not silent ones, so a handful of such clients could refuse every other caller.
+
+gRPC's blocking API cannot give up on a wait for the client's next message, so the waiting
+moves to a thread of its own: `store_watching_idle` runs the whole store (reading each chunk
+and writing it, the work the call's thread did) on that thread while the call's thread
+watches the chunks arrive, with no extra hand-off per chunk. Once the limit passes, the
+call's thread raises `UploadIdle`, its status ends the call, and the storing thread, woken
+by that end, stops with the same error instead of taking the cut-off stream for a whole
+upload. `WatchedChunks` is the piece a watchdog of its own uses when the call's thread is
+busy streaming results (`BackgroundUpload`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from videodag_service.errors import ErrorDetails, UploadIdle
+
+T = TypeVar("T")
+Chunk = bytes | memoryview
+STORE_THREAD_NAME = "videodag-upload"
+
+
+class WatchedChunks(Iterator[Chunk]):
+    """The call's chunks, noting when each arrives. Once `expire()`d, the next step raises
+    `UploadIdle`, also in place of the end of stream the abandoned call then reaches."""
+
+    def __init__(self, chunks: Iterator[Chunk], idle_seconds: float) -> None:
+        if not idle_seconds > 0:
+            raise ValueError(f"idle_seconds must be positive, got {idle_seconds}")
+        self._chunks = chunks
+        self.idle_seconds = idle_seconds
+        self._last_arrival = time.monotonic()
+        self._expired: UploadIdle | None = None
+
+    def __iter__(self) -> WatchedChunks:
+        return self
+
+    def __next__(self) -> Chunk:
+        if self._expired is not None:
+            raise self._expired
+        try:
+            chunk = next(self._chunks)
+        except StopIteration:
+            if self._expired is not None:  # the stream ended because the call was given up
+                raise self._expired from None
+            raise
+        self._last_arrival = time.monotonic()
+        return chunk
+
+    def seconds_left(self) -> float:
+        """Until the limit passes, if no chunk arrives meanwhile; 0 or less once it has."""
+        return self.idle_seconds - (time.monotonic() - self._last_arrival)
+
+    def expire(self) -> UploadIdle:
+        """Give the upload up: the error to raise, which the storing side gets too."""
+        self._expired = UploadIdle(
+            f"the upload sent no bytes for {self.idle_seconds:g} s, the server's limit; the call was ended",
+            ErrorDetails(metadata={"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}),
+        )
+        return self._expired
+
+
+def store_watching_idle(store: Callable[[Iterator[Chunk]], T], chunks: Iterator[Chunk], idle_seconds: float) -> T:
+    """`store(chunks)`, run on a thread of its own while this thread waits for it; raises
+    `UploadIdle` here once no chunk has arrived for `idle_seconds` (0: no limit, and `store`
+    runs here). `store` must keep nothing it needs after an error: it may still be running
+    when this returns, until the call's end wakes it."""
+    if idle_seconds <= 0:
+        return store(chunks)
+    watched = WatchedChunks(chunks, idle_seconds)
+    outcome: list[tuple[bool, object]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, store(watched)))
+        except BaseException as error:  # raised again in the call's thread
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=run, name=STORE_THREAD_NAME, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        left = watched.seconds_left()
+        if left <= 0:
+            raise watched.expire()
+        thread.join(left)
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]

@@ -1,0 +1,147 @@
+"""A client that stops sending mid-upload is cut off after the idle limit, on every upload path,
+and leaves nothing held: no run slot, no temp file, no thread, no job."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from hardening_support import Request, assert_still_serving, chunks, config, raw_call, wait_until
+from harness import ServerFactory, ServerHarness
+
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_client import DeadlineExceeded, FrameResult, RunSummary
+
+IDLE_SECONDS = 0.5
+
+
+def _silent_after(first: list[Request], stop: threading.Event) -> Iterator[Request]:
+    """The given messages, then nothing until `stop` (set by the test once the call is over)."""
+    yield from first
+    stop.wait(30)
+
+
+def _error_info(error: grpc.Call) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
+
+
+def _upload_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("videodag-upload")]
+
+
+@pytest.fixture
+def idle_server(make_server: ServerFactory, tmp_path: Path) -> ServerHarness:
+    # One run slot: a silent client that kept it would refuse everyone after it.
+    return make_server(upload_idle_timeout_seconds=IDLE_SECONDS, max_concurrent_runs=1, data_dir=tmp_path / "jobs")
+
+
+@pytest.mark.parametrize("decode_during_upload", [False, True], ids=["stored first", "decoded as it arrives"])
+def test_a_silent_upload_is_cut_off_and_frees_its_slot_file_and_threads(
+    idle_server: ServerHarness, sample_clip: Path, decode_during_upload: bool
+) -> None:
+    data = sample_clip.read_bytes()
+    stop = threading.Event()
+    first = [config(declared_size_bytes=len(data), decode_during_upload=decode_during_upload),
+             *list(chunks(data))[:2]]
+    with grpc.insecure_channel(idle_server.target) as channel:
+        started = time.monotonic()
+        outcome = raw_call(channel, _silent_after(first, stop), timeout=30)
+        elapsed = time.monotonic() - started
+    stop.set()
+
+    assert outcome.code == grpc.StatusCode.DEADLINE_EXCEEDED, outcome.details
+    assert f"the upload sent no bytes for {IDLE_SECONDS:g} s" in outcome.details
+    assert IDLE_SECONDS <= elapsed < 15
+    assert idle_server.uploads_left_after() == []
+    assert wait_until(lambda: _upload_threads() == [])
+    # The slot is free again: the next caller runs, not RESOURCE_EXHAUSTED.
+    assert_still_serving(idle_server, sample_clip)
+
+
+def test_the_refusal_names_its_reason_and_limit(idle_server: ServerHarness, sample_clip: Path) -> None:
+    stop = threading.Event()
+    requests = _silent_after([config(), *list(chunks(sample_clip.read_bytes()))[:1]], stop)
+    with grpc.insecure_channel(idle_server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+        list(video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel).UploadAndRun(requests, timeout=30))
+    stop.set()
+    info = _error_info(raised.value)  # type: ignore[arg-type]
+    assert (info.reason, info.domain) == ("UPLOAD_IDLE", "videodag.dev")
+    assert info.metadata["upload_idle_timeout_seconds"] == f"{IDLE_SECONDS:g}"
+
+
+def test_a_silent_job_submission_is_cut_off_and_queues_nothing(
+    idle_server: ServerHarness, sample_clip: Path, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    data = sample_clip.read_bytes()
+    submit = video_pipeline_service_pb2.SubmitJobRequest
+    requests = _silent_after(
+        [submit(config=video_pipeline_service_pb2.SubmitJobConfig(
+            run_config=run_pb2.RunConfig(pipeline_id="frame_stats_v1", declared_size_bytes=len(data)))),
+         submit(chunk=data[: 64 * 1024])],
+        stop,
+    )
+    with grpc.insecure_channel(idle_server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+        video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel).SubmitJob(requests, timeout=30)
+    stop.set()
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert _error_info(raised.value).reason == "UPLOAD_IDLE"  # type: ignore[arg-type]
+    incoming = tmp_path / "jobs" / "uploads" / "incoming"
+    assert wait_until(lambda: not any(incoming.iterdir()))
+    assert idle_server.client.list_jobs().jobs == ()
+    assert wait_until(lambda: _upload_threads() == [])
+
+
+def test_an_upload_that_is_slow_but_never_silent_for_the_limit_runs_to_the_end(
+    idle_server: ServerHarness, sample_clip: Path
+) -> None:
+    data = sample_clip.read_bytes()
+    pieces = list(chunks(data, size=len(data) // 6 + 1))
+
+    def paced() -> Iterator[Request]:
+        yield config(declared_size_bytes=len(data))
+        for piece in pieces:
+            time.sleep(IDLE_SECONDS / 3)  # 7 pauses: longer than the limit in all, never at once
+            yield piece
+
+    with grpc.insecure_channel(idle_server.target) as channel:
+        outcome = raw_call(channel, paced(), timeout=60)
+    assert outcome.code == grpc.StatusCode.OK, outcome.details
+    assert outcome.frames == list(range(120))
+
+
+def test_the_python_client_sees_the_cut_off_as_deadline_exceeded(idle_server: ServerHarness) -> None:
+    class SilentFile:
+        """A pipe that delivers 64 KiB, then waits (a stuck producer)."""
+
+        def __init__(self) -> None:
+            self.stop = threading.Event()
+            self._sent = False
+
+        def read(self, size: int = -1) -> bytes:
+            if not self._sent:
+                self._sent = True
+                return b"\0" * 65536
+            self.stop.wait(30)
+            return b""
+
+        def seekable(self) -> bool:
+            return False
+
+    source = SilentFile()
+    with pytest.raises(DeadlineExceeded) as raised:
+        for event in idle_server.client.upload_and_run(source, "frame_stats_v1"):  # type: ignore[arg-type]
+            assert not isinstance(event, FrameResult | RunSummary)
+    source.stop.set()
+    assert raised.value.reason == "UPLOAD_IDLE"
+    assert raised.value.metadata == {"upload_idle_timeout_seconds": f"{IDLE_SECONDS:g}"}

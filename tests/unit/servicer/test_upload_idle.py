@@ -1,0 +1,96 @@
+"""Giving up on an upload that sends nothing: `store_watching_idle` and `WatchedChunks`."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from videodag_service.errors import UploadIdle
+from videodag_service.upload_idle import WatchedChunks, store_watching_idle
+
+
+class SilentCall:
+    """A call's chunks: the ones given, then silence until `end()`, as when the call ends."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self._chunks = chunks
+        self.ended = threading.Event()
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self._chunks
+        self.ended.wait(30)
+
+    def end(self) -> None:
+        self.ended.set()
+
+
+def test_the_store_runs_to_its_result_when_chunks_keep_coming() -> None:
+    def paced() -> Iterator[bytes]:
+        for index in range(6):
+            time.sleep(0.05)  # well inside the limit each time, 0.3 s in all: more than the limit
+            yield bytes([index])
+
+    stored = store_watching_idle(lambda chunks: b"".join(chunks), paced(), idle_seconds=0.2)
+    assert stored == bytes(range(6))
+
+
+def test_the_stores_own_error_is_raised_in_the_calling_thread() -> None:
+    def store(chunks: Iterator[bytes]) -> None:
+        raise OSError("no space left")
+
+    with pytest.raises(OSError, match="no space left"):
+        store_watching_idle(store, iter([b"x"]), idle_seconds=5)
+
+
+def test_a_silent_upload_is_given_up_and_its_store_does_not_take_the_end_for_a_whole_upload() -> None:
+    call = SilentCall(b"first", b"second")
+    seen: list[bytes] = []
+    store_ended_with: list[BaseException] = []
+    store_done = threading.Event()
+
+    def store(chunks: Iterator[bytes]) -> bytes:
+        try:
+            for chunk in chunks:
+                seen.append(chunk)
+            return b"finished"  # must never happen: the upload was cut off
+        except BaseException as error:
+            store_ended_with.append(error)
+            raise
+        finally:
+            store_done.set()
+
+    started = time.monotonic()
+    with pytest.raises(UploadIdle) as raised:
+        store_watching_idle(store, iter(call), idle_seconds=0.3)
+    assert time.monotonic() - started >= 0.3
+    assert raised.value.status_code == "DEADLINE_EXCEEDED" and raised.value.reason == "UPLOAD_IDLE"
+    assert "sent no bytes for 0.3 s" in raised.value.message
+    assert raised.value.details.metadata == {"upload_idle_timeout_seconds": "0.3"}
+    # The given-up call then ends (its status went out): the store stops with the same error.
+    call.end()
+    assert store_done.wait(5)
+    assert seen == [b"first", b"second"]
+    assert store_ended_with == [raised.value]
+
+
+def test_without_a_limit_the_store_runs_in_the_calling_thread() -> None:
+    caller = threading.get_ident()
+    assert store_watching_idle(lambda chunks: threading.get_ident(), iter([]), idle_seconds=0) == caller
+
+
+def test_watched_chunks_refuse_a_limit_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        WatchedChunks(iter([]), 0)
+
+
+def test_expired_chunks_raise_at_once_even_with_chunks_left() -> None:
+    watched = WatchedChunks(iter([b"a", b"b"]), idle_seconds=10)
+    assert next(watched) == b"a"
+    assert watched.seconds_left() > 9
+    error = watched.expire()
+    with pytest.raises(UploadIdle) as raised:
+        next(watched)
+    assert raised.value is error
