@@ -4,14 +4,30 @@ Both request messages carry a `oneof` of `config` and `chunk` (typed loosely her
 two generated classes share no base): the config first, exactly once, then the video's
 bytes in order. Order mistakes are INVALID_ARGUMENT. A chunk-only message may also arrive
 as a memoryview of its chunk (`chunk_views`, which the server installs).
+
+The end of the stream is ambiguous in gRPC's blocking API: a client that half-closed (the
+whole upload) and one that cancelled both end the request iterator, and the cancel's own
+report can trail that end by a moment. `ended_by_half_close` tells them apart where a
+truncated upload must not be taken for a whole one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
-from videodag_service.errors import BadRequestStream
+from videodag_service.errors import BadRequestStream, RunCancelled
+
+# How long the end of a stream waits for a cancel's report: it comes from the same transport
+# event as the end, so within a millisecond or two unless the process is very busy.
+CANCEL_REPORT_GRACE_SECONDS = 0.1
+
+
+class CallbackRegistry(Protocol):
+    """What `ended_by_half_close` needs of a `grpc.ServicerContext`."""
+
+    def add_callback(self, callback: Callable[[], None]) -> bool: ...
 
 
 def first_config(requests: Iterator[Any]) -> Any:
@@ -33,3 +49,18 @@ def chunks(requests: Iterator[Any]) -> Iterator[bytes | memoryview]:
             raise BadRequestStream("the config was sent twice; send it once, as the first message")
         else:
             yield request.chunk
+
+
+def ended_by_half_close(
+    chunks: Iterator[bytes | memoryview], context: CallbackRegistry, grace_seconds: float = CANCEL_REPORT_GRACE_SECONDS
+) -> Iterator[bytes | memoryview]:
+    """`chunks`, raising RunCancelled in place of their end when the call ended there because
+    the client cancelled it. Wrap the chunks before the first is read: the call's end is
+    noticed from then on. A half-closed stream costs `grace_seconds` at its end."""
+    call_ended = threading.Event()
+    if not context.add_callback(call_ended.set):  # the call has ended already
+        call_ended.set()
+    yield from chunks
+    # A call still open this long after its stream ended was half-closed by its client.
+    if call_ended.wait(grace_seconds):
+        raise RunCancelled("the client cancelled the call before its upload was complete")

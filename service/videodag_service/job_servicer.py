@@ -15,7 +15,7 @@ import grpc
 from videodag.v1 import video_pipeline_service_pb2 as pb
 from videodag_service import convert_jobs
 from videodag_service.call_status import abort
-from videodag_service.client_streams import chunks, first_config
+from videodag_service.client_streams import chunks, ended_by_half_close, first_config
 from videodag_service.errors import FailedPrecondition
 from videodag_service.jobs import JobService
 from videodag_service.upload_idle import store_watching_idle
@@ -50,9 +50,10 @@ class JobRpcs:
             self._run_slots.refuse_if_draining()
             config: pb.SubmitJobConfig = first_config(request_iterator)
             job_request = convert_jobs.job_request_from_proto(config)
+            # A job must never be queued for an upload its client cancelled midway.
+            uploaded = ended_by_half_close(chunks(request_iterator), context)
             job = store_watching_idle(
-                functools.partial(self._job_service.submit, job_request), chunks(request_iterator),
-                self._upload_idle_seconds,
+                functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds
             )
         except Exception as error:
             abort(context, self._job_error(error))

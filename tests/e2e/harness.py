@@ -128,6 +128,18 @@ class ServerHarness:
             time.sleep(0.02)
         return self.leftover_uploads()
 
+    def frames_when_the_run_stopped(self, timeout: float = 10.0) -> int:
+        """Waits for the server to close its one pipeline run (a call the client ended), checks
+        that no frame is processed after that, and returns how many were processed before."""
+        deadline = time.monotonic() + timeout
+        while self.recorder.count("close") == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert self.recorder.count("close") == 1
+        processed_at_close = self.recorder.count("frame")
+        time.sleep(0.3)
+        assert self.recorder.count("frame") == processed_at_close, "frames were processed after the run closed"
+        return processed_at_close
+
     def run_threads(self) -> list[str]:
         return sorted(t.name for t in threading.enumerate() if t.name.startswith("videodag-"))
 

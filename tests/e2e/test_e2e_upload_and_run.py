@@ -314,24 +314,15 @@ def test_client_cancel_stops_the_work_and_cleans_up(server: ServerHarness, make_
         if isinstance(event, FrameResult) and event.frame_index == 2:
             break
     stream.close()
-    deadline = time.monotonic() + 10
-    while server.recorder.count("close") == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.recorder.count("close") == 1
-    processed_at_close = server.recorder.count("frame")
-    time.sleep(0.3)
     # Work stopped: no frame after the run was closed, and far from all 200.
-    assert server.recorder.count("frame") == processed_at_close < 50
+    assert server.frames_when_the_run_stopped() < 50
     assert server.uploads_left_after() == []
 
 
 def test_deadline_exceeded_stops_the_run(server: ServerHarness, make_video) -> None:
     with pytest.raises(DeadlineExceeded):
         list(server.client.upload_and_run(make_video(200), "slow", timeout=1.0))
-    deadline = time.monotonic() + 10
-    while server.recorder.count("close") == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.recorder.count("close") == 1
+    assert server.frames_when_the_run_stopped() < 200
     assert server.uploads_left_after() == []
 
 

@@ -170,15 +170,9 @@ def test_cancelling_the_awaiting_task_cancels_the_run_on_the_server(server: Serv
         return seen
 
     seen = run_async(server, scenario)
-    assert 1 <= seen < 200
+    assert 0 < seen < 200
     # The server's run ends (its pipeline run is closed) and processes no frame after that.
-    deadline = time.monotonic() + 10
-    while server.recorder.count("close") == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.recorder.count("close") == 1
-    processed_at_close = server.recorder.count("frame")
-    time.sleep(0.3)
-    assert server.recorder.count("frame") == processed_at_close < 200
+    assert server.frames_when_the_run_stopped() < 200
     assert server.uploads_left_after() == []
 
 

@@ -145,3 +145,30 @@ def test_the_python_client_sees_the_cut_off_as_deadline_exceeded(idle_server: Se
     source.stop.set()
     assert raised.value.reason == "UPLOAD_IDLE"
     assert raised.value.metadata == {"upload_idle_timeout_seconds": f"{IDLE_SECONDS:g}"}
+
+
+def test_a_submission_its_client_cancels_midway_never_becomes_a_job(idle_server: ServerHarness, tmp_path: Path) -> None:
+    """Without a declared size, a cancelled upload's end looks like a whole upload's to the
+    server for a moment; it must not queue a job on the bytes that came before the cancel."""
+    submit = video_pipeline_service_pb2.SubmitJobRequest
+    first = submit(config=video_pipeline_service_pb2.SubmitJobConfig(
+        run_config=run_pb2.RunConfig(pipeline_id="frame_stats_v1")))
+
+    def flowing(stop: threading.Event) -> Iterator[video_pipeline_service_pb2.SubmitJobRequest]:
+        yield first
+        while not stop.is_set():  # chunks keep coming until the cancel, as from a slow pipe
+            time.sleep(0.01)
+            yield submit(chunk=b"\0" * 4096)
+
+    with grpc.insecure_channel(idle_server.target) as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        for attempt in range(20):  # the end and the cancel's report race: many tries, none may queue a job
+            stop = threading.Event()
+            call = stub.SubmitJob.future(flowing(stop), timeout=30)
+            time.sleep(0.1 + 0.005 * attempt)
+            call.cancel()
+            stop.set()
+    incoming = tmp_path / "jobs" / "uploads" / "incoming"
+    assert wait_until(lambda: not any(incoming.iterdir()))
+    time.sleep(0.5)  # a job wrongly queued would be in the store by now
+    assert idle_server.client.list_jobs().jobs == ()
