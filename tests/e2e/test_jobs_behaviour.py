@@ -65,7 +65,7 @@ def test_submit_returns_the_queued_job_and_its_watch_has_every_frame_once(
     with client.upload_and_run(sample_clip, "frame_stats_v1") as run:
         synchronous = [event for event in run if isinstance(event, FrameResult)]
     assert [frame.result for frame in frames] == [frame.result for frame in synchronous]
-    assert jobs.stored_uploads() == [], "a finished job's video is deleted"
+    wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="the finished job's video to be deleted")
 
 
 def test_watch_resumes_after_a_frame_index_without_gaps_or_duplicates(
@@ -182,7 +182,8 @@ def test_submit_with_a_used_idempotency_key_returns_the_first_job(
         client.submit_job(sample_clip, "motion_v1", idempotency_key="upload-42")
     for job_id in (first.id, other.id):
         wait_for_job(client, job_id, finished)
-    assert jobs.stored_uploads() == []
+    # A finished job's video is deleted just after its state is written.
+    wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="the finished jobs' videos to be deleted")
 
 
 def test_list_jobs_pages_newest_first_and_filters_by_state(client: VideodagClient, make_video) -> None:
