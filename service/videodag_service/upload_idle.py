@@ -16,6 +16,7 @@ busy streaming results (`BackgroundUpload`).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -84,7 +85,8 @@ def store_watching_idle(store: Callable[[Iterator[Chunk]], T], chunks: Iterator[
         except BaseException as error:  # raised again in the call's thread
             outcome.append((False, error))
 
-    thread = threading.Thread(target=run, name=STORE_THREAD_NAME, daemon=True)
+    # The call's context goes along: what the store logs keeps the call's request id.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=STORE_THREAD_NAME, daemon=True)
     thread.start()
     while thread.is_alive():
         left = watched.seconds_left()

@@ -18,6 +18,7 @@ closed and removed by its own block, after this one.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -54,7 +55,10 @@ class BackgroundUpload:
         self._done = threading.Event()
         self._stored: StoredUpload | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._store, name=UPLOAD_THREAD_NAME, daemon=True)
+        # The call's context goes along: what the threads log keeps the call's request id.
+        self._context = contextvars.copy_context()
+        self._thread = threading.Thread(target=self._context.run, args=(self._store,), name=UPLOAD_THREAD_NAME,
+                                        daemon=True)
 
     def check(self) -> StoredUpload | None:
         """The stored upload once complete, None while it arrives; raises the upload's error."""
@@ -74,8 +78,8 @@ class BackgroundUpload:
     def __enter__(self) -> BackgroundUpload:
         self._thread.start()
         if self._watched is not None:
-            threading.Thread(target=self._watch_idle, args=(self._watched,), name=IDLE_WATCH_THREAD_NAME,
-                             daemon=True).start()
+            threading.Thread(target=self._context.copy().run, args=(self._watch_idle, self._watched),
+                             name=IDLE_WATCH_THREAD_NAME, daemon=True).start()
         return self
 
     def __exit__(

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from videodag_service.errors import UploadIdle
+from videodag_service.observability.logging import current_request_id, request_id_bound
 from videodag_service.upload_idle import WatchedChunks, store_watching_idle
 
 
@@ -94,3 +95,9 @@ def test_expired_chunks_raise_at_once_even_with_chunks_left() -> None:
     with pytest.raises(UploadIdle) as raised:
         next(watched)
     assert raised.value is error
+
+
+def test_the_store_logs_with_the_calls_request_id() -> None:
+    with request_id_bound("req-9"):
+        seen = store_watching_idle(lambda chunks: (current_request_id(), threading.get_ident()), iter([]), 5)
+    assert seen[0] == "req-9" and seen[1] != threading.get_ident()
