@@ -23,8 +23,8 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
@@ -37,6 +37,7 @@ from videodag_client._pipelines import PipelineInfo
 from videodag_client._upload import DEFAULT_CHUNK_SIZE, PathOrFile, UploadProgress
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R")
 # Threads for the calls that answer once (pipelines, job lookups, a job's upload); streams
 # wait on threads of their own.
@@ -44,7 +45,7 @@ _CALL_THREADS = 8
 _END = object()
 
 
-class AsyncVideodagClient:
+class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     """A connection to one videodag server for asyncio code; failures raise `VideodagError` subclasses.
 
     The arguments are those of `VideodagClient`. `close()` (or leaving `async with`)
@@ -80,15 +81,7 @@ class AsyncVideodagClient:
         self._client.close()
         self._calls.shutdown(wait=False, cancel_futures=True)
 
-    async def __aenter__(self) -> AsyncVideodagClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def list_pipelines(self, *, timeout: float | None = None) -> list[PipelineInfo]:
@@ -222,14 +215,20 @@ class AsyncVideodagClient:
         return await loop.run_in_executor(self._calls, functools.partial(function, *args, **kwargs))
 
 
-class _ThreadedStream(Generic[T]):
+class _BlockingStream(Iterator[T_co], Protocol):
+    """What `_ThreadedStream` wraps: `RunStream` or `JobWatch`, whose `close` any thread may call."""
+
+    def close(self) -> None: ...
+
+
+class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic[T]):
     """An async iterator over a blocking one (`RunStream`, `JobWatch`) that `start` opens on
     first use, each `next()` on a thread kept for this stream."""
 
-    def __init__(self, start: Callable[[], Iterator[T]], thread_name: str) -> None:
+    def __init__(self, start: Callable[[], _BlockingStream[T]], thread_name: str) -> None:
         self._start = start
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
-        self._stream: Iterator[T] | None = None
+        self._stream: _BlockingStream[T] | None = None
         self._closed = False
 
     def __aiter__(self) -> _ThreadedStream[T]:
@@ -241,11 +240,9 @@ class _ThreadedStream(Generic[T]):
         loop = asyncio.get_running_loop()
         try:
             item = await loop.run_in_executor(self._thread, self._next)
-        except asyncio.CancelledError:
-            # The awaiting task was cancelled: the call goes too, which also ends the wait on the thread.
-            await self.aclose()
-            raise
         except BaseException:
+            # The call's error, or the awaiting task cancelled (CancelledError): the call goes
+            # too, which also ends the wait on the thread.
             await self.aclose()
             raise
         if item is _END:
@@ -270,19 +267,10 @@ class _ThreadedStream(Generic[T]):
         self._thread.shutdown(wait=False)
 
     def _close_stream(self) -> None:
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()  # both blocking streams' `close` may be called again and from any thread
+        if self._stream is not None:
+            self._stream.close()  # both blocking streams' `close` may be called again and from any thread
 
-    async def __aenter__(self) -> _ThreadedStream[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 

@@ -49,7 +49,7 @@ class BackgroundUpload:
         self.growing = GrowingUpload(receiver.path, receiver.declared_size, new_abandon_signal())
         self._receiver = receiver
         self._watched = WatchedChunks(chunks, idle_seconds) if idle_seconds > 0 else None
-        self._chunks = self._watched or chunks
+        self._chunks = chunks if self._watched is None else self._watched
         self._lock = threading.Lock()  # held while writing, so stop() never closes the file mid-write
         self._stopped = False
         self._done = threading.Event()
