@@ -45,10 +45,10 @@ FINAL_JOB_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANC
 
 # A client process that says when it has reached the point to be killed at, then keeps going:
 # "uploading" once its first chunk is read (the rest trickle, so the kill lands mid-upload),
-# "frame" at each result of a run.
+# "frame" at each result of a run. Refused because every run slot is taken, it tries again.
 _CLIENT_PROCESS = """
 import io, sys, time
-from videodag_client import FrameResult, VideodagClient
+from videodag_client import FrameResult, ResourceExhausted, VideodagClient
 
 target, video, mode = sys.argv[1:4]
 
@@ -66,7 +66,7 @@ class Trickle(io.RawIOBase):
         self._reads += 1
         return self._file.readinto(memoryview(buffer)[: 16 * 1024])
 
-with VideodagClient(target) as client:
+def call(client):
     if mode == "run":
         for event in client.upload_and_run(video, "frame_stats_v1"):
             if isinstance(event, FrameResult):
@@ -76,6 +76,14 @@ with VideodagClient(target) as client:
             pass
     else:
         client.submit_job(Trickle(video), "frame_stats_v1", checksum=False)
+
+with VideodagClient(target) as client:
+    while True:
+        try:
+            call(client)
+            break
+        except ResourceExhausted:  # every run slot taken by the other callers: try again
+            time.sleep(0.05)
 """
 
 
