@@ -35,6 +35,7 @@ from videodag_service.observability import (
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from
+from videodag_service.video.upload import temp_dir_open_to_others
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,8 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
+    if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
+        logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs)
 
 

@@ -4,7 +4,8 @@ Limits are enforced as the bytes arrive: a declared size over the limit is refus
 the file is created, and the chunk that would cross `max_upload_bytes` is refused before it
 is written. Chunks are written and hashed (SHA-256) in a thread of their own while the next
 ones arrive (`chunk_writer`), a few MiB at most waiting, so the video is never held in memory.
-The file (mode 0600, in a directory created 0700) is removed when the `with` block exits,
+The file (mode 0600, in a directory created 0700; see `temp_dir_open_to_others` for one
+that exists already) is removed when the `with` block exits,
 however it exits, so callers must finish decoding inside the block.
 
 Example::
@@ -167,6 +168,26 @@ def receive_upload(
         yield receiver
     finally:
         receiver._discard()
+
+
+def temp_dir_open_to_others(temp_dir: str | os.PathLike[str]) -> str | None:
+    """Why an existing upload folder is not private, or None when it is (or does not exist yet).
+
+    A folder the server creates is made 0700. One the operator names that exists already
+    keeps its mode: the server must not tighten a shared folder such as /tmp under everyone
+    else. Each upload is still a 0600 file with an unguessable name, so others cannot read
+    it, but they can see that uploads come and go, and how large they are; worth a warning.
+    """
+    try:
+        mode = os.stat(temp_dir).st_mode & 0o777
+    except FileNotFoundError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"upload folder {os.fspath(temp_dir)} is open to other users (mode {mode:04o}): the uploads in it "
+        f"are 0600 files, but others can list them; give the server a folder of its own (chmod 700)"
+    )
 
 
 def suffix_for_file_name(file_name: str, default: str = DEFAULT_SUFFIX) -> str:

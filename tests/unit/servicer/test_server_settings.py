@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -92,6 +93,29 @@ def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tm
             assert dag.frame_workers == expected
         finally:
             running.stop(0)
+
+
+def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.server import start_server
+
+    for name, mode in (("private", 0o700), ("shared", 0o777)):
+        folder = tmp_path / name
+        folder.mkdir()
+        folder.chmod(mode)
+        settings = settings_from(["--port", "0", "--temp-dir", str(folder)],
+                                 {"VIDEODAG_DATA_DIR": str(tmp_path / f"data-{name}")})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="videodag_service.server"):
+            running = start_server(settings, DagPipelineService.from_folder())
+        running.stop(0)
+        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        if name == "private":
+            assert warnings == []
+        else:
+            assert len(warnings) == 1 and f"upload folder {folder} is open to other users (mode 0777)" in warnings[0]
 
 
 def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:

@@ -59,6 +59,29 @@ def test_the_file_is_private_and_a_new_directory_is_too(tmp_path: Path) -> None:
         os.umask(old_umask)
 
 
+def test_an_existing_folder_open_to_others_is_named_and_left_as_it_is(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    warning = upload_module.temp_dir_open_to_others(shared)
+    assert warning is not None and str(shared) in warning and "mode 0755" in warning
+    with receive_upload(shared, max_upload_bytes=100) as upload:
+        assert stat.S_IMODE(upload.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755  # a shared folder such as /tmp is not tightened
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o500])
+def test_a_private_or_missing_folder_needs_no_warning(tmp_path: Path, mode: int) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    private.chmod(mode)
+    try:
+        assert upload_module.temp_dir_open_to_others(private) is None
+        assert upload_module.temp_dir_open_to_others(tmp_path / "not yet created") is None
+    finally:
+        private.chmod(0o700)
+
+
 def test_crossing_the_limit_mid_stream_raises_at_once_without_writing(tmp_path: Path) -> None:
     with receive_upload(tmp_path, max_upload_bytes=40_000) as upload:
         upload.write(CHUNK)
