@@ -82,7 +82,8 @@ class Settings:
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object per line, with the request id) or text")
     metrics_port: int = _setting(0, "port of the Prometheus /metrics endpoint on --host; 0 turns it off", minimum=0)
-    tracing: str = _setting("off", "off, or otel: OpenTelemetry spans per call (needs the 'tracing' extra)")
+    tracing: str = _setting("off", "off, or otel: an OpenTelemetry span per call, sent as the OTEL_* variables say "
+                            "(needs the 'tracing' extra)")
     tls_cert_file: Path | None = _setting(None, "PEM certificate chain: serve TLS instead of plaintext")
     tls_key_file: Path | None = _setting(None, "PEM private key of --tls-cert-file")
     tls_client_ca_file: Path | None = _setting(

@@ -2,12 +2,7 @@
 call interceptors (OpenTelemetry tracing on demand) and the health probe of the container.
 """
 
-from videodag_service.observability.interceptors import (
-    RequestContextInterceptor,
-    TracingUnavailable,
-    server_interceptors,
-    tracing_interceptors,
-)
+from videodag_service.observability.interceptors import RequestContextInterceptor, server_interceptors
 from videodag_service.observability.logging import (
     REQUEST_ID_METADATA_KEY,
     JsonFormatter,
@@ -24,6 +19,7 @@ from videodag_service.observability.metrics import (
     ServerMetrics,
     start_metrics_exporter,
 )
+from videodag_service.observability.tracing import TracingUnavailable, tracing_interceptors
 
 __all__ = [
     "REQUEST_ID_METADATA_KEY",

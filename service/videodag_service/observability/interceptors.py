@@ -4,8 +4,7 @@
 handler runs, sends it back as initial metadata so the caller can quote it, counts the call
 by method and status code, counts open streams, and logs one line when the call ends.
 
-Tracing is OpenTelemetry's own gRPC interceptor, used only when asked for: the package is
-an optional install, and a server asked to trace without it refuses to start.
+Tracing, OpenTelemetry's own gRPC interceptor, is added outermost when asked for (`tracing`).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import grpc
 
 from videodag_service.observability.logging import REQUEST_ID_METADATA_KEY, request_id_bound, request_id_from_metadata
 from videodag_service.observability.metrics import STATUS_OK, ServerMetrics
+from videodag_service.observability.tracing import tracing_interceptors
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +27,6 @@ logger = logging.getLogger(__name__)
 _QUIET_SERVICE_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
-
-
-class TracingUnavailable(RuntimeError):
-    """Raised when tracing is turned on but OpenTelemetry's gRPC instrumentation is not installed."""
 
 
 class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -126,25 +122,6 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 def _status_name(context: grpc.ServicerContext, default: str) -> str:
     code = context.code()
     return code.name if isinstance(code, grpc.StatusCode) else default
-
-
-def tracing_interceptors(enabled: bool) -> list[grpc.ServerInterceptor]:
-    """OpenTelemetry's server interceptor when tracing is enabled, else nothing.
-
-    Spans go to whatever tracer provider the process configured (the OTEL_* environment
-    variables with `opentelemetry-instrument`, or code); without one they are no-ops.
-    """
-    if not enabled:
-        return []
-    try:
-        from opentelemetry.instrumentation.grpc import server_interceptor
-    except ImportError as error:
-        raise TracingUnavailable(
-            "tracing is enabled but OpenTelemetry's gRPC instrumentation is not installed: "
-            "pip install opentelemetry-instrumentation-grpc (and an exporter such as "
-            "opentelemetry-exporter-otlp), or turn tracing off"
-        ) from error
-    return [server_interceptor()]
 
 
 def server_interceptors(metrics: ServerMetrics | None, *, tracing: bool = False) -> list[grpc.ServerInterceptor]:

@@ -18,6 +18,7 @@ from videodag_service.observability import (
     TracingUnavailable,
     current_request_id,
     server_interceptors,
+    tracing,
     tracing_interceptors,
 )
 
@@ -149,7 +150,7 @@ def test_tracing_is_off_by_default() -> None:
 
 def test_tracing_without_opentelemetry_installed_refuses_with_a_clear_message(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.grpc", None)  # import now fails
-    with pytest.raises(TracingUnavailable, match="pip install opentelemetry-instrumentation-grpc"):
+    with pytest.raises(TracingUnavailable, match=r"pip install 'videodag\[tracing\]'"):
         server_interceptors(ServerMetrics(), tracing=True)
 
 
@@ -161,7 +162,10 @@ def test_tracing_uses_opentelemetrys_interceptor_outermost(monkeypatch) -> None:
     instrumentation = types.ModuleType("opentelemetry.instrumentation.grpc")
     instrumentation.server_interceptor = SpanInterceptor  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.grpc", instrumentation)
+    providers: list[str] = []  # the process-wide tracer provider is left alone here (see test_observability_tracing)
+    monkeypatch.setattr(tracing, "configure_tracer_provider", lambda: providers.append("configured"))
 
     first, second = server_interceptors(ServerMetrics(), tracing=True)
     assert isinstance(first, SpanInterceptor)
     assert isinstance(second, RequestContextInterceptor)
+    assert providers == ["configured"]
