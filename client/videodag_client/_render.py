@@ -13,7 +13,7 @@ import json
 import math
 import os
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,37 +171,42 @@ def _label(frame: np.ndarray, text: str, corner: tuple[int, int], colour: BoxCol
 
 
 class _FrameSampler:
-    """Keeps `wanted` frames spread evenly from frame `first` to frame `last`, as thumbnails.
+    """Keeps `wanted` frames, as thumbnails, spread evenly over the frames the sheet should show.
 
-    With a known `last`, the frames are picked up front. Without it (or when it was wrong),
-    every `stride`-th frame is kept; when twice the wanted number are kept, every other one
+    With `candidates` (the frames with results), the picks are made up front among them, evenly
+    by rank with the first and the last included (all of them when there are fewer): spreading
+    over the span of their indices instead would, with sparse results (`--stride 5`), mostly
+    pick frames with nothing drawn. Without candidates any frame may be shown: with a known
+    `last` frame the picks are made up front too; without it (the container does not say),
+    every `stride`-th frame is kept, and when twice the wanted number are kept, every other one
     is dropped and the stride doubles, so memory stays bounded.
     """
 
-    def __init__(self, wanted: int, thumbnail_width: int, first: int = 0, last: int | None = None) -> None:
+    def __init__(
+        self, wanted: int, thumbnail_width: int, candidates: Iterable[int] | None = None, last: int | None = None
+    ) -> None:
         self.wanted = wanted
         self.thumbnail_width = thumbnail_width
-        self.first = first
-        self.last = last
-        self.picks = (
-            {first + int(i) for i in np.linspace(0, last - first, wanted).round()}
-            if wanted > 0 and last is not None and last - first + 1 >= wanted else None
-        )
+        self.picks: set[int] | None = None
+        if wanted > 0 and candidates is not None:
+            self.picks = _spread(sorted(candidates), wanted)
+        elif wanted > 0 and last is not None:
+            self.picks = _spread(range(last + 1), wanted)
         self.stride = 1
         self.kept: list[tuple[int, np.ndarray]] = []
 
     def offer(self, frame_index: int, frame: np.ndarray) -> None:
-        if self.wanted <= 0 or frame_index < self.first or (self.last is not None and frame_index > self.last):
+        if self.wanted <= 0:
             return
         if self.picks is not None:
             if frame_index in self.picks:
                 self.kept.append((frame_index, self._thumbnail(frame)))
             return
-        if (frame_index - self.first) % self.stride:
+        if frame_index % self.stride:
             return
         self.kept.append((frame_index, self._thumbnail(frame)))
         if len(self.kept) >= 2 * self.wanted:
-            self.kept = [entry for entry in self.kept if (entry[0] - self.first) % (2 * self.stride) == 0]
+            self.kept = [entry for entry in self.kept if entry[0] % (2 * self.stride) == 0]
             self.stride *= 2
 
     def _thumbnail(self, frame: np.ndarray) -> np.ndarray:
@@ -214,6 +219,13 @@ class _FrameSampler:
             return list(self.kept)
         positions = np.linspace(0, len(self.kept) - 1, self.wanted).round().astype(int)
         return [self.kept[p] for p in positions]
+
+
+def _spread(indices: Sequence[int], wanted: int) -> set[int]:
+    """`wanted` of the sorted `indices`, evenly by position, the first and the last included; all if fewer."""
+    if len(indices) <= wanted:
+        return set(indices)
+    return {indices[p] for p in np.linspace(0, len(indices) - 1, wanted).round().astype(int)}
 
 
 def contact_sheet(thumbnails: list[tuple[int, np.ndarray]], columns: int = 4) -> np.ndarray:
@@ -245,10 +257,12 @@ def render_video(
     """Write `output`: every frame of `video`, with the boxes of `results` drawn on theirs.
 
     The video is written under a temporary name with the same suffix and renamed at the end,
-    so `output` is never a half-written file. With `snapshot`, a PNG contact sheet of
-    `snapshot_frames` frames is written too, spread from the first frame with results to the
-    last (a run with a time window or `max_frames` covers part of the video), or over the
-    whole video when there are none.
+    so `output` is never a half-written file. With `snapshot`, a PNG contact sheet is written
+    too: `snapshot_frames` of the frames that have a result, drawn as in `output`, spread
+    evenly over them in frame order with the first and the last included (all of them when
+    there are fewer). Frames without a result are left out so that no tile is a bare frame
+    when a run skipped frames (`--stride`) or covered part of the video (a time window,
+    `max_frames`). With no results at all, the frames are spread over the whole video.
     """
     output_path = Path(output)
     fourcc = _FOURCC_BY_SUFFIX.get(output_path.suffix.lower())
@@ -260,13 +274,13 @@ def render_video(
         raise RenderError(f"cannot open video {str(video)!r}")
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     writer: cv2.VideoWriter | None = None
-    last: int | None
-    if results:
-        first, last = min(results), max(results)
-    else:
-        declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        first, last = 0, (declared_frames - 1 if declared_frames > 0 else None)
-    sampler = _FrameSampler(snapshot_frames if snapshot is not None else 0, thumbnail_width, first, last)
+    declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    sampler = _FrameSampler(
+        snapshot_frames if snapshot is not None else 0,
+        thumbnail_width,
+        candidates=results.keys() if results else None,
+        last=declared_frames - 1 if declared_frames > 0 else None,
+    )
     frames_written = frames_annotated = boxes_drawn = 0
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)

@@ -27,7 +27,9 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument(
         "--output", "-o", required=True, metavar="FILE", help="annotated video to write (.mp4, .avi, .mov, .mkv)"
     )
-    parser.add_argument("--snapshot", metavar="PNG", help="also write a contact sheet of sampled frames")
+    parser.add_argument(
+        "--snapshot", metavar="PNG", help="also write a contact sheet of frames with results, first to last"
+    )
     parser.add_argument(
         "--snapshot-frames", type=int, default=12, metavar="N", help="frames on the contact sheet (default 12)"
     )

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fakes.media import FRAME_SIZE, read_frame_index
 from videodag_client._render import (
     RenderError,
     _colour,
@@ -157,15 +158,91 @@ def test_the_sampler_spreads_frames_over_a_video_of_unknown_length() -> None:
     assert picked == sorted(picked)
 
 
-@pytest.mark.parametrize("last", [39, None], ids=["known end", "unknown end"])
-def test_the_sampler_spreads_frames_over_the_frames_with_results(last: int | None) -> None:
-    sampler = _FrameSampler(wanted=6, thumbnail_width=8, first=20, last=last)
+def test_the_sampler_spreads_frames_over_a_video_of_known_length() -> None:
+    sampler = _FrameSampler(wanted=6, thumbnail_width=8, last=39)
     tiny = np.zeros((6, 16, 3), np.uint8)
-    for index in range(40 if last is None else 120):
+    for index in range(120):  # the container said 40 frames; the frames past them are not shown
         sampler.offer(index, tiny)
-    picked = [index for index, _ in sampler.sample()]
-    assert len(picked) == 6 and picked == sorted(picked)
-    assert picked[0] == 20 and 30 < picked[-1] <= 39
+    assert [index for index, _ in sampler.sample()] == [0, 8, 16, 23, 31, 39]
+
+
+def test_the_sampler_picks_only_candidates_evenly_by_rank_with_the_first_and_the_last() -> None:
+    candidates = range(20, 120, 7)  # 15 frames with results: 20, 27, ..., 118
+    sampler = _FrameSampler(wanted=6, thumbnail_width=8, candidates=reversed(candidates), last=39)
+    tiny = np.zeros((6, 16, 3), np.uint8)
+    for index in range(200):
+        sampler.offer(index, tiny)
+    # Ranks 0, 3, 6, 8, 11, 14 of the 15; the declared end (39) only matters without candidates.
+    assert [index for index, _ in sampler.sample()] == [20, 41, 62, 76, 97, 118]
+
+
+def test_the_sampler_keeps_every_candidate_when_there_are_fewer_than_wanted() -> None:
+    sampler = _FrameSampler(wanted=6, thumbnail_width=8, candidates=[9, 5])
+    tiny = np.zeros((6, 16, 3), np.uint8)
+    for index in range(50):
+        sampler.offer(index, tiny)
+    assert [index for index, _ in sampler.sample()] == [5, 9]
+
+
+SPARSE_BOX = [4, 4, 60, 44]  # inside the 64x48 indexed frames; no caption, so no tab hides their index blocks
+
+
+def render_sparse_results(
+    video: Path, result_frames: list[int], folder: Path, capsys: pytest.CaptureFixture[str]
+) -> list[np.ndarray]:
+    """Render `video` with a box on `result_frames` only, as `videodag render` does; the sheet's tiles."""
+    results_path = folder / "results.jsonl"
+    results_path.write_text("".join(
+        json.dumps({"frame_index": index, "result": {"boxes": [{"box": SPARSE_BOX}]}}) + "\n"
+        for index in result_frames
+    ))
+    output, sheet_path = folder / "annotated.avi", folder / "sheet.png"
+    assert main(["render", str(video), str(results_path), "-o", str(output), "--snapshot", str(sheet_path)]) == 0
+    tile_count = int(capsys.readouterr().out.rsplit("(", 1)[1].split()[0])  # "... sheet.png (12 frames)"
+    sheet = cv2.imread(str(sheet_path))
+    assert sheet is not None
+    # 320x240 thumbnails of the 64x48 frames, in rows of 4 with 4 px gaps; cells past the last tile are bare.
+    rows = -(-tile_count // 4)
+    assert sheet.shape == (rows * 244 + 4, min(tile_count, 4) * 324 + 4, 3)
+    cells = [sheet[4 + row * 244:row * 244 + 244, 4 + column * 324:column * 324 + 324]
+             for row in range(rows) for column in range(min(tile_count, 4))]
+    assert all(cell.std() == 0 for cell in cells[tile_count:])
+    return cells[:tile_count]
+
+
+def tile_frame_index(tile: np.ndarray) -> int:
+    return read_frame_index(cv2.resize(tile, FRAME_SIZE, interpolation=cv2.INTER_AREA))
+
+
+def has_the_box(tile: np.ndarray) -> bool:
+    """The indexed frames are black and white: pixels of the box's colour can only be the drawn box."""
+    distance = np.abs(tile.astype(int) - np.array(_colour("boxes", None))).max(axis=2)
+    return int((distance < 40).sum()) > 1000
+
+
+@pytest.mark.parametrize("every", [3, 5], ids=["every 3rd frame", "every 5th frame"])
+def test_every_tile_of_the_sheet_is_a_frame_with_results_when_results_are_sparse(
+    every: int, make_video, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As a run with `--stride 3` or `--stride 5` (and a start past frame 0) writes them.
+    result_frames = list(range(2, 95, every))
+    tiles = render_sparse_results(make_video(100), result_frames, tmp_path, capsys)
+    shown = [tile_frame_index(tile) for tile in tiles]
+    assert len(shown) == 12 and shown == sorted(set(shown))
+    assert set(shown) <= set(result_frames), [index for index in shown if index not in result_frames]
+    assert shown[0] == result_frames[0] and shown[-1] == result_frames[-1]
+    gaps = np.diff([result_frames.index(index) for index in shown])
+    assert gaps.max() - gaps.min() <= 1, gaps  # evenly spread over the frames with results
+    assert all(has_the_box(tile) for tile in tiles)
+
+
+def test_the_sheet_shows_every_frame_with_results_when_there_are_fewer_than_tiles(
+    make_video, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result_frames = [7, 20, 21, 50, 88]
+    tiles = render_sparse_results(make_video(100), result_frames, tmp_path, capsys)
+    assert [tile_frame_index(tile) for tile in tiles] == result_frames
+    assert all(has_the_box(tile) for tile in tiles)
 
 
 def test_cli_errors_exit_with_usage(sample_clip: Path, tmp_path: Path, capsys) -> None:
