@@ -71,6 +71,23 @@ def test_the_image_is_multi_stage_non_root_with_baked_models_and_a_health_check(
     assert json.loads(entrypoint) + json.loads(command) == ["videodag-server", "--host", "0.0.0.0"]
 
 
+def test_the_extras_build_argument_installs_the_project_with_those_extras_or_none(tmp_path: Path) -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    assert ("ARG", 'EXTRAS=""') in steps
+    install = next(args for keyword, args in steps if keyword == "RUN" and args.startswith("pip install"))
+    command = install.split("&&")[0].strip()
+    # The build runs RUN lines with /bin/sh -c; a stand-in pip prints what it was asked to install.
+    fake_pip = tmp_path / "pip"
+    fake_pip.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake_pip.chmod(0o755)
+    for extras, requirement in (("", "."), ("tracing", ".[tracing]"), ("tracing,other", ".[tracing,other]")):
+        environment = {"PATH": f"{tmp_path}:/usr/bin:/bin", "EXTRAS": extras}
+        completed = subprocess.run(["/bin/sh", "-c", command], env=environment,
+                                   capture_output=True, text=True, timeout=30, check=True)
+        assert completed.stdout.splitlines() == ["install", "--no-cache-dir", requirement]
+    assert "\ntracing = [" in (REPO_ROOT / "pyproject.toml").read_text()  # the extra the comment names
+
+
 def test_the_build_context_lets_in_exactly_what_the_build_copies() -> None:
     allowed = [line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")]
     assert "*" in DOCKERIGNORE.read_text().splitlines()  # everything else stays out
