@@ -15,6 +15,9 @@ from typing import Any
 
 import grpc
 
+from videodag_service.call_status import abort
+from videodag_service.errors import Unauthenticated
+
 logger = logging.getLogger(__name__)
 
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -63,7 +66,7 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, problem: str) -> grpc.RpcM
     """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
 
     def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+        abort(context, Unauthenticated(problem))  # with ErrorInfo, like every refusal of the server's
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,

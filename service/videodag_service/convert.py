@@ -29,16 +29,21 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return message
 
 
-# Where each sampling option lives in the request, for BadRequest field violations.
+# Where each sampling option lives in a RunConfig, for BadRequest field violations.
 _OPTION_FIELDS = {
-    "frame_stride": "config.options.frame_stride",
-    "max_frames": "config.options.max_frames",
-    "start_seconds": "config.options.start_offset",
-    "end_seconds": "config.options.end_offset",
+    "frame_stride": "options.frame_stride",
+    "max_frames": "options.max_frames",
+    "start_seconds": "options.start_offset",
+    "end_seconds": "options.end_offset",
 }
+# RunConfig fields the upload checks name bare, as they know nothing of requests.
+_CONFIG_FIELDS = frozenset({"declared_size_bytes", "sha256"})
+# Where the RunConfig sits in each upload request: UploadAndRunRequest, SubmitJobRequest.
+RUN_CONFIG_PATH = "config."
+JOB_RUN_CONFIG_PATH = "config.run_config."
 
 
-def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
+def sampling_from_proto(options: run_pb2.RunOptions, config_path: str = RUN_CONFIG_PATH) -> SamplingOptions:
     """Validated sampling options; bad fields are reported by their path in the request."""
     start = options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None
     end = options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None
@@ -46,9 +51,22 @@ def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
         return SamplingOptions(options.frame_stride, options.max_frames, start, end)
     except InvalidOptions as error:
         raise InvalidOptions(
-            [FieldViolation(_OPTION_FIELDS.get(v.field, v.field), v.description)
+            [FieldViolation(config_path + _OPTION_FIELDS[v.field] if v.field in _OPTION_FIELDS else v.field,
+                            v.description)
              for v in error.details.field_violations]
         ) from None
+
+
+def located_in_request(error: Exception, config_path: str) -> Exception:
+    """`error` with the RunConfig fields the upload checks name bare given their path in the request,
+    so a client in any language finds the field its BadRequest names."""
+    if not isinstance(error, InvalidOptions):
+        return error
+    violations = error.details.field_violations
+    if not any(v.field in _CONFIG_FIELDS for v in violations):
+        return error
+    return InvalidOptions([FieldViolation(config_path + v.field if v.field in _CONFIG_FIELDS else v.field,
+                                          v.description) for v in violations])
 
 
 def upload_received_event(upload: StoredUpload) -> video_pipeline_service_pb2.UploadAndRunResponse:

@@ -17,6 +17,7 @@ Each class names its status code as a string so this module stays grpc-free.
     │   ├── UploadTooLarge
     │   ├── VideoTooLarge               duration, frame count or dimensions
     │   ├── TooManyRuns                 carries a retry hint
+    │   ├── TooManyWatches              WatchJob streams at their cap; retry hint
     │   └── DiskFull
     ├── UploadCorrupted                 DATA_LOSS: size or checksum mismatch
     ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
@@ -204,6 +205,12 @@ class TooManyRuns(LimitExceeded):
     """Raised at once when the server already runs its maximum of concurrent runs."""
 
     reason = "TOO_MANY_RUNS"
+
+
+class TooManyWatches(LimitExceeded):
+    """Raised at once when the server already streams its maximum of WatchJob calls."""
+
+    reason = "TOO_MANY_WATCHES"
 
 
 class DiskFull(LimitExceeded):

@@ -7,21 +7,55 @@ every domain error goes through the servicer's single error -> status mapping.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import grpc
 
 from videodag.v1 import video_pipeline_service_pb2 as pb
-from videodag_service import convert_jobs
+from videodag_service import convert, convert_jobs
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
-from videodag_service.errors import FailedPrecondition
+from videodag_service.errors import ErrorDetails, FailedPrecondition, TooManyWatches
 from videodag_service.jobs import JobService
 from videodag_service.upload_idle import store_watching_idle
 
 if TYPE_CHECKING:
     from videodag_service.servicer import RunSlots
+
+
+# A refused watcher may poll GetJob meanwhile; a watch slot frees when some job ends.
+WATCH_RETRY_SECONDS = 5.0
+
+
+class WatchSlots:
+    """Caps open WatchJob streams, so watchers cannot take every server thread.
+
+    Each watch holds a thread for as long as its job runs, and gRPC refuses a call that finds
+    no free thread with a bare RESOURCE_EXHAUSTED, whatever the call: enough dashboards
+    watching long jobs would starve runs, listings and health checks alike. A watch over the
+    cap is refused at once with a typed error and a retry hint instead.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._semaphore = threading.BoundedSemaphore(capacity)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if not self._semaphore.acquire(blocking=False):
+            raise TooManyWatches(
+                f"the server already streams its maximum of {self.capacity} job watches; "
+                "retry shortly, or poll GetJob meanwhile",
+                ErrorDetails(metadata={"max_job_watches": str(self.capacity)},
+                             retry_after_seconds=WATCH_RETRY_SECONDS),
+            )
+        try:
+            yield
+        finally:
+            self._semaphore.release()
 
 
 class JobRpcs:
@@ -32,6 +66,7 @@ class JobRpcs:
 
     _jobs: JobService | None
     _run_slots: RunSlots
+    _watch_slots: WatchSlots
     _upload_idle_seconds: float
 
     @property
@@ -56,7 +91,7 @@ class JobRpcs:
                 functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds
             )
         except Exception as error:
-            abort(context, self._job_error(error))
+            abort(context, convert.located_in_request(self._job_error(error), convert.JOB_RUN_CONFIG_PATH))
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
@@ -95,8 +130,9 @@ class JobRpcs:
                  ) -> Iterator[pb.WatchJobResponse]:
         after = request.after_frame_index if request.HasField("after_frame_index") else None
         try:
-            events = self._job_service.watch(request.job_id, after, stop_requested=lambda: not context.is_active())
-            for event in events:
-                yield convert_jobs.watch_event_to_proto(event)
+            with self._watch_slots.hold():
+                events = self._job_service.watch(request.job_id, after, stop_requested=lambda: not context.is_active())
+                for event in events:
+                    yield convert_jobs.watch_event_to_proto(event)
         except Exception as error:
             abort(context, self._job_error(error))

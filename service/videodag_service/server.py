@@ -39,8 +39,10 @@ from videodag_service.video.upload import temp_dir_open_to_others
 
 logger = logging.getLogger(__name__)
 
-# Threads beyond the run cap serve job watchers, health checks, listings and refusals while
-# every run slot is busy. Each call holds a thread for its whole life (a watcher for hours).
+# gRPC's synchronous server gives each call a thread for its whole life (a job watcher for
+# hours), and refuses calls beyond its threads with a bare "Concurrent RPC limit exceeded".
+# Runs and watches have caps of their own, refused with typed errors; these threads beyond
+# both serve job submissions, health checks, listings and refusals when both are full.
 _SPARE_THREADS = 32
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
@@ -139,7 +141,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     if settings.requires_token:
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
     interceptors.append(ChunkViewInterceptor())  # innermost: it changes how requests are read, not who may call
-    threads = settings.max_concurrent_runs + _SPARE_THREADS
+    threads = settings.max_concurrent_runs + settings.max_job_watches + _SPARE_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),
         interceptors=interceptors,

@@ -31,7 +31,7 @@ from videodag_service.errors import (
     TooManyRuns,
     naming_the_upload,
 )
-from videodag_service.job_servicer import JobRpcs
+from videodag_service.job_servicer import JobRpcs, WatchSlots
 from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
@@ -152,6 +152,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._settings = settings
         self._upload_idle_seconds = settings.upload_idle_timeout_seconds
         self._run_slots = run_slots
+        self._watch_slots = WatchSlots(settings.max_job_watches)
         self._metrics = metrics or ServerMetrics()
         self._video = VideoFilePipelineService(
             dag,
@@ -180,7 +181,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
         except Exception as error:
             self._metrics.record_run(pipeline_id, status_name(error))
-            abort(context, error)
+            abort(context, convert.located_in_request(error, convert.RUN_CONFIG_PATH))
         else:
             self._metrics.record_run(pipeline_id)
 

@@ -42,6 +42,10 @@ class Settings:
     max_concurrent_runs: int = _setting(
         4, "runs at once; the next caller gets RESOURCE_EXHAUSTED at once", minimum=1
     )
+    max_job_watches: int = _setting(
+        64, "WatchJob streams open at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
     max_frame_width: int = _setting(7680, "widest frame accepted, in pixels", minimum=1)
     max_frame_height: int = _setting(4320, "tallest frame accepted, in pixels", minimum=1)
     max_video_frames: int = _setting(

@@ -38,10 +38,11 @@ def test_token_is_required_and_compared(make_server: ServerFactory, tmp_path: Pa
     token_file = tmp_path / "tokens"
     token_file.write_text("# accepted tokens\nsecret-one\n\nsecret-two\n")
     server = make_server(token_file=token_file)
-    with pytest.raises(Unauthenticated, match="missing bearer token"):
+    with pytest.raises(Unauthenticated, match="missing bearer token") as missing:
         server.client.list_pipelines()
-    with VideodagClient(server.target, token="wrong") as client, pytest.raises(Unauthenticated, match="invalid"):
+    with VideodagClient(server.target, token="wrong") as client, pytest.raises(Unauthenticated, match="invalid") as bad:
         client.list_pipelines()
+    assert missing.value.reason == bad.value.reason == "UNAUTHENTICATED"  # ErrorInfo, as on every refusal
     with VideodagClient(server.target, token="secret-two") as client:
         assert "frame_stats_v1" in {p.id for p in client.list_pipelines()}
 
@@ -50,8 +51,9 @@ def test_token_is_required_on_the_streaming_call_and_nothing_is_stored(
     make_server: ServerFactory, sample_clip: Path
 ) -> None:
     server = make_server(tokens="streaming-secret")
-    with pytest.raises(Unauthenticated):
+    with pytest.raises(Unauthenticated) as refused:
         list(server.client.upload_and_run(sample_clip, "frame_stats_v1"))
+    assert refused.value.reason == "UNAUTHENTICATED"
     assert server.leftover_uploads() == []
     with VideodagClient(server.target, token="streaming-secret") as client:
         assert len(list(client.upload_and_run(sample_clip, "frame_stats_v1"))) == 120 + 3

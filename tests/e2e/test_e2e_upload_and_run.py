@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from harness import ServerFactory, ServerHarness
 
 from fakes.media import write_tone
@@ -183,6 +185,47 @@ def test_missing_or_unknown_pipeline_is_not_found_listing_known_ids(
     assert server.leftover_uploads() == []
 
 
+def _violated_fields(call: Callable[[], object]) -> list[str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(caught.value)
+    assert status is not None
+    request = error_details_pb2.BadRequest()
+    assert any(detail.Unpack(request) for detail in status.details)
+    return [violation.field for violation in request.field_violations]
+
+
+def test_every_bad_field_is_named_by_its_path_in_the_request_of_each_upload_call(
+    server: ServerHarness, sample_clip: Path
+) -> None:
+    """A client in any language looks the BadRequest's field up in the message it sent."""
+    channel = grpc.insecure_channel(server.target)
+    stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+    data = sample_clip.read_bytes()[:4096]
+    bad_configs = [
+        (run_pb2.RunConfig(pipeline_id="frame_stats_v1", declared_size_bytes=-1), "declared_size_bytes"),
+        (run_pb2.RunConfig(pipeline_id="frame_stats_v1", sha256="abc"), "sha256"),
+        (run_pb2.RunConfig(pipeline_id="frame_stats_v1", options=run_pb2.RunOptions(frame_stride=-1)),
+         "options.frame_stride"),
+        (run_pb2.RunConfig(pipeline_id="frame_stats_v1", decode_during_upload=True), "declared_size_bytes"),
+    ]
+    for run_config, field in bad_configs:
+        run_requests = [video_pipeline_service_pb2.UploadAndRunRequest(config=run_config),
+                        video_pipeline_service_pb2.UploadAndRunRequest(chunk=data)]
+        assert _violated_fields(lambda sent=run_requests: list(stub.UploadAndRun(iter(sent), timeout=30))) == [
+            f"config.{field}"]
+        if run_config.decode_during_upload:
+            continue  # a job's upload is stored first: the option has no say there
+        job_config = video_pipeline_service_pb2.SubmitJobConfig(run_config=run_config)
+        job_requests = [video_pipeline_service_pb2.SubmitJobRequest(config=job_config),
+                        video_pipeline_service_pb2.SubmitJobRequest(chunk=data)]
+        assert _violated_fields(lambda sent=job_requests: stub.SubmitJob(iter(sent), timeout=30)) == [
+            f"config.run_config.{field}"]
+    channel.close()
+    assert server.leftover_uploads() == []
+
+
 def test_pipeline_id_that_looks_like_a_path_is_refused(server: ServerHarness, sample_clip: Path) -> None:
     with pytest.raises(InvalidArgument, match="not a name"):
         list(server.client.upload_and_run(sample_clip, "../../etc/passwd"))
@@ -261,6 +304,16 @@ def test_a_git_lfs_pointer_is_refused_as_text(server: ServerHarness, tmp_path: P
     with pytest.raises(InvalidArgument) as caught:
         list(server.client.upload_and_run(pointer, "frame_stats_v1"))
     assert caught.value.message.endswith("it is text, starting 'version https://git-lfs.github.com/spec/'")
+    assert caught.value.metadata == {"detected_type": "text/plain"}
+    assert server.leftover_uploads() == []
+
+
+def test_text_named_txt_is_refused_as_text_not_decoded_as_ansi_art(server: ServerHarness, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"  # FFmpeg alone would take .txt for its "tty" demuxer and show it as frames
+    notes.write_text("Meeting notes\n" + "line of text, and more text\n" * 200)
+    with pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(notes, "frame_stats_v1"))
+    assert caught.value.message.endswith("it is text, starting 'Meeting notes line of text, and more tex'")
     assert caught.value.metadata == {"detected_type": "text/plain"}
     assert server.leftover_uploads() == []
 

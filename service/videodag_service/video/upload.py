@@ -190,10 +190,21 @@ def temp_dir_open_to_others(temp_dir: str | os.PathLike[str]) -> str | None:
     )
 
 
+# Video containers and raw streams whose extension may go on the temp file as a hint to FFmpeg.
+# Only these: FFmpeg picks some formats by extension alone, so a text file named .txt would
+# decode as frames of "ANSI art" and a .jpg as a one-frame video; under the default suffix it
+# goes by the content, and a text file is refused as text.
+VIDEO_SUFFIXES = frozenset({
+    ".3g2", ".3gp", ".264", ".265", ".asf", ".avi", ".dv", ".f4v", ".flv", ".gif", ".h264", ".h265", ".hevc",
+    ".ivf", ".m2t", ".m2ts", ".m4v", ".mjpeg", ".mjpg", ".mkv", ".mov", ".mp4", ".mpe", ".mpeg", ".mpg",
+    ".mts", ".mxf", ".nut", ".ogv", ".qt", ".rm", ".rmvb", ".ts", ".vob", ".webm", ".wmv", ".y4m",
+})
+
+
 def suffix_for_file_name(file_name: str, default: str = DEFAULT_SUFFIX) -> str:
-    """The temp-file suffix for a client's file name: its extension if plain, else `default`."""
+    """The temp-file suffix for a client's file name: its extension if a video's, else `default`."""
     extension = os.path.splitext(os.path.basename(file_name))[1].lower()
-    return extension if _SAFE_SUFFIX.fullmatch(extension) else default
+    return extension if extension in VIDEO_SUFFIXES and _SAFE_SUFFIX.fullmatch(extension) else default
 
 
 def _checked_declared_size(declared_size: int | None, max_upload_bytes: int) -> int | None:

@@ -181,6 +181,10 @@ def test_suffix_for_file_name() -> None:
     assert suffix_for_file_name("../../etc/passwd") == ".mp4"
     assert suffix_for_file_name("clip.tar/../x") == ".mp4"
     assert suffix_for_file_name("") == ".mp4"
+    assert suffix_for_file_name("stream.M2TS") == ".m2ts"
+    # Extensions FFmpeg would trust over the content (text as "ANSI art", a still image) are dropped.
+    for name in ("notes.txt", "photo.jpg", "song.mp3", "readme.nfo"):
+        assert suffix_for_file_name(name) == ".mp4", name
 
 
 def test_the_file_is_removed_when_the_block_raises(tmp_path: Path) -> None:

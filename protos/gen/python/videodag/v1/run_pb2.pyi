@@ -90,9 +90,13 @@ class RunConfig(_message.Message):
     pipeline_id: _builtins.str
     """Required. The id of a pipeline the server has (see ListPipelines), such as
     "player_tracking_v1". Ids match [a-z0-9_.-]+; they are names, never paths.
+    Empty or unknown: NOT_FOUND, listing the known ids; malformed: INVALID_ARGUMENT.
     """
     file_name: _builtins.str
-    """The video's original file name, for logs and error messages only. Optional."""
+    """The video's original file name, for logs and error messages. Optional. The
+    format is found from the content; an extension of a video container's (.mp4,
+    .mkv, .ts, ...) is also kept as a hint for the decoder, any other is ignored.
+    """
     declared_size_bytes: _builtins.int
     """The exact number of bytes the client will send. 0 means unknown. When set, an
     upload declared over the server's limit is refused before any byte is sent
@@ -375,8 +379,9 @@ class RunSummary(_message.Message):
     """How many frames the video holds, counted as the run read it to its end: the
     count `VideoInfo.frame_count` only declares (an estimate for some formats, 0
     for a fragmented MP4 opened while it arrives). With `ended_early`, the frames
-    before the one that could not be read. 0 when the run stopped before the end
-    (at `end_seconds` or `max_frames`) and so did not count them.
+    before the one that could not be read. 0 when the run stopped at `end_offset`
+    or `max_frames` and so did not read on to the end, even when that stop fell on
+    the last frame.
     """
     @_builtins.property
     def wall_time(self) -> _duration_pb2.Duration:

@@ -63,7 +63,9 @@ class UploadAndRunResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def upload_received(self) -> _run_pb2.UploadReceived:
-        """The whole upload arrived and was stored; sent once, first."""
+        """The whole upload arrived and was stored; sent once, first (with
+        `RunConfig.decode_during_upload`, once, at any point before the summary).
+        """
 
     @_builtins.property
     def video_info(self) -> _run_pb2.VideoInfo:
@@ -191,7 +193,8 @@ class SubmitJobConfig(_message.Message):
     RUN_CONFIG_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
-    """Optional client-chosen key, up to 128 characters of [A-Za-z0-9._:-]. A submit
+    """Optional client-chosen key, up to 128 characters of [A-Za-z0-9._:-] (others
+    are INVALID_ARGUMENT). A submit
     with a key the server already holds returns the job created with it (for as
     long as that job is kept) instead of creating another; a key already used for
     another pipeline is FAILED_PRECONDITION.
@@ -330,8 +333,8 @@ class ListJobsRequest(_message.Message):
     Negative is INVALID_ARGUMENT.
     """
     page_token: _builtins.str
-    """The `next_page_token` of the previous page; empty for the first page.
-    A token the server did not issue is INVALID_ARGUMENT.
+    """The `next_page_token` of the previous page; empty for the first page. Treat
+    it as opaque: a token that does not decode is INVALID_ARGUMENT.
     """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
@@ -476,8 +479,8 @@ class WatchJobRequest(_message.Message):
     job_id: _builtins.str
     """The job's id."""
     after_frame_index: _builtins.int
-    """Resume point: only frames with a larger index are sent. Unset sends every
-    stored frame from the first.
+    """Resume point: only frames with a larger index are sent. Unset (or -1) sends
+    every stored frame from the first; below -1 is INVALID_ARGUMENT.
     """
     def __init__(
         self,

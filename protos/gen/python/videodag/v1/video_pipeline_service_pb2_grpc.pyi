@@ -30,25 +30,55 @@ class VideoPipelineServiceStub:
     """Runs named pipelines of computer-vision plugins over every frame of a video
     and streams the per-frame results back.
 
-    Errors are gRPC status codes with `google.rpc` details (ErrorInfo with domain
-    "videodag.dev" and a reason, BadRequest for bad fields, ResourceInfo for the
-    missing resource):
+    Errors are gRPC status codes. Those the server raises itself carry `google.rpc`
+    details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
+    the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
+    resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
+    from gRPC itself, with a message and no details.
 
-    | condition                                                    | code               |
+    | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
-    | first message not a config, config twice, empty upload,      | INVALID_ARGUMENT   |
-    | bad options or pipeline id, unreadable video                 |                    |
-    | unknown pipeline (the message lists the known ids)           | NOT_FOUND          |
-    | upload, duration, frames or dimensions over a limit;         | RESOURCE_EXHAUSTED |
-    | too many concurrent runs; disk full                          |                    |
+    | first message not a config, config twice, no message at all  | INVALID_ARGUMENT   |
+    | (BAD_REQUEST_STREAM); empty upload (EMPTY_UPLOAD); a bad     |                    |
+    | field: negative stride or max_frames, negative or reversed   |                    |
+    | window, negative declared size, sha256 not 64 hex digits,    |                    |
+    | malformed idempotency key, after_frame_index below -1,       |                    |
+    | decode_during_upload without a declared size, bad page size, |                    |
+    | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
+    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
+    | in the request, such as `config.options.frame_stride` or     |                    |
+    | `config.run_config.declared_size_bytes`                      |                    |
+    | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
+    | message and metadata list the known ids); unknown job id     |                    |
+    | (JOB_NOT_FOUND)                                              |                    |
+    | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
+    | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
+    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
+    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
+    | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
-    | a plugin raised, or returned something not JSON-like         | INTERNAL           |
-    | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the upload sent no bytes for the server's idle limit         | DEADLINE_EXCEEDED  |
-    | (reason UPLOAD_IDLE)                                         |                    |
-    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
-    | cannot be reached (both with a retry hint where known)       |                    |
-    | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+    | (UPLOAD_CORRUPTED)                                           |                    |
+    | a plugin raised or returned something not JSON-like          | INTERNAL           |
+    | (NODE_FAILED); a plugin call over the server's node time     |                    |
+    | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
+    | (DECODER_DID_NOT_START)                                      |                    |
+    | the client cancelled                                         | CANCELLED          |
+    | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
+    | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
+    | cannot help: the upload sent no bytes for its idle limit     |                    |
+    | (UPLOAD_IDLE); the decoder went silent or ran too long, a    |                    |
+    | job ran past its time limit (DEADLINE_EXCEEDED, the limit in |                    |
+    | the metadata)                                                |                    |
+    | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
+    | a finished job, delete an unfinished one                     |                    |
+    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
+    | both with a retry hint where known                           |                    |
+    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
+    | (UNAUTHENTICATED)                                            |                    |
 
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
@@ -83,8 +113,11 @@ class VideoPipelineServiceStub:
     as chunks, then closes its side, as for UploadAndRun. The server answers with
     the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
     Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
-    unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
-    errors of the run itself end up in `Job.error`.
+    unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
+    DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+    FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
+    the run itself end up in `Job.error`. Only the pipeline is compared for a
+    repeated key: the options and bytes of a repeated submit are not looked at.
 
     With an `idempotency_key` already used by a job the server still holds, the
     server returns that job and stores nothing: a retried submit does not queue
@@ -116,8 +149,11 @@ class VideoPipelineServiceStub:
 
     To resume after a lost connection, call again with `after_frame_index` set to
     the index of the last frame received: nothing is missed, nothing repeated.
-    Any replica of the server can answer for any job. Unknown id, or a job deleted
-    while being watched: NOT_FOUND.
+    With a shared job store (the Redis backend) any replica of the server can
+    answer for any job; the embedded store belongs to one server. Unknown id, or a
+    job deleted while being watched: NOT_FOUND. Each open watch holds a server
+    thread, so the server caps them: a watch over the cap is RESOURCE_EXHAUSTED,
+    reason TOO_MANY_WATCHES, with a retry hint (poll GetJob meanwhile).
     """
 
 @_typing.type_check_only
@@ -125,25 +161,55 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     """Runs named pipelines of computer-vision plugins over every frame of a video
     and streams the per-frame results back.
 
-    Errors are gRPC status codes with `google.rpc` details (ErrorInfo with domain
-    "videodag.dev" and a reason, BadRequest for bad fields, ResourceInfo for the
-    missing resource):
+    Errors are gRPC status codes. Those the server raises itself carry `google.rpc`
+    details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
+    the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
+    resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
+    from gRPC itself, with a message and no details.
 
-    | condition                                                    | code               |
+    | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
-    | first message not a config, config twice, empty upload,      | INVALID_ARGUMENT   |
-    | bad options or pipeline id, unreadable video                 |                    |
-    | unknown pipeline (the message lists the known ids)           | NOT_FOUND          |
-    | upload, duration, frames or dimensions over a limit;         | RESOURCE_EXHAUSTED |
-    | too many concurrent runs; disk full                          |                    |
+    | first message not a config, config twice, no message at all  | INVALID_ARGUMENT   |
+    | (BAD_REQUEST_STREAM); empty upload (EMPTY_UPLOAD); a bad     |                    |
+    | field: negative stride or max_frames, negative or reversed   |                    |
+    | window, negative declared size, sha256 not 64 hex digits,    |                    |
+    | malformed idempotency key, after_frame_index below -1,       |                    |
+    | decode_during_upload without a declared size, bad page size, |                    |
+    | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
+    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
+    | in the request, such as `config.options.frame_stride` or     |                    |
+    | `config.run_config.declared_size_bytes`                      |                    |
+    | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
+    | message and metadata list the known ids); unknown job id     |                    |
+    | (JOB_NOT_FOUND)                                              |                    |
+    | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
+    | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
+    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
+    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
+    | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
-    | a plugin raised, or returned something not JSON-like         | INTERNAL           |
-    | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the upload sent no bytes for the server's idle limit         | DEADLINE_EXCEEDED  |
-    | (reason UPLOAD_IDLE)                                         |                    |
-    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
-    | cannot be reached (both with a retry hint where known)       |                    |
-    | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+    | (UPLOAD_CORRUPTED)                                           |                    |
+    | a plugin raised or returned something not JSON-like          | INTERNAL           |
+    | (NODE_FAILED); a plugin call over the server's node time     |                    |
+    | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
+    | (DECODER_DID_NOT_START)                                      |                    |
+    | the client cancelled                                         | CANCELLED          |
+    | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
+    | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
+    | cannot help: the upload sent no bytes for its idle limit     |                    |
+    | (UPLOAD_IDLE); the decoder went silent or ran too long, a    |                    |
+    | job ran past its time limit (DEADLINE_EXCEEDED, the limit in |                    |
+    | the metadata)                                                |                    |
+    | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
+    | a finished job, delete an unfinished one                     |                    |
+    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
+    | both with a retry hint where known                           |                    |
+    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
+    | (UNAUTHENTICATED)                                            |                    |
 
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
@@ -175,8 +241,11 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     as chunks, then closes its side, as for UploadAndRun. The server answers with
     the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
     Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
-    unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
-    errors of the run itself end up in `Job.error`.
+    unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
+    DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+    FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
+    the run itself end up in `Job.error`. Only the pipeline is compared for a
+    repeated key: the options and bytes of a repeated submit are not looked at.
 
     With an `idempotency_key` already used by a job the server still holds, the
     server returns that job and stores nothing: a retried submit does not queue
@@ -208,33 +277,66 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
 
     To resume after a lost connection, call again with `after_frame_index` set to
     the index of the last frame received: nothing is missed, nothing repeated.
-    Any replica of the server can answer for any job. Unknown id, or a job deleted
-    while being watched: NOT_FOUND.
+    With a shared job store (the Redis backend) any replica of the server can
+    answer for any job; the embedded store belongs to one server. Unknown id, or a
+    job deleted while being watched: NOT_FOUND. Each open watch holds a server
+    thread, so the server caps them: a watch over the cap is RESOURCE_EXHAUSTED,
+    reason TOO_MANY_WATCHES, with a retry hint (poll GetJob meanwhile).
     """
 
 class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs named pipelines of computer-vision plugins over every frame of a video
     and streams the per-frame results back.
 
-    Errors are gRPC status codes with `google.rpc` details (ErrorInfo with domain
-    "videodag.dev" and a reason, BadRequest for bad fields, ResourceInfo for the
-    missing resource):
+    Errors are gRPC status codes. Those the server raises itself carry `google.rpc`
+    details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
+    the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
+    resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
+    from gRPC itself, with a message and no details.
 
-    | condition                                                    | code               |
+    | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
-    | first message not a config, config twice, empty upload,      | INVALID_ARGUMENT   |
-    | bad options or pipeline id, unreadable video                 |                    |
-    | unknown pipeline (the message lists the known ids)           | NOT_FOUND          |
-    | upload, duration, frames or dimensions over a limit;         | RESOURCE_EXHAUSTED |
-    | too many concurrent runs; disk full                          |                    |
+    | first message not a config, config twice, no message at all  | INVALID_ARGUMENT   |
+    | (BAD_REQUEST_STREAM); empty upload (EMPTY_UPLOAD); a bad     |                    |
+    | field: negative stride or max_frames, negative or reversed   |                    |
+    | window, negative declared size, sha256 not 64 hex digits,    |                    |
+    | malformed idempotency key, after_frame_index below -1,       |                    |
+    | decode_during_upload without a declared size, bad page size, |                    |
+    | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
+    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
+    | in the request, such as `config.options.frame_stride` or     |                    |
+    | `config.run_config.declared_size_bytes`                      |                    |
+    | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
+    | message and metadata list the known ids); unknown job id     |                    |
+    | (JOB_NOT_FOUND)                                              |                    |
+    | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
+    | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
+    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
+    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
+    | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
-    | a plugin raised, or returned something not JSON-like         | INTERNAL           |
-    | the client cancelled / the deadline passed                   | CANCELLED / DEADLINE_EXCEEDED |
-    | the upload sent no bytes for the server's idle limit         | DEADLINE_EXCEEDED  |
-    | (reason UPLOAD_IDLE)                                         |                    |
-    | the server is draining for shutdown; the job store (Redis)   | UNAVAILABLE        |
-    | cannot be reached (both with a retry hint where known)       |                    |
-    | no or bad credentials (when the server requires them)        | UNAUTHENTICATED    |
+    | (UPLOAD_CORRUPTED)                                           |                    |
+    | a plugin raised or returned something not JSON-like          | INTERNAL           |
+    | (NODE_FAILED); a plugin call over the server's node time     |                    |
+    | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
+    | (DECODER_DID_NOT_START)                                      |                    |
+    | the client cancelled                                         | CANCELLED          |
+    | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
+    | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
+    | cannot help: the upload sent no bytes for its idle limit     |                    |
+    | (UPLOAD_IDLE); the decoder went silent or ran too long, a    |                    |
+    | job ran past its time limit (DEADLINE_EXCEEDED, the limit in |                    |
+    | the metadata)                                                |                    |
+    | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
+    | a finished job, delete an unfinished one                     |                    |
+    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
+    | both with a retry hint where known                           |                    |
+    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
+    | (UNAUTHENTICATED)                                            |                    |
 
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
@@ -288,8 +390,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         as chunks, then closes its side, as for UploadAndRun. The server answers with
         the Job (state QUEUED) once the upload is stored; watch it with WatchJob.
         Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
-        unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS);
-        errors of the run itself end up in `Job.error`.
+        unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
+        DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+        FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
+        the run itself end up in `Job.error`. Only the pipeline is compared for a
+        repeated key: the options and bytes of a repeated submit are not looked at.
 
         With an `idempotency_key` already used by a job the server still holds, the
         server returns that job and stores nothing: a retried submit does not queue
@@ -351,8 +456,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
 
         To resume after a lost connection, call again with `after_frame_index` set to
         the index of the last frame received: nothing is missed, nothing repeated.
-        Any replica of the server can answer for any job. Unknown id, or a job deleted
-        while being watched: NOT_FOUND.
+        With a shared job store (the Redis backend) any replica of the server can
+        answer for any job; the embedded store belongs to one server. Unknown id, or a
+        job deleted while being watched: NOT_FOUND. Each open watch holds a server
+        thread, so the server caps them: a watch over the cap is RESOURCE_EXHAUSTED,
+        reason TOO_MANY_WATCHES, with a retry hint (poll GetJob meanwhile).
         """
 
 def add_VideoPipelineServiceServicer_to_server(servicer: VideoPipelineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
