@@ -18,6 +18,7 @@ Each class names its status code as a string so this module stays grpc-free.
     │   ├── VideoTooLarge               duration, frame count or dimensions
     │   ├── TooManyRuns                 carries a retry hint
     │   ├── TooManyWatches              WatchJob streams at their cap; retry hint
+    │   ├── TooManyJobUploads           SubmitJob uploads at their cap; retry hint
     │   └── DiskFull
     ├── UploadCorrupted                 DATA_LOSS: size or checksum mismatch
     ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
@@ -211,6 +212,12 @@ class TooManyWatches(LimitExceeded):
     """Raised at once when the server already streams its maximum of WatchJob calls."""
 
     reason = "TOO_MANY_WATCHES"
+
+
+class TooManyJobUploads(LimitExceeded):
+    """Raised at once when the server already receives its maximum of SubmitJob uploads."""
+
+    reason = "TOO_MANY_UPLOADS"
 
 
 class DiskFull(LimitExceeded):

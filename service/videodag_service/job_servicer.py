@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from videodag.v1 import video_pipeline_service_pb2 as pb
 from videodag_service import convert, convert_jobs
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
-from videodag_service.errors import ErrorDetails, FailedPrecondition, TooManyWatches
+from videodag_service.errors import ErrorDetails, FailedPrecondition, TooManyJobUploads, TooManyWatches, VideodagError
 from videodag_service.jobs import JobService
 from videodag_service.upload_idle import store_watching_idle
 
@@ -28,34 +28,47 @@ if TYPE_CHECKING:
 
 # A refused watcher may poll GetJob meanwhile; a watch slot frees when some job ends.
 WATCH_RETRY_SECONDS = 5.0
+# An upload slot frees when some upload ends, which on a fast network is soon.
+UPLOAD_RETRY_SECONDS = 1.0
 
 
-class WatchSlots:
-    """Caps open WatchJob streams, so watchers cannot take every server thread.
+class LongCallSlots:
+    """Caps one kind of call that holds a server thread for long: job watches, job uploads.
 
-    Each watch holds a thread for as long as its job runs, and gRPC refuses a call that finds
-    no free thread with a bare RESOURCE_EXHAUSTED, whatever the call: enough dashboards
-    watching long jobs would starve runs, listings and health checks alike. A watch over the
-    cap is refused at once with a typed error and a retry hint instead.
+    gRPC's synchronous server gives each call a thread for its whole life, and refuses a call
+    that finds no free thread with a bare RESOURCE_EXHAUSTED, whatever the call: enough
+    dashboards watching long jobs, or clients uploading large videos, would starve runs,
+    listings and lookups alike. A call over its kind's cap is refused at once with a typed
+    error and a retry hint instead, and the server's threads cover every cap (`server`).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, refusal: Callable[[int], VideodagError]) -> None:
         self.capacity = capacity
+        self._refusal = refusal
         self._semaphore = threading.BoundedSemaphore(capacity)
 
     @contextmanager
     def hold(self) -> Iterator[None]:
         if not self._semaphore.acquire(blocking=False):
-            raise TooManyWatches(
-                f"the server already streams its maximum of {self.capacity} job watches; "
-                "retry shortly, or poll GetJob meanwhile",
-                ErrorDetails(metadata={"max_job_watches": str(self.capacity)},
-                             retry_after_seconds=WATCH_RETRY_SECONDS),
-            )
+            raise self._refusal(self.capacity)
         try:
             yield
         finally:
             self._semaphore.release()
+
+
+def too_many_watches(capacity: int) -> TooManyWatches:
+    return TooManyWatches(
+        f"the server already streams its maximum of {capacity} job watches; retry shortly, or poll GetJob meanwhile",
+        ErrorDetails(metadata={"max_job_watches": str(capacity)}, retry_after_seconds=WATCH_RETRY_SECONDS),
+    )
+
+
+def too_many_job_uploads(capacity: int) -> TooManyJobUploads:
+    return TooManyJobUploads(
+        f"the server already receives its maximum of {capacity} job uploads; retry shortly",
+        ErrorDetails(metadata={"max_job_uploads": str(capacity)}, retry_after_seconds=UPLOAD_RETRY_SECONDS),
+    )
 
 
 class JobRpcs:
@@ -66,7 +79,8 @@ class JobRpcs:
 
     _jobs: JobService | None
     _run_slots: RunSlots
-    _watch_slots: WatchSlots
+    _watch_slots: LongCallSlots
+    _job_upload_slots: LongCallSlots
     _upload_idle_seconds: float
 
     @property
@@ -83,13 +97,14 @@ class JobRpcs:
                   ) -> pb.SubmitJobResponse:
         try:
             self._run_slots.refuse_if_draining()
-            config: pb.SubmitJobConfig = first_config(request_iterator)
-            job_request = convert_jobs.job_request_from_proto(config)
-            # A job must never be queued for an upload its client cancelled midway.
-            uploaded = ended_by_half_close(chunks(request_iterator), context)
-            job = store_watching_idle(
-                functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds
-            )
+            with self._job_upload_slots.hold():
+                config: pb.SubmitJobConfig = first_config(request_iterator)
+                job_request = convert_jobs.job_request_from_proto(config)
+                # A job must never be queued for an upload its client cancelled midway.
+                uploaded = ended_by_half_close(chunks(request_iterator), context)
+                job = store_watching_idle(
+                    functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds
+                )
         except Exception as error:
             abort(context, convert.located_in_request(self._job_error(error), convert.JOB_RUN_CONFIG_PATH))
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))

@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 
 # gRPC's synchronous server gives each call a thread for its whole life (a job watcher for
 # hours), and refuses calls beyond its threads with a bare "Concurrent RPC limit exceeded".
-# Runs and watches have caps of their own, refused with typed errors; these threads beyond
-# both serve job submissions, health checks, listings and refusals when both are full.
+# Runs, job watches and job uploads have caps of their own, refused with typed errors; these
+# threads beyond them all serve health checks, lookups, listings and refusals when all are full.
 _SPARE_THREADS = 32
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
@@ -141,7 +141,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     if settings.requires_token:
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
     interceptors.append(ChunkViewInterceptor())  # innermost: it changes how requests are read, not who may call
-    threads = settings.max_concurrent_runs + settings.max_job_watches + _SPARE_THREADS
+    threads = settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads + _SPARE_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),
         interceptors=interceptors,

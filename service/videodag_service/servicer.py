@@ -31,7 +31,7 @@ from videodag_service.errors import (
     TooManyRuns,
     naming_the_upload,
 )
-from videodag_service.job_servicer import JobRpcs, WatchSlots
+from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
@@ -152,7 +152,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._settings = settings
         self._upload_idle_seconds = settings.upload_idle_timeout_seconds
         self._run_slots = run_slots
-        self._watch_slots = WatchSlots(settings.max_job_watches)
+        self._watch_slots = LongCallSlots(settings.max_job_watches, too_many_watches)
+        self._job_upload_slots = LongCallSlots(settings.max_job_uploads, too_many_job_uploads)
         self._metrics = metrics or ServerMetrics()
         self._video = VideoFilePipelineService(
             dag,

@@ -46,6 +46,10 @@ class Settings:
         64, "WatchJob streams open at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
         minimum=1,
     )
+    max_job_uploads: int = _setting(
+        16, "SubmitJob uploads arriving at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
+        minimum=1,
+    )
     max_frame_width: int = _setting(7680, "widest frame accepted, in pixels", minimum=1)
     max_frame_height: int = _setting(4320, "tallest frame accepted, in pixels", minimum=1)
     max_video_frames: int = _setting(

@@ -53,8 +53,9 @@ class VideoPipelineServiceStub:
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
-    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
-    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
+    | full (DISK_FULL)                                             |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -165,8 +166,9 @@ class VideoPipelineServiceServicer:
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
-    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
-    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
+    | full (DISK_FULL)                                             |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -236,6 +238,8 @@ class VideoPipelineServiceServicer:
         Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
         unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
         DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+        RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
+        maximum of job uploads (each holds a server thread; retry hint given), and
         FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
         the run itself end up in `Job.error`. Only the pipeline is compared for a
         repeated key: the options and bytes of a repeated submit are not looked at.
@@ -386,8 +390,9 @@ class VideoPipelineService:
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
-    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
-    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
+    | full (DISK_FULL)                                             |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |

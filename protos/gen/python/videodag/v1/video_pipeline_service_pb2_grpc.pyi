@@ -54,8 +54,9 @@ class VideoPipelineServiceStub:
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
-    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
-    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
+    | full (DISK_FULL)                                             |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -115,6 +116,8 @@ class VideoPipelineServiceStub:
     Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
     unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
     DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+    RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
+    maximum of job uploads (each holds a server thread; retry hint given), and
     FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
     the run itself end up in `Job.error`. Only the pipeline is compared for a
     repeated key: the options and bytes of a repeated submit are not looked at.
@@ -185,8 +188,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
-    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
-    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
+    | full (DISK_FULL)                                             |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -243,6 +247,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
     unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
     DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+    RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
+    maximum of job uploads (each holds a server thread; retry hint given), and
     FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
     the run itself end up in `Job.error`. Only the pipeline is compared for a
     repeated key: the options and bytes of a repeated submit are not looked at.
@@ -312,8 +318,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
-    | (TOO_MANY_RUNS) or every job watch (TOO_MANY_WATCHES), both  |                    |
-    | with RetryInfo; disk full (DISK_FULL)                        |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
+    | full (DISK_FULL)                                             |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -392,6 +399,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         Upload errors are those of UploadAndRun (INVALID_ARGUMENT, NOT_FOUND for an
         unknown pipeline, RESOURCE_EXHAUSTED for a limit or a full disk, DATA_LOSS,
         DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
+        RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
+        maximum of job uploads (each holds a server thread; retry hint given), and
         FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
         the run itself end up in `Job.error`. Only the pipeline is compared for a
         repeated key: the options and bytes of a repeated submit are not looked at.
