@@ -27,6 +27,7 @@ from hardening_support import (
 )
 from harness import ServerHarness
 
+from fakes.media import garbage_bytes
 from videodag_client import (
     FrameResult,
     InvalidArgument,
@@ -176,7 +177,7 @@ class MixedCaller:
 def videos(tmp_path: Path, make_video, thousand_frame_video: Path) -> dict[str, Path]:
     small = make_video(12)
     garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(random.Random(7).randbytes(200_000))
+    garbage.write_bytes(garbage_bytes(200_000))
     long_bytes = thousand_frame_video.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(long_bytes[: len(long_bytes) // 3])

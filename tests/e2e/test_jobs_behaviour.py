@@ -3,7 +3,6 @@ threads in the server) and Redis + RQ (a real redis-server and real `rq worker` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from jobs_harness import (
     watch_all,
 )
 
+from fakes.media import garbage_bytes
 from videodag_client import (
     FailedPrecondition,
     FrameResult,
@@ -133,7 +133,7 @@ def test_a_failed_job_carries_the_error_the_synchronous_call_raises(
     client: VideodagClient, tmp_path: Path, sample_clip: Path
 ) -> None:
     garbage = tmp_path / "not_a_video.mp4"
-    garbage.write_bytes(os.urandom(50_000))
+    garbage.write_bytes(garbage_bytes(50_000))
     unreadable = client.submit_job(garbage, "frame_stats_v1")
     failing = client.submit_job(sample_clip, "failing")
 

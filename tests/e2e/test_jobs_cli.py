@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jobs_harness import JobsDeployment, deployment, finished, is_running_with_frames, wait_for_job
 
+from fakes.media import garbage_bytes
 from videodag_client import JobState, VideodagClient
 from videodag_client.cli import _exit_codes, main
 
@@ -73,7 +73,7 @@ def test_watch_of_a_failed_job_exits_with_the_error_code(
     jobs: JobsDeployment, client: VideodagClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(os.urandom(10_000))
+    garbage.write_bytes(garbage_bytes(10_000))
     job = client.submit_job(garbage, "frame_stats_v1")
     assert wait_for_job(client, job.id, finished).state is JobState.FAILED
 

@@ -8,6 +8,7 @@ index exactly for up to 4096 frames.
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 from pathlib import Path
@@ -123,3 +124,14 @@ def presentation_times(path: Path) -> list[float]:
     command = [ffmpeg_executable(), "-hide_banner", "-i", str(path), "-vf", "showinfo", "-f", "null", "-"]
     log = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stderr
     return [float(time) for time in re.findall(r" pts_time:(\S+)", log)]
+
+
+def garbage_bytes(size: int, seed: int = 0) -> bytes:
+    """Bytes no decoder makes a video of, the same every run.
+
+    Fresh random bytes are not safe: FFmpeg probes content, and about one 50 KB draw in 300
+    passes for a raw H.263 stream and decodes into frames. These are drawn from a fixed seed,
+    and tests/unit/video/test_video_garbage.py checks that OpenCV opens none of the sizes used.
+    """
+    return random.Random(seed).randbytes(size)
+

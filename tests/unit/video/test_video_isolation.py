@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
-from fakes.media import presentation_times, read_frame_index, write_variable_rate_video
+from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
@@ -124,7 +124,7 @@ def test_frames_carry_their_own_index_through_the_ring(make_video) -> None:
 
 def test_file_errors_are_the_same_as_in_process(tmp_path: Path, make_video) -> None:
     garbage = tmp_path / "garbage.mp4"
-    garbage.write_bytes(os.urandom(20_000))
+    garbage.write_bytes(garbage_bytes(20_000))
     errors = []
     for isolation in ("thread", "process"):
         with pytest.raises(VideoUnreadable) as raised:
@@ -143,7 +143,7 @@ def test_nothing_is_left_after_a_whole_run(sample_clip: Path) -> None:
 @pytest.mark.usefixtures("no_leftovers")
 def test_nothing_is_left_when_the_file_is_unreadable(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.avi"
-    garbage.write_bytes(b"RIFF" + os.urandom(5000))
+    garbage.write_bytes(b"RIFF" + garbage_bytes(5000))
     with pytest.raises(VideoUnreadable):
         _events("process", garbage)
 
