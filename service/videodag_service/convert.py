@@ -43,30 +43,35 @@ RUN_CONFIG_PATH = "config."
 JOB_RUN_CONFIG_PATH = "config.run_config."
 
 
-def sampling_from_proto(options: run_pb2.RunOptions, config_path: str = RUN_CONFIG_PATH) -> SamplingOptions:
-    """Validated sampling options; bad fields are reported by their path in the request."""
+def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
+    """Validated sampling options; bad fields are named by their path in the RunConfig
+    (`located_in_request` gives the rest of the path, which depends on the call)."""
     start = options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None
     end = options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None
     try:
         return SamplingOptions(options.frame_stride, options.max_frames, start, end)
     except InvalidOptions as error:
         raise InvalidOptions(
-            [FieldViolation(config_path + _OPTION_FIELDS[v.field] if v.field in _OPTION_FIELDS else v.field,
-                            v.description)
+            [FieldViolation(_OPTION_FIELDS.get(v.field, v.field), v.description)
              for v in error.details.field_violations]
         ) from None
 
 
 def located_in_request(error: Exception, config_path: str) -> Exception:
-    """`error` with the RunConfig fields the upload checks name bare given their path in the request,
-    so a client in any language finds the field its BadRequest names."""
+    """`error` with the RunConfig's fields named by their path in the request (`config_path`
+    is where the call's RunConfig sits), so a client in any language finds the field its
+    BadRequest names. Fields named from the request's root already are left as they are."""
     if not isinstance(error, InvalidOptions):
         return error
     violations = error.details.field_violations
-    if not any(v.field in _CONFIG_FIELDS for v in violations):
+    if not any(_in_run_config(v.field) for v in violations):
         return error
-    return InvalidOptions([FieldViolation(config_path + v.field if v.field in _CONFIG_FIELDS else v.field,
+    return InvalidOptions([FieldViolation(config_path + v.field if _in_run_config(v.field) else v.field,
                                           v.description) for v in violations])
+
+
+def _in_run_config(field: str) -> bool:
+    return field in _CONFIG_FIELDS or field.startswith("options.")
 
 
 def upload_received_event(upload: StoredUpload) -> video_pipeline_service_pb2.UploadAndRunResponse:
