@@ -25,6 +25,41 @@ BENCH_DIR = Path(__file__).resolve().parent
 _LISTENING = re.compile(r"listening on .*:(\d+)\s*$")
 
 
+def _process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process, of the children it has reaped, and of its live descendants.
+
+    A child's time moves into its parent's reaped-children time when the parent waits for
+    it, so the sum stays whole as processes end. A process that ends while being read is
+    skipped.
+    """
+    stats = _process_stats()
+    children: dict[int, list[int]] = {}
+    for child, (parent, _seconds) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        pending.extend(children.get(current, []))
+    return total
+
+
+def _process_stats() -> dict[int, tuple[int, float]]:
+    """Every process's parent and CPU seconds (its own and its reaped children's), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # After the command: state, ppid, ... and fields 14-17 of proc(5), utime to cstime.
+        stats[int(entry.name)] = (int(fields[1]), sum(int(value) for value in fields[11:15]) / ticks)
+    return stats
+
+
 class ServerProcess:
     """A server started as `python ARGS...` that prints 'listening on HOST:PORT' once ready."""
 
@@ -85,9 +120,13 @@ class ServerProcess:
         return values["VmRSS"], values["VmHWM"]
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the server has used so far, all its threads together."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User plus system CPU time the server has used so far: all its threads, and every
+        process it started, ended or running (the forkserver and its decoder processes).
+
+        A decoder process decodes a run's frames outside the server's own process, so the
+        server's own time alone would leave decoding out.
+        """
+        return _process_tree_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         self._terminate()

@@ -32,6 +32,12 @@ def test_the_benchmark_runs_on_a_tiny_input_and_prints_every_measurement() -> No
     assert all(row.rstrip().endswith(("PASS", "MISS")) for row in targeted)
     rates = [float(value.replace(",", "")) for value in re.findall(r"\b(\d[\d,]*(?:\.\d+)?) (?:fps|MB/s)", output)]
     assert rates and all(rate > 0 for rate in rates)
+    # Row (2)'s CPU a frame counts the server's decoder processes, so the server's share is
+    # never nothing, and its bound stands beside the loop's own.
+    frame_cpu = re.findall(r"\(2\)  CPU per frame: server with its decoders \+ client .* (\d+\.\d\d) \+ "
+                           r"(\d+\.\d\d) ms +\(1\) (\d+\.\d\d) ms", output)
+    assert len(frame_cpu) == 2 and all(float(server) > 0 for server, _client, _loop in frame_cpu)
+    assert len(re.findall(r"\(2\)  bound by CPU: .* fps +\(1\) bound [\d,]+ fps", output)) == 2
     # Each upload row has the two servers' CPU a GB beside what SHA-256 alone costs.
     cpu_rows = re.findall(r"\(4\)  server CPU a GB: service, bare stream .* \d+\.\d\d s, \d+\.\d\d s +"
                           r"SHA-256 alone \d+\.\d\d s", output)
