@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from contextlib import suppress
+import sys
+import threading
+import weakref
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 
@@ -64,6 +66,7 @@ class FrameRing:
         self._segment = segment
         self._owner = owner
         self._unlinked = not owner
+        self._bases: list[np.ndarray | None] = [None] * layout.slots
 
     @classmethod
     def create(cls, layout: RingLayout) -> FrameRing:
@@ -90,19 +93,33 @@ class FrameRing:
 
     def slot_array(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
         """A view of the slot's first bytes as a uint8 image of `shape`; valid while the ring is open."""
-        if not 0 <= slot < self.layout.slots:
-            raise ValueError(f"slot {slot} is outside the ring of {self.layout.slots}")
         size = int(np.prod(shape, dtype=np.int64))
         if size > self.layout.slot_bytes:
             raise ValueError(f"a frame of shape {shape} does not fit in a slot of {self.layout.slot_bytes} bytes")
-        buffer = self._segment.buf
-        assert buffer is not None
-        return np.ndarray(shape, dtype=np.uint8, buffer=buffer, offset=slot * self.layout.slot_bytes)
+        return self.slot_base(slot)[:size].reshape(shape)
 
     def slot_base(self, slot: int) -> np.ndarray:
-        """The whole slot as a flat uint8 array: frames cut from it (`frame_in`) keep it as
-        their `base`, so its reference count tells whether any view of the slot is alive."""
-        return self.slot_array(slot, (self.layout.slot_bytes,))
+        """The whole slot as a flat uint8 array, made once: every view of the slot (`slot_array`)
+        keeps it as its `base`, so its reference count tells whether one is alive (`is_viewed`)."""
+        if not 0 <= slot < self.layout.slots:
+            raise ValueError(f"slot {slot} is outside the ring of {self.layout.slots}")
+        base = self._bases[slot]
+        if base is None:
+            buffer = self._segment.buf
+            assert buffer is not None
+            # frombuffer, not ndarray(buffer=...): its array holds an export of the buffer,
+            # which is what stops `close` from unmapping pages a view still points into.
+            base = np.frombuffer(buffer, dtype=np.uint8, count=self.layout.slot_bytes,
+                                 offset=slot * self.layout.slot_bytes)
+            self._bases[slot] = base
+        return base
+
+    def is_viewed(self, slot: int) -> bool:
+        """Whether a view of the slot is alive outside the ring."""
+        if self._bases[slot] is None:
+            return False
+        # One reference is the list's, one getrefcount's argument: more means a view is alive.
+        return sys.getrefcount(self._bases[slot]) > 2
 
     def copy_out(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
         """The server's own copy of a slot's frame, so the slot can be reused at once."""
@@ -115,14 +132,52 @@ class FrameRing:
             self._segment.unlink()
 
     def close(self) -> None:
-        """Unmap, and unlink if this side created the segment and has not yet."""
+        """Unmap, and unlink if this side created the segment and has not yet.
+
+        A view of a slot still alive (a node thread abandoned past its time limit, a failed
+        run's traceback holding its frame) keeps the mapping until it goes: unmapping under
+        it would crash the process at its next read. Such a segment lingers, and is unmapped
+        as soon as the last view of it is gone; the name, which is what could leak, is gone
+        already.
+        """
         try:
             self.unlink()
         finally:
-            # A view still referenced (a traceback holding a frame, say) keeps the mapping until
-            # it goes; the name, which is what could leak, is gone already.
-            with suppress(BufferError):
+            bases, self._bases = self._bases, [None] * self.layout.slots
+            try:
                 self._segment.close()
+            except BufferError:
+                with _lingering_lock:
+                    _lingering.append(self._segment)
+                for base in bases:
+                    if base is not None:
+                        # On the buffer export the slot's array holds, which goes after the
+                        # array and its last view: then the segment can be closed.
+                        weakref.finalize(base.base, close_unviewed_segments)
+            del bases  # the slots no view holds go now, and their finalizers run
+
+
+_lingering: list[shared_memory.SharedMemory] = []
+"""Closed rings some view still points into; each is unmapped once none does."""
+_lingering_lock = threading.RLock()  # a finalizer may run inside close_unviewed_segments
+
+
+def close_unviewed_segments() -> None:
+    """Unmap the closed rings no view points into any more (the last view's going does it)."""
+    with _lingering_lock:
+        for segment in list(_lingering):
+            try:
+                segment.close()
+            except BufferError:
+                continue
+            if segment in _lingering:
+                _lingering.remove(segment)
+
+
+def lingering_rings() -> int:
+    """How many closed rings a view still keeps mapped (for tests and leak checks)."""
+    with _lingering_lock:
+        return len(_lingering)
 
 
 def _check_room(size: int) -> None:

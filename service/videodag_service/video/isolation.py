@@ -370,7 +370,6 @@ class LentSlots:
     def __init__(self, ring: FrameRing, release: Callable[[int], None]) -> None:
         self._ring = ring
         self._release = release
-        self._bases = [ring.slot_base(slot) for slot in range(ring.layout.slots)]
         self._lent: set[int] = set()
         self.copies = 0
 
@@ -387,13 +386,12 @@ class LentSlots:
             self._release(slot)
             return image
         self._lent.add(slot)
-        return self._bases[slot][: math.prod(shape)].reshape(shape)
+        return self._ring.slot_array(slot, shape)
 
     def take_back(self) -> None:
         """Give back every lent slot no view of which is left."""
         for slot in sorted(self._lent):
-            # One reference is the list's, one getrefcount's argument: more means a view is alive.
-            if sys.getrefcount(self._bases[slot]) <= 2:
+            if not self._ring.is_viewed(slot):
                 self._lent.remove(slot)
                 self._release(slot)
 
