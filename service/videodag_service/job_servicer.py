@@ -20,7 +20,7 @@ from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
 from videodag_service.errors import ErrorDetails, FailedPrecondition, TooManyJobUploads, TooManyWatches, VideodagError
 from videodag_service.jobs import JobService
-from videodag_service.upload_idle import store_watching_idle
+from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 
 if TYPE_CHECKING:
     from videodag_service.servicer import RunSlots
@@ -98,7 +98,9 @@ class JobRpcs:
         try:
             self._run_slots.refuse_if_draining()
             with self._job_upload_slots.hold():
-                config: pb.SubmitJobConfig = first_config(request_iterator)
+                config: pb.SubmitJobConfig = first_message_watching_idle(
+                    first_config, request_iterator, self._upload_idle_seconds
+                )
                 job_request = convert_jobs.job_request_from_proto(config)
                 # A job must never be queued for an upload its client cancelled midway.
                 uploaded = ended_by_half_close(chunks(request_iterator), context)

@@ -35,7 +35,7 @@ from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_u
 from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
-from videodag_service.upload_idle import store_watching_idle
+from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 from videodag_service.video import (
     BackgroundUpload,
     FrameProcessed,
@@ -174,12 +174,17 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         started = time.perf_counter()
         pipeline_id = UNKNOWN_PIPELINE
         try:
-            config: run_pb2.RunConfig = first_config(request_iterator)
-            sampling = convert.sampling_from_proto(config.options)
-            _check_decode_during_upload(config)
-            spec = self._dag.get_pipeline(config.pipeline_id)
-            pipeline_id = spec.id
-            yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
+            # The slot is taken before the config arrives: a stream that never sends it would
+            # otherwise hold a server thread uncounted, and enough of them every thread.
+            with self._run_slots.hold():
+                config: run_pb2.RunConfig = first_message_watching_idle(
+                    first_config, request_iterator, self._upload_idle_seconds
+                )
+                sampling = convert.sampling_from_proto(config.options)
+                _check_decode_during_upload(config)
+                spec = self._dag.get_pipeline(config.pipeline_id)
+                pipeline_id = spec.id
+                yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
         except Exception as error:
             self._metrics.record_run(pipeline_id, status_name(error))
             abort(context, convert.located_in_request(error, convert.RUN_CONFIG_PATH))
@@ -213,7 +218,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
         """Store the upload, then stream the run's events; the temp file lives exactly as long as this."""
         watch = _CallWatch(context, self._run_slots)
-        with self._run_slots.hold(), receive_upload(
+        with receive_upload(
             self._settings.temp_dir,
             max_upload_bytes=self._settings.max_upload_bytes,
             declared_size=config.declared_size_bytes or None,

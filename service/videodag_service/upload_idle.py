@@ -12,39 +12,52 @@ call's thread raises `UploadIdle`, its status ends the call, and the storing thr
 by that end, stops with the same error instead of taking the cut-off stream for a whole
 upload. `WatchedChunks` is the piece a watchdog of its own uses when the call's thread is
 busy streaming results (`BackgroundUpload`).
+
+The limit covers a call's first message too (`first_message_watching_idle`): a stream that
+never sends its config would otherwise hold its thread for as long as its connection lives,
+and enough of them would leave no thread for any other call, health checks included. It
+stops once the stream has ended: what follows (checking and storing a complete upload) is
+the server's work, and a client whose bytes all arrived must never be told it was silent.
 """
 
 from __future__ import annotations
 
 import contextvars
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from videodag_service.errors import ErrorDetails, UploadIdle
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 Chunk = bytes | memoryview
+SILENT_UPLOAD = "the upload sent no bytes"
+SILENT_START = "the call sent no config message"
 STORE_THREAD_NAME = "videodag-upload"
 
 
-class WatchedChunks(Iterator[Chunk]):
-    """The call's chunks, noting when each arrives. Once `expire()`d, the next step raises
-    `UploadIdle`, also in place of the end of stream the abandoned call then reaches."""
+class WatchedChunks(Iterator[Item], Generic[Item]):
+    """The call's chunks (or messages), noting when each arrives. Once `expire()`d, the next
+    step raises `UploadIdle`, also in place of the end of stream the abandoned call then
+    reaches. `silence` says what the client failed to send, for the error's message."""
 
-    def __init__(self, chunks: Iterator[Chunk], idle_seconds: float) -> None:
+    def __init__(self, chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD) -> None:
         if not idle_seconds > 0:
             raise ValueError(f"idle_seconds must be positive, got {idle_seconds}")
         self._chunks = chunks
         self.idle_seconds = idle_seconds
+        self._silence = silence
         self._last_arrival = time.monotonic()
+        self._ended = False
         self._expired: UploadIdle | None = None
 
-    def __iter__(self) -> WatchedChunks:
+    def __iter__(self) -> WatchedChunks[Item]:
         return self
 
-    def __next__(self) -> Chunk:
+    def __next__(self) -> Item:
         if self._expired is not None:
             raise self._expired
         try:
@@ -52,31 +65,37 @@ class WatchedChunks(Iterator[Chunk]):
         except StopIteration:
             if self._expired is not None:  # the stream ended because the call was given up
                 raise self._expired from None
+            self._ended = True
             raise
         self._last_arrival = time.monotonic()
         return chunk
 
     def seconds_left(self) -> float:
-        """Until the limit passes, if no chunk arrives meanwhile; 0 or less once it has."""
+        """Until the limit passes, if no chunk arrives meanwhile; 0 or less once it has, and
+        infinite once the stream has ended (the client has nothing more to send)."""
+        if self._ended:
+            return math.inf
         return self.idle_seconds - (time.monotonic() - self._last_arrival)
 
     def expire(self) -> UploadIdle:
         """Give the upload up: the error to raise, which the storing side gets too."""
         self._expired = UploadIdle(
-            f"the upload sent no bytes for {self.idle_seconds:g} s, the server's limit; the call was ended",
+            f"{self._silence} for {self.idle_seconds:g} s, the server's limit; the call was ended",
             ErrorDetails(metadata={"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}),
         )
         return self._expired
 
 
-def store_watching_idle(store: Callable[[Iterator[Chunk]], T], chunks: Iterator[Chunk], idle_seconds: float) -> T:
+def store_watching_idle(
+    store: Callable[[Iterator[Item]], T], chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD
+) -> T:
     """`store(chunks)`, run on a thread of its own while this thread waits for it; raises
     `UploadIdle` here once no chunk has arrived for `idle_seconds` (0: no limit, and `store`
-    runs here). `store` must keep nothing it needs after an error: it may still be running
-    when this returns, until the call's end wakes it."""
+    runs here), unless the chunks have ended by then. `store` must keep nothing it needs
+    after an error: it may still be running when this returns, until the call's end wakes it."""
     if idle_seconds <= 0:
         return store(chunks)
-    watched = WatchedChunks(chunks, idle_seconds)
+    watched = WatchedChunks(chunks, idle_seconds, silence)
     outcome: list[tuple[bool, object]] = []
 
     def run() -> None:
@@ -92,8 +111,15 @@ def store_watching_idle(store: Callable[[Iterator[Chunk]], T], chunks: Iterator[
         left = watched.seconds_left()
         if left <= 0:
             raise watched.expire()
-        thread.join(left)
+        thread.join(None if math.isinf(left) else left)
     succeeded, value = outcome[0]
     if not succeeded:
         raise value  # type: ignore[misc]
     return value  # type: ignore[return-value]
+
+
+def first_message_watching_idle(read_first: Callable[[Iterator[Any]], T], requests: Iterator[Any],
+                                idle_seconds: float) -> T:
+    """`read_first(requests)` (which takes the stream's first message), given up with
+    `UploadIdle` when that message does not come within `idle_seconds` (0: no limit)."""
+    return store_watching_idle(read_first, requests, idle_seconds, SILENT_START)

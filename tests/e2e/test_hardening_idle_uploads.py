@@ -11,8 +11,9 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
-from hardening_support import Request, assert_still_serving, chunks, config, raw_call, wait_until
+from hardening_support import Request, assert_still_serving, chunks, config, health_status, raw_call, wait_until
 from harness import ServerFactory, ServerHarness
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
@@ -172,3 +173,64 @@ def test_a_submission_its_client_cancels_midway_never_becomes_a_job(idle_server:
     assert wait_until(lambda: not any(incoming.iterdir()))
     time.sleep(0.5)  # a job wrongly queued would be in the store by now
     assert idle_server.client.list_jobs().jobs == ()
+
+
+def test_a_stream_that_never_sends_its_config_is_cut_off_and_frees_its_slot(
+    idle_server: ServerHarness, sample_clip: Path
+) -> None:
+    stop = threading.Event()
+    with grpc.insecure_channel(idle_server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+        started = time.monotonic()
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        list(stub.UploadAndRun(_silent_after([], stop), timeout=30))
+    elapsed = time.monotonic() - started
+    stop.set()
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert f"the call sent no config message for {IDLE_SECONDS:g} s" in raised.value.details()  # type: ignore[attr-defined]
+    assert _error_info(raised.value).reason == "UPLOAD_IDLE"  # type: ignore[arg-type]
+    assert IDLE_SECONDS <= elapsed < 15
+    assert wait_until(lambda: _upload_threads() == [])
+    assert_still_serving(idle_server, sample_clip)
+
+
+def test_a_job_submission_that_never_sends_its_config_is_cut_off_and_frees_its_upload_slot(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path
+) -> None:
+    server = make_server(upload_idle_timeout_seconds=IDLE_SECONDS, max_job_uploads=1, data_dir=tmp_path / "jobs")
+    stop = threading.Event()
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+        video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel).SubmitJob(_silent_after([], stop), timeout=30)
+    stop.set()
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert _error_info(raised.value).reason == "UPLOAD_IDLE"  # type: ignore[arg-type]
+    # The only upload slot is free again: a real submission is taken.
+    job = server.client.submit_job(sample_clip, "frame_stats_v1")
+    assert job.pipeline_id == "frame_stats_v1"
+
+
+def test_silent_streams_hold_no_more_threads_than_run_slots_so_every_other_call_is_answered(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path
+) -> None:
+    """Many clients open UploadAndRun and send nothing. The server's thread pool is small here
+    (a run, a watch, an upload and its spare threads): were each silent stream to hold a
+    thread, health checks and every other call would be refused by gRPC itself."""
+    server = make_server(max_concurrent_runs=1, max_job_watches=1, max_job_uploads=1, data_dir=tmp_path / "jobs")
+    silent_streams = 48  # more than the pool's threads
+    stop = threading.Event()
+    outcomes: list[grpc.StatusCode] = []
+    with grpc.insecure_channel(server.target) as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        calls = [stub.UploadAndRun(_silent_after([], stop), timeout=30) for _ in range(silent_streams)]
+        try:
+            # One stream holds the only run slot; every other is refused at once, typed.
+            assert wait_until(lambda: sum(call.done() for call in calls) == silent_streams - 1)
+            refused = [_error_info(call).reason for call in calls if call.done()]  # type: ignore[arg-type]
+            assert refused == ["TOO_MANY_RUNS"] * (silent_streams - 1)
+            assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
+            assert [p.id for p in server.client.list_pipelines()]
+        finally:
+            stop.set()
+            for call in calls:
+                call.cancel()
+                outcomes.append(call.code())
+    assert grpc.StatusCode.OK not in outcomes

@@ -19,6 +19,7 @@ closed and removed by its own block, after this one.
 from __future__ import annotations
 
 import contextvars
+import math
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -92,7 +93,7 @@ class BackgroundUpload:
 
     def _watch_idle(self, watched: WatchedChunks) -> None:
         """Ends with the upload, or gives it up once it has sent nothing for its idle limit."""
-        while not self._done.wait(max(watched.seconds_left(), 0.0)):
+        while not self._done.wait(_wait_seconds(watched.seconds_left())):
             if watched.seconds_left() <= 0:
                 self._fail(watched.expire())
                 return
@@ -120,3 +121,8 @@ class BackgroundUpload:
             self._fail(error)
         finally:
             self._done.set()
+
+
+def _wait_seconds(left: float) -> float | None:
+    """How long to wait for the upload's end: None (as long as it takes) once the stream has ended."""
+    return None if math.isinf(left) else max(left, 0.0)

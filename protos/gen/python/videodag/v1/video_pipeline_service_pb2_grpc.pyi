@@ -68,10 +68,10 @@ class VideoPipelineServiceStub:
     | the client cancelled                                         | CANCELLED          |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
-    | cannot help: the upload sent no bytes for its idle limit     |                    |
-    | (UPLOAD_IDLE); the decoder went silent or ran too long, a    |                    |
-    | job ran past its time limit (DEADLINE_EXCEEDED, the limit in |                    |
-    | the metadata)                                                |                    |
+    | cannot help: the stream sent no config or no bytes for its   |                    |
+    | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
+    | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
+    | limit in the metadata)                                       |                    |
     | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
     | a finished job, delete an unfinished one                     |                    |
     | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
@@ -202,10 +202,10 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | the client cancelled                                         | CANCELLED          |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
-    | cannot help: the upload sent no bytes for its idle limit     |                    |
-    | (UPLOAD_IDLE); the decoder went silent or ran too long, a    |                    |
-    | job ran past its time limit (DEADLINE_EXCEEDED, the limit in |                    |
-    | the metadata)                                                |                    |
+    | cannot help: the stream sent no config or no bytes for its   |                    |
+    | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
+    | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
+    | limit in the metadata)                                       |                    |
     | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
     | a finished job, delete an unfinished one                     |                    |
     | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
@@ -332,10 +332,10 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | the client cancelled                                         | CANCELLED          |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
-    | cannot help: the upload sent no bytes for its idle limit     |                    |
-    | (UPLOAD_IDLE); the decoder went silent or ran too long, a    |                    |
-    | job ran past its time limit (DEADLINE_EXCEEDED, the limit in |                    |
-    | the metadata)                                                |                    |
+    | cannot help: the stream sent no config or no bytes for its   |                    |
+    | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
+    | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
+    | limit in the metadata)                                       |                    |
     | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
     | a finished job, delete an unfinished one                     |                    |
     | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
