@@ -166,17 +166,30 @@ def pipeline_to_proto(spec: PipelineSpec) -> pipeline_pb2.Pipeline:
     return message
 
 
+# The most a status's texts may take, in UTF-8 bytes. A status travels in the call's trailers
+# twice (the message, and the details that repeat it), and a client refuses trailers over its
+# limit (8 KiB by default, some of it random between 8 and 16) with its own RESOURCE_EXHAUSTED
+# and no details: an error echoing a 6,000-character id from the request must stay well under.
+MAX_MESSAGE_BYTES = 1024
+MAX_DETAIL_BYTES = 256
+
+
 def status_from_error(error: VideodagError) -> status_pb2.Status:
-    """The `google.rpc.Status` for a domain error: code, message, ErrorInfo and whatever details it has."""
-    status = status_pb2.Status(code=code_pb2.Code.Value(error.status_code), message=error.message)
-    details = error.details
-    status.details.add().Pack(
-        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(details.metadata))
+    """The `google.rpc.Status` for a domain error: code, message, ErrorInfo and whatever details it
+    has, each text cut to a bounded length (`clipped`) so that the status always reaches the client."""
+    status = status_pb2.Status(
+        code=code_pb2.Code.Value(error.status_code), message=clipped(error.message, MAX_MESSAGE_BYTES)
     )
+    details = error.details
+    metadata = {clipped(key, MAX_DETAIL_BYTES): clipped(value, MAX_DETAIL_BYTES)
+                for key, value in details.metadata.items()}
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))
     if details.field_violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=clipped(v.field, MAX_DETAIL_BYTES), description=clipped(v.description, MAX_DETAIL_BYTES)
+                )
                 for v in details.field_violations
             ]
         )
@@ -185,8 +198,8 @@ def status_from_error(error: VideodagError) -> status_pb2.Status:
         status.details.add().Pack(
             error_details_pb2.ResourceInfo(
                 resource_type=details.resource.resource_type,
-                resource_name=details.resource.resource_name,
-                description=details.resource.description,
+                resource_name=clipped(details.resource.resource_name, MAX_DETAIL_BYTES),
+                description=clipped(details.resource.description, MAX_DETAIL_BYTES),
             )
         )
     if details.retry_after_seconds is not None:
@@ -194,5 +207,15 @@ def status_from_error(error: VideodagError) -> status_pb2.Status:
     return status
 
 
+def clipped(text: str, max_bytes: int) -> str:
+    """`text`, or as much of it as fits in `max_bytes` of UTF-8 with "…" after (never a broken character)."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    ellipsis = "…"
+    kept = encoded[: max_bytes - len(ellipsis.encode())].decode(errors="ignore")
+    return kept + ellipsis
+
+
 def internal_status(message: str) -> status_pb2.Status:
-    return status_pb2.Status(code=code_pb2.INTERNAL, message=message)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message=clipped(message, MAX_MESSAGE_BYTES))

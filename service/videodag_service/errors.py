@@ -99,10 +99,16 @@ def naming_the_upload(stored_name: str, file_name: str) -> Iterator[None]:
     try:
         yield
     except VideodagError as error:
-        shown_name = os.path.basename(file_name) or "upload"
+        shown_name = _shortened(os.path.basename(file_name)) or "upload"
         error.message = error.message.replace(repr(stored_name), repr(shown_name))
         error.args = (error.message,)
         raise
+
+
+def _shortened(name: str, keep: int = 60) -> str:
+    """A name as an error shows it: a long one by its start and its end (where the extension is),
+    so what the error says after the name is not lost when the message is cut to its bounds."""
+    return name if len(name) <= 2 * keep else f"{name[:keep]}…{name[-keep:]}"
 
 
 class InvalidArgument(VideodagError):

@@ -12,7 +12,8 @@ from typing import Any
 from videodag_service.dag.plugin import Tool
 
 # Ids are names, never paths: nothing from a request may reach the filesystem.
-PIPELINE_ID_PATTERN = re.compile(r"^[a-z0-9_.-]{1,128}$")
+MAX_PIPELINE_ID_LENGTH = 128
+PIPELINE_ID_PATTERN = re.compile(rf"^[a-z0-9_.-]{{1,{MAX_PIPELINE_ID_LENGTH}}}$")
 # Node ids appear in "node.output" references, so they cannot contain dots.
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

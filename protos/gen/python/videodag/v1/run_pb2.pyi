@@ -89,8 +89,9 @@ class RunConfig(_message.Message):
     DECODE_DURING_UPLOAD_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """Required. The id of a pipeline the server has (see ListPipelines), such as
-    "player_tracking_v1". Ids match [a-z0-9_.-]+; they are names, never paths.
-    Empty or unknown: NOT_FOUND, listing the known ids; malformed: INVALID_ARGUMENT.
+    "player_tracking_v1". Ids match [a-z0-9_.-]+, at most 128 characters; they
+    are names, never paths. Empty or unknown: NOT_FOUND, listing the known ids;
+    malformed or longer: INVALID_ARGUMENT (INVALID_PIPELINE_ID).
     """
     file_name: _builtins.str
     """The video's original file name, for logs and error messages. Optional. The

@@ -33,7 +33,9 @@ class VideoPipelineServiceStub:
     details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
     the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
     resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
-    from gRPC itself, with a message and no details.
+    from gRPC itself, with a message and no details. Texts that echo the request
+    (an id, a file name) are shortened: a message keeps to 1024 bytes, each detail
+    field to 256, so a status always fits in what clients accept as trailers.
 
     | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
@@ -44,7 +46,8 @@ class VideoPipelineServiceStub:
     | malformed idempotency key, after_frame_index below -1,       |                    |
     | decode_during_upload without a declared size, bad page size, |                    |
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
-    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | outside [a-z0-9_.-] or over 128 characters                  |                    |
+    | (INVALID_PIPELINE_ID); unreadable video                      |                    |
     | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
     | in the request, such as `config.options.frame_stride` or     |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
@@ -146,7 +149,9 @@ class VideoPipelineServiceServicer:
     details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
     the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
     resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
-    from gRPC itself, with a message and no details.
+    from gRPC itself, with a message and no details. Texts that echo the request
+    (an id, a file name) are shortened: a message keeps to 1024 bytes, each detail
+    field to 256, so a status always fits in what clients accept as trailers.
 
     | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
@@ -157,7 +162,8 @@ class VideoPipelineServiceServicer:
     | malformed idempotency key, after_frame_index below -1,       |                    |
     | decode_during_upload without a declared size, bad page size, |                    |
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
-    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | outside [a-z0-9_.-] or over 128 characters                  |                    |
+    | (INVALID_PIPELINE_ID); unreadable video                      |                    |
     | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
     | in the request, such as `config.options.frame_stride` or     |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
@@ -370,7 +376,9 @@ class VideoPipelineService:
     details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
     the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
     resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
-    from gRPC itself, with a message and no details.
+    from gRPC itself, with a message and no details. Texts that echo the request
+    (an id, a file name) are shortened: a message keeps to 1024 bytes, each detail
+    field to 256, so a status always fits in what clients accept as trailers.
 
     | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
@@ -381,7 +389,8 @@ class VideoPipelineService:
     | malformed idempotency key, after_frame_index below -1,       |                    |
     | decode_during_upload without a declared size, bad page size, |                    |
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
-    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | outside [a-z0-9_.-] or over 128 characters                  |                    |
+    | (INVALID_PIPELINE_ID); unreadable video                      |                    |
     | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
     | in the request, such as `config.options.frame_stride` or     |                    |
     | `config.run_config.declared_size_bytes`                      |                    |

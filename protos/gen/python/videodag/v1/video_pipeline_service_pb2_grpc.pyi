@@ -34,7 +34,9 @@ class VideoPipelineServiceStub:
     details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
     the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
     resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
-    from gRPC itself, with a message and no details.
+    from gRPC itself, with a message and no details. Texts that echo the request
+    (an id, a file name) are shortened: a message keeps to 1024 bytes, each detail
+    field to 256, so a status always fits in what clients accept as trailers.
 
     | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
@@ -45,7 +47,8 @@ class VideoPipelineServiceStub:
     | malformed idempotency key, after_frame_index below -1,       |                    |
     | decode_during_upload without a declared size, bad page size, |                    |
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
-    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | outside [a-z0-9_.-] or over 128 characters                  |                    |
+    | (INVALID_PIPELINE_ID); unreadable video                      |                    |
     | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
     | in the request, such as `config.options.frame_stride` or     |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
@@ -168,7 +171,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
     the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
     resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
-    from gRPC itself, with a message and no details.
+    from gRPC itself, with a message and no details. Texts that echo the request
+    (an id, a file name) are shortened: a message keeps to 1024 bytes, each detail
+    field to 256, so a status always fits in what clients accept as trailers.
 
     | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
@@ -179,7 +184,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | malformed idempotency key, after_frame_index below -1,       |                    |
     | decode_during_upload without a declared size, bad page size, |                    |
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
-    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | outside [a-z0-9_.-] or over 128 characters                  |                    |
+    | (INVALID_PIPELINE_ID); unreadable video                      |                    |
     | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
     | in the request, such as `config.options.frame_stride` or     |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
@@ -298,7 +304,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     details: ErrorInfo (domain "videodag.dev", a stable `reason`, metadata such as
     the limit crossed), BadRequest for bad fields, ResourceInfo for a missing
     resource, RetryInfo where a retry later can help. The rows marked "gRPC" come
-    from gRPC itself, with a message and no details.
+    from gRPC itself, with a message and no details. Texts that echo the request
+    (an id, a file name) are shortened: a message keeps to 1024 bytes, each detail
+    field to 256, so a status always fits in what clients accept as trailers.
 
     | condition (ErrorInfo reason)                                 | code               |
     |--------------------------------------------------------------|--------------------|
@@ -309,7 +317,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | malformed idempotency key, after_frame_index below -1,       |                    |
     | decode_during_upload without a declared size, bad page size, |                    |
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
-    | outside [a-z0-9_.-] (INVALID_PIPELINE_ID); unreadable video  |                    |
+    | outside [a-z0-9_.-] or over 128 characters                  |                    |
+    | (INVALID_PIPELINE_ID); unreadable video                      |                    |
     | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
     | in the request, such as `config.options.frame_stride` or     |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
