@@ -10,7 +10,7 @@ import pytest
 
 from videodag_service.errors import UploadIdle
 from videodag_service.observability.logging import current_request_id, request_id_bound
-from videodag_service.upload_idle import WatchedChunks, store_watching_idle
+from videodag_service.upload_idle import WatchedChunks, first_message_watching_idle, store_watching_idle
 
 
 class SilentCall:
@@ -101,3 +101,23 @@ def test_the_store_logs_with_the_calls_request_id() -> None:
     with request_id_bound("req-9"):
         seen = store_watching_idle(lambda chunks: (current_request_id(), threading.get_ident()), iter([]), 5)
     assert seen[0] == "req-9" and seen[1] != threading.get_ident()
+
+
+def test_once_every_chunk_has_arrived_the_limit_stops_so_slow_storing_is_not_silence() -> None:
+    """The server's own work after the last chunk (checks, a job's record) may take longer
+    than the limit: the client sent everything, and must not be told it was silent."""
+
+    def store(chunks: Iterator[bytes]) -> bytes:
+        whole = b"".join(chunks)
+        time.sleep(0.5)  # longer than the limit, after the stream's end
+        return whole
+
+    assert store_watching_idle(store, iter([b"a", b"b"]), idle_seconds=0.2) == b"ab"
+
+
+def test_a_silent_first_message_is_given_up_and_named_as_such() -> None:
+    call = SilentCall()
+    with pytest.raises(UploadIdle) as raised:
+        first_message_watching_idle(lambda requests: next(requests), iter(call), idle_seconds=0.2)
+    call.end()
+    assert "the call sent no config message for 0.2 s" in raised.value.message
