@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from videodag_service.errors import ErrorDetails
 from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
+from videodag_service.video.decoder_log import DecoderLogWatch
 from videodag_service.video.frame_ring import FrameRing
 from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.reader import (
@@ -42,6 +44,10 @@ from videodag_service.video.reader import (
 )
 
 _PR_SET_PDEATHSIG = 1
+INTERLACED_REASON = (
+    "it is interlaced, and this server's OpenCV cannot convert interlaced frames to images (it would hand "
+    "over black ones); deinterlace it first, for example with ffmpeg -i IN -vf bwdif OUT"
+)
 # Looked up once, in the forkserver that preloads this module, not in every decoder.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -145,6 +151,7 @@ def serve_decoder(
     _harden_process()
     run_as_batch()  # before the capture opens, so FFmpeg's threads inherit it
     open_fragments_as_they_arrive()  # this process opens one capture
+    log = DecoderLogWatch.install()
     channel = _Channel(connection)
     try:
         channel.send(messages.encode("ready"))
@@ -152,7 +159,7 @@ def serve_decoder(
             source = messages.path_from(channel.receive())
         if isinstance(source, GrowingUpload):
             source = source.waiting_with(lambda: channel.send_alive_if_due(heartbeat_seconds))
-        _decode_one_file(channel, source, opener)
+        _decode_one_file(channel, source, opener, log)
     except ServerGone:
         pass
     except Exception as error:  # file errors keep their type; a bug or a resource error is reported too
@@ -162,7 +169,7 @@ def serve_decoder(
         connection.close()
 
 
-def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener) -> None:
+def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener, log: DecoderLogWatch) -> None:
     path = Path(source)
     with opener(source) as video:
         channel.send(messages.opened(video.info))
@@ -171,23 +178,31 @@ def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener
             raise messages.MalformedMessage(f"expected a decode request, got {message['type']!r}")
         request = messages.request_from(message)
         ring = FrameRing.attach(request.ring_name, request.layout)
-        # No close: the process exits right after, which unmaps the ring, and the frames the
-        # reader still references are views of it.
-        channel.send(messages.encode("attached"))
-        writer = _SlotWriter(ring, channel, (video.info.height, video.info.width, 3))
-        _stream_frames(video, request, writer, channel, path)
-        decode_seconds = max(0.0, video.decode_seconds - writer.waited_seconds)
+        try:
+            channel.send(messages.encode("attached"))
+            writer = _SlotWriter(ring, channel, (video.info.height, video.info.width, 3))
+            _stream_frames(video, request, writer, channel, path, log)
+            decode_seconds = max(0.0, video.decode_seconds - writer.waited_seconds)
+        finally:
+            # Closed here, not left to the process's end, where the segment could go before
+            # the views of it and complain; a view still alive keeps it until it goes.
+            ring.close()
         channel.send(messages.finished(decode_seconds, video.ended_early, video.frames_in_video))
 
 
 def _stream_frames(
-    video: OpenedVideo, request: messages.DecodeRequest, writer: _SlotWriter, channel: _Channel, path: Path
+    video: OpenedVideo, request: messages.DecodeRequest, writer: _SlotWriter, channel: _Channel, path: Path,
+    log: DecoderLogWatch,
 ) -> None:
     def heartbeat() -> None:
         channel.send_alive_if_due(request.heartbeat_seconds)
 
     frames = video.frames(request.window, request.limits, retrieve_into=writer.next_buffer, on_grab=heartbeat)
-    for frame in frames:
+    for published, frame in enumerate(frames):
+        if published == 0:
+            log.settle()  # FFmpeg's word on the first conversion is in before that frame goes out
+        if log.interlaced_refused.is_set():
+            raise unreadable(path, INTERLACED_REASON, ErrorDetails(metadata={"interlaced": "true"}))
         writer.publish(frame, path)
 
 

@@ -1,0 +1,82 @@
+"""Interlaced video never comes back as black frames: its frames are right, or the run is refused.
+
+OpenCV 4.13 and 4.14 (FFmpeg 8's swscale) report interlaced frames as read but hand over
+black images; the decoder process watches FFmpeg's log for the refusal (`decoder_log`) and
+ends the run with VIDEO_UNREADABLE saying why. An OpenCV that converts them gets them right.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fakes.media import write_test_pattern
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import VideoUnreadable
+from videodag_service.video import VideoFilePipelineService
+from videodag_service.video.decoder_log import INTERLACED_REFUSED
+
+# testsrc2's pattern averages about 120 in brightness; a black frame, 0.
+PATTERN_BRIGHTNESS = 100
+
+INTERLACED_ENCODINGS = {
+    "h264.mp4": ("-vf", "tinterlace=4", "-c:v", "libx264", "-flags", "+ildct+ilme", "-x264opts", "tff=1",
+                 "-pix_fmt", "yuv420p"),
+    "mpeg2.ts": ("-vf", "tinterlace=4,setfield=tff", "-c:v", "mpeg2video", "-flags", "+ildct+ilme"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INTERLACED_ENCODINGS))
+def test_an_interlaced_video_gives_its_real_frames_or_a_typed_refusal_never_black_ones(
+    tmp_path: Path, name: str
+) -> None:
+    path = write_test_pattern(tmp_path / f"interlaced_{name}", *INTERLACED_ENCODINGS[name], size="320x240",
+                              seconds=2.0)
+    service = VideoFilePipelineService(DagPipelineService.from_folder(), isolation="process")
+    try:
+        results = service.run_on_file("frame_stats_v1", path, {"max_frames": 8})
+    except VideoUnreadable as error:
+        assert "it is interlaced" in error.message and "deinterlace it first" in error.message
+        assert error.details.metadata == {"interlaced": "true"}
+        assert error.message.startswith(f"Unable to read video file {path.name!r}")
+        return
+    brightness = [item["result"]["stats"]["mean_brightness"] for item in results]
+    assert len(brightness) == 8 and min(brightness) > PATTERN_BRIGHTNESS, brightness
+
+
+def test_a_progressive_video_flagged_nothing_special_runs_as_before(tmp_path: Path) -> None:
+    path = write_test_pattern(tmp_path / "progressive.mp4", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                              size="320x240", seconds=1.0)
+    service = VideoFilePipelineService(DagPipelineService.from_folder(), isolation="process")
+    results = service.run_on_file("frame_stats_v1", path, {"max_frames": 8})
+    assert min(item["result"]["stats"]["mean_brightness"] for item in results) > PATTERN_BRIGHTNESS
+
+
+_WATCH_SCRIPT = textwrap.dedent(
+    f"""
+    import os
+    from videodag_service.video.decoder_log import DecoderLogWatch
+
+    watch = DecoderLogWatch.install()
+    os.write(2, b"[h264 @ 0x1] an ordinary message\\n")
+    watch.settle()
+    print("after an ordinary message:", watch.interlaced_refused.is_set(), flush=True)
+    os.write(2, b"[swscaler @ 0x2] " + {INTERLACED_REFUSED!r} + b" or vice versa.\\n")
+    watch.settle()
+    print("after the refusal:", watch.interlaced_refused.is_set(), flush=True)
+    """
+)
+
+
+def test_the_log_watch_passes_every_line_on_and_notices_the_refusal() -> None:
+    completed = subprocess.run([sys.executable, "-c", _WATCH_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["after an ordinary message: False", "after the refusal: True"]
+    assert completed.stderr.splitlines() == [
+        "[h264 @ 0x1] an ordinary message",
+        f"[swscaler @ 0x2] {INTERLACED_REFUSED.decode()} or vice versa.",
+    ]
