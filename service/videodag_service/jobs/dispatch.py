@@ -34,6 +34,10 @@ class JobQueue(Protocol):
         """Jobs handed to the queue that no worker has started yet (for the queue-depth metric)."""
         ...
 
+    def retry_stranded(self) -> None:
+        """Try again what a store failure left undone in this process (called by maintenance)."""
+        ...
+
 
 class ThreadPoolJobQueue:
     """`workers` threads run jobs one at a time each, in the order they were dispatched.
@@ -48,6 +52,8 @@ class ThreadPoolJobQueue:
         self._executor = executor
         self._pending: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._unstarted_lock = threading.Lock()
+        self._unstarted: list[tuple[str, int]] = []
         self._threads = [
             threading.Thread(target=self._work, name=f"videodag-job-{number}", daemon=True)
             for number in range(workers)
@@ -62,6 +68,16 @@ class ThreadPoolJobQueue:
 
     def depth(self) -> int:
         return self._pending.qsize()
+
+    def retry_stranded(self) -> None:
+        """Record the job ends the store refused, and hand the jobs it would not let start to
+        the workers again (a stale pair is skipped by the worker, as ever)."""
+        self._executor.record_pending_ends()
+        with self._unstarted_lock:
+            unstarted, self._unstarted = self._unstarted, []
+        for item in unstarted:
+            if not self._stopping.is_set():
+                self._pending.put(item)
 
     def close(self, timeout: float = 30.0) -> None:
         self._stopping.set()
@@ -83,5 +99,8 @@ class ThreadPoolJobQueue:
                 return
             except Exception:
                 # The executor records run errors in the job; what reaches here is a store
-                # failure. The job stays as the store has it and recovery deals with it.
-                logger.exception("job %s attempt %d: worker failure", job_id, attempt)
+                # failure before the job was claimed: it is still QUEUED, and goes back to
+                # the workers at the next maintenance.
+                logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
+                with self._unstarted_lock:
+                    self._unstarted.append((job_id, attempt))

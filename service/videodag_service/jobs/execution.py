@@ -13,6 +13,7 @@ the synchronous call would have given. Three things end a run early without fail
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -61,6 +62,8 @@ class JobExecutor:
         self._job_timeout_seconds = job_timeout_seconds
         self._retention_seconds = retention_seconds
         self._clock = clock
+        self._pending_lock = threading.Lock()
+        self._pending_ends: dict[tuple[str, int], tuple[Job, JobSummary | None, JobError | None]] = {}
 
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
@@ -80,11 +83,13 @@ class JobExecutor:
             logger.info("job %s attempt %d interrupted by shutdown; it will run again", job.id, job.attempt)
             raise
         except Exception as error:
-            self._finish(job, error=JobError.from_exception(error))
             logger.info("job %s failed: %s", job.id, error)
+            if not self._finish(job, error=JobError.from_exception(error)):
+                return JobState.RUNNING
         else:
-            self._finish(job, summary=summary)
             logger.info("job %s succeeded: %d frames", job.id, summary.frames_processed)
+            if not self._finish(job, summary=summary):
+                return JobState.RUNNING
         return self._release_video_if_finished(job)
 
     def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:
@@ -131,7 +136,8 @@ class JobExecutor:
             frames_in_video=stats.frames_in_video,
         )
 
-    def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None) -> None:
+    def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None) -> bool:
+        """Record the job's end; False when the store failed, and the end waits for `record_pending_ends`."""
         now = self._clock()
         try:
             finished = self._store.finish(
@@ -139,11 +145,26 @@ class JobExecutor:
             )
         except Exception:
             # A store that cannot record the end (disk full, connection lost) leaves the job
-            # RUNNING: recovery runs it again rather than losing it.
-            logger.exception("job %s: could not record its end", job.id)
-            return
+            # RUNNING: the end is tried again at each maintenance, and should this process
+            # end first, recovery runs the job again rather than losing it.
+            logger.exception("job %s: could not record its end; trying again later", job.id)
+            with self._pending_lock:
+                self._pending_ends[(job.id, job.attempt)] = (job, summary, error)
+            return False
         if not finished:
             logger.info("job %s attempt %d: its end was not recorded (cancelled or taken over)", job.id, job.attempt)
+        return True
+
+    def record_pending_ends(self) -> None:
+        """Try again to record the ends a store failure left unrecorded (the jobs stay RUNNING
+        until then, their watchers waiting and their videos kept)."""
+        with self._pending_lock:
+            pending = list(self._pending_ends.values())
+        for job, summary, error in pending:
+            if self._finish(job, summary=summary, error=error):
+                with self._pending_lock:
+                    self._pending_ends.pop((job.id, job.attempt), None)
+                self._release_video_if_finished(job)
 
     def _release_video_if_finished(self, job: Job) -> JobState | None:
         """Delete the upload once no run will need it again; returns the job's state."""

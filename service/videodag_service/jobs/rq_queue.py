@@ -61,5 +61,9 @@ class RqJobQueue:
     def depth(self) -> int:
         return int(self._queue.count)
 
+    def retry_stranded(self) -> None:
+        """Nothing here: a job a worker could not finish keeps a lease that expires, and the
+        store's recovery queues it again (`RedisJobStore.recover`)."""
+
     def close(self) -> None:
         self._connection.close()

@@ -184,6 +184,7 @@ class JobService:
 
     def run_maintenance(self) -> None:
         """Delete jobs past retention, and hand interrupted or stranded jobs to workers again."""
+        self._queue.retry_stranded()
         now = self._clock()
         for job in self._store.purge_expired(now):
             self._uploads.delete(job.video.ref)

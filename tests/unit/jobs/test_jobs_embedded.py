@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +37,7 @@ from videodag_service.jobs import (
     StoredVideo,
     open_job_service,
 )
+from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.video import SamplingOptions, VideoFilePipelineService
@@ -213,6 +216,84 @@ def test_a_shutdown_leaves_the_job_running_for_recovery(tmp_path: Path, dag: Dag
     assert interrupted.state is JobState.RUNNING and interrupted.frames_done >= 3
     assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for the re-run"
     parts.store.close()
+
+
+class _FlakyStore(SqliteJobStore):
+    """A store whose `claim` and `finish` each fail their first `failures` calls, as a disk
+    with a passing I/O error would."""
+
+    def __init__(self, root: Path, failures: dict[str, int]) -> None:
+        super().__init__(root)
+        self.failures = dict(failures)
+
+    def _maybe_fail(self, method: str) -> None:
+        if self.failures.get(method, 0) > 0:
+            self.failures[method] -= 1
+            raise sqlite3.OperationalError(f"disk I/O error in {method} (injected)")
+
+    def claim(self, *args: Any, **kwargs: Any) -> Job | None:
+        self._maybe_fail("claim")
+        return super().claim(*args, **kwargs)
+
+    def finish(self, *args: Any, **kwargs: Any) -> bool:
+        self._maybe_fail("finish")
+        return super().finish(*args, **kwargs)
+
+
+def _flaky_parts(tmp_path: Path, dag: DagPipelineService, **failures: int) -> _Parts:
+    parts = _Parts(tmp_path, dag)
+    parts.store.close()
+    parts.store = _FlakyStore(tmp_path / "data", failures)
+    parts.executor = JobExecutor(parts.store, parts.uploads, dag, VideoFilePipelineService(dag),
+                                 job_timeout_seconds=60, retention_seconds=60)
+    return parts
+
+
+def test_an_end_the_store_failed_to_record_is_recorded_at_the_next_try(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    parts = _flaky_parts(tmp_path, dag, finish=1)
+    job = parts.submit(clip, "frame_stats_v1")
+
+    assert parts.executor.execute(job.id, 1) is JobState.RUNNING
+    assert parts.store.get(job.id).state is JobState.RUNNING
+    assert list(parts.uploads.refs()) == [job.video.ref], "kept until the end is recorded"
+
+    parts.executor.record_pending_ends()  # what maintenance does
+    done = parts.store.get(job.id)
+    assert done.state is JobState.SUCCEEDED and done.summary is not None and done.summary.frames_processed == 30
+    assert list(parts.uploads.refs()) == []
+    parts.executor.record_pending_ends()  # nothing left to do
+    assert parts.store.get(job.id).state is JobState.SUCCEEDED
+    parts.store.close()
+
+
+def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    parts = _flaky_parts(tmp_path, dag, claim=1)
+    job = parts.submit(clip, "frame_stats_v1")
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    try:
+        workers.dispatch(job)
+        assert _wait_for(lambda: parts.store.failures["claim"] == 0)
+        time.sleep(0.2)
+        assert parts.store.get(job.id).state is JobState.QUEUED, "not started, not lost"
+
+        workers.retry_stranded()  # what maintenance does
+        assert _wait_for(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED)
+    finally:
+        workers.close()
+        parts.store.close()
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 @pytest.fixture
