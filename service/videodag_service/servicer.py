@@ -81,7 +81,7 @@ class RunSlots:
         if not self._semaphore.acquire(blocking=False):
             raise TooManyRuns(
                 f"the server already runs its maximum of {self.capacity} videos; retry shortly",
-                ErrorDetails(retry_after_seconds=1.0),
+                ErrorDetails(metadata={"max_concurrent_runs": str(self.capacity)}, retry_after_seconds=1.0),
             )
         with self._changed:
             self._active += 1

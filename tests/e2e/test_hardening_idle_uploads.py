@@ -224,8 +224,9 @@ def test_silent_streams_hold_no_more_threads_than_run_slots_so_every_other_call_
         try:
             # One stream holds the only run slot; every other is refused at once, typed.
             assert wait_until(lambda: sum(call.done() for call in calls) == silent_streams - 1)
-            refused = [_error_info(call).reason for call in calls if call.done()]  # type: ignore[arg-type]
-            assert refused == ["TOO_MANY_RUNS"] * (silent_streams - 1)
+            refused = [_error_info(call) for call in calls if call.done()]  # type: ignore[arg-type]
+            assert [info.reason for info in refused] == ["TOO_MANY_RUNS"] * (silent_streams - 1)
+            assert all(info.metadata["max_concurrent_runs"] == "1" for info in refused)
             assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
             assert [p.id for p in server.client.list_pipelines()]
         finally:

@@ -40,22 +40,24 @@ def events_until_refused(
 
 
 @pytest.mark.parametrize(
-    ("limits", "limit_name", "message"),
+    ("limits", "limit_name", "message", "values"),
     [
-        ({"max_frame_width": 640}, "width", "frame width 768 px is over the limit of 640 px"),
-        ({"max_frame_height": 480}, "height", "frame height 576 px is over the limit of 480 px"),
-        ({"max_video_seconds": 5.0}, "duration", "the video lasts 12.000 s, over the limit of 5.0 s"),
-        ({"max_video_frames": 100}, "frame_count", "the video has 120 frames, over the limit of 100"),
+        ({"max_frame_width": 640}, "width", "frame width 768 px is over the limit of 640 px", ("640", "768")),
+        ({"max_frame_height": 480}, "height", "frame height 576 px is over the limit of 480 px", ("480", "576")),
+        ({"max_video_seconds": 5.0}, "duration", "the video declares 12.000 s, over the limit of 5 s", ("5", "12")),
+        ({"max_video_frames": 100}, "frame_count", "the video declares 120 frames, over the limit of 100",
+         ("100", "120")),
     ],
 )
 def test_a_video_over_a_limit_is_refused_before_any_frame(
-    make_server: ServerFactory, sample_clip: Path, limits: dict[str, float], limit_name: str, message: str
+    make_server: ServerFactory, sample_clip: Path, limits: dict[str, float], limit_name: str, message: str,
+    values: tuple[str, str],
 ) -> None:
     server = make_server(**limits)
     events, error = events_until_refused(server, sample_clip, ResourceExhausted)
     assert [type(e) for e in events] == [UploadReceived]  # no VideoOpened, no frame
     assert error.reason == "VIDEO_TOO_LARGE"
-    assert error.metadata["limit"] == limit_name
+    assert error.metadata == {"limit": limit_name, "maximum": values[0], "found": values[1]}
     assert message in error.message
     assert server.leftover_uploads() == []
 

@@ -28,19 +28,21 @@ class VideoLimits:
     def check_info(self, info: VideoInfo) -> None:
         """Raise VideoTooLarge when the declared facts of a video are over a limit."""
         if self.max_width is not None and info.width > self.max_width:
-            _refuse("width", f"frame width {info.width} px is over the limit of {self.max_width} px")
+            _refuse("width", self.max_width, info.width,
+                    f"frame width {info.width} px is over the limit of {self.max_width} px")
         if self.max_height is not None and info.height > self.max_height:
-            _refuse("height", f"frame height {info.height} px is over the limit of {self.max_height} px")
+            _refuse("height", self.max_height, info.height,
+                    f"frame height {info.height} px is over the limit of {self.max_height} px")
         if self.max_frames_total is not None and info.frame_count > self.max_frames_total:
             _refuse(
-                "frame_count",
-                f"the video has {info.frame_count} frames, over the limit of {self.max_frames_total}",
+                "frame_count", self.max_frames_total, info.frame_count,
+                f"the video declares {info.frame_count} frames, over the limit of {self.max_frames_total}",
             )
         if self.max_duration_seconds is not None and info.duration_seconds > self.max_duration_seconds:
             _refuse(
-                "duration",
-                f"the video lasts {info.duration_seconds:.3f} s, "
-                f"over the limit of {self.max_duration_seconds} s",
+                "duration", self.max_duration_seconds, round(info.duration_seconds, 3),
+                f"the video declares {info.duration_seconds:.3f} s, "
+                f"over the limit of {self.max_duration_seconds:g} s",
             )
 
     def check_frame(self, frame_index: int, seconds: float, fps: float) -> None:
@@ -53,13 +55,17 @@ class VideoLimits:
         """
         frames_seen = frame_index + 1
         if self.max_frames_total is not None and frames_seen > self.max_frames_total:
-            _refuse("frame_count", f"the video has more than {self.max_frames_total} frames, the limit")
+            _refuse("frame_count", self.max_frames_total, frames_seen,
+                    f"the video has more than {self.max_frames_total} frames, the limit")
         max_duration = self.max_duration_seconds
         if max_duration is not None:
             lasts = seconds + (1.0 / fps if fps > 0 else 0.0)
             if lasts > max_duration + _TIME_SLACK_SECONDS:
-                _refuse("duration", f"the video lasts more than {self.max_duration_seconds} s, the limit")
+                _refuse("duration", max_duration, round(lasts, 3),
+                        f"the video lasts more than {max_duration:g} s, the limit")
 
 
-def _refuse(limit: str, message: str) -> None:
-    raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata={"limit": limit}))
+def _refuse(limit: str, maximum: float, found: float, message: str) -> None:
+    """The refusal, with the limit crossed, its value and the value found (so far, while decoding)."""
+    metadata = {"limit": limit, "maximum": f"{maximum:g}", "found": f"{found:g}"}
+    raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata=metadata))

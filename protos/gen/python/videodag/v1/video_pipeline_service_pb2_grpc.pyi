@@ -56,10 +56,12 @@ class VideoPipelineServiceStub:
     | message and metadata list the known ids); unknown job id     |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
-    | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
+    | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
+    | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
+    | `found`); every run slot taken                               |                    |
     | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
-    | full (DISK_FULL)                                             |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -193,10 +195,12 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | message and metadata list the known ids); unknown job id     |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
-    | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
+    | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
+    | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
+    | `found`); every run slot taken                               |                    |
     | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
-    | full (DISK_FULL)                                             |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -326,10 +330,12 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | message and metadata list the known ids); unknown job id     |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
-    | (UPLOAD_TOO_LARGE, VIDEO_TOO_LARGE); every run slot taken    |                    |
+    | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
+    | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
+    | `found`); every run slot taken                               |                    |
     | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo; disk |                    |
-    | full (DISK_FULL)                                             |                    |
+    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
