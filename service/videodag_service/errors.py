@@ -25,6 +25,10 @@ Each class names its status code as a string so this module stays grpc-free.
     │   └── NodeTimedOut                a node call outlived node_timeout_seconds
     ├── DecoderDidNotStart              INTERNAL: the server's fault, not the video's
     ├── FailedPrecondition              FAILED_PRECONDITION
+    │   ├── JobAlreadyFinished          cancel a job that has finished
+    │   ├── JobNotFinished              delete a job that has not
+    │   ├── IdempotencyKeyReused        a key already used for another pipeline
+    │   └── JobsDisabled                a job call on a server without a job backend
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
     │   └── UploadIdle                  no upload bytes for upload_idle_timeout_seconds
@@ -300,6 +304,45 @@ class FailedPrecondition(VideodagError):
 
     status_code = "FAILED_PRECONDITION"
     reason = "FAILED_PRECONDITION"
+
+
+class JobAlreadyFinished(FailedPrecondition):
+    """Raised when cancelling a job that has already succeeded or failed."""
+
+    reason = "JOB_FINISHED"
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"job {job_id} already finished ({state}); it cannot be cancelled",
+                         ErrorDetails(metadata={"job_id": job_id, "state": state}))
+
+
+class JobNotFinished(FailedPrecondition):
+    """Raised when deleting a job that is still queued or running."""
+
+    reason = "JOB_NOT_FINISHED"
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(f"job {job_id} is {state}; cancel it before deleting it",
+                         ErrorDetails(metadata={"job_id": job_id, "state": state}))
+
+
+class IdempotencyKeyReused(FailedPrecondition):
+    """Raised when an idempotency key comes back with another pipeline than its job's."""
+
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, key: str, job_id: str, pipeline_id: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was already used for job {job_id} with pipeline {pipeline_id!r}; "
+            "use a new key for another pipeline",
+            ErrorDetails(metadata={"job_id": job_id, "pipeline_id": pipeline_id}),
+        )
+
+
+class JobsDisabled(FailedPrecondition):
+    """Raised for a job call on a server started without a job backend."""
+
+    reason = "JOBS_DISABLED"
 
 
 class RunCancelled(VideodagError):

@@ -18,7 +18,7 @@ from videodag.v1 import video_pipeline_service_pb2 as pb
 from videodag_service import convert, convert_jobs
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
-from videodag_service.errors import ErrorDetails, FailedPrecondition, TooManyJobUploads, TooManyWatches, VideodagError
+from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches, VideodagError
 from videodag_service.jobs import JobService
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 
@@ -86,7 +86,7 @@ class JobRpcs:
     @property
     def _job_service(self) -> JobService:
         if self._jobs is None:
-            raise FailedPrecondition("this server was started without a job backend")
+            raise JobsDisabled("this server was started without a job backend")
         return self._jobs
 
     def _job_error(self, error: Exception) -> Exception:

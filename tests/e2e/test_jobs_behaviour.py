@@ -178,8 +178,10 @@ def test_submit_with_a_used_idempotency_key_returns_the_first_job(
 
     assert again.id == first.id and other.id != first.id
     assert sorted(job.id for job in client.iter_jobs()) == sorted([first.id, other.id])
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPrecondition) as reused:
         client.submit_job(sample_clip, "motion_v1", idempotency_key="upload-42")
+    assert reused.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert reused.value.metadata == {"job_id": first.id, "pipeline_id": "frame_stats_v1"}
     for job_id in (first.id, other.id):
         wait_for_job(client, job_id, finished)
     # A finished job's video is deleted just after its state is written.
@@ -216,8 +218,11 @@ def test_delete_removes_a_finished_job_and_refuses_an_unfinished_one(
     client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
 ) -> None:
     running = client.submit_job(sample_clip, "paced")
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPrecondition) as unfinished:
         client.delete_job(running.id)
+    assert unfinished.value.reason == "JOB_NOT_FINISHED"
+    assert unfinished.value.metadata["job_id"] == running.id
+    assert unfinished.value.metadata["state"] in {"QUEUED", "RUNNING"}
     client.cancel_job(running.id)
     done = client.submit_job(sample_clip, "frame_stats_v1", RunOptions(max_frames=5), idempotency_key="k")
     wait_for_job(client, done.id, finished)

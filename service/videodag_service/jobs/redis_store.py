@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import redis
 
-from videodag_service.errors import FailedPrecondition, JobNotFound
+from videodag_service.errors import JobAlreadyFinished, JobNotFinished, JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
@@ -267,7 +267,7 @@ class RedisJobStore(JobStore):
             raise JobNotFound(job_id)
         state = JobState(previous)
         if state in (JobState.SUCCEEDED, JobState.FAILED):
-            raise FailedPrecondition(f"job {job_id} already finished ({state.value}); it cannot be cancelled")
+            raise JobAlreadyFinished(job_id, state.value)
         return self.get(job_id), state
 
     def delete(self, job_id: str) -> Job:
@@ -284,7 +284,7 @@ class RedisJobStore(JobStore):
         if state is None:
             raise JobNotFound(job_id)
         if not JobState(state).is_finished:
-            raise FailedPrecondition(f"job {job_id} is {state}; cancel it before deleting it")
+            raise JobNotFinished(job_id, str(state))
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:

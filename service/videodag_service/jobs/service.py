@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
     ErrorDetails,
-    FailedPrecondition,
     FieldViolation,
+    IdempotencyKeyReused,
     InvalidOptions,
     JobStoreUnavailable,
 )
@@ -203,8 +203,5 @@ class JobService:
 
 def _same_submission(existing: Job, request: JobRequest) -> Job:
     if existing.pipeline_id != request.pipeline_id:
-        raise FailedPrecondition(
-            f"idempotency key {existing.idempotency_key!r} was already used for job {existing.id} "
-            f"with pipeline {existing.pipeline_id!r}; use a new key for another pipeline"
-        )
+        raise IdempotencyKeyReused(existing.idempotency_key or "", existing.id, existing.pipeline_id)
     return existing

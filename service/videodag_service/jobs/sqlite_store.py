@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from videodag_service.errors import DiskFull, ErrorDetails, FailedPrecondition, JobNotFound
+from videodag_service.errors import DiskFull, ErrorDetails, JobAlreadyFinished, JobNotFinished, JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
@@ -150,7 +150,7 @@ class SqliteJobStore(JobStore):
                 raise JobNotFound(job_id)
             previous = JobState(row["state"])
             if previous in (JobState.SUCCEEDED, JobState.FAILED):
-                raise FailedPrecondition(f"job {job_id} already finished ({previous.value}); it cannot be cancelled")
+                raise JobAlreadyFinished(job_id, previous.value)
             if previous is not JobState.CANCELLED:
                 self._update(
                     db, job_id, "state = ?, finished_at = ?, expire_at = ?", (JobState.CANCELLED.value, now, expire_at)
@@ -161,7 +161,7 @@ class SqliteJobStore(JobStore):
         with self._transaction() as db:
             job = self.get(job_id)
             if not job.state.is_finished:
-                raise FailedPrecondition(f"job {job_id} is {job.state.value}; cancel it before deleting it")
+                raise JobNotFinished(job_id, job.state.value)
             db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._changed_locked(job_id, None)

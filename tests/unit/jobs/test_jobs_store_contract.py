@@ -145,8 +145,10 @@ def test_cancel_stops_the_worker_writes_and_refuses_finished_jobs(store: JobStor
     assert store.cancel(queued.id, NOW, NOW)[1] is JobState.QUEUED
     assert store.claim(queued.id, 1, NOW) is None
     assert store.cancel(queued.id, NOW + 9, NOW + 9)[1] is JobState.CANCELLED, "a second cancel changes nothing"
-    with pytest.raises(FailedPrecondition):
+    with pytest.raises(FailedPrecondition) as finished:
         store.cancel(done.id, NOW, NOW)
+    assert finished.value.reason == "JOB_FINISHED"
+    assert finished.value.details.metadata == {"job_id": done.id, "state": "SUCCEEDED"}
     with pytest.raises(JobNotFound):
         store.cancel(new_job_id(), NOW, NOW)
 

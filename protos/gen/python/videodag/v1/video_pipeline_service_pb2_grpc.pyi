@@ -77,8 +77,11 @@ class VideoPipelineServiceStub:
     | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
-    | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
-    | a finished job, delete an unfinished one                     |                    |
+    | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
+    | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
+    | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
+    | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
+    | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
@@ -123,9 +126,10 @@ class VideoPipelineServiceStub:
     DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
     RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
     maximum of job uploads (each holds a server thread; retry hint given), and
-    FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
-    the run itself end up in `Job.error`. Only the pipeline is compared for a
-    repeated key: the options and bytes of a repeated submit are not looked at.
+    FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED for an idempotency key used for
+    another pipeline; errors of the run itself end up in `Job.error`. Only the
+    pipeline is compared for a repeated key: the bytes of a repeated submit are not
+    looked at, nor its options beyond the checks every submit gets.
 
     With an `idempotency_key` already used by a job the server still holds, the
     server returns that job and stores nothing: a retried submit does not queue
@@ -139,11 +143,12 @@ class VideoPipelineServiceStub:
     """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
     after the frame it is processing; results stored before are kept. Cancelling
     a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
-    FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+    FAILED_PRECONDITION (JOB_FINISHED). Unknown id: NOT_FOUND.
     """
     DeleteJob: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.DeleteJobRequest, _video_pipeline_service_pb2.DeleteJobResponse]
     """Deletes a finished job, its results and its files now instead of at the end of
-    retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+    retention. A QUEUED or RUNNING job is FAILED_PRECONDITION (JOB_NOT_FINISHED):
+    cancel it first.
     Unknown id: NOT_FOUND.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_video_pipeline_service_pb2.WatchJobRequest, _video_pipeline_service_pb2.WatchJobResponse]
@@ -216,8 +221,11 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
-    | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
-    | a finished job, delete an unfinished one                     |                    |
+    | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
+    | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
+    | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
+    | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
+    | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
@@ -259,9 +267,10 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
     RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
     maximum of job uploads (each holds a server thread; retry hint given), and
-    FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
-    the run itself end up in `Job.error`. Only the pipeline is compared for a
-    repeated key: the options and bytes of a repeated submit are not looked at.
+    FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED for an idempotency key used for
+    another pipeline; errors of the run itself end up in `Job.error`. Only the
+    pipeline is compared for a repeated key: the bytes of a repeated submit are not
+    looked at, nor its options beyond the checks every submit gets.
 
     With an `idempotency_key` already used by a job the server still holds, the
     server returns that job and stores nothing: a retried submit does not queue
@@ -275,11 +284,12 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
     after the frame it is processing; results stored before are kept. Cancelling
     a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
-    FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+    FAILED_PRECONDITION (JOB_FINISHED). Unknown id: NOT_FOUND.
     """
     DeleteJob: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.DeleteJobRequest, _video_pipeline_service_pb2.DeleteJobResponse]  # type: ignore[assignment]
     """Deletes a finished job, its results and its files now instead of at the end of
-    retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+    retention. A QUEUED or RUNNING job is FAILED_PRECONDITION (JOB_NOT_FINISHED):
+    cancel it first.
     Unknown id: NOT_FOUND.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_video_pipeline_service_pb2.WatchJobRequest, _video_pipeline_service_pb2.WatchJobResponse]  # type: ignore[assignment]
@@ -351,8 +361,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
-    | an idempotency key already used for another pipeline; cancel | FAILED_PRECONDITION|
-    | a finished job, delete an unfinished one                     |                    |
+    | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
+    | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
+    | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
+    | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
+    | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
@@ -416,9 +429,10 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         DEADLINE_EXCEEDED UPLOAD_IDLE, UNAVAILABLE SERVER_DRAINING), plus
         RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
         maximum of job uploads (each holds a server thread; retry hint given), and
-        FAILED_PRECONDITION for an idempotency key used for another pipeline; errors of
-        the run itself end up in `Job.error`. Only the pipeline is compared for a
-        repeated key: the options and bytes of a repeated submit are not looked at.
+        FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED for an idempotency key used for
+        another pipeline; errors of the run itself end up in `Job.error`. Only the
+        pipeline is compared for a repeated key: the bytes of a repeated submit are not
+        looked at, nor its options beyond the checks every submit gets.
 
         With an `idempotency_key` already used by a job the server still holds, the
         server returns that job and stores nothing: a retried submit does not queue
@@ -450,7 +464,7 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancels a QUEUED or RUNNING job and returns it, CANCELLED. A running job stops
         after the frame it is processing; results stored before are kept. Cancelling
         a CANCELLED job returns it unchanged; a SUCCEEDED or FAILED one is
-        FAILED_PRECONDITION. Unknown id: NOT_FOUND.
+        FAILED_PRECONDITION (JOB_FINISHED). Unknown id: NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
@@ -460,7 +474,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_video_pipeline_service_pb2.DeleteJobResponse, _abc.Awaitable[_video_pipeline_service_pb2.DeleteJobResponse]]:
         """Deletes a finished job, its results and its files now instead of at the end of
-        retention. A QUEUED or RUNNING job is FAILED_PRECONDITION: cancel it first.
+        retention. A QUEUED or RUNNING job is FAILED_PRECONDITION (JOB_NOT_FINISHED):
+        cancel it first.
         Unknown id: NOT_FOUND.
         """
 
