@@ -7,7 +7,7 @@ below it works on plain Python values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -16,6 +16,7 @@ from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service.dag import ErrorPolicy, PipelineSpec
 from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, VideodagError
 from videodag_service.video import NodeTimingLike, SamplingOptions, StoredUpload, VideoInfo
+from videodag_service.video.upload import declared_sha256_violation, declared_size_violation
 
 _POLICIES = {
     ErrorPolicy.FAIL: pipeline_pb2.NODE_ERROR_POLICY_FAIL,
@@ -46,15 +47,55 @@ JOB_RUN_CONFIG_PATH = "config.run_config."
 def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
     """Validated sampling options; bad fields are named by their path in the RunConfig
     (`located_in_request` gives the rest of the path, which depends on the call)."""
-    start = options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None
-    end = options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None
+    return checked_run_config(run_pb2.RunConfig(options=options))
+
+
+def checked_run_config(config: run_pb2.RunConfig) -> SamplingOptions:
+    """The config's sampling options, once every field of the config is checked: InvalidOptions
+    names each bad field at once (its path in the RunConfig), so a client fixes them in one go.
+    The pipeline id is checked apart, by the pipelines (INVALID_PIPELINE_ID, NOT_FOUND)."""
+    options = config.options
+    violations: list[FieldViolation] = []
+    start = _offset_seconds(options, "start_offset", violations)
+    end = _offset_seconds(options, "end_offset", violations)
+    sampling = SamplingOptions()
     try:
-        return SamplingOptions(options.frame_stride, options.max_frames, start, end)
+        sampling = SamplingOptions(options.frame_stride, options.max_frames, start, end)
     except InvalidOptions as error:
-        raise InvalidOptions(
-            [FieldViolation(_OPTION_FIELDS.get(v.field, v.field), v.description)
-             for v in error.details.field_violations]
-        ) from None
+        violations += [FieldViolation(_OPTION_FIELDS.get(v.field, v.field), v.description)
+                       for v in error.details.field_violations]
+    violations += [violation for violation in (declared_size_violation(config.declared_size_bytes),
+                                                declared_sha256_violation(config.sha256)) if violation]
+    if config.decode_during_upload and config.declared_size_bytes == 0:
+        violations.append(FieldViolation(
+            "declared_size_bytes", "required (the exact size of the video in bytes) when decode_during_upload is set"
+        ))
+    if violations:
+        raise InvalidOptions(violations)
+    return sampling
+
+
+# google.protobuf.Duration's own range (its definition): about 10,000 years either way.
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def _offset_seconds(
+    options: run_pb2.RunOptions, name: Literal["start_offset", "end_offset"], violations: list[FieldViolation]
+) -> float | None:
+    """An offset in seconds, None when unset; a Duration its definition forbids (nanos out of
+    range or of the other sign, seconds beyond 10,000 years) is a violation, not a guess."""
+    if not options.HasField(name):
+        return None
+    offset: duration_pb2.Duration = getattr(options, name)
+    seconds, nanos = offset.seconds, offset.nanos
+    if (abs(seconds) > _MAX_DURATION_SECONDS or abs(nanos) > 999_999_999
+            or (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0)):
+        violations.append(FieldViolation(
+            f"options.{name}", f"is not a valid Duration (seconds {seconds}, nanos {nanos}): nanos must be within "
+            "±999,999,999 with the sign of seconds, seconds within ±315,576,000,000"
+        ))
+        return None
+    return seconds + nanos / 1e9
 
 
 def located_in_request(error: Exception, config_path: str) -> Exception:

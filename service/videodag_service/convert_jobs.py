@@ -33,7 +33,7 @@ def job_request_from_proto(config: video_pipeline_service_pb2.SubmitJobConfig) -
     run_config = config.run_config
     return JobRequest(
         pipeline_id=run_config.pipeline_id,
-        sampling=convert.sampling_from_proto(run_config.options),
+        sampling=convert.checked_run_config(run_config),
         file_name=run_config.file_name,
         declared_size_bytes=run_config.declared_size_bytes or None,
         declared_sha256=run_config.sha256 or None,
@@ -44,10 +44,10 @@ def job_request_from_proto(config: video_pipeline_service_pb2.SubmitJobConfig) -
 def job_states_from_proto(states: Iterable[int]) -> list[JobState]:
     """A ListJobs state filter; JOB_STATE_UNSPECIFIED or an unknown number is INVALID_ARGUMENT."""
     converted = []
-    for number in states:
+    for position, number in enumerate(states):
         state = _STATES_FROM_PROTO.get(number)  # type: ignore[call-overload]
         if state is None:
-            raise InvalidOptions([FieldViolation("states", f"{number} is not a job state to filter by")])
+            raise InvalidOptions([FieldViolation(f"states[{position}]", f"{number} is not a job state to filter by")])
         converted.append(state)
     return converted
 

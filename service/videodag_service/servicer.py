@@ -24,8 +24,6 @@ from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
     DeadlineExceeded,
     ErrorDetails,
-    FieldViolation,
-    InvalidOptions,
     RunCancelled,
     ServerDraining,
     TooManyRuns,
@@ -180,8 +178,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 config: run_pb2.RunConfig = first_message_watching_idle(
                     first_config, request_iterator, self._upload_idle_seconds
                 )
-                sampling = convert.sampling_from_proto(config.options)
-                _check_decode_during_upload(config)
+                sampling = convert.checked_run_config(config)
                 spec = self._dag.get_pipeline(config.pipeline_id)
                 pipeline_id = spec.id
                 yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
@@ -326,10 +323,3 @@ def _running_ahead(events: Generator[RunEvent, None, None]) -> Iterator[Iterator
     """
     with closing(events), read_ahead(events, EVENTS_AHEAD, thread_name=RUN_THREAD_NAME) as ahead:
         yield ahead
-
-
-def _check_decode_during_upload(config: run_pb2.RunConfig) -> None:
-    """Decoding an upload as it arrives needs its end: a reader cannot tell a slow upload from a short one."""
-    if config.decode_during_upload and config.declared_size_bytes <= 0:
-        description = "required (the exact size of the video in bytes) when decode_during_upload is set"
-        raise InvalidOptions([FieldViolation("declared_size_bytes", description)])

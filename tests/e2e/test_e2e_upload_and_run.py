@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from harness import ServerFactory, ServerHarness
@@ -224,6 +225,48 @@ def test_every_bad_field_is_named_by_its_path_in_the_request_of_each_upload_call
             f"config.run_config.{field}"]
     channel.close()
     assert server.leftover_uploads() == []
+
+
+def test_every_bad_field_of_a_config_is_named_at_once(server: ServerHarness, sample_clip: Path) -> None:
+    """A client fixing its config gets the whole list in one round trip, not one field a try."""
+    channel = grpc.insecure_channel(server.target)
+    stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+    data = sample_clip.read_bytes()[:4096]
+    run_config = run_pb2.RunConfig(
+        pipeline_id="frame_stats_v1", declared_size_bytes=-3, sha256="xyz",
+        options=run_pb2.RunOptions(frame_stride=-1, start_offset=duration_pb2.Duration(seconds=1, nanos=-5)),
+    )
+    run_requests = [video_pipeline_service_pb2.UploadAndRunRequest(config=run_config),
+                    video_pipeline_service_pb2.UploadAndRunRequest(chunk=data)]
+    expected = ["options.start_offset", "options.frame_stride", "declared_size_bytes", "sha256"]
+    assert _violated_fields(lambda: list(stub.UploadAndRun(iter(run_requests), timeout=30))) == [
+        f"config.{field}" for field in expected]
+    job_requests = [video_pipeline_service_pb2.SubmitJobRequest(
+                        config=video_pipeline_service_pb2.SubmitJobConfig(run_config=run_config)),
+                    video_pipeline_service_pb2.SubmitJobRequest(chunk=data)]
+    assert _violated_fields(lambda: stub.SubmitJob(iter(job_requests), timeout=30)) == [
+        f"config.run_config.{field}" for field in expected]
+    channel.close()
+    assert server.leftover_uploads() == []
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [duration_pb2.Duration(seconds=1, nanos=-5), duration_pb2.Duration(seconds=-1, nanos=5),
+     duration_pb2.Duration(nanos=1_000_000_000), duration_pb2.Duration(seconds=2**62)],
+    ids=["mixed signs", "mixed signs, negative", "nanos out of range", "seconds out of range"],
+)
+def test_an_offset_that_is_not_a_valid_duration_is_refused(
+    server: ServerHarness, sample_clip: Path, offset: duration_pb2.Duration
+) -> None:
+    channel = grpc.insecure_channel(server.target)
+    stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+    run_config = run_pb2.RunConfig(pipeline_id="frame_stats_v1", options=run_pb2.RunOptions(end_offset=offset))
+    requests = [video_pipeline_service_pb2.UploadAndRunRequest(config=run_config),
+                video_pipeline_service_pb2.UploadAndRunRequest(chunk=sample_clip.read_bytes()[:4096])]
+    assert _violated_fields(lambda: list(stub.UploadAndRun(iter(requests), timeout=30))) == [
+        "config.options.end_offset"]
+    channel.close()
 
 
 def test_pipeline_id_that_looks_like_a_path_is_refused(server: ServerHarness, sample_clip: Path) -> None:

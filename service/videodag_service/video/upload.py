@@ -207,12 +207,25 @@ def suffix_for_file_name(file_name: str, default: str = DEFAULT_SUFFIX) -> str:
     return extension if extension in VIDEO_SUFFIXES and _SAFE_SUFFIX.fullmatch(extension) else default
 
 
+def declared_size_violation(declared_size: int | None) -> FieldViolation | None:
+    """What is wrong with a declared size, if anything (0 or None: not declared)."""
+    if declared_size is not None and declared_size < 0:
+        return FieldViolation("declared_size_bytes", f"must not be negative, got {declared_size}")
+    return None
+
+
+def declared_sha256_violation(declared_sha256: str | None) -> FieldViolation | None:
+    """What is wrong with a declared checksum, if anything (empty or None: not declared)."""
+    if declared_sha256 and not _SHA256_HEX.fullmatch(declared_sha256.strip().lower()):
+        return FieldViolation("sha256", "must be 64 hexadecimal characters")
+    return None
+
+
 def _checked_declared_size(declared_size: int | None, max_upload_bytes: int) -> int | None:
+    if (violation := declared_size_violation(declared_size)) is not None:
+        raise InvalidOptions([violation])
     if declared_size is None or declared_size == 0:
         return None
-    if declared_size < 0:
-        description = f"must not be negative, got {declared_size}"
-        raise InvalidOptions([FieldViolation("declared_size_bytes", description)])
     if declared_size > max_upload_bytes:
         raise UploadTooLarge(
             f"declared upload size {declared_size} bytes is over the limit of {max_upload_bytes} bytes",
@@ -223,12 +236,9 @@ def _checked_declared_size(declared_size: int | None, max_upload_bytes: int) -> 
 
 
 def _checked_declared_sha256(declared_sha256: str | None) -> str | None:
-    if not declared_sha256:
-        return None
-    normalised = declared_sha256.strip().lower()
-    if not _SHA256_HEX.fullmatch(normalised):
-        raise InvalidOptions([FieldViolation("sha256", "must be 64 hexadecimal characters")])
-    return normalised
+    if (violation := declared_sha256_violation(declared_sha256)) is not None:
+        raise InvalidOptions([violation])
+    return declared_sha256.strip().lower() if declared_sha256 else None
 
 
 def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO]:

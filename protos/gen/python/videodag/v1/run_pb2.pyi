@@ -50,13 +50,14 @@ class RunOptions(_message.Message):
     @_builtins.property
     def start_offset(self) -> _duration_pb2.Duration:
         """Start of the time window, from the start of the video, inclusive.
-        Unset means the first frame. Negative is INVALID_ARGUMENT.
+        Unset means the first frame. Negative, or a Duration its definition forbids
+        (nanos of the other sign than seconds, or out of range), is INVALID_ARGUMENT.
         """
 
     @_builtins.property
     def end_offset(self) -> _duration_pb2.Duration:
         """End of the time window, from the start of the video, exclusive.
-        Unset means the last frame. Must be after `start_offset`.
+        Unset means the last frame. Must be after `start_offset`, and a valid Duration.
         """
 
     def __init__(
@@ -104,7 +105,7 @@ class RunConfig(_message.Message):
     (RESOURCE_EXHAUSTED), and a different number of bytes arriving is DATA_LOSS.
     """
     sha256: _builtins.str
-    """Lowercase hex SHA-256 of the whole video. Optional. When set and the bytes
+    """Hex SHA-256 of the whole video (either case). Optional. When set and the bytes
     that arrived hash differently, the run fails with DATA_LOSS before decoding
     (with `decode_during_upload`, once the last byte is in).
     """

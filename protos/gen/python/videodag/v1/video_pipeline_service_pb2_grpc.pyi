@@ -49,8 +49,9 @@ class VideoPipelineServiceStub:
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
     | outside [a-z0-9_.-] or over 128 characters                  |                    |
     | (INVALID_PIPELINE_ID); unreadable video                      |                    |
-    | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
-    | in the request, such as `config.options.frame_stride` or     |                    |
+    | (VIDEO_UNREADABLE). BadRequest names every bad field of the  |                    |
+    | config at once, each by its path in the request, such as     |                    |
+    | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
     | message and metadata list the known ids); unknown job id     |                    |
@@ -193,8 +194,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
     | outside [a-z0-9_.-] or over 128 characters                  |                    |
     | (INVALID_PIPELINE_ID); unreadable video                      |                    |
-    | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
-    | in the request, such as `config.options.frame_stride` or     |                    |
+    | (VIDEO_UNREADABLE). BadRequest names every bad field of the  |                    |
+    | config at once, each by its path in the request, such as     |                    |
+    | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
     | message and metadata list the known ids); unknown job id     |                    |
@@ -333,8 +335,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
     | outside [a-z0-9_.-] or over 128 characters                  |                    |
     | (INVALID_PIPELINE_ID); unreadable video                      |                    |
-    | (VIDEO_UNREADABLE). BadRequest names each field by its path  |                    |
-    | in the request, such as `config.options.frame_stride` or     |                    |
+    | (VIDEO_UNREADABLE). BadRequest names every bad field of the  |                    |
+    | config at once, each by its path in the request, such as     |                    |
+    | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
     | message and metadata list the known ids); unknown job id     |                    |
