@@ -221,7 +221,14 @@ class OpenedVideo:
         return 0, None
 
     def _ended_at(self, frame_count: int) -> None:
-        """The video held `frame_count` readable frames: the next one could not be read."""
+        """The video held `frame_count` readable frames: the next one could not be read.
+
+        A video that opens but holds no readable frame at all (cut short after its header,
+        damaged, a codec OpenCV lacks) is refused: a run of it would report nothing, as if
+        its window had been empty.
+        """
+        if frame_count == 0:
+            raise unreadable(self.path, "no frame of it could be decoded (cut short, damaged, or a codec OpenCV lacks)")
         self.frames_in_video = frame_count
         self.ended_early = self._short_of_declared(frame_count)
 

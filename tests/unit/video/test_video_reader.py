@@ -21,8 +21,17 @@ from fakes.media import (
     write_tone,
     write_variable_rate_video,
 )
+from videodag_service.dag import DagPipelineService
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
-from videodag_service.video import GrowingUpload, VideoInfo, VideoLimits, open_video, probe_video, reader
+from videodag_service.video import (
+    GrowingUpload,
+    VideoFilePipelineService,
+    VideoInfo,
+    VideoLimits,
+    open_video,
+    probe_video,
+    reader,
+)
 from videodag_service.video.growing_upload import new_abandon_signal
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
@@ -428,3 +437,21 @@ def test_a_window_starting_past_the_declared_end_is_reached_without_decoding_the
     assert frames == [] and not ended_early and frames_in_video == 120
     # One seek to the last declared frame (119), its grab, and the grab that finds the end.
     assert len(spies) == 1 and spies[0].seeks == 1 and spies[0].grabs <= 2
+
+
+@pytest.mark.parametrize("isolation", ["thread", "process"])
+def test_a_video_that_opens_but_holds_no_readable_frame_is_refused(
+    sample_clip: Path, tmp_path: Path, isolation: str
+) -> None:
+    """Cut short just after its header, a Matroska file still opens; a run of it would report
+    no frame and succeed, as if its window had been empty. It is refused instead."""
+    whole = tmp_path / "whole.mkv"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample_clip),
+                    "-c", "copy", str(whole)], check=True, timeout=60)
+    header_only = tmp_path / "header_only.mkv"
+    header_only.write_bytes(whole.read_bytes()[:8000])
+    with open_video(header_only):
+        pass  # it opens: the refusal comes from decoding, not from the probe
+    service = VideoFilePipelineService(DagPipelineService.from_folder(), isolation=isolation)  # type: ignore[arg-type]
+    with pytest.raises(VideoUnreadable, match=r"'header_only\.mkv': no frame of it could be decoded"):
+        service.run_on_file("frame_stats_v1", header_only)
