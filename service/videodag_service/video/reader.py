@@ -339,6 +339,8 @@ class OpenedVideo:
             raise unreadable(self.path, f"probing failed: {error}") from error
         if width <= 0 or height <= 0:
             raise unreadable(self.path, "it has no video stream")
+        if fps >= _COVER_PICTURE_MIN_FPS and _fourcc_text(fourcc) in _STILL_IMAGE_CODECS:
+            raise _cover_picture_only(self.path)
         frame_count = 0 if self._count_unknown else declared_count
         return VideoInfo(
             fps=fps,
@@ -368,6 +370,20 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """Read a video's facts without decoding a frame; raises VideoUnreadable."""
     with open_video(path) as video:
         return video.info
+
+
+# An audio file's cover picture (an MP3's or M4A's artwork) reaches OpenCV as a one-frame
+# "video" stream of a still-image codec, timed by the 90 kHz clock: 90,000 frames a second,
+# so a 15 s song declares 1,350,000 frames. No real video of those codecs runs that fast.
+_COVER_PICTURE_MIN_FPS = 1000.0
+_STILL_IMAGE_CODECS = frozenset({"MJPG", "MPNG", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
+
+
+def _cover_picture_only(path: Path) -> VideoUnreadable:
+    guess = guess_content(path)
+    what = guess.reason if guess is not None else "it is audio"
+    details = ErrorDetails(metadata={"detected_type": guess.detected_type}) if guess is not None else None
+    return unreadable(path, f"{what}; its only picture is a cover image, not video", details)
 
 
 def _finite_or_zero(value: float) -> float:

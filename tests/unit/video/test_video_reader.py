@@ -455,3 +455,20 @@ def test_a_video_that_opens_but_holds_no_readable_frame_is_refused(
     service = VideoFilePipelineService(DagPipelineService.from_folder(), isolation=isolation)  # type: ignore[arg-type]
     with pytest.raises(VideoUnreadable, match=r"'header_only\.mkv': no frame of it could be decoded"):
         service.run_on_file("frame_stats_v1", header_only)
+
+
+@pytest.mark.parametrize(("name", "picture"), [("song.mp3", "cover.jpg"), ("song.m4a", "cover.png")])
+def test_audio_with_a_cover_picture_is_refused_as_audio_not_run_as_a_90000_fps_video(
+    tmp_path: Path, name: str, picture: str
+) -> None:
+    """FFmpeg shows an audio file's artwork as a one-frame stream timed at 90,000 frames a
+    second: a 15 s song would declare 1,350,000 frames, over any frame limit."""
+    song = write_tone(tmp_path / f"plain_{name}", seconds=3.0)
+    cv2.imwrite(str(tmp_path / picture), np.full((120, 160, 3), 200, np.uint8))
+    with_cover = tmp_path / name
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(song),
+                    "-i", str(tmp_path / picture), "-map", "0", "-map", "1", "-c", "copy",
+                    "-disposition:v", "attached_pic", str(with_cover)], check=True, timeout=60)
+    with pytest.raises(VideoUnreadable, match="its only picture is a cover image, not video") as raised:
+        probe_video(with_cover)
+    assert raised.value.details.metadata["detected_type"].startswith("audio/")
