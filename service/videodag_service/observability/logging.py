@@ -116,3 +116,21 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: T
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def json_lines_configured() -> bool:
+    """Whether the root logger writes JSON lines (`configure_logging`), so that what other
+    processes write for the logs (decoder processes passing FFmpeg's messages on) can match."""
+    return any(isinstance(handler.formatter, JsonFormatter) for handler in logging.getLogger().handlers)
+
+
+def json_line(message: str, *, logger: str, level: str = "WARNING", **extras: Any) -> str:
+    """A log line in `JsonFormatter`'s shape, for text that does not come through `logging`."""
+    entry: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    entry.update({key: value for key, value in extras.items() if value is not None})
+    return json.dumps(entry, default=str, ensure_ascii=False)

@@ -31,7 +31,7 @@ import numpy as np
 from videodag_service.errors import ErrorDetails
 from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
-from videodag_service.video.decoder_log import DecoderLogWatch
+from videodag_service.video.decoder_log import DecoderLogFormat, DecoderLogWatch
 from videodag_service.video.frame_ring import FrameRing
 from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.reader import (
@@ -138,7 +138,8 @@ class _SlotWriter:
 
 
 def serve_decoder(
-    connection: Connection, source: VideoSource | None, opener: VideoOpener, heartbeat_seconds: float
+    connection: Connection, source: VideoSource | None, opener: VideoOpener, heartbeat_seconds: float,
+    log_format: DecoderLogFormat,
 ) -> None:
     """The decoder process's whole life: probe, wait for the request, decode, report, exit.
 
@@ -151,7 +152,7 @@ def serve_decoder(
     _harden_process()
     run_as_batch()  # before the capture opens, so FFmpeg's threads inherit it
     open_fragments_as_they_arrive()  # this process opens one capture
-    log = DecoderLogWatch.install()
+    log = DecoderLogWatch.install(log_format)
     channel = _Channel(connection)
     try:
         channel.send(messages.encode("ready"))

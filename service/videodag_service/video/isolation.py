@@ -51,6 +51,7 @@ import numpy as np
 from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideodagError, VideoUnreadable
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_context import decoder_context
+from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.decoder_process import serve_decoder
 from videodag_service.video.frame_ring import FrameRing, plan_ring
 from videodag_service.video.growing_upload import GrowingUpload
@@ -521,7 +522,8 @@ def _start_process(
     context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
     process = context.Process(
-        target=serve_decoder, args=(child_end, source, opener, timeouts.heartbeat_seconds),
+        target=serve_decoder,
+        args=(child_end, source, opener, timeouts.heartbeat_seconds, DecoderLogFormat.of_this_process()),
         name=DECODER_PROCESS_NAME, daemon=True,
     )
     try:

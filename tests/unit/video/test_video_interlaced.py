@@ -7,6 +7,7 @@ ends the run with VIDEO_UNREADABLE saying why. An OpenCV that converts them gets
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from fakes.media import write_test_pattern
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import VideoUnreadable
 from videodag_service.video import VideoFilePipelineService
-from videodag_service.video.decoder_log import INTERLACED_REFUSED
+from videodag_service.video.decoder_log import INTERLACED_REFUSED, LOGGER_NAME
 
 # testsrc2's pattern averages about 120 in brightness; a black frame, 0.
 PATTERN_BRIGHTNESS = 100
@@ -80,3 +81,25 @@ def test_the_log_watch_passes_every_line_on_and_notices_the_refusal() -> None:
         "[h264 @ 0x1] an ordinary message",
         f"[swscaler @ 0x2] {INTERLACED_REFUSED.decode()} or vice versa.",
     ]
+
+
+_JSON_WATCH_SCRIPT = textwrap.dedent(
+    """
+    import os
+    from videodag_service.video.decoder_log import DecoderLogFormat, DecoderLogWatch
+
+    watch = DecoderLogWatch.install(DecoderLogFormat(json_lines=True, request_id="req-7"))
+    os.write(2, b"[mov,mp4 @ 0x1] stream 0, offset 0x30: partial file\\n")
+    watch.settle()
+    """
+)
+
+
+def test_for_a_server_logging_json_each_line_passed_on_is_a_json_object_with_the_request_id() -> None:
+    completed = subprocess.run([sys.executable, "-c", _JSON_WATCH_SCRIPT], capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    [entry] = [json.loads(line) for line in completed.stderr.splitlines()]
+    assert entry["message"] == "[mov,mp4 @ 0x1] stream 0, offset 0x30: partial file"
+    assert (entry["logger"], entry["level"], entry["request_id"]) == (LOGGER_NAME, "WARNING", "req-7")
+    assert entry["decoder_pid"] > 0
