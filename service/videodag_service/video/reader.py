@@ -233,7 +233,10 @@ class OpenedVideo:
         self.ended_early = self._short_of_declared(frame_count)
 
     def _short_of_declared(self, frame_count: int) -> bool:
-        """Whether `frame_count` frames fall short of the declared count by more than a second's worth."""
+        """Whether `frame_count` frames fall short of the declared count by more than a second's
+        worth, in a container that stores its count (others only estimate it)."""
+        if not _stores_frame_count(self.path):
+            return False
         return frame_count < self.info.frame_count - max(1, math.ceil(self.info.fps))
 
     def _seek(self, frame_index: int) -> bool:
@@ -370,6 +373,23 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """Read a video's facts without decoding a frame; raises VideoUnreadable."""
     with open_video(path) as video:
         return video.info
+
+
+# Containers whose count of video frames is stored: MP4 and QuickTime in their sample tables
+# (a box of these types comes first), AVI in its header. For the others (Matroska, WebM,
+# MPEG-TS and -PS, raw streams) FFmpeg estimates the count from the duration, the longest
+# stream's: audio that outlasts the video, or a second, longer video stream, stretches it,
+# so falling short of it does not mean the file was cut.
+_MP4_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+
+
+def _stores_frame_count(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return False
+    return head[4:8] in _MP4_FIRST_BOXES or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
 
 
 # An audio file's cover picture (an MP3's or M4A's artwork) reaches OpenCV as a one-frame

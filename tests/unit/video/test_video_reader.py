@@ -472,3 +472,33 @@ def test_audio_with_a_cover_picture_is_refused_as_audio_not_run_as_a_90000_fps_v
     with pytest.raises(VideoUnreadable, match="its only picture is a cover image, not video") as raised:
         probe_video(with_cover)
     assert raised.value.details.metadata["detected_type"].startswith("audio/")
+
+
+@pytest.mark.parametrize("name", ["longer_audio.mkv", "longer_audio.webm", "longer_audio.mp4"])
+def test_audio_that_outlasts_the_video_is_not_taken_for_a_cut_file(tmp_path: Path, name: str) -> None:
+    """2 s of video under 4 s of sound: Matroska and WebM declare no frame count, and FFmpeg's
+    estimate from the longest stream says 100 frames where the video holds 50."""
+    codec = ["-c:v", "libvpx-vp9", "-b:v", "200k", "-c:a", "libopus"] if name.endswith(".webm") else [
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac"]
+    path = tmp_path / name
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2",
+                    "-f", "lavfi", "-i", "sine=duration=4", *codec, str(path)], check=True, timeout=120)
+    with open_video(path) as video:
+        frames = list(video.frames(FrameWindow()))
+        assert len(frames) == 50 == video.frames_in_video
+        assert not video.ended_early
+
+
+def test_a_cut_matroska_file_is_not_claimed_ended_early_as_its_count_is_an_estimate(
+    sample_clip: Path, tmp_path: Path
+) -> None:
+    whole = tmp_path / "whole.mkv"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample_clip),
+                    "-c", "copy", str(whole)], check=True, timeout=60)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with open_video(cut) as video:
+        frames = list(video.frames(FrameWindow()))
+        assert 0 < len(frames) < 120 and video.frames_in_video == len(frames)
+        assert not video.ended_early  # what it holds is counted; whether it was cut cannot be told

@@ -375,7 +375,9 @@ class RunSummary(_message.Message):
     more than a second of frames: a frame could not be read (the file is truncated
     or damaged there), so the frames after it are missing from the results. The
     results before it are complete. A window or `max_frames` ending first is not
-    an early end.
+    an early end. Only containers that store their frame count (MP4, QuickTime,
+    AVI) can tell: the others' count is an estimate from the longest stream's
+    duration (audio outlasting the video stretches it), and this stays false.
     """
     frames_in_video: _builtins.int
     """How many frames the video holds, counted as the run read it to its end: the
