@@ -192,9 +192,10 @@ class OpenedVideo:
         """Skip most of what comes before the window: the index of the next frame to grab,
         and the presentation time of the frame before it (None at the start).
 
-        The capture seeks to the frame just before the window at the declared frame rate
-        and grabs it. That is kept only when OpenCV reports landing exactly there (verified
-        frame-exact on H.264/MP4, MPEG-4 Part 2 and MJPG/AVI) and the frame is presented
+        In an MP4, QuickTime or AVI file (`_stores_frame_count`), the capture seeks to the
+        frame just before the window at the declared frame rate and grabs it. That is kept
+        only when OpenCV reports landing exactly there (verified frame-exact on H.264/MP4,
+        MPEG-4 Part 2 and MJPG/AVI) and the frame is presented
         where the declared rate puts it, before the window: then both the indices and the
         times that follow are right. Otherwise (a variable frame rate, an imprecise seek)
         the file is decoded from its start, which is slower but always right. Seeking is
@@ -202,7 +203,10 @@ class OpenedVideo:
         the last declared frame, without decoding the whole file first.
         """
         before = window.first_index - 1
-        if before < 1 or not self.info.fps > 0:
+        if before < 1 or not self.info.fps > 0 or not _stores_frame_count(self.path):
+            # Seeking is trusted only in the containers it was verified on, which store their
+            # frames' index: an MPEG program stream made of two files joined end to end, say,
+            # reports landing where asked and then ends at the first file's declared count.
             return 0, None
         limits.check_frame(before, before / self.info.fps, self.info.fps)
         # A window starting past the declared end: to the last declared frame, then grab on,

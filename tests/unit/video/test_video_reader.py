@@ -502,3 +502,16 @@ def test_a_cut_matroska_file_is_not_claimed_ended_early_as_its_count_is_an_estim
         frames = list(video.frames(FrameWindow()))
         assert 0 < len(frames) < 120 and video.frames_in_video == len(frames)
         assert not video.ended_early  # what it holds is counted; whether it was cut cannot be told
+
+
+def test_a_window_in_two_program_streams_joined_end_to_end_gets_its_frames(tmp_path: Path) -> None:
+    """OpenCV reports a seek in such a file as landing where asked, then stops at the first
+    file's declared 75 frames: windows there are reached by decoding from the start."""
+    single = write_test_pattern(tmp_path / "single.mpg", "-c:v", "mpeg2video", size="160x120", seconds=3.0)
+    joined = tmp_path / "joined.mpg"
+    joined.write_bytes(single.read_bytes() * 2)
+    for options, expected in (({"start_seconds": 4.0}, list(range(100, 150))),
+                              ({"start_seconds": 2.9, "end_seconds": 3.2}, list(range(73, 80)))):
+        with open_video(joined) as video:
+            frames = video.frames(plan_window(SamplingOptions(**options), video.info.fps))
+            assert [frame.frame_index for frame in frames] == expected
