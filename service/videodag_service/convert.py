@@ -50,10 +50,11 @@ def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
     return checked_run_config(run_pb2.RunConfig(options=options))
 
 
-def checked_run_config(config: run_pb2.RunConfig) -> SamplingOptions:
+def checked_run_config(config: run_pb2.RunConfig, *, decodes_during_upload: bool = True) -> SamplingOptions:
     """The config's sampling options, once every field of the config is checked: InvalidOptions
     names each bad field at once (its path in the RunConfig), so a client fixes them in one go.
-    The pipeline id is checked apart, by the pipelines (INVALID_PIPELINE_ID, NOT_FOUND)."""
+    The pipeline id is checked apart, by the pipelines (INVALID_PIPELINE_ID, NOT_FOUND).
+    `decodes_during_upload` False for a call that ignores that option (SubmitJob stores first)."""
     options = config.options
     violations: list[FieldViolation] = []
     start = _offset_seconds(options, "start_offset", violations)
@@ -66,7 +67,7 @@ def checked_run_config(config: run_pb2.RunConfig) -> SamplingOptions:
                        for v in error.details.field_violations]
     violations += [violation for violation in (declared_size_violation(config.declared_size_bytes),
                                                 declared_sha256_violation(config.sha256)) if violation]
-    if config.decode_during_upload and config.declared_size_bytes == 0:
+    if decodes_during_upload and config.decode_during_upload and config.declared_size_bytes == 0:
         violations.append(FieldViolation(
             "declared_size_bytes", "required (the exact size of the video in bytes) when decode_during_upload is set"
         ))

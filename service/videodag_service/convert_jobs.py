@@ -33,7 +33,7 @@ def job_request_from_proto(config: video_pipeline_service_pb2.SubmitJobConfig) -
     run_config = config.run_config
     return JobRequest(
         pipeline_id=run_config.pipeline_id,
-        sampling=convert.checked_run_config(run_config),
+        sampling=convert.checked_run_config(run_config, decodes_during_upload=False),
         file_name=run_config.file_name,
         declared_size_bytes=run_config.declared_size_bytes or None,
         declared_sha256=run_config.sha256 or None,

@@ -50,7 +50,7 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
         self._chunks = chunks
         self.idle_seconds = idle_seconds
         self._silence = silence
-        self._last_arrival = time.monotonic()
+        self._waiting_since: float | None = time.monotonic()  # the reader asks for the first at once
         self._ended = False
         self._expired: UploadIdle | None = None
 
@@ -60,6 +60,7 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
     def __next__(self) -> Item:
         if self._expired is not None:
             raise self._expired
+        self._waiting_since = time.monotonic()
         try:
             chunk = next(self._chunks)
         except StopIteration:
@@ -67,15 +68,20 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
                 raise self._expired from None
             self._ended = True
             raise
-        self._last_arrival = time.monotonic()
+        finally:
+            self._waiting_since = None
         return chunk
 
     def seconds_left(self) -> float:
-        """Until the limit passes, if no chunk arrives meanwhile; 0 or less once it has, and
-        infinite once the stream has ended (the client has nothing more to send)."""
+        """Until the limit passes, if no chunk arrives meanwhile; 0 or less once it has. Only
+        waiting for the client counts: while the server works on a chunk, the whole limit is
+        left (ask again then), and once the stream has ended, infinitely much."""
         if self._ended:
             return math.inf
-        return self.idle_seconds - (time.monotonic() - self._last_arrival)
+        waiting_since = self._waiting_since
+        if waiting_since is None:
+            return self.idle_seconds
+        return self.idle_seconds - (time.monotonic() - waiting_since)
 
     def expire(self) -> UploadIdle:
         """Give the upload up: the error to raise, which the storing side gets too."""

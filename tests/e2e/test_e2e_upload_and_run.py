@@ -217,7 +217,12 @@ def test_every_bad_field_is_named_by_its_path_in_the_request_of_each_upload_call
         assert _violated_fields(lambda sent=run_requests: list(stub.UploadAndRun(iter(sent), timeout=30))) == [
             f"config.{field}"]
         if run_config.decode_during_upload:
-            continue  # a job's upload is stored first: the option has no say there
+            # A job's upload is stored first: the option has no say there, and is no error.
+            job_config = video_pipeline_service_pb2.SubmitJobConfig(run_config=run_config)
+            job = stub.SubmitJob(iter([video_pipeline_service_pb2.SubmitJobRequest(config=job_config),
+                                       video_pipeline_service_pb2.SubmitJobRequest(chunk=data)]), timeout=30).job
+            assert job.id and job.config.pipeline_id == "frame_stats_v1"
+            continue
         job_config = video_pipeline_service_pb2.SubmitJobConfig(run_config=run_config)
         job_requests = [video_pipeline_service_pb2.SubmitJobRequest(config=job_config),
                         video_pipeline_service_pb2.SubmitJobRequest(chunk=data)]

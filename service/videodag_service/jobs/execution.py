@@ -176,5 +176,9 @@ class JobExecutor:
             logger.exception("job %s: could not read its state; its video is kept", job.id)
             return JobState.RUNNING
         if state is None or state.is_finished:
-            self._uploads.delete(job.video.ref)
+            try:
+                self._uploads.delete(job.video.ref)
+            except OSError:
+                # Left for retention to remove with the job; the job itself is done.
+                logger.exception("job %s: could not delete its video", job.id)
         return state

@@ -12,14 +12,14 @@ When the server writes JSON lines, each passed-on line is one too.
 from __future__ import annotations
 
 import os
+import select
 import threading
-from contextlib import suppress
+import time
 from dataclasses import dataclass
 
 from videodag_service.observability.logging import current_request_id, json_line, json_lines_configured
 
 INTERLACED_REFUSED = b"Cannot convert interlaced to progressive frames"
-_SETTLED = b"\x00videodag: log read up to here"
 _THREAD_NAME = "videodag-decoder-log"
 _LONGEST_LINE = 64 * 1024
 LOGGER_NAME = "videodag_service.video.decoder"
@@ -41,19 +41,28 @@ class DecoderLogFormat:
 
 
 class DecoderLogWatch:
-    """Owns this process's stderr from `install()` on; use in a decoder process only."""
+    """Owns this process's stderr from `install()` on; use in a decoder process only.
 
-    def __init__(self, read_end: int, passed_to: int, log_format: DecoderLogFormat = DecoderLogFormat()) -> None:
+    A thread passes the lines on as they come; the decoder also calls `drain()` after each
+    frame it converts. Both read under one lock, so once `drain()` returns, every byte
+    written to stderr before the call has been read and looked at: a refusal FFmpeg printed
+    while converting a frame is known before that frame goes out.
+    """
+
+    def __init__(self, read_end: int, passed_to: int, log_format: DecoderLogFormat | None = None) -> None:
         self._read_end = read_end
         self._passed_to = passed_to
-        self._format = log_format
-        self._settled = threading.Event()
+        self._format = log_format or DecoderLogFormat()
+        self._lock = threading.Lock()
+        self._pending = b""
+        self._ended = False
         self.interlaced_refused = threading.Event()
         """Set once FFmpeg has refused to convert an interlaced frame."""
+        os.set_blocking(read_end, False)
         threading.Thread(target=self._forward, name=_THREAD_NAME, daemon=True).start()
 
     @classmethod
-    def install(cls, log_format: DecoderLogFormat = DecoderLogFormat()) -> DecoderLogWatch:
+    def install(cls, log_format: DecoderLogFormat | None = None) -> DecoderLogWatch:
         """Put a pipe in place of stderr (file descriptor 2, where FFmpeg writes) and start reading it."""
         passed_to = os.dup(2)
         read_end, write_end = os.pipe()
@@ -61,30 +70,53 @@ class DecoderLogWatch:
         os.close(write_end)
         return cls(read_end, passed_to, log_format)
 
-    def settle(self, timeout_seconds: float = 1.0) -> None:
-        """Return once every message written before this call has been read (a marker sent
-        through the same pipe has come out of it), so `interlaced_refused` covers them."""
-        self._settled.clear()
-        os.write(2, _SETTLED + b"\n")
-        self._settled.wait(timeout_seconds)
+    def drain(self) -> None:
+        """Read, look at and pass on everything written to stderr so far, without waiting for more."""
+        with self._lock:
+            while not self._ended:
+                try:
+                    chunk = os.read(self._read_end, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    self._ended = True
+                    break
+                self._take(chunk)
+            # What is written so far of a line still being written counts too.
+            if INTERLACED_REFUSED in self._pending:
+                self.interlaced_refused.set()
 
     def _forward(self) -> None:
         """Read the pipe for the life of the process: a pipe nobody drains would stall the
         decoder at FFmpeg's next message, so passing a line on may fail, reading may not."""
-        pending = b""
-        while chunk := os.read(self._read_end, 65536):
-            *lines, pending = (pending + chunk).split(b"\n")
-            if len(pending) > _LONGEST_LINE:
-                lines.append(pending)
-                pending = b""
-            for line in lines:
-                if line == _SETTLED:
-                    self._settled.set()
-                    continue
-                if INTERLACED_REFUSED in line:
-                    self.interlaced_refused.set()
-                with suppress(OSError):
-                    os.write(self._passed_to, self._formatted(line) + b"\n")
+        poller = select.poll()
+        poller.register(self._read_end, select.POLLIN)
+        while not self._ended:
+            poller.poll()
+            self.drain()
+
+    def _take(self, chunk: bytes) -> None:
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        if len(self._pending) > _LONGEST_LINE:
+            lines.append(self._pending)
+            self._pending = b""
+        for line in lines:
+            if INTERLACED_REFUSED in line:
+                self.interlaced_refused.set()
+            self._pass_on(self._formatted(line) + b"\n")
+
+    def _pass_on(self, data: bytes) -> None:
+        """Write all of `data`, however many writes it takes; dropped if stderr fails."""
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._passed_to, view)
+            except BlockingIOError:  # a stderr shared with a collector that made it non-blocking
+                time.sleep(0.001)
+                continue
+            except OSError:
+                return
+            view = view[written:]
 
     def _formatted(self, line: bytes) -> bytes:
         if not self._format.json_lines:

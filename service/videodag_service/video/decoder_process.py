@@ -167,6 +167,7 @@ def serve_decoder(
         with suppress(ServerGone):
             channel.send(messages.failed(error))
     finally:
+        log.drain()  # the process ends at once (os._exit): FFmpeg's last words go out first
         connection.close()
 
 
@@ -199,9 +200,8 @@ def _stream_frames(
         channel.send_alive_if_due(request.heartbeat_seconds)
 
     frames = video.frames(request.window, request.limits, retrieve_into=writer.next_buffer, on_grab=heartbeat)
-    for published, frame in enumerate(frames):
-        if published == 0:
-            log.settle()  # FFmpeg's word on the first conversion is in before that frame goes out
+    for frame in frames:
+        log.drain()  # what FFmpeg said while converting this frame is known before it goes out
         if log.interlaced_refused.is_set():
             raise unreadable(path, INTERLACED_REASON, ErrorDetails(metadata={"interlaced": "true"}))
         writer.publish(frame, path)

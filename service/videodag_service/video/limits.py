@@ -67,5 +67,12 @@ class VideoLimits:
 
 def _refuse(limit: str, maximum: float, found: float, message: str) -> None:
     """The refusal, with the limit crossed, its value and the value found (so far, while decoding)."""
-    metadata = {"limit": limit, "maximum": f"{maximum:g}", "found": f"{found:g}"}
+    metadata = {"limit": limit, "maximum": _plain_number(maximum), "found": _plain_number(found)}
     raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata=metadata))
+
+
+def _plain_number(value: float) -> str:
+    """A number as a client parses it back: whole numbers as integers (never 1e+06), others to the millisecond."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0")

@@ -121,3 +121,14 @@ def test_a_silent_first_message_is_given_up_and_named_as_such() -> None:
         first_message_watching_idle(lambda requests: next(requests), iter(call), idle_seconds=0.2)
     call.end()
     assert "the call sent no config message for 0.2 s" in raised.value.message
+
+
+def test_only_waiting_for_the_client_counts_not_the_servers_own_work_on_a_chunk() -> None:
+    def slow_store(chunks: Iterator[bytes]) -> list[bytes]:
+        kept = []
+        for chunk in chunks:
+            time.sleep(0.5)  # a slow disk: longer than the limit, on every chunk
+            kept.append(chunk)
+        return kept
+
+    assert store_watching_idle(slow_store, iter([b"a", b"b", b"c"]), idle_seconds=0.2) == [b"a", b"b", b"c"]

@@ -64,10 +64,10 @@ _WATCH_SCRIPT = textwrap.dedent(
 
     watch = DecoderLogWatch.install()
     os.write(2, b"[h264 @ 0x1] an ordinary message\\n")
-    watch.settle()
+    watch.drain()
     print("after an ordinary message:", watch.interlaced_refused.is_set(), flush=True)
     os.write(2, b"[swscaler @ 0x2] " + {INTERLACED_REFUSED!r} + b" or vice versa.\\n")
-    watch.settle()
+    watch.drain()
     print("after the refusal:", watch.interlaced_refused.is_set(), flush=True)
     """
 )
@@ -90,7 +90,7 @@ _JSON_WATCH_SCRIPT = textwrap.dedent(
 
     watch = DecoderLogWatch.install(DecoderLogFormat(json_lines=True, request_id="req-7"))
     os.write(2, b"[mov,mp4 @ 0x1] stream 0, offset 0x30: partial file\\n")
-    watch.settle()
+    watch.drain()
     """
 )
 

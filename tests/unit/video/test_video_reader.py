@@ -515,3 +515,14 @@ def test_a_window_in_two_program_streams_joined_end_to_end_gets_its_frames(tmp_p
         with open_video(joined) as video:
             frames = video.frames(plan_window(SamplingOptions(**options), video.info.fps))
             assert [frame.frame_index for frame in frames] == expected
+
+
+def test_a_refusal_gives_its_numbers_as_a_client_parses_them_back() -> None:
+    info = VideoInfo(fps=90000.0, frame_count=1_350_000, width=320, height=240, duration_seconds=15.000011,
+                     codec="MJPG", size_bytes=1)
+    with pytest.raises(VideoTooLarge) as frames:
+        VideoLimits(max_frames_total=1_000_000).check_info(info)
+    assert frames.value.details.metadata == {"limit": "frame_count", "maximum": "1000000", "found": "1350000"}
+    with pytest.raises(VideoTooLarge) as seconds:
+        VideoLimits(max_duration_seconds=12.5).check_info(info)
+    assert seconds.value.details.metadata == {"limit": "duration", "maximum": "12.5", "found": "15"}
