@@ -6,8 +6,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import ServerHarness
 
+from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunOptions, RunSummary
 from videodag_service.video.isolation import DECODER_PROCESS_NAME
@@ -80,13 +80,6 @@ def assert_still_serving(server: ServerHarness, video: Path) -> None:
     assert isinstance(events[-1], RunSummary)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 def open_fds() -> int:

@@ -345,7 +345,7 @@ class OpenedVideo:
         except cv2.error as error:
             raise unreadable(self.path, f"probing failed: {error}") from error
         if width <= 0 or height <= 0:
-            raise unreadable(self.path, "it has no video stream")
+            raise _no_video_stream(self.path)
         if fps >= _COVER_PICTURE_MIN_FPS and _fourcc_text(fourcc) in _STILL_IMAGE_CODECS:
             raise _cover_picture_only(self.path)
         frame_count = 0 if self._count_unknown else declared_count
@@ -401,6 +401,16 @@ def _stores_frame_count(path: Path) -> bool:
 # so a 15 s song declares 1,350,000 frames. No real video of those codecs runs that fast.
 _COVER_PICTURE_MIN_FPS = 1000.0
 _STILL_IMAGE_CODECS = frozenset({"MJPG", "MPNG", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
+
+
+def _no_video_stream(path: Path) -> VideoUnreadable:
+    """The error for a file FFmpeg opens but finds no picture in, saying what its bytes look like
+    where that is known (an animated WebP, say, which this FFmpeg reads as an image it cannot decode)."""
+    guess = guess_content(path)
+    if guess is None:
+        return unreadable(path, "it has no video stream")
+    return unreadable(path, f"it has no video stream OpenCV can decode: {guess.reason}",
+                      ErrorDetails(metadata={"detected_type": guess.detected_type}))
 
 
 def _cover_picture_only(path: Path) -> VideoUnreadable:

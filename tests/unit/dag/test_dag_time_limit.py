@@ -5,12 +5,12 @@ from __future__ import annotations
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from fakes.fake_plugins import Recorder, make_registry
+from fakes.waiting import wait_until
 from videodag_service.dag import DagPipelineService, load_pipeline_folder
 from videodag_service.dag.executor import NODE_THREAD_NAME
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
@@ -52,13 +52,6 @@ def node_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == NODE_THREAD_NAME and t.is_alive()]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_a_limit_changes_no_result_and_its_thread_ends_with_the_run(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 
 from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.media import write_indexed_video
+from fakes.waiting import wait_until
 from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
 from videodag_service.errors import (
     DeadlineExceeded,
@@ -276,24 +277,17 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
     workers = ThreadPoolJobQueue(parts.executor, 1)
     try:
         workers.dispatch(job)
-        assert _wait_for(lambda: parts.store.failures["claim"] == 0)
+        assert wait_until(lambda: parts.store.failures["claim"] == 0)
         time.sleep(0.2)
         assert parts.store.get(job.id).state is JobState.QUEUED, "not started, not lost"
 
         workers.retry_stranded()  # what maintenance does
-        assert _wait_for(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED)
+        assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=20)
     finally:
         workers.close()
         parts.store.close()
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from fakes.capture import CaptureSpy, spy_on_captures
 from fakes.fake_dag import DEFAULT_PIPELINE, RunningDagService
 from fakes.media import FRAME_SIZE, read_frame_index
+from fakes.waiting import wait_until
 from videodag_service.errors import VideoTooLarge
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.file_pipeline import DECODE_THREAD_NAME
@@ -29,13 +30,6 @@ def _threads_named(name: str) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == name]
 
 
-def _wait_for(condition: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 class CountingSource:
@@ -150,14 +144,14 @@ def test_read_ahead_says_whether_the_next_item_is_there_without_waiting_for_it()
         yield 2
 
     with read_ahead(source(), 8, thread_name="test-read-ahead") as items:
-        assert _wait_for(items.ready)
+        assert wait_until(items.ready)
         assert next(items) == 1
         time.sleep(0.05)
         assert not items.ready()  # the producer is still working on the second item
         second_allowed.set()
-        assert _wait_for(items.ready)
+        assert wait_until(items.ready)
         assert next(items) == 2
-        assert _wait_for(items.ready)  # the end is known: next() would not wait either
+        assert wait_until(items.ready)  # the end is known: next() would not wait either
         assert list(items) == []
 
 
@@ -191,7 +185,7 @@ def test_leaving_read_ahead_early_stops_a_blocked_producer_and_closes_the_source
     expected_error = pytest.raises(RuntimeError) if exit_by == "error" else nullcontext()
     with expected_error, read_ahead(source, 2, thread_name="test-read-ahead") as items:
         next(items)
-        assert _wait_for(lambda: source.produced >= 3)  # the producer is now blocked: hand-off full
+        assert wait_until(lambda: source.produced >= 3)  # the producer is now blocked: hand-off full
         if exit_by == "error":
             raise RuntimeError("the consumer failed")
     assert source.closed_in == "test-read-ahead"
@@ -215,7 +209,7 @@ class GatedRun:
     def process(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         self.threads.add(threading.current_thread().name)
         if self.gate is not None and not self.frames:
-            self.gate_opened.append(_wait_for(self.gate))
+            self.gate_opened.append(wait_until(self.gate))
         time.sleep(self.delay_seconds)
         self.frames.append(payload["frame_index"])
         return {"content_index": read_frame_index(payload["image"])}
@@ -284,7 +278,7 @@ def test_closing_the_event_stream_stops_the_decoder_thread_and_releases_the_capt
     events = VideoFilePipelineService(dag, decode_ahead_bytes=2 * FRAME_BYTES).stream_run(DEFAULT_PIPELINE, path)
     assert isinstance(next(events), VideoOpened)
     assert isinstance(next(events), FrameProcessed)
-    assert _wait_for(lambda: spies[0].retrieves >= 3)  # the decoder is ahead, blocked on a full hand-off
+    assert wait_until(lambda: spies[0].retrieves >= 3)  # the decoder is ahead, blocked on a full hand-off
     assert _threads_named(DECODE_THREAD_NAME)
     events.close()
     assert _threads_named(DECODE_THREAD_NAME) == []

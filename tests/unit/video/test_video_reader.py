@@ -526,3 +526,11 @@ def test_a_refusal_gives_its_numbers_as_a_client_parses_them_back() -> None:
     with pytest.raises(VideoTooLarge) as seconds:
         VideoLimits(max_duration_seconds=12.5).check_info(info)
     assert seconds.value.details.metadata == {"limit": "duration", "maximum": "12.5", "found": "15"}
+
+
+def test_a_file_with_no_video_stream_says_what_its_bytes_are(tmp_path: Path) -> None:
+    """FFmpeg opens an animated WebP but finds no picture it can decode in it."""
+    path = write_test_pattern(tmp_path / "animated.webp", "-c:v", "libwebp_anim", size="160x120", seconds=1.0)
+    with pytest.raises(VideoUnreadable, match="no video stream OpenCV can decode: it is WEBP image data") as raised:
+        probe_video(path)
+    assert raised.value.details.metadata == {"detected_type": "image/webp"}
