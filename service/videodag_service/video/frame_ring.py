@@ -143,18 +143,20 @@ class FrameRing:
         try:
             self.unlink()
         finally:
-            bases, self._bases = self._bases, [None] * self.layout.slots
+            # The ring lets go of its slots' arrays: those no view holds go now, with their
+            # buffer exports. Each export left is watched, and goes after its array's last view.
+            exports = [weakref.ref(base.base) for base in self._bases if base is not None]
+            self._bases = [None] * self.layout.slots
             try:
                 self._segment.close()
             except BufferError:
                 with _lingering_lock:
                     _lingering.append(self._segment)
-                for base in bases:
-                    if base is not None:
-                        # On the buffer export the slot's array holds, which goes after the
-                        # array and its last view: then the segment can be closed.
-                        weakref.finalize(base.base, close_unviewed_segments)
-            del bases  # the slots no view holds go now, and their finalizers run
+                for export in exports:
+                    if (alive := export()) is not None:
+                        weakref.finalize(alive, close_unviewed_segments)
+                        del alive
+                close_unviewed_segments()  # in case the last view went while the watch was set
 
 
 _lingering: list[shared_memory.SharedMemory] = []
