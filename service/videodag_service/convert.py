@@ -44,12 +44,6 @@ RUN_CONFIG_PATH = "config."
 JOB_RUN_CONFIG_PATH = "config.run_config."
 
 
-def sampling_from_proto(options: run_pb2.RunOptions) -> SamplingOptions:
-    """Validated sampling options; bad fields are named by their path in the RunConfig
-    (`located_in_request` gives the rest of the path, which depends on the call)."""
-    return checked_run_config(run_pb2.RunConfig(options=options))
-
-
 def checked_run_config(config: run_pb2.RunConfig, *, decodes_during_upload: bool = True) -> SamplingOptions:
     """The config's sampling options, once every field of the config is checked: InvalidOptions
     names each bad field at once (its path in the RunConfig), so a client fixes them in one go.

@@ -118,7 +118,7 @@ def test_a_job_converts_to_protobuf_with_every_part() -> None:
     assert message.summary.frames_in_video == 11
     assert not message.HasField("error") and not message.HasField("video_info")
     # The options a job reports are the options it was submitted with.
-    assert convert.sampling_from_proto(options) == job.sampling
+    assert convert.checked_run_config(message.config) == job.sampling
 
 
 def test_state_filters_refuse_unspecified() -> None:
