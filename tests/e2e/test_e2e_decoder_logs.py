@@ -8,25 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from jobs_harness import SERVER_SCRIPT, ServerProcess, subprocess_environment
 
-from fakes.media import ffmpeg_executable
+from fakes.media import write_cut_copy
 from videodag_client import InvalidArgument, VideodagClient
 from videodag_service.video.decoder_log import LOGGER_NAME
-
-
-def _header_only_mkv(sample_clip: Path, tmp_path: Path) -> Path:
-    """The sample clip as Matroska, cut after its header: FFmpeg says the file ended prematurely."""
-    whole = tmp_path / "whole.mkv"
-    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample_clip),
-                    "-c", "copy", str(whole)], check=True, timeout=60)
-    cut = tmp_path / "cut.mkv"
-    cut.write_bytes(whole.read_bytes()[:8000])
-    return cut
 
 
 def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_id(
@@ -35,10 +24,11 @@ def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_i
     arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
                  "--data-dir", str(tmp_path / "data"), "--log-format", "json"]
     log = tmp_path / "server.log"
+    header_only = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=8000)  # "ended prematurely"
     process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, SERVER_SCRIPT)
     try:
         with VideodagClient(f"127.0.0.1:{process.port}") as client, pytest.raises(InvalidArgument):
-            list(client.upload_and_run(_header_only_mkv(sample_clip, tmp_path), "frame_stats_v1"))
+            list(client.upload_and_run(header_only, "frame_stats_v1"))
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(30) == 0
     finally:

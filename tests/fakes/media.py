@@ -82,6 +82,17 @@ def write_container_variant(directory: Path, name: str, *, seconds: float = 6.0)
                               seconds=seconds)
 
 
+def write_cut_copy(source: Path, path: Path, keep_bytes: int) -> Path:
+    """`source` remuxed (stream copy) into the container `path`'s extension names, then cut
+    after its first `keep_bytes` bytes, as a broken copy or download would be."""
+    whole = path.with_name(f"whole_{path.name}")
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(source), "-c", "copy",
+               str(whole)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    path.write_bytes(whole.read_bytes()[:keep_bytes])
+    return path
+
+
 def write_test_pattern(path: Path, *output_options: str, size: str = "640x360", seconds: float = 6.0) -> Path:
     """FFmpeg's moving test pattern at 25 fps, encoded as `output_options` say."""
     command = [

@@ -17,6 +17,7 @@ from fakes.media import (
     ffmpeg_executable,
     presentation_times,
     read_frame_index,
+    write_cut_copy,
     write_test_pattern,
     write_tone,
     write_variable_rate_video,
@@ -445,11 +446,7 @@ def test_a_video_that_opens_but_holds_no_readable_frame_is_refused(
 ) -> None:
     """Cut short just after its header, a Matroska file still opens; a run of it would report
     no frame and succeed, as if its window had been empty. It is refused instead."""
-    whole = tmp_path / "whole.mkv"
-    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample_clip),
-                    "-c", "copy", str(whole)], check=True, timeout=60)
-    header_only = tmp_path / "header_only.mkv"
-    header_only.write_bytes(whole.read_bytes()[:8000])
+    header_only = write_cut_copy(sample_clip, tmp_path / "header_only.mkv", keep_bytes=8000)
     with open_video(header_only):
         pass  # it opens: the refusal comes from decoding, not from the probe
     service = VideoFilePipelineService(DagPipelineService.from_folder(), isolation=isolation)  # type: ignore[arg-type]
@@ -493,11 +490,7 @@ def test_audio_that_outlasts_the_video_is_not_taken_for_a_cut_file(tmp_path: Pat
 def test_a_cut_matroska_file_is_not_claimed_ended_early_as_its_count_is_an_estimate(
     sample_clip: Path, tmp_path: Path
 ) -> None:
-    whole = tmp_path / "whole.mkv"
-    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample_clip),
-                    "-c", "copy", str(whole)], check=True, timeout=60)
-    cut = tmp_path / "cut.mkv"
-    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    cut = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=sample_clip.stat().st_size // 2)
     with open_video(cut) as video:
         frames = list(video.frames(FrameWindow()))
         assert 0 < len(frames) < 120 and video.frames_in_video == len(frames)
