@@ -154,17 +154,17 @@ class FrameRing:
                     _lingering.append(self._segment)
                 for export in exports:
                     if (alive := export()) is not None:
-                        weakref.finalize(alive, close_unviewed_segments)
+                        weakref.finalize(alive, _close_unviewed_segments)
                         del alive
-                close_unviewed_segments()  # in case the last view went while the watch was set
+                _close_unviewed_segments()  # in case the last view went while the watch was set
 
 
 _lingering: list[shared_memory.SharedMemory] = []
 """Closed rings some view still points into; each is unmapped once none does."""
-_lingering_lock = threading.RLock()  # a finalizer may run inside close_unviewed_segments
+_lingering_lock = threading.RLock()  # a finalizer may run inside _close_unviewed_segments
 
 
-def close_unviewed_segments() -> None:
+def _close_unviewed_segments() -> None:
     """Unmap the closed rings no view points into any more (the last view's going does it)."""
     with _lingering_lock:
         for segment in list(_lingering):

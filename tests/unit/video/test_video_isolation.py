@@ -25,7 +25,7 @@ from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagServ
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
-from videodag_service.video.frame_ring import SEGMENT_PREFIX, close_unviewed_segments
+from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
@@ -69,10 +69,9 @@ class Leftovers:
     @classmethod
     def now(cls) -> Leftovers:
         # A ring closed while a view of it was alive (a failed run's traceback holding its
-        # frame, say) stays mapped until the view goes, and is unmapped at the next close;
-        # here the views of a finished run are gone once the cycles holding them are.
+        # frame, say) stays mapped until the view goes; here the views of a finished run go
+        # with the cycles that hold them.
         gc.collect()
-        close_unviewed_segments()
         return cls(
             decoders=frozenset(p.pid for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME),
             segments=frozenset(p.name for p in SHM.glob(SEGMENT_PREFIX + "*")),
