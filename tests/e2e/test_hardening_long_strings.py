@@ -54,6 +54,7 @@ def test_a_very_long_pipeline_id_is_refused_as_invalid_with_its_details(server: 
     status = _status(error)
     assert _info(status).reason == "INVALID_PIPELINE_ID"
     _assert_bounded(status)
+    assert server.leftover_uploads() == []
 
 
 def test_an_unknown_very_long_job_id_is_not_found_with_its_details(server: ServerHarness) -> None:
@@ -82,6 +83,7 @@ def test_an_unreadable_upload_with_a_very_long_file_name_is_refused_with_its_det
     assert _info(status).reason == "VIDEO_UNREADABLE"
     # The name is shown by its start and end, so the reason after it is not cut off.
     assert status.message.startswith(f"Unable to read video file '{'ü' * 60}…{'ü' * 56}.mp4': not a video")
+    assert server.leftover_uploads() == []
 
 
 @pytest.mark.parametrize(
