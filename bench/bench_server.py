@@ -84,10 +84,10 @@ class ServerProcess:
         return cls([str(BENCH_DIR / "bench_naive_server.py")])
 
     @classmethod
-    def bare_stream(cls, temp_dir: Path, max_message_bytes: int) -> ServerProcess:
-        """The bare gRPC byte-stream server of `bench_bare_stream.py`."""
+    def bare_stream(cls, temp_dir: Path, max_message_bytes: int, *, sha256: bool = False) -> ServerProcess:
+        """The bare gRPC byte-stream server of `bench_bare_stream.py`, hashing what it receives with `sha256`."""
         return cls([str(BENCH_DIR / "bench_bare_stream.py"), "--temp-dir", str(temp_dir),
-                    "--max-message-bytes", str(max_message_bytes)])
+                    "--max-message-bytes", str(max_message_bytes), *(["--sha256"] if sha256 else [])])
 
     def _wait_for_port(self, startup_seconds: float) -> int:
         assert self.process.stdout is not None

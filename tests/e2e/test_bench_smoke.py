@@ -42,6 +42,8 @@ def test_the_benchmark_runs_on_a_tiny_input_and_prints_every_measurement() -> No
     cpu_rows = re.findall(r"\(4\)  server CPU a GB: service, bare stream .* \d+\.\d\d s, \d+\.\d\d s +"
                           r"SHA-256 alone \d+\.\d\d s", output)
     assert len(cpu_rows) == 2
+    hashing_rows = re.findall(r"\(4\)  UploadAndRun against that hashing bare stream .* \d+\.\d{3}x", output)
+    assert len(hashing_rows) == 2
     assert re.search(r"\(5\) server memory growth during upload .* \+\d+(\.\d+)? MB", output)
     assert len(re.findall(r"\(6\) first result after upload ends.* \d+\.\d ms", output)) == 4
     # The paced-upload rows: a time for the first result with decoding during the upload, and without.
