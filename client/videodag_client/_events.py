@@ -128,8 +128,11 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
 
     Walked here in one pass rather than through `json_format.MessageToDict` and a second pass
     for the numbers: twice as fast on a tracking result of 20 tracks (120 against 250 us).
+    Keys come sorted, at every level: a Struct is a map, whose order protobuf leaves undefined
+    (it differs from one server process to the next), so identical runs read and write the same.
     """
-    return {key: _plain(value) for key, value in struct.fields.items()}
+    fields = struct.fields
+    return {key: _plain(fields[key]) for key in sorted(fields)}
 
 
 def _plain(value: struct_pb2.Value) -> Any:

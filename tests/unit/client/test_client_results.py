@@ -48,3 +48,20 @@ def test_it_agrees_with_protobufs_own_conversion() -> None:
 def test_numbers_json_cannot_carry_stay_numbers() -> None:
     converted = struct_to_dict(_struct({"nan": math.nan, "inf": math.inf}))
     assert math.isnan(converted["nan"]) and converted["inf"] == math.inf
+
+
+def _keys_at_every_level(value: Any) -> list[list[str]]:
+    if isinstance(value, dict):
+        return [list(value), *(keys for item in value.values() for keys in _keys_at_every_level(item))]
+    if isinstance(value, list):
+        return [keys for item in value for keys in _keys_at_every_level(item)]
+    return []
+
+
+def test_keys_come_sorted_at_every_level_whatever_order_the_map_arrived_in() -> None:
+    """A Struct's map order is not defined on the wire: the same result must read the same every run."""
+    struct = _struct({"zeta": {"b": 1, "a": [{"y": 1, "x": 2}]}, "alpha": 2, "mid": "m"})
+    received = struct_pb2.Struct.FromString(struct.SerializeToString())
+    converted = struct_to_dict(received)
+    levels = _keys_at_every_level(converted)
+    assert levels == [["alpha", "mid", "zeta"], ["a", "b"], ["x", "y"]]
