@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.chunk_views import ChunkViewInterceptor
-from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
+from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, default_registry
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import (
     MetricsExporter,
@@ -32,9 +32,10 @@ from videodag_service.observability import (
     server_interceptors,
     start_metrics_exporter,
 )
+from videodag_service.plugin_reference import plugin_reference
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
-from videodag_service.settings import Settings, SettingsError, settings_from
+from videodag_service.settings import Settings, SettingsError, settings_from, wants_plugin_list
 from videodag_service.video.upload import temp_dir_open_to_others
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,9 @@ def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if wants_plugin_list(argv):
+        print(plugin_reference(default_registry()), end="")
+        return 0
     try:
         settings = settings_from(argv)
     except SettingsError as error:

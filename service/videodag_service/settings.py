@@ -201,7 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=item.name.upper(),
             help=f"{item.metadata['help']} [env {env}; default {default}]",
         )
+    parser.add_argument(
+        "--list-plugins",
+        action="store_true",
+        help="print every plugin tool a pipeline file can name (inputs, outputs, parameters) and exit",
+    )
     return parser
+
+
+def wants_plugin_list(argv: Sequence[str] | None = None) -> bool:
+    """Whether the command line asks for the plugin reference instead of a server."""
+    return bool(build_parser().parse_args(argv).list_plugins)
 
 
 def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1,0 +1,56 @@
+"""`videodag-server --list-plugins`: the reference a pipeline's author writes against, from the registry itself."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from videodag_service.dag import Param, Plugin, PluginRegistry, Port, Tool, default_registry, function_tool
+from videodag_service.plugin_reference import plugin_reference
+from videodag_service.server import main
+
+
+def _nothing(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def test_the_server_prints_every_installed_tool_with_its_ports_and_params_and_exits(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--list-plugins"]) == 0
+    printed = capsys.readouterr().out
+    registry = default_registry()
+    for name in registry.plugin_names():
+        plugin = registry.plugin(name)
+        assert plugin is not None
+        for tool in plugin.tools:
+            section = re.split(r"\n(?=  \S|\n)", printed.split(f"\n  {name}.{tool.name} (", 1)[1], maxsplit=1)[0]
+            for port in (*tool.inputs, *tool.outputs):
+                assert f"      {port.name}: " in section or f"      {port.name}\n" in section
+            for param in tool.params:
+                assert f"      {param.name} ({param.kind.__name__}, " in section
+    for field in ("frame.image", "frame.image_bytes", "frame.index", "frame.timestamp"):
+        assert f"  {field} " in printed
+
+
+def test_a_tool_reads_as_it_is_written_in_a_pipeline_file() -> None:
+    tool = function_tool(
+        "resize", _nothing, description="Scale the frame.",
+        inputs=(Port("image", "BGR frame"),), outputs=(Port("small"),),
+        params=(Param("width", int, description="pixels"),
+                Param("mode", str, "area", "how", choices=("area", "linear")),
+                Param("keep", bool, True)),
+    )
+    stateful = Tool("count", "Count frames.", inputs=(), outputs=(Port("n", "int"),), open=lambda params: None,
+                    stateful=True)
+    printed = plugin_reference(PluginRegistry([Plugin("shape", "Shapes.", (tool, stateful))]))
+    assert "shape: Shapes.\n  shape.resize (stateless)\n    Scale the frame.\n" in printed
+    assert "    inputs:\n      image: BGR frame\n    outputs:\n      small\n" in printed
+    assert "      width (int, required): pixels\n" in printed
+    assert '      mode (str, default "area", one of "area", "linear"): how\n' in printed
+    assert "      keep (bool, default true)\n" in printed
+    assert "  shape.count (stateful: one instance a run, frames in order)\n" in printed
+    assert "    inputs: none\n" in printed and "    params: none\n" in printed
