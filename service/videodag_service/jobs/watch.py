@@ -9,7 +9,8 @@ produces the same frames again, and those up to N are simply not sent twice).
 
 A finished job is read as: job state first, then frames. Its final state is written after its
 last result, so frames read after seeing a final state are complete; the final `Job` is
-therefore always the last event, after every frame.
+therefore always the last event, after every frame, read again once the frames are sent
+(a job deleted during its replay raises JobNotFound instead of ending as if complete).
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def watch_job(
                 yield from frames
                 last_index = frames[-1].frame_index
                 frames = store.frames_after(job_id, last_index, _FRAMES_PER_READ)
-            yield job
+            # Read again: a job deleted (or expired) during the replay has lost its later
+            # frames, and must end the stream as NOT_FOUND, not as a complete success.
+            yield store.get(job_id)
             return
         now = time.monotonic()
         if _state_changed(last_sent, job) or (

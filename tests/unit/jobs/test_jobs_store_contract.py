@@ -16,6 +16,7 @@ from videodag_service.errors import FailedPrecondition, JobNotFound
 from videodag_service.jobs import Job, JobError, JobFrame, JobState, JobStore, JobSummary, SqliteJobStore, StoredVideo
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.watch import watch_job
 from videodag_service.video import SamplingOptions, VideoInfo
 
 NOW = 1_700_000_000.0
@@ -281,3 +282,33 @@ def test_redis_recovery_requeues_jobs_whose_lease_ran_out(redis_server: RedisSer
         assert store.get(alive.id).state is JobState.RUNNING
     finally:
         store.close()
+
+
+def test_a_replay_cut_short_by_a_delete_ends_not_found_not_as_a_success(store: JobStore) -> None:
+    """The finished job's frames go out page by page; deleting it meanwhile must not end the
+    stream with the final state as if every frame had been sent."""
+    job = store.create(queued_job())
+    store.claim(job.id, 1, NOW)
+    for index in range(300):  # more than one page of the replay
+        store.append_frame(job.id, 1, frame(index))
+    store.finish(job.id, 1, NOW, NOW + 60, summary=SUMMARY)
+
+    events = watch_job(store, job.id)
+    first = next(events)
+    assert isinstance(first, JobFrame) and first.frame_index == 0
+    store.delete(job.id)
+    with pytest.raises(JobNotFound):
+        for event in events:
+            assert isinstance(event, JobFrame), "no final state may follow a cut-short replay"
+
+
+def test_a_whole_replay_ends_with_the_final_state_after_every_frame(store: JobStore) -> None:
+    job = store.create(queued_job())
+    store.claim(job.id, 1, NOW)
+    for index in range(300):
+        store.append_frame(job.id, 1, frame(index))
+    store.finish(job.id, 1, NOW, NOW + 60, summary=SUMMARY)
+
+    events = list(watch_job(store, job.id))
+    assert [event.frame_index for event in events[:-1]] == list(range(300))  # type: ignore[union-attr]
+    assert isinstance(events[-1], Job) and events[-1].state is JobState.SUCCEEDED
