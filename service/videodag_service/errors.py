@@ -244,17 +244,20 @@ class UploadCorrupted(VideodagError):
 
 
 class NodeFailed(VideodagError):
-    """Raised when a pipeline node fails on a frame and its policy is to fail the run."""
+    """Raised when a pipeline node fails on a frame and its policy is to fail the run, or when
+    it could not be opened for the run at all (`opening`: no frame reached it, whatever its policy)."""
 
     status_code = "INTERNAL"
     reason = "NODE_FAILED"
 
     def __init__(
-        self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, cause: str
+        self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, cause: str,
+        *, opening: bool = False,
     ) -> None:
         where = f"frame {frame_index}" if frame_index is not None else "a frame"
+        what = "could not be opened for the run" if opening else f"failed on {where}"
         super().__init__(
-            f"pipeline {pipeline_id!r} node {node_id!r} ({plugin}) failed on {where}: {cause}",
+            f"pipeline {pipeline_id!r} node {node_id!r} ({plugin}) {what}: {cause}",
             ErrorDetails(
                 metadata={
                     "pipeline_id": pipeline_id,

@@ -6,7 +6,16 @@ It knows nothing of gRPC or video files: it takes frames as payload mappings.
 from videodag_service.dag.executor import NodeTiming, PipelineRun
 from videodag_service.dag.json_like import to_json_like
 from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
-from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, function_tool
+from videodag_service.dag.plugin import (
+    REQUIRED,
+    InvalidParams,
+    Param,
+    Plugin,
+    Port,
+    Tool,
+    ToolInstance,
+    function_tool,
+)
 from videodag_service.dag.registry import (
     ENTRY_POINT_GROUP,
     PluginRegistry,
@@ -23,6 +32,7 @@ __all__ = [
     "REQUIRED",
     "DagPipelineService",
     "ErrorPolicy",
+    "InvalidParams",
     "NodeSpec",
     "NodeTiming",
     "Param",

@@ -261,7 +261,9 @@ class PipelineRun:
                 for node_id, instance in lane.instances.items():
                     _close_quietly(instance, node_id, self.spec.id)
                 lane.instances.clear()
-                raise NodeFailed(self.spec.id, node.id, node.plugin_ref, None, f"could not open: {error}") from error
+                raise NodeFailed(
+                    self.spec.id, node.id, node.plugin_ref, None, f"{type(error).__name__}: {error}", opening=True
+                ) from error
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -18,11 +18,19 @@ fail on its first video. A pipeline file looks like::
         on_error: fail                     # or skip: record the error in-band, go on
     outputs:
       players: track.tracks
+
+Besides the rules above, a file is refused for: a key given twice in one mapping (YAML
+would keep the last silently), a mapping key that is not a string, a parameter value
+that is not plain JSON-like data (an unquoted date, `!!binary`), a value its tool's
+`check_params` refuses (out of range, a model file that is not there), an output wired
+to the frame rather than to a node, and a folder with no pipeline file at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +38,18 @@ from typing import Any
 
 import yaml
 
-from videodag_service.dag.plugin import PARAM_TYPES, Param, Tool
+from videodag_service.dag.json_like import json_like_problem
+from videodag_service.dag.plugin import PARAM_TYPES, Param, Tool, param_problems
 from videodag_service.dag.registry import PluginRegistry
 from videodag_service.dag.spec import (
     FRAME_FIELDS,
     FRAME_SOURCE,
+    MAX_NODE_ID_LENGTH,
+    MAX_PIPELINE_ID_LENGTH,
+    NODE_ID_CHARS,
     NODE_ID_PATTERN,
-    PIPELINE_ID_PATTERN,
+    PIPELINE_FILE_ID_PATTERN,
+    PIPELINE_ID_CHARS,
     RESERVED_OUTPUT_NAMES,
     ErrorPolicy,
     NodeSpec,
@@ -47,6 +60,8 @@ from videodag_service.dag.spec import (
 PIPELINE_FILE_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
 _NODE_KEYS = {"id", "plugin", "params", "inputs", "on_error"}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_UNREADABLE = object()
 
 
 class PipelineFileError(ValueError):
@@ -69,6 +84,44 @@ class _Problems:
         self.found.append(where + problem)
 
 
+@dataclass
+class _Graph:
+    """The file's nodes that passed their own checks, and the ids of every node the file declares:
+    wiring to a declared node with problems of its own is not reported again as wiring to a missing one."""
+
+    nodes: dict[str, NodeSpec] = field(default_factory=dict)
+    declared: set[str] = field(default_factory=set)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that notes every mapping key given twice, with its lines.
+
+    Plain YAML keeps the last of two equal keys silently, so `params: {a: 1, a: 2}` would
+    load with a value its author may not have meant. Keys brought in by a merge (`<<: *base`)
+    may be overridden: only the mapping's own keys are compared.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self._note_duplicates(node)
+        return super().construct_mapping(node, deep=deep)
+
+    def _note_duplicates(self, node: yaml.MappingNode) -> None:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                self.duplicates.append(f"duplicate key {key!r} on line {line} (first given on line {first_lines[key]})")
+            else:
+                first_lines[key] = line
+
+
 def load_pipeline_file(path: Path, registry: PluginRegistry) -> PipelineSpec:
     """Load and validate one pipeline file; raises PipelineFileError listing every problem."""
     problems = _Problems(path)
@@ -79,12 +132,17 @@ def load_pipeline_file(path: Path, registry: PluginRegistry) -> PipelineSpec:
 
 
 def load_pipeline_folder(folder: Path, registry: PluginRegistry) -> dict[str, PipelineSpec]:
-    """Load every pipeline file in `folder`; raises PipelineFileError if any file is invalid."""
+    """Load every pipeline file in `folder`; raises PipelineFileError if any file is invalid, or if
+    there is none: a server serving no pipeline is a wrong folder, not a working service."""
     if not folder.is_dir():
         raise PipelineFileError([f"{folder}: pipeline folder does not exist"])
+    paths = pipeline_files(folder)
+    if not paths:
+        patterns = ", ".join(f"*{suffix}" for suffix in PIPELINE_FILE_SUFFIXES)
+        raise PipelineFileError([f"no pipeline files ({patterns}) in {folder}"])
     pipelines: dict[str, PipelineSpec] = {}
     problems: list[str] = []
-    for path in sorted(p for p in folder.iterdir() if p.suffix in PIPELINE_FILE_SUFFIXES):
+    for path in paths:
         try:
             spec = load_pipeline_file(path, registry)
         except PipelineFileError as error:
@@ -99,22 +157,28 @@ def load_pipeline_folder(folder: Path, registry: PluginRegistry) -> dict[str, Pi
     return pipelines
 
 
+def pipeline_files(folder: Path) -> list[Path]:
+    """The pipeline files in `folder`, by name: any case of .yaml or .yml. Hidden files are left
+    out: editors leave lock files such as `.#name.yaml` (often dangling symlinks) beside the one edited."""
+    return sorted(
+        path for path in folder.iterdir()
+        if not path.name.startswith(".") and path.suffix.lower() in PIPELINE_FILE_SUFFIXES
+    )
+
+
 def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> PipelineSpec | None:
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        problems.add(f"cannot read YAML: {error}")
+    document = _read_yaml(path, problems)
+    if document is _UNREADABLE:
         return None
     if not isinstance(document, dict):
         problems.add("must be a mapping with id, version, nodes and outputs")
         return None
+    document = _string_keyed(document, "key", problems, None)
     for key in sorted(set(document) - _TOP_LEVEL_KEYS):
         problems.add(f"unknown key {key!r} (allowed: {', '.join(sorted(_TOP_LEVEL_KEYS))})")
 
     pipeline_id = _pipeline_id(document.get("id"), path, problems)
-    version = document.get("version")
-    if not isinstance(version, str | int | float) or isinstance(version, bool) or str(version) == "":
-        problems.add("'version' is required and must be a string such as \"1.0.0\"")
+    version = _version(document.get("version"), problems)
     description = document.get("description", "")
     if not isinstance(description, str):
         problems.add("'description' must be a string")
@@ -123,14 +187,14 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
     if not isinstance(raw_nodes, list) or not raw_nodes:
         problems.add("'nodes' must be a non-empty list")
         return None
-    nodes = _nodes(raw_nodes, registry, problems)
-    outputs = _outputs(document.get("outputs"), nodes, problems)
-    ordered = _topological_order(nodes, problems)
+    graph = _nodes(raw_nodes, registry, problems)
+    outputs = _outputs(document.get("outputs"), graph, problems)
+    ordered = _topological_order(graph.nodes, problems)
     if problems.found or ordered is None:
         return None
     return PipelineSpec(
         id=pipeline_id,
-        version=str(version),
+        version=version,
         description=description.strip(),
         nodes=ordered,
         outputs=outputs,
@@ -138,62 +202,155 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
     )
 
 
+def _read_yaml(path: Path, problems: _Problems) -> Any:
+    """The file's YAML document, or _UNREADABLE; each duplicate key is a problem of its own."""
+    try:
+        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
+        try:
+            document = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        problems.add(f"cannot read YAML: {error}")
+        return _UNREADABLE
+    except RecursionError:
+        problems.add("cannot read YAML: nested too deeply")
+        return _UNREADABLE
+    for duplicate in loader.duplicates:
+        problems.add(duplicate)
+    return document
+
+
+def _string_keyed(raw: Mapping[Any, Any], what: str, problems: _Problems, node_id: str | None) -> dict[str, Any]:
+    """The entries of `raw` with a string key; any other key (YAML reads `1:` as a number) is a problem."""
+    kept: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(key, str):
+            kept[key] = value
+        else:
+            problems.add(f"{what} {key!r} must be a string, got {type(key).__name__}", node_id)
+    return kept
+
+
 def _pipeline_id(value: Any, path: Path, problems: _Problems) -> str:
-    if not isinstance(value, str) or not PIPELINE_ID_PATTERN.match(value):
-        problems.add(f"'id' must match [a-z0-9_.-]+, got {value!r}")
+    problem = _id_problem(value, PIPELINE_FILE_ID_PATTERN, PIPELINE_ID_CHARS, MAX_PIPELINE_ID_LENGTH, "pipeline ids")
+    if problem:
+        problems.add(f"'id' {problem}")
         return ""
     if value != path.stem:
         problems.add(f"'id' {value!r} must equal the file name {path.stem!r}")
-    return value
+    return str(value)
 
 
-def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: _Problems) -> dict[str, NodeSpec]:
-    nodes: dict[str, NodeSpec] = {}
+def _id_problem(value: Any, pattern: re.Pattern[str], chars: str, max_length: int, kind: str) -> str | None:
+    """What is wrong with an id, the most telling first: its characters, its length, its first character."""
+    if not isinstance(value, str) or re.fullmatch(f"[{chars}]+", value) is None:
+        return f"must match [{chars}]+, got {value!r}"
+    if len(value) > max_length:
+        return f"has {len(value)} characters ({value[:40]!r}…); {kind} have at most {max_length}"
+    if pattern.match(value) is None:
+        return f"must start with a letter or digit, got {value!r}"
+    return None
+
+
+def _version(value: Any, problems: _Problems) -> str:
+    """The version as served: a string as written, or an int. A float is refused, since YAML has
+    already lost what was written: `1.10` reads as 1.1, and `.nan` is no version at all."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is None or value == "":
+        problems.add("'version' is required and must be a string such as \"1.0.0\"")
+    elif isinstance(value, float):
+        problems.add(
+            f"'version' must be a string or an int, got the number {value!r}: quote it, as in "
+            "version: \"1.10\" (unquoted, YAML reads 1.10 as the number 1.1)"
+        )
+    else:
+        problems.add(f"'version' must be a string such as \"1.0.0\" or an int, got {type(value).__name__} {value!r}")
+    return ""
+
+
+def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: _Problems) -> _Graph:
+    graph = _Graph()
     raw_inputs: dict[str, Mapping[str, Any]] = {}
     for position, raw in enumerate(raw_nodes):
-        if not isinstance(raw, dict):
-            problems.add(f"nodes[{position}] must be a mapping")
-            continue
-        node_id = raw.get("id")
-        if not isinstance(node_id, str) or not NODE_ID_PATTERN.match(node_id):
-            problems.add(f"nodes[{position}]: 'id' must match [A-Za-z0-9_-]+, got {node_id!r}")
-            continue
-        if node_id == FRAME_SOURCE:
-            problems.add(f"'{FRAME_SOURCE}' is reserved for the frame's own fields", node_id)
-            continue
-        if node_id in nodes or node_id in raw_inputs:
-            problems.add("duplicate node id", node_id)
-            continue
-        for key in sorted(set(raw) - _NODE_KEYS):
-            problems.add(f"unknown key {key!r} (allowed: {', '.join(sorted(_NODE_KEYS))})", node_id)
-        tool = _tool(raw.get("plugin"), registry, problems, node_id)
-        policy = _policy(raw.get("on_error", "fail"), problems, node_id)
-        given_params = raw.get("params") or {}
-        inputs = raw.get("inputs") or {}
-        if not isinstance(given_params, dict):
-            problems.add("'params' must be a mapping", node_id)
-            given_params = {}
-        if not isinstance(inputs, dict):
-            problems.add("'inputs' must be a mapping of input name to source", node_id)
-            inputs = {}
-        raw_inputs[node_id] = inputs
-        if tool is None or policy is None:
-            continue
-        params = _params(tool, given_params, problems, node_id)
-        nodes[node_id] = NodeSpec(
-            id=node_id,
-            plugin_ref=str(raw["plugin"]),
-            tool=tool,
-            params=params,
-            given_params=dict(given_params),
-            inputs=(),
-            on_error=policy,
-        )
+        parsed = _node(position, raw, registry, problems, graph)
+        if parsed is not None:
+            spec, inputs = parsed
+            graph.nodes[spec.id] = spec
+            raw_inputs[spec.id] = inputs
     # Inputs are checked once every node is known, so wiring may point forward in the file.
-    for node_id, spec in list(nodes.items()):
-        wired = _inputs(spec.tool, raw_inputs[node_id], nodes, problems, node_id)
-        nodes[node_id] = NodeSpec(**{**spec.__dict__, "inputs": wired})
-    return nodes
+    for node_id, spec in list(graph.nodes.items()):
+        wired = _inputs(spec.tool, raw_inputs[node_id], graph, problems, node_id)
+        graph.nodes[node_id] = dataclasses.replace(spec, inputs=wired)
+    return graph
+
+
+def _node(
+    position: int, raw: Any, registry: PluginRegistry, problems: _Problems, graph: _Graph
+) -> tuple[NodeSpec, Mapping[str, Any]] | None:
+    """One node without its wiring, and its raw inputs; None when it has a problem wiring cannot pass over.
+
+    Its id joins `graph.declared` whenever it is a string, so nodes wired to it are not told it is missing.
+    """
+    if not isinstance(raw, dict):
+        problems.add(f"nodes[{position}] must be a mapping")
+        return None
+    node_id = _node_id(position, raw.get("id"), problems, graph)
+    if node_id is None:
+        return None
+    raw = _string_keyed(raw, "key", problems, node_id)
+    for key in sorted(set(raw) - _NODE_KEYS):
+        problems.add(f"unknown key {key!r} (allowed: {', '.join(sorted(_NODE_KEYS))})", node_id)
+    tool = _tool(raw.get("plugin"), registry, problems, node_id)
+    policy = _policy(raw.get("on_error", "fail"), problems, node_id)
+    given_params = _named_mapping(raw.get("params"), "'params' must be a mapping of parameter name to value",
+                                  "parameter name", problems, node_id)
+    inputs = _named_mapping(raw.get("inputs"), "'inputs' must be a mapping of input name to source",
+                            "input name", problems, node_id)
+    if tool is None or policy is None:
+        return None
+    spec = NodeSpec(
+        id=node_id,
+        plugin_ref=str(raw["plugin"]),
+        tool=tool,
+        params=_params(tool, given_params, problems, node_id),
+        given_params=given_params,
+        inputs=(),
+        on_error=policy,
+    )
+    return spec, inputs
+
+
+def _node_id(position: int, value: Any, problems: _Problems, graph: _Graph) -> str | None:
+    """The node's id, declared in `graph`; None, with the problem noted, when it cannot be one."""
+    problem = _id_problem(value, NODE_ID_PATTERN, NODE_ID_CHARS, MAX_NODE_ID_LENGTH, "node ids")
+    if problem:
+        problems.add(f"nodes[{position}]: 'id' {problem}")
+        if isinstance(value, str):
+            graph.declared.add(value)
+        return None
+    node_id = str(value)
+    if node_id == FRAME_SOURCE:
+        problems.add(f"'{FRAME_SOURCE}' is reserved for the frame's own fields", node_id)
+        return None
+    if node_id in graph.declared:
+        problems.add("duplicate node id", node_id)
+        return None
+    graph.declared.add(node_id)
+    return node_id
+
+
+def _named_mapping(value: Any, must: str, key_what: str, problems: _Problems, node_id: str) -> dict[str, Any]:
+    """A node's `params` or `inputs`: absent or null is empty; anything but a mapping (even `[]`) is refused."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.add(f"{must}, got {type(value).__name__} {value!r}", node_id)
+        return {}
+    return _string_keyed(value, key_what, problems, node_id)
 
 
 def _tool(reference: Any, registry: PluginRegistry, problems: _Problems, node_id: str) -> Tool | None:
@@ -224,6 +381,8 @@ def _policy(value: Any, problems: _Problems, node_id: str) -> ErrorPolicy | None
 
 
 def _params(tool: Tool, given: Mapping[str, Any], problems: _Problems, node_id: str) -> dict[str, Any]:
+    """Every declared parameter, given or default; the tool's own check runs once the types are right."""
+    found_before = len(problems.found)
     declared = {p.name: p for p in tool.params}
     for name in sorted(set(given) - set(declared)):
         accepted = ", ".join(declared) or "none"
@@ -242,6 +401,8 @@ def _params(tool: Tool, given: Mapping[str, Any], problems: _Problems, node_id: 
             continue
         value = given[param.name]
         resolved[param.name] = float(value) if param.kind is float else value
+    if len(problems.found) == found_before:
+        _check_params(tool, resolved, problems, node_id)
     return resolved
 
 
@@ -258,13 +419,36 @@ def _param_problem(param: Param, value: Any) -> str | None:
     )
     if not fits:
         return f"parameter {param.name!r} must be {param.kind.__name__}, got {type(value).__name__} {value!r}"
+    # Clients are shown the values as written, and YAML gives more than JSON can hold.
+    try:
+        unlike = json_like_problem(value)
+    except RecursionError:
+        unlike = "it is nested too deeply"
+    if unlike:
+        return (
+            f"parameter {param.name!r} must be plain JSON-like data (text, finite numbers, true/false, null, "
+            f"lists, mappings with text keys): {unlike}"
+        )
     if param.choices and value not in param.choices:
         return f"parameter {param.name!r} must be one of {list(param.choices)}, got {value!r}"
     return None
 
 
+def _check_params(tool: Tool, params: Mapping[str, Any], problems: _Problems, node_id: str) -> None:
+    """The tool's own check of its values (ranges, files), so a bad one stops the server, not each run."""
+    if tool.check_params is None:
+        return
+    try:
+        tool.check_params(params)
+    except ValueError as error:
+        for problem in param_problems(error):
+            problems.add(problem, node_id)
+    except Exception as error:  # a faulty check must still leave a message naming the file and node
+        problems.add(f"checking the parameters of {tool.name} failed: {type(error).__name__}: {error}", node_id)
+
+
 def _inputs(
-    tool: Tool, given: Mapping[str, Any], nodes: Mapping[str, NodeSpec], problems: _Problems, node_id: str
+    tool: Tool, given: Mapping[str, Any], graph: _Graph, problems: _Problems, node_id: str
 ) -> tuple[tuple[str, SourceRef], ...]:
     declared = [port.name for port in tool.inputs]
     for name in sorted(set(given) - set(declared)):
@@ -274,15 +458,13 @@ def _inputs(
         if name not in given:
             problems.add(f"input {name!r} is not wired (give it a source such as frame.image)", node_id)
             continue
-        source = _source(given[name], nodes, problems, node_id, f"input {name!r}")
+        source = _source(given[name], graph, problems, node_id, f"input {name!r}")
         if source is not None:
             wired.append((name, source))
     return tuple(wired)
 
 
-def _source(
-    value: Any, nodes: Mapping[str, NodeSpec], problems: _Problems, node_id: str | None, what: str
-) -> SourceRef | None:
+def _source(value: Any, graph: _Graph, problems: _Problems, node_id: str | None, what: str) -> SourceRef | None:
     if not isinstance(value, str) or value.count(".") != 1:
         problems.add(f"{what} must be 'frame.<field>' or '<node>.<output>', got {value!r}", node_id)
         return None
@@ -292,9 +474,11 @@ def _source(
             problems.add(f"{what}: the frame has no field {output!r} (fields: {', '.join(FRAME_FIELDS)})", node_id)
             return None
         return SourceRef(source_node, output)
-    upstream = nodes.get(source_node)
+    upstream = graph.nodes.get(source_node)
     if upstream is None:
-        problems.add(f"{what} is wired to missing node {source_node!r}", node_id)
+        # A node the file declares but refused already has its own problem; this wiring adds nothing.
+        if source_node not in graph.declared:
+            problems.add(f"{what} is wired to missing node {source_node!r}", node_id)
         return None
     outputs = [port.name for port in upstream.tool.outputs]
     if output not in outputs:
@@ -307,19 +491,37 @@ def _source(
     return SourceRef(source_node, output)
 
 
-def _outputs(raw: Any, nodes: Mapping[str, NodeSpec], problems: _Problems) -> tuple[tuple[str, SourceRef], ...]:
+def _outputs(raw: Any, graph: _Graph, problems: _Problems) -> tuple[tuple[str, SourceRef], ...]:
     if not isinstance(raw, dict) or not raw:
         problems.add("'outputs' must be a non-empty mapping of result name to '<node>.<output>'")
         return ()
     outputs: list[tuple[str, SourceRef]] = []
     for name, value in raw.items():
-        if not isinstance(name, str) or name in RESERVED_OUTPUT_NAMES:
-            problems.add(f"output name {name!r} is not allowed (reserved: {', '.join(sorted(RESERVED_OUTPUT_NAMES))})")
+        problem = _output_name_problem(name)
+        if problem:
+            problems.add(problem)
             continue
-        source = _source(value, nodes, problems, None, f"output {name!r}")
+        if isinstance(value, str) and value.startswith(f"{FRAME_SOURCE}."):
+            # The executor builds results from node values only: a frame field would be advertised, never sent.
+            problems.add(
+                f"output {name!r} must come from a node ('<node>.<output>'), not {value!r}: "
+                "frame_index and timestamp are in every frame's result already"
+            )
+            continue
+        source = _source(value, graph, problems, None, f"output {name!r}")
         if source is not None:
             outputs.append((name, source))
     return tuple(outputs)
+
+
+def _output_name_problem(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return f"output name {name!r} must be a string, got {type(name).__name__}"
+    if not name:
+        return "output name must not be empty"
+    if name in RESERVED_OUTPUT_NAMES:
+        return f"output name {name!r} is not allowed (reserved: {', '.join(sorted(RESERVED_OUTPUT_NAMES))})"
+    return None
 
 
 def _topological_order(nodes: Mapping[str, NodeSpec], problems: _Problems) -> tuple[NodeSpec, ...] | None:

@@ -36,7 +36,7 @@ in the `videodag.plugins` entry-point group::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -95,6 +95,27 @@ class ToolInstance(Protocol):
 
 
 ToolOpener = Callable[[Mapping[str, Any]], ToolInstance]
+ParamCheck = Callable[[Mapping[str, Any]], None]
+
+
+class InvalidParams(ValueError):
+    """Raised by a parameter check with every bad value it found, so a pipeline file's author
+    sees them all at once rather than one per server start; each problem names its parameter."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
+
+
+def raise_if_any(problems: Sequence[str]) -> None:
+    """Raise InvalidParams listing `problems`, if there are any."""
+    if problems:
+        raise InvalidParams(problems)
+
+
+def param_problems(error: ValueError) -> tuple[str, ...]:
+    """The problems a parameter check raised: each of an InvalidParams, else the error's message."""
+    return error.problems if isinstance(error, InvalidParams) else (str(error),)
 
 
 @dataclass(frozen=True)
@@ -115,6 +136,13 @@ class Tool:
     costs: for a node as quick as `stats.frame_stats` those hand-offs were 5% of the whole
     service's frame rate (720p, 2 cores). When bounded nodes take long enough for frames in
     parallel (see `executor.PARALLEL_MIN_SECONDS`), they go to the parallel lanes as usual.
+
+    `check_params(params)`, when given, is called when the pipeline file is loaded, with the
+    same parameters `open` will get, and raises ValueError (InvalidParams for several) naming
+    each bad value. A value out of range is then refused as the server starts, with the
+    file and node named, instead of failing every run when `open` meets it. It should share
+    its rules with `open` (open calls it, or both build the same settings) and stay cheap:
+    no model loading, no network.
     """
 
     name: str
@@ -125,6 +153,7 @@ class Tool:
     params: tuple[Param, ...] = ()
     stateful: bool = False
     bounded_time: bool = False
+    check_params: ParamCheck | None = None
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -166,8 +195,10 @@ def function_tool(
     outputs: tuple[Port, ...],
     params: tuple[Param, ...] = (),
     bounded_time: bool = False,
+    check_params: ParamCheck | None = None,
 ) -> Tool:
-    """Build a stateless tool from `function(inputs, params) -> outputs` (see `Tool` for `bounded_time`)."""
+    """Build a stateless tool from `function(inputs, params) -> outputs` (see `Tool` for `bounded_time`
+    and `check_params`)."""
     return Tool(
         name=name,
         description=description,
@@ -177,4 +208,5 @@ def function_tool(
         open=lambda validated: _FunctionInstance(function, validated),
         stateful=False,
         bounded_time=bounded_time,
+        check_params=check_params,
     )

@@ -13,9 +13,15 @@ from videodag_service.dag.plugin import Tool
 
 # Ids are names, never paths: nothing from a request may reach the filesystem.
 MAX_PIPELINE_ID_LENGTH = 128
-PIPELINE_ID_PATTERN = re.compile(rf"^[a-z0-9_.-]{{1,{MAX_PIPELINE_ID_LENGTH}}}$")
+PIPELINE_ID_CHARS = "a-z0-9_.-"
+PIPELINE_ID_PATTERN = re.compile(rf"^[{PIPELINE_ID_CHARS}]{{1,{MAX_PIPELINE_ID_LENGTH}}}$")
+# A pipeline file's id also starts with a letter or digit: one of punctuation only ("..") is no name.
+# Requests are still checked against PIPELINE_ID_PATTERN: such an id is merely unknown there.
+PIPELINE_FILE_ID_PATTERN = re.compile(rf"^[a-z0-9][{PIPELINE_ID_CHARS}]{{0,{MAX_PIPELINE_ID_LENGTH - 1}}}$")
 # Node ids appear in "node.output" references, so they cannot contain dots.
-NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_NODE_ID_LENGTH = 64
+NODE_ID_CHARS = "A-Za-z0-9_-"
+NODE_ID_PATTERN = re.compile(rf"^[A-Za-z0-9][{NODE_ID_CHARS}]{{0,{MAX_NODE_ID_LENGTH - 1}}}$")
 
 FRAME_SOURCE = "frame"
 # What a node may read from the frame, and the payload key each one comes from.

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 
@@ -56,18 +56,24 @@ class _Settings:
             pyramid_scale=float(values["pyramid_scale"]),
             win_stride=int(values["win_stride"]),
         )
-        if not 0.25 <= settings.upscale <= 4.0:
-            raise ValueError(f"upscale must be in [0.25, 4], got {settings.upscale}")
-        if not 0.0 <= settings.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {settings.score_threshold}")
-        if not 0.0 < settings.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {settings.iou_threshold}")
-        if settings.pyramid_scale <= 1.0:
-            raise ValueError(f"pyramid_scale must be > 1, got {settings.pyramid_scale}")
-        # The HOG block stride is 8 px; other strides are not supported by OpenCV.
-        if settings.win_stride <= 0 or settings.win_stride % 8 != 0:
-            raise ValueError(f"win_stride must be a positive multiple of 8, got {settings.win_stride}")
+        raise_if_any(settings.problems())
         return settings
+
+    def problems(self) -> list[str]:
+        """Every value out of its range, each naming its parameter."""
+        problems: list[str] = []
+        if not 0.25 <= self.upscale <= 4.0:
+            problems.append(f"upscale must be in [0.25, 4], got {self.upscale}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            problems.append(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if self.pyramid_scale <= 1.0:
+            problems.append(f"pyramid_scale must be > 1, got {self.pyramid_scale}")
+        # The HOG block stride is 8 px; other strides are not supported by OpenCV.
+        if self.win_stride <= 0 or self.win_stride % 8 != 0:
+            problems.append(f"win_stride must be a positive multiple of 8, got {self.win_stride}")
+        return problems
 
 
 class _HogPeopleDetector:
@@ -110,6 +116,11 @@ class _HogPeopleDetector:
         return None
 
 
+def _check_params(params: Mapping[str, Any]) -> None:
+    """The settings `open` would build, checked when the pipeline loads."""
+    _Settings.from_params(params)
+
+
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
     return _HogPeopleDetector(_Settings.from_params(params))
 
@@ -129,6 +140,7 @@ PLUGIN = Plugin(
             params=DETECT_PEOPLE_PARAMS,
             open=_open_detector,
             stateful=False,
+            check_params=_check_params,
         ),
     ),
 )

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool, raise_if_any
 from videodag_service.plugins.detections import Detections
 
 MOTION_LABEL = "motion"
@@ -100,16 +100,25 @@ class ForegroundBlobs:
         return Detections.from_lists(boxes, scores, [MOTION_LABEL] * len(boxes))
 
 
-def _open_foreground_blobs(params: Mapping[str, Any]) -> ForegroundBlobs:
+def check_foreground_blobs_params(params: Mapping[str, Any]) -> None:
+    """Raise InvalidParams naming every value MOG2 cannot work with; run when the pipeline loads and at open."""
+    problems: list[str] = []
     if params["history"] < 1:
-        raise ValueError("history must be at least 1 frame")
+        problems.append(f"history must be at least 1 frame, got {params['history']}")
     if params["downscale"] < 1:
-        raise ValueError("downscale must be at least 1")
+        problems.append(f"downscale must be at least 1, got {params['downscale']}")
     if params["var_threshold"] <= 0:
-        raise ValueError("var_threshold must be positive")
+        problems.append(f"var_threshold must be positive, got {params['var_threshold']}")
     # 1 is not a rate to MOG2 but "rebuild the model from every frame", which detects nothing useful.
     if not (params["learning_rate"] == -1 or 0 <= params["learning_rate"] < 1):
-        raise ValueError("learning_rate must be -1 (automatic) or at least 0 and below 1")
+        problems.append(
+            f"learning_rate must be -1 (automatic) or at least 0 and below 1, got {params['learning_rate']}"
+        )
+    raise_if_any(problems)
+
+
+def _open_foreground_blobs(params: Mapping[str, Any]) -> ForegroundBlobs:
+    check_foreground_blobs_params(params)
     return ForegroundBlobs(params)
 
 
@@ -160,6 +169,7 @@ PLUGIN = Plugin(
             ),
             open=_open_foreground_blobs,
             stateful=True,
+            check_params=check_foreground_blobs_params,
         ),
     ),
 )

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool, raise_if_any
 from videodag_service.plugins.detections import Detections
 
 TEXT_LABEL = "text"
@@ -263,21 +263,35 @@ class TextRecognition:
         return None
 
 
-def _open_detect_text(params: Mapping[str, Any]) -> TextDetection:
+def check_detect_text_params(params: Mapping[str, Any]) -> None:
+    """Raise InvalidParams naming every value out of range; run when the pipeline loads and at open."""
+    problems: list[str] = []
     if not 0.0 <= params["min_score"] <= 1.0:
-        raise ValueError("min_score must be between 0 and 1")
+        problems.append(f"min_score must be between 0 and 1, got {params['min_score']}")
     if params["max_side_len"] < 32:
-        raise ValueError("max_side_len must be at least 32 pixels")
+        problems.append(f"max_side_len must be at least 32 pixels, got {params['max_side_len']}")
     if params["max_regions"] < 1:
-        raise ValueError("max_regions must be at least 1")
+        problems.append(f"max_regions must be at least 1, got {params['max_regions']}")
+    raise_if_any(problems)
+
+
+def check_recognize_text_params(params: Mapping[str, Any]) -> None:
+    """Raise InvalidParams naming every value out of range; run when the pipeline loads and at open."""
+    problems: list[str] = []
+    if not 0.0 <= params["min_confidence"] <= 1.0:
+        problems.append(f"min_confidence must be between 0 and 1, got {params['min_confidence']}")
+    if not 0.0 <= params["padding"] <= 2.0:
+        problems.append(f"padding must be between 0 and 2 (a fraction of the box height), got {params['padding']}")
+    raise_if_any(problems)
+
+
+def _open_detect_text(params: Mapping[str, Any]) -> TextDetection:
+    check_detect_text_params(params)
     return TextDetection(shared_models(), params)
 
 
 def _open_recognize_text(params: Mapping[str, Any]) -> TextRecognition:
-    if not 0.0 <= params["min_confidence"] <= 1.0:
-        raise ValueError("min_confidence must be between 0 and 1")
-    if not 0.0 <= params["padding"] <= 2.0:
-        raise ValueError("padding must be between 0 and 2 (a fraction of the box height)")
+    check_recognize_text_params(params)
     return TextRecognition(shared_models(), params)
 
 
@@ -306,6 +320,7 @@ PLUGIN = Plugin(
                 Param("max_regions", int, 100, "keep at most this many regions, the highest-scoring ones"),
             ),
             open=_open_detect_text,
+            check_params=check_detect_text_params,
         ),
         Tool(
             name="recognize_text",
@@ -327,6 +342,7 @@ PLUGIN = Plugin(
                 ),
             ),
             open=_open_recognize_text,
+            check_params=check_recognize_text_params,
         ),
     ),
 )

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, raise_if_any
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
@@ -193,12 +193,20 @@ class _Settings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> _Settings:
+        settings, problems = cls.checked(params)
+        raise_if_any(problems)
+        return settings
+
+    @classmethod
+    def checked(cls, params: Mapping[str, Any]) -> tuple[_Settings, list[str]]:
+        """The settings the parameters give, and every problem with them (the model file aside)."""
         values = {param.name: params.get(param.name, param.default) for param in DETECT_PARAMS}
-        if values["model_path"] is REQUIRED or not str(values["model_path"]).strip():
-            raise ValueError("yolo.detect needs model_path: the path of a YOLO ONNX model file")
+        problems: list[str] = []
+        if not _names_a_model(values["model_path"]):
+            problems.append("yolo.detect needs model_path: the path of a YOLO ONNX model file")
         class_names = values["class_names"] or []
         if not all(isinstance(name, str) for name in class_names):
-            raise ValueError(f"class_names must be a list of strings, got {class_names!r}")
+            problems.append(f"class_names must be a list of strings, got {class_names!r}")
         settings = cls(
             model_path=Path(str(values["model_path"])).expanduser(),
             class_names=tuple(class_names),
@@ -208,17 +216,34 @@ class _Settings:
             max_detections=int(values["max_detections"]),
             layout=str(values["layout"]),
         )
-        if not 0.0 <= settings.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {settings.score_threshold}")
-        if not 0.0 < settings.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {settings.iou_threshold}")
-        if not 32 <= settings.input_size <= 4096:
-            raise ValueError(f"input_size must be in [32, 4096], got {settings.input_size}")
-        if settings.max_detections < 0:
-            raise ValueError(f"max_detections must not be negative, got {settings.max_detections}")
-        if settings.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {settings.layout!r}")
-        return settings
+        return settings, problems + settings.range_problems()
+
+    def range_problems(self) -> list[str]:
+        """Every number or choice out of its range, each naming its parameter."""
+        problems: list[str] = []
+        if not 0.0 <= self.score_threshold <= 1.0:
+            problems.append(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if not 32 <= self.input_size <= 4096:
+            problems.append(f"input_size must be in [32, 4096], got {self.input_size}")
+        if self.max_detections < 0:
+            problems.append(f"max_detections must not be negative, got {self.max_detections}")
+        if self.layout not in LAYOUTS:
+            problems.append(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        return problems
+
+    def missing_model(self) -> ModelFileMissing | None:
+        """The error for a model_path that names no file, or None when the file is there."""
+        if self.model_path.is_file():
+            return None
+        return ModelFileMissing(
+            self.model_path, "yolo.detect's model_path must name an existing YOLO ONNX file on the server"
+        )
+
+
+def _names_a_model(model_path: Any) -> bool:
+    return model_path is not REQUIRED and bool(str(model_path).strip())
 
 
 class _YoloDetector:
@@ -261,12 +286,19 @@ class _YoloDetector:
         return None
 
 
+def _check_params(params: Mapping[str, Any]) -> None:
+    """The settings `open` would build, and the model file they name, checked when the pipeline
+    loads; the file is only looked for, not loaded (that takes a while, and happens at the first open)."""
+    settings, problems = _Settings.checked(params)
+    missing = settings.missing_model() if _names_a_model(params.get("model_path", REQUIRED)) else None
+    raise_if_any([*problems, *([str(missing)] if missing is not None else [])])
+
+
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
     settings = _Settings.from_params(params)
-    if not settings.model_path.is_file():
-        raise ModelFileMissing(
-            settings.model_path, "yolo.detect's model_path must name an existing YOLO ONNX file on the server"
-        )
+    missing = settings.missing_model()
+    if missing is not None:
+        raise missing
     return _YoloDetector(_session_for(settings.model_path), settings)
 
 
@@ -285,6 +317,7 @@ PLUGIN = Plugin(
             params=DETECT_PARAMS,
             open=_open_detector,
             stateful=False,
+            check_params=_check_params,
         ),
     ),
 )

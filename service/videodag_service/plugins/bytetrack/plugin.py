@@ -1,7 +1,8 @@
 """The `bytetrack` plugin: one stateful `track` tool, one tracker per run.
 
 The tracker module (and scipy with it) is imported on the first `open`, so listing
-plugins stays cheap; each `open` builds a fresh tracker, so two runs never share ids.
+plugins and checking pipeline files stay cheap; each `open` builds a fresh tracker, so two
+runs never share ids.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.plugins.bytetrack.config import ByteTrackConfig
 from videodag_service.plugins.detections import Detections
 
 if TYPE_CHECKING:
@@ -49,11 +51,21 @@ class _TrackingInstance:
         self._tracker = None
 
 
-def _open_tracker(params: Mapping[str, Any]) -> ToolInstance:
-    from videodag_service.plugins.bytetrack.tracker import ByteTrackConfig, ByteTracker
-
+def _config(params: Mapping[str, Any]) -> ByteTrackConfig:
+    """The tracker's configuration; raises InvalidParams naming every value out of range."""
     values = {param.name: params.get(param.name, param.default) for param in TRACK_PARAMS}
-    return _TrackingInstance(ByteTracker(ByteTrackConfig(**values)))
+    return ByteTrackConfig(**values)
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    """The configuration `open` would build, checked when the pipeline loads (without scipy)."""
+    _config(params)
+
+
+def _open_tracker(params: Mapping[str, Any]) -> ToolInstance:
+    from videodag_service.plugins.bytetrack.tracker import ByteTracker
+
+    return _TrackingInstance(ByteTracker(_config(params)))
 
 
 PLUGIN = Plugin(
@@ -73,6 +85,7 @@ PLUGIN = Plugin(
             open=_open_tracker,
             params=TRACK_PARAMS,
             stateful=True,
+            check_params=_check_params,
         ),
     ),
 )

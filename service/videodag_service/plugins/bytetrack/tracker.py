@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
+from videodag_service.plugins.bytetrack.config import ByteTrackConfig
 from videodag_service.plugins.bytetrack.kalman import KalmanFilterXYAH, xyah_to_xyxy, xyxy_to_xyah
 from videodag_service.plugins.bytetrack.matching import fuse_score, iou_matrix, linear_assignment
 from videodag_service.plugins.detections import Detections
@@ -49,50 +49,6 @@ IndexArray = npt.NDArray[np.intp]
 LOW_SCORE_MATCH_THRESH = 0.5
 UNCONFIRMED_MATCH_THRESH = 0.7
 DUPLICATE_IOU = 0.85
-# Buffers are expressed for 30 fps video and scaled to the actual rate.
-REFERENCE_FRAME_RATE = 30.0
-
-
-@dataclass(frozen=True)
-class ByteTrackConfig:
-    """Thresholds of one tracker; the defaults are the reference's."""
-
-    track_high_thresh: float = 0.5
-    """Detections at or above this score take part in the first association."""
-    track_low_thresh: float = 0.1
-    """Detections above this score but below track_high_thresh only extend tracked tracks."""
-    new_track_thresh: float = 0.6
-    """An unmatched high-score detection starts a track only at or above this score."""
-    match_thresh: float = 0.8
-    """Largest 1 - IoU (score-fused) cost accepted in the first association."""
-    track_buffer: int = 30
-    """Frames, at 30 fps, a lost track is remembered and can be recovered with its id."""
-    frame_rate: int = 30
-    """Frames per second of the frames the tracker sees; scales track_buffer."""
-    fuse_score: bool = True
-    """Weigh IoU by the detection score in the high-score associations (the reference's non-MOT20 mode)."""
-    per_label: bool = False
-    """Match a track only with detections of its own label."""
-
-    def __post_init__(self) -> None:
-        for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh", "match_thresh"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if self.track_low_thresh > self.track_high_thresh:
-            raise ValueError(
-                f"track_low_thresh ({self.track_low_thresh}) must not exceed "
-                f"track_high_thresh ({self.track_high_thresh})"
-            )
-        if self.track_buffer < 0:
-            raise ValueError(f"track_buffer must be >= 0, got {self.track_buffer}")
-        if self.frame_rate <= 0:
-            raise ValueError(f"frame_rate must be > 0, got {self.frame_rate}")
-
-    @property
-    def max_frames_lost(self) -> int:
-        """How many frames in a row a track may miss and still be recovered."""
-        return int(self.frame_rate / REFERENCE_FRAME_RATE * self.track_buffer)
 
 
 class TrackState(enum.Enum):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.ssdlite.boxes import select_boxes
@@ -46,13 +46,21 @@ class _Settings:
             min_box_area=float(values["min_box_area"]),
             max_detections=int(values["max_detections"]),
         )
-        if not 0.0 <= settings.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {settings.score_threshold}")
-        if not 0.0 < settings.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {settings.iou_threshold}")
-        if settings.min_box_area < 0 or settings.max_detections < 0:
-            raise ValueError("min_box_area and max_detections must not be negative")
+        raise_if_any(settings.problems())
         return settings
+
+    def problems(self) -> list[str]:
+        """Every value out of its range, each naming its parameter."""
+        problems: list[str] = []
+        if not 0.0 <= self.score_threshold <= 1.0:
+            problems.append(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if self.min_box_area < 0:
+            problems.append(f"min_box_area must not be negative, got {self.min_box_area}")
+        if self.max_detections < 0:
+            problems.append(f"max_detections must not be negative, got {self.max_detections}")
+        return problems
 
 
 class _PeopleDetectorInstance:
@@ -89,6 +97,12 @@ class _PeopleDetectorInstance:
             give_back_pedestrian_model(model)
 
 
+def _check_params(params: Mapping[str, Any]) -> None:
+    """The settings `open` would build, checked when the pipeline loads. The model file is not
+    looked for: it is installed by the fetch script, and `open` says how when it is missing."""
+    _Settings.from_params(params)
+
+
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
     from videodag_service.plugins.ssdlite.model import borrow_pedestrian_model
 
@@ -111,6 +125,7 @@ PLUGIN = Plugin(
             params=DETECT_PEOPLE_PARAMS,
             open=_open_detector,
             stateful=False,
+            check_params=_check_params,
         ),
     ),
 )

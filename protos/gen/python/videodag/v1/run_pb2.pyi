@@ -289,7 +289,11 @@ class FrameResult(_message.Message):
 
     @_builtins.property
     def node_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeError]:
-        """Failures of nodes declared `on_error: skip`; empty when every node succeeded."""
+        """One entry per node that produced nothing for this frame: each failure of a
+        node declared `on_error: skip` (status INTERNAL), and each node skipped
+        because a node it depends on failed (status ABORTED). Empty when every
+        node succeeded.
+        """
 
     def __init__(
         self,

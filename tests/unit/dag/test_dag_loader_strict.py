@@ -1,0 +1,505 @@
+"""The loader refuses what would load and then fail later: on a client's ListPipelines, on every
+run's first frame, or silently (a key given twice, a folder with nothing in it)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.fake_plugins import make_registry
+from videodag_service.convert import pipeline_to_proto
+from videodag_service.dag import (
+    DagPipelineService,
+    InvalidParams,
+    Param,
+    Plugin,
+    PluginRegistry,
+    Port,
+    Tool,
+    default_registry,
+    function_tool,
+    load_pipeline_file,
+    load_pipeline_folder,
+)
+from videodag_service.dag.loader import PipelineFileError
+from videodag_service.errors import NodeFailed
+from videodag_service.plugins.models import MODEL_DIR_ENV
+
+# One node per line, so each test swaps a line or two.
+BASE = """
+id: {id}
+version: "1"
+nodes:
+  - id: count
+    plugin: test.counter
+    params: {{fail_on: []}}
+    inputs: {{index: frame.index}}
+  - id: total
+    plugin: test.add
+    inputs: {{left: count.count, right: frame.index}}
+outputs:
+  total: total.sum
+"""
+
+
+def write(folder: Path, name: str, text: str, suffix: str = ".yaml") -> Path:
+    path = folder / f"{name}{suffix}"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems_in(path: Path, registry: PluginRegistry | None = None) -> list[str]:
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipeline_file(path, registry or make_registry())
+    assert all(str(path) in problem for problem in caught.value.problems)
+    return caught.value.problems
+
+
+def edited(old: str, new: str, pipeline_id: str = "edited") -> str:
+    text = BASE.format(id=pipeline_id)
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def one_node(plugin: str, params: str, inputs: str = "{image: frame.image}", output: str = "detections") -> str:
+    return f"""
+    id: checked
+    version: "1"
+    nodes:
+      - id: n
+        plugin: {plugin}
+        params: {params}
+        inputs: {inputs}
+    outputs:
+      out: n.{output}
+    """
+
+
+# --- outputs --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["index", "timestamp", "image"])
+def test_an_output_wired_to_the_frame_is_refused(tmp_path: Path, field: str) -> None:
+    text = edited("  total: total.sum", f"  total: total.sum\n  seen: frame.{field}")
+    (problem,) = problems_in(write(tmp_path, "edited", text))
+    assert f"output 'seen' must come from a node ('<node>.<output>'), not 'frame.{field}'" in problem
+    assert "frame_index and timestamp are in every frame's result already" in problem
+
+
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        ("{1: total.sum}", "output name 1 must be a string, got int"),
+        ("{'': total.sum}", "output name must not be empty"),
+        ("{errors: total.sum}", "output name 'errors' is not allowed (reserved: errors)"),
+    ],
+)
+def test_each_bad_output_name_has_its_own_message(tmp_path: Path, outputs: str, expected: str) -> None:
+    text = edited("outputs:\n  total: total.sum", f"outputs: {outputs}")
+    (problem,) = problems_in(write(tmp_path, "edited", text))
+    assert problem.endswith(expected)
+
+
+# --- parameter values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ("{fail_on: [2024-01-01]}", "[0] is date 2024-01-01"),
+        ("{fail_on: [1, [2, 2024-01-01T10:00:00]]}", "[1][1] is datetime 2024-01-01 10:00:00"),
+        ("{fail_on: [!!binary aGVsbG8=]}", "[0] is bytes b'hello'"),
+        ("{fail_on: [!!set {a: null}]}", "[0] is set {'a'}"),
+        ("{fail_on: [{1: one}]}", "[0] has the int key 1, not a string"),
+        ("{fail_on: [{a: {b: 2024-01-01}}]}", "[0]['a']['b'] is date 2024-01-01"),
+        ("{fail_on: [.nan]}", "[0] is the non-finite number nan"),
+        ("{delay_seconds: .inf}", "the value is the non-finite number inf"),
+        ("{fail_on: &loop [1, *loop]}", "[1] holds itself (a YAML alias of an enclosing anchor)"),
+    ],
+)
+def test_param_values_that_are_not_json_like_are_refused_naming_the_parameter(
+    tmp_path: Path, params: str, expected: str
+) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited("{fail_on: []}", params)))
+    name = params[1:].split(":")[0]
+    assert f"node 'count': parameter {name!r} must be plain JSON-like data" in problem
+    assert problem.endswith(expected)
+
+
+def test_a_file_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    deep = "[" * 5000 + "]" * 5000
+    (problem,) = problems_in(write(tmp_path, "edited", edited("{fail_on: []}", f"{{fail_on: {deep}}}")))
+    assert problem.endswith("cannot read YAML: nested too deeply")
+
+
+def test_yolo_class_names_with_a_date_are_refused(tmp_path: Path) -> None:
+    text = one_node("yolo.detect", "{model_path: /nowhere.onnx, class_names: [2024-01-01, person]}")
+    (problem,) = problems_in(write(tmp_path, "checked", text), default_registry())
+    assert "node 'n': parameter 'class_names' must be plain JSON-like data" in problem
+
+
+def test_accepted_param_values_can_be_shown_to_clients(tmp_path: Path) -> None:
+    text = edited("{fail_on: []}", "{fail_on: [1, 2.5, text, true, null, [3], {a: {b: [4]}}]}")
+    spec = load_pipeline_file(write(tmp_path, "edited", text), make_registry())
+    shown = pipeline_to_proto(spec).nodes
+    assert [node.id for node in shown] == ["count", "total"]
+    assert len(shown[0].params["fail_on"]) == 7
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("{fail_on: []}", "[]", "node 'count': 'params' must be a mapping of parameter name to value, got list []"),
+        ("{fail_on: []}", "[fail_on]", "node 'count': 'params' must be a mapping"),
+        ("{index: frame.index}", "[]", "node 'count': 'inputs' must be a mapping of input name to source, got list"),
+    ],
+)
+def test_params_and_inputs_must_be_mappings(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    problems = problems_in(write(tmp_path, "edited", edited(old, new)))
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_absent_or_null_params_are_no_params(tmp_path: Path) -> None:
+    spec = load_pipeline_file(write(tmp_path, "edited", edited("{fail_on: []}", "null")), make_registry())
+    assert spec.nodes[0].given_params == {}
+    text = edited("    params: {fail_on: []}\n", "")
+    assert load_pipeline_file(write(tmp_path, "edited", text), make_registry()).nodes[0].given_params == {}
+
+
+# --- the tools' own checks -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("plugin", "params", "expected"),
+    [
+        ("motion.foreground_blobs", "{history: 0}", ["history must be at least 1 frame, got 0"]),
+        (
+            "motion.foreground_blobs",
+            "{history: 0, downscale: 0, learning_rate: 1}",
+            [
+                "history must be at least 1 frame, got 0",
+                "downscale must be at least 1, got 0",
+                "learning_rate must be -1 (automatic) or at least 0 and below 1, got 1.0",
+            ],
+        ),
+        ("ssdlite.detect_people", "{score_threshold: 5}", ["score_threshold must be in [0, 1], got 5.0"]),
+        (
+            "ssdlite.detect_people",
+            "{min_box_area: -1, max_detections: -2}",
+            ["min_box_area must not be negative, got -1.0", "max_detections must not be negative, got -2"],
+        ),
+        (
+            "hog.detect_people",
+            "{upscale: 9, win_stride: 5}",
+            ["upscale must be in [0.25, 4], got 9.0", "win_stride must be a positive multiple of 8, got 5"],
+        ),
+        ("rapidocr.detect_text", "{min_score: 2, max_regions: 0}",
+         ["min_score must be between 0 and 1, got 2.0", "max_regions must be at least 1, got 0"]),
+    ],
+)
+def test_values_a_builtin_tool_refuses_stop_the_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str, params: str, expected: list[str]
+) -> None:
+    # No model files: ranges are checked without them, and ssdlite's is only looked for at open.
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path / "no_models"))
+    output = "blobs" if plugin.startswith("motion") else "regions" if "text" in plugin else "detections"
+    problems = problems_in(write(tmp_path, "checked", one_node(plugin, params, output=output)), default_registry())
+    assert [problem.split("node 'n': ", 1)[1] for problem in problems] == expected
+
+
+def test_bytetrack_and_recognize_text_values_stop_the_load(tmp_path: Path) -> None:
+    text = """
+    id: checked
+    version: "1"
+    nodes:
+      - id: find
+        plugin: rapidocr.detect_text
+        inputs: {image: frame.image}
+      - id: read
+        plugin: rapidocr.recognize_text
+        params: {padding: 3}
+        inputs: {image: frame.image, regions: find.regions}
+      - id: track
+        plugin: bytetrack.track
+        params: {match_thresh: 7}
+        inputs: {detections: read.texts}
+    outputs:
+      tracks: track.tracks
+    """
+    problems = problems_in(write(tmp_path, "checked", text), default_registry())
+    assert [problem.split(": node ", 1)[1] for problem in problems] == [
+        "'read': padding must be between 0 and 2 (a fraction of the box height), got 3.0",
+        "'track': match_thresh must be in [0, 1], got 7.0",
+    ]
+
+
+def test_a_yolo_model_path_naming_no_file_stops_the_load_with_the_other_bad_values(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.onnx"
+    text = one_node("yolo.detect", f"{{model_path: {missing}, score_threshold: 2}}")
+    problems = problems_in(write(tmp_path, "checked", text), default_registry())
+    assert [problem.split("node 'n': ", 1)[1] for problem in problems] == [
+        "score_threshold must be in [0, 1], got 2.0",
+        f"model file {str(missing)!r} not found: yolo.detect's model_path must name an existing YOLO ONNX file "
+        "on the server",
+    ]
+
+
+def test_a_yolo_model_file_is_only_looked_for_at_load(tmp_path: Path) -> None:
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not read until a run opens the node")
+    spec = load_pipeline_file(write(tmp_path, "checked", one_node("yolo.detect", f"{{model_path: {model}}}")),
+                              default_registry())
+    assert spec.nodes[0].params["model_path"] == str(model)
+
+
+def test_an_ssdlite_node_loads_without_the_model_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path / "no_models"))
+    path = write(tmp_path, "checked", one_node("ssdlite.detect_people", "{score_threshold: 0.3}"))
+    assert load_pipeline_file(path, default_registry()).nodes[0].params["score_threshold"] == 0.3
+
+
+def _checked_registry(check: Any, calls: list[Mapping[str, Any]]) -> PluginRegistry:
+    def recording_check(params: Mapping[str, Any]) -> None:
+        calls.append(dict(params))
+        check(params)
+
+    tool = function_tool(
+        "scaled", lambda inputs, params: {"value": inputs["index"] * params["factor"]},
+        description="index times factor",
+        inputs=(Port("index"),),
+        outputs=(Port("value"),),
+        params=(Param("factor", int, 2), Param("label", str, "x")),
+        check_params=recording_check,
+    )
+    return PluginRegistry([Plugin(name="checked", description="A tool with a parameter check.", tools=(tool,))])
+
+
+SCALED = """
+id: scaled
+version: "1"
+nodes:
+  - id: scale
+    plugin: checked.scaled
+    params: {params}
+    inputs: {{index: frame.index}}
+outputs:
+  value: scale.value
+"""
+
+
+def _refuse_negative(params: Mapping[str, Any]) -> None:
+    if params["factor"] < 0:
+        raise ValueError(f"factor must not be negative, got {params['factor']}")
+
+
+def test_a_tool_check_gets_the_resolved_params_and_its_message_names_the_node(tmp_path: Path) -> None:
+    calls: list[Mapping[str, Any]] = []
+    registry = _checked_registry(_refuse_negative, calls)
+    spec = load_pipeline_file(write(tmp_path, "scaled", SCALED.format(params="{label: y}")), registry)
+    assert calls == [{"factor": 2, "label": "y"}]
+    assert DagPipelineService({"scaled": spec}).run_pipeline("scaled", {"frame_index": 21}) == {"value": 42}
+    (problem,) = problems_in(write(tmp_path, "scaled", SCALED.format(params="{factor: -1}")), registry)
+    assert problem.endswith("scaled.yaml: node 'scale': factor must not be negative, got -1")
+
+
+def test_a_tool_check_is_not_called_when_the_params_have_another_problem(tmp_path: Path) -> None:
+    calls: list[Mapping[str, Any]] = []
+    registry = _checked_registry(_refuse_negative, calls)
+    (problem,) = problems_in(write(tmp_path, "scaled", SCALED.format(params="{factor: many}")), registry)
+    assert "parameter 'factor' must be int, got str 'many'" in problem
+    assert calls == []
+
+
+def test_every_problem_of_an_invalid_params_error_is_reported(tmp_path: Path) -> None:
+    def refuse_both(params: Mapping[str, Any]) -> None:
+        raise InvalidParams(["factor is wrong", "label is wrong"])
+
+    problems = problems_in(write(tmp_path, "scaled", SCALED.format(params="{}")), _checked_registry(refuse_both, []))
+    assert [problem.split("node 'scale': ", 1)[1] for problem in problems] == ["factor is wrong", "label is wrong"]
+
+
+def test_a_faulty_tool_check_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    def broken(params: Mapping[str, Any]) -> None:
+        raise KeyError("nope")
+
+    (problem,) = problems_in(write(tmp_path, "scaled", SCALED.format(params="{}")), _checked_registry(broken, []))
+    assert problem.endswith("node 'scale': checking the parameters of scaled failed: KeyError: 'nope'")
+
+
+def test_a_node_that_cannot_open_says_so_rather_than_naming_a_frame(tmp_path: Path) -> None:
+    def refuse(params: Mapping[str, Any]) -> Any:
+        raise FileNotFoundError("weights.bin is not there")
+
+    tool = Tool(name="heavy", description="Cannot open.", inputs=(Port("index"),), outputs=(Port("value"),),
+                open=refuse)
+    registry = PluginRegistry([Plugin(name="broken", description="Cannot open.", tools=(tool,))])
+    text = SCALED.replace("checked.scaled", "broken.heavy").format(params="{}")
+    service = DagPipelineService(load_pipeline_folder(write(tmp_path, "scaled", text).parent, registry))
+    with pytest.raises(NodeFailed) as caught:
+        service.run_pipeline("scaled", {"frame_index": 0})
+    error = caught.value
+    assert error.message == (
+        "pipeline 'scaled' node 'scale' (broken.heavy) could not be opened for the run: "
+        "FileNotFoundError: weights.bin is not there"
+    )
+    assert (error.status_code, error.reason, error.frame_index) == ("INTERNAL", "NODE_FAILED", None)
+
+
+def test_a_node_failing_on_a_frame_still_names_the_frame() -> None:
+    error = NodeFailed("p", "n", "a.b", 3, "boom")
+    assert error.message == "pipeline 'p' node 'n' (a.b) failed on frame 3: boom"
+
+
+# --- keys ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('version: "1"', 'version: "1"\n1: one', ": key 1 must be a string, got int"),
+        ("{fail_on: []}", "{1: true, fail_on: []}", "node 'count': parameter name 1 must be a string, got int"),
+        ("{index: frame.index}", "{index: frame.index, 2: frame.index}",
+         "node 'count': input name 2 must be a string, got int"),
+        ("    plugin: test.counter", "    plugin: test.counter\n    3: x", "node 'count': key 3 must be a string"),
+        ("{fail_on: []}", "{null: 1, true: 2, fail_on: []}", "node 'count': parameter name True must be a string"),
+    ],
+)
+def test_keys_that_are_not_strings_are_problems_not_crashes(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    problems = problems_in(write(tmp_path, "edited", edited(old, new)))
+    assert any(problem.endswith(expected) or expected in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("{fail_on: []}", "{fail_on: [], fail_on: [1]}", "duplicate key 'fail_on' on line 7 (first given on line 7)"),
+        ("  total: total.sum", "  total: total.sum\n  total: count.count",
+         "duplicate key 'total' on line 14 (first given on line 13)"),
+        ("  - id: total\n", "  - id: total\n    id: other\n", "duplicate key 'id' on line 10 (first given on line 9)"),
+    ],
+)
+def test_duplicate_keys_are_refused_with_their_lines(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    problems = problems_in(write(tmp_path, "edited", edited(old, new)))
+    assert any(problem.endswith(expected) for problem in problems), problems
+
+
+def test_keys_brought_in_by_a_merge_may_be_overridden(tmp_path: Path) -> None:
+    text = edited("{fail_on: []}", "{<<: {fail_on: [1], delay_seconds: 0}, fail_on: [2]}")
+    spec = load_pipeline_file(write(tmp_path, "edited", text), make_registry())
+    assert spec.nodes[0].params["fail_on"] == [2]
+
+
+# --- the folder ------------------------------------------------------------------------------------
+
+
+def test_a_folder_with_no_pipeline_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a pipeline")
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipeline_folder(tmp_path, make_registry())
+    assert caught.value.problems == [f"no pipeline files (*.yaml, *.yml) in {tmp_path}"]
+
+
+def test_pipeline_file_suffixes_match_in_any_case(tmp_path: Path) -> None:
+    write(tmp_path, "upper", BASE.format(id="upper"), suffix=".YAML")
+    write(tmp_path, "mixed", BASE.format(id="mixed"), suffix=".Yml")
+    assert sorted(load_pipeline_folder(tmp_path, make_registry())) == ["mixed", "upper"]
+
+
+def test_hidden_files_are_skipped_even_dangling_editor_locks(tmp_path: Path) -> None:
+    write(tmp_path, "good", BASE.format(id="good"))
+    (tmp_path / ".#good.yaml").symlink_to(tmp_path / "user@host.1234")  # as Emacs leaves it: dangling
+    write(tmp_path, ".hidden", "id: [broken")
+    assert list(load_pipeline_folder(tmp_path, make_registry())) == ["good"]
+
+
+def test_a_folder_with_only_hidden_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".#good.yaml").symlink_to(tmp_path / "user@host.1234")
+    with pytest.raises(PipelineFileError, match=r"no pipeline files \(\*\.yaml, \*\.yml\)"):
+        load_pipeline_folder(tmp_path, make_registry())
+
+
+# --- version and ids -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.10", ".nan", "2.0", ".inf"])
+def test_a_float_version_is_refused_with_a_hint_to_quote_it(tmp_path: Path, version: str) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', f"version: {version}")))
+    assert "'version' must be a string or an int, got the number" in problem
+    assert 'quote it, as in version: "1.10"' in problem
+
+
+@pytest.mark.parametrize(("version", "expected"), [('"1.10"', "1.10"), ("3", "3"), ("v2", "v2")])
+def test_a_string_or_int_version_is_served_as_written(tmp_path: Path, version: str, expected: str) -> None:
+    spec = load_pipeline_file(write(tmp_path, "edited", edited('version: "1"', f"version: {version}")),
+                              make_registry())
+    assert spec.version == expected
+
+
+@pytest.mark.parametrize(("version", "expected"), [("true", "got bool True"), ("[1]", "got list [1]")])
+def test_a_version_of_another_type_is_refused(tmp_path: Path, version: str, expected: str) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', f"version: {version}")))
+    assert problem.endswith(f"'version' must be a string such as \"1.0.0\" or an int, {expected}")
+
+
+def test_a_too_long_pipeline_id_is_told_the_limit(tmp_path: Path) -> None:
+    long_id = "a" * 129
+    (problem,) = problems_in(write(tmp_path, long_id, BASE.format(id=long_id)))
+    assert "'id' has 129 characters" in problem
+    assert "pipeline ids have at most 128" in problem
+    assert "must match" not in problem
+
+
+def test_a_too_long_node_id_is_told_the_limit(tmp_path: Path) -> None:
+    long_id = "n" * 65
+    text = edited("  - id: count", f"  - id: {long_id}").replace("count.count", f"{long_id}.count")
+    (problem,) = problems_in(write(tmp_path, "edited", text))
+    assert "nodes[0]: 'id' has 65 characters" in problem
+    assert "node ids have at most 64" in problem
+
+
+@pytest.mark.parametrize("pipeline_id", ["..", ".", "-x", "_x", ".hidden"])
+def test_a_pipeline_id_must_start_with_a_letter_or_digit(tmp_path: Path, pipeline_id: str) -> None:
+    (problem,) = problems_in(write(tmp_path, pipeline_id, BASE.format(id=repr(pipeline_id))))
+    assert problem.endswith(f"'id' must start with a letter or digit, got {pipeline_id!r}")
+
+
+@pytest.mark.parametrize("node_id", ["-x", "_", "__init"])
+def test_a_node_id_must_start_with_a_letter_or_digit(tmp_path: Path, node_id: str) -> None:
+    text = edited("  - id: count", f"  - id: {node_id!r}").replace("count.count", f"{node_id}.count")
+    (problem,) = problems_in(write(tmp_path, "edited", text))
+    assert problem.endswith(f"nodes[0]: 'id' must start with a letter or digit, got {node_id!r}")
+
+
+@pytest.mark.parametrize("pipeline_id", ["7up", "a", "x.y-z_1", "a" * 128])
+def test_ids_starting_with_a_letter_or_digit_still_load(tmp_path: Path, pipeline_id: str) -> None:
+    assert load_pipeline_file(write(tmp_path, pipeline_id, BASE.format(id=pipeline_id)), make_registry()).id
+
+
+# --- follow-up errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("plugin: test.counter", "plugin: nope.counter", "node 'count': unknown plugin 'nope'"),
+        ("plugin: test.counter", "plugin: test.nothing", "node 'count': plugin 'test' has no tool 'nothing'"),
+        ("    plugin: test.counter", "    plugin: test.counter\n    on_error: retry",
+         "node 'count': 'on_error' must be one of fail, skip"),
+    ],
+)
+def test_a_node_refused_for_its_own_problem_is_not_also_a_missing_node(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    text = edited(old, new) + "  seen: count.count\n"
+    problems = problems_in(write(tmp_path, "edited", text))
+    assert any(expected in problem for problem in problems), problems
+    assert not any("missing node 'count'" in problem for problem in problems), problems
+
+
+def test_wiring_to_a_node_that_is_not_in_the_file_is_still_reported(tmp_path: Path) -> None:
+    problems = problems_in(write(tmp_path, "edited", edited("left: count.count", "left: ghost.count")))
+    assert any("node 'total': input 'left' is wired to missing node 'ghost'" in problem for problem in problems)
