@@ -8,6 +8,7 @@ and resumes after the last frame it delivered, so a caller sees every frame resu
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ _encode_job_chunk = bytes_field_encoder(video_pipeline_service_pb2.SubmitJobRequ
 _STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 # A dropped connection or a restarting server: the watch is resumed, not failed.
 _RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# A server already streaming its maximum of watches refuses more with RESOURCE_EXHAUSTED and
+# says when to try again (RetryInfo): a slot frees when some watched job ends.
+_WATCHES_FULL = "TOO_MANY_WATCHES"
+_FIRST_BACKOFF_SECONDS = 0.1
+_MAX_BACKOFF_SECONDS = 5.0
 
 
 class JobState(enum.Enum):
@@ -222,8 +228,10 @@ class JobCalls:
         The last event is always the `Job` in its final state; a finished job's results are
         replayed. `after_frame_index` resumes after a frame already received. When the
         connection drops, the watch reconnects and resumes after the last frame it delivered,
-        for up to `reconnect_window` seconds of failed attempts in a row (0 disables it);
-        `on_reconnect(error, last_frame_index)` is called before each new attempt.
+        for up to `reconnect_window` seconds of failed attempts in a row (0 disables it); a
+        server that refuses the watch for having too many open (`TOO_MANY_WATCHES`) is asked
+        again after the delay it gives. `on_reconnect(error, last_frame_index)` is called
+        before each new attempt.
         """
 
         def open_call(after: int | None) -> Any:
@@ -293,8 +301,9 @@ class JobWatch(Iterator[JobEvent]):
         self.reconnects = 0
         self._call: Any = None
         self._done = False
+        self._closed = threading.Event()
         self._failing_since: float | None = None
-        self._backoff = 0.1
+        self._backoff = _FIRST_BACKOFF_SECONDS
 
     def __iter__(self) -> JobWatch:
         return self
@@ -314,7 +323,7 @@ class JobWatch(Iterator[JobEvent]):
                     break  # closed from another thread
                 self._wait_or_raise(error)
                 continue
-            self._failing_since, self._backoff = None, 0.1
+            self._failing_since, self._backoff = None, _FIRST_BACKOFF_SECONDS
             event = self._convert(response)
             if event is not None:
                 return event
@@ -335,22 +344,32 @@ class JobWatch(Iterator[JobEvent]):
         return None
 
     def _wait_or_raise(self, error: grpc.RpcError) -> None:
+        """Wait before the next attempt, or raise the error when it is final or the window is spent."""
         mapped = from_grpc_error(error)
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
-        if mapped.code not in _RECONNECTABLE or now - self._failing_since >= self._reconnect_window:
+        window_left = self._reconnect_window - (now - self._failing_since)
+        if not _worth_retrying(mapped) or window_left <= 0:
             self._done = True
             raise mapped from error
         if self._on_reconnect is not None:
             self._on_reconnect(mapped, self.last_frame_index)
-        time.sleep(self._backoff)
-        self._backoff = min(self._backoff * 2, 5.0)
+        self._closed.wait(min(self._delay_before_retry(mapped), window_left))
         self.reconnects += 1
 
+    def _delay_before_retry(self, error: VideodagError) -> float:
+        """The server's retry delay when it gives one for a full server; else a doubling backoff."""
+        if _is_watches_full(error) and error.retry_after is not None:
+            return error.retry_after
+        delay = self._backoff
+        self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)
+        return delay
+
     def close(self) -> None:
-        """Cancels the call; iteration stops."""
+        """Cancels the call; iteration stops (a wait before reconnecting ends at once)."""
         self._done = True
+        self._closed.set()
         if self._call is not None:
             self._call.cancel()
 
@@ -364,6 +383,15 @@ class JobWatch(Iterator[JobEvent]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _is_watches_full(error: VideodagError) -> bool:
+    return error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _WATCHES_FULL
+
+
+def _worth_retrying(error: VideodagError) -> bool:
+    """A dropped connection, a restarting server, or one with every watch slot taken for now."""
+    return error.code in _RECONNECTABLE or _is_watches_full(error)
 
 
 def job_from_proto(job: job_pb2.Job) -> Job:

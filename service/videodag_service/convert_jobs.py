@@ -14,6 +14,7 @@ from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service import convert
 from videodag_service.errors import FieldViolation, InvalidOptions
 from videodag_service.jobs import Job, JobFrame, JobRequest, JobState, JobSummary, WatchEvent
+from videodag_service.jobs.ids import checked_idempotency_key
 from videodag_service.video import SamplingOptions
 
 _STATES = {
@@ -27,18 +28,41 @@ _STATES_FROM_PROTO = {number: state for state, number in _STATES.items()}
 
 
 def job_request_from_proto(config: video_pipeline_service_pb2.SubmitJobConfig) -> JobRequest:
-    """The submission a SubmitJob config describes; bad options are INVALID_ARGUMENT."""
+    """The submission a SubmitJob config describes; bad options are INVALID_ARGUMENT.
+
+    Every bad field of the config is named in the one error, the idempotency key's with the
+    run config's, so a client fixes them all in one go. The run config's fields are named by
+    their path in the RunConfig (`convert.located_in_request` completes them), the key's from
+    the request's root.
+    """
+    violations = _idempotency_key_violations(config.idempotency_key)
     if not config.HasField("run_config"):
-        raise InvalidOptions([FieldViolation("config.run_config", "is required: the pipeline and its options")])
+        violations.insert(0, FieldViolation("config.run_config", "is required: the pipeline and its options"))
+        raise InvalidOptions(violations)
     run_config = config.run_config
+    try:
+        sampling = convert.checked_run_config(run_config, decodes_during_upload=False)
+    except InvalidOptions as error:
+        raise InvalidOptions([*error.details.field_violations, *violations]) from None
+    if violations:
+        raise InvalidOptions(violations)
     return JobRequest(
         pipeline_id=run_config.pipeline_id,
-        sampling=convert.checked_run_config(run_config, decodes_during_upload=False),
+        sampling=sampling,
         file_name=run_config.file_name,
         declared_size_bytes=run_config.declared_size_bytes or None,
         declared_sha256=run_config.sha256 or None,
         idempotency_key=config.idempotency_key or None,
     )
+
+
+def _idempotency_key_violations(key: str) -> list[FieldViolation]:
+    """The key's violation (named `config.idempotency_key`), or none for a good or absent key."""
+    try:
+        checked_idempotency_key(key)
+    except InvalidOptions as error:
+        return list(error.details.field_violations)
+    return []
 
 
 def job_states_from_proto(states: Iterable[int]) -> list[JobState]:

@@ -46,15 +46,27 @@ class LongCallSlots:
         self.capacity = capacity
         self._refusal = refusal
         self._semaphore = threading.BoundedSemaphore(capacity)
+        self._active = 0
+        self._changed = threading.Condition()
 
     @contextmanager
     def hold(self) -> Iterator[None]:
         if not self._semaphore.acquire(blocking=False):
             raise self._refusal(self.capacity)
+        with self._changed:
+            self._active += 1
         try:
             yield
         finally:
+            with self._changed:
+                self._active -= 1
+                self._changed.notify_all()
             self._semaphore.release()
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the calls holding a slot to end; True if none is left."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._active == 0, timeout=max(0.0, timeout))
 
 
 def too_many_watches(capacity: int) -> TooManyWatches:

@@ -74,17 +74,22 @@ class RunningServer:
     metrics: ServerMetrics
     metrics_exporter: MetricsExporter | None = None
     jobs: JobService | None = None
+    servicer: VideoPipelineServicer | None = None
 
     def stop(self, grace_seconds: float | None = None) -> None:
         """Drain and stop; returns when every call has ended."""
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
-        logger.info("draining: health NOT_SERVING, new runs refused, %.1f s grace for in-flight runs", grace)
+        logger.info("draining: health NOT_SERVING, new runs and jobs refused, %.1f s grace for the runs, "
+                    "job uploads and jobs in progress", grace)
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
-        # gRPC's own stop refuses every new call at once, health checks included; keep serving
-        # while the runs finish, so a load balancer sees NOT_SERVING rather than a closed port.
+        if self.jobs is not None:
+            self.jobs.stop_taking_jobs()
+        # gRPC's own stop refuses every new call at once, health checks and job lookups included;
+        # keep serving while the work in progress finishes, so a load balancer sees NOT_SERVING
+        # rather than a closed port, and job clients can still follow their jobs.
         deadline = time.monotonic() + grace
-        self.run_slots.wait_until_idle(grace)
+        self._wait_for_work_in_progress(deadline)
         self.server.stop(max(0.0, deadline - time.monotonic())).wait()
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
@@ -94,6 +99,16 @@ class RunningServer:
         if self.metrics_exporter is not None:
             self.metrics_exporter.stop()
         logger.info("server stopped")
+
+
+    def _wait_for_work_in_progress(self, deadline: float) -> None:
+        """Runs, SubmitJob uploads (each becomes a queued job) and jobs running here, until `deadline`.
+        A job still running then is interrupted by `jobs.close` and queued again for the next start."""
+        self.run_slots.wait_until_idle(deadline - time.monotonic())
+        if self.servicer is not None:
+            self.servicer.wait_for_job_uploads(deadline - time.monotonic())
+        if self.jobs is not None:
+            self.jobs.wait_for_running_jobs(deadline - time.monotonic())
 
 
 def job_config(settings: Settings) -> JobConfig:
@@ -150,7 +165,8 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
         maximum_concurrent_rpcs=threads,
     )
-    VideoPipelineServicer(dag, settings, run_slots, metrics, jobs).add_to_server(server)
+    servicer = VideoPipelineServicer(dag, settings, run_slots, metrics, jobs)
+    servicer.add_to_server(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
@@ -169,7 +185,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
                 ", ".join(dag.pipeline_ids()))
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
-    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs)
+    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer)
 
 
 def serve(settings: Settings) -> None:

@@ -161,6 +161,10 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
         )
 
+    def wait_for_job_uploads(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the SubmitJob uploads in progress; True if none is left."""
+        return self._job_upload_slots.wait_until_idle(timeout)
+
     def add_to_server(self, server: grpc.Server) -> None:
         video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(self, server)
 

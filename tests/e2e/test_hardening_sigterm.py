@@ -22,15 +22,18 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @contextmanager
-def server_process(root: Path, grace_seconds: float) -> Iterator[tuple[ServerProcess, Path]]:
-    """`videodag-server` with the test plugin installed as an entry point and the `slow` pipeline."""
+def server_process(root: Path, grace_seconds: float, data_dir: Path | None = None
+                   ) -> Iterator[tuple[ServerProcess, Path]]:
+    """`videodag-server` with the test plugin installed as an entry point and the `slow` pipeline;
+    its data directory is `root`/data unless another (one kept across restarts) is given."""
     pipelines = root / "pipelines"
     pipelines.mkdir(parents=True)
     (pipelines / "slow.yaml").write_text(textwrap.dedent(TEST_PIPELINES["slow"]))
     uploads = root / "uploads"
     arguments = [
         "--host", "127.0.0.1", "--port", "0", "--pipeline-dir", str(pipelines), "--temp-dir", str(uploads),
-        "--data-dir", str(root / "data"), "--shutdown-grace-seconds", str(grace_seconds), "--log-format", "text",
+        "--data-dir", str(data_dir or root / "data"), "--shutdown-grace-seconds", str(grace_seconds),
+        "--log-format", "text",
     ]
     process = ServerProcess(arguments, subprocess_environment(install_test_plugin(root / "site")), root / "server.log")
     try:
@@ -84,6 +87,48 @@ def test_sigterm_with_a_short_grace_cancels_the_run_in_flight_and_exits_cleanly(
         log = (tmp_path / "server.log").read_text()
         assert "the client cancelled" not in log  # the server ended the run, and says so
         assert "the server shut down before the run finished" in log
+
+
+def test_sigterm_keeps_job_calls_served_while_a_job_runs_and_a_clean_stop_costs_the_job_no_attempt(
+    make_video, tmp_path: Path
+) -> None:
+    """Rolling restarts stop a long job again and again: each clean stop queues it again in the
+    same attempt, so it is never given up (attempts count runs that vanished, not shutdowns)."""
+    video = make_video(100)  # 5 s of work, longer than the grace
+    job_id = ""
+    for restart in range(4):
+        job_id = _sigterm_while_the_job_runs(tmp_path / f"start-{restart}", tmp_path / "data", video, job_id)
+
+    with server_process(tmp_path / "last-start", 2, tmp_path / "data") as (process, _uploads):
+        with VideodagClient(f"127.0.0.1:{process.port}") as client:
+            assert wait_until(lambda: client.get_job(job_id).state.name == "SUCCEEDED", timeout=30)
+            done = client.get_job(job_id)
+            assert (done.attempt, done.frames_done) == (1, 100)
+            assert [job.id for job in client.list_jobs().jobs] == [job_id], "nothing else was queued"
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(timeout=15) == 0
+    assert [path for path in (tmp_path / "data" / "uploads").iterdir() if path.is_file()] == [], "video deleted"
+
+
+def _sigterm_while_the_job_runs(root: Path, data_dir: Path, video: Path, job_id: str) -> str:
+    """Start a server (submitting the job if `job_id` is empty), SIGTERM it once the job runs,
+    and check the drain while the job runs out the grace; returns the job's id."""
+    with server_process(root, 2, data_dir) as (process, _uploads):
+        target = f"127.0.0.1:{process.port}"
+        with VideodagClient(target) as client:
+            job_id = job_id or client.submit_job(video, "slow").id
+            assert wait_until(lambda: client.get_job(job_id).frames_done > 0, timeout=20)
+            os.kill(process.process.pid, signal.SIGTERM)
+
+            assert wait_until(lambda: health_status(target) == NOT_SERVING, timeout=5)
+            # The port stays open while the job runs out the grace: lookups are answered, new
+            # work is refused with a typed error, not a refused connection.
+            assert client.get_job(job_id).attempt == 1
+            with pytest.raises(Unavailable) as refused:
+                client.submit_job(video, "slow")
+            assert refused.value.reason == "SERVER_DRAINING"
+        assert process.process.wait(timeout=15) == 0
+    return job_id
 
 
 @pytest.mark.parametrize("command", [SERVER_SCRIPT, SERVER_MODULE], ids=["videodag-server", "python -m"])

@@ -1,7 +1,8 @@
 """`videodag watch JOB`: follow a job to its end, writing its results as JSON Lines.
 
 The watch survives dropped connections and server restarts: it reconnects and resumes after
-the last frame received, so the output holds every frame once. `--after N` resumes a watch
+the last frame received, so the output holds every frame once. A server already streaming its
+maximum of watches is asked again after the delay it gives. `--after N` resumes a watch
 that an earlier command left at frame N.
 """
 
@@ -62,7 +63,7 @@ def watch_command(args: argparse.Namespace) -> int:
         def report_reconnect(error: VideodagError, last_frame_index: int | None) -> None:
             after = "the start" if last_frame_index is None else f"frame {last_frame_index}"
             if not args.quiet:
-                tqdm.write(f"connection lost ({error.code.name}); resuming after {after}", file=sys.stderr)
+                tqdm.write(f"{_why_reconnecting(error)}; resuming after {after}", file=sys.stderr)
 
         with client.watch_job(
             args.job_id,
@@ -86,6 +87,14 @@ def watch_command(args: argparse.Namespace) -> int:
         summary_stream = sys.stderr if args.output == STDOUT else sys.stdout
         print(format_summary(final.summary, args.output), file=summary_stream)
     return _exit_codes.SUCCESS
+
+
+def _why_reconnecting(error: VideodagError) -> str:
+    """A full server is not a lost connection: say which, so nobody hunts a network fault."""
+    if error.reason == "TOO_MANY_WATCHES":
+        wait = "" if error.retry_after is None else f", asking again in {error.retry_after:g} s"
+        return f"the server watches as many jobs as it allows ({error.reason}){wait}"
+    return f"connection lost ({error.code.name})"
 
 
 def _job_error(job: Job) -> VideodagError:

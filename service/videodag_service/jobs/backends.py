@@ -7,6 +7,8 @@ backend is selected, so the embedded default needs neither installed.
 from __future__ import annotations
 
 import enum
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
-from videodag_service.jobs.uploads import DirectoryUploadStorage
+from videodag_service.jobs.uploads import DirectoryUploadStorage, private_directory
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
     DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
@@ -25,6 +27,7 @@ from videodag_service.video import (
     VideoLimits,
 )
 
+logger = logging.getLogger(__name__)
 MIB = 1024 * 1024
 
 
@@ -85,11 +88,23 @@ class JobConfig:
 
 
 def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
-    """Assemble and start the configured backend; close the returned service to stop it."""
-    uploads = DirectoryUploadStorage(config.data_dir / "uploads", min_free_bytes=config.min_free_bytes)
+    """Assemble and start the configured backend; close the returned service to stop it.
+
+    The data directory and its uploads folder are created private (0700); one that exists
+    already and is open to others keeps its mode, with a warning.
+    """
+    if (warning := data_dir_open_to_others(config.data_dir)) is not None:
+        logger.warning(warning)
+    private_directory(config.data_dir)
     if config.backend is JobBackend.REDIS:
-        return _redis_service(config, dag, uploads)
-    store = SqliteJobStore(config.data_dir)
+        # Replicas share the uploads folder: another may be receiving into it right now.
+        return _redis_service(config, dag, _upload_storage(config, exclusive=False))
+    store = SqliteJobStore(config.data_dir)  # locks the data directory: its uploads are this process's alone
+    try:
+        uploads = _upload_storage(config, exclusive=True)
+    except BaseException:
+        store.close()
+        raise
     video = VideoFilePipelineService(
         dag,
         limits=config.video_limits,
@@ -106,6 +121,34 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
         retention_seconds=config.retention_seconds,
     )
     return _started(config, store, ThreadPoolJobQueue(executor, config.workers), uploads, dag)
+
+
+def data_dir_open_to_others(data_dir: Path) -> str | None:
+    """Why an existing data directory is not private, or None when it is (or does not exist yet).
+
+    It holds the uploaded videos and, for the embedded backend, every job's results, file
+    names, checksums and idempotency keys. What the server creates in it is private (folders
+    0700, files 0600), but a folder the operator made keeps its mode: the server must not
+    tighten a folder others may rely on. Files an older version left there may be readable
+    by others, and anyone can list them; worth a warning.
+    """
+    try:
+        mode = os.stat(data_dir).st_mode & 0o777
+    except FileNotFoundError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (
+        f"job data directory {os.fspath(data_dir)} is open to other users (mode {mode:04o}): it holds the jobs' "
+        f"videos and results, file names and idempotency keys; give the server a folder of its own (chmod 700)"
+    )
+
+
+def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadStorage:
+    """The uploads folder; `exclusive` when no other process can be receiving uploads into it."""
+    return DirectoryUploadStorage(
+        config.data_dir / "uploads", min_free_bytes=config.min_free_bytes, exclusive=exclusive
+    )
 
 
 def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage) -> JobService:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from videodag_service.jobs.execution import JobExecutor, JobInterrupted
@@ -26,8 +28,16 @@ class JobQueue(Protocol):
         """Have a worker run `job` in its current attempt, once one is free."""
         ...
 
+    def stop_taking(self) -> None:
+        """Start no further job in this process (the server is draining); running ones go on."""
+        ...
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the jobs running in this process; True if none is left."""
+        ...
+
     def close(self) -> None:
-        """Stop handing out jobs; jobs running in this process are interrupted and stay RUNNING."""
+        """Stop handing out jobs; jobs running in this process are interrupted and queued again."""
         ...
 
     def depth(self) -> int:
@@ -52,6 +62,9 @@ class ThreadPoolJobQueue:
         self._executor = executor
         self._pending: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._not_taking = threading.Event()
+        self._running = 0
+        self._running_changed = threading.Condition()
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
         self._threads = [
@@ -79,7 +92,16 @@ class ThreadPoolJobQueue:
             if not self._stopping.is_set():
                 self._pending.put(item)
 
+    def stop_taking(self) -> None:
+        """Jobs handed out but not started stay QUEUED in the store: the next start runs them."""
+        self._not_taking.set()
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        with self._running_changed:
+            return self._running_changed.wait_for(lambda: self._running == 0, timeout=max(0.0, timeout))
+
     def close(self, timeout: float = 30.0) -> None:
+        self._not_taking.set()
         self._stopping.set()
         for _ in self._threads:
             self._pending.put(None)
@@ -92,9 +114,12 @@ class ThreadPoolJobQueue:
             item = self._pending.get()
             if item is None or self._stopping.is_set():
                 return
+            if self._not_taking.is_set():
+                continue  # draining: the job stays QUEUED for the next start
             job_id, attempt = item
             try:
-                self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+                with self._counted_as_running():
+                    self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
             except JobInterrupted:
                 return
             except Exception:
@@ -104,3 +129,14 @@ class ThreadPoolJobQueue:
                 logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
                 with self._unstarted_lock:
                     self._unstarted.append((job_id, attempt))
+
+    @contextmanager
+    def _counted_as_running(self) -> Iterator[None]:
+        with self._running_changed:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._running_changed:
+                self._running -= 1
+                self._running_changed.notify_all()

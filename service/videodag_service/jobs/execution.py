@@ -5,8 +5,10 @@ Everything the video layer or the DAG raises becomes the job's recorded error, w
 the synchronous call would have given. Three things end a run early without failing it:
 
 * the store refuses a write (the job was cancelled, or re-run elsewhere): stop quietly;
-* the process is shutting down (`should_stop`): leave the job RUNNING, so recovery runs it
-  again from the start after the restart;
+* the process is shutting down (`should_stop`): the job goes back to QUEUED in the same
+  attempt (`JobStore.release`), to run again from the start after the restart; a clean stop
+  costs it no attempt. Should the store refuse that write, it stays RUNNING and recovery
+  runs it again as it would after a crash;
 * the job outlives `job_timeout_seconds`: it FAILS with DEADLINE_EXCEEDED.
 """
 
@@ -30,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 class JobInterrupted(Exception):
-    """The worker is shutting down mid-job; the job stays RUNNING and is recovered later."""
+    """The worker is shutting down mid-job; the job was queued again (or left to recovery)."""
 
 
 class _Superseded(Exception):
@@ -63,12 +65,12 @@ class JobExecutor:
         self._retention_seconds = retention_seconds
         self._clock = clock
         self._pending_lock = threading.Lock()
-        self._pending_ends: dict[tuple[str, int], tuple[Job, JobSummary | None, JobError | None]] = {}
+        self._pending_ends: dict[tuple[str, int], tuple[Job, JobSummary | None, JobError | None, float]] = {}
 
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
 
-        Raises JobInterrupted when `should_stop` turned true mid-run (the job stays RUNNING).
+        Raises JobInterrupted when `should_stop` turned true mid-run (the job is QUEUED again).
         """
         job = self._store.claim(job_id, attempt, self._clock())
         if job is None:
@@ -80,7 +82,7 @@ class JobExecutor:
         except _Superseded:
             logger.info("job %s attempt %d stopped: cancelled or taken over", job.id, job.attempt)
         except JobInterrupted:
-            logger.info("job %s attempt %d interrupted by shutdown; it will run again", job.id, job.attempt)
+            self._release(job)
             raise
         except Exception as error:
             logger.info("job %s failed: %s", job.id, error)
@@ -91,6 +93,17 @@ class JobExecutor:
             if not self._finish(job, summary=summary):
                 return JobState.RUNNING
         return self._release_video_if_finished(job)
+
+    def _release(self, job: Job) -> None:
+        """Queue the interrupted job again in its attempt; on a store failure recovery does it later."""
+        try:
+            released = self._store.release(job.id, job.attempt, self._clock())
+        except Exception:
+            logger.exception("job %s attempt %d interrupted by shutdown; left RUNNING for recovery",
+                             job.id, job.attempt)
+            return
+        if released:
+            logger.info("job %s attempt %d interrupted by shutdown; queued to run again", job.id, job.attempt)
 
     def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:
         deadline = time.monotonic() + self._job_timeout_seconds
@@ -136,9 +149,11 @@ class JobExecutor:
             frames_in_video=stats.frames_in_video,
         )
 
-    def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None) -> bool:
-        """Record the job's end; False when the store failed, and the end waits for `record_pending_ends`."""
-        now = self._clock()
+    def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None,
+                ended_at: float | None = None) -> bool:
+        """Record the job's end (at `ended_at`, or now); False when the store failed, and the end
+        waits for `record_pending_ends`."""
+        now = self._clock() if ended_at is None else ended_at
         try:
             finished = self._store.finish(
                 job.id, job.attempt, now, now + self._retention_seconds, summary=summary, error=error
@@ -149,7 +164,7 @@ class JobExecutor:
             # end first, recovery runs the job again rather than losing it.
             logger.exception("job %s: could not record its end; trying again later", job.id)
             with self._pending_lock:
-                self._pending_ends[(job.id, job.attempt)] = (job, summary, error)
+                self._pending_ends.setdefault((job.id, job.attempt), (job, summary, error, now))
             return False
         if not finished:
             logger.info("job %s attempt %d: its end was not recorded (cancelled or taken over)", job.id, job.attempt)
@@ -160,8 +175,9 @@ class JobExecutor:
         until then, their watchers waiting and their videos kept)."""
         with self._pending_lock:
             pending = list(self._pending_ends.values())
-        for job, summary, error in pending:
-            if self._finish(job, summary=summary, error=error):
+        for job, summary, error, ended_at in pending:
+            # The job ended when it ended, not when the store could at last record it.
+            if self._finish(job, summary=summary, error=error, ended_at=ended_at):
                 with self._pending_lock:
                     self._pending_ends.pop((job.id, job.attempt), None)
                 self._release_video_if_finished(job)

@@ -18,6 +18,7 @@ died) is put back to QUEUED in a new attempt by whichever replica's maintenance 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -54,6 +55,19 @@ redis.call('HDEL', KEYS[1], 'video_info')
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
+return 1
+"""
+
+# KEYS: job, frames, leases, undispatched. ARGV: attempt, now, id. Queued again in the same
+# attempt, and due for a hand-over to RQ (maintenance does it, as for a lost one).
+_RELEASE = _CURRENT_RUN + """
+if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'frames_done', 0, 'frames_total', 0)
+redis.call('HDEL', KEYS[1], 'video_info')
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -176,6 +190,7 @@ class RedisJobStore(JobStore):
         self._append = connection.register_script(_APPEND)
         self._record_video = connection.register_script(_RECORD_VIDEO)
         self._renew = connection.register_script(_RENEW)
+        self._release = connection.register_script(_RELEASE)
         self._finish = connection.register_script(_FINISH)
         self._cancel = connection.register_script(_CANCEL)
         self._delete = connection.register_script(_DELETE)
@@ -315,6 +330,13 @@ class RedisJobStore(JobStore):
         )
         return self.get(job_id) if claimed else None
 
+    def release(self, job_id: str, attempt: int, now: float) -> bool:
+        released = self._release(
+            keys=[self._job_key(job_id), self._frames_key(job_id), self._leases_key, self.undispatched_key],
+            args=[attempt, _number(now), job_id],
+        )
+        return bool(released)
+
     def renew_lease(self, job_id: str, attempt: int) -> bool:
         """Extend the worker's claim; False when the job is no longer this attempt's to run."""
         renewed = self._renew(
@@ -365,6 +387,7 @@ class RedisJobStore(JobStore):
             JobError("INTERNAL", "JOB_INTERRUPTED", MAX_ATTEMPTS_ERROR.format(attempts=max_attempts))
         )
         due: set[str] = set()
+        failed_ids: list[str] = []
         for job_id in _texts(self._redis.zrangebyscore(self._leases_key, "-inf", _number(now))):
             new_attempt = self._requeue_expired(
                 keys=[
@@ -375,6 +398,8 @@ class RedisJobStore(JobStore):
             )
             if new_attempt > 0:
                 due.add(job_id)
+            elif new_attempt == 0:
+                failed_ids.append(job_id)
         # Queued jobs whose hand-over to RQ did not follow their creation (the replica died in
         # between). Several replicas may hand over the same one: only one claim can succeed.
         stranded_before = _number(now - self._dispatch_grace_seconds)
@@ -389,6 +414,9 @@ class RedisJobStore(JobStore):
                 jobs.append(job)
             else:
                 self._redis.zrem(self.undispatched_key, job_id)
+        for job_id in failed_ids:
+            with contextlib.suppress(JobNotFound):
+                jobs.append(self.get(job_id))
         return jobs
 
     def purge_expired(self, now: float) -> list[Job]:

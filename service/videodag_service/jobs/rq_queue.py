@@ -65,5 +65,12 @@ class RqJobQueue:
         """Nothing here: a job a worker could not finish keeps a lease that expires, and the
         store's recovery queues it again (`RedisJobStore.recover`)."""
 
+    def stop_taking(self) -> None:
+        """Nothing to stop here: RQ's worker processes run the jobs, and have their own lifecycle."""
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """No job runs in this process: RQ's workers run them."""
+        return True
+
     def close(self) -> None:
         self._connection.close()

@@ -39,6 +39,26 @@ def _never() -> bool:
     return False
 
 
+class _CreationStamp:
+    """A job's id and create time, taken once its upload has arrived and passed the checks.
+
+    The contract's create_time is when the upload was stored and the job queued, and ids sort
+    by it: taken when a slow upload began instead, the job would list among older ones, and a
+    paged listing already past that point would never show it.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.job_id = ""
+        self.created_at = 0.0
+
+    def take(self) -> str:
+        """The new job id (the upload storage names the video after it)."""
+        self.created_at = self._clock()
+        self.job_id = new_job_id(self.created_at)
+        return self.job_id
+
+
 class JobService:
     """Submit, read, list, cancel, delete and watch jobs; owns the store, queue and maintenance.
 
@@ -79,8 +99,16 @@ class JobService:
         self._maintenance.start()
         return self
 
+    def stop_taking_jobs(self) -> None:
+        """The server is draining: start no further job here; running ones go on until `close`."""
+        self._queue.stop_taking()
+
+    def wait_for_running_jobs(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the jobs running in this process; True if none is left."""
+        return self._queue.wait_until_idle(timeout)
+
     def close(self) -> None:
-        """Stop maintenance and the queue; running embedded jobs stay RUNNING for the next start."""
+        """Stop maintenance and the queue; running embedded jobs are interrupted and queued again."""
         self._closing.set()
         if self._maintenance.is_alive():
             self._maintenance.join()
@@ -99,10 +127,9 @@ class JobService:
             existing = self._store.find_by_idempotency_key(key)
             if existing is not None:
                 return _same_submission(existing, request)
-        now = self._clock()
-        job_id = new_job_id(now)
+        stamp = _CreationStamp(self._clock)
         video = self._uploads.store(
-            job_id,
+            stamp.take,
             chunks,
             max_upload_bytes=self._max_upload_bytes,
             declared_size=request.declared_size_bytes,
@@ -110,12 +137,12 @@ class JobService:
             file_name=request.file_name,
         )
         job = Job(
-            id=job_id,
+            id=stamp.job_id,
             state=JobState.QUEUED,
             pipeline_id=request.pipeline_id,
             sampling=request.sampling,
             video=video,
-            created_at=now,
+            created_at=stamp.created_at,
             file_name=request.file_name,
             idempotency_key=key,
         )
@@ -190,8 +217,12 @@ class JobService:
             self._uploads.delete(job.video.ref)
             logger.info("job %s removed: retention ended", job.id)
         for job in self._store.recover(now, self._max_attempts, now + self._retention_seconds):
-            logger.info("job %s queued again (attempt %d)", job.id, job.attempt)
-            self._queue.dispatch(job)
+            if job.state is JobState.QUEUED:
+                logger.info("job %s queued again (attempt %d)", job.id, job.attempt)
+                self._queue.dispatch(job)
+            else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
+                logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)
+                self._uploads.delete(job.video.ref)
 
     def _maintain(self) -> None:
         while not self._closing.wait(self._maintenance_interval_seconds):

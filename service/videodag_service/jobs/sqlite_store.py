@@ -26,6 +26,7 @@ from videodag_service.jobs import records
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
 from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
+from videodag_service.jobs.uploads import private_directory
 from videodag_service.video import VideoInfo
 
 _SCHEMA_VERSION = 1
@@ -74,12 +75,10 @@ class SqliteJobStore(JobStore):
     """Jobs in `<data_dir>/jobs.sqlite3`; safe to share between threads of one process."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir = private_directory(Path(data_dir))
         self._lock_file = _lock_exclusively(self.data_dir / "jobs.lock")
-        self._connection = sqlite3.connect(
-            self.data_dir / "jobs.sqlite3", check_same_thread=False, isolation_level=None, timeout=30
-        )
+        database = _private_file(self.data_dir / "jobs.sqlite3")
+        self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
         self._connection.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -202,6 +201,15 @@ class SqliteJobStore(JobStore):
             db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
         return self.get(job_id)
 
+    def release(self, job_id: str, attempt: int, now: float) -> bool:
+        with self._transaction() as db:
+            released = self._update_running(
+                db, job_id, attempt, "state = 'QUEUED', frames_done = 0, frames_total = 0, video_info = NULL", ()
+            )
+            if released:
+                db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+            return released
+
     def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool:
         with self._transaction() as db:
             return self._update_running(
@@ -246,11 +254,13 @@ class SqliteJobStore(JobStore):
         if self._recovered:
             return []
         self._recovered = True
+        failed_ids: list[str] = []
         with self._transaction() as db:
             interrupted = db.execute("SELECT id, attempt FROM jobs WHERE state = 'RUNNING'").fetchall()
             for row in interrupted:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (row["id"],))
                 if row["attempt"] >= max_attempts:
+                    failed_ids.append(row["id"])
                     message = MAX_ATTEMPTS_ERROR.format(attempts=row["attempt"])
                     given_up = JobError("INTERNAL", "JOB_INTERRUPTED", message)
                     self._update(
@@ -264,7 +274,7 @@ class SqliteJobStore(JobStore):
                         (),
                     )
             queued = db.execute("SELECT * FROM jobs WHERE state = 'QUEUED' ORDER BY id").fetchall()
-        return [_job_from_row(row) for row in queued]
+        return [_job_from_row(row) for row in queued] + [self.get(job_id) for job_id in failed_ids]
 
     def purge_expired(self, now: float) -> list[Job]:
         with self._transaction() as db:
@@ -360,8 +370,20 @@ def _job_from_row(row: sqlite3.Row) -> Job:
     )
 
 
+def _private_file(path: Path) -> Path:
+    """`path`, created empty and 0600 if missing (an empty file is an empty SQLite database).
+
+    The database holds every job's results, file names and keys. SQLite creates its -wal and
+    -shm files with the database file's mode, so they are private too; an existing file
+    keeps its mode.
+    """
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    return path
+
+
 def _lock_exclusively(path: Path) -> Any:
-    lock_file = open(path, "a+")  # noqa: SIM115 - held open for the store's lifetime, closed in close()
+    # Created 0600 like the database; held open for the store's lifetime, closed in close().
+    lock_file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -87,6 +87,16 @@ class JobStore(ABC):
         """Store one result and count it; False when the attempt is no longer the job's current run."""
 
     @abstractmethod
+    def release(self, job_id: str, attempt: int, now: float) -> bool:
+        """RUNNING in `attempt` -> QUEUED in the same attempt, its partial results discarded.
+
+        For a run its own process stopped cleanly (a server shutting down): the job runs again
+        from the start, and the stop costs it none of its `max_attempts`, which are there for
+        runs that vanished (a crash, a lost worker) and could do so every time. Only the worker
+        that ran the attempt may call it, once it wrote its last result. False when the job was
+        not running in that attempt (cancelled meanwhile, or taken over)."""
+
+    @abstractmethod
     def finish(
         self,
         job_id: str,
@@ -105,7 +115,8 @@ class JobStore(ABC):
         """Jobs that must be handed to a worker again: interrupted runs put back to QUEUED with
         their attempt raised and their partial results discarded (or FAILED, to expire at
         `expire_at`, once `max_attempts` runs were interrupted), and queued jobs whose hand-over
-        to a worker was lost. Each returned job is QUEUED in its current attempt."""
+        to a worker was lost. Each returned job is QUEUED in its current attempt, or FAILED by
+        this call (given up: its video is the caller's to delete, as for any finished job)."""
 
     @abstractmethod
     def purge_expired(self, now: float) -> list[Job]:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -24,12 +24,30 @@ _INCOMING = "incoming"
 _ABANDONED_UPLOAD_SECONDS = 3600.0
 
 
+def private_directory(path: Path) -> Path:
+    """`path`, created 0700 (its missing parents too) unless it exists; an existing one keeps its mode.
+
+    The server's own folders hold other people's videos and results, so one it creates is
+    private; mkdir's mode is filtered by the umask, hence the chmod. A folder the operator
+    made is theirs: it is not tightened under them (the server warns instead).
+    """
+    if path.is_dir():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        return path  # made meanwhile by another process, with a mode of its choosing
+    path.chmod(0o700)
+    return path
+
+
 class UploadStorage(Protocol):
     """Stores a job's video under a reference and gives workers a local path to it."""
 
     def store(
         self,
-        job_id: str,
+        name: Callable[[], str],
         chunks: Iterable[bytes | memoryview],
         *,
         max_upload_bytes: int,
@@ -38,7 +56,12 @@ class UploadStorage(Protocol):
         file_name: str,
     ) -> StoredVideo:
         """Receive the chunks, check them (limits, size, checksum) and keep the video under a new
-        reference; on any error nothing is kept."""
+        reference; on any error nothing is kept.
+
+        `name()` gives the reference's stem (the job id); it is called once, only after the
+        last byte arrived and passed the checks, so a job id that carries the time says when
+        the video was stored, not when a slow upload began.
+        """
         ...
 
     def path(self, ref: str) -> Path:
@@ -56,18 +79,22 @@ class DirectoryUploadStorage:
     `min_free_bytes` is the room a new upload must leave on the file system (checked against
     the declared size when there is one), so jobs' results and the job records still fit:
     below it a submit is refused with RESOURCE_EXHAUSTED rather than filling the disk.
+
+    `exclusive`: no other process receives uploads into `root` (the embedded backend, whose
+    data directory is locked), so every partial upload found at start is a dead process's
+    and is removed. Otherwise (a folder shared by several servers) only partial uploads
+    untouched for an hour are.
     """
 
-    def __init__(self, root: str | os.PathLike[str], min_free_bytes: int = 0) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike[str], min_free_bytes: int = 0, *, exclusive: bool = False) -> None:
+        self.root = private_directory(Path(root))
         self.min_free_bytes = min_free_bytes
-        self._incoming = self.root / _INCOMING
-        self._incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._clear_incoming()
+        self._incoming = private_directory(self.root / _INCOMING)
+        self._clear_incoming(exclusive)
 
     def store(
         self,
-        job_id: str,
+        name: Callable[[], str],
         chunks: Iterable[bytes | memoryview],
         *,
         max_upload_bytes: int,
@@ -88,7 +115,7 @@ class DirectoryUploadStorage:
                 if chunk:
                     upload.write(chunk)
             stored = upload.finish()
-            ref = job_id + suffix
+            ref = name() + suffix
             # Moved inside the block: the receiver's cleanup finds nothing left to delete.
             os.replace(stored.path, self.root / ref)
         return StoredVideo(ref=ref, size_bytes=stored.size_bytes, sha256=stored.sha256)
@@ -117,14 +144,14 @@ class DirectoryUploadStorage:
                 ErrorDetails(metadata={"free_bytes": str(free), "min_free_bytes": str(self.min_free_bytes)}),
             )
 
-    def _clear_incoming(self) -> None:
+    def _clear_incoming(self, exclusive: bool) -> None:
         """Partial uploads of a process that died mid-upload belong to no job.
 
-        Other replicas may be receiving uploads into the same shared directory right now;
-        an upload in progress is written continuously, so only files untouched for an hour
-        are taken as abandoned.
+        With the folder to itself, this process is receiving nothing yet: they all go. In a
+        shared folder other replicas may be receiving uploads right now; an upload in progress
+        is written continuously, so only files untouched for an hour are taken as abandoned.
         """
-        stale_before = time.time() - _ABANDONED_UPLOAD_SECONDS
+        stale_before = float("inf") if exclusive else time.time() - _ABANDONED_UPLOAD_SECONDS
         for entry in self._incoming.iterdir():
             with contextlib.suppress(OSError):
                 if entry.stat().st_mtime < stale_before:

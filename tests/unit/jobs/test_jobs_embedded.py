@@ -83,7 +83,7 @@ def test_upload_storage_keeps_checked_videos_and_nothing_else(tmp_path: Path, cl
     storage = DirectoryUploadStorage(tmp_path / "uploads")
     digest = hashlib.sha256(clip.read_bytes()).hexdigest()
 
-    stored = storage.store("a" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=clip.stat().st_size,
+    stored = storage.store(lambda: "a" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=clip.stat().st_size,
                            declared_sha256=digest, file_name="x.AVI")
 
     assert (stored.ref, stored.sha256) == ("a" * 24 + ".avi", digest)
@@ -96,9 +96,9 @@ def test_upload_storage_keeps_checked_videos_and_nothing_else(tmp_path: Path, cl
     for expected, override in failures:
         options = {"max_upload_bytes": 10**6, "declared_size": None, "declared_sha256": None, **override}
         with pytest.raises(expected):
-            storage.store("b" * 24, chunks_of(clip), file_name="x.avi", **options)  # type: ignore[arg-type]
+            storage.store(lambda: "b" * 24, chunks_of(clip), file_name="x.avi", **options)  # type: ignore[arg-type]
     with pytest.raises(EmptyUpload):
-        storage.store("c" * 24, iter([b""]), max_upload_bytes=10, declared_size=None, declared_sha256=None,
+        storage.store(lambda: "c" * 24, iter([b""]), max_upload_bytes=10, declared_size=None, declared_sha256=None,
                       file_name="")
     assert sorted(storage.refs()) == [stored.ref]
     assert list((tmp_path / "uploads" / "incoming").iterdir()) == []
@@ -111,8 +111,8 @@ def test_upload_storage_keeps_checked_videos_and_nothing_else(tmp_path: Path, cl
 def test_an_upload_that_would_fill_the_disk_is_refused(tmp_path: Path, clip: Path) -> None:
     storage = DirectoryUploadStorage(tmp_path, min_free_bytes=1 << 62)
     with pytest.raises(DiskFull) as refused:
-        storage.store("d" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=None, declared_sha256=None,
-                      file_name="x.avi")
+        storage.store(lambda: "d" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=None,
+                      declared_sha256=None, file_name="x.avi")
     assert refused.value.status_code == "RESOURCE_EXHAUSTED"
     assert list(storage.refs()) == []
 
@@ -166,7 +166,7 @@ class _Parts:
 
     def submit(self, clip: Path, pipeline_id: str) -> Job:
         job_id = new_job_id()
-        video = self.uploads.store(job_id, chunks_of(clip), max_upload_bytes=10**7, declared_size=None,
+        video = self.uploads.store(lambda: job_id, chunks_of(clip), max_upload_bytes=10**7, declared_size=None,
                                    declared_sha256=None, file_name=clip.name)
         return self.store.create(Job(job_id, JobState.QUEUED, pipeline_id, SamplingOptions(), video, 0.0))
 
@@ -199,8 +199,8 @@ def test_a_job_over_its_time_limit_fails_with_deadline_exceeded(tmp_path: Path, 
     parts.store.close()
 
 
-def test_a_shutdown_leaves_the_job_running_for_recovery(tmp_path: Path, dag: DagPipelineService,
-                                                        clip: Path) -> None:
+def test_a_shutdown_queues_the_job_again_in_the_same_attempt(tmp_path: Path, dag: DagPipelineService,
+                                                              clip: Path) -> None:
     parts = _Parts(tmp_path, dag)
     job = parts.submit(clip, "paced")
     calls = 0
@@ -214,8 +214,10 @@ def test_a_shutdown_leaves_the_job_running_for_recovery(tmp_path: Path, dag: Dag
         parts.executor.execute(job.id, 1, should_stop=stop_after_a_few_frames)
 
     interrupted = parts.store.get(job.id)
-    assert interrupted.state is JobState.RUNNING and interrupted.frames_done >= 3
+    assert (interrupted.state, interrupted.attempt, interrupted.frames_done) == (JobState.QUEUED, 1, 0)
+    assert parts.store.frames_after(job.id, None, 100) == [], "the re-run starts from the first frame"
     assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for the re-run"
+    assert parts.executor.execute(job.id, 1) is JobState.SUCCEEDED, "the next start runs it in the same attempt"
     parts.store.close()
 
 
@@ -260,9 +262,12 @@ def test_an_end_the_store_failed_to_record_is_recorded_at_the_next_try(
     assert parts.store.get(job.id).state is JobState.RUNNING
     assert list(parts.uploads.refs()) == [job.video.ref], "kept until the end is recorded"
 
+    time.sleep(0.05)
+    retried_at = time.time()
     parts.executor.record_pending_ends()  # what maintenance does
     done = parts.store.get(job.id)
     assert done.state is JobState.SUCCEEDED and done.summary is not None and done.summary.frames_processed == 30
+    assert done.finished_at is not None and done.finished_at < retried_at, "when it ended, not when recorded"
     assert list(parts.uploads.refs()) == []
     parts.executor.record_pending_ends()  # nothing left to do
     assert parts.store.get(job.id).state is JobState.SUCCEEDED
@@ -330,3 +335,34 @@ def test_a_watch_ends_when_its_caller_goes_away(service: JobService, clip: Path)
     remaining = list(events)
     assert not any(isinstance(event, Job) and event.state.is_finished for event in remaining)
     service.cancel(job.id)
+
+
+def test_a_slow_upload_is_created_when_it_is_stored_and_lists_before_jobs_submitted_meanwhile(
+    service: JobService, clip: Path
+) -> None:
+    data = clip.read_bytes()
+    started, release = threading.Event(), threading.Event()
+    ended: list[float] = []
+    submitted: list[Job] = []
+
+    def slow_chunks() -> Iterator[bytes]:
+        yield data[:4096]
+        started.set()
+        release.wait(30)
+        yield data[4096:]
+        ended.append(time.time())
+
+    slow = threading.Thread(target=lambda: submitted.append(service.submit(JobRequest("paced"), slow_chunks())))
+    slow.start()
+    assert started.wait(30)
+    meanwhile = service.submit(JobRequest("paced"), chunks_of(clip))
+    time.sleep(0.01)  # ids count milliseconds
+    release.set()
+    slow.join(30)
+
+    [late] = submitted
+    assert late.created_at >= ended[0] > meanwhile.created_at
+    assert late.id > meanwhile.id
+    assert [job.id for job in service.list_jobs().jobs] == [late.id, meanwhile.id]
+    assert service.list_jobs(page_size=1).jobs[0].id == late.id
+    assert late.video.ref.startswith(late.id)

@@ -251,10 +251,11 @@ def test_sqlite_recovery_gives_up_a_job_interrupted_on_every_attempt(tmp_path: P
 
     store = SqliteJobStore(tmp_path)
     try:
-        assert store.recover(NOW, max_attempts=3, expire_at=NOW + 60) == []
+        recovered = store.recover(NOW, max_attempts=3, expire_at=NOW + 60)
         given_up = store.get(job.id)
     finally:
         store.close()
+    assert recovered == [given_up], "returned, so its caller deletes its video"
     assert given_up.state is JobState.FAILED and given_up.error is not None
     assert (given_up.error.status_code, given_up.error.reason) == ("INTERNAL", "JOB_INTERRUPTED")
     assert given_up.expire_at == NOW + 60
@@ -312,3 +313,37 @@ def test_a_whole_replay_ends_with_the_final_state_after_every_frame(store: JobSt
     events = list(watch_job(store, job.id))
     assert [event.frame_index for event in events[:-1]] == list(range(300))  # type: ignore[union-attr]
     assert isinstance(events[-1], Job) and events[-1].state is JobState.SUCCEEDED
+
+
+def test_a_released_run_is_queued_again_in_its_attempt_without_its_results(store: JobStore) -> None:
+    job = store.create(queued_job())
+    store.claim(job.id, 1, NOW)
+    store.record_video(job.id, 1, INFO, frames_total=5)
+    store.append_frame(job.id, 1, frame(0))
+
+    assert store.release(job.id, 1, NOW + 1)
+
+    released = store.get(job.id)
+    assert (released.state, released.attempt, released.frames_done, released.video_info) == (
+        JobState.QUEUED, 1, 0, None)
+    assert store.frames_after(job.id, None, 10) == []
+    assert not store.release(job.id, 1, NOW + 2), "no longer running"
+    assert not store.append_frame(job.id, 1, frame(2)), "nothing writes to a queued job"
+    assert store.claim(job.id, 1, NOW + 3) is not None, "the next worker claims the same attempt"
+    assert not store.release(job.id, 2, NOW + 4), "only the attempt that runs"
+    store.cancel(job.id, NOW + 5, NOW + 60)
+    assert not store.release(job.id, 1, NOW + 6), "a cancelled job stays cancelled"
+    assert store.get(job.id).state is JobState.CANCELLED
+
+
+def test_redis_hands_a_released_job_to_a_worker_again_at_the_next_maintenance(redis_server: RedisServer) -> None:
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisJobStore(connection, key_prefix=uuid.uuid4().hex, dispatch_grace_seconds=0.0)
+    try:
+        job = store.create(queued_job())
+        store.claim(job.id, 1, time.time())
+        assert store.release(job.id, 1, time.time())
+        recovered = store.recover(time.time() + 1, max_attempts=3, expire_at=time.time() + 60)
+        assert [(j.id, j.state, j.attempt) for j in recovered] == [(job.id, JobState.QUEUED, 1)]
+    finally:
+        store.close()

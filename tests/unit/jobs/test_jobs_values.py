@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fakes.media import write_indexed_video
-from videodag.v1 import job_pb2, video_pipeline_service_pb2
+from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service import convert, convert_jobs
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
@@ -130,6 +130,32 @@ def test_state_filters_refuse_unspecified() -> None:
 def test_a_submit_config_without_a_run_config_is_invalid() -> None:
     with pytest.raises(InvalidOptions):
         convert_jobs.job_request_from_proto(video_pipeline_service_pb2.SubmitJobConfig(idempotency_key="k"))
+
+
+def test_a_bad_idempotency_key_is_named_with_the_run_configs_bad_fields() -> None:
+    config = video_pipeline_service_pb2.SubmitJobConfig(
+        run_config=run_pb2.RunConfig(pipeline_id="p", options=run_pb2.RunOptions(frame_stride=-1, max_frames=-2)),
+        idempotency_key="a b",
+    )
+    with pytest.raises(InvalidOptions) as refused:
+        convert_jobs.job_request_from_proto(config)
+
+    located = convert.located_in_request(refused.value, convert.JOB_RUN_CONFIG_PATH)
+    assert isinstance(located, InvalidOptions)
+    assert [v.field for v in located.details.field_violations] == [
+        "config.run_config.options.frame_stride", "config.run_config.options.max_frames", "config.idempotency_key"
+    ]
+
+
+def test_a_bad_idempotency_key_alone_or_without_a_run_config_is_named() -> None:
+    alone = video_pipeline_service_pb2.SubmitJobConfig(run_config=run_pb2.RunConfig(pipeline_id="p"),
+                                                       idempotency_key="a b")
+    bare = video_pipeline_service_pb2.SubmitJobConfig(idempotency_key="a/b")
+    expected = {"config.idempotency_key"}, {"config.run_config", "config.idempotency_key"}
+    for config, fields in zip((alone, bare), expected, strict=True):
+        with pytest.raises(InvalidOptions) as refused:
+            convert_jobs.job_request_from_proto(config)
+        assert {v.field for v in refused.value.details.field_violations} == fields
 
 
 @given(

@@ -45,7 +45,9 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """Where a job is in its life. A job moves QUEUED -> RUNNING -> one of the three
     finished states; CANCELLED can also come straight from QUEUED. After a server or
     worker restart a RUNNING job goes back to QUEUED and is run again from the start
-    (its partial results are discarded, so every frame result is stored once).
+    (its partial results are discarded, so every frame result is stored once). A
+    job whose run vanished 3 times (crashes, lost workers; not clean shutdowns)
+    FAILS with INTERNAL, reason JOB_INTERRUPTED.
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
@@ -118,8 +120,9 @@ class Job(_message.Message):
     idempotency_key: _builtins.str
     """The idempotency key the job was submitted with; empty if none."""
     attempt: _builtins.int
-    """The run number: 1 for the first run, raised each time a server restart or
-    a lost worker makes the job run again from the start.
+    """The run number: 1 for the first run, raised each time a crash or a lost
+    worker makes the job run again from the start. A run its server stopped
+    cleanly (a graceful shutdown) runs again under the same number.
     """
     @_builtins.property
     def config(self) -> _run_pb2.RunConfig:

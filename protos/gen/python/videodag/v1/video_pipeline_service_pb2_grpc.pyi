@@ -70,7 +70,8 @@ class VideoPipelineServiceStub:
     | a plugin raised or returned something not JSON-like          | INTERNAL           |
     | (NODE_FAILED); a plugin call over the server's node time     |                    |
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
-    | (DECODER_DID_NOT_START)                                      |                    |
+    | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
+    | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
     | the client cancelled                                         | CANCELLED          |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
@@ -215,7 +216,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | a plugin raised or returned something not JSON-like          | INTERNAL           |
     | (NODE_FAILED); a plugin call over the server's node time     |                    |
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
-    | (DECODER_DID_NOT_START)                                      |                    |
+    | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
+    | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
     | the client cancelled                                         | CANCELLED          |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
@@ -356,7 +358,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | a plugin raised or returned something not JSON-like          | INTERNAL           |
     | (NODE_FAILED); a plugin call over the server's node time     |                    |
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
-    | (DECODER_DID_NOT_START)                                      |                    |
+    | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
+    | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
     | the client cancelled                                         | CANCELLED          |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |

@@ -1,0 +1,77 @@
+"""The embedded queue while the server drains: no new job starts, and the running ones can be waited for."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from fakes.waiting import wait_until
+from videodag_service.jobs import Job, JobState, StoredVideo
+from videodag_service.jobs.dispatch import ThreadPoolJobQueue
+from videodag_service.jobs.execution import JobInterrupted
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.video import SamplingOptions
+
+
+class _GatedExecutor:
+    """Stands in for `JobExecutor`: each job runs until the test opens its gate, or the queue stops."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.gate = threading.Event()
+
+    def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> JobState | None:
+        self.started.append(job_id)
+        while not self.gate.wait(0.01):
+            if should_stop():
+                raise JobInterrupted(job_id)
+        return JobState.SUCCEEDED
+
+    def record_pending_ends(self) -> None:
+        return None
+
+
+def _job() -> Job:
+    job_id = new_job_id()
+    return Job(job_id, JobState.QUEUED, "p", SamplingOptions(), StoredVideo(f"{job_id}.mp4", 1, "0" * 64), 0.0)
+
+
+def _queue(executor: _GatedExecutor) -> ThreadPoolJobQueue:
+    return ThreadPoolJobQueue(executor, 1)  # type: ignore[arg-type]  # only `execute` is used
+
+
+def test_a_draining_queue_starts_nothing_new_and_lets_the_running_job_finish() -> None:
+    executor = _GatedExecutor()
+    queue = _queue(executor)
+    try:
+        running, waiting = _job(), _job()
+        queue.dispatch(running)
+        queue.dispatch(waiting)
+        assert wait_until(lambda: executor.started == [running.id])
+
+        queue.stop_taking()
+        assert not queue.wait_until_idle(0.1), "the running job is waited for"
+        executor.gate.set()
+        assert queue.wait_until_idle(5)
+        assert wait_until(lambda: queue.depth() == 0)
+        assert executor.started == [running.id], "the queued job stays QUEUED for the next start"
+    finally:
+        queue.close()
+
+
+def test_an_idle_queue_is_idle_at_once() -> None:
+    queue = _queue(_GatedExecutor())
+    try:
+        assert queue.wait_until_idle(0)
+    finally:
+        queue.close()
+
+
+def test_closing_interrupts_the_running_job() -> None:
+    executor = _GatedExecutor()
+    queue = _queue(executor)
+    job = _job()
+    queue.dispatch(job)
+    assert wait_until(lambda: executor.started == [job.id])
+    queue.close(timeout=5)
+    assert queue.wait_until_idle(0), "the worker left its job when told to stop"
