@@ -127,7 +127,8 @@ class Job(_message.Message):
     @_builtins.property
     def config(self) -> _run_pb2.RunConfig:
         """The configuration the job runs with. `declared_size_bytes` and `sha256`
-        are those of the stored upload, whether or not the client declared them.
+        are those of the stored upload, whether or not the client declared them;
+        options are the effective ones (a `frame_stride` of 0, every frame, reads 1).
         """
 
     @_builtins.property
