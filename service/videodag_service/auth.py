@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,16 @@ def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
 
 
 def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> grpc.ServerCredentials:
-    """TLS credentials; with `client_ca_file`, clients must present a certificate it signed (mutual TLS)."""
+    """TLS credentials; with `client_ca_file`, clients must present a certificate it signed (mutual TLS).
+
+    The pair is checked here with Python's ssl first: gRPC only fails later, to bind the port,
+    and says nothing of the certificate (a key of another certificate, a file not PEM).
+    """
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as error:
+        raise ValueError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
+                         f"{error.reason or error}") from None
     client_ca = client_ca_file.read_bytes() if client_ca_file else None
     return grpc.ssl_server_credentials(
         [(key_file.read_bytes(), cert_file.read_bytes())],

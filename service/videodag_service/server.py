@@ -59,6 +59,10 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.keepalive_timeout_ms", 20_000),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
+        # gRPC sets SO_REUSEPORT by default on Linux: a second server on a port in use would
+        # start and share its connections (and, with its own data directory, its jobs) with
+        # the first. The port must be this server's alone, or it does not start.
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -170,13 +174,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
-    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-        credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-        port = server.add_secure_port(settings.address, credentials)
-    else:
-        port = server.add_insecure_port(settings.address)
-    if port == 0:
-        raise OSError(f"could not listen on {settings.address}")
+    port = _listen(server, settings)
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -186,6 +184,22 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer)
+
+
+def _listen(server: grpc.Server, settings: Settings) -> int:
+    """Bind the server's port; a failure says why in words, not in gRPC's."""
+    try:
+        if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+            credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+            port = server.add_secure_port(settings.address, credentials)
+        else:
+            port = server.add_insecure_port(settings.address)
+    except RuntimeError:  # gRPC's "Failed to bind to address ...; set GRPC_VERBOSITY=debug"
+        port = 0
+    if port == 0:
+        raise OSError(f"could not listen on {settings.address}: the port is in use, or the host is not an "
+                      f"address of this machine")
+    return port
 
 
 def serve(settings: Settings) -> None:

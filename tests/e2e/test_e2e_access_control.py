@@ -12,6 +12,7 @@ from harness import ServerFactory
 
 from videodag_client import Unauthenticated, Unavailable, VideodagClient
 from videodag_service.auth import read_tokens
+from videodag_service.server import start_server
 from videodag_service.settings import Settings, SettingsError
 
 
@@ -103,3 +104,12 @@ def test_read_tokens_merges_file_and_environment(tmp_path: Path) -> None:
     token_file = tmp_path / "tokens"
     token_file.write_text("a\n# comment\n  b  \n")
     assert read_tokens(token_file, " c, ,d ") == ["a", "b", "c", "d"]
+
+
+def test_a_key_of_another_certificate_is_refused_naming_the_pair_not_the_port(pki: Path, tmp_path: Path) -> None:
+    """gRPC alone fails to bind the port and says nothing of the certificate."""
+    settings = Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=pki / "server.pem",
+                        tls_key_file=pki / "client.key")
+    refusal = r"TLS certificate .*server\.pem and key .*client\.key cannot be used together"
+    with pytest.raises(ValueError, match=refusal):
+        start_server(settings)

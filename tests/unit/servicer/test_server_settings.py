@@ -118,6 +118,21 @@ def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
             assert len(warnings) == 1 and f"upload folder {folder} is open to other users (mode 0777)" in warnings[0]
 
 
+def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None:
+    """Not silently sharing the port (SO_REUSEPORT), with its own jobs behind the same address."""
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.server import start_server
+
+    first = start_server(settings_from(["--port", "0"], {"VIDEODAG_DATA_DIR": str(tmp_path / "first")}),
+                         DagPipelineService.from_folder())
+    try:
+        second_settings = settings_from(["--port", str(first.port)], {"VIDEODAG_DATA_DIR": str(tmp_path / "second")})
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port}"):
+            start_server(second_settings, DagPipelineService.from_folder())
+    finally:
+        first.stop(0)
+
+
 def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:
     from videodag_service.dag.cores import usable_cores
     from videodag_service.dag.service import MAX_DEFAULT_FRAME_WORKERS
