@@ -36,7 +36,7 @@ from videodag_service.plugin_reference import plugin_reference
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from, wants_plugin_list
-from videodag_service.video.upload import temp_dir_open_to_others
+from videodag_service.video.upload import remove_orphaned_uploads, temp_dir_open_to_others
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     metrics = ServerMetrics()
     metrics.watch_queue_depth("jobs", jobs.queue_depth)
     dag.node_observer = metrics.record_node_call
+    jobs.observe(metrics)  # embedded jobs' runs and frames, and SubmitJob's uploads
     # Request ids and metrics outermost, so refused calls are logged and counted too.
     interceptors = server_interceptors(metrics, tracing=settings.tracing == "otel")
     if settings.requires_token:
@@ -181,6 +182,9 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
+    if removed := remove_orphaned_uploads(settings.temp_dir):
+        logger.info("removed %d upload(s) left in %s by a server that was stopped without its cleanup",
+                    len(removed), settings.temp_dir)
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer)

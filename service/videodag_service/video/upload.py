@@ -6,7 +6,9 @@ is written. Chunks are written and hashed (SHA-256) in a thread of their own whi
 ones arrive (`chunk_writer`), a few MiB at most waiting, so the video is never held in memory.
 The file (mode 0600, in a directory created 0700; see `temp_dir_open_to_others` for one
 that exists already) is removed when the `with` block exits,
-however it exits, so callers must finish decoding inside the block.
+however it exits, so callers must finish decoding inside the block. Until then it is
+locked (`flock`), so that only files no live process holds, left by a process that was
+killed, are taken for orphans at the next start (`remove_orphaned_uploads`).
 
 Example::
 
@@ -20,9 +22,12 @@ Example::
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
+import stat
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -41,6 +46,10 @@ from videodag_service.errors import (
 from videodag_service.video.chunk_writer import ChunkWriter
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+UPLOAD_PREFIX = "upload-"
+# Older than this and unlocked, an upload file is an orphan: far longer than the moment
+# between a file's creation and its lock, and than any clock step between two servers.
+ORPHAN_MIN_AGE_SECONDS = 60.0
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # The suffix becomes part of a path, and FFmpeg uses it as a hint when probing the format:
 # keep it to a plain extension so it can never name another directory.
@@ -63,6 +72,7 @@ class UploadReceiver:
     def __init__(
         self,
         file: BinaryIO,
+        lock: int,
         path: Path,
         max_upload_bytes: int,
         declared_size: int | None,
@@ -70,6 +80,7 @@ class UploadReceiver:
     ) -> None:
         self.path = path
         self._writer = ChunkWriter(file)
+        self._lock = lock
         self._max_upload_bytes = max_upload_bytes
         self._declared_size = declared_size
         self._declared_sha256 = declared_sha256
@@ -136,10 +147,14 @@ class UploadReceiver:
         )
 
     def _discard(self) -> None:
-        """Close and delete the file; errors here must not hide the error that got us here."""
+        """Close and delete the file; errors here must not hide the error that got us here.
+        The lock goes last: a file that exists unlocked is an orphan to the next start."""
         self._writer.discard()
-        with suppress(FileNotFoundError):
-            self.path.unlink()
+        try:
+            with suppress(FileNotFoundError):
+                self.path.unlink()
+        finally:
+            os.close(self._lock)
 
 
 @contextmanager
@@ -162,8 +177,8 @@ def receive_upload(
         raise ValueError(f"suffix must look like '.mp4', got {suffix!r}")
     size = _checked_declared_size(declared_size, max_upload_bytes)
     sha256 = _checked_declared_sha256(declared_sha256)
-    path, file = _create_private_file(Path(temp_dir), suffix)
-    receiver = UploadReceiver(file, path, max_upload_bytes, size, sha256)
+    path, file, lock = _create_private_file(Path(temp_dir), suffix)
+    receiver = UploadReceiver(file, lock, path, max_upload_bytes, size, sha256)
     try:
         yield receiver
     finally:
@@ -241,19 +256,66 @@ def _checked_declared_sha256(declared_sha256: str | None) -> str | None:
     return declared_sha256.strip().lower() if declared_sha256 else None
 
 
-def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO]:
-    """mkstemp creates the file 0600 whatever the umask; a directory we create is made 0700."""
+def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, int]:
+    """The file, opened for writing, and a descriptor holding its lock until the upload ends.
+
+    mkstemp creates the file 0600 whatever the umask; a directory we create is made 0700.
+    The lock is on a duplicate of the descriptor, so it outlives the writer's close: `flock`
+    holds while any descriptor of the open file remains.
+    """
     with _disk_full_as_error():
         if not temp_dir.is_dir():
             temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             temp_dir.chmod(0o700)  # mkdir's mode is filtered by the umask
-        descriptor, name = tempfile.mkstemp(dir=temp_dir, prefix="upload-", suffix=suffix)
+        descriptor, name = tempfile.mkstemp(dir=temp_dir, prefix=UPLOAD_PREFIX, suffix=suffix)
+    lock = -1
     try:
-        return Path(name), os.fdopen(descriptor, "wb")
+        lock = os.dup(descriptor)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else can hold it
+        return Path(name), os.fdopen(descriptor, "wb"), lock
     except BaseException:
         os.close(descriptor)
+        if lock >= 0:
+            os.close(lock)
         os.unlink(name)
         raise
+
+
+def remove_orphaned_uploads(temp_dir: str | os.PathLike[str], min_age_seconds: float = ORPHAN_MIN_AGE_SECONDS
+                            ) -> list[Path]:
+    """Delete the uploads in `temp_dir` that no process holds: those of a server that was killed
+    (SIGKILL, a crash, a power cut), whose `with` never ran to remove them. Returns them.
+
+    Safe in a folder other servers share: a live upload is locked from its first moment to its
+    removal, and a file younger than `min_age_seconds` is left alone all the same, which covers
+    the instant between its creation and its lock.
+    """
+    folder = Path(temp_dir)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in folder.glob(f"{UPLOAD_PREFIX}*"):
+        with suppress(OSError):  # gone meanwhile, or not ours to open: left alone
+            if _remove_if_orphaned(path, now - min_age_seconds):
+                removed.append(path)
+    return removed
+
+
+def _remove_if_orphaned(path: Path, created_before: float) -> bool:
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        details = os.fstat(descriptor)
+        if not stat.S_ISREG(details.st_mode) or details.st_mtime > created_before:
+            return False
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a live upload
+        path.unlink()
+        return True
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -131,6 +133,26 @@ def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None
             start_server(second_settings, DagPipelineService.from_folder())
     finally:
         first.stop(0)
+
+
+def test_the_server_removes_at_start_the_uploads_a_killed_server_left(tmp_path: Path) -> None:
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.server import start_server
+    from videodag_service.video import receive_upload
+
+    temp_dir = tmp_path / "uploads"
+    temp_dir.mkdir(mode=0o700)
+    left = temp_dir / "upload-killed.mp4"
+    left.write_bytes(b"half a video")
+    an_hour_ago = time.time() - 3600
+    os.utime(left, (an_hour_ago, an_hour_ago))
+    with receive_upload(temp_dir, max_upload_bytes=100) as live:  # another server's, sharing the folder
+        os.utime(live.path, (an_hour_ago, an_hour_ago))
+        settings = settings_from(["--port", "0", "--temp-dir", str(temp_dir)],
+                                 {"VIDEODAG_DATA_DIR": str(tmp_path / "data")})
+        start_server(settings, DagPipelineService.from_folder()).stop(0)
+        assert not left.exists()
+        assert live.path.exists()
 
 
 def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:

@@ -7,6 +7,7 @@ import hashlib
 import os
 import stat
 import threading
+import time
 import tracemalloc
 from collections.abc import Generator
 from pathlib import Path
@@ -23,6 +24,7 @@ from videodag_service.errors import (
 )
 from videodag_service.video import StoredUpload, receive_upload, suffix_for_file_name
 from videodag_service.video import upload as upload_module
+from videodag_service.video.upload import remove_orphaned_uploads
 
 CHUNK = bytes(range(256)) * 64  # 16 KiB
 
@@ -232,10 +234,10 @@ def test_a_full_disk_raises_disk_full_and_leaves_nothing(
     # buffered, so the error comes with a later write or, at the latest, with finish().
     real_create = upload_module._create_private_file
 
-    def create_on_full_device(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO]:
-        path, file = real_create(temp_dir, suffix)
+    def create_on_full_device(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, int]:
+        path, file, lock = real_create(temp_dir, suffix)
         file.close()
-        return path, open("/dev/full", "wb")
+        return path, open("/dev/full", "wb"), lock
 
     monkeypatch.setattr(upload_module, "_create_private_file", create_on_full_device)
     finished = False
@@ -266,3 +268,42 @@ def test_the_video_is_never_held_in_memory(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20, f"{peak} bytes allocated while receiving 32 MiB"
+
+
+def _age(path: Path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_only_uploads_no_process_holds_are_removed_as_orphans(tmp_path: Path) -> None:
+    """A killed server's uploads go at the next start; another server's live ones stay, however old."""
+    orphan = tmp_path / "upload-killed.mp4"
+    orphan.write_bytes(b"x")
+    _age(orphan, 3600)
+    young = tmp_path / "upload-justcreated.mp4"  # between its creation and its lock
+    young.write_bytes(b"x")
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_bytes(b"x")
+    _age(unrelated, 3600)
+    with receive_upload(tmp_path, max_upload_bytes=1 << 20) as live:
+        live.write(b"video")
+        live.flush()
+        _age(live.path, 3600)
+
+        assert remove_orphaned_uploads(tmp_path) == [orphan]
+
+        assert live.path.exists() and young.exists() and unrelated.exists() and not orphan.exists()
+        live.finish()
+        assert remove_orphaned_uploads(tmp_path) == [], "still held until its block ends, though finished"
+    assert _files_in(tmp_path) == sorted([young, unrelated])
+
+
+def test_a_symlink_named_like_an_upload_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    precious = target / "precious"
+    precious.write_bytes(b"keep")
+    _age(precious, 3600)
+    (tmp_path / "upload-link").symlink_to(precious)
+    assert remove_orphaned_uploads(tmp_path) == []
+    assert precious.read_bytes() == b"keep"
