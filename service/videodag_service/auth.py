@@ -45,8 +45,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         problem = self._problem(handler_call_details.invocation_metadata or ())
         if problem is None:
             return handler
-        logger.info("refused %s: %s", handler_call_details.method, problem)
-        return _refusing_handler(handler, problem)
+        return _refusing_handler(handler, handler_call_details.method, problem)
 
     def _problem(self, metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
         header = next((value for key, value in metadata if key == "authorization"), None)
@@ -63,10 +62,16 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         return None if matched else "invalid bearer token"
 
 
-def _refusing_handler(handler: grpc.RpcMethodHandler, problem: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that ends the call with UNAUTHENTICATED."""
+def _refusing_handler(handler: grpc.RpcMethodHandler, method: str, problem: str) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that logs the refusal and ends the call with UNAUTHENTICATED.
+
+    The refusal is logged here, in the call's handler thread, not in `intercept_service`: that
+    runs on gRPC's polling thread, outside the request id the request-context interceptor
+    (installed outside this one) binds around the handler, so the line would have none.
+    """
 
     def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        logger.info("refused %s: %s", method, problem)
         abort(context, Unauthenticated(problem))  # with ErrorInfo, like every refusal of the server's
 
     kwargs = {

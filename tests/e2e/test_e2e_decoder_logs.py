@@ -1,4 +1,5 @@
-"""A server logging JSON lines keeps to one JSON object a line, FFmpeg's own messages included.
+"""A server logging JSON lines keeps to one JSON object a line, FFmpeg's own messages included,
+and each line of a call carries the call's request id, a call the token check refused included.
 
 FFmpeg and OpenCV write straight to the decoder process's stderr; the decoder passes each
 line on as a JSON object naming its logger and the request id of the run it decoded for.
@@ -6,15 +7,21 @@ line on as a JSON object naming its logger and the request id of the run it deco
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from harness import ServerFactory
 from jobs_harness import SERVER_SCRIPT, ServerProcess, subprocess_environment
 
 from fakes.media import write_cut_copy
 from videodag_client import InvalidArgument, VideodagClient
+from videodag_service.observability import configure_logging
 from videodag_service.video.decoder_log import LOGGER_NAME
 
 
@@ -41,3 +48,34 @@ def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_i
     refused = [entry for entry in entries if "UploadAndRun INVALID_ARGUMENT" in entry["message"]]
     assert len(refused) == 1
     assert {entry["request_id"] for entry in from_decoder} == {refused[0]["request_id"]}
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The in-process server's log as JSON lines in a buffer; the previous handlers come back afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    yield stream
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+def test_a_call_refused_for_its_token_logs_the_refusal_with_its_request_id(
+    make_server: ServerFactory, json_log: io.StringIO
+) -> None:
+    server = make_server(tokens="secret")
+    method = "/videodag.v1.VideoPipelineService/ListPipelines"
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as refused:
+        channel.unary_unary(method)(b"", metadata=[("x-request-id", "refused-1")], timeout=10)
+
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    entries = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    of_the_call = [entry for entry in entries if entry.get("request_id") == "refused-1"]
+    refusal = [entry for entry in entries if entry["message"].startswith(f"refused {method}: missing bearer token")]
+    assert len(refusal) == 1 and refusal[0] in of_the_call
+    assert [entry["grpc_code"] for entry in of_the_call if "grpc_code" in entry] == ["UNAUTHENTICATED"]

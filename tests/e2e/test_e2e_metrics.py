@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from harness import ServerFactory
+from jobs_harness import finished, is_running_with_frames, wait_for_job, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from videodag_client import NotFound
@@ -50,3 +51,33 @@ def test_runs_frames_nodes_uploads_and_queue_depth_are_exported(
         value for (name, labels), value in metrics.items() if name == "videodag_grpc_calls_total" and method in labels
     ]
     assert sum(upload_calls) == 2
+
+
+def test_jobs_count_in_runs_frames_and_upload_bytes(make_server: ServerFactory, sample_clip: Path) -> None:
+    """Embedded jobs count as runs do: OK, their error's status, or CANCELLED when cancelled while running."""
+    port = free_port()
+    server = make_server(metrics_port=port)
+    client = server.client
+    succeeded = client.submit_job(sample_clip, "frame_stats_v1")
+    failed = client.submit_job(sample_clip, "failing")
+    cancelled = client.submit_job(sample_clip, "slow")
+    wait_for_job(client, cancelled.id, is_running_with_frames(2), what="the slow job to run")
+    client.cancel_job(cancelled.id)
+    for job_id in (succeeded.id, failed.id):
+        wait_for_job(client, job_id, finished)
+    runs_key = ("videodag_runs_total", (("pipeline", "slow"), ("status", "CANCELLED")))
+    wait_until(lambda: scrape(port).get(runs_key) == 1, what="the cancelled run to be counted")
+
+    metrics = scrape(port)
+    runs = {labels: value for (name, labels), value in metrics.items() if name == "videodag_runs_total" and value}
+    assert runs == {
+        (("pipeline", "frame_stats_v1"), ("status", "OK")): 1,
+        (("pipeline", "failing"), ("status", "INTERNAL")): 1,
+        (("pipeline", "slow"), ("status", "CANCELLED")): 1,
+    }
+    assert metrics[("videodag_frames_processed_total", (("pipeline", "frame_stats_v1"),))] == 120
+    assert metrics[("videodag_frames_processed_total", (("pipeline", "failing"),))] == 3
+    slow_frames = metrics[("videodag_frames_processed_total", (("pipeline", "slow"),))]
+    assert slow_frames == client.get_job(cancelled.id).frames_done < 120
+    for pipeline in ("frame_stats_v1", "failing", "slow"):
+        assert metrics[("videodag_upload_bytes_total", (("pipeline", pipeline),))] == sample_clip.stat().st_size

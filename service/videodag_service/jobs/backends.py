@@ -14,7 +14,7 @@ from pathlib import Path
 
 from videodag_service.dag import DagPipelineService
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
-from videodag_service.jobs.execution import JobExecutor
+from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
@@ -91,14 +91,16 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     """Assemble and start the configured backend; close the returned service to stop it.
 
     The data directory and its uploads folder are created private (0700); one that exists
-    already and is open to others keeps its mode, with a warning.
+    already and is open to others keeps its mode, with a warning. `JobService.observe` points
+    the service's metrics (uploads; runs and frames of embedded jobs) at the server's.
     """
     if (warning := data_dir_open_to_others(config.data_dir)) is not None:
         logger.warning(warning)
     private_directory(config.data_dir)
+    observer = JobObserverRelay()
     if config.backend is JobBackend.REDIS:
         # Replicas share the uploads folder: another may be receiving into it right now.
-        return _redis_service(config, dag, _upload_storage(config, exclusive=False))
+        return _redis_service(config, dag, _upload_storage(config, exclusive=False), observer)
     store = SqliteJobStore(config.data_dir)  # locks the data directory: its uploads are this process's alone
     try:
         uploads = _upload_storage(config, exclusive=True)
@@ -119,8 +121,9 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
         video,
         job_timeout_seconds=config.job_timeout_seconds,
         retention_seconds=config.retention_seconds,
+        observer=observer,
     )
-    return _started(config, store, ThreadPoolJobQueue(executor, config.workers), uploads, dag)
+    return _started(config, store, ThreadPoolJobQueue(executor, config.workers), uploads, dag, observer)
 
 
 def data_dir_open_to_others(data_dir: Path) -> str | None:
@@ -151,7 +154,11 @@ def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadSto
     )
 
 
-def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage) -> JobService:
+def _redis_service(
+    config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage, observer: JobObserverRelay
+) -> JobService:
+    """Jobs in Redis, run by RQ workers: their runs and frames happen in the workers' processes,
+    out of reach of the server's metrics; `observer` hears of the uploads only."""
     import redis
 
     from videodag_service.jobs.redis_store import RedisJobStore
@@ -183,7 +190,7 @@ def _redis_service(config: JobConfig, dag: DagPipelineService, uploads: Director
         undispatched_key=store.undispatched_key,
         queue_name=config.queue_name,
     )
-    return _started(config, store, queue, uploads, dag)
+    return _started(config, store, queue, uploads, dag, observer)
 
 
 def _started(
@@ -192,6 +199,7 @@ def _started(
     queue: JobQueue,
     uploads: DirectoryUploadStorage,
     dag: DagPipelineService,
+    observer: JobObserverRelay,
 ) -> JobService:
     service = JobService(
         store,
@@ -202,5 +210,6 @@ def _started(
         retention_seconds=config.retention_seconds,
         max_attempts=config.max_attempts,
         maintenance_interval_seconds=config.maintenance_interval_seconds,
+        observer=observer,
     )
     return service.start()

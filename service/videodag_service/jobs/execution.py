@@ -10,6 +10,11 @@ the synchronous call would have given. Three things end a run early without fail
   costs it no attempt. Should the store refuse that write, it stays RUNNING and recovery
   runs it again as it would after a crash;
 * the job outlives `job_timeout_seconds`: it FAILS with DEADLINE_EXCEEDED.
+
+A `JobObserver` (the server's metrics) hears of every frame stored and of every run's end:
+OK, the recorded error's status code, or CANCELLED for a run stopped by the job's cancel.
+A run interrupted by shutdown or taken over by another worker is not an end: the job runs
+again, and that run is counted.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
+from typing import Protocol
 
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import DeadlineExceeded, ErrorDetails, JobNotFound, naming_the_upload
@@ -29,6 +35,57 @@ from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoFilePipelineService, VideoOpened
 
 logger = logging.getLogger(__name__)
+
+# The status names of a job run's end, as the metrics of a synchronous run spell them.
+STATUS_OK = "OK"
+STATUS_CANCELLED = "CANCELLED"
+
+
+class JobObserver(Protocol):
+    """What the jobs report to the server's metrics (`ServerMetrics` is one), without importing them."""
+
+    def record_run(self, pipeline_id: str, status: str) -> None:
+        """A job's run ended with `status`, a gRPC status code name."""
+        ...
+
+    def record_frame(self, pipeline_id: str, count: int = 1) -> None:
+        """A run stored the result of a frame."""
+        ...
+
+    def record_upload(self, pipeline_id: str, size_bytes: int) -> None:
+        """A submitted video was received and stored."""
+        ...
+
+
+class JobObserverRelay:
+    """A `JobObserver` that forwards to `target`, once set (by `JobService.observe`).
+
+    The job service opens, and its workers may start queued jobs, before the server has made
+    its metrics; the executor and the service hold this relay from the start. A failing
+    observer is logged, never allowed to fail or strand a job.
+    """
+
+    def __init__(self, target: JobObserver | None = None) -> None:
+        self.target = target
+
+    def record_run(self, pipeline_id: str, status: str) -> None:
+        if (target := self.target) is not None:
+            self._guarded(target.record_run, pipeline_id, status)
+
+    def record_frame(self, pipeline_id: str, count: int = 1) -> None:
+        if (target := self.target) is not None:
+            self._guarded(target.record_frame, pipeline_id, count)
+
+    def record_upload(self, pipeline_id: str, size_bytes: int) -> None:
+        if (target := self.target) is not None:
+            self._guarded(target.record_upload, pipeline_id, size_bytes)
+
+    @staticmethod
+    def _guarded(record: Callable[..., None], *args: object) -> None:
+        try:
+            record(*args)
+        except Exception:
+            logger.exception("job metrics could not be recorded")
 
 
 class JobInterrupted(Exception):
@@ -56,6 +113,7 @@ class JobExecutor:
         job_timeout_seconds: float,
         retention_seconds: float,
         clock: Callable[[], float] = time.time,
+        observer: JobObserver | None = None,
     ) -> None:
         self._store = store
         self._uploads = uploads
@@ -64,6 +122,8 @@ class JobExecutor:
         self._job_timeout_seconds = job_timeout_seconds
         self._retention_seconds = retention_seconds
         self._clock = clock
+        # Always behind a relay, whose guard keeps a failing observer from failing the job.
+        self._observer = observer if isinstance(observer, JobObserverRelay) else JobObserverRelay(observer)
         self._pending_lock = threading.Lock()
         self._pending_ends: dict[tuple[str, int], tuple[Job, JobSummary | None, JobError | None, float]] = {}
 
@@ -81,6 +141,7 @@ class JobExecutor:
             summary = self._run(job, should_stop)
         except _Superseded:
             logger.info("job %s attempt %d stopped: cancelled or taken over", job.id, job.attempt)
+            self._count_if_cancelled(job)
         except JobInterrupted:
             self._release(job)
             raise
@@ -125,6 +186,7 @@ class JobExecutor:
                     frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)
                     if not self._store.append_frame(job.id, job.attempt, frame):
                         raise _Superseded(job.id)
+                    self._observer.record_frame(job.pipeline_id)
                     if event.result.get("errors"):
                         frames_with_errors += 1
                 elif isinstance(event, VideoOpened):
@@ -166,9 +228,22 @@ class JobExecutor:
             with self._pending_lock:
                 self._pending_ends.setdefault((job.id, job.attempt), (job, summary, error, now))
             return False
-        if not finished:
+        if finished:
+            self._observer.record_run(job.pipeline_id, STATUS_OK if error is None else error.status_code)
+        else:
             logger.info("job %s attempt %d: its end was not recorded (cancelled or taken over)", job.id, job.attempt)
+            self._count_if_cancelled(job)
         return True
+
+    def _count_if_cancelled(self, job: Job) -> None:
+        """Count a run the store stopped as CANCELLED when the job's cancel stopped it; one taken
+        over by another worker (a later attempt) is that worker's to count when it ends."""
+        try:
+            current = self._store.get(job.id)
+        except Exception:  # deleted already, or the store is out: the run goes uncounted, the job is unharmed
+            return
+        if current.state is JobState.CANCELLED and current.attempt == job.attempt:
+            self._observer.record_run(job.pipeline_id, STATUS_CANCELLED)
 
     def record_pending_ends(self) -> None:
         """Try again to record the ends a store failure left unrecorded (the jobs stay RUNNING

@@ -21,6 +21,7 @@ from videodag_service.errors import (
     JobStoreUnavailable,
 )
 from videodag_service.jobs.dispatch import JobQueue
+from videodag_service.jobs.execution import JobObserver, JobObserverRelay
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
 from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, WatchEvent
 from videodag_service.jobs.store import JobStore
@@ -66,6 +67,8 @@ class JobService:
     max_attempts: runs an interrupted job gets before it is FAILED (a video that crashes its
         worker every time must not loop forever).
     maintenance_interval_seconds: how often retention and recovery run.
+    observer: the relay the backend's executor reports to, if it runs jobs in this process;
+        `observe` points it, and the service's own upload counts, at the server's metrics.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class JobService:
         max_attempts: int = 3,
         maintenance_interval_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
+        observer: JobObserverRelay | None = None,
     ) -> None:
         self._store = store
         self._queue = queue
@@ -90,6 +94,7 @@ class JobService:
         self._max_attempts = max_attempts
         self._maintenance_interval_seconds = maintenance_interval_seconds
         self._clock = clock
+        self._observer = observer if observer is not None else JobObserverRelay()
         self._closing = threading.Event()
         self._maintenance = threading.Thread(target=self._maintain, name="videodag-job-maintenance", daemon=True)
 
@@ -98,6 +103,14 @@ class JobService:
         self.run_maintenance()
         self._maintenance.start()
         return self
+
+    def observe(self, observer: JobObserver) -> None:
+        """Report uploads, and the runs and frames of jobs run in this process, to `observer`.
+
+        Set after the service opened, since the server's metrics watch its queue depth; jobs
+        run by RQ workers, in processes of their own, are not reported here.
+        """
+        self._observer.target = observer
 
     def stop_taking_jobs(self) -> None:
         """The server is draining: start no further job here; running ones go on until `close`."""
@@ -136,6 +149,7 @@ class JobService:
             declared_sha256=request.declared_sha256,
             file_name=request.file_name,
         )
+        self._observer.record_upload(request.pipeline_id, video.size_bytes)
         job = Job(
             id=stamp.job_id,
             state=JobState.QUEUED,

@@ -30,12 +30,18 @@ CALL_DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3
 
 
 class ServerMetrics:
-    """The server's metrics; the `record_*` methods are what the servicer and executor call."""
+    """The server's metrics; the `record_*` methods are what the servicer, the DAG and the job service call.
+
+    `record_run`, `record_frame` and `record_upload` make it a `JobObserver`, so the jobs
+    package reports to it without importing it.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.runs = Counter(
-            "videodag_runs", "Pipeline runs that ended, by pipeline and final gRPC status code.",
+            "videodag_runs",
+            "Pipeline runs that ended (UploadAndRun calls and jobs run in this process), by pipeline and final "
+            "gRPC status code.",
             ["pipeline", "status"], registry=self.registry,
         )
         self.frames_processed = Counter(
@@ -47,7 +53,7 @@ class ServerMetrics:
             ["pipeline", "node", "plugin"], buckets=NODE_LATENCY_BUCKETS, registry=self.registry,
         )
         self.upload_bytes = Counter(
-            "videodag_upload_bytes", "Bytes of video received and stored.",
+            "videodag_upload_bytes", "Bytes of video received and stored, for UploadAndRun and SubmitJob.",
             ["pipeline"], registry=self.registry,
         )
         self.active_streams = Gauge(
