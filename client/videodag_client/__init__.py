@@ -12,6 +12,10 @@ Every failure is a `VideodagError`; its subclasses are named after gRPC status c
 Asyncio code uses `AsyncVideodagClient`, with the same calls as coroutines and async iterators.
 """
 
+# First, before anything imports grpc: it quiets gRPC's own logging in the `videodag` command.
+import videodag_client._grpc_logging  # noqa: F401
+
+# isort: split
 from videodag_client._async import AsyncJobWatch, AsyncRunStream, AsyncVideodagClient
 from videodag_client._client import DEFAULT_TARGET, RunStream, VideodagClient
 from videodag_client._errors import (

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
@@ -39,6 +40,7 @@ from videodag_client._upload import DEFAULT_CHUNK_SIZE, PathOrFile, UploadProgre
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 R = TypeVar("R")
+S = TypeVar("S", bound="_ThreadedStream[Any]")
 # Threads for the calls that answer once (pipelines, job lookups, a job's upload); streams
 # wait on threads of their own.
 _CALL_THREADS = 8
@@ -49,7 +51,10 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     """A connection to one videodag server for asyncio code; failures raise `VideodagError` subclasses.
 
     The arguments are those of `VideodagClient`. `close()` (or leaving `async with`)
-    closes the channel, which cancels the calls still running.
+    cancels the streams still running (`upload_and_run`, `watch_job`) and closes the client;
+    later calls raise `FailedPrecondition` (reason `CLIENT_CLOSED`). A client wrapped with
+    `from_client` behaves the same, though the channel of a `VideodagClient.from_channel`
+    stays open for its owner.
     """
 
     def __init__(
@@ -68,7 +73,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     @classmethod
     def from_client(cls, client: VideodagClient) -> AsyncVideodagClient:
         """Wraps a blocking client the caller built (with `VideodagClient.from_channel`, for
-        interceptors or custom channel options); closing this one closes that one."""
+        interceptors or custom channel options); closing this one closes that one, and cancels
+        this one's streams."""
         wrapper = cls.__new__(cls)
         wrapper._setup(client)
         return wrapper
@@ -76,10 +82,20 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     def _setup(self, client: VideodagClient) -> None:
         self._client = client
         self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-call")
+        # Closing the client cancels these itself: a channel the client does not own stays open,
+        # so closing it would not end them.
+        self._streams: weakref.WeakSet[_ThreadedStream[Any]] = weakref.WeakSet()
 
     async def close(self) -> None:
+        """Cancels the running streams, then closes the client."""
+        for stream in list(self._streams):
+            stream.cancel()
         self._client.close()
         self._calls.shutdown(wait=False, cancel_futures=True)
+
+    def _track(self, stream: S) -> S:
+        self._streams.add(stream)
+        return stream
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -123,7 +139,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             timeout=timeout,
             on_upload_progress=_in_loop(on_upload_progress),
         )
-        return AsyncRunStream(start, "async-client-run")
+        return self._track(AsyncRunStream(start, "async-client-run"))
 
     async def submit_job(
         self,
@@ -208,7 +224,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             reconnect_window=reconnect_window,
             on_reconnect=_in_loop(on_reconnect),
         )
-        return AsyncJobWatch(start, "async-client-watch")
+        return self._track(AsyncJobWatch(start, "async-client-watch"))
 
     async def _run(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         loop = asyncio.get_running_loop()
@@ -262,6 +278,10 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
 
     async def aclose(self) -> None:
         """Cancels the call if it is still running; later iteration stops at once."""
+        self.cancel()
+
+    def cancel(self) -> None:
+        """`aclose` without awaiting: for the client's `close`, from the event loop's thread."""
         self._closed = True
         self._close_stream()
         self._thread.shutdown(wait=False)

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import from_grpc_error
+from videodag_client._errors import FailedPrecondition, FieldViolation, InvalidArgument, from_grpc_error
 from videodag_client._events import Event, event_from_proto
 from videodag_client._jobs import JobCalls
 from videodag_client._options import RunOptions
@@ -39,6 +39,7 @@ class VideodagClient(JobCalls):
     `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`
     (TLS) it travels in clear text, which is only acceptable on a trusted network.
     `timeout` (seconds) is the default deadline of every call; None means no deadline.
+    After `close()`, every call raises `FailedPrecondition` (reason `CLIENT_CLOSED`).
     """
 
     def __init__(
@@ -90,11 +91,31 @@ class VideodagClient(JobCalls):
             (("authorization", f"Bearer {token}"),) if token else ()
         )
         self._timeout = timeout
+        self._closed = False
 
     def close(self) -> None:
-        """Closes the channel if this client opened it; calls still running are cancelled."""
+        """Closes the channel if this client opened it; calls still running are cancelled.
+
+        Later calls raise `FailedPrecondition` (reason `CLIENT_CLOSED`), also on a client
+        built with `from_channel`, whose channel stays open for its owner."""
+        self._closed = True
         if self._owns_channel:
             self._channel.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise client_closed_error()
+
+    def _invoke(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Starts a call; a closed client (or channel) is refused with `FailedPrecondition`, not
+        with the ValueError gRPC raises for a closed channel."""
+        self._check_open()
+        try:
+            return method(*args, **kwargs)
+        except (ValueError, RuntimeError) as error:
+            if "closed" not in str(error).lower():
+                raise
+            raise client_closed_error() from error
 
     def __enter__(self) -> VideodagClient:
         return self
@@ -110,7 +131,8 @@ class VideodagClient(JobCalls):
     def list_pipelines(self, *, timeout: float | None = None) -> list[PipelineInfo]:
         """Every pipeline the server runs, sorted by id."""
         try:
-            response = self._stub.ListPipelines(
+            response = self._invoke(
+                self._stub.ListPipelines,
                 video_pipeline_service_pb2.ListPipelinesRequest(),
                 timeout=self._deadline(timeout),
                 metadata=self._metadata,
@@ -122,7 +144,8 @@ class VideodagClient(JobCalls):
     def get_pipeline(self, pipeline_id: str, *, timeout: float | None = None) -> PipelineInfo:
         """One pipeline with its node graph; raises `NotFound` for an unknown id."""
         try:
-            response = self._stub.GetPipeline(
+            response = self._invoke(
+                self._stub.GetPipeline,
                 video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id),
                 timeout=self._deadline(timeout),
                 metadata=self._metadata,
@@ -160,16 +183,19 @@ class VideodagClient(JobCalls):
         `decode_during_upload` asks the server to decode while the upload arrives, so the
         first results come back before it ends (for files with their index at the front and
         fragmented MP4, see the contract); `UploadReceived` may then come after frames. It needs the size
-        declared, so a seekable input and `declare_size` (ValueError otherwise).
+        declared, so a seekable, non-empty input and `declare_size`: otherwise `InvalidArgument` is
+        raised before any call, as the server would (field `config.declared_size_bytes`).
+        A text-mode file object raises TypeError: the video is bytes.
 
         Closing the returned stream (or leaving its `with` block) cancels the call.
         """
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+        self._check_open()
         upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
         if decode_during_upload and not upload.size_bytes:
             upload.close()
-            raise ValueError("decode_during_upload needs the size declared: a seekable, non-empty input, declare_size")
+            raise size_unknown_error()
         config = run_pb2.RunConfig(
             pipeline_id=pipeline_id,
             file_name=upload.file_name,
@@ -184,7 +210,9 @@ class VideodagClient(JobCalls):
             _encode_upload_chunk, upload, chunk_size, on_upload_progress,
         )
         try:
-            call = self._upload_and_run(requests, timeout=self._deadline(timeout), metadata=self._metadata)
+            call = self._invoke(
+                self._upload_and_run, requests, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         except BaseException:
             requests.close()
             raise
@@ -192,6 +220,19 @@ class VideodagClient(JobCalls):
 
     def _deadline(self, timeout: float | None) -> float | None:
         return self._timeout if timeout is None else timeout
+
+
+def client_closed_error() -> FailedPrecondition:
+    return FailedPrecondition("the client is closed: make a new VideodagClient", reason="CLIENT_CLOSED")
+
+
+def size_unknown_error() -> InvalidArgument:
+    """What the server answers to decode_during_upload without a declared size, raised before the call."""
+    return InvalidArgument(
+        "decode_during_upload needs the size declared: a seekable, non-empty input (not a pipe), and declare_size",
+        reason="INVALID_OPTIONS",
+        field_violations=[FieldViolation("config.declared_size_bytes", "required when decode_during_upload is set")],
+    )
 
 
 class RunStream(Iterator[Event]):

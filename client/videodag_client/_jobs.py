@@ -102,13 +102,15 @@ JobEvent: TypeAlias = Job | FrameResult
 
 
 class JobCalls:
-    """The job calls of `VideodagClient`; expects `_stub`, `_submit_job`, `_metadata` and
-    `_deadline` from it."""
+    """The job calls of `VideodagClient`; expects `_stub`, `_submit_job`, `_metadata`,
+    `_deadline`, `_invoke` and `_check_open` (which refuse calls on a closed client) from it."""
 
     _stub: video_pipeline_service_pb2_grpc.VideoPipelineServiceStub
     _submit_job: grpc.StreamUnaryMultiCallable
     _metadata: tuple[tuple[str, str], ...]
     _deadline: Callable[[float | None], float | None]
+    _invoke: Callable[..., Any]
+    _check_open: Callable[[], None]
 
     def submit_job(
         self,
@@ -150,6 +152,7 @@ class JobCalls:
         """`submit_job` up to the call started, so that another thread can cancel it."""
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+        self._check_open()
         upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
         run_config = run_pb2.RunConfig(
             pipeline_id=pipeline_id,
@@ -167,7 +170,9 @@ class JobCalls:
             _encode_job_chunk, upload, chunk_size, on_upload_progress,
         )
         try:
-            call = self._submit_job.future(chunked, timeout=self._deadline(timeout), metadata=self._metadata)
+            call = self._invoke(
+                self._submit_job.future, chunked, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         except BaseException:
             chunked.close()
             raise
@@ -231,20 +236,21 @@ class JobCalls:
         for up to `reconnect_window` seconds of failed attempts in a row (0 disables it); a
         server that refuses the watch for having too many open (`TOO_MANY_WATCHES`) is asked
         again after the delay it gives. `on_reconnect(error, last_frame_index)` is called
-        before each new attempt.
+        before each new attempt. A server that cannot be reached before the first response
+        (a wrong address, a server down) is not waited for: `Unavailable` is raised at once.
         """
 
         def open_call(after: int | None) -> Any:
             request = video_pipeline_service_pb2.WatchJobRequest(job_id=job_id)
             if after is not None:
                 request.after_frame_index = after
-            return self._stub.WatchJob(request, timeout=self._deadline(None), metadata=self._metadata)
+            return self._invoke(self._stub.WatchJob, request, timeout=self._deadline(None), metadata=self._metadata)
 
         return JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self._deadline(timeout), metadata=self._metadata)
+            return self._invoke(method, request, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_grpc_error(error) from error
 
@@ -284,6 +290,9 @@ class JobWatch(Iterator[JobEvent]):
 
     `last_frame_index` is the index of the last frame delivered (the resume point), `job` the
     latest job state seen, `reconnects` how many times the connection was re-established.
+    Only a watch that has had a first response reconnects after losing its connection: one
+    that never got through is pointed at a wrong or stopped server, and waiting would only
+    hide that.
     """
 
     def __init__(
@@ -304,6 +313,8 @@ class JobWatch(Iterator[JobEvent]):
         self._closed = threading.Event()
         self._failing_since: float | None = None
         self._backoff = _FIRST_BACKOFF_SECONDS
+        self._connected = False
+        """Set by the first response: from then on a lost connection is worth reconnecting."""
 
     def __iter__(self) -> JobWatch:
         return self
@@ -324,6 +335,7 @@ class JobWatch(Iterator[JobEvent]):
                 self._wait_or_raise(error)
                 continue
             self._failing_since, self._backoff = None, _FIRST_BACKOFF_SECONDS
+            self._connected = True
             event = self._convert(response)
             if event is not None:
                 return event
@@ -350,13 +362,19 @@ class JobWatch(Iterator[JobEvent]):
         if self._failing_since is None:
             self._failing_since = now
         window_left = self._reconnect_window - (now - self._failing_since)
-        if not _worth_retrying(mapped) or window_left <= 0:
+        if not self._worth_retrying(mapped) or window_left <= 0:
             self._done = True
             raise mapped from error
         if self._on_reconnect is not None:
             self._on_reconnect(mapped, self.last_frame_index)
         self._closed.wait(min(self._delay_before_retry(mapped), window_left))
         self.reconnects += 1
+
+    def _worth_retrying(self, error: VideodagError) -> bool:
+        """A full server always (it answered, so it is the right one); a lost connection once connected."""
+        if _is_watches_full(error):
+            return True
+        return self._connected and error.code in _RECONNECTABLE
 
     def _delay_before_retry(self, error: VideodagError) -> float:
         """The server's retry delay when it gives one for a full server; else a doubling backoff."""
@@ -387,11 +405,6 @@ class JobWatch(Iterator[JobEvent]):
 
 def _is_watches_full(error: VideodagError) -> bool:
     return error.code is grpc.StatusCode.RESOURCE_EXHAUSTED and error.reason == _WATCHES_FULL
-
-
-def _worth_retrying(error: VideodagError) -> bool:
-    """A dropped connection, a restarting server, or one with every watch slot taken for now."""
-    return error.code in _RECONNECTABLE or _is_watches_full(error)
 
 
 def job_from_proto(job: job_pb2.Job) -> Job:

@@ -269,6 +269,7 @@ def render_video(
     if fourcc is None:
         raise RenderError(f"cannot write {output_path.suffix or 'files without a suffix'}; "
                           f"use one of {', '.join(sorted(_FOURCC_BY_SUFFIX))}")
+    _check_output(output_path, Path(video))
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise RenderError(f"cannot open video {str(video)!r}")
@@ -290,7 +291,7 @@ def render_video(
             if not ok:
                 break
             if writer is None:
-                writer = _open_writer(partial, fourcc, fps, frame)
+                writer = _open_writer(partial, output_path, fourcc, fps, frame)
             result = results.get(frames_written)
             if result is not None:
                 boxes_drawn += draw_result(frame, result)
@@ -315,9 +316,19 @@ def render_video(
     return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled))
 
 
-def _open_writer(path: Path, fourcc: str, fps: float, first_frame: np.ndarray) -> cv2.VideoWriter:
+def _check_output(output: Path, video: Path) -> None:
+    """Refuses at the start what the final rename would fail on, or do harm with, after the whole video."""
+    if output.is_dir():
+        raise RenderError(f"cannot write the video to {str(output)!r}: it is a directory")
+    if output.exists() and video.exists() and output.samefile(video):
+        raise RenderError(f"cannot write the video to {str(output)!r}: it is the input video")
+
+
+def _open_writer(path: Path, output: Path, fourcc: str, fps: float, first_frame: np.ndarray) -> cv2.VideoWriter:
+    """A writer of `path`, the temporary name of `output`, which is the file an error names."""
     height, width = first_frame.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
     if not writer.isOpened():
-        raise RenderError(f"cannot write {fourcc} video to {str(path.parent)!r}")
+        where = "" if path.parent.is_dir() else f": the directory {str(path.parent)!r} does not exist"
+        raise RenderError(f"cannot write {fourcc} video to {str(output)!r}{where}")
     return writer

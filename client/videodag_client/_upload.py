@@ -54,6 +54,7 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
         stream: BinaryIO = open(path_or_file, "rb")  # noqa: SIM115 - closed by ChunkedRequests
         owned = True
     else:
+        _require_binary(path_or_file)
         stream, owned = path_or_file, False
     try:
         name = getattr(stream, "name", "")
@@ -66,6 +67,14 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
             stream.close()
         raise
     return UploadFile(stream, owned, file_name, size, sha256)
+
+
+def _require_binary(stream: object) -> None:
+    """A text-mode file would fail later, deep in hashing or in gRPC's thread: say what is needed now."""
+    if isinstance(stream, io.TextIOBase | bytes | bytearray):
+        name = getattr(stream, "name", None)
+        what = f"{type(stream).__name__} {name!r}" if name is not None else type(stream).__name__
+        raise TypeError(f"the video must be a path or a binary file object (open it with 'rb'), got {what}")
 
 
 def _remaining_size(stream: BinaryIO) -> int:

@@ -1,19 +1,30 @@
 """The `videodag` command: run a pipeline on a video, list the server's pipelines.
 
 Exit codes are listed in `videodag_client.cli._exit_codes`; errors are printed to stderr as
-`error: <STATUS>: <message>`.
+`error: <STATUS>: <message>`. gRPC's own log lines are kept off stderr (see
+`videodag_client._grpc_logging`; setting GRPC_VERBOSITY brings them back).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+import grpc
 
 from videodag_client import VideodagError
 from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
+from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
+
+# Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
+_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_")
 
 __all__ = ["build_parser", "main"]
 
@@ -25,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "exit codes: 0 ok, 1 server error, 2 usage, 3 not found, 4 invalid argument, "
             "5 resource exhausted, 6 data loss, 7 unavailable or deadline exceeded, "
-            "8 unauthenticated or permission denied, 130 interrupted, 141 output closed by its reader"
+            "8 unauthenticated, permission denied or TLS handshake failed, 130 interrupted (SIGINT), "
+            "141 output closed by its reader, 143 terminated (SIGTERM)"
         ),
     )
     add_connection_arguments(parser)
@@ -47,8 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as usage_exit:  # --help, or a usage error argparse already printed
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
     try:
-        exit_code: int = args.handler(args)
+        with _sigterm_as_interrupt():
+            exit_code: int = args.handler(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return _exit_codes.USAGE
     except VideodagError as error:
+        if _is_tls_failure(error):
+            _print_tls_failure(error)
+            return _exit_codes.CREDENTIALS
         _print_error(error)
         return _exit_codes.exit_code_for_status(error.code)
     except BrokenPipeError:
@@ -60,10 +79,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return _exit_codes.USAGE
+    except _Terminated:
+        print("terminated", file=sys.stderr)
+        return _exit_codes.TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return _exit_codes.INTERRUPTED
     return exit_code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so that the same clean-up runs: the call is
+    cancelled and partial results are kept as a `.part` file."""
+
+
+def _raise_terminated(_signal_number: int, _frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM handled like SIGINT while a command runs (signals can be caught in the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _is_tls_failure(error: VideodagError) -> bool:
+    message = error.message.lower()
+    return error.code is grpc.StatusCode.UNAVAILABLE and any(mark in message for mark in _TLS_FAILURE_MARKS)
+
+
+def _print_tls_failure(error: VideodagError) -> None:
+    """Not "unavailable, retry later": a handshake fails the same way every time until the setup changes."""
+    print(
+        "error: TLS handshake with the server failed: check --tls-ca (the CA that signed the server's "
+        "certificate), --tls-cert/--tls-key if the server wants a client certificate, and that the server "
+        f"serves TLS\n  gRPC: {error.message}",
+        file=sys.stderr,
+    )
 
 
 def _print_error(error: VideodagError) -> None:

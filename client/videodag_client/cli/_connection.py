@@ -13,6 +13,7 @@ import os
 import grpc
 
 from videodag_client import DEFAULT_TARGET, VideodagClient
+from videodag_client.cli._arguments import MAX_TIMEOUT_SECONDS, UsageError, float_in_range, server_address
 
 SERVER_ENV = "VIDEODAG_SERVER"
 TOKEN_ENV = "VIDEODAG_TOKEN"
@@ -26,6 +27,8 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         token=os.environ.get(TOKEN_ENV),
         tls=False,
         tls_ca=None,
+        tls_cert=None,
+        tls_key=None,
         timeout=None,
     )
 
@@ -41,8 +44,9 @@ def _add(parser: argparse.ArgumentParser, **defaults: object) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--server",
+        type=server_address,
         metavar="HOST:PORT",
-        help=f"server address (env {SERVER_ENV}; default {DEFAULT_TARGET})",
+        help=f"server address, port required (env {SERVER_ENV}; default {DEFAULT_TARGET})",
     )
     group.add_argument(
         "--token", help=f"bearer token sent as the authorization header (env {TOKEN_ENV})"
@@ -53,18 +57,52 @@ def _add(parser: argparse.ArgumentParser, **defaults: object) -> None:
         metavar="FILE",
         help="connect with TLS, trusting the PEM certificates in FILE (implies --tls)",
     )
-    group.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of each call; default none")
+    group.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="mutual TLS: present the PEM client certificate (chain) in FILE; needs --tls-key, implies --tls",
+    )
+    group.add_argument("--tls-key", metavar="FILE", help="mutual TLS: the PEM private key of --tls-cert")
+    group.add_argument(
+        "--timeout",
+        type=float_in_range(0, MAX_TIMEOUT_SECONDS, low_inclusive=False),
+        metavar="SECONDS",
+        help="deadline of each call, more than 0; default none",
+    )
     if defaults:
         parser.set_defaults(**defaults)
 
 
 def connect(args: argparse.Namespace) -> VideodagClient:
-    """Builds the client the options describe; reading --tls-ca may raise OSError."""
-    credentials = None
-    if args.tls or args.tls_ca:
-        root_certificates = None
-        if args.tls_ca:
-            with open(args.tls_ca, "rb") as ca_file:
-                root_certificates = ca_file.read()
-        credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-    return VideodagClient(args.server, credentials=credentials, token=args.token, timeout=args.timeout)
+    """Builds the client the options describe; a TLS file that is unreadable or not PEM is a `UsageError`."""
+    return VideodagClient(args.server, credentials=channel_credentials(args), token=args.token, timeout=args.timeout)
+
+
+def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials when any TLS option is given, else None (plaintext).
+
+    The files are checked here because gRPC takes any bytes and only fails later, at the
+    handshake, with a status that reads like a network fault.
+    """
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together: give both (mutual TLS) or neither")
+    if not (args.tls or args.tls_ca or args.tls_cert):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(args.tls_ca, "--tls-ca", "CERTIFICATE") if args.tls_ca else None,
+        private_key=_read_pem(args.tls_key, "--tls-key", "PRIVATE KEY") if args.tls_key else None,
+        certificate_chain=_read_pem(args.tls_cert, "--tls-cert", "CERTIFICATE") if args.tls_cert else None,
+    )
+
+
+def _read_pem(path: str, option: str, label: str) -> bytes:
+    """The file's bytes, if it can be read and holds a PEM block of this kind (`BEGIN ... {label}`)."""
+    try:
+        with open(path, "rb") as pem_file:
+            content = pem_file.read()
+    except OSError as error:
+        raise UsageError(f"{option} {path}: cannot read it: {error.strerror or error}") from None
+    if not any(line.startswith(b"-----BEGIN ") and line.rstrip().endswith(f"{label}-----".encode())
+               for line in content.splitlines()):
+        raise UsageError(f"{option} {path}: not a PEM file with a {label.lower()} (no '-----BEGIN ... {label}-----')")
+    return content

@@ -8,9 +8,11 @@
     5   RESOURCE_EXHAUSTED: a server limit (size, duration, concurrent runs)
     6   DATA_LOSS: the upload arrived damaged
     7   UNAVAILABLE or DEADLINE_EXCEEDED: server unreachable, draining or too slow; retry later
-    8   UNAUTHENTICATED or PERMISSION_DENIED: check the token
-    130 interrupted (Ctrl-C)
+    8   UNAUTHENTICATED or PERMISSION_DENIED: check the token; or the TLS handshake failed
+        (UNAVAILABLE from gRPC, but no retry helps): check --tls-ca, --tls-cert, --tls-key
+    130 interrupted (Ctrl-C, SIGINT)
     141 the reader of the output went away (`videodag run -o - | head`), as for SIGPIPE
+    143 terminated (SIGTERM), which `run` and `watch` handle as they handle Ctrl-C
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ RESOURCE_EXHAUSTED = 5
 DATA_LOSS = 6
 UNAVAILABLE = 7
 UNAUTHENTICATED = 8
+CREDENTIALS = UNAUTHENTICATED
 INTERRUPTED = 130
 OUTPUT_CLOSED = 141
+TERMINATED = 143
 
 _EXIT_CODE_BY_STATUS = {
     grpc.StatusCode.NOT_FOUND: NOT_FOUND,

@@ -11,6 +11,7 @@ from typing import Any
 
 from videodag_client import Job, JobState
 from videodag_client.cli import _exit_codes
+from videodag_client.cli._arguments import INT64_MAX, int_in_range
 from videodag_client.cli._connection import connect, connection_options_parent
 
 STATE_NAMES = [state.name.lower() for state in JobState]
@@ -27,7 +28,9 @@ def add_parser(subcommands: Any) -> None:
         "--state", action="append", choices=STATE_NAMES, type=str.lower,  # as listed (RUNNING) or typed (running)
         help="only jobs in this state (repeatable)",
     )
-    parser.add_argument("--limit", type=int, default=50, metavar="N", help="list at most N jobs (0: all)")
+    parser.add_argument(
+        "--limit", type=int_in_range(0, INT64_MAX), default=50, metavar="N", help="list at most N jobs (0: all)"
+    )
     parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
     parser.set_defaults(handler=list_command)
     actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION")

@@ -7,10 +7,12 @@ Works offline: it needs the video and the JSON Lines `videodag run -o` wrote, no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from videodag_client.cli import _exit_codes
+from videodag_client.cli._arguments import UsageError
 
 
 def add_parser(subcommands: Any) -> None:
@@ -43,6 +45,10 @@ def render_command(args: argparse.Namespace) -> int:
     if args.snapshot_frames < 1:
         print("error: --snapshot-frames must be at least 1", file=sys.stderr)
         return _exit_codes.USAGE
+    inputs = (args.video, args.results)
+    check_destination(args.output, "-o", inputs)
+    if args.snapshot is not None:
+        check_destination(args.snapshot, "--snapshot", (*inputs, args.output))
     try:
         results = load_results(args.results)
         summary = render_video(
@@ -57,3 +63,17 @@ def render_command(args: argparse.Namespace) -> int:
         + (f"; contact sheet {args.snapshot} ({summary.snapshot_frames} frames)" if args.snapshot else "")
     )
     return _exit_codes.SUCCESS
+
+
+def check_destination(path: str, option: str, inputs: tuple[str, ...]) -> None:
+    """Refuses, before the video is decoded, a destination the final rename would fail on or
+    that names an input: a directory, a missing directory, or the video or results themselves."""
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: it is a directory; name a file in it")
+    parent = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: cannot write it: the directory {parent} does not exist")
+    if os.path.exists(path):
+        for source in inputs:
+            if os.path.exists(source) and os.path.samefile(path, source):
+                raise UsageError(f"{option} {path}: it is an input ({source}); write to another file")

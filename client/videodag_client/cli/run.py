@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any
+from typing import Any, BinaryIO
 
 from videodag_client import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
     FrameResult,
+    InvalidArgument,
     RunOptions,
+    RunStream,
     RunSummary,
     UploadReceived,
+    VideodagClient,
     VideoOpened,
 )
 from videodag_client.cli import _exit_codes
+from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
-from videodag_client.cli._results import STDOUT, JsonLinesOutput
+from videodag_client.cli._results import STDIN, STDOUT, JsonLinesOutput
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 
 # Frame i is at i / fps; a window bound that lands on a frame's time within float noise
@@ -34,7 +38,7 @@ def add_parser(subcommands: Any) -> None:
         help="upload a video and run a pipeline on it",
         description="Upload VIDEO, run pipeline ID on its frames, and write one JSON object per frame.",
     )
-    parser.add_argument("video", metavar="VIDEO", help="the video file to upload")
+    parser.add_argument("video", metavar="VIDEO", help="the video file to upload, or '-' to read it from stdin")
     parser.add_argument(
         "--pipeline", required=True, metavar="ID", help="the pipeline to run (see `videodag pipelines`)"
     )
@@ -43,7 +47,8 @@ def add_parser(subcommands: Any) -> None:
         "--output",
         "-o",
         metavar="FILE",
-        help="write results as JSON Lines to FILE, or '-' for stdout; default: not written",
+        help="write results as JSON Lines to FILE, or '-' for stdout; default: not written. A file is written "
+        "as FILE.part and renamed at the end; a FIFO or device is written directly",
     )
     parser.add_argument(
         "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES", help="upload chunk size"
@@ -55,7 +60,8 @@ def add_parser(subcommands: Any) -> None:
         "--decode-during-upload",
         action="store_true",
         help="start decoding while the upload is still arriving (first results sooner for faststart MP4/MOV, "
-        "MKV/WebM and fragmented MP4; other files wait for their end, as without it)",
+        "MKV/WebM and fragmented MP4; other files wait for their end, as without it); needs a regular, "
+        "non-empty file, whose size can be declared",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no summary")
     parser.set_defaults(handler=run_command)
@@ -66,20 +72,14 @@ def run_command(args: argparse.Namespace) -> int:
     if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
         print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
         return _exit_codes.USAGE
+    # Checked before connecting: a bad -o found after the run would lose its results.
+    output = JsonLinesOutput(args.output, input_path=args.video)
     summary: RunSummary | None = None
     with (
         connect(args) as client,
-        JsonLinesOutput(args.output) as output,
+        output,
         RunProgress(progress_wanted(args.quiet)) as progress,
-        client.upload_and_run(
-            args.video,
-            args.pipeline,
-            options,
-            chunk_size=args.chunk_size,
-            checksum=not args.no_checksum,
-            decode_during_upload=args.decode_during_upload,
-            on_upload_progress=progress.upload,
-        ) as events,
+        _start_run(client, args, options, progress) as events,
     ):
         for event in events:
             if isinstance(event, UploadReceived):
@@ -96,6 +96,33 @@ def run_command(args: argparse.Namespace) -> int:
         summary_stream = sys.stderr if args.output == STDOUT else sys.stdout
         print(format_summary(summary, args.output), file=summary_stream)
     return _exit_codes.SUCCESS
+
+
+def _start_run(
+    client: VideodagClient, args: argparse.Namespace, options: RunOptions, progress: RunProgress
+) -> RunStream:
+    """Starts the upload; what the client refuses before any call is a usage error."""
+    try:
+        return client.upload_and_run(
+            _video_source(args.video),
+            args.pipeline,
+            options,
+            chunk_size=args.chunk_size,
+            checksum=not args.no_checksum,
+            decode_during_upload=args.decode_during_upload,
+            on_upload_progress=progress.upload,
+        )
+    except InvalidArgument as error:  # only the client's own check: no call was made
+        raise UsageError(f"--decode-during-upload: {error.message}") from None
+
+
+def _video_source(video: str) -> str | BinaryIO:
+    """The path, or for '-' stdin as a binary stream (a pipe works: the upload never seeks one)."""
+    if video != STDIN:
+        return video
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("VIDEO is '-' but stdin is a terminal: pipe or redirect the video into it")
+    return open(sys.stdin.fileno(), "rb", closefd=False)
 
 
 def expected_frame_count(video: VideoOpened, options: RunOptions) -> int | None:

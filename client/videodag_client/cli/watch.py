@@ -2,8 +2,10 @@
 
 The watch survives dropped connections and server restarts: it reconnects and resumes after
 the last frame received, so the output holds every frame once. A server already streaming its
-maximum of watches is asked again after the delay it gives. `--after N` resumes a watch
-that an earlier command left at frame N.
+maximum of watches is asked again after the delay it gives. A server that cannot be reached
+at the start is reported at once: only a watch that got through reconnects. `--after N`
+resumes a watch that an earlier command left at frame N; with the same `-o FILE`, the
+`FILE.part` that command kept is continued rather than started afresh.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ from tqdm import tqdm
 
 from videodag_client import Cancelled, FrameResult, Job, JobState, VideodagError
 from videodag_client.cli import _exit_codes
+from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import progress_wanted
 from videodag_client.cli._results import STDOUT, JsonLinesOutput
 from videodag_client.cli.run import format_summary
+
+# A year: far past any job, and far inside what a timed wait accepts.
+_MAX_RECONNECT_WINDOW_SECONDS = 365 * 24 * 3600.0
 
 
 def add_parser(subcommands: Any) -> None:
@@ -32,20 +38,25 @@ def add_parser(subcommands: Any) -> None:
     )
     parser.add_argument("job_id", metavar="JOB")
     parser.add_argument(
-        "--after", type=int, metavar="N", help="only frames after frame index N (resume an earlier watch)"
+        "--after",
+        type=int_in_range(-1, INT64_MAX),
+        metavar="N",
+        help="only frames after frame index N (resume an earlier watch; with the same -o, its FILE.part is "
+        "continued)",
     )
     parser.add_argument(
         "--output",
         "-o",
         metavar="FILE",
-        help="write results as JSON Lines to FILE, or '-' for stdout; default: not written",
+        help="write results as JSON Lines to FILE, or '-' for stdout; default: not written. A file is written "
+        "as FILE.part and renamed at the end; a FIFO or device is written directly",
     )
     parser.add_argument(
         "--reconnect-window",
-        type=float,
+        type=float_in_range(0, _MAX_RECONNECT_WINDOW_SECONDS),
         default=300.0,
         metavar="SECONDS",
-        help="how long to keep reconnecting after the connection drops (default 300)",
+        help="how long to keep reconnecting after the connection drops, once connected (default 300)",
     )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     parser.set_defaults(handler=watch_command)
@@ -54,9 +65,11 @@ def add_parser(subcommands: Any) -> None:
 def watch_command(args: argparse.Namespace) -> int:
     show_progress = progress_wanted(args.quiet)
     final: Job | None = None
+    # Checked before connecting: a bad -o found after the watch would lose its results.
+    output = JsonLinesOutput(args.output, resume_after=args.after)
     with (
         connect(args) as client,
-        JsonLinesOutput(args.output) as output,
+        output,
         tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False) as bar,
     ):
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from videodag_client._render import (
     draw_result,
     find_annotations,
     load_results,
+    render_video,
 )
 from videodag_client.cli import main
 
@@ -255,3 +257,46 @@ def test_cli_errors_exit_with_usage(sample_clip: Path, tmp_path: Path, capsys) -
     assert main(["render", str(tmp_path / "no_video.mp4"), str(results), "-o", str(tmp_path / "o.mp4")]) == 2
     assert main(["render", str(sample_clip), str(results), "-o", str(tmp_path / "o.gif")]) == 2
     assert not (tmp_path / "o.mp4").exists()
+
+
+@pytest.mark.parametrize("kind", ["the video", "the results", "a directory", "a missing directory"])
+def test_render_refuses_a_bad_output_before_decoding(
+    sample_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(sample_clip.read_bytes())
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"frame_index": 0, "result": synthetic_result(0)}) + "\n")
+    output = {"the video": video, "the results": results, "a directory": tmp_path / "dir.mp4",
+              "a missing directory": tmp_path / "absent" / "out.mp4"}[kind]
+    if kind == "a directory":
+        output.mkdir()
+    before = {path: path.read_bytes() for path in (video, results)}
+
+    assert main(["render", str(video), str(results), "-o", str(output)]) == 2
+
+    error = capsys.readouterr().err
+    expected = {"the video": "it is an input", "the results": "it is an input", "a directory": "it is a directory",
+                "a missing directory": f"the directory {tmp_path / 'absent'} does not exist"}[kind]
+    assert error.startswith(f"error: -o {output}: ") and expected in error
+    assert {path: path.read_bytes() for path in (video, results)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["clip.mp4", "results.jsonl"]
+                                                                + (["dir.mp4"] if kind == "a directory" else []))
+
+
+def test_render_video_refuses_to_overwrite_its_input(sample_clip: Path, tmp_path: Path) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(sample_clip.read_bytes())
+    with pytest.raises(RenderError, match="it is the input video"):
+        render_video(video, {}, video)
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    with pytest.raises(RenderError, match="it is a directory"):
+        render_video(video, {}, folder)
+
+
+def test_a_writer_that_cannot_open_names_the_file(sample_clip: Path, tmp_path: Path) -> None:
+    output = tmp_path / "absent" / "out.mp4"
+    expected = f"to {str(output)!r}: the directory {str(output.parent)!r} does not exist"
+    with pytest.raises(RenderError, match=re.escape(expected)):
+        render_video(sample_clip, {}, output)

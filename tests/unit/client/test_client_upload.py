@@ -25,6 +25,7 @@ from videodag.v1 import run_pb2
 from videodag_client import (
     MAX_CHUNK_SIZE,
     FrameResult,
+    InvalidArgument,
     NodeError,
     RunOptions,
     RunSummary,
@@ -159,11 +160,13 @@ def test_decode_during_upload_without_a_size_is_refused_before_any_call(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
 ) -> None:
     stream = open(video_path, "rb")  # noqa: SIM115 (the caller's file: it must stay open)
-    with pytest.raises(ValueError, match="decode_during_upload needs the size declared"):
+    with pytest.raises(InvalidArgument, match="decode_during_upload needs the size declared") as refused:
         client.upload_and_run(stream, "motion_v1", declare_size=False, decode_during_upload=True)
+    # The server's answer to the same request, so one `except` handles both.
+    assert [v.field for v in refused.value.field_violations] == ["config.declared_size_bytes"]
     assert not stream.closed  # the caller's file object stays open
     stream.close()
-    with pytest.raises(ValueError, match="decode_during_upload"):
+    with pytest.raises(InvalidArgument, match="decode_during_upload"):
         client.upload_and_run(video_path, "motion_v1", declare_size=False, decode_during_upload=True)
     assert servicer.requests == []  # no call was made
     assert _open_descriptors_of(video_path) == 0

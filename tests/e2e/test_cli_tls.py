@@ -1,0 +1,56 @@
+"""`videodag` over TLS against a real server: mutual TLS with --tls-cert/--tls-key, and a failed
+handshake reported as a TLS failure, without gRPC's own log lines on stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import ServerFactory
+from test_e2e_access_control import openssl, pki  # noqa: F401 - pki: the CA, server and client certificates
+
+from videodag_client.cli import _exit_codes, main
+
+
+def _tls_options(pki_folder: Path, *, client_certificate: bool) -> list[str]:
+    options = ["--tls-ca", str(pki_folder / "ca.pem")]
+    if client_certificate:
+        options += ["--tls-cert", str(pki_folder / "client.pem"), "--tls-key", str(pki_folder / "client.key")]
+    return options
+
+
+def test_the_cli_speaks_mutual_tls(
+    make_server: ServerFactory, pki: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
+                         tls_client_ca_file=pki / "ca.pem")
+    target = ["--server", f"localhost:{server.running.port}", "--timeout", "10"]
+
+    assert main([*target, *_tls_options(pki, client_certificate=True), "pipelines"]) == 0
+    assert "frame_stats_v1" in capsys.readouterr().out
+
+    # The server ends the handshake by closing the socket: gRPC reports no more than that.
+    assert main([*target, *_tls_options(pki, client_certificate=False), "pipelines"]) == _exit_codes.UNAVAILABLE
+    assert "error: UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_a_wrong_ca_is_reported_as_a_tls_failure_without_grpc_log_lines(
+    make_server: ServerFactory, pki: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
+            "-days", "2", "-subj", "/CN=another CA", cwd=tmp_path)
+
+    process = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", "--server", f"localhost:{server.running.port}",
+         "--tls-ca", str(tmp_path / "other.pem"), "--timeout", "10", "pipelines"],
+        capture_output=True, text=True, timeout=60,
+    )
+
+    assert process.returncode == _exit_codes.CREDENTIALS
+    lines = process.stderr.splitlines()
+    assert lines[0].startswith("error: TLS handshake with the server failed: check --tls-ca")
+    assert "CERTIFICATE_VERIFY_FAILED" in lines[1]
+    assert len(lines) == 2, f"only the CLI's own report, no gRPC log lines: {process.stderr}"

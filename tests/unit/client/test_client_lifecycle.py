@@ -1,0 +1,83 @@
+"""A closed client refuses calls with a clear error; a text-mode file is refused; closing an async
+client cancels its streams however it was built."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import grpc
+import pytest
+from fake_servicer import AcknowledgeUpload, FakeVideoPipelineServicer, WaitForCancellation, video_info_response
+
+from videodag_client import AsyncVideodagClient, Cancelled, FailedPrecondition, VideodagClient, VideodagError
+
+
+def _every_call(client: VideodagClient, video_path: Path) -> dict[str, object]:
+    return {
+        "list_pipelines": lambda: client.list_pipelines(),
+        "get_pipeline": lambda: client.get_pipeline("motion_v1"),
+        "upload_and_run": lambda: list(client.upload_and_run(video_path, "motion_v1")),
+        "submit_job": lambda: client.submit_job(video_path, "motion_v1"),
+        "get_job": lambda: client.get_job("j"),
+        "list_jobs": lambda: client.list_jobs(),
+        "cancel_job": lambda: client.cancel_job("j"),
+        "watch_job": lambda: list(client.watch_job("j")),
+    }
+
+
+@pytest.mark.parametrize(
+    "call",
+    ["list_pipelines", "get_pipeline", "upload_and_run", "submit_job", "get_job", "list_jobs", "cancel_job",
+     "watch_job"],
+)
+def test_calls_after_close_raise_failed_precondition(target: str, video_path: Path, call: str) -> None:
+    client = VideodagClient(target)
+    client.close()
+    with pytest.raises(FailedPrecondition, match="the client is closed") as refused:
+        _every_call(client, video_path)[call]()  # type: ignore[operator]
+    assert refused.value.reason == "CLIENT_CLOSED"
+
+
+def test_a_client_on_a_channel_its_owner_closed_raises_failed_precondition(target: str, video_path: Path) -> None:
+    channel = grpc.insecure_channel(target)
+    client = VideodagClient.from_channel(channel)
+    channel.close()
+    for call in ("list_pipelines", "upload_and_run", "get_job"):
+        with pytest.raises(FailedPrecondition, match="the client is closed"):
+            _every_call(client, video_path)[call]()  # type: ignore[operator]
+
+
+def test_a_text_mode_file_is_refused_with_a_clear_type_error(client: VideodagClient, video_path: Path) -> None:
+    with video_path.open("r", encoding="latin-1") as text, pytest.raises(TypeError, match="binary file object"):
+        client.upload_and_run(text, "motion_v1")
+    with pytest.raises(TypeError, match="open it with 'rb'"):
+        client.submit_job(io.StringIO("not bytes"), "motion_v1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("built_from", ["target", "from_client"])
+def test_closing_an_async_client_cancels_its_running_streams(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, built_from: str
+) -> None:
+    servicer.run_script = [AcknowledgeUpload(), video_info_response(), WaitForCancellation(timeout_seconds=30)]
+    channel = grpc.insecure_channel(target)
+
+    async def scenario() -> BaseException | None:
+        if built_from == "target":
+            client = AsyncVideodagClient(target)
+        else:
+            client = AsyncVideodagClient.from_client(VideodagClient.from_channel(channel))
+        stream = client.upload_and_run(video_path, "motion_v1")
+        await anext(stream)  # UploadReceived: the call is running
+        await client.close()
+        try:
+            await asyncio.wait_for(anext(stream), 10)
+        except (StopAsyncIteration, VideodagError) as ended:
+            return ended
+        return None
+
+    ended = asyncio.run(scenario())
+    channel.close()
+    assert isinstance(ended, StopAsyncIteration | Cancelled)
+    assert servicer.cancelled.wait(10), "the server saw the call cancelled"

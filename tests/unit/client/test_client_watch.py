@@ -1,0 +1,138 @@
+"""`videodag watch` and `VideodagClient.watch_job` against a fake WatchJob: when to reconnect, and
+resuming an interrupted watch into the same output file."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from fake_servicer import FakeVideoPipelineServicer, frame_response, serving
+
+from videodag.v1 import job_pb2, video_pipeline_service_pb2
+from videodag_client import FrameResult, Job, JobState, Unavailable, VideodagClient
+from videodag_client.cli import _exit_codes, main
+
+JOB_ID = "job-1"
+
+
+class WatchingServicer(FakeVideoPipelineServicer):
+    """WatchJob over frames 0..frame_count-1: the job RUNNING, its frames after the one asked
+    for, then the job SUCCEEDED; `fail_after` ends the first call with `fail_code` after that frame."""
+
+    def __init__(self, frame_count: int = 5) -> None:
+        super().__init__()
+        self.frame_count = frame_count
+        self.fail_after: int | None = None
+        self.fail_code = grpc.StatusCode.INTERNAL
+        self.watch_requests: list[video_pipeline_service_pb2.WatchJobRequest] = []
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        self.watch_requests.append(request)
+        after = request.after_frame_index if request.HasField("after_frame_index") else -1
+        yield video_pipeline_service_pb2.WatchJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+        for index in range(after + 1, self.frame_count):
+            yield video_pipeline_service_pb2.WatchJobResponse(frame=frame_response(index, 25.0, {"n": index}).frame)
+            if index == self.fail_after:
+                self.fail_after = None
+                context.abort(self.fail_code, "the watch broke")
+        yield video_pipeline_service_pb2.WatchJobResponse(job=_job(job_pb2.JOB_STATE_SUCCEEDED))
+
+
+def _job(state: int) -> job_pb2.Job:
+    return job_pb2.Job(id=JOB_ID, state=state)
+
+
+@pytest.fixture
+def watching() -> WatchingServicer:
+    return WatchingServicer()
+
+
+@pytest.fixture
+def watch_target(watching: WatchingServicer) -> Iterator[str]:
+    with serving(watching) as address:
+        yield address
+
+
+def _frame_indexes(path: Path) -> list[int]:
+    return [json.loads(line)["frame_index"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_watch_of_an_unreachable_server_fails_at_once_instead_of_for_its_reconnect_window(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    assert main(["--server", target, "watch", JOB_ID, "-q"]) == _exit_codes.UNAVAILABLE
+    assert time.monotonic() - started < 20, "the 300 s reconnect window is for a watch that got through"
+    assert "error: UNAVAILABLE" in capsys.readouterr().err
+
+    with VideodagClient(target) as client:
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            list(client.watch_job(JOB_ID, reconnect_window=300))
+        assert time.monotonic() - started < 20
+
+
+def test_a_watch_that_got_through_still_reconnects_and_resumes(
+    watching: WatchingServicer, watch_target: str
+) -> None:
+    watching.fail_after, watching.fail_code = 1, grpc.StatusCode.UNAVAILABLE
+    with VideodagClient(watch_target) as client, client.watch_job(JOB_ID, reconnect_window=30) as watch:
+        events = list(watch)
+    assert [e.frame_index for e in events if isinstance(e, FrameResult)] == [0, 1, 2, 3, 4]
+    assert isinstance(events[-1], Job) and events[-1].state is JobState.SUCCEEDED
+    assert watch.reconnects == 1
+    assert watching.watch_requests[1].after_frame_index == 1
+
+
+def test_a_resumed_watch_continues_the_part_file_an_interrupted_one_kept(
+    watching: WatchingServicer, watch_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "res.jsonl"
+    part = tmp_path / "res.jsonl.part"
+    watching.fail_after = 2  # INTERNAL after frame 2: the first command fails, keeping 0, 1, 2
+
+    assert main(["--server", watch_target, "watch", JOB_ID, "-o", str(output), "-q"]) == _exit_codes.SERVER_ERROR
+    assert _frame_indexes(part) == [0, 1, 2]
+    capsys.readouterr()
+
+    # Resumed after frame 1: the kept frame 2 is dropped, as the server sends it again.
+    assert main(["--server", watch_target, "watch", JOB_ID, "--after", "1", "-o", str(output), "-q"]) == 0
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4]
+    assert not part.exists()
+    assert f"continuing the partial results in {part}: kept 2 frames up to frame 1" in capsys.readouterr().err
+
+
+def test_a_watch_without_after_starts_its_output_afresh(
+    watch_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "res.jsonl"
+    Path(f"{output}.part").write_text('{"frame_index": 0, "timestamp": 0, "result": {"stale": true}}\n')
+
+    assert main(["--server", watch_target, "watch", JOB_ID, "-o", str(output), "-q"]) == 0
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4]
+    assert "stale" not in output.read_text()
+    assert "continuing" not in capsys.readouterr().err
+
+
+def test_a_resumed_watch_drops_a_line_cut_short_in_the_part_file(watch_target: str, tmp_path: Path) -> None:
+    output = tmp_path / "res.jsonl"
+    lines = [json.dumps({"frame_index": i, "timestamp": 0, "result": {"n": i}}) + "\n" for i in range(3)]
+    Path(f"{output}.part").write_text("".join(lines) + '{"frame_index": 3, "timest')
+
+    assert main(["--server", watch_target, "watch", JOB_ID, "--after", "2", "-o", str(output), "-q"]) == 0
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4]
