@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 _SPARE_THREADS = 32
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
+# How often the drain looks whether a second signal asked it to end now.
+_DRAIN_POLL_SECONDS = 0.1
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -80,8 +82,10 @@ class RunningServer:
     jobs: JobService | None = None
     servicer: VideoPipelineServicer | None = None
 
-    def stop(self, grace_seconds: float | None = None) -> None:
-        """Drain and stop; returns when every call has ended."""
+    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None) -> None:
+        """Drain and stop; returns when every call has ended. Setting `hurry` (a second signal)
+        ends the grace at once: what is still in progress is cancelled, jobs queued again."""
+        hurry = hurry or threading.Event()
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         logger.info("draining: health NOT_SERVING, new runs and jobs refused, %.1f s grace for the runs, "
                     "job uploads and jobs in progress", grace)
@@ -93,8 +97,8 @@ class RunningServer:
         # keep serving while the work in progress finishes, so a load balancer sees NOT_SERVING
         # rather than a closed port, and job clients can still follow their jobs.
         deadline = time.monotonic() + grace
-        self._wait_for_work_in_progress(deadline)
-        self.server.stop(max(0.0, deadline - time.monotonic())).wait()
+        self._wait_for_work_in_progress(deadline, hurry)
+        self.server.stop(0.0 if hurry.is_set() else max(0.0, deadline - time.monotonic())).wait()
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
@@ -105,14 +109,22 @@ class RunningServer:
         logger.info("server stopped")
 
 
-    def _wait_for_work_in_progress(self, deadline: float) -> None:
-        """Runs, SubmitJob uploads (each becomes a queued job) and jobs running here, until `deadline`.
-        A job still running then is interrupted by `jobs.close` and queued again for the next start."""
-        self.run_slots.wait_until_idle(deadline - time.monotonic())
-        if self.servicer is not None:
-            self.servicer.wait_for_job_uploads(deadline - time.monotonic())
-        if self.jobs is not None:
-            self.jobs.wait_for_running_jobs(deadline - time.monotonic())
+    def _wait_for_work_in_progress(self, deadline: float, hurry: threading.Event) -> None:
+        """Runs, SubmitJob uploads (each becomes a queued job) and jobs running here, until `deadline`
+        or `hurry`. A job still running then is interrupted by `jobs.close` and queued again."""
+        while not hurry.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._work_in_progress_ends_within(min(left, _DRAIN_POLL_SECONDS)):
+                return
+        logger.info("hurried: cancelling the runs, uploads and jobs still in progress")
+
+    def _work_in_progress_ends_within(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        return (
+            self.run_slots.wait_until_idle(seconds)
+            and (self.servicer is None or self.servicer.wait_for_job_uploads(end - time.monotonic()))
+            and (self.jobs is None or self.jobs.wait_for_running_jobs(end - time.monotonic()))
+        )
 
 
 def job_config(settings: Settings) -> JobConfig:
@@ -207,19 +219,30 @@ def _listen(server: grpc.Server, settings: Settings) -> int:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain."""
-    running = start_server(settings)
+    """Serve until SIGTERM or SIGINT, then drain; a second signal ends the drain at once.
+
+    The handlers are in place before the server starts: recovered jobs start running then,
+    and a signal's default action (the process ends at once) would cost each of them an
+    attempt, as a crash does, where a clean stop costs none.
+    """
     stop_requested = threading.Event()
+    hurry = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s", signal.Signals(signum).name)
-        stop_requested.set()
+        name = signal.Signals(signum).name
+        if stop_requested.is_set():
+            logger.info("received %s again: ending the drain now", name)
+            hurry.set()
+        else:
+            logger.info("received %s", name)
+            stop_requested.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    running = start_server(settings)
     print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
     stop_requested.wait()
-    running.stop()
+    running.stop(hurry=hurry)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -238,12 +238,16 @@ def _pipeline_id(value: Any, path: Path, problems: _Problems) -> str:
         problems.add(f"'id' {problem}")
         return ""
     if value != path.stem:
-        problems.add(f"'id' {value!r} must equal the file name {path.stem!r}")
+        lowercase = value == path.stem.lower()
+        hint = f" (file names are lowercase like ids: {value}{path.suffix.lower()})" if lowercase else ""
+        problems.add(f"'id' {value!r} must equal the file name {path.stem!r}{hint}")
     return str(value)
 
 
 def _id_problem(value: Any, pattern: re.Pattern[str], chars: str, max_length: int, kind: str) -> str | None:
     """What is wrong with an id, the most telling first: its characters, its length, its first character."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"must be a string, got the number {value!r}: quote it, as in id: \"{value}\""
     if not isinstance(value, str) or re.fullmatch(f"[{chars}]+", value) is None:
         return f"must match [{chars}]+, got {value!r}"
     if len(value) > max_length:

@@ -232,7 +232,7 @@ class JobService:
             logger.info("job %s removed: retention ended", job.id)
         for job in self._store.recover(now, self._max_attempts, now + self._retention_seconds):
             if job.state is JobState.QUEUED:
-                logger.info("job %s queued again (attempt %d)", job.id, job.attempt)
+                logger.info("job %s handed to the workers (attempt %d)", job.id, job.attempt)
                 self._queue.dispatch(job)
             else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
                 logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)

@@ -17,7 +17,8 @@ from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobSta
 from videodag_service.video import VideoInfo
 
 MAX_ATTEMPTS_ERROR = (
-    "the job was interrupted {attempts} times (server restarts or lost workers) and was given up"
+    "the job's run vanished {attempts} times (the server or worker running it crashed or was killed) "
+    "and was given up"
 )
 
 

@@ -453,6 +453,16 @@ def test_a_too_long_pipeline_id_is_told_the_limit(tmp_path: Path) -> None:
     assert "must match" not in problem
 
 
+def test_an_unquoted_numeric_id_is_told_to_quote_it(tmp_path: Path) -> None:
+    (problem,) = problems_in(write(tmp_path, "123", BASE.format(id=123)))
+    assert "'id' must be a string, got the number 123: quote it" in problem
+
+
+def test_an_upper_case_file_name_is_told_file_names_are_lowercase(tmp_path: Path) -> None:
+    (problem,) = problems_in(write(tmp_path, "Mixed_case", BASE.format(id="mixed_case"), suffix=".YAML"))
+    assert "must equal the file name 'Mixed_case' (file names are lowercase like ids: mixed_case.yaml)" in problem
+
+
 def test_a_too_long_node_id_is_told_the_limit(tmp_path: Path) -> None:
     long_id = "n" * 65
     text = edited("  - id: count", f"  - id: {long_id}").replace("count.count", f"{long_id}.count")

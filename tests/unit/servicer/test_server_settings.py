@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -165,3 +167,67 @@ def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own()
     assert job_config(settings_from([], {})).frame_workers is None
     assert _dag(None, None, 3).frame_workers == 3
     assert _dag(None, 5.0, None).frame_workers == min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)
+
+
+class _StartedServer:
+    """What `serve` drives once started: records how it was asked to stop."""
+
+    port = 1234
+
+    def __init__(self) -> None:
+        self.hurried: list[bool] = []
+
+    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None) -> None:
+        self.hurried.append(hurry is not None and hurry.is_set())
+
+
+def test_a_signal_while_the_server_starts_is_a_clean_stop_not_the_default_kill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recovered jobs run from the start on: the default action would end them as a crash does."""
+    from videodag_service import server as server_module
+
+    started = _StartedServer()
+
+    def start_while_signalled(settings: Settings) -> _StartedServer:
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the server is still starting
+        return started
+
+    def as_the_default_would(signum: int, frame: object) -> None:
+        raise AssertionError("the signal found no handler of the server's: the process would have ended")
+
+    monkeypatch.setattr(server_module, "start_server", start_while_signalled)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    signal.signal(signal.SIGTERM, as_the_default_would)  # stands in for the default, which would end pytest
+    try:
+        server_module.serve(Settings(port=0))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert started.hurried == [False], "stopped once, with its grace"
+
+
+def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from videodag_service import server as server_module
+
+    class _Draining(_StartedServer):
+        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None) -> None:
+            assert hurry is not None
+            os.kill(os.getpid(), signal.SIGINT)  # someone presses Ctrl-C again during the drain
+            assert hurry.wait(5)
+            super().stop(grace_seconds, hurry)
+
+    started = _Draining()
+
+    def start_and_get_signalled(settings: Settings) -> _StartedServer:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return started
+
+    monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server_module.serve(Settings(port=0))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert started.hurried == [True]
