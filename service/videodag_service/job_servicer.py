@@ -160,8 +160,13 @@ class JobRpcs:
         after = request.after_frame_index if request.HasField("after_frame_index") else None
         try:
             with self._watch_slots.hold():
-                events = self._job_service.watch(request.job_id, after, stop_requested=lambda: not context.is_active())
+                events = self._job_service.watch(
+                    request.job_id, after,
+                    stop_requested=lambda: not context.is_active() or self._run_slots.ending,
+                )
                 for event in events:
                     yield convert_jobs.watch_event_to_proto(event)
+                # A watch stopped by the end of the shutdown grace says so: its client resumes elsewhere.
+                self._run_slots.refuse_if_ended("the watch")
         except Exception as error:
             abort(context, self._job_error(error))

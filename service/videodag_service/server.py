@@ -49,6 +49,9 @@ _SPARE_THREADS = 32
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 # How often the drain looks whether a second signal asked it to end now.
 _DRAIN_POLL_SECONDS = 0.1
+# After the grace, how long calls get to end themselves before gRPC cancels them: a run
+# notices at its next frame, a watch at its next poll (`watch_job`'s 0.5 s).
+_CALLS_END_SECONDS = 1.0
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -98,7 +101,10 @@ class RunningServer:
         # rather than a closed port, and job clients can still follow their jobs.
         deadline = time.monotonic() + grace
         self._wait_for_work_in_progress(deadline, hurry)
-        self.server.stop(0.0 if hurry.is_set() else max(0.0, deadline - time.monotonic())).wait()
+        # Calls still going end themselves at their next step, with UNAVAILABLE SERVER_DRAINING
+        # their clients can act on; gRPC's own cancel, a bare UNAVAILABLE, is for the rest.
+        self.run_slots.end_calls()
+        self.server.stop(_CALLS_END_SECONDS).wait()
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)

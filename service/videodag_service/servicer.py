@@ -65,6 +65,7 @@ class RunSlots:
         self.capacity = capacity
         self._semaphore = threading.BoundedSemaphore(capacity)
         self._draining = threading.Event()
+        self._ending = threading.Event()
         self._active = 0
         self._changed = threading.Condition()
 
@@ -100,6 +101,21 @@ class RunSlots:
     def start_draining(self) -> None:
         self._draining.set()
 
+    def end_calls(self) -> None:
+        """The grace is over: calls still going end at their next step, with SERVER_DRAINING."""
+        self._draining.set()
+        self._ending.set()
+
+    @property
+    def ending(self) -> bool:
+        """Whether the shutdown grace is over (see `end_calls`)."""
+        return self._ending.is_set()
+
+    def refuse_if_ended(self, what: str) -> None:
+        """Ends a call still going when the grace is over, with a typed error its client can act on."""
+        if self._ending.is_set():
+            raise ServerDraining(f"the server shut down before {what} ended; retry on another replica")
+
     @property
     def draining(self) -> bool:
         """Whether shutdown has begun."""
@@ -125,6 +141,7 @@ class _CallWatch:
         context.add_callback(self._done.set)
 
     def check(self) -> None:
+        self._run_slots.refuse_if_ended("the run")
         remaining = self._context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("the call's deadline passed; the run was stopped")

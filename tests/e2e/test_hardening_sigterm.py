@@ -7,7 +7,7 @@ import signal
 import textwrap
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from hardening_support import health_status, wait_until
 from harness import TEST_PIPELINES
 from jobs_harness import SERVER_MODULE, SERVER_SCRIPT, ServerProcess, install_test_plugin, subprocess_environment
 
-from videodag_client import Cancelled, FrameResult, RunOptions, RunSummary, Unavailable, VideodagClient
+from videodag_client import FrameResult, RunOptions, RunSummary, Unavailable, VideodagClient
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -77,16 +77,17 @@ def test_sigterm_with_a_short_grace_cancels_the_run_in_flight_and_exits_cleanly(
             next(e for e in stream if isinstance(e, FrameResult))
             signalled = time.monotonic()
             os.kill(process.process.pid, signal.SIGTERM)
-            with pytest.raises((Cancelled, Unavailable)):
+            with pytest.raises(Unavailable) as ended_by_the_server:
                 list(stream)
             ended = time.monotonic() - signalled
+            assert ended_by_the_server.value.reason == "SERVER_DRAINING", "a typed end its client can act on"
 
         assert ended < 5
         assert process.process.wait(timeout=10) == 0
         assert leftover(uploads) == []
         log = (tmp_path / "server.log").read_text()
         assert "the client cancelled" not in log  # the server ended the run, and says so
-        assert "the server shut down before the run finished" in log
+        assert "the server shut down before the run ended" in log
 
 
 def test_sigterm_keeps_job_calls_served_while_a_job_runs_and_a_clean_stop_costs_the_job_no_attempt(
@@ -108,6 +109,21 @@ def test_sigterm_keeps_job_calls_served_while_a_job_runs_and_a_clean_stop_costs_
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(timeout=15) == 0
     assert [path for path in (tmp_path / "data" / "uploads").iterdir() if path.is_file()] == [], "video deleted"
+
+
+def test_a_watch_open_when_the_grace_ends_is_told_the_server_is_draining(make_video, tmp_path: Path) -> None:
+    with server_process(tmp_path, grace_seconds=1) as (process, _uploads):
+        with VideodagClient(f"127.0.0.1:{process.port}") as client:
+            job = client.submit_job(make_video(200), "slow")  # 10 s of work
+            with closing(client.watch_job(job.id, reconnect_window=0)) as watch:
+                events = iter(watch)
+                next(events)
+                os.kill(process.process.pid, signal.SIGTERM)
+                with pytest.raises(Unavailable) as ended:
+                    for _ in events:
+                        pass
+        assert ended.value.reason == "SERVER_DRAINING"
+        assert process.process.wait(timeout=15) == 0
 
 
 def _sigterm_while_the_job_runs(root: Path, data_dir: Path, video: Path, job_id: str) -> str:
