@@ -8,16 +8,23 @@ loads, never from a list kept by hand that could drift from the code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from videodag_service.dag import Param, Plugin, PluginRegistry, Port, Tool
+from videodag_service.dag import PORT_KINDS, Param, Plugin, PluginRegistry, Port, Tool
+from videodag_service.dag.spec import FRAME_FIELD_KINDS, FRAME_SOURCE
 
-FRAME_FIELDS_REFERENCE = (
-    ("frame.image", "the decoded frame: BGR uint8 array, height x width x 3"),
-    ("frame.image_bytes", "the frame as JPEG bytes, encoded only when a node reads it"),
-    ("frame.index", "int: the frame's index in the video, before sampling"),
-    ("frame.timestamp", "float: seconds from the start of the video"),
+# What each frame field means; its kind comes from the table the loader checks wiring against.
+FRAME_FIELDS_REFERENCE: Mapping[str, str] = {
+    "image": "the decoded frame: BGR uint8 array, height x width x 3",
+    "image_bytes": "the frame as JPEG bytes, encoded only when a node reads it",
+    "index": "the frame's index in the video, before sampling",
+    "timestamp": "seconds from the start of the video",
+}
+
+KIND_RULE = (
+    "A port's [kind] is checked when pipelines load: an input takes a source of its own kind, an int "
+    "also feeds a float input, an int or float a json one, and a port with no kind takes and feeds anything."
 )
 
 DETECTIONS_IN_RESULTS = (
@@ -29,7 +36,8 @@ DETECTIONS_IN_RESULTS = (
 def plugin_reference(registry: PluginRegistry) -> str:
     """The frame's fields, then each plugin's tools with their inputs, outputs and parameters."""
     lines = ["Frame fields, for a node's inputs:"]
-    lines += [f"  {name:<18} {meaning}" for name, meaning in FRAME_FIELDS_REFERENCE]
+    lines += [f"  {_frame_field(name):<25} {meaning}" for name, meaning in FRAME_FIELDS_REFERENCE.items()]
+    lines += ["", "Port kinds:", *(f"  {kind:<10} {meaning}" for kind, meaning in PORT_KINDS.items()), KIND_RULE]
     lines += ["", DETECTIONS_IN_RESULTS]
     for name in registry.plugin_names():
         plugin = registry.plugin(name)
@@ -61,8 +69,14 @@ def _section(title: str, entries: Iterable[str]) -> list[str]:
     return [f"    {title}:", *(f"      {item}" for item in items)] if items else [f"    {title}: none"]
 
 
+def _frame_field(name: str) -> str:
+    return f"{FRAME_SOURCE}.{name} [{FRAME_FIELD_KINDS[name]}]"
+
+
 def _port_line(port: Port) -> str:
-    return f"{port.name}: {port.description}" if port.description else port.name
+    """`image [image]: BGR frame`; the kind and the description are left out when not declared."""
+    named = f"{port.name} [{port.kind}]" if port.kind else port.name
+    return f"{named}: {port.description}" if port.description else named
 
 
 def _param_line(param: Param) -> str:

@@ -7,6 +7,7 @@ from videodag_service.dag.executor import NodeTiming, PipelineRun
 from videodag_service.dag.json_like import to_json_like
 from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
 from videodag_service.dag.plugin import (
+    PORT_KINDS,
     REQUIRED,
     InvalidParams,
     Param,
@@ -15,6 +16,7 @@ from videodag_service.dag.plugin import (
     Tool,
     ToolInstance,
     function_tool,
+    kinds_compatible,
 )
 from videodag_service.dag.registry import (
     ENTRY_POINT_GROUP,
@@ -29,6 +31,7 @@ from videodag_service.dag.spec import ErrorPolicy, NodeSpec, PipelineSpec, Sourc
 __all__ = [
     "BUILTIN_PIPELINE_DIR",
     "ENTRY_POINT_GROUP",
+    "PORT_KINDS",
     "REQUIRED",
     "DagPipelineService",
     "ErrorPolicy",
@@ -49,6 +52,7 @@ __all__ = [
     "builtin_plugins",
     "default_registry",
     "function_tool",
+    "kinds_compatible",
     "load_pipeline_file",
     "load_pipeline_folder",
     "to_json_like",

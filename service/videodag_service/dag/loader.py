@@ -22,8 +22,9 @@ fail on its first video. A pipeline file looks like::
 Besides the rules above, a file is refused for: a key given twice in one mapping (YAML
 would keep the last silently), a mapping key that is not a string, a parameter value
 that is not plain JSON-like data (an unquoted date, `!!binary`), a value its tool's
-`check_params` refuses (out of range, a model file that is not there), an output wired
-to the frame rather than to a node, and a folder with no pipeline file at all.
+`check_params` refuses (out of range, a model file that is not there), an input wired
+to a source of another kind (`frame.index` into an image input: see `plugin.Port`), an
+output wired to the frame rather than to a node, and a folder with no pipeline file at all.
 """
 
 from __future__ import annotations
@@ -39,9 +40,18 @@ from typing import Any
 import yaml
 
 from videodag_service.dag.json_like import json_like_problem
-from videodag_service.dag.plugin import PARAM_TYPES, Param, Tool, param_problems
+from videodag_service.dag.plugin import (
+    PARAM_TYPES,
+    Param,
+    Port,
+    Tool,
+    describe_kind,
+    kinds_compatible,
+    param_problems,
+)
 from videodag_service.dag.registry import PluginRegistry
 from videodag_service.dag.spec import (
+    FRAME_FIELD_KINDS,
     FRAME_FIELDS,
     FRAME_SOURCE,
     MAX_NODE_ID_LENGTH,
@@ -458,14 +468,34 @@ def _inputs(
     for name in sorted(set(given) - set(declared)):
         problems.add(f"unknown input {name!r} for {tool.name} (its inputs: {', '.join(declared) or 'none'})", node_id)
     wired: list[tuple[str, SourceRef]] = []
-    for name in declared:
-        if name not in given:
-            problems.add(f"input {name!r} is not wired (give it a source such as frame.image)", node_id)
+    for port in tool.inputs:
+        if port.name not in given:
+            problems.add(f"input {port.name!r} is not wired (give it a source such as frame.image)", node_id)
             continue
-        source = _source(given[name], graph, problems, node_id, f"input {name!r}")
-        if source is not None:
-            wired.append((name, source))
+        source = _source(given[port.name], graph, problems, node_id, f"input {port.name!r}")
+        if source is None:
+            continue
+        mismatch = _kind_mismatch(port, source, _source_kind(source, graph))
+        if mismatch:
+            problems.add(mismatch, node_id)
+            continue
+        wired.append((port.name, source))
     return tuple(wired)
+
+
+def _kind_mismatch(port: Port, source: SourceRef, given: str | None) -> str | None:
+    """Why `source` cannot feed `port`, naming both kinds; None when they fit or either declares no kind."""
+    if given is None or port.kind is None or kinds_compatible(given, port.kind):
+        return None
+    return f"input {port.name!r} takes {describe_kind(port.kind)}, but {source} gives {describe_kind(given)}"
+
+
+def _source_kind(source: SourceRef, graph: _Graph) -> str | None:
+    """The kind of value a source that `_source` accepted carries; None when its port declares none."""
+    if source.is_frame:
+        return FRAME_FIELD_KINDS[source.output]
+    upstream = graph.nodes[source.node].tool
+    return next(port.kind for port in upstream.outputs if port.name == source.output)
 
 
 def _source(value: Any, graph: _Graph, problems: _Problems, node_id: str | None, what: str) -> SourceRef | None:

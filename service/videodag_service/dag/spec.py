@@ -31,6 +31,14 @@ FRAME_FIELDS: Mapping[str, str] = {
     "index": "frame_index",
     "timestamp": "timestamp",
 }
+# The kind of each frame field (see plugin.PORT_KINDS): the loader checks it against the inputs
+# the field is wired to, and the plugin reference shows it, so the two cannot disagree.
+FRAME_FIELD_KINDS: Mapping[str, str] = {
+    "image": "image",
+    "image_bytes": "jpeg",
+    "index": "int",
+    "timestamp": "float",
+}
 # Frame results carry node failures under this key, so no output may use it.
 RESERVED_OUTPUT_NAMES = frozenset({"errors"})
 

@@ -135,8 +135,8 @@ PLUGIN = Plugin(
                 "Find upright people in a frame with HOG features. Slower and less accurate than "
                 "ssdlite.detect_people, but needs no model files. Boxes in frame pixels, label 'person'."
             ),
-            inputs=(Port("image", "BGR frame, (H, W, 3) uint8"),),
-            outputs=(Port("detections", "Detections labelled 'person'"),),
+            inputs=(Port("image", "BGR frame, (H, W, 3) uint8", kind="image"),),
+            outputs=(Port("detections", "Detections labelled 'person'", kind="detections"),),
             params=DETECT_PEOPLE_PARAMS,
             open=_open_detector,
             stateful=False,

@@ -132,10 +132,10 @@ PLUGIN = Plugin(
                 "Boxes around connected moving regions (OpenCV MOG2 background model, learnt per run). "
                 "A box's score is the fraction of its pixels that are foreground."
             ),
-            inputs=(Port("image", "BGR frame"),),
+            inputs=(Port("image", "BGR frame", kind="image"),),
             outputs=(
-                Port("blobs", "Detections labelled 'motion'"),
-                Port("foreground_ratio", "float: fraction of the frame that is foreground, 0-1"),
+                Port("blobs", "Detections labelled 'motion'", kind="detections"),
+                Port("foreground_ratio", "fraction of the frame that is foreground, 0-1", kind="float"),
             ),
             params=(
                 Param("history", int, 200, "frames the background model remembers"),

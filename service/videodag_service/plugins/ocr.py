@@ -304,8 +304,8 @@ PLUGIN = Plugin(
             description=(
                 "Axis-aligned boxes around lines of text, in reading order; score is the detection score."
             ),
-            inputs=(Port("image", "BGR frame"),),
-            outputs=(Port("regions", "Detections labelled 'text'"),),
+            inputs=(Port("image", "BGR frame", kind="image"),),
+            outputs=(Port("regions", "Detections labelled 'text'", kind="detections"),),
             params=(
                 Param(
                     "min_score", float, 0.5, "drop regions whose mean text probability is below this (0-1)"
@@ -328,10 +328,10 @@ PLUGIN = Plugin(
                 "Reads the text in each region; regions read as nothing or below min_confidence are dropped."
             ),
             inputs=(
-                Port("image", "BGR frame"),
-                Port("regions", "Detections to read (e.g. from detect_text)"),
+                Port("image", "BGR frame", kind="image"),
+                Port("regions", "Detections to read (e.g. from detect_text)", kind="detections"),
             ),
-            outputs=(Port("texts", "Detections with texts; score is the recognition confidence"),),
+            outputs=(Port("texts", "Detections with texts; score is the recognition confidence", kind="detections"),),
             params=(
                 Param("min_confidence", float, 0.5, "drop readings whose confidence is below this (0-1)"),
                 Param(

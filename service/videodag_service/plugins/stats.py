@@ -65,12 +65,13 @@ PLUGIN = Plugin(
             "frame_stats",
             frame_stats,
             description="Mean brightness (BT.601 luma, 0-255) and size of the frame.",
-            inputs=(Port("image", "BGR (or grayscale) uint8 frame"),),
+            inputs=(Port("image", "BGR (or grayscale) uint8 frame", kind="image"),),
             outputs=(
                 Port(
                     "stats",
                     "dict: mean_brightness (float, 0.01 steps), width and height (int); "
                     "channel_means {b, g, r} when include_channels",
+                    kind="json",
                 ),
             ),
             params=(Param("include_channels", bool, False, "also report the mean of each colour channel"),),

@@ -312,8 +312,8 @@ PLUGIN = Plugin(
                 "Detect objects with the YOLO ONNX model at model_path (letterboxed input, per-class NMS). "
                 "Boxes in frame pixels; labels from class_names or 'class_<id>'."
             ),
-            inputs=(Port("image", "BGR frame, (H, W, 3) uint8"),),
-            outputs=(Port("detections", "Detections, one label per class"),),
+            inputs=(Port("image", "BGR frame, (H, W, 3) uint8", kind="image"),),
+            outputs=(Port("detections", "Detections, one label per class", kind="detections"),),
             params=DETECT_PARAMS,
             open=_open_detector,
             stateful=False,

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from videodag_service.dag import Param, Plugin, PluginRegistry, Port, Tool, default_registry, function_tool
-from videodag_service.plugin_reference import plugin_reference
+from videodag_service.dag import PORT_KINDS, Param, Plugin, PluginRegistry, Port, Tool, default_registry, function_tool
+from videodag_service.dag.spec import FRAME_FIELD_KINDS, FRAME_FIELDS
+from videodag_service.plugin_reference import FRAME_FIELDS_REFERENCE, plugin_reference
 from videodag_service.server import main
 
 
@@ -29,26 +30,34 @@ def test_the_server_prints_every_installed_tool_with_its_ports_and_params_and_ex
         for tool in plugin.tools:
             section = re.split(r"\n(?=  \S|\n)", printed.split(f"\n  {name}.{tool.name} (", 1)[1], maxsplit=1)[0]
             for port in (*tool.inputs, *tool.outputs):
-                assert f"      {port.name}: " in section or f"      {port.name}\n" in section
+                named = f"{port.name} [{port.kind}]" if port.kind else port.name
+                assert f"      {named}: " in section or f"      {named}\n" in section
             for param in tool.params:
                 assert f"      {param.name} ({param.kind.__name__}, " in section
-    for field in ("frame.image", "frame.image_bytes", "frame.index", "frame.timestamp"):
-        assert f"  {field} " in printed
+    for field, kind in (("image", "image"), ("image_bytes", "jpeg"), ("index", "int"), ("timestamp", "float")):
+        assert f"  frame.{field} [{kind}] " in printed
+    for kind, meaning in PORT_KINDS.items():
+        assert f"  {kind:<10} {meaning}\n" in printed
+
+
+def test_every_frame_field_is_explained_with_its_kind() -> None:
+    assert set(FRAME_FIELDS_REFERENCE) == set(FRAME_FIELDS) == set(FRAME_FIELD_KINDS)
 
 
 def test_a_tool_reads_as_it_is_written_in_a_pipeline_file() -> None:
     tool = function_tool(
         "resize", _nothing, description="Scale the frame.",
-        inputs=(Port("image", "BGR frame"),), outputs=(Port("small"),),
+        inputs=(Port("image", "BGR frame", kind="image"), Port("hint", "anything")), outputs=(Port("small"),),
         params=(Param("width", int, description="pixels"),
                 Param("mode", str, "area", "how", choices=("area", "linear")),
                 Param("keep", bool, True)),
     )
-    stateful = Tool("count", "Count frames.", inputs=(), outputs=(Port("n", "int"),), open=lambda params: None,
+    stateful = Tool("count", "Count frames.", inputs=(), outputs=(Port("n", kind="int"),), open=lambda params: None,
                     stateful=True)
     printed = plugin_reference(PluginRegistry([Plugin("shape", "Shapes.", (tool, stateful))]))
     assert "shape: Shapes.\n  shape.resize (stateless)\n    Scale the frame.\n" in printed
-    assert "    inputs:\n      image: BGR frame\n    outputs:\n      small\n" in printed
+    assert "    inputs:\n      image [image]: BGR frame\n      hint: anything\n    outputs:\n      small\n" in printed
+    assert "    outputs:\n      n [int]\n" in printed
     assert "      width (int, required): pixels\n" in printed
     assert '      mode (str, default "area", one of "area", "linear"): how\n' in printed
     assert "      keep (bool, default true)\n" in printed

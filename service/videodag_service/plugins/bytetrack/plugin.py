@@ -78,9 +78,13 @@ PLUGIN = Plugin(
                 "Give each detected object a track id that stays the same across frames. Boxes are the "
                 "Kalman-filtered track states; scores and labels come from the matched detection."
             ),
-            inputs=(Port("detections", "Detections of this frame"),),
+            inputs=(Port("detections", "Detections of this frame", kind="detections"),),
             outputs=(
-                Port("tracks", "Detections of the confirmed tracks seen in this frame, with track_ids"),
+                Port(
+                    "tracks",
+                    "Detections of the confirmed tracks seen in this frame, with track_ids",
+                    kind="detections",
+                ),
             ),
             open=_open_tracker,
             params=TRACK_PARAMS,

@@ -120,8 +120,8 @@ PLUGIN = Plugin(
                 "Find people in a frame. Boxes are in frame pixels, label 'person', score in [0, 1]. "
                 "Needs the model files from `python scripts/fetch_models.py`."
             ),
-            inputs=(Port("image", "BGR frame, (H, W, 3) uint8"),),
-            outputs=(Port("detections", "Detections labelled 'person'"),),
+            inputs=(Port("image", "BGR frame, (H, W, 3) uint8", kind="image"),),
+            outputs=(Port("detections", "Detections labelled 'person'", kind="detections"),),
             params=DETECT_PEOPLE_PARAMS,
             open=_open_detector,
             stateful=False,
