@@ -83,10 +83,11 @@ class VideoPipelineServiceStub:
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
-    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
+    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -206,10 +207,11 @@ class VideoPipelineServiceServicer:
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
-    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
+    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -442,10 +444,11 @@ class VideoPipelineService:
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
-    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
+    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 

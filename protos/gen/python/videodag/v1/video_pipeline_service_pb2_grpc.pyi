@@ -84,10 +84,11 @@ class VideoPipelineServiceStub:
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
-    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
+    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -230,10 +231,11 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
-    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
+    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -372,10 +374,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
-    | the server is draining for shutdown (SERVER_DRAINING); the   | UNAVAILABLE        |
+    | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
+    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a run still going when the shutdown grace ends         | UNAVAILABLE        |
+    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
