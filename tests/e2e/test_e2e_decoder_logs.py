@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,9 @@ import pytest
 from harness import ServerFactory
 from jobs_harness import SERVER_SCRIPT, ServerProcess, subprocess_environment
 
+from fakes.logs import json_log_lines
 from fakes.media import write_cut_copy
 from videodag_client import InvalidArgument, VideodagClient
-from videodag_service.observability import configure_logging
 from videodag_service.video.decoder_log import LOGGER_NAME
 
 
@@ -53,16 +52,8 @@ def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_i
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """The in-process server's log as JSON lines in a buffer; the previous handlers come back afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging("INFO", stream=stream)
-    yield stream
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
+    with json_log_lines("INFO") as stream:
+        yield stream
 
 
 def test_a_call_refused_for_its_token_logs_the_refusal_with_its_request_id(

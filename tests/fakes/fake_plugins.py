@@ -16,6 +16,7 @@ from videodag_service.dag import (
     PluginRegistry,
     Port,
     Tool,
+    builtin_plugins,
     function_tool,
     load_pipeline_folder,
 )
@@ -303,3 +304,16 @@ def frame_payloads(count: int) -> Iterator[dict[str, Any]]:
     """Payloads as the video layer gives them, without pixels: enough for the `test` tools."""
     for index in range(count):
         yield {"frame_index": index, "timestamp": index / 25, "image": None}
+
+
+BUILTIN_PIPELINE_FOLDER = Path(__file__).resolve().parents[2] / "service" / "videodag_service" / "pipelines"
+
+
+def dag_with_test_pipelines(folder: Path, pipelines: Mapping[str, str]) -> DagPipelineService:
+    """A DAG service with `pipelines` ({file name: YAML}) on the `test` plugin, plus the built-in
+    `frame_stats_v1`, so jobs and runs can mix a real pipeline with controllable ones."""
+    (folder / "frame_stats_v1.yaml").write_text((BUILTIN_PIPELINE_FOLDER / "frame_stats_v1.yaml").read_text())
+    for name, text in pipelines.items():
+        (folder / name).write_text(text)
+    registry = PluginRegistry([*builtin_plugins(), make_test_plugin(Recorder())])
+    return DagPipelineService(load_pipeline_folder(folder, registry))

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from fakes.fake_plugins import Recorder, make_test_plugin
+from fakes.fake_plugins import dag_with_test_pipelines
 from fakes.media import write_indexed_video
 from fakes.waiting import wait_until
-from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
+from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
     DeadlineExceeded,
     DiskFull,
@@ -60,13 +60,7 @@ outputs:
 
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
-    folder = tmp_path_factory.mktemp("pipelines")
-    builtin = Path(__file__).resolve().parents[3] / "service" / "videodag_service" / "pipelines"
-    (folder / "frame_stats_v1.yaml").write_text((builtin / "frame_stats_v1.yaml").read_text())
-    for name, text in PIPELINES.items():
-        (folder / name).write_text(text)
-    registry = PluginRegistry([*builtin_plugins(), make_test_plugin(Recorder())])
-    return DagPipelineService(load_pipeline_folder(folder, registry))
+    return dag_with_test_pipelines(tmp_path_factory.mktemp("pipelines"), PIPELINES)
 
 
 @pytest.fixture(scope="module")

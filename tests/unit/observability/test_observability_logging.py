@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fakes.logs import json_log_lines
 from videodag_service.observability import (
     configure_logging,
     current_request_id,
@@ -22,16 +23,8 @@ from videodag_service.observability import (
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
     """Root logging sent to a buffer as JSON lines; the previous handlers come back afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging("DEBUG", stream=stream)
-    yield stream
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
+    with json_log_lines("DEBUG") as stream:
+        yield stream
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:

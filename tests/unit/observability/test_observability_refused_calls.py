@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
 import pytest
 
+from fakes.logs import json_log_lines
 from videodag_service.auth import BearerTokenInterceptor
-from videodag_service.observability import ServerMetrics, configure_logging, server_interceptors
+from videodag_service.observability import ServerMetrics, server_interceptors
 
 SERVICE = "test.Guarded"
 UNARY = f"/{SERVICE}/Unary"
@@ -43,16 +43,8 @@ def _handlers() -> grpc.GenericRpcHandler:
 @pytest.fixture
 def log_stream() -> Iterator[io.StringIO]:
     """Root logging sent to a buffer as JSON lines; the previous handlers come back afterwards."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging("INFO", stream=stream)
-    yield stream
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
+    with json_log_lines("INFO") as stream:
+        yield stream
 
 
 @pytest.fixture
