@@ -51,30 +51,50 @@ def plan_output(path: str, *, input_path: str | None = None) -> OutputTarget:
     directory, or the input video itself is a `UsageError`: found after the run, the results
     would be lost; found by the rename, the input would be overwritten.
     """
-    final = os.path.realpath(path)
     try:
-        status: os.stat_result | None = os.stat(final)
+        status: os.stat_result | None = os.stat(path)  # through links, /dev/stdout's to a pipe included
     except FileNotFoundError:
         status = None
     except OSError as error:
         raise UsageError(f"cannot write results to {path}: {error.strerror or error}") from None
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise UsageError(f"cannot write results to {path}: it is a directory; name a file in it")
+    if status is not None and (not stat.S_ISREG(status.st_mode) or _through_a_descriptor(path)):
+        # A device or FIFO, or a file some process already has open (/dev/stdout redirected by
+        # the shell): written in place, by the name given, never replaced.
+        _refuse_the_input(path, path, input_path)
+        return OutputTarget(path, None)
+    final = os.path.realpath(path)
     parent = os.path.dirname(final)
     if not os.path.isdir(parent):
         raise UsageError(f"cannot write results to {path}: the directory {parent} does not exist")
     _refuse_the_input(path, final, input_path)
-    if status is not None and not stat.S_ISREG(status.st_mode):
-        return OutputTarget(final, None)
     part = f"{final}.part"
     _refuse_the_input(path, part, input_path)
     return OutputTarget(final, part)
 
 
+def _through_a_descriptor(path: str) -> bool:
+    """Whether `path` names an open descriptor (/dev/stdout, /dev/fd/N, /proc/PID/fd/N), through links."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        if current.startswith(("/proc/", "/dev/fd/")):
+            return True
+        if not os.path.islink(current):
+            return False
+        current = os.path.normpath(os.path.join(os.path.dirname(current), os.readlink(current)))
+    return False
+
+
 def _refuse_the_input(path: str, candidate: str, input_path: str | None) -> None:
     if input_path is None or not os.path.exists(candidate):
         return
-    input_status = _stat_or_none(sys.stdin.fileno() if input_path == STDIN else input_path)
+    if input_path == STDIN:
+        if sys.stdin is None:  # closed (`<&-`): nothing to overwrite
+            return
+        input_status = _stat_or_none(sys.stdin.fileno())
+    else:
+        input_status = _stat_or_none(input_path)
     if input_status is not None and os.path.samestat(input_status, os.stat(candidate)):
         raise UsageError(f"cannot write results to {path}: {candidate} is the input video")
 
@@ -116,17 +136,22 @@ class JsonLinesOutput:
         if self.path == STDOUT:
             self._stream = sys.stdout
         elif self._target is not None and self._target.part is None:
-            self._stream = open(self._target.final, "w", encoding="utf-8")
+            self._stream = open(self._target.final, "a", encoding="utf-8")  # no truncation of what others wrote
         elif self._target is not None and self._target.part is not None:
             self._stream = self._open_part(self._target.part)
         return self
 
     def _open_part(self, part: str) -> TextIO:
         if self._resume_after is None or not os.path.isfile(part):
-            return open(part, "w", encoding="utf-8")
+            return _open_new(part)
         kept = _frames_up_to(part, self._resume_after)
-        stream = open(part, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
-        stream.writelines(kept)
+        # The kept frames go to a file of their own first, then take the .part's place: cut
+        # short meanwhile (a signal), the .part still holds them, and the server sends them
+        # no more.
+        with _open_new(f"{part}.resuming") as resumed:
+            resumed.writelines(kept)
+        os.replace(f"{part}.resuming", part)
+        stream = os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a", encoding="utf-8")
         self.frames_kept = len(kept)
         print(
             f"continuing the partial results in {part}: kept {len(kept)} frames up to frame {self._resume_after}",
@@ -179,3 +204,9 @@ def _frames_up_to(part: str, last_frame_index: int) -> list[str]:
             if isinstance(index, int) and index <= last_frame_index and line.endswith("\n"):
                 kept.append(line)
     return kept
+
+
+def _open_new(path: str) -> TextIO:
+    """A results file of our own naming, created or emptied, never through a link planted there."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    return os.fdopen(descriptor, "w", encoding="utf-8")

@@ -1,0 +1,64 @@
+"""Where `-o` writes when the path names something open already, or something planted."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from videodag_client import FrameResult
+from videodag_client.cli._results import JsonLinesOutput, plan_output
+
+FRAME = FrameResult(0, 0.0, {"n": 1})
+
+
+def test_a_descriptor_behind_a_pipe_is_written_in_place(tmp_path: Path) -> None:
+    """`-o /dev/stdout | jq`: the path resolves to a pipe, which has no name to put a .part beside."""
+    read_end, write_end = os.pipe()
+    try:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{write_end}")
+        assert plan_output(str(link)).part is None
+        with JsonLinesOutput(f"/dev/fd/{write_end}") as output:
+            output.write(FRAME)
+        assert json.loads(os.read(read_end, 1000))["result"] == {"n": 1}
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_file_open_behind_a_descriptor_keeps_what_was_written_before(tmp_path: Path) -> None:
+    """`-o /dev/stdout >> all.jsonl`: appended to, never replaced by a .part nor emptied."""
+    results = tmp_path / "all.jsonl"
+    results.write_text("an earlier line\n")
+    before = os.stat(results)
+    descriptor = os.open(results, os.O_WRONLY | os.O_APPEND)
+    try:
+        assert plan_output(f"/dev/fd/{descriptor}").part is None
+        with JsonLinesOutput(f"/dev/fd/{descriptor}") as output:
+            output.write(FRAME)
+    finally:
+        os.close(descriptor)
+    lines = results.read_text().splitlines()
+    assert lines[0] == "an earlier line" and json.loads(lines[1])["frame_index"] == 0
+    assert os.path.samestat(before, os.stat(results)), "the same file, not a new one renamed over it"
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_link_planted_at_the_part_path_is_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "results.jsonl.part").symlink_to(victim)
+    with pytest.raises(OSError), JsonLinesOutput(str(tmp_path / "results.jsonl")):
+        pass
+    assert victim.read_text() == "precious"
+
+
+def test_a_closed_stdin_as_the_input_is_no_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = tmp_path / "results.jsonl"
+    existing.write_text("")
+    monkeypatch.setattr(sys, "stdin", None)
+    assert plan_output(str(existing), input_path="-").part == f"{existing}.part"
