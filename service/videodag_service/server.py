@@ -233,19 +233,24 @@ def serve(settings: Settings) -> None:
     """
     stop_requested = threading.Event()
     hurry = threading.Event()
+    started = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        if stop_requested.is_set():
-            logger.info("received %s again: ending the drain now", name)
-            hurry.set()
-        else:
+        if not stop_requested.is_set():
             logger.info("received %s", name)
             stop_requested.set()
+        elif not started.is_set():  # a start that hangs (a store out of reach) can still be ended
+            logger.info("received %s again while starting: giving the start up", name)
+            raise SystemExit(128 + signum)
+        else:
+            logger.info("received %s again: ending the drain now", name)
+            hurry.set()
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     running = start_server(settings)
+    started.set()
     print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
     stop_requested.wait()
     running.stop(hurry=hurry)

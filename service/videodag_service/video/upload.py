@@ -46,10 +46,11 @@ from videodag_service.errors import (
 from videodag_service.video.chunk_writer import ChunkWriter
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-UPLOAD_PREFIX = "upload-"
+UPLOAD_PREFIX = "videodag-upload-"
 # Older than this and unlocked, an upload file is an orphan: far longer than the moment
 # between a file's creation and its lock, and than any clock step between two servers.
 ORPHAN_MIN_AGE_SECONDS = 60.0
+_UPLOAD_NAME = re.compile(re.escape(UPLOAD_PREFIX) + r"[a-z0-9_]{8}(\.[A-Za-z0-9]{1,8})")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # The suffix becomes part of a path, and FFmpeg uses it as a hint when probing the format:
 # keep it to a plain extension so it can never name another directory.
@@ -296,10 +297,18 @@ def remove_orphaned_uploads(temp_dir: str | os.PathLike[str], min_age_seconds: f
     removed = []
     now = time.time()
     for path in folder.glob(f"{UPLOAD_PREFIX}*"):
+        if not _named_as_an_upload(path.name):
+            continue  # someone else's file, in a folder such as /tmp the server may share
         with suppress(OSError):  # gone meanwhile, or not ours to open: left alone
             if _remove_if_orphaned(path, now - min_age_seconds):
                 removed.append(path)
     return removed
+
+
+def _named_as_an_upload(name: str) -> bool:
+    """Exactly the names `_create_private_file` gives: the prefix, mkstemp's 8 characters, a video suffix."""
+    match = _UPLOAD_NAME.fullmatch(name)
+    return match is not None and match.group(1).lower() in VIDEO_SUFFIXES
 
 
 def _remove_if_orphaned(path: Path, created_before: float) -> bool:

@@ -144,7 +144,7 @@ def test_the_server_removes_at_start_the_uploads_a_killed_server_left(tmp_path: 
 
     temp_dir = tmp_path / "uploads"
     temp_dir.mkdir(mode=0o700)
-    left = temp_dir / "upload-killed.mp4"
+    left = temp_dir / "videodag-upload-killed00.mp4"
     left.write_bytes(b"half a video")
     an_hour_ago = time.time() - 3600
     os.utime(left, (an_hour_ago, an_hour_ago))
@@ -231,3 +231,24 @@ def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch)
         for number, handler in handlers.items():
             signal.signal(number, handler)
     assert started.hurried == [True]
+
+
+def test_a_second_signal_while_the_server_starts_gives_the_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that hangs (a job store out of reach) must not take SIGKILL to end."""
+    from videodag_service import server as server_module
+
+    def a_start_that_hangs(settings: Settings) -> _StartedServer:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("the second signal did not end the start")
+
+    monkeypatch.setattr(server_module, "start_server", a_start_that_hangs)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(SystemExit) as ended:
+            server_module.serve(Settings(port=0))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert ended.value.code == 128 + signal.SIGTERM

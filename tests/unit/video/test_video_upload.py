@@ -277,14 +277,16 @@ def _age(path: Path, seconds: float) -> None:
 
 def test_only_uploads_no_process_holds_are_removed_as_orphans(tmp_path: Path) -> None:
     """A killed server's uploads go at the next start; another server's live ones stay, however old."""
-    orphan = tmp_path / "upload-killed.mp4"
+    orphan = tmp_path / "videodag-upload-killed00.mp4"
     orphan.write_bytes(b"x")
     _age(orphan, 3600)
-    young = tmp_path / "upload-justcreated.mp4"  # between its creation and its lock
+    young = tmp_path / "videodag-upload-justmade.mp4"  # between its creation and its lock
     young.write_bytes(b"x")
-    unrelated = tmp_path / "notes.txt"
-    unrelated.write_bytes(b"x")
-    _age(unrelated, 3600)
+    unrelated = [tmp_path / name for name in ("notes.txt", "upload-report.csv", "videodag-upload-notes000.txt",
+                                              "videodag-upload-longer-than-mkstemp.mp4")]
+    for path in unrelated:  # someone else's, in a folder such as /tmp the server may share
+        path.write_bytes(b"x")
+        _age(path, 3600)
     with receive_upload(tmp_path, max_upload_bytes=1 << 20) as live:
         live.write(b"video")
         live.flush()
@@ -292,10 +294,11 @@ def test_only_uploads_no_process_holds_are_removed_as_orphans(tmp_path: Path) ->
 
         assert remove_orphaned_uploads(tmp_path) == [orphan]
 
-        assert live.path.exists() and young.exists() and unrelated.exists() and not orphan.exists()
+        assert live.path.exists() and young.exists() and all(path.exists() for path in unrelated)
+        assert not orphan.exists()
         live.finish()
         assert remove_orphaned_uploads(tmp_path) == [], "still held until its block ends, though finished"
-    assert _files_in(tmp_path) == sorted([young, unrelated])
+    assert _files_in(tmp_path) == sorted([young, *unrelated])
 
 
 def test_a_symlink_named_like_an_upload_is_not_followed(tmp_path: Path) -> None:
@@ -304,6 +307,6 @@ def test_a_symlink_named_like_an_upload_is_not_followed(tmp_path: Path) -> None:
     precious = target / "precious"
     precious.write_bytes(b"keep")
     _age(precious, 3600)
-    (tmp_path / "upload-link").symlink_to(precious)
+    (tmp_path / "videodag-upload-linkname.mp4").symlink_to(precious)
     assert remove_orphaned_uploads(tmp_path) == []
     assert precious.read_bytes() == b"keep"
