@@ -19,7 +19,7 @@ from videodag_service import convert, convert_jobs
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
 from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches, VideodagError
-from videodag_service.jobs import JobService
+from videodag_service.jobs import Job, JobService
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 
 if TYPE_CHECKING:
@@ -164,9 +164,11 @@ class JobRpcs:
                     request.job_id, after,
                     stop_requested=lambda: not context.is_active() or self._run_slots.ending,
                 )
+                finished = False
                 for event in events:
                     yield convert_jobs.watch_event_to_proto(event)
-                # A watch stopped by the end of the shutdown grace says so: its client resumes elsewhere.
-                self._run_slots.refuse_if_ended("the watch")
+                    finished = isinstance(event, Job) and event.state.is_finished
+                if not finished:  # stopped by the end of the shutdown grace: its client resumes elsewhere
+                    self._run_slots.refuse_if_ended("the watch")
         except Exception as error:
             abort(context, self._job_error(error))

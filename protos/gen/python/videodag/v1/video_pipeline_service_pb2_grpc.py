@@ -84,10 +84,12 @@ class VideoPipelineServiceStub:
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
-    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
+    | while a run was streaming results or a watch was open        |                    |
+    | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
+    | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
+    | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -208,10 +210,12 @@ class VideoPipelineServiceServicer:
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
-    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
+    | while a run was streaming results or a watch was open        |                    |
+    | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
+    | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
+    | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -445,10 +449,12 @@ class VideoPipelineService:
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
-    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
+    | while a run was streaming results or a watch was open        |                    |
+    | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
+    | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
+    | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 

@@ -85,10 +85,12 @@ class VideoPipelineServiceStub:
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
-    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
+    | while a run was streaming results or a watch was open        |                    |
+    | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
+    | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
+    | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -232,10 +234,12 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
-    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
+    | while a run was streaming results or a watch was open        |                    |
+    | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
+    | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
+    | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
@@ -375,10 +379,12 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
     | job call on a server without jobs (JOBS_DISABLED)            |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
-    | while a run or watch was still going (SERVER_DRAINING); the  |                    |
+    | while a run was streaming results or a watch was open        |                    |
+    | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | both with a retry hint where known                           |                    |
-    | gRPC: a call still going a second after the shutdown grace   | UNAVAILABLE        |
+    | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
+    | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
 
