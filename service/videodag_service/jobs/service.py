@@ -236,7 +236,10 @@ class JobService:
                 self._queue.dispatch(job)
             else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
                 logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)
-                self._uploads.delete(job.video.ref)
+                try:
+                    self._uploads.delete(job.video.ref)
+                except OSError:  # left for retention to remove with the job; the start goes on
+                    logger.exception("job %s: could not delete its video", job.id)
 
     def _maintain(self) -> None:
         while not self._closing.wait(self._maintenance_interval_seconds):

@@ -1,12 +1,15 @@
-"""The embedded queue while the server drains: no new job starts, and the running ones can be waited for."""
+"""The embedded queue while the server drains (no new job starts, the running ones can be waited for),
+and recovery at start."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from fakes.waiting import wait_until
-from videodag_service.jobs import Job, JobState, StoredVideo
+from videodag_service.dag import DagPipelineService
+from videodag_service.jobs import DirectoryUploadStorage, Job, JobService, JobState, SqliteJobStore, StoredVideo
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
@@ -75,3 +78,34 @@ def test_closing_interrupts_the_running_job() -> None:
     assert wait_until(lambda: executor.started == [job.id])
     queue.close(timeout=5)
     assert queue.wait_until_idle(0), "the worker left its job when told to stop"
+
+
+class _UndeletableUploads(DirectoryUploadStorage):
+    """Videos a passing permission problem keeps on disk."""
+
+    def delete(self, ref: str) -> None:
+        raise PermissionError(13, "Permission denied", ref)
+
+
+def test_a_video_that_cannot_be_deleted_does_not_stop_recovery(tmp_path: Path) -> None:
+    """A job given up at start has its video deleted; failing that must not fail the server's start."""
+    data = tmp_path / "data"
+    store = SqliteJobStore(data)
+    given_up, queued = _job(), _job()
+    for job in (given_up, queued):
+        store.create(job)
+    store.claim(given_up.id, 1, 0.0)
+    store.close()  # the process ends with it RUNNING, its last attempt: a crash, three times over
+    store = SqliteJobStore(data)
+    executor = _GatedExecutor()
+    queue = _queue(executor)
+    service = JobService(store, queue, _UndeletableUploads(data / "uploads"), DagPipelineService({}),  # type: ignore[arg-type]
+                         max_upload_bytes=1, retention_seconds=60, max_attempts=1)
+    try:
+        service.run_maintenance()
+        assert store.get(given_up.id).state is JobState.FAILED
+        assert wait_until(lambda: executor.started == [queued.id]), "the rest of recovery went on"
+    finally:
+        executor.gate.set()
+        queue.close()
+        store.close()
