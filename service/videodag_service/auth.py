@@ -100,6 +100,14 @@ def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
     return tokens
 
 
+class _EncryptedKey(Exception):
+    """The key asks for a passphrase, which a server started unattended cannot type."""
+
+
+def _no_passphrase() -> str:
+    raise _EncryptedKey
+
+
 def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | None) -> grpc.ServerCredentials:
     """TLS credentials; with `client_ca_file`, clients must present a certificate it signed (mutual TLS).
 
@@ -107,7 +115,9 @@ def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | N
     and says nothing of the certificate (a key of another certificate, a file not PEM).
     """
     try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_no_passphrase)
+    except _EncryptedKey:
+        raise ValueError(f"TLS key {key_file} is encrypted; give the server an unencrypted key") from None
     except ssl.SSLError as error:
         raise ValueError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
                          f"{error.reason or error}") from None

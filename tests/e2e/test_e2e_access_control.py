@@ -113,3 +113,12 @@ def test_a_key_of_another_certificate_is_refused_naming_the_pair_not_the_port(pk
     refusal = r"TLS certificate .*server\.pem and key .*client\.key cannot be used together"
     with pytest.raises(ValueError, match=refusal):
         start_server(settings)
+
+
+def test_an_encrypted_key_is_refused_at_start_instead_of_waiting_for_a_passphrase(tmp_path: Path) -> None:
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-keyout", "locked.key", "-out", "locked.pem", "-days", "1",
+            "-subj", "/CN=localhost", "-passout", "pass:secret", cwd=tmp_path)
+    settings = Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=tmp_path / "locked.pem",
+                        tls_key_file=tmp_path / "locked.key")
+    with pytest.raises(ValueError, match=r"TLS key .*locked\.key is encrypted"):
+        start_server(settings)
