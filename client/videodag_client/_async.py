@@ -29,7 +29,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
-from videodag_client._client import DEFAULT_TARGET, VideodagClient
+from videodag_client._client import DEFAULT_TARGET, VideodagClient, client_closed_error
 from videodag_client._errors import VideodagError
 from videodag_client._events import Event
 from videodag_client._jobs import Job, JobEvent, JobPage, JobState
@@ -85,12 +85,14 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         # Closing the client cancels these itself: a channel the client does not own stays open,
         # so closing it would not end them.
         self._streams: weakref.WeakSet[_ThreadedStream[Any]] = weakref.WeakSet()
+        self._calls_closed = False
 
     async def close(self) -> None:
         """Cancels the running streams, then closes the client."""
         for stream in list(self._streams):
             stream.cancel()
         self._client.close()
+        self._calls_closed = True
         self._calls.shutdown(wait=False, cancel_futures=True)
 
     def _track(self, stream: S) -> S:
@@ -227,6 +229,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         return self._track(AsyncJobWatch(start, "async-client-watch"))
 
     async def _run(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        if self._calls_closed:  # its threads are gone: say so as the blocking client does
+            raise client_closed_error()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._calls, functools.partial(function, *args, **kwargs))
 

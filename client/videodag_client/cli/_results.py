@@ -120,12 +120,15 @@ class JsonLinesOutput:
     def __init__(
         self, path: str | None, *, input_path: str | None = None, resume_after: int | None = None
     ) -> None:
+        if path == "":
+            raise UsageError("cannot write results to an empty path; name a file, or '-' for stdout")
         self.path = path
         self.frames_written = 0
         self.frames_kept = 0
         """Frames of an earlier `.part` continued with `resume_after`."""
         self._target = plan_output(path, input_path=input_path) if path not in (None, STDOUT) else None
         self._resume_after = resume_after
+        self._last_frame_index: int | None = None
         self._stream: TextIO | None = None
 
     @property
@@ -136,7 +139,9 @@ class JsonLinesOutput:
         if self.path == STDOUT:
             self._stream = sys.stdout
         elif self._target is not None and self._target.part is None:
-            self._stream = open(self._target.final, "a", encoding="utf-8")  # no truncation of what others wrote
+            self._stream = _own_stream_writing_to(self._target.final) or open(
+                self._target.final, "a", encoding="utf-8"  # appended: no truncation of what others wrote
+            )
         elif self._target is not None and self._target.part is not None:
             self._stream = self._open_part(self._target.part)
         return self
@@ -157,12 +162,18 @@ class JsonLinesOutput:
             f"continuing the partial results in {part}: kept {len(kept)} frames up to frame {self._resume_after}",
             file=sys.stderr,
         )
+        last_kept = json.loads(kept[-1])["frame_index"] if kept else None
+        if last_kept != self._resume_after:
+            print(f"warning: {part} ends at frame {last_kept}, not {self._resume_after}: frames in between are not "
+                  f"in it; resume with --after {-1 if last_kept is None else last_kept} to have them all",
+                  file=sys.stderr)
         return stream
 
     def write(self, frame: FrameResult) -> None:
         if self._stream is None:
             return
         self._stream.write(json.dumps(frame_record(frame), ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._last_frame_index = frame.frame_index
         if self._stream is sys.stdout or (self._target is not None and self._target.part is None):
             self._stream.flush()  # a reader at the other end of a pipe sees each frame as it is done
         self.frames_written += 1
@@ -175,7 +186,10 @@ class JsonLinesOutput:
     ) -> None:
         if self._target is None or self._stream is None:
             return
-        self._stream.close()
+        if self._stream in (sys.stdout, sys.stderr):
+            self._stream.flush()  # ours to keep writing the summary to
+        else:
+            self._stream.close()
         part = self._target.part
         if part is None:
             return
@@ -183,7 +197,8 @@ class JsonLinesOutput:
         if exc_type is None:
             os.replace(part, self._target.final)
         elif frames:
-            print(f"partial results ({frames} frames) kept in {part}", file=sys.stderr)
+            last = self._last_frame_index if self._last_frame_index is not None else self._resume_after
+            print(f"partial results ({frames} frames, up to frame {last}) kept in {part}", file=sys.stderr)
         else:
             os.remove(part)
 
@@ -204,6 +219,26 @@ def _frames_up_to(part: str, last_frame_index: int) -> list[str]:
             if isinstance(index, int) and index <= last_frame_index and line.endswith("\n"):
                 kept.append(line)
     return kept
+
+
+def _own_stream_writing_to(path: str) -> TextIO | None:
+    """sys.stdout or sys.stderr when `path` is the very file it writes to (`-o /dev/stdout > f`).
+
+    Written through a second descriptor, the results would start at its own offset, and the
+    summary printed to stdout afterwards would overwrite them from the file's start.
+    """
+    try:
+        target = os.stat(path)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and os.path.samestat(target, os.fstat(stream.fileno())):
+                stream.flush()
+                return stream
+        except (OSError, ValueError):  # closed, or not a real descriptor (a test's capture)
+            continue
+    return None
 
 
 def _open_new(path: str) -> TextIO:

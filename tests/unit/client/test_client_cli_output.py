@@ -204,6 +204,6 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_the_part_file(
     _, error = process.communicate(timeout=30)
 
     assert process.returncode == _exit_codes.TERMINATED
-    assert error.decode().splitlines() == [f"partial results (1 frames) kept in {part}", "terminated"]
+    assert error.decode().splitlines() == [f"partial results (1 frames, up to frame 0) kept in {part}", "terminated"]
     assert _frame_indexes(part.read_text()) == [0]
     assert servicer.cancelled.wait(10), "the call was cancelled, as on Ctrl-C"

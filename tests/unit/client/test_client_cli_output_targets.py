@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from videodag_client import FrameResult
+from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._results import JsonLinesOutput, plan_output
 
 FRAME = FrameResult(0, 0.0, {"n": 1})
@@ -62,3 +63,34 @@ def test_a_closed_stdin_as_the_input_is_no_crash(tmp_path: Path, monkeypatch: py
     existing.write_text("")
     monkeypatch.setattr(sys, "stdin", None)
     assert plan_output(str(existing), input_path="-").part == f"{existing}.part"
+
+
+def test_results_to_the_file_stdout_writes_to_stay_ahead_of_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o /dev/stdout > f`: one stream, not two offsets where the summary overwrites the frames."""
+    redirected = tmp_path / "f"
+    with redirected.open("w", encoding="utf-8") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        with JsonLinesOutput(f"/dev/fd/{stdout.fileno()}") as output:
+            output.write(FRAME)
+            output.write(FrameResult(1, 0.04, {"n": 2}))
+        print("the run's summary", file=sys.stdout)
+    lines = redirected.read_text().splitlines()
+    assert [json.loads(line)["frame_index"] for line in lines[:2]] == [0, 1]
+    assert lines[2:] == ["the run's summary"]
+
+
+def test_an_empty_output_path_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="empty path"):
+        JsonLinesOutput("")
+
+
+def test_resuming_after_a_frame_the_part_file_never_reached_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "res.jsonl"
+    Path(f"{results}.part").write_text("".join(json.dumps({"frame_index": i}) + "\n" for i in range(10)))
+    with JsonLinesOutput(str(results), resume_after=50) as output:
+        assert output.frames_kept == 10
+    assert "ends at frame 9, not 50" in capsys.readouterr().err

@@ -81,3 +81,16 @@ def test_closing_an_async_client_cancels_its_running_streams(
     channel.close()
     assert isinstance(ended, StopAsyncIteration | Cancelled)
     assert servicer.cancelled.wait(10), "the server saw the call cancelled"
+
+
+@pytest.mark.parametrize("call", ["list_pipelines", "get_pipeline", "get_job", "list_jobs", "cancel_job", "delete_job"])
+def test_async_calls_after_close_raise_failed_precondition_too(target: str, call: str) -> None:
+    async def after_close() -> None:
+        client = AsyncVideodagClient(target)
+        await client.close()
+        arguments = {"list_pipelines": (), "list_jobs": ()}.get(call, ("some-id",))
+        await getattr(client, call)(*arguments)
+
+    with pytest.raises(FailedPrecondition, match="the client is closed") as refused:
+        asyncio.run(after_close())
+    assert refused.value.reason == "CLIENT_CLOSED"
