@@ -49,6 +49,8 @@ _SPARE_THREADS = 32
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 # How often the drain looks whether a second signal asked it to end now.
 _DRAIN_POLL_SECONDS = 0.1
+# How often the waiting main thread wakes, so a signal's handler runs promptly.
+_SIGNAL_POLL_SECONDS = 0.2
 # After the grace, how long calls get to end themselves before gRPC cancels them: a run
 # notices at its next frame, a watch at its next poll (`watch_job`'s 0.5 s).
 _CALLS_END_SECONDS = 1.0
@@ -85,17 +87,19 @@ class RunningServer:
     jobs: JobService | None = None
     servicer: VideoPipelineServicer | None = None
 
-    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None) -> None:
+    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = ""
+             ) -> None:
         """Drain and stop; returns when every call has ended. Setting `hurry` (a second signal)
-        ends the grace at once: what is still in progress is cancelled, jobs queued again."""
+        ends the grace at once: what is still in progress is cancelled, jobs queued again. `cause`
+        (the signal's name) goes into the log line."""
         hurry = hurry or threading.Event()
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
-        logger.info("draining: health NOT_SERVING, new runs and jobs refused, %.1f s grace for the runs, "
-                    "job uploads and jobs in progress", grace)
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
         if self.jobs is not None:
             self.jobs.stop_taking_jobs()
+        logger.info("%sdraining: health NOT_SERVING, new runs and jobs refused, %.1f s grace for the runs, "
+                    "job uploads and jobs in progress", f"received {cause}: " if cause else "", grace)
         # gRPC's own stop refuses every new call at once, health checks and job lookups included;
         # keep serving while the work in progress finishes, so a load balancer sees NOT_SERVING
         # rather than a closed port, and job clients can still follow their jobs.
@@ -122,7 +126,7 @@ class RunningServer:
             left = deadline - time.monotonic()
             if left <= 0 or self._work_in_progress_ends_within(min(left, _DRAIN_POLL_SECONDS)):
                 return
-        logger.info("hurried: cancelling the runs, uploads and jobs still in progress")
+        logger.info("a second signal: ending the drain now, cancelling the runs, uploads and jobs still in progress")
 
     def _work_in_progress_ends_within(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -234,17 +238,18 @@ def serve(settings: Settings) -> None:
     stop_requested = threading.Event()
     hurry = threading.Event()
     started = threading.Event()
+    received: list[str] = []
 
+    # The handler only flips events: the drain starts (health NOT_SERVING) before anything is
+    # logged, so a log write that blocks cannot hold a load balancer's view back.
     def request_stop(signum: int, _frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
+        received.append(signal.Signals(signum).name)
         if not stop_requested.is_set():
-            logger.info("received %s", name)
             stop_requested.set()
         elif not started.is_set():  # a start that hangs (a store out of reach) can still be ended
-            logger.info("received %s again while starting: giving the start up", name)
+            logger.info("received %s again while starting: giving the start up", received[-1])
             raise SystemExit(128 + signum)
         else:
-            logger.info("received %s again: ending the drain now", name)
             hurry.set()
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -252,8 +257,11 @@ def serve(settings: Settings) -> None:
     running = start_server(settings)
     started.set()
     print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
-    stop_requested.wait()
-    running.stop(hurry=hurry)
+    # A signal the kernel hands to another thread runs its Python handler only when the main
+    # thread next runs bytecode: an endless wait here could leave a SIGTERM unanswered for good.
+    while not stop_requested.wait(_SIGNAL_POLL_SECONDS):
+        pass
+    running.stop(hurry=hurry, cause=received[0])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

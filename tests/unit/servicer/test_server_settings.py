@@ -177,7 +177,7 @@ class _StartedServer:
     def __init__(self) -> None:
         self.hurried: list[bool] = []
 
-    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None) -> None:
+    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = "") -> None:
         self.hurried.append(hurry is not None and hurry.is_set())
 
 
@@ -207,11 +207,45 @@ def test_a_signal_while_the_server_starts_is_a_clean_stop_not_the_default_kill(
     assert started.hurried == [False], "stopped once, with its grace"
 
 
+def test_a_signal_that_lands_on_another_thread_still_starts_the_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads (gRPC's, the decoders'); the
+    Python handler then waits for the main thread to run, which an endless wait never did."""
+    from videodag_service import server as server_module
+
+    started = _StartedServer()
+    main_thread = threading.get_ident()
+    served = threading.Event()
+
+    def signal_from_another_thread() -> None:
+        time.sleep(0.1)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # this thread, not the main one
+        # A backstop so a regression fails the test instead of hanging it: wake the main thread.
+        if not served.wait(5):
+            signal.pthread_kill(main_thread, signal.SIGTERM)
+
+    def start_and_get_signalled(settings: Settings) -> _StartedServer:
+        threading.Thread(target=signal_from_another_thread, daemon=True).start()
+        return started
+
+    monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    began = time.monotonic()
+    try:
+        server_module.serve(Settings(port=0))
+    finally:
+        served.set()
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert time.monotonic() - began < 2, "the drain waited for something else to wake the main thread"
+    assert started.hurried == [False]
+
+
 def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from videodag_service import server as server_module
 
     class _Draining(_StartedServer):
-        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None) -> None:
+        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None,
+                 cause: str = "") -> None:
             assert hurry is not None
             os.kill(os.getpid(), signal.SIGINT)  # someone presses Ctrl-C again during the drain
             assert hurry.wait(5)
