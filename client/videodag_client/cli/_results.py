@@ -48,8 +48,9 @@ def plan_output(path: str, *, input_path: str | None = None) -> OutputTarget:
     run succeeds; a symbolic link is followed, so the file it points to is replaced and the
     link stays. Anything else that exists (a FIFO, /dev/stdout, a terminal) is written
     directly: replacing it would swap the device for a regular file. A directory, a missing
-    directory, or the input video itself is a `UsageError`: found after the run, the results
-    would be lost; found by the rename, the input would be overwritten.
+    directory (`new/` too), a descriptor that is not open, or the input video itself is a
+    `UsageError`: found after the run, the results would be lost; found by the rename, the
+    input would be overwritten.
     """
     try:
         status: os.stat_result | None = os.stat(path)  # through links, /dev/stdout's to a pipe included
@@ -59,6 +60,10 @@ def plan_output(path: str, *, input_path: str | None = None) -> OutputTarget:
         raise UsageError(f"cannot write results to {path}: {error.strerror or error}") from None
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise UsageError(f"cannot write results to {path}: it is a directory; name a file in it")
+    if status is None and path.endswith("/"):  # realpath would drop the slash and make a file of it
+        raise UsageError(f"cannot write results to {path}: no such directory; name a file")
+    if status is None and _through_a_descriptor(path):
+        raise UsageError(f"cannot write results to {path}: no such descriptor is open")
     if status is not None and (not stat.S_ISREG(status.st_mode) or _through_a_descriptor(path)):
         # A device or FIFO, or a file some process already has open (/dev/stdout redirected by
         # the shell): written in place, by the name given, never replaced.

@@ -97,7 +97,8 @@ def test_output_through_a_symlink_replaces_its_target_and_keeps_the_link(
     assert not Path(f"{link}.part").exists() and not Path(f"{real}.part").exists()
 
 
-@pytest.mark.parametrize("kind", ["directory", "missing directory", "the input", "a link to the input"])
+@pytest.mark.parametrize("kind", ["directory", "missing directory", "a new directory", "a closed descriptor",
+                                  "the input", "a link to the input"])
 def test_a_bad_output_is_refused_before_the_upload(
     target: str,
     servicer: FakeVideoPipelineServicer,
@@ -111,6 +112,8 @@ def test_a_bad_output_is_refused_before_the_upload(
     output = {
         "directory": tmp_path,
         "missing directory": tmp_path / "absent" / "out.jsonl",
+        "a new directory": f"{tmp_path / 'new'}/",
+        "a closed descriptor": "/dev/fd/987",
         "the input": video_path,
         "a link to the input": tmp_path / "link.jsonl",
     }[kind]
@@ -122,11 +125,16 @@ def test_a_bad_output_is_refused_before_the_upload(
     error = capsys.readouterr().err
     assert error.startswith(f"error: cannot write results to {output}: ") and "Traceback" not in error
     expected = {"directory": "is a directory", "missing directory": f"directory {tmp_path / 'absent'} does not exist",
+                "a new directory": "no such directory; name a file",
+                "a closed descriptor": "no such descriptor is open",
                 "the input": "is the input video", "a link to the input": "is the input video"}[kind]
     assert expected in error
     assert servicer.requests == [], "refused before anything was uploaded"
     assert video_path.read_bytes() == original
     assert not list(tmp_path.glob("*.part"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        name for name in (video_path.name, "link.jsonl") if (tmp_path / name).exists()
+    ), "nothing was created"
 
 
 def _cli(target: str, *arguments: str) -> list[str]:
