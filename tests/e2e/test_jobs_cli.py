@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +47,18 @@ def test_submit_then_watch_writes_every_frame_and_the_summary(
     assert "frames:     5 processed" in capsys.readouterr().out
     assert main([*_server(jobs), "watch", job_id, "--after", "4", "-o", str(output), "-q"]) == 0
     assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [6, 8]
+
+
+def test_submit_dash_uploads_the_video_from_a_pipe(jobs: JobsDeployment, client: VideodagClient, make_video) -> None:
+    video = make_video(6)
+    submitted = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "submit", "-", "--pipeline", "frame_stats_v1",
+         "-q"],
+        input=video.read_bytes(), capture_output=True, timeout=60,
+    )
+    assert submitted.returncode == 0, submitted.stderr.decode()
+    job = wait_for_job(client, submitted.stdout.decode().strip(), finished)
+    assert (job.state, job.frames_done) == (JobState.SUCCEEDED, 6)
 
 
 def test_jobs_lists_and_shows_and_cancel_stops_a_job(

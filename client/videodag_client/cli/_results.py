@@ -12,9 +12,9 @@ from typing import Any, TextIO
 
 from videodag_client import FrameResult
 from videodag_client.cli._arguments import UsageError
+from videodag_client.cli._video_input import STDIN
 
 STDOUT = "-"
-STDIN = "-"
 
 
 def frame_record(frame: FrameResult) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, BinaryIO
+from typing import Any
 
 from videodag_client import (
     DEFAULT_CHUNK_SIZE,
@@ -23,8 +23,9 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
-from videodag_client.cli._results import STDIN, STDOUT, JsonLinesOutput
+from videodag_client.cli._results import STDOUT, JsonLinesOutput
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
+from videodag_client.cli._video_input import video_source
 
 # Frame i is at i / fps; a window bound that lands on a frame's time within float noise
 # (0.4 s * 25 fps = 10.000000000000002) must count that frame as inside.
@@ -104,7 +105,7 @@ def _start_run(
     """Starts the upload; what the client refuses before any call is a usage error."""
     try:
         return client.upload_and_run(
-            _video_source(args.video),
+            video_source(args.video),
             args.pipeline,
             options,
             chunk_size=args.chunk_size,
@@ -114,15 +115,6 @@ def _start_run(
         )
     except InvalidArgument as error:  # only the client's own check: no call was made
         raise UsageError(f"--decode-during-upload: {error.message}") from None
-
-
-def _video_source(video: str) -> str | BinaryIO:
-    """The path, or for '-' stdin as a binary stream (a pipe works: the upload never seeks one)."""
-    if video != STDIN:
-        return video
-    if sys.stdin is None or sys.stdin.isatty():
-        raise UsageError("VIDEO is '-' but stdin is a terminal: pipe or redirect the video into it")
-    return open(sys.stdin.fileno(), "rb", closefd=False)
 
 
 def expected_frame_count(video: VideoOpened, options: RunOptions) -> int | None:

@@ -12,6 +12,7 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
+from videodag_client.cli._video_input import video_source
 from videodag_client.cli.jobs import job_record
 
 
@@ -25,7 +26,7 @@ def add_parser(subcommands: Any) -> None:
             "upload is stored; follow the job with `videodag watch JOB`."
         ),
     )
-    parser.add_argument("video", metavar="VIDEO", help="the video file to upload")
+    parser.add_argument("video", metavar="VIDEO", help="the video file to upload, or '-' to read it from stdin")
     parser.add_argument("--pipeline", required=True, metavar="ID", help="the pipeline to run (see `pipelines`)")
     add_sampling_arguments(parser)
     parser.add_argument(
@@ -51,7 +52,7 @@ def submit_command(args: argparse.Namespace) -> int:
     options = sampling_options(args)
     with connect(args) as client, RunProgress(progress_wanted(args.quiet)) as progress:
         job = client.submit_job(
-            args.video,
+            video_source(args.video),
             args.pipeline,
             options,
             idempotency_key=args.idempotency_key,
