@@ -33,7 +33,9 @@ def test_the_cli_speaks_mutual_tls(
 
     # The server ends the handshake by closing the socket: gRPC reports no more than that.
     assert main([*target, *_tls_options(pki, client_certificate=False), "pipelines"]) == _exit_codes.UNAVAILABLE
-    assert "error: UNAVAILABLE" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "error: UNAVAILABLE" in error
+    assert "requires a client certificate closes the connection this way: pass --tls-cert and --tls-key" in error
 
 
 def test_a_wrong_ca_is_reported_as_a_tls_failure_without_grpc_log_lines(

@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_tls_failure(error)
             return _exit_codes.CREDENTIALS
         _print_error(error)
+        if _may_want_a_client_certificate(args, error):
+            print("  a TLS server that requires a client certificate closes the connection this way: "
+                  "pass --tls-cert and --tls-key", file=sys.stderr)
         return _exit_codes.exit_code_for_status(error.code)
     except BrokenPipeError:
         # The reader of the output had enough (`videodag run -o - | head`): stop quietly, as a
@@ -113,6 +116,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _is_tls_failure(error: VideodagError) -> bool:
     message = error.message.lower()
     return error.code is grpc.StatusCode.UNAVAILABLE and any(mark in message for mark in _TLS_FAILURE_MARKS)
+
+
+def _may_want_a_client_certificate(args: argparse.Namespace, error: VideodagError) -> bool:
+    """TLS without a client certificate, and the socket closed: all gRPC says when the server
+    ends the handshake for want of one (mutual TLS). A server going down mid-call reads the same,
+    so it is a hint next to the error, not a different exit code."""
+    uses_tls = bool(getattr(args, "tls", False) or getattr(args, "tls_ca", None))
+    return (uses_tls and not getattr(args, "tls_cert", None) and error.code is grpc.StatusCode.UNAVAILABLE
+            and "socket closed" in error.message.lower())
 
 
 def _print_tls_failure(error: VideodagError) -> None:
