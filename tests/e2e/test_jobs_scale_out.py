@@ -60,3 +60,21 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
         with pytest.raises(Unavailable):
             client.submit_job(sample_clip, "paced")
         assert jobs.stored_uploads() == stored_before  # the refused upload was not kept
+
+
+def test_a_running_job_waits_out_a_redis_restart_and_stores_every_frame_once(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """A failover or restart of Redis takes seconds; a job hours long must not fail for it."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=60))  # about 2 s of work
+        wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")
+        assert jobs.redis is not None
+        jobs.redis.restart(down_seconds=1.5)
+
+        done = wait_for_job(client, job.id, finished, timeout=60)
+        assert done.state is JobState.SUCCEEDED, done.error
+        assert (done.attempt, done.frames_done) == (1, 60), "neither run again nor a frame counted twice"
+        frames, _updates = watch_all(client, job.id)
+        assert [frame.frame_index for frame in frames] == list(range(60))

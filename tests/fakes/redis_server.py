@@ -26,18 +26,32 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         work_dir.mkdir(parents=True, exist_ok=True)
+        self._work_dir = work_dir
+        self._startup_timeout = startup_timeout
+        self._start()
+
+    def _start(self) -> None:
         self._process = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(work_dir)],
+             "--dir", str(self._work_dir)],
             stdout=subprocess.DEVNULL,
         )
         self.client = redis.Redis.from_url(self.url, decode_responses=True)
-        deadline = time.monotonic() + startup_timeout
+        deadline = time.monotonic() + self._startup_timeout
         while not self._answers():
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def restart(self, down_seconds: float) -> None:
+        """An outage that loses nothing, as a failover would: the data is saved, the server is
+        gone (connections refused) for `down_seconds`, then back on the same port with it."""
+        self.client.shutdown(save=True)
+        self._process.wait(10)
+        self.client.close()
+        time.sleep(down_seconds)
+        self._start()
 
     def _answers(self) -> bool:
         try:

@@ -11,6 +11,9 @@ the synchronous call would have given. Three things end a run early without fail
   runs it again as it would after a crash;
 * the job outlives `job_timeout_seconds`: it FAILS with DEADLINE_EXCEEDED.
 
+An outage of the store (a Redis restart or failover) pauses the run instead of failing it:
+each write is tried again for up to `_OUTAGE_PATIENCE_SECONDS`, decoding held back meanwhile.
+
 A `JobObserver` (the server's metrics) hears of every frame stored and of every run's end:
 OK, the recorded error's status code, or CANCELLED for a run stopped by the job's cancel.
 A run interrupted by shutdown or taken over by another worker is not an end: the job runs
@@ -24,10 +27,17 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
+from functools import partial
 from typing import Protocol
 
 from videodag_service.dag import DagPipelineService
-from videodag_service.errors import DeadlineExceeded, ErrorDetails, JobNotFound, naming_the_upload
+from videodag_service.errors import (
+    DeadlineExceeded,
+    ErrorDetails,
+    JobNotFound,
+    JobStoreUnavailable,
+    naming_the_upload,
+)
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
 from videodag_service.jobs.progress import expected_frame_count
 from videodag_service.jobs.store import JobStore
@@ -35,6 +45,13 @@ from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoFilePipelineService, VideoOpened
 
 logger = logging.getLogger(__name__)
+
+# How long a running job waits out an outage of its store before it fails. A failover or
+# restart takes seconds; past the lease (30 s by default) another worker may take the job
+# over, and this one's next write, once the store is back, finds it superseded and stops.
+_OUTAGE_PATIENCE_SECONDS = 60.0
+_OUTAGE_FIRST_RETRY_SECONDS = 0.1
+_OUTAGE_LONGEST_RETRY_SECONDS = 2.0
 
 # The status names of a job run's end, as the metrics of a synchronous run spell them.
 STATUS_OK = "OK"
@@ -184,14 +201,16 @@ class JobExecutor:
                     )
                 if isinstance(event, FrameProcessed):
                     frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)
-                    if not self._store.append_frame(job.id, job.attempt, frame):
+                    if not self._write(partial(self._store.append_frame, job.id, job.attempt, frame), job,
+                                       should_stop, deadline):
                         raise _Superseded(job.id)
                     self._observer.record_frame(job.pipeline_id)
                     if event.result.get("errors"):
                         frames_with_errors += 1
                 elif isinstance(event, VideoOpened):
                     total = expected_frame_count(event.info, job.sampling)
-                    if not self._store.record_video(job.id, job.attempt, event.info, total):
+                    if not self._write(partial(self._store.record_video, job.id, job.attempt, event.info, total), job,
+                                       should_stop, deadline):
                         raise _Superseded(job.id)
                 elif isinstance(event, RunFinished):
                     stats = event.summary
@@ -210,6 +229,39 @@ class JobExecutor:
             ended_early=stats.ended_early,
             frames_in_video=stats.frames_in_video,
         )
+
+    def _write(self, write: Callable[[], bool], job: Job, should_stop: Callable[[], bool], deadline: float) -> bool:
+        """`write()`, tried again while the store is out, for up to `_OUTAGE_PATIENCE_SECONDS` (and
+        never past the job's deadline); a shutdown meanwhile interrupts the job as it would a frame.
+        The store's writes are idempotent, so one whose reply the outage lost can be repeated."""
+        give_up_at = min(time.monotonic() + _OUTAGE_PATIENCE_SECONDS, deadline)
+        delay = _OUTAGE_FIRST_RETRY_SECONDS
+        while True:
+            try:
+                written = write()
+            except self._store.outage_errors as error:
+                if time.monotonic() + delay > give_up_at:
+                    raise JobStoreUnavailable(
+                        f"the job store could not be reached for {_OUTAGE_PATIENCE_SECONDS:g} s while the job ran "
+                        f"({type(error).__name__}: {error}); submit the video again"
+                    ) from error
+                if delay == _OUTAGE_FIRST_RETRY_SECONDS:
+                    logger.warning("job %s: the job store cannot be reached (%s: %s); the run waits for it, "
+                                   "for up to %g s", job.id, type(error).__name__, error, _OUTAGE_PATIENCE_SECONDS)
+                self._pause(delay, job, should_stop)
+                delay = min(delay * 2, _OUTAGE_LONGEST_RETRY_SECONDS)
+                continue
+            if delay != _OUTAGE_FIRST_RETRY_SECONDS:
+                logger.info("job %s: the job store is back; the run goes on", job.id)
+            return written
+
+    @staticmethod
+    def _pause(seconds: float, job: Job, should_stop: Callable[[], bool]) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if should_stop():
+                raise JobInterrupted(job.id)
+            time.sleep(min(left, 0.1))
 
     def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None,
                 ended_at: float | None = None) -> bool:

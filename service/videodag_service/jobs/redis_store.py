@@ -74,6 +74,12 @@ return 1
 # KEYS: job, frames, leases. ARGV: attempt, frame_index, timestamp, result, lease_until, id.
 _APPEND = _CURRENT_RUN + """
 if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if top[1] and top[1][1] == ARGV[2] .. '-1' then
+  -- stored already: a write repeated because an outage lost its reply
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+  return 1
+end
 redis.call('XADD', KEYS[2], ARGV[2] .. '-1', 't', ARGV[3], 'r', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'frames_done', 1)
 redis.call('HINCRBY', KEYS[1], 'revision', 1)

@@ -219,6 +219,9 @@ class SqliteJobStore(JobStore):
 
     def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
         with self._transaction() as db:
+            if db.execute("SELECT 1 FROM frames WHERE job_id = ? AND frame_index = ?",
+                          (job_id, frame.frame_index)).fetchone() is not None:
+                return self._is_running(db, job_id, attempt)  # stored already: a repeated write
             if not self._update_running(db, job_id, attempt, "frames_done = frames_done + 1", ()):
                 return False
             db.execute(
@@ -226,6 +229,11 @@ class SqliteJobStore(JobStore):
                 (job_id, frame.frame_index, frame.timestamp_seconds, records.result_to_text(frame.result)),
             )
         return True
+
+    @staticmethod
+    def _is_running(db: sqlite3.Connection, job_id: str, attempt: int) -> bool:
+        return db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = 'RUNNING' AND attempt = ?",
+                          (job_id, attempt)).fetchone() is not None
 
     def finish(
         self,

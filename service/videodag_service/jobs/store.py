@@ -85,7 +85,10 @@ class JobStore(ABC):
 
     @abstractmethod
     def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
-        """Store one result and count it; False when the attempt is no longer the job's current run."""
+        """Store one result and count it; False when the attempt is no longer the job's current run.
+
+        The frame stored last, written again (a write repeated because an outage lost its reply),
+        is neither stored nor counted twice: the call returns as the first did."""
 
     @abstractmethod
     def release(self, job_id: str, attempt: int, now: float) -> bool:

@@ -107,6 +107,8 @@ def test_a_claimed_job_stores_frames_of_its_attempt_only(store: JobStore) -> Non
     assert all(store.append_frame(job.id, 1, frame(index)) for index in (0, 2, 4))
     assert not store.append_frame(job.id, 2, frame(6)), "a stale attempt cannot write"
 
+    assert store.append_frame(job.id, 1, frame(4)), "written again after an outage lost the reply"
+
     assert store.frames_after(job.id, None, 100) == [frame(0), frame(2), frame(4)]
     assert store.frames_after(job.id, 0, 100) == [frame(2), frame(4)]
     assert store.frames_after(job.id, 0, 1) == [frame(2)]

@@ -1,0 +1,123 @@
+"""A running job waits out an outage of its store (a Redis restart or failover) instead of failing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.fake_plugins import dag_with_test_pipelines
+from fakes.media import write_indexed_video
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import JobStoreUnavailable
+from videodag_service.jobs import DirectoryUploadStorage, Job, JobExecutor, JobState, SqliteJobStore
+from videodag_service.jobs import execution as execution_module
+from videodag_service.jobs.execution import JobInterrupted
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.video import SamplingOptions, VideoFilePipelineService
+
+FRAMES = 30
+
+
+class _Outage(ConnectionError):
+    """Stands for redis-py's ConnectionError: one of the store's `outage_errors`."""
+
+
+class _StoreWithOutages(SqliteJobStore):
+    """A real store whose frame writes fail while an outage lasts: from frame `from_frame` on, the
+    next `failures` writes raise. With `reply_lost`, each failed write was stored before the error,
+    as when a connection drops between the write and its reply."""
+
+    outage_errors = (_Outage,)
+
+    def __init__(self, root: Path, *, from_frame: int, failures: int, reply_lost: bool = False) -> None:
+        super().__init__(root)
+        self.from_frame = from_frame
+        self.failures = failures
+        self.reply_lost = reply_lost
+        self.calls = 0
+
+    def append_frame(self, job_id: str, attempt: int, frame: Any) -> bool:
+        self.calls += 1
+        if frame.frame_index >= self.from_frame and self.failures > 0:
+            self.failures -= 1
+            if self.reply_lost:
+                super().append_frame(job_id, attempt, frame)
+            raise _Outage("Connection refused (injected)")
+        return super().append_frame(job_id, attempt, frame)
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
+    return dag_with_test_pipelines(tmp_path_factory.mktemp("pipelines"), {})
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_indexed_video(tmp_path_factory.mktemp("media") / "clip.avi", FRAMES, fps=25.0)
+
+
+def _run(tmp_path: Path, dag: DagPipelineService, clip: Path, store: SqliteJobStore,
+         **execute: Any) -> tuple[JobState | None, Job]:
+    uploads = DirectoryUploadStorage(tmp_path / "data" / "uploads")
+    job_id = new_job_id()
+    data = clip.read_bytes()
+    video = uploads.store(lambda: job_id, iter([data]), max_upload_bytes=10**7, declared_size=None,
+                          declared_sha256=None, file_name=clip.name)
+    store.create(Job(job_id, JobState.QUEUED, "frame_stats_v1", SamplingOptions(), video, 0.0))
+    executor = JobExecutor(store, uploads, dag, VideoFilePipelineService(dag), job_timeout_seconds=60,
+                           retention_seconds=60)
+    try:
+        return executor.execute(job_id, 1, **execute), store.get(job_id)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("reply_lost", [False, True], ids=["write refused", "reply lost"])
+def test_a_job_waits_out_a_short_outage_and_stores_every_frame_once(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, reply_lost: bool
+) -> None:
+    store = _StoreWithOutages(tmp_path / "data", from_frame=10, failures=4, reply_lost=reply_lost)
+    state, job = _run(tmp_path, dag, clip, store)
+
+    assert state is JobState.SUCCEEDED, job.error
+    assert store.failures == 0 and store.calls == FRAMES + 4, "the frame in the outage was written again"
+    assert job.frames_done == FRAMES and job.summary is not None and job.summary.frames_processed == FRAMES
+    reopened = SqliteJobStore(tmp_path / "data")
+    assert [frame.frame_index for frame in reopened.frames_after(job.id, None, 100)] == list(range(FRAMES))
+    reopened.close()
+
+
+def test_an_outage_longer_than_the_patience_fails_the_job_as_unavailable(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(execution_module, "_OUTAGE_PATIENCE_SECONDS", 0.5)
+    store = _StoreWithOutages(tmp_path / "data", from_frame=3, failures=10**6)
+
+    state, job = _run(tmp_path, dag, clip, store)
+
+    assert state is JobState.FAILED
+    assert job.error is not None and job.error.status_code == JobStoreUnavailable.status_code
+    assert job.error.reason == "JOB_STORE_UNAVAILABLE"
+    assert "could not be reached for 0.5 s while the job ran (_Outage: Connection refused" in job.error.message
+    assert job.frames_done == 3, "the frames stored before the outage are kept"
+
+
+def test_a_shutdown_during_an_outage_interrupts_the_job_at_once(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    store = _StoreWithOutages(tmp_path / "data", from_frame=3, failures=10**6)
+    stopping = False
+
+    def should_stop() -> bool:
+        return stopping
+
+    def stop_once_the_outage_began() -> bool:
+        nonlocal stopping
+        stopping = stopping or store.calls > 5
+        return should_stop()
+
+    with pytest.raises(JobInterrupted):
+        _run(tmp_path, dag, clip, store, should_stop=stop_once_the_outage_began)
+    assert store.calls < 20, "it did not wait out the whole patience"
