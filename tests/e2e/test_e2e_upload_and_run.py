@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 from harness import ServerFactory, ServerHarness
 
 from fakes.media import write_tone
+from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import (
     DeadlineExceeded,
@@ -447,7 +448,7 @@ def test_draining_server_refuses_new_runs_and_finishes_in_flight(make_server: Se
     next(stream)
     stopper = threading.Thread(target=server.running.stop, args=(10.0,))
     stopper.start()
-    time.sleep(0.3)
+    assert wait_until(lambda: server.running.run_slots.draining)
     with pytest.raises(Unavailable):
         list(server.client.upload_and_run(make_video(5), "frame_stats_v1"))
     events = list(stream)

@@ -286,8 +286,11 @@ def test_cancelling_a_run_while_its_upload_arrives_stops_the_upload(server: Serv
                 pass
 
         task = asyncio.create_task(consume())
-        await asyncio.sleep(0.5)
-        uploading = server.leftover_uploads()
+        uploading: list[Path] = []
+        for _ in range(500):  # until the server is receiving the upload, up to 10 s
+            if uploading := server.leftover_uploads():
+                break
+            await asyncio.sleep(0.02)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -310,8 +313,11 @@ def test_cancelling_a_job_submission_mid_upload_queues_no_job(make_server: Serve
 
     async def scenario(client: AsyncVideodagClient) -> tuple[list[Path], list[Path], list[Job]]:
         submitting = asyncio.create_task(client.submit_job(_SlowFile(), "frame_stats_v1", chunk_size=4096))
-        await asyncio.sleep(0.5)
-        uploading = sorted(incoming.iterdir())
+        uploading: list[Path] = []
+        for _ in range(500):  # until the server is receiving the upload, up to 10 s
+            if incoming.exists() and (uploading := sorted(incoming.iterdir())):
+                break
+            await asyncio.sleep(0.02)
         submitting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await submitting

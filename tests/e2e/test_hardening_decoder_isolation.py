@@ -39,7 +39,7 @@ from videodag_service.video.reader import OpenedVideo
 
 FAULT_FRAME = 2
 SMALL_VIDEO_WIDTH = 64  # fakes.media's indexed videos
-HEALTHY_FRAMES = 60
+HEALTHY_FRAMES = 120  # the whole sample clip at 50 ms a frame: it outlasts the faulty run by seconds
 DECODE_FRAME_TIMEOUT = 2.0
 
 UNLIMITED = VideoLimits()

@@ -104,18 +104,21 @@ def test_a_silent_job_submission_is_cut_off_and_queues_nothing(
 
 
 def test_an_upload_that_is_slow_but_never_silent_for_the_limit_runs_to_the_end(
-    idle_server: ServerHarness, sample_clip: Path
+    make_server: ServerFactory, sample_clip: Path
 ) -> None:
+    # A limit of its own, well above each pause: a stall of the shared machine must not look silent.
+    idle_seconds = 1.5
+    server = make_server(upload_idle_timeout_seconds=idle_seconds)
     data = sample_clip.read_bytes()
     pieces = list(chunks(data, size=len(data) // 6 + 1))
 
     def paced() -> Iterator[Request]:
         yield config(declared_size_bytes=len(data))
         for piece in pieces:
-            time.sleep(IDLE_SECONDS / 3)  # 7 pauses: longer than the limit in all, never at once
+            time.sleep(0.3)  # 7 pauses: longer than the limit in all, never at once
             yield piece
 
-    with grpc.insecure_channel(idle_server.target) as channel:
+    with grpc.insecure_channel(server.target) as channel:
         outcome = raw_call(channel, paced(), timeout=60)
     assert outcome.code == grpc.StatusCode.OK, outcome.details
     assert outcome.frames == list(range(120))

@@ -66,7 +66,8 @@ def test_a_running_job_waits_out_a_redis_restart_and_stores_every_frame_once(
     tmp_path: Path, sample_clip: Path
 ) -> None:
     """A failover or restart of Redis takes seconds; a job hours long must not fail for it."""
-    with deployment("redis", tmp_path) as jobs:
+    # A lease longer than the outage: the job is not this test's to hand to another worker.
+    with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:
         client = jobs.start_server()
         job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=60))  # about 2 s of work
         wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")

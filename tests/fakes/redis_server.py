@@ -23,12 +23,18 @@ class RedisServer:
     """Started on construction, answering PING; `stop()` ends it."""
 
     def __init__(self, work_dir: Path, startup_timeout: float = 10.0) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         work_dir.mkdir(parents=True, exist_ok=True)
         self._work_dir = work_dir
         self._startup_timeout = startup_timeout
-        self._start()
+        for tries_left in reversed(range(3)):  # another process may take the free port before redis binds it
+            self.port = free_port()
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+            try:
+                self._start()
+                return
+            except RuntimeError:
+                if not tries_left:
+                    raise
 
     def _start(self) -> None:
         self._process = subprocess.Popen(

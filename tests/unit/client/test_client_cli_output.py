@@ -207,7 +207,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_the_part_file(
     deadline = time.monotonic() + 30
     while not servicer.upload_finished.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # the first frame reaches the client
+    time.sleep(2.0)  # the first frame reaches the client (nothing to poll: the .part is flushed at the end)
     process.send_signal(signal.SIGTERM)
     _, error = process.communicate(timeout=30)
 

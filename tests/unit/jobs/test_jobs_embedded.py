@@ -55,6 +55,18 @@ nodes:
 outputs:
   seen: count.count
 """,
+    # 3 s of work: a 1 s time limit ends it with room on both sides, however loaded the machine.
+    "crawling.yaml": """
+id: crawling
+version: "1"
+nodes:
+  - id: count
+    plugin: test.counter
+    params: {delay_seconds: 0.1}
+    inputs: {index: frame.index}
+outputs:
+  seen: count.count
+""",
 }
 
 
@@ -182,8 +194,8 @@ def test_the_executor_stores_every_result_then_deletes_the_video(tmp_path: Path,
 
 def test_a_job_over_its_time_limit_fails_with_deadline_exceeded(tmp_path: Path, dag: DagPipelineService,
                                                                  clip: Path) -> None:
-    parts = _Parts(tmp_path, dag, timeout=0.1)
-    job = parts.submit(clip, "paced")
+    parts = _Parts(tmp_path, dag, timeout=1.0)
+    job = parts.submit(clip, "crawling")
 
     assert parts.executor.execute(job.id, 1) is JobState.FAILED
 

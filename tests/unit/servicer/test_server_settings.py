@@ -236,7 +236,7 @@ def test_a_signal_that_lands_on_another_thread_still_starts_the_drain(monkeypatc
         served.set()
         for number, handler in handlers.items():
             signal.signal(number, handler)
-    assert time.monotonic() - began < 2, "the drain waited for something else to wake the main thread"
+    assert time.monotonic() - began < 4, "the drain waited for something else to wake the main thread"
     assert started.hurried == [False]
 
 

@@ -30,12 +30,12 @@ class SilentCall:
 
 def test_the_store_runs_to_its_result_when_chunks_keep_coming() -> None:
     def paced() -> Iterator[bytes]:
-        for index in range(6):
-            time.sleep(0.05)  # well inside the limit each time, 0.3 s in all: more than the limit
+        for index in range(12):
+            time.sleep(0.1)  # well inside the limit each time, 1.2 s in all: more than the limit
             yield bytes([index])
 
-    stored = store_watching_idle(lambda chunks: b"".join(chunks), paced(), idle_seconds=0.2)
-    assert stored == bytes(range(6))
+    stored = store_watching_idle(lambda chunks: b"".join(chunks), paced(), idle_seconds=1.0)
+    assert stored == bytes(range(12))
 
 
 def test_the_stores_own_error_is_raised_in_the_calling_thread() -> None:

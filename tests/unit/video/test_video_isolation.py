@@ -206,12 +206,13 @@ def test_a_slow_pipeline_holds_the_decoder_back_by_the_ring(make_video) -> None:
     path = make_video(200)
     log = Path(str(path) + ".decoded")
     paused = threading.Event()
+    resume = threading.Event()
 
     class PausingDag(RecordingDagService):
         def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
             if payload["frame_index"] == 1:
                 paused.set()
-                time.sleep(1.0)
+                resume.wait(10)  # held until the test has looked, however late it wakes
             return super().run_pipeline(pipeline_id, payload)
 
     # 1 byte of read-ahead: the smallest ring, 2 slots.
@@ -221,8 +222,9 @@ def test_a_slow_pipeline_holds_the_decoder_back_by_the_ring(make_video) -> None:
     runner = threading.Thread(target=lambda: results.extend(service.run_on_file(DEFAULT_PIPELINE, path)))
     runner.start()
     assert paused.wait(10)
-    time.sleep(0.6)
+    time.sleep(0.6)  # time for a decoder that is not held back to run far ahead
     decoded_while_paused = len(log.read_text().split())
+    resume.set()
     runner.join(30)
     # Frame 1 is in the pipeline's hands; the ring holds 2 more, and the decoder one in flight.
     assert decoded_while_paused <= 1 + 1 + 2 + 1
