@@ -168,8 +168,10 @@ class PipelineNotFound(VideodagError, LookupError):
 
     def __init__(self, pipeline_id: str, known_ids: Sequence[str]) -> None:
         known = ", ".join(sorted(known_ids)) or "(none)"
+        # There is no default pipeline: an empty id is named as missing, not as an odd name.
+        problem = f"unknown pipeline {pipeline_id!r}" if pipeline_id else "no pipeline_id given (it is required)"
         super().__init__(
-            f"unknown pipeline {pipeline_id!r}; known pipelines: {known}",
+            f"{problem}; known pipelines: {known}",
             ErrorDetails(
                 metadata={"pipeline_id": pipeline_id, "known_pipeline_ids": ",".join(sorted(known_ids))},
                 resource=Resource("videodag.v1.Pipeline", pipeline_id, "no pipeline has this id"),

@@ -179,7 +179,8 @@ def test_missing_or_unknown_pipeline_is_not_found_listing_known_ids(
 ) -> None:
     with pytest.raises(NotFound) as caught:
         list(server.client.upload_and_run(sample_clip, pipeline_id))
-    assert f"unknown pipeline {pipeline_id!r}" in caught.value.message
+    problem = f"unknown pipeline {pipeline_id!r}" if pipeline_id else "no pipeline_id given (it is required)"
+    assert caught.value.message.startswith(f"{problem}; known pipelines: ")
     assert "frame_stats_v1" in caught.value.message
     assert "player_tracking_v1" in caught.value.metadata["known_pipeline_ids"]
     assert caught.value.reason == "PIPELINE_NOT_FOUND"

@@ -234,7 +234,8 @@ class JobExecutor:
         """`write()`, tried again while the store is out, for up to `_OUTAGE_PATIENCE_SECONDS` (and
         never past the job's deadline); a shutdown meanwhile interrupts the job as it would a frame.
         The store's writes are idempotent, so one whose reply the outage lost can be repeated."""
-        give_up_at = min(time.monotonic() + _OUTAGE_PATIENCE_SECONDS, deadline)
+        began = time.monotonic()
+        give_up_at = min(began + _OUTAGE_PATIENCE_SECONDS, deadline)
         delay = _OUTAGE_FIRST_RETRY_SECONDS
         while True:
             try:
@@ -242,7 +243,7 @@ class JobExecutor:
             except self._store.outage_errors as error:
                 if time.monotonic() + delay > give_up_at:
                     raise JobStoreUnavailable(
-                        f"the job store could not be reached for {_OUTAGE_PATIENCE_SECONDS:g} s while the job ran "
+                        f"the job store could not be reached for {time.monotonic() - began:.1f} s while the job ran "
                         f"({type(error).__name__}: {error}); submit the video again"
                     ) from error
                 if delay == _OUTAGE_FIRST_RETRY_SECONDS:
