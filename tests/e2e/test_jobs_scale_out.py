@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,25 @@ def test_a_running_job_waits_out_a_redis_restart_and_stores_every_frame_once(
         assert (done.attempt, done.frames_done) == (1, 60), "neither run again nor a frame counted twice"
         frames, _updates = watch_all(client, job.id)
         assert [frame.frame_index for frame in frames] == list(range(60))
+
+
+def test_a_redis_that_stops_answering_is_unavailable_in_seconds_not_a_hung_call(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Paused, Redis keeps its connections open: only the server's socket timeout ends the wait."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+        wait_for_job(client, job.id, finished)
+        assert jobs.redis is not None
+        jobs.redis.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(Unavailable) as raised:
+                client.get_job(job.id, timeout=120)
+            waited = time.monotonic() - started
+        finally:
+            jobs.redis.resume()
+        assert raised.value.reason == "JOB_STORE_UNAVAILABLE"
+        assert waited < 60, "a socket timeout of seconds, with redis-py's retries"
+        assert client.get_job(job.id).state is JobState.SUCCEEDED, "answered again once Redis is back"

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -49,6 +50,13 @@ class RedisServer:
                 self.stop()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def pause(self) -> None:
+        """A Redis that stops answering without closing its connections, as behind a partition."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self, down_seconds: float) -> None:
         """An outage that loses nothing, as a failover would: the data is saved, the server is

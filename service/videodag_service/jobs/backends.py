@@ -154,6 +154,13 @@ def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadSto
     )
 
 
+# A Redis that stops answering (a partition, a paused host) fails a call in seconds, as an
+# outage (UNAVAILABLE JOB_STORE_UNAVAILABLE; a running job waits it out), instead of holding
+# it until TCP gives up. Older redis-py versions wait forever by default. The slowest command
+# the server sends is a watcher's XREAD, which blocks for 0.25 s.
+_REDIS_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+
+
 def _redis_service(
     config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage, observer: JobObserverRelay
 ) -> JobService:
@@ -166,7 +173,7 @@ def _redis_service(
     from videodag_service.jobs.rq_task import WorkerConfig
 
     store = RedisJobStore(
-        redis.Redis.from_url(config.redis_url, decode_responses=True),
+        redis.Redis.from_url(config.redis_url, decode_responses=True, **_REDIS_TIMEOUTS),
         key_prefix=config.key_prefix,
         lease_seconds=config.lease_seconds,
     )
@@ -185,7 +192,7 @@ def _redis_service(
         frame_workers=config.frame_workers,
     )
     queue = RqJobQueue(
-        redis.Redis.from_url(config.redis_url),
+        redis.Redis.from_url(config.redis_url, **_REDIS_TIMEOUTS),
         worker_config,
         undispatched_key=store.undispatched_key,
         queue_name=config.queue_name,
