@@ -116,8 +116,9 @@ class RqWorker:
     def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path) -> None:
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json",
-             "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", QUEUE_NAME],
+            # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
+            [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json", "--job-monitoring-interval",
+             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", QUEUE_NAME],
             env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from jobs_harness import deployment, finished, is_running_with_frames, wait_for_job, watch_all
+from jobs_harness import SERVER_SCRIPT, deployment, finished, is_running_with_frames, wait_for_job, watch_all
 
+from fakes.redis_server import free_port
 from videodag_client import Internal, JobState, RunOptions, Unavailable
 
 
@@ -66,20 +68,25 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
 def test_a_running_job_waits_out_a_redis_restart_and_stores_every_frame_once(
     tmp_path: Path, sample_clip: Path
 ) -> None:
-    """A failover or restart of Redis takes seconds; a job hours long must not fail for it."""
-    # A lease longer than the outage: the job is not this test's to hand to another worker.
+    """A failover or restart of Redis takes seconds; a job hours long must not fail for it, and
+    the RQ worker running it (whose heartbeats meet the outage) must not quit."""
+    # A lease of 10 s: the job waits out up to 5 s, and no other worker may take it over.
     with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:
         client = jobs.start_server()
-        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=60))  # about 2 s of work
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=100))  # about 3 s of work
         wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")
         assert jobs.redis is not None
-        jobs.redis.restart(down_seconds=1.5)
+        jobs.redis.restart(down_seconds=2.0)
 
         done = wait_for_job(client, job.id, finished, timeout=60)
         assert done.state is JobState.SUCCEEDED, done.error
-        assert (done.attempt, done.frames_done) == (1, 60), "neither run again nor a frame counted twice"
+        assert (done.attempt, done.frames_done) == (1, 100), "neither run again nor a frame counted twice"
         frames, _updates = watch_all(client, job.id)
-        assert [frame.frame_index for frame in frames] == list(range(60))
+        assert [frame.frame_index for frame in frames] == list(range(100))
+
+        assert jobs.workers[0].process.poll() is None, "the worker outlived the outage"
+        after = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+        assert wait_for_job(client, after.id, finished, timeout=60).state is JobState.SUCCEEDED
 
 
 def test_a_redis_that_stops_answering_is_unavailable_in_seconds_not_a_hung_call(
@@ -102,3 +109,15 @@ def test_a_redis_that_stops_answering_is_unavailable_in_seconds_not_a_hung_call(
         assert raised.value.reason == "JOB_STORE_UNAVAILABLE"
         assert waited < 60, "a socket timeout of seconds, with redis-py's retries"
         assert client.get_job(job.id).state is JobState.SUCCEEDED, "answered again once Redis is back"
+
+
+def test_a_server_whose_redis_is_out_of_reach_says_so_and_does_not_start(tmp_path: Path) -> None:
+    unused = free_port()
+    started = subprocess.run(
+        [*SERVER_SCRIPT, "--port", "0", "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data"),
+         "--job-backend", "redis", "--redis-url", f"redis://127.0.0.1:{unused}/0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert started.returncode == 1
+    assert "videodag-server: cannot start: the job store (Redis) cannot be reached: " in started.stderr
+    assert "Traceback" not in started.stderr

@@ -119,12 +119,13 @@ def _is_tls_failure(error: VideodagError) -> bool:
 
 
 def _may_want_a_client_certificate(args: argparse.Namespace, error: VideodagError) -> bool:
-    """TLS without a client certificate, and the socket closed: all gRPC says when the server
-    ends the handshake for want of one (mutual TLS). A server going down mid-call reads the same,
-    so it is a hint next to the error, not a different exit code."""
+    """TLS without a client certificate, and the socket closed as the connection was made: all
+    gRPC says when the server ends the handshake for want of one (mutual TLS). A server that
+    closes connections for another reason reads the same, so it is a hint, not an exit code."""
     uses_tls = bool(getattr(args, "tls", False) or getattr(args, "tls_ca", None))
+    message = error.message.lower()
     return (uses_tls and not getattr(args, "tls_cert", None) and error.code is grpc.StatusCode.UNAVAILABLE
-            and "socket closed" in error.message.lower())
+            and "failed to connect" in message and "socket closed" in message)
 
 
 def _print_tls_failure(error: VideodagError) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._video_input import STDIN
 
 STDOUT = "-"
+# A path that is one of a process's descriptors (what /dev/stdout and /dev/fd/N lead to).
+_DESCRIPTOR_PATH = re.compile(r"/dev/fd/\d+|/proc/[^/]+/fd/\d+")
 
 
 def frame_record(frame: FrameResult) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def _through_a_descriptor(path: str) -> bool:
     """Whether `path` names an open descriptor (/dev/stdout, /dev/fd/N, /proc/PID/fd/N), through links."""
     current = os.path.abspath(path)
     for _ in range(40):  # the kernel's own limit on links followed
-        if current.startswith(("/proc/", "/dev/fd/")):
+        if _DESCRIPTOR_PATH.fullmatch(current):
             return True
         if not os.path.islink(current):
             return False

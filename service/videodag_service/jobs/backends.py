@@ -154,13 +154,6 @@ def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadSto
     )
 
 
-# A Redis that stops answering (a partition, a paused host) fails a call in seconds, as an
-# outage (UNAVAILABLE JOB_STORE_UNAVAILABLE; a running job waits it out), instead of holding
-# it until TCP gives up. Older redis-py versions wait forever by default. The slowest command
-# the server sends is a watcher's XREAD, which blocks for 0.25 s.
-_REDIS_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
-
-
 def _redis_service(
     config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage, observer: JobObserverRelay
 ) -> JobService:
@@ -168,12 +161,12 @@ def _redis_service(
     out of reach of the server's metrics; `observer` hears of the uploads only."""
     import redis
 
-    from videodag_service.jobs.redis_store import RedisJobStore
+    from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
     from videodag_service.jobs.rq_queue import RqJobQueue
     from videodag_service.jobs.rq_task import WorkerConfig
 
     store = RedisJobStore(
-        redis.Redis.from_url(config.redis_url, decode_responses=True, **_REDIS_TIMEOUTS),
+        redis.Redis.from_url(config.redis_url, decode_responses=True, **CONNECTION_TIMEOUTS),
         key_prefix=config.key_prefix,
         lease_seconds=config.lease_seconds,
     )
@@ -192,12 +185,15 @@ def _redis_service(
         frame_workers=config.frame_workers,
     )
     queue = RqJobQueue(
-        redis.Redis.from_url(config.redis_url, **_REDIS_TIMEOUTS),
+        redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS),
         worker_config,
         undispatched_key=store.undispatched_key,
         queue_name=config.queue_name,
     )
-    return _started(config, store, queue, uploads, dag, observer)
+    try:
+        return _started(config, store, queue, uploads, dag, observer)
+    except store.outage_errors as error:  # the server's start says so, without a traceback
+        raise RuntimeError(f"the job store (Redis) cannot be reached: {error}") from error
 
 
 def _started(

@@ -12,7 +12,11 @@ the synchronous call would have given. Three things end a run early without fail
 * the job outlives `job_timeout_seconds`: it FAILS with DEADLINE_EXCEEDED.
 
 An outage of the store (a Redis restart or failover) pauses the run instead of failing it:
-each write is tried again for up to `_OUTAGE_PATIENCE_SECONDS`, decoding held back meanwhile.
+each write is tried again for up to the store's `outage_patience_seconds` (less than a lease),
+decoding held back meanwhile. A longer outage stops the run; the job runs again from the
+start once the store is back: in the same attempt if the stop could be recorded (as for a
+shutdown), else as after a crash, when its lease runs out. It is never FAILED for an outage:
+a store that cannot be reached cannot record that either.
 
 A `JobObserver` (the server's metrics) hears of every frame stored and of every run's end:
 OK, the recorded error's status code, or CANCELLED for a run stopped by the job's cancel.
@@ -35,7 +39,6 @@ from videodag_service.errors import (
     DeadlineExceeded,
     ErrorDetails,
     JobNotFound,
-    JobStoreUnavailable,
     naming_the_upload,
 )
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
@@ -46,10 +49,7 @@ from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoF
 
 logger = logging.getLogger(__name__)
 
-# How long a running job waits out an outage of its store before it fails. A failover or
-# restart takes seconds; past the lease (30 s by default) another worker may take the job
-# over, and this one's next write, once the store is back, finds it superseded and stops.
-_OUTAGE_PATIENCE_SECONDS = 60.0
+# How a running job tries a write again while its store is out of reach.
 _OUTAGE_FIRST_RETRY_SECONDS = 0.1
 _OUTAGE_LONGEST_RETRY_SECONDS = 2.0
 
@@ -113,6 +113,10 @@ class _Superseded(Exception):
     """The store refused a write: the job is no longer this worker's to run."""
 
 
+class _StoreOutOfReach(Exception):
+    """The store stayed out of reach longer than a run waits for it."""
+
+
 def _never() -> bool:
     return False
 
@@ -162,6 +166,8 @@ class JobExecutor:
         except JobInterrupted:
             self._release(job)
             raise
+        except _StoreOutOfReach:
+            return JobState.QUEUED if self._release(job) else JobState.RUNNING
         except Exception as error:
             logger.info("job %s failed: %s", job.id, error)
             if not self._finish(job, error=JobError.from_exception(error)):
@@ -172,16 +178,16 @@ class JobExecutor:
                 return JobState.RUNNING
         return self._release_video_if_finished(job)
 
-    def _release(self, job: Job) -> None:
+    def _release(self, job: Job) -> bool:
         """Queue the interrupted job again in its attempt; on a store failure recovery does it later."""
         try:
             released = self._store.release(job.id, job.attempt, self._clock())
         except Exception:
-            logger.exception("job %s attempt %d interrupted by shutdown; left RUNNING for recovery",
-                             job.id, job.attempt)
-            return
+            logger.exception("job %s attempt %d interrupted; left RUNNING for recovery", job.id, job.attempt)
+            return False
         if released:
-            logger.info("job %s attempt %d interrupted by shutdown; queued to run again", job.id, job.attempt)
+            logger.info("job %s attempt %d interrupted; queued to run again", job.id, job.attempt)
+        return released
 
     def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:
         deadline = time.monotonic() + self._job_timeout_seconds
@@ -202,7 +208,7 @@ class JobExecutor:
                 if isinstance(event, FrameProcessed):
                     frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)
                     if not self._write(partial(self._store.append_frame, job.id, job.attempt, frame), job,
-                                       should_stop, deadline):
+                                       should_stop):
                         raise _Superseded(job.id)
                     self._observer.record_frame(job.pipeline_id)
                     if event.result.get("errors"):
@@ -210,7 +216,7 @@ class JobExecutor:
                 elif isinstance(event, VideoOpened):
                     total = expected_frame_count(event.info, job.sampling)
                     if not self._write(partial(self._store.record_video, job.id, job.attempt, event.info, total), job,
-                                       should_stop, deadline):
+                                       should_stop):
                         raise _Superseded(job.id)
                 elif isinstance(event, RunFinished):
                     stats = event.summary
@@ -230,25 +236,26 @@ class JobExecutor:
             frames_in_video=stats.frames_in_video,
         )
 
-    def _write(self, write: Callable[[], bool], job: Job, should_stop: Callable[[], bool], deadline: float) -> bool:
-        """`write()`, tried again while the store is out, for up to `_OUTAGE_PATIENCE_SECONDS` (and
-        never past the job's deadline); a shutdown meanwhile interrupts the job as it would a frame.
-        The store's writes are idempotent, so one whose reply the outage lost can be repeated."""
+    def _write(self, write: Callable[[], bool], job: Job, should_stop: Callable[[], bool]) -> bool:
+        """`write()`, tried again while the store is out, for up to its `outage_patience_seconds`;
+        a shutdown meanwhile interrupts the job as it would a frame. A write whose reply the
+        outage lost can be repeated: the stores take the frame they stored last once only."""
+        patience = self._store.outage_patience_seconds
         began = time.monotonic()
-        give_up_at = min(began + _OUTAGE_PATIENCE_SECONDS, deadline)
+        give_up_at = began + patience
         delay = _OUTAGE_FIRST_RETRY_SECONDS
         while True:
             try:
                 written = write()
             except self._store.outage_errors as error:
                 if time.monotonic() + delay > give_up_at:
-                    raise JobStoreUnavailable(
-                        f"the job store could not be reached for {time.monotonic() - began:.1f} s while the job ran "
-                        f"({type(error).__name__}: {error}); submit the video again"
-                    ) from error
+                    logger.error("job %s: the job store has been out of reach for %.1f s (%s: %s); the run stops, "
+                                 "and the job runs again once the store is back",
+                                 job.id, time.monotonic() - began, type(error).__name__, error)
+                    raise _StoreOutOfReach(job.id) from error
                 if delay == _OUTAGE_FIRST_RETRY_SECONDS:
                     logger.warning("job %s: the job store cannot be reached (%s: %s); the run waits for it, "
-                                   "for up to %g s", job.id, type(error).__name__, error, _OUTAGE_PATIENCE_SECONDS)
+                                   "for up to %g s", job.id, type(error).__name__, error, patience)
                 self._pause(delay, job, should_stop)
                 delay = min(delay * 2, _OUTAGE_LONGEST_RETRY_SECONDS)
                 continue

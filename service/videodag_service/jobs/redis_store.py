@@ -33,6 +33,11 @@ from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
 from videodag_service.video import VideoInfo
 
 DEFAULT_KEY_PREFIX = "videodag"
+# For every connection to the store: a Redis that stops answering (a partition, a paused host)
+# fails a command in seconds, as an outage, instead of holding it until TCP gives up (older
+# redis-py versions wait forever by default, RQ's connections 415 s). The slowest command sent
+# is a watcher's XREAD, which blocks for `_STATE_POLL_SECONDS`.
+CONNECTION_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 # How long a watcher blocks on the results stream before it looks at the job record again:
 # state changes are not stream entries, so this bounds how late a watcher sees one.
 _STATE_POLL_SECONDS = 0.25
@@ -174,7 +179,8 @@ class RedisJobStore(JobStore):
     may wait for its hand-over to RQ (normally immediate) before maintenance does it.
     """
 
-    outage_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    # A failover's replica refuses writes (READONLY) until it is promoted: an outage as well.
+    outage_errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
 
     def __init__(
         self,
@@ -201,6 +207,11 @@ class RedisJobStore(JobStore):
         self._cancel = connection.register_script(_CANCEL)
         self._delete = connection.register_script(_DELETE)
         self._requeue_expired = connection.register_script(_REQUEUE_EXPIRED)
+
+    @property
+    def outage_patience_seconds(self) -> float:  # type: ignore[override]
+        # Renewed every third of a lease, a lease outlasts an outage of two thirds of one.
+        return self.lease_seconds / 2
 
     def close(self) -> None:
         self._redis.close()

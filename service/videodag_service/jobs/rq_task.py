@@ -26,7 +26,7 @@ import rq
 
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs.execution import JobExecutor
-from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
@@ -63,8 +63,42 @@ class WorkerConfig:
         return asdict(self)
 
 
+# What RQ's worker raises when Redis is out of reach (a restart, a failover, a partition).
+_REDIS_OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
+
+
 class VideodagWorker(rq.Worker):
-    """RQ's worker, loaded with videodag's modules before it forks work horses."""
+    """RQ's worker, loaded with videodag's modules before it forks work horses.
+
+    RQ's worker quits on a Redis error anywhere but in its wait for the next job: an outage
+    while a job ran (its heartbeats every `--job-monitoring-interval`) left the job's work horse
+    orphaned and the queue without this worker. A running job waits out a short outage
+    (`JobExecutor`), so its worker does too: the worker's own bookkeeping (heartbeats, state,
+    suspension checks, maintenance) is skipped while Redis is out, and RQ's wait for the next
+    job already retries until it is back.
+    """
+
+    def maintain_heartbeats(self, *args: Any, **kwargs: Any) -> None:
+        self._through_outage("heartbeat", super().maintain_heartbeats, *args, **kwargs)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        self._through_outage("heartbeat", super().heartbeat, *args, **kwargs)
+
+    def set_state(self, *args: Any, **kwargs: Any) -> None:
+        self._through_outage("state", super().set_state, *args, **kwargs)
+
+    def check_for_suspension(self, *args: Any, **kwargs: Any) -> None:
+        self._through_outage("suspension check", super().check_for_suspension, *args, **kwargs)
+
+    def run_maintenance_tasks(self, *args: Any, **kwargs: Any) -> None:
+        self._through_outage("maintenance", super().run_maintenance_tasks, *args, **kwargs)
+
+    def _through_outage(self, what: str, step: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            step(*args, **kwargs)
+        except _REDIS_OUTAGE as error:
+            logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
+                           self.name, type(error).__name__, error, what)
 
 
 def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
@@ -109,9 +143,10 @@ def _dag(pipeline_dir: str | None, node_timeout_seconds: float | None, frame_wor
 
 
 def _decoding_connection(connection: redis.Redis) -> redis.Redis:
-    """RQ needs raw bytes from Redis, the job store needs str: same server, second pool."""
+    """RQ needs raw bytes from Redis, the job store needs str: same server, second pool, with
+    the store's own timeouts (RQ's are minutes long, for its blocking dequeue)."""
     pool = connection.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": True}
+    kwargs = {**pool.connection_kwargs, "decode_responses": True, **CONNECTION_TIMEOUTS}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 

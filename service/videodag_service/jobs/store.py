@@ -29,6 +29,10 @@ class JobStore(ABC):
     """What the store raises when its backend cannot be reached (a network store's
     connection errors), so callers can tell an outage from a bug."""
 
+    outage_patience_seconds: float = 0.0
+    """How long a running job waits out an outage (see `outage_errors`) before its run stops:
+    for a store with leases, less than a lease, so no other worker takes the job over meanwhile."""
+
     # --- service side ---------------------------------------------------------------------
 
     @abstractmethod

@@ -94,3 +94,14 @@ def test_resuming_after_a_frame_the_part_file_never_reached_says_so(
     with JsonLinesOutput(str(results), resume_after=50) as output:
         assert output.frames_kept == 10
     assert "ends at frame 9, not 50" in capsys.readouterr().err
+
+
+def test_a_new_file_under_proc_that_is_no_descriptor_is_written_as_any_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only /dev/fd/N and /proc/PID/fd/N are descriptors: /proc/self/cwd/new.jsonl is a new file."""
+    monkeypatch.chdir(tmp_path)
+    target = plan_output("/proc/self/cwd/new.jsonl")
+    assert target.part is not None and target.part.endswith("new.jsonl.part")
+    with pytest.raises(UsageError, match="no such descriptor is open"):
+        plan_output("/proc/self/fd/987")

@@ -47,9 +47,9 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     worker restart a RUNNING job goes back to QUEUED and is run again from the start
     (its partial results are discarded, so every frame result is stored once). A
     job whose run vanished 3 times (crashes, lost workers; not clean shutdowns)
-    FAILS with INTERNAL, reason JOB_INTERRUPTED. A running job waits out an outage
-    of the job store (Redis) of up to 60 s; a longer one FAILS it with UNAVAILABLE,
-    reason JOB_STORE_UNAVAILABLE.
+    FAILS with INTERNAL, reason JOB_INTERRUPTED. A running job waits out a short
+    outage of the job store (Redis: up to half its lease); after a longer one it
+    runs again from the start once the store is back.
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
