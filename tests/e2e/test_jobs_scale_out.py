@@ -119,5 +119,24 @@ def test_a_server_whose_redis_is_out_of_reach_says_so_and_does_not_start(tmp_pat
         capture_output=True, text=True, timeout=120,
     )
     assert started.returncode == 1
-    assert "videodag-server: cannot start: the job store (Redis) cannot be reached: " in started.stderr
+    assert "videodag-server: cannot start: the job store (Redis) cannot be used: ConnectionError: " in started.stderr
     assert "Traceback" not in started.stderr
+
+
+def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_worker(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Past half its lease the run stops; the job runs again once Redis is back, as after a crash."""
+    with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # the run waits up to 5 s
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=100))  # about 3 s of work
+        wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")
+        assert jobs.redis is not None
+        jobs.redis.restart(down_seconds=8.0)
+
+        done = wait_for_job(client, job.id, finished, timeout=90)
+        assert done.state is JobState.SUCCEEDED, done.error
+        assert (done.attempt, done.frames_done) == (2, 100), "run again from the start, each frame stored once"
+        frames, _updates = watch_all(client, job.id)
+        assert [frame.frame_index for frame in frames] == list(range(100))
+        assert jobs.workers[0].process.poll() is None, "the worker outlived the outage"

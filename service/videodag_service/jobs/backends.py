@@ -192,8 +192,8 @@ def _redis_service(
     )
     try:
         return _started(config, store, queue, uploads, dag, observer)
-    except store.outage_errors as error:  # the server's start says so, without a traceback
-        raise RuntimeError(f"the job store (Redis) cannot be reached: {error}") from error
+    except redis.RedisError as error:  # out of reach, a password refused, not Redis at all: said without a traceback
+        raise RuntimeError(f"the job store (Redis) cannot be used: {type(error).__name__}: {error}") from error
 
 
 def _started(

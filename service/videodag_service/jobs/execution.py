@@ -182,6 +182,10 @@ class JobExecutor:
         """Queue the interrupted job again in its attempt; on a store failure recovery does it later."""
         try:
             released = self._store.release(job.id, job.attempt, self._clock())
+        except self._store.outage_errors as error:
+            logger.warning("job %s attempt %d interrupted; left RUNNING for recovery, as the job store cannot be "
+                           "reached (%s: %s)", job.id, job.attempt, type(error).__name__, error)
+            return False
         except Exception:
             logger.exception("job %s attempt %d interrupted; left RUNNING for recovery", job.id, job.attempt)
             return False
@@ -255,7 +259,7 @@ class JobExecutor:
                     raise _StoreOutOfReach(job.id) from error
                 if delay == _OUTAGE_FIRST_RETRY_SECONDS:
                     logger.warning("job %s: the job store cannot be reached (%s: %s); the run waits for it, "
-                                   "for up to %g s", job.id, type(error).__name__, error, patience)
+                                   "for up to about %g s", job.id, type(error).__name__, error, patience)
                 self._pause(delay, job, should_stop)
                 delay = min(delay * 2, _OUTAGE_LONGEST_RETRY_SECONDS)
                 continue

@@ -336,7 +336,13 @@ class RedisJobStore(JobStore):
             return
         last_id = "0-0" if after_frame_index is None else _stream_id(after_frame_index)
         block_ms = max(1, int(min(timeout, _STATE_POLL_SECONDS) * 1000))
-        self._redis.xread({self._frames_key(job_id): last_id}, count=1, block=block_ms)
+        try:
+            self._redis.xread({self._frames_key(job_id): last_id}, count=1, block=block_ms)
+        except redis.exceptions.ResponseError as error:
+            # A failover turned this Redis into a replica and ended the wait ("UNBLOCKED ... master ->
+            # replica?"): the watcher looks at the job again, as after any other change.
+            if not str(error).startswith("UNBLOCKED"):
+                raise
 
     # --- worker side ----------------------------------------------------------------------
 

@@ -74,9 +74,14 @@ class VideodagWorker(rq.Worker):
     while a job ran (its heartbeats every `--job-monitoring-interval`) left the job's work horse
     orphaned and the queue without this worker. A running job waits out a short outage
     (`JobExecutor`), so its worker does too: the worker's own bookkeeping (heartbeats, state,
-    suspension checks, maintenance) is skipped while Redis is out, and RQ's wait for the next
-    job already retries until it is back.
+    the ended job's status, suspension checks, maintenance) is skipped while Redis is out, and
+    RQ's wait for the next job already retries until it is back.
     """
+
+    def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
+        # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
+        # RQ's failure bookkeeping): skipped while Redis is out, the job's own state is in the store.
+        self._through_outage("bookkeeping of the ended job", super().monitor_work_horse, *args, **kwargs)
 
     def maintain_heartbeats(self, *args: Any, **kwargs: Any) -> None:
         self._through_outage("heartbeat", super().maintain_heartbeats, *args, **kwargs)
@@ -179,6 +184,9 @@ class _LeaseKeeper:
         while not self._stop.wait(interval):
             try:
                 self._store.renew_lease(self._job_id, self._attempt)
+            except self._store.outage_errors as error:  # expected during an outage: no traceback
+                logger.warning("job %s: lease renewal failed, the job store cannot be reached (%s: %s); retrying",
+                               self._job_id, type(error).__name__, error)
             except redis.RedisError:
                 logger.warning("job %s: lease renewal failed; retrying", self._job_id, exc_info=True)
 

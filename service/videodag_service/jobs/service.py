@@ -245,6 +245,9 @@ class JobService:
         while not self._closing.wait(self._maintenance_interval_seconds):
             try:
                 self.run_maintenance()
+            except self._store.outage_errors as error:  # expected while the store is out: no traceback
+                logger.warning("job maintenance skipped: the job store cannot be reached (%s: %s); retrying in %.0f s",
+                               type(error).__name__, error, self._maintenance_interval_seconds)
             except Exception:
                 logger.exception("job maintenance failed; retrying in %.0f s", self._maintenance_interval_seconds)
 

@@ -349,3 +349,37 @@ def test_redis_hands_a_released_job_to_a_worker_again_at_the_next_maintenance(re
         assert [(j.id, j.state, j.attempt) for j in recovered] == [(job.id, JobState.QUEUED, 1)]
     finally:
         store.close()
+
+
+def test_redis_a_failover_that_unblocks_a_watch_is_a_change_not_an_error(redis_server: RedisServer) -> None:
+    """Turned into a replica, Redis ends a blocked XREAD with "UNBLOCKED ...": the watcher looks again."""
+    store = RedisJobStore(redis.Redis.from_url(redis_server.url, decode_responses=True), key_prefix=uuid.uuid4().hex)
+    job = store.create(queued_job())
+    errors: list[Exception] = []
+    watched = threading.Event()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                store.wait_for_change(job.id, store.get(job.id).revision, None, 0.25)
+            except Exception as error:  # the test reports whatever escaped
+                errors.append(error)
+                return
+            watched.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert watched.wait(5)
+        for _ in range(3):  # each time with the read most likely blocked
+            redis_server.client.replicaof("127.0.0.1", "1")
+            time.sleep(0.1)
+            redis_server.client.replicaof("NO", "ONE")
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        watcher.join(10)
+        redis_server.client.replicaof("NO", "ONE")
+        store.close()
+    assert errors == []
