@@ -7,10 +7,18 @@ import time
 from pathlib import Path
 
 import pytest
-from jobs_harness import SERVER_SCRIPT, deployment, finished, is_running_with_frames, wait_for_job, watch_all
+from jobs_harness import (
+    SERVER_SCRIPT,
+    JobsDeployment,
+    deployment,
+    finished,
+    is_running_with_frames,
+    wait_for_job,
+    watch_all,
+)
 
 from fakes.redis_server import free_port
-from videodag_client import Internal, JobState, RunOptions, Unavailable
+from videodag_client import Internal, Job, JobState, RunOptions, Unavailable, VideodagClient
 
 
 def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
@@ -65,6 +73,24 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
         assert jobs.stored_uploads() == stored_before  # the refused upload was not kept
 
 
+def _job_through_a_redis_restart(jobs: JobsDeployment, video: Path, down_seconds: float) -> tuple[VideodagClient, Job]:
+    """A 100-frame job (about 3 s) with Redis saved, stopped for `down_seconds` and started again
+    while it runs; checks that every frame is stored once and that the worker is still there."""
+    client = jobs.start_server()
+    job = client.submit_job(video, "paced", RunOptions(max_frames=100))
+    wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")
+    assert jobs.redis is not None
+    jobs.redis.restart(down_seconds=down_seconds)
+
+    done = wait_for_job(client, job.id, finished, timeout=90)
+    assert done.state is JobState.SUCCEEDED, done.error
+    assert done.frames_done == 100, "each frame counted once"
+    frames, _updates = watch_all(client, job.id)
+    assert [frame.frame_index for frame in frames] == list(range(100))
+    assert jobs.workers[0].process.poll() is None, "the worker outlived the outage"
+    return client, done
+
+
 def test_a_running_job_waits_out_a_redis_restart_and_stores_every_frame_once(
     tmp_path: Path, sample_clip: Path
 ) -> None:
@@ -72,19 +98,8 @@ def test_a_running_job_waits_out_a_redis_restart_and_stores_every_frame_once(
     the RQ worker running it (whose heartbeats meet the outage) must not quit."""
     # A lease of 10 s: the job waits out up to 5 s, and no other worker may take it over.
     with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:
-        client = jobs.start_server()
-        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=100))  # about 3 s of work
-        wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")
-        assert jobs.redis is not None
-        jobs.redis.restart(down_seconds=2.0)
-
-        done = wait_for_job(client, job.id, finished, timeout=60)
-        assert done.state is JobState.SUCCEEDED, done.error
-        assert (done.attempt, done.frames_done) == (1, 100), "neither run again nor a frame counted twice"
-        frames, _updates = watch_all(client, job.id)
-        assert [frame.frame_index for frame in frames] == list(range(100))
-
-        assert jobs.workers[0].process.poll() is None, "the worker outlived the outage"
+        client, done = _job_through_a_redis_restart(jobs, sample_clip, down_seconds=2.0)
+        assert done.attempt == 1, "not run again"
         after = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
         assert wait_for_job(client, after.id, finished, timeout=60).state is JobState.SUCCEEDED
 
@@ -128,15 +143,5 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
 ) -> None:
     """Past half its lease the run stops; the job runs again once Redis is back, as after a crash."""
     with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # the run waits up to 5 s
-        client = jobs.start_server()
-        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=100))  # about 3 s of work
-        wait_for_job(client, job.id, is_running_with_frames(5), what="the job under way")
-        assert jobs.redis is not None
-        jobs.redis.restart(down_seconds=8.0)
-
-        done = wait_for_job(client, job.id, finished, timeout=90)
-        assert done.state is JobState.SUCCEEDED, done.error
-        assert (done.attempt, done.frames_done) == (2, 100), "run again from the start, each frame stored once"
-        frames, _updates = watch_all(client, job.id)
-        assert [frame.frame_index for frame in frames] == list(range(100))
-        assert jobs.workers[0].process.poll() is None, "the worker outlived the outage"
+        _client, done = _job_through_a_redis_restart(jobs, sample_clip, down_seconds=8.0)
+        assert done.attempt == 2, "run again from the start"
