@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -307,6 +308,14 @@ def frame_payloads(count: int) -> Iterator[dict[str, Any]]:
 
 
 BUILTIN_PIPELINE_FOLDER = Path(__file__).resolve().parents[2] / "service" / "videodag_service" / "pipelines"
+
+
+def counter_pipeline(pipeline_id: str, **params: object) -> str:
+    """The YAML of a one-node pipeline on `test.counter` with `params` (delay_seconds, fail_on, ...)."""
+    return (
+        f'id: {pipeline_id}\nversion: "1"\nnodes:\n  - id: count\n    plugin: test.counter\n'
+        f"    params: {json.dumps(params)}\n    inputs: {{index: frame.index}}\noutputs:\n  seen: count.count\n"
+    )
 
 
 def dag_with_test_pipelines(folder: Path, pipelines: Mapping[str, str]) -> DagPipelineService:

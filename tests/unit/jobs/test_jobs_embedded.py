@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fakes.fake_plugins import dag_with_test_pipelines
+from fakes.fake_plugins import counter_pipeline, dag_with_test_pipelines
 from fakes.media import write_indexed_video
 from fakes.waiting import wait_until
 from videodag_service.dag import DagPipelineService
@@ -44,29 +44,9 @@ from videodag_service.jobs.ids import new_job_id
 from videodag_service.video import SamplingOptions, VideoFilePipelineService
 
 PIPELINES = {
-    "paced.yaml": """
-id: paced
-version: "1"
-nodes:
-  - id: count
-    plugin: test.counter
-    params: {delay_seconds: 0.02}
-    inputs: {index: frame.index}
-outputs:
-  seen: count.count
-""",
+    "paced.yaml": counter_pipeline("paced", delay_seconds=0.02),
     # 3 s of work: a 1 s time limit ends it with room on both sides, however loaded the machine.
-    "crawling.yaml": """
-id: crawling
-version: "1"
-nodes:
-  - id: count
-    plugin: test.counter
-    params: {delay_seconds: 0.1}
-    inputs: {index: frame.index}
-outputs:
-  seen: count.count
-""",
+    "crawling.yaml": counter_pipeline("crawling", delay_seconds=0.1),
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes.fake_plugins import dag_with_test_pipelines
+from fakes.fake_plugins import counter_pipeline, dag_with_test_pipelines
 from fakes.media import garbage_bytes, write_indexed_video
 from fakes.waiting import wait_until
 from videodag_service.dag import DagPipelineService
@@ -20,28 +20,8 @@ from videodag_service.observability import ServerMetrics
 
 FRAMES = 30
 PIPELINES = {
-    "slow.yaml": """
-id: slow
-version: "1"
-nodes:
-  - id: count
-    plugin: test.counter
-    params: {delay_seconds: 0.05}
-    inputs: {index: frame.index}
-outputs:
-  seen: count.count
-""",
-    "failing.yaml": """
-id: failing
-version: "1"
-nodes:
-  - id: count
-    plugin: test.counter
-    params: {fail_on: [3]}
-    inputs: {index: frame.index}
-outputs:
-  seen: count.count
-""",
+    "slow.yaml": counter_pipeline("slow", delay_seconds=0.05),
+    "failing.yaml": counter_pipeline("failing", fail_on=[3]),
 }
 
 
