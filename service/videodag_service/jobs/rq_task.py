@@ -63,8 +63,8 @@ class WorkerConfig:
         return asdict(self)
 
 
-# What RQ's worker raises when Redis is out of reach (a restart, a failover, a partition).
-_REDIS_OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError)
+# What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).
+_REDIS_OUTAGE = RedisJobStore.outage_errors
 
 
 class VideodagWorker(rq.Worker):
