@@ -21,8 +21,8 @@ def test_player_tracking_on_the_sample_clip(server: ServerHarness, sample_clip: 
         players = frame.result["players"]
         for player in players:
             x1, y1, x2, y2 = player["box"]
-            # Boxes are the tracker's smoothed estimates, which may run a few pixels past an edge.
-            assert -16 <= x1 < x2 <= 768 + 16 and -16 <= y1 < y2 <= 576 + 16
+            # Boxes are the tracker's smoothed estimates, kept within the 768x576 frame.
+            assert 0 <= x1 < x2 <= 768 and 0 <= y1 < y2 <= 576
             assert player["label"] == "person"
             assert 0.0 < player["score"] <= 1.0
         ids = [player["track_id"] for player in players]

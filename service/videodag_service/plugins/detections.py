@@ -22,6 +22,11 @@ def _empty_scores() -> npt.NDArray[np.float32]:
     return np.zeros((0,), dtype=np.float32)
 
 
+
+def frame_size_of(image: npt.NDArray[Any]) -> tuple[int, int]:
+    """The (width, height) of an image array, as `Detections.frame_size` holds it."""
+    return int(image.shape[1]), int(image.shape[0])
+
 @dataclass(frozen=True)
 class Detections:
     """N boxes found in one frame.
@@ -31,6 +36,9 @@ class Detections:
     labels: N class names, such as "person" or "text".
     track_ids: (N,) int64 track ids, or None before tracking.
     texts: N recognised strings, or None when nothing was read.
+    frame_size: (width, height) of the frame the boxes were found in, or None if not known.
+        Not part of the JSON: it lets a box derived from these (a tracker's prediction) be
+        kept within the frame, as the contract promises pixel boxes.
     """
 
     xyxy: npt.NDArray[np.float32] = field(default_factory=_empty_boxes)
@@ -38,6 +46,7 @@ class Detections:
     labels: tuple[str, ...] = ()
     track_ids: npt.NDArray[np.int64] | None = None
     texts: tuple[str, ...] | None = None
+    frame_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         count = len(self.xyxy)
@@ -58,6 +67,7 @@ class Detections:
         labels: Sequence[str],
         track_ids: Sequence[int] | None = None,
         texts: Sequence[str] | None = None,
+        frame_size: tuple[int, int] | None = None,
     ) -> Detections:
         """Build from plain Python sequences (handy in plugins and tests)."""
         return cls(
@@ -66,6 +76,7 @@ class Detections:
             labels=tuple(labels),
             track_ids=None if track_ids is None else np.asarray(track_ids, dtype=np.int64).reshape(-1),
             texts=None if texts is None else tuple(texts),
+            frame_size=frame_size,
         )
 
     def __len__(self) -> int:
@@ -80,6 +91,7 @@ class Detections:
             labels=tuple(self.labels[i] for i in indices),
             track_ids=None if self.track_ids is None else self.track_ids[indices],
             texts=None if self.texts is None else tuple(self.texts[i] for i in indices),
+            frame_size=self.frame_size,
         )
 
     def to_json(self) -> list[dict[str, Any]]:

@@ -98,7 +98,7 @@ class _HogPeopleDetector:
             scaled, winStride=stride, padding=(8, 8), scale=settings.pyramid_scale
         )
         if len(rects) == 0:
-            return Detections()
+            return Detections(frame_size=(width, height))
         xywh = np.asarray(rects, dtype=np.float32).reshape(-1, 4) / settings.upscale
         scores = (1.0 / (1.0 + np.exp(-np.asarray(margins, dtype=np.float64).reshape(-1)))).astype(np.float32)
         nms_kept = cv2.dnn.NMSBoxes(
@@ -110,7 +110,8 @@ class _HogPeopleDetector:
         kept = np.asarray(nms_kept, dtype=np.intp).reshape(-1)
         xyxy = np.concatenate([xywh[kept, :2], xywh[kept, :2] + xywh[kept, 2:]], axis=1)
         xyxy = np.clip(xyxy, 0.0, np.array([width, height, width, height], dtype=np.float32))
-        return Detections(xyxy=xyxy.astype(np.float32), scores=scores[kept], labels=(PERSON_LABEL,) * len(kept))
+        return Detections(xyxy=xyxy.astype(np.float32), scores=scores[kept], labels=(PERSON_LABEL,) * len(kept),
+                          frame_size=(width, height))
 
     def close(self) -> None:
         return None

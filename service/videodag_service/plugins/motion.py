@@ -52,7 +52,7 @@ class ForegroundBlobs:
         raw_mask = self._subtractor.apply(small, learningRate=self._learning_rate if self._seeded else 1.0)
         if not self._seeded:
             self._seeded = True
-            return {"blobs": Detections(), "foreground_ratio": 0.0}
+            return {"blobs": Detections(frame_size=(width, height)), "foreground_ratio": 0.0}
         mask = self._clean(raw_mask)
         foreground_ratio = cv2.countNonZero(mask) / float(mask.size)
         return {
@@ -97,7 +97,7 @@ class ForegroundBlobs:
                     min(height, (y + h) * scale_y),
                 ]
             )
-        return Detections.from_lists(boxes, scores, [MOTION_LABEL] * len(boxes))
+        return Detections.from_lists(boxes, scores, [MOTION_LABEL] * len(boxes), frame_size=(width, height))
 
 
 def check_foreground_blobs_params(params: Mapping[str, Any]) -> None:

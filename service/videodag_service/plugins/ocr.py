@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, raise_if_any
-from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.detections import Detections, frame_size_of
 
 TEXT_LABEL = "text"
 
@@ -184,17 +184,18 @@ class TextDetection:
     def detect(self, image: np.ndarray) -> Detections:
         batch = self._preprocess(image)
         if batch is None:  # frame too small to resize to the network's 32-pixel grid
-            return Detections()
+            return Detections(frame_size=frame_size_of(image))
         heatmap = self._session(batch)
         quads, scores = self._postprocess(heatmap, image.shape[:2])
         if len(quads) == 0:
-            return Detections()
+            return Detections(frame_size=frame_size_of(image))
         quads = np.asarray(quads, dtype=np.float32).reshape(-1, 4, 2)
         xyxy = np.concatenate([quads.min(axis=1), quads.max(axis=1)], axis=1)
         found = Detections(
             xyxy=xyxy,
             scores=np.asarray(scores, dtype=np.float32),
             labels=(TEXT_LABEL,) * len(xyxy),
+            frame_size=frame_size_of(image),
         )
         if len(found) > self._max_regions:
             found = found.select(np.argsort(-found.scores, kind="stable")[: self._max_regions])
@@ -246,6 +247,7 @@ class TextRecognition:
             labels=kept.labels,
             track_ids=kept.track_ids,
             texts=tuple(text for text, wanted in zip(texts, keep, strict=True) if wanted),
+            frame_size=frame_size_of(image),
         )
 
     def _crop(self, image: np.ndarray, box: np.ndarray) -> np.ndarray | None:

@@ -280,6 +280,7 @@ class _YoloDetector:
             xyxy=fitted.to_frame(xyxy.astype(np.float32), width, height),
             scores=candidates.scores[kept],
             labels=tuple(label_for(int(class_id), settings.class_names) for class_id in candidates.class_ids[kept]),
+            frame_size=(width, height),
         )
 
     def close(self) -> None:

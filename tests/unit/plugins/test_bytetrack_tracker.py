@@ -194,6 +194,23 @@ def test_output_boxes_are_the_filtered_states() -> None:
     assert np.mean(tracked_errors) < 0.7 * np.mean(detected_errors)
 
 
+def test_boxes_stay_within_the_frame_the_detections_were_found_in() -> None:
+    """A walker leaving at the right edge: the detector's boxes stop at the edge, the filter's
+    velocity carries its state past it; reported boxes stay pixel boxes of the frame."""
+    frame_width, frame_height = 320, 240
+    for frame_size, may_leave in ((None, True), ((frame_width, frame_height), False)):
+        tracker = ByteTracker()
+        right_edges = []
+        for step in range(40):
+            x1 = min(200.0 + 8 * step, frame_width - 12.0)
+            box = [x1, 100.0, min(x1 + WIDTH, frame_width), 100.0 + HEIGHT]
+            tracks = tracker.update(Detections.from_lists([box], [0.9], ["person"], frame_size=frame_size))
+            assert tracks.frame_size == frame_size
+            right_edges += tracks.xyxy[:, 2].tolist()
+            assert np.all(tracks.xyxy >= 0.0)
+        assert (max(right_edges) > frame_width) is may_leave
+
+
 def test_scores_and_labels_come_from_the_matched_detection() -> None:
     tracker = ByteTracker()
     tracker.update(_frame([_box(0.0, 0.0)], [0.9], ["person"]))

@@ -98,8 +98,10 @@ class ByteTracker:
     def update(self, detections: Detections) -> Detections:
         """Take one frame's detections; return its confirmed tracks, ordered by track id.
 
-        Boxes are the Kalman-corrected states (as the reference reports), scores and labels
-        those of the detection each track matched in this frame; `texts` are not carried.
+        Boxes are the Kalman-corrected states (as the reference reports), kept within the
+        frame when the detections know its size (a state moving with a walker can run past
+        the edge the detector's box stopped at); scores and labels are those of the detection
+        each track matched in this frame; `texts` are not carried.
         """
         config = self._config
         self._frame += 1
@@ -163,7 +165,7 @@ class ByteTracker:
         lost = [t for t in self._lost if t.track_id not in tracked_ids and t.state is TrackState.LOST]
         lost = _union(lost, newly_lost)
         self._tracked, self._lost = self._without_duplicates(tracked, lost)
-        return self._report([track for track in self._tracked if track.confirmed])
+        return self._report([track for track in self._tracked if track.confirmed], detections.frame_size)
 
     def _predict(self, tracks: Sequence[_Track]) -> None:
         if not tracks:
@@ -238,13 +240,18 @@ class ByteTracker:
         )
 
     @staticmethod
-    def _report(tracks: Iterable[_Track]) -> Detections:
+    def _report(tracks: Iterable[_Track], frame_size: tuple[int, int] | None) -> Detections:
         shown = sorted(tracks, key=lambda track: track.track_id)
+        xyxy = np.array([track.xyxy for track in shown], dtype=np.float32).reshape(-1, 4)
+        if frame_size is not None:
+            width, height = frame_size
+            xyxy = np.clip(xyxy, 0.0, np.array([width, height, width, height], dtype=np.float32))
         return Detections(
-            xyxy=np.array([track.xyxy for track in shown], dtype=np.float32).reshape(-1, 4),
+            xyxy=xyxy,
             scores=np.array([track.score for track in shown], dtype=np.float32),
             labels=tuple(track.label for track in shown),
             track_ids=np.array([track.track_id for track in shown], dtype=np.int64),
+            frame_size=frame_size,
         )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
-from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.detections import Detections, frame_size_of
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.ssdlite.boxes import select_boxes
 
@@ -85,7 +85,8 @@ class _PeopleDetectorInstance:
         )
         return {
             "detections": Detections(
-                xyxy=raw.boxes[kept], scores=raw.scores[kept], labels=(PERSON_LABEL,) * len(kept)
+                xyxy=raw.boxes[kept], scores=raw.scores[kept], labels=(PERSON_LABEL,) * len(kept),
+                frame_size=frame_size_of(image),
             )
         }
 
