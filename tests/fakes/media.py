@@ -93,6 +93,16 @@ def write_cut_copy(source: Path, path: Path, keep_bytes: int) -> Path:
     return path
 
 
+def write_trimmed_copy(source: Path, path: Path, *output_options: str, start_seconds: float, seconds: float) -> Path:
+    """A part of `source` cut out without re-encoding (`ffmpeg -ss -t -c copy`), as people trim
+    videos: an MP4 keeps the frames from the key frame before the cut and hides those before
+    it with an edit list, so its index lists more frames than a decoder shows."""
+    command = [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-ss", str(start_seconds),
+               "-i", str(source), "-t", str(seconds), "-c", "copy", *output_options, str(path)]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return path
+
+
 def write_test_pattern(path: Path, *output_options: str, size: str = "640x360", seconds: float = 6.0) -> Path:
     """FFmpeg's moving test pattern at 25 fps, encoded as `output_options` say."""
     command = [

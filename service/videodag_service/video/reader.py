@@ -32,6 +32,7 @@ import numpy as np
 from videodag_service.dag.cores import usable_cores
 from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video.content_guess import guess_content
+from videodag_service.video.cut_short import iso_file_cut_short
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
@@ -238,10 +239,14 @@ class OpenedVideo:
 
     def _short_of_declared(self, frame_count: int) -> bool:
         """Whether `frame_count` frames fall short of the declared count by more than a second's
-        worth, in a container that stores its count (others only estimate it)."""
+        worth, in a container that stores its count (others only estimate it). An MP4's count
+        includes the frames an edit list hides, so there it takes the file's own word that it
+        was cut (`cut_short`) as well."""
         if not _stores_frame_count(self.path):
             return False
-        return frame_count < self.info.frame_count - max(1, math.ceil(self.info.fps))
+        if frame_count >= self.info.frame_count - max(1, math.ceil(self.info.fps)):
+            return False
+        return not _is_iso_media(self.path) or iso_file_cut_short(self.path)
 
     def _seek(self, frame_index: int) -> bool:
         try:
@@ -388,12 +393,21 @@ _MP4_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wid
 
 
 def _stores_frame_count(path: Path) -> bool:
+    head = _head(path)
+    return head[4:8] in _MP4_FIRST_BOXES or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+
+
+def _is_iso_media(path: Path) -> bool:
+    """An MP4 or QuickTime file (ISO base media boxes), as `_stores_frame_count` tells them."""
+    return _head(path)[4:8] in _MP4_FIRST_BOXES
+
+
+def _head(path: Path) -> bytes:
     try:
         with open(path, "rb") as file:
-            head = file.read(12)
+            return file.read(12)
     except OSError:
-        return False
-    return head[4:8] in _MP4_FIRST_BOXES or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+        return b""
 
 
 # An audio file's cover picture (an MP3's or M4A's artwork) reaches OpenCV as a one-frame

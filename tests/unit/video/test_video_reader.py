@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from fakes.media import (
     write_cut_copy,
     write_test_pattern,
     write_tone,
+    write_trimmed_copy,
     write_variable_rate_video,
 )
 from videodag_service.dag import DagPipelineService
@@ -415,15 +417,36 @@ def test_a_run_read_to_the_end_counts_the_frames_the_video_holds(sample_clip: Pa
 
 
 def test_a_few_frames_short_of_an_estimated_count_is_not_an_early_end(
-    sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+    make_video: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Some containers only estimate their frame count: up to a second of frames (10 here) may be missing.
+    avi = make_video(120, fps=10.0)
     for declared, ended_early in ((130, False), (131, True)):
-        with open_video(sample_clip) as video:
+        with open_video(avi) as video:
             monkeypatch.setattr(video, "info", dataclasses.replace(video.info, frame_count=declared))
             assert len(list(video.frames(FrameWindow()))) == 120
             assert video.ended_early is ended_early
             assert video.frames_in_video == 120  # counted, whatever the container declares
+
+
+def test_an_mp4_trimmed_without_reencoding_did_not_end_early(tmp_path: Path) -> None:
+    """Its index lists the frames its edit list hides (from the key frame before the cut), so
+    fewer frames are read than it declares, and yet nothing is missing."""
+    source = write_test_pattern(tmp_path / "source.mp4", "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p",
+                                seconds=6.0)
+    trimmed = write_trimmed_copy(source, tmp_path / "trimmed.mp4", "-movflags", "+faststart",
+                                 start_seconds=1.4, seconds=3.0)
+    with open_video(trimmed) as video:
+        frames = list(video.frames(FrameWindow()))
+        assert video.info.frame_count >= len(frames) + 25  # more than a second of hidden frames declared
+        assert len(frames) == len(presentation_times(trimmed)) == video.frames_in_video
+        assert not video.ended_early
+
+    cut = tmp_path / "trimmed_then_cut.mp4"
+    cut.write_bytes(trimmed.read_bytes()[: trimmed.stat().st_size // 2])
+    with open_video(cut) as video:
+        assert 0 < len(list(video.frames(FrameWindow()))) < len(frames)
+        assert video.ended_early
 
 
 @pytest.mark.parametrize("first_index", [120, 121, 5000])
