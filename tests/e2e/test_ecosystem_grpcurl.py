@@ -96,6 +96,36 @@ def test_streamed_upload_and_run_from_a_json_file(server: ServerHarness, make_vi
     assert server.leftover_uploads() == []
 
 
+def _readme_recipe_for_any_size() -> str:
+    """The README's shell lines that write upload.json for a file of any size."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("# A file of any size")
+    lines = readme[start:readme.index("```", start)].splitlines()[1:]
+    return "\n".join(lines)
+
+
+def test_the_readme_recipe_for_a_file_of_any_size_uploads_it_in_pieces(
+    server: ServerHarness, make_video: VideoFactory, tmp_path: Path
+) -> None:
+    video = make_video(30)
+    recipe = _readme_recipe_for_any_size()
+    assert "split -b 1M" in recipe and "long.mp4" in recipe
+    # The same commands with pieces small enough that this short video takes several.
+    piece_bytes = max(1024, video.stat().st_size // 4)
+    script = recipe.replace("split -b 1M", f"split -b {piece_bytes}").replace("long.mp4", str(video))
+    subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, timeout=60)
+    messages = tmp_path / "upload.json"
+    assert sum(1 for line in messages.read_text().splitlines() if line.startswith('{"chunk"')) >= 4
+
+    completed = grpcurl(server.target, f"{SERVICE}/UploadAndRun", flags=["-d", "@"], stdin_path=messages)
+
+    assert completed.returncode == 0, completed.stderr
+    events = json_messages(completed.stdout)
+    assert events[0]["upload_received"]["sha256"] == hashlib.sha256(video.read_bytes()).hexdigest()
+    assert events[-1]["summary"]["frames_processed"] == "30"
+    assert server.leftover_uploads() == []
+
+
 def test_unknown_pipeline_is_not_found(server: ServerHarness, make_video: VideoFactory, tmp_path: Path) -> None:
     messages = write_upload_messages(make_video(3), tmp_path / "upload.json", "no_such_pipeline")
     completed = grpcurl(server.target, f"{SERVICE}/UploadAndRun", flags=["-d", "@"], stdin_path=messages)

@@ -113,8 +113,9 @@ def _start_run(
             decode_during_upload=args.decode_during_upload,
             on_upload_progress=progress.upload,
         )
-    except InvalidArgument as error:  # only the client's own check: no call was made
-        raise UsageError(f"--decode-during-upload: {error.message}") from None
+    except InvalidArgument:  # only the client's own check (the size must be declared): no call was made
+        raise UsageError("--decode-during-upload needs a non-empty file, not a pipe: the server must be told "
+                         "the video's size before it arrives") from None
 
 
 def expected_frame_count(video: VideoOpened, options: RunOptions) -> int | None:

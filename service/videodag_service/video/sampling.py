@@ -92,7 +92,8 @@ def _violations(options: SamplingOptions) -> list[FieldViolation]:
             violations.append(FieldViolation(name, f"must be a finite number of seconds, got {value!r}"))
         elif value < 0:
             violations.append(FieldViolation(name, f"must not be negative, got {value}"))
-    if not violations and options.end_seconds is not None:
+    offsets_valid = not any(v.field in ("start_seconds", "end_seconds") for v in violations)
+    if offsets_valid and options.end_seconds is not None:
         start = options.start_seconds or 0.0
         if options.end_seconds <= start:
             description = f"must be after the start ({start} s), got {options.end_seconds}"

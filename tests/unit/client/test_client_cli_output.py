@@ -175,7 +175,8 @@ def test_decode_during_upload_of_a_pipe_is_a_usage_error(
     )
     assert process.returncode == _exit_codes.USAGE
     error = process.stderr.decode()
-    assert error.startswith("error: --decode-during-upload: decode_during_upload needs the size declared")
+    assert error.startswith("error: --decode-during-upload needs a non-empty file, not a pipe")
+    assert "declare_size" not in error
     assert "Traceback" not in error
     assert servicer.requests == []
 
@@ -186,7 +187,7 @@ def test_decode_during_upload_of_an_empty_file_is_a_usage_error(
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     assert _run(target, empty, "--decode-during-upload", "-o", str(tmp_path / "out.jsonl")) == _exit_codes.USAGE
-    assert "decode_during_upload needs the size declared" in capsys.readouterr().err
+    assert "--decode-during-upload needs a non-empty file, not a pipe" in capsys.readouterr().err
     assert servicer.requests == []
     assert list(tmp_path.iterdir()) == [empty]
 

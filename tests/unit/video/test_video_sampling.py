@@ -30,6 +30,9 @@ def _violated_fields(error: InvalidOptions) -> set[str]:
             {"frame_stride": -2, "max_frames": -1, "start_seconds": -1.0},
             {"frame_stride", "max_frames", "start_seconds"},
         ),
+        ({"frame_stride": -1, "start_seconds": 2.0, "end_seconds": 1.0}, {"frame_stride", "end_seconds"}),
+        ({"max_frames": -1, "end_seconds": 0.0}, {"max_frames", "end_seconds"}),
+        ({"start_seconds": -1.0, "end_seconds": -2.0}, {"start_seconds", "end_seconds"}),
     ],
 )
 def test_invalid_values_raise_invalid_options_naming_each_field(options: dict, fields: set[str]) -> None:
