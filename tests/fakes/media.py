@@ -103,11 +103,12 @@ def write_trimmed_copy(source: Path, path: Path, *output_options: str, start_sec
     return path
 
 
-def write_test_pattern(path: Path, *output_options: str, size: str = "640x360", seconds: float = 6.0) -> Path:
-    """FFmpeg's moving test pattern at 25 fps, encoded as `output_options` say."""
+def write_test_pattern(path: Path, *output_options: str, size: str = "640x360", seconds: float = 6.0,
+                       rate: str = "25") -> Path:
+    """FFmpeg's moving test pattern at `rate` frames a second (25 unless told), encoded as `output_options` say."""
     command = [
         ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}",
         *output_options, str(path),
     ]
     subprocess.run(command, check=True, capture_output=True, timeout=120)

@@ -33,6 +33,7 @@ from videodag_service.dag.cores import usable_cores
 from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video.content_guess import guess_content
 from videodag_service.video.cut_short import iso_file_cut_short
+from videodag_service.video.elementary_stream import declared_frame_rate
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
@@ -351,8 +352,11 @@ class OpenedVideo:
             raise unreadable(self.path, f"probing failed: {error}") from error
         if width <= 0 or height <= 0:
             raise _no_video_stream(self.path)
-        if fps >= _COVER_PICTURE_MIN_FPS and _fourcc_text(fourcc) in _STILL_IMAGE_CODECS:
+        codec = _fourcc_text(fourcc)
+        if fps >= _COVER_PICTURE_MIN_FPS and codec in _STILL_IMAGE_CODECS:
             raise _cover_picture_only(self.path)
+        # A raw H.264/HEVC stream: FFmpeg reports 25 fps whatever the stream declares.
+        fps = declared_frame_rate(self.path, codec) or fps
         frame_count = 0 if self._count_unknown else declared_count
         return VideoInfo(
             fps=fps,
@@ -360,7 +364,7 @@ class OpenedVideo:
             width=width,
             height=height,
             duration_seconds=frame_count / fps if fps > 0 and frame_count > 0 else 0.0,
-            codec=_fourcc_text(fourcc),
+            codec=codec,
             size_bytes=self.path.stat().st_size if self._growing is None else self._growing.size_bytes,
         )
 

@@ -163,7 +163,10 @@ class VideoInfo(_message.Message):
     CODEC_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     fps: _builtins.float
-    """Frames per second as the container declares it."""
+    """Frames per second as the container declares it; for a raw H.264 or HEVC
+    stream (no container), as its parameter sets declare it, and FFmpeg's 25 when
+    they declare none.
+    """
     frame_count: _builtins.int
     """Frame count as the container declares it (may be an estimate for some
     formats); 0 when unknown, as for a fragmented MP4 opened while it arrives.
@@ -278,7 +281,7 @@ class FrameResult(_message.Message):
     def timestamp(self) -> _duration_pb2.Duration:
         """Presentation time of the frame, from the start of the video: the container's
         timestamp (right for a variable frame rate), or frame_index / fps for a stream
-        that has none (raw H.264).
+        that has none (raw H.264 or HEVC).
         """
 
     @_builtins.property

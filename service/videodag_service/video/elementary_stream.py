@@ -1,0 +1,315 @@
+"""The frame rate a raw H.264 or HEVC stream (Annex B, as CCTV and DVR exports write them) declares.
+
+A raw stream has no container: no timestamps, and no frame rate but the one its encoder
+may write into the stream's parameter sets (the VUI timing of an H.264 SPS, the timing
+of an HEVC VPS). FFmpeg 9, which OpenCV bundles, reports such a stream at its raw
+demuxer's default of 25 fps, whatever the stream says; frames are then placed at
+`index / fps`, so every timestamp and time window of a 10 fps recording would be wrong
+by 2.5 times. This reads the declared rate from the first parameter set itself.
+
+Only the start of the file is read (the parameter sets come first), every read is bounded,
+and anything unexpected gives None: the caller keeps OpenCV's rate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+_HEAD_BYTES = 64 * 1024
+_START_CODE = re.compile(b"\x00\x00\x01")
+_H264_SPS = 7
+_HEVC_VPS = 32
+_HEVC_SPS = 33
+# H.264 profiles whose SPS carries chroma format, bit depths and scaling lists (7.3.2.1.1).
+_H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+# Frame rates outside this are not a camera's: a misread, or a stream that means something else.
+_PLAUSIBLE_FPS = (0.1, 1000.0)
+
+
+def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | None:
+    """The frame rate the raw `codec` ("h264" or "hevc") stream at `path` declares; None if the
+    file is not such a stream (a container), declares none, or cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_HEAD_BYTES)
+    except OSError:
+        return None
+    if not (head.startswith(b"\x00\x00\x01") or head.startswith(b"\x00\x00\x00\x01")):
+        return None  # a container, not a raw stream: its own timing applies
+    try:
+        if codec.lower() in ("h264", "avc1"):
+            return _plausible(_h264_rate(head))
+        if codec.lower() in ("hevc", "hev1", "hvc1", "h265"):
+            return _plausible(_hevc_rate(head))
+    except _EndOfData:
+        return None
+    return None
+
+
+def _plausible(fps: float | None) -> float | None:
+    low, high = _PLAUSIBLE_FPS
+    return fps if fps is not None and low <= fps <= high else None
+
+
+def _nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex B byte stream (the last may be cut off by the read)."""
+    matches = list(_START_CODE.finditer(data))
+    ends = [following.start() for following in matches[1:]] + [len(data)]
+    return [data[match.end():end] for match, end in zip(matches, ends, strict=True)]
+
+
+def _rbsp(nal_payload: bytes) -> bytes:
+    """The payload without its emulation prevention bytes (a 0x03 after two zero bytes)."""
+    return re.sub(b"\x00\x00\x03", b"\x00\x00", nal_payload)
+
+
+def _h264_rate(data: bytes) -> float | None:
+    for unit in _nal_units(data):
+        if unit and unit[0] & 0x1F == _H264_SPS:
+            return _h264_sps_rate(_BitReader(_rbsp(unit[1:])))
+    return None
+
+
+def _h264_sps_rate(bits: _BitReader) -> float | None:
+    """Walks an H.264 SPS (ITU-T H.264 7.3.2.1.1) to its VUI timing (E.1.1)."""
+    profile_idc = bits.u(8)
+    bits.u(16)  # constraint flags, level_idc
+    bits.ue()  # seq_parameter_set_id
+    if profile_idc in _H264_HIGH_PROFILES:
+        chroma_format_idc = bits.ue()
+        if chroma_format_idc == 3:
+            bits.u(1)  # separate_colour_plane_flag
+        bits.ue()  # bit_depth_luma_minus8
+        bits.ue()  # bit_depth_chroma_minus8
+        bits.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if bits.u(1):  # seq_scaling_matrix_present_flag
+            for index in range(8 if chroma_format_idc != 3 else 12):
+                if bits.u(1):
+                    _skip_scaling_list(bits, 16 if index < 6 else 64)
+    bits.ue()  # log2_max_frame_num_minus4
+    pic_order_cnt_type = bits.ue()
+    if pic_order_cnt_type == 0:
+        bits.ue()  # log2_max_pic_order_cnt_lsb_minus4
+    elif pic_order_cnt_type == 1:
+        bits.u(1)  # delta_pic_order_always_zero_flag
+        bits.se()  # offset_for_non_ref_pic
+        bits.se()  # offset_for_top_to_bottom_field
+        for _ in range(bits.ue()):  # num_ref_frames_in_pic_order_cnt_cycle
+            bits.se()
+    bits.ue()  # max_num_ref_frames
+    bits.u(1)  # gaps_in_frame_num_value_allowed_flag
+    bits.ue()  # pic_width_in_mbs_minus1
+    bits.ue()  # pic_height_in_map_units_minus1
+    if not bits.u(1):  # frame_mbs_only_flag
+        bits.u(1)  # mb_adaptive_frame_field_flag
+    bits.u(1)  # direct_8x8_inference_flag
+    if bits.u(1):  # frame_cropping_flag
+        for _ in range(4):
+            bits.ue()
+    if not bits.u(1):  # vui_parameters_present_flag
+        return None
+    if bits.u(1) and bits.u(8) == 255:  # aspect_ratio_info_present_flag, aspect_ratio_idc: extended SAR
+        bits.u(32)
+    if bits.u(1):  # overscan_info_present_flag
+        bits.u(1)
+    if bits.u(1):  # video_signal_type_present_flag
+        bits.u(4)  # video_format, video_full_range_flag
+        if bits.u(1):  # colour_description_present_flag
+            bits.u(24)
+    if bits.u(1):  # chroma_loc_info_present_flag
+        bits.ue()
+        bits.ue()
+    if not bits.u(1):  # timing_info_present_flag
+        return None
+    num_units_in_tick, time_scale = bits.u(32), bits.u(32)
+    # A tick is a field: two make a frame (E.2.1).
+    return time_scale / (2 * num_units_in_tick) if num_units_in_tick else None
+
+
+def _skip_scaling_list(bits: _BitReader, size: int) -> None:
+    last_scale = next_scale = 8
+    for _ in range(size):
+        if next_scale != 0:
+            next_scale = (last_scale + bits.se() + 256) % 256
+        last_scale = next_scale or last_scale
+
+
+def _hevc_rate(data: bytes) -> float | None:
+    """From the first VPS's timing if it has one (some encoders write it there), else from the
+    first SPS's VUI (x265 and most others)."""
+    vps_rate = sps_rate = None
+    for unit in _nal_units(data):
+        kind = (unit[0] >> 1) & 0x3F if len(unit) > 2 else None
+        if kind == _HEVC_VPS and vps_rate is None:
+            vps_rate = _hevc_vps_rate(_BitReader(_rbsp(unit[2:])))
+            if vps_rate is not None:
+                return vps_rate
+        elif kind == _HEVC_SPS:
+            sps_rate = _hevc_sps_rate(_BitReader(_rbsp(unit[2:])))
+            break
+    return vps_rate or sps_rate
+
+
+def _hevc_vps_rate(bits: _BitReader) -> float | None:
+    """Walks an HEVC VPS (ITU-T H.265 7.3.2.1) to its timing info."""
+    bits.u(4)  # vps_video_parameter_set_id
+    bits.u(2)  # vps_base_layer_internal_flag, vps_base_layer_available_flag
+    bits.u(6)  # vps_max_layers_minus1
+    max_sub_layers_minus1 = bits.u(3)
+    bits.u(17)  # vps_temporal_id_nesting_flag, vps_reserved_0xffff_16bits
+    _skip_profile_tier_level(bits, max_sub_layers_minus1)
+    sub_layer_ordering_info_present = bits.u(1)
+    for _ in range(0 if sub_layer_ordering_info_present else max_sub_layers_minus1, max_sub_layers_minus1 + 1):
+        bits.ue()
+        bits.ue()
+        bits.ue()
+    max_layer_id = bits.u(6)
+    for _ in range(bits.ue()):  # vps_num_layer_sets_minus1: sets 1 and on list their layers
+        bits.u(max_layer_id + 1)
+    if not bits.u(1):  # vps_timing_info_present_flag
+        return None
+    num_units_in_tick, time_scale = bits.u(32), bits.u(32)
+    return time_scale / num_units_in_tick if num_units_in_tick else None
+
+
+def _hevc_sps_rate(bits: _BitReader) -> float | None:
+    """Walks an HEVC SPS (ITU-T H.265 7.3.2.2.1) to the timing of its VUI (E.2.1)."""
+    bits.u(4)  # sps_video_parameter_set_id
+    max_sub_layers_minus1 = bits.u(3)
+    bits.u(1)  # sps_temporal_id_nesting_flag
+    _skip_profile_tier_level(bits, max_sub_layers_minus1)
+    bits.ue()  # sps_seq_parameter_set_id
+    if bits.ue() == 3:  # chroma_format_idc
+        bits.u(1)  # separate_colour_plane_flag
+    bits.ue()  # pic_width_in_luma_samples
+    bits.ue()  # pic_height_in_luma_samples
+    if bits.u(1):  # conformance_window_flag
+        for _ in range(4):
+            bits.ue()
+    bits.ue()  # bit_depth_luma_minus8
+    bits.ue()  # bit_depth_chroma_minus8
+    log2_max_poc_lsb = bits.ue() + 4
+    sub_layer_ordering_info_present = bits.u(1)
+    for _ in range(0 if sub_layer_ordering_info_present else max_sub_layers_minus1, max_sub_layers_minus1 + 1):
+        bits.ue()
+        bits.ue()
+        bits.ue()
+    for _ in range(6):  # coding and transform block sizes, transform hierarchy depths
+        bits.ue()
+    if bits.u(1) and bits.u(1):  # scaling_list_enabled_flag, sps_scaling_list_data_present_flag
+        _skip_hevc_scaling_list_data(bits)
+    bits.u(2)  # amp_enabled_flag, sample_adaptive_offset_enabled_flag
+    if bits.u(1):  # pcm_enabled_flag
+        bits.u(8)  # pcm sample bit depths
+        bits.ue()
+        bits.ue()
+        bits.u(1)  # pcm_loop_filter_disabled_flag
+    _skip_short_term_ref_pic_sets(bits, bits.ue())
+    if bits.u(1):  # long_term_ref_pics_present_flag
+        for _ in range(bits.ue()):  # num_long_term_ref_pics_sps
+            bits.u(log2_max_poc_lsb + 1)  # lt_ref_pic_poc_lsb_sps, used_by_curr_pic_lt_sps_flag
+    bits.u(2)  # sps_temporal_mvp_enabled_flag, strong_intra_smoothing_enabled_flag
+    if not bits.u(1):  # vui_parameters_present_flag
+        return None
+    if bits.u(1) and bits.u(8) == 255:  # aspect_ratio_info_present_flag, aspect_ratio_idc: extended SAR
+        bits.u(32)
+    if bits.u(1):  # overscan_info_present_flag
+        bits.u(1)
+    if bits.u(1):  # video_signal_type_present_flag
+        bits.u(4)
+        if bits.u(1):  # colour_description_present_flag
+            bits.u(24)
+    if bits.u(1):  # chroma_loc_info_present_flag
+        bits.ue()
+        bits.ue()
+    bits.u(3)  # neutral_chroma_indication_flag, field_seq_flag, frame_field_info_present_flag
+    if bits.u(1):  # default_display_window_flag
+        for _ in range(4):
+            bits.ue()
+    if not bits.u(1):  # vui_timing_info_present_flag
+        return None
+    num_units_in_tick, time_scale = bits.u(32), bits.u(32)
+    return time_scale / num_units_in_tick if num_units_in_tick else None
+
+
+def _skip_hevc_scaling_list_data(bits: _BitReader) -> None:
+    """scaling_list_data() (7.3.4)."""
+    for size_id in range(4):
+        for _matrix_id in range(0, 6, 3 if size_id == 3 else 1):
+            if not bits.u(1):  # scaling_list_pred_mode_flag
+                bits.ue()  # scaling_list_pred_matrix_id_delta
+                continue
+            if size_id > 1:
+                bits.se()  # scaling_list_dc_coef_minus8
+            for _ in range(min(64, 1 << (4 + (size_id << 1)))):
+                bits.se()
+
+
+def _skip_short_term_ref_pic_sets(bits: _BitReader, count: int) -> None:
+    """The SPS's st_ref_pic_set(i) for i below `count` (7.3.7): a set predicted from the one
+    before it lists a flag or two for each picture of that one and the one before it."""
+    delta_pocs: list[int] = []
+    for index in range(count):
+        if index > 0 and bits.u(1):  # inter_ref_pic_set_prediction_flag
+            bits.u(1)  # delta_rps_sign
+            bits.ue()  # abs_delta_rps_minus1
+            kept = 0
+            for _ in range(delta_pocs[index - 1] + 1):
+                used_by_current = bits.u(1)
+                kept += 1 if used_by_current else bits.u(1)  # use_delta_flag, 1 when absent
+            delta_pocs.append(kept)
+        else:
+            negative, positive = bits.ue(), bits.ue()
+            for _ in range(negative + positive):
+                bits.ue()  # delta_poc_s0/s1_minus1
+                bits.u(1)  # used_by_curr_pic_s0/s1_flag
+            delta_pocs.append(negative + positive)
+
+
+def _skip_profile_tier_level(bits: _BitReader, max_sub_layers_minus1: int) -> None:
+    """profile_tier_level(1, max_sub_layers_minus1) (7.3.3): general profile and level, then each sub-layer's."""
+    bits.u(88 + 8)  # general profile (88 bits) and general_level_idc
+    present = [(bits.u(1), bits.u(1)) for _ in range(max_sub_layers_minus1)]
+    if max_sub_layers_minus1 > 0:
+        bits.u(2 * (8 - max_sub_layers_minus1))  # reserved_zero_2bits
+    for profile_present, level_present in present:
+        bits.u(88 * profile_present + 8 * level_present)
+
+
+class _EndOfData(Exception):
+    """The parameter set ended before the field asked for (cut off, or not what it seemed)."""
+
+
+class _BitReader:
+    """Reads a big-endian bit string: fixed-width fields and Exp-Golomb codes (H.264 9.1)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._value = int.from_bytes(data, "big")
+        self._length = len(data) * 8
+        self._position = 0
+
+    def u(self, count: int) -> int:
+        """The next `count` bits as an unsigned integer."""
+        if count == 0:
+            return 0
+        end = self._position + count
+        if end > self._length:
+            raise _EndOfData
+        value = (self._value >> (self._length - end)) & ((1 << count) - 1)
+        self._position = end
+        return value
+
+    def ue(self) -> int:
+        """An unsigned Exp-Golomb code."""
+        leading_zeros = 0
+        while self.u(1) == 0:
+            leading_zeros += 1
+            if leading_zeros > 31:
+                raise _EndOfData
+        return (1 << leading_zeros) - 1 + self.u(leading_zeros)
+
+    def se(self) -> int:
+        """A signed Exp-Golomb code."""
+        code = self.ue()
+        return (code + 1) // 2 if code % 2 else -(code // 2)

@@ -1,0 +1,76 @@
+"""The frame rate a raw H.264/HEVC stream declares in its parameter sets, read as OpenCV cannot."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from fakes.media import write_test_pattern
+from videodag_service.video import open_video
+from videodag_service.video.elementary_stream import declared_frame_rate
+from videodag_service.video.sampling import SamplingOptions, plan_window
+
+# (file name, frame rate, encoder options): the encoders and the parts of the parameter sets
+# they exercise (scaling lists, 4:4:4, interlacing, predicted reference picture sets, VPS timing).
+RAW_STREAMS = [
+    ("x264.h264", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p")),
+    ("x264_ntsc.h264", "30000/1001", ("-c:v", "libx264", "-pix_fmt", "yuv420p")),
+    ("x264_scaling_lists.h264", "12", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-x264-params", "cqm=jvt")),
+    ("x264_444.h264", "12.5", ("-c:v", "libx264", "-pix_fmt", "yuv444p")),
+    ("x264_baseline.h264", "15", ("-c:v", "libx264", "-profile:v", "baseline", "-pix_fmt", "yuv420p")),
+    ("x264_interlaced.h264", "30", ("-c:v", "libx264", "-pix_fmt", "yuv420p", "-flags", "+ildct+ilme")),
+    ("x264_10bit.h264", "50", ("-c:v", "libx264", "-pix_fmt", "yuv420p10le")),
+    ("x265.hevc", "10", ("-c:v", "libx265", "-pix_fmt", "yuv420p")),
+    ("x265_ntsc.hevc", "30000/1001", ("-c:v", "libx265", "-pix_fmt", "yuv420p")),
+    ("x265_scaling_lists.hevc", "24",
+     ("-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "scaling-list=default:bframes=8:ref=6")),
+    ("x265_444_10bit.hevc", "60", ("-c:v", "libx265", "-pix_fmt", "yuv444p10le")),
+    ("kvazaar.hevc", "15", ("-c:v", "libkvazaar",)),
+    ("kvazaar_gop.hevc", "30", ("-c:v", "libkvazaar", "-kvazaar-params", "gop=8")),
+]
+
+
+def _raw_stream(tmp_path: Path, name: str, rate: str, options: tuple[str, ...]) -> Path:
+    return write_test_pattern(tmp_path / name, *options, size="160x120", seconds=1.0, rate=rate)
+
+
+def _codec(path: Path) -> str:
+    return "hevc" if path.suffix == ".hevc" else "h264"
+
+
+@pytest.mark.parametrize(("name", "rate", "options"), RAW_STREAMS, ids=[name for name, _, _ in RAW_STREAMS])
+def test_the_rate_each_encoder_wrote_is_read_back(tmp_path: Path, name: str, rate: str,
+                                                    options: tuple[str, ...]) -> None:
+    stream = _raw_stream(tmp_path, name, rate, options)
+    assert declared_frame_rate(stream, _codec(stream)) == pytest.approx(float(Fraction(rate)))
+
+
+def test_a_stream_without_timing_and_a_container_give_none(tmp_path: Path) -> None:
+    no_timing = _raw_stream(tmp_path, "openh264.h264", "20", ("-c:v", "libopenh264"))
+    assert declared_frame_rate(no_timing, "h264") is None  # OpenH264 writes no VUI timing
+    in_a_container = _raw_stream(tmp_path, "x264.mp4", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    assert declared_frame_rate(in_a_container, "h264") is None  # the container's timing applies
+
+
+def test_cut_or_garbled_parameter_sets_give_none(tmp_path: Path) -> None:
+    stream = _raw_stream(tmp_path, "x264.h264", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    data = stream.read_bytes()
+    for number, broken in enumerate([data[:12], b"\x00\x00\x00\x01\x67" + bytes(40), b"\x00\x00\x01" + bytes(64)]):
+        path = tmp_path / f"broken_{number}.h264"
+        path.write_bytes(broken)
+        assert declared_frame_rate(path, "h264") is None
+        assert declared_frame_rate(path, "hevc") is None
+    assert declared_frame_rate(tmp_path / "missing.h264", "h264") is None
+
+
+@pytest.mark.parametrize("name", ["x264.h264", "x265.hevc"])
+def test_a_raw_stream_is_timed_and_windowed_at_its_own_rate(tmp_path: Path, name: str) -> None:
+    options = {"x264.h264": ("-c:v", "libx264", "-pix_fmt", "yuv420p"), "x265.hevc": ("-c:v", "libx265")}[name]
+    stream = write_test_pattern(tmp_path / name, *options, size="160x120", seconds=3.0, rate="10")
+    with open_video(stream) as video:
+        assert video.info.fps == 10.0  # OpenCV alone says 25
+        frames = list(video.frames(plan_window(SamplingOptions(start_seconds=1.0, end_seconds=2.0), video.info.fps)))
+    assert [frame.frame_index for frame in frames] == list(range(10, 20))
+    assert [frame.timestamp_seconds for frame in frames] == pytest.approx([index / 10 for index in range(10, 20)])
