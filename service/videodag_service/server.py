@@ -36,7 +36,8 @@ from videodag_service.plugin_reference import plugin_reference
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from, wants_plugin_list
-from videodag_service.video.upload import remove_orphaned_uploads, temp_dir_open_to_others
+from videodag_service.video.orphan_sweeper import OrphanSweeper
+from videodag_service.video.upload import temp_dir_open_to_others
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class RunningServer:
     metrics_exporter: MetricsExporter | None = None
     jobs: JobService | None = None
     servicer: VideoPipelineServicer | None = None
+    orphan_sweeper: OrphanSweeper | None = None
 
     def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = ""
              ) -> None:
@@ -116,6 +118,8 @@ class RunningServer:
             self.jobs.close()
         if self.metrics_exporter is not None:
             self.metrics_exporter.stop()
+        if self.orphan_sweeper is not None:
+            self.orphan_sweeper.stop()
         logger.info("server stopped")
 
 
@@ -204,12 +208,12 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
-    if removed := remove_orphaned_uploads(settings.temp_dir):
-        logger.info("removed %d upload(s) left in %s by a server that was stopped without its cleanup",
-                    len(removed), settings.temp_dir)
+    sweeper = OrphanSweeper(settings.temp_dir)
+    sweeper.start()
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
-    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer)
+    return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
+                         sweeper)
 
 
 def _listen(server: grpc.Server, settings: Settings) -> int:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +16,7 @@ import pytest
 from hardening_support import assert_still_serving, chunks, config, raw_call, rss_bytes, wait_until
 from harness import ServerFactory, ServerHarness
 
+import videodag_service.video.orphan_sweeper as orphan_sweeper
 import videodag_service.video.upload as upload_module
 from fakes.hostile_media import claim_avi_frame_count, claim_avi_frame_size
 from videodag_client import (
@@ -25,6 +27,7 @@ from videodag_client import (
     UploadReceived,
     VideodagError,
 )
+from videodag_service.video.upload import ORPHAN_MIN_AGE_SECONDS
 
 MIB = 1024 * 1024
 
@@ -193,3 +196,28 @@ def test_a_full_disk_is_resource_exhausted_and_leaves_no_partial_file(
         assert_still_serving(server, make_video(5))
         assert os.listdir(upload_dir) == []
         server.stop()  # before the filesystem goes
+
+
+def test_uploads_a_killed_server_left_are_removed_at_the_start_and_while_running(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor restarts a killed server at once: the upload it was receiving is too young
+    for the start's sweep (it might be another server's, an instant before its lock), and goes
+    at a later sweep while the server runs, its other uploads untouched."""
+    monkeypatch.setattr(orphan_sweeper, "SWEEP_INTERVAL_SECONDS", 0.2)
+    folder = tmp_path / "uploads0"  # the first server's upload folder (conftest.make_server)
+    folder.mkdir()
+    long_dead, just_killed = folder / "videodag-upload-killed00.mp4", folder / "videodag-upload-killed01.mp4"
+    for path, age in ((long_dead, 3600.0), (just_killed, 1.0)):
+        path.write_bytes(b"\0" * 1000)
+        os.utime(path, (time.time() - age, time.time() - age))
+
+    server = make_server()
+
+    assert not long_dead.exists() and just_killed.exists()
+    aged = time.time() - ORPHAN_MIN_AGE_SECONDS - 1
+    os.utime(just_killed, (aged, aged))  # as a minute later
+    assert wait_until(lambda: not just_killed.exists(), timeout=10)
+    events = list(server.client.upload_and_run(sample_clip, "frame_stats_v1"))
+    assert sum(isinstance(event, FrameResult) for event in events) == 120
+    assert server.leftover_uploads() == []
