@@ -18,7 +18,7 @@ from typing import Protocol
 from videodag_service.errors import DiskFull, ErrorDetails
 from videodag_service.jobs.model import StoredVideo
 from videodag_service.video import receive_upload
-from videodag_service.video.upload import suffix_for_file_name
+from videodag_service.video.upload import checked_declared_size, suffix_for_file_name
 
 _INCOMING = "incoming"
 _ABANDONED_UPLOAD_SECONDS = 3600.0
@@ -102,7 +102,8 @@ class DirectoryUploadStorage:
         declared_sha256: str | None,
         file_name: str,
     ) -> StoredVideo:
-        self._check_free_space(declared_size or 0)
+        # Over the size limit is what a client must hear first: free space is checked for what is allowed.
+        self._check_free_space(checked_declared_size(declared_size, max_upload_bytes) or 0)
         suffix = suffix_for_file_name(file_name)
         with receive_upload(
             self._incoming,
@@ -139,9 +140,11 @@ class DirectoryUploadStorage:
         free = shutil.disk_usage(self.root).free
         if free - incoming_bytes < self.min_free_bytes:
             raise DiskFull(
-                f"not enough free disk space for the upload: {free} bytes free, "
+                f"not enough free disk space for the upload"
+                f"{f' of {incoming_bytes} bytes' if incoming_bytes else ''}: {free} bytes free, "
                 f"{self.min_free_bytes} must stay free",
-                ErrorDetails(metadata={"free_bytes": str(free), "min_free_bytes": str(self.min_free_bytes)}),
+                ErrorDetails(metadata={"free_bytes": str(free), "min_free_bytes": str(self.min_free_bytes),
+                                       "declared_size_bytes": str(incoming_bytes)}),
             )
 
     def _clear_incoming(self, exclusive: bool) -> None:

@@ -176,7 +176,7 @@ def receive_upload(
         raise ValueError(f"max_upload_bytes must be positive, got {max_upload_bytes}")
     if not _SAFE_SUFFIX.fullmatch(suffix):
         raise ValueError(f"suffix must look like '.mp4', got {suffix!r}")
-    size = _checked_declared_size(declared_size, max_upload_bytes)
+    size = checked_declared_size(declared_size, max_upload_bytes)
     sha256 = _checked_declared_sha256(declared_sha256)
     path, file, lock = _create_private_file(Path(temp_dir), suffix)
     receiver = UploadReceiver(file, lock, path, max_upload_bytes, size, sha256)
@@ -237,7 +237,8 @@ def declared_sha256_violation(declared_sha256: str | None) -> FieldViolation | N
     return None
 
 
-def _checked_declared_size(declared_size: int | None, max_upload_bytes: int) -> int | None:
+def checked_declared_size(declared_size: int | None, max_upload_bytes: int) -> int | None:
+    """The declared size (None when not declared); InvalidOptions if negative, UploadTooLarge over the limit."""
     if (violation := declared_size_violation(declared_size)) is not None:
         raise InvalidOptions([violation])
     if declared_size is None or declared_size == 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sqlite3
 import threading
 import time
@@ -100,6 +101,22 @@ def test_an_upload_that_would_fill_the_disk_is_refused(tmp_path: Path, clip: Pat
         storage.store(lambda: "d" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=None,
                       declared_sha256=None, file_name="x.avi")
     assert refused.value.status_code == "RESOURCE_EXHAUSTED"
+    assert list(storage.refs()) == []
+
+
+def test_an_upload_declared_over_the_limit_is_too_large_whatever_the_free_space(tmp_path: Path, clip: Path) -> None:
+    """Over the limit is what the client must hear, not that the disk is full for a size it may not send."""
+    storage = DirectoryUploadStorage(tmp_path, min_free_bytes=1 << 30)
+    declared = shutil.disk_usage(tmp_path).free * 10
+    with pytest.raises(UploadTooLarge) as refused:
+        storage.store(lambda: "d" * 24, chunks_of(clip), max_upload_bytes=10**6, declared_size=declared,
+                      declared_sha256=None, file_name="x.avi")
+    assert refused.value.details.metadata["declared_size_bytes"] == str(declared)
+    with pytest.raises(DiskFull) as full:  # within the limit, but more than the disk holds
+        DirectoryUploadStorage(tmp_path, min_free_bytes=1 << 30).store(
+            lambda: "e" * 24, chunks_of(clip), max_upload_bytes=declared, declared_size=declared,
+            declared_sha256=None, file_name="x.avi")
+    assert f"for the upload of {declared} bytes" in full.value.message
     assert list(storage.refs()) == []
 
 
