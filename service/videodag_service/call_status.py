@@ -9,16 +9,26 @@ import grpc
 from grpc_status import rpc_status
 
 from videodag_service import convert
-from videodag_service.errors import RunCancelled, VideodagError
+from videodag_service.errors import DeadlineExceeded, RunCancelled, VideodagError
 
 logger = logging.getLogger(__name__)
 
 
-def status_name(error: BaseException) -> str:
+def status_name(error: BaseException, context: grpc.ServicerContext | None = None) -> str:
     """The status code name a call ending with `error` reports (for metrics)."""
     if isinstance(error, VideodagError):
         return error.status_code
-    return "CANCELLED" if isinstance(error, grpc.RpcError) else "INTERNAL"
+    return _broken_stream_error(context).status_code if isinstance(error, grpc.RpcError) else "INTERNAL"
+
+
+def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
+    """Why a request stream broke while it was read: gRPC says nothing (a bare RpcError), but
+    a call past its deadline was ended by the deadline, and any other by its client (or the
+    server's shutdown)."""
+    remaining = context.time_remaining() if context is not None else None
+    if remaining is not None and remaining <= 0:
+        return DeadlineExceeded("the call's deadline passed while its request stream was being read")
+    return RunCancelled("the call was cancelled")
 
 
 def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
@@ -31,8 +41,9 @@ def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
         status = convert.status_from_error(error)
     elif isinstance(error, grpc.RpcError):
         # The stream broke while we read it (client cancel, deadline, shutdown); nobody may hear this.
-        logger.info("call ended while reading its stream: %s", error)
-        status = convert.status_from_error(RunCancelled("the call was cancelled"))
+        ended = _broken_stream_error(context)
+        logger.info("call ended while reading its stream: %s: %s", ended.status_code, ended.message)
+        status = convert.status_from_error(ended)
     else:
         logger.exception("unexpected failure")
         status = convert.internal_status(f"internal error: {type(error).__name__}: {error}")

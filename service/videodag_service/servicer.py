@@ -27,6 +27,7 @@ from videodag_service.errors import (
     RunCancelled,
     ServerDraining,
     TooManyRuns,
+    UploadCorrupted,
     naming_the_upload,
 )
 from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_uploads, too_many_watches
@@ -55,6 +56,9 @@ RUN_THREAD_NAME = "videodag-run"
 # How many events the run may get ahead of sending them: enough to keep the pipeline busy
 # while one result is written, few enough that a slow client holds the run back at once.
 EVENTS_AHEAD = 4
+# How long a stream that ended short of its declared size may take to turn out cancelled (its
+# client died): gRPC can report the end of the stream a moment before the cancel.
+_STREAM_END_SETTLE_SECONDS = 0.5
 SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
 
 
@@ -150,6 +154,13 @@ class _CallWatch:
                 raise RunCancelled("the server shut down before the run finished; the run was stopped")
             raise RunCancelled("the client cancelled the call; the run was stopped")
 
+    def check_soon(self, seconds: float) -> None:
+        """`check`, once the call has ended or `seconds` have passed: a client that died
+        mid-upload can look, for a moment, like one that closed its stream early, before gRPC
+        reports the call cancelled. Only for a stream already found wrong: it waits."""
+        self._done.wait(seconds)
+        self.check()
+
 
 class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipelineServiceServicer):
     """Implements `videodag.v1.VideoPipelineService` on top of the DAG and video layers."""
@@ -203,8 +214,11 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 spec = self._dag.get_pipeline(config.pipeline_id)
                 pipeline_id = spec.id
                 yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
+        except GeneratorExit:  # gRPC closed the response stream: the client cancelled or left
+            self._metrics.record_run(pipeline_id, "CANCELLED")
+            raise
         except Exception as error:
-            self._metrics.record_run(pipeline_id, status_name(error))
+            self._metrics.record_run(pipeline_id, status_name(error, context))
             abort(context, convert.located_in_request(error, convert.RUN_CONFIG_PATH))
         else:
             self._metrics.record_run(pipeline_id)
@@ -248,9 +262,14 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 return
             # The decoder process starts while the bytes arrive, so it is ready when they are in.
             with self._video.start_decoder_ahead() as decoder:
-                stored = store_watching_idle(
-                    functools.partial(_store_all, upload), chunks(requests), self._upload_idle_seconds
-                )
+                try:
+                    stored = store_watching_idle(
+                        functools.partial(_store_all, upload), chunks(requests), self._upload_idle_seconds
+                    )
+                except UploadCorrupted:  # fewer bytes than declared: a client that ended early, or died
+                    watch.check_soon(_STREAM_END_SETTLE_SECONDS)
+                    raise
+                watch.check()  # a stream that ended because its client died is not a video to run
                 yield self._upload_received(spec, stored)
                 events = self._video.stream_run(spec.id, stored.path, sampling, decoder=decoder)
                 with _running_ahead(events) as ahead:

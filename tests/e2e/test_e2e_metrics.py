@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from hardening_support import Request, chunks, config, raw_call
 from harness import ServerFactory
 from jobs_harness import finished, is_running_with_frames, wait_for_job, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from videodag_client import NotFound
+from videodag_client import FrameResult, NotFound
 
 
 def free_port() -> int:
@@ -81,3 +86,40 @@ def test_jobs_count_in_runs_frames_and_upload_bytes(make_server: ServerFactory, 
     assert slow_frames == client.get_job(cancelled.id).frames_done < 120
     for pipeline in ("frame_stats_v1", "failing", "slow"):
         assert metrics[("videodag_upload_bytes_total", (("pipeline", pipeline),))] == sample_clip.stat().st_size
+
+
+def test_a_deadline_passing_mid_upload_counts_as_such_and_a_client_leaving_as_cancelled(
+    make_server: ServerFactory, sample_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gRPC breaks the request stream with a bare error in both cases; the call's deadline tells them apart."""
+    port = free_port()
+    server = make_server(metrics_port=port)
+    data = sample_clip.read_bytes()
+    stalled = threading.Event()
+
+    def upload_then_stall() -> Iterator[Request]:
+        yield config()
+        yield from list(chunks(data))[:2]
+        stalled.wait(10)  # past the call's deadline
+
+    with grpc.insecure_channel(server.target) as channel, caplog.at_level(logging.INFO):
+        outcome = raw_call(channel, upload_then_stall(), timeout=1.0)
+        stalled.set()
+        assert outcome.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        stream = server.client.upload_and_run(sample_clip, "frame_stats_v1")
+        next(event for event in stream if isinstance(event, FrameResult))
+        stream.close()  # the client leaves mid-frames
+
+    pipeline = ("pipeline", "frame_stats_v1")
+    deadline_key = ("videodag_runs_total", (pipeline, ("status", "DEADLINE_EXCEEDED")))
+    cancelled_key = ("videodag_runs_total", (pipeline, ("status", "CANCELLED")))
+    wait_until(lambda: scrape(port).get(cancelled_key) == 1, what="the run the client left to be counted")
+    metrics = scrape(port)
+    assert metrics[deadline_key] == 1
+    method = ("method", "/videodag.v1.VideoPipelineService/UploadAndRun")
+    calls = {labels: value for (name, labels), value in metrics.items()
+             if name == "videodag_grpc_calls_total" and method in labels and value}
+    assert calls == {(("code", "CANCELLED"), method): 1, (("code", "DEADLINE_EXCEEDED"), method): 1}
+    assert any("DEADLINE_EXCEEDED: the call's deadline passed while its request stream" in record.getMessage()
+               for record in caplog.records)
+    assert server.leftover_uploads() == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from fakes.fake_plugins import Recorder, make_test_plugin
+from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
 from videodag_service.dag import DagPipelineService, PluginRegistry, load_pipeline_folder
 from videodag_service.servicer import RunSlots, VideoPipelineServicer
@@ -164,3 +167,44 @@ def test_the_run_goes_ahead_of_sending_in_its_own_thread_and_closes_there() -> N
         assert {name for _, name in produced} == {RUN_THREAD_NAME}
     assert closed_in == [RUN_THREAD_NAME]
     assert RUN_THREAD_NAME not in {thread.name for thread in threading.enumerate()}
+
+
+def test_an_upload_cut_short_by_a_cancel_reported_late_is_cancelled_not_data_loss(
+    test_server: tuple[grpc_testing.Server, Path], sample_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client killed mid-upload: gRPC may end the request stream a moment before it reports
+    the call cancelled. The missing bytes are the cancel's doing, not a corrupt upload."""
+    server, tmp_path = test_server
+    data = sample_clip.read_bytes()
+    rpc = server.invoke_stream_stream(SERVICE.methods_by_name["UploadAndRun"], (), None)
+    rpc.send_request(Request(config=run_pb2.RunConfig(pipeline_id="counting", declared_size_bytes=len(data))))
+    rpc.send_request(Request(chunk=data[: len(data) // 3]))
+    with caplog.at_level(logging.INFO, logger="videodag_service.call_status"):
+        rpc.requests_closed()
+        threading.Timer(0.1, rpc.cancel).start()
+        # grpcio-testing refuses a status after a cancel (real gRPC drops it): the log says which it was.
+        with pytest.raises(ValueError, match="Cancelled but wanting status"):
+            rpc.termination()
+
+        def refusals() -> list[str]:
+            return [record.getMessage() for record in caplog.records if "request refused" in record.getMessage()]
+
+        assert wait_until(lambda: bool(refusals()), timeout=10)
+    # grpcio-testing's time_remaining() is 0 once a call is cancelled, so the cancel reads as a
+    # passed deadline here (real gRPC gives the time to the deadline): either, but not DATA_LOSS.
+    assert refusals() in (["request refused: CANCELLED: the client cancelled the call; the run was stopped"],
+                          ["request refused: DEADLINE_EXCEEDED: the call's deadline passed; the run was stopped"])
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_an_upload_that_ends_short_of_its_declared_size_is_data_loss(
+    test_server: tuple[grpc_testing.Server, Path], sample_clip: Path
+) -> None:
+    server, tmp_path = test_server
+    data = sample_clip.read_bytes()
+    requests = [Request(config=run_pb2.RunConfig(pipeline_id="counting", declared_size_bytes=len(data))),
+                Request(chunk=data[: len(data) // 3])]
+    responses, code, details, _ = upload(server, requests)
+    assert (responses, code) == ([], grpc.StatusCode.DATA_LOSS)
+    assert f"{len(data)} bytes declared" in details
+    assert list((tmp_path / "uploads").iterdir()) == []
