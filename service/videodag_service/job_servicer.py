@@ -20,6 +20,7 @@ from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
 from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches, VideodagError
 from videodag_service.jobs import Job, JobService
+from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class JobRpcs:
     _watch_slots: LongCallSlots
     _job_upload_slots: LongCallSlots
     _upload_idle_seconds: float
+    _unread_results: UnreadResultsWatchdog
 
     @property
     def _job_service(self) -> JobService:
@@ -157,6 +159,10 @@ class JobRpcs:
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext
                  ) -> Iterator[pb.WatchJobResponse]:
+        return self._unread_results.watching(self._watch_job_call(request, context), context)
+
+    def _watch_job_call(self, request: pb.WatchJobRequest, context: grpc.ServicerContext
+                        ) -> Iterator[pb.WatchJobResponse]:
         after = request.after_frame_index if request.HasField("after_frame_index") else None
         try:
             with self._watch_slots.hold():

@@ -34,6 +34,7 @@ from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_u
 from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.settings import Settings
+from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 from videodag_service.video import (
     BackgroundUpload,
@@ -177,6 +178,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._jobs = jobs
         self._settings = settings
         self._upload_idle_seconds = settings.upload_idle_timeout_seconds
+        self._unread_results = UnreadResultsWatchdog(settings.result_read_timeout_seconds)
         self._run_slots = run_slots
         self._watch_slots = LongCallSlots(settings.max_job_watches, too_many_watches)
         self._job_upload_slots = LongCallSlots(settings.max_job_uploads, too_many_job_uploads)
@@ -197,6 +199,13 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         video_pipeline_service_pb2_grpc.add_VideoPipelineServiceServicer_to_server(self, server)
 
     def UploadAndRun(
+        self,
+        request_iterator: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
+        return self._unread_results.watching(self._upload_and_run_call(request_iterator, context), context)
+
+    def _upload_and_run_call(
         self,
         request_iterator: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
         context: grpc.ServicerContext,

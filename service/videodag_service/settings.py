@@ -84,6 +84,10 @@ class Settings:
         60.0, "longest an upload may send no bytes (UploadAndRun, SubmitJob) before the call fails "
         "(DEADLINE_EXCEEDED) and its slot and file are freed; 0 turns it off", minimum=0,
     )
+    result_read_timeout_seconds: float = _setting(
+        60.0, "longest a client may take no result (UploadAndRun, WatchJob) once gRPC's buffers are full before "
+        "its call is cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off", minimum=0,
+    )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
     )

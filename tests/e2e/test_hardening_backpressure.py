@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
+import pytest
 from hardening_support import rss_bytes, wait_until
 from harness import ServerFactory
 
-from videodag_client import FrameResult, RunSummary
+from videodag_client import Cancelled, FrameResult, RunSummary
 
 FRAMES = 2000
 RESULT_BYTES = 64 * 1024  # the `padded` pipeline's result per frame: 2000 frames make 131 MB
@@ -44,3 +46,24 @@ def test_a_client_that_stops_reading_stops_the_run_with_bounded_memory(
     assert frames == list(range(1, FRAMES))
     assert isinstance(rest[-1], RunSummary) and rest[-1].frames_processed == FRAMES
     assert server.leftover_uploads() == []
+
+
+def test_a_client_that_reads_nothing_for_the_limit_is_cancelled_and_its_run_slot_freed(
+    make_server: ServerFactory, make_video, sample_clip, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(result_read_timeout_seconds=1.0, max_concurrent_runs=1)
+    stream = server.client.upload_and_run(make_video(FRAMES), "padded", timeout=60)
+    with caplog.at_level(logging.WARNING, logger="videodag_service.unread_results"):
+        assert next(e for e in stream if isinstance(e, FrameResult)).frame_index == 0
+        # The client reads nothing more: its run stalls in gRPC's send, then its call is cancelled.
+        assert wait_until(lambda: any("took no result for 1 s" in r.getMessage() for r in caplog.records),
+                          timeout=30, interval=0.1)
+
+    # The one run slot is free again, and the stalled run's files are gone.
+    assert wait_until(lambda: server.leftover_uploads() == [], timeout=10)
+    events = list(server.client.upload_and_run(sample_clip, "frame_stats_v1", timeout=60))
+    assert isinstance(events[-1], RunSummary) and events[-1].frames_processed == 120
+    # Reading again, the stalled client gets what the transport held, then the cancel.
+    with pytest.raises(Cancelled):
+        for _ in stream:
+            pass

@@ -1,0 +1,101 @@
+"""A call whose client takes no result for too long is cancelled, freeing what it holds.
+
+A client that stops reading a server stream (hung, paused in a debugger, a bug that never
+iterates) makes gRPC wait in its send once the transport's buffers are full, and the run
+waits behind it (back-pressure keeps its memory flat). The call then holds a run slot, a
+decoder process and its threads for as long as the connection lives, and a handful of such
+clients refuse every other caller, as silent uploads would (`upload_idle`).
+
+While gRPC sends a response, the servicer's generator is suspended at its `yield`, so the
+call's own thread cannot notice. One watchdog thread for the whole server looks at every
+watched call once a second and cancels (`context.cancel`) those suspended longer than the
+limit. gRPC then closes the generator, which ends the run and removes its files as any
+cancel does. The client sees CANCELLED once it reads again; the server's log says why.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import TypeVar
+
+import grpc
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_THREAD_NAME = "videodag-unread-results"
+_LONGEST_LOOK_INTERVAL_SECONDS = 1.0
+
+
+class _WatchedCall:
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self.context = context
+        self.log_context = contextvars.copy_context()  # the call's request id, for the log line
+        self.sending_since: float | None = None
+        self.cancelled = False
+
+
+class UnreadResultsWatchdog:
+    """Watches calls' response streams (`watching`); 0 seconds turns it off."""
+
+    def __init__(self, limit_seconds: float) -> None:
+        self.limit_seconds = limit_seconds
+        self._calls: set[_WatchedCall] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watching(self, responses: Iterator[T], context: grpc.ServicerContext) -> Iterator[T]:
+        """`responses`, as gRPC takes them; the call is cancelled once gRPC has been sending one
+        for longer than the limit (the client reads nothing)."""
+        if self.limit_seconds <= 0:
+            yield from responses
+            return
+        call = _WatchedCall(context)
+        self._add(call)
+        try:
+            for response in responses:
+                call.sending_since = time.monotonic()
+                yield response
+                call.sending_since = None
+        finally:
+            self._discard(call)
+            close = getattr(responses, "close", None)
+            if close is not None:
+                close()
+
+    def _add(self, call: _WatchedCall) -> None:
+        with self._lock:
+            self._calls.add(call)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._look_forever, name=_THREAD_NAME, daemon=True)
+                self._thread.start()
+
+    def _discard(self, call: _WatchedCall) -> None:
+        with self._lock:
+            self._calls.discard(call)
+
+    def _look_forever(self) -> None:
+        interval = min(_LONGEST_LOOK_INTERVAL_SECONDS, self.limit_seconds / 4)
+        while True:
+            time.sleep(interval)
+            self.cancel_stalled(time.monotonic())
+
+    def cancel_stalled(self, now: float) -> None:
+        """Cancel every call whose client has not taken a response for longer than the limit."""
+        with self._lock:
+            calls = list(self._calls)
+        for call in calls:
+            since = call.sending_since
+            if call.cancelled or since is None or now - since <= self.limit_seconds:
+                continue
+            call.cancelled = True
+            call.log_context.run(
+                logger.warning,
+                "the client took no result for %g s, the server's limit (--result-read-timeout-seconds): "
+                "cancelling the call to free what it holds", self.limit_seconds,
+            )
+            call.context.cancel()

@@ -1,0 +1,66 @@
+"""A call whose client takes no result for too long is cancelled; one that reads, or waits on the server, is not."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from videodag_service.unread_results import UnreadResultsWatchdog
+
+
+class _Context:
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    def cancel(self) -> None:
+        self.cancels += 1
+
+
+def _responses(closed: list[bool]) -> Iterator[int]:
+    try:
+        yield from range(3)
+    finally:
+        closed.append(True)
+
+
+def test_a_call_suspended_in_a_send_past_the_limit_is_cancelled_once_and_a_finished_one_never() -> None:
+    watchdog = UnreadResultsWatchdog(limit_seconds=5.0)
+    stalled, finished = _Context(), _Context()
+    stalled_closed: list[bool] = []
+    stalled_stream = watchdog.watching(_responses(stalled_closed), stalled)  # type: ignore[arg-type]
+    assert next(stalled_stream) == 0  # gRPC is sending it: suspended from now on
+    assert list(watchdog.watching(_responses([]), finished)) == [0, 1, 2]  # type: ignore[arg-type]
+
+    now = time.monotonic()
+    watchdog.cancel_stalled(now + 4.0)
+    assert stalled.cancels == 0
+    watchdog.cancel_stalled(now + 6.0)
+    watchdog.cancel_stalled(now + 7.0)
+    assert (stalled.cancels, finished.cancels) == (1, 0)
+
+    stalled_stream.close()  # what gRPC does once the call is cancelled
+    assert stalled_closed == [True]
+    watchdog.cancel_stalled(now + 100.0)
+    assert stalled.cancels == 1
+
+
+def test_time_the_server_spends_between_results_does_not_count() -> None:
+    watchdog = UnreadResultsWatchdog(limit_seconds=1.0)
+    context = _Context()
+
+    def slow_server() -> Iterator[int]:
+        yield 0
+        watchdog.cancel_stalled(time.monotonic() + 60.0)  # a minute of work between two results
+        yield 1
+
+    assert list(watchdog.watching(slow_server(), context)) == [0, 1]  # type: ignore[arg-type]
+    assert context.cancels == 0
+
+
+def test_zero_turns_it_off() -> None:
+    watchdog = UnreadResultsWatchdog(limit_seconds=0)
+    context = _Context()
+    stream = watchdog.watching(iter([1, 2]), context)  # type: ignore[arg-type]
+    assert next(stream) == 1
+    watchdog.cancel_stalled(time.monotonic() + 3600.0)
+    assert context.cancels == 0 and list(stream) == [2]
