@@ -24,9 +24,11 @@ from videodag_client import InvalidArgument, VideodagClient
 from videodag_service.video.decoder_log import LOGGER_NAME
 
 
+@pytest.mark.parametrize("decode_during_upload", [False, True], ids=["stored first", "decoded while arriving"])
 def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_id(
-    sample_clip: Path, tmp_path: Path
+    sample_clip: Path, tmp_path: Path, decode_during_upload: bool
 ) -> None:
+    """Stored first, the decoder starts in the call's thread; decoded while arriving, in the run's."""
     arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
                  "--data-dir", str(tmp_path / "data"), "--log-format", "json"]
     log = tmp_path / "server.log"
@@ -34,7 +36,7 @@ def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_i
     process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, SERVER_SCRIPT)
     try:
         with VideodagClient(f"127.0.0.1:{process.port}") as client, pytest.raises(InvalidArgument):
-            list(client.upload_and_run(header_only, "frame_stats_v1"))
+            list(client.upload_and_run(header_only, "frame_stats_v1", decode_during_upload=decode_during_upload))
         process.process.send_signal(signal.SIGTERM)
         assert process.process.wait(30) == 0
     finally:

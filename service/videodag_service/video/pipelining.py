@@ -18,6 +18,7 @@ runs under the batch policy and gives way to the threads that serve calls (`sche
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -152,7 +153,9 @@ def read_ahead(
             error = caught
         handoff.finish(error)
 
-    thread = threading.Thread(target=produce, name=thread_name, daemon=True)
+    # The caller's context goes along: what the source logs, and the decoder process it may
+    # start, keep the call's request id.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), name=thread_name, daemon=True)
     thread.start()
     try:
         yield Drain(handoff)
