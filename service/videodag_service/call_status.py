@@ -21,12 +21,24 @@ def status_name(error: BaseException, context: grpc.ServicerContext | None = Non
     return _broken_stream_error(context).status_code if isinstance(error, grpc.RpcError) else "INTERNAL"
 
 
+# The client's clock runs its deadline from the call's start, the server's from the moment the
+# call reached it: the client's deadline passes first, by the network's latency and more, and
+# the server sees the client cancel the call just before its own deadline.
+DEADLINE_SKEW_SECONDS = 0.5
+
+
+def ended_by_its_deadline(context: grpc.ServicerContext) -> bool:
+    """Whether a call that has ended was ended by its deadline rather than its client's cancel
+    (gRPC tells the server neither): its deadline has passed, or was about to on the server's clock."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= DEADLINE_SKEW_SECONDS
+
+
 def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
     """Why a request stream broke while it was read: gRPC says nothing (a bare RpcError), but
-    a call past its deadline was ended by the deadline, and any other by its client (or the
+    a call at its deadline was ended by the deadline, and any other by its client (or the
     server's shutdown)."""
-    remaining = context.time_remaining() if context is not None else None
-    if remaining is not None and remaining <= 0:
+    if context is not None and ended_by_its_deadline(context):
         return DeadlineExceeded("the call's deadline passed while its request stream was being read")
     return RunCancelled("the call was cancelled")
 

@@ -18,7 +18,7 @@ import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service import convert
-from videodag_service.call_status import abort, status_name
+from videodag_service.call_status import abort, ended_by_its_deadline, status_name
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
@@ -153,6 +153,8 @@ class _CallWatch:
         if self._done.is_set() or not self._context.is_active():
             if self._run_slots.draining:
                 raise RunCancelled("the server shut down before the run finished; the run was stopped")
+            if ended_by_its_deadline(self._context):
+                raise DeadlineExceeded("the call's deadline passed; the run was stopped")
             raise RunCancelled("the client cancelled the call; the run was stopped")
 
     def check_soon(self, seconds: float) -> None:

@@ -45,7 +45,7 @@ class UnreadResultsWatchdog:
     def __init__(self, limit_seconds: float) -> None:
         self.limit_seconds = limit_seconds
         self._calls: set[_WatchedCall] = set()
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def watching(self, responses: Iterator[T], context: grpc.ServicerContext) -> Iterator[T]:
@@ -68,25 +68,33 @@ class UnreadResultsWatchdog:
                 close()
 
     def _add(self, call: _WatchedCall) -> None:
-        with self._lock:
+        with self._changed:
             self._calls.add(call)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._look_forever, name=_THREAD_NAME, daemon=True)
+                self._thread = threading.Thread(target=self._look_while_watching, name=_THREAD_NAME, daemon=True)
                 self._thread.start()
 
     def _discard(self, call: _WatchedCall) -> None:
-        with self._lock:
+        with self._changed:
             self._calls.discard(call)
+            if not self._calls:
+                self._changed.notify_all()
 
-    def _look_forever(self) -> None:
+    def _look_while_watching(self) -> None:
+        """Look until no call is watched: the thread lives only while calls stream."""
         interval = min(_LONGEST_LOOK_INTERVAL_SECONDS, self.limit_seconds / 4)
         while True:
-            time.sleep(interval)
+            with self._changed:
+                if self._calls:
+                    self._changed.wait(interval)
+                if not self._calls:
+                    self._thread = None
+                    return
             self.cancel_stalled(time.monotonic())
 
     def cancel_stalled(self, now: float) -> None:
         """Cancel every call whose client has not taken a response for longer than the limit."""
-        with self._lock:
+        with self._changed:
             calls = list(self._calls)
         for call in calls:
             since = call.sending_since

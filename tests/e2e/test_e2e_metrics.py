@@ -120,6 +120,6 @@ def test_a_deadline_passing_mid_upload_counts_as_such_and_a_client_leaving_as_ca
     calls = {labels: value for (name, labels), value in metrics.items()
              if name == "videodag_grpc_calls_total" and method in labels and value}
     assert calls == {(("code", "CANCELLED"), method): 1, (("code", "DEADLINE_EXCEEDED"), method): 1}
-    assert any("DEADLINE_EXCEEDED: the call's deadline passed while its request stream" in record.getMessage()
-               for record in caplog.records)
+    # Either the stream broke while read, or gRPC ended it as if complete and the call was found ended right after.
+    assert any("DEADLINE_EXCEEDED: the call's deadline passed" in record.getMessage() for record in caplog.records)
     assert server.leftover_uploads() == []

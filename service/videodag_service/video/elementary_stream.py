@@ -109,6 +109,16 @@ def _h264_sps_rate(bits: _BitReader) -> float | None:
             bits.ue()
     if not bits.u(1):  # vui_parameters_present_flag
         return None
+    _skip_vui_start(bits)
+    if not bits.u(1):  # timing_info_present_flag
+        return None
+    num_units_in_tick, time_scale = bits.u(32), bits.u(32)
+    # A tick is a field: two make a frame (E.2.1).
+    return time_scale / (2 * num_units_in_tick) if num_units_in_tick else None
+
+
+def _skip_vui_start(bits: _BitReader) -> None:
+    """The VUI fields H.264 (E.1.1) and HEVC (E.2.1) share, up to the chroma sample location."""
     if bits.u(1) and bits.u(8) == 255:  # aspect_ratio_info_present_flag, aspect_ratio_idc: extended SAR
         bits.u(32)
     if bits.u(1):  # overscan_info_present_flag
@@ -120,11 +130,6 @@ def _h264_sps_rate(bits: _BitReader) -> float | None:
     if bits.u(1):  # chroma_loc_info_present_flag
         bits.ue()
         bits.ue()
-    if not bits.u(1):  # timing_info_present_flag
-        return None
-    num_units_in_tick, time_scale = bits.u(32), bits.u(32)
-    # A tick is a field: two make a frame (E.2.1).
-    return time_scale / (2 * num_units_in_tick) if num_units_in_tick else None
 
 
 def _skip_scaling_list(bits: _BitReader, size: int) -> None:
@@ -212,17 +217,7 @@ def _hevc_sps_rate(bits: _BitReader) -> float | None:
     bits.u(2)  # sps_temporal_mvp_enabled_flag, strong_intra_smoothing_enabled_flag
     if not bits.u(1):  # vui_parameters_present_flag
         return None
-    if bits.u(1) and bits.u(8) == 255:  # aspect_ratio_info_present_flag, aspect_ratio_idc: extended SAR
-        bits.u(32)
-    if bits.u(1):  # overscan_info_present_flag
-        bits.u(1)
-    if bits.u(1):  # video_signal_type_present_flag
-        bits.u(4)
-        if bits.u(1):  # colour_description_present_flag
-            bits.u(24)
-    if bits.u(1):  # chroma_loc_info_present_flag
-        bits.ue()
-        bits.ue()
+    _skip_vui_start(bits)
     bits.u(3)  # neutral_chroma_indication_flag, field_seq_flag, frame_field_info_present_flag
     if bits.u(1):  # default_display_window_flag
         for _ in range(4):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 
+from fakes.waiting import wait_until
 from videodag_service.unread_results import UnreadResultsWatchdog
 
 
@@ -64,3 +66,25 @@ def test_zero_turns_it_off() -> None:
     assert next(stream) == 1
     watchdog.cancel_stalled(time.monotonic() + 3600.0)
     assert context.cancels == 0 and list(stream) == [2]
+
+
+def test_the_watchdog_thread_lives_only_while_calls_are_watched() -> None:
+    watchdog = UnreadResultsWatchdog(limit_seconds=60.0)
+
+    def watchdog_threads() -> list[threading.Thread]:
+        return [thread for thread in threading.enumerate() if thread.name == "videodag-unread-results"]
+
+    first = watchdog.watching(iter([1, 2]), _Context())  # type: ignore[arg-type]
+    second = watchdog.watching(iter([1]), _Context())  # type: ignore[arg-type]
+    next(first)
+    next(second)
+    assert len(watchdog_threads()) == 1  # one for all calls
+    assert list(second) == []
+    assert len(watchdog_threads()) == 1  # a call still streams
+    assert list(first) == [2]
+    assert wait_until(lambda: not watchdog_threads(), timeout=5)
+    again = watchdog.watching(iter([1]), _Context())  # type: ignore[arg-type]
+    next(again)
+    assert len(watchdog_threads()) == 1  # started again for the next call
+    again.close()
+    assert wait_until(lambda: not watchdog_threads(), timeout=5)
