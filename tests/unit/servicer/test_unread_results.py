@@ -74,6 +74,7 @@ def test_the_watchdog_thread_lives_only_while_calls_are_watched() -> None:
     def watchdog_threads() -> list[threading.Thread]:
         return [thread for thread in threading.enumerate() if thread.name == "videodag-unread-results"]
 
+    assert wait_until(lambda: not watchdog_threads(), timeout=5)  # the earlier tests' watchdogs have gone
     first = watchdog.watching(iter([1, 2]), _Context())  # type: ignore[arg-type]
     second = watchdog.watching(iter([1]), _Context())  # type: ignore[arg-type]
     next(first)
