@@ -138,6 +138,12 @@ function main() {
   const client = new VideoPipelineService(options.target, grpc.credentials.createInsecure());
   const call = client.UploadAndRun();
 
+  // A reader that stops early (`| head`) closes stdout: stop the call quietly, as a shell tool would.
+  process.stdout.on("error", (error) => {
+    if (error.code !== "EPIPE") throw error;
+    call.cancel();
+    process.exit(0);
+  });
   call.on("data", (response) => process.stdout.write(JSON.stringify(eventToJson(response)) + "\n"));
   call.on("error", (error) => {
     const name = grpc.status[error.code] || "UNKNOWN";

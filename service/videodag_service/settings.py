@@ -81,7 +81,7 @@ class Settings:
         "counted, before it is killed and the run fails (DEADLINE_EXCEEDED); 0 turns it off", minimum=0,
     )
     upload_idle_timeout_seconds: float = _setting(
-        60.0, "longest an upload may send no bytes (UploadAndRun, SubmitJob) before the call fails "
+        60.0, "longest an upload may send no config or no bytes (UploadAndRun, SubmitJob) before the call fails "
         "(DEADLINE_EXCEEDED) and its slot and file are freed; 0 turns it off", minimum=0,
     )
     result_read_timeout_seconds: float = _setting(
@@ -89,7 +89,8 @@ class Settings:
         "its call is cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off", minimum=0,
     )
     shutdown_grace_seconds: float = _setting(
-        20.0, "on SIGTERM/SIGINT, how long in-flight runs may finish before they are cancelled", minimum=0
+        20.0, "on SIGTERM/SIGINT, how long the runs, job uploads and jobs in progress may finish before they "
+        "are cancelled (jobs are queued again)", minimum=0
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object per line, with the request id) or text")

@@ -94,3 +94,15 @@ def test_node_client_exits_with_not_found_for_an_unknown_pipeline(server: Server
     assert error["code"] == NOT_FOUND and error["name"] == "NOT_FOUND"
     assert "no_such_pipeline" in error["message"] and "frame_stats_v1" in error["message"]
     assert server.leftover_uploads() == []
+
+
+def test_node_client_piped_into_head_stops_quietly(server: ServerHarness, sample_clip: Path) -> None:
+    """`... | head -2` closes the client's stdout after two events: no EPIPE stack trace, exit 0."""
+    pipeline = subprocess.run(
+        f"'{node()}' '{SCRIPT}' --target {server.target} --pipeline frame_stats_v1 '{sample_clip}' | head -2; "
+        "exit ${PIPESTATUS[0]}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert pipeline.returncode == 0, pipeline.stderr
+    assert "EPIPE" not in pipeline.stderr and pipeline.stderr == ""
+    assert [json.loads(line)["event"] for line in pipeline.stdout.splitlines()] == ["upload_received", "video_info"]

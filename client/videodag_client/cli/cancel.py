@@ -16,7 +16,7 @@ def add_parser(subcommands: Any) -> None:
         help="cancel a queued or running job",
         description="Cancel JOB. A running job stops after its current frame; its results so far are kept.",
     )
-    parser.add_argument("job_id", metavar="JOB")
+    parser.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
     parser.set_defaults(handler=cancel_command)
 
 

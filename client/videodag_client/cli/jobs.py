@@ -35,14 +35,14 @@ def add_parser(subcommands: Any) -> None:
     parser.set_defaults(handler=list_command)
     actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION")
     show = actions.add_parser("show", parents=[connection_options_parent()], help="show one job")
-    show.add_argument("job_id", metavar="JOB")
+    show.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
     # SUPPRESS: a default here would overwrite `jobs --json show JOB`.
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print it as JSON")
     show.set_defaults(handler=show_command)
     delete = actions.add_parser(
         "delete", parents=[connection_options_parent()], help="delete a finished job and its results"
     )
-    delete.add_argument("job_id", metavar="JOB")
+    delete.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
     delete.set_defaults(handler=delete_command)
 
 

@@ -36,7 +36,7 @@ def add_parser(subcommands: Any) -> None:
         description="Follow JOB until it ends; write its per-frame results as JSON Lines. A finished job's "
         "results are replayed.",
     )
-    parser.add_argument("job_id", metavar="JOB")
+    parser.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
     parser.add_argument(
         "--after",
         type=int_in_range(-1, INT64_MAX),
