@@ -7,56 +7,74 @@ demuxer's default of 25 fps, whatever the stream says; frames are then placed at
 `index / fps`, so every timestamp and time window of a 10 fps recording would be wrong
 by 2.5 times. This reads the declared rate from the first parameter set itself.
 
-Only the start of the file is read (the parameter sets come first), every read is bounded,
-and anything unexpected gives None: the caller keeps OpenCV's rate.
+Only the start of the file is read: the parameter sets come first, or, in a stream cut in
+the middle of a group of pictures (a DVR export, a cut capture), with its next key frame.
+Every read is bounded, and anything unexpected gives None: the caller keeps OpenCV's rate.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 
-_HEAD_BYTES = 64 * 1024
+_FIRST_READ_BYTES = 64 * 1024
+# A stream cut mid-GOP has its first parameter sets a GOP in: seconds of video, megabytes.
+_MOST_READ_BYTES = 8 * 1024 * 1024
 _START_CODE = re.compile(b"\x00\x00\x01")
 _H264_SPS = 7
 _HEVC_VPS = 32
 _HEVC_SPS = 33
 # H.264 profiles whose SPS carries chroma format, bit depths and scaling lists (7.3.2.1.1).
 _H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
-# Frame rates outside this are not a camera's: a misread, or a stream that means something else.
+# Frame rates outside this are not a camera's: a misread, or a clock (a stream of variable
+# rate timed in milliseconds declares 1000), not a rate.
 _PLAUSIBLE_FPS = (0.1, 1000.0)
+# Above this an H.264 rate must say it is fixed: a variable-rate stream declares its clock.
+_HIGHEST_UNFIXED_FPS = 240.0
 
 
 def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | None:
     """The frame rate the raw `codec` ("h264" or "hevc") stream at `path` declares; None if the
     file is not such a stream (a container), declares none, or cannot be read."""
+    rate_of = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "hev1": _hevc_rate,
+               "hvc1": _hevc_rate, "h265": _hevc_rate}.get(codec.lower())
+    if rate_of is None:
+        return None
     try:
         with open(path, "rb") as file:
-            head = file.read(_HEAD_BYTES)
-    except OSError:
+            head = file.read(_FIRST_READ_BYTES)
+            if not _starts_as_annex_b(head):
+                return None  # a container, not a raw stream: its own timing applies
+            found, rate = rate_of(head)
+            if not found and len(head) == _FIRST_READ_BYTES:
+                found, rate = rate_of(head + file.read(_MOST_READ_BYTES - len(head)))
+    except (OSError, _EndOfData):
         return None
-    if not (head.startswith(b"\x00\x00\x01") or head.startswith(b"\x00\x00\x00\x01")):
-        return None  # a container, not a raw stream: its own timing applies
-    try:
-        if codec.lower() in ("h264", "avc1"):
-            return _plausible(_h264_rate(head))
-        if codec.lower() in ("hevc", "hev1", "hvc1", "h265"):
-            return _plausible(_hevc_rate(head))
-    except _EndOfData:
-        return None
-    return None
+    return _plausible(rate)
+
+
+def _starts_as_annex_b(head: bytes) -> bool:
+    """A start code (00 00 01) first, after any zero bytes (Annex B's leading_zero_8bits)."""
+    start = head[:64]
+    after_zeros = start.lstrip(b"\x00")
+    return len(start) - len(after_zeros) >= 2 and after_zeros.startswith(b"\x01")
 
 
 def _plausible(fps: float | None) -> float | None:
     low, high = _PLAUSIBLE_FPS
-    return fps if fps is not None and low <= fps <= high else None
+    return fps if fps is not None and low <= fps < high else None
 
 
-def _nal_units(data: bytes) -> list[bytes]:
-    """The NAL units of an Annex B byte stream (the last may be cut off by the read)."""
-    matches = list(_START_CODE.finditer(data))
-    ends = [following.start() for following in matches[1:]] + [len(data)]
-    return [data[match.end():end] for match, end in zip(matches, ends, strict=True)]
+def _nal_units(data: bytes) -> Iterator[bytes]:
+    """The NAL units of an Annex B byte stream (the last may be cut off by the read), each
+    copied out only when asked for: the callers stop at the first parameter set."""
+    matches = _START_CODE.finditer(data)
+    match = next(matches, None)
+    while match is not None:
+        following = next(matches, None)
+        yield data[match.end():following.start() if following is not None else len(data)]
+        match = following
 
 
 def _rbsp(nal_payload: bytes) -> bytes:
@@ -64,11 +82,12 @@ def _rbsp(nal_payload: bytes) -> bytes:
     return re.sub(b"\x00\x00\x03", b"\x00\x00", nal_payload)
 
 
-def _h264_rate(data: bytes) -> float | None:
+def _h264_rate(data: bytes) -> tuple[bool, float | None]:
+    """Whether an SPS is in `data`, and the rate the first one declares."""
     for unit in _nal_units(data):
         if unit and unit[0] & 0x1F == _H264_SPS:
-            return _h264_sps_rate(_BitReader(_rbsp(unit[1:])))
-    return None
+            return True, _h264_sps_rate(_BitReader(_rbsp(unit[1:])))
+    return False, None
 
 
 def _h264_sps_rate(bits: _BitReader) -> float | None:
@@ -112,9 +131,11 @@ def _h264_sps_rate(bits: _BitReader) -> float | None:
     _skip_vui_start(bits)
     if not bits.u(1):  # timing_info_present_flag
         return None
-    num_units_in_tick, time_scale = bits.u(32), bits.u(32)
-    # A tick is a field: two make a frame (E.2.1).
-    return time_scale / (2 * num_units_in_tick) if num_units_in_tick else None
+    num_units_in_tick, time_scale, fixed_frame_rate = bits.u(32), bits.u(32), bits.u(1)
+    if not num_units_in_tick:
+        return None
+    rate = time_scale / (2 * num_units_in_tick)  # a tick is a field: two make a frame (E.2.1)
+    return rate if fixed_frame_rate or rate <= _HIGHEST_UNFIXED_FPS else None
 
 
 def _skip_vui_start(bits: _BitReader) -> None:
@@ -140,20 +161,18 @@ def _skip_scaling_list(bits: _BitReader, size: int) -> None:
         last_scale = next_scale or last_scale
 
 
-def _hevc_rate(data: bytes) -> float | None:
-    """From the first VPS's timing if it has one (some encoders write it there), else from the
-    first SPS's VUI (x265 and most others)."""
-    vps_rate = sps_rate = None
+def _hevc_rate(data: bytes) -> tuple[bool, float | None]:
+    """Whether an SPS is in `data`, and the rate from the first VPS's timing if it has one
+    (some encoders write it there), else from the first SPS's VUI (x265 and most others)."""
     for unit in _nal_units(data):
         kind = (unit[0] >> 1) & 0x3F if len(unit) > 2 else None
-        if kind == _HEVC_VPS and vps_rate is None:
+        if kind == _HEVC_VPS:
             vps_rate = _hevc_vps_rate(_BitReader(_rbsp(unit[2:])))
             if vps_rate is not None:
-                return vps_rate
+                return True, vps_rate
         elif kind == _HEVC_SPS:
-            sps_rate = _hevc_sps_rate(_BitReader(_rbsp(unit[2:])))
-            break
-    return vps_rate or sps_rate
+            return True, _hevc_sps_rate(_BitReader(_rbsp(unit[2:])))
+    return False, None
 
 
 def _hevc_vps_rate(bits: _BitReader) -> float | None:

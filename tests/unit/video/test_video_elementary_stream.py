@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -74,3 +75,31 @@ def test_a_raw_stream_is_timed_and_windowed_at_its_own_rate(tmp_path: Path, name
         frames = list(video.frames(plan_window(SamplingOptions(start_seconds=1.0, end_seconds=2.0), video.info.fps)))
     assert [frame.frame_index for frame in frames] == list(range(10, 20))
     assert [frame.timestamp_seconds for frame in frames] == pytest.approx([index / 10 for index in range(10, 20)])
+
+
+def test_zero_bytes_before_the_first_start_code_are_allowed(tmp_path: Path) -> None:
+    stream = _raw_stream(tmp_path, "x264.h264", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    padded = tmp_path / "leading_zeros.h264"
+    padded.write_bytes(b"\0\0\0\0" + stream.read_bytes())  # Annex B's leading_zero_8bits
+    assert declared_frame_rate(padded, "h264") == 10.0
+
+
+def test_a_stream_cut_mid_gop_is_timed_by_its_next_key_frames_parameter_sets(tmp_path: Path) -> None:
+    """A DVR export or a cut capture starts with frames whose parameter sets came before the cut."""
+    stream = write_test_pattern(tmp_path / "gop.h264", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-b:v", "4M",
+                                "-x264-params", "keyint=24:min-keyint=24:scenecut=0", size="320x240",
+                                seconds=6.0, rate="12")
+    data = stream.read_bytes()
+    starts = [match.start() for match in re.finditer(b"\x00\x00\x01", data)]
+    slices = [start for start in starts if data[start + 3] & 0x1F == 1]  # non-IDR slices
+    cut = tmp_path / "cut_mid_gop.h264"
+    cut.write_bytes(data[slices[2]:])
+    assert data[slices[2]:].find(b"\x00\x00\x01\x67") > 64 * 1024  # the next SPS is past the first read
+    assert declared_frame_rate(cut, "h264") == 12.0
+
+
+def test_a_variable_rate_streams_clock_is_not_taken_for_its_rate(tmp_path: Path) -> None:
+    """Timed in milliseconds, not at a fixed rate: the SPS declares 1000 frames a second."""
+    stream = _raw_stream(tmp_path, "vfr.h264", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p",
+                                                      "-fps_mode", "passthrough", "-enc_time_base", "1:1000"))
+    assert declared_frame_rate(stream, "h264") is None
