@@ -12,24 +12,12 @@ start is simply "not fragmented": the file is hostile until FFmpeg has opened it
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterator
-from typing import Protocol
+from videodag_service.video.mp4_boxes import SeekableStream, boxes
 
-_HEADER = struct.Struct(">I4s")
-_LARGE_SIZE = struct.Struct(">Q")
 # Boxes that may come before `moov` at the top level (ftyp, free, skip, wide, uuid, ...) and
 # boxes inside `moov` (mvhd, one trak per track, udta, mvex, ...): a real file has a handful.
 _MAX_TOP_LEVEL_BOXES = 16
 _MAX_MOOV_CHILDREN = 4096
-
-
-class SeekableStream(Protocol):
-    """What is read: a file, or an upload still arriving (`GrowingFileReader`)."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
 def is_fragmented_mp4(stream: SeekableStream) -> bool:
@@ -45,50 +33,11 @@ def is_fragmented_mp4(stream: SeekableStream) -> bool:
 
 
 def _has_movie_extends(stream: SeekableStream) -> bool:
-    for index, (kind, payload_start, end) in enumerate(_boxes(stream, 0, None, _MAX_TOP_LEVEL_BOXES)):
+    for index, (kind, payload_start, end) in enumerate(boxes(stream, 0, None, _MAX_TOP_LEVEL_BOXES)):
         if index == 0 and kind != b"ftyp":
             return False  # not an ISO BMFF file at all
         if kind == b"moov":
-            return any(child == b"mvex" for child, _, _ in _boxes(stream, payload_start, end, _MAX_MOOV_CHILDREN))
+            return any(child == b"mvex" for child, _, _ in boxes(stream, payload_start, end, _MAX_MOOV_CHILDREN))
         if kind in (b"mdat", b"moof"):
             return False  # media before the movie box: its index is at the end
     return False
-
-
-def _boxes(stream: SeekableStream, start: int, end: int | None, most: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, payload start, box end) of the boxes from `start` to `end` (None: the whole file)."""
-    position = start
-    for _ in range(most):
-        if end is not None and position + _HEADER.size > end:
-            return
-        stream.seek(position)
-        header = _read_exactly(stream, _HEADER.size)
-        if header is None:
-            return
-        size, kind = _HEADER.unpack(header)
-        header_size = _HEADER.size
-        if size == 1:  # the size follows as 64 bits
-            large = _read_exactly(stream, _LARGE_SIZE.size)
-            if large is None:
-                return
-            (size,) = _LARGE_SIZE.unpack(large)
-            header_size += _LARGE_SIZE.size
-        elif size == 0:  # the box runs to the end of its container
-            if end is None:
-                return  # to the end of a file that may still be arriving: the last box, whatever it is
-            size = end - position
-        if size < header_size or (end is not None and position + size > end):
-            return  # malformed: stop rather than guess
-        yield kind, position + header_size, position + size
-        position += size
-
-
-def _read_exactly(stream: SeekableStream, count: int) -> bytes | None:
-    """`count` bytes, or None when the stream ends first."""
-    data = b""
-    while len(data) < count:
-        more = stream.read(count - len(data))
-        if not more:
-            return None
-        data += more
-    return data

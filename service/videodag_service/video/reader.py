@@ -32,7 +32,7 @@ import numpy as np
 from videodag_service.dag.cores import usable_cores
 from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video.content_guess import guess_content
-from videodag_service.video.cut_short import iso_file_cut_short
+from videodag_service.video.edit_list import shown_seconds
 from videodag_service.video.elementary_stream import declared_frame_rate
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
@@ -241,13 +241,13 @@ class OpenedVideo:
     def _short_of_declared(self, frame_count: int) -> bool:
         """Whether `frame_count` frames fall short of the declared count by more than a second's
         worth, in a container that stores its count (others only estimate it). An MP4's count
-        includes the frames an edit list hides, so there it takes the file's own word that it
-        was cut (`cut_short`) as well."""
+        includes the frames its edit list hides: there the frames it shows count (`edit_list`)."""
         if not _stores_frame_count(self.path):
             return False
-        if frame_count >= self.info.frame_count - max(1, math.ceil(self.info.fps)):
-            return False
-        return not _is_iso_media(self.path) or iso_file_cut_short(self.path)
+        expected = self.info.frame_count
+        if _is_iso_media(self.path) and self.info.fps > 0 and (shown := shown_seconds(self.path)) is not None:
+            expected = min(expected, round(shown * self.info.fps))
+        return frame_count < expected - max(1, math.ceil(self.info.fps))
 
     def _seek(self, frame_index: int) -> bool:
         try:

@@ -448,6 +448,28 @@ def test_an_mp4_trimmed_without_reencoding_did_not_end_early(tmp_path: Path) -> 
         assert 0 < len(list(video.frames(FrameWindow()))) < len(frames)
         assert video.ended_early
 
+    # Bytes after the last box (a phone's trailer) change nothing: what is shown was read.
+    with_trailer = tmp_path / "trimmed_with_trailer.mp4"
+    with_trailer.write_bytes(trimmed.read_bytes() + b"SEFH\0\0\0\x6aXXXXXXXXXXSEFT")
+    with open_video(with_trailer) as video:
+        assert len(list(video.frames(FrameWindow()))) == len(frames)
+        assert not video.ended_early
+
+
+def test_an_mp4_damaged_in_the_middle_or_zero_filled_at_the_end_ended_early(tmp_path: Path) -> None:
+    """Its boxes are whole (a download tool that pre-allocated the file, a damaged disk), its frames are not."""
+    source = write_test_pattern(tmp_path / "source.mp4", "-c:v", "libx264", "-g", "100", "-pix_fmt", "yuv420p",
+                                "-movflags", "+faststart", seconds=12.0)
+    data = bytearray(source.read_bytes())
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data[: len(data) // 3]) + bytes(len(data) // 3) + bytes(data[2 * (len(data) // 3):]))
+    zero_tail = tmp_path / "zero_tail.mp4"
+    zero_tail.write_bytes(bytes(data[: len(data) // 2]) + bytes(len(data) - len(data) // 2))
+    for path in (damaged, zero_tail):
+        with open_video(path) as video:
+            assert len(list(video.frames(FrameWindow()))) < 250, path.name
+            assert video.ended_early, path.name
+
 
 @pytest.mark.parametrize("first_index", [120, 121, 5000])
 def test_a_window_starting_past_the_declared_end_is_reached_without_decoding_the_file(

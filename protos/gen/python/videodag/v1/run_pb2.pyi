@@ -386,8 +386,7 @@ class RunSummary(_message.Message):
     AVI) can tell: the others' count is an estimate from the longest stream's
     duration (audio outlasting the video stretches it), and this stays false. An
     MP4's or QuickTime's count includes the frames an edit list hides (a file
-    trimmed without re-encoding); there this is true only when the file itself
-    shows it was cut (its last box holds fewer bytes than it declares).
+    trimmed without re-encoding); there the frames its edit list shows count.
     """
     frames_in_video: _builtins.int
     """How many frames the video holds, counted as the run read it to its end: the

@@ -1,0 +1,92 @@
+"""How long an MP4's or QuickTime's video track is shown, as its edit list says.
+
+An MP4's frame count (the samples its index lists) is not always the number of frames a
+decoder shows: an edit list may hide some, as in every file trimmed with `ffmpeg -ss ...
+-c copy` or by a phone's editor, which keep the frames from the key frame before the cut
+point and hide those before it. The frames a run should find are those the edit list shows:
+its segments' durations (in the movie's timescale, from `mvhd`) times the frame rate.
+
+Only box headers and three small boxes are read (`mvhd`, each track's `hdlr` and `elst`).
+Anything missing or malformed gives None: the caller keeps the declared count.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO
+
+from videodag_service.video.mp4_boxes import boxes
+
+_MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
+_MAX_CHILDREN = 4096
+_MAX_EDITS = 4096
+_EMPTY_EDIT = -1  # an edit of no media: a delay before the track starts, no frames shown
+
+
+def shown_seconds(path: str | os.PathLike[str]) -> float | None:
+    """Seconds of the first video track the edit list shows; None without an edit list (or one
+    of unknown length, as a fragmented MP4's), or when the file cannot be read as an MP4."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES):
+                if kind == b"moov":
+                    return _video_track_shown_seconds(file, payload, end)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _video_track_shown_seconds(file: BinaryIO, start: int, end: int) -> float | None:
+    timescale = None
+    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
+        if kind == b"mvhd":
+            timescale = _movie_timescale(file, payload)
+        elif kind == b"trak" and _is_video_track(file, payload, child_end):
+            units = _edited_units(file, payload, child_end)
+            return units / timescale if units and timescale else None
+    return None
+
+
+def _movie_timescale(file: BinaryIO, payload: int) -> int:
+    file.seek(payload)
+    version = file.read(1)
+    file.seek(payload + (20 if version == b"\x01" else 12))  # past version, flags and the two dates
+    (timescale,) = struct.unpack(">I", file.read(4))
+    return int(timescale)
+
+
+def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:
+    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
+        if kind == b"mdia":
+            for inner, inner_payload, _ in boxes(file, payload, child_end, _MAX_CHILDREN):
+                if inner == b"hdlr":
+                    file.seek(inner_payload + 8)  # version, flags, pre_defined
+                    return file.read(4) == b"vide"
+    return False
+
+
+def _edited_units(file: BinaryIO, start: int, end: int) -> int:
+    """The summed durations (movie timescale) of the track's edits that show media; 0 if none."""
+    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
+        if kind != b"edts":
+            continue
+        for inner, inner_payload, inner_end in boxes(file, payload, child_end, _MAX_CHILDREN):
+            if inner == b"elst":
+                return _shown_units(file, inner_payload, inner_end)
+    return 0
+
+
+def _shown_units(file: BinaryIO, payload: int, end: int) -> int:
+    file.seek(payload)
+    version, count = struct.unpack(">B3xI", file.read(8))
+    entry = struct.Struct(">QqI" if version == 1 else ">IiI")  # duration, media time, rate
+    if count > (end - payload - 8) // entry.size:
+        raise struct.error(f"{count} edits do not fit in their box")
+    total = 0
+    for _ in range(min(count, _MAX_EDITS)):
+        duration, media_time, _rate = entry.unpack(file.read(entry.size))
+        if media_time != _EMPTY_EDIT:
+            total += duration
+    return total

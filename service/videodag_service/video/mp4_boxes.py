@@ -1,0 +1,62 @@
+"""The boxes of an ISO base media file (MP4, QuickTime), read header by header.
+
+Only headers are read, each read bounded, and a walk stops at the first size that does not
+fit: the file is hostile until FFmpeg has opened it, and may still be arriving.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Protocol
+
+_HEADER = struct.Struct(">I4s")
+_LARGE_SIZE = struct.Struct(">Q")
+
+
+class SeekableStream(Protocol):
+    """What is read: a file, or an upload still arriving (`GrowingFileReader`)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
+def boxes(stream: SeekableStream, start: int, end: int | None, most: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of the boxes from `start` to `end` (None: the whole file,
+    which may still be arriving), at most `most` of them; a malformed size ends the walk."""
+    position = start
+    for _ in range(most):
+        if end is not None and position + _HEADER.size > end:
+            return
+        stream.seek(position)
+        header = _read_exactly(stream, _HEADER.size)
+        if header is None:
+            return
+        size, kind = _HEADER.unpack(header)
+        header_size = _HEADER.size
+        if size == 1:  # the size follows as 64 bits
+            large = _read_exactly(stream, _LARGE_SIZE.size)
+            if large is None:
+                return
+            (size,) = _LARGE_SIZE.unpack(large)
+            header_size += _LARGE_SIZE.size
+        elif size == 0:  # the box runs to the end of its container
+            if end is None:
+                return  # to the end of a file that may still be arriving: the last box, whatever it is
+            size = end - position
+        if size < header_size or (end is not None and position + size > end):
+            return  # malformed: stop rather than guess
+        yield kind, position + header_size, position + size
+        position += size
+
+
+def _read_exactly(stream: SeekableStream, count: int) -> bytes | None:
+    """`count` bytes, or None when the stream ends first."""
+    data = b""
+    while len(data) < count:
+        more = stream.read(count - len(data))
+        if not more:
+            return None
+        data += more
+    return data
