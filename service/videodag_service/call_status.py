@@ -10,6 +10,7 @@ from grpc_status import rpc_status
 
 from videodag_service import convert
 from videodag_service.errors import DeadlineExceeded, RunCancelled, VideodagError
+from videodag_service.observability.call_deadline import ended_by_its_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -19,19 +20,6 @@ def status_name(error: BaseException, context: grpc.ServicerContext | None = Non
     if isinstance(error, VideodagError):
         return error.status_code
     return _broken_stream_error(context).status_code if isinstance(error, grpc.RpcError) else "INTERNAL"
-
-
-# The client's clock runs its deadline from the call's start, the server's from the moment the
-# call reached it: the client's deadline passes first, by the network's latency and more, and
-# the server sees the client cancel the call just before its own deadline.
-DEADLINE_SKEW_SECONDS = 0.5
-
-
-def ended_by_its_deadline(context: grpc.ServicerContext) -> bool:
-    """Whether a call that has ended was ended by its deadline rather than its client's cancel
-    (gRPC tells the server neither): its deadline has passed, or was about to on the server's clock."""
-    remaining = context.time_remaining()
-    return remaining is not None and remaining <= DEADLINE_SKEW_SECONDS
 
 
 def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:

@@ -18,7 +18,7 @@ import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service import convert
-from videodag_service.call_status import abort, ended_by_its_deadline, status_name
+from videodag_service.call_status import abort, status_name
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
@@ -33,6 +33,7 @@ from videodag_service.errors import (
 from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
+from videodag_service.observability.call_deadline import ended_by_its_deadline
 from videodag_service.settings import Settings
 from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
@@ -225,8 +226,9 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 spec = self._dag.get_pipeline(config.pipeline_id)
                 pipeline_id = spec.id
                 yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
-        except GeneratorExit:  # gRPC closed the response stream: the client cancelled or left
-            self._metrics.record_run(pipeline_id, "CANCELLED")
+        except GeneratorExit:  # gRPC closed the response stream: the client cancelled or left, or the deadline passed
+            ended = "DEADLINE_EXCEEDED" if ended_by_its_deadline(context) else "CANCELLED"
+            self._metrics.record_run(pipeline_id, ended)
             raise
         except Exception as error:
             self._metrics.record_run(pipeline_id, status_name(error, context))

@@ -85,8 +85,10 @@ class Settings:
         "(DEADLINE_EXCEEDED) and its slot and file are freed; 0 turns it off", minimum=0,
     )
     result_read_timeout_seconds: float = _setting(
-        60.0, "longest a client may take no result (UploadAndRun, WatchJob) once gRPC's buffers are full before "
-        "its call is cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off", minimum=0,
+        600.0, "longest gRPC may wait to hand a client one more result (UploadAndRun, WatchJob) before the call is "
+        "cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off. A client that reads slowly "
+        "frees gRPC's buffers in batches: keep this well above the time it takes to read what they hold",
+        minimum=0,
     )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM/SIGINT, how long the runs, job uploads and jobs in progress may finish before they "

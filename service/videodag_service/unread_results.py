@@ -11,6 +11,11 @@ call's own thread cannot notice. One watchdog thread for the whole server looks 
 watched call once a second and cancels (`context.cancel`) those suspended longer than the
 limit. gRPC then closes the generator, which ends the run and removes its files as any
 cancel does. The client sees CANCELLED once it reads again; the server's log says why.
+
+What is measured is how long one send waits, not the gap between the client's reads: a
+client that reads slowly frees the transport's buffers (HTTP/2 flow-control windows) in
+batches, so one send may wait for many of its reads, minutes for small results read one a
+second with a fixed window. Hence a default of minutes, not seconds.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from harness import ServerFactory
 from jobs_harness import finished, is_running_with_frames, wait_for_job, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from videodag_client import FrameResult, NotFound
+from videodag_client import DeadlineExceeded, FrameResult, NotFound
 
 
 def free_port() -> int:
@@ -122,4 +123,27 @@ def test_a_deadline_passing_mid_upload_counts_as_such_and_a_client_leaving_as_ca
     assert calls == {(("code", "CANCELLED"), method): 1, (("code", "DEADLINE_EXCEEDED"), method): 1}
     # Either the stream broke while read, or gRPC ended it as if complete and the call was found ended right after.
     assert any("DEADLINE_EXCEEDED: the call's deadline passed" in record.getMessage() for record in caplog.records)
+    assert server.leftover_uploads() == []
+
+
+def test_a_deadline_passing_while_the_server_waits_to_send_counts_as_such(
+    make_server: ServerFactory, make_video
+) -> None:
+    """The client stops reading; gRPC blocks in a send; the deadline passes there and gRPC
+    closes the handler's stream, which says nothing of why: the call's deadline tells."""
+    port = free_port()
+    server = make_server(metrics_port=port)
+    stream = server.client.upload_and_run(make_video(2000), "padded", timeout=2.0)
+    next(event for event in stream if isinstance(event, FrameResult))
+    time.sleep(3.0)  # past the deadline, reading nothing: the 64 KiB results fill the transport
+    with pytest.raises(DeadlineExceeded):
+        for _ in stream:
+            pass
+
+    key = ("videodag_runs_total", (("pipeline", "padded"), ("status", "DEADLINE_EXCEEDED")))
+    wait_until(lambda: scrape(port).get(key) == 1, what="the run its deadline ended to be counted")
+    method = ("method", "/videodag.v1.VideoPipelineService/UploadAndRun")
+    calls = {labels: value for (name, labels), value in scrape(port).items()
+             if name == "videodag_grpc_calls_total" and method in labels and value}
+    assert calls == {(("code", "DEADLINE_EXCEEDED"), method): 1}
     assert server.leftover_uploads() == []

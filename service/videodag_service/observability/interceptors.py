@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from videodag_service.observability.call_deadline import ended_by_its_deadline
 from videodag_service.observability.logging import REQUEST_ID_METADATA_KEY, request_id_bound, request_id_from_metadata
 from videodag_service.observability.metrics import STATUS_OK, ServerMetrics
 from videodag_service.observability.tracing import tracing_interceptors
@@ -92,8 +93,9 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             try:
                 yield
                 code = _status_name(context, default=STATUS_OK)
-            except GeneratorExit:
-                code = grpc.StatusCode.CANCELLED.name  # gRPC closed the response stream: the client left
+            except GeneratorExit:  # gRPC closed the response stream: the client left, or the deadline passed
+                code = (grpc.StatusCode.DEADLINE_EXCEEDED if ended_by_its_deadline(context)
+                        else grpc.StatusCode.CANCELLED).name
                 raise
             except BaseException:
                 # context.abort() raises after recording its code; anything else becomes UNKNOWN.
