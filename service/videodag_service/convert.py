@@ -7,6 +7,7 @@ below it works on plain Python values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from google.protobuf import duration_pb2
@@ -14,7 +15,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service.dag import ErrorPolicy, PipelineSpec
-from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, VideodagError
+from videodag_service.dag.spec import requested_id_problem
+from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, InvalidPipelineId, VideodagError
 from videodag_service.video import NodeTimingLike, SamplingOptions, StoredUpload, VideoInfo
 from videodag_service.video.upload import declared_sha256_violation, declared_size_violation
 
@@ -37,8 +39,8 @@ _OPTION_FIELDS = {
     "start_seconds": "options.start_offset",
     "end_seconds": "options.end_offset",
 }
-# RunConfig fields the upload checks name bare, as they know nothing of requests.
-_CONFIG_FIELDS = frozenset({"declared_size_bytes", "sha256"})
+# RunConfig fields named bare by checks that know nothing of requests (the upload's, the pipelines').
+_CONFIG_FIELDS = frozenset({"pipeline_id", "declared_size_bytes", "sha256"})
 # Where the RunConfig sits in each upload request: UploadAndRunRequest, SubmitJobRequest.
 RUN_CONFIG_PATH = "config."
 JOB_RUN_CONFIG_PATH = "config.run_config."
@@ -47,7 +49,8 @@ JOB_RUN_CONFIG_PATH = "config.run_config."
 def checked_run_config(config: run_pb2.RunConfig, *, decodes_during_upload: bool = True) -> SamplingOptions:
     """The config's sampling options, once every field of the config is checked: InvalidOptions
     names each bad field at once (its path in the RunConfig), so a client fixes them in one go.
-    The pipeline id is checked apart, by the pipelines (INVALID_PIPELINE_ID, NOT_FOUND).
+    A malformed pipeline id is named with the other bad fields; alone, it is left to the
+    pipelines (INVALID_PIPELINE_ID), as is an unknown one (NOT_FOUND).
     `decodes_during_upload` False for a call that ignores that option (SubmitJob stores first)."""
     options = config.options
     violations: list[FieldViolation] = []
@@ -66,8 +69,15 @@ def checked_run_config(config: run_pb2.RunConfig, *, decodes_during_upload: bool
             "declared_size_bytes", "required (the exact size of the video in bytes) when decode_during_upload is set"
         ))
     if violations:
-        raise InvalidOptions(violations)
+        raise InvalidOptions([*pipeline_id_violations(config.pipeline_id), *violations])
     return sampling
+
+
+def pipeline_id_violations(pipeline_id: str) -> list[FieldViolation]:
+    """A malformed id's violation, to name with a config's other bad fields (alone, the
+    pipelines refuse it as INVALID_PIPELINE_ID); none for a name or an empty id."""
+    problem = requested_id_problem(pipeline_id)
+    return [] if problem is None else [FieldViolation("pipeline_id", problem)]
 
 
 # google.protobuf.Duration's own range (its definition): about 10,000 years either way.
@@ -97,13 +107,16 @@ def located_in_request(error: Exception, config_path: str) -> Exception:
     """`error` with the RunConfig's fields named by their path in the request (`config_path`
     is where the call's RunConfig sits), so a client in any language finds the field its
     BadRequest names. Fields named from the request's root already are left as they are."""
-    if not isinstance(error, InvalidOptions):
+    if not isinstance(error, InvalidOptions | InvalidPipelineId):
         return error
     violations = error.details.field_violations
     if not any(_in_run_config(v.field) for v in violations):
         return error
-    return InvalidOptions([FieldViolation(config_path + v.field if _in_run_config(v.field) else v.field,
-                                          v.description) for v in violations])
+    located = [FieldViolation(config_path + v.field if _in_run_config(v.field) else v.field, v.description)
+               for v in violations]
+    if isinstance(error, InvalidPipelineId):
+        return InvalidPipelineId(error.message, replace(error.details, field_violations=tuple(located)))
+    return InvalidOptions(located)
 
 
 def _in_run_config(field: str) -> bool:

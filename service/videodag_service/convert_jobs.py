@@ -45,7 +45,7 @@ def job_request_from_proto(config: video_pipeline_service_pb2.SubmitJobConfig) -
     except InvalidOptions as error:
         raise InvalidOptions([*error.details.field_violations, *violations]) from None
     if violations:
-        raise InvalidOptions(violations)
+        raise InvalidOptions([*convert.pipeline_id_violations(run_config.pipeline_id), *violations])
     return JobRequest(
         pipeline_id=run_config.pipeline_id,
         sampling=sampling,

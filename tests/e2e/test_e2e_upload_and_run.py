@@ -212,6 +212,7 @@ def test_every_bad_field_is_named_by_its_path_in_the_request_of_each_upload_call
         (run_pb2.RunConfig(pipeline_id="frame_stats_v1", options=run_pb2.RunOptions(frame_stride=-1)),
          "options.frame_stride"),
         (run_pb2.RunConfig(pipeline_id="frame_stats_v1", decode_during_upload=True), "declared_size_bytes"),
+        (run_pb2.RunConfig(pipeline_id="Frame/Stats"), "pipeline_id"),  # INVALID_PIPELINE_ID, located the same
     ]
     for run_config, field in bad_configs:
         run_requests = [video_pipeline_service_pb2.UploadAndRunRequest(config=run_config),
@@ -240,12 +241,12 @@ def test_every_bad_field_of_a_config_is_named_at_once(server: ServerHarness, sam
     stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
     data = sample_clip.read_bytes()[:4096]
     run_config = run_pb2.RunConfig(
-        pipeline_id="frame_stats_v1", declared_size_bytes=-3, sha256="xyz",
+        pipeline_id="Frame/Stats", declared_size_bytes=-3, sha256="xyz",
         options=run_pb2.RunOptions(frame_stride=-1, start_offset=duration_pb2.Duration(seconds=1, nanos=-5)),
     )
     run_requests = [video_pipeline_service_pb2.UploadAndRunRequest(config=run_config),
                     video_pipeline_service_pb2.UploadAndRunRequest(chunk=data)]
-    expected = ["options.start_offset", "options.frame_stride", "declared_size_bytes", "sha256"]
+    expected = ["pipeline_id", "options.start_offset", "options.frame_stride", "declared_size_bytes", "sha256"]
     assert _violated_fields(lambda: list(stub.UploadAndRun(iter(run_requests), timeout=30))) == [
         f"config.{field}" for field in expected]
     job_requests = [video_pipeline_service_pb2.SubmitJobRequest(

@@ -15,8 +15,8 @@ from videodag_service.dag.cores import usable_cores
 from videodag_service.dag.executor import NodeObserver, PipelineRun
 from videodag_service.dag.loader import load_pipeline_folder
 from videodag_service.dag.registry import PluginRegistry, default_registry
-from videodag_service.dag.spec import MAX_PIPELINE_ID_LENGTH, PIPELINE_ID_PATTERN, PipelineSpec
-from videodag_service.errors import InvalidPipelineId, PipelineNotFound
+from videodag_service.dag.spec import PipelineSpec, requested_id_problem
+from videodag_service.errors import ErrorDetails, FieldViolation, InvalidPipelineId, PipelineNotFound
 
 BUILTIN_PIPELINE_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 # Each frame worker holds instances of its own (a detector: about 50 MB); past a few, a
@@ -61,13 +61,9 @@ class DagPipelineService:
         """The pipeline with this id; InvalidPipelineId for a malformed id, PipelineNotFound for an unknown one."""
         if not pipeline_id:
             raise PipelineNotFound(pipeline_id, self.pipeline_ids())
-        if len(pipeline_id) > MAX_PIPELINE_ID_LENGTH:
-            raise InvalidPipelineId(
-                f"pipeline id {pipeline_id[:40]!r}… has {len(pipeline_id)} characters; ids have at most "
-                f"{MAX_PIPELINE_ID_LENGTH}"
-            )
-        if not PIPELINE_ID_PATTERN.match(pipeline_id):
-            raise InvalidPipelineId(f"pipeline id {pipeline_id!r} is not a name matching [a-z0-9_.-]+")
+        problem = requested_id_problem(pipeline_id)
+        if problem is not None:
+            raise InvalidPipelineId(problem, ErrorDetails(field_violations=(FieldViolation("pipeline_id", problem),)))
         spec = self._pipelines.get(pipeline_id)
         if spec is None:
             raise PipelineNotFound(pipeline_id, self.pipeline_ids())

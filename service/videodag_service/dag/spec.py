@@ -18,6 +18,19 @@ PIPELINE_ID_PATTERN = re.compile(rf"^[{PIPELINE_ID_CHARS}]{{1,{MAX_PIPELINE_ID_L
 # A pipeline file's id also starts with a letter or digit: one of punctuation only ("..") is no name.
 # Requests are still checked against PIPELINE_ID_PATTERN: such an id is merely unknown there.
 PIPELINE_FILE_ID_PATTERN = re.compile(rf"^[a-z0-9][{PIPELINE_ID_CHARS}]{{0,{MAX_PIPELINE_ID_LENGTH - 1}}}$")
+
+
+def requested_id_problem(pipeline_id: str) -> str | None:
+    """Why a requested pipeline id is no name (INVALID_PIPELINE_ID); None for a name, or for
+    no id at all, which is a pipeline not found (the known ids then help the caller)."""
+    if len(pipeline_id) > MAX_PIPELINE_ID_LENGTH:
+        return (f"pipeline id {pipeline_id[:40]!r}… has {len(pipeline_id)} characters; ids have at most "
+                f"{MAX_PIPELINE_ID_LENGTH}")
+    if pipeline_id and not PIPELINE_ID_PATTERN.match(pipeline_id):
+        return f"pipeline id {pipeline_id!r} is not a name matching [{PIPELINE_ID_CHARS}]+"
+    return None
+
+
 # Node ids appear in "node.output" references, so they cannot contain dots.
 MAX_NODE_ID_LENGTH = 64
 NODE_ID_CHARS = "A-Za-z0-9_-"

@@ -147,6 +147,19 @@ def test_a_bad_idempotency_key_is_named_with_the_run_configs_bad_fields() -> Non
     ]
 
 
+def test_a_malformed_pipeline_id_is_named_with_a_bad_idempotency_key() -> None:
+    config = video_pipeline_service_pb2.SubmitJobConfig(run_config=run_pb2.RunConfig(pipeline_id="Bad/Id"),
+                                                        idempotency_key="a b")
+    with pytest.raises(InvalidOptions) as refused:
+        convert_jobs.job_request_from_proto(config)
+
+    located = convert.located_in_request(refused.value, convert.JOB_RUN_CONFIG_PATH)
+    assert [v.field for v in located.details.field_violations] == [  # type: ignore[attr-defined]
+        "config.run_config.pipeline_id", "config.idempotency_key"
+    ]
+    assert "'Bad/Id' is not a name" in located.details.field_violations[0].description  # type: ignore[attr-defined]
+
+
 def test_a_bad_idempotency_key_alone_or_without_a_run_config_is_named() -> None:
     alone = video_pipeline_service_pb2.SubmitJobConfig(run_config=run_pb2.RunConfig(pipeline_id="p"),
                                                        idempotency_key="a b")

@@ -102,7 +102,9 @@ class PipelineNode(_message.Message):
     """
     @_builtins.property
     def params(self) -> _struct_pb2.Struct:
-        """The tool's parameters as given in the pipeline file (defaults not filled in)."""
+        """The tool's parameters as given in the pipeline file (defaults not filled in).
+        As in any Struct, every number is a double.
+        """
 
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeInput]:

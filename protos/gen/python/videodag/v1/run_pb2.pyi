@@ -287,7 +287,9 @@ class FrameResult(_message.Message):
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
         """The pipeline's outputs by name, JSON-like. Boxes are pixel [x1, y1, x2, y2];
-        detections carry "score" and "label", tracks "track_id", text "text".
+        detections carry "score" and "label", tracks "track_id", text "text". As in
+        any Struct, every number is a double: a whole number such as a "track_id"
+        arrives as 3.0 (a float64 in Go, a double in Java).
         """
 
     @_builtins.property

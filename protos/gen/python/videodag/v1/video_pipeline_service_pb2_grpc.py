@@ -81,8 +81,9 @@ class VideoPipelineServiceStub:
     | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
     | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
-    | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
-    | job call on a server without jobs (JOBS_DISABLED)            |                    |
+    | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
+    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED);  |                    |
+    | a job call on a server without jobs (JOBS_DISABLED)          |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
@@ -207,8 +208,9 @@ class VideoPipelineServiceServicer:
     | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
     | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
-    | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
-    | job call on a server without jobs (JOBS_DISABLED)            |                    |
+    | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
+    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED);  |                    |
+    | a job call on a server without jobs (JOBS_DISABLED)          |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
@@ -446,8 +448,9 @@ class VideoPipelineService:
     | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
     | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
-    | one (JOB_NOT_FINISHED), both with `job_id` and `state`; a    |                    |
-    | job call on a server without jobs (JOBS_DISABLED)            |                    |
+    | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
+    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED);  |                    |
+    | a job call on a server without jobs (JOBS_DISABLED)          |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
