@@ -32,7 +32,7 @@ import grpc
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_THREAD_NAME = "videodag-unread-results"
+WATCHDOG_THREAD_NAME = "videodag-unread-results"
 _LONGEST_LOOK_INTERVAL_SECONDS = 1.0
 
 
@@ -76,7 +76,9 @@ class UnreadResultsWatchdog:
         with self._changed:
             self._calls.add(call)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._look_while_watching, name=_THREAD_NAME, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._look_while_watching, name=WATCHDOG_THREAD_NAME, daemon=True
+                )
                 self._thread.start()
 
     def _discard(self, call: _WatchedCall) -> None:

@@ -17,6 +17,7 @@ from harness import ServerHarness
 from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunOptions, RunSummary
+from videodag_service.unread_results import WATCHDOG_THREAD_NAME
 from videodag_service.video.isolation import DECODER_PROCESS_NAME
 
 Request = video_pipeline_service_pb2.UploadAndRunRequest
@@ -127,3 +128,10 @@ def decoder_processes() -> list[multiprocessing.process.BaseProcess]:
 def threads_but_rpc_workers() -> list[str]:
     """Thread names, less gRPC's pool workers: the pool grows to its bound with concurrent calls."""
     return sorted(t.name for t in threading.enumerate() if not t.name.startswith("videodag-rpc"))
+
+
+def settled_threads() -> list[str]:
+    """`threads_but_rpc_workers()` once no call streams: the unread-results watchdog's thread
+    lives only while calls stream, and ends a moment after the last call has ended."""
+    assert wait_until(lambda: WATCHDOG_THREAD_NAME not in threads_but_rpc_workers()), threads_but_rpc_workers()
+    return threads_but_rpc_workers()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from hardening_support import decoder_processes, threads_but_rpc_workers, wait_until
+from hardening_support import decoder_processes, settled_threads, threads_but_rpc_workers, wait_until
 from harness import ServerFactory, ServerHarness
 
 from videodag_client import FrameResult, RunOptions, RunSummary
@@ -68,7 +68,7 @@ def test_a_cancelled_tracking_run_leaves_no_lane_decoder_or_upload_behind(
 ) -> None:
     """Cancelled while the detector has two frames in flight: the run waits for them, then
     everything it used is gone and the server serves the next run."""
-    threads_before = threads_but_rpc_workers()
+    threads_before = settled_threads()
     stream = server.client.upload_and_run(sample_clip, "player_tracking_v1")
     for event in stream:
         if isinstance(event, FrameResult) and event.frame_index == 2:

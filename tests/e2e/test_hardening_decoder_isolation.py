@@ -25,6 +25,7 @@ from hardening_support import (
     config,
     decoder_processes,
     open_fds,
+    settled_threads,
     threads_but_rpc_workers,
     wait_until,
 )
@@ -114,7 +115,7 @@ def _assert_nothing_left(server: ServerHarness, fds_before: int, threads_before:
     assert server.leftover_uploads() == []
     # A finished call's descriptors are released a little after its status reaches the client.
     assert wait_until(lambda: open_fds() <= fds_before), (open_fds(), fds_before)
-    assert threads_but_rpc_workers() == threads_before
+    assert wait_until(lambda: threads_but_rpc_workers() == threads_before), threads_but_rpc_workers()
 
 
 def test_a_decoder_crash_ends_its_run_as_invalid_argument_while_the_server_serves_others(
@@ -122,7 +123,7 @@ def test_a_decoder_crash_ends_its_run_as_invalid_argument_while_the_server_serve
 ) -> None:
     server = _server_decoding_with(make_server, monkeypatch, open_segfaulting_small_videos)
     assert_still_serving(server, sample_clip)  # warms up the forkserver before resources are counted
-    fds_before, threads_before = open_fds(), threads_but_rpc_workers()
+    fds_before, threads_before = open_fds(), settled_threads()
     runner, healthy = _healthy_run_in_background(server, sample_clip)
     frames: list[int] = []
     with pytest.raises(InvalidArgument) as raised:
@@ -147,7 +148,7 @@ def test_a_hung_decoder_ends_its_run_as_deadline_exceeded_while_the_server_serve
 ) -> None:
     server = _server_decoding_with(make_server, monkeypatch, open_hanging_small_videos)
     assert_still_serving(server, sample_clip)
-    fds_before, threads_before = open_fds(), threads_but_rpc_workers()
+    fds_before, threads_before = open_fds(), settled_threads()
     runner, healthy = _healthy_run_in_background(server, sample_clip)
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as raised:

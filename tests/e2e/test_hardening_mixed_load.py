@@ -22,6 +22,7 @@ from hardening_support import (
     Resources,
     assert_still_serving,
     decoder_processes,
+    settled_threads,
     threads_but_rpc_workers,
     wait_until,
 )
@@ -207,7 +208,7 @@ def test_mixed_load_with_killed_clients_leaves_nothing_behind(
             action(client)
     assert wait_until(lambda: server.running.run_slots.active == 0)
     baseline = Resources.now()
-    threads_before = threads_but_rpc_workers()
+    threads_before = settled_threads()
 
     callers = [MixedCaller(server.target, seed, videos["small"], videos["long"], videos["garbage"], videos["cut"])
                for seed in range(1, CALLER_THREADS + 1)]
