@@ -38,6 +38,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
@@ -64,6 +65,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DECODER_PROCESS_NAME = "videodag-decoder"
+_STARTER_THREAD_NAME = "videodag-decoder-start"
 # How long a decoder that has said it is done, or whose pipe closed, may take to exit, and
 # how long a killed one may take to be reaped, before the server stops waiting and logs it.
 _EXIT_GRACE_SECONDS = 5.0
@@ -398,32 +400,61 @@ class LentSlots:
 
 
 class StartedDecoder:
-    """A decoder process waiting to be told its file; see `start_decoder_ahead`."""
+    """A decoder process waiting to be told its file; see `start_decoder_ahead`.
 
-    def __init__(
-        self, process: multiprocessing.process.BaseProcess, connection: Connection, timeouts: DecoderTimeouts
-    ) -> None:
+    The process is started in a thread of its own: starting one waits 4-7 ms for the
+    forkserver to fork it, and the upload that the process is started for is stored
+    meanwhile instead of after.
+    """
+
+    def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts) -> None:
         self.timeouts = timeouts
         """The limits it was started with (its heartbeat is set at start)."""
-        self._process = process
-        self._connection = connection
+        self._started: tuple[multiprocessing.process.BaseProcess, Connection] | None = None
+        self._error: BaseException | None = None
+        # Made here, in the caller's thread: the decoder's log lines carry the caller's request id.
+        log_format = DecoderLogFormat.of_this_process()
+        self._starting = threading.Thread(
+            target=self._start, args=(opener, log_format), name=_STARTER_THREAD_NAME, daemon=True
+        )
+        self._starting.start()
         self.taken = False
+
+    def _start(self, opener: VideoOpener, log_format: DecoderLogFormat) -> None:
+        try:
+            self._started = _start_process(None, opener, self.timeouts, log_format)
+        except BaseException as error:  # raised to the run that takes it
+            self._error = error
+
+    def wait_started(self) -> multiprocessing.process.BaseProcess:
+        """The process, once started; raises what starting it raised."""
+        self._starting.join()
+        if self._error is not None:
+            raise self._error
+        assert self._started is not None
+        return self._started[0]
 
     def take(self) -> tuple[multiprocessing.process.BaseProcess, Connection]:
         """The process and the server's end of its pipe, for the one run that uses them."""
         if self.taken:
             raise RuntimeError("a decoder started ahead serves one file")
         self.taken = True
-        return self._process, self._connection
+        self.wait_started()
+        assert self._started is not None
+        return self._started
 
     def discard(self) -> None:
         """Kill and reap the process, unless a run took it (the run then ends it)."""
         if self.taken:
             return
         self.taken = True
-        self._connection.close()
-        self._process.kill()
-        _reap(self._process)
+        self._starting.join()
+        if self._started is None:
+            return
+        process, connection = self._started
+        connection.close()
+        process.kill()
+        _reap(process)
 
 
 @contextmanager
@@ -434,9 +465,7 @@ def start_decoder_ahead(
     started=...)`), so the process is ready when the upload is. Until then it waits on its
     pipe and uses no CPU. On exit it is killed and reaped, unless a run took it.
     """
-    timeouts = timeouts or DecoderTimeouts()
-    process, connection = _start_process(None, opener, timeouts)
-    started = StartedDecoder(process, connection, timeouts)
+    started = StartedDecoder(opener, timeouts or DecoderTimeouts())
     try:
         yield started
     finally:
@@ -516,14 +545,15 @@ def _first_message_type(connection: Connection) -> str | None:
     return str(messages.decode(raw)["type"])
 
 def _start_process(
-    source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts
+    source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts,
+    log_format: DecoderLogFormat | None = None,
 ) -> tuple[multiprocessing.process.BaseProcess, Connection]:
     """A started decoder process (`serve_decoder`) and the server's end of its pipe."""
     context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
     process = context.Process(
         target=serve_decoder,
-        args=(child_end, source, opener, timeouts.heartbeat_seconds, DecoderLogFormat.of_this_process()),
+        args=(child_end, source, opener, timeouts.heartbeat_seconds, log_format or DecoderLogFormat.of_this_process()),
         name=DECODER_PROCESS_NAME, daemon=True,
     )
     try:

@@ -433,6 +433,7 @@ def test_a_decoder_started_ahead_waits_for_its_file_then_decodes_it_as_usual(mak
     service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
     with service.start_decoder_ahead() as decoder:
         assert decoder is not None
+        decoder.wait_started()
         assert len(_live_decoders()) == 1  # started before any file was named
         events = list(service.stream_run(DEFAULT_PIPELINE, path, decoder=decoder))
         assert _live_decoders() == []  # the run ended it
@@ -443,7 +444,9 @@ def test_a_decoder_started_ahead_waits_for_its_file_then_decodes_it_as_usual(mak
 
 def test_a_decoder_started_ahead_and_never_used_is_killed_and_reaped(no_leftovers: None) -> None:
     service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
-    with service.start_decoder_ahead():
+    with service.start_decoder_ahead() as decoder:
+        assert decoder is not None
+        decoder.wait_started()
         assert len(_live_decoders()) == 1
     # no_leftovers: no decoder process, segment, thread or descriptor is left
 
@@ -453,6 +456,8 @@ def test_a_decoder_started_ahead_that_died_while_waiting_fails_its_run_as_a_cras
 ) -> None:
     service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
     with service.start_decoder_ahead() as decoder:
+        assert decoder is not None
+        decoder.wait_started()
         [process] = _live_decoders()
         process.kill()
         process.join(10)
