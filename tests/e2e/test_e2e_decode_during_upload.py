@@ -28,6 +28,19 @@ def _upload_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == UPLOAD_THREAD_NAME]
 
 
+def _semaphores() -> set[str]:
+    """multiprocessing's named semaphores on this machine (an Event under the forkserver makes five)."""
+    return {path.name for path in Path("/dev/shm").glob("sem.mp-*")}
+
+
+@pytest.fixture(autouse=True)
+def no_semaphore_left() -> Iterator[None]:
+    """Whatever a run used to signal its decoder is gone with the run, not left to the garbage collector."""
+    before = _semaphores()
+    yield
+    assert wait_until(lambda: _semaphores() <= before), _semaphores() - before
+
+
 def _assert_nothing_left(server: ServerHarness) -> None:
     assert server.uploads_left_after() == []
     assert wait_until(lambda: not _upload_threads()), _upload_threads()

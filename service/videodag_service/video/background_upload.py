@@ -47,7 +47,8 @@ class BackgroundUpload:
         """`idle_seconds`: the longest the client may send nothing; 0 for no limit."""
         if receiver.declared_size is None:
             raise ValueError("an upload decoded while it arrives needs a declared size")
-        self.growing = GrowingUpload(receiver.path, receiver.declared_size, new_abandon_signal())
+        self._abandon = new_abandon_signal()
+        self.growing = GrowingUpload(receiver.path, receiver.declared_size, self._abandon)
         self._receiver = receiver
         self._watched = WatchedChunks(chunks, idle_seconds) if idle_seconds > 0 else None
         self._chunks = chunks if self._watched is None else self._watched
@@ -88,8 +89,10 @@ class BackgroundUpload:
     ) -> None:
         with self._lock:
             self._stopped = True
-        self.growing.abandoned.set()
+        self._abandon.set()
         self._done.wait(_EXIT_WAIT_SECONDS)
+        # The run that read the upload has ended: a decoder process has its own copy of the signal.
+        self._abandon.close()
 
     def _watch_idle(self, watched: WatchedChunks) -> None:
         """Ends with the upload, or gives it up once it has sent nothing for its idle limit."""

@@ -21,7 +21,7 @@ client's declared size gives it.
 
 A reader waiting for bytes stops, and reports the end of the file, once the upload is
 abandoned (a failed or cancelled upload sets `abandoned`); the run then ends with the
-upload's own error. The signal is a multiprocessing event, so a decoder process can wait
+upload's own error. The signal is a pipe (`AbandonPipe`), so a decoder process can wait
 on it as well as a thread can.
 """
 
@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -81,10 +83,54 @@ class GrowingUpload(os.PathLike[str]):
         return GrowingUpload(self.path, self.size_bytes, self.abandoned, on_wait)
 
 
-def new_abandon_signal() -> AbandonSignal:
-    """An event a decoder process can be given when it starts (and a thread can wait on)."""
-    event: AbandonSignal = decoder_context().Event()
-    return event
+class AbandonPipe:
+    """An `AbandonSignal` a decoder process can be given when it starts, and a thread can wait on.
+
+    A one-way pipe whose writing end, once closed, is the signal: the reading end then polls
+    readable for good. A multiprocessing Event would do as much with five named semaphores in
+    /dev/shm, left there until the garbage collector found the Event: minutes after a failed
+    run whose error held it in a cycle. A pipe is two descriptors, closed with the upload
+    (`close`); a decoder process gets its own copy of the reading end when it starts.
+    """
+
+    def __init__(self, reader: Connection, writer: Connection | None = None) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._lock = threading.Lock()
+
+    @classmethod
+    def new(cls) -> AbandonPipe:
+        reader, writer = decoder_context().Pipe(duplex=False)
+        return cls(reader, writer)
+
+    def set(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def is_set(self) -> bool:
+        return self.wait(0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        try:
+            return self._reader.poll(timeout)
+        except OSError:  # closed: the upload is over
+            return True
+
+    def close(self) -> None:
+        """Set the signal and close this process's ends; a reader that asks afterwards sees it set."""
+        self.set()
+        self._reader.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Only the reading end goes to a decoder process, which waits and never sets.
+        return (AbandonPipe, (self._reader,))
+
+
+def new_abandon_signal() -> AbandonPipe:
+    """An abandon signal for a new upload; `close()` it when the upload is over."""
+    return AbandonPipe.new()
 
 
 class GrowingFileReader(io.BufferedIOBase):

@@ -110,6 +110,24 @@ def test_an_abandoned_upload_ends_a_waiting_read(growing: GrowingFile) -> None:
     reader.close()
 
 
+
+def test_the_abandon_signal_stays_set_and_leaves_no_named_semaphore_or_descriptor() -> None:
+    def semaphores() -> set[str]:
+        return {path.name for path in Path("/dev/shm").glob("sem.mp-*")}
+
+    semaphores_before, fds_before = semaphores(), len(os.listdir("/proc/self/fd"))
+    signal = new_abandon_signal()
+    assert semaphores() == semaphores_before
+    assert not signal.is_set()
+    assert not signal.wait(0.05)
+    signal.set()
+    signal.set()
+    assert signal.is_set()
+    assert signal.wait(None)
+    signal.close()
+    assert signal.is_set()  # a reader that asks after the upload is over is told to stop
+    assert len(os.listdir("/proc/self/fd")) == fds_before
+
 def test_the_wait_hook_is_called_while_waiting_and_never_sent(growing: GrowingFile) -> None:
     calls: list[float] = []
     upload = growing.upload.waiting_with(lambda: calls.append(time.monotonic()))
