@@ -147,3 +147,31 @@ def test_a_deadline_passing_while_the_server_waits_to_send_counts_as_such(
              if name == "videodag_grpc_calls_total" and method in labels and value}
     assert calls == {(("code", "DEADLINE_EXCEEDED"), method): 1}
     assert server.leftover_uploads() == []
+
+
+def test_a_reflection_stream_the_client_cancels_counts_as_cancelled(make_server: ServerFactory) -> None:
+    """gRPC's reflection servicer raises when its request stream is cancelled under it; a call
+    that has ended counts as cancelled, not as a server fault (UNKNOWN)."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    port = free_port()
+    server = make_server(metrics_port=port)
+    leave = threading.Event()
+
+    def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        leave.wait(10)  # the stream stays open, as a debugging tool's does
+
+    method = ("method", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    with grpc.insecure_channel(server.target) as channel:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(requests(), timeout=30)
+        assert next(call).list_services_response.service
+        call.cancel()
+    leave.set()
+
+    def counted() -> dict[tuple[tuple[str, str], ...], float]:
+        return {labels: value for (name, labels), value in scrape(port).items()
+                if name == "videodag_grpc_calls_total" and method in labels and value}
+
+    wait_until(lambda: counted() != {}, what="the reflection call to be counted")
+    assert counted() == {(("code", "CANCELLED"), method): 1}

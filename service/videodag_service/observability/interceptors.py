@@ -94,12 +94,15 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 yield
                 code = _status_name(context, default=STATUS_OK)
             except GeneratorExit:  # gRPC closed the response stream: the client left, or the deadline passed
-                code = (grpc.StatusCode.DEADLINE_EXCEEDED if ended_by_its_deadline(context)
-                        else grpc.StatusCode.CANCELLED).name
+                code = _ended_call_code(context)
                 raise
             except BaseException:
-                # context.abort() raises after recording its code; anything else becomes UNKNOWN.
-                code = _status_name(context, default=grpc.StatusCode.UNKNOWN.name)
+                # context.abort() raises after recording its code. A handler that raises because
+                # its call ended under it (gRPC's reflection servicer, when its request stream is
+                # cancelled) did not fail; anything else becomes UNKNOWN.
+                code = _status_name(
+                    context, default=grpc.StatusCode.UNKNOWN.name if context.is_active() else _ended_call_code(context)
+                )
                 raise
             finally:
                 seconds = time.perf_counter() - started
@@ -119,6 +122,11 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return
         with self._metrics.stream_active(method):
             yield
+
+
+def _ended_call_code(context: grpc.ServicerContext) -> str:
+    """Why a call ended under its handler: its deadline passed, or the client left."""
+    return (grpc.StatusCode.DEADLINE_EXCEEDED if ended_by_its_deadline(context) else grpc.StatusCode.CANCELLED).name
 
 
 def _status_name(context: grpc.ServicerContext, default: str) -> str:
