@@ -16,11 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 from harness import ServerFactory
-from jobs_harness import SERVER_SCRIPT, ServerProcess, subprocess_environment
+from jobs_harness import SERVER_SCRIPT, ServerProcess, subprocess_environment, wait_for_job
 
 from fakes.logs import json_log_lines
 from fakes.media import write_cut_copy
-from videodag_client import InvalidArgument, VideodagClient
+from videodag_client import InvalidArgument, JobState, VideodagClient
 from videodag_service.video.decoder_log import LOGGER_NAME
 
 
@@ -49,6 +49,29 @@ def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_i
     refused = [entry for entry in entries if "UploadAndRun INVALID_ARGUMENT" in entry["message"]]
     assert len(refused) == 1
     assert {entry["request_id"] for entry in from_decoder} == {refused[0]["request_id"]}
+
+
+def test_ffmpegs_messages_from_a_jobs_run_carry_the_jobs_id(sample_clip: Path, tmp_path: Path) -> None:
+    """A job runs after its SubmitJob call has ended: its lines carry the id its caller knows it by."""
+    arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
+                 "--data-dir", str(tmp_path / "data"), "--log-format", "json"]
+    log = tmp_path / "server.log"
+    header_only = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=8000)  # "ended prematurely"
+    process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, SERVER_SCRIPT)
+    try:
+        with VideodagClient(f"127.0.0.1:{process.port}") as client:
+            job = client.submit_job(header_only, "frame_stats_v1")
+            wait_for_job(client, job.id, lambda found: found.state is JobState.FAILED)
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(30) == 0
+    finally:
+        process.kill()
+
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    from_decoder = [entry for entry in entries if entry["logger"] == LOGGER_NAME]
+    assert any("ended prematurely" in entry["message"] for entry in from_decoder), from_decoder
+    assert {entry.get("request_id") for entry in from_decoder} == {job.id}
+    assert any(entry.get("request_id") == job.id and f"job {job.id} failed" in entry["message"] for entry in entries)
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSu
 from videodag_service.jobs.progress import expected_frame_count
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import UploadStorage
+from videodag_service.observability.logging import request_id_bound
 from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoFilePipelineService, VideoOpened
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,14 @@ class JobExecutor:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
 
         Raises JobInterrupted when `should_stop` turned true mid-run (the job is QUEUED again).
+        What the run logs, its decoder's FFmpeg lines included, carries the job's id as its
+        request id: a job runs after its SubmitJob call, often in another process, and its id
+        is what its caller knows it by.
         """
+        with request_id_bound(job_id):
+            return self._execute(job_id, attempt, should_stop)
+
+    def _execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> JobState | None:
         job = self._store.claim(job_id, attempt, self._clock())
         if job is None:
             logger.info("job %s attempt %d is no longer queued; skipped", job_id, attempt)
