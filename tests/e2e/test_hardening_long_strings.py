@@ -54,6 +54,10 @@ def test_a_very_long_pipeline_id_is_refused_as_invalid_with_its_details(server: 
     status = _status(error)
     assert _info(status).reason == "INVALID_PIPELINE_ID"
     _assert_bounded(status)
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad_request)
+    assert [violation.field for violation in bad_request.field_violations] == ["pipeline_id"]
+    assert len(bad_request.field_violations[0].description.encode()) <= MAX_DETAIL_BYTES
     assert server.leftover_uploads() == []
 
 
