@@ -50,6 +50,7 @@ from videodag_service.video import (
     receive_upload,
     suffix_for_file_name,
 )
+from videodag_service.video.isolation import StartedDecoder
 from videodag_service.video.pipelining import read_ahead
 
 logger = logging.getLogger(__name__)
@@ -277,7 +278,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             with self._video.start_decoder_ahead() as decoder:
                 try:
                     stored = store_watching_idle(
-                        functools.partial(_store_all, upload), chunks(requests), self._upload_idle_seconds
+                        functools.partial(_store_all, upload), _while_it_can_start(decoder, chunks(requests)),
+                        self._upload_idle_seconds,
                     )
                 except UploadCorrupted:  # fewer bytes than declared: a client that ended early, or died
                     watch.check_soon(_STREAM_END_SETTLE_SECONDS)
@@ -356,6 +358,17 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         frames_in_video=stats.frames_in_video,
                     )
                 )
+
+
+def _while_it_can_start(
+    decoder: StartedDecoder | None, chunks: Iterator[bytes | memoryview]
+) -> Iterator[bytes | memoryview]:
+    """The chunks, until the decoder started for them has failed to start (no process left,
+    say): the call then fails with that error at once, not after the whole upload."""
+    for chunk in chunks:
+        if decoder is not None:
+            decoder.raise_if_failed()
+        yield chunk
 
 
 def _store_all(upload: UploadReceiver, chunks: Iterator[bytes | memoryview]) -> StoredUpload:

@@ -9,6 +9,7 @@ it shows the same server still serving, during and after the faulty run.
 from __future__ import annotations
 
 import ctypes
+import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from hardening_support import (
     config,
     decoder_processes,
     open_fds,
+    raw_call,
     settled_threads,
     threads_but_rpc_workers,
     wait_until,
@@ -35,6 +37,7 @@ from videodag.v1 import video_pipeline_service_pb2_grpc
 from videodag_client import DeadlineExceeded, FrameResult, InvalidArgument, RunOptions, RunSummary
 from videodag_service import servicer as servicer_module
 from videodag_service.video import VideoFilePipelineService, VideoLimits
+from videodag_service.video import isolation as isolation_module
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.reader import OpenedVideo
 
@@ -201,3 +204,36 @@ def test_the_decoder_process_starts_during_the_upload_and_an_upload_that_fails_l
             assert "checksum mismatch" in failed.value.details()
     assert wait_until(lambda: not decoder_processes()), decoder_processes()
     assert server.uploads_left_after() == []
+
+
+def test_a_decoder_that_cannot_start_fails_the_call_while_the_client_still_sends(
+    server: ServerHarness, sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process is started while the upload is stored: out of descriptors, say, the call
+    fails with that error as soon as it is known, not after the whole upload and its
+    upload_received."""
+    assert_still_serving(server, sample_clip)
+
+    def no_process(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(isolation_module, "_start_process", no_process)
+    pieces = list(chunks(sample_clip.read_bytes(), 16 * 1024))
+    sent: list[Request] = []
+
+    def slowly() -> Iterator[Request]:
+        yield config()
+        for piece in pieces:
+            sent.append(piece)
+            yield piece
+            time.sleep(0.02)
+
+    with grpc.insecure_channel(server.target) as channel:
+        outcome = raw_call(channel, slowly(), timeout=60)
+    assert outcome.code == grpc.StatusCode.INTERNAL, outcome.details
+    assert "Too many open files" in outcome.details
+    assert outcome.responses == []
+    assert len(sent) < len(pieces) // 2
+    monkeypatch.undo()
+    assert_still_serving(server, sample_clip)
+    assert server.leftover_uploads() == []

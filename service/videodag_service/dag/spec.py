@@ -26,7 +26,7 @@ def requested_id_problem(pipeline_id: str) -> str | None:
     if len(pipeline_id) > MAX_PIPELINE_ID_LENGTH:
         return (f"pipeline id {pipeline_id[:40]!r}… has {len(pipeline_id)} characters; ids have at most "
                 f"{MAX_PIPELINE_ID_LENGTH}")
-    if pipeline_id and not PIPELINE_ID_PATTERN.match(pipeline_id):
+    if pipeline_id and not PIPELINE_ID_PATTERN.fullmatch(pipeline_id):  # fullmatch: "$" lets a final newline by
         return f"pipeline id {pipeline_id!r} is not a name matching [{PIPELINE_ID_CHARS}]+"
     return None
 

@@ -426,6 +426,11 @@ class StartedDecoder:
         except BaseException as error:  # raised to the run that takes it
             self._error = error
 
+    def raise_if_failed(self) -> None:
+        """Raise what starting the process raised, if it has failed already; never waits."""
+        if self._error is not None:
+            raise self._error
+
     def wait_started(self) -> multiprocessing.process.BaseProcess:
         """The process, once started; raises what starting it raised."""
         self._starting.join()

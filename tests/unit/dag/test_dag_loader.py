@@ -175,6 +175,9 @@ def test_service_lookup_errors(tmp_path: Path) -> None:
         service.get_pipeline("")
     with pytest.raises(InvalidPipelineId, match="not a name"):
         service.get_pipeline("../counting")
+    with pytest.raises(InvalidPipelineId, match="not a name") as caught_newline:
+        service.get_pipeline("counting\n")  # a regex "$" would let the final newline by
+    assert [v.field for v in caught_newline.value.details.field_violations] == ["pipeline_id"]
 
 
 def test_builtin_pipelines_are_valid() -> None:
