@@ -78,10 +78,14 @@ class BackgroundUpload:
         return stored
 
     def __enter__(self) -> BackgroundUpload:
-        self._thread.start()
-        if self._watched is not None:
-            threading.Thread(target=self._context.copy().run, args=(self._watch_idle, self._watched),
-                             name=IDLE_WATCH_THREAD_NAME, daemon=True).start()
+        try:
+            self._thread.start()
+            if self._watched is not None:
+                threading.Thread(target=self._context.copy().run, args=(self._watch_idle, self._watched),
+                                 name=IDLE_WATCH_THREAD_NAME, daemon=True).start()
+        except BaseException:  # no thread to be had: __exit__ will not run, and the signal's pipe must not wait for it
+            self._abandon.close()
+            raise
         return self
 
     def __exit__(
