@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -24,54 +25,59 @@ from videodag_client import InvalidArgument, JobState, VideodagClient
 from videodag_service.video.decoder_log import LOGGER_NAME
 
 
+def _json_log_of_a_server_calling(tmp_path: Path, call: Callable[[VideodagClient], None]) -> list[dict[str, Any]]:
+    """The entries a real server logging JSON lines writes while `call` runs and until it stops."""
+    arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
+                 "--data-dir", str(tmp_path / "data"), "--log-format", "json"]
+    log = tmp_path / "server.log"
+    process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, SERVER_SCRIPT)
+    try:
+        with VideodagClient(f"127.0.0.1:{process.port}") as client:
+            call(client)
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(30) == 0
+    finally:
+        process.kill()
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]  # one JSON object a line
+
+
+def _decoder_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from_decoder = [entry for entry in entries if entry["logger"] == LOGGER_NAME]
+    assert any("ended prematurely" in entry["message"] for entry in from_decoder), from_decoder
+    return from_decoder
+
+
 @pytest.mark.parametrize("decode_during_upload", [False, True], ids=["stored first", "decoded while arriving"])
 def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_id(
     sample_clip: Path, tmp_path: Path, decode_during_upload: bool
 ) -> None:
     """Stored first, the decoder starts in the call's thread; decoded while arriving, in the run's."""
-    arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
-                 "--data-dir", str(tmp_path / "data"), "--log-format", "json"]
-    log = tmp_path / "server.log"
     header_only = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=8000)  # "ended prematurely"
-    process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, SERVER_SCRIPT)
-    try:
-        with VideodagClient(f"127.0.0.1:{process.port}") as client, pytest.raises(InvalidArgument):
-            list(client.upload_and_run(header_only, "frame_stats_v1", decode_during_upload=decode_during_upload))
-        process.process.send_signal(signal.SIGTERM)
-        assert process.process.wait(30) == 0
-    finally:
-        process.kill()
 
-    lines = [line for line in log.read_text().splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]  # every line is one JSON object
-    from_decoder = [entry for entry in entries if entry["logger"] == LOGGER_NAME]
-    assert any("ended prematurely" in entry["message"] for entry in from_decoder), from_decoder
+    def run(client: VideodagClient) -> None:
+        with pytest.raises(InvalidArgument):
+            list(client.upload_and_run(header_only, "frame_stats_v1", decode_during_upload=decode_during_upload))
+
+    entries = _json_log_of_a_server_calling(tmp_path, run)
     refused = [entry for entry in entries if "UploadAndRun INVALID_ARGUMENT" in entry["message"]]
     assert len(refused) == 1
-    assert {entry["request_id"] for entry in from_decoder} == {refused[0]["request_id"]}
+    assert {entry["request_id"] for entry in _decoder_entries(entries)} == {refused[0]["request_id"]}
 
 
 def test_ffmpegs_messages_from_a_jobs_run_carry_the_jobs_id(sample_clip: Path, tmp_path: Path) -> None:
     """A job runs after its SubmitJob call has ended: its lines carry the id its caller knows it by."""
-    arguments = ["--host", "127.0.0.1", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
-                 "--data-dir", str(tmp_path / "data"), "--log-format", "json"]
-    log = tmp_path / "server.log"
-    header_only = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=8000)  # "ended prematurely"
-    process = ServerProcess(arguments, subprocess_environment(tmp_path / "site"), log, SERVER_SCRIPT)
-    try:
-        with VideodagClient(f"127.0.0.1:{process.port}") as client:
-            job = client.submit_job(header_only, "frame_stats_v1")
-            wait_for_job(client, job.id, lambda found: found.state is JobState.FAILED)
-        process.process.send_signal(signal.SIGTERM)
-        assert process.process.wait(30) == 0
-    finally:
-        process.kill()
+    header_only = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=8000)
+    submitted: list[str] = []
 
-    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    from_decoder = [entry for entry in entries if entry["logger"] == LOGGER_NAME]
-    assert any("ended prematurely" in entry["message"] for entry in from_decoder), from_decoder
-    assert {entry.get("request_id") for entry in from_decoder} == {job.id}
-    assert any(entry.get("request_id") == job.id and f"job {job.id} failed" in entry["message"] for entry in entries)
+    def submit(client: VideodagClient) -> None:
+        job = client.submit_job(header_only, "frame_stats_v1")
+        wait_for_job(client, job.id, lambda found: found.state is JobState.FAILED)
+        submitted.append(job.id)
+
+    entries = _json_log_of_a_server_calling(tmp_path, submit)
+    [job_id] = submitted
+    assert {entry.get("request_id") for entry in _decoder_entries(entries)} == {job_id}
+    assert any(entry.get("request_id") == job_id and f"job {job_id} failed" in entry["message"] for entry in entries)
 
 
 @pytest.fixture
