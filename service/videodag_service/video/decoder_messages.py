@@ -162,6 +162,7 @@ def info_from(message: dict[str, Any]) -> VideoInfo:
             duration_seconds=float(field(info, "duration_seconds", float)),
             codec=field(info, "codec", str),
             size_bytes=field(info, "size_bytes", int),
+            frame_count_is_estimate=field(info, "frame_count_is_estimate", bool),
         )
     except TypeError as error:
         raise MalformedMessage(f"bad video info: {error}") from None

@@ -15,6 +15,9 @@ class VideoInfo:
     duration_seconds: frame_count / fps; 0.0 when either is unknown.
     codec: the four-character code OpenCV reports ("h264", "FMP4", "MJPG"); "" if unknown.
     size_bytes: size of the file on disk.
+    frame_count_is_estimate: whether frame_count is FFmpeg's estimate from the duration
+        (Matroska, WebM, MPEG streams), not a count the container stores (MP4, QuickTime,
+        AVI); a long gap between frames, or sound outlasting the picture, stretches it.
     """
 
     fps: float
@@ -24,3 +27,4 @@ class VideoInfo:
     duration_seconds: float
     codec: str
     size_bytes: int
+    frame_count_is_estimate: bool = False

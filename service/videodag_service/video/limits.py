@@ -33,7 +33,9 @@ class VideoLimits:
         if self.max_height is not None and info.height > self.max_height:
             _refuse("height", self.max_height, info.height,
                     f"frame height {info.height} px is over the limit of {self.max_height} px")
-        if self.max_frames_total is not None and info.frame_count > self.max_frames_total:
+        # An estimated count is no declaration: the frames are counted as they are decoded.
+        if (self.max_frames_total is not None and not info.frame_count_is_estimate
+                and info.frame_count > self.max_frames_total):
             _refuse(
                 "frame_count", self.max_frames_total, info.frame_count,
                 f"the video declares {info.frame_count} frames, over the limit of {self.max_frames_total}",

@@ -166,7 +166,7 @@ class OpenedVideo:
         processed = 0
         while window.max_frames is None or processed < window.max_frames:
             if not self._grab(on_grab):
-                self._ended_at(frame_index)
+                self._ended_at(frame_index, previous_seconds)
                 break
             seconds = self._presentation_time(frame_index, previous_seconds)
             previous_seconds = seconds
@@ -177,7 +177,7 @@ class OpenedVideo:
                 if in_window % window.frame_stride == 0:
                     image = self._retrieve(None if retrieve_into is None else retrieve_into())
                     if image is None:
-                        self._ended_at(frame_index)
+                        self._ended_at(frame_index, seconds)
                         break
                     frame = DecodedFrame(frame_index, seconds, image)
                     self.decode_seconds += time.perf_counter() - started
@@ -226,8 +226,9 @@ class OpenedVideo:
         self._capture = self._open_capture()
         return 0, None
 
-    def _ended_at(self, frame_count: int) -> None:
-        """The video held `frame_count` readable frames: the next one could not be read.
+    def _ended_at(self, frame_count: int, last_seconds: float | None) -> None:
+        """The video held `frame_count` readable frames, the last presented at `last_seconds`:
+        the next one could not be read.
 
         A video that opens but holds no readable frame at all (cut short after its header,
         damaged, a codec OpenCV lacks) is refused: a run of it would report nothing, as if
@@ -236,18 +237,24 @@ class OpenedVideo:
         if frame_count == 0:
             raise unreadable(self.path, "no frame of it could be decoded (cut short, damaged, or a codec OpenCV lacks)")
         self.frames_in_video = frame_count
-        self.ended_early = self._short_of_declared(frame_count)
+        self.ended_early = self._short_of_declared(frame_count, last_seconds)
 
-    def _short_of_declared(self, frame_count: int) -> bool:
-        """Whether `frame_count` frames fall short of the declared count by more than a second's
-        worth, in a container that stores its count (others only estimate it). An MP4's count
-        includes the frames its edit list hides: there the frames it shows count (`edit_list`)."""
+    def _short_of_declared(self, frame_count: int, last_seconds: float | None) -> bool:
+        """Whether `frame_count` frames, the last presented at `last_seconds`, fall short of the
+        declared count by more than a second's worth, in a container that stores its count
+        (others only estimate it). An MP4's count includes the frames its edit list hides:
+        there the frames it shows count (`edit_list`). An AVI holding a variable frame rate
+        declares a fixed grid (600 fps, say) whose empty slots are no frames: a video whose
+        last frame is within a second of the declared end was not cut short."""
         if not _stores_frame_count(self.path):
             return False
+        fps = self.info.fps
         expected = self.info.frame_count
-        if _is_iso_media(self.path) and self.info.fps > 0 and (shown := shown_seconds(self.path)) is not None:
-            expected = min(expected, round(shown * self.info.fps))
-        return frame_count < expected - max(1, math.ceil(self.info.fps))
+        if _is_iso_media(self.path) and fps > 0 and (shown := shown_seconds(self.path)) is not None:
+            expected = min(expected, round(shown * fps))
+        if frame_count >= expected - max(1, math.ceil(fps)):
+            return False
+        return not (fps > 0 and last_seconds is not None and last_seconds >= expected / fps - 1.0)
 
     def _seek(self, frame_index: int) -> bool:
         try:
@@ -366,6 +373,7 @@ class OpenedVideo:
             duration_seconds=frame_count / fps if fps > 0 and frame_count > 0 else 0.0,
             codec=codec,
             size_bytes=self.path.stat().st_size if self._growing is None else self._growing.size_bytes,
+            frame_count_is_estimate=frame_count > 0 and not _stores_frame_count(self.path),
         )
 
 

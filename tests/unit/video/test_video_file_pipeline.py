@@ -14,7 +14,7 @@ import pytest
 from fakes.capture import spy_on_captures
 from fakes.fake_dag import DEFAULT_PIPELINE, MutatingDagService, RecordingDagService, RunningDagService
 from fakes.fake_plugins import Recorder, overlapping_dag
-from fakes.media import read_frame_index
+from fakes.media import read_frame_index, write_test_pattern
 from videodag_service.errors import InvalidOptions, VideoTooLarge, VideoUnreadable
 from videodag_service.video import (
     FrameProcessed,
@@ -23,6 +23,7 @@ from videodag_service.video import (
     VideoFilePipelineService,
     VideoLimits,
     VideoOpened,
+    open_video,
 )
 from videodag_service.video.reader import OpenedVideo
 
@@ -281,6 +282,21 @@ def test_a_video_over_the_limits_is_refused_before_decoding_or_opening_a_run(
         service.run_on_file(DEFAULT_PIPELINE, path)
     assert spies[0].grabs == 0 and spies[0].released
     assert dag.ledger.opened == []
+
+
+def test_an_estimated_frame_count_over_the_limit_is_no_refusal_the_frames_are_counted(tmp_path: Path) -> None:
+    """A Matroska file's count is the duration times the rate: 60 frames, the last 100 s later
+    (a camera that records bursts), are estimated at 6,000."""
+    path = write_test_pattern(tmp_path / "bursts.mkv", "-vf", "setpts='if(eq(N,59),100/TB,PTS)'",
+                              "-fps_mode", "passthrough", "-c:v", "libx264", size="160x120", seconds=1.0,
+                              rate="60")
+    with open_video(path) as video:
+        assert video.info.frame_count > 5000 and video.info.frame_count_is_estimate
+    service = VideoFilePipelineService(RunningDagService(), limits=VideoLimits(max_frames_total=1000))
+    assert len(service.run_on_file(DEFAULT_PIPELINE, path)) == 60
+    counted = VideoFilePipelineService(RunningDagService(), limits=VideoLimits(max_frames_total=50))
+    with pytest.raises(VideoTooLarge, match="frame"):
+        counted.run_on_file(DEFAULT_PIPELINE, path)
 
 
 def test_a_time_window_on_a_video_without_frame_rate_is_unreadable(

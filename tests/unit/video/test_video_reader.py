@@ -456,6 +456,31 @@ def test_an_mp4_trimmed_without_reencoding_did_not_end_early(tmp_path: Path) -> 
         assert not video.ended_early
 
 
+def test_an_avi_holding_a_variable_rate_on_a_fixed_grid_did_not_end_early(tmp_path: Path) -> None:
+    """AVI keeps a variable frame rate as a fixed grid (here 600 fps, 2,400 slots) whose empty
+    slots are no frames: 120 frames reaching the declared end are the whole video."""
+    path = tmp_path / "variable.avi"
+    subprocess.run(
+        [ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=15:duration=2",
+         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=45:duration=2",
+         "-filter_complex", "[0][1]concat=n=2:v=1[v]", "-map", "[v]", "-fps_mode", "vfr", "-c:v", "mjpeg", str(path)],
+        check=True, capture_output=True, timeout=120,
+    )
+    with open_video(path) as video:
+        frames = list(video.frames(FrameWindow()))
+        assert video.info.frame_count > 1000  # the grid's slots
+        assert len(frames) == video.frames_in_video == 120
+        assert frames[-1].timestamp_seconds > 3.9
+        assert not video.ended_early
+
+    cut = tmp_path / "variable_cut.avi"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with open_video(cut) as video:
+        assert 0 < len(list(video.frames(FrameWindow()))) < 100
+        assert video.ended_early
+
+
 def test_an_mp4_damaged_in_the_middle_or_zero_filled_at_the_end_ended_early(tmp_path: Path) -> None:
     """Its boxes are whole (a download tool that pre-allocated the file, a damaged disk), its frames are not."""
     source = write_test_pattern(tmp_path / "source.mp4", "-c:v", "libx264", "-g", "100", "-pix_fmt", "yuv420p",
