@@ -176,7 +176,8 @@ def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener
 
     The server waits for the process to end before the run's summary goes out, and releasing
     the capture (joining FFmpeg's threads, freeing its buffers one by one) and Python's own
-    shutdown took 3-5 ms of that wait; the kernel frees it all at once.
+    shutdown took about 1 ms of that wait on a quiet machine, 3-5 ms on a busy one; the
+    kernel frees it all at once.
     """
     path = Path(source)
     with opener(source) as video:
