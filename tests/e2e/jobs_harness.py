@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -68,6 +70,7 @@ JOB_TEST_PIPELINES = {
 
 _PLUGIN_MODULE = """
 import sys
+import tempfile
 sys.path.insert(0, {tests_dir!r})
 from harness import TEST_PIPELINES
 
@@ -113,13 +116,15 @@ def subprocess_environment(site_dir: Path) -> dict[str, str]:
 class RqWorker:
     """One `rq worker` process (in its own process group, so its work horse dies with it)."""
 
-    def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path) -> None:
+    def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path) -> None:
+        self.temp_dir = temp_dir  # its TMPDIR, its own: what it leaves there is told from the rest
+        temp_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
             [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json", "--job-monitoring-interval",
              "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", QUEUE_NAME],
-            env=environment,
+            env={**environment, "TMPDIR": str(temp_dir)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -169,10 +174,13 @@ class ServerProcess:
         self, arguments: list[str], environment: dict[str, str], log_path: Path, command: list[str] = SERVER_SCRIPT
     ) -> None:
         self._log_path = log_path
+        # Its own TMPDIR, removed in kill(): a server killed mid-job leaves its multiprocessing
+        # folder there, not in the machine's. Short, as the forkserver's Unix socket goes in it.
+        self._temp_dir = tempfile.mkdtemp(prefix="videodag-test-server-")
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [*command, *arguments],
-            env=environment,
+            env={**environment, "TMPDIR": self._temp_dir},
             stdout=subprocess.PIPE,
             stderr=self._log,
             start_new_session=True,
@@ -190,6 +198,7 @@ class ServerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         self._log.close()
+        shutil.rmtree(self._temp_dir, ignore_errors=True)
 
 
 class JobsDeployment:
@@ -231,7 +240,8 @@ class JobsDeployment:
 
     def start_worker(self) -> RqWorker:
         assert self.redis is not None
-        worker = RqWorker(self.redis.url, self.environment, self.root / f"worker{len(self.workers)}.log")
+        name = f"worker{len(self.workers)}"
+        worker = RqWorker(self.redis.url, self.environment, self.root / f"{name}.log", self.root / f"{name}-tmp")
         self.workers.append(worker)
         return worker
 

@@ -255,6 +255,28 @@ def test_finished_jobs_are_removed_when_retention_ends(tmp_path: Path, make_vide
         assert jobs.stored_uploads() == []
 
 
+def test_a_worker_keeps_nothing_in_its_temp_folder_from_the_jobs_it_ran(tmp_path: Path, sample_clip: Path) -> None:
+    """Each job's work horse starts a forkserver for its decoders, whose socket multiprocessing
+    puts in a temp folder; the horse ends with os._exit, so the worker removes what it left."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        temp_dir = jobs.workers[0].temp_dir
+        done = client.submit_job(sample_clip, "frame_stats_v1")
+        assert wait_for_job(client, done.id, finished).state is JobState.SUCCEEDED
+        cancelled = client.submit_job(sample_clip, "paced")
+        wait_for_job(client, cancelled.id, is_running_with_frames(3), what="the job to run")
+        client.cancel_job(cancelled.id)
+
+        def left_in_temp_dir() -> list[str]:
+            return sorted(str(path.relative_to(temp_dir)) for path in temp_dir.rglob("*"))
+
+        # The worker's own multiprocessing folder stays while it lives, and nothing in it.
+        wait_until(lambda: len(left_in_temp_dir()) == 1, timeout=10, what="the work horses' leftovers to go")
+        assert left_in_temp_dir()[0].startswith("pymp-")
+        jobs.workers[0].stop()
+        assert left_in_temp_dir() == []
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -14,8 +14,12 @@ forked work horse starts without importing OpenCV again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import multiprocessing.util
+import os
+import shutil
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,6 +82,20 @@ class VideodagWorker(rq.Worker):
     RQ's wait for the next job already retries until it is back.
     """
 
+    def execute_job(self, *args: Any, **kwargs: Any) -> None:
+        # A work horse starts its own forkserver for its decoders, and multiprocessing puts the
+        # forkserver's socket in the process's temp folder: one new /tmp/pymp-* folder a job,
+        # since RQ ends a horse with os._exit, before multiprocessing can remove it. Made here
+        # first, the folder is the worker's (removed when it exits), each horse inherits it, and
+        # what a horse left in it is removed once it has ended, however it ended.
+        horses_folder = multiprocessing.util.get_temp_dir()
+        left_before = set(os.listdir(horses_folder))
+        try:
+            super().execute_job(*args, **kwargs)
+        finally:
+            for name in set(os.listdir(horses_folder)) - left_before:
+                _remove(os.path.join(horses_folder, name))
+
     def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
         # RQ's failure bookkeeping): skipped while Redis is out, the job's own state is in the store.
@@ -104,6 +122,15 @@ class VideodagWorker(rq.Worker):
         except _REDIS_OUTAGE as error:
             logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
                            self.name, type(error).__name__, error, what)
+
+
+def _remove(path: str) -> None:
+    """Remove a file, socket or folder, if it is still there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:

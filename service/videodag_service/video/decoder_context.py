@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import sys
+import tempfile
 import threading
 from types import ModuleType
 from typing import Any
@@ -25,7 +26,18 @@ def start_decoder_server() -> None:
     so that the first run does not pay for it; later calls return at once."""
     context = decoder_context()
     if context.get_start_method() == "forkserver":
-        multiprocessing.forkserver.ensure_running()
+        try:
+            multiprocessing.forkserver.ensure_running()
+        except OSError as error:
+            # The forkserver listens on a Unix socket in a folder under TMPDIR, and such a path
+            # holds about 107 bytes: a long TMPDIR would otherwise only say "AF_UNIX path too long".
+            if "AF_UNIX path too long" not in str(error):
+                raise
+            raise OSError(
+                f"decoder processes cannot start: their forkserver's socket goes in a folder under "
+                f"{tempfile.gettempdir()} (TMPDIR), too long a path for a Unix socket; set TMPDIR to a "
+                "folder with a shorter path"
+            ) from error
 
 
 def decoder_context() -> Any:

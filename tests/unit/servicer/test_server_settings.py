@@ -82,6 +82,19 @@ def test_server_refuses_to_start_on_an_invalid_pipeline(tmp_path: Path) -> None:
     assert f"{tmp_path / 'broken.yaml'}: node 'detect': unknown plugin 'nosuch'" in completed.stderr
 
 
+def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_path: Path) -> None:
+    long_folder = tmp_path / ("t" * 100)
+    long_folder.mkdir()
+    completed = subprocess.run(
+        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "TMPDIR": str(long_folder)},
+    )
+    assert completed.returncode == 1
+    assert f"videodag-server: cannot start: decoder processes cannot start: their forkserver's socket goes in a " \
+        f"folder under {long_folder} (TMPDIR), too long a path for a Unix socket" in completed.stderr
+    assert list(long_folder.iterdir()) == [], "its multiprocessing folder is removed"
+
+
 def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tmp_path: Path) -> None:
     from videodag_service.dag import DagPipelineService
     from videodag_service.dag.cores import usable_cores
