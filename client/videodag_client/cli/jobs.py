@@ -23,6 +23,8 @@ def add_parser(subcommands: Any) -> None:
         parents=[connection_options_parent()],
         help="list jobs, or show or delete one",
         description="List the server's jobs, newest first (id, state, pipeline, progress, creation time).",
+        # argparse would write "ACTION ...", as if an action were required: listing takes none.
+        usage="%(prog)s [options] [show JOB | delete JOB]",
     )
     parser.add_argument(
         "--state", action="append", choices=STATE_NAMES, type=str.lower,  # as listed (RUNNING) or typed (running)
@@ -33,7 +35,7 @@ def add_parser(subcommands: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
     parser.set_defaults(handler=list_command)
-    actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION")
+    actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION", prog=parser.prog)
     show = actions.add_parser("show", parents=[connection_options_parent()], help="show one job")
     show.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
     # SUPPRESS: a default here would overwrite `jobs --json show JOB`.

@@ -18,12 +18,14 @@ def add_parser(subcommands: Any) -> None:
         parents=[connection_options_parent()],
         help="list the server's pipelines, or show one",
         description="List the pipelines the server runs (id, version, description).",
+        # argparse would write "ACTION ...", as if an action were required: listing takes none.
+        usage="%(prog)s [options] [show ID]",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the full pipelines, nodes included, as JSON"
     )
     parser.set_defaults(handler=list_command)
-    actions = parser.add_subparsers(dest="pipelines_command", metavar="ACTION")
+    actions = parser.add_subparsers(dest="pipelines_command", metavar="ACTION", prog=parser.prog)
     show = actions.add_parser(
         "show", parents=[connection_options_parent()], help="show one pipeline with its nodes and outputs"
     )

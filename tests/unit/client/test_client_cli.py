@@ -288,6 +288,20 @@ def test_usage_errors_exit_with_2(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "absent.mp4" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("command", "usage"), [
+    ("pipelines", "usage: videodag pipelines [options] [show ID]"),
+    ("jobs", "usage: videodag jobs [options] [show JOB | delete JOB]"),
+])
+def test_commands_that_list_without_an_action_say_the_action_is_optional(
+    command: str, usage: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main([command, "--help"]) == 0
+    assert capsys.readouterr().out.startswith(usage + "\n")
+    # The action's own errors name it plainly, not after the command's usage line.
+    assert main([command, "show"]) == 2
+    assert f"videodag {command} show: error: the following arguments are required" in capsys.readouterr().err
+
+
 def test_server_comes_from_the_environment(
     target: str, servicer: FakeVideoPipelineServicer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
