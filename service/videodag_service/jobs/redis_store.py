@@ -343,6 +343,15 @@ class RedisJobStore(JobStore):
             # replica?"): the watcher looks at the job again, as after any other change.
             if not str(error).startswith("UNBLOCKED"):
                 raise
+            # Redis closes the connection right after that reply, but redis-py has put it back in
+            # its pool: the next command on it would fail with a reset. Idle connections are
+            # dropped (only this one is doomed; the others reconnect when next used).
+            self._redis.connection_pool.disconnect(inuse_connections=False)
+        except redis.exceptions.ConnectionError:
+            # The same close, when it comes before the reply is read (redis-py drops that
+            # connection). The watcher looks again, on a new connection: if Redis is really out
+            # of reach, that look says so.
+            pass
 
     # --- worker side ----------------------------------------------------------------------
 

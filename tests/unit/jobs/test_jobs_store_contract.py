@@ -382,4 +382,4 @@ def test_redis_a_failover_that_unblocks_a_watch_is_a_change_not_an_error(redis_s
         watcher.join(10)
         redis_server.client.replicaof("NO", "ONE")
         store.close()
-    assert errors == []
+    assert errors == [], [f"{type(e).__module__}.{type(e).__name__}: {e}" for e in errors]
