@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import grpc
 
 from videodag_client._client import DEFAULT_TARGET, VideodagClient, client_closed_error
-from videodag_client._errors import VideodagError
+from videodag_client._errors import Cancelled, VideodagError
 from videodag_client._events import Event
 from videodag_client._jobs import Job, JobEvent, JobPage, JobState
 from videodag_client._options import RunOptions
@@ -88,12 +89,18 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         self._calls_closed = False
 
     async def close(self) -> None:
-        """Cancels the running streams, then closes the client."""
+        """Cancels the running streams, then closes the client.
+
+        A stream it cancels raises `FailedPrecondition` (reason `CLIENT_CLOSED`) from its
+        next step, as a call still waiting for a thread does, rather than end as if finished.
+        """
         for stream in list(self._streams):
-            stream.cancel()
+            stream.cancel(client_closed_error())
         self._client.close()
         self._calls_closed = True
-        self._calls.shutdown(wait=False, cancel_futures=True)
+        # Not cancel_futures: a cancelled future would reach its awaiting task as
+        # asyncio.CancelledError, which asyncio takes for the task's own cancellation.
+        self._calls.shutdown(wait=False)
 
     def _track(self, stream: S) -> S:
         self._streams.add(stream)
@@ -127,8 +134,11 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
 
         Nothing starts until the first `async for` step, which opens the file (and reads it
         once for its checksum) on the stream's thread; errors, bad arguments included, are
-        raised from the iteration. `on_upload_progress` is called in the event loop.
+        raised from the iteration. `on_upload_progress` (a function or a coroutine function) is
+        called in the event loop, and the upload waits for it: as with `VideodagClient`, an
+        exception it raises stops the upload and is raised from the iteration.
         """
+        progress = _LoopCallback.of(on_upload_progress)
         start = functools.partial(
             self._client.upload_and_run,
             path_or_file,
@@ -139,9 +149,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             checksum=checksum,
             decode_during_upload=decode_during_upload,
             timeout=timeout,
-            on_upload_progress=_in_loop(on_upload_progress),
+            on_upload_progress=progress,
         )
-        return self._track(AsyncRunStream(start, "async-client-run"))
+        return self._track(AsyncRunStream(start, "async-client-run", progress))
 
     async def submit_job(
         self,
@@ -159,8 +169,12 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         """Uploads a video and queues a job: `VideodagClient.submit_job`, awaited.
 
         Cancelling the awaiting task cancels the upload, and no job is queued for it
-        (unless the server had already stored the whole upload).
+        (unless the server had already stored the whole upload). `on_upload_progress` runs
+        as in `upload_and_run`.
         """
+        progress = _LoopCallback.of(on_upload_progress)
+        if progress is not None:
+            progress.loop = asyncio.get_running_loop()
         submitting = await self._run(
             self._client._start_job_submission,
             path_or_file,
@@ -171,7 +185,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             declare_size=declare_size,
             checksum=checksum,
             timeout=timeout,
-            on_upload_progress=_in_loop(on_upload_progress),
+            on_upload_progress=progress,
         )
         # Waited for without a thread: the upload runs on gRPC's own.
         loop = asyncio.get_running_loop()
@@ -218,21 +232,30 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         on_reconnect: Callable[[VideodagError, int | None], None] | None = None,
     ) -> AsyncJobWatch:
         """Follows a job until it is finished: `VideodagClient.watch_job` as an async iterator,
-        reconnecting the same way. `on_reconnect` is called in the event loop."""
+        reconnecting the same way. `on_reconnect` is called in the event loop, and the watch
+        waits for it; an exception it raises ends the watch and is raised from the iteration."""
+        reconnected = _LoopCallback.of(on_reconnect)
         start = functools.partial(
             self._client.watch_job,
             job_id,
             after_frame_index=after_frame_index,
             reconnect_window=reconnect_window,
-            on_reconnect=_in_loop(on_reconnect),
+            on_reconnect=reconnected,
         )
-        return self._track(AsyncJobWatch(start, "async-client-watch"))
+        return self._track(AsyncJobWatch(start, "async-client-watch", reconnected))
 
     async def _run(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         if self._calls_closed:  # its threads are gone: say so as the blocking client does
             raise client_closed_error()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._calls, functools.partial(function, *args, **kwargs))
+        call = functools.partial(self._unless_closed, function, *args, **kwargs)
+        return await loop.run_in_executor(self._calls, call)
+
+    def _unless_closed(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """A call still waiting for a thread when the client closed raises as a later call does."""
+        if self._calls_closed:
+            raise client_closed_error()
+        return function(*args, **kwargs)
 
 
 class _BlockingStream(Iterator[T_co], Protocol):
@@ -245,30 +268,51 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
     """An async iterator over a blocking one (`RunStream`, `JobWatch`) that `start` opens on
     first use, each `next()` on a thread kept for this stream."""
 
-    def __init__(self, start: Callable[[], _BlockingStream[T]], thread_name: str) -> None:
+    def __init__(
+        self, start: Callable[[], _BlockingStream[T]], thread_name: str, callback: _LoopCallback | None = None
+    ) -> None:
         self._start = start
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._stream: _BlockingStream[T] | None = None
         self._closed = False
+        # Why a stream ended before its last event, for every later step: one that only
+        # stopped would look finished (a run without its summary, a watch without its job).
+        self._cut_short: VideodagError | None = None
+        self._callback = callback
 
     def __aiter__(self) -> _ThreadedStream[T]:
         return self
 
     async def __anext__(self) -> T:
         if self._closed:
+            self._raise_if_cut_short()
             raise StopAsyncIteration
         loop = asyncio.get_running_loop()
+        if self._callback is not None:
+            self._callback.loop = loop  # the loop iterating now, should the stream change loops
         try:
             item = await loop.run_in_executor(self._thread, self._next)
-        except BaseException:
-            # The call's error, or the awaiting task cancelled (CancelledError): the call goes
-            # too, which also ends the wait on the thread.
+        except asyncio.CancelledError:
+            # The awaiting task was cancelled (by the caller, or by wait_for's timeout): the call goes.
+            if self._cut_short is None:
+                self._cut_short = Cancelled("the call was cancelled: the task waiting for its next event was cancelled")
+            self.cancel()
+            raise
+        except BaseException as error:
+            # The call's error: the call goes too, which also ends the wait on the thread.
             await self.aclose()
+            if self._cut_short is not None and isinstance(error, VideodagError):
+                raise self._cut_short.with_traceback(None) from error  # the client closed: gRPC's CANCELLED says less
             raise
         if item is _END:
             await self.aclose()
+            self._raise_if_cut_short()
             raise StopAsyncIteration
         return item  # type: ignore[return-value]
+
+    def _raise_if_cut_short(self) -> None:
+        if self._cut_short is not None:
+            raise self._cut_short.with_traceback(None)
 
     def _next(self) -> object:
         if self._closed:
@@ -284,8 +328,11 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
         """Cancels the call if it is still running; later iteration stops at once."""
         self.cancel()
 
-    def cancel(self) -> None:
-        """`aclose` without awaiting: for the client's `close`, from the event loop's thread."""
+    def cancel(self, why: VideodagError | None = None) -> None:
+        """`aclose` without awaiting, from the event loop's thread; with `why` (the client's
+        `close`), a stream not ended yet raises it from its next step instead of stopping."""
+        if why is not None and not self._closed and self._cut_short is None:
+            self._cut_short = why
         self._closed = True
         self._close_stream()
         self._thread.shutdown(wait=False)
@@ -314,13 +361,26 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _in_loop(callback: Callable[..., None] | None) -> Callable[..., None] | None:
-    """`callback`, called from any thread, made to run in the running event loop instead."""
-    if callback is None:
-        return None
-    loop = asyncio.get_running_loop()
+class _LoopCallback:
+    """A caller's callback, called by the blocking client from its threads and run in the event
+    loop instead. The calling thread waits for it, so an exception it raises reaches the
+    blocking client as its own callback's would: the call stops and raises it."""
 
-    def call_in_loop(*args: Any) -> None:
-        loop.call_soon_threadsafe(callback, *args)
+    def __init__(self, callback: Callable[..., object]) -> None:
+        self._callback = callback
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop to run it in: the one iterating the stream (set at each step) or awaiting the call."""
 
-    return call_in_loop
+    @classmethod
+    def of(cls, callback: Callable[..., object] | None) -> _LoopCallback | None:
+        return None if callback is None else cls(callback)
+
+    def __call__(self, *args: Any) -> None:
+        if self.loop is None:
+            raise RuntimeError("the callback has no event loop to run in")
+        asyncio.run_coroutine_threadsafe(self._call(*args), self.loop).result()
+
+    async def _call(self, *args: Any) -> None:
+        result = self._callback(*args)
+        if inspect.isawaitable(result):
+            await result

@@ -59,7 +59,8 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
     try:
         name = getattr(stream, "name", "")
         file_name = os.path.basename(name) if isinstance(name, str) else ""
-        seekable = stream.seekable()
+        # A file-like object without `seekable` (only `read`) is read as a stream.
+        seekable = bool(stream.seekable()) if callable(getattr(stream, "seekable", None)) else False
         size = _remaining_size(stream) if seekable and declare_size else None
         sha256 = _sha256_and_rewind(stream) if seekable and checksum else None
     except BaseException:
@@ -71,7 +72,8 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
 
 def _require_binary(stream: object) -> None:
     """A text-mode file would fail later, deep in hashing or in gRPC's thread: say what is needed now."""
-    if isinstance(stream, io.TextIOBase | bytes | bytearray):
+    is_text_or_bytes = isinstance(stream, io.TextIOBase | bytes | bytearray | memoryview)
+    if is_text_or_bytes or not callable(getattr(stream, "read", None)):
         name = getattr(stream, "name", None)
         what = f"{type(stream).__name__} {name!r}" if name is not None else type(stream).__name__
         raise TypeError(f"the video must be a path or a binary file object (open it with 'rb'), got {what}")

@@ -17,6 +17,8 @@ from harness import ServerFactory, ServerHarness
 
 from videodag_client import (
     AsyncVideodagClient,
+    Cancelled,
+    FailedPrecondition,
     FrameResult,
     Job,
     JobState,
@@ -26,6 +28,7 @@ from videodag_client import (
     RunSummary,
     UploadReceived,
     VideodagClient,
+    VideodagError,
     VideoOpened,
 )
 
@@ -350,3 +353,82 @@ def test_uploads_under_way_hold_no_thread_other_calls_need(server: ServerHarness
 
     pipelines, still_running = run_async(server, scenario)
     assert "slow" in pipelines and all(still_running)
+
+
+def test_a_step_cut_by_a_timeout_cancels_the_run_and_later_steps_say_so(server: ServerHarness, make_video) -> None:
+    """Not a plain stop after the timeout: that would pass for a run that ended, without its summary."""
+    video = make_video(200)
+
+    async def scenario(client: AsyncVideodagClient) -> BaseException:
+        stream = client.upload_and_run(video, "slow")
+        seen = 0
+        while seen < 2:
+            seen += isinstance(await anext(stream), FrameResult)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(stream), 0.001)
+        with pytest.raises(Cancelled) as later:
+            await anext(stream)
+        return later.value
+
+    later = run_async(server, scenario)
+    assert "cancelled" in str(later)
+    assert server.frames_when_the_run_stopped() < 200
+    assert server.uploads_left_after() == []
+
+
+def test_closing_the_client_ends_its_streams_and_queued_calls_with_client_closed(
+    server: ServerHarness, make_video
+) -> None:
+    """Never asyncio.CancelledError, which gather and TaskGroup take for their own cancellation."""
+    video = make_video(200)
+
+    async def scenario() -> tuple[BaseException, list[BaseException]]:
+        client = AsyncVideodagClient(server.target, timeout=60)
+        stream = client.upload_and_run(video, "slow")
+        while not isinstance(await anext(stream), FrameResult):
+            pass
+        # More one-shot calls than the client has threads: some still wait for one at the close.
+        calls = [asyncio.ensure_future(client.list_pipelines()) for _ in range(40)]
+        await client.close()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        with pytest.raises(VideodagError) as stream_error:
+            await anext(stream)
+        return stream_error.value, [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+
+    stream_error, call_errors = asyncio.run(scenario())
+    assert isinstance(stream_error, FailedPrecondition) and stream_error.reason == "CLIENT_CLOSED"
+    assert all(isinstance(error, VideodagError) for error in call_errors), call_errors
+    assert server.uploads_left_after() == []
+
+
+def test_upload_progress_callbacks_run_in_the_loop_and_their_errors_stop_the_call(
+    server: ServerHarness, sample_clip: Path
+) -> None:
+    """As with the blocking client: the callback's exception is raised from the call, which stops."""
+    reports: list[int] = []
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[BaseException, BaseException, int]:
+        async def progress(sent: int, total: int | None) -> None:  # a coroutine function is awaited
+            await asyncio.sleep(0)
+            reports.append(sent)
+
+        events = [event async for event in client.upload_and_run(
+            sample_clip, "frame_stats_v1", RunOptions(max_frames=1), chunk_size=256 * 1024,
+            on_upload_progress=progress,
+        )]
+        assert isinstance(events[-1], RunSummary)
+
+        def failing(sent: int, total: int | None) -> None:
+            raise RuntimeError(f"progress display failed at {sent}")
+
+        with pytest.raises(RuntimeError, match="progress display failed at 262144") as run_error:
+            async for _ in client.upload_and_run(sample_clip, "frame_stats_v1", on_upload_progress=failing):
+                pass
+        with pytest.raises(RuntimeError, match="progress display failed at 262144") as job_error:
+            await client.submit_job(sample_clip, "frame_stats_v1", on_upload_progress=failing)
+        return run_error.value, job_error.value, (await client.list_jobs()).jobs.__len__()
+
+    _, _, jobs = run_async(server, scenario)
+    assert reports[-1] == sample_clip.stat().st_size
+    assert jobs == 0, "the failed submission queued no job"
+    assert server.uploads_left_after() == []

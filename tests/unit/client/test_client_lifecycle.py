@@ -11,7 +11,7 @@ import grpc
 import pytest
 from fake_servicer import AcknowledgeUpload, FakeVideoPipelineServicer, WaitForCancellation, video_info_response
 
-from videodag_client import AsyncVideodagClient, Cancelled, FailedPrecondition, VideodagClient, VideodagError
+from videodag_client import AsyncVideodagClient, FailedPrecondition, VideodagClient, VideodagError
 
 
 def _every_call(client: VideodagClient, video_path: Path) -> dict[str, object]:
@@ -56,6 +56,30 @@ def test_a_text_mode_file_is_refused_with_a_clear_type_error(client: VideodagCli
         client.submit_job(io.StringIO("not bytes"), "motion_v1")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("source", [memoryview(b"video"), None, 3, 2.5], ids=["memoryview", "None", "int", "float"])
+def test_what_is_neither_a_path_nor_a_file_is_refused_with_a_type_error_naming_it(
+    client: VideodagClient, source: object
+) -> None:
+    with pytest.raises(TypeError, match=f"must be a path or a binary file object .*got {type(source).__name__}$"):
+        client.upload_and_run(source, "motion_v1")  # type: ignore[arg-type]
+
+
+def test_a_file_like_object_with_only_read_is_uploaded_as_a_stream(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    class OnlyRead:
+        def __init__(self, data: bytes) -> None:
+            self._data = io.BytesIO(data)
+
+        def read(self, size: int = -1) -> bytes:
+            return self._data.read(size)
+
+    list(client.upload_and_run(OnlyRead(video_path.read_bytes()), "motion_v1"))  # type: ignore[arg-type]
+
+    assert servicer.uploaded_bytes() == video_path.read_bytes()
+    assert servicer.config.declared_size_bytes == 0, "no size is declared for what cannot seek"
+
+
 @pytest.mark.parametrize("built_from", ["target", "from_client"])
 def test_closing_an_async_client_cancels_its_running_streams(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, built_from: str
@@ -79,7 +103,8 @@ def test_closing_an_async_client_cancels_its_running_streams(
 
     ended = asyncio.run(scenario())
     channel.close()
-    assert isinstance(ended, StopAsyncIteration | Cancelled)
+    # Not a plain stop: that would pass for a run that ended (without its summary).
+    assert isinstance(ended, FailedPrecondition) and ended.reason == "CLIENT_CLOSED", repr(ended)
     assert servicer.cancelled.wait(10), "the server saw the call cancelled"
 
 
