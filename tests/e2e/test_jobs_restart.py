@@ -16,6 +16,7 @@ from jobs_harness import (
     finished,
     is_running_with_frames,
     wait_for_job,
+    wait_until,
     watch_all,
 )
 
@@ -95,3 +96,23 @@ def test_rq_worker_killed_mid_job_is_replaced_and_the_job_completes(tmp_path: Pa
     assert final.frames_done == FRAMES
     assert [frame.frame_index for frame in frames] == list(range(FRAMES))
     assert [frame.result["seen"] for frame in frames] == [float(i + 1) for i in range(FRAMES)]
+
+
+def test_a_job_cancelled_after_its_rq_worker_died_loses_its_video_once_the_lease_ends(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """A run that stops deletes its video; a cancelled job whose worker vanished first has none
+    to do it, so recovery does, once the lease says the run is gone."""
+    with deployment("redis", tmp_path, workers=1, job_lease_seconds=1.5) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=FRAMES))
+        wait_for_job(client, job.id, is_running_with_frames(5), what="the job to run on the worker")
+
+        jobs.workers[0].kill()
+        assert client.cancel_job(job.id).state is JobState.CANCELLED
+        assert jobs.stored_uploads() != [], "no run was left to delete it at the cancel"
+
+        wait_until(lambda: jobs.stored_uploads() == [], timeout=15, what="the video to go once the lease ended")
+        final = client.get_job(job.id)
+
+    assert final.state is JobState.CANCELLED and final.attempt == 1, "cancelled, never run again"

@@ -124,7 +124,8 @@ if not state then return false end
 if state == 'QUEUED' or state == 'RUNNING' then
   redis.call('HSET', KEYS[1], 'state', 'CANCELLED', 'finished_at', ARGV[1], 'expire_at', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'revision', 1)
-  redis.call('ZREM', KEYS[2], ARGV[3])
+  -- A running job keeps its lease, no longer renewed: its end tells recovery the run is over.
+  if state == 'QUEUED' then redis.call('ZREM', KEYS[2], ARGV[3]) end
   redis.call('ZREM', KEYS[4], ARGV[3])
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 end
@@ -152,7 +153,9 @@ _REQUEUE_EXPIRED = """
 local lease = redis.call('ZSCORE', KEYS[3], ARGV[5])
 if not lease or tonumber(lease) > tonumber(ARGV[1]) then return -1 end
 redis.call('ZREM', KEYS[3], ARGV[5])
-if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return -1 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'CANCELLED' then return -2 end
+if state ~= 'RUNNING' then return -1 end
 redis.call('DEL', KEYS[2])
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt'))
@@ -420,6 +423,9 @@ class RedisJobStore(JobStore):
         )
         due: set[str] = set()
         failed_ids: list[str] = []
+        # Cancelled while they ran: a run that stops deletes its video, but a worker that
+        # vanished first cannot, and its lease is the last sign of it.
+        cancelled_ids: list[str] = []
         for job_id in _texts(self._redis.zrangebyscore(self._leases_key, "-inf", _number(now))):
             new_attempt = self._requeue_expired(
                 keys=[
@@ -432,6 +438,8 @@ class RedisJobStore(JobStore):
                 due.add(job_id)
             elif new_attempt == 0:
                 failed_ids.append(job_id)
+            elif new_attempt == -2:
+                cancelled_ids.append(job_id)
         # Queued jobs whose hand-over to RQ did not follow their creation (the replica died in
         # between). Several replicas may hand over the same one: only one claim can succeed.
         stranded_before = _number(now - self._dispatch_grace_seconds)
@@ -446,7 +454,7 @@ class RedisJobStore(JobStore):
                 jobs.append(job)
             else:
                 self._redis.zrem(self.undispatched_key, job_id)
-        for job_id in failed_ids:
+        for job_id in failed_ids + cancelled_ids:
             with contextlib.suppress(JobNotFound):
                 jobs.append(self.get(job_id))
         return jobs

@@ -234,8 +234,11 @@ class JobService:
             if job.state is JobState.QUEUED:
                 logger.info("job %s handed to the workers (attempt %d)", job.id, job.attempt)
                 self._queue.dispatch(job)
-            else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
-                logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)
+            else:
+                if job.state is JobState.CANCELLED:  # its run is over: deleted already unless its worker vanished
+                    logger.debug("job %s: cancelled while it ran, its lease has ended", job.id)
+                else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
+                    logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)
                 try:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on

@@ -124,7 +124,9 @@ class JobStore(ABC):
         their attempt raised and their partial results discarded (or FAILED, to expire at
         `expire_at`, once `max_attempts` runs were interrupted), and queued jobs whose hand-over
         to a worker was lost. Each returned job is QUEUED in its current attempt, or FAILED by
-        this call (given up: its video is the caller's to delete, as for any finished job)."""
+        this call (given up: its video is the caller's to delete, as for any finished job), or
+        CANCELLED while it ran, once its run's lease has ended: a run that stops deletes its
+        video, one whose worker vanished cannot, so the caller deletes it (if still there)."""
 
     @abstractmethod
     def purge_expired(self, now: float) -> list[Job]:

@@ -287,6 +287,26 @@ def test_redis_recovery_requeues_jobs_whose_lease_ran_out(redis_server: RedisSer
         store.close()
 
 
+def test_redis_recovery_returns_a_job_cancelled_while_it_ran_once_its_lease_ran_out(redis_server: RedisServer) -> None:
+    """So its video is deleted even when its worker vanished before its run could stop."""
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisJobStore(connection, key_prefix="cancelled-leases", lease_seconds=0.3)
+    try:
+        job = store.create(queued_job())
+        store.claim(job.id, 1, time.time())
+        store.cancel(job.id, time.time(), time.time() + 60)
+        assert store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60) == [], "the lease runs yet"
+        assert not store.renew_lease(job.id, 1), "a cancelled run's lease is not renewed"
+        time.sleep(0.4)
+
+        recovered = store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60)
+
+        assert [(found.id, found.state, found.attempt) for found in recovered] == [(job.id, JobState.CANCELLED, 1)]
+        assert store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60) == [], "returned once"
+    finally:
+        store.close()
+
+
 def test_a_replay_cut_short_by_a_delete_ends_not_found_not_as_a_success(store: JobStore) -> None:
     """The finished job's frames go out page by page; deleting it meanwhile must not end the
     stream with the final state as if every frame had been sent."""
