@@ -135,7 +135,7 @@ class RqWorker:
 
         RQ puts each work horse in a session of its own, so it is found as a child first.
         """
-        horses = _child_pids(self.process.pid)
+        horses = child_pids(self.process.pid)
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
         for pid in horses:
@@ -153,7 +153,7 @@ class RqWorker:
         self._log.close()
 
 
-def _child_pids(parent: int) -> list[int]:
+def child_pids(parent: int) -> list[int]:
     children = []
     for status in Path("/proc").glob("[0-9]*/status"):
         with contextlib.suppress(OSError):

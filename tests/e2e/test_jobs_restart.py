@@ -7,11 +7,14 @@ again from the start in a new attempt, its partial results discarded first.
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from jobs_harness import (
     JobsDeployment,
     ServerProcess,
+    child_pids,
     deployment,
     finished,
     is_running_with_frames,
@@ -116,3 +119,34 @@ def test_a_job_cancelled_after_its_rq_worker_died_loses_its_video_once_the_lease
         final = client.get_job(job.id)
 
     assert final.state is JobState.CANCELLED and final.attempt == 1, "cancelled, never run again"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, which may take a moment)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_a_work_horse_dies_with_its_rq_worker_and_its_job_runs_again(tmp_path: Path, sample_clip: Path) -> None:
+    """Left running, the horse would finish its job unsupervised: past RQ's job timeout, and
+    writing the dead worker's record back into Redis with no expiry."""
+    with deployment("redis", tmp_path, workers=1, job_lease_seconds=1.5) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=FRAMES))
+        wait_for_job(client, job.id, is_running_with_frames(5), what="the job to run on the worker")
+        worker = jobs.workers[0]
+        horses = child_pids(worker.process.pid)
+        assert horses, "RQ runs the job in a work horse"
+
+        os.kill(worker.process.pid, signal.SIGKILL)  # the worker alone: its horse has a session of its own
+        worker.process.wait(10)
+
+        wait_until(lambda: not any(_running(pid) for pid in horses), timeout=10, what="the work horse to end")
+        jobs.start_worker()
+        final = wait_for_job(client, job.id, finished, timeout=60, what="the job to complete on the new worker")
+
+    assert final.state is JobState.SUCCEEDED and final.attempt == 2
+    assert final.frames_done == FRAMES

@@ -15,11 +15,14 @@ forked work horse starts without importing OpenCV again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import logging
 import multiprocessing.util
 import os
 import shutil
+import signal
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +72,7 @@ class WorkerConfig:
 
 # What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).
 _REDIS_OUTAGE = RedisJobStore.outage_errors
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 class VideodagWorker(rq.Worker):
@@ -81,6 +85,13 @@ class VideodagWorker(rq.Worker):
     the ended job's status, suspension checks, maintenance) is skipped while Redis is out, and
     RQ's wait for the next job already retries until it is back.
     """
+
+    def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
+        # A horse whose worker died (OOM killer, kill -9) would run its job on unsupervised:
+        # past RQ's job timeout, and writing the dead worker's record back into Redis with no
+        # expiry. It dies with the worker instead, and its job runs again once its lease ends.
+        _die_with_parent()
+        super().main_work_horse(*args, **kwargs)
 
     def execute_job(self, *args: Any, **kwargs: Any) -> None:
         # A work horse starts its own forkserver for its decoders, and multiprocessing puts the
@@ -122,6 +133,22 @@ class VideodagWorker(rq.Worker):
         except _REDIS_OUTAGE as error:
             logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
                            self.name, type(error).__name__, error, what)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill this process when its parent ends (Linux; elsewhere nothing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError) as error:
+        logger.warning("a work horse cannot be tied to its worker's life: %s", error)
+        return
+    if os.getppid() != parent:  # the worker died before the request was made
+        os._exit(1)
 
 
 def _remove(path: str) -> None:
