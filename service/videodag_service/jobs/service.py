@@ -224,12 +224,19 @@ class JobService:
         return watch_job(self._store, checked, after_frame_index, stop_requested=stop_requested)
 
     def run_maintenance(self) -> None:
-        """Delete jobs past retention, and hand interrupted or stranded jobs to workers again."""
+        """Delete jobs past retention and abandoned partial uploads, and hand interrupted or
+        stranded jobs to workers again."""
         self._queue.retry_stranded()
         now = self._clock()
         for job in self._store.purge_expired(now):
             self._uploads.delete(job.video.ref)
             logger.info("job %s removed: retention ended", job.id)
+        try:
+            if abandoned := self._uploads.remove_abandoned_uploads():
+                logger.info("removed %d partial job upload(s) abandoned by a server that was stopped mid-upload",
+                            abandoned)
+        except OSError as error:  # the folder unreadable for a moment: the next maintenance tries again
+            logger.warning("could not look for abandoned job uploads: %s", error)
         for job in self._store.recover(now, self._max_attempts, now + self._retention_seconds):
             if job.state is JobState.QUEUED:
                 logger.info("job %s handed to the workers (attempt %d)", job.id, job.attempt)

@@ -72,6 +72,10 @@ class UploadStorage(Protocol):
         """Remove the video; removing one already gone is fine."""
         ...
 
+    def remove_abandoned_uploads(self) -> int:
+        """Remove partial uploads whose sender is gone (a server killed mid-upload); how many."""
+        ...
+
 
 class DirectoryUploadStorage:
     """Videos as files `<root>/<job_id><ext>`; partial uploads in `<root>/incoming/` until checked.
@@ -147,7 +151,12 @@ class DirectoryUploadStorage:
                                        "declared_size_bytes": str(incoming_bytes)}),
             )
 
-    def _clear_incoming(self, exclusive: bool) -> None:
+    def remove_abandoned_uploads(self) -> int:
+        """Partial uploads untouched for an hour: their sender is gone (an upload in progress is
+        written continuously), though no server restarted to clear them (another replica's, say)."""
+        return self._clear_incoming(exclusive=False)
+
+    def _clear_incoming(self, exclusive: bool) -> int:
         """Partial uploads of a process that died mid-upload belong to no job.
 
         With the folder to itself, this process is receiving nothing yet: they all go. In a
@@ -155,7 +164,10 @@ class DirectoryUploadStorage:
         is written continuously, so only files untouched for an hour are taken as abandoned.
         """
         stale_before = float("inf") if exclusive else time.time() - _ABANDONED_UPLOAD_SECONDS
+        removed = 0
         for entry in self._incoming.iterdir():
             with contextlib.suppress(OSError):
                 if entry.stat().st_mtime < stale_before:
                     entry.unlink()
+                    removed += 1
+        return removed

@@ -146,3 +146,25 @@ def test_the_redis_backend_removes_only_partial_uploads_abandoned_for_an_hour(
     service.close()
 
     assert arriving.exists() and not abandoned.exists()
+
+
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+def test_maintenance_removes_partial_uploads_abandoned_for_an_hour_while_the_server_runs(
+    tmp_path: Path, dag: DagPipelineService, redis_server: RedisServer, backend: str
+) -> None:
+    """A replica killed mid-upload and never restarted leaves its partial upload to the others."""
+    data_dir = tmp_path / "data"
+    config = embedded(data_dir) if backend == "embedded" else JobConfig(
+        data_dir=data_dir, max_upload_bytes=10**7, backend=JobBackend.REDIS, redis_url=redis_server.url,
+        key_prefix=uuid.uuid4().hex, queue_name=uuid.uuid4().hex,
+    )
+    service: JobService = open_job_service(config, dag)
+    try:
+        arriving = partial_upload(data_dir, "upload-arriving.mp4")
+        abandoned = partial_upload(data_dir, "upload-abandoned.mp4", age_seconds=2 * HOUR)
+
+        service.run_maintenance()
+
+        assert arriving.exists() and not abandoned.exists()
+    finally:
+        service.close()
