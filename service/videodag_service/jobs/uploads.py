@@ -18,7 +18,7 @@ from typing import Protocol
 from videodag_service.errors import DiskFull, ErrorDetails
 from videodag_service.jobs.model import StoredVideo
 from videodag_service.video import receive_upload
-from videodag_service.video.upload import checked_declared_size, suffix_for_file_name
+from videodag_service.video.upload import checked_declared_size, remove_orphaned_uploads, suffix_for_file_name
 
 _INCOMING = "incoming"
 _ABANDONED_UPLOAD_SECONDS = 3600.0
@@ -152,11 +152,12 @@ class DirectoryUploadStorage:
             )
 
     def remove_abandoned_uploads(self) -> int:
-        """Partial uploads untouched for an hour: their sender is gone (an upload in progress is
-        written continuously), though no server restarted to clear them (another replica's, say)."""
-        return self._clear_incoming(exclusive=False)
+        """Partial uploads untouched for an hour and held by no process: their server is gone,
+        and none restarted to clear them (another replica's, say). An upload still arriving
+        keeps its file locked, however long its client pauses (the idle limit may be off)."""
+        return len(remove_orphaned_uploads(self._incoming, min_age_seconds=_ABANDONED_UPLOAD_SECONDS))
 
-    def _clear_incoming(self, exclusive: bool) -> int:
+    def _clear_incoming(self, exclusive: bool) -> None:
         """Partial uploads of a process that died mid-upload belong to no job.
 
         With the folder to itself, this process is receiving nothing yet: they all go. In a
@@ -164,10 +165,7 @@ class DirectoryUploadStorage:
         is written continuously, so only files untouched for an hour are taken as abandoned.
         """
         stale_before = float("inf") if exclusive else time.time() - _ABANDONED_UPLOAD_SECONDS
-        removed = 0
         for entry in self._incoming.iterdir():
             with contextlib.suppress(OSError):
                 if entry.stat().st_mtime < stale_before:
                     entry.unlink()
-                    removed += 1
-        return removed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import stat
@@ -160,11 +161,15 @@ def test_maintenance_removes_partial_uploads_abandoned_for_an_hour_while_the_ser
     )
     service: JobService = open_job_service(config, dag)
     try:
-        arriving = partial_upload(data_dir, "upload-arriving.mp4")
-        abandoned = partial_upload(data_dir, "upload-abandoned.mp4", age_seconds=2 * HOUR)
+        # Named as uploads are (videodag-upload-XXXXXXXX.ext), and locked while one arrives.
+        arriving = partial_upload(data_dir, "videodag-upload-arriving.mp4")
+        stalled = partial_upload(data_dir, "videodag-upload-stalled1.mp4", age_seconds=2 * HOUR)
+        abandoned = partial_upload(data_dir, "videodag-upload-abandons.mp4", age_seconds=2 * HOUR)
+        with stalled.open("rb") as receiving:
+            fcntl.flock(receiving, fcntl.LOCK_EX)  # its client paused for hours, with no idle limit
 
-        service.run_maintenance()
+            service.run_maintenance()
 
-        assert arriving.exists() and not abandoned.exists()
+        assert arriving.exists() and stalled.exists() and not abandoned.exists()
     finally:
         service.close()
