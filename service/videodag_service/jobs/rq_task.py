@@ -86,11 +86,13 @@ class VideodagWorker(rq.Worker):
     RQ's wait for the next job already retries until it is back.
     """
 
+    _worker_pid: int | None = None
+
     def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # A horse whose worker died (OOM killer, kill -9) would run its job on unsupervised:
         # past RQ's job timeout, and writing the dead worker's record back into Redis with no
         # expiry. It dies with the worker instead, and its job runs again once its lease ends.
-        _die_with_parent()
+        _die_with(self._worker_pid if self._worker_pid is not None else os.getppid())
         super().main_work_horse(*args, **kwargs)
 
     def execute_job(self, *args: Any, **kwargs: Any) -> None:
@@ -99,12 +101,17 @@ class VideodagWorker(rq.Worker):
         # since RQ ends a horse with os._exit, before multiprocessing can remove it. Made here
         # first, the folder is the worker's (removed when it exits), each horse inherits it, and
         # what a horse left in it is removed once it has ended, however it ended.
+        self._worker_pid = os.getpid()
         horses_folder = multiprocessing.util.get_temp_dir()
-        left_before = set(os.listdir(horses_folder))
+        # Made again if something removed it meanwhile (a /tmp cleaner, after days idle):
+        # multiprocessing keeps its path, and a horse could start no decoder without it.
+        with contextlib.suppress(OSError):  # a full disk: the horse's job fails and says why
+            os.makedirs(horses_folder, mode=0o700, exist_ok=True)
+        left_before = _entries(horses_folder)
         try:
             super().execute_job(*args, **kwargs)
         finally:
-            for name in set(os.listdir(horses_folder)) - left_before:
+            for name in _entries(horses_folder) - left_before:
                 _remove(os.path.join(horses_folder, name))
 
     def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
@@ -135,11 +142,12 @@ class VideodagWorker(rq.Worker):
                            self.name, type(error).__name__, error, what)
 
 
-def _die_with_parent() -> None:
-    """Have the kernel kill this process when its parent ends (Linux; elsewhere nothing)."""
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when `parent`, the process that forked it, ends
+    (Linux; elsewhere nothing). Its pid is taken before the fork: read after it, it could
+    already be the reaper's, had the parent died meanwhile."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
@@ -149,6 +157,14 @@ def _die_with_parent() -> None:
         return
     if os.getppid() != parent:  # the worker died before the request was made
         os._exit(1)
+
+
+def _entries(folder: str) -> set[str]:
+    """The names in `folder`; none if it cannot be read (nothing of a horse's to remove then)."""
+    try:
+        return set(os.listdir(folder))
+    except OSError:
+        return set()
 
 
 def _remove(path: str) -> None:

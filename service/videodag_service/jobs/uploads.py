@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -161,11 +160,12 @@ class DirectoryUploadStorage:
         """Partial uploads of a process that died mid-upload belong to no job.
 
         With the folder to itself, this process is receiving nothing yet: they all go. In a
-        shared folder other replicas may be receiving uploads right now; an upload in progress
-        is written continuously, so only files untouched for an hour are taken as abandoned.
+        shared folder other replicas may be receiving uploads right now: only abandoned ones go
+        (`remove_abandoned_uploads`).
         """
-        stale_before = float("inf") if exclusive else time.time() - _ABANDONED_UPLOAD_SECONDS
+        if not exclusive:
+            self.remove_abandoned_uploads()
+            return
         for entry in self._incoming.iterdir():
             with contextlib.suppress(OSError):
-                if entry.stat().st_mtime < stale_before:
-                    entry.unlink()
+                entry.unlink()

@@ -132,8 +132,9 @@ def test_the_redis_backend_removes_only_partial_uploads_abandoned_for_an_hour(
     tmp_path: Path, dag: DagPipelineService, redis_server: RedisServer
 ) -> None:
     data_dir = tmp_path / "shared"
-    arriving = partial_upload(data_dir, "upload-arriving.mp4")  # another replica is receiving it
-    abandoned = partial_upload(data_dir, "upload-abandoned.mp4", age_seconds=2 * HOUR)
+    arriving = partial_upload(data_dir, "videodag-upload-arriving.mp4")  # another replica is receiving it
+    stalled = partial_upload(data_dir, "videodag-upload-stalled1.mp4", age_seconds=2 * HOUR)
+    abandoned = partial_upload(data_dir, "videodag-upload-abandons.mp4", age_seconds=2 * HOUR)
     config = JobConfig(
         data_dir=data_dir,
         max_upload_bytes=10**7,
@@ -143,10 +144,12 @@ def test_the_redis_backend_removes_only_partial_uploads_abandoned_for_an_hour(
         queue_name=uuid.uuid4().hex,
     )
 
-    service: JobService = open_job_service(config, dag)
-    service.close()
+    with stalled.open("rb") as receiving:
+        fcntl.flock(receiving, fcntl.LOCK_EX)  # still arriving: its client paused for hours, with no idle limit
+        service: JobService = open_job_service(config, dag)
+        service.close()
 
-    assert arriving.exists() and not abandoned.exists()
+    assert arriving.exists() and stalled.exists() and not abandoned.exists()
 
 
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
