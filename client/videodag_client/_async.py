@@ -135,8 +135,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         Nothing starts until the first `async for` step, which opens the file (and reads it
         once for its checksum) on the stream's thread; errors, bad arguments included, are
         raised from the iteration. `on_upload_progress` (a function or a coroutine function) is
-        called in the event loop, and the upload waits for it: as with `VideodagClient`, an
-        exception it raises stops the upload and is raised from the iteration.
+        called in the event loop, without holding the upload back; an exception it raises
+        stops the call at its next chunk or event and is raised from the iteration, as
+        `VideodagClient` raises its callback's.
         """
         progress = _LoopCallback.of(on_upload_progress)
         start = functools.partial(
@@ -170,7 +171,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
 
         Cancelling the awaiting task cancels the upload, and no job is queued for it
         (unless the server had already stored the whole upload). `on_upload_progress` runs
-        as in `upload_and_run`.
+        as in `upload_and_run`; its exception stops the upload at the next chunk and is raised
+        from here. One raised by the last report, once every byte is sent, is raised from here
+        too, though the job may be queued by then.
         """
         progress = _LoopCallback.of(on_upload_progress)
         if progress is not None:
@@ -196,7 +199,11 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         except asyncio.CancelledError:
             submitting.cancel()
             raise
-        return submitting.result()
+        job = submitting.result()
+        if progress is not None:
+            await progress.settled()
+            progress.raise_if_failed()
+        return job
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job as it is now; `NotFound` for an unknown or deleted id."""
@@ -232,8 +239,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         on_reconnect: Callable[[VideodagError, int | None], None] | None = None,
     ) -> AsyncJobWatch:
         """Follows a job until it is finished: `VideodagClient.watch_job` as an async iterator,
-        reconnecting the same way. `on_reconnect` is called in the event loop, and the watch
-        waits for it; an exception it raises ends the watch and is raised from the iteration."""
+        reconnecting the same way. `on_reconnect` is called in the event loop; an exception
+        it raises ends the watch and is raised from the iteration."""
         reconnected = _LoopCallback.of(on_reconnect)
         start = functools.partial(
             self._client.watch_job,
@@ -293,6 +300,10 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
         try:
             item = await loop.run_in_executor(self._thread, self._next)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() == 0:  # not this task's own cancellation
+                self.cancel()
+                raise Cancelled("the call was cancelled: the wait for its next event was cancelled") from None
             # The awaiting task was cancelled (by the caller, or by wait_for's timeout): the call goes.
             if self._cut_short is None:
                 self._cut_short = Cancelled("the call was cancelled: the task waiting for its next event was cancelled")
@@ -304,6 +315,11 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
             if self._cut_short is not None and isinstance(error, VideodagError):
                 raise self._cut_short.with_traceback(None) from error  # the client closed: gRPC's CANCELLED says less
             raise
+        if self._callback is not None and item is _END:
+            await self._callback.settled()  # a failure of its last call is raised, not lost
+        if self._callback is not None and self._callback.failed:
+            await self.aclose()
+            self._callback.raise_if_failed()
         if item is _END:
             await self.aclose()
             self._raise_if_cut_short()
@@ -363,24 +379,58 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 class _LoopCallback:
     """A caller's callback, called by the blocking client from its threads and run in the event
-    loop instead. The calling thread waits for it, so an exception it raises reaches the
-    blocking client as its own callback's would: the call stops and raises it."""
+    loop instead, without waiting for it: the upload is not held back by a busy loop, nor stuck
+    behind one that has stopped. An exception it raises (or its coroutine's) is kept, and
+    raised in the blocking client's thread at its next call, which stops the call as the
+    blocking client's own callback would; the async side raises it at its next step too."""
 
     def __init__(self, callback: Callable[..., object]) -> None:
         self._callback = callback
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop to run it in: the one iterating the stream (set at each step) or awaiting the call."""
+        self._error: BaseException | None = None
+        self._running: set[asyncio.Future[Any]] = set()  # coroutines it returned, until they end
 
     @classmethod
     def of(cls, callback: Callable[..., object] | None) -> _LoopCallback | None:
         return None if callback is None else cls(callback)
 
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
     def __call__(self, *args: Any) -> None:
+        self.raise_if_failed()
         if self.loop is None:
             raise RuntimeError("the callback has no event loop to run in")
-        asyncio.run_coroutine_threadsafe(self._call(*args), self.loop).result()
+        self.loop.call_soon_threadsafe(self._run, args)  # RuntimeError once that loop is closed
 
-    async def _call(self, *args: Any) -> None:
-        result = self._callback(*args)
+    def _run(self, args: tuple[Any, ...]) -> None:
+        try:
+            result = self._callback(*args)
+        except Exception as error:
+            self._fail(error)
+            return
         if inspect.isawaitable(result):
-            await result
+            running = asyncio.ensure_future(result)
+            self._running.add(running)
+            running.add_done_callback(self._ended)
+
+    def _ended(self, running: asyncio.Future[Any]) -> None:
+        self._running.discard(running)
+        if not running.cancelled() and running.exception() is not None:
+            self._fail(running.exception())  # type: ignore[arg-type]
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+
+    async def settled(self) -> None:
+        """Once the calls made so far have run in the loop, and the coroutines they returned ended."""
+        await asyncio.sleep(0)  # calls handed over before this point run first (call_soon is FIFO)
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)

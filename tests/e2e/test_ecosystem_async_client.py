@@ -16,6 +16,7 @@ import pytest
 from harness import ServerFactory, ServerHarness
 
 from videodag_client import (
+    AsyncRunStream,
     AsyncVideodagClient,
     Cancelled,
     FailedPrecondition,
@@ -432,3 +433,118 @@ def test_upload_progress_callbacks_run_in_the_loop_and_their_errors_stop_the_cal
     assert reports[-1] == sample_clip.stat().st_size
     assert jobs == 0, "the failed submission queued no job"
     assert server.uploads_left_after() == []
+
+
+class _SlowDisk(io.BytesIO):
+    """A seekable file whose reads take a while, as from a slow disk: its upload lasts seconds."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        time.sleep(0.01)
+        return super().read(size)
+
+
+def test_a_stream_still_uploading_when_its_loop_ends_stops_its_upload(server: ServerHarness, sample_clip: Path) -> None:
+    """Its progress callback has no loop left to run in: the upload stops instead of waiting
+    for one, and the server frees the call's file (and slot)."""
+    kept: list[object] = []  # the stream outlives its loop, never closed
+    reports: list[int] = []
+
+    async def main() -> None:
+        client = AsyncVideodagClient(server.target)
+        stream = client.upload_and_run(
+            _SlowDisk(sample_clip.read_bytes()), "frame_stats_v1", chunk_size=8 * 1024, decode_during_upload=True,
+            on_upload_progress=lambda sent, total: reports.append(sent),
+        )
+        kept.append((client, stream))
+        async for _ in stream:
+            break  # the first event comes while the upload still arrives
+
+    asyncio.run(main())
+    assert server.uploads_left_after() == []
+    assert len(reports) > 0 and reports[-1] < sample_clip.stat().st_size
+
+
+def test_a_progress_callback_does_not_hold_the_upload_back_on_a_busy_loop(server: ServerHarness) -> None:
+    """A loop busy 50 ms between awaits (a web service's) runs the callback late, and the upload
+    goes on meanwhile: it does not take a turn of the loop for each of its chunks."""
+    chunk_size, chunks = 32 * 1024, 512
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[int, int]:
+        reports: list[int] = []
+        turns = 0
+        stop = asyncio.Event()
+
+        async def busy() -> None:
+            nonlocal turns
+            while not stop.is_set():
+                time.sleep(0.05)  # CPU work between awaits
+                turns += 1
+                await asyncio.sleep(0)
+
+        worker = asyncio.create_task(busy())
+        await asyncio.sleep(0)
+        turns_before = turns
+        with pytest.raises(VideodagError):  # not a video: refused once uploaded
+            async for event in client.upload_and_run(
+                io.BytesIO(bytes(chunk_size * chunks)), "frame_stats_v1", chunk_size=chunk_size, checksum=False,
+                on_upload_progress=lambda sent, total: reports.append(sent),
+            ):
+                assert isinstance(event, UploadReceived)
+        turns_during = turns - turns_before
+        stop.set()
+        await worker
+        return len(reports), turns_during
+
+    reports, turns = run_async(server, scenario)
+    assert reports == chunks, "every report ran in the end"
+    assert turns < chunks // 2, f"the upload waited for the loop: {turns} turns for {chunks} chunks"
+
+
+def test_an_upload_goes_on_while_its_loop_is_stopped(server: ServerHarness, sample_clip: Path) -> None:
+    """Its progress reports wait in the stopped loop; the upload does not wait for them."""
+    size = sample_clip.stat().st_size
+    loop = asyncio.new_event_loop()
+    reports: list[int] = []
+
+    async def first_event() -> AsyncRunStream:
+        client = AsyncVideodagClient(server.target)
+        stream = client.upload_and_run(
+            _SlowDisk(sample_clip.read_bytes()), "frame_stats_v1", chunk_size=8 * 1024, decode_during_upload=True,
+            on_upload_progress=lambda sent, total: reports.append(sent),
+        )
+        await anext(stream)  # the first event comes while the upload still arrives
+        return stream
+
+    stream = loop.run_until_complete(first_event())  # then the loop stops, and is left open
+    try:
+        reported = len(reports)
+        deadline = time.monotonic() + 30
+        while [path.stat().st_size for path in server.leftover_uploads()] != [size]:
+            assert time.monotonic() < deadline, "the upload stopped with its loop"
+            time.sleep(0.02)
+        assert len(reports) == reported, "the reports wait for the loop"
+    finally:
+        stream.cancel()
+        loop.close()
+    assert server.uploads_left_after() == []
+
+
+def test_a_callback_coroutine_that_ends_cancelled_does_not_cancel_the_call(
+    server: ServerHarness, sample_clip: Path
+) -> None:
+    """Its CancelledError is its own: never raised from the stream, where it would read as the task's."""
+
+    async def scenario(client: AsyncVideodagClient) -> list[object]:
+        loop = asyncio.get_running_loop()
+
+        async def progress(sent: int, total: int | None) -> None:
+            waited: asyncio.Future[None] = loop.create_future()
+            loop.call_soon(waited.cancel)
+            await waited
+
+        return [event async for event in client.upload_and_run(
+            sample_clip, "frame_stats_v1", RunOptions(max_frames=2), chunk_size=64 * 1024, on_upload_progress=progress,
+        )]
+
+    events = run_async(server, scenario)
+    assert isinstance(events[-1], RunSummary)
