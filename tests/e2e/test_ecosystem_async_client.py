@@ -509,7 +509,8 @@ def test_an_upload_goes_on_while_its_loop_is_stopped(server: ServerHarness, samp
     async def first_event() -> AsyncRunStream:
         client = AsyncVideodagClient(server.target)
         stream = client.upload_and_run(
-            _SlowDisk(sample_clip.read_bytes()), "frame_stats_v1", chunk_size=8 * 1024, decode_during_upload=True,
+            # "slow" (50 ms a frame): the run, and its file, outlast the upload
+            _SlowDisk(sample_clip.read_bytes()), "slow", chunk_size=8 * 1024, decode_during_upload=True,
             on_upload_progress=lambda sent, total: reports.append(sent),
         )
         await anext(stream)  # the first event comes while the upload still arrives
@@ -519,7 +520,7 @@ def test_an_upload_goes_on_while_its_loop_is_stopped(server: ServerHarness, samp
     try:
         reported = len(reports)
         deadline = time.monotonic() + 30
-        while [path.stat().st_size for path in server.leftover_uploads()] != [size]:
+        while [path.stat().st_size for path in server.leftover_uploads() if path.exists()] != [size]:
             assert time.monotonic() < deadline, "the upload stopped with its loop"
             time.sleep(0.02)
         assert len(reports) == reported, "the reports wait for the loop"
