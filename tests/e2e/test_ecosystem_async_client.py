@@ -443,6 +443,20 @@ class _SlowDisk(io.BytesIO):
         return super().read(size)
 
 
+async def _first_event_of_a_slow_upload(
+    target: str, clip: Path, pipeline_id: str, reports: list[int]
+) -> tuple[AsyncVideodagClient, AsyncRunStream]:
+    """A run decoded as its upload arrives, from a slow disk, after its first event: the upload
+    still arrives, and reports its progress to `reports`."""
+    client = AsyncVideodagClient(target)
+    stream = client.upload_and_run(
+        _SlowDisk(clip.read_bytes()), pipeline_id, chunk_size=8 * 1024, decode_during_upload=True,
+        on_upload_progress=lambda sent, total: reports.append(sent),
+    )
+    await anext(stream)
+    return client, stream
+
+
 def test_a_stream_still_uploading_when_its_loop_ends_stops_its_upload(server: ServerHarness, sample_clip: Path) -> None:
     """Its progress callback has no loop left to run in: the upload stops instead of waiting
     for one, and the server frees the call's file (and slot)."""
@@ -450,14 +464,7 @@ def test_a_stream_still_uploading_when_its_loop_ends_stops_its_upload(server: Se
     reports: list[int] = []
 
     async def main() -> None:
-        client = AsyncVideodagClient(server.target)
-        stream = client.upload_and_run(
-            _SlowDisk(sample_clip.read_bytes()), "frame_stats_v1", chunk_size=8 * 1024, decode_during_upload=True,
-            on_upload_progress=lambda sent, total: reports.append(sent),
-        )
-        kept.append((client, stream))
-        async for _ in stream:
-            break  # the first event comes while the upload still arrives
+        kept.append(await _first_event_of_a_slow_upload(server.target, sample_clip, "frame_stats_v1", reports))
 
     asyncio.run(main())
     assert server.uploads_left_after() == []
@@ -506,17 +513,8 @@ def test_an_upload_goes_on_while_its_loop_is_stopped(server: ServerHarness, samp
     loop = asyncio.new_event_loop()
     reports: list[int] = []
 
-    async def first_event() -> AsyncRunStream:
-        client = AsyncVideodagClient(server.target)
-        stream = client.upload_and_run(
-            # "slow" (50 ms a frame): the run, and its file, outlast the upload
-            _SlowDisk(sample_clip.read_bytes()), "slow", chunk_size=8 * 1024, decode_during_upload=True,
-            on_upload_progress=lambda sent, total: reports.append(sent),
-        )
-        await anext(stream)  # the first event comes while the upload still arrives
-        return stream
-
-    stream = loop.run_until_complete(first_event())  # then the loop stops, and is left open
+    # "slow" (50 ms a frame): the run, and its file, outlast the upload. Then the loop stops, left open.
+    _, stream = loop.run_until_complete(_first_event_of_a_slow_upload(server.target, sample_clip, "slow", reports))
     try:
         reported = len(reports)
         deadline = time.monotonic() + 30
