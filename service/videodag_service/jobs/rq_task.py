@@ -73,6 +73,7 @@ class WorkerConfig:
 # What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).
 _REDIS_OUTAGE = RedisJobStore.outage_errors
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_LISTENER_SLEEP_SECONDS = 1.0
 
 
 class VideodagWorker(rq.Worker):
@@ -113,6 +114,18 @@ class VideodagWorker(rq.Worker):
         finally:
             for name in _entries(horses_folder) - left_before:
                 _remove(os.path.join(horses_folder, name))
+
+    def subscribe(self) -> None:
+        # RQ's own, but for the listener's sleep: RQ's is 60 s, and redis-py (8) waits for the
+        # listener thread when stopping it, so a worker told to stop (SIGTERM) could take up to
+        # a minute more to exit, past a supervisor's stop timeout (Docker's is 10 s).
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=_LISTENER_SLEEP_SECONDS, daemon=True,
+            exception_handler=getattr(self, "_pubsub_exception_handler", None),
+        )
 
     def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
