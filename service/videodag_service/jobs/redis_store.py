@@ -148,7 +148,8 @@ return state
 """
 
 # KEYS: job, frames, leases, expiry, undispatched. ARGV: now, max_attempts, expire_at, error, id.
-# Returns the new attempt (QUEUED again), 0 when given up (FAILED), -1 when nothing was due.
+# Returns the new attempt (QUEUED again), 0 when given up (FAILED), -2 for a job cancelled while
+# it ran (its video may be left to delete), -1 when nothing was due.
 _REQUEUE_EXPIRED = """
 local lease = redis.call('ZSCORE', KEYS[3], ARGV[5])
 if not lease or tonumber(lease) > tonumber(ARGV[1]) then return -1 end
