@@ -116,6 +116,8 @@ class RunningServer:
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
         if self.jobs is not None:
             self.jobs.close()
+        if self.servicer is not None:
+            self.servicer.close()
         if self.metrics_exporter is not None:
             self.metrics_exporter.stop()
         if self.orphan_sweeper is not None:
@@ -197,12 +199,16 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         maximum_concurrent_rpcs=threads,
     )
     servicer = VideoPipelineServicer(dag, settings, run_slots, metrics, jobs)
-    servicer.add_to_server(server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
-    port = _listen(server, settings)
-    server.start()
+    try:
+        servicer.add_to_server(server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        port = _listen(server, settings)
+        server.start()
+    except BaseException:
+        servicer.close()  # its spare decoder process
+        raise
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None

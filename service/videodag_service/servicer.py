@@ -193,7 +193,12 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             isolation=settings.decode_isolation,
             decode_frame_timeout_seconds=settings.decode_frame_timeout_seconds or None,
             decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
+            spare_decoder=True,
         )
+
+    def close(self) -> None:
+        """End what the servicer keeps between calls (its spare decoder process); call once its calls have ended."""
+        self._video.close()
 
     def wait_for_job_uploads(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the SubmitJob uploads in progress; True if none is left."""

@@ -19,6 +19,7 @@ from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_serv
 from videodag_client import FrameResult, RunOptions, RunSummary
 from videodag_service.unread_results import WATCHDOG_THREAD_NAME
 from videodag_service.video.isolation import DECODER_PROCESS_NAME
+from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SPARE_STARTER_THREAD_NAME
 
 Request = video_pipeline_service_pb2.UploadAndRunRequest
 Response = video_pipeline_service_pb2.UploadAndRunResponse
@@ -125,13 +126,21 @@ def decoder_processes() -> list[multiprocessing.process.BaseProcess]:
     return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
 
 
+def spare_decoders() -> list[int]:
+    """The pids of this (server) process's spare decoder processes, none of them taken by a run yet."""
+    return [process.pid for process in multiprocessing.active_children()
+            if process.name == SPARE_PROCESS_NAME and process.pid is not None]
+
+
 def threads_but_rpc_workers() -> list[str]:
     """Thread names, less gRPC's pool workers: the pool grows to its bound with concurrent calls."""
     return sorted(t.name for t in threading.enumerate() if not t.name.startswith("videodag-rpc"))
 
 
 def settled_threads() -> list[str]:
-    """`threads_but_rpc_workers()` once no call streams: the unread-results watchdog's thread
-    lives only while calls stream, and ends a moment after the last call has ended."""
-    assert wait_until(lambda: WATCHDOG_THREAD_NAME not in threads_but_rpc_workers()), threads_but_rpc_workers()
+    """`threads_but_rpc_workers()` once no call streams and no spare decoder is being started:
+    the unread-results watchdog's thread lives only while calls stream, and ends a moment
+    after the last call has ended; a spare's starter, a few milliseconds after a run took one."""
+    transient = {WATCHDOG_THREAD_NAME, SPARE_STARTER_THREAD_NAME}
+    assert wait_until(lambda: not transient & set(threads_but_rpc_workers())), threads_but_rpc_workers()
     return threads_but_rpc_workers()

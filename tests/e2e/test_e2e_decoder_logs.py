@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,17 +52,23 @@ def _decoder_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def test_ffmpegs_messages_reach_a_json_log_as_json_lines_with_the_runs_request_id(
     sample_clip: Path, tmp_path: Path, decode_during_upload: bool
 ) -> None:
-    """Stored first, the decoder starts in the call's thread; decoded while arriving, in the run's."""
+    """Stored first, the decoder is started in the call's thread, or is the spare the server
+    started before the call and learns the call's id with its file (the second call, after
+    a pause); decoded while arriving, it is started in the run's thread."""
     header_only = write_cut_copy(sample_clip, tmp_path / "cut.mkv", keep_bytes=8000)  # "ended prematurely"
 
     def run(client: VideodagClient) -> None:
-        with pytest.raises(InvalidArgument):
-            list(client.upload_and_run(header_only, "frame_stats_v1", decode_during_upload=decode_during_upload))
+        for _ in range(2):
+            with pytest.raises(InvalidArgument):
+                list(client.upload_and_run(header_only, "frame_stats_v1", decode_during_upload=decode_during_upload))
+            time.sleep(1)  # time for the next spare to start
 
     entries = _json_log_of_a_server_calling(tmp_path, run)
     refused = [entry for entry in entries if "UploadAndRun INVALID_ARGUMENT" in entry["message"]]
-    assert len(refused) == 1
-    assert {entry["request_id"] for entry in _decoder_entries(entries)} == {refused[0]["request_id"]}
+    assert len(refused) == 2
+    decoder_entries = _decoder_entries(entries)
+    assert {entry["request_id"] for entry in decoder_entries} == {entry["request_id"] for entry in refused}
+    assert len({entry["decoder_pid"] for entry in decoder_entries}) == 2
 
 
 def test_ffmpegs_messages_from_a_jobs_run_carry_the_jobs_id(sample_clip: Path, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from hardening_support import (
     open_fds,
     raw_call,
     settled_threads,
+    spare_decoders,
     threads_but_rpc_workers,
     wait_until,
 )
@@ -40,6 +41,7 @@ from videodag_service.video import VideoFilePipelineService, VideoLimits
 from videodag_service.video import isolation as isolation_module
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.spare_decoder import SpareDecoder
 
 FAULT_FRAME = 2
 SMALL_VIDEO_WIDTH = 64  # fakes.media's indexed videos
@@ -209,15 +211,16 @@ def test_the_decoder_process_starts_during_the_upload_and_an_upload_that_fails_l
 def test_a_decoder_that_cannot_start_fails_the_call_while_the_client_still_sends(
     server: ServerHarness, sample_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The process is started while the upload is stored: out of descriptors, say, the call
-    fails with that error as soon as it is known, not after the whole upload and its
-    upload_received."""
+    """With no spare ready (another run took it, or it could not start either), the process
+    is started while the upload is stored: out of descriptors, say, the call fails with
+    that error as soon as it is known, not after the whole upload and its upload_received."""
     assert_still_serving(server, sample_clip)
 
     def no_process(*args: Any, **kwargs: Any) -> Any:
         raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(isolation_module, "_start_process", no_process)
+    monkeypatch.setattr(isolation_module, "start_decoder_process", no_process)
+    monkeypatch.setattr(SpareDecoder, "take", lambda spare: None)
     pieces = list(chunks(sample_clip.read_bytes(), 16 * 1024))
     sent: list[Request] = []
 
@@ -237,3 +240,24 @@ def test_a_decoder_that_cannot_start_fails_the_call_while_the_client_still_sends
     monkeypatch.undo()
     assert_still_serving(server, sample_clip)
     assert server.leftover_uploads() == []
+
+
+def test_a_run_decodes_in_the_spare_that_waited_and_stopping_the_server_ends_the_next(
+    make_server: ServerFactory, sample_clip: Path
+) -> None:
+    """The server keeps a decoder process started ahead of the next run; the run that takes it
+    ends it, the next spare is started, and the server's stop ends that one."""
+    others = set(spare_decoders())  # another test's server may still be stopping
+    server = make_server()
+    assert wait_until(lambda: len(set(spare_decoders()) - others) == 1, timeout=60), spare_decoders()
+    [waiting] = set(spare_decoders()) - others
+    time.sleep(0.5)  # time enough to say it is ready
+    stream = server.client.upload_and_run(sample_clip, "slow", RunOptions(max_frames=5))
+    first = next(event for event in stream if isinstance(event, FrameResult))
+    assert first.frame_index == 0
+    assert [process.pid for process in decoder_processes()] == [waiting]
+    assert isinstance(list(stream)[-1], RunSummary)
+    assert wait_until(lambda: not decoder_processes()), decoder_processes()
+    assert wait_until(lambda: len(set(spare_decoders()) - others - {waiting}) == 1), spare_decoders()
+    server.stop()
+    assert set(spare_decoders()) - others == set()

@@ -70,6 +70,12 @@ class DecoderLogWatch:
         os.close(write_end)
         return cls(read_end, passed_to, log_format)
 
+    def use_format(self, log_format: DecoderLogFormat) -> None:
+        """Write the lines passed on from now on in this format: a process started ahead of
+        its call learns the call's request id only once it is given its file."""
+        with self._lock:
+            self._format = log_format
+
     def drain(self) -> None:
         """Read, look at and pass on everything written to stderr so far, without waiting for more."""
         with self._lock:

@@ -9,8 +9,9 @@ Decoder to server, in order: `ready` (its code runs: the process started), `open
 probe), `attached` (it mapped the ring), then `frame` per kept frame, `alive` now and then
 while it grabs frames it skips, and finally `finished` (`DecodeEnding`: its decode time,
 whether the video ended early, the frames it held when read to its end) or `failed`. Server
-to decoder: `open` with the file's path first when the process was started before its file
-was complete (`isolation.start_decoder_ahead`), then one `decode` request, then `released`
+to decoder: `open` with the file's path (and the call's log format) first when the process was
+started before its file was complete (`isolation.start_decoder_ahead`) or as a spare
+(`spare_decoder`), then one `decode` request, then `released`
 with the slot number once per frame, when nothing in the server looks at that slot any more
 (not necessarily in the order the frames came). The server ends the conversation by closing
 its end.
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from videodag_service.errors import ErrorDetails, VideodagError, VideoTooLarge, VideoUnreadable
+from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.frame_ring import RingLayout
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
@@ -83,15 +85,28 @@ def decode(raw: bytes) -> dict[str, Any]:
     return message
 
 
-def open_file(path: Path) -> bytes:
-    return encode("open", path=str(path))
+@dataclass(frozen=True)
+class OpenRequest:
+    """The file a decoder started ahead is to open, and how its log lines are written from
+    then on (it was started before the call it serves, so it could not know the call's id)."""
+
+    path: Path
+    log_format: DecoderLogFormat
 
 
-def path_from(message: dict[str, Any]) -> Path:
-    """The file an `open` message names."""
+def open_file(request: OpenRequest) -> bytes:
+    return encode(
+        "open", path=str(request.path), json_lines=request.log_format.json_lines,
+        request_id=request.log_format.request_id,
+    )
+
+
+def open_request_from(message: dict[str, Any]) -> OpenRequest:
+    """The file an `open` message names, and the log format it asks for."""
     if message["type"] != "open":
         raise MalformedMessage(f"expected the file to open, got {message['type']!r}")
-    return Path(field(message, "path", str))
+    log_format = DecoderLogFormat(field(message, "json_lines", bool), field(message, "request_id", (str, type(None))))
+    return OpenRequest(Path(field(message, "path", str)), log_format)
 
 
 def opened(info: VideoInfo) -> bytes:

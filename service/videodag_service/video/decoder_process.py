@@ -157,7 +157,9 @@ def serve_decoder(
     try:
         channel.send(messages.encode("ready"))
         if source is None:
-            source = messages.path_from(channel.receive())
+            request = messages.open_request_from(channel.receive())
+            log.use_format(request.log_format)
+            source = request.path
         if isinstance(source, GrowingUpload):
             source = source.waiting_with(lambda: channel.send_alive_if_due(heartbeat_seconds))
         _decode_one_file(channel, source, opener, log)

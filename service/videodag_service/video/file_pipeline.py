@@ -46,6 +46,7 @@ from videodag_service.video.pipelining import read_ahead
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, open_video, unreadable
 from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, frame_results, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
+from videodag_service.video.spare_decoder import SpareDecoder
 
 OptionsLike = SamplingOptions | Mapping[str, Any] | None
 Isolation = Literal["process", "thread"]
@@ -77,7 +78,10 @@ class VideoFilePipelineService:
     and must be a module-level function. With "process" the constructor also starts
     multiprocessing's forkserver if it is not running, so the first run does not wait for
     it; as with any multiprocessing program, a script's entry point needs the
-    `if __name__ == "__main__":` guard.
+    `if __name__ == "__main__":` guard. With `spare_decoder` (and "process") one decoder
+    process is kept started for the next run (`spare_decoder.py`) until
+    `close()`: a long-lived server's choice, where the first result of every run comes
+    sooner for it.
 
     Example::
 
@@ -98,6 +102,7 @@ class VideoFilePipelineService:
         decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
         decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
         video_opener: VideoOpener = open_video,
+        spare_decoder: bool = False,
     ) -> None:
         if decode_ahead_bytes <= 0:
             raise ValueError(f"decode_ahead_bytes must be positive, got {decode_ahead_bytes}")
@@ -108,10 +113,13 @@ class VideoFilePipelineService:
         self._isolation = isolation
         self._timeouts = DecoderTimeouts(decode_frame_timeout_seconds, decode_run_timeout_seconds)
         self._video_opener = video_opener
+        self._spare: SpareDecoder | None = None
         if isolation == "process":
             _check_sendable(video_opener)
             start_decoder_server()
             check_decoders_start()
+            if spare_decoder:
+                self._spare = SpareDecoder(video_opener, self._timeouts)
         self._default_sampling = SamplingOptions(frame_stride=frame_stride, max_frames=max_frames)
         self._limits = limits or VideoLimits()
 
@@ -133,7 +141,13 @@ class VideoFilePipelineService:
         """
         if self._isolation != "process":
             return nullcontext(None)
-        return start_decoder_ahead(timeouts=self._timeouts, opener=self._video_opener)
+        spare = None if self._spare is None else self._spare.take()
+        return start_decoder_ahead(timeouts=self._timeouts, opener=self._video_opener, spare=spare)
+
+    def close(self) -> None:
+        """End the spare decoder process, if one is kept; runs after this start their own."""
+        if self._spare is not None:
+            self._spare.close()
 
     def stream_run(
         self, pipeline_id: str, file_path: str | os.PathLike[str], options: OptionsLike = None,
@@ -195,6 +209,10 @@ class VideoFilePipelineService:
         self, source: VideoSource, decoder: StartedDecoder | None
     ) -> AbstractContextManager[OpenedVideo | IsolatedVideo]:
         if self._isolation == "process":
+            if decoder is None and self._spare is not None and not isinstance(source, GrowingUpload):
+                spare = self._spare.take()
+                if spare is not None:
+                    decoder = StartedDecoder(self._video_opener, self._timeouts, spare)
             return open_isolated_video(
                 source, timeouts=self._timeouts, ring_budget_bytes=self._decode_ahead_bytes,
                 opener=self._video_opener, started=decoder,

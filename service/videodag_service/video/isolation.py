@@ -25,7 +25,8 @@ has exited. Processes come from a preloaded forkserver (`decoder_context`).
 
 A process takes about 7 ms to start (2 cores), a delay every run would add to its first
 result. `start_decoder_ahead` starts one before its file is complete, while the upload is
-still arriving, and hands it the file's path once it is stored.
+still arriving, and hands it the file's path once it is stored; or hands it a process
+started before the call (`spare_decoder`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ from videodag_service.video.sampling import FrameWindow
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+StartedProcess = tuple[multiprocessing.process.BaseProcess, Connection]
+"""A decoder process and the server's end of its pipe."""
 
 DECODER_PROCESS_NAME = "videodag-decoder"
 _STARTER_THREAD_NAME = "videodag-decoder-start"
@@ -127,7 +130,7 @@ class IsolatedVideo:
 
     def __init__(
         self, path: Path, process: multiprocessing.process.BaseProcess, connection: Connection,
-        timeouts: DecoderTimeouts, ring_budget_bytes: int,
+        timeouts: DecoderTimeouts, ring_budget_bytes: int, said_ready: bool = False,
     ) -> None:
         self.path = path
         self._process = process
@@ -137,7 +140,7 @@ class IsolatedVideo:
         self._ring_budget_bytes = ring_budget_bytes
         self._ring: FrameRing | None = None
         self._waited_seconds = 0.0
-        self._started = False
+        self._started = said_ready
         self._finished = False
         self._reaped = False
         self._exitcode: int | None = None
@@ -158,8 +161,9 @@ class IsolatedVideo:
 
     def wait_until_opened(self) -> VideoInfo:
         """Wait for the decoder's probe of the file; raises its error if it could not open it."""
-        self._receive("ready")
-        self._started = True
+        if not self._started:
+            self._receive("ready")
+            self._started = True
         message = self._receive("opened")
         self._info = self._checked(messages.info_from, message)
         return self._info
@@ -320,10 +324,10 @@ class IsolatedVideo:
         if self._reaped:
             return
         self._reaped = True
-        self._exitcode = _reap(self._process)
+        self._exitcode = reap_decoder(self._process)
 
 
-def _reap(process: multiprocessing.process.BaseProcess) -> int | None:
+def reap_decoder(process: multiprocessing.process.BaseProcess) -> int | None:
     """Wait for the process to end and release it; its exit code, None if it would not die.
 
     Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel): it is
@@ -404,25 +408,29 @@ class StartedDecoder:
 
     The process is started in a thread of its own: starting one waits 4-7 ms for the
     forkserver to fork it, and the upload that the process is started for is stored
-    meanwhile instead of after.
+    meanwhile instead of after. With `spare`, a process started earlier (`SpareDecoder`)
+    is used instead.
     """
 
-    def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts) -> None:
+    def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts, spare: StartedProcess | None = None) -> None:
         self.timeouts = timeouts
         """The limits it was started with (its heartbeat is set at start)."""
-        self._started: tuple[multiprocessing.process.BaseProcess, Connection] | None = None
+        self._started = spare
+        self.said_ready = spare is not None
+        """Whether the process's `ready` was read already, as a spare's is when it is taken."""
         self._error: BaseException | None = None
         # Made here, in the caller's thread: the decoder's log lines carry the caller's request id.
-        log_format = DecoderLogFormat.of_this_process()
-        self._starting = threading.Thread(
-            target=self._start, args=(opener, log_format), name=_STARTER_THREAD_NAME, daemon=True
-        )
-        self._starting.start()
+        self.log_format = DecoderLogFormat.of_this_process()
+        self._starting: threading.Thread | None = None
+        if spare is None:
+            self._starting = threading.Thread(target=self._start, args=(opener,), name=_STARTER_THREAD_NAME,
+                                              daemon=True)
+            self._starting.start()
         self.taken = False
 
-    def _start(self, opener: VideoOpener, log_format: DecoderLogFormat) -> None:
+    def _start(self, opener: VideoOpener) -> None:
         try:
-            self._started = _start_process(None, opener, self.timeouts, log_format)
+            self._started = start_decoder_process(None, opener, self.timeouts, self.log_format)
         except BaseException as error:  # raised to the run that takes it
             self._error = error
 
@@ -433,13 +441,14 @@ class StartedDecoder:
 
     def wait_started(self) -> multiprocessing.process.BaseProcess:
         """The process, once started; raises what starting it raised."""
-        self._starting.join()
+        if self._starting is not None:
+            self._starting.join()
         if self._error is not None:
             raise self._error
         assert self._started is not None
         return self._started[0]
 
-    def take(self) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    def take(self) -> StartedProcess:
         """The process and the server's end of its pipe, for the one run that uses them."""
         if self.taken:
             raise RuntimeError("a decoder started ahead serves one file")
@@ -453,24 +462,22 @@ class StartedDecoder:
         if self.taken:
             return
         self.taken = True
-        self._starting.join()
-        if self._started is None:
-            return
-        process, connection = self._started
-        connection.close()
-        process.kill()
-        _reap(process)
+        if self._starting is not None:
+            self._starting.join()
+        if self._started is not None:
+            end_decoder(self._started)
 
 
 @contextmanager
 def start_decoder_ahead(
-    *, timeouts: DecoderTimeouts | None = None, opener: VideoOpener = open_video
+    *, timeouts: DecoderTimeouts | None = None, opener: VideoOpener = open_video, spare: StartedProcess | None = None
 ) -> Iterator[StartedDecoder]:
     """Start a decoder process now, for a stored file named later (`open_isolated_video(path,
     started=...)`), so the process is ready when the upload is. Until then it waits on its
-    pipe and uses no CPU. On exit it is killed and reaped, unless a run took it.
+    pipe and uses no CPU. On exit it is killed and reaped, unless a run took it. With `spare`
+    (`SpareDecoder.take()`, started with these timeouts and opener) no process is started.
     """
-    started = StartedDecoder(opener, timeouts or DecoderTimeouts())
+    started = StartedDecoder(opener, timeouts or DecoderTimeouts(), spare)
     try:
         yield started
     finally:
@@ -504,11 +511,12 @@ def open_isolated_video(
         timeouts = started.timeouts
         process, parent_end = started.take()
         with suppress(OSError):  # one that died meanwhile is reported by the wait for its probe
-            parent_end.send_bytes(messages.open_file(path))
+            parent_end.send_bytes(messages.open_file(messages.OpenRequest(path, started.log_format)))
     else:
         timeouts = timeouts or DecoderTimeouts()
-        process, parent_end = _start_process(source, opener, timeouts)
-    video = IsolatedVideo(path, process, parent_end, timeouts, ring_budget_bytes)
+        process, parent_end = start_decoder_process(source, opener, timeouts)
+    said_ready = started is not None and started.said_ready
+    video = IsolatedVideo(path, process, parent_end, timeouts, ring_budget_bytes, said_ready)
     try:
         video.wait_until_opened()
         yield video
@@ -524,12 +532,12 @@ def check_decoders_start() -> None:
     Raises RuntimeError with the exit status and the usual cause. The process is given no
     file, so it exits as soon as its pipe closes. Once passed, later calls return at once.
     """
-    process, connection = _start_process(None, open_video, DecoderTimeouts())
+    process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
     try:
         first = _first_message_type(connection)
     finally:
         connection.close()
-        exit_status = _reap(process)
+        exit_status = reap_decoder(process)
     if first is None:
         raise RuntimeError(
             f"decoder processes cannot start: the first one ended (exit status {exit_status}) before it ran, "
@@ -549,17 +557,17 @@ def _first_message_type(connection: Connection) -> str | None:
         return None
     return str(messages.decode(raw)["type"])
 
-def _start_process(
+def start_decoder_process(
     source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts,
-    log_format: DecoderLogFormat | None = None,
-) -> tuple[multiprocessing.process.BaseProcess, Connection]:
+    log_format: DecoderLogFormat | None = None, *, name: str = DECODER_PROCESS_NAME,
+) -> StartedProcess:
     """A started decoder process (`serve_decoder`) and the server's end of its pipe."""
     context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
     process = context.Process(
         target=serve_decoder,
         args=(child_end, source, opener, timeouts.heartbeat_seconds, log_format or DecoderLogFormat.of_this_process()),
-        name=DECODER_PROCESS_NAME, daemon=True,
+        name=name, daemon=True,
     )
     try:
         process.start()
@@ -569,6 +577,14 @@ def _start_process(
     finally:
         child_end.close()
     return process, parent_end
+
+
+def end_decoder(started: StartedProcess) -> None:
+    """Kill and reap a decoder process that serves no run."""
+    process, connection = started
+    connection.close()
+    process.kill()
+    reap_decoder(process)
 
 
 def _signal_name(number: int) -> str:

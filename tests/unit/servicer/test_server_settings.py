@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -15,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from fakes.waiting import wait_until
 from videodag_service.settings import ENV_PREFIX, Settings, SettingsError, build_parser, settings_from
+from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
 
 def test_flag_wins_over_environment_which_wins_over_default(tmp_path: Path) -> None:
@@ -140,14 +143,22 @@ def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None
     from videodag_service.dag import DagPipelineService
     from videodag_service.server import start_server
 
+    others = _spare_decoders()
     first = start_server(settings_from(["--port", "0"], {"VIDEODAG_DATA_DIR": str(tmp_path / "first")}),
                          DagPipelineService.from_folder())
     try:
         second_settings = settings_from(["--port", str(first.port)], {"VIDEODAG_DATA_DIR": str(tmp_path / "second")})
         with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port}"):
             start_server(second_settings, DagPipelineService.from_folder())
+        # The first server's spare decoder process is left; the second ended its own.
+        assert wait_until(lambda: len(_spare_decoders() - others) == 1), _spare_decoders()
     finally:
         first.stop(0)
+    assert _spare_decoders() - others == set()
+
+
+def _spare_decoders() -> set[int | None]:
+    return {process.pid for process in multiprocessing.active_children() if process.name == SPARE_PROCESS_NAME}
 
 
 def test_the_server_removes_at_start_the_uploads_a_killed_server_left(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import textwrap
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -25,7 +25,7 @@ Request = video_pipeline_service_pb2.UploadAndRunRequest
 
 
 @pytest.fixture
-def test_server(tmp_path: Path) -> tuple[grpc_testing.Server, Path]:
+def test_server(tmp_path: Path) -> Iterator[tuple[grpc_testing.Server, Path]]:
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "counting.yaml").write_text(textwrap.dedent("""
@@ -42,7 +42,8 @@ def test_server(tmp_path: Path) -> tuple[grpc_testing.Server, Path]:
     dag = DagPipelineService(load_pipeline_folder(pipelines, PluginRegistry([make_test_plugin(Recorder())])))
     settings = Settings(temp_dir=tmp_path / "uploads")
     servicer = VideoPipelineServicer(dag, settings, RunSlots(2))
-    return grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time()), tmp_path
+    yield grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time()), tmp_path
+    servicer.close()
 
 
 def upload(server: grpc_testing.Server, requests: Iterable[Request]
