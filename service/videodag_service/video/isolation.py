@@ -150,6 +150,8 @@ class IsolatedVideo:
         """Whether the video ended before the count it declares (`OpenedVideo.ended_early`); known once finished."""
         self.frames_in_video: int | None = None
         """The frames read to the video's end (`OpenedVideo.frames_in_video`); known once finished."""
+        self.ended_without_a_word = False
+        """Whether the process ended, or its pipe closed, without reporting why (a crash, a kill)."""
         self._info: VideoInfo | None = None
 
     @property
@@ -290,6 +292,7 @@ class IsolatedVideo:
 
     def _crashed(self) -> VideodagError:
         """The pipe ended without a word: say how the decoder ended, killing it if it lingers."""
+        self.ended_without_a_word = True
         self._process.join(_EXIT_GRACE_SECONDS)
         self._kill()
         self._reap()
@@ -415,6 +418,7 @@ class StartedDecoder:
     def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts, spare: StartedProcess | None = None) -> None:
         self.timeouts = timeouts
         """The limits it was started with (its heartbeat is set at start)."""
+        self.opener = opener
         self._started = spare
         self.said_ready = spare is not None
         """Whether the process's `ready` was read already, as a spare's is when it is taken."""
@@ -500,28 +504,61 @@ def open_isolated_video(
     process; it is sent by reference, so it must be a module-level function. A
     `GrowingUpload` is decoded as its bytes arrive; its abandon event goes to the process.
     With `started`, a stored file goes to that process (`start_decoder_ahead`), which
-    brings the timeouts and opener it was started with.
+    brings the timeouts and opener it was started with; a spare among them that ends
+    without a word before its probe is replaced once (`_opened_by`).
     """
     path = Path(source)
     if not isinstance(source, GrowingUpload):
         source = path
-    if started is not None:
-        if isinstance(source, GrowingUpload):
-            raise ValueError("a decoder started ahead takes a stored file, not an upload still arriving")
-        timeouts = started.timeouts
-        process, parent_end = started.take()
-        with suppress(OSError):  # one that died meanwhile is reported by the wait for its probe
-            parent_end.send_bytes(messages.open_file(messages.OpenRequest(path, started.log_format)))
-    else:
+    if started is None:
         timeouts = timeouts or DecoderTimeouts()
-        process, parent_end = start_decoder_process(source, opener, timeouts)
-    said_ready = started is not None and started.said_ready
-    video = IsolatedVideo(path, process, parent_end, timeouts, ring_budget_bytes, said_ready)
+        video = _opened(path, start_decoder_process(source, opener, timeouts), timeouts, ring_budget_bytes)
+    elif isinstance(source, GrowingUpload):
+        raise ValueError("a decoder started ahead takes a stored file, not an upload still arriving")
+    else:
+        video = _opened_by(started, path, ring_budget_bytes)
     try:
-        video.wait_until_opened()
         yield video
     finally:
         video.close()
+
+
+def _opened_by(started: StartedDecoder, path: Path, ring_budget_bytes: int) -> IsolatedVideo:
+    """The decoder started ahead, once it has probed `path`.
+
+    A spare that ends without a word before its probe is replaced once by a process of the
+    run's own: it was taken alive, but a process killed a moment before (the OOM killer)
+    still looks alive until its exit has closed its pipe, which takes a few milliseconds on
+    a busy machine; that is no fault of the file. A second such end is the file's.
+    """
+    process, parent_end = started.take()
+    with suppress(OSError):  # one that died meanwhile is reported by the wait for its probe
+        parent_end.send_bytes(messages.open_file(messages.OpenRequest(path, started.log_format)))
+    video = IsolatedVideo(path, process, parent_end, started.timeouts, ring_budget_bytes, started.said_ready)
+    try:
+        video.wait_until_opened()
+        return video
+    except VideodagError as error:
+        video.close()
+        if not (started.said_ready and video.ended_without_a_word):
+            raise
+        logger.warning("a spare decoder process ended before it opened %r (%s); starting another", path.name, error)
+    except BaseException:
+        video.close()
+        raise
+    started_now = start_decoder_process(path, started.opener, started.timeouts, started.log_format)
+    return _opened(path, started_now, started.timeouts, ring_budget_bytes)
+
+
+def _opened(path: Path, started: StartedProcess, timeouts: DecoderTimeouts, ring_budget_bytes: int) -> IsolatedVideo:
+    """An IsolatedVideo of the process once it has probed the file; closed if it could not."""
+    video = IsolatedVideo(path, *started, timeouts, ring_budget_bytes)
+    try:
+        video.wait_until_opened()
+    except BaseException:
+        video.close()
+        raise
+    return video
 
 
 @functools.cache

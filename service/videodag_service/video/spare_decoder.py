@@ -3,17 +3,20 @@
 A decoder process is fresh for every run, so that no run's file is ever decoded where
 another run's was. Starting one (the forkserver's fork, the main module run again, the
 log pipe) takes 7-10 ms on 2 cores. `start_decoder_ahead` overlaps that with the upload,
-but an upload of a few megabytes over loopback is over sooner, and a job's run or a run
-on a stored file has no upload to hide it behind. A spare is started once the previous
-one is taken, has opened nothing when a run takes it, and is then ended by its run as any
-decoder is. Measured side by side on 2 cores over loopback gRPC (`frame_stats_v1`, 30
-calls each): the first result came 6-7 ms sooner after the upload's end, on the sample clip
-(39 to 33 ms, median) and on the 720p clip (44 to 37 ms).
+but an upload of a few megabytes over loopback is over sooner, and a run on a stored file
+(`VideoFilePipelineService.stream_run`) has no upload to hide it behind. A spare is started
+once the previous one is taken, has opened nothing when a run takes it, and is then ended
+by its run as any decoder is. Measured side by side on 2 cores over loopback gRPC
+(`frame_stats_v1`, 30 calls each): the first result came 6-7 ms sooner after the upload's
+end, on the sample clip (39 to 33 ms, median) and on the 720p clip (44 to 37 ms).
 
 A spare is handed out only once it has said it is ready; until then a run starts a process
 of its own, as it would without a spare. One spare is kept: a second run starting at the
-same moment starts its own. A spare waiting uses no CPU and about 4 MB of memory of its own
-(40 MB resident, most of it shared with the forkserver it was forked from).
+same moment starts its own. A spare killed while it waited is not handed out, and one
+killed a moment before it was taken (which still looks alive until its exit has closed its
+pipe) is replaced once by a process of the run's own (`isolation.open_isolated_video`). A
+spare waiting uses no CPU and 4-6 MB of memory of its own (40 MB resident, most of it
+shared with the forkserver it was forked from).
 
 (Decoding a small clip in the spare first, so that its first video would not pay for the
 page faults of a fresh process, was measured too: it cost more than it saved.)
@@ -50,19 +53,17 @@ class SpareDecoder:
     """Keeps one started decoder process for the next run to take; close() ends it.
 
     `opener` and `timeouts` are those of the runs that take it, set at the process's start.
+    A SpareDecoder dropped without close() ends its spare when it is collected, or at the
+    interpreter's exit at the latest.
     """
 
     def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts) -> None:
-        self._opener = opener
-        self._timeouts = timeouts
-        self._lock = threading.Lock()
-        self._spare: StartedProcess | None = None
-        self._starting: threading.Thread | None = None
-        self._closed = False
+        self._keeper = _Keeper(opener, timeouts)
         # Ended at the interpreter's exit before multiprocessing joins its children: a decoder
         # ignores the SIGTERM that multiprocessing would send it, and the join would never end.
-        self._at_exit = multiprocessing.util.Finalize(self, self.close, exitpriority=_AT_EXIT_PRIORITY)
-        self._start_next()
+        # The callback is the keeper's, so that this object can still be collected.
+        self._close = multiprocessing.util.Finalize(self, self._keeper.close, exitpriority=_AT_EXIT_PRIORITY)
+        self._keeper.start_next()
 
     def take(self) -> StartedProcess | None:
         """The spare, if it is ready, for the one run that uses it; None otherwise. Never waits.
@@ -71,6 +72,25 @@ class SpareDecoder:
         after it says whether the process still lives, where the process's exit status may
         not be known yet.
         """
+        return self._keeper.take()
+
+    def close(self) -> None:
+        """End the spare, or the one being started; later takes return None."""
+        self._close()
+
+
+class _Keeper:
+    """The spare and its replacement's start, apart from `SpareDecoder` so that a finalizer can end them."""
+
+    def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts) -> None:
+        self._opener = opener
+        self._timeouts = timeouts
+        self._lock = threading.Lock()
+        self._spare: StartedProcess | None = None
+        self._starting: threading.Thread | None = None
+        self._closed = False
+
+    def take(self) -> StartedProcess | None:
         with self._lock:
             spare = self._spare
             # Readable once its `ready` is there, or once it has died.
@@ -78,7 +98,7 @@ class SpareDecoder:
                 self._spare = None
             else:
                 spare = None
-        self._start_next()  # after a failed start too: it may succeed now
+        self.start_next()  # after a failed start too: it may succeed now
         if spare is None:
             return None
         if not _said_ready_and_lives(spare[1]):  # killed while it waited (the OOM killer, a forkserver gone)
@@ -88,8 +108,6 @@ class SpareDecoder:
         return spare
 
     def close(self) -> None:
-        """End the spare, or the one being started; later takes return None."""
-        self._at_exit.cancel()
         with self._lock:
             self._closed = True
             spare, self._spare = self._spare, None
@@ -99,7 +117,7 @@ class SpareDecoder:
         if spare is not None:
             end_decoder(spare)
 
-    def _start_next(self) -> None:
+    def start_next(self) -> None:
         """Start the next spare in a thread of its own, unless one is being started already."""
         with self._lock:
             if self._closed or self._spare is not None or self._starting is not None:

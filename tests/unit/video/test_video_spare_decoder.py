@@ -4,6 +4,7 @@ ended by close() or at the program's exit."""
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import multiprocessing
 import os
@@ -13,11 +14,15 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from fakes.waiting import wait_until
+from videodag_service.errors import VideoUnreadable
+from videodag_service.video import isolation as isolation_module
 from videodag_service.video import spare_decoder as spare_module
 from videodag_service.video.isolation import (
     DECODER_PROCESS_NAME,
@@ -28,7 +33,7 @@ from videodag_service.video.isolation import (
     open_isolated_video,
 )
 from videodag_service.video.limits import VideoLimits
-from videodag_service.video.reader import open_video
+from videodag_service.video.reader import OpenedVideo, open_video
 from videodag_service.video.sampling import FrameWindow
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SPARE_STARTER_THREAD_NAME, SpareDecoder
 
@@ -100,6 +105,59 @@ def test_a_spare_that_died_while_it_waited_is_not_handed_out() -> None:
         spare.close()
 
 
+def test_a_spare_killed_once_it_was_taken_is_replaced_by_a_process_of_the_runs_own(
+    sample_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process killed a moment before it is taken still looks alive until its exit has closed
+    its pipe (the OOM killer on a busy machine): the run must not report the file as unreadable."""
+    spare = SpareDecoder(open_video, DecoderTimeouts())
+    try:
+        taken = _take_once_ready(spare)
+        taken[0].kill()
+        decoder = StartedDecoder(open_video, DecoderTimeouts(), taken)
+        with (caplog.at_level(logging.WARNING, logger=isolation_module.__name__),
+              open_isolated_video(sample_clip, started=decoder) as video):
+            frames = [frame.frame_index for frame in video.frames(FrameWindow(max_frames=3), VideoLimits())]
+        assert frames == [0, 1, 2]
+        assert "a spare decoder process ended before it opened 'pedestrians_120.mp4'" in caplog.text
+        assert "SIGKILL" in caplog.text
+    finally:
+        spare.close()
+
+
+@contextmanager
+def open_exiting_while_probing(path: Path) -> Iterator[OpenedVideo]:
+    """Module level: a decoder process imports it by name."""
+    os._exit(3)
+    yield OpenedVideo(Path(path))  # never reached
+
+
+def test_a_file_that_ends_its_decoder_while_probing_is_unreadable_though_the_spare_was_replaced(
+    sample_clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spare = SpareDecoder(open_exiting_while_probing, DecoderTimeouts())
+    try:
+        decoder = StartedDecoder(open_exiting_while_probing, DecoderTimeouts(), _take_once_ready(spare))
+        with (caplog.at_level(logging.WARNING, logger=isolation_module.__name__),
+              pytest.raises(VideoUnreadable, match="the decoder exited with status 3"),
+              open_isolated_video(sample_clip, started=decoder)):
+            pass
+        assert caplog.text.count("a spare decoder process ended before it opened") == 1  # replaced once, no more
+    finally:
+        spare.close()
+
+
+def test_a_spare_decoder_dropped_without_close_ends_its_spare_when_collected() -> None:
+    others = _spare_pids()
+    spare = SpareDecoder(open_video, DecoderTimeouts())
+    assert wait_until(lambda: len(_spare_pids() - others) == 1)
+    [pid] = _spare_pids() - others
+    del spare
+    gc.collect()
+    assert wait_until(lambda: not _is_running(pid))
+    assert _spare_pids() - others == set()
+
+
 def test_a_spare_that_cannot_start_is_logged_and_tried_again_at_the_next_take(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -137,7 +195,7 @@ def test_a_program_that_never_closes_its_spare_still_exits(tmp_path: Path) -> No
         import time
 
         from videodag_service.video.isolation import DecoderTimeouts
-        from videodag_service.video.reader import open_video
+        from videodag_service.video.reader import OpenedVideo, open_video
         from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SpareDecoder
 
         if __name__ == "__main__":
