@@ -35,6 +35,7 @@ import functools
 import logging
 import math
 import multiprocessing
+import multiprocessing.util
 import os
 import select
 import signal
@@ -68,6 +69,8 @@ StartedProcess = tuple[multiprocessing.process.BaseProcess, Connection]
 """A decoder process and the server's end of its pipe."""
 
 DECODER_PROCESS_NAME = "videodag-decoder"
+KILL_AT_EXIT_PRIORITY = 10
+"""Decoders are killed by finalizers of this priority at exit, before multiprocessing joins its children."""
 _STARTER_THREAD_NAME = "videodag-decoder-start"
 # How long a decoder that has said it is done, or whose pipe closed, may take to exit, and
 # how long a killed one may take to be reaped, before the server stops waiting and logs it.
@@ -153,6 +156,12 @@ class IsolatedVideo:
         self.ended_without_a_word = False
         """Whether the process ended, or its pipe closed, without reporting why (a crash, a kill)."""
         self._info: VideoInfo | None = None
+        # Killed at the interpreter's exit, before multiprocessing waits for its children: it
+        # ignores the SIGTERM multiprocessing sends them first, so a run left unfinished (a frame
+        # iterator never closed) would make that wait endless. Also when this object is collected.
+        self._kill_at_exit = multiprocessing.util.Finalize(
+            self, _kill_quietly, args=(process,), exitpriority=KILL_AT_EXIT_PRIORITY
+        )
 
     @property
     def info(self) -> VideoInfo:
@@ -197,6 +206,7 @@ class IsolatedVideo:
             if not self._finished:
                 self._kill()
             self._reap()
+            self._kill_at_exit.cancel()
         finally:
             if self._ring is not None:
                 self._ring.close()
@@ -614,6 +624,11 @@ def start_decoder_process(
     finally:
         child_end.close()
     return process, parent_end
+
+
+def _kill_quietly(process: multiprocessing.process.BaseProcess) -> None:
+    with suppress(ValueError, OSError):  # closed or gone already
+        process.kill()
 
 
 def end_decoder(started: StartedProcess) -> None:

@@ -34,6 +34,7 @@ from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.isolation import (
     DECODER_PROCESS_NAME,
+    KILL_AT_EXIT_PRIORITY,
     DecoderTimeouts,
     StartedProcess,
     end_decoder,
@@ -46,7 +47,6 @@ logger = logging.getLogger(__name__)
 SPARE_PROCESS_NAME = "videodag-decoder-spare"
 """A spare's name until a run takes it; it is then named as any decoder."""
 SPARE_STARTER_THREAD_NAME = "videodag-spare-decoder-start"
-_AT_EXIT_PRIORITY = 10
 
 
 class SpareDecoder:
@@ -62,7 +62,7 @@ class SpareDecoder:
         # Ended at the interpreter's exit before multiprocessing joins its children: a decoder
         # ignores the SIGTERM that multiprocessing would send it, and the join would never end.
         # The callback is the keeper's, so that this object can still be collected.
-        self._close = multiprocessing.util.Finalize(self, self._keeper.close, exitpriority=_AT_EXIT_PRIORITY)
+        self._close = multiprocessing.util.Finalize(self, self._keeper.close, exitpriority=KILL_AT_EXIT_PRIORITY)
         self._keeper.start_next()
 
     def take(self) -> StartedProcess | None:

@@ -11,6 +11,9 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -23,6 +26,7 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
+from fakes.waiting import wait_until
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
@@ -46,6 +50,8 @@ class HashingDag:
             "timestamp": payload["timestamp"],
             "content_index": read_frame_index(image) if image.shape[:2] == (48, 64) else None,
         }
+
+SERVICE_ROOT = Path(__file__).resolve().parents[3] / "service"
 
 
 def _events(isolation: str, path: Path, options: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
@@ -481,3 +487,30 @@ def test_a_decoder_started_ahead_refuses_an_upload_still_arriving(tmp_path: Path
         with pytest.raises(ValueError, match="stored file"):
             refused.__enter__()
         assert not started.taken  # still its own: killed and reaped when the block exits
+
+
+def test_a_program_that_leaves_a_run_unfinished_still_exits(sample_clip: Path, tmp_path: Path) -> None:
+    """A decoder ignores SIGTERM, which multiprocessing sends its daemon children at exit
+    before it waits for them: a decoder left waiting by a frame iterator never closed made
+    that wait endless."""
+    script = tmp_path / "leaves_a_run.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+
+        from videodag_service.video.isolation import open_isolated_video
+        from videodag_service.video.limits import VideoLimits
+        from videodag_service.video.sampling import FrameWindow
+
+        if __name__ == "__main__":
+            opened = open_isolated_video(sys.argv[1])
+            video = opened.__enter__()
+            frames = video.frames(FrameWindow(), VideoLimits())
+            first = next(frames)
+            print(video._process.pid, flush=True)
+    """))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SERVICE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    finished = subprocess.run([sys.executable, str(script), str(sample_clip)], capture_output=True, text=True,
+                              timeout=60, env=environment, cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    decoder_pid = int(finished.stdout.split()[0])
+    assert wait_until(lambda: not Path(f"/proc/{decoder_pid}").exists())
