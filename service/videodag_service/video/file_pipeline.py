@@ -79,9 +79,8 @@ class VideoFilePipelineService:
     multiprocessing's forkserver if it is not running, so the first run does not wait for
     it; as with any multiprocessing program, a script's entry point needs the
     `if __name__ == "__main__":` guard. With `spare_decoder` (and "process") one decoder
-    process is kept started for the next run (`spare_decoder.py`) until
-    `close()`: a long-lived server's choice, where the first result of every run comes
-    sooner for it.
+    process is kept started for the next run (`spare_decoder.py`) until `close()`: a
+    long-lived server's choice, where each run's first result comes sooner.
 
     Example::
 
