@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ S = TypeVar("S", bound="_ThreadedStream[Any]")
 # wait on threads of their own.
 _CALL_THREADS = 8
 _END = object()
+_LOOP_CHECK_SECONDS = 0.05  # how often an upload waiting for its callbacks checks that their loop still runs
 
 
 class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
@@ -135,9 +137,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         Nothing starts until the first `async for` step, which opens the file (and reads it
         once for its checksum) on the stream's thread; errors, bad arguments included, are
         raised from the iteration. `on_upload_progress` (a function or a coroutine function) is
-        called in the event loop, without holding the upload back; an exception it raises
-        stops the call at its next chunk or event and is raised from the iteration, as
-        `VideodagClient` raises its callback's.
+        called in the event loop, without holding each chunk back (the upload waits for its
+        reports once, before it ends); an exception it raises stops the call at its next chunk
+        or event and is raised from the iteration, as `VideodagClient` raises its callback's.
         """
         progress = _LoopCallback.of(on_upload_progress)
         start = functools.partial(
@@ -172,8 +174,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         Cancelling the awaiting task cancels the upload, and no job is queued for it
         (unless the server had already stored the whole upload). `on_upload_progress` runs
         as in `upload_and_run`; its exception stops the upload at the next chunk and is raised
-        from here. One raised by the last report, once every byte is sent, is raised from here
-        too, though the job may be queued by then.
+        from here. The upload waits for its reports to have run before it ends, so one that
+        raised queues no job, even when the loop ran it after the last chunk was read.
         """
         progress = _LoopCallback.of(on_upload_progress)
         if progress is not None:
@@ -372,6 +374,13 @@ class AsyncJobWatch(_ThreadedStream[JobEvent], AsyncIterator[JobEvent]):
     """The events of one job (`JobWatch`'s), as an async iterator; `aclose()` stops it."""
 
 
+def _runs_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -382,7 +391,12 @@ class _LoopCallback:
     loop instead, without waiting for it: the upload is not held back by a busy loop, nor stuck
     behind one that has stopped. An exception it raises (or its coroutine's) is kept, and
     raised in the blocking client's thread at its next call, which stops the call as the
-    blocking client's own callback would; the async side raises it at its next step too."""
+    blocking client's own callback would; the async side raises it at its next step too.
+
+    An upload waits for its reports once, before it ends (`wait_until_run`), while the loop
+    runs: a report the loop ran only after the last chunk left would otherwise fail a call
+    the server had already taken whole (a job queued).
+    """
 
     def __init__(self, callback: Callable[..., object]) -> None:
         self._callback = callback
@@ -408,6 +422,30 @@ class _LoopCallback:
         if self.loop is None:
             raise RuntimeError("the callback has no event loop to run in")
         self.loop.call_soon_threadsafe(self._run, args)  # RuntimeError once that loop is closed
+
+    def wait_until_run(self, abandoned: Callable[[], bool]) -> None:
+        """Returns once the loop ran the calls handed over so far and their coroutines ended,
+        or at once when the loop has stopped (they will not run until it starts again),
+        is closed, or is this thread's own; raises what one of them raised."""
+        loop = self.loop
+        if loop is None or _runs_in(loop):
+            return
+        run = threading.Event()
+        try:
+            loop.call_soon_threadsafe(self._set_once_settled, run)  # after the calls before it: FIFO
+        except RuntimeError:  # the loop is closed
+            return
+        while not run.wait(_LOOP_CHECK_SECONDS):
+            if abandoned() or not loop.is_running():
+                return
+        self.raise_if_failed()
+
+    def _set_once_settled(self, run: threading.Event) -> None:
+        if not self._running:
+            run.set()
+            return
+        waiting = asyncio.gather(*self._running, return_exceptions=True)
+        waiting.add_done_callback(lambda _: run.set())
 
     def _run(self, args: tuple[Any, ...]) -> None:
         try:

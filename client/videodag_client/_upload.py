@@ -14,11 +14,24 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, TypeAlias
+from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
 
 PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryIO
 UploadProgress: TypeAlias = Callable[[int, int | None], None]
 """Called as `(bytes_sent, total_bytes_or_None)` from gRPC's request thread."""
+
+
+@runtime_checkable
+class DeferredProgress(Protocol):
+    """A progress callback that runs its reports elsewhere, later (the async client's, in its
+    event loop). The upload waits for them once, before it ends: an exception from any report
+    then stops the call before the server has the whole upload, as a callback run in place would."""
+
+    def __call__(self, sent: int, total: int | None) -> None: ...
+
+    def wait_until_run(self, abandoned: Callable[[], bool]) -> None:
+        """Returns once the reports handed over so far have run (or will not run, or
+        `abandoned()` turns true); raises what one of them raised."""
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 # Measured on loopback: 64 KiB 280 MB/s, 256 KiB 680 MB/s, 1 MiB 950 MB/s. The ceiling leaves
@@ -157,6 +170,8 @@ class ChunkedRequests:
         self._report_progress()
         chunk = self._upload.stream.read(self._chunk_size)
         if not chunk:
+            if isinstance(self._on_progress, DeferredProgress):
+                self._on_progress.wait_until_run(lambda: self._closed)
             raise StopIteration
         self._bytes_in_flight = len(chunk)
         return self._encode_chunk(chunk)

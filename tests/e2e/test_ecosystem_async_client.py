@@ -435,6 +435,33 @@ def test_upload_progress_callbacks_run_in_the_loop_and_their_errors_stop_the_cal
     assert server.uploads_left_after() == []
 
 
+def test_a_report_the_loop_runs_after_the_last_chunk_still_stops_the_submission(
+    server: ServerHarness, sample_clip: Path
+) -> None:
+    """The loop is blocked while the whole file is read: the upload waits for its reports
+    before it ends, so the failing one stops it and no job is queued."""
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[BaseException, int]:
+        def failing(sent: int, total: int | None) -> None:
+            raise RuntimeError(f"progress display failed at {sent}")
+
+        async def block_the_loop() -> None:
+            await asyncio.sleep(0)  # the submission's start is handed to a thread
+            time.sleep(1.5)  # CPU work that holds the loop; the upload ends in far less
+
+        with pytest.raises(RuntimeError, match="progress display failed at 262144") as error:
+            await asyncio.gather(
+                client.submit_job(sample_clip, "frame_stats_v1", chunk_size=256 * 1024, on_upload_progress=failing),
+                block_the_loop(),
+            )
+        print("JOBS", (await client.list_jobs()).jobs, repr(error.value), error.traceback[-3:])
+        return error.value, len((await client.list_jobs()).jobs)
+
+    _, jobs = run_async(server, scenario)
+    assert jobs == 0, "the failed submission queued no job"
+    assert server.uploads_left_after() == []
+
+
 class _SlowDisk(io.BytesIO):
     """A seekable file whose reads take a while, as from a slow disk: its upload lasts seconds."""
 
