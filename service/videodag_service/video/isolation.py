@@ -21,7 +21,9 @@ What the server sees of a misbehaving decoder:
 * it reports a file error: the same `VideoUnreadable` / `VideoTooLarge` as in-process.
 
 Whichever way the block exits, the process is dead and reaped and the ring unlinked when it
-has exited. Processes come from a preloaded forkserver (`decoder_context`).
+has exited. Processes come from a preloaded forkserver (`decoder_context`), and are
+started, watched and reaped through `child_processes`, which keeps runs in other threads
+from misreading each other's.
 
 A process takes about 7 ms to start (2 cores), a delay every run would add to its first
 result. `start_decoder_ahead` starts one before its file is complete, while the upload is
@@ -52,6 +54,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideodagError, VideoUnreadable
+from videodag_service.video import child_processes
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_context import decoder_context
 from videodag_service.video.decoder_log import DecoderLogFormat
@@ -303,7 +306,7 @@ class IsolatedVideo:
     def _crashed(self) -> VideodagError:
         """The pipe ended without a word: say how the decoder ended, killing it if it lingers."""
         self.ended_without_a_word = True
-        self._process.join(_EXIT_GRACE_SECONDS)
+        child_processes.wait_for_exit(self._process, _EXIT_GRACE_SECONDS)
         self._kill()
         self._reap()
         code = self._exitcode
@@ -330,8 +333,8 @@ class IsolatedVideo:
         return unreadable(self.path, f"the decoder sent a malformed message ({problem})")
 
     def _kill(self) -> None:
-        if not self._reaped and self._process.exitcode is None:
-            self._process.kill()
+        if not self._reaped and child_processes.exit_code(self._process) is None:
+            child_processes.kill(self._process)
 
     def _reap(self) -> None:
         if self._reaped:
@@ -346,15 +349,14 @@ def reap_decoder(process: multiprocessing.process.BaseProcess) -> int | None:
     Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel): it is
     killed and waited for once more, then no longer, rather than hold the run forever.
     """
-    process.join(_EXIT_GRACE_SECONDS)
-    if process.exitcode is None:
-        process.kill()
-        process.join(_EXIT_GRACE_SECONDS)
-    exitcode = process.exitcode
+    exitcode = child_processes.wait_for_exit(process, _EXIT_GRACE_SECONDS)
+    if exitcode is None:
+        child_processes.kill(process)
+        exitcode = child_processes.wait_for_exit(process, _EXIT_GRACE_SECONDS)
     if exitcode is None:
         logger.warning("decoder process %s did not exit after SIGKILL", process.pid)
     else:
-        process.close()
+        child_processes.release(process)
     return exitcode
 
 
@@ -617,7 +619,7 @@ def start_decoder_process(
         name=name, daemon=True,
     )
     try:
-        process.start()
+        child_processes.start(process)
     except BaseException:
         parent_end.close()
         raise
@@ -627,6 +629,7 @@ def start_decoder_process(
 
 
 def _kill_quietly(process: multiprocessing.process.BaseProcess) -> None:
+    """At exit: without `child_processes`' lock, which a thread stuck in a start may hold for good."""
     with suppress(ValueError, OSError):  # closed or gone already
         process.kill()
 
@@ -635,7 +638,7 @@ def end_decoder(started: StartedProcess) -> None:
     """Kill and reap a decoder process that serves no run."""
     process, connection = started
     connection.close()
-    process.kill()
+    child_processes.kill(process)
     reap_decoder(process)
 
 
