@@ -18,7 +18,6 @@ from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunOptions, RunSummary
 from videodag_service.unread_results import WATCHDOG_THREAD_NAME
-from videodag_service.video import child_processes
 from videodag_service.video.isolation import DECODER_PROCESS_NAME
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SPARE_STARTER_THREAD_NAME
 
@@ -124,12 +123,12 @@ class Resources:
 
 def decoder_processes() -> list[multiprocessing.process.BaseProcess]:
     """The decoder processes of this (server) process that are still alive."""
-    return [process for process in child_processes.live_children() if process.name == DECODER_PROCESS_NAME]
+    return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
 
 
 def spare_decoders() -> list[int]:
     """The pids of this (server) process's spare decoder processes, none of them taken by a run yet."""
-    return [process.pid for process in child_processes.live_children()
+    return [process.pid for process in multiprocessing.active_children()
             if process.name == SPARE_PROCESS_NAME and process.pid is not None]
 
 

@@ -1,65 +1,90 @@
-"""Decoder processes started, watched and reaped by many threads at once, without misreads.
+"""Decoder processes whose exit status many threads may ask for at once, without misreads.
 
-multiprocessing learns a forkserver child's exit status by reading it from a pipe, and not
-only in the thread that owns the child: every `Process.start()` first polls all the children
-of the interpreter (so does `multiprocessing.active_children()`), from whatever thread calls
-it. Two threads reading one child's pipe misreport its status: the loser reads the pipe's
-end and takes it for a killed forkserver, 255. Worse, a thread that reads just after the
-owner has closed the child (`Process.close()`) reads whatever descriptor took that number
-since: the pipe of a run starting at that moment, whose messages it then eats, and that run
-fails (CPython gh-130895, open). So every call that reads a child's status, starts a child
-(and with it polls the others) or closes one holds one lock here. The wait for a child's
-end is done without it, on the child's pipe; only the read after it holds the lock.
+multiprocessing reads a child's exit status in the child's own thread, and also in any
+thread that starts another child: `Process.start()` first polls every child of the
+interpreter, as `multiprocessing.active_children()` does. Two threads reading one
+forkserver child's status pipe misreport it: the loser reads the pipe's end and takes it
+for a dead forkserver, 255. Worse, a thread that reads just after the owner has closed the
+child (`Process.close()`) reads whatever descriptor took that number since: the pipe of a
+run starting at that moment, whose messages it then eats (CPython gh-130895, open). With
+`waitpid` (spawn) the loser sees a dead child as running.
 
-Starting a process holds the lock for the 4-7 ms the forkserver takes to fork it: starts are
-one at a time in the forkserver anyway, and a run's end may wait that long for another's start.
+A decoder's `Popen` here reads its status and closes under a lock of its own, so a poll
+from any thread is safe, and nothing that blocks holds it: a start stuck in a stopped
+forkserver holds up nobody else's reaping, nor a finalizer that ends a decoder mid-start.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import multiprocessing.connection
+import os
+import sys
 import threading
+from multiprocessing import popen_forkserver, popen_spawn_posix
+from multiprocessing.context import ForkServerProcess, SpawnProcess
 from multiprocessing.process import BaseProcess
+from typing import Any
 
-# Reentrant: a finalizer that ends a decoder (a spare's keeper collected) may run in a thread
-# that holds it already, in the middle of a start.
-_CHILDREN_LOCK = threading.RLock()
-
-
-def start(process: BaseProcess) -> None:
-    """`process.start()`, which also polls the interpreter's other children."""
-    with _CHILDREN_LOCK:
-        process.start()
+_EXIT_CHECK_SECONDS = 0.1  # a blocking wait looks at the status this often once the child seems gone
 
 
-def wait_for_exit(process: BaseProcess, timeout: float | None) -> int | None:
-    """Its exit code once it has ended, waiting up to `timeout` seconds; None if it still runs."""
-    multiprocessing.connection.wait([process.sentinel], timeout)  # readable at its end: no read yet
-    return exit_code(process)
+class _GuardedStatus:
+    """For a multiprocessing `Popen`: its exit status is read by one thread at a time, and
+    never after its close; a blocking wait for it waits without the lock."""
+
+    _status_lock: threading.Lock
+    returncode: int | None
+    sentinel: int
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        if flag != os.WNOHANG:
+            while (code := self.poll()) is None:
+                multiprocessing.connection.wait([self.sentinel], _EXIT_CHECK_SECONDS)
+            return code
+        with self._status_lock:
+            return super().poll(os.WNOHANG)  # type: ignore[misc]
+
+    def close(self) -> None:
+        with self._status_lock:
+            super().close()  # type: ignore[misc]
 
 
-def exit_code(process: BaseProcess) -> int | None:
-    """Its exit code if it has ended (a negative signal number if killed), None if it still runs;
-    never waits. Also drops it from multiprocessing's list of children, as `join()` does."""
-    with _CHILDREN_LOCK:
-        process.join(0)
-        return process.exitcode
+class _ForkServerPopen(_GuardedStatus, popen_forkserver.Popen):
+    def __init__(self, process_obj: BaseProcess) -> None:
+        self._status_lock = threading.Lock()
+        super().__init__(process_obj)
 
 
-def kill(process: BaseProcess) -> None:
-    """SIGKILL, unless its end is known already (a process reaped may have a successor of its pid)."""
-    with _CHILDREN_LOCK:
-        process.kill()
+class _SpawnPopen(_GuardedStatus, popen_spawn_posix.Popen):
+    def __init__(self, process_obj: BaseProcess) -> None:
+        self._status_lock = threading.Lock()
+        super().__init__(process_obj)
 
 
-def release(process: BaseProcess) -> None:
-    """Close the ended process's pipe to the forkserver; its number may serve another child at once."""
-    with _CHILDREN_LOCK:
-        process.close()
+class GuardedForkServerProcess(ForkServerProcess):
+    """A forkserver child whose status is safe to poll from any thread."""
+
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> _ForkServerPopen:  # type: ignore[override]
+        return _ForkServerPopen(process_obj)
 
 
-def live_children() -> list[BaseProcess]:
-    """`multiprocessing.active_children()`, which polls every child, taken under the same lock."""
-    with _CHILDREN_LOCK:
-        return multiprocessing.active_children()
+class GuardedSpawnProcess(SpawnProcess):
+    """A spawned child whose status is safe to poll from any thread (POSIX)."""
+
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> _SpawnPopen:  # type: ignore[override]
+        return _SpawnPopen(process_obj)
+
+
+def guarded_process(context: Any, **process_arguments: Any) -> BaseProcess:
+    """`context.Process(**process_arguments)` (`context`: a multiprocessing context), with its
+    status guarded where the start method allows (forkserver, or spawn on POSIX); elsewhere
+    multiprocessing's own."""
+    method = context.get_start_method()
+    if method == "forkserver":
+        return GuardedForkServerProcess(**process_arguments)
+    if method == "spawn" and sys.platform != "win32":
+        return GuardedSpawnProcess(**process_arguments)
+    process: BaseProcess = context.Process(**process_arguments)
+    return process

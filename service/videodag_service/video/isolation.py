@@ -21,9 +21,8 @@ What the server sees of a misbehaving decoder:
 * it reports a file error: the same `VideoUnreadable` / `VideoTooLarge` as in-process.
 
 Whichever way the block exits, the process is dead and reaped and the ring unlinked when it
-has exited. Processes come from a preloaded forkserver (`decoder_context`), and are
-started, watched and reaped through `child_processes`, which keeps runs in other threads
-from misreading each other's.
+has exited. Processes come from a preloaded forkserver (`decoder_context`); their exit
+status is safe to ask for from any thread (`child_processes`).
 
 A process takes about 7 ms to start (2 cores), a delay every run would add to its first
 result. `start_decoder_ahead` starts one before its file is complete, while the upload is
@@ -54,8 +53,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideodagError, VideoUnreadable
-from videodag_service.video import child_processes
 from videodag_service.video import decoder_messages as messages
+from videodag_service.video.child_processes import guarded_process
 from videodag_service.video.decoder_context import decoder_context
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.decoder_process import serve_decoder
@@ -306,7 +305,7 @@ class IsolatedVideo:
     def _crashed(self) -> VideodagError:
         """The pipe ended without a word: say how the decoder ended, killing it if it lingers."""
         self.ended_without_a_word = True
-        child_processes.wait_for_exit(self._process, _EXIT_GRACE_SECONDS)
+        self._process.join(_EXIT_GRACE_SECONDS)
         self._kill()
         self._reap()
         code = self._exitcode
@@ -333,8 +332,8 @@ class IsolatedVideo:
         return unreadable(self.path, f"the decoder sent a malformed message ({problem})")
 
     def _kill(self) -> None:
-        if not self._reaped and child_processes.exit_code(self._process) is None:
-            child_processes.kill(self._process)
+        if not self._reaped and self._process.exitcode is None:
+            self._process.kill()
 
     def _reap(self) -> None:
         if self._reaped:
@@ -349,14 +348,15 @@ def reap_decoder(process: multiprocessing.process.BaseProcess) -> int | None:
     Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel): it is
     killed and waited for once more, then no longer, rather than hold the run forever.
     """
-    exitcode = child_processes.wait_for_exit(process, _EXIT_GRACE_SECONDS)
-    if exitcode is None:
-        child_processes.kill(process)
-        exitcode = child_processes.wait_for_exit(process, _EXIT_GRACE_SECONDS)
+    process.join(_EXIT_GRACE_SECONDS)
+    if process.exitcode is None:
+        process.kill()
+        process.join(_EXIT_GRACE_SECONDS)
+    exitcode = process.exitcode
     if exitcode is None:
         logger.warning("decoder process %s did not exit after SIGKILL", process.pid)
     else:
-        child_processes.release(process)
+        process.close()
     return exitcode
 
 
@@ -613,13 +613,14 @@ def start_decoder_process(
     """A started decoder process (`serve_decoder`) and the server's end of its pipe."""
     context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
-    process = context.Process(
+    process = guarded_process(
+        context,
         target=serve_decoder,
         args=(child_end, source, opener, timeouts.heartbeat_seconds, log_format or DecoderLogFormat.of_this_process()),
         name=name, daemon=True,
     )
     try:
-        child_processes.start(process)
+        process.start()
     except BaseException:
         parent_end.close()
         raise
@@ -629,7 +630,6 @@ def start_decoder_process(
 
 
 def _kill_quietly(process: multiprocessing.process.BaseProcess) -> None:
-    """At exit: without `child_processes`' lock, which a thread stuck in a start may hold for good."""
     with suppress(ValueError, OSError):  # closed or gone already
         process.kill()
 
@@ -638,7 +638,7 @@ def end_decoder(started: StartedProcess) -> None:
     """Kill and reap a decoder process that serves no run."""
     process, connection = started
     connection.close()
-    child_processes.kill(process)
+    process.kill()
     reap_decoder(process)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -17,7 +18,6 @@ import pytest
 
 from fakes.waiting import wait_until
 from videodag_service.settings import ENV_PREFIX, Settings, SettingsError, build_parser, settings_from
-from videodag_service.video import child_processes
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
 
@@ -158,7 +158,7 @@ def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None
 
 
 def _spare_decoders() -> set[int | None]:
-    return {process.pid for process in child_processes.live_children() if process.name == SPARE_PROCESS_NAME}
+    return {process.pid for process in multiprocessing.active_children() if process.name == SPARE_PROCESS_NAME}
 
 
 def test_the_server_removes_at_start_the_uploads_a_killed_server_left(tmp_path: Path) -> None:

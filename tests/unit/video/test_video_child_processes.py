@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from videodag_service.video import child_processes
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_log import DecoderLogFormat
-from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, reap_decoder, start_decoder_process
+from videodag_service.video.isolation import (
+    DECODER_PROCESS_NAME,
+    DecoderTimeouts,
+    end_decoder,
+    reap_decoder,
+    start_decoder_process,
+)
 from videodag_service.video.reader import open_video
 
 RUNS = 300
@@ -38,4 +48,35 @@ def test_decoders_started_and_reaped_by_many_threads_at_once_report_their_own_ex
         outcomes = Counter(pool.map(one_decoder, range(RUNS)))
 
     assert outcomes == {("ready", "failed", 0): RUNS}
-    assert [p for p in child_processes.live_children() if p.name == DECODER_PROCESS_NAME] == []
+    assert [p for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME] == []
+
+
+def _parent_pid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+def test_a_start_stuck_in_a_stopped_forkserver_holds_up_no_other_decoder() -> None:
+    """Another decoder's status and kill do not wait for a start that cannot end (its guard is its own)."""
+    running = start_decoder_process(None, open_video, DecoderTimeouts())
+    process, connection = running
+    assert messages.decode(connection.recv_bytes())["type"] == "ready"
+    forkserver = _parent_pid(process.pid or 0)
+    stuck = threading.Thread(target=lambda: end_decoder(start_decoder_process(None, open_video, DecoderTimeouts())),
+                             daemon=True)
+    answered: list[int | None] = []
+    asking = threading.Thread(target=lambda: (answered.append(process.exitcode), process.kill()), daemon=True)
+    os.kill(forkserver, signal.SIGSTOP)
+    try:
+        stuck.start()
+        time.sleep(0.2)  # in its start, waiting for the forkserver
+        asking.start()
+        asking.join(5)
+        assert not asking.is_alive(), "a running decoder's status waited for another's start"
+        assert answered == [None]
+        assert stuck.is_alive()
+    finally:
+        os.kill(forkserver, signal.SIGCONT)
+    stuck.join(30)
+    assert not stuck.is_alive()
+    end_decoder(running)

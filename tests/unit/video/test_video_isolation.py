@@ -28,14 +28,7 @@ from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagServ
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
 from fakes.waiting import wait_until
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
-from videodag_service.video import (
-    FrameProcessed,
-    RunFinished,
-    VideoFilePipelineService,
-    VideoLimits,
-    VideoOpened,
-    child_processes,
-)
+from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
@@ -86,7 +79,7 @@ class Leftovers:
         # with the cycles that hold them.
         gc.collect()
         return cls(
-            decoders=frozenset(p.pid for p in child_processes.live_children() if p.name == DECODER_PROCESS_NAME),
+            decoders=frozenset(p.pid for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME),
             segments=frozenset(p.name for p in SHM.glob(SEGMENT_PREFIX + "*")),
             threads=frozenset(t.name for t in threading.enumerate()),
             fds=len(os.listdir("/proc/self/fd")),
@@ -181,7 +174,7 @@ def test_nothing_is_left_when_the_caller_closes_the_stream_early(sample_clip: Pa
     events = VideoFilePipelineService(dag, isolation="process").stream_run(DEFAULT_PIPELINE, sample_clip)
     assert isinstance(next(events), VideoOpened)
     assert isinstance(next(events), FrameProcessed)
-    assert [p.name for p in child_processes.live_children()].count(DECODER_PROCESS_NAME) == 1
+    assert [p.name for p in multiprocessing.active_children()].count(DECODER_PROCESS_NAME) == 1
     # The segment was unlinked as soon as the decoder mapped it: nothing in /dev/shm even mid-run.
     assert list(SHM.glob(SEGMENT_PREFIX + "*")) == []
     events.close()
@@ -438,7 +431,7 @@ def test_the_run_is_told_when_the_next_frame_is_decoded_already(make_video, isol
 
 
 def _live_decoders() -> list[multiprocessing.process.BaseProcess]:
-    return [process for process in child_processes.live_children() if process.name == DECODER_PROCESS_NAME]
+    return [process for process in multiprocessing.active_children() if process.name == DECODER_PROCESS_NAME]
 
 
 def test_a_decoder_started_ahead_waits_for_its_file_then_decodes_it_as_usual(make_video, no_leftovers: None) -> None:

@@ -25,7 +25,7 @@ import pytest
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.media import presentation_times, write_variable_rate_video
 from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideoTooLarge, VideoUnreadable
-from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, child_processes, probe_video
+from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo, start_hint
@@ -175,7 +175,7 @@ def _run_until_error(service: VideoFilePipelineService, path: Path, options: Any
 
 
 def _assert_no_decoder_left() -> None:
-    assert [p for p in child_processes.live_children() if p.name == DECODER_PROCESS_NAME] == []
+    assert [p for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME] == []
     assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
     assert [t.name for t in threading.enumerate() if t.name.startswith("videodag-")] == []
 
@@ -387,7 +387,7 @@ def test_a_decoder_breaking_the_protocol_is_killed_and_the_file_unreadable(make_
     context = multiprocessing.get_context("forkserver")
     parent_end, child_end = context.Pipe()
     process = context.Process(target=_liar, args=(child_end, str(path), lie), name=DECODER_PROCESS_NAME)
-    child_processes.start(process)
+    process.start()
     child_end.close()
     video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
     try:
@@ -421,7 +421,7 @@ def _video_decoded_by(target: Callable[[Connection], None], path: Path) -> Itera
     context = multiprocessing.get_context("forkserver")
     parent_end, child_end = context.Pipe()
     process = context.Process(target=target, args=(child_end,), name=DECODER_PROCESS_NAME)
-    child_processes.start(process)
+    process.start()
     child_end.close()
     video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
     try:

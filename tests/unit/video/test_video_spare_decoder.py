@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -21,7 +22,6 @@ import pytest
 
 from fakes.waiting import wait_until
 from videodag_service.errors import VideoUnreadable
-from videodag_service.video import child_processes
 from videodag_service.video import isolation as isolation_module
 from videodag_service.video import spare_decoder as spare_module
 from videodag_service.video.isolation import (
@@ -43,7 +43,7 @@ SERVICE_ROOT = Path(__file__).resolve().parents[3] / "service"
 def _spare_pids() -> set[int]:
     """This process's spare decoders; tests compare with those there before them (another
     test's server may still be stopping)."""
-    return {process.pid for process in child_processes.live_children()
+    return {process.pid for process in multiprocessing.active_children()
             if process.name == SPARE_PROCESS_NAME and process.pid is not None}
 
 
@@ -78,7 +78,7 @@ def test_a_taken_spare_decodes_a_file_and_a_new_spare_takes_its_place(sample_cli
         with open_isolated_video(sample_clip, started=decoder) as video:
             frames = [frame.frame_index for frame in video.frames(FrameWindow(max_frames=5), VideoLimits())]
         assert frames == [0, 1, 2, 3, 4]
-        assert pid not in [child.pid for child in child_processes.live_children()]  # reaped by its run
+        assert pid not in [child.pid for child in multiprocessing.active_children()]  # reaped by its run
     finally:
         spare.close()
     assert _spare_pids() - others == set()
@@ -96,7 +96,7 @@ def test_a_spare_that_died_while_it_waited_is_not_handed_out() -> None:
         os.kill(waiting, signal.SIGKILL)  # as the OOM killer would
         assert wait_until(lambda: not _is_running(waiting))
         assert spare.take() is None
-        assert waiting not in [child.pid for child in child_processes.live_children()]  # reaped
+        assert waiting not in [child.pid for child in multiprocessing.active_children()]  # reaped
         replacement = _take_once_ready(spare)
         assert replacement[0].pid != waiting
         assert replacement[0].is_alive()
@@ -191,9 +191,9 @@ def test_a_program_that_never_closes_its_spare_still_exits(tmp_path: Path) -> No
     before it waits for them: a spare left running made that wait endless."""
     script = tmp_path / "leaves_a_spare.py"
     script.write_text(textwrap.dedent("""
+        import multiprocessing
         import time
 
-        from videodag_service.video import child_processes
         from videodag_service.video.isolation import DecoderTimeouts
         from videodag_service.video.reader import OpenedVideo, open_video
         from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SpareDecoder
@@ -202,7 +202,7 @@ def test_a_program_that_never_closes_its_spare_still_exits(tmp_path: Path) -> No
             spare = SpareDecoder(open_video, DecoderTimeouts())
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                pids = [p.pid for p in child_processes.live_children() if p.name == SPARE_PROCESS_NAME]
+                pids = [p.pid for p in multiprocessing.active_children() if p.name == SPARE_PROCESS_NAME]
                 if pids:
                     break
                 time.sleep(0.01)
