@@ -23,6 +23,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from videodag_client._events import Event
 from videodag_client._jobs import Job, JobEvent, JobPage, JobState
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo
-from videodag_client._upload import DEFAULT_CHUNK_SIZE, PathOrFile, UploadProgress
+from videodag_client._upload import DEFAULT_CHUNK_SIZE, DeferredProgress, PathOrFile, UploadProgress
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -48,6 +49,9 @@ S = TypeVar("S", bound="_ThreadedStream[Any]")
 _CALL_THREADS = 8
 _END = object()
 _LOOP_CHECK_SECONDS = 0.05  # how often an upload waiting for its callbacks checks that their loop still runs
+# How long an upload's end waits for the coroutines its progress reports returned: well under
+# the server's upload idle limit (60 s by default), which a longer silence would trip.
+_COROUTINES_WAIT_SECONDS = 10.0
 
 
 class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
@@ -138,8 +142,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         once for its checksum) on the stream's thread; errors, bad arguments included, are
         raised from the iteration. `on_upload_progress` (a function or a coroutine function) is
         called in the event loop, without holding each chunk back (the upload waits for its
-        reports once, before it ends); an exception it raises stops the call at its next chunk
-        or event and is raised from the iteration, as `VideodagClient` raises its callback's.
+        reports once, before it ends, and for their coroutines up to 10 s); an exception it
+        raises stops the call at its next chunk or event and is raised from the iteration, as
+        `VideodagClient` raises its callback's.
         """
         progress = _LoopCallback.of(on_upload_progress)
         start = functools.partial(
@@ -174,8 +179,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         Cancelling the awaiting task cancels the upload, and no job is queued for it
         (unless the server had already stored the whole upload). `on_upload_progress` runs
         as in `upload_and_run`; its exception stops the upload at the next chunk and is raised
-        from here. The upload waits for its reports to have run before it ends, so one that
-        raised queues no job, even when the loop ran it after the last chunk was read.
+        from here. The upload waits for its reports to have run before it ends (for their
+        coroutines, up to 10 s), so one that raised queues no job, even when the loop ran it
+        after the last chunk was read.
         """
         progress = _LoopCallback.of(on_upload_progress)
         if progress is not None:
@@ -381,12 +387,23 @@ def _runs_in(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
+def _waited_while_running(
+    event: threading.Event, loop: asyncio.AbstractEventLoop, abandoned: Callable[[], bool], limit: float | None
+) -> bool:
+    """Whether `event` was set before the loop stopped, `abandoned()` or `limit` seconds passed."""
+    deadline = None if limit is None else time.monotonic() + limit
+    while not event.wait(_LOOP_CHECK_SECONDS):
+        if abandoned() or not loop.is_running() or (deadline is not None and time.monotonic() > deadline):
+            return False
+    return True
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
 
 
-class _LoopCallback:
+class _LoopCallback(DeferredProgress):
     """A caller's callback, called by the blocking client from its threads and run in the event
     loop instead, without waiting for it: the upload is not held back by a busy loop, nor stuck
     behind one that has stopped. An exception it raises (or its coroutine's) is kept, and
@@ -395,7 +412,9 @@ class _LoopCallback:
 
     An upload waits for its reports once, before it ends (`wait_until_run`), while the loop
     runs: a report the loop ran only after the last chunk left would otherwise fail a call
-    the server had already taken whole (a job queued).
+    the server had already taken whole (a job queued). The coroutines they returned are
+    waited for up to `_COROUTINES_WAIT_SECONDS`; one still running then raises, if it does,
+    from the call's next step, as before.
     """
 
     def __init__(self, callback: Callable[..., object]) -> None:
@@ -424,28 +443,29 @@ class _LoopCallback:
         self.loop.call_soon_threadsafe(self._run, args)  # RuntimeError once that loop is closed
 
     def wait_until_run(self, abandoned: Callable[[], bool]) -> None:
-        """Returns once the loop ran the calls handed over so far and their coroutines ended,
-        or at once when the loop has stopped (they will not run until it starts again),
-        is closed, or is this thread's own; raises what one of them raised."""
+        """Returns once the loop ran the calls handed over so far (and their coroutines ended, or
+        `_COROUTINES_WAIT_SECONDS` passed), or at once when the loop has stopped (they will not
+        run until it starts again), is closed, or is this thread's own, or when `abandoned()`;
+        raises what one of them raised."""
         loop = self.loop
         if loop is None or _runs_in(loop):
             return
-        run = threading.Event()
+        ran, ended = threading.Event(), threading.Event()
         try:
-            loop.call_soon_threadsafe(self._set_once_settled, run)  # after the calls before it: FIFO
+            loop.call_soon_threadsafe(self._mark_reached, ran, ended)  # after the calls before it: FIFO
         except RuntimeError:  # the loop is closed
             return
-        while not run.wait(_LOOP_CHECK_SECONDS):
-            if abandoned() or not loop.is_running():
-                return
-        self.raise_if_failed()
+        if _waited_while_running(ran, loop, abandoned, None):
+            _waited_while_running(ended, loop, abandoned, _COROUTINES_WAIT_SECONDS)
+            self.raise_if_failed()
 
-    def _set_once_settled(self, run: threading.Event) -> None:
+    def _mark_reached(self, ran: threading.Event, ended: threading.Event) -> None:
+        ran.set()
         if not self._running:
-            run.set()
+            ended.set()
             return
         waiting = asyncio.gather(*self._running, return_exceptions=True)
-        waiting.add_done_callback(lambda _: run.set())
+        waiting.add_done_callback(lambda _: ended.set())
 
     def _run(self, args: tuple[Any, ...]) -> None:
         try:

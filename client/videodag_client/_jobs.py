@@ -278,6 +278,7 @@ class JobSubmission:
 
     def cancel(self) -> None:
         self._call.cancel()
+        self._chunked.close()  # an upload waiting on its progress reports stops waiting
 
     def add_done_callback(self, callback: Callable[[], object]) -> None:
         """Calls `callback()` once the call has ended (at once if it has), from gRPC's thread;

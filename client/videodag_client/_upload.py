@@ -12,23 +12,26 @@ import hashlib
 import io
 import os
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, TypeAlias, runtime_checkable
+from typing import BinaryIO, TypeAlias
 
 PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryIO
 UploadProgress: TypeAlias = Callable[[int, int | None], None]
 """Called as `(bytes_sent, total_bytes_or_None)` from gRPC's request thread."""
 
 
-@runtime_checkable
-class DeferredProgress(Protocol):
+class DeferredProgress(ABC):
     """A progress callback that runs its reports elsewhere, later (the async client's, in its
     event loop). The upload waits for them once, before it ends: an exception from any report
-    then stops the call before the server has the whole upload, as a callback run in place would."""
+    then stops the call before the server has the whole upload, as a callback run in place would.
+    A base class, not a protocol: a caller's own callback is never taken for one."""
 
+    @abstractmethod
     def __call__(self, sent: int, total: int | None) -> None: ...
 
+    @abstractmethod
     def wait_until_run(self, abandoned: Callable[[], bool]) -> None:
         """Returns once the reports handed over so far have run (or will not run, or
         `abandoned()` turns true); raises what one of them raised."""

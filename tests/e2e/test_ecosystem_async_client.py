@@ -4,7 +4,9 @@ errors, an event loop that keeps running, and cancellation that reaches the serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -32,6 +34,7 @@ from videodag_client import (
     VideodagError,
     VideoOpened,
 )
+from videodag_client import _async as async_module
 
 T = TypeVar("T")
 
@@ -460,6 +463,61 @@ def test_a_report_the_loop_runs_after_the_last_chunk_still_stops_the_submission(
     _, jobs = run_async(server, scenario)
     assert jobs == 0, "the failed submission queued no job"
     assert server.uploads_left_after() == []
+
+
+def test_a_slow_last_report_holds_the_upload_no_longer_than_the_coroutine_limit(
+    make_server: ServerFactory, sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report's coroutine still running at the limit lets the upload end: waiting on would
+    trip the server's idle limit and fail a good submission."""
+    monkeypatch.setattr(async_module, "_COROUTINES_WAIT_SECONDS", 0.3)
+    server = make_server(upload_idle_timeout_seconds=1.5)
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[Job, float]:
+        async def slow_display(sent: int, total: int | None) -> None:
+            if sent == total:
+                await asyncio.sleep(3)
+
+        started = time.monotonic()
+        job = await client.submit_job(sample_clip, "frame_stats_v1", on_upload_progress=slow_display)
+        return job, time.monotonic() - started
+
+    job, seconds = run_async(server, scenario)
+    assert job.state in (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)
+    assert seconds >= 3, "the coroutine is still awaited before the call returns"
+
+
+def test_cancelling_a_submission_whose_upload_waits_for_its_reports_frees_its_file(
+    server: ServerHarness, sample_clip: Path
+) -> None:
+    """The upload's wait for a slow report ends with the call: its thread and the file it opened go."""
+
+    async def scenario(client: AsyncVideodagClient) -> int:
+        async def slow_display(sent: int, total: int | None) -> None:
+            if sent == total:
+                await asyncio.sleep(30)
+
+        submitting = asyncio.ensure_future(client.submit_job(sample_clip, "frame_stats_v1",
+                                                             on_upload_progress=slow_display))
+        await asyncio.sleep(0.5)  # the whole file is read, the upload waits for its last report
+        submitting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+        deadline = time.monotonic() + 5
+        while _open_descriptors_of(sample_clip) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return _open_descriptors_of(sample_clip)
+
+    assert run_async(server, scenario) == 0, "the clip is still open"
+    assert server.uploads_left_after() == []
+
+
+def _open_descriptors_of(path: Path) -> int:
+    count = 0
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed while listing
+            count += os.readlink(f"/proc/self/fd/{descriptor}") == str(path.resolve())
+    return count
 
 
 class _SlowDisk(io.BytesIO):

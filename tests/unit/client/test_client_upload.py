@@ -190,6 +190,32 @@ def test_progress_reports_cumulative_bytes_up_to_the_total(
     assert reports[-1] == (len(video_bytes), len(video_bytes))
 
 
+class _ProgressDisplay:
+    """A caller's progress object that answers any attribute, as mocks and proxies do."""
+
+    def __init__(self) -> None:
+        self.reports: list[int] = []
+
+    def __call__(self, sent: int, total: int | None) -> None:
+        self.reports.append(sent)
+
+    def __getattr__(self, name: str) -> object:
+        raise KeyError(name)
+
+
+def test_a_callback_object_that_answers_any_attribute_is_only_called(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    """Never taken for the async client's deferred reports, whose upload asks them to settle."""
+    _script_successful_run(servicer)
+    display = _ProgressDisplay()
+
+    events = list(client.upload_and_run(video_path, "motion_v1", chunk_size=32 * 1024, on_upload_progress=display))
+
+    assert isinstance(events[-1], RunSummary)
+    assert display.reports[-1] == len(video_bytes)
+
+
 def test_events_are_converted_to_typed_values(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
 ) -> None:
