@@ -6,31 +6,33 @@ interpreter, as `multiprocessing.active_children()` does. Two threads reading on
 forkserver child's status pipe misreport it: the loser reads the pipe's end and takes it
 for a dead forkserver, 255. Worse, a thread that reads just after the owner has closed the
 child (`Process.close()`) reads whatever descriptor took that number since: the pipe of a
-run starting at that moment, whose messages it then eats (CPython gh-130895, open). With
-`waitpid` (spawn) the loser sees a dead child as running.
+run starting at that moment, whose messages it then eats (CPython gh-130895, open).
 
 A decoder's `Popen` here reads its status and closes under a lock of its own, so a poll
 from any thread is safe, and nothing that blocks holds it: a start stuck in a stopped
-forkserver holds up nobody else's reaping, nor a finalizer that ends a decoder mid-start.
+forkserver holds up nobody else's reaping. The lock is not reentrant, so nothing that may run
+inside a poll (a finalizer the garbage collector calls) may poll or reap a decoder: finalizers
+here only kill. Only forkserver children are guarded; spawn, used where there is no forkserver,
+stays multiprocessing's own.
 """
 
 from __future__ import annotations
 
 import multiprocessing.connection
 import os
-import sys
 import threading
-from multiprocessing import popen_forkserver, popen_spawn_posix
-from multiprocessing.context import ForkServerProcess, SpawnProcess
+from multiprocessing import popen_forkserver
+from multiprocessing.context import ForkServerProcess
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-_EXIT_CHECK_SECONDS = 0.1  # a blocking wait looks at the status this often once the child seems gone
+_EXIT_CHECK_SECONDS = 0.1  # how often a blocking wait looks at the status while the child runs
 
 
 class _GuardedStatus:
-    """For a multiprocessing `Popen`: its exit status is read by one thread at a time, and
-    never after its close; a blocking wait for it waits without the lock."""
+    """For a forkserver `Popen`: its exit status is read by one thread at a time, and never
+    after its close; a blocking wait for it waits without the lock (once the pipe is readable,
+    the status, or the forkserver's end, is there to read: the loop ends)."""
 
     _status_lock: threading.Lock
     returncode: int | None
@@ -55,12 +57,6 @@ class _ForkServerPopen(_GuardedStatus, popen_forkserver.Popen):
         super().__init__(process_obj)
 
 
-class _SpawnPopen(_GuardedStatus, popen_spawn_posix.Popen):
-    def __init__(self, process_obj: BaseProcess) -> None:
-        self._status_lock = threading.Lock()
-        super().__init__(process_obj)
-
-
 class GuardedForkServerProcess(ForkServerProcess):
     """A forkserver child whose status is safe to poll from any thread."""
 
@@ -69,22 +65,10 @@ class GuardedForkServerProcess(ForkServerProcess):
         return _ForkServerPopen(process_obj)
 
 
-class GuardedSpawnProcess(SpawnProcess):
-    """A spawned child whose status is safe to poll from any thread (POSIX)."""
-
-    @staticmethod
-    def _Popen(process_obj: BaseProcess) -> _SpawnPopen:  # type: ignore[override]
-        return _SpawnPopen(process_obj)
-
-
 def guarded_process(context: Any, **process_arguments: Any) -> BaseProcess:
     """`context.Process(**process_arguments)` (`context`: a multiprocessing context), with its
-    status guarded where the start method allows (forkserver, or spawn on POSIX); elsewhere
-    multiprocessing's own."""
-    method = context.get_start_method()
-    if method == "forkserver":
+    status guarded under the forkserver; under another start method, multiprocessing's own."""
+    if context.get_start_method() == "forkserver":
         return GuardedForkServerProcess(**process_arguments)
-    if method == "spawn" and sys.platform != "win32":
-        return GuardedSpawnProcess(**process_arguments)
     process: BaseProcess = context.Process(**process_arguments)
     return process

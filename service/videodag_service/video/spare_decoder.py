@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import threading
+from contextlib import suppress
 from multiprocessing.connection import Connection
 
 from videodag_service.observability.logging import json_lines_configured
@@ -59,10 +60,14 @@ class SpareDecoder:
 
     def __init__(self, opener: VideoOpener, timeouts: DecoderTimeouts) -> None:
         self._keeper = _Keeper(opener, timeouts)
-        # Ended at the interpreter's exit before multiprocessing joins its children: a decoder
-        # ignores the SIGTERM that multiprocessing would send it, and the join would never end.
-        # The callback is the keeper's, so that this object can still be collected.
-        self._close = multiprocessing.util.Finalize(self, self._keeper.close, exitpriority=KILL_AT_EXIT_PRIORITY)
+        # Killed when collected, and at the interpreter's exit before multiprocessing joins its
+        # children: a decoder ignores the SIGTERM that multiprocessing would send it, and the
+        # join would never end. The callback is the keeper's, so that this object can still be
+        # collected, and it only kills: the garbage collector may call it in the middle of a
+        # poll of that very process (`child_processes`), and multiprocessing reaps it later.
+        self._kill_when_dropped = multiprocessing.util.Finalize(
+            self, self._keeper.kill_spare, exitpriority=KILL_AT_EXIT_PRIORITY
+        )
         self._keeper.start_next()
 
     def take(self) -> StartedProcess | None:
@@ -75,8 +80,9 @@ class SpareDecoder:
         return self._keeper.take()
 
     def close(self) -> None:
-        """End the spare, or the one being started; later takes return None."""
-        self._close()
+        """End and reap the spare, or the one being started; later takes return None."""
+        self._kill_when_dropped.cancel()
+        self._keeper.close()
 
 
 class _Keeper:
@@ -116,6 +122,18 @@ class _Keeper:
             starting.join()
         if spare is not None:
             end_decoder(spare)
+
+    def kill_spare(self) -> None:
+        """Kill the spare without waiting for anything; later takes return None. A spare still
+        being started is ended by its starter, which sees that it is not wanted."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            process, connection = spare
+            connection.close()
+            with suppress(ValueError, OSError):  # ended already
+                process.kill()
 
     def start_next(self) -> None:
         """Start the next spare in a thread of its own, unless one is being started already."""

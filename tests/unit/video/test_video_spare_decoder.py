@@ -158,6 +158,29 @@ def test_a_spare_decoder_dropped_without_close_ends_its_spare_when_collected() -
     assert _spare_pids() - others == set()
 
 
+def test_a_spare_decoder_collected_in_the_middle_of_a_poll_of_its_process_kills_it_without_waiting() -> None:
+    """The garbage collector may run inside multiprocessing's poll of the spare (in another
+    start, in `active_children()`), which holds the process's status lock: the finalizer
+    must not poll or reap it there, or that thread waits on itself for good."""
+    others = _spare_pids()
+    spare = SpareDecoder(open_video, DecoderTimeouts())
+    assert wait_until(lambda: len(_spare_pids() - others) == 1)
+    [process] = [p for p in multiprocessing.active_children() if p.pid in _spare_pids() - others]
+    spare.cycle = spare  # type: ignore[attr-defined]  # only the garbage collector can free it
+    del spare
+
+    def collect_while_polling() -> None:
+        with process._popen._status_lock:  # type: ignore[attr-defined]  # as a poll holds it
+            gc.collect()
+
+    collecting = threading.Thread(target=collect_while_polling, daemon=True)
+    collecting.start()
+    collecting.join(10)
+    assert not collecting.is_alive(), "the finalizer waited for the poll it ran in"
+    assert wait_until(lambda: not _is_running(process.pid or 0))
+    assert wait_until(lambda: _spare_pids() - others == set())  # reaped by multiprocessing's next poll
+
+
 def test_a_spare_that_cannot_start_is_logged_and_tried_again_at_the_next_take(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
