@@ -181,7 +181,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         as in `upload_and_run`; its exception stops the upload at the next chunk and is raised
         from here. The upload waits for its reports to have run before it ends (for their
         coroutines, up to 10 s), so one that raised queues no job, even when the loop ran it
-        after the last chunk was read.
+        after the last chunk was read. A coroutine that fails later, once the job is queued,
+        goes to the event loop's exception handler: the job is returned.
         """
         progress = _LoopCallback.of(on_upload_progress)
         if progress is not None:
@@ -209,8 +210,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             raise
         job = submitting.result()
         if progress is not None:
-            await progress.settled()
-            progress.raise_if_failed()
+            # The upload waited for its reports, so one that failed in time stopped the call.
+            # One that fails now is the job's business no more: raising would lose the job.
+            progress.hand_failures_to_loop(f"an upload progress callback failed after job {job.id} was queued")
         return job
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
@@ -423,6 +425,7 @@ class _LoopCallback(DeferredProgress):
         """The loop to run it in: the one iterating the stream (set at each step) or awaiting the call."""
         self._error: BaseException | None = None
         self._running: set[asyncio.Future[Any]] = set()  # coroutines it returned, until they end
+        self._late_failure_message: str | None = None  # set once its call is over (`hand_failures_to_loop`)
 
     @classmethod
     def of(cls, callback: Callable[..., object] | None) -> _LoopCallback | None:
@@ -484,8 +487,18 @@ class _LoopCallback(DeferredProgress):
             self._fail(running.exception())  # type: ignore[arg-type]
 
     def _fail(self, error: BaseException) -> None:
-        if self._error is None:
+        if self._late_failure_message is not None and self.loop is not None:
+            self.loop.call_exception_handler({"message": self._late_failure_message, "exception": error})
+        elif self._error is None:
             self._error = error
+
+    def hand_failures_to_loop(self, message: str) -> None:
+        """The call is over: an exception kept, or raised later by a coroutine still running, goes
+        to the loop's exception handler with `message` (logged by default), not to the caller."""
+        self._late_failure_message = message
+        error, self._error = self._error, None
+        if error is not None:
+            self._fail(error)
 
     async def settled(self) -> None:
         """Once the calls made so far have run in the loop, and the coroutines they returned ended."""

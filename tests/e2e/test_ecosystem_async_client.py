@@ -468,23 +468,35 @@ def test_a_report_the_loop_runs_after_the_last_chunk_still_stops_the_submission(
 def test_a_slow_last_report_holds_the_upload_no_longer_than_the_coroutine_limit(
     make_server: ServerFactory, sample_clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A report's coroutine still running at the limit lets the upload end: waiting on would
-    trip the server's idle limit and fail a good submission."""
+    """A report's coroutine still running at the limit lets the upload end (waiting on would
+    trip the server's idle limit and fail a good submission), and the job is returned: the
+    coroutine's later failure goes to the loop's exception handler, not in place of the job."""
     monkeypatch.setattr(async_module, "_COROUTINES_WAIT_SECONDS", 0.3)
     server = make_server(upload_idle_timeout_seconds=1.5)
 
-    async def scenario(client: AsyncVideodagClient) -> tuple[Job, float]:
+    async def scenario(client: AsyncVideodagClient) -> tuple[Job, float, list[dict[str, Any]]]:
+        handled: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: handled.append(context))
+
         async def slow_display(sent: int, total: int | None) -> None:
             if sent == total:
                 await asyncio.sleep(3)
+                raise RuntimeError("the display went away")
 
         started = time.monotonic()
         job = await client.submit_job(sample_clip, "frame_stats_v1", on_upload_progress=slow_display)
-        return job, time.monotonic() - started
+        seconds = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while not handled and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return job, seconds, handled
 
-    job, seconds = run_async(server, scenario)
+    job, seconds, handled = run_async(server, scenario)
     assert job.state in (JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED)
-    assert seconds >= 3, "the coroutine is still awaited before the call returns"
+    assert seconds < 3, "the call waited for the coroutine"
+    assert [(context["message"], str(context["exception"])) for context in handled] == [
+        (f"an upload progress callback failed after job {job.id} was queued", "the display went away")
+    ]
 
 
 def test_cancelling_a_submission_whose_upload_waits_for_its_reports_frees_its_file(
