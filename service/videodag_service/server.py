@@ -22,7 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.chunk_views import ChunkViewInterceptor
-from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, default_registry
+from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import (
     MetricsExporter,
@@ -276,7 +276,11 @@ def serve(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if wants_plugin_list(argv):
-        print(plugin_reference(default_registry()), end="")
+        try:
+            print(plugin_reference(default_registry()), end="")
+        except PluginRegistryError as error:  # an installed plugin that cannot load, as at start
+            print(f"videodag-server: cannot list the plugins: {error}", file=sys.stderr)
+            return 1
         return 0
     try:
         settings = settings_from(argv)

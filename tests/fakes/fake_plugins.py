@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,30 @@ def _content_index(inputs: Mapping[str, Any], params: Mapping[str, Any], recorde
     return {"index": read_frame_index(inputs["image"])}
 
 
-_RAW_OUTPUTS = {"bytes": lambda: b"\x00raw", "nan": lambda: float("nan"), "set": lambda: {1, 2}}
+class _FailingToJson:
+    def to_json(self) -> Any:
+        raise ValueError("no JSON for this one")
+
+
+def _holding_itself() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = value
+    return value
+
+
+def _long_failure() -> Any:
+    raise RuntimeError("x" * 100_000)
+
+
+_RAW_OUTPUTS: dict[str, Callable[[], Any]] = {
+    "bytes": lambda: b"\x00raw",
+    "nan": lambda: float("nan"),
+    "set": lambda: {1, 2},
+    "huge_int": lambda: 10**400,
+    "holds_itself": _holding_itself,
+    "failing_to_json": _FailingToJson,
+    "long_failure": _long_failure,
+}
 
 
 def _raw_output(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -246,7 +269,7 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
             ),
             function_tool(
                 "raw_output", _raw_output,
-                description="Returns a value that is not JSON-like (bytes, NaN or a set) on the given frames.",
+                description="Returns a value that is not JSON-like (bytes, NaN, a set, ...) on the given frames.",
                 inputs=(Port("index"),),
                 outputs=(Port("value"),),
                 params=(Param("kind", str, "bytes", choices=tuple(_RAW_OUTPUTS)), Param("on_frames", list, [])),

@@ -50,6 +50,8 @@ least this long a frame (their average over the run so far). Below it, a second 
 flight saves less than its hand-offs cost: end to end on 2 cores, `frame_stats_v1` (0.05 ms
 a frame) went 3-5% faster with one frame at a time, while a detector (20 ms) goes 8% faster
 with two."""
+# How much of a plugin exception's text a failure reports.
+MAX_ERROR_MESSAGE_CHARS = 2000
 
 
 @dataclass
@@ -262,7 +264,7 @@ class PipelineRun:
                     _close_quietly(instance, node_id, self.spec.id)
                 lane.instances.clear()
                 raise NodeFailed(
-                    self.spec.id, node.id, node.plugin_ref, None, f"{type(error).__name__}: {error}", opening=True
+                    self.spec.id, node.id, node.plugin_ref, None, _described(error), opening=True
                 ) from error
 
     def _check_usable(self) -> None:
@@ -426,15 +428,15 @@ class PipelineRun:
                     self._timings[node.id].errors += 1
                 if node.on_error is ErrorPolicy.FAIL:
                     raise NodeFailed(
-                        self.spec.id, node.id, node.plugin_ref, frame_index, f"{type(error).__name__}: {error}"
+                        self.spec.id, node.id, node.plugin_ref, frame_index, _described(error)
                     ) from error
                 work.failed.add(node.id)
-                work.errors.append(_error(node, "INTERNAL", f"{type(error).__name__}: {error}"))
+                work.errors.append(_error(node, "INTERNAL", _described(error)))
                 continue
             for port in node.tool.outputs:
                 work.values[SourceRef(node.id, port.name)] = outputs[port.name]
         if finish:
-            work.result = self._result(lane, work.values, frame_index)
+            work.result = self._result(lane, work, frame_index)
             if work.errors:
                 work.result["errors"] = work.errors
 
@@ -464,21 +466,25 @@ class PipelineRun:
             raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
         return outputs
 
-    def _result(self, lane: _Lane, values: Mapping[SourceRef, Any], frame_index: Any) -> dict[str, Any]:
+    def _result(self, lane: _Lane, work: _FrameWork, frame_index: Any) -> dict[str, Any]:
+        """The frame's outputs as JSON-like values. Converting one is its node's work: an output that
+        cannot be converted fails the run or, under `on_error: skip`, is left out with its error."""
         result: dict[str, Any] = {}
         for name, source in self.spec.outputs:
-            if source not in values:
+            if source not in work.values:
                 continue  # its node was skipped; the reason is in "errors"
             node = self._nodes_by_id[source.node]
             # A value's own to_json() is plugin code too, so it runs on its node's clock.
             lane.running = (node, time.perf_counter())
             try:
-                result[name] = to_json_like(values[source])
-            except NotJsonLike as error:
-                raise NodeFailed(
-                    self.spec.id, node.id, node.plugin_ref, frame_index,
-                    f"output {source.output!r} is not JSON-like: {error}",
-                ) from error
+                result[name] = to_json_like(work.values[source])
+            except Exception as error:  # RecursionError included: a value that holds itself
+                cause = (f"output {source.output!r} is not JSON-like: {_described(error, typed=False)}"
+                         if isinstance(error, NotJsonLike)
+                         else f"converting output {source.output!r} failed: {_described(error)}")
+                if node.on_error is ErrorPolicy.FAIL:
+                    raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index, cause) from error
+                work.errors.append(_error(node, "INTERNAL", cause))
             finally:
                 lane.running = None
         return result
@@ -502,6 +508,15 @@ def _close_quietly(instance: ToolInstance | None, node_id: str, pipeline_id: str
         instance.close()
     except Exception:
         logger.exception("closing node %r of pipeline %r failed", node_id, pipeline_id)
+
+
+def _described(error: BaseException, typed: bool = True) -> str:
+    """A plugin's exception as its failure's message says it, cut to `MAX_ERROR_MESSAGE_CHARS`: the
+    message goes out with the frame's result or in the call's status, and its text can be any size."""
+    text = str(error)
+    if len(text) > MAX_ERROR_MESSAGE_CHARS:
+        text = f"{text[:MAX_ERROR_MESSAGE_CHARS]}… ({len(text)} characters in all)"
+    return f"{type(error).__name__}: {text}" if typed else text
 
 
 def _error(node: NodeSpec, code: str, message: str) -> dict[str, Any]:

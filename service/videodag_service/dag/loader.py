@@ -71,6 +71,8 @@ PIPELINE_FILE_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
 _NODE_KEYS = {"id", "plugin", "params", "inputs", "on_error"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Kinds of values a result cannot carry: results are JSON-like.
+_NOT_RESULT_KINDS = frozenset({"image", "jpeg"})
 _UNREADABLE = object()
 
 
@@ -214,6 +216,9 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
 
 def _read_yaml(path: Path, problems: _Problems) -> Any:
     """The file's YAML document, or _UNREADABLE; each duplicate key is a problem of its own."""
+    if not path.is_file():  # a FIFO would block the start for good, a folder has nothing to read
+        problems.add("is not a regular file")
+        return _UNREADABLE
     try:
         loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
         try:
@@ -221,6 +226,9 @@ def _read_yaml(path: Path, problems: _Problems) -> Any:
         finally:
             loader.dispose()
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        problems.add(f"cannot read YAML: {error}")
+        return _UNREADABLE
+    except ValueError as error:  # an integer of more digits than Python converts (4300)
         problems.add(f"cannot read YAML: {error}")
         return _UNREADABLE
     except RecursionError:
@@ -258,6 +266,9 @@ def _id_problem(value: Any, pattern: re.Pattern[str], chars: str, max_length: in
     """What is wrong with an id, the most telling first: its characters, its length, its first character."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"must be a string, got the number {value!r}: quote it, as in id: \"{value}\""
+    if isinstance(value, bool):
+        return (f"must be a string, got {value!r}: unquoted, YAML reads on, off, yes, no, true and false "
+                "as true or false; quote it, as in id: \"on\"")
     if not isinstance(value, str) or re.fullmatch(f"[{chars}]+", value) is None:
         return f"must match [{chars}]+, got {value!r}"
     if len(value) > max_length:
@@ -543,8 +554,15 @@ def _outputs(raw: Any, graph: _Graph, problems: _Problems) -> tuple[tuple[str, S
             )
             continue
         source = _source(value, graph, problems, None, f"output {name!r}")
-        if source is not None:
-            outputs.append((name, source))
+        if source is None:
+            continue
+        kind = _source_kind(source, graph)
+        if kind in _NOT_RESULT_KINDS:
+            # Results are JSON-like: bytes cannot go out, an image would be a list of millions of numbers.
+            problems.add(f"output {name!r} cannot be {source}, which gives {describe_kind(kind)}: results are "
+                         "JSON-like values, so wire it to a node that turns the image into findings")
+            continue
+        outputs.append((name, source))
     return tuple(outputs)
 
 

@@ -3,6 +3,7 @@ run's first frame, or silently (a key given twice, a folder with nothing in it).
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Mapping
 from pathlib import Path
@@ -513,3 +514,68 @@ def test_a_node_refused_for_its_own_problem_is_not_also_a_missing_node(
 def test_wiring_to_a_node_that_is_not_in_the_file_is_still_reported(tmp_path: Path) -> None:
     problems = problems_in(write(tmp_path, "edited", edited("left: count.count", "left: ghost.count")))
     assert any("node 'total': input 'left' is wired to missing node 'ghost'" in problem for problem in problems)
+
+
+# --- values too large or too deep for clients, and files that are no files ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ("{fail_on: [1" + "0" * 400 + "]}", "[0] is an integer of 401 digits, too large for a number (a double)"),
+        ("{fail_on: " + "[" * 21 + "]" * 21 + "}", "nests lists and mappings more than 20 deep"),
+    ],
+)
+def test_param_values_clients_could_not_receive_are_refused(tmp_path: Path, params: str, expected: str) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited("{fail_on: []}", params)))
+    assert "node 'count': parameter 'fail_on' must be plain JSON-like data" in problem
+    assert problem.endswith(expected)
+
+
+def test_a_float_parameter_of_a_huge_integer_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    text = edited("{fail_on: []}", "{fail_on: [], delay_seconds: 1" + "0" * 400 + "}")
+    (problem,) = problems_in(write(tmp_path, "edited", text))
+    assert problem.endswith("the value is an integer of 401 digits, too large for a number (a double)")
+
+
+def test_an_integer_of_more_digits_than_python_reads_is_a_problem_naming_the_file(tmp_path: Path) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', "version: 1" + "0" * 5000)))
+    assert "cannot read YAML: Exceeds the limit" in problem
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    """Nine aliases of nine aliases, eight times over: 43 million values from a 600-byte file."""
+    levels = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)]
+    text = edited("{fail_on: []}", "{fail_on: *a8}").replace("nodes:", "x-anchors:\n" + "\n".join(
+        f"  {level}" for level in levels) + "\nnodes:")
+    path = write(tmp_path, "edited", text.replace("x-anchors:", "description: bomb\nx-anchors:"))
+    problems = problems_in(path)
+    assert any("parameter 'fail_on' must be plain JSON-like data" in problem
+               and "takes it over 100000 values (YAML aliases expanded" in problem for problem in problems)
+
+
+@pytest.mark.parametrize("kind", ["image", "jpeg"])
+def test_an_output_of_an_image_or_jpeg_port_is_refused(tmp_path: Path, kind: str) -> None:
+    tool = function_tool("frame", lambda inputs, params: {"out": inputs["image"]}, description="the frame itself",
+                         inputs=(Port("image", "frame", kind="image"),), outputs=(Port("out", "a frame", kind=kind),))
+    registry = PluginRegistry([Plugin(name="pictures", description="frames", tools=(tool,))])
+    text = one_node("pictures.frame", "{}", output="out")
+    (problem,) = problems_in(write(tmp_path, "checked", text), registry)
+    assert f"output 'out' cannot be n.out, which gives {kind} (" in problem
+    assert "results are JSON-like values" in problem
+
+
+def test_a_pipeline_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "piped.yaml")
+    write(tmp_path, "counting", BASE.format(id="counting"))
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipeline_folder(tmp_path, make_registry())
+    assert caught.value.problems == [f"{tmp_path / 'piped.yaml'}: is not a regular file"]
+
+
+@pytest.mark.parametrize("word", ["on", "no", "true"])
+def test_an_id_yaml_reads_as_a_boolean_is_told_to_quote_it(tmp_path: Path, word: str) -> None:
+    (problem,) = problems_in(write(tmp_path, word, BASE.format(id=word)))
+    assert "'id' must be a string, got " in problem
+    assert 'quote it, as in id: "on"' in problem

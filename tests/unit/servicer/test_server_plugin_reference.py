@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from videodag_service.dag import PORT_KINDS, Param, Plugin, PluginRegistry, Port, Tool, default_registry, function_tool
+from videodag_service.dag import (
+    PORT_KINDS,
+    Param,
+    Plugin,
+    PluginRegistry,
+    PluginRegistryError,
+    Port,
+    Tool,
+    default_registry,
+    function_tool,
+)
 from videodag_service.dag.spec import FRAME_FIELD_KINDS, FRAME_FIELDS
 from videodag_service.plugin_reference import FRAME_FIELDS_REFERENCE, plugin_reference
 from videodag_service.server import main
@@ -63,3 +73,19 @@ def test_a_tool_reads_as_it_is_written_in_a_pipeline_file() -> None:
     assert "      keep (bool, default true)\n" in printed
     assert "  shape.count (stateful: one instance a run, frames in order)\n" in printed
     assert "    inputs: none\n" in printed and "    params: none\n" in printed
+
+
+def test_an_installed_plugin_that_cannot_load_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_registry() -> PluginRegistry:
+        raise PluginRegistryError("plugin entry point 'needs_torch' could not be loaded: No module named 'torch'")
+
+    monkeypatch.setattr("videodag_service.server.default_registry", broken_registry)
+    assert main(["--list-plugins"]) == 1
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == (
+        "videodag-server: cannot list the plugins: plugin entry point 'needs_torch' could not be loaded: "
+        "No module named 'torch'\n"
+    )

@@ -1,0 +1,109 @@
+"""Frame results: what a node output must be to leave a run, and what happens when it is not."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.message import DecodeError
+
+from fakes.fake_plugins import make_registry
+from videodag.v1 import video_pipeline_service_pb2
+from videodag_service.convert import frame_result
+from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
+from videodag_service.dag.executor import MAX_ERROR_MESSAGE_CHARS
+from videodag_service.dag.json_like import MAX_NESTING, NotJsonLike
+from videodag_service.errors import NodeFailed
+
+PIPELINE = """
+id: raw
+version: "1"
+nodes:
+  - id: raw
+    plugin: test.raw_output
+    params: {{kind: {kind}, on_frames: [1]}}
+    inputs: {{index: frame.index}}
+    on_error: {policy}
+outputs:
+  value: raw.value
+"""
+
+
+def raw_output_dag(tmp_path: Path, kind: str, policy: str) -> DagPipelineService:
+    (tmp_path / "raw.yaml").write_text(textwrap.dedent(PIPELINE.format(kind=kind, policy=policy)))
+    return DagPipelineService(load_pipeline_folder(tmp_path, make_registry()))
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"inner": value}
+    return value
+
+
+UNSENDABLE = {
+    "huge_int": "not JSON-like: an integer of 401 digits, too large for a number",
+    "holds_itself": f"not JSON-like: lists and mappings nested more than {MAX_NESTING} deep",
+    "failing_to_json": "converting output 'value' failed: ValueError: no JSON for this one",
+    "nan": "not JSON-like: non-finite number nan",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNSENDABLE))
+def test_an_output_that_cannot_be_sent_fails_the_run_naming_its_node(tmp_path: Path, kind: str) -> None:
+    with raw_output_dag(tmp_path, kind, "fail").open_run("raw") as run:
+        assert run.process({"frame_index": 0}) == {"value": 0}
+        with pytest.raises(NodeFailed, match=r"node 'raw' \(test.raw_output\) failed on frame 1: ") as failure:
+            run.process({"frame_index": 1})
+    assert UNSENDABLE[kind] in str(failure.value)
+
+
+@pytest.mark.parametrize("kind", sorted(UNSENDABLE))
+def test_under_on_error_skip_an_output_that_cannot_be_sent_is_left_out(tmp_path: Path, kind: str) -> None:
+    with raw_output_dag(tmp_path, kind, "skip").open_run("raw") as run:
+        results = [run.process({"frame_index": index}) for index in range(3)]
+    assert results[0] == {"value": 0} and results[2] == {"value": 2}
+    assert "value" not in results[1]
+    [error] = results[1]["errors"]
+    assert error["node_id"] == "raw" and error["code"] == "INTERNAL"
+    assert UNSENDABLE[kind] in error["message"]
+    # What is left goes out as a FrameResult.
+    [sent_error] = frame_result(1, 0.04, results[1]).node_errors
+    assert sent_error.node_id == "raw"
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_a_plugin_exception_with_a_huge_message_is_reported_cut_short(tmp_path: Path, policy: str) -> None:
+    with raw_output_dag(tmp_path, "long_failure", policy).open_run("raw") as run:
+        run.process({"frame_index": 0})
+        if policy == "fail":
+            with pytest.raises(NodeFailed) as failure:
+                run.process({"frame_index": 1})
+            message = str(failure.value)
+        else:
+            message = run.process({"frame_index": 1})["errors"][0]["message"]
+    assert message.endswith("… (100000 characters in all)")
+    assert MAX_ERROR_MESSAGE_CHARS < len(message) < MAX_ERROR_MESSAGE_CHARS + 200
+
+
+def test_a_result_nested_as_deep_as_allowed_reaches_clients_of_both_streams() -> None:
+    result = frame_result(0, 0.0, {"value": to_json_like(nested(MAX_NESTING))})
+    for response in (
+        video_pipeline_service_pb2.UploadAndRunResponse(frame=result),
+        video_pipeline_service_pb2.WatchJobResponse(frame=result),
+    ):
+        parsed = type(response).FromString(response.SerializeToString())
+        assert parsed.frame.result == result.result
+    with pytest.raises(NotJsonLike, match=f"nested more than {MAX_NESTING} deep"):
+        to_json_like(nested(MAX_NESTING + 1))
+
+
+def test_protobuf_parsers_refuse_a_result_nested_far_deeper_than_allowed() -> None:
+    """Why there is a limit at all: a deep enough Struct cannot be read by a Python client."""
+    response = video_pipeline_service_pb2.UploadAndRunResponse()
+    response.frame.result.update({"value": nested(MAX_NESTING + 13)})
+    wire = response.SerializeToString()
+    with pytest.raises(DecodeError, match="MaxDepth"):
+        video_pipeline_service_pb2.UploadAndRunResponse.FromString(wire)
