@@ -238,13 +238,15 @@ class JobCalls:
         again after the delay it gives. `on_reconnect(error, last_frame_index)` is called
         before each new attempt. A server that cannot be reached before the first response
         (a wrong address, a server down) is not waited for: `Unavailable` is raised at once.
+        The client's default `timeout` does not apply: a watch lasts as long as its job.
         """
 
         def open_call(after: int | None) -> Any:
             request = video_pipeline_service_pb2.WatchJobRequest(job_id=job_id)
             if after is not None:
                 request.after_frame_index = after
-            return self._invoke(self._stub.WatchJob, request, timeout=self._deadline(None), metadata=self._metadata)
+            # No deadline: one meant for quick calls would end a watch of any long job.
+            return self._invoke(self._stub.WatchJob, request, timeout=None, metadata=self._metadata)
 
         return JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect)
 

@@ -94,6 +94,18 @@ def test_watch_resumes_after_a_frame_index_without_gaps_or_duplicates(
     assert [update.state for update in replay_updates] == [JobState.SUCCEEDED]
 
 
+def test_a_clients_default_timeout_does_not_end_a_watch_of_a_longer_job(
+    client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
+) -> None:
+    with VideodagClient(f"127.0.0.1:{jobs.servers[-1].port}", timeout=1.0) as quick:
+        job = quick.submit_job(sample_clip, "paced")  # 120 frames at 0.03 s: longer than the deadline
+        frames, updates = watch_all(quick, job.id)
+    assert updates[-1].state is JobState.SUCCEEDED
+    ended, started = updates[-1].ended_at, updates[-1].started_at
+    assert ended is not None and started is not None and (ended - started).total_seconds() > 1.0
+    assert [frame.frame_index for frame in frames] == list(range(120))
+
+
 def test_cancel_a_running_job_stops_it_and_keeps_its_results(client: VideodagClient, sample_clip: Path) -> None:
     job = client.submit_job(sample_clip, "paced")
     wait_for_job(client, job.id, is_running_with_frames(3), what="the job to run")

@@ -67,7 +67,7 @@ def _add(parser: argparse.ArgumentParser, **defaults: object) -> None:
         "--timeout",
         type=float_in_range(0, MAX_TIMEOUT_SECONDS, low_inclusive=False),
         metavar="SECONDS",
-        help="deadline of each call, more than 0; default none",
+        help="deadline of each call, more than 0; default none (a watch, which lasts as long as its job, has none)",
     )
     if defaults:
         parser.set_defaults(**defaults)
