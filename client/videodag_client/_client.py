@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client._errors import FailedPrecondition, FieldViolation, InvalidArgument, from_grpc_error
 from videodag_client._events import Event, event_from_proto
 from videodag_client._jobs import JobCalls
@@ -20,13 +21,19 @@ from videodag_client._upload import (
     ChunkedRequests,
     PathOrFile,
     UploadProgress,
+    describe_upload,
     open_upload,
+    run_config,
 )
 from videodag_client._wire import bytes_field_encoder, method_path
 
 DEFAULT_TARGET = "localhost:50051"
 
 _encode_upload_chunk = bytes_field_encoder(video_pipeline_service_pb2.UploadAndRunRequest, "chunk")
+
+
+# What an HTTP/2 header value may hold, as gRPC checks it: printable ASCII.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
 
 
 class VideodagClient(JobCalls):
@@ -51,6 +58,7 @@ class VideodagClient(JobCalls):
         timeout: float | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
+        _check_token(token)  # before the channel, so a refused token leaves nothing open
         if credentials is None:
             channel = grpc.insecure_channel(target, options=channel_options)
         else:
@@ -87,6 +95,7 @@ class VideodagClient(JobCalls):
             request_serializer=None,
             response_deserializer=video_pipeline_service_pb2.SubmitJobResponse.FromString,
         )
+        _check_token(token)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -192,19 +201,13 @@ class VideodagClient(JobCalls):
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
         self._check_open()
+        config = run_config(pipeline_id, options, "config.")
+        config.decode_during_upload = decode_during_upload
         upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
         if decode_during_upload and not upload.size_bytes:
             upload.close()
             raise size_unknown_error()
-        config = run_pb2.RunConfig(
-            pipeline_id=pipeline_id,
-            file_name=upload.file_name,
-            declared_size_bytes=upload.size_bytes or 0,
-            sha256=upload.sha256 or "",
-            decode_during_upload=decode_during_upload,
-        )
-        if options is not None:
-            config.options.CopyFrom(options.to_proto())
+        describe_upload(config, upload)
         requests = ChunkedRequests(
             video_pipeline_service_pb2.UploadAndRunRequest(config=config).SerializeToString(),
             _encode_upload_chunk, upload, chunk_size, on_upload_progress,
@@ -224,6 +227,14 @@ class VideodagClient(JobCalls):
 
 def client_closed_error() -> FailedPrecondition:
     return FailedPrecondition("the client is closed: make a new VideodagClient", reason="CLIENT_CLOSED")
+
+
+def _check_token(token: str | None) -> None:
+    # gRPC would refuse the header on every call, as a bare INTERNAL "Illegal header value".
+    if token and not _HEADER_VALUE.fullmatch(token):
+        raise ValueError(
+            f"token must be printable ASCII with no line break (a token read from a file: strip it), got {token!r}"
+        )
 
 
 def size_unknown_error() -> InvalidArgument:

@@ -30,7 +30,9 @@ from videodag_client._upload import (
     ChunkedRequests,
     PathOrFile,
     UploadProgress,
+    describe_upload,
     open_upload,
+    run_config,
 )
 from videodag_client._wire import bytes_field_encoder
 
@@ -153,18 +155,11 @@ class JobCalls:
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
         self._check_open()
-        upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
-        run_config = run_pb2.RunConfig(
-            pipeline_id=pipeline_id,
-            file_name=upload.file_name,
-            declared_size_bytes=upload.size_bytes or 0,
-            sha256=upload.sha256 or "",
-        )
-        if options is not None:
-            run_config.options.CopyFrom(options.to_proto())
         config = video_pipeline_service_pb2.SubmitJobConfig(
-            run_config=run_config, idempotency_key=idempotency_key or ""
+            run_config=run_config(pipeline_id, options, "config.run_config."), idempotency_key=idempotency_key or ""
         )
+        upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
+        describe_upload(config.run_config, upload)
         chunked = ChunkedRequests(
             video_pipeline_service_pb2.SubmitJobRequest(config=config).SerializeToString(),
             _encode_job_chunk, upload, chunk_size, on_upload_progress,

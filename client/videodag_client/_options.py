@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from google.protobuf import duration_pb2
 
 from videodag.v1 import run_pb2
+from videodag_client._errors import FieldViolation, InvalidArgument
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,21 @@ class RunOptions:
     end_seconds: float | None = None
     """End of the window, exclusive; None means the last frame."""
 
-    def to_proto(self) -> run_pb2.RunOptions:
-        options = run_pb2.RunOptions(frame_stride=self.frame_stride, max_frames=self.max_frames)
-        if self.start_seconds is not None:
-            options.start_offset.CopyFrom(_duration(self.start_seconds))
-        if self.end_seconds is not None:
-            options.end_offset.CopyFrom(_duration(self.end_seconds))
+    def to_proto(self, config_path: str = "config.") -> run_pb2.RunOptions:
+        """The options as sent. A value their protobuf field cannot hold (a stride beyond 32 bits,
+        a NaN, a string) cannot be sent at all: `InvalidArgument` names its field, located at
+        `config_path` (where the request holds its RunConfig), as the server names the others."""
+        options = run_pb2.RunOptions()
+        for name, field in (("frame_stride", "frame_stride"), ("max_frames", "max_frames"),
+                            ("start_seconds", "start_offset"), ("end_seconds", "end_offset")):
+            value = getattr(self, name)
+            try:
+                if name in ("frame_stride", "max_frames"):
+                    setattr(options, field, value)
+                elif value is not None:
+                    getattr(options, field).CopyFrom(_duration(value))
+            except (TypeError, ValueError, OverflowError) as error:
+                raise _unsendable(name, f"{config_path}options.{field}", value, error) from None
         return options
 
 
@@ -42,3 +52,9 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     # Negative values are sent as they are: the server owns validation and names the field.
     duration.FromNanoseconds(round(seconds * 1_000_000_000))
     return duration
+
+
+def _unsendable(name: str, field: str, value: object, error: Exception) -> InvalidArgument:
+    problem = f"{value!r} cannot be sent as {field} ({error})"
+    return InvalidArgument(f"invalid {name}: {problem}", reason="INVALID_OPTIONS",
+                           field_violations=[FieldViolation(field, problem)])

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, TypeAlias
 
+from videodag.v1 import run_pb2
+from videodag_client._options import RunOptions
+
 PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryIO
 UploadProgress: TypeAlias = Callable[[int, int | None], None]
 """Called as `(bytes_sent, total_bytes_or_None)` from gRPC's request thread."""
@@ -194,3 +197,19 @@ class ChunkedRequests:
 
     def _release_file(self) -> None:
         self._upload.close()
+
+
+def run_config(pipeline_id: str, options: RunOptions | None, config_path: str) -> run_pb2.RunConfig:
+    """A call's RunConfig but for its upload's fields, built before the file is opened and read
+    for its checksum: options that cannot be sent fail at once, and leave no file open."""
+    config = run_pb2.RunConfig(pipeline_id=pipeline_id)
+    if options is not None:
+        config.options.CopyFrom(options.to_proto(config_path))
+    return config
+
+
+def describe_upload(config: run_pb2.RunConfig, upload: UploadFile) -> None:
+    """Fills in what the call says of its video, once the upload is open (and checksummed)."""
+    config.file_name = upload.file_name
+    config.declared_size_bytes = upload.size_bytes or 0
+    config.sha256 = upload.sha256 or ""

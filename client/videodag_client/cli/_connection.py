@@ -75,7 +75,11 @@ def _add(parser: argparse.ArgumentParser, **defaults: object) -> None:
 
 def connect(args: argparse.Namespace) -> VideodagClient:
     """Builds the client the options describe; a TLS file that is unreadable or not PEM is a `UsageError`."""
-    return VideodagClient(args.server, credentials=channel_credentials(args), token=args.token, timeout=args.timeout)
+    credentials = channel_credentials(args)
+    try:
+        return VideodagClient(args.server, credentials=credentials, token=args.token, timeout=args.timeout)
+    except ValueError as error:  # a token that cannot be a header value
+        raise UsageError(f"--token (or {TOKEN_ENV}): {error}") from None
 
 
 def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

@@ -140,3 +140,11 @@ def test_grpc_logging_is_quieted_only_for_the_command(
 
     assert os.environ.get("GRPC_VERBOSITY") == ("NONE" if is_cli else None)
     assert os.environ["GRPC_TRACE"] == "http"
+
+
+def test_a_token_with_a_line_break_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VIDEODAG_TOKEN", "secret\n")  # as read from a file, unstripped
+    error = _pem_problem(capsys=capsys)
+    assert "--token (or VIDEODAG_TOKEN): token must be printable ASCII with no line break" in error

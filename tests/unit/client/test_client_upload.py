@@ -172,6 +172,47 @@ def test_decode_during_upload_without_a_size_is_refused_before_any_call(
     assert _open_descriptors_of(video_path) == 0
 
 
+class _ReadCounting(io.BytesIO):
+    reads = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads += 1
+        return super().read(size)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (RunOptions(frame_stride=3_000_000_000), "options.frame_stride"),
+        (RunOptions(max_frames=-(2**40)), "options.max_frames"),
+        (RunOptions(start_seconds=float("nan")), "options.start_offset"),
+        (RunOptions(end_seconds=float("inf")), "options.end_offset"),
+    ],
+)
+@pytest.mark.parametrize("call", ["upload_and_run", "submit_job"])
+def test_options_no_request_can_hold_are_refused_before_the_video_is_read_or_opened(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes,
+    options: RunOptions, field: str, call: str,
+) -> None:
+    stream = _ReadCounting(video_bytes)
+    with pytest.raises(InvalidArgument, match=f"cannot be sent as config.*{field}") as refused:
+        getattr(client, call)(stream, "motion_v1", options)
+    prefix = "config." if call == "upload_and_run" else "config.run_config."
+    assert [v.field for v in refused.value.field_violations] == [prefix + field]
+    assert refused.value.reason == "INVALID_OPTIONS"
+    assert stream.reads == 0, "not even the checksum pass"
+    with pytest.raises(InvalidArgument):
+        getattr(client, call)(video_path, "motion_v1", options)
+    assert _open_descriptors_of(video_path) == 0
+    assert servicer.requests == []  # no call was made
+
+
+@pytest.mark.parametrize("token", ["secret\n", "s\u00e9cret", "a\tb"])
+def test_a_token_that_cannot_be_a_header_is_refused_when_the_client_is_made(target: str, token: str) -> None:
+    with pytest.raises(ValueError, match="token must be printable ASCII with no line break"):
+        VideodagClient(target, token=token)
+
+
 def test_progress_reports_cumulative_bytes_up_to_the_total(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
 ) -> None:
