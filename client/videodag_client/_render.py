@@ -55,7 +55,7 @@ def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     """Frame index -> result, from a JSON Lines file; blank lines and non-frame events are skipped."""
     results: dict[int, dict[str, Any]] = {}
     with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(_lines_of_text(lines, path), start=1):
             if not line.strip():
                 continue
             try:
@@ -66,13 +66,22 @@ def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
                 record = record["frame"]
             elif isinstance(record, dict) and "event" in record:
                 continue  # upload_received, video_info, summary
-            if not isinstance(record, dict) or not isinstance(record.get("frame_index"), int):
+            index = record.get("frame_index") if isinstance(record, dict) else None
+            if not isinstance(index, int) or isinstance(index, bool):
                 raise RenderError(f"{path}:{number}: expected an object with an integer frame_index")
             result = record.get("result", {})
             if not isinstance(result, dict):
                 raise RenderError(f"{path}:{number}: result must be an object")
             results[record["frame_index"]] = result
     return results
+
+
+def _lines_of_text(lines: Iterable[str], path: str | os.PathLike[str]) -> Iterator[str]:
+    try:
+        yield from lines
+    except UnicodeDecodeError:
+        raise RenderError(f"{path}: not a text file of JSON Lines (are the video and the results the other way "
+                          "round? the video comes first)") from None
 
 
 @dataclass(frozen=True)
@@ -152,8 +161,10 @@ def draw_result(frame: np.ndarray, result: Mapping[str, Any]) -> int:
     thickness = max(1, round(min(width, height) / 300))
     scale = max(0.4, min(width, height) / 1000)
     found = find_annotations(result)
+    # OpenCV takes points as 32-bit ints: a box far off the frame is drawn clipped to this margin.
+    reach = 4 * max(width, height)
     for item in found:
-        x1, y1, x2, y2 = (round(v) for v in item.box)
+        x1, y1, x2, y2 = (min(max(round(v), -reach), reach) for v in item.box)
         cv2.rectangle(frame, (x1, y1), (x2, y2), item.colour, thickness, cv2.LINE_AA)
         if item.caption:
             _label(frame, item.caption, (x1, y1), item.colour, scale)
@@ -270,6 +281,8 @@ def render_video(
         raise RenderError(f"cannot write {output_path.suffix or 'files without a suffix'}; "
                           f"use one of {', '.join(sorted(_FOURCC_BY_SUFFIX))}")
     _check_output(output_path, Path(video))
+    if snapshot is not None and not cv2.haveImageWriter(str(snapshot)):
+        raise RenderError(f"cannot write a contact sheet to {str(snapshot)!r}: name a .png or .jpg file")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise RenderError(f"cannot open video {str(video)!r}")
@@ -309,11 +322,29 @@ def render_video(
     if frames_written == 0:
         partial.unlink(missing_ok=True)
         raise RenderError(f"no frame could be decoded from {str(video)!r}")
+    if (problem := _written_video_problem(partial, frames_written)) is not None:
+        partial.unlink(missing_ok=True)
+        raise RenderError(f"writing {str(output_path)!r} failed ({problem}); is the disk full?")
     partial.replace(output_path)
     sampled = sampler.sample()
     if snapshot is not None and not cv2.imwrite(str(snapshot), contact_sheet(sampled)):
         raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
     return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled))
+
+
+def _written_video_problem(path: Path, frames_written: int) -> str | None:
+    """What is wrong with the video just written, read back: OpenCV's writer reports no failed
+    write (a full disk leaves an MP4 without its index), only warnings on stderr."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened() or not capture.read()[0]:
+            return "it cannot be read back"
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if 0 < declared < frames_written - 1:  # Matroska's count is estimated from its duration
+            return f"it holds {declared} of the {frames_written} frames"
+        return None
+    finally:
+        capture.release()
 
 
 def _check_output(output: Path, video: Path) -> None:

@@ -300,3 +300,58 @@ def test_a_writer_that_cannot_open_names_the_file(sample_clip: Path, tmp_path: P
     expected = f"to {str(output)!r}: the directory {str(output.parent)!r} does not exist"
     with pytest.raises(RenderError, match=re.escape(expected)):
         render_video(sample_clip, {}, output)
+
+
+class _FillingDisk:
+    """A writer whose disk fills up: what it wrote is cut to 64 KiB when it is released, as a
+    full file system leaves an MP4 without its index; OpenCV's writer reports nothing."""
+
+    def __init__(self, writer: cv2.VideoWriter, path: Path) -> None:
+        self._writer, self._path = writer, path
+
+    def write(self, frame: np.ndarray) -> None:
+        self._writer.write(frame)
+
+    def release(self) -> None:
+        self._writer.release()
+        with open(self._path, "r+b") as written:
+            written.truncate(64 * 1024)
+
+
+def test_a_video_the_disk_could_not_hold_is_an_error_and_the_earlier_output_stays(
+    sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videodag_client import _render
+
+    output = tmp_path / "annotated.mp4"
+    output.write_bytes(b"an earlier render")
+    real_open_writer = _render._open_writer
+    monkeypatch.setattr(_render, "_open_writer", lambda path, *rest: _FillingDisk(real_open_writer(path, *rest), path))
+    with pytest.raises(RenderError, match=r"annotated.mp4' failed \(it cannot be read back\); is the disk full"):
+        render_video(sample_clip, {}, output)
+    assert output.read_bytes() == b"an earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4"]
+
+
+def test_a_contact_sheet_name_opencv_cannot_write_is_refused_before_decoding(sample_clip: Path, tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match=r"cannot write a contact sheet to '.*sheet': name a .png or .jpg file"):
+        render_video(sample_clip, {}, tmp_path / "out.mp4", snapshot=tmp_path / "sheet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_given_as_the_results_file_is_named_as_such(sample_clip: Path, tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match=r"not a text file of JSON Lines .* the video comes first"):
+        load_results(sample_clip)
+
+
+def test_a_boolean_frame_index_is_refused(tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"frame_index": true, "result": {}}\n')
+    with pytest.raises(RenderError, match=r"results\.jsonl:1: expected an object with an integer frame_index"):
+        load_results(results)
+
+
+def test_a_box_far_beyond_the_frame_is_drawn_clipped(source_frames) -> None:
+    frame = source_frames[0].copy()
+    assert draw_result(frame, {"p": [{"box": [10, 20, 1e12, 1e12], "label": "far"}]}) == 1
+    assert not np.array_equal(frame[20, 10:100], source_frames[0][20, 10:100])  # its top edge is on the frame
