@@ -160,6 +160,7 @@ def job_config(settings: Settings) -> JobConfig:
         decode_run_timeout_seconds=settings.decode_run_timeout_seconds or None,
         node_timeout_seconds=settings.node_timeout_seconds or None,
         frame_workers=settings.frame_workers or None,
+        max_result_bytes=settings.max_result_bytes(),
         pipeline_dir=settings.pipeline_dir,
     )
 
@@ -169,6 +170,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     if dag is None:
         dag = DagPipelineService.from_folder(settings.pipeline_dir or BUILTIN_PIPELINE_DIR)
     dag.node_timeout_seconds = settings.node_timeout_seconds or None
+    dag.max_result_bytes = settings.max_result_bytes()
     if settings.frame_workers:
         dag.frame_workers = settings.frame_workers
     jobs = open_job_service(job_config(settings), dag)

@@ -25,6 +25,9 @@ def _setting(default: Any, help: str, *, minimum: float | None = None) -> Any:
     return field(default=default, metadata={"help": help, "minimum": minimum})
 
 
+# Room a FrameResult message needs around its result (index, timestamp, the event around it).
+RESULT_ENVELOPE_BYTES = 1024
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a server needs to start; see `videodag-server --help`."""
@@ -151,6 +154,11 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.exists():
                 raise SettingsError(f"{name} {str(path)!r} does not exist")
+
+    def max_result_bytes(self) -> int:
+        """The most a frame's result may take: one message, less room for the frame's index,
+        timestamp and the message around them."""
+        return self.max_message_bytes - RESULT_ENVELOPE_BYTES
 
     def video_limits(self) -> VideoLimits:
         """The limits every video is checked against before any frame is decoded."""

@@ -53,6 +53,18 @@ JOB_TEST_PIPELINES = {
           seen: count.count
           index: count.index
     """,
+    # 100 kB of text a frame: over the result limit of a server whose messages take 64 KiB.
+    "oversized": """
+        id: oversized
+        version: "1"
+        nodes:
+          - id: pad
+            plugin: test.padding
+            params: {size_bytes: 100000}
+            inputs: {index: frame.index}
+        outputs:
+          text: pad.text
+    """,
     # Frame 2 never returns, like a plugin stuck in native code: the node time limit must end the job.
     "hanging": TEST_PIPELINES["hanging"],
     "failing": """

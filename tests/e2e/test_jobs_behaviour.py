@@ -106,6 +106,24 @@ def test_a_clients_default_timeout_does_not_end_a_watch_of_a_longer_job(
     assert [frame.frame_index for frame in frames] == list(range(120))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_result_over_the_message_limit_fails_the_job_naming_the_node_not_its_watchers(
+    tmp_path: Path, sample_clip: Path, backend: str
+) -> None:
+    with deployment(backend, tmp_path, max_message_bytes=64 * 1024) as small:
+        client = small.start_server()
+        job = client.submit_job(sample_clip, "oversized", chunk_size=32 * 1024)
+        frames, updates = watch_all(client, job.id)
+        with pytest.raises(Internal, match="output 'text' is 100018 bytes as sent") as synchronous:
+            list(client.upload_and_run(sample_clip, "oversized", chunk_size=32 * 1024))
+        assert synchronous.value.reason == "NODE_FAILED"
+    final = updates[-1]
+    assert final.state is JobState.FAILED and frames == []
+    assert isinstance(final.error, Internal) and final.error.reason == "NODE_FAILED"
+    assert "node 'pad' (test.padding) failed on frame 0: output 'text' is 100018 bytes as sent" in final.error.message
+    assert f"over the {64 * 1024 - 1024} bytes a frame's result may take" in final.error.message
+
+
 def test_cancel_a_running_job_stops_it_and_keeps_its_results(client: VideodagClient, sample_clip: Path) -> None:
     job = client.submit_job(sample_clip, "paced")
     wait_for_job(client, job.id, is_running_with_frames(3), what="the job to run")

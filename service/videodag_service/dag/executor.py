@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from videodag_service.dag.json_like import NotJsonLike, to_json_like
+from videodag_service.dag.json_like import NotJsonLike, encoded_size, surely_fits, to_json_like
 from videodag_service.dag.plugin import ToolInstance
 from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
@@ -134,6 +134,7 @@ class PipelineRun:
         node_observer: NodeObserver | None = None,
         node_timeout_seconds: float | None = None,
         frame_workers: int = 1,
+        max_result_bytes: int | None = None,
     ) -> None:
         if node_timeout_seconds is not None and node_timeout_seconds <= 0:
             raise ValueError(f"node_timeout_seconds must be positive or None, got {node_timeout_seconds}")
@@ -142,6 +143,7 @@ class PipelineRun:
         self.spec = spec
         self._node_observer = node_observer
         self._node_timeout_seconds = node_timeout_seconds
+        self._max_result_bytes = max_result_bytes
         self._timed_out: NodeTimedOut | None = None
         self._timings = {node.id: NodeTiming(node.id, node.plugin_ref) for node in spec.nodes}
         self._timings_lock = threading.Lock()
@@ -439,6 +441,8 @@ class PipelineRun:
             work.result = self._result(lane, work, frame_index)
             if work.errors:
                 work.result["errors"] = work.errors
+            if self._max_result_bytes is not None:
+                self._fit(work.result, self._max_result_bytes, frame_index)
 
     def _call(self, lane: _Lane, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
         if self._timed_out is not None:
@@ -488,6 +492,27 @@ class PipelineRun:
             finally:
                 lane.running = None
         return result
+
+
+    def _fit(self, result: dict[str, Any], limit: int, frame_index: Any) -> None:
+        """A result over `limit` bytes could never be sent (nor a job's stored one watched): its
+        largest output is its node's failure, under its `on_error` policy, until the rest fits."""
+        if surely_fits(result, limit):
+            return
+        size = encoded_size(result)
+        sources = dict(self.spec.outputs)
+        while size > limit and (sizes := {
+            name: encoded_size({name: value}) for name, value in result.items() if name in sources
+        }):
+            name = max(sizes, key=lambda output: sizes[output])
+            node = self._nodes_by_id[sources[name].node]
+            cause = (f"output {sources[name].output!r} is {sizes[name]} bytes as sent (the frame's whole result "
+                     f"{size}), over the {limit} bytes a frame's result may take (the server's message limit)")
+            if node.on_error is ErrorPolicy.FAIL:
+                raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index, cause)
+            del result[name]
+            result.setdefault("errors", []).append(_error(node, "RESOURCE_EXHAUSTED", cause))
+            size = encoded_size(result)
 
 
 def _always() -> bool:

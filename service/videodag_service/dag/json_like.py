@@ -3,17 +3,21 @@ leaves the run, and what a parameter value must already be to be shown to client
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from google.protobuf import struct_pb2
 
 # How deep lists and mappings may nest in a node output or a parameter value. A result or a
 # parameter reaches clients inside a protobuf Struct, and protobuf's parsers (Python's, C++'s,
 # Java's) refuse a message nested more than 100 levels deep, counting the message around it:
 # an output of 33 nested mappings already cannot be read. Nothing real comes near this.
 MAX_NESTING = 20
+# Bytes the length prefixes of `MAX_NESTING` nested lists and mappings may add beyond 6 a JSON character.
+_NESTING_ROOM_BYTES = 16 * MAX_NESTING + 64
 # How many values (numbers, strings, lists, ...) a parameter may hold in all: every client listing
 # the pipelines receives them, and through YAML aliases a file of a few hundred bytes can hold
 # billions.
@@ -72,6 +76,22 @@ def to_json_like(value: Any, depth: int = 0) -> Any:
             converted[key] = to_json_like(item, depth + 1)
         return converted
     return [to_json_like(item, depth + 1) for item in value]
+
+
+def encoded_size(result: Mapping[str, Any]) -> int:
+    """Bytes a JSON-like frame result takes as it goes out: as a protobuf Struct, whose size is
+    what every client's and server's message limit counts."""
+    message = struct_pb2.Struct()
+    message.update(result)
+    return message.ByteSize()
+
+
+def surely_fits(result: Mapping[str, Any], limit: int) -> bool:
+    """Whether `encoded_size(result)` is at most `limit`, told from its JSON text, which costs a
+    sixth of the exact measure a frame. No JSON character takes more than 5.5 bytes as a Struct
+    (a one-digit number in a list: 2 characters, 11 bytes), so 6 a character, and some room for
+    the lengths of nested lists and mappings, bound it from above; False means "measure it"."""
+    return 6 * len(json.dumps(result)) + _NESTING_ROOM_BYTES <= limit
 
 
 def json_like_problem(value: Any) -> str | None:

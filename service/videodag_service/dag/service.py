@@ -31,6 +31,8 @@ class DagPipelineService:
     opened from now on; see `PipelineRun` for what a call over it costs. `frame_workers` is
     how many frames the frame-independent nodes of a run may work on at once; None: one per
     core this process may use (`cores.usable_cores`), at most `MAX_DEFAULT_FRAME_WORKERS`.
+    `max_result_bytes` (None: no limit) is the most a frame's result may take as sent
+    (`json_like.encoded_size`): a server sets it from its message limit.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class DagPipelineService:
         self.node_observer = node_observer
         self.node_timeout_seconds = node_timeout_seconds
         self.frame_workers = frame_workers or min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)
+        self.max_result_bytes: int | None = None
 
     @classmethod
     def from_folder(cls, folder: Path = BUILTIN_PIPELINE_DIR, registry: PluginRegistry | None = None
@@ -76,7 +79,8 @@ class DagPipelineService:
         `frame_workers` overrides the service's for this run (1 for a single frame).
         """
         workers = frame_workers or self.frame_workers
-        run = PipelineRun(self.get_pipeline(pipeline_id), self.node_observer, self.node_timeout_seconds, workers)
+        spec = self.get_pipeline(pipeline_id)
+        run = PipelineRun(spec, self.node_observer, self.node_timeout_seconds, workers, self.max_result_bytes)
         try:
             yield run
         finally:

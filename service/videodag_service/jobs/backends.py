@@ -67,6 +67,8 @@ class JobConfig:
     """Redis backend: the workers' limit on one node call (embedded jobs share the server's pipelines)."""
     frame_workers: int | None = None
     """Redis backend: frames a job's frame-independent nodes take at once; None: one per core of the worker."""
+    max_result_bytes: int | None = None
+    """Redis backend: the most a frame's result may take as sent; None: no limit."""
     pipeline_dir: Path | None = None
     """Where workers load pipelines from; None for the built-in ones."""
     min_free_bytes: int = 64 * MIB
@@ -183,6 +185,7 @@ def _redis_service(
         decode_run_timeout_seconds=config.decode_run_timeout_seconds,
         node_timeout_seconds=config.node_timeout_seconds,
         frame_workers=config.frame_workers,
+        max_result_bytes=config.max_result_bytes,
     )
     queue = RqJobQueue(
         redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS),

@@ -65,6 +65,7 @@ class WorkerConfig:
     decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
     node_timeout_seconds: float | None = None
     frame_workers: int | None = None
+    max_result_bytes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,9 +201,9 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     executor = JobExecutor(
         store,
         DirectoryUploadStorage(worker_config.upload_dir),
-        _dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds, worker_config.frame_workers),
+        _dag(worker_config),
         VideoFilePipelineService(
-            _dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds, worker_config.frame_workers),
+            _dag(worker_config),
             limits=VideoLimits(**worker_config.video_limits),
             isolation=worker_config.decode_isolation,
             decode_frame_timeout_seconds=worker_config.decode_frame_timeout_seconds,
@@ -219,12 +220,19 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     return None if state is None else state.value
 
 
+def _dag(worker_config: WorkerConfig) -> DagPipelineService:
+    return _loaded_dag(worker_config.pipeline_dir, worker_config.node_timeout_seconds, worker_config.frame_workers,
+                       worker_config.max_result_bytes)
+
+
 @functools.cache
-def _dag(pipeline_dir: str | None, node_timeout_seconds: float | None, frame_workers: int | None) -> DagPipelineService:
-    """The pipelines, loaded once per worker process, with the server's node time limit and
-    frame workers (one per core of this machine unless the server set a number)."""
+def _loaded_dag(pipeline_dir: str | None, node_timeout_seconds: float | None, frame_workers: int | None,
+                max_result_bytes: int | None) -> DagPipelineService:
+    """The pipelines, loaded once per worker process, with the server's node time limit, result
+    size limit and frame workers (one per core of this machine unless the server set a number)."""
     dag = DagPipelineService.from_folder(Path(pipeline_dir) if pipeline_dir else BUILTIN_PIPELINE_DIR)
     dag.node_timeout_seconds = node_timeout_seconds
+    dag.max_result_bytes = max_result_bytes
     if frame_workers:
         dag.frame_workers = frame_workers
     return dag

@@ -14,7 +14,7 @@ from videodag.v1 import video_pipeline_service_pb2
 from videodag_service.convert import frame_result
 from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
 from videodag_service.dag.executor import MAX_ERROR_MESSAGE_CHARS
-from videodag_service.dag.json_like import MAX_NESTING, NotJsonLike
+from videodag_service.dag.json_like import MAX_NESTING, NotJsonLike, encoded_size, surely_fits
 from videodag_service.errors import NodeFailed
 
 PIPELINE = """
@@ -107,3 +107,76 @@ def test_protobuf_parsers_refuse_a_result_nested_far_deeper_than_allowed() -> No
     wire = response.SerializeToString()
     with pytest.raises(DecodeError, match="MaxDepth"):
         video_pipeline_service_pb2.UploadAndRunResponse.FromString(wire)
+
+
+SIZED = """
+id: sized
+version: "1"
+nodes:
+  - id: small
+    plugin: test.padding
+    params: {{size_bytes: 10}}
+    inputs: {{index: frame.index}}
+  - id: big
+    plugin: test.padding
+    params: {{size_bytes: {big}}}
+    inputs: {{index: frame.index}}
+    on_error: {policy}
+outputs:
+  small: small.text
+  big: big.text
+"""
+
+
+def sized_dag(tmp_path: Path, big: int, policy: str, limit: int) -> DagPipelineService:
+    (tmp_path / "sized.yaml").write_text(textwrap.dedent(SIZED.format(big=big, policy=policy)))
+    service = DagPipelineService(load_pipeline_folder(tmp_path, make_registry()))
+    service.max_result_bytes = limit
+    return service
+
+
+def test_a_result_within_the_limit_goes_out_whole(tmp_path: Path) -> None:
+    result = sized_dag(tmp_path, 1000, "fail", 2000).run_pipeline("sized", {"frame_index": 0})
+    assert result == {"small": "x" * 10, "big": "x" * 1000}
+    assert encoded_size(result) <= 2000
+
+
+def test_a_result_over_the_limit_fails_the_node_of_its_largest_output(tmp_path: Path) -> None:
+    with pytest.raises(NodeFailed, match=r"node 'big' \(test.padding\) failed on frame 0: output 'text' is ") as failed:
+        sized_dag(tmp_path, 5000, "fail", 2000).run_pipeline("sized", {"frame_index": 0})
+    assert "over the 2000 bytes a frame's result may take" in str(failed.value)
+
+
+def test_under_on_error_skip_the_largest_output_is_left_out_with_its_error(tmp_path: Path) -> None:
+    result = sized_dag(tmp_path, 5000, "skip", 2000).run_pipeline("sized", {"frame_index": 0})
+    assert result["small"] == "x" * 10 and "big" not in result
+    [error] = result["errors"]
+    assert (error["node_id"], error["code"]) == ("big", "RESOURCE_EXHAUSTED")
+    assert encoded_size(result) <= 2000
+    [sent_error] = frame_result(0, 0.0, result).node_errors
+    assert sent_error.status.code == 8  # google.rpc.Code.RESOURCE_EXHAUSTED
+
+
+def _deep(depth: int, inner: Any) -> Any:
+    for level in range(depth):
+        inner = [inner, 0] if level % 2 else {"k": inner}
+    return inner
+
+
+BOUND_SHAPES = {
+    "one-digit numbers in a list": {"v": [0] * 5000},
+    "one-letter keys": {"v": {chr(97 + i % 26) * (1 + i // 26): 0 for i in range(3000)}},
+    "empty lists and mappings": {"v": [[], {}, [[]], [{}]] * 1000},
+    "booleans and nulls": {"v": [True, False, None] * 2000},
+    "empty and one-letter strings": {"v": ["", "a"] * 3000},
+    "text beyond ASCII": {"v": ["é", "字", "😀"] * 2000},
+    "nesting 20 deep around large values": {"v": _deep(MAX_NESTING - 1, [0] * 20000)},
+    "nesting 20 deep around nothing": {"v": _deep(MAX_NESTING, 0)},
+}
+
+
+@pytest.mark.parametrize("shape", sorted(BOUND_SHAPES))
+def test_the_quick_size_check_never_passes_a_result_the_exact_one_refuses(shape: str) -> None:
+    result = {name: to_json_like(value) for name, value in BOUND_SHAPES[shape].items()}  # as the engine does
+    exact = encoded_size(result)
+    assert not surely_fits(result, exact - 1)

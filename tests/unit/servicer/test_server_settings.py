@@ -184,13 +184,25 @@ def test_the_server_removes_at_start_the_uploads_a_killed_server_left(tmp_path: 
 def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:
     from videodag_service.dag.cores import usable_cores
     from videodag_service.dag.service import MAX_DEFAULT_FRAME_WORKERS
-    from videodag_service.jobs.rq_task import _dag
+    from videodag_service.jobs.rq_task import _loaded_dag
     from videodag_service.server import job_config
 
     assert job_config(settings_from(["--frame-workers", "3"], {})).frame_workers == 3
     assert job_config(settings_from([], {})).frame_workers is None
-    assert _dag(None, None, 3).frame_workers == 3
-    assert _dag(None, 5.0, None).frame_workers == min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)
+    assert _loaded_dag(None, None, 3, None).frame_workers == 3
+    assert _loaded_dag(None, 5.0, None, None).frame_workers == min(usable_cores(), MAX_DEFAULT_FRAME_WORKERS)
+
+
+def test_rq_workers_get_the_servers_result_size_limit() -> None:
+    from videodag_service.jobs.rq_task import WorkerConfig, _dag
+    from videodag_service.server import job_config
+
+    config = job_config(settings_from(["--max-message-bytes", "1048576"], {}))
+    assert config.max_result_bytes == 1048576 - 1024
+    worker_config = WorkerConfig(key_prefix="k", upload_dir="/u", pipeline_dir=None, job_timeout_seconds=1.0,
+                                 retention_seconds=1.0, lease_seconds=1.0, video_limits={},
+                                 max_result_bytes=config.max_result_bytes)
+    assert _dag(worker_config).max_result_bytes == 1048576 - 1024
 
 
 class _StartedServer:
