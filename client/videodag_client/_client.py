@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -101,13 +103,21 @@ class VideodagClient(JobCalls):
         )
         self._timeout = timeout
         self._closed = False
+        # Streams and futures started and perhaps still running, for `close` to cancel: on a
+        # channel the caller owns, closing the client must not close the channel to do it.
+        self._running_calls: weakref.WeakSet[grpc.Future] = weakref.WeakSet()
+        self._running_calls_lock = threading.Lock()
 
     def close(self) -> None:
         """Closes the channel if this client opened it; calls still running are cancelled.
 
         Later calls raise `FailedPrecondition` (reason `CLIENT_CLOSED`), also on a client
         built with `from_channel`, whose channel stays open for its owner."""
-        self._closed = True
+        with self._running_calls_lock:
+            self._closed = True
+            running = list(self._running_calls)
+        for call in running:
+            call.cancel()
         if self._owns_channel:
             self._channel.close()
 
@@ -120,11 +130,20 @@ class VideodagClient(JobCalls):
         with the ValueError gRPC raises for a closed channel."""
         self._check_open()
         try:
-            return method(*args, **kwargs)
+            call = method(*args, **kwargs)
         except (ValueError, RuntimeError) as error:
             if "closed" not in str(error).lower():
                 raise
             raise client_closed_error() from error
+        if isinstance(call, grpc.Future):  # a stream or a future, not a unary call's response
+            with self._running_calls_lock:
+                closed = self._closed
+                if not closed:
+                    self._running_calls.add(call)
+            if closed:  # closed while it started
+                call.cancel()
+                raise client_closed_error()
+        return call
 
     def __enter__(self) -> VideodagClient:
         return self

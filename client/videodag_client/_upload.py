@@ -158,10 +158,16 @@ class ChunkedRequests:
         except StopIteration:
             self.close()
             raise
-        except BaseException as error:
+        except Exception as error:
             self.error = error
             self.close()
             raise
+        except BaseException as error:
+            self.error = error  # raised again in the caller's thread, in place of the call's error
+            self.close()
+            # gRPC's request thread handles Exception only: SystemExit or KeyboardInterrupt from a
+            # callback would end that thread and leave the call waiting for the rest of the upload.
+            raise RuntimeError(f"the upload stopped: {type(error).__name__} while reading it") from error
         finally:
             with self._lock:
                 self._reading = False

@@ -188,6 +188,21 @@ def test_error_in_the_progress_callback_is_raised_as_itself(
         list(client.upload_and_run(video_path, "motion_v1", chunk_size=64 * 1024, on_upload_progress=explode))
 
 
+@pytest.mark.parametrize("raised", [SystemExit, KeyboardInterrupt])
+def test_a_progress_callback_quitting_the_program_ends_the_call_at_once(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, raised: type[BaseException]
+) -> None:
+    def quit_now(bytes_sent: int, total: int | None) -> None:
+        raise raised("the user asked to quit")
+
+    started = time.monotonic()
+    with pytest.raises(raised, match="the user asked to quit"):  # not the call's deadline, 10 s later
+        list(client.upload_and_run(video_path, "motion_v1", chunk_size=64 * 1024, on_upload_progress=quit_now,
+                                   timeout=10))
+    assert time.monotonic() - started < 5
+    assert servicer.cancelled.wait(5), "the server saw the call end"
+
+
 def test_server_that_is_not_there_is_unavailable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

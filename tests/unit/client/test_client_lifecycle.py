@@ -108,6 +108,23 @@ def test_closing_an_async_client_cancels_its_running_streams(
     assert servicer.cancelled.wait(10), "the server saw the call cancelled"
 
 
+@pytest.mark.parametrize("built_from", ["target", "channel"])
+def test_closing_a_client_cancels_its_running_streams_even_on_a_channel_it_does_not_own(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, built_from: str
+) -> None:
+    servicer.run_script = [AcknowledgeUpload(), video_info_response(), WaitForCancellation(timeout_seconds=30)]
+    with grpc.insecure_channel(target) as channel:
+        client = VideodagClient(target) if built_from == "target" else VideodagClient.from_channel(channel)
+        stream = client.upload_and_run(video_path, "motion_v1")
+        next(stream)  # UploadReceived: the call is running
+        client.close()
+        assert servicer.cancelled.wait(10), "the server saw the call cancelled"
+        with pytest.raises(VideodagError):
+            list(stream)
+        # The channel's owner goes on using it.
+        assert [p.id for p in VideodagClient.from_channel(channel).list_pipelines()] == sorted(servicer.pipelines)
+
+
 @pytest.mark.parametrize("call", ["list_pipelines", "get_pipeline", "get_job", "list_jobs", "cancel_job", "delete_job"])
 def test_async_calls_after_close_raise_failed_precondition_too(target: str, call: str) -> None:
     async def after_close() -> None:
