@@ -28,7 +28,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import grpc
 
@@ -38,7 +38,7 @@ from videodag_client._events import Event
 from videodag_client._jobs import Job, JobEvent, JobPage, JobState
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo
-from videodag_client._upload import DEFAULT_CHUNK_SIZE, DeferredProgress, PathOrFile, UploadProgress
+from videodag_client._upload import DEFAULT_CHUNK_SIZE, DeferredProgress, PathOrFile
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -49,6 +49,8 @@ S = TypeVar("S", bound="_ThreadedStream[Any]")
 _CALL_THREADS = 8
 _END = object()
 _LOOP_CHECK_SECONDS = 0.05  # how often an upload waiting for its callbacks checks that their loop still runs
+# A progress or reconnect callback here may be a function or a coroutine function (awaited in the loop).
+AsyncUploadProgress: TypeAlias = Callable[[int, int | None], object]
 # How long an upload's end waits for the coroutines its progress reports returned: well under
 # the server's upload idle limit (60 s by default), which a longer silence would trip.
 _COROUTINES_WAIT_SECONDS = 10.0
@@ -134,7 +136,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         checksum: bool = True,
         decode_during_upload: bool = False,
         timeout: float | None = None,
-        on_upload_progress: UploadProgress | None = None,
+        on_upload_progress: AsyncUploadProgress | None = None,
     ) -> AsyncRunStream:
         """Uploads a video and runs a pipeline on it: `VideodagClient.upload_and_run`, awaited.
 
@@ -172,7 +174,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         declare_size: bool = True,
         checksum: bool = True,
         timeout: float | None = None,
-        on_upload_progress: UploadProgress | None = None,
+        on_upload_progress: AsyncUploadProgress | None = None,
     ) -> Job:
         """Uploads a video and queues a job: `VideodagClient.submit_job`, awaited.
 
@@ -246,7 +248,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         *,
         after_frame_index: int | None = None,
         reconnect_window: float = 60.0,
-        on_reconnect: Callable[[VideodagError, int | None], None] | None = None,
+        on_reconnect: Callable[[VideodagError, int | None], object] | None = None,
     ) -> AsyncJobWatch:
         """Follows a job until it is finished: `VideodagClient.watch_job` as an async iterator,
         reconnecting the same way. `on_reconnect` is called in the event loop; an exception

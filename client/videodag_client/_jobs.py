@@ -442,7 +442,7 @@ def _error_from_status(status: status_pb2.Status) -> VideodagError:
     """The exception a call ending with this status raises: same class, same details."""
     code = _STATUS_CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
     error_class = VideodagError._class_by_code.get(code, Unknown)
-    return error_class(status.message, code=code, **_unpack_details(status))  # type: ignore[arg-type]
+    return error_class(status.message, code=code, **_unpack_details(status))
 
 
 def _datetime(timestamp: timestamp_pb2.Timestamp) -> datetime:

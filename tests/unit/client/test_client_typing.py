@@ -1,0 +1,62 @@
+"""The public API's type hints accept what the documentation shows: checked with mypy --strict on
+a caller's script, as a type-checked service embedding the client would be."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+CALLER = """
+import asyncio
+
+from videodag_client import AsyncVideodagClient, RunOptions, VideodagClient, VideodagError
+
+
+def on_progress(sent: int, total: int | None) -> None:
+    print(sent, total)
+
+
+async def on_progress_awaited(sent: int, total: int | None) -> None:
+    await asyncio.sleep(0)
+
+
+async def on_reconnect_awaited(error: VideodagError, last_frame_index: int | None) -> None:
+    await asyncio.sleep(0)
+
+
+def blocking() -> None:
+    with VideodagClient("localhost:50051", timeout=5.0) as client:
+        with client.upload_and_run("clip.mp4", "frame_stats_v1", RunOptions(frame_stride=2),
+                                   on_upload_progress=on_progress) as run:
+            for event in run:
+                print(event)
+
+
+async def awaited() -> None:
+    async with AsyncVideodagClient("localhost:50051") as client:
+        async for event in client.upload_and_run("clip.mp4", "frame_stats_v1", on_upload_progress=on_progress):
+            print(event)
+        job = await client.submit_job("clip.mp4", "frame_stats_v1", on_upload_progress=on_progress_awaited)
+        async for update in client.watch_job(job.id, on_reconnect=on_reconnect_awaited):
+            print(update)
+"""
+
+
+def test_a_strictly_typed_caller_of_both_clients_type_checks(tmp_path: Path) -> None:
+    caller = tmp_path / "caller.py"
+    caller.write_text(textwrap.dedent(CALLER))
+    environment = {**os.environ, "MYPYPATH": os.pathsep.join(
+        str(REPO_ROOT / folder) for folder in ("client", "protos/gen/python"))}
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", str(REPO_ROOT / "pyproject.toml"),
+         "--cache-dir", str(tmp_path / "cache"), str(caller)],
+        capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=300,
+    )
+    caller_errors = [line for line in checked.stdout.splitlines() if "caller.py:" in line]
+    assert caller_errors == [], checked.stdout
+    assert "Found" in checked.stdout or "Success" in checked.stdout, checked.stdout + checked.stderr
