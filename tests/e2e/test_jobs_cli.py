@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,6 +60,38 @@ def test_submit_dash_uploads_the_video_from_a_pipe(jobs: JobsDeployment, client:
     assert submitted.returncode == 0, submitted.stderr.decode()
     job = wait_for_job(client, submitted.stdout.decode().strip(), finished)
     assert (job.state, job.frames_done) == (JobState.SUCCEEDED, 6)
+
+
+def test_a_job_id_standard_output_cannot_take_is_given_on_stderr(
+    jobs: JobsDeployment, client: VideodagClient, make_video
+) -> None:
+    with open("/dev/full", "wb") as full:  # every write fails with ENOSPC
+        submitted = subprocess.run(
+            [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "submit", str(make_video(3)),
+             "--pipeline", "frame_stats_v1", "-q"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+        )
+    assert submitted.returncode == _exit_codes.SERVER_ERROR
+    [job] = client.list_jobs().jobs
+    assert submitted.stderr == (
+        f"error: job {job.id} is queued, but writing it to standard output failed (No space left on device); "
+        f"follow it with: videodag watch {job.id}\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["pipelines"], ["submit", "VIDEO", "--pipeline", "frame_stats_v1"]])
+def test_a_closed_standard_output_is_refused_before_anything_is_done(
+    jobs: JobsDeployment, client: VideodagClient, make_video, command: list[str]
+) -> None:
+    arguments = [str(make_video(3)) if word == "VIDEO" else word for word in command]
+    refused = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), *arguments],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert refused.returncode == _exit_codes.USAGE
+    assert refused.stderr == "error: standard output is closed; point it somewhere (> /dev/null to discard it)\n"
+    assert client.list_jobs().jobs == ()
 
 
 def test_jobs_lists_and_shows_and_cancel_stops_a_job(

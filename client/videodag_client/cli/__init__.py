@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as usage_exit:  # --help, or a usage error argparse already printed
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
+    if sys.stdout is None:  # descriptor 1 closed: print() would drop results and job ids without a word
+        print("error: standard output is closed; point it somewhere (> /dev/null to discard it)", file=sys.stderr)
+        return _exit_codes.USAGE
     try:
         with _sigterm_as_interrupt():
             exit_code: int = args.handler(args)

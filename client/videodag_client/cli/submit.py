@@ -60,10 +60,14 @@ def submit_command(args: argparse.Namespace) -> int:
             checksum=not args.no_checksum,
             on_upload_progress=progress.upload,
         )
-    if args.json:
-        print(json.dumps(job_record(job), indent=2))
-    else:
-        print(job.id)
+    try:
+        print(json.dumps(job_record(job), indent=2) if args.json else job.id, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as error:  # a full disk, /dev/full: the job runs, so its id must not be lost
+        print(f"error: job {job.id} is queued, but writing it to standard output failed "
+              f"({error.strerror or error}); follow it with: videodag watch {job.id}", file=sys.stderr)
+        return _exit_codes.SERVER_ERROR
     if not args.quiet:
         print(f"job {job.id} {job.state.name}; follow it with: videodag watch {job.id}", file=sys.stderr)
     return _exit_codes.SUCCESS
