@@ -79,16 +79,20 @@ class RecordingDagService:
 
 class MutatingDagService:
     """A badly behaved service: it reuses one result object and mutates it after returning it,
-    and scribbles over the payload's image once it has summarised it."""
+    and tries to scribble over the payload's image once it has summarised it."""
 
     def __init__(self) -> None:
         self._result: dict[str, Any] = {"history": []}
+        self.scribbles_refused = 0
 
     def run_pipeline(self, pipeline_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         summary = frame_summary(payload)
         self._result["history"].append(summary["frame_index"])
         self._result.update(summary)
-        payload["image"][:] = 0
+        try:
+            payload["image"][:] = 0
+        except ValueError:  # numpy: "assignment destination is read-only"
+            self.scribbles_refused += 1
         return self._result
 
 

@@ -42,7 +42,7 @@ class FramePayload(Mapping[str, Any]):
 
     Keys: "frame_index" (int, index in the source video before sampling), "timestamp"
     (float seconds from the start), "image" (BGR uint8 array, H x W x 3, a fresh array per
-    frame), "image_bytes" (the frame as JPEG bytes, encoded on first access).
+    frame, read only), "image_bytes" (the frame as JPEG bytes, encoded on first access).
     """
 
     __slots__ = ("_encode_lock", "_image_bytes", "frame_index", "image", "timestamp")
@@ -50,6 +50,10 @@ class FramePayload(Mapping[str, Any]):
     def __init__(self, frame_index: int, timestamp: float, image: np.ndarray) -> None:
         self.frame_index = frame_index
         self.timestamp = timestamp
+        # Every node of the frame reads this one array, and `image_bytes` is encoded from it when
+        # first asked for: a node drawing on it in place would change what the others see. Read
+        # only, such a node fails with numpy's "assignment destination is read-only" instead.
+        image.flags.writeable = False
         self.image = image
         self._image_bytes: bytes | None = None
         self._encode_lock = threading.Lock()

@@ -41,6 +41,8 @@ def yolov5_output(objectness: float) -> np.ndarray:
 
 def detect(model: Path, frame: np.ndarray, **params: object) -> Detections:
     instance = PLUGIN.tool("detect").open({"model_path": str(model), **params})
+    frame = frame.copy()
+    frame.flags.writeable = False  # as the service hands frames to nodes
     try:
         return instance.process({"image": frame})["detections"]
     finally:

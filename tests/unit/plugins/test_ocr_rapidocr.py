@@ -66,6 +66,7 @@ def text_frame() -> np.ndarray:
     frame = _noisy_white_frame(seed=0)
     for text, origin, font, scale, thickness, colour in RENDERED_LINES:
         cv2.putText(frame, text, origin, font, scale, colour, thickness, cv2.LINE_AA)
+    frame.flags.writeable = False  # as the service hands frames to nodes
     return frame
 
 

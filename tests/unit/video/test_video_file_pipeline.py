@@ -168,13 +168,13 @@ def test_a_slow_service_still_gets_ordered_complete_results(make_video) -> None:
 def test_a_service_that_mutates_its_results_and_the_payload_cannot_rewrite_history(
     sample_clip: Path, sample_clip_means: list[float]
 ) -> None:
-    results = VideoFilePipelineService(MutatingDagService()).run_on_file(
-        DEFAULT_PIPELINE, sample_clip, {"max_frames": 5}
-    )
+    service = MutatingDagService()
+    results = VideoFilePipelineService(service).run_on_file(DEFAULT_PIPELINE, sample_clip, {"max_frames": 5})
     assert _indices(results) == [0, 1, 2, 3, 4]
     assert [item["result"]["frame_index"] for item in results] == [0, 1, 2, 3, 4]
     assert [item["result"]["history"] for item in results] == [list(range(i + 1)) for i in range(5)]
-    # The service zeroes each image after reading it; the next frame must still be a fresh decode.
+    # The service tries to zero each image after reading it: frames are read only, and each is a fresh decode.
+    assert service.scribbles_refused == 5
     assert [item["result"]["mean"] for item in results] == pytest.approx(sample_clip_means[:5])
     assert len({id(item["result"]) for item in results}) == 5
 

@@ -58,7 +58,7 @@ def _take_once_ready(spare: SpareDecoder, timeout: float = 60.0) -> StartedProce
 def _is_running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while its stat was read
         return False
     return state != "Z"
 
