@@ -91,6 +91,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     def _setup(self, client: VideodagClient) -> None:
         self._client = client
         self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-call")
+        # Starting a submission reads the whole file for its checksum: seconds for a long video,
+        # which on the calls' threads would hold up every lookup behind a few submissions.
+        self._submissions = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-submit")
         # Closing the client cancels these itself: a channel the client does not own stays open,
         # so closing it would not end them.
         self._streams: weakref.WeakSet[_ThreadedStream[Any]] = weakref.WeakSet()
@@ -109,6 +112,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         # Not cancel_futures: a cancelled future would reach its awaiting task as
         # asyncio.CancelledError, which asyncio takes for the task's own cancellation.
         self._calls.shutdown(wait=False)
+        self._submissions.shutdown(wait=False)
 
     def _track(self, stream: S) -> S:
         self._streams.add(stream)
@@ -189,7 +193,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         progress = _LoopCallback.of(on_upload_progress)
         if progress is not None:
             progress.loop = asyncio.get_running_loop()
-        submitting = await self._run(
+        submitting = await self._run_on(
+            self._submissions,
             self._client._start_job_submission,
             path_or_file,
             pipeline_id,
@@ -264,11 +269,14 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         return self._track(AsyncJobWatch(start, "async-client-watch", reconnected))
 
     async def _run(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        return await self._run_on(self._calls, function, *args, **kwargs)
+
+    async def _run_on(self, threads: ThreadPoolExecutor, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         if self._calls_closed:  # its threads are gone: say so as the blocking client does
             raise client_closed_error()
         loop = asyncio.get_running_loop()
         call = functools.partial(self._unless_closed, function, *args, **kwargs)
-        return await loop.run_in_executor(self._calls, call)
+        return await loop.run_in_executor(threads, call)
 
     def _unless_closed(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """A call still waiting for a thread when the client closed raises as a later call does."""

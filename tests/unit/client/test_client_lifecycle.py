@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -136,3 +138,35 @@ def test_async_calls_after_close_raise_failed_precondition_too(target: str, call
     with pytest.raises(FailedPrecondition, match="the client is closed") as refused:
         asyncio.run(after_close())
     assert refused.value.reason == "CLIENT_CLOSED"
+
+
+class _HeldFile(io.BytesIO):
+    """A video whose reads wait until released: a checksum pass over a long file."""
+
+    def __init__(self, released: threading.Event) -> None:
+        super().__init__(b"\0" * 1024)
+        self._released = released
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._released.wait(30)
+        return super().read(size)
+
+
+def test_submissions_reading_their_files_hold_up_no_other_async_call(target: str) -> None:
+    released = threading.Event()
+
+    async def scenario() -> float:
+        async with AsyncVideodagClient(target) as client:
+            submissions = [asyncio.create_task(client.submit_job(_HeldFile(released), "motion_v1")) for _ in range(8)]
+            await asyncio.sleep(0.2)  # every submission is in its checksum pass
+            started = time.monotonic()
+            await asyncio.wait_for(client.list_pipelines(), 10)
+            waited = time.monotonic() - started
+            released.set()
+            await asyncio.gather(*submissions, return_exceptions=True)
+            return waited
+
+    try:
+        assert asyncio.run(scenario()) < 2.0
+    finally:
+        released.set()
