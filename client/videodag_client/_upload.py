@@ -100,7 +100,8 @@ def _require_binary(stream: object) -> None:
 
 def _remaining_size(stream: BinaryIO) -> int:
     start = stream.tell()
-    end = stream.seek(0, io.SEEK_END)
+    stream.seek(0, io.SEEK_END)  # what it returns varies (codecs' streams return None): tell() says
+    end = stream.tell()
     stream.seek(start)
     return end - start
 
@@ -108,10 +109,20 @@ def _remaining_size(stream: BinaryIO) -> int:
 def _sha256_and_rewind(stream: BinaryIO) -> str:
     start = stream.tell()
     digest = hashlib.sha256()
-    while block := stream.read(_HASH_BLOCK_SIZE):
+    while block := read_bytes(stream, _HASH_BLOCK_SIZE):
         digest.update(block)
     stream.seek(start)
     return digest.hexdigest()
+
+
+def read_bytes(stream: BinaryIO, size: int) -> bytes:
+    """`stream.read(size)`, which must be bytes: a file object that decodes text (codecs.open, a
+    SpooledTemporaryFile in "w+" mode) passes for binary until it is read."""
+    block = stream.read(size)
+    if not isinstance(block, bytes | bytearray | memoryview):
+        raise TypeError(f"the video must be a binary file object (open it with 'rb'): {type(stream).__name__}.read() "
+                        f"returned {type(block).__name__}")
+    return bytes(block) if isinstance(block, memoryview) else block
 
 
 class ChunkedRequests:
@@ -180,7 +191,7 @@ class ChunkedRequests:
             return first
         # gRPC asks for the next message only once the previous one was sent.
         self._report_progress()
-        chunk = self._upload.stream.read(self._chunk_size)
+        chunk = read_bytes(self._upload.stream, self._chunk_size)
         if not chunk:
             if isinstance(self._on_progress, DeferredProgress):
                 self._on_progress.wait_until_run(lambda: self._closed)

@@ -4,10 +4,13 @@ client cancels its streams however it was built."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -56,6 +59,36 @@ def test_a_text_mode_file_is_refused_with_a_clear_type_error(client: VideodagCli
         client.upload_and_run(text, "motion_v1")
     with pytest.raises(TypeError, match="open it with 'rb'"):
         client.submit_job(io.StringIO("not bytes"), "motion_v1")  # type: ignore[arg-type]
+
+
+class _ReadsText:
+    """A file-like object with only `read`, which returns text."""
+
+    def read(self, size: int = -1) -> str:
+        return "not bytes"
+
+
+@pytest.mark.parametrize("opened", ["codecs", "spooled", "read only"])
+@pytest.mark.parametrize("call", ["upload_and_run", "submit_job"])
+def test_a_file_object_that_reads_text_is_refused_with_a_clear_type_error(
+    client: VideodagClient, video_path: Path, opened: str, call: str
+) -> None:
+    if opened == "codecs":
+        source: Any = codecs.open(str(video_path), "r", encoding="latin-1")  # noqa: SIM115
+    elif opened == "spooled":
+        source = tempfile.SpooledTemporaryFile(mode="w+")  # noqa: SIM115
+        source.write("text, not a video")
+        source.seek(0)
+    else:
+        source = _ReadsText()
+    try:
+        with pytest.raises(TypeError, match=r"binary file object \(open it with 'rb'\).*returned str"):
+            stream = getattr(client, call)(source, "motion_v1")
+            if call == "upload_and_run":
+                list(stream)
+    finally:
+        if opened != "read only":
+            source.close()
 
 
 @pytest.mark.parametrize("source", [memoryview(b"video"), None, 3, 2.5], ids=["memoryview", "None", "int", "float"])
