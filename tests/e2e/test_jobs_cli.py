@@ -94,6 +94,23 @@ def test_a_closed_standard_output_is_refused_before_anything_is_done(
     assert client.list_jobs().jobs == ()
 
 
+def test_a_listing_cut_at_its_limit_says_so(
+    jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = make_video(2)
+    for _ in range(3):
+        client.submit_job(video, "frame_stats_v1")
+    capsys.readouterr()
+    assert main([*_server(jobs), "jobs", "--limit", "2", "--json"]) == 0
+    printed = capsys.readouterr()
+    assert len(json.loads(printed.out)) == 2
+    assert printed.err == "the newest 2 jobs; --limit 0 lists them all\n"
+    for limit in ("3", "0"):
+        assert main([*_server(jobs), "jobs", "--limit", limit, "--json"]) == 0
+        printed = capsys.readouterr()
+        assert (len(json.loads(printed.out)), printed.err) == (3, "")
+
+
 def test_jobs_lists_and_shows_and_cancel_stops_a_job(
     jobs: JobsDeployment, client: VideodagClient, sample_clip: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -51,8 +52,11 @@ def add_parser(subcommands: Any) -> None:
 def list_command(args: argparse.Namespace) -> int:
     states = [JobState[name.upper()] for name in args.state or ()]
     with connect(args) as client:
-        everything = client.iter_jobs(states=states, page_size=min(args.limit, 1000) if args.limit > 0 else 0)
+        everything = client.iter_jobs(states=states, page_size=min(args.limit + 1, 1000) if args.limit > 0 else 0)
         jobs = list(itertools.islice(everything, args.limit) if args.limit > 0 else everything)
+        more = args.limit > 0 and next(everything, None) is not None
+    if more:  # on stderr: the listing itself (JSON or table) stays whole
+        print(f"the newest {len(jobs)} jobs; --limit 0 lists them all", file=sys.stderr)
     if args.json:
         print(json.dumps([job_record(job) for job in jobs], indent=2))
     elif jobs:

@@ -64,7 +64,9 @@ def add_parser(subcommands: Any) -> None:
         "MKV/WebM and fragmented MP4; other files wait for their end, as without it); needs a regular, "
         "non-empty file, whose size can be declared",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars and no summary")
+    parser.add_argument(
+        "--quiet", "-q", action="store_true", help="no progress bars and no summary (its warnings still go to stderr)"
+    )
     parser.set_defaults(handler=run_command)
 
 
@@ -96,6 +98,9 @@ def run_command(args: argparse.Namespace) -> int:
         # With results on stdout, the summary must not end up inside the JSON Lines.
         summary_stream = sys.stderr if args.output == STDOUT else sys.stdout
         print(format_summary(summary, args.output), file=summary_stream)
+    elif summary is not None:
+        for warning in summary_warnings(summary):  # quiet drops the summary, not what went wrong
+            print(warning, file=sys.stderr)
     return _exit_codes.SUCCESS
 
 
@@ -150,16 +155,23 @@ def format_summary(summary: RunSummary, output_path: str | None) -> str:
         f"{summary.frames_with_errors} with node errors",
         f"wall time:  {summary.wall_time_seconds:.2f} s (decoding {summary.decode_time_seconds:.2f} s)",
     ]
-    if summary.frames_processed == 0 and not summary.ended_early:
-        lines.append("warning:    no frame was processed: no frame of the video falls in the window asked for "
-                     "(--start, --end)")
-    if summary.ended_early:
-        lines.append("warning:    the video ended early: a frame could not be read (a truncated or damaged "
-                     "file?), so the frames after it have no results")
+    lines.extend(summary_warnings(summary))
     if summary.node_timings:
         lines.append(_node_table(summary))
     lines.append(f"results:    {_describe_output(output_path)}")
     return "\n".join(lines)
+
+
+def summary_warnings(summary: RunSummary) -> list[str]:
+    """What the summary says went wrong, a line each."""
+    warnings = []
+    if summary.frames_processed == 0 and not summary.ended_early:
+        warnings.append("warning:    no frame was processed: no frame of the video falls in the window asked for "
+                        "(--start, --end)")
+    if summary.ended_early:
+        warnings.append("warning:    the video ended early: a frame could not be read (a truncated or damaged "
+                        "file?), so the frames after it have no results")
+    return warnings
 
 
 def _of_the_video(summary: RunSummary) -> str:

@@ -92,6 +92,23 @@ def test_a_video_that_ended_early_gets_a_warning_in_the_summary(
     assert warned is ended_early
 
 
+@pytest.mark.parametrize("ended_early", [True, False])
+def test_quiet_drops_the_summary_but_not_its_warning(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture,
+    ended_early: bool,
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(), video_info_response(fps=25.0, frame_count=6), frame_response(0, 25.0, {}),
+        summary_response(1, ended_early=ended_early),
+    ]
+    assert main(["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1", "-q"]) == 0
+    printed = capsys.readouterr()
+    assert "pipeline:" not in printed.out + printed.err
+    warned = printed.err.startswith("warning:    the video ended early: a frame could not be read")
+    assert warned is ended_early
+    assert printed.err == "" or warned
+
+
 @pytest.mark.parametrize(("frames_in_video", "said"), [(6, "1 processed (the video holds 6), 0 with"),
                                                        (0, "1 processed, 0 with")])
 def test_the_summary_says_how_many_frames_the_video_holds_when_they_were_counted(
