@@ -111,6 +111,24 @@ def test_a_listing_cut_at_its_limit_says_so(
         assert (len(json.loads(printed.out)), printed.err) == (3, "")
 
 
+def test_an_idempotency_key_used_for_another_video_is_said_to_be(
+    jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = make_video(2), make_video(4)
+    submit = [*_server(jobs), "submit", "--pipeline", "frame_stats_v1", "--idempotency-key", "upload-42", "-q"]
+    assert main([*submit, str(first)]) == 0
+    job_id = capsys.readouterr().out.strip()
+    assert main([*submit, str(first)]) == 0, "the same video again: the same job, nothing to say"
+    assert capsys.readouterr() == (f"{job_id}\n", "")
+    assert main([*submit, str(second)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == f"{job_id}\n"
+    assert printed.err.startswith(f"warning: the idempotency key 'upload-42' was used before, for {first.name} "
+                                  f"({first.stat().st_size} bytes, submitted ")
+    assert printed.err.endswith(" UTC): its job is returned, and this video was not queued\n")
+    assert len(client.list_jobs().jobs) == 1
+
+
 def test_jobs_lists_and_shows_and_cancel_stops_a_job(
     jobs: JobsDeployment, client: VideodagClient, sample_clip: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
-from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, Job
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
@@ -68,6 +69,20 @@ def submit_command(args: argparse.Namespace) -> int:
         print(f"error: job {job.id} is queued, but writing it to standard output failed "
               f"({error.strerror or error}); follow it with: videodag watch {job.id}", file=sys.stderr)
         return _exit_codes.SERVER_ERROR
+    if args.idempotency_key and (other := _another_video(job, args.video)):
+        print(f"warning: the idempotency key {args.idempotency_key!r} was used before, for {other}: its job is "
+              "returned, and this video was not queued", file=sys.stderr)
     if not args.quiet:
         print(f"job {job.id} {job.state.name}; follow it with: videodag watch {job.id}", file=sys.stderr)
     return _exit_codes.SUCCESS
+
+
+def _another_video(job: Job, video: str) -> str | None:
+    """The video a job returned for an idempotency key holds, when it is not this one (a
+    different name or size); None when it may be this one."""
+    if video == "-" or not os.path.isfile(video):
+        return None
+    name, size = os.path.basename(video), os.path.getsize(video)
+    if (job.file_name, job.size_bytes) == (name, size):
+        return None
+    return f"{job.file_name or 'a video'} ({job.size_bytes} bytes, submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC)"
