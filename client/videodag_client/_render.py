@@ -49,6 +49,8 @@ class RenderSummary:
     frames_annotated: int
     boxes_drawn: int
     snapshot_frames: int
+    results_beyond_video: int = 0
+    """Results for frames past the video's last: results of another (longer) video?"""
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
@@ -289,10 +291,12 @@ def render_video(
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     writer: cv2.VideoWriter | None = None
     declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    # Frames past the declared count cannot be shown: picked, they would leave the sheet short.
+    candidates = [index for index in results if declared_frames <= 0 or index < declared_frames]
     sampler = _FrameSampler(
         snapshot_frames if snapshot is not None else 0,
         thumbnail_width,
-        candidates=results.keys() if results else None,
+        candidates=candidates or None,
         last=declared_frames - 1 if declared_frames > 0 else None,
     )
     frames_written = frames_annotated = boxes_drawn = 0
@@ -329,7 +333,8 @@ def render_video(
     sampled = sampler.sample()
     if snapshot is not None and not cv2.imwrite(str(snapshot), contact_sheet(sampled)):
         raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
-    return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled))
+    beyond = sum(1 for index in results if index >= frames_written)
+    return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled), beyond)
 
 
 def _written_video_problem(path: Path, frames_written: int) -> str | None:

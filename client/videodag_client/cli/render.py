@@ -57,6 +57,9 @@ def render_command(args: argparse.Namespace) -> int:
     except RenderError as error:
         print(f"error: {error}", file=sys.stderr)
         return _exit_codes.USAGE
+    if summary.results_beyond_video:
+        print(f"warning: {summary.results_beyond_video} of the {len(results)} results are for frames past the "
+              f"video's last ({summary.frames_written - 1}): are they the results of another video?", file=sys.stderr)
     print(
         f"wrote {args.output}: {summary.frames_written} frames, {summary.frames_annotated} with results, "
         f"{summary.boxes_drawn} boxes"

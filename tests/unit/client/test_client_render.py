@@ -355,3 +355,27 @@ def test_a_box_far_beyond_the_frame_is_drawn_clipped(source_frames) -> None:
     frame = source_frames[0].copy()
     assert draw_result(frame, {"p": [{"box": [10, 20, 1e12, 1e12], "label": "far"}]}) == 1
     assert not np.array_equal(frame[20, 10:100], source_frames[0][20, 10:100])  # its top edge is on the frame
+
+
+def test_results_past_the_videos_end_are_warned_of_and_left_off_the_sheet(
+    sample_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results.jsonl"
+    indexes = [*range(0, 40, 10), *range(500, 505)]
+    lines = [{"frame_index": index, "result": synthetic_result(index)} for index in indexes]
+    results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    sheet = tmp_path / "sheet.png"
+
+    assert main(["render", str(sample_clip), str(results), "-o", str(tmp_path / "out.mp4"),
+                 "--snapshot", str(sheet)]) == 0
+
+    printed = capsys.readouterr()
+    assert printed.err == ("warning: 5 of the 9 results are for frames past the video's last (119): are they the "
+                           "results of another video?\n")
+    assert "4 with results" in printed.out and "contact sheet" in printed.out and "(4 frames)" in printed.out
+
+
+def test_results_all_past_the_videos_end_still_give_a_sheet_of_the_video(sample_clip: Path, tmp_path: Path) -> None:
+    summary = render_video(sample_clip, {2000 + index: synthetic_result(index) for index in range(5)},
+                           tmp_path / "out.mp4", snapshot=tmp_path / "sheet.png")
+    assert (summary.results_beyond_video, summary.frames_annotated, summary.snapshot_frames) == (5, 0, 12)
