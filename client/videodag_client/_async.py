@@ -32,8 +32,8 @@ from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 import grpc
 
-from videodag_client._client import DEFAULT_TARGET, VideodagClient, client_closed_error
-from videodag_client._errors import Cancelled, VideodagError
+from videodag_client._client import DEFAULT_TARGET, VideodagClient
+from videodag_client._errors import Cancelled, VideodagError, client_closed_error
 from videodag_client._events import Event
 from videodag_client._jobs import Job, JobEvent, JobPage, JobState
 from videodag_client._options import RunOptions

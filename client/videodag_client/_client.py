@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any
 
 import grpc
 
 from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import FailedPrecondition, FieldViolation, InvalidArgument, from_grpc_error
+from videodag_client._errors import FieldViolation, InvalidArgument, client_closed_error, from_grpc_error
 from videodag_client._events import Event, event_from_proto
 from videodag_client._jobs import JobCalls
 from videodag_client._options import RunOptions
@@ -109,10 +109,12 @@ class VideodagClient(JobCalls):
         self._running_calls_lock = threading.Lock()
 
     def close(self) -> None:
-        """Closes the channel if this client opened it; calls still running are cancelled.
+        """Closes the channel if this client opened it; its streams and job submissions still
+        running are cancelled, and raise `FailedPrecondition` (reason `CLIENT_CLOSED`).
 
-        Later calls raise `FailedPrecondition` (reason `CLIENT_CLOSED`), also on a client
-        built with `from_channel`, whose channel stays open for its owner."""
+        Later calls raise it too, also on a client built with `from_channel`, whose channel
+        stays open for its owner. On such a client a call waiting for its one answer (a
+        lookup, another thread's `list_pipelines`) is left to finish."""
         with self._running_calls_lock:
             self._closed = True
             running = list(self._running_calls)
@@ -120,6 +122,9 @@ class VideodagClient(JobCalls):
             call.cancel()
         if self._owns_channel:
             self._channel.close()
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:
@@ -238,21 +243,21 @@ class VideodagClient(JobCalls):
         except BaseException:
             requests.close()
             raise
-        return RunStream(call, requests)
+        return RunStream(call, requests, self._is_closed)
 
     def _deadline(self, timeout: float | None) -> float | None:
         return self._timeout if timeout is None else timeout
 
 
-def client_closed_error() -> FailedPrecondition:
-    return FailedPrecondition("the client is closed: make a new VideodagClient", reason="CLIENT_CLOSED")
-
-
 def _check_token(token: str | None) -> None:
     # gRPC would refuse the header on every call, as a bare INTERNAL "Illegal header value".
     if token and not _HEADER_VALUE.fullmatch(token):
+        position = next(index for index, character in enumerate(token) if not _HEADER_VALUE.fullmatch(character))
+        what = "a line break" if token[position] in "\r\n" else f"the character U+{ord(token[position]):04X}"
+        # The token itself is a secret: the message says where it goes wrong, not what it is.
         raise ValueError(
-            f"token must be printable ASCII with no line break (a token read from a file: strip it), got {token!r}"
+            f"token must be printable ASCII with no line break (a token read from a file: strip it); this one "
+            f"has {what} at position {position} of {len(token)}"
         )
 
 
@@ -272,10 +277,11 @@ class RunStream(Iterator[Event]):
     block) cancels the call if it is still running, and stops the upload.
     """
 
-    def __init__(self, call: Any, requests: ChunkedRequests) -> None:
+    def __init__(self, call: Any, requests: ChunkedRequests, client_closed: Callable[[], bool] = lambda: False) -> None:
         # `call` is both an iterator of responses and a grpc.Call (cancel, code, details).
         self._call = call
         self._requests = requests
+        self._client_closed = client_closed
         self._finished = False
 
     def __iter__(self) -> RunStream:
@@ -294,6 +300,8 @@ class RunStream(Iterator[Event]):
                     # Reading the file (or the progress callback) failed in gRPC's thread,
                     # which reported it as UNKNOWN; the original error says what happened.
                     raise self._requests.error from error
+                if error.code() is grpc.StatusCode.CANCELLED and self._client_closed():
+                    raise client_closed_error() from error  # gRPC's "Locally cancelled" says less
                 raise from_grpc_error(error) from error
             event = event_from_proto(response)
             if event is not None:

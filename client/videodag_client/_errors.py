@@ -252,3 +252,8 @@ def _unpack_details(status: status_pb2.Status | None) -> StatusDetails:
         elif detail.Unpack(retry_info):
             unpacked["retry_after"] = retry_info.retry_delay.ToTimedelta().total_seconds()
     return unpacked
+
+
+def client_closed_error() -> FailedPrecondition:
+    """What a call on a closed client raises, and a call its closing cancelled."""
+    return FailedPrecondition("the client is closed: make a new client", reason="CLIENT_CLOSED")

@@ -21,7 +21,14 @@ from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2
 
 from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import Cancelled, Unknown, VideodagError, _unpack_details, from_grpc_error
+from videodag_client._errors import (
+    Cancelled,
+    Unknown,
+    VideodagError,
+    _unpack_details,
+    client_closed_error,
+    from_grpc_error,
+)
 from videodag_client._events import FrameResult, RunSummary, VideoOpened, _frame_result, _run_summary, _video_opened
 from videodag_client._options import RunOptions
 from videodag_client._upload import (
@@ -105,7 +112,7 @@ JobEvent: TypeAlias = Job | FrameResult
 
 class JobCalls:
     """The job calls of `VideodagClient`; expects `_stub`, `_submit_job`, `_metadata`,
-    `_deadline`, `_invoke` and `_check_open` (which refuse calls on a closed client) from it."""
+    `_deadline`, `_invoke`, `_check_open` (which refuse calls on a closed client) and `_is_closed` from it."""
 
     _stub: video_pipeline_service_pb2_grpc.VideoPipelineServiceStub
     _submit_job: grpc.StreamUnaryMultiCallable
@@ -113,6 +120,7 @@ class JobCalls:
     _deadline: Callable[[float | None], float | None]
     _invoke: Callable[..., Any]
     _check_open: Callable[[], None]
+    _is_closed: Callable[[], bool]
 
     def submit_job(
         self,
@@ -171,7 +179,7 @@ class JobCalls:
         except BaseException:
             chunked.close()
             raise
-        return JobSubmission(call, chunked)
+        return JobSubmission(call, chunked, self._is_closed)
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job as it is now; `NotFound` for an unknown or deleted id."""
@@ -243,7 +251,7 @@ class JobCalls:
             # No deadline: one meant for quick calls would end a watch of any long job.
             return self._invoke(self._stub.WatchJob, request, timeout=None, metadata=self._metadata)
 
-        return JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect)
+        return JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect, self._is_closed)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -255,19 +263,26 @@ class JobCalls:
 class JobSubmission:
     """A SubmitJob call under way: `result()` waits for the job, `cancel()` stops the upload."""
 
-    def __init__(self, call: grpc.Future, chunked: ChunkedRequests) -> None:
+    def __init__(
+        self, call: grpc.Future, chunked: ChunkedRequests, client_closed: Callable[[], bool] = lambda: False
+    ) -> None:
         self._call = call  # also a grpc.Call
         self._chunked = chunked
+        self._client_closed = client_closed
 
     def result(self) -> Job:
         """The QUEUED job; raises the call's error (or the upload's own) as a `VideodagError`."""
         try:
             response = self._call.result()
         except grpc.FutureCancelledError:
+            if self._client_closed():
+                raise client_closed_error() from None
             raise Cancelled("the job submission was cancelled by the client") from None
         except grpc.RpcError as error:
             if self._chunked.error is not None:
                 raise self._chunked.error from error
+            if error.code() is grpc.StatusCode.CANCELLED and self._client_closed():
+                raise client_closed_error() from error
             raise from_grpc_error(error) from error
         finally:
             self._chunked.close()
@@ -299,8 +314,10 @@ class JobWatch(Iterator[JobEvent]):
         after_frame_index: int | None,
         reconnect_window: float,
         on_reconnect: Callable[[VideodagError, int | None], None] | None,
+        client_closed: Callable[[], bool] = lambda: False,
     ) -> None:
         self._open_call = open_call
+        self._client_closed = client_closed
         self._reconnect_window = reconnect_window
         self._on_reconnect = on_reconnect
         self.last_frame_index = after_frame_index
@@ -330,6 +347,8 @@ class JobWatch(Iterator[JobEvent]):
                 self._call = None
                 if self._done:
                     break  # closed from another thread
+                if self._client_closed():
+                    raise client_closed_error() from error
                 self._wait_or_raise(error)
                 continue
             self._failing_since, self._backoff = None, _FIRST_BACKOFF_SECONDS

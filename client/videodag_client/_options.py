@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from google.protobuf import duration_pb2
@@ -30,20 +31,23 @@ class RunOptions:
     """End of the window, exclusive; None means the last frame."""
 
     def to_proto(self, config_path: str = "config.") -> run_pb2.RunOptions:
-        """The options as sent. A value their protobuf field cannot hold (a stride beyond 32 bits,
-        a NaN, a string) cannot be sent at all: `InvalidArgument` names its field, located at
-        `config_path` (where the request holds its RunConfig), as the server names the others."""
+        """The options as sent; None leaves a field at its default. A value its protobuf field
+        cannot hold (a stride beyond 32 bits, a NaN) cannot be sent at all: `InvalidArgument`
+        names its field, located at `config_path` (where the request holds its RunConfig), as
+        the server names the others. A value of the wrong type raises TypeError."""
         options = run_pb2.RunOptions()
         for name, field in (("frame_stride", "frame_stride"), ("max_frames", "max_frames"),
                             ("start_seconds", "start_offset"), ("end_seconds", "end_offset")):
             value = getattr(self, name)
+            if value is None:  # unset: the field's default
+                continue
             try:
                 if name in ("frame_stride", "max_frames"):
                     setattr(options, field, value)
-                elif value is not None:
+                else:
                     getattr(options, field).CopyFrom(_duration(value))
-            except (TypeError, ValueError, OverflowError) as error:
-                raise _unsendable(name, f"{config_path}options.{field}", value, error) from None
+            except (ValueError, OverflowError):  # a TypeError (a str, a float stride) is the caller's bug: raised
+                raise _unsendable(name, f"{config_path}options.{field}", value) from None
         return options
 
 
@@ -54,7 +58,8 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration
 
 
-def _unsendable(name: str, field: str, value: object, error: Exception) -> InvalidArgument:
-    problem = f"{value!r} cannot be sent as {field} ({error})"
+def _unsendable(name: str, field: str, value: object) -> InvalidArgument:
+    finite = not isinstance(value, float) or math.isfinite(value)
+    problem = f"{value!r} cannot be sent as {field}: {'out of its range' if finite else 'not a finite number'}"
     return InvalidArgument(f"invalid {name}: {problem}", reason="INVALID_OPTIONS",
                            field_violations=[FieldViolation(field, problem)])

@@ -3,10 +3,13 @@ threads in the server) and Redis + RQ (a real redis-server and real `rq worker` 
 
 from __future__ import annotations
 
+import io
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from jobs_harness import (
     JobsDeployment,
@@ -122,6 +125,43 @@ def test_a_result_over_the_message_limit_fails_the_job_naming_the_node_not_its_w
     assert isinstance(final.error, Internal) and final.error.reason == "NODE_FAILED"
     assert "node 'pad' (test.padding) failed on frame 0: output 'text' is 100018 bytes as sent" in final.error.message
     assert f"over the {64 * 1024 - 1024} bytes a frame's result may take" in final.error.message
+
+
+def test_closing_a_client_on_a_borrowed_channel_ends_its_watch_and_submission_as_closed(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    with deployment("embedded", tmp_path) as embedded:
+        owner = embedded.start_server()
+        job = owner.submit_job(sample_clip, "paced")
+        with grpc.insecure_channel(f"127.0.0.1:{embedded.servers[0].port}") as channel:
+            client = VideodagClient.from_channel(channel)
+            watch = client.watch_job(job.id)
+            next(watch)
+            released = threading.Event()
+            submission = client._start_job_submission(_HeldFile(released, sample_clip.read_bytes()), "paced",
+                                                       checksum=False)
+            client.close()
+            released.set()
+            with pytest.raises(FailedPrecondition) as watch_closed:
+                list(watch)
+            with pytest.raises(FailedPrecondition) as submission_closed:
+                submission.result()
+            assert watch_closed.value.reason == submission_closed.value.reason == "CLIENT_CLOSED"
+            # The channel's owner goes on with it.
+            assert VideodagClient.from_channel(channel).get_job(job.id).id == job.id
+        assert [queued.id for queued in owner.list_jobs().jobs] == [job.id], "the cut submission queued nothing"
+
+
+class _HeldFile(io.BytesIO):
+    """A video whose upload waits until released."""
+
+    def __init__(self, released: threading.Event, data: bytes) -> None:
+        super().__init__(data)
+        self._released = released
+
+    def read(self, size: int | None = -1) -> bytes:
+        self._released.wait(30)
+        return super().read(size)
 
 
 def test_cancel_a_running_job_stops_it_and_keeps_its_results(client: VideodagClient, sample_clip: Path) -> None:

@@ -112,21 +112,46 @@ def test_a_listing_cut_at_its_limit_says_so(
 
 
 def test_an_idempotency_key_used_for_another_video_is_said_to_be(
-    jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first, second = make_video(2), make_video(4)
+    first = make_video(2)
+    same = tmp_path / "elsewhere" / "same.mp4"  # the same bytes under another name
+    same.parent.mkdir()
+    same.symlink_to(first)
+    altered = tmp_path / "altered" / first.name  # the same name and size, other bytes
+    altered.parent.mkdir()
+    data = bytearray(first.read_bytes())
+    data[-1] ^= 0xFF
+    altered.write_bytes(bytes(data))
     submit = [*_server(jobs), "submit", "--pipeline", "frame_stats_v1", "--idempotency-key", "upload-42", "-q"]
     assert main([*submit, str(first)]) == 0
     job_id = capsys.readouterr().out.strip()
-    assert main([*submit, str(first)]) == 0, "the same video again: the same job, nothing to say"
-    assert capsys.readouterr() == (f"{job_id}\n", "")
-    assert main([*submit, str(second)]) == 0
-    printed = capsys.readouterr()
-    assert printed.out == f"{job_id}\n"
-    assert printed.err.startswith(f"warning: the idempotency key 'upload-42' was used before, for {first.name} "
-                                  f"({first.stat().st_size} bytes, submitted ")
-    assert printed.err.endswith(" UTC): its job is returned, and this video was not queued\n")
+    for again in (first, same):
+        assert main([*submit, str(again)]) == 0, "the same video again: the same job, nothing to say"
+        assert capsys.readouterr() == (f"{job_id}\n", "")
+    for other in (make_video(4), altered):
+        assert main([*submit, str(other)]) == 0
+        printed = capsys.readouterr()
+        assert printed.out == f"{job_id}\n"
+        assert printed.err.startswith(f"warning: the idempotency key 'upload-42' was used before, for {first.name} "
+                                      f"({first.stat().st_size} bytes, submitted ")
+        assert printed.err.endswith(" UTC): its job is returned, and this video was not queued\n")
     assert len(client.list_jobs().jobs) == 1
+
+
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_a_run_writing_its_results_to_a_file_needs_no_standard_output(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path, quiet: list[str]
+) -> None:
+    output = tmp_path / "results.jsonl"
+    ran = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)),
+         "--pipeline", "frame_stats_v1", "-o", str(output), *quiet],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert (ran.returncode, ran.stderr) == (0, "")
+    assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [0, 1, 2]
 
 
 def test_jobs_lists_and_shows_and_cancel_stops_a_job(

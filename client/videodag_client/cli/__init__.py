@@ -22,6 +22,7 @@ from videodag_client import VideodagError
 from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
+from videodag_client.cli._results import STDOUT
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_")
@@ -59,8 +60,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as usage_exit:  # --help, or a usage error argparse already printed
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
     if sys.stdout is None:  # descriptor 1 closed: print() would drop results and job ids without a word
-        print("error: standard output is closed; point it somewhere (> /dev/null to discard it)", file=sys.stderr)
-        return _exit_codes.USAGE
+        if _writes_its_output_to_stdout(args):
+            print("error: standard output is closed; point it somewhere (> /dev/null to discard it)", file=sys.stderr)
+            return _exit_codes.USAGE
+        with open(os.devnull, "w") as nowhere:  # only a summary would go there: nothing is lost
+            sys.stdout = nowhere
+            try:
+                return _run_command(args)
+            finally:
+                sys.stdout = None  # type: ignore[assignment]  # as it was
+    return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     try:
         with _sigterm_as_interrupt():
             exit_code: int = args.handler(args)
@@ -92,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return _exit_codes.INTERRUPTED
     return exit_code
+
+
+def _writes_its_output_to_stdout(args: argparse.Namespace) -> bool:
+    """Whether what the command is for goes to stdout: a listing, a job id, results with `-o -`.
+    `run`, `watch` and `render` writing to files print only a summary there."""
+    return args.command not in ("run", "watch", "render") or getattr(args, "output", None) == STDOUT
 
 
 class _Terminated(KeyboardInterrupt):

@@ -23,7 +23,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options with their real defaults (environment, then built-in); top level only."""
     _add(
         parser,
-        server=os.environ.get(SERVER_ENV, DEFAULT_TARGET),
+        server=None,  # --server, else $VIDEODAG_SERVER, else the default: resolved by `connect`
         token=os.environ.get(TOKEN_ENV),
         tls=False,
         tls_ca=None,
@@ -76,10 +76,22 @@ def _add(parser: argparse.ArgumentParser, **defaults: object) -> None:
 def connect(args: argparse.Namespace) -> VideodagClient:
     """Builds the client the options describe; a TLS file that is unreadable or not PEM is a `UsageError`."""
     credentials = channel_credentials(args)
+    target = args.server or _server_from_environment()
     try:
-        return VideodagClient(args.server, credentials=credentials, token=args.token, timeout=args.timeout)
+        return VideodagClient(target, credentials=credentials, token=args.token, timeout=args.timeout)
     except ValueError as error:  # a token that cannot be a header value
         raise UsageError(f"--token (or {TOKEN_ENV}): {error}") from None
+
+
+def _server_from_environment() -> str:
+    """$VIDEODAG_SERVER, checked as --server is but named as what it is; unset or empty: the default."""
+    value = os.environ.get(SERVER_ENV, "")
+    if not value:
+        return DEFAULT_TARGET
+    try:
+        return server_address(value)
+    except argparse.ArgumentTypeError as problem:
+        raise UsageError(f"{SERVER_ENV}={value!r}: {problem}") from None
 
 
 def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:

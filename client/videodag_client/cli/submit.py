@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -78,11 +79,12 @@ def submit_command(args: argparse.Namespace) -> int:
 
 
 def _another_video(job: Job, video: str) -> str | None:
-    """The video a job returned for an idempotency key holds, when it is not this one (a
-    different name or size); None when it may be this one."""
+    """The video a job returned for an idempotency key holds, when its bytes are not this file's
+    (another size or SHA-256); None when they are, or when a pipe cannot be read again to tell."""
     if video == "-" or not os.path.isfile(video):
         return None
-    name, size = os.path.basename(video), os.path.getsize(video)
-    if (job.file_name, job.size_bytes) == (name, size):
-        return None
+    if job.size_bytes == os.path.getsize(video):
+        with open(video, "rb") as file:
+            if not job.sha256 or hashlib.file_digest(file, "sha256").hexdigest() == job.sha256:
+                return None
     return f"{job.file_name or 'a video'} ({job.size_bytes} bytes, submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC)"

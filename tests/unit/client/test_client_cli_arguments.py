@@ -73,7 +73,18 @@ def test_a_bad_server_in_the_environment_is_a_usage_error_too(
 ) -> None:
     monkeypatch.setenv("VIDEODAG_SERVER", "localhost:70000")
     assert main(["pipelines"]) == _exit_codes.USAGE
-    assert "from 1 to 65535" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert error.startswith("error: VIDEODAG_SERVER='localhost:70000': the port must be a number from 1 to 65535")
+    assert "--server" not in error, "the user gave no --server"
+
+
+def test_an_empty_server_in_the_environment_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from videodag_client.cli._connection import _server_from_environment
+
+    monkeypatch.setenv("VIDEODAG_SERVER", "")
+    assert _server_from_environment() == "localhost:50051"
+    monkeypatch.setenv("VIDEODAG_SERVER", "example.org:7000")
+    assert _server_from_environment() == "example.org:7000"
 
 
 @pytest.mark.parametrize(

@@ -154,8 +154,9 @@ def test_closing_a_client_cancels_its_running_streams_even_on_a_channel_it_does_
         next(stream)  # UploadReceived: the call is running
         client.close()
         assert servicer.cancelled.wait(10), "the server saw the call cancelled"
-        with pytest.raises(VideodagError):
+        with pytest.raises(FailedPrecondition) as closed:
             list(stream)
+        assert closed.value.reason == "CLIENT_CLOSED"
         # The channel's owner goes on using it.
         assert [p.id for p in VideodagClient.from_channel(channel).list_pipelines()] == sorted(servicer.pipelines)
 

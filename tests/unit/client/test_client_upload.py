@@ -207,10 +207,20 @@ def test_options_no_request_can_hold_are_refused_before_the_video_is_read_or_ope
     assert servicer.requests == []  # no call was made
 
 
-@pytest.mark.parametrize("token", ["secret\n", "s\u00e9cret", "a\tb"])
-def test_a_token_that_cannot_be_a_header_is_refused_when_the_client_is_made(target: str, token: str) -> None:
-    with pytest.raises(ValueError, match="token must be printable ASCII with no line break"):
+@pytest.mark.parametrize(("token", "said"), [("secret\n", "a line break at position 6 of 7"),
+                                             ("s\u00e9cret", "the character U+00E9 at position 1 of 6"),
+                                             ("a\tb", "the character U+0009 at position 1 of 3")])
+def test_a_token_that_cannot_be_a_header_is_refused_when_the_client_is_made(target: str, token: str, said: str) -> None:
+    with pytest.raises(ValueError, match="token must be printable ASCII with no line break") as refused:
         VideodagClient(target, token=token)
+    assert str(refused.value).endswith(f"this one has {said}")
+    assert token.strip()[:3] not in str(refused.value), "a token is a secret: never in a message"
+
+
+def test_options_left_none_are_sent_as_their_defaults_and_a_wrong_type_is_a_type_error() -> None:
+    assert RunOptions(frame_stride=None, max_frames=None).to_proto() == run_pb2.RunOptions()  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        RunOptions(frame_stride=2.0).to_proto()  # type: ignore[arg-type]
 
 
 def test_progress_reports_cumulative_bytes_up_to_the_total(
