@@ -82,8 +82,8 @@ def _lines_of_text(lines: Iterable[str], path: str | os.PathLike[str]) -> Iterat
     try:
         yield from lines
     except UnicodeDecodeError:
-        raise RenderError(f"{path}: not a text file of JSON Lines (are the video and the results the other way "
-                          "round? the video comes first)") from None
+        raise RenderError(f"{path}: not UTF-8 text, as JSON Lines are (if it is the video: the video comes first, "
+                          "then the results)") from None
 
 
 @dataclass(frozen=True)
@@ -291,12 +291,10 @@ def render_video(
     partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
     writer: cv2.VideoWriter | None = None
     declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    # Frames past the declared count cannot be shown: picked, they would leave the sheet short.
-    candidates = [index for index in results if declared_frames <= 0 or index < declared_frames]
     sampler = _FrameSampler(
         snapshot_frames if snapshot is not None else 0,
         thumbnail_width,
-        candidates=candidates or None,
+        candidates=results.keys() if results else None,
         last=declared_frames - 1 if declared_frames > 0 else None,
     )
     frames_written = frames_annotated = boxes_drawn = 0
@@ -331,22 +329,42 @@ def render_video(
         raise RenderError(f"writing {str(output_path)!r} failed ({problem}); is the disk full?")
     partial.replace(output_path)
     sampled = sampler.sample()
+    if snapshot is not None and not sampled:
+        # Every result is past the video's end (results of another video): show the video itself.
+        sampled = _sample_video(output_path, snapshot_frames, thumbnail_width, frames_written)
     if snapshot is not None and not cv2.imwrite(str(snapshot), contact_sheet(sampled)):
         raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
     beyond = sum(1 for index in results if index >= frames_written)
     return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled), beyond)
 
 
+def _sample_video(path: Path, wanted: int, thumbnail_width: int, frames: int) -> list[tuple[int, np.ndarray]]:
+    sampler = _FrameSampler(wanted, thumbnail_width, last=frames - 1)
+    capture = cv2.VideoCapture(str(path))
+    try:
+        for index in range(frames):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            sampler.offer(index, frame)
+    finally:
+        capture.release()
+    return sampler.sample()
+
+
 def _written_video_problem(path: Path, frames_written: int) -> str | None:
     """What is wrong with the video just written, read back: OpenCV's writer reports no failed
-    write (a full disk leaves an MP4 without its index), only warnings on stderr."""
+    write (a full disk leaves an MP4 without its index, an AVI without its count), only
+    warnings on stderr."""
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened() or not capture.read()[0]:
             return "it cannot be read back"
-        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if 0 < declared < frames_written - 1:  # Matroska's count is estimated from its duration
-            return f"it holds {declared} of the {frames_written} frames"
+        held = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if held <= 0:  # no count declared, as a cut AVI: count the frames (grabbed, not converted)
+            held = 1 + sum(1 for _ in iter(capture.grab, False))
+        if held < frames_written - 1:  # Matroska's count is estimated from its duration
+            return f"it holds {held} of the {frames_written} frames"
         return None
     finally:
         capture.release()

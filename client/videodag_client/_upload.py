@@ -119,6 +119,9 @@ def read_bytes(stream: BinaryIO, size: int) -> bytes:
     """`stream.read(size)`, which must be bytes: a file object that decodes text (codecs.open, a
     SpooledTemporaryFile in "w+" mode) passes for binary until it is read."""
     block = stream.read(size)
+    if block is None:  # io's answer of a non-blocking stream with nothing ready
+        raise TypeError(f"{type(stream).__name__}.read() returned None, as a non-blocking stream with no data ready "
+                        "does: give a blocking one")
     if not isinstance(block, bytes | bytearray | memoryview):
         raise TypeError(f"the video must be a binary file object (open it with 'rb'): {type(stream).__name__}.read() "
                         f"returned {type(block).__name__}")

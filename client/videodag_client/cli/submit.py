@@ -64,9 +64,10 @@ def submit_command(args: argparse.Namespace) -> int:
         )
     try:
         print(json.dumps(job_record(job), indent=2) if args.json else job.id, flush=True)
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went (`| true`): the job runs, so its id must not be lost
+        print(f"job {job.id} is queued; follow it with: videodag watch {job.id}", file=sys.stderr)
         raise
-    except OSError as error:  # a full disk, /dev/full: the job runs, so its id must not be lost
+    except OSError as error:  # a full disk, /dev/full: the same
         print(f"error: job {job.id} is queued, but writing it to standard output failed "
               f"({error.strerror or error}); follow it with: videodag watch {job.id}", file=sys.stderr)
         return _exit_codes.SERVER_ERROR

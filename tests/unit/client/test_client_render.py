@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -333,6 +334,49 @@ def test_a_video_the_disk_could_not_hold_is_an_error_and_the_earlier_output_stay
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4"]
 
 
+class _CountLost:
+    """A capture of a file whose frame count never got written, as an AVI cut by a full disk.
+    (A wrapper: a Python subclass of cv2.VideoCapture can crash the garbage collector.)"""
+
+    opened_by = cv2.VideoCapture  # the real one: the test puts this class in its place
+
+    def __init__(self, path: str) -> None:
+        self._capture = self.opened_by(path)
+
+    def get(self, prop_id: int) -> float:
+        return 0.0 if prop_id == cv2.CAP_PROP_FRAME_COUNT else self._capture.get(prop_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._capture, name)
+
+
+def test_a_cut_video_declaring_no_frame_count_is_counted_and_refused(
+    sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videodag_client import _render
+
+    real_open_writer = _render._open_writer
+    monkeypatch.setattr(_render, "_open_writer", lambda path, *rest: _FillingDisk(real_open_writer(path, *rest), path))
+    monkeypatch.setattr(_render, "_written_video_problem", _with_capture(_render._written_video_problem, _CountLost))
+    with pytest.raises(RenderError, match=r"annotated.avi' failed \(it holds \d+ of the 120 frames\)"):
+        render_video(sample_clip, {}, tmp_path / "annotated.avi")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _with_capture(check: Any, capture: type) -> Any:
+    """`check` with `capture` as the VideoCapture it reads the written video with."""
+    def checked(path: Path, frames_written: int) -> Any:
+        from videodag_client import _render
+
+        real = _render.cv2.VideoCapture
+        _render.cv2.VideoCapture = capture
+        try:
+            return check(path, frames_written)
+        finally:
+            _render.cv2.VideoCapture = real
+    return checked
+
+
 def test_a_contact_sheet_name_opencv_cannot_write_is_refused_before_decoding(sample_clip: Path, tmp_path: Path) -> None:
     with pytest.raises(RenderError, match=r"cannot write a contact sheet to '.*sheet': name a .png or .jpg file"):
         render_video(sample_clip, {}, tmp_path / "out.mp4", snapshot=tmp_path / "sheet")
@@ -340,7 +384,7 @@ def test_a_contact_sheet_name_opencv_cannot_write_is_refused_before_decoding(sam
 
 
 def test_a_video_given_as_the_results_file_is_named_as_such(sample_clip: Path, tmp_path: Path) -> None:
-    with pytest.raises(RenderError, match=r"not a text file of JSON Lines .* the video comes first"):
+    with pytest.raises(RenderError, match=r"not UTF-8 text, as JSON Lines are \(if it is the video: the video comes"):
         load_results(sample_clip)
 
 
