@@ -27,6 +27,8 @@ def _setting(default: Any, help: str, *, minimum: float | None = None) -> Any:
 
 # Room a FrameResult message needs around its result (index, timestamp, the event around it).
 RESULT_ENVELOPE_BYTES = 1024
+# The largest message a gRPC client receives unless it is told otherwise.
+CLIENT_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Settings:
@@ -156,9 +158,10 @@ class Settings:
                 raise SettingsError(f"{name} {str(path)!r} does not exist")
 
     def max_result_bytes(self) -> int:
-        """The most a frame's result may take: one message, less room for the frame's index,
-        timestamp and the message around them."""
-        return self.max_message_bytes - RESULT_ENVELOPE_BYTES
+        """The most a frame's result may take: one message that any client can receive (gRPC's
+        clients take 4 MiB by default, the Python, Go and Node ones and grpcurl alike), less room
+        for the frame's index, timestamp and the message around them."""
+        return min(self.max_message_bytes, CLIENT_DEFAULT_RECEIVE_BYTES) - RESULT_ENVELOPE_BYTES
 
     def video_limits(self) -> VideoLimits:
         """The limits every video is checked against before any frame is decoded."""

@@ -156,13 +156,14 @@ _RAW_OUTPUTS: dict[str, Callable[[], Any]] = {
     "holds_itself": _holding_itself,
     "failing_to_json": _FailingToJson,
     "long_failure": _long_failure,
+    "lone_surrogate": lambda: b"caf\xe9".decode("utf-8", "surrogateescape"),
 }
 
 
 def _raw_output(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
     if inputs["index"] in params["on_frames"]:
-        return {"value": _RAW_OUTPUTS[params["kind"]]()}
-    return {"value": inputs["index"]}
+        return {"value": _RAW_OUTPUTS[params["kind"]](), "index": inputs["index"]}
+    return {"value": inputs["index"], "index": inputs["index"]}
 
 
 def _padding(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -271,7 +272,7 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 "raw_output", _raw_output,
                 description="Returns a value that is not JSON-like (bytes, NaN, a set, ...) on the given frames.",
                 inputs=(Port("index"),),
-                outputs=(Port("value"),),
+                outputs=(Port("value"), Port("index")),
                 params=(Param("kind", str, "bytes", choices=tuple(_RAW_OUTPUTS)), Param("on_frames", list, [])),
             ),
             function_tool(

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from videodag_service.dag.json_like import NotJsonLike, encoded_size, surely_fits, to_json_like
+from videodag_service.dag.json_like import NotJsonLike, encoded_size, entry_bound, to_json_like_sized
 from videodag_service.dag.plugin import ToolInstance
 from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
@@ -50,8 +50,9 @@ least this long a frame (their average over the run so far). Below it, a second 
 flight saves less than its hand-offs cost: end to end on 2 cores, `frame_stats_v1` (0.05 ms
 a frame) went 3-5% faster with one frame at a time, while a detector (20 ms) goes 8% faster
 with two."""
-# How much of a plugin exception's text a failure reports.
+# How much of a plugin exception's text a failure reports; and in a result too large to send.
 MAX_ERROR_MESSAGE_CHARS = 2000
+_CUT_ERROR_MESSAGE_CHARS = 200
 
 
 @dataclass
@@ -438,11 +439,11 @@ class PipelineRun:
             for port in node.tool.outputs:
                 work.values[SourceRef(node.id, port.name)] = outputs[port.name]
         if finish:
-            work.result = self._result(lane, work, frame_index)
+            work.result, bounds = self._result(lane, work, frame_index)
             if work.errors:
                 work.result["errors"] = work.errors
             if self._max_result_bytes is not None:
-                self._fit(work.result, self._max_result_bytes, frame_index)
+                self._fit(work, bounds, self._max_result_bytes, frame_index)
 
     def _call(self, lane: _Lane, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
         if self._timed_out is not None:
@@ -470,49 +471,78 @@ class PipelineRun:
             raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
         return outputs
 
-    def _result(self, lane: _Lane, work: _FrameWork, frame_index: Any) -> dict[str, Any]:
-        """The frame's outputs as JSON-like values. Converting one is its node's work: an output that
-        cannot be converted fails the run or, under `on_error: skip`, is left out with its error."""
+    def _result(self, lane: _Lane, work: _FrameWork, frame_index: Any) -> tuple[dict[str, Any], dict[str, int]]:
+        """The frame's outputs as JSON-like values, with an upper bound of the bytes each takes as
+        sent. Converting an output is its node's work: one that cannot be converted fails the run
+        or, under `on_error: skip`, leaves all of its node's outputs out, as a failed call does."""
         result: dict[str, Any] = {}
+        bounds: dict[str, int] = {}
         for name, source in self.spec.outputs:
-            if source not in work.values:
-                continue  # its node was skipped; the reason is in "errors"
+            if source not in work.values or source.node in work.failed:
+                continue  # its node failed; the reason is in "errors"
             node = self._nodes_by_id[source.node]
             # A value's own to_json() is plugin code too, so it runs on its node's clock.
             lane.running = (node, time.perf_counter())
             try:
-                result[name] = to_json_like(work.values[source])
+                result[name], value_bound = to_json_like_sized(work.values[source])
+                bounds[name] = entry_bound(name, value_bound)
             except Exception as error:  # RecursionError included: a value that holds itself
                 cause = (f"output {source.output!r} is not JSON-like: {_described(error, typed=False)}"
                          if isinstance(error, NotJsonLike)
                          else f"converting output {source.output!r} failed: {_described(error)}")
-                if node.on_error is ErrorPolicy.FAIL:
-                    raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index, cause) from error
-                work.errors.append(_error(node, "INTERNAL", cause))
+                self._output_failed(node, cause, "INTERNAL", work, result, bounds, frame_index)
             finally:
                 lane.running = None
-        return result
+        return result, bounds
 
+    def _output_failed(
+        self, node: NodeSpec, cause: str, code: str, work: _FrameWork, result: dict[str, Any],
+        bounds: dict[str, int], frame_index: Any,
+    ) -> None:
+        """A node's output cannot go out: the run fails, or under `on_error: skip` every output of
+        the node is left out and the error reported in-band."""
+        with self._timings_lock:
+            self._timings[node.id].errors += 1
+        if node.on_error is ErrorPolicy.FAIL:
+            raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index, cause)
+        work.failed.add(node.id)
+        for name, source in self.spec.outputs:
+            if source.node == node.id:
+                result.pop(name, None)
+                bounds.pop(name, None)
+        work.errors.append(_error(node, code, cause))
 
-    def _fit(self, result: dict[str, Any], limit: int, frame_index: Any) -> None:
-        """A result over `limit` bytes could never be sent (nor a job's stored one watched): its
-        largest output is its node's failure, under its `on_error` policy, until the rest fits."""
-        if surely_fits(result, limit):
+    def _fit(self, work: _FrameWork, bounds: dict[str, int], limit: int, frame_index: Any) -> None:
+        """A result over `limit` bytes could never be sent (nor a job's stored one watched). Most are
+        told to fit by their bound; one that may not is measured, and then its largest output is
+        its node's failure (under its `on_error` policy) until the rest fits. Errors reported
+        in-band that take the most are cut short first, and fail the run if that is not enough."""
+        result = work.result
+        assert result is not None
+        errors_bound = entry_bound("errors", to_json_like_sized(work.errors)[1]) if work.errors else 0
+        if sum(bounds.values()) + errors_bound <= limit:
             return
-        size = encoded_size(result)
         sources = dict(self.spec.outputs)
-        while size > limit and (sizes := {
-            name: encoded_size({name: value}) for name, value in result.items() if name in sources
-        }):
-            name = max(sizes, key=lambda output: sizes[output])
+        errors_cut = False
+        while (size := encoded_size(result)) > limit:
+            sizes = {name: encoded_size({name: value}) for name, value in result.items()}
+            name = max(sizes, key=lambda entry: sizes[entry])
+            if name == "errors":
+                if errors_cut:
+                    node = self._nodes_by_id[work.errors[0]["node_id"]]
+                    raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index,
+                                     f"the frame's {len(work.errors)} node errors take {sizes[name]} bytes as sent, "
+                                     f"over the {limit} bytes a frame's result may take")
+                for error in work.errors:
+                    error["message"] = error["message"][:_CUT_ERROR_MESSAGE_CHARS]
+                errors_cut = True
+                continue
             node = self._nodes_by_id[sources[name].node]
             cause = (f"output {sources[name].output!r} is {sizes[name]} bytes as sent (the frame's whole result "
                      f"{size}), over the {limit} bytes a frame's result may take (the server's message limit)")
-            if node.on_error is ErrorPolicy.FAIL:
-                raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index, cause)
-            del result[name]
-            result.setdefault("errors", []).append(_error(node, "RESOURCE_EXHAUSTED", cause))
-            size = encoded_size(result)
+            self._output_failed(node, cause, "RESOURCE_EXHAUSTED", work, result, bounds, frame_index)
+            if work.errors:
+                result["errors"] = work.errors
 
 
 def _always() -> bool:
@@ -539,6 +569,8 @@ def _described(error: BaseException, typed: bool = True) -> str:
     """A plugin's exception as its failure's message says it, cut to `MAX_ERROR_MESSAGE_CHARS`: the
     message goes out with the frame's result or in the call's status, and its text can be any size."""
     text = str(error)
+    if not text.isascii():  # a lone surrogate (from bytes decoded with surrogateescape) cannot be sent
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) > MAX_ERROR_MESSAGE_CHARS:
         text = f"{text[:MAX_ERROR_MESSAGE_CHARS]}… ({len(text)} characters in all)"
     return f"{type(error).__name__}: {text}" if typed else text

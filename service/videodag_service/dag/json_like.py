@@ -3,7 +3,6 @@ leaves the run, and what a parameter value must already be to be shown to client
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -16,8 +15,6 @@ from google.protobuf import struct_pb2
 # Java's) refuse a message nested more than 100 levels deep, counting the message around it:
 # an output of 33 nested mappings already cannot be read. Nothing real comes near this.
 MAX_NESTING = 20
-# Bytes the length prefixes of `MAX_NESTING` nested lists and mappings may add beyond 6 a JSON character.
-_NESTING_ROOM_BYTES = 16 * MAX_NESTING + 64
 # How many values (numbers, strings, lists, ...) a parameter may hold in all: every client listing
 # the pipelines receives them, and through YAML aliases a file of a few hundred bytes can hold
 # billions.
@@ -38,44 +35,106 @@ def _number_problem(value: int) -> str | None:
     return None
 
 
-def to_json_like(value: Any, depth: int = 0) -> Any:
+def to_json_like(value: Any) -> Any:
     """Convert a node output into JSON-like values (dicts, lists, str, finite numbers, bool, None),
     nested at most `MAX_NESTING` deep.
 
     Values with a `to_json()` method (such as `Detections`) convert themselves; numpy
     scalars and arrays become Python numbers and lists.
     """
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        if (problem := _number_problem(value)) is not None:
-            raise NotJsonLike(problem)
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise NotJsonLike(f"non-finite number {value!r}")
-        return value
-    if isinstance(value, np.generic):
-        return to_json_like(value.item(), depth)
-    to_json = getattr(value, "to_json", None)
-    if callable(to_json) and not isinstance(value, np.ndarray):
-        return to_json_like(to_json(), depth)
-    if not isinstance(value, Mapping | list | tuple | np.ndarray):
-        raise NotJsonLike(f"value of type {type(value).__name__}")
-    if depth == MAX_NESTING:
-        raise NotJsonLike(f"lists and mappings nested more than {MAX_NESTING} deep (or holding themselves)")
-    if isinstance(value, np.ndarray):
-        if value.ndim > MAX_NESTING - depth:
-            raise NotJsonLike(f"an array of {value.ndim} dimensions nested {depth} deep: over {MAX_NESTING} in all")
-        return to_json_like(value.tolist(), depth)
-    if isinstance(value, Mapping):
-        converted: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotJsonLike(f"mapping key {key!r} is not a string")
-            converted[key] = to_json_like(item, depth + 1)
-        return converted
-    return [to_json_like(item, depth + 1) for item in value]
+    return _Conversion().convert(value, 0)
+
+
+def to_json_like_sized(value: Any) -> tuple[Any, int]:
+    """`to_json_like(value)`, and at least the bytes it takes as one entry of a result (a
+    protobuf Struct), counted as it is converted: a bound that costs an addition a value, where
+    measuring the Struct (`encoded_size`) would build it a second time."""
+    conversion = _Conversion()
+    converted = conversion.convert(value, 0)
+    return converted, conversion.bytes_bound
+
+
+# Bytes a value takes in a Struct beyond its text, at most: its field's tag and length (1 + 5),
+# and inside it the Value's own (1 + 5). A number takes 9 in its Value, true/false/null 2.
+_ENVELOPE = 12
+_NUMBER = 2 + 9
+_CONSTANT = 2 + 2
+# Ints this size convert to a double without a doubt, so they skip the range check.
+_EXACT_INT = 2**53
+
+
+class _Conversion:
+    """One conversion, adding up an upper bound of the encoded size as it goes."""
+
+    def __init__(self) -> None:
+        self.bytes_bound = 0
+
+    def convert(self, value: Any, depth: int) -> Any:
+        kind = type(value)
+        if kind is float:  # the most common value first: plain floats and ints
+            if not math.isfinite(value):
+                raise NotJsonLike(f"non-finite number {value!r}")
+            self.bytes_bound += _NUMBER
+            return value
+        if kind is int and -_EXACT_INT <= value <= _EXACT_INT:
+            self.bytes_bound += _NUMBER
+            return value
+        if value is None or isinstance(value, bool):
+            self.bytes_bound += _CONSTANT
+            return value
+        if isinstance(value, str):
+            self.bytes_bound += _ENVELOPE + _utf8_length(value)
+            return value
+        if isinstance(value, int):
+            if (problem := _number_problem(value)) is not None:
+                raise NotJsonLike(problem)
+            self.bytes_bound += _NUMBER
+            return value
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise NotJsonLike(f"non-finite number {value!r}")
+            self.bytes_bound += _NUMBER
+            return value
+        if isinstance(value, np.generic):
+            return self.convert(value.item(), depth)
+        to_json = getattr(value, "to_json", None)
+        if callable(to_json) and not isinstance(value, np.ndarray):
+            return self.convert(to_json(), depth)
+        if not isinstance(value, Mapping | list | tuple | np.ndarray):
+            raise NotJsonLike(f"value of type {type(value).__name__}")
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            return self.convert(value.item(), depth)
+        if depth == MAX_NESTING:
+            raise NotJsonLike(f"lists and mappings nested more than {MAX_NESTING} deep (or holding themselves)")
+        if isinstance(value, np.ndarray):
+            if value.ndim > MAX_NESTING - depth:
+                raise NotJsonLike(f"an array of {value.ndim} dimensions nested {depth} deep: over {MAX_NESTING} in all")
+            return self.convert(value.tolist(), depth)
+        self.bytes_bound += _ENVELOPE
+        if isinstance(value, Mapping):
+            converted: dict[str, Any] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise NotJsonLike(f"mapping key {key!r} is not a string")
+                self.bytes_bound += _ENVELOPE + (len(key) if key.isascii() else _utf8_length(key))
+                converted[key] = self.convert(item, depth + 1)
+            return converted
+        return [self.convert(item, depth + 1) for item in value]
+
+
+def _utf8_length(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, as surrogateescape leaves for undecodable bytes
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise NotJsonLike(f"a string that is not valid Unicode (a lone surrogate): {shown!r}") from None
+
+
+def entry_bound(name: str, value_bound: int) -> int:
+    """At most the bytes a result's entry `name` takes, its value taking `value_bound`."""
+    return _ENVELOPE + _utf8_length(name) + value_bound
 
 
 def encoded_size(result: Mapping[str, Any]) -> int:
@@ -84,14 +143,6 @@ def encoded_size(result: Mapping[str, Any]) -> int:
     message = struct_pb2.Struct()
     message.update(result)
     return message.ByteSize()
-
-
-def surely_fits(result: Mapping[str, Any], limit: int) -> bool:
-    """Whether `encoded_size(result)` is at most `limit`, told from its JSON text, which costs a
-    sixth of the exact measure a frame. No JSON character takes more than 5.5 bytes as a Struct
-    (a one-digit number in a list: 2 characters, 11 bytes), so 6 a character, and some room for
-    the lengths of nested lists and mappings, bound it from above; False means "measure it"."""
-    return 6 * len(json.dumps(result)) + _NESTING_ROOM_BYTES <= limit
 
 
 def json_like_problem(value: Any) -> str | None:

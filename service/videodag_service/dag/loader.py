@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import graphlib
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +217,9 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
 
 def _read_yaml(path: Path, problems: _Problems) -> Any:
     """The file's YAML document, or _UNREADABLE; each duplicate key is a problem of its own."""
+    if not path.exists():
+        problems.add("does not exist (a link to a file that is gone?)")
+        return _UNREADABLE
     if not path.is_file():  # a FIFO would block the start for good, a folder has nothing to read
         problems.add("is not a regular file")
         return _UNREADABLE
@@ -228,8 +232,8 @@ def _read_yaml(path: Path, problems: _Problems) -> Any:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         problems.add(f"cannot read YAML: {error}")
         return _UNREADABLE
-    except ValueError as error:  # an integer of more digits than Python converts (4300)
-        problems.add(f"cannot read YAML: {error}")
+    except ValueError as error:  # a date YAML cannot build (month 13), or an integer of more digits than Python reads
+        problems.add(f"cannot read YAML: {_value_problem(error, path)}")
         return _UNREADABLE
     except RecursionError:
         problems.add("cannot read YAML: nested too deeply")
@@ -237,6 +241,17 @@ def _read_yaml(path: Path, problems: _Problems) -> Any:
     for duplicate in loader.duplicates:
         problems.add(duplicate)
     return document
+
+
+def _value_problem(error: ValueError, path: Path) -> str:
+    """What a value YAML could not build is, said for the file's author rather than for Python."""
+    limit = sys.get_int_max_str_digits()
+    if "integer string conversion" not in str(error):
+        return str(error)
+    text = path.read_text(encoding="utf-8")
+    long_number = re.search(rf"\d{{{limit + 1},}}", text)
+    line = "" if long_number is None else f" on line {text.count(chr(10), 0, long_number.start()) + 1}"
+    return f"an integer of more than {limit} digits{line}"
 
 
 def _string_keyed(raw: Mapping[Any, Any], what: str, problems: _Problems, node_id: str | None) -> dict[str, Any]:

@@ -52,9 +52,10 @@ class FramePayload(Mapping[str, Any]):
         self.timestamp = timestamp
         # Every node of the frame reads this one array, and `image_bytes` is encoded from it when
         # first asked for: a node drawing on it in place would change what the others see. Read
-        # only, such a node fails with numpy's "assignment destination is read-only" instead.
-        image.flags.writeable = False
-        self.image = image
+        # only, such a node fails with numpy's "assignment destination is read-only" instead. A
+        # view, so that the caller's own array stays writable.
+        self.image = image.view()
+        self.image.flags.writeable = False
         self._image_bytes: bytes | None = None
         self._encode_lock = threading.Lock()
 

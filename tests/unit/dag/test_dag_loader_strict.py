@@ -540,7 +540,20 @@ def test_a_float_parameter_of_a_huge_integer_is_a_problem_not_a_crash(tmp_path: 
 
 def test_an_integer_of_more_digits_than_python_reads_is_a_problem_naming_the_file(tmp_path: Path) -> None:
     (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', "version: 1" + "0" * 5000)))
-    assert "cannot read YAML: Exceeds the limit" in problem
+    assert problem.endswith("cannot read YAML: an integer of more than 4300 digits on line 3")
+
+
+def test_a_date_yaml_cannot_build_is_a_problem_naming_the_file(tmp_path: Path) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited("{fail_on: []}", "{fail_on: [2024-13-45]}")))
+    assert "cannot read YAML: month must be in 1..12" in problem
+
+
+def test_a_dangling_link_is_said_to_point_nowhere(tmp_path: Path) -> None:
+    write(tmp_path, "counting", BASE.format(id="counting"))
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "deleted.yaml")
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipeline_folder(tmp_path, make_registry())
+    assert caught.value.problems == [f"{tmp_path / 'gone.yaml'}: does not exist (a link to a file that is gone?)"]
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:

@@ -14,7 +14,13 @@ from videodag.v1 import video_pipeline_service_pb2
 from videodag_service.convert import frame_result
 from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
 from videodag_service.dag.executor import MAX_ERROR_MESSAGE_CHARS
-from videodag_service.dag.json_like import MAX_NESTING, NotJsonLike, encoded_size, surely_fits
+from videodag_service.dag.json_like import (
+    MAX_NESTING,
+    NotJsonLike,
+    encoded_size,
+    entry_bound,
+    to_json_like_sized,
+)
 from videodag_service.errors import NodeFailed
 
 PIPELINE = """
@@ -44,6 +50,7 @@ def nested(depth: int) -> Any:
 
 
 UNSENDABLE = {
+    "lone_surrogate": "not JSON-like: a string that is not valid Unicode (a lone surrogate): 'caf\\udce9'",
     "huge_int": "not JSON-like: an integer of 401 digits, too large for a number",
     "holds_itself": f"not JSON-like: lists and mappings nested more than {MAX_NESTING} deep",
     "failing_to_json": "converting output 'value' failed: ValueError: no JSON for this one",
@@ -176,7 +183,64 @@ BOUND_SHAPES = {
 
 
 @pytest.mark.parametrize("shape", sorted(BOUND_SHAPES))
-def test_the_quick_size_check_never_passes_a_result_the_exact_one_refuses(shape: str) -> None:
-    result = {name: to_json_like(value) for name, value in BOUND_SHAPES[shape].items()}  # as the engine does
-    exact = encoded_size(result)
-    assert not surely_fits(result, exact - 1)
+def test_the_bound_counted_while_converting_is_never_below_the_exact_size(shape: str) -> None:
+    result, bound = {}, 0
+    for name, value in BOUND_SHAPES[shape].items():  # as the engine converts outputs
+        result[name], value_bound = to_json_like_sized(value)
+        bound += entry_bound(name, value_bound)
+    assert bound >= encoded_size(result)
+    assert bound <= 4 * encoded_size(result) + 64, "and close enough to spare the exact measure"
+
+
+def test_under_on_error_skip_a_node_with_an_output_that_cannot_be_sent_loses_all_its_outputs(tmp_path: Path) -> None:
+    text = PIPELINE.format(kind="nan", policy="skip") + "  index: raw.index\n"
+    (tmp_path / "raw.yaml").write_text(textwrap.dedent(text))
+    service = DagPipelineService(load_pipeline_folder(tmp_path, make_registry()))
+    with service.open_run("raw") as run:
+        results = [run.process({"frame_index": index}) for index in range(3)]
+        timings = {timing.node_id: timing.errors for timing in run.node_timings()}
+    assert results[0] == {"value": 0, "index": 0} and results[2] == {"value": 2, "index": 2}
+    assert set(results[1]) == {"errors"}, "as when the node itself fails: none of its outputs"
+    assert timings == {"raw": 1}, "the frame's failure counts as its node's error"
+
+
+ERRORING = """
+id: erroring
+version: "1"
+nodes:
+{nodes}
+  - id: small
+    plugin: test.padding
+    params: {{size_bytes: 10}}
+    inputs: {{index: frame.index}}
+outputs:
+  small: small.text
+"""
+ERRORING_NODE = """
+  - id: fail{number}
+    plugin: test.raw_output
+    params: {{kind: long_failure, on_frames: [0]}}
+    inputs: {{index: frame.index}}
+    on_error: skip
+"""
+
+
+def erroring_dag(tmp_path: Path, nodes: int, limit: int) -> DagPipelineService:
+    text = ERRORING.format(nodes="".join(ERRORING_NODE.format(number=n) for n in range(nodes)))
+    (tmp_path / "erroring.yaml").write_text(textwrap.dedent(text))
+    service = DagPipelineService(load_pipeline_folder(tmp_path, make_registry()))
+    service.max_result_bytes = limit
+    return service
+
+
+def test_errors_too_large_to_send_are_cut_short_rather_than_blaming_an_output(tmp_path: Path) -> None:
+    result = erroring_dag(tmp_path, 20, 20_000).run_pipeline("erroring", {"frame_index": 0})
+    assert result["small"] == "x" * 10, "the small output is not to blame"
+    assert len(result["errors"]) == 20
+    assert all(len(error["message"]) == 200 for error in result["errors"])
+    assert encoded_size(result) <= 20_000
+
+
+def test_errors_too_large_to_send_even_cut_short_fail_the_run(tmp_path: Path) -> None:
+    with pytest.raises(NodeFailed, match=r"node 'fail0' .* the frame's 20 node errors take \d+ bytes as sent"):
+        erroring_dag(tmp_path, 20, 3_000).run_pipeline("erroring", {"frame_index": 0})

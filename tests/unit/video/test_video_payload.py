@@ -41,7 +41,7 @@ def test_keys_and_values() -> None:
     assert isinstance(payload, Mapping)
     assert list(payload) == ["frame_index", "timestamp", "image", "image_bytes"]
     assert payload["frame_index"] == 7 and payload["timestamp"] == 0.28
-    assert payload["image"] is image
+    assert payload["image"].base is image, "the very array, seen read only"
     assert "image_bytes" in payload and "label" not in payload
     with pytest.raises(KeyError):
         payload["label"]
@@ -101,3 +101,12 @@ def test_a_pipeline_that_reads_image_bytes_encodes_each_frame_once(
     assert [item["frame_index"] for item in results] == list(range(0, 120, 10))
     assert encode_counter == [576] * 12
     assert all(item["result"]["image_bytes_length"] > 1000 for item in results)
+
+
+def test_nodes_get_the_image_read_only_and_the_callers_array_stays_writable() -> None:
+    image = np.zeros((4, 6, 3), np.uint8)
+    payload = FramePayload(0, 0.0, image)
+    with pytest.raises(ValueError, match="read-only"):
+        payload["image"][0, 0] = 255
+    image[0, 0] = 255  # the caller's own array
+    assert payload["image"][0, 0].tolist() == [255, 255, 255], "a view of it, not a copy"
