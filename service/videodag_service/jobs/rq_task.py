@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,22 @@ class WorkerConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, config: dict[str, Any]) -> WorkerConfig:
+        """The config a server queued, without the settings this worker does not know.
+
+        During a rolling upgrade a worker of the release before gets configs from newer
+        servers: refusing them would leave every job they queue QUEUED until the worker is
+        replaced, where running it under the worker's own behaviour for the new setting is
+        what the worker did for every job before.
+        """
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            logger.warning("this worker is older than the server that queued the job: ignoring the settings %s",
+                           ", ".join(unknown))
+        return cls(**{name: value for name, value in config.items() if name in known})
 
 
 # What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).
@@ -192,7 +208,7 @@ def _remove(path: str) -> None:
 
 def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     """Run one attempt of a job; returns the state it left (RQ keeps it only briefly)."""
-    worker_config = WorkerConfig(**config)
+    worker_config = WorkerConfig.from_json(config)
     current = rq.get_current_job()
     if current is None:
         raise RuntimeError("run_job runs inside an RQ worker only")

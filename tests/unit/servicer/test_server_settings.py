@@ -322,3 +322,14 @@ def test_a_second_signal_while_the_server_starts_gives_the_start_up(monkeypatch:
         for number, handler in handlers.items():
             signal.signal(number, handler)
     assert ended.value.code == 128 + signal.SIGTERM
+
+
+def test_a_worker_runs_a_job_queued_with_settings_newer_than_itself(caplog: pytest.LogCaptureFixture) -> None:
+    from videodag_service.jobs.rq_task import WorkerConfig
+
+    config = WorkerConfig(key_prefix="k", upload_dir="/u", pipeline_dir=None, job_timeout_seconds=1.0,
+                          retention_seconds=1.0, lease_seconds=1.0, video_limits={}, frame_workers=2)
+    queued = {**config.to_json(), "a_setting_from_a_later_release": 7}
+    with caplog.at_level(logging.WARNING, logger="videodag_service.jobs.rq_task"):
+        assert WorkerConfig.from_json(queued) == config
+    assert "ignoring the settings a_setting_from_a_later_release" in caplog.text
