@@ -72,6 +72,7 @@ PIPELINE_FILE_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
 _NODE_KEYS = {"id", "plugin", "params", "inputs", "on_error"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
 # Kinds of values a result cannot carry: results are JSON-like.
 _NOT_RESULT_KINDS = frozenset({"image", "jpeg"})
 _UNREADABLE = object()
@@ -117,6 +118,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[str] = []
+        self.written_int_version: str | None = None
+        """The top-level `version` as written, when YAML reads it as an integer."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if (isinstance(key_node, yaml.ScalarNode) and key_node.value == "version"
+                        and isinstance(value_node, yaml.ScalarNode) and value_node.tag == _INT_TAG):
+                    self.written_int_version = value_node.value
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         self._note_duplicates(node)
@@ -180,7 +191,7 @@ def pipeline_files(folder: Path) -> list[Path]:
 
 
 def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> PipelineSpec | None:
-    document = _read_yaml(path, problems)
+    document, written_int_version = _read_yaml(path, problems)
     if document is _UNREADABLE:
         return None
     if not isinstance(document, dict):
@@ -191,7 +202,7 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
         problems.add(f"unknown key {key!r} (allowed: {', '.join(sorted(_TOP_LEVEL_KEYS))})")
 
     pipeline_id = _pipeline_id(document.get("id"), path, problems)
-    version = _version(document.get("version"), problems)
+    version = _version(document.get("version"), written_int_version, problems)
     description = document.get("description", "")
     if not isinstance(description, str):
         problems.add("'description' must be a string")
@@ -215,14 +226,15 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
     )
 
 
-def _read_yaml(path: Path, problems: _Problems) -> Any:
-    """The file's YAML document, or _UNREADABLE; each duplicate key is a problem of its own."""
+def _read_yaml(path: Path, problems: _Problems) -> tuple[Any, str | None]:
+    """The file's YAML document (or _UNREADABLE) and its `version` as written when YAML read
+    it as an integer; each duplicate key is a problem of its own."""
     if not path.exists():
         problems.add("does not exist (a link to a file that is gone?)")
-        return _UNREADABLE
+        return _UNREADABLE, None
     if not path.is_file():  # a FIFO would block the start for good, a folder has nothing to read
         problems.add("is not a regular file")
-        return _UNREADABLE
+        return _UNREADABLE, None
     try:
         loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
         try:
@@ -231,16 +243,16 @@ def _read_yaml(path: Path, problems: _Problems) -> Any:
             loader.dispose()
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         problems.add(f"cannot read YAML: {error}")
-        return _UNREADABLE
+        return _UNREADABLE, None
     except ValueError as error:  # a date YAML cannot build (month 13), or an integer of more digits than Python reads
         problems.add(f"cannot read YAML: {_value_problem(error, path)}")
-        return _UNREADABLE
+        return _UNREADABLE, None
     except RecursionError:
         problems.add("cannot read YAML: nested too deeply")
-        return _UNREADABLE
+        return _UNREADABLE, None
     for duplicate in loader.duplicates:
         problems.add(duplicate)
-    return document
+    return document, loader.written_int_version
 
 
 def _value_problem(error: ValueError, path: Path) -> str:
@@ -293,12 +305,17 @@ def _id_problem(value: Any, pattern: re.Pattern[str], chars: str, max_length: in
     return None
 
 
-def _version(value: Any, problems: _Problems) -> str:
-    """The version as served: a string as written, or an int. A float is refused, since YAML has
-    already lost what was written: `1.10` reads as 1.1, and `.nan` is no version at all."""
+def _version(value: Any, written_int: str | None, problems: _Problems) -> str:
+    """The version as served: a string as written, or an int written in plain digits. A float
+    is refused, since YAML has already lost what was written: `1.10` reads as 1.1, and `.nan`
+    is no version at all; so is an int YAML 1.1 reads otherwise (`010` as 8, `1:20` as 80)."""
     if isinstance(value, str) and value:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
+        if written_int is not None and written_int != str(value):
+            problems.add(f"'version' {written_int} reads as the number {value} in YAML: quote it, as in "
+                         f"version: \"{written_int}\"")
+            return ""
         return str(value)
     if value is None or value == "":
         problems.add("'version' is required and must be a string such as \"1.0.0\"")

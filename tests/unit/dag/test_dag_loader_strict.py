@@ -440,6 +440,15 @@ def test_a_string_or_int_version_is_served_as_written(tmp_path: Path, version: s
     assert spec.version == expected
 
 
+@pytest.mark.parametrize(("version", "read_as"), [("010", 8), ("0x10", 16), ("1:20", 80), ("1_000", 1000)])
+def test_an_int_version_yaml_reads_otherwise_is_refused_with_a_hint_to_quote_it(
+    tmp_path: Path, version: str, read_as: int
+) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', f"version: {version}")))
+    assert problem.endswith(f"'version' {version} reads as the number {read_as} in YAML: quote it, as in "
+                            f"version: \"{version}\"")
+
+
 @pytest.mark.parametrize(("version", "expected"), [("true", "got bool True"), ("[1]", "got list [1]")])
 def test_a_version_of_another_type_is_refused(tmp_path: Path, version: str, expected: str) -> None:
     (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', f"version: {version}")))
