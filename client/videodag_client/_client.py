@@ -106,11 +106,15 @@ class VideodagClient(JobCalls):
         # Streams and futures started and perhaps still running, for `close` to cancel: on a
         # channel the caller owns, closing the client must not close the channel to do it.
         self._running_calls: weakref.WeakSet[grpc.Future] = weakref.WeakSet()
+        # Waits between a watch's calls (a reconnect, a full server's retry delay), for `close`
+        # to end: the watch then finds the client closed at once, not after the delay.
+        self._waits: weakref.WeakSet[threading.Event] = weakref.WeakSet()
         self._running_calls_lock = threading.Lock()
 
     def close(self) -> None:
-        """Closes the channel if this client opened it; its streams and job submissions still
-        running are cancelled, and raise `FailedPrecondition` (reason `CLIENT_CLOSED`).
+        """Closes the channel if this client opened it; its streams, watches (one waiting to
+        reconnect too) and job submissions still running are cancelled, and raise
+        `FailedPrecondition` (reason `CLIENT_CLOSED`).
 
         Later calls raise it too, also on a client built with `from_channel`, whose channel
         stays open for its owner. On such a client a call waiting for its one answer (a
@@ -118,13 +122,24 @@ class VideodagClient(JobCalls):
         with self._running_calls_lock:
             self._closed = True
             running = list(self._running_calls)
+            waits = list(self._waits)
         for call in running:
             call.cancel()
+        for wait in waits:
+            wait.set()
         if self._owns_channel:
             self._channel.close()
 
     def _is_closed(self) -> bool:
         return self._closed
+
+    def _end_on_close(self, wait: threading.Event) -> None:
+        """Have `close` set `wait` (at once if closed already)."""
+        with self._running_calls_lock:
+            if not self._closed:
+                self._waits.add(wait)
+                return
+        wait.set()
 
     def _check_open(self) -> None:
         if self._closed:

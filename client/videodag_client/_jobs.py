@@ -112,7 +112,8 @@ JobEvent: TypeAlias = Job | FrameResult
 
 class JobCalls:
     """The job calls of `VideodagClient`; expects `_stub`, `_submit_job`, `_metadata`,
-    `_deadline`, `_invoke`, `_check_open` (which refuse calls on a closed client) and `_is_closed` from it."""
+    `_deadline`, `_invoke`, `_check_open` (which refuse calls on a closed client), `_is_closed` and
+    `_end_on_close` from it."""
 
     _stub: video_pipeline_service_pb2_grpc.VideoPipelineServiceStub
     _submit_job: grpc.StreamUnaryMultiCallable
@@ -121,6 +122,7 @@ class JobCalls:
     _invoke: Callable[..., Any]
     _check_open: Callable[[], None]
     _is_closed: Callable[[], bool]
+    _end_on_close: Callable[[threading.Event], None]
 
     def submit_job(
         self,
@@ -251,7 +253,9 @@ class JobCalls:
             # No deadline: one meant for quick calls would end a watch of any long job.
             return self._invoke(self._stub.WatchJob, request, timeout=None, metadata=self._metadata)
 
-        return JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect, self._is_closed)
+        watch = JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect, self._is_closed)
+        self._end_on_close(watch._wait_ended)
+        return watch
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -325,7 +329,8 @@ class JobWatch(Iterator[JobEvent]):
         self.reconnects = 0
         self._call: Any = None
         self._done = False
-        self._closed = threading.Event()
+        self._wait_ended = threading.Event()
+        """Ends a wait before the next attempt when set: by `close()`, or by the client's."""
         self._failing_since: float | None = None
         self._backoff = _FIRST_BACKOFF_SECONDS
         self._connected = False
@@ -384,7 +389,7 @@ class JobWatch(Iterator[JobEvent]):
             raise mapped from error
         if self._on_reconnect is not None:
             self._on_reconnect(mapped, self.last_frame_index)
-        self._closed.wait(min(self._delay_before_retry(mapped), window_left))
+        self._wait_ended.wait(min(self._delay_before_retry(mapped), window_left))
         self.reconnects += 1
 
     def _worth_retrying(self, error: VideodagError) -> bool:
@@ -404,7 +409,7 @@ class JobWatch(Iterator[JobEvent]):
     def close(self) -> None:
         """Cancels the call; iteration stops (a wait before reconnecting ends at once)."""
         self._done = True
-        self._closed.set()
+        self._wait_ended.set()
         if self._call is not None:
             self._call.cancel()
 

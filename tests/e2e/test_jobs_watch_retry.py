@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from harness import ServerFactory
 
-from videodag_client import Job, JobState, ResourceExhausted, VideodagError
+from videodag_client import FailedPrecondition, Job, JobState, ResourceExhausted, VideodagClient, VideodagError
 from videodag_service.job_servicer import WATCH_RETRY_SECONDS
 
 
@@ -68,3 +68,35 @@ def test_a_watch_refused_for_too_many_watches_gives_up_when_its_reconnect_window
     assert refused.value.reason == "TOO_MANY_WATCHES"
     assert 1.0 <= waited < WATCH_RETRY_SECONDS, "the retry delay is cut to the reconnect window"
     assert client.cancel_job(job.id).state is JobState.CANCELLED
+
+
+def test_closing_the_client_ends_a_watch_waiting_out_the_retry_delay_at_once(
+    make_server: ServerFactory, thousand_frame_video: Path
+) -> None:
+    server = make_server(max_job_watches=1)
+    job = server.client.submit_job(thousand_frame_video, "slow")
+    refused = threading.Event()
+    outcome: list[BaseException] = []
+    other = VideodagClient(server.target)
+    with closing(server.client.watch_job(job.id, reconnect_window=0)) as holder:
+        next(iter(holder))
+        waiting = other.watch_job(job.id, reconnect_window=60, on_reconnect=lambda _error, _last: refused.set())
+
+        def read() -> None:
+            try:
+                next(iter(waiting))
+            except BaseException as error:
+                outcome.append(error)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert refused.wait(30)
+        closed = time.monotonic()
+        other.close()
+        reader.join(WATCH_RETRY_SECONDS * 2)
+        ended = time.monotonic() - closed
+
+    [error] = outcome
+    assert isinstance(error, FailedPrecondition) and error.reason == "CLIENT_CLOSED"
+    assert ended < WATCH_RETRY_SECONDS / 2, "close() ended the wait, not the retry delay"
+    assert server.client.cancel_job(job.id).state is JobState.CANCELLED
