@@ -210,12 +210,14 @@ class OpenedVideo:
             # frames' index: an MPEG program stream made of two files joined end to end, say,
             # reports landing where asked and then ends at the first file's declared count.
             return 0, None
-        limits.check_frame(before, before / self.info.fps, self.info.fps)
         # A window starting past the declared end: to the last declared frame, then grab on,
-        # so a file holding more frames than it declares still reaches the window.
+        # so a file holding more frames than it declares still reaches the window. The limits
+        # are checked where the seek lands, not where the window starts: a window past the
+        # end of a short video is empty, not over a limit (every frame grabbed on is checked).
         target = min(before, self.info.frame_count - 1)
         if target < 1:
             return 0, None
+        limits.check_frame(target, target / self.info.fps, self.info.fps)
         if self._seek(target) and self._grab(on_grab):
             seconds = self._presentation_time(target, None)
             declared = target / self.info.fps

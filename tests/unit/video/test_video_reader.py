@@ -510,6 +510,17 @@ def test_a_window_starting_past_the_declared_end_is_reached_without_decoding_the
     assert len(spies) == 1 and spies[0].seeks == 1 and spies[0].grabs <= 2
 
 
+def test_a_window_starting_far_past_the_end_of_a_short_video_is_empty_not_over_the_limits(
+    sample_clip: Path,
+) -> None:
+    """`--start 1e6` on a 4 s clip: no frame, as for a start just past its end; a server limit
+    of a million frames or an hour is about the video, not about where the window starts."""
+    limits = VideoLimits(max_frames_total=1_000_000, max_duration_seconds=3600.0)
+    with open_video(sample_clip) as video:
+        frames = list(video.frames(window(30_000_000, fps=video.info.fps), limits))
+        assert frames == [] and video.frames_in_video == 120 and not video.ended_early
+
+
 @pytest.mark.parametrize("isolation", ["thread", "process"])
 def test_a_video_that_opens_but_holds_no_readable_frame_is_refused(
     sample_clip: Path, tmp_path: Path, isolation: str
