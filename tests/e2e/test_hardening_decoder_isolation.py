@@ -34,12 +34,12 @@ from hardening_support import (
 )
 from harness import ServerFactory, ServerHarness
 
+from fakes.waiting import frame_segments_left
 from videodag.v1 import video_pipeline_service_pb2_grpc
 from videodag_client import DeadlineExceeded, FrameResult, InvalidArgument, RunOptions, RunSummary
 from videodag_service import servicer as servicer_module
 from videodag_service.video import VideoFilePipelineService, VideoLimits
 from videodag_service.video import isolation as isolation_module
-from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.spare_decoder import SpareDecoder
 
@@ -116,7 +116,7 @@ def _healthy_run_in_background(server: ServerHarness, video: Path) -> tuple[thre
 
 def _assert_nothing_left(server: ServerHarness, fds_before: int, threads_before: list[str]) -> None:
     assert decoder_processes() == []
-    assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
+    assert frame_segments_left() == []
     assert server.leftover_uploads() == []
     # A finished call's descriptors are released a little after its status reaches the client.
     assert wait_until(lambda: open_fds() <= fds_before), (open_fds(), fds_before)

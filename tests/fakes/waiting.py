@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
@@ -14,3 +15,21 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: f
             return False
         time.sleep(interval)
     return True
+
+
+def frame_segments_left(timeout: float = 2.0) -> list[str]:
+    """The frame-ring segments in /dev/shm once none are left or `timeout` seconds have passed.
+
+    /dev/shm is the machine's: a server run by someone else, or another test run, has its
+    segments there too, each for the milliseconds until its decoder maps it. One that the
+    code under test leaves behind stays, and is returned.
+    """
+    from videodag_service.video.frame_ring import SEGMENT_PREFIX
+
+    shm = Path("/dev/shm")
+
+    def segments() -> list[str]:
+        return sorted(path.name for path in shm.glob(SEGMENT_PREFIX + "*"))
+
+    wait_until(lambda: not segments(), timeout)
+    return segments()

@@ -26,10 +26,9 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
-from fakes.waiting import wait_until
+from fakes.waiting import frame_segments_left, wait_until
 from videodag_service.errors import VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
-from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
@@ -80,7 +79,7 @@ class Leftovers:
         gc.collect()
         return cls(
             decoders=frozenset(p.pid for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME),
-            segments=frozenset(p.name for p in SHM.glob(SEGMENT_PREFIX + "*")),
+            segments=frozenset(frame_segments_left()),
             threads=frozenset(t.name for t in threading.enumerate()),
             fds=len(os.listdir("/proc/self/fd")),
         )
@@ -176,7 +175,7 @@ def test_nothing_is_left_when_the_caller_closes_the_stream_early(sample_clip: Pa
     assert isinstance(next(events), FrameProcessed)
     assert [p.name for p in multiprocessing.active_children()].count(DECODER_PROCESS_NAME) == 1
     # The segment was unlinked as soon as the decoder mapped it: nothing in /dev/shm even mid-run.
-    assert list(SHM.glob(SEGMENT_PREFIX + "*")) == []
+    assert frame_segments_left() == []
     events.close()
     assert dag.ledger.exit_errors == [GeneratorExit]
 

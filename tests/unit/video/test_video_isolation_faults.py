@@ -24,10 +24,10 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.media import presentation_times, write_variable_rate_video
+from fakes.waiting import frame_segments_left
 from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
-from videodag_service.video.frame_ring import SEGMENT_PREFIX
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo, start_hint
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow
@@ -176,7 +176,7 @@ def _run_until_error(service: VideoFilePipelineService, path: Path, options: Any
 
 def _assert_no_decoder_left() -> None:
     assert [p for p in multiprocessing.active_children() if p.name == DECODER_PROCESS_NAME] == []
-    assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
+    assert frame_segments_left() == []
     assert [t.name for t in threading.enumerate() if t.name.startswith("videodag-")] == []
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fakes.waiting import frame_segments_left
 from videodag_service.errors import DiskFull, ErrorDetails, InvalidOptions, VideoTooLarge, VideoUnreadable
 from videodag_service.video import VideoInfo, VideoLimits
 from videodag_service.video import decoder_messages as messages
@@ -157,7 +158,7 @@ def test_a_ring_larger_than_the_free_shared_memory_is_a_disk_full_error() -> Non
     with pytest.raises(DiskFull, match="no room in shared memory") as raised:
         FrameRing.create(RingLayout(slots=2, slot_bytes=free // 2 + 4096))
     assert raised.value.status_code == "RESOURCE_EXHAUSTED"
-    assert list(Path("/dev/shm").glob(SEGMENT_PREFIX + "*")) == []
+    assert frame_segments_left() == []
 
 
 def test_a_slot_view_cannot_reach_past_its_slot() -> None:
