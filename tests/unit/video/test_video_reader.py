@@ -201,6 +201,24 @@ def test_reported_indices_match_frame_content(make_video, fourcc: str, first_ind
     assert [frame.timestamp_seconds for frame in frames] == pytest.approx(expected_times)
 
 
+def test_a_window_of_an_avi_with_dropped_frames_has_the_indices_of_the_whole_run(tmp_path: Path) -> None:
+    """A capture card's dropped frames are empty slots of the AVI index: decoding skips them,
+    OpenCV's seek counts them, so a seek would put every later index off by the frames dropped."""
+    dropped = write_test_pattern(tmp_path / "dropped.avi", "-vf", "select='not(between(n,30,49))'", "-fps_mode",
+                                 "passthrough", "-c:v", "mjpeg", "-q:v", "5", size="320x240", rate="10",
+                                 seconds=12.0)
+    with open_video(dropped) as video:
+        whole = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                 for frame in video.frames(FrameWindow())]
+        assert video.frames_in_video == len(whole) == 100
+    for start in (7.0, 11.9):
+        with open_video(dropped) as video:
+            windowed = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                        for frame in video.frames(plan_window(SamplingOptions(start_seconds=start), video.info.fps))]
+            assert video.frames_in_video == 100
+        assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6]
+
+
 def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_video(60, fourcc="mp4v")
     spies = spy_on_captures(monkeypatch)
@@ -283,7 +301,7 @@ def test_a_window_ending_at_the_frame_limit_stays_within_it(make_video) -> None:
 def test_a_window_starting_beyond_the_frame_limit_is_refused_without_decoding(
     make_video, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = make_video(100)
+    path = make_video(100, fourcc="mp4v")  # an MP4: seeking is used there
     spies = spy_on_captures(monkeypatch)
     with open_video(path) as video, pytest.raises(VideoTooLarge):
         next(video.frames(window(80), VideoLimits(max_frames_total=50)))
