@@ -3,7 +3,8 @@
 Both request messages carry a `oneof` of `config` and `chunk` (typed loosely here, as the
 two generated classes share no base): the config first, exactly once, then the video's
 bytes in order. Order mistakes are INVALID_ARGUMENT. A chunk-only message may also arrive
-as a memoryview of its chunk (`chunk_views`, which the server installs).
+as a memoryview of its chunk (`chunk_views`, which the server installs), and a message that
+could not be parsed as an `UnparsedRequest` (`unparsed_requests`).
 
 The end of the stream is ambiguous in gRPC's blocking API: a client that half-closed (the
 whole upload) and one that cancelled both end the request iterator, and the cancel's own
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from videodag_service.errors import BadRequestStream, RunCancelled
+from videodag_service.unparsed_requests import UnparsedRequest
 
 # How long the end of a stream waits for a cancel's report: it comes from the same transport
 # event as the end, so within a millisecond or two unless the process is very busy.
@@ -35,6 +37,8 @@ def first_config(requests: Iterator[Any]) -> Any:
     first = next(requests, None)
     if first is None:
         raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
+    if isinstance(first, UnparsedRequest):
+        raise first.error()
     if isinstance(first, memoryview) or not first.HasField("config"):
         raise BadRequestStream("the first message must be the config; a chunk arrived first")
     return first.config
@@ -45,6 +49,8 @@ def chunks(requests: Iterator[Any]) -> Iterator[bytes | memoryview]:
     for request in requests:
         if isinstance(request, memoryview):
             yield request
+        elif isinstance(request, UnparsedRequest):
+            raise request.error()
         elif request.HasField("config"):
             raise BadRequestStream("the config was sent twice; send it once, as the first message")
         else:

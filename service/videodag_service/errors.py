@@ -128,6 +128,13 @@ class BadRequestStream(InvalidArgument):
     reason = "BAD_REQUEST_STREAM"
 
 
+class MalformedRequest(InvalidArgument):
+    """Raised when a request message cannot be parsed as its type: cut or corrupt bytes, or a
+    string field that is not UTF-8 (which protobuf requires), as a hand-built message can be."""
+
+    reason = "MALFORMED_REQUEST"
+
+
 class InvalidOptions(InvalidArgument):
     """Raised when a config field or run option has a value outside its range."""
 

@@ -36,6 +36,7 @@ from videodag_service.plugin_reference import plugin_reference
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError, settings_from, wants_plugin_list
+from videodag_service.unparsed_requests import UnparsedRequestInterceptor
 from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others
 
@@ -191,7 +192,8 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     interceptors = server_interceptors(metrics, tracing=settings.tracing == "otel")
     if settings.requires_token:
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
-    interceptors.append(ChunkViewInterceptor())  # innermost: it changes how requests are read, not who may call
+    interceptors.append(ChunkViewInterceptor())  # it changes how requests are read, not who may call
+    interceptors.append(UnparsedRequestInterceptor())  # innermost: under the chunk views, which parse the rest with it
     threads = settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads + _SPARE_THREADS
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),

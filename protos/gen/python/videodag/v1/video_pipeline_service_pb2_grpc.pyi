@@ -49,7 +49,9 @@ class VideoPipelineServiceStub:
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
     | outside [a-z0-9_.-] or over 128 characters                  |                    |
     | (INVALID_PIPELINE_ID); unreadable video                      |                    |
-    | (VIDEO_UNREADABLE). BadRequest names every bad field of the  |                    |
+    | (VIDEO_UNREADABLE); a message that cannot be parsed, such as |                    |
+    | a string field that is not UTF-8 (MALFORMED_REQUEST).        |                    |
+    | BadRequest names every bad field of the                      |                    |
     | config at once, each by its path in the request, such as     |                    |
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
@@ -199,7 +201,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
     | outside [a-z0-9_.-] or over 128 characters                  |                    |
     | (INVALID_PIPELINE_ID); unreadable video                      |                    |
-    | (VIDEO_UNREADABLE). BadRequest names every bad field of the  |                    |
+    | (VIDEO_UNREADABLE); a message that cannot be parsed, such as |                    |
+    | a string field that is not UTF-8 (MALFORMED_REQUEST).        |                    |
+    | BadRequest names every bad field of the                      |                    |
     | config at once, each by its path in the request, such as     |                    |
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
@@ -345,7 +349,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | page token or state filter (INVALID_OPTIONS); pipeline id    |                    |
     | outside [a-z0-9_.-] or over 128 characters                  |                    |
     | (INVALID_PIPELINE_ID); unreadable video                      |                    |
-    | (VIDEO_UNREADABLE). BadRequest names every bad field of the  |                    |
+    | (VIDEO_UNREADABLE); a message that cannot be parsed, such as |                    |
+    | a string field that is not UTF-8 (MALFORMED_REQUEST).        |                    |
+    | BadRequest names every bad field of the                      |                    |
     | config at once, each by its path in the request, such as     |                    |
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
