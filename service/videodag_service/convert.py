@@ -18,7 +18,7 @@ from videodag_service.dag import ErrorPolicy, PipelineSpec
 from videodag_service.dag.spec import requested_id_problem
 from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, InvalidPipelineId, VideodagError
 from videodag_service.video import NodeTimingLike, SamplingOptions, StoredUpload, VideoInfo
-from videodag_service.video.upload import declared_sha256_violation, declared_size_violation
+from videodag_service.video.upload import declared_sha256_violation, declared_size_violation, file_name_violation
 
 _POLICIES = {
     ErrorPolicy.FAIL: pipeline_pb2.NODE_ERROR_POLICY_FAIL,
@@ -40,7 +40,7 @@ _OPTION_FIELDS = {
     "end_seconds": "options.end_offset",
 }
 # RunConfig fields named bare by checks that know nothing of requests (the upload's, the pipelines').
-_CONFIG_FIELDS = frozenset({"pipeline_id", "declared_size_bytes", "sha256"})
+_CONFIG_FIELDS = frozenset({"pipeline_id", "file_name", "declared_size_bytes", "sha256"})
 # Where the RunConfig sits in each upload request: UploadAndRunRequest, SubmitJobRequest.
 RUN_CONFIG_PATH = "config."
 JOB_RUN_CONFIG_PATH = "config.run_config."
@@ -62,7 +62,8 @@ def checked_run_config(config: run_pb2.RunConfig, *, decodes_during_upload: bool
     except InvalidOptions as error:
         violations += [FieldViolation(_OPTION_FIELDS.get(v.field, v.field), v.description)
                        for v in error.details.field_violations]
-    violations += [violation for violation in (declared_size_violation(config.declared_size_bytes),
+    violations += [violation for violation in (file_name_violation(config.file_name),
+                                                declared_size_violation(config.declared_size_bytes),
                                                 declared_sha256_violation(config.sha256)) if violation]
     if decodes_during_upload and config.decode_during_upload and config.declared_size_bytes == 0:
         violations.append(FieldViolation(

@@ -209,6 +209,8 @@ def test_every_bad_field_is_named_by_its_path_in_the_request_of_each_upload_call
     bad_configs = [
         (run_pb2.RunConfig(pipeline_id="frame_stats_v1", declared_size_bytes=-1), "declared_size_bytes"),
         (run_pb2.RunConfig(pipeline_id="frame_stats_v1", sha256="abc"), "sha256"),
+        # Every job returns its name in each lookup and listing: 5 MB of it would break them all.
+        (run_pb2.RunConfig(pipeline_id="frame_stats_v1", file_name="v" * 1025 + ".mp4"), "file_name"),
         (run_pb2.RunConfig(pipeline_id="frame_stats_v1", options=run_pb2.RunOptions(frame_stride=-1)),
          "options.frame_stride"),
         (run_pb2.RunConfig(pipeline_id="frame_stats_v1", decode_during_upload=True), "declared_size_bytes"),

@@ -230,6 +230,18 @@ def declared_size_violation(declared_size: int | None) -> FieldViolation | None:
     return None
 
 
+# Longer than any file system's names (255 bytes) or paths (4096): a name beyond it is no
+# name, and every job returns the name it was submitted with, in every lookup and listing.
+MAX_FILE_NAME_CHARS = 1024
+
+
+def file_name_violation(file_name: str) -> FieldViolation | None:
+    """What is wrong with a client's file name, if anything: only its length."""
+    if len(file_name) > MAX_FILE_NAME_CHARS:
+        return FieldViolation("file_name", f"at most {MAX_FILE_NAME_CHARS} characters, got {len(file_name)}")
+    return None
+
+
 def declared_sha256_violation(declared_sha256: str | None) -> FieldViolation | None:
     """What is wrong with a declared checksum, if anything (empty or None: not declared)."""
     if declared_sha256 and not _SHA256_HEX.fullmatch(declared_sha256.strip().lower()):
