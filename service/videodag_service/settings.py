@@ -8,6 +8,7 @@ stops the server at start with a message naming the setting.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,10 @@ MIB = 1024 * 1024
 def _setting(default: Any, help: str, *, minimum: float | None = None) -> Any:
     return field(default=default, metadata={"help": help, "minimum": minimum})
 
+
+# The longest time a setting may give (every float setting is seconds): about 31 years, within
+# what a protobuf Timestamp holds from now and what a thread's wait accepts.
+MAX_SECONDS = 1e9
 
 # Room a FrameResult message needs around its result (index, timestamp, the event around it).
 RESULT_ENVELOPE_BYTES = 1024
@@ -138,6 +143,9 @@ class Settings:
         for item in fields(self):
             minimum = item.metadata.get("minimum")
             value = getattr(self, item.name)
+            if isinstance(value, float) and not (math.isfinite(value) and value <= MAX_SECONDS):
+                # inf kept finished jobs with no expiry time a Timestamp can hold, and broke every lookup
+                raise SettingsError(f"{item.name} must be a number of seconds up to {MAX_SECONDS:.0f}, got {value}")
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
         if self.log_format not in {"json", "text"}:

@@ -48,6 +48,12 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--log-format", "xml"], "log_format must be json or text"),
         (["--pipeline-dir", "/nonexistent/pipelines"], "pipeline_dir '/nonexistent/pipelines' does not exist"),
         (["--frame-workers", "-1"], "frame_workers must be at least 0, got -1"),
+        # "Keep forever" as inf gave finished jobs an expiry no Timestamp holds: every lookup failed.
+        (["--job-retention-seconds", "inf"], "job_retention_seconds must be a number of seconds up to 1000000000, "
+                                             "got inf"),
+        (["--job-retention-seconds", "1e12"], "job_retention_seconds must be a number of seconds up to 1000000000"),
+        (["--node-timeout-seconds", "nan"], "node_timeout_seconds must be a number of seconds up to 1000000000, "
+                                            "got nan"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
