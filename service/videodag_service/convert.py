@@ -26,9 +26,16 @@ _POLICIES = {
 }
 
 
+# google.protobuf.Duration's own range (its definition): about 10,000 years either way.
+_MAX_DURATION_SECONDS = 315_576_000_000
+_MAX_DURATION_NANOS = _MAX_DURATION_SECONDS * 10**9 + 999_999_999
+
+
 def duration(seconds: float) -> duration_pb2.Duration:
+    """A Duration within its definition's range: a float near the end of it (a job's echoed
+    `end_offset` of 10,000 years) rounds past it, which clients refuse to print or parse."""
     message = duration_pb2.Duration()
-    message.FromNanoseconds(round(seconds * 1e9))
+    message.FromNanoseconds(max(-_MAX_DURATION_NANOS, min(_MAX_DURATION_NANOS, round(seconds * 1e9))))
     return message
 
 
@@ -81,8 +88,6 @@ def pipeline_id_violations(pipeline_id: str) -> list[FieldViolation]:
     return [] if problem is None else [FieldViolation("pipeline_id", problem)]
 
 
-# google.protobuf.Duration's own range (its definition): about 10,000 years either way.
-_MAX_DURATION_SECONDS = 315_576_000_000
 
 
 def _offset_seconds(

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 from google.rpc import error_details_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -215,3 +216,14 @@ def test_a_summary_kept_before_the_frame_count_was_reads_back_as_not_counted() -
     assert records.summary_from_text(text) == summary
     older = text.replace(',"frames_in_video":12', "")  # as jobs stored before the field was added
     assert older != text and records.summary_from_text(older) == dataclasses.replace(summary, frames_in_video=None)
+
+
+def test_the_longest_window_a_client_may_send_comes_back_within_a_durations_range() -> None:
+    """Stored as float seconds, Duration's own maximum (10,000 years less a nanosecond) rounds
+    to a second past it: grpcurl could not print a job with it, nor any page listing it."""
+    sent = run_pb2.RunOptions()
+    sent.end_offset.seconds, sent.end_offset.nanos = 315_576_000_000, 999_999_999
+    sampling = convert.checked_run_config(run_pb2.RunConfig(pipeline_id="p", options=sent))
+    echoed = convert_jobs.sampling_to_proto(sampling).end_offset
+    assert (echoed.seconds, echoed.nanos) == (315_576_000_000, 999_999_999)
+    assert json_format.MessageToJson(echoed) == '"315576000000.999999999s"'
