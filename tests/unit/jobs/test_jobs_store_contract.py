@@ -222,6 +222,27 @@ def test_wait_for_change_wakes_up_when_a_frame_is_stored(store: JobStore) -> Non
     assert store.get(job.id).revision > claimed.revision
 
 
+def test_a_wait_for_change_sleeps_through_other_jobs_frames(store: JobStore) -> None:
+    """A watch of a queued job is not woken by each frame of a running one: woken, it reads
+    its job again, and sixty idle watches made a run three times slower."""
+    running, watched = store.create(queued_job()), store.create(queued_job())
+    assert store.claim(running.id, 1, NOW) is not None
+    woken: list[float] = []
+
+    def watch() -> None:
+        started = time.monotonic()
+        store.wait_for_change(watched.id, watched.revision, None, timeout=0.2)  # within Redis's state poll
+        woken.append(time.monotonic() - started)
+
+    waiter = threading.Thread(target=watch)
+    waiter.start()
+    for index in range(10):
+        store.append_frame(running.id, 1, frame(index))
+        time.sleep(0.01)
+    waiter.join(5)
+    assert woken and woken[0] >= 0.18, "a frame of another job woke it"
+
+
 def test_sqlite_recovery_reruns_interrupted_jobs_from_the_start(tmp_path: Path) -> None:
     first = SqliteJobStore(tmp_path)
     interrupted, queued = first.create(queued_job()), first.create(queued_job())
