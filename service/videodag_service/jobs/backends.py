@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from videodag_service.dag import DagPipelineService
+from videodag_service.errors import JobNotFound
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
 from videodag_service.jobs.service import JobService
@@ -106,6 +107,7 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     store = SqliteJobStore(config.data_dir)  # locks the data directory: its uploads are this process's alone
     try:
         uploads = _upload_storage(config, exclusive=True)
+        _remove_videos_of_finished_jobs(store, uploads)
     except BaseException:
         store.close()
         raise
@@ -147,6 +149,24 @@ def data_dir_open_to_others(data_dir: Path) -> str | None:
         f"job data directory {os.fspath(data_dir)} is open to other users (mode {mode:04o}): it holds the jobs' "
         f"videos and results, file names and idempotency keys; give the server a folder of its own (chmod 700)"
     )
+
+
+def _remove_videos_of_finished_jobs(store: SqliteJobStore, uploads: DirectoryUploadStorage) -> None:
+    """A video is kept only while its job is queued or running; at start nothing of this
+    directory runs. One whose job finished as the last process ended (cancelled while it ran,
+    then killed before its run stopped) would otherwise stay for the job's whole retention,
+    and one stored for a job never created stays for good."""
+    removed = 0
+    for ref in list(uploads.refs()):
+        try:
+            finished = store.get(Path(ref).stem).state.is_finished
+        except JobNotFound:
+            finished = True
+        if finished:
+            uploads.delete(ref)
+            removed += 1
+    if removed:
+        logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
 
 
 def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadStorage:

@@ -298,6 +298,36 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
 
 
 
+def test_at_start_only_the_videos_of_queued_and_running_jobs_are_kept(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    """A job cancelled while it ran, its server killed before the run stopped, kept its video
+    for its whole retention (7 days by default); so did a video stored for a job never created."""
+    store = SqliteJobStore(tmp_path / "data")
+    uploads = tmp_path / "data" / "uploads"
+    uploads.mkdir()
+    jobs = {}
+    for name in ("cancelled", "queued", "running"):
+        job_id = new_job_id(time.time())
+        # "crawling" runs 3 s: both kept videos are still in use when they are looked at.
+        jobs[name] = store.create(Job(id=job_id, state=JobState.QUEUED, pipeline_id="crawling",
+                                      sampling=SamplingOptions(), video=StoredVideo(f"{job_id}.avi", 3, "ab" * 32),
+                                      created_at=time.time(), file_name="clip.avi"))
+        shutil.copyfile(clip, uploads / f"{job_id}.avi")
+    store.claim(jobs["running"].id, 1, time.time())
+    store.claim(jobs["cancelled"].id, 1, time.time())
+    store.cancel(jobs["cancelled"].id, time.time(), time.time() + 3600)
+    (uploads / f"{new_job_id(time.time())}.mp4").write_bytes(b"never a job")
+    store.close()
+
+    started = open_job_service(JobConfig(data_dir=tmp_path / "data", max_upload_bytes=10**7, workers=1), dag)
+    try:
+        kept = sorted(path.name for path in uploads.iterdir() if path.is_file())
+        assert kept == sorted(f"{jobs[name].id}.avi" for name in ("queued", "running"))
+    finally:
+        started.close()
+
+
 @pytest.fixture
 def service(tmp_path: Path, dag: DagPipelineService) -> Iterator[JobService]:
     started = open_job_service(JobConfig(data_dir=tmp_path / "data", max_upload_bytes=10**7, workers=1), dag)
