@@ -1,9 +1,10 @@
 """Job ids, idempotency keys and page tokens: how they look and how they are checked.
 
-Job ids sort in creation order (milliseconds since the epoch, then random bits), so a
-listing "newest first" is a descending scan of ids and a page token is simply the last id
-returned. Ids and keys become parts of file names and Redis keys, so anything that does not
-match their pattern is refused before it reaches a store.
+Job ids sort in creation order (milliseconds since the epoch, then random bits counted up
+within a millisecond of one process), so a listing "newest first" is a descending scan of
+ids and a page token is simply the last id returned. Ids and keys become parts of file
+names and Redis keys, so anything that does not match their pattern is refused before it
+reaches a store.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import re
 import secrets
+import threading
 import time
 
 from videodag_service.errors import FieldViolation, InvalidOptions, JobNotFound
@@ -21,10 +23,25 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PAGE_TOKEN_PREFIX = "after:"
 
 
+_RANDOM_BITS = 48
+_last_issued = (0, 0)  # (milliseconds, random part) of the last id this process made
+_issuing = threading.Lock()
+
+
 def new_job_id(now: float | None = None) -> str:
-    """12 hex digits of epoch milliseconds, then 12 random hex digits (48 bits)."""
+    """12 hex digits of epoch milliseconds, then 12 hex digits (48 bits) random, or, for a
+    second id in the same millisecond of this process, the previous id's plus one: random
+    bits alone sorted jobs submitted together in any order."""
+    global _last_issued
     milliseconds = int((time.time() if now is None else now) * 1000)
-    return f"{milliseconds:012x}{secrets.token_hex(6)}"
+    with _issuing:
+        last_milliseconds, last_random = _last_issued
+        if milliseconds == last_milliseconds and last_random + 1 < 2**_RANDOM_BITS:
+            random_part = last_random + 1
+        else:
+            random_part = secrets.randbits(_RANDOM_BITS - 1)  # half the range: room to count up from it
+        _last_issued = (milliseconds, random_part)
+    return f"{milliseconds:012x}{random_part:012x}"
 
 
 def checked_job_id(job_id: str) -> str:

@@ -45,6 +45,14 @@ def test_job_ids_sort_in_creation_order_and_are_checked() -> None:
             checked_job_id(forged)
 
 
+def test_job_ids_made_in_the_same_millisecond_sort_in_the_order_they_were_made() -> None:
+    """Jobs submitted together: random bits alone listed them in any order."""
+    made = [new_job_id(2000.0) for _ in range(1000)]
+    assert made == sorted(made) and len(set(made)) == 1000
+    assert all(job_id.startswith(f"{2_000_000:012x}") for job_id in made)
+    assert made[-1] < new_job_id(2000.001)
+
+
 def test_page_tokens_round_trip_and_forged_ones_are_invalid() -> None:
     job_id = new_job_id()
     assert job_id_from_page_token(page_token_after(job_id)) == job_id

@@ -116,7 +116,9 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The job's id, assigned by the server. Ids sort in submission order."""
+    """The job's id, assigned by the server. Ids sort in submission order (within
+    a millisecond, among the jobs one server replica received).
+    """
     state: Global___JobState.ValueType
     """Where the job is in its life."""
     idempotency_key: _builtins.str
