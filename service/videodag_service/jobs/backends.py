@@ -127,7 +127,8 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
         retention_seconds=config.retention_seconds,
         observer=observer,
     )
-    return _started(config, store, ThreadPoolJobQueue(executor, config.workers), uploads, dag, observer)
+    workers = ThreadPoolJobQueue(executor, config.workers, store.count_queued)
+    return _started(config, store, workers, uploads, dag, observer)
 
 
 def data_dir_open_to_others(data_dir: Path) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -56,10 +56,13 @@ class ThreadPoolJobQueue:
     a restart, recovery dispatches every QUEUED job again.
     """
 
-    def __init__(self, executor: JobExecutor, workers: int) -> None:
+    def __init__(self, executor: JobExecutor, workers: int, queued_count: Callable[[], int] | None = None) -> None:
+        """`queued_count`: the store's count of QUEUED jobs, which `depth` reports when given:
+        a job cancelled while it waits stays in the pending list until a worker skips it."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._executor = executor
+        self._queued_count = queued_count
         self._pending: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._not_taking = threading.Event()
@@ -80,7 +83,7 @@ class ThreadPoolJobQueue:
         self._pending.put((job.id, job.attempt))
 
     def depth(self) -> int:
-        return self._pending.qsize()
+        return self._pending.qsize() if self._queued_count is None else self._queued_count()
 
     def retry_stranded(self) -> None:
         """Record the job ends the store refused, and hand the jobs it would not let start to

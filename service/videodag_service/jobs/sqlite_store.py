@@ -146,6 +146,11 @@ class SqliteJobStore(JobStore):
         token = page_token_after(jobs[-1].id) if len(rows) > page_size else ""
         return JobPage(jobs, token)
 
+    def count_queued(self) -> int:
+        """Jobs waiting for a worker (the queue-depth metric)."""
+        with self._lock:
+            return int(self._connection.execute("SELECT COUNT(*) FROM jobs WHERE state = 'QUEUED'").fetchone()[0])
+
     def cancel(self, job_id: str, now: float, expire_at: float) -> tuple[Job, JobState]:
         with self._transaction() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()

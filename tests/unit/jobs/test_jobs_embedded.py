@@ -399,3 +399,17 @@ def test_a_slow_upload_is_created_when_it_is_stored_and_lists_before_jobs_submit
     assert [job.id for job in service.list_jobs().jobs] == [late.id, meanwhile.id]
     assert service.list_jobs(page_size=1).jobs[0].id == late.id
     assert late.video.ref.startswith(late.id)
+
+
+def test_the_queue_depth_leaves_out_jobs_cancelled_while_they_waited(service: JobService, clip: Path) -> None:
+    """The metric an autoscaler reads: a cancelled job waits for nothing, though the worker
+    pool's own list keeps it until a worker is free to skip it."""
+    running = service.submit(JobRequest("crawling"), chunks_of(clip))  # 3 s: the only worker is busy
+    assert wait_until(lambda: service.get(running.id).state is JobState.RUNNING)
+    waiting = [service.submit(JobRequest("paced"), chunks_of(clip)) for _ in range(3)]
+    assert service.queue_depth() == 3
+    for job in waiting[:2]:
+        service.cancel(job.id)
+    assert service.queue_depth() == 1
+    service.cancel(running.id)
+    service.cancel(waiting[2].id)
