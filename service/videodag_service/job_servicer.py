@@ -95,6 +95,7 @@ class JobRpcs:
     _watch_slots: LongCallSlots
     _job_upload_slots: LongCallSlots
     _upload_idle_seconds: float
+    _upload_min_rate: float
     _unread_results: UnreadResultsWatchdog
 
     @property
@@ -119,7 +120,8 @@ class JobRpcs:
                 # A job must never be queued for an upload its client cancelled midway.
                 uploaded = ended_by_half_close(chunks(request_iterator), context)
                 job = store_watching_idle(
-                    functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds
+                    functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds,
+                    min_bytes_per_second=self._upload_min_rate,
                 )
         except Exception as error:
             abort(context, convert.located_in_request(self._job_error(error), convert.JOB_RUN_CONFIG_PATH))

@@ -182,6 +182,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._jobs = jobs
         self._settings = settings
         self._upload_idle_seconds = settings.upload_idle_timeout_seconds
+        self._upload_min_rate = float(settings.upload_min_bytes_per_second)
         self._unread_results = UnreadResultsWatchdog(settings.result_read_timeout_seconds)
         self._run_slots = run_slots
         self._watch_slots = LongCallSlots(settings.max_job_watches, too_many_watches)
@@ -284,7 +285,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 try:
                     stored = store_watching_idle(
                         functools.partial(_store_all, upload), _while_it_can_start(decoder, chunks(requests)),
-                        self._upload_idle_seconds,
+                        self._upload_idle_seconds, min_bytes_per_second=self._upload_min_rate,
                     )
                 except UploadCorrupted:  # fewer bytes than declared: a client that ended early, or died
                     watch.check_soon(_STREAM_END_SETTLE_SECONDS)
@@ -309,7 +310,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         A run that fails because its upload did (the reader saw the file end early) reports
         the upload's error, and a cancelled call reports the cancel, not the truncated file.
         """
-        with BackgroundUpload(upload, chunks(requests), self._upload_idle_seconds) as arriving:
+        with BackgroundUpload(upload, chunks(requests), self._upload_idle_seconds,
+                              min_bytes_per_second=self._upload_min_rate) as arriving:
             events = self._video.stream_run(spec.id, arriving.growing, sampling)
             try:
                 with _running_ahead(events) as ahead:

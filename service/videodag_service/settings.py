@@ -94,6 +94,12 @@ class Settings:
         60.0, "longest an upload may send no config or no bytes (UploadAndRun, SubmitJob) before the call fails "
         "(DEADLINE_EXCEEDED) and its slot and file are freed; 0 turns it off", minimum=0,
     )
+    upload_min_bytes_per_second: int = _setting(
+        1024, "least an upload must send on average (UploadAndRun, SubmitJob): within each "
+        "--upload-idle-timeout-seconds of waiting for the client, that many seconds' worth of bytes, or the call "
+        "fails as an idle one; a client trickling a byte at a time would otherwise hold its slot for good; "
+        "0 turns it off", minimum=0,
+    )
     result_read_timeout_seconds: float = _setting(
         600.0, "longest gRPC may wait to hand a client one more result (UploadAndRun, WatchJob) before the call is "
         "cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off. A client that reads slowly "

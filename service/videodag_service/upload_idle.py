@@ -13,6 +13,10 @@ by that end, stops with the same error instead of taking the cut-off stream for 
 upload. `WatchedChunks` is the piece a watchdog of its own uses when the call's thread is
 busy streaming results (`BackgroundUpload`).
 
+A client that trickles (a byte a second) is no silent one, and would hold what it holds as
+long: with a minimum rate, a chunk no longer restarts the limit by itself; the client's
+waiting time adds up until its chunks bring the rate's worth of bytes for the limit's span.
+
 The limit covers a call's first message too (`first_message_watching_idle`): a stream that
 never sends its config would otherwise hold its thread for as long as its connection lives,
 and enough of them would leave no thread for any other call, health checks included. It
@@ -26,8 +30,8 @@ import contextvars
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Iterator, Sized
+from typing import Any, Generic, TypeVar, cast
 
 from videodag_service.errors import ErrorDetails, UploadIdle
 
@@ -44,15 +48,22 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
     step raises `UploadIdle`, also in place of the end of stream the abandoned call then
     reaches. `silence` says what the client failed to send, for the error's message."""
 
-    def __init__(self, chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD) -> None:
+    def __init__(self, chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD, *,
+                 min_bytes_per_second: float = 0.0) -> None:
         if not idle_seconds > 0:
             raise ValueError(f"idle_seconds must be positive, got {idle_seconds}")
         self._chunks = chunks
         self.idle_seconds = idle_seconds
+        self.min_bytes_per_second = min_bytes_per_second
         self._silence = silence
         self._waiting_since: float | None = time.monotonic()  # the reader asks for the first at once
         self._ended = False
         self._expired: UploadIdle | None = None
+        # With a minimum rate, any chunk no longer restarts the clock: the client's waiting
+        # time adds up until its chunks bring the bytes the rate asks of the limit's span.
+        self._min_bytes = math.ceil(min_bytes_per_second * idle_seconds) if min_bytes_per_second > 0 else 0
+        self._waited = 0.0
+        self._bytes = 0
 
     def __iter__(self) -> WatchedChunks[Item]:
         return self
@@ -60,7 +71,7 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
     def __next__(self) -> Item:
         if self._expired is not None:
             raise self._expired
-        self._waiting_since = time.monotonic()
+        waiting_since = self._waiting_since = time.monotonic()
         try:
             chunk = next(self._chunks)
         except StopIteration:
@@ -70,6 +81,11 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
             raise
         finally:
             self._waiting_since = None
+        if self._min_bytes:
+            self._waited += time.monotonic() - waiting_since
+            self._bytes += len(cast(Sized, chunk))
+            if self._bytes >= self._min_bytes:
+                self._waited, self._bytes = 0.0, 0
         return chunk
 
     def seconds_left(self) -> float:
@@ -79,29 +95,37 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
         if self._ended:
             return math.inf
         waiting_since = self._waiting_since
+        left = self.idle_seconds - self._waited
         if waiting_since is None:
-            return self.idle_seconds
-        return self.idle_seconds - (time.monotonic() - waiting_since)
+            return left
+        return left - (time.monotonic() - waiting_since)
 
     def expire(self) -> UploadIdle:
         """Give the upload up: the error to raise, which the storing side gets too."""
-        self._expired = UploadIdle(
-            f"{self._silence} for {self.idle_seconds:g} s, the server's limit; the call was ended",
-            ErrorDetails(metadata={"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}),
-        )
+        metadata = {"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}
+        if self._bytes:
+            metadata["upload_min_bytes_per_second"] = f"{self.min_bytes_per_second:g}"
+            message = (f"the upload sent {self._bytes} bytes in {self.idle_seconds:g} s, under the server's "
+                       f"minimum of {self.min_bytes_per_second:g} bytes a second; the call was ended")
+        else:
+            message = f"{self._silence} for {self.idle_seconds:g} s, the server's limit; the call was ended"
+        self._expired = UploadIdle(message, ErrorDetails(metadata=metadata))
         return self._expired
 
 
 def store_watching_idle(
-    store: Callable[[Iterator[Item]], T], chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD
+    store: Callable[[Iterator[Item]], T], chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD,
+    *, min_bytes_per_second: float = 0.0,
 ) -> T:
     """`store(chunks)`, run on a thread of its own while this thread waits for it; raises
     `UploadIdle` here once no chunk has arrived for `idle_seconds` (0: no limit, and `store`
-    runs here), unless the chunks have ended by then. `store` must keep nothing it needs
-    after an error: it may still be running when this returns, until the call's end wakes it."""
+    runs here), or, with `min_bytes_per_second`, once the client has waited that long in all
+    without sending the bytes that rate asks of it, unless the chunks have ended by then.
+    `store` must keep nothing it needs after an error: it may still be running when this
+    returns, until the call's end wakes it."""
     if idle_seconds <= 0:
         return store(chunks)
-    watched = WatchedChunks(chunks, idle_seconds, silence)
+    watched = WatchedChunks(chunks, idle_seconds, silence, min_bytes_per_second=min_bytes_per_second)
     outcome: list[tuple[bool, object]] = []
 
     def run() -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -122,6 +123,59 @@ def test_an_upload_that_is_slow_but_never_silent_for_the_limit_runs_to_the_end(
         outcome = raw_call(channel, paced(), timeout=60)
     assert outcome.code == grpc.StatusCode.OK, outcome.details
     assert outcome.frames == list(range(120))
+
+
+def _trickling_after(first: list[Any], stop: threading.Event, make: Callable[[bytes], Any]) -> Iterator[Any]:
+    """The given messages, then 10 bytes every 0.1 s (100 bytes a second) until `stop`."""
+    yield from first
+    while not stop.wait(0.1):
+        yield make(b"0123456789")
+
+
+@pytest.fixture
+def rate_server(make_server: ServerFactory, tmp_path: Path) -> ServerHarness:
+    # One run slot, as for silence: a client trickling bytes would keep it for good.
+    return make_server(upload_idle_timeout_seconds=1.0, upload_min_bytes_per_second=1000, max_concurrent_runs=1,
+                       data_dir=tmp_path / "jobs")
+
+
+@pytest.mark.parametrize("decode_during_upload", [False, True], ids=["stored first", "decoded as it arrives"])
+def test_an_upload_trickling_under_the_minimum_rate_is_cut_off_and_frees_its_slot(
+    rate_server: ServerHarness, sample_clip: Path, decode_during_upload: bool
+) -> None:
+    data = sample_clip.read_bytes()
+    stop = threading.Event()
+    first = [config(declared_size_bytes=len(data), decode_during_upload=decode_during_upload)]
+    with grpc.insecure_channel(rate_server.target) as channel:
+        started = time.monotonic()
+        outcome = raw_call(channel, _trickling_after(first, stop, lambda data: Request(chunk=data)), timeout=30)
+        elapsed = time.monotonic() - started
+    stop.set()
+
+    assert outcome.code == grpc.StatusCode.DEADLINE_EXCEEDED, outcome.details
+    assert "in 1 s, under the server's minimum of 1000 bytes a second" in outcome.details
+    assert 1.0 <= elapsed < 15
+    assert rate_server.uploads_left_after() == []
+    assert wait_until(lambda: _upload_threads() == [])
+    assert_still_serving(rate_server, sample_clip)
+
+
+def test_a_job_submission_trickling_under_the_minimum_rate_is_cut_off_and_queues_nothing(
+    rate_server: ServerHarness, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    submit = video_pipeline_service_pb2.SubmitJobRequest
+    first = [submit(config=video_pipeline_service_pb2.SubmitJobConfig(
+        run_config=run_pb2.RunConfig(pipeline_id="frame_stats_v1")))]
+    requests = _trickling_after(first, stop, lambda data: submit(chunk=data))
+    with grpc.insecure_channel(rate_server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+        video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel).SubmitJob(requests, timeout=30)
+    stop.set()
+    info = _error_info(raised.value)  # type: ignore[arg-type]
+    assert (info.reason, info.metadata["upload_min_bytes_per_second"]) == ("UPLOAD_IDLE", "1000")
+    incoming = tmp_path / "jobs" / "uploads" / "incoming"
+    assert wait_until(lambda: not any(incoming.iterdir()))
+    assert rate_server.client.list_jobs().jobs == ()
 
 
 def test_the_python_client_sees_the_cut_off_as_deadline_exceeded(idle_server: ServerHarness) -> None:

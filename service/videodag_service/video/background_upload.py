@@ -42,15 +42,18 @@ class BackgroundUpload:
     """
 
     def __init__(
-        self, receiver: UploadReceiver, chunks: Iterator[bytes | memoryview], idle_seconds: float = 0.0
+        self, receiver: UploadReceiver, chunks: Iterator[bytes | memoryview], idle_seconds: float = 0.0, *,
+        min_bytes_per_second: float = 0.0,
     ) -> None:
-        """`idle_seconds`: the longest the client may send nothing; 0 for no limit."""
+        """`idle_seconds`: the longest the client may send nothing (or, with `min_bytes_per_second`,
+        less than that rate asks); 0 for no limit."""
         if receiver.declared_size is None:
             raise ValueError("an upload decoded while it arrives needs a declared size")
         self._abandon = new_abandon_signal()
         self.growing = GrowingUpload(receiver.path, receiver.declared_size, self._abandon)
         self._receiver = receiver
-        self._watched = WatchedChunks(chunks, idle_seconds) if idle_seconds > 0 else None
+        self._watched = (WatchedChunks(chunks, idle_seconds, min_bytes_per_second=min_bytes_per_second)
+                         if idle_seconds > 0 else None)
         self._chunks = chunks if self._watched is None else self._watched
         self._lock = threading.Lock()  # held while writing, so stop() never closes the file mid-write
         self._stopped = False

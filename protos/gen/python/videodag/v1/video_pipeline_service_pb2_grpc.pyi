@@ -78,7 +78,8 @@ class VideoPipelineServiceStub:
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
-    | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
+    | idle limit, or fewer bytes than its minimum rate asks in it  |                    |
+    | (UPLOAD_IDLE); the decoder went silent or ran too            |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
     | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
@@ -230,7 +231,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
-    | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
+    | idle limit, or fewer bytes than its minimum rate asks in it  |                    |
+    | (UPLOAD_IDLE); the decoder went silent or ran too            |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
     | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
@@ -378,7 +380,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
-    | idle limit (UPLOAD_IDLE); the decoder went silent or ran too |                    |
+    | idle limit, or fewer bytes than its minimum rate asks in it  |                    |
+    | (UPLOAD_IDLE); the decoder went silent or ran too            |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
     | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
