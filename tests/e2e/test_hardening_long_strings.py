@@ -77,7 +77,9 @@ def test_an_unknown_very_long_job_id_is_not_found_with_its_details(server: Serve
 
 
 def test_an_unreadable_upload_with_a_very_long_file_name_is_refused_with_its_details(server: ServerHarness) -> None:
-    name = "ü" * LONG + ".mp4"  # two bytes each in UTF-8: the cut falls on a character's edge
+    # The longest name a config may carry (1024 characters), two bytes each in UTF-8: the cut
+    # falls on a character's edge.
+    name = "ü" * 1020 + ".mp4"
     with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as raised:
         stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
         list(stub.UploadAndRun(iter([config(file_name=name), *chunks(garbage_bytes(50_000))]), timeout=60))
