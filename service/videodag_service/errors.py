@@ -294,11 +294,12 @@ class NodeTimedOut(NodeFailed):
     reason = "NODE_TIMED_OUT"
 
     def __init__(
-        self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, limit_seconds: float
+        self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, limit_seconds: float,
+        *, opening: bool = False,
     ) -> None:
-        super().__init__(
-            pipeline_id, node_id, plugin, frame_index, f"no result within the node time limit of {limit_seconds:g} s"
-        )
+        cause = (f"its open() took longer than the node time limit of {limit_seconds:g} s" if opening
+                 else f"no result within the node time limit of {limit_seconds:g} s")
+        super().__init__(pipeline_id, node_id, plugin, frame_index, cause, opening=opening)
         self.details.metadata = {**self.details.metadata, "node_timeout_seconds": f"{limit_seconds:g}"}
         self.limit_seconds = limit_seconds
 

@@ -69,7 +69,8 @@ class Settings:
         6 * 3600.0, "longest video accepted, in seconds (refused before decoding)", minimum=0.001
     )
     node_timeout_seconds: float = _setting(
-        60.0, "longest one pipeline node may take on one frame; over it the run fails (INTERNAL); 0 turns it off; "
+        60.0, "longest one pipeline node may take on one frame, or to open for a run; over it the run fails "
+        "(INTERNAL); 0 turns it off; "
         "tools that promise a bounded time (stats.frame_stats) are not limited",
         minimum=0,
     )

@@ -53,6 +53,7 @@ class _Counter:
         self._params = params
         self._recorder = recorder
         self._seen = 0
+        time.sleep(params["open_seconds"])
         recorder.add("open", "counter")
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -221,6 +222,7 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 params=(
                     Param("fail_on", list, [], "frame indexes to fail on"),
                     Param("delay_seconds", float, 0.0, "sleep per frame"),
+                    Param("open_seconds", float, 0.0, "time opening takes"),
                 ),
                 open=lambda params: _Counter(params, recorder),
                 stateful=True,

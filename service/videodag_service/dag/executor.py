@@ -161,7 +161,7 @@ class PipelineRun:
         # a short video never opens instances it will not use.
         try:
             for lane in self._parallel[:1] + ([self._ordered] if self._ordered is not None else []):
-                self._open(lane)
+                self._open_within_limit(lane)
         except Exception:
             self.close()
             raise
@@ -256,19 +256,53 @@ class PipelineRun:
     def _lanes(self) -> list[_Lane]:
         return [*self._parallel, *([self._ordered] if self._ordered is not None else [])]
 
+    def _open_within_limit(self, lane: _Lane) -> None:
+        """`_open` in the lane's thread, each node's open watched by the node time limit, unless
+        every tool of the lane promises a bounded time: a tool whose open never returns (a
+        model fetched from a server that does not answer) would hold the run, and its slot, for good."""
+        if self._node_timeout_seconds is None or lane.bounded_time:
+            self._open(lane)
+            return
+        lane.thread = StepLimitedThread(self._node_timeout_seconds, lane.in_progress, NODE_THREAD_NAME)
+        try:
+            lane.thread.call(self._open, lane)
+        except StepTimedOut as timed_out:
+            node = cast(NodeSpec, timed_out.step)
+            self._timed_out = NodeTimedOut(
+                self.spec.id, node.id, node.plugin_ref, None, timed_out.limit_seconds, opening=True
+            )
+            # The hung open closes what it opens if it ever returns (`_open`); `close` the others.
+            lane.thread.abandon(lambda: None)
+            lane.thread = None
+            with self._timings_lock:
+                self._timings[node.id].errors += 1
+            logger.error("%s; its thread is abandoned (%d abandoned in this process)",
+                         self._timed_out, abandoned_thread_count())
+            raise self._timed_out from None
+
     def _open(self, lane: _Lane) -> None:
-        """An instance of each of the lane's nodes; if one cannot open, those opened before are closed."""
+        """An instance of each of the lane's nodes; if one cannot open, those opened before are closed.
+
+        Each open is the lane's running step, so a lane's thread opening it is watched by the
+        node time limit; an instance that opens after the run was given up is closed at once."""
         lane.opened = True
         for node in lane.nodes:
+            lane.running = (node, time.perf_counter())
             try:
-                lane.instances[node.id] = node.tool.open(node.params)
+                instance = node.tool.open(node.params)
             except Exception as error:
-                for node_id, instance in lane.instances.items():
-                    _close_quietly(instance, node_id, self.spec.id)
+                for node_id, opened in lane.instances.items():
+                    _close_quietly(opened, node_id, self.spec.id)
                 lane.instances.clear()
                 raise NodeFailed(
                     self.spec.id, node.id, node.plugin_ref, None, _described(error), opening=True
                 ) from error
+            finally:
+                lane.running = None
+            if self._timed_out is not None:  # given up on while it opened: the run is over
+                _close_quietly(instance, node.id, self.spec.id)
+                return
+            lane.instances[node.id] = instance
 
     def _check_usable(self) -> None:
         if self._closed:

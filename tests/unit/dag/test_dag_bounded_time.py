@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from fakes.fake_plugins import Recorder, make_registry
 from fakes.fake_plugins import frame_payloads as frames
+from fakes.waiting import wait_until
 from videodag_service.dag import (
     BUILTIN_PIPELINE_DIR,
     DagPipelineService,
@@ -192,3 +194,38 @@ def test_frame_stats_runs_in_the_runs_own_thread(monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def any_node_pays_for_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executor, "PARALLEL_MIN_SECONDS", 0.0)
+
+
+SLOW_OPEN = """
+id: slow_open
+version: "1"
+nodes:
+  - id: count
+    plugin: test.counter
+    params: {open_seconds: 1.5}
+    inputs: {index: frame.index}
+outputs:
+  seen: count.count
+"""
+
+
+def test_a_node_whose_open_outlives_the_time_limit_fails_the_run_and_is_closed_once_it_opens(
+    tmp_path: Path,
+) -> None:
+    """A tool fetching its model from a server that does not answer held the run, and its
+    slot, for good: opening is a node's step like any call."""
+    (tmp_path / "slow_open.yaml").write_text(textwrap.dedent(SLOW_OPEN))
+    recorder = Recorder()
+    service = DagPipelineService(load_pipeline_folder(tmp_path, make_registry(recorder)), node_timeout_seconds=0.3)
+    abandoned_before = abandoned_thread_count()
+    started = time.monotonic()
+    with pytest.raises(NodeTimedOut) as caught, service.open_run("slow_open"):
+        pass
+    assert time.monotonic() - started < 1.2
+    assert caught.value.node_id == "count"
+    assert "could not be opened for the run: its open() took longer than the node time limit of 0.3 s" in str(
+        caught.value)
+    # The open returns later: its instance is closed then, and its thread ends.
+    assert wait_until(lambda: recorder.count("close") == 1, timeout=10)
+    assert recorder.count("open") == 1
+    assert wait_until(lambda: abandoned_thread_count() <= abandoned_before, timeout=10)
