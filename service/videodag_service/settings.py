@@ -22,8 +22,16 @@ ENV_PREFIX = "VIDEODAG_"
 MIB = 1024 * 1024
 
 
-def _setting(default: Any, help: str, *, minimum: float | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "minimum": minimum})
+def _setting(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum})
+
+
+_MAX_PORT = 65535
+# gRPC keeps message sizes in a C int.
+_MAX_INT32 = 2**31 - 1
+# Settings that turn protection on: given empty (a variable a deployment left unset, as in
+# `--token-file "$TOKEN_FILE"`), they are an error, not "off": the server would fail open.
+_PROTECTING = ("token_file", "tokens", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
 
 
 # The longest time a setting may give (every float setting is seconds): about 31 years, within
@@ -40,14 +48,15 @@ class Settings:
     """Everything a server needs to start; see `videodag-server --help`."""
 
     host: str = _setting("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
-    port: int = _setting(50051, "TCP port to listen on (0 picks a free one)", minimum=0)
+    port: int = _setting(50051, "TCP port to listen on (0 picks a free one)", minimum=0, maximum=_MAX_PORT)
     pipeline_dir: Path | None = _setting(None, "folder of pipeline files (default: the built-in pipelines)")
     temp_dir: Path = _setting(
         Path(tempfile.gettempdir()) / "videodag", "private folder for uploaded videos while they run"
     )
     max_upload_bytes: int = _setting(4096 * MIB, "largest video accepted, in bytes", minimum=1)
     max_message_bytes: int = _setting(
-        8 * MIB, "largest gRPC message accepted, in bytes (a chunk plus framing)", minimum=64 * 1024
+        8 * MIB, "largest gRPC message accepted, in bytes (a chunk plus framing)", minimum=64 * 1024,
+        maximum=_MAX_INT32,
     )
     max_concurrent_runs: int = _setting(
         4, "runs at once; the next caller gets RESOURCE_EXHAUSTED at once", minimum=1
@@ -113,7 +122,9 @@ class Settings:
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: str = _setting("json", "json (one object per line, with the request id) or text")
-    metrics_port: int = _setting(0, "port of the Prometheus /metrics endpoint on --host; 0 turns it off", minimum=0)
+    metrics_port: int = _setting(
+        0, "port of the Prometheus /metrics endpoint on --host; 0 turns it off", minimum=0, maximum=_MAX_PORT
+    )
     tracing: str = _setting("off", "off, or otel: an OpenTelemetry span per call, sent as the OTEL_* variables say "
                             "(needs the 'tracing' extra)")
     tls_cert_file: Path | None = _setting(None, "PEM certificate chain: serve TLS instead of plaintext")
@@ -155,6 +166,9 @@ class Settings:
                 raise SettingsError(f"{item.name} must be a number of seconds up to {MAX_SECONDS:.0f}, got {value}")
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
+            maximum = item.metadata.get("maximum")
+            if maximum is not None and value > maximum:
+                raise SettingsError(f"{item.name} must be at most {maximum}, got {value}")
         if self.log_format not in {"json", "text"}:
             raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
         if self.tracing not in {"off", "otel"}:
@@ -256,6 +270,10 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         raw = parsed.get(item.name)
         if raw is None:
             raw = environ.get(ENV_PREFIX + item.name.upper())
+        if raw == "" and item.name in _PROTECTING:
+            flag, env = "--" + item.name.replace("_", "-"), ENV_PREFIX + item.name.upper()
+            raise SettingsError(f"{item.name} was given empty ({flag} or {env}): give a value, or leave both unset "
+                                "to turn it off")
         if raw is not None and raw != "":
             values[item.name] = _convert(item.name, raw)
     return Settings(**values)

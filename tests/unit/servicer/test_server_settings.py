@@ -54,11 +54,30 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--job-retention-seconds", "1e12"], "job_retention_seconds must be a number of seconds up to 1000000000"),
         (["--node-timeout-seconds", "nan"], "node_timeout_seconds must be a number of seconds up to 1000000000, "
                                             "got nan"),
+        # 70000 listened on 4464 (70000 - 65536); a metrics port or message size beyond range was a traceback.
+        (["--port", "70000"], "port must be at most 65535, got 70000"),
+        (["--metrics-port", "65536"], "metrics_port must be at most 65535, got 65536"),
+        (["--max-message-bytes", "3000000000"], "max_message_bytes must be at most 2147483647, got 3000000000"),
+        # `--token-file "$TOKEN_FILE"` with the variable unset served with no authentication at all.
+        (["--token-file", ""], "token_file was given empty (--token-file or VIDEODAG_TOKEN_FILE): give a value, or "
+                               "leave both unset to turn it off"),
+        (["--tls-cert-file", "", "--tls-key-file", ""], "tls_cert_file was given empty"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         settings_from(argv, {})
+
+
+@pytest.mark.parametrize("name", ["TOKENS", "TOKEN_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"])
+def test_a_protecting_setting_given_empty_in_the_environment_is_refused(name: str) -> None:
+    """`VIDEODAG_TOKENS=${TOKENS}` in a compose file with TOKENS unset must not serve everyone."""
+    with pytest.raises(SettingsError, match="was given empty"):
+        settings_from([], {ENV_PREFIX + name: ""})
+
+
+def test_other_settings_given_empty_in_the_environment_keep_their_default() -> None:
+    assert settings_from([], {ENV_PREFIX + "MAX_UPLOAD_BYTES": ""}).max_upload_bytes == Settings().max_upload_bytes
 
 
 def run_server(*args: str) -> subprocess.CompletedProcess[str]:
