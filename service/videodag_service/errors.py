@@ -233,6 +233,12 @@ class TooManyWatches(LimitExceeded):
     reason = "TOO_MANY_WATCHES"
 
 
+class TooManyHealthWatches(LimitExceeded):
+    """Raised at once when the server already streams its maximum of health watches."""
+
+    reason = "TOO_MANY_HEALTH_WATCHES"
+
+
 class TooManyJobUploads(LimitExceeded):
     """Raised at once when the server already receives its maximum of SubmitJob uploads."""
 

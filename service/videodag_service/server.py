@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
+from videodag_service.health_watches import CappedHealthServicer
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import (
     MetricsExporter,
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 # gRPC's synchronous server gives each call a thread for its whole life (a job watcher for
 # hours), and refuses calls beyond its threads with a bare "Concurrent RPC limit exceeded".
-# Runs, job watches and job uploads have caps of their own, refused with typed errors; these
+# Runs, job watches, job uploads and health watches have caps of their own, refused with typed errors; these
 # threads beyond them all serve health checks, lookups, listings and refusals when all are full.
 _SPARE_THREADS = 32
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
@@ -194,7 +195,8 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
     interceptors.append(ChunkViewInterceptor())  # it changes how requests are read, not who may call
     interceptors.append(UnparsedRequestInterceptor())  # innermost: under the chunk views, which parse the rest with it
-    threads = settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads + _SPARE_THREADS
+    threads = (settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads
+               + settings.max_health_watches + _SPARE_THREADS)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),
         interceptors=interceptors,
@@ -205,7 +207,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     servicer = VideoPipelineServicer(dag, settings, run_slots, metrics, jobs)
     try:
         servicer.add_to_server(server)
-        health_servicer = health.HealthServicer()
+        health_servicer = CappedHealthServicer(settings.max_health_watches)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         port = _listen(server, settings)

@@ -65,6 +65,10 @@ class Settings:
         64, "WatchJob streams open at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
         minimum=1,
     )
+    max_health_watches: int = _setting(
+        64, "health Watch streams open at once (they need no token, as every health call); the next gets "
+        "RESOURCE_EXHAUSTED", minimum=1,
+    )
     max_job_uploads: int = _setting(
         16, "SubmitJob uploads arriving at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
         minimum=1,

@@ -10,6 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import ServerFactory
 
+from fakes.waiting import wait_until
 from videodag_client import Unauthenticated, Unavailable, VideodagClient
 from videodag_service.auth import read_tokens
 from videodag_service.server import start_server
@@ -65,6 +66,39 @@ def test_health_checks_stay_open_without_a_token(make_server: ServerFactory) -> 
     with grpc.insecure_channel(server.target) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_watches_without_a_token_are_capped_and_leave_every_other_call_served(
+    make_server: ServerFactory,
+) -> None:
+    """A client with no token opening Watch streams had every call refused, health checks
+    and authenticated callers alike, once they filled the server's call budget."""
+    server = make_server(tokens="secret", max_health_watches=2)
+    channel = grpc.insecure_channel(server.target)
+    health_stub = health_pb2_grpc.HealthStub(channel)
+    watches = [health_stub.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(2)]
+    for watch in watches:
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as refused:
+        next(health_stub.Watch(health_pb2.HealthCheckRequest(), timeout=30))
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert "maximum of 2 health watches" in refused.value.details()  # type: ignore[attr-defined]
+    assert health_stub.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+    with VideodagClient(server.target, token="secret") as client:
+        assert client.list_pipelines()
+    watches[0].cancel()
+    assert wait_until(lambda: _watch_opens(health_stub))  # the slot is free again once the stream ends
+    channel.close()
+
+
+def _watch_opens(health_stub: health_pb2_grpc.HealthStub) -> bool:
+    watch = health_stub.Watch(health_pb2.HealthCheckRequest(), timeout=30)
+    try:
+        return next(watch).status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+    finally:
+        watch.cancel()
 
 
 def test_tls_serves_trusting_clients_and_refuses_plaintext(make_server: ServerFactory, pki: Path) -> None:

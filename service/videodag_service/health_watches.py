@@ -1,0 +1,47 @@
+"""The health service, with its Watch streams capped.
+
+Health checks need no token (a load balancer has none), and each open Watch stream counts
+against the calls the server serves at once: a client with no token opening enough of them
+had every other call refused, health checks and authenticated callers alike. Past the cap a
+Watch is refused at once (RESOURCE_EXHAUSTED, reason TOO_MANY_HEALTH_WATCHES, with a retry
+hint), and the server's call budget covers the cap (`server`). Watches do not hold a thread
+while open: gRPC's health service answers them from its status changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health
+
+from videodag_service.call_status import abort
+from videodag_service.errors import ErrorDetails, TooManyHealthWatches
+
+HEALTH_WATCH_RETRY_SECONDS = 5.0
+
+
+def too_many_health_watches(capacity: int) -> TooManyHealthWatches:
+    return TooManyHealthWatches(
+        f"the server already streams its maximum of {capacity} health watches; retry shortly, or use Check",
+        ErrorDetails(metadata={"max_health_watches": str(capacity)}, retry_after_seconds=HEALTH_WATCH_RETRY_SECONDS),
+    )
+
+
+class CappedHealthServicer(health.HealthServicer):  # type: ignore[misc]
+    """gRPC's health service; at most `max_watches` Watch streams open at once."""
+
+    def __init__(self, max_watches: int) -> None:
+        super().__init__()
+        self.max_watches = max_watches
+        self._watch_slots = threading.BoundedSemaphore(max_watches)
+
+    def Watch(
+        self, request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
+    ) -> Any:
+        if not self._watch_slots.acquire(blocking=False):
+            abort(context, too_many_health_watches(self.max_watches))
+        if not context.add_callback(self._watch_slots.release):  # the call has ended already
+            self._watch_slots.release()
+        return super().Watch(request, context, send_response_callback)
