@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import ssl
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -87,17 +88,30 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, method: str, problem: str)
     return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
 
 
+# What a header value can carry, as clients check their token (printable ASCII and spaces).
+_TOKEN = re.compile(r"[\x20-\x7e]+")
+
+
 def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
-    """Accepted tokens: one per line in `token_file` (# comments allowed) plus comma-separated `tokens_env`."""
-    tokens: list[str] = []
+    """Accepted tokens: one per line in `token_file` (# comments allowed) plus comma-separated `tokens_env`.
+
+    A byte-order mark (Notepad's UTF-8) is no part of the first token; a token no header can
+    carry (`π-token`) is refused, naming where it is, not what: no client could send it."""
+    tokens: list[tuple[str, str]] = []
     if token_file is not None:
-        for line in token_file.read_text(encoding="utf-8").splitlines():
+        lines = token_file.read_text(encoding="utf-8-sig").splitlines()
+        for number, line in enumerate(lines, start=1):
             line = line.strip()
             if line and not line.startswith("#"):
-                tokens.append(line)
+                tokens.append((line, f"line {number} of {token_file}"))
     if tokens_env:
-        tokens.extend(token.strip() for token in tokens_env.split(",") if token.strip())
-    return tokens
+        parts = [part.strip() for part in tokens_env.split(",")]
+        tokens.extend((part, f"position {position} of the tokens setting")
+                      for position, part in enumerate(parts, start=1) if part)
+    for token, where in tokens:
+        if not _TOKEN.fullmatch(token):
+            raise ValueError(f"the token at {where} is not printable ASCII, which is all a request header carries")
+    return [token for token, _ in tokens]
 
 
 class _EncryptedKey(Exception):

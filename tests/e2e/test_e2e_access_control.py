@@ -140,6 +140,28 @@ def test_read_tokens_merges_file_and_environment(tmp_path: Path) -> None:
     assert read_tokens(token_file, " c, ,d ") == ["a", "b", "c", "d"]
 
 
+def test_a_token_file_saved_with_a_byte_order_mark_keeps_its_first_token(tmp_path: Path) -> None:
+    """As Notepad writes UTF-8: the mark made the first token one no client could match."""
+    token_file = tmp_path / "tokens"
+    token_file.write_bytes(b"\xef\xbb\xbffirst-token\nsecond-token\n")
+    assert read_tokens(token_file, None) == ["first-token", "second-token"]
+
+
+@pytest.mark.parametrize(("file_text", "env", "where"), [
+    ("ok\n\u03c0-token\n", None, "line 2 of"),
+    ("", "fine, caf\u00e9", "position 2 of the tokens setting"),
+])
+def test_a_token_no_header_can_carry_is_refused_saying_where_not_what(
+    tmp_path: Path, file_text: str, env: str | None, where: str
+) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text(file_text, encoding="utf-8")
+    with pytest.raises(ValueError, match="is not printable ASCII") as refused:
+        read_tokens(token_file, env)
+    assert where in str(refused.value)
+    assert "\u03c0" not in str(refused.value) and "caf" not in str(refused.value)
+
+
 def test_a_key_of_another_certificate_is_refused_naming_the_pair_not_the_port(pki: Path, tmp_path: Path) -> None:
     """gRPC alone fails to bind the port and says nothing of the certificate."""
     settings = Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=pki / "server.pem",
