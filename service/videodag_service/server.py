@@ -244,6 +244,9 @@ def _listen(server: grpc.Server, settings: Settings) -> int:
     return port
 
 
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then drain; a second signal ends the drain at once.
 
@@ -268,8 +271,10 @@ def serve(settings: Settings) -> None:
         else:
             hurry.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # SIGHUP too: its default ends the process at once (a closed terminal, a `kill -HUP` meant
+    # to reload), which costs each running job an attempt; tokens and settings are read at start only.
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, request_stop)
     running = start_server(settings)
     started.set()
     print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)

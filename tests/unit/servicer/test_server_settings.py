@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from fakes.waiting import wait_until
+from videodag_service.server import STOP_SIGNALS
 from videodag_service.settings import ENV_PREFIX, Settings, SettingsError, build_parser, settings_from
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
@@ -258,7 +259,7 @@ def test_a_signal_while_the_server_starts_is_a_clean_stop_not_the_default_kill(
         raise AssertionError("the signal found no handler of the server's: the process would have ended")
 
     monkeypatch.setattr(server_module, "start_server", start_while_signalled)
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     signal.signal(signal.SIGTERM, as_the_default_would)  # stands in for the default, which would end pytest
     try:
         server_module.serve(Settings(port=0))
@@ -289,7 +290,7 @@ def test_a_signal_that_lands_on_another_thread_still_starts_the_drain(monkeypatc
         return started
 
     monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     began = time.monotonic()
     try:
         server_module.serve(Settings(port=0))
@@ -319,13 +320,38 @@ def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch)
         return started
 
     monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     try:
         server_module.serve(Settings(port=0))
     finally:
         for number, handler in handlers.items():
             signal.signal(number, handler)
     assert started.hurried == [True]
+
+
+def test_a_hangup_drains_the_server_as_sigterm_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its default action ended the server at once: no drain, and each running job charged an attempt."""
+    from videodag_service import server as server_module
+
+    causes: list[str] = []
+
+    class _Stopping(_StartedServer):
+        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None,
+                 cause: str = "") -> None:
+            causes.append(cause)
+
+    def start_and_get_hung_up(settings: Settings) -> _StartedServer:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGHUP)).start()
+        return _Stopping()
+
+    monkeypatch.setattr(server_module, "start_server", start_and_get_hung_up)
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    try:
+        server_module.serve(Settings(port=0))
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    assert causes == ["SIGHUP"]
 
 
 def test_a_second_signal_while_the_server_starts_gives_the_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -339,7 +365,7 @@ def test_a_second_signal_while_the_server_starts_gives_the_start_up(monkeypatch:
         raise AssertionError("the second signal did not end the start")
 
     monkeypatch.setattr(server_module, "start_server", a_start_that_hangs)
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     try:
         with pytest.raises(SystemExit) as ended:
             server_module.serve(Settings(port=0))
