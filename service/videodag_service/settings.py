@@ -34,8 +34,9 @@ _MAX_INT32 = 2**31 - 1
 _PROTECTING = ("token_file", "tokens", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
 
 
-# The longest time a setting may give (every float setting is seconds): about 31 years, within
-# what a protobuf Timestamp holds from now and what a thread's wait accepts.
+# The longest time a setting gives (every float setting is seconds): about 31 years, within
+# what a protobuf Timestamp holds from now and what a thread's wait accepts; a longer one,
+# inf included ("never"), is taken as this.
 MAX_SECONDS = 1e9
 
 # Room a FrameResult message needs around its result (index, timestamp, the event around it).
@@ -165,9 +166,14 @@ class Settings:
         for item in fields(self):
             minimum = item.metadata.get("minimum")
             value = getattr(self, item.name)
-            if isinstance(value, float) and not (math.isfinite(value) and value <= MAX_SECONDS):
-                # inf kept finished jobs with no expiry time a Timestamp can hold, and broke every lookup
-                raise SettingsError(f"{item.name} must be a number of seconds up to {MAX_SECONDS:.0f}, got {value}")
+            if "float" in str(item.type) and isinstance(value, int | float) and not isinstance(value, bool):
+                if math.isnan(value):
+                    raise SettingsError(f"{item.name} must be a number of seconds, got {value}")
+                if value > MAX_SECONDS:
+                    # inf (or 1e12) as a retention gave finished jobs an expiry no Timestamp holds, and
+                    # broke every lookup; as a time limit it meant "none", which 31 years still does.
+                    object.__setattr__(self, item.name, MAX_SECONDS)
+                    value = MAX_SECONDS
             if minimum is not None and value < minimum:
                 raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
             maximum = item.metadata.get("maximum")
