@@ -16,6 +16,7 @@ from videodag_service.dag import DagPipelineService
 from videodag_service.errors import JobNotFound
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
+from videodag_service.jobs.ids import is_job_id
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
@@ -159,13 +160,21 @@ def _remove_videos_of_finished_jobs(store: SqliteJobStore, uploads: DirectoryUpl
     and one stored for a job never created stays for good."""
     removed = 0
     for ref in list(uploads.refs()):
+        job_id = Path(ref).stem
+        if not is_job_id(job_id):  # not a video of ours (a `.keep`, an operator's note): left alone
+            continue
         try:
-            finished = store.get(Path(ref).stem).state.is_finished
+            finished = store.get(job_id).state.is_finished
         except JobNotFound:
             finished = True
-        if finished:
+        if not finished:
+            continue
+        try:
             uploads.delete(ref)
-            removed += 1
+        except OSError as error:  # left for retention; the start goes on
+            logger.warning("could not remove the video %s of a finished job: %s", ref, error)
+            continue
+        removed += 1
     if removed:
         logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
 

@@ -44,9 +44,14 @@ def new_job_id(now: float | None = None) -> str:
     return f"{milliseconds:012x}{random_part:012x}"
 
 
+def is_job_id(text: str) -> bool:
+    """Whether `text` has the form of an id this server issues."""
+    return _JOB_ID.fullmatch(text) is not None
+
+
 def checked_job_id(job_id: str) -> str:
     """The id itself; NOT_FOUND for anything the server could not have issued."""
-    if not _JOB_ID.fullmatch(job_id):
+    if not is_job_id(job_id):
         raise JobNotFound(job_id)
     return job_id
 

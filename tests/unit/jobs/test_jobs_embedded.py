@@ -318,12 +318,14 @@ def test_at_start_only_the_videos_of_queued_and_running_jobs_are_kept(
     store.claim(jobs["cancelled"].id, 1, time.time())
     store.cancel(jobs["cancelled"].id, time.time(), time.time() + 3600)
     (uploads / f"{new_job_id(time.time())}.mp4").write_bytes(b"never a job")
+    (uploads / ".keep").write_bytes(b"")  # files of no job's are not ours to remove, nor a reason not to start
+    (uploads / "notes.txt").write_bytes(b"an operator's")
     store.close()
 
     started = open_job_service(JobConfig(data_dir=tmp_path / "data", max_upload_bytes=10**7, workers=1), dag)
     try:
         kept = sorted(path.name for path in uploads.iterdir() if path.is_file())
-        assert kept == sorted(f"{jobs[name].id}.avi" for name in ("queued", "running"))
+        assert kept == sorted([".keep", "notes.txt", *(f"{jobs[name].id}.avi" for name in ("queued", "running"))])
     finally:
         started.close()
 
