@@ -79,12 +79,19 @@ class WorkerConfig:
         replaced, where running it under the worker's own behaviour for the new setting is
         what the worker did for every job before.
         """
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            logger.warning("this worker is older than the server that queued the job: ignoring the settings %s",
-                           ", ".join(unknown))
-        return cls(**{name: value for name, value in config.items() if name in known})
+        known = _known_settings(cls, config, "")
+        if isinstance(known.get("video_limits"), dict):
+            known["video_limits"] = _known_settings(VideoLimits, known["video_limits"], "video_limits.")
+        return cls(**known)
+
+
+def _known_settings(kind: type, settings: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The settings `kind` (a dataclass) has, warning of the others."""
+    known = {field.name for field in fields(kind)}
+    if unknown := sorted(set(settings) - known):
+        logger.warning("this worker is older than the server that queued the job: ignoring the settings %s",
+                       ", ".join(prefix + name for name in unknown))
+    return {name: value for name, value in settings.items() if name in known}
 
 
 # What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).

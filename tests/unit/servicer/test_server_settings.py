@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -385,6 +386,8 @@ def test_a_worker_runs_a_job_queued_with_settings_newer_than_itself(caplog: pyte
     config = WorkerConfig(key_prefix="k", upload_dir="/u", pipeline_dir=None, job_timeout_seconds=1.0,
                           retention_seconds=1.0, lease_seconds=1.0, video_limits={}, frame_workers=2)
     queued = {**config.to_json(), "a_setting_from_a_later_release": 7}
+    queued["video_limits"] = {"max_width": 640, "a_limit_from_a_later_release": 1}
     with caplog.at_level(logging.WARNING, logger="videodag_service.jobs.rq_task"):
-        assert WorkerConfig.from_json(queued) == config
+        assert WorkerConfig.from_json(queued) == dataclasses.replace(config, video_limits={"max_width": 640})
     assert "ignoring the settings a_setting_from_a_later_release" in caplog.text
+    assert "ignoring the settings video_limits.a_limit_from_a_later_release" in caplog.text
