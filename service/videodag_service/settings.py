@@ -110,10 +110,9 @@ class Settings:
         "(DEADLINE_EXCEEDED) and its slot and file are freed; 0 turns it off", minimum=0,
     )
     upload_min_bytes_per_second: int = _setting(
-        1024, "least an upload must send on average (UploadAndRun, SubmitJob): within each "
-        "--upload-idle-timeout-seconds of waiting for the client, that many seconds' worth of bytes, or the call "
-        "fails as an idle one; a client trickling a byte at a time would otherwise hold its slot for good; "
-        "0 turns it off", minimum=0,
+        1024, "least an upload must send on average (UploadAndRun, SubmitJob): each byte buys 1/rate s of "
+        "waiting, up to --upload-idle-timeout-seconds, and an upload that runs out fails as an idle one; a client "
+        "trickling a byte at a time would otherwise hold its slot for good; 0 turns it off", minimum=0,
     )
     result_read_timeout_seconds: float = _setting(
         600.0, "longest gRPC may wait to hand a client one more result (UploadAndRun, WatchJob) before the call is "

@@ -14,8 +14,9 @@ upload. `WatchedChunks` is the piece a watchdog of its own uses when the call's 
 busy streaming results (`BackgroundUpload`).
 
 A client that trickles (a byte a second) is no silent one, and would hold what it holds as
-long: with a minimum rate, a chunk no longer restarts the limit by itself; the client's
-waiting time adds up until its chunks bring the rate's worth of bytes for the limit's span.
+long: with a minimum rate, a chunk no longer restores the whole limit by itself. The limit is
+a credit of waiting time that each byte adds to (1/rate s, up to the limit), so a client
+sending slower than the rate, in chunks of any size, runs it down; one sending faster never does.
 
 The limit covers a call's first message too (`first_message_watching_idle`): a stream that
 never sends its config would otherwise hold its thread for as long as its connection lives,
@@ -59,11 +60,13 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
         self._waiting_since: float | None = time.monotonic()  # the reader asks for the first at once
         self._ended = False
         self._expired: UploadIdle | None = None
-        # With a minimum rate, any chunk no longer restarts the clock: the client's waiting
-        # time adds up until its chunks bring the bytes the rate asks of the limit's span.
-        self._min_bytes = math.ceil(min_bytes_per_second * idle_seconds) if min_bytes_per_second > 0 else 0
-        self._waited = 0.0
-        self._bytes = 0
+        # The client's credit of waiting time: a chunk restores all of it, or, with a minimum
+        # rate, buys 1/rate s a byte (at most the limit's worth), so a client sending slower
+        # than the rate runs its credit down however often it sends.
+        self._credit = idle_seconds
+        self._short_bytes = 0
+        """Bytes sent since the credit was last whole, for the refusal's message."""
+        self._short_seconds = 0.0
 
     def __iter__(self) -> WatchedChunks[Item]:
         return self
@@ -81,11 +84,15 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
             raise
         finally:
             self._waiting_since = None
-        if self._min_bytes:
-            self._waited += time.monotonic() - waiting_since
-            self._bytes += len(cast(Sized, chunk))
-            if self._bytes >= self._min_bytes:
-                self._waited, self._bytes = 0.0, 0
+        if self.min_bytes_per_second > 0:
+            size = len(cast(Sized, chunk))
+            waited = time.monotonic() - waiting_since
+            self._credit = min(self.idle_seconds, self._credit - waited + size / self.min_bytes_per_second)
+            whole = self._credit >= self.idle_seconds
+            self._short_bytes = 0 if whole else self._short_bytes + size
+            self._short_seconds = 0.0 if whole else self._short_seconds + waited
+        else:
+            self._credit = self.idle_seconds
         return chunk
 
     def seconds_left(self) -> float:
@@ -95,18 +102,19 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
         if self._ended:
             return math.inf
         waiting_since = self._waiting_since
-        left = self.idle_seconds - self._waited
         if waiting_since is None:
-            return left
-        return left - (time.monotonic() - waiting_since)
+            return self._credit
+        return self._credit - (time.monotonic() - waiting_since)
 
     def expire(self) -> UploadIdle:
         """Give the upload up: the error to raise, which the storing side gets too."""
         metadata = {"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}
-        if self._bytes:
+        if self._short_bytes:
             metadata["upload_min_bytes_per_second"] = f"{self.min_bytes_per_second:g}"
-            message = (f"the upload sent {self._bytes} bytes in {self.idle_seconds:g} s, under the server's "
-                       f"minimum of {self.min_bytes_per_second:g} bytes a second; the call was ended")
+            waiting_since = self._waiting_since
+            seconds = self._short_seconds + (0.0 if waiting_since is None else time.monotonic() - waiting_since)
+            message = (f"the upload sent {self._short_bytes} bytes in {seconds:.0f} s, under the server's minimum "
+                       f"of {self.min_bytes_per_second:g} bytes a second; the call was ended")
         else:
             message = f"{self._silence} for {self.idle_seconds:g} s, the server's limit; the call was ended"
         self._expired = UploadIdle(message, ErrorDetails(metadata=metadata))

@@ -132,3 +132,28 @@ def test_only_waiting_for_the_client_counts_not_the_servers_own_work_on_a_chunk(
         return kept
 
     assert store_watching_idle(slow_store, iter([b"a", b"b", b"c"]), idle_seconds=0.2) == [b"a", b"b", b"c"]
+
+
+def _paced(size: int, every: float, count: int) -> Iterator[bytes]:
+    for _ in range(count):
+        time.sleep(every)
+        yield b"v" * size
+
+
+def test_a_client_faster_than_the_minimum_rate_is_never_cut_off_whatever_its_chunk_size() -> None:
+    """1900 bytes a second against a minimum of 1000, in chunks just under the limit's worth:
+    counting whole spans of the limit, two such chunks had to arrive within one, and it was
+    cut off as if it sent 1000 bytes a second too few."""
+    stored = store_watching_idle(lambda chunks: sum(len(chunk) for chunk in chunks), _paced(990, 0.52, 5),
+                                 idle_seconds=1.0, min_bytes_per_second=1000)
+    assert stored == 5 * 990
+
+
+def test_a_client_slower_than_the_minimum_rate_is_cut_off_however_often_it_sends() -> None:
+    started = time.monotonic()
+    with pytest.raises(UploadIdle, match=r"the upload sent \d+ bytes in 1 s, under the server's minimum of 1000 "
+                                         r"bytes a second") as refused:
+        store_watching_idle(lambda chunks: sum(len(chunk) for chunk in chunks), _paced(10, 0.05, 400),
+                            idle_seconds=1.0, min_bytes_per_second=1000)
+    assert 1.0 <= time.monotonic() - started < 5
+    assert refused.value.details.metadata == {"upload_idle_timeout_seconds": "1", "upload_min_bytes_per_second": "1000"}
