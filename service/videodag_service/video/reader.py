@@ -31,6 +31,7 @@ import numpy as np
 
 from videodag_service.dag.cores import usable_cores
 from videodag_service.errors import ErrorDetails, VideoUnreadable
+from videodag_service.video import avi_index
 from videodag_service.video.content_guess import guess_content
 from videodag_service.video.edit_list import shown_seconds
 from videodag_service.video.elementary_stream import declared_frame_rate
@@ -194,20 +195,19 @@ class OpenedVideo:
         """Skip most of what comes before the window: the index of the next frame to grab,
         and the presentation time of the frame before it (None at the start).
 
-        In an MP4 or QuickTime file (`_is_iso_media`), the capture seeks to the frame just
-        before the window at the declared frame rate and grabs it. That is kept only when
-        OpenCV reports landing exactly there (verified frame-exact on H.264 and MPEG-4 Part 2)
-        and the frame is presented where the declared rate puts it, before the window: then
-        both the indices and the times that follow are right. Otherwise (a variable frame
-        rate, an imprecise seek) the file is decoded from its start, which is slower but
-        always right. An AVI is always decoded from its start: OpenCV counts its index's
-        slots, and a capture card's dropped frames are empty slots, which decoding skips, so
-        after a seek every index would be off by the frames dropped before it. Seeking is
+        In an MP4 or QuickTime file (`_is_iso_media`), or an AVI whose index has no empty
+        video slot (`avi_index`: a capture card's dropped frames are such slots, which decoding
+        skips and a seek counts), the capture seeks to the frame just before the window at the
+        declared frame rate and grabs it. That is kept only when OpenCV reports landing exactly
+        there (verified frame-exact on H.264/MP4, MPEG-4 Part 2 and MJPG/AVI) and the frame is
+        presented where the declared rate puts it, before the window: then both the indices
+        and the times that follow are right. Otherwise (a variable frame rate, an imprecise
+        seek, dropped frames) the file is decoded from its start, slower but always right. Seeking is
         used only inside the declared frame count: a window starting past it is reached from
         the last declared frame, without decoding the whole file first.
         """
         before = window.first_index - 1
-        if before < 1 or not self.info.fps > 0 or not _is_iso_media(self.path):
+        if before < 1 or not self.info.fps > 0 or not (_is_iso_media(self.path) or avi_index.seeks_exactly(self.path)):
             # Seeking is trusted only in the containers it was verified on, which store their
             # frames' index: an MPEG program stream made of two files joined end to end, say,
             # reports landing where asked and then ends at the first file's declared count.

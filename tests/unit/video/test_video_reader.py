@@ -31,6 +31,7 @@ from videodag_service.video import (
     VideoFilePipelineService,
     VideoInfo,
     VideoLimits,
+    avi_index,
     open_video,
     probe_video,
     reader,
@@ -217,6 +218,28 @@ def test_a_window_of_an_avi_with_dropped_frames_has_the_indices_of_the_whole_run
                         for frame in video.frames(plan_window(SamplingOptions(start_seconds=start), video.info.fps))]
             assert video.frames_in_video == 100
         assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6]
+
+
+def test_an_avi_seeks_unless_its_index_has_empty_video_slots(
+    make_video, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seeking stays for the AVIs that allow it: decoding a long one from its start to reach a
+    late window took ten times as long."""
+    plain = make_video(200)  # MJPG AVI
+    dropped = write_test_pattern(tmp_path / "dropped.avi", "-vf", "select='not(between(n,30,49))'", "-fps_mode",
+                                 "passthrough", "-c:v", "mjpeg", "-q:v", "5", size="160x120", rate="10",
+                                 seconds=6.0)
+    assert avi_index.seeks_exactly(plain)
+    assert not avi_index.seeks_exactly(dropped)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(plain.read_bytes()[:5000])  # no index left
+    assert not avi_index.seeks_exactly(cut)
+    assert not avi_index.seeks_exactly(make_video(10, fourcc="mp4v"))  # an MP4
+    spies = spy_on_captures(monkeypatch)
+    with open_video(plain) as video:
+        frames = list(video.frames(window(150, 153)))
+    assert [read_frame_index(frame.image) for frame in frames] == [150, 151, 152]
+    assert spies[0].seeks == 1 and spies[0].grabs <= 5  # the frame before, three, the one past the end
 
 
 def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
