@@ -6,3 +6,7 @@ uploaded video, served over gRPC (`videodag.v1`).
 pipeline files and runs them frame by frame; `plugins` holds the built-in vision plugins;
 `jobs` keeps asynchronous runs; `errors` is the error tree every layer raises.
 """
+
+from videodag_service.grpc_verbosity import keep_grpc_to_its_errors
+
+keep_grpc_to_its_errors()  # before anything imports grpc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from harness import ServerFactory
+from jobs_harness import ServerProcess
 
 from fakes.waiting import wait_until
 from videodag_client import Unauthenticated, Unavailable, VideodagClient
@@ -123,6 +126,26 @@ def test_mutual_tls_requires_a_client_certificate(make_server: ServerFactory, pk
     )
     with VideodagClient(target, credentials=with_certificate) as client:
         assert client.list_pipelines()
+
+
+def test_a_peer_speaking_plaintext_to_the_tls_port_adds_no_line_to_a_json_log(pki: Path, tmp_path: Path) -> None:
+    """gRPC core wrote an `I1205 ... Handshake failed` line of its own to stderr for each one."""
+    environment = {name: value for name, value in os.environ.items() if name not in ("GRPC_VERBOSITY", "GRPC_TRACE")}
+    log_path = tmp_path / "server.log"
+    server = ServerProcess(["--port", "0", "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data"),
+                            "--tls-cert-file", str(pki / "server.pem"), "--tls-key-file", str(pki / "server.key"),
+                            "--log-format", "json"], environment, log_path)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as peer:
+                peer.sendall(b"GET / HTTP/1.1\r\nHost: scanner\r\n\r\n")
+                peer.recv(1024)
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel, pytest.raises(grpc.RpcError):
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    finally:
+        server.kill()
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    assert lines and all(line.startswith("{") for line in lines), lines
 
 
 def test_settings_refuse_half_configured_tls(pki: Path, tmp_path: Path) -> None:
