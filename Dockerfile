@@ -43,6 +43,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIDEODAG_MODEL_DIR=/opt/videodag/models \
+    VIDEODAG_HOST=0.0.0.0 \
     VIDEODAG_PORT=50051 \
     VIDEODAG_METRICS_PORT=9464 \
     VIDEODAG_TEMP_DIR=/tmp/videodag \
@@ -57,5 +58,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-m", "videodag_service.observability.healthcheck"]
 # SIGTERM drains: health NOT_SERVING, new runs refused, in-flight runs get the grace period.
 STOPSIGNAL SIGTERM
+# Every setting comes from the environment (VIDEODAG_*), which a flag given here would override.
 ENTRYPOINT ["videodag-server"]
-CMD ["--host", "0.0.0.0"]

@@ -67,8 +67,10 @@ def test_the_image_is_multi_stage_non_root_with_baked_models_and_a_health_check(
     healthcheck = next(args for keyword, args in runtime if keyword == "HEALTHCHECK")
     assert "videodag_service.observability.healthcheck" in healthcheck
     entrypoint = next(args for keyword, args in runtime if keyword == "ENTRYPOINT")
-    command = next(args for keyword, args in runtime if keyword == "CMD")
-    assert json.loads(entrypoint) + json.loads(command) == ["videodag-server", "--host", "0.0.0.0"]
+    assert json.loads(entrypoint) == ["videodag-server"]
+    # Settings come from the environment: a flag in CMD (--host) would override VIDEODAG_HOST.
+    assert not any(keyword == "CMD" for keyword, _ in runtime)
+    assert "VIDEODAG_HOST=0.0.0.0" in env
 
 
 def test_the_extras_build_argument_installs_the_project_with_those_extras_or_none(tmp_path: Path) -> None:

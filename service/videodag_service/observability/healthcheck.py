@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PORT_ENV = "VIDEODAG_PORT"
+TLS_ENV = "VIDEODAG_TLS_CERT_FILE"
 DEFAULT_PORT = "50051"
 HEALTHY = 0
 UNHEALTHY = 1
@@ -50,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = check_health(args.address, args.service, args.timeout)
     except grpc.RpcError as error:
         print(f"unhealthy: {args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+        if os.environ.get(TLS_ENV):
+            print(f"this probe speaks plaintext and the server serves TLS ({TLS_ENV} is set): give the container "
+                  "a health check that speaks TLS, such as grpc_health_probe -tls", file=sys.stderr)
         return UNHEALTHY
     if status != "SERVING":
         print(f"unhealthy: {args.address}: {status}", file=sys.stderr)

@@ -58,3 +58,12 @@ def test_the_module_reads_the_port_from_the_environment_as_the_container_runs_it
     environment["VIDEODAG_PORT"] = str(_free_port())
     assert subprocess.run([*command, "--timeout", "1"], env=environment, timeout=30, capture_output=True,
                           check=False).returncode == 1
+
+
+def test_a_failed_check_of_a_server_serving_tls_says_the_probe_speaks_plaintext(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's probe could never pass with TLS on, and said only UNAVAILABLE."""
+    monkeypatch.setenv("VIDEODAG_TLS_CERT_FILE", "/etc/videodag/server.pem")
+    assert healthcheck.main(["--address", "127.0.0.1:1", "--timeout", "1"]) == healthcheck.UNHEALTHY
+    assert "this probe speaks plaintext and the server serves TLS" in capsys.readouterr().err
