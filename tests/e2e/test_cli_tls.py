@@ -56,3 +56,36 @@ def test_a_wrong_ca_is_reported_as_a_tls_failure_without_grpc_log_lines(
     assert lines[0].startswith("error: TLS handshake with the server failed: check --tls-ca")
     assert "CERTIFICATE_VERIFY_FAILED" in lines[1]
     assert len(lines) == 2, f"only the CLI's own report, no gRPC log lines: {process.stderr}"
+
+
+def test_a_closed_connection_gets_the_hint_that_fits_how_the_cli_connected(
+    make_server: ServerFactory, pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """A client certificate the server does not trust, or plaintext to a TLS port: gRPC says
+    only that the socket closed, and the CLI said nothing more."""
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
+                         tls_client_ca_file=pki / "ca.pem")
+    target = ["--server", f"localhost:{server.running.port}", "--timeout", "10"]
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "stranger.key", "-out", "stranger.pem",
+            "-days", "2", "-subj", "/CN=a client of another CA", cwd=tmp_path)
+    stranger = ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(tmp_path / "stranger.pem"),
+                "--tls-key", str(tmp_path / "stranger.key")]
+    assert main([*target, *stranger, "pipelines"]) == _exit_codes.UNAVAILABLE
+    assert "does not trust the client certificate closes the connection this way" in capsys.readouterr().err
+    assert main([*target, "pipelines"]) == _exit_codes.UNAVAILABLE
+    assert "a server that serves TLS closes a plaintext connection this way: pass --tls" in capsys.readouterr().err
+
+
+def test_a_server_certificate_for_another_name_is_a_tls_failure(
+    make_server: ServerFactory, pki: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    (tmp_path / "elsewhere.ext").write_text("subjectAltName=DNS:elsewhere.example\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "elsewhere.key", "-out", "elsewhere.csr",
+            "-subj", "/CN=elsewhere.example", cwd=tmp_path)
+    openssl("x509", "-req", "-in", "elsewhere.csr", "-CA", str(pki / "ca.pem"), "-CAkey", str(pki / "ca.key"),
+            "-CAcreateserial", "-out", "elsewhere.pem", "-days", "2", "-extfile", "elsewhere.ext", cwd=tmp_path)
+    server = make_server(tls_cert_file=tmp_path / "elsewhere.pem", tls_key_file=tmp_path / "elsewhere.key")
+    code = main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls-ca", str(pki / "ca.pem"),
+                 "pipelines"])
+    assert code == _exit_codes.CREDENTIALS
+    assert "error: TLS handshake with the server failed" in capsys.readouterr().err

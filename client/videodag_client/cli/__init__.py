@@ -25,7 +25,7 @@ from videodag_client.cli._connection import add_connection_arguments
 from videodag_client.cli._results import STDOUT
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
-_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_")
+_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
 
 __all__ = ["build_parser", "main"]
 
@@ -84,9 +84,8 @@ def _run_command(args: argparse.Namespace) -> int:
             _print_tls_failure(error)
             return _exit_codes.CREDENTIALS
         _print_error(error)
-        if _may_want_a_client_certificate(args, error):
-            print("  a TLS server that requires a client certificate closes the connection this way: "
-                  "pass --tls-cert and --tls-key", file=sys.stderr)
+        if (hint := _closed_connection_hint(args, error)) is not None:
+            print(f"  {hint}", file=sys.stderr)
         return _exit_codes.exit_code_for_status(error.code)
     except BrokenPipeError:
         # The reader of the output had enough (`videodag run -o - | head`): stop quietly, as a
@@ -139,14 +138,22 @@ def _is_tls_failure(error: VideodagError) -> bool:
     return error.code is grpc.StatusCode.UNAVAILABLE and any(mark in message for mark in _TLS_FAILURE_MARKS)
 
 
-def _may_want_a_client_certificate(args: argparse.Namespace, error: VideodagError) -> bool:
-    """TLS without a client certificate, and the socket closed as the connection was made: all
-    gRPC says when the server ends the handshake for want of one (mutual TLS). A server that
-    closes connections for another reason reads the same, so it is a hint, not an exit code."""
-    uses_tls = bool(getattr(args, "tls", False) or getattr(args, "tls_ca", None))
+def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> str | None:
+    """What a socket closed as the connection was made may mean: all gRPC says when a TLS
+    server ends the handshake for want of a client certificate, or of one it trusts, or when
+    a plaintext client reaches a TLS port. A server that closes connections for another reason
+    reads the same, so it is a hint, not an exit code."""
     message = error.message.lower()
-    return (uses_tls and not getattr(args, "tls_cert", None) and error.code is grpc.StatusCode.UNAVAILABLE
-            and "failed to connect" in message and "socket closed" in message)
+    if not (error.code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in message
+            and "socket closed" in message):
+        return None
+    if not (getattr(args, "tls", False) or getattr(args, "tls_ca", None)):
+        return "a server that serves TLS closes a plaintext connection this way: pass --tls (or --tls-ca)"
+    if not getattr(args, "tls_cert", None):
+        return ("a TLS server that requires a client certificate closes the connection this way: pass --tls-cert "
+                "and --tls-key")
+    return ("a TLS server that does not trust the client certificate closes the connection this way: check that "
+            "--tls-cert is signed by the CA the server trusts")
 
 
 def _print_tls_failure(error: VideodagError) -> None:
