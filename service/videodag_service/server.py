@@ -205,19 +205,23 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         maximum_concurrent_rpcs=threads,
     )
     servicer = VideoPipelineServicer(dag, settings, run_slots, metrics, jobs)
+    exporter = None
     try:
         servicer.add_to_server(server)
         health_servicer = CappedHealthServicer(settings.max_health_watches)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        # Before gRPC binds its port: a port gRPC has bound stays open, started or not.
+        exporter = _metrics_exporter(metrics, settings)
         port = _listen(server, settings)
         server.start()
     except BaseException:
         servicer.close()  # its spare decoder process
+        if exporter is not None:
+            exporter.stop()
         raise
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    exporter = start_metrics_exporter(metrics, settings.metrics_port, settings.host) if settings.metrics_port else None
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
     sweeper = OrphanSweeper(settings.temp_dir)
@@ -226,6 +230,17 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
                          sweeper)
+
+
+def _metrics_exporter(metrics: ServerMetrics, settings: Settings) -> MetricsExporter | None:
+    """The /metrics endpoint, if asked for; a port that cannot be bound is named as the metrics port."""
+    if not settings.metrics_port:
+        return None
+    try:
+        return start_metrics_exporter(metrics, settings.metrics_port, settings.host)
+    except OSError as error:
+        raise OSError(f"could not listen on {settings.host}:{settings.metrics_port} for the metrics "
+                      f"(--metrics-port): {error.strerror or error}") from None
 
 
 def _listen(server: grpc.Server, settings: Settings) -> int:

@@ -175,3 +175,17 @@ def test_a_reflection_stream_the_client_cancels_counts_as_cancelled(make_server:
 
     wait_until(lambda: counted() != {}, what="the reflection call to be counted")
     assert counted() == {(("code", "CANCELLED"), method): 1}
+
+
+def test_a_metrics_port_in_use_is_named_as_such_and_nothing_is_left_serving(make_server: ServerFactory) -> None:
+    """It said only '[Errno 98] Address already in use', and the gRPC server it had started kept serving."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        grpc_port = free_port()
+        refusal = rf"could not listen on 127\.0\.0\.1:{port} for the metrics \(--metrics-port\)"
+        with pytest.raises(OSError, match=refusal):
+            make_server(metrics_port=port, port=grpc_port)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", grpc_port)) != 0, "the gRPC port was left serving"
