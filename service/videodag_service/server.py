@@ -116,12 +116,13 @@ class RunningServer:
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
+        # The exporter first: a scrape reads the queue depth from the job store, closed next.
+        if self.metrics_exporter is not None:
+            self.metrics_exporter.stop()
         if self.jobs is not None:
             self.jobs.close()
         if self.servicer is not None:
             self.servicer.close()
-        if self.metrics_exporter is not None:
-            self.metrics_exporter.stop()
         if self.orphan_sweeper is not None:
             self.orphan_sweeper.stop()
         logger.info("server stopped")
