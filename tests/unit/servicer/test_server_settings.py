@@ -12,6 +12,8 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -236,6 +238,17 @@ def test_rq_workers_get_the_servers_result_size_limit() -> None:
     assert _dag(worker_config).max_result_bytes == 1048576 - 1024
 
 
+@contextmanager
+def signal_handlers_put_back() -> Iterator[None]:
+    """The process's stop-signal handlers as they were once the block ends: `serve` installs its own."""
+    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+
+
 class _StartedServer:
     """What `serve` drives once started: records how it was asked to stop."""
 
@@ -264,13 +277,9 @@ def test_a_signal_while_the_server_starts_is_a_clean_stop_not_the_default_kill(
         raise AssertionError("the signal found no handler of the server's: the process would have ended")
 
     monkeypatch.setattr(server_module, "start_server", start_while_signalled)
-    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    signal.signal(signal.SIGTERM, as_the_default_would)  # stands in for the default, which would end pytest
-    try:
+    with signal_handlers_put_back():
+        signal.signal(signal.SIGTERM, as_the_default_would)  # stands in for the default, which would end pytest
         server_module.serve(Settings(port=0))
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
     assert started.hurried == [False], "stopped once, with its grace"
 
 
@@ -295,14 +304,12 @@ def test_a_signal_that_lands_on_another_thread_still_starts_the_drain(monkeypatc
         return started
 
     monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
-    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     began = time.monotonic()
-    try:
-        server_module.serve(Settings(port=0))
-    finally:
-        served.set()
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
+    with signal_handlers_put_back():
+        try:
+            server_module.serve(Settings(port=0))
+        finally:
+            served.set()
     assert time.monotonic() - began < 4, "the drain waited for something else to wake the main thread"
     assert started.hurried == [False]
 
@@ -325,12 +332,8 @@ def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch)
         return started
 
     monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
-    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    try:
+    with signal_handlers_put_back():
         server_module.serve(Settings(port=0))
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
     assert started.hurried == [True]
 
 
@@ -350,12 +353,8 @@ def test_a_hangup_drains_the_server_as_sigterm_does(monkeypatch: pytest.MonkeyPa
         return _Stopping()
 
     monkeypatch.setattr(server_module, "start_server", start_and_get_hung_up)
-    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    try:
+    with signal_handlers_put_back():
         server_module.serve(Settings(port=0))
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
     assert causes == ["SIGHUP"]
 
 
@@ -370,13 +369,8 @@ def test_a_second_signal_while_the_server_starts_gives_the_start_up(monkeypatch:
         raise AssertionError("the second signal did not end the start")
 
     monkeypatch.setattr(server_module, "start_server", a_start_that_hangs)
-    handlers = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    try:
-        with pytest.raises(SystemExit) as ended:
-            server_module.serve(Settings(port=0))
-    finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
+    with signal_handlers_put_back(), pytest.raises(SystemExit) as ended:
+        server_module.serve(Settings(port=0))
     assert ended.value.code == 128 + signal.SIGTERM
 
 
