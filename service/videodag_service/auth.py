@@ -135,13 +135,10 @@ def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | N
     except ssl.SSLError as error:
         raise ValueError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
                          f"{error.reason or error}") from None
-    if client_ca_file is not None:
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=client_ca_file)
-        except ssl.SSLError as error:  # gRPC would only fail to bind, as if the port were in use
-            raise ValueError(f"TLS client CA file {client_ca_file} holds no usable PEM certificate: "
-                             f"{error.reason or error}") from None
     client_ca = client_ca_file.read_bytes() if client_ca_file else None
+    if client_ca is not None and b"-----BEGIN CERTIFICATE-----" not in client_ca:
+        # gRPC would only fail to bind, as if the port were in use (a key, a CRL, not PEM at all)
+        raise ValueError(f"TLS client CA file {client_ca_file} holds no PEM certificate")
     return grpc.ssl_server_credentials(
         [(key_file.read_bytes(), cert_file.read_bytes())],
         root_certificates=client_ca,

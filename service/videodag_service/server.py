@@ -290,7 +290,9 @@ def serve(settings: Settings) -> None:
     # SIGHUP too: its default ends the process at once (a closed terminal, a `kill -HUP` meant
     # to reload), which costs each running job an attempt; tokens and settings are read at start only.
     for signum in STOP_SIGNALS:
-        signal.signal(signum, request_stop)
+        # An ignored SIGHUP stays ignored: `nohup videodag-server &` must outlive its terminal.
+        if not (signum == getattr(signal, "SIGHUP", None) and signal.getsignal(signum) == signal.SIG_IGN):
+            signal.signal(signum, request_stop)
     running = start_server(settings)
     started.set()
     print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)

@@ -73,7 +73,7 @@ def test_a_closed_connection_gets_the_hint_that_fits_how_the_cli_connected(
     assert main([*target, *stranger, "pipelines"]) == _exit_codes.UNAVAILABLE
     assert "does not trust the client certificate closes the connection this way" in capsys.readouterr().err
     assert main([*target, "pipelines"]) == _exit_codes.UNAVAILABLE
-    assert "a server that serves TLS closes a plaintext connection this way: pass --tls" in capsys.readouterr().err
+    assert "if the server serves TLS, pass --tls (or --tls-ca)" in capsys.readouterr().err
 
 
 def test_a_server_certificate_for_another_name_is_a_tls_failure(

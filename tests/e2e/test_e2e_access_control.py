@@ -201,8 +201,19 @@ def test_a_client_ca_file_without_a_certificate_is_refused_naming_it_not_the_por
     (pki / "garbage.pem").write_text("not a certificate\n")
     settings = Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=pki / "server.pem",
                         tls_key_file=pki / "server.key", tls_client_ca_file=pki / client_ca)
-    with pytest.raises(ValueError, match=rf"TLS client CA file .*{client_ca} holds no usable PEM certificate"):
+    with pytest.raises(ValueError, match=rf"TLS client CA file .*{client_ca} holds no PEM certificate"):
         start_server(settings)
+
+
+def test_a_client_ca_file_with_a_damaged_block_after_its_certificate_still_serves(
+    pki: Path, tmp_path: Path
+) -> None:
+    """gRPC reads the certificate it can; the check at start must not refuse what gRPC would serve."""
+    damaged = tmp_path / "ca_and_damage.pem"
+    damaged.write_text((pki / "ca.pem").read_text() + "-----BEGIN CERTIFICATE-----\nnot base64\n")
+    running = start_server(Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=pki / "server.pem",
+                                    tls_key_file=pki / "server.key", tls_client_ca_file=damaged))
+    running.stop(0)
 
 
 def test_an_encrypted_key_is_refused_at_start_instead_of_waiting_for_a_passphrase(tmp_path: Path) -> None:

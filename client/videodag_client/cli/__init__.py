@@ -148,7 +148,7 @@ def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> s
             and "socket closed" in message):
         return None
     if not (getattr(args, "tls", False) or getattr(args, "tls_ca", None)):
-        return "a server that serves TLS closes a plaintext connection this way: pass --tls (or --tls-ca)"
+        return "if the server serves TLS, pass --tls (or --tls-ca): a TLS server closes a plaintext connection this way"
     if not getattr(args, "tls_cert", None):
         return ("a TLS server that requires a client certificate closes the connection this way: pass --tls-cert "
                 "and --tls-key")

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PORT_ENV = "VIDEODAG_PORT"
+HOST_ENV = "VIDEODAG_HOST"
 TLS_ENV = "VIDEODAG_TLS_CERT_FILE"
 DEFAULT_PORT = "50051"
 HEALTHY = 0
@@ -26,8 +27,14 @@ UNHEALTHY = 1
 
 
 def default_address() -> str:
-    """The server in this container: loopback, on the port the server reads from the environment."""
-    return f"127.0.0.1:{os.environ.get(PORT_ENV) or DEFAULT_PORT}"
+    """The server in this container, on the host and port it reads from the environment:
+    loopback when it listens on every interface (or the host is not set)."""
+    host = os.environ.get(HOST_ENV) or ""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{os.environ.get(PORT_ENV) or DEFAULT_PORT}"
 
 
 def check_health(address: str, service: str = "", timeout_seconds: float = 3.0) -> str:

@@ -360,6 +360,10 @@ def reap_decoder(process: multiprocessing.process.BaseProcess) -> int | None:
     return exitcode
 
 
+# poll() takes at most 2**31 - 1 ms (24 days); a longer wait raised OverflowError in every run.
+_MAX_POLL_SECONDS = (2**31 - 1) / 1000
+
+
 class _Poller:
     """Waits for the pipe to be readable with one poll object for the whole run: a frame's wait
     then costs a system call, where `Connection.poll` builds and drops a selector every time."""
@@ -372,6 +376,8 @@ class _Poller:
 
     def readable(self, wait: float | None) -> bool:
         """True once there is a message to read, or the other end closed (reading then says so)."""
+        if wait is not None and wait > _MAX_POLL_SECONDS:  # a limit of years (inf, as "none") is none
+            wait = None
         if self._poll is None:
             return self._connection.poll(wait)
         return bool(self._poll.poll(None if wait is None else math.ceil(wait * 1000)))

@@ -67,3 +67,19 @@ def test_a_failed_check_of_a_server_serving_tls_says_the_probe_speaks_plaintext(
     monkeypatch.setenv("VIDEODAG_TLS_CERT_FILE", "/etc/videodag/server.pem")
     assert healthcheck.main(["--address", "127.0.0.1:1", "--timeout", "1"]) == healthcheck.UNHEALTHY
     assert "this probe speaks plaintext and the server serves TLS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("host", "address"), [
+    (None, "127.0.0.1:50051"), ("0.0.0.0", "127.0.0.1:50051"), ("::", "127.0.0.1:50051"),
+    ("10.1.2.3", "10.1.2.3:50051"), ("fd00::7", "[fd00::7]:50051"),
+])
+def test_the_probe_asks_the_host_the_server_listens_on(
+    monkeypatch: pytest.MonkeyPatch, host: str | None, address: str
+) -> None:
+    """A container whose server listens on its pod address only was probed on loopback, and found unhealthy."""
+    monkeypatch.delenv("VIDEODAG_PORT", raising=False)
+    if host is None:
+        monkeypatch.delenv("VIDEODAG_HOST", raising=False)
+    else:
+        monkeypatch.setenv("VIDEODAG_HOST", host)
+    assert healthcheck.default_address() == address

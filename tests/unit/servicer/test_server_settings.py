@@ -358,6 +358,29 @@ def test_a_hangup_drains_the_server_as_sigterm_does(monkeypatch: pytest.MonkeyPa
     assert causes == ["SIGHUP"]
 
 
+def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nohup videodag-server &` must outlive the terminal it was started from."""
+    from videodag_service import server as server_module
+
+    causes: list[str] = []
+
+    class _Stopping(_StartedServer):
+        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None,
+                 cause: str = "") -> None:
+            causes.append(cause)
+
+    def start_then_hang_up_then_terminate(settings: Settings) -> _StartedServer:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGHUP)).start()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return _Stopping()
+
+    monkeypatch.setattr(server_module, "start_server", start_then_hang_up_then_terminate)
+    with signal_handlers_put_back():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        server_module.serve(Settings(port=0))
+    assert causes == ["SIGTERM"]
+
+
 def test_a_second_signal_while_the_server_starts_gives_the_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """A start that hangs (a job store out of reach) must not take SIGKILL to end."""
     from videodag_service import server as server_module

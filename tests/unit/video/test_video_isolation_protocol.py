@@ -179,3 +179,18 @@ def test_a_release_names_its_slot_and_nothing_else_passes_for_one() -> None:
     for bad in ({"type": "released"}, {"type": "released", "slot": True}, {"type": "released", "slot": "1"}):
         with pytest.raises(messages.MalformedMessage, match="'slot' is missing or not int"):
             messages.released_slot_from(bad)
+
+
+def test_a_wait_for_the_decoder_of_years_is_a_wait_without_end() -> None:
+    """A decoder time limit of inf (or 1e9 s) made poll() raise OverflowError in every run."""
+    from multiprocessing import Pipe
+
+    from videodag_service.video.isolation import _Poller
+
+    server_end, decoder_end = Pipe()
+    try:
+        decoder_end.send_bytes(b"x")
+        assert _Poller(server_end).readable(1e9)
+    finally:
+        server_end.close()
+        decoder_end.close()
