@@ -233,9 +233,13 @@ class TooManyWatches(LimitExceeded):
     reason = "TOO_MANY_WATCHES"
 
 
-class TooManyHealthWatches(LimitExceeded):
-    """Raised at once when the server already streams its maximum of health watches."""
+class TooManyHealthWatches(VideodagError):
+    """Raised at once when the server already streams its maximum of health watches.
 
+    UNIMPLEMENTED, not RESOURCE_EXHAUSTED: it is the one refusal after which gRPC's client-side
+    health checking treats the server as healthy instead of down (see `health_watches`)."""
+
+    status_code = "UNIMPLEMENTED"
     reason = "TOO_MANY_HEALTH_WATCHES"
 
 

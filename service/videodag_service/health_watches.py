@@ -2,10 +2,14 @@
 
 Health checks need no token (a load balancer has none), and each open Watch stream counts
 against the calls the server serves at once: a client with no token opening enough of them
-had every other call refused, health checks and authenticated callers alike. Past the cap a
-Watch is refused at once (RESOURCE_EXHAUSTED, reason TOO_MANY_HEALTH_WATCHES, with a retry
-hint), and the server's call budget covers the cap (`server`). Watches do not hold a thread
-while open: gRPC's health service answers them from its status changes.
+had every other call refused, health checks and authenticated callers alike. The server's
+call budget covers the cap (`server`); watches hold no thread while open, as gRPC's health
+service answers them from its status changes, so the cap can be generous.
+
+Past the cap a Watch is refused at once as UNIMPLEMENTED (reason TOO_MANY_HEALTH_WATCHES):
+gRPC's client-side health checking (gRFC A17) then treats the server as healthy without
+watching it, where any other refusal would have it treat a healthy server as down, so no
+one holding the slots can make the server look down to the others. `Check` still answers.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ HEALTH_WATCH_RETRY_SECONDS = 5.0
 
 def too_many_health_watches(capacity: int) -> TooManyHealthWatches:
     return TooManyHealthWatches(
-        f"the server already streams its maximum of {capacity} health watches; retry shortly, or use Check",
+        f"the server already streams its maximum of {capacity} health watches; use Check, or retry shortly",
         ErrorDetails(metadata={"max_health_watches": str(capacity)}, retry_after_seconds=HEALTH_WATCH_RETRY_SECONDS),
     )
 

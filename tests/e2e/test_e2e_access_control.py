@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from harness import ServerFactory
 from jobs_harness import ServerProcess
 
 from fakes.waiting import wait_until
+from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import Unauthenticated, Unavailable, VideodagClient
 from videodag_service.auth import read_tokens
 from videodag_service.server import start_server
@@ -84,11 +86,20 @@ def test_health_watches_without_a_token_are_capped_and_leave_every_other_call_se
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(grpc.RpcError) as refused:
         next(health_stub.Watch(health_pb2.HealthCheckRequest(), timeout=30))
-    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    # The refusal gRPC's client-side health checking takes as "healthy, not watched" (gRFC A17).
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
     assert "maximum of 2 health watches" in refused.value.details()  # type: ignore[attr-defined]
     assert health_stub.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
     with VideodagClient(server.target, token="secret") as client:
         assert client.list_pipelines()
+    # A client that checks health by watching (gRPC's client-side health checking) still calls:
+    # past the cap it is told "not watched", not "down".
+    config = {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+    with grpc.insecure_channel(server.target, options=[("grpc.service_config", json.dumps(config))]) as checking:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(checking)
+        listed = stub.ListPipelines(video_pipeline_service_pb2.ListPipelinesRequest(), timeout=10,
+                                    metadata=(("authorization", "Bearer secret"),))
+        assert listed.pipelines
     watches[0].cancel()
     assert wait_until(lambda: _watch_opens(health_stub))  # the slot is free again once the stream ends
     channel.close()
