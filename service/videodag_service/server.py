@@ -36,7 +36,13 @@ from videodag_service.observability import (
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
-from videodag_service.settings import Settings, SettingsError, settings_from, wants_plugin_list
+from videodag_service.settings import (
+    Settings,
+    SettingsError,
+    settings_from,
+    unprotected_by_empty_variables,
+    wants_plugin_list,
+)
 from videodag_service.unparsed_requests import UnparsedRequestInterceptor
 from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others
@@ -317,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"videodag-server: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+    for variable in unprotected_by_empty_variables(settings):
+        logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     try:
         serve(settings)
     except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:

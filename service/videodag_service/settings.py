@@ -29,8 +29,10 @@ def _setting(default: Any, help: str, *, minimum: float | None = None, maximum: 
 _MAX_PORT = 65535
 # gRPC keeps message sizes in a C int.
 _MAX_INT32 = 2**31 - 1
-# Settings that turn protection on: given empty (a variable a deployment left unset, as in
-# `--token-file "$TOKEN_FILE"`), they are an error, not "off": the server would fail open.
+# Settings that turn protection on. A flag given empty (`--token-file "$TOKEN_FILE"` with the
+# variable unset) is an error, not "off": the server would fail open. An empty environment
+# variable means unset, as for every setting (compose files write `${VIDEODAG_TOKENS:-}`),
+# and the server warns when it then serves unprotected (`unprotected_by_empty_variables`).
 _PROTECTING = ("token_file", "tokens", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
 
 
@@ -271,6 +273,16 @@ def wants_plugin_list(argv: Sequence[str] | None = None) -> bool:
     return bool(build_parser().parse_args(argv).list_plugins)
 
 
+def unprotected_by_empty_variables(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The protecting variables set empty while the server serves without what they turn on."""
+    environ = os.environ if environ is None else environ
+    unprotected = {"token_file": not settings.requires_token, "tokens": not settings.requires_token,
+                   "tls_cert_file": settings.tls_cert_file is None, "tls_key_file": settings.tls_cert_file is None,
+                   "tls_client_ca_file": settings.tls_client_ca_file is None}
+    return [ENV_PREFIX + name.upper() for name in _PROTECTING
+            if environ.get(ENV_PREFIX + name.upper()) == "" and unprotected[name]]
+
+
 def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags, then environment variables, then defaults; raises SettingsError."""
     environ = os.environ if environ is None else environ
@@ -280,9 +292,9 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         raw = parsed.get(item.name)
         if raw is None:
             raw = environ.get(ENV_PREFIX + item.name.upper())
-        if raw == "" and item.name in _PROTECTING:
-            flag, env = "--" + item.name.replace("_", "-"), ENV_PREFIX + item.name.upper()
-            raise SettingsError(f"{item.name} was given empty ({flag} or {env}): give a value, or leave both unset "
+        if raw == "" and item.name in _PROTECTING and parsed.get(item.name) is not None:
+            flag = "--" + item.name.replace("_", "-")
+            raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag out "
                                 "to turn it off")
         if raw is not None and raw != "":
             values[item.name] = _convert(item.name, raw)

@@ -21,7 +21,15 @@ import pytest
 
 from fakes.waiting import wait_until
 from videodag_service.server import STOP_SIGNALS
-from videodag_service.settings import ENV_PREFIX, MAX_SECONDS, Settings, SettingsError, build_parser, settings_from
+from videodag_service.settings import (
+    ENV_PREFIX,
+    MAX_SECONDS,
+    Settings,
+    SettingsError,
+    build_parser,
+    settings_from,
+    unprotected_by_empty_variables,
+)
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
 
@@ -58,8 +66,8 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--metrics-port", "65536"], "metrics_port must be at most 65535, got 65536"),
         (["--max-message-bytes", "3000000000"], "max_message_bytes must be at most 2147483647, got 3000000000"),
         # `--token-file "$TOKEN_FILE"` with the variable unset served with no authentication at all.
-        (["--token-file", ""], "token_file was given empty (--token-file or VIDEODAG_TOKEN_FILE): give a value, or "
-                               "leave both unset to turn it off"),
+        (["--token-file", ""], 'token_file was given empty (--token-file ""): give a value, or leave the flag out to '
+                               "turn it off"),
         (["--tls-cert-file", "", "--tls-key-file", ""], "tls_cert_file was given empty"),
     ],
 )
@@ -68,11 +76,20 @@ def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str
         settings_from(argv, {})
 
 
-@pytest.mark.parametrize("name", ["TOKENS", "TOKEN_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"])
-def test_a_protecting_setting_given_empty_in_the_environment_is_refused(name: str) -> None:
-    """`VIDEODAG_TOKENS=${TOKENS}` in a compose file with TOKENS unset must not serve everyone."""
-    with pytest.raises(SettingsError, match="was given empty"):
-        settings_from([], {ENV_PREFIX + name: ""})
+def test_a_protecting_variable_set_empty_means_unset_and_is_named_when_it_leaves_the_server_unprotected(
+    tmp_path: Path,
+) -> None:
+    """Compose files write `${VIDEODAG_TOKENS:-}` for "none": refusing it stopped deployments
+    from starting, while serving unprotected without a word hid a forgotten variable."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text("secret\n")
+    environ = {ENV_PREFIX + "TOKENS": "", ENV_PREFIX + "TLS_CLIENT_CA_FILE": ""}
+    assert unprotected_by_empty_variables(settings_from([], environ), environ) == [
+        ENV_PREFIX + "TOKENS", ENV_PREFIX + "TLS_CLIENT_CA_FILE"]
+    with_file = {**environ, ENV_PREFIX + "TOKEN_FILE": str(token_file)}
+    settings = settings_from([], with_file)
+    assert settings.requires_token  # the token file protects: an empty TOKENS beside it is no gap
+    assert unprotected_by_empty_variables(settings, with_file) == [ENV_PREFIX + "TLS_CLIENT_CA_FILE"]
 
 
 def test_other_settings_given_empty_in_the_environment_keep_their_default() -> None:
