@@ -3,24 +3,37 @@
 OpenCV (FFmpeg) seeks an AVI by the slots of its index, and a capture card records a dropped
 frame as an empty slot, which decoding skips: after a seek every frame index would be off by
 the frames dropped before it, while reading from the start counts real frames only. An AVI
-whose legacy index (`idx1`) lists no empty video chunk, and which is no OpenDML file (a
-second RIFF, `AVIX`, beyond what `idx1` covers), has slots and frames one to one.
+whose index lists no empty video chunk has slots and frames one to one.
 
-Only chunk headers and the index are read. Anything else, or a file that cannot be read as
-an AVI, says no: the caller decodes from the start, which is slower but always right.
+The index read is the video stream's OpenDML one (`indx`, pointing at `ix##` chunks), which
+covers a file of any size, as FFmpeg writes it and as every file over 1 GB must have it; else
+the legacy `idx1`, unless a second RIFF (`AVIX`) follows, which `idx1` does not cover. Only
+chunk headers and the index are read. Anything else, or a file that cannot be read as an
+AVI, says no: the caller decodes from the start, which is slower but always right.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from typing import BinaryIO
 
 _CHUNK_HEADER = struct.Struct("<4sI")
-_INDEX_ENTRY = struct.Struct("<4sIII")  # chunk id, flags, offset, size
+_LEGACY_ENTRY = struct.Struct("<4sIII")  # chunk id, flags, offset, size
+_SUPER_INDEX_HEADER = struct.Struct("<HBBI4s12x")  # longs per entry, subtype, type, entries, chunk id
+_SUPER_INDEX_ENTRY = struct.Struct("<QII")  # offset of an ix## chunk, its size, its duration
+_STANDARD_INDEX_HEADER = struct.Struct("<HBBI4sQ4x")  # longs per entry, subtype, type, entries, id, base
+_STANDARD_INDEX_ENTRY = struct.Struct("<II")  # offset, size (bit 31: not a key frame)
+_INDEX_OF_INDEXES, _INDEX_OF_CHUNKS = 0x00, 0x01
 _VIDEO_CHUNK_KINDS = (b"dc", b"db")  # compressed and uncompressed video, after the stream number
-_MAX_INDEX_BYTES = 64 * 1024 * 1024  # 4 million frames
-_MAX_TOP_LEVEL_CHUNKS = 10_000
+_MAX_INDEX_BYTES = 64 * 1024 * 1024  # millions of frames
+_MAX_CHUNKS = 10_000
+_MAX_INDEX_CHUNKS = 100_000
+
+
+class _NotSeekable(Exception):
+    """The file is no AVI, or not one whose index can be trusted."""
 
 
 def seeks_exactly(path: str | os.PathLike[str]) -> bool:
@@ -32,30 +45,87 @@ def seeks_exactly(path: str | os.PathLike[str]) -> bool:
                 return False
             size = os.fstat(file.fileno()).st_size
             riff_end = min(size, 8 + struct.unpack("<I", head[4:8])[0])
-            index = _index_location(file, riff_end)
+            video_index = _video_super_index(file, riff_end)
+            if video_index is not None:
+                return not any(_standard_index_has_empty_slot(file, offset, size) for offset in video_index)
             file.seek(riff_end)
-            if index is None or file.read(4) == b"RIFF":  # no index, or an OpenDML file's AVIX
+            if file.read(4) == b"RIFF":  # an AVIX beyond what idx1 covers
                 return False
-            start, length = index
-            if length > _MAX_INDEX_BYTES or start + length > size:
-                return False
-            file.seek(start)
-            entries = file.read(length - length % _INDEX_ENTRY.size)
-    except (OSError, struct.error):  # unreadable, or cut inside a chunk header
+            return not _legacy_index_has_empty_video_slot(file, riff_end, size)
+    except (OSError, struct.error, _NotSeekable):  # unreadable, cut inside a header, or odd
         return False
-    return not any(chunk_id[2:4] in _VIDEO_CHUNK_KINDS and chunk_size == 0
-                   for chunk_id, _flags, _offset, chunk_size in _INDEX_ENTRY.iter_unpack(entries))
 
 
-def _index_location(file: BinaryIO, riff_end: int) -> tuple[int, int] | None:
-    """Where the `idx1` chunk's entries start, and their length; None without one."""
-    offset = 12
-    for _ in range(_MAX_TOP_LEVEL_CHUNKS):
-        if offset + _CHUNK_HEADER.size > riff_end:
-            return None
+def _chunks(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(kind, payload offset, payload length) of the chunks in [start, end); a LIST's kind is its list type."""
+    offset = start
+    for _ in range(_MAX_CHUNKS):
+        if offset + _CHUNK_HEADER.size > end:
+            return
         file.seek(offset)
         kind, length = _CHUNK_HEADER.unpack(file.read(_CHUNK_HEADER.size))
-        if kind == b"idx1":
-            return offset + _CHUNK_HEADER.size, length
-        offset += _CHUNK_HEADER.size + length + (length & 1)  # chunks are padded to an even size
+        payload = offset + _CHUNK_HEADER.size
+        if kind == b"LIST":
+            yield file.read(4), payload + 4, length - 4
+        else:
+            yield kind, payload, length
+        offset = payload + length + (length & 1)  # chunks are padded to an even size
+    raise _NotSeekable
+
+
+def _video_super_index(file: BinaryIO, riff_end: int) -> list[int] | None:
+    """The offsets of the video stream's `ix##` chunks, from its `indx`; None without one."""
+    for kind, payload, length in _chunks(file, 12, riff_end):
+        if kind != b"hdrl":
+            continue
+        for stream_kind, stream_payload, stream_length in _chunks(file, payload, payload + length):
+            if stream_kind == b"strl":
+                offsets = _stream_super_index(file, stream_payload, stream_payload + stream_length)
+                if offsets is not None:
+                    return offsets
+        return None
     return None
+
+
+def _stream_super_index(file: BinaryIO, start: int, end: int) -> list[int] | None:
+    is_video = False
+    for kind, payload, length in _chunks(file, start, end):
+        if kind == b"strh":
+            file.seek(payload)
+            is_video = file.read(4) == b"vids"
+        elif kind == b"indx" and is_video:
+            file.seek(payload)
+            _longs, _subtype, index_type, count, _chunk_id = _SUPER_INDEX_HEADER.unpack(
+                file.read(_SUPER_INDEX_HEADER.size))
+            if index_type != _INDEX_OF_INDEXES or count > _MAX_INDEX_CHUNKS:
+                raise _NotSeekable
+            if count * _SUPER_INDEX_ENTRY.size > length - _SUPER_INDEX_HEADER.size:
+                raise _NotSeekable
+            entries = file.read(count * _SUPER_INDEX_ENTRY.size)
+            return [offset for offset, _size, _duration in _SUPER_INDEX_ENTRY.iter_unpack(entries)]
+    return None
+
+
+def _standard_index_has_empty_slot(file: BinaryIO, offset: int, file_size: int) -> bool:
+    file.seek(offset)
+    _kind, length = _CHUNK_HEADER.unpack(file.read(_CHUNK_HEADER.size))
+    _longs, _subtype, index_type, count, _chunk_id, _base = _STANDARD_INDEX_HEADER.unpack(
+        file.read(_STANDARD_INDEX_HEADER.size))
+    entries_bytes = count * _STANDARD_INDEX_ENTRY.size
+    if (index_type != _INDEX_OF_CHUNKS or entries_bytes > _MAX_INDEX_BYTES
+            or entries_bytes > length - _STANDARD_INDEX_HEADER.size or offset + length > file_size):
+        raise _NotSeekable
+    entries = file.read(entries_bytes)
+    return any(size & 0x7FFFFFFF == 0 for _offset, size in _STANDARD_INDEX_ENTRY.iter_unpack(entries))
+
+
+def _legacy_index_has_empty_video_slot(file: BinaryIO, riff_end: int, file_size: int) -> bool:
+    for kind, payload, length in _chunks(file, 12, riff_end):
+        if kind == b"idx1":
+            if length > _MAX_INDEX_BYTES or payload + length > file_size:
+                raise _NotSeekable
+            file.seek(payload)
+            entries = file.read(length - length % _LEGACY_ENTRY.size)
+            return any(chunk_id[2:4] in _VIDEO_CHUNK_KINDS and chunk_size == 0
+                       for chunk_id, _flags, _offset, chunk_size in _LEGACY_ENTRY.iter_unpack(entries))
+    raise _NotSeekable  # no index at all

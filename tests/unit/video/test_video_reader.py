@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -240,6 +241,43 @@ def test_an_avi_seeks_unless_its_index_has_empty_video_slots(
         frames = list(video.frames(window(150, 153)))
     assert [read_frame_index(frame.image) for frame in frames] == [150, 151, 152]
     assert spies[0].seeks == 1 and spies[0].grabs <= 5  # the frame before, three, the one past the end
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
+
+
+def _opendml_avi(sizes: list[int]) -> bytes:
+    """The skeleton of an AVI over 1 GB as its index describes it (no frames): a video stream
+    whose OpenDML super index points at one standard index of chunks of these sizes, and a
+    second RIFF (AVIX) that the legacy index would not cover."""
+    standard = _chunk(b"ix00", struct.pack("<HBBI4sQ4x", 2, 0, 1, len(sizes), b"00dc", 0)
+                      + b"".join(struct.pack("<II", 8 * index, size) for index, size in enumerate(sizes)))
+
+    def riff(super_index_offset: int) -> bytes:
+        super_index = struct.pack("<HBBI4s12x", 4, 0, 0, 1, b"00dc") + struct.pack("<QII", super_index_offset,
+                                                                                  len(standard), len(sizes))
+        stream = _chunk(b"LIST", b"strl" + _chunk(b"strh", b"vids" + bytes(52)) + _chunk(b"indx", super_index))
+        header = _chunk(b"LIST", b"hdrl" + _chunk(b"avih", bytes(56)) + stream)
+        body = b"AVI " + header + _chunk(b"LIST", b"movi")
+        return b"RIFF" + struct.pack("<I", len(body)) + body
+
+    first = riff(0)
+    first = riff(len(first))  # the standard index follows the first RIFF
+    return first + standard + _chunk(b"RIFF", b"AVIX")
+
+
+def test_an_opendml_avi_seeks_unless_its_index_has_empty_video_slots(tmp_path: Path) -> None:
+    """Every AVI over 1 GB is OpenDML: its legacy index covers the first gigabyte only, and
+    reading the whole file to reach a late window took four times as long as seeking."""
+    whole, dropped = tmp_path / "whole.avi", tmp_path / "dropped.avi"
+    whole.write_bytes(_opendml_avi([5000, 5100, 4900]))
+    dropped.write_bytes(_opendml_avi([5000, 0, 0x80000000, 4900]))  # an empty slot; one, not a key frame
+    assert avi_index.seeks_exactly(whole)
+    assert not avi_index.seeks_exactly(dropped)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[:-30])  # the standard index cut short
+    assert not avi_index.seeks_exactly(cut)
 
 
 def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
