@@ -114,6 +114,21 @@ def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
     return [token for token, _ in tokens]
 
 
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _holds_a_certificate(pem: bytes) -> bool:
+    """Whether one PEM certificate block of `pem` reads as a certificate: gRPC serves with the
+    ones it can read, and fails to bind when there is none."""
+    for block in _PEM_CERTIFICATE.findall(pem):
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=block.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError):
+            continue
+        return True
+    return False
+
+
 class _EncryptedKey(Exception):
     """The key asks for a passphrase, which a server started unattended cannot type."""
 
@@ -136,9 +151,9 @@ def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | N
         raise ValueError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
                          f"{error.reason or error}") from None
     client_ca = client_ca_file.read_bytes() if client_ca_file else None
-    if client_ca is not None and b"-----BEGIN CERTIFICATE-----" not in client_ca:
-        # gRPC would only fail to bind, as if the port were in use (a key, a CRL, not PEM at all)
-        raise ValueError(f"TLS client CA file {client_ca_file} holds no PEM certificate")
+    if client_ca is not None and not _holds_a_certificate(client_ca):
+        # gRPC would only fail to bind, as if the port were in use (a key, a CRL, a cut certificate)
+        raise ValueError(f"TLS client CA file {client_ca_file} holds no usable PEM certificate")
     return grpc.ssl_server_credentials(
         [(key_file.read_bytes(), cert_file.read_bytes())],
         root_certificates=client_ca,

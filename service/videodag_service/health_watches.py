@@ -3,8 +3,8 @@
 Health checks need no token (a load balancer has none), and each open Watch stream counts
 against the calls the server serves at once: a client with no token opening enough of them
 had every other call refused, health checks and authenticated callers alike. The server's
-call budget covers the cap (`server`); watches hold no thread while open, as gRPC's health
-service answers them from its status changes, so the cap can be generous.
+call budget covers the cap (`server`), and each open watch holds a server thread (the request
+context interceptor runs every call in one), so the cap stays small.
 
 Past the cap a Watch is refused at once as UNIMPLEMENTED (reason TOO_MANY_HEALTH_WATCHES):
 gRPC's client-side health checking (gRFC A17) then treats the server as healthy without

@@ -69,9 +69,9 @@ class Settings:
         minimum=1,
     )
     max_health_watches: int = _setting(
-        1024, "health Watch streams open at once (they need no token, as every health call, and hold no thread); "
-        "the next gets UNIMPLEMENTED, which gRPC's client-side health checking takes as 'healthy, not watched'",
-        minimum=1,
+        64, "health Watch streams open at once (they need no token, as every health call, and each holds a server "
+        "thread); the next gets UNIMPLEMENTED, which gRPC's client-side health checking takes as 'healthy, not "
+        "watched'", minimum=1,
     )
     max_job_uploads: int = _setting(
         16, "SubmitJob uploads arriving at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",

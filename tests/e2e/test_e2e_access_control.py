@@ -205,14 +205,16 @@ def test_a_key_of_another_certificate_is_refused_naming_the_pair_not_the_port(pk
         start_server(settings)
 
 
-@pytest.mark.parametrize("client_ca", ["garbage.pem", "ca.key"])
+@pytest.mark.parametrize("client_ca", ["garbage.pem", "ca.key", "cut.pem"])
 def test_a_client_ca_file_without_a_certificate_is_refused_naming_it_not_the_port(
     pki: Path, tmp_path: Path, client_ca: str
 ) -> None:
     (pki / "garbage.pem").write_text("not a certificate\n")
+    ca = (pki / "ca.pem").read_text()
+    (pki / "cut.pem").write_text(ca[: len(ca) // 2] + "-----END CERTIFICATE-----\n")  # a certificate cut in half
     settings = Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=pki / "server.pem",
                         tls_key_file=pki / "server.key", tls_client_ca_file=pki / client_ca)
-    with pytest.raises(ValueError, match=rf"TLS client CA file .*{client_ca} holds no PEM certificate"):
+    with pytest.raises(ValueError, match=rf"TLS client CA file .*{client_ca} holds no usable PEM certificate"):
         start_server(settings)
 
 

@@ -47,12 +47,14 @@ def seeks_exactly(path: str | os.PathLike[str]) -> bool:
             riff_end = min(size, 8 + struct.unpack("<I", head[4:8])[0])
             video_index = _video_super_index(file, riff_end)
             if video_index is not None:
-                return not any(_standard_index_has_empty_slot(file, offset, size) for offset in video_index)
+                scanned = [0]  # bytes of standard index read so far, over all of them
+                return not any(_standard_index_has_empty_slot(file, offset, size, scanned)
+                               for offset in sorted(set(video_index)))
             file.seek(riff_end)
             if file.read(4) == b"RIFF":  # an AVIX beyond what idx1 covers
                 return False
             return not _legacy_index_has_empty_video_slot(file, riff_end, size)
-    except (OSError, struct.error, _NotSeekable):  # unreadable, cut inside a header, or odd
+    except (OSError, ValueError, OverflowError, struct.error, _NotSeekable):  # unreadable, cut short, or odd
         return False
 
 
@@ -97,7 +99,7 @@ def _stream_super_index(file: BinaryIO, start: int, end: int) -> list[int] | Non
             file.seek(payload)
             _longs, _subtype, index_type, count, _chunk_id = _SUPER_INDEX_HEADER.unpack(
                 file.read(_SUPER_INDEX_HEADER.size))
-            if index_type != _INDEX_OF_INDEXES or count > _MAX_INDEX_CHUNKS:
+            if index_type != _INDEX_OF_INDEXES or not 0 < count <= _MAX_INDEX_CHUNKS:  # none: an index never written
                 raise _NotSeekable
             if count * _SUPER_INDEX_ENTRY.size > length - _SUPER_INDEX_HEADER.size:
                 raise _NotSeekable
@@ -106,13 +108,16 @@ def _stream_super_index(file: BinaryIO, start: int, end: int) -> list[int] | Non
     return None
 
 
-def _standard_index_has_empty_slot(file: BinaryIO, offset: int, file_size: int) -> bool:
+def _standard_index_has_empty_slot(file: BinaryIO, offset: int, file_size: int, scanned: list[int]) -> bool:
+    if offset + _CHUNK_HEADER.size + _STANDARD_INDEX_HEADER.size > file_size:
+        raise _NotSeekable
     file.seek(offset)
     _kind, length = _CHUNK_HEADER.unpack(file.read(_CHUNK_HEADER.size))
     _longs, _subtype, index_type, count, _chunk_id, _base = _STANDARD_INDEX_HEADER.unpack(
         file.read(_STANDARD_INDEX_HEADER.size))
     entries_bytes = count * _STANDARD_INDEX_ENTRY.size
-    if (index_type != _INDEX_OF_CHUNKS or entries_bytes > _MAX_INDEX_BYTES
+    scanned[0] += entries_bytes
+    if (index_type != _INDEX_OF_CHUNKS or scanned[0] > _MAX_INDEX_BYTES
             or entries_bytes > length - _STANDARD_INDEX_HEADER.size or offset + length > file_size):
         raise _NotSeekable
     entries = file.read(entries_bytes)

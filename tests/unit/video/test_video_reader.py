@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import struct
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,16 +248,17 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     return kind + struct.pack("<I", len(payload)) + payload + b"\0" * (len(payload) & 1)
 
 
-def _opendml_avi(sizes: list[int]) -> bytes:
+def _opendml_avi(sizes: list[int], *, pointers: Callable[[int], list[int]] = lambda offset: [offset]) -> bytes:
     """The skeleton of an AVI over 1 GB as its index describes it (no frames): a video stream
-    whose OpenDML super index points at one standard index of chunks of these sizes, and a
-    second RIFF (AVIX) that the legacy index would not cover."""
+    whose OpenDML super index points (`pointers` of its real offset) at one standard index of
+    chunks of these sizes, and a second RIFF (AVIX) that the legacy index would not cover."""
     standard = _chunk(b"ix00", struct.pack("<HBBI4sQ4x", 2, 0, 1, len(sizes), b"00dc", 0)
                       + b"".join(struct.pack("<II", 8 * index, size) for index, size in enumerate(sizes)))
 
     def riff(super_index_offset: int) -> bytes:
-        super_index = struct.pack("<HBBI4s12x", 4, 0, 0, 1, b"00dc") + struct.pack("<QII", super_index_offset,
-                                                                                  len(standard), len(sizes))
+        offsets = pointers(super_index_offset)
+        super_index = struct.pack("<HBBI4s12x", 4, 0, 0, len(offsets), b"00dc") + b"".join(
+            struct.pack("<QII", offset, len(standard), len(sizes)) for offset in offsets)
         stream = _chunk(b"LIST", b"strl" + _chunk(b"strh", b"vids" + bytes(52)) + _chunk(b"indx", super_index))
         header = _chunk(b"LIST", b"hdrl" + _chunk(b"avih", bytes(56)) + stream)
         body = b"AVI " + header + _chunk(b"LIST", b"movi")
@@ -278,6 +280,19 @@ def test_an_opendml_avi_seeks_unless_its_index_has_empty_video_slots(tmp_path: P
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole.read_bytes()[:-30])  # the standard index cut short
     assert not avi_index.seeks_exactly(cut)
+    # A hostile or unfinished index says no, quickly, and never raises: an offset no file has,
+    # an index never written, the same standard index listed over and over.
+    cases: list[tuple[Callable[[int], list[int]], bool]] = [
+        (lambda offset: [2**63 + 5], False),
+        (lambda offset: [], False),
+        (lambda offset: [offset] * 50_000, True),  # read once: it has no empty slot
+    ]
+    for pointers, seeks in cases:
+        odd = tmp_path / "odd.avi"
+        odd.write_bytes(_opendml_avi([5000] * 200, pointers=pointers))
+        started = time.monotonic()
+        assert avi_index.seeks_exactly(odd) is seeks
+        assert time.monotonic() - started < 1
 
 
 def test_an_imprecise_seek_falls_back_to_grabbing(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
