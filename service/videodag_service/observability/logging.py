@@ -104,12 +104,16 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
 
 
+def _text_formatter() -> logging.Formatter:
+    return logging.Formatter(TEXT_FORMAT, defaults={"request_id": "-"})
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: TextIO | None = None) -> None:
     """Replace the root logger's handlers with one that writes JSON lines (or text) to stderr."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        JsonFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, defaults={"request_id": "-"})
+        JsonFormatter() if json_lines else _text_formatter()
     )
     root = logging.getLogger()
     for existing in list(root.handlers):
@@ -134,3 +138,11 @@ def json_line(message: str, *, logger: str, level: str = "WARNING", **extras: An
     }
     entry.update({key: value for key, value in extras.items() if value is not None})
     return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def text_line(message: str, *, logger: str, level: str = "WARNING", request_id: str | None = None) -> str:
+    """A log line in `--log-format text`'s shape, for text that does not come through `logging`."""
+    record = logging.LogRecord(logger, logging.getLevelNamesMapping()[level], "", 0, message, None, None)
+    if request_id is not None:
+        record.request_id = request_id
+    return _text_formatter().format(record)

@@ -6,7 +6,8 @@ the frame as read, and hands over a black image. Nothing in OpenCV's API says so
 log does, on the process's stderr. In a decoder process, which decodes one file and nothing
 else, stderr goes through a pipe read by `DecoderLogWatch`: every line still reaches the
 server's stderr, and the run can fail with a clear error instead of returning black frames.
-When the server writes JSON lines, each passed-on line is one too.
+Each passed-on line takes the shape of the server's own lines (JSON or text), with the time
+and the run's request id, so that it can be told which run it belongs to.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from videodag_service.observability.logging import current_request_id, json_line, json_lines_configured
+from videodag_service.observability.logging import current_request_id, json_line, json_lines_configured, text_line
 
 INTERLACED_REFUSED = b"Cannot convert interlaced to progressive frames"
 _THREAD_NAME = "videodag-decoder-log"
@@ -28,8 +29,8 @@ LOGGER_NAME = "videodag_service.video.decoder"
 
 @dataclass(frozen=True)
 class DecoderLogFormat:
-    """How the server logs, for the lines its decoder passes on: JSON objects (with the run's
-    request id) when the server writes JSON lines, so that its log stays one object a line."""
+    """How the server logs, for the lines its decoder passes on: JSON objects when the server
+    writes JSON lines, so that its log stays one object a line, or its text lines otherwise."""
 
     json_lines: bool = False
     request_id: str | None = None
@@ -109,7 +110,8 @@ class DecoderLogWatch:
         for line in lines:
             if INTERLACED_REFUSED in line:
                 self.interlaced_refused.set()
-            self._pass_on(self._formatted(line) + b"\n")
+            if line.strip():
+                self._pass_on(self._formatted(line) + b"\n")
 
     def _pass_on(self, data: bytes) -> None:
         """Write all of `data`, however many writes it takes; dropped if stderr fails."""
@@ -125,7 +127,8 @@ class DecoderLogWatch:
             view = view[written:]
 
     def _formatted(self, line: bytes) -> bytes:
-        if not self._format.json_lines:
-            return line
         text = line.decode(errors="replace").strip()
+        if not self._format.json_lines:
+            return text_line(f"{text} (decoder process {os.getpid()})", logger=LOGGER_NAME,
+                             request_id=self._format.request_id).encode()
         return json_line(text, logger=LOGGER_NAME, request_id=self._format.request_id, decoder_pid=os.getpid()).encode()

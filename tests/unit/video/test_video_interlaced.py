@@ -8,6 +8,7 @@ ends the run with VIDEO_UNREADABLE saying why. An OpenCV that converts them gets
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -77,10 +78,36 @@ def test_the_log_watch_passes_every_line_on_and_notices_the_refusal() -> None:
     completed = subprocess.run([sys.executable, "-c", _WATCH_SCRIPT], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.splitlines() == ["after an ordinary message: False", "after the refusal: True"]
-    assert completed.stderr.splitlines() == [
+    messages = [line.split("]: ", 1)[1] for line in completed.stderr.splitlines()]
+    assert [message.rsplit(" (decoder process ", 1)[0] for message in messages] == [
         "[h264 @ 0x1] an ordinary message",
         f"[swscaler @ 0x2] {INTERLACED_REFUSED.decode()} or vice versa.",
     ]
+
+
+_TEXT_WATCH_SCRIPT = textwrap.dedent(
+    """
+    import os
+    from videodag_service.video.decoder_log import DecoderLogFormat, DecoderLogWatch
+
+    watch = DecoderLogWatch.install(DecoderLogFormat(json_lines=False, request_id="req-7"))
+    os.write(2, b"[mov,mp4 @ 0x1] stream 0, offset 0x30: partial file\\n\\n")
+    watch.drain()
+    print(os.getpid(), flush=True)
+    """
+)
+
+
+def test_for_a_server_logging_text_each_line_passed_on_is_a_text_line_with_time_and_request_id() -> None:
+    completed = subprocess.run([sys.executable, "-c", _TEXT_WATCH_SCRIPT], capture_output=True, text=True,
+                               timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    [line] = completed.stderr.splitlines()  # the blank line carries nothing and is not passed on
+    pattern = (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING " + re.escape(LOGGER_NAME)
+               + r" \[req-7\]: \[mov,mp4 @ 0x1\] stream 0, offset 0x30: partial file \(decoder process (\d+)\)")
+    matched = re.fullmatch(pattern, line)
+    assert matched is not None, line
+    assert matched.group(1) == completed.stdout.strip()
 
 
 _JSON_WATCH_SCRIPT = textwrap.dedent(
