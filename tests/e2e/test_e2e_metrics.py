@@ -177,6 +177,28 @@ def test_a_reflection_stream_the_client_cancels_counts_as_cancelled(make_server:
     assert counted() == {(("code", "CANCELLED"), method): 1}
 
 
+def test_a_health_watch_the_client_cancels_counts_as_cancelled(make_server: ServerFactory) -> None:
+    """gRPC's health servicer ends a Watch quietly when its client cancels; that call did not end OK."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = free_port()
+    server = make_server(metrics_port=port)
+    method = ("method", "/grpc.health.v1.Health/Watch")
+    watches = 8  # how the servicer notices a cancel varies: some ended quietly, some not
+    with grpc.insecure_channel(server.target) as channel:
+        for _ in range(watches):
+            call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            assert next(call).status == health_pb2.HealthCheckResponse.SERVING
+            call.cancel()
+
+    def counted() -> dict[tuple[tuple[str, str], ...], float]:
+        return {labels: value for (name, labels), value in scrape(port).items()
+                if name == "videodag_grpc_calls_total" and method in labels and value}
+
+    wait_until(lambda: sum(counted().values()) == watches, what="every health watch to be counted")
+    assert counted() == {(("code", "CANCELLED"), method): watches}
+
+
 def test_a_metrics_port_in_use_is_named_as_such_and_nothing_is_left_serving(make_server: ServerFactory) -> None:
     """It said only '[Errno 98] Address already in use', and the gRPC server it had started kept serving."""
     with socket.socket() as taken:

@@ -92,7 +92,9 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
             try:
                 yield
-                code = _status_name(context, default=STATUS_OK)
+                # A handler may return quietly once its call has ended (gRPC's health Watch does
+                # when its client cancels): that call did not end OK.
+                code = _status_name(context, default=STATUS_OK if context.is_active() else _ended_call_code(context))
             except GeneratorExit:  # gRPC closed the response stream: the client left, or the deadline passed
                 code = _ended_call_code(context)
                 raise
