@@ -40,10 +40,7 @@ from typing import Any
 
 import yaml
 
-from videodag_service.dag.json_like import json_like_problem
 from videodag_service.dag.plugin import (
-    PARAM_TYPES,
-    Param,
     Port,
     Tool,
     describe_kind,
@@ -452,7 +449,7 @@ def _params(tool: Tool, given: Mapping[str, Any], problems: _Problems, node_id: 
             else:
                 resolved[param.name] = param.default
             continue
-        problem = _param_problem(param, given[param.name])
+        problem = param.problem_with(given[param.name])
         if problem:
             problems.add(problem, node_id)
             continue
@@ -461,34 +458,6 @@ def _params(tool: Tool, given: Mapping[str, Any], problems: _Problems, node_id: 
     if len(problems.found) == found_before:
         _check_params(tool, resolved, problems, node_id)
     return resolved
-
-
-def _param_problem(param: Param, value: Any) -> str | None:
-    if param.kind not in PARAM_TYPES:
-        return f"parameter {param.name!r} declares unsupported type {param.kind.__name__}"
-    # bool is an int in Python; a YAML `true` must not pass as a number, nor 1 as a bool.
-    is_bool = isinstance(value, bool)
-    fits = (
-        (param.kind is bool and is_bool)
-        or (param.kind is int and isinstance(value, int) and not is_bool)
-        or (param.kind is float and isinstance(value, int | float) and not is_bool)
-        or (param.kind in (str, list, dict) and isinstance(value, param.kind))
-    )
-    if not fits:
-        return f"parameter {param.name!r} must be {param.kind.__name__}, got {type(value).__name__} {value!r}"
-    # Clients are shown the values as written, and YAML gives more than JSON can hold.
-    try:
-        unlike = json_like_problem(value)
-    except RecursionError:
-        unlike = "it is nested too deeply"
-    if unlike:
-        return (
-            f"parameter {param.name!r} must be plain JSON-like data (text, finite numbers, true/false, null, "
-            f"lists, mappings with text keys): {unlike}"
-        )
-    if param.choices and value not in param.choices:
-        return f"parameter {param.name!r} must be one of {list(param.choices)}, got {value!r}"
-    return None
 
 
 def _check_params(tool: Tool, params: Mapping[str, Any], problems: _Problems, node_id: str) -> None:

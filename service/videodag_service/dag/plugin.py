@@ -36,9 +36,12 @@ in the `videodag.plugins` entry-point group::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from videodag_service.dag.json_like import json_like_problem
 
 
 class _Required:
@@ -59,7 +62,10 @@ class Param:
     """A tool parameter: its name, type, default and meaning.
 
     `kind` is one of bool, int, float, str, list, dict; an int is accepted where a float
-    is declared. `choices`, when given, lists the only allowed values.
+    is declared. `choices`, when given, lists the only allowed values. A declaration a
+    pipeline could never satisfy (an unsupported type, a default or a choice that is not of
+    its type or not JSON-like, a default outside the choices) is refused when it is made,
+    so a plugin's mistake fails its import, naming the parameter, not a client's listing.
     """
 
     name: str
@@ -68,9 +74,71 @@ class Param:
     description: str = ""
     choices: tuple[Any, ...] = ()
 
+    def __post_init__(self) -> None:
+        _check_name(self.name, "parameter")
+        if self.kind not in PARAM_TYPES:
+            raise ValueError(
+                f"parameter {self.name!r} declares type {getattr(self.kind, '__name__', self.kind)!r}; "
+                f"the types are {', '.join(kind.__name__ for kind in PARAM_TYPES)}"
+            )
+        for choice in self.choices:
+            problem = self._type_problem(choice)
+            if problem:
+                raise ValueError(f"a choice of {problem}")
+        if not self.required:
+            problem = self.problem_with(self.default)
+            if problem:
+                raise ValueError(f"the default of {problem}")
+
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
+
+    def problem_with(self, value: Any) -> str | None:
+        """Why `value` cannot be this parameter's (a sentence naming it), or None when it can."""
+        problem = self._type_problem(value)
+        if problem is None and self.choices and value not in self.choices:
+            problem = f"parameter {self.name!r} must be one of {list(self.choices)}, got {value!r}"
+        return problem
+
+    def _type_problem(self, value: Any) -> str | None:
+        # bool is an int in Python; a YAML `true` must not pass as a number, nor 1 as a bool.
+        is_bool = isinstance(value, bool)
+        fits = (
+            (self.kind is bool and is_bool)
+            or (self.kind is int and isinstance(value, int) and not is_bool)
+            or (self.kind is float and isinstance(value, int | float) and not is_bool)
+            or (self.kind in (str, list, dict) and isinstance(value, self.kind))
+        )
+        if not fits:
+            return f"parameter {self.name!r} must be {self.kind.__name__}, got {type(value).__name__} {value!r}"
+        # Clients are shown the values as written, and YAML gives more than JSON can hold.
+        try:
+            unlike = json_like_problem(value)
+        except RecursionError:
+            unlike = "it is nested too deeply"
+        if unlike:
+            return (
+                f"parameter {self.name!r} must be plain JSON-like data (text, finite numbers, true/false, null, "
+                f"lists, mappings with text keys): {unlike}"
+            )
+        return None
+
+
+# Pipeline files name tools as `plugin.tool` and outputs as `node.output`: a dot, a blank or an
+# empty name could never be written there.
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(f"{what} name {name!r} must be letters, digits, '_' or '-'")
+
+
+def _check_unique(names: Sequence[str], what: str, owner: str) -> None:
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{owner} declares {what} {', '.join(map(repr, repeated))} more than once")
 
 
 # What a port's value is, each with the words a pipeline's author is shown. Kinds let the loader
@@ -121,6 +189,7 @@ class Port:
     kind: str | None = None
 
     def __post_init__(self) -> None:
+        _check_name(self.name, "port")
         # Refused at declaration, so a misspelt kind fails the plugin's import, not silently every check.
         if self.kind is not None and self.kind not in PORT_KINDS:
             raise ValueError(
@@ -202,6 +271,13 @@ class Tool:
     bounded_time: bool = False
     check_params: ParamCheck | None = None
 
+    def __post_init__(self) -> None:
+        _check_name(self.name, "tool")
+        owner = f"tool {self.name!r}"
+        _check_unique([param.name for param in self.params], "parameter", owner)
+        _check_unique([port.name for port in self.inputs], "input", owner)
+        _check_unique([port.name for port in self.outputs], "output", owner)
+
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
 
@@ -213,6 +289,10 @@ class Plugin:
     name: str
     description: str
     tools: tuple[Tool, ...]
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "plugin")
+        _check_unique([tool.name for tool in self.tools], "tool", f"plugin {self.name!r}")
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
