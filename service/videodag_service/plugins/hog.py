@@ -15,6 +15,7 @@ Each instance owns its HOGDescriptor (a few KB), so instances never share mutabl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,10 +29,18 @@ from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 
 PERSON_LABEL = "person"
+_PADDING = 8  # pixels around the enlarged frame, so people at its edges still fill a window
+# A stride beyond any frame's size finds nothing more than one such window per row; OpenCV takes an int.
+_MAX_WIN_STRIDE = 1 << 16
+# Scores are sigmoid(margin). Below 0.05 (a margin of -2.9) nearly every window of a frame
+# counts, and OpenCV's grouping takes seconds a frame to merge them into a few meaningless boxes.
+_SMALLEST_SCORE_THRESHOLD = 0.05
+_LARGEST_SCORE = 1.0 - 1e-9  # a margin of +inf, kept finite for OpenCV
 
 DETECT_PEOPLE_PARAMS: tuple[Param, ...] = (
     Param("upscale", float, 1.5, "enlarge the frame by this factor before detecting (finds smaller people)"),
-    Param("score_threshold", float, 0.5, "smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0"),
+    Param("score_threshold", float, 0.5,
+          "smallest score kept, in [0.05, 1]; score = sigmoid(SVM margin), 0.5 = margin 0"),
     Param("iou_threshold", float, 0.45, "boxes overlapping a better one by more than this IoU are dropped"),
     Param("pyramid_scale", float, 1.05, "step between image pyramid levels; larger is faster but coarser"),
     Param("win_stride", int, 8, "window step in pixels of the enlarged frame; a multiple of 8"),
@@ -64,16 +73,25 @@ class _Settings:
         problems: list[str] = []
         if not 0.25 <= self.upscale <= 4.0:
             problems.append(f"upscale must be in [0.25, 4], got {self.upscale}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            problems.append(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not _SMALLEST_SCORE_THRESHOLD <= self.score_threshold <= 1.0:
+            problems.append(f"score_threshold must be in [{_SMALLEST_SCORE_THRESHOLD}, 1], got {self.score_threshold}"
+                            " (below, nearly every window counts and grouping merges them into a few boxes)")
         if not 0.0 < self.iou_threshold <= 1.0:
             problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
         if self.pyramid_scale <= 1.0:
             problems.append(f"pyramid_scale must be > 1, got {self.pyramid_scale}")
         # The HOG block stride is 8 px; other strides are not supported by OpenCV.
-        if self.win_stride <= 0 or self.win_stride % 8 != 0:
-            problems.append(f"win_stride must be a positive multiple of 8, got {self.win_stride}")
+        if not 0 < self.win_stride <= _MAX_WIN_STRIDE or self.win_stride % 8 != 0:
+            problems.append(f"win_stride must be a positive multiple of 8 up to {_MAX_WIN_STRIDE}, "
+                            f"got {self.win_stride}")
         return problems
+
+    @property
+    def hit_threshold(self) -> float:
+        """The SVM margin a window needs to count, as `score_threshold` asks: OpenCV drops windows
+        below its `hitThreshold` (margin 0, score 0.5, by default) before grouping them."""
+        score = min(self.score_threshold, _LARGEST_SCORE)
+        return math.log(score / (1.0 - score))
 
 
 class _HogPeopleDetector:
@@ -89,13 +107,21 @@ class _HogPeopleDetector:
     def detect(self, image: npt.NDArray[np.uint8]) -> Detections:
         settings = self._settings
         height, width = image.shape[:2]
+        # A frame no window fits in has nothing to find; OpenCV 4 would crash the process on it
+        # (a segfault, a heap corruption), and refuses to shrink it to nothing.
+        nothing = Detections(frame_size=(width, height))
+        if not self._window_fits(width * settings.upscale, height * settings.upscale):
+            return nothing
         scaled: np.ndarray = image
         if settings.upscale != 1.0:
             interpolation = cv2.INTER_LINEAR if settings.upscale > 1.0 else cv2.INTER_AREA
             scaled = cv2.resize(image, None, fx=settings.upscale, fy=settings.upscale, interpolation=interpolation)
+            if not self._window_fits(scaled.shape[1], scaled.shape[0]):  # rounded down after all
+                return nothing
         stride = (settings.win_stride, settings.win_stride)
         rects, margins = self._hog.detectMultiScale(
-            scaled, winStride=stride, padding=(8, 8), scale=settings.pyramid_scale
+            scaled, hitThreshold=settings.hit_threshold, winStride=stride, padding=(_PADDING, _PADDING),
+            scale=settings.pyramid_scale,
         )
         if len(rects) == 0:
             return Detections(frame_size=(width, height))
@@ -112,6 +138,10 @@ class _HogPeopleDetector:
         xyxy = np.clip(xyxy, 0.0, np.array([width, height, width, height], dtype=np.float32))
         return Detections(xyxy=xyxy.astype(np.float32), scores=scores[kept], labels=(PERSON_LABEL,) * len(kept),
                           frame_size=(width, height))
+
+    def _window_fits(self, width: float, height: float) -> bool:
+        window_width, window_height = self._hog.winSize
+        return width + 2 * _PADDING >= window_width and height + 2 * _PADDING >= window_height
 
     def close(self) -> None:
         return None

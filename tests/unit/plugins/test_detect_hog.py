@@ -95,12 +95,31 @@ def test_score_threshold_and_nms(frames: dict[int, np.ndarray]) -> None:
             assert inter / union <= 0.45
 
 
+def test_a_score_threshold_under_the_svm_boundary_keeps_weaker_people(frames: dict[int, np.ndarray]) -> None:
+    """Scores under 0.5 are windows OpenCV drops by default (margin under 0): asking for them finds them."""
+    boundary = detect(frames[0], upscale=1.0, score_threshold=0.5)
+    loose = detect(frames[0], upscale=1.0, score_threshold=0.2)
+
+    assert len(loose) > len(boundary)
+    assert np.any(loose.scores < 0.5) and np.all(loose.scores >= 0.2)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 1), (16, 16), (80, 60), (200, 90), (47, 400), (400, 111)])
+def test_a_frame_no_window_fits_in_gives_no_detections(width: int, height: int) -> None:
+    """OpenCV crashes the process on an image smaller than its window, padding included."""
+    image = np.random.default_rng(width * height).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    assert len(detect(image, upscale=1.0)) == 0
+    assert len(detect(cv2.resize(image, (max(1, width // 4), max(1, height // 4))), upscale=0.25)) == 0
+
+
 def test_empty_scene_gives_no_detections() -> None:
     assert len(detect(np.full((300, 400, 3), 90, dtype=np.uint8))) == 0
 
 
 @pytest.mark.parametrize(
-    "params", [{"win_stride": 4}, {"upscale": 10.0}, {"pyramid_scale": 1.0}, {"score_threshold": 1.5}]
+    "params",
+    [{"win_stride": 4}, {"win_stride": 800_000_000_000}, {"upscale": 10.0}, {"pyramid_scale": 1.0},
+     {"score_threshold": 1.5}, {"score_threshold": 0.0}],
 )
 def test_rejects_bad_parameters(params: dict[str, object]) -> None:
     with pytest.raises(ValueError):
