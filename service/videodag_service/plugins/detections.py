@@ -13,6 +13,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+LARGEST_OPENCV_COUNT = 2**31 - 1
+"""The largest count (boxes kept, frames remembered) OpenCV takes: it holds counts in a C int,
+and a larger one would fail every frame instead of the pipeline's load."""
+
 
 def _empty_boxes() -> npt.NDArray[np.float32]:
     return np.zeros((0, 4), dtype=np.float32)

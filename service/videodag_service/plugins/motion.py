@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, raise_if_any
-from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 
 MOTION_LABEL = "motion"
 
@@ -103,8 +103,8 @@ class ForegroundBlobs:
 def check_foreground_blobs_params(params: Mapping[str, Any]) -> None:
     """Raise InvalidParams naming every value MOG2 cannot work with; run when the pipeline loads and at open."""
     problems: list[str] = []
-    if params["history"] < 1:
-        problems.append(f"history must be at least 1 frame, got {params['history']}")
+    if not 1 <= params["history"] <= LARGEST_OPENCV_COUNT:
+        problems.append(f"history must be in [1, {LARGEST_OPENCV_COUNT}] frames, got {params['history']}")
     if params["downscale"] < 1:
         problems.append(f"downscale must be at least 1, got {params['downscale']}")
     if params["var_threshold"] <= 0:

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, raise_if_any
-from videodag_service.plugins.detections import Detections
+from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
 
@@ -227,8 +227,8 @@ class _Settings:
             problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
         if not 32 <= self.input_size <= 4096:
             problems.append(f"input_size must be in [32, 4096], got {self.input_size}")
-        if self.max_detections < 0:
-            problems.append(f"max_detections must not be negative, got {self.max_detections}")
+        if not 0 <= self.max_detections <= LARGEST_OPENCV_COUNT:
+            problems.append(f"max_detections must be in [0, {LARGEST_OPENCV_COUNT}], got {self.max_detections}")
         if self.layout not in LAYOUTS:
             problems.append(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         return problems

@@ -177,12 +177,14 @@ def test_absent_or_null_params_are_no_params(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("plugin", "params", "expected"),
     [
-        ("motion.foreground_blobs", "{history: 0}", ["history must be at least 1 frame, got 0"]),
+        ("motion.foreground_blobs", "{history: 0}", ["history must be in [1, 2147483647] frames, got 0"]),
+        ("motion.foreground_blobs", "{history: 3000000000}",
+         ["history must be in [1, 2147483647] frames, got 3000000000"]),
         (
             "motion.foreground_blobs",
             "{history: 0, downscale: 0, learning_rate: 1}",
             [
-                "history must be at least 1 frame, got 0",
+                "history must be in [1, 2147483647] frames, got 0",
                 "downscale must be at least 1, got 0",
                 "learning_rate must be -1 (automatic) or at least 0 and below 1, got 1.0",
             ],
@@ -191,12 +193,14 @@ def test_absent_or_null_params_are_no_params(tmp_path: Path) -> None:
         (
             "ssdlite.detect_people",
             "{min_box_area: -1, max_detections: -2}",
-            ["min_box_area must not be negative, got -1.0", "max_detections must not be negative, got -2"],
+            ["min_box_area must not be negative, got -1.0", "max_detections must be in [0, 2147483647], got -2"],
         ),
+        ("ssdlite.detect_people", "{max_detections: 3000000000}",
+         ["max_detections must be in [0, 2147483647], got 3000000000"]),
         (
             "hog.detect_people",
             "{upscale: 9, win_stride: 5}",
-            ["upscale must be in [0.25, 4], got 9.0", "win_stride must be a positive multiple of 8, got 5"],
+            ["upscale must be in [0.25, 4], got 9.0", "win_stride must be a positive multiple of 8 up to 65536, got 5"],
         ),
         ("rapidocr.detect_text", "{min_score: 2, max_regions: 0}",
          ["min_score must be between 0 and 1, got 2.0", "max_regions must be at least 1, got 0"]),

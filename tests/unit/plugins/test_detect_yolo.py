@@ -130,6 +130,15 @@ def test_fixed_input_model_rejects_another_input_size(tmp_path: Path) -> None:
         PLUGIN.tool("detect").open({"model_path": str(model), "input_size": 320})
 
 
+def test_a_box_count_opencv_cannot_hold_is_refused_before_any_frame(tmp_path: Path) -> None:
+    model = build_yolo_model(tmp_path / "v8.onnx", yolov8_output())
+    tool = PLUGIN.tool("detect")
+    assert tool is not None and tool.check_params is not None
+    with pytest.raises(ValueError, match=r"max_detections must be in \[0, 2147483647\], got 3000000000"):
+        tool.check_params({**{p.name: p.default for p in tool.params if not p.required},
+                           "model_path": str(model), "max_detections": 3_000_000_000})
+
+
 def test_missing_model_path_is_reported_at_open(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.onnx"
     with pytest.raises(ModelFileMissing, match=r"nowhere\.onnx") as raised:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
-from videodag_service.plugins.detections import Detections, frame_size_of
+from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections, frame_size_of
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.ssdlite.boxes import select_boxes
 
@@ -58,8 +58,8 @@ class _Settings:
             problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
         if self.min_box_area < 0:
             problems.append(f"min_box_area must not be negative, got {self.min_box_area}")
-        if self.max_detections < 0:
-            problems.append(f"max_detections must not be negative, got {self.max_detections}")
+        if not 0 <= self.max_detections <= LARGEST_OPENCV_COUNT:
+            problems.append(f"max_detections must be in [0, {LARGEST_OPENCV_COUNT}], got {self.max_detections}")
         return problems
 
 
