@@ -75,7 +75,13 @@ class ForegroundBlobs:
     def _clean(raw_mask: np.ndarray) -> np.ndarray:
         _, mask = cv2.threshold(raw_mask, _FOREGROUND_LEVEL, 255, cv2.THRESH_BINARY)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _OPEN_KERNEL)
-        return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _CLOSE_KERNEL)
+        # Closing's erosion takes what lies beyond the frame as foreground (OpenCV's default), so a
+        # blob a few pixels from an edge would come back stretched to it. Closed inside a border
+        # of background as wide as the kernel's reach, it keeps its true extent.
+        reach = _CLOSE_KERNEL.shape[0] // 2
+        bordered = cv2.copyMakeBorder(mask, reach, reach, reach, reach, cv2.BORDER_CONSTANT, value=0)
+        closed = cv2.morphologyEx(bordered, cv2.MORPH_CLOSE, _CLOSE_KERNEL)
+        return closed[reach:-reach, reach:-reach]
 
     def _blobs(self, mask: np.ndarray, width: int, height: int) -> Detections:
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)

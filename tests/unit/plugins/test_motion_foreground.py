@@ -92,6 +92,21 @@ def test_moving_rectangle_gives_one_blob_where_it_is() -> None:
     assert output["foreground_ratio"] == pytest.approx(rectangle_share, rel=0.2)
 
 
+@pytest.mark.parametrize(
+    "box",
+    [(100, 2, 140, 42), (597, 100, 637, 140), (0, 150, 40, 190), (600, 320, 640, 360), (300, 357, 340, 360)],
+)
+def test_a_mover_near_or_at_an_edge_is_boxed_where_it_is(box: tuple[int, int, int, int]) -> None:
+    """Near an edge a box is not stretched to it, and one touching an edge is not cut from it."""
+    scene = Scene(seed=3)
+    instance = _open(min_area=50)
+    _warm_up(instance, scene)
+
+    blobs = instance.process({"image": scene.with_rectangle(box)})["blobs"]
+
+    assert [list(map(float, found)) for found in blobs.xyxy] == [list(map(float, box))]
+
+
 def test_static_scene_has_no_blobs_after_warm_up() -> None:
     scene = Scene(seed=2)
     instance = _open()
