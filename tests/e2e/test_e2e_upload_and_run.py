@@ -466,7 +466,7 @@ def test_list_and_get_pipelines(server: ServerHarness) -> None:
     pipelines = {p.id: p for p in server.client.list_pipelines()}
     assert {"player_tracking_v1", "yolo_ocr", "motion_v1", "frame_stats_v1"} <= set(pipelines)
     tracking = server.client.get_pipeline("player_tracking_v1")
-    assert tracking.version == "1.0.0"
+    assert tracking.version == "1.1.0"
     assert [(n.id, n.plugin, n.stateful) for n in tracking.nodes] == [
         ("detect", "ssdlite.detect_people", False),
         ("track", "bytetrack.track", True),

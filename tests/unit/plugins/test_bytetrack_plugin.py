@@ -18,6 +18,7 @@ EXPECTED_PARAMS = {
     "track_low_thresh": (float, 0.1),
     "new_track_thresh": (float, 0.6),
     "match_thresh": (float, 0.8),
+    "confirm_match_thresh": (float, 0.7),
     "track_buffer": (int, 30),
     "frame_rate": (int, 30),
     "fuse_score": (bool, True),

@@ -128,6 +128,29 @@ def test_lost_track_comes_back_with_its_id_only_within_the_buffer(track_buffer: 
         assert after[1:] == [2] * 4
 
 
+def _late_fast_entrant(config: ByteTrackConfig) -> list[int | None]:
+    """A second object enters on the 5th frame and moves 24 px (60% of its width) per frame."""
+    tracker = ByteTracker(config)
+    ids: list[int | None] = []
+    for step in range(30):
+        boxes = [_box(600.0, 300.0)]  # a still object, there from the first frame
+        entrant = _box(10.0 + 24 * (step - 4), 120.0)
+        if step >= 4:
+            boxes.append(entrant)
+        tracks = tracker.update(_frame(boxes))
+        if step >= 4:
+            ids.append(_id_near(tracks, entrant))
+    return ids
+
+
+def test_a_new_object_moving_far_between_frames_is_confirmed_under_a_looser_confirm_threshold() -> None:
+    # IoU 0.25 between its boxes: the reference's fixed confirmation (IoU 0.3) drops it every
+    # frame and starts it again, so it is never reported.
+    assert _late_fast_entrant(ByteTrackConfig(match_thresh=0.9, fuse_score=False)) == [None] * 26
+    loose = _late_fast_entrant(ByteTrackConfig(match_thresh=0.9, confirm_match_thresh=0.9, fuse_score=False))
+    assert loose == [None] + [2] * 25  # shown from its second frame, with one id
+
+
 def test_new_tracks_need_new_track_thresh() -> None:
     tracker = ByteTracker()  # high 0.5, new 0.6
     for _ in range(20):
@@ -269,6 +292,7 @@ def test_empty_frames() -> None:
     [
         {"track_high_thresh": 1.5},
         {"match_thresh": -0.1},
+        {"confirm_match_thresh": 1.1},
         {"track_low_thresh": 0.6, "track_high_thresh": 0.5},
         {"track_buffer": -1},
         {"frame_rate": 0},

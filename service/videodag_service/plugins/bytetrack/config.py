@@ -26,6 +26,11 @@ class ByteTrackConfig:
     """An unmatched high-score detection starts a track only at or above this score."""
     match_thresh: float = 0.8
     """Largest 1 - IoU (score-fused) cost accepted in the first association."""
+    confirm_match_thresh: float = 0.7
+    """Largest 1 - IoU cost accepted when a track started on the previous frame meets its next
+    detection, which confirms it. The reference fixes it at 0.7 (IoU 0.3): an object moving
+    more than about half its width between the frames the tracker sees is then never
+    confirmed, and never reported, unless it was there on the first frame."""
     track_buffer: int = 30
     """Frames, at 30 fps, a lost track is remembered and can be recovered with its id."""
     frame_rate: int = 30
@@ -41,7 +46,8 @@ class ByteTrackConfig:
     def _problems(self) -> list[str]:
         """Every value out of its range, each naming its parameter."""
         problems: list[str] = []
-        for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh", "match_thresh"):
+        for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh", "match_thresh",
+                     "confirm_match_thresh"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 problems.append(f"{name} must be in [0, 1], got {value}")

@@ -25,8 +25,14 @@ TRACK_PARAMS: tuple[Param, ...] = (
     Param("new_track_thresh", float, 0.6,
           "an unmatched detection starts a track only at or above this score"),
     Param("match_thresh", float, 0.8, "largest 1 - IoU cost (score-fused) accepted in the first association"),
-    Param("track_buffer", int, 30, "frames (at 30 fps) a lost track is kept and can come back with its id"),
-    Param("frame_rate", int, 30, "frames per second of the frames the tracker sees, after any frame_stride"),
+    Param("confirm_match_thresh", float, 0.7,
+          "largest 1 - IoU cost (score-fused) that confirms a track started on the previous frame; until "
+          "confirmed a track is not reported, so raise it with match_thresh for objects that move far "
+          "between the frames the tracker sees"),
+    Param("track_buffer", int, 30,
+          "frames the tracker sees (at frame_rate 30) a lost track is kept and can come back with its id; "
+          "a run's frame_stride makes that longer in video time"),
+    Param("frame_rate", int, 30, "frames per second the tracker sees; track_buffer is scaled by frame_rate / 30"),
     Param("fuse_score", bool, True, "weigh IoU by the detection score in the high-score associations"),
     Param("per_label", bool, False,
           "match a track only with detections of its own label; by default all labels are tracked together"),

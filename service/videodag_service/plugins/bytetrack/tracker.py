@@ -47,7 +47,6 @@ IndexArray = npt.NDArray[np.intp]
 
 # Fixed thresholds of the reference (as 1 - IoU costs).
 LOW_SCORE_MATCH_THRESH = 0.5
-UNCONFIRMED_MATCH_THRESH = 0.7
 DUPLICATE_IOU = 0.85
 
 
@@ -144,7 +143,7 @@ class ByteTracker:
         # Tracks born last frame get one chance at the high-score boxes left over.
         leftover = high[first.unmatched_columns]
         cost = self._cost(unconfirmed, detections, leftover, fused=config.fuse_score)
-        third = linear_assignment(cost, UNCONFIRMED_MATCH_THRESH)
+        third = linear_assignment(cost, config.confirm_match_thresh)
         for row, column in third.matches:
             self._correct(unconfirmed[row], detections, measurements, int(leftover[column]))
             updated.append(unconfirmed[row])
