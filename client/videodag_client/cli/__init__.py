@@ -22,7 +22,7 @@ from videodag_client import VideodagError
 from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
-from videodag_client.cli._results import STDOUT
+from videodag_client.cli._results import is_stdout
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
@@ -108,7 +108,7 @@ def _run_command(args: argparse.Namespace) -> int:
 def _writes_its_output_to_stdout(args: argparse.Namespace) -> bool:
     """Whether what the command is for goes to stdout: a listing, a job id, results with `-o -`.
     `run`, `watch` and `render` writing to files print only a summary there."""
-    return args.command not in ("run", "watch", "render") or getattr(args, "output", None) == STDOUT
+    return args.command not in ("run", "watch", "render") or is_stdout(getattr(args, "output", None))
 
 
 class _Terminated(KeyboardInterrupt):

@@ -20,6 +20,20 @@ STDOUT = "-"
 _DESCRIPTOR_PATH = re.compile(r"/dev/fd/\d+|/proc/[^/]+/fd/\d+")
 
 
+def is_stdout(path: str | None) -> bool:
+    """Whether results written to `path` land on this process's stdout: `-`, or a path that
+    leads there (`/dev/stdout`, or the very file stdout is redirected to). A summary printed
+    to stdout then would end up inside the JSON Lines."""
+    if path == STDOUT:
+        return True
+    if path is None:
+        return False
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # no such file yet, or no stdout
+        return False
+
+
 def frame_record(frame: FrameResult) -> dict[str, Any]:
     """The JSON object written for one frame; `node_errors` only when a node failed."""
     record: dict[str, Any] = {
@@ -166,12 +180,13 @@ class JsonLinesOutput:
         os.replace(f"{part}.resuming", part)
         stream = os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a", encoding="utf-8")
         self.frames_kept = len(kept)
-        print(
-            f"continuing the partial results in {part}: kept {len(kept)} frames up to frame {self._resume_after}",
-            file=sys.stderr,
-        )
-        last_kept = json.loads(kept[-1])["frame_index"] if kept else None
-        if last_kept != self._resume_after:
+        indexes = [json.loads(line)["frame_index"] for line in kept[-2:]]
+        last_kept = indexes[-1] if indexes else None
+        print(f"continuing the partial results in {part}: kept {len(kept)} frames"
+              + ("" if last_kept is None else f", the last frame {last_kept}"), file=sys.stderr)
+        # Frames a stride skips are no gap: with stride s the next frame after the last kept is s later.
+        step = indexes[-1] - indexes[0] if len(indexes) == 2 else 1
+        if last_kept is None or self._resume_after >= last_kept + step:
             print(f"warning: {part} ends at frame {last_kept}, not {self._resume_after}: frames in between are not "
                   f"in it; resume with --after {-1 if last_kept is None else last_kept} to have them all",
                   file=sys.stderr)

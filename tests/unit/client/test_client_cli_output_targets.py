@@ -11,7 +11,7 @@ import pytest
 
 from videodag_client import FrameResult
 from videodag_client.cli._arguments import UsageError
-from videodag_client.cli._results import JsonLinesOutput, plan_output
+from videodag_client.cli._results import JsonLinesOutput, is_stdout, plan_output
 
 FRAME = FrameResult(0, 0.0, {"n": 1})
 
@@ -94,6 +94,40 @@ def test_resuming_after_a_frame_the_part_file_never_reached_says_so(
     with JsonLinesOutput(str(results), resume_after=50) as output:
         assert output.frames_kept == 10
     assert "ends at frame 9, not 50" in capsys.readouterr().err
+
+
+def test_resuming_a_strided_job_between_its_frames_is_no_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Frames 0, 2, ..., 40 of a stride-2 job: after 41 nothing is missing, and the message names 40."""
+    strided = "".join(json.dumps({"frame_index": i}) + "\n" for i in range(0, 60, 2))
+    Path(tmp_path / "a.jsonl.part").write_text(strided)
+    with JsonLinesOutput(str(tmp_path / "a.jsonl"), resume_after=41) as output:
+        assert output.frames_kept == 21
+    said = capsys.readouterr().err
+    assert "kept 21 frames, the last frame 40" in said
+    assert "warning" not in said
+    Path(tmp_path / "b.jsonl.part").write_text(strided[: strided.index('{"frame_index": 42}')])
+    with JsonLinesOutput(str(tmp_path / "b.jsonl"), resume_after=44) as output:  # frame 42 is missing
+        assert output.frames_kept == 21
+    assert "ends at frame 40, not 44" in capsys.readouterr().err
+
+
+def test_results_on_stdout_through_a_path_are_recognised_as_stdout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-o /dev/stdout | jq`: the summary must go to stderr, as with `-o -`, or jq meets it."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as stdout, os.fdopen(read_end):
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert is_stdout("-")
+        assert is_stdout(f"/dev/fd/{stdout.fileno()}")
+        assert not is_stdout(str(tmp_path / "results.jsonl"))
+        assert not is_stdout(None)
+    redirected = tmp_path / "f"
+    with redirected.open("w", encoding="utf-8") as stdout:
+        monkeypatch.setattr(sys, "stdout", stdout)
+        assert is_stdout(str(redirected))  # `-o f > f`
 
 
 def test_a_new_file_under_proc_that_is_no_descriptor_is_written_as_any_file(

@@ -114,7 +114,7 @@ def test_a_resumed_watch_continues_the_part_file_an_interrupted_one_kept(
     assert main(["--server", watch_target, "watch", JOB_ID, "--after", "1", "-o", str(output), "-q"]) == 0
     assert _frame_indexes(output) == [0, 1, 2, 3, 4]
     assert not part.exists()
-    assert f"continuing the partial results in {part}: kept 2 frames up to frame 1" in capsys.readouterr().err
+    assert f"continuing the partial results in {part}: kept 2 frames, the last frame 1" in capsys.readouterr().err
 
 
 def test_a_watch_without_after_starts_its_output_afresh(
