@@ -1,7 +1,7 @@
 # videodag server image: gRPC on 50051, Prometheus metrics on 9464, models baked in.
 #
 #   docker build -t videodag .                              # --build-arg EXTRAS=tracing for --tracing otel
-#   docker run --rm -p 50051:50051 -p 9464:9464 videodag
+#   docker run --rm --shm-size 256m -p 50051:50051 -p 9464:9464 videodag
 #
 # Settings are environment variables (VIDEODAG_<SETTING>, see `videodag-server --help`).
 # Change the gRPC port with VIDEODAG_PORT rather than --port: the health check reads it.

@@ -16,6 +16,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
@@ -248,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="videodag-server",
         description="Serve videodag: run named DAG pipelines of vision plugins over uploaded videos (gRPC).",
-        epilog="Every flag can also be set by its environment variable; a flag wins over the environment.",
+        epilog=(
+            "Every flag can also be set by its environment variable; a flag wins over the environment. "
+            f"The detectors' model files are read from ${MODEL_DIR_ENV} (default {DEFAULT_MODEL_DIR}), "
+            f"where `{FETCH_COMMAND}` puts them."
+        ),
     )
     for item in fields(Settings):
         env = ENV_PREFIX + item.name.upper()

@@ -573,7 +573,8 @@ class PipelineRun:
                 continue
             node = self._nodes_by_id[sources[name].node]
             cause = (f"output {sources[name].output!r} is {sizes[name]} bytes as sent (the frame's whole result "
-                     f"{size}), over the {limit} bytes a frame's result may take (the server's message limit)")
+                     f"{size}), over the {limit} bytes a frame's result may take (one message every gRPC client "
+                     f"receives: 4 MiB by default, or the server's --max-message-bytes if lower, less 1 KiB)")
             self._output_failed(node, cause, "RESOURCE_EXHAUSTED", work, result, bounds, frame_index)
             if work.errors:
                 result["errors"] = work.errors

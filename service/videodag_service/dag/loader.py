@@ -275,6 +275,9 @@ def _string_keyed(raw: Mapping[Any, Any], what: str, problems: _Problems, node_i
 
 
 def _pipeline_id(value: Any, path: Path, problems: _Problems) -> str:
+    if value is None:
+        problems.add(f"'id' is missing: give the file's name, as in id: {path.stem}")
+        return ""
     problem = _id_problem(value, PIPELINE_FILE_ID_PATTERN, PIPELINE_ID_CHARS, MAX_PIPELINE_ID_LENGTH, "pipeline ids")
     if problem:
         problems.add(f"'id' {problem}")

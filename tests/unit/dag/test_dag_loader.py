@@ -137,6 +137,11 @@ def test_pipeline_ids_are_names_not_paths(tmp_path: Path, bad_id: str) -> None:
     assert "'id' must match [a-z0-9_.-]+" in problems_of(write(tmp_path, "named", text))
 
 
+def test_a_missing_id_is_named_as_missing_with_the_id_to_give(tmp_path: Path) -> None:
+    text = "\n".join(line for line in VALID.format(id="x").splitlines() if not line.startswith("id:"))
+    assert "'id' is missing: give the file's name, as in id: nameless" in problems_of(write(tmp_path, "nameless", text))
+
+
 def test_id_must_equal_file_name(tmp_path: Path) -> None:
     message = problems_of(write(tmp_path, "file_name", VALID.format(id="other_name")))
     assert "'id' 'other_name' must equal the file name 'file_name'" in message

@@ -152,6 +152,7 @@ def test_a_result_over_the_limit_fails_the_node_of_its_largest_output(tmp_path: 
     with pytest.raises(NodeFailed, match=r"node 'big' \(test.padding\) failed on frame 0: output 'text' is ") as failed:
         sized_dag(tmp_path, 5000, "fail", 2000).run_pipeline("sized", {"frame_index": 0})
     assert "over the 2000 bytes a frame's result may take" in str(failed.value)
+    assert "4 MiB by default, or the server's --max-message-bytes if lower" in str(failed.value)
 
 
 def test_under_on_error_skip_the_largest_output_is_left_out_with_its_error(tmp_path: Path) -> None:

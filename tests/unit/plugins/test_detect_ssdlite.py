@@ -6,6 +6,7 @@ the tests fail with ModelFileMissing, whose message names that command.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -190,3 +191,29 @@ def test_missing_model_names_the_fetch_script(tmp_path: Path, monkeypatch: pytes
         PLUGIN.tool("detect_people").open({})
     assert isinstance(raised.value, FileNotFoundError)
     assert str(tmp_path) in str(raised.value)
+
+
+def test_a_missing_model_is_logged_when_a_pipeline_using_it_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The load goes on (other pipelines still serve), but the news comes at start, not at the first run."""
+    from videodag_service.plugins.ssdlite.plugin import _warn_once_if_the_model_is_missing
+
+    tool = PLUGIN.tool("detect_people")
+    assert tool is not None and tool.check_params is not None
+    defaults = {param.name: param.default for param in tool.params}
+    _warn_once_if_the_model_is_missing.cache_clear()
+    with caplog.at_level(logging.WARNING):  # the fetched models, as the other tests here use them
+        tool.check_params(defaults)
+    assert [record for record in caplog.records if record.levelno == logging.WARNING] == []
+
+    _warn_once_if_the_model_is_missing.cache_clear()
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        tool.check_params(defaults)
+        tool.check_params(defaults)  # once a process: one line for many pipelines
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "ssdlite.detect_people cannot run" in warnings[0] and str(tmp_path) in warnings[0]
+    assert "python scripts/fetch_models.py" in warnings[0]
+    _warn_once_if_the_model_is_missing.cache_clear()

@@ -8,6 +8,8 @@ when it closes (see `model.py`), so only the first `open`s in a process load wei
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections, frame_size_of
 from videodag_service.plugins.frames import bgr_image
+from videodag_service.plugins.models import ModelFileMissing, fetched_model_file
 from videodag_service.plugins.ssdlite.boxes import select_boxes
 
 if TYPE_CHECKING:
     from videodag_service.plugins.ssdlite.model import PedestrianModel
+
+logger = logging.getLogger(__name__)
 
 PERSON_LABEL = "person"
 
@@ -99,9 +104,23 @@ class _PeopleDetectorInstance:
 
 
 def _check_params(params: Mapping[str, Any]) -> None:
-    """The settings `open` would build, checked when the pipeline loads. The model file is not
-    looked for: it is installed by the fetch script, and `open` says how when it is missing."""
+    """The settings `open` would build, checked when the pipeline loads. A missing model file
+    does not stop the load (a server may serve its other pipelines without it, and `open` says
+    how to get it); it is logged as the server starts, so that it is not news at the first run."""
     _Settings.from_params(params)
+    _warn_once_if_the_model_is_missing()
+
+
+@functools.cache
+def _warn_once_if_the_model_is_missing() -> None:
+    from videodag_service.plugins.ssdlite.model import FROZEN_GRAPH_FILE, TEXT_GRAPH_FILE
+
+    try:
+        for name in (FROZEN_GRAPH_FILE, TEXT_GRAPH_FILE):
+            fetched_model_file(name)
+    except ModelFileMissing as missing:
+        logger.warning("ssdlite.detect_people cannot run, and every run of a pipeline using it will fail: %s",
+                       missing)
 
 
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
