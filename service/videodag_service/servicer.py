@@ -32,6 +32,7 @@ from videodag_service.errors import (
 )
 from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
+from videodag_service.memory_release import video_work
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
 from videodag_service.observability.call_deadline import ended_by_its_deadline
 from videodag_service.settings import Settings
@@ -225,7 +226,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         try:
             # The slot is taken before the config arrives: a stream that never sends it would
             # otherwise hold a server thread uncounted, and enough of them every thread.
-            with self._run_slots.hold():
+            with self._run_slots.hold(), video_work():
                 config: run_pb2.RunConfig = first_message_watching_idle(
                     first_config, request_iterator, self._upload_idle_seconds
                 )

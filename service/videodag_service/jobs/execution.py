@@ -45,6 +45,7 @@ from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSu
 from videodag_service.jobs.progress import expected_frame_count
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import UploadStorage
+from videodag_service.memory_release import video_work
 from videodag_service.observability.logging import request_id_bound
 from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoFilePipelineService, VideoOpened
 
@@ -157,7 +158,7 @@ class JobExecutor:
         request id: a job runs after its SubmitJob call, often in another process, and its id
         is what its caller knows it by.
         """
-        with request_id_bound(job_id):
+        with request_id_bound(job_id), video_work():
             return self._execute(job_id, attempt, should_stop)
 
     def _execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> JobState | None:
