@@ -26,11 +26,11 @@ def is_stdout(path: str | None) -> bool:
     to stdout then would end up inside the JSON Lines."""
     if path == STDOUT:
         return True
-    if path is None:
+    if path is None or sys.stdout is None:  # descriptor 1 closed
         return False
     try:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
-    except (OSError, ValueError):  # no such file yet, or no stdout
+    except (OSError, ValueError, AttributeError):  # no such file yet, or a stdout with no descriptor
         return False
 
 

@@ -128,6 +128,8 @@ def test_results_on_stdout_through_a_path_are_recognised_as_stdout(
     with redirected.open("w", encoding="utf-8") as stdout:
         monkeypatch.setattr(sys, "stdout", stdout)
         assert is_stdout(str(redirected))  # `-o f > f`
+    monkeypatch.setattr(sys, "stdout", None)  # descriptor 1 closed
+    assert not is_stdout(str(redirected)) and is_stdout("-")
 
 
 def test_a_new_file_under_proc_that_is_no_descriptor_is_written_as_any_file(
