@@ -150,6 +150,9 @@ class JsonLinesOutput:
         """Frames of an earlier `.part` continued with `resume_after`."""
         self._target = plan_output(path, input_path=input_path) if path not in (None, STDOUT) else None
         self._resume_after = resume_after
+        self._last_kept: int | None = None
+        self._gap_unchecked = False
+        """Whether a continued `.part` still awaits `warn_of_a_gap`."""
         self._last_frame_index: int | None = None
         self._stream: TextIO | None = None
 
@@ -180,17 +183,26 @@ class JsonLinesOutput:
         os.replace(f"{part}.resuming", part)
         stream = os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a", encoding="utf-8")
         self.frames_kept = len(kept)
-        indexes = [json.loads(line)["frame_index"] for line in kept[-2:]]
-        last_kept = indexes[-1] if indexes else None
+        self._last_kept = json.loads(kept[-1])["frame_index"] if kept else None
+        self._gap_unchecked = True
         print(f"continuing the partial results in {part}: kept {len(kept)} frames"
-              + ("" if last_kept is None else f", the last frame {last_kept}"), file=sys.stderr)
-        # Frames a stride skips are no gap: with stride s the next frame after the last kept is s later.
-        step = indexes[-1] - indexes[0] if len(indexes) == 2 else 1
-        if last_kept is None or self._resume_after >= last_kept + step:
-            print(f"warning: {part} ends at frame {last_kept}, not {self._resume_after}: frames in between are not "
-                  f"in it; resume with --after {-1 if last_kept is None else last_kept} to have them all",
-                  file=sys.stderr)
+              + ("" if self._last_kept is None else f", the last frame {self._last_kept}"), file=sys.stderr)
         return stream
+
+    def warn_of_a_gap(self, frame_stride: int) -> None:
+        """Once the job's stride is known, say whether a continued `.part` misses frames: the
+        watch sends only frames after `resume_after`, and the `.part` may end before it. Frames
+        the stride skips are no gap: the next frame after the last kept one is `frame_stride` later."""
+        if not self._gap_unchecked or self._resume_after is None or self._resume_after < 0:
+            return
+        self._gap_unchecked = False
+        part = self.part_path
+        if self._last_kept is None:
+            print(f"warning: {part} holds no frame up to {self._resume_after}: any the job processed up to it are "
+                  "not in it; resume with --after -1 to have them all", file=sys.stderr)
+        elif self._resume_after >= self._last_kept + max(1, frame_stride):
+            print(f"warning: {part} ends at frame {self._last_kept}, not {self._resume_after}: frames in between are "
+                  f"not in it; resume with --after {self._last_kept} to have them all", file=sys.stderr)
 
     def write(self, frame: FrameResult) -> None:
         if self._stream is None:

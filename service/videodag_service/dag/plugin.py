@@ -36,7 +36,6 @@ in the `videodag.plugins` entry-point group::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -65,7 +64,8 @@ class Param:
     is declared. `choices`, when given, lists the only allowed values. A declaration a
     pipeline could never satisfy (an unsupported type, a default or a choice that is not of
     its type or not JSON-like, a default outside the choices) is refused when it is made,
-    so a plugin's mistake fails its import, naming the parameter, not a client's listing.
+    so a plugin's mistake fails its import, naming the parameter, not the plugin reference
+    (`--list-plugins`). A default of None (not set) or, for a list, a tuple is taken as given.
     """
 
     name: str
@@ -75,7 +75,8 @@ class Param:
     choices: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_name(self.name, "parameter")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"parameter name {self.name!r} must be a non-empty string")
         if self.kind not in PARAM_TYPES:
             raise ValueError(
                 f"parameter {self.name!r} declares type {getattr(self.kind, '__name__', self.kind)!r}; "
@@ -85,8 +86,10 @@ class Param:
             problem = self._type_problem(choice)
             if problem:
                 raise ValueError(f"a choice of {problem}")
-        if not self.required:
-            problem = self.problem_with(self.default)
+        # None is "not set" to many tools, and a tuple is how Python spells an immutable list.
+        if not self.required and self.default is not None:
+            default = list(self.default) if self.kind is list and isinstance(self.default, tuple) else self.default
+            problem = self.problem_with(default)
             if problem:
                 raise ValueError(f"the default of {problem}")
 
@@ -125,14 +128,12 @@ class Param:
         return None
 
 
-# Pipeline files name tools as `plugin.tool` and outputs as `node.output`: a dot, a blank or an
-# empty name could never be written there.
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-
-
 def _check_name(name: Any, what: str) -> None:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise ValueError(f"{what} name {name!r} must be letters, digits, '_' or '-'")
+    # Pipeline files name tools as `plugin.tool` and outputs as `node.output`: a name with a dot,
+    # or an empty one, could never be written there.
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"{what} name {name!r} must be a non-empty string without '.' (pipeline files "
+                         "write plugin.tool and node.output)")
 
 
 def _check_unique(names: Sequence[str], what: str, owner: str) -> None:

@@ -35,7 +35,6 @@ _MAX_WIN_STRIDE = 1 << 16
 # Scores are sigmoid(margin). Below 0.05 (a margin of -2.9) nearly every window of a frame
 # counts, and OpenCV's grouping takes seconds a frame to merge them into a few meaningless boxes.
 _SMALLEST_SCORE_THRESHOLD = 0.05
-_LARGEST_SCORE = 1.0 - 1e-9  # a margin of +inf, kept finite for OpenCV
 
 DETECT_PEOPLE_PARAMS: tuple[Param, ...] = (
     Param("upscale", float, 1.5, "enlarge the frame by this factor before detecting (finds smaller people)"),
@@ -88,10 +87,14 @@ class _Settings:
 
     @property
     def hit_threshold(self) -> float:
-        """The SVM margin a window needs to count, as `score_threshold` asks: OpenCV drops windows
-        below its `hitThreshold` (margin 0, score 0.5, by default) before grouping them."""
-        score = min(self.score_threshold, _LARGEST_SCORE)
-        return math.log(score / (1.0 - score))
+        """The SVM margin a window needs to count: OpenCV drops windows below its `hitThreshold`
+        (margin 0, score 0.5, by default) before grouping them, so a `score_threshold` under 0.5
+        lowers it. One above 0.5 leaves it at 0 and filters the grouped detections instead:
+        dropping their weaker windows first would break up groups whose best window scores
+        well above the threshold."""
+        if self.score_threshold >= 0.5:
+            return 0.0
+        return math.log(self.score_threshold / (1.0 - self.score_threshold))
 
 
 class _HogPeopleDetector:

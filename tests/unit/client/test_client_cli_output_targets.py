@@ -93,24 +93,37 @@ def test_resuming_after_a_frame_the_part_file_never_reached_says_so(
     Path(f"{results}.part").write_text("".join(json.dumps({"frame_index": i}) + "\n" for i in range(10)))
     with JsonLinesOutput(str(results), resume_after=50) as output:
         assert output.frames_kept == 10
-    assert "ends at frame 9, not 50" in capsys.readouterr().err
+        output.warn_of_a_gap(1)
+        output.warn_of_a_gap(1)  # once: each job event of the watch asks
+    said = capsys.readouterr().err
+    assert said.count("ends at frame 9, not 50") == 1 and "resume with --after 9" in said
 
 
 def test_resuming_a_strided_job_between_its_frames_is_no_gap(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Frames 0, 2, ..., 40 of a stride-2 job: after 41 nothing is missing, and the message names 40."""
-    strided = "".join(json.dumps({"frame_index": i}) + "\n" for i in range(0, 60, 2))
-    Path(tmp_path / "a.jsonl.part").write_text(strided)
-    with JsonLinesOutput(str(tmp_path / "a.jsonl"), resume_after=41) as output:
-        assert output.frames_kept == 21
-    said = capsys.readouterr().err
-    assert "kept 21 frames, the last frame 40" in said
-    assert "warning" not in said
-    Path(tmp_path / "b.jsonl.part").write_text(strided[: strided.index('{"frame_index": 42}')])
-    with JsonLinesOutput(str(tmp_path / "b.jsonl"), resume_after=44) as output:  # frame 42 is missing
-        assert output.frames_kept == 21
-    assert "ends at frame 40, not 44" in capsys.readouterr().err
+    """Frames 0, 5, ... of a stride-5 job: after 2 or 9 nothing is missing; after 10, frame 10 is."""
+    for after, gap in [(2, False), (9, False), (10, True)]:
+        part = tmp_path / f"after{after}.jsonl.part"
+        part.write_text(json.dumps({"frame_index": 0}) + "\n" + json.dumps({"frame_index": 5}) + "\n")
+        with JsonLinesOutput(str(tmp_path / f"after{after}.jsonl"), resume_after=after) as output:
+            output.warn_of_a_gap(5)
+        said = capsys.readouterr().err
+        kept = 1 if after < 5 else 2
+        assert f"kept {kept} frames, the last frame {5 if kept == 2 else 0}" in said
+        assert ("warning" in said) is gap, (after, said)
+
+
+def test_resuming_from_the_start_or_with_nothing_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--after -1 (what the warning recommends) is never a gap; nothing kept with --after N may be."""
+    for after, warned in [(-1, False), (3, True)]:
+        part = tmp_path / f"from{after}.jsonl.part"
+        part.write_text(json.dumps({"frame_index": 7}) + "\n")
+        with JsonLinesOutput(str(tmp_path / f"from{after}.jsonl"), resume_after=after) as output:
+            output.warn_of_a_gap(1)
+        said = capsys.readouterr().err
+        assert "kept 0 frames" in said
+        assert ("holds no frame up to 3" in said) is warned, said
 
 
 def test_results_on_stdout_through_a_path_are_recognised_as_stdout(

@@ -104,6 +104,17 @@ def test_a_score_threshold_under_the_svm_boundary_keeps_weaker_people(frames: di
     assert np.any(loose.scores < 0.5) and np.all(loose.scores >= 0.2)
 
 
+def test_a_score_threshold_over_the_svm_boundary_keeps_every_detection_scoring_over_it(
+    frames: dict[int, np.ndarray],
+) -> None:
+    """Filtering windows before grouping would break up groups whose best window scores well above it."""
+    boundary = detect(frames[0], upscale=1.0, score_threshold=0.5)
+    strict = detect(frames[0], upscale=1.0, score_threshold=0.7)
+
+    expected = sorted(map(tuple, boundary.xyxy[boundary.scores >= 0.7].round(1).tolist()))
+    assert expected and sorted(map(tuple, strict.xyxy.round(1).tolist())) == expected
+
+
 @pytest.mark.parametrize(("width", "height"), [(1, 1), (16, 16), (80, 60), (200, 90), (47, 400), (400, 111)])
 def test_a_frame_no_window_fits_in_gives_no_detections(width: int, height: int) -> None:
     """OpenCV crashes the process on an image smaller than its window, padding included."""
