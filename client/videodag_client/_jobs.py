@@ -359,9 +359,22 @@ class JobWatch(Iterator[JobEvent]):
             self._failing_since, self._backoff = None, _FIRST_BACKOFF_SECONDS
             self._connected = True
             event = self._convert(response)
+            if self._done:
+                self._read_the_end()
             if event is not None:
                 return event
         raise StopIteration
+
+    def _read_the_end(self) -> None:
+        """The final job is the last event: read the call's end (its OK status follows at once)
+        rather than cancel a call the server is finishing, which its metrics would count as cancelled."""
+        try:
+            for _ in self._call:  # left in place meanwhile, so that close() can still cancel it
+                pass
+        except grpc.RpcError:
+            pass  # whatever ended it, the final job is in hand
+        finally:
+            self._call = None
 
     def _convert(self, response: video_pipeline_service_pb2.WatchJobResponse) -> JobEvent | None:
         kind = response.WhichOneof("event")

@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -87,6 +88,27 @@ def test_jobs_count_in_runs_frames_and_upload_bytes(make_server: ServerFactory, 
     assert slow_frames == client.get_job(cancelled.id).frames_done < 120
     for pipeline in ("frame_stats_v1", "failing", "slow"):
         assert metrics[("videodag_upload_bytes_total", (("pipeline", pipeline),))] == sample_clip.stat().st_size
+
+
+def test_a_watch_read_to_its_end_counts_as_ok(make_server: ServerFactory, make_video: Any) -> None:
+    """The client reads a watch's end from the server instead of cancelling the call after its
+    final event, which raced the server's own end and was often counted CANCELLED."""
+    port = free_port()
+    server = make_server(metrics_port=port)
+    job = server.client.submit_job(make_video(3), "frame_stats_v1")
+    wait_for_job(server.client, job.id, finished)
+    watches = 10
+    for _ in range(watches):
+        with server.client.watch_job(job.id) as watch:
+            assert [type(event).__name__ for event in watch][-1] == "Job"
+    method = ("method", "/videodag.v1.VideoPipelineService/WatchJob")
+
+    def counted() -> dict[tuple[tuple[str, str], ...], float]:
+        return {labels: value for (name, labels), value in scrape(port).items()
+                if name == "videodag_grpc_calls_total" and method in labels and value}
+
+    wait_until(lambda: sum(counted().values()) == watches, what="every watch to be counted")
+    assert counted() == {(("code", "OK"), method): watches}
 
 
 def test_a_deadline_passing_mid_upload_counts_as_such_and_a_client_leaving_as_cancelled(
