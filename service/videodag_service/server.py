@@ -7,6 +7,7 @@ period to finish and are then cancelled (their temp files removed by their own c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -35,6 +36,7 @@ from videodag_service.observability import (
     start_metrics_exporter,
 )
 from videodag_service.plugin_reference import plugin_reference
+from videodag_service.private_folders import private_directory
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import (
@@ -183,11 +185,20 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     dag.max_result_bytes = settings.max_result_bytes()
     if settings.frame_workers:
         dag.frame_workers = settings.frame_workers
-    jobs = open_job_service(job_config(settings), dag)
+    # Made (or checked) before anything is served: a folder another user controls stops the start.
+    made_temp_dir = not settings.temp_dir.exists()
+    private_directory(settings.temp_dir, "upload folder (--temp-dir)")
     try:
-        return _start(settings, dag, jobs)
+        jobs = open_job_service(job_config(settings), dag)
+        try:
+            return _start(settings, dag, jobs)
+        except BaseException:
+            jobs.close()  # releases the data directory's lock
+            raise
     except BaseException:
-        jobs.close()  # releases the data directory's lock
+        if made_temp_dir:  # a failed start leaves nothing behind
+            with contextlib.suppress(OSError):
+                settings.temp_dir.rmdir()
         raise
 
 

@@ -20,7 +20,8 @@ from videodag_service.jobs.ids import is_job_id
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
-from videodag_service.jobs.uploads import DirectoryUploadStorage, private_directory
+from videodag_service.jobs.uploads import DirectoryUploadStorage
+from videodag_service.private_folders import private_directory
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
     DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
@@ -100,7 +101,7 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     """
     if (warning := data_dir_open_to_others(config.data_dir)) is not None:
         logger.warning(warning)
-    private_directory(config.data_dir)
+    private_directory(config.data_dir, "job data folder (--data-dir)")
     observer = JobObserverRelay()
     if config.backend is JobBackend.REDIS:
         # Replicas share the uploads folder: another may be receiving into it right now.

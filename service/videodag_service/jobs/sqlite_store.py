@@ -27,7 +27,7 @@ from videodag_service.jobs import records
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
 from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
-from videodag_service.jobs.uploads import private_directory
+from videodag_service.private_folders import private_directory
 from videodag_service.video import VideoInfo
 
 _SCHEMA_VERSION = 1
@@ -412,13 +412,13 @@ def _private_file(path: Path) -> Path:
     -shm files with the database file's mode, so they are private too; an existing file
     keeps its mode.
     """
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))  # never through a planted link
     return path
 
 
 def _lock_exclusively(path: Path) -> Any:
     # Created 0600 like the database; held open for the store's lifetime, closed in close().
-    lock_file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
+    lock_file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "a+")
     try:
         fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -16,29 +16,12 @@ from typing import Protocol
 
 from videodag_service.errors import DiskFull, ErrorDetails
 from videodag_service.jobs.model import StoredVideo
+from videodag_service.private_folders import private_directory
 from videodag_service.video import receive_upload
 from videodag_service.video.upload import checked_declared_size, remove_orphaned_uploads, suffix_for_file_name
 
 _INCOMING = "incoming"
 _ABANDONED_UPLOAD_SECONDS = 3600.0
-
-
-def private_directory(path: Path) -> Path:
-    """`path`, created 0700 (its missing parents too) unless it exists; an existing one keeps its mode.
-
-    The server's own folders hold other people's videos and results, so one it creates is
-    private; mkdir's mode is filtered by the umask, hence the chmod. A folder the operator
-    made is theirs: it is not tightened under them (the server warns instead).
-    """
-    if path.is_dir():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        return path  # made meanwhile by another process, with a mode of its choosing
-    path.chmod(0o700)
-    return path
 
 
 class UploadStorage(Protocol):

@@ -171,7 +171,7 @@ def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
     from videodag_service.dag import DagPipelineService
     from videodag_service.server import start_server
 
-    for name, mode in (("private", 0o700), ("shared", 0o777)):
+    for name, mode in (("private", 0o700), ("shared", 0o755), ("sticky", 0o1777)):
         folder = tmp_path / name
         folder.mkdir()
         folder.chmod(mode)
@@ -185,7 +185,8 @@ def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
         if name == "private":
             assert warnings == []
         else:
-            assert len(warnings) == 1 and f"upload folder {folder} is open to other users (mode 0777)" in warnings[0]
+            shown = f"{mode & 0o777:04o}"
+            assert len(warnings) == 1 and f"upload folder {folder} is open to other users (mode {shown})" in warnings[0]
 
 
 def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None:

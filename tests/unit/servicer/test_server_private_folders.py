@@ -1,0 +1,93 @@
+"""The server refuses to start on an upload or data folder another local user controls.
+
+Such a user could read the job store and forge results, or swap an upload for a link to a
+file only the server may read and have its frames sent back. Tests run as root here, so
+another user is simulated by handing folders to `nobody` (uid 65534).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from videodag_service.dag import DagPipelineService
+from videodag_service.private_folders import FolderNotPrivate, private_directory
+from videodag_service.server import main, start_server
+from videodag_service.settings import settings_from
+
+OTHER_UID = 65534
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user takes root")
+
+
+def _start(tmp_path: Path, temp_dir: Path, data_dir: Path) -> None:
+    settings = settings_from(["--port", "0", "--temp-dir", str(temp_dir)], {"VIDEODAG_DATA_DIR": str(data_dir)})
+    running = start_server(settings, DagPipelineService.from_folder())
+    running.stop(0)
+
+
+def test_an_upload_folder_another_user_made_first_is_refused(tmp_path: Path) -> None:
+    temp_dir = tmp_path / "videodag"
+    temp_dir.mkdir(mode=0o700)
+    os.chown(temp_dir, OTHER_UID, OTHER_UID)
+    with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {temp_dir} is owned by nobody "
+                                               r"\(uid 65534\), not by the server's user"):
+        _start(tmp_path, temp_dir, tmp_path / "data")
+    # Refused before anything was served: a second start on the same data folder finds no lock held.
+    _start(tmp_path, tmp_path / "own", tmp_path / "data")
+
+
+def test_a_data_folder_another_user_made_first_is_refused_before_its_files_are_opened(tmp_path: Path) -> None:
+    data_dir = tmp_path / "videodag-data"
+    data_dir.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    (data_dir / "jobs.lock").symlink_to(victim)  # what made the server create a file anywhere
+    os.chown(data_dir, OTHER_UID, OTHER_UID)
+    with pytest.raises(FolderNotPrivate, match=r"job data folder \(--data-dir\) .* is owned by nobody"):
+        _start(tmp_path, tmp_path / "tmp", data_dir)
+    assert not victim.exists()
+
+
+def test_a_link_another_user_owns_is_refused_even_to_a_folder_of_ours(tmp_path: Path) -> None:
+    ours = tmp_path / "ours"
+    ours.mkdir(mode=0o700)
+    link = tmp_path / "videodag"
+    link.symlink_to(ours)
+    os.lchown(link, OTHER_UID, OTHER_UID)
+    with pytest.raises(FolderNotPrivate, match="is a symbolic link owned by nobody"):
+        private_directory(link, "upload folder (--temp-dir)")
+    own_link = tmp_path / "own-link"
+    own_link.symlink_to(ours)
+    assert private_directory(own_link) == own_link
+
+
+def test_a_folder_anyone_may_write_to_is_refused_unless_sticky(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    with pytest.raises(FolderNotPrivate, match=r"lets every user add, rename and remove files in it \(mode 0777\)"):
+        private_directory(open_folder)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # as /tmp: others cannot rename or remove what is not theirs
+    assert private_directory(sticky) == sticky
+
+
+def test_a_root_owned_folder_is_trusted(tmp_path: Path) -> None:
+    """A container's volume is often root's, shared with the server's group."""
+    volume = tmp_path / "volume"
+    volume.mkdir(mode=0o2775)
+    os.chown(volume, 0, OTHER_UID)
+    assert private_directory(volume) == volume
+
+
+def test_the_command_says_why_it_does_not_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    temp_dir = tmp_path / "videodag"
+    temp_dir.mkdir(mode=0o700)
+    os.chown(temp_dir, OTHER_UID, OTHER_UID)
+    assert main(["--port", "0", "--temp-dir", str(temp_dir), "--data-dir", str(tmp_path / "data")]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith(f"videodag-server: cannot start: upload folder (--temp-dir) {temp_dir} is owned by nobody")
+    assert "remove it, or give the server a folder its user owns" in said
