@@ -64,14 +64,18 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
 
 
 def _refusing_handler(handler: grpc.RpcMethodHandler, method: str, problem: str) -> grpc.RpcMethodHandler:
-    """A handler of the same shape as `handler` that logs the refusal and ends the call with UNAUTHENTICATED.
+    """A handler that logs the refusal and ends the call with UNAUTHENTICATED, at once.
 
-    The refusal is logged here, in the call's handler thread, not in `intercept_service`: that
-    runs on gRPC's polling thread, outside the request id the request-context interceptor
-    (installed outside this one) binds around the handler, so the line would have none.
+    It takes the request as a stream whatever the method's shape, so gRPC calls it without
+    waiting for a request message: a caller without a token that opens calls and never sends
+    their message would otherwise hold one of the server's call slots each, for as long as it
+    liked, until health checks and every authenticated caller were refused. The refusal is
+    logged here, in the call's handler thread, not in `intercept_service`: that runs on gRPC's
+    polling thread, outside the request id the request-context interceptor (installed outside
+    this one) binds around the handler, so the line would have none.
     """
 
-    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+    def refuse(_requests: Any, context: grpc.ServicerContext) -> Any:
         logger.info("refused %s: %s", method, problem)
         abort(context, Unauthenticated(problem))  # with ErrorInfo, like every refusal of the server's
 
@@ -79,13 +83,9 @@ def _refusing_handler(handler: grpc.RpcMethodHandler, method: str, problem: str)
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **kwargs)
-    return grpc.unary_unary_rpc_method_handler(refuse, **kwargs)
+        return grpc.stream_stream_rpc_method_handler(refuse, **kwargs)
+    return grpc.stream_unary_rpc_method_handler(refuse, **kwargs)
 
 
 # What a header value can carry, as clients check their token (printable ASCII and spaces).

@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -52,6 +54,38 @@ def test_token_is_required_and_compared(make_server: ServerFactory, tmp_path: Pa
     assert missing.value.reason == bad.value.reason == "UNAUTHENTICATED"  # ErrorInfo, as on every refusal
     with VideodagClient(server.target, token="secret-two") as client:
         assert "frame_stats_v1" in {p.id for p in client.list_pipelines()}
+
+
+def test_calls_without_a_token_that_never_send_their_message_are_refused_at_once(make_server: ServerFactory) -> None:
+    """They used to hold one of the server's call slots each until their caller left: 185 of them
+    left health checks and every authenticated caller refused (gRPC's bare RESOURCE_EXHAUSTED)."""
+    server = make_server(tokens="held-secret")
+    never = threading.Event()
+
+    def never_sent() -> Iterator[bytes]:
+        never.wait(60)
+        yield b""
+
+    channels = [grpc.insecure_channel(server.target) for _ in range(4)]
+    try:
+        held = [
+            channels[index % 4].stream_unary(
+                "/videodag.v1.VideoPipelineService/ListPipelines",
+                request_serializer=lambda message: message, response_deserializer=lambda message: message,
+            ).future(never_sent(), timeout=60)
+            for index in range(200)
+        ]
+        for call in held:
+            assert call.exception(timeout=30).code() is grpc.StatusCode.UNAUTHENTICATED
+        with grpc.insecure_channel(server.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        with VideodagClient(server.target, token="held-secret") as client:
+            assert "frame_stats_v1" in {pipeline.id for pipeline in client.list_pipelines()}
+    finally:
+        never.set()
+        for channel in channels:
+            channel.close()
 
 
 def test_token_is_required_on_the_streaming_call_and_nothing_is_stored(
