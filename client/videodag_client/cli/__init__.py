@@ -23,6 +23,7 @@ from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, ru
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
 from videodag_client.cli._results import is_stdout
+from videodag_client.cli._terminal import terminal_safe
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
@@ -161,16 +162,16 @@ def _print_tls_failure(error: VideodagError) -> None:
     print(
         "error: TLS handshake with the server failed: check --tls-ca (the CA that signed the server's "
         "certificate), --tls-cert/--tls-key if the server wants a client certificate, and that the server "
-        f"serves TLS\n  gRPC: {error.message}",
+        f"serves TLS\n  gRPC: {terminal_safe(error.message, one_line=True)}",
         file=sys.stderr,
     )
 
 
 def _print_error(error: VideodagError) -> None:
-    lines = [f"error: {error.code.name}: {error.message}"]
+    lines = [f"error: {error.code.name}: {terminal_safe(error.message, one_line=True)}"]
     for violation in error.field_violations:
-        line = f"{violation.field}: {violation.description}"
-        if line not in error.message:  # servers often spell a lone violation out in the message
+        line = terminal_safe(f"{violation.field}: {violation.description}", one_line=True)
+        if line not in lines[0]:  # servers often spell a lone violation out in the message
             lines.append(f"  {line}")
     if error.retry_after is not None:
         lines.append(f"  retry after {error.retry_after:g} s")

@@ -7,6 +7,7 @@ from typing import Any
 
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._terminal import terminal_safe
 
 
 def add_parser(subcommands: Any) -> None:
@@ -23,5 +24,5 @@ def add_parser(subcommands: Any) -> None:
 def cancel_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         job = client.cancel_job(args.job_id)
-    print(f"job {job.id}: {job.state.name} after {job.frames_done} frames")
+    print(f"job {terminal_safe(job.id, one_line=True)}: {job.state.name} after {job.frames_done} frames")
     return _exit_codes.SUCCESS

@@ -14,6 +14,7 @@ from videodag_client import Job, JobState
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import INT64_MAX, int_in_range
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._terminal import terminal_safe
 
 STATE_NAMES = [state.name.lower() for state in JobState]
 
@@ -118,13 +119,13 @@ def format_job(job: Job) -> str:
         lines.append(f"  key:       {job.idempotency_key}")
     if job.error is not None:
         lines.append(f"  error:     {job.error.code.name}: {job.error.message}")
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line, one_line=True) for line in lines)  # a field cannot add a line
 
 
 def _job_table(jobs: list[Job]) -> str:
     rows = [("ID", "STATE", "PIPELINE", "FRAMES", "CREATED")] + [
-        (job.id, job.state.name, job.pipeline_id, progress_text(job),
-         job.created_at.astimezone().isoformat(sep=" ", timespec="seconds"))
+        (terminal_safe(job.id, one_line=True), job.state.name, terminal_safe(job.pipeline_id, one_line=True),
+         progress_text(job), job.created_at.astimezone().isoformat(sep=" ", timespec="seconds"))
         for job in jobs
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -10,6 +10,7 @@ from typing import Any
 from videodag_client import PipelineInfo
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._terminal import terminal_safe
 
 
 def add_parser(subcommands: Any) -> None:
@@ -58,7 +59,11 @@ def show_command(args: argparse.Namespace) -> int:
 
 
 def _pipeline_table(pipelines: list[PipelineInfo]) -> str:
-    rows = [("ID", "VERSION", "DESCRIPTION")] + [(p.id, p.version, p.description) for p in pipelines]
+    rows = [("ID", "VERSION", "DESCRIPTION")] + [
+        (terminal_safe(p.id, one_line=True), terminal_safe(p.version, one_line=True),
+         terminal_safe(p.description, one_line=True))
+        for p in pipelines
+    ]
     id_width = max(len(row[0]) for row in rows)
     version_width = max(len(row[1]) for row in rows)
     return "\n".join(
@@ -81,4 +86,4 @@ def format_pipeline(pipeline: PipelineInfo) -> str:
             lines.append(f"    params: {json.dumps(node.params, sort_keys=True)}")
     lines.append("outputs:")
     lines += [f"  {output.name} <- {output.source}" for output in pipeline.outputs]
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line, one_line=True) for line in lines)  # a field cannot add a line

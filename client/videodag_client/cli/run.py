@@ -25,6 +25,7 @@ from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._results import STDOUT, JsonLinesOutput, is_stdout
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
+from videodag_client.cli._terminal import terminal_safe
 from videodag_client.cli._video_input import video_source
 
 # Frame i is at i / fps; a window bound that lands on a frame's time within float noise
@@ -150,7 +151,7 @@ def _first_frame_at_or_after(seconds: float, fps: float) -> int:
 
 def format_summary(summary: RunSummary, output_path: str | None) -> str:
     lines = [
-        f"pipeline:   {summary.pipeline_id} (version {summary.pipeline_version})",
+        terminal_safe(f"pipeline:   {summary.pipeline_id} (version {summary.pipeline_version})", one_line=True),
         f"frames:     {summary.frames_processed} processed{_of_the_video(summary)}, "
         f"{summary.frames_with_errors} with node errors",
         f"wall time:  {summary.wall_time_seconds:.2f} s (decoding {summary.decode_time_seconds:.2f} s)",
@@ -159,7 +160,7 @@ def format_summary(summary: RunSummary, output_path: str | None) -> str:
     if summary.node_timings:
         lines.append(_node_table(summary))
     lines.append(f"results:    {_describe_output(output_path)}")
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 def summary_warnings(summary: RunSummary) -> list[str]:
@@ -183,8 +184,8 @@ def _node_table(summary: RunSummary) -> str:
     header = ("node", "plugin", "calls", "total s", "ms/call", "errors")
     rows = [
         (
-            t.node_id,
-            t.plugin,
+            terminal_safe(t.node_id, one_line=True),
+            terminal_safe(t.plugin, one_line=True),
             str(t.calls),
             f"{t.total_seconds:.3f}",
             f"{t.seconds_per_call * 1000:.1f}",

@@ -14,6 +14,7 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
+from videodag_client.cli._terminal import terminal_safe
 from videodag_client.cli._video_input import video_source
 from videodag_client.cli.jobs import job_record
 
@@ -62,20 +63,21 @@ def submit_command(args: argparse.Namespace) -> int:
             checksum=not args.no_checksum,
             on_upload_progress=progress.upload,
         )
+    job_id = terminal_safe(job.id, one_line=True)  # as a server sent it: shown, never obeyed by the terminal
     try:
-        print(json.dumps(job_record(job), indent=2) if args.json else job.id, flush=True)
+        print(json.dumps(job_record(job), indent=2) if args.json else job_id, flush=True)
     except BrokenPipeError:  # the reader went (`| true`): the job runs, so its id must not be lost
-        print(f"job {job.id} is queued; follow it with: videodag watch {job.id}", file=sys.stderr)
+        print(f"job {job_id} is queued; follow it with: videodag watch {job_id}", file=sys.stderr)
         raise
     except OSError as error:  # a full disk, /dev/full: the same
-        print(f"error: job {job.id} is queued, but writing it to standard output failed "
-              f"({error.strerror or error}); follow it with: videodag watch {job.id}", file=sys.stderr)
+        print(f"error: job {job_id} is queued, but writing it to standard output failed "
+              f"({error.strerror or error}); follow it with: videodag watch {job_id}", file=sys.stderr)
         return _exit_codes.SERVER_ERROR
     if args.idempotency_key and (other := _another_video(job, args.video)):
         print(f"warning: the idempotency key {args.idempotency_key!r} was used before, for {other}: its job is "
               "returned, and this video was not queued", file=sys.stderr)
     if not args.quiet:
-        print(f"job {job.id} {job.state.name}; follow it with: videodag watch {job.id}", file=sys.stderr)
+        print(f"job {job_id} {job.state.name}; follow it with: videodag watch {job_id}", file=sys.stderr)
     return _exit_codes.SUCCESS
 
 
