@@ -1,12 +1,14 @@
-"""The server refuses to start on an upload or data folder another local user controls.
+"""The server refuses to start on an upload or data folder any local user could have planted.
 
-Such a user could read the job store and forge results, or swap an upload for a link to a
-file only the server may read and have its frames sent back. Tests run as root here, so
-another user is simulated by handing folders to `nobody` (uid 65534).
+In /tmp anyone can make /tmp/videodag first; its owner could then read the job store and
+forge results, or swap an upload for a link to a file only the server may read and have its
+frames sent back. Tests run as root here, so another user is simulated by handing folders to
+`nobody` (uid 65534), and /tmp by a sticky world-writable folder.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +21,15 @@ from videodag_service.settings import settings_from
 
 OTHER_UID = 65534
 
+
+@pytest.fixture
+def shared_tmp(tmp_path: Path) -> Path:
+    """A folder where any user may make entries, as /tmp is."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    return shared
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user takes root")
 
 
@@ -28,32 +39,35 @@ def _start(tmp_path: Path, temp_dir: Path, data_dir: Path) -> None:
     running.stop(0)
 
 
-def test_an_upload_folder_another_user_made_first_is_refused(tmp_path: Path) -> None:
-    temp_dir = tmp_path / "videodag"
+def test_an_upload_folder_another_user_made_first_is_refused(tmp_path: Path, shared_tmp: Path) -> None:
+    temp_dir = shared_tmp / "videodag"
     temp_dir.mkdir(mode=0o700)
     os.chown(temp_dir, OTHER_UID, OTHER_UID)
     with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {temp_dir} is owned by nobody "
-                                               r"\(uid 65534\), not by the server's user"):
+                                               r"\(uid 65534\), not by the server's user .* in a folder where any "
+                                               "user may make it"):
         _start(tmp_path, temp_dir, tmp_path / "data")
     # Refused before anything was served: a second start on the same data folder finds no lock held.
     _start(tmp_path, tmp_path / "own", tmp_path / "data")
 
 
-def test_a_data_folder_another_user_made_first_is_refused_before_its_files_are_opened(tmp_path: Path) -> None:
-    data_dir = tmp_path / "videodag-data"
+def test_a_data_folder_another_user_made_first_is_refused_before_its_files_are_opened(
+    tmp_path: Path, shared_tmp: Path
+) -> None:
+    data_dir = shared_tmp / "videodag-data"
     data_dir.mkdir(mode=0o700)
     victim = tmp_path / "victim"
     (data_dir / "jobs.lock").symlink_to(victim)  # what made the server create a file anywhere
     os.chown(data_dir, OTHER_UID, OTHER_UID)
     with pytest.raises(FolderNotPrivate, match=r"job data folder \(--data-dir\) .* is owned by nobody"):
-        _start(tmp_path, tmp_path / "tmp", data_dir)
+        _start(tmp_path, tmp_path / "uploads", data_dir)
     assert not victim.exists()
 
 
-def test_a_link_another_user_owns_is_refused_even_to_a_folder_of_ours(tmp_path: Path) -> None:
+def test_a_link_another_user_owns_is_refused_even_to_a_folder_of_ours(tmp_path: Path, shared_tmp: Path) -> None:
     ours = tmp_path / "ours"
     ours.mkdir(mode=0o700)
-    link = tmp_path / "videodag"
+    link = shared_tmp / "videodag"
     link.symlink_to(ours)
     os.lchown(link, OTHER_UID, OTHER_UID)
     with pytest.raises(FolderNotPrivate, match="is a symbolic link owned by nobody"):
@@ -83,11 +97,27 @@ def test_a_root_owned_folder_is_trusted(tmp_path: Path) -> None:
     assert private_directory(volume) == volume
 
 
-def test_the_command_says_why_it_does_not_start(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    temp_dir = tmp_path / "videodag"
+def test_the_command_says_why_it_does_not_start(
+    tmp_path: Path, shared_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    temp_dir = shared_tmp / "videodag"
     temp_dir.mkdir(mode=0o700)
     os.chown(temp_dir, OTHER_UID, OTHER_UID)
     assert main(["--port", "0", "--temp-dir", str(temp_dir), "--data-dir", str(tmp_path / "data")]) == 1
     said = capsys.readouterr().err
     assert said.startswith(f"videodag-server: cannot start: upload folder (--temp-dir) {temp_dir} is owned by nobody")
     assert "remove it, or give the server a folder its user owns" in said
+
+
+def test_another_users_folder_an_administrator_prepared_is_served_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside a place anyone may write to (a bind mount, a group-shared volume), only someone
+    trusted with the machine could have put it there: it serves, naming its owner."""
+    prepared = tmp_path / "srv" / "videodag-data"
+    prepared.mkdir(parents=True, mode=0o770)
+    os.chown(prepared, OTHER_UID, 0)
+    with caplog.at_level(logging.WARNING, logger="videodag_service.private_folders"):
+        assert private_directory(prepared, "job data folder (--data-dir)") == prepared
+    [warning] = [record.getMessage() for record in caplog.records]
+    assert f"job data folder (--data-dir) {prepared} is owned by nobody (uid 65534)" in warning
