@@ -2,18 +2,19 @@
 
 The upload folder (`--temp-dir`, /tmp/videodag by default) and the job data folder
 (`--data-dir`) hold every caller's videos and results, and the decoder opens each upload again
-by its path. In /tmp anyone can make such a folder before the server does, and a folder
-anyone may write to lets anyone rename what is in it: either way another local user could
-read the job store, forge results, or swap an upload for a symbolic link to a file only the
-server may read, whose frames then go back to the caller. The server used to take such a
-folder as it found it; it now refuses to start on one, saying why.
+by its path. In /tmp anyone can make such a folder, or a folder above it, before the server
+does; its owner could then read the job store, forge results, or swap an upload for a
+symbolic link to a file only the server may read, whose frames then go back to the caller.
+The server used to take such a path as it found it; it now refuses to start on one, saying
+why. Every folder and link on the way is looked at, as OpenSSH's StrictModes does: whoever
+controls any of them controls what lies below.
 
-A folder another user owns outside such a shared place (a bind mount an administrator
-prepared, a group-shared volume) was put there by someone trusted with the machine: it is
-served from, with a warning naming its owner. Root's folders are trusted (root can do anything
-anyway): a volume mounted for a container is often root's, shared with the server's group. A
-folder others may only read is served from with a warning too (`temp_dir_open_to_others`,
-`data_dir_open_to_others`), since every file in it is 0600.
+What only someone trusted with the machine could have set up is served from, with a warning:
+another user's folder outside a place anyone may write to (a bind mount, a group-shared
+volume), and a folder anyone may write to without the sticky bit (a Kubernetes emptyDir
+volume is root's, mode 0777, in a pod with no other user). Root's folders are trusted (root
+can do anything anyway). A folder others may only read gets a warning too
+(`temp_dir_open_to_others`, `data_dir_open_to_others`), since every file in it is 0600.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ import logging
 import os
 import pwd
 import stat
+import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
 
 class FolderNotPrivate(ValueError):
-    """An upload or data folder another local user could control; the server does not start on it."""
+    """An upload or data folder any local user could have planted; the server does not start on it."""
 
 
 def _owner_name(uid: int) -> str:
@@ -46,38 +51,60 @@ def _anyone_may_add_to(folder: Path) -> bool:
         return False
 
 
+def _on_the_way(path: Path) -> list[Path]:
+    """Every entry from the root down to `path`, as written and as its links resolve."""
+    entries: list[Path] = []
+    for full in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        for entry in (*reversed(full.parents[:-1]), full):  # without "/" itself
+            if entry not in entries:
+                entries.append(entry)
+    return entries
+
+
 def refuse_unless_controlled_by_us(path: Path, what: str) -> None:
-    """Raise FolderNotPrivate when another local user could control `path` (an existing folder):
-    it, or the symbolic link it is, belongs to someone other than this process's user or root and
-    sits where anyone may create entries, or anyone may add and rename files in it (writable by
-    others and not sticky). Another user's folder elsewhere is logged as a warning."""
+    """Raise FolderNotPrivate when any folder or link on the way to `path` belongs to someone
+    other than this process's user or root and sits where anyone may create entries. Log a
+    warning (once a process) for another user's entry elsewhere, and for a folder anyone may
+    write to without the sticky bit."""
     trusted = {os.geteuid(), 0}
-    remedy = "remove it, or give the server a folder its user owns"
-    link = os.lstat(path)
-    if stat.S_ISLNK(link.st_mode) and link.st_uid not in trusted:
-        if _anyone_may_add_to(path.absolute().parent):
-            raise FolderNotPrivate(
-                f"{what} {os.fspath(path)} is a symbolic link owned by {_owner_name(link.st_uid)}, made where any user "
-                f"may make one, who can point it elsewhere at any time; {remedy}"
-            )
-        logger.warning("%s %s is a symbolic link owned by %s, who can point it elsewhere at any time",
-                       what, os.fspath(path), _owner_name(link.st_uid))
-    folder = os.stat(path)
-    if folder.st_uid not in trusted:
-        if _anyone_may_add_to(Path(os.path.realpath(path)).parent):
-            raise FolderNotPrivate(
-                f"{what} {os.fspath(path)} is owned by {_owner_name(folder.st_uid)}, not by the server's user "
-                f"({_owner_name(os.geteuid())}), in a folder where any user may make it: its owner could read "
-                f"and replace what the server keeps there; {remedy}"
-            )
-        logger.warning("%s %s is owned by %s, not by the server's user (%s): its owner can read and replace what "
-                       "the server keeps there", what, os.fspath(path), _owner_name(folder.st_uid),
-                       _owner_name(os.geteuid()))
-    if folder.st_mode & stat.S_IWOTH and not folder.st_mode & stat.S_ISVTX:
-        raise FolderNotPrivate(
-            f"{what} {os.fspath(path)} lets every user add, rename and remove files in it (mode "
-            f"{stat.S_IMODE(folder.st_mode):04o}); {remedy} (chmod 700, or 1777 as /tmp is)"
-        )
+    for entry in _on_the_way(path):
+        status = os.lstat(entry)
+        kind = "a symbolic link" if stat.S_ISLNK(status.st_mode) else "a folder"
+        if status.st_uid not in trusted:
+            owner = _owner_name(status.st_uid)
+            if _anyone_may_add_to(entry.parent):
+                raise FolderNotPrivate(
+                    f"{what} {os.fspath(path)}: {entry} is {kind} owned by {owner}, made where any user may make "
+                    f"one: its owner could read and replace what the server keeps there; give the server a folder "
+                    f"its own user (or root) made, such as one it creates itself"
+                )
+            _warn_once(f"{entry}: owned by {owner}",
+                       f"{what} {os.fspath(path)}: {entry} is {kind} owned by {owner}, not by the server's user "
+                       f"({_owner_name(os.geteuid())}): its owner can read and replace what the server keeps there")
+        if stat.S_ISDIR(status.st_mode) and status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX:
+            _warn_once(f"{entry}: open", f"{what} {os.fspath(path)}: every user may add, rename and remove entries "
+                       f"in {entry} (mode {stat.S_IMODE(status.st_mode):04o}), and so replace what the server keeps "
+                       "below it; fine where the server's user is the only one (a container), otherwise chmod 1777 "
+                       "or 700")
+
+
+def _warn_once(key: str, message: str) -> None:
+    """A folder checked again (the data folder, then the store and the uploads in it) warns once."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    logger.warning(message)
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders `private_directory(path)` would make, deepest first: what a failed start removes."""
+    missing: list[Path] = []
+    for entry in (Path(os.path.abspath(path)), *Path(os.path.abspath(path)).parents):
+        if os.path.lexists(entry):
+            break
+        missing.append(entry)
+    return missing
 
 
 def private_directory(path: Path, what: str = "the server's folder") -> Path:
@@ -85,8 +112,8 @@ def private_directory(path: Path, what: str = "the server's folder") -> Path:
 
     The server's own folders hold other people's videos and results, so one it creates is
     private; mkdir's mode is filtered by the umask, hence the chmod. A folder the operator
-    made is theirs: it is not tightened under them (the server warns instead). One another
-    user controls, made first or open to anyone's writes, is refused (FolderNotPrivate).
+    made is theirs: it is not tightened under them (the server warns instead). A path any
+    local user could have planted is refused (FolderNotPrivate, see the module).
     """
     if not path.is_dir():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,5 +122,7 @@ def private_directory(path: Path, what: str = "the server's folder") -> Path:
             path.chmod(0o700)
         except FileExistsError:
             pass  # made meanwhile by another process, with a mode and an owner of its choosing
+    if not path.is_dir():
+        raise FolderNotPrivate(f"{what} {os.fspath(path)} is not a folder (a file, or a link to nothing)")
     refuse_unless_controlled_by_us(path, what)
     return path

@@ -36,7 +36,7 @@ from videodag_service.observability import (
     start_metrics_exporter,
 )
 from videodag_service.plugin_reference import plugin_reference
-from videodag_service.private_folders import private_directory
+from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import (
@@ -186,9 +186,9 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     if settings.frame_workers:
         dag.frame_workers = settings.frame_workers
     # Made (or checked) before anything is served: a folder another user controls stops the start.
-    made_temp_dir = not settings.temp_dir.exists()
-    private_directory(settings.temp_dir, "upload folder (--temp-dir)")
+    made = missing_folders(settings.temp_dir)
     try:
+        private_directory(settings.temp_dir, "upload folder (--temp-dir)")
         jobs = open_job_service(job_config(settings), dag)
         try:
             return _start(settings, dag, jobs)
@@ -196,9 +196,9 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
             jobs.close()  # releases the data directory's lock
             raise
     except BaseException:
-        if made_temp_dir:  # a failed start leaves nothing behind
+        for folder in made:  # a failed start leaves no upload folder behind
             with contextlib.suppress(OSError):
-                settings.temp_dir.rmdir()
+                folder.rmdir()
         raise
 
 

@@ -74,8 +74,7 @@ def _pipeline_table(pipelines: list[PipelineInfo]) -> str:
 
 def format_pipeline(pipeline: PipelineInfo) -> str:
     lines = [f"{pipeline.id} (version {pipeline.version})"]
-    if pipeline.description:
-        lines.append(f"  {pipeline.description}")
+    lines += [f"  {line}" for line in pipeline.description.splitlines()]  # each line of a block description
     lines.append("nodes:")
     for node in pipeline.nodes:
         flags = [f"on_error={node.on_error}"] + (["stateful"] if node.stateful else [])

@@ -57,3 +57,11 @@ def test_an_error_message_cannot_drive_the_terminal_or_add_a_line(capsys: pytest
     said = capsys.readouterr().err
     assert _printable(said) and said.count("\n") == 1
     assert said.startswith("error: NOT_FOUND: clip\\x1b]0;owned\\x07")
+
+
+def test_a_description_written_over_several_lines_keeps_them_in_the_detail_view() -> None:
+    description = "Statistiques — luminosité.\nUsage:\n\t1. submit"
+    pipeline = PipelineInfo(id="camera_stats", version="1", description=description, nodes=(), outputs=())
+    assert pipelines_cli.format_pipeline(pipeline).splitlines()[:4] == [
+        "camera_stats (version 1)", "  Statistiques — luminosité.", "  Usage:", "  \t1. submit",
+    ]

@@ -1,9 +1,10 @@
 """The server refuses to start on an upload or data folder any local user could have planted.
 
-In /tmp anyone can make /tmp/videodag first; its owner could then read the job store and
-forge results, or swap an upload for a link to a file only the server may read and have its
-frames sent back. Tests run as root here, so another user is simulated by handing folders to
-`nobody` (uid 65534), and /tmp by a sticky world-writable folder.
+In /tmp anyone can make /tmp/videodag, or a folder above a nested path, first; its owner
+could then read the job store and forge results, or swap an upload for a link to a file only
+the server may read and have its frames sent back. Tests run as root here, so another user
+is simulated by handing folders to `nobody` (uid 65534), and /tmp by a sticky world-writable
+folder.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from videodag_service.settings import settings_from
 
 OTHER_UID = 65534
 
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user takes root")
+
 
 @pytest.fixture
 def shared_tmp(tmp_path: Path) -> Path:
@@ -30,25 +33,27 @@ def shared_tmp(tmp_path: Path) -> Path:
     shared.chmod(0o1777)
     return shared
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="handing a folder to another user takes root")
+
+def _planted(folder: Path, mode: int = 0o700) -> Path:
+    folder.mkdir(mode=mode)
+    folder.chmod(mode)
+    os.chown(folder, OTHER_UID, OTHER_UID)
+    return folder
 
 
-def _start(tmp_path: Path, temp_dir: Path, data_dir: Path) -> None:
+def _start(temp_dir: Path, data_dir: Path) -> None:
     settings = settings_from(["--port", "0", "--temp-dir", str(temp_dir)], {"VIDEODAG_DATA_DIR": str(data_dir)})
     running = start_server(settings, DagPipelineService.from_folder())
     running.stop(0)
 
 
 def test_an_upload_folder_another_user_made_first_is_refused(tmp_path: Path, shared_tmp: Path) -> None:
-    temp_dir = shared_tmp / "videodag"
-    temp_dir.mkdir(mode=0o700)
-    os.chown(temp_dir, OTHER_UID, OTHER_UID)
-    with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {temp_dir} is owned by nobody "
-                                               r"\(uid 65534\), not by the server's user .* in a folder where any "
-                                               "user may make it"):
-        _start(tmp_path, temp_dir, tmp_path / "data")
+    temp_dir = _planted(shared_tmp / "videodag")
+    with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {temp_dir}: {temp_dir} is a folder "
+                                               r"owned by nobody \(uid 65534\), made where any user may make one"):
+        _start(temp_dir, tmp_path / "data")
     # Refused before anything was served: a second start on the same data folder finds no lock held.
-    _start(tmp_path, tmp_path / "own", tmp_path / "data")
+    _start(tmp_path / "own", tmp_path / "data")
 
 
 def test_a_data_folder_another_user_made_first_is_refused_before_its_files_are_opened(
@@ -59,9 +64,26 @@ def test_a_data_folder_another_user_made_first_is_refused_before_its_files_are_o
     victim = tmp_path / "victim"
     (data_dir / "jobs.lock").symlink_to(victim)  # what made the server create a file anywhere
     os.chown(data_dir, OTHER_UID, OTHER_UID)
-    with pytest.raises(FolderNotPrivate, match=r"job data folder \(--data-dir\) .* is owned by nobody"):
-        _start(tmp_path, tmp_path / "uploads", data_dir)
+    with pytest.raises(FolderNotPrivate, match=r"job data folder \(--data-dir\) .* is a folder owned by nobody"):
+        _start(tmp_path / "uploads", data_dir)
     assert not victim.exists()
+
+
+@pytest.mark.parametrize("planted", ["folder", "sticky folder", "link"])
+def test_a_path_below_a_planted_folder_or_link_is_refused_too(tmp_path: Path, shared_tmp: Path, planted: str) -> None:
+    """Whoever controls a folder on the way can rename what is below it: every step is looked at."""
+    if planted == "link":
+        target = tmp_path / "ours"
+        target.mkdir()
+        above = shared_tmp / "app"
+        above.symlink_to(target)
+        os.lchown(above, OTHER_UID, OTHER_UID)
+    else:
+        above = _planted(shared_tmp / "app", 0o1777 if planted == "sticky folder" else 0o755)
+        (above / "data").mkdir()
+    kind = "symbolic link" if planted == "link" else "folder"
+    with pytest.raises(FolderNotPrivate, match=rf"{above} is a {kind} owned by nobody \(uid 65534\), made where"):
+        private_directory(above / "data" / "deeper", "job data folder (--data-dir)")
 
 
 def test_a_link_another_user_owns_is_refused_even_to_a_folder_of_ours(tmp_path: Path, shared_tmp: Path) -> None:
@@ -77,16 +99,25 @@ def test_a_link_another_user_owns_is_refused_even_to_a_folder_of_ours(tmp_path: 
     assert private_directory(own_link) == own_link
 
 
-def test_a_folder_anyone_may_write_to_is_refused_unless_sticky(tmp_path: Path) -> None:
-    open_folder = tmp_path / "open"
-    open_folder.mkdir()
-    open_folder.chmod(0o777)
-    with pytest.raises(FolderNotPrivate, match=r"lets every user add, rename and remove files in it \(mode 0777\)"):
-        private_directory(open_folder)
+def test_a_folder_anyone_may_write_to_is_served_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Kubernetes emptyDir is root's, mode 0777, in a pod where the server's user is the only one."""
+    volume = tmp_path / "empty-dir"
+    volume.mkdir()
+    volume.chmod(0o777)
+    with caplog.at_level(logging.WARNING, logger="videodag_service.private_folders"):
+        assert private_directory(volume / "data", "job data folder (--data-dir)") == volume / "data"
+        assert private_directory(volume / "data" / "uploads") == volume / "data" / "uploads"
+    [warning] = [record.getMessage() for record in caplog.records]  # once, though checked twice
+    assert f"every user may add, rename and remove entries in {volume} (mode 0777)" in warning
     sticky = tmp_path / "sticky"
     sticky.mkdir()
     sticky.chmod(0o1777)  # as /tmp: others cannot rename or remove what is not theirs
-    assert private_directory(sticky) == sticky
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="videodag_service.private_folders"):
+        assert private_directory(sticky) == sticky
+    assert caplog.records == []
 
 
 def test_a_root_owned_folder_is_trusted(tmp_path: Path) -> None:
@@ -95,18 +126,6 @@ def test_a_root_owned_folder_is_trusted(tmp_path: Path) -> None:
     volume.mkdir(mode=0o2775)
     os.chown(volume, 0, OTHER_UID)
     assert private_directory(volume) == volume
-
-
-def test_the_command_says_why_it_does_not_start(
-    tmp_path: Path, shared_tmp: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    temp_dir = shared_tmp / "videodag"
-    temp_dir.mkdir(mode=0o700)
-    os.chown(temp_dir, OTHER_UID, OTHER_UID)
-    assert main(["--port", "0", "--temp-dir", str(temp_dir), "--data-dir", str(tmp_path / "data")]) == 1
-    said = capsys.readouterr().err
-    assert said.startswith(f"videodag-server: cannot start: upload folder (--temp-dir) {temp_dir} is owned by nobody")
-    assert "remove it, or give the server a folder its user owns" in said
 
 
 def test_another_users_folder_an_administrator_prepared_is_served_with_a_warning(
@@ -120,4 +139,24 @@ def test_another_users_folder_an_administrator_prepared_is_served_with_a_warning
     with caplog.at_level(logging.WARNING, logger="videodag_service.private_folders"):
         assert private_directory(prepared, "job data folder (--data-dir)") == prepared
     [warning] = [record.getMessage() for record in caplog.records]
-    assert f"job data folder (--data-dir) {prepared} is owned by nobody (uid 65534)" in warning
+    assert f"job data folder (--data-dir) {prepared}: {prepared} is a folder owned by nobody (uid 65534)" in warning
+
+
+def test_a_path_that_is_no_folder_is_named_as_such(tmp_path: Path) -> None:
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {dangling} is not a folder"):
+        private_directory(dangling, "upload folder (--temp-dir)")
+
+
+def test_the_command_says_why_it_does_not_start_and_leaves_no_folder_it_made(
+    tmp_path: Path, shared_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = _planted(shared_tmp / "videodag-data")
+    temp_dir = tmp_path / "made" / "for" / "uploads"
+    assert main(["--port", "0", "--temp-dir", str(temp_dir), "--data-dir", str(data_dir)]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith(f"videodag-server: cannot start: job data folder (--data-dir) {data_dir}: {data_dir} is "
+                           "a folder owned by nobody")
+    assert "give the server a folder its own user (or root) made" in said
+    assert not (tmp_path / "made").exists()
