@@ -61,12 +61,14 @@ def _on_the_way(path: Path) -> list[Path]:
     return entries
 
 
-def refuse_unless_controlled_by_us(path: Path, what: str) -> None:
+def refuse_unless_controlled_by_us(path: Path, what: str, named: Path | None = None) -> None:
     """Raise FolderNotPrivate when any folder or link on the way to `path` belongs to someone
     other than this process's user or root and sits where anyone may create entries. Log a
     warning (once a process) for another user's entry elsewhere, and for a folder anyone may
-    write to without the sticky bit."""
+    write to without the sticky bit. `named`, when given, is the folder the messages name (one
+    below `path`, not made yet)."""
     trusted = {os.geteuid(), 0}
+    path_named = named if named is not None else path
     for entry in _on_the_way(path):
         status = os.lstat(entry)
         kind = "a symbolic link" if stat.S_ISLNK(status.st_mode) else "a folder"
@@ -74,18 +76,18 @@ def refuse_unless_controlled_by_us(path: Path, what: str) -> None:
             owner = _owner_name(status.st_uid)
             if _anyone_may_add_to(entry.parent):
                 raise FolderNotPrivate(
-                    f"{what} {os.fspath(path)}: {entry} is {kind} owned by {owner}, made where any user may make "
+                    f"{what} {os.fspath(path_named)}: {entry} is {kind} owned by {owner}, made where any user may make "
                     f"one: its owner could read and replace what the server keeps there; give the server a folder "
                     f"its own user (or root) made, such as one it creates itself"
                 )
             _warn_once(f"{entry}: owned by {owner}",
-                       f"{what} {os.fspath(path)}: {entry} is {kind} owned by {owner}, not by the server's user "
+                       f"{what} {os.fspath(path_named)}: {entry} is {kind} owned by {owner}, not by the server's user "
                        f"({_owner_name(os.geteuid())}): its owner can read and replace what the server keeps there")
         if stat.S_ISDIR(status.st_mode) and status.st_mode & stat.S_IWOTH and not status.st_mode & stat.S_ISVTX:
-            _warn_once(f"{entry}: open", f"{what} {os.fspath(path)}: every user may add, rename and remove entries "
-                       f"in {entry} (mode {stat.S_IMODE(status.st_mode):04o}), and so replace what the server keeps "
-                       "below it; fine where the server's user is the only one (a container), otherwise chmod 1777 "
-                       "or 700")
+            _warn_once(f"{entry}: open",
+                       f"{what} {os.fspath(path_named)}: every user may add, rename and remove entries in {entry} "
+                       f"(mode {stat.S_IMODE(status.st_mode):04o}), and so replace what the server keeps below it; "
+                       "fine where the server's user is the only one (a container), otherwise chmod 1777 or 700")
 
 
 def _warn_once(key: str, message: str) -> None:
@@ -113,13 +115,19 @@ def private_directory(path: Path, what: str = "the server's folder") -> Path:
     The server's own folders hold other people's videos and results, so one it creates is
     private; mkdir's mode is filtered by the umask, hence the chmod. A folder the operator
     made is theirs: it is not tightened under them (the server warns instead). A path any
-    local user could have planted is refused (FolderNotPrivate, see the module).
+    local user could have planted is refused (FolderNotPrivate, see the module), before
+    anything is made in it.
     """
-    if not path.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    if ".." in path.parts:  # the walk reads paths as written; `..` after a link would mislead it
+        raise FolderNotPrivate(f"{what} {os.fspath(path)}: give it without '..'")
+    existing = next(entry for entry in (path, *path.parents) if os.path.lexists(entry))
+    if not existing.is_dir():
+        raise FolderNotPrivate(f"{what} {os.fspath(path)}: {existing} is not a folder (a file, or a link to nothing)")
+    refuse_unless_controlled_by_us(existing, what, named=path)
+    for missing in reversed(missing_folders(path)):
         try:
-            path.mkdir(mode=0o700)
-            path.chmod(0o700)
+            missing.mkdir(mode=0o700)
+            missing.chmod(0o700)
         except FileExistsError:
             pass  # made meanwhile by another process, with a mode and an owner of its choosing
     if not path.is_dir():

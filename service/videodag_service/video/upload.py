@@ -43,6 +43,7 @@ from videodag_service.errors import (
     UploadCorrupted,
     UploadTooLarge,
 )
+from videodag_service.private_folders import private_directory
 from videodag_service.video.chunk_writer import ChunkWriter
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -273,14 +274,15 @@ def _checked_declared_sha256(declared_sha256: str | None) -> str | None:
 def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, int]:
     """The file, opened for writing, and a descriptor holding its lock until the upload ends.
 
-    mkstemp creates the file 0600 whatever the umask; a directory we create is made 0700.
+    mkstemp creates the file 0600 whatever the umask; a directory we create is made 0700, and
+    one another user could have planted is refused (`private_folders`).
     The lock is on a duplicate of the descriptor, so it outlives the writer's close: `flock`
     holds while any descriptor of the open file remains.
     """
     with _disk_full_as_error():
-        if not temp_dir.is_dir():
-            temp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            temp_dir.chmod(0o700)  # mkdir's mode is filtered by the umask
+        # Checked for every upload, not only at start: a folder removed while the server runs
+        # (a tmp cleaner) could be made again by anyone in /tmp, and would receive the uploads.
+        private_directory(temp_dir, "upload folder (--temp-dir)")
         descriptor, name = tempfile.mkstemp(dir=temp_dir, prefix=UPLOAD_PREFIX, suffix=suffix)
     lock = -1
     try:

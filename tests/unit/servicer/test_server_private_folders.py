@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from videodag_client import FrameResult, Internal, VideodagClient
 from videodag_service.dag import DagPipelineService
 from videodag_service.private_folders import FolderNotPrivate, private_directory
 from videodag_service.server import main, start_server
@@ -145,8 +147,33 @@ def test_another_users_folder_an_administrator_prepared_is_served_with_a_warning
 def test_a_path_that_is_no_folder_is_named_as_such(tmp_path: Path) -> None:
     dangling = tmp_path / "dangling"
     dangling.symlink_to(tmp_path / "nowhere")
-    with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {dangling} is not a folder"):
+    with pytest.raises(FolderNotPrivate, match=rf"upload folder \(--temp-dir\) {dangling}: {dangling} is not a folder"):
         private_directory(dangling, "upload folder (--temp-dir)")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    with pytest.raises(FolderNotPrivate, match=rf"{a_file / 'data'}: {a_file} is not a folder"):
+        private_directory(a_file / "data", "job data folder (--data-dir)")
+
+
+def test_a_path_with_dot_dot_is_refused_plainly(tmp_path: Path) -> None:
+    """Read as written, `..` after a link would send the walk elsewhere than the kernel goes."""
+    with pytest.raises(FolderNotPrivate, match=r"give it without '\.\.'"):
+        private_directory(tmp_path / "current" / ".." / "shared", "job data folder (--data-dir)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nothing_is_made_inside_a_planted_folder_before_it_is_refused(shared_tmp: Path) -> None:
+    """A folder another user planted 0755 used to be named only by mkdir's "Permission denied"."""
+    planted = _planted(shared_tmp / "app", 0o1777)
+    with pytest.raises(FolderNotPrivate, match=rf"{planted / 'x' / 'data'}: {planted} is a folder owned by nobody"):
+        private_directory(planted / "x" / "data", "job data folder (--data-dir)")
+    assert list(planted.iterdir()) == []
+
+
+def test_folders_made_on_the_way_are_private_too(tmp_path: Path) -> None:
+    made = private_directory(tmp_path / "a" / "b" / "c")
+    assert {oct((tmp_path / name).stat().st_mode & 0o777) for name in ("a", "a/b", "a/b/c")} == {oct(0o700)}
+    assert made.is_dir()
 
 
 def test_the_command_says_why_it_does_not_start_and_leaves_no_folder_it_made(
@@ -160,3 +187,23 @@ def test_the_command_says_why_it_does_not_start_and_leaves_no_folder_it_made(
                            "a folder owned by nobody")
     assert "give the server a folder its own user (or root) made" in said
     assert not (tmp_path / "made").exists()
+
+
+def test_an_upload_folder_planted_while_the_server_runs_receives_no_upload(
+    tmp_path: Path, shared_tmp: Path, make_video: Any
+) -> None:
+    """A tmp cleaner removes the idle server's folder; another user makes it again first."""
+    temp_dir = shared_tmp / "videodag"
+    settings = settings_from(["--port", "0", "--temp-dir", str(temp_dir)], {"VIDEODAG_DATA_DIR": str(tmp_path / "d")})
+    running = start_server(settings, DagPipelineService.from_folder())
+    try:
+        video = make_video(3)
+        with VideodagClient(f"127.0.0.1:{running.port}") as client:
+            assert len([e for e in client.upload_and_run(video, "frame_stats_v1") if isinstance(e, FrameResult)]) == 3
+            temp_dir.rmdir()
+            _planted(temp_dir, 0o1777)
+            with pytest.raises(Internal, match="is a folder owned by nobody"):
+                list(client.upload_and_run(video, "frame_stats_v1"))
+        assert list(temp_dir.iterdir()) == []
+    finally:
+        running.stop(0)
