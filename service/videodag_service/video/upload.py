@@ -282,7 +282,7 @@ def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, i
     with _disk_full_as_error():
         # Checked for every upload, not only at start: a folder removed while the server runs
         # (a tmp cleaner) could be made again by anyone in /tmp, and would receive the uploads.
-        private_directory(temp_dir, "upload folder (--temp-dir)")
+        private_directory(temp_dir, "upload folder")
         descriptor, name = tempfile.mkstemp(dir=temp_dir, prefix=UPLOAD_PREFIX, suffix=suffix)
     lock = -1
     try:
