@@ -26,7 +26,6 @@ from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
 from videodag_service.health_watches import CappedHealthServicer
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
-from videodag_service.memory_release import limit_arenas
 from videodag_service.observability import (
     MetricsExporter,
     ServerMetrics,
@@ -334,7 +333,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"videodag-server: {error}", file=sys.stderr)
         return 2
-    limit_arenas()  # before the server's threads start
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     for variable in unprotected_by_empty_variables(settings):
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)

@@ -70,15 +70,3 @@ def test_a_failing_run_releases_too(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeError), memory_release.video_work():
         raise RuntimeError("the run failed")
     assert trims == [0]
-
-
-def test_arenas_are_capped_unless_the_environment_decides(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, int]] = []
-    monkeypatch.setattr(memory_release, "_mallopt", lambda parameter, value: calls.append((parameter, value)) or 1)
-    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    memory_release.limit_arenas()
-    assert calls == [(-8, memory_release.SERVER_ARENAS)]  # M_ARENA_MAX
-
-    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
-    memory_release.limit_arenas()
-    assert calls == [(-8, memory_release.SERVER_ARENAS)]
