@@ -25,7 +25,7 @@ from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_cr
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
 from videodag_service.health_watches import CappedHealthServicer
-from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
+from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service, remove_unused_data_folder
 from videodag_service.observability import (
     MetricsExporter,
     ServerMetrics,
@@ -186,6 +186,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
         dag.frame_workers = settings.frame_workers
     # Made (or checked) before anything is served: a folder another user controls stops the start.
     made = missing_folders(settings.temp_dir)
+    made_for_jobs = missing_folders(settings.data_dir)
     try:
         private_directory(settings.temp_dir, "upload folder (--temp-dir)")
         jobs = open_job_service(job_config(settings), dag)
@@ -195,7 +196,9 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
             jobs.close()  # releases the data directory's lock
             raise
     except BaseException:
-        for folder in made:  # a failed start leaves no upload folder behind
+        # A failed start leaves no folder it made behind: the data folder's first (they may share parents).
+        remove_unused_data_folder(settings.data_dir, made_for_jobs)
+        for folder in made:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise

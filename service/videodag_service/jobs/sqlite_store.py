@@ -72,6 +72,10 @@ class DataDirectoryInUse(RuntimeError):
     """Raised at start when another process already serves jobs from the same data directory."""
 
 
+STORE_FILES = ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm", "jobs.sqlite3-journal", "jobs.lock")
+"""What the store may make in its data directory: the database, SQLite's files beside it, the lock."""
+
+
 class SqliteJobStore(JobStore):
     """Jobs in `<data_dir>/jobs.sqlite3`; safe to share between threads of one process."""
 

@@ -20,7 +20,8 @@ from videodag_service.private_folders import private_directory
 from videodag_service.video import receive_upload
 from videodag_service.video.upload import checked_declared_size, remove_orphaned_uploads, suffix_for_file_name
 
-_INCOMING = "incoming"
+INCOMING = "incoming"
+"""The folder of uploads still arriving, inside the uploads folder."""
 _ABANDONED_UPLOAD_SECONDS = 3600.0
 
 
@@ -75,7 +76,7 @@ class DirectoryUploadStorage:
     def __init__(self, root: str | os.PathLike[str], min_free_bytes: int = 0, *, exclusive: bool = False) -> None:
         self.root = private_directory(Path(root))
         self.min_free_bytes = min_free_bytes
-        self._incoming = private_directory(self.root / _INCOMING)
+        self._incoming = private_directory(self.root / INCOMING)
         self._clear_incoming(exclusive)
 
     def store(

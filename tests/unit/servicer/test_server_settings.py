@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -206,6 +207,32 @@ def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None
     finally:
         first.stop(0)
     assert _spare_decoders() - others == set()
+
+
+def test_a_failed_start_leaves_no_data_folder_it_made_and_keeps_one_it_found(tmp_path: Path) -> None:
+    """The new data folder held only an empty store and upload folders; one that existed keeps its jobs."""
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.server import start_server
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        new = tmp_path / "new" / "jobs"
+        settings = settings_from(["--port", str(port)], {"VIDEODAG_DATA_DIR": str(new),
+                                                         "VIDEODAG_TEMP_DIR": str(tmp_path / "new" / "uploads")})
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{port}"):
+            start_server(settings, DagPipelineService.from_folder())
+        assert not (tmp_path / "new").exists()
+
+        found = tmp_path / "found"
+        found.mkdir(mode=0o700)
+        (found / "notes.txt").write_text("the operator's")
+        settings = settings_from(["--port", str(port)], {"VIDEODAG_DATA_DIR": str(found),
+                                                         "VIDEODAG_TEMP_DIR": str(tmp_path / "uploads")})
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{port}"):
+            start_server(settings, DagPipelineService.from_folder())
+        assert {entry.name for entry in found.iterdir()} == {"notes.txt", "jobs.sqlite3", "jobs.lock", "uploads"}
 
 
 def _spare_decoders() -> set[int | None]:
