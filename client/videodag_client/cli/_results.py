@@ -145,6 +145,9 @@ class JsonLinesOutput:
         if path == "":
             raise UsageError("cannot write results to an empty path; name a file, or '-' for stdout")
         self.path = path
+        self.lands_on_stdout = is_stdout(path)
+        """Judged before the run: a file stdout is redirected to (`-o FILE > FILE`) is replaced by
+        the new one when the run succeeds, and stdout then leads to neither."""
         self.frames_written = 0
         self.frames_kept = 0
         """Frames of an earlier `.part` continued with `resume_after`."""

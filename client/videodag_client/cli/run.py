@@ -23,7 +23,7 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
-from videodag_client.cli._results import STDOUT, JsonLinesOutput, is_stdout
+from videodag_client.cli._results import STDOUT, JsonLinesOutput
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 from videodag_client.cli._terminal import terminal_safe
 from videodag_client.cli._video_input import video_source
@@ -97,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
                 summary = event
     if summary is not None and not args.quiet:
         # With results on stdout, the summary must not end up inside the JSON Lines.
-        summary_stream = sys.stderr if is_stdout(args.output) else sys.stdout
+        summary_stream = sys.stderr if output.lands_on_stdout else sys.stdout
         print(format_summary(summary, args.output), file=summary_stream)
     elif summary is not None:
         for warning in summary_warnings(summary):  # quiet drops the summary, not what went wrong

@@ -21,7 +21,7 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import progress_wanted
-from videodag_client.cli._results import JsonLinesOutput, is_stdout
+from videodag_client.cli._results import JsonLinesOutput
 from videodag_client.cli.run import format_summary
 
 # A year: far past any job, and far inside what a timed wait accepts.
@@ -98,7 +98,7 @@ def watch_command(args: argparse.Namespace) -> int:
             # Raised inside the output's block, so partial results are kept as a .part file.
             raise _job_error(final)
     if final is not None and final.summary is not None and not args.quiet:
-        summary_stream = sys.stderr if is_stdout(args.output) else sys.stdout
+        summary_stream = sys.stderr if output.lands_on_stdout else sys.stdout
         print(format_summary(final.summary, args.output), file=summary_stream)
     return _exit_codes.SUCCESS
 

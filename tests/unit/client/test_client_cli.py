@@ -140,6 +140,24 @@ def test_results_on_stdout_keep_the_summary_on_stderr(
     assert "3 processed" in captured.err
 
 
+def test_results_to_the_file_stdout_is_redirected_to_keep_the_summary_on_stderr(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`-o FILE > FILE`: the finished FILE replaces the one stdout leads to, so a summary
+    printed there would be in neither."""
+    _script_run(servicer)
+    results = tmp_path / "results.jsonl"
+    with results.open("w", encoding="utf-8") as redirected:
+        monkeypatch.setattr(sys, "stdout", redirected)
+        exit_code = main(["run", str(video_path), "--pipeline", "people_tracking_v1", "-o", str(results),
+                          "--server", target])
+
+    assert exit_code == 0
+    assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0, 2, 4]
+    assert "3 processed" in capsys.readouterr().err
+
+
 def test_quiet_run_without_output_prints_nothing(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from fake_servicer import FakeVideoPipelineServicer, frame_response, serving
+from fake_servicer import FakeVideoPipelineServicer, frame_response, serving, summary_response
 
 from videodag.v1 import job_pb2, video_pipeline_service_pb2
 from videodag_client import FrameResult, Job, JobState, Unavailable, VideodagClient
@@ -42,7 +43,9 @@ class WatchingServicer(FakeVideoPipelineServicer):
             if index == self.fail_after:
                 self.fail_after = None
                 context.abort(self.fail_code, "the watch broke")
-        yield video_pipeline_service_pb2.WatchJobResponse(job=_job(job_pb2.JOB_STATE_SUCCEEDED))
+        finished = _job(job_pb2.JOB_STATE_SUCCEEDED)
+        finished.summary.CopyFrom(summary_response(self.frame_count).summary)
+        yield video_pipeline_service_pb2.WatchJobResponse(job=finished)
 
 
 def _job(state: int) -> job_pb2.Job:
@@ -134,6 +137,18 @@ def test_a_watch_without_after_starts_its_output_afresh(
     assert _frame_indexes(output) == [0, 1, 2, 3, 4]
     assert "stale" not in output.read_text()
     assert "continuing" not in capsys.readouterr().err
+
+
+def test_a_watch_into_the_file_stdout_is_redirected_to_keeps_the_summary_on_stderr(
+    watch_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`watch -o FILE > FILE`: the finished FILE replaces the one stdout leads to."""
+    output = tmp_path / "res.jsonl"
+    with output.open("w", encoding="utf-8") as redirected:
+        monkeypatch.setattr(sys, "stdout", redirected)
+        assert main(["--server", watch_target, "watch", JOB_ID, "-o", str(output)]) == 0
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4]
+    assert "5 processed" in capsys.readouterr().err
 
 
 def test_a_resumed_watch_drops_a_line_cut_short_in_the_part_file(watch_target: str, tmp_path: Path) -> None:
