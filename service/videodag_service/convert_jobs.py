@@ -13,8 +13,8 @@ from google.protobuf import timestamp_pb2
 from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service import convert
 from videodag_service.errors import FieldViolation, InvalidOptions
-from videodag_service.jobs import Job, JobFrame, JobRequest, JobState, JobSummary, WatchEvent
-from videodag_service.jobs.ids import checked_idempotency_key
+from videodag_service.jobs import Job, JobFrame, JobPage, JobRequest, JobState, JobSummary, WatchEvent
+from videodag_service.jobs.ids import checked_idempotency_key, page_token_after
 from videodag_service.video import SamplingOptions
 
 _STATES = {
@@ -75,6 +75,27 @@ def job_states_from_proto(states: Iterable[int]) -> list[JobState]:
             raise InvalidOptions([FieldViolation(f"states[{position}]", f"{number} is not a job state to filter by")])
         converted[state] = None
     return list(converted)
+
+
+# Room in a ListJobsResponse for its page token, and around each job its field's tag and length.
+_PAGE_TOKEN_ROOM = 256
+_JOB_FIELD_ROOM = 6
+
+
+def job_page_to_proto(page: JobPage, max_bytes: int) -> video_pipeline_service_pb2.ListJobsResponse:
+    """The page as sent: cut short where more jobs would make it larger than `max_bytes`, its
+    token then continuing after the last job it holds. A thousand jobs with long file names
+    (1,024 characters of up to 4 bytes each) and errors that repeat them outgrow the 4 MiB a
+    client receives by default, and the client would get no page at all."""
+    jobs: list[job_pb2.Job] = []
+    size = _PAGE_TOKEN_ROOM
+    for job in page.jobs:
+        message = job_to_proto(job)
+        size += message.ByteSize() + _JOB_FIELD_ROOM
+        if jobs and size > max_bytes:
+            return video_pipeline_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=page_token_after(jobs[-1].id))
+        jobs.append(message)
+    return video_pipeline_service_pb2.ListJobsResponse(jobs=jobs, next_page_token=page.next_page_token)
 
 
 def job_to_proto(job: Job) -> job_pb2.Job:

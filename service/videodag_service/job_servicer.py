@@ -96,6 +96,7 @@ class JobRpcs:
     _job_upload_slots: LongCallSlots
     _upload_idle_seconds: float
     _upload_min_rate: float
+    _max_response_bytes: int
     _unread_results: UnreadResultsWatchdog
 
     @property
@@ -141,9 +142,7 @@ class JobRpcs:
             )
         except Exception as error:
             abort(context, self._job_error(error))
-        return pb.ListJobsResponse(
-            jobs=[convert_jobs.job_to_proto(job) for job in page.jobs], next_page_token=page.next_page_token
-        )
+        return convert_jobs.job_page_to_proto(page, self._max_response_bytes)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         try:

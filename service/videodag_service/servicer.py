@@ -184,6 +184,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._settings = settings
         self._upload_idle_seconds = settings.upload_idle_timeout_seconds
         self._upload_min_rate = float(settings.upload_min_bytes_per_second)
+        self._max_response_bytes = settings.max_response_bytes()
         self._unread_results = UnreadResultsWatchdog(settings.result_read_timeout_seconds)
         self._run_slots = run_slots
         self._watch_slots = LongCallSlots(settings.max_job_watches, too_many_watches)

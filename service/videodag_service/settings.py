@@ -199,11 +199,15 @@ class Settings:
             if path is not None and not path.exists():
                 raise SettingsError(f"{name} {str(path)!r} does not exist")
 
+    def max_response_bytes(self) -> int:
+        """The largest message the server sends: one any client can receive (gRPC's clients take
+        4 MiB by default, the Python, Go and Node ones and grpcurl alike)."""
+        return min(self.max_message_bytes, CLIENT_DEFAULT_RECEIVE_BYTES)
+
     def max_result_bytes(self) -> int:
-        """The most a frame's result may take: one message that any client can receive (gRPC's
-        clients take 4 MiB by default, the Python, Go and Node ones and grpcurl alike), less room
-        for the frame's index, timestamp and the message around them."""
-        return min(self.max_message_bytes, CLIENT_DEFAULT_RECEIVE_BYTES) - RESULT_ENVELOPE_BYTES
+        """The most a frame's result may take: a response, less room for the frame's index,
+        timestamp and the message around them."""
+        return self.max_response_bytes() - RESULT_ENVELOPE_BYTES
 
     def video_limits(self) -> VideoLimits:
         """The limits every video is checked against before any frame is decoded."""

@@ -24,7 +24,17 @@ from videodag_service.errors import (
     UploadTooLarge,
     VideodagError,
 )
-from videodag_service.jobs import Job, JobError, JobState, JobSummary, NodeTimingRecord, StoredVideo, records
+from videodag_service.jobs import (
+    Job,
+    JobError,
+    JobPage,
+    JobState,
+    JobSummary,
+    NodeTimingRecord,
+    SqliteJobStore,
+    StoredVideo,
+    records,
+)
 from videodag_service.jobs.ids import (
     checked_idempotency_key,
     checked_job_id,
@@ -235,3 +245,41 @@ def test_the_longest_window_a_client_may_send_comes_back_within_a_durations_rang
     echoed = convert_jobs.sampling_to_proto(sampling).end_offset
     assert (echoed.seconds, echoed.nanos) == (315_576_000_000, 999_999_999)
     assert json_format.MessageToJson(echoed) == '"315576000000.999999999s"'
+
+
+def test_a_page_of_long_named_jobs_is_cut_to_what_a_client_receives_and_continues_after_its_last(
+    tmp_path: Path,
+) -> None:
+    """1,000 jobs of 1,024-character names in a 4-byte script are 4+ MiB: the page stops short
+    and its token continues, so paging still lists every job once."""
+    name = "\N{GRINNING FACE}" * 1024
+    store = SqliteJobStore(tmp_path)
+    try:
+        created = [store.create(Job(new_job_id(1000.0 + n), JobState.QUEUED, "p", SamplingOptions(),
+                                    StoredVideo(f"{n}.mp4", 1, "0" * 64), 1000.0 + n, file_name=name)).id
+                   for n in range(1100)]
+        limit = 4 * 1024 * 1024
+        listed: list[str] = []
+        pages: list[int] = []
+        token = ""
+        while True:
+            page = store.list_jobs(1000, job_id_from_page_token(token), ())
+            response = convert_jobs.job_page_to_proto(page, limit)
+            assert response.ByteSize() <= limit
+            pages.append(len(response.jobs))
+            listed += [job.id for job in response.jobs]
+            token = response.next_page_token
+            if not token:
+                break
+    finally:
+        store.close()
+    assert listed == created[::-1]
+    assert len(pages) == 2 and pages[0] < 1000, pages  # cut short, then the rest
+
+
+def test_a_page_that_fits_keeps_the_stores_token() -> None:
+    jobs = tuple(Job(new_job_id(1.0 + n), JobState.QUEUED, "p", SamplingOptions(), StoredVideo("v.mp4", 1, "0" * 64),
+                     1.0 + n) for n in range(3))
+    response = convert_jobs.job_page_to_proto(JobPage(jobs, "the store's token"), 4 * 1024 * 1024)
+    assert [job.id for job in response.jobs] == [job.id for job in jobs]
+    assert response.next_page_token == "the store's token"

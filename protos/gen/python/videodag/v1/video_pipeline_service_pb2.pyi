@@ -367,7 +367,11 @@ class ListJobsResponse(_message.Message):
     """Pass as `page_token` to get the next page; empty on the last page."""
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
-        """Up to `page_size` jobs, newest first."""
+        """Up to `page_size` jobs, newest first. A page holds fewer when more would
+        make this message larger than 4 MiB, what gRPC clients receive by default
+        (long file names, errors and summaries): `next_page_token` then continues
+        after its last job. Only the last page has an empty `next_page_token`.
+        """
 
     def __init__(
         self,
