@@ -39,6 +39,7 @@ from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
+from videodag_service.video.sample_spacing import frames_evenly_spaced
 from videodag_service.video.sampling import FrameWindow
 
 _UNLIMITED = VideoLimits()
@@ -195,9 +196,10 @@ class OpenedVideo:
         """Skip most of what comes before the window: the index of the next frame to grab,
         and the presentation time of the frame before it (None at the start).
 
-        In an MP4 or QuickTime file (`_is_iso_media`), or an AVI whose index has no empty
-        video slot (`avi_index`: a capture card's dropped frames are such slots, which decoding
-        skips and a seek counts), the capture seeks to the frame just before the window at the
+        In an MP4 or QuickTime file (`_is_iso_media`) whose frames are evenly spaced in time
+        (`sample_spacing`), or an AVI whose index has no empty video slot (`avi_index`: a
+        capture card's dropped frames are such slots, which decoding skips and a seek counts),
+        the capture seeks to the frame just before the window at the
         declared frame rate and grabs it. That is kept only when OpenCV reports landing exactly
         there (verified frame-exact on H.264/MP4, MPEG-4 Part 2 and MJPG/AVI) and the frame is
         presented where the declared rate puts it, before the window: then both the indices
@@ -207,10 +209,7 @@ class OpenedVideo:
         the last declared frame, without decoding the whole file first.
         """
         before = window.first_index - 1
-        if before < 1 or not self.info.fps > 0 or not (_is_iso_media(self.path) or avi_index.seeks_exactly(self.path)):
-            # Seeking is trusted only in the containers it was verified on, which store their
-            # frames' index: an MPEG program stream made of two files joined end to end, say,
-            # reports landing where asked and then ends at the first file's declared count.
+        if before < 1 or not self.info.fps > 0 or not self._seeks_exactly():
             return 0, None
         # A window starting past the declared end: to the last declared frame, then grab on,
         # so a file holding more frames than it declares still reaches the window. The limits
@@ -229,6 +228,17 @@ class OpenedVideo:
         self._release()
         self._capture = self._open_capture()
         return 0, None
+
+    def _seeks_exactly(self) -> bool:
+        """Whether a seek lands on the frame index asked for. Seeking is trusted only in the
+        containers it was verified on, which store their frames' index: an MPEG program stream
+        made of two files joined end to end, say, reports landing where asked and then ends at
+        the first file's declared count. Even there OpenCV numbers the frame it lands on by its
+        time, which tells its index only when the frames are evenly spaced (`sample_spacing`,
+        `avi_index`): after frames dropped, every later index would be off by as many."""
+        if _is_iso_media(self.path):
+            return frames_evenly_spaced(self.path) is not False
+        return avi_index.seeks_exactly(self.path)
 
     def _ended_at(self, frame_count: int, last_seconds: float | None) -> None:
         """The video held `frame_count` readable frames, the last presented at `last_seconds`:

@@ -40,6 +40,7 @@ from videodag_service.video import (
 )
 from videodag_service.video.growing_upload import new_abandon_signal
 from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.sample_spacing import frames_evenly_spaced
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 
@@ -220,6 +221,63 @@ def test_a_window_of_an_avi_with_dropped_frames_has_the_indices_of_the_whole_run
                         for frame in video.frames(plan_window(SamplingOptions(start_seconds=start), video.info.fps))]
             assert video.frames_in_video == 100
         assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (1.0, 1.000000001, [25]),  # a window a nanosecond wide around a frame's time
+        (0.0, 0.000000001, [0]),
+        (0.000000001, 0.08, [1]),  # a nanosecond after frame 0 starts after it
+        (0.039999999, 0.040000001, [1]),
+        (1.0, 1.04, [25]),
+    ],
+)
+def test_windows_are_exact_to_the_nanosecond(make_video, start: float, end: float, expected: list[int]) -> None:
+    """Durations carry nanoseconds, and the contract calls the window exact."""
+    path = make_video(60)
+    with open_video(path) as video:
+        options = SamplingOptions(start_seconds=start, end_seconds=end)
+        frames = list(video.frames(plan_window(options, video.info.fps)))
+    assert [frame.frame_index for frame in frames] == expected
+    assert [read_frame_index(frame.image) for frame in frames] == expected
+
+
+@pytest.mark.parametrize("container", ["mp4", "mov"])
+def test_a_window_of_an_mp4_with_frames_dropped_or_bunched_has_the_indices_of_the_whole_run(
+    tmp_path: Path, container: str
+) -> None:
+    """OpenCV numbers the frame a seek lands on by its time: after frames dropped (a camera's
+    hiccup) or bunched, that number is off by as many, though the time and pixels are right."""
+    uneven = {
+        "dropped": write_test_pattern(tmp_path / f"dropped.{container}", "-vf", "select='not(between(n,30,32))'",
+                                      "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "30", size="320x240",
+                                      rate="10", seconds=12.0),
+        "bunched": write_test_pattern(tmp_path / f"bunched.{container}", "-vf",
+                                      "setpts='if(between(N,40,49),(40+(N-40)/2)/10,N/10)/TB'", "-fps_mode",
+                                      "passthrough", "-c:v", "libx264", "-g", "30", size="320x240", rate="10",
+                                      seconds=12.0),
+    }
+    for name, path in uneven.items():
+        assert frames_evenly_spaced(path) is False, name
+        with open_video(path) as video:
+            whole = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                     for frame in video.frames(FrameWindow())]
+        for start in (6.0, 9.05):
+            with open_video(path) as video:
+                windowed = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image)) for frame in
+                            video.frames(plan_window(SamplingOptions(start_seconds=start), video.info.fps))]
+            assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6], (name, start)
+
+
+def test_an_mp4_of_evenly_spaced_frames_still_seeks(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_video(200, fourcc="mp4v")
+    assert frames_evenly_spaced(path) is True
+    spies = spy_on_captures(monkeypatch)
+    with open_video(path) as video:
+        frames = list(video.frames(window(150)))
+    assert [frame.frame_index for frame in frames] == list(range(150, 200))
+    assert len(spies) == 1 and spies[0].seeks == 1
 
 
 def test_an_avi_seeks_unless_its_index_has_empty_video_slots(
@@ -435,8 +493,8 @@ def test_a_time_window_on_a_variable_frame_rate_video_takes_the_frames_presented
     assert [frame.frame_index for frame in frames] == in_window[::2]
     assert [read_frame_index(frame.image) for frame in frames] == in_window[::2]
     assert [frame.timestamp_seconds for frame in frames] == pytest.approx([times[index] for index in in_window[::2]])
-    # The seek to the declared rate's frame lands on a frame presented elsewhere: decoded from the start.
-    assert len(spies) == 2 and spies[0].seeks == 1 and spies[1].seeks == 0
+    # Its frames are not evenly spaced, so a seek could not tell their indices: decoded from the start.
+    assert len(spies) == 1 and spies[0].seeks == 0
 
 
 def test_the_duration_limit_follows_a_variable_rate_videos_own_times(variable_rate_video: Path) -> None:

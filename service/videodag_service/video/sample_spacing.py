@@ -1,0 +1,108 @@
+"""Whether an MP4's or QuickTime's video frames are evenly spaced in time, as its sample table says.
+
+A seek by frame number lands by time: OpenCV turns the number into a time at the average
+frame rate and numbers the frame it reaches from that frame's time. In a file whose frames
+keep an even spacing the two agree; in one with frames dropped (a camera's or a stream's
+hiccup) or bunched (a burst of extra frames) every frame after the gap gets the number its
+time suggests, not its place in the file, and a run with a start offset would report other
+frame indices than a run from the start. Such a file is decoded from its start instead.
+
+The decoding times of the first video track (`stts`: runs of samples of one duration) are
+compared with an even grid through its first and last frame. Only box headers and that one
+table are read, its size bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO
+
+import numpy as np
+
+from videodag_service.video.mp4_boxes import boxes
+
+_MAX_TOP_LEVEL_BOXES = 100_000
+_MAX_CHILDREN = 4096
+_MAX_TABLE_BYTES = 64 * 1024 * 1024  # millions of runs: a frame rate alternating 33 and 34 ms has a run a frame
+_TOLERANCE = 0.25
+"""How far from the even grid a frame may be, in frame periods, and still be numbered by its
+time: timescales that cannot hold the period exactly (29.97 fps in milliseconds) stay far within it."""
+
+
+def frames_evenly_spaced(path: str | os.PathLike[str]) -> bool | None:
+    """Whether the first video track's frames sit on an even grid; None when the file has no
+    such table to tell (a fragmented MP4 lists its frames in its fragments) or cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES):
+                if kind == b"moov":
+                    return _video_track_evenly_spaced(file, payload, end)
+    except (OSError, struct.error, ValueError):
+        return None
+    return None
+
+
+def _video_track_evenly_spaced(file: BinaryIO, start: int, end: int) -> bool | None:
+    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
+        if kind != b"trak":
+            continue
+        table = _child(file, (b"mdia",), payload, child_end)
+        if table is None or not _is_video_media(file, *table):
+            continue
+        durations = _child(file, (b"minf", b"stbl", b"stts"), *table)
+        return None if durations is None else _evenly_spaced(_runs(file, *durations))
+    return None
+
+
+def _child(file: BinaryIO, path: tuple[bytes, ...], start: int, end: int) -> tuple[int, int] | None:
+    """(payload start, end) of the box at `path` below the one spanning start..end."""
+    for name in path:
+        found = next(((payload, box_end) for kind, payload, box_end in boxes(file, start, end, _MAX_CHILDREN)
+                      if kind == name), None)
+        if found is None:
+            return None
+        start, end = found
+    return start, end
+
+
+def _is_video_media(file: BinaryIO, start: int, end: int) -> bool:
+    handler = _child(file, (b"hdlr",), start, end)
+    if handler is None:
+        return False
+    file.seek(handler[0] + 8)  # version, flags, pre_defined
+    return file.read(4) == b"vide"
+
+
+def _runs(file: BinaryIO, payload: int, end: int) -> np.ndarray:
+    """The table's (sample count, duration) runs, as an n x 2 array."""
+    file.seek(payload + 4)  # version and flags
+    (count,) = struct.unpack(">I", file.read(4))
+    if count * 8 > min(end - payload - 8, _MAX_TABLE_BYTES):
+        raise ValueError(f"{count} runs do not fit in their box")
+    data = file.read(count * 8)
+    return np.frombuffer(data, dtype=">u4").reshape(-1, 2).astype(np.int64)
+
+
+def _evenly_spaced(runs: np.ndarray) -> bool | None:
+    """Whether every frame's start lies within `_TOLERANCE` periods of the grid through the first
+    and the last; the last frame's own duration places no frame, so it is left out. Between the
+    ends of a run the distance changes linearly, so the runs' ends are all that need checking."""
+    runs = runs[runs[:, 0] > 0]
+    frames = int(runs[:, 0].sum())
+    if frames < 3:
+        return None
+    starts_of_runs = np.concatenate(([0], np.cumsum(runs[:, 0])[:-1]))
+    times_of_run_starts = np.concatenate(([0], np.cumsum(runs[:, 0] * runs[:, 1])[:-1]))
+    last = frames - 1
+    last_time = times_of_run_starts[-1] + (last - starts_of_runs[-1]) * runs[-1, 1]
+    if last_time <= 0:
+        return None
+    period = last_time / last
+    # The first and the last frame of each run; a run's last frame is the next run's first less one duration.
+    indices = np.concatenate((starts_of_runs, starts_of_runs + runs[:, 0] - 1))
+    times = np.concatenate((times_of_run_starts, times_of_run_starts + (runs[:, 0] - 1) * runs[:, 1]))
+    inside = indices <= last
+    distance = np.abs(times[inside] - indices[inside] * period)
+    return bool(distance.max() <= _TOLERANCE * period)

@@ -1,0 +1,44 @@
+"""`sample_spacing`: which MP4s keep their frames evenly spaced, read from the sample table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fakes.media import write_test_pattern
+from videodag_service.video.sample_spacing import frames_evenly_spaced
+
+
+def test_a_rate_its_timescale_cannot_hold_exactly_is_still_even(tmp_path: Path) -> None:
+    """29.97 fps in milliseconds: frames last 33 or 34 ms, a run of the table each."""
+    path = write_test_pattern(tmp_path / "ntsc.mp4", "-c:v", "libx264", "-video_track_timescale", "1000",
+                              size="160x120", rate="30000/1001", seconds=4.0)
+    assert frames_evenly_spaced(path) is True
+
+
+def test_a_last_frame_of_another_duration_is_still_even(tmp_path: Path) -> None:
+    path = write_test_pattern(tmp_path / "even.mov", "-c:v", "libx264", "-bf", "2", size="160x120", seconds=2.0)
+    assert frames_evenly_spaced(path) is True
+
+
+def test_a_frame_dropped_in_a_long_video_is_uneven(tmp_path: Path) -> None:
+    path = write_test_pattern(tmp_path / "one_dropped.mp4", "-vf", "select='not(eq(n,200))'", "-fps_mode",
+                              "passthrough", "-c:v", "libx264", size="160x120", seconds=20.0)
+    assert frames_evenly_spaced(path) is False
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x00\x00\x08moov", b"not an mp4 at all"])
+def test_a_file_without_a_table_tells_nothing(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "odd.mp4"
+    path.write_bytes(content)
+    assert frames_evenly_spaced(path) is None
+
+
+def test_a_table_claiming_more_runs_than_its_box_holds_tells_nothing(tmp_path: Path) -> None:
+    path = write_test_pattern(tmp_path / "even.mp4", "-c:v", "libx264", size="160x120", seconds=1.0)
+    data = bytearray(path.read_bytes())
+    table = data.index(b"stts")
+    data[table + 8:table + 12] = (0x7FFFFFFF).to_bytes(4, "big")  # after the type: version and flags, then the count
+    path.write_bytes(bytes(data))
+    assert frames_evenly_spaced(path) is None
