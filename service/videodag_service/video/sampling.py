@@ -18,8 +18,6 @@ from videodag_service.errors import FieldViolation, InvalidOptions
 # Window edges are converted to frame indices as `seconds * fps`; products such as
 # 0.3 * 10 come out as 3.0000000000000004, which must still mean frame 3.
 _INDEX_TOLERANCE = 1e-6
-# A presentation time computed as 3 * 0.1 (or from a time base) is still the 0.3 s it means.
-_TIME_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -124,11 +122,18 @@ class FrameWindow:
 
     def is_before(self, seconds: float) -> bool:
         """Whether a frame presented at `seconds` comes before the window."""
-        return seconds < self.start_seconds - _TIME_TOLERANCE
+        return _nanoseconds(seconds) < _nanoseconds(self.start_seconds)
 
     def is_past_end(self, seconds: float) -> bool:
         """Whether a frame presented at `seconds` comes after the window."""
-        return self.end_seconds is not None and seconds >= self.end_seconds - _TIME_TOLERANCE
+        return self.end_seconds is not None and _nanoseconds(seconds) >= _nanoseconds(self.end_seconds)
+
+
+def _nanoseconds(seconds: float) -> int:
+    """Times are compared in whole nanoseconds, the resolution of the Durations a window is
+    given in: a presentation time computed as 3 * 0.1 (or from a time base) is still the 0.3 s
+    it means, and a window 1 ns wide around a frame's time still holds that frame."""
+    return round(seconds * 1e9)
 
 
 def plan_window(options: SamplingOptions, fps: float) -> FrameWindow:
