@@ -5,8 +5,10 @@
 //
 // Events go to stdout, in the order the server sends them: upload_received, video_info, one
 // frame per processed frame, summary. With --decode-during-upload the server decodes while the
-// upload arrives, and upload_received may come after the first frames. A failed call prints {"error": {...}} to stderr and exits
-// with the gRPC status code (5 for NOT_FOUND, 3 for INVALID_ARGUMENT, ...); bad usage exits 64.
+// upload arrives, and upload_received may come after the first frames. A failed call prints
+// {"error": {...}} to stderr (code, name, message, and from the error's details its reason,
+// domain, metadata, field_violations and retry_after_seconds) and exits with the gRPC status
+// code (5 for NOT_FOUND, 3 for INVALID_ARGUMENT, ...); bad usage exits 64.
 "use strict";
 
 const fs = require("node:fs");
@@ -14,6 +16,7 @@ const path = require("node:path");
 const { parseArgs } = require("node:util");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
+const protobuf = require("protobufjs");
 
 const PROTO_ROOT = path.resolve(__dirname, "..", "..", "protos");
 const SERVICE_PROTO = "videodag/v1/video_pipeline_service.proto";
@@ -32,6 +35,66 @@ function loadService(protoRoot) {
     oneofs: true, // each message gets a virtual field naming its set oneof member
   });
   return grpc.loadPackageDefinition(definition).videodag.v1.VideoPipelineService;
+}
+
+// The error details the server sends (google/rpc/status.proto and error_details.proto of
+// googleapis), as far as this client reads them: a google.rpc.Status in the
+// grpc-status-details-bin trailer, its details packed in Any.
+const ERROR_TYPES = protobuf.Root.fromJSON({
+  nested: {
+    google: {
+      nested: {
+        protobuf: { nested: { Any: { fields: { type_url: { type: "string", id: 1 }, value: { type: "bytes", id: 2 } } } } },
+        rpc: {
+          nested: {
+            Status: {
+              fields: {
+                code: { type: "int32", id: 1 },
+                message: { type: "string", id: 2 },
+                details: { rule: "repeated", type: "google.protobuf.Any", id: 3 },
+              },
+            },
+            ErrorInfo: {
+              fields: {
+                reason: { type: "string", id: 1 },
+                domain: { type: "string", id: 2 },
+                metadata: { keyType: "string", type: "string", id: 3 },
+              },
+            },
+            BadRequest: {
+              fields: { field_violations: { rule: "repeated", type: "FieldViolation", id: 1 } },
+              nested: {
+                FieldViolation: { fields: { field: { type: "string", id: 1 }, description: { type: "string", id: 2 } } },
+              },
+            },
+            RetryInfo: {
+              fields: { retry_delay: { type: "Duration", id: 1 } },
+              nested: { Duration: { fields: { seconds: { type: "int64", id: 1 }, nanos: { type: "int32", id: 2 } } } },
+            },
+          },
+        },
+      },
+    },
+  },
+});
+
+// What the status trailer adds to code and message: the ErrorInfo's reason (stable, for
+// programs to test), its domain and metadata, the bad fields, how long to wait before a retry.
+function errorDetails(metadata) {
+  const [trailer] = (metadata && metadata.get("grpc-status-details-bin")) || [];
+  if (!trailer) return {};
+  const status = ERROR_TYPES.lookupType("google.rpc.Status").decode(trailer);
+  const found = {};
+  for (const detail of status.details) {
+    const kind = detail.type_url.split("/").pop();
+    if (!["google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RetryInfo"].includes(kind)) continue;
+    const type = ERROR_TYPES.lookupType(kind);
+    const value = type.toObject(type.decode(detail.value), { longs: Number, defaults: true });
+    if (kind === "google.rpc.ErrorInfo") Object.assign(found, value);
+    if (kind === "google.rpc.BadRequest") found.field_violations = value.field_violations;
+    if (kind === "google.rpc.RetryInfo") found.retry_after_seconds = durationSeconds(value.retry_delay);
+  }
+  return found;
 }
 
 // google.protobuf.Value -> plain JSON value (proto-loader leaves Struct in its wire shape).
@@ -147,7 +210,8 @@ function main() {
   call.on("data", (response) => process.stdout.write(JSON.stringify(eventToJson(response)) + "\n"));
   call.on("error", (error) => {
     const name = grpc.status[error.code] || "UNKNOWN";
-    console.error(JSON.stringify({ error: { code: error.code, name, message: error.details } }));
+    const details = errorDetails(error.metadata);
+    console.error(JSON.stringify({ error: { code: error.code, name, message: error.details, ...details } }));
     process.exitCode = error.code || 2;
     client.close();
   });
@@ -164,7 +228,7 @@ function main() {
   sendUpload(call, options.videoPath, config, options.chunkSize).catch(() => {});
 }
 
-module.exports = { eventToJson, structToJson };
+module.exports = { errorDetails, eventToJson, structToJson };
 
 if (require.main === module) {
   main();

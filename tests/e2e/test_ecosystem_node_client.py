@@ -15,6 +15,7 @@ from videodag_client import FrameResult, RunOptions
 
 SCRIPT = NODE_CLIENT_DIR / "upload_and_run.js"
 NOT_FOUND = 5
+INVALID_ARGUMENT = 3
 
 
 def run_node_client(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,6 +94,21 @@ def test_node_client_exits_with_not_found_for_an_unknown_pipeline(server: Server
     error = json.loads(completed.stderr.strip().splitlines()[-1])["error"]
     assert error["code"] == NOT_FOUND and error["name"] == "NOT_FOUND"
     assert "no_such_pipeline" in error["message"] and "frame_stats_v1" in error["message"]
+    # From the status trailer's details, which only the contract's error_details types decode.
+    assert error["reason"] == "PIPELINE_NOT_FOUND" and error["metadata"]["pipeline_id"] == "no_such_pipeline"
+    assert server.leftover_uploads() == []
+
+
+def test_node_client_reports_every_bad_field_the_server_names(server: ServerHarness, sample_clip: Path) -> None:
+    completed = run_node_client("--target", server.target, "--pipeline", "frame_stats_v1", "--stride=-3",
+                                "--max-frames=-1", str(sample_clip))
+
+    assert completed.returncode == INVALID_ARGUMENT
+    error = json.loads(completed.stderr.strip().splitlines()[-1])["error"]
+    assert error["reason"] == "INVALID_OPTIONS"
+    assert [violation["field"] for violation in error["field_violations"]] == [
+        "config.options.frame_stride", "config.options.max_frames"
+    ]
     assert server.leftover_uploads() == []
 
 

@@ -73,7 +73,9 @@ class VideoPipelineServiceStub:
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
-    | the client cancelled                                         | CANCELLED          |
+    | the client cancelled; or it read no result for the server's  | CANCELLED          |
+    | result read limit (--result-read-timeout-seconds), the       |                    |
+    | server then cancelling the call                              |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -100,6 +102,11 @@ class VideoPipelineServiceStub:
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    Keepalive: the server pings idle connections every 60 s, and accepts a
+    client's pings 10 s or more apart while no data is sent; a client pinging
+    more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
+    calls with RESOURCE_EXHAUSTED and no details.
     """
 
     def __init__(self, channel):
@@ -203,7 +210,9 @@ class VideoPipelineServiceServicer:
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
-    | the client cancelled                                         | CANCELLED          |
+    | the client cancelled; or it read no result for the server's  | CANCELLED          |
+    | result read limit (--result-read-timeout-seconds), the       |                    |
+    | server then cancelling the call                              |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -230,6 +239,11 @@ class VideoPipelineServiceServicer:
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    Keepalive: the server pings idle connections every 60 s, and accepts a
+    client's pings 10 s or more apart while no data is sent; a client pinging
+    more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
+    calls with RESOURCE_EXHAUSTED and no details.
     """
 
     def UploadAndRun(self, request_iterator, context):
@@ -446,7 +460,9 @@ class VideoPipelineService:
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
-    | the client cancelled                                         | CANCELLED          |
+    | the client cancelled; or it read no result for the server's  | CANCELLED          |
+    | result read limit (--result-read-timeout-seconds), the       |                    |
+    | server then cancelling the call                              |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -473,6 +489,11 @@ class VideoPipelineService:
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    Keepalive: the server pings idle connections every 60 s, and accepts a
+    client's pings 10 s or more apart while no data is sent; a client pinging
+    more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
+    calls with RESOURCE_EXHAUSTED and no details.
     """
 
     @staticmethod

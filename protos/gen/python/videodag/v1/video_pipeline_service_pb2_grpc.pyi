@@ -74,7 +74,9 @@ class VideoPipelineServiceStub:
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
-    | the client cancelled                                         | CANCELLED          |
+    | the client cancelled; or it read no result for the server's  | CANCELLED          |
+    | result read limit (--result-read-timeout-seconds), the       |                    |
+    | server then cancelling the call                              |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -101,6 +103,11 @@ class VideoPipelineServiceStub:
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    Keepalive: the server pings idle connections every 60 s, and accepts a
+    client's pings 10 s or more apart while no data is sent; a client pinging
+    more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
+    calls with RESOURCE_EXHAUSTED and no details.
     """
 
     @_typing.overload
@@ -227,7 +234,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
-    | the client cancelled                                         | CANCELLED          |
+    | the client cancelled; or it read no result for the server's  | CANCELLED          |
+    | result read limit (--result-read-timeout-seconds), the       |                    |
+    | server then cancelling the call                              |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -254,6 +263,11 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    Keepalive: the server pings idle connections every 60 s, and accepts a
+    client's pings 10 s or more apart while no data is sent; a client pinging
+    more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
+    calls with RESOURCE_EXHAUSTED and no details.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -376,7 +390,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
-    | the client cancelled                                         | CANCELLED          |
+    | the client cancelled; or it read no result for the server's  | CANCELLED          |
+    | result read limit (--result-read-timeout-seconds), the       |                    |
+    | server then cancelling the call                              |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -403,6 +419,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    Keepalive: the server pings idle connections every 60 s, and accepts a
+    client's pings 10 s or more apart while no data is sent; a client pinging
+    more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
+    calls with RESOURCE_EXHAUSTED and no details.
     """
 
     @_abc_1.abstractmethod
