@@ -36,6 +36,8 @@ class Recorder:
     inside: int = 0
     entered: int = 0
     inside_changed: threading.Condition = field(default_factory=threading.Condition)
+    hang_params: list[Mapping[str, Any]] = field(default_factory=list)
+    """The params each `test.hang` instance was opened with."""
 
     def add(self, *event: str) -> None:
         with self.lock:
@@ -76,6 +78,7 @@ class _Hang:
     def __init__(self, params: Mapping[str, Any], recorder: Recorder) -> None:
         self._params = params
         self._recorder = recorder
+        recorder.hang_params.append(params)
         recorder.add("open", "hang")
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -87,6 +90,9 @@ class _Hang:
         return {"index": index}
 
     def close(self) -> None:
+        if self._params["hang_in_close"]:
+            self._recorder.add("hang", "close")
+            self._recorder.release.wait(self._params["hang_seconds"])
         self._recorder.add("close", "hang")
 
 
@@ -249,6 +255,7 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 params=(
                     Param("hang_on", list, [], "frame indexes to hang on"),
                     Param("hang_seconds", float, 3600.0, "longest hang, so a forgotten test thread ends"),
+                    Param("hang_in_close", bool, False, "hang in close() instead"),
                 ),
                 open=lambda params: _Hang(params, recorder),
             ),

@@ -25,6 +25,7 @@ for frames in parallel.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import threading
@@ -240,12 +241,46 @@ class PipelineRun:
             return
         self._closed = True
         for lane in self._lanes():
-            if lane.thread is not None:
-                lane.thread.close()
-                lane.thread = None
-            for node_id, instance in lane.instances.items():
-                _close_quietly(instance, node_id, self.spec.id)
+            self._close_within_limit(lane)
             lane.instances.clear()
+
+    def _close_within_limit(self, lane: _Lane) -> None:
+        """The lane's instances closed in its thread, each close watched by the node time limit
+        as its open and its calls are: a close that never returns (a flush to a server that does
+        not answer) would hold the run's slot, its summary and the server's shutdown for good.
+        One over the limit is logged and left to its thread, with the closes after it."""
+        if lane.thread is not None:
+            lane.thread.close()
+            lane.thread = None
+        instances = [(node, lane.instances[node.id]) for node in lane.nodes if node.id in lane.instances]
+        # Its own record of the close running now: a hung call of the lane's abandoned thread still holds `running`.
+        closing: list[tuple[NodeSpec, float] | None] = [None]
+        if self._node_timeout_seconds is None or lane.bounded_time or not instances:
+            self._close_in_order(closing, instances)
+            return
+        closer = StepLimitedThread(self._node_timeout_seconds, lambda: closing[0], NODE_THREAD_NAME)
+        try:
+            closer.call(functools.partial(self._close_in_order, closing), instances)
+        except StepTimedOut as timed_out:
+            node = cast(NodeSpec, timed_out.step)
+            closer.abandon(lambda: None)  # the closes after the hung one still run if it returns
+            with self._timings_lock:
+                self._timings[node.id].errors += 1
+            logger.error("closing node %r (%s) of pipeline %r took more than the node time limit (%g s); its "
+                         "thread is abandoned (%d abandoned in this process)", node.id, node.plugin_ref, self.spec.id,
+                         timed_out.limit_seconds, abandoned_thread_count())
+        else:
+            closer.close()
+
+    def _close_in_order(
+        self, closing: list[tuple[NodeSpec, float] | None], instances: list[tuple[NodeSpec, ToolInstance]]
+    ) -> None:
+        for node, instance in instances:
+            closing[0] = (node, time.perf_counter())
+            try:
+                _close_quietly(instance, node.id, self.spec.id)
+            finally:
+                closing[0] = None
 
     def __enter__(self) -> PipelineRun:
         return self
@@ -289,7 +324,9 @@ class PipelineRun:
         for node in lane.nodes:
             lane.running = (node, time.perf_counter())
             try:
-                instance = node.tool.open(node.params)
+                # A copy: an instance that keeps a parameter as its state and changes it would
+                # otherwise change it for every later run, and in what GetPipeline shows.
+                instance = node.tool.open(copy.deepcopy(node.params))
             except Exception as error:
                 for node_id, opened in lane.instances.items():
                     _close_quietly(opened, node_id, self.spec.id)

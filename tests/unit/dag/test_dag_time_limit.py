@@ -174,3 +174,50 @@ def test_a_submitted_call_runs_while_the_owner_works_and_without_a_limit_nothing
         assert not worker.abandoned
     finally:
         worker.close()
+
+
+def test_a_close_that_hangs_is_given_up_on_after_the_limit(tmp_path: Path) -> None:
+    """A close that never returns (a flush to a server that does not answer) would hold the
+    run's slot, its summary and the server's shutdown for good."""
+    (tmp_path / "closing.yaml").write_text(textwrap.dedent("""
+        id: closing
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            inputs: {index: frame.index}
+          - id: hang
+            plugin: test.hang
+            params: {hang_in_close: true}
+            inputs: {index: count.index}
+        outputs:
+          index: hang.index
+    """))
+    recorder = Recorder()
+    service = DagPipelineService(load_pipeline_folder(tmp_path, make_registry(recorder)), node_timeout_seconds=0.3)
+    abandoned_before = abandoned_thread_count()
+    with service.open_run("closing") as run:
+        assert [run.process({"frame_index": index})["index"] for index in range(3)] == [0, 1, 2]
+        started = time.monotonic()
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert ("close", "counter") in recorder.events and ("close", "hang") not in recorder.events
+    assert [timing.errors for timing in run.node_timings()] == [0, 1]
+    assert abandoned_thread_count() == abandoned_before + 1
+
+    recorder.release.set()
+    assert wait_until(lambda: ("close", "hang") in recorder.events)
+    assert wait_until(lambda: abandoned_thread_count() == abandoned_before)
+
+
+def test_each_run_opens_its_nodes_with_a_copy_of_their_params(tmp_path: Path) -> None:
+    """An instance keeping a parameter as its state and changing it changes no other run, nor
+    what the pipeline describes."""
+    recorder = Recorder()
+    service = make_service(tmp_path, recorder, limit=None, hang_on=-1)
+    for _ in range(2):
+        with service.open_run("hanging") as run:
+            run.process({"frame_index": 0})
+        recorder.hang_params[-1]["hang_on"].append(0)  # as a plugin keeping its state there would
+    assert [params["hang_on"] for params in recorder.hang_params] == [[-1, 0], [-1, 0]]
+    described = next(node for node in service.get_pipeline("hanging").nodes if node.id == "hang")
+    assert described.params["hang_on"] == described.given_params["hang_on"] == [-1]
