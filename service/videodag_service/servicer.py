@@ -168,6 +168,28 @@ class _CallWatch:
         self.check()
 
 
+class PipelinesTooLarge(ValueError):
+    """Raised at start when the pipelines' descriptions make a listing no client could receive."""
+
+
+def pipeline_listing(dag: DagPipelineService, max_bytes: int) -> video_pipeline_service_pb2.ListPipelinesResponse:
+    """Every pipeline's description, as ListPipelines answers: made once, since pipelines are
+    read at start only. Each parameter holds at most 100,000 values, but a pipeline file may
+    give many nodes such a parameter (YAML aliases make that a few lines), and a listing larger
+    than `max_bytes` would fail for every client, hiding every other pipeline too: the server
+    does not start on such pipelines, naming the largest."""
+    described = [(spec, convert.pipeline_to_proto(spec)) for spec in dag.pipelines()]
+    listing = video_pipeline_service_pb2.ListPipelinesResponse(pipelines=[message for _, message in described])
+    if (size := listing.ByteSize()) > max_bytes:
+        largest, message = max(described, key=lambda pair: pair[1].ByteSize())
+        raise PipelinesTooLarge(
+            f"the pipelines' descriptions take {size:,} bytes, more than the {max_bytes:,} a ListPipelines answer "
+            f"may (what gRPC clients receive by default): the largest is {largest.source_path} "
+            f"({message.ByteSize():,} bytes); give its nodes smaller parameters"
+        )
+    return listing
+
+
 class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipelineServiceServicer):
     """Implements `videodag.v1.VideoPipelineService` on top of the DAG and video layers."""
 
@@ -179,6 +201,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         metrics: ServerMetrics | None = None,
         jobs: JobService | None = None,
     ) -> None:
+        self._listing = pipeline_listing(dag, settings.max_response_bytes())
         self._dag = dag
         self._jobs = jobs
         self._settings = settings
@@ -248,9 +271,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
     def ListPipelines(
         self, request: video_pipeline_service_pb2.ListPipelinesRequest, context: grpc.ServicerContext
     ) -> video_pipeline_service_pb2.ListPipelinesResponse:
-        return video_pipeline_service_pb2.ListPipelinesResponse(
-            pipelines=[convert.pipeline_to_proto(spec) for spec in self._dag.pipelines()]
-        )
+        return self._listing
 
     def GetPipeline(
         self, request: video_pipeline_service_pb2.GetPipelineRequest, context: grpc.ServicerContext

@@ -17,7 +17,7 @@ from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
 from videodag_service.dag import DagPipelineService, PluginRegistry, load_pipeline_folder
-from videodag_service.servicer import RunSlots, VideoPipelineServicer
+from videodag_service.servicer import PipelinesTooLarge, RunSlots, VideoPipelineServicer
 from videodag_service.settings import Settings
 
 SERVICE = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
@@ -209,3 +209,41 @@ def test_an_upload_that_ends_short_of_its_declared_size_is_data_loss(
     assert (responses, code) == ([], grpc.StatusCode.DATA_LOSS)
     assert f"{len(data)} bytes declared" in details
     assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_pipelines_whose_listing_no_client_could_receive_stop_the_start(tmp_path: Path) -> None:
+    """A few lines of YAML aliases give five nodes a parameter of 90,000 values each: every
+    ListPipelines, for every pipeline, would fail at the client."""
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    tens = "&t [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"
+    hundreds = f"&h [{tens}{', *t' * 9}]"
+    thousands = f"&th [{hundreds}{', *h' * 9}]"
+    ten_thousands = f"&tt [{thousands}{', *th' * 9}]"
+    many = f"&many [{ten_thousands}{', *tt' * 8}]"  # 90,000 numbers, and the lists holding them
+    nodes = "".join(f"""
+          - id: count{n}
+            plugin: test.counter
+            params: {{fail_on: {many if n == 0 else '*many'}}}
+            inputs: {{index: frame.index}}""" for n in range(5))
+    (pipelines / "swollen.yaml").write_text(textwrap.dedent("""
+        id: swollen
+        version: "1"
+        nodes:""") + nodes + textwrap.dedent("""
+        outputs:
+          seen: count0.count
+    """))
+    (pipelines / "small.yaml").write_text(textwrap.dedent("""
+        id: small
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+    """))
+    dag = DagPipelineService(load_pipeline_folder(pipelines, PluginRegistry([make_test_plugin(Recorder())])))
+    with pytest.raises(PipelinesTooLarge, match=rf"more than the 4,194,304 a ListPipelines answer may .* the largest "
+                                                rf"is {pipelines / 'swollen.yaml'} "):
+        VideoPipelineServicer(dag, Settings(temp_dir=tmp_path / "uploads"), RunSlots(2))
