@@ -185,6 +185,21 @@ def _bad_output(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping
     return {"value": object()} if params["broken"] else {"value": 1}
 
 
+class _SlowJson:
+    """An output whose own conversion takes time, as a large object's to_json() may."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    def to_json(self) -> Any:
+        time.sleep(self._seconds)
+        return {"slow": True}
+
+
+def _slow_json(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
+    return {"value": _SlowJson(params["seconds"])}
+
+
 def _size(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Mapping[str, Any]:
     return {"length": len(inputs["data"])}
 
@@ -232,6 +247,13 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 ),
                 open=lambda params: _Counter(params, recorder),
                 stateful=True,
+            ),
+            function_tool(
+                "slow_json", _slow_json,
+                description="Returns an object whose to_json() takes `seconds`.",
+                inputs=(Port("index"),),
+                outputs=(Port("value"),),
+                params=(Param("seconds", float, 0.02),),
             ),
             function_tool(
                 "add", _add,

@@ -77,6 +77,8 @@ class _FrameWork:
 
     payload: Mapping[str, Any]
     values: dict[SourceRef, Any] = field(default_factory=dict)
+    sent: dict[str, tuple[Any, int]] = field(default_factory=dict)
+    """The pipeline's outputs so far, as they go out: JSON-like, with a bound of their bytes."""
     failed: set[str] = field(default_factory=set)
     errors: list[dict[str, Any]] = field(default_factory=list)
     result: dict[str, Any] | None = None
@@ -150,6 +152,9 @@ class PipelineRun:
         self._timings = {node.id: NodeTiming(node.id, node.plugin_ref) for node in spec.nodes}
         self._timings_lock = threading.Lock()
         self._nodes_by_id = {node.id: node for node in spec.nodes}
+        self._sent_by_node: dict[str, list[tuple[str, SourceRef]]] = {}
+        for name, source in spec.outputs:
+            self._sent_by_node.setdefault(source.node, []).append((name, source))
         self._closed = False
         independent = frame_independent_nodes(spec) if frame_workers > 1 else ()
         independent_ids = {node.id for node in independent}
@@ -496,27 +501,35 @@ class PipelineRun:
                 continue
             inputs = {name: _read(source, work.payload, work.values) for name, source in node.inputs}
             try:
-                outputs = self._call(lane, node, inputs)
+                outputs, sent = self._call(lane, node, inputs)
             except Exception as error:
+                cause = str(error) if isinstance(error, _NotSendable) else _described(error)
                 with self._timings_lock:
                     self._timings[node.id].errors += 1
                 if node.on_error is ErrorPolicy.FAIL:
-                    raise NodeFailed(
-                        self.spec.id, node.id, node.plugin_ref, frame_index, _described(error)
-                    ) from error
+                    raise NodeFailed(self.spec.id, node.id, node.plugin_ref, frame_index, cause) from error
                 work.failed.add(node.id)
-                work.errors.append(_error(node, "INTERNAL", _described(error)))
+                work.errors.append(_error(node, "INTERNAL", cause))
                 continue
             for port in node.tool.outputs:
                 work.values[SourceRef(node.id, port.name)] = outputs[port.name]
+            work.sent.update(sent)
         if finish:
-            work.result, bounds = self._result(lane, work, frame_index)
+            work.result, bounds = self._result(work)
             if work.errors:
                 work.result["errors"] = work.errors
             if self._max_result_bytes is not None:
                 self._fit(work, bounds, self._max_result_bytes, frame_index)
 
-    def _call(self, lane: _Lane, node: NodeSpec, inputs: dict[str, Any]) -> Mapping[str, Any]:
+    def _call(
+        self, lane: _Lane, node: NodeSpec, inputs: dict[str, Any]
+    ) -> tuple[Mapping[str, Any], dict[str, tuple[Any, int]]]:
+        """The node's outputs, and those the pipeline sends (`_FrameWork.sent`) converted.
+
+        Converting an output is its node's work, on its clock and in its time: one that cannot
+        be converted fails the node (`_NotSendable`) before any node reads it, so under
+        `on_error: skip` the nodes it feeds are skipped, as after a failed call.
+        """
         if self._timed_out is not None:
             # Only an abandoned thread gets here, after its hung call returned: the run is over.
             raise RuntimeError(f"run of pipeline {self.spec.id!r} was stopped by a node time limit")
@@ -526,6 +539,12 @@ class PipelineRun:
         lane.running = None if node.tool.bounded_time else (node, started)
         try:
             outputs = lane.instances[node.id].process(inputs)
+            if not isinstance(outputs, Mapping):
+                raise TypeError(f"returned {type(outputs).__name__}, not a mapping of outputs")
+            missing = [port.name for port in node.tool.outputs if port.name not in outputs]
+            if missing:
+                raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
+            return outputs, self._sendable(node, outputs)
         finally:
             lane.running = None
             elapsed = time.perf_counter() - started
@@ -535,35 +554,31 @@ class PipelineRun:
                 timing.total_seconds += elapsed
             if self._node_observer is not None:
                 self._node_observer(self.spec.id, node.id, node.plugin_ref, elapsed)
-        if not isinstance(outputs, Mapping):
-            raise TypeError(f"returned {type(outputs).__name__}, not a mapping of outputs")
-        missing = [port.name for port in node.tool.outputs if port.name not in outputs]
-        if missing:
-            raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
-        return outputs
 
-    def _result(self, lane: _Lane, work: _FrameWork, frame_index: Any) -> tuple[dict[str, Any], dict[str, int]]:
-        """The frame's outputs as JSON-like values, with an upper bound of the bytes each takes as
-        sent. Converting an output is its node's work: one that cannot be converted fails the run
-        or, under `on_error: skip`, leaves all of its node's outputs out, as a failed call does."""
+    def _sendable(self, node: NodeSpec, outputs: Mapping[str, Any]) -> dict[str, tuple[Any, int]]:
+        """The node's outputs the pipeline sends, as JSON-like values with an upper bound of the
+        bytes each takes as sent (a value's own to_json() is plugin code too)."""
+        sent: dict[str, tuple[Any, int]] = {}
+        for name, source in self._sent_by_node.get(node.id, ()):
+            try:
+                value, value_bound = to_json_like_sized(outputs[source.output])
+            except Exception as error:  # RecursionError included: a value that holds itself
+                raise _NotSendable(
+                    f"output {source.output!r} is not JSON-like: {_described(error, typed=False)}"
+                    if isinstance(error, NotJsonLike)
+                    else f"converting output {source.output!r} failed: {_described(error)}"
+                ) from error
+            sent[name] = (value, entry_bound(name, value_bound))
+        return sent
+
+    def _result(self, work: _FrameWork) -> tuple[dict[str, Any], dict[str, int]]:
+        """The frame's outputs as sent, with an upper bound of the bytes each takes; those of
+        failed nodes are left out (the reason is in "errors")."""
         result: dict[str, Any] = {}
         bounds: dict[str, int] = {}
         for name, source in self.spec.outputs:
-            if source not in work.values or source.node in work.failed:
-                continue  # its node failed; the reason is in "errors"
-            node = self._nodes_by_id[source.node]
-            # A value's own to_json() is plugin code too, so it runs on its node's clock.
-            lane.running = (node, time.perf_counter())
-            try:
-                result[name], value_bound = to_json_like_sized(work.values[source])
-                bounds[name] = entry_bound(name, value_bound)
-            except Exception as error:  # RecursionError included: a value that holds itself
-                cause = (f"output {source.output!r} is not JSON-like: {_described(error, typed=False)}"
-                         if isinstance(error, NotJsonLike)
-                         else f"converting output {source.output!r} failed: {_described(error)}")
-                self._output_failed(node, cause, "INTERNAL", work, result, bounds, frame_index)
-            finally:
-                lane.running = None
+            if name in work.sent and source.node not in work.failed:
+                result[name], bounds[name] = work.sent[name]
         return result, bounds
 
     def _output_failed(
@@ -615,6 +630,10 @@ class PipelineRun:
             self._output_failed(node, cause, "RESOURCE_EXHAUSTED", work, result, bounds, frame_index)
             if work.errors:
                 result["errors"] = work.errors
+
+
+class _NotSendable(Exception):
+    """An output of the node's cannot be converted to what a frame's result holds."""
 
 
 def _always() -> bool:

@@ -151,6 +151,25 @@ def test_timings_are_collected_per_node(tmp_path: Path) -> None:
     assert timings[1].total_seconds < timings[0].total_seconds
 
 
+def test_converting_a_nodes_outputs_is_timed_as_its_work(tmp_path: Path) -> None:
+    slow = """
+    id: slow
+    version: "1"
+    nodes:
+      - id: slow
+        plugin: test.slow_json
+        params: {seconds: 0.02}
+        inputs: {index: frame.index}
+    outputs:
+      value: slow.value
+    """
+    service = make_service(tmp_path, Recorder(), extra={"slow": slow})
+    with service.open_run("slow") as run:
+        assert [run.process(payload)["value"] for payload in frames(4)] == [{"slow": True}] * 4
+        (timing,) = run.node_timings()
+    assert timing.calls == 4 and timing.total_seconds >= 0.08
+
+
 def test_output_that_is_not_json_like_fails_naming_the_node(tmp_path: Path) -> None:
     bad = """
     id: bad
@@ -165,6 +184,33 @@ def test_output_that_is_not_json_like_fails_naming_the_node(tmp_path: Path) -> N
     service = make_service(tmp_path, Recorder(), extra={"bad": bad})
     with pytest.raises(NodeFailed, match=r"node 'weird' \(test.bad_output\) failed on frame 0: output 'value' is not"):
         service.run_pipeline("bad", {"frame_index": 0})
+
+
+def test_an_output_that_cannot_be_sent_skips_the_nodes_it_feeds_under_skip(tmp_path: Path) -> None:
+    """Converted when its node returns, not after every node ran: the nodes it feeds never
+    read the value the node failed for, as after a failed call."""
+    bad = """
+    id: bad
+    version: "1"
+    nodes:
+      - id: weird
+        plugin: test.bad_output
+        inputs: {index: frame.index}
+        on_error: skip
+      - id: size
+        plugin: test.size
+        inputs: {data: weird.value}
+    outputs:
+      value: weird.value
+      length: size.length
+    """
+    service = make_service(tmp_path, Recorder(), extra={"bad": bad})
+    result = service.run_pipeline("bad", {"frame_index": 0})
+    assert "value" not in result and "length" not in result
+    assert [(error["node_id"], error["code"]) for error in result["errors"]] == [
+        ("weird", "INTERNAL"), ("size", "ABORTED")
+    ]
+    assert result["errors"][0]["message"].startswith("output 'value' is not JSON-like")
 
 
 class CountingPayload(Mapping[str, Any]):
