@@ -70,6 +70,7 @@ _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
 _NODE_KEYS = {"id", "plugin", "params", "inputs", "on_error"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
+_MAX_MERGE_DEPTH = 16  # merges of merges: past this deep, the loaded file is checked as it is
 # Kinds of values a result cannot carry: results are JSON-like.
 _NOT_RESULT_KINDS = frozenset({"image", "jpeg"})
 _UNREADABLE = object()
@@ -120,10 +121,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_document(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if (isinstance(key_node, yaml.ScalarNode) and key_node.value == "version"
-                        and isinstance(value_node, yaml.ScalarNode) and value_node.tag == _INT_TAG):
-                    self.written_int_version = value_node.value
+            version = _value_node(node, "version")
+            if isinstance(version, yaml.ScalarNode) and version.tag == _INT_TAG:
+                self.written_int_version = version.value
         return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -141,6 +141,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 self.duplicates.append(f"duplicate key {key!r} on line {line} (first given on line {first_lines[key]})")
             else:
                 first_lines[key] = line
+
+
+def _value_node(mapping: yaml.MappingNode, key: str, depth: int = 0) -> yaml.Node | None:
+    """The node YAML gives `key` in `mapping`: its own, or else one a merge (`<<: *base`, or
+    `<<: [*a, *b]`, the first having it) brings in, as the loaded mapping will hold it."""
+    merged: list[yaml.Node] = []
+    for key_node, value_node in mapping.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _MERGE_TAG:
+            merged += value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        elif isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+            return value_node
+    if depth < _MAX_MERGE_DEPTH:
+        for source in merged:
+            if isinstance(source, yaml.MappingNode) and (found := _value_node(source, key, depth + 1)) is not None:
+                return found
+    return None
 
 
 def load_pipeline_file(path: Path, registry: PluginRegistry) -> PipelineSpec:

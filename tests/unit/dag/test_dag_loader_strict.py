@@ -453,6 +453,18 @@ def test_an_int_version_yaml_reads_otherwise_is_refused_with_a_hint_to_quote_it(
                             f"version: \"{version}\"")
 
 
+@pytest.mark.parametrize("merge", ["<<: {version: 010}", "<<: [{id: x}, {version: 010}]"])
+def test_an_int_version_a_merge_brings_in_is_refused_too(tmp_path: Path, merge: str) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', merge)))
+    assert problem.endswith("'version' 010 reads as the number 8 in YAML: quote it, as in version: \"010\"")
+
+
+def test_a_version_of_its_own_overrides_one_a_merge_brings_in(tmp_path: Path) -> None:
+    spec = load_pipeline_file(write(tmp_path, "edited", edited('version: "1"', '<<: {version: 010}\nversion: "2"')),
+                              make_registry())
+    assert spec.version == "2"
+
+
 @pytest.mark.parametrize(("version", "expected"), [("true", "got bool True"), ("[1]", "got list [1]")])
 def test_a_version_of_another_type_is_refused(tmp_path: Path, version: str, expected: str) -> None:
     (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', f"version: {version}")))
