@@ -8,6 +8,7 @@ stops the server at start rather than failing on the first video.
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
@@ -34,12 +35,18 @@ class PluginRegistryError(RuntimeError):
 class PluginRegistry:
     """Plugins by name; resolves `plugin.tool` references for the pipeline loader."""
 
-    def __init__(self, plugins: Iterable[Plugin]) -> None:
+    def __init__(self, plugins: Iterable[Plugin], origins: Iterable[str] = ()) -> None:
+        """`origins`, in the order of `plugins`, say where each came from, for a clash's message."""
         self._plugins: dict[str, Plugin] = {}
-        for plugin in plugins:
+        from_where: dict[str, str] = {}
+        for plugin, origin in itertools.zip_longest(plugins, origins, fillvalue=""):
+            assert isinstance(plugin, Plugin), "more origins than plugins"
             if plugin.name in self._plugins:
-                raise PluginRegistryError(f"two plugins are named {plugin.name!r}")
+                sources = f": {from_where[plugin.name]} and {origin}" if origin and from_where[plugin.name] else ""
+                raise PluginRegistryError(f"two plugins are named {plugin.name!r}{sources}; a pipeline could not "
+                                          "tell them apart: uninstall one, or rename it")
             self._plugins[plugin.name] = plugin
+            from_where[plugin.name] = origin
 
     def plugin_names(self) -> list[str]:
         return sorted(self._plugins)
@@ -54,29 +61,40 @@ class PluginRegistry:
 
 def builtin_plugins() -> list[Plugin]:
     """The plugins that ship with videodag."""
-    return [importlib.import_module(module).PLUGIN for module in BUILTIN_PLUGIN_MODULES]
+    return [plugin for plugin, _ in _builtin_plugins_and_origins()]
 
 
 def entry_point_plugins() -> list[Plugin]:
     """Plugins installed by other packages; each entry point names a Plugin or a callable returning one."""
-    found: list[Plugin] = []
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            loaded = entry_point.load()
-            plugin = loaded if isinstance(loaded, Plugin) else loaded()
-        except Exception as error:
-            raise PluginRegistryError(
-                f"plugin entry point {entry_point.name!r} ({entry_point.value}) failed to load: {error}"
-            ) from error
-        if not isinstance(plugin, Plugin):
-            raise PluginRegistryError(
-                f"plugin entry point {entry_point.name!r} ({entry_point.value}) gave "
-                f"{type(plugin).__name__}, not a videodag Plugin"
-            )
-        found.append(plugin)
-    return found
+    return [plugin for plugin, _ in _entry_point_plugins_and_origins()]
 
 
 def default_registry() -> PluginRegistry:
     """Built-in plugins plus every installed entry-point plugin."""
-    return PluginRegistry([*builtin_plugins(), *entry_point_plugins()])
+    found = [*_builtin_plugins_and_origins(), *_entry_point_plugins_and_origins()]
+    return PluginRegistry((plugin for plugin, _ in found), (origin for _, origin in found))
+
+
+def _builtin_plugins_and_origins() -> list[tuple[Plugin, str]]:
+    return [(importlib.import_module(module).PLUGIN, f"the built-in {module}") for module in BUILTIN_PLUGIN_MODULES]
+
+
+def _entry_point_plugins_and_origins() -> list[tuple[Plugin, str]]:
+    found: list[tuple[Plugin, str]] = []
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        named = f"plugin entry point {entry_point.name!r} ({entry_point.value})"
+        try:
+            loaded = entry_point.load()
+        except Exception as error:
+            raise PluginRegistryError(f"{named} failed to load: {error}") from error
+        if not isinstance(loaded, Plugin) and not callable(loaded):
+            raise PluginRegistryError(f"{named} gave {type(loaded).__name__}, not a videodag Plugin nor a "
+                                      "callable returning one")
+        try:
+            plugin = loaded if isinstance(loaded, Plugin) else loaded()
+        except Exception as error:
+            raise PluginRegistryError(f"{named} failed to load: {error}") from error
+        if not isinstance(plugin, Plugin):
+            raise PluginRegistryError(f"{named} gave {type(plugin).__name__}, not a videodag Plugin")
+        found.append((plugin, named))
+    return found

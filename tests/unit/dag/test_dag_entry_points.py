@@ -109,3 +109,22 @@ def test_broken_entry_point_stops_registration_with_its_name(tmp_path: Path, ins
     importlib.invalidate_caches()
     with pytest.raises(PluginRegistryError, match="plugin entry point 'videodag_broken'"):
         entry_point_plugins()
+
+
+def test_an_entry_point_to_something_else_is_named_with_what_it_gave(tmp_path: Path, installed_site: Path) -> None:
+    pip_install(make_package(tmp_path, "videodag_odd", "videodag_odd:SETTINGS", "SETTINGS = {'a': 1}\n"),
+                installed_site)
+    importlib.invalidate_caches()
+    with pytest.raises(PluginRegistryError, match=r"plugin entry point 'videodag_odd' \(videodag_odd:SETTINGS\) gave "
+                                                  r"dict, not a videodag Plugin nor a callable returning one"):
+        entry_point_plugins()
+
+
+def test_a_plugin_named_as_a_built_in_one_is_refused_naming_both(tmp_path: Path, installed_site: Path) -> None:
+    clashing = PLUGIN_SOURCE.replace('name="thirdparty"', 'name="stats"')
+    pip_install(make_package(tmp_path, "videodag_clash", "videodag_clash:PLUGIN", clashing), installed_site)
+    importlib.invalidate_caches()
+    with pytest.raises(PluginRegistryError, match=r"two plugins are named 'stats': the built-in "
+                                                  r"videodag_service\.plugins\.stats and plugin entry point "
+                                                  r"'videodag_clash' \(videodag_clash:PLUGIN\); a pipeline could not"):
+        default_registry()
