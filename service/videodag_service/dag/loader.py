@@ -530,8 +530,10 @@ def _source_kind(source: SourceRef, graph: _Graph) -> str | None:
 
 
 def _source(value: Any, graph: _Graph, problems: _Problems, node_id: str | None, what: str) -> SourceRef | None:
+    """The source `value` names; an input (`node_id` given) may name a frame field, an output only a node's."""
     if not isinstance(value, str) or value.count(".") != 1:
-        problems.add(f"{what} must be 'frame.<field>' or '<node>.<output>', got {value!r}", node_id)
+        forms = "'frame.<field>' or '<node>.<output>'" if node_id is not None else "'<node>.<output>'"
+        problems.add(f"{what} must be {forms}, got {value!r}", node_id)
         return None
     source_node, output = value.split(".")
     if source_node == FRAME_SOURCE:

@@ -83,6 +83,17 @@ def one_node(plugin: str, params: str, inputs: str = "{image: frame.image}", out
 # --- outputs --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("wiring", "where", "forms"), [
+    ("  total: total.sum\n  seen: nowhere", "output 'seen'", "'<node>.<output>'"),
+    ("  total: total.sum\n  seen: a.b.c", "output 'seen'", "'<node>.<output>'"),
+])
+def test_a_malformed_output_source_is_told_the_form_outputs_take(
+    tmp_path: Path, wiring: str, where: str, forms: str
+) -> None:
+    (problem,) = problems_in(write(tmp_path, "edited", edited("  total: total.sum", wiring)))
+    assert problem.endswith(f"{where} must be {forms}, got {wiring.split(': ')[-1]!r}")
+
+
 @pytest.mark.parametrize("field", ["index", "timestamp", "image"])
 def test_an_output_wired_to_the_frame_is_refused(tmp_path: Path, field: str) -> None:
     text = edited("  total: total.sum", f"  total: total.sum\n  seen: frame.{field}")
