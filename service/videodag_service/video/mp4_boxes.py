@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 _HEADER = struct.Struct(">I4s")
 _LARGE_SIZE = struct.Struct(">Q")
+_MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
+_MAX_CHILDREN = 4096
 
 
 class SeekableStream(Protocol):
@@ -49,6 +51,37 @@ def boxes(stream: SeekableStream, start: int, end: int | None, most: int) -> Ite
             return  # malformed: stop rather than guess
         yield kind, position + header_size, position + size
         position += size
+
+
+def first_video_track(file: BinaryIO, size: int) -> tuple[int, int] | None:
+    """(payload start, end) of the first video track's `trak` box, the track FFmpeg decodes."""
+    moov = next(((payload, end) for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES)
+                  if kind == b"moov"), None)
+    if moov is None:
+        return None
+    for kind, payload, end in boxes(file, *moov, _MAX_CHILDREN):
+        if kind == b"trak" and _is_video_track(file, payload, end):
+            return payload, end
+    return None
+
+
+def child(file: BinaryIO, path: tuple[bytes, ...], start: int, end: int) -> tuple[int, int] | None:
+    """(payload start, end) of the box at `path` (types, outermost first) below the one spanning start..end."""
+    for name in path:
+        found = next(((payload, box_end) for kind, payload, box_end in boxes(file, start, end, _MAX_CHILDREN)
+                      if kind == name), None)
+        if found is None:
+            return None
+        start, end = found
+    return start, end
+
+
+def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:
+    handler = child(file, (b"mdia", b"hdlr"), start, end)
+    if handler is None:
+        return False
+    file.seek(handler[0] + 8)  # version, flags, pre_defined
+    return file.read(4) == b"vide"
 
 
 def _read_exactly(stream: SeekableStream, count: int) -> bytes | None:

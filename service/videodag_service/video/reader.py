@@ -33,6 +33,7 @@ from videodag_service.dag.cores import usable_cores
 from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video import avi_index
 from videodag_service.video.content_guess import guess_content
+from videodag_service.video.display_matrix import flip_code, mirrors
 from videodag_service.video.edit_list import shown_seconds
 from videodag_service.video.elementary_stream import declared_frame_rate
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
@@ -136,6 +137,7 @@ class OpenedVideo:
         self._capture = self._open_capture()
         try:
             self.info = self._probe()
+            self._mirror_flip = self._mirror_correction()
         except BaseException:
             self._release()
             raise
@@ -293,7 +295,20 @@ class OpenedVideo:
             ok, image = self._capture.retrieve(into)
         except cv2.error as error:
             raise unreadable(self.path, f"decoding failed: {error}") from error
-        return image if ok and image is not None and image.size else None
+        if not (ok and image is not None and image.size):
+            return None
+        if self._mirror_flip is not None:
+            cv2.flip(image, self._mirror_flip, dst=image)
+        return image
+
+    def _mirror_correction(self) -> int | None:
+        """The flip that shows a mirrored MP4 as it is shown (`display_matrix`); None for others."""
+        if not _is_iso_media(self.path) or not mirrors(self.path):
+            return None
+        try:
+            return flip_code(_finite_or_zero(self._capture.get(cv2.CAP_PROP_ORIENTATION_META)))
+        except cv2.error as error:
+            raise unreadable(self.path, f"probing failed: {error}") from error
 
     def _presentation_time(self, frame_index: int, previous_seconds: float | None) -> float:
         """When the frame just grabbed is presented, in seconds from the start of the video.

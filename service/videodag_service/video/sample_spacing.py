@@ -20,10 +20,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from videodag_service.video.mp4_boxes import boxes
+from videodag_service.video.mp4_boxes import child, first_video_track
 
-_MAX_TOP_LEVEL_BOXES = 100_000
-_MAX_CHILDREN = 4096
 _MAX_TABLE_BYTES = 64 * 1024 * 1024  # millions of runs: a frame rate alternating 33 and 34 ms has a run a frame
 _TOLERANCE = 0.25
 """How far from the even grid a frame may be, in frame periods, and still be numbered by its
@@ -35,44 +33,11 @@ def frames_evenly_spaced(path: str | os.PathLike[str]) -> bool | None:
     such table to tell (a fragmented MP4 lists its frames in its fragments) or cannot be read."""
     try:
         with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES):
-                if kind == b"moov":
-                    return _video_track_evenly_spaced(file, payload, end)
+            track = first_video_track(file, os.fstat(file.fileno()).st_size)
+            durations = None if track is None else child(file, (b"mdia", b"minf", b"stbl", b"stts"), *track)
+            return None if durations is None else _evenly_spaced(_runs(file, *durations))
     except (OSError, struct.error, ValueError):
         return None
-    return None
-
-
-def _video_track_evenly_spaced(file: BinaryIO, start: int, end: int) -> bool | None:
-    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
-        if kind != b"trak":
-            continue
-        table = _child(file, (b"mdia",), payload, child_end)
-        if table is None or not _is_video_media(file, *table):
-            continue
-        durations = _child(file, (b"minf", b"stbl", b"stts"), *table)
-        return None if durations is None else _evenly_spaced(_runs(file, *durations))
-    return None
-
-
-def _child(file: BinaryIO, path: tuple[bytes, ...], start: int, end: int) -> tuple[int, int] | None:
-    """(payload start, end) of the box at `path` below the one spanning start..end."""
-    for name in path:
-        found = next(((payload, box_end) for kind, payload, box_end in boxes(file, start, end, _MAX_CHILDREN)
-                      if kind == name), None)
-        if found is None:
-            return None
-        start, end = found
-    return start, end
-
-
-def _is_video_media(file: BinaryIO, start: int, end: int) -> bool:
-    handler = _child(file, (b"hdlr",), start, end)
-    if handler is None:
-        return False
-    file.seek(handler[0] + 8)  # version, flags, pre_defined
-    return file.read(4) == b"vide"
 
 
 def _runs(file: BinaryIO, payload: int, end: int) -> np.ndarray:
