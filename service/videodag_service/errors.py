@@ -233,6 +233,12 @@ class TooManyWatches(LimitExceeded):
     reason = "TOO_MANY_WATCHES"
 
 
+class TooManyReflectionStreams(LimitExceeded):
+    """Raised at once when the server already serves its maximum of reflection streams."""
+
+    reason = "TOO_MANY_REFLECTION_STREAMS"
+
+
 class TooManyHealthWatches(VideodagError):
     """Raised at once when the server already streams its maximum of health watches.
 

@@ -11,11 +11,17 @@ default descriptor pool so that v1 is listed and can be described like every oth
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+
+from videodag_service.call_status import abort
+from videodag_service.errors import ErrorDetails, TooManyReflectionStreams
+
+REFLECTION_RETRY_SECONDS = 5.0
 
 V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
 _V1ALPHA_PACKAGE = reflection_pb2.DESCRIPTOR.package
@@ -24,10 +30,13 @@ V1_SERVICE_NAME = f"{_V1_PACKAGE}.ServerReflection"
 _V1_FILE_NAME = "grpc_reflection/v1/reflection.proto"
 
 
-def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
-    """Serve reflection of `service_names` and of itself, under the v1 and the v1alpha name."""
+def enable_reflection(service_names: Iterable[str], server: grpc.Server, max_streams: int) -> None:
+    """Serve reflection of `service_names` and of itself, under the v1 and the v1alpha name, at
+    most `max_streams` streams open at once under both."""
     _register_v1_file()
-    servicer = reflection.ReflectionServicer((*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME))
+    servicer = _CappedReflectionServicer(
+        (*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME), max_streams
+    )
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
     info = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
@@ -37,6 +46,34 @@ def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(V1_SERVICE_NAME, {"ServerReflectionInfo": info}),)
     )
+
+
+def too_many_reflection_streams(capacity: int) -> TooManyReflectionStreams:
+    return TooManyReflectionStreams(
+        f"the server already serves its maximum of {capacity} reflection streams; retry shortly",
+        ErrorDetails(metadata={"max_reflection_streams": str(capacity)}, retry_after_seconds=REFLECTION_RETRY_SECONDS),
+    )
+
+
+class _CappedReflectionServicer(reflection.ReflectionServicer):  # type: ignore[misc]
+    """grpcio-reflection's servicer, with its streams capped.
+
+    A reflection stream stays open, waiting for its next request, as long as its client keeps
+    it (grpcui keeps one a session), and holds a server thread meanwhile: 181 idle ones, which
+    anyone may open on a server without tokens, left no call slot for anything else, health
+    checks included. The cap is part of the server's call budget (`server`)."""
+
+    def __init__(self, service_names: Iterable[str], max_streams: int) -> None:
+        super().__init__(tuple(service_names))
+        self.max_streams = max_streams
+        self._slots = threading.BoundedSemaphore(max_streams)
+
+    def ServerReflectionInfo(self, request_iterator: Iterator[object], context: grpc.ServicerContext) -> object:
+        if not self._slots.acquire(blocking=False):
+            abort(context, too_many_reflection_streams(self.max_streams))
+        if not context.add_callback(self._slots.release):  # the call has ended already
+            self._slots.release()
+        return super().ServerReflectionInfo(request_iterator, context)
 
 
 def _register_v1_file() -> None:

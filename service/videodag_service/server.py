@@ -217,7 +217,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     interceptors.append(ChunkViewInterceptor())  # it changes how requests are read, not who may call
     interceptors.append(UnparsedRequestInterceptor())  # innermost: under the chunk views, which parse the rest with it
     threads = (settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads
-               + settings.max_health_watches + _SPARE_THREADS)
+               + settings.max_health_watches + settings.max_reflection_streams + _SPARE_THREADS)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),
         interceptors=interceptors,
@@ -231,7 +231,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         servicer.add_to_server(server)
         health_servicer = CappedHealthServicer(settings.max_health_watches)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server, settings.max_reflection_streams)
         # Before gRPC binds its port: a port gRPC has bound stays open, started or not.
         exporter = _metrics_exporter(metrics, settings)
         port = _listen(server, settings)

@@ -74,6 +74,10 @@ class Settings:
         "thread); the next gets UNIMPLEMENTED, which gRPC's client-side health checking takes as 'healthy, not "
         "watched'", minimum=1,
     )
+    max_reflection_streams: int = _setting(
+        16, "server reflection streams open at once (grpcurl opens one a command, grpcui one a session; each "
+        "holds a server thread); the next gets RESOURCE_EXHAUSTED", minimum=1,
+    )
     max_job_uploads: int = _setting(
         16, "SubmitJob uploads arriving at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
         minimum=1,

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+from collections.abc import Iterator
 
 import grpc
 import pytest
 from ecosystem_tools import BUF, ensure_node_deps
 from google.protobuf import descriptor_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
+from grpc_status import rpc_status
 from harness import ServerFactory, ServerHarness
 
+from fakes.waiting import wait_until
 from videodag_service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
 
 SERVICE = "videodag.v1.VideoPipelineService"
@@ -90,6 +96,60 @@ def test_both_versions_need_the_token_when_the_server_asks_for_one(make_server: 
     (response,) = ask(server.target, reflection_service, request,
                       metadata=(("authorization", "Bearer reflection-secret"),))
     assert len(response.list_services_response.service) == 4
+
+
+def _idle_stream(channel: grpc.Channel, reflection_service: str, done: threading.Event) -> grpc.Future:
+    """A reflection stream that asks once, then stays open without asking more, as grpcui's does."""
+    info = channel.stream_stream(
+        f"/{reflection_service}/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+
+    def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        done.wait(30)
+
+    return info(requests(), timeout=30)
+
+
+def test_idle_reflection_streams_are_capped_under_both_names_and_leave_health_checks_served(
+    make_server: ServerFactory,
+) -> None:
+    """181 idle reflection streams, which anyone may open on a server without tokens, took every
+    call slot: health checks were refused, and a load balancer would have taken the server out."""
+    server = make_server(max_reflection_streams=2)
+    done = threading.Event()
+    with grpc.insecure_channel(server.target) as channel:
+        streams = [_idle_stream(channel, name, done) for name in (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)]
+        try:
+            for stream in streams:
+                assert len(next(stream).list_services_response.service) == 4
+            for name in (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME):
+                with pytest.raises(grpc.RpcError) as refused:
+                    ask(server.target, name, reflection_pb2.ServerReflectionRequest(list_services=""))
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                status = rpc_status.from_call(refused.value)
+                assert status is not None
+                info = error_details_pb2.ErrorInfo()
+                assert any(detail.Unpack(info) for detail in status.details)
+                assert (info.reason, dict(info.metadata)) == ("TOO_MANY_REFLECTION_STREAMS",
+                                                              {"max_reflection_streams": "2"})
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            done.set()
+            for stream in streams:
+                stream.cancel()
+    # The slots are free again once the streams end.
+    assert wait_until(lambda: _answers(server.target))
+
+
+def _answers(target: str) -> bool:
+    try:
+        return len(ask(target, V1_SERVICE_NAME, reflection_pb2.ServerReflectionRequest(list_services=""))) == 1
+    except grpc.RpcError:
+        return False
 
 
 @pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])

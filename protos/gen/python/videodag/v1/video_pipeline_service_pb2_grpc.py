@@ -61,8 +61,9 @@ class VideoPipelineServiceStub:
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
+    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
     | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
@@ -198,8 +199,9 @@ class VideoPipelineServiceServicer:
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
+    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
     | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
@@ -448,8 +450,9 @@ class VideoPipelineService:
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
+    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
     | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |

@@ -62,8 +62,9 @@ class VideoPipelineServiceStub:
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
+    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
     | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
@@ -222,8 +223,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
+    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
     | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
@@ -378,8 +380,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES) or every |                    |
-    | job upload slot (TOO_MANY_UPLOADS), all with RetryInfo and   |                    |
+    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
+    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
     | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
