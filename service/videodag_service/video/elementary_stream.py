@@ -1,11 +1,11 @@
-"""The frame rate a raw H.264 or HEVC stream (Annex B, as CCTV and DVR exports write them) declares.
+"""The frame rate a raw H.264, HEVC or MPEG-1/2 video stream (as CCTV and DVR exports write them) declares.
 
 A raw stream has no container: no timestamps, and no frame rate but the one its encoder
 may write into the stream's parameter sets (the VUI timing of an H.264 SPS, the timing
-of an HEVC VPS). FFmpeg 9, which OpenCV bundles, reports such a stream at its raw
-demuxer's default of 25 fps, whatever the stream says; frames are then placed at
-`index / fps`, so every timestamp and time window of a 10 fps recording would be wrong
-by 2.5 times. This reads the declared rate from the first parameter set itself.
+of an HEVC VPS, the frame rate code of an MPEG-2 sequence header). FFmpeg 9, which OpenCV
+bundles, reports such a stream at its raw demuxer's default of 25 fps, whatever the
+stream says; frames are then placed at `index / fps`, so every timestamp and time window
+of a 10 fps recording would be wrong by 2.5 times. This reads the declared rate from the first parameter set itself.
 
 Only the start of the file is read: the parameter sets come first, or, in a stream cut in
 the middle of a group of pictures (a DVR export, a cut capture), with its next key frame.
@@ -38,7 +38,8 @@ def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | Non
     """The frame rate the raw `codec` ("h264" or "hevc") stream at `path` declares; None if the
     file is not such a stream (a container), declares none, or cannot be read."""
     rate_of = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "hev1": _hevc_rate,
-               "hvc1": _hevc_rate, "h265": _hevc_rate}.get(codec.lower())
+               "hvc1": _hevc_rate, "h265": _hevc_rate, "mpg1": _mpeg_video_rate,
+               "mpg2": _mpeg_video_rate}.get(codec.lower())
     if rate_of is None:
         return None
     try:
@@ -293,6 +294,33 @@ def _skip_profile_tier_level(bits: _BitReader, max_sub_layers_minus1: int) -> No
 
 class _EndOfData(Exception):
     """The parameter set ended before the field asked for (cut off, or not what it seemed)."""
+
+
+_MPEG_SEQUENCE_HEADER = 0xB3
+_MPEG_EXTENSION = 0xB5
+_MPEG_SEQUENCE_EXTENSION_ID = 1
+# frame_rate_code 1-8 of an MPEG-1/2 sequence header (ISO/IEC 13818-2 table 6-4).
+_MPEG_FRAME_RATES = {1: 24000 / 1001, 2: 24.0, 3: 25.0, 4: 30000 / 1001, 5: 30.0, 6: 50.0, 7: 60000 / 1001, 8: 60.0}
+
+
+def _mpeg_video_rate(data: bytes) -> tuple[bool, float | None]:
+    """The rate of a raw MPEG-1/2 video stream, which opens with a sequence header: its
+    frame_rate_code, scaled by the sequence extension's frame_rate_extension_n and _d (MPEG-2).
+    A program or transport stream (a pack header first, or no start code) declares none here."""
+    units = _nal_units(data)  # what follows each start code, the start code's value first
+    first = next(units, None)
+    if first is None or first[:1] != bytes([_MPEG_SEQUENCE_HEADER]) or len(first) < 5:
+        return True, None
+    rate = _MPEG_FRAME_RATES.get(first[4] & 0x0F)
+    if rate is None:
+        return True, None
+    following = next(units, b"")
+    if following[:1] == bytes([_MPEG_EXTENSION]) and len(following) >= 7:
+        bits = _BitReader(following[1:7])
+        if bits.u(4) == _MPEG_SEQUENCE_EXTENSION_ID:
+            bits.u(8 + 1 + 2 + 2 + 2 + 12 + 1 + 8 + 1)  # profile to low_delay
+            rate *= (bits.u(2) + 1) / (bits.u(5) + 1)
+    return True, rate
 
 
 class _BitReader:

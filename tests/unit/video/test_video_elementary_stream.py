@@ -48,6 +48,27 @@ def test_the_rate_each_encoder_wrote_is_read_back(tmp_path: Path, name: str, rat
     assert declared_frame_rate(stream, _codec(stream)) == pytest.approx(float(Fraction(rate)))
 
 
+MPEG_STREAMS = [
+    ("mpeg2.m2v", "30", ("-c:v", "mpeg2video")),
+    ("mpeg2_ntsc.m2v", "30000/1001", ("-c:v", "mpeg2video")),
+    ("mpeg2_extended.m2v", "12", ("-c:v", "mpeg2video")),  # 24 scaled by the sequence extension's 1/2
+    ("mpeg1.m1v", "24", ("-c:v", "mpeg1video")),
+]
+
+
+@pytest.mark.parametrize(("name", "rate", "options"), MPEG_STREAMS, ids=[name for name, _, _ in MPEG_STREAMS])
+def test_the_rate_an_mpeg_video_stream_declares_is_read_back(tmp_path: Path, name: str, rate: str,
+                                                             options: tuple[str, ...]) -> None:
+    stream = _raw_stream(tmp_path, name, rate, options)
+    with open_video(stream) as video:
+        assert video.info.fps == pytest.approx(float(Fraction(rate)))  # OpenCV alone says 25
+
+
+def test_an_mpeg_program_stream_declares_no_rate_of_its_own(tmp_path: Path) -> None:
+    program = _raw_stream(tmp_path, "program.mpg", "30", ("-c:v", "mpeg2video"))
+    assert declared_frame_rate(program, "mpg2") is None  # its container's timing applies
+
+
 def test_a_stream_without_timing_and_a_container_give_none(tmp_path: Path) -> None:
     no_timing = _raw_stream(tmp_path, "openh264.h264", "20", ("-c:v", "libopenh264"))
     assert declared_frame_rate(no_timing, "h264") is None  # OpenH264 writes no VUI timing
