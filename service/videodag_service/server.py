@@ -25,7 +25,7 @@ from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_cr
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
 from videodag_service.health_watches import CappedHealthServicer
-from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service, remove_unused_data_folder
+from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import (
     MetricsExporter,
     ServerMetrics,
@@ -193,12 +193,15 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
         try:
             return _start(settings, dag, jobs)
         except BaseException:
-            jobs.close()  # releases the data directory's lock
+            # Releases the data directory's lock; a data folder missing before this start holds
+            # only what opening the jobs made there, removed while the lock keeps others out.
+            jobs.close(discard_if_unused=bool(made_for_jobs) and settings.job_backend == JobBackend.EMBEDDED.value)
             raise
     except BaseException:
-        # A failed start leaves no folder it made behind: the data folder's first (they may share parents).
-        remove_unused_data_folder(settings.data_dir, made_for_jobs)
-        for folder in made:
+        # A failed start leaves no folder it made behind, if empty: another server starting at
+        # the same time may have made the same one, and keeps it (the data folder's first: they
+        # may share parents).
+        for folder in (*made_for_jobs, *made):
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise

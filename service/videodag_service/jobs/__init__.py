@@ -15,7 +15,7 @@ The public surface: `open_job_service(JobConfig, dag)` -> `JobService`; the valu
 `JobStore`, `JobQueue`, `UploadStorage`. No module here imports gRPC or generated code.
 """
 
-from videodag_service.jobs.backends import JobBackend, JobConfig, open_job_service, remove_unused_data_folder
+from videodag_service.jobs.backends import JobBackend, JobConfig, open_job_service
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.model import (
@@ -60,5 +60,4 @@ __all__ = [
     "UploadStorage",
     "WatchEvent",
     "open_job_service",
-    "remove_unused_data_folder",
 ]

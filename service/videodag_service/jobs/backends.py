@@ -6,7 +6,6 @@ backend is selected, so the embedded default needs neither installed.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import os
@@ -19,9 +18,9 @@ from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
 from videodag_service.jobs.ids import is_job_id
 from videodag_service.jobs.service import JobService
-from videodag_service.jobs.sqlite_store import STORE_FILES, SqliteJobStore
+from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
-from videodag_service.jobs.uploads import INCOMING, DirectoryUploadStorage
+from videodag_service.jobs.uploads import DirectoryUploadStorage
 from videodag_service.private_folders import private_directory
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
@@ -91,9 +90,6 @@ class JobConfig:
         """How often retention and recovery run: a fraction of the shorter of retention and
         lease, so neither lags by more than a quarter of itself, but at most every 10 s."""
         return min(10.0, max(0.05, min(self.retention_seconds, self.lease_seconds) / 4))
-
-
-_UPLOADS = "uploads"
 
 
 def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
@@ -187,26 +183,9 @@ def _remove_videos_of_finished_jobs(store: SqliteJobStore, uploads: DirectoryUpl
 def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadStorage:
     """The uploads folder; `exclusive` when no other process can be receiving uploads into it."""
     return DirectoryUploadStorage(
-        config.data_dir / _UPLOADS, min_free_bytes=config.min_free_bytes, exclusive=exclusive
+        config.data_dir / "uploads", min_free_bytes=config.min_free_bytes, exclusive=exclusive
     )
 
-
-def remove_unused_data_folder(data_dir: Path, made: list[Path]) -> None:
-    """After a failed start, the data folder it made (`made`: `missing_folders` before the start).
-
-    Nothing was served from it, so all it holds is what opening the job service put there: an
-    empty store, its lock and the upload folders. Only those are removed, by name, and folders
-    only when empty, so a file anything else put there keeps its folders; a data folder that
-    existed before the start is left as it was.
-    """
-    if Path(os.path.abspath(data_dir)) not in made:
-        return
-    for name in STORE_FILES:
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-            (data_dir / name).unlink()
-    for folder in (data_dir / _UPLOADS / INCOMING, data_dir / _UPLOADS, *made):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
 
 
 def _redis_service(

@@ -120,13 +120,22 @@ class JobService:
         """Wait up to `timeout` seconds for the jobs running in this process; True if none is left."""
         return self._queue.wait_until_idle(timeout)
 
-    def close(self) -> None:
-        """Stop maintenance and the queue; running embedded jobs are interrupted and queued again."""
+    def close(self, *, discard_if_unused: bool = False) -> None:
+        """Stop maintenance and the queue; running embedded jobs are interrupted and queued again.
+
+        `discard_if_unused`: a start that failed after making its data folder leaves nothing
+        in it: an embedded store holding no job is removed (`JobStore.close_and_discard`), then
+        the uploads folders if empty. Never for a store other servers share (Redis).
+        """
         self._closing.set()
         if self._maintenance.is_alive():
             self._maintenance.join()
         self._queue.close()
-        self._store.close()
+        if discard_if_unused:
+            self._store.close_and_discard()
+            self._uploads.remove_if_empty()
+        else:
+            self._store.close()
 
     def submit(self, request: JobRequest, chunks: Iterable[bytes | memoryview]) -> Job:
         """Store the video and queue the job; returns it QUEUED (or the job holding the key).

@@ -103,6 +103,17 @@ class SqliteJobStore(JobStore):
             self._connection.close()
         self._lock_file.close()
 
+    def close_and_discard(self) -> None:
+        """The files go while the lock is still held, so no server starting meanwhile opens them."""
+        with self._lock:
+            empty = self._connection.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
+            self._connection.close()
+            if empty:
+                for name in STORE_FILES:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.data_dir / name).unlink()
+        self._lock_file.close()
+
     # --- service side ---------------------------------------------------------------------
 
     def create(self, job: Job) -> Job:

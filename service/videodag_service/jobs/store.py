@@ -135,3 +135,8 @@ class JobStore(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections and locks."""
+
+    def close_and_discard(self) -> None:
+        """Close, and remove what the store keeps on disk if it holds no job: what a failed
+        start made in a data folder of its own. A store shared with others keeps everything."""
+        self.close()

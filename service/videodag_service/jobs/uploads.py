@@ -20,13 +20,15 @@ from videodag_service.private_folders import private_directory
 from videodag_service.video import receive_upload
 from videodag_service.video.upload import checked_declared_size, remove_orphaned_uploads, suffix_for_file_name
 
-INCOMING = "incoming"
-"""The folder of uploads still arriving, inside the uploads folder."""
+_INCOMING = "incoming"
 _ABANDONED_UPLOAD_SECONDS = 3600.0
 
 
 class UploadStorage(Protocol):
     """Stores a job's video under a reference and gives workers a local path to it."""
+
+    def remove_if_empty(self) -> None:
+        """Remove what holds the uploads, if it holds nothing (after a failed start)."""
 
     def store(
         self,
@@ -76,8 +78,14 @@ class DirectoryUploadStorage:
     def __init__(self, root: str | os.PathLike[str], min_free_bytes: int = 0, *, exclusive: bool = False) -> None:
         self.root = private_directory(Path(root))
         self.min_free_bytes = min_free_bytes
-        self._incoming = private_directory(self.root / INCOMING)
+        self._incoming = private_directory(self.root / _INCOMING)
         self._clear_incoming(exclusive)
+
+    def remove_if_empty(self) -> None:
+        """Remove the uploads folder, and its folder of uploads arriving, if they hold nothing."""
+        for folder in (self._incoming, self.root):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def store(
         self,

@@ -235,6 +235,36 @@ def test_a_failed_start_leaves_no_data_folder_it_made_and_keeps_one_it_found(tmp
         assert {entry.name for entry in found.iterdir()} == {"notes.txt", "jobs.sqlite3", "jobs.lock", "uploads"}
 
 
+def test_a_start_that_loses_the_data_folder_to_another_leaves_that_ones_jobs_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two servers starting at once on a new data folder both find it missing; the one that
+    loses its lock must not take the store the other opened with it."""
+    from videodag_service import server as server_module
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.jobs import DataDirectoryInUse
+
+    data_dir = tmp_path / "new" / "jobs"
+    found_missing = server_module.missing_folders(data_dir)  # as the loser saw it, before the winner started
+    winner = server_module.start_server(
+        settings_from(["--port", "0"], {"VIDEODAG_DATA_DIR": str(data_dir),
+                                        "VIDEODAG_TEMP_DIR": str(tmp_path / "uploads1")}),
+        DagPipelineService.from_folder())
+    try:
+        before = sorted(path.name for path in data_dir.rglob("*"))
+        monkeypatch.setattr(server_module, "missing_folders",
+                            lambda path: found_missing if path == data_dir else [])
+        with pytest.raises(DataDirectoryInUse):
+            server_module.start_server(
+                settings_from(["--port", "0"], {"VIDEODAG_DATA_DIR": str(data_dir),
+                                                "VIDEODAG_TEMP_DIR": str(tmp_path / "uploads2")}),
+                DagPipelineService.from_folder())
+        assert sorted(path.name for path in data_dir.rglob("*")) == before
+        assert {"jobs.sqlite3", "jobs.lock", "uploads", "incoming"} <= set(before)
+    finally:
+        winner.stop(0)
+
+
 def _spare_decoders() -> set[int | None]:
     return {process.pid for process in multiprocessing.active_children() if process.name == SPARE_PROCESS_NAME}
 
