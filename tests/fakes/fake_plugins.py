@@ -256,6 +256,14 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                 params=(Param("seconds", float, 0.02),),
             ),
             function_tool(
+                "bounded_slow_json", _slow_json,
+                description="slow_json promising a bounded time, which covers its call, not to_json().",
+                inputs=(Port("index"),),
+                outputs=(Port("value"),),
+                params=(Param("seconds", float, 0.02),),
+                bounded_time=True,
+            ),
+            function_tool(
                 "add", _add,
                 description="left + right + offset",
                 inputs=(Port("left"), Port("right")),

@@ -25,7 +25,6 @@ for frames in parallel.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import logging
 import threading
@@ -329,9 +328,7 @@ class PipelineRun:
         for node in lane.nodes:
             lane.running = (node, time.perf_counter())
             try:
-                # A copy: an instance that keeps a parameter as its state and changes it would
-                # otherwise change it for every later run, and in what GetPipeline shows.
-                instance = node.tool.open(copy.deepcopy(node.params))
+                instance = node.tool.open(node.params_for_an_instance())
             except Exception as error:
                 for node_id, opened in lane.instances.items():
                     _close_quietly(opened, node_id, self.spec.id)
@@ -544,6 +541,8 @@ class PipelineRun:
             missing = [port.name for port in node.tool.outputs if port.name not in outputs]
             if missing:
                 raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
+            # Watched even for a tool of bounded time: a value's to_json() is code of its own.
+            lane.running = (node, time.perf_counter())
             return outputs, self._sendable(node, outputs)
         finally:
             lane.running = None

@@ -221,3 +221,28 @@ def test_each_run_opens_its_nodes_with_a_copy_of_their_params(tmp_path: Path) ->
     assert [params["hang_on"] for params in recorder.hang_params] == [[-1, 0], [-1, 0]]
     described = next(node for node in service.get_pipeline("hanging").nodes if node.id == "hang")
     assert described.params["hang_on"] == described.given_params["hang_on"] == [-1]
+
+
+def test_converting_the_output_of_a_tool_of_bounded_time_is_still_watched(tmp_path: Path) -> None:
+    """A value's to_json() is code of its own, which the tool's promise does not cover (here the
+    tool shares a lane, run in a thread, with the tracker-like counter that feeds it)."""
+    (tmp_path / "slow.yaml").write_text(textwrap.dedent("""
+        id: slow
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            inputs: {index: frame.index}
+          - id: slow
+            plugin: test.bounded_slow_json
+            params: {seconds: 5.0}
+            inputs: {index: count.index}
+        outputs:
+          value: slow.value
+          seen: count.count
+    """))
+    service = DagPipelineService(load_pipeline_folder(tmp_path, make_registry(Recorder())), node_timeout_seconds=0.3)
+    started = time.monotonic()
+    with service.open_run("slow") as run, pytest.raises(NodeTimedOut, match="node 'slow'"):
+        run.process({"frame_index": 0})
+    assert time.monotonic() - started < 2.0
