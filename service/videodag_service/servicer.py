@@ -184,8 +184,9 @@ def pipeline_listing(dag: DagPipelineService, max_bytes: int) -> video_pipeline_
         largest, message = max(described, key=lambda pair: pair[1].ByteSize())
         raise PipelinesTooLarge(
             f"the pipelines' descriptions take {size:,} bytes, more than the {max_bytes:,} a ListPipelines answer "
-            f"may (what gRPC clients receive by default): the largest is {largest.source_path} "
-            f"({message.ByteSize():,} bytes); give its nodes smaller parameters"
+            f"may (the 4 MiB gRPC clients receive by default, or --max-message-bytes if lower): the largest is "
+            f"{largest.source_path} ({message.ByteSize():,} bytes); shorten its parameters or description, or "
+            f"serve fewer pipelines"
         )
     return listing
 

@@ -29,6 +29,7 @@ output wired to the frame rather than to a node, and a folder with no pipeline f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import graphlib
 import re
@@ -70,7 +71,6 @@ _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
 _NODE_KEYS = {"id", "plugin", "params", "inputs", "on_error"}
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
-_MAX_MERGE_DEPTH = 16  # merges of merges: past this deep, the loaded file is checked as it is
 # Kinds of values a result cannot carry: results are JSON-like.
 _NOT_RESULT_KINDS = frozenset({"image", "jpeg"})
 _UNREADABLE = object()
@@ -121,10 +121,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_document(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):
-            version = _value_node(node, "version")
+            version = self._value_node(node, "version")
             if isinstance(version, yaml.ScalarNode) and version.tag == _INT_TAG:
                 self.written_int_version = version.value
         return super().construct_document(node)
+
+    def _value_node(self, mapping: yaml.MappingNode, key: str) -> yaml.Node | None:
+        """The node `key` takes its value from, merges (`<<`) included, found as PyYAML finds it:
+        on a copy, since merging rewrites the nodes, and the duplicate check reads them as written."""
+        merged = mapping
+        if any(isinstance(name, yaml.ScalarNode) and name.tag == _MERGE_TAG for name, _ in mapping.value):
+            merged = copy.deepcopy(mapping)
+            self.flatten_mapping(merged)
+        found = [value for name, value in merged.value if isinstance(name, yaml.ScalarNode) and name.value == key]
+        return found[-1] if found else None  # the last of equal keys is the one kept
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         self._note_duplicates(node)
@@ -141,22 +151,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 self.duplicates.append(f"duplicate key {key!r} on line {line} (first given on line {first_lines[key]})")
             else:
                 first_lines[key] = line
-
-
-def _value_node(mapping: yaml.MappingNode, key: str, depth: int = 0) -> yaml.Node | None:
-    """The node YAML gives `key` in `mapping`: its own, or else one a merge (`<<: *base`, or
-    `<<: [*a, *b]`, the first having it) brings in, as the loaded mapping will hold it."""
-    merged: list[yaml.Node] = []
-    for key_node, value_node in mapping.value:
-        if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _MERGE_TAG:
-            merged += value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-        elif isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
-            return value_node
-    if depth < _MAX_MERGE_DEPTH:
-        for source in merged:
-            if isinstance(source, yaml.MappingNode) and (found := _value_node(source, key, depth + 1)) is not None:
-                return found
-    return None
 
 
 def load_pipeline_file(path: Path, registry: PluginRegistry) -> PipelineSpec:

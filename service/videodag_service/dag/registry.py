@@ -8,7 +8,6 @@ stops the server at start rather than failing on the first video.
 from __future__ import annotations
 
 import importlib
-import itertools
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
@@ -39,8 +38,12 @@ class PluginRegistry:
         """`origins`, in the order of `plugins`, say where each came from, for a clash's message."""
         self._plugins: dict[str, Plugin] = {}
         from_where: dict[str, str] = {}
-        for plugin, origin in itertools.zip_longest(plugins, origins, fillvalue=""):
-            assert isinstance(plugin, Plugin), "more origins than plugins"
+        named = iter(origins)
+        for plugin in plugins:
+            origin = next(named, "")
+            if not isinstance(plugin, Plugin):
+                raise PluginRegistryError(f"{plugin!r}{f' ({origin})' if origin else ''} is a "
+                                          f"{type(plugin).__name__}, not a videodag Plugin")
             if plugin.name in self._plugins:
                 sources = f": {from_where[plugin.name]} and {origin}" if origin and from_where[plugin.name] else ""
                 raise PluginRegistryError(f"two plugins are named {plugin.name!r}{sources}; a pipeline could not "

@@ -128,3 +128,13 @@ def test_a_plugin_named_as_a_built_in_one_is_refused_naming_both(tmp_path: Path,
                                                   r"videodag_service\.plugins\.stats and plugin entry point "
                                                   r"'videodag_clash' \(videodag_clash:PLUGIN\); a pipeline could not"):
         default_registry()
+
+
+def test_something_other_than_a_plugin_is_refused_saying_what_it_is() -> None:
+    from videodag_service.dag import PluginRegistry
+    from videodag_service.plugins import stats
+
+    with pytest.raises(PluginRegistryError, match=r"<module 'videodag_service.plugins.stats'.* \(from here\) is a "
+                                                  r"module, not a videodag Plugin"):
+        PluginRegistry([stats], ["from here"])
+    assert PluginRegistry([stats.PLUGIN], ["one", "two"]).plugin_names() == ["stats"]

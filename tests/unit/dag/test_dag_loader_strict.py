@@ -464,10 +464,24 @@ def test_an_int_version_yaml_reads_otherwise_is_refused_with_a_hint_to_quote_it(
                             f"version: \"{version}\"")
 
 
-@pytest.mark.parametrize("merge", ["<<: {version: 010}", "<<: [{id: x}, {version: 010}]"])
+@pytest.mark.parametrize("merge", [
+    "<<: {version: 010}",
+    "<<: [{id: x}, {version: 010}]",
+    "<<: {version: 1}\n<<: {version: 010}",  # of two merge keys, YAML keeps the last one's
+    "<<: [{version: 1}, {version: 010}]",
+])
 def test_an_int_version_a_merge_brings_in_is_refused_too(tmp_path: Path, merge: str) -> None:
     (problem,) = problems_in(write(tmp_path, "edited", edited('version: "1"', merge)))
     assert problem.endswith("'version' 010 reads as the number 8 in YAML: quote it, as in version: \"010\"")
+
+
+@pytest.mark.parametrize(("merge", "expected"), [
+    ("<<: {version: 010}\n<<: {version: 8}", "8"),
+    ("<<: [{version: 010}, {version: 3}]", "3"),
+])
+def test_a_version_a_merge_overrides_is_not_held_against_the_file(tmp_path: Path, merge: str, expected: str) -> None:
+    spec = load_pipeline_file(write(tmp_path, "edited", edited('version: "1"', merge)), make_registry())
+    assert spec.version == expected
 
 
 def test_a_version_of_its_own_overrides_one_a_merge_brings_in(tmp_path: Path) -> None:
