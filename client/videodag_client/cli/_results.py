@@ -145,13 +145,14 @@ class JsonLinesOutput:
         if path == "":
             raise UsageError("cannot write results to an empty path; name a file, or '-' for stdout")
         self.path = path
-        self.lands_on_stdout = is_stdout(path)
-        """Judged before the run: a file stdout is redirected to (`-o FILE > FILE`) is replaced by
-        the new one when the run succeeds, and stdout then leads to neither."""
         self.frames_written = 0
         self.frames_kept = 0
         """Frames of an earlier `.part` continued with `resume_after`."""
         self._target = plan_output(path, input_path=input_path) if path not in (None, STDOUT) else None
+        self.lands_on_stdout = is_stdout(path) or (self.part_path is not None and is_stdout(self.part_path))
+        """Judged before the run: a file stdout is redirected to (`-o FILE > FILE`) is replaced by
+        the new one when the run succeeds, and stdout then leads to neither; one written as
+        `FILE.part` (`> FILE.part`) would have the summary written over its first frames."""
         self._resume_after = resume_after
         self._last_kept: int | None = None
         self._gap_unchecked = False

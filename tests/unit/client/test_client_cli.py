@@ -146,16 +146,17 @@ def test_results_to_the_file_stdout_is_redirected_to_keep_the_summary_on_stderr(
 ) -> None:
     """`-o FILE > FILE`: the finished FILE replaces the one stdout leads to, so a summary
     printed there would be in neither."""
-    _script_run(servicer)
     results = tmp_path / "results.jsonl"
-    with results.open("w", encoding="utf-8") as redirected:
-        monkeypatch.setattr(sys, "stdout", redirected)
-        exit_code = main(["run", str(video_path), "--pipeline", "people_tracking_v1", "-o", str(results),
-                          "--server", target])
+    for redirected_to in (results, tmp_path / "results.jsonl.part"):  # `> FILE`, and `> FILE.part`
+        _script_run(servicer)
+        with redirected_to.open("w", encoding="utf-8") as redirected:
+            monkeypatch.setattr(sys, "stdout", redirected)
+            exit_code = main(["run", str(video_path), "--pipeline", "people_tracking_v1", "-o", str(results),
+                              "--server", target])
 
-    assert exit_code == 0
-    assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0, 2, 4]
-    assert "3 processed" in capsys.readouterr().err
+        assert exit_code == 0
+        assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0, 2, 4]
+        assert "3 processed" in capsys.readouterr().err
 
 
 def test_quiet_run_without_output_prints_nothing(
