@@ -237,9 +237,10 @@ class OpenedVideo:
         made of two files joined end to end, say, reports landing where asked and then ends at
         the first file's declared count. Even there OpenCV numbers the frame it lands on by its
         time, which tells its index only when the frames are evenly spaced (`sample_spacing`,
-        `avi_index`): after frames dropped, every later index would be off by as many."""
+        `avi_index`): after frames dropped, every later index would be off by as many. A
+        fragmented MP4 keeps its frame table in its fragments, where it is not looked for."""
         if _is_iso_media(self.path):
-            return frames_evenly_spaced(self.path) is not False
+            return frames_evenly_spaced(self.path) is True
         return avi_index.seeks_exactly(self.path)
 
     def _ended_at(self, frame_count: int, last_seconds: float | None) -> None:

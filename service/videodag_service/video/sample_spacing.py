@@ -51,23 +51,19 @@ def _runs(file: BinaryIO, payload: int, end: int) -> np.ndarray:
 
 
 def _evenly_spaced(runs: np.ndarray) -> bool | None:
-    """Whether every frame's start lies within `_TOLERANCE` periods of the grid through the first
-    and the last; the last frame's own duration places no frame, so it is left out. Between the
-    ends of a run the distance changes linearly, so the runs' ends are all that need checking."""
+    """Whether every frame's start, and the end of the last, lies within `_TOLERANCE` periods of
+    the even grid of the track's average period, which OpenCV's frame rate is: a last frame
+    lasting much longer or shorter than the others shifts that rate, and every seek with it.
+    Between the ends of a run the distance changes linearly, so the runs' ends are all that
+    need checking."""
     runs = runs[runs[:, 0] > 0]
     frames = int(runs[:, 0].sum())
     if frames < 3:
         return None
-    starts_of_runs = np.concatenate(([0], np.cumsum(runs[:, 0])[:-1]))
-    times_of_run_starts = np.concatenate(([0], np.cumsum(runs[:, 0] * runs[:, 1])[:-1]))
-    last = frames - 1
-    last_time = times_of_run_starts[-1] + (last - starts_of_runs[-1]) * runs[-1, 1]
-    if last_time <= 0:
+    starts_of_runs = np.concatenate(([0], np.cumsum(runs[:, 0])))  # and the index just past the last frame
+    times_of_run_starts = np.concatenate(([0], np.cumsum(runs[:, 0] * runs[:, 1])))
+    if times_of_run_starts[-1] <= 0:
         return None
-    period = last_time / last
-    # The first and the last frame of each run; a run's last frame is the next run's first less one duration.
-    indices = np.concatenate((starts_of_runs, starts_of_runs + runs[:, 0] - 1))
-    times = np.concatenate((times_of_run_starts, times_of_run_starts + (runs[:, 0] - 1) * runs[:, 1]))
-    inside = indices <= last
-    distance = np.abs(times[inside] - indices[inside] * period)
+    period = times_of_run_starts[-1] / frames
+    distance = np.abs(times_of_run_starts - starts_of_runs * period)
     return bool(distance.max() <= _TOLERANCE * period)

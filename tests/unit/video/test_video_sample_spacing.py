@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fakes.media import write_test_pattern
-from videodag_service.video.sample_spacing import frames_evenly_spaced
+from videodag_service.video.sample_spacing import _evenly_spaced, frames_evenly_spaced
 
 
 def test_a_rate_its_timescale_cannot_hold_exactly_is_still_even(tmp_path: Path) -> None:
@@ -20,6 +21,19 @@ def test_a_rate_its_timescale_cannot_hold_exactly_is_still_even(tmp_path: Path) 
 def test_a_last_frame_of_another_duration_is_still_even(tmp_path: Path) -> None:
     path = write_test_pattern(tmp_path / "even.mov", "-c:v", "libx264", "-bf", "2", size="160x120", seconds=2.0)
     assert frames_evenly_spaced(path) is True
+
+
+@pytest.mark.parametrize(("runs", "even"), [
+    ([[300, 512]], True),
+    ([[299, 512], [1, 500]], True),  # a last frame a little shorter, as muxers round it
+    ([[299, 512], [1, 1]], False),  # much shorter or longer: it moves the average rate, OpenCV's,
+    ([[299, 512], [1, 0]], False),  # and every frame's place on that rate's grid
+    ([[299, 512], [1, 1536]], False),
+    ([[1, 33], [1, 34]] * 150, True),  # 29.97 fps in milliseconds
+    ([[100, 512], [2, 1024], [198, 512]], False),  # two frames dropped
+])
+def test_frames_are_even_when_each_is_near_the_average_rates_grid(runs: list[list[int]], even: bool) -> None:
+    assert _evenly_spaced(np.array(runs, dtype=np.int64)) is even
 
 
 def test_a_frame_dropped_in_a_long_video_is_uneven(tmp_path: Path) -> None:
