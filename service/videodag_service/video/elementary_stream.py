@@ -34,18 +34,29 @@ _PLAUSIBLE_FPS = (0.1, 1000.0)
 _HIGHEST_UNFIXED_FPS = 240.0
 
 
+def is_elementary_stream(path: str | os.PathLike[str], codec: str) -> bool:
+    """Whether the file at `path` is a raw `codec` stream, with no container around it: its
+    frames then go at `index / fps`. Raw H.264 and HEVC carry no times; FFmpeg times a raw
+    MPEG-1/2 stream itself, one frame late (its first frame at 1 / fps)."""
+    if codec.lower() not in _RATE_READERS:
+        return False
+    try:
+        with open(path, "rb") as file:
+            return _starts_as_annex_b(file.read(_FIRST_READ_BYTES), codec)
+    except OSError:
+        return False
+
+
 def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | None:
-    """The frame rate the raw `codec` ("h264" or "hevc") stream at `path` declares; None if the
-    file is not such a stream (a container), declares none, or cannot be read."""
-    rate_of = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "hev1": _hevc_rate,
-               "hvc1": _hevc_rate, "h265": _hevc_rate, "mpg1": _mpeg_video_rate,
-               "mpg2": _mpeg_video_rate}.get(codec.lower())
+    """The frame rate the raw `codec` ("h264", "hevc", "mpg2"...) stream at `path` declares;
+    None if the file is not such a stream (a container), declares none, or cannot be read."""
+    rate_of = _RATE_READERS.get(codec.lower())
     if rate_of is None:
         return None
     try:
         with open(path, "rb") as file:
             head = file.read(_FIRST_READ_BYTES)
-            if not _starts_as_annex_b(head):
+            if not _starts_as_annex_b(head, codec):
                 return None  # a container, not a raw stream: its own timing applies
             found, rate = rate_of(head)
             if not found and len(head) == _FIRST_READ_BYTES:
@@ -55,11 +66,14 @@ def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | Non
     return _plausible(rate)
 
 
-def _starts_as_annex_b(head: bytes) -> bool:
-    """A start code (00 00 01) first, after any zero bytes (Annex B's leading_zero_8bits)."""
+def _starts_as_annex_b(head: bytes, codec: str) -> bool:
+    """A start code (00 00 01) first, after any zero bytes (Annex B's leading_zero_8bits); for
+    MPEG-1/2 video, the sequence header's: a program stream starts with a pack header's."""
     start = head[:64]
     after_zeros = start.lstrip(b"\x00")
-    return len(start) - len(after_zeros) >= 2 and after_zeros.startswith(b"\x01")
+    if len(start) - len(after_zeros) < 2 or not after_zeros.startswith(b"\x01"):
+        return False
+    return codec.lower() not in _MPEG_VIDEO_CODECS or after_zeros[1:2] == bytes([_MPEG_SEQUENCE_HEADER])
 
 
 def _plausible(fps: float | None) -> float | None:
@@ -299,8 +313,10 @@ class _EndOfData(Exception):
 _MPEG_SEQUENCE_HEADER = 0xB3
 _MPEG_EXTENSION = 0xB5
 _MPEG_SEQUENCE_EXTENSION_ID = 1
-# frame_rate_code 1-8 of an MPEG-1/2 sequence header (ISO/IEC 13818-2 table 6-4).
-_MPEG_FRAME_RATES = {1: 24000 / 1001, 2: 24.0, 3: 25.0, 4: 30000 / 1001, 5: 30.0, 6: 50.0, 7: 60000 / 1001, 8: 60.0}
+# frame_rate_code 1-8 of an MPEG-1/2 sequence header (ISO/IEC 13818-2 table 6-4), and the
+# codes 9-13 some encoders write for lower rates (Xing's 15, libmpeg3's 5, 10, 12, 15), as FFmpeg reads them.
+_MPEG_FRAME_RATES = {1: 24000 / 1001, 2: 24.0, 3: 25.0, 4: 30000 / 1001, 5: 30.0, 6: 50.0, 7: 60000 / 1001, 8: 60.0,
+                     9: 15.0, 10: 5.0, 11: 10.0, 12: 12.0, 13: 15.0}
 
 
 def _mpeg_video_rate(data: bytes) -> tuple[bool, float | None]:
@@ -321,6 +337,11 @@ def _mpeg_video_rate(data: bytes) -> tuple[bool, float | None]:
             bits.u(8 + 1 + 2 + 2 + 2 + 12 + 1 + 8 + 1)  # profile to low_delay
             rate *= (bits.u(2) + 1) / (bits.u(5) + 1)
     return True, rate
+
+
+_MPEG_VIDEO_CODECS = frozenset({"mpg1", "mpg2"})
+_RATE_READERS = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "hev1": _hevc_rate, "hvc1": _hevc_rate,
+                 "h265": _hevc_rate, "mpg1": _mpeg_video_rate, "mpg2": _mpeg_video_rate}
 
 
 class _BitReader:

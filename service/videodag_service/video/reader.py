@@ -35,7 +35,7 @@ from videodag_service.video import avi_index
 from videodag_service.video.content_guess import guess_content
 from videodag_service.video.display_matrix import flip_code, mirrors
 from videodag_service.video.edit_list import shown_seconds
-from videodag_service.video.elementary_stream import declared_frame_rate
+from videodag_service.video.elementary_stream import declared_frame_rate, is_elementary_stream
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
@@ -138,6 +138,7 @@ class OpenedVideo:
         try:
             self.info = self._probe()
             self._mirror_flip = self._mirror_correction()
+            self._timed_by_rate = is_elementary_stream(self.path, self.info.codec)
         except BaseException:
             self._release()
             raise
@@ -314,11 +315,14 @@ class OpenedVideo:
     def _presentation_time(self, frame_index: int, previous_seconds: float | None) -> float:
         """When the frame just grabbed is presented, in seconds from the start of the video.
 
-        The decoder's timestamp (the container's start time taken off), which is right for
-        a variable frame rate too. A frame without one (raw H.264 has none, an MPEG-PS
-        stream's last frame may lack it) comes one frame period after the previous frame at
-        the declared rate, or at i / fps when it is the first.
+        The decoder's timestamp (the video track's start time taken off), which is right for
+        a variable frame rate too. A raw stream's frames are at i / fps: raw H.264 and HEVC
+        have no times, and FFmpeg times raw MPEG-1/2 video one frame late. A frame without
+        one (an MPEG-PS stream's last frame may lack it) comes one frame period after the
+        previous frame at the declared rate, or at i / fps when it is the first.
         """
+        if self._timed_by_rate and self.info.fps > 0:
+            return frame_index / self.info.fps
         seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         has_timestamp = math.isfinite(seconds) and seconds >= 0 and (
             seconds > previous_seconds if previous_seconds is not None else frame_index == 0 or seconds > 0

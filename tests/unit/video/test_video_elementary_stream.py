@@ -11,7 +11,7 @@ import pytest
 from fakes.media import write_test_pattern
 from videodag_service.video import open_video
 from videodag_service.video.elementary_stream import declared_frame_rate
-from videodag_service.video.sampling import SamplingOptions, plan_window
+from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 # (file name, frame rate, encoder options): the encoders and the parts of the parameter sets
 # they exercise (scaling lists, 4:4:4, interlacing, predicted reference picture sets, VPS timing).
@@ -53,6 +53,7 @@ MPEG_STREAMS = [
     ("mpeg2_ntsc.m2v", "30000/1001", ("-c:v", "mpeg2video")),
     ("mpeg2_extended.m2v", "12", ("-c:v", "mpeg2video")),  # 24 scaled by the sequence extension's 1/2
     ("mpeg1.m1v", "24", ("-c:v", "mpeg1video")),
+    ("mpeg1_unofficial.m1v", "10", ("-c:v", "mpeg1video", "-strict", "unofficial")),  # libmpeg3's code 11
 ]
 
 
@@ -60,8 +61,15 @@ MPEG_STREAMS = [
 def test_the_rate_an_mpeg_video_stream_declares_is_read_back(tmp_path: Path, name: str, rate: str,
                                                              options: tuple[str, ...]) -> None:
     stream = _raw_stream(tmp_path, name, rate, options)
+    fps = float(Fraction(rate))
     with open_video(stream) as video:
-        assert video.info.fps == pytest.approx(float(Fraction(rate)))  # OpenCV alone says 25
+        assert video.info.fps == pytest.approx(fps)  # OpenCV alone says 25
+        frames = list(video.frames(FrameWindow()))
+    # FFmpeg times a raw MPEG stream one frame late: frames are placed at index / fps, as in a container.
+    assert [frame.timestamp_seconds for frame in frames] == pytest.approx([index / fps for index in range(len(frames))])
+    with open_video(stream) as video:
+        first = list(video.frames(plan_window(SamplingOptions(end_seconds=0.5 / fps), video.info.fps)))
+    assert [frame.frame_index for frame in first] == [0]
 
 
 def test_an_mpeg_program_stream_declares_no_rate_of_its_own(tmp_path: Path) -> None:
