@@ -132,8 +132,7 @@ class JobService:
             self._maintenance.join()
         self._queue.close()
         if discard_if_unused:
-            self._store.close_and_discard()
-            self._uploads.remove_if_empty()
+            self._store.close_and_discard(also=self._uploads.remove_if_empty)
         else:
             self._store.close()
 

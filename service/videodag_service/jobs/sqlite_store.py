@@ -17,7 +17,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,12 +103,13 @@ class SqliteJobStore(JobStore):
             self._connection.close()
         self._lock_file.close()
 
-    def close_and_discard(self) -> None:
-        """The files go while the lock is still held, so no server starting meanwhile opens them."""
+    def close_and_discard(self, also: Callable[[], None]) -> None:
+        """All goes while the lock is still held, so no server starting meanwhile uses any of it."""
         with self._lock:
             empty = self._connection.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is None
             self._connection.close()
             if empty:
+                also()
                 for name in STORE_FILES:
                     with contextlib.suppress(FileNotFoundError):
                         (self.data_dir / name).unlink()

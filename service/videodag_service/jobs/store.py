@@ -11,7 +11,7 @@ worker (one thought lost that was not) from adding a result twice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.video import VideoInfo
@@ -136,7 +136,8 @@ class JobStore(ABC):
     def close(self) -> None:
         """Release connections and locks."""
 
-    def close_and_discard(self) -> None:
-        """Close, and remove what the store keeps on disk if it holds no job: what a failed
-        start made in a data folder of its own. A store shared with others keeps everything."""
+    def close_and_discard(self, also: Callable[[], None]) -> None:
+        """Close, and remove what the store keeps on disk if it holds no job, calling `also`
+        first to remove what goes with it: what a failed start made in a data folder of its
+        own. A store shared with others (Redis) keeps everything, and `also` is not called."""
         self.close()

@@ -98,7 +98,10 @@ class DirectoryUploadStorage:
         file_name: str,
     ) -> StoredVideo:
         # Over the size limit is what a client must hear first: free space is checked for what is allowed.
-        self._check_free_space(checked_declared_size(declared_size, max_upload_bytes) or 0)
+        declared = checked_declared_size(declared_size, max_upload_bytes) or 0
+        # Made again if gone (a tmp cleaner, a failed start beside this server's), checked as at start.
+        private_directory(self._incoming, "job upload folder")
+        self._check_free_space(declared)
         suffix = suffix_for_file_name(file_name)
         with receive_upload(
             self._incoming,

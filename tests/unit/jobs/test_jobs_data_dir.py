@@ -15,7 +15,15 @@ import pytest
 
 from fakes.redis_server import RedisServer
 from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
-from videodag_service.jobs import DataDirectoryInUse, JobBackend, JobConfig, JobService, open_job_service
+from videodag_service.jobs import (
+    DataDirectoryInUse,
+    JobBackend,
+    JobConfig,
+    JobRequest,
+    JobService,
+    SqliteJobStore,
+    open_job_service,
+)
 
 HOUR = 3600.0
 
@@ -176,3 +184,38 @@ def test_maintenance_removes_partial_uploads_abandoned_for_an_hour_while_the_ser
         assert arriving.exists() and stalled.exists() and not abandoned.exists()
     finally:
         service.close()
+
+
+def test_upload_folders_removed_while_the_server_runs_are_made_again_for_the_next_submission(
+    tmp_path: Path, dag: DagPipelineService, make_video
+) -> None:
+    """A tmp cleaner, or a failed start beside this server's, may take the empty folders away."""
+    data_dir = tmp_path / "data"
+    service = open_job_service(embedded(data_dir), dag)
+    try:
+        (data_dir / "uploads" / "incoming").rmdir()
+        (data_dir / "uploads").rmdir()
+        job = service.submit(JobRequest("frame_stats_v1"), [make_video(5).read_bytes()])
+        assert job.state is not None and mode(data_dir / "uploads") == mode(data_dir / "uploads" / "incoming") == 0o700
+    finally:
+        service.close()
+
+
+def test_a_discarded_store_takes_what_goes_with_it_while_it_still_holds_the_lock(tmp_path: Path) -> None:
+    """Another server starting meanwhile must find the folder locked until all of it is gone."""
+    data_dir = tmp_path / "data"
+    store = SqliteJobStore(data_dir)
+    held: list[bool] = []
+
+    def still_locked() -> None:
+        with (data_dir / "jobs.lock").open("a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.append(True)
+            else:
+                held.append(False)
+
+    store.close_and_discard(also=still_locked)
+    assert held == [True]
+    assert list(data_dir.iterdir()) == []
