@@ -67,13 +67,19 @@ def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | Non
 
 
 def _starts_as_annex_b(head: bytes, codec: str) -> bool:
-    """A start code (00 00 01) first, after any zero bytes (Annex B's leading_zero_8bits); for
-    MPEG-1/2 video, the sequence header's: a program stream starts with a pack header's."""
+    """A start code (00 00 01) first, after any zero bytes (Annex B's leading_zero_8bits), then
+    what the codec's stream starts with: for MPEG-1/2 video a sequence header, for H.264 and
+    HEVC a NAL unit, whose first bit is 0. An MPEG program stream starts with a pack header
+    (00 00 01 BA), whatever it carries; an MP4 whose first box has a 64-bit size with 00 00 00 01."""
     start = head[:64]
     after_zeros = start.lstrip(b"\x00")
-    if len(start) - len(after_zeros) < 2 or not after_zeros.startswith(b"\x01"):
+    if len(start) - len(after_zeros) < 2 or not after_zeros.startswith(b"\x01") or len(after_zeros) < 2:
         return False
-    return codec.lower() not in _MPEG_VIDEO_CODECS or after_zeros[1:2] == bytes([_MPEG_SEQUENCE_HEADER])
+    if head[4:8] in _ISO_MEDIA_FIRST_BOXES:
+        return False
+    if codec.lower() in _MPEG_VIDEO_CODECS:
+        return after_zeros[1] == _MPEG_SEQUENCE_HEADER
+    return after_zeros[1] < 0x80
 
 
 def _plausible(fps: float | None) -> float | None:
@@ -340,6 +346,7 @@ def _mpeg_video_rate(data: bytes) -> tuple[bool, float | None]:
 
 
 _MPEG_VIDEO_CODECS = frozenset({"mpg1", "mpg2"})
+_ISO_MEDIA_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _RATE_READERS = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "hev1": _hevc_rate, "hvc1": _hevc_rate,
                  "h265": _hevc_rate, "mpg1": _mpeg_video_rate, "mpg2": _mpeg_video_rate}
 

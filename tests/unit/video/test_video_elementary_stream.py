@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fakes.media import write_test_pattern
+from fakes.media import presentation_times, write_test_pattern
 from videodag_service.video import open_video
-from videodag_service.video.elementary_stream import declared_frame_rate
+from videodag_service.video.elementary_stream import declared_frame_rate, is_elementary_stream
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
 # (file name, frame rate, encoder options): the encoders and the parts of the parameter sets
@@ -70,6 +70,28 @@ def test_the_rate_an_mpeg_video_stream_declares_is_read_back(tmp_path: Path, nam
     with open_video(stream) as video:
         first = list(video.frames(plan_window(SamplingOptions(end_seconds=0.5 / fps), video.info.fps)))
     assert [frame.frame_index for frame in first] == [0]
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg2video"])
+def test_a_program_stream_keeps_its_own_times_whatever_it_carries(tmp_path: Path, codec: str) -> None:
+    """A DVR's .mpg holding H.264 starts with a start code too, a pack header's: its frames keep
+    the times it gives them (here a second of every other frame dropped), not index / fps."""
+    program = write_test_pattern(tmp_path / "program.mpg", "-vf", "select='not(between(t,2,3)*mod(n,2))'",
+                                 "-fps_mode", "passthrough", "-c:v", codec, "-f", "mpeg", size="160x120",
+                                 seconds=5.0, rate="10")
+    assert not is_elementary_stream(program, "h264" if codec == "libx264" else "mpg2")
+    with open_video(program) as video:
+        times = [frame.timestamp_seconds for frame in video.frames(FrameWindow())]
+    assert times == pytest.approx(presentation_times(program), abs=1e-3)
+    assert times[-1] == pytest.approx(4.9, abs=1e-3)
+
+
+def test_an_mp4_whose_first_box_has_a_64_bit_size_is_no_raw_stream(tmp_path: Path) -> None:
+    """Its first bytes, 00 00 00 01 (the size follows), look like a start code."""
+    path = tmp_path / "large_first_box.mp4"
+    path.write_bytes(b"\x00\x00\x00\x01ftyp" + (24).to_bytes(8, "big") + b"isom" + bytes(4) + b"\x00" * 64)
+    assert not is_elementary_stream(path, "h264")
+    assert declared_frame_rate(path, "h264") is None
 
 
 def test_an_mpeg_program_stream_declares_no_rate_of_its_own(tmp_path: Path) -> None:
