@@ -94,6 +94,18 @@ def test_a_closed_standard_output_is_refused_before_anything_is_done(
     assert client.list_jobs().jobs == ()
 
 
+def test_a_closed_standard_output_is_held_on_dev_null_so_nothing_else_takes_its_number() -> None:
+    check = (
+        "import os, sys\n"
+        "from videodag_client.cli import main\n"
+        "code = main(['--server', '127.0.0.1:1', 'pipelines'])\n"
+        "sys.stderr.write(f'{code} {os.readlink(\"/proc/self/fd/1\")}')\n"
+    )
+    held = subprocess.run([sys.executable, "-c", check], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          timeout=60, preexec_fn=lambda: os.close(1))
+    assert held.stderr.endswith(f"{_exit_codes.USAGE} /dev/null"), held.stderr
+
+
 def test_a_listing_cut_at_its_limit_says_so(
     jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as usage_exit:  # --help, or a usage error argparse already printed
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
     if sys.stdout is None:  # descriptor 1 closed: print() would drop results and job ids without a word
+        _hold_descriptor_one()
         if _writes_its_output_to_stdout(args):
             print("error: standard output is closed; point it somewhere (> /dev/null to discard it)", file=sys.stderr)
             return _exit_codes.USAGE
@@ -71,6 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 sys.stdout = None  # type: ignore[assignment]  # as it was
     return _run_command(args)
+
+
+def _hold_descriptor_one() -> None:
+    """Point the closed descriptor 1 at /dev/null. Left closed, it is the number the next file
+    or socket opened gets, gRPC's own included, and anything writing to "stdout" below Python
+    would write into that (a refused command once ended in gRPC's abort on a bad descriptor)."""
+    descriptor = os.open(os.devnull, os.O_WRONLY)
+    if descriptor != 1:
+        os.dup2(descriptor, 1)
+        os.close(descriptor)
 
 
 def _run_command(args: argparse.Namespace) -> int:
