@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from jobs_harness import JobsDeployment, deployment, finished, is_running_with_frames, wait_for_job
 
@@ -104,6 +105,26 @@ def test_a_closed_standard_output_is_held_on_dev_null_so_nothing_else_takes_its_
     held = subprocess.run([sys.executable, "-c", check], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           timeout=60, preexec_fn=lambda: os.close(1))
     assert held.stderr.endswith(f"{_exit_codes.USAGE} /dev/null"), held.stderr
+
+
+def test_a_closed_standard_error_keeps_messages_out_of_the_output(
+    jobs: JobsDeployment, client: VideodagClient, make_video
+) -> None:
+    """`2>&-`: print() to a None sys.stderr writes to stdout, into the results; and the progress
+    bars' check of stderr failed the command before it did anything, without a word."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)), "--pipeline",
+         "frame_stats_v1", "--start", "100", "-q", "-o", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60, preexec_fn=lambda: os.close(2),
+    )
+    assert ran.returncode == 0 and ran.stdout == ""  # no frame in the window, and its warning not in the results
+    refused = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)), "--pipeline",
+         "no_such_pipeline", "-o", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60, preexec_fn=lambda: os.close(2),
+    )
+    assert refused.returncode == _exit_codes.exit_code_for_status(grpc.StatusCode.NOT_FOUND)
+    assert refused.stdout == ""
 
 
 def test_a_listing_cut_at_its_limit_says_so(

@@ -56,12 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command and returns its exit code (the console script exits with it)."""
+    if sys.stderr is None:  # descriptor 2 closed (`2>&-`): messages go nowhere, the exit code still tells
+        _hold_descriptor(2)
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115  # the process's stderr until it exits
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as usage_exit:  # --help, or a usage error argparse already printed
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
     if sys.stdout is None:  # descriptor 1 closed: print() would drop results and job ids without a word
-        _hold_descriptor_one()
+        _hold_descriptor(1)
         if _writes_its_output_to_stdout(args):
             print("error: standard output is closed; point it somewhere (> /dev/null to discard it)", file=sys.stderr)
             return _exit_codes.USAGE
@@ -74,13 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_command(args)
 
 
-def _hold_descriptor_one() -> None:
-    """Point the closed descriptor 1 at /dev/null. Left closed, it is the number the next file
-    or socket opened gets, gRPC's own included, and anything writing to "stdout" below Python
-    would write into that (a refused command once ended in gRPC's abort on a bad descriptor)."""
+def _hold_descriptor(number: int) -> None:
+    """Point a closed descriptor (1 or 2) at /dev/null. Left closed, it is the number the next
+    file or socket opened gets, gRPC's own included, and anything writing to stdout or stderr
+    below Python would write into that (a refused command once ended in gRPC's abort on a bad
+    descriptor); with stderr closed, print() to sys.stderr would even write to stdout."""
     descriptor = os.open(os.devnull, os.O_WRONLY)
-    if descriptor != 1:
-        os.dup2(descriptor, 1)
+    if descriptor != number:
+        os.dup2(descriptor, number)
         os.close(descriptor)
 
 
