@@ -17,6 +17,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
+from typing import BinaryIO
+
+from videodag_service.video.mp4_boxes import boxes
 
 _FIRST_READ_BYTES = 64 * 1024
 # A stream cut mid-GOP has its first parameter sets a GOP in: seconds of video, megabytes.
@@ -42,7 +45,7 @@ def is_elementary_stream(path: str | os.PathLike[str], codec: str) -> bool:
         return False
     try:
         with open(path, "rb") as file:
-            return _starts_as_annex_b(file.read(_FIRST_READ_BYTES), codec)
+            return _starts_as_annex_b(file.read(_FIRST_READ_BYTES), codec) and not _boxes_first(file)
     except OSError:
         return False
 
@@ -56,8 +59,9 @@ def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | Non
     try:
         with open(path, "rb") as file:
             head = file.read(_FIRST_READ_BYTES)
-            if not _starts_as_annex_b(head, codec):
+            if not _starts_as_annex_b(head, codec) or _boxes_first(file):
                 return None  # a container, not a raw stream: its own timing applies
+            file.seek(len(head))
             found, rate = rate_of(head)
             if not found and len(head) == _FIRST_READ_BYTES:
                 found, rate = rate_of(head + file.read(_MOST_READ_BYTES - len(head)))
@@ -70,16 +74,27 @@ def _starts_as_annex_b(head: bytes, codec: str) -> bool:
     """A start code (00 00 01) first, after any zero bytes (Annex B's leading_zero_8bits), then
     what the codec's stream starts with: for MPEG-1/2 video a sequence header, for H.264 and
     HEVC a NAL unit, whose first bit is 0. An MPEG program stream starts with a pack header
-    (00 00 01 BA), whatever it carries; an MP4 whose first box has a 64-bit size with 00 00 00 01."""
+    (00 00 01 BA), whatever it carries (`_boxes_first` tells an MP4 that starts like one)."""
     start = head[:64]
     after_zeros = start.lstrip(b"\x00")
     if len(start) - len(after_zeros) < 2 or not after_zeros.startswith(b"\x01") or len(after_zeros) < 2:
         return False
-    if head[4:8] in _ISO_MEDIA_FIRST_BOXES:
-        return False
     if codec.lower() in _MPEG_VIDEO_CODECS:
         return after_zeros[1] == _MPEG_SEQUENCE_HEADER
     return after_zeros[1] < 0x80
+
+
+def _boxes_first(file: BinaryIO) -> bool:
+    """Whether the file opens with ISO media boxes (MP4, QuickTime): a box whose size puts the
+    next one inside the file, both of four-letter types, or one box as long as the file. An
+    MP4 whose first box has a 64-bit size (its size field 00 00 00 01) or a size of 256 to 383
+    bytes (00 00 01 xx) starts like an Annex B stream; a raw stream is almost never read as two
+    such boxes in a row (emulation prevention keeps 00 00 00 out of its units, which a 64-bit
+    size within the file needs)."""
+    size = os.fstat(file.fileno()).st_size
+    found = list(boxes(file, 0, size, 2))
+    typed = all(len(kind) == 4 and all(0x20 <= byte < 0x7F for byte in kind) for kind, _, _ in found)
+    return typed and (len(found) == 2 or (len(found) == 1 and found[0][2] == size))
 
 
 def _plausible(fps: float | None) -> float | None:
@@ -346,7 +361,6 @@ def _mpeg_video_rate(data: bytes) -> tuple[bool, float | None]:
 
 
 _MPEG_VIDEO_CODECS = frozenset({"mpg1", "mpg2"})
-_ISO_MEDIA_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _RATE_READERS = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "hev1": _hevc_rate, "hvc1": _hevc_rate,
                  "h265": _hevc_rate, "mpg1": _mpeg_video_rate, "mpg2": _mpeg_video_rate}
 

@@ -86,12 +86,23 @@ def test_a_program_stream_keeps_its_own_times_whatever_it_carries(tmp_path: Path
     assert times[-1] == pytest.approx(4.9, abs=1e-3)
 
 
-def test_an_mp4_whose_first_box_has_a_64_bit_size_is_no_raw_stream(tmp_path: Path) -> None:
-    """Its first bytes, 00 00 00 01 (the size follows), look like a start code."""
+@pytest.mark.parametrize("kind", [b"ftyp", b"uuid", b"udta"])
+def test_an_mp4_whose_first_box_has_a_64_bit_size_is_no_raw_stream(tmp_path: Path, kind: bytes) -> None:
+    """Its first bytes, 00 00 00 01 (the size follows), look like a start code: the frames keep
+    the MP4's times (a second of frames dropped here), not index / fps."""
+    mp4 = write_test_pattern(tmp_path / "dropped.mp4", "-vf", "select='not(between(t,2,3))'", "-fps_mode",
+                             "passthrough", "-c:v", "libx264", size="160x120", seconds=5.0, rate="10")
+    data = bytearray(mp4.read_bytes())
+    first_box = int.from_bytes(data[:4], "big")
+    assert data[4:8] == b"ftyp" and first_box >= 16
+    data[:16] = (1).to_bytes(4, "big") + kind + first_box.to_bytes(8, "big")  # the same box, its size in 64 bits
     path = tmp_path / "large_first_box.mp4"
-    path.write_bytes(b"\x00\x00\x00\x01ftyp" + (24).to_bytes(8, "big") + b"isom" + bytes(4) + b"\x00" * 64)
+    path.write_bytes(bytes(data))
     assert not is_elementary_stream(path, "h264")
     assert declared_frame_rate(path, "h264") is None
+    with open_video(path) as video:
+        times = [frame.timestamp_seconds for frame in video.frames(FrameWindow())]
+    assert times == pytest.approx(presentation_times(mp4), abs=1e-3)
 
 
 def test_an_mpeg_program_stream_declares_no_rate_of_its_own(tmp_path: Path) -> None:
