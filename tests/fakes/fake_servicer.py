@@ -78,6 +78,15 @@ class FakeVideoPipelineServicer(video_pipeline_service_pb2_grpc.VideoPipelineSer
     def uploaded_bytes(self) -> bytes:
         return b"".join(self.chunks)
 
+    def SubmitJob(
+        self, request_iterator: Iterator[video_pipeline_service_pb2.SubmitJobRequest], context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.SubmitJobResponse:
+        """Reads the whole upload, as a server storing it does, then stores no job: a client's
+        own failure while it sends (a file that reads text) comes first, as against a real server."""
+        for _ in request_iterator:
+            pass
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake server keeps no jobs")
+
     def UploadAndRun(
         self,
         request_iterator: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
