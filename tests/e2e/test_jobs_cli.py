@@ -127,6 +127,22 @@ def test_a_closed_standard_error_keeps_messages_out_of_the_output(
     assert refused.stdout == ""
 
 
+@pytest.mark.parametrize(("closed", "output"), [(2, "/dev/stderr"), (1, "/dev/stdout"), (1, "/dev/fd/1"),
+                                                (2, "/proc/self/fd/2")])
+def test_results_to_a_closed_descriptor_by_its_path_are_refused(
+    jobs: JobsDeployment, client: VideodagClient, make_video, closed: int, output: str
+) -> None:
+    """The closed descriptor is held on /dev/null: results written there would vanish without a word."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)), "--pipeline",
+         "frame_stats_v1", "-o", output],
+        capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.close(closed),
+    )
+    assert refused.returncode == _exit_codes.USAGE
+    said = refused.stdout if closed == 2 else refused.stderr
+    assert said == ("" if closed == 2 else f"error: cannot write results to {output}: no such descriptor is open\n")
+
+
 def test_a_listing_cut_at_its_limit_says_so(
     jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
 ) -> None:

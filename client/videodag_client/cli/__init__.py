@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import threading
@@ -56,13 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command and returns its exit code (the console script exits with it)."""
-    if sys.stderr is None:  # descriptor 2 closed (`2>&-`): messages go nowhere, the exit code still tells
+    closed = {number for number, stream in ((1, sys.stdout), (2, sys.stderr)) if stream is None}
+    if 2 in closed:  # `2>&-`: messages go nowhere, the exit code still tells
         _hold_descriptor(2)
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115  # the process's stderr until it exits
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as usage_exit:  # --help, or a usage error argparse already printed
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
+    output = getattr(args, "output", None)
+    if output is not None and _descriptor_named(output) in closed:
+        # Held on /dev/null below (and 2 already): results written there would vanish without a word.
+        print(f"error: cannot write results to {output}: no such descriptor is open", file=sys.stderr)
+        return _exit_codes.USAGE
     if sys.stdout is None:  # descriptor 1 closed: print() would drop results and job ids without a word
         _hold_descriptor(1)
         if _writes_its_output_to_stdout(args):
@@ -77,15 +84,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run_command(args)
 
 
+def _descriptor_named(path: str) -> int | None:
+    """The descriptor a path such as /dev/stdout or /dev/fd/2 opens, as Linux resolves it."""
+    if match := re.fullmatch(r"/(?:dev|proc/self)/fd/(\d+)", path):
+        return int(match.group(1))
+    return {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}.get(path)
+
+
 def _hold_descriptor(number: int) -> None:
     """Point a closed descriptor (1 or 2) at /dev/null. Left closed, it is the number the next
-    file or socket opened gets, gRPC's own included, and anything writing to stdout or stderr
-    below Python would write into that (a refused command once ended in gRPC's abort on a bad
-    descriptor); with stderr closed, print() to sys.stderr would even write to stdout."""
+    file or socket opened gets, and anything writing to stdout or stderr below Python would
+    write into that; with stderr closed, print() to sys.stderr would even write to stdout.
+    Opened, never duplicated onto the number: one gRPC's threads took meanwhile (its poller's)
+    is left to them, as replacing it aborted the process."""
+    lower: list[int] = []
     descriptor = os.open(os.devnull, os.O_WRONLY)
-    if descriptor != number:
-        os.dup2(descriptor, number)
+    while descriptor < number:  # descriptors below it that are closed too, held for the moment
+        lower.append(descriptor)
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+    if descriptor != number:  # taken meanwhile
         os.close(descriptor)
+    for held in lower:
+        os.close(held)
 
 
 def _run_command(args: argparse.Namespace) -> int:
