@@ -107,7 +107,8 @@ class VideoPipelineServiceStub:
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
-    calls with RESOURCE_EXHAUSTED and no details.
+    calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
+    core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
     """
 
     def __init__(self, channel):
@@ -245,7 +246,8 @@ class VideoPipelineServiceServicer:
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
-    calls with RESOURCE_EXHAUSTED and no details.
+    calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
+    core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
     """
 
     def UploadAndRun(self, request_iterator, context):
@@ -496,7 +498,8 @@ class VideoPipelineService:
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
-    calls with RESOURCE_EXHAUSTED and no details.
+    calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
+    core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
     """
 
     @staticmethod

@@ -108,7 +108,8 @@ class VideoPipelineServiceStub:
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
-    calls with RESOURCE_EXHAUSTED and no details.
+    calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
+    core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
     """
 
     @_typing.overload
@@ -269,7 +270,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
-    calls with RESOURCE_EXHAUSTED and no details.
+    calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
+    core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -426,7 +428,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
-    calls with RESOURCE_EXHAUSTED and no details.
+    calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
+    core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
     """
 
     @_abc_1.abstractmethod
