@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command and returns its exit code (the console script exits with it)."""
     closed = {number for number, stream in ((1, sys.stdout), (2, sys.stderr)) if stream is None}
+    for number in sorted(closed):  # before gRPC opens any descriptor, which could take these numbers
+        _hold_descriptor(number)
     if 2 in closed:  # `2>&-`: messages go nowhere, the exit code still tells
-        _hold_descriptor(2)
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115  # the process's stderr until it exits
     try:
         args = build_parser().parse_args(argv)
@@ -67,11 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_exit.code if isinstance(usage_exit.code, int) else _exit_codes.USAGE
     output = getattr(args, "output", None)
     if output is not None and _descriptor_named(output) in closed:
-        # Held on /dev/null below (and 2 already): results written there would vanish without a word.
+        # Held on /dev/null: results written there would vanish without a word.
         print(f"error: cannot write results to {output}: no such descriptor is open", file=sys.stderr)
         return _exit_codes.USAGE
     if sys.stdout is None:  # descriptor 1 closed: print() would drop results and job ids without a word
-        _hold_descriptor(1)
         if _writes_its_output_to_stdout(args):
             print("error: standard output is closed; point it somewhere (> /dev/null to discard it)", file=sys.stderr)
             return _exit_codes.USAGE
@@ -93,10 +93,10 @@ def _descriptor_named(path: str) -> int | None:
 
 def _hold_descriptor(number: int) -> None:
     """Point a closed descriptor (1 or 2) at /dev/null. Left closed, it is the number the next
-    file or socket opened gets, and anything writing to stdout or stderr below Python would
-    write into that; with stderr closed, print() to sys.stderr would even write to stdout.
-    Opened, never duplicated onto the number: one gRPC's threads took meanwhile (its poller's)
-    is left to them, as replacing it aborted the process."""
+    file or socket opened gets, gRPC's poller's included, and the C library closes its stdout
+    and stderr as the process exits: gRPC's poller then aborted the process (exit code -6).
+    With stderr closed, print() to sys.stderr would even write to stdout. Opened, never
+    duplicated onto the number, which would close whatever took it meanwhile."""
     lower: list[int] = []
     descriptor = os.open(os.devnull, os.O_WRONLY)
     while descriptor < number:  # descriptors below it that are closed too, held for the moment
