@@ -158,6 +158,15 @@ async function sendUpload(call, videoPath, config, chunkSize) {
   call.end();
 }
 
+// A whole number as written, sign included: parseInt would read "abc" as NaN, sent as 0
+// (every frame), and "5x" as 5. The server judges the range (a negative stride, say).
+function wholeNumber(flag, text) {
+  if (!/^-?\d+$/.test(text)) {
+    throw new Error(`${flag} takes a whole number, got ${JSON.stringify(text)}`);
+  }
+  return Number.parseInt(text, 10);
+}
+
 function parseCommandLine(argv) {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -179,9 +188,9 @@ function parseCommandLine(argv) {
   return {
     target: values.target,
     pipelineId: values.pipeline,
-    frameStride: Number.parseInt(values.stride, 10),
-    maxFrames: Number.parseInt(values["max-frames"], 10),
-    chunkSize: Number.parseInt(values["chunk-size"], 10),
+    frameStride: wholeNumber("--stride", values.stride),
+    maxFrames: wholeNumber("--max-frames", values["max-frames"]),
+    chunkSize: wholeNumber("--chunk-size", values["chunk-size"]),
     decodeDuringUpload: values["decode-during-upload"],
     protoRoot: values["proto-root"],
     videoPath: positionals[0],

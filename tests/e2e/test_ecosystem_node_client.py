@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import cv2
+import pytest
 from ecosystem_tools import NODE_CLIENT_DIR, node
 from harness import ServerHarness
 
@@ -15,6 +16,7 @@ from videodag_client import FrameResult, RunOptions
 
 SCRIPT = NODE_CLIENT_DIR / "upload_and_run.js"
 NOT_FOUND = 5
+USAGE = 64
 INVALID_ARGUMENT = 3
 
 
@@ -110,6 +112,16 @@ def test_node_client_reports_every_bad_field_the_server_names(server: ServerHarn
         "config.options.frame_stride", "config.options.max_frames"
     ]
     assert server.leftover_uploads() == []
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--stride", "abc"), ("--max-frames", "5x"), ("--chunk-size", "")])
+def test_node_client_refuses_a_number_it_cannot_read(sample_clip: Path, flag: str, value: str) -> None:
+    """parseInt read "abc" as NaN, which went out as 0: every frame, and exit 0."""
+    completed = run_node_client("--pipeline", "frame_stats_v1", f"{flag}={value}", str(sample_clip))
+
+    assert completed.returncode == USAGE
+    assert completed.stderr.strip() == f"{flag} takes a whole number, got {json.dumps(value)}"
+    assert completed.stdout == ""
 
 
 def test_node_client_piped_into_head_stops_quietly(server: ServerHarness, sample_clip: Path) -> None:
