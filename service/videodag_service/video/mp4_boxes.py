@@ -10,10 +10,13 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
+import numpy as np
+
 _HEADER = struct.Struct(">I4s")
 _LARGE_SIZE = struct.Struct(">Q")
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 _MAX_CHILDREN = 4096
+_MAX_TABLE_BYTES = 64 * 1024 * 1024  # millions of runs: a frame rate alternating 33 and 34 ms has a run a frame
 
 
 class SeekableStream(Protocol):
@@ -74,6 +77,23 @@ def child(file: BinaryIO, path: tuple[bytes, ...], start: int, end: int) -> tupl
             return None
         start, end = found
     return start, end
+
+
+def sample_runs(file: BinaryIO, payload: int, end: int, *, signed: bool = False) -> np.ndarray:
+    """A sample table of runs (`stts`: sample count and duration; `ctts`: sample count and
+    composition offset, `signed` as FFmpeg reads it) as an n x 2 int64 array; raises
+    ValueError when the count of runs does not fit in the box or is implausibly large."""
+    file.seek(payload + 4)  # version and flags
+    (count,) = struct.unpack(">I", file.read(4))
+    if count * 8 > min(end - payload - 8, _MAX_TABLE_BYTES):
+        raise ValueError(f"{count} runs do not fit in their box")
+    data = file.read(count * 8)
+    if len(data) != count * 8:
+        raise ValueError("the table is cut short")
+    runs = np.frombuffer(data, dtype=">u4").reshape(-1, 2).astype(np.int64)
+    if signed:
+        runs[:, 1] = np.frombuffer(data, dtype=">i4").reshape(-1, 2)[:, 1]
+    return runs
 
 
 def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:

@@ -37,6 +37,7 @@ from videodag_service.video.display_matrix import flip_code, mirrors
 from videodag_service.video.edit_list import shown_seconds
 from videodag_service.video.elementary_stream import declared_frame_rate, is_elementary_stream
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
+from videodag_service.video.frame_times import FrameTimes, frame_times
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
@@ -46,6 +47,7 @@ from videodag_service.video.sampling import FrameWindow
 _UNLIMITED = VideoLimits()
 
 MAX_DECODER_THREADS = 16
+_TABLE_SEEK_ATTEMPTS = 3
 # FFmpeg options OpenCV passes to every capture it opens, as "key;value|key;value".
 _FFMPEG_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # Index nothing at open: FFmpeg reads a fragmented MP4's first fragment, not all of their headers.
@@ -206,14 +208,19 @@ class OpenedVideo:
         declared frame rate and grabs it. That is kept only when OpenCV reports landing exactly
         there (verified frame-exact on H.264/MP4, MPEG-4 Part 2 and MJPG/AVI) and the frame is
         presented where the declared rate puts it, before the window: then both the indices
-        and the times that follow are right. Otherwise (a variable frame rate, an imprecise
-        seek, dropped frames) the file is decoded from its start, slower but always right. Seeking is
+        and the times that follow are right. An MP4 whose frames are not evenly spaced is
+        sought by its sample table instead (`_move_by_frame_times`). Otherwise (a variable
+        frame rate in other containers, an imprecise seek, dropped frames) the file is decoded
+        from its start, slower but always right. Seeking is
         used only inside the declared frame count: a window starting past it is reached from
         the last declared frame, without decoding the whole file first.
         """
         before = window.first_index - 1
-        if before < 1 or not self.info.fps > 0 or not self._seeks_exactly():
+        if before < 1 or not self.info.fps > 0:
             return 0, None
+        if not self._seeks_exactly():
+            times = frame_times(self.path) if _is_iso_media(self.path) else None
+            return (0, None) if times is None else self._move_by_frame_times(times, window, limits, on_grab)
         # A window starting past the declared end: to the last declared frame, then grab on,
         # so a file holding more frames than it declares still reaches the window. The limits
         # are checked where the seek lands, not where the window starts: a window past the
@@ -227,7 +234,45 @@ class OpenedVideo:
             declared = target / self.info.fps
             if abs(seconds - declared) < 0.5 / self.info.fps and window.is_before(seconds):
                 return target + 1, seconds
-        # The seek missed, or the file does not keep its declared rate: start again.
+        return self._start_again()
+
+    def _move_by_frame_times(
+        self, times: FrameTimes, window: FrameWindow, limits: VideoLimits, on_grab: Callable[[], None] | None
+    ) -> tuple[int, float | None]:
+        """`_move_to` for an MP4 whose frames are not evenly spaced: seek before the window and
+        number the frame landed on by finding its time in the sample table (`frame_times`).
+
+        OpenCV turns a seek's target into a time at the average rate, seeks to the key frame
+        before it and walks on frame by frame, counting from the number that key frame's
+        time gives: around frames dropped or bunched it stops a few frames off. It is asked
+        for the smaller of the frame's index and its number by time; landing inside the
+        window, it is asked again as many frames earlier as it overshot, and one more; failing
+        to land at all (near the end of a file with B-frames), a second earlier. A landing
+        time the table does not hold, or a third miss, and the file is decoded from its start.
+        """
+        target = times.last_before(window.start_seconds)
+        if target < 1:
+            return 0, None
+        target_seconds = times.seconds(target)
+        limits.check_frame(target, target_seconds, self.info.fps)
+        asked = min(target, round(target_seconds * self.info.fps))
+        for _attempt in range(_TABLE_SEEK_ATTEMPTS):
+            if asked < 1:
+                break
+            if not (self._seek(asked) and self._grab(on_grab)):
+                asked -= max(2, round(self.info.fps))  # near the end, where B-frames can defeat a seek
+                continue
+            seconds = self._presentation_time(asked, None)
+            landed = times.index_at(seconds)
+            if landed is None:
+                break
+            if window.is_before(seconds):
+                return landed + 1, seconds
+            asked -= landed - target + 1
+        return self._start_again()
+
+    def _start_again(self) -> tuple[int, float | None]:
+        """After a seek that missed: the capture opened again, to decode from the start."""
         self._release()
         self._capture = self._open_capture()
         return 0, None

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
 
 import numpy as np
 
-from videodag_service.video.mp4_boxes import child, first_video_track
+from videodag_service.video.mp4_boxes import child, first_video_track, sample_runs
 
-_MAX_TABLE_BYTES = 64 * 1024 * 1024  # millions of runs: a frame rate alternating 33 and 34 ms has a run a frame
 _TOLERANCE = 0.25
 """How far from the even grid a frame may be, in frame periods, and still be numbered by its
 time: timescales that cannot hold the period exactly (29.97 fps in milliseconds) stay far within it."""
@@ -35,19 +33,9 @@ def frames_evenly_spaced(path: str | os.PathLike[str]) -> bool | None:
         with open(path, "rb") as file:
             track = first_video_track(file, os.fstat(file.fileno()).st_size)
             durations = None if track is None else child(file, (b"mdia", b"minf", b"stbl", b"stts"), *track)
-            return None if durations is None else _evenly_spaced(_runs(file, *durations))
+            return None if durations is None else _evenly_spaced(sample_runs(file, *durations))
     except (OSError, struct.error, ValueError):
         return None
-
-
-def _runs(file: BinaryIO, payload: int, end: int) -> np.ndarray:
-    """The table's (sample count, duration) runs, as an n x 2 array."""
-    file.seek(payload + 4)  # version and flags
-    (count,) = struct.unpack(">I", file.read(4))
-    if count * 8 > min(end - payload - 8, _MAX_TABLE_BYTES):
-        raise ValueError(f"{count} runs do not fit in their box")
-    data = file.read(count * 8)
-    return np.frombuffer(data, dtype=">u4").reshape(-1, 2).astype(np.int64)
 
 
 def _evenly_spaced(runs: np.ndarray) -> bool | None:

@@ -273,6 +273,37 @@ def test_a_window_of_an_mp4_with_frames_dropped_or_bunched_has_the_indices_of_th
             assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6], (name, start)
 
 
+@pytest.mark.parametrize(("name", "options"), [
+    ("dropped_bframes.mp4", ("-vf", "select='not(between(n,30,32)+between(n,170,171))'", "-c:v", "libx264",
+                             "-bf", "3", "-g", "60")),
+    ("dropped_quicktime.mov", ("-vf", "select='not(between(n,30,32)+between(n,90,99))'", "-c:v", "libx264",
+                               "-video_track_timescale", "600")),
+    ("rate_halved.mp4", ("-vf", "select='lt(n,60)+gt(n,150)+not(mod(n,2))'", "-c:v", "libx264", "-bf", "0")),
+    ("dropped_mpeg4.mp4", ("-vf", "select='not(between(n,30,32))'", "-c:v", "mpeg4", "-bf", "2")),
+])
+def test_a_window_of_an_mp4_with_frames_dropped_is_reached_by_a_seek(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, options: tuple[str, ...]
+) -> None:
+    """Numbered by its sample table (`frame_times`), a late window of a camera's file with frames
+    dropped is reached in a seek, not by decoding all before it: 12 s against 0.1 s at 290 s of
+    a 5-minute 720p file. The frames are those of the whole run, to the last and past it."""
+    path = write_test_pattern(tmp_path / name, *options, "-fps_mode", "passthrough", size="160x120", rate="30",
+                              seconds=8.0)
+    assert frames_evenly_spaced(path) is False
+    with open_video(path) as video:
+        whole = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                 for frame in video.frames(FrameWindow())]
+    last = whole[-1][1]
+    for start in (1.01, 3.05, 5.0, 6.2, 6.5, 7.9, last - 0.01, last, last + 0.5):
+        spies = spy_on_captures(monkeypatch)
+        with open_video(path) as video:
+            windowed = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image)) for frame in
+                        video.frames(plan_window(SamplingOptions(start_seconds=start, max_frames=4), video.info.fps))]
+        assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6][:4], start
+        assert len(spies) == 1 and spies[0].seeks >= 1, f"a seek was expected at {start} s, not a fallback"
+        assert spies[0].grabs < 60, start
+
+
 def test_an_mp4_of_evenly_spaced_frames_still_seeks(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
     path = make_video(200, fourcc="mp4v")
     assert frames_evenly_spaced(path) is True
@@ -496,8 +527,8 @@ def test_a_time_window_on_a_variable_frame_rate_video_takes_the_frames_presented
     assert [frame.frame_index for frame in frames] == in_window[::2]
     assert [read_frame_index(frame.image) for frame in frames] == in_window[::2]
     assert [frame.timestamp_seconds for frame in frames] == pytest.approx([times[index] for index in in_window[::2]])
-    # Its frames are not evenly spaced, so a seek could not tell their indices: decoded from the start.
-    assert len(spies) == 1 and spies[0].seeks == 0
+    # Its frames are not evenly spaced: the frame a seek lands on is numbered by the sample table.
+    assert len(spies) == 1 and spies[0].seeks == 1
 
 
 def test_the_duration_limit_follows_a_variable_rate_videos_own_times(variable_rate_video: Path) -> None:
