@@ -169,31 +169,34 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise SettingsError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+            raise _invalid("log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for item in fields(self):
             minimum = item.metadata.get("minimum")
             value = getattr(self, item.name)
             if "float" in str(item.type) and isinstance(value, int | float) and not isinstance(value, bool):
                 if math.isnan(value):
-                    raise SettingsError(f"{item.name} must be a number of seconds, got {value}")
+                    raise _invalid(item.name, f"must be a number of seconds, got {value}")
                 if value > MAX_SECONDS:
                     # inf (or 1e12) as a retention gave finished jobs an expiry no Timestamp holds, and
                     # broke every lookup; as a time limit it meant "none", which 31 years still does.
                     object.__setattr__(self, item.name, MAX_SECONDS)
                     value = MAX_SECONDS
             if minimum is not None and value < minimum:
-                raise SettingsError(f"{item.name} must be at least {minimum}, got {value}")
+                raise _invalid(item.name, f"must be at least {minimum}, got {value}")
             maximum = item.metadata.get("maximum")
             if maximum is not None and value > maximum:
-                raise SettingsError(f"{item.name} must be at most {maximum}, got {value}")
+                raise _invalid(item.name, f"must be at most {maximum}, got {value}")
+        if self.metrics_port and self.metrics_port == self.port:
+            # Both listen on --host: the second to bind would fail as if another process held the port.
+            raise _invalid("metrics_port", f"must differ from the gRPC port (--port): both are {self.port}")
         if self.log_format not in {"json", "text"}:
-            raise SettingsError(f"log_format must be json or text, got {self.log_format!r}")
+            raise _invalid("log_format", f"must be json or text, got {self.log_format!r}")
         if self.tracing not in {"off", "otel"}:
-            raise SettingsError(f"tracing must be off or otel, got {self.tracing!r}")
+            raise _invalid("tracing", f"must be off or otel, got {self.tracing!r}")
         if self.decode_isolation not in {"process", "thread"}:
-            raise SettingsError(f"decode_isolation must be process or thread, got {self.decode_isolation!r}")
+            raise _invalid("decode_isolation", f"must be process or thread, got {self.decode_isolation!r}")
         if self.job_backend not in {"embedded", "redis"}:
-            raise SettingsError(f"job_backend must be embedded or redis, got {self.job_backend!r}")
+            raise _invalid("job_backend", f"must be embedded or redis, got {self.job_backend!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError("tls_cert_file and tls_key_file go together: give both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
@@ -201,7 +204,7 @@ class Settings:
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():
-                raise SettingsError(f"{name} {str(path)!r} does not exist")
+                raise _invalid(name, f"{str(path)!r} does not exist")
 
     def max_response_bytes(self) -> int:
         """The largest message the server sends: one any client can receive (gRPC's clients take
@@ -233,7 +236,20 @@ class Settings:
 
 
 class SettingsError(ValueError):
-    """Raised when a setting has a value the server cannot start with."""
+    """Raised when a setting has a value the server cannot start with.
+
+    `setting` and `problem` say which one and what is wrong with it, so that `settings_from`
+    can name it as the user gave it: the flag or the environment variable.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.problem = problem
+
+
+def _invalid(name: str, problem: str) -> SettingsError:
+    return SettingsError(f"{name} {problem}", setting=name, problem=problem)
 
 
 def _field_type(annotation: str) -> type:
@@ -249,7 +265,7 @@ def _convert(name: str, raw: str) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise SettingsError(f"{name} must be {kind.__name__}, got {raw!r}") from None
+        raise _invalid(name, f"must be {kind.__name__}, got {raw!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,14 +317,23 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     environ = os.environ if environ is None else environ
     parsed = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = {}
-    for item in fields(Settings):
-        raw = parsed.get(item.name)
-        if raw is None:
-            raw = environ.get(ENV_PREFIX + item.name.upper())
-        if raw == "" and item.name in _PROTECTING and parsed.get(item.name) is not None:
-            flag = "--" + item.name.replace("_", "-")
-            raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag out "
-                                "to turn it off")
-        if raw is not None and raw != "":
-            values[item.name] = _convert(item.name, raw)
-    return Settings(**values)
+    given_as: dict[str, str] = {}
+    """How each value was given, the name a bad one is reported by: a server configured by a
+    dozen variables is told which variable, not a name it never wrote."""
+    try:
+        for item in fields(Settings):
+            flag, variable = "--" + item.name.replace("_", "-"), ENV_PREFIX + item.name.upper()
+            raw, source = parsed.get(item.name), flag
+            if raw is None:
+                raw, source = environ.get(variable), variable
+            if raw == "" and item.name in _PROTECTING and parsed.get(item.name) is not None:
+                raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag "
+                                    "out to turn it off")
+            if raw is not None and raw != "":
+                given_as[item.name] = source
+                values[item.name] = _convert(item.name, raw)
+        return Settings(**values)
+    except SettingsError as error:
+        if error.setting is not None and error.problem is not None and error.setting in given_as:
+            raise SettingsError(f"{given_as[error.setting]} {error.problem}") from None
+        raise

@@ -54,18 +54,20 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--port", "http"], "port must be int, got 'http'"),
-        (["--max-concurrent-runs", "0"], "max_concurrent_runs must be at least 1"),
-        (["--log-level", "LOUD"], "log_level must be DEBUG, INFO, WARNING or ERROR"),
-        (["--job-backend", "kafka"], "job_backend must be embedded or redis"),
-        (["--log-format", "xml"], "log_format must be json or text"),
-        (["--pipeline-dir", "/nonexistent/pipelines"], "pipeline_dir '/nonexistent/pipelines' does not exist"),
-        (["--frame-workers", "-1"], "frame_workers must be at least 0, got -1"),
-        (["--node-timeout-seconds", "nan"], "node_timeout_seconds must be a number of seconds, got nan"),
+        (["--port", "http"], "--port must be int, got 'http'"),
+        (["--max-concurrent-runs", "0"], "--max-concurrent-runs must be at least 1"),
+        (["--log-level", "LOUD"], "--log-level must be DEBUG, INFO, WARNING or ERROR"),
+        (["--job-backend", "kafka"], "--job-backend must be embedded or redis"),
+        (["--log-format", "xml"], "--log-format must be json or text"),
+        (["--pipeline-dir", "/nonexistent/pipelines"], "--pipeline-dir '/nonexistent/pipelines' does not exist"),
+        (["--frame-workers", "-1"], "--frame-workers must be at least 0, got -1"),
+        (["--node-timeout-seconds", "nan"], "--node-timeout-seconds must be a number of seconds, got nan"),
         # 70000 listened on 4464 (70000 - 65536); a metrics port or message size beyond range was a traceback.
-        (["--port", "70000"], "port must be at most 65535, got 70000"),
-        (["--metrics-port", "65536"], "metrics_port must be at most 65535, got 65536"),
-        (["--max-message-bytes", "3000000000"], "max_message_bytes must be at most 2147483647, got 3000000000"),
+        (["--port", "70000"], "--port must be at most 65535, got 70000"),
+        (["--metrics-port", "65536"], "--metrics-port must be at most 65535, got 65536"),
+        # The metrics endpoint took the port first, and the server then said "the port is in use".
+        (["--port", "52763", "--metrics-port", "52763"], "--metrics-port must differ from the gRPC port (--port): both are 52763"),
+        (["--max-message-bytes", "3000000000"], "--max-message-bytes must be at most 2147483647, got 3000000000"),
         # `--token-file "$TOKEN_FILE"` with the variable unset served with no authentication at all.
         (["--token-file", ""], 'token_file was given empty (--token-file ""): give a value, or leave the flag out to '
                                "turn it off"),
@@ -75,6 +77,25 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
 def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         settings_from(argv, {})
+
+
+@pytest.mark.parametrize(("environ", "message"), [
+    ({"VIDEODAG_LOG_FORMAT": "xml"}, "VIDEODAG_LOG_FORMAT must be json or text, got 'xml'"),
+    ({"VIDEODAG_PORT": "abc"}, "VIDEODAG_PORT must be int, got 'abc'"),
+    ({"VIDEODAG_MAX_CONCURRENT_RUNS": "0"}, "VIDEODAG_MAX_CONCURRENT_RUNS must be at least 1, got 0"),
+    ({"VIDEODAG_PIPELINE_DIR": "/nonexistent"}, "VIDEODAG_PIPELINE_DIR '/nonexistent' does not exist"),
+])
+def test_a_bad_value_from_the_environment_is_named_by_its_variable(environ: dict[str, str], message: str) -> None:
+    """A server configured by a dozen variables is told which one, not a name it never wrote."""
+    with pytest.raises(SettingsError) as raised:
+        settings_from([], environ)
+    assert str(raised.value) == message
+
+
+def test_a_flag_overriding_a_bad_variable_is_what_counts() -> None:
+    assert settings_from(["--log-format", "text"], {"VIDEODAG_LOG_FORMAT": "xml"}).log_format == "text"
+    with pytest.raises(SettingsError, match="^--log-format must be json or text, got 'yaml'$"):
+        settings_from(["--log-format", "yaml"], {"VIDEODAG_LOG_FORMAT": "json"})
 
 
 def test_a_protecting_variable_set_empty_means_unset_and_is_named_when_it_leaves_the_server_unprotected(
@@ -116,7 +137,7 @@ def run_server(*args: str) -> subprocess.CompletedProcess[str]:
 def test_server_exits_with_a_clear_message_on_a_bad_setting() -> None:
     completed = run_server("--max-upload-bytes", "-5")
     assert completed.returncode == 2
-    assert "videodag-server: max_upload_bytes must be at least 1, got -5" in completed.stderr
+    assert "videodag-server: --max-upload-bytes must be at least 1, got -5" in completed.stderr
 
 
 def test_server_refuses_to_start_on_an_invalid_pipeline(tmp_path: Path) -> None:
