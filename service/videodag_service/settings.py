@@ -198,9 +198,9 @@ class Settings:
         if self.job_backend not in {"embedded", "redis"}:
             raise _invalid("job_backend", f"must be embedded or redis, got {self.job_backend!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise SettingsError("tls_cert_file and tls_key_file go together: give both or neither")
+            raise SettingsError("--tls-cert-file and --tls-key-file (or their variables) go together: give both or neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise SettingsError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+            raise SettingsError("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file")
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():

@@ -196,7 +196,7 @@ def test_a_peer_speaking_plaintext_to_the_tls_port_adds_no_line_to_a_json_log(pk
 def test_settings_refuse_half_configured_tls(pki: Path, tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="go together"):
         Settings(tls_cert_file=pki / "server.pem")
-    with pytest.raises(SettingsError, match="needs tls_cert_file"):
+    with pytest.raises(SettingsError, match="needs --tls-cert-file"):
         Settings(tls_client_ca_file=pki / "ca.pem")
     with pytest.raises(SettingsError, match="does not exist"):
         Settings(token_file=tmp_path / "absent")
