@@ -340,6 +340,10 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
         if self._callback is not None and self._callback.failed:
             await self.aclose()
             self._callback.raise_if_failed()
+        if self._callback is not None and item is _END:
+            # A coroutine still running past the wait no longer holds the caller's loop: its
+            # failure, if it comes, is logged, as after a job's upload.
+            self._callback.hand_failures_to_loop("a callback of a finished call failed")
         if item is _END:
             await self.aclose()
             self._raise_if_cut_short()
@@ -511,7 +515,9 @@ class _LoopCallback(DeferredProgress):
             self._fail(error)
 
     async def settled(self) -> None:
-        """Once the calls made so far have run in the loop, and the coroutines they returned ended."""
+        """Once the calls made so far have run in the loop, and the coroutines they returned ended
+        or `_COROUTINES_WAIT_SECONDS` passed: one that never ends (awaiting a hung request) would
+        otherwise hold the end of the caller's iteration for good."""
         await asyncio.sleep(0)  # calls handed over before this point run first (call_soon is FIFO)
         if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+            await asyncio.wait(set(self._running), timeout=_COROUTINES_WAIT_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import weakref
@@ -47,7 +48,8 @@ class VideodagClient(JobCalls):
 
     `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`
     (TLS) it travels in clear text, which is only acceptable on a trusted network.
-    `timeout` (seconds) is the default deadline of every call; None means no deadline.
+    `timeout` (seconds) is the default deadline of every call; None means no deadline. A call's
+    own `timeout` overrides it: None there takes the client's, `math.inf` means no deadline.
     After `close()`, every call raises `FailedPrecondition` (reason `CLIENT_CLOSED`).
     """
 
@@ -261,7 +263,10 @@ class VideodagClient(JobCalls):
         return RunStream(call, requests, self._is_closed)
 
     def _deadline(self, timeout: float | None) -> float | None:
-        return self._timeout if timeout is None else timeout
+        """A call's deadline: its own `timeout`, else the client's; `math.inf` is none at all,
+        the one way for a call to have none when the client has a default."""
+        chosen = self._timeout if timeout is None else timeout
+        return None if chosen is not None and math.isinf(chosen) else chosen
 
 
 def _check_token(token: str | None) -> None:

@@ -30,7 +30,7 @@ from videodag_client._errors import (
     from_grpc_error,
 )
 from videodag_client._events import FrameResult, RunSummary, VideoOpened, _frame_result, _run_summary, _video_opened
-from videodag_client._options import RunOptions
+from videodag_client._options import RunOptions, unsendable
 from videodag_client._upload import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -197,9 +197,12 @@ class JobCalls:
         timeout: float | None = None,
     ) -> JobPage:
         """One page of jobs, newest first, only those in `states` (all when empty)."""
-        request = video_pipeline_service_pb2.ListJobsRequest(
-            page_size=page_size, page_token=page_token, states=[state.value for state in states]
-        )
+        request = video_pipeline_service_pb2.ListJobsRequest(page_token=page_token,
+                                                             states=[state.value for state in states])
+        try:
+            request.page_size = page_size
+        except (ValueError, OverflowError):  # beyond 32 bits: raised as the server's own refusals are
+            raise unsendable("page_size", "page_size", page_size) from None
         response = self._call(self._stub.ListJobs, request, timeout)
         return JobPage(tuple(job_from_proto(job) for job in response.jobs), response.next_page_token)
 
@@ -245,6 +248,12 @@ class JobCalls:
         (a wrong address, a server down) is not waited for: `Unavailable` is raised at once.
         The client's default `timeout` does not apply: a watch lasts as long as its job.
         """
+
+        if after_frame_index is not None:
+            try:
+                video_pipeline_service_pb2.WatchJobRequest(after_frame_index=after_frame_index)
+            except (ValueError, OverflowError):  # beyond 64 bits: refused here, not at the first next()
+                raise unsendable("after_frame_index", "after_frame_index", after_frame_index) from None
 
         def open_call(after: int | None) -> Any:
             request = video_pipeline_service_pb2.WatchJobRequest(job_id=job_id)

@@ -47,7 +47,7 @@ class RunOptions:
                 else:
                     getattr(options, field).CopyFrom(_duration(value))
             except (ValueError, OverflowError):  # a TypeError (a str, a float stride) is the caller's bug: raised
-                raise _unsendable(name, f"{config_path}options.{field}", value) from None
+                raise unsendable(name, f"{config_path}options.{field}", value) from None
         return options
 
 
@@ -58,7 +58,9 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration
 
 
-def _unsendable(name: str, field: str, value: object) -> InvalidArgument:
+def unsendable(name: str, field: str, value: object) -> InvalidArgument:
+    """The error for a value its protobuf field cannot hold, raised before the call as the server
+    would refuse it: INVALID_OPTIONS, naming the field."""
     finite = not isinstance(value, float) or math.isfinite(value)
     problem = f"{value!r} cannot be sent as {field}: {'out of its range' if finite else 'not a finite number'}"
     return InvalidArgument(f"invalid {name}: {problem}", reason="INVALID_OPTIONS",

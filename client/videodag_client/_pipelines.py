@@ -35,7 +35,9 @@ class PipelineNode:
     """"plugin.tool", such as "ssdlite.detect_people"."""
     inputs: tuple[NodeInput, ...]
     params: dict[str, Any] = field(hash=False)
-    """As the pipeline file gives them (defaults not filled in); numbers are floats."""
+    """As the pipeline file gives them (defaults not filled in), through a protobuf Struct, which
+    carries every number as a double: whole numbers come back as ints, a file's `1.0` too,
+    others as floats (as in `FrameResult.result`). Compare numbers by value, not by type."""
     on_error: OnError
     """"fail" ends the run on a plugin error; "skip" reports it in `FrameResult.node_errors`."""
     stateful: bool

@@ -499,6 +499,40 @@ def test_a_slow_last_report_holds_the_upload_no_longer_than_the_coroutine_limit(
     ]
 
 
+def test_a_slow_last_report_holds_the_end_of_a_runs_iteration_no_longer_than_the_coroutine_limit(
+    server: ServerHarness, sample_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the summary the iteration ends once the limit has passed, not when a coroutine that
+    may never end does; its later failure goes to the loop's exception handler, as for a job."""
+    monkeypatch.setattr(async_module, "_COROUTINES_WAIT_SECONDS", 0.3)
+
+    async def scenario(client: AsyncVideodagClient) -> tuple[list[str], float, list[dict[str, Any]]]:
+        handled: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: handled.append(context))
+
+        async def slow_display(sent: int, total: int | None) -> None:
+            if sent == total:
+                await asyncio.sleep(4)
+                raise RuntimeError("the display went away")
+
+        started = time.monotonic()
+        kinds = [type(event).__name__ async for event in
+                 client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(max_frames=2),
+                                       on_upload_progress=slow_display)]
+        seconds = time.monotonic() - started
+        deadline = time.monotonic() + 10
+        while not handled and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return kinds, seconds, handled
+
+    kinds, seconds, handled = run_async(server, scenario)
+    assert kinds[0] == "UploadReceived" and kinds[-1] == "RunSummary"
+    assert seconds < 3, "the iteration waited for the coroutine"
+    assert [(context["message"], str(context["exception"])) for context in handled] == [
+        ("a callback of a finished call failed", "the display went away")
+    ]
+
+
 def test_cancelling_a_submission_whose_upload_waits_for_its_reports_frees_its_file(
     server: ServerHarness, sample_clip: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -244,3 +245,30 @@ class _PlainStatus(grpc.Status):
 
 def _plain_status(code: grpc.StatusCode, details: str) -> grpc.Status:
     return _PlainStatus(code, details)
+
+
+def test_a_call_given_an_infinite_timeout_has_no_deadline_though_the_client_has_one(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    """None per call takes the client's default, so `math.inf` is how one call goes without."""
+    servicer.run_script = [AcknowledgeUpload(), WaitForCancellation(timeout_seconds=1.0)]
+    with VideodagClient(target, timeout=0.3) as client:
+        with pytest.raises(DeadlineExceeded):
+            list(client.upload_and_run(video_path, "motion_v1"))
+        events = list(client.upload_and_run(video_path, "motion_v1", timeout=math.inf))
+        assert [type(event).__name__ for event in events] == ["UploadReceived"]
+        assert "motion_v1" in [pipeline.id for pipeline in client.list_pipelines(timeout=math.inf)]
+
+
+def test_numbers_a_request_cannot_hold_are_refused_as_invalid_arguments_naming_the_field(
+    client: VideodagClient,
+) -> None:
+    """As `RunOptions` already were: protobuf's bare ValueError escaped `except VideodagError`."""
+    with pytest.raises(InvalidArgument) as listing:
+        client.list_jobs(page_size=2**31)
+    with pytest.raises(InvalidArgument) as watching:
+        client.watch_job("some-job", after_frame_index=2**63)  # at the call, not at the first next()
+    for raised, field in ((listing, "page_size"), (watching, "after_frame_index")):
+        assert raised.value.reason == "INVALID_OPTIONS"
+        assert [violation.field for violation in raised.value.field_violations] == [field]
+        assert "out of its range" in raised.value.field_violations[0].description
