@@ -198,7 +198,8 @@ class Settings:
         if self.job_backend not in {"embedded", "redis"}:
             raise _invalid("job_backend", f"must be embedded or redis, got {self.job_backend!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise SettingsError("--tls-cert-file and --tls-key-file (or their variables) go together: give both or neither")
+            raise SettingsError("--tls-cert-file and --tls-key-file (or their variables) go together: give both or "
+                                "neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise SettingsError("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file")
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
