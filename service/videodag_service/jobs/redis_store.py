@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import redis
@@ -460,9 +460,11 @@ class RedisJobStore(JobStore):
                 jobs.append(self.get(job_id))
         return jobs
 
-    def purge_expired(self, now: float) -> list[Job]:
+    def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
         purged = []
         for job_id in _texts(self._redis.zrangebyscore(self._expiry_key, "-inf", _number(now))):
+            if job_id in keep:
+                continue
             try:
                 purged.append(self.delete(job_id))
             except JobNotFound:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from videodag_service.dag import DagPipelineService
@@ -95,6 +96,10 @@ class JobService:
         self._maintenance_interval_seconds = maintenance_interval_seconds
         self._clock = clock
         self._observer = observer if observer is not None else JobObserverRelay()
+        self._watched: Counter[str] = Counter()
+        """Jobs watched here now, with how many watches each: retention waits for them, so a
+        watch of a job that finishes gets its final state (a retention of 0 purged it first)."""
+        self._watched_lock = threading.Lock()
         self._closing = threading.Event()
         self._maintenance = threading.Thread(target=self._maintain, name="videodag-job-maintenance", daemon=True)
 
@@ -229,14 +234,29 @@ class JobService:
             raise InvalidOptions([FieldViolation("after_frame_index", "must be -1 or more")])
         checked = checked_job_id(job_id)
         self._store.get(checked)  # NOT_FOUND now, before the stream starts
-        return watch_job(self._store, checked, after_frame_index, stop_requested=stop_requested)
+        return self._kept_while_watched(
+            checked, watch_job(self._store, checked, after_frame_index, stop_requested=stop_requested)
+        )
+
+    def _kept_while_watched(self, job_id: str, events: Iterator[WatchEvent]) -> Iterator[WatchEvent]:
+        with self._watched_lock:
+            self._watched[job_id] += 1
+        try:
+            yield from events
+        finally:
+            with self._watched_lock:
+                self._watched[job_id] -= 1
+                if not self._watched[job_id]:
+                    del self._watched[job_id]
 
     def run_maintenance(self) -> None:
         """Delete jobs past retention and abandoned partial uploads, and hand interrupted or
         stranded jobs to workers again."""
         self._queue.retry_stranded()
         now = self._clock()
-        for job in self._store.purge_expired(now):
+        with self._watched_lock:
+            watched = frozenset(self._watched)
+        for job in self._store.purge_expired(now, keep=watched):
             self._uploads.delete(job.video.ref)
             logger.info("job %s removed: retention ended", job.id)
         try:

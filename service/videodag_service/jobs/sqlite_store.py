@@ -17,7 +17,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,12 +318,12 @@ class SqliteJobStore(JobStore):
             queued = db.execute("SELECT * FROM jobs WHERE state = 'QUEUED' ORDER BY id").fetchall()
         return [_job_from_row(row) for row in queued] + [self.get(job_id) for job_id in failed_ids]
 
-    def purge_expired(self, now: float) -> list[Job]:
+    def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
         with self._transaction() as db:
-            rows = db.execute(
+            rows = [row for row in db.execute(
                 f"SELECT * FROM jobs WHERE expire_at <= ? AND state IN ({', '.join('?' * len(_FINISHED_STATES))})",
                 (now, *_FINISHED_STATES),
-            ).fetchall()
+            ).fetchall() if row["id"] not in keep]
             for row in rows:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (row["id"],))
                 db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))

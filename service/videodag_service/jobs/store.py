@@ -11,7 +11,7 @@ worker (one thought lost that was not) from adding a result twice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.video import VideoInfo
@@ -129,8 +129,9 @@ class JobStore(ABC):
         video, one whose worker vanished cannot, so the caller deletes it (if still there)."""
 
     @abstractmethod
-    def purge_expired(self, now: float) -> list[Job]:
-        """Delete finished jobs whose retention ended; returns them (their files are the caller's)."""
+    def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
+        """Delete finished jobs whose retention ended, but those in `keep` (being watched, and
+        purged once they are not); returns them (their files are the caller's)."""
 
     @abstractmethod
     def close(self) -> None:

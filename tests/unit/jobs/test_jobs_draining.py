@@ -7,9 +7,20 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from fakes.waiting import wait_until
 from videodag_service.dag import DagPipelineService
-from videodag_service.jobs import DirectoryUploadStorage, Job, JobService, JobState, SqliteJobStore, StoredVideo
+from videodag_service.errors import JobNotFound
+from videodag_service.jobs import (
+    DirectoryUploadStorage,
+    Job,
+    JobService,
+    JobState,
+    JobSummary,
+    SqliteJobStore,
+    StoredVideo,
+)
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
@@ -107,5 +118,29 @@ def test_a_video_that_cannot_be_deleted_does_not_stop_recovery(tmp_path: Path) -
         assert wait_until(lambda: executor.started == [queued.id]), "the rest of recovery went on"
     finally:
         executor.gate.set()
+        queue.close()
+        store.close()
+
+
+def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(tmp_path: Path) -> None:
+    """With a retention of 0 the job went between the watch's last frame and its final read:
+    the watch ended NOT_FOUND, and its caller never learnt how the job ended."""
+    data = tmp_path / "data"
+    store = SqliteJobStore(data)
+    queue = _queue(_GatedExecutor())
+    service = JobService(store, queue, DirectoryUploadStorage(data / "uploads"), DagPipelineService({}),
+                         max_upload_bytes=1, retention_seconds=0)
+    try:
+        job = store.create(_job())
+        store.claim(job.id, 1, 0.0)
+        watch = service.watch(job.id)
+        assert next(watch).state is JobState.RUNNING
+        store.finish(job.id, 1, 1.0, 1.0, summary=JobSummary("p", "1", 0, 0, 0.1, 0.1))
+        service.run_maintenance()  # the job's retention has ended, but it is being watched
+        assert [event.state for event in watch] == [JobState.SUCCEEDED]  # type: ignore[union-attr]
+        service.run_maintenance()  # its watch is over: now it goes
+        with pytest.raises(JobNotFound):
+            store.get(job.id)
+    finally:
         queue.close()
         store.close()

@@ -207,6 +207,16 @@ def test_purge_removes_only_finished_jobs_past_their_expiry(store: JobStore) -> 
     assert store.get(running.id).state is JobState.RUNNING
 
 
+def test_purge_leaves_the_jobs_it_is_told_to_keep_for_later(store: JobStore) -> None:
+    watched, other = (store.create(queued_job()) for _ in range(2))
+    store.cancel(watched.id, NOW, NOW + 10)
+    store.cancel(other.id, NOW, NOW + 10)
+
+    assert [job.id for job in store.purge_expired(NOW + 50, keep={watched.id})] == [other.id]
+    assert store.get(watched.id).state is JobState.CANCELLED
+    assert [job.id for job in store.purge_expired(NOW + 50)] == [watched.id]
+
+
 def test_wait_for_change_wakes_up_when_a_frame_is_stored(store: JobStore) -> None:
     job = store.create(queued_job())
     claimed = store.claim(job.id, 1, NOW)
