@@ -249,10 +249,17 @@ class OpenedVideo:
         window, it is asked again as many frames earlier as it overshot, and one more; failing
         to land at all (near the end of a file with B-frames), a second earlier. A landing
         time the table does not hold, or a third miss, and the file is decoded from its start.
+
+        The first frame is decoded first: the table counts from its first sample, the decoder
+        from the first frame it can show, and a recording cut mid-GOP starts with samples it
+        cannot. When that frame is not the table's first, every index would be off by as many,
+        and the file is decoded from its start.
         """
         target = times.last_before(window.start_seconds)
         if target < 1:
             return 0, None
+        if not self._grab(on_grab) or times.index_at(self._presentation_time(0, None)) != 0:
+            return self._start_again()
         target_seconds = times.seconds(target)
         limits.check_frame(target, target_seconds, self.info.fps)
         asked = min(target, round(target_seconds * self.info.fps))

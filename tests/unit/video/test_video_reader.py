@@ -38,6 +38,7 @@ from videodag_service.video import (
     probe_video,
     reader,
 )
+from videodag_service.video.frame_times import frame_times
 from videodag_service.video.growing_upload import new_abandon_signal
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sample_spacing import frames_evenly_spaced
@@ -302,6 +303,34 @@ def test_a_window_of_an_mp4_with_frames_dropped_is_reached_by_a_seek(
         assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6][:4], start
         assert len(spies) == 1 and spies[0].seeks >= 1, f"a seek was expected at {start} s, not a fallback"
         assert spies[0].grabs < 60, start
+
+
+def test_a_window_of_an_mp4_starting_with_frames_it_cannot_show_has_the_indices_of_the_whole_run(
+    tmp_path: Path,
+) -> None:
+    """A recording cut mid-GOP and remuxed with its leading P-frames (`-copyinkf`, no edit list):
+    the table counts samples the decoder never shows, so numbering by it put every index off by
+    as many. Such a file is decoded from its start."""
+    stream = write_test_pattern(tmp_path / "recording.ts", "-vf", "select='not(between(n,200,207))'", "-fps_mode",
+                                "passthrough", "-c:v", "libx264", "-bf", "0", "-x264-params",
+                                "keyint=60:min-keyint=60:scenecut=0:repeat-headers=1", size="160x120", rate="30",
+                                seconds=10.0)
+    data = stream.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[len(data) * 15 // 100 // 188 * 188:])  # 1.5 s in, half a GOP before a key frame
+    path = tmp_path / "cut.mp4"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(cut), "-c", "copy",
+                    "-copyinkf", "-use_editlist", "0", str(path)], check=True, capture_output=True, timeout=60)
+    with open_video(path) as video:
+        whole = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                 for frame in video.frames(FrameWindow())]
+    times = frame_times(path)
+    assert times is not None and len(times) > len(whole), "the file starts with frames the decoder cannot show"
+    for start in (whole[0][1] + 1.0, 5.0, 7.0):
+        with open_video(path) as video:
+            windowed = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image)) for frame in
+                        video.frames(plan_window(SamplingOptions(start_seconds=start, max_frames=3), video.info.fps))]
+        assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6][:3], start
 
 
 def test_an_mp4_of_evenly_spaced_frames_still_seeks(make_video, monkeypatch: pytest.MonkeyPatch) -> None:
