@@ -11,9 +11,12 @@ A frame is presented at its decoding time (the `stts` durations of the frames be
 plus its composition offset (`ctts`, for B-frames), counted from the earliest of these:
 FFmpeg starts the stream's clock there, and OpenCV's times count from that start. Tables
 this cannot read exactly are refused (None), and the caller decodes from the start: an edit
-list hiding frames at the start (a file cut with `-c copy`), more than one edit, a table
-of another length than the others, two frames at one time, or more frames than
-`_MAX_FRAMES`. Only box headers and five small boxes are read, each bounded.
+list hiding frames at the start (a file cut with `-c copy`), more than one edit, two frames
+at one time, or tables that do not all count the samples FFmpeg declares for the track it
+decodes (`stsz`, the sample sizes, is the table FFmpeg reads them from: a table counting
+others, or one of another track, would number frames that are not there). Their runs are
+counted before they are expanded, so a table's cost is bounded by that declared count,
+which the server's limits bound. Only box headers and six small boxes are read.
 """
 
 from __future__ import annotations
@@ -61,32 +64,35 @@ class FrameTimes:
         return None
 
 
-def frame_times(path: str | os.PathLike[str]) -> FrameTimes | None:
-    """The first video track's frame times; None when its tables do not tell them exactly (see
-    the module's notes; a fragmented MP4 keeps them in its fragments) or cannot be read."""
+def frame_times(path: str | os.PathLike[str], frame_count: int) -> FrameTimes | None:
+    """The first video track's frame times, given the `frame_count` FFmpeg declares for the
+    track it decodes; None when its tables do not tell them exactly (see the module's notes;
+    a fragmented MP4 keeps them in its fragments) or cannot be read."""
+    if not 2 <= frame_count <= _MAX_FRAMES:
+        return None
     try:
         with open(path, "rb") as file:
             track = first_video_track(file, os.fstat(file.fileno()).st_size)
-            return None if track is None else _track_frame_times(file, *track)
+            return None if track is None else _track_frame_times(file, *track, frame_count)
     except (OSError, struct.error, ValueError):
         return None
 
 
-def _track_frame_times(file: BinaryIO, track_start: int, track_end: int) -> FrameTimes | None:
+def _track_frame_times(file: BinaryIO, track_start: int, track_end: int, frame_count: int) -> FrameTimes | None:
     header = child(file, (b"mdia", b"mdhd"), track_start, track_end)
     table = child(file, (b"mdia", b"minf", b"stbl"), track_start, track_end)
     durations = None if table is None else child(file, (b"stts",), *table)
-    if header is None or table is None or durations is None:
+    if header is None or table is None or durations is None or _sample_count(file, *table) != frame_count:
         return None
     timescale = _media_timescale(file, header[0])
-    decoding = _expanded(sample_runs(file, *durations))
-    if decoding is None or timescale <= 0 or len(decoding) < 2:
+    decoding = _expanded(sample_runs(file, *durations, most=frame_count), frame_count)
+    if decoding is None or timescale <= 0:
         return None
     presented = np.concatenate(([0], np.cumsum(decoding[:-1])))
     offsets_box = child(file, (b"ctts",), *table)
     if offsets_box is not None:
-        offsets = _expanded(sample_runs(file, *offsets_box, signed=True))
-        if offsets is None or len(offsets) != len(presented):
+        offsets = _expanded(sample_runs(file, *offsets_box, signed=True, most=frame_count), frame_count)
+        if offsets is None:
             return None
         presented += offsets
     earliest = int(presented.min())
@@ -107,9 +113,19 @@ def _media_timescale(file: BinaryIO, payload: int) -> int:
     return int(timescale)
 
 
-def _expanded(runs: np.ndarray) -> np.ndarray | None:
-    """One value a sample from (count, value) runs; None for more samples than `_MAX_FRAMES`."""
-    if int(runs[:, 0].sum()) > _MAX_FRAMES:
+def _sample_count(file: BinaryIO, table_start: int, table_end: int) -> int | None:
+    """How many samples the track's sample sizes (`stsz`, or the compact `stz2`) list."""
+    sizes = child(file, (b"stsz",), table_start, table_end) or child(file, (b"stz2",), table_start, table_end)
+    if sizes is None:
+        return None
+    file.seek(sizes[0] + 8)  # version and flags, then the common size (stsz) or field size (stz2)
+    (count,) = struct.unpack(">I", file.read(4))
+    return int(count)
+
+
+def _expanded(runs: np.ndarray, samples: int) -> np.ndarray | None:
+    """One value a sample from (count, value) runs; None unless they cover exactly `samples`."""
+    if int(runs[:, 0].sum()) != samples:
         return None
     return np.repeat(runs[:, 1], runs[:, 0])
 

@@ -79,13 +79,15 @@ def child(file: BinaryIO, path: tuple[bytes, ...], start: int, end: int) -> tupl
     return start, end
 
 
-def sample_runs(file: BinaryIO, payload: int, end: int, *, signed: bool = False) -> np.ndarray:
+def sample_runs(file: BinaryIO, payload: int, end: int, *, signed: bool = False,
+                most: int | None = None) -> np.ndarray:
     """A sample table of runs (`stts`: sample count and duration; `ctts`: sample count and
     composition offset, `signed` as FFmpeg reads it) as an n x 2 int64 array; raises
-    ValueError when the count of runs does not fit in the box or is implausibly large."""
+    ValueError when the count of runs does not fit in the box, is implausibly large, or
+    exceeds `most` (a table of more runs than the track has samples is not read at all)."""
     file.seek(payload + 4)  # version and flags
     (count,) = struct.unpack(">I", file.read(4))
-    if count * 8 > min(end - payload - 8, _MAX_TABLE_BYTES):
+    if count * 8 > min(end - payload - 8, _MAX_TABLE_BYTES) or (most is not None and count > most):
         raise ValueError(f"{count} runs do not fit in their box")
     data = file.read(count * 8)
     if len(data) != count * 8:

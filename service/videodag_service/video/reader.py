@@ -219,7 +219,7 @@ class OpenedVideo:
         if before < 1 or not self.info.fps > 0:
             return 0, None
         if not self._seeks_exactly():
-            times = frame_times(self.path) if _is_iso_media(self.path) else None
+            times = frame_times(self.path, self.info.frame_count) if _is_iso_media(self.path) else None
             return (0, None) if times is None else self._move_by_frame_times(times, window, limits, on_grab)
         # A window starting past the declared end: to the last declared frame, then grab on,
         # so a file holding more frames than it declares still reaches the window. The limits
