@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -80,15 +79,22 @@ def test_a_job_id_standard_output_cannot_take_is_given_on_stderr(
     )
 
 
+def _closing(descriptor: int, command: list[str]) -> list[str]:
+    """`command` run with `descriptor` closed, as `N>&-` in a shell does. Not with preexec_fn:
+    that makes Python fork this process, whose gRPC then restarts its poller in the child, and
+    closing the descriptors before exec aborted the child (-6, "epoll_wait error: Bad file
+    descriptor") before the command ever ran."""
+    return ["/bin/sh", "-c", f'exec "$0" "$@" {descriptor}>&-', *command]
+
+
 @pytest.mark.parametrize("command", [["pipelines"], ["submit", "VIDEO", "--pipeline", "frame_stats_v1"]])
 def test_a_closed_standard_output_is_refused_before_anything_is_done(
     jobs: JobsDeployment, client: VideodagClient, make_video, command: list[str]
 ) -> None:
     arguments = [str(make_video(3)) if word == "VIDEO" else word for word in command]
     refused = subprocess.run(
-        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), *arguments],
+        _closing(1, [sys.executable, "-m", "videodag_client.cli", *_server(jobs), *arguments]),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
-        preexec_fn=lambda: os.close(1),
     )
     assert refused.returncode == _exit_codes.USAGE
     assert refused.stderr == "error: standard output is closed; point it somewhere (> /dev/null to discard it)\n"
@@ -102,8 +108,8 @@ def test_a_closed_standard_output_is_held_on_dev_null_so_nothing_else_takes_its_
         "code = main(['--server', '127.0.0.1:1', 'pipelines'])\n"
         "sys.stderr.write(f'{code} {os.readlink(\"/proc/self/fd/1\")}')\n"
     )
-    held = subprocess.run([sys.executable, "-c", check], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          timeout=60, preexec_fn=lambda: os.close(1))
+    held = subprocess.run(_closing(1, [sys.executable, "-c", check]), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=60)
     assert held.stderr.endswith(f"{_exit_codes.USAGE} /dev/null"), held.stderr
 
 
@@ -113,15 +119,15 @@ def test_a_closed_standard_error_keeps_messages_out_of_the_output(
     """`2>&-`: print() to a None sys.stderr writes to stdout, into the results; and the progress
     bars' check of stderr failed the command before it did anything, without a word."""
     ran = subprocess.run(
-        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)), "--pipeline",
-         "frame_stats_v1", "--start", "100", "-q", "-o", "-"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60, preexec_fn=lambda: os.close(2),
+        _closing(2, [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)),
+                     "--pipeline", "frame_stats_v1", "--start", "100", "-q", "-o", "-"]),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60,
     )
     assert ran.returncode == 0 and ran.stdout == ""  # no frame in the window, and its warning not in the results
     refused = subprocess.run(
-        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)), "--pipeline",
-         "no_such_pipeline", "-o", "-"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60, preexec_fn=lambda: os.close(2),
+        _closing(2, [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)),
+                     "--pipeline", "no_such_pipeline", "-o", "-"]),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=60,
     )
     assert refused.returncode == _exit_codes.exit_code_for_status(grpc.StatusCode.NOT_FOUND)
     assert refused.stdout == ""
@@ -134,9 +140,9 @@ def test_results_to_a_closed_descriptor_by_its_path_are_refused(
 ) -> None:
     """The closed descriptor is held on /dev/null: results written there would vanish without a word."""
     refused = subprocess.run(
-        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)), "--pipeline",
-         "frame_stats_v1", "-o", output],
-        capture_output=True, text=True, timeout=60, preexec_fn=lambda: os.close(closed),
+        _closing(closed, [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)),
+                          "--pipeline", "frame_stats_v1", "-o", output]),
+        capture_output=True, text=True, timeout=60,
     )
     assert refused.returncode == _exit_codes.USAGE
     said = refused.stdout if closed == 2 else refused.stderr
@@ -194,10 +200,9 @@ def test_a_run_writing_its_results_to_a_file_needs_no_standard_output(
 ) -> None:
     output = tmp_path / "results.jsonl"
     ran = subprocess.run(
-        [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)),
-         "--pipeline", "frame_stats_v1", "-o", str(output), *quiet],
+        _closing(1, [sys.executable, "-m", "videodag_client.cli", *_server(jobs), "run", str(make_video(3)),
+                     "--pipeline", "frame_stats_v1", "-o", str(output), *quiet]),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=60,
-        preexec_fn=lambda: os.close(1),
     )
     assert (ran.returncode, ran.stderr) == (0, "")
     assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [0, 1, 2]
