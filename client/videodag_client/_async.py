@@ -54,6 +54,7 @@ AsyncUploadProgress: TypeAlias = Callable[[int, int | None], object]
 # How long an upload's end waits for the coroutines its progress reports returned: well under
 # the server's upload idle limit (60 s by default), which a longer silence would trip.
 _COROUTINES_WAIT_SECONDS = 10.0
+_CLOSED_CALL_CALLBACK_FAILED = "a callback of a finished or closed call failed"
 
 
 class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
@@ -306,6 +307,8 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
         # stopped would look finished (a run without its summary, a watch without its job).
         self._cut_short: VideodagError | None = None
         self._callback = callback
+        if callback is not None:  # a stream left behind (`break`) without aclose(): nothing will raise them either
+            weakref.finalize(self, callback.hand_failures_to_loop, _CLOSED_CALL_CALLBACK_FAILED)
 
     def __aiter__(self) -> _ThreadedStream[T]:
         return self
@@ -337,13 +340,13 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
             raise
         if self._callback is not None and item is _END:
             await self._callback.settled()  # a failure of its last call is raised, not lost
-        if self._callback is not None and self._callback.failed:
+        if self._callback is not None and (failure := self._callback.take_failure()) is not None:
             await self.aclose()
-            self._callback.raise_if_failed()
+            raise failure
         if self._callback is not None and item is _END:
             # A coroutine still running past the wait no longer holds the caller's loop: its
             # failure, if it comes, is logged, as after a job's upload.
-            self._callback.hand_failures_to_loop("a callback of a finished call failed")
+            self._callback.hand_failures_to_loop(_CLOSED_CALL_CALLBACK_FAILED)
         if item is _END:
             await self.aclose()
             self._raise_if_cut_short()
@@ -376,6 +379,8 @@ class _ThreadedStream(AbstractAsyncContextManager["_ThreadedStream[T]"], Generic
         self._closed = True
         self._close_stream()
         self._thread.shutdown(wait=False)
+        if self._callback is not None:  # nothing will raise a failure of theirs from here on
+            self._callback.hand_failures_to_loop(_CLOSED_CALL_CALLBACK_FAILED)
 
     def _close_stream(self) -> None:
         if self._stream is not None:
@@ -506,9 +511,17 @@ class _LoopCallback(DeferredProgress):
         elif self._error is None:
             self._error = error
 
+    def take_failure(self) -> BaseException | None:
+        """The exception kept for the caller, if any, which the caller now raises."""
+        error, self._error = self._error, None
+        return error
+
     def hand_failures_to_loop(self, message: str) -> None:
         """The call is over: an exception kept, or raised later by a coroutine still running, goes
-        to the loop's exception handler with `message` (logged by default), not to the caller."""
+        to the loop's exception handler with `message` (logged by default), not to the caller.
+        The first message given stays."""
+        if self._late_failure_message is not None:
+            return
         self._late_failure_message = message
         error, self._error = self._error, None
         if error is not None:

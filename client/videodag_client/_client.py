@@ -266,7 +266,7 @@ class VideodagClient(JobCalls):
         """A call's deadline: its own `timeout`, else the client's; `math.inf` is none at all,
         the one way for a call to have none when the client has a default."""
         chosen = self._timeout if timeout is None else timeout
-        return None if chosen is not None and math.isinf(chosen) else chosen
+        return None if chosen == math.inf else chosen
 
 
 def _check_token(token: str | None) -> None:

@@ -188,7 +188,7 @@ class Settings:
                 raise _invalid(item.name, f"must be at most {maximum}, got {value}")
         if self.metrics_port and self.metrics_port == self.port:
             # Both listen on --host: the second to bind would fail as if another process held the port.
-            raise _invalid("metrics_port", f"must differ from the gRPC port (--port): both are {self.port}")
+            raise _invalid("metrics_port", f"must differ from the gRPC port: both are {self.port}")
         if self.log_format not in {"json", "text"}:
             raise _invalid("log_format", f"must be json or text, got {self.log_format!r}")
         if self.tracing not in {"off", "otel"}:
@@ -201,7 +201,8 @@ class Settings:
             raise SettingsError("--tls-cert-file and --tls-key-file (or their variables) go together: give both or "
                                 "neither")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
-            raise SettingsError("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file")
+            raise SettingsError("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file (or their "
+                                "variables)")
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():

@@ -258,6 +258,8 @@ def test_a_call_given_an_infinite_timeout_has_no_deadline_though_the_client_has_
         events = list(client.upload_and_run(video_path, "motion_v1", timeout=math.inf))
         assert [type(event).__name__ for event in events] == ["UploadReceived"]
         assert "motion_v1" in [pipeline.id for pipeline in client.list_pipelines(timeout=math.inf)]
+        with pytest.raises(DeadlineExceeded):  # only +inf: -inf is a deadline passed, as any negative one
+            client.list_pipelines(timeout=-math.inf)
 
 
 def test_numbers_a_request_cannot_hold_are_refused_as_invalid_arguments_naming_the_field(

@@ -67,7 +67,7 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--metrics-port", "65536"], "--metrics-port must be at most 65535, got 65536"),
         # The metrics endpoint took the port first, and the server then said "the port is in use".
         (["--port", "52763", "--metrics-port", "52763"],
-         "--metrics-port must differ from the gRPC port (--port): both are 52763"),
+         "--metrics-port must differ from the gRPC port: both are 52763"),
         (["--max-message-bytes", "3000000000"], "--max-message-bytes must be at most 2147483647, got 3000000000"),
         # `--token-file "$TOKEN_FILE"` with the variable unset served with no authentication at all.
         (["--token-file", ""], 'token_file was given empty (--token-file ""): give a value, or leave the flag out to '

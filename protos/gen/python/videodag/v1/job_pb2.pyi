@@ -151,7 +151,8 @@ class Job(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the server deletes the finished job, its results and its files
         (retention); unset before the job is finished. A job being watched then is
-        deleted once the server's watches of it have ended.
+        deleted once the server's watches of it have ended; a watch opened after
+        that is NOT_FOUND.
         """
 
     @_builtins.property
