@@ -16,7 +16,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from videodag_service.video.mp4_boxes import boxes
+from videodag_service.video.mp4_boxes import boxes, header_timescale
 
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 _MAX_CHILDREN = 4096
@@ -42,19 +42,11 @@ def _video_track_shown_seconds(file: BinaryIO, start: int, end: int) -> float | 
     timescale = None
     for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
         if kind == b"mvhd":
-            timescale = _movie_timescale(file, payload)
+            timescale = header_timescale(file, payload)
         elif kind == b"trak" and _is_video_track(file, payload, child_end):
             units = _edited_units(file, payload, child_end)
             return units / timescale if units and timescale else None
     return None
-
-
-def _movie_timescale(file: BinaryIO, payload: int) -> int:
-    file.seek(payload)
-    version = file.read(1)
-    file.seek(payload + (20 if version == b"\x01" else 12))  # past version, flags and the two dates
-    (timescale,) = struct.unpack(">I", file.read(4))
-    return int(timescale)
 
 
 def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from videodag_service.video.mp4_boxes import child, first_video_track, sample_runs
+from videodag_service.video.mp4_boxes import child, first_video_track, header_timescale, sample_runs
 
 _MAX_FRAMES = 1 << 22
 """19 hours at 60 fps; the table of times takes 8 bytes a frame (32 MiB here)."""
@@ -84,7 +84,7 @@ def _track_frame_times(file: BinaryIO, track_start: int, track_end: int, frame_c
     durations = None if table is None else child(file, (b"stts",), *table)
     if header is None or table is None or durations is None or _sample_count(file, *table) != frame_count:
         return None
-    timescale = _media_timescale(file, header[0])
+    timescale = header_timescale(file, header[0])
     decoding = _expanded(sample_runs(file, *durations, most=frame_count), frame_count)
     if decoding is None or timescale <= 0:
         return None
@@ -103,14 +103,6 @@ def _track_frame_times(file: BinaryIO, track_start: int, track_end: int, frame_c
     if np.any(np.diff(ticks) <= 0):
         return None
     return FrameTimes(ticks, timescale)
-
-
-def _media_timescale(file: BinaryIO, payload: int) -> int:
-    file.seek(payload)
-    version = file.read(1)
-    file.seek(payload + (20 if version == b"\x01" else 12))  # past version, flags and the two dates
-    (timescale,) = struct.unpack(">I", file.read(4))
-    return int(timescale)
 
 
 def _sample_count(file: BinaryIO, table_start: int, table_end: int) -> int | None:

@@ -98,6 +98,16 @@ def sample_runs(file: BinaryIO, payload: int, end: int, *, signed: bool = False,
     return runs
 
 
+def header_timescale(file: BinaryIO, payload: int) -> int:
+    """The timescale (units a second) of a movie or media header (`mvhd`, `mdhd`), which share
+    its place: after version, flags and two dates of 32 or, in version 1, 64 bits."""
+    file.seek(payload)
+    version = file.read(1)
+    file.seek(payload + (20 if version == b"\x01" else 12))
+    (timescale,) = struct.unpack(">I", file.read(4))
+    return int(timescale)
+
+
 def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:
     handler = child(file, (b"mdia", b"hdlr"), start, end)
     if handler is None:
