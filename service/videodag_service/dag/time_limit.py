@@ -19,6 +19,7 @@ runs under the batch policy (`scheduling`).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -81,7 +82,9 @@ class StepLimitedThread:
         self._abandoned = False
         self._abandoned_step_returned = False
         self._after_abandoned: Callable[[], None] | None = None
-        self._thread = threading.Thread(target=self._serve, name=thread_name, daemon=True)
+        # In a copy of the creator's context: a plugin's log lines carry the run's request id.
+        self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._serve,), name=thread_name,
+                                        daemon=True)
         self._thread.start()
 
     @property

@@ -15,6 +15,7 @@ from videodag_service.dag import DagPipelineService, load_pipeline_folder
 from videodag_service.dag.executor import NODE_THREAD_NAME
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
 from videodag_service.errors import NodeFailed, NodeTimedOut
+from videodag_service.observability.logging import current_request_id, request_id_bound
 
 PIPELINES = {
     "hanging": """
@@ -246,3 +247,13 @@ def test_converting_the_output_of_a_tool_of_bounded_time_is_still_watched(tmp_pa
     with service.open_run("slow") as run, pytest.raises(NodeTimedOut, match="node 'slow'"):
         run.process({"frame_index": 0})
     assert time.monotonic() - started < 2.0
+
+
+def test_calls_run_with_the_request_id_of_the_run_that_made_the_thread() -> None:
+    """A plugin's log lines carried no request id: the node threads started in a context of their own."""
+    with request_id_bound("run-request-7"):
+        worker = StepLimitedThread(5.0, lambda: None, "test-context")
+    try:
+        assert worker.call(lambda _: current_request_id(), None) == "run-request-7"
+    finally:
+        worker.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -94,3 +96,14 @@ def test_exporter_serves_the_text_format_over_http() -> None:
             "videodag_frames_processed"} <= set(families)
     with pytest.raises(OSError):
         urllib.request.urlopen(exporter.url, timeout=2)
+
+
+def test_the_readme_names_every_metric_and_only_metrics_that_exist() -> None:
+    """The README's list is what an SRE writes alerts from."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme[readme.index("- **Metrics**"):readme.index("- **Logs**")]
+    documented = set(re.findall(r"`(videodag_[a-z_]+)[{`]", section))
+    exported = set()
+    for family in ServerMetrics().registry.collect():
+        exported.add(f"{family.name}_total" if family.type == "counter" else family.name)
+    assert documented == exported
