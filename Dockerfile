@@ -1,7 +1,11 @@
 # videodag server image: gRPC on 50051, Prometheus metrics on 9464, models baked in.
 #
 #   docker build -t videodag .                              # --build-arg EXTRAS=tracing for --tracing otel
-#   docker run --rm --shm-size 256m -p 50051:50051 -p 9464:9464 videodag
+#   docker run --rm --init --shm-size 256m -p 50051:50051 -p 9464:9464 videodag
+#
+# --init (or the orchestrator's equivalent) gives the container an init as PID 1: the server
+# does not reap processes other than its own, and a decoder orphaned by an OOM kill of its
+# parent would stay a zombie until the container ends.
 #
 # Settings are environment variables (VIDEODAG_<SETTING>, see `videodag-server --help`).
 # Change the gRPC port with VIDEODAG_PORT rather than --port: the health check reads it.
@@ -35,8 +39,9 @@ RUN python scripts/fetch_models.py --model-dir /opt/videodag/models \
 
 # --- runtime: the venv and the models on a clean base, as an unprivileged user ---
 FROM ${PYTHON_IMAGE} AS runtime
+# The data folder private (0700), as the server makes its own: one open to others gets a warning at every start.
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin videodag \
-    && mkdir -p /var/lib/videodag && chown 10001:10001 /var/lib/videodag
+    && install -d -m 0700 -o 10001 -g 10001 /var/lib/videodag
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/videodag/models /opt/videodag/models
 ENV PATH=/opt/venv/bin:$PATH \

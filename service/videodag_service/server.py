@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -37,6 +38,7 @@ from videodag_service.observability import (
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
+from videodag_service.service_links import kubernetes_service_links
 from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
 from videodag_service.settings import (
     Settings,
@@ -318,7 +320,10 @@ def serve(settings: Settings) -> None:
             signal.signal(signum, request_stop)
     running = start_server(settings)
     started.set()
-    print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
+    try:
+        print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
+    except OSError:  # stdout closed (`| true`): a line for people and scripts, not worth the server
+        logger.info("could not print the listening address: standard output is closed")
     # A signal the kernel hands to another thread runs its Python handler only when the main
     # thread next runs bytecode: an endless wait here could leave a SIGTERM unanswered for good.
     while not stop_requested.wait(_SIGNAL_POLL_SECONDS):
@@ -342,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     for variable in unprotected_by_empty_variables(settings):
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
+    for variable, value in kubernetes_service_links(os.environ).items():
+        logger.warning("%s=%s is a Kubernetes service link (a Service named videodag in this namespace), not a "
+                       "setting: ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value,
+                       variable)
     try:
         serve(settings)
     except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:

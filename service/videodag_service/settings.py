@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
+from videodag_service.service_links import kubernetes_service_links
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
@@ -326,7 +327,7 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         for item in fields(Settings):
             flag, variable = "--" + item.name.replace("_", "-"), ENV_PREFIX + item.name.upper()
             raw, source = parsed.get(item.name), flag
-            if raw is None:
+            if raw is None and variable not in kubernetes_service_links(environ):
                 raw, source = environ.get(variable), variable
             if raw == "" and item.name in _PROTECTING and parsed.get(item.name) is not None:
                 raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag "

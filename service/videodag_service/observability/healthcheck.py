@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from videodag_service.service_links import kubernetes_service_links
+
 PORT_ENV = "VIDEODAG_PORT"
 HOST_ENV = "VIDEODAG_HOST"
 TLS_ENV = "VIDEODAG_TLS_CERT_FILE"
@@ -34,7 +36,10 @@ def default_address() -> str:
         host = "127.0.0.1"
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"{host}:{os.environ.get(PORT_ENV) or DEFAULT_PORT}"
+    port = os.environ.get(PORT_ENV) or DEFAULT_PORT
+    if kubernetes_service_links(os.environ):  # not the server's port: it ignores the variable too
+        port = DEFAULT_PORT
+    return f"{host}:{port}"
 
 
 def check_health(address: str, service: str = "", timeout_seconds: float = 3.0) -> str:

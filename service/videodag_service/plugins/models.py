@@ -39,7 +39,14 @@ class ModelFileMissing(FileNotFoundError):
 
 def fetched_model_file(name: str) -> Path:
     """The path of a file `scripts/fetch_models.py` installs; raises ModelFileMissing if absent."""
-    path = model_dir() / name
+    try:
+        path = model_dir() / name
+    except RuntimeError:  # "Could not determine home directory": no HOME, and no passwd entry (OpenShift's uids)
+        raise ModelFileMissing(
+            DEFAULT_MODEL_DIR / name,
+            f"this user has no home directory to find {DEFAULT_MODEL_DIR} in: set {MODEL_DIR_ENV} to the folder "
+            f"that holds the models (`{FETCH_COMMAND}` puts them there)",
+        ) from None
     if not path.is_file():
         raise ModelFileMissing(
             path,

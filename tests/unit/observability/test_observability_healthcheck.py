@@ -60,6 +60,16 @@ def test_the_module_reads_the_port_from_the_environment_as_the_container_runs_it
                           check=False).returncode == 1
 
 
+def test_a_kubernetes_service_link_in_videodag_port_is_not_taken_for_the_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("VIDEODAG_HOST", raising=False)
+    monkeypatch.setenv("VIDEODAG_PORT", "tcp://10.96.0.12:50051")
+    assert healthcheck.default_address() == "127.0.0.1:50051"
+    monkeypatch.setenv("VIDEODAG_PORT", "7000")
+    assert healthcheck.default_address() == "127.0.0.1:7000"
+
+
 def test_a_failed_check_of_a_server_serving_tls_says_the_probe_speaks_plaintext(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

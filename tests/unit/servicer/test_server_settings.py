@@ -22,6 +22,7 @@ import pytest
 
 from fakes.waiting import wait_until
 from videodag_service.server import STOP_SIGNALS
+from videodag_service.service_links import kubernetes_service_links
 from videodag_service.settings import (
     ENV_PREFIX,
     MAX_SECONDS,
@@ -127,6 +128,55 @@ def test_a_time_beyond_31_years_is_taken_as_31_years(given: str) -> None:
     settings = settings_from(["--job-retention-seconds", given, "--job-timeout-seconds", given], {})
     assert settings.job_retention_seconds == settings.job_timeout_seconds == MAX_SECONDS == 1e9
     assert Settings(job_retention_seconds=10**12).job_retention_seconds == MAX_SECONDS
+
+
+def test_a_kubernetes_service_link_in_videodag_port_is_no_port_and_is_ignored() -> None:
+    """A Service named videodag gives every pod of its namespace VIDEODAG_PORT=tcp://IP:PORT,
+    over the image's own 50051: the server refused to start (VIDEODAG_PORT must be int)."""
+    link = {"VIDEODAG_PORT": "tcp://10.96.0.12:50051"}
+    assert kubernetes_service_links(link) == link
+    assert settings_from([], link).port == Settings().port
+    assert settings_from(["--port", "7000"], link).port == 7000
+    assert kubernetes_service_links({"VIDEODAG_PORT": "7000"}) == {}
+    assert settings_from([], {"VIDEODAG_PORT": "7000"}).port == 7000
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_server_whose_standard_output_is_closed_serves_on(tmp_path: Path) -> None:
+    """`videodag-server | true`: printing the listening line raised BrokenPipeError after the server
+    had started, and it exited 1 saying "cannot start", without draining."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "videodag_service.server", "--port", str(port), "--temp-dir", str(tmp_path / "t"),
+         "--data-dir", str(tmp_path / "d"), "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert server.stdout is not None
+    server.stdout.close()  # no reader: the first line written there fails
+    try:
+        from videodag_service.observability.healthcheck import check_health
+
+        def serving() -> bool:
+            try:
+                return check_health(f"127.0.0.1:{port}", timeout_seconds=1) == "SERVING"
+            except Exception:
+                return server.poll() is not None  # it ended: stop waiting, the asserts below say how
+
+        assert wait_until(serving, timeout=60)
+        time.sleep(0.5)  # past the listening line
+        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        server.send_signal(signal.SIGTERM)
+        _, errors = server.communicate(timeout=60)
+        assert server.returncode == 0 and "cannot start" not in errors, errors
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def run_server(*args: str) -> subprocess.CompletedProcess[str]:

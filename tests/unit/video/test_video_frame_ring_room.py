@@ -1,4 +1,4 @@
-"""A ring's shared memory is backed when it is made, so a run short of room fails there, typed, and not in its decoder."""
+"""A ring's shared memory is backed when it is made: a run short of room fails there, typed, not in its decoder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,36 @@
+"""A user with no home directory (no HOME, no passwd entry: OpenShift's arbitrary uids) still gets a server."""
+
+from __future__ import annotations
+
+import logging
+import pwd
+
+import pytest
+
+from videodag_service.dag import DagPipelineService
+from videodag_service.plugins.models import MODEL_DIR_ENV, ModelFileMissing, fetched_model_file
+
+
+@pytest.fixture
+def homeless(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.delenv(MODEL_DIR_ENV, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+
+
+@pytest.mark.usefixtures("homeless")
+def test_a_model_without_a_home_to_look_in_is_missing_and_the_message_names_the_variable() -> None:
+    with pytest.raises(ModelFileMissing, match=f"no home directory.*set {MODEL_DIR_ENV}"):
+        fetched_model_file("frozen_inference_graph.pb")
+
+
+@pytest.mark.usefixtures("homeless")
+def test_the_built_in_pipelines_load_without_a_home(caplog: pytest.LogCaptureFixture) -> None:
+    """It refused to start, frame_stats_v1 included: "Could not determine home directory"."""
+    with caplog.at_level(logging.WARNING):
+        service = DagPipelineService.from_folder()
+    assert {"frame_stats_v1", "player_tracking_v1"} <= set(service.pipeline_ids())
+    assert any(MODEL_DIR_ENV in record.getMessage() for record in caplog.records)
