@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import pwd
 
 import pytest
@@ -28,9 +27,7 @@ def test_a_model_without_a_home_to_look_in_is_missing_and_the_message_names_the_
 
 
 @pytest.mark.usefixtures("homeless")
-def test_the_built_in_pipelines_load_without_a_home(caplog: pytest.LogCaptureFixture) -> None:
+def test_the_built_in_pipelines_load_without_a_home() -> None:
     """It refused to start, frame_stats_v1 included: "Could not determine home directory"."""
-    with caplog.at_level(logging.WARNING):
-        service = DagPipelineService.from_folder()
+    service = DagPipelineService.from_folder()
     assert {"frame_stats_v1", "player_tracking_v1"} <= set(service.pipeline_ids())
-    assert any(MODEL_DIR_ENV in record.getMessage() for record in caplog.records)
