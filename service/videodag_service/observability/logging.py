@@ -20,6 +20,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from videodag_service.observability.log_stream import UnblockingStreamHandler
+
 REQUEST_ID_METADATA_KEY = "x-request-id"
 # Anything else (spaces, quotes, newlines, very long values) could forge or break log lines.
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
@@ -109,8 +111,9 @@ def _text_formatter() -> logging.Formatter:
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: TextIO | None = None) -> None:
-    """Replace the root logger's handlers with one that writes JSON lines (or text) to stderr."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    """Replace the root logger's handlers with one that writes JSON lines (or text) to stderr,
+    without ever holding the caller when stderr is not read (`log_stream`)."""
+    handler = UnblockingStreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         JsonFormatter() if json_lines else _text_formatter()

@@ -1,0 +1,60 @@
+"""Logging never holds the code that logs when stderr is a pipe nobody reads."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+
+from videodag_service.observability.log_stream import UnblockingStreamHandler
+
+
+def _logger_to(handler: logging.Handler, name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def test_a_pipe_nobody_reads_holds_no_caller_and_the_lines_come_in_order_once_it_is_read() -> None:
+    """A log collector that stopped reading: calls that logged hung, and SIGTERM's drain never ended."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", encoding="utf-8")
+    handler = UnblockingStreamHandler(stream, max_waiting_lines=500)
+    logger = _logger_to(handler, "test.unread_pipe")
+    logging_done = threading.Event()
+
+    def log_a_lot() -> None:
+        for number in range(3000):  # about 300 KB: the pipe holds 64 KB
+            logger.info("line %05d %s", number, "x" * 80)
+        logging_done.set()
+
+    threading.Thread(target=log_a_lot, daemon=True).start()
+    assert logging_done.wait(10), "logging blocked on the full pipe"
+    received = bytearray()
+
+    def read_all() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    handler.flush()
+    stream.close()
+    reader.join(10)
+    os.close(read_end)
+    lines = received.decode().splitlines()
+    numbers = [int(line.split()[1]) for line in lines if line.startswith("line ")]
+    assert numbers == sorted(numbers) and numbers[0] == 0, "in order, from the first"
+    assert 500 < len(numbers) < 3000, "some waited and were written, the rest were dropped"
+    assert lines[-1] == f"{3000 - len(numbers)} log lines were dropped: stderr was not being read"
+
+
+def test_a_stream_that_is_no_pipe_is_written_at_once() -> None:
+    buffer = io.StringIO()
+    logger = _logger_to(UnblockingStreamHandler(buffer), "test.buffer")
+    logger.info("first")
+    logger.info("second")
+    assert buffer.getvalue() == "first\nsecond\n"
