@@ -348,9 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for variable in unprotected_by_empty_variables(settings):
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     for variable, value in kubernetes_service_links(os.environ).items():
-        logger.warning("%s=%s is a Kubernetes service link (a Service named videodag in this namespace), not a "
-                       "setting: ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value,
-                       variable)
+        logger.warning("%s=%s is a Kubernetes service link (from a Service of this namespace), not a setting: "
+                       "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)
     try:
         serve(settings)
     except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-PORT_VARIABLE = "VIDEODAG_PORT"
+PORT_VARIABLES = ("VIDEODAG_PORT", "VIDEODAG_METRICS_PORT")
+"""Ours that a Service's link can take: `<NAME>_PORT` for Services named videodag and videodag-metrics."""
 _SERVICE_LINK = re.compile(r"(tcp|udp|sctp)://[^/\s]+:\d+")
 
 
 def kubernetes_service_links(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables of ours (name: value) that hold a service link."""
-    value = environ.get(PORT_VARIABLE, "")
-    return {PORT_VARIABLE: value} if _SERVICE_LINK.fullmatch(value) else {}
+    return {variable: environ[variable] for variable in PORT_VARIABLES
+            if _SERVICE_LINK.fullmatch(environ.get(variable, ""))}

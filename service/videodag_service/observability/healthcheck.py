@@ -37,7 +37,7 @@ def default_address() -> str:
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
     port = os.environ.get(PORT_ENV) or DEFAULT_PORT
-    if kubernetes_service_links(os.environ):  # not the server's port: it ignores the variable too
+    if PORT_ENV in kubernetes_service_links(os.environ):  # not the server's port: it ignores the variable too
         port = DEFAULT_PORT
     return f"{host}:{port}"
 

@@ -207,8 +207,14 @@ class _Settings:
         class_names = values["class_names"] or []
         if not all(isinstance(name, str) for name in class_names):
             problems.append(f"class_names must be a list of strings, got {class_names!r}")
+        model_path = Path(str(values["model_path"]))
+        try:
+            model_path = model_path.expanduser()
+        except RuntimeError:  # a `~` with no home to stand for (no HOME, no passwd entry)
+            problems.append(f"model_path {str(model_path)!r} starts with ~, and this user has no home directory: "
+                            "give the full path")
         settings = cls(
-            model_path=Path(str(values["model_path"])).expanduser(),
+            model_path=model_path,
             class_names=tuple(class_names),
             score_threshold=float(values["score_threshold"]),
             iou_threshold=float(values["iou_threshold"]),

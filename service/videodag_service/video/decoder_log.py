@@ -23,6 +23,9 @@ from videodag_service.observability.logging import current_request_id, json_line
 INTERLACED_REFUSED = b"Cannot convert interlaced to progressive frames"
 _THREAD_NAME = "videodag-decoder-log"
 _LONGEST_LINE = 64 * 1024
+_LONGEST_PASSED_ON = 512
+"""Bytes of a message passed on: escaped as JSON, a line of it stays under a pipe's 4 KB page,
+written whole whenever the pipe has room. FFmpeg's messages are a line of a hundred or so."""
 LOGGER_NAME = "videodag_service.video.decoder"
 """The logger a decoder's passed-on lines name, in JSON logs."""
 
@@ -57,6 +60,12 @@ class DecoderLogWatch:
         self._lock = threading.Lock()
         self._pending = b""
         self._ended = False
+        self._dropped = 0
+        self._room: select.poll | None = select.poll()
+        try:
+            self._room.register(passed_to, select.POLLOUT)
+        except (OSError, ValueError):
+            self._room = None
         self.interlaced_refused = threading.Event()
         """Set once FFmpeg has refused to convert an interlaced frame."""
         os.set_blocking(read_end, False)
@@ -114,7 +123,32 @@ class DecoderLogWatch:
                 self._pass_on(self._formatted(line) + b"\n")
 
     def _pass_on(self, data: bytes) -> None:
-        """Write all of `data`, however many writes it takes; dropped if stderr fails."""
+        """Write all of `data` if stderr has room for it now; dropped, and counted, if not.
+
+        A stderr nobody reads (a log collector fallen behind) must not stall the decoder,
+        which drains its messages after every frame: its run would fail for want of
+        progress, the video blamed. A line (`_formatted` keeps it under a pipe's page) goes
+        out in one write once the pipe has room; the count of lines dropped goes first."""
+        if not self._has_room():
+            self._dropped += 1
+            return
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            self._write_all(self._formatted(f"{dropped} decoder log lines were dropped: stderr was not being "
+                                            "read".encode()) + b"\n")
+            if not self._has_room():
+                return
+        self._write_all(data)
+
+    def _has_room(self) -> bool:
+        if self._room is None:
+            return True
+        try:
+            return bool(self._room.poll(0))
+        except OSError:
+            return False
+
+    def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -127,6 +161,8 @@ class DecoderLogWatch:
             view = view[written:]
 
     def _formatted(self, line: bytes) -> bytes:
+        if len(line) > _LONGEST_PASSED_ON:
+            line = line[:_LONGEST_PASSED_ON] + b"..."
         text = line.decode(errors="replace").strip()
         if not self._format.json_lines:
             return text_line(f"{text} (decoder process {os.getpid()})", logger=LOGGER_NAME,

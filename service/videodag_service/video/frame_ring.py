@@ -223,7 +223,7 @@ def _check_room(size: int) -> None:
 
 def _no_room(size: int, free: int) -> DiskFull:
     return DiskFull(
-        f"no room in shared memory ({_SHARED_MEMORY_DIR}) for {size / 1e6:.1f} MB of decoded frames, "
-        f"{free / 1e6:.1f} MB free; give the server more shared memory (docker run --shm-size)",
+        f"no room in shared memory ({_SHARED_MEMORY_DIR}) for {size:,} bytes of decoded frames, "
+        f"{free:,} bytes free; give the server more shared memory (docker run --shm-size)",
         ErrorDetails(metadata={"directory": _SHARED_MEMORY_DIR, "needed_bytes": str(size)}),
     )

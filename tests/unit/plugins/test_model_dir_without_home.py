@@ -31,3 +31,11 @@ def test_the_built_in_pipelines_load_without_a_home() -> None:
     """It refused to start, frame_stats_v1 included: "Could not determine home directory"."""
     service = DagPipelineService.from_folder()
     assert {"frame_stats_v1", "player_tracking_v1"} <= set(service.pipeline_ids())
+
+
+@pytest.mark.usefixtures("homeless")
+def test_a_model_path_under_a_missing_home_is_a_parameter_problem_saying_so() -> None:
+    from videodag_service.plugins.yolo import _Settings
+
+    _settings, problems = _Settings.checked({"model_path": "~/models/yolo.onnx"})
+    assert any("starts with ~, and this user has no home directory" in problem for problem in problems)

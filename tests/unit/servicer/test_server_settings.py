@@ -139,6 +139,9 @@ def test_a_kubernetes_service_link_in_videodag_port_is_no_port_and_is_ignored() 
     assert settings_from(["--port", "7000"], link).port == 7000
     assert kubernetes_service_links({"VIDEODAG_PORT": "7000"}) == {}
     assert settings_from([], {"VIDEODAG_PORT": "7000"}).port == 7000
+    metrics_link = {"VIDEODAG_METRICS_PORT": "tcp://[fd00:10:96::1a]:9464"}  # a Service named videodag-metrics
+    assert kubernetes_service_links(metrics_link) == metrics_link
+    assert settings_from([], metrics_link).metrics_port == Settings().metrics_port
 
 
 def _free_port() -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import select
 import subprocess
 import sys
 import textwrap
@@ -130,3 +131,46 @@ def test_for_a_server_logging_json_each_line_passed_on_is_a_json_object_with_the
     assert entry["message"] == "[mov,mp4 @ 0x1] stream 0, offset 0x30: partial file"
     assert (entry["logger"], entry["level"], entry["request_id"]) == (LOGGER_NAME, "WARNING", "req-7")
     assert entry["decoder_pid"] > 0
+
+
+_UNREAD_STDERR_SCRIPT = textwrap.dedent(
+    """
+    import os
+    import time
+    from videodag_service.video.decoder_log import DecoderLogFormat, DecoderLogWatch
+
+    watch = DecoderLogWatch.install(DecoderLogFormat(json_lines=True, request_id="req-8"))
+    for number in range(3000):
+        os.write(2, b"[h264 @ 0x1] error while decoding MB %d, bytestream 88\\n" % number)
+        watch.drain()
+    print("decoded on", flush=True)
+    input()  # the reader is back
+    time.sleep(0.5)  # and has emptied the pipe
+    os.write(2, b"[h264 @ 0x1] the last message\\n")
+    watch.drain()
+    """
+)
+
+
+def test_a_stderr_nobody_reads_does_not_stall_the_decoder() -> None:
+    """A log collector fallen behind: the decoder blocked passing FFmpeg's lines on, went silent,
+    and its run failed for want of progress, the video blamed. Lines are dropped instead, counted."""
+    decoder = subprocess.Popen([sys.executable, "-c", _UNREAD_STDERR_SCRIPT], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert decoder.stdout is not None and decoder.stderr is not None
+        ready, _, _ = select.select([decoder.stdout], [], [], 30)  # stderr is not read meanwhile
+        assert ready and decoder.stdout.readline() == b"decoded on\n"
+        _, errors = decoder.communicate(b"\n", timeout=30)
+        lines = errors.decode().splitlines()
+    finally:
+        decoder.kill()
+        decoder.wait()
+    entries = [json.loads(line) for line in lines]  # every line whole
+    messages = [entry["message"] for entry in entries]
+    passed_on = [message for message in messages if message.startswith("[h264")]
+    assert 0 < len(passed_on) < 3000
+    dropped = [message for message in messages if message.endswith("decoder log lines were dropped: stderr was "
+                                                                        "not being read")]
+    assert passed_on[-1] == "[h264 @ 0x1] the last message"
+    assert len(passed_on) - 1 + sum(int(message.split()[0]) for message in dropped) == 3000
