@@ -7,13 +7,16 @@ and SIGTERM's drain, which logs, never ended. This handler writes a line at once
 pipe has room for it, as a plain handler does; otherwise the line waits in a bounded queue
 that a thread of its own writes out, blocking alone, and lines beyond the bound are dropped
 and counted, with a line saying how many once the reader is back. Lines keep their order.
-A stream that is no pipe or file (a StringIO in tests) is written at once, always.
+A stream that is no pipe or socket (a file, a terminal, a StringIO in tests) is written at
+once, always.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import select
+import stat
 import threading
 from collections import deque
 from typing import TextIO
@@ -40,11 +43,14 @@ class UnblockingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     @staticmethod
     def _pollable(stream: TextIO) -> select.poll | None:
+        """A poll for room on the stream's pipe or socket; None for anything else (a file, a
+        terminal, /dev/null, a StringIO), which a write does not hold for long."""
         try:
             descriptor = stream.fileno()
+            mode = os.fstat(descriptor).st_mode
         except (AttributeError, OSError, ValueError):
             return None
-        if not hasattr(select, "poll"):
+        if not hasattr(select, "poll") or not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             return None
         poll = select.poll()
         poll.register(descriptor, select.POLLOUT)
@@ -87,10 +93,13 @@ class UnblockingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._writer.start()
 
     def _write_waiting(self) -> None:
+        """Write the queued lines, then end: the next line that has to wait starts another."""
         while True:
             with self._changed:
-                while not self._waiting:
-                    self._changed.wait()
+                if not self._waiting:
+                    self._writer = None
+                    self._changed.notify_all()
+                    return
                 line = self._waiting.popleft()
                 self._writing = True
             try:

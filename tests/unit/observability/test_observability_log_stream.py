@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 
-from videodag_service.observability.log_stream import UnblockingStreamHandler
+from fakes.waiting import wait_until
+from videodag_service.observability.log_stream import WRITER_THREAD_NAME, UnblockingStreamHandler
 
 
 def _logger_to(handler: logging.Handler, name: str) -> logging.Logger:
@@ -50,6 +51,8 @@ def test_a_pipe_nobody_reads_holds_no_caller_and_the_lines_come_in_order_once_it
     assert numbers == sorted(numbers) and numbers[0] == 0, "in order, from the first"
     assert 500 < len(numbers) < 3000, "some waited and were written, the rest were dropped"
     assert lines[-1] == f"{3000 - len(numbers)} log lines were dropped: stderr was not being read"
+    assert wait_until(lambda: WRITER_THREAD_NAME not in {thread.name for thread in threading.enumerate()}), (
+        "the writer ends once nothing waits")
 
 
 def test_a_stream_that_is_no_pipe_is_written_at_once() -> None:
