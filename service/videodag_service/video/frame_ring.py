@@ -20,6 +20,7 @@ a crash of the server itself.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import secrets
 import shutil
@@ -104,7 +105,7 @@ class FrameRing:
 
     def slot_array(self, slot: int, shape: tuple[int, ...]) -> np.ndarray:
         """A view of the slot's first bytes as a uint8 image of `shape`; valid while the ring is open."""
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)  # np.prod takes 5 us, once a frame
         if size > self.layout.slot_bytes:
             raise ValueError(f"a frame of shape {shape} does not fit in a slot of {self.layout.slot_bytes} bytes")
         return self.slot_base(slot)[:size].reshape(shape)
