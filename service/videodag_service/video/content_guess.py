@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 import filetype
 
+from videodag_service.video.mp4_boxes import boxes
+
 # filetype looks at no more than the first 8 KiB; text is judged on a shorter start.
 _HEAD_BYTES = 8192
 _TEXT_SAMPLE_BYTES = 512
 _QUOTED_TEXT_CHARS = 40
+_MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,10 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
         return _text_guess(head)
     name = kind.extension.upper()
     top_level = kind.mime.partition("/")[0]
-    if top_level == "video":
+    if top_level == "video" and head[4:8] == b"ftyp" and _lacks_index(path):
+        reason = (f"it is {name} with no index (moov box): cut short, as an upload or a recording that stopped"
+                  " before its end (the index is written last unless the file was made with +faststart)")
+    elif top_level == "video":
         reason = f"it is {name}, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"
     elif top_level == "audio":
         reason = f"it is {name} audio ({kind.mime}), with no video stream"
@@ -52,6 +58,16 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
     else:
         reason = f"it is {name} data ({kind.mime})"
     return ContentGuess(kind.mime, reason)
+
+
+def _lacks_index(path: str | os.PathLike[str]) -> bool:
+    """Whether an ISO media file's top-level boxes, as far as they are whole, hold no `moov`."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            return all(kind != b"moov" for kind, _, _ in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES))
+    except OSError:
+        return False
 
 
 def _text_guess(head: bytes) -> ContentGuess | None:

@@ -28,13 +28,29 @@ def test_audio_is_named_as_audio(tmp_path: Path, name: str, options: tuple[str, 
     assert guess_content(write_tone(tmp_path / name, *options)) == ContentGuess(detected_type, reason)
 
 
-def test_a_truncated_video_is_called_incomplete_or_damaged(tmp_path: Path) -> None:
-    video = write_test_pattern(tmp_path / "full.mp4", "-c:v", "mpeg4", seconds=1.0)
+@pytest.mark.parametrize("options", [(), ("-movflags", "+faststart")], ids=["index-at-end", "index-at-front"])
+def test_an_mp4_cut_before_its_whole_index_is_called_cut_short(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """The most common broken upload: FFmpeg says only "moov atom not found"."""
+    video = write_test_pattern(tmp_path / "full.mp4", "-c:v", "mpeg4", *options, seconds=1.0)
+    content = video.read_bytes()
     truncated = tmp_path / "truncated.mp4"
-    truncated.write_bytes(video.read_bytes()[:2048])
-    guess = guess_content(truncated)
-    assert guess is not None and guess.detected_type == "video/mp4"
-    assert "incomplete or damaged" in guess.reason
+    truncated.write_bytes(content[:200] if options else content[: len(content) // 2])  # 200: inside the index
+    assert guess_content(truncated) == ContentGuess(
+        "video/mp4",
+        "it is MP4 with no index (moov box): cut short, as an upload or a recording that stopped before its end"
+        " (the index is written last unless the file was made with +faststart)",
+    )
+
+
+def test_an_mp4_with_its_index_and_a_damaged_start_is_called_damaged(tmp_path: Path) -> None:
+    video = write_test_pattern(tmp_path / "full.mp4", "-c:v", "mpeg4", seconds=1.0)
+    content = bytearray(video.read_bytes())
+    mdat = content.index(b"mdat")
+    content[mdat + 4: mdat + 4 + 20_000] = bytes(20_000)  # every frame's bytes zeroed, the boxes whole
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(content))
+    guess = guess_content(damaged)
+    assert guess is not None and "incomplete or damaged" in guess.reason
 
 
 def test_documents_and_archives_are_named(tmp_path: Path) -> None:
