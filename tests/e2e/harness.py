@@ -26,6 +26,18 @@ TEST_PIPELINES = {
         outputs:
           seen: count.count
     """,
+    # A library's sys.exit() inside a plugin, on frame 2.
+    "exiting": """
+        id: exiting
+        version: "1"
+        nodes:
+          - id: count
+            plugin: test.counter
+            params: {fail_on: [2], raising: SystemExit}
+            inputs: {index: frame.index}
+        outputs:
+          seen: count.count
+    """,
     "skipping": """
         id: skipping
         version: "1"

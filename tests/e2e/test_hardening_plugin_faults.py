@@ -11,7 +11,7 @@ import pytest
 from hardening_support import assert_still_serving, wait_until
 from harness import ServerFactory
 
-from videodag_client import FrameResult, Internal
+from videodag_client import FrameResult, Internal, JobState
 from videodag_service.dag.time_limit import abandoned_thread_count
 
 
@@ -88,3 +88,27 @@ def test_output_that_is_not_json_like_is_internal_naming_the_node(
     assert caught.value.metadata["node_id"] == "raw"
     assert server.leftover_uploads() == []
     assert_still_serving(server, video)
+
+
+def test_a_plugin_calling_sys_exit_fails_its_run_and_its_job_and_the_job_worker_goes_on(
+    make_server: ServerFactory, make_video
+) -> None:
+    """SystemExit escaped the node: the call never got its status (the client waited for its
+    deadline), and the job's worker thread ended, leaving the next jobs queued for good."""
+    server = make_server(job_workers=1)
+    video: Path = make_video(5)
+    frames: list[int] = []
+    with pytest.raises(Internal) as caught:
+        for event in server.client.upload_and_run(video, "exiting", timeout=30):
+            if isinstance(event, FrameResult):
+                frames.append(event.frame_index)
+    assert frames == [0, 1]
+    assert caught.value.reason == "NODE_FAILED"
+    assert "node 'count' (test.counter) failed on frame 2: SystemExit: boom on 2" in caught.value.message
+
+    exiting = server.client.submit_job(video, "exiting")
+    following = server.client.submit_job(video, "frame_stats_v1")
+    assert wait_until(lambda: server.client.get_job(following.id).state.is_finished, timeout=30)
+    assert server.client.get_job(exiting.id).state is JobState.FAILED
+    assert server.client.get_job(following.id).state is JobState.SUCCEEDED
+    assert server.leftover_uploads() == []

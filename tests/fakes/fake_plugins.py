@@ -48,6 +48,18 @@ class Recorder:
             return sum(1 for event in self.events if event[0] == kind)
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() failed")
+
+
+# What a counter raises where it fails: SystemExit as a library's sys.exit() does.
+_RAISED: dict[str, type[BaseException]] = {
+    "RuntimeError": RuntimeError, "SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt,
+    "Unprintable": _Unprintable,
+}
+
+
 class _Counter:
     """Stateful tool: counts the frames of its own run and fails where told."""
 
@@ -56,6 +68,8 @@ class _Counter:
         self._recorder = recorder
         self._seen = 0
         time.sleep(params["open_seconds"])
+        if params["fail_opening"]:
+            raise _RAISED[params["raising"]]("boom opening")
         recorder.add("open", "counter")
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -63,7 +77,7 @@ class _Counter:
         index = inputs["index"]
         self._recorder.add("frame", str(index))
         if index in self._params["fail_on"]:
-            raise RuntimeError(f"boom on {index}")
+            raise _RAISED[self._params["raising"]](f"boom on {index}")
         if self._params["delay_seconds"]:
             time.sleep(self._params["delay_seconds"])
         return {"count": self._seen, "index": index}
@@ -244,6 +258,8 @@ def make_test_plugin(recorder: Recorder) -> Plugin:
                     Param("fail_on", list, [], "frame indexes to fail on"),
                     Param("delay_seconds", float, 0.0, "sleep per frame"),
                     Param("open_seconds", float, 0.0, "time opening takes"),
+                    Param("raising", str, "RuntimeError", "what failing raises", choices=tuple(_RAISED)),
+                    Param("fail_opening", bool, False, "fail when opened"),
                 ),
                 open=lambda params: _Counter(params, recorder),
                 stateful=True,

@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from videodag_service.dag.json_like import NotJsonLike, encoded_size, entry_bound, to_json_like_sized
 from videodag_service.dag.plugin import ToolInstance
@@ -40,6 +40,7 @@ from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, Pipel
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
 from videodag_service.errors import NodeFailed, NodeTimedOut
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 NODE_THREAD_NAME = "videodag-nodes"
@@ -328,7 +329,7 @@ class PipelineRun:
         for node in lane.nodes:
             lane.running = (node, time.perf_counter())
             try:
-                instance = node.tool.open(node.params_for_an_instance())
+                instance = _ending_nothing_but_the_node(node.tool.open, node.params_for_an_instance())
             except Exception as error:
                 for node_id, opened in lane.instances.items():
                     _close_quietly(opened, node_id, self.spec.id)
@@ -535,7 +536,7 @@ class PipelineRun:
         # all the same, when it takes long enough for frames in parallel).
         lane.running = None if node.tool.bounded_time else (node, started)
         try:
-            outputs = lane.instances[node.id].process(inputs)
+            outputs = _ending_nothing_but_the_node(lane.instances[node.id].process, inputs)
             if not isinstance(outputs, Mapping):
                 raise TypeError(f"returned {type(outputs).__name__}, not a mapping of outputs")
             missing = [port.name for port in node.tool.outputs if port.name not in outputs]
@@ -543,7 +544,7 @@ class PipelineRun:
                 raise KeyError(f"returned no {', '.join(map(repr, missing))} output")
             # Watched even for a tool of bounded time: a value's to_json() is code of its own.
             lane.running = (node, time.perf_counter())
-            return outputs, self._sendable(node, outputs)
+            return outputs, _ending_nothing_but_the_node(self._sendable, node, outputs)
         finally:
             lane.running = None
             elapsed = time.perf_counter() - started
@@ -650,15 +651,33 @@ def _close_quietly(instance: ToolInstance | None, node_id: str, pipeline_id: str
     if instance is None:
         return
     try:
-        instance.close()
+        _ending_nothing_but_the_node(instance.close)
     except Exception:
         logger.exception("closing node %r of pipeline %r failed", node_id, pipeline_id)
+
+
+class _PluginExit(Exception):
+    """A plugin raised SystemExit or KeyboardInterrupt (a library's `sys.exit()`, argparse):
+    escaping, it would end the thread it ran in, leaving a call without its status, or a job
+    worker gone; it fails its node instead, as any other error does."""
+
+
+def _ending_nothing_but_the_node(step: Callable[..., T], *args: Any) -> T:
+    try:
+        return step(*args)
+    except (SystemExit, KeyboardInterrupt) as error:
+        raise _PluginExit(_described(error)) from error
 
 
 def _described(error: BaseException, typed: bool = True) -> str:
     """A plugin's exception as its failure's message says it, cut to `MAX_ERROR_MESSAGE_CHARS`: the
     message goes out with the frame's result or in the call's status, and its text can be any size."""
-    text = str(error)
+    if isinstance(error, _PluginExit):
+        return str(error)  # described as what the plugin raised
+    try:
+        text = str(error)
+    except Exception as failure:  # an exception's class is plugin code too
+        text = f"(its message could not be read: {type(failure).__name__})"
     if not text.isascii():  # a lone surrogate (from bytes decoded with surrogateescape) cannot be sent
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) > MAX_ERROR_MESSAGE_CHARS:

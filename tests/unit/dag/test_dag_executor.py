@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fakes.fake_plugins import Recorder, make_registry
+from fakes.fake_plugins import Recorder, counter_pipeline, dag_with_test_pipelines, make_registry
 from fakes.fake_plugins import frame_payloads as frames
 from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
 from videodag_service.errors import NodeFailed
@@ -261,3 +261,49 @@ def test_to_json_like_converts_numpy_and_detections_and_refuses_the_rest() -> No
     for bad in (b"bytes", float("nan"), {1: "x"}, object()):
         with pytest.raises(TypeError):
             to_json_like(bad)
+
+
+def exiting_service(tmp_path: Path, node_timeout_seconds: float | None, **params: object) -> DagPipelineService:
+    service = dag_with_test_pipelines(tmp_path, {"exiting.yaml": counter_pipeline("exiting", **params)})
+    service.node_timeout_seconds = node_timeout_seconds  # with a limit, a call runs in a thread of its lane
+    return service
+
+
+@pytest.mark.parametrize("node_timeout_seconds", [None, 30.0], ids=["in-the-run-thread", "in-a-lane-thread"])
+@pytest.mark.parametrize("raising", ["SystemExit", "KeyboardInterrupt"])
+def test_a_plugin_raising_an_exit_fails_its_node_not_the_thread_it_runs_in(
+    tmp_path: Path, raising: str, node_timeout_seconds: float | None
+) -> None:
+    """A library's sys.exit() in a plugin: escaping, it ended the thread running the call, which
+    left the gRPC call without a status and a job worker gone."""
+    service = exiting_service(tmp_path, node_timeout_seconds, fail_on=[2], raising=raising)
+    with pytest.raises(NodeFailed) as caught, service.open_run("exiting") as run:
+        for payload in frames(5):
+            run.process(payload)
+    assert caught.value.frame_index == 2
+    assert f"(test.counter) failed on frame 2: {raising}: boom on 2" in str(caught.value)
+
+
+def test_a_plugin_raising_an_exit_under_skip_is_reported_in_band_and_the_run_goes_on(tmp_path: Path) -> None:
+    yaml = counter_pipeline("exiting", fail_on=[1], raising="SystemExit").replace(
+        "inputs: {index: frame.index}", "inputs: {index: frame.index}\n    on_error: skip")
+    service = dag_with_test_pipelines(tmp_path, {"exiting.yaml": yaml})
+    with service.open_run("exiting") as run:
+        results = [run.process(payload) for payload in frames(3)]
+    assert results[1]["errors"][0]["message"] == "SystemExit: boom on 1"
+    assert results[2] == {"seen": 3}
+
+
+def test_a_plugin_raising_an_exit_when_opened_fails_its_node(tmp_path: Path) -> None:
+    service = exiting_service(tmp_path, None, fail_opening=True, raising="SystemExit")
+    with pytest.raises(NodeFailed) as caught, service.open_run("exiting") as run:
+        run.process({"frame_index": 0})
+    assert str(caught.value) == (
+        "pipeline 'exiting' node 'count' (test.counter) could not be opened for the run: SystemExit: boom opening")
+
+
+def test_an_exception_whose_message_cannot_be_read_still_fails_its_node(tmp_path: Path) -> None:
+    service = exiting_service(tmp_path, None, fail_on=[0], raising="Unprintable")
+    with pytest.raises(NodeFailed) as caught, service.open_run("exiting") as run:
+        run.process({"frame_index": 0})
+    assert "failed on frame 0: _Unprintable: (its message could not be read: RuntimeError)" in str(caught.value)
