@@ -111,11 +111,16 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     Plain YAML keeps the last of two equal keys silently, so `params: {a: 1, a: 2}` would
     load with a value its author may not have meant. Keys brought in by a merge (`<<: *base`)
     may be overridden: only the mapping's own keys are compared.
+
+    It also notes every text holding a lone surrogate: YAML reads `"\\ud83d\\udc65"` (an emoji
+    escaped as JSON escapes it) as two halves of a character, which no gRPC message carries,
+    and the server could not list its pipelines.
     """
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.duplicates: list[str] = []
+        self.unsendable: list[str] = []
         self.written_int_version: str | None = None
         """The top-level `version` as written, when YAML reads it as an integer."""
 
@@ -140,6 +145,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         self._note_duplicates(node)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
+        text: str = super().construct_yaml_str(node)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            half = text[error.start]
+            self.unsendable.append(
+                f"line {node.start_mark.line + 1}: the text \"{text.encode('utf-8', 'backslashreplace').decode()}\""
+                f" holds half a character (\\u{ord(half):04x}): write the character itself, or as one \\U escape")
+        return text
+
     def _note_duplicates(self, node: yaml.MappingNode) -> None:
         first_lines: dict[Any, int] = {}
         for key_node, _ in node.value:
@@ -152,6 +168,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             else:
                 first_lines[key] = line
 
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:str", _UniqueKeyLoader.construct_yaml_str)
 
 def load_pipeline_file(path: Path, registry: PluginRegistry) -> PipelineSpec:
     """Load and validate one pipeline file; raises PipelineFileError listing every problem."""
@@ -257,8 +275,8 @@ def _read_yaml(path: Path, problems: _Problems) -> tuple[Any, str | None]:
     except RecursionError:
         problems.add("cannot read YAML: nested too deeply")
         return _UNREADABLE, None
-    for duplicate in loader.duplicates:
-        problems.add(duplicate)
+    for problem in (*loader.duplicates, *loader.unsendable):
+        problems.add(problem)
     return document, loader.written_int_version
 
 

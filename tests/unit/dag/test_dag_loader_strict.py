@@ -642,3 +642,33 @@ def test_an_id_yaml_reads_as_a_boolean_is_told_to_quote_it(tmp_path: Path, word:
     (problem,) = problems_in(write(tmp_path, word, BASE.format(id=word)))
     assert "'id' must be a string, got " in problem
     assert 'quote it, as in id: "on"' in problem
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [
+        ('description: "Counts people \\ud83d\\udc65"', "Counts people \\ud83d\\udc65"),
+        ('version: "1\\udc80"', "1\\udc80"),
+        ('outputs: {"total\\ud800": total.sum}', "total\\ud800"),
+    ],
+    ids=["description", "version", "output-name"],
+)
+def test_text_holding_half_a_character_is_refused_naming_its_line(tmp_path: Path, line: str, text: str) -> None:
+    """An emoji escaped as JSON escapes it: YAML reads two halves of a character, which no gRPC
+    message carries, and the server could not start, naming no file."""
+    source = textwrap.dedent(BASE.format(id="escaped")).replace("outputs:\n  total: total.sum\n", "")
+    key = line.split(":")[0]
+    source = "\n".join(row for row in source.splitlines() if not row.startswith(f"{key}:")) + "\n" + line + "\n"
+    if key != "outputs":
+        source += "outputs:\n  total: total.sum\n"
+    problems = problems_in(write(tmp_path, "escaped", source))
+    assert len(problems) == 1
+    assert f'the text "{text}" holds half a character' in problems[0]
+    assert "write the character itself, or as one \\U escape" in problems[0]
+
+
+def test_a_character_written_as_one_escape_loads(tmp_path: Path) -> None:
+    source = textwrap.dedent(BASE.format(id="escaped")) + 'description: "Counts people \\U0001F465"\n'
+    spec = load_pipeline_file(write(tmp_path, "escaped", source), make_registry())
+    assert spec.description == "Counts people \U0001f465"
+    assert pipeline_to_proto(spec).description == spec.description
