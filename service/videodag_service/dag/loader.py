@@ -184,7 +184,8 @@ def load_pipeline_folder(folder: Path, registry: PluginRegistry) -> dict[str, Pi
     """Load every pipeline file in `folder`; raises PipelineFileError if any file is invalid, or if
     there is none: a server serving no pipeline is a wrong folder, not a working service."""
     if not folder.is_dir():
-        raise PipelineFileError([f"{folder}: pipeline folder does not exist"])
+        what = "is a file, not a folder of pipeline files" if folder.exists() else "pipeline folder does not exist"
+        raise PipelineFileError([f"{folder}: {what}"])
     paths = pipeline_files(folder)
     if not paths:
         patterns = ", ".join(f"*{suffix}" for suffix in PIPELINE_FILE_SUFFIXES)
@@ -337,7 +338,10 @@ def _version(value: Any, written_int: str | None, problems: _Problems) -> str:
     """The version as served: a string as written, or an int written in plain digits. A float
     is refused, since YAML has already lost what was written: `1.10` reads as 1.1, and `.nan`
     is no version at all; so is an int YAML 1.1 reads otherwise (`010` as 8, `1:20` as 80)."""
-    if isinstance(value, str) and value:
+    if isinstance(value, str) and value.strip():
+        if value != value.strip() or not value.isprintable():
+            problems.add(f"'version' must be printable text with no space around it, got {value!r}")
+            return ""
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         if written_int is not None and written_int != str(value):
@@ -345,7 +349,7 @@ def _version(value: Any, written_int: str | None, problems: _Problems) -> str:
                          f"version: \"{written_int}\"")
             return ""
         return str(value)
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         problems.add("'version' is required and must be a string such as \"1.0.0\"")
     elif isinstance(value, float):
         problems.add(
@@ -411,6 +415,9 @@ def _node(
 
 def _node_id(position: int, value: Any, problems: _Problems, graph: _Graph) -> str | None:
     """The node's id, declared in `graph`; None, with the problem noted, when it cannot be one."""
+    if value is None:
+        problems.add(f"nodes[{position}]: 'id' is missing: every node needs one, such as id: detect")
+        return None
     problem = _id_problem(value, NODE_ID_PATTERN, NODE_ID_CHARS, MAX_NODE_ID_LENGTH, "node ids")
     if problem:
         problems.add(f"nodes[{position}]: 'id' {problem}")

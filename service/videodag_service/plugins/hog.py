@@ -72,9 +72,11 @@ class _Settings:
         problems: list[str] = []
         if not 0.25 <= self.upscale <= 4.0:
             problems.append(f"upscale must be in [0.25, 4], got {self.upscale}")
-        if not _SMALLEST_SCORE_THRESHOLD <= self.score_threshold <= 1.0:
+        if self.score_threshold < _SMALLEST_SCORE_THRESHOLD:
             problems.append(f"score_threshold must be in [{_SMALLEST_SCORE_THRESHOLD}, 1], got {self.score_threshold}"
                             " (below, nearly every window counts and grouping merges them into a few boxes)")
+        elif self.score_threshold > 1.0:
+            problems.append(f"score_threshold must be in [{_SMALLEST_SCORE_THRESHOLD}, 1], got {self.score_threshold}")
         if not 0.0 < self.iou_threshold <= 1.0:
             problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
         if self.pyramid_scale <= 1.0:

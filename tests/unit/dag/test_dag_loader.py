@@ -88,6 +88,10 @@ def test_valid_file_loads_in_topological_order(tmp_path: Path) -> None:
         (("seen: count.count", "errors: count.count"), "output name 'errors' is not allowed"),
         (("seen: count.count", "seen: count.missing"), "output 'seen' is wired to missing output 'missing'"),
         (('version: "2.1"', ""), "'version' is required"),
+        (('version: "2.1"', 'version: " "'), "'version' is required"),
+        (('version: "2.1"', 'version: "2.1\\n"'), "'version' must be printable text with no space around it, got '2.1\\n'"),
+        (('version: "2.1"', 'version: "2.1\\u202e"'), "'version' must be printable text"),
+        (("- id: count", "- plugin_typo: count"), "nodes[1]: 'id' is missing: every node needs one"),
         (("description: counts and adds", "descripton: typo"), "unknown key 'descripton'"),
     ],
 )

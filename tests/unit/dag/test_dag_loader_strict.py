@@ -215,6 +215,11 @@ def test_absent_or_null_params_are_no_params(tmp_path: Path) -> None:
         ),
         ("rapidocr.detect_text", "{min_score: 2, max_regions: 0}",
          ["min_score must be between 0 and 1, got 2.0", "max_regions must be at least 1, got 0"]),
+        # The hint of what a low threshold does is for values below the range only.
+        ("hog.detect_people", "{score_threshold: 5}", ["score_threshold must be in [0.05, 1], got 5.0"]),
+        ("hog.detect_people", "{score_threshold: 0.01}", [
+            "score_threshold must be in [0.05, 1], got 0.01 (below, nearly every window counts and grouping "
+            "merges them into a few boxes)"]),
     ],
 )
 def test_values_a_builtin_tool_refuses_stop_the_load(
@@ -662,7 +667,6 @@ def test_text_holding_half_a_character_is_refused_naming_its_line(tmp_path: Path
     if key != "outputs":
         source += "outputs:\n  total: total.sum\n"
     problems = problems_in(write(tmp_path, "escaped", source))
-    assert len(problems) == 1
     assert f'the text "{text}" holds half a character' in problems[0]
     assert "write the character itself, or as one \\U escape" in problems[0]
 
@@ -672,3 +676,9 @@ def test_a_character_written_as_one_escape_loads(tmp_path: Path) -> None:
     spec = load_pipeline_file(write(tmp_path, "escaped", source), make_registry())
     assert spec.description == "Counts people \U0001f465"
     assert pipeline_to_proto(spec).description == spec.description
+
+
+def test_a_file_given_as_the_pipeline_folder_is_called_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "counting", BASE.format(id="counting"))
+    with pytest.raises(PipelineFileError, match="counting.yaml: is a file, not a folder of pipeline files"):
+        load_pipeline_folder(path, make_registry())
