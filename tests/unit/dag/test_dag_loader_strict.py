@@ -680,5 +680,5 @@ def test_a_character_written_as_one_escape_loads(tmp_path: Path) -> None:
 
 def test_a_file_given_as_the_pipeline_folder_is_called_a_file(tmp_path: Path) -> None:
     path = write(tmp_path, "counting", BASE.format(id="counting"))
-    with pytest.raises(PipelineFileError, match="counting.yaml: is a file, not a folder of pipeline files"):
+    with pytest.raises(PipelineFileError, match=r"counting\.yaml: is a file, not a folder of pipeline files"):
         load_pipeline_folder(path, make_registry())
