@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ _DRAWABLE = {chr(code) for code in range(32, 127)}
 # Writers by output suffix. The headless wheel's FFmpeg has no H.264 encoder, so MP4 gets MPEG-4 Part 2.
 _FOURCC_BY_SUFFIX = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
 _FALLBACK_FPS = 25.0
+# FFmpeg's AV_LOG_QUIET, for OpenCV's OPENCV_FFMPEG_LOGLEVEL.
+_FFMPEG_QUIET = "-8"
 
 
 class RenderError(ValueError):
@@ -276,19 +280,33 @@ def render_video(
     there are fewer). Frames without a result are left out so that no tile is a bare frame
     when a run skipped frames (`--stride`) or covered part of the video (a time window,
     `max_frames`). With no results at all, the frames are spread over the whole video.
+    Names that are not UTF-8 are given to OpenCV as `_OpenCvNames` says.
     """
+    with _OpenCvNames() as names:
+        return _render_video(names, video, results, output, snapshot, snapshot_frames, thumbnail_width)
+
+
+def _render_video(
+    names: _OpenCvNames,
+    video: str | os.PathLike[str],
+    results: Mapping[int, Mapping[str, Any]],
+    output: str | os.PathLike[str],
+    snapshot: str | os.PathLike[str] | None,
+    snapshot_frames: int,
+    thumbnail_width: int,
+) -> RenderSummary:
     output_path = Path(output)
     fourcc = _FOURCC_BY_SUFFIX.get(output_path.suffix.lower())
     if fourcc is None:
         raise RenderError(f"cannot write {output_path.suffix or 'files without a suffix'}; "
                           f"use one of {', '.join(sorted(_FOURCC_BY_SUFFIX))}")
     _check_output(output_path, Path(video))
-    if snapshot is not None and not cv2.haveImageWriter(str(snapshot)):
+    if snapshot is not None and not cv2.haveImageWriter(_plain(os.fspath(snapshot))):
         raise RenderError(f"cannot write a contact sheet to {str(snapshot)!r}: name a .png or .jpg file")
-    capture = cv2.VideoCapture(str(video))
+    capture = cv2.VideoCapture(names.of(Path(video)))
     if not capture.isOpened():
         raise RenderError(f"cannot open video {str(video)!r}")
-    partial = output_path.with_name(f".{output_path.stem}.partial{output_path.suffix}")
+    partial = _partial_name(output_path)
     writer: cv2.VideoWriter | None = None
     declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     sampler = _FrameSampler(
@@ -306,7 +324,7 @@ def render_video(
             if not ok:
                 break
             if writer is None:
-                writer = _open_writer(partial, output_path, fourcc, fps, frame)
+                writer = _open_writer(names.of_new(partial), output_path, fourcc, fps, frame)
             result = results.get(frames_written)
             if result is not None:
                 boxes_drawn += draw_result(frame, result)
@@ -324,23 +342,102 @@ def render_video(
     if frames_written == 0:
         partial.unlink(missing_ok=True)
         raise RenderError(f"no frame could be decoded from {str(video)!r}")
-    if (problem := _written_video_problem(partial, frames_written)) is not None:
+    if (problem := _written_video_problem(names.of_new(partial), frames_written)) is not None:
         partial.unlink(missing_ok=True)
         raise RenderError(f"writing {str(output_path)!r} failed ({problem}); is the disk full?")
     partial.replace(output_path)
     sampled = sampler.sample()
     if snapshot is not None and not sampled:
         # Every result is past the video's end (results of another video): show the video itself.
-        sampled = _sample_video(output_path, snapshot_frames, thumbnail_width, frames_written)
-    if snapshot is not None and not cv2.imwrite(str(snapshot), contact_sheet(sampled)):
+        sampled = _sample_video(names.of(output_path), snapshot_frames, thumbnail_width, frames_written)
+    if snapshot is not None and not _write_image(Path(snapshot), contact_sheet(sampled), names):
         raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
     beyond = sum(1 for index in results if index >= frames_written)
     return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled), beyond)
 
 
-def _sample_video(path: Path, wanted: int, thumbnail_width: int, frames: int) -> list[tuple[int, np.ndarray]]:
+def quiet_opencv_logs() -> None:
+    """Keeps OpenCV's and FFmpeg's log lines (`[mov,mp4,m4a,3gp,3g2,mj2 @ 0x...] moov atom not
+    found`, `[ WARN:0@0.02] global loadsave.cpp ...`) off stderr: `render_video` reports what
+    fails itself. OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, as it opens its first video, so this
+    must come before; a level the user set (OPENCV_FFMPEG_LOGLEVEL, OPENCV_LOG_LEVEL) is kept."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", _FFMPEG_QUIET)
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+class _OpenCvNames:
+    """File names OpenCV can take, for any file.
+
+    OpenCV's Python binding converts a name to UTF-8, and crashes the process (SIGSEGV) on the
+    lone surrogates that stand for bytes that are not UTF-8 in a name given on the command line.
+    Such a file, or the folder of one to create, is reached through a symbolic link with a plain
+    name in a private temporary folder, removed at the end.
+    """
+
+    def __init__(self) -> None:
+        self._folder: str | None = None
+        self._links = 0
+
+    def __enter__(self) -> _OpenCvNames:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def of(self, path: Path) -> str:
+        """The name of an existing file (or folder): its own, or a link's."""
+        if _is_utf8(str(path)):
+            return str(path)
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="videodag-render-")
+        self._links += 1
+        link = os.path.join(self._folder, f"{self._links}{_plain(path.suffix)}")
+        if not _is_utf8(link):
+            raise RenderError(f"{str(path)!r}: OpenCV takes only UTF-8 names, and the temporary folder "
+                              f"{self._folder!r} it could be linked from has none either; set TMPDIR")
+        os.symlink(os.path.abspath(path), link)
+        return link
+
+    def of_new(self, path: Path) -> str:
+        """The name of a file to create, whose own name is plain (see `_partial_name`): in its folder, through a link
+        to the folder if need be."""
+        return os.path.join(self.of(path.parent), path.name)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _plain(name: str) -> str:
+    """`name` with what is not UTF-8 in it as "?"."""
+    return name.encode("utf-8", "replace").decode("utf-8")
+
+
+def _partial_name(path: Path) -> Path:
+    """Where `path` is written first, to be renamed over it at the end: hidden, beside it, with its
+    suffix (which OpenCV picks the format by), and a name OpenCV can take whatever `path`'s."""
+    return path.with_name(f".{_plain(path.stem)}.partial{_plain(path.suffix)}")
+
+
+def _write_image(path: Path, image: np.ndarray, names: _OpenCvNames) -> bool:
+    """Writes `path` under its partial name and renames it, so that it is never half-written."""
+    partial = _partial_name(path)
+    if not cv2.imwrite(names.of_new(partial), image):
+        partial.unlink(missing_ok=True)
+        return False
+    partial.replace(path)
+    return True
+
+
+def _sample_video(path: str, wanted: int, thumbnail_width: int, frames: int) -> list[tuple[int, np.ndarray]]:
     sampler = _FrameSampler(wanted, thumbnail_width, last=frames - 1)
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(path)
     try:
         for index in range(frames):
             ok, frame = capture.read()
@@ -352,11 +449,11 @@ def _sample_video(path: Path, wanted: int, thumbnail_width: int, frames: int) ->
     return sampler.sample()
 
 
-def _written_video_problem(path: Path, frames_written: int) -> str | None:
+def _written_video_problem(path: str, frames_written: int) -> str | None:
     """What is wrong with the video just written, read back: OpenCV's writer reports no failed
     write (a full disk leaves an MP4 without its index, an AVI without its count), only
     warnings on stderr."""
-    capture = cv2.VideoCapture(str(path))
+    capture = cv2.VideoCapture(path)
     try:
         if not capture.isOpened() or not capture.read()[0]:
             return "it cannot be read back"
@@ -378,11 +475,11 @@ def _check_output(output: Path, video: Path) -> None:
         raise RenderError(f"cannot write the video to {str(output)!r}: it is the input video")
 
 
-def _open_writer(path: Path, output: Path, fourcc: str, fps: float, first_frame: np.ndarray) -> cv2.VideoWriter:
+def _open_writer(path: str, output: Path, fourcc: str, fps: float, first_frame: np.ndarray) -> cv2.VideoWriter:
     """A writer of `path`, the temporary name of `output`, which is the file an error names."""
     height, width = first_frame.shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
+    writer = cv2.VideoWriter(path, cv2.VideoWriter.fourcc(*fourcc), fps, (width, height))
     if not writer.isOpened():
-        where = "" if path.parent.is_dir() else f": the directory {str(path.parent)!r} does not exist"
+        where = "" if output.parent.is_dir() else f": the directory {str(output.parent)!r} does not exist"
         raise RenderError(f"cannot write {fourcc} video to {str(output)!r}{where}")
     return writer

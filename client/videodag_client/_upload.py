@@ -230,6 +230,14 @@ def run_config(pipeline_id: str, options: RunOptions | None, config_path: str) -
 
 def describe_upload(config: run_pb2.RunConfig, upload: UploadFile) -> None:
     """Fills in what the call says of its video, once the upload is open (and checksummed)."""
-    config.file_name = upload.file_name
+    config.file_name = _sendable_name(upload.file_name)
     config.declared_size_bytes = upload.size_bytes or 0
     config.sha256 = upload.sha256 or ""
+
+
+def _sendable_name(file_name: str) -> str:
+    """The file name as UTF-8 text, as protobuf sends it. A name whose bytes are not UTF-8 (one
+    made on a Latin-1 system, say) reaches Python with lone surrogates, which protobuf cannot
+    encode; the name only labels the run, so each undecodable byte is sent as U+FFFD instead of
+    failing the upload."""
+    return os.fsencode(file_name).decode("utf-8", "replace")

@@ -194,6 +194,27 @@ def test_an_idempotency_key_used_for_another_video_is_said_to_be(
     assert len(client.list_jobs().jobs) == 1
 
 
+def test_an_idempotency_key_used_with_other_options_is_said_to_be(
+    jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server compares the video and the pipeline, not the options: the job returned samples
+    the video as first asked, which the user must be told."""
+    video = make_video(2)
+    submit = [*_server(jobs), "submit", str(video), "--pipeline", "frame_stats_v1", "--idempotency-key", "k", "-q"]
+    assert main(submit) == 0
+    job_id = capsys.readouterr().out.strip()
+    for same in (["--stride", "1"], ["--start", "0"], ["--max-frames", "0"]):
+        assert main([*submit, *same]) == 0
+        assert capsys.readouterr() == (f"{job_id}\n", ""), same
+    assert main([*submit, "--stride", "5", "--max-frames", "3"]) == 0
+    assert capsys.readouterr() == (
+        f"{job_id}\n",
+        "warning: the idempotency key 'k' was used before, with other options: its job is returned, which processes "
+        "every frame from 0 s to the end\n",
+    )
+    assert len(client.list_jobs().jobs) == 1
+
+
 @pytest.mark.parametrize("quiet", [[], ["-q"]])
 def test_a_run_writing_its_results_to_a_file_needs_no_standard_output(
     jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path, quiet: list[str]

@@ -23,7 +23,7 @@ from videodag_client import VideodagError
 from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
-from videodag_client.cli._results import is_stdout
+from videodag_client.cli._results import OutputNotWritten, is_stdout
 from videodag_client.cli._terminal import terminal_safe
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
@@ -115,6 +115,10 @@ def _run_command(args: argparse.Namespace) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return _exit_codes.USAGE
+    except OutputNotWritten as error:
+        print(f"error: {error}", file=sys.stderr)
+        _drop_what_stdout_could_not_write()
+        return _exit_codes.OUTPUT_NOT_WRITTEN
     except VideodagError as error:
         if _is_tls_failure(error):
             _print_tls_failure(error)
@@ -139,6 +143,20 @@ def _run_command(args: argparse.Namespace) -> int:
         print("interrupted", file=sys.stderr)
         return _exit_codes.INTERRUPTED
     return exit_code
+
+
+def _drop_what_stdout_could_not_write() -> None:
+    """A stdout that failed a write (a full disk) still holds what it could not write: the flush
+    as the process exits would fail on it again, print a traceback and exit 120. It is pointed
+    at nothing first, as after a broken pipe."""
+    if sys.stdout is None:
+        return
+    try:
+        sys.stdout.flush()
+    except OSError:
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, sys.stdout.fileno())
+        os.close(nowhere)
 
 
 def _writes_its_output_to_stdout(args: argparse.Namespace) -> bool:

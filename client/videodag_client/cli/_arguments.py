@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 from collections.abc import Callable
 
@@ -61,6 +62,20 @@ def float_in_range(low: float, high: float, *, low_inclusive: bool = True) -> Ca
     return parse
 
 
+def utf8_text(text: str) -> str:
+    """An argparse type for text sent to the server (a pipeline or job id, a key, an address).
+
+    Bytes that are not UTF-8 on the command line (a name typed in Latin-1) reach Python as lone
+    surrogates, which protobuf and gRPC cannot encode: they would fail deep in the call with a
+    traceback. The message shows the bytes as given.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8: {os.fsencode(text)!r}") from None
+    return text
+
+
 def server_address(text: str) -> str:
     """An argparse type for --server: HOST:PORT with a port in 1..65535, or a gRPC target URI.
 
@@ -68,6 +83,7 @@ def server_address(text: str) -> str:
     default. `dns:///HOST:PORT` is checked the same way; `unix:PATH` and the other
     address schemes gRPC knows are passed on unchecked.
     """
+    utf8_text(text)
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty; give HOST:PORT, such as localhost:50051")
     if text.startswith(_PASS_THROUGH_SCHEMES):

@@ -1,7 +1,8 @@
 """Exit codes of the `videodag` command, one per kind of failure a script may branch on.
 
     0   success
-    1   any other server error (INTERNAL, UNKNOWN, CANCELLED, ...)
+    1   any other server error (INTERNAL, UNKNOWN, CANCELLED, ...); or output that could not
+        be written (a full disk), once the command ran
     2   usage error, including a video, output or CA file that cannot be opened
     3   NOT_FOUND: unknown pipeline
     4   INVALID_ARGUMENT: bad options, unreadable video
@@ -21,6 +22,7 @@ import grpc
 
 SUCCESS = 0
 SERVER_ERROR = 1
+OUTPUT_NOT_WRITTEN = SERVER_ERROR
 USAGE = 2
 NOT_FOUND = 3
 INVALID_ARGUMENT = 4

@@ -1,4 +1,5 @@
-"""Where `videodag run` and `watch` write their per-frame results: JSON Lines, one object per frame."""
+"""Where `videodag run` and `watch` write their per-frame results (JSON Lines, one object per
+frame), and how any command's output that cannot be written is reported."""
 
 from __future__ import annotations
 
@@ -32,6 +33,22 @@ def is_stdout(path: str | None) -> bool:
         return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
     except (OSError, ValueError, AttributeError):  # no such file yet, or a stdout with no descriptor
         return False
+
+
+class OutputNotWritten(Exception):
+    """Results or a command's output could not be written (a full disk, /dev/full): exit 1, as
+    `--help` says, not the usage error an `OSError` from a file named on the command line is."""
+
+
+def print_output(text: str) -> None:
+    """Prints what a command is for (a listing, a job, a summary) to stdout, flushed: a write that
+    fails fails here, as an `OutputNotWritten`, not in the flush at exit (exit code 120)."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        raise  # the reader went: exit 141, as for SIGPIPE
+    except OSError as error:
+        raise OutputNotWritten(f"cannot write to standard output: {error.strerror or error}") from None
 
 
 def frame_record(frame: FrameResult) -> dict[str, Any]:
@@ -159,6 +176,7 @@ class JsonLinesOutput:
         """Whether a continued `.part` still awaits `warn_of_a_gap`."""
         self._last_frame_index: int | None = None
         self._stream: TextIO | None = None
+        self._write_failed = False
 
     @property
     def part_path(self) -> str | None:
@@ -211,11 +229,21 @@ class JsonLinesOutput:
     def write(self, frame: FrameResult) -> None:
         if self._stream is None:
             return
-        self._stream.write(json.dumps(frame_record(frame), ensure_ascii=False, separators=(",", ":")) + "\n")
+        try:
+            self._stream.write(json.dumps(frame_record(frame), ensure_ascii=False, separators=(",", ":")) + "\n")
+            if self._stream is sys.stdout or (self._target is not None and self._target.part is None):
+                self._stream.flush()  # a reader at the other end of a pipe sees each frame as it is done
+        except BrokenPipeError:
+            raise  # the reader went: exit 141, as for SIGPIPE
+        except OSError as error:
+            raise self._not_written(error) from None
         self._last_frame_index = frame.frame_index
-        if self._stream is sys.stdout or (self._target is not None and self._target.part is None):
-            self._stream.flush()  # a reader at the other end of a pipe sees each frame as it is done
         self.frames_written += 1
+
+    def _not_written(self, error: OSError) -> OutputNotWritten:
+        self._write_failed = True
+        where = "standard output" if self._stream is sys.stdout else self.path
+        return OutputNotWritten(f"cannot write results to {where}: {error.strerror or error}")
 
     def __exit__(
         self,
@@ -225,19 +253,38 @@ class JsonLinesOutput:
     ) -> None:
         if self._target is None or self._stream is None:
             return
-        if self._stream in (sys.stdout, sys.stderr):
-            self._stream.flush()  # ours to keep writing the summary to
-        else:
-            self._stream.close()
-        part = self._target.part
+        # Closing writes what is still buffered, which fails on a full disk: the run fails with
+        # it, unless it is failing already (that error says more; it may be this one, from `write`).
+        not_written = self._finish_writing(self._stream)
+        self._keep_or_replace_part(self._target, failed=exc_type is not None or not_written is not None)
+        if not_written is not None and exc_type is None:
+            raise not_written
+
+    def _finish_writing(self, stream: TextIO) -> OutputNotWritten | None:
+        try:
+            if stream in (sys.stdout, sys.stderr):
+                stream.flush()  # ours to keep writing the summary to
+            else:
+                stream.close()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            return self._not_written(error)
+        return None
+
+    def _keep_or_replace_part(self, target: OutputTarget, *, failed: bool) -> None:
+        """The `.part` becomes the results file, or is kept with what it holds, or removed if it holds nothing."""
+        part = target.part
         if part is None:
             return
         frames = self.frames_kept + self.frames_written
-        if exc_type is None:
-            os.replace(part, self._target.final)
+        if not failed:
+            os.replace(part, target.final)
         elif frames:
             last = self._last_frame_index if self._last_frame_index is not None else self._resume_after
-            print(f"partial results ({frames} frames, up to frame {last}) kept in {part}", file=sys.stderr)
+            # Not every frame written may have reached a disk that filled up: what did stays.
+            count = f"at most {frames}" if self._write_failed else f"{frames}"
+            print(f"partial results ({count} frames, up to frame {last}) kept in {part}", file=sys.stderr)
         else:
             os.remove(part)
 

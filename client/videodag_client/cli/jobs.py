@@ -12,8 +12,9 @@ from typing import Any
 
 from videodag_client import Job, JobState
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._arguments import INT64_MAX, int_in_range
+from videodag_client.cli._arguments import INT64_MAX, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._results import print_output
 from videodag_client.cli._terminal import terminal_safe
 
 STATE_NAMES = [state.name.lower() for state in JobState]
@@ -39,14 +40,18 @@ def add_parser(subcommands: Any) -> None:
     parser.set_defaults(handler=list_command)
     actions = parser.add_subparsers(dest="jobs_command", metavar="ACTION", prog=parser.prog)
     show = actions.add_parser("show", parents=[connection_options_parent()], help="show one job")
-    show.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
+    show.add_argument(
+        "job_id", type=utf8_text, metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)"
+    )
     # SUPPRESS: a default here would overwrite `jobs --json show JOB`.
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print it as JSON")
     show.set_defaults(handler=show_command)
     delete = actions.add_parser(
         "delete", parents=[connection_options_parent()], help="delete a finished job and its results"
     )
-    delete.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
+    delete.add_argument(
+        "job_id", type=utf8_text, metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)"
+    )
     delete.set_defaults(handler=delete_command)
 
 
@@ -59,25 +64,25 @@ def list_command(args: argparse.Namespace) -> int:
     if more:  # on stderr: the listing itself (JSON or table) stays whole
         print(f"the newest {len(jobs)} jobs; --limit 0 lists them all", file=sys.stderr)
     if args.json:
-        print(json.dumps([job_record(job) for job in jobs], indent=2))
+        print_output(json.dumps([job_record(job) for job in jobs], indent=2))
     elif jobs:
-        print(_job_table(jobs))
+        print_output(_job_table(jobs))
     else:
-        print("no jobs")
+        print_output("no jobs")
     return _exit_codes.SUCCESS
 
 
 def show_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         job = client.get_job(args.job_id)
-    print(json.dumps(job_record(job), indent=2) if args.json else format_job(job))
+    print_output(json.dumps(job_record(job), indent=2) if args.json else format_job(job))
     return _exit_codes.SUCCESS
 
 
 def delete_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         client.delete_job(args.job_id)
-    print(f"deleted job {args.job_id}")
+    print_output(f"deleted job {args.job_id}")
     return _exit_codes.SUCCESS
 
 

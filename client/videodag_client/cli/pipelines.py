@@ -9,7 +9,9 @@ from typing import Any
 
 from videodag_client import PipelineInfo
 from videodag_client.cli import _exit_codes
+from videodag_client.cli._arguments import utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._results import print_output
 from videodag_client.cli._terminal import terminal_safe
 
 
@@ -30,7 +32,7 @@ def add_parser(subcommands: Any) -> None:
     show = actions.add_parser(
         "show", parents=[connection_options_parent()], help="show one pipeline with its nodes and outputs"
     )
-    show.add_argument("pipeline_id", metavar="ID")
+    show.add_argument("pipeline_id", type=utf8_text, metavar="ID")
     # SUPPRESS: a default here would overwrite `pipelines --json show ID`.
     show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print it as JSON")
     show.set_defaults(handler=show_command)
@@ -40,11 +42,11 @@ def list_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         pipelines = client.list_pipelines()
     if args.json:
-        print(json.dumps([dataclasses.asdict(p) for p in pipelines], indent=2))
+        print_output(json.dumps([dataclasses.asdict(p) for p in pipelines], indent=2))
     elif pipelines:
-        print(_pipeline_table(pipelines))
+        print_output(_pipeline_table(pipelines))
     else:
-        print("no pipelines")
+        print_output("no pipelines")
     return _exit_codes.SUCCESS
 
 
@@ -52,9 +54,9 @@ def show_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         pipeline = client.get_pipeline(args.pipeline_id)
     if args.json:
-        print(json.dumps(dataclasses.asdict(pipeline), indent=2))
+        print_output(json.dumps(dataclasses.asdict(pipeline), indent=2))
     else:
-        print(format_pipeline(pipeline))
+        print_output(format_pipeline(pipeline))
     return _exit_codes.SUCCESS
 
 

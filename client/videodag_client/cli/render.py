@@ -13,6 +13,7 @@ from typing import Any
 
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import UsageError
+from videodag_client.cli._results import print_output
 
 
 def add_parser(subcommands: Any) -> None:
@@ -40,8 +41,9 @@ def add_parser(subcommands: Any) -> None:
 
 def render_command(args: argparse.Namespace) -> int:
     # OpenCV is imported here, not at start-up: the other commands never pay for it.
-    from videodag_client._render import RenderError, load_results, render_video
+    from videodag_client._render import RenderError, load_results, quiet_opencv_logs, render_video
 
+    quiet_opencv_logs()  # the errors are reported here, a line each
     if args.snapshot_frames < 1:
         print("error: --snapshot-frames must be at least 1", file=sys.stderr)
         return _exit_codes.USAGE
@@ -60,7 +62,7 @@ def render_command(args: argparse.Namespace) -> int:
     if summary.results_beyond_video:
         print(f"warning: {summary.results_beyond_video} of the {len(results)} results are for frames past the "
               f"video's last ({summary.frames_written - 1}): are they the results of another video?", file=sys.stderr)
-    print(
+    print_output(
         f"wrote {args.output}: {summary.frames_written} frames, {summary.frames_annotated} with results, "
         f"{summary.boxes_drawn} boxes"
         + (f"; contact sheet {args.snapshot} ({summary.snapshot_frames} frames)" if args.snapshot else "")
@@ -70,12 +72,15 @@ def render_command(args: argparse.Namespace) -> int:
 
 def check_destination(path: str, option: str, inputs: tuple[str, ...]) -> None:
     """Refuses, before the video is decoded, a destination the final rename would fail on or
-    that names an input: a directory, a missing directory, or the video or results themselves."""
+    that names an input: a directory, a missing directory or one this user cannot write in
+    (where the file is written first, under a temporary name), or the video or results themselves."""
     if os.path.isdir(path):
         raise UsageError(f"{option} {path}: it is a directory; name a file in it")
     parent = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(parent):
         raise UsageError(f"{option} {path}: cannot write it: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {path}: cannot write it: the directory {parent} is not writable")
     if os.path.exists(path):
         for source in inputs:
             if os.path.exists(source) and os.path.samefile(path, source):

@@ -20,10 +20,10 @@ from videodag_client import (
     VideoOpened,
 )
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._arguments import UsageError
+from videodag_client.cli._arguments import UsageError, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
-from videodag_client.cli._results import STDOUT, JsonLinesOutput
+from videodag_client.cli._results import STDOUT, JsonLinesOutput, print_output
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 from videodag_client.cli._terminal import terminal_safe
 from videodag_client.cli._video_input import video_source
@@ -42,7 +42,7 @@ def add_parser(subcommands: Any) -> None:
     )
     parser.add_argument("video", metavar="VIDEO", help="the video file to upload, or '-' to read it from stdin")
     parser.add_argument(
-        "--pipeline", required=True, metavar="ID", help="the pipeline to run (see `videodag pipelines`)"
+        "--pipeline", required=True, type=utf8_text, metavar="ID", help="the pipeline to run (see `videodag pipelines`)"
     )
     add_sampling_arguments(parser)
     parser.add_argument(
@@ -97,8 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
                 summary = event
     if summary is not None and not args.quiet:
         # With results on stdout, the summary must not end up inside the JSON Lines.
-        summary_stream = sys.stderr if output.lands_on_stdout else sys.stdout
-        print(format_summary(summary, args.output), file=summary_stream)
+        print_summary(format_summary(summary, args.output), on_stderr=output.lands_on_stdout)
     elif summary is not None:
         for warning in summary_warnings(summary):  # quiet drops the summary, not what went wrong
             print(warning, file=sys.stderr)
@@ -161,6 +160,13 @@ def format_summary(summary: RunSummary, output_path: str | None) -> str:
         lines.append(_node_table(summary))
     lines.append(f"results:    {_describe_output(output_path)}")
     return terminal_safe("\n".join(lines))
+
+
+def print_summary(text: str, *, on_stderr: bool) -> None:
+    if on_stderr:
+        print(text, file=sys.stderr)
+    else:
+        print_output(text)
 
 
 def summary_warnings(summary: RunSummary) -> list[str]:

@@ -9,10 +9,12 @@ import os
 import sys
 from typing import Any
 
-from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, Job
+from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, Job, RunOptions
 from videodag_client.cli import _exit_codes
+from videodag_client.cli._arguments import utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
+from videodag_client.cli._results import OutputNotWritten
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
 from videodag_client.cli._terminal import terminal_safe
 from videodag_client.cli._video_input import video_source
@@ -30,10 +32,13 @@ def add_parser(subcommands: Any) -> None:
         ),
     )
     parser.add_argument("video", metavar="VIDEO", help="the video file to upload, or '-' to read it from stdin")
-    parser.add_argument("--pipeline", required=True, metavar="ID", help="the pipeline to run (see `pipelines`)")
+    parser.add_argument(
+        "--pipeline", required=True, type=utf8_text, metavar="ID", help="the pipeline to run (see `pipelines`)"
+    )
     add_sampling_arguments(parser)
     parser.add_argument(
         "--idempotency-key",
+        type=utf8_text,
         metavar="KEY",
         help="submitting again with the same KEY returns the first job instead of queuing the video twice",
     )
@@ -70,15 +75,31 @@ def submit_command(args: argparse.Namespace) -> int:
         print(f"job {job_id} is queued; follow it with: videodag watch {job_id}", file=sys.stderr)
         raise
     except OSError as error:  # a full disk, /dev/full: the same
-        print(f"error: job {job_id} is queued, but writing it to standard output failed "
-              f"({error.strerror or error}); follow it with: videodag watch {job_id}", file=sys.stderr)
-        return _exit_codes.SERVER_ERROR
+        raise OutputNotWritten(f"job {job_id} is queued, but writing it to standard output failed "
+                               f"({error.strerror or error}); follow it with: videodag watch {job_id}") from None
     if args.idempotency_key and (other := _another_video(job, args.video)):
         print(f"warning: the idempotency key {args.idempotency_key!r} was used before, for {other}: its job is "
               "returned, and this video was not queued", file=sys.stderr)
+    elif args.idempotency_key and (asked := _other_sampling(job.options, options)):
+        print(f"warning: the idempotency key {args.idempotency_key!r} was used before, with other options: its "
+              f"job is returned, which processes {asked}", file=sys.stderr)
     if not args.quiet:
         print(f"job {job_id} {job.state.name}; follow it with: videodag watch {job_id}", file=sys.stderr)
     return _exit_codes.SUCCESS
+
+
+def _other_sampling(kept: RunOptions, asked: RunOptions) -> str | None:
+    """How the job returned for an idempotency key samples the video, when not as asked now
+    (the server compares the video and the pipeline, not the options); None when the same."""
+    def normal(options: RunOptions) -> tuple[int, int, float, float | None]:
+        return (max(1, options.frame_stride), options.max_frames, options.start_seconds or 0.0, options.end_seconds)
+
+    if normal(kept) == normal(asked):
+        return None
+    stride, most, start, end = normal(kept)
+    window = f"from {start:g} s" + (f" to {end:g} s" if end is not None else " to the end")
+    frames = "every frame" if stride == 1 else f"one frame in {stride}"
+    return f"{frames} {window}" + (f", {most} at most" if most else "")
 
 
 def _another_video(job: Job, video: str) -> str | None:

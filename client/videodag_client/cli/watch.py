@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from videodag_client import Cancelled, FrameResult, Job, JobState, VideodagError
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range
+from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import progress_wanted
 from videodag_client.cli._results import JsonLinesOutput
-from videodag_client.cli.run import format_summary
+from videodag_client.cli.run import format_summary, print_summary
 
 # A year: far past any job, and far inside what a timed wait accepts.
 _MAX_RECONNECT_WINDOW_SECONDS = 365 * 24 * 3600.0
@@ -36,7 +36,9 @@ def add_parser(subcommands: Any) -> None:
         description="Follow JOB until it ends; write its per-frame results as JSON Lines. A finished job's "
         "results are replayed.",
     )
-    parser.add_argument("job_id", metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)")
+    parser.add_argument(
+        "job_id", type=utf8_text, metavar="JOB", help="the job's id, as submit printed it (or see `videodag jobs`)"
+    )
     parser.add_argument(
         "--after",
         type=int_in_range(-1, INT64_MAX),
@@ -98,8 +100,7 @@ def watch_command(args: argparse.Namespace) -> int:
             # Raised inside the output's block, so partial results are kept as a .part file.
             raise _job_error(final)
     if final is not None and final.summary is not None and not args.quiet:
-        summary_stream = sys.stderr if output.lands_on_stdout else sys.stdout
-        print(format_summary(final.summary, args.output), file=summary_stream)
+        print_summary(format_summary(final.summary, args.output), on_stderr=output.lands_on_stdout)
     return _exit_codes.SUCCESS
 
 

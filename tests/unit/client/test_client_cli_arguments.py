@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from fake_servicer import (
+    AcknowledgeUpload,
+    FakeVideoPipelineServicer,
+    frame_response,
+    summary_response,
+    video_info_response,
+)
 
 from videodag_client import _grpc_logging
 from videodag_client.cli import _exit_codes, build_parser, main
@@ -44,6 +52,56 @@ def test_numbers_out_of_their_fields_range_are_usage_errors(
     error = capsys.readouterr().err
     assert f"error: argument {option}: " in error
     assert "Traceback" not in error
+
+
+LATIN1 = os.fsdecode(b"\xe9t\xe9")  # "été" typed in Latin-1: not UTF-8, held by Python as lone surrogates
+
+
+@pytest.mark.parametrize(
+    ("arguments", "argument"),
+    [
+        ([*RUN[:3], LATIN1], "--pipeline"),
+        (["submit", "clip.mp4", "--pipeline", LATIN1], "--pipeline"),
+        (["submit", "clip.mp4", "--pipeline", "motion_v1", "--idempotency-key", LATIN1], "--idempotency-key"),
+        (["watch", LATIN1], "JOB"),
+        (["cancel", LATIN1], "JOB"),
+        (["jobs", "show", LATIN1], "JOB"),
+        (["jobs", "delete", LATIN1], "JOB"),
+        (["pipelines", "show", LATIN1], "ID"),
+        (["pipelines", "--server", f"{LATIN1}:50051"], "--server"),
+    ],
+)
+def test_text_for_the_server_that_is_not_utf8_is_a_usage_error(
+    target: str, servicer: FakeVideoPipelineServicer, arguments: list[str], argument: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--server", target, *arguments]) == _exit_codes.USAGE
+    error = capsys.readouterr().err
+    assert f"error: argument {argument}: not valid UTF-8: b'\\xe9t\\xe9" in error, error
+    assert servicer.requests == []
+
+
+def test_a_server_in_the_environment_that_is_not_utf8_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("VIDEODAG_SERVER", f"{LATIN1}:50051")
+    assert main(["pipelines"]) == _exit_codes.USAGE
+    error = capsys.readouterr().err
+    assert error.startswith("error: VIDEODAG_SERVER=") and "not valid UTF-8: b'\\xe9t\\xe9:50051'" in error, error
+
+
+def test_a_video_whose_name_is_not_utf8_is_run(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path
+) -> None:
+    servicer.run_script = [AcknowledgeUpload(), video_info_response(fps=25.0, frame_count=1),
+                           frame_response(0, 25.0, {"n": 0}), summary_response(1)]
+    latin1 = video_path.rename(tmp_path / f"{LATIN1}.mp4")
+    output = tmp_path / f"{LATIN1}.jsonl"
+
+    assert main(["--server", target, "run", str(latin1), "--pipeline", "motion_v1", "-q", "-o", str(output)]) == 0
+
+    assert servicer.config.file_name == "\ufffdt\ufffd.mp4"
+    assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [0]
 
 
 @pytest.mark.parametrize(

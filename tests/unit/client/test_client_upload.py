@@ -83,6 +83,20 @@ def test_config_comes_first_then_chunks_in_order_that_reassemble_the_file(
     assert _open_descriptors_of(video_path) == 0
 
 
+def test_a_file_name_that_is_not_utf8_is_sent_with_replacement_characters(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
+) -> None:
+    """A name made on a Latin-1 system ("été" as bytes e9 74 e9): Python holds it with lone
+    surrogates, which protobuf cannot encode; the name only labels the run."""
+    _script_successful_run(servicer)
+    latin1 = video_path.rename(video_path.with_name(os.fsdecode(b"\xe9t\xe9.mp4")))
+
+    list(client.upload_and_run(latin1, "motion_v1"))
+
+    assert servicer.config.file_name == "\ufffdt\ufffd.mp4"
+    assert servicer.uploaded_bytes() == video_bytes
+
+
 def test_run_options_are_sent_in_the_config(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
 ) -> None:
