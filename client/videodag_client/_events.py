@@ -100,6 +100,9 @@ class RunSummary:
     """How many frames the video holds, counted as the run read it to its end (not declared,
     as `VideoOpened.frame_count` is); 0 when the run stopped first (at `end_seconds` or
     `max_frames`) and did not count them."""
+    frames_unreadable: int = 0
+    """Frames that could not be decoded and were decoded past (a damaged stretch of an MP4,
+    QuickTime file or AVI): their indices are missing from the results."""
 
 
 Event: TypeAlias = UploadReceived | VideoOpened | FrameResult | RunSummary
@@ -200,6 +203,7 @@ def _run_summary(summary: run_pb2.RunSummary) -> RunSummary:
         frames_with_errors=summary.frames_with_errors,
         ended_early=summary.ended_early,
         frames_in_video=summary.frames_in_video,
+        frames_unreadable=summary.frames_unreadable,
     )
 
 

@@ -183,6 +183,7 @@ def run_summary(
     timings: Iterable[NodeTimingLike],
     ended_early: bool = False,
     frames_in_video: int | None = None,
+    frames_unreadable: int = 0,
 ) -> run_pb2.RunSummary:
     return run_pb2.RunSummary(
         pipeline_id=spec.id,
@@ -203,6 +204,7 @@ def run_summary(
         ],
         ended_early=ended_early,
         frames_in_video=frames_in_video or 0,  # 0: not counted
+        frames_unreadable=frames_unreadable,
     )
 
 

@@ -149,6 +149,7 @@ def job_summary_to_proto(summary: JobSummary) -> run_pb2.RunSummary:
         ],
         ended_early=summary.ended_early,
         frames_in_video=summary.frames_in_video or 0,  # 0: not counted
+        frames_unreadable=summary.frames_unreadable,
     )
 
 

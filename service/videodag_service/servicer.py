@@ -387,6 +387,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         timings=stats.node_timings,
                         ended_early=stats.ended_early,
                         frames_in_video=stats.frames_in_video,
+                        frames_unreadable=stats.frames_unreadable,
                     )
                 )
 

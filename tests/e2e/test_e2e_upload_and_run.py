@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from harness import ServerFactory, ServerHarness
 
-from fakes.media import write_tone
+from fakes.media import write_avi_with_a_damaged_frame, write_tone
 from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import (
@@ -90,6 +90,25 @@ def test_a_video_cut_short_reports_its_frames_and_that_it_ended_early(
     assert summary.frames_processed == len(frames) and 10 < len(frames) < 110
     assert summary.frames_in_video == len(frames)
     assert [frame.frame_index for frame in frames] == list(range(len(frames)))
+    assert server.leftover_uploads() == []
+
+
+def test_a_damaged_frame_is_decoded_past_and_counted_in_the_summary_of_a_run_and_a_job(
+    server: ServerHarness, tmp_path: Path
+) -> None:
+    damaged = write_avi_with_a_damaged_frame(tmp_path / "damaged.avi", 30, damaged_index=12)
+    events = list(server.client.upload_and_run(damaged, "frame_stats_v1"))
+    assert [event.frame_index for event in events if isinstance(event, FrameResult)] == [
+        index for index in range(30) if index != 12
+    ]
+    summary = events[-1]
+    assert isinstance(summary, RunSummary)
+    assert (summary.frames_unreadable, summary.frames_in_video, summary.ended_early) == (1, 30, False)
+
+    job = server.client.submit_job(damaged, "frame_stats_v1")
+    assert wait_until(lambda: server.client.get_job(job.id).state.is_finished, timeout=30)
+    finished = server.client.get_job(job.id)
+    assert finished.summary is not None and finished.summary.frames_unreadable == 1
     assert server.leftover_uploads() == []
 
 

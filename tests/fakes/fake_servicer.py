@@ -241,7 +241,8 @@ def video_info_response(
 
 
 def summary_response(
-    frames_processed: int, frames_with_errors: int = 0, ended_early: bool = False, frames_in_video: int = 0
+    frames_processed: int, frames_with_errors: int = 0, ended_early: bool = False, frames_in_video: int = 0,
+    frames_unreadable: int = 0,
 ) -> video_pipeline_service_pb2.UploadAndRunResponse:
     return video_pipeline_service_pb2.UploadAndRunResponse(
         summary=run_pb2.RunSummary(
@@ -253,6 +254,7 @@ def summary_response(
             frames_with_errors=frames_with_errors,
             ended_early=ended_early,
             frames_in_video=frames_in_video,
+            frames_unreadable=frames_unreadable,
             node_timings=[
                 run_pb2.NodeTiming(
                     node_id="detect", plugin="ssdlite.detect_people", calls=frames_processed,

@@ -57,6 +57,19 @@ def write_indexed_video(path: Path, frame_count: int, *, fps: float = 25.0, four
     return path
 
 
+def write_avi_with_a_damaged_frame(path: Path, frame_count: int, damaged_index: int) -> Path:
+    """Indexed MJPG frames (`write_indexed_video`), the JPEG of one of them zeroed, as a bad sector leaves it."""
+    write_indexed_video(path, frame_count)
+    data = bytearray(path.read_bytes())
+    position = data.index(b"movi")
+    for _ in range(damaged_index + 1):
+        position = data.index(b"00dc", position + 4)
+    size = int.from_bytes(data[position + 4: position + 8], "little")
+    data[position + 8: position + 8 + size] = bytes(size)
+    path.write_bytes(bytes(data))
+    return path
+
+
 # Containers an upload may come in, as FFmpeg writes them: (file name, encoder arguments).
 CONTAINER_VARIANTS: dict[str, tuple[str, ...]] = {
     "faststart.mp4": ("-c:v", "libx264", "-movflags", "+faststart"),

@@ -178,6 +178,9 @@ def summary_warnings(summary: RunSummary) -> list[str]:
     if summary.ended_early:
         warnings.append("warning:    the video ended early: a frame could not be read (a truncated or damaged "
                         "file?), so the frames after it have no results")
+    if summary.frames_unreadable:
+        warnings.append(f"warning:    {summary.frames_unreadable} frames could not be decoded (a damaged file?) and "
+                        "have no results; the frames after them were read on")
     return warnings
 
 

@@ -247,6 +247,7 @@ class JobExecutor:
             ),
             ended_early=stats.ended_early,
             frames_in_video=stats.frames_in_video,
+            frames_unreadable=stats.frames_unreadable,
         )
 
     def _write(self, write: Callable[[], bool], job: Job, should_stop: Callable[[], bool]) -> bool:

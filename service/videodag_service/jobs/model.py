@@ -86,6 +86,7 @@ class JobSummary:
     ended_early: bool = False
     frames_in_video: int | None = None
     """None when the run stopped before the video's end, and in records from before it was kept."""
+    frames_unreadable: int = 0
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,7 @@ class DecodeEnding:
     decode_seconds: float
     ended_early: bool
     frames_in_video: int | None
+    frames_unreadable: int
 
 
 def encode(kind: str, **fields: Any) -> bytes:
@@ -140,8 +141,8 @@ def released_slot_from(message: dict[str, Any]) -> int:
     return int(field(message, "slot", int))
 
 
-def finished(decode_seconds: float, ended_early: bool, frames_in_video: int | None) -> bytes:
-    return encode("finished", decode_seconds=decode_seconds, ended_early=ended_early, frames_in_video=frames_in_video)
+def finished(ending: DecodeEnding) -> bytes:
+    return encode("finished", **asdict(ending))
 
 
 def finish_from(message: dict[str, Any]) -> DecodeEnding:
@@ -149,10 +150,14 @@ def finish_from(message: dict[str, Any]) -> DecodeEnding:
     frames_in_video = field(message, "frames_in_video", (int, type(None)))
     if frames_in_video is not None and frames_in_video < 0:
         raise MalformedMessage(f"frames_in_video must not be negative, got {frames_in_video}")
+    frames_unreadable = field(message, "frames_unreadable", int)
+    if frames_unreadable < 0:
+        raise MalformedMessage(f"frames_unreadable must not be negative, got {frames_unreadable}")
     return DecodeEnding(
         decode_seconds=float(field(message, "decode_seconds", float)),
         ended_early=field(message, "ended_early", bool),
         frames_in_video=frames_in_video,
+        frames_unreadable=frames_unreadable,
     )
 
 

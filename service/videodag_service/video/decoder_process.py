@@ -198,7 +198,8 @@ def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener
             # Closed here, not left to the process's end, where the segment could go before
             # the views of it and complain; a view still alive keeps it until it goes.
             ring.close()
-        channel.send(messages.finished(decode_seconds, video.ended_early, video.frames_in_video))
+        channel.send(messages.finished(messages.DecodeEnding(
+            decode_seconds, video.ended_early, video.frames_in_video, video.frames_unreadable)))
         _end_process_now(log)
 
 

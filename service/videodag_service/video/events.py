@@ -22,6 +22,7 @@ class RunStats:
     ended_early: the video ended before the frame count it declares (`OpenedVideo.ended_early`).
     frames_in_video: the frames it held, read to its end (`OpenedVideo.frames_in_video`);
         None when the run stopped first.
+    frames_unreadable: frames it could not decode and decoded past (`OpenedVideo.frames_unreadable`).
     """
 
     pipeline_id: str
@@ -31,6 +32,7 @@ class RunStats:
     node_timings: tuple[NodeTimingLike, ...] = ()
     ended_early: bool = False
     frames_in_video: int | None = None
+    frames_unreadable: int = 0
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,7 @@ class VideoFilePipelineService:
             decode_seconds = video.decode_seconds
             ended_early = video.ended_early
             frames_in_video = video.frames_in_video
+            frames_unreadable = video.frames_unreadable
         yield RunFinished(
             RunStats(
                 pipeline_id=pipeline_id,
@@ -201,6 +202,7 @@ class VideoFilePipelineService:
                 node_timings=node_timings,
                 ended_early=ended_early,
                 frames_in_video=frames_in_video,
+                frames_unreadable=frames_unreadable,
             )
         )
 

@@ -155,6 +155,8 @@ class IsolatedVideo:
         """Whether the video ended before the count it declares (`OpenedVideo.ended_early`); known once finished."""
         self.frames_in_video: int | None = None
         """The frames read to the video's end (`OpenedVideo.frames_in_video`); known once finished."""
+        self.frames_unreadable = 0
+        """Frames decoded past as damaged (`OpenedVideo.frames_unreadable`); known once finished."""
         self.ended_without_a_word = False
         """Whether the process ended, or its pipe closed, without reporting why (a crash, a kill)."""
         self._info: VideoInfo | None = None
@@ -228,6 +230,7 @@ class IsolatedVideo:
                 self.decode_seconds = ending.decode_seconds
                 self.ended_early = ending.ended_early
                 self.frames_in_video = ending.frames_in_video
+                self.frames_unreadable = ending.frames_unreadable
                 self._finished = True
                 return
             frame = self._checked(messages.frame_from, message, ring.layout)

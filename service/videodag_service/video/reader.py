@@ -37,6 +37,7 @@ from videodag_service.video.display_matrix import flip_code, mirrors
 from videodag_service.video.edit_list import shown_seconds
 from videodag_service.video.elementary_stream import declared_frame_rate, is_elementary_stream
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
+from videodag_service.video.frame_numbering import EvenlySpaced, FrameNumbering
 from videodag_service.video.frame_times import FrameTimes, frame_times
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
 from videodag_service.video.info import VideoInfo
@@ -48,6 +49,13 @@ _UNLIMITED = VideoLimits()
 
 MAX_DECODER_THREADS = 16
 _TABLE_SEEK_ATTEMPTS = 3
+_GRABS_PAST_DAMAGE = 256
+"""Failed grabs in a row that end a video whose frames can be numbered past damage: FFmpeg
+fails a grab a damaged frame, so damage up to 256 frames long is decoded past. At a true end
+a grab costs about 20 us, and one past the declared count is not tried."""
+_GRABS_SEEKING_MORE = 32
+"""Failed grabs in a row that end a video whose frames cannot be numbered past damage: enough
+to tell a damaged video (20 KB overwritten in an H.264 MP4 failed 11) from one that ended."""
 # FFmpeg options OpenCV passes to every capture it opens, as "key;value|key;value".
 _FFMPEG_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 # Index nothing at open: FFmpeg reads a fragmented MP4's first fragment, not all of their headers.
@@ -129,6 +137,9 @@ class OpenedVideo:
         """Whether `frames()` stopped at a frame it could not read, more than a second of frames
         before the count the container declares (a truncated or damaged file). Some containers
         only estimate their count, hence the second of slack."""
+        self.frames_unreadable = 0
+        """Frames `frames()` found it could not decode, in a stretch of damage it decoded past
+        (`frame_numbering`); their indices are missing from what it yielded."""
         self.frames_in_video: int | None = None
         """How many frames `frames()` found in the video by reading it to its end (up to the
         frame it could not read, when it ended early); None when it stopped before the end, at
@@ -171,11 +182,28 @@ class OpenedVideo:
         frame_index, previous_seconds = self._move_to(window, limits, on_grab)
         in_window = 0
         processed = 0
+        numbering: FrameNumbering | None = None  # once past damage: frames are numbered by their times
         while window.max_frames is None or processed < window.max_frames:
             if not self._grab(on_grab):
-                self._ended_at(frame_index, previous_seconds)
-                break
-            seconds = self._presentation_time(frame_index, previous_seconds)
+                if numbering is None:
+                    numbering = self._numbering_past_damage(frame_index, previous_seconds)
+                if not self._grab_past_damage(frame_index, on_grab, numbered=numbering is not None):
+                    self._ended_at(frame_index, previous_seconds)
+                    break
+                if numbering is None:  # frames follow, but nothing tells which they are
+                    self._ended_at(frame_index, previous_seconds, frames_follow=True)
+                    break
+            if numbering is None:
+                seconds = self._presentation_time(frame_index, previous_seconds)
+            else:
+                placed = self._placed(numbering, frame_index)
+                if placed is None:
+                    continue  # untimed, or out of order after the damage: dropped with it
+                index, seconds = placed
+                self.frames_unreadable += index - frame_index
+                if in_window:  # the stride keeps to the indices it would have sampled
+                    in_window += index - frame_index
+                frame_index = index
             previous_seconds = seconds
             if window.is_past_end(seconds):
                 break  # checked before the limits: a window ending at the limit stays within it
@@ -296,9 +324,9 @@ class OpenedVideo:
             return frames_evenly_spaced(self.path) is True
         return avi_index.seeks_exactly(self.path)
 
-    def _ended_at(self, frame_count: int, last_seconds: float | None) -> None:
-        """The video held `frame_count` readable frames, the last presented at `last_seconds`:
-        the next one could not be read.
+    def _ended_at(self, frame_count: int, last_seconds: float | None, *, frames_follow: bool = False) -> None:
+        """The video held `frame_count` frames, the last presented at `last_seconds`: the next
+        one could not be read, and, with `frames_follow`, frames that could were found after it.
 
         A video that opens but holds no readable frame at all (cut short after its header,
         damaged, a codec OpenCV lacks) is refused: a run of it would report nothing, as if
@@ -307,7 +335,47 @@ class OpenedVideo:
         if frame_count == 0:
             raise unreadable(self.path, "no frame of it could be decoded (cut short, damaged, or a codec OpenCV lacks)")
         self.frames_in_video = frame_count
-        self.ended_early = self._short_of_declared(frame_count, last_seconds)
+        self.ended_early = frames_follow or self._short_of_declared(frame_count, last_seconds)
+
+    def _grab_past_damage(self, frame_index: int, on_grab: Callable[[], None] | None, *, numbered: bool) -> bool:
+        """After a grab that failed: whether a frame follows (grabbed), or the video ended.
+
+        Past the frames a container declares, it ended. Otherwise the grab is tried again:
+        FFmpeg gives up on a damaged stretch a frame at a time, and a file cut short still
+        holds frames its decoder has taken in but not yet shown (B-frames). Where the frames
+        found cannot be `numbered`, fewer tries only tell whether any follow.
+        """
+        if _stores_frame_count(self.path) and frame_index >= self.info.frame_count:
+            return False
+        tries = _GRABS_PAST_DAMAGE if numbered else _GRABS_SEEKING_MORE
+        return any(self._grab(on_grab) for _ in range(tries))
+
+    def _numbering_past_damage(self, frame_index: int, last_seconds: float | None) -> FrameNumbering | None:
+        """How to number the frames after damage by their times (`frame_numbering`); None where
+        nothing tells, or where that numbering would not give the frame before the damage the
+        index its count gave."""
+        if last_seconds is None or self._timed_by_rate:
+            return None
+        numbering: FrameNumbering | None = None
+        if _is_iso_media(self.path):
+            numbering = frame_times(self.path, self.info.frame_count)
+        elif self.info.fps > 0 and avi_index.seeks_exactly(self.path):
+            numbering = EvenlySpaced(self.info.fps)
+        if numbering is None or numbering.index_at(last_seconds) != frame_index - 1:
+            return None
+        return numbering
+
+    def _placed(self, numbering: FrameNumbering, next_index: int) -> tuple[int, float] | None:
+        """The index and time of the frame just grabbed, numbered by its time; None for one
+        without a time the numbering holds, or one before `next_index` (after damage FFmpeg
+        may show a frame late, after later ones)."""
+        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if not (math.isfinite(seconds) and seconds >= 0):
+            return None
+        index = numbering.index_at(seconds)
+        if index is None or index < next_index:
+            return None
+        return index, seconds
 
     def _short_of_declared(self, frame_count: int, last_seconds: float | None) -> bool:
         """Whether `frame_count` frames, the last presented at `last_seconds`, fall short of the

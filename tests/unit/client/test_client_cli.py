@@ -79,6 +79,21 @@ def test_run_writes_one_json_object_per_frame_and_a_summary(
 
 
 @pytest.mark.parametrize("quiet", [False, True])
+def test_frames_decoded_past_get_a_warning_even_when_quiet(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture, quiet: bool,
+) -> None:
+    servicer.run_script = [
+        AcknowledgeUpload(), video_info_response(fps=25.0, frame_count=6), frame_response(0, 25.0, {}),
+        frame_response(4, 25.0, {}), summary_response(2, frames_in_video=6, frames_unreadable=3),
+    ]
+    arguments = ["--server", target, "run", str(video_path), "--pipeline", "people_tracking_v1"]
+    assert main(arguments + (["-q"] if quiet else [])) == 0
+    printed = capsys.readouterr()
+    assert ("warning:    3 frames could not be decoded (a damaged file?) and have no results; the frames after "
+            "them were read on") in (printed.err if quiet else printed.out)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
 @pytest.mark.parametrize("ended_early", [True, False])
 def test_a_video_that_ended_early_gets_a_warning_even_when_quiet(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture,

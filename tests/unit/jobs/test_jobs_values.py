@@ -104,7 +104,8 @@ def test_a_recorded_error_reports_the_status_of_the_original(error: Exception) -
 
 
 def test_a_job_converts_to_protobuf_with_every_part() -> None:
-    summary = JobSummary("p", "2.0", 3, 1, 1.5, 0.25, (NodeTimingRecord("n", "x.y", 3, 0.1, 1),), frames_in_video=11)
+    summary = JobSummary("p", "2.0", 3, 1, 1.5, 0.25, (NodeTimingRecord("n", "x.y", 3, 0.1, 1),), frames_in_video=11,
+                         frames_unreadable=2)
     job = Job(
         id=new_job_id(100.0),
         state=JobState.SUCCEEDED,
@@ -134,7 +135,7 @@ def test_a_job_converts_to_protobuf_with_every_part() -> None:
     assert not options.HasField("end_offset")
     assert (message.create_time.seconds, message.end_time.ToNanoseconds()) == (100, 102_500_000_000)
     assert message.summary.node_timings[0].errors == 1 and message.summary.frames_with_errors == 1
-    assert message.summary.frames_in_video == 11
+    assert message.summary.frames_in_video == 11 and message.summary.frames_unreadable == 2
     assert not message.HasField("error") and not message.HasField("video_info")
     # The options a job reports are the options it was submitted with.
     assert convert.checked_run_config(message.config) == job.sampling
@@ -229,11 +230,13 @@ def probe_like(frame_count: int, fps: float = 10.0) -> VideoInfo:
 
 
 def test_a_summary_kept_before_the_frame_count_was_reads_back_as_not_counted() -> None:
-    summary = JobSummary("p", "2.0", 3, 0, 1.5, 0.25, frames_in_video=12)
+    summary = JobSummary("p", "2.0", 3, 0, 1.5, 0.25, frames_in_video=12, frames_unreadable=1)
     text = records.summary_to_text(summary)
     assert records.summary_from_text(text) == summary
-    older = text.replace(',"frames_in_video":12', "")  # as jobs stored before the field was added
-    assert older != text and records.summary_from_text(older) == dataclasses.replace(summary, frames_in_video=None)
+    # As jobs stored before the fields were added.
+    older = text.replace(',"frames_in_video":12', "").replace(',"frames_unreadable":1', "")
+    assert older.count(",") == text.count(",") - 2
+    assert records.summary_from_text(older) == dataclasses.replace(summary, frames_in_video=None, frames_unreadable=0)
 
 
 def test_the_longest_window_a_client_may_send_comes_back_within_a_durations_range() -> None:

@@ -1,8 +1,9 @@
 """Hostile files: random bytes, bare headers and truncations never escape as anything but
-"Unable to read video file" (a ValueError) or fewer frames."""
+"Unable to read video file" (a ValueError) or fewer frames, in order."""
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 from pathlib import Path
 
@@ -62,15 +63,18 @@ def test_random_bytes_give_no_frames_or_unreadable(content: bytes, suffix: str) 
     fraction=st.floats(0.0, 0.999),
     noise=st.binary(max_size=64),
 )
-def test_truncated_files_give_a_prefix_of_the_frames_or_unreadable(
+def test_truncated_files_give_their_frames_in_order_or_unreadable(
     fuzz_sources: dict[str, tuple[bytes, int]], source: str, fraction: float, noise: bytes
 ) -> None:
+    """Consecutive from the start, but for the last few: a file with B-frames cut short holds
+    frames its decoder shows after frames it lost (numbered by their times, `frame_numbering`)."""
     content, frame_count = fuzz_sources[source]
     truncated = content[: int(len(content) * fraction)] + noise
     frames = _frames_or_unreadable(truncated, source)
-    if frames is not None:
-        assert frames == list(range(len(frames))), "frames stay consecutive from the start"
-        assert len(frames) <= frame_count
+    if frames:
+        assert frames[0] == 0
+        assert all(earlier < later for earlier, later in itertools.pairwise(frames)), "in order, once each"
+        assert frames[-1] < frame_count
 
 
 @pytest.mark.parametrize("source", [".mp4", ".avi"])

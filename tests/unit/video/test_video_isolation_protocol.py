@@ -41,9 +41,9 @@ def test_a_frame_message_survives_the_round_trip_with_an_exact_timestamp() -> No
 
 @pytest.mark.parametrize("frames_in_video", [120, 0, None])
 def test_the_end_of_decoding_survives_the_round_trip(frames_in_video: int | None) -> None:
-    ending = messages.DecodeEnding(decode_seconds=1.25, ended_early=True, frames_in_video=frames_in_video)
-    raw = messages.finished(ending.decode_seconds, ending.ended_early, ending.frames_in_video)
-    assert messages.finish_from(messages.decode(raw)) == ending
+    ending = messages.DecodeEnding(decode_seconds=1.25, ended_early=True, frames_in_video=frames_in_video,
+                                   frames_unreadable=17)
+    assert messages.finish_from(messages.decode(messages.finished(ending))) == ending
 
 
 @pytest.mark.parametrize(
@@ -55,10 +55,12 @@ def test_the_end_of_decoding_survives_the_round_trip(frames_in_video: int | None
         ({"frames_in_video": "120"}, "'frames_in_video' is missing or not int"),
         ({"ended_early": 1}, "'ended_early' is missing or not bool"),
         ({"decode_seconds": None}, "'decode_seconds' is missing"),
+        ({"frames_unreadable": -1}, "frames_unreadable must not be negative"),
+        ({"frames_unreadable": None}, "'frames_unreadable' is missing or not int"),
     ],
 )
 def test_an_end_of_decoding_with_a_bad_field_is_refused(overrides: dict, problem: str) -> None:
-    message = messages.decode(messages.finished(1.0, False, 120))
+    message = messages.decode(messages.finished(messages.DecodeEnding(1.0, False, 120, 0)))
     message.update(overrides)
     with pytest.raises(messages.MalformedMessage, match=problem):
         messages.finish_from(message)

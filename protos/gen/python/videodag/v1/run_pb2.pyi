@@ -372,6 +372,7 @@ class RunSummary(_message.Message):
     FRAMES_WITH_ERRORS_FIELD_NUMBER: _builtins.int
     ENDED_EARLY_FIELD_NUMBER: _builtins.int
     FRAMES_IN_VIDEO_FIELD_NUMBER: _builtins.int
+    FRAMES_UNREADABLE_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """The pipeline that ran."""
     pipeline_version: _builtins.str
@@ -387,7 +388,8 @@ class RunSummary(_message.Message):
     results before it are complete. A window or `max_frames` ending first is not
     an early end. Only containers that store their frame count (MP4, QuickTime,
     AVI) can tell: the others' count is an estimate from the longest stream's
-    duration (audio outlasting the video stretches it), and this stays false. An
+    duration (audio outlasting the video stretches it), and this stays false,
+    unless readable frames were found after the one that could not be read. An
     MP4's or QuickTime's count includes the frames an edit list hides (a file
     trimmed without re-encoding); there the frames its edit list shows count.
     """
@@ -398,6 +400,15 @@ class RunSummary(_message.Message):
     before the one that could not be read. 0 when the run stopped at `end_offset`
     or `max_frames` and so did not read on to the end, even when that stop fell on
     the last frame.
+    """
+    frames_unreadable: _builtins.int
+    """How many frames could not be decoded and were decoded past: a stretch of the
+    file is damaged (bytes overwritten, a bad sector), and the frames after it
+    were read on, numbered by their times. Their indices are missing from the
+    results, which may also leave out a readable frame the decoder showed out of
+    order just after the damage. Only where a frame's time tells its index: MP4,
+    QuickTime, and AVIs with a frame in every slot of their index. Elsewhere the
+    run ends at the damage, with `ended_early` when frames were found after it.
     """
     @_builtins.property
     def wall_time(self) -> _duration_pb2.Duration:
@@ -423,10 +434,11 @@ class RunSummary(_message.Message):
         frames_with_errors: _builtins.int = ...,
         ended_early: _builtins.bool = ...,
         frames_in_video: _builtins.int = ...,
+        frames_unreadable: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "wall_time", b"wall_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "ended_early", b"ended_early", "frames_in_video", b"frames_in_video", "frames_processed", b"frames_processed", "frames_with_errors", b"frames_with_errors", "node_timings", b"node_timings", "pipeline_id", b"pipeline_id", "pipeline_version", b"pipeline_version", "wall_time", b"wall_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_time", b"decode_time", "ended_early", b"ended_early", "frames_in_video", b"frames_in_video", "frames_processed", b"frames_processed", "frames_unreadable", b"frames_unreadable", "frames_with_errors", b"frames_with_errors", "node_timings", b"node_timings", "pipeline_id", b"pipeline_id", "pipeline_version", b"pipeline_version", "wall_time", b"wall_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
