@@ -250,6 +250,10 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d with pipelines %s", SERVICE_NAME, settings.host, port,
                 ", ".join(dag.pipeline_ids()))
+    for spec in dag.pipelines():
+        if unread := spec.unread_nodes():
+            logger.warning("pipeline %r (%s): no node or output reads node(s) %s, which run on every frame all the "
+                           "same", spec.id, spec.source_path, ", ".join(map(repr, unread)))
     sweeper = OrphanSweeper(settings.temp_dir)
     sweeper.start()
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:

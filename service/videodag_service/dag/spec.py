@@ -119,3 +119,10 @@ class PipelineSpec:
     nodes: tuple[NodeSpec, ...]
     outputs: tuple[tuple[str, SourceRef], ...]
     source_path: Path
+
+    def unread_nodes(self) -> list[str]:
+        """Nodes whose outputs no node and no output reads: each runs on every frame for nothing
+        (a detector left behind after an edit), unless its tool acts of its own accord."""
+        read = {source.node for _, source in self.outputs}
+        read.update(source.node for node in self.nodes for _, source in node.inputs)
+        return [node.id for node in self.nodes if node.id not in read]
