@@ -74,17 +74,11 @@ def watch_command(args: argparse.Namespace) -> int:
         output,
         tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False) as bar,
     ):
-
-        def report_reconnect(error: VideodagError, last_frame_index: int | None) -> None:
-            after = "the start" if last_frame_index is None else f"frame {last_frame_index}"
-            if not args.quiet:
-                tqdm.write(f"{_why_reconnecting(error)}; resuming after {after}", file=sys.stderr)
-
         with client.watch_job(
             args.job_id,
             after_frame_index=args.after,
             reconnect_window=args.reconnect_window,
-            on_reconnect=report_reconnect,
+            on_reconnect=ReconnectReport(quiet=args.quiet),
         ) as events:
             for event in events:
                 if isinstance(event, FrameResult):
@@ -102,6 +96,22 @@ def watch_command(args: argparse.Namespace) -> int:
     if final is not None and final.summary is not None and not args.quiet:
         print_summary(format_summary(final.summary, args.output), on_stderr=output.lands_on_stdout)
     return _exit_codes.SUCCESS
+
+
+class ReconnectReport:
+    """Says on stderr why a watch reconnects, once an outage: the client tries again every few
+    tenths of a second, and a server restarting for 3 s said the same line six times."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        self._quiet = quiet
+        self._last_said: str | None = None
+
+    def __call__(self, error: VideodagError, last_frame_index: int | None) -> None:
+        after = "the start" if last_frame_index is None else f"frame {last_frame_index}"
+        line = f"{_why_reconnecting(error)}; resuming after {after}"
+        if not self._quiet and line != self._last_said:
+            tqdm.write(line, file=sys.stderr)
+        self._last_said = line
 
 
 def _why_reconnecting(error: VideodagError) -> str:

@@ -17,6 +17,7 @@ from fake_servicer import FakeVideoPipelineServicer, frame_response, serving, su
 from videodag.v1 import job_pb2, video_pipeline_service_pb2
 from videodag_client import FrameResult, Job, JobState, Unavailable, VideodagClient
 from videodag_client.cli import _exit_codes, main
+from videodag_client.cli.watch import ReconnectReport
 
 JOB_ID = "job-1"
 
@@ -158,3 +159,20 @@ def test_a_resumed_watch_drops_a_line_cut_short_in_the_part_file(watch_target: s
 
     assert main(["--server", watch_target, "watch", JOB_ID, "--after", "2", "-o", str(output), "-q"]) == 0
     assert _frame_indexes(output) == [0, 1, 2, 3, 4]
+
+
+def test_a_reconnecting_watch_says_so_once_an_outage(capsys: pytest.CaptureFixture[str]) -> None:
+    """The client asks again every few tenths of a second: a server restarting for 3 s made the
+    same line six times."""
+    report = ReconnectReport(quiet=False)
+    lost = Unavailable("connection refused")
+    for _ in range(6):
+        report(lost, 291)
+    report(lost, 340)  # frames came in between: another outage
+    report(lost, 340)
+    assert capsys.readouterr().err.splitlines() == [
+        "connection lost (UNAVAILABLE); resuming after frame 291",
+        "connection lost (UNAVAILABLE); resuming after frame 340",
+    ]
+    ReconnectReport(quiet=True)(lost, None)
+    assert capsys.readouterr().err == ""
