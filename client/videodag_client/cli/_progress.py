@@ -9,9 +9,11 @@ from types import TracebackType
 from tqdm import tqdm
 
 
-def progress_wanted(quiet: bool) -> bool:
-    """Bars only for a person watching: never with --quiet or when stderr is a pipe or file."""
-    return not quiet and sys.stderr.isatty()
+def progress_wanted(quiet: bool, results_on_stdout: bool = False) -> bool:
+    """Bars only for a person watching: never with --quiet or when stderr is a pipe or file, nor
+    when the results themselves are printed on the terminal (`-o -`), where each redraw of a
+    bar landed in the middle of a result's line."""
+    return not quiet and sys.stderr.isatty() and not (results_on_stdout and sys.stdout.isatty())
 
 
 class RunProgress:

@@ -82,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
     with (
         connect(args) as client,
         output,
-        RunProgress(progress_wanted(args.quiet)) as progress,
+        RunProgress(progress_wanted(args.quiet, output.lands_on_stdout)) as progress,
         _start_run(client, args, options, progress) as events,
     ):
         for event in events:

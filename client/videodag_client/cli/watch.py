@@ -65,10 +65,10 @@ def add_parser(subcommands: Any) -> None:
 
 
 def watch_command(args: argparse.Namespace) -> int:
-    show_progress = progress_wanted(args.quiet)
     final: Job | None = None
     # Checked before connecting: a bad -o found after the watch would lose its results.
     output = JsonLinesOutput(args.output, resume_after=args.after)
+    show_progress = progress_wanted(args.quiet, output.lands_on_stdout)
     with (
         connect(args) as client,
         output,

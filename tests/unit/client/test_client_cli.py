@@ -212,6 +212,23 @@ def test_progress_bars_show_on_a_terminal_unless_quiet(
         assert "frames:" in shown and "0/3" in shown  # 6 declared frames at stride 2
 
 
+@pytest.mark.parametrize("stdout_on_the_terminal", [True, False])
+def test_results_printed_on_the_terminal_get_no_progress_bar_to_break_their_lines(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, monkeypatch: pytest.MonkeyPatch,
+    stdout_on_the_terminal: bool,
+) -> None:
+    _script_run(servicer)
+    terminal, results = _TerminalStream(), _TerminalStream() if stdout_on_the_terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(sys, "stdout", results)
+
+    assert main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "-o", "-"]) == 0
+
+    upload_bar = f"/{video_path.stat().st_size / 1024:.0f}k"
+    assert (upload_bar in terminal.getvalue()) is not stdout_on_the_terminal
+    assert all(line.startswith("{") for line in results.getvalue().splitlines())
+
+
 def test_with_decoding_during_the_upload_both_bars_show(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
