@@ -262,12 +262,12 @@ def _read_yaml(path: Path, problems: _Problems) -> tuple[Any, str | None]:
         problems.add("is not a regular file")
         return _UNREADABLE, None
     try:
-        loader = _UniqueKeyLoader(path.read_text(encoding="utf-8"))
+        loader = _UniqueKeyLoader(_utf8_text(path.read_bytes()))
         try:
             document = loader.get_single_data()
         finally:
             loader.dispose()
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeError, yaml.YAMLError) as error:
         problems.add(f"cannot read YAML: {error}")
         return _UNREADABLE, None
     except ValueError as error:  # a date YAML cannot build (month 13), or an integer of more digits than Python reads
@@ -279,6 +279,19 @@ def _read_yaml(path: Path, problems: _Problems) -> tuple[Any, str | None]:
     for problem in (*loader.duplicates, *loader.unsendable):
         problems.add(problem)
     return document, loader.written_int_version
+
+
+def _utf8_text(content: bytes) -> str:
+    """The file's text; a file that is not UTF-8 is refused naming the line, as an editor shows it,
+    rather than a byte's position, and a UTF-16 one (Windows Notepad's "Unicode") as such."""
+    if content.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UnicodeError("the file is UTF-16: save it as UTF-8")
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        byte = content[error.start]
+        raise UnicodeError(f"line {line} is not UTF-8 (byte {byte:#04x}): save the file as UTF-8") from None
 
 
 def _value_problem(error: ValueError, path: Path) -> str:

@@ -682,3 +682,19 @@ def test_a_file_given_as_the_pipeline_folder_is_called_a_file(tmp_path: Path) ->
     path = write(tmp_path, "counting", BASE.format(id="counting"))
     with pytest.raises(PipelineFileError, match=r"counting\.yaml: is a file, not a folder of pipeline files"):
         load_pipeline_folder(path, make_registry())
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "counting.yaml"
+    text = textwrap.dedent(BASE.format(id="counting")) + "description: caf\xe9\n"
+    path.write_bytes(text.encode("latin-1"))
+    (problem,) = problems_in(path)
+    line = text.count("\n")  # the description is the last line
+    assert problem.endswith(f"cannot read YAML: line {line} is not UTF-8 (byte 0xe9): save the file as UTF-8")
+
+
+def test_a_utf16_file_is_refused_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "counting.yaml"
+    path.write_bytes(textwrap.dedent(BASE.format(id="counting")).encode("utf-16"))
+    (problem,) = problems_in(path)
+    assert problem.endswith("cannot read YAML: the file is UTF-16: save it as UTF-8")
