@@ -328,6 +328,15 @@ class DecoderDidNotStart(VideodagError):
     reason = "DECODER_DID_NOT_START"
 
 
+class DecoderKilled(VideodagError):
+    """Raised when the decoder process was killed (SIGKILL) mid-run: by the out-of-memory killer
+    or an operator, not by the file, which a crash (SIGSEGV, SIGABRT) would blame instead. The
+    same call may well succeed once the server has memory to spare: UNAVAILABLE says retry."""
+
+    status_code = "UNAVAILABLE"
+    reason = "DECODER_KILLED"
+
+
 class FailedPrecondition(VideodagError):
     """Raised when the target is in the wrong state for the call (e.g. deleting a running job)."""
 

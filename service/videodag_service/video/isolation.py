@@ -52,7 +52,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideodagError, VideoUnreadable
+from videodag_service.errors import (
+    DeadlineExceeded,
+    DecoderDidNotStart,
+    DecoderKilled,
+    ErrorDetails,
+    VideodagError,
+    VideoUnreadable,
+)
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.child_processes import guarded_process
 from videodag_service.video.decoder_context import decoder_context
@@ -77,6 +84,8 @@ _STARTER_THREAD_NAME = "videodag-decoder-start"
 # How long a decoder that has said it is done, or whose pipe closed, may take to exit, and
 # how long a killed one may take to be reaped, before the server stops waiting and logs it.
 _EXIT_GRACE_SECONDS = 5.0
+# When a caller whose decoder was killed (out of memory) may try again.
+_RETRY_AFTER_KILL_SECONDS = 5.0
 # Without a frame limit the decoder still reports progress this often while it skips frames.
 _DEFAULT_HEARTBEAT_SECONDS = 1.0
 # How long the start-up check waits for a first decoder to say it runs (it takes milliseconds).
@@ -309,6 +318,7 @@ class IsolatedVideo:
         """The pipe ended without a word: say how the decoder ended, killing it if it lingers."""
         self.ended_without_a_word = True
         self._process.join(_EXIT_GRACE_SECONDS)
+        lingered = self._process.exitcode is None  # killed below: its SIGKILL is this server's
         self._kill()
         self._reap()
         code = self._exitcode
@@ -319,10 +329,15 @@ class IsolatedVideo:
                 f"the server could not start a decoder for {self.path.name!r}: the process ended "
                 f"(exit status {code}) before it ran; the server's log says why"
             )
+        if code == -signal.SIGKILL and not lingered:
+            self._finished = True
+            return DecoderKilled(
+                f"the decoder of {self.path.name!r} was killed (SIGKILL), most likely by the system's out-of-memory "
+                "killer; the video is not to blame: retry shortly, or with fewer runs at once",
+                ErrorDetails(retry_after_seconds=_RETRY_AFTER_KILL_SECONDS),
+            )
         if code is not None and code < 0:
-            name = _signal_name(-code)
-            hint = ", perhaps out of memory" if -code == signal.SIGKILL else ""
-            reason = f"the decoder crashed (signal {-code}, {name}{hint})"
+            reason = f"the decoder crashed (signal {-code}, {_signal_name(-code)})"
         elif code:
             reason = f"the decoder exited with status {code}"
         else:

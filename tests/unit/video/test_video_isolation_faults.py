@@ -25,7 +25,14 @@ import pytest
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.media import presentation_times, write_variable_rate_video
 from fakes.waiting import frame_segments_left
-from videodag_service.errors import DeadlineExceeded, DecoderDidNotStart, ErrorDetails, VideoTooLarge, VideoUnreadable
+from videodag_service.errors import (
+    DeadlineExceeded,
+    DecoderDidNotStart,
+    DecoderKilled,
+    ErrorDetails,
+    VideoTooLarge,
+    VideoUnreadable,
+)
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo, start_hint
@@ -98,6 +105,15 @@ def open_aborting(path: Path) -> Iterator[OpenedVideo]:
 @contextmanager
 def open_exiting(path: Path) -> Iterator[OpenedVideo]:
     yield from _opened(_faulty(_exit_with_status_3), path)
+
+
+def _killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer does
+
+
+@contextmanager
+def open_killed(path: Path) -> Iterator[OpenedVideo]:
+    yield from _opened(_faulty(_killed), path)
 
 
 @contextmanager
@@ -443,11 +459,25 @@ def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video
     _assert_no_decoder_left()
 
 
-def test_a_decoder_killed_before_it_runs_is_a_crash_not_a_startup_failure(
+def test_a_decoder_killed_before_it_runs_is_a_kill_not_a_startup_failure(
     make_video, caplog: pytest.LogCaptureFixture
 ) -> None:
-    crash = r"the decoder crashed \(signal 9, SIGKILL, perhaps out of memory\)"
-    with _video_decoded_by(_killed_before_running, make_video(3)) as video, pytest.raises(VideoUnreadable, match=crash):
+    with _video_decoded_by(_killed_before_running, make_video(3)) as video, pytest.raises(DecoderKilled):
         video.wait_until_opened()
     assert start_hint() not in caplog.text  # a kill says nothing about how the server was started
+    _assert_no_decoder_left()
+
+
+def test_a_decoder_killed_mid_run_blames_no_video_and_says_retry(make_video) -> None:
+    """SIGKILL comes from the out-of-memory killer or an operator, not from the file: a caller
+    told INVALID_ARGUMENT would not try again, and a job failed for good."""
+    path = make_video(10)
+    delivered: list[int] = []
+    with pytest.raises(DecoderKilled) as raised:
+        delivered.extend(_run_until_error(_service(open_killed, decode_ahead_bytes=1), path))
+    assert str(raised.value) == (
+        f"the decoder of {path.name!r} was killed (SIGKILL), most likely by the system's out-of-memory killer; the "
+        "video is not to blame: retry shortly, or with fewer runs at once")
+    assert (raised.value.status_code, raised.value.reason) == ("UNAVAILABLE", "DECODER_KILLED")
+    assert raised.value.details.retry_after_seconds == 5.0
     _assert_no_decoder_left()

@@ -94,7 +94,9 @@ class VideoPipelineServiceStub:
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
-    | both with a retry hint where known                           |                    |
+    | a run's decoder process was killed, by the out-of-memory     |                    |
+    | killer most likely (DECODER_KILLED); all with a retry hint   |                    |
+    | where known                                                  |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
@@ -233,7 +235,9 @@ class VideoPipelineServiceServicer:
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
-    | both with a retry hint where known                           |                    |
+    | a run's decoder process was killed, by the out-of-memory     |                    |
+    | killer most likely (DECODER_KILLED); all with a retry hint   |                    |
+    | where known                                                  |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
@@ -485,7 +489,9 @@ class VideoPipelineService:
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
-    | both with a retry hint where known                           |                    |
+    | a run's decoder process was killed, by the out-of-memory     |                    |
+    | killer most likely (DECODER_KILLED); all with a retry hint   |                    |
+    | where known                                                  |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
