@@ -112,14 +112,14 @@ def format_job(job: Job) -> str:
         f"  pipeline:  {job.pipeline_id}",
         f"  video:     {job.file_name or '(unnamed)'}, {job.size_bytes} bytes",
         f"  frames:    {progress_text(job)}",
-        f"  created:   {job.created_at.isoformat(timespec='seconds')}",
+        f"  created:   {_local(job.created_at)}",
     ]
     if job.started_at is not None:
-        lines.append(f"  started:   {job.started_at.isoformat(timespec='seconds')}")
+        lines.append(f"  started:   {_local(job.started_at)}")
     if job.ended_at is not None:
-        lines.append(f"  ended:     {job.ended_at.isoformat(timespec='seconds')}")
+        lines.append(f"  ended:     {_local(job.ended_at)}")
     if job.expires_at is not None:
-        lines.append(f"  expires:   {job.expires_at.isoformat(timespec='seconds')}")
+        lines.append(f"  expires:   {_local(job.expires_at)}")
     if job.idempotency_key:
         lines.append(f"  key:       {job.idempotency_key}")
     if job.error is not None:
@@ -127,10 +127,16 @@ def format_job(job: Job) -> str:
     return "\n".join(terminal_safe(line, one_line=True) for line in lines)  # a field cannot add a line
 
 
+def _local(moment: datetime) -> str:
+    """A time as people read it here, in the machine's time zone with its offset: the listing and
+    one job's lines say a job's times alike (`--json` keeps them in UTC)."""
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
+
+
 def _job_table(jobs: list[Job]) -> str:
     rows = [("ID", "STATE", "PIPELINE", "FRAMES", "CREATED")] + [
         (terminal_safe(job.id, one_line=True), job.state.name, terminal_safe(job.pipeline_id, one_line=True),
-         progress_text(job), job.created_at.astimezone().isoformat(sep=" ", timespec="seconds"))
+         progress_text(job), _local(job.created_at))
         for job in jobs
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

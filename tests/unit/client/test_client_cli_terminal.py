@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -65,3 +66,16 @@ def test_a_description_written_over_several_lines_keeps_them_in_the_detail_view(
     assert pipelines_cli.format_pipeline(pipeline).splitlines()[:4] == [
         "camera_stats (version 1)", "  Statistiques — luminosité.", "  Usage:", "  \t1. submit",
     ]
+
+
+def test_a_jobs_times_are_shown_alike_in_the_listing_and_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The listing showed local time, one job's lines UTC: the same moment looked like two."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        created = next(line for line in jobs_cli.format_job(_job()).splitlines() if "created:" in line)
+        assert created == "  created:   2026-12-05 05:30:00+05:30"
+        assert "2026-12-05 05:30:00+05:30" in jobs_cli._job_table([_job()])
+    finally:
+        monkeypatch.undo()
+        time.tzset()
