@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from videodag_client._file_names import beside
+
 BoxColour = tuple[int, int, int]  # OpenCV's BGR order
 
 # Distinct, saturated colours that stay readable on street footage (BGR).
@@ -422,7 +424,7 @@ def _plain(name: str) -> str:
 def _partial_name(path: Path) -> Path:
     """Where `path` is written first, to be renamed over it at the end: hidden, beside it, with its
     suffix (which OpenCV picks the format by), and a name OpenCV can take whatever `path`'s."""
-    return path.with_name(f".{_plain(path.stem)}.partial{_plain(path.suffix)}")
+    return Path(beside(str(path.with_name(_plain(path.stem))), ".", f".partial{_plain(path.suffix)}"))
 
 
 def _write_image(path: Path, image: np.ndarray, names: _OpenCvNames) -> bool:

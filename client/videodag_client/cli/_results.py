@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from videodag_client import FrameResult
+from videodag_client._file_names import beside
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._video_input import STDIN
 
@@ -108,7 +109,7 @@ def plan_output(path: str, *, input_path: str | None = None) -> OutputTarget:
     if not os.path.isdir(parent):
         raise UsageError(f"cannot write results to {path}: the directory {parent} does not exist")
     _refuse_the_input(path, final, input_path)
-    part = f"{final}.part"
+    part = beside(final, "", ".part")
     _refuse_the_input(path, part, input_path)
     return OutputTarget(final, part)
 
@@ -200,9 +201,10 @@ class JsonLinesOutput:
         # The kept frames go to a file of their own first, then take the .part's place: cut
         # short meanwhile (a signal), the .part still holds them, and the server sends them
         # no more.
-        with _open_new(f"{part}.resuming") as resumed:
+        resuming = beside(part, "", ".resuming")
+        with _open_new(resuming) as resumed:
             resumed.writelines(kept)
-        os.replace(f"{part}.resuming", part)
+        os.replace(resuming, part)
         stream = os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a", encoding="utf-8")
         self.frames_kept = len(kept)
         self._last_kept = json.loads(kept[-1])["frame_index"] if kept else None

@@ -1,0 +1,43 @@
+"""Names written beside an output while it is made fit the file system whatever the output's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from videodag_client._file_names import beside
+from videodag_client.cli._results import JsonLinesOutput
+
+
+def test_a_name_with_room_gets_its_prefix_and_suffix(tmp_path: Path) -> None:
+    assert beside(str(tmp_path / "r.jsonl"), ".", ".part") == str(tmp_path / ".r.jsonl.part")
+
+
+@pytest.mark.parametrize("name", ["r" * 246 + ".jsonl", "é" * 123 + ".jsonl", "r" * 236 + "\udce9" * 10 + ".jsonl"],
+                         ids=["ascii", "utf-8", "not-utf-8"])
+def test_a_name_too_long_for_its_suffix_is_cut_and_marked(tmp_path: Path, name: str) -> None:
+    output = tmp_path / name
+    output.write_bytes(b"")  # the output itself is a legal name
+    part = beside(str(output), "", ".part")
+    assert len(os.fsencode(os.path.basename(part))) <= 255 and part.endswith(".part")
+    assert part == beside(str(output), "", ".part"), "the same each time: an interrupted run's part is found"
+    assert part != beside(str(output)[:-1] + "x", "", ".part"), "names sharing a start get parts of their own"
+    Path(part).write_bytes(b"")  # the file system takes it
+
+
+def test_results_to_a_name_with_no_room_for_part_are_written(tmp_path: Path) -> None:
+    """A legal 252-byte name failed with 'File name too long' on its `.part`, a usage error."""
+    final = tmp_path / ("r" * 246 + ".jsonl")
+    with JsonLinesOutput(str(final)) as output:
+        assert output.part_path is not None and output.part_path != f"{final}.part"
+    assert final.exists() and not Path(output.part_path).exists()
+
+
+def test_a_rendered_video_with_a_long_name_is_first_written_under_a_name_that_fits(tmp_path: Path) -> None:
+    from videodag_client._render import _partial_name
+
+    partial = _partial_name(tmp_path / ("v" * 248 + ".mp4"))
+    assert partial.name.startswith(".v") and partial.name.endswith(".partial.mp4")
+    assert len(os.fsencode(partial.name)) <= 255
