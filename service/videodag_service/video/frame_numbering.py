@@ -15,6 +15,7 @@ came before it, and a run ends at the damage, as it did before.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,9 @@ class FrameNumbering(Protocol):
     def index_at(self, seconds: float) -> int | None:
         """The index of the frame presented at `seconds`; None when no frame is."""
 
+    def first_at_or_after(self, seconds: float) -> int:
+        """The index of the first frame presented at `seconds` or later."""
+
 
 @dataclass(frozen=True)
 class EvenlySpaced:
@@ -39,3 +43,6 @@ class EvenlySpaced:
         position = seconds * self.fps
         index = round(position)
         return index if index >= 0 and abs(position - index) < _EVEN_TOLERANCE else None
+
+    def first_at_or_after(self, seconds: float) -> int:
+        return max(0, math.ceil(seconds * self.fps - _EVEN_TOLERANCE))

@@ -54,6 +54,10 @@ class FrameTimes:
         """The index of the last frame presented before `seconds` (half a tick's margin); -1 if none."""
         return int(np.searchsorted(self.ticks, seconds * self.timescale - 0.5, side="left")) - 1
 
+    def first_at_or_after(self, seconds: float) -> int:
+        """The index of the first frame presented at `seconds` or later (half a tick's margin)."""
+        return self.last_before(seconds) + 1
+
     def index_at(self, seconds: float) -> int | None:
         """The index of the frame presented at `seconds` (to within a quarter of a tick); None if
         no frame is: the decoder's clock and the table disagree, and the table is not used."""

@@ -190,8 +190,8 @@ class OpenedVideo:
                 if not self._grab_past_damage(frame_index, on_grab, numbered=numbering is not None):
                     self._ended_at(frame_index, previous_seconds)
                     break
-                if numbering is None:  # frames follow, but nothing tells which they are
-                    self._ended_at(frame_index, previous_seconds, frames_follow=True)
+                if numbering is None and not self._follows_on(previous_seconds):
+                    self._ended_at(frame_index, previous_seconds, frames_follow=True)  # nothing tells which they are
                     break
             if numbering is None:
                 seconds = self._presentation_time(frame_index, previous_seconds)
@@ -200,9 +200,9 @@ class OpenedVideo:
                 if placed is None:
                     continue  # untimed, or out of order after the damage: dropped with it
                 index, seconds = placed
-                self.frames_unreadable += index - frame_index
-                if in_window:  # the stride keeps to the indices it would have sampled
-                    in_window += index - frame_index
+                self.frames_unreadable += _lost_in_window(numbering, window, frame_index, index)
+                if not window.is_before(seconds):  # the stride keeps to the indices it would have sampled
+                    in_window = index - numbering.first_at_or_after(window.start_seconds)
                 frame_index = index
             previous_seconds = seconds
             if window.is_past_end(seconds):
@@ -332,6 +332,9 @@ class OpenedVideo:
         damaged, a codec OpenCV lacks) is refused: a run of it would report nothing, as if
         its window had been empty.
         """
+        if frame_count == 0 and frames_follow:
+            raise unreadable(self.path, "its first frames could not be decoded (damaged?), and in this container "
+                                        "the frames after them cannot be numbered")
         if frame_count == 0:
             raise unreadable(self.path, "no frame of it could be decoded (cut short, damaged, or a codec OpenCV lacks)")
         self.frames_in_video = frame_count
@@ -354,16 +357,28 @@ class OpenedVideo:
         """How to number the frames after damage by their times (`frame_numbering`); None where
         nothing tells, or where that numbering would not give the frame before the damage the
         index its count gave."""
-        if last_seconds is None or self._timed_by_rate:
+        if self._timed_by_rate or (last_seconds is None and frame_index > 0):
             return None
         numbering: FrameNumbering | None = None
         if _is_iso_media(self.path):
             numbering = frame_times(self.path, self.info.frame_count)
         elif self.info.fps > 0 and avi_index.seeks_exactly(self.path):
             numbering = EvenlySpaced(self.info.fps)
-        if numbering is None or numbering.index_at(last_seconds) != frame_index - 1:
+        if numbering is None or (last_seconds is not None and numbering.index_at(last_seconds) != frame_index - 1):
             return None
         return numbering
+
+    def _follows_on(self, last_seconds: float | None) -> bool:
+        """Whether the frame just grabbed, after a grab that failed, is the one after `last_seconds`
+        at the frame rate (the first, at 0, with None): no frame was lost. OpenCV gives a grab up
+        after 4,096 packets of the other streams, and a Matroska file with minutes of sound
+        after its picture, or sound muxed ahead of it, has its frames come after such a grab."""
+        fps = self.info.fps
+        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if not fps > 0 or not math.isfinite(seconds):
+            return False
+        expected = 0.0 if last_seconds is None else last_seconds + 1.0 / fps
+        return abs(seconds - expected) < 0.5 / fps
 
     def _placed(self, numbering: FrameNumbering, next_index: int) -> tuple[int, float] | None:
         """The index and time of the frame just grabbed, numbered by its time; None for one
@@ -556,6 +571,15 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
 # stream's: audio that outlasts the video, or a second, longer video stream, stretches it,
 # so falling short of it does not mean the file was cut.
 _MP4_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
+
+
+def _lost_in_window(numbering: FrameNumbering, window: FrameWindow, next_index: int, found_index: int) -> int:
+    """How many of the frames from `next_index` to before `found_index`, lost to damage, the
+    window holds: the run counts what it could not read of what it was asked for."""
+    first = max(next_index, numbering.first_at_or_after(window.start_seconds))
+    end = found_index if window.end_seconds is None else min(found_index,
+                                                             numbering.first_at_or_after(window.end_seconds))
+    return max(0, end - first)
 
 
 def _stores_frame_count(path: Path) -> bool:

@@ -4,6 +4,7 @@ indices (`frame_numbering`); elsewhere the run ends there and says so (`ended_ea
 from __future__ import annotations
 
 import random
+import subprocess
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RunningDagService
 from fakes.media import (
+    ffmpeg_executable,
     presentation_times,
     read_frame_index,
     write_avi_with_a_damaged_frame,
@@ -100,3 +102,63 @@ def test_a_webm_damaged_midway_ends_there_and_says_it_ended_early_when_frames_fo
             assert video.ended_early, seed
             assert video.frames_in_video == len(frames) < 500 and video.frames_unreadable == 0
     assert cases > 0, "no damage made a grab fail with frames after it: the test checks nothing"
+
+
+def h264_with_b_frames(tmp_path: Path, seconds: float) -> Path:
+    return write_test_pattern(tmp_path / "source.mp4", "-c:v", "libx264", "-bf", "3", "-g", "25", "-pix_fmt",
+                              "yuv420p", "-movflags", "+faststart", size="320x240", seconds=seconds)
+
+
+def zeroed(source: Path, start: int, length: int) -> Path:
+    data = bytearray(source.read_bytes())
+    data[start: start + length] = bytes(length)
+    damaged = source.with_name(f"damaged_{start}_{length}{source.suffix}")
+    damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def test_an_mp4_whose_first_frames_are_damaged_is_decoded_from_the_next_it_can(tmp_path: Path) -> None:
+    """It was refused as holding no decodable frame: the first grab failed, and nothing came
+    before it to number the frames after by."""
+    source = h264_with_b_frames(tmp_path, 6.0)
+    damaged = zeroed(source, source.read_bytes().index(b"mdat") + 200, 2000)  # inside the first key frame
+    with open_video(damaged) as video:
+        frames = list(video.frames(FrameWindow()))
+        indices = [frame.frame_index for frame in frames]
+        assert indices[0] > 0 and indices[-1] == 149
+        assert all(frame.frame_index == round(frame.timestamp_seconds * 25) for frame in frames)
+        assert indices == sorted(set(indices))
+        assert video.frames_unreadable == 150 - len(frames)
+        assert video.frames_in_video == 150 and not video.ended_early
+
+
+def test_a_stride_keeps_to_its_grid_when_damage_covers_the_start_of_the_window(tmp_path: Path) -> None:
+    source = h264_with_b_frames(tmp_path, 8.0)
+    mdat = source.read_bytes().index(b"mdat")
+    damaged = zeroed(source, mdat + (source.stat().st_size - mdat) // 4, 30_000)  # about frames 45-60
+    window = FrameWindow(start_seconds=2.0, end_seconds=4.0, frame_stride=5)
+    with open_video(source) as video:
+        whole = [frame.frame_index for frame in video.frames(window)]
+    with open_video(damaged) as video:
+        indices = [frame.frame_index for frame in video.frames(window)]
+        lost_in_window = video.frames_unreadable
+    assert whole == list(range(50, 100, 5))
+    assert indices and indices != whole, "the damage reached the window: the test checks nothing"
+    assert set(indices) <= set(whole), "sampled on the grid of the undamaged video"
+    assert 0 < lost_in_window <= 50, "only frames of the window are counted"
+
+
+def test_a_matroska_file_whose_sound_holds_grabs_back_is_read_whole(tmp_path: Path) -> None:
+    """OpenCV gives a grab up after 4,096 packets of the other streams. Here the first grab
+    fails (the file was refused as holding no frame), and so does the one after the last
+    frame, before the frames the decoder still held: neither is damage, nor an early end."""
+    path = tmp_path / "sound_after.mkv"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=2",
+                    "-f", "lavfi", "-i", "sine=sample_rate=48000:duration=150", "-c:v", "libx264", "-bf", "3",
+                    "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "32k", str(path)], check=True, timeout=120)
+    with open_video(path) as video:
+        frames = list(video.frames(FrameWindow()))
+        assert [frame.frame_index for frame in frames] == list(range(50))
+        assert [frame.timestamp_seconds for frame in frames] == pytest.approx(presentation_times(path), abs=1e-6)
+        assert not video.ended_early and video.frames_in_video == 50

@@ -409,6 +409,9 @@ class RunSummary(_message.Message):
     order just after the damage. Only where a frame's time tells its index: MP4,
     QuickTime, and AVIs with a frame in every slot of their index. Elsewhere the
     run ends at the damage, with `ended_early` when frames were found after it.
+    Damage the container's reader skips by itself (a broken AVI chunk header, a
+    damaged Matroska or MPEG-TS cluster) goes unseen: the frames after it are
+    numbered as if none were missing.
     """
     @_builtins.property
     def wall_time(self) -> _duration_pb2.Duration:
