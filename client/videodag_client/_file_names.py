@@ -23,11 +23,12 @@ def beside(path: str, prefix: str, suffix: str) -> str:
     room = _NAME_MAX - len(os.fsencode(f"{prefix}{mark}{suffix}"))
     cut = os.fsencode(name)[:room]
     # At a character's end: a UTF-8 name cut inside one would no longer be UTF-8.
-    stem = cut.decode("utf-8", "ignore") if _is_utf8(name) else os.fsdecode(cut)
+    stem = cut.decode("utf-8", "ignore") if is_utf8(name) else os.fsdecode(cut)
     return os.path.join(folder, f"{prefix}{stem}{mark}{suffix}")
 
 
-def _is_utf8(name: str) -> bool:
+def is_utf8(name: str) -> bool:
+    """Whether `name` has no byte that is not UTF-8 (which Python keeps as a lone surrogate)."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_client._file_names import beside
+from videodag_client._file_names import beside, is_utf8
 
 BoxColour = tuple[int, int, int]  # OpenCV's BGR order
 
@@ -390,13 +390,13 @@ class _OpenCvNames:
 
     def of(self, path: Path) -> str:
         """The name of an existing file (or folder): its own, or a link's."""
-        if _is_utf8(str(path)):
+        if is_utf8(str(path)):
             return str(path)
         if self._folder is None:
             self._folder = tempfile.mkdtemp(prefix="videodag-render-")
         self._links += 1
         link = os.path.join(self._folder, f"{self._links}{_plain(path.suffix)}")
-        if not _is_utf8(link):
+        if not is_utf8(link):
             raise RenderError(f"{str(path)!r}: OpenCV takes only UTF-8 names, and the temporary folder "
                               f"{self._folder!r} it could be linked from has none either; set TMPDIR")
         os.symlink(os.path.abspath(path), link)
@@ -406,14 +406,6 @@ class _OpenCvNames:
         """The name of a file to create, whose own name is plain (see `_partial_name`): in its folder, through a link
         to the folder if need be."""
         return os.path.join(self.of(path.parent), path.name)
-
-
-def _is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _plain(name: str) -> str:
