@@ -27,7 +27,7 @@ import pytest
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
 from fakes.waiting import frame_segments_left, wait_until
-from videodag_service.errors import VideoTooLarge, VideoUnreadable
+from videodag_service.errors import DecoderKilled, VideoTooLarge, VideoUnreadable
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
@@ -456,7 +456,7 @@ def test_a_decoder_started_ahead_and_never_used_is_killed_and_reaped(no_leftover
     # no_leftovers: no decoder process, segment, thread or descriptor is left
 
 
-def test_a_decoder_started_ahead_that_died_while_waiting_fails_its_run_as_a_crash(
+def test_a_decoder_started_ahead_that_was_killed_while_waiting_fails_its_run_blaming_no_video(
     make_video, no_leftovers: None
 ) -> None:
     service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
@@ -464,9 +464,9 @@ def test_a_decoder_started_ahead_that_died_while_waiting_fails_its_run_as_a_cras
         assert decoder is not None
         decoder.wait_started()
         [process] = _live_decoders()
-        process.kill()
+        process.kill()  # SIGKILL, as the out-of-memory killer sends it
         process.join(10)
-        with pytest.raises(VideoUnreadable, match="decoder crashed"):
+        with pytest.raises(DecoderKilled, match="was killed \\(SIGKILL\\)"):
             list(service.stream_run(DEFAULT_PIPELINE, make_video(3), decoder=decoder))
 
 
