@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from types import TracebackType
@@ -14,6 +15,20 @@ def progress_wanted(quiet: bool, results_on_stdout: bool = False) -> bool:
     when the results themselves are printed on the terminal (`-o -`), where each redraw of a
     bar landed in the middle of a result's line."""
     return not quiet and sys.stderr.isatty() and not (results_on_stdout and sys.stdout.isatty())
+
+
+# The size bars are drawn for on a terminal that reports none.
+_FALLBACK_SIZE = {"ncols": 80, "nrows": 24}
+
+
+def bar_size() -> dict[str, int]:
+    """tqdm's `ncols` and `nrows` for a terminal that reports a size of 0x0 (some `docker exec -t`
+    and `script` sessions), where it drew no bar at all; none, for tqdm to ask, otherwise."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # not a terminal, or no descriptor (a test's stream)
+        return {}
+    return dict(_FALLBACK_SIZE) if size.columns == 0 or size.lines == 0 else {}
 
 
 class RunProgress:
@@ -63,7 +78,7 @@ class RunProgress:
     def _bar(self, total: int | None, description: str, **unit_options: object) -> tqdm:
         return tqdm(
             total=total, desc=description, file=sys.stderr, disable=not self._enabled, leave=False,
-            **unit_options,
+            **bar_size(), **unit_options,
         )
 
     def __enter__(self) -> RunProgress:

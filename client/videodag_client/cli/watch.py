@@ -20,7 +20,7 @@ from videodag_client import Cancelled, FrameResult, Job, JobState, VideodagError
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
-from videodag_client.cli._progress import progress_wanted
+from videodag_client.cli._progress import bar_size, progress_wanted
 from videodag_client.cli._results import JsonLinesOutput
 from videodag_client.cli.run import format_summary, print_summary
 
@@ -72,7 +72,8 @@ def watch_command(args: argparse.Namespace) -> int:
     with (
         connect(args) as client,
         output,
-        tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False) as bar,
+        tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False,
+             **bar_size()) as bar,
     ):
         with client.watch_job(
             args.job_id,

@@ -1,0 +1,51 @@
+"""Progress bars on real terminals (a pseudo-terminal of a given size), as a person sees them."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+
+import pytest
+
+SHOW_FRAMES = """
+from videodag_client.cli._progress import RunProgress
+with RunProgress(enabled=True) as progress:
+    progress.start_frames(5)
+    for _ in range(5):
+        progress.frame_done()
+"""
+
+
+def _shown_on_a_terminal(rows: int, columns: int, code: str) -> str:
+    """What `code` run in a child whose stderr is a terminal of `rows` x `columns` shows on it."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=follower)
+    os.close(follower)
+    shown = b""
+    try:
+        while select.select([leader], [], [], 20)[0]:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        child.wait(20)
+        os.close(leader)
+    return shown.decode(errors="replace")
+
+
+@pytest.mark.parametrize(("rows", "columns"), [(0, 0), (24, 100)], ids=["no-size", "100-columns"])
+def test_the_frames_bar_is_drawn_whatever_size_the_terminal_reports(rows: int, columns: int) -> None:
+    """Some `docker exec -t` and `script` sessions report 0x0: tqdm then drew no bar at all."""
+    shown = _shown_on_a_terminal(rows, columns, SHOW_FRAMES)
+    assert "frames:" in shown and "/5 [" in shown
