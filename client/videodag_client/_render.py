@@ -9,6 +9,7 @@ Frames without a result line are copied unchanged, so the output has every input
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -303,12 +304,14 @@ def _render_video(
         raise RenderError(f"cannot write {output_path.suffix or 'files without a suffix'}; "
                           f"use one of {', '.join(sorted(_FOURCC_BY_SUFFIX))}")
     _check_output(output_path, Path(video))
+    # Through a symbolic link, as `run -o` writes: the file it points to is replaced, the link stays.
+    written = Path(os.path.realpath(output_path))
     if snapshot is not None and not cv2.haveImageWriter(_plain(os.fspath(snapshot))):
         raise RenderError(f"cannot write a contact sheet to {str(snapshot)!r}: name a .png or .jpg file")
     capture = cv2.VideoCapture(names.of(Path(video)))
     if not capture.isOpened():
         raise RenderError(f"cannot open video {str(video)!r}")
-    partial = _partial_name(output_path)
+    partial = _partial_name(written)
     writer: cv2.VideoWriter | None = None
     declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     sampler = _FrameSampler(
@@ -347,11 +350,11 @@ def _render_video(
     if (problem := _written_video_problem(names.of_new(partial), frames_written)) is not None:
         partial.unlink(missing_ok=True)
         raise RenderError(f"writing {str(output_path)!r} failed ({problem}); is the disk full?")
-    partial.replace(output_path)
+    partial.replace(written)
     sampled = sampler.sample()
     if snapshot is not None and not sampled:
         # Every result is past the video's end (results of another video): show the video itself.
-        sampled = _sample_video(names.of(output_path), snapshot_frames, thumbnail_width, frames_written)
+        sampled = _sample_video(names.of(written), snapshot_frames, thumbnail_width, frames_written)
     if snapshot is not None and not _write_image(Path(snapshot), contact_sheet(sampled), names):
         raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
     beyond = sum(1 for index in results if index >= frames_written)
@@ -415,17 +418,24 @@ def _plain(name: str) -> str:
 
 def _partial_name(path: Path) -> Path:
     """Where `path` is written first, to be renamed over it at the end: hidden, beside it, with its
-    suffix (which OpenCV picks the format by), and a name OpenCV can take whatever `path`'s."""
-    return Path(beside(str(path.with_name(_plain(path.stem))), ".", f".partial{_plain(path.suffix)}"))
+    suffix (which OpenCV picks the format by), and a name OpenCV can take whatever `path`'s. A
+    name that is not UTF-8 gets a hash of its bytes too: `r\\xe9.mp4` and `r\\xe8.mp4`, both
+    `r?.mp4` to OpenCV, rendered at once, shared one partial file."""
+    stem = _plain(path.stem)
+    if not is_utf8(path.name):
+        stem += "~" + hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8]
+    return Path(beside(str(path.with_name(stem)), ".", f".partial{_plain(path.suffix)}"))
 
 
 def _write_image(path: Path, image: np.ndarray, names: _OpenCvNames) -> bool:
-    """Writes `path` under its partial name and renames it, so that it is never half-written."""
-    partial = _partial_name(path)
+    """Writes `path` under its partial name and renames it, so that it is never half-written;
+    through a symbolic link, whose target is replaced."""
+    written = Path(os.path.realpath(path))
+    partial = _partial_name(written)
     if not cv2.imwrite(names.of_new(partial), image):
         partial.unlink(missing_ok=True)
         return False
-    partial.replace(path)
+    partial.replace(written)
     return True
 
 

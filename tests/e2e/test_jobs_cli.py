@@ -206,13 +206,18 @@ def test_an_idempotency_key_used_with_other_options_is_said_to_be(
     for same in (["--stride", "1"], ["--start", "0"], ["--max-frames", "0"]):
         assert main([*submit, *same]) == 0
         assert capsys.readouterr() == (f"{job_id}\n", ""), same
+    for finer_than_kept in (["--end", "3.3333333333"], ["--start", "0.1234567891"]):  # kept to the nanosecond
+        fresh = [*submit[:-3], "--idempotency-key", f"k{finer_than_kept[0]}", "-q", *finer_than_kept]
+        for _ in range(2):
+            assert main(fresh) == 0
+            assert capsys.readouterr().err == "", finer_than_kept
     assert main([*submit, "--stride", "5", "--max-frames", "3"]) == 0
     assert capsys.readouterr() == (
         f"{job_id}\n",
         "warning: the idempotency key 'k' was used before, with other options: its job is returned, which processes "
         "every frame from 0 s to the end\n",
     )
-    assert len(client.list_jobs().jobs) == 1
+    assert len(client.list_jobs().jobs) == 3
 
 
 @pytest.mark.parametrize("quiet", [[], ["-q"]])

@@ -91,12 +91,15 @@ def submit_command(args: argparse.Namespace) -> int:
 def _other_sampling(kept: RunOptions, asked: RunOptions) -> str | None:
     """How the job returned for an idempotency key samples the video, when not as asked now
     (the server compares the video and the pipeline, not the options); None when the same."""
-    def normal(options: RunOptions) -> tuple[int, int, float, float | None]:
-        return (max(1, options.frame_stride), options.max_frames, options.start_seconds or 0.0, options.end_seconds)
+    def normal(options: RunOptions) -> tuple[int, int, int, int | None]:
+        """As the server keeps them: times in whole nanoseconds (`--end 3.3333333333` comes back 3.333333333)."""
+        end = None if options.end_seconds is None else round(options.end_seconds * 1e9)
+        return (max(1, options.frame_stride), options.max_frames, round((options.start_seconds or 0.0) * 1e9), end)
 
     if normal(kept) == normal(asked):
         return None
-    stride, most, start, end = normal(kept)
+    stride, most = normal(kept)[:2]
+    start, end = kept.start_seconds or 0.0, kept.end_seconds
     window = f"from {start:g} s" + (f" to {end:g} s" if end is not None else " to the end")
     frames = "every frame" if stride == 1 else f"one frame in {stride}"
     return f"{frames} {window}" + (f", {most} at most" if most else "")

@@ -75,13 +75,15 @@ def watch_command(args: argparse.Namespace) -> int:
         tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False,
              **bar_size()) as bar,
     ):
+        reconnects = ReconnectReport(quiet=args.quiet)
         with client.watch_job(
             args.job_id,
             after_frame_index=args.after,
             reconnect_window=args.reconnect_window,
-            on_reconnect=ReconnectReport(quiet=args.quiet),
+            on_reconnect=reconnects,
         ) as events:
             for event in events:
+                reconnects.heard_from_server()
                 if isinstance(event, FrameResult):
                     output.write(event)
                     bar.update(1)
@@ -113,6 +115,10 @@ class ReconnectReport:
         if not self._quiet and line != self._last_said:
             tqdm.write(line, file=sys.stderr)
         self._last_said = line
+
+    def heard_from_server(self) -> None:
+        """The watch got through: a loss after this is another outage, said again."""
+        self._last_said = None
 
 
 def _why_reconnecting(error: VideodagError) -> str:

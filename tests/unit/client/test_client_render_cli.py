@@ -117,3 +117,39 @@ def test_opencv_and_ffmpeg_log_nothing_on_stderr(sample_clip: Path, tmp_path: Pa
         assert (exit_code, error) == (2, f"error: cannot open video {str(video)!r}\n")
     else:
         assert (exit_code, error) == (0, "")
+
+
+def test_a_video_and_a_sheet_named_by_symbolic_links_are_written_through_them(
+    sample_clip: Path, tmp_path: Path
+) -> None:
+    """As `run -o` writes results: the file a link points to is replaced and the link stays (the
+    sheet replaced its link with a file, leaving the old sheet where the link pointed)."""
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    (targets / "annotated.avi").write_bytes(b"old")
+    (targets / "sheet.png").write_bytes(b"old")
+    for name in ("annotated.avi", "sheet.png"):
+        (tmp_path / name).symlink_to(targets / name)
+    results = _write_results(tmp_path / "results.jsonl", [0, 5])
+    code, said = _render(sample_clip, results, "-o", tmp_path / "annotated.avi", "--snapshot", tmp_path / "sheet.png",
+                         "--snapshot-frames", "2")
+    assert code == 0, said
+    for name in ("annotated.avi", "sheet.png"):
+        assert (tmp_path / name).is_symlink(), name
+        assert (targets / name).stat().st_size > 1000, name
+    assert sorted(path.name for path in targets.iterdir()) == ["annotated.avi", "sheet.png"], "no partial left"
+
+
+def test_two_renders_to_names_alike_but_for_bytes_that_are_not_utf8_write_apart(
+    sample_clip: Path, tmp_path: Path
+) -> None:
+    """`r\\xe9.avi` and `r\\xe8.avi` are both `r?.avi` to OpenCV: rendered at once, they shared one
+    partial file, and one of them failed as if the disk were full."""
+    results = _write_results(tmp_path / "results.jsonl", [0])
+    outputs = [tmp_path / os.fsdecode(b"r\xe9.avi"), tmp_path / os.fsdecode(b"r\xe8.avi")]
+    command = [sys.executable, "-m", "videodag_client.cli", "render", os.fsencode(sample_clip), os.fsencode(results)]
+    renders = [subprocess.Popen([*command, b"-o", os.fsencode(output)], stderr=subprocess.PIPE) for output in outputs]
+    for render in renders:
+        _, said = render.communicate(timeout=120)
+        assert render.returncode == 0, said
+    assert all(_decoded_frame_count(output, tmp_path) == 120 for output in outputs)

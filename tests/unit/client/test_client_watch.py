@@ -170,8 +170,11 @@ def test_a_reconnecting_watch_says_so_once_an_outage(capsys: pytest.CaptureFixtu
         report(lost, 291)
     report(lost, 340)  # frames came in between: another outage
     report(lost, 340)
+    report.heard_from_server()  # a job update, no frame: the next loss is another outage all the same
+    report(lost, 340)
     assert capsys.readouterr().err.splitlines() == [
         "connection lost (UNAVAILABLE); resuming after frame 291",
+        "connection lost (UNAVAILABLE); resuming after frame 340",
         "connection lost (UNAVAILABLE); resuming after frame 340",
     ]
     ReconnectReport(quiet=True)(lost, None)
