@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             "exit codes: 0 ok, 1 server error (or output that could not be written), 2 usage, 3 not found, "
             "4 invalid argument, 5 resource exhausted, 6 data loss, 7 unavailable or deadline exceeded, "
             "8 unauthenticated, permission denied or TLS handshake failed, 130 interrupted (SIGINT), "
-            "141 output closed by its reader, 143 terminated (SIGTERM)"
+            "129 hung up (SIGHUP), 141 output closed by its reader, 143 terminated (SIGTERM)"
         ),
     )
     add_connection_arguments(parser)
@@ -110,7 +110,7 @@ def _hold_descriptor(number: int) -> None:
 
 def _run_command(args: argparse.Namespace) -> int:
     try:
-        with _sigterm_as_interrupt():
+        with _termination_as_interrupt():
             exit_code: int = args.handler(args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -136,9 +136,9 @@ def _run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return _exit_codes.USAGE
-    except _Terminated:
-        print("terminated", file=sys.stderr)
-        return _exit_codes.TERMINATED
+    except _Terminated as ended:
+        print(ended.said, file=sys.stderr)
+        return ended.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return _exit_codes.INTERRUPTED
@@ -166,25 +166,35 @@ def _writes_its_output_to_stdout(args: argparse.Namespace) -> bool:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C would be, so that the same clean-up runs: the call is
-    cancelled and partial results are kept as a `.part` file."""
+    """SIGTERM, or SIGHUP (the terminal closed), raised where Ctrl-C would be, so that the same
+    clean-up runs: the call is cancelled, partial results are kept as a `.part` file, and a
+    render's partial video and temporary links are removed."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        hung_up = signal_number == signal.SIGHUP
+        self.said = "hung up" if hung_up else "terminated"
+        self.exit_code = _exit_codes.HUNG_UP if hung_up else _exit_codes.TERMINATED
 
 
-def _raise_terminated(_signal_number: int, _frame: FrameType | None) -> None:
-    raise _Terminated
+def _raise_terminated(signal_number: int, _frame: FrameType | None) -> None:
+    raise _Terminated(signal_number)
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM handled like SIGINT while a command runs (signals can be caught in the main thread only)."""
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP handled like SIGINT while a command runs (signals can be caught in the
+    main thread only); a SIGHUP ignored already (`nohup`) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    caught = [signal.SIGTERM] + ([] if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else [signal.SIGHUP])
+    previous = {number: signal.signal(number, _raise_terminated) for number in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def _is_tls_failure(error: VideodagError) -> bool:

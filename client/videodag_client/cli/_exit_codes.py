@@ -11,6 +11,7 @@
     7   UNAVAILABLE or DEADLINE_EXCEEDED: server unreachable, draining or too slow; retry later
     8   UNAUTHENTICATED or PERMISSION_DENIED: check the token; or the TLS handshake failed
         (UNAVAILABLE from gRPC, but no retry helps): check --tls-ca, --tls-cert, --tls-key
+    129 hung up (SIGHUP: the terminal closed), handled as SIGTERM is
     130 interrupted (Ctrl-C, SIGINT)
     141 the reader of the output went away (`videodag run -o - | head`), as for SIGPIPE
     143 terminated (SIGTERM), which `run` and `watch` handle as they handle Ctrl-C
@@ -31,6 +32,7 @@ DATA_LOSS = 6
 UNAVAILABLE = 7
 UNAUTHENTICATED = 8
 CREDENTIALS = UNAUTHENTICATED
+HUNG_UP = 129
 INTERRUPTED = 130
 OUTPUT_CLOSED = 141
 TERMINATED = 143

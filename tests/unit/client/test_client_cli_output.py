@@ -192,8 +192,13 @@ def test_decode_during_upload_of_an_empty_file_is_a_usage_error(
     assert list(tmp_path.iterdir()) == [empty]
 
 
-def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_the_part_file(
-    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path
+@pytest.mark.parametrize(("stop", "exit_code", "said"), [
+    (signal.SIGTERM, _exit_codes.TERMINATED, "terminated"),
+    (signal.SIGHUP, _exit_codes.HUNG_UP, "hung up"),  # the terminal closed: it left the part unannounced
+])
+def test_sigterm_and_sighup_stop_a_run_like_ctrl_c_and_keep_the_part_file(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path, stop: signal.Signals,
+    exit_code: int, said: str,
 ) -> None:
     servicer.run_script = [
         AcknowledgeUpload(),
@@ -209,10 +214,10 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_keeps_the_part_file(
     while not servicer.upload_finished.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(2.0)  # the first frame reaches the client (nothing to poll: the .part is flushed at the end)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     _, error = process.communicate(timeout=30)
 
-    assert process.returncode == _exit_codes.TERMINATED
-    assert error.decode().splitlines() == [f"partial results (1 frames, up to frame 0) kept in {part}", "terminated"]
+    assert process.returncode == exit_code
+    assert error.decode().splitlines() == [f"partial results (1 frames, up to frame 0) kept in {part}", said]
     assert _frame_indexes(part.read_text()) == [0]
     assert servicer.cancelled.wait(10), "the call was cancelled, as on Ctrl-C"
