@@ -86,10 +86,12 @@ class Settings:
     max_frame_width: int = _setting(7680, "widest frame accepted, in pixels", minimum=1)
     max_frame_height: int = _setting(4320, "tallest frame accepted, in pixels", minimum=1)
     max_video_frames: int = _setting(
-        1_000_000, "most frames a video may declare (refused before decoding)", minimum=1
+        1_000_000, "most frames a video may have: refused before decoding when it declares more, and stopped "
+        "when it decodes more", minimum=1
     )
     max_video_seconds: float = _setting(
-        6 * 3600.0, "longest video accepted, in seconds (refused before decoding)", minimum=0.001
+        6 * 3600.0, "longest video accepted, in seconds: refused before decoding when it declares more, and "
+        "stopped at a frame past it", minimum=0.001
     )
     node_timeout_seconds: float = _setting(
         60.0, "longest one pipeline node may take on one frame, or to open for a run; over it the run fails "

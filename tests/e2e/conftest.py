@@ -27,7 +27,7 @@ def make_server(tmp_path: Path) -> Iterator[ServerFactory]:
         )
         recorder = Recorder()
         harness = ServerHarness(start_server(settings, make_dag(tmp_path / f"s{len(started)}", recorder)),
-                                upload_dir, recorder)
+                                settings.temp_dir, recorder)
         started.append(harness)
         return harness
 

@@ -120,17 +120,22 @@ TEST_PIPELINES = {
 
 
 class ServerHarness:
-    """A started server, its private upload folder, and a client connected to it."""
+    """A started server, its private upload folders, and a client connected to it."""
 
     def __init__(self, running: RunningServer, upload_dir: Path, recorder: Recorder) -> None:
         self.running = running
         self.upload_dir = upload_dir
+        """Where UploadAndRun receives its uploads."""
+        self.job_upload_dir = running.settings.data_dir / "uploads" / "incoming"
+        """Where SubmitJob receives its uploads until they are checked."""
         self.recorder = recorder
         self.target = f"127.0.0.1:{running.port}"
         self.client = VideodagClient(self.target)
 
     def leftover_uploads(self) -> list[Path]:
-        return sorted(self.upload_dir.iterdir()) if self.upload_dir.exists() else []
+        """The uploads being received or left behind, of runs and of job submissions alike."""
+        return [path for folder in (self.upload_dir, self.job_upload_dir) if folder.exists()
+                for path in sorted(folder.iterdir())]
 
     def uploads_left_after(self, timeout: float = 10.0) -> list[Path]:
         """The uploads still there once the server has had `timeout` seconds to clean up: for

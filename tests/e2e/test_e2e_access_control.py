@@ -253,14 +253,24 @@ def test_a_client_ca_file_without_a_certificate_is_refused_naming_it_not_the_por
 
 
 def test_a_client_ca_file_with_a_damaged_block_after_its_certificate_still_serves(
-    pki: Path, tmp_path: Path
+    make_server: ServerFactory, pki: Path, tmp_path: Path
 ) -> None:
-    """gRPC reads the certificate it can; the check at start must not refuse what gRPC would serve."""
+    """gRPC reads the certificate it can; the check at start must not refuse what gRPC would serve,
+    and the client certificates that CA signed are still the ones let in."""
     damaged = tmp_path / "ca_and_damage.pem"
     damaged.write_text((pki / "ca.pem").read_text() + "-----BEGIN CERTIFICATE-----\nnot base64\n")
-    running = start_server(Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=pki / "server.pem",
-                                    tls_key_file=pki / "server.key", tls_client_ca_file=damaged))
-    running.stop(0)
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key",
+                         tls_client_ca_file=damaged)
+    root = (pki / "ca.pem").read_bytes()
+    target = f"localhost:{server.running.port}"
+    with_certificate = grpc.ssl_channel_credentials(
+        root, private_key=(pki / "client.key").read_bytes(), certificate_chain=(pki / "client.pem").read_bytes()
+    )
+    with VideodagClient(target, credentials=with_certificate) as client:
+        assert [pipeline.id for pipeline in client.list_pipelines()]
+    with VideodagClient(target, credentials=grpc.ssl_channel_credentials(root)) as client, \
+            pytest.raises(Unavailable):
+        client.list_pipelines(timeout=5)
 
 
 def test_an_encrypted_key_is_refused_at_start_instead_of_waiting_for_a_passphrase(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="videodag",
         description="Run videodag pipelines on videos through a videodag server.",
         epilog=(
-            "exit codes: 0 ok, 1 server error (or output that could not be written), 2 usage, 3 not found, "
+            "exit codes: 0 ok, 1 server error, a request refused in the state it found (FAILED_PRECONDITION: "
+            "a finished job, a reused idempotency key) or output that could not be written, 2 usage, 3 not found, "
             "4 invalid argument, 5 resource exhausted, 6 data loss, 7 unavailable or deadline exceeded, "
             "8 unauthenticated, permission denied or TLS handshake failed, 130 interrupted (SIGINT), "
             "129 hung up (SIGHUP), 141 output closed by its reader, 143 terminated (SIGTERM)"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,16 +95,3 @@ def test_rejects_images_that_are_not_frames() -> None:
         _stats(np.zeros((4, 4, 2), dtype=np.uint8))
     with pytest.raises(ValueError, match="empty"):
         _stats(np.zeros((0, 4, 3), dtype=np.uint8))
-
-
-def test_costs_well_under_a_millisecond_per_720p_frame(random_frame: np.ndarray) -> None:
-    instance = _open()
-    instance.process({"image": random_frame})
-    timings = []
-    for _ in range(30):
-        started = time.perf_counter()
-        instance.process({"image": random_frame})
-        timings.append(time.perf_counter() - started)
-
-    # About 0.05 ms on an idle 2-core machine; the bound leaves room for a loaded CI box.
-    assert float(np.median(timings)) < 0.002
