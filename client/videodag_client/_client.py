@@ -308,6 +308,18 @@ class RunStream(Iterator[Event]):
         return self
 
     def __next__(self) -> Event:
+        try:
+            return self._next_event()
+        except StopIteration:
+            raise
+        except BaseException:
+            # Ctrl-C while waiting for the next event, with the stream kept alive (an interactive
+            # session keeps the traceback, and the traceback this stream): the run must not go on
+            # unseen, holding a server slot, nor the upload go on in gRPC's thread.
+            self.close()
+            raise
+
+    def _next_event(self) -> Event:
         while not self._finished:
             try:
                 response = next(self._call)

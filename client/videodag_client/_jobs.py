@@ -297,6 +297,12 @@ class JobSubmission:
             if error.code() is grpc.StatusCode.CANCELLED and self._client_closed():
                 raise client_closed_error() from error
             raise from_grpc_error(error) from error
+        except BaseException:
+            # Ctrl-C while the upload is under way. Ending the upload (below) without cancelling
+            # first would tell the server the video is complete: from a pipe, whose size is not
+            # declared, it would queue a job of the bytes sent so far.
+            self._call.cancel()
+            raise
         finally:
             self._chunked.close()
         return job_from_proto(response.job)
@@ -349,6 +355,17 @@ class JobWatch(Iterator[JobEvent]):
         return self
 
     def __next__(self) -> JobEvent:
+        try:
+            return self._next_event()
+        except (StopIteration, VideodagError):
+            raise  # the watch has ended already
+        except BaseException:
+            # Ctrl-C while waiting (for an event, or to reconnect), or an `on_reconnect` that
+            # raised: the watch ends with it rather than hold one of the server's watch slots.
+            self.close()
+            raise
+
+    def _next_event(self) -> JobEvent:
         while not self._done:
             if self._call is None:
                 self._call = self._open_call(self.last_frame_index)

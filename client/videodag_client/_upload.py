@@ -15,12 +15,28 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, TypeAlias
+from typing import IO, Protocol, TypeAlias, cast
 
 from videodag.v1 import run_pb2
 from videodag_client._options import RunOptions
 
-PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryIO
+
+class BinaryFile(Protocol):
+    """A binary file object to upload from: anything whose `read(size)` returns bytes (a file
+    opened "rb", a pipe, `io.BytesIO`, a subprocess's stdout, a zip member, a socket's
+    `makefile("rb")`). One that is also seekable (`seekable()`, `tell()`, `seek()`) is read
+    from where it stands, and its size and checksum are declared."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class _SeekableFile(BinaryFile, Protocol):
+    def tell(self) -> int: ...
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+
+PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryFile
 UploadProgress: TypeAlias = Callable[[int, int | None], None]
 """Called as `(bytes_sent, total_bytes_or_None)` from gRPC's request thread."""
 
@@ -50,7 +66,7 @@ _HASH_BLOCK_SIZE = 1024 * 1024
 class UploadFile:
     """An open video to upload, with what can be declared about it up front."""
 
-    stream: BinaryIO
+    stream: BinaryFile
     owned: bool
     """Whether the stream was opened here (from a path) and so must be closed here."""
     file_name: str
@@ -59,8 +75,8 @@ class UploadFile:
 
     def close(self) -> None:
         """Close the stream if it was opened here; a caller's file object stays open."""
-        if self.owned and not self.stream.closed:
-            self.stream.close()
+        if self.owned:
+            cast(IO[bytes], self.stream).close()  # opened here, from a path
 
 
 def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool) -> UploadFile:
@@ -70,7 +86,7 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
     pass, after which the stream is rewound to where it was.
     """
     if isinstance(path_or_file, str | os.PathLike):
-        stream: BinaryIO = open(path_or_file, "rb")  # noqa: SIM115 - closed by ChunkedRequests
+        stream: BinaryFile = open(path_or_file, "rb")  # noqa: SIM115 - closed by ChunkedRequests
         owned = True
     else:
         _require_binary(path_or_file)
@@ -79,12 +95,13 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
         name = getattr(stream, "name", "")
         file_name = os.path.basename(name) if isinstance(name, str) else ""
         # A file-like object without `seekable` (only `read`) is read as a stream.
-        seekable = bool(stream.seekable()) if callable(getattr(stream, "seekable", None)) else False
-        size = _remaining_size(stream) if seekable and declare_size else None
-        sha256 = _sha256_and_rewind(stream) if seekable and checksum else None
+        is_seekable = getattr(stream, "seekable", None)
+        seekable = bool(is_seekable()) if callable(is_seekable) else False
+        size = _remaining_size(cast(_SeekableFile, stream)) if seekable and declare_size else None
+        sha256 = _sha256_and_rewind(cast(_SeekableFile, stream)) if seekable and checksum else None
     except BaseException:
         if owned:
-            stream.close()
+            cast(IO[bytes], stream).close()
         raise
     return UploadFile(stream, owned, file_name, size, sha256)
 
@@ -98,7 +115,7 @@ def _require_binary(stream: object) -> None:
         raise TypeError(f"the video must be a path or a binary file object (open it with 'rb'), got {what}")
 
 
-def _remaining_size(stream: BinaryIO) -> int:
+def _remaining_size(stream: _SeekableFile) -> int:
     start = stream.tell()
     stream.seek(0, io.SEEK_END)  # what it returns varies (codecs' streams return None): tell() says
     end = stream.tell()
@@ -106,7 +123,7 @@ def _remaining_size(stream: BinaryIO) -> int:
     return end - start
 
 
-def _sha256_and_rewind(stream: BinaryIO) -> str:
+def _sha256_and_rewind(stream: _SeekableFile) -> str:
     start = stream.tell()
     digest = hashlib.sha256()
     while block := read_bytes(stream, _HASH_BLOCK_SIZE):
@@ -115,7 +132,7 @@ def _sha256_and_rewind(stream: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def read_bytes(stream: BinaryIO, size: int) -> bytes:
+def read_bytes(stream: BinaryFile, size: int) -> bytes:
     """`stream.read(size)`, which must be bytes: a file object that decodes text (codecs.open, a
     SpooledTemporaryFile in "w+" mode) passes for binary until it is read."""
     block = stream.read(size)

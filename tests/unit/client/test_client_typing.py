@@ -13,6 +13,11 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 CALLER = """
 import asyncio
+import io
+import subprocess
+import tempfile
+import zipfile
+from typing import IO, BinaryIO
 
 from videodag_client import AsyncVideodagClient, RunOptions, VideodagClient, VideodagError
 
@@ -35,6 +40,23 @@ def blocking() -> None:
                                    on_upload_progress=on_progress) as run:
             for event in run:
                 print(event)
+
+
+def from_file_objects(given: IO[bytes], binary: BinaryIO) -> None:
+    # The binary file objects a caller has at hand, as the upload reads them.
+    with VideodagClient("localhost:50051") as client:
+        client.submit_job(given, "frame_stats_v1")
+        client.submit_job(binary, "frame_stats_v1")
+        client.submit_job(io.BytesIO(b"..."), "frame_stats_v1")
+        with subprocess.Popen(["cat", "clip.mp4"], stdout=subprocess.PIPE) as producer:
+            assert producer.stdout is not None
+            list(client.upload_and_run(producer.stdout, "frame_stats_v1"))
+        with tempfile.SpooledTemporaryFile() as spooled:
+            client.submit_job(spooled, "frame_stats_v1")
+        with zipfile.ZipFile("clips.zip") as archive, archive.open("clip.mp4") as member:
+            client.submit_job(member, "frame_stats_v1")
+        with open("clip.mp4", "rb", buffering=0) as unbuffered:
+            client.submit_job(unbuffered, "frame_stats_v1")
 
 
 async def awaited() -> None:
