@@ -9,7 +9,7 @@ import grpc
 from grpc_status import rpc_status
 
 from videodag_service import convert
-from videodag_service.errors import DeadlineExceeded, RunCancelled, VideodagError
+from videodag_service.errors import DeadlineExceeded, DecoderKilled, RunCancelled, VideodagError, VideoFileMissing
 from videodag_service.observability.call_deadline import ended_by_its_deadline
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
     if isinstance(error, VideodagError):
         if error.status_code in {"INTERNAL", "UNKNOWN"}:
             logger.error("call failed: %s", error)
+        elif isinstance(error, VideoFileMissing | DecoderKilled):  # the server's trouble, not the request's
+            logger.warning("call failed: %s: %s", error.status_code, error.message)
         else:
             logger.info("request refused: %s: %s", error.status_code, error.message)
         status = convert.status_from_error(error)

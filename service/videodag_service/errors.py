@@ -24,6 +24,9 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
     │   └── NodeTimedOut                a node call outlived node_timeout_seconds
     ├── DecoderDidNotStart              INTERNAL: the server's fault, not the video's
+    ├── StorageUnwritable               INTERNAL: the upload folder cannot be written (read-only, permissions)
+    ├── DecoderKilled                   UNAVAILABLE: a decoder killed by a signal the server did not send
+    ├── VideoFileMissing                UNAVAILABLE: the stored video was removed before it was decoded
     ├── FailedPrecondition              FAILED_PRECONDITION
     │   ├── JobAlreadyFinished          cancel a job that has finished
     │   ├── JobNotFinished              delete a job that has not
@@ -335,6 +338,24 @@ class DecoderKilled(VideodagError):
 
     status_code = "UNAVAILABLE"
     reason = "DECODER_KILLED"
+
+
+class StorageUnwritable(VideodagError):
+    """The server cannot write where it keeps uploads: a read-only file system, permissions
+    taken away. No fault of the request, and not a bug either: the operator's to fix. The
+    folder is named in the server's log only (its paths are private)."""
+
+    status_code = "INTERNAL"
+    reason = "STORAGE_UNWRITABLE"
+
+
+class VideoFileMissing(VideodagError):
+    """The server's stored copy of the video was gone when its decoder came to open it: removed
+    from the upload folder (a cleaner of temporary files, an operator). Not the video's fault,
+    unlike VideoUnreadable, and the same upload sent again may well succeed: UNAVAILABLE."""
+
+    status_code = "UNAVAILABLE"
+    reason = "VIDEO_FILE_MISSING"
 
 
 class FailedPrecondition(VideodagError):

@@ -21,6 +21,7 @@ import videodag_service.video.upload as upload_module
 from fakes.hostile_media import claim_avi_frame_count, claim_avi_frame_size
 from videodag_client import (
     FrameResult,
+    Internal,
     InvalidArgument,
     ResourceExhausted,
     RunOptions,
@@ -181,7 +182,8 @@ def small_disk(folder: Path, capacity_bytes: int, monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_full_disk_is_resource_exhausted_and_leaves_no_partial_file(
-    make_server: ServerFactory, sample_clip: Path, make_video, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_server: ServerFactory, sample_clip: Path, make_video, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with small_disk(tmp_path / "small", 512 * 1024, monkeypatch) as upload_dir:
         server = make_server(temp_dir=upload_dir)
@@ -191,9 +193,59 @@ def test_a_full_disk_is_resource_exhausted_and_leaves_no_partial_file(
             list(server.client.upload_and_run(big, "frame_stats_v1", timeout=30))
         assert caught.value.reason == "DISK_FULL"
         assert "no space left" in caught.value.message
+        # The operator's to act on: a warning naming the folder, not an INFO line like a client's mistake.
+        [warning] = [record for record in caplog.records if record.name == upload_module.__name__]
+        assert warning.levelname == "WARNING"
+        assert warning.getMessage().startswith(f"no space left in {upload_dir} to store an upload (")
         assert os.listdir(upload_dir) == []
         # The space came back: a small video still runs on the same filesystem.
         assert_still_serving(server, make_video(5))
+        assert os.listdir(upload_dir) == []
+        server.stop()  # before the filesystem goes
+
+
+class _ReadOnlyTempfile:
+    """Stands in for `tempfile` in the upload module: creating a file fails as on a read-only file system."""
+
+    def mkstemp(self, *args: Any, **kwargs: Any) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get("dir"))
+
+
+@contextlib.contextmanager
+def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder nobody can create files in: a real read-only tmpfs where mounting is allowed
+    (root, as on the test machines, where file modes would not stop the server), otherwise
+    uploads whose files fail to be created with EROFS."""
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", str(folder)], check=False, capture_output=True,
+    ).returncode == 0
+    if not mounted:
+        monkeypatch.setattr(upload_module, "tempfile", _ReadOnlyTempfile())
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "--lazy", str(folder)], check=False, capture_output=True)
+
+
+def test_an_upload_folder_the_server_cannot_write_in_is_internal_storage_unwritable_naming_no_path(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It was INTERNAL "internal error: OSError: [Errno 30] Read-only file system: '<the upload's path>'",
+    with no reason to branch on, and a traceback in the log for every call."""
+    with read_only_folder(tmp_path / "read-only", monkeypatch) as upload_dir:
+        server = make_server(temp_dir=upload_dir)
+        with pytest.raises(Internal) as caught:
+            list(server.client.upload_and_run(sample_clip, "frame_stats_v1", timeout=30))
+        assert caught.value.reason == "STORAGE_UNWRITABLE"
+        assert "upload folder is not writable (Read-only file system)" in caught.value.message
+        assert str(tmp_path) not in caught.value.message
+        assert [record.getMessage() for record in caplog.records if record.name == upload_module.__name__] == [
+            f"cannot store an upload in {upload_dir}: Read-only file system"
+        ]
+        assert not any(record.exc_info for record in caplog.records)
         assert os.listdir(upload_dir) == []
         server.stop()  # before the filesystem goes
 

@@ -31,6 +31,7 @@ from videodag_client import (
     NotFound,
     RunOptions,
     RunSummary,
+    Unavailable,
     VideodagClient,
 )
 
@@ -198,6 +199,25 @@ def test_cancel_a_queued_job_means_it_never_runs(
     assert [u.state for u in updates] == [JobState.CANCELLED]
     assert updates[-1].started_at is None and updates[-1].frames_done == 0
     assert queued.id not in "".join(jobs.stored_uploads())
+
+
+def test_a_queued_job_whose_stored_video_was_removed_fails_as_the_servers_trouble(
+    client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
+) -> None:
+    """A cleaner of the data folder (or an operator) removed the video while the job waited:
+    it failed as INVALID_ARGUMENT VIDEO_UNREADABLE, "no such file", blaming the video."""
+    busy = client.submit_job(sample_clip, "paced", RunOptions(max_frames=60))
+    wait_for_job(client, busy.id, is_running_with_frames(1), what="the first job to occupy the only worker")
+    queued = client.submit_job(sample_clip, "frame_stats_v1")
+    [stored] = [name for name in jobs.stored_uploads() if name.startswith(queued.id)]
+    (jobs.settings.data_dir / "uploads" / stored).unlink()
+
+    failed = wait_for_job(client, queued.id, finished)
+
+    assert failed.state is JobState.FAILED and isinstance(failed.error, Unavailable)
+    assert failed.error.reason == "VIDEO_FILE_MISSING"
+    assert failed.error.message.startswith("Unable to read video file 'pedestrians_120.mp4': the server's stored copy")
+    assert wait_for_job(client, busy.id, finished).state is JobState.SUCCEEDED
 
 
 def test_a_failed_job_carries_the_error_the_synchronous_call_raises(

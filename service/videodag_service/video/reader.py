@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from videodag_service.dag.cores import usable_cores
-from videodag_service.errors import ErrorDetails, VideoUnreadable
+from videodag_service.errors import ErrorDetails, VideodagError, VideoFileMissing, VideoUnreadable
 from videodag_service.video import avi_index
 from videodag_service.video.content_guess import guess_content
 from videodag_service.video.display_matrix import flip_code, mirrors
@@ -110,10 +110,15 @@ def unreadable(path: str | os.PathLike[str], reason: str, details: ErrorDetails 
     return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}", details)
 
 
-def _not_openable(path: Path) -> VideoUnreadable:
+def _not_openable(path: Path) -> VideodagError:
     """The error for a file OpenCV did not open, saying what its bytes look like where that is known."""
     if not path.exists():
-        return unreadable(path, "no such file")
+        # Every file the service decodes is its own stored copy: one that is gone was removed
+        # from under the server, which is no fault of the video.
+        return VideoFileMissing(
+            f"Unable to read video file {path.name!r}: the server's stored copy is gone, removed from its folder "
+            "before it was decoded (a cleaner of temporary files, say); send it again"
+        )
     guess = guess_content(path)
     if guess is None:
         return unreadable(path, "not a video OpenCV can decode")

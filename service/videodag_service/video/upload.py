@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import re
 import stat
@@ -40,13 +41,17 @@ from videodag_service.errors import (
     ErrorDetails,
     FieldViolation,
     InvalidOptions,
+    StorageUnwritable,
     UploadCorrupted,
     UploadTooLarge,
 )
 from videodag_service.private_folders import private_directory
 from videodag_service.video.chunk_writer import ChunkWriter
 
+logger = logging.getLogger(__name__)
+
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_UNWRITABLE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 UPLOAD_PREFIX = "videodag-upload-"
 # Older than this and unlocked, an upload file is an orphan: far longer than the moment
 # between a file's creation and its lock, and than any clock step between two servers.
@@ -112,19 +117,19 @@ class UploadReceiver:
         if self._declared_size is not None and self._received_bytes + size > self._declared_size:
             # Refused at once, not at finish(): a reader of the growing file trusts the declared end.
             raise self._size_mismatch(self._received_bytes + size)
-        with _disk_full_as_error():
+        with _storage_errors(self.path.parent):
             self._writer.write(chunk)
         self._received_bytes += size
 
     def flush(self) -> None:
         """Hand what was written so far to the file, so a reader of the growing file sees it."""
-        with _disk_full_as_error():
+        with _storage_errors(self.path.parent):
             self._writer.flush()
 
     def finish(self) -> StoredUpload:
         """Write what is still queued and close the file, then check it against what the client declared."""
         if self._sha256 is None:
-            with _disk_full_as_error():
+            with _storage_errors(self.path.parent):
                 self._sha256 = self._writer.close()
         sha256 = self._sha256
         if self._received_bytes == 0:
@@ -279,7 +284,7 @@ def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, i
     The lock is on a duplicate of the descriptor, so it outlives the writer's close: `flock`
     holds while any descriptor of the open file remains.
     """
-    with _disk_full_as_error():
+    with _storage_errors(temp_dir):
         # Checked for every upload, not only at start: a folder removed while the server runs
         # (a tmp cleaner) could be made again by anyone in /tmp, and would receive the uploads.
         private_directory(temp_dir, "upload folder")
@@ -343,11 +348,31 @@ def _remove_if_orphaned(path: Path, created_before: float) -> bool:
 
 
 @contextmanager
-def _disk_full_as_error() -> Iterator[None]:
+def _storage_errors(folder: Path) -> Iterator[None]:
+    """A full disk or a folder the server cannot write in, as the typed errors callers get.
+
+    The folder is named in the log, for the operator, and never to the caller: the server's
+    paths are private. Both are logged as warnings: neither is the request's fault.
+    """
     try:
         yield
     except OSError as error:
+        details = ErrorDetails(metadata={"errno": str(error.errno)})
         if error.errno in _DISK_FULL_ERRNOS:
-            details = ErrorDetails(metadata={"errno": str(error.errno)})
+            logger.warning("no space left in %s to store an upload (%s)", folder, _free_space(folder))
             raise DiskFull("no space left to store the upload", details) from error
+        if error.errno in _UNWRITABLE_ERRNOS:
+            logger.error("cannot store an upload in %s: %s", folder, error.strerror)
+            raise StorageUnwritable(
+                f"the server cannot store the upload: its upload folder is not writable ({error.strerror}); "
+                "its operator must fix that", details,
+            ) from error
         raise
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        usage = os.statvfs(folder)
+    except OSError as error:
+        return f"free space unknown: {error.strerror}"
+    return f"{usage.f_bavail * usage.f_frsize} bytes and {usage.f_favail} inodes free"

@@ -27,7 +27,7 @@ import pytest
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
 from fakes.waiting import frame_segments_left, wait_until
-from videodag_service.errors import DecoderKilled, VideoTooLarge, VideoUnreadable
+from videodag_service.errors import DecoderKilled, VideoFileMissing, VideoTooLarge, VideoUnreadable, naming_the_upload
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
@@ -143,6 +143,19 @@ def test_file_errors_are_the_same_as_in_process(tmp_path: Path, make_video) -> N
     assert errors[0] == errors[1] and "Unable to read video file 'garbage.mp4'" in errors[0]
     with pytest.raises(VideoTooLarge, match="100 frames"):
         _events("process", make_video(100), limits=VideoLimits(max_frames_total=99))
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_stored_video_removed_before_it_is_opened_is_the_servers_trouble_not_the_videos(tmp_path: Path) -> None:
+    """Every file the service decodes is its own stored copy: one a cleaner of temporary files
+    removed was reported as INVALID_ARGUMENT VIDEO_UNREADABLE ("no such file"), telling the
+    caller its video was bad and not to send it again."""
+    stored = tmp_path / "videodag-upload-removed.mp4"
+    for isolation in ("thread", "process"):
+        with pytest.raises(VideoFileMissing) as raised, naming_the_upload(stored.name, "holiday.mp4"):
+            _events(isolation, stored)
+        assert (raised.value.status_code, raised.value.reason) == ("UNAVAILABLE", "VIDEO_FILE_MISSING")
+        assert str(raised.value).startswith("Unable to read video file 'holiday.mp4': the server's stored copy is gone")
 
 
 @pytest.mark.usefixtures("no_leftovers")

@@ -73,7 +73,9 @@ class VideoPipelineServiceStub:
     | (NODE_FAILED); a plugin call over the server's node time     |                    |
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
-    | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
+    | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
+    | write in its upload folder, read-only or without permission  |                    |
+    | (STORAGE_UNWRITABLE)                                         |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -95,8 +97,10 @@ class VideoPipelineServiceStub:
     | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | a run's decoder process was killed, by the out-of-memory     |                    |
-    | killer most likely (DECODER_KILLED); all with a retry hint   |                    |
-    | where known                                                  |                    |
+    | killer most likely (DECODER_KILLED); the server's stored     |                    |
+    | copy of the video was removed before it was decoded, by a    |                    |
+    | cleaner of temporary files say (VIDEO_FILE_MISSING); all     |                    |
+    | with a retry hint where known                                |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
@@ -214,7 +218,9 @@ class VideoPipelineServiceServicer:
     | (NODE_FAILED); a plugin call over the server's node time     |                    |
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
-    | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
+    | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
+    | write in its upload folder, read-only or without permission  |                    |
+    | (STORAGE_UNWRITABLE)                                         |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -236,8 +242,10 @@ class VideoPipelineServiceServicer:
     | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | a run's decoder process was killed, by the out-of-memory     |                    |
-    | killer most likely (DECODER_KILLED); all with a retry hint   |                    |
-    | where known                                                  |                    |
+    | killer most likely (DECODER_KILLED); the server's stored     |                    |
+    | copy of the video was removed before it was decoded, by a    |                    |
+    | cleaner of temporary files say (VIDEO_FILE_MISSING); all     |                    |
+    | with a retry hint where known                                |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
@@ -468,7 +476,9 @@ class VideoPipelineService:
     | (NODE_FAILED); a plugin call over the server's node time     |                    |
     | limit (NODE_TIMED_OUT); no decoder process could start       |                    |
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
-    | (JOB_INTERRUPTED, in the job's `error`)                      |                    |
+    | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
+    | write in its upload folder, read-only or without permission  |                    |
+    | (STORAGE_UNWRITABLE)                                         |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -490,8 +500,10 @@ class VideoPipelineService:
     | (SERVER_DRAINING); the                                       |                    |
     | job store (Redis) cannot be reached (JOB_STORE_UNAVAILABLE); |                    |
     | a run's decoder process was killed, by the out-of-memory     |                    |
-    | killer most likely (DECODER_KILLED); all with a retry hint   |                    |
-    | where known                                                  |                    |
+    | killer most likely (DECODER_KILLED); the server's stored     |                    |
+    | copy of the video was removed before it was decoded, by a    |                    |
+    | cleaner of temporary files say (VIDEO_FILE_MISSING); all     |                    |
+    | with a retry hint where known                                |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
