@@ -175,6 +175,7 @@ def job_config(settings: Settings) -> JobConfig:
         frame_workers=settings.frame_workers or None,
         max_result_bytes=settings.max_result_bytes(),
         pipeline_dir=settings.pipeline_dir,
+        min_free_bytes=settings.job_min_free_bytes,
     )
 
 

@@ -15,7 +15,7 @@ The public surface: `open_job_service(JobConfig, dag)` -> `JobService`; the valu
 `JobStore`, `JobQueue`, `UploadStorage`. No module here imports gRPC or generated code.
 """
 
-from videodag_service.jobs.backends import JobBackend, JobConfig, open_job_service
+from videodag_service.jobs.backends import DataDirectoryFull, JobBackend, JobConfig, open_job_service
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.model import (
@@ -38,6 +38,7 @@ from videodag_service.jobs.uploads import DirectoryUploadStorage, UploadStorage
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "DataDirectoryFull",
     "DataDirectoryInUse",
     "DirectoryUploadStorage",
     "Job",

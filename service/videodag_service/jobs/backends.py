@@ -6,14 +6,18 @@ backend is selected, so the embedded default needs neither installed.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from videodag_service.dag import DagPipelineService
-from videodag_service.errors import JobNotFound
+from videodag_service.errors import DiskFull, JobNotFound
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
 from videodag_service.jobs.ids import is_job_id
@@ -32,6 +36,9 @@ from videodag_service.video import (
 
 logger = logging.getLogger(__name__)
 MIB = 1024 * 1024
+# Less free than this, and a database error at start is taken for a full disk: SQLite needs a
+# few pages and a 32 KiB shared-memory file to open a database.
+_FULL_DISK_BYTES = 1 * MIB
 
 
 class JobBackend(enum.Enum):
@@ -75,7 +82,8 @@ class JobConfig:
     pipeline_dir: Path | None = None
     """Where workers load pipelines from; None for the built-in ones."""
     min_free_bytes: int = 64 * MIB
-    """Room a new upload must leave on the data directory's disk, or it is RESOURCE_EXHAUSTED."""
+    """Room SubmitJob's uploads must leave on the data directory's disk for the jobs' results and
+    records (`--job-min-free-bytes`), or they are RESOURCE_EXHAUSTED (DISK_FULL); 0: no check."""
     max_attempts: int = 3
     """Runs an interrupted job gets before it is FAILED."""
     lease_seconds: float = 30.0
@@ -92,6 +100,10 @@ class JobConfig:
         return min(10.0, max(0.05, min(self.retention_seconds, self.lease_seconds) / 4))
 
 
+class DataDirectoryFull(RuntimeError):
+    """Raised at start when the data directory's disk has no room left for the job database."""
+
+
 def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     """Assemble and start the configured backend; close the returned service to stop it.
 
@@ -106,6 +118,42 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     if config.backend is JobBackend.REDIS:
         # Replicas share the uploads folder: another may be receiving into it right now.
         return _redis_service(config, dag, _upload_storage(config, exclusive=False), observer)
+    with _database_errors_stop_the_start(config.data_dir):
+        return _embedded_service(config, dag, observer)
+
+
+@contextlib.contextmanager
+def _database_errors_stop_the_start(data_dir: Path) -> Iterator[None]:
+    """The job database failing at start (its set-up, the recovery of interrupted jobs) stops the
+    start with a message naming the folder, where it would otherwise be a traceback.
+
+    A full disk shows as SQLite's "database or disk is full", or, for a database that exists
+    already, as a "disk I/O error" (its shared-memory file cannot grow): the free space tells.
+    """
+    try:
+        yield
+    except (DiskFull, sqlite3.Error) as error:
+        free = _free_bytes_or_none(data_dir)
+        if isinstance(error, DiskFull) or (free is not None and free < _FULL_DISK_BYTES):
+            raise DataDirectoryFull(
+                f"no space left on the disk of the job data directory {os.fspath(data_dir)} (--data-dir"
+                f"{f', {free} bytes free' if free is not None else ''}): the job database cannot be written; free "
+                f"some space there or give another --data-dir"
+            ) from error
+        raise RuntimeError(
+            f"the job database in {os.fspath(data_dir)} (--data-dir) cannot be used: {type(error).__name__}: {error}"
+        ) from error
+
+
+def _free_bytes_or_none(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobObserverRelay) -> JobService:
+    """SQLite under the data directory and worker threads in this process."""
     store = SqliteJobStore(config.data_dir)  # locks the data directory: its uploads are this process's alone
     try:
         uploads = _upload_storage(config, exclusive=True)
@@ -250,4 +298,10 @@ def _started(
         maintenance_interval_seconds=config.maintenance_interval_seconds,
         observer=observer,
     )
-    return service.start()
+    try:
+        return service.start()
+    except BaseException:
+        # Its workers stopped and the store closed: an embedded store's lock is released, so
+        # the server's failed start ends cleanly and another may use the folder.
+        service.close()
+        raise

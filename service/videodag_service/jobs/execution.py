@@ -37,6 +37,7 @@ from typing import Protocol
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
     DeadlineExceeded,
+    DiskFull,
     ErrorDetails,
     JobNotFound,
     naming_the_upload,
@@ -294,13 +295,14 @@ class JobExecutor:
             finished = self._store.finish(
                 job.id, job.attempt, now, now + self._retention_seconds, summary=summary, error=error
             )
-        except Exception:
+        except Exception as failure:
             # A store that cannot record the end (disk full, connection lost) leaves the job
             # RUNNING: the end is tried again at each maintenance, and should this process
             # end first, recovery runs the job again rather than losing it.
-            logger.exception("job %s: could not record its end; trying again later", job.id)
             with self._pending_lock:
+                first_failure = (job.id, job.attempt) not in self._pending_ends
                 self._pending_ends.setdefault((job.id, job.attempt), (job, summary, error, now))
+            self._log_unrecorded_end(job, failure, first_failure)
             return False
         if finished:
             self._observer.record_run(job.pipeline_id, STATUS_OK if error is None else error.status_code)
@@ -308,6 +310,18 @@ class JobExecutor:
             logger.info("job %s attempt %d: its end was not recorded (cancelled or taken over)", job.id, job.attempt)
             self._count_if_cancelled(job)
         return True
+
+    def _log_unrecorded_end(self, job: Job, failure: Exception, first_failure: bool) -> None:
+        """Once per job and store failure: its end is tried again every few seconds for as long as
+        the disk stays full or the store out of reach, and a traceback each time buried the log.
+        Those two are expected and said in a line; any other failure gets its traceback, once."""
+        if not first_failure:
+            logger.debug("job %s: its end still cannot be recorded (%s: %s)", job.id, type(failure).__name__, failure)
+        elif isinstance(failure, (DiskFull, *self._store.outage_errors)):
+            logger.warning("job %s: could not record its end (%s: %s); trying again at each maintenance until the "
+                           "store takes it", job.id, type(failure).__name__, failure)
+        else:
+            logger.exception("job %s: could not record its end; trying again at each maintenance", job.id)
 
     def _count_if_cancelled(self, job: Job) -> None:
         """Count a run the store stopped as CANCELLED when the job's cancel stopped it; one taken
@@ -327,6 +341,7 @@ class JobExecutor:
         for job, summary, error, ended_at in pending:
             # The job ended when it ended, not when the store could at last record it.
             if self._finish(job, summary=summary, error=error, ended_at=ended_at):
+                logger.info("job %s: its end is recorded at last", job.id)
                 with self._pending_lock:
                     self._pending_ends.pop((job.id, job.attempt), None)
                 self._release_video_if_finished(job)

@@ -82,6 +82,7 @@ class SqliteJobStore(JobStore):
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = private_directory(Path(data_dir))
         self._lock_file = _lock_exclusively(self.data_dir / "jobs.lock")
+        new_database = not (self.data_dir / "jobs.sqlite3").exists()
         database = _private_file(self.data_dir / "jobs.sqlite3")
         self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
         self._connection.row_factory = sqlite3.Row
@@ -92,11 +93,20 @@ class SqliteJobStore(JobStore):
         # each then read its own job again (60 idle watches made a run 3x slower).
         self._waits: dict[str, _JobWait] = {}
         self._recovered = False
-        with self._lock:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.executescript(_SCHEMA)
-            self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        try:
+            with self._lock, _disk_full_as_error():
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                self._connection.execute("PRAGMA synchronous=NORMAL")
+                self._connection.executescript(_SCHEMA)
+                self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except BaseException:
+            # A database this start could not set up (a full disk) is left as it was found: a new
+            # one is removed while the lock keeps others out, and the lock is released.
+            self._connection.close()
+            if new_database:
+                self._remove_files()
+            self._lock_file.close()
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -110,10 +120,14 @@ class SqliteJobStore(JobStore):
             self._connection.close()
             if empty:
                 also()
-                for name in STORE_FILES:
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.data_dir / name).unlink()
+                self._remove_files()
         self._lock_file.close()
+
+    def _remove_files(self) -> None:
+        """Remove the database, SQLite's files beside it and the lock; the lock must be held."""
+        for name in STORE_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / name).unlink()
 
     # --- service side ---------------------------------------------------------------------
 

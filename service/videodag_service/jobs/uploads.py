@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from videodag_service.errors import DiskFull, ErrorDetails
+from videodag_service.jobs.disk_reserve import DiskReserve, disk_free_bytes
 from videodag_service.jobs.model import StoredVideo
 from videodag_service.private_folders import private_directory
 from videodag_service.video import receive_upload
@@ -65,9 +64,12 @@ class UploadStorage(Protocol):
 class DirectoryUploadStorage:
     """Videos as files `<root>/<job_id><ext>`; partial uploads in `<root>/incoming/` until checked.
 
-    `min_free_bytes` is the room a new upload must leave on the file system (checked against
-    the declared size when there is one), so jobs' results and the job records still fit:
-    below it a submit is refused with RESOURCE_EXHAUSTED rather than filling the disk.
+    `min_free_bytes` is the room uploads must leave on the file system, so jobs' results and
+    the job records still fit: an upload that would leave less is refused with
+    RESOURCE_EXHAUSTED (DISK_FULL) rather than filling the disk. Its declared size, and what
+    the other uploads in progress declared and have still to send, count from its start; one
+    without a declared size is checked again as it grows (`DiskReserve`). `free_bytes` reads
+    the free space (statvfs by default).
 
     `exclusive`: no other process receives uploads into `root` (the embedded backend, whose
     data directory is locked), so every partial upload found at start is a dead process's
@@ -75,9 +77,17 @@ class DirectoryUploadStorage:
     untouched for an hour are.
     """
 
-    def __init__(self, root: str | os.PathLike[str], min_free_bytes: int = 0, *, exclusive: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        min_free_bytes: int = 0,
+        *,
+        exclusive: bool = False,
+        free_bytes: Callable[[Path], int] = disk_free_bytes,
+    ) -> None:
         self.root = private_directory(Path(root))
         self.min_free_bytes = min_free_bytes
+        self._reserve = DiskReserve(self.root, min_free_bytes, free_bytes)
         self._incoming = private_directory(self.root / _INCOMING)
         self._clear_incoming(exclusive)
 
@@ -101,17 +111,18 @@ class DirectoryUploadStorage:
         declared = checked_declared_size(declared_size, max_upload_bytes) or 0
         # Made again if gone (a tmp cleaner, a failed start beside this server's), checked as at start.
         private_directory(self._incoming, "job upload folder")
-        self._check_free_space(declared)
         suffix = suffix_for_file_name(file_name)
-        with receive_upload(
+        with self._reserve.claim(declared) as room, receive_upload(
             self._incoming,
             max_upload_bytes=max_upload_bytes,
             declared_size=declared_size,
             declared_sha256=declared_sha256,
             suffix=suffix,
         ) as upload:
+            room.track(upload.path)
             for chunk in chunks:
                 if chunk:
+                    room.before_writing(memoryview(chunk).nbytes)
                     upload.write(chunk)
             stored = upload.finish()
             ref = name() + suffix
@@ -131,19 +142,6 @@ class DirectoryUploadStorage:
     def refs(self) -> Iterator[str]:
         """Every stored reference (for tests and cleanup)."""
         return (entry.name for entry in self.root.iterdir() if entry.is_file())
-
-    def _check_free_space(self, incoming_bytes: int) -> None:
-        if not self.min_free_bytes:
-            return
-        free = shutil.disk_usage(self.root).free
-        if free - incoming_bytes < self.min_free_bytes:
-            raise DiskFull(
-                f"not enough free disk space for the upload"
-                f"{f' of {incoming_bytes} bytes' if incoming_bytes else ''}: {free} bytes free, "
-                f"{self.min_free_bytes} must stay free",
-                ErrorDetails(metadata={"free_bytes": str(free), "min_free_bytes": str(self.min_free_bytes),
-                                       "declared_size_bytes": str(incoming_bytes)}),
-            )
 
     def remove_abandoned_uploads(self) -> int:
         """Partial uploads untouched for an hour and held by no process: their server is gone,

@@ -1,0 +1,138 @@
+"""The free space SubmitJob keeps on the data directory's disk for the jobs: `DiskReserve`.
+
+Job uploads arrive at once (up to --max-job-uploads). Checked one by one against the free
+space when each began, they all passed together, then filled the disk between them: the
+reserve was eaten and every upload failed, though some would have fit. So each upload in
+progress holds a claim on the disk: the size it declared, or, without one, the next
+`GROWTH_CLAIM_BYTES` at a time. A claim is granted only while the free space, less what every
+claim has still to write, leaves the reserve: first come, first served, and the reserve holds.
+
+What a claim has still to write is its size less its file's size on disk, read when a claim
+is checked: bytes an upload has taken but not yet written (its writer thread queues a few
+MiB) still count as to come, and the free space is read once (statvfs, cheap) per check.
+
+The claims are this process's: servers sharing an uploads folder (the Redis backend) each
+count their own; the others' uploads count as they land on the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from videodag_service.errors import DiskFull, ErrorDetails
+
+MIB = 1024 * 1024
+GROWTH_CLAIM_BYTES = 4 * MIB
+"""How far ahead an upload without a declared size claims room, and so how often it is checked
+again as it grows: a check (statvfs) every 4 MiB is nothing beside writing them."""
+
+
+def disk_free_bytes(folder: Path) -> int:
+    """Bytes a process without root's privileges may still write on `folder`'s file system."""
+    return shutil.disk_usage(folder).free
+
+
+class UploadClaim:
+    """One upload's room on the disk; made by `DiskReserve.claim`."""
+
+    def __init__(self, reserve: DiskReserve, declared_bytes: int) -> None:
+        self._reserve = reserve
+        self.declared_bytes = declared_bytes
+        self.claimed_bytes = declared_bytes
+        """The upload's size as far as it is claimed: declared, or grown in steps."""
+        self.taken_bytes = 0
+        """Bytes the upload has taken so far (some may still be on their way to the file)."""
+        self.path: Path | None = None
+
+    def track(self, path: Path) -> None:
+        """The file the upload is written to, whose size says how much of the claim is used."""
+        self.path = path
+
+    def before_writing(self, size: int) -> None:
+        """Claim room for `size` more bytes, if the claim does not cover them; raises DiskFull."""
+        if self.taken_bytes + size > self.claimed_bytes:
+            self._reserve.grow(self, self.taken_bytes + max(size, GROWTH_CLAIM_BYTES))
+        self.taken_bytes += size
+
+    def bytes_to_come(self, claimed_bytes: int | None = None) -> int:
+        """What the claim (or `claimed_bytes`, if given) holds that is not on the disk yet."""
+        claimed = self.claimed_bytes if claimed_bytes is None else claimed_bytes
+        written = 0
+        if self.path is not None:
+            with contextlib.suppress(OSError):  # gone: the upload ends, nothing more will come
+                written = os.stat(self.path).st_size
+        return max(claimed - written, 0)
+
+
+class DiskReserve:
+    """Keeps `min_free_bytes` free on `folder`'s disk against the uploads in progress; 0: no check.
+
+    `free_bytes` reads the disk's free space (statvfs by default); tests give a disk of their own.
+    """
+
+    def __init__(
+        self, folder: Path, min_free_bytes: int, free_bytes: Callable[[Path], int] = disk_free_bytes
+    ) -> None:
+        self.folder = folder
+        self.min_free_bytes = min_free_bytes
+        self._free_bytes = free_bytes
+        self._lock = threading.Lock()
+        self._claims: list[UploadClaim] = []
+
+    @contextlib.contextmanager
+    def claim(self, declared_bytes: int) -> Iterator[UploadClaim]:
+        """Room for an upload of `declared_bytes` (0: unknown, claimed as it grows) while the block
+        runs; raises DiskFull when granting it would leave less than the reserve free."""
+        claim = UploadClaim(self, declared_bytes)
+        with self._lock:
+            self._check(claim, declared_bytes, growing=False)
+            self._claims.append(claim)
+        try:
+            yield claim
+        finally:
+            with self._lock:
+                self._claims.remove(claim)
+
+    def grow(self, claim: UploadClaim, claimed_bytes: int) -> None:
+        """Extend `claim` to `claimed_bytes`; raises DiskFull, the claim unchanged, if there is no room."""
+        with self._lock:
+            self._check(claim, claimed_bytes, growing=True)
+            claim.claimed_bytes = claimed_bytes
+
+    def _check(self, claim: UploadClaim, claimed_bytes: int, *, growing: bool) -> None:
+        if not self.min_free_bytes:
+            return
+        free = self._free_bytes(self.folder)
+        promised = sum(other.bytes_to_come() for other in self._claims if other is not claim)
+        own = claim.bytes_to_come(claimed_bytes)
+        if free - promised - own >= self.min_free_bytes:
+            return
+        raise _disk_full(claim, free, promised, self.min_free_bytes, growing=growing)
+
+
+def _disk_full(claim: UploadClaim, free: int, promised: int, min_free: int, *, growing: bool) -> DiskFull:
+    """The refusal, with the numbers an operator needs: free, promised to others, to stay free."""
+    if growing:
+        what = f"to go on with the upload after {claim.taken_bytes} bytes"
+    elif claim.declared_bytes:
+        what = f"for the upload of {claim.declared_bytes} bytes"
+    else:
+        what = "for the upload"
+    promised_text = f", {promised} of them still to come for uploads in progress" if promised else ""
+    metadata = {
+        "free_bytes": str(free),
+        "min_free_bytes": str(min_free),
+        "declared_size_bytes": str(claim.declared_bytes),
+        "promised_bytes": str(promised),
+    }
+    if growing:
+        metadata["received_bytes"] = str(claim.taken_bytes)
+    return DiskFull(
+        f"not enough free disk space {what}: {free} bytes free{promised_text}, {min_free} must stay free",
+        ErrorDetails(metadata=metadata),
+    )

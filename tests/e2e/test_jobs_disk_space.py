@@ -1,0 +1,125 @@
+"""The data directory's disk: SubmitJob's free-space reserve as a setting, and a start on a full disk.
+
+The reserve is checked against the real disk: a server given a reserve larger than the free
+space refuses every submission, as one on a nearly full disk would. A full disk at start needs
+a real one: a small tmpfs, mounted where the tests may (root, as on the test machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import ServerFactory
+from jobs_harness import VENV_BIN
+
+from videodag_client import JobState, ResourceExhausted
+from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
+from videodag_service.jobs import JobState as StoredJobState
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.settings import Settings, SettingsError, build_parser, settings_from
+from videodag_service.video import SamplingOptions
+
+MIB = 1024 * 1024
+
+
+def test_the_reserve_is_a_setting_with_a_flag_a_variable_and_its_default() -> None:
+    assert Settings().job_min_free_bytes == 64 * MIB
+    assert settings_from(["--job-min-free-bytes", "1000"], environ={}).job_min_free_bytes == 1000
+    assert settings_from([], environ={"VIDEODAG_JOB_MIN_FREE_BYTES": "0"}).job_min_free_bytes == 0
+    with pytest.raises(SettingsError, match="--job-min-free-bytes"):
+        settings_from(["--job-min-free-bytes", "-1"], environ={})
+    help_text = " ".join(build_parser().format_help().split())
+    assert "--job-min-free-bytes" in help_text and "VIDEODAG_JOB_MIN_FREE_BYTES; default 67108864" in help_text
+
+
+def test_a_reserve_over_the_free_space_refuses_submissions_and_names_itself(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path
+) -> None:
+    reserve = shutil.disk_usage(tmp_path).free + 1024 * MIB
+    server = make_server(job_min_free_bytes=reserve)
+
+    with pytest.raises(ResourceExhausted) as refused:
+        server.client.submit_job(sample_clip, "frame_stats_v1")
+
+    error = refused.value
+    assert error.reason == "DISK_FULL"
+    assert f"{reserve} must stay free" in error.message
+    assert error.metadata["min_free_bytes"] == str(reserve)
+    assert error.metadata["declared_size_bytes"] == str(sample_clip.stat().st_size)
+    assert list(server.client.list_jobs().jobs) == []
+    # Without a reserve the same disk takes the job.
+    relaxed = make_server(job_min_free_bytes=0)
+    assert relaxed.client.submit_job(sample_clip, "frame_stats_v1").state is JobState.QUEUED
+
+
+@contextlib.contextmanager
+def full_disk(folder: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs at `folder`, filled to the last byte; skips where mounting is not allowed."""
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
+                             check=False, capture_output=True).returncode == 0
+    if not mounted:
+        pytest.skip("a full disk needs a tmpfs, and mounting one needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False, capture_output=True)
+
+
+def fill(folder: Path) -> None:
+    with open(folder / "filler", "wb") as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+    assert shutil.disk_usage(folder).free == 0
+
+
+def start_server(data_dir: Path, temp_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "videodag-server"), "--host", "127.0.0.1", "--port", "0", "--temp-dir", str(temp_dir),
+         "--data-dir", str(data_dir), "--log-format", "text"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def assert_refused_for_a_full_disk(started: subprocess.CompletedProcess[str], data_dir: Path) -> None:
+    assert started.returncode == 1, started.stderr
+    assert "Traceback" not in started.stderr, started.stderr
+    last_line = started.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        f"videodag-server: cannot start: no space left on the disk of the job data directory {data_dir} (--data-dir"
+    ), started.stderr
+
+
+def test_a_start_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    with full_disk(tmp_path / "disk") as disk:
+        fill(disk)
+        started = start_server(disk / "data", tmp_path / "uploads")
+        assert_refused_for_a_full_disk(started, disk / "data")
+        assert sorted(path.name for path in disk.iterdir()) == ["filler"]  # its new data folder went again
+
+
+def test_a_restart_on_a_full_disk_with_a_job_to_recover_says_so_and_keeps_the_job(tmp_path: Path) -> None:
+    with full_disk(tmp_path / "disk") as disk:
+        data_dir = disk / "data"
+        store = SqliteJobStore(data_dir)
+        job = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                               StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
+        store.claim(job.id, 1, 0.0)  # left RUNNING, as by a server that was killed
+        store.close()
+        fill(disk)
+
+        started = start_server(data_dir, tmp_path / "uploads")
+
+        assert_refused_for_a_full_disk(started, data_dir)
+        (disk / "filler").unlink()
+        store = SqliteJobStore(data_dir)  # the lock was released; the job is as it was left
+        try:
+            assert (store.get(job.id).state, store.get(job.id).attempt) == (StoredJobState.RUNNING, 1)
+        finally:
+            store.close()
