@@ -8,8 +8,10 @@ a real one: a small tmpfs, mounted where the tests may (root, as on the test mac
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +125,30 @@ def test_a_restart_on_a_full_disk_with_a_job_to_recover_says_so_and_keeps_the_jo
             assert (store.get(job.id).state, store.get(job.id).attempt) == (StoredJobState.RUNNING, 1)
         finally:
             store.close()
+
+
+def test_a_job_database_removed_while_the_server_runs_is_an_error_in_its_log(
+    make_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLite goes on writing into a removed file: nothing failed, and every job recorded after
+    was gone at the next start. Maintenance says so once, naming the files and the folder."""
+    server = make_server()
+    jobs = server.running.jobs
+    assert jobs is not None
+    data_dir = server.running.settings.data_dir
+    lock = data_dir / "jobs.lock"
+    os.utime(lock, (1_000_000_000, 1_000_000_000))  # untouched for years, as a cleaner by age sees it
+    jobs.run_maintenance()
+    assert lock.stat().st_mtime > time.time() - 3600  # refreshed: a cleaner by age leaves it
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]
+
+    (data_dir / "jobs.sqlite3").unlink()
+    jobs.run_maintenance()
+    jobs.run_maintenance()
+
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert errors == [
+        f"job store: jobs.sqlite3 in {data_dir} was removed or replaced while the server ran (a cleaner of "
+        "temporary files?): jobs recorded from now on are lost when it restarts, and another server may take the "
+        "data directory; restart it, with a --data-dir no cleaner touches"
+    ]

@@ -101,6 +101,7 @@ class JobService:
         watch of a job that finishes gets its final state (a retention of 0 purged it first)."""
         self._watched_lock = threading.Lock()
         self._closing = threading.Event()
+        self._store_problem: str | None = None
         self._maintenance = threading.Thread(target=self._maintain, name="videodag-job-maintenance", daemon=True)
 
     def start(self) -> JobService:
@@ -252,6 +253,7 @@ class JobService:
     def run_maintenance(self) -> None:
         """Delete jobs past retention and abandoned partial uploads, and hand interrupted or
         stranded jobs to workers again."""
+        self._check_store_in_place()
         self._queue.retry_stranded()
         now = self._clock()
         with self._watched_lock:
@@ -278,6 +280,13 @@ class JobService:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on
                     logger.exception("job %s: could not delete its video", job.id)
+
+    def _check_store_in_place(self) -> None:
+        """Say once, as an error, that the store's files went from under it; again if it happens anew."""
+        problem = self._store.kept_in_place()
+        if problem is not None and problem != self._store_problem:
+            logger.error("job store: %s", problem)
+        self._store_problem = problem
 
     def _maintain(self) -> None:
         while not self._closing.wait(self._maintenance_interval_seconds):

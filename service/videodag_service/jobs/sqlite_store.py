@@ -85,6 +85,7 @@ class SqliteJobStore(JobStore):
         new_database = not (self.data_dir / "jobs.sqlite3").exists()
         database = _private_file(self.data_dir / "jobs.sqlite3")
         self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
+        self._opened_files = {name: _identity(self.data_dir / name) for name in ("jobs.sqlite3", "jobs.lock")}
         self._connection.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._revisions: dict[str, int] = {}
@@ -112,6 +113,26 @@ class SqliteJobStore(JobStore):
         with self._lock:
             self._connection.close()
         self._lock_file.close()
+
+    def kept_in_place(self) -> str | None:
+        """Whether the database and the lock are still the files this store opened.
+
+        A cleaner of temporary files (the default data directory is under /tmp), or an operator,
+        may remove them while the server runs: SQLite goes on writing into the removed file, so
+        every job recorded from then on is lost at the next start, and with the lock gone another
+        server can take the data directory. Nothing fails meanwhile: only this check tells. The
+        lock file's times are refreshed on the way, so that an age-based cleaner (systemd-tmpfiles
+        ages /tmp by its files' times) does not take the lock of a server that runs for weeks.
+        """
+        moved = [name for name, opened in self._opened_files.items() if _identity(self.data_dir / name) != opened]
+        if moved:
+            return (f"{' and '.join(moved)} in {self.data_dir} {'were' if len(moved) > 1 else 'was'} removed or "
+                    "replaced while the server ran (a cleaner of temporary files?): jobs recorded from now on are "
+                    "lost when it restarts, and another server may take the data directory; restart it, with a "
+                    "--data-dir no cleaner touches")
+        with contextlib.suppress(OSError):
+            os.utime(self._lock_file.fileno())
+        return None
 
     def close_and_discard(self, also: Callable[[], None]) -> None:
         """All goes while the lock is still held, so no server starting meanwhile uses any of it."""
@@ -444,6 +465,15 @@ def _private_file(path: Path) -> Path:
     """
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))  # never through a planted link
     return path
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at `path` as its device and inode, None if there is none."""
+    try:
+        details = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return details.st_dev, details.st_ino
 
 
 def _lock_exclusively(path: Path) -> Any:

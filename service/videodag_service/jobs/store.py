@@ -33,6 +33,11 @@ class JobStore(ABC):
     """How long a running job waits out an outage (see `outage_errors`) before its run stops:
     for a store with leases, less than a lease, so no other worker takes the job over meanwhile."""
 
+    def kept_in_place(self) -> str | None:
+        """What has gone wrong with the store's files since it opened, if anything (a database
+        removed from under the server); checked by maintenance. Stores without files: None."""
+        return None
+
     # --- service side ---------------------------------------------------------------------
 
     @abstractmethod
