@@ -50,6 +50,7 @@ class VideodagClient(JobCalls):
     (TLS) it travels in clear text, which is only acceptable on a trusted network.
     `timeout` (seconds) is the default deadline of every call; None means no deadline. A call's
     own `timeout` overrides it: None there takes the client's, `math.inf` means no deadline.
+    0 or less (or NaN) is a deadline passed already: the call raises `DeadlineExceeded`.
     After `close()`, every call raises `FailedPrecondition` (reason `CLIENT_CLOSED`).
     """
 
@@ -266,6 +267,10 @@ class VideodagClient(JobCalls):
         """A call's deadline: its own `timeout`, else the client's; `math.inf` is none at all,
         the one way for a call to have none when the client has a default."""
         chosen = self._timeout if timeout is None else timeout
+        if chosen is not None and not chosen > 0:
+            # Passed before the call starts, as a negative one is: gRPC let a unary call with 0
+            # (a deadline of "now") through when the server answered within the instant.
+            return -1.0
         return None if chosen == math.inf else chosen
 
 

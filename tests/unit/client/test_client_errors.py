@@ -262,6 +262,23 @@ def test_a_call_given_an_infinite_timeout_has_no_deadline_though_the_client_has_
             client.list_pipelines(timeout=-math.inf)
 
 
+def test_a_timeout_of_zero_is_a_deadline_passed_for_every_call(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    """A unary call given 0 went through whenever the server answered within the instant, while a
+    streaming one failed: every call now fails alike, as with a negative timeout."""
+    with VideodagClient(target) as client:
+        for _ in range(20):
+            with pytest.raises(DeadlineExceeded):
+                client.list_pipelines(timeout=0)
+        with pytest.raises(DeadlineExceeded):
+            list(client.upload_and_run(video_path, "motion_v1", timeout=0))
+        with pytest.raises(DeadlineExceeded):
+            client.list_pipelines(timeout=math.nan)
+    with VideodagClient(target, timeout=0) as client, pytest.raises(DeadlineExceeded):
+        client.list_pipelines()
+
+
 def test_numbers_a_request_cannot_hold_are_refused_as_invalid_arguments_naming_the_field(
     client: VideodagClient,
 ) -> None:
