@@ -112,6 +112,22 @@ def naming_the_upload(stored_name: str, file_name: str) -> Iterator[None]:
         raise
 
 
+@contextmanager
+def missing_stored_copy_as_error(path: str | os.PathLike[str]) -> Iterator[None]:
+    """A video the service stored itself (an upload, a job's video) that its decoder found gone
+    is VideoFileMissing: removed from under the server, no fault of the video. Only the service
+    knows a path is its own copy; to a library caller a missing file is its own VideoUnreadable."""
+    try:
+        yield
+    except VideoUnreadable as error:
+        if os.path.exists(path):
+            raise
+        raise VideoFileMissing(
+            f"Unable to read video file {os.path.basename(path)!r}: the server's stored copy is gone, removed "
+            "from its folder before it was decoded (a cleaner of temporary files, say); send it again"
+        ) from error
+
+
 def _shortened(name: str, keep: int = 60) -> str:
     """A name as an error shows it: a long one by its start and its end (where the extension is),
     so what the error says after the name is not lost when the message is cut to its bounds."""

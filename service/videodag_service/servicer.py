@@ -28,6 +28,7 @@ from videodag_service.errors import (
     ServerDraining,
     TooManyRuns,
     UploadCorrupted,
+    missing_stored_copy_as_error,
     naming_the_upload,
 )
 from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_uploads, too_many_watches
@@ -317,7 +318,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 watch.check()  # a stream that ended because its client died is not a video to run
                 yield self._upload_received(spec, stored)
                 events = self._video.stream_run(spec.id, stored.path, sampling, decoder=decoder)
-                with _running_ahead(events) as ahead:
+                with _running_ahead(events) as ahead, missing_stored_copy_as_error(stored.path):
                     yield from self._run_events(spec, ahead, watch, started)
 
     def _run_during_upload(
@@ -338,7 +339,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                               min_bytes_per_second=self._upload_min_rate) as arriving:
             events = self._video.stream_run(spec.id, arriving.growing, sampling)
             try:
-                with _running_ahead(events) as ahead:
+                with _running_ahead(events) as ahead, missing_stored_copy_as_error(upload.path):
                     yield from self._run_events(spec, ahead, watch, started, arriving)
             except Exception:
                 watch.check()

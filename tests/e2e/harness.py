@@ -145,6 +145,19 @@ class ServerHarness:
             time.sleep(0.02)
         return self.leftover_uploads()
 
+    def job_videos_left_after(self, timeout: float = 10.0) -> list[Path]:
+        """The stored videos of jobs still there once the server has had `timeout` seconds to
+        remove those of finished jobs: for a test whose jobs have all finished."""
+        stored = self.job_upload_dir.parent
+
+        def videos() -> list[Path]:
+            return sorted(path for path in stored.iterdir() if path.is_file()) if stored.exists() else []
+
+        deadline = time.monotonic() + timeout
+        while videos() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return videos()
+
     def frames_when_the_run_stopped(self, timeout: float = 10.0) -> int:
         """Waits for the server to close its one pipeline run (a call the client ended), checks
         that no frame is processed after that, and returns how many were processed before."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from harness import ServerFactory
 from test_e2e_access_control import openssl, pki  # noqa: F401 - pki: the CA, server and client certificates
 
+import videodag_service.video.upload as upload_module
 from videodag_client.cli import _exit_codes, main
 
 
@@ -89,3 +91,30 @@ def test_a_server_certificate_for_another_name_is_a_tls_failure(
                  "pipelines"])
     assert code == _exit_codes.CREDENTIALS
     assert "error: TLS handshake with the server failed" in capsys.readouterr().err
+
+
+def test_an_error_of_the_servers_naming_a_video_with_a_tls_word_is_not_taken_for_a_handshake(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A failed handshake is gRPC's UNAVAILABLE with no reason; VIDEO_FILE_MISSING names the video,
+    and "handshake_test.mp4" made it "TLS handshake with the server failed", exit 8 instead of 7."""
+    create = upload_module._create_private_file
+
+    def created_then_removed(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, int]:
+        path, file, lock = create(temp_dir, suffix)
+        path.unlink()  # as a cleaner of temporary files would, at once
+        return path, file, lock
+
+    monkeypatch.setattr(upload_module, "_create_private_file", created_then_removed)
+    server = make_server()
+    video = tmp_path / "handshake_test.mp4"
+    video.write_bytes(sample_clip.read_bytes())
+
+    code = main(["--server", server.target, "--timeout", "30", "run", str(video), "--pipeline", "frame_stats_v1",
+                 "-o", str(tmp_path / "results.jsonl")])
+
+    assert code == _exit_codes.UNAVAILABLE
+    error = capsys.readouterr().err
+    assert "TLS" not in error
+    assert "UNAVAILABLE" in error and "'handshake_test.mp4': the server's stored copy is gone" in error

@@ -108,6 +108,7 @@ def test_a_damaged_frame_is_decoded_past_and_counted_in_the_summary_of_a_run_and
     job = server.client.submit_job(damaged, "frame_stats_v1")
     assert wait_until(lambda: server.client.get_job(job.id).state.is_finished, timeout=30)
     finished = server.client.get_job(job.id)
+    assert server.job_videos_left_after() == []
     assert finished.summary is not None and finished.summary.frames_unreadable == 1
     assert server.leftover_uploads() == []
 

@@ -25,6 +25,7 @@ from videodag_client import (
     InvalidArgument,
     ResourceExhausted,
     RunOptions,
+    Unavailable,
     UploadReceived,
     VideodagError,
 )
@@ -248,6 +249,34 @@ def test_an_upload_folder_the_server_cannot_write_in_is_internal_storage_unwrita
         assert not any(record.exc_info for record in caplog.records)
         assert os.listdir(upload_dir) == []
         server.stop()  # before the filesystem goes
+
+
+@pytest.mark.parametrize("decode_during_upload", [False, True])
+def test_an_upload_a_cleaner_removes_before_it_is_decoded_is_unavailable_video_file_missing(
+    make_server: ServerFactory, sample_clip: Path, monkeypatch: pytest.MonkeyPatch, decode_during_upload: bool
+) -> None:
+    """A cleaner of temporary files removes each upload as soon as it is made (the server writes
+    on into the removed file). It was INVALID_ARGUMENT VIDEO_UNREADABLE, blaming the video, and
+    while decoding during the upload the message gave the upload's private path."""
+    create = upload_module._create_private_file
+
+    def created_then_removed(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, int]:
+        path, file, lock = create(temp_dir, suffix)
+        path.unlink()
+        return path, file, lock
+
+    monkeypatch.setattr(upload_module, "_create_private_file", created_then_removed)
+    server = make_server()
+    with pytest.raises(Unavailable) as caught:
+        list(server.client.upload_and_run(sample_clip, "frame_stats_v1", decode_during_upload=decode_during_upload,
+                                          timeout=30))
+    assert caught.value.reason == "VIDEO_FILE_MISSING"
+    assert caught.value.message == (
+        "Unable to read video file 'pedestrians_120.mp4': the server's stored copy is gone, removed from its folder "
+        "before it was decoded (a cleaner of temporary files, say); send it again"
+    )
+    monkeypatch.undo()
+    assert_still_serving(server, sample_clip)
 
 
 def test_uploads_a_killed_server_left_are_removed_at_the_start_and_while_running(

@@ -112,3 +112,4 @@ def test_a_plugin_calling_sys_exit_fails_its_run_and_its_job_and_the_job_worker_
     assert server.client.get_job(exiting.id).state is JobState.FAILED
     assert server.client.get_job(following.id).state is JobState.SUCCEEDED
     assert server.leftover_uploads() == []
+    assert server.job_videos_left_after() == []

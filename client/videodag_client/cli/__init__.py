@@ -199,8 +199,11 @@ def _termination_as_interrupt() -> Iterator[None]:
 
 
 def _is_tls_failure(error: VideodagError) -> bool:
+    """A failed handshake is gRPC's own UNAVAILABLE, with no reason: an error of the server's has
+    one, and its message may hold anything, a video named "handshake_test.mp4" say."""
     message = error.message.lower()
-    return error.code is grpc.StatusCode.UNAVAILABLE and any(mark in message for mark in _TLS_FAILURE_MARKS)
+    return (error.code is grpc.StatusCode.UNAVAILABLE and not error.reason
+            and any(mark in message for mark in _TLS_FAILURE_MARKS))
 
 
 def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> str | None:

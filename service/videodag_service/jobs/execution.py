@@ -40,6 +40,7 @@ from videodag_service.errors import (
     DiskFull,
     ErrorDetails,
     JobNotFound,
+    missing_stored_copy_as_error,
     naming_the_upload,
 )
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
@@ -210,7 +211,7 @@ class JobExecutor:
         stats: RunStats | None = None
         path = self._uploads.path(job.video.ref)
         events = self._video.stream_run(job.pipeline_id, path, job.sampling)
-        with naming_the_upload(path.name, job.file_name), closing(events):
+        with naming_the_upload(path.name, job.file_name), missing_stored_copy_as_error(path), closing(events):
             for event in events:
                 if should_stop():
                     raise JobInterrupted(job.id)

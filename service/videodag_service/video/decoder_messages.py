@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from videodag_service.errors import ErrorDetails, VideodagError, VideoFileMissing, VideoTooLarge, VideoUnreadable
+from videodag_service.errors import ErrorDetails, VideodagError, VideoTooLarge, VideoUnreadable
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.frame_ring import RingLayout
 from videodag_service.video.info import VideoInfo
@@ -34,9 +34,7 @@ from videodag_service.video.sampling import FrameWindow
 # The largest message either side accepts: an error message with its metadata fits easily.
 MAX_MESSAGE_BYTES = 64 * 1024
 # The file errors a decoder may report; anything else it raises arrives as a RuntimeError.
-_FILE_ERRORS: dict[str, type[VideodagError]] = {
-    "VideoUnreadable": VideoUnreadable, "VideoTooLarge": VideoTooLarge, "VideoFileMissing": VideoFileMissing,
-}
+_FILE_ERRORS: dict[str, type[VideodagError]] = {"VideoUnreadable": VideoUnreadable, "VideoTooLarge": VideoTooLarge}
 
 
 class MalformedMessage(ValueError):

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from videodag_service.dag.cores import usable_cores
-from videodag_service.errors import ErrorDetails, VideodagError, VideoFileMissing, VideoUnreadable
+from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video import avi_index
 from videodag_service.video.content_guess import guess_content
 from videodag_service.video.display_matrix import flip_code, mirrors
@@ -110,15 +110,10 @@ def unreadable(path: str | os.PathLike[str], reason: str, details: ErrorDetails 
     return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}", details)
 
 
-def _not_openable(path: Path) -> VideodagError:
+def _not_openable(path: Path) -> VideoUnreadable:
     """The error for a file OpenCV did not open, saying what its bytes look like where that is known."""
-    if not path.exists():
-        # Every file the service decodes is its own stored copy: one that is gone was removed
-        # from under the server, which is no fault of the video.
-        return VideoFileMissing(
-            f"Unable to read video file {path.name!r}: the server's stored copy is gone, removed from its folder "
-            "before it was decoded (a cleaner of temporary files, say); send it again"
-        )
+    if not path.exists():  # the service says whose fault that is (`missing_stored_copy_as_error`)
+        return unreadable(path, "no such file")
     guess = guess_content(path)
     if guess is None:
         return unreadable(path, "not a video OpenCV can decode")
@@ -481,7 +476,10 @@ class OpenedVideo:
                 if self._growing is None
                 else self._open_growing(self._growing)
             )
-        except (cv2.error, FileNotFoundError) as error:
+        except FileNotFoundError as error:  # an upload still arriving, gone: its error names the whole path
+            self._close_stream()
+            raise _not_openable(self.path) from error
+        except cv2.error as error:
             self._close_stream()
             raise unreadable(self.path, f"OpenCV refused it: {error}") from error
         if not capture.isOpened():

@@ -45,7 +45,7 @@ from videodag_service.errors import (
     UploadCorrupted,
     UploadTooLarge,
 )
-from videodag_service.private_folders import private_directory
+from videodag_service.private_folders import FolderNotPrivate, private_directory
 from videodag_service.video.chunk_writer import ChunkWriter
 
 logger = logging.getLogger(__name__)
@@ -349,13 +349,21 @@ def _remove_if_orphaned(path: Path, created_before: float) -> bool:
 
 @contextmanager
 def _storage_errors(folder: Path) -> Iterator[None]:
-    """A full disk or a folder the server cannot write in, as the typed errors callers get.
+    """A full disk, or a folder the server cannot write in or no longer trusts, as the typed
+    errors callers get.
 
     The folder is named in the log, for the operator, and never to the caller: the server's
-    paths are private. Both are logged as warnings: neither is the request's fault.
+    paths are private. A full disk is logged as a warning (space comes back), the others as
+    errors (someone must fix the folder).
     """
     try:
         yield
+    except FolderNotPrivate as error:
+        logger.error("cannot store an upload: %s", error)
+        raise StorageUnwritable(
+            "the server cannot store the upload: its upload folder was replaced by one it does not trust (made "
+            "again by another user after a cleaner removed it); its operator must fix that"
+        ) from error
     except OSError as error:
         details = ErrorDetails(metadata={"errno": str(error.errno)})
         if error.errno in _DISK_FULL_ERRNOS:

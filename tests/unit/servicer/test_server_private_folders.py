@@ -202,8 +202,11 @@ def test_an_upload_folder_planted_while_the_server_runs_receives_no_upload(
             assert len([e for e in client.upload_and_run(video, "frame_stats_v1") if isinstance(e, FrameResult)]) == 3
             temp_dir.rmdir()
             _planted(temp_dir, 0o1777)
-            with pytest.raises(Internal, match="is a folder owned by nobody"):
+            with pytest.raises(Internal) as refused:
                 list(client.upload_and_run(video, "frame_stats_v1"))
+        assert refused.value.reason == "STORAGE_UNWRITABLE"
+        assert "upload folder was replaced by one it does not trust" in refused.value.message
+        assert str(temp_dir) not in refused.value.message  # the server's paths are its own: they go to its log
         assert list(temp_dir.iterdir()) == []
     finally:
         running.stop(0)

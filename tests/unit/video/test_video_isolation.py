@@ -27,7 +27,14 @@ import pytest
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService, RunningDagService
 from fakes.media import garbage_bytes, presentation_times, read_frame_index, write_variable_rate_video
 from fakes.waiting import frame_segments_left, wait_until
-from videodag_service.errors import DecoderKilled, VideoFileMissing, VideoTooLarge, VideoUnreadable, naming_the_upload
+from videodag_service.errors import (
+    DecoderKilled,
+    VideoFileMissing,
+    VideoTooLarge,
+    VideoUnreadable,
+    missing_stored_copy_as_error,
+    naming_the_upload,
+)
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
@@ -146,16 +153,23 @@ def test_file_errors_are_the_same_as_in_process(tmp_path: Path, make_video) -> N
 
 
 @pytest.mark.usefixtures("no_leftovers")
-def test_a_stored_video_removed_before_it_is_opened_is_the_servers_trouble_not_the_videos(tmp_path: Path) -> None:
+def test_a_missing_file_is_unreadable_to_a_library_caller_and_the_servers_trouble_for_its_own_copy(
+    tmp_path: Path,
+) -> None:
     """Every file the service decodes is its own stored copy: one a cleaner of temporary files
-    removed was reported as INVALID_ARGUMENT VIDEO_UNREADABLE ("no such file"), telling the
-    caller its video was bad and not to send it again."""
+    removed was reported as INVALID_ARGUMENT VIDEO_UNREADABLE, telling the caller its video was
+    bad and not to send it again. A library caller's path that does not exist stays its own
+    mistake, a VideoUnreadable (and so a ValueError)."""
     stored = tmp_path / "videodag-upload-removed.mp4"
     for isolation in ("thread", "process"):
-        with pytest.raises(VideoFileMissing) as raised, naming_the_upload(stored.name, "holiday.mp4"):
+        with pytest.raises(ValueError, match=r"'videodag-upload-removed\.mp4': no such file") as raised:
             _events(isolation, stored)
-        assert (raised.value.status_code, raised.value.reason) == ("UNAVAILABLE", "VIDEO_FILE_MISSING")
-        assert str(raised.value).startswith("Unable to read video file 'holiday.mp4': the server's stored copy is gone")
+        assert isinstance(raised.value, VideoUnreadable)
+        with pytest.raises(VideoFileMissing) as missing, naming_the_upload(stored.name, "holiday.mp4"), \
+                missing_stored_copy_as_error(stored):
+            _events(isolation, stored)
+        assert (missing.value.status_code, missing.value.reason) == ("UNAVAILABLE", "VIDEO_FILE_MISSING")
+        assert str(missing.value).startswith("Unable to read video file 'holiday.mp4': the server's stored copy")
 
 
 @pytest.mark.usefixtures("no_leftovers")
