@@ -164,7 +164,7 @@ class Settings:
         64 * MIB, "free space, in bytes, SubmitJob uploads must leave on the disk of --data-dir, for the jobs' "
         "results and records: an upload that would leave less is refused (RESOURCE_EXHAUSTED, reason DISK_FULL), "
         "counting its declared size and what the uploads in progress declared and have still to send; one without "
-        "a declared size is checked again every 4 MiB as it arrives; 0 turns the check off", minimum=0,
+        "a declared size is checked again at every chunk as it arrives; 0 turns the check off", minimum=0,
     )
     job_retention_seconds: float = _setting(
         7 * 86400.0, "how long finished jobs, their results and files are kept", minimum=0

@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,10 +61,10 @@ def test_a_reserve_over_the_free_space_refuses_submissions_and_names_itself(
 
 
 @contextlib.contextmanager
-def full_disk(folder: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs at `folder`, filled to the last byte; skips where mounting is not allowed."""
+def full_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
+    """A tmpfs of `size` at `folder`, to be filled to the last byte; skips where mounting is not allowed."""
     folder.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(folder)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
                              check=False, capture_output=True).returncode == 0
     if not mounted:
         pytest.skip("a full disk needs a tmpfs, and mounting one needs root")
@@ -125,6 +126,54 @@ def test_a_restart_on_a_full_disk_with_a_job_to_recover_says_so_and_keeps_the_jo
             assert (store.get(job.id).state, store.get(job.id).attempt) == (StoredJobState.RUNNING, 1)
         finally:
             store.close()
+
+
+def test_a_restart_after_a_crash_on_a_full_disk_is_refused_and_keeps_the_queued_jobs(tmp_path: Path) -> None:
+    """A database left by a process that died keeps its write-ahead log, and SQLite opened it on a
+    full disk all the same: the server started, and the jobs it recovered failed at their first
+    result, for good, their videos deleted."""
+    with full_disk(tmp_path / "disk", "20m") as disk:
+        data_dir = disk / "data"
+        crash = textwrap.dedent(f"""
+            import os
+            from videodag_service.jobs import Job, JobState, SqliteJobStore, StoredVideo
+            from videodag_service.jobs.ids import new_job_id
+            from videodag_service.video import SamplingOptions
+            store = SqliteJobStore({str(data_dir)!r})
+            for _ in range(1500):  # past SQLite's checkpoint: a log file with room in it, as a server's that ran
+                job = store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                                       StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
+            print(job.id, flush=True)
+            os._exit(0)  # killed: nothing closed, the log file left beside the database
+        """)
+        died = subprocess.run([str(VENV_BIN / "python"), "-c", crash], capture_output=True, text=True, timeout=60,
+                              check=True)
+        job_id = died.stdout.strip()
+        assert (data_dir / "jobs.sqlite3-wal").stat().st_size > 1024 * 1024
+        fill(disk)
+
+        started = start_server(data_dir, tmp_path / "uploads")
+
+        assert_refused_for_a_full_disk(started, data_dir)
+        (disk / "filler").unlink()
+        store = SqliteJobStore(data_dir)
+        try:
+            assert store.get(job_id).state is StoredJobState.QUEUED
+        finally:
+            store.close()
+
+
+def test_a_start_on_a_disk_under_the_reserve_warns_the_operator(
+    make_server: ServerFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every submission is then refused; the operator heard of it only from the callers."""
+    free = shutil.disk_usage(tmp_path).free
+    server = make_server(job_min_free_bytes=free * 2)
+    data_dir = server.running.settings.data_dir
+    [warning] = [record.getMessage() for record in caplog.records if "--job-min-free-bytes" in record.getMessage()]
+    assert warning.startswith(f"the disk of the job data directory {data_dir} has ")
+    assert warning.endswith(f"bytes free, less than the {free * 2} --job-min-free-bytes keeps free: every job "
+                            "submission is refused (DISK_FULL) until space is freed")
 
 
 def test_a_job_database_removed_while_the_server_runs_is_an_error_in_its_log(

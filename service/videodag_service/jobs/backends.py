@@ -115,11 +115,37 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
         logger.warning(warning)
     private_directory(config.data_dir, "job data folder (--data-dir)")
     observer = JobObserverRelay()
+    free = _free_bytes_or_none(config.data_dir)
     if config.backend is JobBackend.REDIS:
+        _warn_if_under_the_reserve(config, free)
         # Replicas share the uploads folder: another may be receiving into it right now.
         return _redis_service(config, dag, _upload_storage(config, exclusive=False), observer)
+    if free is not None and free < _FULL_DISK_BYTES:
+        # After a crash SQLite opens all the same (its log file is there already), and the jobs
+        # it recovers would fail at their first result for good: refused as a new database is.
+        raise _data_directory_full(config.data_dir, free)
+    _warn_if_under_the_reserve(config, free)
     with _database_errors_stop_the_start(config.data_dir):
         return _embedded_service(config, dag, observer)
+
+
+def _warn_if_under_the_reserve(config: JobConfig, free: int | None) -> None:
+    """Every SubmitJob is refused on a disk under the reserve: the operator hears it at start,
+    not only from the callers."""
+    if free is not None and config.min_free_bytes and free < config.min_free_bytes:
+        logger.warning(
+            "the disk of the job data directory %s has %d bytes free, less than the %d --job-min-free-bytes keeps "
+            "free: every job submission is refused (DISK_FULL) until space is freed", config.data_dir, free,
+            config.min_free_bytes,
+        )
+
+
+def _data_directory_full(data_dir: Path, free: int | None) -> DataDirectoryFull:
+    return DataDirectoryFull(
+        f"no space left on the disk of the job data directory {os.fspath(data_dir)} (--data-dir"
+        f"{f', {free} bytes free' if free is not None else ''}): the job database cannot be written; free "
+        f"some space there or give another --data-dir"
+    )
 
 
 @contextlib.contextmanager
@@ -135,11 +161,7 @@ def _database_errors_stop_the_start(data_dir: Path) -> Iterator[None]:
     except (DiskFull, sqlite3.Error) as error:
         free = _free_bytes_or_none(data_dir)
         if isinstance(error, DiskFull) or (free is not None and free < _FULL_DISK_BYTES):
-            raise DataDirectoryFull(
-                f"no space left on the disk of the job data directory {os.fspath(data_dir)} (--data-dir"
-                f"{f', {free} bytes free' if free is not None else ''}): the job database cannot be written; free "
-                f"some space there or give another --data-dir"
-            ) from error
+            raise _data_directory_full(data_dir, free) from error
         raise RuntimeError(
             f"the job database in {os.fspath(data_dir)} (--data-dir) cannot be used: {type(error).__name__}: {error}"
         ) from error

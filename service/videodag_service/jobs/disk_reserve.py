@@ -28,8 +28,9 @@ from videodag_service.errors import DiskFull, ErrorDetails
 
 MIB = 1024 * 1024
 GROWTH_CLAIM_BYTES = 4 * MIB
-"""How far ahead an upload without a declared size claims room, and so how often it is checked
-again as it grows: a check (statvfs) every 4 MiB is nothing beside writing them."""
+"""How far ahead of what it has sent an upload without a declared size claims room, counted by
+the other uploads as to come; the upload itself is checked at every chunk (a statvfs, nothing
+beside writing the chunk)."""
 
 
 def disk_free_bytes(folder: Path) -> int:
@@ -40,9 +41,11 @@ def disk_free_bytes(folder: Path) -> int:
 class UploadClaim:
     """One upload's room on the disk; made by `DiskReserve.claim`."""
 
-    def __init__(self, reserve: DiskReserve, declared_bytes: int) -> None:
+    def __init__(self, reserve: DiskReserve, declared_bytes: int, most_bytes: int | None = None) -> None:
         self._reserve = reserve
         self.declared_bytes = declared_bytes
+        self.most_bytes = most_bytes
+        """The most the upload may hold (the upload limit): no claim reaches past it."""
         self.claimed_bytes = declared_bytes
         """The upload's size as far as it is claimed: declared, or grown in steps."""
         self.taken_bytes = 0
@@ -54,10 +57,23 @@ class UploadClaim:
         self.path = path
 
     def before_writing(self, size: int) -> None:
-        """Claim room for `size` more bytes, if the claim does not cover them; raises DiskFull."""
-        if self.taken_bytes + size > self.claimed_bytes:
-            self._reserve.grow(self, self.taken_bytes + max(size, GROWTH_CLAIM_BYTES))
-        self.taken_bytes += size
+        """Check there is room for `size` more bytes; raises DiskFull.
+
+        An upload that declared its size claimed it at its start and is not checked again. One
+        that did not is checked at every chunk, for the bytes it is about to write only: it is
+        taken as long as it leaves the reserve free. Its claim grows ahead of it by a step
+        (`GROWTH_CLAIM_BYTES`), which the other uploads count as to come."""
+        needed = self.taken_bytes + size
+        if self.declared_bytes and needed <= self.claimed_bytes:
+            self.taken_bytes = needed
+            return
+        claimed = self.claimed_bytes
+        if needed > claimed:
+            claimed = self.taken_bytes + max(size, GROWTH_CLAIM_BYTES)
+            if self.most_bytes is not None:
+                claimed = min(claimed, self.most_bytes)
+        self._reserve.grow(self, needed, claimed)
+        self.taken_bytes = needed
 
     def bytes_to_come(self, claimed_bytes: int | None = None) -> int:
         """What the claim (or `claimed_bytes`, if given) holds that is not on the disk yet."""
@@ -85,10 +101,11 @@ class DiskReserve:
         self._claims: list[UploadClaim] = []
 
     @contextlib.contextmanager
-    def claim(self, declared_bytes: int) -> Iterator[UploadClaim]:
-        """Room for an upload of `declared_bytes` (0: unknown, claimed as it grows) while the block
-        runs; raises DiskFull when granting it would leave less than the reserve free."""
-        claim = UploadClaim(self, declared_bytes)
+    def claim(self, declared_bytes: int, most_bytes: int | None = None) -> Iterator[UploadClaim]:
+        """Room for an upload of `declared_bytes` (0: unknown, claimed as it grows, never past
+        `most_bytes`) while the block runs; raises DiskFull when granting it would leave less
+        than the reserve free."""
+        claim = UploadClaim(self, declared_bytes, most_bytes)
         with self._lock:
             self._check(claim, declared_bytes, growing=False)
             self._claims.append(claim)
@@ -98,11 +115,12 @@ class DiskReserve:
             with self._lock:
                 self._claims.remove(claim)
 
-    def grow(self, claim: UploadClaim, claimed_bytes: int) -> None:
-        """Extend `claim` to `claimed_bytes`; raises DiskFull, the claim unchanged, if there is no room."""
+    def grow(self, claim: UploadClaim, needed_bytes: int, claimed_bytes: int) -> None:
+        """Extend `claim` to `claimed_bytes`, once `needed_bytes` of it fit; raises DiskFull, the
+        claim unchanged, if they do not."""
         with self._lock:
-            self._check(claim, claimed_bytes, growing=True)
-            claim.claimed_bytes = claimed_bytes
+            self._check(claim, needed_bytes, growing=claim.taken_bytes > 0)
+            claim.claimed_bytes = max(claimed_bytes, needed_bytes)
 
     def _check(self, claim: UploadClaim, claimed_bytes: int, *, growing: bool) -> None:
         if not self.min_free_bytes:
@@ -133,6 +151,7 @@ def _disk_full(claim: UploadClaim, free: int, promised: int, min_free: int, *, g
     if growing:
         metadata["received_bytes"] = str(claim.taken_bytes)
     return DiskFull(
-        f"not enough free disk space {what}: {free} bytes free{promised_text}, {min_free} must stay free",
+        f"not enough free disk space {what}: {free} bytes free{promised_text}, {min_free} must stay free "
+        "(--job-min-free-bytes)",
         ErrorDetails(metadata=metadata),
     )

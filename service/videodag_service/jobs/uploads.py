@@ -112,7 +112,7 @@ class DirectoryUploadStorage:
         # Made again if gone (a tmp cleaner, a failed start beside this server's), checked as at start.
         private_directory(self._incoming, "job upload folder")
         suffix = suffix_for_file_name(file_name)
-        with self._reserve.claim(declared) as room, receive_upload(
+        with self._reserve.claim(declared, max_upload_bytes) as room, receive_upload(
             self._incoming,
             max_upload_bytes=max_upload_bytes,
             declared_size=declared_size,
@@ -122,7 +122,9 @@ class DirectoryUploadStorage:
             room.track(upload.path)
             for chunk in chunks:
                 if chunk:
-                    room.before_writing(memoryview(chunk).nbytes)
+                    size = memoryview(chunk).nbytes
+                    upload.check_acceptable(size)  # a client's own mistake is what it hears first
+                    room.before_writing(size)
                     upload.write(chunk)
             stored = upload.finish()
             ref = name() + suffix

@@ -108,6 +108,15 @@ class UploadReceiver:
         if self._sha256 is not None:
             raise ValueError("the upload is already finished")
         size = memoryview(chunk).nbytes
+        self.check_acceptable(size)
+        with _storage_errors(self.path.parent):
+            self._writer.write(chunk)
+        self._received_bytes += size
+
+    def check_acceptable(self, size: int) -> None:
+        """Raise what `write` would for `size` more bytes, before writing anything: over the upload
+        limit (UploadTooLarge), or past the declared size (UploadCorrupted). A caller checking room
+        on the disk first asks this, so that a client's own mistake is what it hears."""
         if self._received_bytes + size > self._max_upload_bytes:
             raise UploadTooLarge(
                 f"upload is over the limit of {self._max_upload_bytes} bytes "
@@ -117,9 +126,6 @@ class UploadReceiver:
         if self._declared_size is not None and self._received_bytes + size > self._declared_size:
             # Refused at once, not at finish(): a reader of the growing file trusts the declared end.
             raise self._size_mismatch(self._received_bytes + size)
-        with _storage_errors(self.path.parent):
-            self._writer.write(chunk)
-        self._received_bytes += size
 
     def flush(self) -> None:
         """Hand what was written so far to the file, so a reader of the growing file sees it."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from videodag_service.errors import DiskFull
+from videodag_service.errors import DiskFull, UploadCorrupted, UploadTooLarge
 from videodag_service.jobs import DirectoryUploadStorage, StoredVideo
 from videodag_service.jobs.disk_reserve import GROWTH_CLAIM_BYTES
 
@@ -112,9 +112,8 @@ def test_an_upload_of_unknown_size_is_refused_as_it_grows_before_it_eats_the_res
 
     error = refused.value
     received = int(error.details.metadata["received_bytes"])
-    # Stopped before writing past what the reserve leaves, checked every GROWTH_CLAIM_BYTES.
-    assert 0 < received <= above_reserve
-    assert received % GROWTH_CLAIM_BYTES == 0
+    # Stopped at the chunk that would have written into the reserve, not earlier: checked at every chunk.
+    assert above_reserve - CHUNK < received <= above_reserve
     assert f"to go on with the upload after {received} bytes" in error.message
     assert f"{reserve} must stay free" in error.message
     assert list(storage.refs()) == [] and disk.free_bytes(tmp_path) == disk.capacity
@@ -146,3 +145,31 @@ def test_without_a_reserve_nothing_is_checked(tmp_path: Path) -> None:
     storage.store(lambda: "i" * 24, _bytes(5 * MIB), max_upload_bytes=1 << 30, declared_size=None,
                   declared_sha256=None, file_name="clip.mp4")
     assert list(storage.refs()) == ["i" * 24 + ".mp4"]
+
+
+def test_an_upload_of_unknown_size_that_leaves_the_reserve_free_is_taken(tmp_path: Path) -> None:
+    """Its claim runs ahead of it by GROWTH_CLAIM_BYTES; refusing it for want of room for that
+    step turned away a 1 MB upload from a pipe that a declared one of the same size got through."""
+    reserve = 8 * MIB
+    disk = SmallDisk(tmp_path, capacity=reserve + GROWTH_CLAIM_BYTES // 2)
+    storage = DirectoryUploadStorage(tmp_path / "uploads", min_free_bytes=reserve, free_bytes=disk.free_bytes)
+    stored = storage.store(lambda: "g" * 24, _bytes(MIB), max_upload_bytes=1 << 30, declared_size=None,
+                           declared_sha256=None, file_name="clip.mp4")
+    assert stored.size_bytes == MIB
+
+
+def test_a_clients_own_mistake_is_what_it_hears_on_a_disk_near_its_reserve(tmp_path: Path) -> None:
+    """The disk was checked before the upload's own limits: a client sending more than it declared,
+    or more than the server takes, was told DISK_FULL, which no retry can get past."""
+    reserve = 8 * MIB
+    disk = SmallDisk(tmp_path, capacity=reserve + MIB)
+    storage = DirectoryUploadStorage(tmp_path / "uploads", min_free_bytes=reserve, free_bytes=disk.free_bytes)
+    with pytest.raises(UploadCorrupted, match="size"):
+        storage.store(lambda: "h" * 24, _bytes(4 * MIB), max_upload_bytes=1 << 30, declared_size=MIB // 2,
+                      declared_sha256=None, file_name="clip.mp4")
+    roomy = SmallDisk(tmp_path, capacity=reserve + 3 * MIB + MIB // 2)  # room for all the upload limit lets in
+    limited = DirectoryUploadStorage(tmp_path / "uploads", min_free_bytes=reserve, free_bytes=roomy.free_bytes)
+    with pytest.raises(UploadTooLarge):
+        limited.store(lambda: "i" * 24, _bytes(4 * MIB), max_upload_bytes=3 * MIB, declared_size=None,
+                      declared_sha256=None, file_name="clip.mp4")
+    assert list(storage.refs()) == []
