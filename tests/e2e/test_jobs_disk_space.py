@@ -201,3 +201,21 @@ def test_a_job_database_removed_while_the_server_runs_is_an_error_in_its_log(
         "temporary files?): jobs recorded from now on are lost when it restarts, and another server may take the "
         "data directory; restart it, with a --data-dir no cleaner touches"
     ]
+
+
+@pytest.mark.parametrize("inodes", [3, 4, 6, 7])
+def test_a_start_on_a_disk_out_of_inodes_says_so_in_one_line_and_leaves_nothing(tmp_path: Path, inodes: int) -> None:
+    """Bytes free but no inode left, found at one step or another of the start (the database, its
+    log, the uploads folder): a raw errno or SQLite's "unable to open database file", with the lock
+    and an empty database left behind."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=20m,nr_inodes={inodes},mode=0700", "tmpfs", str(disk)],
+                      check=False, capture_output=True).returncode != 0:
+        pytest.skip("a disk out of inodes needs a tmpfs, and mounting one needs root")
+    try:
+        started = start_server(disk / "data", tmp_path / "uploads")
+        assert_refused_for_a_full_disk(started, disk / "data")
+        assert [path for path in disk.rglob("*") if not path.is_dir()] == []  # no lock, no database left
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=False, capture_output=True)

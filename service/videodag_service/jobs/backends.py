@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import logging
 import os
 import shutil
@@ -39,6 +40,7 @@ MIB = 1024 * 1024
 # Less free than this, and a database error at start is taken for a full disk: SQLite needs a
 # few pages and a 32 KiB shared-memory file to open a database.
 _FULL_DISK_BYTES = 1 * MIB
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})  # out of bytes or of inodes
 
 
 class JobBackend(enum.Enum):
@@ -120,7 +122,7 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
         _warn_if_under_the_reserve(config, free)
         # Replicas share the uploads folder: another may be receiving into it right now.
         return _redis_service(config, dag, _upload_storage(config, exclusive=False), observer)
-    if free is not None and free < _FULL_DISK_BYTES:
+    if _no_room_left(config.data_dir):
         # After a crash SQLite opens all the same (its log file is there already), and the jobs
         # it recovers would fail at their first result for good: refused as a new database is.
         raise _data_directory_full(config.data_dir, free)
@@ -158,13 +160,25 @@ def _database_errors_stop_the_start(data_dir: Path) -> Iterator[None]:
     """
     try:
         yield
-    except (DiskFull, sqlite3.Error) as error:
+    except (DiskFull, sqlite3.Error, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in _DISK_FULL_ERRNOS:
+            raise
         free = _free_bytes_or_none(data_dir)
-        if isinstance(error, DiskFull) or (free is not None and free < _FULL_DISK_BYTES):
+        if isinstance(error, DiskFull | OSError) or _no_room_left(data_dir):
             raise _data_directory_full(data_dir, free) from error
         raise RuntimeError(
             f"the job database in {os.fspath(data_dir)} (--data-dir) cannot be used: {type(error).__name__}: {error}"
         ) from error
+
+
+def _no_room_left(folder: Path) -> bool:
+    """Whether `folder`'s disk is full: under `_FULL_DISK_BYTES` free, or not one inode left
+    (bytes free then, but no file can be made: SQLite says only "unable to open database file")."""
+    try:
+        usage = os.statvfs(folder)
+    except OSError:
+        return False
+    return usage.f_bavail * usage.f_frsize < _FULL_DISK_BYTES or (usage.f_files > 0 and usage.f_favail == 0)
 
 
 def _free_bytes_or_none(folder: Path) -> int | None:
@@ -181,7 +195,7 @@ def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobO
         uploads = _upload_storage(config, exclusive=True)
         _remove_videos_of_finished_jobs(store, uploads)
     except BaseException:
-        store.close()
+        store.close_and_discard(also=lambda: None)  # a database holding no job goes: this start made it
         raise
     video = VideoFilePipelineService(
         dag,

@@ -83,8 +83,17 @@ class SqliteJobStore(JobStore):
         self.data_dir = private_directory(Path(data_dir))
         self._lock_file = _lock_exclusively(self.data_dir / "jobs.lock")
         new_database = not (self.data_dir / "jobs.sqlite3").exists()
-        database = _private_file(self.data_dir / "jobs.sqlite3")
-        self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            database = _private_file(self.data_dir / "jobs.sqlite3")
+            self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
+        except BaseException as error:  # no inode left for the file, say: nothing of this start stays
+            out_of_inodes = _out_of_inodes(error, self.data_dir)
+            if new_database:
+                self._remove_files()
+            self._lock_file.close()
+            if out_of_inodes is not None:
+                raise out_of_inodes from error
+            raise
         self._opened_files = {name: _identity(self.data_dir / name) for name in ("jobs.sqlite3", "jobs.lock")}
         self._connection.row_factory = sqlite3.Row
         self._lock = threading.RLock()
@@ -100,13 +109,16 @@ class SqliteJobStore(JobStore):
                 self._connection.execute("PRAGMA synchronous=NORMAL")
                 self._connection.executescript(_SCHEMA)
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        except BaseException:
+        except BaseException as error:
             # A database this start could not set up (a full disk) is left as it was found: a new
             # one is removed while the lock keeps others out, and the lock is released.
+            out_of_inodes = _out_of_inodes(error, self.data_dir)
             self._connection.close()
             if new_database:
                 self._remove_files()
             self._lock_file.close()
+            if out_of_inodes is not None:
+                raise out_of_inodes from error
             raise
 
     def close(self) -> None:
@@ -474,6 +486,22 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return details.st_dev, details.st_ino
+
+
+def _out_of_inodes(error: BaseException, data_dir: Path) -> DiskFull | None:
+    """DiskFull for an error of a disk that has bytes free but not one inode left, read before
+    the files this start made are removed (which frees some): SQLite says only "unable to open
+    database file", the file system "No space left on device"."""
+    if not isinstance(error, sqlite3.Error | OSError):
+        return None
+    try:
+        usage = os.statvfs(data_dir)
+    except OSError:
+        return None
+    if usage.f_files == 0 or usage.f_favail > 0:
+        return None
+    return DiskFull("no inode left on the data directory's disk for the job database's files",
+                    ErrorDetails(metadata={"store": "sqlite"}))
 
 
 def _lock_exclusively(path: Path) -> Any:
