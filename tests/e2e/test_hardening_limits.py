@@ -7,7 +7,7 @@ import errno
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -165,21 +165,28 @@ class _SmallDiskOs:
 
 
 @contextlib.contextmanager
-def small_disk(folder: Path, capacity_bytes: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A filesystem of `capacity_bytes` at `folder`: a real tmpfs where mounting is allowed (root,
-    as on the test machines), otherwise uploads whose files fail with ENOSPC past that size."""
+def _tmpfs(folder: Path, options: str, stand_in: Callable[[], None]) -> Iterator[Path]:
+    """A tmpfs mounted at `folder` with `options` where mounting is allowed (root, as on the test
+    machines), otherwise `stand_in()` to fake what it would do."""
     folder.mkdir(parents=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={capacity_bytes},mode=0700", "tmpfs", str(folder)],
-        check=False, capture_output=True,
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=False, capture_output=True,
     ).returncode == 0
     if not mounted:
-        monkeypatch.setattr(upload_module, "os", _SmallDiskOs(capacity_bytes))
+        stand_in()
     try:
         yield folder
     finally:
         if mounted:
             subprocess.run(["umount", "--lazy", str(folder)], check=False, capture_output=True)
+
+
+def small_disk(
+    folder: Path, capacity_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> contextlib.AbstractContextManager[Path]:
+    """A filesystem of `capacity_bytes` at `folder`, or uploads whose files fail with ENOSPC past that size."""
+    return _tmpfs(folder, f"size={capacity_bytes},mode=0700",
+                  lambda: monkeypatch.setattr(upload_module, "os", _SmallDiskOs(capacity_bytes)))
 
 
 def test_a_full_disk_is_resource_exhausted_and_leaves_no_partial_file(
@@ -212,22 +219,11 @@ class _ReadOnlyTempfile:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), kwargs.get("dir"))
 
 
-@contextlib.contextmanager
-def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A folder nobody can create files in: a real read-only tmpfs where mounting is allowed
-    (root, as on the test machines, where file modes would not stop the server), otherwise
-    uploads whose files fail to be created with EROFS."""
-    folder.mkdir(parents=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", str(folder)], check=False, capture_output=True,
-    ).returncode == 0
-    if not mounted:
-        monkeypatch.setattr(upload_module, "tempfile", _ReadOnlyTempfile())
-    try:
-        yield folder
-    finally:
-        if mounted:
-            subprocess.run(["umount", "--lazy", str(folder)], check=False, capture_output=True)
+def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> contextlib.AbstractContextManager[Path]:
+    """A folder nobody can create files in (file modes would not stop root), or uploads whose
+    files fail to be created with EROFS."""
+    return _tmpfs(folder, "ro,size=1m,mode=0700",
+                  lambda: monkeypatch.setattr(upload_module, "tempfile", _ReadOnlyTempfile()))
 
 
 def test_an_upload_folder_the_server_cannot_write_in_is_internal_storage_unwritable_naming_no_path(

@@ -86,13 +86,8 @@ class SqliteJobStore(JobStore):
         try:
             database = _private_file(self.data_dir / "jobs.sqlite3")
             self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
-        except BaseException as error:  # no inode left for the file, say: nothing of this start stays
-            out_of_inodes = _out_of_inodes(error, self.data_dir)
-            if new_database:
-                self._remove_files()
-            self._lock_file.close()
-            if out_of_inodes is not None:
-                raise out_of_inodes from error
+        except BaseException as error:  # no inode left for the file, say
+            self._abandon_start(error, new_database)
             raise
         self._opened_files = {name: _identity(self.data_dir / name) for name in ("jobs.sqlite3", "jobs.lock")}
         self._connection.row_factory = sqlite3.Row
@@ -110,16 +105,20 @@ class SqliteJobStore(JobStore):
                 self._connection.executescript(_SCHEMA)
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except BaseException as error:
-            # A database this start could not set up (a full disk) is left as it was found: a new
-            # one is removed while the lock keeps others out, and the lock is released.
-            out_of_inodes = _out_of_inodes(error, self.data_dir)
             self._connection.close()
-            if new_database:
-                self._remove_files()
-            self._lock_file.close()
-            if out_of_inodes is not None:
-                raise out_of_inodes from error
+            self._abandon_start(error, new_database)
             raise
+
+    def _abandon_start(self, error: BaseException, new_database: bool) -> None:
+        """A database this start could not set up (a full disk) is left as it was found: a new one
+        is removed while the lock keeps others out, and the lock is released. Raises DiskFull for a
+        disk out of inodes, told before the removal frees some."""
+        out_of_inodes = _out_of_inodes(error, self.data_dir)
+        if new_database:
+            self._remove_files()
+        self._lock_file.close()
+        if out_of_inodes is not None:
+            raise out_of_inodes from error
 
     def close(self) -> None:
         with self._lock:
