@@ -20,6 +20,7 @@ import pytest
 from harness import ServerFactory
 from jobs_harness import VENV_BIN
 
+import videodag_service.jobs.backends as backends_module
 from videodag_client import JobState, ResourceExhausted
 from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
 from videodag_service.jobs import JobState as StoredJobState
@@ -219,3 +220,21 @@ def test_a_start_on_a_disk_out_of_inodes_says_so_in_one_line_and_leaves_nothing(
         assert [path for path in disk.rglob("*") if not path.is_dir()] == []  # no lock, no database left
     finally:
         subprocess.run(["umount", "--lazy", str(disk)], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize(("root", "refused"), [(True, False), (False, True)])
+def test_a_start_counts_the_blocks_a_file_system_keeps_for_root_when_run_as_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root: bool, refused: bool
+) -> None:
+    """ext4 keeps 5% of its blocks for root: a server run as root that had been writing into them
+    was refused at its next start as on a full disk."""
+    real = os.statvfs(tmp_path)
+
+    def only_roots_blocks_left(path: str | os.PathLike[str]) -> os.statvfs_result:
+        fields = list(real)
+        fields[3], fields[4] = 10 * 1024 * 1024 // real.f_frsize, 0  # f_bfree: 10 MiB, f_bavail: none
+        return os.statvfs_result(fields)
+
+    monkeypatch.setattr(backends_module.os, "statvfs", only_roots_blocks_left)
+    monkeypatch.setattr(backends_module.os, "geteuid", lambda: 0 if root else 1000)
+    assert backends_module._no_room_left(tmp_path) is refused

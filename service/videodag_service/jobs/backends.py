@@ -178,7 +178,9 @@ def _no_room_left(folder: Path) -> bool:
         usage = os.statvfs(folder)
     except OSError:
         return False
-    return usage.f_bavail * usage.f_frsize < _FULL_DISK_BYTES or (usage.f_files > 0 and usage.f_favail == 0)
+    # Root may write the blocks a file system keeps for root (ext4 keeps 5%): those count for a server run as root.
+    blocks = usage.f_bfree if os.geteuid() == 0 else usage.f_bavail
+    return blocks * usage.f_frsize < _FULL_DISK_BYTES or (usage.f_files > 0 and usage.f_favail == 0)
 
 
 def _free_bytes_or_none(folder: Path) -> int | None:

@@ -16,7 +16,7 @@ from typing import Protocol
 from videodag_service.jobs.disk_reserve import DiskReserve, disk_free_bytes
 from videodag_service.jobs.model import StoredVideo
 from videodag_service.private_folders import private_directory
-from videodag_service.video import receive_upload
+from videodag_service.video import receive_upload, storage_errors
 from videodag_service.video.upload import checked_declared_size, remove_orphaned_uploads, suffix_for_file_name
 
 _INCOMING = "incoming"
@@ -110,7 +110,8 @@ class DirectoryUploadStorage:
         # Over the size limit is what a client must hear first: free space is checked for what is allowed.
         declared = checked_declared_size(declared_size, max_upload_bytes) or 0
         # Made again if gone (a tmp cleaner, a failed start beside this server's), checked as at start.
-        private_directory(self._incoming, "job upload folder")
+        with storage_errors(self._incoming):  # one another user made again: STORAGE_UNWRITABLE, no path
+            private_directory(self._incoming, "job upload folder")
         suffix = suffix_for_file_name(file_name)
         with self._reserve.claim(declared, max_upload_bytes) as room, receive_upload(
             self._incoming,

@@ -34,7 +34,13 @@ from videodag_service.video.payload import IMAGE_BYTES_FORMAT, PAYLOAD_KEYS, Fra
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, probe_video
 from videodag_service.video.runs import NodeTimingLike, PipelineRun, SupportsRunPipeline, SupportsRuns
 from videodag_service.video.sampling import SamplingOptions
-from videodag_service.video.upload import StoredUpload, UploadReceiver, receive_upload, suffix_for_file_name
+from videodag_service.video.upload import (
+    StoredUpload,
+    UploadReceiver,
+    receive_upload,
+    storage_errors,
+    suffix_for_file_name,
+)
 
 __all__ = [
     "DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS",
@@ -70,5 +76,6 @@ __all__ = [
     "probe_video",
     "receive_upload",
     "start_decoder_server",
+    "storage_errors",
     "suffix_for_file_name",
 ]

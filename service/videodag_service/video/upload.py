@@ -109,7 +109,7 @@ class UploadReceiver:
             raise ValueError("the upload is already finished")
         size = memoryview(chunk).nbytes
         self.check_acceptable(size)
-        with _storage_errors(self.path.parent):
+        with storage_errors(self.path.parent):
             self._writer.write(chunk)
         self._received_bytes += size
 
@@ -129,13 +129,13 @@ class UploadReceiver:
 
     def flush(self) -> None:
         """Hand what was written so far to the file, so a reader of the growing file sees it."""
-        with _storage_errors(self.path.parent):
+        with storage_errors(self.path.parent):
             self._writer.flush()
 
     def finish(self) -> StoredUpload:
         """Write what is still queued and close the file, then check it against what the client declared."""
         if self._sha256 is None:
-            with _storage_errors(self.path.parent):
+            with storage_errors(self.path.parent):
                 self._sha256 = self._writer.close()
         sha256 = self._sha256
         if self._received_bytes == 0:
@@ -290,7 +290,7 @@ def _create_private_file(temp_dir: Path, suffix: str) -> tuple[Path, BinaryIO, i
     The lock is on a duplicate of the descriptor, so it outlives the writer's close: `flock`
     holds while any descriptor of the open file remains.
     """
-    with _storage_errors(temp_dir):
+    with storage_errors(temp_dir):
         # Checked for every upload, not only at start: a folder removed while the server runs
         # (a tmp cleaner) could be made again by anyone in /tmp, and would receive the uploads.
         private_directory(temp_dir, "upload folder")
@@ -354,7 +354,7 @@ def _remove_if_orphaned(path: Path, created_before: float) -> bool:
 
 
 @contextmanager
-def _storage_errors(folder: Path) -> Iterator[None]:
+def storage_errors(folder: Path) -> Iterator[None]:
     """A full disk, or a folder the server cannot write in or no longer trusts, as the typed
     errors callers get.
 

@@ -210,3 +210,27 @@ def test_an_upload_folder_planted_while_the_server_runs_receives_no_upload(
         assert list(temp_dir.iterdir()) == []
     finally:
         running.stop(0)
+
+
+def test_a_job_upload_folder_planted_while_the_server_runs_receives_no_upload_and_names_no_path(
+    tmp_path: Path, shared_tmp: Path, make_video: Any
+) -> None:
+    """As for UploadAndRun: SubmitJob answered a bare INTERNAL "FolderNotPrivate: job upload
+    folder ...: <the data folder> is a folder owned by nobody", with a traceback in the log."""
+    data_dir = shared_tmp / "videodag-data"
+    settings = settings_from(["--port", "0", "--temp-dir", str(tmp_path / "t")], {"VIDEODAG_DATA_DIR": str(data_dir)})
+    running = start_server(settings, DagPipelineService.from_folder())
+    try:
+        video = make_video(3)
+        with VideodagClient(f"127.0.0.1:{running.port}") as client:
+            client.submit_job(video, "frame_stats_v1")
+            data_dir.rename(tmp_path / "moved")  # a cleaner took it; another user makes it again first
+            _planted(data_dir, 0o1777)
+            with pytest.raises(Internal) as refused:
+                client.submit_job(video, "frame_stats_v1")
+        assert refused.value.reason == "STORAGE_UNWRITABLE"
+        assert "upload folder was replaced by one it does not trust" in refused.value.message
+        assert str(shared_tmp) not in refused.value.message
+        assert [path for path in data_dir.rglob("*") if path.is_file()] == []
+    finally:
+        running.stop(0)
