@@ -13,7 +13,13 @@ from typing import Any
 import grpc
 
 from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import FieldViolation, InvalidArgument, client_closed_error, from_grpc_error
+from videodag_client._errors import (
+    FieldViolation,
+    InvalidArgument,
+    VideodagError,
+    client_closed_error,
+    from_grpc_error,
+)
 from videodag_client._events import Event, event_from_proto
 from videodag_client._jobs import JobCalls
 from videodag_client._options import RunOptions
@@ -265,7 +271,8 @@ class VideodagClient(JobCalls):
 
     def _deadline(self, timeout: float | None) -> float | None:
         """A call's deadline: its own `timeout`, else the client's; `math.inf` is none at all,
-        the one way for a call to have none when the client has a default."""
+        the one way for a call to have none when the client has a default; 0, less or NaN one
+        passed already."""
         chosen = self._timeout if timeout is None else timeout
         if chosen is not None and not chosen > 0:
             # Passed before the call starts, as a negative one is: gRPC let a unary call with 0
@@ -315,8 +322,8 @@ class RunStream(Iterator[Event]):
     def __next__(self) -> Event:
         try:
             return self._next_event()
-        except StopIteration:
-            raise
+        except (StopIteration, VideodagError):
+            raise  # the call has ended already
         except BaseException:
             # Ctrl-C while waiting for the next event, with the stream kept alive (an interactive
             # session keeps the traceback, and the traceback this stream): the run must not go on

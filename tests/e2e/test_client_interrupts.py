@@ -32,6 +32,9 @@ def ctrl_c_once(condition: Callable[[], bool]) -> Iterator[None]:
         if wait_until(lambda: stop.is_set() or condition(), timeout=30) and not stop.is_set():
             signal.pthread_kill(main, signal.SIGINT)
 
+    # Python's own handler, which raises KeyboardInterrupt: a test before may have left another
+    # (the CLI's, which exits 130) installed.
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     presser = threading.Thread(target=press, name="ctrl-c")
     presser.start()
     try:
@@ -39,6 +42,7 @@ def ctrl_c_once(condition: Callable[[], bool]) -> Iterator[None]:
     finally:
         stop.set()
         presser.join()
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_ctrl_c_while_a_run_waits_for_its_next_frame_cancels_the_run(server: ServerHarness, make_video) -> None:

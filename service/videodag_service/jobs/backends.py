@@ -143,10 +143,15 @@ def _warn_if_under_the_reserve(config: JobConfig, free: int | None) -> None:
 
 
 def _data_directory_full(data_dir: Path, free: int | None) -> DataDirectoryFull:
+    """Both counts: a disk may have bytes free and no inode left, and then no file can be made."""
+    try:
+        inodes = f", {os.statvfs(data_dir).f_favail} inodes"
+    except OSError:
+        inodes = ""
     return DataDirectoryFull(
         f"no space left on the disk of the job data directory {os.fspath(data_dir)} (--data-dir"
-        f"{f', {free} bytes free' if free is not None else ''}): the job database cannot be written; free "
-        f"some space there or give another --data-dir"
+        f"{f', {free} bytes{inodes} free' if free is not None else ''}): the job database cannot be written; "
+        f"free some space there or give another --data-dir"
     )
 
 

@@ -78,10 +78,12 @@ class UploadClaim:
     def bytes_to_come(self, claimed_bytes: int | None = None) -> int:
         """What the claim (or `claimed_bytes`, if given) holds that is not on the disk yet."""
         claimed = self.claimed_bytes if claimed_bytes is None else claimed_bytes
-        written = 0
-        if self.path is not None:
-            with contextlib.suppress(OSError):  # gone: the upload ends, nothing more will come
-                written = os.stat(self.path).st_size
+        if self.path is None:
+            return claimed
+        try:
+            written = os.stat(self.path).st_size
+        except OSError:  # moved to its place (its bytes now count as used), or removed: none to come
+            return 0
         return max(claimed - written, 0)
 
 

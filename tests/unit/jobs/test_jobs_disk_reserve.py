@@ -15,7 +15,7 @@ import pytest
 
 from videodag_service.errors import DiskFull, UploadCorrupted, UploadTooLarge
 from videodag_service.jobs import DirectoryUploadStorage, StoredVideo
-from videodag_service.jobs.disk_reserve import GROWTH_CLAIM_BYTES
+from videodag_service.jobs.disk_reserve import GROWTH_CLAIM_BYTES, DiskReserve
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -173,3 +173,15 @@ def test_a_clients_own_mistake_is_what_it_hears_on_a_disk_near_its_reserve(tmp_p
         limited.store(lambda: "i" * 24, _bytes(4 * MIB), max_upload_bytes=3 * MIB, declared_size=None,
                       declared_sha256=None, file_name="clip.mp4")
     assert list(storage.refs()) == []
+
+
+def test_an_upload_moved_to_its_place_no_longer_counts_as_to_come(tmp_path: Path) -> None:
+    """Between the move of a finished upload to its place and the end of its claim, its bytes
+    counted twice, on the disk and as still to come: an upload arriving then was refused."""
+    free = [100 * MIB]
+    reserve = DiskReserve(tmp_path, min_free_bytes=40 * MIB, free_bytes=lambda _folder: free[0])
+    with reserve.claim(50 * MIB) as finished:
+        free[0] -= 50 * MIB  # its bytes have landed on the disk...
+        finished.track(tmp_path / "incoming" / "moved-away.mp4")  # ...and its file was moved to its place
+        with reserve.claim(MIB) as arriving:
+            assert arriving.declared_bytes == MIB
