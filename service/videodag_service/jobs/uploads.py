@@ -86,7 +86,6 @@ class DirectoryUploadStorage:
         free_bytes: Callable[[Path], int] = disk_free_bytes,
     ) -> None:
         self.root = private_directory(Path(root))
-        self.min_free_bytes = min_free_bytes
         self._reserve = DiskReserve(self.root, min_free_bytes, free_bytes)
         self._incoming = private_directory(self.root / _INCOMING)
         self._clear_incoming(exclusive)
