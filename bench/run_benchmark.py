@@ -54,7 +54,7 @@ from bench_server import ServerProcess  # noqa: E402
 
 from videodag_client import VideodagClient  # noqa: E402
 from videodag_client._upload import DEFAULT_CHUNK_SIZE  # noqa: E402
-from videodag_service.dag.cores import usable_cores  # noqa: E402
+from videodag_service.cores import usable_cores  # noqa: E402
 from videodag_service.video.reader import decoder_thread_count  # noqa: E402
 
 SAMPLE_CLIP_CANDIDATES = (REPO_ROOT / "samples" / "pedestrians_120.mp4",

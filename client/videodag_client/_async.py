@@ -450,10 +450,6 @@ class _LoopCallback(DeferredProgress):
     def of(cls, callback: Callable[..., object] | None) -> _LoopCallback | None:
         return None if callback is None else cls(callback)
 
-    @property
-    def failed(self) -> bool:
-        return self._error is not None
-
     def raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error

@@ -27,14 +27,9 @@ from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
 from videodag_service.health_watches import CappedHealthServicer
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
-from videodag_service.observability import (
-    MetricsExporter,
-    ServerMetrics,
-    TracingUnavailable,
-    configure_logging,
-    server_interceptors,
-    start_metrics_exporter,
-)
+from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
+from videodag_service.observability.interceptors import server_interceptors
+from videodag_service.observability.tracing import TracingUnavailable
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection

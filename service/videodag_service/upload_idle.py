@@ -38,7 +38,6 @@ from videodag_service.errors import ErrorDetails, UploadIdle
 
 T = TypeVar("T")
 Item = TypeVar("Item")
-Chunk = bytes | memoryview
 SILENT_UPLOAD = "the upload sent no bytes"
 SILENT_START = "the call sent no config message"
 STORE_THREAD_NAME = "videodag-upload"

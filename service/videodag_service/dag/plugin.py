@@ -279,9 +279,6 @@ class Tool:
         _check_unique([port.name for port in self.inputs], "input", owner)
         _check_unique([port.name for port in self.outputs], "output", owner)
 
-    def param(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
-
 
 @dataclass(frozen=True)
 class Plugin:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from videodag_service.dag.cores import usable_cores
+from videodag_service.cores import usable_cores
 from videodag_service.dag.executor import NodeObserver, PipelineRun
 from videodag_service.dag.loader import load_pipeline_folder
 from videodag_service.dag.registry import PluginRegistry, default_registry

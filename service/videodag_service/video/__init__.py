@@ -30,7 +30,7 @@ from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video
 from videodag_service.video.limits import VideoLimits
-from videodag_service.video.payload import IMAGE_BYTES_FORMAT, PAYLOAD_KEYS, FramePayload
+from videodag_service.video.payload import PAYLOAD_KEYS, FramePayload
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, probe_video
 from videodag_service.video.runs import NodeTimingLike, PipelineRun, SupportsRunPipeline, SupportsRuns
 from videodag_service.video.sampling import SamplingOptions
@@ -45,7 +45,6 @@ from videodag_service.video.upload import (
 __all__ = [
     "DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS",
     "DEFAULT_DECODE_RUN_TIMEOUT_SECONDS",
-    "IMAGE_BYTES_FORMAT",
     "PAYLOAD_KEYS",
     "BackgroundUpload",
     "DecodedFrame",

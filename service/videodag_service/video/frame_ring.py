@@ -69,7 +69,6 @@ class FrameRing:
     def __init__(self, segment: shared_memory.SharedMemory, layout: RingLayout, *, owner: bool) -> None:
         self.layout = layout
         self._segment = segment
-        self._owner = owner
         self._unlinked = not owner
         self._bases: list[np.ndarray | None] = [None] * layout.slots
 

@@ -23,7 +23,6 @@ IMAGE = "image"
 IMAGE_BYTES = "image_bytes"
 PAYLOAD_KEYS: tuple[str, ...] = (FRAME_INDEX, TIMESTAMP, IMAGE, IMAGE_BYTES)
 
-IMAGE_BYTES_FORMAT = "jpeg"
 # 95 keeps text and small faces legible for OCR-like consumers; PNG would be lossless but
 # several times slower to encode and larger.
 JPEG_QUALITY = 95

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videodag_service.dag.cores import usable_cores
+from videodag_service.cores import usable_cores
 from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video import avi_index
 from videodag_service.video.content_guess import guess_content

@@ -12,15 +12,9 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from videodag_service.observability import (
-    RequestContextInterceptor,
-    ServerMetrics,
-    TracingUnavailable,
-    current_request_id,
-    server_interceptors,
-    tracing,
-    tracing_interceptors,
-)
+from videodag_service.observability import ServerMetrics, current_request_id, tracing
+from videodag_service.observability.interceptors import RequestContextInterceptor, server_interceptors
+from videodag_service.observability.tracing import TracingUnavailable, tracing_interceptors
 
 SERVICE = "test.Echo"
 

@@ -16,7 +16,8 @@ import pytest
 
 from fakes.logs import json_log_lines
 from videodag_service.auth import BearerTokenInterceptor
-from videodag_service.observability import ServerMetrics, server_interceptors
+from videodag_service.observability import ServerMetrics
+from videodag_service.observability.interceptors import server_interceptors
 
 SERVICE = "test.Guarded"
 UNARY = f"/{SERVICE}/Unary"

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from videodag_client import FrameResult, NotFound, RunOptions, VideodagClient
-from videodag_service.observability import TracingUnavailable, tracing
+from videodag_service.observability import tracing
+from videodag_service.observability.tracing import TracingUnavailable
 
 _PROVIDER_REPORT = textwrap.dedent("""
     import json, sys

@@ -226,8 +226,8 @@ def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_p
 
 
 def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tmp_path: Path) -> None:
+    from videodag_service.cores import usable_cores
     from videodag_service.dag import DagPipelineService
-    from videodag_service.dag.cores import usable_cores
     from videodag_service.dag.service import MAX_DEFAULT_FRAME_WORKERS
     from videodag_service.server import start_server
 
@@ -366,7 +366,7 @@ def test_the_server_removes_at_start_the_uploads_a_killed_server_left(tmp_path: 
 
 
 def test_rq_workers_get_the_servers_frame_workers_or_one_per_core_of_their_own() -> None:
-    from videodag_service.dag.cores import usable_cores
+    from videodag_service.cores import usable_cores
     from videodag_service.dag.service import MAX_DEFAULT_FRAME_WORKERS
     from videodag_service.jobs.rq_task import _loaded_dag
     from videodag_service.server import job_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from videodag_service.dag.cores import cgroup_cpu_quota, usable_cores
+from videodag_service.cores import cgroup_cpu_quota, usable_cores
 
 
 def write(root: Path, relative: str, text: str) -> None:
