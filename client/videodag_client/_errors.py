@@ -218,6 +218,22 @@ def from_grpc_error(error: grpc.RpcError) -> VideodagError:
     return error_class(message, code=code, **_unpack_details(_rich_status(error)))
 
 
+def error_from_status(status: status_pb2.Status) -> VideodagError:
+    """The exception a call ending with this status raises (a failed job's `error`): same class,
+    same details."""
+    code = status_code(status.code)
+    error_class = VideodagError._class_by_code.get(code, Unknown)
+    return error_class(status.message, code=code, **_unpack_details(status))
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The `grpc.StatusCode` of a `google.rpc.Status` code; UNKNOWN for a number gRPC has not."""
+    return _STATUS_CODE_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
+_STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def _rich_status(call: grpc.Call) -> status_pb2.Status | None:
     try:
         return rpc_status.from_call(call)

@@ -14,8 +14,7 @@ import grpc
 from google.protobuf import duration_pb2, struct_pb2
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
-
-_STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+from videodag_client._errors import status_code
 
 
 @dataclass(frozen=True)
@@ -114,11 +113,11 @@ def event_from_proto(response: video_pipeline_service_pb2.UploadAndRunResponse) 
     if kind == "upload_received":
         return UploadReceived(response.upload_received.size_bytes, response.upload_received.sha256)
     if kind == "video_info":
-        return _video_opened(response.video_info)
+        return video_opened_from_proto(response.video_info)
     if kind == "frame":
-        return _frame_result(response.frame)
+        return frame_result_from_proto(response.frame)
     if kind == "summary":
-        return _run_summary(response.summary)
+        return run_summary_from_proto(response.summary)
     return None
 
 
@@ -154,28 +153,28 @@ def _plain(value: struct_pb2.Value) -> Any:
     return None  # null_value, or no kind set
 
 
-def _video_opened(info: run_pb2.VideoInfo) -> VideoOpened:
+def video_opened_from_proto(info: run_pb2.VideoInfo) -> VideoOpened:
     return VideoOpened(
         fps=info.fps,
         frame_count=info.frame_count,
         width=info.width,
         height=info.height,
-        duration_seconds=_seconds(info.duration),
+        duration_seconds=seconds_of(info.duration),
         codec=info.codec,
         size_bytes=info.size_bytes,
     )
 
 
-def _frame_result(frame: run_pb2.FrameResult) -> FrameResult:
+def frame_result_from_proto(frame: run_pb2.FrameResult) -> FrameResult:
     return FrameResult(
         frame_index=frame.frame_index,
-        timestamp_seconds=_seconds(frame.timestamp),
+        timestamp_seconds=seconds_of(frame.timestamp),
         result=struct_to_dict(frame.result),
         node_errors=tuple(
             NodeError(
                 node_id=error.node_id,
                 plugin=error.plugin,
-                code=_STATUS_CODE_BY_NUMBER.get(error.status.code, grpc.StatusCode.UNKNOWN),
+                code=status_code(error.status.code),
                 message=error.status.message,
             )
             for error in frame.node_errors
@@ -183,19 +182,19 @@ def _frame_result(frame: run_pb2.FrameResult) -> FrameResult:
     )
 
 
-def _run_summary(summary: run_pb2.RunSummary) -> RunSummary:
+def run_summary_from_proto(summary: run_pb2.RunSummary) -> RunSummary:
     return RunSummary(
         pipeline_id=summary.pipeline_id,
         pipeline_version=summary.pipeline_version,
         frames_processed=summary.frames_processed,
-        wall_time_seconds=_seconds(summary.wall_time),
-        decode_time_seconds=_seconds(summary.decode_time),
+        wall_time_seconds=seconds_of(summary.wall_time),
+        decode_time_seconds=seconds_of(summary.decode_time),
         node_timings=tuple(
             NodeTiming(
                 node_id=timing.node_id,
                 plugin=timing.plugin,
                 calls=timing.calls,
-                total_seconds=_seconds(timing.total_time),
+                total_seconds=seconds_of(timing.total_time),
                 errors=timing.errors,
             )
             for timing in summary.node_timings
@@ -207,5 +206,5 @@ def _run_summary(summary: run_pb2.RunSummary) -> RunSummary:
     )
 
 
-def _seconds(duration: duration_pb2.Duration) -> float:
+def seconds_of(duration: duration_pb2.Duration) -> float:
     return duration.seconds + duration.nanos / 1_000_000_000

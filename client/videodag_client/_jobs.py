@@ -18,18 +18,18 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.rpc import status_pb2
 
 from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import (
-    Cancelled,
-    Unknown,
-    VideodagError,
-    _unpack_details,
-    client_closed_error,
-    from_grpc_error,
+from videodag_client._errors import Cancelled, VideodagError, client_closed_error, error_from_status, from_grpc_error
+from videodag_client._events import (
+    FrameResult,
+    RunSummary,
+    VideoOpened,
+    frame_result_from_proto,
+    run_summary_from_proto,
+    seconds_of,
+    video_opened_from_proto,
 )
-from videodag_client._events import FrameResult, RunSummary, VideoOpened, _frame_result, _run_summary, _video_opened
 from videodag_client._options import RunOptions, unsendable
 from videodag_client._upload import (
     DEFAULT_CHUNK_SIZE,
@@ -44,7 +44,6 @@ from videodag_client._upload import (
 from videodag_client._wire import bytes_field_encoder
 
 _encode_job_chunk = bytes_field_encoder(video_pipeline_service_pb2.SubmitJobRequest, "chunk")
-_STATUS_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 # A dropped connection or a restarting server: the watch is resumed, not failed.
 _RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 # A server already streaming its maximum of watches refuses more with RESOURCE_EXHAUSTED and
@@ -405,7 +404,7 @@ class JobWatch(Iterator[JobEvent]):
     def _convert(self, response: video_pipeline_service_pb2.WatchJobResponse) -> JobEvent | None:
         kind = response.WhichOneof("event")
         if kind == "frame":
-            frame = _frame_result(response.frame)
+            frame = frame_result_from_proto(response.frame)
             self.last_frame_index = frame.frame_index
             return frame
         if kind == "job":
@@ -486,9 +485,9 @@ def job_from_proto(job: job_pb2.Job) -> Job:
         frames_done=job.progress.frames_done,
         frames_total=job.progress.frames_total,
         attempt=job.attempt,
-        video=_video_opened(job.video_info) if job.HasField("video_info") else None,
-        summary=_run_summary(job.summary) if job.HasField("summary") else None,
-        error=_error_from_status(job.error) if job.HasField("error") else None,
+        video=video_opened_from_proto(job.video_info) if job.HasField("video_info") else None,
+        summary=run_summary_from_proto(job.summary) if job.HasField("summary") else None,
+        error=error_from_status(job.error) if job.HasField("error") else None,
     )
 
 
@@ -496,16 +495,9 @@ def _options_from_proto(options: run_pb2.RunOptions) -> RunOptions:
     return RunOptions(
         frame_stride=options.frame_stride,
         max_frames=options.max_frames,
-        start_seconds=options.start_offset.ToNanoseconds() / 1e9 if options.HasField("start_offset") else None,
-        end_seconds=options.end_offset.ToNanoseconds() / 1e9 if options.HasField("end_offset") else None,
+        start_seconds=seconds_of(options.start_offset) if options.HasField("start_offset") else None,
+        end_seconds=seconds_of(options.end_offset) if options.HasField("end_offset") else None,
     )
-
-
-def _error_from_status(status: status_pb2.Status) -> VideodagError:
-    """The exception a call ending with this status raises: same class, same details."""
-    code = _STATUS_CODE_BY_NUMBER.get(status.code, grpc.StatusCode.UNKNOWN)
-    error_class = VideodagError._class_by_code.get(code, Unknown)
-    return error_class(status.message, code=code, **_unpack_details(status))
 
 
 def _datetime(timestamp: timestamp_pb2.Timestamp) -> datetime:

@@ -7,6 +7,7 @@ Each class names its status code as a string so this module stays grpc-free.
     VideodagError
     ├── InvalidArgument                 INVALID_ARGUMENT
     │   ├── BadRequestStream            first message not a config, config twice
+    │   ├── MalformedRequest            a message that does not parse as its type
     │   ├── InvalidOptions              bad sampling options or field values
     │   ├── InvalidPipelineId           id outside [a-z0-9_.-]
     │   ├── EmptyUpload
@@ -18,6 +19,7 @@ Each class names its status code as a string so this module stays grpc-free.
     │   ├── VideoTooLarge               duration, frame count or dimensions
     │   ├── TooManyRuns                 carries a retry hint
     │   ├── TooManyWatches              WatchJob streams at their cap; retry hint
+    │   ├── TooManyReflectionStreams    reflection streams at their cap
     │   ├── TooManyJobUploads           SubmitJob uploads at their cap; retry hint
     │   └── DiskFull
     ├── UploadCorrupted                 DATA_LOSS: size or checksum mismatch
@@ -37,6 +39,7 @@ Each class names its status code as a string so this module stays grpc-free.
     │   └── UploadIdle                  no upload bytes for upload_idle_timeout_seconds
     ├── ServerDraining                  UNAVAILABLE
     ├── JobStoreUnavailable             UNAVAILABLE: the job backend cannot be reached; retry hint
+    ├── TooManyHealthWatches            UNIMPLEMENTED: health watches at their cap (see its docstring)
     └── Unauthenticated                 UNAUTHENTICATED
 """
 

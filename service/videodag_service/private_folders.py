@@ -5,9 +5,9 @@ The upload folder (`--temp-dir`, /tmp/videodag by default) and the job data fold
 by its path. In /tmp anyone can make such a folder, or a folder above it, before the server
 does; its owner could then read the job store, forge results, or swap an upload for a
 symbolic link to a file only the server may read, whose frames then go back to the caller.
-The server used to take such a path as it found it; it now refuses to start on one, saying
-why. Every folder and link on the way is looked at, as OpenSSH's StrictModes does: whoever
-controls any of them controls what lies below.
+So the server refuses to start on such a path, saying why. Every folder and link on the way
+is looked at, as OpenSSH's StrictModes does: whoever controls any of them controls what lies
+below.
 
 What only someone trusted with the machine could have set up is served from, with a warning:
 another user's folder outside a place anyone may write to (a bind mount, a group-shared
@@ -134,3 +134,14 @@ def private_directory(path: Path, what: str = "the server's folder") -> Path:
         raise FolderNotPrivate(f"{what} {os.fspath(path)} is not a folder (a file, or a link to nothing)")
     refuse_unless_controlled_by_us(path, what)
     return path
+
+
+def mode_open_to_others(folder: str | os.PathLike[str]) -> int | None:
+    """The permission bits of an existing folder that others may read, write or enter, or None
+    when it gives them nothing (or does not exist yet): a folder an operator made keeps its
+    mode, since the server must not tighten one others may rely on, so it only warns."""
+    try:
+        mode = os.stat(folder).st_mode & 0o777
+    except FileNotFoundError:
+        return None
+    return mode if mode & 0o077 else None

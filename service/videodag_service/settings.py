@@ -186,8 +186,8 @@ class Settings:
                 if math.isnan(value):
                     raise _invalid(item.name, f"must be a number of seconds, got {value}")
                 if value > MAX_SECONDS:
-                    # inf (or 1e12) as a retention gave finished jobs an expiry no Timestamp holds, and
-                    # broke every lookup; as a time limit it meant "none", which 31 years still does.
+                    # No Timestamp holds an expiry past year 9999 (inf, or 1e12 s, as a retention), and
+                    # 31 years still means "no limit" for a time limit.
                     object.__setattr__(self, item.name, MAX_SECONDS)
                     value = MAX_SECONDS
             if minimum is not None and value < minimum:

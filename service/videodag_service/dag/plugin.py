@@ -182,7 +182,7 @@ class Port:
     JSON-like value: numbers, text, lists, mappings). The loader refuses a pipeline that wires
     an input to a source of another kind. Equal kinds match, an "int" may feed a "float" input,
     "int" and "float" may feed a "json" input, and a port without a kind (None) matches
-    anything either way, so a tool that declares none is wired as before, unchecked.
+    anything either way, so a tool that declares none is wired unchecked.
     """
 
     name: str

@@ -26,7 +26,7 @@ from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage
-from videodag_service.private_folders import private_directory
+from videodag_service.private_folders import mode_open_to_others, private_directory
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
     DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
@@ -230,14 +230,11 @@ def data_dir_open_to_others(data_dir: Path) -> str | None:
     It holds the uploaded videos and, for the embedded backend, every job's results, file
     names, checksums and idempotency keys. What the server creates in it is private (folders
     0700, files 0600), but a folder the operator made keeps its mode: the server must not
-    tighten a folder others may rely on. Files an older version left there may be readable
-    by others, and anyone can list them; worth a warning.
+    tighten a folder others may rely on. Files someone else put there may be readable by
+    others, and anyone can list them; worth a warning.
     """
-    try:
-        mode = os.stat(data_dir).st_mode & 0o777
-    except FileNotFoundError:
-        return None
-    if not mode & 0o077:
+    mode = mode_open_to_others(data_dir)
+    if mode is None:
         return None
     return (
         f"job data directory {os.fspath(data_dir)} is open to other users (mode {mode:04o}): it holds the jobs' "

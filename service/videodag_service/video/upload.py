@@ -45,7 +45,7 @@ from videodag_service.errors import (
     UploadCorrupted,
     UploadTooLarge,
 )
-from videodag_service.private_folders import FolderNotPrivate, private_directory
+from videodag_service.private_folders import FolderNotPrivate, mode_open_to_others, private_directory
 from videodag_service.video.chunk_writer import ChunkWriter
 
 logger = logging.getLogger(__name__)
@@ -206,11 +206,8 @@ def temp_dir_open_to_others(temp_dir: str | os.PathLike[str]) -> str | None:
     else. Each upload is still a 0600 file with an unguessable name, so others cannot read
     it, but they can see that uploads come and go, and how large they are; worth a warning.
     """
-    try:
-        mode = os.stat(temp_dir).st_mode & 0o777
-    except FileNotFoundError:
-        return None
-    if not mode & 0o077:
+    mode = mode_open_to_others(temp_dir)
+    if mode is None:
         return None
     return (
         f"upload folder {os.fspath(temp_dir)} is open to other users (mode {mode:04o}): the uploads in it "
