@@ -16,7 +16,14 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from videodag.v1 import pipeline_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service.dag import ErrorPolicy, PipelineSpec
 from videodag_service.dag.spec import requested_id_problem
-from videodag_service.errors import ERROR_DOMAIN, FieldViolation, InvalidOptions, InvalidPipelineId, VideodagError
+from videodag_service.errors import (
+    ERROR_DOMAIN,
+    MAX_DETAIL_BYTES,
+    FieldViolation,
+    InvalidOptions,
+    InvalidPipelineId,
+    VideodagError,
+)
 from videodag_service.video import NodeTimingLike, SamplingOptions, StoredUpload, VideoInfo
 from videodag_service.video.upload import declared_sha256_violation, declared_size_violation, file_name_violation
 
@@ -228,7 +235,6 @@ def pipeline_to_proto(spec: PipelineSpec) -> pipeline_pb2.Pipeline:
 # limit (8 KiB by default, some of it random between 8 and 16) with its own RESOURCE_EXHAUSTED
 # and no details: an error echoing a 6,000-character id from the request must stay well under.
 MAX_MESSAGE_BYTES = 1024
-MAX_DETAIL_BYTES = 256
 
 
 def status_from_error(error: VideodagError) -> status_pb2.Status:

@@ -54,6 +54,11 @@ from typing import ClassVar
 ERROR_DOMAIN = "videodag.dev"
 
 
+# The most each text of a status's details (a metadata value, a field's description) takes as
+# sent, in UTF-8 bytes: the edge cuts longer ones (`convert.status_from_error`), so that a
+# status always fits in what clients accept as trailers.
+MAX_DETAIL_BYTES = 256
+
 @dataclass(frozen=True)
 class FieldViolation:
     """A request field that is wrong, and why (becomes `google.rpc.BadRequest`)."""
@@ -190,7 +195,11 @@ class VideoUnreadable(InvalidArgument, ValueError):
 
 
 class PipelineNotFound(VideodagError, LookupError):
-    """Raised when no pipeline has the requested id; the message lists the known ids."""
+    """Raised when no pipeline has the requested id; the message lists the known ids.
+
+    For programs, the metadata gives `known_pipeline_ids`, comma-separated whole ids, as many as
+    fit in a detail field (a list cut mid-id would end in an id that does not exist), and
+    `known_pipeline_count`, so a caller can tell a complete list from a shortened one."""
 
     status_code = "NOT_FOUND"
     reason = "PIPELINE_NOT_FOUND"
@@ -202,12 +211,28 @@ class PipelineNotFound(VideodagError, LookupError):
         super().__init__(
             f"{problem}; known pipelines: {known}",
             ErrorDetails(
-                metadata={"pipeline_id": pipeline_id, "known_pipeline_ids": ",".join(sorted(known_ids))},
+                metadata={
+                    "pipeline_id": pipeline_id,
+                    "known_pipeline_ids": _whole_items_that_fit(sorted(known_ids), MAX_DETAIL_BYTES),
+                    "known_pipeline_count": str(len(known_ids)),
+                },
                 resource=Resource("videodag.v1.Pipeline", pipeline_id, "no pipeline has this id"),
             ),
         )
         self.pipeline_id = pipeline_id
         self.known_ids = tuple(sorted(known_ids))
+
+
+def _whole_items_that_fit(items: Sequence[str], max_bytes: int) -> str:
+    """`items` comma-separated, the first ones whose list fits in `max_bytes` of UTF-8."""
+    kept: list[str] = []
+    size = 0
+    for item in items:
+        size += len(item.encode()) + (1 if kept else 0)
+        if size > max_bytes:
+            break
+        kept.append(item)
+    return ",".join(kept)
 
 
 class JobNotFound(VideodagError, LookupError):

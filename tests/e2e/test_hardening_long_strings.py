@@ -18,7 +18,8 @@ from harness import ServerHarness
 
 from fakes.media import garbage_bytes
 from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_service.convert import MAX_DETAIL_BYTES, MAX_MESSAGE_BYTES, clipped
+from videodag_service.convert import MAX_MESSAGE_BYTES, clipped
+from videodag_service.errors import MAX_DETAIL_BYTES
 
 LONG = 6000
 

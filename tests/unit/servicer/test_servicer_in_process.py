@@ -109,6 +109,25 @@ def test_status_from_error_carries_error_info_bad_request_and_retry_info() -> No
     assert retry.retry_delay.ToNanoseconds() == 1_500_000_000
 
 
+@pytest.mark.parametrize("count", [3, 12])
+def test_the_known_pipeline_ids_a_program_reads_are_whole_ids_with_their_count(count: int) -> None:
+    """Twelve long ids do not fit in a detail field: cut mid-id, the list ended in an id that
+    does not exist, and nothing said it was short."""
+    from videodag_service.convert import status_from_error
+    from videodag_service.errors import PipelineNotFound
+
+    known = [f"customer_pipeline_with_a_long_name_number_{n:02d}" for n in range(count)]
+    status = status_from_error(PipelineNotFound("nosuch", known))
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    listed = info.metadata["known_pipeline_ids"].split(",")
+    assert set(listed) <= set(known)
+    assert listed == known[: len(listed)]
+    assert (len(listed) == count) == (count == 3)
+    assert info.metadata["known_pipeline_count"] == str(count)
+    assert all(pipeline_id in status.message for pipeline_id in known)
+
+
 def test_unknown_pipeline_is_refused_before_the_upload(test_server: tuple[grpc_testing.Server, Path]) -> None:
     server, tmp_path = test_server
     responses, code, details, _ = upload(server, [Request(config=run_pb2.RunConfig(pipeline_id="nope"))])

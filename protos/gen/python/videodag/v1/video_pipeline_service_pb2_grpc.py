@@ -55,7 +55,9 @@ class VideoPipelineServiceStub:
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
-    | message and metadata list the known ids); unknown job id     |                    |
+    | message lists the known ids; metadata `known_pipeline_ids`,  |                    |
+    | comma-separated, holds the whole ids that fit in 256 bytes,  |                    |
+    | `known_pipeline_count` how many there are); unknown job id   |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
@@ -200,7 +202,9 @@ class VideoPipelineServiceServicer:
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
-    | message and metadata list the known ids); unknown job id     |                    |
+    | message lists the known ids; metadata `known_pipeline_ids`,  |                    |
+    | comma-separated, holds the whole ids that fit in 256 bytes,  |                    |
+    | `known_pipeline_count` how many there are); unknown job id   |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
@@ -458,7 +462,9 @@ class VideoPipelineService:
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
-    | message and metadata list the known ids); unknown job id     |                    |
+    | message lists the known ids; metadata `known_pipeline_ids`,  |                    |
+    | comma-separated, holds the whole ids that fit in 256 bytes,  |                    |
+    | `known_pipeline_count` how many there are); unknown job id   |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |

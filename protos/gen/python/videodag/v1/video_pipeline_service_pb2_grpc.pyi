@@ -56,7 +56,9 @@ class VideoPipelineServiceStub:
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
-    | message and metadata list the known ids); unknown job id     |                    |
+    | message lists the known ids; metadata `known_pipeline_ids`,  |                    |
+    | comma-separated, holds the whole ids that fit in 256 bytes,  |                    |
+    | `known_pipeline_count` how many there are); unknown job id   |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
@@ -224,7 +226,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
-    | message and metadata list the known ids); unknown job id     |                    |
+    | message lists the known ids; metadata `known_pipeline_ids`,  |                    |
+    | comma-separated, holds the whole ids that fit in 256 bytes,  |                    |
+    | `known_pipeline_count` how many there are); unknown job id   |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
@@ -388,7 +392,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | `config.options.frame_stride` or                             |                    |
     | `config.run_config.declared_size_bytes`                      |                    |
     | empty or unknown pipeline id (PIPELINE_NOT_FOUND: the        | NOT_FOUND          |
-    | message and metadata list the known ids); unknown job id     |                    |
+    | message lists the known ids; metadata `known_pipeline_ids`,  |                    |
+    | comma-separated, holds the whole ids that fit in 256 bytes,  |                    |
+    | `known_pipeline_count` how many there are); unknown job id   |                    |
     | (JOB_NOT_FOUND)                                              |                    |
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
