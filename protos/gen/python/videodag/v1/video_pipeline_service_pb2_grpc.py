@@ -112,6 +112,12 @@ class VideoPipelineServiceStub:
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
 
+    The config's fields are all checked before its pipeline is looked up, and one
+    error names them all: several bad fields (a malformed pipeline id among them)
+    are one INVALID_OPTIONS with a BadRequest entry each, and bad options with an
+    unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
+    is EMPTY_UPLOAD whatever size it declared.
+
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
@@ -258,6 +264,12 @@ class VideoPipelineServiceServicer:
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    The config's fields are all checked before its pipeline is looked up, and one
+    error names them all: several bad fields (a malformed pipeline id among them)
+    are one INVALID_OPTIONS with a BadRequest entry each, and bad options with an
+    unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
+    is EMPTY_UPLOAD whatever size it declared.
 
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
@@ -518,6 +530,12 @@ class VideoPipelineService:
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
     ErrorInfo metadata as `detected_type`.
+
+    The config's fields are all checked before its pipeline is looked up, and one
+    error names them all: several bad fields (a malformed pipeline id among them)
+    are one INVALID_OPTIONS with a BadRequest entry each, and bad options with an
+    unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
+    is EMPTY_UPLOAD whatever size it declared.
 
     Keepalive: the server pings idle connections every 60 s, and accepts a
     client's pings 10 s or more apart while no data is sent; a client pinging
