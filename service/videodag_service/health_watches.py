@@ -14,13 +14,12 @@ one holding the slots can make the server look down to the others. `Check` still
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health
 
-from videodag_service.call_status import abort
+from videodag_service.call_slots import CallSlots
 from videodag_service.errors import ErrorDetails, TooManyHealthWatches
 
 HEALTH_WATCH_RETRY_SECONDS = 5.0
@@ -38,14 +37,10 @@ class CappedHealthServicer(health.HealthServicer):  # type: ignore[misc]
 
     def __init__(self, max_watches: int) -> None:
         super().__init__()
-        self.max_watches = max_watches
-        self._watch_slots = threading.BoundedSemaphore(max_watches)
+        self._watch_slots = CallSlots(max_watches, too_many_health_watches)
 
     def Watch(
         self, request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
     ) -> Any:
-        if not self._watch_slots.acquire(blocking=False):
-            abort(context, too_many_health_watches(self.max_watches))
-        if not context.add_callback(self._watch_slots.release):  # the call has ended already
-            self._watch_slots.release()
+        self._watch_slots.hold_until_the_call_ends(context)
         return super().Watch(request, context, send_response_callback)

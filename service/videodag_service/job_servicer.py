@@ -7,67 +7,24 @@ every domain error goes through the servicer's single error -> status mapping.
 from __future__ import annotations
 
 import functools
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
 
 import grpc
 
 from videodag.v1 import video_pipeline_service_pb2 as pb
 from videodag_service import convert, convert_jobs
+from videodag_service.call_slots import CallSlots, RunSlots
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
-from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches, VideodagError
+from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches
 from videodag_service.jobs import Job, JobService
 from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
-
-if TYPE_CHECKING:
-    from videodag_service.servicer import RunSlots
-
 
 # A refused watcher may poll GetJob meanwhile; a watch slot frees when some job ends.
 WATCH_RETRY_SECONDS = 5.0
 # An upload slot frees when some upload ends, which on a fast network is soon.
 UPLOAD_RETRY_SECONDS = 1.0
-
-
-class LongCallSlots:
-    """Caps one kind of call that holds a server thread for long: job watches, job uploads.
-
-    gRPC's synchronous server gives each call a thread for its whole life, and refuses a call
-    that finds no free thread with a bare RESOURCE_EXHAUSTED, whatever the call: enough
-    dashboards watching long jobs, or clients uploading large videos, would starve runs,
-    listings and lookups alike. A call over its kind's cap is refused at once with a typed
-    error and a retry hint instead, and the server's threads cover every cap (`server`).
-    """
-
-    def __init__(self, capacity: int, refusal: Callable[[int], VideodagError]) -> None:
-        self.capacity = capacity
-        self._refusal = refusal
-        self._semaphore = threading.BoundedSemaphore(capacity)
-        self._active = 0
-        self._changed = threading.Condition()
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        if not self._semaphore.acquire(blocking=False):
-            raise self._refusal(self.capacity)
-        with self._changed:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._active -= 1
-                self._changed.notify_all()
-            self._semaphore.release()
-
-    def wait_until_idle(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the calls holding a slot to end; True if none is left."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._active == 0, timeout=max(0.0, timeout))
 
 
 def too_many_watches(capacity: int) -> TooManyWatches:
@@ -92,8 +49,8 @@ class JobRpcs:
 
     _jobs: JobService | None
     _run_slots: RunSlots
-    _watch_slots: LongCallSlots
-    _job_upload_slots: LongCallSlots
+    _watch_slots: CallSlots
+    _job_upload_slots: CallSlots
     _upload_idle_seconds: float
     _upload_min_rate: float
     _max_response_bytes: int

@@ -11,14 +11,13 @@ default descriptor pool so that v1 is listed and can be described like every oth
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from videodag_service.call_status import abort
+from videodag_service.call_slots import CallSlots
 from videodag_service.errors import ErrorDetails, TooManyReflectionStreams
 
 REFLECTION_RETRY_SECONDS = 5.0
@@ -65,14 +64,10 @@ class _CappedReflectionServicer(reflection.ReflectionServicer):  # type: ignore[
 
     def __init__(self, service_names: Iterable[str], max_streams: int) -> None:
         super().__init__(tuple(service_names))
-        self.max_streams = max_streams
-        self._slots = threading.BoundedSemaphore(max_streams)
+        self._slots = CallSlots(max_streams, too_many_reflection_streams)
 
     def ServerReflectionInfo(self, request_iterator: Iterator[object], context: grpc.ServicerContext) -> object:
-        if not self._slots.acquire(blocking=False):
-            abort(context, too_many_reflection_streams(self.max_streams))
-        if not context.add_callback(self._slots.release):  # the call has ended already
-            self._slots.release()
+        self._slots.hold_until_the_call_ends(context)
         return super().ServerReflectionInfo(request_iterator, context)
 
 

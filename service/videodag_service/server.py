@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
+from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
 from videodag_service.health_watches import CappedHealthServicer
@@ -34,7 +35,7 @@ from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
 from videodag_service.service_links import kubernetes_service_links
-from videodag_service.servicer import SERVICE_NAME, RunSlots, VideoPipelineServicer
+from videodag_service.servicer import SERVICE_NAME, VideoPipelineServicer
 from videodag_service.settings import (
     Settings,
     SettingsError,

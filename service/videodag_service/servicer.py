@@ -18,20 +18,18 @@ import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_service import convert
+from videodag_service.call_slots import CallSlots, RunSlots
 from videodag_service.call_status import abort, status_name
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
     DeadlineExceeded,
-    ErrorDetails,
     RunCancelled,
-    ServerDraining,
-    TooManyRuns,
     UploadCorrupted,
     missing_stored_copy_as_error,
     naming_the_upload,
 )
-from videodag_service.job_servicer import JobRpcs, LongCallSlots, too_many_job_uploads, too_many_watches
+from videodag_service.job_servicer import JobRpcs, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
 from videodag_service.memory_release import video_work
 from videodag_service.observability import UNKNOWN_PIPELINE, ServerMetrics
@@ -65,75 +63,6 @@ EVENTS_AHEAD = 4
 # client died): gRPC can report the end of the stream a moment before the cancel.
 _STREAM_END_SETTLE_SECONDS = 0.5
 SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
-
-
-class RunSlots:
-    """Caps simultaneous runs; a caller over the cap is refused at once, never queued."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._semaphore = threading.BoundedSemaphore(capacity)
-        self._draining = threading.Event()
-        self._ending = threading.Event()
-        self._active = 0
-        self._changed = threading.Condition()
-
-    def refuse_if_draining(self) -> None:
-        """New work is refused with UNAVAILABLE once shutdown has begun."""
-        if self._draining.is_set():
-            raise ServerDraining("the server is shutting down; retry on another replica")
-
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        self.refuse_if_draining()
-        if not self._semaphore.acquire(blocking=False):
-            raise TooManyRuns(
-                f"the server already runs its maximum of {self.capacity} videos; retry shortly",
-                ErrorDetails(metadata={"max_concurrent_runs": str(self.capacity)}, retry_after_seconds=1.0),
-            )
-        with self._changed:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._active -= 1
-                self._changed.notify_all()
-            self._semaphore.release()
-
-    @property
-    def active(self) -> int:
-        """Runs holding a slot now (for tests and metrics)."""
-        with self._changed:
-            return self._active
-
-    def start_draining(self) -> None:
-        self._draining.set()
-
-    def end_calls(self) -> None:
-        """The grace is over: calls still going end at their next step, with SERVER_DRAINING."""
-        self._draining.set()
-        self._ending.set()
-
-    @property
-    def ending(self) -> bool:
-        """Whether the shutdown grace is over (see `end_calls`)."""
-        return self._ending.is_set()
-
-    def refuse_if_ended(self, what: str) -> None:
-        """Ends a call still going when the grace is over, with a typed error its client can act on."""
-        if self._ending.is_set():
-            raise ServerDraining(f"the server shut down before {what} ended; retry on another replica")
-
-    @property
-    def draining(self) -> bool:
-        """Whether shutdown has begun."""
-        return self._draining.is_set()
-
-    def wait_until_idle(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the runs in progress to end; True if none is left."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._active == 0, timeout=max(0.0, timeout))
 
 
 class _CallWatch:
@@ -212,8 +141,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self._max_response_bytes = settings.max_response_bytes()
         self._unread_results = UnreadResultsWatchdog(settings.result_read_timeout_seconds)
         self._run_slots = run_slots
-        self._watch_slots = LongCallSlots(settings.max_job_watches, too_many_watches)
-        self._job_upload_slots = LongCallSlots(settings.max_job_uploads, too_many_job_uploads)
+        self._watch_slots = CallSlots(settings.max_job_watches, too_many_watches)
+        self._job_upload_slots = CallSlots(settings.max_job_uploads, too_many_job_uploads)
         self._metrics = metrics or ServerMetrics()
         self._video = VideoFilePipelineService(
             dag,

@@ -16,8 +16,9 @@ from google.rpc import error_details_pb2
 from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
+from videodag_service.call_slots import RunSlots
 from videodag_service.dag import DagPipelineService, PluginRegistry, load_pipeline_folder
-from videodag_service.servicer import PipelinesTooLarge, RunSlots, VideoPipelineServicer
+from videodag_service.servicer import PipelinesTooLarge, VideoPipelineServicer
 from videodag_service.settings import Settings
 
 SERVICE = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
