@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from videodag.v1 import video_pipeline_service_pb2
+from videodag_service.method_handlers import rebuilt_handler
 
 _SERVICE = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
 # The upload methods: their request messages share the shape `oneof { config = 1; bytes chunk = 2; }`.
@@ -70,10 +71,4 @@ class ChunkViewInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method not in UPLOAD_METHODS or handler.request_deserializer is None:
             return handler
-        deserialize = chunks_as_views(handler.request_deserializer)
-        serialize = handler.response_serializer
-        if handler.stream_stream:
-            return grpc.stream_stream_rpc_method_handler(handler.stream_stream, deserialize, serialize)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(handler.stream_unary, deserialize, serialize)
-        return handler
+        return rebuilt_handler(handler, deserializer=chunks_as_views(handler.request_deserializer))

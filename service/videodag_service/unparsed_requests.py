@@ -21,6 +21,7 @@ from google.protobuf.message import DecodeError
 from videodag.v1 import video_pipeline_service_pb2
 from videodag_service.call_status import abort
 from videodag_service.errors import MalformedRequest
+from videodag_service.method_handlers import rebuilt_handler
 
 _SERVICE = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
 
@@ -73,12 +74,9 @@ class UnparsedRequestInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if (handler is None or handler.request_deserializer is None
                 or not handler_call_details.method.startswith(f"/{_SERVICE}/")):
             return handler
-        deserialize = tolerant(handler.request_deserializer)
-        serialize = handler.response_serializer
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(refusing_unparsed(handler.unary_unary), deserialize, serialize)
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(refusing_unparsed(handler.unary_stream), deserialize, serialize)
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(handler.stream_unary, deserialize, serialize)
-        return grpc.stream_stream_rpc_method_handler(handler.stream_stream, deserialize, serialize)
+        return rebuilt_handler(
+            handler,
+            # A request stream is checked by its reader (`client_streams`), message by message.
+            wrap=lambda behavior, kind: refusing_unparsed(behavior) if kind.startswith("unary_") else behavior,
+            deserializer=tolerant(handler.request_deserializer),
+        )

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from videodag_service.method_handlers import rebuilt_handler
 from videodag_service.observability.call_deadline import ended_by_its_deadline
 from videodag_service.observability.logging import REQUEST_ID_METADATA_KEY, request_id_bound, request_id_from_metadata
 from videodag_service.observability.metrics import STATUS_OK, ServerMetrics
@@ -48,25 +49,13 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         # Runs on gRPC's polling thread: only read the metadata here, bind the id in the handler's thread.
         request_id = request_id_from_metadata(handler_call_details.invocation_metadata)
         streams = handler.request_streaming or handler.response_streaming
-        if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, request_id, streams),
-                handler.request_deserializer, handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, request_id, streams),
-                handler.request_deserializer, handler.response_serializer,
-            )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_streaming(handler.unary_stream, method, request_id),
-                handler.request_deserializer, handler.response_serializer,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._wrap_streaming(handler.stream_stream, method, request_id),
-            handler.request_deserializer, handler.response_serializer,
-        )
+
+        def wrapped(behavior: Behavior, kind: str) -> Behavior:
+            if kind.endswith("_stream"):  # the response streams
+                return self._wrap_streaming(behavior, method, request_id)
+            return self._wrap_unary(behavior, method, request_id, streams)
+
+        return rebuilt_handler(handler, wrap=wrapped)
 
     def _wrap_unary(self, behavior: Behavior, method: str, request_id: str, streams: bool) -> Behavior:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
