@@ -182,7 +182,8 @@ def frame_event(
 
 
 def run_summary(
-    spec: PipelineSpec,
+    pipeline_id: str,
+    pipeline_version: str,
     frames_processed: int,
     frames_with_errors: int,
     wall_seconds: float,
@@ -192,9 +193,10 @@ def run_summary(
     frames_in_video: int | None = None,
     frames_unreadable: int = 0,
 ) -> run_pb2.RunSummary:
+    """The summary of a run, for UploadAndRun's last event and for a finished job."""
     return run_pb2.RunSummary(
-        pipeline_id=spec.id,
-        pipeline_version=spec.version,
+        pipeline_id=pipeline_id,
+        pipeline_version=pipeline_version,
         frames_processed=frames_processed,
         frames_with_errors=frames_with_errors,
         wall_time=duration(wall_seconds),

@@ -130,25 +130,16 @@ def job_to_proto(job: Job) -> job_pb2.Job:
 
 
 def job_summary_to_proto(summary: JobSummary) -> run_pb2.RunSummary:
-    return run_pb2.RunSummary(
-        pipeline_id=summary.pipeline_id,
-        pipeline_version=summary.pipeline_version,
+    return convert.run_summary(
+        summary.pipeline_id,
+        summary.pipeline_version,
         frames_processed=summary.frames_processed,
         frames_with_errors=summary.frames_with_errors,
-        wall_time=convert.duration(summary.wall_seconds),
-        decode_time=convert.duration(summary.decode_seconds),
-        node_timings=[
-            run_pb2.NodeTiming(
-                node_id=t.node_id,
-                plugin=t.plugin,
-                calls=t.calls,
-                total_time=convert.duration(t.total_seconds),
-                errors=t.errors,
-            )
-            for t in summary.node_timings
-        ],
+        wall_seconds=summary.wall_seconds,
+        decode_seconds=summary.decode_seconds,
+        timings=summary.node_timings,
         ended_early=summary.ended_early,
-        frames_in_video=summary.frames_in_video or 0,  # 0: not counted
+        frames_in_video=summary.frames_in_video,
         frames_unreadable=summary.frames_unreadable,
     )
 

@@ -309,7 +309,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 stats = event.summary
                 yield video_pipeline_service_pb2.UploadAndRunResponse(
                     summary=convert.run_summary(
-                        spec,
+                        spec.id,
+                        spec.version,
                         frames_processed=stats.frames_processed,
                         frames_with_errors=frames_with_errors,
                         wall_seconds=time.perf_counter() - started,
