@@ -16,6 +16,7 @@ The public surface: `open_job_service(JobConfig, dag)` -> `JobService`; the valu
 """
 
 from videodag_service.jobs.backends import DataDirectoryFull, JobBackend, JobConfig, open_job_service
+from videodag_service.jobs.data_dir_lock import DataDirectoryInUse
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.model import (
@@ -31,7 +32,7 @@ from videodag_service.jobs.model import (
     WatchEvent,
 )
 from videodag_service.jobs.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, JobService
-from videodag_service.jobs.sqlite_store import DataDirectoryInUse, SqliteJobStore
+from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage, UploadStorage
 

@@ -6,24 +6,25 @@ committed as it is produced (one small transaction per frame). A full disk surfa
 DiskFull (RESOURCE_EXHAUSTED): the failed transaction is rolled back and nothing half-written
 remains.
 
-One process owns a data directory at a time (an exclusive `flock` on `jobs.lock`): the
-embedded backend's recovery assumes every RUNNING job it finds at start was interrupted.
+One process owns a data directory at a time (`DataDirectoryLock`): the embedded backend's
+recovery assumes every RUNNING job it finds at start was interrupted, and watches are woken by
+this process's writes alone (`JobChangeSignals`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from videodag_service.errors import DiskFull, ErrorDetails, JobAlreadyFinished, JobNotFinished, JobNotFound
 from videodag_service.jobs import records
+from videodag_service.jobs.change_signals import JobChangeSignals
+from videodag_service.jobs.data_dir_lock import DATABASE_FILE, DataDirectoryLock, private_file
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
 from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
@@ -68,35 +69,23 @@ _SQLITE_FULL = 13
 _FINISHED_STATES = tuple(state.value for state in JobState if state.is_finished)
 
 
-class DataDirectoryInUse(RuntimeError):
-    """Raised at start when another process already serves jobs from the same data directory."""
-
-
-STORE_FILES = ("jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm", "jobs.sqlite3-journal", "jobs.lock")
-"""What the store may make in its data directory: the database, SQLite's files beside it, the lock."""
-
-
 class SqliteJobStore(JobStore):
     """Jobs in `<data_dir>/jobs.sqlite3`; safe to share between threads of one process."""
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = private_directory(Path(data_dir))
-        self._lock_file = _lock_exclusively(self.data_dir / "jobs.lock")
-        new_database = not (self.data_dir / "jobs.sqlite3").exists()
+        self._data_dir_lock = DataDirectoryLock(self.data_dir)
+        new_database = not (self.data_dir / DATABASE_FILE).exists()
         try:
-            database = _private_file(self.data_dir / "jobs.sqlite3")
+            database = private_file(self.data_dir / DATABASE_FILE)
             self._connection = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
         except BaseException as error:  # no inode left for the file, say
-            self._abandon_start(error, new_database)
+            self._data_dir_lock.abandon_start(error, new_database)
             raise
-        self._opened_files = {name: _identity(self.data_dir / name) for name in ("jobs.sqlite3", "jobs.lock")}
+        self._data_dir_lock.remember_opened_files()
         self._connection.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        self._revisions: dict[str, int] = {}
-        # The watches waiting on each job, woken by that job's changes only: a condition
-        # shared by all had every frame of a running job wake every watch of every job, and
-        # each then read its own job again (60 idle watches made a run 3x slower).
-        self._waits: dict[str, _JobWait] = {}
+        self._changes = JobChangeSignals(self._lock)
         self._recovered = False
         try:
             with self._lock, _disk_full_as_error():
@@ -106,44 +95,16 @@ class SqliteJobStore(JobStore):
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except BaseException as error:
             self._connection.close()
-            self._abandon_start(error, new_database)
+            self._data_dir_lock.abandon_start(error, new_database)
             raise
-
-    def _abandon_start(self, error: BaseException, new_database: bool) -> None:
-        """A database this start could not set up (a full disk) is left as it was found: a new one
-        is removed while the lock keeps others out, and the lock is released. Raises DiskFull for a
-        disk out of inodes, told before the removal frees some."""
-        out_of_inodes = _out_of_inodes(error, self.data_dir)
-        if new_database:
-            self._remove_files()
-        self._lock_file.close()
-        if out_of_inodes is not None:
-            raise out_of_inodes from error
 
     def close(self) -> None:
         with self._lock:
             self._connection.close()
-        self._lock_file.close()
+        self._data_dir_lock.release()
 
     def kept_in_place(self) -> str | None:
-        """Whether the database and the lock are still the files this store opened.
-
-        A cleaner of temporary files (the default data directory is under /tmp), or an operator,
-        may remove them while the server runs: SQLite goes on writing into the removed file, so
-        every job recorded from then on is lost at the next start, and with the lock gone another
-        server can take the data directory. Nothing fails meanwhile: only this check tells. The
-        lock file's times are refreshed on the way, so that an age-based cleaner (systemd-tmpfiles
-        ages /tmp by its files' times) does not take the lock of a server that runs for weeks.
-        """
-        moved = [name for name, opened in self._opened_files.items() if _identity(self.data_dir / name) != opened]
-        if moved:
-            return (f"{' and '.join(moved)} in {self.data_dir} {'were' if len(moved) > 1 else 'was'} removed or "
-                    "replaced while the server ran (a cleaner of temporary files?): jobs recorded from now on are "
-                    "lost when it restarts, and another server may take the data directory; restart it, with a "
-                    "--data-dir no cleaner touches")
-        with contextlib.suppress(OSError):
-            os.utime(self._lock_file.fileno())
-        return None
+        return self._data_dir_lock.kept_in_place()
 
     def close_and_discard(self, also: Callable[[], None]) -> None:
         """All goes while the lock is still held, so no server starting meanwhile uses any of it."""
@@ -152,14 +113,8 @@ class SqliteJobStore(JobStore):
             self._connection.close()
             if empty:
                 also()
-                self._remove_files()
-        self._lock_file.close()
-
-    def _remove_files(self) -> None:
-        """Remove the database, SQLite's files beside it and the lock; the lock must be held."""
-        for name in STORE_FILES:
-            with contextlib.suppress(FileNotFoundError):
-                (self.data_dir / name).unlink()
+                self._data_dir_lock.remove_store_files()
+        self._data_dir_lock.release()
 
     # --- service side ---------------------------------------------------------------------
 
@@ -234,7 +189,7 @@ class SqliteJobStore(JobStore):
                 raise JobNotFinished(job_id, job.state.value)
             db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._changed_locked(job_id, None)
+            self._changes.changed(job_id, None)
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
@@ -250,19 +205,7 @@ class SqliteJobStore(JobStore):
     def wait_for_change(self, job_id: str, revision: int, after_frame_index: int | None, timeout: float) -> None:
         # Every write in this process raises the in-memory revision, and only this process
         # writes (the data directory is locked): frames and state changes both wake waiters.
-        with self._lock:
-            if self._revisions.get(job_id, revision) != revision:
-                return
-            wait = self._waits.get(job_id)
-            if wait is None:
-                wait = self._waits[job_id] = _JobWait(threading.Condition(self._lock))
-            wait.waiters += 1
-            try:
-                wait.condition.wait(timeout)
-            finally:
-                wait.waiters -= 1
-                if wait.waiters == 0:
-                    del self._waits[job_id]
+        self._changes.wait(job_id, revision, timeout)
 
     # --- worker side ----------------------------------------------------------------------
 
@@ -373,7 +316,7 @@ class SqliteJobStore(JobStore):
             for row in rows:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (row["id"],))
                 db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
-                self._changed_locked(row["id"], None)
+                self._changes.changed(row["id"], None)
         return [_job_from_row(row) for row in rows]
 
     # --- plumbing -------------------------------------------------------------------------
@@ -422,26 +365,8 @@ class SqliteJobStore(JobStore):
         ).fetchone()
         if row is None:
             return False
-        self._changed_locked(job_id, row[0])
+        self._changes.changed(job_id, row[0])
         return True
-
-    def _changed_locked(self, job_id: str, revision: int | None) -> None:
-        # A deleted job is forgotten (so the map holds retained jobs only); its watchers are
-        # woken like any others and find it gone.
-        if revision is None:
-            self._revisions.pop(job_id, None)
-        else:
-            self._revisions[job_id] = revision
-        if (wait := self._waits.get(job_id)) is not None:
-            wait.condition.notify_all()
-
-
-@dataclass
-class _JobWait:
-    """The condition the watches of one job wait on, and how many wait."""
-
-    condition: threading.Condition
-    waiters: int = 0
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
@@ -465,56 +390,6 @@ def _job_from_row(row: sqlite3.Row) -> Job:
         error=records.error_from_text(row["error"]),
         revision=row["revision"],
     )
-
-
-def _private_file(path: Path) -> Path:
-    """`path`, created empty and 0600 if missing (an empty file is an empty SQLite database).
-
-    The database holds every job's results, file names and keys. SQLite creates its -wal and
-    -shm files with the database file's mode, so they are private too; an existing file
-    keeps its mode.
-    """
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))  # never through a planted link
-    return path
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """The file at `path` as its device and inode, None if there is none."""
-    try:
-        details = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return details.st_dev, details.st_ino
-
-
-def _out_of_inodes(error: BaseException, data_dir: Path) -> DiskFull | None:
-    """DiskFull for an error of a disk that has bytes free but not one inode left, read before
-    the files this start made are removed (which frees some): SQLite says only "unable to open
-    database file", the file system "No space left on device"."""
-    if not isinstance(error, sqlite3.Error | OSError):
-        return None
-    try:
-        usage = os.statvfs(data_dir)
-    except OSError:
-        return None
-    if usage.f_files == 0 or usage.f_favail > 0:
-        return None
-    return DiskFull("no inode left on the data directory's disk for the job database's files",
-                    ErrorDetails(metadata={"store": "sqlite"}))
-
-
-def _lock_exclusively(path: Path) -> Any:
-    # Created 0600 like the database; held open for the store's lifetime, closed in close().
-    lock_file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "a+")
-    try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock_file.close()
-        raise DataDirectoryInUse(
-            f"another process already serves jobs from {path.parent}; give each server its own --data-dir "
-            "or use the Redis backend to share jobs between servers"
-        ) from None
-    return lock_file
 
 
 @contextlib.contextmanager
