@@ -16,12 +16,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from videodag_service.disk_space import MIB
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
-MIB = 1024 * 1024
 
 
 def _setting(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:

@@ -20,6 +20,7 @@ import pytest
 from harness import ServerFactory
 from jobs_harness import VENV_BIN
 
+import videodag_service.disk_space as disk_space_module
 import videodag_service.jobs.backends as backends_module
 from videodag_client import JobState, ResourceExhausted
 from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
@@ -235,6 +236,6 @@ def test_a_start_counts_the_blocks_a_file_system_keeps_for_root_when_run_as_root
         fields[3], fields[4] = 10 * 1024 * 1024 // real.f_frsize, 0  # f_bfree: 10 MiB, f_bavail: none
         return os.statvfs_result(fields)
 
-    monkeypatch.setattr(backends_module.os, "statvfs", only_roots_blocks_left)
-    monkeypatch.setattr(backends_module.os, "geteuid", lambda: 0 if root else 1000)
+    monkeypatch.setattr(disk_space_module.os, "statvfs", only_roots_blocks_left)
+    monkeypatch.setattr(disk_space_module.os, "geteuid", lambda: 0 if root else 1000)
     assert backends_module._no_room_left(tmp_path) is refused

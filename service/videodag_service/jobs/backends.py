@@ -11,13 +11,13 @@ import enum
 import errno
 import logging
 import os
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from videodag_service.dag import DagPipelineService
+from videodag_service.disk_space import MIB, free_bytes, free_bytes_for_this_process, free_inodes, out_of_inodes
 from videodag_service.errors import DiskFull, JobNotFound
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
@@ -36,7 +36,6 @@ from videodag_service.video import (
 )
 
 logger = logging.getLogger(__name__)
-MIB = 1024 * 1024
 # Less free than this, and a database error at start is taken for a full disk: SQLite needs a
 # few pages and a 32 KiB shared-memory file to open a database.
 _FULL_DISK_BYTES = 1 * MIB
@@ -145,7 +144,7 @@ def _warn_if_under_the_reserve(config: JobConfig, free: int | None) -> None:
 def _data_directory_full(data_dir: Path, free: int | None) -> DataDirectoryFull:
     """Both counts: a disk may have bytes free and no inode left, and then no file can be made."""
     try:
-        inodes = f", {os.statvfs(data_dir).f_favail} inodes"
+        inodes = f", {free_inodes(data_dir)} inodes"
     except OSError:
         inodes = ""
     return DataDirectoryFull(
@@ -178,19 +177,18 @@ def _database_errors_stop_the_start(data_dir: Path) -> Iterator[None]:
 
 def _no_room_left(folder: Path) -> bool:
     """Whether `folder`'s disk is full: under `_FULL_DISK_BYTES` free, or not one inode left
-    (bytes free then, but no file can be made: SQLite says only "unable to open database file")."""
+    (bytes free then, but no file can be made: SQLite says only "unable to open database file").
+    The bytes are those this process may write: a server run as root may write the blocks a file
+    system keeps for root, and those count for it."""
     try:
-        usage = os.statvfs(folder)
+        return free_bytes_for_this_process(folder) < _FULL_DISK_BYTES or out_of_inodes(folder)
     except OSError:
         return False
-    # Root may write the blocks a file system keeps for root (ext4 keeps 5%): those count for a server run as root.
-    blocks = usage.f_bfree if os.geteuid() == 0 else usage.f_bavail
-    return blocks * usage.f_frsize < _FULL_DISK_BYTES or (usage.f_files > 0 and usage.f_favail == 0)
 
 
 def _free_bytes_or_none(folder: Path) -> int | None:
     try:
-        return shutil.disk_usage(folder).free
+        return free_bytes(folder)
     except OSError:
         return None
 

@@ -16,6 +16,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from videodag_service.disk_space import out_of_inodes
 from videodag_service.errors import DiskFull, ErrorDetails
 
 DATABASE_FILE = "jobs.sqlite3"
@@ -109,10 +110,9 @@ def _out_of_inodes(error: BaseException, data_dir: Path) -> DiskFull | None:
     if not isinstance(error, sqlite3.Error | OSError):
         return None
     try:
-        usage = os.statvfs(data_dir)
+        if not out_of_inodes(data_dir):
+            return None
     except OSError:
-        return None
-    if usage.f_files == 0 or usage.f_favail > 0:
         return None
     return DiskFull("no inode left on the data directory's disk for the job database's files",
                     ErrorDetails(metadata={"store": "sqlite"}))

@@ -19,23 +19,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from videodag_service import disk_space
+from videodag_service.disk_space import MIB
 from videodag_service.errors import DiskFull, ErrorDetails
 
-MIB = 1024 * 1024
 GROWTH_CLAIM_BYTES = 4 * MIB
 """How far ahead of what it has sent an upload without a declared size claims room, counted by
 the other uploads as to come; the upload itself is checked at every chunk (a statvfs, nothing
 beside writing the chunk)."""
-
-
-def disk_free_bytes(folder: Path) -> int:
-    """Bytes a process without root's privileges may still write on `folder`'s file system."""
-    return shutil.disk_usage(folder).free
 
 
 class UploadClaim:
@@ -94,7 +89,7 @@ class DiskReserve:
     """
 
     def __init__(
-        self, folder: Path, min_free_bytes: int, free_bytes: Callable[[Path], int] = disk_free_bytes
+        self, folder: Path, min_free_bytes: int, free_bytes: Callable[[Path], int] = disk_space.free_bytes
     ) -> None:
         self.folder = folder
         self.min_free_bytes = min_free_bytes

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from videodag_service.jobs.disk_reserve import DiskReserve, disk_free_bytes
+from videodag_service import disk_space
+from videodag_service.jobs.disk_reserve import DiskReserve
 from videodag_service.jobs.model import StoredVideo
 from videodag_service.private_folders import private_directory
 from videodag_service.video import receive_upload, storage_errors
@@ -83,7 +84,7 @@ class DirectoryUploadStorage:
         min_free_bytes: int = 0,
         *,
         exclusive: bool = False,
-        free_bytes: Callable[[Path], int] = disk_free_bytes,
+        free_bytes: Callable[[Path], int] = disk_space.free_bytes,
     ) -> None:
         self.root = private_directory(Path(root))
         self._reserve = DiskReserve(self.root, min_free_bytes, free_bytes)

@@ -23,7 +23,6 @@ import errno
 import math
 import os
 import secrets
-import shutil
 import sys
 import threading
 import weakref
@@ -32,6 +31,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
+from videodag_service.disk_space import free_bytes
 from videodag_service.errors import DiskFull, ErrorDetails
 
 SEGMENT_PREFIX = "videodag-frames-"
@@ -206,7 +206,7 @@ def _reserve(name: str, size: int) -> None:
         os.posix_fallocate(descriptor, 0, size)
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            raise _no_room(size, shutil.disk_usage(_SHARED_MEMORY_DIR).free) from None
+            raise _no_room(size, free_bytes(_SHARED_MEMORY_DIR)) from None
         if error.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
             raise
     finally:
@@ -216,7 +216,7 @@ def _reserve(name: str, size: int) -> None:
 def _check_room(size: int) -> None:
     if not os.path.isdir(_SHARED_MEMORY_DIR):
         return
-    free = shutil.disk_usage(_SHARED_MEMORY_DIR).free
+    free = free_bytes(_SHARED_MEMORY_DIR)
     if free < size:
         raise _no_room(size, free)
 

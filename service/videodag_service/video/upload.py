@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from videodag_service.disk_space import free_bytes, free_inodes
 from videodag_service.errors import (
     DiskFull,
     EmptyUpload,
@@ -383,7 +384,6 @@ def storage_errors(folder: Path) -> Iterator[None]:
 
 def _free_space(folder: Path) -> str:
     try:
-        usage = os.statvfs(folder)
+        return f"{free_bytes(folder)} bytes and {free_inodes(folder)} inodes free"
     except OSError as error:
         return f"free space unknown: {error.strerror}"
-    return f"{usage.f_bavail * usage.f_frsize} bytes and {usage.f_favail} inodes free"
