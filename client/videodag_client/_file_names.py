@@ -19,12 +19,18 @@ def beside(path: str, prefix: str, suffix: str) -> str:
     wanted = f"{prefix}{name}{suffix}"
     if len(os.fsencode(wanted)) <= _NAME_MAX:
         return os.path.join(folder, wanted)
-    mark = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:_HASH_CHARS]
+    mark = hash_mark(name)
     room = _NAME_MAX - len(os.fsencode(f"{prefix}{mark}{suffix}"))
     cut = os.fsencode(name)[:room]
     # At a character's end: a UTF-8 name cut inside one would no longer be UTF-8.
     stem = cut.decode("utf-8", "ignore") if is_utf8(name) else os.fsdecode(cut)
     return os.path.join(folder, f"{prefix}{stem}{mark}{suffix}")
+
+
+def hash_mark(name: str) -> str:
+    """`~` and the start of the SHA-256 of `name`'s bytes: set in a name cut or changed to fit, it
+    keeps apart the names that would otherwise come out the same."""
+    return "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:_HASH_CHARS]
 
 
 def is_utf8(name: str) -> bool:

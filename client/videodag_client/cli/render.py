@@ -41,7 +41,9 @@ def add_parser(subcommands: Any) -> None:
 
 def render_command(args: argparse.Namespace) -> int:
     # OpenCV is imported here, not at start-up: the other commands never pay for it.
-    from videodag_client._render import RenderError, load_results, quiet_opencv_logs, render_video
+    from videodag_client._render import quiet_opencv_logs, render_video
+    from videodag_client._render_error import RenderError
+    from videodag_client._results_file import load_results
 
     quiet_opencv_logs()  # the errors are reported here, a line each
     if args.snapshot_frames < 1:

@@ -36,8 +36,8 @@ def test_results_to_a_name_with_no_room_for_part_are_written(tmp_path: Path) -> 
 
 
 def test_a_rendered_video_with_a_long_name_is_first_written_under_a_name_that_fits(tmp_path: Path) -> None:
-    from videodag_client._render import _partial_name
+    from videodag_client._opencv_files import partial_name
 
-    partial = _partial_name(tmp_path / ("v" * 248 + ".mp4"))
+    partial = partial_name(tmp_path / ("v" * 248 + ".mp4"))
     assert partial.name.startswith(".v") and partial.name.endswith(".partial.mp4")
     assert len(os.fsencode(partial.name)) <= 255

@@ -12,15 +12,11 @@ import numpy as np
 import pytest
 
 from fakes.media import FRAME_SIZE, read_frame_index
-from videodag_client._render import (
-    RenderError,
-    _colour,
-    _FrameSampler,
-    draw_result,
-    find_annotations,
-    load_results,
-    render_video,
-)
+from videodag_client._contact_sheet import FrameSampler
+from videodag_client._drawing import _colour, draw_result, find_annotations
+from videodag_client._render import render_video
+from videodag_client._render_error import RenderError
+from videodag_client._results_file import load_results
 from videodag_client.cli import main
 
 BOX = [120.0, 100.0, 320.0, 400.0]  # x1, y1, x2, y2 on the 768x576 clip
@@ -151,7 +147,7 @@ def test_results_lines_may_be_event_wrapped_and_bad_lines_are_named(tmp_path: Pa
 
 
 def test_the_sampler_spreads_frames_over_a_video_of_unknown_length() -> None:
-    sampler = _FrameSampler(wanted=6, thumbnail_width=8)
+    sampler = FrameSampler(wanted=6, thumbnail_width=8)
     tiny = np.zeros((6, 16, 3), np.uint8)
     for index in range(1000):
         sampler.offer(index, tiny)
@@ -162,7 +158,7 @@ def test_the_sampler_spreads_frames_over_a_video_of_unknown_length() -> None:
 
 
 def test_the_sampler_spreads_frames_over_a_video_of_known_length() -> None:
-    sampler = _FrameSampler(wanted=6, thumbnail_width=8, last=39)
+    sampler = FrameSampler(wanted=6, thumbnail_width=8, last=39)
     tiny = np.zeros((6, 16, 3), np.uint8)
     for index in range(120):  # the container said 40 frames; the frames past them are not shown
         sampler.offer(index, tiny)
@@ -171,7 +167,7 @@ def test_the_sampler_spreads_frames_over_a_video_of_known_length() -> None:
 
 def test_the_sampler_picks_only_candidates_evenly_by_rank_with_the_first_and_the_last() -> None:
     candidates = range(20, 120, 7)  # 15 frames with results: 20, 27, ..., 118
-    sampler = _FrameSampler(wanted=6, thumbnail_width=8, candidates=reversed(candidates), last=39)
+    sampler = FrameSampler(wanted=6, thumbnail_width=8, candidates=reversed(candidates), last=39)
     tiny = np.zeros((6, 16, 3), np.uint8)
     for index in range(200):
         sampler.offer(index, tiny)
@@ -180,7 +176,7 @@ def test_the_sampler_picks_only_candidates_evenly_by_rank_with_the_first_and_the
 
 
 def test_the_sampler_keeps_every_candidate_when_there_are_fewer_than_wanted() -> None:
-    sampler = _FrameSampler(wanted=6, thumbnail_width=8, candidates=[9, 5])
+    sampler = FrameSampler(wanted=6, thumbnail_width=8, candidates=[9, 5])
     tiny = np.zeros((6, 16, 3), np.uint8)
     for index in range(50):
         sampler.offer(index, tiny)
@@ -357,7 +353,7 @@ def test_a_cut_video_declaring_no_frame_count_is_counted_and_refused(
 
     real_open_writer = _render._open_writer
     monkeypatch.setattr(_render, "_open_writer", lambda path, *rest: _FillingDisk(real_open_writer(path, *rest), path))
-    monkeypatch.setattr(_render, "_written_video_problem", _with_capture(_render._written_video_problem, _CountLost))
+    monkeypatch.setattr(_render, "written_video_problem", _with_capture(_render.written_video_problem, _CountLost))
     with pytest.raises(RenderError, match=r"annotated.avi' failed \(it holds \d+ of the 120 frames\)"):
         render_video(sample_clip, {}, tmp_path / "annotated.avi")
     assert list(tmp_path.iterdir()) == []

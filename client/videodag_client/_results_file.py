@@ -1,0 +1,48 @@
+"""Reading the results to draw: the JSON Lines `videodag run -o` writes.
+
+One `{"frame_index", "result", ...}` per line; event-wrapped `{"frame": {...}}` lines as the
+Node example prints are read too. Apart from the renderer: reading them needs neither OpenCV
+nor the video, and a bad line is reported before any frame is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from videodag_client._render_error import RenderError
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
+    """Frame index -> result, from a JSON Lines file; blank lines and non-frame events are skipped."""
+    results: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(_lines_of_text(lines, path), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RenderError(f"{path}:{number}: not JSON: {error.msg}") from None
+            if isinstance(record, dict) and isinstance(record.get("frame"), dict):
+                record = record["frame"]
+            elif isinstance(record, dict) and "event" in record:
+                continue  # upload_received, video_info, summary
+            index = record.get("frame_index") if isinstance(record, dict) else None
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise RenderError(f"{path}:{number}: expected an object with an integer frame_index")
+            result = record.get("result", {})
+            if not isinstance(result, dict):
+                raise RenderError(f"{path}:{number}: result must be an object")
+            results[record["frame_index"]] = result
+    return results
+
+
+def _lines_of_text(lines: Iterable[str], path: str | os.PathLike[str]) -> Iterator[str]:
+    try:
+        yield from lines
+    except UnicodeDecodeError:
+        raise RenderError(f"{path}: not UTF-8 text, as JSON Lines are (if it is the video: the video comes first, "
+                          "then the results)") from None
