@@ -16,7 +16,8 @@ Asyncio code uses `AsyncVideodagClient`, with the same calls as coroutines and a
 import videodag_client._grpc_logging  # noqa: F401
 
 # isort: split
-from videodag_client._async import AsyncJobWatch, AsyncRunStream, AsyncVideodagClient
+from videodag_client._async import AsyncVideodagClient
+from videodag_client._async_streams import AsyncJobWatch, AsyncRunStream
 from videodag_client._client import DEFAULT_TARGET, RunStream, VideodagClient
 from videodag_client._errors import (
     Aborted,
@@ -49,7 +50,8 @@ from videodag_client._events import (
     UploadReceived,
     VideoOpened,
 )
-from videodag_client._jobs import Job, JobEvent, JobPage, JobState, JobWatch
+from videodag_client._job_values import Job, JobEvent, JobPage, JobState
+from videodag_client._job_watch import JobWatch
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import NodeInput, PipelineInfo, PipelineNode, PipelineOutput
 from videodag_client._upload import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client._errors import (
     FieldViolation,
     InvalidArgument,
@@ -26,14 +26,13 @@ from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo, pipeline_from_proto
 from videodag_client._upload import (
     DEFAULT_CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
     ChunkedRequests,
     PathOrFile,
+    UploadFile,
     UploadProgress,
-    describe_upload,
-    open_upload,
     run_config,
 )
+from videodag_client._upload_call import start_upload_call, upload_call_error
 from videodag_client._wire import bytes_field_encoder, method_path
 
 DEFAULT_TARGET = "localhost:50051"
@@ -84,6 +83,7 @@ class VideodagClient(JobCalls):
 
         Interceptors see the requests of the uploading calls (UploadAndRun, SubmitJob) as the
         wire bytes they are sent as (`_wire`), not as messages; responses are messages."""
+        _check_token(token)
         client = cls.__new__(cls)
         client._setup(channel, owns_channel=False, token=token, timeout=timeout)
         return client
@@ -106,7 +106,6 @@ class VideodagClient(JobCalls):
             request_serializer=None,
             response_deserializer=video_pipeline_service_pb2.SubmitJobResponse.FromString,
         )
-        _check_token(token)
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -246,27 +245,30 @@ class VideodagClient(JobCalls):
 
         Closing the returned stream (or leaving its `with` block) cancels the call.
         """
-        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
-            raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
-        self._check_open()
-        config = run_config(pipeline_id, options, "config.")
-        config.decode_during_upload = decode_during_upload
-        upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
-        if decode_during_upload and not upload.size_bytes:
-            upload.close()
-            raise size_unknown_error()
-        describe_upload(config, upload)
-        requests = ChunkedRequests(
-            video_pipeline_service_pb2.UploadAndRunRequest(config=config).SerializeToString(),
-            _encode_upload_chunk, upload, chunk_size, on_upload_progress,
-        )
-        try:
-            call = self._invoke(
+
+        def first_request() -> tuple[video_pipeline_service_pb2.UploadAndRunRequest, run_pb2.RunConfig]:
+            request = video_pipeline_service_pb2.UploadAndRunRequest(config=run_config(pipeline_id, options, "config."))
+            request.config.decode_during_upload = decode_during_upload
+            return request, request.config
+
+        def check_upload(upload: UploadFile) -> None:
+            if decode_during_upload and not upload.size_bytes:
+                raise size_unknown_error()
+
+        call, requests = start_upload_call(
+            path_or_file,
+            check_open=self._check_open,
+            first_request=first_request,
+            encode_chunk=_encode_upload_chunk,
+            start_call=lambda requests: self._invoke(
                 self._upload_and_run, requests, timeout=self._deadline(timeout), metadata=self._metadata
-            )
-        except BaseException:
-            requests.close()
-            raise
+            ),
+            chunk_size=chunk_size,
+            declare_size=declare_size,
+            checksum=checksum,
+            on_upload_progress=on_upload_progress,
+            check_upload=check_upload,
+        )
         return RunStream(call, requests, self._is_closed)
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -340,13 +342,7 @@ class RunStream(Iterator[Event]):
                 raise
             except grpc.RpcError as error:
                 self._finish()
-                if self._requests.error is not None:
-                    # Reading the file (or the progress callback) failed in gRPC's thread,
-                    # which reported it as UNKNOWN; the original error says what happened.
-                    raise self._requests.error from error
-                if error.code() is grpc.StatusCode.CANCELLED and self._client_closed():
-                    raise client_closed_error() from error  # gRPC's "Locally cancelled" says less
-                raise from_grpc_error(error) from error
+                raise upload_call_error(error, self._requests, self._client_closed) from error
             event = event_from_proto(response)
             if event is not None:
                 return event

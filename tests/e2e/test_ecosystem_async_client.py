@@ -34,7 +34,6 @@ from videodag_client import (
     VideodagError,
     VideoOpened,
 )
-from videodag_client import _async as async_module
 
 T = TypeVar("T")
 
@@ -471,7 +470,7 @@ def test_a_slow_last_report_holds_the_upload_no_longer_than_the_coroutine_limit(
     """A report's coroutine still running at the limit lets the upload end (waiting on would
     trip the server's idle limit and fail a good submission), and the job is returned: the
     coroutine's later failure goes to the loop's exception handler, not in place of the job."""
-    monkeypatch.setattr(async_module, "_COROUTINES_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr("videodag_client._loop_callback._COROUTINES_WAIT_SECONDS", 0.3)
     server = make_server(upload_idle_timeout_seconds=1.5)
 
     async def scenario(client: AsyncVideodagClient) -> tuple[Job, float, list[dict[str, Any]]]:
@@ -506,7 +505,7 @@ def test_a_slow_last_report_holds_the_end_of_a_runs_iteration_no_longer_than_the
     """After the summary the iteration ends once the limit has passed, not when a coroutine that
     may never end does; its later failure goes to the loop's exception handler, as for a job,
     and so it does when the caller leaves the iteration early (aclose, or a plain break)."""
-    monkeypatch.setattr(async_module, "_COROUTINES_WAIT_SECONDS", 0.3)
+    monkeypatch.setattr("videodag_client._loop_callback._COROUTINES_WAIT_SECONDS", 0.3)
 
     async def scenario(client: AsyncVideodagClient) -> tuple[list[str], float, list[dict[str, Any]]]:
         handled: list[dict[str, Any]] = []

@@ -34,6 +34,7 @@ from videodag_client import (
     Unavailable,
     VideodagClient,
 )
+from videodag_client._jobs import start_job_submission
 
 BACKENDS = ["embedded", "redis"]
 
@@ -139,8 +140,8 @@ def test_closing_a_client_on_a_borrowed_channel_ends_its_watch_and_submission_as
             watch = client.watch_job(job.id)
             next(watch)
             released = threading.Event()
-            submission = client._start_job_submission(_HeldFile(released, sample_clip.read_bytes()), "paced",
-                                                       checksum=False)
+            submission = start_job_submission(client, _HeldFile(released, sample_clip.read_bytes()), "paced",
+                                              checksum=False)
             client.close()
             released.set()
             with pytest.raises(FailedPrecondition) as watch_closed:

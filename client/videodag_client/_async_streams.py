@@ -1,0 +1,140 @@
+"""The async iterators `AsyncVideodagClient` returns for its streams: `AsyncRunStream`, `AsyncJobWatch`.
+
+Each wraps a blocking stream (`RunStream`, `JobWatch`), opened on first use and stepped on a
+thread kept for it; cancelling the awaiting task, or closing the client, cancels the call.
+Apart from the client, which only starts them and keeps track of those still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
+from typing import Generic, Protocol, TypeVar
+
+from videodag_client._errors import Cancelled, VideodagError
+from videodag_client._events import Event
+from videodag_client._job_values import JobEvent
+from videodag_client._loop_callback import LoopCallback
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+_END = object()
+_CLOSED_CALL_CALLBACK_FAILED = "a callback of a finished or closed call failed"
+
+
+class _BlockingStream(Iterator[T_co], Protocol):
+    """What `ThreadedStream` wraps: `RunStream` or `JobWatch`, whose `close` any thread may call."""
+
+    def close(self) -> None: ...
+
+
+class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T]):
+    """An async iterator over a blocking one (`RunStream`, `JobWatch`) that `start` opens on
+    first use, each `next()` on a thread kept for this stream."""
+
+    def __init__(
+        self, start: Callable[[], _BlockingStream[T]], thread_name: str, callback: LoopCallback | None = None
+    ) -> None:
+        self._start = start
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._stream: _BlockingStream[T] | None = None
+        self._closed = False
+        # Why a stream ended before its last event, for every later step: one that only
+        # stopped would look finished (a run without its summary, a watch without its job).
+        self._cut_short: VideodagError | None = None
+        self._callback = callback
+        if callback is not None:  # a stream left behind (`break`) without aclose(): nothing will raise them either
+            weakref.finalize(self, callback.hand_failures_to_loop, _CLOSED_CALL_CALLBACK_FAILED)
+
+    def __aiter__(self) -> ThreadedStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._closed:
+            self._raise_if_cut_short()
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        if self._callback is not None:
+            self._callback.loop = loop  # the loop iterating now, should the stream change loops
+        try:
+            item = await loop.run_in_executor(self._thread, self._next)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() == 0:  # not this task's own cancellation
+                self.cancel()
+                raise Cancelled("the call was cancelled: the wait for its next event was cancelled") from None
+            # The awaiting task was cancelled (by the caller, or by wait_for's timeout): the call goes.
+            if self._cut_short is None:
+                self._cut_short = Cancelled("the call was cancelled: the task waiting for its next event was cancelled")
+            self.cancel()
+            raise
+        except BaseException as error:
+            # The call's error: the call goes too, which also ends the wait on the thread.
+            await self.aclose()
+            if self._cut_short is not None and isinstance(error, VideodagError):
+                raise self._cut_short.with_traceback(None) from error  # the client closed: gRPC's CANCELLED says less
+            raise
+        if self._callback is not None and item is _END:
+            await self._callback.settled()  # a failure of its last call is raised, not lost
+        if self._callback is not None and (failure := self._callback.take_failure()) is not None:
+            await self.aclose()
+            raise failure
+        if self._callback is not None and item is _END:
+            # A coroutine still running past the wait no longer holds the caller's loop: its
+            # failure, if it comes, is logged, as after a job's upload.
+            self._callback.hand_failures_to_loop(_CLOSED_CALL_CALLBACK_FAILED)
+        if item is _END:
+            await self.aclose()
+            self._raise_if_cut_short()
+            raise StopAsyncIteration
+        return item  # type: ignore[return-value]
+
+    def _raise_if_cut_short(self) -> None:
+        if self._cut_short is not None:
+            raise self._cut_short.with_traceback(None)
+
+    def _next(self) -> object:
+        if self._closed:
+            return _END
+        if self._stream is None:
+            self._stream = self._start()
+            if self._closed:  # closed while it started: `aclose` may not have seen the stream
+                self._close_stream()
+                return _END
+        return next(self._stream, _END)
+
+    async def aclose(self) -> None:
+        """Cancels the call if it is still running; later iteration stops at once."""
+        self.cancel()
+
+    def cancel(self, why: VideodagError | None = None) -> None:
+        """`aclose` without awaiting, from the event loop's thread; with `why` (the client's
+        `close`), a stream not ended yet raises it from its next step instead of stopping."""
+        if why is not None and not self._closed and self._cut_short is None:
+            self._cut_short = why
+        self._closed = True
+        self._close_stream()
+        self._thread.shutdown(wait=False)
+        if self._callback is not None:  # nothing will raise a failure of theirs from here on
+            self._callback.hand_failures_to_loop(_CLOSED_CALL_CALLBACK_FAILED)
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()  # both blocking streams' `close` may be called again and from any thread
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class AsyncRunStream(ThreadedStream[Event], AsyncIterator[Event]):
+    """The events of one UploadAndRun call (`RunStream`'s), as an async iterator.
+
+    `aclose()` (or leaving its `async with` block) cancels the call if it is still running.
+    """
+
+
+class AsyncJobWatch(ThreadedStream[JobEvent], AsyncIterator[JobEvent]):
+    """The events of one job (`JobWatch`'s), as an async iterator; `aclose()` stops it."""
