@@ -55,7 +55,7 @@ from bench_server import ServerProcess  # noqa: E402
 from videodag_client import VideodagClient  # noqa: E402
 from videodag_client._upload import DEFAULT_CHUNK_SIZE  # noqa: E402
 from videodag_service.cores import usable_cores  # noqa: E402
-from videodag_service.video.reader import decoder_thread_count  # noqa: E402
+from videodag_service.video.capture import decoder_thread_count  # noqa: E402
 
 SAMPLE_CLIP_CANDIDATES = (REPO_ROOT / "samples" / "pedestrians_120.mp4",
                           REPO_ROOT.parent / "shared" / "media" / "pedestrians_120.mp4")
@@ -163,7 +163,7 @@ def measure_decoding_overhead(server: ServerProcess, client: VideodagClient, nai
         rows.append(_ratio_row(f"(2) UploadAndRun {STATS_PIPELINE} end to end", name, _fps(service),
                                "(1)", service.per_second / ceiling.per_second, ">= 0.95x", lambda r: r >= 0.95))
         # Not judged: the service decodes with more threads than OpenCV's default (see
-        # `reader.decoder_thread_count`); the same loop with its thread count says how much of
+        # `capture.decoder_thread_count`); the same loop with its thread count says how much of
         # ratio (2) that tuning gives.
         tuned = best(tuned_raws)
         rows.append(Row(f"(1)  same loop, the service's {decoder_thread_count()} decoder threads", name, _fps(tuned),

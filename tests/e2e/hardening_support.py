@@ -18,7 +18,7 @@ from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunOptions, RunSummary
 from videodag_service.unread_results import WATCHDOG_THREAD_NAME
-from videodag_service.video.isolation import DECODER_PROCESS_NAME
+from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SPARE_STARTER_THREAD_NAME
 
 Request = video_pipeline_service_pb2.UploadAndRunRequest

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from videodag_service.video.isolation import GUARD_HINT
+from videodag_service.video.decoder_lifecycle import GUARD_HINT
 
 SCRIPT = """\
 import sys

@@ -19,6 +19,7 @@ This package knows no gRPC and no pipeline semantics. The public surface:
 
 from videodag_service.video.background_upload import BackgroundUpload
 from videodag_service.video.decoder_context import start_decoder_server
+from videodag_service.video.decoder_lifecycle import DecoderTimeouts
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
 from videodag_service.video.file_pipeline import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
@@ -28,7 +29,8 @@ from videodag_service.video.file_pipeline import (
 )
 from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.info import VideoInfo
-from videodag_service.video.isolation import DecoderTimeouts, IsolatedVideo, open_isolated_video
+from videodag_service.video.isolated_video import IsolatedVideo
+from videodag_service.video.isolation import open_isolated_video
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import PAYLOAD_KEYS, FramePayload
 from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, open_video, probe_video

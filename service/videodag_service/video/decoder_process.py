@@ -31,17 +31,12 @@ import numpy as np
 from videodag_service.errors import ErrorDetails
 from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
+from videodag_service.video.capture import open_fragments_as_they_arrive
 from videodag_service.video.decoder_log import DecoderLogFormat, DecoderLogWatch
 from videodag_service.video.frame_ring import FrameRing
 from videodag_service.video.growing_upload import GrowingUpload
-from videodag_service.video.reader import (
-    DecodedFrame,
-    OpenedVideo,
-    VideoOpener,
-    VideoSource,
-    open_fragments_as_they_arrive,
-    unreadable,
-)
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource
+from videodag_service.video.unreadable import unreadable
 
 _PR_SET_PDEATHSIG = 1
 INTERLACED_REASON = (

@@ -30,23 +30,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videodag_service.video.decoder_context import start_decoder_server
+from videodag_service.video.decoder_lifecycle import DecoderTimeouts, check_decoders_start
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
 from videodag_service.video.growing_upload import GrowingUpload
-from videodag_service.video.isolation import (
-    DecoderTimeouts,
-    IsolatedVideo,
-    StartedDecoder,
-    check_decoders_start,
-    open_isolated_video,
-    start_decoder_ahead,
-)
+from videodag_service.video.isolated_video import IsolatedVideo
+from videodag_service.video.isolation import StartedDecoder, open_isolated_video, start_decoder_ahead
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.payload import FramePayload
 from videodag_service.video.pipelining import read_ahead
-from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, open_video, unreadable
+from videodag_service.video.reader import DecodedFrame, OpenedVideo, VideoOpener, VideoSource, open_video
 from videodag_service.video.runs import SupportsRunPipeline, SupportsRuns, frame_results, open_pipeline_run
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 from videodag_service.video.spare_decoder import SpareDecoder
+from videodag_service.video.unreadable import unreadable
 
 OptionsLike = SamplingOptions | Mapping[str, Any] | None
 Isolation = Literal["process", "thread"]

@@ -4,7 +4,7 @@ A fragmented MP4 (ISO BMFF) begins with `ftyp` and a `moov` that holds an `mvex`
 ("movie extends": samples follow in `moof` fragments); an unfragmented one keeps its
 samples' index in `moov` and its media in one `mdat`. Opening a fragmented MP4 from a
 seekable source, FFmpeg walks every fragment header first, so an upload still arriving
-would open only at its end; `reader` tells it to leave them for later where it can.
+would open only at its end; `capture` tells it to leave them for later where it can.
 
 Only box headers are read, each read bounded, and anything that is not a well-formed MP4
 start is simply "not fragmented": the file is hostile until FFmpeg has opened it.

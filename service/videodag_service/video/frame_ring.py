@@ -3,7 +3,7 @@
 Pixels never go through a pipe: the decoder converts each kept frame straight into a free
 slot (OpenCV writes in place when the slot has the frame's shape) and sends only the slot
 number; the server lends the slot's pixels to the pipeline as they are and hands the slot
-back once no view of it is left (see `isolation`). Measured on 2 cores,
+back once no view of it is left (see `lent_slots`). Measured on 2 cores,
 decoding the 720p H.264 benchmark clip in a child process: frames through this ring 551 fps
 at 0.36 ms of server CPU a frame; raw bytes through the pipe 367 fps at 1.39 ms; pickled
 arrays through the pipe 175 fps at 1.87 ms (768x576: 612, 583 and 390 fps).

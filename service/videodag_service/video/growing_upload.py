@@ -9,7 +9,7 @@ files:
 * MP4/MOV written with "faststart" (index at the front), Matroska/WebM: the file opens
   from its first few percent, and each frame is decoded as soon as its bytes are in;
 * fragmented MP4: the same in a decoder process, where FFmpeg is told not to walk every
-  fragment header at open (`reader.open_fragments_as_they_arrive`); in-process (thread
+  fragment header at open (`capture.open_fragments_as_they_arrive`); in-process (thread
   isolation) it waits like the next ones;
 * MP4/MOV with the index at the end (most cameras' and encoders' default), MPEG-TS (it
   reads the last packets for the duration) and AVI (its index is at the end): the file

@@ -1,19 +1,15 @@
-"""Open a video file with OpenCV's FFmpeg backend, probe it, and decode the sampled frames.
+"""Decode the sampled frames of a video: seek to the window, grab, convert, and decode past damage.
 
-The capture is owned by a `with` block (`open_video`), so it is released on every path:
-normal end, error, or a consumer that stops iterating. Frames the stride skips are only
-`grab()`bed (demuxed and decoded, never converted to BGR), which is what makes a stride cheap.
-An upload still arriving (`GrowingUpload`) is read through a stream that waits for its bytes
-(`growing_upload`); FFmpeg decodes it exactly as it would the stored file. In a process that
-opens one capture at a time (`open_fragments_as_they_arrive`), a fragmented MP4 still arriving
-is opened from its first fragment.
+The video is opened and probed by `capture`; the capture is owned by a `with` block
+(`open_video`), so it is released on every path: normal end, error, or a consumer that stops
+iterating. Frames the stride skips are only `grab()`bed (demuxed and decoded, never converted
+to BGR), which is what makes a stride cheap.
 
 Threads: a capture is not thread-safe, but it may move between threads. The video is opened,
 probed and released by the owner of the `with`; `frames()` may be iterated by another thread
 (the run's decode thread), provided that thread has stopped before the block exits. OpenCV
 releases the GIL while it grabs and retrieves, so that thread decodes while Python runs the
-pipeline. The decoder runs `decoder_thread_count()` threads, two more than the cores the
-process may use (OpenCV's default is one per core).
+pipeline.
 """
 
 from __future__ import annotations
@@ -29,25 +25,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videodag_service.cores import usable_cores
-from videodag_service.errors import ErrorDetails, VideoUnreadable
 from videodag_service.video import avi_index
-from videodag_service.video.content_guess import guess_content
-from videodag_service.video.display_matrix import flip_code, mirrors
+from videodag_service.video.capture import Capture
+from videodag_service.video.container import is_iso_media, stores_frame_count
 from videodag_service.video.edit_list import shown_seconds
-from videodag_service.video.elementary_stream import declared_frame_rate, is_elementary_stream
-from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
+from videodag_service.video.elementary_stream import is_elementary_stream
 from videodag_service.video.frame_numbering import EvenlySpaced, FrameNumbering
 from videodag_service.video.frame_times import FrameTimes, frame_times
-from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
+from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.info import VideoInfo
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.sample_spacing import frames_evenly_spaced
 from videodag_service.video.sampling import FrameWindow
+from videodag_service.video.unreadable import unreadable
 
 _UNLIMITED = VideoLimits()
 
-MAX_DECODER_THREADS = 16
 _TABLE_SEEK_ATTEMPTS = 3
 _GRABS_PAST_DAMAGE = 256
 """Failed grabs in a row that end a video whose frames can be numbered past damage: FFmpeg
@@ -56,11 +49,6 @@ a grab costs about 20 us, and one past the declared count is not tried."""
 _GRABS_SEEKING_MORE = 32
 """Failed grabs in a row that end a video whose frames cannot be numbered past damage: enough
 to tell a damaged video (20 KB overwritten in an H.264 MP4 failed 11) from one that ended."""
-# FFmpeg options OpenCV passes to every capture it opens, as "key;value|key;value".
-_FFMPEG_OPTIONS_VARIABLE = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-# Index nothing at open: FFmpeg reads a fragmented MP4's first fragment, not all of their headers.
-_IGNORE_INDEX = "fflags;ignidx"
-_fragments_as_they_arrive = False
 
 VideoSource = Path | GrowingUpload
 """A stored file, or an upload still arriving (both path-like)."""
@@ -77,50 +65,6 @@ class DecodedFrame:
     image: np.ndarray
 
 
-def decoder_thread_count() -> int:
-    """Threads FFmpeg decodes one video with: the usable cores plus two, at most 16.
-
-    With one thread per core, frame-threaded H.264 leaves cores idle while the conversion
-    to BGR runs in the caller's thread. Measured on 2 cores (OpenCV 4.14, 720p H.264):
-    2 threads decode 650-680 fps alone, 3 and 4 threads 750-780, more no faster; end to
-    end (decoder process, `frame_stats_v1`, gRPC client on the same machine) 4 threads
-    give 4-6% more frames per second than 2, and a detector pipeline is no slower.
-    """
-    return min(MAX_DECODER_THREADS, usable_cores() + 2)
-
-
-def open_fragments_as_they_arrive() -> None:
-    """From now on, open a fragmented MP4 still arriving as soon as its first fragment is in.
-
-    FFmpeg opening a fragmented MP4 from a seekable source reads every fragment's header
-    first, so the upload would open only once complete. Told to index nothing at open
-    (`fflags=ignidx`) it reads the first fragment only and the others as it decodes: the
-    same frames, times and pixels (measured), but the frame count it declares is that of
-    the fragments read so far, so the video's count and duration are reported unknown (0).
-    OpenCV takes FFmpeg options from the environment only, so this is for a process that
-    opens one capture at a time (a decoder process): the variable is set around the open,
-    and a capture opening meanwhile in another thread would get the option too.
-    """
-    global _fragments_as_they_arrive
-    _fragments_as_they_arrive = True
-
-
-def unreadable(path: str | os.PathLike[str], reason: str, details: ErrorDetails | None = None) -> VideoUnreadable:
-    """The error for a file OpenCV cannot use; only the base name is shown (temp paths are private)."""
-    return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}", details)
-
-
-def _not_openable(path: Path) -> VideoUnreadable:
-    """The error for a file OpenCV did not open, saying what its bytes look like where that is known."""
-    if not path.exists():  # the service says whose fault that is (`missing_stored_copy_as_error`)
-        return unreadable(path, "no such file")
-    guess = guess_content(path)
-    if guess is None:
-        return unreadable(path, "not a video OpenCV can decode")
-    return unreadable(path, f"not a video OpenCV can decode: {guess.reason}",
-                      ErrorDetails(metadata={"detected_type": guess.detected_type}))
-
-
 class OpenedVideo:
     """A video opened for decoding; use through `open_video`, which releases it.
 
@@ -130,7 +74,6 @@ class OpenedVideo:
     """
 
     def __init__(self, source: str | os.PathLike[str]) -> None:
-        self._growing = source if isinstance(source, GrowingUpload) else None
         self.path = Path(source)
         self.decode_seconds = 0.0
         self.ended_early = False
@@ -144,20 +87,17 @@ class OpenedVideo:
         """How many frames `frames()` found in the video by reading it to its end (up to the
         frame it could not read, when it ended early); None when it stopped before the end, at
         the window's end or its `max_frames`. Unlike `info.frame_count`, which is declared."""
-        self._stream: GrowingFileReader | None = None
-        self._count_unknown = False
-        """Set when FFmpeg was told to leave a fragmented MP4's later fragments for later."""
-        self._capture = self._open_capture()
+        self._capture = Capture(self.path, source if isinstance(source, GrowingUpload) else None)
         try:
-            self.info = self._probe()
-            self._mirror_flip = self._mirror_correction()
+            self.info = self._capture.probe()
+            self._mirror_flip = self._capture.mirror_correction()
             self._timed_by_rate = is_elementary_stream(self.path, self.info.codec)
         except BaseException:
-            self._release()
+            self._capture.release()
             raise
 
     def close(self) -> None:
-        self._release()
+        self._capture.release()
 
     def frames(
         self,
@@ -229,7 +169,7 @@ class OpenedVideo:
         """Skip most of what comes before the window: the index of the next frame to grab,
         and the presentation time of the frame before it (None at the start).
 
-        In an MP4 or QuickTime file (`_is_iso_media`) whose frames are evenly spaced in time
+        In an MP4 or QuickTime file (`is_iso_media`) whose frames are evenly spaced in time
         (`sample_spacing`), or an AVI whose index has no empty video slot (`avi_index`: a
         capture card's dropped frames are such slots, which decoding skips and a seek counts),
         the capture seeks to the frame just before the window at the
@@ -247,7 +187,7 @@ class OpenedVideo:
         if before < 1 or not self.info.fps > 0:
             return 0, None
         if not self._seeks_exactly():
-            times = frame_times(self.path, self.info.frame_count) if _is_iso_media(self.path) else None
+            times = frame_times(self.path, self.info.frame_count) if is_iso_media(self.path) else None
             return (0, None) if times is None else self._move_by_frame_times(times, window, limits, on_grab)
         # A window starting past the declared end: to the last declared frame, then grab on,
         # so a file holding more frames than it declares still reaches the window. The limits
@@ -308,8 +248,7 @@ class OpenedVideo:
 
     def _start_again(self) -> tuple[int, float | None]:
         """After a seek that missed: the capture opened again, to decode from the start."""
-        self._release()
-        self._capture = self._open_capture()
+        self._capture.reopen()
         return 0, None
 
     def _seeks_exactly(self) -> bool:
@@ -320,7 +259,7 @@ class OpenedVideo:
         time, which tells its index only when the frames are evenly spaced (`sample_spacing`,
         `avi_index`): after frames dropped, every later index would be off by as many. A
         fragmented MP4 keeps its frame table in its fragments, where it is not looked for."""
-        if _is_iso_media(self.path):
+        if is_iso_media(self.path):
             return frames_evenly_spaced(self.path) is True
         return avi_index.seeks_exactly(self.path)
 
@@ -348,7 +287,7 @@ class OpenedVideo:
         holds frames its decoder has taken in but not yet shown (B-frames). Where the frames
         found cannot be `numbered`, fewer tries only tell whether any follow.
         """
-        if _stores_frame_count(self.path) and frame_index >= self.info.frame_count:
+        if stores_frame_count(self.path) and frame_index >= self.info.frame_count:
             return False
         tries = _GRABS_PAST_DAMAGE if numbered else _GRABS_SEEKING_MORE
         return any(self._grab(on_grab) for _ in range(tries))
@@ -360,7 +299,7 @@ class OpenedVideo:
         if self._timed_by_rate or (last_seconds is None and frame_index > 0):
             return None
         numbering: FrameNumbering | None = None
-        if _is_iso_media(self.path):
+        if is_iso_media(self.path):
             numbering = frame_times(self.path, self.info.frame_count)
         elif self.info.fps > 0 and avi_index.seeks_exactly(self.path):
             numbering = EvenlySpaced(self.info.fps)
@@ -374,7 +313,7 @@ class OpenedVideo:
         after 4,096 packets of the other streams, and a Matroska file with minutes of sound
         after its picture, or sound muxed ahead of it, has its frames come after such a grab."""
         fps = self.info.fps
-        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        seconds = self._capture.opencv.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         if not fps > 0 or not math.isfinite(seconds):
             return False
         expected = 0.0 if last_seconds is None else last_seconds + 1.0 / fps
@@ -384,7 +323,7 @@ class OpenedVideo:
         """The index and time of the frame just grabbed, numbered by its time; None for one
         without a time the numbering holds, or one before `next_index` (after damage FFmpeg
         may show a frame late, after later ones)."""
-        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        seconds = self._capture.opencv.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         if not (math.isfinite(seconds) and seconds >= 0):
             return None
         index = numbering.index_at(seconds)
@@ -399,11 +338,11 @@ class OpenedVideo:
         there the frames it shows count (`edit_list`). An AVI holding a variable frame rate
         declares a fixed grid (600 fps, say) whose empty slots are no frames: a video whose
         last frame is within a second of the declared end was not cut short."""
-        if not _stores_frame_count(self.path):
+        if not stores_frame_count(self.path):
             return False
         fps = self.info.fps
         expected = self.info.frame_count
-        if _is_iso_media(self.path) and fps > 0 and (shown := shown_seconds(self.path)) is not None:
+        if is_iso_media(self.path) and fps > 0 and (shown := shown_seconds(self.path)) is not None:
             expected = min(expected, round(shown * fps))
         if frame_count >= expected - max(1, math.ceil(fps)):
             return False
@@ -411,16 +350,16 @@ class OpenedVideo:
 
     def _seek(self, frame_index: int) -> bool:
         try:
-            if not self._capture.set(cv2.CAP_PROP_POS_FRAMES, frame_index):
+            if not self._capture.opencv.set(cv2.CAP_PROP_POS_FRAMES, frame_index):
                 return False
-            landed = self._capture.get(cv2.CAP_PROP_POS_FRAMES)
+            landed = self._capture.opencv.get(cv2.CAP_PROP_POS_FRAMES)
         except cv2.error:
             return False
         return math.isfinite(landed) and round(landed) == frame_index
 
     def _grab(self, on_grab: Callable[[], None] | None = None) -> bool:
         try:
-            grabbed = bool(self._capture.grab())
+            grabbed = bool(self._capture.opencv.grab())
         except cv2.error as error:
             raise unreadable(self.path, f"decoding failed: {error}") from error
         if on_grab is not None:
@@ -429,7 +368,7 @@ class OpenedVideo:
 
     def _retrieve(self, into: np.ndarray | None = None) -> np.ndarray | None:
         try:
-            ok, image = self._capture.retrieve(into)
+            ok, image = self._capture.opencv.retrieve(into)
         except cv2.error as error:
             raise unreadable(self.path, f"decoding failed: {error}") from error
         if not (ok and image is not None and image.size):
@@ -437,15 +376,6 @@ class OpenedVideo:
         if self._mirror_flip is not None:
             cv2.flip(image, self._mirror_flip, dst=image)
         return image
-
-    def _mirror_correction(self) -> int | None:
-        """The flip that shows a mirrored MP4 as it is shown (`display_matrix`); None for others."""
-        if not _is_iso_media(self.path) or not mirrors(self.path):
-            return None
-        try:
-            return flip_code(_finite_or_zero(self._capture.get(cv2.CAP_PROP_ORIENTATION_META)))
-        except cv2.error as error:
-            raise unreadable(self.path, f"probing failed: {error}") from error
 
     def _presentation_time(self, frame_index: int, previous_seconds: float | None) -> float:
         """When the frame just grabbed is presented, in seconds from the start of the video.
@@ -458,7 +388,7 @@ class OpenedVideo:
         """
         if self._timed_by_rate and self.info.fps > 0:
             return frame_index / self.info.fps
-        seconds = self._capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        seconds = self._capture.opencv.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         has_timestamp = math.isfinite(seconds) and seconds >= 0 and (
             seconds > previous_seconds if previous_seconds is not None else frame_index == 0 or seconds > 0
         )
@@ -468,85 +398,6 @@ class OpenedVideo:
         if fps > 0:
             return frame_index / fps if previous_seconds is None else previous_seconds + 1.0 / fps
         return previous_seconds or 0.0
-
-    def _open_capture(self) -> cv2.VideoCapture:
-        try:
-            capture = (
-                cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, self._capture_parameters())
-                if self._growing is None
-                else self._open_growing(self._growing)
-            )
-        except FileNotFoundError as error:  # an upload still arriving, gone: its error names the whole path
-            self._close_stream()
-            raise _not_openable(self.path) from error
-        except cv2.error as error:
-            self._close_stream()
-            raise unreadable(self.path, f"OpenCV refused it: {error}") from error
-        if not capture.isOpened():
-            capture.release()
-            self._close_stream()
-            raise _not_openable(self.path)
-        return capture
-
-    def _open_growing(self, upload: GrowingUpload) -> cv2.VideoCapture:
-        self._stream = GrowingFileReader(upload)
-        if not (_fragments_as_they_arrive and is_fragmented_mp4(self._stream)):
-            return self._open_stream(self._stream)
-        self._count_unknown = True
-        before = os.environ.get(_FFMPEG_OPTIONS_VARIABLE)
-        os.environ[_FFMPEG_OPTIONS_VARIABLE] = f"{before}|{_IGNORE_INDEX}" if before else _IGNORE_INDEX
-        try:
-            return self._open_stream(self._stream)
-        finally:
-            if before is None:
-                del os.environ[_FFMPEG_OPTIONS_VARIABLE]
-            else:
-                os.environ[_FFMPEG_OPTIONS_VARIABLE] = before
-
-    def _open_stream(self, stream: GrowingFileReader) -> cv2.VideoCapture:
-        # The stubs know only cv2.IStreamReader; the binding takes any io.BufferedIOBase.
-        return cv2.VideoCapture(stream, cv2.CAP_FFMPEG, self._capture_parameters())  # type: ignore[call-overload]
-
-    @staticmethod
-    def _capture_parameters() -> list[int]:
-        return [cv2.CAP_PROP_N_THREADS, decoder_thread_count()]
-
-    def _release(self) -> None:
-        self._capture.release()
-        self._close_stream()
-
-    def _close_stream(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-
-    def _probe(self) -> VideoInfo:
-        try:
-            fps = _finite_or_zero(self._capture.get(cv2.CAP_PROP_FPS))
-            declared_count = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-            width = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)))
-            height = int(_finite_or_zero(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-            fourcc = self._capture.get(cv2.CAP_PROP_FOURCC)
-        except cv2.error as error:
-            raise unreadable(self.path, f"probing failed: {error}") from error
-        if width <= 0 or height <= 0:
-            raise _no_video_stream(self.path)
-        codec = _fourcc_text(fourcc)
-        if fps >= _COVER_PICTURE_MIN_FPS and codec in _STILL_IMAGE_CODECS:
-            raise _cover_picture_only(self.path)
-        # A raw H.264/HEVC stream: FFmpeg reports 25 fps whatever the stream declares.
-        fps = declared_frame_rate(self.path, codec) or fps
-        frame_count = 0 if self._count_unknown else declared_count
-        return VideoInfo(
-            fps=fps,
-            frame_count=frame_count,
-            width=width,
-            height=height,
-            duration_seconds=frame_count / fps if fps > 0 and frame_count > 0 else 0.0,
-            codec=codec,
-            size_bytes=self.path.stat().st_size if self._growing is None else self._growing.size_bytes,
-            frame_count_is_estimate=frame_count > 0 and not _stores_frame_count(self.path),
-        )
 
 
 @contextmanager
@@ -568,14 +419,6 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         return video.info
 
 
-# Containers whose count of video frames is stored: MP4 and QuickTime in their sample tables
-# (a box of these types comes first), AVI in its header. For the others (Matroska, WebM,
-# MPEG-TS and -PS, raw streams) FFmpeg estimates the count from the duration, the longest
-# stream's: audio that outlasts the video, or a second, longer video stream, stretches it,
-# so falling short of it does not mean the file was cut.
-_MP4_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
-
-
 def _lost_in_window(numbering: FrameNumbering, window: FrameWindow, next_index: int, found_index: int) -> int:
     """How many of the frames from `next_index` to before `found_index`, lost to damage, the
     window holds: the run counts what it could not read of what it was asked for."""
@@ -583,58 +426,3 @@ def _lost_in_window(numbering: FrameNumbering, window: FrameWindow, next_index: 
     end = found_index if window.end_seconds is None else min(found_index,
                                                              numbering.first_at_or_after(window.end_seconds))
     return max(0, end - first)
-
-
-def _stores_frame_count(path: Path) -> bool:
-    head = _head(path)
-    return head[4:8] in _MP4_FIRST_BOXES or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-
-
-def _is_iso_media(path: Path) -> bool:
-    """An MP4 or QuickTime file (ISO base media boxes), as `_stores_frame_count` tells them."""
-    return _head(path)[4:8] in _MP4_FIRST_BOXES
-
-
-def _head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as file:
-            return file.read(12)
-    except OSError:
-        return b""
-
-
-# An audio file's cover picture (an MP3's or M4A's artwork) reaches OpenCV as a one-frame
-# "video" stream of a still-image codec, timed by the 90 kHz clock: 90,000 frames a second,
-# so a 15 s song declares 1,350,000 frames. No real video of those codecs runs that fast.
-_COVER_PICTURE_MIN_FPS = 1000.0
-_STILL_IMAGE_CODECS = frozenset({"MJPG", "MPNG", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
-
-
-def _no_video_stream(path: Path) -> VideoUnreadable:
-    """The error for a file FFmpeg opens but finds no picture in, saying what its bytes look like
-    where that is known (an animated WebP, say, which this FFmpeg reads as an image it cannot decode)."""
-    guess = guess_content(path)
-    if guess is None:
-        return unreadable(path, "it has no video stream")
-    return unreadable(path, f"it has no video stream OpenCV can decode: {guess.reason}",
-                      ErrorDetails(metadata={"detected_type": guess.detected_type}))
-
-
-def _cover_picture_only(path: Path) -> VideoUnreadable:
-    guess = guess_content(path)
-    what = guess.reason if guess is not None else "it is audio"
-    details = ErrorDetails(metadata={"detected_type": guess.detected_type}) if guess is not None else None
-    return unreadable(path, f"{what}; its only picture is a cover image, not video", details)
-
-
-def _finite_or_zero(value: float) -> float:
-    """OpenCV reports unknown properties as 0, -1 or NaN depending on the container."""
-    return value if math.isfinite(value) and value > 0 else 0.0
-
-
-def _fourcc_text(value: float) -> str:
-    if not math.isfinite(value) or value <= 0:
-        return ""
-    raw = (int(value) & 0xFFFFFFFF).to_bytes(4, "little")
-    text = raw.rstrip(b"\x00 ").decode("ascii", errors="replace")
-    return text if text.isprintable() and "\ufffd" not in text else ""

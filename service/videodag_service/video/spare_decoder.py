@@ -27,20 +27,20 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import threading
-from contextlib import suppress
 from multiprocessing.connection import Connection
 
 from videodag_service.observability.logging import json_lines_configured
 from videodag_service.video import decoder_messages as messages
-from videodag_service.video.decoder_log import DecoderLogFormat
-from videodag_service.video.isolation import (
+from videodag_service.video.decoder_lifecycle import (
     DECODER_PROCESS_NAME,
     KILL_AT_EXIT_PRIORITY,
     DecoderTimeouts,
     StartedProcess,
     end_decoder,
+    kill_quietly,
     start_decoder_process,
 )
+from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.reader import VideoOpener
 
 logger = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ class _Keeper:
         if spare is not None:
             process, connection = spare
             connection.close()
-            with suppress(ValueError, OSError):  # ended already
-                process.kill()
+            kill_quietly(process)
 
     def start_next(self) -> None:
         """Start the next spare in a thread of its own, unless one is being started already."""

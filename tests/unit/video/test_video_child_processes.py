@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from videodag_service.video import decoder_messages as messages
-from videodag_service.video.decoder_log import DecoderLogFormat
-from videodag_service.video.isolation import (
+from videodag_service.video.decoder_lifecycle import (
     DECODER_PROCESS_NAME,
     DecoderTimeouts,
     end_decoder,
     reap_decoder,
     start_decoder_process,
 )
+from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.reader import open_video
 
 RUNS = 300

@@ -25,7 +25,7 @@ from videodag_service.video import (
     VideoOpened,
     open_video,
 )
-from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.capture import Capture
 
 
 class ContentIndexDag:
@@ -303,8 +303,8 @@ def test_a_time_window_on_a_video_without_frame_rate_is_unreadable(
     make_video, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Some containers (raw streams, broken headers) declare no frame rate; simulate one.
-    real_probe = OpenedVideo._probe
-    monkeypatch.setattr(OpenedVideo, "_probe", lambda self: dataclasses.replace(real_probe(self), fps=0.0))
+    real_probe = Capture.probe
+    monkeypatch.setattr(Capture, "probe", lambda self: dataclasses.replace(real_probe(self), fps=0.0))
     path = make_video(10)
     service = VideoFilePipelineService(ContentIndexDag())
     with pytest.raises(VideoUnreadable, match="frame rate is unknown"):

@@ -17,7 +17,7 @@ from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.fake_plugins import Recorder, overlapping_dag
 from fakes.media import CONTAINER_VARIANTS, write_container_variant
 from videodag_service.video import GrowingUpload, SamplingOptions, VideoFilePipelineService, open_video
-from videodag_service.video import reader as reader_module
+from videodag_service.video import capture as capture_module
 from videodag_service.video.events import FrameProcessed, VideoOpened
 from videodag_service.video.growing_upload import GrowingFileReader, new_abandon_signal
 from videodag_service.video.sampling import plan_window
@@ -268,7 +268,7 @@ def test_the_ffmpeg_option_is_set_only_around_the_open_and_keeps_the_operators_o
     tmp_path: Path, containers: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """OpenCV reads FFmpeg options from the environment: ours joins the operator's, then is gone."""
-    monkeypatch.setattr(reader_module, "_fragments_as_they_arrive", True)
+    monkeypatch.setattr(capture_module, "_fragments_as_they_arrive", True)
     monkeypatch.setenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", "analyzeduration;2000000")
     growing = GrowingFile(tmp_path, containers["fragmented.mp4"].read_bytes(), "fragmented.mp4")
     growing.write_until(len(growing.content) // 2)

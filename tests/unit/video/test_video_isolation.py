@@ -36,7 +36,8 @@ from videodag_service.errors import (
     naming_the_upload,
 )
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
-from videodag_service.video.isolation import DECODER_PROCESS_NAME, open_isolated_video, start_decoder_ahead
+from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME
+from videodag_service.video.isolation import open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
@@ -331,7 +332,7 @@ def test_frames_lent_from_the_ring_are_never_overwritten_while_a_pipeline_holds_
     path = make_video(120)
     dag = KeepingDag(keep)
     service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=budget)  # type: ignore[arg-type]
-    with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
+    with caplog.at_level("INFO", logger="videodag_service.video.lent_slots"):
         results = service.run_on_file(DEFAULT_PIPELINE, path)
     assert [item["result"]["content_index"] for item in results] == list(range(120))
     assert dag.intact
@@ -352,7 +353,7 @@ def test_the_engine_with_a_node_time_limit_holds_no_frame_between_frames(
     dag.node_timeout_seconds = 30.0
     dag.frame_workers = 1
     service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=SMALLEST_RING)
-    with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
+    with caplog.at_level("INFO", logger="videodag_service.video.lent_slots"):
         results = service.run_on_file("frame_stats_v1", make_video(40))
     assert len(results) == 40
     assert not any("copying frames out of the ring" in record.message for record in caplog.records)
@@ -386,7 +387,7 @@ def test_two_frames_in_flight_are_lent_intact_and_copied_only_from_a_two_slot_ri
     recorder = Recorder()
     dag = DagPipelineService(load_pipeline_folder(tmp_path / "pipelines", make_registry(recorder)), frame_workers=2)
     service = VideoFilePipelineService(dag, isolation="process", decode_ahead_bytes=budget)
-    with caplog.at_level("INFO", logger="videodag_service.video.isolation"):
+    with caplog.at_level("INFO", logger="videodag_service.video.lent_slots"):
         results = service.run_on_file("content", make_video(60))
     assert [item["result"]["content_index"] for item in results] == list(range(60))
     assert recorder.most_inside == 2

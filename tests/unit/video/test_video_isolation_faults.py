@@ -35,7 +35,8 @@ from videodag_service.errors import (
 )
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
 from videodag_service.video import decoder_messages as messages
-from videodag_service.video.isolation import DECODER_PROCESS_NAME, DecoderTimeouts, IsolatedVideo, start_hint
+from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME, DecoderTimeouts, start_hint
+from videodag_service.video.isolated_video import IsolatedVideo
 from videodag_service.video.reader import OpenedVideo
 from videodag_service.video.sampling import FrameWindow
 

@@ -187,7 +187,7 @@ def test_a_wait_for_the_decoder_of_years_is_a_wait_without_end() -> None:
     """A decoder time limit of inf (or 1e9 s) made poll() raise OverflowError in every run."""
     from multiprocessing import Pipe
 
-    from videodag_service.video.isolation import _Poller
+    from videodag_service.video.isolated_video import _Poller
 
     server_end, decoder_end = Pipe()
     try:

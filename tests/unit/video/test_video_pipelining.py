@@ -19,9 +19,9 @@ from fakes.media import FRAME_SIZE, read_frame_index
 from fakes.waiting import wait_until
 from videodag_service.errors import VideoTooLarge
 from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
+from videodag_service.video.capture import Capture
 from videodag_service.video.file_pipeline import DECODE_THREAD_NAME
 from videodag_service.video.pipelining import BoundedHandoff, HandoffClosed, read_ahead
-from videodag_service.video.reader import OpenedVideo
 
 FRAME_BYTES = FRAME_SIZE[0] * FRAME_SIZE[1] * 3
 
@@ -307,8 +307,8 @@ def test_a_decode_error_reaches_the_caller_after_the_frames_before_it(
 ) -> None:
     # A header that under-reports its frames passes the up-front check; the decoder thread
     # then meets the limit on frame 10 and the error must surface, in order, in the caller.
-    real_probe = OpenedVideo._probe
-    monkeypatch.setattr(OpenedVideo, "_probe", lambda self: dataclasses.replace(real_probe(self), frame_count=5))
+    real_probe = Capture.probe
+    monkeypatch.setattr(Capture, "probe", lambda self: dataclasses.replace(real_probe(self), frame_count=5))
     path = make_video(30)
     spies = spy_on_captures(monkeypatch)
     dag = RunningDagService()

@@ -34,9 +34,9 @@ from videodag_service.video import (
     VideoInfo,
     VideoLimits,
     avi_index,
+    capture,
     open_video,
     probe_video,
-    reader,
 )
 from videodag_service.video.frame_times import frame_times
 from videodag_service.video.growing_upload import new_abandon_signal
@@ -509,14 +509,14 @@ def test_a_window_starting_beyond_the_frame_limit_is_refused_without_decoding(
 def test_the_decoder_runs_two_threads_more_than_the_usable_cores_at_most_16(
     monkeypatch: pytest.MonkeyPatch, cores: int, threads: int
 ) -> None:
-    monkeypatch.setattr(reader, "usable_cores", lambda: cores)
-    assert reader.decoder_thread_count() == threads
+    monkeypatch.setattr(capture, "usable_cores", lambda: cores)
+    assert capture.decoder_thread_count() == threads
 
 
 def test_stored_files_and_uploads_still_arriving_decode_with_that_thread_count(
     sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reader, "usable_cores", lambda: 3)
+    monkeypatch.setattr(capture, "usable_cores", lambda: 3)
     spies = spy_on_captures(monkeypatch)
     arrived = tmp_path / "arrived.mp4"
     arrived.write_bytes(sample_clip.read_bytes())

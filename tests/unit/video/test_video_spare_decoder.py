@@ -24,14 +24,8 @@ from fakes.waiting import wait_until
 from videodag_service.errors import VideoUnreadable
 from videodag_service.video import isolation as isolation_module
 from videodag_service.video import spare_decoder as spare_module
-from videodag_service.video.isolation import (
-    DECODER_PROCESS_NAME,
-    DecoderTimeouts,
-    StartedDecoder,
-    StartedProcess,
-    end_decoder,
-    open_isolated_video,
-)
+from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME, DecoderTimeouts, StartedProcess, end_decoder
+from videodag_service.video.isolation import StartedDecoder, open_isolated_video
 from videodag_service.video.limits import VideoLimits
 from videodag_service.video.reader import OpenedVideo, open_video
 from videodag_service.video.sampling import FrameWindow
@@ -217,7 +211,7 @@ def test_a_program_that_never_closes_its_spare_still_exits(tmp_path: Path) -> No
         import multiprocessing
         import time
 
-        from videodag_service.video.isolation import DecoderTimeouts
+        from videodag_service.video.decoder_lifecycle import DecoderTimeouts
         from videodag_service.video.reader import OpenedVideo, open_video
         from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME, SpareDecoder
 

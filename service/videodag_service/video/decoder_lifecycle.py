@@ -1,0 +1,184 @@
+"""Start, end and reap decoder processes, on the server's side of the pipe.
+
+A decoder process (`decoder_process`, the code that runs in it) is forked from the
+preloaded forkserver (`decoder_context`), serves one file, and is ended by the server: by
+a SIGKILL where it has not finished, always followed by a reap, so that no process is left
+to run on or to linger as a zombie. This module holds only that lifetime, shared by the
+runs (`isolated_video`), the decoders started ahead of their file (`isolation`) and the
+spare kept for the next run (`spare_decoder`); what a run reads from its decoder is apart.
+
+`check_decoders_start` makes a server whose decoders cannot start refuse to start, and
+`start_hint` says the usual cause (a main module that starts the server unguarded, or is
+no file at all), since multiprocessing runs the main module again in every decoder.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import sys
+from contextlib import suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from videodag_service.video import decoder_messages as messages
+from videodag_service.video.child_processes import guarded_process
+from videodag_service.video.decoder_context import decoder_context
+from videodag_service.video.decoder_log import DecoderLogFormat
+from videodag_service.video.decoder_process import serve_decoder
+from videodag_service.video.reader import VideoOpener, VideoSource, open_video
+
+logger = logging.getLogger(__name__)
+
+StartedProcess = tuple[multiprocessing.process.BaseProcess, Connection]
+"""A decoder process and the server's end of its pipe."""
+
+DECODER_PROCESS_NAME = "videodag-decoder"
+KILL_AT_EXIT_PRIORITY = 10
+"""Decoders are killed by finalizers of this priority at exit, before multiprocessing joins its children."""
+EXIT_GRACE_SECONDS = 5.0
+"""How long a decoder that has said it is done, or whose pipe closed, may take to exit, and how
+long a killed one may take to be reaped, before the server stops waiting and logs it."""
+# Without a frame limit the decoder still reports progress this often while it skips frames.
+_DEFAULT_HEARTBEAT_SECONDS = 1.0
+# How long the start-up check waits for a first decoder to say it runs (it takes milliseconds).
+_START_CHECK_SECONDS = 60.0
+GUARD_HINT = (
+    "the usual cause is a script that starts the server outside `if __name__ == \"__main__\":`, "
+    "since multiprocessing runs the main module again in every decoder process"
+)
+
+
+def start_hint() -> str:
+    """Why decoder processes usually fail to start, for this program's main module.
+
+    multiprocessing runs the main module again in every decoder process, from its file:
+    a script read from standard input (`python -`) has none, so nothing can fix it but a
+    file or decoding in threads; any other main module must guard what starts the server.
+    """
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if isinstance(main_file, str) and not os.path.isfile(main_file):
+        return (
+            f"the main module is not a file ({main_file!r}, as for a script read from standard input), and "
+            "multiprocessing runs the main module again in every decoder process from its file: save the "
+            "script to a file and run that, or decode in threads (decode_isolation=\"thread\")"
+        )
+    return GUARD_HINT
+
+
+@dataclass(frozen=True)
+class DecoderTimeouts:
+    """Time limits on a decoder process; None switches a limit off.
+
+    frame_seconds: longest the decoder may go without a sign of progress (the probe, a
+        frame, or a grab while it skips frames).
+    run_seconds: longest a run may wait for its decoder in total.
+    """
+
+    frame_seconds: float | None = 10.0
+    run_seconds: float | None = 6 * 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("frame_seconds", "run_seconds"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a busy decoder reports progress: well inside the frame limit."""
+        return _DEFAULT_HEARTBEAT_SECONDS if self.frame_seconds is None else min(
+            _DEFAULT_HEARTBEAT_SECONDS, self.frame_seconds / 4
+        )
+
+
+def start_decoder_process(
+    source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts,
+    log_format: DecoderLogFormat | None = None, *, name: str = DECODER_PROCESS_NAME,
+) -> StartedProcess:
+    """A started decoder process (`serve_decoder`) and the server's end of its pipe."""
+    context = decoder_context()
+    parent_end, child_end = context.Pipe(duplex=True)
+    process = guarded_process(
+        context,
+        target=serve_decoder,
+        args=(child_end, source, opener, timeouts.heartbeat_seconds, log_format or DecoderLogFormat.of_this_process()),
+        name=name, daemon=True,
+    )
+    try:
+        process.start()
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    return process, parent_end
+
+
+@functools.cache
+def check_decoders_start() -> None:
+    """Start one decoder process and wait for its `ready`, so that a server whose decoders
+    cannot start refuses to start, rather than fail every run with an error no video caused.
+
+    Raises RuntimeError with the exit status and the usual cause. The process is given no
+    file, so it exits as soon as its pipe closes. Once passed, later calls return at once.
+    """
+    process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
+    try:
+        first = _first_message_type(connection)
+    finally:
+        connection.close()
+        exit_status = reap_decoder(process)
+    if first is None:
+        raise RuntimeError(
+            f"decoder processes cannot start: the first one ended (exit status {exit_status}) before it ran, "
+            f"with the error printed above; {start_hint()}"
+        )
+    if first != "ready":
+        raise RuntimeError(f"a decoder process began with {first!r} instead of 'ready'")
+
+
+def _first_message_type(connection: Connection) -> str | None:
+    """The type of the first message on the pipe; None if it closed without one."""
+    if not connection.poll(_START_CHECK_SECONDS):  # an end of file is readable too
+        raise RuntimeError(f"a decoder process did not start within {_START_CHECK_SECONDS:g} s")
+    try:
+        raw = connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
+    except (EOFError, ConnectionError):
+        return None
+    return str(messages.decode(raw)["type"])
+
+
+def reap_decoder(process: multiprocessing.process.BaseProcess) -> int | None:
+    """Wait for the process to end and release it; its exit code, None if it would not die.
+
+    Still running after a grace period (normal exit) or SIGKILL (stuck in the kernel): it is
+    killed and waited for once more, then no longer, rather than hold the run forever.
+    """
+    process.join(EXIT_GRACE_SECONDS)
+    if process.exitcode is None:
+        process.kill()
+        process.join(EXIT_GRACE_SECONDS)
+    exitcode = process.exitcode
+    if exitcode is None:
+        logger.warning("decoder process %s did not exit after SIGKILL", process.pid)
+    else:
+        process.close()
+    return exitcode
+
+
+def kill_quietly(process: multiprocessing.process.BaseProcess) -> None:
+    """Kill without waiting, for a finalizer: one closed or gone already is left alone."""
+    with suppress(ValueError, OSError):  # closed or gone already
+        process.kill()
+
+
+def end_decoder(started: StartedProcess) -> None:
+    """Kill and reap a decoder process that serves no run."""
+    process, connection = started
+    connection.close()
+    process.kill()
+    reap_decoder(process)
