@@ -3,9 +3,10 @@
 It knows nothing of gRPC or video files: it takes frames as payload mappings.
 """
 
-from videodag_service.dag.executor import NodeTiming, PipelineRun
+from videodag_service.dag.executor import PipelineRun
 from videodag_service.dag.json_like import to_json_like
 from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
+from videodag_service.dag.node_timings import NodeTiming
 from videodag_service.dag.plugin import (
     PORT_KINDS,
     REQUIRED,

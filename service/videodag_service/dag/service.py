@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from videodag_service.cores import usable_cores
-from videodag_service.dag.executor import NodeObserver, PipelineRun
+from videodag_service.dag.executor import PipelineRun
 from videodag_service.dag.loader import load_pipeline_folder
+from videodag_service.dag.node_timings import NodeObserver
 from videodag_service.dag.registry import PluginRegistry, default_registry
 from videodag_service.dag.spec import PipelineSpec, requested_id_problem
 from videodag_service.errors import ErrorDetails, FieldViolation, InvalidPipelineId, PipelineNotFound

@@ -14,7 +14,8 @@ import pytest
 from fakes.fake_plugins import Recorder, make_registry
 from fakes.fake_plugins import frame_payloads as frames
 from videodag_service.dag import DagPipelineService, executor, load_pipeline_folder
-from videodag_service.dag.executor import NODE_THREAD_NAME, frame_independent_nodes
+from videodag_service.dag.executor import NODE_THREAD_NAME
+from videodag_service.dag.lanes import frame_independent_nodes
 from videodag_service.dag.time_limit import abandoned_thread_count
 from videodag_service.errors import NodeFailed, NodeTimedOut
 

@@ -13,7 +13,6 @@ from fakes.fake_plugins import make_registry
 from videodag.v1 import video_pipeline_service_pb2
 from videodag_service.convert import frame_result
 from videodag_service.dag import DagPipelineService, load_pipeline_folder, to_json_like
-from videodag_service.dag.executor import MAX_ERROR_MESSAGE_CHARS
 from videodag_service.dag.json_like import (
     MAX_NESTING,
     NotJsonLike,
@@ -21,6 +20,7 @@ from videodag_service.dag.json_like import (
     entry_bound,
     to_json_like_sized,
 )
+from videodag_service.dag.plugin_calls import MAX_ERROR_MESSAGE_CHARS
 from videodag_service.errors import NodeFailed
 
 PIPELINE = """
