@@ -25,33 +25,25 @@ that is not plain JSON-like data (an unquoted date, `!!binary`), a value its too
 `check_params` refuses (out of range, a model file that is not there), an input wired
 to a source of another kind (`frame.index` into an image input: see `plugin.Port`), an
 output wired to the frame rather than to a node, and a folder with no pipeline file at all.
+
+This module checks the document and each node on its own (ids, version, plugin, parameters);
+the strict reading of the YAML is `pipeline_yaml`'s, the checks of the wiring between nodes
+and the order they make are `wiring`'s.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import graphlib
 import re
-import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from videodag_service.dag.plugin import (
-    Port,
-    Tool,
-    describe_kind,
-    kinds_compatible,
-    param_problems,
-)
+from videodag_service.dag.pipeline_problems import Problems
+from videodag_service.dag.pipeline_yaml import UNREADABLE, read_pipeline_yaml
+from videodag_service.dag.plugin import Tool, param_problems
 from videodag_service.dag.registry import PluginRegistry
 from videodag_service.dag.spec import (
-    FRAME_FIELD_KINDS,
-    FRAME_FIELDS,
     FRAME_SOURCE,
     MAX_NODE_ID_LENGTH,
     MAX_PIPELINE_ID_LENGTH,
@@ -59,21 +51,15 @@ from videodag_service.dag.spec import (
     NODE_ID_PATTERN,
     PIPELINE_FILE_ID_PATTERN,
     PIPELINE_ID_CHARS,
-    RESERVED_OUTPUT_NAMES,
     ErrorPolicy,
     NodeSpec,
     PipelineSpec,
-    SourceRef,
 )
+from videodag_service.dag.wiring import NodeGraph, topological_order, wired_inputs, wired_outputs
 
 PIPELINE_FILE_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
 _NODE_KEYS = {"id", "plugin", "params", "inputs", "on_error"}
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_INT_TAG = "tag:yaml.org,2002:int"
-# Kinds of values a result cannot carry: results are JSON-like.
-_NOT_RESULT_KINDS = frozenset({"image", "jpeg"})
-_UNREADABLE = object()
 
 
 class PipelineFileError(ValueError):
@@ -84,96 +70,9 @@ class PipelineFileError(ValueError):
         self.problems = problems
 
 
-@dataclass
-class _Problems:
-    """Collects problems for one file, each prefixed with the file and, when known, the node."""
-
-    path: Path
-    found: list[str] = field(default_factory=list)
-
-    def add(self, problem: str, node: str | None = None) -> None:
-        where = f"{self.path}: node {node!r}: " if node else f"{self.path}: "
-        self.found.append(where + problem)
-
-
-@dataclass
-class _Graph:
-    """The file's nodes that passed their own checks, and the ids of every node the file declares:
-    wiring to a declared node with problems of its own is not reported again as wiring to a missing one."""
-
-    nodes: dict[str, NodeSpec] = field(default_factory=dict)
-    declared: set[str] = field(default_factory=set)
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that notes every mapping key given twice, with its lines.
-
-    Plain YAML keeps the last of two equal keys silently, so `params: {a: 1, a: 2}` would
-    load with a value its author may not have meant. Keys brought in by a merge (`<<: *base`)
-    may be overridden: only the mapping's own keys are compared.
-
-    It also notes every text holding a lone surrogate: YAML reads `"\\ud83d\\udc65"` (an emoji
-    escaped as JSON escapes it) as two halves of a character, which no gRPC message carries,
-    and the server could not list its pipelines.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.duplicates: list[str] = []
-        self.unsendable: list[str] = []
-        self.written_int_version: str | None = None
-        """The top-level `version` as written, when YAML reads it as an integer."""
-
-    def construct_document(self, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            version = self._value_node(node, "version")
-            if isinstance(version, yaml.ScalarNode) and version.tag == _INT_TAG:
-                self.written_int_version = version.value
-        return super().construct_document(node)
-
-    def _value_node(self, mapping: yaml.MappingNode, key: str) -> yaml.Node | None:
-        """The node `key` takes its value from, merges (`<<`) included, found as PyYAML finds it:
-        on a copy, since merging rewrites the nodes, and the duplicate check reads them as written."""
-        merged = mapping
-        if any(isinstance(name, yaml.ScalarNode) and name.tag == _MERGE_TAG for name, _ in mapping.value):
-            merged = copy.deepcopy(mapping)
-            self.flatten_mapping(merged)
-        found = [value for name, value in merged.value if isinstance(name, yaml.ScalarNode) and name.value == key]
-        return found[-1] if found else None  # the last of equal keys is the one kept
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self._note_duplicates(node)
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
-        text: str = super().construct_yaml_str(node)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            half = text[error.start]
-            self.unsendable.append(
-                f"line {node.start_mark.line + 1}: the text \"{text.encode('utf-8', 'backslashreplace').decode()}\""
-                f" holds half a character (\\u{ord(half):04x}): write the character itself, or as one \\U escape")
-        return text
-
-    def _note_duplicates(self, node: yaml.MappingNode) -> None:
-        first_lines: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-                continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            if key in first_lines:
-                self.duplicates.append(f"duplicate key {key!r} on line {line} (first given on line {first_lines[key]})")
-            else:
-                first_lines[key] = line
-
-
-_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:str", _UniqueKeyLoader.construct_yaml_str)
-
 def load_pipeline_file(path: Path, registry: PluginRegistry) -> PipelineSpec:
     """Load and validate one pipeline file; raises PipelineFileError listing every problem."""
-    problems = _Problems(path)
+    problems = Problems(path)
     spec = _parse(path, registry, problems)
     if problems.found or spec is None:
         raise PipelineFileError(problems.found or [f"{path}: not a pipeline"])
@@ -216,9 +115,9 @@ def pipeline_files(folder: Path) -> list[Path]:
     )
 
 
-def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> PipelineSpec | None:
-    document, written_int_version = _read_yaml(path, problems)
-    if document is _UNREADABLE:
+def _parse(path: Path, registry: PluginRegistry, problems: Problems) -> PipelineSpec | None:
+    document, written_int_version = read_pipeline_yaml(path, problems)
+    if document is UNREADABLE:
         return None
     if not isinstance(document, dict):
         problems.add("must be a mapping with id, version, nodes and outputs")
@@ -238,8 +137,8 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
         problems.add("'nodes' must be a non-empty list")
         return None
     graph = _nodes(raw_nodes, registry, problems)
-    outputs = _outputs(document.get("outputs"), graph, problems)
-    ordered = _topological_order(graph.nodes, problems)
+    outputs = wired_outputs(document.get("outputs"), graph, problems)
+    ordered = topological_order(graph.nodes, problems)
     if problems.found or ordered is None:
         return None
     return PipelineSpec(
@@ -252,60 +151,7 @@ def _parse(path: Path, registry: PluginRegistry, problems: _Problems) -> Pipelin
     )
 
 
-def _read_yaml(path: Path, problems: _Problems) -> tuple[Any, str | None]:
-    """The file's YAML document (or _UNREADABLE) and its `version` as written when YAML read
-    it as an integer; each duplicate key is a problem of its own."""
-    if not path.exists():
-        problems.add("does not exist (a link to a file that is gone?)")
-        return _UNREADABLE, None
-    if not path.is_file():  # a FIFO would block the start for good, a folder has nothing to read
-        problems.add("is not a regular file")
-        return _UNREADABLE, None
-    try:
-        loader = _UniqueKeyLoader(_utf8_text(path.read_bytes()))
-        try:
-            document = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except (OSError, UnicodeError, yaml.YAMLError) as error:
-        problems.add(f"cannot read YAML: {error}")
-        return _UNREADABLE, None
-    except ValueError as error:  # a date YAML cannot build (month 13), or an integer of more digits than Python reads
-        problems.add(f"cannot read YAML: {_value_problem(error, path)}")
-        return _UNREADABLE, None
-    except RecursionError:
-        problems.add("cannot read YAML: nested too deeply")
-        return _UNREADABLE, None
-    for problem in (*loader.duplicates, *loader.unsendable):
-        problems.add(problem)
-    return document, loader.written_int_version
-
-
-def _utf8_text(content: bytes) -> str:
-    """The file's text; a file that is not UTF-8 is refused naming the line, as an editor shows it,
-    rather than a byte's position, and a UTF-16 one (Windows Notepad's "Unicode") as such."""
-    if content.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise UnicodeError("the file is UTF-16: save it as UTF-8")
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = content.count(b"\n", 0, error.start) + 1
-        byte = content[error.start]
-        raise UnicodeError(f"line {line} is not UTF-8 (byte {byte:#04x}): save the file as UTF-8") from None
-
-
-def _value_problem(error: ValueError, path: Path) -> str:
-    """What a value YAML could not build is, said for the file's author rather than for Python."""
-    limit = sys.get_int_max_str_digits()
-    if "integer string conversion" not in str(error):
-        return str(error)
-    text = path.read_text(encoding="utf-8")
-    long_number = re.search(rf"\d{{{limit + 1},}}", text)
-    line = "" if long_number is None else f" on line {text.count(chr(10), 0, long_number.start()) + 1}"
-    return f"an integer of more than {limit} digits{line}"
-
-
-def _string_keyed(raw: Mapping[Any, Any], what: str, problems: _Problems, node_id: str | None) -> dict[str, Any]:
+def _string_keyed(raw: Mapping[Any, Any], what: str, problems: Problems, node_id: str | None) -> dict[str, Any]:
     """The entries of `raw` with a string key; any other key (YAML reads `1:` as a number) is a problem."""
     kept: dict[str, Any] = {}
     for key, value in raw.items():
@@ -316,7 +162,7 @@ def _string_keyed(raw: Mapping[Any, Any], what: str, problems: _Problems, node_i
     return kept
 
 
-def _pipeline_id(value: Any, path: Path, problems: _Problems) -> str:
+def _pipeline_id(value: Any, path: Path, problems: Problems) -> str:
     if value is None:
         problems.add(f"'id' is missing: give the file's name, as in id: {path.stem}")
         return ""
@@ -347,7 +193,7 @@ def _id_problem(value: Any, pattern: re.Pattern[str], chars: str, max_length: in
     return None
 
 
-def _version(value: Any, written_int: str | None, problems: _Problems) -> str:
+def _version(value: Any, written_int: str | None, problems: Problems) -> str:
     """The version as served: a string as written, or an int written in plain digits. A float
     is refused, since YAML has already lost what was written: `1.10` reads as 1.1, and `.nan`
     is no version at all; so is an int YAML 1.1 reads otherwise (`010` as 8, `1:20` as 80)."""
@@ -374,8 +220,8 @@ def _version(value: Any, written_int: str | None, problems: _Problems) -> str:
     return ""
 
 
-def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: _Problems) -> _Graph:
-    graph = _Graph()
+def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: Problems) -> NodeGraph:
+    graph = NodeGraph()
     raw_inputs: dict[str, Mapping[str, Any]] = {}
     for position, raw in enumerate(raw_nodes):
         parsed = _node(position, raw, registry, problems, graph)
@@ -385,13 +231,13 @@ def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: _Problems) 
             raw_inputs[spec.id] = inputs
     # Inputs are checked once every node is known, so wiring may point forward in the file.
     for node_id, spec in list(graph.nodes.items()):
-        wired = _inputs(spec.tool, raw_inputs[node_id], graph, problems, node_id)
+        wired = wired_inputs(spec.tool, raw_inputs[node_id], graph, problems, node_id)
         graph.nodes[node_id] = dataclasses.replace(spec, inputs=wired)
     return graph
 
 
 def _node(
-    position: int, raw: Any, registry: PluginRegistry, problems: _Problems, graph: _Graph
+    position: int, raw: Any, registry: PluginRegistry, problems: Problems, graph: NodeGraph
 ) -> tuple[NodeSpec, Mapping[str, Any]] | None:
     """One node without its wiring, and its raw inputs; None when it has a problem wiring cannot pass over.
 
@@ -426,7 +272,7 @@ def _node(
     return spec, inputs
 
 
-def _node_id(position: int, value: Any, problems: _Problems, graph: _Graph) -> str | None:
+def _node_id(position: int, value: Any, problems: Problems, graph: NodeGraph) -> str | None:
     """The node's id, declared in `graph`; None, with the problem noted, when it cannot be one."""
     if value is None:
         problems.add(f"nodes[{position}]: 'id' is missing: every node needs one, such as id: detect")
@@ -448,7 +294,7 @@ def _node_id(position: int, value: Any, problems: _Problems, graph: _Graph) -> s
     return node_id
 
 
-def _named_mapping(value: Any, must: str, key_what: str, problems: _Problems, node_id: str) -> dict[str, Any]:
+def _named_mapping(value: Any, must: str, key_what: str, problems: Problems, node_id: str) -> dict[str, Any]:
     """A node's `params` or `inputs`: absent or null is empty; anything but a mapping (even `[]`) is refused."""
     if value is None:
         return {}
@@ -458,7 +304,7 @@ def _named_mapping(value: Any, must: str, key_what: str, problems: _Problems, no
     return _string_keyed(value, key_what, problems, node_id)
 
 
-def _tool(reference: Any, registry: PluginRegistry, problems: _Problems, node_id: str) -> Tool | None:
+def _tool(reference: Any, registry: PluginRegistry, problems: Problems, node_id: str) -> Tool | None:
     if not isinstance(reference, str) or reference.count(".") != 1:
         problems.add(f"'plugin' must be 'plugin.tool', got {reference!r}", node_id)
         return None
@@ -476,7 +322,7 @@ def _tool(reference: Any, registry: PluginRegistry, problems: _Problems, node_id
     return tool
 
 
-def _policy(value: Any, problems: _Problems, node_id: str) -> ErrorPolicy | None:
+def _policy(value: Any, problems: Problems, node_id: str) -> ErrorPolicy | None:
     try:
         return ErrorPolicy(value)
     except ValueError:
@@ -485,7 +331,7 @@ def _policy(value: Any, problems: _Problems, node_id: str) -> ErrorPolicy | None
         return None
 
 
-def _params(tool: Tool, given: Mapping[str, Any], problems: _Problems, node_id: str) -> dict[str, Any]:
+def _params(tool: Tool, given: Mapping[str, Any], problems: Problems, node_id: str) -> dict[str, Any]:
     """Every declared parameter, given or default; the tool's own check runs once the types are right."""
     found_before = len(problems.found)
     declared = {p.name: p for p in tool.params}
@@ -511,7 +357,7 @@ def _params(tool: Tool, given: Mapping[str, Any], problems: _Problems, node_id: 
     return resolved
 
 
-def _check_params(tool: Tool, params: Mapping[str, Any], problems: _Problems, node_id: str) -> None:
+def _check_params(tool: Tool, params: Mapping[str, Any], problems: Problems, node_id: str) -> None:
     """The tool's own check of its values (ranges, files), so a bad one stops the server, not each run."""
     if tool.check_params is None:
         return
@@ -524,122 +370,3 @@ def _check_params(tool: Tool, params: Mapping[str, Any], problems: _Problems, no
         problems.add(f"checking the parameters of {tool.name} failed: {type(error).__name__}: {error}", node_id)
 
 
-def _inputs(
-    tool: Tool, given: Mapping[str, Any], graph: _Graph, problems: _Problems, node_id: str
-) -> tuple[tuple[str, SourceRef], ...]:
-    declared = [port.name for port in tool.inputs]
-    for name in sorted(set(given) - set(declared)):
-        problems.add(f"unknown input {name!r} for {tool.name} (its inputs: {', '.join(declared) or 'none'})", node_id)
-    wired: list[tuple[str, SourceRef]] = []
-    for port in tool.inputs:
-        if port.name not in given:
-            problems.add(f"input {port.name!r} is not wired (give it a source such as frame.image)", node_id)
-            continue
-        source = _source(given[port.name], graph, problems, node_id, f"input {port.name!r}")
-        if source is None:
-            continue
-        mismatch = _kind_mismatch(port, source, _source_kind(source, graph))
-        if mismatch:
-            problems.add(mismatch, node_id)
-            continue
-        wired.append((port.name, source))
-    return tuple(wired)
-
-
-def _kind_mismatch(port: Port, source: SourceRef, given: str | None) -> str | None:
-    """Why `source` cannot feed `port`, naming both kinds; None when they fit or either declares no kind."""
-    if given is None or port.kind is None or kinds_compatible(given, port.kind):
-        return None
-    return f"input {port.name!r} takes {describe_kind(port.kind)}, but {source} gives {describe_kind(given)}"
-
-
-def _source_kind(source: SourceRef, graph: _Graph) -> str | None:
-    """The kind of value a source that `_source` accepted carries; None when its port declares none."""
-    if source.is_frame:
-        return FRAME_FIELD_KINDS[source.output]
-    upstream = graph.nodes[source.node].tool
-    return next(port.kind for port in upstream.outputs if port.name == source.output)
-
-
-def _source(value: Any, graph: _Graph, problems: _Problems, node_id: str | None, what: str) -> SourceRef | None:
-    """The source `value` names; an input (`node_id` given) may name a frame field, an output only a node's."""
-    if not isinstance(value, str) or value.count(".") != 1:
-        forms = "'frame.<field>' or '<node>.<output>'" if node_id is not None else "'<node>.<output>'"
-        problems.add(f"{what} must be {forms}, got {value!r}", node_id)
-        return None
-    source_node, output = value.split(".")
-    if source_node == FRAME_SOURCE:
-        if output not in FRAME_FIELDS:
-            problems.add(f"{what}: the frame has no field {output!r} (fields: {', '.join(FRAME_FIELDS)})", node_id)
-            return None
-        return SourceRef(source_node, output)
-    upstream = graph.nodes.get(source_node)
-    if upstream is None:
-        # A node the file declares but refused already has its own problem; this wiring adds nothing.
-        if source_node not in graph.declared:
-            problems.add(f"{what} is wired to missing node {source_node!r}", node_id)
-        return None
-    outputs = [port.name for port in upstream.tool.outputs]
-    if output not in outputs:
-        problems.add(
-            f"{what} is wired to missing output {output!r} of node {source_node!r} "
-            f"(its outputs: {', '.join(outputs)})",
-            node_id,
-        )
-        return None
-    return SourceRef(source_node, output)
-
-
-def _outputs(raw: Any, graph: _Graph, problems: _Problems) -> tuple[tuple[str, SourceRef], ...]:
-    if not isinstance(raw, dict) or not raw:
-        problems.add("'outputs' must be a non-empty mapping of result name to '<node>.<output>'")
-        return ()
-    outputs: list[tuple[str, SourceRef]] = []
-    for name, value in raw.items():
-        problem = _output_name_problem(name)
-        if problem:
-            problems.add(problem)
-            continue
-        if isinstance(value, str) and value.startswith(f"{FRAME_SOURCE}."):
-            # The executor builds results from node values only: a frame field would be advertised, never sent.
-            problems.add(
-                f"output {name!r} must come from a node ('<node>.<output>'), not {value!r}: "
-                "frame_index and timestamp are in every frame's result already"
-            )
-            continue
-        source = _source(value, graph, problems, None, f"output {name!r}")
-        if source is None:
-            continue
-        kind = _source_kind(source, graph)
-        if kind in _NOT_RESULT_KINDS:
-            # Results are JSON-like: bytes cannot go out, an image would be a list of millions of numbers.
-            problems.add(f"output {name!r} cannot be {source}, which gives {describe_kind(kind)}: results are "
-                         "JSON-like values, so wire it to a node that turns the image into findings")
-            continue
-        outputs.append((name, source))
-    return tuple(outputs)
-
-
-def _output_name_problem(name: Any) -> str | None:
-    if not isinstance(name, str):
-        return f"output name {name!r} must be a string, got {type(name).__name__}"
-    if not name:
-        return "output name must not be empty"
-    if name in RESERVED_OUTPUT_NAMES:
-        return f"output name {name!r} is not allowed (reserved: {', '.join(sorted(RESERVED_OUTPUT_NAMES))})"
-    return None
-
-
-def _topological_order(nodes: Mapping[str, NodeSpec], problems: _Problems) -> tuple[NodeSpec, ...] | None:
-    graph = {
-        node_id: {source.node for _, source in spec.inputs if not source.is_frame}
-        for node_id, spec in nodes.items()
-    }
-    sorter = graphlib.TopologicalSorter(graph)
-    try:
-        order = list(sorter.static_order())
-    except graphlib.CycleError as error:
-        cycle = error.args[1]
-        problems.add(f"cycle between nodes: {' -> '.join(cycle)}", cycle[0])
-        return None
-    return tuple(nodes[node_id] for node_id in order)
