@@ -80,10 +80,14 @@ def _port_line(port: Port) -> str:
 
 
 def _param_line(param: Param) -> str:
-    given = "required" if param.required else f"default {_yaml_value(param.default)}"
-    choices = f", one of {', '.join(_yaml_value(choice) for choice in param.choices)}" if param.choices else ""
+    """`iou_threshold (float, default 0.5, in (0, 1]): ...`; choices and bounds only when declared."""
+    traits = [param.kind.__name__, "required" if param.required else f"default {_yaml_value(param.default)}"]
+    if param.choices:
+        traits.append(f"one of {', '.join(_yaml_value(choice) for choice in param.choices)}")
+    if param.allowed_range:
+        traits.append(param.allowed_range)
     meaning = f": {param.description}" if param.description else ""
-    return f"{param.name} ({param.kind.__name__}, {given}{choices}){meaning}"
+    return f"{param.name} ({', '.join(traits)}){meaning}"
 
 
 def _yaml_value(value: Any) -> str:

@@ -405,3 +405,17 @@ def dag_with_test_pipelines(folder: Path, pipelines: Mapping[str, str]) -> DagPi
         (folder / name).write_text(text)
     registry = PluginRegistry([*builtin_plugins(), make_test_plugin(Recorder())])
     return DagPipelineService(load_pipeline_folder(folder, registry))
+
+
+def params_as_loaded(tool: Tool, **given: Any) -> dict[str, Any]:
+    """A tool's parameters as the loader hands them to `open` and to its check: every declared one, given
+    or default. The values are not checked, so a test may hand over what the loader would refuse."""
+    unknown = set(given) - {param.name for param in tool.params}
+    assert not unknown, f"{tool.name} declares no parameter {sorted(unknown)}"
+    return {param.name: given.get(param.name, param.default) for param in tool.params}
+
+
+def declared_problems(tool: Tool, **given: Any) -> list[str]:
+    """What the loader says of each given value that does not fit its declaration (type, choices, bounds)."""
+    declared = {param.name: param for param in tool.params}
+    return [problem for name, value in given.items() if (problem := declared[name].problem_with(value))]

@@ -332,8 +332,10 @@ def _policy(value: Any, problems: Problems, node_id: str) -> ErrorPolicy | None:
 
 
 def _params(tool: Tool, given: Mapping[str, Any], problems: Problems, node_id: str) -> dict[str, Any]:
-    """Every declared parameter, given or default; the tool's own check runs once the types are right."""
+    """Every declared parameter, given or default. The tool's own check runs once every value has its
+    type, even when some are out of range, so that the node's problems all show at once."""
     found_before = len(problems.found)
+    out_of_range = 0
     declared = {p.name: p for p in tool.params}
     for name in sorted(set(given) - set(declared)):
         accepted = ", ".join(declared) or "none"
@@ -346,19 +348,23 @@ def _params(tool: Tool, given: Mapping[str, Any], problems: Problems, node_id: s
             else:
                 resolved[param.name] = param.default
             continue
-        problem = param.problem_with(given[param.name])
+        value = given[param.name]
+        problem = param.problem_with_type(value)
         if problem:
             problems.add(problem, node_id)
             continue
-        value = given[param.name]
+        problem = param.problem_with_range(value)
+        if problem:
+            problems.add(problem, node_id)
+            out_of_range += 1
         resolved[param.name] = float(value) if param.kind is float else value
-    if len(problems.found) == found_before:
+    if len(problems.found) == found_before + out_of_range:
         _check_params(tool, resolved, problems, node_id)
     return resolved
 
 
 def _check_params(tool: Tool, params: Mapping[str, Any], problems: Problems, node_id: str) -> None:
-    """The tool's own check of its values (ranges, files), so a bad one stops the server, not each run."""
+    """The tool's own check of its values (relations, files), so a bad one stops the server, not each run."""
     if tool.check_params is None:
         return
     try:

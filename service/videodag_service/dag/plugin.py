@@ -22,7 +22,7 @@ Example, a stateless tool::
                 description="Mean pixel value.",
                 inputs=(Port("image", "BGR frame", kind="image"),),
                 outputs=(Port("mean", "mean pixel value, scaled", kind="float"),),
-                params=(Param("scale", float, 1.0, "multiplier"),),
+                params=(Param("scale", float, 1.0, "multiplier", minimum=0),),
             ),
         ),
     )
@@ -36,8 +36,9 @@ in the `videodag.plugins` entry-point group::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from videodag_service.dag.json_like import json_like_problem
@@ -58,14 +59,21 @@ PARAM_TYPES: tuple[type, ...] = (bool, int, float, str, list, dict)
 
 @dataclass(frozen=True)
 class Param:
-    """A tool parameter: its name, type, default and meaning.
+    """A tool parameter: its name, type, default, meaning and allowed values.
 
     `kind` is one of bool, int, float, str, list, dict; an int is accepted where a float
-    is declared. `choices`, when given, lists the only allowed values. A declaration a
-    pipeline could never satisfy (an unsupported type, a default or a choice that is not of
-    its type or not JSON-like, a default outside the choices) is refused when it is made,
-    so a plugin's mistake fails its import, naming the parameter, not the plugin reference
-    (`--list-plugins`). A default of None (not set) or, for a list, a tuple is taken as given.
+    is declared. `choices`, when given, lists the only allowed values. `minimum` and
+    `maximum`, when given (by keyword), bound an int or float parameter; each bound is
+    inclusive unless `minimum_inclusive` or `maximum_inclusive` is False, so
+    `minimum=0, minimum_inclusive=False` reads "> 0". The loader refuses a value outside
+    them as the server starts, naming the file, node, parameter, value and range, and the
+    plugin reference shows them: a tool's own check is left with what a bound cannot say
+    (one parameter against another, a file). A declaration a pipeline could never satisfy
+    (an unsupported type, bounds on another type or no value fits, a default or a choice that
+    is not of its type, not JSON-like, outside the choices or the bounds) is refused when it
+    is made, so a plugin's mistake fails its import, naming the parameter, not the plugin
+    reference (`--list-plugins`). A default of None (not set) or, for a list, a tuple is taken
+    as given.
     """
 
     name: str
@@ -73,6 +81,11 @@ class Param:
     default: Any = REQUIRED
     description: str = ""
     choices: tuple[Any, ...] = ()
+    _: KW_ONLY
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    minimum_inclusive: bool = True
+    maximum_inclusive: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -82,8 +95,9 @@ class Param:
                 f"parameter {self.name!r} declares type {getattr(self.kind, '__name__', self.kind)!r}; "
                 f"the types are {', '.join(kind.__name__ for kind in PARAM_TYPES)}"
             )
+        self._check_bounds()
         for choice in self.choices:
-            problem = self._type_problem(choice)
+            problem = self._type_problem(choice) or self.problem_with_range(choice)
             if problem:
                 raise ValueError(f"a choice of {problem}")
         # None is "not set" to many tools, and a tuple is how Python spells an immutable list.
@@ -97,12 +111,64 @@ class Param:
     def required(self) -> bool:
         return self.default is REQUIRED
 
+    @property
+    def allowed_range(self) -> str | None:
+        """The bounds as messages and the plugin reference show them (`in (0, 1]`, `>= 1`); None without any."""
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            opening = "[" if self.minimum_inclusive else "("
+            closing = "]" if self.maximum_inclusive else ")"
+            return f"in {opening}{low!r}, {high!r}{closing}"
+        if low is not None:
+            return f"{'>=' if self.minimum_inclusive else '>'} {low!r}"
+        if high is not None:
+            return f"{'<=' if self.maximum_inclusive else '<'} {high!r}"
+        return None
+
     def problem_with(self, value: Any) -> str | None:
         """Why `value` cannot be this parameter's (a sentence naming it), or None when it can."""
+        return self.problem_with_type(value) or self.problem_with_range(value)
+
+    def problem_with_type(self, value: Any) -> str | None:
+        """Why `value` is not of this parameter's type (JSON-like, and among the choices when there are
+        some), or None when it is: a value a tool's own check can be handed."""
         problem = self._type_problem(value)
         if problem is None and self.choices and value not in self.choices:
             problem = f"parameter {self.name!r} must be one of {list(self.choices)}, got {value!r}"
         return problem
+
+    def problem_with_range(self, value: int | float) -> str | None:
+        """Why a value of this parameter's type is outside its bounds, with the range and what the parameter
+        means, or None when it is within them."""
+        low, high = self.minimum, self.maximum
+        below = low is not None and (value < low if self.minimum_inclusive else value <= low)
+        above = high is not None and (value > high if self.maximum_inclusive else value >= high)
+        if not (below or above):
+            return None
+        meaning = f": {self.description}" if self.description else ""
+        return f"parameter {self.name!r} must be {self.allowed_range}, got {value!r}{meaning}"
+
+    def _check_bounds(self) -> None:
+        """Refuse bounds no pipeline could meet or that mean nothing for the parameter's type."""
+        for word, bound, inclusive in (("minimum", self.minimum, self.minimum_inclusive),
+                                       ("maximum", self.maximum, self.maximum_inclusive)):
+            if not isinstance(inclusive, bool):
+                raise ValueError(f"parameter {self.name!r}: {word}_inclusive must be True or False, got {inclusive!r}")
+            if bound is None:
+                if not inclusive:
+                    raise ValueError(f"parameter {self.name!r} excludes its {word} but declares none")
+                continue
+            if self.kind not in (int, float):
+                raise ValueError(f"parameter {self.name!r} of type {self.kind.__name__} declares a {word}; "
+                                 "only int and float parameters have bounds")
+            if not _is_bound_for(self.kind, bound):
+                raise ValueError(f"the {word} of parameter {self.name!r} must be a finite {self.kind.__name__}, "
+                                 f"got {type(bound).__name__} {bound!r}")
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None and (
+            low > high or (low == high and not (self.minimum_inclusive and self.maximum_inclusive))
+        ):
+            raise ValueError(f"parameter {self.name!r} declares bounds no value fits: {self.allowed_range}")
 
     def _type_problem(self, value: Any) -> str | None:
         # bool is an int in Python; a YAML `true` must not pass as a number, nor 1 as a bool.
@@ -126,6 +192,15 @@ class Param:
                 f"lists, mappings with text keys): {unlike}"
             )
         return None
+
+
+def _is_bound_for(kind: type, bound: Any) -> bool:
+    """An int parameter's bound is an int; a float's, any finite number. Never a bool, which is an int to Python."""
+    if isinstance(bound, bool) or not isinstance(bound, int | float):
+        return False
+    if kind is int:
+        return isinstance(bound, int)
+    return isinstance(bound, int) or math.isfinite(bound)
 
 
 def _check_name(name: Any, what: str) -> None:
@@ -239,7 +314,8 @@ def param_problems(error: ValueError) -> tuple[str, ...]:
 class Tool:
     """A tool a pipeline node can call: its contract and how to open an instance.
 
-    `open(params)` receives the node's parameters, validated and with defaults filled in.
+    `open(params)` receives every declared parameter, given or default, each of its type,
+    among its choices and within its bounds: it need not check those again.
     `stateful` says whether an instance remembers earlier frames (shown to clients). A
     stateful tool is opened once per run and sees every frame in order. A stateless one may
     be opened several times in a run, one instance per frame in flight, and those instances
@@ -256,10 +332,14 @@ class Tool:
 
     `check_params(params)`, when given, is called when the pipeline file is loaded, with the
     same parameters `open` will get, and raises ValueError (InvalidParams for several) naming
-    each bad value. A value out of range is then refused as the server starts, with the
-    file and node named, instead of failing every run when `open` meets it. It should share
-    its rules with `open` (open calls it, or both build the same settings) and stay cheap:
-    no model loading, no network.
+    each bad value. It is for what a `Param` cannot declare (one parameter against another, a
+    file that must exist). It runs once every value has its type and is among its choices;
+    values outside their bounds are reported by the loader, and still handed to the check so
+    that a node's problems all show at once: it must take them without failing, and need not
+    report them again. A bad value is then refused as the server starts, with the file and
+    node named, instead of failing every run when `open` meets it. It should share its rules
+    with `open` (open calls it, or both build the same settings) and stay cheap: no model
+    loading, no network.
     """
 
     name: str

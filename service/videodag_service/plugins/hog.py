@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 
@@ -37,17 +37,25 @@ _MAX_WIN_STRIDE = 1 << 16
 _SMALLEST_SCORE_THRESHOLD = 0.05
 
 DETECT_PEOPLE_PARAMS: tuple[Param, ...] = (
-    Param("upscale", float, 1.5, "enlarge the frame by this factor before detecting (finds smaller people)"),
+    Param("upscale", float, 1.5, "enlarge the frame by this factor before detecting (finds smaller people)",
+          minimum=0.25, maximum=4),
     Param("score_threshold", float, 0.5,
-          "smallest score kept, in [0.05, 1]; score = sigmoid(SVM margin), 0.5 = margin 0"),
-    Param("iou_threshold", float, 0.45, "boxes overlapping a better one by more than this IoU are dropped"),
-    Param("pyramid_scale", float, 1.05, "step between image pyramid levels; larger is faster but coarser"),
-    Param("win_stride", int, 8, "window step in pixels of the enlarged frame; a multiple of 8"),
+          "smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0; below "
+          f"{_SMALLEST_SCORE_THRESHOLD} nearly every window counts and grouping merges them into a few boxes",
+          minimum=_SMALLEST_SCORE_THRESHOLD, maximum=1),
+    Param("iou_threshold", float, 0.45, "boxes overlapping a better one by more than this IoU are dropped",
+          minimum=0, minimum_inclusive=False, maximum=1),
+    Param("pyramid_scale", float, 1.05, "step between image pyramid levels; larger is faster but coarser",
+          minimum=1, minimum_inclusive=False),
+    Param("win_stride", int, 8, "window step in pixels of the enlarged frame; a multiple of 8",
+          minimum=8, maximum=_MAX_WIN_STRIDE),
 )
 
 
 @dataclass(frozen=True)
 class _Settings:
+    """The parameters as the loader hands them over, and what follows from them."""
+
     upscale: float
     score_threshold: float
     iou_threshold: float
@@ -56,36 +64,11 @@ class _Settings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> _Settings:
-        values = {param.name: params.get(param.name, param.default) for param in DETECT_PEOPLE_PARAMS}
-        settings = cls(
-            upscale=float(values["upscale"]),
-            score_threshold=float(values["score_threshold"]),
-            iou_threshold=float(values["iou_threshold"]),
-            pyramid_scale=float(values["pyramid_scale"]),
-            win_stride=int(values["win_stride"]),
-        )
-        raise_if_any(settings.problems())
+        settings = cls(**params)
+        # The HOG block stride is 8 px; OpenCV supports no other window step.
+        if settings.win_stride % 8 != 0:
+            raise ValueError(f"win_stride must be a multiple of 8 (the HOG block stride), got {settings.win_stride}")
         return settings
-
-    def problems(self) -> list[str]:
-        """Every value out of its range, each naming its parameter."""
-        problems: list[str] = []
-        if not 0.25 <= self.upscale <= 4.0:
-            problems.append(f"upscale must be in [0.25, 4], got {self.upscale}")
-        if self.score_threshold < _SMALLEST_SCORE_THRESHOLD:
-            problems.append(f"score_threshold must be in [{_SMALLEST_SCORE_THRESHOLD}, 1], got {self.score_threshold}"
-                            " (below, nearly every window counts and grouping merges them into a few boxes)")
-        elif self.score_threshold > 1.0:
-            problems.append(f"score_threshold must be in [{_SMALLEST_SCORE_THRESHOLD}, 1], got {self.score_threshold}")
-        if not 0.0 < self.iou_threshold <= 1.0:
-            problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-        if self.pyramid_scale <= 1.0:
-            problems.append(f"pyramid_scale must be > 1, got {self.pyramid_scale}")
-        # The HOG block stride is 8 px; other strides are not supported by OpenCV.
-        if not 0 < self.win_stride <= _MAX_WIN_STRIDE or self.win_stride % 8 != 0:
-            problems.append(f"win_stride must be a positive multiple of 8 up to {_MAX_WIN_STRIDE}, "
-                            f"got {self.win_stride}")
-        return problems
 
     @property
     def hit_threshold(self) -> float:

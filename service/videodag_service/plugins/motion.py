@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, raise_if_any
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 
 MOTION_LABEL = "motion"
@@ -107,20 +107,13 @@ class ForegroundBlobs:
 
 
 def check_foreground_blobs_params(params: Mapping[str, Any]) -> None:
-    """Raise InvalidParams naming every value MOG2 cannot work with; run when the pipeline loads and at open."""
-    problems: list[str] = []
-    if not 1 <= params["history"] <= LARGEST_OPENCV_COUNT:
-        problems.append(f"history must be in [1, {LARGEST_OPENCV_COUNT}] frames, got {params['history']}")
-    if params["downscale"] < 1:
-        problems.append(f"downscale must be at least 1, got {params['downscale']}")
-    if params["var_threshold"] <= 0:
-        problems.append(f"var_threshold must be positive, got {params['var_threshold']}")
+    """Raise ValueError for a learning rate MOG2 cannot work with, a rule with a hole no declared range
+    can say; run when the pipeline loads and at open."""
     # 1 is not a rate to MOG2 but "rebuild the model from every frame", which detects nothing useful.
     if not (params["learning_rate"] == -1 or 0 <= params["learning_rate"] < 1):
-        problems.append(
+        raise ValueError(
             f"learning_rate must be -1 (automatic) or at least 0 and below 1, got {params['learning_rate']}"
         )
-    raise_if_any(problems)
 
 
 def _open_foreground_blobs(params: Mapping[str, Any]) -> ForegroundBlobs:
@@ -144,12 +137,15 @@ PLUGIN = Plugin(
                 Port("foreground_ratio", "fraction of the frame that is foreground, 0-1", kind="float"),
             ),
             params=(
-                Param("history", int, 200, "frames the background model remembers"),
+                Param("history", int, 200, "frames the background model remembers",
+                      minimum=1, maximum=LARGEST_OPENCV_COUNT),
                 Param(
                     "var_threshold",
                     float,
                     16.0,
                     "squared Mahalanobis distance above which a pixel is foreground",
+                    minimum=0,
+                    minimum_inclusive=False,
                 ),
                 Param("min_area", int, 200, "smallest blob kept, in full-frame pixels"),
                 Param(
@@ -171,6 +167,7 @@ PLUGIN = Plugin(
                     1,
                     "process at 1/downscale of the width and height (faster); boxes "
                     "are mapped back to full-frame pixels",
+                    minimum=1,
                 ),
             ),
             open=_open_foreground_blobs,

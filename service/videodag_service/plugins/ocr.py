@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, raise_if_any
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool
 from videodag_service.plugins.detections import Detections, frame_size_of
 
 TEXT_LABEL = "text"
@@ -265,35 +265,11 @@ class TextRecognition:
         return None
 
 
-def check_detect_text_params(params: Mapping[str, Any]) -> None:
-    """Raise InvalidParams naming every value out of range; run when the pipeline loads and at open."""
-    problems: list[str] = []
-    if not 0.0 <= params["min_score"] <= 1.0:
-        problems.append(f"min_score must be between 0 and 1, got {params['min_score']}")
-    if params["max_side_len"] < 32:
-        problems.append(f"max_side_len must be at least 32 pixels, got {params['max_side_len']}")
-    if params["max_regions"] < 1:
-        problems.append(f"max_regions must be at least 1, got {params['max_regions']}")
-    raise_if_any(problems)
-
-
-def check_recognize_text_params(params: Mapping[str, Any]) -> None:
-    """Raise InvalidParams naming every value out of range; run when the pipeline loads and at open."""
-    problems: list[str] = []
-    if not 0.0 <= params["min_confidence"] <= 1.0:
-        problems.append(f"min_confidence must be between 0 and 1, got {params['min_confidence']}")
-    if not 0.0 <= params["padding"] <= 2.0:
-        problems.append(f"padding must be between 0 and 2 (a fraction of the box height), got {params['padding']}")
-    raise_if_any(problems)
-
-
 def _open_detect_text(params: Mapping[str, Any]) -> TextDetection:
-    check_detect_text_params(params)
     return TextDetection(shared_models(), params)
 
 
 def _open_recognize_text(params: Mapping[str, Any]) -> TextRecognition:
-    check_recognize_text_params(params)
     return TextRecognition(shared_models(), params)
 
 
@@ -310,19 +286,21 @@ PLUGIN = Plugin(
             outputs=(Port("regions", "Detections labelled 'text'", kind="detections"),),
             params=(
                 Param(
-                    "min_score", float, 0.5, "drop regions whose mean text probability is below this (0-1)"
+                    "min_score", float, 0.5, "drop regions whose mean text probability is below this",
+                    minimum=0, maximum=1,
                 ),
                 Param(
                     "max_side_len",
                     int,
                     960,
-                    "shrink the frame so its longer side is at most this before "
+                    "shrink the frame so its longer side is at most this many pixels before "
                     "detection (cost grows with the area; small text needs more)",
+                    minimum=32,
                 ),
-                Param("max_regions", int, 100, "keep at most this many regions, the highest-scoring ones"),
+                Param("max_regions", int, 100, "keep at most this many regions, the highest-scoring ones",
+                      minimum=1),
             ),
             open=_open_detect_text,
-            check_params=check_detect_text_params,
         ),
         Tool(
             name="recognize_text",
@@ -335,16 +313,18 @@ PLUGIN = Plugin(
             ),
             outputs=(Port("texts", "Detections with texts; score is the recognition confidence", kind="detections"),),
             params=(
-                Param("min_confidence", float, 0.5, "drop readings whose confidence is below this (0-1)"),
+                Param("min_confidence", float, 0.5, "drop readings whose confidence is below this",
+                      minimum=0, maximum=1),
                 Param(
                     "padding",
                     float,
                     0.1,
                     "grow each region by this fraction of its height on every side before reading",
+                    minimum=0,
+                    maximum=2,
                 ),
             ),
             open=_open_recognize_text,
-            check_params=check_recognize_text_params,
         ),
     ),
 )

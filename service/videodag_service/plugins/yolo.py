@@ -42,10 +42,13 @@ LETTERBOX_FILL = (114, 114, 114)
 DETECT_PARAMS: tuple[Param, ...] = (
     Param("model_path", str, REQUIRED, "path of the YOLO ONNX model file on the server"),
     Param("class_names", list, [], "class names by class id; missing ids are labelled 'class_<id>'"),
-    Param("score_threshold", float, 0.25, "smallest detection score kept, in [0, 1]"),
-    Param("iou_threshold", float, 0.45, "same-class boxes overlapping a better one by more than this are dropped"),
-    Param("input_size", int, 640, "side of the square letterboxed input; must match a fixed-size model"),
-    Param("max_detections", int, 300, "at most this many boxes per frame, best first"),
+    Param("score_threshold", float, 0.25, "smallest detection score kept", minimum=0, maximum=1),
+    Param("iou_threshold", float, 0.45, "same-class boxes overlapping a better one by more than this are dropped",
+          minimum=0, minimum_inclusive=False, maximum=1),
+    Param("input_size", int, 640, "side of the square letterboxed input; must match a fixed-size model",
+          minimum=32, maximum=4096),
+    Param("max_detections", int, 300, "at most this many boxes per frame, best first",
+          minimum=0, maximum=LARGEST_OPENCV_COUNT),
     Param("layout", str, "auto", "output layout: auto (by shape), yolov5 or yolov8", choices=LAYOUTS),
 )
 
@@ -183,6 +186,9 @@ def _session_for(model_path: Path) -> Any:
 
 @dataclass(frozen=True)
 class _Settings:
+    """The parameters as the loader hands them over, with the model file as a path and the class names
+    as a tuple."""
+
     model_path: Path
     class_names: tuple[str, ...]
     score_threshold: float
@@ -199,45 +205,22 @@ class _Settings:
 
     @classmethod
     def checked(cls, params: Mapping[str, Any]) -> tuple[_Settings, list[str]]:
-        """The settings the parameters give, and every problem with them (the model file aside)."""
-        values = {param.name: params.get(param.name, param.default) for param in DETECT_PARAMS}
+        """The settings the parameters give, and every problem their declarations cannot say (the model
+        file aside)."""
         problems: list[str] = []
-        if not _names_a_model(values["model_path"]):
+        if not _names_a_model(params["model_path"]):
             problems.append("yolo.detect needs model_path: the path of a YOLO ONNX model file")
-        class_names = values["class_names"] or []
+        class_names = params["class_names"]
         if not all(isinstance(name, str) for name in class_names):
             problems.append(f"class_names must be a list of strings, got {class_names!r}")
-        model_path = Path(str(values["model_path"]))
+        model_path = Path(params["model_path"])
         try:
             model_path = model_path.expanduser()
         except RuntimeError:  # a `~` with no home to stand for (no HOME, no passwd entry)
             problems.append(f"model_path {str(model_path)!r} starts with ~, and this user has no home directory: "
                             "give the full path")
-        settings = cls(
-            model_path=model_path,
-            class_names=tuple(class_names),
-            score_threshold=float(values["score_threshold"]),
-            iou_threshold=float(values["iou_threshold"]),
-            input_size=int(values["input_size"]),
-            max_detections=int(values["max_detections"]),
-            layout=str(values["layout"]),
-        )
-        return settings, problems + settings.range_problems()
-
-    def range_problems(self) -> list[str]:
-        """Every number or choice out of its range, each naming its parameter."""
-        problems: list[str] = []
-        if not 0.0 <= self.score_threshold <= 1.0:
-            problems.append(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 < self.iou_threshold <= 1.0:
-            problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-        if not 32 <= self.input_size <= 4096:
-            problems.append(f"input_size must be in [32, 4096], got {self.input_size}")
-        if not 0 <= self.max_detections <= LARGEST_OPENCV_COUNT:
-            problems.append(f"max_detections must be in [0, {LARGEST_OPENCV_COUNT}], got {self.max_detections}")
-        if self.layout not in LAYOUTS:
-            problems.append(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        return problems
+        settings = cls(**{**params, "model_path": model_path, "class_names": tuple(class_names)})
+        return settings, problems
 
     def missing_model(self) -> ModelFileMissing | None:
         """The error for a model_path that names no file, or None when the file is there."""
@@ -248,8 +231,8 @@ class _Settings:
         )
 
 
-def _names_a_model(model_path: Any) -> bool:
-    return model_path is not REQUIRED and bool(str(model_path).strip())
+def _names_a_model(model_path: str) -> bool:
+    return bool(model_path.strip())
 
 
 class _YoloDetector:
@@ -297,7 +280,7 @@ def _check_params(params: Mapping[str, Any]) -> None:
     """The settings `open` would build, and the model file they name, checked when the pipeline
     loads; the file is only looked for, not loaded (that takes a while, and happens at the first open)."""
     settings, problems = _Settings.checked(params)
-    missing = settings.missing_model() if _names_a_model(params.get("model_path", REQUIRED)) else None
+    missing = settings.missing_model() if _names_a_model(params["model_path"]) else None
     raise_if_any([*problems, *([str(missing)] if missing is not None else [])])
 
 

@@ -185,41 +185,62 @@ def test_absent_or_null_params_are_no_params(tmp_path: Path) -> None:
 # --- the tools' own checks -------------------------------------------------------------------------
 
 
+HISTORY = "frames the background model remembers"
+MAX_DETECTIONS = "at most this many boxes per frame, best first"
+HOG_SCORE = ("smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0; below 0.05 nearly every window counts "
+             "and grouping merges them into a few boxes")
+
+
 @pytest.mark.parametrize(
     ("plugin", "params", "expected"),
     [
-        ("motion.foreground_blobs", "{history: 0}", ["history must be in [1, 2147483647] frames, got 0"]),
+        ("motion.foreground_blobs", "{history: 0}",
+         [f"parameter 'history' must be in [1, 2147483647], got 0: {HISTORY}"]),
         ("motion.foreground_blobs", "{history: 3000000000}",
-         ["history must be in [1, 2147483647] frames, got 3000000000"]),
+         [f"parameter 'history' must be in [1, 2147483647], got 3000000000: {HISTORY}"]),
         (
             "motion.foreground_blobs",
             "{history: 0, downscale: 0, learning_rate: 1}",
             [
-                "history must be in [1, 2147483647] frames, got 0",
-                "downscale must be at least 1, got 0",
+                f"parameter 'history' must be in [1, 2147483647], got 0: {HISTORY}",
+                "parameter 'downscale' must be >= 1, got 0: process at 1/downscale of the width and height (faster); "
+                "boxes are mapped back to full-frame pixels",
                 "learning_rate must be -1 (automatic) or at least 0 and below 1, got 1.0",
             ],
         ),
-        ("ssdlite.detect_people", "{score_threshold: 5}", ["score_threshold must be in [0, 1], got 5.0"]),
+        ("motion.foreground_blobs", "{var_threshold: 0}",
+         ["parameter 'var_threshold' must be > 0, got 0: squared Mahalanobis distance above which a pixel is "
+          "foreground"]),
+        ("ssdlite.detect_people", "{score_threshold: 5}",
+         ["parameter 'score_threshold' must be in [0, 1], got 5: smallest person score kept"]),
         (
             "ssdlite.detect_people",
             "{min_box_area: -1, max_detections: -2}",
-            ["min_box_area must not be negative, got -1.0", "max_detections must be in [0, 2147483647], got -2"],
+            ["parameter 'min_box_area' must be >= 0, got -1: smallest box kept, in square pixels of the frame",
+             f"parameter 'max_detections' must be in [0, 2147483647], got -2: {MAX_DETECTIONS}"],
         ),
         ("ssdlite.detect_people", "{max_detections: 3000000000}",
-         ["max_detections must be in [0, 2147483647], got 3000000000"]),
+         [f"parameter 'max_detections' must be in [0, 2147483647], got 3000000000: {MAX_DETECTIONS}"]),
+        ("ssdlite.detect_people", "{iou_threshold: 0.0}",
+         ["parameter 'iou_threshold' must be in (0, 1], got 0.0: boxes overlapping a better one by more than this "
+          "IoU are dropped"]),
         (
             "hog.detect_people",
-            "{upscale: 9, win_stride: 5}",
-            ["upscale must be in [0.25, 4], got 9.0", "win_stride must be a positive multiple of 8 up to 65536, got 5"],
+            "{upscale: 9, win_stride: 12}",
+            ["parameter 'upscale' must be in [0.25, 4], got 9: enlarge the frame by this factor before detecting "
+             "(finds smaller people)",
+             "win_stride must be a multiple of 8 (the HOG block stride), got 12"],
         ),
+        ("hog.detect_people", "{win_stride: 5}",
+         ["parameter 'win_stride' must be in [8, 65536], got 5: window step in pixels of the enlarged frame; a "
+          "multiple of 8", "win_stride must be a multiple of 8 (the HOG block stride), got 5"]),
         ("rapidocr.detect_text", "{min_score: 2, max_regions: 0}",
-         ["min_score must be between 0 and 1, got 2.0", "max_regions must be at least 1, got 0"]),
-        # The hint of what a low threshold does is for values below the range only.
-        ("hog.detect_people", "{score_threshold: 5}", ["score_threshold must be in [0.05, 1], got 5.0"]),
-        ("hog.detect_people", "{score_threshold: 0.01}", [
-            "score_threshold must be in [0.05, 1], got 0.01 (below, nearly every window counts and grouping "
-            "merges them into a few boxes)"]),
+         ["parameter 'min_score' must be in [0, 1], got 2: drop regions whose mean text probability is below this",
+          "parameter 'max_regions' must be >= 1, got 0: keep at most this many regions, the highest-scoring ones"]),
+        ("hog.detect_people", "{score_threshold: 5}",
+         [f"parameter 'score_threshold' must be in [0.05, 1], got 5: {HOG_SCORE}"]),
+        ("hog.detect_people", "{score_threshold: 0.01}",
+         [f"parameter 'score_threshold' must be in [0.05, 1], got 0.01: {HOG_SCORE}"]),
     ],
 )
 def test_values_a_builtin_tool_refuses_stop_the_load(
@@ -253,8 +274,10 @@ def test_bytetrack_and_recognize_text_values_stop_the_load(tmp_path: Path) -> No
     """
     problems = problems_in(write(tmp_path, "checked", text), default_registry())
     assert [problem.split(": node ", 1)[1] for problem in problems] == [
-        "'read': padding must be between 0 and 2 (a fraction of the box height), got 3.0",
-        "'track': match_thresh must be in [0, 1], got 7.0",
+        "'read': parameter 'padding' must be in [0, 2], got 3: grow each region by this fraction of its height on "
+        "every side before reading",
+        "'track': parameter 'match_thresh' must be in [0, 1], got 7: largest 1 - IoU cost (score-fused) accepted "
+        "in the first association",
     ]
 
 
@@ -263,7 +286,7 @@ def test_a_yolo_model_path_naming_no_file_stops_the_load_with_the_other_bad_valu
     text = one_node("yolo.detect", f"{{model_path: {missing}, score_threshold: 2}}")
     problems = problems_in(write(tmp_path, "checked", text), default_registry())
     assert [problem.split("node 'n': ", 1)[1] for problem in problems] == [
-        "score_threshold must be in [0, 1], got 2.0",
+        "parameter 'score_threshold' must be in [0, 1], got 2: smallest detection score kept",
         f"model file {str(missing)!r} not found: yolo.detect's model_path must name an existing YOLO ONNX file "
         "on the server",
     ]

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from fakes.fake_plugins import declared_problems
+from videodag_service.plugins.bytetrack import PLUGIN
 from videodag_service.plugins.bytetrack.matching import iou_matrix
 from videodag_service.plugins.bytetrack.tracker import ByteTrackConfig, ByteTracker
 from videodag_service.plugins.detections import Detections
@@ -293,14 +295,19 @@ def test_empty_frames() -> None:
         {"track_high_thresh": 1.5},
         {"match_thresh": -0.1},
         {"confirm_match_thresh": 1.1},
-        {"track_low_thresh": 0.6, "track_high_thresh": 0.5},
         {"track_buffer": -1},
         {"frame_rate": 0},
     ],
 )
-def test_config_rejects_values_out_of_range(overrides: dict[str, float]) -> None:
-    with pytest.raises(ValueError, match=next(iter(overrides))):
-        ByteTrackConfig(**overrides)  # type: ignore[arg-type]
+def test_the_track_tool_declares_the_range_of_each_value(overrides: dict[str, float]) -> None:
+    tool = PLUGIN.tool("track")
+    assert tool is not None
+    assert len(declared_problems(tool, **overrides)) == 1
+
+
+def test_config_rejects_a_low_threshold_above_the_high_one() -> None:
+    with pytest.raises(ValueError, match=r"track_low_thresh \(0.6\) must not exceed track_high_thresh \(0.5\)"):
+        ByteTrackConfig(track_low_thresh=0.6, track_high_thresh=0.5)
 
 
 @pytest.mark.parametrize("fused", [True, False])

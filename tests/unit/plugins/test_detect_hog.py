@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fakes.fake_plugins import declared_problems, params_as_loaded
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.hog import PLUGIN
 
@@ -38,7 +39,9 @@ def frames() -> dict[int, np.ndarray]:
 
 
 def detect(frame: np.ndarray, **params: object) -> Detections:
-    instance = PLUGIN.tool("detect_people").open(params)
+    tool = PLUGIN.tool("detect_people")
+    assert tool is not None
+    instance = tool.open(params_as_loaded(tool, **params))
     try:
         return instance.process({"image": frame})["detections"]
     finally:
@@ -130,8 +133,16 @@ def test_empty_scene_gives_no_detections() -> None:
 @pytest.mark.parametrize(
     "params",
     [{"win_stride": 4}, {"win_stride": 800_000_000_000}, {"upscale": 10.0}, {"pyramid_scale": 1.0},
-     {"score_threshold": 1.5}, {"score_threshold": 0.0}],
+     {"score_threshold": 1.5}, {"score_threshold": 0.0}, {"iou_threshold": 0.0}],
 )
-def test_rejects_bad_parameters(params: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
-        PLUGIN.tool("detect_people").open(params)
+def test_declares_the_range_of_each_parameter(params: dict[str, object]) -> None:
+    tool = PLUGIN.tool("detect_people")
+    assert tool is not None
+    assert len(declared_problems(tool, **params)) == 1
+
+
+def test_rejects_a_window_step_that_is_not_a_multiple_of_8() -> None:
+    tool = PLUGIN.tool("detect_people")
+    assert tool is not None
+    with pytest.raises(ValueError, match=r"win_stride must be a multiple of 8 \(the HOG block stride\), got 12"):
+        tool.open(params_as_loaded(tool, win_stride=12))

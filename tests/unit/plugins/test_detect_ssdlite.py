@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
+from fakes.fake_plugins import params_as_loaded
+from videodag_service.dag import ToolInstance
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.models import MODEL_DIR_ENV, ModelFileMissing
 from videodag_service.plugins.ssdlite import PLUGIN
@@ -40,8 +42,14 @@ def frames() -> list[np.ndarray]:
     return decoded
 
 
+def opened(**params: object) -> ToolInstance:
+    tool = PLUGIN.tool("detect_people")
+    assert tool is not None
+    return tool.open(params_as_loaded(tool, **params))
+
+
 def detect(frame: np.ndarray, **params: object) -> Detections:
-    instance = PLUGIN.tool("detect_people").open(params)
+    instance = opened(**params)
     try:
         return instance.process({"image": frame})["detections"]
     finally:
@@ -81,7 +89,7 @@ def test_boxes_match_hand_labelled_people(frames: list[np.ndarray]) -> None:
 
 
 def test_every_frame_of_the_clip_has_someone(frames: list[np.ndarray]) -> None:
-    instance = PLUGIN.tool("detect_people").open({})
+    instance = opened()
     counts = [len(instance.process({"image": frame})["detections"]) for frame in frames]
     instance.close()
 
@@ -127,7 +135,7 @@ def test_concurrent_instances_detect_as_one_does(frames: list[np.ndarray]) -> No
     results: dict[int, list[np.ndarray]] = {}
 
     def run(worker: int) -> None:
-        instance = PLUGIN.tool("detect_people").open({})
+        instance = opened()
         results[worker] = [instance.process({"image": frame})["detections"].xyxy for frame in chosen]
         instance.close()
 
@@ -147,7 +155,7 @@ def test_open_instances_each_have_a_model_and_closed_ones_give_it_back_for_reuse
     from videodag_service.plugins.ssdlite.model import idle_pedestrian_models
 
     tool = PLUGIN.tool("detect_people")
-    first, second = tool.open({}), tool.open({})
+    first, second = tool.open(params_as_loaded(tool)), tool.open(params_as_loaded(tool))
     try:
         assert first._model is not None and second._model is not None  # type: ignore[attr-defined]
         assert first._model is not second._model  # type: ignore[attr-defined]
@@ -155,7 +163,7 @@ def test_open_instances_each_have_a_model_and_closed_ones_give_it_back_for_reuse
     finally:
         first.close()
     idle = idle_pedestrian_models()
-    third = tool.open({})
+    third = tool.open(params_as_loaded(tool))
     try:
         assert third._model is lent  # type: ignore[attr-defined]
         assert idle_pedestrian_models() == idle - 1
@@ -172,14 +180,14 @@ def test_the_pool_keeps_only_so_many_idle_models(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(model, "_idle_models", {})
     monkeypatch.setattr(model, "MAX_IDLE_MODELS", 2)
     tool = PLUGIN.tool("detect_people")
-    instances = [tool.open({}) for _ in range(3)]
+    instances = [tool.open(params_as_loaded(tool)) for _ in range(3)]
     for instance in instances:
         instance.close()
     assert model.idle_pedestrian_models() == 2
 
 
 def test_rejects_a_frame_that_is_not_bgr() -> None:
-    instance = PLUGIN.tool("detect_people").open({})
+    instance = opened()
     with pytest.raises(TypeError, match="uint8 BGR"):
         instance.process({"image": np.zeros((10, 10), dtype=np.uint8)})
 
@@ -188,7 +196,7 @@ def test_missing_model_names_the_fetch_script(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path))
 
     with pytest.raises(ModelFileMissing, match=r"python scripts/fetch_models\.py") as raised:
-        PLUGIN.tool("detect_people").open({})
+        opened()
     assert isinstance(raised.value, FileNotFoundError)
     assert str(tmp_path) in str(raised.value)
 

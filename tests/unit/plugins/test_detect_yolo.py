@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from tiny_yolo_model import build_yolo_model
 
+from fakes.fake_plugins import declared_problems, params_as_loaded
+from videodag_service.dag import ToolInstance
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.models import ModelFileMissing
 from videodag_service.plugins.yolo import PLUGIN, letterbox
@@ -39,8 +41,14 @@ def yolov5_output(objectness: float) -> np.ndarray:
     return np.array(rows, dtype=np.float32)[None]  # (1, N, 5 + C)
 
 
+def opened(**params: object) -> ToolInstance:
+    tool = PLUGIN.tool("detect")
+    assert tool is not None
+    return tool.open(params_as_loaded(tool, **params))
+
+
 def detect(model: Path, frame: np.ndarray, **params: object) -> Detections:
-    instance = PLUGIN.tool("detect").open({"model_path": str(model), **params})
+    instance = opened(model_path=str(model), **params)
     frame = frame.copy()
     frame.flags.writeable = False  # as the service hands frames to nodes
     try:
@@ -127,33 +135,33 @@ def test_dynamic_input_model_takes_any_input_size(tmp_path: Path) -> None:
 def test_fixed_input_model_rejects_another_input_size(tmp_path: Path) -> None:
     model = build_yolo_model(tmp_path / "fixed.onnx", yolov8_output(), input_size=640)
     with pytest.raises(ValueError, match="input_size"):
-        PLUGIN.tool("detect").open({"model_path": str(model), "input_size": 320})
+        opened(model_path=str(model), input_size=320)
 
 
-def test_a_box_count_opencv_cannot_hold_is_refused_before_any_frame(tmp_path: Path) -> None:
-    model = build_yolo_model(tmp_path / "v8.onnx", yolov8_output())
+def test_a_box_count_opencv_cannot_hold_is_refused_before_any_frame() -> None:
     tool = PLUGIN.tool("detect")
-    assert tool is not None and tool.check_params is not None
-    with pytest.raises(ValueError, match=r"max_detections must be in \[0, 2147483647\], got 3000000000"):
-        tool.check_params({**{p.name: p.default for p in tool.params if not p.required},
-                           "model_path": str(model), "max_detections": 3_000_000_000})
+    assert tool is not None
+    assert declared_problems(tool, max_detections=3_000_000_000) == [
+        "parameter 'max_detections' must be in [0, 2147483647], got 3000000000: at most this many boxes per frame, "
+        "best first"
+    ]
 
 
 def test_missing_model_path_is_reported_at_open(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.onnx"
     with pytest.raises(ModelFileMissing, match=r"nowhere\.onnx") as raised:
-        PLUGIN.tool("detect").open({"model_path": str(missing)})
+        opened(model_path=str(missing))
     assert isinstance(raised.value, FileNotFoundError)
 
     with pytest.raises(ValueError, match="model_path"):
-        PLUGIN.tool("detect").open({})
+        opened(model_path="")
 
 
 def test_a_file_that_is_not_onnx_is_reported_at_open(tmp_path: Path) -> None:
     bogus = tmp_path / "weights.onnx"
     bogus.write_bytes(b"definitely not a protobuf")
     with pytest.raises(ValueError, match="cannot load"):
-        PLUGIN.tool("detect").open({"model_path": str(bogus)})
+        opened(model_path=str(bogus))
 
 
 def test_letterbox_pads_with_grey_and_feeds_rgb() -> None:

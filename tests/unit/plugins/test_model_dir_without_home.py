@@ -6,6 +6,7 @@ import pwd
 
 import pytest
 
+from fakes.fake_plugins import params_as_loaded
 from videodag_service.dag import DagPipelineService
 from videodag_service.plugins.models import MODEL_DIR_ENV, ModelFileMissing, fetched_model_file
 
@@ -35,7 +36,9 @@ def test_the_built_in_pipelines_load_without_a_home() -> None:
 
 @pytest.mark.usefixtures("homeless")
 def test_a_model_path_under_a_missing_home_is_a_parameter_problem_saying_so() -> None:
-    from videodag_service.plugins.yolo import _Settings
+    from videodag_service.plugins.yolo import PLUGIN, _Settings
 
-    _settings, problems = _Settings.checked({"model_path": "~/models/yolo.onnx"})
+    tool = PLUGIN.tool("detect")
+    assert tool is not None
+    _settings, problems = _Settings.checked(params_as_loaded(tool, model_path="~/models/yolo.onnx"))
     assert any("starts with ~, and this user has no home directory" in problem for problem in problems)

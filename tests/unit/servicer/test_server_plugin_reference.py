@@ -44,6 +44,8 @@ def test_the_server_prints_every_installed_tool_with_its_ports_and_params_and_ex
                 assert f"      {named}: " in section or f"      {named}\n" in section
             for param in tool.params:
                 assert f"      {param.name} ({param.kind.__name__}, " in section
+                if param.allowed_range:
+                    assert f", {param.allowed_range}): " in section
     for field, kind in (("image", "image"), ("image_bytes", "jpeg"), ("index", "int"), ("timestamp", "float")):
         assert f"  frame.{field} [{kind}] " in printed
     for kind, meaning in PORT_KINDS.items():
@@ -60,7 +62,9 @@ def test_a_tool_reads_as_it_is_written_in_a_pipeline_file() -> None:
         inputs=(Port("image", "BGR frame", kind="image"), Port("hint", "anything")), outputs=(Port("small"),),
         params=(Param("width", int, description="pixels"),
                 Param("mode", str, "area", "how", choices=("area", "linear")),
-                Param("keep", bool, True)),
+                Param("keep", bool, True),
+                Param("scale", float, 0.5, "of the frame", minimum=0, minimum_inclusive=False, maximum=1),
+                Param("steps", int, 1, minimum=1)),
     )
     stateful = Tool("count", "Count frames.", inputs=(), outputs=(Port("n", kind="int"),), open=lambda params: None,
                     stateful=True)
@@ -71,6 +75,8 @@ def test_a_tool_reads_as_it_is_written_in_a_pipeline_file() -> None:
     assert "      width (int, required): pixels\n" in printed
     assert '      mode (str, default "area", one of "area", "linear"): how\n' in printed
     assert "      keep (bool, default true)\n" in printed
+    assert "      scale (float, default 0.5, in (0, 1]): of the frame\n" in printed
+    assert "      steps (int, default 1, >= 1)\n" in printed
     assert "  shape.count (stateful: one instance a run, frames in order)\n" in printed
     assert "    inputs: none\n" in printed and "    params: none\n" in printed
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from videodag_service.dag.plugin import raise_if_any
-
 # Buffers are expressed for 30 fps video and scaled to the actual rate.
 REFERENCE_FRAME_RATE = 30.0
 
@@ -41,26 +39,13 @@ class ByteTrackConfig:
     """Match a track only with detections of its own label."""
 
     def __post_init__(self) -> None:
-        raise_if_any(self._problems())
-
-    def _problems(self) -> list[str]:
-        """Every value out of its range, each naming its parameter."""
-        problems: list[str] = []
-        for name in ("track_high_thresh", "track_low_thresh", "new_track_thresh", "match_thresh",
-                     "confirm_match_thresh"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                problems.append(f"{name} must be in [0, 1], got {value}")
+        # Each value's own range is declared with the tool's parameters and checked as a pipeline
+        # loads; what is left is how two of them relate.
         if self.track_low_thresh > self.track_high_thresh:
-            problems.append(
+            raise ValueError(
                 f"track_low_thresh ({self.track_low_thresh}) must not exceed "
                 f"track_high_thresh ({self.track_high_thresh})"
             )
-        if self.track_buffer < 0:
-            problems.append(f"track_buffer must be >= 0, got {self.track_buffer}")
-        if self.frame_rate <= 0:
-            problems.append(f"frame_rate must be > 0, got {self.frame_rate}")
-        return problems
 
     @property
     def max_frames_lost(self) -> int:

@@ -19,20 +19,23 @@ if TYPE_CHECKING:
 
 TRACK_PARAMS: tuple[Param, ...] = (
     Param("track_high_thresh", float, 0.5,
-          "detections at or above this score take part in the first association"),
+          "detections at or above this score take part in the first association", minimum=0, maximum=1),
     Param("track_low_thresh", float, 0.1,
-          "detections above this score and below track_high_thresh can only extend existing tracks"),
+          "detections above this score and below track_high_thresh can only extend existing tracks; "
+          "at most track_high_thresh", minimum=0, maximum=1),
     Param("new_track_thresh", float, 0.6,
-          "an unmatched detection starts a track only at or above this score"),
-    Param("match_thresh", float, 0.8, "largest 1 - IoU cost (score-fused) accepted in the first association"),
+          "an unmatched detection starts a track only at or above this score", minimum=0, maximum=1),
+    Param("match_thresh", float, 0.8, "largest 1 - IoU cost (score-fused) accepted in the first association",
+          minimum=0, maximum=1),
     Param("confirm_match_thresh", float, 0.7,
           "largest 1 - IoU cost (score-fused) that confirms a track started on the previous frame; until "
           "confirmed a track is not reported, so raise it with match_thresh for objects that move far "
-          "between the frames the tracker sees"),
+          "between the frames the tracker sees", minimum=0, maximum=1),
     Param("track_buffer", int, 30,
           "frames the tracker sees (at frame_rate 30) a lost track is kept and can come back with its id; "
-          "a run's frame_stride makes that longer in video time"),
-    Param("frame_rate", int, 30, "frames per second the tracker sees; track_buffer is scaled by frame_rate / 30"),
+          "a run's frame_stride makes that longer in video time", minimum=0),
+    Param("frame_rate", int, 30, "frames per second the tracker sees; track_buffer is scaled by frame_rate / 30",
+          minimum=1),
     Param("fuse_score", bool, True, "weigh IoU by the detection score in the high-score associations"),
     Param("per_label", bool, False,
           "match a track only with detections of its own label; by default all labels are tracked together"),
@@ -57,21 +60,15 @@ class _TrackingInstance:
         self._tracker = None
 
 
-def _config(params: Mapping[str, Any]) -> ByteTrackConfig:
-    """The tracker's configuration; raises InvalidParams naming every value out of range."""
-    values = {param.name: params.get(param.name, param.default) for param in TRACK_PARAMS}
-    return ByteTrackConfig(**values)
-
-
 def _check_params(params: Mapping[str, Any]) -> None:
     """The configuration `open` would build, checked when the pipeline loads (without scipy)."""
-    _config(params)
+    ByteTrackConfig(**params)
 
 
 def _open_tracker(params: Mapping[str, Any]) -> ToolInstance:
     from videodag_service.plugins.bytetrack.tracker import ByteTracker
 
-    return _TrackingInstance(ByteTracker(_config(params)))
+    return _TrackingInstance(ByteTracker(ByteTrackConfig(**params)))
 
 
 PLUGIN = Plugin(

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance, raise_if_any
+from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections, frame_size_of
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing, fetched_model_file
@@ -28,44 +28,23 @@ logger = logging.getLogger(__name__)
 PERSON_LABEL = "person"
 
 DETECT_PEOPLE_PARAMS: tuple[Param, ...] = (
-    Param("score_threshold", float, 0.4, "smallest person score kept, in [0, 1]"),
-    Param("iou_threshold", float, 0.5, "boxes overlapping a better one by more than this IoU are dropped"),
-    Param("min_box_area", float, 0.0, "smallest box kept, in square pixels of the frame"),
-    Param("max_detections", int, 100, "at most this many boxes per frame, best first"),
+    Param("score_threshold", float, 0.4, "smallest person score kept", minimum=0, maximum=1),
+    Param("iou_threshold", float, 0.5, "boxes overlapping a better one by more than this IoU are dropped",
+          minimum=0, minimum_inclusive=False, maximum=1),
+    Param("min_box_area", float, 0.0, "smallest box kept, in square pixels of the frame", minimum=0),
+    Param("max_detections", int, 100, "at most this many boxes per frame, best first",
+          minimum=0, maximum=LARGEST_OPENCV_COUNT),
 )
 
 
 @dataclass(frozen=True)
 class _Settings:
+    """The parameters as the loader hands them to `open`: within their declared bounds."""
+
     score_threshold: float
     iou_threshold: float
     min_box_area: float
     max_detections: int
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> _Settings:
-        values = {param.name: params.get(param.name, param.default) for param in DETECT_PEOPLE_PARAMS}
-        settings = cls(
-            score_threshold=float(values["score_threshold"]),
-            iou_threshold=float(values["iou_threshold"]),
-            min_box_area=float(values["min_box_area"]),
-            max_detections=int(values["max_detections"]),
-        )
-        raise_if_any(settings.problems())
-        return settings
-
-    def problems(self) -> list[str]:
-        """Every value out of its range, each naming its parameter."""
-        problems: list[str] = []
-        if not 0.0 <= self.score_threshold <= 1.0:
-            problems.append(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if not 0.0 < self.iou_threshold <= 1.0:
-            problems.append(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
-        if self.min_box_area < 0:
-            problems.append(f"min_box_area must not be negative, got {self.min_box_area}")
-        if not 0 <= self.max_detections <= LARGEST_OPENCV_COUNT:
-            problems.append(f"max_detections must be in [0, {LARGEST_OPENCV_COUNT}], got {self.max_detections}")
-        return problems
 
 
 class _PeopleDetectorInstance:
@@ -104,10 +83,9 @@ class _PeopleDetectorInstance:
 
 
 def _check_params(params: Mapping[str, Any]) -> None:
-    """The settings `open` would build, checked when the pipeline loads. A missing model file
-    does not stop the load (a server may serve its other pipelines without it, and `open` says
-    how to get it); it is logged as the server starts, so that it is not news at the first run."""
-    _Settings.from_params(params)
+    """Looks for the model files when the pipeline loads. A missing one does not stop the load (a
+    server may serve its other pipelines without it, and `open` says how to get it); it is logged
+    as the server starts, so that it is not news at the first run."""
     _warn_once_if_the_model_is_missing()
 
 
@@ -126,8 +104,7 @@ def _warn_once_if_the_model_is_missing() -> None:
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:
     from videodag_service.plugins.ssdlite.model import borrow_pedestrian_model
 
-    settings = _Settings.from_params(params)
-    return _PeopleDetectorInstance(borrow_pedestrian_model(), settings)
+    return _PeopleDetectorInstance(borrow_pedestrian_model(), _Settings(**params))
 
 
 PLUGIN = Plugin(
