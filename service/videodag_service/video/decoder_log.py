@@ -8,6 +8,12 @@ else, stderr goes through a pipe read by `DecoderLogWatch`: every line still rea
 server's stderr, and the run can fail with a clear error instead of returning black frames.
 Each passed-on line takes the shape of the server's own lines (JSON or text), with the time
 and the run's request id, so that it can be told which run it belongs to.
+
+FFmpeg writes there only with OpenCV's default logging: OPENCV_FFMPEG_LOGLEVEL or
+OPENCV_FFMPEG_DEBUG in the environment (an operator quieting FFmpeg, a program that rendered
+a video in the same process before) make OpenCV print FFmpeg's messages to stdout, buffered,
+or not at all, and interlaced videos then came back black. A decoder process drops both
+variables before it opens its file, so it always sees FFmpeg's errors, and passes them on.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ _LONGEST_LINE = 64 * 1024
 _LONGEST_PASSED_ON = 512
 """Bytes of a message passed on: escaped as JSON, a line of it stays under a pipe's 4 KB page,
 written whole whenever the pipe has room. FFmpeg's messages are a line of a hundred or so."""
+# OpenCV's variables that take FFmpeg's messages off stderr (see the module's docstring).
+OPENCV_FFMPEG_LOG_VARIABLES = ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_FFMPEG_DEBUG")
 LOGGER_NAME = "videodag_service.video.decoder"
 """The logger a decoder's passed-on lines name, in JSON logs."""
 
@@ -73,7 +81,11 @@ class DecoderLogWatch:
 
     @classmethod
     def install(cls, log_format: DecoderLogFormat | None = None) -> DecoderLogWatch:
-        """Put a pipe in place of stderr (file descriptor 2, where FFmpeg writes) and start reading it."""
+        """Put a pipe in place of stderr (file descriptor 2, where FFmpeg writes) and start reading
+        it; FFmpeg's errors go there from now on (OpenCV reads its variables as it opens its first
+        video, which this process has not done yet)."""
+        for variable in OPENCV_FFMPEG_LOG_VARIABLES:
+            os.environ.pop(variable, None)
         passed_to = os.dup(2)
         read_end, write_end = os.pipe()
         os.dup2(write_end, 2)

@@ -8,6 +8,7 @@ ends the run with VIDEO_UNREADABLE saying why. An OpenCV that converts them gets
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import subprocess
@@ -49,6 +50,45 @@ def test_an_interlaced_video_gives_its_real_frames_or_a_typed_refusal_never_blac
         return
     brightness = [item["result"]["stats"]["mean_brightness"] for item in results]
     assert len(brightness) == 8 and min(brightness) > PATTERN_BRIGHTNESS, brightness
+
+
+_RUN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.errors import VideoUnreadable
+    from videodag_service.video import VideoFilePipelineService
+
+    service = VideoFilePipelineService(DagPipelineService.from_folder(), isolation="process")
+    try:
+        results = service.run_on_file("frame_stats_v1", Path(sys.argv[1]), {"max_frames": 8})
+    except VideoUnreadable as error:
+        print(json.dumps({"refused": error.message}))
+    else:
+        print(json.dumps({"brightness": [item["result"]["stats"]["mean_brightness"] for item in results]}))
+    """
+)
+
+
+@pytest.mark.parametrize("variable", [("OPENCV_FFMPEG_LOGLEVEL", "-8"), ("OPENCV_FFMPEG_LOGLEVEL", "24"),
+                                      ("OPENCV_FFMPEG_DEBUG", "1")])
+def test_opencvs_ffmpeg_log_variables_in_the_servers_environment_do_not_hide_the_refusal(
+    tmp_path: Path, variable: tuple[str, str]
+) -> None:
+    """With either variable set (an operator quieting FFmpeg, a render in the same process before),
+    OpenCV printed FFmpeg's messages to stdout or nowhere, and black frames went out as results."""
+    path = write_test_pattern(tmp_path / "interlaced.mp4", *INTERLACED_ENCODINGS["h264.mp4"], size="320x240",
+                              seconds=1.0)
+    name, value = variable
+    completed = subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(path)], capture_output=True, text=True,
+                               timeout=120, env={**os.environ, name: value})
+    assert completed.returncode == 0, completed.stderr
+    outcome = json.loads(completed.stdout.splitlines()[-1])
+    if "refused" in outcome:
+        assert "it is interlaced" in outcome["refused"]
+    else:
+        assert min(outcome["brightness"]) > PATTERN_BRIGHTNESS, outcome
 
 
 def test_a_progressive_video_flagged_nothing_special_runs_as_before(tmp_path: Path) -> None:
