@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -40,3 +41,19 @@ def test_method_paths_are_the_ones_the_generated_stub_calls() -> None:
     service_grpc.VideoPipelineServiceStub(RecordingChannel())
     assert method_path(service, "UploadAndRun") == calls["UploadAndRun"]
     assert method_path(service, "SubmitJob") == calls["SubmitJob"]
+
+
+def test_times_the_server_echoes_come_back_as_they_were_sent() -> None:
+    """The server rounds a time to whole nanoseconds in a Duration; the client must not add a
+    rounding of its own: a job's start of 1.118 s came back as 1.1179999999999999."""
+    from videodag.v1 import job_pb2
+    from videodag_client._job_values import job_from_proto
+    from videodag_service.convert import duration
+
+    sent = [millis / 1000 for millis in range(0, 100_000, 7)]  # as typed: 1.118, not 1.1179999999999999
+    for seconds, end in itertools.pairwise(sent):
+        job = job_pb2.Job(id="j", state=job_pb2.JOB_STATE_QUEUED)
+        job.config.options.start_offset.CopyFrom(duration(seconds))
+        job.config.options.end_offset.CopyFrom(duration(end))
+        options = job_from_proto(job).options
+        assert (options.start_seconds, options.end_seconds) == (seconds, end)
