@@ -122,9 +122,11 @@ class DiskReserve:
     def _check(self, claim: UploadClaim, claimed_bytes: int, *, growing: bool) -> None:
         if not self.min_free_bytes:
             return
-        free = self._free_bytes(self.folder)
+        # The files' sizes are read before the free space: a chunk written in between then counts
+        # twice (used, and still to come), never not at all, which would let an upload into the reserve.
         promised = sum(other.bytes_to_come() for other in self._claims if other is not claim)
         own = claim.bytes_to_come(claimed_bytes)
+        free = self._free_bytes(self.folder)
         if free - promised - own >= self.min_free_bytes:
             return
         raise _disk_full(claim, free, promised, self.min_free_bytes, growing=growing)
