@@ -14,6 +14,7 @@ from jobs_harness import (
     finished,
     is_running_with_frames,
     wait_for_job,
+    wait_until,
     watch_all,
 )
 
@@ -54,6 +55,22 @@ def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path)
         assert isinstance(failed.error, Internal) and failed.error.reason == "NODE_TIMED_OUT"
         assert failed.error.metadata["frame_index"] == "2"
         assert failed.frames_done == 2
+
+
+def test_a_job_whose_worker_cannot_load_its_pipelines_fails_saying_so(tmp_path: Path, sample_clip: Path) -> None:
+    """A shared pipeline folder edited into an invalid one after the replicas started (workers load
+    it for each job): the task failed in RQ, and the job stayed QUEUED for good, watched forever."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        broken = jobs.pipeline_dir / "broken.yaml"
+        broken.write_text("id: broken\nversion: '1'\nnodes:\n  - id: a\n    plugin: no_such.plugin\noutputs: {}\n")
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+
+        failed = wait_for_job(client, job.id, finished, what="the job to fail")
+        assert failed.state is JobState.FAILED
+        assert isinstance(failed.error, Internal)
+        assert "cannot load its pipelines" in failed.error.message and "broken.yaml" in failed.error.message
+        wait_until(lambda: jobs.stored_uploads() == [], what="the job's video to be removed")
 
 
 def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_clip: Path) -> None:

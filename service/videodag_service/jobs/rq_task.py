@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ import rq
 
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs.execution import JobExecutor
+from videodag_service.jobs.model import JobError, JobState
 from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage
 from videodag_service.video import (
@@ -221,6 +223,13 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
         raise RuntimeError("run_job runs inside an RQ worker only")
     connection = _decoding_connection(current.connection)
     store = RedisJobStore(connection, key_prefix=worker_config.key_prefix, lease_seconds=worker_config.lease_seconds)
+    try:
+        _dag(worker_config)
+    except Exception as error:
+        try:
+            return _fail_unrunnable(store, worker_config, job_id, attempt, error)
+        finally:
+            store.close()
     executor = JobExecutor(
         store,
         DirectoryUploadStorage(worker_config.upload_dir),
@@ -241,6 +250,27 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     finally:
         store.close()
     return None if state is None else state.value
+
+
+def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: str, attempt: int,
+                     error: Exception) -> str | None:
+    """Fail a job this worker cannot run at all: its pipelines do not load (a shared pipeline
+    folder edited into an invalid one, one missing on this machine, a worker of another
+    release). RQ would file the task as failed and the job stay QUEUED for good, its watches
+    waiting with it, since recovery looks after RUNNING jobs only."""
+    now = time.time()
+    job = store.claim(job_id, attempt, now)
+    if job is None:
+        return None
+    message = f"the worker that took the job cannot load its pipelines: {error}"
+    logger.error("job %s failed: %s", job_id, message)
+    store.finish(job_id, attempt, now, now + worker_config.retention_seconds,
+                 error=JobError("INTERNAL", "INTERNAL", message))
+    try:
+        DirectoryUploadStorage(worker_config.upload_dir).delete(job.video.ref)
+    except OSError as problem:
+        logger.warning("job %s: its video could not be removed: %s", job_id, problem)
+    return JobState.FAILED.value
 
 
 def _dag(worker_config: WorkerConfig) -> DagPipelineService:
