@@ -10,6 +10,8 @@ those pipelines, method names from the contract, status codes from gRPC's fixed 
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from videodag_service.dag.time_limit import abandoned_thread_count
+
+logger = logging.getLogger(__name__)
 
 # Used as the pipeline label when a run was refused before its pipeline was known to exist.
 UNKNOWN_PIPELINE = "unknown"
@@ -108,8 +112,18 @@ class ServerMetrics:
             gauge.dec()
 
     def watch_queue_depth(self, queue: str, depth: Callable[[], int]) -> None:
-        """Report `depth()` as the queue's depth at every scrape."""
-        self.queue_depth.labels(queue=queue).set_function(lambda: float(depth()))
+        """Report `depth()` as the queue's depth at every scrape; NaN (no value) while it cannot
+        be read. Its error would fail the whole scrape (HTTP 500, no metric at all) during a
+        Redis outage, when the other metrics are wanted most."""
+
+        def read() -> float:
+            try:
+                return float(depth())
+            except Exception as error:
+                logger.debug("queue %s: depth not read for the metrics: %s", queue, error)
+                return math.nan
+
+        self.queue_depth.labels(queue=queue).set_function(read)
 
 
 @dataclass

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from videodag_service.observability import ServerMetrics, start_metrics_exporter
@@ -66,6 +68,20 @@ def test_queue_depth_is_a_gauge_per_queue() -> None:
     waiting[0] = 3
     assert sample(metrics, "videodag_queue_depth", queue="jobs") == 3
     assert sample(metrics, "videodag_queue_depth", queue="other") == 1
+
+
+def test_a_queue_depth_that_cannot_be_read_leaves_the_other_metrics_served() -> None:
+    """The job store out of reach (a Redis outage) failed the whole scrape with HTTP 500."""
+    metrics = ServerMetrics()
+    metrics.record_run("p")
+
+    def unreachable() -> int:
+        raise ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+
+    metrics.watch_queue_depth("jobs", unreachable)
+    assert math.isnan(sample(metrics, "videodag_queue_depth", queue="jobs"))
+    assert sample(metrics, "videodag_runs_total", pipeline="p", status="OK") == 1
+    assert b"videodag_runs_total" in generate_latest(metrics.registry)
 
 
 def test_two_servers_in_one_process_keep_separate_series() -> None:
