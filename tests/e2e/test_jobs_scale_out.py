@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -88,6 +89,14 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
         with pytest.raises(Unavailable):
             client.submit_job(sample_clip, "paced")
         assert jobs.stored_uploads() == stored_before  # the refused upload was not kept
+        # Refused before the upload, not after it: the whole video was taken, then refused.
+        large = tmp_path / "large.mp4"
+        large.write_bytes(os.urandom(64 * 1024 * 1024))
+        sent: list[int] = []
+        with pytest.raises(Unavailable) as refused:
+            client.submit_job(large, "paced", on_upload_progress=lambda done, _total: sent.append(done))
+        assert refused.value.reason == "JOB_STORE_UNAVAILABLE"
+        assert max(sent, default=0) < 16 * 1024 * 1024, max(sent)
 
 
 def _job_through_a_redis_restart(jobs: JobsDeployment, video: Path, down_seconds: float) -> tuple[VideodagClient, Job]:

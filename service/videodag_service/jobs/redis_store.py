@@ -260,6 +260,9 @@ class RedisJobStore(JobStore):
         pipe.zadd(self._jobs_key, {job.id: 0})
         pipe.zadd(self.undispatched_key, {job.id: job.created_at})
 
+    def check_reachable(self) -> None:
+        self._redis.ping()
+
     def find_by_idempotency_key(self, key: str) -> Job | None:
         job_id = cast(str | None, self._redis.get(self._idempotency_key(key)))
         if job_id is None:

@@ -154,6 +154,8 @@ class JobService:
             existing = self._store.find_by_idempotency_key(key)
             if existing is not None:
                 return _same_submission(existing, request)
+        else:  # a store out of reach refuses the job before the upload, not after it (gigabytes, perhaps)
+            self._store.check_reachable()
         stamp = _CreationStamp(self._clock)
         video = self._uploads.store(
             stamp.take,

@@ -38,6 +38,10 @@ class JobStore(ABC):
         removed from under the server); checked by maintenance. Stores without files: None."""
         return None
 
+    def check_reachable(self) -> None:  # noqa: B027 - a store on this machine has nothing to check
+        """Raise one of `outage_errors` when the store cannot be reached now. A store on this
+        machine always can."""
+
     # --- service side ---------------------------------------------------------------------
 
     @abstractmethod
