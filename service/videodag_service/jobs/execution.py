@@ -217,7 +217,8 @@ class JobExecutor:
                     raise JobInterrupted(job.id)
                 if time.monotonic() > deadline:
                     raise DeadlineExceeded(
-                        f"the job ran longer than the server's limit of {self._job_timeout_seconds:g} s",
+                        f"the job ran longer than its time limit of {self._job_timeout_seconds:g} s "
+                        "(--job-timeout-seconds of the server that queued it)",
                         ErrorDetails(metadata={"job_timeout_seconds": f"{self._job_timeout_seconds:g}"}),
                     )
                 if isinstance(event, FrameProcessed):
