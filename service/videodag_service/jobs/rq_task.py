@@ -114,6 +114,9 @@ class VideodagWorker(rq.Worker):
     """
 
     _worker_pid: int | None = None
+    # RQ's wait for the next job retries a lost Redis at 1, 2, 4... s, up to 60 s apart: after an
+    # outage of a minute, every idle worker slept up to a minute more while jobs queued again.
+    max_connection_wait_time = 5.0
 
     def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # A horse whose worker died (OOM killer, kill -9) would run its job on unsupervised:
