@@ -46,6 +46,20 @@ def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
         assert wait_for_job(replica_a, second.id, finished).frames_done < 120
 
 
+def test_with_a_retention_of_0_a_watch_on_one_replica_gets_its_jobs_end_though_others_purge(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Each replica kept only the jobs its own watches watched: another one removed the job
+    between the watch's last frame and its final read, and the watch ended NOT_FOUND."""
+    with deployment("redis", tmp_path, job_retention_seconds=0.0) as jobs:
+        watcher, *others = [jobs.start_server() for _ in range(3)]
+        for _ in range(3):
+            job = others[0].submit_job(sample_clip, "paced", RunOptions(max_frames=20))
+            frames, updates = watch_all(watcher, job.id)
+            assert [frame.frame_index for frame in frames] == list(range(20))
+            assert updates[-1].state is JobState.SUCCEEDED
+
+
 def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path) -> None:
     """A node stuck on a frame fails the job on an RQ worker as it would inside the server."""
     with deployment("redis", tmp_path, node_timeout_seconds=1.0) as jobs:

@@ -201,6 +201,7 @@ class RedisJobStore(JobStore):
         self._jobs_key = f"{key_prefix}:jobs"
         self._leases_key = f"{key_prefix}:leases"
         self._expiry_key = f"{key_prefix}:expiry"
+        self._watched_key = f"{key_prefix}:watched"  # job id -> until when a replica watches it
         self.undispatched_key = f"{key_prefix}:undispatched"
         self._claim = connection.register_script(_CLAIM)
         self._append = connection.register_script(_APPEND)
@@ -463,10 +464,16 @@ class RedisJobStore(JobStore):
                 jobs.append(self.get(job_id))
         return jobs
 
+    def mark_watched(self, job_ids: Collection[str], until: float) -> None:
+        if job_ids:
+            self._redis.zadd(self._watched_key, dict.fromkeys(job_ids, until), gt=True)
+
     def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
         purged = []
+        self._redis.zremrangebyscore(self._watched_key, "-inf", f"({_number(now)}")
+        watched_by_replicas = set(_texts(self._redis.zrangebyscore(self._watched_key, _number(now), "+inf")))
         for job_id in _texts(self._redis.zrangebyscore(self._expiry_key, "-inf", _number(now))):
-            if job_id in keep:
+            if job_id in keep or job_id in watched_by_replicas:
                 continue
             try:
                 purged.append(self.delete(job_id))

@@ -32,6 +32,9 @@ from videodag_service.jobs.watch import watch_job
 logger = logging.getLogger(__name__)
 # The retry hint of a job store outage: long enough for a Redis failover, short for a blip.
 RETRY_AFTER_OUTAGE_SECONDS = 2.0
+# How long a watch keeps its job from the other replicas' retention without being renewed: more
+# than the longest maintenance interval (10 s), which renews it.
+WATCH_MARK_SECONDS = 30.0
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -245,6 +248,8 @@ class JobService:
         with self._watched_lock:
             self._watched[job_id] += 1
         try:
+            # For the other replicas' retention too; each maintenance renews it while watched.
+            self._store.mark_watched((job_id,), self._clock() + WATCH_MARK_SECONDS)
             yield from events
         finally:
             with self._watched_lock:
@@ -260,6 +265,7 @@ class JobService:
         now = self._clock()
         with self._watched_lock:
             watched = frozenset(self._watched)
+        self._store.mark_watched(watched, now + WATCH_MARK_SECONDS)
         for job in self._store.purge_expired(now, keep=watched):
             self._uploads.delete(job.video.ref)
             logger.info("job %s removed: retention ended", job.id)

@@ -42,6 +42,12 @@ class JobStore(ABC):
         """Raise one of `outage_errors` when the store cannot be reached now. A store on this
         machine always can."""
 
+    def mark_watched(self, job_ids: Collection[str], until: float) -> None:  # noqa: B027 - most stores need not
+        """Keep these jobs past their retention until `until`, for every server sharing the store:
+        a watch connected when its job ends must get the final state, also when another replica
+        removes finished jobs. A store only one server uses has nothing to do: its watches' jobs
+        are passed to `purge_expired` as `keep`."""
+
     # --- service side ---------------------------------------------------------------------
 
     @abstractmethod
