@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 from jobs_harness import (
     SERVER_SCRIPT,
     JobsDeployment,
@@ -111,6 +112,38 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
             client.submit_job(large, "paced", on_upload_progress=lambda done, _total: sent.append(done))
         assert refused.value.reason == "JOB_STORE_UNAVAILABLE"
         assert max(sent, default=0) < 16 * 1024 * 1024, max(sent)
+
+
+def test_while_redis_is_a_read_only_replica_watches_go_on_and_submissions_are_refused_before_the_upload(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """A failover's replica not yet promoted answers reads and refuses writes: a watch failed at
+    once (it marks its job for the other replicas' retention), and a submission was refused only
+    once the whole video had arrived (the check before the upload was a PING, which it answers)."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=5))
+        wait_for_job(client, job.id, finished)
+        assert jobs.redis is not None
+        control = redis.Redis.from_url(jobs.redis.url)
+        control.replicaof("127.0.0.1", free_port())  # nothing there: it stays a read-only replica
+        try:
+            frames, updates = watch_all(client, job.id)
+            assert len(frames) == 5 and updates[-1].state is JobState.SUCCEEDED
+
+            large = tmp_path / "large.mp4"
+            large.write_bytes(os.urandom(64 * 1024 * 1024))
+            sent: list[int] = []
+            for key in (None, "read-only-1"):
+                sent.clear()
+                with pytest.raises(Unavailable) as refused:
+                    client.submit_job(large, "paced", idempotency_key=key,
+                                      on_upload_progress=lambda done, _total: sent.append(done))
+                assert refused.value.reason == "JOB_STORE_UNAVAILABLE"
+                assert max(sent, default=0) < 16 * 1024 * 1024, max(sent)
+        finally:
+            control.replicaof("NO", "ONE")
+            control.close()
 
 
 def _job_through_a_redis_restart(jobs: JobsDeployment, video: Path, down_seconds: float) -> tuple[VideodagClient, Job]:

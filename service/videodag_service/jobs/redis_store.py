@@ -202,6 +202,7 @@ class RedisJobStore(JobStore):
         self._leases_key = f"{key_prefix}:leases"
         self._expiry_key = f"{key_prefix}:expiry"
         self._watched_key = f"{key_prefix}:watched"  # job id -> until when a replica watches it
+        self._writable_key = f"{key_prefix}:writable"  # written to check that Redis takes writes
         self.undispatched_key = f"{key_prefix}:undispatched"
         self._claim = connection.register_script(_CLAIM)
         self._append = connection.register_script(_APPEND)
@@ -261,8 +262,9 @@ class RedisJobStore(JobStore):
         pipe.zadd(self._jobs_key, {job.id: 0})
         pipe.zadd(self.undispatched_key, {job.id: job.created_at})
 
-    def check_reachable(self) -> None:
-        self._redis.ping()
+    def check_writable(self) -> None:
+        # A write, not a PING: a replica not yet promoted answers reads and refuses writes.
+        self._redis.set(self._writable_key, "1", px=1000)
 
     def find_by_idempotency_key(self, key: str) -> Job | None:
         job_id = cast(str | None, self._redis.get(self._idempotency_key(key)))

@@ -157,8 +157,8 @@ class JobService:
             existing = self._store.find_by_idempotency_key(key)
             if existing is not None:
                 return _same_submission(existing, request)
-        else:  # a store out of reach refuses the job before the upload, not after it (gigabytes, perhaps)
-            self._store.check_reachable()
+        # A store that cannot take the job refuses it before the upload, not after (gigabytes, perhaps).
+        self._store.check_writable()
         stamp = _CreationStamp(self._clock)
         video = self._uploads.store(
             stamp.take,
@@ -248,14 +248,23 @@ class JobService:
         with self._watched_lock:
             self._watched[job_id] += 1
         try:
-            # For the other replicas' retention too; each maintenance renews it while watched.
-            self._store.mark_watched((job_id,), self._clock() + WATCH_MARK_SECONDS)
+            self._mark_watched(job_id)
             yield from events
         finally:
             with self._watched_lock:
                 self._watched[job_id] -= 1
                 if not self._watched[job_id]:
                     del self._watched[job_id]
+
+    def _mark_watched(self, job_id: str) -> None:
+        """Keep the job from the other replicas' retention too; each maintenance renews the mark.
+        A store that takes no write now (a Redis replica during a failover) still serves the
+        watch's reads: the watch goes on, kept from this server's retention only."""
+        try:
+            self._store.mark_watched((job_id,), self._clock() + WATCH_MARK_SECONDS)
+        except self._store.outage_errors as error:
+            logger.warning("job %s: its watch could not be marked in the job store (%s: %s)", job_id,
+                           type(error).__name__, error)
 
     def run_maintenance(self) -> None:
         """Delete jobs past retention and abandoned partial uploads, and hand interrupted or

@@ -38,9 +38,9 @@ class JobStore(ABC):
         removed from under the server); checked by maintenance. Stores without files: None."""
         return None
 
-    def check_reachable(self) -> None:  # noqa: B027 - a store on this machine has nothing to check
-        """Raise one of `outage_errors` when the store cannot be reached now. A store on this
-        machine always can."""
+    def check_writable(self) -> None:  # noqa: B027 - a store on this machine has nothing to check
+        """Raise one of `outage_errors` when the store cannot take a write now (out of reach, or a
+        read-only replica during a failover). A store on this machine always can."""
 
     def mark_watched(self, job_ids: Collection[str], until: float) -> None:  # noqa: B027 - most stores need not
         """Keep these jobs past their retention until `until`, for every server sharing the store:
