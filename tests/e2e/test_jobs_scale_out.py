@@ -218,3 +218,29 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
     with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # the run waits up to 5 s
         _client, done = _job_through_a_redis_restart(jobs, sample_clip, down_seconds=8.0)
         assert done.attempt == 2, "run again from the start"
+
+
+def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path, sample_clip: Path) -> None:
+    """A failover ends an idle worker's blocking wait for the next job ("UNBLOCKED ... master ->
+    replica"), which RQ's loop retried only for lost connections: the worker exited, and the
+    queue had no one left to run its jobs."""
+    with deployment("redis", tmp_path) as jobs:
+        client = jobs.start_server()
+        first = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
+        assert wait_for_job(client, first.id, finished).state is JobState.SUCCEEDED
+        (worker,) = jobs.workers
+        assert jobs.redis is not None
+        control = redis.Redis.from_url(jobs.redis.url)
+        wait_until(lambda: any("b" in each["flags"] for each in control.client_list()),  # blocked in a pop
+                   what="the worker waiting for its next job")
+        try:
+            control.replicaof("127.0.0.1", free_port())  # the old primary, demoted
+            time.sleep(3)  # the worker's wait is ended, and its retries meet a read-only replica
+            assert worker.process.poll() is None, "the worker exited"
+        finally:
+            control.replicaof("NO", "ONE")  # promoted again
+            control.close()
+        second = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
+        done = wait_for_job(client, second.id, finished, timeout=60)
+        assert done.state is JobState.SUCCEEDED, done.error
+        assert worker.process.poll() is None

@@ -156,6 +156,26 @@ class VideodagWorker(rq.Worker):
             exception_handler=getattr(self, "_pubsub_exception_handler", None),
         )
 
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        # RQ's wait for the next job retries lost connections only. A failover ends it another
+        # way: the demoted primary unblocks its blocking pop ("UNBLOCKED ... master -> replica?")
+        # and refuses the next one (READONLY) until a primary is reached again; RQ let both end
+        # the worker, whose teardown failed on the same replica. They are waited out here, on
+        # fresh connections each time, so an address moved to the new primary is followed (the
+        # idle ones only: the listener thread's is in use, and closing it under it fails it).
+        wait_seconds = 1.0
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except redis.exceptions.ResponseError as error:
+                if not _failover_refusal(error):
+                    raise
+                logger.warning("worker %s: Redis is failing over (%s: %s); waiting %.0f s for a primary",
+                               self.name, type(error).__name__, error, wait_seconds)
+            self.connection.connection_pool.disconnect(inuse_connections=False)
+            time.sleep(wait_seconds)
+            wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
+
     def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
         # RQ's failure bookkeeping): skipped while Redis is out, the job's own state is in the store.
@@ -182,6 +202,11 @@ class VideodagWorker(rq.Worker):
         except _REDIS_OUTAGE as error:
             logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
                            self.name, type(error).__name__, error, what)
+
+
+def _failover_refusal(error: redis.exceptions.ResponseError) -> bool:
+    """A refusal a Redis gives while it is a replica: it passes once a primary is reached."""
+    return isinstance(error, redis.exceptions.ReadOnlyError) or str(error).startswith("UNBLOCKED")
 
 
 def _die_with(parent: int) -> None:
