@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avideodag/v1/pipeline.proto\x12\x0bvideodag.v1\x1a\x1cgoogle/protobuf/struct.proto\")\n\tNodeInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"\xbd\x01\n\x0cPipelineNode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x04 \x03(\x0b\x32\x16.videodag.v1.NodeInput\x12.\n\x08on_error\x18\x05 \x01(\x0e\x32\x1c.videodag.v1.NodeErrorPolicy\x12\x10\n\x08stateful\x18\x06 \x01(\x08\".\n\x0ePipelineOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"\x94\x01\n\x08Pipeline\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12(\n\x05nodes\x18\x04 \x03(\x0b\x32\x19.videodag.v1.PipelineNode\x12,\n\x07outputs\x18\x05 \x03(\x0b\x32\x1b.videodag.v1.PipelineOutput*l\n\x0fNodeErrorPolicy\x12!\n\x1dNODE_ERROR_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_ERROR_POLICY_FAIL\x10\x01\x12\x1a\n\x16NODE_ERROR_POLICY_SKIP\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avideodag/v1/pipeline.proto\x12\x0bvideodag.v1\x1a\x1cgoogle/protobuf/struct.proto\")\n\tNodeInput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"\xbd\x01\n\x0cPipelineNode\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06plugin\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06inputs\x18\x04 \x03(\x0b\x32\x16.videodag.v1.NodeInput\x12.\n\x08on_error\x18\x05 \x01(\x0e\x32\x1c.videodag.v1.NodeErrorPolicy\x12\x10\n\x08stateful\x18\x06 \x01(\x08\".\n\x0ePipelineOutput\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\"\x94\x01\n\x08Pipeline\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12(\n\x05nodes\x18\x04 \x03(\x0b\x32\x19.videodag.v1.PipelineNode\x12,\n\x07outputs\x18\x05 \x03(\x0b\x32\x1b.videodag.v1.PipelineOutput*l\n\x0fNodeErrorPolicy\x12!\n\x1dNODE_ERROR_POLICY_UNSPECIFIED\x10\x00\x12\x1a\n\x16NODE_ERROR_POLICY_FAIL\x10\x01\x12\x1a\n\x16NODE_ERROR_POLICY_SKIP\x10\x02\x42\"\n\x0f\x64\x65v.videodag.v1B\rPipelineProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'videodag.v1.pipeline_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\017dev.videodag.v1B\rPipelineProtoP\001'
   _globals['_NODEERRORPOLICY']._serialized_start=507
   _globals['_NODEERRORPOLICY']._serialized_end=615
   _globals['_NODEINPUT']._serialized_start=73

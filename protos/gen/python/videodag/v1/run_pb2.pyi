@@ -96,9 +96,10 @@ class RunConfig(_message.Message):
     """
     file_name: _builtins.str
     """The video's original file name, for logs and error messages. Optional; at
-    most 1024 characters (longer: INVALID_ARGUMENT). The format is found from the
-    content; an extension of a video container's (.mp4, .mkv, .ts, ...) is also
-    kept as a hint for the decoder, any other is ignored.
+    most 1024 Unicode code points (not UTF-16 units; longer: INVALID_ARGUMENT).
+    The format is found from the content; an extension of a video container's
+    (.mp4, .mkv, .ts, ...) is also kept as a hint for the decoder, any other is
+    ignored.
     """
     declared_size_bytes: _builtins.int
     """The exact number of bytes the client will send. 0 means unknown. When set, an
