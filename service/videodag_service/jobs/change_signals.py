@@ -2,7 +2,7 @@
 
 A condition shared by all had every frame of a running job wake every watch of every job, and
 each then read its own job again (60 idle watches made a run 3x slower). Apart from the store,
-whose writes only report each change here, inside the transaction that made it.
+whose writes only report each change here, once the transaction that made it has committed.
 """
 
 from __future__ import annotations

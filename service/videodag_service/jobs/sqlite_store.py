@@ -86,6 +86,7 @@ class SqliteJobStore(JobStore):
         self._connection.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._changes = JobChangeSignals(self._lock)
+        self._uncommitted_changes: list[tuple[str, int | None]] = []
         self._recovered = False
         try:
             with self._lock, _disk_full_as_error():
@@ -189,7 +190,7 @@ class SqliteJobStore(JobStore):
                 raise JobNotFinished(job_id, job.state.value)
             db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._changes.changed(job_id, None)
+            self._uncommitted_changes.append((job_id, None))
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
@@ -316,7 +317,7 @@ class SqliteJobStore(JobStore):
             for row in rows:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (row["id"],))
                 db.execute("DELETE FROM jobs WHERE id = ?", (row["id"],))
-                self._changes.changed(row["id"], None)
+                self._uncommitted_changes.append((row["id"], None))
         return [_job_from_row(row) for row in rows]
 
     # --- plumbing -------------------------------------------------------------------------
@@ -326,6 +327,7 @@ class SqliteJobStore(JobStore):
         """One write transaction; rolled back on any error, a full disk raised as DiskFull."""
         with self._lock, _disk_full_as_error():
             self._connection.execute("BEGIN IMMEDIATE")
+            self._uncommitted_changes.clear()
             try:
                 yield self._connection
                 self._connection.execute("COMMIT")
@@ -334,6 +336,13 @@ class SqliteJobStore(JobStore):
                 if self._connection.in_transaction:
                     self._connection.execute("ROLLBACK")
                 raise
+            finally:
+                changes, self._uncommitted_changes = self._uncommitted_changes, []
+            # Told once committed: a revision a rolled-back change had published stayed ahead
+            # of the database's, and every watch of the job re-read it without waiting (a full
+            # disk failing each write made each watch spin for as long as it stayed full).
+            for job_id, revision in changes:
+                self._changes.changed(job_id, revision)
 
     def _query_one(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Row | None:
         with self._lock:
@@ -365,7 +374,7 @@ class SqliteJobStore(JobStore):
         ).fetchone()
         if row is None:
             return False
-        self._changes.changed(job_id, row[0])
+        self._uncommitted_changes.append((job_id, row[0]))
         return True
 
 

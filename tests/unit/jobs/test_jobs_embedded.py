@@ -152,6 +152,25 @@ def test_a_full_database_is_resource_exhausted_and_stays_consistent(tmp_path: Pa
     check.close()
 
 
+def test_a_write_a_full_disk_rolled_back_does_not_wake_the_jobs_watches(tmp_path: Path) -> None:
+    """Its change was told to the watches before the commit failed: the job's revision in memory
+    stayed one ahead of the stored one, and each watch re-read the job without waiting, for as
+    long as the disk stayed full (thousands of reads a second per watch)."""
+    store = SqliteJobStore(tmp_path)
+    job = store.create(_job(tmp_path))
+    store.claim(job.id, 1, 0.0)
+    pages = store._connection.execute("PRAGMA page_count").fetchone()[0]
+    store._connection.execute(f"PRAGMA max_page_count = {pages + 1}")
+    with pytest.raises(DiskFull):
+        for index in range(1000):
+            store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 3000}))
+    revision = store.get(job.id).revision
+    started = time.monotonic()
+    store.wait_for_change(job.id, revision, None, timeout=0.5)
+    assert time.monotonic() - started >= 0.4, "the watch was woken by a change that was rolled back"
+    store.close()
+
+
 def _job(tmp_path: Path, pipeline_id: str = "paced", video_ref: str = "missing.avi") -> Job:
     return Job(new_job_id(), JobState.QUEUED, pipeline_id, SamplingOptions(), _stored(video_ref), 0.0)
 
