@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -66,7 +67,7 @@ class ThreadPoolJobQueue:
         self._pending: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._not_taking = threading.Event()
-        self._running = 0
+        self._running_jobs: dict[int, tuple[str, int]] = {}  # by worker thread
         self._running_changed = threading.Condition()
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
@@ -101,15 +102,28 @@ class ThreadPoolJobQueue:
 
     def wait_until_idle(self, timeout: float) -> bool:
         with self._running_changed:
-            return self._running_changed.wait_for(lambda: self._running == 0, timeout=max(0.0, timeout))
+            return self._running_changed.wait_for(lambda: not self._running_jobs, timeout=max(0.0, timeout))
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers; a job one is still running `timeout` seconds on is queued again from here.
+
+        A run stops at its next frame, which a node call as long as the node time limit can
+        put a minute away: the store was closed under such a run, whose own release then
+        failed, and the next start counted the clean stop as a crash, an attempt of the job's.
+        """
         self._not_taking.set()
         self._stopping.set()
         for _ in self._threads:
             self._pending.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._running_changed:
+            still_running = list(self._running_jobs.values())
+        for job_id, attempt in still_running:
+            logger.warning("job %s attempt %d did not stop within %.0f s of being told to (a long node call?): "
+                           "queued again from here", job_id, attempt, timeout)
+            self._executor.release_interrupted(job_id, attempt)
 
     def _work(self) -> None:
         run_as_batch()  # a job is frame work; serving calls goes first
@@ -121,7 +135,7 @@ class ThreadPoolJobQueue:
                 continue  # draining: the job stays QUEUED for the next start
             job_id, attempt = item
             try:
-                with self._counted_as_running():
+                with self._counted_as_running(job_id, attempt):
                     self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
             except JobInterrupted:
                 return
@@ -134,12 +148,13 @@ class ThreadPoolJobQueue:
                     self._unstarted.append((job_id, attempt))
 
     @contextmanager
-    def _counted_as_running(self) -> Iterator[None]:
+    def _counted_as_running(self, job_id: str, attempt: int) -> Iterator[None]:
+        worker = threading.get_ident()
         with self._running_changed:
-            self._running += 1
+            self._running_jobs[worker] = (job_id, attempt)
         try:
             yield
         finally:
             with self._running_changed:
-                self._running -= 1
+                del self._running_jobs[worker]
                 self._running_changed.notify_all()

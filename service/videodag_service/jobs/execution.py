@@ -190,18 +190,26 @@ class JobExecutor:
         return self._release_video_if_finished(job)
 
     def _release(self, job: Job) -> bool:
-        """Queue the interrupted job again in its attempt; on a store failure recovery does it later."""
+        return self.release_interrupted(job.id, job.attempt)
+
+    def release_interrupted(self, job_id: str, attempt: int) -> bool:
+        """Queue the interrupted job again in its attempt; on a store failure recovery does it later.
+
+        Also called for a run that did not stop when told (a node call longer than the time a
+        stop gives it): a no-op if the run has ended meanwhile, and its later writes find the
+        job no longer theirs.
+        """
         try:
-            released = self._store.release(job.id, job.attempt, self._clock())
+            released = self._store.release(job_id, attempt, self._clock())
         except self._store.outage_errors as error:
             logger.warning("job %s attempt %d interrupted; left RUNNING for recovery, as the job store cannot be "
-                           "reached (%s: %s)", job.id, job.attempt, type(error).__name__, error)
+                           "reached (%s: %s)", job_id, attempt, type(error).__name__, error)
             return False
         except Exception:
-            logger.exception("job %s attempt %d interrupted; left RUNNING for recovery", job.id, job.attempt)
+            logger.exception("job %s attempt %d interrupted; left RUNNING for recovery", job_id, attempt)
             return False
         if released:
-            logger.info("job %s attempt %d interrupted; queued to run again", job.id, job.attempt)
+            logger.info("job %s attempt %d interrupted; queued to run again", job_id, attempt)
         return released
 
     def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:

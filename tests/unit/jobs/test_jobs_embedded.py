@@ -48,6 +48,7 @@ PIPELINES = {
     "paced.yaml": counter_pipeline("paced", delay_seconds=0.02),
     # 3 s of work: a 1 s time limit ends it with room on both sides, however loaded the machine.
     "crawling.yaml": counter_pipeline("crawling", delay_seconds=0.1),
+    "heavy.yaml": counter_pipeline("heavy", delay_seconds=2.0),  # each call as a large model's
 }
 
 
@@ -313,6 +314,26 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
     finally:
         workers.close()
         parts.store.close()
+
+
+def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attempt(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    """The run stops at its next frame, which the call puts far away: the store was closed under
+    it, its own release failed, and the next start counted the clean stop as a crash."""
+    parts = _Parts(tmp_path, dag)
+    job = parts.submit(clip, "heavy")
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    workers.dispatch(job)
+    assert wait_until(lambda: parts.store.get(job.id).state is JobState.RUNNING)
+    workers.close(timeout=0.2)
+    (worker,) = workers._threads
+    assert worker.is_alive(), "the plugin call goes on"
+    stopped = parts.store.get(job.id)
+    assert (stopped.state, stopped.attempt) == (JobState.QUEUED, 1)
+    worker.join(30)  # its call returns; its writes find the job no longer its own
+    assert (parts.store.get(job.id).state, parts.store.get(job.id).frames_done) == (JobState.QUEUED, 0)
+    parts.store.close()
 
 
 
