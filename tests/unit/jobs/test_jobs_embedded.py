@@ -333,6 +333,7 @@ def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attem
     assert (stopped.state, stopped.attempt) == (JobState.QUEUED, 1)
     worker.join(30)  # its call returns; its writes find the job no longer its own
     assert (parts.store.get(job.id).state, parts.store.get(job.id).frames_done) == (JobState.QUEUED, 0)
+    assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for the next start"
     parts.store.close()
 
 
