@@ -97,6 +97,10 @@ class RunSlots(CallSlots):
     def hold(self) -> Iterator[None]:
         self.refuse_if_draining()
         with super().hold():
+            # Again once counted: a drain that began between the check and the slot may have
+            # found no run to wait for and ended its grace, and the run would have been cut
+            # off at its first step instead of refused.
+            self.refuse_if_draining()
             yield
 
     def refuse_if_draining(self) -> None:

@@ -71,6 +71,7 @@ class JobRpcs:
         try:
             self._run_slots.refuse_if_draining()
             with self._job_upload_slots.hold():
+                self._run_slots.refuse_if_draining()  # again once counted, as `RunSlots.hold` does
                 config: pb.SubmitJobConfig = first_message_watching_idle(
                     first_config, request_iterator, self._upload_idle_seconds
                 )
