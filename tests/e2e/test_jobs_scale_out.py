@@ -244,3 +244,22 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
         done = wait_for_job(client, second.id, finished, timeout=60)
         assert done.state is JobState.SUCCEEDED, done.error
         assert worker.process.poll() is None
+
+
+def test_a_worker_stopped_during_a_failover_exits_cleanly(tmp_path: Path) -> None:
+    """Its record of its exit could not be written to the read-only replica: it exited 1 with a
+    traceback, a failure to its supervisor."""
+    with deployment("redis", tmp_path) as jobs:
+        (worker,) = jobs.workers
+        assert jobs.redis is not None
+        control = redis.Redis.from_url(jobs.redis.url)
+        wait_until(lambda: any("b" in each["flags"] for each in control.client_list()),  # blocked in a pop
+                   what="the worker waiting for its next job")
+        try:
+            control.replicaof("127.0.0.1", free_port())
+            time.sleep(1.5)
+            worker.stop()
+            assert worker.process.returncode == 0
+        finally:
+            control.replicaof("NO", "ONE")
+            control.close()

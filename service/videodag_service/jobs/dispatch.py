@@ -121,9 +121,9 @@ class ThreadPoolJobQueue:
         with self._running_changed:
             still_running = list(self._running_jobs.values())
         for job_id, attempt in still_running:
-            logger.warning("job %s attempt %d did not stop within %.0f s of being told to (a long node call?): "
-                           "queued again from here", job_id, attempt, timeout)
-            self._executor.release_interrupted(job_id, attempt)
+            if self._executor.release_interrupted(job_id, attempt, from_outside=True):
+                logger.warning("job %s attempt %d did not stop within %g s of being told to (a long node call?): "
+                               "queued again from here", job_id, attempt, timeout)
 
     def _work(self) -> None:
         run_as_batch()  # a job is frame work; serving calls goes first

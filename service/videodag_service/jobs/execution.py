@@ -151,6 +151,7 @@ class JobExecutor:
         self._observer = observer if isinstance(observer, JobObserverRelay) else JobObserverRelay(observer)
         self._pending_lock = threading.Lock()
         self._pending_ends: dict[tuple[str, int], tuple[Job, JobSummary | None, JobError | None, float]] = {}
+        self._released_from_outside: set[tuple[str, int]] = set()
 
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
@@ -190,15 +191,19 @@ class JobExecutor:
         return self._release_video_if_finished(job)
 
     def _release(self, job: Job) -> bool:
+        if (job.id, job.attempt) in self._released_from_outside:
+            return True  # the stop did it, and may have closed the store since
         return self.release_interrupted(job.id, job.attempt)
 
-    def release_interrupted(self, job_id: str, attempt: int) -> bool:
+    def release_interrupted(self, job_id: str, attempt: int, *, from_outside: bool = False) -> bool:
         """Queue the interrupted job again in its attempt; on a store failure recovery does it later.
 
-        Also called for a run that did not stop when told (a node call longer than the time a
-        stop gives it): a no-op if the run has ended meanwhile, and its later writes find the
-        job no longer theirs.
+        `from_outside`: for a run that did not stop when told (a node call longer than the time
+        a stop gives it), from the stopping thread: a no-op if the run has ended meanwhile; the
+        run's own release later is skipped, and its other writes find the job no longer theirs.
         """
+        if from_outside:
+            self._released_from_outside.add((job_id, attempt))
         try:
             released = self._store.release(job_id, attempt, self._clock())
         except self._store.outage_errors as error:

@@ -196,6 +196,11 @@ class VideodagWorker(rq.Worker):
     def run_maintenance_tasks(self, *args: Any, **kwargs: Any) -> None:
         self._through_outage("maintenance", super().run_maintenance_tasks, *args, **kwargs)
 
+    def register_death(self, *args: Any, **kwargs: Any) -> None:
+        # A worker stopped (SIGTERM) while Redis is out or read-only exited 1 with a traceback, a
+        # failure to its supervisor; its record expires by itself (RQ's worker TTL).
+        self._through_outage("record of its exit", super().register_death, *args, **kwargs)
+
     def _through_outage(self, what: str, step: Any, *args: Any, **kwargs: Any) -> None:
         try:
             step(*args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 import sqlite3
 import threading
@@ -317,7 +318,7 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
 
 
 def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attempt(
-    tmp_path: Path, dag: DagPipelineService, clip: Path
+    tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The run stops at its next frame, which the call puts far away: the store was closed under
     it, its own release failed, and the next start counted the clean stop as a crash."""
@@ -331,9 +332,27 @@ def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attem
     assert worker.is_alive(), "the plugin call goes on"
     stopped = parts.store.get(job.id)
     assert (stopped.state, stopped.attempt) == (JobState.QUEUED, 1)
-    worker.join(30)  # its call returns; its writes find the job no longer its own
-    assert (parts.store.get(job.id).state, parts.store.get(job.id).frames_done) == (JobState.QUEUED, 0)
+    assert "did not stop within 0.2 s" in caplog.text
+    parts.store.close()  # as the service does next
+    worker.join(30)  # its call returns, and the run ends without a word of the closed store
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    store = SqliteJobStore(tmp_path / "data")
+    assert (store.get(job.id).state, store.get(job.id).attempt, store.get(job.id).frames_done) == (
+        JobState.QUEUED, 1, 0)
     assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for the next start"
+    store.close()
+
+
+def test_a_stop_warns_of_no_job_that_ended_by_itself(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = _Parts(tmp_path, dag)
+    job = parts.submit(clip, "paced")
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    workers.dispatch(job)
+    assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=20)
+    workers.close(timeout=0.2)
+    assert "queued again" not in caplog.text
     parts.store.close()
 
 
