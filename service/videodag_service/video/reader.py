@@ -197,8 +197,10 @@ class OpenedVideo:
         if target < 1:
             return 0, None
         limits.check_frame(target, target / self.info.fps, self.info.fps)
-        if self._seek(target) and self._grab(on_grab):
-            seconds = self._presentation_time(target, None)
+        # A frame landed on without a timestamp of its own (an AVI's last frames, with B-frames)
+        # tells nothing of where the seek landed: `_presentation_time` would place it where the
+        # declared rate does, and pass for a seek that landed frames away.
+        if self._seek(target) and self._grab(on_grab) and (seconds := self._timestamp(target, None)) is not None:
             declared = target / self.info.fps
             if abs(seconds - declared) < 0.5 / self.info.fps and window.is_before(seconds):
                 return target + 1, seconds
@@ -237,9 +239,9 @@ class OpenedVideo:
             if not (self._seek(asked) and self._grab(on_grab)):
                 asked -= max(2, round(self.info.fps))  # near the end, where B-frames can defeat a seek
                 continue
-            seconds = self._presentation_time(asked, None)
-            landed = times.index_at(seconds)
-            if landed is None:
+            seconds = self._timestamp(asked, None)
+            landed = None if seconds is None else times.index_at(seconds)
+            if seconds is None or landed is None:
                 break
             if window.is_before(seconds):
                 return landed + 1, seconds
@@ -388,16 +390,22 @@ class OpenedVideo:
         """
         if self._timed_by_rate and self.info.fps > 0:
             return frame_index / self.info.fps
-        seconds = self._capture.opencv.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        has_timestamp = math.isfinite(seconds) and seconds >= 0 and (
-            seconds > previous_seconds if previous_seconds is not None else frame_index == 0 or seconds > 0
-        )
-        if has_timestamp:
+        if (seconds := self._timestamp(frame_index, previous_seconds)) is not None:
             return seconds
         fps = self.info.fps
         if fps > 0:
             return frame_index / fps if previous_seconds is None else previous_seconds + 1.0 / fps
         return previous_seconds or 0.0
+
+
+    def _timestamp(self, frame_index: int, previous_seconds: float | None) -> float | None:
+        """The decoder's time for the frame just grabbed; None when it has none (OpenCV reports
+        one no later than the previous frame's, or 0 for any but the first)."""
+        seconds = self._capture.opencv.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        has_timestamp = math.isfinite(seconds) and seconds >= 0 and (
+            seconds > previous_seconds if previous_seconds is not None else frame_index == 0 or seconds > 0
+        )
+        return seconds if has_timestamp else None
 
 
 @contextmanager

@@ -224,6 +224,27 @@ def test_a_window_of_an_avi_with_dropped_frames_has_the_indices_of_the_whole_run
         assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6]
 
 
+@pytest.mark.parametrize("encoding", [("-c:v", "libx264", "-bf", "3", "-g", "25", "-pix_fmt", "yuv420p"),
+                                      ("-c:v", "mpeg4", "-bf", "2", "-q:v", "4", "-g", "25")],
+                         ids=["h264", "mpeg4"])
+def test_a_window_starting_among_the_last_frames_of_an_avi_with_b_frames_has_those_of_the_whole_run(
+    tmp_path: Path, encoding: tuple[str, ...]
+) -> None:
+    """Those frames have no timestamp in an AVI: a seek landing on one took the time the declared
+    rate gives for a sign it had landed where asked, and the window came back empty, or one
+    frame under another's index and time."""
+    video_path = write_test_pattern(tmp_path / "b_frames.avi", *encoding, size="320x240", seconds=3.0)
+    with open_video(video_path) as video:
+        whole = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                 for frame in video.frames(FrameWindow())]
+    assert len(whole) == 75
+    for start in (whole[-3][1] - 0.01, whole[-2][1], whole[-1][1] - 0.01, whole[-1][1]):
+        with open_video(video_path) as video:
+            windowed = [(frame.frame_index, frame.timestamp_seconds, _digest(frame.image))
+                        for frame in video.frames(plan_window(SamplingOptions(start_seconds=start), video.info.fps))]
+        assert windowed == [frame for frame in whole if frame[1] >= start - 1e-6], start
+
+
 @pytest.mark.parametrize(
     ("start", "end", "expected"),
     [
