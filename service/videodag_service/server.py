@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
 
@@ -34,6 +33,7 @@ from videodag_service.observability.tracing import TracingUnavailable
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
+from videodag_service.rpc_threads import RpcThreadPool
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.servicer import SERVICE_NAME, VideoPipelineServicer
 from videodag_service.settings import (
@@ -221,7 +221,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     threads = (settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads
                + settings.max_health_watches + settings.max_reflection_streams + _SPARE_THREADS)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="videodag-rpc"),
+        RpcThreadPool(max_workers=threads, thread_name_prefix="videodag-rpc"),
         interceptors=interceptors,
         options=grpc_options(settings),
         # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
