@@ -9,7 +9,15 @@ import grpc
 from grpc_status import rpc_status
 
 from videodag_service import convert
-from videodag_service.errors import DeadlineExceeded, DecoderKilled, RunCancelled, VideodagError, VideoFileMissing
+from videodag_service.errors import (
+    DeadlineExceeded,
+    DecoderKilled,
+    RunCancelled,
+    ServerOutOfResources,
+    VideodagError,
+    VideoFileMissing,
+    out_of_resources,
+)
 from videodag_service.observability.call_deadline import ended_by_its_deadline
 
 logger = logging.getLogger(__name__)
@@ -19,6 +27,8 @@ def status_name(error: BaseException, context: grpc.ServicerContext | None = Non
     """The status code name a call ending with `error` reports (for metrics)."""
     if isinstance(error, VideodagError):
         return error.status_code
+    if (resource_error := out_of_resources(error)) is not None:
+        return resource_error.status_code
     return _broken_stream_error(context).status_code if isinstance(error, grpc.RpcError) else "INTERNAL"
 
 
@@ -33,10 +43,11 @@ def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
 
 def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
     """End the call with the error's status and `google.rpc` details; unexpected errors become INTERNAL."""
+    error = out_of_resources(error) or error
     if isinstance(error, VideodagError):
         if error.status_code in {"INTERNAL", "UNKNOWN"}:
             logger.error("call failed: %s", error)
-        elif isinstance(error, VideoFileMissing | DecoderKilled):  # the server's trouble, not the request's
+        elif isinstance(error, VideoFileMissing | DecoderKilled | ServerOutOfResources):  # the server's trouble
             logger.warning("call failed: %s: %s", error.status_code, error.message)
         else:
             logger.info("request refused: %s: %s", error.status_code, error.message)

@@ -28,6 +28,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── DecoderDidNotStart              INTERNAL: the server's fault, not the video's
     ├── StorageUnwritable               INTERNAL: the upload folder cannot be written (read-only, permissions)
     ├── DecoderKilled                   UNAVAILABLE: a decoder killed by a signal the server did not send
+    ├── ServerOutOfResources            UNAVAILABLE: no thread, process, memory or file descriptor; retry hint
     ├── VideoFileMissing                UNAVAILABLE: the stored video was removed before it was decoded
     ├── FailedPrecondition              FAILED_PRECONDITION
     │   ├── JobAlreadyFinished          cancel a job that has finished
@@ -45,6 +46,7 @@ Each class names its status code as a string so this module stays grpc-free.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -382,6 +384,45 @@ class DecoderKilled(VideodagError):
 
     status_code = "UNAVAILABLE"
     reason = "DECODER_KILLED"
+
+
+class ServerOutOfResources(VideodagError):
+    """Raised when the server could not get a thread, a process, memory or a file descriptor
+    for the call (a container's pids or memory limit, its open-files limit): no fault of the
+    request, nor a bug, and likely gone once other calls end. UNAVAILABLE says retry; the
+    video was not to blame, where OpenCV's failure to open its codec made it look unreadable."""
+
+    status_code = "UNAVAILABLE"
+    reason = "SERVER_OUT_OF_RESOURCES"
+
+
+RESOURCE_RETRY_SECONDS = 2.0
+_RESOURCE_ERRNOS = {errno.EMFILE: "open files", errno.ENFILE: "open files", errno.ENOMEM: "memory",
+                    errno.EAGAIN: "processes or threads"}
+
+
+def out_of_resources(error: BaseException) -> ServerOutOfResources | None:
+    """`error` as ServerOutOfResources when it says the process ran short of threads, processes,
+    memory or file descriptors; None for any other error."""
+    if isinstance(error, ServerOutOfResources):
+        return error
+    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
+        short_of = "threads"
+    elif isinstance(error, MemoryError):
+        short_of = "memory"
+    elif isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:  # EAGAIN: a fork at the pids limit
+        short_of = _RESOURCE_ERRNOS[error.errno]
+    else:
+        return None
+    return resources_exhausted(short_of, f"{type(error).__name__}: {error}")
+
+
+def resources_exhausted(short_of: str, cause: str) -> ServerOutOfResources:
+    """The error for a call the server could not give `short_of` (threads, memory, ...)."""
+    return ServerOutOfResources(
+        f"the server ran out of {short_of} for this call ({cause}); retry shortly, or with fewer calls at once",
+        ErrorDetails(metadata={"short_of": short_of}, retry_after_seconds=RESOURCE_RETRY_SECONDS),
+    )
 
 
 class StorageUnwritable(VideodagError):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from videodag_service.errors import ErrorDetails, FieldViolation, Resource, VideodagError
+from videodag_service.errors import ErrorDetails, FieldViolation, Resource, VideodagError, out_of_resources
 from videodag_service.video import SamplingOptions, VideoInfo
 
 
@@ -106,7 +106,9 @@ class JobError:
 
     @classmethod
     def from_exception(cls, error: BaseException) -> JobError:
-        """The record of a run's exception; anything that is not a domain error is INTERNAL."""
+        """The record of a run's exception; anything that is not a domain error (nor the process
+        running short of threads, memory or files: `out_of_resources`) is INTERNAL."""
+        error = out_of_resources(error) or error
         if isinstance(error, VideodagError):
             details = error.details
             return cls(

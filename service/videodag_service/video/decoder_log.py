@@ -27,6 +27,12 @@ from dataclasses import dataclass
 from videodag_service.observability.logging import current_request_id, json_line, json_lines_configured, text_line
 
 INTERLACED_REFUSED = b"Cannot convert interlaced to progressive frames"
+SCALING_FAILED = b"Failed initializing scaling graph"
+"""swscale's refusal to convert a frame for any other cause (its threads, with the process at
+its pids limit: "Resource temporarily unavailable"): OpenCV hands over a black image then too."""
+CODEC_NOT_OPENED = b"Could not open codec"
+"""OpenCV's line when FFmpeg would not open the decoder, with FFmpeg's error number: -11 (no
+thread could be started) and -12 (no memory) are the server's trouble, not the file's."""
 _THREAD_NAME = "videodag-decoder-log"
 _LONGEST_LINE = 64 * 1024
 _LONGEST_PASSED_ON = 512
@@ -76,6 +82,11 @@ class DecoderLogWatch:
             self._room = None
         self.interlaced_refused = threading.Event()
         """Set once FFmpeg has refused to convert an interlaced frame."""
+        self.scaling_failed: str | None = None
+        """swscale's first refusal to convert a frame for another cause (`SCALING_FAILED`)."""
+        self.codec_not_opened: str | None = None
+        """OpenCV's line saying FFmpeg would not open the decoder (`CODEC_NOT_OPENED`)."""
+        self._partial_kept = False
         os.set_blocking(read_end, False)
         threading.Thread(target=self._forward, name=_THREAD_NAME, daemon=True).start()
 
@@ -111,8 +122,7 @@ class DecoderLogWatch:
                     break
                 self._take(chunk)
             # What is written so far of a line still being written counts too.
-            if INTERLACED_REFUSED in self._pending:
-                self.interlaced_refused.set()
+            self._look_at(self._pending, complete=False)
 
     def _forward(self) -> None:
         """Read the pipe for the life of the process: a pipe nobody drains would stall the
@@ -129,10 +139,20 @@ class DecoderLogWatch:
             lines.append(self._pending)
             self._pending = b""
         for line in lines:
-            if INTERLACED_REFUSED in line:
-                self.interlaced_refused.set()
+            self._look_at(line, complete=True)
             if line.strip():
                 self._pass_on(self._formatted(line) + b"\n")
+
+    def _look_at(self, line: bytes, *, complete: bool) -> None:
+        """Note what FFmpeg's line says of frames it could not convert, or a decoder it could not
+        open. A line still being written counts at once; the first whole one is kept."""
+        if INTERLACED_REFUSED in line:
+            self.interlaced_refused.set()
+        elif SCALING_FAILED in line and (self.scaling_failed is None or self._partial_kept):
+            self.scaling_failed = _shown(line)
+            self._partial_kept = not complete
+        elif CODEC_NOT_OPENED in line and self.codec_not_opened is None and complete:
+            self.codec_not_opened = _shown(line)
 
     def _pass_on(self, data: bytes) -> None:
         """Write all of `data` if stderr has room for it now; dropped, and counted, if not.
@@ -180,3 +200,9 @@ class DecoderLogWatch:
             return text_line(f"{text} (decoder process {os.getpid()})", logger=LOGGER_NAME,
                              request_id=self._format.request_id).encode()
         return json_line(text, logger=LOGGER_NAME, request_id=self._format.request_id, decoder_pid=os.getpid()).encode()
+
+
+def _shown(line: bytes) -> str:
+    """FFmpeg's line as an error quotes it: text, without OpenCV's or swscale's address prefix."""
+    text = line.decode("utf-8", errors="replace").strip()
+    return text[text.index("]") + 1:].strip() if text.startswith("[") and "]" in text else text

@@ -24,7 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from videodag_service.errors import ErrorDetails, VideodagError, VideoTooLarge, VideoUnreadable
+from videodag_service.errors import (
+    RESOURCE_RETRY_SECONDS,
+    ErrorDetails,
+    ServerOutOfResources,
+    VideodagError,
+    VideoTooLarge,
+    VideoUnreadable,
+)
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.frame_ring import RingLayout
 from videodag_service.video.info import VideoInfo
@@ -33,8 +40,10 @@ from videodag_service.video.sampling import FrameWindow
 
 # The largest message either side accepts: an error message with its metadata fits easily.
 MAX_MESSAGE_BYTES = 64 * 1024
-# The file errors a decoder may report; anything else it raises arrives as a RuntimeError.
-_FILE_ERRORS: dict[str, type[VideodagError]] = {"VideoUnreadable": VideoUnreadable, "VideoTooLarge": VideoTooLarge}
+# The typed errors a decoder may report; anything else it raises arrives as a RuntimeError.
+_FILE_ERRORS: dict[str, type[VideodagError]] = {
+    "VideoUnreadable": VideoUnreadable, "VideoTooLarge": VideoTooLarge, "ServerOutOfResources": ServerOutOfResources,
+}
 
 
 class MalformedMessage(ValueError):
@@ -162,7 +171,7 @@ def finish_from(message: dict[str, Any]) -> DecodeEnding:
 
 
 def failed(error: BaseException) -> bytes:
-    """A file error keeps its class, message and metadata; any other error only its text."""
+    """A typed error keeps its class, message and metadata; any other error only its text."""
     kind = type(error).__name__ if type(error).__name__ in _FILE_ERRORS else "unexpected"
     metadata = dict(error.details.metadata) if isinstance(error, VideodagError) else {}
     message = str(error) if kind != "unexpected" else f"{type(error).__name__}: {error}"
@@ -220,7 +229,7 @@ def frame_from(message: dict[str, Any], layout: RingLayout) -> FrameReady:
 
 
 def error_from(message: dict[str, Any]) -> Exception:
-    """The decoder's error as the server raises it: a file error keeps its type and details."""
+    """The decoder's error as the server raises it: a typed error keeps its type and details."""
     kind = field(message, "error", str)
     text = field(message, "message", str)
     metadata = field(message, "metadata", dict)
@@ -228,7 +237,8 @@ def error_from(message: dict[str, Any]) -> Exception:
     if error_class is None:
         return RuntimeError(f"the decoder process failed: {text}")
     clean = {str(key): str(value) for key, value in metadata.items()}
-    return error_class(text, ErrorDetails(metadata=clean))
+    retry_after = RESOURCE_RETRY_SECONDS if error_class is ServerOutOfResources else None
+    return error_class(text, ErrorDetails(metadata=clean, retry_after_seconds=retry_after))
 
 
 def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

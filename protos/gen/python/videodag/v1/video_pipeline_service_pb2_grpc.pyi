@@ -102,8 +102,11 @@ class VideoPipelineServiceStub:
     | a run's decoder process was killed, by the out-of-memory     |                    |
     | killer most likely (DECODER_KILLED); the server's stored     |                    |
     | copy of the video was removed before it was decoded, by a    |                    |
-    | cleaner of temporary files say (VIDEO_FILE_MISSING); all     |                    |
-    | with a retry hint where known                                |                    |
+    | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
+    | server could not get a thread, a process, memory or a file   |                    |
+    | descriptor for the call, at its container's limits          |                    |
+    | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
+    | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
@@ -278,8 +281,11 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | a run's decoder process was killed, by the out-of-memory     |                    |
     | killer most likely (DECODER_KILLED); the server's stored     |                    |
     | copy of the video was removed before it was decoded, by a    |                    |
-    | cleaner of temporary files say (VIDEO_FILE_MISSING); all     |                    |
-    | with a retry hint where known                                |                    |
+    | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
+    | server could not get a thread, a process, memory or a file   |                    |
+    | descriptor for the call, at its container's limits          |                    |
+    | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
+    | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
@@ -450,8 +456,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | a run's decoder process was killed, by the out-of-memory     |                    |
     | killer most likely (DECODER_KILLED); the server's stored     |                    |
     | copy of the video was removed before it was decoded, by a    |                    |
-    | cleaner of temporary files say (VIDEO_FILE_MISSING); all     |                    |
-    | with a retry hint where known                                |                    |
+    | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
+    | server could not get a thread, a process, memory or a file   |                    |
+    | descriptor for the call, at its container's limits          |                    |
+    | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
+    | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
