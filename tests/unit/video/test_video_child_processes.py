@@ -20,6 +20,7 @@ from videodag_service.video.decoder_lifecycle import (
     start_decoder_process,
 )
 from videodag_service.video.decoder_log import DecoderLogFormat
+from videodag_service.video.decoder_process import DECODER_OOM_SCORE_ADJ
 from videodag_service.video.reader import open_video
 
 RUNS = 300
@@ -80,3 +81,18 @@ def test_a_start_stuck_in_a_stopped_forkserver_holds_up_no_other_decoder() -> No
     stuck.join(30)
     assert not stuck.is_alive()
     end_decoder(running)
+
+
+def test_a_decoder_is_offered_to_the_out_of_memory_killer_before_the_server() -> None:
+    """At a container's memory limit the server, holding every run's frames, was killed with all
+    its calls (a bare UNAVAILABLE to each client, nothing in its log) rather than a decoder."""
+    process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
+    try:
+        assert messages.decode(connection.recv_bytes())["type"] == "ready"
+        assert process.pid is not None
+        decoder = int(Path(f"/proc/{process.pid}/oom_score_adj").read_text())
+        server = int(Path("/proc/self/oom_score_adj").read_text())
+        assert decoder == DECODER_OOM_SCORE_ADJ > server
+    finally:
+        connection.close()
+        reap_decoder(process)
