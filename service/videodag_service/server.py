@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
@@ -332,6 +333,19 @@ def serve(settings: Settings) -> None:
     running.stop(hurry=hurry, cause=received[0])
 
 
+def _open_files_up_to_the_hard_limit() -> None:
+    """Raise the soft limit on open files to the hard one. Every connection, upload, decoder
+    pipe and database takes descriptors; a shell's or a container's soft limit (often 1024, or
+    lower) refused calls with EMFILE, and left new connections hanging, where the hard limit the
+    operator set allowed far more (as Go and nginx do at start)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as error:
+        logger.warning("could not raise the open-files limit to its hard limit: %s", error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if wants_plugin_list(argv):
         try:
@@ -346,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"videodag-server: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
+    _open_files_up_to_the_hard_limit()
     for variable in unprotected_by_empty_variables(settings):
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     for variable, value in kubernetes_service_links(os.environ).items():
