@@ -61,6 +61,8 @@ def _cpu_cgroup_folders(cgroup_root: Path, proc_cgroup: Path) -> list[Path]:
         else:
             continue
         relative = Path(path.strip().lstrip("/"))
+        if ".." in relative.parts:  # a group outside this namespace's view: not under the mount
+            continue
         for base in bases:
             folders.extend(base / parent for parent in (relative, *relative.parents) if parent != Path("."))
     return folders

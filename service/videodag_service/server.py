@@ -119,7 +119,7 @@ class RunningServer:
         # Calls still going end themselves at their next step, with UNAVAILABLE SERVER_DRAINING
         # their clients can act on; gRPC's own cancel, a bare UNAVAILABLE, is for the rest.
         self.run_slots.end_calls()
-        self.server.stop(_CALLS_END_SECONDS).wait()
+        self._stop_grpc()
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
@@ -134,6 +134,17 @@ class RunningServer:
             self.orphan_sweeper.stop()
         logger.info("server stopped")
 
+
+    def _stop_grpc(self) -> None:
+        """gRPC's stop, whose calls get `_CALLS_END_SECONDS` to end themselves first. gRPC starts a
+        thread to time that: at a pids limit it could not, and the stop failed (the server exited
+        1 with "can't start new thread", skipping the rest of its shutdown); the time is kept here."""
+        try:
+            self.server.stop(_CALLS_END_SECONDS).wait()
+        except RuntimeError as error:  # refusing new calls has begun; the calls' end is this thread's
+            logger.warning("stopping gRPC with this thread (%s): its calls end in %.0f s", error, _CALLS_END_SECONDS)
+            time.sleep(_CALLS_END_SECONDS)
+            self.server.stop(None).wait()
 
     def _wait_for_work_in_progress(self, deadline: float, hurry: threading.Event) -> None:
         """Runs, SubmitJob uploads (each becomes a queued job) and jobs running here, until `deadline`

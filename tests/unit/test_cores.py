@@ -62,6 +62,7 @@ def test_a_quota_caps_the_affinity_rounded_up_and_never_below_one(tmp_path: Path
         # a container's own view: the host's path it is named by is not there, its quota at the root is
         ("0::/docker/abc123\n", {"cpu.max": "150000 100000\n"}, 1.5),
         ("garbage without colons\n", {"cpu.max": "200000 100000\n"}, 2.0),
+        ("0::/../../outside\n", {"cpu.max": "150000 100000\n"}, 1.5),  # a group outside the namespace's view
     ],
 )
 def test_the_quota_of_the_processs_own_group_and_those_above_it_counts(

@@ -54,7 +54,7 @@ INTERLACED_REASON = (
 _RESOURCE_CAUSES = {"Resource temporarily unavailable": "processes or threads", "Cannot allocate memory": "memory"}
 _RESOURCE_CODEC_ERRORS = {"error: -11": "processes or threads", "error: -12": "memory"}
 DECODER_OOM_SCORE_ADJ = 800
-"""Added to a decoder's out-of-memory score (-1000 to 1000; the server keeps its own, 0 as a rule)."""
+"""A decoder's out-of-memory score adjustment at least (-1000 to 1000; the server keeps its own, 0 as a rule)."""
 # Looked up once, in the forkserver that preloads this module, not in every decoder.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -264,8 +264,10 @@ def _harden_process() -> None:
     # Out of memory (a container's limit), the kernel kills a decoder before the server: its
     # run fails DECODER_KILLED and the others go on, where the server, holding the frames of
     # every run, had the largest share and was killed with all its calls, silently.
-    with suppress(OSError):  # not Linux
-        Path("/proc/self/oom_score_adj").write_text(f"{DECODER_OOM_SCORE_ADJ}\n")
+    with suppress(OSError, ValueError):  # not Linux
+        score = Path("/proc/self/oom_score_adj")
+        if int(score.read_text()) < DECODER_OOM_SCORE_ADJ:  # never lowered (a pod's processes may have 1000)
+            score.write_text(f"{DECODER_OOM_SCORE_ADJ}\n")
     if _LIBC is not None:
         # Killed with the forkserver, which exits with the server: a decoder stuck in native
         # code would otherwise outlive a server that was itself killed.

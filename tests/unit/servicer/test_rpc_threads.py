@@ -5,10 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from videodag_service.rpc_threads import RpcThreadPool
+from videodag_client import Unavailable, VideodagClient
+from videodag_service.dag import DagPipelineService
+from videodag_service.rpc_threads import START_RETRY_SECONDS, RpcThreadPool
+from videodag_service.server import start_server
+from videodag_service.settings import settings_from
 
 
 @contextmanager
@@ -39,7 +44,7 @@ def test_a_call_that_finds_no_thread_waits_for_one_instead_of_failing_the_submit
     try:
         pool.submit(lambda: (busy.set(), release.wait(10)))
         assert busy.wait(5)
-        with _no_new_threads("calls"):
+        with _no_new_threads("calls_"):
             waiting = pool.submit(lambda: "served")
         assert "no thread could be started for a call" in caplog.text
         assert not waiting.done()
@@ -49,3 +54,33 @@ def test_a_call_that_finds_no_thread_waits_for_one_instead_of_failing_the_submit
     finally:
         release.set()
         pool.shutdown(wait=True)
+
+
+def test_a_call_waiting_with_no_thread_running_is_taken_once_a_thread_can_be_started(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With none of the pool's threads running yet (or all held by long streams), nothing came
+    free to take it: a health check waited until its deadline, after the limit was lifted."""
+    pool = RpcThreadPool(max_workers=4, thread_name_prefix="calls")
+    try:
+        with _no_new_threads("calls_"):
+            waiting = [pool.submit(lambda: "served") for _ in range(3)]
+            threading.Event().wait(2 * START_RETRY_SECONDS)  # the retries fail too
+            assert not any(call.done() for call in waiting)
+        assert [call.result(timeout=5) for call in waiting] == ["served"] * 3  # no other call needed
+        assert caplog.text.count("no thread could be started") == 1, "said once, not at every call or retry"
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_a_stop_that_cannot_start_grpcs_grace_thread_still_stops_the_server(tmp_path: Path) -> None:
+    """gRPC's stop starts a thread to time the calls' last second: at a pids limit the stop
+    raised, and the server exited 1 with "can't start new thread", skipping its shutdown."""
+    settings = settings_from(["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")], {})
+    running = start_server(settings, DagPipelineService.from_folder())
+    with VideodagClient(f"127.0.0.1:{running.port}") as client:
+        assert client.list_pipelines()
+    with _no_new_threads("Thread-"):  # gRPC's grace thread is named by its number
+        running.stop(0)
+    with VideodagClient(f"127.0.0.1:{running.port}", timeout=2) as client, pytest.raises(Unavailable):
+        client.list_pipelines()

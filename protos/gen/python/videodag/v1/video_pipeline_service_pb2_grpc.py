@@ -103,7 +103,7 @@ class VideoPipelineServiceStub:
     | copy of the video was removed before it was decoded, by a    |                    |
     | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
     | server could not get a thread, a process, memory or a file   |                    |
-    | descriptor for the call, at its container's limits          |                    |
+    | descriptor for the call, at its container's limits           |                    |
     | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
     | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
@@ -259,7 +259,7 @@ class VideoPipelineServiceServicer:
     | copy of the video was removed before it was decoded, by a    |                    |
     | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
     | server could not get a thread, a process, memory or a file   |                    |
-    | descriptor for the call, at its container's limits          |                    |
+    | descriptor for the call, at its container's limits           |                    |
     | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
     | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
@@ -528,7 +528,7 @@ class VideoPipelineService:
     | copy of the video was removed before it was decoded, by a    |                    |
     | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
     | server could not get a thread, a process, memory or a file   |                    |
-    | descriptor for the call, at its container's limits          |                    |
+    | descriptor for the call, at its container's limits           |                    |
     | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
     | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |

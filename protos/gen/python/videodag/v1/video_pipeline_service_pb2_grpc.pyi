@@ -104,7 +104,7 @@ class VideoPipelineServiceStub:
     | copy of the video was removed before it was decoded, by a    |                    |
     | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
     | server could not get a thread, a process, memory or a file   |                    |
-    | descriptor for the call, at its container's limits          |                    |
+    | descriptor for the call, at its container's limits           |                    |
     | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
     | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
@@ -283,7 +283,7 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | copy of the video was removed before it was decoded, by a    |                    |
     | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
     | server could not get a thread, a process, memory or a file   |                    |
-    | descriptor for the call, at its container's limits          |                    |
+    | descriptor for the call, at its container's limits           |                    |
     | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
     | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
@@ -458,7 +458,7 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | copy of the video was removed before it was decoded, by a    |                    |
     | cleaner of temporary files say (VIDEO_FILE_MISSING); the     |                    |
     | server could not get a thread, a process, memory or a file   |                    |
-    | descriptor for the call, at its container's limits          |                    |
+    | descriptor for the call, at its container's limits           |                    |
     | (SERVER_OUT_OF_RESOURCES, metadata `short_of`); all with a   |                    |
     | retry hint where known                                       |                    |
     | gRPC: a call still uploading when the shutdown grace ends,   | UNAVAILABLE        |
