@@ -26,6 +26,7 @@ from videodag_client import JobState, ResourceExhausted
 from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
 from videodag_service.jobs import JobState as StoredJobState
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import JobFrame
 from videodag_service.settings import Settings, SettingsError, build_parser, settings_from
 from videodag_service.video import SamplingOptions
 
@@ -239,3 +240,23 @@ def test_a_start_counts_the_blocks_a_file_system_keeps_for_root_when_run_as_root
     monkeypatch.setattr(disk_space_module.os, "statvfs", only_roots_blocks_left)
     monkeypatch.setattr(disk_space_module.os, "geteuid", lambda: 0 if root else 1000)
     assert backends_module._no_room_left(tmp_path) is refused
+
+
+def test_a_finished_job_on_a_full_disk_can_be_deleted(tmp_path: Path) -> None:
+    """Python's SQLite zeroed every freed page through its log: deleting took as much free space
+    as the results deleted, so on a full disk DeleteJob (and the retention) failed DISK_FULL and
+    nothing could ever free room."""
+    with full_disk(tmp_path / "disk", size="16m") as disk:
+        store = SqliteJobStore(disk / "data")
+        try:
+            job = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                                   StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
+            store.claim(job.id, 1, 0.0)
+            for index in range(2000):  # about 4 MB of results
+                store.append_frame(job.id, 1, JobFrame(index, index / 25, {"blob": "x" * 2000}))
+            store.cancel(job.id, 0.0, 60.0)
+            fill(disk)
+            store.delete(job.id)
+            assert store.frames_after(job.id, None, 10) == []
+        finally:
+            store.close()
