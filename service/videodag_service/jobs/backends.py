@@ -195,7 +195,8 @@ def _free_bytes_or_none(folder: Path) -> int | None:
 
 def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobObserverRelay) -> JobService:
     """SQLite under the data directory and worker threads in this process."""
-    store = SqliteJobStore(config.data_dir)  # locks the data directory: its uploads are this process's alone
+    # Locks the data directory: its uploads are this process's alone.
+    store = SqliteJobStore(config.data_dir, results_keep_free_bytes=config.min_free_bytes // 2)
     try:
         uploads = _upload_storage(config, exclusive=True)
         _remove_videos_of_finished_jobs(store, uploads)

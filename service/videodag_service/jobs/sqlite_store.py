@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from videodag_service import disk_space
 from videodag_service.errors import DiskFull, ErrorDetails, JobAlreadyFinished, JobNotFinished, JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.change_signals import JobChangeSignals
@@ -72,7 +73,12 @@ _FINISHED_STATES = tuple(state.value for state in JobState if state.is_finished)
 class SqliteJobStore(JobStore):
     """Jobs in `<data_dir>/jobs.sqlite3`; safe to share between threads of one process."""
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, results_keep_free_bytes: int = 0) -> None:
+        """`results_keep_free_bytes`: a running job's next result is refused (DiskFull, its job
+        fails) once the disk has less free: room kept for recording the ends of jobs, and for
+        cancelling and deleting them, which write too. Uploads keep a larger reserve."""
+        self.results_keep_free_bytes = results_keep_free_bytes
+        self._result_bytes_unchecked = 0
         self.data_dir = private_directory(Path(data_dir))
         self._data_dir_lock = DataDirectoryLock(self.data_dir)
         new_database = not (self.data_dir / DATABASE_FILE).exists()
@@ -249,17 +255,40 @@ class SqliteJobStore(JobStore):
             )
 
     def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
+        result = records.result_to_text(frame.result)
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM frames WHERE job_id = ? AND frame_index = ?",
                           (job_id, frame.frame_index)).fetchone() is not None:
                 return self._is_running(db, job_id, attempt)  # stored already: a repeated write
+            self._check_room_for_results(len(result))
             if not self._update_running(db, job_id, attempt, "frames_done = frames_done + 1", ()):
                 return False
             db.execute(
                 "INSERT INTO frames (job_id, frame_index, timestamp_seconds, result) VALUES (?, ?, ?, ?)",
-                (job_id, frame.frame_index, frame.timestamp_seconds, records.result_to_text(frame.result)),
+                (job_id, frame.frame_index, frame.timestamp_seconds, result),
             )
         return True
+
+    def _check_room_for_results(self, size: int) -> None:
+        """DiskFull once the disk is down to `results_keep_free_bytes`, looked at every
+        `_RESULTS_CHECKED_EVERY_BYTES` of results: the uploads' reserve alone let results fill the
+        disk to its last byte, where no job's end could be recorded nor any job deleted."""
+        if not self.results_keep_free_bytes:
+            return
+        self._result_bytes_unchecked += size
+        if self._result_bytes_unchecked < _RESULTS_CHECKED_EVERY_BYTES:
+            return
+        self._result_bytes_unchecked = 0
+        free = disk_space.free_bytes(self.data_dir)
+        if free < self.results_keep_free_bytes:
+            self._result_bytes_unchecked = _RESULTS_CHECKED_EVERY_BYTES  # and at the next result again
+            raise DiskFull(
+                f"the data directory's disk is down to {free} bytes free; results stop there, keeping "
+                f"{self.results_keep_free_bytes} for ending and deleting jobs (half of --job-min-free-bytes): "
+                "delete finished jobs or make room",
+                ErrorDetails(metadata={"store": "sqlite", "free_bytes": str(free),
+                                       "results_keep_free_bytes": str(self.results_keep_free_bytes)}),
+            )
 
     @staticmethod
     def _is_running(db: sqlite3.Connection, job_id: str, attempt: int) -> bool:
@@ -386,6 +415,7 @@ class SqliteJobStore(JobStore):
 
 
 _LOG_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+_RESULTS_CHECKED_EVERY_BYTES = 256 * 1024
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:

@@ -154,6 +154,34 @@ def test_a_full_database_is_resource_exhausted_and_stays_consistent(tmp_path: Pa
     check.close()
 
 
+def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_path: Path) -> None:
+    """Only uploads kept a reserve: results filled the disk to its last byte, after which no
+    job's end could be recorded, nor any job cancelled or deleted, nor the server restarted."""
+    keep_free = shutil.disk_usage(tmp_path).free + 1024**3  # more than there is: the disk is "full"
+    store = SqliteJobStore(tmp_path, results_keep_free_bytes=keep_free)
+    job = store.create(_job(tmp_path))
+    store.claim(job.id, 1, 0.0)
+    stored = 0
+    with pytest.raises(DiskFull) as full:
+        for index in range(100):
+            store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 50_000}))
+            stored += 1
+    assert 0 < stored < 10, "looked at every 256 KiB of results, not at every one"
+    assert "half of --job-min-free-bytes" in full.value.message
+    assert full.value.details.metadata["results_keep_free_bytes"] == str(keep_free)
+    assert store.get(job.id).frames_done == stored
+    with pytest.raises(DiskFull):
+        store.append_frame(job.id, 1, JobFrame(stored, 0.0, {"small": 1}))  # and again at the next one
+    store.close()
+
+    roomy = SqliteJobStore(tmp_path / "roomy", results_keep_free_bytes=1)
+    job = roomy.create(_job(tmp_path))
+    roomy.claim(job.id, 1, 0.0)
+    for index in range(20):
+        assert roomy.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 50_000}))
+    roomy.close()
+
+
 def test_a_write_a_full_disk_rolled_back_does_not_wake_the_jobs_watches(tmp_path: Path) -> None:
     """Its change was told to the watches before the commit failed: the job's revision in memory
     stayed one ahead of the stored one, and each watch re-read the job without waiting, for as
