@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import shutil
@@ -180,6 +181,60 @@ def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_pa
     for index in range(20):
         assert roomy.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 50_000}))
     roomy.close()
+
+
+def _rows_changed_per_transaction(store: SqliteJobStore) -> list[int]:
+    """Rows each of the store's write transactions changes, from now on."""
+    changes: list[int] = []
+    transaction = store._transaction
+
+    @contextlib.contextmanager
+    def counted() -> Iterator[sqlite3.Connection]:
+        before = store._connection.total_changes
+        with transaction() as db:
+            yield db
+        changes.append(store._connection.total_changes - before)
+
+    store._transaction = counted  # type: ignore[method-assign]
+    return changes
+
+
+def _finished_job_with_frames(store: SqliteJobStore, tmp_path: Path, frames: int) -> Job:
+    job = store.create(_job(tmp_path))
+    store.claim(job.id, 1, 0.0)
+    for index in range(frames):
+        store.append_frame(job.id, 1, JobFrame(index, 0.0, {"i": index}))
+    store.cancel(job.id, 0.0, expire_at=1.0)
+    return job
+
+
+def test_a_long_jobs_deletion_and_retention_hold_the_store_a_thousand_frames_at_a_time(tmp_path: Path) -> None:
+    """One transaction each: a 100,000-frame job's deletion held the store's lock for 2.7 s, every
+    call and running job waiting on it; the retention of 100,000 small jobs, 1.5 s."""
+    store = SqliteJobStore(tmp_path)
+    deleted, expired = (_finished_job_with_frames(store, tmp_path, 2500) for _ in range(2))
+    small = [_finished_job_with_frames(store, tmp_path, 1) for _ in range(450)]
+    changes = _rows_changed_per_transaction(store)
+    store.delete(deleted.id)
+    assert max(changes) <= 1000 and sum(changes) == 2501
+    changes.clear()
+    purged = store.purge_expired(now=2.0)
+    assert {job.id for job in purged} == {expired.id, *(job.id for job in small)}
+    assert max(changes) <= 1000 and sum(changes) == 1 + 2500 + 2 * 450
+    assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
+    store.close()
+
+
+def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path)
+    job = _finished_job_with_frames(store, tmp_path, 1500)
+    store._delete_frames_of = lambda job_ids: None  # type: ignore[method-assign]  # the process ends there
+    store.delete(job.id)
+    store.close()
+    store = SqliteJobStore(tmp_path)
+    store.recover(now=0.0, max_attempts=3, expire_at=60.0)
+    assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
+    store.close()
 
 
 def test_a_write_a_full_disk_rolled_back_does_not_wake_the_jobs_watches(tmp_path: Path) -> None:
