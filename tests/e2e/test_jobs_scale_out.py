@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import redis
 from jobs_harness import (
     SERVER_SCRIPT,
     JobsDeployment,
+    RqWorker,
     deployment,
     finished,
     is_running_with_frames,
@@ -220,6 +223,23 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
         assert done.attempt == 2, "run again from the start"
 
 
+@contextlib.contextmanager
+def _primary_demoted_while_the_worker_waits(jobs: JobsDeployment) -> Iterator[RqWorker]:
+    """The deployment's Redis made a read-only replica, as a failover's old primary, while its one
+    worker is blocked waiting for its next job; promoted again after."""
+    (worker,) = jobs.workers
+    assert jobs.redis is not None
+    control = redis.Redis.from_url(jobs.redis.url)
+    wait_until(lambda: any("b" in each["flags"] for each in control.client_list()),  # blocked in a pop
+               what="the worker waiting for its next job")
+    try:
+        control.replicaof("127.0.0.1", free_port())
+        yield worker
+    finally:
+        control.replicaof("NO", "ONE")
+        control.close()
+
+
 def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path, sample_clip: Path) -> None:
     """A failover ends an idle worker's blocking wait for the next job ("UNBLOCKED ... master ->
     replica"), which RQ's loop retried only for lost connections: the worker exited, and the
@@ -228,18 +248,9 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
         client = jobs.start_server()
         first = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
         assert wait_for_job(client, first.id, finished).state is JobState.SUCCEEDED
-        (worker,) = jobs.workers
-        assert jobs.redis is not None
-        control = redis.Redis.from_url(jobs.redis.url)
-        wait_until(lambda: any("b" in each["flags"] for each in control.client_list()),  # blocked in a pop
-                   what="the worker waiting for its next job")
-        try:
-            control.replicaof("127.0.0.1", free_port())  # the old primary, demoted
+        with _primary_demoted_while_the_worker_waits(jobs) as worker:
             time.sleep(3)  # the worker's wait is ended, and its retries meet a read-only replica
             assert worker.process.poll() is None, "the worker exited"
-        finally:
-            control.replicaof("NO", "ONE")  # promoted again
-            control.close()
         second = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
         done = wait_for_job(client, second.id, finished, timeout=60)
         assert done.state is JobState.SUCCEEDED, done.error
@@ -249,17 +260,7 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
 def test_a_worker_stopped_during_a_failover_exits_cleanly(tmp_path: Path) -> None:
     """Its record of its exit could not be written to the read-only replica: it exited 1 with a
     traceback, a failure to its supervisor."""
-    with deployment("redis", tmp_path) as jobs:
-        (worker,) = jobs.workers
-        assert jobs.redis is not None
-        control = redis.Redis.from_url(jobs.redis.url)
-        wait_until(lambda: any("b" in each["flags"] for each in control.client_list()),  # blocked in a pop
-                   what="the worker waiting for its next job")
-        try:
-            control.replicaof("127.0.0.1", free_port())
-            time.sleep(1.5)
-            worker.stop()
-            assert worker.process.returncode == 0
-        finally:
-            control.replicaof("NO", "ONE")
-            control.close()
+    with deployment("redis", tmp_path) as jobs, _primary_demoted_while_the_worker_waits(jobs) as worker:
+        time.sleep(1.5)
+        worker.stop()
+        assert worker.process.returncode == 0
