@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from concurrent import futures
 
 logger = logging.getLogger(__name__)
@@ -29,10 +30,15 @@ class RpcThreadPool(futures.ThreadPoolExecutor):
     def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
         super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
         self._start_owed = threading.Event()
-        threading.Thread(target=self._start_owed_threads, name=f"{thread_name_prefix}-starter", daemon=True).start()
+        # The starter holds the pool weakly, as the pool's own threads do: the pool (which gRPC
+        # never shuts down) and its threads go once the server that used it is gone.
+        owed = self._start_owed
+        pool = weakref.ref(self, lambda _: owed.set())
+        threading.Thread(target=_start_owed_threads, args=(pool, owed), name=f"{thread_name_prefix}-starter",
+                         daemon=True).start()
 
     def _adjust_thread_count(self) -> None:
-        # Called with the pool's lock held, by `submit` and by `_start_owed_threads`.
+        # Called with the pool's lock held, by `submit` and by `start_owed_thread`.
         try:
             super()._adjust_thread_count()
         except RuntimeError as error:  # "can't start new thread"
@@ -46,17 +52,28 @@ class RpcThreadPool(futures.ThreadPoolExecutor):
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         self._start_owed.set()  # wakes the starter, which finds the pool shut down and ends
 
-    def _start_owed_threads(self) -> None:
-        while True:
-            self._start_owed.wait()
-            time.sleep(START_RETRY_SECONDS)
-            with self._shutdown_lock:
-                if self._shutdown:
-                    return
-                if not self._work_queue.empty():
-                    try:
-                        super()._adjust_thread_count()
-                    except RuntimeError:
-                        continue  # still owed, said once already
-                if self._work_queue.empty():  # every waiting call was taken
-                    self._start_owed.clear()
+    def start_owed_thread(self) -> bool:
+        """Ask for a thread again for the calls waiting; False once the pool is shut down."""
+        with self._shutdown_lock:
+            if self._shutdown:
+                return False
+            if not self._work_queue.empty():
+                try:
+                    super()._adjust_thread_count()
+                except RuntimeError:
+                    return True  # still owed, said once already
+            if self._work_queue.empty():  # every waiting call was taken
+                self._start_owed.clear()
+            return True
+
+
+def _start_owed_threads(pool: weakref.ref[RpcThreadPool], owed: threading.Event) -> None:
+    while True:
+        owed.wait()
+        if pool() is None:  # woken by the pool's end: at once, not a retry later
+            return
+        time.sleep(START_RETRY_SECONDS)
+        alive = pool()
+        if alive is None or not alive.start_owed_thread():
+            return
+        del alive

@@ -97,6 +97,7 @@ class RunningServer:
     jobs: JobService | None = None
     servicer: VideoPipelineServicer | None = None
     orphan_sweeper: OrphanSweeper | None = None
+    rpc_threads: RpcThreadPool | None = None
 
     def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = ""
              ) -> None:
@@ -120,6 +121,8 @@ class RunningServer:
         # their clients can act on; gRPC's own cancel, a bare UNAVAILABLE, is for the rest.
         self.run_slots.end_calls()
         self._stop_grpc()
+        if self.rpc_threads is not None:  # gRPC leaves the pool it was given running
+            self.rpc_threads.shutdown(wait=False)
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
@@ -232,8 +235,9 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     interceptors.append(UnparsedRequestInterceptor())  # innermost: under the chunk views, which parse the rest with it
     threads = (settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads
                + settings.max_health_watches + settings.max_reflection_streams + _SPARE_THREADS)
+    rpc_threads = RpcThreadPool(max_workers=threads, thread_name_prefix="videodag-rpc")
     server = grpc.server(
-        RpcThreadPool(max_workers=threads, thread_name_prefix="videodag-rpc"),
+        rpc_threads,
         interceptors=interceptors,
         options=grpc_options(settings),
         # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
@@ -268,7 +272,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
-                         sweeper)
+                         sweeper, rpc_threads)
 
 
 def _metrics_exporter(metrics: ServerMetrics, settings: Settings) -> MetricsExporter | None:

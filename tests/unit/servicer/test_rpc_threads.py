@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.waiting import wait_until
 from videodag_client import Unavailable, VideodagClient
 from videodag_service.dag import DagPipelineService
 from videodag_service.rpc_threads import START_RETRY_SECONDS, RpcThreadPool
@@ -84,3 +86,13 @@ def test_a_stop_that_cannot_start_grpcs_grace_thread_still_stops_the_server(tmp_
         running.stop(0)
     with VideodagClient(f"127.0.0.1:{running.port}", timeout=2) as client, pytest.raises(Unavailable):
         client.list_pipelines()
+
+
+def test_a_pool_nobody_holds_goes_with_its_threads() -> None:
+    """gRPC never shuts down the pool it was given: its starter thread, holding it, kept it and
+    every thread of it alive after the server had gone."""
+    pool = RpcThreadPool(max_workers=2, thread_name_prefix="forgotten")
+    assert pool.submit(lambda: 1).result(timeout=5) == 1
+    del pool
+    gc.collect()
+    assert wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("forgotten")])
