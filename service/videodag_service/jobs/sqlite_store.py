@@ -14,6 +14,7 @@ this process's writes alone (`JobChangeSignals`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -31,6 +32,8 @@ from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobSta
 from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
 from videodag_service.private_folders import private_directory
 from videodag_service.video import VideoInfo
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -78,7 +81,8 @@ class SqliteJobStore(JobStore):
         fails) once the disk has less free: room kept for recording the ends of jobs, and for
         cancelling and deleting them, which write too. Uploads keep a larger reserve."""
         self.results_keep_free_bytes = results_keep_free_bytes
-        self._result_bytes_unchecked = 0
+        self._frames_left_behind: set[str] = set()
+        """Jobs deleted whose frames could not all be removed yet (`_delete_frames_of`)."""
         self.data_dir = private_directory(Path(data_dir))
         self._data_dir_lock = DataDirectoryLock(self.data_dir)
         new_database = not (self.data_dir / DATABASE_FILE).exists()
@@ -215,15 +219,25 @@ class SqliteJobStore(JobStore):
         for start in range(0, len(job_ids), _JOBS_DELETED_AT_ONCE):
             batch = job_ids[start:start + _JOBS_DELETED_AT_ONCE]
             marks = ", ".join("?" * len(batch))
-            while True:
-                with self._transaction() as db:
-                    deleted = db.execute(
-                        f"""DELETE FROM frames WHERE (job_id, frame_index) IN (
-                              SELECT job_id, frame_index FROM frames WHERE job_id IN ({marks}) LIMIT ?)""",
-                        (*batch, _FRAMES_DELETED_AT_ONCE),
-                    ).rowcount
-                if deleted < _FRAMES_DELETED_AT_ONCE:
-                    break
+            try:
+                while True:
+                    with self._transaction() as db:
+                        deleted = db.execute(
+                            f"""DELETE FROM frames WHERE (job_id, frame_index) IN (
+                                  SELECT job_id, frame_index FROM frames WHERE job_id IN ({marks}) LIMIT ?)""",
+                            (*batch, _FRAMES_DELETED_AT_ONCE),
+                        ).rowcount
+                    if deleted < _FRAMES_DELETED_AT_ONCE:
+                        break
+            except (DiskFull, sqlite3.OperationalError) as error:
+                # The jobs are deleted already, and their deletion reported as done: what is
+                # left of their frames goes at the next retention pass.
+                left = job_ids[start:]
+                self._frames_left_behind.update(left)
+                logger.warning("the frames of %d deleted job(s) are left for the next retention pass: %s",
+                               len(left), error)
+                return
+            self._frames_left_behind.difference_update(batch)
 
     def _delete_orphan_frames(self) -> None:
         with self._lock:
@@ -286,7 +300,7 @@ class SqliteJobStore(JobStore):
             if db.execute("SELECT 1 FROM frames WHERE job_id = ? AND frame_index = ?",
                           (job_id, frame.frame_index)).fetchone() is not None:
                 return self._is_running(db, job_id, attempt)  # stored already: a repeated write
-            self._check_room_for_results(len(result))
+            self._check_room_for_results(db)
             if not self._update_running(db, job_id, attempt, "frames_done = frames_done + 1", ()):
                 return False
             db.execute(
@@ -295,26 +309,30 @@ class SqliteJobStore(JobStore):
             )
         return True
 
-    def _check_room_for_results(self, size: int) -> None:
-        """DiskFull once the disk is down to `results_keep_free_bytes`, looked at every
-        `_RESULTS_CHECKED_EVERY_BYTES` of results: the uploads' reserve alone let results fill the
-        disk to its last byte, where no job's end could be recorded nor any job deleted."""
+    def _check_room_for_results(self, db: sqlite3.Connection) -> None:
+        """DiskFull once the room for results is down to `results_keep_free_bytes`: the uploads'
+        reserve alone let results fill the disk to its last byte, where no job's end could be
+        recorded nor any job deleted. Looked at before every result (a statvfs and a page count,
+        microseconds: a result's transaction writes pages of its own, far more than its text),
+        and the pages deleted jobs left in the database count as room, as results reuse them
+        while the file keeps its size."""
         if not self.results_keep_free_bytes:
             return
-        self._result_bytes_unchecked += size
-        if self._result_bytes_unchecked < _RESULTS_CHECKED_EVERY_BYTES:
-            return
-        self._result_bytes_unchecked = 0
         free = disk_space.free_bytes(self.data_dir)
-        if free < self.results_keep_free_bytes:
-            self._result_bytes_unchecked = _RESULTS_CHECKED_EVERY_BYTES  # and at the next result again
-            raise DiskFull(
-                f"the data directory's disk is down to {free} bytes free; results stop there, keeping "
-                f"{self.results_keep_free_bytes} for ending and deleting jobs (half of --job-min-free-bytes): "
-                "delete finished jobs or make room",
-                ErrorDetails(metadata={"store": "sqlite", "free_bytes": str(free),
-                                       "results_keep_free_bytes": str(self.results_keep_free_bytes)}),
-            )
+        if free >= self.results_keep_free_bytes:
+            return
+        page_size, free_pages = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "freelist_count"))
+        if free + page_size * free_pages >= self.results_keep_free_bytes:
+            return
+        logger.warning("job results refused: the data directory's disk is down to %d bytes free, under the %d kept "
+                       "for ending and deleting jobs", free, self.results_keep_free_bytes)
+        raise DiskFull(
+            f"the data directory's disk is down to {free} bytes free; results stop there, keeping "
+            f"{self.results_keep_free_bytes} for ending and deleting jobs (half of --job-min-free-bytes): "
+            "make room on that disk",
+            ErrorDetails(metadata={"store": "sqlite", "free_bytes": str(free),
+                                   "results_keep_free_bytes": str(self.results_keep_free_bytes)}),
+        )
 
     @staticmethod
     def _is_running(db: sqlite3.Connection, job_id: str, attempt: int) -> bool:
@@ -372,20 +390,27 @@ class SqliteJobStore(JobStore):
         return [_job_from_row(row) for row in queued] + [self.get(job_id) for job_id in failed_ids]
 
     def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
+        if self._frames_left_behind:
+            self._delete_frames_of(sorted(self._frames_left_behind))
         with self._lock:
             rows = [row for row in self._connection.execute(
                 f"SELECT * FROM jobs WHERE expire_at <= ? AND state IN ({', '.join('?' * len(_FINISHED_STATES))})",
                 (now, *_FINISHED_STATES),
             ).fetchall() if row["id"] not in keep]
-        purged = []
+        purged: list[str] = []
         for start in range(0, len(rows), _JOBS_DELETED_AT_ONCE):
             batch = [row["id"] for row in rows[start:start + _JOBS_DELETED_AT_ONCE]]
-            with self._transaction() as db:  # a job cancelled, or deleted, since the read above stays as it is now
-                marks = ", ".join("?" * len(batch))
-                gone = [row[0] for row in db.execute(
-                    f"DELETE FROM jobs WHERE id IN ({marks}) AND expire_at <= ? RETURNING id", (*batch, now)
-                ).fetchall()]
-                self._uncommitted_changes.extend((job_id, None) for job_id in gone)
+            try:
+                with self._transaction() as db:  # a job deleted since the read above is not counted
+                    marks = ", ".join("?" * len(batch))
+                    gone = [row[0] for row in db.execute(
+                        f"DELETE FROM jobs WHERE id IN ({marks}) AND expire_at <= ? RETURNING id", (*batch, now)
+                    ).fetchall()]
+                    self._uncommitted_changes.extend((job_id, None) for job_id in gone)
+            except DiskFull:
+                if not purged:
+                    raise
+                break  # the jobs purged so far are reported; the others stay for the next pass
             self._delete_frames_of(gone)
             purged.extend(gone)
         kept = set(purged)
@@ -450,7 +475,6 @@ class SqliteJobStore(JobStore):
 
 
 _LOG_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
-_RESULTS_CHECKED_EVERY_BYTES = 256 * 1024
 # What one transaction deletes at most: about 30 ms of the store's lock each.
 _FRAMES_DELETED_AT_ONCE = 1000
 _JOBS_DELETED_AT_ONCE = 200

@@ -162,17 +162,11 @@ def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_pa
     store = SqliteJobStore(tmp_path, results_keep_free_bytes=keep_free)
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
-    stored = 0
     with pytest.raises(DiskFull) as full:
-        for index in range(100):
-            store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 50_000}))
-            stored += 1
-    assert 0 < stored < 10, "looked at every 256 KiB of results, not at every one"
+        store.append_frame(job.id, 1, JobFrame(0, 0.0, {"small": 1}))  # looked at before every result
     assert "half of --job-min-free-bytes" in full.value.message
     assert full.value.details.metadata["results_keep_free_bytes"] == str(keep_free)
-    assert store.get(job.id).frames_done == stored
-    with pytest.raises(DiskFull):
-        store.append_frame(job.id, 1, JobFrame(stored, 0.0, {"small": 1}))  # and again at the next one
+    assert store.get(job.id).frames_done == 0
     store.close()
 
     roomy = SqliteJobStore(tmp_path / "roomy", results_keep_free_bytes=1)
@@ -181,6 +175,48 @@ def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_pa
     for index in range(20):
         assert roomy.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 50_000}))
     roomy.close()
+
+
+def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(tmp_path: Path) -> None:
+    """The file keeps its size after a deletion: counted by the disk's free space alone, every
+    later job failed at its first result, though the deleted job's pages were there to reuse."""
+    store = SqliteJobStore(tmp_path)
+    deleted = _finished_job_with_frames(store, tmp_path, 2000, result={"blob": "x" * 2000})
+    store.delete(deleted.id)
+    store.results_keep_free_bytes = shutil.disk_usage(tmp_path).free + 1024 * 1024  # under the 4 MB freed
+    job = store.create(_job(tmp_path))
+    store.claim(job.id, 1, 0.0)
+    for index in range(100):
+        assert store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 2000}))
+    store.results_keep_free_bytes = shutil.disk_usage(tmp_path).free + 1024**3
+    with pytest.raises(DiskFull):
+        store.append_frame(job.id, 1, JobFrame(100, 0.0, {"small": 1}))
+    store.close()
+
+
+def test_frames_a_full_disk_kept_from_a_deleted_job_go_at_the_next_retention_pass(tmp_path: Path) -> None:
+    """The deletion raised DISK_FULL though the job was gone, and its frames stayed until a restart."""
+    store = SqliteJobStore(tmp_path)
+    job = _finished_job_with_frames(store, tmp_path, 1500)
+    transaction = store._transaction
+    writes = 0
+
+    @contextlib.contextmanager
+    def full_after_the_first() -> Iterator[sqlite3.Connection]:
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise DiskFull("no space left (injected)")
+        with transaction() as db:
+            yield db
+
+    store._transaction = full_after_the_first  # type: ignore[method-assign]
+    assert store.delete(job.id).id == job.id  # done, and said so
+    store._transaction = transaction  # type: ignore[method-assign]
+    assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 1500
+    store.purge_expired(now=0.0)
+    assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
+    store.close()
 
 
 def _rows_changed_per_transaction(store: SqliteJobStore) -> list[int]:
@@ -199,11 +235,12 @@ def _rows_changed_per_transaction(store: SqliteJobStore) -> list[int]:
     return changes
 
 
-def _finished_job_with_frames(store: SqliteJobStore, tmp_path: Path, frames: int) -> Job:
+def _finished_job_with_frames(store: SqliteJobStore, tmp_path: Path, frames: int,
+                              result: dict[str, Any] | None = None) -> Job:
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
     for index in range(frames):
-        store.append_frame(job.id, 1, JobFrame(index, 0.0, {"i": index}))
+        store.append_frame(job.id, 1, JobFrame(index, 0.0, result or {"i": index}))
     store.cancel(job.id, 0.0, expire_at=1.0)
     return job
 
