@@ -233,11 +233,13 @@ class SqliteJobStore(JobStore):
                 # The jobs are deleted already, and their deletion reported as done: what is
                 # left of their frames goes at the next retention pass.
                 left = job_ids[start:]
-                self._frames_left_behind.update(left)
+                with self._lock:
+                    self._frames_left_behind.update(left)
                 logger.warning("the frames of %d deleted job(s) are left for the next retention pass: %s",
                                len(left), error)
                 return
-            self._frames_left_behind.difference_update(batch)
+            with self._lock:
+                self._frames_left_behind.difference_update(batch)
 
     def _delete_orphan_frames(self) -> None:
         with self._lock:
@@ -390,8 +392,10 @@ class SqliteJobStore(JobStore):
         return [_job_from_row(row) for row in queued] + [self.get(job_id) for job_id in failed_ids]
 
     def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
-        if self._frames_left_behind:
-            self._delete_frames_of(sorted(self._frames_left_behind))
+        with self._lock:
+            left_behind = sorted(self._frames_left_behind)
+        if left_behind:
+            self._delete_frames_of(left_behind)
         with self._lock:
             rows = [row for row in self._connection.execute(
                 f"SELECT * FROM jobs WHERE expire_at <= ? AND state IN ({', '.join('?' * len(_FINISHED_STATES))})",
