@@ -23,10 +23,11 @@ from jobs_harness import VENV_BIN
 import videodag_service.disk_space as disk_space_module
 import videodag_service.jobs.backends as backends_module
 from videodag_client import JobState, ResourceExhausted
+from videodag_service.errors import DiskFull
 from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
 from videodag_service.jobs import JobState as StoredJobState
 from videodag_service.jobs.ids import new_job_id
-from videodag_service.jobs.model import JobFrame
+from videodag_service.jobs.model import JobError, JobFrame
 from videodag_service.settings import Settings, SettingsError, build_parser, settings_from
 from videodag_service.video import SamplingOptions
 
@@ -258,5 +259,36 @@ def test_a_finished_job_on_a_full_disk_can_be_deleted(tmp_path: Path) -> None:
             fill(disk)
             store.delete(job.id)
             assert store.frames_after(job.id, None, 10) == []
+        finally:
+            store.close()
+
+
+def test_free_pages_in_the_database_count_as_room_for_results_only_while_the_disk_has_room_for_its_log(
+    tmp_path: Path,
+) -> None:
+    """Results reuse a deleted job's pages, but go through the log first, which grows on the disk:
+    counted whatever the disk had left, the pages let results fill it to 0 bytes, after which
+    no job's end could be recorded."""
+    with full_disk(tmp_path / "disk", size="48m") as disk:
+        store = SqliteJobStore(disk / "data")
+        try:
+            deleted = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                                       StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
+            store.claim(deleted.id, 1, 0.0)
+            for index in range(5000):  # about 20 MB of results, their pages free once deleted
+                store.append_frame(deleted.id, 1, JobFrame(index, index / 25, {"blob": "x" * 4000}))
+            store.cancel(deleted.id, 0.0, 60.0)
+            store.delete(deleted.id)
+            fill(disk)
+            filler = disk / "filler"
+            os.truncate(filler, filler.stat().st_size - 2 * MIB)  # 2 MiB left, under the log's room
+            store.results_keep_free_bytes = 16 * MIB
+            job = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                                   StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
+            store.claim(job.id, 1, 0.0)
+            with pytest.raises(DiskFull, match="results stop there"):
+                for index in range(1000):
+                    store.append_frame(job.id, 1, JobFrame(index, index / 25, {"blob": "x" * 4000}))
+            assert store.finish(job.id, 1, 1.0, 60.0, error=JobError("RESOURCE_EXHAUSTED", "DISK_FULL", "full"))
         finally:
             store.close()

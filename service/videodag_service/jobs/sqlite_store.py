@@ -323,9 +323,13 @@ class SqliteJobStore(JobStore):
         free = disk_space.free_bytes(self.data_dir)
         if free >= self.results_keep_free_bytes:
             return
-        page_size, free_pages = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "freelist_count"))
-        if free + page_size * free_pages >= self.results_keep_free_bytes:
-            return
+        # Results written into free pages still go through the log first, which grows on the
+        # disk itself: the pages count only while the disk keeps room for the log's growth.
+        if free >= _LOG_GROWTH_ROOM_BYTES:
+            page_size, free_pages = (db.execute(f"PRAGMA {name}").fetchone()[0]
+                                     for name in ("page_size", "freelist_count"))
+            if free + page_size * free_pages >= self.results_keep_free_bytes:
+                return
         logger.warning("job results refused: the data directory's disk is down to %d bytes free, under the %d kept "
                        "for ending and deleting jobs", free, self.results_keep_free_bytes)
         raise DiskFull(
@@ -479,6 +483,8 @@ class SqliteJobStore(JobStore):
 
 
 _LOG_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+# Room the log needs on the disk between two checkpoints (SQLite's 1,000 pages), and a margin.
+_LOG_GROWTH_ROOM_BYTES = 8 * 1024 * 1024
 # What one transaction deletes at most: about 30 ms of the store's lock each.
 _FRAMES_DELETED_AT_ONCE = 1000
 _JOBS_DELETED_AT_ONCE = 200
