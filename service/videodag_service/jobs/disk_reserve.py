@@ -31,6 +31,8 @@ GROWTH_CLAIM_BYTES = 4 * MIB
 """How far ahead of what it has sent an upload without a declared size claims room, counted by
 the other uploads as to come; the upload itself is checked at every chunk (a statvfs, nothing
 beside writing the chunk)."""
+# Reads of the files' sizes and the free space until the sizes stand still around the latter.
+_CONSISTENT_READ_TRIES = 5
 
 
 class UploadClaim:
@@ -123,13 +125,26 @@ class DiskReserve:
         if not self.min_free_bytes:
             return
         # The files' sizes are read before the free space: a chunk written in between then counts
-        # twice (used, and still to come), never not at all, which would let an upload into the reserve.
-        promised = sum(other.bytes_to_come() for other in self._claims if other is not claim)
-        own = claim.bytes_to_come(claimed_bytes)
-        free = self._free_bytes(self.folder)
+        # twice (used, and still to come), never not at all, which would let an upload into the
+        # reserve. Read again after it until they did not change, so that no chunk counts twice
+        # either: a writer thread busy between the reads (a loaded machine) stopped an upload
+        # megabytes short of the reserve.
+        to_come = self._bytes_to_come(claim, claimed_bytes)
+        for _ in range(_CONSISTENT_READ_TRIES):
+            free = self._free_bytes(self.folder)
+            again = self._bytes_to_come(claim, claimed_bytes)
+            if again == to_come:
+                break
+            to_come = again
+        promised, own = to_come
         if free - promised - own >= self.min_free_bytes:
             return
         raise _disk_full(claim, free, promised, self.min_free_bytes, growing=growing)
+
+    def _bytes_to_come(self, claim: UploadClaim, claimed_bytes: int) -> tuple[int, int]:
+        """What the other claims, and `claim` at `claimed_bytes`, have still to write."""
+        promised = sum(other.bytes_to_come() for other in self._claims if other is not claim)
+        return promised, claim.bytes_to_come(claimed_bytes)
 
 
 def _disk_full(claim: UploadClaim, free: int, promised: int, min_free: int, *, growing: bool) -> DiskFull:
