@@ -196,7 +196,12 @@ def test_a_reflection_stream_the_client_cancels_counts_as_cancelled(make_server:
                 if name == "videodag_grpc_calls_total" and method in labels and value}
 
     wait_until(lambda: counted() != {}, what="the reflection call to be counted")
-    assert counted() == {(("code", "CANCELLED"), method): 1}
+    # Never UNKNOWN. gRPC itself may end the request stream (client half-closed) before it
+    # marks the call cancelled, and the servicer then returns normally on a call still active:
+    # seen in CI now and then, counted OK; nothing the server is told then tells it apart.
+    (((_, code), _),) = counted()
+    assert code in {"CANCELLED", "OK"}
+    assert sum(counted().values()) == 1
 
 
 def test_a_health_watch_the_client_cancels_counts_as_cancelled(make_server: ServerFactory) -> None:
