@@ -243,6 +243,16 @@ def test_a_start_counts_the_blocks_a_file_system_keeps_for_root_when_run_as_root
     assert backends_module._no_room_left(tmp_path) is refused
 
 
+def running_job_with_results(store: SqliteJobStore, frames: int, result_bytes: int) -> Job:
+    """A job claimed by attempt 1, with `frames` results of about `result_bytes` each."""
+    job = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                           StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
+    store.claim(job.id, 1, 0.0)
+    for index in range(frames):
+        store.append_frame(job.id, 1, JobFrame(index, index / 25, {"blob": "x" * result_bytes}))
+    return job
+
+
 def test_a_finished_job_on_a_full_disk_can_be_deleted(tmp_path: Path) -> None:
     """Python's SQLite zeroed every freed page through its log: deleting took as much free space
     as the results deleted, so on a full disk DeleteJob (and the retention) failed DISK_FULL and
@@ -250,11 +260,7 @@ def test_a_finished_job_on_a_full_disk_can_be_deleted(tmp_path: Path) -> None:
     with full_disk(tmp_path / "disk", size="16m") as disk:
         store = SqliteJobStore(disk / "data")
         try:
-            job = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
-                                   StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
-            store.claim(job.id, 1, 0.0)
-            for index in range(2000):  # about 4 MB of results
-                store.append_frame(job.id, 1, JobFrame(index, index / 25, {"blob": "x" * 2000}))
+            job = running_job_with_results(store, frames=2000, result_bytes=2000)  # about 4 MB
             store.cancel(job.id, 0.0, 60.0)
             fill(disk)
             store.delete(job.id)
@@ -272,23 +278,16 @@ def test_free_pages_in_the_database_count_as_room_for_results_only_while_the_dis
     with full_disk(tmp_path / "disk", size="48m") as disk:
         store = SqliteJobStore(disk / "data")
         try:
-            deleted = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
-                                       StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
-            store.claim(deleted.id, 1, 0.0)
-            for index in range(5000):  # about 20 MB of results, their pages free once deleted
-                store.append_frame(deleted.id, 1, JobFrame(index, index / 25, {"blob": "x" * 4000}))
+            deleted = running_job_with_results(store, frames=5000, result_bytes=4000)  # 20 MB, free once deleted
             store.cancel(deleted.id, 0.0, 60.0)
             store.delete(deleted.id)
             fill(disk)
             filler = disk / "filler"
             os.truncate(filler, filler.stat().st_size - 2 * MIB)  # 2 MiB left, under the log's room
             store.results_keep_free_bytes = 16 * MIB
-            job = store.create(Job(new_job_id(), StoredJobState.QUEUED, "frame_stats_v1", SamplingOptions(),
-                                   StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
-            store.claim(job.id, 1, 0.0)
             with pytest.raises(DiskFull, match="results stop there"):
-                for index in range(1000):
-                    store.append_frame(job.id, 1, JobFrame(index, index / 25, {"blob": "x" * 4000}))
+                running_job_with_results(store, frames=1000, result_bytes=4000)
+            (job,) = store.list_jobs(10, None, [StoredJobState.RUNNING]).jobs
             assert store.finish(job.id, 1, 1.0, 60.0, error=JobError("RESOURCE_EXHAUSTED", "DISK_FULL", "full"))
         finally:
             store.close()
