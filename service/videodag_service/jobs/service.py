@@ -30,6 +30,9 @@ from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.jobs.watch import watch_job
 
 logger = logging.getLogger(__name__)
+
+# A retention pass names this many of the jobs it removed in its log line (each is named at DEBUG).
+_PURGED_IDS_LOGGED = 10
 # The retry hint of a job store outage: long enough for a Redis failover, short for a blip.
 RETRY_AFTER_OUTAGE_SECONDS = 2.0
 # How long a watch keeps its job from the other replicas' retention without being renewed: more
@@ -275,9 +278,7 @@ class JobService:
         with self._watched_lock:
             watched = frozenset(self._watched)
         self._store.mark_watched(watched, now + WATCH_MARK_SECONDS)
-        for job in self._store.purge_expired(now, keep=watched):
-            self._uploads.delete(job.video.ref)
-            logger.info("job %s removed: retention ended", job.id)
+        self._remove_expired(self._store.purge_expired(now, keep=watched))
         try:
             if abandoned := self._uploads.remove_abandoned_uploads():
                 logger.info("removed %d partial job upload(s) abandoned by a server that was stopped mid-upload",
@@ -297,6 +298,21 @@ class JobService:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on
                     logger.exception("job %s: could not delete its video", job.id)
+
+    def _remove_expired(self, purged: list[Job]) -> None:
+        """Delete the purged jobs' videos (a finished job's is gone already, unless a failure kept
+        it) and say so in one line: a line per job buried the log in a pass over many jobs."""
+        for job in purged:
+            try:
+                self._uploads.delete(job.video.ref)
+            except OSError as error:  # the job is gone: the next start removes the video of an unknown job
+                logger.warning("job %s: could not delete its video (%s); the next start removes it", job.id, error)
+            logger.debug("job %s removed: retention ended", job.id)
+        if len(purged) > _PURGED_IDS_LOGGED:
+            logger.info("%d jobs removed, their retention ended: %s and %d more", len(purged),
+                        ", ".join(job.id for job in purged[:_PURGED_IDS_LOGGED]), len(purged) - _PURGED_IDS_LOGGED)
+        elif purged:
+            logger.info("job(s) removed, their retention ended: %s", ", ".join(job.id for job in purged))
 
     def _check_store_in_place(self) -> None:
         """Say once, as an error, that the store's files went from under it; again if it happens anew."""

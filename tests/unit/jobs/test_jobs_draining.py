@@ -144,3 +144,33 @@ def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(t
     finally:
         queue.close()
         store.close()
+
+
+def test_a_retention_pass_says_what_it_removed_in_one_line_and_goes_on_past_a_video_it_cannot_delete(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line per job buried the log (100,000 lines for 100,000 jobs), and the first video that
+    could not be deleted ended the pass, leaving the other purged jobs' videos behind."""
+    data = tmp_path / "data"
+    store = SqliteJobStore(data)
+    queue = _queue(_GatedExecutor())
+    service = JobService(store, queue, _UndeletableUploads(data / "uploads"), DagPipelineService({}),  # type: ignore[arg-type]
+                         max_upload_bytes=1, retention_seconds=0)
+    try:
+        jobs = [store.create(_job()) for _ in range(12)]
+        for job in jobs:
+            store.cancel(job.id, 0.0, 0.0)
+        with caplog.at_level("INFO", logger="videodag_service.jobs.service"):
+            service.run_maintenance()
+        for job in jobs:
+            with pytest.raises(JobNotFound):
+                store.get(job.id)
+        removed_lines = [record.getMessage() for record in caplog.records
+                         if record.levelname == "INFO" and "retention ended" in record.getMessage()]
+        assert len(removed_lines) == 1
+        assert removed_lines[0].startswith("12 jobs removed") and removed_lines[0].endswith("and 2 more")
+        warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+        assert len(warnings) == 12 and all("could not delete its video" in w.getMessage() for w in warnings)
+    finally:
+        queue.close()
+        store.close()
