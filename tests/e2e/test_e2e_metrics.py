@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -18,6 +19,7 @@ from harness import ServerFactory
 from jobs_harness import finished, is_running_with_frames, wait_for_job, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
+from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import DeadlineExceeded, FrameResult, NotFound
 
 
@@ -238,3 +240,26 @@ def test_a_metrics_port_in_use_is_named_as_such_and_nothing_is_left_serving(make
             make_server(metrics_port=port, port=grpc_port)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", grpc_port)) != 0, "the gRPC port was left serving"
+
+
+def test_a_client_retry_policy_retries_the_servers_refusals(make_server: ServerFactory, sample_clip: Path) -> None:
+    """The request id, sent in headers at every call's start, made each refusal a committed
+    call that no gRPC client's `retryPolicy` retried: each refused call below was tried once."""
+    port = free_port()
+    server = make_server(metrics_port=port)
+    retrying = json.dumps({"methodConfig": [{
+        "name": [{"service": "videodag.v1.VideoPipelineService"}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.01s",
+                        "backoffMultiplier": 1, "retryableStatusCodes": ["NOT_FOUND"]},
+    }]})
+    with grpc.insecure_channel(server.target, options=[("grpc.service_config", retrying)]) as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as unary:
+            stub.GetPipeline(video_pipeline_service_pb2.GetPipelineRequest(pipeline_id="missing"), timeout=30)
+        upload = raw_call(channel, [config("missing"), *chunks(sample_clip.read_bytes()[:100_000])])
+
+    assert unary.value.code() is grpc.StatusCode.NOT_FOUND and upload.code is grpc.StatusCode.NOT_FOUND
+    metrics = scrape(port)
+    for method in ("GetPipeline", "UploadAndRun"):
+        labels = (("code", "NOT_FOUND"), ("method", f"/videodag.v1.VideoPipelineService/{method}"))
+        assert metrics[("videodag_grpc_calls_total", labels)] == 3, method

@@ -1,8 +1,14 @@
 """Server interceptors: a request id, metrics and a log line for every call; tracing on demand.
 
 `RequestContextInterceptor` makes the caller's `x-request-id` (or a new id) current while the
-handler runs, sends it back as initial metadata so the caller can quote it, counts the call
-by method and status code, counts open streams, and logs one line when the call ends.
+handler runs, sends it back so the caller can quote it, counts the call by method and status
+code, counts open streams, and logs one line when the call ends.
+
+The id goes back in the trailers of every call, and in the headers that go with its first
+response message: never in headers sent ahead of it. A call refused before any response is then
+"trailers-only", the one form of failure gRPC's `retryPolicy` and transparent retries may retry
+(gRFC A6 takes headers as the call committed): with the id sent at the call's start, no client's
+retry policy ever retried a refusal of this server's.
 
 Tracing, OpenTelemetry's own gRPC interceptor, is added outermost when asked for (`tracing`).
 """
@@ -11,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,7 +66,9 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def _wrap_unary(self, behavior: Behavior, method: str, request_id: str, streams: bool) -> Behavior:
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             with self._call(method, request_id, context, streams):
-                return behavior(request, context)
+                response = behavior(request, context)
+                _send_request_id(context, request_id)
+                return response
 
         return handle
 
@@ -69,7 +77,15 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         # returned: the scope must live inside the generator.
         def handle(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             with self._call(method, request_id, context, True):
-                yield from behavior(request, context)
+                responses = iter(behavior(request, context))
+                try:
+                    for count, response in enumerate(responses):
+                        if count == 0:
+                            _send_request_id(context, request_id)
+                        yield response
+                finally:
+                    if isinstance(responses, Generator):  # its own clean-up runs inside this call's scope
+                        responses.close()
 
         return handle
 
@@ -78,7 +94,6 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         started = time.perf_counter()
         code = STATUS_OK
         with request_id_bound(request_id), self._active_stream(method, streams):
-            context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
             try:
                 yield
                 # A handler may return quietly once its call has ended (gRPC's health Watch does
@@ -96,6 +111,7 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 )
                 raise
             finally:
+                _add_trailing_request_id(context, request_id)
                 seconds = time.perf_counter() - started
                 if self._metrics is not None:
                     self._metrics.record_call(method, code, seconds)
@@ -113,6 +129,17 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return
         with self._metrics.stream_active(method):
             yield
+
+
+def _send_request_id(context: grpc.ServicerContext, request_id: str) -> None:
+    """Headers with the id, sent as the call's first response message is about to go."""
+    context.send_initial_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
+
+
+def _add_trailing_request_id(context: grpc.ServicerContext, request_id: str) -> None:
+    """The id beside whatever trailers the handler set (an error's `grpc-status-details-bin`)."""
+    trailers = tuple(context.trailing_metadata() or ())
+    context.set_trailing_metadata((*trailers, (REQUEST_ID_METADATA_KEY, request_id)))
 
 
 def _ended_call_code(context: grpc.ServicerContext) -> str:

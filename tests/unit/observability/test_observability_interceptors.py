@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import types
@@ -63,6 +64,7 @@ def served() -> Iterator[tuple[grpc.Channel, ServerMetrics, Recorded]]:
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]  # for tests that need a channel of their own
     yield channel, metrics, recorded
     channel.close()
     server.stop(0).wait()
@@ -126,6 +128,35 @@ def test_a_stream_keeps_its_id_while_responses_are_produced_and_is_active_meanwh
     assert recorded.request_ids == ["stream-1"] * 3
     assert metrics.registry.get_sample_value("videodag_active_streams", {"method": method}) == 0
     assert _calls(metrics, method, "OK") == 1
+
+
+def test_the_id_goes_back_with_the_first_response_and_in_the_trailers(served) -> None:
+    channel, _, recorded = served
+    responses = channel.stream_stream(f"/{SERVICE}/Upload")(iter([b"a", b"b"]), metadata=[("x-request-id", "s-2")])
+    recorded.stream_release.set()
+
+    assert list(responses) == [b"0:1", b"1:1"]
+    assert ("x-request-id", "s-2") in responses.initial_metadata()
+    assert ("x-request-id", "s-2") in responses.trailing_metadata()
+
+
+def test_a_refusal_is_trailers_only_so_a_retry_policy_retries_it(served) -> None:
+    """Headers sent at the call's start (the id, once) made every refusal a committed call, which
+    no gRPC client's `retryPolicy` retries: the refused call was tried once."""
+    channel, _, recorded = served
+    retrying = json.dumps({"methodConfig": [{
+        "name": [{"service": SERVICE}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.01s",
+                        "backoffMultiplier": 1, "retryableStatusCodes": ["NOT_FOUND"]},
+    }]})
+    retried = grpc.insecure_channel(channel.address, options=[("grpc.service_config", retrying)])
+    with retried, pytest.raises(grpc.RpcError) as refused:
+        retried.unary_unary(f"/{SERVICE}/Unary")(b"missing", metadata=[("x-request-id", "r-1")])
+
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert recorded.request_ids == ["r-1"] * 3
+    assert ("x-request-id", "r-1") in refused.value.trailing_metadata()
+    assert "x-request-id" not in dict(refused.value.initial_metadata())
 
 
 def test_an_unknown_method_is_left_to_grpc(served) -> None:

@@ -95,7 +95,7 @@ def test_a_refused_stream_without_an_id_logs_the_one_sent_back(guarded, log_stre
         list(responses)
 
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
-    sent_back = dict(refused.value.initial_metadata())["x-request-id"]
+    sent_back = dict(refused.value.trailing_metadata())["x-request-id"]
     refusal, ended = _lines_of(_entries(log_stream), UPLOAD)
     assert "invalid bearer token" in str(refusal["message"])
     assert refusal["request_id"] == ended["request_id"] == sent_back
