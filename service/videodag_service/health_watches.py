@@ -10,6 +10,9 @@ Past the cap a Watch is refused at once as UNIMPLEMENTED (reason TOO_MANY_HEALTH
 gRPC's client-side health checking (gRFC A17) then treats the server as healthy without
 watching it, where any other refusal would have it treat a healthy server as down, so no
 one holding the slots can make the server look down to the others. `Check` still answers.
+
+`List` (in health.proto since 2025) is answered too: grpcio-health-checking advertises it but
+leaves it unimplemented, and each call, open to anyone, logged an ERROR with a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1 import health, health_pb2
 
 from videodag_service.call_slots import CallSlots
 from videodag_service.errors import ErrorDetails, TooManyHealthWatches
@@ -44,3 +47,22 @@ class CappedHealthServicer(health.HealthServicer):  # type: ignore[misc]
     ) -> Any:
         self._watch_slots.hold_until_the_call_ends(context)
         return super().Watch(request, context, send_response_callback)
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        response = super().Check(request, context)
+        if context.code() is grpc.StatusCode.NOT_FOUND:  # the library sets the code with no message
+            context.set_details(f"no health status for service {request.service[:128]!r}; "
+                                f"the services are: {', '.join(repr(name) for name in self._services())}")
+        return response
+
+    def List(self, request: Any, context: grpc.ServicerContext) -> Any:
+        """Every service's status, as `Check` would give it."""
+        with self._lock:
+            statuses = dict(self._server_status)
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()}
+        )
+
+    def _services(self) -> list[str]:
+        with self._lock:
+            return sorted(self._server_status)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -105,6 +106,30 @@ def test_health_checks_stay_open_without_a_token(make_server: ServerFactory) -> 
     with grpc.insecure_channel(server.target) as channel:
         response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_list_answers_every_service_and_check_names_the_services_it_knows(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpcio-health-checking advertises List but leaves it unimplemented: UNIMPLEMENTED, and an
+    ERROR with a traceback logged at each call, which needs no token; Check of an unknown
+    service said NOT_FOUND with no message."""
+    server = make_server(tokens="secret")
+    with grpc.insecure_channel(server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        listed = stub.List(health_pb2.HealthListRequest(), timeout=10)
+        with pytest.raises(grpc.RpcError) as unknown:
+            stub.Check(health_pb2.HealthCheckRequest(service="videodag.v1.Nope"), timeout=10)
+
+    serving = health_pb2.HealthCheckResponse.SERVING
+    assert {name: status.status for name, status in listed.statuses.items()} == {
+        "": serving, "videodag.v1.VideoPipelineService": serving,
+    }
+    assert unknown.value.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert unknown.value.details() == (  # type: ignore[attr-defined]
+        "no health status for service 'videodag.v1.Nope'; the services are: '', 'videodag.v1.VideoPipelineService'"
+    )
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_health_watches_without_a_token_are_capped_and_leave_every_other_call_served(
