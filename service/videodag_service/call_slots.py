@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import grpc
 
 from videodag_service.call_status import abort
-from videodag_service.errors import ErrorDetails, ServerDraining, TooManyRuns, VideodagError
+from videodag_service.errors import ErrorDetails, ServerDraining, TooManyRuns, VideodagError, counted
 
 RUN_RETRY_SECONDS = 1.0
 
@@ -79,7 +79,7 @@ class CallSlots:
 
 def too_many_runs(capacity: int) -> TooManyRuns:
     return TooManyRuns(
-        f"the server already runs its maximum of {capacity} videos; retry shortly",
+        f"the server already runs its maximum of {counted(capacity, 'video', 'videos')}; retry shortly",
         ErrorDetails(metadata={"max_concurrent_runs": str(capacity)}, retry_after_seconds=RUN_RETRY_SECONDS),
     )
 

@@ -22,29 +22,47 @@ from videodag_service.observability.call_deadline import ended_by_its_deadline
 
 logger = logging.getLogger(__name__)
 
+# What a call that ended under its handler is said to have ended by, in the log.
+CALL_ENDED_MESSAGE = ("the call was cancelled: by its client, or by gRPC for a message over the server's "
+                      "--max-message-bytes")
+
 
 def status_name(error: BaseException, context: grpc.ServicerContext | None = None) -> str:
     """The status code name a call ending with `error` reports (for metrics)."""
     if isinstance(error, VideodagError):
-        return error.status_code
+        return _broken_stream_error(context).status_code if _unheard(error, context) else error.status_code
     if (resource_error := out_of_resources(error)) is not None:
         return resource_error.status_code
     return _broken_stream_error(context).status_code if isinstance(error, grpc.RpcError) else "INTERNAL"
 
 
+def _unheard(error: VideodagError, context: grpc.ServicerContext | None) -> bool:
+    """An answer other than the call's own end (a cancel, a deadline) to a call that has ended."""
+    return context is not None and not isinstance(error, RunCancelled | DeadlineExceeded) and not context.is_active()
+
+
 def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
-    """Why a request stream broke while it was read: gRPC says nothing (a bare RpcError), but
-    a call at its deadline was ended by the deadline, and any other by its client (or the
-    server's shutdown)."""
+    """Why a call ended under its handler: gRPC says nothing (a bare RpcError, or a stream that
+    just ends), but a call at its deadline was ended by the deadline, and any other by its
+    client, the server's shutdown, or gRPC's refusal of a message over the size limit (which
+    only the client hears of, as RESOURCE_EXHAUSTED)."""
     if context is not None and ended_by_its_deadline(context):
         return DeadlineExceeded("the call's deadline passed while its request stream was being read")
-    return RunCancelled("the call was cancelled")
+    return RunCancelled(CALL_ENDED_MESSAGE)
+
 
 
 def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
     """End the call with the error's status and `google.rpc` details; unexpected errors become INTERNAL."""
     error = out_of_resources(error) or error
-    if isinstance(error, VideodagError):
+    if isinstance(error, VideodagError) and _unheard(error, context):
+        # Nobody hears this answer: the call ended first (a stream that just stopped arriving,
+        # as grpcurl's does when gRPC refuses its message for its size). Its end is what counts.
+        ended = _broken_stream_error(context)
+        logger.info("call ended before its answer (%s: %s): %s: %s", error.status_code, error.message,
+                    ended.status_code, ended.message)
+        status = convert.status_from_error(ended)
+    elif isinstance(error, VideodagError):
         if error.status_code in {"INTERNAL", "UNKNOWN"}:
             logger.error("call failed: %s", error)
         elif isinstance(error, VideoFileMissing | DecoderKilled | ServerOutOfResources):  # the server's trouble

@@ -39,8 +39,11 @@ def first_config(requests: Iterator[Any]) -> Any:
         raise BadRequestStream("the stream was empty; send a config message first, then the video's chunks")
     if isinstance(first, UnparsedRequest):
         raise first.error()
-    if isinstance(first, memoryview) or not first.HasField("config"):
+    if isinstance(first, memoryview) or first.HasField("chunk"):
         raise BadRequestStream("the first message must be the config; a chunk arrived first")
+    if not first.HasField("config"):  # `{}` in grpcurl: a message with neither
+        raise BadRequestStream("the first message must be the config; an empty message arrived (neither config "
+                               "nor chunk set)")
     return first.config
 
 
@@ -69,4 +72,5 @@ def ended_by_half_close(
     yield from chunks
     # A call still open this long after its stream ended was half-closed by its client.
     if call_ended.wait(grace_seconds):
-        raise RunCancelled("the client cancelled the call before its upload was complete")
+        raise RunCancelled("the call was cancelled before its upload was complete: by its client, or by gRPC for "
+                           "a message over the server's --max-message-bytes")

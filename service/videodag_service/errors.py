@@ -56,6 +56,11 @@ from typing import ClassVar
 ERROR_DOMAIN = "videodag.dev"
 
 
+def counted(number: int, one: str, many: str) -> str:
+    """"1 video", "4 videos": a limit of 1 is a setting people use."""
+    return f"{number} {one if number == 1 else many}"
+
+
 # The most each text of a status's details (a metadata value, a field's description) takes as
 # sent, in UTF-8 bytes: the edge cuts longer ones (`convert.status_from_error`), so that a
 # status always fits in what clients accept as trailers.
@@ -171,7 +176,7 @@ class InvalidOptions(InvalidArgument):
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         message = "; ".join(f"{v.field}: {v.description}" for v in violations)
-        super().__init__(f"invalid options: {message}", ErrorDetails(field_violations=tuple(violations)))
+        super().__init__(f"invalid fields: {message}", ErrorDetails(field_violations=tuple(violations)))
 
 
 class InvalidPipelineId(InvalidArgument):
@@ -245,8 +250,9 @@ class JobNotFound(VideodagError, LookupError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(
-            f"unknown job {job_id!r}",
-            ErrorDetails(resource=Resource("videodag.v1.Job", job_id, "no job has this id")),
+            f"unknown job {job_id!r}" if job_id else "no job_id given (it is required)",
+            ErrorDetails(metadata={"job_id": job_id},
+                         resource=Resource("videodag.v1.Job", job_id, "no job has this id")),
         )
         self.job_id = job_id
 

@@ -23,14 +23,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from videodag_service.call_slots import CallSlots
-from videodag_service.errors import ErrorDetails, TooManyHealthWatches
+from videodag_service.errors import ErrorDetails, TooManyHealthWatches, counted
 
 HEALTH_WATCH_RETRY_SECONDS = 5.0
 
 
 def too_many_health_watches(capacity: int) -> TooManyHealthWatches:
     return TooManyHealthWatches(
-        f"the server already streams its maximum of {capacity} health watches; use Check, or retry shortly",
+        f"the server already streams its maximum of {counted(capacity, 'health watch', 'health watches')}; "
+        "use Check, or retry shortly",
         ErrorDetails(metadata={"max_health_watches": str(capacity)}, retry_after_seconds=HEALTH_WATCH_RETRY_SECONDS),
     )
 

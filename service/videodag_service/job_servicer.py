@@ -16,7 +16,7 @@ from videodag_service import convert, convert_jobs
 from videodag_service.call_slots import CallSlots, RunSlots
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
-from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches
+from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches, counted
 from videodag_service.jobs import Job, JobService
 from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
@@ -29,14 +29,15 @@ UPLOAD_RETRY_SECONDS = 1.0
 
 def too_many_watches(capacity: int) -> TooManyWatches:
     return TooManyWatches(
-        f"the server already streams its maximum of {capacity} job watches; retry shortly, or poll GetJob meanwhile",
+        f"the server already streams its maximum of {counted(capacity, 'job watch', 'job watches')}; "
+        "retry shortly, or poll GetJob meanwhile",
         ErrorDetails(metadata={"max_job_watches": str(capacity)}, retry_after_seconds=WATCH_RETRY_SECONDS),
     )
 
 
 def too_many_job_uploads(capacity: int) -> TooManyJobUploads:
     return TooManyJobUploads(
-        f"the server already receives its maximum of {capacity} job uploads; retry shortly",
+        f"the server already receives its maximum of {counted(capacity, 'job upload', 'job uploads')}; retry shortly",
         ErrorDetails(metadata={"max_job_uploads": str(capacity)}, retry_after_seconds=UPLOAD_RETRY_SECONDS),
     )
 

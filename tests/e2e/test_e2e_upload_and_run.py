@@ -136,6 +136,7 @@ def test_first_result_arrives_before_the_run_ends(server: ServerHarness, make_vi
     [
         ([], "the stream was empty; send a config message first"),
         ([Request(chunk=b"abc")], "the first message must be the config; a chunk arrived first"),
+        ([Request(), Request(chunk=b"abc")], "the first message must be the config; an empty message arrived"),
         ([config(), Request(chunk=b"abc"), config()], "the config was sent twice"),
         ([config()], "the upload is empty: no video bytes arrived"),
     ],

@@ -87,7 +87,7 @@ def test_a_job_upload_over_the_cap_is_refused_typed_and_the_held_one_completes(
             info = error_details_pb2.ErrorInfo()
             assert any(detail.Unpack(info) for detail in status.details)
             assert (info.reason, dict(info.metadata)) == ("TOO_MANY_UPLOADS", {"max_job_uploads": "1"})
-            assert "maximum of 1 job uploads" in (refused.value.details() or "")
+            assert "maximum of 1 job upload;" in (refused.value.details() or "")
             assert "frame_stats_v1" in {pipeline.id for pipeline in server.client.list_pipelines()}
         finally:
             release.set()

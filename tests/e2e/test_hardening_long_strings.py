@@ -75,6 +75,18 @@ def test_an_unknown_very_long_job_id_is_not_found_with_its_details(server: Serve
     resource = error_details_pb2.ResourceInfo()
     assert status.details[1].Unpack(resource)
     assert resource.resource_name == clipped("j" * 20 * LONG, MAX_DETAIL_BYTES)
+    assert _info(status).metadata["job_id"] == clipped("j" * 20 * LONG, MAX_DETAIL_BYTES)
+
+
+def test_an_empty_job_id_is_named_as_missing(server: ServerHarness) -> None:
+    """It was "unknown job ''", where an empty pipeline id is named as missing."""
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+        video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel).CancelJob(
+            video_pipeline_service_pb2.CancelJobRequest(job_id=""), timeout=30
+        )
+    error: grpc.Call = raised.value  # type: ignore[assignment]
+    assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, "no job_id given (it is required)")
+    assert _info(_status(error)).metadata["job_id"] == ""
 
 
 def test_an_unreadable_upload_with_a_very_long_file_name_is_refused_with_its_details(server: ServerHarness) -> None:

@@ -62,6 +62,9 @@ class _Context:
     def set_trailing_metadata(self, metadata: Any) -> None:
         self.trailing_metadata = metadata
 
+    def is_active(self) -> bool:
+        return True
+
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.code = code
         raise _AbortedCall(details)
