@@ -40,6 +40,7 @@ from videodag_service.jobs import (
     SqliteJobStore,
     StoredVideo,
     open_job_service,
+    sqlite_store,
 )
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
@@ -177,18 +178,23 @@ def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_pa
     roomy.close()
 
 
-def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(tmp_path: Path) -> None:
+def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The file keeps its size after a deletion: counted by the disk's free space alone, every
     later job failed at its first result, though the deleted job's pages were there to reuse."""
     store = SqliteJobStore(tmp_path)
     deleted = _finished_job_with_frames(store, tmp_path, 2000, result={"blob": "x" * 2000})
     store.delete(deleted.id)
-    store.results_keep_free_bytes = shutil.disk_usage(tmp_path).free + 1024 * 1024  # under the 4 MB freed
+    # The disk's free space held still: others writing on a shared disk would move it.
+    free = 100 * 1024 * 1024
+    monkeypatch.setattr(sqlite_store.disk_space, "free_bytes", lambda path: free)
+    store.results_keep_free_bytes = free + 1024 * 1024  # under the 4 MB freed
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
     for index in range(100):
         assert store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 2000}))
-    store.results_keep_free_bytes = shutil.disk_usage(tmp_path).free + 1024**3
+    store.results_keep_free_bytes = free + 1024**3
     with pytest.raises(DiskFull):
         store.append_frame(job.id, 1, JobFrame(100, 0.0, {"small": 1}))
     store.close()
