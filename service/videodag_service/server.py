@@ -41,6 +41,7 @@ from videodag_service.settings import (
     Settings,
     SettingsError,
     settings_from,
+    unknown_variables,
     unprotected_by_empty_variables,
     wants_plugin_list,
 )
@@ -376,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     _open_files_up_to_the_hard_limit()
+    for problem in unknown_variables(settings):
+        logger.warning("%s", problem)
     for variable in unprotected_by_empty_variables(settings):
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     for variable, value in kubernetes_service_links(os.environ).items():

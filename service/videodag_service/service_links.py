@@ -22,3 +22,15 @@ def kubernetes_service_links(environ: Mapping[str, str]) -> dict[str, str]:
     """The variables of ours (name: value) that hold a service link."""
     return {variable: environ[variable] for variable in PORT_VARIABLES
             if _SERVICE_LINK.fullmatch(environ.get(variable, ""))}
+
+
+# The other variables a Service's link gives: `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT NAME>]`,
+# `<NAME>_PORT_<PORT>_<PROTOCOL>[_ADDR|_PORT|_PROTO]`.
+_SERVICE_LINK_NAME = re.compile(
+    r"[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)"
+)
+
+
+def is_service_link(variable: str, value: str) -> bool:
+    """Whether Kubernetes may have set the variable for a Service (one named videodag-redis, say)."""
+    return _SERVICE_LINK_NAME.fullmatch(variable) is not None or _SERVICE_LINK.fullmatch(value) is not None

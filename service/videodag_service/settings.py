@@ -8,6 +8,7 @@ stops the server at start with a message naming the setting.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import os
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any
 
 from videodag_service.disk_space import MIB
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
-from videodag_service.service_links import kubernetes_service_links
+from videodag_service.service_links import is_service_link, kubernetes_service_links
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
@@ -311,6 +312,32 @@ def build_parser() -> argparse.ArgumentParser:
 def wants_plugin_list(argv: Sequence[str] | None = None) -> bool:
     """Whether the command line asks for the plugin reference instead of a server."""
     return bool(build_parser().parse_args(argv).list_plugins)
+
+
+# The videodag CLI's variables: a shell that runs both has them, and the server reads neither.
+_CLI_SERVER_VARIABLE, _CLI_TOKEN_VARIABLE = ENV_PREFIX + "SERVER", ENV_PREFIX + "TOKEN"
+
+
+def unknown_variables(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What to say of each VIDEODAG_ variable the server does not read: a misspelt or renamed
+    setting is otherwise ignored without a word, and the CLI's VIDEODAG_TOKEN in the server's
+    environment left it answering every call with no token."""
+    environ = os.environ if environ is None else environ
+    read = {ENV_PREFIX + item.name.upper() for item in fields(Settings)} | {MODEL_DIR_ENV, _CLI_SERVER_VARIABLE}
+    said = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable in read or is_service_link(variable, environ[variable]):
+            continue
+        if variable == _CLI_TOKEN_VARIABLE:
+            if not settings.requires_token:
+                said.append(f"{variable} is the videodag CLI's token to send, not read by the server: it requires no "
+                            f"token; give it {ENV_PREFIX}TOKENS or {ENV_PREFIX}TOKEN_FILE")
+            continue
+        names = sorted(name.removeprefix(ENV_PREFIX) for name in read - {_CLI_SERVER_VARIABLE})
+        close = difflib.get_close_matches(variable.removeprefix(ENV_PREFIX), names, n=1)
+        said.append(f"{variable} is not a setting of the server: ignored" + (f" (did you mean {ENV_PREFIX}{close[0]}?)"
+                                                                            if close else ""))
+    return said
 
 
 def unprotected_by_empty_variables(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:

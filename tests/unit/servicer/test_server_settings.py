@@ -30,6 +30,7 @@ from videodag_service.settings import (
     SettingsError,
     build_parser,
     settings_from,
+    unknown_variables,
     unprotected_by_empty_variables,
 )
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
@@ -115,6 +116,33 @@ def test_a_protecting_variable_set_empty_means_unset_and_is_named_when_it_leaves
     settings = settings_from([], with_file)
     assert settings.requires_token  # the token file protects: an empty TOKENS beside it is no gap
     assert unprotected_by_empty_variables(settings, with_file) == [ENV_PREFIX + "TLS_CLIENT_CA_FILE"]
+
+
+def test_variables_the_server_does_not_read_are_named_and_a_cli_token_without_server_tokens_is_a_warning(
+    tmp_path: Path,
+) -> None:
+    """A misspelt or renamed setting was ignored without a word; the CLI's VIDEODAG_TOKEN set for
+    the server left it answering every call with no token."""
+    environ = {
+        ENV_PREFIX + "TOKEN": "s3cret",
+        ENV_PREFIX + "JOB_RETENTION": "60",
+        ENV_PREFIX + "FROBNICATE": "1",
+        ENV_PREFIX + "MAX_UPLOAD_BYTES": "1000",  # read: said nothing of
+        ENV_PREFIX + "SERVER": "localhost:50051",  # the CLI's, harmless here
+        ENV_PREFIX + "MODEL_DIR": str(tmp_path),
+        # Kubernetes' links for Services named videodag and videodag-redis: not ours to judge.
+        ENV_PREFIX + "SERVICE_HOST": "10.0.0.1", ENV_PREFIX + "SERVICE_PORT_GRPC": "50051",
+        ENV_PREFIX + "PORT_50051_TCP_ADDR": "10.0.0.1", ENV_PREFIX + "REDIS_PORT": "tcp://10.0.0.2:6379",
+        "OTHER_TOKEN": "x",
+    }
+    assert unknown_variables(settings_from([], environ), environ) == [
+        "VIDEODAG_FROBNICATE is not a setting of the server: ignored",
+        "VIDEODAG_JOB_RETENTION is not a setting of the server: ignored (did you mean VIDEODAG_JOB_RETENTION_SECONDS?)",
+        "VIDEODAG_TOKEN is the videodag CLI's token to send, not read by the server: it requires no token; give it "
+        "VIDEODAG_TOKENS or VIDEODAG_TOKEN_FILE",
+    ]
+    protected = {**environ, ENV_PREFIX + "TOKENS": "s3cret"}
+    assert [said for said in unknown_variables(settings_from([], protected), protected) if "TOKEN" in said] == []
 
 
 def test_other_settings_given_empty_in_the_environment_keep_their_default() -> None:
