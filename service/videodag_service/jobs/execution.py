@@ -113,6 +113,16 @@ class JobInterrupted(Exception):
     """The worker is shutting down mid-job; the job was queued again (or left to recovery)."""
 
 
+class UnknownSamplingOptions(Exception):
+    """The job asks for sampling a later release added: run without it, it would not be the run
+    asked for. Failed INTERNAL with this message: releases sharing a store disagree."""
+
+    def __init__(self, options: tuple[tuple[str, object], ...]) -> None:
+        named = ", ".join(f"{name}={value!r}" for name, value in options)
+        super().__init__(f"the job asks for sampling options this release of the server does not know ({named}); "
+                         "a newer release queued it, and only such a release can run it")
+
+
 class _Superseded(Exception):
     """The store refused a write: the job is no longer this worker's to run."""
 
@@ -218,6 +228,8 @@ class JobExecutor:
         return released
 
     def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:
+        if job.unknown_sampling:
+            raise UnknownSamplingOptions(job.unknown_sampling)
         deadline = time.monotonic() + self._job_timeout_seconds
         spec = self._dag.get_pipeline(job.pipeline_id)
         frames_with_errors = 0

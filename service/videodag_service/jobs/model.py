@@ -154,6 +154,9 @@ class Job:
     frames_total: expected frames from the declared frame count and the sampling; 0 unknown.
     expire_at: when retention deletes the finished job; None before it is finished.
     revision: raised on every change, so a watcher can tell that something changed.
+    unknown_sampling: sampling options set by a later release, which this one cannot apply
+        (read from a store shared through a rolling upgrade or a rollback): the job is shown,
+        but not run here.
     """
 
     id: str
@@ -174,6 +177,7 @@ class Job:
     summary: JobSummary | None = None
     error: JobError | None = None
     revision: int = 0
+    unknown_sampling: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,27 @@
 
 Only the parts that are structured are encoded here; scalar columns stay scalar in each
 store so they can be indexed and compared there.
+
+Records outlive the release that wrote them, and releases overlap: replicas and RQ workers of
+two releases share a store through a rolling upgrade, and a rollback reads what the newer one
+wrote. So a reader takes the fields it knows and leaves the others (a summary's or a video's
+field added later is information this release has no use for), where reading strictly made
+every job a newer release finished fail INTERNAL, ListJobs with it. Sampling options are the
+exception: one this release does not know, set to anything but its unset value, would change
+what the run does, and running without it would be wrong; such a job is refused by name.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, fields
+from typing import Any, TypeVar
 
 from videodag_service.errors import FieldViolation, Resource
 from videodag_service.jobs.model import JobError, JobSummary, NodeTimingRecord
 from videodag_service.video import SamplingOptions, VideoInfo
+
+_Record = TypeVar("_Record")
 
 
 def _dumps(value: Any) -> str:
@@ -24,8 +34,22 @@ def sampling_to_text(sampling: SamplingOptions) -> str:
     return _dumps(asdict(sampling))
 
 
+def _known(record_type: type[_Record], values: dict[str, Any]) -> dict[str, Any]:
+    """The values of `record_type`'s fields: those a later release added are left out."""
+    names = {field.name for field in fields(record_type)}  # type: ignore[arg-type]
+    return {name: value for name, value in values.items() if name in names}
+
+
 def sampling_from_text(text: str) -> SamplingOptions:
-    return SamplingOptions(**json.loads(text))
+    return SamplingOptions(**_known(SamplingOptions, json.loads(text)))
+
+
+def unknown_sampling_from_text(text: str) -> tuple[tuple[str, Any], ...]:
+    """Sampling options of a later release, set: a run without them would not be the one asked for."""
+    values = json.loads(text)
+    known = _known(SamplingOptions, values)
+    unknown = ((name, value) for name, value in values.items() if name not in known and value not in (None, 0))
+    return tuple(sorted(unknown))
 
 
 def video_info_to_text(info: VideoInfo | None) -> str | None:
@@ -33,7 +57,7 @@ def video_info_to_text(info: VideoInfo | None) -> str | None:
 
 
 def video_info_from_text(text: str | None) -> VideoInfo | None:
-    return VideoInfo(**json.loads(text)) if text else None
+    return VideoInfo(**_known(VideoInfo, json.loads(text))) if text else None
 
 
 def summary_to_text(summary: JobSummary | None) -> str | None:
@@ -44,8 +68,8 @@ def summary_from_text(text: str | None) -> JobSummary | None:
     if not text:
         return None
     values = json.loads(text)
-    timings = tuple(NodeTimingRecord(**timing) for timing in values.pop("node_timings"))
-    return JobSummary(**values, node_timings=timings)
+    timings = tuple(NodeTimingRecord(**_known(NodeTimingRecord, timing)) for timing in values.pop("node_timings"))
+    return JobSummary(**_known(JobSummary, values), node_timings=timings)
 
 
 def error_to_text(error: JobError | None) -> str | None:
@@ -57,11 +81,13 @@ def error_from_text(text: str | None) -> JobError | None:
         return None
     values = json.loads(text)
     resource = values.pop("resource")
-    violations = tuple(FieldViolation(**violation) for violation in values.pop("field_violations"))
+    violations = tuple(
+        FieldViolation(**_known(FieldViolation, violation)) for violation in values.pop("field_violations")
+    )
     return JobError(
-        **values,
+        **_known(JobError, values),
         field_violations=violations,
-        resource=Resource(**resource) if resource else None,
+        resource=Resource(**_known(Resource, resource)) if resource else None,
     )
 
 

@@ -532,6 +532,7 @@ def _job_from_fields(fields: dict[str, str]) -> Job:
         state=JobState(fields["state"]),
         pipeline_id=fields["pipeline_id"],
         sampling=records.sampling_from_text(fields["sampling"]),
+        unknown_sampling=records.unknown_sampling_from_text(fields["sampling"]),
         video=StoredVideo(fields["video_ref"], int(fields["video_size_bytes"]), fields["video_sha256"]),
         created_at=float(fields["created_at"]),
         file_name=fields.get("file_name", ""),

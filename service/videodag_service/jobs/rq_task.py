@@ -260,10 +260,29 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
         _dag(worker_config)
     except Exception as error:
         try:
-            return _fail_unrunnable(store, worker_config, job_id, attempt, error)
+            return _fail_unrunnable(store, worker_config, job_id, attempt,
+                                    f"the worker that took the job cannot load its pipelines: {error}")
         finally:
             store.close()
-    executor = JobExecutor(
+    try:
+        executor = _executor(store, worker_config)
+    except Exception as error:
+        try:
+            return _fail_unrunnable(store, worker_config, job_id, attempt,
+                                    f"the worker that took the job cannot set up its run: {type(error).__name__}: "
+                                    f"{error}")
+        finally:
+            store.close()
+    try:
+        with _LeaseKeeper(store, job_id, attempt):
+            state = executor.execute(job_id, attempt)
+    finally:
+        store.close()
+    return None if state is None else state.value
+
+
+def _executor(store: RedisJobStore, worker_config: WorkerConfig) -> JobExecutor:
+    return JobExecutor(
         store,
         DirectoryUploadStorage(worker_config.upload_dir),
         _dag(worker_config),
@@ -277,25 +296,19 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
         job_timeout_seconds=worker_config.job_timeout_seconds,
         retention_seconds=worker_config.retention_seconds,
     )
-    try:
-        with _LeaseKeeper(store, job_id, attempt):
-            state = executor.execute(job_id, attempt)
-    finally:
-        store.close()
-    return None if state is None else state.value
 
 
 def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: str, attempt: int,
-                     error: Exception) -> str | None:
+                     message: str) -> str | None:
     """Fail a job this worker cannot run at all: its pipelines do not load (a shared pipeline
     folder edited into an invalid one, one missing on this machine, a worker of another
-    release). RQ would file the task as failed and the job stay QUEUED for good, its watches
-    waiting with it, since recovery looks after RUNNING jobs only."""
+    release), or its decoders or upload folder cannot be set up. RQ would file the task as
+    failed and the job stay QUEUED for good, its watches waiting with it, since recovery looks
+    after RUNNING jobs only."""
     now = time.time()
     job = store.claim(job_id, attempt, now)
     if job is None:
         return None
-    message = f"the worker that took the job cannot load its pipelines: {error}"
     logger.error("job %s failed: %s", job_id, message)
     store.finish(job_id, attempt, now, now + worker_config.retention_seconds,
                  error=JobError("INTERNAL", "INTERNAL", message))

@@ -35,6 +35,9 @@ from videodag_service.video import VideoInfo
 
 logger = logging.getLogger(__name__)
 
+# Raised when a change would mislead an earlier release reading the database (a column given
+# another meaning, a table it relies on gone); added columns and JSON fields need no new
+# version: earlier releases read what they know (`records`).
 _SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -109,12 +112,24 @@ class SqliteJobStore(JobStore):
                 # The log is truncated to this after each checkpoint, where it stayed as large as
                 # the largest deletion ever made (hundreds of MB after one long job's).
                 self._connection.execute(f"PRAGMA journal_size_limit={_LOG_SIZE_LIMIT_BYTES}")
+                self._refuse_a_later_schema()
                 self._connection.executescript(_SCHEMA)
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except BaseException as error:
             self._connection.close()
             self._data_dir_lock.abandon_start(error, new_database)
             raise
+
+    def _refuse_a_later_schema(self) -> None:
+        """A database a later release laid out differently is not this release's to write: the
+        version it was stamped with says so (0 for one just made)."""
+        found = self._connection.execute("PRAGMA user_version").fetchone()[0]
+        if found > _SCHEMA_VERSION:
+            raise JobStoreFromLaterRelease(
+                f"the job store {os.fspath(self.data_dir / DATABASE_FILE)} was laid out by a later release of the "
+                f"server (schema version {found}; this release reads version {_SCHEMA_VERSION} and before): start "
+                "that release, or give this one another --data-dir"
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -490,12 +505,17 @@ _FRAMES_DELETED_AT_ONCE = 1000
 _JOBS_DELETED_AT_ONCE = 200
 
 
+class JobStoreFromLaterRelease(RuntimeError):
+    """Raised at start for a database whose schema version is later than this release's."""
+
+
 def _job_from_row(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
         state=JobState(row["state"]),
         pipeline_id=row["pipeline_id"],
         sampling=records.sampling_from_text(row["sampling"]),
+        unknown_sampling=records.unknown_sampling_from_text(row["sampling"]),
         video=StoredVideo(row["video_ref"], row["video_size_bytes"], row["video_sha256"]),
         created_at=row["created_at"],
         file_name=row["file_name"],

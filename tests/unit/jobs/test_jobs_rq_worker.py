@@ -5,13 +5,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
 import rq.worker.base as rq_worker_module
 
 from fakes.redis_server import RedisServer
-from videodag_service.jobs.rq_task import VideodagWorker
+from videodag_service.jobs import Job, JobState, StoredVideo, rq_task
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.rq_task import VideodagWorker, WorkerConfig
+from videodag_service.video import SamplingOptions
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +63,31 @@ def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
     with pytest.raises(_Enough):
         worker.dequeue_job_and_maintain_ttl(timeout=1)
     assert waits[0] == 1 and max(waits) == 5, waits
+
+
+def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_queued(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a pipeline folder that did not load was guarded: decoders that could not start (a
+    pids limit), or anything else before the run, failed the task in RQ and left the job
+    QUEUED for good, since recovery looks after RUNNING jobs only."""
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisJobStore(connection, key_prefix="setup-test", lease_seconds=30)
+    job = store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                           StoredVideo("v.mp4", 1, "0" * 64), 0.0))
+    config = WorkerConfig(key_prefix="setup-test", upload_dir=str(tmp_path / "uploads"), pipeline_dir=None,
+                          job_timeout_seconds=60, retention_seconds=60, lease_seconds=30, video_limits={})
+
+    def decoders_that_cannot_start(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("decoder processes cannot start")
+
+    monkeypatch.setattr(rq_task, "VideoFilePipelineService", decoders_that_cannot_start)
+    monkeypatch.setattr(rq_task.rq, "get_current_job",
+                        lambda: SimpleNamespace(connection=redis.Redis.from_url(redis_server.url)))
+
+    assert rq_task.run_job(job.id, 1, config.to_json()) == "FAILED"
+    failed = store.get(job.id)
+    assert failed.state is JobState.FAILED and failed.error is not None
+    assert failed.error.message == ("the worker that took the job cannot set up its run: RuntimeError: decoder "
+                                    "processes cannot start")
+    store.close()
