@@ -16,6 +16,7 @@ from harness import ServerHarness
 VideoFactory = Callable[..., Path]
 
 SERVICE = "videodag.v1.VideoPipelineService"
+PROTO_DIR = Path(__file__).resolve().parents[2] / "protos" / "videodag" / "v1"
 CHUNK_SIZE = 64 * 1024
 # grpcurl exits with 64 + the status code when the call fails.
 GRPCURL_STATUS_EXIT_OFFSET = 64
@@ -66,6 +67,44 @@ def test_describe_shows_the_streaming_upload(server: ServerHarness) -> None:
             "returns ( stream .videodag.v1.UploadAndRunResponse );") in completed.stdout
     message = grpcurl(server.target, "describe", "videodag.v1.RunConfig")
     assert "string pipeline_id = 1;" in message.stdout
+
+
+def comment_above(proto: str, *declarations: str) -> list[str]:
+    """The comment lines right above a declaration of protos/videodag/v1/`proto`, as grpcurl
+    prints them: the first line starting with the last of `declarations`, each found after the one before."""
+    lines = [line.strip() for line in (PROTO_DIR / proto).read_text().splitlines()]
+    index = -1
+    for declaration in declarations:
+        index = next(i for i in range(index + 1, len(lines)) if lines[i].startswith(declaration))
+    start = index
+    while lines[start - 1].startswith("//"):
+        start -= 1
+    assert start < index, f"no comment above {declarations[-1]} in {proto}"
+    return lines[start:index]
+
+
+def printed_lines(completed: subprocess.CompletedProcess[str]) -> set[str]:
+    assert completed.returncode == 0, completed.stderr
+    return {line.strip() for line in completed.stdout.splitlines()}
+
+
+def test_describe_shows_the_contracts_comments(server: ServerHarness) -> None:
+    """What the .proto files say about calling each method reaches a user who has only grpcurl."""
+    service = printed_lines(grpcurl(server.target, "describe", SERVICE))
+    assert set(comment_above("video_pipeline_service.proto", "service VideoPipelineService")) <= service
+    assert set(comment_above("video_pipeline_service.proto", "rpc UploadAndRun(")) <= service
+    assert set(comment_above("video_pipeline_service.proto", "rpc WatchJob(")) <= service
+
+    message = printed_lines(grpcurl(server.target, "describe", "videodag.v1.RunConfig"))
+    assert set(comment_above("run.proto", "message RunConfig")) <= message
+    assert set(comment_above("run.proto", "message RunConfig", "string pipeline_id = 1;")) <= message
+
+    field = printed_lines(grpcurl(server.target, "describe", "videodag.v1.RunConfig.declared_size_bytes"))
+    assert set(comment_above("run.proto", "message RunConfig", "int64 declared_size_bytes = 4;")) <= field
+
+    enum = printed_lines(grpcurl(server.target, "describe", "videodag.v1.JobState"))
+    assert set(comment_above("job.proto", "enum JobState")) <= enum
+    assert set(comment_above("job.proto", "enum JobState", "JOB_STATE_QUEUED = 1;")) <= enum
 
 
 def test_list_pipelines(server: ServerHarness) -> None:

@@ -12,6 +12,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Iterator
+from importlib import resources
 
 import grpc
 import pytest
@@ -25,8 +26,10 @@ from harness import ServerFactory, ServerHarness
 
 from fakes.waiting import wait_until
 from videodag_service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
+from videodag_service.reflection_comments import DESCRIPTOR_SET_NAME, DESCRIPTOR_SET_PACKAGE
 
 SERVICE = "videodag.v1.VideoPipelineService"
+SERVICE_FILE = "videodag/v1/video_pipeline_service.proto"
 VERSIONS = pytest.mark.parametrize("reflection_service", [V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME])
 
 
@@ -39,6 +42,11 @@ def ask(target: str, reflection_service: str, *requests: reflection_pb2.ServerRe
             response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
         )
         return list(info(iter(requests), metadata=metadata, timeout=10))
+
+
+def contract_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    data = resources.files(DESCRIPTOR_SET_PACKAGE).joinpath(DESCRIPTOR_SET_NAME).read_bytes()
+    return descriptor_pb2.FileDescriptorSet.FromString(data)
 
 
 def files_of(response: reflection_pb2.ServerReflectionResponse) -> dict[str, descriptor_pb2.FileDescriptorProto]:
@@ -64,6 +72,30 @@ def test_both_versions_describe_the_service_with_its_dependencies(server: Server
     (service_file,) = [file for file in files.values() if any(s.name == "VideoPipelineService" for s in file.service)]
     assert {method.name for method in service_file.service[0].method} >= {"UploadAndRun", "SubmitJob", "WatchJob"}
     assert set(service_file.dependency) <= set(files)  # everything a client needs to build the messages
+
+
+@VERSIONS
+@pytest.mark.parametrize("request_for", [
+    reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+    reflection_pb2.ServerReflectionRequest(file_by_filename="videodag/v1/video_pipeline_service.proto"),
+], ids=["symbol", "file name"])
+def test_both_versions_serve_the_contracts_files_with_their_comments(
+    server: ServerHarness, reflection_service: str, request_for: reflection_pb2.ServerReflectionRequest
+) -> None:
+    """The descriptors the server runs on carry no comments; reflection adds them to the
+    contract's own files, as protoc read them, and serves every other file as before."""
+    (response,) = ask(server.target, reflection_service, request_for)
+    files = files_of(response)
+    commented = {file.name: file for file in contract_descriptor_set().file}
+    assert set(commented) <= set(files)  # the service file and the contract files it imports
+    for name, file in files.items():
+        if name in commented:
+            assert file.source_code_info == commented[name].source_code_info
+        else:
+            assert not file.HasField("source_code_info"), name
+    (service_location,) = [location for location in files[SERVICE_FILE].source_code_info.location
+                           if list(location.path) == [6, 0]]  # FileDescriptorProto.service[0]
+    assert service_location.leading_comments.startswith(" Runs named pipelines")
 
 
 def test_the_v1_service_describes_itself_under_its_own_package(server: ServerHarness) -> None:
