@@ -8,9 +8,10 @@ fields and the same wire form. The v1 method is therefore the v1alpha servicer i
 under the v1 path, and the v1 file is the v1alpha file with its package renamed, added to the
 default descriptor pool so that v1 is listed and can be described like every other service.
 
-The servicer is grpcio-reflection's, reached only through what it documents (its one RPC):
-its answers are passed on with the contract's files given their .proto comments
-(`reflection_comments`).
+The servicer is grpcio-reflection's, reached only through what it documents (its pool
+argument and its one RPC): it searches a pool that also finds methods and enum values by the
+names clients ask for (`reflection_symbols`), and its answers are passed on with the
+contract's files given their .proto comments (`reflection_comments`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 from videodag_service.call_slots import CallSlots
 from videodag_service.errors import ErrorDetails, TooManyReflectionStreams
 from videodag_service.reflection_comments import CommentedFiles
+from videodag_service.reflection_symbols import SymbolLookupPool
 
 REFLECTION_RETRY_SECONDS = 5.0
 
@@ -61,7 +63,8 @@ def too_many_reflection_streams(capacity: int) -> TooManyReflectionStreams:
 
 
 class _CappedReflectionServicer(reflection.ReflectionServicer):  # type: ignore[misc]
-    """grpcio-reflection's servicer, with its streams capped and the contract's files commented.
+    """grpcio-reflection's servicer, with its streams capped, methods and enum values found, and
+    the contract's files commented.
 
     A reflection stream stays open, waiting for its next request, as long as its client keeps
     it (grpcui keeps one a session), and holds a server thread meanwhile: 181 idle ones, which
@@ -69,7 +72,7 @@ class _CappedReflectionServicer(reflection.ReflectionServicer):  # type: ignore[
     checks included. The cap is part of the server's call budget (`server`)."""
 
     def __init__(self, service_names: Iterable[str], max_streams: int, commented_files: CommentedFiles) -> None:
-        super().__init__(tuple(service_names))
+        super().__init__(tuple(service_names), pool=SymbolLookupPool(descriptor_pool.Default()))
         self._slots = CallSlots(max_streams, too_many_reflection_streams)
         self._commented_files = commented_files
 

@@ -98,6 +98,24 @@ def test_both_versions_serve_the_contracts_files_with_their_comments(
     assert service_location.leading_comments.startswith(" Runs named pipelines")
 
 
+@VERSIONS
+@pytest.mark.parametrize(("symbol", "file_name"), [
+    (f"{SERVICE}.UploadAndRun", SERVICE_FILE),
+    ("grpc.health.v1.Health.Check", "grpc_health/v1/health.proto"),
+    ("videodag.v1.JOB_STATE_QUEUED", "videodag/v1/job.proto"),  # protobuf's name for the value
+    ("videodag.v1.JobState.JOB_STATE_QUEUED", "videodag/v1/job.proto"),  # grpcurl's and grpcui's
+    ("videodag.v1.RunConfig.pipeline_id", "videodag/v1/run.proto"),
+])
+def test_both_versions_find_the_file_of_a_method_or_an_enum_value(
+    server: ServerHarness, reflection_service: str, symbol: str, file_name: str
+) -> None:
+    """protobuf's pool does not find methods, nor enum values named inside their enum: grpcurl
+    could not describe either ("Symbol not found")."""
+    (response,) = ask(server.target, reflection_service,
+                      reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+    assert next(iter(files_of(response))) == file_name  # the file declaring it comes first, then what it imports
+
+
 def test_the_v1_service_describes_itself_under_its_own_package(server: ServerHarness) -> None:
     (response,) = ask(server.target, V1_SERVICE_NAME,
                       reflection_pb2.ServerReflectionRequest(file_containing_symbol=V1_SERVICE_NAME))
@@ -112,9 +130,11 @@ def test_the_v1_service_describes_itself_under_its_own_package(server: ServerHar
 def test_an_unknown_symbol_is_an_error_response_on_the_open_stream(server: ServerHarness) -> None:
     responses = ask(server.target, V1_SERVICE_NAME,
                     reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol=f"{SERVICE}.NoSuchMethod"),
                     reflection_pb2.ServerReflectionRequest(list_services=""))
-    assert responses[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert len(responses[1].list_services_response.service) == 4
+    not_found = grpc.StatusCode.NOT_FOUND.value[0]
+    assert [response.error_response.error_code for response in responses[:2]] == [not_found, not_found]
+    assert len(responses[2].list_services_response.service) == 4
 
 
 @VERSIONS
