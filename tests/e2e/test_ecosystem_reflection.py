@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from importlib import resources
 
@@ -27,6 +28,7 @@ from harness import ServerFactory, ServerHarness
 from fakes.waiting import wait_until
 from videodag_service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
 from videodag_service.reflection_comments import DESCRIPTOR_SET_NAME, DESCRIPTOR_SET_PACKAGE
+from videodag_service.reflection_idle import WAIT_THREAD_NAME
 
 SERVICE = "videodag.v1.VideoPipelineService"
 SERVICE_FILE = "videodag/v1/video_pipeline_service.proto"
@@ -170,7 +172,7 @@ def test_idle_reflection_streams_are_capped_under_both_names_and_leave_health_ch
 ) -> None:
     """181 idle reflection streams, which anyone may open on a server without tokens, took every
     call slot: health checks were refused, and a load balancer would have taken the server out."""
-    server = make_server(max_reflection_streams=2)
+    server = make_server(max_reflection_streams=2, reflection_idle_timeout_seconds=0)  # the cap alone
     done = threading.Event()
     with grpc.insecure_channel(server.target) as channel:
         streams = [_idle_stream(channel, name, done) for name in (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)]
@@ -195,6 +197,49 @@ def test_idle_reflection_streams_are_capped_under_both_names_and_leave_health_ch
                 stream.cancel()
     # The slots are free again once the streams end.
     assert wait_until(lambda: _answers(server.target))
+
+
+@VERSIONS
+def test_a_stream_without_a_request_for_the_idle_limit_ends_ok_and_frees_its_slot(
+    make_server: ServerFactory, reflection_service: str
+) -> None:
+    """grpcurl keeps its stream for the whole command: 16 watching grpcurls held every slot, and
+    every other grpcurl was refused until they ended. The client opens another when it asks again."""
+    server = make_server(max_reflection_streams=1, reflection_idle_timeout_seconds=1)
+    done = threading.Event()
+    with grpc.insecure_channel(server.target) as channel:
+        stream = _idle_stream(channel, reflection_service, done)
+        try:
+            assert len(next(stream).list_services_response.service) == 4
+            asked = time.monotonic()
+            with pytest.raises(StopIteration):  # the server ends it, with OK
+                next(stream)
+            assert time.monotonic() - asked >= 0.9
+            assert stream.code() == grpc.StatusCode.OK
+        finally:
+            done.set()
+    assert _answers(server.target)  # its slot, the only one, is free again
+    assert wait_until(lambda: WAIT_THREAD_NAME not in {thread.name for thread in threading.enumerate()}), \
+        "a thread still waits for the ended stream's next request"
+
+
+def test_a_stream_that_keeps_asking_is_not_ended(make_server: ServerFactory) -> None:
+    """The limit is on the time without a request, not on the stream's whole life."""
+    server = make_server(reflection_idle_timeout_seconds=1.5)
+
+    def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        for _ in range(8):  # 2 s in all, more than the limit
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+            time.sleep(0.25)
+
+    with grpc.insecure_channel(server.target) as channel:
+        info = channel.stream_stream(
+            f"/{V1_SERVICE_NAME}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        responses = list(info(requests(), timeout=10))
+    assert len(responses) == 8
 
 
 def _answers(target: str) -> bool:
