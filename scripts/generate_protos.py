@@ -4,6 +4,12 @@ One command rebuilds everything under protos/gen/python; nobody edits those file
 `--check` regenerates into a scratch folder and fails when the committed code differs,
 which is how CI catches a .proto changed without regenerating.
 
+Beside the code goes `descriptor_set.binpb`: the contract's own files as protoc read them,
+comments included (`--include_source_info`), for server reflection to hand to tools such as
+grpcurl. The descriptors compiled into the `_pb2` modules carry no comments, so without it
+`grpcurl describe` shows bare signatures where the .proto files explain how to call each
+method. Imports are left out: reflection serves those from the modules that define them.
+
     python scripts/generate_protos.py          # write protos/gen/python
     python scripts/generate_protos.py --check  # exit 1 if the committed code is stale
 """
@@ -25,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "protos"
 GENERATED_ROOT = PROTO_ROOT / "gen" / "python"
 PACKAGE_DIR = Path("videodag") / "v1"
+DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
 
 
 def _include_dirs() -> list[Path]:
@@ -36,7 +43,7 @@ def _include_dirs() -> list[Path]:
 
 def generate(out_dir: Path) -> None:
     """Run protoc with the Python, gRPC and typed-stub plugins into `out_dir`."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)  # protoc makes no folder for the descriptor set
     proto_files = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     scripts_dir = Path(sys.executable).parent
     args = [
@@ -49,6 +56,8 @@ def generate(out_dir: Path) -> None:
         f"--grpc_python_out={out_dir}",
         f"--mypy_out=quiet:{out_dir}",
         f"--mypy_grpc_out=quiet:{out_dir}",
+        "--include_source_info",
+        f"--descriptor_set_out={out_dir / PACKAGE_DIR / DESCRIPTOR_SET_NAME}",
         *proto_files,
     ]
     if protoc.main(args) != 0:

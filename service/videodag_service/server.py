@@ -250,7 +250,8 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         servicer.add_to_server(server)
         health_servicer = CappedHealthServicer(settings.max_health_watches)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server, settings.max_reflection_streams)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server, settings.max_reflection_streams,
+                          settings.reflection_idle_timeout_seconds)
         # Before gRPC binds its port: a port gRPC has bound stays open, started or not.
         exporter = _metrics_exporter(metrics, settings)
         port = _listen(server, settings)

@@ -77,8 +77,14 @@ class Settings:
         "watched'", minimum=1,
     )
     max_reflection_streams: int = _setting(
-        16, "server reflection streams open at once (grpcurl opens one a command, grpcui one a session; each "
-        "holds a server thread); the next gets RESOURCE_EXHAUSTED", minimum=1,
+        16, "server reflection streams open at once (grpcurl opens one a command, grpcui one a session, each "
+        "kept until it ends or has asked nothing for --reflection-idle-timeout-seconds; each holds a server "
+        "thread); the next gets RESOURCE_EXHAUSTED", minimum=1,
+    )
+    reflection_idle_timeout_seconds: float = _setting(
+        10.0, "longest a server reflection stream may go without a request before the server ends it (status "
+        "OK), freeing its slot and thread: grpcurl and grpcui keep theirs open for a whole command or session, "
+        "and open another when they ask again; 0 turns it off", minimum=0,
     )
     max_job_uploads: int = _setting(
         16, "SubmitJob uploads arriving at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",

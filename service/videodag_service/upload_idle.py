@@ -122,14 +122,15 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
 
 def store_watching_idle(
     store: Callable[[Iterator[Item]], T], chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD,
-    *, min_bytes_per_second: float = 0.0,
+    *, min_bytes_per_second: float = 0.0, thread_name: str = STORE_THREAD_NAME,
 ) -> T:
     """`store(chunks)`, run on a thread of its own while this thread waits for it; raises
     `UploadIdle` here once no chunk has arrived for `idle_seconds` (0: no limit, and `store`
     runs here), or, with `min_bytes_per_second`, once the client has waited that long in all
     without sending the bytes that rate asks of it, unless the chunks have ended by then.
     `store` must keep nothing it needs after an error: it may still be running when this
-    returns, until the call's end wakes it."""
+    returns, until the call's end wakes it. `thread_name` says what the thread waits for, in
+    thread dumps."""
     if idle_seconds <= 0:
         return store(chunks)
     watched = WatchedChunks(chunks, idle_seconds, silence, min_bytes_per_second=min_bytes_per_second)
@@ -142,7 +143,7 @@ def store_watching_idle(
             outcome.append((False, error))
 
     # The call's context goes along: what the store logs keeps the call's request id.
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=STORE_THREAD_NAME, daemon=True)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=thread_name, daemon=True)
     thread.start()
     while thread.is_alive():
         left = watched.seconds_left()

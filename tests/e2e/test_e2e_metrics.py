@@ -206,6 +206,37 @@ def test_a_reflection_stream_the_client_cancels_counts_as_cancelled(make_server:
     assert sum(counted().values()) == 1
 
 
+def test_a_reflection_stream_the_server_ends_for_idling_counts_as_ok(make_server: ServerFactory) -> None:
+    """The server ends a stream that asks nothing for a while as its client would close it: an
+    OK call, not an error, and no longer an open stream."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    port = free_port()
+    server = make_server(metrics_port=port, reflection_idle_timeout_seconds=0.5)
+    leave = threading.Event()
+
+    def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+        leave.wait(10)  # the stream stays open, as grpcurl's does while its call runs
+
+    method = ("method", "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    with grpc.insecure_channel(server.target) as channel:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(requests(), timeout=30)
+        try:
+            assert [len(response.list_services_response.service) for response in call] == [4]
+            assert call.code() == grpc.StatusCode.OK
+        finally:
+            leave.set()
+
+    def counted() -> dict[tuple[tuple[str, str], ...], float]:
+        return {labels: value for (name, labels), value in scrape(port).items()
+                if name == "videodag_grpc_calls_total" and method in labels and value}
+
+    wait_until(lambda: counted() != {}, what="the reflection call to be counted")
+    assert counted() == {(("code", "OK"), method): 1}
+    assert scrape(port)[("videodag_active_streams", (method,))] == 0
+
+
 def test_a_health_watch_the_client_cancels_counts_as_cancelled(make_server: ServerFactory) -> None:
     """gRPC's health servicer ends a Watch quietly when its client cancels; that call did not end OK."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc

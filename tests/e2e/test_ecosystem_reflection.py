@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from importlib import resources
 
 import grpc
 import pytest
@@ -25,8 +27,11 @@ from harness import ServerFactory, ServerHarness
 
 from fakes.waiting import wait_until
 from videodag_service.reflection import V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME
+from videodag_service.reflection_comments import DESCRIPTOR_SET_NAME, DESCRIPTOR_SET_PACKAGE
+from videodag_service.reflection_idle import WAIT_THREAD_NAME
 
 SERVICE = "videodag.v1.VideoPipelineService"
+SERVICE_FILE = "videodag/v1/video_pipeline_service.proto"
 VERSIONS = pytest.mark.parametrize("reflection_service", [V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME])
 
 
@@ -39,6 +44,11 @@ def ask(target: str, reflection_service: str, *requests: reflection_pb2.ServerRe
             response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
         )
         return list(info(iter(requests), metadata=metadata, timeout=10))
+
+
+def contract_descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    data = resources.files(DESCRIPTOR_SET_PACKAGE).joinpath(DESCRIPTOR_SET_NAME).read_bytes()
+    return descriptor_pb2.FileDescriptorSet.FromString(data)
 
 
 def files_of(response: reflection_pb2.ServerReflectionResponse) -> dict[str, descriptor_pb2.FileDescriptorProto]:
@@ -66,6 +76,48 @@ def test_both_versions_describe_the_service_with_its_dependencies(server: Server
     assert set(service_file.dependency) <= set(files)  # everything a client needs to build the messages
 
 
+@VERSIONS
+@pytest.mark.parametrize("request_for", [
+    reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+    reflection_pb2.ServerReflectionRequest(file_by_filename="videodag/v1/video_pipeline_service.proto"),
+], ids=["symbol", "file name"])
+def test_both_versions_serve_the_contracts_files_with_their_comments(
+    server: ServerHarness, reflection_service: str, request_for: reflection_pb2.ServerReflectionRequest
+) -> None:
+    """The descriptors the server runs on carry no comments; reflection adds them to the
+    contract's own files, as protoc read them, and serves every other file as before."""
+    (response,) = ask(server.target, reflection_service, request_for)
+    files = files_of(response)
+    commented = {file.name: file for file in contract_descriptor_set().file}
+    assert set(commented) <= set(files)  # the service file and the contract files it imports
+    for name, file in files.items():
+        if name in commented:
+            assert file.source_code_info == commented[name].source_code_info
+        else:
+            assert not file.HasField("source_code_info"), name
+    (service_location,) = [location for location in files[SERVICE_FILE].source_code_info.location
+                           if list(location.path) == [6, 0]]  # FileDescriptorProto.service[0]
+    assert service_location.leading_comments.startswith(" Runs named pipelines")
+
+
+@VERSIONS
+@pytest.mark.parametrize(("symbol", "file_name"), [
+    (f"{SERVICE}.UploadAndRun", SERVICE_FILE),
+    ("grpc.health.v1.Health.Check", "grpc_health/v1/health.proto"),
+    ("videodag.v1.JOB_STATE_QUEUED", "videodag/v1/job.proto"),  # protobuf's name for the value
+    ("videodag.v1.JobState.JOB_STATE_QUEUED", "videodag/v1/job.proto"),  # grpcurl's and grpcui's
+    ("videodag.v1.RunConfig.pipeline_id", "videodag/v1/run.proto"),
+])
+def test_both_versions_find_the_file_of_a_method_or_an_enum_value(
+    server: ServerHarness, reflection_service: str, symbol: str, file_name: str
+) -> None:
+    """protobuf's pool does not find methods, nor enum values named inside their enum: grpcurl
+    could not describe either ("Symbol not found")."""
+    (response,) = ask(server.target, reflection_service,
+                      reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
+    assert next(iter(files_of(response))) == file_name  # the file declaring it comes first, then what it imports
+
+
 def test_the_v1_service_describes_itself_under_its_own_package(server: ServerHarness) -> None:
     (response,) = ask(server.target, V1_SERVICE_NAME,
                       reflection_pb2.ServerReflectionRequest(file_containing_symbol=V1_SERVICE_NAME))
@@ -80,9 +132,11 @@ def test_the_v1_service_describes_itself_under_its_own_package(server: ServerHar
 def test_an_unknown_symbol_is_an_error_response_on_the_open_stream(server: ServerHarness) -> None:
     responses = ask(server.target, V1_SERVICE_NAME,
                     reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.such.Service"),
+                    reflection_pb2.ServerReflectionRequest(file_containing_symbol=f"{SERVICE}.NoSuchMethod"),
                     reflection_pb2.ServerReflectionRequest(list_services=""))
-    assert responses[0].error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
-    assert len(responses[1].list_services_response.service) == 4
+    not_found = grpc.StatusCode.NOT_FOUND.value[0]
+    assert [response.error_response.error_code for response in responses[:2]] == [not_found, not_found]
+    assert len(responses[2].list_services_response.service) == 4
 
 
 @VERSIONS
@@ -118,7 +172,7 @@ def test_idle_reflection_streams_are_capped_under_both_names_and_leave_health_ch
 ) -> None:
     """181 idle reflection streams, which anyone may open on a server without tokens, took every
     call slot: health checks were refused, and a load balancer would have taken the server out."""
-    server = make_server(max_reflection_streams=2)
+    server = make_server(max_reflection_streams=2, reflection_idle_timeout_seconds=0)  # the cap alone
     done = threading.Event()
     with grpc.insecure_channel(server.target) as channel:
         streams = [_idle_stream(channel, name, done) for name in (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)]
@@ -143,6 +197,49 @@ def test_idle_reflection_streams_are_capped_under_both_names_and_leave_health_ch
                 stream.cancel()
     # The slots are free again once the streams end.
     assert wait_until(lambda: _answers(server.target))
+
+
+@VERSIONS
+def test_a_stream_without_a_request_for_the_idle_limit_ends_ok_and_frees_its_slot(
+    make_server: ServerFactory, reflection_service: str
+) -> None:
+    """grpcurl keeps its stream for the whole command: 16 watching grpcurls held every slot, and
+    every other grpcurl was refused until they ended. The client opens another when it asks again."""
+    server = make_server(max_reflection_streams=1, reflection_idle_timeout_seconds=1)
+    done = threading.Event()
+    with grpc.insecure_channel(server.target) as channel:
+        stream = _idle_stream(channel, reflection_service, done)
+        try:
+            assert len(next(stream).list_services_response.service) == 4
+            asked = time.monotonic()
+            with pytest.raises(StopIteration):  # the server ends it, with OK
+                next(stream)
+            assert time.monotonic() - asked >= 0.9
+            assert stream.code() == grpc.StatusCode.OK
+        finally:
+            done.set()
+    assert _answers(server.target)  # its slot, the only one, is free again
+    assert wait_until(lambda: WAIT_THREAD_NAME not in {thread.name for thread in threading.enumerate()}), \
+        "a thread still waits for the ended stream's next request"
+
+
+def test_a_stream_that_keeps_asking_is_not_ended(make_server: ServerFactory) -> None:
+    """The limit is on the time without a request, not on the stream's whole life."""
+    server = make_server(reflection_idle_timeout_seconds=1.5)
+
+    def requests() -> Iterator[reflection_pb2.ServerReflectionRequest]:
+        for _ in range(8):  # 2 s in all, more than the limit
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+            time.sleep(0.25)
+
+    with grpc.insecure_channel(server.target) as channel:
+        info = channel.stream_stream(
+            f"/{V1_SERVICE_NAME}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        responses = list(info(requests(), timeout=10))
+    assert len(responses) == 8
 
 
 def _answers(target: str) -> bool:
