@@ -24,7 +24,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from videodag_service.call_slots import CallSlots
-from videodag_service.errors import ErrorDetails, TooManyReflectionStreams
+from videodag_service.errors import ErrorDetails, TooManyReflectionStreams, counted
 from videodag_service.reflection_comments import CommentedFiles
 from videodag_service.reflection_idle import RequestsUntilIdle
 from videodag_service.reflection_symbols import SymbolLookupPool
@@ -61,7 +61,8 @@ def enable_reflection(service_names: Iterable[str], server: grpc.Server, max_str
 
 def too_many_reflection_streams(capacity: int) -> TooManyReflectionStreams:
     return TooManyReflectionStreams(
-        f"the server already serves its maximum of {capacity} reflection streams; retry shortly",
+        f"the server already serves its maximum of {counted(capacity, 'reflection stream', 'reflection streams')}; "
+        "retry shortly",
         ErrorDetails(metadata={"max_reflection_streams": str(capacity)}, retry_after_seconds=REFLECTION_RETRY_SECONDS),
     )
 
