@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, raise_if_any
+from videodag_service.plugins.box_selection import scoring_enough, select_best_boxes
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
@@ -136,25 +137,15 @@ def decode_output(output: npt.NDArray[np.float32], layout: str) -> Candidates:
 def select_candidates(
     candidates: Candidates, score_threshold: float, iou_threshold: float, max_detections: int
 ) -> npt.NDArray[np.intp]:
-    """Indices kept by the score threshold and per-class NMS, best score first."""
-    eligible = np.flatnonzero(
-        (candidates.scores >= score_threshold) & (candidates.cxcywh[:, 2] > 0) & (candidates.cxcywh[:, 3] > 0)
+    """Indices kept by the score threshold, per-class NMS and the cap on their count, best score first."""
+    scoring = np.flatnonzero(scoring_enough(candidates.scores, score_threshold))
+    centers = candidates.cxcywh[scoring]
+    xyxy = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, :2] + centers[:, 2:] / 2], axis=1)
+    kept = select_best_boxes(
+        xyxy, candidates.scores[scoring], score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections, class_ids=candidates.class_ids[scoring],
     )
-    if eligible.size == 0 or max_detections <= 0:
-        return np.zeros((0,), dtype=np.intp)
-    centers = candidates.cxcywh[eligible]
-    xywh = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, 2:]], axis=1)
-    kept = cv2.dnn.NMSBoxesBatched(
-        xywh.tolist(),  # type: ignore[arg-type]
-        candidates.scores[eligible].tolist(),  # type: ignore[arg-type]
-        candidates.class_ids[eligible].astype(np.int32).tolist(),  # type: ignore[arg-type]
-        score_threshold,
-        iou_threshold,
-        top_k=max_detections,
-    )
-    kept_indices = eligible[np.asarray(kept, dtype=np.intp).reshape(-1)]
-    # NMSBoxesBatched does not promise an order across classes; callers expect best first.
-    return kept_indices[np.argsort(-candidates.scores[kept_indices], kind="stable")][:max_detections]
+    return scoring[kept]
 
 
 def label_for(class_id: int, class_names: tuple[str, ...]) -> str:
