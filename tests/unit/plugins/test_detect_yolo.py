@@ -162,6 +162,28 @@ def test_max_detections_counts_objects_not_candidates_in_a_crowd(tmp_path: Path)
     np.testing.assert_allclose(found.xyxy[:, :2], [(cx - 25, cy - 25) for cx, cy in centres], atol=1e-3)
 
 
+def test_a_box_in_the_letterbox_padding_is_not_reported(tmp_path: Path) -> None:
+    """1280x720 is padded 140 input pixels above and below: a candidate lying there is empty in the
+    frame, so it is neither reported nor counted against max_detections."""
+    model = build_yolo_model(
+        tmp_path / "padding.onnx",
+        one_class_output([
+            (200, 60, 80, 40, 0.95),  # y 40..80: above the frame
+            (400, 590, 80, 40, 0.93),  # y 570..610: below it
+            (200, 150, 80, 40, 0.91),  # y 130..170: straddles the frame's top edge
+            (500, 300, 60, 60, 0.90),  # inside
+        ]),
+    )
+
+    found = detect(model, frame_of(720, 1280))
+    capped = detect(model, frame_of(720, 1280), max_detections=1)
+
+    # (200 -/+ 40) / 0.5 = 320..480, (130..170 - 140) / 0.5 = -20..60 clipped to 0..60;
+    # (500 -/+ 30) / 0.5 = 940..1060, (300 -/+ 30 - 140) / 0.5 = 260..380.
+    np.testing.assert_allclose(found.xyxy, [[320, 0, 480, 60], [940, 260, 1060, 380]], atol=1e-3)
+    np.testing.assert_allclose(capped.xyxy, [[320, 0, 480, 60]], atol=1e-3)
+
+
 def test_dynamic_input_model_takes_any_input_size(tmp_path: Path) -> None:
     one_box = np.zeros((1, 5, 40), dtype=np.float32)
     one_box[0, :, 0] = (160, 160, 80, 80, 0.9)
