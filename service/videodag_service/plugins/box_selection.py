@@ -1,12 +1,15 @@
 """Which of a detector's candidate boxes a frame reports, chosen alike by every detector.
 
-The detectors' parameters promise that `max_detections` keeps "at most this many boxes per
-frame, best first": the best of what non-maximum suppression leaves. OpenCV's `top_k` is no
-such cap: it keeps the best k candidates *before* suppression, so near-duplicates of the best
-object fill it and other objects vanish (three candidates of one object and two other objects,
-capped at two, gave one box). Suppression therefore runs uncapped and the cap applies to what
-it keeps. Apart from the plugins, so that the yolo, ssdlite and hog detectors cannot drift
-from each other in how they choose.
+The detectors' parameters promise two things OpenCV's NMS does not do. `score_threshold` is
+the "smallest score kept", but OpenCV keeps only scores strictly above its threshold; so the
+threshold is applied here, a score equal to it kept, before OpenCV sees the boxes.
+`max_detections` keeps "at most this many boxes per frame, best first": the best of what
+non-maximum suppression leaves. OpenCV's `top_k` is no such cap: it keeps the best k
+candidates *before* suppression, so near-duplicates of the best object fill it and other
+objects vanish (three candidates of one object and two other objects, capped at two, gave one
+box). Suppression therefore runs uncapped and the cap applies to what it keeps. Apart from the
+plugins, so that the yolo, ssdlite and hog detectors cannot drift from each other in how they
+choose.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import numpy.typing as npt
 
 
 def scoring_enough(scores: npt.NDArray[np.float32], score_threshold: float) -> npt.NDArray[np.bool_]:
-    """Which scores pass `score_threshold`: for a detector to leave the rest out before it does
-    per-box work (mapping to frame pixels) on thousands of candidates."""
-    return scores > score_threshold
+    """Which scores pass `score_threshold`, one equal to it included: for a detector to leave the
+    rest out before it does per-box work (mapping to frame pixels) on thousands of candidates.
+
+    The threshold is compared in the scores' own precision (NumPy casts a Python float to
+    float32 here), so a score that prints as 0.3 passes a threshold of 0.3."""
+    return scores >= score_threshold
 
 
 def select_best_boxes(
@@ -34,9 +40,10 @@ def select_best_boxes(
     """Indices of the boxes a frame reports, best score first.
 
     `xyxy` are (N, 4) boxes x1, y1, x2, y2 as they will be reported; a box without area is never
-    kept. A box overlapping a better-scoring one (of its class, when `class_ids` are given) by
-    more than `iou_threshold` is dropped, then the best `max_detections` of the rest are kept
-    (all of them when it is None). Equal scores keep the candidates' order.
+    kept, nor one scoring under `score_threshold`. A box overlapping a better-scoring one (of its
+    class, when `class_ids` are given) by more than `iou_threshold` is dropped, then the best
+    `max_detections` of the rest are kept (all of them when it is None). Equal scores keep the
+    candidates' order.
     """
     scoring = np.flatnonzero(scoring_enough(scores, score_threshold))
     boxes = xyxy[scoring]

@@ -184,6 +184,20 @@ def test_a_box_in_the_letterbox_padding_is_not_reported(tmp_path: Path) -> None:
     np.testing.assert_allclose(capped.xyxy, [[320, 0, 480, 60]], atol=1e-3)
 
 
+def test_a_score_equal_to_the_threshold_is_kept(tmp_path: Path) -> None:
+    """score_threshold is the smallest score kept: OpenCV's NMS alone keeps only scores above it."""
+    model = build_yolo_model(
+        tmp_path / "boundary.onnx",
+        one_class_output([(100, 100, 50, 50, 0.3), (300, 100, 50, 50, 0.25), (500, 100, 50, 50, 0.2999)]),
+    )
+
+    at_default = detect(model, frame_of(640, 640))  # score_threshold 0.25
+    at_point_three = detect(model, frame_of(640, 640), score_threshold=0.3)
+
+    np.testing.assert_allclose(at_default.scores, [0.3, 0.2999, 0.25], atol=1e-6)
+    np.testing.assert_allclose(at_point_three.scores, [0.3], atol=1e-6)
+
+
 def test_dynamic_input_model_takes_any_input_size(tmp_path: Path) -> None:
     one_box = np.zeros((1, 5, 40), dtype=np.float32)
     one_box[0, :, 0] = (160, 160, 80, 80, 0.9)
