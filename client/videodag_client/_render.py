@@ -1,9 +1,10 @@
 """Draw per-frame results onto the video they came from, and a contact sheet of sampled frames.
 
 The results are read by `_results_file`, drawn by `_drawing`, sampled and tiled by
-`_contact_sheet`, and written through `_opencv_files`; this module decodes the video and
-writes it again, frame by frame. Frames without a result are copied unchanged, so the output
-has every input frame.
+`_contact_sheet`, and written through `_opencv_files`; this module decodes the video, its
+frames oriented by the service's own code (`videodag_service.media`) so that boxes land where
+they were found, and writes it again, frame by frame. Frames without a result are copied
+unchanged, so the output has every input frame.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from videodag_client._contact_sheet import FrameSampler, contact_sheet, sample_v
 from videodag_client._drawing import draw_result
 from videodag_client._opencv_files import OpenCvNames, partial_name, plain_name, write_image, written_video_problem
 from videodag_client._render_error import RenderError
+from videodag_service.media.display_matrix import mirror_flip
 
 # Writers by output suffix. The headless wheel's FFmpeg has no H.264 encoder, so MP4 gets MPEG-4 Part 2.
 _FOURCC_BY_SUFFIX = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
@@ -99,12 +101,17 @@ def _render_video(
     )
     frames_written = frames_annotated = boxes_drawn = 0
     try:
+        # The results' boxes are in the frames the service analysed, which it flips as a player
+        # shows a mirrored MP4; OpenCV alone shows one flipped left to right upside down.
+        flip = mirror_flip(Path(video), capture)
         fps = capture.get(cv2.CAP_PROP_FPS)
         fps = fps if fps > 0 and math.isfinite(fps) else _FALLBACK_FPS
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
+            if flip is not None:
+                cv2.flip(frame, flip, dst=frame)
             if writer is None:
                 writer = _open_writer(names.of_new(partial), output_path, fourcc, fps, frame)
             result = results.get(frames_written)

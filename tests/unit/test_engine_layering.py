@@ -19,6 +19,7 @@ ENGINE_PACKAGES = (
     "videodag_service.plugins",
     "videodag_service.video",
     "videodag_service.jobs",
+    "videodag_service.media",
 )
 # Every module of the packages, not only their __init__: a submodule may import more.
 _LOADED_EDGE_MODULES = """

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.plugins.box_selection import select_best_boxes
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 
@@ -115,16 +116,12 @@ class _HogPeopleDetector:
             return Detections(frame_size=(width, height))
         xywh = np.asarray(rects, dtype=np.float32).reshape(-1, 4) / settings.upscale
         scores = (1.0 / (1.0 + np.exp(-np.asarray(margins, dtype=np.float64).reshape(-1)))).astype(np.float32)
-        nms_kept = cv2.dnn.NMSBoxes(
-            xywh.tolist(),  # type: ignore[arg-type]
-            scores.tolist(),  # type: ignore[arg-type]
-            settings.score_threshold,
-            settings.iou_threshold,
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        xyxy = np.clip(xyxy, 0.0, np.array([width, height, width, height], dtype=np.float32)).astype(np.float32)
+        kept = select_best_boxes(
+            xyxy, scores, score_threshold=settings.score_threshold, iou_threshold=settings.iou_threshold
         )
-        kept = np.asarray(nms_kept, dtype=np.intp).reshape(-1)
-        xyxy = np.concatenate([xywh[kept, :2], xywh[kept, :2] + xywh[kept, 2:]], axis=1)
-        xyxy = np.clip(xyxy, 0.0, np.array([width, height, width, height], dtype=np.float32))
-        return Detections(xyxy=xyxy.astype(np.float32), scores=scores[kept], labels=(PERSON_LABEL,) * len(kept),
+        return Detections(xyxy=xyxy[kept], scores=scores[kept], labels=(PERSON_LABEL,) * len(kept),
                           frame_size=(width, height))
 
     def _window_fits(self, width: float, height: float) -> bool:

@@ -9,7 +9,8 @@ the two common layouts, recognised by shape (or forced with `layout`):
 - YOLOv8 and later: (1, 4 + C, N) columns of cx, cy, w, h, C class scores.
 
 Boxes are in input pixels of the letterboxed image; they are mapped back through the
-letterbox to frame pixels. NMS is per class. Labels come from `class_names` by class id,
+letterbox to frame pixels and clipped to the frame, and one left empty (it lay in the padding)
+is dropped. NMS is per class. Labels come from `class_names` by class id,
 or read `class_<id>` when the list is empty or too short.
 
 Sharing: one ONNX Runtime session per model file per process, created on the first `open`
@@ -31,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, raise_if_any
+from videodag_service.plugins.box_selection import scoring_enough, select_best_boxes
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
@@ -134,27 +136,29 @@ def decode_output(output: npt.NDArray[np.float32], layout: str) -> Candidates:
 
 
 def select_candidates(
-    candidates: Candidates, score_threshold: float, iou_threshold: float, max_detections: int
-) -> npt.NDArray[np.intp]:
-    """Indices kept by the score threshold and per-class NMS, best score first."""
-    eligible = np.flatnonzero(
-        (candidates.scores >= score_threshold) & (candidates.cxcywh[:, 2] > 0) & (candidates.cxcywh[:, 3] > 0)
+    candidates: Candidates,
+    fitted: Letterbox,
+    frame_size: tuple[int, int],
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """The indices of the candidates a frame reports, best score first, and their boxes in frame pixels.
+
+    Boxes are mapped back through the letterbox and clipped to the frame (`frame_size` is width,
+    height) before any is chosen: a candidate lying in the padding is empty once clipped and is
+    never reported nor counted against `max_detections`, and suppression compares boxes as they
+    are reported.
+    """
+    scoring = np.flatnonzero(scoring_enough(candidates.scores, score_threshold))
+    centers = candidates.cxcywh[scoring]
+    xyxy = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, :2] + centers[:, 2:] / 2], axis=1)
+    boxes = fitted.to_frame(xyxy.astype(np.float32), *frame_size)
+    kept = select_best_boxes(
+        boxes, candidates.scores[scoring], score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections, class_ids=candidates.class_ids[scoring],
     )
-    if eligible.size == 0 or max_detections <= 0:
-        return np.zeros((0,), dtype=np.intp)
-    centers = candidates.cxcywh[eligible]
-    xywh = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, 2:]], axis=1)
-    kept = cv2.dnn.NMSBoxesBatched(
-        xywh.tolist(),  # type: ignore[arg-type]
-        candidates.scores[eligible].tolist(),  # type: ignore[arg-type]
-        candidates.class_ids[eligible].astype(np.int32).tolist(),  # type: ignore[arg-type]
-        score_threshold,
-        iou_threshold,
-        top_k=max_detections,
-    )
-    kept_indices = eligible[np.asarray(kept, dtype=np.intp).reshape(-1)]
-    # NMSBoxesBatched does not promise an order across classes; callers expect best first.
-    return kept_indices[np.argsort(-candidates.scores[kept_indices], kind="stable")][:max_detections]
+    return scoring[kept], boxes[kept]
 
 
 def label_for(class_id: int, class_names: tuple[str, ...]) -> str:
@@ -261,12 +265,13 @@ class _YoloDetector:
         (output,) = self._session.run([self._output_name], {self._input_name: blob.astype(self._input_dtype)})
         layout = resolve_layout(tuple(output.shape), settings.layout, len(settings.class_names))
         candidates = decode_output(output, layout)
-        kept = select_candidates(candidates, settings.score_threshold, settings.iou_threshold, settings.max_detections)
-        centers = candidates.cxcywh[kept]
-        xyxy = np.concatenate([centers[:, :2] - centers[:, 2:] / 2, centers[:, :2] + centers[:, 2:] / 2], axis=1)
         height, width = image.shape[:2]
+        kept, boxes = select_candidates(
+            candidates, fitted, (width, height), settings.score_threshold, settings.iou_threshold,
+            settings.max_detections,
+        )
         return Detections(
-            xyxy=fitted.to_frame(xyxy.astype(np.float32), width, height),
+            xyxy=boxes,
             scores=candidates.scores[kept],
             labels=tuple(label_for(int(class_id), settings.class_names) for class_id in candidates.class_ids[kept]),
             frame_size=(width, height),

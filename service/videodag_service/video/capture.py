@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 
 from videodag_service.cores import usable_cores
-from videodag_service.video.container import is_iso_media, stores_frame_count
-from videodag_service.video.display_matrix import flip_code, mirrors
+from videodag_service.media.container import stores_frame_count
+from videodag_service.media.display_matrix import mirror_flip
 from videodag_service.video.elementary_stream import declared_frame_rate
 from videodag_service.video.fragmented_mp4 import is_fragmented_mp4
 from videodag_service.video.growing_upload import GrowingFileReader, GrowingUpload
@@ -124,10 +124,8 @@ class Capture:
 
     def mirror_correction(self) -> int | None:
         """The flip that shows a mirrored MP4 as it is shown (`display_matrix`); None for others."""
-        if not is_iso_media(self.path) or not mirrors(self.path):
-            return None
         try:
-            return flip_code(_finite_or_zero(self.opencv.get(cv2.CAP_PROP_ORIENTATION_META)))
+            return mirror_flip(self.path, self.opencv)
         except cv2.error as error:
             raise unreadable(self.path, f"probing failed: {error}") from error
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import filetype
 
-from videodag_service.video.mp4_boxes import boxes
+from videodag_service.media.mp4_boxes import boxes
 
 # filetype looks at no more than the first 8 KiB; text is judged on a shorter start.
 _HEAD_BYTES = 8192

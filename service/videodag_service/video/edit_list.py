@@ -16,7 +16,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from videodag_service.video.mp4_boxes import boxes, header_timescale
+from videodag_service.media.mp4_boxes import boxes, header_timescale
 
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 _MAX_CHILDREN = 4096

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from videodag_service.video.mp4_boxes import boxes
+from videodag_service.media.mp4_boxes import boxes
 
 _FIRST_READ_BYTES = 64 * 1024
 # A stream cut mid-GOP has its first parameter sets a GOP in: seconds of video, megabytes.

@@ -12,7 +12,7 @@ start is simply "not fragmented": the file is hostile until FFmpeg has opened it
 
 from __future__ import annotations
 
-from videodag_service.video.mp4_boxes import SeekableStream, boxes
+from videodag_service.media.mp4_boxes import SeekableStream, boxes
 
 # Boxes that may come before `moov` at the top level (ftyp, free, skip, wide, uuid, ...) and
 # boxes inside `moov` (mvhd, one trak per track, udta, mvex, ...): a real file has a handful.

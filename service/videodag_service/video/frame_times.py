@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from videodag_service.video.mp4_boxes import child, first_video_track, header_timescale, sample_runs
+from videodag_service.media.mp4_boxes import child, first_video_track, header_timescale, sample_runs
 
 _MAX_FRAMES = 1 << 22
 """19 hours at 60 fps; the table of times takes 8 bytes a frame (32 MiB here)."""

@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from videodag_service.media.container import is_iso_media, stores_frame_count
 from videodag_service.video import avi_index
 from videodag_service.video.capture import Capture
-from videodag_service.video.container import is_iso_media, stores_frame_count
 from videodag_service.video.edit_list import shown_seconds
 from videodag_service.video.elementary_stream import is_elementary_stream
 from videodag_service.video.frame_numbering import EvenlySpaced, FrameNumbering

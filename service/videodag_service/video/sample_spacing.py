@@ -19,7 +19,7 @@ import struct
 
 import numpy as np
 
-from videodag_service.video.mp4_boxes import child, first_video_track, sample_runs
+from videodag_service.media.mp4_boxes import child, first_video_track, sample_runs
 
 _TOLERANCE = 0.25
 """How far from the even grid a frame may be, in frame periods, and still be numbered by its

@@ -118,6 +118,16 @@ def test_a_score_threshold_over_the_svm_boundary_keeps_every_detection_scoring_o
     assert expected and sorted(map(tuple, strict.xyxy.round(1).tolist())) == expected
 
 
+def test_a_detection_scoring_exactly_the_threshold_is_kept(frames: dict[int, np.ndarray]) -> None:
+    boundary = detect(frames[0], upscale=1.0, score_threshold=0.5)
+    middle = float(np.sort(boundary.scores)[len(boundary) // 2])
+
+    at_middle = detect(frames[0], upscale=1.0, score_threshold=middle)
+
+    assert middle in at_middle.scores.tolist()
+    np.testing.assert_array_equal(at_middle.xyxy, boundary.xyxy[boundary.scores >= np.float32(middle)])
+
+
 @pytest.mark.parametrize(("width", "height"), [(1, 1), (16, 16), (80, 60), (200, 90), (47, 400), (400, 111)])
 def test_a_frame_no_window_fits_in_gives_no_detections(width: int, height: int) -> None:
     """OpenCV crashes the process on an image smaller than its window, padding included."""

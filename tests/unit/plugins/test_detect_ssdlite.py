@@ -129,6 +129,16 @@ def test_parameters_filter_the_boxes(frames: list[np.ndarray]) -> None:
     np.testing.assert_allclose(capped.scores, default.scores[:2])
 
 
+def test_a_person_scoring_exactly_the_threshold_is_kept(frames: list[np.ndarray]) -> None:
+    loose = detect(frames[119], score_threshold=0.1)
+    boundary = float(loose.scores[len(loose) // 2])
+
+    at_boundary = detect(frames[119], score_threshold=boundary)
+
+    assert boundary in at_boundary.scores.tolist()
+    np.testing.assert_array_equal(at_boundary.xyxy, loose.xyxy[loose.scores >= loose.scores[len(loose) // 2]])
+
+
 def test_concurrent_instances_detect_as_one_does(frames: list[np.ndarray]) -> None:
     chosen = frames[::12]
     expected = [detect(frame).xyxy for frame in chosen]

@@ -169,6 +169,32 @@ def test_select_boxes_applies_threshold_area_and_nms() -> None:
     assert kept.tolist() == [0, 2]
 
 
+def test_select_boxes_caps_what_nms_keeps_not_the_candidates() -> None:
+    """Three candidates of one person and two other people, capped at two: the best person and the
+    best other one, not one box (the cap counting the suppressed duplicates)."""
+    boxes = np.array(
+        [[10, 10, 50, 110], [11, 10, 51, 110], [10, 11, 50, 111], [200, 10, 240, 110], [400, 0, 440, 100]],
+        dtype=np.float32,
+    )
+    scores = np.array([0.99, 0.98, 0.97, 0.9, 0.8], dtype=np.float32)
+
+    def kept(max_detections: int) -> list[int]:
+        return select_boxes(
+            boxes, scores, score_threshold=0.4, iou_threshold=0.5, min_box_area=0, max_detections=max_detections
+        ).tolist()
+
+    assert [kept(count) for count in (0, 1, 2, 3, 10)] == [[], [0], [0, 3], [0, 3, 4], [0, 3, 4]]
+
+
+def test_select_boxes_keeps_a_score_equal_to_the_threshold() -> None:
+    boxes = np.array([[10, 10, 50, 110], [200, 10, 240, 110], [400, 0, 440, 100]], dtype=np.float32)
+    scores = np.array([0.4, 0.3999, 0.7], dtype=np.float32)
+
+    kept = select_boxes(boxes, scores, score_threshold=0.4, iou_threshold=0.5, min_box_area=0, max_detections=10)
+
+    assert kept.tolist() == [2, 0]
+
+
 def test_model_dir_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path))
     assert model_dir() == tmp_path

@@ -120,6 +120,84 @@ def test_explicit_layout_and_thresholds(tmp_path: Path) -> None:
     assert len(capped) == 1 and capped.scores[0] == pytest.approx(0.9)
 
 
+def one_class_output(candidates: list[tuple[float, float, float, float, float]]) -> np.ndarray:
+    """A YOLOv8 output of (cx, cy, w, h, score) candidates of one class, padded with empty ones."""
+    rows = [*candidates, *[(0.0,) * 5] * PADDING_ROWS]
+    return np.array(rows, dtype=np.float32).T[None]
+
+
+def test_max_detections_keeps_the_best_boxes_left_after_suppression(tmp_path: Path) -> None:
+    """Near-duplicates of the best object are suppressed before the cap counts, so they do not
+    take the places of other objects."""
+    model = build_yolo_model(
+        tmp_path / "duplicates.onnx",
+        one_class_output([
+            (200, 200, 100, 100, 0.99), (202, 200, 100, 100, 0.98), (200, 202, 100, 100, 0.97),  # one object
+            (450, 450, 80, 80, 0.90), (100, 500, 60, 60, 0.80),  # two others
+        ]),
+    )
+
+    uncapped = detect(model, frame_of(640, 640))
+    capped = {count: detect(model, frame_of(640, 640), max_detections=count) for count in (1, 2, 3, 4)}
+
+    np.testing.assert_allclose(uncapped.scores, [0.99, 0.90, 0.80], atol=1e-6)
+    for count, found in capped.items():
+        np.testing.assert_allclose(found.xyxy, uncapped.xyxy[:count])
+        np.testing.assert_allclose(found.scores, uncapped.scores[:count])
+
+
+def test_max_detections_counts_objects_not_candidates_in_a_crowd(tmp_path: Path) -> None:
+    """60 objects of 6 near-identical candidates each: the default cap of 300 keeps all 60."""
+    centres = [(40 + 80 * (i % 8), 40 + 80 * (i // 8)) for i in range(60)]
+    candidates = [
+        (cx + shift, cy, 50, 50, 0.9 - 0.001 * i - 0.0001 * shift)
+        for i, (cx, cy) in enumerate(centres)
+        for shift in range(6)
+    ]
+    model = build_yolo_model(tmp_path / "crowd.onnx", one_class_output(candidates))
+
+    found = detect(model, frame_of(640, 640))
+
+    assert len(found) == 60
+    np.testing.assert_allclose(found.xyxy[:, :2], [(cx - 25, cy - 25) for cx, cy in centres], atol=1e-3)
+
+
+def test_a_box_in_the_letterbox_padding_is_not_reported(tmp_path: Path) -> None:
+    """1280x720 is padded 140 input pixels above and below: a candidate lying there is empty in the
+    frame, so it is neither reported nor counted against max_detections."""
+    model = build_yolo_model(
+        tmp_path / "padding.onnx",
+        one_class_output([
+            (200, 60, 80, 40, 0.95),  # y 40..80: above the frame
+            (400, 590, 80, 40, 0.93),  # y 570..610: below it
+            (200, 150, 80, 40, 0.91),  # y 130..170: straddles the frame's top edge
+            (500, 300, 60, 60, 0.90),  # inside
+        ]),
+    )
+
+    found = detect(model, frame_of(720, 1280))
+    capped = detect(model, frame_of(720, 1280), max_detections=1)
+
+    # (200 -/+ 40) / 0.5 = 320..480, (130..170 - 140) / 0.5 = -20..60 clipped to 0..60;
+    # (500 -/+ 30) / 0.5 = 940..1060, (300 -/+ 30 - 140) / 0.5 = 260..380.
+    np.testing.assert_allclose(found.xyxy, [[320, 0, 480, 60], [940, 260, 1060, 380]], atol=1e-3)
+    np.testing.assert_allclose(capped.xyxy, [[320, 0, 480, 60]], atol=1e-3)
+
+
+def test_a_score_equal_to_the_threshold_is_kept(tmp_path: Path) -> None:
+    """score_threshold is the smallest score kept: OpenCV's NMS alone keeps only scores above it."""
+    model = build_yolo_model(
+        tmp_path / "boundary.onnx",
+        one_class_output([(100, 100, 50, 50, 0.3), (300, 100, 50, 50, 0.25), (500, 100, 50, 50, 0.2999)]),
+    )
+
+    at_default = detect(model, frame_of(640, 640))  # score_threshold 0.25
+    at_point_three = detect(model, frame_of(640, 640), score_threshold=0.3)
+
+    np.testing.assert_allclose(at_default.scores, [0.3, 0.2999, 0.25], atol=1e-6)
+    np.testing.assert_allclose(at_point_three.scores, [0.3], atol=1e-6)
+
+
 def test_dynamic_input_model_takes_any_input_size(tmp_path: Path) -> None:
     one_box = np.zeros((1, 5, 40), dtype=np.float32)
     one_box[0, :, 0] = (160, 160, 80, 80, 0.9)

@@ -167,6 +167,35 @@ def test_min_area_drops_small_movers() -> None:
     assert _iou(lenient_output["blobs"].xyxy[0], box) > 0.5
 
 
+def _blobs_of_a_parked_square(side: int, **overrides: Any) -> Detections:
+    """The blobs of a side x side square appearing on a frozen background (learning_rate 0)."""
+    scene = Scene(seed=11)
+    instance = _open(learning_rate=0.0, **overrides)
+    _warm_up(instance, scene, count=5)
+    blobs = instance.process({"image": scene.with_rectangle((300, 150, 300 + side, 150 + side))})["blobs"]
+    assert isinstance(blobs, Detections)
+    return blobs
+
+
+@pytest.mark.parametrize(("side", "kept"), [(13, False), (14, False), (15, True), (17, True)])
+def test_min_area_counts_the_pixels_of_a_blob(side: int, kept: bool) -> None:
+    """At min_area 200 a 15 x 15 blob (225 pixels) is kept and a 14 x 14 one (196) is not: the
+    outline's polygon area (14 x 14 = 196 for the first) is not what min_area counts."""
+    assert len(_blobs_of_a_parked_square(side, min_area=200)) == int(kept)
+
+
+@pytest.mark.parametrize("downscale", [1, 2])
+def test_a_blob_of_exactly_min_area_pixels_is_kept_and_its_score_counts_them(downscale: int) -> None:
+    found = _blobs_of_a_parked_square(40, min_area=0, downscale=downscale)
+    assert len(found) == 1
+    box = found.xyxy[0]
+    pixels = round(float(found.scores[0]) * float(box[2] - box[0]) * float(box[3] - box[1]))
+    assert 1400 <= pixels <= 1600  # 40 x 40, less what cleaning the mask trims from its corners
+
+    assert len(_blobs_of_a_parked_square(40, min_area=pixels, downscale=downscale)) == 1
+    assert len(_blobs_of_a_parked_square(40, min_area=pixels + downscale**2, downscale=downscale)) == 0
+
+
 def test_shadow_detection_ignores_a_darkened_patch() -> None:
     scene = Scene(seed=8)
     scene.background = cv2.add(scene.background, np.full_like(scene.background, 60))  # room to darken
@@ -200,11 +229,20 @@ def test_learning_rate_sets_how_fast_a_parked_object_fades() -> None:
     assert blob_counts[0.3][0] == 1 and blob_counts[0.3][-1] == 0
 
 
-@pytest.mark.parametrize("overrides", [{"downscale": 0}, {"history": 0}, {"var_threshold": 0.0}])
+@pytest.mark.parametrize(
+    "overrides", [{"downscale": 0}, {"history": 0}, {"var_threshold": 0.0}, {"min_area": -1}]
+)
 def test_declares_the_range_of_each_parameter(overrides: dict[str, Any]) -> None:
     tool = PLUGIN.tool("foreground_blobs")
     assert tool is not None
     assert len(declared_problems(tool, **overrides)) == 1
+
+
+def test_a_negative_min_area_is_refused_naming_its_range() -> None:
+    tool = PLUGIN.tool("foreground_blobs")
+    assert tool is not None
+    (problem,) = declared_problems(tool, min_area=-50)
+    assert problem.startswith("parameter 'min_area' must be >= 0, got -50: smallest blob kept")
 
 
 @pytest.mark.parametrize("learning_rate", [1.0, -0.5])

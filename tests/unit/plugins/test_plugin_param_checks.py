@@ -15,8 +15,8 @@ from videodag_service.plugins.models import MODEL_DIR_ENV
 
 # Tools whose parameters need no check beyond their declarations.
 UNCHECKED = {"stats.frame_stats", "rapidocr.detect_text", "rapidocr.recognize_text"}
-# Numbers with no range to declare: any blob size is a filter, and a learning rate's rule has a hole.
-UNBOUNDED_NUMBERS = {"motion.foreground_blobs.min_area", "motion.foreground_blobs.learning_rate"}
+# Numbers with no range to declare: a learning rate's rule has a hole.
+UNBOUNDED_NUMBERS = {"motion.foreground_blobs.learning_rate"}
 
 
 def builtin_tool(reference: str) -> Tool:

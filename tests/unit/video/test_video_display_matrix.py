@@ -15,8 +15,8 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE
 from fakes.media import write_test_pattern
+from videodag_service.media.display_matrix import mirrors
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, open_video
-from videodag_service.video.display_matrix import mirrors
 from videodag_service.video.sampling import FrameWindow
 
 WIDTH, HEIGHT = 160, 120

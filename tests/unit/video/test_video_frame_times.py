@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from fakes.media import presentation_times, write_test_pattern, write_trimmed_copy
+from videodag_service.media.mp4_boxes import sample_runs
 from videodag_service.video import probe_video
 from videodag_service.video.frame_times import frame_times
-from videodag_service.video.mp4_boxes import sample_runs
 
 
 def _declared(path: Path) -> int:

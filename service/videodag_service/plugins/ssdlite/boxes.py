@@ -7,9 +7,10 @@ through a sigmoid (its `convert_scores` node), and the background column is drop
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import numpy.typing as npt
+
+from videodag_service.plugins.box_selection import select_best_boxes
 
 # (ty, tx, th, tw) divisors of the box coder the model was trained with.
 BOX_CODER_SCALES = (10.0, 10.0, 5.0, 5.0)
@@ -45,23 +46,15 @@ def select_boxes(
     min_box_area: float,
     max_detections: int,
 ) -> npt.NDArray[np.intp]:
-    """Indices of the boxes kept after score and area filters and NMS, best score first.
+    """Indices of the boxes kept after the score and area filters, NMS and the cap on their count,
+    best score first.
 
     `boxes` are x1, y1, x2, y2 in pixels; `min_box_area` is in square pixels.
     """
-    widths = boxes[:, 2] - boxes[:, 0]
-    heights = boxes[:, 3] - boxes[:, 1]
-    candidates = np.flatnonzero(
-        (scores >= score_threshold) & (widths > 0) & (heights > 0) & (widths * heights >= min_box_area)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    large_enough = np.flatnonzero(areas >= min_box_area)
+    kept = select_best_boxes(
+        boxes[large_enough], scores[large_enough], score_threshold=score_threshold, iou_threshold=iou_threshold,
+        max_detections=max_detections,
     )
-    if candidates.size == 0 or max_detections <= 0:
-        return np.zeros((0,), dtype=np.intp)
-    xywh = np.stack([boxes[candidates, 0], boxes[candidates, 1], widths[candidates], heights[candidates]], 1)
-    kept = cv2.dnn.NMSBoxes(
-        xywh.astype(np.float32).tolist(),  # type: ignore[arg-type]
-        scores[candidates].astype(np.float32).tolist(),  # type: ignore[arg-type]
-        score_threshold,
-        iou_threshold,
-        top_k=max_detections,
-    )
-    return candidates[np.asarray(kept, dtype=np.intp).reshape(-1)]
+    return large_enough[kept]

@@ -4,17 +4,24 @@ A display matrix turns the stored picture into the shown one: a phone's rotation
 mirror (QuickTime's Flip Horizontal and Flip Vertical, some front cameras). OpenCV applies
 only a rotation, the one FFmpeg reads off the matrix's first column, so a mirroring matrix
 comes out wrong: a picture flipped left to right was shown upside down (rotated 180°), one
-flipped top to bottom as stored. The shown picture is OpenCV's with one more flip (`flip_code`).
+flipped top to bottom as stored. The shown picture is OpenCV's with one more flip
+(`mirror_flip`): the service's reader and the client's renderer both apply it, so the boxes
+found in a frame are drawn on the same picture.
 
 Only box headers and the track header (`tkhd`) are read.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
+from pathlib import Path
 
-from videodag_service.video.mp4_boxes import child, first_video_track
+import cv2
+
+from videodag_service.media.container import is_iso_media
+from videodag_service.media.mp4_boxes import child, first_video_track
 
 # Where the matrix starts in a `tkhd` payload: past version and flags, the times, track id and
 # duration (32 or 64 bits each by version), then reserved, layer, group, volume.
@@ -47,3 +54,13 @@ def flip_code(rotation_degrees: float) -> int:
     shown one of a mirroring matrix: the matrix mirrors the stored picture's vertical axis, which
     the rotation leaves vertical (0°, 180°) or turns horizontal (90°, 270°)."""
     return 0 if round(rotation_degrees / 90) % 2 == 0 else 1
+
+
+def mirror_flip(path: str | os.PathLike[str], capture: cv2.VideoCapture) -> int | None:
+    """The `cv2.flip` code that turns the frames `capture` (OpenCV, rotating them as it does by
+    default) decodes from `path` into the ones a player shows; None when they need no flip: the
+    file is no MP4 or QuickTime file, or its matrix does not mirror. May raise cv2.error."""
+    if not is_iso_media(Path(path)) or not mirrors(path):
+        return None
+    rotation = capture.get(cv2.CAP_PROP_ORIENTATION_META)
+    return flip_code(rotation if math.isfinite(rotation) and rotation > 0 else 0.0)
