@@ -13,6 +13,7 @@ from videodag_service.errors import (
     DeadlineExceeded,
     DecoderKilled,
     RunCancelled,
+    ServerDraining,
     ServerOutOfResources,
     VideodagError,
     VideoFileMissing,
@@ -37,8 +38,10 @@ def status_name(error: BaseException, context: grpc.ServicerContext | None = Non
 
 
 def _unheard(error: VideodagError, context: grpc.ServicerContext | None) -> bool:
-    """An answer other than the call's own end (a cancel, a deadline) to a call that has ended."""
-    return context is not None and not isinstance(error, RunCancelled | DeadlineExceeded) and not context.is_active()
+    """An answer other than the call's own end (a cancel, a deadline, the server's shutdown, which
+    gRPC's cancel of the calls left at the end of the grace makes inactive) to a call that has ended."""
+    return (context is not None and not isinstance(error, RunCancelled | DeadlineExceeded | ServerDraining)
+            and not context.is_active())
 
 
 def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
@@ -49,7 +52,6 @@ def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
     if context is not None and ended_by_its_deadline(context):
         return DeadlineExceeded("the call's deadline passed while its request stream was being read")
     return RunCancelled(CALL_ENDED_MESSAGE)
-
 
 
 def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:

@@ -340,10 +340,21 @@ def unknown_variables(settings: Settings, environ: Mapping[str, str] | None = No
                             f"token; give it {ENV_PREFIX}TOKENS or {ENV_PREFIX}TOKEN_FILE")
             continue
         names = sorted(name.removeprefix(ENV_PREFIX) for name in read - {_CLI_SERVER_VARIABLE})
-        close = difflib.get_close_matches(variable.removeprefix(ENV_PREFIX), names, n=1)
-        said.append(f"{variable} is not a setting of the server: ignored" + (f" (did you mean {ENV_PREFIX}{close[0]}?)"
+        close = " or ".join(ENV_PREFIX + name for name in _resembling(variable.removeprefix(ENV_PREFIX), names))
+        said.append(f"{variable} is not a setting of the server: ignored" + (f" (did you mean {close}?)"
                                                                             if close else ""))
     return said
+
+
+def _resembling(name: str, names: list[str]) -> list[str]:
+    """The settings holding every word of `name` (plurals as singulars: MAX_UPLOADS, TLS_CA_FILE),
+    else the one spelt most alike (a typo)."""
+    def words(text: str) -> set[str]:
+        return {word.removesuffix("S") for word in text.split("_") if word}
+
+    wanted = words(name)
+    holding = [candidate for candidate in names if wanted <= words(candidate)]
+    return holding[:3] if holding else difflib.get_close_matches(name, names, n=1)
 
 
 def unprotected_by_empty_variables(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:

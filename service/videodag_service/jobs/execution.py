@@ -40,6 +40,7 @@ from videodag_service.errors import (
     DiskFull,
     ErrorDetails,
     JobNotFound,
+    VideodagError,
     missing_stored_copy_as_error,
     naming_the_upload,
 )
@@ -113,14 +114,18 @@ class JobInterrupted(Exception):
     """The worker is shutting down mid-job; the job was queued again (or left to recovery)."""
 
 
-class UnknownSamplingOptions(Exception):
+class UnknownSamplingOptions(VideodagError):
     """The job asks for sampling a later release added: run without it, it would not be the run
-    asked for. Failed INTERNAL with this message: releases sharing a store disagree."""
+    asked for. INTERNAL: releases sharing a store disagree, nothing the caller did."""
+
+    status_code = "INTERNAL"
+    reason = "INTERNAL"
 
     def __init__(self, options: tuple[tuple[str, object], ...]) -> None:
         named = ", ".join(f"{name}={value!r}" for name, value in options)
         super().__init__(f"the job asks for sampling options this release of the server does not know ({named}); "
-                         "a newer release queued it, and only such a release can run it")
+                         "a newer release queued it, and only such a release can run it",
+                         ErrorDetails(metadata={"unknown_sampling_options": ",".join(name for name, _ in options)}))
 
 
 class _Superseded(Exception):

@@ -48,7 +48,7 @@ def unknown_sampling_from_text(text: str) -> tuple[tuple[str, Any], ...]:
     """Sampling options of a later release, set: a run without them would not be the one asked for."""
     values = json.loads(text)
     known = _known(SamplingOptions, values)
-    unknown = ((name, value) for name, value in values.items() if name not in known and value not in (None, 0))
+    unknown = ((name, value) for name, value in values.items() if name not in known and value)  # set: not 0, "", []
     return tuple(sorted(unknown))
 
 

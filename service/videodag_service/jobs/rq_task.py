@@ -314,7 +314,7 @@ def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: 
                  error=JobError("INTERNAL", "INTERNAL", message))
     try:
         DirectoryUploadStorage(worker_config.upload_dir).delete(job.video.ref)
-    except OSError as problem:
+    except Exception as problem:  # the folder may be what the run could not be set up with
         logger.warning("job %s: its video could not be removed: %s", job_id, problem)
     return JobState.FAILED.value
 

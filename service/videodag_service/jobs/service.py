@@ -190,7 +190,13 @@ class JobService:
         if stored.id != job.id:
             self._uploads.delete(video.ref)
             return _same_submission(stored, request)
-        self._queue.dispatch(stored)
+        try:
+            self._queue.dispatch(stored)
+        except self._store.outage_errors as error:
+            # The job is stored: refused with "retry", the caller (or its gRPC retry policy)
+            # submitted it again, and both ran. Maintenance hands over a job left undispatched.
+            logger.warning("job %s stored, not yet handed to the workers (%s: %s): maintenance hands it over",
+                           job.id, type(error).__name__, error)
         logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
         return stored
 

@@ -103,6 +103,7 @@ class SqliteJobStore(JobStore):
         self._recovered = False
         try:
             with self._lock, _disk_full_as_error():
+                self._refuse_a_later_schema()  # before anything is written, the journal mode included
                 self._connection.execute("PRAGMA journal_mode=WAL")
                 self._connection.execute("PRAGMA synchronous=NORMAL")
                 # Python's SQLite may be built to zero every freed page, through the log: deleting
@@ -112,7 +113,6 @@ class SqliteJobStore(JobStore):
                 # The log is truncated to this after each checkpoint, where it stayed as large as
                 # the largest deletion ever made (hundreds of MB after one long job's).
                 self._connection.execute(f"PRAGMA journal_size_limit={_LOG_SIZE_LIMIT_BYTES}")
-                self._refuse_a_later_schema()
                 self._connection.executescript(_SCHEMA)
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         except BaseException as error:

@@ -10,7 +10,15 @@ import pytest
 from fakes.fake_plugins import dag_with_test_pipelines
 from fakes.media import write_indexed_video
 from videodag_service.dag import DagPipelineService
-from videodag_service.jobs import DirectoryUploadStorage, Job, JobExecutor, JobState, SqliteJobStore
+from videodag_service.jobs import (
+    DirectoryUploadStorage,
+    Job,
+    JobExecutor,
+    JobRequest,
+    JobService,
+    JobState,
+    SqliteJobStore,
+)
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.video import SamplingOptions, VideoFilePipelineService
@@ -118,3 +126,31 @@ def test_a_shutdown_during_an_outage_interrupts_the_job_at_once(
     with pytest.raises(JobInterrupted):
         _run(tmp_path, dag, clip, store, should_stop=stop_once_the_outage_began)
     assert store.calls < 20, "it did not wait out the whole patience"
+
+
+class _QueueOutOfReach:
+    """A queue whose hand-over fails as RQ's enqueue does when Redis drops the connection."""
+
+    def dispatch(self, job: Job) -> None:
+        raise _Outage("Connection reset by peer (injected)")
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_job_stored_but_not_handed_over_is_returned_not_refused_with_a_retry(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    """Refused UNAVAILABLE "retry shortly" after the job was stored, the caller (or its gRPC retry
+    policy, refusals being trailers-only) submitted again, and both jobs ran."""
+    store = _StoreWithOutages(tmp_path / "data", from_frame=0, failures=0)
+    uploads = DirectoryUploadStorage(tmp_path / "data" / "uploads")
+    service = JobService(store, _QueueOutOfReach(), uploads, dag,  # type: ignore[arg-type]
+                         max_upload_bytes=10**7, retention_seconds=60)
+    try:
+        job = service.submit(JobRequest("frame_stats_v1"), iter([clip.read_bytes()]))
+        assert store.get(job.id).state is JobState.QUEUED
+        assert [listed.id for listed in store.list_jobs(10, None, ()).jobs] == [job.id]
+        assert list(uploads.refs()) == [job.video.ref]
+    finally:
+        store.close()

@@ -46,7 +46,8 @@ def test_a_job_a_later_release_finished_is_read_with_the_fields_this_one_knows(t
                                 "p99_seconds": 0.2}]
     _set_column(data, job.id, "summary", json.dumps({**summary, "frames_dropped": 3}))
     _set_column(data, job.id, "video_info", _with_a_later_field(row[1], color_space="bt709"))
-    _set_column(data, job.id, "sampling", json.dumps({"frame_stride": 1, "keyframes_only": False}))
+    _set_column(data, job.id, "sampling", json.dumps({"frame_stride": 1, "keyframes_only": False, "pixel_format": "",
+                                                      "regions": [], "crop": None}))
 
     store = SqliteJobStore(data)
     try:
@@ -98,6 +99,21 @@ def test_a_database_a_later_release_laid_out_is_refused_at_start_and_left_as_it_
                                                         r"version 7; this release reads version 1 and before\)"):
         SqliteJobStore(data)
     assert sqlite3.connect(data / DATABASE).execute("PRAGMA user_version").fetchone()[0] == 7
+
+
+def test_a_refused_database_in_rollback_journal_mode_is_not_switched_to_wal(tmp_path: Path) -> None:
+    """A backup made with VACUUM INTO is in rollback-journal mode: the start set WAL mode, a write
+    to the file's header, before it looked at the version."""
+    data = tmp_path / "data"
+    SqliteJobStore(data).close()
+    with sqlite3.connect(data / DATABASE) as database:
+        database.execute("PRAGMA journal_mode=DELETE")
+        database.execute("PRAGMA user_version=7")
+    before = (data / DATABASE).read_bytes()
+
+    with pytest.raises(JobStoreFromLaterRelease):
+        SqliteJobStore(data)
+    assert (data / DATABASE).read_bytes() == before
     with sqlite3.connect(data / DATABASE) as database:
         database.execute("PRAGMA user_version=1")
     SqliteJobStore(data).close()  # the refusal left the lock free

@@ -133,11 +133,15 @@ def test_variables_the_server_does_not_read_are_named_and_a_cli_token_without_se
         # Kubernetes' links for Services named videodag and videodag-redis: not ours to judge.
         ENV_PREFIX + "SERVICE_HOST": "10.0.0.1", ENV_PREFIX + "SERVICE_PORT_GRPC": "50051",
         ENV_PREFIX + "PORT_50051_TCP_ADDR": "10.0.0.1", ENV_PREFIX + "REDIS_PORT": "tcp://10.0.0.2:6379",
+        ENV_PREFIX + "MAX_UPLOADS": "5", ENV_PREFIX + "TLS_CA_FILE": "/ca.pem",
         "OTHER_TOKEN": "x",
     }
     assert unknown_variables(settings_from([], environ), environ) == [
         "VIDEODAG_FROBNICATE is not a setting of the server: ignored",
         "VIDEODAG_JOB_RETENTION is not a setting of the server: ignored (did you mean VIDEODAG_JOB_RETENTION_SECONDS?)",
+        "VIDEODAG_MAX_UPLOADS is not a setting of the server: ignored (did you mean VIDEODAG_MAX_JOB_UPLOADS or "
+        "VIDEODAG_MAX_UPLOAD_BYTES?)",
+        "VIDEODAG_TLS_CA_FILE is not a setting of the server: ignored (did you mean VIDEODAG_TLS_CLIENT_CA_FILE?)",
         "VIDEODAG_TOKEN is the videodag CLI's token to send, not read by the server: it requires no token; give it "
         "VIDEODAG_TOKENS or VIDEODAG_TOKEN_FILE",
     ]
