@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from importlib import resources
 
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection_pb2
 
 logger = logging.getLogger(__name__)
@@ -43,11 +44,13 @@ class CommentedFiles:
         (with a warning) when the package has no descriptor set: reflection still works without."""
         try:
             data = resources.files(DESCRIPTOR_SET_PACKAGE).joinpath(DESCRIPTOR_SET_NAME).read_bytes()
-        except (FileNotFoundError, ModuleNotFoundError):
-            logger.warning("%s has no %s: reflection serves the contract without its comments (regenerate it "
-                           "with scripts/generate_protos.py)", DESCRIPTOR_SET_PACKAGE, DESCRIPTOR_SET_NAME)
+            described = descriptor_pb2.FileDescriptorSet.FromString(data)
+        except (OSError, ModuleNotFoundError, DecodeError) as error:  # missing, unreadable, cut short
+            logger.warning("%s's %s cannot be read (%s: %s): reflection serves the contract without its comments "
+                           "(regenerate it with scripts/generate_protos.py)", DESCRIPTOR_SET_PACKAGE,
+                           DESCRIPTOR_SET_NAME, type(error).__name__, error)
             return cls({})
-        return cls.matching(descriptor_pb2.FileDescriptorSet.FromString(data), pool)
+        return cls.matching(described, pool)
 
     @classmethod
     def matching(

@@ -7,17 +7,18 @@ reflection slot (`--max-reflection-streams`) for as long as it runs, and 16 of t
 lock every other grpcurl out (`list`, `Health/Check`, even the `CancelJob` of the job being
 watched) with RESOURCE_EXHAUSTED.
 
-Such a stream ends once it has had no request for `--reflection-idle-timeout-seconds` (10 s),
+Such a stream ends once it has had no request for `--reflection-idle-timeout-seconds` (3 s),
 as if its client had closed it: with status OK, logged at DEBUG as other reflection calls
 are, counted as an OK call. The clients open another when they ask again: grpcurl and grpcui
 (jhump/protoreflect's reflection client) send a request once more on a fresh stream when
 theirs has ended, so an error's details still print at the end of a long call.
 
-Why 10 s: clients ask in bursts, each request one round trip after the last answer, so no
-burst comes near it, even over a slow link; and it is short enough that watching grpcurls
-give their slots back soon after their lookups (16 of them starting within 10 s are needed to
-fill the default cap). A client that keeps its stream and cannot reopen one would fail at its
-next lookup after a pause: 0 turns the limit off for it.
+Why 3 s: clients ask in bursts, each request one round trip after the last answer, so no
+burst comes near it, even over a slow link; and watching grpcurls give their slots back soon
+after their lookups. A grpcurl whose long call ends while every slot is taken (16 others
+started within the last 3 s) cannot look up its error's details, which it then prints
+undecoded (10 s made that three times as likely). A client that keeps its stream and cannot
+reopen one would fail at its next lookup after a pause: 0 turns the limit off for it.
 
 gRPC's blocking API cannot give up on a wait for the client's next message, so each wait moves
 to a thread of its own, as an upload's does (`upload_idle.store_watching_idle`); the call's end

@@ -40,6 +40,8 @@ class SymbolLookupPool:
             return self._pool.FindMethodByName(symbol).containing_service.file
         except KeyError:
             pass
+        if "\x00" in symbol:  # protobuf's lookup by value name stops at a NUL: no name of ours has one
+            raise KeyError(f"Couldn't find symbol {symbol!r}")
         enum_name, _, value = symbol.rpartition(".")
         try:
             enum = self._pool.FindEnumTypeByName(enum_name)

@@ -82,7 +82,7 @@ class Settings:
         "thread); the next gets RESOURCE_EXHAUSTED", minimum=1,
     )
     reflection_idle_timeout_seconds: float = _setting(
-        10.0, "longest a server reflection stream may go without a request before the server ends it (status "
+        3.0, "longest a server reflection stream may go without a request before the server ends it (status "
         "OK), freeing its slot and thread: grpcurl and grpcui keep theirs open for a whole command or session, "
         "and open another when they ask again; 0 turns it off", minimum=0,
     )

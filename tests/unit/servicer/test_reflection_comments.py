@@ -110,3 +110,22 @@ def test_without_a_descriptor_set_the_server_serves_the_bare_files(
         commented = CommentedFiles.of_the_contract(descriptor_pool.Default())
     assert commented.names == frozenset()
     assert "generate_protos.py" in caplog.text
+
+
+def test_a_descriptor_set_cut_short_is_served_without_comments_not_a_failed_start(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """A truncated copy (an unpacked wheel, a partial copy) stopped the server with a DecodeError."""
+    whole = resources.files(reflection_comments.DESCRIPTOR_SET_PACKAGE).joinpath(
+        reflection_comments.DESCRIPTOR_SET_NAME).read_bytes()
+    package = tmp_path / "cut"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "contract.binpb").write_bytes(whole[: len(whole) // 2])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(reflection_comments, "DESCRIPTOR_SET_PACKAGE", "cut")
+    monkeypatch.setattr(reflection_comments, "DESCRIPTOR_SET_NAME", "contract.binpb")
+    with caplog.at_level(logging.WARNING, logger=reflection_comments.__name__):
+        commented = CommentedFiles.of_the_contract(descriptor_pool.Default())
+    assert commented.names == frozenset()
+    assert "cannot be read (DecodeError" in caplog.text

@@ -37,6 +37,7 @@ def test_the_file_of_every_kind_of_symbol_is_found(symbol: str, file_name: str) 
     "videodag.v1.VideoPipelineService.NoSuchMethod",
     "videodag.v1.JobState.NO_SUCH_VALUE",
     "videodag.v1.RunConfig.JOB_STATE_QUEUED",  # a value, but not of an enum of that name
+    "videodag.v1.JobState.JOB_STATE_QUEUED\x00junk",  # protobuf's lookup by value name stops at the NUL
     "",
 ])
 def test_an_unknown_symbol_is_a_key_error_as_in_the_pool(symbol: str) -> None:
