@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,20 @@ def thousand_frame_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """1000 indexed 64x48 MJPG frames at 25 fps (40 s), written once per session."""
     path = tmp_path_factory.mktemp("media") / "indexed_1000.avi"
     return write_indexed_video(path, 1000, fps=25.0, fourcc="MJPG")
+
+
+@pytest.fixture(autouse=True)
+def _server_logging_undone() -> Iterator[None]:
+    """A test that runs the server's `main` leaves its log handler on the root logger, writing to
+    that test's captured stderr: once pytest closed it, every later log line printed a "Logging
+    error" traceback into whatever the next tests read from stderr (a CLI's output)."""
+    from videodag_service.observability.log_stream import UnblockingStreamHandler
+
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if isinstance(handler, UnblockingStreamHandler) and handler not in before:
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
