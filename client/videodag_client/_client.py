@@ -37,6 +37,19 @@ from videodag_client._wire import bytes_field_encoder, method_path
 
 DEFAULT_TARGET = "localhost:50051"
 
+# Keepalive pings, so a connection a load balancer, NAT or firewall dropped without a word
+# (no FIN, no RST) fails its calls with UNAVAILABLE within a minute and a half, where a run,
+# a watch and `videodag run` waited on it forever; a watch then resumes on a new connection.
+# 30 s apart, as the server allows (10 s or more); 60 s for the answer, which can queue behind
+# the results a slow link holds. Pinged with no data too: a watch of a queued job is quiet.
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 60_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_time_between_pings_ms", 30_000),
+    ("grpc.http2.ping_timeout_ms", 60_000),
+)
+
 _encode_upload_chunk = bytes_field_encoder(video_pipeline_service_pb2.UploadAndRunRequest, "chunk")
 
 
@@ -69,10 +82,11 @@ class VideodagClient(JobCalls):
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         _check_token(token)  # before the channel, so a refused token leaves nothing open
+        options = with_keepalive(channel_options)
         if credentials is None:
-            channel = grpc.insecure_channel(target, options=channel_options)
+            channel = grpc.insecure_channel(target, options=options)
         else:
-            channel = grpc.secure_channel(target, credentials, options=channel_options)
+            channel = grpc.secure_channel(target, credentials, options=options)
         self._setup(channel, owns_channel=True, token=token, timeout=timeout)
 
     @classmethod
@@ -373,3 +387,9 @@ class RunStream(Iterator[Event]):
         # An abandoned stream must not keep uploading, nor keep the file open.
         if not getattr(self, "_finished", True):
             self.close()
+
+
+def with_keepalive(channel_options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """`channel_options`, with `KEEPALIVE_OPTIONS` for the keys they do not set themselves."""
+    given = {key for key, _ in channel_options}
+    return [*channel_options, *(option for option in KEEPALIVE_OPTIONS if option[0] not in given)]

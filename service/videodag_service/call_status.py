@@ -24,8 +24,8 @@ from videodag_service.observability.call_deadline import ended_by_its_deadline
 logger = logging.getLogger(__name__)
 
 # What a call that ended under its handler is said to have ended by, in the log.
-CALL_ENDED_MESSAGE = ("the call was cancelled: by its client, or by gRPC for a message over the server's "
-                      "--max-message-bytes")
+CALL_ENDED_MESSAGE = ("the call was cancelled: by its client, by a connection lost (no answer to keepalive "
+                      "pings), or by gRPC for a message over the server's --max-message-bytes")
 
 
 def status_name(error: BaseException, context: grpc.ServicerContext | None = None) -> str:

@@ -72,5 +72,6 @@ def ended_by_half_close(
     yield from chunks
     # A call still open this long after its stream ended was half-closed by its client.
     if call_ended.wait(grace_seconds):
-        raise RunCancelled("the call was cancelled before its upload was complete: by its client, or by gRPC for "
-                           "a message over the server's --max-message-bytes")
+        raise RunCancelled("the call was cancelled before its upload was complete: by its client, by a connection "
+                           "lost (no answer to keepalive pings), or by gRPC for a message over the server's "
+                           "--max-message-bytes")

@@ -72,9 +72,19 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # Ping idle connections so a load balancer does not drop a long-running stream.
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
+        # Ping connections so a load balancer does not drop a long-running stream, and a client
+        # gone without a word is found. gRPC also gives the sockets this timeout as their
+        # TCP_USER_TIMEOUT. 20 s cut off healthy clients: a slow uplink's queued bytes delayed
+        # the answer past it, and a client paused 20 s in a debugger lost its calls.
+        ("grpc.keepalive_time_ms", round(settings.keepalive_interval_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_seconds * 1000)),
+        # gRPC stops pinging a connection after 2 pings without data otherwise: a quiet stream's
+        # connection (a WatchJob of a queued job) went unpinged, for the load balancer to drop.
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_time_between_pings_ms", round(settings.keepalive_interval_seconds * 1000)),
+        # And a ping answered later than this (1 min by default) closed the connection: an
+        # upload through deep buffers at 50 KB/s queued the answer 85 s behind its bytes.
+        ("grpc.http2.ping_timeout_ms", round(settings.keepalive_timeout_seconds * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         # gRPC sets SO_REUSEPORT by default on Linux: a second server on a port in use would

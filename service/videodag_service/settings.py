@@ -32,6 +32,8 @@ def _setting(default: Any, help: str, *, minimum: float | None = None, maximum: 
 _MAX_PORT = 65535
 # gRPC keeps message sizes in a C int.
 _MAX_INT32 = 2**31 - 1
+# And its keepalive times, in milliseconds: at most 24 days.
+_MAX_GRPC_SECONDS = _MAX_INT32 // 1000
 # Settings that turn protection on. A flag given empty (`--token-file "$TOKEN_FILE"` with the
 # variable unset) is an error, not "off": the server would fail open. An empty environment
 # variable means unset, as for every setting (compose files write `${VIDEODAG_TOKENS:-}`),
@@ -137,6 +139,18 @@ class Settings:
         "cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off. A client that reads slowly "
         "frees gRPC's buffers in batches: keep this well above the time it takes to read what they hold",
         minimum=0,
+    )
+    keepalive_interval_seconds: float = _setting(
+        60.0, "how often the server pings each connection: a load balancer keeps a quiet stream's connection, "
+        "and a client that went away without a word is found by the answer it does not send",
+        minimum=1, maximum=_MAX_GRPC_SECONDS,
+    )
+    keepalive_timeout_seconds: float = _setting(
+        120.0, "longest the server waits for a ping's answer before it closes the connection, failing its calls "
+        "(UNAVAILABLE): how long a client paused whole (a debugger, a frozen VM) or cut off without a word keeps "
+        "what its calls hold. The answer queues behind what the client's link holds (seconds of data on a slow "
+        "uplink with deep buffers): keep it well above that",
+        minimum=1, maximum=_MAX_GRPC_SECONDS,
     )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM/SIGINT, how long the runs, job uploads and jobs in progress may finish before they "

@@ -204,3 +204,24 @@ def test_submissions_reading_their_files_hold_up_no_other_async_call(target: str
         assert asyncio.run(scenario()) < 2.0
     finally:
         released.set()
+
+
+def test_the_client_pings_its_connection_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without keepalive, a run, a watch or `videodag run` over a connection a load balancer or
+    NAT dropped without a word waited forever (the server had long let go of the call)."""
+    opened: list[list[tuple[str, object]]] = []
+    real_channel = grpc.insecure_channel
+
+    def recording_channel(target: str, options: list[tuple[str, object]]) -> grpc.Channel:
+        opened.append(list(options))
+        return real_channel(target, options=options)
+
+    monkeypatch.setattr(grpc, "insecure_channel", recording_channel)
+    VideodagClient("localhost:1").close()
+    VideodagClient("localhost:1", channel_options=[("grpc.keepalive_time_ms", 45_000), ("grpc.x", 1)]).close()
+
+    defaults, chosen = (dict(options) for options in opened)
+    assert defaults["grpc.keepalive_time_ms"] == 30_000 and defaults["grpc.http2.max_pings_without_data"] == 0
+    assert defaults["grpc.http2.ping_timeout_ms"] == 60_000
+    assert chosen["grpc.keepalive_time_ms"] == 45_000 and chosen["grpc.x"] == 1
+    assert [key for key, _ in opened[1]].count("grpc.keepalive_time_ms") == 1
