@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
@@ -33,3 +37,19 @@ def frame_segments_left(timeout: float = 2.0) -> list[str]:
 
     wait_until(lambda: not segments(), timeout)
     return segments()
+
+
+class SilentCall(Generic[Item]):
+    """A call's request stream: the messages given, then silence until `end()`, as when the
+    call ends (gRPC's blocking iterator then stops); for what must give up on a silent client."""
+
+    def __init__(self, *messages: Item) -> None:
+        self._messages = messages
+        self.ended = threading.Event()
+
+    def __iter__(self) -> Iterator[Item]:
+        yield from self._messages
+        self.ended.wait(30)
+
+    def end(self) -> None:
+        self.ended.set()

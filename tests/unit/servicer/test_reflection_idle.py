@@ -8,23 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fakes.waiting import wait_until
+from fakes.waiting import SilentCall, wait_until
 from videodag_service.reflection_idle import WAIT_THREAD_NAME, RequestsUntilIdle
-
-
-class QuietStream:
-    """A stream's requests: the ones given, then silence until `end()`, as when the call ends."""
-
-    def __init__(self, *requests: str) -> None:
-        self._requests = requests
-        self.ended = threading.Event()
-
-    def __iter__(self) -> Iterator[str]:
-        yield from self._requests
-        self.ended.wait(30)
-
-    def end(self) -> None:
-        self.ended.set()
 
 
 def waiting_threads() -> list[threading.Thread]:
@@ -32,7 +17,7 @@ def waiting_threads() -> list[threading.Thread]:
 
 
 def test_requests_pass_through_until_the_stream_is_quiet_for_the_limit() -> None:
-    stream = QuietStream("list", "file")
+    stream = SilentCall("list", "file")
     requests = RequestsUntilIdle(iter(stream), idle_seconds=0.3)
     try:
         assert [next(requests), next(requests)] == ["list", "file"]

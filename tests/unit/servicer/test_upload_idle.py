@@ -8,24 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from fakes.waiting import SilentCall
 from videodag_service.errors import UploadIdle
 from videodag_service.observability.logging import current_request_id, request_id_bound
 from videodag_service.upload_idle import WatchedChunks, first_message_watching_idle, store_watching_idle
-
-
-class SilentCall:
-    """A call's chunks: the ones given, then silence until `end()`, as when the call ends."""
-
-    def __init__(self, *chunks: bytes) -> None:
-        self._chunks = chunks
-        self.ended = threading.Event()
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield from self._chunks
-        self.ended.wait(30)
-
-    def end(self) -> None:
-        self.ended.set()
 
 
 def test_the_store_runs_to_its_result_when_chunks_keep_coming() -> None:
