@@ -59,8 +59,10 @@ def flip_code(rotation_degrees: float) -> int:
 def mirror_flip(path: str | os.PathLike[str], capture: cv2.VideoCapture) -> int | None:
     """The `cv2.flip` code that turns the frames `capture` (OpenCV, rotating them as it does by
     default) decodes from `path` into the ones a player shows; None when they need no flip: the
-    file is no MP4 or QuickTime file, or its matrix does not mirror. May raise cv2.error."""
-    if not is_iso_media(Path(path)) or not mirrors(path):
+    file is no MP4 or QuickTime file, or its matrix does not mirror, or it is no regular file (a
+    pipe or FIFO, `videodag render /dev/stdin`: its bytes are OpenCV's to read, once, and reading
+    them here took them from its stream, or waited for a writer long gone). May raise cv2.error."""
+    if not Path(path).is_file() or not is_iso_media(Path(path)) or not mirrors(path):
         return None
     rotation = capture.get(cv2.CAP_PROP_ORIENTATION_META)
     return flip_code(rotation if math.isfinite(rotation) and rotation > 0 else 0.0)

@@ -58,15 +58,16 @@ def select_best_boxes(
     xywh = np.concatenate([corners[:, :2], corners[:, 2:] - corners[:, :2]], axis=1)
     classes = None if class_ids is None else class_ids[ranked].astype(np.int64)
     # Greedy suppression decides each candidate from the better ones alone, so the boxes it keeps
-    # among the best n candidates are the first of those it keeps among all of them. Suppressing
-    # a prefix that grows until it yields `wanted` boxes costs what OpenCV's top_k did when few
-    # candidates are duplicates, rather than comparing every candidate of a low threshold.
-    prefix = wanted
-    while True:
-        kept = _suppress(xywh[:prefix], None if classes is None else classes[:prefix], iou_threshold)
-        if kept.size >= wanted or prefix == ranked.size:
-            return ranked[kept[:wanted]]
-        prefix = min(ranked.size, prefix * 2)
+    # among the best n candidates are the first of those it keeps among all of them. The best
+    # `wanted` alone cost what OpenCV's top_k did, and are enough when few are duplicates; else
+    # every candidate is compared once (growing the prefix step by step made a crowded frame,
+    # short of the cap, cost five passes).
+    if wanted < ranked.size:
+        kept = _suppress(xywh[:wanted], None if classes is None else classes[:wanted], iou_threshold)
+        if kept.size >= wanted:
+            return ranked[kept]
+    kept = _suppress(xywh, classes, iou_threshold)
+    return ranked[kept[:wanted]]
 
 
 def _suppress(

@@ -8,6 +8,7 @@ service's boxes, drawn on those, landed off their objects.
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -83,3 +84,18 @@ def test_rendered_frames_are_the_frames_the_service_analysed(
         assert got.shape == wanted.shape, name
         assert mean_difference(got, wanted) < LARGEST_CODEC_DIFFERENCE, name
 
+
+
+def test_a_video_read_from_a_fifo_is_rendered_whole(sample_clip: Path, tmp_path: Path) -> None:
+    """Looking for a display matrix read the first bytes of the pipe OpenCV was decoding (piped
+    in, `videodag render /dev/stdin`): one frame of the MP4 was rendered, or the render waited
+    for good on a FIFO whose writer had gone."""
+    fifo = tmp_path / "video.fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"cat '{sample_clip}' > '{fifo}'"])
+    try:
+        summary = render_video(fifo, {}, tmp_path / "rendered.avi")
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    assert summary.frames_written == 120
