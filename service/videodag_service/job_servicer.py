@@ -16,7 +16,15 @@ from videodag_service import convert, convert_jobs
 from videodag_service.call_slots import CallSlots, RunSlots
 from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
-from videodag_service.errors import ErrorDetails, JobsDisabled, TooManyJobUploads, TooManyWatches, counted
+from videodag_service.errors import (
+    ErrorDetails,
+    JobsDisabled,
+    RunCancelled,
+    ServerDraining,
+    TooManyJobUploads,
+    TooManyWatches,
+    counted,
+)
 from videodag_service.jobs import Job, JobService
 from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
@@ -84,6 +92,9 @@ class JobRpcs:
                     min_bytes_per_second=self._upload_min_rate,
                 )
         except Exception as error:
+            if isinstance(error, RunCancelled | grpc.RpcError) and self._run_slots.ending:
+                # gRPC's cancel of the calls still uploading when the grace ended, not the client's
+                error = ServerDraining("the server shut down before the upload ended; retry on another replica")
             abort(context, convert.located_in_request(self._job_error(error), convert.JOB_RUN_CONFIG_PATH))
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))
 

@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from hardening_support import health_status, wait_until
 from harness import TEST_PIPELINES
 from jobs_harness import SERVER_MODULE, SERVER_SCRIPT, ServerProcess, install_test_plugin, subprocess_environment
 
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import FrameResult, RunOptions, RunSummary, Unavailable, VideodagClient
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -172,3 +175,33 @@ def test_a_server_started_either_way_runs_its_decoders_without_warnings(
     finally:
         process.kill()
     assert "Warning" not in log.read_text()
+
+
+def test_a_job_upload_still_arriving_when_the_grace_ends_is_logged_as_the_shutdowns_doing(
+    make_video, tmp_path: Path
+) -> None:
+    """gRPC's cancel of the calls left at the end of the grace was logged as the client's: "the
+    client cancelled the call before its upload was complete", counted CANCELLED."""
+    video = make_video(20).read_bytes()
+    with server_process(tmp_path, grace_seconds=1) as (process, _uploads):
+        with grpc.insecure_channel(f"127.0.0.1:{process.port}") as channel:
+            stalled = threading.Event()
+
+            def stalling_upload() -> Iterator[video_pipeline_service_pb2.SubmitJobRequest]:
+                yield video_pipeline_service_pb2.SubmitJobRequest(config=video_pipeline_service_pb2.SubmitJobConfig(
+                    run_config=run_pb2.RunConfig(pipeline_id="slow")))
+                yield video_pipeline_service_pb2.SubmitJobRequest(chunk=video[:1000])
+                stalled.set()
+                time.sleep(30)
+
+            stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+            submission = stub.SubmitJob.future(stalling_upload(), timeout=60)
+            assert stalled.wait(10)
+            time.sleep(0.5)
+            os.kill(process.process.pid, signal.SIGTERM)
+            assert process.process.wait(timeout=20) == 0
+            assert submission.exception(timeout=10) is not None
+        log = (tmp_path / "server.log").read_text()
+    assert "UNAVAILABLE: the server shut down before the upload ended; retry on another replica" in log, server_log(
+        tmp_path)
+    assert "/SubmitJob UNAVAILABLE" in log and "/SubmitJob CANCELLED" not in log, server_log(tmp_path)
