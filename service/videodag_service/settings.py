@@ -19,6 +19,7 @@ from typing import Any
 
 from videodag_service.disk_space import MIB
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
+from videodag_service.release import installed_version
 from videodag_service.service_links import is_service_link, kubernetes_service_links
 from videodag_service.video import Isolation, VideoLimits
 
@@ -321,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=item.name.upper(),
             help=f"{item.metadata['help']} [env {env}; default {default}]",
         )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
     parser.add_argument(
         "--list-plugins",
         action="store_true",
