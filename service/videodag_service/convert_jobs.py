@@ -65,16 +65,18 @@ def _idempotency_key_violations(key: str) -> list[FieldViolation]:
     return []
 
 
-def job_states_from_proto(states: Iterable[int]) -> list[JobState]:
+def job_state_filter(states: Iterable[int]) -> tuple[list[JobState], list[FieldViolation]]:
     """A ListJobs state filter, each state once (a filter repeating one 300,000 times was more
-    than the job store's query takes); JOB_STATE_UNSPECIFIED or an unknown number is INVALID_ARGUMENT."""
+    than the job store's query takes), and a violation for each JOB_STATE_UNSPECIFIED or unknown number."""
     converted: dict[JobState, None] = {}
+    violations: list[FieldViolation] = []
     for position, number in enumerate(states):
         state = _STATES_FROM_PROTO.get(number)  # type: ignore[call-overload]
         if state is None:
-            raise InvalidOptions([FieldViolation(f"states[{position}]", f"{number} is not a job state to filter by")])
-        converted[state] = None
-    return list(converted)
+            violations.append(FieldViolation(f"states[{position}]", f"{number} is not a job state to filter by"))
+        else:
+            converted[state] = None
+    return list(converted), violations
 
 
 # Room in a ListJobsResponse for its page token, and around each job its field's tag and length.

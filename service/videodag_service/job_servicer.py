@@ -18,6 +18,7 @@ from videodag_service.call_status import abort
 from videodag_service.client_streams import chunks, ended_by_half_close, first_config
 from videodag_service.errors import (
     ErrorDetails,
+    InvalidOptions,
     JobsDisabled,
     RunCancelled,
     ServerDraining,
@@ -25,7 +26,7 @@ from videodag_service.errors import (
     TooManyWatches,
     counted,
 )
-from videodag_service.jobs import Job, JobService
+from videodag_service.jobs import Job, JobService, listing_violations
 from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
 
@@ -107,9 +108,10 @@ class JobRpcs:
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         try:
-            page = self._job_service.list_jobs(
-                request.page_size, request.page_token, convert_jobs.job_states_from_proto(request.states)
-            )
+            states, violations = convert_jobs.job_state_filter(request.states)
+            if violations := [*listing_violations(request.page_size, request.page_token), *violations]:
+                raise InvalidOptions(violations)
+            page = self._job_service.list_jobs(request.page_size, request.page_token, states)
         except Exception as error:
             abort(context, self._job_error(error))
         return convert_jobs.job_page_to_proto(page, self._max_response_bytes)

@@ -22,6 +22,7 @@ from jobs_harness import (
 )
 
 from fakes.media import garbage_bytes
+from videodag.v1 import job_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import (
     FailedPrecondition,
     FrameResult,
@@ -34,6 +35,7 @@ from videodag_client import (
     Unavailable,
     VideodagClient,
 )
+from videodag_client._errors import from_grpc_error
 from videodag_client._jobs import start_job_submission
 
 BACKENDS = ["embedded", "redis"]
@@ -308,6 +310,26 @@ def test_list_jobs_pages_newest_first_and_filters_by_state(client: VideodagClien
     assert [job.id for job in repeated.jobs] == [cancelled.id]
     with pytest.raises(InvalidArgument):
         client.list_jobs(page_token="forged")
+
+
+def test_a_listing_names_every_bad_field_at_once(client: VideodagClient, jobs: JobsDeployment) -> None:
+    """A bad page size, a forged token and bad states are all named in one refusal, as a config's are."""
+    request = video_pipeline_service_pb2.ListJobsRequest(
+        page_size=-1, page_token="forged", states=[job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_UNSPECIFIED, 99]
+    )
+    with grpc.insecure_channel(f"127.0.0.1:{jobs.servers[0].port}") as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListJobs(request, timeout=30)
+    error = from_grpc_error(refused.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_OPTIONS")
+    assert [violation.field for violation in error.field_violations] == [
+        "page_size", "page_token", "states[1]", "states[2]"
+    ]
+    assert error.message == (
+        "invalid fields: page_size: must be 0 (the default) or more; page_token: is not a token this server issued; "
+        "states[1]: 0 is not a job state to filter by; states[2]: 99 is not a job state to filter by"
+    )
 
 
 def test_delete_removes_a_finished_job_and_refuses_an_unfinished_one(

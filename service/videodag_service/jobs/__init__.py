@@ -31,7 +31,7 @@ from videodag_service.jobs.model import (
     StoredVideo,
     WatchEvent,
 )
-from videodag_service.jobs.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, JobService
+from videodag_service.jobs.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, JobService, listing_violations
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import DirectoryUploadStorage, UploadStorage
@@ -61,5 +61,6 @@ __all__ = [
     "ThreadPoolJobQueue",
     "UploadStorage",
     "WatchEvent",
+    "listing_violations",
     "open_job_service",
 ]

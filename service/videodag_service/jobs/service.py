@@ -218,8 +218,8 @@ class JobService:
 
     def list_jobs(self, page_size: int = 0, page_token: str = "", states: Sequence[JobState] = ()) -> JobPage:
         """Jobs newest first; page_size 0 means DEFAULT_PAGE_SIZE, larger than MAX_PAGE_SIZE is capped."""
-        if page_size < 0:
-            raise InvalidOptions([FieldViolation("page_size", "must be 0 (the default) or more")])
+        if violations := listing_violations(page_size, page_token):
+            raise InvalidOptions(violations)
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         return self._store.list_jobs(size, job_id_from_page_token(page_token), tuple(states))
 
@@ -342,3 +342,13 @@ def _same_submission(existing: Job, request: JobRequest) -> Job:
     if existing.pipeline_id != request.pipeline_id:
         raise IdempotencyKeyReused(existing.idempotency_key or "", existing.id, existing.pipeline_id)
     return existing
+
+
+def listing_violations(page_size: int, page_token: str) -> list[FieldViolation]:
+    """Every bad field of a listing's page at once, for the caller to name with its filter's."""
+    violations = [FieldViolation("page_size", "must be 0 (the default) or more")] if page_size < 0 else []
+    try:
+        job_id_from_page_token(page_token)
+    except InvalidOptions as error:
+        violations += error.details.field_violations
+    return violations

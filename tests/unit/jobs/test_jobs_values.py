@@ -17,6 +17,7 @@ from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service import convert, convert_jobs
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
+    FieldViolation,
     InvalidOptions,
     JobNotFound,
     NodeFailed,
@@ -142,9 +143,10 @@ def test_a_job_converts_to_protobuf_with_every_part() -> None:
 
 
 def test_state_filters_refuse_unspecified() -> None:
-    assert convert_jobs.job_states_from_proto([job_pb2.JOB_STATE_FAILED]) == [JobState.FAILED]
-    with pytest.raises(InvalidOptions):
-        convert_jobs.job_states_from_proto([job_pb2.JOB_STATE_UNSPECIFIED])
+    assert convert_jobs.job_state_filter([job_pb2.JOB_STATE_FAILED]) == ([JobState.FAILED], [])
+    assert convert_jobs.job_state_filter([job_pb2.JOB_STATE_UNSPECIFIED]) == (
+        [], [FieldViolation("states[0]", "0 is not a job state to filter by")]
+    )
 
 
 def test_a_submit_config_without_a_run_config_is_invalid() -> None:
