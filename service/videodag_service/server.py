@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from types import FrameType
 
 import grpc
@@ -34,7 +35,6 @@ from videodag_service.observability.tracing import TracingUnavailable
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
-from videodag_service.release import installed_version
 from videodag_service.rpc_threads import RpcThreadPool
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.servicer import SERVICE_NAME, VideoPipelineServicer
@@ -275,7 +275,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("serving %s on %s:%d with pipelines %s (videodag %s)", SERVICE_NAME, settings.host, port,
-                ", ".join(dag.pipeline_ids()), installed_version())
+                ", ".join(dag.pipeline_ids()), version("videodag"))
     for spec in dag.pipelines():
         if unread := spec.unread_nodes():
             logger.warning("pipeline %r (%s): no node or output reads node(s) %s, which run on every frame all the "

@@ -14,12 +14,12 @@ import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from videodag_service.disk_space import MIB
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
-from videodag_service.release import installed_version
 from videodag_service.service_links import is_service_link, kubernetes_service_links
 from videodag_service.video import Isolation, VideoLimits
 
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=item.name.upper(),
             help=f"{item.metadata['help']} [env {env}; default {default}]",
         )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
     parser.add_argument(
         "--list-plugins",
         action="store_true",

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from importlib.metadata import version
 from types import FrameType
 
 import grpc
@@ -25,7 +26,6 @@ from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
 from videodag_client.cli._results import OutputNotWritten, is_stdout
 from videodag_client.cli._terminal import terminal_safe
-from videodag_service.release import installed_version
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             "129 hung up (SIGHUP), 141 output closed by its reader, 143 terminated (SIGTERM)"
         ),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
     add_connection_arguments(parser)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run.add_parser(subcommands)
