@@ -4,8 +4,8 @@
 #   scripts/check_contract.sh            # lint, and compare protos/ with the main branch
 #   scripts/check_contract.sh v0.3.0     # compare with another branch, tag or commit
 #
-# The old side is that ref's protos/videodag read with today's buf.yaml and vendored imports, so
-# a ref from before buf was set up still builds. With no such ref or no contract there yet,
+# The old side is that ref's protos/videodag read with the working tree's buf.yaml and vendored
+# imports, so a ref that has neither still builds. With no such ref or no contract there yet,
 # there is nothing to break: the comparison is skipped with a note and lint alone decides.
 set -euo pipefail
 cd "$(dirname "$0")/.."

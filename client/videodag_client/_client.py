@@ -38,8 +38,9 @@ from videodag_client._wire import bytes_field_encoder, method_path
 DEFAULT_TARGET = "localhost:50051"
 
 # Keepalive pings, so a connection a load balancer, NAT or firewall dropped without a word
-# (no FIN, no RST) fails its calls with UNAVAILABLE within a minute and a half, where a run,
-# a watch and `videodag run` waited on it forever; a watch then resumes on a new connection.
+# (no FIN, no RST) fails its calls with UNAVAILABLE within a minute and a half, instead of
+# leaving a run, a watch or `videodag run` waiting on it forever; a watch then resumes on a
+# new connection.
 # 30 s apart, as the server allows (10 s or more); 60 s for the answer, which can queue behind
 # the results a slow link holds. Pinged with no data too: a watch of a queued job is quiet.
 KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -291,8 +292,8 @@ class VideodagClient(JobCalls):
         passed already."""
         chosen = self._timeout if timeout is None else timeout
         if chosen is not None and not chosen > 0:
-            # Passed before the call starts, as a negative one is: gRPC let a unary call with 0
-            # (a deadline of "now") through when the server answered within the instant.
+            # Passed before the call starts, as a negative one is: gRPC lets a unary call with 0
+            # (a deadline of "now") through when the server answers within the instant.
             return -1.0
         return None if chosen == math.inf else chosen
 

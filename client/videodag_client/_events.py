@@ -208,5 +208,5 @@ def run_summary_from_proto(summary: run_pb2.RunSummary) -> RunSummary:
 
 def seconds_of(duration: duration_pb2.Duration) -> float:
     """The Duration in seconds, rounded once (whole nanoseconds over 1e9): a time sent as 1.118 s
-    comes back as 1.118, where adding `nanos / 1e9` to `seconds` gave 1.1179999999999999."""
+    comes back as 1.118, where adding `nanos / 1e9` to `seconds` gives 1.1179999999999999."""
     return duration.ToNanoseconds() / 1_000_000_000

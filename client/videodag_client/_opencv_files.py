@@ -69,7 +69,7 @@ def partial_name(path: Path) -> Path:
     """Where `path` is written first, to be renamed over it at the end: hidden, beside it, with its
     suffix (which OpenCV picks the format by), and a name OpenCV can take whatever `path`'s. A
     name that is not UTF-8 gets a hash of its bytes too: `r\\xe9.mp4` and `r\\xe8.mp4`, both
-    `r?.mp4` to OpenCV, rendered at once, shared one partial file."""
+    `r?.mp4` to OpenCV, would otherwise share one partial file when rendered at once."""
     stem = plain_name(path.stem)
     if not is_utf8(path.name):
         stem += hash_mark(path.name)

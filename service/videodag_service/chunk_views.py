@@ -7,7 +7,7 @@ reading the field copies it again into a new bytes object: two copies of every b
 uploaded, on the thread that receives. `ChunkViewInterceptor` gives these two methods a
 deserializer that returns a read-only memoryview of the chunk when a message has exactly
 that shape, and the generated message otherwise (the config, an empty message, anything
-unusual, which protobuf then judges as it always did). `client_streams` reads both.
+unusual, which protobuf then judges as it judges any message). `client_streams` reads both.
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def _idempotency_key_violations(key: str) -> list[FieldViolation]:
 
 
 def job_state_filter(states: Iterable[int]) -> tuple[list[JobState], list[FieldViolation]]:
-    """A ListJobs state filter, each state once (a filter repeating one 300,000 times was more
+    """A ListJobs state filter, each state once (a filter repeating one 300,000 times is more
     than the job store's query takes), and a violation for each JOB_STATE_UNSPECIFIED or unknown number."""
     converted: dict[JobState, None] = {}
     violations: list[FieldViolation] = []

@@ -34,7 +34,7 @@ def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_C
 
     A container with its own view of the tree sees its group at the mount's root; a process in
     a group of the host's tree (a systemd unit's `CPUQuota=`, a child group) has its quota at
-    the path `/proc/self/cgroup` names, which reading the root alone missed.
+    the path `/proc/self/cgroup` names, which reading the root alone misses.
     """
     quotas = [quota for folder in _cpu_cgroup_folders(cgroup_root, proc_cgroup)
               if (quota := _quota_in(folder)) is not None]

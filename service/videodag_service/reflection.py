@@ -73,10 +73,10 @@ class _CappedReflectionServicer(reflection.ReflectionServicer):  # type: ignore[
 
     A reflection stream stays open, waiting for its next request, as long as its client keeps
     it (grpcui keeps one a session) or until it has been idle for the limit, and holds a server
-    thread meanwhile: 181 idle ones, which anyone may open on a server without tokens, left no
-    call slot for anything else, health checks included. The cap is part of the server's call
-    budget (`server`); the idle limit keeps clients that hold their stream without asking, as
-    grpcurl does for its whole command, from filling it."""
+    thread meanwhile: without a cap, idle ones, which anyone may open on a server without
+    tokens, can take every call slot and leave none for anything else, health checks included.
+    The cap is part of the server's call budget (`server`); the idle limit keeps clients that
+    hold their stream without asking, as grpcurl does for its whole command, from filling it."""
 
     def __init__(self, service_names: Iterable[str], max_streams: int, idle_seconds: float,
                  commented_files: CommentedFiles) -> None:

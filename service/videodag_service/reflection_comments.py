@@ -2,18 +2,19 @@
 
 The descriptors protobuf's pool holds, which grpcio-reflection serves, carry no comments:
 protoc's Python output leaves source info out, and upb's `FileDescriptor` drops it even from
-a file added with it. `grpcurl describe` then showed bare signatures, while the .proto files
-explain how to call each method, what each field means, which error comes when.
+a file added with it. Served as the pool holds them, they give `grpcurl describe` bare
+signatures, while the .proto files explain how to call each method, what each field means,
+which error comes when.
 `scripts/generate_protos.py` writes the contract's files with their comments beside the
 generated code (`descriptor_set.binpb`), and reflection's answers carry the pool's files with
 those comments added.
 
 Only the comments are taken from there. protoc also writes each field's JSON name, which the
 pool's copy leaves out, and grpcurl prints a field under its JSON name when it has one:
-`uploadReceived` where grpcurl users (and their scripts) have always read `upload_received`.
+`uploadReceived` where grpcurl users (and their scripts) expect `upload_received`.
 Comments are added only where the file describes exactly what the server runs: one out of
 step with the generated code (a hand-edited install) would point them at other elements.
-Such a file is served as it was, without comments, and the server says so.
+Such a file is served as the pool holds it, without comments, and the server says so.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 the names it misses.
 
 protobuf's pool (upb, the default implementation) finds the file of a service, message,
-field, oneof, enum or enum value, but not of a method: `grpcurl describe
-videodag.v1.VideoPipelineService.UploadAndRun` (or `grpc.health.v1.Health.Check`) failed with
+field, oneof, enum or enum value, but not of a method: on the pool alone, `grpcurl describe
+videodag.v1.VideoPipelineService.UploadAndRun` (or `grpc.health.v1.Health.Check`) fails with
 "Symbol not found". Enum values have two names. protobuf scopes a value beside its enum
 (`videodag.v1.JOB_STATE_QUEUED`), and the pool finds that one; grpcurl and grpcui, built on
 jhump/protoreflect, name it inside its enum (`videodag.v1.JobState.JOB_STATE_QUEUED`) and

@@ -2,8 +2,9 @@
 
 gRPC's synchronous server hands every call to this pool from its one serving thread, and the
 pool starts a thread for the call when none is idle. At a container's pids limit (or with no
-memory for a stack) that start raises, in the serving thread, which died of it: the process
-lived on, but answered no call again, health checks included, until it was killed.
+memory for a stack) that start raises, in the serving thread; let out of `submit`, as a plain
+`ThreadPoolExecutor` lets it, the error kills that thread: the process lives on, but answers
+no call again, health checks included, until it is killed.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ to block or use up its slice. Its share of the CPU and its nice value are unchan
 
 Measured on 2 cores (`frame_stats_v1`, the benchmark's 720p clip, 8 runs each side by side):
 with the decoder process, the run threads and the node threads under batch, the median
-rate rose from 542 to 576-582 frames a second; the 768x576 sample clip (120 frames, where
-the start-up dominates) and `player_tracking_v1` were unchanged. The threads that serve
-calls (gRPC's, health checks, uploads) keep the default policy, so they still preempt
-frame work and answer promptly on a busy server.
+rate is 576-582 frames a second, against 542 under the default policy; the 768x576 sample
+clip (120 frames, where the start-up dominates) and `player_tracking_v1` run the same either
+way. The threads that serve calls (gRPC's, health checks, uploads) keep the default policy,
+so they still preempt frame work and answer promptly on a busy server.
 
 Any thread may switch itself between the default and the batch policy without privileges.
 Elsewhere than Linux this does nothing.

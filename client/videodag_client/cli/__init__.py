@@ -97,7 +97,7 @@ def _descriptor_named(path: str) -> int | None:
 def _hold_descriptor(number: int) -> None:
     """Point a closed descriptor (1 or 2) at /dev/null. Left closed, it is the number the next
     file or socket opened gets, gRPC's poller's included, and the C library closes its stdout
-    and stderr as the process exits: gRPC's poller then aborted the process (exit code -6).
+    and stderr as the process exits: gRPC's poller then aborts the process (exit code -6).
     With stderr closed, print() to sys.stderr would even write to stdout. Opened, never
     duplicated onto the number, which would close whatever took it meanwhile."""
     lower: list[int] = []

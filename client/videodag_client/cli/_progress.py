@@ -13,7 +13,7 @@ from tqdm import tqdm
 def progress_wanted(quiet: bool, results_on_stdout: bool = False) -> bool:
     """Bars only for a person watching: never with --quiet or when stderr is a pipe or file, nor
     when the results themselves are printed on the terminal (`-o -`), where each redraw of a
-    bar landed in the middle of a result's line."""
+    bar would land in the middle of a result's line."""
     return not quiet and sys.stderr.isatty() and not (results_on_stdout and sys.stdout.isatty())
 
 
@@ -23,7 +23,7 @@ _FALLBACK_SIZE = {"ncols": 80, "nrows": 24}
 
 def bar_size() -> dict[str, int]:
     """tqdm's `ncols` and `nrows` for a terminal that reports a size of 0x0 (some `docker exec -t`
-    and `script` sessions), where it drew no bar at all; none, for tqdm to ask, otherwise."""
+    and `script` sessions), where it draws no bar at all; none, for tqdm to ask, otherwise."""
     try:
         size = os.get_terminal_size(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):  # not a terminal, or no descriptor (a test's stream)

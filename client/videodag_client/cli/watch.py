@@ -103,7 +103,7 @@ def watch_command(args: argparse.Namespace) -> int:
 
 class ReconnectReport:
     """Says on stderr why a watch reconnects, once an outage: the client tries again every few
-    tenths of a second, and a server restarting for 3 s said the same line six times."""
+    tenths of a second, so a server restarting for 3 s would have the same line said six times."""
 
     def __init__(self, *, quiet: bool) -> None:
         self._quiet = quiet

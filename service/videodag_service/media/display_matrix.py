@@ -3,7 +3,7 @@
 A display matrix turns the stored picture into the shown one: a phone's rotation, or a
 mirror (QuickTime's Flip Horizontal and Flip Vertical, some front cameras). OpenCV applies
 only a rotation, the one FFmpeg reads off the matrix's first column, so a mirroring matrix
-comes out wrong: a picture flipped left to right was shown upside down (rotated 180°), one
+comes out wrong: a picture flipped left to right is shown upside down (rotated 180°), one
 flipped top to bottom as stored. The shown picture is OpenCV's with one more flip
 (`mirror_flip`): the service's reader and the client's renderer both apply it, so the boxes
 found in a frame are drawn on the same picture.
@@ -61,7 +61,7 @@ def mirror_flip(path: str | os.PathLike[str], capture: cv2.VideoCapture) -> int 
     default) decodes from `path` into the ones a player shows; None when they need no flip: the
     file is no MP4 or QuickTime file, or its matrix does not mirror, or it is no regular file (a
     pipe or FIFO, `videodag render /dev/stdin`: its bytes are OpenCV's to read, once, and reading
-    them here took them from its stream, or waited for a writer long gone). May raise cv2.error."""
+    them here would take them from its stream, or wait for a writer long gone). May raise cv2.error."""
     if not Path(path).is_file() or not is_iso_media(Path(path)) or not mirrors(path):
         return None
     rotation = capture.get(cv2.CAP_PROP_ORIENTATION_META)

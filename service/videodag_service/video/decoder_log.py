@@ -12,7 +12,7 @@ and the run's request id, so that it can be told which run it belongs to.
 FFmpeg writes there only with OpenCV's default logging: OPENCV_FFMPEG_LOGLEVEL or
 OPENCV_FFMPEG_DEBUG in the environment (an operator quieting FFmpeg, a program that rendered
 a video in the same process before) make OpenCV print FFmpeg's messages to stdout, buffered,
-or not at all, and interlaced videos then came back black. A decoder process drops both
+or not at all, and interlaced videos would then come back black. A decoder process drops both
 variables before it opens its file, so it always sees FFmpeg's errors, and passes them on.
 """
 

@@ -186,7 +186,7 @@ def _decode_one_file(channel: _Channel, source: VideoSource, opener: VideoOpener
 
     The server waits for the process to end before the run's summary goes out, and releasing
     the capture (joining FFmpeg's threads, freeing its buffers one by one) and Python's own
-    shutdown took about 1 ms of that wait on a quiet machine, 3-5 ms on a busy one; the
+    shutdown take about 1 ms of that wait on a quiet machine, 3-5 ms on a busy one; the
     kernel frees it all at once.
     """
     path = Path(source)
@@ -263,7 +263,7 @@ def _harden_process() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Out of memory (a container's limit), the kernel kills a decoder before the server: its
     # run fails DECODER_KILLED and the others go on, where the server, holding the frames of
-    # every run, had the largest share and was killed with all its calls, silently.
+    # every run, has the largest share and would be killed with all its calls, silently.
     with suppress(OSError, ValueError):  # not Linux
         score = Path("/proc/self/oom_score_adj")
         if int(score.read_text()) < DECODER_OOM_SCORE_ADJ:  # never lowered (a pod's processes may have 1000)

@@ -10,7 +10,7 @@ run can too, wherever a frame's time tells its index exactly:
   presented at i / fps.
 
 Elsewhere (Matroska, WebM, MPEG streams, raw streams) a time does not tell how many frames
-came before it, and a run ends at the damage, as it did before.
+came before it, and a run ends at the damage.
 """
 
 from __future__ import annotations

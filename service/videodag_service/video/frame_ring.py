@@ -195,7 +195,7 @@ def lingering_rings() -> int:
 
 def _reserve(name: str, size: int) -> None:
     """Back every page of the new segment now: a segment is created sparse, so rings of runs
-    started together each passed `_check_room` and then ran out of room while decoding (a
+    started together could each pass `_check_room` and then run out of room while decoding (a
     decoder killed by SIGBUS, the video blamed). Raises DiskFull when the room is not there.
     Where the filesystem cannot reserve (not Linux's tmpfs), the segment stays as it is."""
     path = os.path.join(_SHARED_MEMORY_DIR, name.lstrip("/"))

@@ -88,8 +88,8 @@ class AbandonPipe:
 
     A one-way pipe whose writing end, once closed, is the signal: the reading end then polls
     readable for good. A multiprocessing Event would do as much with five named semaphores in
-    /dev/shm, left there until the garbage collector found the Event: minutes after a failed
-    run whose error held it in a cycle. A pipe is two descriptors, closed with the upload
+    /dev/shm, left there until the garbage collector finds the Event: minutes after a failed
+    run whose error holds it in a cycle. A pipe is two descriptors, closed with the upload
     (`close`); a decoder process gets its own copy of the reading end when it starts.
     """
 

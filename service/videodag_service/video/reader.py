@@ -48,7 +48,7 @@ fails a grab a damaged frame, so damage up to 256 frames long is decoded past. A
 a grab costs about 20 us, and one past the declared count is not tried."""
 _GRABS_SEEKING_MORE = 32
 """Failed grabs in a row that end a video whose frames cannot be numbered past damage: enough
-to tell a damaged video (20 KB overwritten in an H.264 MP4 failed 11) from one that ended."""
+to tell a damaged video (an H.264 MP4 with 20 KB overwritten fails 11) from one that ended."""
 
 VideoSource = Path | GrowingUpload
 """A stored file, or an upload still arriving (both path-like)."""

@@ -7,7 +7,7 @@ but an upload of a few megabytes over loopback is over sooner, and a run on a st
 (`VideoFilePipelineService.stream_run`) has no upload to hide it behind. A spare is started
 once the previous one is taken, has opened nothing when a run takes it, and is then ended
 by its run as any decoder is. Measured side by side on 2 cores over loopback gRPC
-(`frame_stats_v1`, 30 calls each): the first result came 6-7 ms sooner after the upload's
+(`frame_stats_v1`, 30 calls each): the first result comes 6-7 ms sooner after the upload's
 end, on the sample clip (39 to 33 ms, median) and on the 720p clip (44 to 37 ms).
 
 A spare is handed out only once it has said it is ready; until then a run starts a process
@@ -18,8 +18,8 @@ pipe) is replaced once by a process of the run's own (`isolation.open_isolated_v
 spare waiting uses no CPU and 4-6 MB of memory of its own (40 MB resident, most of it
 shared with the forkserver it was forked from).
 
-(Decoding a small clip in the spare first, so that its first video would not pay for the
-page faults of a fresh process, was measured too: it cost more than it saved.)
+(A spare decodes nothing before its run: warming it up on a small clip, so that its first
+video would not pay for the page faults of a fresh process, costs more than it saves.)
 """
 
 from __future__ import annotations
