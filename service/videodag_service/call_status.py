@@ -58,11 +58,11 @@ def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
     """End the call with the error's status and `google.rpc` details; unexpected errors become INTERNAL."""
     error = out_of_resources(error) or error
     if isinstance(error, VideodagError) and _unheard(error, context):
-        # Nobody hears this answer: the call ended first (a stream that just stopped arriving,
-        # as grpcurl's does when gRPC refuses its message for its size). Its end is what counts.
+        # Nobody hears this answer: the call ended first. Its end is what counts, and the answer is
+        # often an echo of that end (a stream cut for an oversized message reads as an empty upload).
         ended = _broken_stream_error(context)
-        logger.info("call ended before its answer (%s: %s): %s: %s", error.status_code, error.message,
-                    ended.status_code, ended.message)
+        logger.info("call ended before its answer: %s: %s", ended.status_code, ended.message)
+        logger.debug("the answer nobody hears: %s: %s", error.status_code, error.message)
         status = convert.status_from_error(ended)
     elif isinstance(error, VideodagError):
         if error.status_code in {"INTERNAL", "UNKNOWN"}:
