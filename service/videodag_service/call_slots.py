@@ -4,15 +4,21 @@ health watches and reflection streams.
 gRPC's synchronous server gives each call a thread for its whole life, and refuses a call
 that finds no free thread with a bare RESOURCE_EXHAUSTED, whatever the call: enough
 dashboards watching long jobs, or clients uploading large videos, would starve runs,
-listings and lookups alike. A call over its kind's cap is refused at once, never queued,
-with a typed error and a retry hint instead, and the server's threads cover every cap
-(`server`). Runs' slots also carry the server's shutdown: new work is refused once it has
-begun, and calls still going end when its grace is over.
+listings and lookups alike. A call over its kind's cap is refused with a typed error and a
+retry hint instead, and the server's threads cover every cap (`server`).
+
+Runs alone wait in a line, first come first served, for a while: refused at once, the slot a
+run frees goes to whoever calls first, which is the caller that just finished, so callers
+that wait out their hint can be shut out for as long as others keep calling. Runs' slots also
+carry the server's shutdown: new work is refused once it has begun, and calls still going
+end when its grace is over.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,18 +27,41 @@ import grpc
 from videodag_service.call_status import abort
 from videodag_service.errors import ErrorDetails, ServerDraining, TooManyRuns, VideodagError, counted
 
+# The shortest and longest retry hint of TOO_MANY_RUNS, which otherwise follows the runs' recent length.
 RUN_RETRY_SECONDS = 1.0
+MAX_RUN_RETRY_SECONDS = 60.0
+# How often a caller in line looks whether its client left or the server began shutting down.
+_LINE_CHECK_SECONDS = 0.2
+# How much each finished run moves the recent run length the retry hint is made of.
+_RECENT_RUN_WEIGHT = 0.2
 
 
-class CallSlots:
-    """At most `capacity` calls of one kind at once; `refusal(capacity)` is the error past it."""
+class _CountedSlots:
+    """A kind's slots, counted: the server's shutdown waits for the calls holding them."""
 
-    def __init__(self, capacity: int, refusal: Callable[[int], VideodagError]) -> None:
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._refusal = refusal
-        self._semaphore = threading.BoundedSemaphore(capacity)
         self._active = 0
         self._changed = threading.Condition()
+
+    @property
+    def active(self) -> int:
+        """Calls holding a slot now: the server waits for them to end at shutdown."""
+        with self._changed:
+            return self._active
+
+    def wait_until_idle(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the calls holding a slot to end; True if none is left."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._active == 0, timeout=max(0.0, timeout))
+
+
+class CallSlots(_CountedSlots):
+    """At most `capacity` calls of one kind at once; `refusal(capacity)` is the error past it, at once."""
+
+    def __init__(self, capacity: int, refusal: Callable[[int], VideodagError]) -> None:
+        super().__init__(capacity)
+        self._refusal = refusal
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -53,61 +82,141 @@ class CallSlots:
         if not context.add_callback(self._give_back):  # the call has ended already
             self._give_back()
 
-    @property
-    def active(self) -> int:
-        """Calls holding a slot now: the server waits for them to end at shutdown."""
-        with self._changed:
-            return self._active
-
-    def wait_until_idle(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the calls holding a slot to end; True if none is left."""
-        with self._changed:
-            return self._changed.wait_for(lambda: self._active == 0, timeout=max(0.0, timeout))
-
     def _take(self) -> None:
-        if not self._semaphore.acquire(blocking=False):
-            raise self._refusal(self.capacity)
         with self._changed:
+            if self._active >= self.capacity:
+                raise self._refusal(self.capacity)
             self._active += 1
 
     def _give_back(self) -> None:
         with self._changed:
             self._active -= 1
             self._changed.notify_all()
-        self._semaphore.release()
 
 
-def too_many_runs(capacity: int) -> TooManyRuns:
-    return TooManyRuns(
-        f"the server already runs its maximum of {counted(capacity, 'video', 'videos')}; retry shortly",
-        ErrorDetails(metadata={"max_concurrent_runs": str(capacity)}, retry_after_seconds=RUN_RETRY_SECONDS),
-    )
+class RunTurn:
+    """A call's place in the runs' line, from the call's start: `wait` blocks until the place
+    is a slot. The call reads and checks its config meanwhile, so a config the server refuses
+    is refused at once, not after the wait."""
+
+    def __init__(self, slots: RunSlots, context: grpc.ServicerContext | None) -> None:
+        self._slots = slots
+        self._context = context
+        self._joined = time.monotonic()
+        self.granted = threading.Event()
+
+    def wait(self) -> None:
+        """Until this call holds a run slot; TOO_MANY_RUNS once it has waited the line's time,
+        SERVER_DRAINING if the server begins shutting down, and an end of the wait (the call's
+        own end counts) if its client leaves."""
+        deadline = self._joined + self._slots.wait_seconds
+        while not self.granted.wait(timeout=max(0.0, min(_LINE_CHECK_SECONDS, deadline - time.monotonic()))):
+            left = self._context is not None and not self._context.is_active()
+            if left or self._slots.draining or time.monotonic() >= deadline:
+                if self._slots.leave_line(self):
+                    self._slots.refuse_if_draining()
+                    raise self._slots.refusal()
+                return  # the slot came as it gave up
 
 
-class RunSlots(CallSlots):
-    """The runs' slots, and the server's shutdown: draining (new work refused), then ending
-    (the grace is over, calls still going end at their next step)."""
+class RunSlots(_CountedSlots):
+    """The runs' slots with their line, and the server's shutdown: draining (new work refused),
+    then ending (the grace is over, calls still going end at their next step).
 
-    def __init__(self, capacity: int) -> None:
-        super().__init__(capacity, too_many_runs)
+    A freed slot goes straight to the first call in line, never back to the pool where a
+    newcomer could take it first. At most `max_waiting` calls wait, each at most `wait_seconds`
+    from its start; the refusal's retry hint is the expected wait: the runs' recent length times
+    the line ahead per slot."""
+
+    def __init__(self, capacity: int, *, max_waiting: int = 0, wait_seconds: float = 0.0) -> None:
+        super().__init__(capacity)
+        self.max_waiting = max_waiting
+        self.wait_seconds = wait_seconds
+        self._line: deque[RunTurn] = deque()
+        self._granted_at: dict[RunTurn, float] = {}
+        self._recent_run_seconds = RUN_RETRY_SECONDS
         self._draining = threading.Event()
         self._ending = threading.Event()
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, context: grpc.ServicerContext | None = None) -> Iterator[RunTurn]:
+        """A place in line (a slot at once when one is free and nobody waits) while the block
+        runs; the block calls `wait()` on it before the work the slot is for."""
         self.refuse_if_draining()
-        with super().hold():
+        turn = self._join(context)
+        try:
             # Again once counted: a drain that began between the check and the slot may have
             # found no run to wait for and ended its grace, and the run would have been cut
             # off at its first step instead of refused.
             self.refuse_if_draining()
-            yield
+            yield turn
+        finally:
+            if not self.leave_line(turn):
+                self._pass_on(turn)
+
+    @property
+    def waiting(self) -> int:
+        """Calls in line for a slot now."""
+        with self._changed:
+            return len(self._line)
+
+    def refusal(self) -> TooManyRuns:
+        """TOO_MANY_RUNS, its retry hint the wait the line now promises a newcomer."""
+        with self._changed:
+            ahead = len(self._line) + 1
+            hint = self._recent_run_seconds * ahead / self.capacity
+        waiting = f" and {counted(ahead - 1, 'call', 'calls')} waiting" if self.max_waiting else ""
+        return TooManyRuns(
+            f"the server already runs its maximum of {counted(self.capacity, 'video', 'videos')}{waiting}; "
+            "retry shortly",
+            ErrorDetails(metadata={"max_concurrent_runs": str(self.capacity)},
+                         retry_after_seconds=round(min(max(hint, RUN_RETRY_SECONDS), MAX_RUN_RETRY_SECONDS), 1)),
+        )
+
+    def leave_line(self, turn: RunTurn) -> bool:
+        """Take `turn` out of the line (if still in it); False if it holds a slot (granted meanwhile included)."""
+        with self._changed:
+            if turn.granted.is_set():
+                return False
+            if turn in self._line:
+                self._line.remove(turn)
+            return True
+
+    def _join(self, context: grpc.ServicerContext | None) -> RunTurn:
+        turn = RunTurn(self, context)
+        with self._changed:
+            if self._active < self.capacity and not self._line:
+                self._grant(turn)
+                return turn
+            if len(self._line) >= self.max_waiting:
+                full = True
+            else:
+                self._line.append(turn)
+                full = False
+        if full:
+            raise self.refusal()
+        return turn
+
+    def _grant(self, turn: RunTurn) -> None:
+        """Under the lock: `turn` holds a slot from now."""
+        self._active += 1
+        self._granted_at[turn] = time.monotonic()
+        turn.granted.set()
+
+    def _pass_on(self, turn: RunTurn) -> None:
+        """`turn`'s slot goes to the first call in line, or back to the pool if nobody waits."""
+        with self._changed:
+            held = time.monotonic() - self._granted_at.pop(turn)
+            self._recent_run_seconds += _RECENT_RUN_WEIGHT * (held - self._recent_run_seconds)
+            self._active -= 1
+            if self._line:
+                self._grant(self._line.popleft())
+            self._changed.notify_all()
 
     def refuse_if_draining(self) -> None:
         """New work is refused with UNAVAILABLE once shutdown has begun."""
         if self._draining.is_set():
             raise ServerDraining("the server is shutting down; retry on another replica")
-
     def start_draining(self) -> None:
         self._draining.set()
 

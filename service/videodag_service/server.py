@@ -234,9 +234,11 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
 
 
 def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> RunningServer:
-    run_slots = RunSlots(settings.max_concurrent_runs)
+    run_slots = RunSlots(settings.max_concurrent_runs, max_waiting=settings.max_waiting_runs,
+                         wait_seconds=settings.run_wait_seconds)
     metrics = ServerMetrics()
     metrics.watch_queue_depth("jobs", jobs.queue_depth)
+    metrics.watch_queue_depth("runs", lambda: run_slots.waiting)
     dag.node_observer = metrics.record_node_call
     jobs.observe(metrics)  # embedded jobs' runs and frames, and SubmitJob's uploads
     # Request ids and metrics outermost, so refused calls are logged and counted too.
@@ -245,7 +247,8 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         interceptors.append(BearerTokenInterceptor(read_tokens(settings.token_file, settings.tokens)))
     interceptors.append(ChunkViewInterceptor())  # it changes how requests are read, not who may call
     interceptors.append(UnparsedRequestInterceptor())  # innermost: under the chunk views, which parse the rest with it
-    threads = (settings.max_concurrent_runs + settings.max_job_watches + settings.max_job_uploads
+    threads = (settings.max_concurrent_runs + settings.max_waiting_runs + settings.max_job_watches
+               + settings.max_job_uploads
                + settings.max_health_watches + settings.max_reflection_streams + _SPARE_THREADS)
     rpc_threads = RpcThreadPool(max_workers=threads, thread_name_prefix="videodag-rpc")
     server = grpc.server(

@@ -25,6 +25,7 @@ from videodag_service.dag import DagPipelineService, PipelineSpec
 from videodag_service.errors import (
     DeadlineExceeded,
     RunCancelled,
+    TooManyRuns,
     UploadCorrupted,
     missing_stored_copy_as_error,
     naming_the_upload,
@@ -179,22 +180,24 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         started = time.perf_counter()
         pipeline_id = UNKNOWN_PIPELINE
         try:
-            # The slot is taken before the config arrives: a stream that never sends it would
-            # otherwise hold a server thread uncounted, and enough of them every thread.
-            with self._run_slots.hold(), video_work():
+            # The place in line is taken before the config arrives: a stream that never sends it
+            # would otherwise hold a server thread uncounted, and enough of them every thread.
+            with self._run_slots.hold(context) as turn, video_work():
                 config: run_pb2.RunConfig = first_message_watching_idle(
                     first_config, request_iterator, self._upload_idle_seconds
                 )
                 sampling = convert.checked_run_config(config)
                 spec = self._dag.get_pipeline(config.pipeline_id)
                 pipeline_id = spec.id
+                turn.wait()
                 yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
         except GeneratorExit:  # gRPC closed the response stream: the client cancelled or left, or the deadline passed
             ended = "DEADLINE_EXCEEDED" if ended_by_its_deadline(context) else "CANCELLED"
             self._metrics.record_run(pipeline_id, ended)
             raise
         except Exception as error:
-            self._metrics.record_run(pipeline_id, status_name(error, context))
+            if not isinstance(error, TooManyRuns):  # a call that never had a slot never ran
+                self._metrics.record_run(pipeline_id, status_name(error, context))
             abort(context, convert.located_in_request(error, convert.RUN_CONFIG_PATH))
         else:
             self._metrics.record_run(pipeline_id)

@@ -68,7 +68,16 @@ class Settings:
         maximum=_MAX_INT32,
     )
     max_concurrent_runs: int = _setting(
-        4, "runs at once; the next caller gets RESOURCE_EXHAUSTED at once", minimum=1
+        4, "runs at once; the next callers wait in line (--max-waiting-runs), then get RESOURCE_EXHAUSTED", minimum=1
+    )
+    max_waiting_runs: int = _setting(
+        16, "UploadAndRun calls waiting in line for a run slot, first come first served (each holds a server "
+        "thread); the next gets RESOURCE_EXHAUSTED at once; 0 refuses every call that finds no free slot",
+        minimum=0,
+    )
+    run_wait_seconds: float = _setting(
+        30.0, "how long a call waits in line for a run slot, from its start, before RESOURCE_EXHAUSTED "
+        "TOO_MANY_RUNS", minimum=0.0,
     )
     max_job_watches: int = _setting(
         64, "WatchJob streams open at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",

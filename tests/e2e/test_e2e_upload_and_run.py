@@ -454,7 +454,7 @@ def test_deadline_exceeded_stops_the_run(server: ServerHarness, make_video) -> N
 
 
 def test_too_many_runs_is_refused_at_once_with_retry_hint(make_server: ServerFactory, make_video) -> None:
-    server = make_server(max_concurrent_runs=1)
+    server = make_server(max_concurrent_runs=1, max_waiting_runs=0)
     video = make_video(100)
     busy = server.client.upload_and_run(video, "slow")
     next(busy)  # the first run holds the only slot once its upload is received

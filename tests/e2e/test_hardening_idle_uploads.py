@@ -265,13 +265,15 @@ def test_a_job_submission_that_never_sends_its_config_is_cut_off_and_frees_its_u
     assert job.pipeline_id == "frame_stats_v1"
 
 
-def test_silent_streams_hold_no_more_threads_than_run_slots_so_every_other_call_is_answered(
+def test_silent_streams_hold_no_more_threads_than_run_slots_and_their_line_so_every_other_call_is_answered(
     make_server: ServerFactory, sample_clip: Path, tmp_path: Path
 ) -> None:
     """Many clients open UploadAndRun and send nothing. The server's thread pool is small here
-    (a run, a watch, an upload and its spare threads): were each silent stream to hold a
+    (a run, its line, a watch, an upload and its spare threads): were each silent stream to hold a
     thread, health checks and every other call would be refused by gRPC itself."""
-    server = make_server(max_concurrent_runs=1, max_job_watches=1, max_job_uploads=1, data_dir=tmp_path / "jobs")
+    waiting = 4
+    server = make_server(max_concurrent_runs=1, max_waiting_runs=waiting, max_job_watches=1, max_job_uploads=1,
+                         data_dir=tmp_path / "jobs")
     silent_streams = 48  # more than the pool's threads
     stop = threading.Event()
     outcomes: list[grpc.StatusCode] = []
@@ -279,10 +281,11 @@ def test_silent_streams_hold_no_more_threads_than_run_slots_so_every_other_call_
         stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
         calls = [stub.UploadAndRun(_silent_after([], stop), timeout=30) for _ in range(silent_streams)]
         try:
-            # One stream holds the only run slot; every other is refused at once, typed.
-            assert wait_until(lambda: sum(call.done() for call in calls) == silent_streams - 1)
+            # One stream holds the only run slot, four wait in line; every other is refused at once, typed.
+            assert wait_until(lambda: sum(call.done() for call in calls) == silent_streams - 1 - waiting)
             refused = [_error_info(call) for call in calls if call.done()]  # type: ignore[arg-type]
-            assert [info.reason for info in refused] == ["TOO_MANY_RUNS"] * (silent_streams - 1)
+            assert [info.reason for info in refused] == ["TOO_MANY_RUNS"] * (silent_streams - 1 - waiting)
+            assert server.running.run_slots.waiting == waiting
             assert all(info.metadata["max_concurrent_runs"] == "1" for info in refused)
             assert health_status(server.target) == health_pb2.HealthCheckResponse.SERVING
             assert [p.id for p in server.client.list_pipelines()]

@@ -35,7 +35,7 @@ def held_upload(video: bytes, release: threading.Event) -> Iterator[Request]:
 def test_held_uploads_fill_the_slots_and_the_excess_is_refused_fast(
     make_server: ServerFactory, make_video
 ) -> None:
-    server = make_server(max_concurrent_runs=SLOTS)
+    server = make_server(max_concurrent_runs=SLOTS, max_waiting_runs=0)
     video_path: Path = make_video(20)
     video = video_path.read_bytes()
     release = threading.Event()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from videodag_client import Unavailable, VideodagClient
-from videodag_service.call_slots import RunSlots
+from videodag_service.call_slots import RunSlots, RunTurn
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import ServerDraining
 from videodag_service.server import start_server
@@ -20,14 +20,14 @@ def test_a_run_taking_its_slot_as_the_drain_begins_is_refused_not_left_without_g
     went on after a drain that had found no run to wait for: its grace was over before its
     first frame, and it ended UNAVAILABLE "the server shut down before the run ended"."""
     slots = RunSlots(2)
-    take = slots._take
+    join = slots._join
 
-    def take_as_the_drain_begins() -> None:
+    def join_as_the_drain_begins(context: Any) -> RunTurn:
         slots.start_draining()
         assert slots.wait_until_idle(0), "the drain finds no run to wait for"
-        take()
+        return join(context)
 
-    slots._take = take_as_the_drain_begins  # type: ignore[method-assign]
+    slots._join = join_as_the_drain_begins  # type: ignore[method-assign]
     ran = False
     with pytest.raises(ServerDraining), slots.hold():
         ran = True
@@ -67,3 +67,4 @@ def test_a_job_upload_taking_its_slot_as_the_drain_begins_is_refused(tmp_path: P
         assert slots.active == 0
     finally:
         running.stop(0)
+

@@ -62,11 +62,12 @@ class VideoPipelineServiceStub:
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
-    | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
-    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
-    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
-    | the cap in the metadata; disk full (DISK_FULL)               |                    |
+    | `found`); every run slot taken, the line for them full or    |                    |
+    | waited out (TOO_MANY_RUNS), every job watch                  |                    |
+    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
+    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
+    | all with RetryInfo and the cap in the metadata; disk full    |                    |
+    | (DISK_FULL)                                                  |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -218,11 +219,12 @@ class VideoPipelineServiceServicer:
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
-    | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
-    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
-    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
-    | the cap in the metadata; disk full (DISK_FULL)               |                    |
+    | `found`); every run slot taken, the line for them full or    |                    |
+    | waited out (TOO_MANY_RUNS), every job watch                  |                    |
+    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
+    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
+    | all with RetryInfo and the cap in the metadata; disk full    |                    |
+    | (DISK_FULL)                                                  |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -295,6 +297,11 @@ class VideoPipelineServiceServicer:
         the stream with a status code instead of a summary. With
         `RunConfig.decode_during_upload`, decoding starts before the upload ends and
         `upload_received` may come after `video_info` and frames (see there).
+
+        A call that finds every run slot taken waits in line, first come first
+        served, for up to 30 s (the server's --run-wait-seconds) before
+        RESOURCE_EXHAUSTED TOO_MANY_RUNS; its config is checked meanwhile, so a bad
+        one is refused at once. Its bytes wait until it has a slot.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -487,11 +494,12 @@ class VideoPipelineService:
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
-    | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
-    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
-    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
-    | the cap in the metadata; disk full (DISK_FULL)               |                    |
+    | `found`); every run slot taken, the line for them full or    |                    |
+    | waited out (TOO_MANY_RUNS), every job watch                  |                    |
+    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
+    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
+    | all with RetryInfo and the cap in the metadata; disk full    |                    |
+    | (DISK_FULL)                                                  |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |

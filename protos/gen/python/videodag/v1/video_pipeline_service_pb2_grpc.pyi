@@ -63,11 +63,12 @@ class VideoPipelineServiceStub:
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
-    | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
-    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
-    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
-    | the cap in the metadata; disk full (DISK_FULL)               |                    |
+    | `found`); every run slot taken, the line for them full or    |                    |
+    | waited out (TOO_MANY_RUNS), every job watch                  |                    |
+    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
+    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
+    | all with RetryInfo and the cap in the metadata; disk full    |                    |
+    | (DISK_FULL)                                                  |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -144,6 +145,11 @@ class VideoPipelineServiceStub:
     the stream with a status code instead of a summary. With
     `RunConfig.decode_during_upload`, decoding starts before the upload ends and
     `upload_received` may come after `video_info` and frames (see there).
+
+    A call that finds every run slot taken waits in line, first come first
+    served, for up to 30 s (the server's --run-wait-seconds) before
+    RESOURCE_EXHAUSTED TOO_MANY_RUNS; its config is checked meanwhile, so a bad
+    one is refused at once. Its bytes wait until it has a slot.
     """
     ListPipelines: _grpc.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.ListPipelinesRequest, _video_pipeline_service_pb2.ListPipelinesResponse]
     """Lists the pipelines this server runs."""
@@ -242,11 +248,12 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
-    | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
-    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
-    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
-    | the cap in the metadata; disk full (DISK_FULL)               |                    |
+    | `found`); every run slot taken, the line for them full or    |                    |
+    | waited out (TOO_MANY_RUNS), every job watch                  |                    |
+    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
+    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
+    | all with RetryInfo and the cap in the metadata; disk full    |                    |
+    | (DISK_FULL)                                                  |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -320,6 +327,11 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     the stream with a status code instead of a summary. With
     `RunConfig.decode_during_upload`, decoding starts before the upload ends and
     `upload_received` may come after `video_info` and frames (see there).
+
+    A call that finds every run slot taken waits in line, first come first
+    served, for up to 30 s (the server's --run-wait-seconds) before
+    RESOURCE_EXHAUSTED TOO_MANY_RUNS; its config is checked meanwhile, so a bad
+    one is refused at once. Its bytes wait until it has a slot.
     """
     ListPipelines: _aio.UnaryUnaryMultiCallable[_video_pipeline_service_pb2.ListPipelinesRequest, _video_pipeline_service_pb2.ListPipelinesResponse]  # type: ignore[assignment]
     """Lists the pipelines this server runs."""
@@ -417,11 +429,12 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | upload, duration, frames or dimensions over a limit          | RESOURCE_EXHAUSTED |
     | (UPLOAD_TOO_LARGE: metadata `max_upload_bytes`;             |                    |
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
-    | `found`); every run slot taken                               |                    |
-    | (TOO_MANY_RUNS), every job watch (TOO_MANY_WATCHES), every   |                    |
-    | job upload slot (TOO_MANY_UPLOADS) or every reflection       |                    |
-    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
-    | the cap in the metadata; disk full (DISK_FULL)               |                    |
+    | `found`); every run slot taken, the line for them full or    |                    |
+    | waited out (TOO_MANY_RUNS), every job watch                  |                    |
+    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
+    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
+    | all with RetryInfo and the cap in the metadata; disk full    |                    |
+    | (DISK_FULL)                                                  |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -499,6 +512,11 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
         the stream with a status code instead of a summary. With
         `RunConfig.decode_during_upload`, decoding starts before the upload ends and
         `upload_received` may come after `video_info` and frames (see there).
+
+        A call that finds every run slot taken waits in line, first come first
+        served, for up to 30 s (the server's --run-wait-seconds) before
+        RESOURCE_EXHAUSTED TOO_MANY_RUNS; its config is checked meanwhile, so a bad
+        one is refused at once. Its bytes wait until it has a slot.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,162 @@
+"""Runs over the server's slots wait in line, first come first served: a slot freed goes to the
+call that has waited longest, never to whoever calls first (the caller that just finished,
+which shut out callers waiting out their retry hints for as long as others kept calling)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from harness import ServerFactory, ServerHarness
+from test_e2e_metrics import free_port, scrape
+
+from fakes.waiting import wait_until
+from videodag_client import NotFound, ResourceExhausted, RunSummary, Unavailable, VideodagClient, VideodagError
+
+
+class _Caller(threading.Thread):
+    """One UploadAndRun in a thread of its own: when its first event came, and how it ended."""
+
+    def __init__(self, client: VideodagClient, video: Path, pipeline: str = "frame_stats_v1") -> None:
+        super().__init__(daemon=True)
+        self._run = lambda: client.upload_and_run(video, pipeline)
+        self.first_event_at: float | None = None
+        self.error: VideodagError | None = None
+        self.summary: RunSummary | None = None
+
+    def run(self) -> None:
+        try:
+            for event in self._run():
+                if self.first_event_at is None:
+                    self.first_event_at = time.monotonic()
+                if isinstance(event, RunSummary):
+                    self.summary = event
+        except VideodagError as error:
+            self.error = error
+
+
+def _busy(server: ServerHarness, video: Path) -> Callable[[], None]:
+    """A run holding a slot until the returned function closes it."""
+    stream = server.client.upload_and_run(video, "slow")
+    next(stream)
+    return stream.close
+
+
+def test_a_freed_slot_goes_to_the_call_that_waited_longest_and_the_line_has_a_cap(
+    make_server: ServerFactory, make_video
+) -> None:
+    server = make_server(max_concurrent_runs=1, max_waiting_runs=2)
+    release = _busy(server, make_video(200))
+    first, second = _Caller(server.client, make_video(3)), _Caller(server.client, make_video(3))
+    first.start()
+    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    second.start()
+    assert wait_until(lambda: server.running.run_slots.waiting == 2)
+
+    with pytest.raises(ResourceExhausted) as full:
+        list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
+    assert full.value.reason == "TOO_MANY_RUNS"
+    assert full.value.message == ("the server already runs its maximum of 1 video and 2 calls waiting; "
+                                  "retry shortly")
+    assert full.value.retry_after is not None and full.value.retry_after >= 1.0
+
+    release()
+    for caller in (first, second):
+        caller.join(timeout=60)
+        assert caller.error is None and caller.summary is not None and caller.summary.frames_processed == 3
+    assert first.first_event_at is not None and second.first_event_at is not None
+    assert first.first_event_at < second.first_event_at
+    assert server.running.run_slots.waiting == 0 and server.running.run_slots.active == 0
+    assert server.uploads_left_after() == []
+
+
+def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
+    make_server: ServerFactory, make_video
+) -> None:
+    server = make_server(max_concurrent_runs=1, run_wait_seconds=1.0)
+    release = _busy(server, make_video(200))
+    started = time.monotonic()
+    with pytest.raises(ResourceExhausted) as waited:
+        list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
+    assert 1.0 <= time.monotonic() - started < 10
+    assert waited.value.reason == "TOO_MANY_RUNS"
+    assert waited.value.retry_after is not None and waited.value.retry_after >= 1.0
+    assert server.running.run_slots.waiting == 0
+    release()
+    assert server.uploads_left_after() == []
+
+
+def test_a_config_the_server_refuses_is_refused_at_once_in_line(make_server: ServerFactory, make_video) -> None:
+    server = make_server(max_concurrent_runs=1)
+    release = _busy(server, make_video(200))
+    started = time.monotonic()
+    with pytest.raises(NotFound):
+        list(server.client.upload_and_run(make_video(3), "no_such_pipeline"))
+    assert time.monotonic() - started < 5  # the line's wait is 30 s
+    assert server.running.run_slots.waiting == 0
+    release()
+
+
+def test_a_call_cancelled_in_line_leaves_it(make_server: ServerFactory, make_video) -> None:
+    server = make_server(max_concurrent_runs=1)
+    release = _busy(server, make_video(200))
+    waiting = server.client.upload_and_run(make_video(3), "frame_stats_v1", timeout=1.5)
+    with pytest.raises(VideodagError) as ended:
+        list(waiting)
+    assert ended.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert wait_until(lambda: server.running.run_slots.waiting == 0)
+    release()
+    # The slot is free for the next caller, not given to the call that left.
+    summary = list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))[-1]
+    assert isinstance(summary, RunSummary) and summary.frames_processed == 3
+    assert server.uploads_left_after() == []
+
+
+def test_calls_in_line_are_told_to_go_elsewhere_when_the_server_shuts_down(
+    make_server: ServerFactory, make_video
+) -> None:
+    server = make_server(max_concurrent_runs=1)
+    release = _busy(server, make_video(200))
+    waiting = _Caller(server.client, make_video(3))
+    waiting.start()
+    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    stopper = threading.Thread(target=server.running.stop, args=(5.0,))
+    stopper.start()
+    waiting.join(timeout=30)
+    assert isinstance(waiting.error, Unavailable) and waiting.error.reason == "SERVER_DRAINING"
+    release()
+    stopper.join(timeout=30)
+    assert server.leftover_uploads() == []
+
+
+def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
+    make_server: ServerFactory, make_video
+) -> None:
+    port = free_port()
+    server = make_server(metrics_port=port, max_concurrent_runs=1, max_waiting_runs=1)
+    release = _busy(server, make_video(200))
+    waiting = _Caller(server.client, make_video(3))
+    waiting.start()
+    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    with pytest.raises(ResourceExhausted):
+        list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
+    during = scrape(port)
+    release()
+    waiting.join(timeout=60)
+
+    assert during[("videodag_queue_depth", (("queue", "runs"),))] == 1
+    def runs(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[object, float]:
+        return {labels: value for (name, labels), value in metrics.items() if name == "videodag_runs_total"}
+
+    # The closed run is counted as its handler unwinds, after its slot has gone to the next.
+    assert wait_until(lambda: runs(scrape(port)) == {(("pipeline", "frame_stats_v1"), ("status", "OK")): 1.0,
+                                                     (("pipeline", "slow"), ("status", "CANCELLED")): 1.0})
+    after = scrape(port)
+    assert after[("videodag_queue_depth", (("queue", "runs"),))] == 0
+    calls = after[("videodag_grpc_calls_total", (("code", "RESOURCE_EXHAUSTED"),
+                                                  ("method", "/videodag.v1.VideoPipelineService/UploadAndRun")))]
+    assert calls == 1
