@@ -40,7 +40,7 @@ from videodag_service.jobs import (
     SqliteJobStore,
     StoredVideo,
     open_job_service,
-    sqlite_store,
+    sqlite_results_room,
 )
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
@@ -188,7 +188,7 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
     store.delete(deleted.id)
     # The disk's free space held still: others writing on a shared disk would move it.
     free = 100 * 1024 * 1024
-    monkeypatch.setattr(sqlite_store.disk_space, "free_bytes", lambda path: free)
+    monkeypatch.setattr(sqlite_results_room.disk_space, "free_bytes", lambda path: free)
     store.results_keep_free_bytes = free + 1024 * 1024  # under the 4 MB freed
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
@@ -200,44 +200,40 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
     store.close()
 
 
-def test_frames_a_full_disk_kept_from_a_deleted_job_go_at_the_next_retention_pass(tmp_path: Path) -> None:
+def test_frames_a_full_disk_kept_from_a_deleted_job_go_at_the_next_retention_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The deletion raised DISK_FULL though the job was gone, and its frames stayed until a restart."""
     store = SqliteJobStore(tmp_path)
     job = _finished_job_with_frames(store, tmp_path, 1500)
-    transaction = store._transaction
-    writes = 0
-
-    @contextlib.contextmanager
-    def full_after_the_first() -> Iterator[sqlite3.Connection]:
-        nonlocal writes
-        writes += 1
-        if writes > 1:
-            raise DiskFull("no space left (injected)")
-        with transaction() as db:
-            yield db
-
-    store._transaction = full_after_the_first  # type: ignore[method-assign]
-    assert store.delete(job.id).id == job.id  # done, and said so
-    store._transaction = transaction  # type: ignore[method-assign]
+    with monkeypatch.context() as patch:
+        patch.setattr(store._deletion, "_transaction", _full_disk)  # the job's record goes, its frames do not
+        assert store.delete(job.id).id == job.id  # done, and said so
     assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 1500
     store.purge_expired(now=0.0)
     assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
     store.close()
 
 
+def _full_disk() -> contextlib.AbstractContextManager[sqlite3.Connection]:
+    """A write transaction a full disk refuses."""
+    raise DiskFull("no space left (injected)")
+
+
 def _rows_changed_per_transaction(store: SqliteJobStore) -> list[int]:
-    """Rows each of the store's write transactions changes, from now on."""
+    """Rows each of the store's write transactions changes, from now on: counted from SQLite's
+    trace of the statements it runs, each transaction's BEGIN and COMMIT among them."""
     changes: list[int] = []
-    transaction = store._transaction
+    began = 0
 
-    @contextlib.contextmanager
-    def counted() -> Iterator[sqlite3.Connection]:
-        before = store._connection.total_changes
-        with transaction() as db:
-            yield db
-        changes.append(store._connection.total_changes - before)
+    def traced(statement: str) -> None:
+        nonlocal began
+        if statement.startswith("BEGIN"):
+            began = store._connection.total_changes
+        elif statement == "COMMIT":
+            changes.append(store._connection.total_changes - began)
 
-    store._transaction = counted  # type: ignore[method-assign]
+    store._connection.set_trace_callback(traced)
     return changes
 
 
@@ -268,10 +264,12 @@ def test_a_long_jobs_deletion_and_retention_hold_the_store_a_thousand_frames_at_
     store.close()
 
 
-def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(tmp_path: Path) -> None:
+def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = SqliteJobStore(tmp_path)
     job = _finished_job_with_frames(store, tmp_path, 1500)
-    store._delete_frames_of = lambda job_ids: None  # type: ignore[method-assign]  # the process ends there
+    monkeypatch.setattr(store._deletion, "delete_frames_of", lambda job_ids: None)  # the process ends there
     store.delete(job.id)
     store.close()
     store = SqliteJobStore(tmp_path)
