@@ -22,15 +22,15 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from videodag_service.errors import DiskFull, ErrorDetails, JobAlreadyFinished, JobNotFinished, JobNotFound
+from videodag_service.errors import DiskFull, ErrorDetails, JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.change_signals import JobChangeSignals
 from videodag_service.jobs.data_dir_lock import DATABASE_FILE, DataDirectoryLock, private_file
 from videodag_service.jobs.ids import page_token_after
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.jobs.sqlite_deletion import BatchedDeletion
 from videodag_service.jobs.sqlite_results_room import check_room_for_results
-from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
+from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore, check_cancellable, check_deletable
 from videodag_service.private_folders import private_directory
 from videodag_service.video import VideoInfo
 
@@ -212,8 +212,7 @@ class SqliteJobStore(JobStore):
             if row is None:
                 raise JobNotFound(job_id)
             previous = JobState(row["state"])
-            if previous in (JobState.SUCCEEDED, JobState.FAILED):
-                raise JobAlreadyFinished(job_id, previous.value)
+            check_cancellable(job_id, previous)
             if previous is not JobState.CANCELLED:
                 self._update(
                     db, job_id, "state = ?, finished_at = ?, expire_at = ?", (JobState.CANCELLED.value, now, expire_at)
@@ -223,8 +222,7 @@ class SqliteJobStore(JobStore):
     def delete(self, job_id: str) -> Job:
         with self._transaction() as db:
             job = self.get(job_id)
-            if not job.state.is_finished:
-                raise JobNotFinished(job_id, job.state.value)
+            check_deletable(job_id, job.state)
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._note_deleted([job_id])
         self._deletion.delete_frames_of([job_id])
@@ -421,27 +419,7 @@ class SqliteJobStore(JobStore):
 
 
 def _job_from_row(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        state=JobState(row["state"]),
-        pipeline_id=row["pipeline_id"],
-        sampling=records.sampling_from_text(row["sampling"]),
-        unknown_sampling=records.unknown_sampling_from_text(row["sampling"]),
-        video=StoredVideo(row["video_ref"], row["video_size_bytes"], row["video_sha256"]),
-        created_at=row["created_at"],
-        file_name=row["file_name"],
-        idempotency_key=row["idempotency_key"],
-        attempt=row["attempt"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        expire_at=row["expire_at"],
-        frames_done=row["frames_done"],
-        frames_total=row["frames_total"],
-        video_info=records.video_info_from_text(row["video_info"]),
-        summary=records.summary_from_text(row["summary"]),
-        error=records.error_from_text(row["error"]),
-        revision=row["revision"],
-    )
+    return records.job_from_mapping(dict(zip(row.keys(), row, strict=True)))
 
 
 @contextlib.contextmanager

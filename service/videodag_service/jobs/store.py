@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 
+from videodag_service.errors import JobAlreadyFinished, JobNotFinished
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.video import VideoInfo
 
@@ -20,6 +21,19 @@ MAX_ATTEMPTS_ERROR = (
     "the job's run vanished {attempts} times (the server or worker running it crashed or was killed) "
     "and was given up"
 )
+
+
+def check_cancellable(job_id: str, state: JobState) -> None:
+    """Raise JobAlreadyFinished for a job that SUCCEEDED or FAILED: its outcome stands. A
+    CANCELLED one may be cancelled again, which changes nothing."""
+    if state in (JobState.SUCCEEDED, JobState.FAILED):
+        raise JobAlreadyFinished(job_id, state.value)
+
+
+def check_deletable(job_id: str, state: JobState) -> None:
+    """Raise JobNotFinished for a job still QUEUED or RUNNING: a worker may be using its video."""
+    if not state.is_finished:
+        raise JobNotFinished(job_id, state.value)
 
 
 class JobStore(ABC):
