@@ -9,13 +9,15 @@ from types import SimpleNamespace
 
 import pytest
 import redis
-import rq.worker.base as rq_worker_module
+import rq
+import rq.worker.base as rq_base
 
 from fakes.redis_server import RedisServer
 from videodag_service.jobs import Job, JobState, StoredVideo, rq_task
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.redis_store import RedisJobStore
-from videodag_service.jobs.rq_task import VideodagWorker, WorkerConfig
+from videodag_service.jobs.rq_task import WorkerConfig
+from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.video import SamplingOptions
 
 
@@ -24,6 +26,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+# VideodagWorker's own, not RQ's.
+_ADDED_TO_RQ = {"_worker_pid", "_through_outage"}
+
+
+def test_every_rq_worker_attribute_the_worker_class_overrides_is_rq_workers_own() -> None:
+    """RQ's worker internals change between the releases allowed (rq>=2,<4): an override of a
+    method RQ renamed would silently never be called."""
+    overrides = {name for name in vars(VideodagWorker) if not name.startswith("__")} - _ADDED_TO_RQ
+    assert "heartbeat" in overrides and "subscribe" in overrides
+    assert sorted(name for name in overrides if not hasattr(rq.Worker, name)) == []
+
+
+def test_the_worker_class_is_found_by_the_name_operators_give() -> None:
+    """`rq worker --worker-class videodag_service.jobs.rq_task.VideodagWorker`, as the README says."""
+    assert rq_task.VideodagWorker is VideodagWorker
 
 
 def test_a_worker_stops_listening_for_commands_within_seconds(redis_server: RedisServer) -> None:
@@ -59,7 +78,7 @@ def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
         if len(waits) == 12:
             raise _Enough
 
-    monkeypatch.setattr(rq_worker_module.time, "sleep", sleep)
+    monkeypatch.setattr(rq_base.time, "sleep", sleep)
     with pytest.raises(_Enough):
         worker.dequeue_job_and_maintain_ttl(timeout=1)
     assert waits[0] == 1 and max(waits) == 5, waits
