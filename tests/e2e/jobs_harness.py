@@ -31,13 +31,13 @@ from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.redis_server import RedisServer
 from videodag_client import FrameResult, Job, JobState, VideodagClient
 from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
+from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
 from videodag_service.server import RunningServer, start_server
 from videodag_service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTS_DIR = REPO_ROOT / "tests"
 VENV_BIN = Path(sys.executable).parent
-QUEUE_NAME = "videodag-jobs"
 
 # `paced` sleeps per frame so a job is still running when a test cancels, kills or watches it.
 JOB_TEST_PIPELINES = {
@@ -135,7 +135,7 @@ class RqWorker:
         self.process = subprocess.Popen(
             # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
             [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json", "--job-monitoring-interval",
-             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", QUEUE_NAME],
+             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", DEFAULT_QUEUE_NAME],
             env={**environment, "TMPDIR": str(temp_dir)},
             stdout=self._log,
             stderr=subprocess.STDOUT,

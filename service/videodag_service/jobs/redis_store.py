@@ -27,12 +27,12 @@ import redis
 
 from videodag_service.errors import JobNotFound
 from videodag_service.jobs import records
+from videodag_service.jobs.defaults import DEFAULT_KEY_PREFIX, DEFAULT_LEASE_SECONDS
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore, check_cancellable, check_deletable
 from videodag_service.video import VideoInfo
 
-DEFAULT_KEY_PREFIX = "videodag"
 # For every connection to the store: a Redis that stops answering (a partition, a paused host)
 # fails a command in seconds, as an outage, instead of holding it until TCP gives up (older
 # redis-py versions wait forever by default, RQ's connections 415 s). The slowest command sent
@@ -191,7 +191,7 @@ class RedisJobStore(JobStore):
         connection: redis.Redis,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         dispatch_grace_seconds: float = 30.0,
     ) -> None:
         self._redis = connection

@@ -21,6 +21,7 @@ from videodag_service.errors import (
     InvalidOptions,
     JobStoreUnavailable,
 )
+from videodag_service.jobs.defaults import DEFAULT_MAX_ATTEMPTS
 from videodag_service.jobs.dispatch import JobQueue
 from videodag_service.jobs.execution import JobObserver, JobObserverRelay
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
@@ -87,7 +88,7 @@ class JobService:
         *,
         max_upload_bytes: int,
         retention_seconds: float,
-        max_attempts: int = 3,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         maintenance_interval_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
         observer: JobObserverRelay | None = None,

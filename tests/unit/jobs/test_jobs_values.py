@@ -27,6 +27,7 @@ from videodag_service.errors import (
 )
 from videodag_service.jobs import (
     Job,
+    JobConfig,
     JobError,
     JobPage,
     JobState,
@@ -44,6 +45,8 @@ from videodag_service.jobs.ids import (
     page_token_after,
 )
 from videodag_service.jobs.progress import expected_frame_count
+from videodag_service.server import job_config
+from videodag_service.settings import Settings
 from videodag_service.video import SamplingOptions, VideoFilePipelineService, VideoInfo, probe_video
 
 
@@ -288,3 +291,12 @@ def test_a_page_that_fits_keeps_the_stores_token() -> None:
     response = convert_jobs.job_page_to_proto(JobPage(jobs, "the store's token"), 4 * 1024 * 1024)
     assert [job.id for job in response.jobs] == [job.id for job in jobs]
     assert response.next_page_token == "the store's token"
+
+
+def test_the_servers_settings_default_each_job_setting_as_the_job_backend_does() -> None:
+    """A server's flags set these; the backend, built without them (a script, a test), must not
+    quietly run with other values."""
+    from_settings = job_config(Settings())
+    from_defaults = JobConfig(data_dir=from_settings.data_dir, max_upload_bytes=from_settings.max_upload_bytes)
+    for name in ("redis_url", "workers", "retention_seconds", "job_timeout_seconds", "lease_seconds", "min_free_bytes"):
+        assert getattr(from_settings, name) == getattr(from_defaults, name), name
