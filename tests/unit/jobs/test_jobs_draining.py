@@ -4,7 +4,7 @@ and recovery at start."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -141,6 +141,42 @@ def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(t
         service.run_maintenance()  # its watch is over: now it goes
         with pytest.raises(JobNotFound):
             store.get(job.id)
+    finally:
+        queue.close()
+        store.close()
+
+
+class _MarkRecordingStore(SqliteJobStore):
+    """Records how long each watch mark lasts (a store only one server uses keeps none)."""
+
+    def __init__(self, data_dir: Path, clock: Callable[[], float]) -> None:
+        super().__init__(data_dir)
+        self._clock = clock
+        self.marks_last: list[float] = []
+
+    def mark_watched(self, job_ids: Collection[str], until: float) -> None:
+        if job_ids:
+            self.marks_last.append(until - self._clock())
+
+
+@pytest.mark.parametrize("interval", [0.05, 10.0, 30.0, 120.0])
+def test_a_watch_mark_outlasts_the_maintenance_that_renews_it(tmp_path: Path, interval: float) -> None:
+    """Marked for 30 s whatever the interval, a watch under JobService's own default interval
+    (30 s) was unmarked for as long as each pass took before renewing it, and a longer interval
+    left it unmarked for most of the time: another replica's retention could remove the job."""
+    now = 1000.0
+    store = _MarkRecordingStore(tmp_path / "data", lambda: now)
+    queue = _queue(_GatedExecutor())
+    service = JobService(store, queue, DirectoryUploadStorage(tmp_path / "data" / "uploads"), DagPipelineService({}),
+                         max_upload_bytes=1, retention_seconds=0, maintenance_interval_seconds=interval,
+                         clock=lambda: now)
+    try:
+        job = store.create(_job())
+        watch = service.watch(job.id)
+        assert next(watch).state is JobState.QUEUED
+        service.run_maintenance()
+        assert len(store.marks_last) == 2, "marked as the watch starts, renewed by the pass"
+        assert min(store.marks_last) >= 2 * interval, "a pass late by up to an interval finds the mark still there"
     finally:
         queue.close()
         store.close()
