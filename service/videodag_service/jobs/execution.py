@@ -358,9 +358,13 @@ class JobExecutor:
     def _count_if_cancelled(self, job: Job) -> None:
         """Count a run the store stopped as CANCELLED when the job's cancel stopped it; one taken
         over by another worker (a later attempt) is that worker's to count when it ends."""
+        expected: tuple[type[Exception], ...] = (JobNotFound, *self._store.outage_errors)
         try:
             current = self._store.get(job.id)
-        except Exception:  # deleted already, or the store is out: the run goes uncounted, the job is unharmed
+        except expected:  # deleted already, or the store is out
+            return
+        except Exception:  # the store failing otherwise: the run goes uncounted, the job is unharmed
+            logger.warning("job %s: could not read its state to count its stopped run", job.id, exc_info=True)
             return
         if current.state is JobState.CANCELLED and current.attempt == job.attempt:
             self._observer.record_run(job.pipeline_id, STATUS_CANCELLED)
