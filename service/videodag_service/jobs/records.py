@@ -18,13 +18,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, fields
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Protocol
 
 from videodag_service.errors import FieldViolation, Resource
 from videodag_service.jobs.model import Job, JobError, JobState, JobSummary, NodeTimingRecord, StoredVideo
 from videodag_service.video import SamplingOptions, VideoInfo
 
-_Record = TypeVar("_Record")
+
+class _Dataclass(Protocol):
+    """Any dataclass (`dataclasses.fields` takes one, or its class)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 def _dumps(value: Any) -> str:
@@ -36,9 +40,9 @@ def sampling_to_text(sampling: SamplingOptions) -> str:
     return _dumps(asdict(sampling))
 
 
-def _known(record_type: type[_Record], values: dict[str, Any]) -> dict[str, Any]:
+def _known(record_type: type[_Dataclass], values: dict[str, Any]) -> dict[str, Any]:
     """The values of `record_type`'s fields: those a later release added are left out."""
-    names = {field.name for field in fields(record_type)}  # type: ignore[arg-type]
+    names = {field.name for field in fields(record_type)}
     return {name: value for name, value in values.items() if name in names}
 
 

@@ -24,6 +24,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from videodag_service.errors import JobNotFound
 from videodag_service.jobs import records
@@ -215,7 +216,7 @@ class RedisJobStore(JobStore):
         self._requeue_expired = connection.register_script(_REQUEUE_EXPIRED)
 
     @property
-    def outage_patience_seconds(self) -> float:  # type: ignore[override]
+    def outage_patience_seconds(self) -> float:
         # Renewed every third of a lease, a lease outlasts an outage of two thirds of one.
         return self.lease_seconds / 2
 
@@ -257,7 +258,7 @@ class RedisJobStore(JobStore):
                 except redis.WatchError:
                     continue
 
-    def _queue_new_job(self, pipe: Any, job: Job, fields: dict[str, str | int | float]) -> None:
+    def _queue_new_job(self, pipe: redis.client.Pipeline, job: Job, fields: dict[FieldT, EncodableT]) -> None:
         pipe.hset(self._job_key(job.id), mapping=fields)
         pipe.zadd(self._jobs_key, {job.id: 0})
         pipe.zadd(self.undispatched_key, {job.id: job.created_at})
@@ -501,8 +502,8 @@ def _stream_id(frame_index: int) -> str:
     return f"{frame_index}-1"
 
 
-def _fields_of_new_job(job: Job) -> dict[str, str | int | float]:
-    fields: dict[str, str | int | float] = {
+def _fields_of_new_job(job: Job) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {
         "id": job.id,
         "state": job.state.value,
         "attempt": job.attempt,

@@ -43,9 +43,12 @@ class JobStore(ABC):
     """What the store raises when its backend cannot be reached (a network store's
     connection errors), so callers can tell an outage from a bug."""
 
-    outage_patience_seconds: float = 0.0
-    """How long a running job waits out an outage (see `outage_errors`) before its run stops:
-    for a store with leases, less than a lease, so no other worker takes the job over meanwhile."""
+    @property
+    def outage_patience_seconds(self) -> float:
+        """How long a running job waits out an outage (see `outage_errors`) before its run stops:
+        for a store with leases, less than a lease, so no other worker takes the job over
+        meanwhile. A store on this machine has no outage to wait out."""
+        return 0.0
 
     def kept_in_place(self) -> str | None:
         """What has gone wrong with the store's files since it opened, if anything (a database

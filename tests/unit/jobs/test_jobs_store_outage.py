@@ -40,11 +40,15 @@ class _StoreWithOutages(SqliteJobStore):
     def __init__(self, root: Path, *, from_frame: int, failures: int, reply_lost: bool = False,
                  patience: float = 10.0) -> None:
         super().__init__(root)
-        self.outage_patience_seconds = patience
+        self._patience = patience
         self.from_frame = from_frame
         self.failures = failures
         self.reply_lost = reply_lost
         self.calls = 0
+
+    @property
+    def outage_patience_seconds(self) -> float:
+        return self._patience
 
     def append_frame(self, job_id: str, attempt: int, frame: Any) -> bool:
         self.calls += 1
