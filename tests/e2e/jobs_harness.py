@@ -131,6 +131,7 @@ class RqWorker:
     def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path) -> None:
         self.temp_dir = temp_dir  # its TMPDIR, its own: what it leaves there is told from the rest
         temp_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
@@ -141,6 +142,10 @@ class RqWorker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def log_count(self, text: str) -> int:
+        """How many times the worker's output (its log, RQ's and videodag's) says `text` so far."""
+        return self.log_path.read_text(errors="replace").count(text)
 
     def kill(self) -> None:
         """Like a machine that dies: the worker and its work horse, at once, no cleanup.

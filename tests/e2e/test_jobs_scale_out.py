@@ -223,6 +223,10 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
         assert done.attempt == 2, "run again from the start"
 
 
+# What a worker logs each time its wait for the next job meets a Redis failing over.
+_FAILING_OVER = "Redis is failing over"
+
+
 @contextlib.contextmanager
 def _primary_demoted_while_the_worker_waits(jobs: JobsDeployment) -> Iterator[RqWorker]:
     """The deployment's Redis made a read-only replica, as a failover's old primary, while its one
@@ -249,7 +253,9 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
         first = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
         assert wait_for_job(client, first.id, finished).state is JobState.SUCCEEDED
         with _primary_demoted_while_the_worker_waits(jobs) as worker:
-            time.sleep(3)  # the worker's wait is ended, and its retries meet a read-only replica
+            # Its wait is ended (UNBLOCKED), then a retry meets the read-only replica (READONLY).
+            wait_until(lambda: worker.log_count(_FAILING_OVER) >= 2 or worker.process.poll() is not None,
+                       what="the worker's wait ended and retried on the replica")
             assert worker.process.poll() is None, "the worker exited"
         second = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
         done = wait_for_job(client, second.id, finished, timeout=60)
@@ -261,6 +267,6 @@ def test_a_worker_stopped_during_a_failover_exits_cleanly(tmp_path: Path) -> Non
     """Its record of its exit could not be written to the read-only replica: it exited 1 with a
     traceback, a failure to its supervisor."""
     with deployment("redis", tmp_path) as jobs, _primary_demoted_while_the_worker_waits(jobs) as worker:
-        time.sleep(1.5)
+        wait_until(lambda: worker.log_count(_FAILING_OVER) >= 1, what="the worker's wait ended by the failover")
         worker.stop()
         assert worker.process.returncode == 0

@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -391,31 +391,32 @@ class _FlakyStore(SqliteJobStore):
         return super().finish(*args, **kwargs)
 
 
-def _flaky_parts(tmp_path: Path, dag: DagPipelineService, **failures: int) -> _Parts:
+def _flaky_parts(tmp_path: Path, dag: DagPipelineService, clock: Callable[[], float] = time.time,
+                 **failures: int) -> _Parts:
     parts = _Parts(tmp_path, dag)
     parts.store.close()
     parts.store = _FlakyStore(tmp_path / "data", failures)
     parts.executor = JobExecutor(parts.store, parts.uploads, dag, VideoFilePipelineService(dag),
-                                 job_timeout_seconds=60, retention_seconds=60)
+                                 job_timeout_seconds=60, retention_seconds=60, clock=clock)
     return parts
 
 
 def test_an_end_the_store_failed_to_record_is_recorded_at_the_next_try(
     tmp_path: Path, dag: DagPipelineService, clip: Path
 ) -> None:
-    parts = _flaky_parts(tmp_path, dag, finish=1)
+    now = 1000.0
+    parts = _flaky_parts(tmp_path, dag, clock=lambda: now, finish=1)
     job = parts.submit(clip, "frame_stats_v1")
 
     assert parts.executor.execute(job.id, 1) is JobState.RUNNING
     assert parts.store.get(job.id).state is JobState.RUNNING
     assert list(parts.uploads.refs()) == [job.video.ref], "kept until the end is recorded"
 
-    time.sleep(0.05)
-    retried_at = time.time()
+    now = 1010.0  # a maintenance pass later
     parts.executor.record_pending_ends()  # what maintenance does
     done = parts.store.get(job.id)
     assert done.state is JobState.SUCCEEDED and done.summary is not None and done.summary.frames_processed == 30
-    assert done.finished_at is not None and done.finished_at < retried_at, "when it ended, not when recorded"
+    assert done.finished_at == 1000.0, "when it ended, not when recorded"
     assert list(parts.uploads.refs()) == []
     parts.executor.record_pending_ends()  # nothing left to do
     assert parts.store.get(job.id).state is JobState.SUCCEEDED
@@ -431,11 +432,14 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
     try:
         workers.dispatch(job)
         assert wait_until(lambda: parts.store.failures["claim"] == 0)
-        time.sleep(0.2)
+        assert workers.wait_until_idle(10), "the worker is done with it"
         assert parts.store.get(job.id).state is JobState.QUEUED, "not started, not lost"
 
-        workers.retry_stranded()  # what maintenance does
-        assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=20)
+        def retried_until_it_ran() -> bool:
+            workers.retry_stranded()  # what maintenance does, at every pass
+            return parts.store.get(job.id).state is JobState.SUCCEEDED
+
+        assert wait_until(retried_until_it_ran, timeout=20)
     finally:
         workers.close()
         parts.store.close()

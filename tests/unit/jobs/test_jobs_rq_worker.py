@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,19 +46,27 @@ def test_the_worker_class_is_found_by_the_name_operators_give() -> None:
     assert rq_task.VideodagWorker is VideodagWorker
 
 
-def test_a_worker_stops_listening_for_commands_within_seconds(redis_server: RedisServer) -> None:
+def test_a_worker_stops_listening_for_commands_within_seconds(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """RQ's listener sleeps 60 s at a time, and stopping it waits for it: a worker told to stop
     could take a minute more to exit, past a supervisor's stop timeout."""
     worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(redis_server.url))
-    for _ in range(5):  # whether stopping waits out a sleep depends on a race: several tries
+    control = redis.Redis.from_url(redis_server.url)
+    handled = threading.Event()
+    monkeypatch.setattr(worker, "handle_payload", lambda message: handled.set())
+    for _ in range(3):  # whether stopping waits out a sleep depends on a race: several tries
+        handled.clear()
         worker.subscribe()
-        time.sleep(0.05)
+        control.publish(worker.pubsub_channel_name, "{}")
+        assert handled.wait(10), "the listener handles a command, then waits for the next"
         started = time.monotonic()
         worker.unsubscribe()
         stopped_in = time.monotonic() - started
         assert not worker.pubsub_thread.is_alive()
         assert stopped_in < 5, f"the listener took {stopped_in:.1f} s to stop"
     assert worker.pubsub_thread.sleep_time <= 1, "it wakes at least every second"
+    control.close()
 
 
 def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
