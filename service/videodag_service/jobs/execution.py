@@ -345,7 +345,7 @@ class JobExecutor:
 
     def _log_unrecorded_end(self, job: Job, failure: Exception, first_failure: bool) -> None:
         """Once per job and store failure: its end is tried again every few seconds for as long as
-        the disk stays full or the store out of reach, and a traceback each time buried the log.
+        the disk stays full or the store out of reach, and a traceback each time would bury the log.
         Those two are expected and said in a line; any other failure gets its traceback, once."""
         if not first_failure:
             logger.debug("job %s: its end still cannot be recorded (%s: %s)", job.id, type(failure).__name__, failure)

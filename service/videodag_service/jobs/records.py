@@ -7,8 +7,8 @@ store's fields by `job_from_mapping`.
 Records outlive the release that wrote them, and releases overlap: replicas and RQ workers of
 two releases share a store through a rolling upgrade, and a rollback reads what the newer one
 wrote. So a reader takes the fields it knows and leaves the others (a summary's or a video's
-field added later is information this release has no use for), where reading strictly made
-every job a newer release finished fail INTERNAL, ListJobs with it. Sampling options are the
+field added later is information this release has no use for): read strictly, every job a
+newer release finished would fail INTERNAL, ListJobs with it. Sampling options are the
 exception: one this release does not know, set to anything but its unset value, would change
 what the run does, and running without it would be wrong; such a job is refused by name.
 """

@@ -110,7 +110,8 @@ class JobService:
         self._observer = observer if observer is not None else JobObserverRelay()
         self._watched: Counter[str] = Counter()
         """Jobs watched here now, with how many watches each: retention waits for them, so a
-        watch of a job that finishes gets its final state (a retention of 0 purged it first)."""
+        watch of a job that finishes gets its final state (with a retention of 0, the job would
+        go first)."""
         self._watched_lock = threading.Lock()
         self._closing = threading.Event()
         self._store_problem: str | None = None
@@ -199,8 +200,8 @@ class JobService:
         try:
             self._queue.dispatch(stored)
         except self._store.outage_errors as error:
-            # The job is stored: refused with "retry", the caller (or its gRPC retry policy)
-            # submitted it again, and both ran. Maintenance hands over a job left undispatched.
+            # The job is stored: refused with "retry", the caller (or its gRPC retry policy) would
+            # submit it again, and both would run. Maintenance hands over a job left undispatched.
             logger.warning("job %s stored, not yet handed to the workers (%s: %s): maintenance hands it over",
                            job.id, type(error).__name__, error)
         logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
@@ -313,7 +314,7 @@ class JobService:
 
     def _remove_expired(self, purged: list[Job]) -> None:
         """Delete the purged jobs' videos (a finished job's is gone already, unless a failure kept
-        it) and say so in one line: a line per job buried the log in a pass over many jobs."""
+        it) and say so in one line: a line per job would bury the log in a pass over many jobs."""
         for job in purged:
             try:
                 self._uploads.delete(job.video.ref)

@@ -123,8 +123,8 @@ def test_a_video_that_cannot_be_deleted_does_not_stop_recovery(tmp_path: Path) -
 
 
 def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(tmp_path: Path) -> None:
-    """With a retention of 0 the job went between the watch's last frame and its final read:
-    the watch ended NOT_FOUND, and its caller never learnt how the job ended."""
+    """With a retention of 0 the job could go between the watch's last frame and its final read:
+    the watch would end NOT_FOUND, and its caller never learn how the job ended."""
     data = tmp_path / "data"
     store = SqliteJobStore(data)
     queue = _queue(_GatedExecutor())
@@ -161,9 +161,9 @@ class _MarkRecordingStore(SqliteJobStore):
 
 @pytest.mark.parametrize("interval", [0.05, 10.0, 30.0, 120.0])
 def test_a_watch_mark_outlasts_the_maintenance_that_renews_it(tmp_path: Path, interval: float) -> None:
-    """Marked for 30 s whatever the interval, a watch under JobService's own default interval
-    (30 s) was unmarked for as long as each pass took before renewing it, and a longer interval
-    left it unmarked for most of the time: another replica's retention could remove the job."""
+    """A mark that lasts no longer than the interval lapses for as long as each pass takes before
+    renewing it (longer, for a pass an outage fails), and another replica's retention can then
+    remove the job being watched."""
     now = 1000.0
     store = _MarkRecordingStore(tmp_path / "data", lambda: now)
     queue = _queue(_GatedExecutor())

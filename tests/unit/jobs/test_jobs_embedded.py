@@ -157,8 +157,8 @@ def test_a_full_database_is_resource_exhausted_and_stays_consistent(tmp_path: Pa
 
 
 def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_path: Path) -> None:
-    """Only uploads kept a reserve: results filled the disk to its last byte, after which no
-    job's end could be recorded, nor any job cancelled or deleted, nor the server restarted."""
+    """With a reserve for uploads only, results fill the disk to its last byte, after which no
+    job's end can be recorded, nor any job cancelled or deleted, nor the server restarted."""
     keep_free = shutil.disk_usage(tmp_path).free + 1024**3  # more than there is: the disk is "full"
     store = SqliteJobStore(tmp_path, results_keep_free_bytes=keep_free)
     job = store.create(_job(tmp_path))
@@ -182,11 +182,11 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The file keeps its size after a deletion: counted by the disk's free space alone, every
-    later job failed at its first result, though the deleted job's pages were there to reuse."""
+    later job would fail at its first result, though the deleted job's pages are there to reuse."""
     store = SqliteJobStore(tmp_path)
     deleted = _finished_job_with_frames(store, tmp_path, 2000, result={"blob": "x" * 2000})
     store.delete(deleted.id)
-    # The disk's free space held still: others writing on a shared disk would move it.
+    # The disk's free space held still: others writing on a shared disk move it.
     free = 100 * 1024 * 1024
     monkeypatch.setattr(sqlite_results_room.disk_space, "free_bytes", lambda path: free)
     store.results_keep_free_bytes = free + 1024 * 1024  # under the 4 MB freed
@@ -203,7 +203,8 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
 def test_frames_a_full_disk_kept_from_a_deleted_job_go_at_the_next_retention_pass(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The deletion raised DISK_FULL though the job was gone, and its frames stayed until a restart."""
+    """The job's deletion is done and said so; its frames a full disk keeps go at the next pass, not
+    at the next restart."""
     store = SqliteJobStore(tmp_path)
     job = _finished_job_with_frames(store, tmp_path, 1500)
     with monkeypatch.context() as patch:
@@ -248,8 +249,8 @@ def _finished_job_with_frames(store: SqliteJobStore, tmp_path: Path, frames: int
 
 
 def test_a_long_jobs_deletion_and_retention_hold_the_store_a_thousand_frames_at_a_time(tmp_path: Path) -> None:
-    """One transaction each: a 100,000-frame job's deletion held the store's lock for 2.7 s, every
-    call and running job waiting on it; the retention of 100,000 small jobs, 1.5 s."""
+    """In one transaction each, a 100,000-frame job's deletion holds the store's lock for 2.7 s,
+    every call and running job waiting on it; the retention of 100,000 small jobs, 1.5 s."""
     store = SqliteJobStore(tmp_path)
     deleted, expired = (_finished_job_with_frames(store, tmp_path, 2500) for _ in range(2))
     small = [_finished_job_with_frames(store, tmp_path, 1) for _ in range(450)]
@@ -279,9 +280,9 @@ def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(
 
 
 def test_a_write_a_full_disk_rolled_back_does_not_wake_the_jobs_watches(tmp_path: Path) -> None:
-    """Its change was told to the watches before the commit failed: the job's revision in memory
-    stayed one ahead of the stored one, and each watch re-read the job without waiting, for as
-    long as the disk stayed full (thousands of reads a second per watch)."""
+    """Told to the watches before the commit fails, its change leaves the job's revision in
+    memory one ahead of the stored one, and each watch re-reads the job without waiting, for as
+    long as the disk stays full (thousands of reads a second per watch)."""
     store = SqliteJobStore(tmp_path)
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
@@ -448,8 +449,8 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
 def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attempt(
     tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The run stops at its next frame, which the call puts far away: the store was closed under
-    it, its own release failed, and the next start counted the clean stop as a crash."""
+    """The run stops at its next frame, which the call puts far away: left to the run, the
+    release would meet a closed store, and the next start would count the clean stop as a crash."""
     parts = _Parts(tmp_path, dag)
     job = parts.submit(clip, "heavy")
     workers = ThreadPoolJobQueue(parts.executor, 1)
@@ -489,8 +490,9 @@ def test_a_stop_warns_of_no_job_that_ended_by_itself(
 def test_at_start_only_the_videos_of_queued_and_running_jobs_are_kept(
     tmp_path: Path, dag: DagPipelineService, clip: Path
 ) -> None:
-    """A job cancelled while it ran, its server killed before the run stopped, kept its video
-    for its whole retention (7 days by default); so did a video stored for a job never created."""
+    """A job cancelled while it ran, its server killed before the run stopped, must not keep its
+    video for its whole retention (7 days by default), nor a video stored for a job never created
+    stay for good."""
     store = SqliteJobStore(tmp_path / "data")
     uploads = tmp_path / "data" / "uploads"
     uploads.mkdir()

@@ -72,8 +72,8 @@ def test_a_worker_stops_listening_for_commands_within_seconds(
 def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RQ doubles its wait up to 60 s: after an outage of a minute, idle workers slept up to a
-    minute more while the jobs queued again waited."""
+    """RQ doubles its wait up to 60 s: after an outage of a minute, idle workers would sleep up
+    to a minute more while the jobs queued again wait."""
     lost = RedisServer(tmp_path)
     worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(lost.url, socket_connect_timeout=1))
     lost.stop()
@@ -96,9 +96,9 @@ def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
 def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_queued(
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a pipeline folder that did not load was guarded: decoders that could not start (a
-    pids limit), or anything else before the run, failed the task in RQ and left the job
-    QUEUED for good, since recovery looks after RUNNING jobs only."""
+    """Not only a pipeline folder that does not load: decoders that cannot start (a pids limit),
+    or anything else before the run, would fail the task in RQ and leave the job QUEUED for
+    good, since recovery looks after RUNNING jobs only."""
     connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
     store = RedisJobStore(connection, key_prefix="setup-test", lease_seconds=30)
     job = store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),

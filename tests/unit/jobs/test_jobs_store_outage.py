@@ -145,8 +145,8 @@ class _QueueOutOfReach:
 def test_a_job_stored_but_not_handed_over_is_returned_not_refused_with_a_retry(
     tmp_path: Path, dag: DagPipelineService, clip: Path
 ) -> None:
-    """Refused UNAVAILABLE "retry shortly" after the job was stored, the caller (or its gRPC retry
-    policy, refusals being trailers-only) submitted again, and both jobs ran."""
+    """Refused UNAVAILABLE "retry shortly" once the job is stored, the caller (or its gRPC retry
+    policy, refusals being trailers-only) would submit again, and both jobs would run."""
     store = _StoreWithOutages(tmp_path / "data", from_frame=0, failures=0)
     uploads = DirectoryUploadStorage(tmp_path / "data" / "uploads")
     service = JobService(store, _QueueOutOfReach(), uploads, dag,  # type: ignore[arg-type]

@@ -238,7 +238,7 @@ def test_a_summary_kept_before_the_frame_count_was_reads_back_as_not_counted() -
     summary = JobSummary("p", "2.0", 3, 0, 1.5, 0.25, frames_in_video=12, frames_unreadable=1)
     text = records.summary_to_text(summary)
     assert records.summary_from_text(text) == summary
-    # As jobs stored before the fields were added.
+    # As an earlier release, without these fields, stores them.
     older = text.replace(',"frames_in_video":12', "").replace(',"frames_unreadable":1', "")
     assert older.count(",") == text.count(",") - 2
     assert records.summary_from_text(older) == dataclasses.replace(summary, frames_in_video=None, frames_unreadable=0)
