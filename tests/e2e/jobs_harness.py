@@ -31,13 +31,13 @@ from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.redis_server import RedisServer
 from videodag_client import FrameResult, Job, JobState, VideodagClient
 from videodag_service.dag import DagPipelineService, PluginRegistry, builtin_plugins, load_pipeline_folder
+from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
 from videodag_service.server import RunningServer, start_server
 from videodag_service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTS_DIR = REPO_ROOT / "tests"
 VENV_BIN = Path(sys.executable).parent
-QUEUE_NAME = "videodag-jobs"
 
 # `paced` sleeps per frame so a job is still running when a test cancels, kills or watches it.
 JOB_TEST_PIPELINES = {
@@ -131,16 +131,21 @@ class RqWorker:
     def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path) -> None:
         self.temp_dir = temp_dir  # its TMPDIR, its own: what it leaves there is told from the rest
         temp_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
             [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json", "--job-monitoring-interval",
-             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", QUEUE_NAME],
+             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", DEFAULT_QUEUE_NAME],
             env={**environment, "TMPDIR": str(temp_dir)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def log_count(self, text: str) -> int:
+        """How many times the worker's output (its log, RQ's and videodag's) says `text` so far."""
+        return self.log_path.read_text(errors="replace").count(text)
 
     def kill(self) -> None:
         """Like a machine that dies: the worker and its work horse, at once, no cleanup.

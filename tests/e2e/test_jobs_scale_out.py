@@ -78,7 +78,8 @@ def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path)
 
 def test_a_job_whose_worker_cannot_load_its_pipelines_fails_saying_so(tmp_path: Path, sample_clip: Path) -> None:
     """A shared pipeline folder edited into an invalid one after the replicas started (workers load
-    it for each job): the task failed in RQ, and the job stayed QUEUED for good, watched forever."""
+    it for each job): left to RQ, the task would fail there and the job stay QUEUED for good,
+    watched forever."""
     with deployment("redis", tmp_path) as jobs:
         client = jobs.start_server()
         broken = jobs.pipeline_dir / "broken.yaml"
@@ -107,7 +108,7 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
         with pytest.raises(Unavailable):
             client.submit_job(sample_clip, "paced")
         assert jobs.stored_uploads() == stored_before  # the refused upload was not kept
-        # Refused before the upload, not after it: the whole video was taken, then refused.
+        # Refused before the upload, not after it: the whole video is not taken only to be refused.
         large = tmp_path / "large.mp4"
         large.write_bytes(os.urandom(64 * 1024 * 1024))
         sent: list[int] = []
@@ -120,9 +121,9 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
 def test_while_redis_is_a_read_only_replica_watches_go_on_and_submissions_are_refused_before_the_upload(
     tmp_path: Path, sample_clip: Path
 ) -> None:
-    """A failover's replica not yet promoted answers reads and refuses writes: a watch failed at
-    once (it marks its job for the other replicas' retention), and a submission was refused only
-    once the whole video had arrived (the check before the upload was a PING, which it answers)."""
+    """A failover's replica not yet promoted answers reads and refuses writes: a watch must not
+    fail for its mark (kept from the other replicas' retention), and a submission is refused
+    before the video arrives (a PING, which a replica answers, cannot tell)."""
     with deployment("redis", tmp_path) as jobs:
         client = jobs.start_server()
         job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=5))
@@ -223,6 +224,10 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
         assert done.attempt == 2, "run again from the start"
 
 
+# What a worker logs each time its wait for the next job meets a Redis failing over.
+_FAILING_OVER = "Redis is failing over"
+
+
 @contextlib.contextmanager
 def _primary_demoted_while_the_worker_waits(jobs: JobsDeployment) -> Iterator[RqWorker]:
     """The deployment's Redis made a read-only replica, as a failover's old primary, while its one
@@ -242,14 +247,16 @@ def _primary_demoted_while_the_worker_waits(jobs: JobsDeployment) -> Iterator[Rq
 
 def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path, sample_clip: Path) -> None:
     """A failover ends an idle worker's blocking wait for the next job ("UNBLOCKED ... master ->
-    replica"), which RQ's loop retried only for lost connections: the worker exited, and the
-    queue had no one left to run its jobs."""
+    replica"), which RQ's loop retries only for lost connections: left to RQ, the worker would
+    exit, and the queue have no one left to run its jobs."""
     with deployment("redis", tmp_path) as jobs:
         client = jobs.start_server()
         first = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
         assert wait_for_job(client, first.id, finished).state is JobState.SUCCEEDED
         with _primary_demoted_while_the_worker_waits(jobs) as worker:
-            time.sleep(3)  # the worker's wait is ended, and its retries meet a read-only replica
+            # Its wait is ended (UNBLOCKED), then a retry meets the read-only replica (READONLY).
+            wait_until(lambda: worker.log_count(_FAILING_OVER) >= 2 or worker.process.poll() is not None,
+                       what="the worker's wait ended and retried on the replica")
             assert worker.process.poll() is None, "the worker exited"
         second = client.submit_job(sample_clip, "paced", RunOptions(max_frames=2))
         done = wait_for_job(client, second.id, finished, timeout=60)
@@ -258,9 +265,9 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
 
 
 def test_a_worker_stopped_during_a_failover_exits_cleanly(tmp_path: Path) -> None:
-    """Its record of its exit could not be written to the read-only replica: it exited 1 with a
-    traceback, a failure to its supervisor."""
+    """Its record of its exit cannot be written to the read-only replica: that must not make it
+    exit 1 with a traceback, a failure to its supervisor."""
     with deployment("redis", tmp_path) as jobs, _primary_demoted_while_the_worker_waits(jobs) as worker:
-        time.sleep(1.5)
+        wait_until(lambda: worker.log_count(_FAILING_OVER) >= 1, what="the worker's wait ended by the failover")
         worker.stop()
         assert worker.process.returncode == 0

@@ -19,6 +19,18 @@ from pathlib import Path
 from videodag_service.dag import DagPipelineService
 from videodag_service.disk_space import MIB, free_bytes, free_bytes_for_this_process, free_inodes, out_of_inodes
 from videodag_service.errors import DiskFull, JobNotFound
+from videodag_service.jobs.defaults import (
+    DEFAULT_JOB_TIMEOUT_SECONDS,
+    DEFAULT_KEY_PREFIX,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_QUEUE_NAME,
+    DEFAULT_REDIS_URL,
+    DEFAULT_RETENTION_SECONDS,
+    DEFAULT_WORKERS,
+    MAX_MAINTENANCE_INTERVAL_SECONDS,
+)
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
 from videodag_service.jobs.ids import is_job_id
@@ -61,13 +73,13 @@ class JobConfig:
     max_upload_bytes: int
     """Largest video accepted, as for a synchronous run."""
     backend: JobBackend = JobBackend.EMBEDDED
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     """Redis backend only."""
-    workers: int = 2
+    workers: int = DEFAULT_WORKERS
     """Embedded only: jobs run at once. With Redis, start as many RQ workers as wanted."""
-    retention_seconds: float = 7 * 24 * 3600.0
+    retention_seconds: float = DEFAULT_RETENTION_SECONDS
     """How long a finished job, its results and files are kept."""
-    job_timeout_seconds: float = 6 * 3600.0
+    job_timeout_seconds: float = DEFAULT_JOB_TIMEOUT_SECONDS
     """The longest a job may run; past it, it FAILS with DEADLINE_EXCEEDED."""
     video_limits: VideoLimits = field(default_factory=VideoLimits)
     decode_isolation: Isolation = "process"
@@ -82,23 +94,24 @@ class JobConfig:
     """Redis backend: the most a frame's result may take as sent; None: no limit."""
     pipeline_dir: Path | None = None
     """Where workers load pipelines from; None for the built-in ones."""
-    min_free_bytes: int = 64 * MIB
+    min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
     """Room SubmitJob's uploads must leave on the data directory's disk for the jobs' results and
     records (`--job-min-free-bytes`), or they are RESOURCE_EXHAUSTED (DISK_FULL); 0: no check."""
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """Runs an interrupted job gets before it is FAILED."""
-    lease_seconds: float = 30.0
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     """Redis backend: how long a silent worker keeps its job before it is run again."""
-    key_prefix: str = "videodag"
+    key_prefix: str = DEFAULT_KEY_PREFIX
     """Redis backend: prefix of every key, so several deployments can share one Redis."""
-    queue_name: str = "videodag-jobs"
+    queue_name: str = DEFAULT_QUEUE_NAME
     """Redis backend: the RQ queue workers listen on."""
 
     @property
     def maintenance_interval_seconds(self) -> float:
         """How often retention and recovery run: a fraction of the shorter of retention and
-        lease, so neither lags by more than a quarter of itself, but at most every 10 s."""
-        return min(10.0, max(0.05, min(self.retention_seconds, self.lease_seconds) / 4))
+        lease, so neither lags by more than a quarter of itself, and at least every
+        `MAX_MAINTENANCE_INTERVAL_SECONDS`."""
+        return min(MAX_MAINTENANCE_INTERVAL_SECONDS, max(0.05, min(self.retention_seconds, self.lease_seconds) / 4))
 
 
 class DataDirectoryFull(RuntimeError):

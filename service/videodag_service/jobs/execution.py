@@ -345,7 +345,7 @@ class JobExecutor:
 
     def _log_unrecorded_end(self, job: Job, failure: Exception, first_failure: bool) -> None:
         """Once per job and store failure: its end is tried again every few seconds for as long as
-        the disk stays full or the store out of reach, and a traceback each time buried the log.
+        the disk stays full or the store out of reach, and a traceback each time would bury the log.
         Those two are expected and said in a line; any other failure gets its traceback, once."""
         if not first_failure:
             logger.debug("job %s: its end still cannot be recorded (%s: %s)", job.id, type(failure).__name__, failure)
@@ -358,9 +358,13 @@ class JobExecutor:
     def _count_if_cancelled(self, job: Job) -> None:
         """Count a run the store stopped as CANCELLED when the job's cancel stopped it; one taken
         over by another worker (a later attempt) is that worker's to count when it ends."""
+        expected: tuple[type[Exception], ...] = (JobNotFound, *self._store.outage_errors)
         try:
             current = self._store.get(job.id)
-        except Exception:  # deleted already, or the store is out: the run goes uncounted, the job is unharmed
+        except expected:  # deleted already, or the store is out
+            return
+        except Exception:  # the store failing otherwise: the run goes uncounted, the job is unharmed
+            logger.warning("job %s: could not read its state to count its stopped run", job.id, exc_info=True)
             return
         if current.state is JobState.CANCELLED and current.attempt == job.attempt:
             self._observer.record_run(job.pipeline_id, STATUS_CANCELLED)

@@ -24,15 +24,16 @@ from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import redis
+from redis.typing import EncodableT, FieldT
 
-from videodag_service.errors import JobAlreadyFinished, JobNotFinished, JobNotFound
+from videodag_service.errors import JobNotFound
 from videodag_service.jobs import records
+from videodag_service.jobs.defaults import DEFAULT_KEY_PREFIX, DEFAULT_LEASE_SECONDS
 from videodag_service.jobs.ids import page_token_after
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
-from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore, check_cancellable, check_deletable
 from videodag_service.video import VideoInfo
 
-DEFAULT_KEY_PREFIX = "videodag"
 # For every connection to the store: a Redis that stops answering (a partition, a paused host)
 # fails a command in seconds, as an outage, instead of holding it until TCP gives up (older
 # redis-py versions wait forever by default, RQ's connections 415 s). The slowest command sent
@@ -191,7 +192,7 @@ class RedisJobStore(JobStore):
         connection: redis.Redis,
         *,
         key_prefix: str = DEFAULT_KEY_PREFIX,
-        lease_seconds: float = 30.0,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
         dispatch_grace_seconds: float = 30.0,
     ) -> None:
         self._redis = connection
@@ -215,7 +216,7 @@ class RedisJobStore(JobStore):
         self._requeue_expired = connection.register_script(_REQUEUE_EXPIRED)
 
     @property
-    def outage_patience_seconds(self) -> float:  # type: ignore[override]
+    def outage_patience_seconds(self) -> float:
         # Renewed every third of a lease, a lease outlasts an outage of two thirds of one.
         return self.lease_seconds / 2
 
@@ -257,7 +258,7 @@ class RedisJobStore(JobStore):
                 except redis.WatchError:
                     continue
 
-    def _queue_new_job(self, pipe: Any, job: Job, fields: dict[str, str | int | float]) -> None:
+    def _queue_new_job(self, pipe: redis.client.Pipeline, job: Job, fields: dict[FieldT, EncodableT]) -> None:
         pipe.hset(self._job_key(job.id), mapping=fields)
         pipe.zadd(self._jobs_key, {job.id: 0})
         pipe.zadd(self.undispatched_key, {job.id: job.created_at})
@@ -279,7 +280,7 @@ class RedisJobStore(JobStore):
         fields = _fields(self._redis.hgetall(self._job_key(job_id)))
         if not fields:
             raise JobNotFound(job_id)
-        return _job_from_fields(fields)
+        return records.job_from_mapping(fields)
 
     def list_jobs(self, page_size: int, after_job_id: str | None, states: Sequence[JobState]) -> JobPage:
         wanted = {state.value for state in states}
@@ -294,7 +295,9 @@ class RedisJobStore(JobStore):
                     pipe.hgetall(self._job_key(job_id))
                 rows = [_fields(row) for row in pipe.execute()]
             # A job deleted between the scan and the read has no fields: skipped.
-            found.extend(_job_from_fields(row) for row in rows if row and (not wanted or row["state"] in wanted))
+            found.extend(
+                records.job_from_mapping(row) for row in rows if row and (not wanted or row["state"] in wanted)
+            )
             upper = f"({ids[-1]}"
         jobs = tuple(found[:page_size])
         token = page_token_after(jobs[-1].id) if len(found) > page_size else ""
@@ -308,8 +311,7 @@ class RedisJobStore(JobStore):
         if previous is None:
             raise JobNotFound(job_id)
         state = JobState(previous)
-        if state in (JobState.SUCCEEDED, JobState.FAILED):
-            raise JobAlreadyFinished(job_id, state.value)
+        check_cancellable(job_id, state)
         return self.get(job_id), state
 
     def delete(self, job_id: str) -> Job:
@@ -325,8 +327,7 @@ class RedisJobStore(JobStore):
         )
         if state is None:
             raise JobNotFound(job_id)
-        if not JobState(state).is_finished:
-            raise JobNotFinished(job_id, str(state))
+        check_deletable(job_id, JobState(state))
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
@@ -501,8 +502,8 @@ def _stream_id(frame_index: int) -> str:
     return f"{frame_index}-1"
 
 
-def _fields_of_new_job(job: Job) -> dict[str, str | int | float]:
-    fields: dict[str, str | int | float] = {
+def _fields_of_new_job(job: Job) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {
         "id": job.id,
         "state": job.state.value,
         "attempt": job.attempt,
@@ -520,31 +521,3 @@ def _fields_of_new_job(job: Job) -> dict[str, str | int | float]:
     if job.idempotency_key is not None:
         fields["idempotency_key"] = job.idempotency_key
     return fields
-
-
-def _optional_float(value: str | None) -> float | None:
-    return float(value) if value else None
-
-
-def _job_from_fields(fields: dict[str, str]) -> Job:
-    return Job(
-        id=fields["id"],
-        state=JobState(fields["state"]),
-        pipeline_id=fields["pipeline_id"],
-        sampling=records.sampling_from_text(fields["sampling"]),
-        unknown_sampling=records.unknown_sampling_from_text(fields["sampling"]),
-        video=StoredVideo(fields["video_ref"], int(fields["video_size_bytes"]), fields["video_sha256"]),
-        created_at=float(fields["created_at"]),
-        file_name=fields.get("file_name", ""),
-        idempotency_key=fields.get("idempotency_key") or None,
-        attempt=int(fields["attempt"]),
-        started_at=_optional_float(fields.get("started_at")),
-        finished_at=_optional_float(fields.get("finished_at")),
-        expire_at=_optional_float(fields.get("expire_at")),
-        frames_done=int(fields.get("frames_done", 0)),
-        frames_total=int(fields.get("frames_total", 0)),
-        video_info=records.video_info_from_text(fields.get("video_info")),
-        summary=records.summary_from_text(fields.get("summary")),
-        error=records.error_from_text(fields.get("error")),
-        revision=int(fields.get("revision", 0)),
-    )

@@ -13,10 +13,10 @@ import redis
 import rq
 from rq.serializers import JSONSerializer
 
+from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
 from videodag_service.jobs.model import Job
 from videodag_service.jobs.rq_task import RUN_JOB, WorkerConfig
 
-DEFAULT_QUEUE_NAME = "videodag-jobs"
 # RQ's own timeout is a backstop for a plugin stuck inside one frame; the executor enforces
 # the job timeout between frames and records DEADLINE_EXCEEDED itself, so RQ gets a margin.
 _RQ_TIMEOUT_MARGIN_SECONDS = 60

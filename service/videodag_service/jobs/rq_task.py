@@ -1,4 +1,4 @@
-"""The worker side of the Redis backend: the function RQ workers run, and a worker class.
+"""The worker side of the Redis backend: the function RQ workers run (`run_job`) and its config.
 
 Start workers on any machine that reaches Redis and sees the shared upload directory at the
 same path:
@@ -7,22 +7,16 @@ same path:
         --worker-class videodag_service.jobs.rq_task.VideodagWorker videodag-jobs
 
 `--serializer json` matches the server's (job arguments are plain JSON: a job id, an attempt
-number and this module's `WorkerConfig`; never video bytes or frames). `VideodagWorker` is
-RQ's forking worker with the video and DAG modules imported once in the parent, so each job's
-forked work horse starts without importing OpenCV again.
+number and this module's `WorkerConfig`; never video bytes or frames). `VideodagWorker` lives
+in `rq_worker` and is re-exported here, under the name operators give: so named, the worker's
+parent process imports this module, and with it the video and DAG modules, once, and each
+job's forked work horse starts without importing OpenCV again.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import functools
 import logging
-import multiprocessing.util
-import os
-import shutil
-import signal
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, fields
@@ -36,6 +30,7 @@ from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.model import JobError, JobState
 from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
+from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.jobs.uploads import DirectoryUploadStorage
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
@@ -46,6 +41,8 @@ from videodag_service.video import (
 )
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["RUN_JOB", "VideodagWorker", "WorkerConfig", "run_job"]
 
 RUN_JOB = f"{__name__}.run_job"
 
@@ -61,7 +58,7 @@ class WorkerConfig:
     retention_seconds: float
     lease_seconds: float
     video_limits: dict[str, Any]
-    # Defaults: a job queued by a server from before these settings still runs.
+    # Defaults: a job queued by a server of an earlier release, without these settings, still runs.
     decode_isolation: Isolation = "process"
     decode_frame_timeout_seconds: float | None = DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS
     decode_run_timeout_seconds: float | None = DEFAULT_DECODE_RUN_TIMEOUT_SECONDS
@@ -76,10 +73,10 @@ class WorkerConfig:
     def from_json(cls, config: dict[str, Any]) -> WorkerConfig:
         """The config a server queued, without the settings this worker does not know.
 
-        During a rolling upgrade a worker of the release before gets configs from newer
+        During a rolling upgrade a worker of the earlier release gets configs from newer
         servers: refusing them would leave every job they queue QUEUED until the worker is
         replaced, where running it under the worker's own behaviour for the new setting is
-        what the worker did for every job before.
+        what the worker does for every other job.
         """
         known = _known_settings(cls, config, "")
         if isinstance(known.get("video_limits"), dict):
@@ -96,156 +93,8 @@ def _known_settings(kind: type, settings: dict[str, Any], prefix: str) -> dict[s
     return {name: value for name, value in settings.items() if name in known}
 
 
-# What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).
-_REDIS_OUTAGE = RedisJobStore.outage_errors
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-_LISTENER_SLEEP_SECONDS = 1.0
-
-
-class VideodagWorker(rq.Worker):
-    """RQ's worker, loaded with videodag's modules before it forks work horses.
-
-    RQ's worker quits on a Redis error anywhere but in its wait for the next job: an outage
-    while a job ran (its heartbeats every `--job-monitoring-interval`) left the job's work horse
-    orphaned and the queue without this worker. A running job waits out a short outage
-    (`JobExecutor`), so its worker does too: the worker's own bookkeeping (heartbeats, state,
-    the ended job's status, suspension checks, maintenance) is skipped while Redis is out, and
-    RQ's wait for the next job already retries until it is back.
-    """
-
-    _worker_pid: int | None = None
-    # RQ's wait for the next job retries a lost Redis at 1, 2, 4... s, up to 60 s apart: after an
-    # outage of a minute, every idle worker slept up to a minute more while jobs queued again.
-    max_connection_wait_time = 5.0
-
-    def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
-        # A horse whose worker died (OOM killer, kill -9) would run its job on unsupervised:
-        # past RQ's job timeout, and writing the dead worker's record back into Redis with no
-        # expiry. It dies with the worker instead, and its job runs again once its lease ends.
-        _die_with(self._worker_pid if self._worker_pid is not None else os.getppid())
-        super().main_work_horse(*args, **kwargs)
-
-    def execute_job(self, *args: Any, **kwargs: Any) -> None:
-        # A work horse starts its own forkserver for its decoders, and multiprocessing puts the
-        # forkserver's socket in the process's temp folder: one new /tmp/pymp-* folder a job,
-        # since RQ ends a horse with os._exit, before multiprocessing can remove it. Made here
-        # first, the folder is the worker's (removed when it exits), each horse inherits it, and
-        # what a horse left in it is removed once it has ended, however it ended.
-        self._worker_pid = os.getpid()
-        horses_folder = multiprocessing.util.get_temp_dir()
-        # Made again if something removed it meanwhile (a /tmp cleaner, after days idle):
-        # multiprocessing keeps its path, and a horse could start no decoder without it.
-        with contextlib.suppress(OSError):  # a full disk: the horse's job fails and says why
-            os.makedirs(horses_folder, mode=0o700, exist_ok=True)
-        left_before = _entries(horses_folder)
-        try:
-            super().execute_job(*args, **kwargs)
-        finally:
-            for name in _entries(horses_folder) - left_before:
-                _remove(os.path.join(horses_folder, name))
-
-    def subscribe(self) -> None:
-        # RQ's own, but for the listener's sleep: RQ's is 60 s, and redis-py (8) waits for the
-        # listener thread when stopping it, so a worker told to stop (SIGTERM) could take up to
-        # a minute more to exit, past a supervisor's stop timeout (Docker's is 10 s).
-        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
-        self.pubsub = self.connection.pubsub()
-        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
-        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
-            sleep_time=_LISTENER_SLEEP_SECONDS, daemon=True,
-            exception_handler=getattr(self, "_pubsub_exception_handler", None),
-        )
-
-    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
-        # RQ's wait for the next job retries lost connections only. A failover ends it another
-        # way: the demoted primary unblocks its blocking pop ("UNBLOCKED ... master -> replica?")
-        # and refuses the next one (READONLY) until a primary is reached again; RQ let both end
-        # the worker, whose teardown failed on the same replica. They are waited out here, on
-        # fresh connections each time, so an address moved to the new primary is followed (the
-        # idle ones only: the listener thread's is in use, and closing it under it fails it).
-        wait_seconds = 1.0
-        while True:
-            try:
-                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            except redis.exceptions.ResponseError as error:
-                if not _failover_refusal(error):
-                    raise
-                logger.warning("worker %s: Redis is failing over (%s: %s); waiting %.0f s for a primary",
-                               self.name, type(error).__name__, error, wait_seconds)
-            self.connection.connection_pool.disconnect(inuse_connections=False)
-            time.sleep(wait_seconds)
-            wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
-
-    def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
-        # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
-        # RQ's failure bookkeeping): skipped while Redis is out, the job's own state is in the store.
-        self._through_outage("bookkeeping of the ended job", super().monitor_work_horse, *args, **kwargs)
-
-    def maintain_heartbeats(self, *args: Any, **kwargs: Any) -> None:
-        self._through_outage("heartbeat", super().maintain_heartbeats, *args, **kwargs)
-
-    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
-        self._through_outage("heartbeat", super().heartbeat, *args, **kwargs)
-
-    def set_state(self, *args: Any, **kwargs: Any) -> None:
-        self._through_outage("state", super().set_state, *args, **kwargs)
-
-    def check_for_suspension(self, *args: Any, **kwargs: Any) -> None:
-        self._through_outage("suspension check", super().check_for_suspension, *args, **kwargs)
-
-    def run_maintenance_tasks(self, *args: Any, **kwargs: Any) -> None:
-        self._through_outage("maintenance", super().run_maintenance_tasks, *args, **kwargs)
-
-    def register_death(self, *args: Any, **kwargs: Any) -> None:
-        # A worker stopped (SIGTERM) while Redis is out or read-only exited 1 with a traceback, a
-        # failure to its supervisor; its record expires by itself (RQ's worker TTL).
-        self._through_outage("record of its exit", super().register_death, *args, **kwargs)
-
-    def _through_outage(self, what: str, step: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            step(*args, **kwargs)
-        except _REDIS_OUTAGE as error:
-            logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
-                           self.name, type(error).__name__, error, what)
-
-
-def _failover_refusal(error: redis.exceptions.ResponseError) -> bool:
-    """A refusal a Redis gives while it is a replica: it passes once a primary is reached."""
-    return isinstance(error, redis.exceptions.ReadOnlyError) or str(error).startswith("UNBLOCKED")
-
-
-def _die_with(parent: int) -> None:
-    """Have the kernel kill this process when `parent`, the process that forked it, ends
-    (Linux; elsewhere nothing). Its pid is taken before the fork: read after it, it could
-    already be the reaper's, had the parent died meanwhile."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    except (OSError, AttributeError) as error:
-        logger.warning("a work horse cannot be tied to its worker's life: %s", error)
-        return
-    if os.getppid() != parent:  # the worker died before the request was made
-        os._exit(1)
-
-
-def _entries(folder: str) -> set[str]:
-    """The names in `folder`; none if it cannot be read (nothing of a horse's to remove then)."""
-    try:
-        return set(os.listdir(folder))
-    except OSError:
-        return set()
-
-
-def _remove(path: str) -> None:
-    """Remove a file, socket or folder, if it is still there."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+class _Unrunnable(Exception):
+    """This worker cannot run the job at all; the message says why, for the job's error."""
 
 
 def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
@@ -257,23 +106,10 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     connection = _decoding_connection(current.connection)
     store = RedisJobStore(connection, key_prefix=worker_config.key_prefix, lease_seconds=worker_config.lease_seconds)
     try:
-        _dag(worker_config)
-    except Exception as error:
         try:
-            return _fail_unrunnable(store, worker_config, job_id, attempt,
-                                    f"the worker that took the job cannot load its pipelines: {error}")
-        finally:
-            store.close()
-    try:
-        executor = _executor(store, worker_config)
-    except Exception as error:
-        try:
-            return _fail_unrunnable(store, worker_config, job_id, attempt,
-                                    f"the worker that took the job cannot set up its run: {type(error).__name__}: "
-                                    f"{error}")
-        finally:
-            store.close()
-    try:
+            executor = _executor(store, worker_config)
+        except _Unrunnable as unrunnable:
+            return _fail_unrunnable(store, worker_config, job_id, attempt, str(unrunnable))
         with _LeaseKeeper(store, job_id, attempt):
             state = executor.execute(job_id, attempt)
     finally:
@@ -282,20 +118,30 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
 
 
 def _executor(store: RedisJobStore, worker_config: WorkerConfig) -> JobExecutor:
-    return JobExecutor(
-        store,
-        DirectoryUploadStorage(worker_config.upload_dir),
-        _dag(worker_config),
-        VideoFilePipelineService(
-            _dag(worker_config),
-            limits=VideoLimits(**worker_config.video_limits),
-            isolation=worker_config.decode_isolation,
-            decode_frame_timeout_seconds=worker_config.decode_frame_timeout_seconds,
-            decode_run_timeout_seconds=worker_config.decode_run_timeout_seconds,
-        ),
-        job_timeout_seconds=worker_config.job_timeout_seconds,
-        retention_seconds=worker_config.retention_seconds,
-    )
+    """The job's executor; _Unrunnable when its pipelines do not load or its run cannot be set up."""
+    try:
+        dag = _dag(worker_config)
+    except Exception as error:
+        raise _Unrunnable(f"the worker that took the job cannot load its pipelines: {error}") from error
+    try:
+        return JobExecutor(
+            store,
+            DirectoryUploadStorage(worker_config.upload_dir),
+            dag,
+            VideoFilePipelineService(
+                dag,
+                limits=VideoLimits(**worker_config.video_limits),
+                isolation=worker_config.decode_isolation,
+                decode_frame_timeout_seconds=worker_config.decode_frame_timeout_seconds,
+                decode_run_timeout_seconds=worker_config.decode_run_timeout_seconds,
+            ),
+            job_timeout_seconds=worker_config.job_timeout_seconds,
+            retention_seconds=worker_config.retention_seconds,
+        )
+    except Exception as error:
+        raise _Unrunnable(
+            f"the worker that took the job cannot set up its run: {type(error).__name__}: {error}"
+        ) from error
 
 
 def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: str, attempt: int,

@@ -21,6 +21,7 @@ from videodag_service.errors import (
     InvalidOptions,
     JobStoreUnavailable,
 )
+from videodag_service.jobs.defaults import DEFAULT_MAX_ATTEMPTS, MAX_MAINTENANCE_INTERVAL_SECONDS
 from videodag_service.jobs.dispatch import JobQueue
 from videodag_service.jobs.execution import JobObserver, JobObserverRelay
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
@@ -35,9 +36,12 @@ logger = logging.getLogger(__name__)
 _PURGED_IDS_LOGGED = 10
 # The retry hint of a job store outage: long enough for a Redis failover, short for a blip.
 RETRY_AFTER_OUTAGE_SECONDS = 2.0
-# How long a watch keeps its job from the other replicas' retention without being renewed: more
-# than the longest maintenance interval (10 s), which renews it.
-WATCH_MARK_SECONDS = 30.0
+# How long a watch keeps its job from the other replicas' retention, in maintenance intervals:
+# each pass renews the mark, and one that runs late or fails (a store outage) must not let it lapse.
+_WATCH_MARK_INTERVALS = 3
+# And at least this long, whatever the interval: a pass takes time of its own (a store command
+# may wait out a 5 s socket timeout, `CONNECTION_TIMEOUTS`) before it renews the mark.
+_WATCH_MARK_MIN_SECONDS = 30.0
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -73,7 +77,8 @@ class JobService:
     retention_seconds: how long a finished job, its results and files are kept.
     max_attempts: runs an interrupted job gets before it is FAILED (a video that crashes its
         worker every time must not loop forever).
-    maintenance_interval_seconds: how often retention and recovery run.
+    maintenance_interval_seconds: how often retention and recovery run; a watch keeps its job
+        from the other replicas' retention for a few of them.
     observer: the relay the backend's executor reports to, if it runs jobs in this process;
         `observe` points it, and the service's own upload counts, at the server's metrics.
     """
@@ -87,8 +92,8 @@ class JobService:
         *,
         max_upload_bytes: int,
         retention_seconds: float,
-        max_attempts: int = 3,
-        maintenance_interval_seconds: float = 30.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        maintenance_interval_seconds: float = MAX_MAINTENANCE_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
         observer: JobObserverRelay | None = None,
     ) -> None:
@@ -100,11 +105,13 @@ class JobService:
         self._retention_seconds = retention_seconds
         self._max_attempts = max_attempts
         self._maintenance_interval_seconds = maintenance_interval_seconds
+        self._watch_mark_seconds = max(_WATCH_MARK_MIN_SECONDS, _WATCH_MARK_INTERVALS * maintenance_interval_seconds)
         self._clock = clock
         self._observer = observer if observer is not None else JobObserverRelay()
         self._watched: Counter[str] = Counter()
         """Jobs watched here now, with how many watches each: retention waits for them, so a
-        watch of a job that finishes gets its final state (a retention of 0 purged it first)."""
+        watch of a job that finishes gets its final state (with a retention of 0, the job would
+        go first)."""
         self._watched_lock = threading.Lock()
         self._closing = threading.Event()
         self._store_problem: str | None = None
@@ -193,8 +200,8 @@ class JobService:
         try:
             self._queue.dispatch(stored)
         except self._store.outage_errors as error:
-            # The job is stored: refused with "retry", the caller (or its gRPC retry policy)
-            # submitted it again, and both ran. Maintenance hands over a job left undispatched.
+            # The job is stored: refused with "retry", the caller (or its gRPC retry policy) would
+            # submit it again, and both would run. Maintenance hands over a job left undispatched.
             logger.warning("job %s stored, not yet handed to the workers (%s: %s): maintenance hands it over",
                            job.id, type(error).__name__, error)
         logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
@@ -270,7 +277,7 @@ class JobService:
         A store that takes no write now (a Redis replica during a failover) still serves the
         watch's reads: the watch goes on, kept from this server's retention only."""
         try:
-            self._store.mark_watched((job_id,), self._clock() + WATCH_MARK_SECONDS)
+            self._store.mark_watched((job_id,), self._clock() + self._watch_mark_seconds)
         except self._store.outage_errors as error:
             logger.warning("job %s: its watch could not be marked in the job store (%s: %s)", job_id,
                            type(error).__name__, error)
@@ -283,7 +290,7 @@ class JobService:
         now = self._clock()
         with self._watched_lock:
             watched = frozenset(self._watched)
-        self._store.mark_watched(watched, now + WATCH_MARK_SECONDS)
+        self._store.mark_watched(watched, now + self._watch_mark_seconds)
         self._remove_expired(self._store.purge_expired(now, keep=watched))
         try:
             if abandoned := self._uploads.remove_abandoned_uploads():
@@ -307,7 +314,7 @@ class JobService:
 
     def _remove_expired(self, purged: list[Job]) -> None:
         """Delete the purged jobs' videos (a finished job's is gone already, unless a failure kept
-        it) and say so in one line: a line per job buried the log in a pass over many jobs."""
+        it) and say so in one line: a line per job would bury the log in a pass over many jobs."""
         for job in purged:
             try:
                 self._uploads.delete(job.video.ref)

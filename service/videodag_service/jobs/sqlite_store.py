@@ -18,18 +18,19 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from videodag_service import disk_space
-from videodag_service.errors import DiskFull, ErrorDetails, JobAlreadyFinished, JobNotFinished, JobNotFound
+from videodag_service.errors import DiskFull, ErrorDetails, JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.change_signals import JobChangeSignals
 from videodag_service.jobs.data_dir_lock import DATABASE_FILE, DataDirectoryLock, private_file
 from videodag_service.jobs.ids import page_token_after
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, StoredVideo
-from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.sqlite_deletion import BatchedDeletion
+from videodag_service.jobs.sqlite_results_room import check_room_for_results
+from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore, check_cancellable, check_deletable
 from videodag_service.private_folders import private_directory
 from videodag_service.video import VideoInfo
 
@@ -74,6 +75,13 @@ CREATE TABLE IF NOT EXISTS frames (
 """
 _SQLITE_FULL = 13
 _FINISHED_STATES = tuple(state.value for state in JobState if state.is_finished)
+# The log is truncated to this after each checkpoint; without a limit it stays as large as the
+# largest deletion ever made (hundreds of MB after one long job's).
+_LOG_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
+
+
+class JobStoreFromLaterRelease(RuntimeError):
+    """Raised at start for a database whose schema version is later than this release's."""
 
 
 class SqliteJobStore(JobStore):
@@ -84,8 +92,6 @@ class SqliteJobStore(JobStore):
         fails) once the disk has less free: room kept for recording the ends of jobs, and for
         cancelling and deleting them, which write too. Uploads keep a larger reserve."""
         self.results_keep_free_bytes = results_keep_free_bytes
-        self._frames_left_behind: set[str] = set()
-        """Jobs deleted whose frames could not all be removed yet (`_delete_frames_of`)."""
         self.data_dir = private_directory(Path(data_dir))
         self._data_dir_lock = DataDirectoryLock(self.data_dir)
         new_database = not (self.data_dir / DATABASE_FILE).exists()
@@ -100,6 +106,7 @@ class SqliteJobStore(JobStore):
         self._lock = threading.RLock()
         self._changes = JobChangeSignals(self._lock)
         self._uncommitted_changes: list[tuple[str, int | None]] = []
+        self._deletion = BatchedDeletion(self._connection, self._lock, self._transaction, self._note_deleted)
         self._recovered = False
         try:
             with self._lock, _disk_full_as_error():
@@ -107,11 +114,9 @@ class SqliteJobStore(JobStore):
                 self._connection.execute("PRAGMA journal_mode=WAL")
                 self._connection.execute("PRAGMA synchronous=NORMAL")
                 # Python's SQLite may be built to zero every freed page, through the log: deleting
-                # a job then took as much free space as its results, and on a full disk neither a
-                # DeleteJob nor the retention could free any. FAST zeroes only what costs no I/O.
+                # a job then takes as much free space as its results, and on a full disk neither a
+                # DeleteJob nor the retention can free any. FAST zeroes only what costs no I/O.
                 self._connection.execute("PRAGMA secure_delete=FAST")
-                # The log is truncated to this after each checkpoint, where it stayed as large as
-                # the largest deletion ever made (hundreds of MB after one long job's).
                 self._connection.execute(f"PRAGMA journal_size_limit={_LOG_SIZE_LIMIT_BYTES}")
                 self._connection.executescript(_SCHEMA)
                 self._connection.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
@@ -207,8 +212,7 @@ class SqliteJobStore(JobStore):
             if row is None:
                 raise JobNotFound(job_id)
             previous = JobState(row["state"])
-            if previous in (JobState.SUCCEEDED, JobState.FAILED):
-                raise JobAlreadyFinished(job_id, previous.value)
+            check_cancellable(job_id, previous)
             if previous is not JobState.CANCELLED:
                 self._update(
                     db, job_id, "state = ?, finished_at = ?, expire_at = ?", (JobState.CANCELLED.value, now, expire_at)
@@ -218,50 +222,11 @@ class SqliteJobStore(JobStore):
     def delete(self, job_id: str) -> Job:
         with self._transaction() as db:
             job = self.get(job_id)
-            if not job.state.is_finished:
-                raise JobNotFinished(job_id, job.state.value)
+            check_deletable(job_id, job.state)
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._uncommitted_changes.append((job_id, None))
-        self._delete_frames_of([job_id])
+            self._note_deleted([job_id])
+        self._deletion.delete_frames_of([job_id])
         return job
-
-    def _delete_frames_of(self, job_ids: Sequence[str]) -> None:
-        """Remove the frames of jobs already removed, `_FRAMES_DELETED_AT_ONCE` at a time.
-
-        In one transaction, a long job's 100,000 frames held the store's lock for seconds, and
-        every call and running job with it. Frames whose job is gone are seen by no one; those
-        a stop leaves behind are removed at the next start (`_delete_orphan_frames`)."""
-        for start in range(0, len(job_ids), _JOBS_DELETED_AT_ONCE):
-            batch = job_ids[start:start + _JOBS_DELETED_AT_ONCE]
-            marks = ", ".join("?" * len(batch))
-            try:
-                while True:
-                    with self._transaction() as db:
-                        deleted = db.execute(
-                            f"""DELETE FROM frames WHERE (job_id, frame_index) IN (
-                                  SELECT job_id, frame_index FROM frames WHERE job_id IN ({marks}) LIMIT ?)""",
-                            (*batch, _FRAMES_DELETED_AT_ONCE),
-                        ).rowcount
-                    if deleted < _FRAMES_DELETED_AT_ONCE:
-                        break
-            except (DiskFull, sqlite3.OperationalError) as error:
-                # The jobs are deleted already, and their deletion reported as done: what is
-                # left of their frames goes at the next retention pass.
-                left = job_ids[start:]
-                with self._lock:
-                    self._frames_left_behind.update(left)
-                logger.warning("the frames of %d deleted job(s) are left for the next retention pass: %s",
-                               len(left), error)
-                return
-            with self._lock:
-                self._frames_left_behind.difference_update(batch)
-
-    def _delete_orphan_frames(self) -> None:
-        with self._lock:
-            orphans = [row[0] for row in self._connection.execute(
-                "SELECT DISTINCT job_id FROM frames WHERE job_id NOT IN (SELECT id FROM jobs)"
-            ).fetchall()]
-        self._delete_frames_of(orphans)
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
         after = -1 if after_frame_index is None else after_frame_index
@@ -317,7 +282,7 @@ class SqliteJobStore(JobStore):
             if db.execute("SELECT 1 FROM frames WHERE job_id = ? AND frame_index = ?",
                           (job_id, frame.frame_index)).fetchone() is not None:
                 return self._is_running(db, job_id, attempt)  # stored already: a repeated write
-            self._check_room_for_results(db)
+            check_room_for_results(db, self.data_dir, self.results_keep_free_bytes)
             if not self._update_running(db, job_id, attempt, "frames_done = frames_done + 1", ()):
                 return False
             db.execute(
@@ -325,35 +290,6 @@ class SqliteJobStore(JobStore):
                 (job_id, frame.frame_index, frame.timestamp_seconds, result),
             )
         return True
-
-    def _check_room_for_results(self, db: sqlite3.Connection) -> None:
-        """DiskFull once the room for results is down to `results_keep_free_bytes`: the uploads'
-        reserve alone let results fill the disk to its last byte, where no job's end could be
-        recorded nor any job deleted. Looked at before every result (a statvfs and a page count,
-        microseconds: a result's transaction writes pages of its own, far more than its text),
-        and the pages deleted jobs left in the database count as room, as results reuse them
-        while the file keeps its size."""
-        if not self.results_keep_free_bytes:
-            return
-        free = disk_space.free_bytes(self.data_dir)
-        if free >= self.results_keep_free_bytes:
-            return
-        # Results written into free pages still go through the log first, which grows on the
-        # disk itself: the pages count only while the disk keeps room for the log's growth.
-        if free >= _LOG_GROWTH_ROOM_BYTES:
-            page_size, free_pages = (db.execute(f"PRAGMA {name}").fetchone()[0]
-                                     for name in ("page_size", "freelist_count"))
-            if free + page_size * free_pages >= self.results_keep_free_bytes:
-                return
-        logger.warning("job results refused: the data directory's disk is down to %d bytes free, under the %d kept "
-                       "for ending and deleting jobs", free, self.results_keep_free_bytes)
-        raise DiskFull(
-            f"the data directory's disk is down to {free} bytes free; results stop there, keeping "
-            f"{self.results_keep_free_bytes} for ending and deleting jobs (half of --job-min-free-bytes): "
-            "make room on that disk",
-            ErrorDetails(metadata={"store": "sqlite", "free_bytes": str(free),
-                                   "results_keep_free_bytes": str(self.results_keep_free_bytes)}),
-        )
 
     @staticmethod
     def _is_running(db: sqlite3.Connection, job_id: str, attempt: int) -> bool:
@@ -407,37 +343,18 @@ class SqliteJobStore(JobStore):
                         (),
                     )
             queued = db.execute("SELECT * FROM jobs WHERE state = 'QUEUED' ORDER BY id").fetchall()
-        self._delete_orphan_frames()  # of jobs deleted just before the last process ended
+        self._deletion.delete_orphan_frames()
         return [_job_from_row(row) for row in queued] + [self.get(job_id) for job_id in failed_ids]
 
     def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:
-        with self._lock:
-            left_behind = sorted(self._frames_left_behind)
-        if left_behind:
-            self._delete_frames_of(left_behind)
+        self._deletion.delete_frames_left_behind()
         with self._lock:
             rows = [row for row in self._connection.execute(
                 f"SELECT * FROM jobs WHERE expire_at <= ? AND state IN ({', '.join('?' * len(_FINISHED_STATES))})",
                 (now, *_FINISHED_STATES),
             ).fetchall() if row["id"] not in keep]
-        purged: list[str] = []
-        for start in range(0, len(rows), _JOBS_DELETED_AT_ONCE):
-            batch = [row["id"] for row in rows[start:start + _JOBS_DELETED_AT_ONCE]]
-            try:
-                with self._transaction() as db:  # a job deleted since the read above is not counted
-                    marks = ", ".join("?" * len(batch))
-                    gone = [row[0] for row in db.execute(
-                        f"DELETE FROM jobs WHERE id IN ({marks}) AND expire_at <= ? RETURNING id", (*batch, now)
-                    ).fetchall()]
-                    self._uncommitted_changes.extend((job_id, None) for job_id in gone)
-            except DiskFull:
-                if not purged:
-                    raise
-                break  # the jobs purged so far are reported; the others stay for the next pass
-            self._delete_frames_of(gone)
-            purged.extend(gone)
-        kept = set(purged)
-        return [_job_from_row(row) for row in rows if row["id"] in kept]
+        purged = set(self._deletion.delete_expired_jobs([row["id"] for row in rows], now))
+        return [_job_from_row(row) for row in rows if row["id"] in purged]
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -457,11 +374,15 @@ class SqliteJobStore(JobStore):
                 raise
             finally:
                 changes, self._uncommitted_changes = self._uncommitted_changes, []
-            # Told once committed: a revision a rolled-back change had published stayed ahead
-            # of the database's, and every watch of the job re-read it without waiting (a full
-            # disk failing each write made each watch spin for as long as it stayed full).
+            # Told once committed: a revision published for a change rolled back would stay ahead
+            # of the database's, and every watch of the job would re-read it without waiting (as
+            # long as a full disk fails each write, each watch would spin).
             for job_id, revision in changes:
                 self._changes.changed(job_id, revision)
+
+    def _note_deleted(self, job_ids: Iterable[str]) -> None:
+        """Within a transaction: the watches of these jobs are woken once it commits."""
+        self._uncommitted_changes.extend((job_id, None) for job_id in job_ids)
 
     def _query_one(self, sql: str, parameters: tuple[Any, ...]) -> sqlite3.Row | None:
         with self._lock:
@@ -497,40 +418,8 @@ class SqliteJobStore(JobStore):
         return True
 
 
-_LOG_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
-# Room the log needs on the disk between two checkpoints (SQLite's 1,000 pages), and a margin.
-_LOG_GROWTH_ROOM_BYTES = 8 * 1024 * 1024
-# What one transaction deletes at most: about 30 ms of the store's lock each.
-_FRAMES_DELETED_AT_ONCE = 1000
-_JOBS_DELETED_AT_ONCE = 200
-
-
-class JobStoreFromLaterRelease(RuntimeError):
-    """Raised at start for a database whose schema version is later than this release's."""
-
-
 def _job_from_row(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"],
-        state=JobState(row["state"]),
-        pipeline_id=row["pipeline_id"],
-        sampling=records.sampling_from_text(row["sampling"]),
-        unknown_sampling=records.unknown_sampling_from_text(row["sampling"]),
-        video=StoredVideo(row["video_ref"], row["video_size_bytes"], row["video_sha256"]),
-        created_at=row["created_at"],
-        file_name=row["file_name"],
-        idempotency_key=row["idempotency_key"],
-        attempt=row["attempt"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        expire_at=row["expire_at"],
-        frames_done=row["frames_done"],
-        frames_total=row["frames_total"],
-        video_info=records.video_info_from_text(row["video_info"]),
-        summary=records.summary_from_text(row["summary"]),
-        error=records.error_from_text(row["error"]),
-        revision=row["revision"],
-    )
+    return records.job_from_mapping(dict(zip(row.keys(), row, strict=True)))
 
 
 @contextlib.contextmanager

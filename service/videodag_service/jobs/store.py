@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 
+from videodag_service.errors import JobAlreadyFinished, JobNotFinished
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.video import VideoInfo
 
@@ -22,6 +23,19 @@ MAX_ATTEMPTS_ERROR = (
 )
 
 
+def check_cancellable(job_id: str, state: JobState) -> None:
+    """Raise JobAlreadyFinished for a job that SUCCEEDED or FAILED: its outcome stands. A
+    CANCELLED one may be cancelled again, which changes nothing."""
+    if state in (JobState.SUCCEEDED, JobState.FAILED):
+        raise JobAlreadyFinished(job_id, state.value)
+
+
+def check_deletable(job_id: str, state: JobState) -> None:
+    """Raise JobNotFinished for a job still QUEUED or RUNNING: a worker may be using its video."""
+    if not state.is_finished:
+        raise JobNotFinished(job_id, state.value)
+
+
 class JobStore(ABC):
     """Job records, their per-frame results, and the transitions between states."""
 
@@ -29,9 +43,12 @@ class JobStore(ABC):
     """What the store raises when its backend cannot be reached (a network store's
     connection errors), so callers can tell an outage from a bug."""
 
-    outage_patience_seconds: float = 0.0
-    """How long a running job waits out an outage (see `outage_errors`) before its run stops:
-    for a store with leases, less than a lease, so no other worker takes the job over meanwhile."""
+    @property
+    def outage_patience_seconds(self) -> float:
+        """How long a running job waits out an outage (see `outage_errors`) before its run stops:
+        for a store with leases, less than a lease, so no other worker takes the job over
+        meanwhile. A store on this machine has no outage to wait out."""
+        return 0.0
 
     def kept_in_place(self) -> str | None:
         """What has gone wrong with the store's files since it opened, if anything (a database

@@ -4,7 +4,7 @@ and recovery at start."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -123,8 +123,8 @@ def test_a_video_that_cannot_be_deleted_does_not_stop_recovery(tmp_path: Path) -
 
 
 def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(tmp_path: Path) -> None:
-    """With a retention of 0 the job went between the watch's last frame and its final read:
-    the watch ended NOT_FOUND, and its caller never learnt how the job ended."""
+    """With a retention of 0 the job could go between the watch's last frame and its final read:
+    the watch would end NOT_FOUND, and its caller never learn how the job ended."""
     data = tmp_path / "data"
     store = SqliteJobStore(data)
     queue = _queue(_GatedExecutor())
@@ -141,6 +141,42 @@ def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(t
         service.run_maintenance()  # its watch is over: now it goes
         with pytest.raises(JobNotFound):
             store.get(job.id)
+    finally:
+        queue.close()
+        store.close()
+
+
+class _MarkRecordingStore(SqliteJobStore):
+    """Records how long each watch mark lasts (a store only one server uses keeps none)."""
+
+    def __init__(self, data_dir: Path, clock: Callable[[], float]) -> None:
+        super().__init__(data_dir)
+        self._clock = clock
+        self.marks_last: list[float] = []
+
+    def mark_watched(self, job_ids: Collection[str], until: float) -> None:
+        if job_ids:
+            self.marks_last.append(until - self._clock())
+
+
+@pytest.mark.parametrize("interval", [0.05, 10.0, 30.0, 120.0])
+def test_a_watch_mark_outlasts_the_maintenance_that_renews_it(tmp_path: Path, interval: float) -> None:
+    """A mark that lasts no longer than the interval lapses for as long as each pass takes before
+    renewing it (longer, for a pass an outage fails), and another replica's retention can then
+    remove the job being watched."""
+    now = 1000.0
+    store = _MarkRecordingStore(tmp_path / "data", lambda: now)
+    queue = _queue(_GatedExecutor())
+    service = JobService(store, queue, DirectoryUploadStorage(tmp_path / "data" / "uploads"), DagPipelineService({}),
+                         max_upload_bytes=1, retention_seconds=0, maintenance_interval_seconds=interval,
+                         clock=lambda: now)
+    try:
+        job = store.create(_job())
+        watch = service.watch(job.id)
+        assert next(watch).state is JobState.QUEUED
+        service.run_maintenance()
+        assert len(store.marks_last) == 2, "marked as the watch starts, renewed by the pass"
+        assert min(store.marks_last) >= 2 * interval, "a pass late by up to an interval finds the mark still there"
     finally:
         queue.close()
         store.close()

@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from videodag_service.jobs import (
     SqliteJobStore,
     StoredVideo,
     open_job_service,
-    sqlite_store,
+    sqlite_results_room,
 )
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
@@ -157,8 +157,8 @@ def test_a_full_database_is_resource_exhausted_and_stays_consistent(tmp_path: Pa
 
 
 def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_path: Path) -> None:
-    """Only uploads kept a reserve: results filled the disk to its last byte, after which no
-    job's end could be recorded, nor any job cancelled or deleted, nor the server restarted."""
+    """With a reserve for uploads only, results fill the disk to its last byte, after which no
+    job's end can be recorded, nor any job cancelled or deleted, nor the server restarted."""
     keep_free = shutil.disk_usage(tmp_path).free + 1024**3  # more than there is: the disk is "full"
     store = SqliteJobStore(tmp_path, results_keep_free_bytes=keep_free)
     job = store.create(_job(tmp_path))
@@ -182,13 +182,13 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The file keeps its size after a deletion: counted by the disk's free space alone, every
-    later job failed at its first result, though the deleted job's pages were there to reuse."""
+    later job would fail at its first result, though the deleted job's pages are there to reuse."""
     store = SqliteJobStore(tmp_path)
     deleted = _finished_job_with_frames(store, tmp_path, 2000, result={"blob": "x" * 2000})
     store.delete(deleted.id)
-    # The disk's free space held still: others writing on a shared disk would move it.
+    # The disk's free space held still: others writing on a shared disk move it.
     free = 100 * 1024 * 1024
-    monkeypatch.setattr(sqlite_store.disk_space, "free_bytes", lambda path: free)
+    monkeypatch.setattr(sqlite_results_room.disk_space, "free_bytes", lambda path: free)
     store.results_keep_free_bytes = free + 1024 * 1024  # under the 4 MB freed
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
@@ -200,44 +200,41 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
     store.close()
 
 
-def test_frames_a_full_disk_kept_from_a_deleted_job_go_at_the_next_retention_pass(tmp_path: Path) -> None:
-    """The deletion raised DISK_FULL though the job was gone, and its frames stayed until a restart."""
+def test_frames_a_full_disk_kept_from_a_deleted_job_go_at_the_next_retention_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's deletion is done and said so; its frames a full disk keeps go at the next pass, not
+    at the next restart."""
     store = SqliteJobStore(tmp_path)
     job = _finished_job_with_frames(store, tmp_path, 1500)
-    transaction = store._transaction
-    writes = 0
-
-    @contextlib.contextmanager
-    def full_after_the_first() -> Iterator[sqlite3.Connection]:
-        nonlocal writes
-        writes += 1
-        if writes > 1:
-            raise DiskFull("no space left (injected)")
-        with transaction() as db:
-            yield db
-
-    store._transaction = full_after_the_first  # type: ignore[method-assign]
-    assert store.delete(job.id).id == job.id  # done, and said so
-    store._transaction = transaction  # type: ignore[method-assign]
+    with monkeypatch.context() as patch:
+        patch.setattr(store._deletion, "_transaction", _full_disk)  # the job's record goes, its frames do not
+        assert store.delete(job.id).id == job.id  # done, and said so
     assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 1500
     store.purge_expired(now=0.0)
     assert store._connection.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
     store.close()
 
 
+def _full_disk() -> contextlib.AbstractContextManager[sqlite3.Connection]:
+    """A write transaction a full disk refuses."""
+    raise DiskFull("no space left (injected)")
+
+
 def _rows_changed_per_transaction(store: SqliteJobStore) -> list[int]:
-    """Rows each of the store's write transactions changes, from now on."""
+    """Rows each of the store's write transactions changes, from now on: counted from SQLite's
+    trace of the statements it runs, each transaction's BEGIN and COMMIT among them."""
     changes: list[int] = []
-    transaction = store._transaction
+    began = 0
 
-    @contextlib.contextmanager
-    def counted() -> Iterator[sqlite3.Connection]:
-        before = store._connection.total_changes
-        with transaction() as db:
-            yield db
-        changes.append(store._connection.total_changes - before)
+    def traced(statement: str) -> None:
+        nonlocal began
+        if statement.startswith("BEGIN"):
+            began = store._connection.total_changes
+        elif statement == "COMMIT":
+            changes.append(store._connection.total_changes - began)
 
-    store._transaction = counted  # type: ignore[method-assign]
+    store._connection.set_trace_callback(traced)
     return changes
 
 
@@ -252,8 +249,8 @@ def _finished_job_with_frames(store: SqliteJobStore, tmp_path: Path, frames: int
 
 
 def test_a_long_jobs_deletion_and_retention_hold_the_store_a_thousand_frames_at_a_time(tmp_path: Path) -> None:
-    """One transaction each: a 100,000-frame job's deletion held the store's lock for 2.7 s, every
-    call and running job waiting on it; the retention of 100,000 small jobs, 1.5 s."""
+    """In one transaction each, a 100,000-frame job's deletion holds the store's lock for 2.7 s,
+    every call and running job waiting on it; the retention of 100,000 small jobs, 1.5 s."""
     store = SqliteJobStore(tmp_path)
     deleted, expired = (_finished_job_with_frames(store, tmp_path, 2500) for _ in range(2))
     small = [_finished_job_with_frames(store, tmp_path, 1) for _ in range(450)]
@@ -268,10 +265,12 @@ def test_a_long_jobs_deletion_and_retention_hold_the_store_a_thousand_frames_at_
     store.close()
 
 
-def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(tmp_path: Path) -> None:
+def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = SqliteJobStore(tmp_path)
     job = _finished_job_with_frames(store, tmp_path, 1500)
-    store._delete_frames_of = lambda job_ids: None  # type: ignore[method-assign]  # the process ends there
+    monkeypatch.setattr(store._deletion, "delete_frames_of", lambda job_ids: None)  # the process ends there
     store.delete(job.id)
     store.close()
     store = SqliteJobStore(tmp_path)
@@ -281,9 +280,9 @@ def test_frames_a_stop_left_behind_a_deleted_job_are_removed_at_the_next_start(t
 
 
 def test_a_write_a_full_disk_rolled_back_does_not_wake_the_jobs_watches(tmp_path: Path) -> None:
-    """Its change was told to the watches before the commit failed: the job's revision in memory
-    stayed one ahead of the stored one, and each watch re-read the job without waiting, for as
-    long as the disk stayed full (thousands of reads a second per watch)."""
+    """Told to the watches before the commit fails, its change leaves the job's revision in
+    memory one ahead of the stored one, and each watch re-reads the job without waiting, for as
+    long as the disk stays full (thousands of reads a second per watch)."""
     store = SqliteJobStore(tmp_path)
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
@@ -393,31 +392,32 @@ class _FlakyStore(SqliteJobStore):
         return super().finish(*args, **kwargs)
 
 
-def _flaky_parts(tmp_path: Path, dag: DagPipelineService, **failures: int) -> _Parts:
+def _flaky_parts(tmp_path: Path, dag: DagPipelineService, clock: Callable[[], float] = time.time,
+                 **failures: int) -> _Parts:
     parts = _Parts(tmp_path, dag)
     parts.store.close()
     parts.store = _FlakyStore(tmp_path / "data", failures)
     parts.executor = JobExecutor(parts.store, parts.uploads, dag, VideoFilePipelineService(dag),
-                                 job_timeout_seconds=60, retention_seconds=60)
+                                 job_timeout_seconds=60, retention_seconds=60, clock=clock)
     return parts
 
 
 def test_an_end_the_store_failed_to_record_is_recorded_at_the_next_try(
     tmp_path: Path, dag: DagPipelineService, clip: Path
 ) -> None:
-    parts = _flaky_parts(tmp_path, dag, finish=1)
+    now = 1000.0
+    parts = _flaky_parts(tmp_path, dag, clock=lambda: now, finish=1)
     job = parts.submit(clip, "frame_stats_v1")
 
     assert parts.executor.execute(job.id, 1) is JobState.RUNNING
     assert parts.store.get(job.id).state is JobState.RUNNING
     assert list(parts.uploads.refs()) == [job.video.ref], "kept until the end is recorded"
 
-    time.sleep(0.05)
-    retried_at = time.time()
+    now = 1010.0  # a maintenance pass later
     parts.executor.record_pending_ends()  # what maintenance does
     done = parts.store.get(job.id)
     assert done.state is JobState.SUCCEEDED and done.summary is not None and done.summary.frames_processed == 30
-    assert done.finished_at is not None and done.finished_at < retried_at, "when it ended, not when recorded"
+    assert done.finished_at == 1000.0, "when it ended, not when recorded"
     assert list(parts.uploads.refs()) == []
     parts.executor.record_pending_ends()  # nothing left to do
     assert parts.store.get(job.id).state is JobState.SUCCEEDED
@@ -433,11 +433,14 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
     try:
         workers.dispatch(job)
         assert wait_until(lambda: parts.store.failures["claim"] == 0)
-        time.sleep(0.2)
+        assert workers.wait_until_idle(10), "the worker is done with it"
         assert parts.store.get(job.id).state is JobState.QUEUED, "not started, not lost"
 
-        workers.retry_stranded()  # what maintenance does
-        assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=20)
+        def retried_until_it_ran() -> bool:
+            workers.retry_stranded()  # what maintenance does, at every pass
+            return parts.store.get(job.id).state is JobState.SUCCEEDED
+
+        assert wait_until(retried_until_it_ran, timeout=20)
     finally:
         workers.close()
         parts.store.close()
@@ -446,8 +449,8 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
 def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attempt(
     tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The run stops at its next frame, which the call puts far away: the store was closed under
-    it, its own release failed, and the next start counted the clean stop as a crash."""
+    """The run stops at its next frame, which the call puts far away: left to the run, the
+    release would meet a closed store, and the next start would count the clean stop as a crash."""
     parts = _Parts(tmp_path, dag)
     job = parts.submit(clip, "heavy")
     workers = ThreadPoolJobQueue(parts.executor, 1)
@@ -487,8 +490,9 @@ def test_a_stop_warns_of_no_job_that_ended_by_itself(
 def test_at_start_only_the_videos_of_queued_and_running_jobs_are_kept(
     tmp_path: Path, dag: DagPipelineService, clip: Path
 ) -> None:
-    """A job cancelled while it ran, its server killed before the run stopped, kept its video
-    for its whole retention (7 days by default); so did a video stored for a job never created."""
+    """A job cancelled while it ran, its server killed before the run stopped, must not keep its
+    video for its whole retention (7 days by default), nor a video stored for a job never created
+    stay for good."""
     store = SqliteJobStore(tmp_path / "data")
     uploads = tmp_path / "data" / "uploads"
     uploads.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,13 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 import redis
-import rq.worker.base as rq_worker_module
+import rq
+import rq.worker.base as rq_base
 
 from fakes.redis_server import RedisServer
 from videodag_service.jobs import Job, JobState, StoredVideo, rq_task
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.redis_store import RedisJobStore
-from videodag_service.jobs.rq_task import VideodagWorker, WorkerConfig
+from videodag_service.jobs.rq_task import WorkerConfig
+from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.video import SamplingOptions
 
 
@@ -26,26 +29,51 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
-def test_a_worker_stops_listening_for_commands_within_seconds(redis_server: RedisServer) -> None:
+# VideodagWorker's own, not RQ's.
+_ADDED_TO_RQ = {"_worker_pid", "_through_outage"}
+
+
+def test_every_rq_worker_attribute_the_worker_class_overrides_is_rq_workers_own() -> None:
+    """RQ's worker internals change between the releases allowed (rq>=2,<4): an override of a
+    method RQ renamed would silently never be called."""
+    overrides = {name for name in vars(VideodagWorker) if not name.startswith("__")} - _ADDED_TO_RQ
+    assert "heartbeat" in overrides and "subscribe" in overrides
+    assert sorted(name for name in overrides if not hasattr(rq.Worker, name)) == []
+
+
+def test_the_worker_class_is_found_by_the_name_operators_give() -> None:
+    """`rq worker --worker-class videodag_service.jobs.rq_task.VideodagWorker`, as the README says."""
+    assert rq_task.VideodagWorker is VideodagWorker
+
+
+def test_a_worker_stops_listening_for_commands_within_seconds(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """RQ's listener sleeps 60 s at a time, and stopping it waits for it: a worker told to stop
     could take a minute more to exit, past a supervisor's stop timeout."""
     worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(redis_server.url))
-    for _ in range(5):  # whether stopping waits out a sleep depends on a race: several tries
+    control = redis.Redis.from_url(redis_server.url)
+    handled = threading.Event()
+    monkeypatch.setattr(worker, "handle_payload", lambda message: handled.set())
+    for _ in range(3):  # whether stopping waits out a sleep depends on a race: several tries
+        handled.clear()
         worker.subscribe()
-        time.sleep(0.05)
+        control.publish(worker.pubsub_channel_name, "{}")
+        assert handled.wait(10), "the listener handles a command, then waits for the next"
         started = time.monotonic()
         worker.unsubscribe()
         stopped_in = time.monotonic() - started
         assert not worker.pubsub_thread.is_alive()
         assert stopped_in < 5, f"the listener took {stopped_in:.1f} s to stop"
     assert worker.pubsub_thread.sleep_time <= 1, "it wakes at least every second"
+    control.close()
 
 
 def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """RQ doubles its wait up to 60 s: after an outage of a minute, idle workers slept up to a
-    minute more while the jobs queued again waited."""
+    """RQ doubles its wait up to 60 s: after an outage of a minute, idle workers would sleep up
+    to a minute more while the jobs queued again wait."""
     lost = RedisServer(tmp_path)
     worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(lost.url, socket_connect_timeout=1))
     lost.stop()
@@ -59,7 +87,7 @@ def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
         if len(waits) == 12:
             raise _Enough
 
-    monkeypatch.setattr(rq_worker_module.time, "sleep", sleep)
+    monkeypatch.setattr(rq_base.time, "sleep", sleep)
     with pytest.raises(_Enough):
         worker.dequeue_job_and_maintain_ttl(timeout=1)
     assert waits[0] == 1 and max(waits) == 5, waits
@@ -68,9 +96,9 @@ def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
 def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_queued(
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Only a pipeline folder that did not load was guarded: decoders that could not start (a
-    pids limit), or anything else before the run, failed the task in RQ and left the job
-    QUEUED for good, since recovery looks after RUNNING jobs only."""
+    """Not only a pipeline folder that does not load: decoders that cannot start (a pids limit),
+    or anything else before the run, would fail the task in RQ and leave the job QUEUED for
+    good, since recovery looks after RUNNING jobs only."""
     connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
     store = RedisJobStore(connection, key_prefix="setup-test", lease_seconds=30)
     job = store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),

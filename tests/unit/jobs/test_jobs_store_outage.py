@@ -40,11 +40,15 @@ class _StoreWithOutages(SqliteJobStore):
     def __init__(self, root: Path, *, from_frame: int, failures: int, reply_lost: bool = False,
                  patience: float = 10.0) -> None:
         super().__init__(root)
-        self.outage_patience_seconds = patience
+        self._patience = patience
         self.from_frame = from_frame
         self.failures = failures
         self.reply_lost = reply_lost
         self.calls = 0
+
+    @property
+    def outage_patience_seconds(self) -> float:
+        return self._patience
 
     def append_frame(self, job_id: str, attempt: int, frame: Any) -> bool:
         self.calls += 1
@@ -141,8 +145,8 @@ class _QueueOutOfReach:
 def test_a_job_stored_but_not_handed_over_is_returned_not_refused_with_a_retry(
     tmp_path: Path, dag: DagPipelineService, clip: Path
 ) -> None:
-    """Refused UNAVAILABLE "retry shortly" after the job was stored, the caller (or its gRPC retry
-    policy, refusals being trailers-only) submitted again, and both jobs ran."""
+    """Refused UNAVAILABLE "retry shortly" once the job is stored, the caller (or its gRPC retry
+    policy, refusals being trailers-only) would submit again, and both jobs would run."""
     store = _StoreWithOutages(tmp_path / "data", from_frame=0, failures=0)
     uploads = DirectoryUploadStorage(tmp_path / "data" / "uploads")
     service = JobService(store, _QueueOutOfReach(), uploads, dag,  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from videodag_service.errors import (
 )
 from videodag_service.jobs import (
     Job,
+    JobConfig,
     JobError,
     JobPage,
     JobState,
@@ -44,6 +45,8 @@ from videodag_service.jobs.ids import (
     page_token_after,
 )
 from videodag_service.jobs.progress import expected_frame_count
+from videodag_service.server import job_config
+from videodag_service.settings import Settings
 from videodag_service.video import SamplingOptions, VideoFilePipelineService, VideoInfo, probe_video
 
 
@@ -235,7 +238,7 @@ def test_a_summary_kept_before_the_frame_count_was_reads_back_as_not_counted() -
     summary = JobSummary("p", "2.0", 3, 0, 1.5, 0.25, frames_in_video=12, frames_unreadable=1)
     text = records.summary_to_text(summary)
     assert records.summary_from_text(text) == summary
-    # As jobs stored before the fields were added.
+    # As an earlier release, without these fields, stores them.
     older = text.replace(',"frames_in_video":12', "").replace(',"frames_unreadable":1', "")
     assert older.count(",") == text.count(",") - 2
     assert records.summary_from_text(older) == dataclasses.replace(summary, frames_in_video=None, frames_unreadable=0)
@@ -288,3 +291,12 @@ def test_a_page_that_fits_keeps_the_stores_token() -> None:
     response = convert_jobs.job_page_to_proto(JobPage(jobs, "the store's token"), 4 * 1024 * 1024)
     assert [job.id for job in response.jobs] == [job.id for job in jobs]
     assert response.next_page_token == "the store's token"
+
+
+def test_the_servers_settings_default_each_job_setting_as_the_job_backend_does() -> None:
+    """A server's flags set these; the backend, built without them (a script, a test), must not
+    quietly run with other values."""
+    from_settings = job_config(Settings())
+    from_defaults = JobConfig(data_dir=from_settings.data_dir, max_upload_bytes=from_settings.max_upload_bytes)
+    for name in ("redis_url", "workers", "retention_seconds", "job_timeout_seconds", "lease_seconds", "min_free_bytes"):
+        assert getattr(from_settings, name) == getattr(from_defaults, name), name
