@@ -7,18 +7,9 @@ from videodag_service.dag.executor import PipelineRun
 from videodag_service.dag.json_like import to_json_like
 from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
 from videodag_service.dag.node_timings import NodeTiming
-from videodag_service.dag.plugin import (
-    PORT_KINDS,
-    REQUIRED,
-    InvalidParams,
-    Param,
-    Plugin,
-    Port,
-    Tool,
-    ToolInstance,
-    function_tool,
-    kinds_compatible,
-)
+from videodag_service.dag.params import REQUIRED, InvalidParams, Param
+from videodag_service.dag.plugin import Plugin, Tool, ToolInstance, function_tool
+from videodag_service.dag.ports import PORT_KINDS, Port, kinds_compatible
 from videodag_service.dag.registry import (
     ENTRY_POINT_GROUP,
     PluginRegistry,

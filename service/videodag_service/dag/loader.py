@@ -39,9 +39,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from videodag_service.dag.params import param_problems
 from videodag_service.dag.pipeline_problems import Problems
 from videodag_service.dag.pipeline_yaml import UNREADABLE, read_pipeline_yaml
-from videodag_service.dag.plugin import Tool, param_problems
+from videodag_service.dag.plugin import Tool
 from videodag_service.dag.registry import PluginRegistry
 from videodag_service.dag.spec import (
     FRAME_SOURCE,

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.box_selection import select_best_boxes
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image

@@ -31,7 +31,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, raise_if_any
+from videodag_service.dag import REQUIRED, Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag.params import raise_if_any
 from videodag_service.plugins.box_selection import scoring_enough, select_best_boxes
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 from videodag_service.plugins.frames import bgr_image

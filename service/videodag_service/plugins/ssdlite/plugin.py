@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections, frame_size_of
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing, fetched_model_file
