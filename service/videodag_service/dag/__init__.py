@@ -17,6 +17,7 @@ from videodag_service.dag.registry import (
     builtin_plugins,
     default_registry,
 )
+from videodag_service.dag.resolved_params import ResolvedParams, resolve_params
 from videodag_service.dag.service import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.dag.spec import ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
 
@@ -38,6 +39,7 @@ __all__ = [
     "PluginRegistry",
     "PluginRegistryError",
     "Port",
+    "ResolvedParams",
     "SourceRef",
     "Tool",
     "ToolInstance",
@@ -47,5 +49,6 @@ __all__ = [
     "kinds_compatible",
     "load_pipeline_file",
     "load_pipeline_folder",
+    "resolve_params",
     "to_json_like",
 ]
