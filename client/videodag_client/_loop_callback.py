@@ -115,8 +115,8 @@ class LoopCallback(DeferredProgress):
 
     def _ended(self, running: asyncio.Future[Any]) -> None:
         self._running.discard(running)
-        if not running.cancelled() and running.exception() is not None:
-            self._fail(running.exception())  # type: ignore[arg-type]
+        if not running.cancelled() and (error := running.exception()) is not None:
+            self._fail(error)
 
     def _fail(self, error: BaseException) -> None:
         if self._late_failure_message is not None and self.loop is not None:

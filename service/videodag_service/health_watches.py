@@ -54,7 +54,10 @@ class CappedHealthServicer(health.HealthServicer):  # type: ignore[misc]
         send_response_callback: Callable[[health_pb2.HealthCheckResponse | None], None] | None = None,
     ) -> Iterator[health_pb2.HealthCheckResponse] | None:
         self._watch_slots.hold_until_the_call_ends(context)
-        return super().Watch(request, context, send_response_callback)
+        blocking_watcher: Iterator[health_pb2.HealthCheckResponse] | None = super().Watch(
+            request, context, send_response_callback
+        )
+        return blocking_watcher
 
     def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext

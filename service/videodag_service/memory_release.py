@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _glibc_function(name: str, argtypes: list[type], restype: type) -> Callable[
         return None
     function.argtypes = argtypes
     function.restype = restype
-    return function  # type: ignore[no-any-return]
+    return cast("Callable[..., int]", function)
 
 
 _malloc_trim = _glibc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)

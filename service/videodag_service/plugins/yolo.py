@@ -61,7 +61,9 @@ class Letterbox:
         """Boxes in input pixels -> boxes in frame pixels, clipped to the frame."""
         shift = np.array([self.pad_left, self.pad_top, self.pad_left, self.pad_top], dtype=np.float32)
         boxes = (xyxy - shift) / self.ratio
-        return np.clip(boxes, 0.0, np.array([width, height, width, height], dtype=np.float32)).astype(np.float32)
+        frame = np.array([width, height, width, height], dtype=np.float32)
+        clipped: npt.NDArray[np.float32] = np.clip(boxes, 0.0, frame).astype(np.float32)
+        return clipped
 
 
 def letterbox(image: npt.NDArray[np.uint8], size: int) -> tuple[npt.NDArray[np.float32], Letterbox]:
