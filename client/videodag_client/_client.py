@@ -291,8 +291,8 @@ class VideodagClient(JobCalls):
         passed already."""
         chosen = self._timeout if timeout is None else timeout
         if chosen is not None and not chosen > 0:
-            # Passed before the call starts, as a negative one is: gRPC let a unary call with 0
-            # (a deadline of "now") through when the server answered within the instant.
+            # Passed before the call starts, as a negative one is: gRPC lets a unary call with 0
+            # (a deadline of "now") through when the server answers within the instant.
             return -1.0
         return None if chosen == math.inf else chosen
 

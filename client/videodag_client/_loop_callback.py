@@ -52,7 +52,7 @@ class LoopCallback(DeferredProgress):
     runs: a report the loop ran only after the last chunk left would otherwise fail a call
     the server had already taken whole (a job queued). The coroutines they returned are
     waited for up to `_COROUTINES_WAIT_SECONDS`; one still running then raises, if it does,
-    from the call's next step, as before.
+    from the call's next step, as any other failure of the callback does.
     """
 
     def __init__(self, callback: Callable[..., object]) -> None:

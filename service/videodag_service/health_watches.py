@@ -2,7 +2,7 @@
 
 Health checks need no token (a load balancer has none), and each open Watch stream counts
 against the calls the server serves at once: a client with no token opening enough of them
-had every other call refused, health checks and authenticated callers alike. The server's
+would have every other call refused, health checks and authenticated callers alike. The server's
 call budget covers the cap (`server`), and each open watch holds a server thread (the request
 context interceptor runs every call in one), so the cap stays small.
 

@@ -17,7 +17,7 @@ Why 3 s: clients ask in bursts, each request one round trip after the last answe
 burst comes near it, even over a slow link; and watching grpcurls give their slots back soon
 after their lookups. A grpcurl whose long call ends while every slot is taken (16 others
 started within the last 3 s) cannot look up its error's details, which it then prints
-undecoded (10 s made that three times as likely). A client that keeps its stream and cannot
+undecoded (10 s makes that three times as likely). A client that keeps its stream and cannot
 reopen one would fail at its next lookup after a pause: 0 turns the limit off for it.
 
 gRPC's blocking API cannot give up on a wait for the client's next message, so each wait moves

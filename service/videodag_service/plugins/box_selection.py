@@ -8,7 +8,7 @@ threshold is applied here, a score equal to it kept, before OpenCV sees the boxe
 `max_detections` keeps "at most this many boxes per frame, best first": the best of what
 non-maximum suppression leaves. OpenCV's `top_k` is no such cap: it keeps the best k
 candidates *before* suppression, so near-duplicates of the best object fill it and other
-objects vanish (three candidates of one object and two other objects, capped at two, gave one
+objects vanish (three candidates of one object and two other objects, capped at two, give one
 box). Suppression therefore runs uncapped and the cap applies to what it keeps. Apart from the
 plugins, so that the yolo, ssdlite and hog detectors cannot drift from each other in how they
 choose, nor in what their parameters promise. Each detector keeps its own defaults.
@@ -84,9 +84,9 @@ def select_best_boxes(
     classes = None if class_ids is None else class_ids[ranked].astype(np.int64)
     # Greedy suppression decides each candidate from the better ones alone, so the boxes it keeps
     # among the best n candidates are the first of those it keeps among all of them. The best
-    # `wanted` alone cost what OpenCV's top_k did, and are enough when few are duplicates; else
-    # every candidate is compared once (growing the prefix step by step made a crowded frame,
-    # short of the cap, cost five passes).
+    # `wanted` alone cost what OpenCV's top_k costs, and are enough when few are duplicates; else
+    # every candidate is compared once (growing the prefix step by step would cost a crowded
+    # frame, short of the cap, five passes).
     if wanted < ranked.size:
         kept = _suppress(xywh[:wanted], None if classes is None else classes[:wanted], iou_threshold)
         if kept.size >= wanted:
