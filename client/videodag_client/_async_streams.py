@@ -8,11 +8,12 @@ Apart from the client, which only starts them and keeps track of those still run
 from __future__ import annotations
 
 import asyncio
+import enum
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar
 
 from videodag_client._errors import Cancelled, VideodagError
 from videodag_client._events import Event
@@ -21,7 +22,15 @@ from videodag_client._loop_callback import LoopCallback
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-_END = object()
+
+
+class _End(enum.Enum):
+    """What a step returns at the stream's end: a value of its own, so that a step is typed "an event, or the end"."""
+
+    END = "end"
+
+
+_END: Final = _End.END
 _CLOSED_CALL_CALLBACK_FAILED = "a callback of a finished or closed call failed"
 
 
@@ -90,13 +99,13 @@ class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T
             await self.aclose()
             self._raise_if_cut_short()
             raise StopAsyncIteration
-        return item  # type: ignore[return-value]
+        return item
 
     def _raise_if_cut_short(self) -> None:
         if self._cut_short is not None:
             raise self._cut_short.with_traceback(None)
 
-    def _next(self) -> object:
+    def _next(self) -> T | Literal[_End.END]:
         if self._closed:
             return _END
         if self._stream is None:

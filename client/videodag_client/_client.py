@@ -1,4 +1,4 @@
-"""The typed client: a gRPC channel to one server, and its three calls as Python methods."""
+"""The typed client: a gRPC channel to one server, and the service's calls as Python methods."""
 
 from __future__ import annotations
 

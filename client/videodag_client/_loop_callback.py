@@ -52,7 +52,7 @@ class LoopCallback(DeferredProgress):
     runs: a report the loop ran only after the last chunk left would otherwise fail a call
     the server had already taken whole (a job queued). The coroutines they returned are
     waited for up to `_COROUTINES_WAIT_SECONDS`; one still running then raises, if it does,
-    from the call's next step, as before.
+    from the call's next step, as any other failure of the callback does.
     """
 
     def __init__(self, callback: Callable[..., object]) -> None:
@@ -115,8 +115,8 @@ class LoopCallback(DeferredProgress):
 
     def _ended(self, running: asyncio.Future[Any]) -> None:
         self._running.discard(running)
-        if not running.cancelled() and running.exception() is not None:
-            self._fail(running.exception())  # type: ignore[arg-type]
+        if not running.cancelled() and (error := running.exception()) is not None:
+            self._fail(error)
 
     def _fail(self, error: BaseException) -> None:
         if self._late_failure_message is not None and self.loop is not None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,62 +88,114 @@ def _render_video(
     written = Path(os.path.realpath(output_path))
     if snapshot is not None and not cv2.haveImageWriter(plain_name(os.fspath(snapshot))):
         raise RenderError(f"cannot write a contact sheet to {str(snapshot)!r}: name a .png or .jpg file")
-    capture = cv2.VideoCapture(names.of(Path(video)))
-    if not capture.isOpened():
-        raise RenderError(f"cannot open video {str(video)!r}")
-    partial = partial_name(written)
-    writer: cv2.VideoWriter | None = None
-    declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    sampler = FrameSampler(
-        snapshot_frames if snapshot is not None else 0,
-        thumbnail_width,
-        candidates=results.keys() if results else None,
-        last=declared_frames - 1 if declared_frames > 0 else None,
-    )
-    frames_written = frames_annotated = boxes_drawn = 0
-    try:
-        # The results' boxes are in the frames the service analysed, which it flips as a player
-        # shows a mirrored MP4; OpenCV alone shows one flipped left to right upside down.
-        flip = mirror_flip(Path(video), capture)
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        fps = fps if fps > 0 and math.isfinite(fps) else _FALLBACK_FPS
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if flip is not None:
-                cv2.flip(frame, flip, dst=frame)
-            if writer is None:
-                writer = _open_writer(names.of_new(partial), output_path, fourcc, fps, frame)
-            result = results.get(frames_written)
-            if result is not None:
-                boxes_drawn += draw_result(frame, result)
-                frames_annotated += 1
-            writer.write(frame)
-            sampler.offer(frames_written, frame)
-            frames_written += 1
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    finally:
-        capture.release()
-        if writer is not None:
-            writer.release()
-    if frames_written == 0:
-        partial.unlink(missing_ok=True)
-        raise RenderError(f"no frame could be decoded from {str(video)!r}")
-    if (problem := written_video_problem(names.of_new(partial), frames_written)) is not None:
-        partial.unlink(missing_ok=True)
-        raise RenderError(f"writing {str(output_path)!r} failed ({problem}); is the disk full?")
-    partial.replace(written)
+    with _opened_video(names, Path(video)) as capture, _PartialFile(written) as partial:
+        declared_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        sampler = FrameSampler(
+            snapshot_frames if snapshot is not None else 0,
+            thumbnail_width,
+            candidates=results.keys() if results else None,
+            last=declared_frames - 1 if declared_frames > 0 else None,
+        )
+
+        def open_writer(fps: float, first_frame: np.ndarray) -> cv2.VideoWriter:
+            return _open_writer(names.of_new(partial.path), output_path, fourcc, fps, first_frame)
+
+        drawn = _draw_frames(capture, Path(video), results, sampler, open_writer)
+        if drawn.frames_written == 0:
+            raise RenderError(f"no frame could be decoded from {str(video)!r}")
+        if (problem := written_video_problem(names.of_new(partial.path), drawn.frames_written)) is not None:
+            raise RenderError(f"writing {str(output_path)!r} failed ({problem}); is the disk full?")
+        partial.commit()
     sampled = sampler.sample()
     if snapshot is not None and not sampled:
         # Every result is past the video's end (results of another video): show the video itself.
-        sampled = sample_video(names.of(written), snapshot_frames, thumbnail_width, frames_written)
+        sampled = sample_video(names.of(written), snapshot_frames, thumbnail_width, drawn.frames_written)
     if snapshot is not None and not write_image(Path(snapshot), contact_sheet(sampled), names):
         raise RenderError(f"cannot write the contact sheet {str(snapshot)!r}")
-    beyond = sum(1 for index in results if index >= frames_written)
-    return RenderSummary(frames_written, frames_annotated, boxes_drawn, len(sampled), beyond)
+    beyond = sum(1 for index in results if index >= drawn.frames_written)
+    return RenderSummary(drawn.frames_written, drawn.frames_annotated, drawn.boxes_drawn, len(sampled), beyond)
+
+
+@dataclass
+class _Drawn:
+    """What `_draw_frames` wrote, so far."""
+
+    frames_written: int = 0
+    frames_annotated: int = 0
+    boxes_drawn: int = 0
+
+
+def _draw_frames(
+    capture: cv2.VideoCapture,
+    video: Path,
+    results: Mapping[int, Mapping[str, Any]],
+    sampler: FrameSampler,
+    open_writer: Callable[[float, np.ndarray], cv2.VideoWriter],
+) -> _Drawn:
+    """Every frame `capture` decodes, oriented as the service saw it, with its result drawn, to the writer
+    `open_writer(fps, first_frame)` opens at the first frame (none for a video without one), and offered
+    to `sampler`."""
+    # The results' boxes are in the frames the service analysed, which it flips as a player
+    # shows a mirrored MP4; OpenCV alone shows one flipped left to right upside down.
+    flip = mirror_flip(video, capture)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps > 0 and math.isfinite(fps) else _FALLBACK_FPS
+    drawn = _Drawn()
+    writer: cv2.VideoWriter | None = None
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return drawn
+            if flip is not None:
+                cv2.flip(frame, flip, dst=frame)
+            if writer is None:
+                writer = open_writer(fps, frame)
+            result = results.get(drawn.frames_written)
+            if result is not None:
+                drawn.boxes_drawn += draw_result(frame, result)
+                drawn.frames_annotated += 1
+            writer.write(frame)
+            sampler.offer(drawn.frames_written, frame)
+            drawn.frames_written += 1
+    finally:
+        if writer is not None:
+            writer.release()
+
+
+@contextmanager
+def _opened_video(names: OpenCvNames, video: Path) -> Iterator[cv2.VideoCapture]:
+    """`video` opened for reading, released on leaving the block."""
+    capture = cv2.VideoCapture(names.of(video))
+    try:
+        if not capture.isOpened():
+            raise RenderError(f"cannot open video {str(video)!r}")
+        yield capture
+    finally:
+        capture.release()
+
+
+class _PartialFile:
+    """`final`'s partial name (`partial_name`), where it is written first: removed on leaving the block
+    unless `commit()` has renamed it over `final`, so that an error or an interruption leaves no
+    half-written file and the earlier `final`, if any, in place."""
+
+    def __init__(self, final: Path) -> None:
+        self.path = partial_name(final)
+        self._final = final
+        self._committed = False
+
+    def __enter__(self) -> _PartialFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._committed:
+            self.path.unlink(missing_ok=True)
+
+    def commit(self) -> None:
+        """Rename the written file over the final one."""
+        self.path.replace(self._final)
+        self._committed = True
 
 
 def quiet_opencv_logs() -> None:

@@ -7,9 +7,9 @@ server that is idle again holding hundreds of MB (840 MB after a load of 1080p a
 jobs, against 78 MB at start). When the last run or job in progress ends, `malloc_trim(0)`
 returns the free pages (milliseconds; the runs themselves keep the allocator's reuse).
 
-Fewer allocator arenas would keep less still (`MALLOC_ARENA_MAX=2` left 236 MB idle after four
+Fewer allocator arenas would keep less still (`MALLOC_ARENA_MAX=2` leaves 236 MB idle after four
 1080p and 4K runs at once, against 366 MB with the trim alone), but they cost the server's
-threads throughput: in the benchmark, player_tracking_v1 end to end fell from 0.92x to 0.88x
+threads throughput: in the benchmark, player_tracking_v1 end to end falls from 0.92x to 0.88x
 of its slowest stage. That choice is left to the deployment (glibc reads the variable itself).
 Elsewhere than glibc this does nothing.
 """
@@ -22,6 +22,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _glibc_function(name: str, argtypes: list[type], restype: type) -> Callable[
         return None
     function.argtypes = argtypes
     function.restype = restype
-    return function  # type: ignore[no-any-return]
+    return cast("Callable[..., int]", function)
 
 
 _malloc_trim = _glibc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)

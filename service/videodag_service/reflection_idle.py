@@ -17,12 +17,12 @@ Why 3 s: clients ask in bursts, each request one round trip after the last answe
 burst comes near it, even over a slow link; and watching grpcurls give their slots back soon
 after their lookups. A grpcurl whose long call ends while every slot is taken (16 others
 started within the last 3 s) cannot look up its error's details, which it then prints
-undecoded (10 s made that three times as likely). A client that keeps its stream and cannot
+undecoded (10 s makes that three times as likely). A client that keeps its stream and cannot
 reopen one would fail at its next lookup after a pause: 0 turns the limit off for it.
 
 gRPC's blocking API cannot give up on a wait for the client's next message, so each wait moves
-to a thread of its own, as an upload's does (`upload_idle.store_watching_idle`); the call's end
-wakes a thread still waiting.
+to a thread of its own, as an upload's does (`idle_watch`); the call's end wakes a thread still
+waiting.
 """
 
 from __future__ import annotations
@@ -31,8 +31,7 @@ import logging
 from collections.abc import Iterator
 from typing import TypeVar
 
-from videodag_service.errors import UploadIdle
-from videodag_service.upload_idle import store_watching_idle
+from videodag_service.idle_watch import IdleTimeout, WatchedItems, run_watching_idle
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +55,11 @@ class RequestsUntilIdle(Iterator[Request]):
     def __next__(self) -> Request:
         if self.ended_idle:
             raise StopIteration
+        if self.idle_seconds <= 0:
+            return next(self._requests)
         try:
-            return store_watching_idle(next, self._requests, self.idle_seconds, thread_name=WAIT_THREAD_NAME)
-        except UploadIdle:  # the limit passed; the error names uploads, and only ends the stream here
+            return run_watching_idle(next, WatchedItems(self._requests, self.idle_seconds), WAIT_THREAD_NAME)
+        except IdleTimeout:  # the limit passed, which only ends the stream
             self.ended_idle = True
             logger.debug("no reflection request for %g s (--reflection-idle-timeout-seconds): ending the stream, "
                          "which frees its slot; its client opens another when it asks again", self.idle_seconds)

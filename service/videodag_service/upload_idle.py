@@ -4,17 +4,16 @@ A client that opens UploadAndRun or SubmitJob and then stops sending would other
 run slot, a thread and a temp file for as long as its connection lives: keepalive finds dead
 peers, not silent ones, so a handful of such clients could refuse every other caller.
 
-gRPC's blocking API cannot give up on a wait for the client's next message, so the waiting
-moves to a thread of its own: `store_watching_idle` runs the whole store (reading each chunk
-and writing it, the work the call's thread did) on that thread while the call's thread
-watches the chunks arrive, with no extra hand-off per chunk. Once the limit passes, the
-call's thread raises `UploadIdle`, its status ends the call, and the storing thread, woken
-by that end, stops with the same error instead of taking the cut-off stream for a whole
-upload. `WatchedChunks` is the piece a watchdog of its own uses when the call's thread is
-busy streaming results (`BackgroundUpload`).
+gRPC's blocking API cannot give up on a wait for the client's next message, so
+`store_watching_idle` runs the whole store (reading each chunk and writing it) on a thread of
+its own while the call's thread watches the chunks arrive (`idle_watch`). Once the limit
+passes, the call's thread raises `UploadIdle`, its status ends the call, and the storing
+thread, woken by that end, stops with the same error instead of taking the cut-off stream for
+a whole upload. `WatchedChunks` is the piece a watchdog of its own uses when the call's thread
+is busy streaming results (`BackgroundUpload`).
 
 A client that trickles (a byte a second) is no silent one, and would hold what it holds as
-long: with a minimum rate, a chunk no longer restores the whole limit by itself. The limit is
+long: with a minimum rate, a chunk does not restore the whole limit by itself. The limit is
 a credit of waiting time that each byte adds to (1/rate s, up to the limit), so a client
 sending slower than the rate, in chunks of any size, runs it down; one sending faster never does.
 
@@ -27,14 +26,12 @@ the server's work, and a client whose bytes all arrived must never be told it wa
 
 from __future__ import annotations
 
-import contextvars
-import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Sized
-from typing import Any, Generic, TypeVar, cast
+from typing import TypeVar, cast
 
 from videodag_service.errors import ErrorDetails, UploadIdle
+from videodag_service.idle_watch import WatchedItems, run_watching_idle
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -43,70 +40,33 @@ SILENT_START = "the call sent no config message"
 STORE_THREAD_NAME = "videodag-upload"
 
 
-class WatchedChunks(Iterator[Item], Generic[Item]):
+class WatchedChunks(WatchedItems[Item]):
     """The call's chunks (or messages), noting when each arrives. Once `expire()`d, the next
     step raises `UploadIdle`, also in place of the end of stream the abandoned call then
     reaches. `silence` says what the client failed to send, for the error's message."""
 
     def __init__(self, chunks: Iterator[Item], idle_seconds: float, silence: str = SILENT_UPLOAD, *,
                  min_bytes_per_second: float = 0.0) -> None:
-        if not idle_seconds > 0:
-            raise ValueError(f"idle_seconds must be positive, got {idle_seconds}")
-        self._chunks = chunks
-        self.idle_seconds = idle_seconds
+        super().__init__(chunks, idle_seconds)
         self.min_bytes_per_second = min_bytes_per_second
         self._silence = silence
-        self._waiting_since: float | None = time.monotonic()  # the reader asks for the first at once
-        self._ended = False
-        self._expired: UploadIdle | None = None
-        # The client's credit of waiting time: a chunk restores all of it, or, with a minimum
-        # rate, buys 1/rate s a byte (at most the limit's worth), so a client sending slower
-        # than the rate runs its credit down however often it sends.
-        self._credit = idle_seconds
         self._short_bytes = 0
         """Bytes sent since the credit was last whole, for the refusal's message."""
         self._short_seconds = 0.0
 
-    def __iter__(self) -> WatchedChunks[Item]:
-        return self
+    def _credit_after(self, item: Item, waited: float) -> float:
+        """With a minimum rate, a chunk buys 1/rate s a byte (at most the limit's worth), so a client
+        sending slower than the rate runs its credit down however often it sends."""
+        if self.min_bytes_per_second <= 0:
+            return self.idle_seconds
+        size = len(cast(Sized, item))
+        credit = min(self.idle_seconds, self._credit - waited + size / self.min_bytes_per_second)
+        whole = credit >= self.idle_seconds
+        self._short_bytes = 0 if whole else self._short_bytes + size
+        self._short_seconds = 0.0 if whole else self._short_seconds + waited
+        return credit
 
-    def __next__(self) -> Item:
-        if self._expired is not None:
-            raise self._expired
-        waiting_since = self._waiting_since = time.monotonic()
-        try:
-            chunk = next(self._chunks)
-        except StopIteration:
-            if self._expired is not None:  # the stream ended because the call was given up
-                raise self._expired from None
-            self._ended = True
-            raise
-        finally:
-            self._waiting_since = None
-        if self.min_bytes_per_second > 0:
-            size = len(cast(Sized, chunk))
-            waited = time.monotonic() - waiting_since
-            self._credit = min(self.idle_seconds, self._credit - waited + size / self.min_bytes_per_second)
-            whole = self._credit >= self.idle_seconds
-            self._short_bytes = 0 if whole else self._short_bytes + size
-            self._short_seconds = 0.0 if whole else self._short_seconds + waited
-        else:
-            self._credit = self.idle_seconds
-        return chunk
-
-    def seconds_left(self) -> float:
-        """Until the limit passes, if no chunk arrives meanwhile; 0 or less once it has. Only
-        waiting for the client counts: while the server works on a chunk, the whole limit is
-        left (ask again then), and once the stream has ended, infinitely much."""
-        if self._ended:
-            return math.inf
-        waiting_since = self._waiting_since
-        if waiting_since is None:
-            return self._credit
-        return self._credit - (time.monotonic() - waiting_since)
-
-    def expire(self) -> UploadIdle:
-        """Give the upload up: the error to raise, which the storing side gets too."""
+    def _expiry_error(self) -> UploadIdle:
         metadata = {"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}
         if self._short_bytes:
             metadata["upload_min_bytes_per_second"] = f"{self.min_bytes_per_second:g}"
@@ -116,8 +76,7 @@ class WatchedChunks(Iterator[Item], Generic[Item]):
                        f"of {self.min_bytes_per_second:g} bytes a second; the call was ended")
         else:
             message = f"{self._silence} for {self.idle_seconds:g} s, the server's limit; the call was ended"
-        self._expired = UploadIdle(message, ErrorDetails(metadata=metadata))
-        return self._expired
+        return UploadIdle(message, ErrorDetails(metadata=metadata))
 
 
 def store_watching_idle(
@@ -134,29 +93,10 @@ def store_watching_idle(
     if idle_seconds <= 0:
         return store(chunks)
     watched = WatchedChunks(chunks, idle_seconds, silence, min_bytes_per_second=min_bytes_per_second)
-    outcome: list[tuple[bool, object]] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, store(watched)))
-        except BaseException as error:  # raised again in the call's thread
-            outcome.append((False, error))
-
-    # The call's context goes along: what the store logs keeps the call's request id.
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=thread_name, daemon=True)
-    thread.start()
-    while thread.is_alive():
-        left = watched.seconds_left()
-        if left <= 0:
-            raise watched.expire()
-        thread.join(None if math.isinf(left) else left)
-    succeeded, value = outcome[0]
-    if not succeeded:
-        raise value  # type: ignore[misc]
-    return value  # type: ignore[return-value]
+    return run_watching_idle(store, watched, thread_name)
 
 
-def first_message_watching_idle(read_first: Callable[[Iterator[Any]], T], requests: Iterator[Any],
+def first_message_watching_idle(read_first: Callable[[Iterator[Item]], T], requests: Iterator[Item],
                                 idle_seconds: float) -> T:
     """`read_first(requests)` (which takes the stream's first message), given up with
     `UploadIdle` when that message does not come within `idle_seconds` (0: no limit)."""

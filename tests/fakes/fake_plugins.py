@@ -20,6 +20,7 @@ from videodag_service.dag import (
     builtin_plugins,
     function_tool,
     load_pipeline_folder,
+    resolve_params,
 )
 
 
@@ -408,11 +409,13 @@ def dag_with_test_pipelines(folder: Path, pipelines: Mapping[str, str]) -> DagPi
 
 
 def params_as_loaded(tool: Tool, **given: Any) -> dict[str, Any]:
-    """A tool's parameters as the loader hands them to `open` and to its check: every declared one, given
-    or default. The values are not checked, so a test may hand over what the loader would refuse."""
-    unknown = set(given) - {param.name for param in tool.params}
-    assert not unknown, f"{tool.name} declares no parameter {sorted(unknown)}"
-    return {param.name: given.get(param.name, param.default) for param in tool.params}
+    """A tool's parameters as the loader hands them to `open` and to its check (`resolve_params`): every
+    declared one, given or default, an int given for a float as that float. A value outside its bounds is
+    handed over, as the loader hands it to the check; one the loader never hands over (an unknown name,
+    another type, a required one missing) fails the test."""
+    resolved = resolve_params(tool, given)
+    assert resolved.checkable, f"the loader hands {tool.name} no parameters for {given}: {list(resolved.problems)}"
+    return resolved.values
 
 
 def declared_problems(tool: Tool, **given: Any) -> list[str]:

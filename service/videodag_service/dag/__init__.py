@@ -7,18 +7,9 @@ from videodag_service.dag.executor import PipelineRun
 from videodag_service.dag.json_like import to_json_like
 from videodag_service.dag.loader import PipelineFileError, load_pipeline_file, load_pipeline_folder
 from videodag_service.dag.node_timings import NodeTiming
-from videodag_service.dag.plugin import (
-    PORT_KINDS,
-    REQUIRED,
-    InvalidParams,
-    Param,
-    Plugin,
-    Port,
-    Tool,
-    ToolInstance,
-    function_tool,
-    kinds_compatible,
-)
+from videodag_service.dag.params import REQUIRED, InvalidParams, Param
+from videodag_service.dag.plugin import Plugin, Tool, ToolInstance, function_tool
+from videodag_service.dag.ports import PORT_KINDS, Port, kinds_compatible
 from videodag_service.dag.registry import (
     ENTRY_POINT_GROUP,
     PluginRegistry,
@@ -26,6 +17,7 @@ from videodag_service.dag.registry import (
     builtin_plugins,
     default_registry,
 )
+from videodag_service.dag.resolved_params import ResolvedParams, resolve_params
 from videodag_service.dag.service import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.dag.spec import ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
 
@@ -47,6 +39,7 @@ __all__ = [
     "PluginRegistry",
     "PluginRegistryError",
     "Port",
+    "ResolvedParams",
     "SourceRef",
     "Tool",
     "ToolInstance",
@@ -56,5 +49,6 @@ __all__ = [
     "kinds_compatible",
     "load_pipeline_file",
     "load_pipeline_folder",
+    "resolve_params",
     "to_json_like",
 ]

@@ -39,10 +39,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from videodag_service.dag.params import param_problems
 from videodag_service.dag.pipeline_problems import Problems
 from videodag_service.dag.pipeline_yaml import UNREADABLE, read_pipeline_yaml
-from videodag_service.dag.plugin import Tool, param_problems
+from videodag_service.dag.plugin import Tool
 from videodag_service.dag.registry import PluginRegistry
+from videodag_service.dag.resolved_params import resolve_params
 from videodag_service.dag.spec import (
     FRAME_SOURCE,
     MAX_NODE_ID_LENGTH,
@@ -334,33 +336,12 @@ def _policy(value: Any, problems: Problems, node_id: str) -> ErrorPolicy | None:
 def _params(tool: Tool, given: Mapping[str, Any], problems: Problems, node_id: str) -> dict[str, Any]:
     """Every declared parameter, given or default. The tool's own check runs once every value has its
     type, even when some are out of range, so that the node's problems all show at once."""
-    found_before = len(problems.found)
-    out_of_range = 0
-    declared = {p.name: p for p in tool.params}
-    for name in sorted(set(given) - set(declared)):
-        accepted = ", ".join(declared) or "none"
-        problems.add(f"unknown parameter {name!r} for {tool.name} (accepted: {accepted})", node_id)
-    resolved: dict[str, Any] = {}
-    for param in tool.params:
-        if param.name not in given:
-            if param.required:
-                problems.add(f"missing required parameter {param.name!r}", node_id)
-            else:
-                resolved[param.name] = param.default
-            continue
-        value = given[param.name]
-        problem = param.problem_with_type(value)
-        if problem:
-            problems.add(problem, node_id)
-            continue
-        problem = param.problem_with_range(value)
-        if problem:
-            problems.add(problem, node_id)
-            out_of_range += 1
-        resolved[param.name] = float(value) if param.kind is float else value
-    if len(problems.found) == found_before + out_of_range:
-        _check_params(tool, resolved, problems, node_id)
-    return resolved
+    resolved = resolve_params(tool, given)
+    for problem in resolved.problems:
+        problems.add(problem, node_id)
+    if resolved.checkable:
+        _check_params(tool, resolved.values, problems, node_id)
+    return resolved.values
 
 
 def _check_params(tool: Tool, params: Mapping[str, Any], problems: Problems, node_id: str) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from videodag_service.dag.pipeline_problems import Problems
-from videodag_service.dag.plugin import Port, Tool, describe_kind, kinds_compatible
+from videodag_service.dag.plugin import Tool
+from videodag_service.dag.ports import Port, describe_kind, kinds_compatible
 from videodag_service.dag.spec import (
     FRAME_FIELD_KINDS,
     FRAME_FIELDS,

@@ -1,4 +1,6 @@
-"""Which of a detector's candidate boxes a frame reports, chosen alike by every detector.
+"""Which of a detector's candidate boxes a frame reports, chosen alike by every detector, and the
+parameters that choose them (`score_threshold`, `iou_threshold`, `max_detections`), declared here
+once so that each detector states them in the same words and range.
 
 The detectors' parameters promise two things OpenCV's NMS does not do. `score_threshold` is
 the "smallest score kept", but OpenCV keeps only scores strictly above its threshold; so the
@@ -6,10 +8,10 @@ threshold is applied here, a score equal to it kept, before OpenCV sees the boxe
 `max_detections` keeps "at most this many boxes per frame, best first": the best of what
 non-maximum suppression leaves. OpenCV's `top_k` is no such cap: it keeps the best k
 candidates *before* suppression, so near-duplicates of the best object fill it and other
-objects vanish (three candidates of one object and two other objects, capped at two, gave one
+objects vanish (three candidates of one object and two other objects, capped at two, give one
 box). Suppression therefore runs uncapped and the cap applies to what it keeps. Apart from the
 plugins, so that the yolo, ssdlite and hog detectors cannot drift from each other in how they
-choose.
+choose, nor in what their parameters promise. Each detector keeps its own defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +19,29 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from videodag_service.dag import Param
+from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT
+
+
+def score_threshold_param(default: float, *, minimum: float = 0, note: str = "") -> Param:
+    """`score_threshold`: a detection scoring under it is dropped, one equal to it kept. `note` says what
+    a detector's scores mean, and why its `minimum`, if it has one above 0."""
+    return Param("score_threshold", float, default, "smallest detection score kept" + (f"; {note}" if note else ""),
+                 minimum=minimum, maximum=1)
+
+
+def iou_threshold_param(default: float) -> Param:
+    """`iou_threshold`: the overlap past which non-maximum suppression drops the weaker box."""
+    return Param("iou_threshold", float, default,
+                 "boxes overlapping a better one of the same class by more than this IoU are dropped",
+                 minimum=0, minimum_inclusive=False, maximum=1)
+
+
+def max_detections_param(default: int) -> Param:
+    """`max_detections`: how many of the boxes suppression keeps a frame reports."""
+    return Param("max_detections", int, default, "at most this many boxes per frame, best first",
+                 minimum=0, maximum=LARGEST_OPENCV_COUNT)
 
 
 def scoring_enough(scores: npt.NDArray[np.float32], score_threshold: float) -> npt.NDArray[np.bool_]:
@@ -59,9 +84,9 @@ def select_best_boxes(
     classes = None if class_ids is None else class_ids[ranked].astype(np.int64)
     # Greedy suppression decides each candidate from the better ones alone, so the boxes it keeps
     # among the best n candidates are the first of those it keeps among all of them. The best
-    # `wanted` alone cost what OpenCV's top_k did, and are enough when few are duplicates; else
-    # every candidate is compared once (growing the prefix step by step made a crowded frame,
-    # short of the cap, cost five passes).
+    # `wanted` alone cost what OpenCV's top_k costs, and are enough when few are duplicates; else
+    # every candidate is compared once (growing the prefix step by step would cost a crowded
+    # frame, short of the cap, five passes).
     if wanted < ranked.size:
         kept = _suppress(xywh[:wanted], None if classes is None else classes[:wanted], iou_threshold)
         if kept.size >= wanted:

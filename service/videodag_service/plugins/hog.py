@@ -24,10 +24,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
-from videodag_service.plugins.box_selection import select_best_boxes
+from videodag_service.dag import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.plugins.box_selection import iou_threshold_param, score_threshold_param, select_best_boxes
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
+from videodag_service.plugins.tool_settings import params_of, setting
 
 PERSON_LABEL = "person"
 _PADDING = 8  # pixels around the enlarged frame, so people at its edges still fill a window
@@ -37,31 +38,22 @@ _MAX_WIN_STRIDE = 1 << 16
 # counts, and OpenCV's grouping takes seconds a frame to merge them into a few meaningless boxes.
 _SMALLEST_SCORE_THRESHOLD = 0.05
 
-DETECT_PEOPLE_PARAMS: tuple[Param, ...] = (
-    Param("upscale", float, 1.5, "enlarge the frame by this factor before detecting (finds smaller people)",
-          minimum=0.25, maximum=4),
-    Param("score_threshold", float, 0.5,
-          "smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0; below "
-          f"{_SMALLEST_SCORE_THRESHOLD} nearly every window counts and grouping merges them into a few boxes",
-          minimum=_SMALLEST_SCORE_THRESHOLD, maximum=1),
-    Param("iou_threshold", float, 0.45, "boxes overlapping a better one by more than this IoU are dropped",
-          minimum=0, minimum_inclusive=False, maximum=1),
-    Param("pyramid_scale", float, 1.05, "step between image pyramid levels; larger is faster but coarser",
-          minimum=1, minimum_inclusive=False),
-    Param("win_stride", int, 8, "window step in pixels of the enlarged frame; a multiple of 8",
-          minimum=8, maximum=_MAX_WIN_STRIDE),
-)
-
-
 @dataclass(frozen=True)
 class _Settings:
-    """The parameters as the loader hands them over, and what follows from them."""
+    """The tool's parameters, each declared by its field (`tool_settings`), and what follows from them."""
 
-    upscale: float
-    score_threshold: float
-    iou_threshold: float
-    pyramid_scale: float
-    win_stride: int
+    upscale: float = setting(Param("upscale", float, 1.5, "enlarge the frame by this factor before detecting "
+                                   "(finds smaller people)", minimum=0.25, maximum=4))
+    score_threshold: float = setting(score_threshold_param(
+        0.5, minimum=_SMALLEST_SCORE_THRESHOLD,
+        note=f"score = sigmoid(SVM margin), 0.5 = margin 0; below {_SMALLEST_SCORE_THRESHOLD} nearly every window "
+        "counts and grouping merges them into a few boxes",
+    ))
+    iou_threshold: float = setting(iou_threshold_param(0.45))
+    pyramid_scale: float = setting(Param("pyramid_scale", float, 1.05, "step between image pyramid levels; larger "
+                                         "is faster but coarser", minimum=1, minimum_inclusive=False))
+    win_stride: int = setting(Param("win_stride", int, 8, "window step in pixels of the enlarged frame; a multiple "
+                                    "of 8", minimum=8, maximum=_MAX_WIN_STRIDE))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> _Settings:
@@ -81,6 +73,9 @@ class _Settings:
         if self.score_threshold >= 0.5:
             return 0.0
         return math.log(self.score_threshold / (1.0 - self.score_threshold))
+
+
+DETECT_PEOPLE_PARAMS = params_of(_Settings)
 
 
 class _HogPeopleDetector:

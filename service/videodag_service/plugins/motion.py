@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool
+from videodag_service.dag import Param, Plugin, Port, Tool
 from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
 
 MOTION_LABEL = "motion"

@@ -31,7 +31,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool
+from videodag_service.dag import Param, Plugin, Port, Tool
 from videodag_service.plugins.detections import Detections, frame_size_of
 
 TEXT_LABEL = "text"

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from videodag_service.dag.plugin import Param, Plugin, Port, function_tool
+from videodag_service.dag import Param, Plugin, Port, function_tool
 
 # ITU-R BT.601 luma weights, the ones cv2.COLOR_BGR2GRAY uses, in BGR order.
 _LUMA_WEIGHTS_BGR = (0.114, 0.587, 0.299)

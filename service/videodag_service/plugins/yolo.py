@@ -31,29 +31,23 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from videodag_service.dag.plugin import REQUIRED, Param, Plugin, Port, Tool, ToolInstance, raise_if_any
-from videodag_service.plugins.box_selection import scoring_enough, select_best_boxes
-from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections
+from videodag_service.dag import REQUIRED, Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag.params import raise_if_any
+from videodag_service.plugins.box_selection import (
+    iou_threshold_param,
+    max_detections_param,
+    score_threshold_param,
+    scoring_enough,
+    select_best_boxes,
+)
+from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
+from videodag_service.plugins.tool_settings import params_of, setting
 
 LAYOUTS = ("auto", "yolov5", "yolov8")
 # The grey YOLO training pipelines pad letterboxed images with.
 LETTERBOX_FILL = (114, 114, 114)
-
-DETECT_PARAMS: tuple[Param, ...] = (
-    Param("model_path", str, REQUIRED, "path of the YOLO ONNX model file on the server"),
-    Param("class_names", list, [], "class names by class id; missing ids are labelled 'class_<id>'"),
-    Param("score_threshold", float, 0.25, "smallest detection score kept", minimum=0, maximum=1),
-    Param("iou_threshold", float, 0.45, "same-class boxes overlapping a better one by more than this are dropped",
-          minimum=0, minimum_inclusive=False, maximum=1),
-    Param("input_size", int, 640, "side of the square letterboxed input; must match a fixed-size model",
-          minimum=32, maximum=4096),
-    Param("max_detections", int, 300, "at most this many boxes per frame, best first",
-          minimum=0, maximum=LARGEST_OPENCV_COUNT),
-    Param("layout", str, "auto", "output layout: auto (by shape), yolov5 or yolov8", choices=LAYOUTS),
-)
-
 
 @dataclass(frozen=True)
 class Letterbox:
@@ -67,7 +61,9 @@ class Letterbox:
         """Boxes in input pixels -> boxes in frame pixels, clipped to the frame."""
         shift = np.array([self.pad_left, self.pad_top, self.pad_left, self.pad_top], dtype=np.float32)
         boxes = (xyxy - shift) / self.ratio
-        return np.clip(boxes, 0.0, np.array([width, height, width, height], dtype=np.float32)).astype(np.float32)
+        frame = np.array([width, height, width, height], dtype=np.float32)
+        clipped: npt.NDArray[np.float32] = np.clip(boxes, 0.0, frame).astype(np.float32)
+        return clipped
 
 
 def letterbox(image: npt.NDArray[np.uint8], size: int) -> tuple[npt.NDArray[np.float32], Letterbox]:
@@ -190,16 +186,21 @@ def _session_for(model_path: Path) -> Any:
 
 @dataclass(frozen=True)
 class _Settings:
-    """The parameters as the loader hands them over, with the model file as a path and the class names
-    as a tuple."""
+    """The tool's parameters, each declared by its field (`tool_settings`), with the model file as a path
+    and the class names as a tuple."""
 
-    model_path: Path
-    class_names: tuple[str, ...]
-    score_threshold: float
-    iou_threshold: float
-    input_size: int
-    max_detections: int
-    layout: str
+    model_path: Path = setting(Param("model_path", str, REQUIRED, "path of the YOLO ONNX model file on the server"))
+    class_names: tuple[str, ...] = setting(
+        Param("class_names", list, [], "class names by class id; missing ids are labelled 'class_<id>'")
+    )
+    score_threshold: float = setting(score_threshold_param(0.25))
+    iou_threshold: float = setting(iou_threshold_param(0.45))
+    input_size: int = setting(Param("input_size", int, 640, "side of the square letterboxed input; must match a "
+                                    "fixed-size model", minimum=32, maximum=4096))
+    max_detections: int = setting(max_detections_param(300))
+    layout: str = setting(
+        Param("layout", str, "auto", "output layout: auto (by shape), yolov5 or yolov8", choices=LAYOUTS)
+    )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> _Settings:
@@ -233,6 +234,9 @@ class _Settings:
         return ModelFileMissing(
             self.model_path, "yolo.detect's model_path must name an existing YOLO ONNX file on the server"
         )
+
+
+DETECT_PARAMS = params_of(_Settings)
 
 
 def _names_a_model(model_path: str) -> bool:

@@ -19,11 +19,12 @@ runs under the batch policy and gives way to the threads that serve calls (`sche
 from __future__ import annotations
 
 import contextvars
+import enum
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 from videodag_service.scheduling import run_as_batch
 
@@ -40,6 +41,12 @@ class HandoffClosed(Exception):
     """Raised to the producer when the consumer has gone away; it should stop producing."""
 
 
+class HandoffEnd(enum.Enum):
+    """The type of `BoundedHandoff.done`: a value of its own, so that `get` is typed "an item, or done"."""
+
+    DONE = "done"
+
+
 class BoundedHandoff(Generic[T]):
     """A FIFO between one producer thread and one consumer thread, bounded by total weight.
 
@@ -50,7 +57,7 @@ class BoundedHandoff(Generic[T]):
     blocked in `put` gets `HandoffClosed`, a consumer blocked in `get` gets `done`.
     """
 
-    done: object = object()
+    done: Final = HandoffEnd.DONE
     """Returned by `get` once the producer finished and every item was taken."""
 
     def __init__(self, capacity: int, weigh: Weigher[T] = _one) -> None:
@@ -84,7 +91,7 @@ class BoundedHandoff(Generic[T]):
             self._error = error
             self._changed.notify_all()
 
-    def get(self) -> T | object:
+    def get(self) -> T | Literal[HandoffEnd.DONE]:
         """The next item, waiting while empty; `done` at the end; raises the producer's error."""
         with self._changed:
             while not self._items and not self._finished and not self._closed:
@@ -176,7 +183,7 @@ class Drain(Iterator[T]):
         item = self._handoff.get()
         if item is BoundedHandoff.done:
             raise StopIteration
-        return item  # type: ignore[return-value]
+        return item
 
     def ready(self) -> bool:
         """Whether `next` would return (or end) without waiting for the producer."""

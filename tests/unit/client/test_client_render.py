@@ -330,6 +330,30 @@ def test_a_video_the_disk_could_not_hold_is_an_error_and_the_earlier_output_stay
     assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.mp4"]
 
 
+class _InterruptedAt(dict[int, Any]):
+    """Results whose lookup is interrupted (Ctrl-C) at one frame, halfway through the video."""
+
+    def __init__(self, frame_index: int) -> None:
+        super().__init__()
+        self._frame_index = frame_index
+
+    def get(self, key: int, default: Any = None) -> Any:
+        if key == self._frame_index:
+            raise KeyboardInterrupt
+        return default
+
+
+def test_an_interrupted_render_leaves_no_partial_file_and_the_earlier_output_stays(
+    sample_clip: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "annotated.avi"
+    output.write_bytes(b"an earlier render")
+    with pytest.raises(KeyboardInterrupt):
+        render_video(sample_clip, _InterruptedAt(60), output)
+    assert output.read_bytes() == b"an earlier render"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["annotated.avi"]
+
+
 class _CountLost:
     """A capture of a file whose frame count never got written, as an AVI cut by a full disk.
     (A wrapper: a Python subclass of cv2.VideoCapture can crash the garbage collector.)"""

@@ -187,8 +187,8 @@ def test_absent_or_null_params_are_no_params(tmp_path: Path) -> None:
 
 HISTORY = "frames the background model remembers"
 MAX_DETECTIONS = "at most this many boxes per frame, best first"
-HOG_SCORE = ("smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0; below 0.05 nearly every window counts "
-             "and grouping merges them into a few boxes")
+HOG_SCORE = ("smallest detection score kept; score = sigmoid(SVM margin), 0.5 = margin 0; below 0.05 nearly every "
+             "window counts and grouping merges them into a few boxes")
 
 
 @pytest.mark.parametrize(
@@ -212,7 +212,7 @@ HOG_SCORE = ("smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0; 
          ["parameter 'var_threshold' must be > 0, got 0: squared Mahalanobis distance above which a pixel is "
           "foreground"]),
         ("ssdlite.detect_people", "{score_threshold: 5}",
-         ["parameter 'score_threshold' must be in [0, 1], got 5: smallest person score kept"]),
+         ["parameter 'score_threshold' must be in [0, 1], got 5: smallest detection score kept"]),
         (
             "ssdlite.detect_people",
             "{min_box_area: -1, max_detections: -2}",
@@ -222,8 +222,8 @@ HOG_SCORE = ("smallest score kept; score = sigmoid(SVM margin), 0.5 = margin 0; 
         ("ssdlite.detect_people", "{max_detections: 3000000000}",
          [f"parameter 'max_detections' must be in [0, 2147483647], got 3000000000: {MAX_DETECTIONS}"]),
         ("ssdlite.detect_people", "{iou_threshold: 0.0}",
-         ["parameter 'iou_threshold' must be in (0, 1], got 0.0: boxes overlapping a better one by more than this "
-          "IoU are dropped"]),
+         ["parameter 'iou_threshold' must be in (0, 1], got 0.0: boxes overlapping a better one of the same class "
+          "by more than this IoU are dropped"]),
         (
             "hog.detect_people",
             "{upscale: 9, win_stride: 12}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.dag import Param, Plugin, Port, Tool, ToolInstance
 from videodag_service.plugins.bytetrack.config import ByteTrackConfig
 from videodag_service.plugins.detections import Detections
 

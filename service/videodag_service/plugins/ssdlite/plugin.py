@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from videodag_service.dag.plugin import Param, Plugin, Port, Tool, ToolInstance
-from videodag_service.plugins.detections import LARGEST_OPENCV_COUNT, Detections, frame_size_of
+from videodag_service.dag import Param, Plugin, Port, Tool, ToolInstance
+from videodag_service.plugins.box_selection import iou_threshold_param, max_detections_param, score_threshold_param
+from videodag_service.plugins.detections import Detections, frame_size_of
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing, fetched_model_file
 from videodag_service.plugins.ssdlite.boxes import select_boxes
+from videodag_service.plugins.tool_settings import params_of, setting
 
 if TYPE_CHECKING:
     from videodag_service.plugins.ssdlite.model import PedestrianModel
@@ -27,24 +29,19 @@ logger = logging.getLogger(__name__)
 
 PERSON_LABEL = "person"
 
-DETECT_PEOPLE_PARAMS: tuple[Param, ...] = (
-    Param("score_threshold", float, 0.4, "smallest person score kept", minimum=0, maximum=1),
-    Param("iou_threshold", float, 0.5, "boxes overlapping a better one by more than this IoU are dropped",
-          minimum=0, minimum_inclusive=False, maximum=1),
-    Param("min_box_area", float, 0.0, "smallest box kept, in square pixels of the frame", minimum=0),
-    Param("max_detections", int, 100, "at most this many boxes per frame, best first",
-          minimum=0, maximum=LARGEST_OPENCV_COUNT),
-)
-
-
 @dataclass(frozen=True)
 class _Settings:
-    """The parameters as the loader hands them to `open`: within their declared bounds."""
+    """The tool's parameters, each declared by its field (`tool_settings`)."""
 
-    score_threshold: float
-    iou_threshold: float
-    min_box_area: float
-    max_detections: int
+    score_threshold: float = setting(score_threshold_param(0.4))
+    iou_threshold: float = setting(iou_threshold_param(0.5))
+    min_box_area: float = setting(
+        Param("min_box_area", float, 0.0, "smallest box kept, in square pixels of the frame", minimum=0)
+    )
+    max_detections: int = setting(max_detections_param(100))
+
+
+DETECT_PEOPLE_PARAMS = params_of(_Settings)
 
 
 class _PeopleDetectorInstance:

@@ -1,0 +1,59 @@
+"""A node's parameters as its tool gets them: the values a pipeline file gives, checked against the
+tool's declarations, with defaults filled in.
+
+Apart from the loader so that whatever hands a tool its parameters (the loader, a test calling a
+tool directly) hands over the same values: an int given for a float parameter (YAML reads a
+threshold of `1` as an int) becomes that float, so no tool meets an int where it declared a float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from videodag_service.dag.plugin import Tool
+
+
+@dataclass(frozen=True)
+class ResolvedParams:
+    """What `resolve_params` found: the values, and every problem with those given."""
+
+    values: dict[str, Any]
+    """Every declared parameter that has a value of its type: the one given (an int given for a
+    float parameter as that float), else the default. A value outside its bounds is kept, so that
+    the tool's own check sees it; one of another type, or a required one not given, is left out."""
+    problems: tuple[str, ...]
+    """Each unknown name, then each declared parameter's problem in declaration order: missing,
+    of another type or outside the choices, outside the bounds."""
+    checkable: bool
+    """Whether the tool's own check may be handed `values`: every problem, if any, is a value
+    outside its bounds, so every declared parameter is there and of its type."""
+
+
+def resolve_params(tool: Tool, given: Mapping[str, Any]) -> ResolvedParams:
+    """`tool`'s parameters from those `given` (by a pipeline file's node) and its declarations."""
+    declared = {param.name: param for param in tool.params}
+    accepted = ", ".join(declared) or "none"
+    problems = [f"unknown parameter {name!r} for {tool.name} (accepted: {accepted})"
+                for name in sorted(set(given) - set(declared))]
+    out_of_range = 0
+    values: dict[str, Any] = {}
+    for param in tool.params:
+        if param.name not in given:
+            if param.required:
+                problems.append(f"missing required parameter {param.name!r}")
+            else:
+                values[param.name] = param.default
+            continue
+        value = given[param.name]
+        problem = param.problem_with_type(value)
+        if problem:
+            problems.append(problem)
+            continue
+        problem = param.problem_with_range(value)
+        if problem:
+            problems.append(problem)
+            out_of_range += 1
+        values[param.name] = float(value) if param.kind is float else value
+    return ResolvedParams(values=values, problems=tuple(problems), checkable=len(problems) == out_of_range)
