@@ -93,6 +93,12 @@ def test_the_example_pipeline_file_loads(tmp_path: Path) -> None:
     path.write_text(example)
     spec = load_pipeline_file(path, default_registry())
     assert [node.id for node in spec.nodes] == ["detect", "track"]
+    # It is the built-in pipeline of its name, as shipped: a reader copying it gets what the server runs.
+    shipped = load_pipeline_file(BUILTIN_PIPELINE_DIR / f"{pipeline_id}.yaml", default_registry())
+    assert (spec.version, spec.outputs) == (shipped.version, shipped.outputs)
+    assert [(n.id, n.plugin_ref, n.params, n.inputs, n.on_error) for n in spec.nodes] == [
+        (n.id, n.plugin_ref, n.params, n.inputs, n.on_error) for n in shipped.nodes
+    ]
 
 
 def test_the_client_methods_the_readme_calls_exist() -> None:

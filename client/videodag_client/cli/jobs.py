@@ -34,7 +34,8 @@ def add_parser(subcommands: Any) -> None:
         help="only jobs in this state (repeatable)",
     )
     parser.add_argument(
-        "--limit", type=int_in_range(0, INT64_MAX), default=50, metavar="N", help="list at most N jobs (0: all)"
+        "--limit", type=int_in_range(0, INT64_MAX), default=50, metavar="N",
+        help="list at most N jobs (0: all; default 50)",
     )
     parser.add_argument("--json", action="store_true", help="print the jobs as JSON")
     parser.set_defaults(handler=list_command)

@@ -28,7 +28,7 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("video", metavar="VIDEO", help="the video the results came from")
     parser.add_argument("results", metavar="RESULTS.jsonl", help="results as written by `videodag run -o`")
     parser.add_argument(
-        "--output", "-o", required=True, metavar="FILE", help="annotated video to write (.mp4, .avi, .mov, .mkv)"
+        "--output", "-o", required=True, metavar="FILE", help="annotated video to write (.mp4, .m4v, .mov, .mkv, .avi)"
     )
     parser.add_argument(
         "--snapshot", metavar="PNG", help="also write a contact sheet of frames with results, first to last"

@@ -53,7 +53,8 @@ def add_parser(subcommands: Any) -> None:
         "as FILE.part and renamed at the end; a FIFO or device is written directly",
     )
     parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES", help="upload chunk size"
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
+        help=f"upload chunk size, 1 to {MAX_CHUNK_SIZE} (default {DEFAULT_CHUNK_SIZE})"
     )
     parser.add_argument(
         "--no-checksum", action="store_true", help="skip the SHA-256 pass over the file before the upload"

@@ -43,7 +43,8 @@ def add_parser(subcommands: Any) -> None:
         help="submitting again with the same KEY returns the first job instead of queuing the video twice",
     )
     parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES", help="upload chunk size"
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
+        help=f"upload chunk size, 1 to {MAX_CHUNK_SIZE} (default {DEFAULT_CHUNK_SIZE})"
     )
     parser.add_argument(
         "--no-checksum", action="store_true", help="skip the SHA-256 pass over the file before the upload"

@@ -33,7 +33,9 @@ class _NodeErrorPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeE
     NODE_ERROR_POLICY_SKIP: _NodeErrorPolicy.ValueType  # 2
     """The node's outputs are left out of that frame's result, the error is
     reported in FrameResult.node_errors, and the run goes on. Nodes that
-    depend on a skipped node are skipped for that frame too.
+    depend on a skipped node are skipped for that frame too. A call over the
+    server's node time limit still fails the run (NODE_TIMED_OUT): the hung
+    call keeps the node, which no later frame could use.
     """
 
 class NodeErrorPolicy(_NodeErrorPolicy, metaclass=_NodeErrorPolicyEnumTypeWrapper):
@@ -46,7 +48,9 @@ NODE_ERROR_POLICY_FAIL: NodeErrorPolicy.ValueType  # 1
 NODE_ERROR_POLICY_SKIP: NodeErrorPolicy.ValueType  # 2
 """The node's outputs are left out of that frame's result, the error is
 reported in FrameResult.node_errors, and the run goes on. Nodes that
-depend on a skipped node are skipped for that frame too.
+depend on a skipped node are skipped for that frame too. A call over the
+server's node time limit still fails the run (NODE_TIMED_OUT): the hung
+call keeps the node, which no later frame could use.
 """
 Global___NodeErrorPolicy: _TypeAlias = NodeErrorPolicy  # noqa: Y015
 

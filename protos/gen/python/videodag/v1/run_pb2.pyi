@@ -297,9 +297,9 @@ class FrameResult(_message.Message):
     @_builtins.property
     def node_errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeError]:
         """One entry per node that produced nothing for this frame: each failure of a
-        node declared `on_error: skip` (status INTERNAL), and each node skipped
-        because a node it depends on failed (status ABORTED). Empty when every
-        node succeeded.
+        node declared `on_error: skip` (status INTERNAL; RESOURCE_EXHAUSTED for an
+        output too large for a frame's result), and each node skipped because a
+        node it depends on failed (status ABORTED). Empty when every node succeeded.
         """
 
     def __init__(
