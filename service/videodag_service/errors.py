@@ -33,8 +33,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── FailedPrecondition              FAILED_PRECONDITION
     │   ├── JobAlreadyFinished          cancel a job that has finished
     │   ├── JobNotFinished              delete a job that has not
-    │   ├── IdempotencyKeyReused        a key already used for another pipeline
-    │   └── JobsDisabled                a job call on a server without a job backend
+    │   └── IdempotencyKeyReused        a key already used for another pipeline
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
     │   └── UploadIdle                  no upload bytes for upload_idle_timeout_seconds
@@ -487,12 +486,6 @@ class IdempotencyKeyReused(FailedPrecondition):
             "use a new key for another pipeline",
             ErrorDetails(metadata={"job_id": job_id, "pipeline_id": pipeline_id}),
         )
-
-
-class JobsDisabled(FailedPrecondition):
-    """Raised for a job call on a server started without a job backend."""
-
-    reason = "JOBS_DISABLED"
 
 
 class RunCancelled(VideodagError):

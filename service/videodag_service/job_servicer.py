@@ -19,7 +19,6 @@ from videodag_service.client_streams import chunks, ended_by_half_close, first_c
 from videodag_service.errors import (
     ErrorDetails,
     InvalidOptions,
-    JobsDisabled,
     RunCancelled,
     ServerDraining,
     TooManyJobUploads,
@@ -52,12 +51,9 @@ def too_many_job_uploads(capacity: int) -> TooManyJobUploads:
 
 
 class JobRpcs:
-    """SubmitJob, GetJob, ListJobs, CancelJob, DeleteJob and WatchJob over `self._jobs`.
+    """SubmitJob, GetJob, ListJobs, CancelJob, DeleteJob and WatchJob over `self._jobs`."""
 
-    A servicer built without a job service answers them with FAILED_PRECONDITION.
-    """
-
-    _jobs: JobService | None
+    _jobs: JobService
     _run_slots: RunSlots
     _watch_slots: CallSlots
     _job_upload_slots: CallSlots
@@ -66,15 +62,9 @@ class JobRpcs:
     _max_response_bytes: int
     _unread_results: UnreadResultsWatchdog
 
-    @property
-    def _job_service(self) -> JobService:
-        if self._jobs is None:
-            raise JobsDisabled("this server was started without a job backend")
-        return self._jobs
-
     def _job_error(self, error: Exception) -> Exception:
         """A job store outage becomes UNAVAILABLE with a retry hint, not INTERNAL."""
-        return error if self._jobs is None else self._jobs.as_domain_error(error)
+        return self._jobs.as_domain_error(error)
 
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitJobRequest], context: grpc.ServicerContext
                   ) -> pb.SubmitJobResponse:
@@ -89,7 +79,7 @@ class JobRpcs:
                 # A job must never be queued for an upload its client cancelled midway.
                 uploaded = ended_by_half_close(chunks(request_iterator), context)
                 job = store_watching_idle(
-                    functools.partial(self._job_service.submit, job_request), uploaded, self._upload_idle_seconds,
+                    functools.partial(self._jobs.submit, job_request), uploaded, self._upload_idle_seconds,
                     min_bytes_per_second=self._upload_min_rate,
                 )
         except Exception as error:
@@ -101,7 +91,7 @@ class JobRpcs:
 
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
         try:
-            job = self._job_service.get(request.job_id)
+            job = self._jobs.get(request.job_id)
         except Exception as error:
             abort(context, self._job_error(error))
         return pb.GetJobResponse(job=convert_jobs.job_to_proto(job))
@@ -111,21 +101,21 @@ class JobRpcs:
             states, violations = convert_jobs.job_state_filter(request.states)
             if violations := [*listing_violations(request.page_size, request.page_token), *violations]:
                 raise InvalidOptions(violations)
-            page = self._job_service.list_jobs(request.page_size, request.page_token, states)
+            page = self._jobs.list_jobs(request.page_size, request.page_token, states)
         except Exception as error:
             abort(context, self._job_error(error))
         return convert_jobs.job_page_to_proto(page, self._max_response_bytes)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
         try:
-            job = self._job_service.cancel(request.job_id)
+            job = self._jobs.cancel(request.job_id)
         except Exception as error:
             abort(context, self._job_error(error))
         return pb.CancelJobResponse(job=convert_jobs.job_to_proto(job))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> pb.DeleteJobResponse:
         try:
-            self._job_service.delete(request.job_id)
+            self._jobs.delete(request.job_id)
         except Exception as error:
             abort(context, self._job_error(error))
         return pb.DeleteJobResponse()
@@ -139,7 +129,7 @@ class JobRpcs:
         after = request.after_frame_index if request.HasField("after_frame_index") else None
         try:
             with self._watch_slots.hold():
-                events = self._job_service.watch(
+                events = self._jobs.watch(
                     request.job_id, after,
                     stop_requested=lambda: not context.is_active() or self._run_slots.ending,
                 )

@@ -255,7 +255,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
         maximum_concurrent_rpcs=threads,
     )
-    servicer = VideoPipelineServicer(dag, settings, run_slots, metrics, jobs)
+    servicer = VideoPipelineServicer(dag, settings, run_slots, jobs, metrics)
     exporter = None
     try:
         servicer.add_to_server(server)

@@ -129,8 +129,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         dag: DagPipelineService,
         settings: Settings,
         run_slots: RunSlots,
+        jobs: JobService,
         metrics: ServerMetrics | None = None,
-        jobs: JobService | None = None,
     ) -> None:
         self._listing = pipeline_listing(dag, settings.max_response_bytes())
         self._dag = dag
