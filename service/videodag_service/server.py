@@ -105,11 +105,12 @@ class RunningServer:
     run_slots: RunSlots
     settings: Settings
     metrics: ServerMetrics
-    metrics_exporter: MetricsExporter | None = None
-    jobs: JobService | None = None
-    servicer: VideoPipelineServicer | None = None
-    orphan_sweeper: OrphanSweeper | None = None
-    rpc_threads: RpcThreadPool | None = None
+    metrics_exporter: MetricsExporter | None
+    """The /metrics endpoint; None without --metrics-port."""
+    jobs: JobService
+    servicer: VideoPipelineServicer
+    orphan_sweeper: OrphanSweeper
+    rpc_threads: RpcThreadPool
 
     def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = ""
              ) -> None:
@@ -120,8 +121,7 @@ class RunningServer:
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
-        if self.jobs is not None:
-            self.jobs.stop_taking_jobs()
+        self.jobs.stop_taking_jobs()
         logger.info("%sdraining: health NOT_SERVING, new runs and jobs refused, %.1f s grace for the runs, "
                     "job uploads and jobs in progress", f"received {cause}: " if cause else "", grace)
         # gRPC's own stop refuses every new call at once, health checks and job lookups included;
@@ -133,22 +133,17 @@ class RunningServer:
         # their clients can act on; gRPC's own cancel, a bare UNAVAILABLE, is for the rest.
         self.run_slots.end_calls()
         self._stop_grpc()
-        if self.rpc_threads is not None:  # gRPC leaves the pool it was given running
-            self.rpc_threads.shutdown(wait=False)
+        self.rpc_threads.shutdown(wait=False)  # gRPC leaves the pool it was given running
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
         # The exporter first: a scrape reads the queue depth from the job store, closed next.
         if self.metrics_exporter is not None:
             self.metrics_exporter.stop()
-        if self.jobs is not None:
-            self.jobs.close()
-        if self.servicer is not None:
-            self.servicer.close()
-        if self.orphan_sweeper is not None:
-            self.orphan_sweeper.stop()
+        self.jobs.close()
+        self.servicer.close()
+        self.orphan_sweeper.stop()
         logger.info("server stopped")
-
 
     def _stop_grpc(self) -> None:
         """gRPC's stop, whose calls get `_CALLS_END_SECONDS` to end themselves first. gRPC starts a
@@ -174,8 +169,8 @@ class RunningServer:
         end = time.monotonic() + seconds
         return (
             self.run_slots.wait_until_idle(seconds)
-            and (self.servicer is None or self.servicer.wait_for_job_uploads(end - time.monotonic()))
-            and (self.jobs is None or self.jobs.wait_for_running_jobs(end - time.monotonic()))
+            and self.servicer.wait_for_job_uploads(end - time.monotonic())
+            and self.jobs.wait_for_running_jobs(end - time.monotonic())
         )
 
 

@@ -187,7 +187,6 @@ def test_a_job_database_removed_while_the_server_runs_is_an_error_in_its_log(
     was gone at the next start. Maintenance says so once, naming the files and the folder."""
     server = make_server()
     jobs = server.running.jobs
-    assert jobs is not None
     data_dir = server.running.settings.data_dir
     lock = data_dir / "jobs.lock"
     os.utime(lock, (1_000_000_000, 1_000_000_000))  # untouched for years, as a cleaner by age sees it

@@ -49,7 +49,6 @@ def test_a_job_upload_taking_its_slot_as_the_drain_begins_is_refused(tmp_path: P
     settings = settings_from(["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")], {})
     running = start_server(settings, DagPipelineService.from_folder())
     try:
-        assert running.servicer is not None
         slots = running.servicer._job_upload_slots
         take = slots._take
 
