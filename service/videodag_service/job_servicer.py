@@ -20,7 +20,6 @@ from videodag_service.errors import (
     ErrorDetails,
     InvalidOptions,
     RunCancelled,
-    ServerDraining,
     TooManyJobUploads,
     TooManyWatches,
     counted,
@@ -83,9 +82,8 @@ class JobRpcs:
                     min_bytes_per_second=self._upload_min_rate,
                 )
         except Exception as error:
-            if isinstance(error, RunCancelled | grpc.RpcError) and self._run_slots.ending:
-                # gRPC's cancel of the calls still uploading when the grace ended, not the client's
-                error = ServerDraining("the server shut down before the upload ended; retry on another replica")
+            if isinstance(error, RunCancelled | grpc.RpcError):  # the client's cancel, or the shutdown's
+                error = self._run_slots.ended_by_the_shutdown("the upload") or error
             abort(context, convert.located_in_request(self._job_error(error), convert.JOB_RUN_CONFIG_PATH))
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))
 
