@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 
@@ -61,61 +62,64 @@ class JobRpcs:
     _max_response_bytes: int
     _unread_results: UnreadResultsWatchdog
 
-    def _job_error(self, error: Exception) -> Exception:
-        """A job store outage becomes UNAVAILABLE with a retry hint, not INTERNAL."""
-        return self._jobs.as_domain_error(error)
+    @contextmanager
+    def _job_errors(self, context: grpc.ServicerContext, request_path: str | None = None) -> Iterator[None]:
+        """Ends the call with the status of whatever the block raises, the same for every job RPC:
+        an outage of the job store is UNAVAILABLE with a retry hint (`as_domain_error`), not
+        INTERNAL. `request_path` places a bad field in the request (SubmitJob's run config)."""
+        try:
+            yield
+        except Exception as error:
+            error = self._jobs.as_domain_error(error)
+            abort(context, error if request_path is None else convert.located_in_request(error, request_path))
 
     def SubmitJob(self, request_iterator: Iterator[pb.SubmitJobRequest], context: grpc.ServicerContext
                   ) -> pb.SubmitJobResponse:
-        try:
-            self._run_slots.refuse_if_draining()
-            with self._job_upload_slots.hold():
-                self._run_slots.refuse_if_draining()  # again once counted, as `RunSlots.hold` does
-                config: pb.SubmitJobConfig = first_message_watching_idle(
-                    first_config, request_iterator, self._upload_idle_seconds
-                )
-                job_request = convert_jobs.job_request_from_proto(config)
-                # A job must never be queued for an upload its client cancelled midway.
-                uploaded = ended_by_half_close(chunks(request_iterator), context)
-                job = store_watching_idle(
-                    functools.partial(self._jobs.submit, job_request), uploaded, self._upload_idle_seconds,
-                    min_bytes_per_second=self._upload_min_rate,
-                )
-        except Exception as error:
-            if isinstance(error, RunCancelled | grpc.RpcError):  # the client's cancel, or the shutdown's
-                error = self._run_slots.ended_by_the_shutdown("the upload") or error
-            abort(context, convert.located_in_request(self._job_error(error), convert.JOB_RUN_CONFIG_PATH))
+        with self._job_errors(context, convert.JOB_RUN_CONFIG_PATH):
+            try:
+                job = self._submit(request_iterator, context)
+            except (RunCancelled, grpc.RpcError) as cancelled:  # the client's cancel, or the shutdown's
+                if (shutdown := self._run_slots.ended_by_the_shutdown("the upload")) is None:
+                    raise
+                raise shutdown from cancelled
         return pb.SubmitJobResponse(job=convert_jobs.job_to_proto(job))
 
+    def _submit(self, request_iterator: Iterator[pb.SubmitJobRequest], context: grpc.ServicerContext) -> Job:
+        self._run_slots.refuse_if_draining()
+        with self._job_upload_slots.hold():
+            self._run_slots.refuse_if_draining()  # again once counted, as `RunSlots.hold` does
+            config: pb.SubmitJobConfig = first_message_watching_idle(
+                first_config, request_iterator, self._upload_idle_seconds
+            )
+            job_request = convert_jobs.job_request_from_proto(config)
+            # A job must never be queued for an upload its client cancelled midway.
+            uploaded = ended_by_half_close(chunks(request_iterator), context)
+            return store_watching_idle(
+                functools.partial(self._jobs.submit, job_request), uploaded, self._upload_idle_seconds,
+                min_bytes_per_second=self._upload_min_rate,
+            )
+
     def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.GetJobResponse:
-        try:
+        with self._job_errors(context):
             job = self._jobs.get(request.job_id)
-        except Exception as error:
-            abort(context, self._job_error(error))
         return pb.GetJobResponse(job=convert_jobs.job_to_proto(job))
 
     def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
-        try:
+        with self._job_errors(context):
             states, violations = convert_jobs.job_state_filter(request.states)
             if violations := [*listing_violations(request.page_size, request.page_token), *violations]:
                 raise InvalidOptions(violations)
             page = self._jobs.list_jobs(request.page_size, request.page_token, states)
-        except Exception as error:
-            abort(context, self._job_error(error))
         return convert_jobs.job_page_to_proto(page, self._max_response_bytes)
 
     def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.CancelJobResponse:
-        try:
+        with self._job_errors(context):
             job = self._jobs.cancel(request.job_id)
-        except Exception as error:
-            abort(context, self._job_error(error))
         return pb.CancelJobResponse(job=convert_jobs.job_to_proto(job))
 
     def DeleteJob(self, request: pb.DeleteJobRequest, context: grpc.ServicerContext) -> pb.DeleteJobResponse:
-        try:
+        with self._job_errors(context):
             self._jobs.delete(request.job_id)
-        except Exception as error:
-            abort(context, self._job_error(error))
         return pb.DeleteJobResponse()
 
     def WatchJob(self, request: pb.WatchJobRequest, context: grpc.ServicerContext
@@ -125,17 +129,14 @@ class JobRpcs:
     def _watch_job_call(self, request: pb.WatchJobRequest, context: grpc.ServicerContext
                         ) -> Iterator[pb.WatchJobResponse]:
         after = request.after_frame_index if request.HasField("after_frame_index") else None
-        try:
-            with self._watch_slots.hold():
-                events = self._jobs.watch(
-                    request.job_id, after,
-                    stop_requested=lambda: not context.is_active() or self._run_slots.ending,
-                )
-                finished = False
-                for event in events:
-                    yield convert_jobs.watch_event_to_proto(event)
-                    finished = isinstance(event, Job) and event.state.is_finished
-                if not finished:  # stopped by the end of the shutdown grace: its client resumes elsewhere
-                    self._run_slots.refuse_if_ended("the watch")
-        except Exception as error:
-            abort(context, self._job_error(error))
+        with self._job_errors(context), self._watch_slots.hold():
+            events = self._jobs.watch(
+                request.job_id, after,
+                stop_requested=lambda: not context.is_active() or self._run_slots.ending,
+            )
+            finished = False
+            for event in events:
+                yield convert_jobs.watch_event_to_proto(event)
+                finished = isinstance(event, Job) and event.state.is_finished
+            if not finished:  # stopped by the end of the shutdown grace: its client resumes elsewhere
+                self._run_slots.refuse_if_ended("the watch")
