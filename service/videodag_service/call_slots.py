@@ -19,7 +19,8 @@ from contextlib import contextmanager
 import grpc
 
 from videodag_service.call_status import abort
-from videodag_service.errors import ErrorDetails, ServerDraining, TooManyRuns, VideodagError, counted
+from videodag_service.errors import ErrorDetails, ServerDraining, TooManyRuns, VideodagError
+from videodag_service.wording import counted
 
 RUN_RETRY_SECONDS = 1.0
 

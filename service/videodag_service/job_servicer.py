@@ -23,11 +23,11 @@ from videodag_service.errors import (
     RunCancelled,
     TooManyJobUploads,
     TooManyWatches,
-    counted,
 )
 from videodag_service.jobs import Job, JobService, listing_violations
 from videodag_service.unread_results import UnreadResultsWatchdog
 from videodag_service.upload_idle import first_message_watching_idle, store_watching_idle
+from videodag_service.wording import counted
 
 # A refused watcher may poll GetJob meanwhile; a watch slot frees when some job ends.
 WATCH_RETRY_SECONDS = 5.0

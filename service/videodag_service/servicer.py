@@ -22,11 +22,7 @@ from videodag_service.call_status import abort, status_name
 from videodag_service.call_watch import CallWatch
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
-from videodag_service.errors import (
-    UploadCorrupted,
-    missing_stored_copy_as_error,
-    naming_the_upload,
-)
+from videodag_service.errors import UploadCorrupted
 from videodag_service.job_servicer import JobRpcs, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
 from videodag_service.memory_release import video_work
@@ -45,6 +41,8 @@ from videodag_service.video import (
     UploadReceiver,
     VideoFilePipelineService,
     VideoOpened,
+    missing_stored_copy_as_error,
+    naming_the_upload,
     receive_upload,
     suffix_for_file_name,
 )

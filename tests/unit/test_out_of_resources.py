@@ -15,8 +15,9 @@ import grpc
 import pytest
 
 from videodag_service.call_status import abort, status_name
-from videodag_service.errors import ServerOutOfResources, VideoUnreadable, out_of_resources
+from videodag_service.errors import ServerOutOfResources, VideoUnreadable
 from videodag_service.jobs.model import JobError
+from videodag_service.resource_errors import out_of_resources
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_log import CODEC_NOT_OPENED, SCALING_FAILED
 from videodag_service.video.decoder_process import _blamed_on_the_server, _not_converted

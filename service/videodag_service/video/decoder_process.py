@@ -33,9 +33,8 @@ from videodag_service.errors import (
     ServerOutOfResources,
     VideodagError,
     VideoUnreadable,
-    out_of_resources,
-    resources_exhausted,
 )
+from videodag_service.resource_errors import out_of_resources, resources_exhausted
 from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.capture import open_fragments_as_they_arrive
