@@ -27,6 +27,7 @@ from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_cr
 from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
+from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.health_watches import CappedHealthServicer
 from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
 from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
@@ -36,16 +37,10 @@ from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
 from videodag_service.rpc_threads import RpcThreadPool
+from videodag_service.server_arguments import settings_from, wants_plugin_list
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.servicer import SERVICE_NAME, VideoPipelineServicer
-from videodag_service.settings import (
-    Settings,
-    SettingsError,
-    settings_from,
-    unknown_variables,
-    unprotected_by_empty_variables,
-    wants_plugin_list,
-)
+from videodag_service.settings import Settings, SettingsError
 from videodag_service.unparsed_requests import UnparsedRequestInterceptor
 from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others

@@ -28,7 +28,8 @@ from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
 from videodag_service.jobs import JobState as StoredJobState
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import JobError, JobFrame
-from videodag_service.settings import Settings, SettingsError, build_parser, settings_from
+from videodag_service.server_arguments import build_parser, settings_from
+from videodag_service.settings import Settings, SettingsError
 from videodag_service.video import SamplingOptions
 
 MIB = 1024 * 1024

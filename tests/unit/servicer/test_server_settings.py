@@ -21,18 +21,11 @@ from pathlib import Path
 import pytest
 
 from fakes.waiting import wait_until
+from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.server import STOP_SIGNALS
+from videodag_service.server_arguments import build_parser, settings_from
 from videodag_service.service_links import kubernetes_service_links
-from videodag_service.settings import (
-    ENV_PREFIX,
-    MAX_SECONDS,
-    Settings,
-    SettingsError,
-    build_parser,
-    settings_from,
-    unknown_variables,
-    unprotected_by_empty_variables,
-)
+from videodag_service.settings import ENV_PREFIX, MAX_SECONDS, Settings, SettingsError
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
 
@@ -591,3 +584,12 @@ def test_a_worker_runs_a_job_queued_with_settings_newer_than_itself(caplog: pyte
         assert WorkerConfig.from_json(queued) == dataclasses.replace(config, video_limits={"max_width": 640})
     assert "ignoring the settings a_setting_from_a_later_release" in caplog.text
     assert "ignoring the settings video_limits.a_limit_from_a_later_release" in caplog.text
+
+
+def test_the_job_backends_a_setting_accepts_are_those_the_jobs_package_has() -> None:
+    from typing import get_args
+
+    from videodag_service.jobs import JobBackend
+    from videodag_service.settings import JobBackendName
+
+    assert set(get_args(JobBackendName)) == {backend.value for backend in JobBackend}
