@@ -26,22 +26,39 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
-from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
+from videodag_service.dag import (
+    BUILTIN_PIPELINE_DIR,
+    DagPipelineService,
+    PipelineFileError,
+    PluginRegistryError,
+    default_registry,
+)
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.health_watches import CappedHealthServicer
-from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
+from videodag_service.jobs import (
+    DataDirectoryFull,
+    DataDirectoryInUse,
+    JobBackend,
+    JobConfig,
+    JobService,
+    open_job_service,
+)
+from videodag_service.jobs.backends import JobStoreUnusable
+from videodag_service.jobs.sqlite_store import JobStoreFromLaterRelease
 from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
 from videodag_service.observability.interceptors import server_interceptors
 from videodag_service.observability.tracing import TracingUnavailable
 from videodag_service.plugin_reference import plugin_reference
-from videodag_service.private_folders import missing_folders, private_directory
+from videodag_service.private_folders import FolderNotPrivate, missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
+from videodag_service.resource_errors import out_of_resources
 from videodag_service.rpc_threads import RpcThreadPool
 from videodag_service.server_arguments import settings_from, wants_plugin_list
 from videodag_service.service_links import kubernetes_service_links
-from videodag_service.servicer import SERVICE_NAME, VideoPipelineServicer
+from videodag_service.servicer import SERVICE_NAME, PipelinesTooLarge, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError
 from videodag_service.unparsed_requests import UnparsedRequestInterceptor
+from videodag_service.video import DecodersCannotStart
 from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others
 
@@ -61,6 +78,24 @@ _SIGNAL_POLL_SECONDS = 0.2
 # After the grace, how long calls get to end themselves before gRPC cancels them: a run
 # notices at its next frame, a watch at its next poll (`watch_job`'s 0.5 s).
 _CALLS_END_SECONDS = 1.0
+# What stops a start for its configuration or its machine, said in one line by `main`: a port
+# in use, a folder or file that cannot be used, a bad pipeline or plugin, a job store that
+# cannot be opened, decoders or tracing that cannot start. Anything else is a bug, and keeps
+# its traceback.
+_START_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SettingsError,  # tokens or TLS files the server cannot use
+    FolderNotPrivate,
+    PipelineFileError,
+    PluginRegistryError,
+    PipelinesTooLarge,
+    DataDirectoryFull,
+    DataDirectoryInUse,
+    JobStoreFromLaterRelease,
+    JobStoreUnusable,
+    DecodersCannotStart,
+    TracingUnavailable,
+)
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -388,7 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)
     try:
         serve(settings)
-    except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:
+    except Exception as error:
+        if not (isinstance(error, _START_ERRORS) or out_of_resources(error) is not None):
+            raise
         print(f"videodag-server: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -12,7 +12,8 @@ This package knows no gRPC and no pipeline semantics. The public surface:
 * `VideoFilePipelineService`: run a pipeline over a file (`run_on_file`, `stream_run`), with
   the events `VideoOpened`, `FrameProcessed`, `RunFinished` (`RunStats`); decoding in a
   thread or, for untrusted files, in a decoder process (`Isolation`, `DecoderTimeouts`,
-  `open_isolated_video`, `start_decoder_server`).
+  `open_isolated_video`, `start_decoder_server`; `DecodersCannotStart` when no decoder
+  process starts).
 * `VideoOpener`: what opens a file for decoding (`open_video` unless substituted).
 * `SupportsRuns`, `PipelineRun`, `NodeTimingLike`, `SupportsRunPipeline`: what a DAG
   service must offer.
@@ -21,7 +22,7 @@ This package knows no gRPC and no pipeline semantics. The public surface:
 
 from videodag_service.video.background_upload import BackgroundUpload
 from videodag_service.video.decoder_context import start_decoder_server
-from videodag_service.video.decoder_lifecycle import DecoderTimeouts
+from videodag_service.video.decoder_lifecycle import DecodersCannotStart, DecoderTimeouts
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
 from videodag_service.video.file_pipeline import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
@@ -54,6 +55,7 @@ __all__ = [
     "BackgroundUpload",
     "DecodedFrame",
     "DecoderTimeouts",
+    "DecodersCannotStart",
     "FramePayload",
     "FrameProcessed",
     "GrowingUpload",

@@ -593,3 +593,38 @@ def test_the_job_backends_a_setting_accepts_are_those_the_jobs_package_has() -> 
     from videodag_service.settings import JobBackendName
 
     assert set(get_args(JobBackendName)) == {backend.value for backend in JobBackend}
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug's own words"), RuntimeError("a bug's own words")])
+def test_an_unexpected_error_while_starting_keeps_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bug: Exception
+) -> None:
+    """Every ValueError and RuntimeError of a start was said in one line, "cannot start: ...": a
+    bug looked like a problem of the configuration, and its traceback was lost."""
+    from videodag_service import server as server_module
+
+    def a_start_with_a_bug(settings: Settings) -> _StartedServer:
+        raise bug
+
+    monkeypatch.setattr(server_module, "start_server", a_start_with_a_bug)
+    argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")]
+    with signal_handlers_put_back(), pytest.raises(type(bug), match="a bug's own words"):
+        server_module.main(argv)
+    assert "cannot start" not in capsys.readouterr().err
+
+
+def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videodag_service import server as server_module
+    from videodag_service.jobs import DataDirectoryInUse
+
+    def a_start_on_a_data_folder_in_use(settings: Settings) -> _StartedServer:
+        raise DataDirectoryInUse(f"another process serves jobs from {settings.data_dir}")
+
+    monkeypatch.setattr(server_module, "start_server", a_start_on_a_data_folder_in_use)
+    argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")]
+    with signal_handlers_put_back():
+        assert server_module.main(argv) == 1
+    said = capsys.readouterr().err
+    assert said == f"videodag-server: cannot start: another process serves jobs from {tmp_path / 'd'}\n"
