@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from types import FrameType
@@ -261,7 +261,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
 def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> RunningServer:
     run_slots = RunSlots(settings.max_concurrent_runs)
     metrics = ServerMetrics()
-    metrics.watch_queue_depth("jobs", jobs.queue_depth)
+    metrics.watch_queue_depth("jobs", _queue_depth(jobs))
     dag.node_observer = metrics.record_node_call
     jobs.observe(metrics)  # embedded jobs' runs and frames, and SubmitJob's uploads
     # Request ids and metrics outermost, so refused calls are logged and counted too.
@@ -311,6 +311,21 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
                          sweeper, rpc_threads)
+
+
+def _queue_depth(jobs: JobService) -> Callable[[], int]:
+    """The jobs waiting for a worker, for the metrics: an outage of the job store raises
+    JobStoreUnavailable, which they expect; any other error is raised as it is."""
+
+    def depth() -> int:
+        try:
+            return jobs.queue_depth()
+        except Exception as error:
+            if (unavailable := jobs.as_domain_error(error)) is error:
+                raise
+            raise unavailable from error
+
+    return depth
 
 
 def _metrics_exporter(metrics: ServerMetrics, settings: Settings) -> MetricsExporter | None:
