@@ -366,7 +366,7 @@ class ServerOutOfResources(VideodagError):
     """Raised when the server could not get a thread, a process, memory or a file descriptor
     for the call (a container's pids or memory limit, its open-files limit): no fault of the
     request, nor a bug, and likely gone once other calls end. UNAVAILABLE says retry; the
-    video was not to blame, where OpenCV's failure to open its codec made it look unreadable."""
+    video is not to blame, though OpenCV's failure to open its codec makes it look unreadable."""
 
     status_code = "UNAVAILABLE"
     reason = "SERVER_OUT_OF_RESOURCES"

@@ -105,16 +105,16 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Ping connections so a load balancer does not drop a long-running stream, and a client
         # gone without a word is found. gRPC also gives the sockets this timeout as their
-        # TCP_USER_TIMEOUT. 20 s cut off healthy clients: a slow uplink's queued bytes delayed
-        # the answer past it, and a client paused 20 s in a debugger lost its calls.
+        # TCP_USER_TIMEOUT: it must outlast what a slow uplink's queued bytes delay the answer by,
+        # and a client paused a while in a debugger, or healthy clients lose their calls.
         ("grpc.keepalive_time_ms", round(settings.keepalive_interval_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_seconds * 1000)),
         # gRPC stops pinging a connection after 2 pings without data otherwise: a quiet stream's
-        # connection (a WatchJob of a queued job) went unpinged, for the load balancer to drop.
+        # connection (a WatchJob of a queued job) goes unpinged, for the load balancer to drop.
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_time_between_pings_ms", round(settings.keepalive_interval_seconds * 1000)),
-        # And a ping answered later than this (1 min by default) closed the connection: an
-        # upload through deep buffers at 50 KB/s queued the answer 85 s behind its bytes.
+        # And a ping answered later than this (1 min by default) closes the connection: an
+        # upload through deep buffers at 50 KB/s queues the answer 85 s behind its bytes.
         ("grpc.http2.ping_timeout_ms", round(settings.keepalive_timeout_seconds * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -177,8 +177,8 @@ class RunningServer:
 
     def _stop_grpc(self) -> None:
         """gRPC's stop, whose calls get `_CALLS_END_SECONDS` to end themselves first. gRPC starts a
-        thread to time that: at a pids limit it could not, and the stop failed (the server exited
-        1 with "can't start new thread", skipping the rest of its shutdown); the time is kept here."""
+        thread to time that, which a pids limit can refuse: its stop then fails with "can't start
+        new thread" and would skip the rest of the shutdown, so the time is kept here instead."""
         try:
             self.server.stop(_CALLS_END_SECONDS).wait()
         except RuntimeError as error:  # refusing new calls has begun; the calls' end is this thread's
@@ -402,10 +402,10 @@ def serve(settings: Settings) -> None:
 
 
 def _open_files_up_to_the_hard_limit() -> None:
-    """Raise the soft limit on open files to the hard one. Every connection, upload, decoder
-    pipe and database takes descriptors; a shell's or a container's soft limit (often 1024, or
-    lower) refused calls with EMFILE, and left new connections hanging, where the hard limit the
-    operator set allowed far more (as Go and nginx do at start)."""
+    """Raise the soft limit on open files to the hard one (as Go and nginx do at start). Every
+    connection, upload, decoder pipe and database takes descriptors; a shell's or a container's
+    soft limit (often 1024, or lower) refuses calls with EMFILE and leaves new connections
+    hanging, where the hard limit the operator set allows far more."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:

@@ -90,7 +90,7 @@ def test_a_queue_depth_that_cannot_be_read_leaves_the_other_metrics_served() -> 
 def test_a_queue_depth_failing_for_another_reason_is_logged_once_with_its_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Every error was said at DEBUG only: a bug reported NaN for good, without a word."""
+    """A bug must not leave the gauge at NaN without a word; said once, not at every scrape."""
     metrics = ServerMetrics()
 
     def broken() -> int:

@@ -11,8 +11,8 @@ from videodag_service.errors import DeadlineExceeded, RunCancelled, ServerDraini
 
 
 def test_a_call_its_client_ends_while_the_server_drains_is_the_clients_cancel() -> None:
-    """gRPC cancels no call during the grace: it was logged "the server shut down before the run
-    finished" all the same, the client's cancel taken for the server's."""
+    """gRPC cancels no call during the grace: a call that ends then was ended by its client, and
+    the log must not put it down to the server's shutdown."""
     context, slots = FakeServicerContext(), RunSlots(1)
     watch = CallWatch(context, slots)
     slots.start_draining()

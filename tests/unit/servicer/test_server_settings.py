@@ -596,8 +596,8 @@ def test_the_job_backends_a_setting_accepts_are_those_the_jobs_package_has() -> 
 def test_an_unexpected_error_while_starting_keeps_its_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bug: Exception
 ) -> None:
-    """Every ValueError and RuntimeError of a start was said in one line, "cannot start: ...": a
-    bug looked like a problem of the configuration, and its traceback was lost."""
+    """Only the start errors the server expects are said in one line, "cannot start: ...": a bug
+    must not pass for a problem of the configuration, and its traceback is what finds it."""
     from videodag_service import server as server_module
 
     def a_start_with_a_bug(settings: Settings) -> _StartedServer:
