@@ -3,6 +3,7 @@
 Tokens are compared in constant time (`hmac.compare_digest`) against every accepted
 token, so the time a check takes says nothing about how close a guess was. Health
 checks stay open, so load balancers and orchestrators can probe without a token.
+Tokens or TLS files the server cannot use stop its start with a SettingsError.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import grpc
 
 from videodag_service.call_status import abort
 from videodag_service.errors import Unauthenticated
+from videodag_service.settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
     def __init__(self, tokens: Iterable[str], open_method_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:
         self._tokens = tuple(token.encode() for token in tokens if token)
         if not self._tokens:
-            raise ValueError("at least one token is needed to require authentication")
+            raise SettingsError("at least one token is needed to require authentication")
         self._open = open_method_prefixes
 
     def intercept_service(
@@ -99,7 +101,10 @@ def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
     carry (`π-token`) is refused, naming where it is, not what: no client could send it."""
     tokens: list[tuple[str, str]] = []
     if token_file is not None:
-        lines = token_file.read_text(encoding="utf-8-sig").splitlines()
+        try:
+            lines = token_file.read_text(encoding="utf-8-sig").splitlines()
+        except UnicodeDecodeError as error:
+            raise SettingsError(str(error)) from error
         for number, line in enumerate(lines, start=1):
             line = line.strip()
             if line and not line.startswith("#"):
@@ -110,7 +115,7 @@ def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
                       for position, part in enumerate(parts, start=1) if part)
     for token, where in tokens:
         if not _TOKEN.fullmatch(token):
-            raise ValueError(f"the token at {where} is not printable ASCII, which is all a request header carries")
+            raise SettingsError(f"the token at {where} is not printable ASCII, which is all a request header carries")
     return [token for token, _ in tokens]
 
 
@@ -146,14 +151,14 @@ def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | N
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except _EncryptedKey:
-        raise ValueError(f"TLS key {key_file} is encrypted; give the server an unencrypted key") from None
+        raise SettingsError(f"TLS key {key_file} is encrypted; give the server an unencrypted key") from None
     except ssl.SSLError as error:
-        raise ValueError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
+        raise SettingsError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
                          f"{error.reason or error}") from None
     client_ca = client_ca_file.read_bytes() if client_ca_file else None
     if client_ca is not None and not _holds_a_certificate(client_ca):
         # gRPC would only fail to bind, as if the port were in use (a key, a CRL, a cut certificate)
-        raise ValueError(f"TLS client CA file {client_ca_file} holds no usable PEM certificate")
+        raise SettingsError(f"TLS client CA file {client_ca_file} holds no usable PEM certificate")
     return grpc.ssl_server_credentials(
         [(key_file.read_bytes(), cert_file.read_bytes())],
         root_certificates=client_ca,

@@ -17,9 +17,9 @@ from videodag_service.errors import (
     ServerOutOfResources,
     VideodagError,
     VideoFileMissing,
-    out_of_resources,
 )
 from videodag_service.observability.call_deadline import ended_by_its_deadline
+from videodag_service.resource_errors import out_of_resources
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── NodeFailed                      INTERNAL: names pipeline, node, plugin and frame
     │   └── NodeTimedOut                a node call outlived node_timeout_seconds
     ├── DecoderDidNotStart              INTERNAL: the server's fault, not the video's
+    ├── UnknownSamplingOptions          INTERNAL: a job asks for sampling a later release added
     ├── StorageUnwritable               INTERNAL: the upload folder cannot be written (read-only, permissions)
     ├── DecoderKilled                   UNAVAILABLE: a decoder killed by a signal the server did not send
     ├── ServerOutOfResources            UNAVAILABLE: no thread, process, memory or file descriptor; retry hint
@@ -33,8 +34,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── FailedPrecondition              FAILED_PRECONDITION
     │   ├── JobAlreadyFinished          cancel a job that has finished
     │   ├── JobNotFinished              delete a job that has not
-    │   ├── IdempotencyKeyReused        a key already used for another pipeline
-    │   └── JobsDisabled                a job call on a server without a job backend
+    │   └── IdempotencyKeyReused        a key already used for another pipeline
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
     │   └── UploadIdle                  no upload bytes for upload_idle_timeout_seconds
@@ -46,25 +46,17 @@ Each class names its status code as a string so this module stays grpc-free.
 
 from __future__ import annotations
 
-import errno
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 ERROR_DOMAIN = "videodag.dev"
 
-
-def counted(number: int, one: str, many: str) -> str:
-    """"1 video", "4 videos": a limit of 1 is a setting people use."""
-    return f"{number} {one if number == 1 else many}"
-
-
 # The most each text of a status's details (a metadata value, a field's description) takes as
 # sent, in UTF-8 bytes: the edge cuts longer ones (`convert.status_from_error`), so that a
 # status always fits in what clients accept as trailers.
 MAX_DETAIL_BYTES = 256
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -110,43 +102,6 @@ class VideodagError(Exception):
 
     def __str__(self) -> str:
         return self.message
-
-
-@contextmanager
-def naming_the_upload(stored_name: str, file_name: str) -> Iterator[None]:
-    """Errors raised inside name the upload as its caller knows it: `file_name` (base name
-    only), or 'upload' without one. The video layer reads a private temp file whose random
-    name (`stored_name`) would mean nothing to the caller, and says which file to keep
-    temp paths private."""
-    try:
-        yield
-    except VideodagError as error:
-        shown_name = _shortened(os.path.basename(file_name)) or "upload"
-        error.message = error.message.replace(repr(stored_name), repr(shown_name))
-        error.args = (error.message,)
-        raise
-
-
-@contextmanager
-def missing_stored_copy_as_error(path: str | os.PathLike[str]) -> Iterator[None]:
-    """A video the service stored itself (an upload, a job's video) that its decoder found gone
-    is VideoFileMissing: removed from under the server, no fault of the video. Only the service
-    knows a path is its own copy; to a library caller a missing file is its own VideoUnreadable."""
-    try:
-        yield
-    except VideoUnreadable as error:
-        if os.path.exists(path):
-            raise
-        raise VideoFileMissing(
-            f"Unable to read video file {os.path.basename(path)!r}: the server's stored copy is gone, removed "
-            "from its folder before it was decoded (a cleaner of temporary files, say); send it again"
-        ) from error
-
-
-def _shortened(name: str, keep: int = 60) -> str:
-    """A name as an error shows it: a long one by its start and its end (where the extension is),
-    so what the error says after the name is not lost when the message is cut to its bounds."""
-    return name if len(name) <= 2 * keep else f"{name[:keep]}…{name[-keep:]}"
 
 
 class InvalidArgument(VideodagError):
@@ -383,6 +338,21 @@ class DecoderDidNotStart(VideodagError):
     reason = "DECODER_DID_NOT_START"
 
 
+class UnknownSamplingOptions(VideodagError):
+    """Raised when a job asks for sampling a later release added: run without it, it would not
+    be the run asked for. INTERNAL: releases sharing a job store disagree, nothing the caller
+    did. Its reason is the generic INTERNAL, as the contract gives it none of its own."""
+
+    status_code = "INTERNAL"
+    reason = "INTERNAL"
+
+    def __init__(self, options: tuple[tuple[str, object], ...]) -> None:
+        named = ", ".join(f"{name}={value!r}" for name, value in options)
+        super().__init__(f"the job asks for sampling options this release of the server does not know ({named}); "
+                         "a newer release queued it, and only such a release can run it",
+                         ErrorDetails(metadata={"unknown_sampling_options": ",".join(name for name, _ in options)}))
+
+
 class DecoderKilled(VideodagError):
     """Raised when the decoder process was killed (SIGKILL) mid-run: by the out-of-memory killer
     or an operator, not by the file, which a crash (SIGSEGV, SIGABRT) would blame instead. The
@@ -396,39 +366,10 @@ class ServerOutOfResources(VideodagError):
     """Raised when the server could not get a thread, a process, memory or a file descriptor
     for the call (a container's pids or memory limit, its open-files limit): no fault of the
     request, nor a bug, and likely gone once other calls end. UNAVAILABLE says retry; the
-    video was not to blame, where OpenCV's failure to open its codec made it look unreadable."""
+    video is not to blame, though OpenCV's failure to open its codec makes it look unreadable."""
 
     status_code = "UNAVAILABLE"
     reason = "SERVER_OUT_OF_RESOURCES"
-
-
-RESOURCE_RETRY_SECONDS = 2.0
-_RESOURCE_ERRNOS = {errno.EMFILE: "open files", errno.ENFILE: "open files", errno.ENOMEM: "memory",
-                    errno.EAGAIN: "processes or threads"}
-
-
-def out_of_resources(error: BaseException) -> ServerOutOfResources | None:
-    """`error` as ServerOutOfResources when it says the process ran short of threads, processes,
-    memory or file descriptors; None for any other error."""
-    if isinstance(error, ServerOutOfResources):
-        return error
-    if isinstance(error, RuntimeError) and "can't start new thread" in str(error):
-        short_of = "threads"
-    elif isinstance(error, MemoryError):
-        short_of = "memory"
-    elif isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:  # EAGAIN: a fork at the pids limit
-        short_of = _RESOURCE_ERRNOS[error.errno]
-    else:
-        return None
-    return resources_exhausted(short_of, f"{type(error).__name__}: {error}")
-
-
-def resources_exhausted(short_of: str, cause: str) -> ServerOutOfResources:
-    """The error for a call the server could not give `short_of` (threads, memory, ...)."""
-    return ServerOutOfResources(
-        f"the server ran out of {short_of} for this call ({cause}); retry shortly, or with fewer calls at once",
-        ErrorDetails(metadata={"short_of": short_of}, retry_after_seconds=RESOURCE_RETRY_SECONDS),
-    )
 
 
 class StorageUnwritable(VideodagError):
@@ -487,12 +428,6 @@ class IdempotencyKeyReused(FailedPrecondition):
             "use a new key for another pipeline",
             ErrorDetails(metadata={"job_id": job_id, "pipeline_id": pipeline_id}),
         )
-
-
-class JobsDisabled(FailedPrecondition):
-    """Raised for a job call on a server started without a job backend."""
-
-    reason = "JOBS_DISABLED"
 
 
 class RunCancelled(VideodagError):

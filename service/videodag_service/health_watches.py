@@ -26,7 +26,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from videodag_service.call_slots import CallSlots
-from videodag_service.errors import ErrorDetails, TooManyHealthWatches, counted
+from videodag_service.errors import ErrorDetails, TooManyHealthWatches
+from videodag_service.wording import counted
 
 HEALTH_WATCH_RETRY_SECONDS = 5.0
 

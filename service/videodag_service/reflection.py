@@ -24,10 +24,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from videodag_service.call_slots import CallSlots
-from videodag_service.errors import ErrorDetails, TooManyReflectionStreams, counted
+from videodag_service.errors import ErrorDetails, TooManyReflectionStreams
 from videodag_service.reflection_comments import CommentedFiles
 from videodag_service.reflection_idle import RequestsUntilIdle
 from videodag_service.reflection_symbols import SymbolLookupPool
+from videodag_service.wording import counted
 
 REFLECTION_RETRY_SECONDS = 5.0
 

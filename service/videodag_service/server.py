@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from types import FrameType
@@ -26,27 +26,39 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
-from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService, PluginRegistryError, default_registry
+from videodag_service.dag import (
+    BUILTIN_PIPELINE_DIR,
+    DagPipelineService,
+    PipelineFileError,
+    PluginRegistryError,
+    default_registry,
+)
+from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.health_watches import CappedHealthServicer
-from videodag_service.jobs import JobBackend, JobConfig, JobService, open_job_service
+from videodag_service.jobs import (
+    DataDirectoryFull,
+    DataDirectoryInUse,
+    JobBackend,
+    JobConfig,
+    JobService,
+    open_job_service,
+)
+from videodag_service.jobs.backends import JobStoreUnusable
+from videodag_service.jobs.sqlite_store import JobStoreFromLaterRelease
 from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
 from videodag_service.observability.interceptors import server_interceptors
 from videodag_service.observability.tracing import TracingUnavailable
 from videodag_service.plugin_reference import plugin_reference
-from videodag_service.private_folders import missing_folders, private_directory
+from videodag_service.private_folders import FolderNotPrivate, missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
+from videodag_service.resource_errors import out_of_resources
 from videodag_service.rpc_threads import RpcThreadPool
+from videodag_service.server_arguments import settings_from, wants_plugin_list
 from videodag_service.service_links import kubernetes_service_links
-from videodag_service.servicer import SERVICE_NAME, VideoPipelineServicer
-from videodag_service.settings import (
-    Settings,
-    SettingsError,
-    settings_from,
-    unknown_variables,
-    unprotected_by_empty_variables,
-    wants_plugin_list,
-)
+from videodag_service.servicer import SERVICE_NAME, PipelinesTooLarge, VideoPipelineServicer
+from videodag_service.settings import Settings, SettingsError
 from videodag_service.unparsed_requests import UnparsedRequestInterceptor
+from videodag_service.video import DecodersCannotStart
 from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others
 
@@ -66,6 +78,24 @@ _SIGNAL_POLL_SECONDS = 0.2
 # After the grace, how long calls get to end themselves before gRPC cancels them: a run
 # notices at its next frame, a watch at its next poll (`watch_job`'s 0.5 s).
 _CALLS_END_SECONDS = 1.0
+# What stops a start for its configuration or its machine, said in one line by `main`: a port
+# in use, a folder or file that cannot be used, a bad pipeline or plugin, a job store that
+# cannot be opened, decoders or tracing that cannot start. Anything else is a bug, and keeps
+# its traceback.
+_START_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SettingsError,  # tokens or TLS files the server cannot use
+    FolderNotPrivate,
+    PipelineFileError,
+    PluginRegistryError,
+    PipelinesTooLarge,
+    DataDirectoryFull,
+    DataDirectoryInUse,
+    JobStoreFromLaterRelease,
+    JobStoreUnusable,
+    DecodersCannotStart,
+    TracingUnavailable,
+)
 
 
 def grpc_options(settings: Settings) -> list[tuple[str, int]]:
@@ -75,16 +105,16 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         # Ping connections so a load balancer does not drop a long-running stream, and a client
         # gone without a word is found. gRPC also gives the sockets this timeout as their
-        # TCP_USER_TIMEOUT. 20 s cut off healthy clients: a slow uplink's queued bytes delayed
-        # the answer past it, and a client paused 20 s in a debugger lost its calls.
+        # TCP_USER_TIMEOUT: it must outlast what a slow uplink's queued bytes delay the answer by,
+        # and a client paused a while in a debugger, or healthy clients lose their calls.
         ("grpc.keepalive_time_ms", round(settings.keepalive_interval_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", round(settings.keepalive_timeout_seconds * 1000)),
         # gRPC stops pinging a connection after 2 pings without data otherwise: a quiet stream's
-        # connection (a WatchJob of a queued job) went unpinged, for the load balancer to drop.
+        # connection (a WatchJob of a queued job) goes unpinged, for the load balancer to drop.
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_time_between_pings_ms", round(settings.keepalive_interval_seconds * 1000)),
-        # And a ping answered later than this (1 min by default) closed the connection: an
-        # upload through deep buffers at 50 KB/s queued the answer 85 s behind its bytes.
+        # And a ping answered later than this (1 min by default) closes the connection: an
+        # upload through deep buffers at 50 KB/s queues the answer 85 s behind its bytes.
         ("grpc.http2.ping_timeout_ms", round(settings.keepalive_timeout_seconds * 1000)),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -105,11 +135,12 @@ class RunningServer:
     run_slots: RunSlots
     settings: Settings
     metrics: ServerMetrics
-    metrics_exporter: MetricsExporter | None = None
-    jobs: JobService | None = None
-    servicer: VideoPipelineServicer | None = None
-    orphan_sweeper: OrphanSweeper | None = None
-    rpc_threads: RpcThreadPool | None = None
+    metrics_exporter: MetricsExporter | None
+    """The /metrics endpoint; None without --metrics-port."""
+    jobs: JobService
+    servicer: VideoPipelineServicer
+    orphan_sweeper: OrphanSweeper
+    rpc_threads: RpcThreadPool
 
     def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = ""
              ) -> None:
@@ -120,8 +151,7 @@ class RunningServer:
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
-        if self.jobs is not None:
-            self.jobs.stop_taking_jobs()
+        self.jobs.stop_taking_jobs()
         logger.info("%sdraining: health NOT_SERVING, new runs and jobs refused, %.1f s grace for the runs, "
                     "job uploads and jobs in progress", f"received {cause}: " if cause else "", grace)
         # gRPC's own stop refuses every new call at once, health checks and job lookups included;
@@ -133,27 +163,22 @@ class RunningServer:
         # their clients can act on; gRPC's own cancel, a bare UNAVAILABLE, is for the rest.
         self.run_slots.end_calls()
         self._stop_grpc()
-        if self.rpc_threads is not None:  # gRPC leaves the pool it was given running
-            self.rpc_threads.shutdown(wait=False)
+        self.rpc_threads.shutdown(wait=False)  # gRPC leaves the pool it was given running
         # Cancelled runs notice at their next frame, then remove their temp files.
         if not self.run_slots.wait_until_idle(_CANCELLED_RUN_CLEANUP_SECONDS):
             logger.warning("runs still cleaning up %.0f s after they were cancelled", _CANCELLED_RUN_CLEANUP_SECONDS)
         # The exporter first: a scrape reads the queue depth from the job store, closed next.
         if self.metrics_exporter is not None:
             self.metrics_exporter.stop()
-        if self.jobs is not None:
-            self.jobs.close()
-        if self.servicer is not None:
-            self.servicer.close()
-        if self.orphan_sweeper is not None:
-            self.orphan_sweeper.stop()
+        self.jobs.close()
+        self.servicer.close()
+        self.orphan_sweeper.stop()
         logger.info("server stopped")
-
 
     def _stop_grpc(self) -> None:
         """gRPC's stop, whose calls get `_CALLS_END_SECONDS` to end themselves first. gRPC starts a
-        thread to time that: at a pids limit it could not, and the stop failed (the server exited
-        1 with "can't start new thread", skipping the rest of its shutdown); the time is kept here."""
+        thread to time that, which a pids limit can refuse: its stop then fails with "can't start
+        new thread" and would skip the rest of the shutdown, so the time is kept here instead."""
         try:
             self.server.stop(_CALLS_END_SECONDS).wait()
         except RuntimeError as error:  # refusing new calls has begun; the calls' end is this thread's
@@ -174,8 +199,8 @@ class RunningServer:
         end = time.monotonic() + seconds
         return (
             self.run_slots.wait_until_idle(seconds)
-            and (self.servicer is None or self.servicer.wait_for_job_uploads(end - time.monotonic()))
-            and (self.jobs is None or self.jobs.wait_for_running_jobs(end - time.monotonic()))
+            and self.servicer.wait_for_job_uploads(end - time.monotonic())
+            and self.jobs.wait_for_running_jobs(end - time.monotonic())
         )
 
 
@@ -237,7 +262,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     run_slots = RunSlots(settings.max_concurrent_runs, max_waiting=settings.max_waiting_runs,
                          wait_seconds=settings.run_wait_seconds)
     metrics = ServerMetrics()
-    metrics.watch_queue_depth("jobs", jobs.queue_depth)
+    metrics.watch_queue_depth("jobs", _queue_depth(jobs))
     metrics.watch_queue_depth("runs", lambda: run_slots.waiting)
     dag.node_observer = metrics.record_node_call
     jobs.observe(metrics)  # embedded jobs' runs and frames, and SubmitJob's uploads
@@ -258,7 +283,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
         maximum_concurrent_rpcs=threads,
     )
-    servicer = VideoPipelineServicer(dag, settings, run_slots, metrics, jobs)
+    servicer = VideoPipelineServicer(dag, settings, run_slots, jobs, metrics)
     exporter = None
     try:
         servicer.add_to_server(server)
@@ -289,6 +314,21 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
                          sweeper, rpc_threads)
+
+
+def _queue_depth(jobs: JobService) -> Callable[[], int]:
+    """The jobs waiting for a worker, for the metrics: an outage of the job store raises
+    JobStoreUnavailable, which they expect; any other error is raised as it is."""
+
+    def depth() -> int:
+        try:
+            return jobs.queue_depth()
+        except Exception as error:
+            if (unavailable := jobs.as_domain_error(error)) is error:
+                raise
+            raise unavailable from error
+
+    return depth
 
 
 def _metrics_exporter(metrics: ServerMetrics, settings: Settings) -> MetricsExporter | None:
@@ -365,10 +405,10 @@ def serve(settings: Settings) -> None:
 
 
 def _open_files_up_to_the_hard_limit() -> None:
-    """Raise the soft limit on open files to the hard one. Every connection, upload, decoder
-    pipe and database takes descriptors; a shell's or a container's soft limit (often 1024, or
-    lower) refused calls with EMFILE, and left new connections hanging, where the hard limit the
-    operator set allowed far more (as Go and nginx do at start)."""
+    """Raise the soft limit on open files to the hard one (as Go and nginx do at start). Every
+    connection, upload, decoder pipe and database takes descriptors; a shell's or a container's
+    soft limit (often 1024, or lower) refuses calls with EMFILE and leaves new connections
+    hanging, where the hard limit the operator set allows far more."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
@@ -401,7 +441,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)
     try:
         serve(settings)
-    except (OSError, ValueError, RuntimeError, TracingUnavailable) as error:
+    except Exception as error:
+        if not (isinstance(error, _START_ERRORS) or out_of_resources(error) is not None):
+            raise
         print(f"videodag-server: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

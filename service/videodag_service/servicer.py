@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
@@ -20,16 +19,10 @@ from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_serv
 from videodag_service import convert
 from videodag_service.call_slots import CallSlots, RunSlots
 from videodag_service.call_status import abort, status_name
+from videodag_service.call_watch import CallWatch
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
-from videodag_service.errors import (
-    DeadlineExceeded,
-    RunCancelled,
-    TooManyRuns,
-    UploadCorrupted,
-    missing_stored_copy_as_error,
-    naming_the_upload,
-)
+from videodag_service.errors import TooManyRuns, UploadCorrupted
 from videodag_service.job_servicer import JobRpcs, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
 from videodag_service.memory_release import video_work
@@ -48,6 +41,8 @@ from videodag_service.video import (
     UploadReceiver,
     VideoFilePipelineService,
     VideoOpened,
+    missing_stored_copy_as_error,
+    naming_the_upload,
     receive_upload,
     suffix_for_file_name,
 )
@@ -64,39 +59,6 @@ EVENTS_AHEAD = 4
 # client died): gRPC can report the end of the stream a moment before the cancel.
 _STREAM_END_SETTLE_SECONDS = 0.5
 SERVICE_NAME = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"].full_name
-
-
-class _CallWatch:
-    """Turns a cancelled or expired call into a domain error at the next check.
-
-    A call ended while the server shuts down was ended by the server (its grace period ran
-    out), not by the client: the error says so, for the logs and any client still listening.
-    """
-
-    def __init__(self, context: grpc.ServicerContext, run_slots: RunSlots) -> None:
-        self._context = context
-        self._run_slots = run_slots
-        self._done = threading.Event()
-        context.add_callback(self._done.set)
-
-    def check(self) -> None:
-        self._run_slots.refuse_if_ended("the run")
-        remaining = self._context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            raise DeadlineExceeded("the call's deadline passed; the run was stopped")
-        if self._done.is_set() or not self._context.is_active():
-            if self._run_slots.draining:
-                raise RunCancelled("the server shut down before the run finished; the run was stopped")
-            if ended_by_its_deadline(self._context):
-                raise DeadlineExceeded("the call's deadline passed; the run was stopped")
-            raise RunCancelled("the client cancelled the call; the run was stopped")
-
-    def check_soon(self, seconds: float) -> None:
-        """`check`, once the call has ended or `seconds` have passed: a client that died
-        mid-upload can look, for a moment, like one that closed its stream early, before gRPC
-        reports the call cancelled. Only for a stream already found wrong: it waits."""
-        self._done.wait(seconds)
-        self.check()
 
 
 class PipelinesTooLarge(ValueError):
@@ -130,8 +92,8 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         dag: DagPipelineService,
         settings: Settings,
         run_slots: RunSlots,
+        jobs: JobService,
         metrics: ServerMetrics | None = None,
-        jobs: JobService | None = None,
     ) -> None:
         self._listing = pipeline_listing(dag, settings.max_response_bytes())
         self._dag = dag
@@ -226,7 +188,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         started: float,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
         """Store the upload, then stream the run's events; the temp file lives exactly as long as this."""
-        watch = _CallWatch(context, self._run_slots)
+        watch = CallWatch(context, self._run_slots)
         with receive_upload(
             self._settings.temp_dir,
             max_upload_bytes=self._settings.max_upload_bytes,
@@ -259,7 +221,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         upload: UploadReceiver,
         sampling: SamplingOptions,
         requests: Iterator[video_pipeline_service_pb2.UploadAndRunRequest],
-        watch: _CallWatch,
+        watch: CallWatch,
         started: float,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:
         """Decode the upload as it arrives; `upload_received` goes out between frames once it is in.
@@ -288,7 +250,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         self,
         spec: PipelineSpec,
         events: Iterator[RunEvent],
-        watch: _CallWatch,
+        watch: CallWatch,
         started: float,
         arriving: BackgroundUpload | None = None,
     ) -> Iterator[video_pipeline_service_pb2.UploadAndRunResponse]:

@@ -1,26 +1,22 @@
-"""Server settings: one frozen dataclass, filled from flags, then environment, then defaults.
+"""Server settings: one frozen dataclass, and the checks a value must pass to start a server.
 
-Each field declares its flag, its environment variable (VIDEODAG_<NAME>) and its help
-text in one place, so `videodag-server --help` documents every setting and a bad value
-stops the server at start with a message naming the setting.
+Each field declares its help text and its bounds in one place; its type says what a flag's
+text converts to and, for a Literal, the words it accepts. `server_arguments` fills it from
+flags, then environment variables (VIDEODAG_<NAME>), then these defaults, so a bad value
+stops the server at start with a message naming the setting as it was given.
 """
 
 from __future__ import annotations
 
-import argparse
-import difflib
+import functools
 import math
-import os
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
-from importlib.metadata import version
+import types
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from videodag_service.disk_space import MIB
-from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
-from videodag_service.service_links import is_service_link, kubernetes_service_links
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
@@ -39,7 +35,7 @@ _MAX_GRPC_SECONDS = _MAX_INT32 // 1000
 # variable unset) is an error, not "off": the server would fail open. An empty environment
 # variable means unset, as for every setting (compose files write `${VIDEODAG_TOKENS:-}`),
 # and the server warns when it then serves unprotected (`unprotected_by_empty_variables`).
-_PROTECTING = ("token_file", "tokens", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
+PROTECTING_SETTINGS = ("token_file", "tokens", "tls_cert_file", "tls_key_file", "tls_client_ca_file")
 
 
 # The longest time a setting gives (every float setting is seconds): about 31 years, within
@@ -51,6 +47,12 @@ MAX_SECONDS = 1e9
 RESULT_ENVELOPE_BYTES = 1024
 # The largest message a gRPC client receives unless it is told otherwise.
 CLIENT_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
+
+LogFormat = Literal["json", "text"]
+Tracing = Literal["off", "otel"]
+JobBackendName = Literal["embedded", "redis"]
+"""The values of `jobs.JobBackend`, as a flag or variable gives them."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -167,11 +169,11 @@ class Settings:
         "are cancelled (jobs are queued again)", minimum=0
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
-    log_format: str = _setting("json", "json (one object per line, with the request id) or text")
+    log_format: LogFormat = _setting("json", "json (one object per line, with the request id) or text")
     metrics_port: int = _setting(
         0, "port of the Prometheus /metrics endpoint on --host; 0 turns it off", minimum=0, maximum=_MAX_PORT
     )
-    tracing: str = _setting("off", "off, or otel: an OpenTelemetry span per call, sent as the OTEL_* variables say "
+    tracing: Tracing = _setting("off", "off, or otel: an OpenTelemetry span per call, sent as the OTEL_* variables say "
                             "(needs the 'tracing' extra)")
     tls_cert_file: Path | None = _setting(None, "PEM certificate chain: serve TLS instead of plaintext")
     tls_key_file: Path | None = _setting(None, "PEM private key of --tls-cert-file")
@@ -182,7 +184,7 @@ class Settings:
         None, "file of accepted bearer tokens, one per line: calls without one get UNAUTHENTICATED"
     )
     tokens: str = _setting("", "accepted bearer tokens, comma-separated (prefer the environment to the flag)")
-    job_backend: str = _setting(
+    job_backend: JobBackendName = _setting(
         "embedded", "where jobs live: embedded (SQLite and worker threads in this server) or redis (Redis + RQ workers)"
     )
     data_dir: Path = _setting(
@@ -209,34 +211,31 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise _invalid("log_level", f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+            raise SettingsError.of_setting("log_level",
+                                           f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
         for item in fields(self):
             minimum = item.metadata.get("minimum")
             value = getattr(self, item.name)
-            if "float" in str(item.type) and isinstance(value, int | float) and not isinstance(value, bool):
+            if value_type(item.name) is float and isinstance(value, int | float) and not isinstance(value, bool):
                 if math.isnan(value):
-                    raise _invalid(item.name, f"must be a number of seconds, got {value}")
+                    raise SettingsError.of_setting(item.name, f"must be a number of seconds, got {value}")
                 if value > MAX_SECONDS:
                     # No Timestamp holds an expiry past year 9999 (inf, or 1e12 s, as a retention), and
                     # 31 years still means "no limit" for a time limit.
                     object.__setattr__(self, item.name, MAX_SECONDS)
                     value = MAX_SECONDS
             if minimum is not None and value < minimum:
-                raise _invalid(item.name, f"must be at least {minimum}, got {value}")
+                raise SettingsError.of_setting(item.name, f"must be at least {minimum}, got {value}")
             maximum = item.metadata.get("maximum")
             if maximum is not None and value > maximum:
-                raise _invalid(item.name, f"must be at most {maximum}, got {value}")
+                raise SettingsError.of_setting(item.name, f"must be at most {maximum}, got {value}")
         if self.metrics_port and self.metrics_port == self.port:
             # Both listen on --host: the second to bind would fail as if another process held the port.
-            raise _invalid("metrics_port", f"must differ from the gRPC port: both are {self.port}")
-        if self.log_format not in {"json", "text"}:
-            raise _invalid("log_format", f"must be json or text, got {self.log_format!r}")
-        if self.tracing not in {"off", "otel"}:
-            raise _invalid("tracing", f"must be off or otel, got {self.tracing!r}")
-        if self.decode_isolation not in {"process", "thread"}:
-            raise _invalid("decode_isolation", f"must be process or thread, got {self.decode_isolation!r}")
-        if self.job_backend not in {"embedded", "redis"}:
-            raise _invalid("job_backend", f"must be embedded or redis, got {self.job_backend!r}")
+            raise SettingsError.of_setting("metrics_port", f"must differ from the gRPC port: both are {self.port}")
+        for item in fields(self):  # the words a Literal setting accepts
+            kind, value = value_type(item.name), getattr(self, item.name)
+            if get_origin(kind) is Literal and value not in get_args(kind):
+                raise SettingsError.of_setting(item.name, f"must be {' or '.join(get_args(kind))}, got {value!r}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise SettingsError("--tls-cert-file and --tls-key-file (or their variables) go together: give both or "
                                 "neither")
@@ -246,7 +245,7 @@ class Settings:
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():
-                raise _invalid(name, f"{str(path)!r} does not exist")
+                raise SettingsError.of_setting(name, f"{str(path)!r} does not exist")
 
     def max_response_bytes(self) -> int:
         """The largest message the server sends: one any client can receive (gRPC's clients take
@@ -289,131 +288,26 @@ class SettingsError(ValueError):
         self.setting = setting
         self.problem = problem
 
-
-def _invalid(name: str, problem: str) -> SettingsError:
-    return SettingsError(f"{name} {problem}", setting=name, problem=problem)
-
-
-def _field_type(annotation: str) -> type:
-    """The type a flag's text converts to, read from the field's annotation."""
-    for name, kind in (("Path", Path), ("float", float), ("int", int)):
-        if name in annotation:
-            return kind
-    return str
+    @classmethod
+    def of_setting(cls, name: str, problem: str) -> SettingsError:
+        """Setting `name` has a bad value: `problem` says what is wrong with it."""
+        return cls(f"{name} {problem}", setting=name, problem=problem)
 
 
-def _convert(name: str, raw: str) -> Any:
-    kind = _field_type(next(str(f.type) for f in fields(Settings) if f.name == name))
-    try:
-        return kind(raw)
-    except ValueError:
-        raise _invalid(name, f"must be {kind.__name__}, got {raw!r}") from None
+def environment_variable(name: str) -> str:
+    """The environment variable of setting `name`: VIDEODAG_ and its name in capitals."""
+    return ENV_PREFIX + name.upper()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `videodag-server` argument parser; every setting has a flag and an environment variable."""
-    parser = argparse.ArgumentParser(
-        prog="videodag-server",
-        description="Serve videodag: run named DAG pipelines of vision plugins over uploaded videos (gRPC).",
-        epilog=(
-            "Every flag can also be set by its environment variable; a flag wins over the environment. "
-            f"The detectors' model files are read from ${MODEL_DIR_ENV} (default {DEFAULT_MODEL_DIR}), "
-            f"where `{FETCH_COMMAND}` puts them."
-        ),
-    )
-    for item in fields(Settings):
-        env = ENV_PREFIX + item.name.upper()
-        default = item.default if item.default is not MISSING else None
-        parser.add_argument(
-            "--" + item.name.replace("_", "-"),
-            dest=item.name,
-            default=None,
-            metavar=item.name.upper(),
-            help=f"{item.metadata['help']} [env {env}; default {default}]",
-        )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
-    parser.add_argument(
-        "--list-plugins",
-        action="store_true",
-        help="print every plugin tool a pipeline file can name (inputs, outputs, parameters) and exit",
-    )
-    return parser
+@functools.cache
+def _type_hints() -> dict[str, Any]:
+    return get_type_hints(Settings)
 
 
-def wants_plugin_list(argv: Sequence[str] | None = None) -> bool:
-    """Whether the command line asks for the plugin reference instead of a server."""
-    return bool(build_parser().parse_args(argv).list_plugins)
-
-
-# The videodag CLI's variables: a shell that runs both has them, and the server reads neither.
-_CLI_SERVER_VARIABLE, _CLI_TOKEN_VARIABLE = ENV_PREFIX + "SERVER", ENV_PREFIX + "TOKEN"
-
-
-def unknown_variables(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """What to say of each VIDEODAG_ variable the server does not read: a misspelt or renamed
-    setting is otherwise ignored without a word, and the CLI's VIDEODAG_TOKEN in the server's
-    environment left it answering every call with no token."""
-    environ = os.environ if environ is None else environ
-    read = {ENV_PREFIX + item.name.upper() for item in fields(Settings)} | {MODEL_DIR_ENV, _CLI_SERVER_VARIABLE}
-    said = []
-    for variable in sorted(environ):
-        if not variable.startswith(ENV_PREFIX) or variable in read or is_service_link(variable, environ[variable]):
-            continue
-        if variable == _CLI_TOKEN_VARIABLE:
-            if not settings.requires_token:
-                said.append(f"{variable} is the videodag CLI's token to send, not read by the server: it requires no "
-                            f"token; give it {ENV_PREFIX}TOKENS or {ENV_PREFIX}TOKEN_FILE")
-            continue
-        names = sorted(name.removeprefix(ENV_PREFIX) for name in read - {_CLI_SERVER_VARIABLE})
-        close = " or ".join(ENV_PREFIX + name for name in _resembling(variable.removeprefix(ENV_PREFIX), names))
-        said.append(f"{variable} is not a setting of the server: ignored" + (f" (did you mean {close}?)"
-                                                                            if close else ""))
-    return said
-
-
-def _resembling(name: str, names: list[str]) -> list[str]:
-    """The settings holding every word of `name` (plurals as singulars: MAX_UPLOADS, TLS_CA_FILE),
-    else the one spelt most alike (a typo)."""
-    def words(text: str) -> set[str]:
-        return {word.removesuffix("S") for word in text.split("_") if word}
-
-    wanted = words(name)
-    holding = [candidate for candidate in names if wanted <= words(candidate)]
-    return holding[:3] if holding else difflib.get_close_matches(name, names, n=1)
-
-
-def unprotected_by_empty_variables(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The protecting variables set empty while the server serves without what they turn on."""
-    environ = os.environ if environ is None else environ
-    unprotected = {"token_file": not settings.requires_token, "tokens": not settings.requires_token,
-                   "tls_cert_file": settings.tls_cert_file is None, "tls_key_file": settings.tls_cert_file is None,
-                   "tls_client_ca_file": settings.tls_client_ca_file is None}
-    return [ENV_PREFIX + name.upper() for name in _PROTECTING
-            if environ.get(ENV_PREFIX + name.upper()) == "" and unprotected[name]]
-
-
-def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags, then environment variables, then defaults; raises SettingsError."""
-    environ = os.environ if environ is None else environ
-    parsed = vars(build_parser().parse_args(argv))
-    values: dict[str, Any] = {}
-    given_as: dict[str, str] = {}
-    """How each value was given, the name a bad one is reported by: a server configured by a
-    dozen variables is told which variable, not a name it never wrote."""
-    try:
-        for item in fields(Settings):
-            flag, variable = "--" + item.name.replace("_", "-"), ENV_PREFIX + item.name.upper()
-            raw, source = parsed.get(item.name), flag
-            if raw is None and variable not in kubernetes_service_links(environ):
-                raw, source = environ.get(variable), variable
-            if raw == "" and item.name in _PROTECTING and parsed.get(item.name) is not None:
-                raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag "
-                                    "out to turn it off")
-            if raw is not None and raw != "":
-                given_as[item.name] = source
-                values[item.name] = _convert(item.name, raw)
-        return Settings(**values)
-    except SettingsError as error:
-        if error.setting is not None and error.problem is not None and error.setting in given_as:
-            raise SettingsError(f"{given_as[error.setting]} {error.problem}") from None
-        raise
+def value_type(name: str) -> Any:
+    """The type of setting `name`'s value, None aside: int, float, str, Path, or a Literal of
+    the words it accepts."""
+    hint = _type_hints()[name]
+    if get_origin(hint) in (Union, types.UnionType):
+        (hint,) = (arg for arg in get_args(hint) if arg is not type(None))
+    return hint

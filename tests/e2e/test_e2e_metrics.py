@@ -199,8 +199,8 @@ def test_a_reflection_stream_the_client_cancels_counts_as_cancelled(make_server:
 
     wait_until(lambda: counted() != {}, what="the reflection call to be counted")
     # Never UNKNOWN. gRPC itself may end the request stream (client half-closed) before it
-    # marks the call cancelled, and the servicer then returns normally on a call still active:
-    # seen in CI now and then, counted OK; nothing the server is told then tells it apart.
+    # marks the call cancelled, and the servicer then returns normally on a call still active,
+    # counted OK: a race that happens now and then; nothing the server is told tells it apart.
     (((_, code), _),) = counted()
     assert code in {"CANCELLED", "OK"}
     assert sum(counted().values()) == 1

@@ -197,7 +197,9 @@ def test_a_job_upload_still_arriving_when_the_grace_ends_is_logged_as_the_shutdo
             stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
             submission = stub.SubmitJob.future(stalling_upload(), timeout=60)
             assert stalled.wait(10)
-            time.sleep(0.5)
+            # The server holds the upload once its file is open among the uploads arriving.
+            arriving = tmp_path / "data" / "uploads" / "incoming"
+            assert wait_until(lambda: arriving.is_dir() and any(arriving.iterdir()), timeout=10), server_log(tmp_path)
             os.kill(process.process.pid, signal.SIGTERM)
             assert process.process.wait(timeout=20) == 0
             assert submission.exception(timeout=10) is not None

@@ -28,7 +28,8 @@ from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
 from videodag_service.jobs import JobState as StoredJobState
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import JobError, JobFrame
-from videodag_service.settings import Settings, SettingsError, build_parser, settings_from
+from videodag_service.server_arguments import build_parser, settings_from
+from videodag_service.settings import Settings, SettingsError
 from videodag_service.video import SamplingOptions
 
 MIB = 1024 * 1024
@@ -187,7 +188,6 @@ def test_a_job_database_removed_while_the_server_runs_is_an_error_in_its_log(
     was gone at the next start. Maintenance says so once, naming the files and the folder."""
     server = make_server()
     jobs = server.running.jobs
-    assert jobs is not None
     data_dir = server.running.settings.data_dir
     lock = data_dir / "jobs.lock"
     os.utime(lock, (1_000_000_000, 1_000_000_000))  # untouched for years, as a cleaner by age sees it

@@ -53,7 +53,8 @@ def test_a_script_that_guards_its_main_code_serves(tmp_path: Path, sample_clip: 
 def test_a_script_without_the_guard_is_refused_at_start_with_the_cause(tmp_path: Path, sample_clip: Path) -> None:
     completed = run_script(SCRIPT + "main()\n", tmp_path, sample_clip)
     assert completed.returncode == 1
-    assert "RuntimeError: decoder processes cannot start: the first one ended (exit status 1)" in completed.stderr
+    assert "DecodersCannotStart: decoder processes cannot start: the first one ended (exit status 1)" \
+        in completed.stderr
     assert GUARD_HINT in completed.stderr
     assert "frames processed" not in completed.stdout  # no call was served
     assert not (tmp_path / "uploads").exists() or list((tmp_path / "uploads").iterdir()) == []

@@ -56,8 +56,8 @@ def test_a_quota_caps_the_affinity_rounded_up_and_never_below_one(tmp_path: Path
         # a quota on a group above the process's own is the one that holds
         ("0::/limited/inner\n", {"limited/cpu.max": "100000 100000\n", "limited/inner/cpu.max": "max 100000\n"}, 1.0),
         # cgroup v1: the cpu controller's line names the group
-        ("12:memory:/other\n4:cpu,cpuacct:/review\n1:name=systemd:/\n",
-         {"cpu,cpuacct/review/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/review/cpu.cfs_period_us": "100000\n",
+        ("12:memory:/other\n4:cpu,cpuacct:/batch\n1:name=systemd:/\n",
+         {"cpu,cpuacct/batch/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/batch/cpu.cfs_period_us": "100000\n",
           "memory/other/cpu.cfs_quota_us": "10000\n"}, 0.5),
         # a container's own view: the host's path it is named by is not there, its quota at the root is
         ("0::/docker/abc123\n", {"cpu.max": "150000 100000\n"}, 1.5),

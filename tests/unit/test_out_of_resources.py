@@ -8,18 +8,18 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import grpc
 import pytest
 
+from fakes.servicer_context import CallAborted, FakeServicerContext
 from videodag_service.call_status import abort, status_name
-from videodag_service.errors import ServerOutOfResources, VideoUnreadable, out_of_resources
+from videodag_service.errors import ServerOutOfResources, VideoUnreadable
 from videodag_service.jobs.model import JobError
+from videodag_service.resource_errors import out_of_resources
 from videodag_service.video import decoder_messages as messages
+from videodag_service.video.decoder_blame import blamed_on_the_server, frames_not_converted
 from videodag_service.video.decoder_log import CODEC_NOT_OPENED, SCALING_FAILED
-from videodag_service.video.decoder_process import _blamed_on_the_server, _not_converted
 
 NO_THREAD = RuntimeError("can't start new thread")
 EAGAIN_LINE = (f"[swscaler @ 0x5] {SCALING_FAILED.decode()} (Resource temporarily unavailable): fmt:yuv420p "
@@ -48,33 +48,11 @@ def test_other_errors_are_not_taken_for_a_want_of_resources(error: BaseException
     assert out_of_resources(error) is None
 
 
-class _AbortedCall(Exception):
-    pass
-
-
-class _Context:
-    """Records what `abort` ends a call with."""
-
-    def __init__(self) -> None:
-        self.trailing_metadata: Any = None
-        self.code: grpc.StatusCode | None = None
-
-    def set_trailing_metadata(self, metadata: Any) -> None:
-        self.trailing_metadata = metadata
-
-    def is_active(self) -> bool:
-        return True
-
-    def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.code = code
-        raise _AbortedCall(details)
-
-
 def test_a_call_that_could_not_start_a_thread_ends_unavailable_not_internal() -> None:
     """It ended INTERNAL "internal error: RuntimeError: can't start new thread", logged as a bug."""
-    context = _Context()
-    with pytest.raises(_AbortedCall) as ended:
-        abort(context, NO_THREAD)  # type: ignore[arg-type]
+    context = FakeServicerContext()
+    with pytest.raises(CallAborted) as ended:
+        abort(context, NO_THREAD)
     assert context.code is grpc.StatusCode.UNAVAILABLE
     assert "ran out of threads" in str(ended.value)
     assert any(b"SERVER_OUT_OF_RESOURCES" in value for key, value in context.trailing_metadata
@@ -89,13 +67,13 @@ def test_a_job_that_could_not_start_a_thread_records_the_typed_error() -> None:
 
 def test_frames_swscale_could_not_convert_for_want_of_threads_are_the_servers_trouble(tmp_path: Path) -> None:
     """OpenCV handed over black frames as read: the run ended OK with every result wrong."""
-    error = _not_converted(tmp_path / "video.mp4", EAGAIN_LINE.split("] ", 1)[1])
+    error = frames_not_converted(tmp_path / "video.mp4", EAGAIN_LINE.split("] ", 1)[1])
     assert isinstance(error, ServerOutOfResources)
     assert error.details.metadata == {"short_of": "processes or threads"}
 
 
 def test_frames_swscale_refused_for_another_cause_are_the_videos(tmp_path: Path) -> None:
-    error = _not_converted(tmp_path / "video.mp4", f"{SCALING_FAILED.decode()} (Invalid argument): fmt:gbrp")
+    error = frames_not_converted(tmp_path / "video.mp4", f"{SCALING_FAILED.decode()} (Invalid argument): fmt:gbrp")
     assert isinstance(error, VideoUnreadable)
     assert "could not convert its frames to images" in error.message
 
@@ -105,13 +83,12 @@ def test_a_codec_ffmpeg_could_not_open_for_want_of_threads_or_memory_does_not_bl
     tmp_path: Path, code: str, short_of: str
 ) -> None:
     """Refused as INVALID_ARGUMENT VIDEO_UNREADABLE "...incomplete or damaged", not retryable."""
-    log = SimpleNamespace(codec_not_opened=f"global cap_ffmpeg_impl.hpp:1471 open {CODEC_NOT_OPENED.decode()} "
-                                           f"h264, error: {code}")
-    blamed = _blamed_on_the_server(VideoUnreadable("not a video OpenCV can decode"), log)  # type: ignore[arg-type]
+    codec_not_opened = f"global cap_ffmpeg_impl.hpp:1471 open {CODEC_NOT_OPENED.decode()} h264, error: {code}"
+    blamed = blamed_on_the_server(VideoUnreadable("not a video OpenCV can decode"), codec_not_opened)
     assert isinstance(blamed, ServerOutOfResources)
     assert blamed.details.metadata == {"short_of": short_of}
-    log.codec_not_opened = f"open {CODEC_NOT_OPENED.decode()} h264, error: -1094995529"  # invalid data: the file's
-    assert _blamed_on_the_server(VideoUnreadable("not a video OpenCV can decode"), log) is None  # type: ignore[arg-type]
+    invalid_data = f"open {CODEC_NOT_OPENED.decode()} h264, error: -1094995529"  # the file's
+    assert blamed_on_the_server(VideoUnreadable("not a video OpenCV can decode"), invalid_data) is None
 
 
 def test_the_typed_error_crosses_from_the_decoder_process_with_its_retry_hint() -> None:

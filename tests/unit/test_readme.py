@@ -22,7 +22,8 @@ from videodag_client.cli import build_parser
 from videodag_service.dag import BUILTIN_PIPELINE_DIR
 from videodag_service.dag.loader import load_pipeline_file, load_pipeline_folder
 from videodag_service.dag.registry import default_registry
-from videodag_service.settings import SettingsError, settings_from
+from videodag_service.server_arguments import settings_from
+from videodag_service.settings import SettingsError
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _SERVICE = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]

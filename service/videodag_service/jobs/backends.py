@@ -118,6 +118,11 @@ class DataDirectoryFull(RuntimeError):
     """Raised at start when the data directory's disk has no room left for the job database."""
 
 
+class JobStoreUnusable(RuntimeError):
+    """Raised at start when the job store cannot be used: a job database SQLite refuses, a Redis
+    out of reach or refusing the server's password."""
+
+
 def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     """Assemble and start the configured backend; close the returned service to stop it.
 
@@ -183,7 +188,7 @@ def _database_errors_stop_the_start(data_dir: Path) -> Iterator[None]:
         free = _free_bytes_or_none(data_dir)
         if isinstance(error, DiskFull | OSError) or _no_room_left(data_dir):
             raise _data_directory_full(data_dir, free) from error
-        raise RuntimeError(
+        raise JobStoreUnusable(
             f"the job database in {os.fspath(data_dir)} (--data-dir) cannot be used: {type(error).__name__}: {error}"
         ) from error
 
@@ -328,7 +333,7 @@ def _redis_service(
     try:
         return _started(config, store, queue, uploads, dag, observer)
     except redis.RedisError as error:  # out of reach, a password refused, not Redis at all: said without a traceback
-        raise RuntimeError(f"the job store (Redis) cannot be used: {type(error).__name__}: {error}") from error
+        raise JobStoreUnusable(f"the job store (Redis) cannot be used: {type(error).__name__}: {error}") from error
 
 
 def _started(

@@ -40,9 +40,7 @@ from videodag_service.errors import (
     DiskFull,
     ErrorDetails,
     JobNotFound,
-    VideodagError,
-    missing_stored_copy_as_error,
-    naming_the_upload,
+    UnknownSamplingOptions,
 )
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
 from videodag_service.jobs.progress import expected_frame_count
@@ -50,7 +48,15 @@ from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.memory_release import video_work
 from videodag_service.observability.logging import request_id_bound
-from videodag_service.video import FrameProcessed, RunFinished, RunStats, VideoFilePipelineService, VideoOpened
+from videodag_service.video import (
+    FrameProcessed,
+    RunFinished,
+    RunStats,
+    VideoFilePipelineService,
+    VideoOpened,
+    missing_stored_copy_as_error,
+    naming_the_upload,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -112,20 +118,6 @@ class JobObserverRelay:
 
 class JobInterrupted(Exception):
     """The worker is shutting down mid-job; the job was queued again (or left to recovery)."""
-
-
-class UnknownSamplingOptions(VideodagError):
-    """The job asks for sampling a later release added: run without it, it would not be the run
-    asked for. INTERNAL: releases sharing a store disagree, nothing the caller did."""
-
-    status_code = "INTERNAL"
-    reason = "INTERNAL"
-
-    def __init__(self, options: tuple[tuple[str, object], ...]) -> None:
-        named = ", ".join(f"{name}={value!r}" for name, value in options)
-        super().__init__(f"the job asks for sampling options this release of the server does not know ({named}); "
-                         "a newer release queued it, and only such a release can run it",
-                         ErrorDetails(metadata={"unknown_sampling_options": ",".join(name for name, _ in options)}))
 
 
 class _Superseded(Exception):

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from videodag_service.errors import ErrorDetails, FieldViolation, Resource, VideodagError, out_of_resources
+from videodag_service.errors import ErrorDetails, FieldViolation, Resource, VideodagError
+from videodag_service.resource_errors import out_of_resources
 from videodag_service.video import SamplingOptions, VideoInfo
 
 

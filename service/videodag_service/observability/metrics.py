@@ -21,6 +21,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from videodag_service.dag.time_limit import abandoned_thread_count
+from videodag_service.errors import JobStoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +115,22 @@ class ServerMetrics:
     def watch_queue_depth(self, queue: str, depth: Callable[[], int]) -> None:
         """Report `depth()` as the queue's depth at every scrape; NaN (no value) while it cannot
         be read. Its error would fail the whole scrape (HTTP 500, no metric at all) during a
-        Redis outage, when the other metrics are wanted most."""
+        Redis outage, when the other metrics are wanted most.
+
+        `depth` raises JobStoreUnavailable while its store is out of reach: expected, and said
+        at DEBUG only. Any other error is a bug, logged with its traceback the first time."""
+        bug_logged = threading.Event()
 
         def read() -> float:
             try:
                 return float(depth())
-            except Exception as error:
+            except JobStoreUnavailable as error:
                 logger.debug("queue %s: depth not read for the metrics: %s", queue, error)
-                return math.nan
+            except Exception:
+                if not bug_logged.is_set():
+                    bug_logged.set()
+                    logger.exception("queue %s: depth not read for the metrics, and will show as NaN", queue)
+            return math.nan
 
         self.queue_depth.labels(queue=queue).set_function(read)
 

@@ -118,13 +118,17 @@ def start_decoder_process(
     return process, parent_end
 
 
+class DecodersCannotStart(RuntimeError):
+    """Raised at start when a decoder process does not start: the server refuses to start."""
+
+
 @functools.cache
 def check_decoders_start() -> None:
     """Start one decoder process and wait for its `ready`, so that a server whose decoders
     cannot start refuses to start, rather than fail every run with an error no video caused.
 
-    Raises RuntimeError with the exit status and the usual cause. The process is given no
-    file, so it exits as soon as its pipe closes. Once passed, later calls return at once.
+    Raises DecodersCannotStart with the exit status and the usual cause. The process is given
+    no file, so it exits as soon as its pipe closes. Once passed, later calls return at once.
     """
     process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
     try:
@@ -133,7 +137,7 @@ def check_decoders_start() -> None:
         connection.close()
         exit_status = reap_decoder(process)
     if first is None:
-        raise RuntimeError(
+        raise DecodersCannotStart(
             f"decoder processes cannot start: the first one ended (exit status {exit_status}) before it ran, "
             f"with the error printed above; {start_hint()}"
         )
@@ -144,7 +148,7 @@ def check_decoders_start() -> None:
 def _first_message_type(connection: Connection) -> str | None:
     """The type of the first message on the pipe; None if it closed without one."""
     if not connection.poll(_START_CHECK_SECONDS):  # an end of file is readable too
-        raise RuntimeError(f"a decoder process did not start within {_START_CHECK_SECONDS:g} s")
+        raise DecodersCannotStart(f"a decoder process did not start within {_START_CHECK_SECONDS:g} s")
     try:
         raw = connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
     except (EOFError, ConnectionError):

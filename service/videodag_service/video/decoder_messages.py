@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from videodag_service.errors import (
-    RESOURCE_RETRY_SECONDS,
     ErrorDetails,
     ServerOutOfResources,
     VideodagError,
     VideoTooLarge,
     VideoUnreadable,
 )
+from videodag_service.resource_errors import RESOURCE_RETRY_SECONDS
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.frame_ring import RingLayout
 from videodag_service.video.info import VideoInfo

@@ -28,17 +28,11 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from videodag_service.errors import (
-    ErrorDetails,
-    ServerOutOfResources,
-    VideodagError,
-    VideoUnreadable,
-    out_of_resources,
-    resources_exhausted,
-)
+from videodag_service.errors import ErrorDetails
 from videodag_service.scheduling import run_as_batch
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.capture import open_fragments_as_they_arrive
+from videodag_service.video.decoder_blame import blamed_on_the_server, frames_not_converted
 from videodag_service.video.decoder_log import DecoderLogFormat, DecoderLogWatch
 from videodag_service.video.frame_ring import FrameRing
 from videodag_service.video.growing_upload import GrowingUpload
@@ -50,9 +44,6 @@ INTERLACED_REASON = (
     "it is interlaced, and this server's OpenCV cannot convert interlaced frames to images (it would hand "
     "over black ones); deinterlace it first, for example with ffmpeg -i IN -vf bwdif OUT"
 )
-# How FFmpeg says it lacked threads (EAGAIN) or memory (ENOMEM): in words, or as OpenCV's error numbers.
-_RESOURCE_CAUSES = {"Resource temporarily unavailable": "processes or threads", "Cannot allocate memory": "memory"}
-_RESOURCE_CODEC_ERRORS = {"error: -11": "processes or threads", "error: -12": "memory"}
 DECODER_OOM_SCORE_ADJ = 800
 """A decoder's out-of-memory score adjustment at least (-1000 to 1000; the server keeps its own, 0 as a rule)."""
 # Looked up once, in the forkserver that preloads this module, not in every decoder.
@@ -175,7 +166,7 @@ def serve_decoder(
     except Exception as error:  # file errors keep their type; a bug or a resource error is reported too
         log.drain()
         with suppress(ServerGone):
-            channel.send(messages.failed(_blamed_on_the_server(error, log) or error))
+            channel.send(messages.failed(blamed_on_the_server(error, log.codec_not_opened) or error))
     finally:
         log.drain()  # the process ends at once (os._exit): FFmpeg's last words go out first
         connection.close()
@@ -232,29 +223,8 @@ def _stream_frames(
         if log.interlaced_refused.is_set():
             raise unreadable(path, INTERLACED_REASON, ErrorDetails(metadata={"interlaced": "true"}))
         if log.scaling_failed is not None:  # the frame is black
-            raise _not_converted(path, log.scaling_failed)
+            raise frames_not_converted(path, log.scaling_failed)
         writer.publish(frame, path)
-
-
-def _not_converted(path: Path, ffmpeg_says: str) -> VideodagError:
-    """FFmpeg would not convert frames to images: for want of threads or memory (the process at
-    its container's limits), the server's trouble; for any other cause, the video's."""
-    for cause, short_of in _RESOURCE_CAUSES.items():
-        if cause in ffmpeg_says:
-            return resources_exhausted(short_of, f"FFmpeg: {ffmpeg_says}")
-    return unreadable(path, f"FFmpeg could not convert its frames to images: {ffmpeg_says}")
-
-
-def _blamed_on_the_server(error: Exception, log: DecoderLogWatch) -> ServerOutOfResources | None:
-    """The decoder's error as the server's want of resources, where it is one: OpenCV calls a
-    file whose codec FFmpeg could not open for want of threads or memory unreadable."""
-    if (resource_error := out_of_resources(error)) is not None:
-        return resource_error
-    if isinstance(error, VideoUnreadable) and log.codec_not_opened is not None:
-        for code, short_of in _RESOURCE_CODEC_ERRORS.items():
-            if log.codec_not_opened.endswith(code):
-                return resources_exhausted(short_of, f"FFmpeg: {log.codec_not_opened}")
-    return None
 
 
 def _harden_process() -> None:

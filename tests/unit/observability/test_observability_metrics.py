@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import urllib.request
@@ -11,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from videodag_service.errors import JobStoreUnavailable
 from videodag_service.observability import ServerMetrics, start_metrics_exporter
 
 
@@ -76,12 +78,31 @@ def test_a_queue_depth_that_cannot_be_read_leaves_the_other_metrics_served() -> 
     metrics.record_run("p")
 
     def unreachable() -> int:
-        raise ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+        raise JobStoreUnavailable("the job store cannot be reached (ConnectionError: Error 111 connecting to "
+                                  "redis:6379. Connection refused.); retry shortly")
 
     metrics.watch_queue_depth("jobs", unreachable)
     assert math.isnan(sample(metrics, "videodag_queue_depth", queue="jobs"))
     assert sample(metrics, "videodag_runs_total", pipeline="p", status="OK") == 1
     assert b"videodag_runs_total" in generate_latest(metrics.registry)
+
+
+def test_a_queue_depth_failing_for_another_reason_is_logged_once_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug must not leave the gauge at NaN without a word; said once, not at every scrape."""
+    metrics = ServerMetrics()
+
+    def broken() -> int:
+        raise KeyError("a bug")
+
+    metrics.watch_queue_depth("jobs", broken)
+    with caplog.at_level(logging.DEBUG, logger="videodag_service.observability.metrics"):
+        for _ in range(3):
+            assert math.isnan(sample(metrics, "videodag_queue_depth", queue="jobs"))
+    (logged,) = caplog.records
+    assert logged.levelno == logging.ERROR and logged.exc_info is not None
+    assert "queue jobs: depth not read" in logged.getMessage()
 
 
 def test_two_servers_in_one_process_keep_separate_series() -> None:

@@ -15,7 +15,7 @@ from videodag_client import Unavailable, VideodagClient
 from videodag_service.dag import DagPipelineService
 from videodag_service.rpc_threads import START_RETRY_SECONDS, RpcThreadPool
 from videodag_service.server import start_server
-from videodag_service.settings import settings_from
+from videodag_service.server_arguments import settings_from
 
 
 @contextmanager

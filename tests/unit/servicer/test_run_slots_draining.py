@@ -12,7 +12,7 @@ from videodag_service.call_slots import RunSlots, RunTurn
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import ServerDraining
 from videodag_service.server import start_server
-from videodag_service.settings import settings_from
+from videodag_service.server_arguments import settings_from
 
 
 def test_a_run_taking_its_slot_as_the_drain_begins_is_refused_not_left_without_grace() -> None:
@@ -49,7 +49,6 @@ def test_a_job_upload_taking_its_slot_as_the_drain_begins_is_refused(tmp_path: P
     settings = settings_from(["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")], {})
     running = start_server(settings, DagPipelineService.from_folder())
     try:
-        assert running.servicer is not None
         slots = running.servicer._job_upload_slots
         take = slots._take
 

@@ -20,7 +20,7 @@ from videodag_client import FrameResult, Internal, VideodagClient
 from videodag_service.dag import DagPipelineService
 from videodag_service.private_folders import FolderNotPrivate, private_directory
 from videodag_service.server import main, start_server
-from videodag_service.settings import settings_from
+from videodag_service.server_arguments import settings_from
 
 OTHER_UID = 65534
 

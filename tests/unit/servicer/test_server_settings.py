@@ -17,22 +17,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from typing import IO
 
 import pytest
 
 from fakes.waiting import wait_until
+from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.server import STOP_SIGNALS
+from videodag_service.server_arguments import build_parser, settings_from
 from videodag_service.service_links import kubernetes_service_links
-from videodag_service.settings import (
-    ENV_PREFIX,
-    MAX_SECONDS,
-    Settings,
-    SettingsError,
-    build_parser,
-    settings_from,
-    unknown_variables,
-    unprotected_by_empty_variables,
-)
+from videodag_service.settings import ENV_PREFIX, MAX_SECONDS, Settings, SettingsError
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
 
@@ -176,37 +170,33 @@ def test_a_kubernetes_service_link_in_videodag_port_is_no_port_and_is_ignored() 
     assert settings_from([], metrics_link).metrics_port == Settings().metrics_port
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_a_server_whose_standard_output_is_closed_serves_on(tmp_path: Path) -> None:
     """`videodag-server | true`: printing the listening line raised BrokenPipeError after the server
     had started, and it exited 1 saying "cannot start", without draining."""
-    port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "videodag_service.server", "--port", str(port), "--temp-dir", str(tmp_path / "t"),
-         "--data-dir", str(tmp_path / "d"), "--log-level", "WARNING"],
+        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--temp-dir", str(tmp_path / "t"),
+         "--data-dir", str(tmp_path / "d"), "--log-level", "INFO", "--log-format", "text"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    assert server.stdout is not None
+    assert server.stdout is not None and server.stderr is not None
     server.stdout.close()  # no reader: the first line written there fails
+    said: list[str] = []
+
+    def read_the_log(log: IO[str]) -> None:
+        for line in log:
+            said.append(line)
+
+    reader = threading.Thread(target=read_the_log, args=(server.stderr,), daemon=True)
+    reader.start()
     try:
-        from videodag_service.observability.healthcheck import check_health
-
-        def serving() -> bool:
-            try:
-                return check_health(f"127.0.0.1:{port}", timeout_seconds=1) == "SERVING"
-            except Exception:
-                return server.poll() is not None  # it ended: stop waiting, the asserts below say how
-
-        assert wait_until(serving, timeout=60)
-        time.sleep(0.5)  # past the listening line
-        assert server.poll() is None, server.stderr.read() if server.stderr else ""
+        # The server says it could not print the listening line, or ends: the asserts below say which.
+        assert wait_until(lambda: server.poll() is not None or any(
+            "could not print the listening address" in line for line in said), timeout=60), "".join(said)
+        assert server.poll() is None, "".join(said)
         server.send_signal(signal.SIGTERM)
-        _, errors = server.communicate(timeout=60)
+        server.wait(timeout=60)
+        reader.join(timeout=10)
+        errors = "".join(said)
         assert server.returncode == 0 and "cannot start" not in errors, errors
     finally:
         if server.poll() is None:
@@ -591,3 +581,47 @@ def test_a_worker_runs_a_job_queued_with_settings_newer_than_itself(caplog: pyte
         assert WorkerConfig.from_json(queued) == dataclasses.replace(config, video_limits={"max_width": 640})
     assert "ignoring the settings a_setting_from_a_later_release" in caplog.text
     assert "ignoring the settings video_limits.a_limit_from_a_later_release" in caplog.text
+
+
+def test_the_job_backends_a_setting_accepts_are_those_the_jobs_package_has() -> None:
+    from typing import get_args
+
+    from videodag_service.jobs import JobBackend
+    from videodag_service.settings import JobBackendName
+
+    assert set(get_args(JobBackendName)) == {backend.value for backend in JobBackend}
+
+
+@pytest.mark.parametrize("bug", [ValueError("a bug's own words"), RuntimeError("a bug's own words")])
+def test_an_unexpected_error_while_starting_keeps_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], bug: Exception
+) -> None:
+    """Only the start errors the server expects are said in one line, "cannot start: ...": a bug
+    must not pass for a problem of the configuration, and its traceback is what finds it."""
+    from videodag_service import server as server_module
+
+    def a_start_with_a_bug(settings: Settings) -> _StartedServer:
+        raise bug
+
+    monkeypatch.setattr(server_module, "start_server", a_start_with_a_bug)
+    argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")]
+    with signal_handlers_put_back(), pytest.raises(type(bug), match="a bug's own words"):
+        server_module.main(argv)
+    assert "cannot start" not in capsys.readouterr().err
+
+
+def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videodag_service import server as server_module
+    from videodag_service.jobs import DataDirectoryInUse
+
+    def a_start_on_a_data_folder_in_use(settings: Settings) -> _StartedServer:
+        raise DataDirectoryInUse(f"another process serves jobs from {settings.data_dir}")
+
+    monkeypatch.setattr(server_module, "start_server", a_start_on_a_data_folder_in_use)
+    argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d")]
+    with signal_handlers_put_back():
+        assert server_module.main(argv) == 1
+    said = capsys.readouterr().err
+    assert said == f"videodag-server: cannot start: another process serves jobs from {tmp_path / 'd'}\n"

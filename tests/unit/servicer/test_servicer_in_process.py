@@ -6,6 +6,7 @@ import logging
 import textwrap
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,7 @@ from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
 from videodag_service.call_slots import RunSlots
 from videodag_service.dag import DagPipelineService, PluginRegistry, load_pipeline_folder
+from videodag_service.jobs import JobConfig, JobService, open_job_service
 from videodag_service.servicer import PipelinesTooLarge, VideoPipelineServicer
 from videodag_service.settings import Settings
 
@@ -42,9 +44,20 @@ def test_server(tmp_path: Path) -> Iterator[tuple[grpc_testing.Server, Path]]:
     """))
     dag = DagPipelineService(load_pipeline_folder(pipelines, PluginRegistry([make_test_plugin(Recorder())])))
     settings = Settings(temp_dir=tmp_path / "uploads")
-    servicer = VideoPipelineServicer(dag, settings, RunSlots(2))
-    yield grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time()), tmp_path
-    servicer.close()
+    with job_service(dag, tmp_path / "data") as jobs:
+        servicer = VideoPipelineServicer(dag, settings, RunSlots(2), jobs)
+        yield grpc_testing.server_from_dictionary({SERVICE: servicer}, grpc_testing.strict_real_time()), tmp_path
+        servicer.close()
+
+
+@contextmanager
+def job_service(dag: DagPipelineService, data_dir: Path) -> Iterator[JobService]:
+    """The embedded job service every servicer is built with, closed at the end of the block."""
+    jobs = open_job_service(JobConfig(data_dir=data_dir, max_upload_bytes=10**7, workers=1), dag)
+    try:
+        yield jobs
+    finally:
+        jobs.close()
 
 
 def upload(server: grpc_testing.Server, requests: Iterable[Request]
@@ -264,6 +277,7 @@ def test_pipelines_whose_listing_no_client_could_receive_stop_the_start(tmp_path
           seen: count.count
     """))
     dag = DagPipelineService(load_pipeline_folder(pipelines, PluginRegistry([make_test_plugin(Recorder())])))
-    with pytest.raises(PipelinesTooLarge, match=rf"more than the 4,194,304 a ListPipelines answer may .* the largest "
-                                                rf"is {pipelines / 'swollen.yaml'} .* shorten its parameters"):
-        VideoPipelineServicer(dag, Settings(temp_dir=tmp_path / "uploads"), RunSlots(2))
+    too_large = (rf"more than the 4,194,304 a ListPipelines answer may .* the largest is "
+                 rf"{pipelines / 'swollen.yaml'} .* shorten its parameters")
+    with job_service(dag, tmp_path / "data") as jobs, pytest.raises(PipelinesTooLarge, match=too_large):
+        VideoPipelineServicer(dag, Settings(temp_dir=tmp_path / "uploads"), RunSlots(2), jobs)

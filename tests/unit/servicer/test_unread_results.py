@@ -6,16 +6,9 @@ import threading
 import time
 from collections.abc import Iterator
 
+from fakes.servicer_context import FakeServicerContext
 from fakes.waiting import wait_until
 from videodag_service.unread_results import UnreadResultsWatchdog
-
-
-class _Context:
-    def __init__(self) -> None:
-        self.cancels = 0
-
-    def cancel(self) -> None:
-        self.cancels += 1
 
 
 def _responses(closed: list[bool]) -> Iterator[int]:
@@ -27,11 +20,11 @@ def _responses(closed: list[bool]) -> Iterator[int]:
 
 def test_a_call_suspended_in_a_send_past_the_limit_is_cancelled_once_and_a_finished_one_never() -> None:
     watchdog = UnreadResultsWatchdog(limit_seconds=5.0)
-    stalled, finished = _Context(), _Context()
+    stalled, finished = FakeServicerContext(), FakeServicerContext()
     stalled_closed: list[bool] = []
-    stalled_stream = watchdog.watching(_responses(stalled_closed), stalled)  # type: ignore[arg-type]
+    stalled_stream = watchdog.watching(_responses(stalled_closed), stalled)
     assert next(stalled_stream) == 0  # gRPC is sending it: suspended from now on
-    assert list(watchdog.watching(_responses([]), finished)) == [0, 1, 2]  # type: ignore[arg-type]
+    assert list(watchdog.watching(_responses([]), finished)) == [0, 1, 2]
 
     now = time.monotonic()
     watchdog.cancel_stalled(now + 4.0)
@@ -48,21 +41,21 @@ def test_a_call_suspended_in_a_send_past_the_limit_is_cancelled_once_and_a_finis
 
 def test_time_the_server_spends_between_results_does_not_count() -> None:
     watchdog = UnreadResultsWatchdog(limit_seconds=1.0)
-    context = _Context()
+    context = FakeServicerContext()
 
     def slow_server() -> Iterator[int]:
         yield 0
         watchdog.cancel_stalled(time.monotonic() + 60.0)  # a minute of work between two results
         yield 1
 
-    assert list(watchdog.watching(slow_server(), context)) == [0, 1]  # type: ignore[arg-type]
+    assert list(watchdog.watching(slow_server(), context)) == [0, 1]
     assert context.cancels == 0
 
 
 def test_zero_turns_it_off() -> None:
     watchdog = UnreadResultsWatchdog(limit_seconds=0)
-    context = _Context()
-    stream = watchdog.watching(iter([1, 2]), context)  # type: ignore[arg-type]
+    context = FakeServicerContext()
+    stream = watchdog.watching(iter([1, 2]), context)
     assert next(stream) == 1
     watchdog.cancel_stalled(time.monotonic() + 3600.0)
     assert context.cancels == 0 and list(stream) == [2]
@@ -75,8 +68,8 @@ def test_the_watchdog_thread_lives_only_while_calls_are_watched() -> None:
         return [thread for thread in threading.enumerate() if thread.name == "videodag-unread-results"]
 
     assert wait_until(lambda: not watchdog_threads(), timeout=5)  # the earlier tests' watchdogs have gone
-    first = watchdog.watching(iter([1, 2]), _Context())  # type: ignore[arg-type]
-    second = watchdog.watching(iter([1]), _Context())  # type: ignore[arg-type]
+    first = watchdog.watching(iter([1, 2]), FakeServicerContext())
+    second = watchdog.watching(iter([1]), FakeServicerContext())
     next(first)
     next(second)
     assert len(watchdog_threads()) == 1  # one for all calls
@@ -84,7 +77,7 @@ def test_the_watchdog_thread_lives_only_while_calls_are_watched() -> None:
     assert len(watchdog_threads()) == 1  # a call still streams
     assert list(first) == [2]
     assert wait_until(lambda: not watchdog_threads(), timeout=5)
-    again = watchdog.watching(iter([1]), _Context())  # type: ignore[arg-type]
+    again = watchdog.watching(iter([1]), FakeServicerContext())
     next(again)
     assert len(watchdog_threads()) == 1  # started again for the next call
     again.close()

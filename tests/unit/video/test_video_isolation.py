@@ -32,10 +32,16 @@ from videodag_service.errors import (
     VideoFileMissing,
     VideoTooLarge,
     VideoUnreadable,
+)
+from videodag_service.video import (
+    FrameProcessed,
+    RunFinished,
+    VideoFilePipelineService,
+    VideoLimits,
+    VideoOpened,
     missing_stored_copy_as_error,
     naming_the_upload,
 )
-from videodag_service.video import FrameProcessed, RunFinished, VideoFilePipelineService, VideoLimits, VideoOpened
 from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME
 from videodag_service.video.isolation import open_isolated_video, start_decoder_ahead
 from videodag_service.video.reader import OpenedVideo

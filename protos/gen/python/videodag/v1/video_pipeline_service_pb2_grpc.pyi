@@ -94,8 +94,7 @@ class VideoPipelineServiceStub:
     | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
-    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED);  |                    |
-    | a job call on a server without jobs (JOBS_DISABLED)          |                    |
+    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED)   |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
@@ -279,8 +278,7 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
-    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED);  |                    |
-    | a job call on a server without jobs (JOBS_DISABLED)          |                    |
+    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED)   |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |
@@ -460,8 +458,7 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
-    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED);  |                    |
-    | a job call on a server without jobs (JOBS_DISABLED)          |                    |
+    | JobState name without the JOB_STATE_ prefix, as SUCCEEDED)   |                    |
     | the server is draining for shutdown, or its grace ended      | UNAVAILABLE        |
     | while a run was streaming results or a watch was open        |                    |
     | (SERVER_DRAINING); the                                       |                    |

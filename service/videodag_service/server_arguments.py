@@ -1,0 +1,96 @@
+"""`videodag-server`'s command line: a flag for every setting, read with the environment into Settings.
+
+Apart from `settings`, which says what a valid server is, because this says where the
+values come from: a flag wins over its environment variable, which wins over the default,
+and a bad value is named as the user gave it (the flag, or the variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, fields
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
+from videodag_service.service_links import kubernetes_service_links
+from videodag_service.settings import PROTECTING_SETTINGS, Settings, SettingsError, environment_variable, value_type
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _convert(name: str, raw: str) -> Any:
+    """A flag's or variable's text as the setting's value; a Literal's word stays text, checked by Settings."""
+    kind = value_type(name)
+    if kind not in (Path, float, int):
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError.of_setting(name, f"must be {kind.__name__}, got {raw!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `videodag-server` argument parser; every setting has a flag and an environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="videodag-server",
+        description="Serve videodag: run named DAG pipelines of vision plugins over uploaded videos (gRPC).",
+        epilog=(
+            "Every flag can also be set by its environment variable; a flag wins over the environment. "
+            f"The detectors' model files are read from ${MODEL_DIR_ENV} (default {DEFAULT_MODEL_DIR}), "
+            f"where `{FETCH_COMMAND}` puts them."
+        ),
+    )
+    for item in fields(Settings):
+        default = item.default if item.default is not MISSING else None
+        parser.add_argument(
+            _flag(item.name),
+            dest=item.name,
+            default=None,
+            metavar=item.name.upper(),
+            help=f"{item.metadata['help']} [env {environment_variable(item.name)}; default {default}]",
+        )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
+    parser.add_argument(
+        "--list-plugins",
+        action="store_true",
+        help="print every plugin tool a pipeline file can name (inputs, outputs, parameters) and exit",
+    )
+    return parser
+
+
+def wants_plugin_list(argv: Sequence[str] | None = None) -> bool:
+    """Whether the command line asks for the plugin reference instead of a server."""
+    return bool(build_parser().parse_args(argv).list_plugins)
+
+
+def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, then environment variables, then defaults; raises SettingsError."""
+    environ = os.environ if environ is None else environ
+    parsed = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    # How each value was given, the name a bad one is reported by: a server configured by a
+    # dozen variables is told which variable, not a name it never wrote.
+    given_as: dict[str, str] = {}
+    try:
+        for item in fields(Settings):
+            flag, variable = _flag(item.name), environment_variable(item.name)
+            raw, source = parsed.get(item.name), flag
+            if raw is None and variable not in kubernetes_service_links(environ):
+                raw, source = environ.get(variable), variable
+            if raw == "" and item.name in PROTECTING_SETTINGS and parsed.get(item.name) is not None:
+                raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag "
+                                    "out to turn it off")
+            if raw is not None and raw != "":
+                given_as[item.name] = source
+                values[item.name] = _convert(item.name, raw)
+        return Settings(**values)
+    except SettingsError as error:
+        if error.setting is not None and error.problem is not None and error.setting in given_as:
+            raise SettingsError(f"{given_as[error.setting]} {error.problem}") from None
+        raise
