@@ -69,6 +69,8 @@ def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
             logger.error("call failed: %s", error)
         elif isinstance(error, VideoFileMissing | DecoderKilled | ServerOutOfResources):  # the server's trouble
             logger.warning("call failed: %s: %s", error.status_code, error.message)
+        elif isinstance(error, RunCancelled) or type(error) is DeadlineExceeded:  # the call's end, not a refusal
+            logger.info("call ended: %s: %s", error.status_code, error.message)
         else:
             logger.info("request refused: %s: %s", error.status_code, error.message)
         status = convert.status_from_error(error)
