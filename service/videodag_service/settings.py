@@ -17,6 +17,14 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from videodag_service.disk_space import MIB
+from videodag_service.jobs.defaults import (
+    DEFAULT_JOB_TIMEOUT_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MIN_FREE_BYTES,
+    DEFAULT_REDIS_URL,
+    DEFAULT_RETENTION_SECONDS,
+    DEFAULT_WORKERS,
+)
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
@@ -191,22 +199,24 @@ class Settings:
         Path(tempfile.gettempdir()) / "videodag-data",
         "jobs' database, uploads and results (embedded); with redis, the uploads, on a path every RQ worker sees",
     )
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "the Redis of the redis job backend")
-    job_workers: int = _setting(2, "embedded job backend: jobs run at once", minimum=1)
+    redis_url: str = _setting(DEFAULT_REDIS_URL, "the Redis of the redis job backend")
+    job_workers: int = _setting(DEFAULT_WORKERS, "embedded job backend: jobs run at once", minimum=1)
     job_min_free_bytes: int = _setting(
-        64 * MIB, "free space, in bytes, SubmitJob uploads must leave on the disk of --data-dir, for the jobs' "
+        DEFAULT_MIN_FREE_BYTES,
+        "free space, in bytes, SubmitJob uploads must leave on the disk of --data-dir, for the jobs' "
         "results and records: an upload that would leave less is refused (RESOURCE_EXHAUSTED, reason DISK_FULL), "
         "counting its declared size and what the uploads in progress declared and have still to send; one without "
         "a declared size is checked again at every chunk as it arrives; 0 turns the check off", minimum=0,
     )
     job_retention_seconds: float = _setting(
-        7 * 86400.0, "how long finished jobs, their results and files are kept", minimum=0
+        DEFAULT_RETENTION_SECONDS, "how long finished jobs, their results and files are kept", minimum=0
     )
     job_timeout_seconds: float = _setting(
-        6 * 3600.0, "longest a job may run; then it FAILS with DEADLINE_EXCEEDED", minimum=1
+        DEFAULT_JOB_TIMEOUT_SECONDS, "longest a job may run; then it FAILS with DEADLINE_EXCEEDED", minimum=1
     )
     job_lease_seconds: float = _setting(
-        30.0, "redis job backend: a job whose worker is silent this long runs again on another", minimum=1
+        DEFAULT_LEASE_SECONDS, "redis job backend: a job whose worker is silent this long runs again on another",
+        minimum=1,
     )
 
     def __post_init__(self) -> None:
