@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import grpc
 
 from videodag_service.call_status import abort
-from videodag_service.errors import ErrorDetails, ServerDraining, TooManyRuns, VideodagError
+from videodag_service.errors import EndedByShutdown, ErrorDetails, ServerDraining, TooManyRuns, VideodagError
 from videodag_service.wording import counted
 
 # The shortest and longest retry hint of TOO_MANY_RUNS, which otherwise follows the runs' recent length.
@@ -236,7 +236,7 @@ class RunSlots(_CountedSlots):
         """Whether the shutdown grace is over (see `end_calls`)."""
         return self._ending.is_set()
 
-    def ended_by_the_shutdown(self, what: str) -> ServerDraining | None:
+    def ended_by_the_shutdown(self, what: str) -> EndedByShutdown | None:
         """The error of a call (`what`: "the run", "the upload") the shutdown ends: one still going
         once the grace is over; None before.
 
@@ -245,7 +245,7 @@ class RunSlots(_CountedSlots):
         was ended by its client or its connection, and says so. `call_status` keeps this
         error as the status of a call gRPC has ended already: it is the call's own end."""
         if self._ending.is_set():
-            return ServerDraining(f"the server shut down before {what} ended; retry on another replica")
+            return EndedByShutdown(f"the server shut down before {what} ended; retry on another replica")
         return None
 
     def refuse_if_ended(self, what: str) -> None:

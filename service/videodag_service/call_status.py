@@ -12,6 +12,7 @@ from videodag_service import convert
 from videodag_service.errors import (
     DeadlineExceeded,
     DecoderKilled,
+    EndedByShutdown,
     RunCancelled,
     ServerDraining,
     ServerOutOfResources,
@@ -69,7 +70,7 @@ def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
             logger.error("call failed: %s", error)
         elif isinstance(error, VideoFileMissing | DecoderKilled | ServerOutOfResources):  # the server's trouble
             logger.warning("call failed: %s: %s", error.status_code, error.message)
-        elif isinstance(error, RunCancelled) or type(error) is DeadlineExceeded:  # the call's end, not a refusal
+        elif isinstance(error, RunCancelled | EndedByShutdown) or type(error) is DeadlineExceeded:  # the call's end
             logger.info("call ended: %s: %s", error.status_code, error.message)
         else:
             logger.info("request refused: %s: %s", error.status_code, error.message)

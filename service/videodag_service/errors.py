@@ -458,6 +458,11 @@ class ServerDraining(VideodagError):
     reason = "SERVER_DRAINING"
 
 
+class EndedByShutdown(ServerDraining):
+    """Raised for a call still going when the shutdown's grace is over: the call's end, told to
+    its client as a drain (retry on another replica) and logged as an end, not a refusal."""
+
+
 class JobStoreUnavailable(VideodagError):
     """Raised when the job backend (Redis) cannot be reached: a passing outage, worth a retry."""
 
