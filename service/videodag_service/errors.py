@@ -298,7 +298,8 @@ class NodeFailed(VideodagError):
                     "pipeline_id": pipeline_id,
                     "node_id": node_id,
                     "plugin": plugin,
-                    "frame_index": "" if frame_index is None else str(frame_index),
+                    # No frame when the node failed to open: the key is left out, never empty.
+                    **({} if frame_index is None else {"frame_index": str(frame_index)}),
                 }
             ),
         )

@@ -225,6 +225,8 @@ def test_a_node_whose_open_outlives_the_time_limit_fails_the_run_and_is_closed_o
     assert caught.value.node_id == "count"
     assert "could not be opened for the run: its open() took longer than the node time limit of 0.3 s" in str(
         caught.value)
+    assert caught.value.details.metadata == {"pipeline_id": "slow_open", "node_id": "count", "plugin": "test.counter",
+                                             "node_timeout_seconds": "0.3"}  # no frame: no frame_index
     # The open returns later: its instance is closed then, and its thread ends.
     assert wait_until(lambda: recorder.count("close") == 1, timeout=10)
     assert recorder.count("open") == 1
