@@ -69,6 +69,11 @@ logger = logging.getLogger(__name__)
 # Runs, job watches, job uploads and health watches have caps of their own, refused with typed errors; these
 # threads beyond them all serve health checks, lookups, listings and refusals when all are full.
 _SPARE_THREADS = 32
+# Calls a burst may have waiting for a thread, per thread, before gRPC refuses the next one with
+# its bare RESOURCE_EXHAUSTED: no long call waits among them (each kind is capped within the
+# threads), so they wait for short ones only, and a health check in a burst is answered late
+# rather than refused.
+_WAITING_CALLS_PER_THREAD = 4
 # How long stop() waits for cancelled runs to clean up: one frame of a slow plugin, with margin.
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 # How often the drain looks whether a second signal asked it to end now.
@@ -280,8 +285,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         rpc_threads,
         interceptors=interceptors,
         options=grpc_options(settings),
-        # A call beyond what the threads can serve is refused (RESOURCE_EXHAUSTED), never queued to hang.
-        maximum_concurrent_rpcs=threads,
+        maximum_concurrent_rpcs=threads * (1 + _WAITING_CALLS_PER_THREAD),
     )
     servicer = VideoPipelineServicer(dag, settings, run_slots, jobs, metrics)
     exporter = None
