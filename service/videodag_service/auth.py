@@ -28,7 +28,7 @@ OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 _BEARER = "bearer "
 
 
-class BearerTokenInterceptor(grpc.ServerInterceptor):
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no annotations
     """Refuses calls without `authorization: Bearer <token>` naming an accepted token (UNAUTHENTICATED)."""
 
     def __init__(self, tokens: Iterable[str], open_method_prefixes: tuple[str, ...] = OPEN_METHOD_PREFIXES) -> None:

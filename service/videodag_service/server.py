@@ -359,7 +359,7 @@ def _listen(server: grpc.Server, settings: Settings) -> int:
     if port == 0:
         raise OSError(f"could not listen on {settings.address}: the port is in use, or the host is not an "
                       f"address of this machine")
-    return port
+    return int(port)
 
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return _run_command(args)
             finally:
-                sys.stdout = None  # type: ignore[assignment]  # as it was
+                sys.stdout = None  # as it was
     return _run_command(args)
 
 

@@ -245,7 +245,7 @@ class RedisJobStore(JobStore):
         with self._redis.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(key)
+                    pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves watch unannotated
                     existing_id = cast(str | None, pipe.get(key))
                     if existing_id is not None and pipe.exists(self._job_key(existing_id)):
                         pipe.reset()

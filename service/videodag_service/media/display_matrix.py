@@ -46,7 +46,7 @@ def mirrors(path: str | os.PathLike[str]) -> bool:
             a, b, c, d = _MATRIX.unpack(file.read(_MATRIX.size))
     except (OSError, struct.error, IndexError):
         return False
-    return a * d - b * c < 0
+    return bool(a * d - b * c < 0)
 
 
 def flip_code(rotation_degrees: float) -> int:

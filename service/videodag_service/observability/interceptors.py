@@ -144,7 +144,8 @@ def _add_trailing_request_id(context: grpc.ServicerContext, request_id: str) -> 
 
 def _ended_call_code(context: grpc.ServicerContext) -> str:
     """Why a call ended under its handler: its deadline passed, or the client left."""
-    return (grpc.StatusCode.DEADLINE_EXCEEDED if ended_by_its_deadline(context) else grpc.StatusCode.CANCELLED).name
+    code = grpc.StatusCode.DEADLINE_EXCEEDED if ended_by_its_deadline(context) else grpc.StatusCode.CANCELLED
+    return str(code.name)
 
 
 def _status_name(context: grpc.ServicerContext, default: str) -> str:

@@ -41,7 +41,7 @@ def tracing_interceptors(enabled: bool) -> list[grpc.ServerInterceptor]:
             "or turn tracing off"
         ) from error
     configure_tracer_provider()
-    return [server_interceptor()]
+    return [server_interceptor()]  # type: ignore[no-untyped-call]  # OpenTelemetry ships it unannotated
 
 
 def configure_tracer_provider() -> None:

@@ -101,7 +101,7 @@ class BackgroundUpload:
         # The run that read the upload has ended: a decoder process has its own copy of the signal.
         self._abandon.close()
 
-    def _watch_idle(self, watched: WatchedChunks) -> None:
+    def _watch_idle(self, watched: WatchedChunks[bytes | memoryview]) -> None:
         """Ends with the upload, or gives it up once it has sent nothing for its idle limit."""
         while not self._done.wait(_wait_seconds(watched.seconds_left())):
             if watched.seconds_left() <= 0:

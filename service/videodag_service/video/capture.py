@@ -171,7 +171,7 @@ class Capture:
 
 def _open_stream(stream: GrowingFileReader) -> cv2.VideoCapture:
     # The stubs know only cv2.IStreamReader; the binding takes any io.BufferedIOBase.
-    return cv2.VideoCapture(stream, cv2.CAP_FFMPEG, _capture_parameters())  # type: ignore[call-overload]
+    return cv2.VideoCapture(stream, cv2.CAP_FFMPEG, _capture_parameters())  # type: ignore[call-overload,no-any-return]
 
 
 def _capture_parameters() -> list[int]:

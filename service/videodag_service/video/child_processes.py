@@ -44,7 +44,7 @@ class _GuardedStatus:
                 multiprocessing.connection.wait([self.sentinel], _EXIT_CHECK_SECONDS)
             return code
         with self._status_lock:
-            return super().poll(os.WNOHANG)  # type: ignore[misc]
+            return super().poll(os.WNOHANG)  # type: ignore[misc,no-any-return]
 
     def close(self) -> None:
         with self._status_lock:
@@ -61,7 +61,7 @@ class GuardedForkServerProcess(ForkServerProcess):
     """A forkserver child whose status is safe to poll from any thread."""
 
     @staticmethod
-    def _Popen(process_obj: BaseProcess) -> _ForkServerPopen:  # type: ignore[override]
+    def _Popen(process_obj: BaseProcess) -> _ForkServerPopen:
         return _ForkServerPopen(process_obj)
 
 

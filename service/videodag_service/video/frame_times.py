@@ -142,4 +142,4 @@ def _edits_show_from(file: BinaryIO, payload: int, end: int, earliest: int) -> b
     if len(shown) > 1:
         return False
     media_time, rate = shown[0]
-    return rate == _NORMAL_RATE and media_time <= earliest
+    return bool(rate == _NORMAL_RATE and media_time <= earliest)
