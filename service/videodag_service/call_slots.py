@@ -117,7 +117,9 @@ class RunTurn:
                 if self._slots.leave_line(self):
                     self._slots.refuse_if_draining()
                     raise self._slots.refusal()
-                return  # the slot came as it gave up
+                break  # the slot came as it gave up
+        # Work not begun when the shutdown begins is refused, a slot held since the call's start included.
+        self._slots.refuse_if_draining()
 
 
 class RunSlots(_CountedSlots):
@@ -210,7 +212,7 @@ class RunSlots(_CountedSlots):
             held = time.monotonic() - self._granted_at.pop(turn)
             self._recent_run_seconds += _RECENT_RUN_WEIGHT * (held - self._recent_run_seconds)
             self._active -= 1
-            if self._line:
+            if self._line and not self._draining.is_set():  # in a drain, the line is refused instead
                 self._grant(self._line.popleft())
             self._changed.notify_all()
 

@@ -48,6 +48,7 @@ from videodag_service.video import (
 )
 from videodag_service.video.isolation import StartedDecoder
 from videodag_service.video.pipelining import read_ahead
+from videodag_service.video.upload import checked_declared_size
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,9 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                 sampling = convert.checked_run_config(config)
                 spec = self._dag.get_pipeline(config.pipeline_id)
                 pipeline_id = spec.id
+                checked_declared_size(config.declared_size_bytes or None, self._settings.max_upload_bytes)
                 turn.wait()
+                started = time.perf_counter()  # the run's wall time leaves out its wait in line
                 yield from self._upload_and_run(spec, config, sampling, request_iterator, context, started)
         except GeneratorExit:  # gRPC closed the response stream: the client cancelled or left, or the deadline passed
             ended = "DEADLINE_EXCEEDED" if ended_by_its_deadline(context) else "CANCELLED"

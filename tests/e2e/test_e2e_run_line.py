@@ -15,7 +15,9 @@ from harness import ServerFactory, ServerHarness
 from test_e2e_metrics import free_port, scrape
 
 from fakes.waiting import wait_until
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import NotFound, ResourceExhausted, RunSummary, Unavailable, VideodagClient, VideodagError
+from videodag_client._errors import from_grpc_error
 
 
 class _Caller(threading.Thread):
@@ -40,17 +42,18 @@ class _Caller(threading.Thread):
 
 
 def _busy(server: ServerHarness, video: Path) -> Callable[[], None]:
-    """A run holding a slot until the returned function closes it."""
+    """A run holding a slot until the returned function closes it (a 1000-frame video of the
+    "slow" pipeline runs 50 s: longer than any of these tests on a loaded machine)."""
     stream = server.client.upload_and_run(video, "slow")
     next(stream)
     return stream.close
 
 
 def test_a_freed_slot_goes_to_the_call_that_waited_longest_and_the_line_has_a_cap(
-    make_server: ServerFactory, make_video
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     server = make_server(max_concurrent_runs=1, max_waiting_runs=2)
-    release = _busy(server, make_video(200))
+    release = _busy(server, thousand_frame_video)
     first, second = _Caller(server.client, make_video(3)), _Caller(server.client, make_video(3))
     first.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -75,10 +78,10 @@ def test_a_freed_slot_goes_to_the_call_that_waited_longest_and_the_line_has_a_ca
 
 
 def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
-    make_server: ServerFactory, make_video
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     server = make_server(max_concurrent_runs=1, run_wait_seconds=1.0)
-    release = _busy(server, make_video(200))
+    release = _busy(server, thousand_frame_video)
     started = time.monotonic()
     with pytest.raises(ResourceExhausted) as waited:
         list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
@@ -90,9 +93,11 @@ def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
     assert server.uploads_left_after() == []
 
 
-def test_a_config_the_server_refuses_is_refused_at_once_in_line(make_server: ServerFactory, make_video) -> None:
+def test_a_config_the_server_refuses_is_refused_at_once_in_line(
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
+) -> None:
     server = make_server(max_concurrent_runs=1)
-    release = _busy(server, make_video(200))
+    release = _busy(server, thousand_frame_video)
     started = time.monotonic()
     with pytest.raises(NotFound):
         list(server.client.upload_and_run(make_video(3), "no_such_pipeline"))
@@ -101,9 +106,11 @@ def test_a_config_the_server_refuses_is_refused_at_once_in_line(make_server: Ser
     release()
 
 
-def test_a_call_cancelled_in_line_leaves_it(make_server: ServerFactory, make_video) -> None:
+def test_a_call_cancelled_in_line_leaves_it(
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
+) -> None:
     server = make_server(max_concurrent_runs=1)
-    release = _busy(server, make_video(200))
+    release = _busy(server, thousand_frame_video)
     waiting = server.client.upload_and_run(make_video(3), "frame_stats_v1", timeout=1.5)
     with pytest.raises(VideodagError) as ended:
         list(waiting)
@@ -117,10 +124,10 @@ def test_a_call_cancelled_in_line_leaves_it(make_server: ServerFactory, make_vid
 
 
 def test_calls_in_line_are_told_to_go_elsewhere_when_the_server_shuts_down(
-    make_server: ServerFactory, make_video
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     server = make_server(max_concurrent_runs=1)
-    release = _busy(server, make_video(200))
+    release = _busy(server, thousand_frame_video)
     waiting = _Caller(server.client, make_video(3))
     waiting.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -134,11 +141,11 @@ def test_calls_in_line_are_told_to_go_elsewhere_when_the_server_shuts_down(
 
 
 def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
-    make_server: ServerFactory, make_video
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     port = free_port()
     server = make_server(metrics_port=port, max_concurrent_runs=1, max_waiting_runs=1)
-    release = _busy(server, make_video(200))
+    release = _busy(server, thousand_frame_video)
     waiting = _Caller(server.client, make_video(3))
     waiting.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -160,3 +167,37 @@ def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
     calls = after[("videodag_grpc_calls_total", (("code", "RESOURCE_EXHAUSTED"),
                                                   ("method", "/videodag.v1.VideoPipelineService/UploadAndRun")))]
     assert calls == 1
+
+
+def test_a_run_that_waited_in_line_reports_its_own_wall_time(
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
+) -> None:
+    server = make_server(max_concurrent_runs=1)
+    release = _busy(server, thousand_frame_video)
+    waiting = _Caller(server.client, make_video(3))
+    waiting.start()
+    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    time.sleep(1.5)  # the wait in line the wall time must leave out
+    release()
+    waiting.join(timeout=60)
+    assert waiting.summary is not None and waiting.summary.wall_time_seconds < 1.0
+
+
+def test_an_upload_declared_over_the_limit_is_refused_at_once_in_line(
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
+) -> None:
+    server = make_server(max_concurrent_runs=1)
+    release = _busy(server, thousand_frame_video)
+    too_large = server.running.settings.max_upload_bytes + 1
+    request = video_pipeline_service_pb2.UploadAndRunRequest(
+        config=run_pb2.RunConfig(pipeline_id="frame_stats_v1", declared_size_bytes=too_large))
+    started = time.monotonic()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.UploadAndRun(iter([request]), timeout=60))
+    assert time.monotonic() - started < 5  # not after the line's 30 s
+    error = from_grpc_error(refused.value)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPLOAD_TOO_LARGE")
+    assert server.running.run_slots.waiting == 0
+    release()

@@ -8,7 +8,7 @@ import pytest
 
 from videodag_service import call_slots
 from videodag_service.call_slots import RunSlots
-from videodag_service.errors import TooManyRuns
+from videodag_service.errors import ServerDraining, TooManyRuns
 
 
 def test_the_retry_hint_is_the_wait_the_line_promises_a_newcomer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,3 +31,27 @@ def test_the_retry_hint_is_the_wait_the_line_promises_a_newcomer(monkeypatch: py
     assert full.value.details.retry_after_seconds == pytest.approx(30.0, abs=0.1)
     assert slots.refusal().details.retry_after_seconds == pytest.approx(10.0, abs=0.1)  # the line is empty again
     assert (slots.waiting, slots.active) == (0, 0)
+
+
+def test_a_slot_freed_in_a_drain_goes_to_no_call_in_line() -> None:
+    """The call in line is refused SERVER_DRAINING: given the slot, it would start a run after
+    the shutdown began and stretch the drain by a whole run."""
+    slots = RunSlots(1, max_waiting=1, wait_seconds=30.0)
+    running = contextlib.ExitStack()
+    running.enter_context(slots.hold()).wait()
+    with slots.hold() as waiting:
+        slots.start_draining()
+        running.close()  # the run ends: its slot is given back
+        assert not waiting.granted.is_set()
+        with pytest.raises(ServerDraining):
+            waiting.wait()
+    assert (slots.active, slots.waiting) == (0, 0)
+
+
+def test_a_call_granted_a_slot_before_the_drain_begins_no_work_after_it() -> None:
+    slots = RunSlots(1)
+    with slots.hold() as turn:
+        slots.start_draining()  # while the call still waits for its config
+        with pytest.raises(ServerDraining):
+            turn.wait()
+    assert slots.active == 0
