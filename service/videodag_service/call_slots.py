@@ -129,7 +129,7 @@ class RunSlots(_CountedSlots):
     A freed slot goes straight to the first call in line, never back to the pool where a
     newcomer could take it first. At most `max_waiting` calls wait, each at most `wait_seconds`
     from its start; the refusal's retry hint is the expected wait: the runs' recent length times
-    the line ahead per slot."""
+    the line ahead per slot (the runs going counted at their age so far, if longer)."""
 
     def __init__(self, capacity: int, *, max_waiting: int = 0, wait_seconds: float = 0.0) -> None:
         super().__init__(capacity)
@@ -167,7 +167,11 @@ class RunSlots(_CountedSlots):
         """TOO_MANY_RUNS, its retry hint the wait the line now promises a newcomer."""
         with self._changed:
             ahead = len(self._line) + 1
-            hint = self._recent_run_seconds * ahead / self.capacity
+            now = time.monotonic()
+            # The runs going count too: a run already longer than the recent ones will be longer still.
+            ages = [now - granted for granted in self._granted_at.values()]
+            run_seconds = max(self._recent_run_seconds, sum(ages) / len(ages) if ages else 0.0)
+            hint = run_seconds * ahead / self.capacity
         waiting = f" and {counted(ahead - 1, 'call', 'calls')} waiting" if self.max_waiting else ""
         return TooManyRuns(
             f"the server already runs its maximum of {counted(self.capacity, 'video', 'videos')}{waiting}; "

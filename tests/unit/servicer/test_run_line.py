@@ -55,3 +55,14 @@ def test_a_call_granted_a_slot_before_the_drain_begins_no_work_after_it() -> Non
         with pytest.raises(ServerDraining):
             turn.wait()
     assert slots.active == 0
+
+
+def test_before_any_run_has_ended_the_hint_counts_the_runs_going_at_their_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr(call_slots.time, "monotonic", lambda: now[0])
+    slots = RunSlots(2)
+    with slots.hold() as first, slots.hold() as second:
+        first.wait()
+        second.wait()
+        now[0] += 6.0
+        assert slots.refusal().details.retry_after_seconds == pytest.approx(3.0)  # 6 s runs, 1 call, 2 slots
