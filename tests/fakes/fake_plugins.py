@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -57,7 +58,7 @@ class _Unprintable(Exception):
 # What a counter raises where it fails: SystemExit as a library's sys.exit() does.
 _RAISED: dict[str, type[BaseException]] = {
     "RuntimeError": RuntimeError, "SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt,
-    "Unprintable": _Unprintable,
+    "CancelledError": asyncio.CancelledError, "Unprintable": _Unprintable,
 }
 
 

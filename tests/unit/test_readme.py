@@ -109,3 +109,10 @@ def test_the_client_methods_the_readme_calls_exist() -> None:
     assert {"upload_and_run"} <= blocking and {"submit_job"} <= awaited
     assert all(hasattr(VideodagClient, name) for name in blocking | awaited)
     assert all(hasattr(AsyncVideodagClient, name) for name in awaited | {"upload_and_run", "watch_job"})
+
+
+def test_the_plugin_testing_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    (example,) = [block for block in fenced_blocks("python") if "FramePayload" in block]
+    exec(compile(example, "README.md", "exec"), {})  # the README's own example
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 3 and all(line.startswith("{") for line in printed)

@@ -96,6 +96,15 @@ class Param:
             return f"{'<=' if self.maximum_inclusive else '<'} {high!r}"
         return None
 
+    def as_handed(self, value: Any) -> Any:
+        """`value` (given or the default) as the tool gets it, of its declared type: an int as the
+        float declared (YAML reads a threshold of `1` as an int), a tuple as the list declared."""
+        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if self.kind is list and isinstance(value, tuple):
+            return list(value)
+        return value
+
     def problem_with(self, value: Any) -> str | None:
         """Why `value` cannot be this parameter's (a sentence naming it), or None when it can."""
         return self.problem_with_type(value) or self.problem_with_range(value)

@@ -22,16 +22,20 @@ MAX_ERROR_MESSAGE_CHARS = 2000
 
 
 class _PluginExit(Exception):
-    """A plugin raised SystemExit or KeyboardInterrupt (a library's `sys.exit()`, argparse):
-    escaping, it would end the thread it ran in, leaving a call without its status, or a job
-    worker gone; it fails its node instead, as any other error does."""
+    """A plugin raised a BaseException that is no Exception: SystemExit or KeyboardInterrupt (a
+    library's `sys.exit()`, argparse), asyncio's CancelledError (a library running its own
+    event loop). Escaping, it would end the thread it ran in, leaving a call without its status,
+    or a job worker gone; it fails its node instead, as any other error does."""
 
 
 def call_plugin_containing_exits(step: Callable[..., T], *args: Any) -> T:
-    """`step(*args)`, whose SystemExit or KeyboardInterrupt ends nothing but the node calling it."""
+    """`step(*args)`, whose SystemExit, KeyboardInterrupt or any other BaseException ends nothing
+    but the node calling it."""
     try:
         return step(*args)
-    except (SystemExit, KeyboardInterrupt) as error:
+    except Exception:
+        raise
+    except BaseException as error:
         raise _PluginExit(described(error)) from error
 
 

@@ -2,8 +2,9 @@
 tool's declarations, with defaults filled in.
 
 Apart from the loader so that whatever hands a tool its parameters (the loader, a test calling a
-tool directly) hands over the same values: an int given for a float parameter (YAML reads a
-threshold of `1` as an int) becomes that float, so no tool meets an int where it declared a float.
+tool directly) hands over the same values, each of its declared type, defaults included: an int
+for a float parameter (YAML reads a threshold of `1` as an int) becomes that float, a tuple for a
+list parameter that list, so no tool meets an int where it declared a float.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ def resolve_params(tool: Tool, given: Mapping[str, Any]) -> ResolvedParams:
             if param.required:
                 problems.append(f"missing required parameter {param.name!r}")
             else:
-                values[param.name] = param.default
+                values[param.name] = param.as_handed(param.default)
             continue
         value = given[param.name]
+        if value is None and param.default is None:  # given as it defaults: not set
+            values[param.name] = None
+            continue
         problem = param.problem_with_type(value)
         if problem:
             problems.append(problem)
@@ -55,5 +59,5 @@ def resolve_params(tool: Tool, given: Mapping[str, Any]) -> ResolvedParams:
         if problem:
             problems.append(problem)
             out_of_range += 1
-        values[param.name] = float(value) if param.kind is float else value
+        values[param.name] = param.as_handed(value)
     return ResolvedParams(values=values, problems=tuple(problems), checkable=len(problems) == out_of_range)

@@ -270,7 +270,7 @@ def exiting_service(tmp_path: Path, node_timeout_seconds: float | None, **params
 
 
 @pytest.mark.parametrize("node_timeout_seconds", [None, 30.0], ids=["in-the-run-thread", "in-a-lane-thread"])
-@pytest.mark.parametrize("raising", ["SystemExit", "KeyboardInterrupt"])
+@pytest.mark.parametrize("raising", ["SystemExit", "KeyboardInterrupt", "CancelledError"])
 def test_a_plugin_raising_an_exit_fails_its_node_not_the_thread_it_runs_in(
     tmp_path: Path, raising: str, node_timeout_seconds: float | None
 ) -> None:

@@ -74,3 +74,23 @@ def test_unknown_missing_and_mistyped_values_are_reported_in_order_and_leave_not
 def test_params_as_loaded_refuses_what_the_loader_never_hands_over() -> None:
     with pytest.raises(AssertionError, match="missing required parameter 'label'"):
         params_as_loaded(_scale_tool(), factor=2)
+
+
+def test_defaults_reach_the_tool_of_their_declared_type_and_null_sets_a_default_of_null() -> None:
+    """A tuple default of a list parameter arrived as the tuple (a tool appending to it failed),
+    an int default of a float one as the int; `null` for a parameter that defaults to null was refused."""
+    tool = function_tool(
+        "kinds", _scaled, description="Parameters of each kind.",
+        inputs=(Port("value", kind="float"),), outputs=(Port("value", kind="float"),),
+        params=(
+            Param("names", list, ("a", "b"), "a list whose default is a tuple"),
+            Param("factor", float, 2, "a float whose default is an int"),
+            Param("flags", dict, None, "not set by default"),
+        ),
+    )
+    defaults = resolve_params(tool, {})
+    assert defaults.values == {"names": ["a", "b"], "factor": 2.0, "flags": None}
+    assert type(defaults.values["names"]) is list and type(defaults.values["factor"]) is float
+    given = resolve_params(tool, {"names": ["c"], "factor": 3, "flags": None})
+    assert (given.values, given.problems) == ({"names": ["c"], "factor": 3.0, "flags": None}, ())
+    assert type(given.values["factor"]) is float
