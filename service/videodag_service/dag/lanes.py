@@ -10,6 +10,7 @@ which frame goes into which lane, in which thread, and watches the time limit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from videodag_service.dag.plugin_calls import call_plugin_containing_exits, clos
 from videodag_service.dag.spec import FRAME_FIELDS, ErrorPolicy, NodeSpec, PipelineSpec, SourceRef
 from videodag_service.dag.time_limit import StepLimitedThread
 from videodag_service.errors import NodeFailed
+
+logger = logging.getLogger(__name__)
 
 
 def frame_independent_nodes(spec: PipelineSpec) -> tuple[NodeSpec, ...]:
@@ -75,6 +78,7 @@ class Lane:
             try:
                 instance = call_plugin_containing_exits(node.tool.open, node.params_for_an_instance())
             except Exception as error:
+                _log_plugin_failure(self._pipeline_id, node.id, "opening", error)
                 for node_id, opened in self.instances.items():
                     close_quietly(opened, node_id, self._pipeline_id)
                 self.instances.clear()
@@ -104,6 +108,7 @@ class Lane:
                 outputs, sent = self._call(node, inputs)
             except Exception as error:
                 cause = str(error) if isinstance(error, NotSendable) else described(error)
+                _log_plugin_failure(self._pipeline_id, node.id, f"on frame {frame_index}", error)
                 self._timings.count_error(node)
                 if node.on_error is ErrorPolicy.FAIL:
                     raise NodeFailed(self._pipeline_id, node.id, node.plugin_ref, frame_index, cause) from error
@@ -151,3 +156,9 @@ def _input_value(source: SourceRef, payload: Mapping[str, Any], values: Mapping[
     if source.is_frame:
         return payload[FRAME_FIELDS[source.output]]
     return values[source]
+
+
+def _log_plugin_failure(pipeline_id: str, node_id: str, when: str, error: BaseException) -> None:
+    """The plugin's traceback, for its author (`--log-level debug`): the call's status and the
+    frame's errors carry the exception's text only, and a skipped node's failure is logged nowhere else."""
+    logger.debug("node %r of pipeline %r failed %s", node_id, pipeline_id, when, exc_info=error)

@@ -89,14 +89,14 @@ def _entry_point_plugins_and_origins() -> list[tuple[Plugin, str]]:
         try:
             loaded = entry_point.load()
         except Exception as error:
-            raise PluginRegistryError(f"{named} failed to load: {error}") from error
+            raise PluginRegistryError(f"{named} failed to load: {type(error).__name__}: {error}") from error
         if not isinstance(loaded, Plugin) and not callable(loaded):
             raise PluginRegistryError(f"{named} gave {type(loaded).__name__}, not a videodag Plugin nor a "
                                       "callable returning one")
         try:
             plugin = loaded if isinstance(loaded, Plugin) else loaded()
         except Exception as error:
-            raise PluginRegistryError(f"{named} failed to load: {error}") from error
+            raise PluginRegistryError(f"{named} failed to load: {type(error).__name__}: {error}") from error
         if not isinstance(plugin, Plugin):
             raise PluginRegistryError(f"{named} gave {type(plugin).__name__}, not a videodag Plugin")
         found.append((plugin, named))

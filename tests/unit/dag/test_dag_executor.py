@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 import threading
 from collections.abc import Iterator, Mapping
@@ -307,3 +308,18 @@ def test_an_exception_whose_message_cannot_be_read_still_fails_its_node(tmp_path
     with pytest.raises(NodeFailed) as caught, service.open_run("exiting") as run:
         run.process({"frame_index": 0})
     assert "failed on frame 0: _Unprintable: (its message could not be read: RuntimeError)" in str(caught.value)
+
+
+def test_a_plugin_failure_leaves_its_traceback_in_the_debug_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The status and the frame's errors carry the exception's text only; its author needs where it came from."""
+    yaml = counter_pipeline("failing", fail_on=[1]).replace(
+        "inputs: {index: frame.index}", "inputs: {index: frame.index}\n    on_error: skip")
+    service = dag_with_test_pipelines(tmp_path, {"failing.yaml": yaml})
+    with caplog.at_level(logging.DEBUG, logger="videodag_service.dag"), service.open_run("failing") as run:
+        for payload in frames(2):
+            run.process(payload)
+    (failure,) = [record for record in caplog.records if "failed on frame 1" in record.getMessage()]
+    assert failure.getMessage() == "node 'count' of pipeline 'failing' failed on frame 1"
+    assert failure.exc_info is not None and "boom on 1" in str(failure.exc_info[1])
