@@ -90,6 +90,21 @@ def test_the_extras_build_argument_installs_the_project_with_those_extras_or_non
     assert "\ntracing = [" in (REPO_ROOT / "pyproject.toml").read_text()  # the extra the comment names
 
 
+def test_the_plugins_build_argument_installs_each_requirement_or_nothing(tmp_path: Path) -> None:
+    steps = instructions(DOCKERFILE.read_text())
+    assert ("ARG", 'PLUGINS=""') in steps
+    install = next(args for keyword, args in steps if keyword == "RUN" and "$PLUGINS" in args)
+    fake_pip = tmp_path / "pip"
+    fake_pip.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake_pip.chmod(0o755)
+    for plugins, printed in (("", []), ("acme==1.2", ["install", "--no-cache-dir", "acme==1.2"]),
+                             ("acme==1.2 other>=3", ["install", "--no-cache-dir", "acme==1.2", "other>=3"])):
+        environment = {"PATH": f"{tmp_path}:/usr/bin:/bin", "PLUGINS": plugins}
+        completed = subprocess.run(["/bin/sh", "-c", install], env=environment,
+                                   capture_output=True, text=True, timeout=30, check=True)
+        assert completed.stdout.splitlines() == printed
+
+
 def test_the_build_context_lets_in_exactly_what_the_build_copies() -> None:
     allowed = [line[1:].rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("!")]
     assert "*" in DOCKERIGNORE.read_text().splitlines()  # everything else stays out
