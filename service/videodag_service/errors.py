@@ -237,6 +237,12 @@ class TooManyRuns(LimitExceeded):
     reason = "TOO_MANY_RUNS"
 
 
+class TooManyQueuedJobs(LimitExceeded):
+    """Raised before an upload when the jobs waiting for a worker already reach the server's cap."""
+
+    reason = "TOO_MANY_QUEUED_JOBS"
+
+
 class TooManyWatches(LimitExceeded):
     """Raised at once when the server already streams its maximum of WatchJob calls."""
 

@@ -229,6 +229,7 @@ def job_config(settings: Settings) -> JobConfig:
         max_result_bytes=settings.max_result_bytes(),
         pipeline_dir=settings.pipeline_dir,
         min_free_bytes=settings.job_min_free_bytes,
+        max_queued_jobs=settings.max_queued_jobs,
     )
 
 

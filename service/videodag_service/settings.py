@@ -20,6 +20,7 @@ from videodag_service.disk_space import MIB
 from videodag_service.jobs.defaults import (
     DEFAULT_JOB_TIMEOUT_SECONDS,
     DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_QUEUED_JOBS,
     DEFAULT_MIN_FREE_BYTES,
     DEFAULT_REDIS_URL,
     DEFAULT_RETENTION_SECONDS,
@@ -213,6 +214,10 @@ class Settings:
     )
     job_timeout_seconds: float = _setting(
         DEFAULT_JOB_TIMEOUT_SECONDS, "longest a job may run; then it FAILS with DEADLINE_EXCEEDED", minimum=1
+    )
+    max_queued_jobs: int = _setting(
+        DEFAULT_MAX_QUEUED_JOBS, "jobs waiting for a worker past which SubmitJob refuses new ones "
+        "(RESOURCE_EXHAUSTED, reason TOO_MANY_QUEUED_JOBS, with a retry hint); 0: no cap", minimum=0,
     )
     job_lease_seconds: float = _setting(
         DEFAULT_LEASE_SECONDS, "redis job backend: a job whose worker is silent this long runs again on another",

@@ -30,6 +30,7 @@ from videodag_client import (
     InvalidArgument,
     JobState,
     NotFound,
+    ResourceExhausted,
     RunOptions,
     RunSummary,
     Unavailable,
@@ -426,3 +427,27 @@ def test_a_job_on_a_video_cut_short_says_it_ended_early(
     assert final.state is JobState.SUCCEEDED
     assert isinstance(final.summary, RunSummary) and final.summary.ended_early
     assert 10 < final.summary.frames_processed < 110
+
+
+def test_a_full_queue_refuses_new_jobs_with_a_retry_hint_and_stores_nothing(
+    backend: str, tmp_path: Path, make_video, thousand_frame_video: Path
+) -> None:
+    """A backlog that only grew was stored job after job until the disk's reserve stopped it."""
+    with deployment(backend, tmp_path, max_queued_jobs=1) as jobs:
+        client = jobs.start_server()
+        running = client.submit_job(thousand_frame_video, "paced")
+        wait_for_job(client, running.id, is_running_with_frames(1))
+        queued = client.submit_job(make_video(3), "frame_stats_v1", idempotency_key="queued")
+        stored = jobs.stored_uploads()
+        with pytest.raises(ResourceExhausted) as full:
+            client.submit_job(make_video(3), "frame_stats_v1")
+        assert full.value.reason == "TOO_MANY_QUEUED_JOBS"
+        assert full.value.metadata == {"max_queued_jobs": "1"}
+        assert full.value.retry_after == 30.0
+        assert full.value.message == ("the server already holds 1 job waiting for a worker, its maximum of 1; "
+                                      "retry later")
+        assert jobs.stored_uploads() == stored
+        # A retry of a job already queued still finds it.
+        assert client.submit_job(make_video(3), "frame_stats_v1", idempotency_key="queued").id == queued.id
+        client.cancel_job(queued.id)
+        client.cancel_job(running.id)

@@ -24,6 +24,7 @@ from videodag_service.jobs.defaults import (
     DEFAULT_KEY_PREFIX,
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_QUEUED_JOBS,
     DEFAULT_MIN_FREE_BYTES,
     DEFAULT_QUEUE_NAME,
     DEFAULT_REDIS_URL,
@@ -99,6 +100,8 @@ class JobConfig:
     records (`--job-min-free-bytes`), or they are RESOURCE_EXHAUSTED (DISK_FULL); 0: no check."""
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """Runs an interrupted job gets before it is FAILED."""
+    max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS
+    """Jobs waiting for a worker past which SubmitJob refuses new ones (TOO_MANY_QUEUED_JOBS); 0: no cap."""
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     """Redis backend: how long a silent worker keeps its job before it is run again."""
     key_prefix: str = DEFAULT_KEY_PREFIX
@@ -352,6 +355,7 @@ def _started(
         max_upload_bytes=config.max_upload_bytes,
         retention_seconds=config.retention_seconds,
         max_attempts=config.max_attempts,
+        max_queued_jobs=config.max_queued_jobs,
         maintenance_interval_seconds=config.maintenance_interval_seconds,
         observer=observer,
     )

@@ -16,6 +16,8 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 DEFAULT_JOB_TIMEOUT_SECONDS = 6 * 3600.0
 DEFAULT_MIN_FREE_BYTES = 64 * MIB
 """Room uploads leave on the data directory's disk (`--job-min-free-bytes`)."""
+DEFAULT_MAX_QUEUED_JOBS = 1000
+"""Jobs waiting for a worker past which SubmitJob refuses new ones (`--max-queued-jobs`); 0: no cap."""
 DEFAULT_MAX_ATTEMPTS = 3
 """Runs an interrupted job gets before it is FAILED."""
 DEFAULT_LEASE_SECONDS = 30.0

@@ -64,10 +64,10 @@ class VideoPipelineServiceStub:
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken, the line for them full or    |                    |
     | waited out (TOO_MANY_RUNS), every job watch                  |                    |
-    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
-    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
-    | all with RetryInfo and the cap in the metadata; disk full    |                    |
-    | (DISK_FULL)                                                  |                    |
+    | (TOO_MANY_WATCHES), every job upload (TOO_MANY_UPLOADS), a   |                    |
+    | full job queue (TOO_MANY_QUEUED_JOBS) or every reflection    |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
+    | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -220,10 +220,10 @@ class VideoPipelineServiceServicer:
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken, the line for them full or    |                    |
     | waited out (TOO_MANY_RUNS), every job watch                  |                    |
-    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
-    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
-    | all with RetryInfo and the cap in the metadata; disk full    |                    |
-    | (DISK_FULL)                                                  |                    |
+    | (TOO_MANY_WATCHES), every job upload (TOO_MANY_UPLOADS), a   |                    |
+    | full job queue (TOO_MANY_QUEUED_JOBS) or every reflection    |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
+    | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
@@ -494,10 +494,10 @@ class VideoPipelineService:
     | VIDEO_TOO_LARGE: the `limit`, its `maximum`, the value       |                    |
     | `found`); every run slot taken, the line for them full or    |                    |
     | waited out (TOO_MANY_RUNS), every job watch                  |                    |
-    | (TOO_MANY_WATCHES), every job upload slot (TOO_MANY_UPLOADS) |                    |
-    | or every reflection stream (TOO_MANY_REFLECTION_STREAMS),    |                    |
-    | all with RetryInfo and the cap in the metadata; disk full    |                    |
-    | (DISK_FULL)                                                  |                    |
+    | (TOO_MANY_WATCHES), every job upload (TOO_MANY_UPLOADS), a   |                    |
+    | full job queue (TOO_MANY_QUEUED_JOBS) or every reflection    |                    |
+    | stream (TOO_MANY_REFLECTION_STREAMS), all with RetryInfo and |                    |
+    | the cap in the metadata; disk full (DISK_FULL)               |                    |
     | gRPC: a message over the server's message limit (8 MiB by    | RESOURCE_EXHAUSTED |
     | default: keep chunks well under it)                          |                    |
     | declared size or checksum does not match what arrived        | DATA_LOSS          |
