@@ -307,11 +307,12 @@ def _redis_service(
     from videodag_service.jobs.rq_queue import RqJobQueue
     from videodag_service.jobs.rq_task import WorkerConfig
 
-    store = RedisJobStore(
-        redis.Redis.from_url(config.redis_url, decode_responses=True, **CONNECTION_TIMEOUTS),
-        key_prefix=config.key_prefix,
-        lease_seconds=config.lease_seconds,
-    )
+    try:
+        commands = redis.Redis.from_url(config.redis_url, decode_responses=True, **CONNECTION_TIMEOUTS)
+        queue_commands = redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS)
+    except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
+        raise JobStoreUnusable(f"the job store's --redis-url {config.redis_url!r} cannot be used: {error}") from error
+    store = RedisJobStore(commands, key_prefix=config.key_prefix, lease_seconds=config.lease_seconds)
     worker_config = WorkerConfig(
         key_prefix=config.key_prefix,
         upload_dir=str(uploads.root.resolve()),
@@ -328,7 +329,7 @@ def _redis_service(
         max_result_bytes=config.max_result_bytes,
     )
     queue = RqJobQueue(
-        redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS),
+        queue_commands,
         worker_config,
         undispatched_key=store.undispatched_key,
         queue_name=config.queue_name,

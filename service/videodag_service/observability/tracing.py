@@ -56,12 +56,15 @@ def configure_tracer_provider() -> None:
         raise TracingUnavailable(message) from error
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return  # the host's own provider, exporters and all
-    exporters = [_exporter(name) for name in _exporter_names()]
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
-    provider = TracerProvider(resource=Resource.create(attributes))
-    for exporter in exporters:
-        if exporter is not None:
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+    try:
+        exporters = [_exporter(name) for name in _exporter_names()]
+        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
+        provider = TracerProvider(resource=Resource.create(attributes))
+        for exporter in exporters:
+            if exporter is not None:
+                provider.add_span_processor(BatchSpanProcessor(exporter))
+    except ValueError as error:  # OpenTelemetry's word for an OTEL_* variable it cannot read
+        raise TracingUnavailable(f"tracing cannot be set up from the OTEL_* variables: {error}") from error
     trace.set_tracer_provider(provider)
 
 

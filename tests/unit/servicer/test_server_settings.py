@@ -625,3 +625,26 @@ def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
         assert server_module.main(argv) == 1
     said = capsys.readouterr().err
     assert said == f"videodag-server: cannot start: another process serves jobs from {tmp_path / 'd'}\n"
+
+
+@pytest.mark.parametrize(("arguments", "environment", "said"), [
+    (["--job-backend", "redis", "--redis-url", "foo"], {},
+     "the job store's --redis-url 'foo' cannot be used: Redis URL must specify one of the following schemes"),
+    (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0"], {},
+     "the job store's --redis-url 'redis://127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
+    (["--tracing", "otel"], {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "-5"},
+     "tracing cannot be set up from the OTEL_* variables: schedule_delay_millis must be positive"),
+])
+def test_a_redis_url_or_otel_variable_the_libraries_cannot_read_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    arguments: list[str], environment: dict[str, str], said: str,
+) -> None:
+    """redis-py and OpenTelemetry refuse such values with a ValueError, which passed for a bug: a traceback."""
+    from videodag_service import server as server_module
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d"), *arguments]
+    with signal_handlers_put_back():
+        assert server_module.main(argv) == 1
+    assert capsys.readouterr().err.startswith(f"videodag-server: cannot start: {said}")
