@@ -116,7 +116,7 @@ class RunTurn:
             if left or self._slots.draining or time.monotonic() >= deadline:
                 if self._slots.leave_line(self):
                     self._slots.refuse_if_draining()
-                    raise self._slots.refusal()
+                    raise self._slots.refusal(waited_seconds=time.monotonic() - self._joined)
                 break  # the slot came as it gave up
         # Work not begun when the shutdown begins is refused, a slot held since the call's start included.
         self._slots.refuse_if_draining()
@@ -163,8 +163,9 @@ class RunSlots(_CountedSlots):
         with self._changed:
             return len(self._line)
 
-    def refusal(self) -> TooManyRuns:
-        """TOO_MANY_RUNS, its retry hint the wait the line now promises a newcomer."""
+    def refusal(self, waited_seconds: float | None = None) -> TooManyRuns:
+        """TOO_MANY_RUNS, its retry hint the wait the line now promises a newcomer; `waited_seconds`
+        for a call that waited its time in line, which its message says."""
         with self._changed:
             ahead = len(self._line) + 1
             now = time.monotonic()
@@ -172,10 +173,16 @@ class RunSlots(_CountedSlots):
             ages = [now - granted for granted in self._granted_at.values()]
             run_seconds = max(self._recent_run_seconds, sum(ages) / len(ages) if ages else 0.0)
             hint = run_seconds * ahead / self.capacity
-        waiting = f" and {counted(ahead - 1, 'call', 'calls')} waiting" if self.max_waiting else ""
+        slots = counted(self.capacity, "video", "videos")
+        if waited_seconds is not None:
+            message = f"no run slot came free in {waited_seconds:.1f} s in line (the server runs at most {slots})"
+        elif self.max_waiting:
+            waiting = counted(ahead - 1, "call", "calls")
+            message = f"the server already runs its maximum of {slots} and {waiting} waiting"
+        else:
+            message = f"the server already runs its maximum of {slots}"
         return TooManyRuns(
-            f"the server already runs its maximum of {counted(self.capacity, 'video', 'videos')}{waiting}; "
-            "retry shortly",
+            f"{message}; retry shortly",
             ErrorDetails(metadata={"max_concurrent_runs": str(self.capacity)},
                          retry_after_seconds=round(min(max(hint, RUN_RETRY_SECONDS), MAX_RUN_RETRY_SECONDS), 1)),
         )

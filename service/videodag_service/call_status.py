@@ -51,7 +51,7 @@ def _broken_stream_error(context: grpc.ServicerContext | None) -> VideodagError:
     client, the server's shutdown, or gRPC's refusal of a message over the size limit (which
     only the client hears of, as RESOURCE_EXHAUSTED)."""
     if context is not None and ended_by_its_deadline(context):
-        return DeadlineExceeded("the call's deadline passed while its request stream was being read")
+        return DeadlineExceeded("the call's deadline passed before its answer")
     return RunCancelled(CALL_ENDED_MESSAGE)
 
 

@@ -16,6 +16,7 @@ from videodag_service.errors import FieldViolation, InvalidOptions
 from videodag_service.jobs import Job, JobFrame, JobPage, JobRequest, JobState, JobSummary, WatchEvent
 from videodag_service.jobs.ids import checked_idempotency_key, page_token_after
 from videodag_service.video import SamplingOptions
+from videodag_service.wording import counted
 
 _STATES = {
     JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
@@ -65,17 +66,29 @@ def _idempotency_key_violations(key: str) -> list[FieldViolation]:
     return []
 
 
+# Bad values of a ListJobs state filter named one by one; the rest are counted.
+MAX_STATE_VIOLATIONS = 10
+
+
 def job_state_filter(states: Iterable[int]) -> tuple[list[JobState], list[FieldViolation]]:
     """A ListJobs state filter, each state once (a filter repeating one 300,000 times is more
-    than the job store's query takes), and a violation for each JOB_STATE_UNSPECIFIED or unknown number."""
+    than the job store's query takes), and a violation for each JOB_STATE_UNSPECIFIED or unknown
+    number, the first `MAX_STATE_VIOLATIONS` of them and then one for the rest: a violation each
+    for 300,000 bad values would take more than the status's trailer may."""
     converted: dict[JobState, None] = {}
     violations: list[FieldViolation] = []
+    more = 0
     for position, number in enumerate(states):
         state = _STATES_FROM_PROTO.get(number)  # type: ignore[call-overload]
-        if state is None:
+        if state is not None:
+            converted[state] = None
+        elif len(violations) < MAX_STATE_VIOLATIONS:
             violations.append(FieldViolation(f"states[{position}]", f"{number} is not a job state to filter by"))
         else:
-            converted[state] = None
+            more += 1
+    if more:
+        rest = counted(more, "more value is", "more values are")
+        violations.append(FieldViolation("states", f"{rest} not job states"))
     return list(converted), violations
 
 

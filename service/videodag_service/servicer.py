@@ -22,7 +22,7 @@ from videodag_service.call_status import abort, status_name
 from videodag_service.call_watch import CallWatch
 from videodag_service.client_streams import chunks, first_config
 from videodag_service.dag import DagPipelineService, PipelineSpec
-from videodag_service.errors import RunCancelled, TooManyRuns, UploadCorrupted
+from videodag_service.errors import RunCancelled, ServerDraining, TooManyRuns, UploadCorrupted
 from videodag_service.job_servicer import JobRpcs, too_many_job_uploads, too_many_watches
 from videodag_service.jobs import JobService
 from videodag_service.memory_release import video_work
@@ -163,7 +163,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
         except Exception as error:
             if isinstance(error, RunCancelled | grpc.RpcError):  # the client's cancel, or the shutdown's
                 error = self._run_slots.ended_by_the_shutdown("the upload") or error
-            if not isinstance(error, TooManyRuns):  # a call that never had a slot never ran
+            if not _never_ran(error):
                 self._metrics.record_run(pipeline_id, status_name(error, context))
             abort(context, convert.located_in_request(error, convert.RUN_CONFIG_PATH))
         else:
@@ -291,6 +291,12 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
                         frames_unreadable=stats.frames_unreadable,
                     )
                 )
+
+
+def _never_ran(error: Exception) -> bool:
+    """A call refused its slot: TOO_MANY_RUNS, or the shutdown's refusal of new work (a call the
+    shutdown ends after it began, `EndedByShutdown`, ran). It counts in the calls, not the runs."""
+    return isinstance(error, TooManyRuns) or type(error) is ServerDraining
 
 
 def _while_it_can_start(

@@ -4,6 +4,7 @@ which shut out callers waiting out their retry hints for as long as others kept 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -87,6 +88,8 @@ def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
         list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
     assert 1.0 <= time.monotonic() - started < 10
     assert waited.value.reason == "TOO_MANY_RUNS"
+    assert re.fullmatch(r"no run slot came free in 1\.\d s in line \(the server runs at most 1 video\); retry shortly",
+                        waited.value.message), waited.value.message
     assert waited.value.retry_after is not None and waited.value.retry_after >= 1.0
     assert server.running.run_slots.waiting == 0
     release()
@@ -138,6 +141,13 @@ def test_calls_in_line_are_told_to_go_elsewhere_when_the_server_shuts_down(
     release()
     stopper.join(timeout=30)
     assert server.leftover_uploads() == []
+    # The call in line never ran: only the run it waited behind counts (as its handler unwinds).
+    def runs() -> dict[tuple[tuple[str, str], ...], float]:
+        return {tuple(sorted(sample.labels.items())): sample.value
+                for family in server.running.metrics.registry.collect() if family.name == "videodag_runs"
+                for sample in family.samples if sample.name == "videodag_runs_total"}
+
+    assert wait_until(lambda: runs() == {(("pipeline", "slow"), ("status", "CANCELLED")): 1.0}), runs()
 
 
 def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(

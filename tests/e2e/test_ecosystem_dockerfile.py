@@ -90,12 +90,16 @@ def test_the_extras_build_argument_installs_the_project_with_those_extras_or_non
     assert "\ntracing = [" in (REPO_ROOT / "pyproject.toml").read_text()  # the extra the comment names
 
 
-def test_the_plugins_build_argument_installs_each_requirement_or_nothing(tmp_path: Path) -> None:
+def test_the_plugins_build_argument_installs_each_requirement_then_checks_for_opencvs_gui_build(
+    tmp_path: Path,
+) -> None:
     steps = instructions(DOCKERFILE.read_text())
     assert ("ARG", 'PLUGINS=""') in steps
     install = next(args for keyword, args in steps if keyword == "RUN" and "$PLUGINS" in args)
+    # A stand-in pip: `install` prints what it was asked for; `show` finds opencv-python if told to.
     fake_pip = tmp_path / "pip"
-    fake_pip.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    fake_pip.write_text('#!/bin/sh\nif [ "$1" = show ]; then [ -n "$GUI_OPENCV" ]; exit $?; fi\n'
+                        'printf "%s\\n" "$@"\n')
     fake_pip.chmod(0o755)
     for plugins, printed in (("", []), ("acme==1.2", ["install", "--no-cache-dir", "acme==1.2"]),
                              ("acme==1.2 other>=3", ["install", "--no-cache-dir", "acme==1.2", "other>=3"])):
@@ -103,6 +107,11 @@ def test_the_plugins_build_argument_installs_each_requirement_or_nothing(tmp_pat
         completed = subprocess.run(["/bin/sh", "-c", install], env=environment,
                                    capture_output=True, text=True, timeout=30, check=True)
         assert completed.stdout.splitlines() == printed
+    # A plugin that brings opencv-python (the GUI build) along fails the build.
+    environment = {"PATH": f"{tmp_path}:/usr/bin:/bin", "PLUGINS": "acme==1.2", "GUI_OPENCV": "1"}
+    completed = subprocess.run(["/bin/sh", "-c", install], env=environment, capture_output=True, text=True,
+                               timeout=30, check=False)
+    assert completed.returncode == 1 and "opencv-python (GUI build) slipped in" in completed.stderr
 
 
 def test_the_build_context_lets_in_exactly_what_the_build_copies() -> None:

@@ -300,3 +300,12 @@ def test_the_servers_settings_default_each_job_setting_as_the_job_backend_does()
     from_defaults = JobConfig(data_dir=from_settings.data_dir, max_upload_bytes=from_settings.max_upload_bytes)
     for name in ("redis_url", "workers", "retention_seconds", "job_timeout_seconds", "lease_seconds", "min_free_bytes"):
         assert getattr(from_settings, name) == getattr(from_defaults, name), name
+
+
+def test_a_state_filter_of_many_bad_values_names_the_first_ten_and_counts_the_rest() -> None:
+    """Each of 300,000 bad values was a violation: the status's details passed the trailer's limit
+    (the client got RESOURCE_EXHAUSTED "received metadata size exceeds hard limit"), the log a 15 MB line."""
+    states, violations = convert_jobs.job_state_filter([job_pb2.JOB_STATE_FAILED, *[0] * 300_000])
+    assert states == [JobState.FAILED]
+    assert [v.field for v in violations] == [f"states[{i}]" for i in range(1, 11)] + ["states"]
+    assert violations[-1].description == "299990 more values are not job states"
