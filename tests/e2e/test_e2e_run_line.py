@@ -42,6 +42,13 @@ class _Caller(threading.Thread):
             self.error = error
 
 
+def _full(make_server: ServerFactory, video: Path, **settings: object) -> tuple[ServerHarness, Callable[[], None]]:
+    """A server started with `settings` whose every run slot (one, unless told) is taken by a run of
+    `video`, and the function that ends that run."""
+    server = make_server(**{"max_concurrent_runs": 1, **settings})
+    return server, _busy(server, video)
+
+
 def _busy(server: ServerHarness, video: Path) -> Callable[[], None]:
     """A run holding a slot until the returned function closes it (a 1000-frame video of the
     "slow" pipeline runs 50 s: longer than any of these tests on a loaded machine)."""
@@ -53,8 +60,7 @@ def _busy(server: ServerHarness, video: Path) -> Callable[[], None]:
 def test_a_freed_slot_goes_to_the_call_that_waited_longest_and_the_line_has_a_cap(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1, max_waiting_runs=2)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video, max_waiting_runs=2)
     first, second = _Caller(server.client, make_video(3)), _Caller(server.client, make_video(3))
     first.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -81,8 +87,7 @@ def test_a_freed_slot_goes_to_the_call_that_waited_longest_and_the_line_has_a_ca
 def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1, run_wait_seconds=1.0)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video, run_wait_seconds=1.0)
     started = time.monotonic()
     with pytest.raises(ResourceExhausted) as waited:
         list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
@@ -99,8 +104,7 @@ def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
 def test_a_config_the_server_refuses_is_refused_at_once_in_line(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video)
     started = time.monotonic()
     with pytest.raises(NotFound):
         list(server.client.upload_and_run(make_video(3), "no_such_pipeline"))
@@ -112,8 +116,7 @@ def test_a_config_the_server_refuses_is_refused_at_once_in_line(
 def test_a_call_cancelled_in_line_leaves_it(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video)
     waiting = server.client.upload_and_run(make_video(3), "frame_stats_v1", timeout=1.5)
     with pytest.raises(VideodagError) as ended:
         list(waiting)
@@ -129,8 +132,7 @@ def test_a_call_cancelled_in_line_leaves_it(
 def test_calls_in_line_are_told_to_go_elsewhere_when_the_server_shuts_down(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video)
     waiting = _Caller(server.client, make_video(3))
     waiting.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -154,8 +156,7 @@ def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     port = free_port()
-    server = make_server(metrics_port=port, max_concurrent_runs=1, max_waiting_runs=1)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video, metrics_port=port, max_waiting_runs=1)
     waiting = _Caller(server.client, make_video(3))
     waiting.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -182,8 +183,7 @@ def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
 def test_a_run_that_waited_in_line_reports_its_own_wall_time(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video)
     waiting = _Caller(server.client, make_video(3))
     waiting.start()
     assert wait_until(lambda: server.running.run_slots.waiting == 1)
@@ -196,8 +196,7 @@ def test_a_run_that_waited_in_line_reports_its_own_wall_time(
 def test_an_upload_declared_over_the_limit_is_refused_at_once_in_line(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
-    server = make_server(max_concurrent_runs=1)
-    release = _busy(server, thousand_frame_video)
+    server, release = _full(make_server, thousand_frame_video)
     too_large = server.running.settings.max_upload_bytes + 1
     request = video_pipeline_service_pb2.UploadAndRunRequest(
         config=run_pb2.RunConfig(pipeline_id="frame_stats_v1", declared_size_bytes=too_large))
