@@ -331,10 +331,11 @@ class RedisJobStore(JobStore):
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
-        start = "-" if after_frame_index is None else f"({_stream_id(after_frame_index)}"
         entries = cast(
             list[tuple[str, dict[str, str]]],
-            self._redis.xrange(self._frames_key(job_id), min=start, max="+", count=limit),
+            self._redis.xrange(
+                self._frames_key(job_id), min=f"({_entry_id_before(after_frame_index)}", max="+", count=limit
+            ),
         )
         return [
             JobFrame(int(entry_id.split("-", 1)[0]), float(values["t"]), records.result_from_text(values["r"]))
@@ -345,7 +346,7 @@ class RedisJobStore(JobStore):
         current = self._redis.hget(self._job_key(job_id), "revision")
         if current is None or int(current) != revision:
             return
-        last_id = "0-0" if after_frame_index is None else _stream_id(after_frame_index)
+        last_id = _entry_id_before(after_frame_index)
         block_ms = max(1, int(min(timeout, _STATE_POLL_SECONDS) * 1000))
         try:
             self._redis.xread({self._frames_key(job_id): last_id}, count=1, block=block_ms)
@@ -500,6 +501,14 @@ def _number(value: float) -> str:
 
 def _stream_id(frame_index: int) -> str:
     return f"{frame_index}-1"
+
+
+def _entry_id_before(after_frame_index: int | None) -> str:
+    """The stream id the entries wanted come after: the frame's, or, with none given or -1 (the
+    contract's "from the first"), one before every frame's ("-1-1" is no stream id at all)."""
+    if after_frame_index is None or after_frame_index < 0:
+        return "0-0"
+    return _stream_id(after_frame_index)
 
 
 def _fields_of_new_job(job: Job) -> dict[FieldT, EncodableT]:

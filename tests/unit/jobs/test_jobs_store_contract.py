@@ -232,6 +232,23 @@ def test_wait_for_change_wakes_up_when_a_frame_is_stored(store: JobStore) -> Non
     assert store.get(job.id).revision > claimed.revision
 
 
+def test_after_frame_index_minus_one_means_from_the_first_frame(store: JobStore) -> None:
+    """The contract's "unset (or -1)": Redis refused the stream id "-1-1" the store made of it."""
+    job = store.create(queued_job())
+    claimed = store.claim(job.id, 1, NOW)
+    assert claimed is not None
+    appender = threading.Timer(0.2, lambda: store.append_frame(job.id, 1, frame(0)))
+    appender.start()
+    try:
+        store.wait_for_change(job.id, claimed.revision, -1, timeout=5.0)
+    finally:
+        appender.join()
+    store.append_frame(job.id, 1, frame(1))
+
+    assert store.frames_after(job.id, -1, 100) == [frame(0), frame(1)]
+    assert store.frames_after(job.id, -1, 1) == [frame(0)]
+
+
 def test_a_wait_for_change_sleeps_through_other_jobs_frames(store: JobStore) -> None:
     """A watch of a queued job is not woken by each frame of a running one: woken, it reads
     its job again, and sixty idle watches made a run three times slower."""
