@@ -15,6 +15,7 @@ from jobs_harness import (
     SERVER_SCRIPT,
     JobsDeployment,
     RqWorker,
+    SlowStart,
     deployment,
     finished,
     is_running_with_frames,
@@ -78,8 +79,8 @@ def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path)
 
 def test_a_job_whose_worker_cannot_load_its_pipelines_fails_saying_so(tmp_path: Path, sample_clip: Path) -> None:
     """A shared pipeline folder edited into an invalid one after the replicas started (workers load
-    it for each job): left to RQ, the task would fail there and the job stay QUEUED for good,
-    watched forever."""
+    it for each job): left to RQ, the task would fail there unclaimed, and the job be handed over
+    again and again, to be given up in the end as vanished, without a word of why."""
     with deployment("redis", tmp_path) as jobs:
         client = jobs.start_server()
         broken = jobs.pipeline_dir / "broken.yaml"
@@ -222,6 +223,38 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
     with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # the run waits up to 5 s
         _client, done = _job_through_a_redis_restart(jobs, sample_clip, down_seconds=8.0)
         assert done.attempt == 2, "run again from the start"
+
+
+def _redis_restarted_at_the_claim(jobs: JobsDeployment, video: Path, down_seconds: float) -> Job:
+    """A job submitted, and Redis stopped for `down_seconds` while its work horse loads the
+    pipelines, so the horse's claim of the job meets the outage; the job at its end."""
+    slow_start = SlowStart(jobs.site_dir, seconds=1.0)
+    client = jobs.start_server()
+    job = client.submit_job(video, "paced", RunOptions(max_frames=10))
+    slow_start.wait_until_loading()
+    assert jobs.redis is not None
+    jobs.redis.restart(down_seconds=down_seconds)
+    slow_start.seconds = 0.0
+    return wait_for_job(client, job.id, finished, timeout=150, what="the job to run")
+
+
+def test_a_claim_waits_out_a_redis_restart_and_the_job_runs(tmp_path: Path, sample_clip: Path) -> None:
+    """The claim was not tried again: the worker's task failed, and the job stayed QUEUED for
+    good, with no lease for recovery to find (its watches waited forever)."""
+    with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # a claim waits up to 5 s
+        done = _redis_restarted_at_the_claim(jobs, sample_clip, down_seconds=2.0)
+    assert done.state is JobState.SUCCEEDED and done.attempt == 1, done.error
+
+
+def test_a_job_whose_claim_outlasts_the_wait_for_redis_runs_once_redis_is_back(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Past the wait the horse's task fails with the job unclaimed: recovery hands it over again,
+    once RQ no longer holds the task, as a run that vanished."""
+    with deployment("redis", tmp_path) as jobs:  # a lease of 3 s: a claim waits up to 1.5 s
+        done = _redis_restarted_at_the_claim(jobs, sample_clip, down_seconds=5.0)
+        assert done.state is JobState.SUCCEEDED and done.attempt == 2, done.error
+        wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="the finished job's video to be deleted")
 
 
 # What a worker logs each time its wait for the next job meets a Redis failing over.

@@ -328,6 +328,7 @@ def _redis_service(
         redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS),
         worker_config,
         undispatched_key=store.undispatched_key,
+        handed_over_key=store.handed_over_key,
         queue_name=config.queue_name,
     )
     try:

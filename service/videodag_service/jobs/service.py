@@ -298,15 +298,17 @@ class JobService:
                             abandoned)
         except OSError as error:  # the folder unreadable for a moment: the next maintenance tries again
             logger.warning("could not look for abandoned job uploads: %s", error)
-        for job in self._store.recover(now, self._max_attempts, now + self._retention_seconds):
+        recovered = self._store.recover(now, self._max_attempts, now + self._retention_seconds,
+                                        self._queue.lost_hand_overs)
+        for job in recovered:
             if job.state is JobState.QUEUED:
                 logger.info("job %s handed to the workers (attempt %d)", job.id, job.attempt)
                 self._queue.dispatch(job)
             else:
                 if job.state is JobState.CANCELLED:  # its run is over: deleted already unless its worker vanished
                     logger.debug("job %s: cancelled while it ran, its lease has ended", job.id)
-                else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
-                    logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)
+                else:  # given up after `max_attempts` interrupted runs or lost hand-overs: its video goes
+                    logger.warning("job %s failed: its run vanished %d times", job.id, job.attempt)
                 try:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on

@@ -116,6 +116,21 @@ def test_a_claimed_job_stores_frames_of_its_attempt_only(store: JobStore) -> Non
     assert (running.frames_done, running.frames_total, running.video_info) == (3, 5, INFO)
 
 
+def test_a_claim_repeated_because_an_outage_lost_its_reply_returns_the_job_it_claimed(store: JobStore) -> None:
+    """A worker whose claim reached the store, its reply lost, tries it again: taken for another
+    worker's, the claim would leave the job RUNNING with nobody to run it until its lease ran out."""
+    job = store.create(queued_job())
+    claimed = store.claim(job.id, 1, NOW)
+    assert claimed is not None
+
+    assert store.claim(job.id, 1, NOW) == claimed
+    assert store.claim(job.id, 1, NOW + 0.001) is None, "another claim of the attempt"
+    assert store.claim(job.id, 2, NOW) is None, "another attempt"
+    store.append_frame(job.id, 1, frame(0))
+    store.cancel(job.id, NOW + 1, NOW + 60)
+    assert store.claim(job.id, 1, NOW) is None, "no longer running"
+
+
 def test_finish_records_the_outcome_and_its_expiry(store: JobStore) -> None:
     succeeded, failed = store.create(queued_job()), store.create(queued_job())
     error = JobError("INVALID_ARGUMENT", "VIDEO_UNREADABLE", "Unable to read video file", {"a": "b"})
