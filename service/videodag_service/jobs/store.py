@@ -76,7 +76,9 @@ class JobStore(ABC):
         """Store a new QUEUED job and return it.
 
         When another job already holds `job.idempotency_key`, nothing is stored and that job
-        is returned instead (the caller compares ids to know which happened).
+        is returned instead (the caller compares ids to know which happened). One of
+        `outage_errors` leaves it unknown whether the job was stored: a command whose reply
+        the outage took may still reach the store once it is back.
         """
 
     @abstractmethod
