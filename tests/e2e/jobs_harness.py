@@ -93,6 +93,23 @@ PLUGIN = make_test_plugin(Recorder())
 """
 
 
+_SLOW_START_MODULE = """
+import time
+from pathlib import Path
+
+from videodag_service.dag import Plugin
+
+_FOLDER = Path({folder!r})
+
+
+def plugin():
+    with open(_FOLDER / "loads", "a") as loads:
+        loads.write("loading\\n")
+    time.sleep(float((_FOLDER / "seconds").read_text()))
+    return Plugin(name="slow_start", description="Takes its time to load.", tools=())
+"""
+
+
 def write_pipeline_folder(folder: Path) -> Path:
     """The built-in pipelines plus the test ones, as a server's --pipeline-dir."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,6 +134,40 @@ def install_test_plugin(site_dir: Path) -> Path:
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: videodag-job-test-plugin\nVersion: 0.0\n")
     (dist_info / "entry_points.txt").write_text("[videodag.plugins]\ntest = videodag_job_test_plugin:PLUGIN\n")
     return site_dir
+
+
+class SlowStart:
+    """A plugin entry point, installed for the workers, that takes `seconds` to load. A work horse
+    loads the pipelines, this with them, after RQ started its task and before it claims its job:
+    the window a test kills the worker or cuts Redis in, once `wait_until_loading` returned."""
+
+    def __init__(self, site_dir: Path, seconds: float) -> None:
+        self._folder = site_dir / "slow_start"
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self.seconds = seconds
+        (site_dir / "videodag_slow_start_plugin.py").write_text(_SLOW_START_MODULE.format(folder=str(self._folder)))
+        dist_info = site_dir / "videodag_slow_start_plugin-0.0.dist-info"
+        dist_info.mkdir(exist_ok=True)
+        (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: videodag-slow-start-plugin\nVersion: 0.0\n")
+        (dist_info / "entry_points.txt").write_text(
+            "[videodag.plugins]\nslow_start = videodag_slow_start_plugin:plugin\n"
+        )
+
+    @property
+    def seconds(self) -> float:
+        return float((self._folder / "seconds").read_text())
+
+    @seconds.setter
+    def seconds(self, seconds: float) -> None:
+        (self._folder / "seconds").write_text(repr(seconds))
+
+    def loads(self) -> int:
+        """How many times a work horse began to load it."""
+        path = self._folder / "loads"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def wait_until_loading(self, loads_before: int = 0, timeout: float = 30.0) -> None:
+        wait_until(lambda: self.loads() > loads_before, timeout=timeout, what="a work horse loading the pipelines")
 
 
 def subprocess_environment(site_dir: Path) -> dict[str, str]:
@@ -226,7 +277,8 @@ class JobsDeployment:
         self.root = root
         self.pipeline_dir = write_pipeline_folder(root / "pipelines")
         self.dag = make_job_dag(self.pipeline_dir)
-        self.environment = subprocess_environment(install_test_plugin(root / "site"))
+        self.site_dir = install_test_plugin(root / "site")
+        self.environment = subprocess_environment(self.site_dir)
         self.redis: RedisServer | None = RedisServer(root / "redis") if backend == "redis" else None
         self.settings = Settings(
             host="127.0.0.1",

@@ -102,6 +102,21 @@ def test_watch_resumes_after_a_frame_index_without_gaps_or_duplicates(
     assert [update.state for update in replay_updates] == [JobState.SUCCEEDED]
 
 
+def test_a_watch_after_frame_minus_one_has_every_frame_from_the_first(
+    client: VideodagClient, sample_clip: Path
+) -> None:
+    """The contract: "Unset (or -1) sends every stored frame from the first"; on Redis the watch
+    ended INTERNAL ("Invalid stream ID"), whether the job still ran or had finished."""
+    job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=20))
+    frames, updates = watch_all(client, job.id, after=-1)  # from before its first frame is stored
+    assert [frame.frame_index for frame in frames] == list(range(20))
+    assert updates[-1].state is JobState.SUCCEEDED
+
+    replayed, replay_updates = watch_all(client, job.id, after=-1)
+    assert [frame.frame_index for frame in replayed] == list(range(20))
+    assert [update.state for update in replay_updates] == [JobState.SUCCEEDED]
+
+
 def test_a_clients_default_timeout_does_not_end_a_watch_of_a_longer_job(
     client: VideodagClient, jobs: JobsDeployment, sample_clip: Path
 ) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from jobs_harness import (
     JobsDeployment,
     ServerProcess,
+    SlowStart,
     child_pids,
     deployment,
     finished,
@@ -150,3 +151,29 @@ def test_a_work_horse_dies_with_its_rq_worker_and_its_job_runs_again(tmp_path: P
 
     assert final.state is JobState.SUCCEEDED and final.attempt == 2
     assert final.frames_done == FRAMES
+
+
+def test_a_job_whose_rq_worker_was_killed_before_it_claimed_the_job_runs_on_another(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Its work horse loads the pipelines before it claims the job: killed then, the worker left
+    the job QUEUED with no lease, out of RQ's queue, and recovery never looked at it again. RQ
+    keeps the task STARTED until its heartbeat's time runs out (61 s with the workers' monitoring
+    interval of 1 s): then the job is handed over again, as a run that vanished."""
+    with deployment("redis", tmp_path, workers=1) as jobs:
+        slow_start = SlowStart(jobs.site_dir, seconds=5.0)
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=10))
+        slow_start.wait_until_loading()
+
+        jobs.workers[0].kill()
+        assert client.get_job(job.id).state is JobState.QUEUED, "killed before its claim"
+        slow_start.seconds = 0.0
+        jobs.start_worker()
+
+        final = wait_for_job(client, job.id, finished, timeout=150, what="the job to run on the new worker")
+        frames, _ = watch_all(client, job.id)
+        wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="the finished job's video to be deleted")
+
+    assert final.state is JobState.SUCCEEDED and final.attempt == 2, final.error
+    assert [frame.frame_index for frame in frames] == list(range(10))

@@ -9,12 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import redis
 from jobs_harness import (
     SERVER_SCRIPT,
     JobsDeployment,
     RqWorker,
+    SlowStart,
     deployment,
     finished,
     is_running_with_frames,
@@ -24,7 +26,9 @@ from jobs_harness import (
 )
 
 from fakes.redis_server import free_port
-from videodag_client import Internal, Job, JobState, RunOptions, Unavailable, VideodagClient
+from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_client import Internal, Job, JobState, NotFound, RunOptions, Unavailable, VideodagClient
+from videodag_client._errors import from_grpc_error
 
 
 def test_a_job_submitted_to_one_replica_is_watched_and_cancelled_from_another(
@@ -78,8 +82,8 @@ def test_a_worker_applies_the_node_time_limit(tmp_path: Path, sample_clip: Path)
 
 def test_a_job_whose_worker_cannot_load_its_pipelines_fails_saying_so(tmp_path: Path, sample_clip: Path) -> None:
     """A shared pipeline folder edited into an invalid one after the replicas started (workers load
-    it for each job): left to RQ, the task would fail there and the job stay QUEUED for good,
-    watched forever."""
+    it for each job): left to RQ, the task would fail there unclaimed, and the job be handed over
+    again and again, to be given up in the end as vanished, without a word of why."""
     with deployment("redis", tmp_path) as jobs:
         client = jobs.start_server()
         broken = jobs.pipeline_dir / "broken.yaml"
@@ -203,6 +207,57 @@ def test_a_redis_that_stops_answering_is_unavailable_in_seconds_not_a_hung_call(
         assert client.get_job(job.id).state is JobState.SUCCEEDED, "answered again once Redis is back"
 
 
+def test_a_submission_whose_record_a_redis_stall_left_unconfirmed_says_the_job_may_exist_and_it_runs(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Redis stalled past the socket timeout as the job was recorded, and applied the record once
+    the stall ended: the server had answered "retry shortly" as if nothing were made and deleted
+    the video, and the job recorded after all FAILED when it ran, its video missing.
+
+    Whether the record is applied depends on whether it was sent before the stall (on a new
+    connection it waits for the connection's set-up, which the stall fails): a lease of 40 s
+    makes maintenance, which could hold the server's idle connection, run every 10 s only. Not
+    applied, the job does not exist, and its video is kept for maintenance to remove later."""
+    data = sample_clip.read_bytes()
+    with deployment("redis", tmp_path, job_lease_seconds=40.0) as jobs:
+        client = jobs.start_server()
+        assert jobs.redis is not None
+        redis_server = jobs.redis
+
+        def requests() -> Iterator[video_pipeline_service_pb2.SubmitJobRequest]:
+            yield video_pipeline_service_pb2.SubmitJobRequest(config=video_pipeline_service_pb2.SubmitJobConfig(
+                run_config=run_pb2.RunConfig(pipeline_id="paced", file_name=sample_clip.name,
+                                             options=run_pb2.RunOptions(max_frames=5))))
+            yield video_pipeline_service_pb2.SubmitJobRequest(chunk=data[:-100])
+            time.sleep(1.0)  # the server has checked that Redis takes writes, and is receiving the video
+            redis_server.pause()
+            yield video_pipeline_service_pb2.SubmitJobRequest(chunk=data[-100:])
+
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{jobs.servers[0].port}") as channel:
+                stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.SubmitJob(requests(), timeout=120)
+        finally:
+            redis_server.resume()
+
+        error = from_grpc_error(refused.value)
+        assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "JOB_STORE_UNAVAILABLE")
+        job_id = error.metadata["job_id"]
+        assert f"it may have been created all the same, as job {job_id}" in error.message
+        assert "a retry without an idempotency key may create a second job" in error.message
+        assert [Path(name).stem for name in jobs.stored_uploads()] == [job_id], "the video is kept"
+        try:
+            client.get_job(job_id)
+        except NotFound:
+            return
+        # Recorded once Redis went on: handed to the workers by maintenance, as a job whose hand-over
+        # did not follow its creation, it runs with its video.
+        done = wait_for_job(client, job_id, finished, timeout=120, what="the job recorded after the stall")
+        assert done.state is JobState.SUCCEEDED, done.error
+        assert done.frames_done == 5
+
+
 def test_a_server_whose_redis_is_out_of_reach_says_so_and_does_not_start(tmp_path: Path) -> None:
     unused = free_port()
     started = subprocess.run(
@@ -222,6 +277,38 @@ def test_an_outage_longer_than_a_job_waits_runs_the_job_again_and_keeps_the_work
     with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # the run waits up to 5 s
         _client, done = _job_through_a_redis_restart(jobs, sample_clip, down_seconds=8.0)
         assert done.attempt == 2, "run again from the start"
+
+
+def _redis_restarted_at_the_claim(jobs: JobsDeployment, video: Path, down_seconds: float) -> Job:
+    """A job submitted, and Redis stopped for `down_seconds` while its work horse loads the
+    pipelines, so the horse's claim of the job meets the outage; the job at its end."""
+    slow_start = SlowStart(jobs.site_dir, seconds=1.0)
+    client = jobs.start_server()
+    job = client.submit_job(video, "paced", RunOptions(max_frames=10))
+    slow_start.wait_until_loading()
+    assert jobs.redis is not None
+    jobs.redis.restart(down_seconds=down_seconds)
+    slow_start.seconds = 0.0
+    return wait_for_job(client, job.id, finished, timeout=150, what="the job to run")
+
+
+def test_a_claim_waits_out_a_redis_restart_and_the_job_runs(tmp_path: Path, sample_clip: Path) -> None:
+    """The claim was not tried again: the worker's task failed, and the job stayed QUEUED for
+    good, with no lease for recovery to find (its watches waited forever)."""
+    with deployment("redis", tmp_path, job_lease_seconds=10.0) as jobs:  # a claim waits up to 5 s
+        done = _redis_restarted_at_the_claim(jobs, sample_clip, down_seconds=2.0)
+    assert done.state is JobState.SUCCEEDED and done.attempt == 1, done.error
+
+
+def test_a_job_whose_claim_outlasts_the_wait_for_redis_runs_once_redis_is_back(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """Past the wait the horse's task fails with the job unclaimed: recovery hands it over again,
+    once RQ no longer holds the task, as a run that vanished."""
+    with deployment("redis", tmp_path) as jobs:  # a lease of 3 s: a claim waits up to 1.5 s
+        done = _redis_restarted_at_the_claim(jobs, sample_clip, down_seconds=5.0)
+        assert done.state is JobState.SUCCEEDED and done.attempt == 2, done.error
+        wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="the finished job's video to be deleted")
 
 
 # What a worker logs each time its wait for the next job meets a Redis failing over.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from videodag_service.dag import DagPipelineService
 from videodag_service.disk_space import MIB, free_bytes, free_bytes_for_this_process, free_inodes, out_of_inodes
-from videodag_service.errors import DiskFull, JobNotFound
+from videodag_service.errors import DiskFull
 from videodag_service.jobs.defaults import (
     DEFAULT_JOB_TIMEOUT_SECONDS,
     DEFAULT_KEY_PREFIX,
@@ -34,10 +34,10 @@ from videodag_service.jobs.defaults import (
 )
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
-from videodag_service.jobs.ids import is_job_id
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
+from videodag_service.jobs.stray_videos import remove_stray_videos
 from videodag_service.jobs.uploads import DirectoryUploadStorage
 from videodag_service.private_folders import mode_open_to_others, private_directory
 from videodag_service.video import (
@@ -220,7 +220,11 @@ def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobO
     store = SqliteJobStore(config.data_dir, results_keep_free_bytes=config.min_free_bytes // 2)
     try:
         uploads = _upload_storage(config, exclusive=True)
-        _remove_videos_of_finished_jobs(store, uploads)
+        # At start nothing of this folder runs, so no grace: a video whose job finished as the last
+        # process ended (cancelled while it ran, then killed before its run stopped) would otherwise
+        # stay for the job's whole retention, and one stored for a job never created for an hour more.
+        if removed := remove_stray_videos(store, uploads):
+            logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
     except BaseException:
         store.close_and_discard(also=lambda: None)  # a database holding no job goes: this start made it
         raise
@@ -260,32 +264,6 @@ def data_dir_open_to_others(data_dir: Path) -> str | None:
         f"job data directory {os.fspath(data_dir)} is open to other users (mode {mode:04o}): it holds the jobs' "
         f"videos and results, file names and idempotency keys; give the server a folder of its own (chmod 700)"
     )
-
-
-def _remove_videos_of_finished_jobs(store: SqliteJobStore, uploads: DirectoryUploadStorage) -> None:
-    """A video is kept only while its job is queued or running; at start nothing of this
-    directory runs. One whose job finished as the last process ended (cancelled while it ran,
-    then killed before its run stopped) would otherwise stay for the job's whole retention,
-    and one stored for a job never created stays for good."""
-    removed = 0
-    for ref in list(uploads.refs()):
-        job_id = Path(ref).stem
-        if not is_job_id(job_id):  # not a video of ours (a `.keep`, an operator's note): left alone
-            continue
-        try:
-            finished = store.get(job_id).state.is_finished
-        except JobNotFound:
-            finished = True
-        if not finished:
-            continue
-        try:
-            uploads.delete(ref)
-        except OSError as error:  # left for retention; the start goes on
-            logger.warning("could not remove the video %s of a finished job: %s", ref, error)
-            continue
-        removed += 1
-    if removed:
-        logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
 
 
 def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadStorage:
@@ -332,6 +310,7 @@ def _redis_service(
         queue_commands,
         worker_config,
         undispatched_key=store.undispatched_key,
+        handed_over_key=store.handed_over_key,
         queue_name=config.queue_name,
     )
     try:

@@ -11,12 +11,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
 from videodag_service.jobs.execution import JobExecutor, JobInterrupted
-from videodag_service.jobs.model import Job
+from videodag_service.jobs.model import HandOver, Job
 from videodag_service.scheduling import run_as_batch
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ class JobQueue(Protocol):
 
     def retry_stranded(self) -> None:
         """Try again what a store failure left undone in this process (called by maintenance)."""
+        ...
+
+    def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
+        """Of these jobs, handed over a while ago and claimed by no worker since, those the queue no
+        longer holds for a worker: its worker died, or its run ended, before the claim (recovery
+        hands them over again)."""
         ...
 
 
@@ -95,6 +101,11 @@ class ThreadPoolJobQueue:
         for item in unstarted:
             if not self._stopping.is_set():
                 self._pending.put(item)
+
+    def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
+        """None: a pair is lost only with this process, whose next start hands every QUEUED job
+        over again, or by a store failure before its claim, which `retry_stranded` makes good."""
+        return ()
 
     def stop_taking(self) -> None:
         """Jobs handed out but not started stay QUEUED in the store: the next start runs them."""

@@ -16,7 +16,9 @@ each write is tried again for up to the store's `outage_patience_seconds` (less 
 decoding held back meanwhile. A longer outage stops the run; the job runs again from the
 start once the store is back: in the same attempt if the stop could be recorded (as for a
 shutdown), else as after a crash, when its lease runs out. It is never FAILED for an outage:
-a store that cannot be reached cannot record that either.
+a store that cannot be reached cannot record that either. The claim that starts a run waits
+an outage out the same way; past the patience the job stays QUEUED, unclaimed, and the
+store's outage error is raised: recovery hands the job over again (`JobStore.recover`).
 
 A `JobObserver` (the server's metrics) hears of every frame stored and of every run's end:
 OK, the recorded error's status code, or CANCELLED for a run stopped by the job's cancel.
@@ -32,7 +34,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
@@ -59,6 +61,8 @@ from videodag_service.video import (
 )
 
 logger = logging.getLogger(__name__)
+
+_Written = TypeVar("_Written")
 
 # How a running job tries a write again while its store is out of reach.
 _OUTAGE_FIRST_RETRY_SECONDS = 0.1
@@ -125,7 +129,11 @@ class _Superseded(Exception):
 
 
 class _StoreOutOfReach(Exception):
-    """The store stayed out of reach longer than a run waits for it."""
+    """The store stayed out of reach longer than a run waits for it; `outage` is its last error."""
+
+    def __init__(self, outage: Exception) -> None:
+        super().__init__(str(outage))
+        self.outage = outage
 
 
 def _never() -> bool:
@@ -163,7 +171,8 @@ class JobExecutor:
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
 
-        Raises JobInterrupted when `should_stop` turned true mid-run (the job is QUEUED again).
+        Raises JobInterrupted when `should_stop` turned true mid-run (the job is QUEUED again),
+        and the store's outage error when it stayed out of reach before the claim.
         What the run logs, its decoder's FFmpeg lines included, carries the job's id as its
         request id: a job runs after its SubmitJob call, often in another process, and its id
         is what its caller knows it by.
@@ -172,7 +181,7 @@ class JobExecutor:
             return self._execute(job_id, attempt, should_stop)
 
     def _execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> JobState | None:
-        job = self._store.claim(job_id, attempt, self._clock())
+        job = self._claim(job_id, attempt, should_stop)
         if job is None:
             logger.info("job %s attempt %d is no longer queued; skipped", job_id, attempt)
             return None
@@ -196,6 +205,16 @@ class JobExecutor:
             if not self._finish(job, summary=summary):
                 return JobState.RUNNING
         return self._release_video_if_finished(job)
+
+    def _claim(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> Job | None:
+        """Claim the job, through an outage as a run's writes go. Each try repeats the first with
+        its time, so a claim that reached the store before the outage took its reply is known
+        for this one's (`JobStore.claim`) and not taken for another worker's."""
+        claim = partial(self._store.claim, job_id, attempt, self._clock())
+        try:
+            return self._through_outage(claim, job_id, should_stop)
+        except _StoreOutOfReach as out_of_reach:  # unclaimed, the job stays QUEUED: recovery hands it over again
+            raise out_of_reach.outage from None
 
     def _release(self, job: Job) -> bool:
         if (job.id, job.attempt) in self._released_from_outside:
@@ -245,16 +264,17 @@ class JobExecutor:
                     )
                 if isinstance(event, FrameProcessed):
                     frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)
-                    if not self._write(partial(self._store.append_frame, job.id, job.attempt, frame), job,
-                                       should_stop):
+                    if not self._through_outage(partial(self._store.append_frame, job.id, job.attempt, frame),
+                                                job.id, should_stop):
                         raise _Superseded(job.id)
                     self._observer.record_frame(job.pipeline_id)
                     if event.result.get("errors"):
                         frames_with_errors += 1
                 elif isinstance(event, VideoOpened):
                     total = expected_frame_count(event.info, job.sampling)
-                    if not self._write(partial(self._store.record_video, job.id, job.attempt, event.info, total), job,
-                                       should_stop):
+                    if not self._through_outage(
+                        partial(self._store.record_video, job.id, job.attempt, event.info, total), job.id, should_stop
+                    ):
                         raise _Superseded(job.id)
                 elif isinstance(event, RunFinished):
                     stats = event.summary
@@ -275,10 +295,11 @@ class JobExecutor:
             frames_unreadable=stats.frames_unreadable,
         )
 
-    def _write(self, write: Callable[[], bool], job: Job, should_stop: Callable[[], bool]) -> bool:
+    def _through_outage(self, write: Callable[[], _Written], job_id: str, should_stop: Callable[[], bool]) -> _Written:
         """`write()`, tried again while the store is out, for up to its `outage_patience_seconds`;
         a shutdown meanwhile interrupts the job as it would a frame. A write whose reply the
-        outage lost can be repeated: the stores take the frame they stored last once only."""
+        outage lost can be repeated: the stores take the frame they stored last, or the claim
+        they made last, once only."""
         patience = self._store.outage_patience_seconds
         began = time.monotonic()
         give_up_at = began + patience
@@ -290,24 +311,24 @@ class JobExecutor:
                 if time.monotonic() + delay > give_up_at:
                     logger.error("job %s: the job store has been out of reach for %.1f s (%s: %s); the run stops, "
                                  "and the job runs again once the store is back",
-                                 job.id, time.monotonic() - began, type(error).__name__, error)
-                    raise _StoreOutOfReach(job.id) from error
+                                 job_id, time.monotonic() - began, type(error).__name__, error)
+                    raise _StoreOutOfReach(error) from error
                 if delay == _OUTAGE_FIRST_RETRY_SECONDS:
                     logger.warning("job %s: the job store cannot be reached (%s: %s); the run waits for it, "
-                                   "for up to about %g s", job.id, type(error).__name__, error, patience)
-                self._pause(delay, job, should_stop)
+                                   "for up to about %g s", job_id, type(error).__name__, error, patience)
+                self._pause(delay, job_id, should_stop)
                 delay = min(delay * 2, _OUTAGE_LONGEST_RETRY_SECONDS)
                 continue
             if delay != _OUTAGE_FIRST_RETRY_SECONDS:
-                logger.info("job %s: the job store is back; the run goes on", job.id)
+                logger.info("job %s: the job store is back; the run goes on", job_id)
             return written
 
     @staticmethod
-    def _pause(seconds: float, job: Job, should_stop: Callable[[], bool]) -> None:
+    def _pause(seconds: float, job_id: str, should_stop: Callable[[], bool]) -> None:
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             if should_stop():
-                raise JobInterrupted(job.id)
+                raise JobInterrupted(job_id)
             time.sleep(min(left, 0.1))
 
     def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None,

@@ -44,6 +44,11 @@ def new_job_id(now: float | None = None) -> str:
     return f"{milliseconds:012x}{random_part:012x}"
 
 
+def created_at_of(job_id: str) -> float:
+    """When the job was created, to the millisecond, as its id says (seconds since the epoch)."""
+    return int(job_id[:12], 16) / 1000
+
+
 def is_job_id(text: str) -> bool:
     """Whether `text` has the form of an id this server issues."""
     return _JOB_ID.fullmatch(text) is not None

@@ -2,7 +2,9 @@
 
 A job's life: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED (CANCELLED also straight
 from QUEUED). An interrupted RUNNING job (restart, lost worker) goes back to QUEUED with its
-`attempt` raised and its partial results discarded, so each frame result is stored once.
+`attempt` raised and its partial results discarded, so each frame result is stored once. A
+QUEUED job whose worker took it and vanished before claiming it (a lost hand-over) is queued
+again the same way, in a raised attempt.
 Times are seconds since the epoch (`time.time()`), because they are shared between
 processes and machines.
 """
@@ -149,8 +151,9 @@ class Job:
     """A pipeline run over a stored video, outliving the call that submitted it.
 
     attempt: how many times a worker was given the job (1 on creation; raised when an
-        interrupted run is queued again). Workers claim a job for one attempt, and every
-        write they make is refused once the attempt is no longer current.
+        interrupted run is queued again, or a lost hand-over made again). Workers claim a job
+        for one attempt, and every write they make is refused once the attempt is no longer
+        current.
     frames_done: results stored by the current attempt.
     frames_total: expected frames from the declared frame count and the sampling; 0 unknown.
     expire_at: when retention deletes the finished job; None before it is finished.
@@ -179,6 +182,15 @@ class Job:
     error: JobError | None = None
     revision: int = 0
     unknown_sampling: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class HandOver:
+    """A QUEUED job's attempt as handed to the queue's workers, not yet claimed by one: what
+    recovery asks the queue about (`JobQueue.lost_hand_overs`)."""
+
+    job_id: str
+    attempt: int
 
 
 @dataclass(frozen=True)

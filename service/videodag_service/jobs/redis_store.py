@@ -9,11 +9,17 @@ Keys, under a prefix (default "videodag"):
     <p>:leases               zset    RUNNING job ids by lease end (epoch seconds)
     <p>:expiry               zset    finished job ids by retention end
     <p>:undispatched         zset    QUEUED job ids not yet handed to RQ, by creation time
+    <p>:handed_over          zset    QUEUED job ids handed to RQ and claimed by no worker since,
+                                     by hand-over time
     <p>:idempotency:<key>    string  the job id a key was first used for
 
 Every transition is one Lua script, so it is atomic across replicas and workers. A worker
 holds a lease on its job and renews it while it runs; a job whose lease ran out (its worker
 died) is put back to QUEUED in a new attempt by whichever replica's maintenance sees it first.
+Before its claim a job has no lease: a worker that took it from RQ and died, or met an outage,
+before claiming it leaves it QUEUED with nobody to run it. Maintenance finds such a job among
+the unclaimed hand-overs, once RQ says it no longer holds its task, and queues it in a new
+attempt as well.
 """
 
 from __future__ import annotations
@@ -30,8 +36,14 @@ from videodag_service.errors import JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.defaults import DEFAULT_KEY_PREFIX, DEFAULT_LEASE_SECONDS
 from videodag_service.jobs.ids import page_token_after
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
-from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore, check_cancellable, check_deletable
+from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.store import (
+    MAX_ATTEMPTS_ERROR,
+    JobStore,
+    LostHandOvers,
+    check_cancellable,
+    check_deletable,
+)
 from videodag_service.video import VideoInfo
 
 # For every connection to the store: a Redis that stops answering (a partition, a paused host)
@@ -50,17 +62,22 @@ local function is_current_run(job_key, attempt)
 end
 """
 
-# KEYS: job, frames, leases, undispatched. ARGV: attempt, now, lease_until, id.
+# KEYS: job, frames, leases, undispatched, handed_over. ARGV: attempt, now, lease_until, id.
 _CLAIM = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'QUEUED' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
-  return 0
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'RUNNING' and redis.call('HGET', KEYS[1], 'started_at') == ARGV[2] then
+  -- claimed already by this claim, repeated because an outage lost its reply
+  return 1
 end
+if state ~= 'QUEUED' then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'RUNNING', 'started_at', ARGV[2], 'frames_done', 0, 'frames_total', 0)
 redis.call('HDEL', KEYS[1], 'video_info')
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('ZREM', KEYS[5], ARGV[4])
 return 1
 """
 
@@ -118,7 +135,7 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7])
 return 1
 """
 
-# KEYS: job, leases, expiry, undispatched. ARGV: now, expire_at, id. Returns the previous state.
+# KEYS: job, leases, expiry, undispatched, handed_over. ARGV: now, expire_at, id. Returns the previous state.
 _CANCEL = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -128,12 +145,13 @@ if state == 'QUEUED' or state == 'RUNNING' then
   -- A running job keeps its lease, no longer renewed: its end tells recovery the run is over.
   if state == 'QUEUED' then redis.call('ZREM', KEYS[2], ARGV[3]) end
   redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
 end
 return state
 """
 
-# KEYS: job, frames, jobs, expiry, leases, undispatched, idempotency key (or a dummy). ARGV: id.
+# KEYS: job, frames, jobs, expiry, leases, undispatched, idempotency key (or a dummy), handed_over. ARGV: id.
 # Returns the state; a job still QUEUED or RUNNING is left alone.
 _DELETE = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -145,6 +163,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])
 return state
 """
 
@@ -174,6 +193,31 @@ return attempt + 1
 """
 
 
+# KEYS: job, handed_over, undispatched, expiry. ARGV: attempt, handed_over_at, now, max_attempts, expire_at,
+# error, id. A hand-over RQ lost, counted as a run that vanished. Returns the new attempt (QUEUED again, due
+# for a hand-over), 0 when given up (FAILED), -1 when the job moved on since it was looked at (claimed,
+# cancelled, handed over anew).
+_REQUEUE_LOST_HAND_OVER = """
+local handed_over_at = redis.call('ZSCORE', KEYS[2], ARGV[7])
+if not handed_over_at or tonumber(handed_over_at) ~= tonumber(ARGV[2]) then return -1 end
+if redis.call('HGET', KEYS[1], 'state') ~= 'QUEUED' or redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1]
+    or redis.call('ZSCORE', KEYS[3], ARGV[7]) then
+  return -1
+end
+redis.call('ZREM', KEYS[2], ARGV[7])
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+local attempt = tonumber(ARGV[1])
+if attempt >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'state', 'FAILED', 'finished_at', ARGV[3], 'expire_at', ARGV[5], 'error', ARGV[6])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'attempt', attempt + 1)
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[7])
+return attempt + 1
+"""
+
+
 class RedisJobStore(JobStore):
     """Jobs in one Redis database; any number of processes may share it.
 
@@ -181,7 +225,8 @@ class RedisJobStore(JobStore):
     be reached raises redis-py's connection and timeout errors (`outage_errors`).
     `lease_seconds`: how long a worker's claim lasts without renewal; a worker that is gone
     longer than this has its job run again. `dispatch_grace_seconds`: how long a QUEUED job
-    may wait for its hand-over to RQ (normally immediate) before maintenance does it.
+    may wait for its hand-over to RQ (normally immediate) before maintenance does it, and how
+    long after a hand-over maintenance first asks RQ whether it still holds the job's task.
     """
 
     # A failover's replica refuses writes (READONLY) until it is promoted: an outage as well.
@@ -205,6 +250,7 @@ class RedisJobStore(JobStore):
         self._watched_key = f"{key_prefix}:watched"  # job id -> until when a replica watches it
         self._writable_key = f"{key_prefix}:writable"  # written to check that Redis takes writes
         self.undispatched_key = f"{key_prefix}:undispatched"
+        self.handed_over_key = f"{key_prefix}:handed_over"
         self._claim = connection.register_script(_CLAIM)
         self._append = connection.register_script(_APPEND)
         self._record_video = connection.register_script(_RECORD_VIDEO)
@@ -214,6 +260,7 @@ class RedisJobStore(JobStore):
         self._cancel = connection.register_script(_CANCEL)
         self._delete = connection.register_script(_DELETE)
         self._requeue_expired = connection.register_script(_REQUEUE_EXPIRED)
+        self._requeue_lost_hand_over = connection.register_script(_REQUEUE_LOST_HAND_OVER)
 
     @property
     def outage_patience_seconds(self) -> float:
@@ -305,7 +352,8 @@ class RedisJobStore(JobStore):
 
     def cancel(self, job_id: str, now: float, expire_at: float) -> tuple[Job, JobState]:
         previous = self._cancel(
-            keys=[self._job_key(job_id), self._leases_key, self._expiry_key, self.undispatched_key],
+            keys=[self._job_key(job_id), self._leases_key, self._expiry_key, self.undispatched_key,
+                  self.handed_over_key],
             args=[_number(now), _number(expire_at), job_id],
         )
         if previous is None:
@@ -321,7 +369,7 @@ class RedisJobStore(JobStore):
         state = self._delete(
             keys=[
                 self._job_key(job_id), self._frames_key(job_id), self._jobs_key, self._expiry_key,
-                self._leases_key, self.undispatched_key, idempotency_key,
+                self._leases_key, self.undispatched_key, idempotency_key, self.handed_over_key,
             ],
             args=[job_id],
         )
@@ -331,10 +379,11 @@ class RedisJobStore(JobStore):
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
-        start = "-" if after_frame_index is None else f"({_stream_id(after_frame_index)}"
         entries = cast(
             list[tuple[str, dict[str, str]]],
-            self._redis.xrange(self._frames_key(job_id), min=start, max="+", count=limit),
+            self._redis.xrange(
+                self._frames_key(job_id), min=f"({_entry_id_before(after_frame_index)}", max="+", count=limit
+            ),
         )
         return [
             JobFrame(int(entry_id.split("-", 1)[0]), float(values["t"]), records.result_from_text(values["r"]))
@@ -345,7 +394,7 @@ class RedisJobStore(JobStore):
         current = self._redis.hget(self._job_key(job_id), "revision")
         if current is None or int(current) != revision:
             return
-        last_id = "0-0" if after_frame_index is None else _stream_id(after_frame_index)
+        last_id = _entry_id_before(after_frame_index)
         block_ms = max(1, int(min(timeout, _STATE_POLL_SECONDS) * 1000))
         try:
             self._redis.xread({self._frames_key(job_id): last_id}, count=1, block=block_ms)
@@ -368,7 +417,10 @@ class RedisJobStore(JobStore):
 
     def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
         claimed = self._claim(
-            keys=[self._job_key(job_id), self._frames_key(job_id), self._leases_key, self.undispatched_key],
+            keys=[
+                self._job_key(job_id), self._frames_key(job_id), self._leases_key, self.undispatched_key,
+                self.handed_over_key,
+            ],
             args=[attempt, _number(now), _number(now + self.lease_seconds), job_id],
         )
         return self.get(job_id) if claimed else None
@@ -425,7 +477,9 @@ class RedisJobStore(JobStore):
 
     # --- maintenance ----------------------------------------------------------------------
 
-    def recover(self, now: float, max_attempts: int, expire_at: float) -> list[Job]:
+    def recover(
+        self, now: float, max_attempts: int, expire_at: float, lost_hand_overs: LostHandOvers | None = None
+    ) -> list[Job]:
         given_up = records.error_to_text(
             JobError("INTERNAL", "JOB_INTERRUPTED", MAX_ATTEMPTS_ERROR.format(attempts=max_attempts))
         )
@@ -452,6 +506,13 @@ class RedisJobStore(JobStore):
         # between). Several replicas may hand over the same one: only one claim can succeed.
         stranded_before = _number(now - self._dispatch_grace_seconds)
         due.update(_texts(self._redis.zrangebyscore(self.undispatched_key, "-inf", stranded_before)))
+        if lost_hand_overs is not None:
+            for job_id, new_attempt in self._requeue_lost_hand_overs(now, max_attempts, expire_at, given_up,
+                                                                     lost_hand_overs):
+                if new_attempt > 0:
+                    due.add(job_id)
+                elif new_attempt == 0:
+                    failed_ids.append(job_id)
         jobs = []
         for job_id in sorted(due):
             try:
@@ -466,6 +527,45 @@ class RedisJobStore(JobStore):
             with contextlib.suppress(JobNotFound):
                 jobs.append(self.get(job_id))
         return jobs
+
+    def _requeue_lost_hand_overs(
+        self, now: float, max_attempts: int, expire_at: float, given_up: str | None, lost_hand_overs: LostHandOvers
+    ) -> list[tuple[str, int]]:
+        """Queue again, each in a new attempt, the jobs handed to RQ a grace ago that no worker
+        has claimed and whose task RQ no longer holds; (job id, new attempt or 0 if given up)."""
+        handed_over = cast(
+            list[tuple[str, float]],
+            self._redis.zrangebyscore(
+                self.handed_over_key, "-inf", _number(now - self._dispatch_grace_seconds), withscores=True
+            ),
+        )
+        if not handed_over:
+            return []
+        with self._redis.pipeline(transaction=False) as pipe:
+            for job_id, _ in handed_over:
+                pipe.hmget(self._job_key(job_id), ["state", "attempt"])
+            states = cast(list[list[str | None]], pipe.execute())
+        unclaimed: dict[HandOver, float] = {}
+        for (job_id, handed_over_at), (state, attempt) in zip(handed_over, states, strict=True):
+            if state is None or JobState(state).is_finished:  # left by a hand-over made twice, one claimed
+                self._redis.zrem(self.handed_over_key, job_id)
+            elif state == JobState.QUEUED.value and attempt is not None:
+                unclaimed[HandOver(job_id, int(attempt))] = handed_over_at
+        lost = set(lost_hand_overs(list(unclaimed))) if unclaimed else set()
+        requeued = []
+        for hand_over, handed_over_at in unclaimed.items():
+            if hand_over not in lost:
+                continue
+            new_attempt = self._requeue_lost_hand_over(
+                keys=[self._job_key(hand_over.job_id), self.handed_over_key, self.undispatched_key, self._expiry_key],
+                args=[
+                    hand_over.attempt, _number(handed_over_at), _number(now), max_attempts, _number(expire_at),
+                    given_up or "", hand_over.job_id,
+                ],
+            )
+            if new_attempt >= 0:
+                requeued.append((hand_over.job_id, int(new_attempt)))
+        return requeued
 
     def mark_watched(self, job_ids: Collection[str], until: float) -> None:
         if job_ids:
@@ -500,6 +600,14 @@ def _number(value: float) -> str:
 
 def _stream_id(frame_index: int) -> str:
     return f"{frame_index}-1"
+
+
+def _entry_id_before(after_frame_index: int | None) -> str:
+    """The stream id the entries wanted come after: the frame's, or, with none given or -1 (the
+    contract's "from the first"), one before every frame's ("-1-1" is no stream id at all)."""
+    if after_frame_index is None or after_frame_index < 0:
+        return "0-0"
+    return _stream_id(after_frame_index)
 
 
 def _fields_of_new_job(job: Job) -> dict[FieldT, EncodableT]:

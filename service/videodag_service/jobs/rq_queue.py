@@ -5,16 +5,23 @@ video bytes or frames (the video is in the shared upload directory, the job in R
 `job_timeout` is always set: RQ's default of 180 s would kill any long video's run. RQ
 itself keeps little: the return value for a minute, a failure for the retention time; the
 job record and results live in the job store.
+
+A task RQ has handed to a worker may end before its job was claimed (the worker killed, the
+store out of reach at the claim): the job stays QUEUED, and `lost_hand_overs` tells the
+store's recovery which of its unclaimed hand-overs RQ no longer holds.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Collection, Sequence
 
 import redis
 import rq
 from rq.serializers import JSONSerializer
 
 from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
-from videodag_service.jobs.model import Job
+from videodag_service.jobs.model import HandOver, Job
 from videodag_service.jobs.rq_task import RUN_JOB, WorkerConfig
 
 # RQ's own timeout is a backstop for a plugin stuck inside one frame; the executor enforces
@@ -31,12 +38,15 @@ class RqJobQueue:
         config: WorkerConfig,
         *,
         undispatched_key: str,
+        handed_over_key: str,
         queue_name: str = DEFAULT_QUEUE_NAME,
     ) -> None:
-        """`connection` must return bytes (RQ's requirement): not `decode_responses`."""
+        """`connection` must return bytes (RQ's requirement): not `decode_responses`. The keys are
+        the store's sets of jobs not yet handed to RQ and of those handed over, not yet claimed."""
         self._connection = connection
         self._config = config
         self._undispatched_key = undispatched_key
+        self._handed_over_key = handed_over_key
         self._queue = rq.Queue(queue_name, connection=connection, serializer=JSONSerializer)
 
     def dispatch(self, job: Job) -> None:
@@ -48,7 +58,7 @@ class RqJobQueue:
                 job.id,
                 job.attempt,
                 self._config.to_json(),
-                job_id=f"videodag-{job.id}-{job.attempt}",
+                job_id=_task_id(job.id, job.attempt),
                 description=f"videodag job {job.id} attempt {job.attempt} ({job.pipeline_id})",
                 job_timeout=int(self._config.job_timeout_seconds) + _RQ_TIMEOUT_MARGIN_SECONDS,
                 result_ttl=60,
@@ -56,14 +66,36 @@ class RqJobQueue:
                 pipeline=pipe,
             )
             pipe.zrem(self._undispatched_key, job.id)
+            pipe.zadd(self._handed_over_key, {job.id: time.time()})
             pipe.execute()
+
+    def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
+        """The hand-overs whose task RQ no longer holds: not waiting in the queue, not being taken
+        from it, not run by a worker whose heartbeats go on. It failed or was stopped before its
+        claim, or its worker died (kill -9, a crash) before it: RQ keeps such a task STARTED until
+        its heartbeat's time runs out (a minute past the worker's --job-monitoring-interval).
+
+        The three places are read in one transaction: a task moving from one to the next between
+        two reads would be seen in neither, and its job run twice. A task taken from the queue
+        sits in RQ's intermediate list until its work horse starts it.
+        """
+        registry = self._queue.started_job_registry
+        with self._connection.pipeline(transaction=True) as pipe:
+            pipe.lrange(self._queue.key, 0, -1)
+            pipe.lrange(self._queue.intermediate_queue_key, 0, -1)
+            pipe.zrangebyscore(registry.key, f"({time.time()!r}", "+inf")  # scores: heartbeat deadlines
+            waiting, taken, running = pipe.execute()
+        # A started task's entry is "<task id>:<execution id>"; task ids here have no colon.
+        held = {_text(entry) for entry in (*waiting, *taken)} | {_text(entry).split(":", 1)[0] for entry in running}
+        return [hand_over for hand_over in hand_overs if _task_id(hand_over.job_id, hand_over.attempt) not in held]
 
     def depth(self) -> int:
         return int(self._queue.count)
 
     def retry_stranded(self) -> None:
-        """Nothing here: a job a worker could not finish keeps a lease that expires, and the
-        store's recovery queues it again (`RedisJobStore.recover`)."""
+        """Nothing here: a job a worker could not finish keeps a lease that expires, and one a
+        worker took but never claimed is among `lost_hand_overs`: the store's recovery queues
+        either again (`RedisJobStore.recover`)."""
 
     def stop_taking(self) -> None:
         """Nothing to stop here: RQ's worker processes run the jobs, and have their own lifecycle."""
@@ -74,3 +106,12 @@ class RqJobQueue:
 
     def close(self) -> None:
         self._connection.close()
+
+
+def _task_id(job_id: str, attempt: int) -> str:
+    """The RQ job id of a job's attempt: one RQ job per attempt."""
+    return f"videodag-{job_id}-{attempt}"
+
+
+def _text(entry: bytes | str) -> str:
+    return entry.decode() if isinstance(entry, bytes) else entry

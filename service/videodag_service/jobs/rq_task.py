@@ -148,9 +148,9 @@ def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: 
                      message: str) -> str | None:
     """Fail a job this worker cannot run at all: its pipelines do not load (a shared pipeline
     folder edited into an invalid one, one missing on this machine, a worker of another
-    release), or its decoders or upload folder cannot be set up. RQ would file the task as
-    failed and the job stay QUEUED for good, its watches waiting with it, since recovery looks
-    after RUNNING jobs only."""
+    release), or its decoders or upload folder cannot be set up. Left to RQ, the task would
+    fail unclaimed, and recovery hand the job over again until its attempts ran out, to give
+    it up as vanished without saying why."""
     now = time.time()
     job = store.claim(job_id, attempt, now)
     if job is None:

@@ -2,7 +2,8 @@
 
 It validates a submission before storing anything, stores the video, records the job and
 hands it to the queue; it reads, lists, cancels, deletes and watches jobs in the store; and a
-maintenance thread applies retention and recovers interrupted or stranded jobs.
+maintenance thread applies retention, recovers interrupted or stranded jobs and removes the
+videos no job needs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from videodag_service.jobs.execution import JobObserver, JobObserverRelay
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
 from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, WatchEvent
 from videodag_service.jobs.store import JobStore
+from videodag_service.jobs.stray_videos import STRAY_VIDEO_GRACE_SECONDS, remove_stray_videos
 from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.jobs.watch import watch_job
 from videodag_service.wording import counted
@@ -50,6 +52,9 @@ _WATCH_MARK_INTERVALS = 3
 # And at least this long, whatever the interval: a pass takes time of its own (a store command
 # may wait out a 5 s socket timeout, `CONNECTION_TIMEOUTS`) before it renews the mark.
 _WATCH_MARK_MIN_SECONDS = 30.0
+# Stray videos are looked for this many times per grace: each look reads the job of every video
+# older than the grace, which a backlog of long-queued jobs makes many.
+_STRAY_VIDEO_LOOKS_PER_GRACE = 10
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -87,6 +92,8 @@ class JobService:
         worker every time must not loop forever).
     maintenance_interval_seconds: how often retention and recovery run; a watch keeps its job
         from the other replicas' retention for a few of them.
+    stray_video_grace_seconds: how old a stored video of no queued or running job must be
+        before maintenance removes it (`remove_stray_videos`).
     observer: the relay the backend's executor reports to, if it runs jobs in this process;
         `observe` points it, and the service's own upload counts, at the server's metrics.
     """
@@ -103,6 +110,7 @@ class JobService:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
         maintenance_interval_seconds: float = MAX_MAINTENANCE_INTERVAL_SECONDS,
+        stray_video_grace_seconds: float = STRAY_VIDEO_GRACE_SECONDS,
         clock: Callable[[], float] = time.time,
         observer: JobObserverRelay | None = None,
     ) -> None:
@@ -116,6 +124,8 @@ class JobService:
         self._max_queued_jobs = max_queued_jobs
         self._maintenance_interval_seconds = maintenance_interval_seconds
         self._watch_mark_seconds = max(_WATCH_MARK_MIN_SECONDS, _WATCH_MARK_INTERVALS * maintenance_interval_seconds)
+        self._stray_video_grace_seconds = stray_video_grace_seconds
+        self._next_stray_video_look = 0.0
         self._clock = clock
         self._observer = observer if observer is not None else JobObserverRelay()
         self._watched: Counter[str] = Counter()
@@ -202,6 +212,8 @@ class JobService:
         )
         try:
             stored = self._store.create(job)
+        except self._store.outage_errors as error:
+            raise self._creation_unknown(job, error) from error
         except BaseException:
             self._uploads.delete(video.ref)
             raise
@@ -229,6 +241,24 @@ class JobService:
                 ErrorDetails(metadata={"max_queued_jobs": str(self._max_queued_jobs)},
                              retry_after_seconds=QUEUE_FULL_RETRY_SECONDS),
             )
+
+    def _creation_unknown(self, job: Job, error: Exception) -> JobStoreUnavailable:
+        """The answer to a submission whose job the store may have recorded, or not: a command
+        whose reply an outage took (a Redis stall past the socket timeout) may still be applied
+        once the store is back. The video is kept, since such a job would fail without it; if no
+        job came of it, maintenance removes it after `stray_video_grace_seconds`. The caller hears
+        the truth: retry, but the job may exist, under the id named."""
+        logger.warning("job %s: the job store could not confirm it was recorded (%s: %s); its video is kept, "
+                       "and removed in time if the job never appears", job.id, type(error).__name__, error)
+        retry = (
+            "a retry with the same idempotency key returns it if so" if job.idempotency_key is not None
+            else "a retry without an idempotency key may create a second job"
+        )
+        return JobStoreUnavailable(
+            f"the job store could not be reached to record the job ({type(error).__name__}: {error}); it may have "
+            f"been created all the same, as job {job.id} (GetJob tells once the store is back): {retry}",
+            ErrorDetails(metadata={"job_id": job.id}, retry_after_seconds=RETRY_AFTER_OUTAGE_SECONDS),
+        )
 
     def as_domain_error(self, error: Exception) -> Exception:
         """An outage of the store's backend as JobStoreUnavailable (retry shortly); other errors as they are."""
@@ -306,8 +336,8 @@ class JobService:
                            type(error).__name__, error)
 
     def run_maintenance(self) -> None:
-        """Delete jobs past retention and abandoned partial uploads, and hand interrupted or
-        stranded jobs to workers again."""
+        """Delete jobs past retention and abandoned partial uploads, hand interrupted or stranded
+        jobs to workers again, and now and then remove the videos no job needs."""
         self._check_store_in_place()
         self._queue.retry_stranded()
         now = self._clock()
@@ -321,19 +351,40 @@ class JobService:
                             abandoned)
         except OSError as error:  # the folder unreadable for a moment: the next maintenance tries again
             logger.warning("could not look for abandoned job uploads: %s", error)
-        for job in self._store.recover(now, self._max_attempts, now + self._retention_seconds):
+        recovered = self._store.recover(now, self._max_attempts, now + self._retention_seconds,
+                                        self._queue.lost_hand_overs)
+        for job in recovered:
             if job.state is JobState.QUEUED:
                 logger.info("job %s handed to the workers (attempt %d)", job.id, job.attempt)
                 self._queue.dispatch(job)
             else:
                 if job.state is JobState.CANCELLED:  # its run is over: deleted already unless its worker vanished
                     logger.debug("job %s: cancelled while it ran, its lease has ended", job.id)
-                else:  # given up after `max_attempts` interrupted runs: finished, so its video goes
-                    logger.warning("job %s failed: its run was interrupted %d times", job.id, job.attempt)
+                else:  # given up after `max_attempts` interrupted runs or lost hand-overs: its video goes
+                    logger.warning("job %s failed: its run vanished %d times", job.id, job.attempt)
                 try:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on
                     logger.exception("job %s: could not delete its video", job.id)
+        self._remove_stray_videos(now)
+
+    def _remove_stray_videos(self, now: float) -> None:
+        """Now and then, the videos older than the grace whose job finished or was never recorded."""
+        if now < self._next_stray_video_look:
+            return
+        # Only where the store takes writes: a replica being synced in a failover may not know of
+        # every job yet, and its "no such job" would cost a queued job its video.
+        self._store.check_writable()
+        try:
+            removed = remove_stray_videos(self._store, self._uploads,
+                                          stored_before=now - self._stray_video_grace_seconds)
+        except OSError as error:  # the folder unreadable for a moment: the next look tries again
+            logger.warning("could not look for videos no job needs: %s", error)
+            return
+        self._next_stray_video_look = now + self._stray_video_grace_seconds / _STRAY_VIDEO_LOOKS_PER_GRACE
+        if removed:
+            logger.info("removed %d video(s) of jobs finished or never recorded (a submission an outage left "
+                        "unanswered, say)", removed)
 
     def _remove_expired(self, purged: list[Job]) -> None:
         """Delete the purged jobs' videos (a finished job's is gone already, unless a failure kept
@@ -341,8 +392,8 @@ class JobService:
         for job in purged:
             try:
                 self._uploads.delete(job.video.ref)
-            except OSError as error:  # the job is gone: the next start removes the video of an unknown job
-                logger.warning("job %s: could not delete its video (%s); the next start removes it", job.id, error)
+            except OSError as error:  # the job is gone: its video is removed later, as one of an unknown job
+                logger.warning("job %s: could not delete its video (%s); it is removed later", job.id, error)
             logger.debug("job %s removed: retention ended", job.id)
         if len(purged) > _PURGED_IDS_LOGGED:
             logger.info("%d jobs removed, their retention ended: %s and %d more", len(purged),

@@ -30,7 +30,13 @@ from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.jobs.sqlite_deletion import BatchedDeletion
 from videodag_service.jobs.sqlite_results_room import check_room_for_results
-from videodag_service.jobs.store import MAX_ATTEMPTS_ERROR, JobStore, check_cancellable, check_deletable
+from videodag_service.jobs.store import (
+    MAX_ATTEMPTS_ERROR,
+    JobStore,
+    LostHandOvers,
+    check_cancellable,
+    check_deletable,
+)
 from videodag_service.private_folders import private_directory
 from videodag_service.video import VideoInfo
 
@@ -255,9 +261,13 @@ class SqliteJobStore(JobStore):
                 condition="state = 'QUEUED' AND attempt = ?",
                 condition_parameters=(attempt,),
             )
-            if not claimed:
+            if claimed:
+                db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+            elif db.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND state = 'RUNNING' AND attempt = ? AND started_at = ?",
+                (job_id, attempt, now),
+            ).fetchone() is None:  # not a repeat of the claim that made it RUNNING
                 return None
-            db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
         return self.get(job_id)
 
     def release(self, job_id: str, attempt: int, now: float) -> bool:
@@ -317,9 +327,12 @@ class SqliteJobStore(JobStore):
 
     # --- maintenance ----------------------------------------------------------------------
 
-    def recover(self, now: float, max_attempts: int, expire_at: float) -> list[Job]:
+    def recover(
+        self, now: float, max_attempts: int, expire_at: float, lost_hand_overs: LostHandOvers | None = None
+    ) -> list[Job]:
         """At the first call, every RUNNING job was interrupted by the previous process's end;
-        later calls find nothing, since this process hands its jobs to its own workers."""
+        later calls find nothing, since this process hands its jobs to its own workers (none is
+        lost but with the process, and the first call hands every QUEUED job over again)."""
         if self._recovered:
             return []
         self._recovered = True

@@ -14,8 +14,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 
 from videodag_service.errors import JobAlreadyFinished, JobNotFinished
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary
 from videodag_service.video import VideoInfo
+
+LostHandOvers = Callable[[Sequence[HandOver]], Collection[HandOver]]
+"""Of hand-overs made a while ago and claimed by no worker since, those the queue no longer
+holds for a worker (`JobQueue.lost_hand_overs`)."""
 
 MAX_ATTEMPTS_ERROR = (
     "the job's run vanished {attempts} times (the server or worker running it crashed or was killed) "
@@ -72,7 +76,9 @@ class JobStore(ABC):
         """Store a new QUEUED job and return it.
 
         When another job already holds `job.idempotency_key`, nothing is stored and that job
-        is returned instead (the caller compares ids to know which happened).
+        is returned instead (the caller compares ids to know which happened). One of
+        `outage_errors` leaves it unknown whether the job was stored: a command whose reply
+        the outage took may still reach the store once it is back.
         """
 
     @abstractmethod
@@ -114,7 +120,10 @@ class JobStore(ABC):
 
     @abstractmethod
     def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
-        """QUEUED in `attempt` -> RUNNING, discarding any partial results; None if not claimable."""
+        """QUEUED in `attempt` -> RUNNING, discarding any partial results; None if not claimable.
+
+        A claim repeated with the same `now` (its reply lost to an outage) finds the job RUNNING
+        in that attempt since `now`, its own doing, and returns it as the first would have."""
 
     @abstractmethod
     def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool: ...
@@ -151,14 +160,22 @@ class JobStore(ABC):
     # --- maintenance ----------------------------------------------------------------------
 
     @abstractmethod
-    def recover(self, now: float, max_attempts: int, expire_at: float) -> list[Job]:
+    def recover(
+        self, now: float, max_attempts: int, expire_at: float, lost_hand_overs: LostHandOvers | None = None
+    ) -> list[Job]:
         """Jobs that must be handed to a worker again: interrupted runs put back to QUEUED with
         their attempt raised and their partial results discarded (or FAILED, to expire at
         `expire_at`, once `max_attempts` runs were interrupted), and queued jobs whose hand-over
         to a worker was lost. Each returned job is QUEUED in its current attempt, or FAILED by
         this call (given up: its video is the caller's to delete, as for any finished job), or
         CANCELLED while it ran, once its run's lease has ended: a run that stops deletes its
-        video, one whose worker vanished cannot, so the caller deletes it (if still there)."""
+        video, one whose worker vanished cannot, so the caller deletes it (if still there).
+
+        A store whose jobs go to workers in other processes asks `lost_hand_overs` which of its
+        unclaimed hand-overs the queue lost (a worker killed, or the store out of reach, between
+        taking the job and claiming it). Such a job counts as a run that vanished: QUEUED again
+        in its next attempt, or FAILED once it had `max_attempts`, so a job that kills every
+        worker taking it ends instead of looping."""
 
     @abstractmethod
     def purge_expired(self, now: float, keep: Collection[str] = ()) -> list[Job]:

@@ -2,7 +2,8 @@
 
 Workers get a reference (a file name), never the bytes. For the Redis backend the directory
 must be one every worker can read at the same path (a shared mount); behind the interface
-it could later be an object store. A video is kept only while its job is QUEUED or RUNNING.
+it could later be an object store. A video is kept only while its job is QUEUED or RUNNING,
+or, for a while, may be (`stray_videos`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class UploadStorage(Protocol):
 
     def delete(self, ref: str) -> None:
         """Remove the video; removing one already gone is fine."""
+        ...
+
+    def refs(self) -> Iterator[str]:
+        """Every stored video's reference, for the removal of those no job needs."""
         ...
 
     def remove_abandoned_uploads(self) -> int:

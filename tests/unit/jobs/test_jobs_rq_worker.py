@@ -97,8 +97,8 @@ def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_qu
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not only a pipeline folder that does not load: decoders that cannot start (a pids limit),
-    or anything else before the run, would fail the task in RQ and leave the job QUEUED for
-    good, since recovery looks after RUNNING jobs only."""
+    or anything else before the run, would fail the task in RQ unclaimed, and recovery would hand
+    the job over again until its attempts ran out, to give it up as vanished without saying why."""
     connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
     store = RedisJobStore(connection, key_prefix="setup-test", lease_seconds=30)
     job = store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),

@@ -116,6 +116,21 @@ def test_a_claimed_job_stores_frames_of_its_attempt_only(store: JobStore) -> Non
     assert (running.frames_done, running.frames_total, running.video_info) == (3, 5, INFO)
 
 
+def test_a_claim_repeated_because_an_outage_lost_its_reply_returns_the_job_it_claimed(store: JobStore) -> None:
+    """A worker whose claim reached the store, its reply lost, tries it again: taken for another
+    worker's, the claim would leave the job RUNNING with nobody to run it until its lease ran out."""
+    job = store.create(queued_job())
+    claimed = store.claim(job.id, 1, NOW)
+    assert claimed is not None
+
+    assert store.claim(job.id, 1, NOW) == claimed
+    assert store.claim(job.id, 1, NOW + 0.001) is None, "another claim of the attempt"
+    assert store.claim(job.id, 2, NOW) is None, "another attempt"
+    store.append_frame(job.id, 1, frame(0))
+    store.cancel(job.id, NOW + 1, NOW + 60)
+    assert store.claim(job.id, 1, NOW) is None, "no longer running"
+
+
 def test_finish_records_the_outcome_and_its_expiry(store: JobStore) -> None:
     succeeded, failed = store.create(queued_job()), store.create(queued_job())
     error = JobError("INVALID_ARGUMENT", "VIDEO_UNREADABLE", "Unable to read video file", {"a": "b"})
@@ -230,6 +245,23 @@ def test_wait_for_change_wakes_up_when_a_frame_is_stored(store: JobStore) -> Non
         appender.join()
     assert time.monotonic() - started < 2.0
     assert store.get(job.id).revision > claimed.revision
+
+
+def test_after_frame_index_minus_one_means_from_the_first_frame(store: JobStore) -> None:
+    """The contract's "unset (or -1)": Redis refused the stream id "-1-1" the store made of it."""
+    job = store.create(queued_job())
+    claimed = store.claim(job.id, 1, NOW)
+    assert claimed is not None
+    appender = threading.Timer(0.2, lambda: store.append_frame(job.id, 1, frame(0)))
+    appender.start()
+    try:
+        store.wait_for_change(job.id, claimed.revision, -1, timeout=5.0)
+    finally:
+        appender.join()
+    store.append_frame(job.id, 1, frame(1))
+
+    assert store.frames_after(job.id, -1, 100) == [frame(0), frame(1)]
+    assert store.frames_after(job.id, -1, 1) == [frame(0)]
 
 
 def test_a_wait_for_change_sleeps_through_other_jobs_frames(store: JobStore) -> None:

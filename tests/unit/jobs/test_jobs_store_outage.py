@@ -38,17 +38,29 @@ class _StoreWithOutages(SqliteJobStore):
     outage_errors = (_Outage,)
 
     def __init__(self, root: Path, *, from_frame: int, failures: int, reply_lost: bool = False,
-                 patience: float = 10.0) -> None:
+                 patience: float = 10.0, claim_failures: int = 0) -> None:
         super().__init__(root)
         self._patience = patience
         self.from_frame = from_frame
         self.failures = failures
         self.reply_lost = reply_lost
         self.calls = 0
+        self.claim_failures = claim_failures
+        self.claims = 0
 
     @property
     def outage_patience_seconds(self) -> float:
         return self._patience
+
+    def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
+        """The next `claim_failures` claims raise, applied first with `reply_lost`."""
+        self.claims += 1
+        if self.claim_failures > 0:
+            self.claim_failures -= 1
+            if self.reply_lost:
+                super().claim(job_id, attempt, now)
+            raise _Outage("Connection refused (injected)")
+        return super().claim(job_id, attempt, now)
 
     def append_frame(self, job_id: str, attempt: int, frame: Any) -> bool:
         self.calls += 1
@@ -111,6 +123,39 @@ def test_an_outage_longer_than_the_patience_stops_the_run_and_queues_the_job_aga
 
     assert state is JobState.QUEUED
     assert (job.state, job.attempt, job.frames_done, job.error) == (JobState.QUEUED, 1, 0, None)
+
+
+@pytest.mark.parametrize("reply_lost", [False, True], ids=["claim refused", "reply lost"])
+def test_a_claim_waits_out_a_short_outage_and_the_job_runs(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, reply_lost: bool
+) -> None:
+    """The claim raised at once, and the worker's task failed with the job still QUEUED: nothing
+    ever ran it again. A claim whose reply the outage lost is known again as this worker's."""
+    store = _StoreWithOutages(tmp_path / "data", from_frame=FRAMES, failures=0, reply_lost=reply_lost,
+                              claim_failures=3)
+
+    state, job = _run(tmp_path, dag, clip, store)
+
+    assert state is JobState.SUCCEEDED, job.error
+    assert store.claims == 4
+    assert (job.attempt, job.frames_done) == (1, FRAMES)
+
+
+def test_a_claim_that_outlasts_the_patience_leaves_the_job_queued_and_raises_the_outage(
+    tmp_path: Path, dag: DagPipelineService, clip: Path
+) -> None:
+    """Unclaimed, the job is for recovery to hand over again; the task's failure says why."""
+    store = _StoreWithOutages(tmp_path / "data", from_frame=FRAMES, failures=0, claim_failures=10**6, patience=0.5)
+
+    with pytest.raises(_Outage):
+        _run(tmp_path, dag, clip, store)
+
+    reopened = SqliteJobStore(tmp_path / "data")
+    try:
+        (job,) = reopened.list_jobs(10, None, ()).jobs
+        assert (job.state, job.attempt) == (JobState.QUEUED, 1)
+    finally:
+        reopened.close()
 
 
 def test_a_shutdown_during_an_outage_interrupts_the_job_at_once(
