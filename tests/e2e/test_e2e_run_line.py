@@ -49,6 +49,14 @@ def _full(make_server: ServerFactory, video: Path, **settings: object) -> tuple[
     return server, _busy(server, video)
 
 
+def _in_line(server: ServerHarness, video: Path) -> _Caller:
+    """A run of `video` started, and waiting in the line of a full `server`."""
+    caller = _Caller(server.client, video)
+    caller.start()
+    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    return caller
+
+
 def _busy(server: ServerHarness, video: Path) -> Callable[[], None]:
     """A run holding a slot until the returned function closes it (a 1000-frame video of the
     "slow" pipeline runs 50 s: longer than any of these tests on a loaded machine)."""
@@ -133,9 +141,7 @@ def test_calls_in_line_are_told_to_go_elsewhere_when_the_server_shuts_down(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     server, release = _full(make_server, thousand_frame_video)
-    waiting = _Caller(server.client, make_video(3))
-    waiting.start()
-    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    waiting = _in_line(server, make_video(3))
     stopper = threading.Thread(target=server.running.stop, args=(5.0,))
     stopper.start()
     waiting.join(timeout=30)
@@ -157,9 +163,7 @@ def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
 ) -> None:
     port = free_port()
     server, release = _full(make_server, thousand_frame_video, metrics_port=port, max_waiting_runs=1)
-    waiting = _Caller(server.client, make_video(3))
-    waiting.start()
-    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    waiting = _in_line(server, make_video(3))
     with pytest.raises(ResourceExhausted):
         list(server.client.upload_and_run(make_video(3), "frame_stats_v1"))
     during = scrape(port)
@@ -184,9 +188,7 @@ def test_a_run_that_waited_in_line_reports_its_own_wall_time(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     server, release = _full(make_server, thousand_frame_video)
-    waiting = _Caller(server.client, make_video(3))
-    waiting.start()
-    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    waiting = _in_line(server, make_video(3))
     time.sleep(1.5)  # the wait in line the wall time must leave out
     release()
     waiting.join(timeout=60)
