@@ -183,6 +183,9 @@ class _QueueOutOfReach:
     def dispatch(self, job: Job) -> None:
         raise _Outage("Connection reset by peer (injected)")
 
+    def depth(self) -> int:
+        return 0  # nothing was ever handed over
+
     def close(self) -> None:
         return None
 
