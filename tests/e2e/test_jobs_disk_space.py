@@ -27,7 +27,7 @@ from videodag_service.errors import DiskFull
 from videodag_service.jobs import Job, SqliteJobStore, StoredVideo
 from videodag_service.jobs import JobState as StoredJobState
 from videodag_service.jobs.ids import new_job_id
-from videodag_service.jobs.model import JobError, JobFrame
+from videodag_service.jobs.model import JobError, JobFrame, RunClaim
 from videodag_service.server_arguments import build_parser, settings_from
 from videodag_service.settings import Settings, SettingsError
 from videodag_service.video import SamplingOptions
@@ -249,7 +249,7 @@ def running_job_with_results(store: SqliteJobStore, frames: int, result_bytes: i
                            StoredVideo("missing.mp4", 1, "0" * 64), 0.0))
     store.claim(job.id, 1, 0.0)
     for index in range(frames):
-        store.append_frame(job.id, 1, JobFrame(index, index / 25, {"blob": "x" * result_bytes}))
+        store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, index / 25, {"blob": "x" * result_bytes}))
     return job
 
 
@@ -288,6 +288,7 @@ def test_free_pages_in_the_database_count_as_room_for_results_only_while_the_dis
             with pytest.raises(DiskFull, match="results stop there"):
                 running_job_with_results(store, frames=1000, result_bytes=4000)
             (job,) = store.list_jobs(10, None, [StoredJobState.RUNNING]).jobs
-            assert store.finish(job.id, 1, 1.0, 60.0, error=JobError("RESOURCE_EXHAUSTED", "DISK_FULL", "full"))
+            full = JobError("RESOURCE_EXHAUSTED", "DISK_FULL", "full")
+            assert store.finish(RunClaim(job.id, 1, 0.0), 1.0, 60.0, error=full)
         finally:
             store.close()

@@ -67,6 +67,18 @@ class RedisServer:
         time.sleep(down_seconds)
         self._start()
 
+    def save_snapshot(self) -> None:
+        """Write the snapshot (dump.rdb in its folder) that `crash_to_snapshot` goes back to."""
+        self.client.save()
+
+    def crash_to_snapshot(self) -> None:
+        """A crash of a Redis persisted by snapshots (or a failover to a replica that lagged):
+        back on the same port with the last snapshot, every write since lost."""
+        self._process.kill()
+        self._process.wait(10)
+        self.client.close()
+        self._start()
+
     def _answers(self) -> bool:
         try:
             return bool(self.client.ping())

@@ -132,7 +132,7 @@ class ThreadPoolJobQueue:
         with self._running_changed:
             still_running = list(self._running_jobs.values())
         for job_id, attempt in still_running:
-            if self._executor.release_interrupted(job_id, attempt, from_outside=True):
+            if self._executor.release_from_outside(job_id, attempt):
                 logger.warning("job %s attempt %d did not stop within %g s of being told to (a long node call?): "
                                "queued again from here", job_id, attempt, timeout)
 

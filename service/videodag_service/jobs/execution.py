@@ -44,7 +44,7 @@ from videodag_service.errors import (
     JobNotFound,
     UnknownSamplingOptions,
 )
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord, RunClaim
 from videodag_service.jobs.progress import expected_frame_count
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.uploads import UploadStorage
@@ -165,8 +165,10 @@ class JobExecutor:
         # Always behind a relay, whose guard keeps a failing observer from failing the job.
         self._observer = observer if isinstance(observer, JobObserverRelay) else JobObserverRelay(observer)
         self._pending_lock = threading.Lock()
-        self._pending_ends: dict[tuple[str, int], tuple[Job, JobSummary | None, JobError | None, float]] = {}
-        self._released_from_outside: set[tuple[str, int]] = set()
+        self._pending_ends: dict[RunClaim, tuple[Job, JobSummary | None, JobError | None, float]] = {}
+        # The runs claimed and not yet ended, by (job id, attempt): what a worker's queue knows a run by.
+        self._runs: dict[tuple[str, int], RunClaim] = {}
+        self._released_from_outside: set[RunClaim] = set()
 
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
@@ -185,26 +187,39 @@ class JobExecutor:
         if job is None:
             logger.info("job %s attempt %d is no longer queued; skipped", job_id, attempt)
             return None
+        run = RunClaim.of(job)
+        self._runs[job_id, attempt] = run
+        try:
+            return self._execute_claimed(job, run, should_stop)
+        finally:
+            del self._runs[job_id, attempt]
+
+    def _execute_claimed(self, job: Job, run: RunClaim, should_stop: Callable[[], bool]) -> JobState | None:
         logger.info("job %s attempt %d started: pipeline %s", job.id, job.attempt, job.pipeline_id)
         try:
-            summary = self._run(job, should_stop)
+            summary = self._run(job, run, should_stop)
         except _Superseded:
             logger.info("job %s attempt %d stopped: cancelled or taken over", job.id, job.attempt)
             self._count_if_cancelled(job)
         except JobInterrupted:
-            self._release(job)
+            self._release(run)
             raise
         except _StoreOutOfReach:
-            return JobState.QUEUED if self._release(job) else JobState.RUNNING
+            return JobState.QUEUED if self._release(run) else JobState.RUNNING
         except Exception as error:
             logger.info("job %s failed: %s", job.id, error)
-            if not self._finish(job, error=JobError.from_exception(error)):
+            if not self._finish(job, run, error=JobError.from_exception(error)):
                 return JobState.RUNNING
         else:
             logger.info("job %s succeeded: %d frames", job.id, summary.frames_processed)
-            if not self._finish(job, summary=summary):
+            if not self._finish(job, run, summary=summary):
                 return JobState.RUNNING
         return self._release_video_if_finished(job)
+
+    def claimed_run(self, job_id: str, attempt: int) -> RunClaim | None:
+        """The claim of this executor's run of the job's attempt, while it runs; None before its
+        claim and after its end."""
+        return self._runs.get((job_id, attempt))
 
     def _claim(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> Job | None:
         """Claim the job, through an outage as a run's writes go. Each try repeats the first with
@@ -216,34 +231,38 @@ class JobExecutor:
         except _StoreOutOfReach as out_of_reach:  # unclaimed, the job stays QUEUED: recovery hands it over again
             raise out_of_reach.outage from None
 
-    def _release(self, job: Job) -> bool:
-        if (job.id, job.attempt) in self._released_from_outside:
+    def release_from_outside(self, job_id: str, attempt: int) -> bool:
+        """Queue the job again in its attempt, for a run that did not stop when told (a node call
+        longer than the time a stop gives it), from the stopping thread: a no-op if the run is
+        not claimed yet or has ended meanwhile; the run's own release later is skipped, and its
+        other writes find the job no longer theirs."""
+        run = self.claimed_run(job_id, attempt)
+        if run is None:
+            return False
+        self._released_from_outside.add(run)
+        return self._store_release(run)
+
+    def _release(self, run: RunClaim) -> bool:
+        if run in self._released_from_outside:
             return True  # the stop did it, and may have closed the store since
-        return self.release_interrupted(job.id, job.attempt)
+        return self._store_release(run)
 
-    def release_interrupted(self, job_id: str, attempt: int, *, from_outside: bool = False) -> bool:
-        """Queue the interrupted job again in its attempt; on a store failure recovery does it later.
-
-        `from_outside`: for a run that did not stop when told (a node call longer than the time
-        a stop gives it), from the stopping thread: a no-op if the run has ended meanwhile; the
-        run's own release later is skipped, and its other writes find the job no longer theirs.
-        """
-        if from_outside:
-            self._released_from_outside.add((job_id, attempt))
+    def _store_release(self, run: RunClaim) -> bool:
+        """Queue the interrupted job again in its attempt; on a store failure recovery does it later."""
         try:
-            released = self._store.release(job_id, attempt, self._clock())
+            released = self._store.release(run, self._clock())
         except self._store.outage_errors as error:
             logger.warning("job %s attempt %d interrupted; left RUNNING for recovery, as the job store cannot be "
-                           "reached (%s: %s)", job_id, attempt, type(error).__name__, error)
+                           "reached (%s: %s)", run.job_id, run.attempt, type(error).__name__, error)
             return False
         except Exception:
-            logger.exception("job %s attempt %d interrupted; left RUNNING for recovery", job_id, attempt)
+            logger.exception("job %s attempt %d interrupted; left RUNNING for recovery", run.job_id, run.attempt)
             return False
         if released:
-            logger.info("job %s attempt %d interrupted; queued to run again", job_id, attempt)
+            logger.info("job %s attempt %d interrupted; queued to run again", run.job_id, run.attempt)
         return released
 
-    def _run(self, job: Job, should_stop: Callable[[], bool]) -> JobSummary:
+    def _run(self, job: Job, run: RunClaim, should_stop: Callable[[], bool]) -> JobSummary:
         if job.unknown_sampling:
             raise UnknownSamplingOptions(job.unknown_sampling)
         deadline = time.monotonic() + self._job_timeout_seconds
@@ -264,7 +283,7 @@ class JobExecutor:
                     )
                 if isinstance(event, FrameProcessed):
                     frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)
-                    if not self._through_outage(partial(self._store.append_frame, job.id, job.attempt, frame),
+                    if not self._through_outage(partial(self._store.append_frame, run, frame),
                                                 job.id, should_stop):
                         raise _Superseded(job.id)
                     self._observer.record_frame(job.pipeline_id)
@@ -273,7 +292,7 @@ class JobExecutor:
                 elif isinstance(event, VideoOpened):
                     total = expected_frame_count(event.info, job.sampling)
                     if not self._through_outage(
-                        partial(self._store.record_video, job.id, job.attempt, event.info, total), job.id, should_stop
+                        partial(self._store.record_video, run, event.info, total), job.id, should_stop
                     ):
                         raise _Superseded(job.id)
                 elif isinstance(event, RunFinished):
@@ -331,22 +350,20 @@ class JobExecutor:
                 raise JobInterrupted(job_id)
             time.sleep(min(left, 0.1))
 
-    def _finish(self, job: Job, *, summary: JobSummary | None = None, error: JobError | None = None,
+    def _finish(self, job: Job, run: RunClaim, *, summary: JobSummary | None = None, error: JobError | None = None,
                 ended_at: float | None = None) -> bool:
         """Record the job's end (at `ended_at`, or now); False when the store failed, and the end
         waits for `record_pending_ends`."""
         now = self._clock() if ended_at is None else ended_at
         try:
-            finished = self._store.finish(
-                job.id, job.attempt, now, now + self._retention_seconds, summary=summary, error=error
-            )
+            finished = self._store.finish(run, now, now + self._retention_seconds, summary=summary, error=error)
         except Exception as failure:
             # A store that cannot record the end (disk full, connection lost) leaves the job
             # RUNNING: the end is tried again at each maintenance, and should this process
             # end first, recovery runs the job again rather than losing it.
             with self._pending_lock:
-                first_failure = (job.id, job.attempt) not in self._pending_ends
-                self._pending_ends.setdefault((job.id, job.attempt), (job, summary, error, now))
+                first_failure = run not in self._pending_ends
+                self._pending_ends.setdefault(run, (job, summary, error, now))
             self._log_unrecorded_end(job, failure, first_failure)
             return False
         if finished:
@@ -386,13 +403,13 @@ class JobExecutor:
         """Try again to record the ends a store failure left unrecorded (the jobs stay RUNNING
         until then, their watchers waiting and their videos kept)."""
         with self._pending_lock:
-            pending = list(self._pending_ends.values())
-        for job, summary, error, ended_at in pending:
+            pending = list(self._pending_ends.items())
+        for run, (job, summary, error, ended_at) in pending:
             # The job ended when it ended, not when the store could at last record it.
-            if self._finish(job, summary=summary, error=error, ended_at=ended_at):
+            if self._finish(job, run, summary=summary, error=error, ended_at=ended_at):
                 logger.info("job %s: its end is recorded at last", job.id)
                 with self._pending_lock:
-                    self._pending_ends.pop((job.id, job.attempt), None)
+                    self._pending_ends.pop(run, None)
                 self._release_video_if_finished(job)
 
     def _release_video_if_finished(self, job: Job) -> JobState | None:

@@ -194,6 +194,29 @@ class HandOver:
 
 
 @dataclass(frozen=True)
+class RunClaim:
+    """One worker's run of a job: the attempt it claimed and the moment of the claim.
+
+    Every write of a run names its claim, and the store takes it only while that claim is the
+    job's current run. The attempt alone cannot tell two runs apart when a store forgets a
+    claim (Redis restored from a snapshot taken before it, or a failover to a replica that had
+    not seen it): the job is handed out again in the same attempt, a second worker claims it,
+    and the first run's writes must be refused rather than mixed into the second's results.
+    """
+
+    job_id: str
+    attempt: int
+    started_at: float
+
+    @classmethod
+    def of(cls, job: Job) -> RunClaim:
+        """The claim a job returned by `JobStore.claim` is running under."""
+        if job.started_at is None:
+            raise ValueError(f"job {job.id} is not running: it has no claim")
+        return cls(job.id, job.attempt, job.started_at)
+
+
+@dataclass(frozen=True)
 class JobFrame:
     """One stored per-frame result: `result` is the pipeline's JSON-like output for the frame."""
 

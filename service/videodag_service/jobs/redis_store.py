@@ -36,7 +36,7 @@ from videodag_service.errors import JobNotFound
 from videodag_service.jobs import records
 from videodag_service.jobs.defaults import DEFAULT_KEY_PREFIX, DEFAULT_LEASE_SECONDS
 from videodag_service.jobs.ids import page_token_after
-from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary, RunClaim
 from videodag_service.jobs.store import (
     MAX_ATTEMPTS_ERROR,
     JobStore,
@@ -56,9 +56,12 @@ CONNECTION_TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 _STATE_POLL_SECONDS = 0.25
 _LIST_SCAN_BATCH = 200
 
+# A run's writes hold while the job runs under the run's claim (`RunClaim`): its attempt and
+# its claim's time, as the claim stored it.
 _CURRENT_RUN = """
-local function is_current_run(job_key, attempt)
+local function is_current_run(job_key, attempt, started_at)
   return redis.call('HGET', job_key, 'state') == 'RUNNING' and redis.call('HGET', job_key, 'attempt') == attempt
+    and redis.call('HGET', job_key, 'started_at') == started_at
 end
 """
 
@@ -81,57 +84,57 @@ redis.call('ZREM', KEYS[5], ARGV[4])
 return 1
 """
 
-# KEYS: job, frames, leases, undispatched. ARGV: attempt, now, id. Queued again in the same
-# attempt, and due for a hand-over to RQ (maintenance does it, as for a lost one).
+# KEYS: job, frames, leases, undispatched. ARGV: attempt, started_at, now, id. Queued again in
+# the same attempt, and due for a hand-over to RQ (maintenance does it, as for a lost one).
 _RELEASE = _CURRENT_RUN + """
-if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'frames_done', 0, 'frames_total', 0)
 redis.call('HDEL', KEYS[1], 'video_info')
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[4], ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: job, frames, leases. ARGV: attempt, frame_index, timestamp, result, lease_until, id.
+# KEYS: job, frames, leases. ARGV: attempt, started_at, frame_index, timestamp, result, lease_until, id.
 _APPEND = _CURRENT_RUN + """
-if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
+if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if top[1] and top[1][1] == ARGV[2] .. '-1' then
+if top[1] and top[1][1] == ARGV[3] .. '-1' then
   -- stored already: a write repeated because an outage lost its reply
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+  redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
   return 1
 end
-redis.call('XADD', KEYS[2], ARGV[2] .. '-1', 't', ARGV[3], 'r', ARGV[4])
+redis.call('XADD', KEYS[2], ARGV[3] .. '-1', 't', ARGV[4], 'r', ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'frames_done', 1)
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
 return 1
 """
 
-# KEYS: job. ARGV: attempt, video_info, frames_total.
+# KEYS: job. ARGV: attempt, started_at, video_info, frames_total.
 _RECORD_VIDEO = _CURRENT_RUN + """
-if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'video_info', ARGV[2], 'frames_total', ARGV[3])
+if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'video_info', ARGV[3], 'frames_total', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
 return 1
 """
 
-# KEYS: job, leases. ARGV: attempt, lease_until, id.
+# KEYS: job, leases. ARGV: attempt, started_at, lease_until, id.
 _RENEW = _CURRENT_RUN + """
-if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: job, leases, expiry. ARGV: attempt, state, now, expire_at, outcome field, outcome, id.
+# KEYS: job, leases, expiry. ARGV: attempt, started_at, state, now, expire_at, outcome field, outcome, id.
 _FINISH = _CURRENT_RUN + """
-if not is_current_run(KEYS[1], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished_at', ARGV[3], 'expire_at', ARGV[4], ARGV[5], ARGV[6])
+if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[4], 'expire_at', ARGV[5], ARGV[6], ARGV[7])
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
-redis.call('ZREM', KEYS[2], ARGV[7])
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7])
+redis.call('ZREM', KEYS[2], ARGV[8])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[8])
 return 1
 """
 
@@ -425,41 +428,41 @@ class RedisJobStore(JobStore):
         )
         return self.get(job_id) if claimed else None
 
-    def release(self, job_id: str, attempt: int, now: float) -> bool:
+    def release(self, run: RunClaim, now: float) -> bool:
         released = self._release(
-            keys=[self._job_key(job_id), self._frames_key(job_id), self._leases_key, self.undispatched_key],
-            args=[attempt, _number(now), job_id],
+            keys=[self._job_key(run.job_id), self._frames_key(run.job_id), self._leases_key, self.undispatched_key],
+            args=[*_claim_args(run), _number(now), run.job_id],
         )
         return bool(released)
 
-    def renew_lease(self, job_id: str, attempt: int) -> bool:
-        """Extend the worker's claim; False when the job is no longer this attempt's to run."""
+    def renew_lease(self, run: RunClaim) -> bool:
+        """Extend the worker's claim; False when the job no longer runs under it."""
         renewed = self._renew(
-            keys=[self._job_key(job_id), self._leases_key],
-            args=[attempt, _number(time.time() + self.lease_seconds), job_id],
+            keys=[self._job_key(run.job_id), self._leases_key],
+            args=[*_claim_args(run), _number(time.time() + self.lease_seconds), run.job_id],
         )
         return bool(renewed)
 
-    def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool:
+    def record_video(self, run: RunClaim, info: VideoInfo, frames_total: int) -> bool:
         recorded = self._record_video(
-            keys=[self._job_key(job_id)], args=[attempt, records.video_info_to_text(info) or "", frames_total]
+            keys=[self._job_key(run.job_id)],
+            args=[*_claim_args(run), records.video_info_to_text(info) or "", frames_total],
         )
         return bool(recorded)
 
-    def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
+    def append_frame(self, run: RunClaim, frame: JobFrame) -> bool:
         appended = self._append(
-            keys=[self._job_key(job_id), self._frames_key(job_id), self._leases_key],
+            keys=[self._job_key(run.job_id), self._frames_key(run.job_id), self._leases_key],
             args=[
-                attempt, frame.frame_index, repr(frame.timestamp_seconds), records.result_to_text(frame.result),
-                _number(time.time() + self.lease_seconds), job_id,
+                *_claim_args(run), frame.frame_index, repr(frame.timestamp_seconds),
+                records.result_to_text(frame.result), _number(time.time() + self.lease_seconds), run.job_id,
             ],
         )
         return bool(appended)
 
     def finish(
         self,
-        job_id: str,
-        attempt: int,
+        run: RunClaim,
         now: float,
         expire_at: float,
         summary: JobSummary | None = None,
@@ -470,8 +473,9 @@ class RedisJobStore(JobStore):
         else:
             state, outcome_field, outcome = JobState.SUCCEEDED, "summary", records.summary_to_text(summary)
         finished = self._finish(
-            keys=[self._job_key(job_id), self._leases_key, self._expiry_key],
-            args=[attempt, state.value, _number(now), _number(expire_at), outcome_field, outcome or "", job_id],
+            keys=[self._job_key(run.job_id), self._leases_key, self._expiry_key],
+            args=[*_claim_args(run), state.value, _number(now), _number(expire_at), outcome_field, outcome or "",
+                  run.job_id],
         )
         return bool(finished)
 
@@ -596,6 +600,12 @@ def _fields(reply: Any) -> dict[str, str]:
 
 def _number(value: float) -> str:
     return repr(float(value))
+
+
+def _claim_args(run: RunClaim) -> tuple[int, str]:
+    """A run's claim as its scripts compare it: the attempt, and the claim's time as the claim
+    stored it (`_number` of the same float, so equal to the character)."""
+    return run.attempt, _number(run.started_at)
 
 
 def _stream_id(frame_index: int) -> str:

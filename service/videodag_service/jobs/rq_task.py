@@ -19,6 +19,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import rq
 
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.jobs.execution import JobExecutor
-from videodag_service.jobs.model import JobError, JobState
+from videodag_service.jobs.model import JobError, JobState, RunClaim
 from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
 from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.jobs.uploads import DirectoryUploadStorage
@@ -110,7 +111,7 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
             executor = _executor(store, worker_config)
         except _Unrunnable as unrunnable:
             return _fail_unrunnable(store, worker_config, job_id, attempt, str(unrunnable))
-        with _LeaseKeeper(store, job_id, attempt):
+        with _LeaseKeeper(store, functools.partial(executor.claimed_run, job_id, attempt), job_id):
             state = executor.execute(job_id, attempt)
     finally:
         store.close()
@@ -156,7 +157,7 @@ def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: 
     if job is None:
         return None
     logger.error("job %s failed: %s", job_id, message)
-    store.finish(job_id, attempt, now, now + worker_config.retention_seconds,
+    store.finish(RunClaim.of(job), now, now + worker_config.retention_seconds,
                  error=JobError("INTERNAL", "INTERNAL", message))
     try:
         DirectoryUploadStorage(worker_config.upload_dir).delete(job.video.ref)
@@ -195,13 +196,14 @@ class _LeaseKeeper:
     """Renews the job's lease from a thread, so a long frame cannot make the job look abandoned.
 
     Results also renew it; this covers the time before the first frame (opening the video,
-    loading models) and pipelines slower than the lease.
+    loading models) and pipelines slower than the lease. It starts before the claim, which
+    happens inside the run, and renews the lease of the run's claim once there is one.
     """
 
-    def __init__(self, store: RedisJobStore, job_id: str, attempt: int) -> None:
+    def __init__(self, store: RedisJobStore, claimed_run: Callable[[], RunClaim | None], job_id: str) -> None:
         self._store = store
+        self._claimed_run = claimed_run
         self._job_id = job_id
-        self._attempt = attempt
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id}", daemon=True)
 
@@ -215,11 +217,13 @@ class _LeaseKeeper:
 
     def _renew(self) -> None:
         interval = self._store.lease_seconds / 3
-        # A refused renewal (not claimed yet, or cancelled) is harmless: keep going until the
-        # run ends, so a renewal that races the claim does not end the keeping.
+        # A refused renewal (cancelled, or taken over) is harmless: the run's next write finds
+        # the job no longer its own and ends the run, and the keeping with it.
         while not self._stop.wait(interval):
+            if (run := self._claimed_run()) is None:
+                continue  # not claimed yet
             try:
-                self._store.renew_lease(self._job_id, self._attempt)
+                self._store.renew_lease(run)
             except self._store.outage_errors as error:  # expected during an outage: no traceback
                 logger.warning("job %s: lease renewal failed, the job store cannot be reached (%s: %s); retrying",
                                self._job_id, type(error).__name__, error)

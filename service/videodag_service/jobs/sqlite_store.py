@@ -27,7 +27,7 @@ from videodag_service.jobs import records
 from videodag_service.jobs.change_signals import JobChangeSignals
 from videodag_service.jobs.data_dir_lock import DATABASE_FILE, DataDirectoryLock, private_file
 from videodag_service.jobs.ids import page_token_after
-from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, RunClaim
 from videodag_service.jobs.sqlite_deletion import BatchedDeletion
 from videodag_service.jobs.sqlite_results_room import check_room_for_results
 from videodag_service.jobs.store import (
@@ -81,6 +81,9 @@ CREATE TABLE IF NOT EXISTS frames (
 """
 _SQLITE_FULL = 13
 _FINISHED_STATES = tuple(state.value for state in JobState if state.is_finished)
+# A run's writes hold while the job runs under the run's claim (`RunClaim`): its attempt and
+# its claim's time.
+_RUNNING_UNDER_CLAIM = "state = 'RUNNING' AND attempt = ? AND started_at = ?"
 # The log is truncated to this after each checkpoint; without a limit it stays as large as the
 # largest deletion ever made (hundreds of MB after one long job's).
 _LOG_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
@@ -263,53 +266,48 @@ class SqliteJobStore(JobStore):
             )
             if claimed:
                 db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
-            elif db.execute(
-                "SELECT 1 FROM jobs WHERE id = ? AND state = 'RUNNING' AND attempt = ? AND started_at = ?",
-                (job_id, attempt, now),
-            ).fetchone() is None:  # not a repeat of the claim that made it RUNNING
-                return None
+            elif not self._is_running(db, RunClaim(job_id, attempt, now)):
+                return None  # not a repeat of the claim that made it RUNNING
         return self.get(job_id)
 
-    def release(self, job_id: str, attempt: int, now: float) -> bool:
+    def release(self, run: RunClaim, now: float) -> bool:
         with self._transaction() as db:
             released = self._update_running(
-                db, job_id, attempt, "state = 'QUEUED', frames_done = 0, frames_total = 0, video_info = NULL", ()
+                db, run, "state = 'QUEUED', frames_done = 0, frames_total = 0, video_info = NULL", ()
             )
             if released:
-                db.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM frames WHERE job_id = ?", (run.job_id,))
             return released
 
-    def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool:
+    def record_video(self, run: RunClaim, info: VideoInfo, frames_total: int) -> bool:
         with self._transaction() as db:
             return self._update_running(
-                db, job_id, attempt, "video_info = ?, frames_total = ?",
-                (records.video_info_to_text(info), frames_total),
+                db, run, "video_info = ?, frames_total = ?", (records.video_info_to_text(info), frames_total)
             )
 
-    def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
+    def append_frame(self, run: RunClaim, frame: JobFrame) -> bool:
         result = records.result_to_text(frame.result)
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM frames WHERE job_id = ? AND frame_index = ?",
-                          (job_id, frame.frame_index)).fetchone() is not None:
-                return self._is_running(db, job_id, attempt)  # stored already: a repeated write
+                          (run.job_id, frame.frame_index)).fetchone() is not None:
+                return self._is_running(db, run)  # stored already: a repeated write
             check_room_for_results(db, self.data_dir, self.results_keep_free_bytes)
-            if not self._update_running(db, job_id, attempt, "frames_done = frames_done + 1", ()):
+            if not self._update_running(db, run, "frames_done = frames_done + 1", ()):
                 return False
             db.execute(
                 "INSERT INTO frames (job_id, frame_index, timestamp_seconds, result) VALUES (?, ?, ?, ?)",
-                (job_id, frame.frame_index, frame.timestamp_seconds, result),
+                (run.job_id, frame.frame_index, frame.timestamp_seconds, result),
             )
         return True
 
     @staticmethod
-    def _is_running(db: sqlite3.Connection, job_id: str, attempt: int) -> bool:
-        return db.execute("SELECT 1 FROM jobs WHERE id = ? AND state = 'RUNNING' AND attempt = ?",
-                          (job_id, attempt)).fetchone() is not None
+    def _is_running(db: sqlite3.Connection, run: RunClaim) -> bool:
+        return db.execute(f"SELECT 1 FROM jobs WHERE id = ? AND {_RUNNING_UNDER_CLAIM}",
+                          (run.job_id, run.attempt, run.started_at)).fetchone() is not None
 
     def finish(
         self,
-        job_id: str,
-        attempt: int,
+        run: RunClaim,
         now: float,
         expire_at: float,
         summary: JobSummary | None = None,
@@ -319,8 +317,7 @@ class SqliteJobStore(JobStore):
         with self._transaction() as db:
             return self._update_running(
                 db,
-                job_id,
-                attempt,
+                run,
                 "state = ?, finished_at = ?, expire_at = ?, summary = ?, error = ?",
                 (state.value, now, expire_at, records.summary_to_text(summary), records.error_to_text(error)),
             )
@@ -403,11 +400,11 @@ class SqliteJobStore(JobStore):
             return row
 
     def _update_running(
-        self, db: sqlite3.Connection, job_id: str, attempt: int, assignments: str, parameters: tuple[Any, ...]
+        self, db: sqlite3.Connection, run: RunClaim, assignments: str, parameters: tuple[Any, ...]
     ) -> bool:
         return self._update(
-            db, job_id, assignments, parameters, condition="state = 'RUNNING' AND attempt = ?",
-            condition_parameters=(attempt,),
+            db, run.job_id, assignments, parameters, condition=_RUNNING_UNDER_CLAIM,
+            condition_parameters=(run.attempt, run.started_at),
         )
 
     def _update(

@@ -2,10 +2,11 @@
 
 Two kinds of callers share a store. The service side (any server replica) creates, reads,
 lists, cancels, deletes and watches jobs. The worker side claims a job for one attempt and
-writes its progress, results and outcome; every worker-side write is conditional on the job
-still being RUNNING in that attempt and returns False otherwise. That single rule makes a
-cancel, a delete or a re-run elsewhere stop a worker at its next frame, and keeps a stale
-worker (one thought lost that was not) from adding a result twice.
+writes its progress, results and outcome under that claim (`RunClaim`); every worker-side
+write is conditional on the job still being RUNNING under that very claim and returns False
+otherwise. That single rule makes a cancel, a delete or a re-run elsewhere stop a worker at
+its next frame, and keeps a stale worker (one thought lost that was not, or one whose claim
+the store forgot and handed out again) from adding a result twice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 
 from videodag_service.errors import JobAlreadyFinished, JobNotFinished
-from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary
+from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary, RunClaim
 from videodag_service.video import VideoInfo
 
 LostHandOvers = Callable[[Sequence[HandOver]], Collection[HandOver]]
@@ -122,40 +123,40 @@ class JobStore(ABC):
     def claim(self, job_id: str, attempt: int, now: float) -> Job | None:
         """QUEUED in `attempt` -> RUNNING, discarding any partial results; None if not claimable.
 
-        A claim repeated with the same `now` (its reply lost to an outage) finds the job RUNNING
+        The job returned is running under the claim `RunClaim.of(job)`, which the run's every
+        write names. A claim repeated with the same `now` (its reply lost to an outage) finds the job RUNNING
         in that attempt since `now`, its own doing, and returns it as the first would have."""
 
     @abstractmethod
-    def record_video(self, job_id: str, attempt: int, info: VideoInfo, frames_total: int) -> bool: ...
+    def record_video(self, run: RunClaim, info: VideoInfo, frames_total: int) -> bool: ...
 
     @abstractmethod
-    def append_frame(self, job_id: str, attempt: int, frame: JobFrame) -> bool:
-        """Store one result and count it; False when the attempt is no longer the job's current run.
+    def append_frame(self, run: RunClaim, frame: JobFrame) -> bool:
+        """Store one result and count it; False when `run` is no longer the job's current run.
 
         The frame stored last, written again (a write repeated because an outage lost its reply),
         is neither stored nor counted twice: the call returns as the first did."""
 
     @abstractmethod
-    def release(self, job_id: str, attempt: int, now: float) -> bool:
-        """RUNNING in `attempt` -> QUEUED in the same attempt, its partial results discarded.
+    def release(self, run: RunClaim, now: float) -> bool:
+        """RUNNING under `run` -> QUEUED in the same attempt, its partial results discarded.
 
         For a run its own process stopped cleanly (a server shutting down): the job runs again
         from the start, and the stop costs it none of its `max_attempts`, which are there for
         runs that vanished (a crash, a lost worker) and could do so every time. Only the worker
         that ran the attempt may call it, once it wrote its last result. False when the job was
-        not running in that attempt (cancelled meanwhile, or taken over)."""
+        not running under that claim (cancelled meanwhile, or taken over)."""
 
     @abstractmethod
     def finish(
         self,
-        job_id: str,
-        attempt: int,
+        run: RunClaim,
         now: float,
         expire_at: float,
         summary: JobSummary | None = None,
         error: JobError | None = None,
     ) -> bool:
-        """RUNNING -> SUCCEEDED (with `summary`) or FAILED (with `error`)."""
+        """RUNNING under `run` -> SUCCEEDED (with `summary`) or FAILED (with `error`)."""
 
     # --- maintenance ----------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from videodag_service.jobs import (
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import RunClaim
 from videodag_service.video import SamplingOptions
 
 
@@ -135,7 +136,7 @@ def test_retention_waits_for_the_watches_of_a_job_so_each_gets_its_final_state(t
         store.claim(job.id, 1, 0.0)
         watch = service.watch(job.id)
         assert next(watch).state is JobState.RUNNING
-        store.finish(job.id, 1, 1.0, 1.0, summary=JobSummary("p", "1", 0, 0, 0.1, 0.1))
+        store.finish(RunClaim(job.id, 1, 0.0), 1.0, 1.0, summary=JobSummary("p", "1", 0, 0, 0.1, 0.1))
         service.run_maintenance()  # the job's retention has ended, but it is being watched
         assert [event.state for event in watch] == [JobState.SUCCEEDED]  # type: ignore[union-attr]
         service.run_maintenance()  # its watch is over: now it goes

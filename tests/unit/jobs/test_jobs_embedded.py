@@ -45,6 +45,7 @@ from videodag_service.jobs import (
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import RunClaim
 from videodag_service.video import SamplingOptions, VideoFilePipelineService
 
 PIPELINES = {
@@ -146,7 +147,7 @@ def test_a_full_database_is_resource_exhausted_and_stays_consistent(tmp_path: Pa
     stored = 0
     with pytest.raises(DiskFull) as full:
         for index in range(1000):
-            store.append_frame(job.id, 1, JobFrame(index, 0.0, big))
+            store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, 0.0, big))
             stored += 1
     assert full.value.status_code == "RESOURCE_EXHAUSTED"
     assert store.get(job.id).frames_done == stored == len(store.frames_after(job.id, None, 5000))
@@ -164,7 +165,7 @@ def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_pa
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
     with pytest.raises(DiskFull) as full:
-        store.append_frame(job.id, 1, JobFrame(0, 0.0, {"small": 1}))  # looked at before every result
+        store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(0, 0.0, {"small": 1}))  # looked at before every result
     assert "half of --job-min-free-bytes" in full.value.message
     assert full.value.details.metadata["results_keep_free_bytes"] == str(keep_free)
     assert store.get(job.id).frames_done == 0
@@ -174,7 +175,7 @@ def test_results_stop_short_of_the_room_kept_for_ending_and_deleting_jobs(tmp_pa
     job = roomy.create(_job(tmp_path))
     roomy.claim(job.id, 1, 0.0)
     for index in range(20):
-        assert roomy.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 50_000}))
+        assert roomy.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, 0.0, {"blob": "x" * 50_000}))
     roomy.close()
 
 
@@ -193,10 +194,10 @@ def test_the_pages_deleted_jobs_left_in_the_database_count_as_room_for_results(
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
     for index in range(100):
-        assert store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 2000}))
+        assert store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, 0.0, {"blob": "x" * 2000}))
     store.results_keep_free_bytes = free + 1024**3
     with pytest.raises(DiskFull):
-        store.append_frame(job.id, 1, JobFrame(100, 0.0, {"small": 1}))
+        store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(100, 0.0, {"small": 1}))
     store.close()
 
 
@@ -243,7 +244,7 @@ def _finished_job_with_frames(store: SqliteJobStore, tmp_path: Path, frames: int
     job = store.create(_job(tmp_path))
     store.claim(job.id, 1, 0.0)
     for index in range(frames):
-        store.append_frame(job.id, 1, JobFrame(index, 0.0, result or {"i": index}))
+        store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, 0.0, result or {"i": index}))
     store.cancel(job.id, 0.0, expire_at=1.0)
     return job
 
@@ -290,7 +291,7 @@ def test_a_write_a_full_disk_rolled_back_does_not_wake_the_jobs_watches(tmp_path
     store._connection.execute(f"PRAGMA max_page_count = {pages + 1}")
     with pytest.raises(DiskFull):
         for index in range(1000):
-            store.append_frame(job.id, 1, JobFrame(index, 0.0, {"blob": "x" * 3000}))
+            store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, 0.0, {"blob": "x" * 3000}))
     revision = store.get(job.id).revision
     started = time.monotonic()
     store.wait_for_change(job.id, revision, None, timeout=0.5)

@@ -16,6 +16,7 @@ import rq.worker.base as rq_base
 from fakes.redis_server import RedisServer
 from videodag_service.jobs import Job, JobState, StoredVideo, rq_task
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import RunClaim
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.rq_task import WorkerConfig
 from videodag_service.jobs.rq_worker import VideodagWorker
@@ -119,3 +120,28 @@ def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_qu
     assert failed.error.message == ("the worker that took the job cannot set up its run: RuntimeError: decoder "
                                     "processes cannot start")
     store.close()
+
+
+def test_the_lease_keeper_holds_the_lease_of_the_runs_claim_until_the_run_ends(redis_server: RedisServer) -> None:
+    """It starts before the claim (made inside the run) and keeps a run that writes nothing for
+    several leases (a long first frame) from being taken for a vanished one; once the run ends,
+    a lease nobody renews runs out and recovery queues the job again."""
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisJobStore(connection, key_prefix="lease-keeper", lease_seconds=0.6)
+    job = store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                           StoredVideo("v.mp4", 1, "0" * 64), 0.0))
+    claims: list[RunClaim] = []
+    try:
+        with rq_task._LeaseKeeper(store, lambda: claims[0] if claims else None, job.id):
+            time.sleep(0.3)  # not claimed yet: nothing to renew
+            claimed = store.claim(job.id, 1, time.time())
+            assert claimed is not None
+            claims.append(RunClaim.of(claimed))
+            time.sleep(2.0)  # over three leases without a write of the run's
+            assert store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60) == []
+            assert store.get(job.id).state is JobState.RUNNING
+        time.sleep(1.0)
+        recovered = store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60)
+        assert [(found.id, found.state, found.attempt) for found in recovered] == [(job.id, JobState.QUEUED, 2)]
+    finally:
+        store.close()

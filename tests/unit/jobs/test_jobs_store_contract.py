@@ -15,6 +15,7 @@ from fakes.redis_server import RedisServer
 from videodag_service.errors import FailedPrecondition, JobNotFound
 from videodag_service.jobs import Job, JobError, JobFrame, JobState, JobStore, JobSummary, SqliteJobStore, StoredVideo
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import RunClaim
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.watch import watch_job
 from videodag_service.video import SamplingOptions, VideoInfo
@@ -103,11 +104,13 @@ def test_a_claimed_job_stores_frames_of_its_attempt_only(store: JobStore) -> Non
     assert claimed is not None and claimed.state is JobState.RUNNING and claimed.started_at == NOW + 1
     assert store.claim(job.id, attempt=1, now=NOW) is None, "already running"
 
-    assert store.record_video(job.id, 1, INFO, frames_total=5)
-    assert all(store.append_frame(job.id, 1, frame(index)) for index in (0, 2, 4))
-    assert not store.append_frame(job.id, 2, frame(6)), "a stale attempt cannot write"
+    run = RunClaim.of(claimed)
+    assert run == RunClaim(job.id, 1, NOW + 1)
+    assert store.record_video(run, INFO, frames_total=5)
+    assert all(store.append_frame(run, frame(index)) for index in (0, 2, 4))
+    assert not store.append_frame(RunClaim(job.id, 2, NOW + 1), frame(6)), "a stale attempt cannot write"
 
-    assert store.append_frame(job.id, 1, frame(4)), "written again after an outage lost the reply"
+    assert store.append_frame(run, frame(4)), "written again after an outage lost the reply"
 
     assert store.frames_after(job.id, None, 100) == [frame(0), frame(2), frame(4)]
     assert store.frames_after(job.id, 0, 100) == [frame(2), frame(4)]
@@ -126,7 +129,7 @@ def test_a_claim_repeated_because_an_outage_lost_its_reply_returns_the_job_it_cl
     assert store.claim(job.id, 1, NOW) == claimed
     assert store.claim(job.id, 1, NOW + 0.001) is None, "another claim of the attempt"
     assert store.claim(job.id, 2, NOW) is None, "another attempt"
-    store.append_frame(job.id, 1, frame(0))
+    store.append_frame(RunClaim.of(claimed), frame(0))
     store.cancel(job.id, NOW + 1, NOW + 60)
     assert store.claim(job.id, 1, NOW) is None, "no longer running"
 
@@ -137,9 +140,9 @@ def test_finish_records_the_outcome_and_its_expiry(store: JobStore) -> None:
     for job in (succeeded, failed):
         store.claim(job.id, 1, NOW)
 
-    assert store.finish(succeeded.id, 1, NOW + 5, NOW + 65, summary=SUMMARY)
-    assert store.finish(failed.id, 1, NOW + 6, NOW + 66, error=error)
-    assert not store.finish(failed.id, 1, NOW + 7, NOW + 67, summary=SUMMARY), "finished once only"
+    assert store.finish(RunClaim(succeeded.id, 1, NOW), NOW + 5, NOW + 65, summary=SUMMARY)
+    assert store.finish(RunClaim(failed.id, 1, NOW), NOW + 6, NOW + 66, error=error)
+    assert not store.finish(RunClaim(failed.id, 1, NOW), NOW + 7, NOW + 67, summary=SUMMARY), "finished once only"
 
     done = store.get(succeeded.id)
     assert (done.state, done.summary) == (JobState.SUCCEEDED, SUMMARY)
@@ -152,13 +155,13 @@ def test_cancel_stops_the_worker_writes_and_refuses_finished_jobs(store: JobStor
     running, queued, done = (store.create(queued_job()) for _ in range(3))
     store.claim(running.id, 1, NOW)
     store.claim(done.id, 1, NOW)
-    store.append_frame(running.id, 1, frame(0))
-    store.finish(done.id, 1, NOW, NOW + 60, summary=SUMMARY)
+    store.append_frame(RunClaim(running.id, 1, NOW), frame(0))
+    store.finish(RunClaim(done.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
 
     cancelled, previous = store.cancel(running.id, NOW + 1, NOW + 61)
     assert (cancelled.state, previous, cancelled.expire_at) == (JobState.CANCELLED, JobState.RUNNING, NOW + 61)
-    assert not store.append_frame(running.id, 1, frame(1))
-    assert not store.finish(running.id, 1, NOW, NOW, summary=SUMMARY)
+    assert not store.append_frame(RunClaim(running.id, 1, NOW), frame(1))
+    assert not store.finish(RunClaim(running.id, 1, NOW), NOW, NOW, summary=SUMMARY)
     assert store.frames_after(running.id, None, 10) == [frame(0)], "results before the cancel are kept"
     assert store.cancel(queued.id, NOW, NOW)[1] is JobState.QUEUED
     assert store.claim(queued.id, 1, NOW) is None
@@ -176,8 +179,8 @@ def test_delete_removes_finished_jobs_with_their_frames_and_key(store: JobStore)
     with pytest.raises(FailedPrecondition):
         store.delete(job.id)
     store.claim(job.id, 1, NOW)
-    store.append_frame(job.id, 1, frame(0))
-    store.finish(job.id, 1, NOW, NOW + 60, summary=SUMMARY)
+    store.append_frame(RunClaim(job.id, 1, NOW), frame(0))
+    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
 
     assert store.delete(job.id).id == job.id
 
@@ -236,7 +239,7 @@ def test_wait_for_change_wakes_up_when_a_frame_is_stored(store: JobStore) -> Non
     job = store.create(queued_job())
     claimed = store.claim(job.id, 1, NOW)
     assert claimed is not None
-    appender = threading.Timer(0.2, lambda: store.append_frame(job.id, 1, frame(0)))
+    appender = threading.Timer(0.2, lambda: store.append_frame(RunClaim(job.id, 1, NOW), frame(0)))
     appender.start()
     started = time.monotonic()
     try:
@@ -252,13 +255,13 @@ def test_after_frame_index_minus_one_means_from_the_first_frame(store: JobStore)
     job = store.create(queued_job())
     claimed = store.claim(job.id, 1, NOW)
     assert claimed is not None
-    appender = threading.Timer(0.2, lambda: store.append_frame(job.id, 1, frame(0)))
+    appender = threading.Timer(0.2, lambda: store.append_frame(RunClaim(job.id, 1, NOW), frame(0)))
     appender.start()
     try:
         store.wait_for_change(job.id, claimed.revision, -1, timeout=5.0)
     finally:
         appender.join()
-    store.append_frame(job.id, 1, frame(1))
+    store.append_frame(RunClaim(job.id, 1, NOW), frame(1))
 
     assert store.frames_after(job.id, -1, 100) == [frame(0), frame(1)]
     assert store.frames_after(job.id, -1, 1) == [frame(0)]
@@ -279,7 +282,7 @@ def test_a_wait_for_change_sleeps_through_other_jobs_frames(store: JobStore) -> 
     waiter = threading.Thread(target=watch)
     waiter.start()
     for index in range(10):
-        store.append_frame(running.id, 1, frame(index))
+        store.append_frame(RunClaim(running.id, 1, NOW), frame(index))
         time.sleep(0.01)
     waiter.join(5)
     assert woken and woken[0] >= 0.18, "a frame of another job woke it"
@@ -289,7 +292,7 @@ def test_sqlite_recovery_reruns_interrupted_jobs_from_the_start(tmp_path: Path) 
     first = SqliteJobStore(tmp_path)
     interrupted, queued = first.create(queued_job()), first.create(queued_job())
     first.claim(interrupted.id, 1, NOW)
-    first.append_frame(interrupted.id, 1, frame(0))
+    first.append_frame(RunClaim(interrupted.id, 1, NOW), frame(0))
     first.close()  # the process ends with a job RUNNING
 
     second = SqliteJobStore(tmp_path)
@@ -332,11 +335,14 @@ def test_redis_recovery_requeues_jobs_whose_lease_ran_out(redis_server: RedisSer
     try:
         lost, alive = store.create(queued_job()), store.create(queued_job())
         stranded = store.create(queued_job())  # never handed to a worker
+        runs = {}
         for job in (lost, alive):
-            store.claim(job.id, 1, time.time())
-            store.append_frame(job.id, 1, frame(0))
+            claimed = store.claim(job.id, 1, time.time())
+            assert claimed is not None
+            runs[job.id] = RunClaim.of(claimed)
+            store.append_frame(runs[job.id], frame(0))
         time.sleep(0.4)
-        assert store.renew_lease(alive.id, 1)
+        assert store.renew_lease(runs[alive.id])
 
         recovered = store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60)
 
@@ -344,10 +350,48 @@ def test_redis_recovery_requeues_jobs_whose_lease_ran_out(redis_server: RedisSer
         requeued = store.get(lost.id)
         assert (requeued.state, requeued.attempt, requeued.frames_done) == (JobState.QUEUED, 2, 0)
         assert store.frames_after(lost.id, None, 10) == []
-        assert not store.append_frame(lost.id, 1, frame(1)), "the lost worker can no longer write"
+        assert not store.append_frame(runs[lost.id], frame(1)), "the lost worker can no longer write"
         assert store.get(alive.id).state is JobState.RUNNING
     finally:
         store.close()
+
+
+def test_redis_refuses_the_writes_of_a_run_whose_claim_it_forgot(tmp_path: Path) -> None:
+    """A Redis persisted by snapshots comes back from a crash without a claim it took: RQ hands
+    the job's task out again, a second worker claims the same attempt, and the first run, still
+    going, must not write into the second's (its frames mixed in, a stream entry refused as out
+    of order, its end taken for the job's)."""
+    server = RedisServer(tmp_path / "redis")
+    workers = [RedisJobStore(redis.Redis.from_url(server.url, decode_responses=True), key_prefix="forgot")
+               for _ in range(2)]
+    first_worker, second_worker = workers
+    try:
+        job = first_worker.create(queued_job())
+        server.save_snapshot()
+        first_claim = first_worker.claim(job.id, 1, NOW)
+        assert first_claim is not None
+        first = RunClaim.of(first_claim)
+        assert first_worker.append_frame(first, frame(0)) and first_worker.append_frame(first, frame(1))
+
+        server.crash_to_snapshot()
+        second_claim = second_worker.claim(job.id, 1, NOW + 5)
+        assert second_claim is not None, "the job is QUEUED again in the snapshot"
+        second = RunClaim.of(second_claim)
+        assert second_worker.append_frame(second, frame(0))
+
+        assert not first_worker.append_frame(first, frame(2)), "the forgotten run's results are refused"
+        assert not first_worker.record_video(first, INFO, frames_total=5)
+        assert not first_worker.renew_lease(first)
+        assert not first_worker.finish(first, NOW + 6, NOW + 60, summary=SUMMARY), "and its end"
+        assert not first_worker.release(first, NOW + 6)
+        assert second_worker.append_frame(second, frame(1))
+        assert second_worker.finish(second, NOW + 7, NOW + 60, summary=SUMMARY)
+        assert second_worker.frames_after(job.id, None, 10) == [frame(0), frame(1)]
+        assert second_worker.get(job.id).state is JobState.SUCCEEDED
+    finally:
+        for worker in workers:
+            worker.close()
+        server.stop()
 
 
 def test_redis_recovery_returns_a_job_cancelled_while_it_ran_once_its_lease_ran_out(redis_server: RedisServer) -> None:
@@ -356,10 +400,11 @@ def test_redis_recovery_returns_a_job_cancelled_while_it_ran_once_its_lease_ran_
     store = RedisJobStore(connection, key_prefix="cancelled-leases", lease_seconds=0.3)
     try:
         job = store.create(queued_job())
-        store.claim(job.id, 1, time.time())
+        claimed = store.claim(job.id, 1, time.time())
+        assert claimed is not None
         store.cancel(job.id, time.time(), time.time() + 60)
         assert store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60) == [], "the lease runs yet"
-        assert not store.renew_lease(job.id, 1), "a cancelled run's lease is not renewed"
+        assert not store.renew_lease(RunClaim.of(claimed)), "a cancelled run's lease is not renewed"
         time.sleep(0.4)
 
         recovered = store.recover(time.time(), max_attempts=3, expire_at=time.time() + 60)
@@ -376,8 +421,8 @@ def test_a_replay_cut_short_by_a_delete_ends_not_found_not_as_a_success(store: J
     job = store.create(queued_job())
     store.claim(job.id, 1, NOW)
     for index in range(300):  # more than one page of the replay
-        store.append_frame(job.id, 1, frame(index))
-    store.finish(job.id, 1, NOW, NOW + 60, summary=SUMMARY)
+        store.append_frame(RunClaim(job.id, 1, NOW), frame(index))
+    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
 
     events = watch_job(store, job.id)
     first = next(events)
@@ -392,8 +437,8 @@ def test_a_whole_replay_ends_with_the_final_state_after_every_frame(store: JobSt
     job = store.create(queued_job())
     store.claim(job.id, 1, NOW)
     for index in range(300):
-        store.append_frame(job.id, 1, frame(index))
-    store.finish(job.id, 1, NOW, NOW + 60, summary=SUMMARY)
+        store.append_frame(RunClaim(job.id, 1, NOW), frame(index))
+    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
 
     events = list(watch_job(store, job.id))
     assert [event.frame_index for event in events[:-1]] == list(range(300))  # type: ignore[union-attr]
@@ -403,21 +448,23 @@ def test_a_whole_replay_ends_with_the_final_state_after_every_frame(store: JobSt
 def test_a_released_run_is_queued_again_in_its_attempt_without_its_results(store: JobStore) -> None:
     job = store.create(queued_job())
     store.claim(job.id, 1, NOW)
-    store.record_video(job.id, 1, INFO, frames_total=5)
-    store.append_frame(job.id, 1, frame(0))
+    run = RunClaim(job.id, 1, NOW)
+    store.record_video(run, INFO, frames_total=5)
+    store.append_frame(run, frame(0))
 
-    assert store.release(job.id, 1, NOW + 1)
+    assert store.release(run, NOW + 1)
 
     released = store.get(job.id)
     assert (released.state, released.attempt, released.frames_done, released.video_info) == (
         JobState.QUEUED, 1, 0, None)
     assert store.frames_after(job.id, None, 10) == []
-    assert not store.release(job.id, 1, NOW + 2), "no longer running"
-    assert not store.append_frame(job.id, 1, frame(2)), "nothing writes to a queued job"
+    assert not store.release(run, NOW + 2), "no longer running"
+    assert not store.append_frame(run, frame(2)), "nothing writes to a queued job"
     assert store.claim(job.id, 1, NOW + 3) is not None, "the next worker claims the same attempt"
-    assert not store.release(job.id, 2, NOW + 4), "only the attempt that runs"
+    assert not store.release(RunClaim(job.id, 2, NOW + 3), NOW + 4), "only the attempt that runs"
+    assert not store.append_frame(run, frame(2)), "nor the run before it, of the same attempt"
     store.cancel(job.id, NOW + 5, NOW + 60)
-    assert not store.release(job.id, 1, NOW + 6), "a cancelled job stays cancelled"
+    assert not store.release(RunClaim(job.id, 1, NOW + 3), NOW + 6), "a cancelled job stays cancelled"
     assert store.get(job.id).state is JobState.CANCELLED
 
 
@@ -426,8 +473,9 @@ def test_redis_hands_a_released_job_to_a_worker_again_at_the_next_maintenance(re
     store = RedisJobStore(connection, key_prefix=uuid.uuid4().hex, dispatch_grace_seconds=0.0)
     try:
         job = store.create(queued_job())
-        store.claim(job.id, 1, time.time())
-        assert store.release(job.id, 1, time.time())
+        claimed = store.claim(job.id, 1, time.time())
+        assert claimed is not None
+        assert store.release(RunClaim.of(claimed), time.time())
         recovered = store.recover(time.time() + 1, max_attempts=3, expire_at=time.time() + 60)
         assert [(j.id, j.state, j.attempt) for j in recovered] == [(job.id, JobState.QUEUED, 1)]
     finally:

@@ -21,6 +21,7 @@ from videodag_service.jobs import (
 )
 from videodag_service.jobs.execution import JobInterrupted
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import RunClaim
 from videodag_service.video import SamplingOptions, VideoFilePipelineService
 
 FRAMES = 30
@@ -62,14 +63,14 @@ class _StoreWithOutages(SqliteJobStore):
             raise _Outage("Connection refused (injected)")
         return super().claim(job_id, attempt, now)
 
-    def append_frame(self, job_id: str, attempt: int, frame: Any) -> bool:
+    def append_frame(self, run: RunClaim, frame: Any) -> bool:
         self.calls += 1
         if frame.frame_index >= self.from_frame and self.failures > 0:
             self.failures -= 1
             if self.reply_lost:
-                super().append_frame(job_id, attempt, frame)
+                super().append_frame(run, frame)
             raise _Outage("Connection refused (injected)")
-        return super().append_frame(job_id, attempt, frame)
+        return super().append_frame(run, frame)
 
 
 @pytest.fixture(scope="module")

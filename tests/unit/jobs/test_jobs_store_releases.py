@@ -14,6 +14,7 @@ from fakes.media import write_indexed_video
 from videodag_service.jobs import DirectoryUploadStorage, Job, JobState, JobSummary, SqliteJobStore, StoredVideo
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import RunClaim
 from videodag_service.jobs.sqlite_store import JobStoreFromLaterRelease
 from videodag_service.video import SamplingOptions, VideoFilePipelineService, VideoInfo
 
@@ -37,8 +38,8 @@ def test_a_job_a_later_release_finished_is_read_with_the_fields_this_one_knows(t
     stored = StoredVideo("v.avi", 1, "0" * 64)
     job = store.create(Job(new_job_id(), JobState.QUEUED, "p", SamplingOptions(), stored, 0.0))
     store.claim(job.id, 1, 0.0)
-    store.record_video(job.id, 1, VideoInfo(25.0, 10, 64, 48, 0.4, "MJPG", 1), 10)
-    store.finish(job.id, 1, 1.0, 100.0, summary=JobSummary("p", "1", 10, 0, 0.5, 0.25))
+    store.record_video(RunClaim(job.id, 1, 0.0), VideoInfo(25.0, 10, 64, 48, 0.4, "MJPG", 1), 10)
+    store.finish(RunClaim(job.id, 1, 0.0), 1.0, 100.0, summary=JobSummary("p", "1", 10, 0, 0.5, 0.25))
     row = sqlite3.connect(data / DATABASE).execute("SELECT summary, video_info FROM jobs").fetchone()
     store.close()
     summary = json.loads(row[0])

@@ -17,7 +17,7 @@ from fakes.redis_server import RedisServer
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import JobStoreUnavailable
 from videodag_service.jobs import DirectoryUploadStorage, Job, JobRequest, JobService, JobState, JobStore
-from videodag_service.jobs.model import HandOver
+from videodag_service.jobs.model import HandOver, RunClaim
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 
@@ -156,7 +156,7 @@ def test_videos_of_queued_jobs_stay_and_those_of_finished_jobs_go_once_old(jobs:
     """Old enough, a finished job's video that its run could not delete goes with the strays."""
     queued, finished = jobs.submit(), jobs.submit()
     jobs.store.claim(finished.id, 1, jobs.now)
-    jobs.store.finish(finished.id, 1, jobs.now, jobs.now + 10 * HOUR, error=None)
+    jobs.store.finish(RunClaim(finished.id, 1, jobs.now), jobs.now, jobs.now + 10 * HOUR, error=None)
 
     jobs.maintain_after(2 * HOUR)
 
