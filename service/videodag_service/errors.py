@@ -34,7 +34,7 @@ Each class names its status code as a string so this module stays grpc-free.
     ├── FailedPrecondition              FAILED_PRECONDITION
     │   ├── JobAlreadyFinished          cancel a job that has finished
     │   ├── JobNotFinished              delete a job that has not
-    │   └── IdempotencyKeyReused        a key already used for another pipeline
+    │   └── IdempotencyKeyReused        a key already used for another submission
     ├── RunCancelled                    CANCELLED
     ├── DeadlineExceeded                DEADLINE_EXCEEDED
     │   └── UploadIdle                  no upload bytes for upload_idle_timeout_seconds
@@ -425,15 +425,24 @@ class JobNotFinished(FailedPrecondition):
 
 
 class IdempotencyKeyReused(FailedPrecondition):
-    """Raised when an idempotency key comes back with another pipeline than its job's."""
+    """Raised when an idempotency key comes back with another submission than its job's: another
+    pipeline, other sampling options, or another video (a size or SHA-256 declared, or a video
+    uploaded, that is not its job's). Returning the job would tell the caller its video was
+    queued when it was not."""
 
     reason = "IDEMPOTENCY_KEY_REUSED"
 
-    def __init__(self, key: str, job_id: str, pipeline_id: str) -> None:
+    def __init__(self, key: str, job_id: str, pipeline_id: str, differs: str) -> None:
+        """`differs`: "pipeline", "sampling" or "video"."""
+        what = {
+            "pipeline": f"with pipeline {pipeline_id!r}",
+            "sampling": "with other sampling options than this submission's",
+            "video": "of another video (its size or SHA-256 is not this submission's)",
+        }[differs]
         super().__init__(
-            f"idempotency key {key!r} was already used for job {job_id} with pipeline {pipeline_id!r}; "
-            "use a new key for another pipeline",
-            ErrorDetails(metadata={"job_id": job_id, "pipeline_id": pipeline_id}),
+            f"idempotency key {key!r} was already used for job {job_id} {what}; use a new key for another "
+            "submission, or the same pipeline, options and video to find that job",
+            ErrorDetails(metadata={"job_id": job_id, "pipeline_id": pipeline_id, "differs": differs}),
         )
 
 

@@ -291,11 +291,39 @@ def test_submit_with_a_used_idempotency_key_returns_the_first_job(
     with pytest.raises(FailedPrecondition) as reused:
         client.submit_job(sample_clip, "motion_v1", idempotency_key="upload-42")
     assert reused.value.reason == "IDEMPOTENCY_KEY_REUSED"
-    assert reused.value.metadata == {"job_id": first.id, "pipeline_id": "frame_stats_v1"}
+    assert reused.value.metadata == {"job_id": first.id, "pipeline_id": "frame_stats_v1", "differs": "pipeline"}
     for job_id in (first.id, other.id):
         wait_for_job(client, job_id, finished)
     # A finished job's video is deleted just after its state is written.
     wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="the finished jobs' videos to be deleted")
+
+
+def test_a_used_idempotency_key_with_another_video_or_other_options_is_refused_not_answered_with_its_job(
+    client: VideodagClient, jobs: JobsDeployment, make_video
+) -> None:
+    """The key's job was returned, and the caller told its video was queued when it was not (two
+    clients picking the same key, or one reusing it for the next file); its options the same."""
+    video, another = make_video(3), make_video(4)
+    options = RunOptions(frame_stride=2, max_frames=5, start_seconds=0.04)
+    first = client.submit_job(video, "frame_stats_v1", options, idempotency_key="upload-7")
+    assert client.submit_job(video, "frame_stats_v1", options, idempotency_key="upload-7").id == first.id
+
+    with pytest.raises(FailedPrecondition) as other_video:
+        client.submit_job(another, "frame_stats_v1", options, idempotency_key="upload-7")
+    with pytest.raises(FailedPrecondition) as other_options:
+        client.submit_job(video, "frame_stats_v1", RunOptions(frame_stride=3), idempotency_key="upload-7")
+
+    assert other_video.value.reason == other_options.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert other_video.value.metadata["differs"] == "video"
+    assert other_video.value.message == (
+        f"idempotency key 'upload-7' was already used for job {first.id} of another video (its size or SHA-256 is "
+        "not this submission's); use a new key for another submission, or the same pipeline, options and video to "
+        "find that job")
+    assert other_options.value.metadata == {"job_id": first.id, "pipeline_id": "frame_stats_v1",
+                                            "differs": "sampling"}
+    assert [job.id for job in client.iter_jobs()] == [first.id]
+    wait_for_job(client, first.id, finished)
+    wait_until(lambda: jobs.stored_uploads() == [], timeout=10, what="every video but the job's to be deleted")
 
 
 def test_list_jobs_pages_newest_first_and_filters_by_state(client: VideodagClient, make_video) -> None:

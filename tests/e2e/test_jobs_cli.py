@@ -166,9 +166,11 @@ def test_a_listing_cut_at_its_limit_says_so(
         assert (len(json.loads(printed.out)), printed.err) == (3, "")
 
 
-def test_an_idempotency_key_used_for_another_video_is_said_to_be(
+def test_an_idempotency_key_used_for_another_video_or_other_options_is_refused(
     jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The same video under another name, or options written otherwise that sample alike, find
+    the key's job; other bytes of the same name and size, or other sampling, are refused."""
     first = make_video(2)
     same = tmp_path / "elsewhere" / "same.mp4"  # the same bytes under another name
     same.parent.mkdir()
@@ -181,43 +183,18 @@ def test_an_idempotency_key_used_for_another_video_is_said_to_be(
     submit = [*_server(jobs), "submit", "--pipeline", "frame_stats_v1", "--idempotency-key", "upload-42", "-q"]
     assert main([*submit, str(first)]) == 0
     job_id = capsys.readouterr().out.strip()
-    for again in (first, same):
-        assert main([*submit, str(again)]) == 0, "the same video again: the same job, nothing to say"
-        assert capsys.readouterr() == (f"{job_id}\n", "")
-    for other in (make_video(4), altered):
-        assert main([*submit, str(other)]) == 0
+    for again in ([str(first)], [str(same)], [str(first), "--stride", "1", "--start", "0", "--max-frames", "0"]):
+        assert main([*submit, *again]) == 0, "the same submission again: the same job, nothing to say"
+        assert capsys.readouterr() == (f"{job_id}\n", ""), again
+    for other in ([str(make_video(4))], [str(altered)], [str(first), "--stride", "5"]):
+        assert main([*submit, *other]) == _exit_codes.SERVER_ERROR, other
         printed = capsys.readouterr()
-        assert printed.out == f"{job_id}\n"
-        assert printed.err.startswith(f"warning: the idempotency key 'upload-42' was used before, for {first.name} "
-                                      f"({first.stat().st_size} bytes, submitted ")
-        assert printed.err.endswith(" UTC): its job is returned, and this video was not queued\n")
-    assert len(client.list_jobs().jobs) == 1
-
-
-def test_an_idempotency_key_used_with_other_options_is_said_to_be(
-    jobs: JobsDeployment, client: VideodagClient, make_video, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The server compares the video and the pipeline, not the options: the job returned samples
-    the video as first asked, which the user must be told."""
-    video = make_video(2)
-    submit = [*_server(jobs), "submit", str(video), "--pipeline", "frame_stats_v1", "--idempotency-key", "k", "-q"]
-    assert main(submit) == 0
-    job_id = capsys.readouterr().out.strip()
-    for same in (["--stride", "1"], ["--start", "0"], ["--max-frames", "0"]):
-        assert main([*submit, *same]) == 0
-        assert capsys.readouterr() == (f"{job_id}\n", ""), same
-    for finer_than_kept in (["--end", "3.3333333333"], ["--start", "0.1234567891"]):  # kept to the nanosecond
-        fresh = [*submit[:-3], "--idempotency-key", f"k{finer_than_kept[0]}", "-q", *finer_than_kept]
-        for _ in range(2):
-            assert main(fresh) == 0
-            assert capsys.readouterr().err == "", finer_than_kept
-    assert main([*submit, "--stride", "5", "--max-frames", "3"]) == 0
-    assert capsys.readouterr() == (
-        f"{job_id}\n",
-        "warning: the idempotency key 'k' was used before, with other options: its job is returned, which processes "
-        "every frame from 0 s to the end\n",
-    )
-    assert len(client.list_jobs().jobs) == 3
+        assert printed.out == ""
+        assert f"idempotency key 'upload-42' was already used for job {job_id} " in printed.err
+    finer_than_kept = [*submit[:-3], "--idempotency-key", "k", "-q", str(first), "--start", "0.1234567891"]
+    assert main(finer_than_kept) == 0 and main(finer_than_kept) == 0, "times are kept to the nanosecond, alike"
+    assert len(set(capsys.readouterr().out.split())) == 1
+    assert len(client.list_jobs().jobs) == 2
 
 
 @pytest.mark.parametrize("quiet", [[], ["-q"]])

@@ -3,7 +3,7 @@
     0   success
     1   any other server error (INTERNAL, UNKNOWN, CANCELLED, ...); a request the server refused in
         the state it found (FAILED_PRECONDITION: cancel a finished job, delete a running one, an
-        idempotency key reused for another pipeline); or output that could not be written (a
+        idempotency key reused for another submission); or output that could not be written (a
         full disk), once the command ran
     2   usage error, including a video, output or CA file that cannot be opened
     3   NOT_FOUND: unknown pipeline

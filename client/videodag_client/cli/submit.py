@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import sys
 from typing import Any
 
-from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, Job, RunOptions
+from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
@@ -40,7 +38,8 @@ def add_parser(subcommands: Any) -> None:
         "--idempotency-key",
         type=utf8_text,
         metavar="KEY",
-        help="submitting again with the same KEY returns the first job instead of queuing the video twice",
+        help="submitting the same video, pipeline and options again with the same KEY returns the first job "
+        "instead of queuing the video twice; another video, pipeline or options with it is refused",
     )
     parser.add_argument(
         "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
@@ -78,41 +77,6 @@ def submit_command(args: argparse.Namespace) -> int:
     except OSError as error:  # a full disk, /dev/full: the same
         raise OutputNotWritten(f"job {job_id} is queued, but writing it to standard output failed "
                                f"({error.strerror or error}); follow it with: videodag watch {job_id}") from None
-    if args.idempotency_key and (other := _another_video(job, args.video)):
-        print(f"warning: the idempotency key {args.idempotency_key!r} was used before, for {other}: its job is "
-              "returned, and this video was not queued", file=sys.stderr)
-    elif args.idempotency_key and (asked := _other_sampling(job.options, options)):
-        print(f"warning: the idempotency key {args.idempotency_key!r} was used before, with other options: its "
-              f"job is returned, which processes {asked}", file=sys.stderr)
     if not args.quiet:
         print(f"job {job_id} {job.state.name}; follow it with: videodag watch {job_id}", file=sys.stderr)
     return _exit_codes.SUCCESS
-
-
-def _other_sampling(kept: RunOptions, asked: RunOptions) -> str | None:
-    """How the job returned for an idempotency key samples the video, when not as asked now
-    (the server compares the video and the pipeline, not the options); None when the same."""
-    def normal(options: RunOptions) -> tuple[int, int, int, int | None]:
-        """As the server keeps them: times in whole nanoseconds (`--end 3.3333333333` comes back 3.333333333)."""
-        end = None if options.end_seconds is None else round(options.end_seconds * 1e9)
-        return (max(1, options.frame_stride), options.max_frames, round((options.start_seconds or 0.0) * 1e9), end)
-
-    if normal(kept) == normal(asked):
-        return None
-    stride, most = normal(kept)[:2]
-    start, end = kept.start_seconds or 0.0, kept.end_seconds
-    window = f"from {start:g} s" + (f" to {end:g} s" if end is not None else " to the end")
-    frames = "every frame" if stride == 1 else f"one frame in {stride}"
-    return f"{frames} {window}" + (f", {most} at most" if most else "")
-
-
-def _another_video(job: Job, video: str) -> str | None:
-    """The video a job returned for an idempotency key holds, when its bytes are not this file's
-    (another size or SHA-256); None when they are, or when a pipe cannot be read again to tell."""
-    if video == "-" or not os.path.isfile(video):
-        return None
-    if job.size_bytes == os.path.getsize(video):
-        with open(video, "rb") as file:
-            if not job.sha256 or hashlib.file_digest(file, "sha256").hexdigest() == job.sha256:
-                return None
-    return f"{job.file_name or 'a video'} ({job.size_bytes} bytes, submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC)"

@@ -31,7 +31,7 @@ from videodag_service.jobs.defaults import (
 from videodag_service.jobs.dispatch import JobQueue
 from videodag_service.jobs.execution import JobObserver, JobObserverRelay
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
-from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, WatchEvent
+from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, StoredVideo, WatchEvent
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.stray_videos import STRAY_VIDEO_GRACE_SECONDS, remove_stray_videos
 from videodag_service.jobs.uploads import UploadStorage
@@ -219,7 +219,7 @@ class JobService:
             raise
         if stored.id != job.id:
             self._uploads.delete(video.ref)
-            return _same_submission(stored, request)
+            return _same_submission(stored, request, video)
         try:
             self._queue.dispatch(stored)
         except self._store.outage_errors as error:
@@ -419,9 +419,21 @@ class JobService:
                 logger.exception("job maintenance failed; retrying in %.0f s", self._maintenance_interval_seconds)
 
 
-def _same_submission(existing: Job, request: JobRequest) -> Job:
-    if existing.pipeline_id != request.pipeline_id:
-        raise IdempotencyKeyReused(existing.idempotency_key or "", existing.id, existing.pipeline_id)
+def _same_submission(existing: Job, request: JobRequest, uploaded: StoredVideo | None = None) -> Job:
+    """The job an idempotency key was first used for, if this is the same submission again: the
+    same pipeline and options, and no sign of another video (a size or SHA-256 declared, before
+    the upload, or the video `uploaded`, when the key's job was created meanwhile)."""
+    video = existing.video
+    sizes = {request.declared_size_bytes, uploaded.size_bytes if uploaded else None} - {None}
+    hashes = {(request.declared_sha256 or "").lower(), uploaded.sha256 if uploaded else ""} - {""}
+    differs = (
+        "pipeline" if existing.pipeline_id != request.pipeline_id
+        else "sampling" if not existing.sampling.takes_the_same_frames_as(request.sampling)
+        else "video" if sizes - {video.size_bytes} or hashes - {video.sha256.lower()}
+        else None
+    )
+    if differs is not None:
+        raise IdempotencyKeyReused(existing.idempotency_key or "", existing.id, existing.pipeline_id, differs)
     return existing
 
 

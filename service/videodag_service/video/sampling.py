@@ -51,6 +51,13 @@ class SamplingOptions:
     def has_time_window(self) -> bool:
         return self.start_seconds is not None or self.end_seconds is not None
 
+    def takes_the_same_frames_as(self, other: SamplingOptions) -> bool:
+        """Whether both sample a video alike: a window starting at 0 s is no window's start."""
+        def frames(options: SamplingOptions) -> tuple[int, int | None, float, float | None]:
+            return options.frame_stride, options.max_frames, options.start_seconds or 0.0, options.end_seconds
+
+        return frames(self) == frames(other)
+
     def overridden_by(self, overrides: SamplingOptions | Mapping[str, Any] | None) -> SamplingOptions:
         """Combine these defaults with per-call options.
 

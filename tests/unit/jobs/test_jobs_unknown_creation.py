@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from fakes.job_queue import QueueThatRunsNothing
 from fakes.redis_server import RedisServer
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import JobStoreUnavailable
 from videodag_service.jobs import DirectoryUploadStorage, Job, JobRequest, JobService, JobState, JobStore
-from videodag_service.jobs.model import HandOver, RunClaim
+from videodag_service.jobs.model import RunClaim
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 
@@ -27,34 +28,6 @@ HOUR = 3600.0
 
 class _Outage(ConnectionError):
     """Stands for redis-py's TimeoutError: one of the store's `outage_errors`."""
-
-
-class _Queue:
-    """Takes the hand-overs and runs nothing."""
-
-    def __init__(self) -> None:
-        self.dispatched: list[Job] = []
-
-    def dispatch(self, job: Job) -> None:
-        self.dispatched.append(job)
-
-    def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
-        return ()
-
-    def retry_stranded(self) -> None:
-        return None
-
-    def stop_taking(self) -> None:
-        return None
-
-    def wait_until_idle(self, timeout: float) -> bool:
-        return True
-
-    def depth(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        return None
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +56,7 @@ class _Service:
         self.now = time.time()
         self.store = store
         self.uploads = DirectoryUploadStorage(tmp_path / "uploads")
-        self.queue = _Queue()
+        self.queue = QueueThatRunsNothing()
         self.service = JobService(store, self.queue, self.uploads, DagPipelineService.from_folder(),
                                   max_upload_bytes=10**6, retention_seconds=HOUR, clock=lambda: self.now)
         self._monkeypatch = monkeypatch

@@ -197,7 +197,8 @@ class SubmitJobConfig(_message.Message):
     are INVALID_ARGUMENT). A submit
     with a key the server already holds returns the job created with it (for as
     long as that job is kept) instead of creating another; a key already used for
-    another pipeline is FAILED_PRECONDITION.
+    another pipeline, other sampling options or another video (its declared size or
+    sha256) is FAILED_PRECONDITION.
     """
     @_builtins.property
     def run_config(self) -> _run_pb2.RunConfig:

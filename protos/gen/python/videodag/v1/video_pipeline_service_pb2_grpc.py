@@ -89,8 +89,9 @@ class VideoPipelineServiceStub:
     | (UPLOAD_IDLE); the decoder went silent or ran too            |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
-    | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
-    | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
+    | an idempotency key already used for another submission       | FAILED_PRECONDITION|
+    | (IDEMPOTENCY_KEY_REUSED: its `job_id`, `pipeline_id`, and    |                    |
+    | `differs`: pipeline, sampling or video);                     |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
     | JobState name without the JOB_STATE_ prefix, as SUCCEEDED)   |                    |
@@ -245,8 +246,9 @@ class VideoPipelineServiceServicer:
     | (UPLOAD_IDLE); the decoder went silent or ran too            |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
-    | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
-    | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
+    | an idempotency key already used for another submission       | FAILED_PRECONDITION|
+    | (IDEMPOTENCY_KEY_REUSED: its `job_id`, `pipeline_id`, and    |                    |
+    | `differs`: pipeline, sampling or video);                     |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
     | JobState name without the JOB_STATE_ prefix, as SUCCEEDED)   |                    |
@@ -332,9 +334,11 @@ class VideoPipelineServiceServicer:
         RESOURCE_EXHAUSTED TOO_MANY_UPLOADS when the server already receives its
         maximum of job uploads (each holds a server thread; retry hint given), and
         FAILED_PRECONDITION IDEMPOTENCY_KEY_REUSED for an idempotency key used for
-        another pipeline; errors of the run itself end up in `Job.error`. Only the
-        pipeline is compared for a repeated key: the bytes of a repeated submit are not
-        looked at, nor its options beyond the checks every submit gets.
+        another submission; errors of the run itself end up in `Job.error`. A repeated
+        key is compared with its job's pipeline, sampling options (a start of 0 s is no
+        start), and video as declared (`declared_size_bytes`, `sha256`): the bytes of a
+        repeated submit are not read, unless the key's job was created while they
+        arrived, when the video that arrived is compared.
 
         With an `idempotency_key` already used by a job the server still holds, the
         server returns that job and stores nothing: a retried submit does not queue
@@ -519,8 +523,9 @@ class VideoPipelineService:
     | (UPLOAD_IDLE); the decoder went silent or ran too            |                    |
     | long, a job ran past its time limit (DEADLINE_EXCEEDED, the  |                    |
     | limit in the metadata)                                       |                    |
-    | an idempotency key already used for another pipeline         | FAILED_PRECONDITION|
-    | (IDEMPOTENCY_KEY_REUSED: its `job_id` and `pipeline_id`);    |                    |
+    | an idempotency key already used for another submission       | FAILED_PRECONDITION|
+    | (IDEMPOTENCY_KEY_REUSED: its `job_id`, `pipeline_id`, and    |                    |
+    | `differs`: pipeline, sampling or video);                     |                    |
     | cancel a finished job (JOB_FINISHED), delete an unfinished   |                    |
     | one (JOB_NOT_FINISHED), both with `job_id` and `state` (its  |                    |
     | JobState name without the JOB_STATE_ prefix, as SUCCEEDED)   |                    |
