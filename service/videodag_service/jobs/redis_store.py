@@ -132,6 +132,10 @@ return 1
 _FINISH = _CURRENT_RUN + """
 if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[4], 'expire_at', ARGV[5], ARGV[6], ARGV[7])
+if ARGV[3] == 'SUCCEEDED' then
+  -- a success knows its frames: the estimate made as the video opened gives way to them
+  redis.call('HSET', KEYS[1], 'frames_total', redis.call('HGET', KEYS[1], 'frames_done'))
+end
 redis.call('HINCRBY', KEYS[1], 'revision', 1)
 redis.call('ZREM', KEYS[2], ARGV[8])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[8])

@@ -314,11 +314,13 @@ class SqliteJobStore(JobStore):
         error: JobError | None = None,
     ) -> bool:
         state = JobState.FAILED if error is not None else JobState.SUCCEEDED
+        # A success knows its frames: the estimate made as the video opened gives way to them.
+        total = "frames_total" if error is not None else "frames_done"
         with self._transaction() as db:
             return self._update_running(
                 db,
                 run,
-                "state = ?, finished_at = ?, expire_at = ?, summary = ?, error = ?",
+                f"state = ?, finished_at = ?, expire_at = ?, summary = ?, error = ?, frames_total = {total}",
                 (state.value, now, expire_at, records.summary_to_text(summary), records.error_to_text(error)),
             )
 

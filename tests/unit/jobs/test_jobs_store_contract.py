@@ -134,6 +134,25 @@ def test_a_claim_repeated_because_an_outage_lost_its_reply_returns_the_job_it_cl
     assert store.claim(job.id, 1, NOW) is None, "no longer running"
 
 
+def test_a_success_replaces_the_estimated_frame_total_with_the_frames_done(store: JobStore) -> None:
+    """A variable frame rate or a damaged index makes the estimate miss: a finished job showed
+    300/325 frames, for good."""
+    succeeded, failed = store.create(queued_job()), store.create(queued_job())
+    for job in (succeeded, failed):
+        run = RunClaim(job.id, 1, NOW)
+        store.claim(job.id, 1, NOW)
+        store.record_video(run, INFO, frames_total=5)
+        store.append_frame(run, frame(0))
+        store.append_frame(run, frame(1))
+
+    store.finish(RunClaim(succeeded.id, 1, NOW), NOW + 5, NOW + 65, summary=SUMMARY)
+    store.finish(RunClaim(failed.id, 1, NOW), NOW + 5, NOW + 65, error=JobError("INTERNAL", "INTERNAL", "x"))
+
+    done, broken = store.get(succeeded.id), store.get(failed.id)
+    assert (done.frames_done, done.frames_total) == (2, 2)
+    assert (broken.frames_done, broken.frames_total) == (2, 5), "a failure's frames fell short of the video's"
+
+
 def test_finish_records_the_outcome_and_its_expiry(store: JobStore) -> None:
     succeeded, failed = store.create(queued_job()), store.create(queued_job())
     error = JobError("INVALID_ARGUMENT", "VIDEO_UNREADABLE", "Unable to read video file", {"a": "b"})

@@ -81,6 +81,7 @@ class JobProgress(_message.Message):
     frames_total: _builtins.int
     """Frames the job will process, estimated from the container's declared frame
     count and the sampling options once the video is opened; 0 while unknown.
+    Once the job SUCCEEDED, the frames it processed (`frames_done`).
     """
     def __init__(
         self,
