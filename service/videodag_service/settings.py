@@ -210,7 +210,9 @@ class Settings:
         "a declared size is checked again at every chunk as it arrives; 0 turns the check off", minimum=0,
     )
     job_retention_seconds: float = _setting(
-        DEFAULT_RETENTION_SECONDS, "how long finished jobs, their results and files are kept", minimum=0
+        DEFAULT_RETENTION_SECONDS,
+        "how long finished jobs and their results are kept (a job's video is deleted as soon as it is finished)",
+        minimum=0,
     )
     job_timeout_seconds: float = _setting(
         DEFAULT_JOB_TIMEOUT_SECONDS, "longest a job may run; then it FAILS with DEADLINE_EXCEEDED", minimum=1
