@@ -27,13 +27,22 @@ from videodag_client._options import RunOptions
 
 
 class JobState(enum.Enum):
-    """Where a job is in its life: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED."""
+    """Where a job is in its life: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED.
 
+    UNKNOWN: a state this client does not know (one a later server release added), or none:
+    a job in it is read like any other instead of failing the page or watch that holds it.
+    """
+
+    UNKNOWN = job_pb2.JOB_STATE_UNSPECIFIED
     QUEUED = job_pb2.JOB_STATE_QUEUED
     RUNNING = job_pb2.JOB_STATE_RUNNING
     SUCCEEDED = job_pb2.JOB_STATE_SUCCEEDED
     FAILED = job_pb2.JOB_STATE_FAILED
     CANCELLED = job_pb2.JOB_STATE_CANCELLED
+
+    @classmethod
+    def _missing_(cls, value: object) -> JobState:
+        return cls.UNKNOWN
 
     @property
     def is_finished(self) -> bool:

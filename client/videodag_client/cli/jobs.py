@@ -17,7 +17,7 @@ from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._results import print_output
 from videodag_client.cli._terminal import terminal_safe
 
-STATE_NAMES = [state.name.lower() for state in JobState]
+STATE_NAMES = [state.name.lower() for state in JobState if state is not JobState.UNKNOWN]
 
 
 def add_parser(subcommands: Any) -> None:

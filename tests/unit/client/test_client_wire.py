@@ -57,3 +57,16 @@ def test_times_the_server_echoes_come_back_as_they_were_sent() -> None:
         job.config.options.end_offset.CopyFrom(duration(end))
         options = job_from_proto(job).options
         assert (options.start_seconds, options.end_seconds) == (seconds, end)
+
+
+def test_a_job_state_this_client_does_not_know_is_read_as_unknown() -> None:
+    """A state a later server release adds (enum values may be added) raised a bare ValueError,
+    and one such job made a whole ListJobs page unreadable."""
+    from videodag.v1 import job_pb2
+    from videodag_client._job_values import JobState, job_from_proto
+
+    later = job_pb2.Job(id="j")
+    later.state = 6  # type: ignore[assignment]  # not a value this release's enum names
+    assert job_from_proto(later).state is JobState.UNKNOWN
+    assert not JobState.UNKNOWN.is_finished
+    assert job_from_proto(job_pb2.Job(id="j", state=job_pb2.JOB_STATE_FAILED)).state is JobState.FAILED

@@ -49,7 +49,9 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     job whose run vanished 3 times (crashes, lost workers; not clean shutdowns)
     FAILS with INTERNAL, reason JOB_INTERRUPTED. A running job waits out a short
     outage of the job store (Redis: up to half its lease); after a longer one it
-    runs again from the start once the store is back.
+    runs again from the start once the store is back. Later releases may add states:
+    read a value you do not know as a state that is not final (a WatchJob stream
+    still ends after a job's final state).
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
