@@ -62,18 +62,18 @@ def abort(context: grpc.ServicerContext, error: Exception) -> NoReturn:
         # Nobody hears this answer: the call ended first. Its end is what counts, and the answer is
         # often an echo of that end (a stream cut for an oversized message reads as an empty upload).
         ended = _broken_stream_error(context)
-        logger.info("call ended before its answer: %s: %s", ended.status_code, ended.message)
-        logger.debug("the answer nobody hears: %s: %s", error.status_code, error.message)
+        logger.info("call ended before its answer: %s: %s", ended.status_code, ended.logged_message)
+        logger.debug("the answer nobody hears: %s: %s", error.status_code, error.logged_message)
         status = convert.status_from_error(ended)
     elif isinstance(error, VideodagError):
         if error.status_code in {"INTERNAL", "UNKNOWN"}:
-            logger.error("call failed: %s", error)
+            logger.error("call failed: %s", error.logged_message)
         elif isinstance(error, VideoFileMissing | DecoderKilled | ServerOutOfResources):  # the server's trouble
-            logger.warning("call failed: %s: %s", error.status_code, error.message)
+            logger.warning("call failed: %s: %s", error.status_code, error.logged_message)
         elif isinstance(error, RunCancelled | EndedByShutdown) or type(error) is DeadlineExceeded:  # the call's end
-            logger.info("call ended: %s: %s", error.status_code, error.message)
+            logger.info("call ended: %s: %s", error.status_code, error.logged_message)
         else:
-            logger.info("request refused: %s: %s", error.status_code, error.message)
+            logger.info("request refused: %s: %s", error.status_code, error.logged_message)
         status = convert.status_from_error(error)
     elif isinstance(error, grpc.RpcError):
         # The stream broke while we read it (client cancel, deadline, shutdown); nobody may hear this.

@@ -95,13 +95,21 @@ class VideodagError(Exception):
     status_code: ClassVar[str] = "UNKNOWN"
     reason: ClassVar[str] = "UNKNOWN"
 
-    def __init__(self, message: str, details: ErrorDetails | None = None) -> None:
+    def __init__(self, message: str, details: ErrorDetails | None = None, *, logged_message: str | None = None) -> None:
+        """`logged_message`: what the server's own log says of the error, where `message` quotes
+        the caller's upload (the start of a text file): the log is read by others than the caller."""
         super().__init__(message)
         self.message = message
         self.details = details or ErrorDetails()
+        self.logged_message = logged_message or message
 
     def __str__(self) -> str:
         return self.message
+
+
+def logged(error: BaseException) -> str:
+    """An error as the server's log gives it (`VideodagError.logged_message`)."""
+    return error.logged_message if isinstance(error, VideodagError) else str(error)
 
 
 class InvalidArgument(VideodagError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -380,6 +381,22 @@ def test_a_git_lfs_pointer_is_refused_as_text(server: ServerHarness, tmp_path: P
     assert caught.value.message.endswith("it is text, starting 'version https://git-lfs.github.com/spec/'")
     assert caught.value.metadata == {"detected_type": "text/plain"}
     assert server.leftover_uploads() == []
+
+
+def test_the_server_log_names_a_text_upload_without_quoting_it(
+    server: ServerHarness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller is told how its text starts (its own bytes); the log, read by others, is not:
+    it showed 'DB_PASSWORD=hunter2 patient: Jane Roe' for a file uploaded by mistake."""
+    secrets = tmp_path / "notes.mp4"
+    secrets.write_text("DB_PASSWORD=hunter2 patient: Jane Roe, DOB 1970-01-01\n")
+    with caplog.at_level(logging.DEBUG), pytest.raises(InvalidArgument) as caught:
+        list(server.client.upload_and_run(secrets, "frame_stats_v1"))
+    assert caught.value.message.endswith("it is text, starting 'DB_PASSWORD=hunter2 patient: Jane Roe, D'")
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "request refused: INVALID_ARGUMENT: Unable to read video file 'notes.mp4': not a video OpenCV can decode: " \
+           "it is text (its start is told to the caller)" in logged
+    assert "hunter2" not in logged
 
 
 def test_text_named_txt_is_refused_as_text_not_decoded_as_ansi_art(server: ServerHarness, tmp_path: Path) -> None:

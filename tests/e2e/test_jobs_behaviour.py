@@ -4,6 +4,7 @@ threads in the server) and Redis + RQ (a real redis-server and real `rq worker` 
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import threading
 from collections.abc import Iterator
@@ -170,6 +171,21 @@ def test_closing_a_client_on_a_borrowed_channel_ends_its_watch_and_submission_as
             # The channel's owner goes on with it.
             assert VideodagClient.from_channel(channel).get_job(job.id).id == job.id
         assert [queued.id for queued in owner.list_jobs().jobs] == [job.id], "the cut submission queued nothing"
+
+
+def test_a_job_of_a_text_upload_fails_quoting_it_to_its_caller_and_not_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secrets = tmp_path / "notes.mp4"
+    secrets.write_text("DB_PASSWORD=hunter2 patient: Jane Roe, DOB 1970-01-01\n")
+    with deployment("embedded", tmp_path) as embedded, caplog.at_level(logging.DEBUG):
+        client = embedded.start_server()
+        failed = wait_for_job(client, client.submit_job(secrets, "frame_stats_v1").id, finished)
+    assert failed.error is not None and "starting 'DB_PASSWORD=hunter2" in failed.error.message
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"job {failed.id} failed: Unable to read video file 'notes.mp4': not a video OpenCV can decode: it is " \
+           "text (its start is told to the caller)" in logged
+    assert "hunter2" not in logged
 
 
 class _HeldFile(io.BytesIO):

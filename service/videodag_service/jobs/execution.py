@@ -43,6 +43,7 @@ from videodag_service.errors import (
     ErrorDetails,
     JobNotFound,
     UnknownSamplingOptions,
+    logged,
 )
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord, RunClaim
 from videodag_service.jobs.progress import expected_frame_count
@@ -207,7 +208,7 @@ class JobExecutor:
         except _StoreOutOfReach:
             return JobState.QUEUED if self._release(run) else JobState.RUNNING
         except Exception as error:
-            logger.info("job %s failed: %s", job.id, error)
+            logger.info("job %s failed: %s", job.id, logged(error))
             if not self._finish(job, run, error=JobError.from_exception(error)):
                 return JobState.RUNNING
         else:

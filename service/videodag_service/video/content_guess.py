@@ -26,10 +26,16 @@ _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 @dataclass(frozen=True)
 class ContentGuess:
     """What the bytes look like: `detected_type` a MIME type, `reason` the words for the error
-    ("it is MP3 audio (audio/mpeg), with no video stream")."""
+    ("it is MP3 audio (audio/mpeg), with no video stream"), and `logged_reason` the words for the
+    server's log, which leaves out what the reason quotes of the upload."""
 
     detected_type: str
     reason: str
+    logged_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.logged_reason:
+            object.__setattr__(self, "logged_reason", self.reason)
 
 
 def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
@@ -81,4 +87,4 @@ def _text_guess(head: bytes) -> ContentGuess | None:
     if not text.strip() or not all(char.isprintable() or char in "\t\n\r" for char in text):
         return None
     start = " ".join(text.split())[:_QUOTED_TEXT_CHARS]
-    return ContentGuess("text/plain", f"it is text, starting {start!r}")
+    return ContentGuess("text/plain", f"it is text, starting {start!r}", "it is text (its start is told to the caller)")

@@ -171,11 +171,12 @@ def finish_from(message: dict[str, Any]) -> DecodeEnding:
 
 
 def failed(error: BaseException) -> bytes:
-    """A typed error keeps its class, message and metadata; any other error only its text."""
+    """A typed error keeps its class, message, logged message and metadata; any other error only its text."""
     kind = type(error).__name__ if type(error).__name__ in _FILE_ERRORS else "unexpected"
     metadata = dict(error.details.metadata) if isinstance(error, VideodagError) else {}
     message = str(error) if kind != "unexpected" else f"{type(error).__name__}: {error}"
-    return encode("failed", error=kind, message=message, metadata=metadata)
+    logged = error.logged_message if isinstance(error, VideodagError) else message
+    return encode("failed", error=kind, message=message, logged=logged, metadata=metadata)
 
 
 def info_from(message: dict[str, Any]) -> VideoInfo:
@@ -232,13 +233,14 @@ def error_from(message: dict[str, Any]) -> Exception:
     """The decoder's error as the server raises it: a typed error keeps its type and details."""
     kind = field(message, "error", str)
     text = field(message, "message", str)
+    logged = field(message, "logged", str) if "logged" in message else text
     metadata = field(message, "metadata", dict)
     error_class = _FILE_ERRORS.get(kind)
     if error_class is None:
         return RuntimeError(f"the decoder process failed: {text}")
     clean = {str(key): str(value) for key, value in metadata.items()}
     retry_after = RESOURCE_RETRY_SECONDS if error_class is ServerOutOfResources else None
-    return error_class(text, ErrorDetails(metadata=clean, retry_after_seconds=retry_after))
+    return error_class(text, ErrorDetails(metadata=clean, retry_after_seconds=retry_after), logged_message=logged)
 
 
 def field(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:

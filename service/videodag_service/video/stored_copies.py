@@ -26,6 +26,7 @@ def naming_the_upload(stored_name: str, file_name: str) -> Iterator[None]:
     except VideodagError as error:
         shown_name = _shortened(os.path.basename(file_name)) or "upload"
         error.message = error.message.replace(repr(stored_name), repr(shown_name))
+        error.logged_message = error.logged_message.replace(repr(stored_name), repr(shown_name))
         error.args = (error.message,)
         raise
 

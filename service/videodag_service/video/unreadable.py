@@ -21,9 +21,12 @@ _COVER_PICTURE_MIN_FPS = 1000.0
 _STILL_IMAGE_CODECS = frozenset({"MJPG", "MPNG", "PNG", "BMP", "GIF", "WEBP", "TIFF"})
 
 
-def unreadable(path: str | os.PathLike[str], reason: str, details: ErrorDetails | None = None) -> VideoUnreadable:
-    """The error for a file OpenCV cannot use; only the base name is shown (temp paths are private)."""
-    return VideoUnreadable(f"Unable to read video file {Path(path).name!r}: {reason}", details)
+def unreadable(path: str | os.PathLike[str], reason: str, details: ErrorDetails | None = None,
+               logged_reason: str | None = None) -> VideoUnreadable:
+    """The error for a file OpenCV cannot use; only the base name is shown (temp paths are private).
+    `logged_reason`: the reason as the server's log gives it, when `reason` quotes the upload."""
+    opening = f"Unable to read video file {Path(path).name!r}: "
+    return VideoUnreadable(opening + reason, details, logged_message=opening + (logged_reason or reason))
 
 
 def not_openable(path: Path) -> VideoUnreadable:
@@ -56,4 +59,5 @@ def _naming_its_content(path: Path, unknown: str, known: str) -> VideoUnreadable
     guess = guess_content(path)
     if guess is None:
         return unreadable(path, unknown)
-    return unreadable(path, known.format(guess.reason), ErrorDetails(metadata={"detected_type": guess.detected_type}))
+    return unreadable(path, known.format(guess.reason), ErrorDetails(metadata={"detected_type": guess.detected_type}),
+                      known.format(guess.logged_reason))

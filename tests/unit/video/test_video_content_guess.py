@@ -68,10 +68,11 @@ def test_text_is_quoted_from_its_start(tmp_path: Path) -> None:
     pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:4d7a2146\nsize 84977953\n")
     page = tmp_path / "download.mp4"
     page.write_text("<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head></html>\n")
+    logged = "it is text (its start is told to the caller)"  # the server's log quotes no upload
     assert guess_content(pointer) == ContentGuess(
-        "text/plain", "it is text, starting 'version https://git-lfs.github.com/spec/'")
+        "text/plain", "it is text, starting 'version https://git-lfs.github.com/spec/'", logged)
     assert guess_content(page) == ContentGuess(
-        "text/plain", "it is text, starting '<!DOCTYPE html> <html><head><title>403 F'")
+        "text/plain", "it is text, starting '<!DOCTYPE html> <html><head><title>403 F'", logged)
 
 
 def test_text_cut_inside_a_character_at_the_sample_end_is_still_text(tmp_path: Path) -> None:

@@ -107,11 +107,13 @@ def test_a_probe_with_no_picture_is_refused() -> None:
 
 def test_file_errors_keep_their_type_message_and_details() -> None:
     too_large = VideoTooLarge("video too large: 9 frames", ErrorDetails(metadata={"limit": "frame_count"}))
-    unreadable = VideoUnreadable("Unable to read video file 'x.mp4': decoding failed")
+    unreadable = VideoUnreadable("Unable to read video file 'x.mp4': it is text, starting 'secret'",
+                                 logged_message="Unable to read video file 'x.mp4': it is text")
     for error in (too_large, unreadable):
         rebuilt = messages.error_from(messages.decode(messages.failed(error)))
         assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
         assert rebuilt.details.metadata == error.details.metadata  # type: ignore[attr-defined]
+        assert rebuilt.logged_message == error.logged_message  # type: ignore[attr-defined]
 
 
 def test_other_errors_arrive_as_runtime_errors_and_never_choose_their_class() -> None:
