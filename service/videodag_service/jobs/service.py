@@ -337,7 +337,8 @@ class JobService:
 
     def run_maintenance(self) -> None:
         """Delete jobs past retention and abandoned partial uploads, hand interrupted or stranded
-        jobs to workers again, and now and then remove the videos no job needs."""
+        jobs to workers again, erase what deletions left in the store's files, and now and then
+        remove the videos no job needs."""
         self._check_store_in_place()
         self._queue.retry_stranded()
         now = self._clock()
@@ -366,6 +367,7 @@ class JobService:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on
                     logger.exception("job %s: could not delete its video", job.id)
+        self._store.erase_deleted_data()  # what a reader or a full disk kept from the deletions' own erasure
         self._remove_stray_videos(now)
 
     def _remove_stray_videos(self, now: float) -> None:

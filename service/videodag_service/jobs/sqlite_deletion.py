@@ -6,11 +6,14 @@ it. So a transaction here deletes at most `_FRAMES_DELETED_AT_ONCE` frames or
 `_JOBS_DELETED_AT_ONCE` jobs (about 30 ms of the lock each). A job's record goes first and its
 frames after it: frames whose job is gone are seen by no one. Those a full disk keeps go at the
 next retention pass (`delete_frames_left_behind`), those a stop leaves at the next start
-(`delete_orphan_frames`). Apart from the store, which reads and writes one job at a time.
+(`delete_orphan_frames`). Each transaction runs through `DeletedDataErasure`, which zeroes
+the pages it frees where the disk has room. Apart from the store, which reads and writes one
+job at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -18,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 
 from videodag_service.errors import DiskFull
+from videodag_service.jobs.sqlite_erasure import DeletedDataErasure
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +31,9 @@ _JOBS_DELETED_AT_ONCE = 200
 
 
 class BatchedDeletion:
-    """Deletes through the store's `transaction` (DiskFull for a full disk), reads under its
-    `lock`; tells `jobs_deleted` the ids of the jobs each transaction deletes, before it commits."""
+    """Deletes through the store's `transaction` (DiskFull for a full disk), run by `erasure`,
+    reads under its `lock`; tells `jobs_deleted` the ids of the jobs each transaction deletes,
+    before it commits."""
 
     def __init__(
         self,
@@ -36,11 +41,13 @@ class BatchedDeletion:
         lock: threading.RLock,
         transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
         jobs_deleted: Callable[[Iterable[str]], None],
+        erasure: DeletedDataErasure,
     ) -> None:
         self._connection = connection
         self._lock = lock
         self._transaction = transaction
         self._jobs_deleted = jobs_deleted
+        self._erasure = erasure
         self._frames_left_behind: set[str] = set()
         """Jobs deleted whose frames could not all be removed yet (`delete_frames_of`)."""
 
@@ -49,17 +56,10 @@ class BatchedDeletion:
         is left for the next retention pass, the jobs' deletion being done and reported."""
         for start in range(0, len(job_ids), _JOBS_DELETED_AT_ONCE):
             batch = job_ids[start:start + _JOBS_DELETED_AT_ONCE]
-            marks = ", ".join("?" * len(batch))
+            delete_some = functools.partial(_delete_some_frames, batch)
             try:
-                while True:
-                    with self._transaction() as db:
-                        deleted = db.execute(
-                            f"""DELETE FROM frames WHERE (job_id, frame_index) IN (
-                                  SELECT job_id, frame_index FROM frames WHERE job_id IN ({marks}) LIMIT ?)""",
-                            (*batch, _FRAMES_DELETED_AT_ONCE),
-                        ).rowcount
-                    if deleted < _FRAMES_DELETED_AT_ONCE:
-                        break
+                while self._erasure.deleting(self._transaction, delete_some) >= _FRAMES_DELETED_AT_ONCE:
+                    pass
             except (DiskFull, sqlite3.OperationalError) as error:
                 left = job_ids[start:]
                 with self._lock:
@@ -93,12 +93,8 @@ class BatchedDeletion:
         for start in range(0, len(job_ids), _JOBS_DELETED_AT_ONCE):
             batch = job_ids[start:start + _JOBS_DELETED_AT_ONCE]
             try:
-                with self._transaction() as db:
-                    marks = ", ".join("?" * len(batch))
-                    gone = [row[0] for row in db.execute(
-                        f"DELETE FROM jobs WHERE id IN ({marks}) AND expire_at <= ? RETURNING id", (*batch, now)
-                    ).fetchall()]
-                    self._jobs_deleted(gone)
+                gone = self._erasure.deleting(self._transaction,
+                                              functools.partial(self._delete_expired_jobs, batch, now))
             except DiskFull:
                 if not purged:
                     raise
@@ -106,3 +102,22 @@ class BatchedDeletion:
             self.delete_frames_of(gone)
             purged.extend(gone)
         return purged
+
+    def _delete_expired_jobs(self, job_ids: Sequence[str], now: float, db: sqlite3.Connection) -> list[str]:
+        marks = ", ".join("?" * len(job_ids))
+        gone = [row[0] for row in db.execute(
+            f"DELETE FROM jobs WHERE id IN ({marks}) AND expire_at <= ? RETURNING id", (*job_ids, now)
+        ).fetchall()]
+        self._jobs_deleted(gone)
+        return gone
+
+
+def _delete_some_frames(job_ids: Sequence[str], db: sqlite3.Connection) -> int:
+    """Up to `_FRAMES_DELETED_AT_ONCE` frames of `job_ids`; returns how many went."""
+    marks = ", ".join("?" * len(job_ids))
+    deleted: int = db.execute(
+        f"""DELETE FROM frames WHERE (job_id, frame_index) IN (
+              SELECT job_id, frame_index FROM frames WHERE job_id IN ({marks}) LIMIT ?)""",
+        (*job_ids, _FRAMES_DELETED_AT_ONCE),
+    ).rowcount
+    return deleted

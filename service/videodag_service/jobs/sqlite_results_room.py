@@ -19,7 +19,7 @@ from videodag_service.errors import DiskFull, ErrorDetails
 logger = logging.getLogger(__name__)
 
 # Room the log needs on the disk between two checkpoints (SQLite's 1,000 pages), and a margin.
-_LOG_GROWTH_ROOM_BYTES = 8 * 1024 * 1024
+LOG_GROWTH_ROOM_BYTES = 8 * 1024 * 1024
 
 
 def check_room_for_results(db: sqlite3.Connection, data_dir: Path, keep_free_bytes: int) -> None:
@@ -35,7 +35,7 @@ def check_room_for_results(db: sqlite3.Connection, data_dir: Path, keep_free_byt
         return
     # Results written into free pages still go through the log first, which grows on the
     # disk itself: the pages count only while the disk keeps room for the log's growth.
-    if free >= _LOG_GROWTH_ROOM_BYTES:
+    if free >= LOG_GROWTH_ROOM_BYTES:
         page_size, free_pages = (db.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "freelist_count"))
         if free + page_size * free_pages >= keep_free_bytes:
             return

@@ -14,6 +14,7 @@ this process's writes alone (`JobChangeSignals`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -29,6 +30,7 @@ from videodag_service.jobs.data_dir_lock import DATABASE_FILE, DataDirectoryLock
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobPage, JobState, JobSummary, RunClaim
 from videodag_service.jobs.sqlite_deletion import BatchedDeletion
+from videodag_service.jobs.sqlite_erasure import DeletedDataErasure
 from videodag_service.jobs.sqlite_results_room import check_room_for_results
 from videodag_service.jobs.store import (
     MAX_ATTEMPTS_ERROR,
@@ -115,7 +117,9 @@ class SqliteJobStore(JobStore):
         self._lock = threading.RLock()
         self._changes = JobChangeSignals(self._lock)
         self._uncommitted_changes: list[tuple[str, int | None]] = []
-        self._deletion = BatchedDeletion(self._connection, self._lock, self._transaction, self._note_deleted)
+        self._erasure = DeletedDataErasure(self._connection, self._lock, self.data_dir)
+        self._deletion = BatchedDeletion(self._connection, self._lock, self._transaction, self._note_deleted,
+                                         self._erasure)
         self._recovered = False
         try:
             with self._lock, _disk_full_as_error():
@@ -124,7 +128,8 @@ class SqliteJobStore(JobStore):
                 self._connection.execute("PRAGMA synchronous=NORMAL")
                 # Python's SQLite may be built to zero every freed page, through the log: deleting
                 # a job then takes as much free space as its results, and on a full disk neither a
-                # DeleteJob nor the retention can free any. FAST zeroes only what costs no I/O.
+                # DeleteJob nor the retention can free any. FAST zeroes only what costs no I/O;
+                # deletions zero freed pages too where the disk has room (`DeletedDataErasure`).
                 self._connection.execute("PRAGMA secure_delete=FAST")
                 self._connection.execute(f"PRAGMA journal_size_limit={_LOG_SIZE_LIMIT_BYTES}")
                 self._connection.executescript(_SCHEMA)
@@ -229,12 +234,16 @@ class SqliteJobStore(JobStore):
         return self.get(job_id), previous
 
     def delete(self, job_id: str) -> Job:
-        with self._transaction() as db:
-            job = self.get(job_id)
-            check_deletable(job_id, job.state)
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            self._note_deleted([job_id])
+        job = self._erasure.deleting(self._transaction, functools.partial(self._delete_record, job_id))
         self._deletion.delete_frames_of([job_id])
+        self.erase_deleted_data()
+        return job
+
+    def _delete_record(self, job_id: str, db: sqlite3.Connection) -> Job:
+        job = self.get(job_id)
+        check_deletable(job_id, job.state)
+        db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self._note_deleted([job_id])
         return job
 
     def frames_after(self, job_id: str, after_frame_index: int | None, limit: int) -> list[JobFrame]:
@@ -366,7 +375,13 @@ class SqliteJobStore(JobStore):
                 (now, *_FINISHED_STATES),
             ).fetchall() if row["id"] not in keep]
         purged = set(self._deletion.delete_expired_jobs([row["id"] for row in rows], now))
+        self.erase_deleted_data()
         return [_job_from_row(row) for row in rows if row["id"] in purged]
+
+    def erase_deleted_data(self) -> None:
+        """Checkpoint and truncate the log once deletions committed (`DeletedDataErasure`); never
+        raises, a checkpoint the store cannot make now being tried again at the next call."""
+        self._erasure.erase_log()
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -183,6 +183,11 @@ class JobStore(ABC):
         """Delete finished jobs whose retention ended, but those in `keep` (being watched, and
         purged once they are not); returns them (their files are the caller's)."""
 
+    def erase_deleted_data(self) -> None:  # noqa: B027 - a store that keeps no copies has nothing to do
+        """Erase the copies of deleted jobs' data the store still keeps in its files, as far as it
+        can now, without raising: each maintenance pass calls it again for what it could not.
+        A store whose copies its server manages (Redis's append-only file) has nothing to do."""
+
     @abstractmethod
     def close(self) -> None:
         """Release connections and locks."""
