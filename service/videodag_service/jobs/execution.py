@@ -167,8 +167,10 @@ class JobExecutor:
         self._observer = observer if isinstance(observer, JobObserverRelay) else JobObserverRelay(observer)
         self._pending_lock = threading.Lock()
         self._pending_ends: dict[RunClaim, tuple[Job, JobSummary | None, JobError | None, float]] = {}
-        # The runs claimed and not yet ended, by (job id, attempt): what a worker's queue knows a run by.
+        # The runs claimed and not yet ended, by (job id, attempt): what a worker's queue knows a run by;
+        # and the (job id, attempt) pairs whose claim is in the store's hands.
         self._runs: dict[tuple[str, int], RunClaim] = {}
+        self._claiming: set[tuple[str, int]] = set()
         self._released_from_outside: set[RunClaim] = set()
 
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
@@ -184,16 +186,20 @@ class JobExecutor:
             return self._execute(job_id, attempt, should_stop)
 
     def _execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool]) -> JobState | None:
-        job = self._claim(job_id, attempt, should_stop)
+        self._claiming.add((job_id, attempt))
+        try:
+            job = self._claim(job_id, attempt, should_stop)
+            if job is not None:  # known as claimed before it stops being known as claiming
+                self._runs[job_id, attempt] = RunClaim.of(job)
+        finally:
+            self._claiming.discard((job_id, attempt))
         if job is None:
             logger.info("job %s attempt %d is no longer queued; skipped", job_id, attempt)
             return None
-        run = RunClaim.of(job)
-        self._runs[job_id, attempt] = run
         try:
-            return self._execute_claimed(job, run, should_stop)
+            return self._execute_claimed(job, self._runs[job_id, attempt], should_stop)
         finally:
-            del self._runs[job_id, attempt]
+            self._runs.pop((job_id, attempt), None)
 
     def _execute_claimed(self, job: Job, run: RunClaim, should_stop: Callable[[], bool]) -> JobState | None:
         logger.info("job %s attempt %d started: pipeline %s", job.id, job.attempt, job.pipeline_id)
@@ -236,12 +242,25 @@ class JobExecutor:
         """Queue the job again in its attempt, for a run that did not stop when told (a node call
         longer than the time a stop gives it), from the stopping thread: a no-op if the run is
         not claimed yet or has ended meanwhile; the run's own release later is skipped, and its
-        other writes find the job no longer theirs."""
+        other writes find the job no longer theirs. A claim still in the store's hands (a slow
+        disk) may have been made: the job, RUNNING in that attempt, is this executor's to release."""
         run = self.claimed_run(job_id, attempt)
+        if run is None and (job_id, attempt) in self._claiming:
+            run = self._claim_made_meanwhile(job_id, attempt)
         if run is None:
             return False
         self._released_from_outside.add(run)
         return self._store_release(run)
+
+    def _claim_made_meanwhile(self, job_id: str, attempt: int) -> RunClaim | None:
+        try:
+            job = self._store.get(job_id)
+        except Exception:  # deleted, or the store failing: recovery deals with it
+            logger.warning("job %s: could not read it to release its run", job_id, exc_info=True)
+            return None
+        if job.state is not JobState.RUNNING or job.attempt != attempt:
+            return None
+        return RunClaim.of(job)
 
     def _release(self, run: RunClaim) -> bool:
         if run in self._released_from_outside:

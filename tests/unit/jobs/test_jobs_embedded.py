@@ -473,6 +473,40 @@ def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attem
     store.close()
 
 
+def test_a_stop_while_a_claim_is_slow_to_come_back_queues_the_job_again_in_its_attempt(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim is made, its return held up (a slow disk) past the stop's wait: the stop found no
+    run to release, the run's own release met a closed store, and the next start counted the
+    clean stop as a crash."""
+    parts = _Parts(tmp_path, dag)
+    job = parts.submit(clip, "paced")
+    claimed = threading.Event()
+    store_claim = parts.store.claim
+
+    def slow_claim(job_id: str, attempt: int, now: float) -> Job | None:
+        made = store_claim(job_id, attempt, now)
+        claimed.set()
+        time.sleep(1.0)
+        return made
+
+    parts.store.claim = slow_claim  # type: ignore[method-assign]
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    workers.dispatch(job)
+    assert claimed.wait(10)
+    workers.close(timeout=0.2)
+    stopped = parts.store.get(job.id)
+    assert (stopped.state, stopped.attempt) == (JobState.QUEUED, 1)
+    assert "did not stop within 0.2 s" in caplog.text
+    parts.store.close()  # as the service does next
+    (worker,) = workers._threads
+    worker.join(30)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+    store = SqliteJobStore(tmp_path / "data")
+    assert (store.get(job.id).state, store.get(job.id).attempt) == (JobState.QUEUED, 1)
+    store.close()
+
+
 def test_a_stop_warns_of_no_job_that_ended_by_itself(
     tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
