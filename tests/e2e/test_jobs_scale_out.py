@@ -109,6 +109,8 @@ def test_a_redis_outage_is_unavailable_with_a_retry_hint(tmp_path: Path, sample_
             client.get_job(job.id)
         assert raised.value.reason == "JOB_STORE_UNAVAILABLE"
         assert raised.value.retry_after is not None and raised.value.retry_after > 0
+        # The kind of failure, not its text: that named the store's address to every caller.
+        assert raised.value.message == "the job store cannot be reached (ConnectionError); retry shortly"
         with pytest.raises(Unavailable):
             client.submit_job(sample_clip, "paced")
         assert jobs.stored_uploads() == stored_before  # the refused upload was not kept

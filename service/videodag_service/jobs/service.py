@@ -254,18 +254,22 @@ class JobService:
             "a retry with the same idempotency key returns it if so" if job.idempotency_key is not None
             else "a retry without an idempotency key may create a second job"
         )
+        message = ("the job store could not be reached to record the job ({}); it may have been created all the "
+                   f"same, as job {job.id} (GetJob tells once the store is back): {retry}")
         return JobStoreUnavailable(
-            f"the job store could not be reached to record the job ({type(error).__name__}: {error}); it may have "
-            f"been created all the same, as job {job.id} (GetJob tells once the store is back): {retry}",
+            message.format(type(error).__name__),
             ErrorDetails(metadata={"job_id": job.id}, retry_after_seconds=RETRY_AFTER_OUTAGE_SECONDS),
+            logged_message=message.format(f"{type(error).__name__}: {error}"),
         )
 
     def as_domain_error(self, error: Exception) -> Exception:
-        """An outage of the store's backend as JobStoreUnavailable (retry shortly); other errors as they are."""
+        """An outage of the store's backend as JobStoreUnavailable (retry shortly); other errors as they are.
+        The caller is told the kind of failure, the log its text too: it names the store's address."""
         if isinstance(error, self._store.outage_errors):
             return JobStoreUnavailable(
-                f"the job store cannot be reached ({type(error).__name__}: {error}); retry shortly",
+                f"the job store cannot be reached ({type(error).__name__}); retry shortly",
                 ErrorDetails(retry_after_seconds=RETRY_AFTER_OUTAGE_SECONDS),
+                logged_message=f"the job store cannot be reached ({type(error).__name__}: {error}); retry shortly",
             )
         return error
 
