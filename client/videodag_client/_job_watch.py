@@ -21,8 +21,10 @@ from videodag_client._errors import VideodagError, client_closed_error, from_grp
 from videodag_client._events import frame_result_from_proto
 from videodag_client._job_values import Job, JobEvent, job_from_proto
 
-# A dropped connection or a restarting server: the watch is resumed, not failed.
-_RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# A dropped connection or a restarting server: the watch is resumed, not failed. So is a cancel
+# this watch did not make (its own `close()` ends it first): the server cancels a watch that
+# reads no event for its result read limit, with no status details to tell it by.
+_RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 # A server already streaming its maximum of watches refuses more with RESOURCE_EXHAUSTED and
 # says when to try again (RetryInfo): a slot frees when some watched job ends.
 _WATCHES_FULL = "TOO_MANY_WATCHES"

@@ -91,10 +91,13 @@ def test_a_watch_of_an_unreachable_server_fails_at_once_instead_of_for_its_recon
         assert time.monotonic() - started < 20
 
 
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
 def test_a_watch_that_got_through_still_reconnects_and_resumes(
-    watching: WatchingServicer, watch_target: str
+    watching: WatchingServicer, watch_target: str, code: grpc.StatusCode
 ) -> None:
-    watching.fail_after, watching.fail_code = 1, grpc.StatusCode.UNAVAILABLE
+    """CANCELLED too: the server's cancel of a watch that read nothing for its read limit ended
+    the watch as if its caller had cancelled it."""
+    watching.fail_after, watching.fail_code = 1, code
     with VideodagClient(watch_target) as client, client.watch_job(JOB_ID, reconnect_window=30) as watch:
         events = list(watch)
     assert [e.frame_index for e in events if isinstance(e, FrameResult)] == [0, 1, 2, 3, 4]
