@@ -47,7 +47,7 @@ from videodag_service.errors import (
 )
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord, RunClaim
 from videodag_service.jobs.progress import expected_frame_count
-from videodag_service.jobs.store import JobStore
+from videodag_service.jobs.store import JobStore, StoredResultsLost
 from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.memory_release import video_work
 from videodag_service.observability.logging import request_id_bound
@@ -219,9 +219,18 @@ class JobExecutor:
                 return JobState.RUNNING
         else:
             logger.info("job %s succeeded: %d frames", job.id, summary.frames_processed)
-            if not self._finish(job, run, summary=summary):
-                return JobState.RUNNING
+            try:
+                if not self._finish(job, run, summary=summary):
+                    return JobState.RUNNING
+            except StoredResultsLost as lost:
+                return self._run_again_for_lost_results(run, lost)
         return self._release_video_if_finished(job)
+
+    def _run_again_for_lost_results(self, run: RunClaim, lost: StoredResultsLost) -> JobState:
+        """Queue the job again in its attempt: its results have holes, which a run from the start fills."""
+        logger.warning("%s: the job store lost results it had taken (restored to an earlier state?); the job "
+                       "runs again from the start", lost)
+        return JobState.QUEUED if self._release(run) else JobState.RUNNING
 
     def claimed_run(self, job_id: str, attempt: int) -> RunClaim | None:
         """The claim of this executor's run of the job's attempt, while it runs; None before its
@@ -377,6 +386,8 @@ class JobExecutor:
         now = self._clock() if ended_at is None else ended_at
         try:
             finished = self._store.finish(run, now, now + self._retention_seconds, summary=summary, error=error)
+        except StoredResultsLost:
+            raise  # not a failure to record the end: the end is not the job's
         except Exception as failure:
             # A store that cannot record the end (disk full, connection lost) leaves the job
             # RUNNING: the end is tried again at each maintenance, and should this process
@@ -426,7 +437,14 @@ class JobExecutor:
             pending = list(self._pending_ends.items())
         for run, (job, summary, error, ended_at) in pending:
             # The job ended when it ended, not when the store could at last record it.
-            if self._finish(job, run, summary=summary, error=error, ended_at=ended_at):
+            try:
+                recorded = self._finish(job, run, summary=summary, error=error, ended_at=ended_at)
+            except StoredResultsLost as lost:
+                with self._pending_lock:
+                    self._pending_ends.pop(run, None)
+                self._run_again_for_lost_results(run, lost)
+                continue
+            if recorded:
                 logger.info("job %s: its end is recorded at last", job.id)
                 with self._pending_lock:
                     self._pending_ends.pop(run, None)

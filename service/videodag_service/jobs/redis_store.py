@@ -41,6 +41,7 @@ from videodag_service.jobs.store import (
     MAX_ATTEMPTS_ERROR,
     JobStore,
     LostHandOvers,
+    StoredResultsLost,
     check_cancellable,
     check_deletable,
 )
@@ -128,9 +129,12 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: job, leases, expiry. ARGV: attempt, started_at, state, now, expire_at, outcome field, outcome, id.
+# KEYS: job, leases, expiry. ARGV: attempt, started_at, state, now, expire_at, outcome field, outcome, id,
+# frames processed (a success's, "" for a failure). Returns -1, changing nothing, for a success
+# with fewer results stored than it processed: Redis lost some it had taken.
 _FINISH = _CURRENT_RUN + """
 if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+if ARGV[9] ~= '' and redis.call('HGET', KEYS[1], 'frames_done') ~= ARGV[9] then return -1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[3], 'finished_at', ARGV[4], 'expire_at', ARGV[5], ARGV[6], ARGV[7])
 if ARGV[3] == 'SUCCEEDED' then
   -- a success knows its frames: the estimate made as the video opened gives way to them
@@ -479,8 +483,11 @@ class RedisJobStore(JobStore):
         finished = self._finish(
             keys=[self._job_key(run.job_id), self._leases_key, self._expiry_key],
             args=[*_claim_args(run), state.value, _number(now), _number(expire_at), outcome_field, outcome or "",
-                  run.job_id],
+                  run.job_id, "" if summary is None or error is not None else summary.frames_processed],
         )
+        if finished == -1:
+            raise StoredResultsLost(f"job {run.job_id}: fewer results stored than the "
+                                    f"{summary.frames_processed if summary else 0} its run processed")
         return bool(finished)
 
     # --- maintenance ----------------------------------------------------------------------

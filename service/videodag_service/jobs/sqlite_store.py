@@ -36,6 +36,7 @@ from videodag_service.jobs.store import (
     MAX_ATTEMPTS_ERROR,
     JobStore,
     LostHandOvers,
+    StoredResultsLost,
     check_cancellable,
     check_deletable,
 )
@@ -326,12 +327,22 @@ class SqliteJobStore(JobStore):
         # A success knows its frames: the estimate made as the video opened gives way to them.
         total = "frames_total" if error is not None else "frames_done"
         with self._transaction() as db:
+            if summary is not None and error is None:
+                self._check_every_result_kept(db, run, summary)
             return self._update_running(
                 db,
                 run,
                 f"state = ?, finished_at = ?, expire_at = ?, summary = ?, error = ?, frames_total = {total}",
                 (state.value, now, expire_at, records.summary_to_text(summary), records.error_to_text(error)),
             )
+
+    @staticmethod
+    def _check_every_result_kept(db: sqlite3.Connection, run: RunClaim, summary: JobSummary) -> None:
+        row = db.execute(f"SELECT frames_done FROM jobs WHERE id = ? AND {_RUNNING_UNDER_CLAIM}",
+                         (run.job_id, run.attempt, run.started_at)).fetchone()
+        if row is not None and row["frames_done"] != summary.frames_processed:
+            raise StoredResultsLost(f"job {run.job_id}: {row['frames_done']} results stored of the "
+                                    f"{summary.frames_processed} its run processed")
 
     # --- maintenance ----------------------------------------------------------------------
 

@@ -28,6 +28,13 @@ MAX_ATTEMPTS_ERROR = (
 )
 
 
+class StoredResultsLost(Exception):
+    """Raised by `JobStore.finish` for a success whose summary counts more frames than the store
+    holds for its run: the store lost results it had taken (Redis restored to an earlier state,
+    or a failover to a replica that lagged, with the claim kept). The job stays RUNNING under
+    the run, for the run to release: it runs again from the start rather than end with holes."""
+
+
 def check_cancellable(job_id: str, state: JobState) -> None:
     """Raise JobAlreadyFinished for a job that SUCCEEDED or FAILED: its outcome stands. A
     CANCELLED one may be cancelled again, which changes nothing."""
@@ -156,7 +163,8 @@ class JobStore(ABC):
         summary: JobSummary | None = None,
         error: JobError | None = None,
     ) -> bool:
-        """RUNNING under `run` -> SUCCEEDED (with `summary`) or FAILED (with `error`)."""
+        """RUNNING under `run` -> SUCCEEDED (with `summary`) or FAILED (with `error`); a success
+        with fewer frames stored than its summary's `frames_processed` raises StoredResultsLost."""
 
     # --- maintenance ----------------------------------------------------------------------
 

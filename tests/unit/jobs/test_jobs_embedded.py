@@ -473,6 +473,29 @@ def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attem
     store.close()
 
 
+def test_a_run_whose_results_the_store_lost_queues_the_job_again_rather_than_succeed_with_holes(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    parts = _Parts(tmp_path, dag)
+    job = parts.submit(clip, "frame_stats_v1")
+    store_append = parts.store.append_frame
+
+    def append_losing_frame_3(run: RunClaim, frame: JobFrame) -> bool:
+        return True if frame.frame_index == 3 else store_append(run, frame)  # taken, then lost
+
+    parts.store.append_frame = append_losing_frame_3  # type: ignore[method-assign]
+    assert parts.executor.execute(job.id, 1) is JobState.QUEUED
+
+    requeued = parts.store.get(job.id)
+    assert (requeued.state, requeued.attempt, requeued.frames_done) == (JobState.QUEUED, 1, 0)
+    assert f"job {job.id}: 29 results stored of the 30 its run processed" in caplog.text
+    assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for the run again"
+    parts.store.append_frame = store_append  # type: ignore[method-assign]
+    assert parts.executor.execute(job.id, 1) is JobState.SUCCEEDED
+    assert [f.frame_index for f in parts.store.frames_after(job.id, None, 100)] == list(range(30))
+    parts.store.close()
+
+
 def test_a_stop_while_a_claim_is_slow_to_come_back_queues_the_job_again_in_its_attempt(
     tmp_path: Path, dag: DagPipelineService, clip: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -17,11 +18,17 @@ from videodag_service.jobs import Job, JobError, JobFrame, JobState, JobStore, J
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import RunClaim
 from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.store import StoredResultsLost
 from videodag_service.jobs.watch import watch_job
 from videodag_service.video import SamplingOptions, VideoInfo
 
 NOW = 1_700_000_000.0
-SUMMARY = JobSummary("p", "1", 2, 0, 0.5, 0.1, frames_in_video=7)
+SUMMARY = JobSummary("p", "1", 0, 0, 0.5, 0.1, frames_in_video=7)  # no frame processed: as many stored
+
+
+def summary_of(frames_processed: int) -> JobSummary:
+    """SUMMARY of a run that processed, and so stored, `frames_processed` frames."""
+    return dataclasses.replace(SUMMARY, frames_processed=frames_processed)
 INFO = VideoInfo(fps=25.0, frame_count=10, width=64, height=48, duration_seconds=0.4, codec="MJPG", size_bytes=99)
 
 
@@ -145,12 +152,29 @@ def test_a_success_replaces_the_estimated_frame_total_with_the_frames_done(store
         store.append_frame(run, frame(0))
         store.append_frame(run, frame(1))
 
-    store.finish(RunClaim(succeeded.id, 1, NOW), NOW + 5, NOW + 65, summary=SUMMARY)
+    store.finish(RunClaim(succeeded.id, 1, NOW), NOW + 5, NOW + 65, summary=summary_of(2))
     store.finish(RunClaim(failed.id, 1, NOW), NOW + 5, NOW + 65, error=JobError("INTERNAL", "INTERNAL", "x"))
 
     done, broken = store.get(succeeded.id), store.get(failed.id)
     assert (done.frames_done, done.frames_total) == (2, 2)
     assert (broken.frames_done, broken.frames_total) == (2, 5), "a failure's frames fell short of the video's"
+
+
+def test_a_success_with_fewer_results_stored_than_processed_is_refused_and_the_job_stays_running(
+    store: JobStore,
+) -> None:
+    """Results the store lost (Redis back from a snapshot taken mid-run, the claim kept) made a
+    SUCCEEDED job with holes in its results; its run releases it to run again instead."""
+    job = store.create(queued_job())
+    run = RunClaim(job.id, 1, NOW)
+    store.claim(job.id, 1, NOW)
+    store.append_frame(run, frame(0))
+
+    with pytest.raises(StoredResultsLost, match=f"job {job.id}: .*2"):
+        store.finish(run, NOW + 5, NOW + 65, summary=summary_of(2))
+
+    assert (store.get(job.id).state, store.get(job.id).frames_done) == (JobState.RUNNING, 1)
+    assert store.finish(run, NOW + 5, NOW + 65, error=JobError("INTERNAL", "INTERNAL", "x")), "a failure is taken"
 
 
 def test_finish_records_the_outcome_and_its_expiry(store: JobStore) -> None:
@@ -199,7 +223,7 @@ def test_delete_removes_finished_jobs_with_their_frames_and_key(store: JobStore)
         store.delete(job.id)
     store.claim(job.id, 1, NOW)
     store.append_frame(RunClaim(job.id, 1, NOW), frame(0))
-    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
+    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=summary_of(1))
 
     assert store.delete(job.id).id == job.id
 
@@ -404,12 +428,38 @@ def test_redis_refuses_the_writes_of_a_run_whose_claim_it_forgot(tmp_path: Path)
         assert not first_worker.finish(first, NOW + 6, NOW + 60, summary=SUMMARY), "and its end"
         assert not first_worker.release(first, NOW + 6)
         assert second_worker.append_frame(second, frame(1))
-        assert second_worker.finish(second, NOW + 7, NOW + 60, summary=SUMMARY)
+        assert second_worker.finish(second, NOW + 7, NOW + 60, summary=summary_of(2))
         assert second_worker.frames_after(job.id, None, 10) == [frame(0), frame(1)]
         assert second_worker.get(job.id).state is JobState.SUCCEEDED
     finally:
         for worker in workers:
             worker.close()
+        server.stop()
+
+
+def test_redis_back_from_a_snapshot_taken_mid_run_refuses_the_runs_success(tmp_path: Path) -> None:
+    """The claim survived, results stored after the snapshot did not: the run went on and the job
+    SUCCEEDED with frames 4-7 missing."""
+    server = RedisServer(tmp_path / "redis")
+    store = RedisJobStore(redis.Redis.from_url(server.url, decode_responses=True), key_prefix="mid-run")
+    try:
+        job = store.create(queued_job())
+        claimed = store.claim(job.id, 1, NOW)
+        assert claimed is not None
+        run = RunClaim.of(claimed)
+        for index in range(12):
+            if index == 4:
+                server.save_snapshot()
+            if index == 8:
+                server.crash_to_snapshot()
+            assert store.append_frame(run, frame(index))
+
+        with pytest.raises(StoredResultsLost):
+            store.finish(run, NOW + 5, NOW + 65, summary=summary_of(12))
+        assert store.release(run, NOW + 6), "its run releases it, to run again from the start"
+        assert (store.get(job.id).state, store.frames_after(job.id, None, 100)) == (JobState.QUEUED, [])
+    finally:
+        store.close()
         server.stop()
 
 
@@ -441,7 +491,7 @@ def test_a_replay_cut_short_by_a_delete_ends_not_found_not_as_a_success(store: J
     store.claim(job.id, 1, NOW)
     for index in range(300):  # more than one page of the replay
         store.append_frame(RunClaim(job.id, 1, NOW), frame(index))
-    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
+    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=summary_of(300))
 
     events = watch_job(store, job.id)
     first = next(events)
@@ -457,7 +507,7 @@ def test_a_whole_replay_ends_with_the_final_state_after_every_frame(store: JobSt
     store.claim(job.id, 1, NOW)
     for index in range(300):
         store.append_frame(RunClaim(job.id, 1, NOW), frame(index))
-    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=SUMMARY)
+    store.finish(RunClaim(job.id, 1, NOW), NOW, NOW + 60, summary=summary_of(300))
 
     events = list(watch_job(store, job.id))
     assert [event.frame_index for event in events[:-1]] == list(range(300))  # type: ignore[union-attr]
