@@ -47,7 +47,7 @@ from videodag_service.jobs.backends import JobStoreUnusable
 from videodag_service.jobs.sqlite_store import JobStoreFromLaterRelease
 from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
 from videodag_service.observability.interceptors import server_interceptors
-from videodag_service.observability.tracing import TracingUnavailable
+from videodag_service.observability.tracing import TracingUnavailable, end_tracing
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import FolderNotPrivate, missing_folders, private_directory
 from videodag_service.reflection import enable_reflection
@@ -178,6 +178,7 @@ class RunningServer:
         self.jobs.close()
         self.servicer.close()
         self.orphan_sweeper.stop()
+        end_tracing()
         logger.info("server stopped")
 
     def _stop_grpc(self) -> None:

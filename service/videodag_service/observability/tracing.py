@@ -5,9 +5,17 @@ provider to go anywhere, and without one OpenTelemetry drops them silently, so a
 asked to trace sets one up unless its host already did (code that embeds the server, or a
 provider configured before it starts). It follows OpenTelemetry's standard variables, as
 any instrumented service does: `OTEL_TRACES_EXPORTER` (`otlp`, the default, over gRPC to
-`OTEL_EXPORTER_OTLP_ENDPOINT`, by default localhost:4317; `console`, one JSON span per
-line on stdout; `none`), `OTEL_SERVICE_NAME` (default "videodag"),
-`OTEL_RESOURCE_ATTRIBUTES` and the batch processor's `OTEL_BSP_*`.
+`OTEL_EXPORTER_OTLP_ENDPOINT`, by default localhost:4317; `console`, each span an indented
+JSON object on stdout; `none`), `OTEL_SERVICE_NAME` or a `service.name` in
+`OTEL_RESOURCE_ATTRIBUTES` (default "videodag"), the batch processor's `OTEL_BSP_*`, and
+`OTEL_PYTHON_GRPC_EXCLUDED_SERVICES` (services whose calls get no span, such as
+`grpc.health.v1.Health`).
+
+A refusal is a span with its status code, never an exception event: the interceptor's
+tracer would record the abort's traceback, which chains the error's message (the start of a
+text upload, a file name, an idempotency key) and the server's paths, for a backend read by
+more people than the log is. The spans still batched when the server stops get a few seconds
+to go out: OpenTelemetry's own exit waits up to 30 s for a collector that does not answer.
 
 The packages are an optional install (the `tracing` extra); a server asked to trace without
 them refuses to start, saying what to install.
@@ -15,7 +23,11 @@ them refuses to start, saying what to install.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
@@ -23,6 +35,11 @@ import grpc
 INSTALL_HINT = "install the tracing extra (pip install 'videodag[tracing]'; in a checkout: pip install -e '.[tracing]')"
 DEFAULT_SERVICE_NAME = "videodag"
 _EXPORTERS = ("otlp", "console", "none")
+logger = logging.getLogger(__name__)
+
+_SPANS_FLUSH_SECONDS = 3.0
+# The span processors this module set up (none when the host brought its own provider).
+_processors: list[Any] = []
 
 
 class TracingUnavailable(RuntimeError):
@@ -41,7 +58,73 @@ def tracing_interceptors(enabled: bool) -> list[grpc.ServerInterceptor]:
             "or turn tracing off"
         ) from error
     configure_tracer_provider()
-    return [server_interceptor()]  # type: ignore[no-untyped-call]  # OpenTelemetry ships it unannotated
+    from opentelemetry import trace
+
+    interceptor = server_interceptor(  # type: ignore[no-untyped-call]  # OpenTelemetry ships it unannotated
+        tracer_provider=_refusals_unrecorded(trace.get_tracer_provider()), filter_=_excluded_services_filter()
+    )
+    return [interceptor]
+
+
+def end_tracing() -> None:
+    """Send the spans still batched, for a few seconds at most, and stop the processors this
+    module set up; a host's own provider is the host's to end. The SDK's shutdown takes no time
+    limit of its own (it retries a collector that does not answer for up to 30 s): it runs in a
+    thread the process does not wait for."""
+    processors = list(_processors)
+    _processors.clear()
+    if not processors:
+        return
+
+    def shut_down() -> None:
+        for processor in processors:
+            processor.shutdown()
+
+    ender = threading.Thread(target=shut_down, name="tracing-end", daemon=True)
+    try:
+        ender.start()
+    except RuntimeError as error:  # no thread to be had (a pids limit): the spans batched are lost
+        logger.warning("the spans still batched are not sent: %s", error)
+        return
+    ender.join(_SPANS_FLUSH_SECONDS)
+    if ender.is_alive():
+        logger.warning("the spans still batched could not all be sent within %g s (is the collector up?)",
+                       _SPANS_FLUSH_SECONDS)
+
+
+def _excluded_services_filter() -> Callable[[Any], bool] | None:
+    """OpenTelemetry's gRPC instrumentation honours OTEL_PYTHON_GRPC_EXCLUDED_SERVICES; its bare
+    interceptor does not, so the filter is made here."""
+    from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
+
+    names = [name.strip() for name in os.environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "").split(",")]
+    services = [name for name in names if name]
+    return negate(any_of(*(service_name(name) for name in services))) if services else None
+
+
+def _refusals_unrecorded(provider: Any) -> Any:
+    """`provider`, its tracers' spans opened without recording the exception that ends them:
+    a call's refusal (gRPC's bare abort Exception, chaining the error) becomes its status code
+    alone. The interceptor still records an exception that escaped the servicer, explicitly."""
+    from opentelemetry import trace
+
+    class Tracer(trace.Tracer):
+        def __init__(self, tracer: trace.Tracer) -> None:
+            self._tracer = tracer
+
+        def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+            return self._tracer.start_span(*args, **kwargs)
+
+        def start_as_current_span(  # type: ignore[override]
+            self, *args: Any, **kwargs: Any
+        ) -> AbstractContextManager[trace.Span]:
+            return self._tracer.start_as_current_span(*args, **{**kwargs, "record_exception": False})
+
+    class TracerProvider(trace.TracerProvider):
+        def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+            return Tracer(provider.get_tracer(*args, **kwargs))
+
+    return TracerProvider()
 
 
 def configure_tracer_provider() -> None:
@@ -58,11 +141,16 @@ def configure_tracer_provider() -> None:
         return  # the host's own provider, exporters and all
     try:
         exporters = [_exporter(name) for name in _exporter_names()]
-        attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: DEFAULT_SERVICE_NAME}
-        provider = TracerProvider(resource=Resource.create(attributes))
+        resource = Resource.create({})  # OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, name the service
+        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+        # Ended by `end_tracing`, with a bound: the SDK's own end at exit waits up to 30 s.
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         for exporter in exporters:
             if exporter is not None:
-                provider.add_span_processor(BatchSpanProcessor(exporter))
+                processor = BatchSpanProcessor(exporter)
+                provider.add_span_processor(processor)
+                _processors.append(processor)
     except ValueError as error:  # OpenTelemetry's word for an OTEL_* variable it cannot read
         raise TracingUnavailable(f"tracing cannot be set up from the OTEL_* variables: {error}") from error
     trace.set_tracer_provider(provider)

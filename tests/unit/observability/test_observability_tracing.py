@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from videodag_client import FrameResult, NotFound, RunOptions, VideodagClient
+from videodag_client import FrameResult, InvalidArgument, NotFound, RunOptions, VideodagClient
 from videodag_service.observability import tracing
 from videodag_service.observability.tracing import TracingUnavailable
 
@@ -56,6 +60,14 @@ def test_without_a_provider_the_server_sets_one_up_from_the_standard_variables()
         "ConsoleSpanExporter", "OTLPSpanExporter"]
 
 
+def test_a_service_name_in_the_resource_attributes_names_the_service() -> None:
+    """It was overridden by the default: every deployment named that way showed as "videodag"."""
+    named = _provider_set_up("none", OTEL_RESOURCE_ATTRIBUTES="service.name=vd-eu,deployment.environment=prod")
+    assert named["service_name"] == "vd-eu"
+    assert _provider_set_up("none", OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod")["service_name"] == (
+        "videodag")
+
+
 def test_a_provider_the_host_set_up_is_kept() -> None:
     assert _provider_set_up("host")["kept"] is True
 
@@ -86,7 +98,8 @@ def _spans(stdout: str) -> list[dict[str, Any]]:
 
 def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, sample_clip: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.update(OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100")
+    env.update(OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100",
+               OTEL_PYTHON_GRPC_EXCLUDED_SERVICES="grpc.health.v1.Health, grpc.reflection.v1.ServerReflection")
     server = subprocess.Popen(
         [sys.executable, "-m", "videodag_service.server", "--port", "0", "--tracing", "otel", "--log-level", "WARNING",
          "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
@@ -97,21 +110,64 @@ def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, s
         listening = server.stdout.readline()
         assert "listening on" in listening, server.stderr.read() if server.stderr else ""
         port = int(listening.rsplit(":", 1)[1])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a service excluded: no span
+            checked = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert checked.status == health_pb2.HealthCheckResponse.SERVING
         with VideodagClient(f"127.0.0.1:{port}") as client:
             client.list_pipelines()
             events = list(client.upload_and_run(sample_clip, "frame_stats_v1", RunOptions(max_frames=2)))
             assert sum(isinstance(event, FrameResult) for event in events) == 2
             with pytest.raises(NotFound):
                 list(client.upload_and_run(sample_clip, "no_such_pipeline"))
+            text = tmp_path / "private memo.mp4"
+            text.write_text("Dear Bob, the quarterly numbers are confidential\n")
+            with pytest.raises(InvalidArgument):
+                list(client.upload_and_run(text, "frame_stats_v1"))
     finally:
         server.send_signal(signal.SIGTERM)  # a clean exit flushes the spans still batched
         stdout, stderr = server.communicate(timeout=60)
     assert server.returncode == 0, stderr
+    spans = _spans(stdout)
     calls = [(span["name"], span["kind"], span["attributes"].get("rpc.grpc.status_code"),
-              span["resource"]["attributes"].get("service.name")) for span in _spans(stdout)]
+              span["resource"]["attributes"].get("service.name")) for span in spans]
     service = "/videodag.v1.VideoPipelineService"
     assert calls == [
         (f"{service}/ListPipelines", "SpanKind.SERVER", 0, "videodag"),
         (f"{service}/UploadAndRun", "SpanKind.SERVER", 0, "videodag"),
         (f"{service}/UploadAndRun", "SpanKind.SERVER", 5, "videodag"),  # NOT_FOUND
+        (f"{service}/UploadAndRun", "SpanKind.SERVER", 3, "videodag"),  # INVALID_ARGUMENT
     ]
+    # A refusal is its status code: no exception event, whose traceback chained the error's message
+    # (the upload's text, its file name) and the server's paths.
+    assert [span["events"] for span in spans] == [[], [], [], []]
+    assert "quarterly" not in stdout and "memo" not in stdout
+
+
+def test_a_collector_that_does_not_answer_holds_the_exit_a_few_seconds_only(tmp_path: Path) -> None:
+    """OpenTelemetry's own end at exit retried the batched spans for the exporter's whole time
+    limit (10 s by default, per batch): a stop past Docker's 10 s and into its SIGKILL."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed}", OTEL_EXPORTER_OTLP_TIMEOUT="20",
+               OTEL_BSP_SCHEDULE_DELAY="60000")  # every span still batched at the stop
+    server = subprocess.Popen(
+        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--tracing", "otel", "--log-level", "WARNING",
+         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        listening = server.stdout.readline()
+        assert "listening on" in listening, server.stderr.read() if server.stderr else ""
+        with VideodagClient(f"127.0.0.1:{int(listening.rsplit(':', 1)[1])}") as client:
+            for _ in range(20):
+                client.list_pipelines()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        _, stderr = server.communicate(timeout=120)
+    assert server.returncode == 0, stderr
+    assert time.monotonic() - stopped_at < 10, "the exporter's 20 s are not waited out"
+    assert "the spans still batched could not all be sent within 3 s (is the collector up?)" in stderr
