@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,11 +34,11 @@ from videodag_client._async_streams import AsyncJobWatch, AsyncRunStream, Thread
 from videodag_client._client import DEFAULT_TARGET, VideodagClient
 from videodag_client._errors import VideodagError, client_closed_error
 from videodag_client._job_values import Job, JobPage, JobState
-from videodag_client._jobs import start_job_submission
+from videodag_client._jobs import JobSubmission, start_job_submission
 from videodag_client._loop_callback import LoopCallback
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo
-from videodag_client._upload import DEFAULT_CHUNK_SIZE, PathOrFile
+from videodag_client._upload import DEFAULT_CHUNK_SIZE, PathOrFile, UploadAbandoned, upload_abandoned
 
 R = TypeVar("R")
 S = TypeVar("S", bound="ThreadedStream[Any]")
@@ -185,9 +186,14 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         progress = LoopCallback.of(on_upload_progress)
         if progress is not None:
             progress.loop = asyncio.get_running_loop()
-        submitting = await self._run_on(
-            self._submissions,
-            start_job_submission,
+        if self._calls_closed:  # its threads are gone: say so as the blocking client does
+            raise client_closed_error()
+        loop = asyncio.get_running_loop()
+        abandoned = threading.Event()
+        start = functools.partial(
+            self._unless_closed,
+            _start_unless_abandoned,
+            lambda: abandoned.is_set() or self._calls_closed,
             self._client,
             path_or_file,
             pipeline_id,
@@ -199,8 +205,17 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             timeout=timeout,
             on_upload_progress=progress,
         )
+        starting = loop.run_in_executor(self._submissions, start)
+        try:
+            # Shielded: a cancel stops the checksum pass, or cancels the call should it start anyway.
+            submitting = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            abandoned.set()
+            starting.add_done_callback(_cancel_if_started)
+            raise
+        except UploadAbandoned:  # the client closed during the checksum pass
+            raise client_closed_error() from None
         # Waited for without a thread: the upload runs on gRPC's own.
-        loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         submitting.add_done_callback(lambda: loop.call_soon_threadsafe(_resolve, ended))
         try:
@@ -276,6 +291,21 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         if self._calls_closed:
             raise client_closed_error()
         return function(*args, **kwargs)
+
+
+def _start_unless_abandoned(abandoned: Callable[[], bool], *args: Any, **kwargs: Any) -> JobSubmission:
+    """`start_job_submission`, its checksum pass stopped once `abandoned()` (`upload_abandoned`)."""
+    abandoning = upload_abandoned.set(abandoned)
+    try:
+        return start_job_submission(*args, **kwargs)
+    finally:
+        upload_abandoned.reset(abandoning)
+
+
+def _cancel_if_started(starting: asyncio.Future[JobSubmission]) -> None:
+    """For a submission its caller gave up on while it started: its upload, if it began, stops."""
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().cancel()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -13,12 +13,14 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from typing import Final, Generic, Literal, Protocol, TypeVar
+from typing import Final, Generic, Literal, Protocol, TypeVar, cast
 
 from videodag_client._errors import Cancelled, VideodagError
 from videodag_client._events import Event
-from videodag_client._job_values import JobEvent
+from videodag_client._job_values import Job, JobEvent
+from videodag_client._job_watch import JobWatch
 from videodag_client._loop_callback import LoopCallback
+from videodag_client._upload import upload_abandoned
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -82,6 +84,8 @@ class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T
             raise
         except BaseException as error:
             # The call's error: the call goes too, which also ends the wait on the thread.
+            if self._callback is not None:
+                self._callback.raised(error)
             await self.aclose()
             if self._cut_short is not None and isinstance(error, VideodagError):
                 raise self._cut_short.with_traceback(None) from error  # the client closed: gRPC's CANCELLED says less
@@ -109,7 +113,11 @@ class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T
         if self._closed:
             return _END
         if self._stream is None:
-            self._stream = self._start()
+            abandoning = upload_abandoned.set(lambda: self._closed)  # a cancel stops the checksum pass
+            try:
+                self._stream = self._start()
+            finally:
+                upload_abandoned.reset(abandoning)
             if self._closed:  # closed while it started: `aclose` may not have seen the stream
                 self._close_stream()
                 return _END
@@ -146,4 +154,24 @@ class AsyncRunStream(ThreadedStream[Event], AsyncIterator[Event]):
 
 
 class AsyncJobWatch(ThreadedStream[JobEvent], AsyncIterator[JobEvent]):
-    """The events of one job (`JobWatch`'s), as an async iterator; `aclose()` stops it."""
+    """The events of one job (`JobWatch`'s), as an async iterator; `aclose()` stops it.
+
+    `last_frame_index`, `job` and `reconnects` are the `JobWatch`'s once the watch has started
+    (its first step): the resume point, the latest job state seen, and how many times the
+    connection was re-established."""
+
+    @property
+    def last_frame_index(self) -> int | None:
+        return None if self._watch is None else self._watch.last_frame_index
+
+    @property
+    def job(self) -> Job | None:
+        return None if self._watch is None else self._watch.job
+
+    @property
+    def reconnects(self) -> int:
+        return 0 if self._watch is None else self._watch.reconnects
+
+    @property
+    def _watch(self) -> JobWatch | None:
+        return cast("JobWatch | None", self._stream)

@@ -71,6 +71,12 @@ class LoopCallback(DeferredProgress):
         if self._error is not None:
             raise self._error
 
+    def raised(self, error: BaseException) -> None:
+        """The caller raises `error`: if it is the failure kept, the end of the call does not hand
+        it to the loop's exception handler as well."""
+        if self._error is error:
+            self._error = None
+
     def __call__(self, *args: Any) -> None:
         self.raise_if_failed()
         if self.loop is None:

@@ -14,10 +14,12 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import IO, Protocol, TypeAlias, cast
 
 from videodag.v1 import run_pb2
+from videodag_client._errors import Cancelled
 from videodag_client._options import RunOptions
 
 
@@ -123,12 +125,33 @@ def _remaining_size(stream: _SeekableFile) -> int:
     return end - start
 
 
+def _never() -> bool:
+    return False
+
+
+upload_abandoned: ContextVar[Callable[[], bool]] = ContextVar("upload_abandoned", default=_never)
+"""Set by the asyncio client around the start of a call on its thread: true once the task that
+awaits the call was cancelled or the client closed. The checksum pass, a whole read of the
+file before any byte is sent, then stops, and leaves the caller's file where it was: a retry
+with the same file object must not race a pass nobody waits for any more."""
+
+
+class UploadAbandoned(Cancelled):
+    """Raised by the checksum pass of a call its caller abandoned (`upload_abandoned`); a stream
+    the client's close cut short raises the client's error from it, as for any other."""
+
+
 def _sha256_and_rewind(stream: _SeekableFile) -> str:
+    abandoned = upload_abandoned.get()
     start = stream.tell()
     digest = hashlib.sha256()
-    while block := read_bytes(stream, _HASH_BLOCK_SIZE):
-        digest.update(block)
-    stream.seek(start)
+    try:
+        while block := read_bytes(stream, _HASH_BLOCK_SIZE):
+            if abandoned():
+                raise UploadAbandoned("the call was abandoned before its upload began")
+            digest.update(block)
+    finally:
+        stream.seek(start)
     return digest.hexdigest()
 
 

@@ -256,7 +256,10 @@ def test_a_job_is_submitted_watched_listed_and_deleted(server: ServerHarness, ma
     async def scenario(client: AsyncVideodagClient) -> tuple[Job, list[object], list[str], Job]:
         job = await client.submit_job(video, "frame_stats_v1", RunOptions(frame_stride=2))
         async with client.watch_job(job.id) as watch:
+            assert (watch.last_frame_index, watch.job, watch.reconnects) == (None, None, 0), "not started yet"
             events = [event async for event in watch]
+        # As the blocking watch has them: a caller resuming a watch needs its last frame.
+        assert (watch.last_frame_index, watch.job, watch.reconnects) == (4, events[-1], 0)
         listed = [listed.id for listed in (await client.list_jobs(states=[JobState.SUCCEEDED])).jobs]
         fetched = await client.get_job(job.id)
         await client.delete_job(job.id)
@@ -424,11 +427,16 @@ def test_upload_progress_callbacks_run_in_the_loop_and_their_errors_stop_the_cal
         def failing(sent: int, total: int | None) -> None:
             raise RuntimeError(f"progress display failed at {sent}")
 
+        handed_to_the_loop: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: handed_to_the_loop.append(context))
         with pytest.raises(RuntimeError, match="progress display failed at 262144") as run_error:
             async for _ in client.upload_and_run(sample_clip, "frame_stats_v1", on_upload_progress=failing):
                 pass
         with pytest.raises(RuntimeError, match="progress display failed at 262144") as job_error:
             await client.submit_job(sample_clip, "frame_stats_v1", on_upload_progress=failing)
+        await asyncio.sleep(0.2)
+        # Raised from the call, once: it also went to the loop's handler, logged as a late failure.
+        assert handed_to_the_loop == []
         return run_error.value, job_error.value, (await client.list_jobs()).jobs.__len__()
 
     _, _, jobs = run_async(server, scenario)
