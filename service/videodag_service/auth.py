@@ -116,6 +116,10 @@ def read_tokens(token_file: Path | None, tokens_env: str | None) -> list[str]:
     for token, where in tokens:
         if not _TOKEN.fullmatch(token):
             raise SettingsError(f"the token at {where} is not printable ASCII, which is all a request header carries")
+    if not tokens:
+        source = f"{token_file} holds none (blank lines and lines starting with # are skipped)" if token_file \
+            else "the tokens setting holds none"
+        raise SettingsError(f"at least one token is needed to require authentication: {source}")
     return [token for token, _ in tokens]
 
 
@@ -134,6 +138,21 @@ def _holds_a_certificate(pem: bytes) -> bool:
     return False
 
 
+def _read_pem(path: Path, what: str, label: bytes) -> bytes:
+    """The file's bytes, once it can be read and holds a PEM block of its kind (`BEGIN ... label`):
+    Python's ssl says "[Errno 13] Permission denied" or "PEM lib" without naming the file."""
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise SettingsError(f"{what} {path}: cannot read it: {error.strerror or error}") from None
+    if not any(line.startswith(b"-----BEGIN ") and line.rstrip().endswith(label + b"-----")
+               for line in content.splitlines()):
+        kind = label.decode().lower()
+        raise SettingsError(f"{what} {path} holds no usable PEM {kind} (no '-----BEGIN ... {label.decode()}-----' "
+                            "line)")
+    return content
+
+
 class _EncryptedKey(Exception):
     """The key asks for a passphrase, which a server started unattended cannot type."""
 
@@ -148,6 +167,8 @@ def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | N
     The pair is checked here with Python's ssl first: gRPC only fails later, to bind the port,
     and says nothing of the certificate (a key of another certificate, a file not PEM).
     """
+    cert = _read_pem(cert_file, "TLS certificate", b"CERTIFICATE")
+    key = _read_pem(key_file, "TLS key", b"PRIVATE KEY")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_no_passphrase)
     except _EncryptedKey:
@@ -155,12 +176,12 @@ def server_credentials(cert_file: Path, key_file: Path, client_ca_file: Path | N
     except ssl.SSLError as error:
         raise SettingsError(f"TLS certificate {cert_file} and key {key_file} cannot be used together: "
                          f"{error.reason or error}") from None
-    client_ca = client_ca_file.read_bytes() if client_ca_file else None
+    client_ca = _read_pem(client_ca_file, "TLS client CA file", b"CERTIFICATE") if client_ca_file else None
     if client_ca is not None and not _holds_a_certificate(client_ca):
         # gRPC would only fail to bind, as if the port were in use (a key, a CRL, a cut certificate)
         raise SettingsError(f"TLS client CA file {client_ca_file} holds no usable PEM certificate")
     return grpc.ssl_server_credentials(
-        [(key_file.read_bytes(), cert_file.read_bytes())],
+        [(key, cert)],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )

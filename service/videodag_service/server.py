@@ -34,6 +34,7 @@ from videodag_service.dag import (
     default_registry,
 )
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
+from videodag_service.exposure_warnings import exposure_warnings
 from videodag_service.health_watches import CappedHealthServicer
 from videodag_service.jobs import (
     DataDirectoryFull,
@@ -442,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("%s", problem)
     for variable in unprotected_by_empty_variables(settings):
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
+    for exposure in exposure_warnings(settings):
+        logger.warning("%s", exposure)
     for variable, value in kubernetes_service_links(os.environ).items():
         logger.warning("%s=%s is a Kubernetes service link (from a Service of this namespace), not a setting: "
                        "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)

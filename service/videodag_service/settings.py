@@ -190,7 +190,8 @@ class Settings:
         None, "PEM CA bundle: require client certificates it signed (mutual TLS)"
     )
     token_file: Path | None = _setting(
-        None, "file of accepted bearer tokens, one per line: calls without one get UNAUTHENTICATED"
+        None, "file of accepted bearer tokens, one per line (lines starting with # are comments): calls without "
+        "one get UNAUTHENTICATED"
     )
     tokens: str = _setting("", "accepted bearer tokens, comma-separated (prefer the environment to the flag)")
     job_backend: JobBackendName = _setting(

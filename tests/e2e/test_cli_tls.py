@@ -91,6 +91,25 @@ def test_a_server_certificate_for_another_name_is_a_tls_failure(
                  "pipelines"])
     assert code == _exit_codes.CREDENTIALS
     assert "error: TLS handshake with the server failed" in capsys.readouterr().err
+    # Reached through a tunnel or a port-forward: the name the certificate holds is given.
+    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls-ca", str(pki / "ca.pem"),
+                 "--tls-server-name", "elsewhere.example", "pipelines"]) == 0
+    assert "frame_stats_v1" in capsys.readouterr().out
+
+
+def test_tls_trusts_the_systems_roots_a_company_ca_installed_included(
+    make_server: ServerFactory, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """gRPC trusted a bundle of its own, without the CA update-ca-certificates had added to the
+    system's: --tls refused a server every other tool on the machine trusted."""
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    system_bundle = tmp_path / "ca-certificates.crt"  # the system's, with the company's CA added
+    system_bundle.write_bytes((pki / "ca.pem").read_bytes())
+    monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(system_bundle))  # where OpenSSL finds the system's roots
+    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
+    assert "frame_stats_v1" in capsys.readouterr().out
 
 
 def test_an_error_of_the_servers_naming_a_video_with_a_tls_word_is_not_taken_for_a_handshake(

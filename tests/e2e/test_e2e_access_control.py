@@ -305,3 +305,25 @@ def test_an_encrypted_key_is_refused_at_start_instead_of_waiting_for_a_passphras
                         tls_key_file=tmp_path / "locked.key")
     with pytest.raises(ValueError, match=r"TLS key .*locked\.key is encrypted"):
         start_server(settings)
+
+
+def test_tls_files_that_cannot_serve_are_refused_naming_the_file(pki: Path, tmp_path: Path) -> None:
+    """Python's ssl said "[Errno 21] Is a directory" or "[SSL] PEM lib (_ssl.c:3905)", naming nothing."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    cases = [
+        (folder, pki / "server.key", rf"TLS certificate {folder}: cannot read it: Is a directory"),
+        (pki / "server.key", pki / "server.key", r"TLS certificate .*server\.key holds no usable PEM certificate"),
+        (pki / "server.pem", pki / "server.pem", r"TLS key .*server\.pem holds no usable PEM private key"),
+    ]
+    for cert, key, refusal in cases:
+        with pytest.raises(ValueError, match=refusal):
+            start_server(Settings(port=0, data_dir=tmp_path / "data", tls_cert_file=cert, tls_key_file=key))
+
+
+def test_a_token_file_of_comments_only_is_refused_naming_it(tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("#Zx9-generated-token\n\n")
+    with pytest.raises(ValueError, match=rf"at least one token is needed to require authentication: {token_file} "
+                                         r"holds none \(blank lines and lines starting with # are skipped\)"):
+        start_server(Settings(port=0, data_dir=tmp_path / "data", token_file=token_file))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 
 import grpc
 
@@ -29,6 +30,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         tls_ca=None,
         tls_cert=None,
         tls_key=None,
+        tls_server_name=None,
         timeout=None,
     )
 
@@ -64,6 +66,12 @@ def _add(parser: argparse.ArgumentParser, **defaults: object) -> None:
     )
     group.add_argument("--tls-key", metavar="FILE", help="mutual TLS: the PEM private key of --tls-cert")
     group.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server's certificate must hold, where it is not --server's host (a tunnel, a "
+        "port-forward to 127.0.0.1); implies --tls",
+    )
+    group.add_argument(
         "--timeout",
         type=float_in_range(0, MAX_TIMEOUT_SECONDS, low_inclusive=False),
         metavar="SECONDS",
@@ -77,8 +85,10 @@ def connect(args: argparse.Namespace) -> VideodagClient:
     """Builds the client the options describe; a TLS file that is unreadable or not PEM is a `UsageError`."""
     credentials = channel_credentials(args)
     target = args.server or _server_from_environment()
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
     try:
-        return VideodagClient(target, credentials=credentials, token=args.token, timeout=args.timeout)
+        return VideodagClient(target, credentials=credentials, token=args.token, timeout=args.timeout,
+                              channel_options=options)
     except ValueError as error:  # a token that cannot be a header value
         raise UsageError(f"--token (or {TOKEN_ENV}): {error}") from None
 
@@ -102,13 +112,31 @@ def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
     """
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together: give both (mutual TLS) or neither")
-    if not (args.tls or args.tls_ca or args.tls_cert):
+    if not (args.tls or args.tls_ca or args.tls_cert or args.tls_server_name):
         return None
     return grpc.ssl_channel_credentials(
-        root_certificates=_read_pem(args.tls_ca, "--tls-ca", "CERTIFICATE") if args.tls_ca else None,
+        root_certificates=_read_pem(args.tls_ca, "--tls-ca", "CERTIFICATE") if args.tls_ca else _system_roots(),
         private_key=_read_pem(args.tls_key, "--tls-key", "PRIVATE KEY") if args.tls_key else None,
         certificate_chain=_read_pem(args.tls_cert, "--tls-cert", "CERTIFICATE") if args.tls_cert else None,
     )
+
+
+def _system_roots() -> bytes | None:
+    """The system's trusted certificates (what `update-ca-certificates` keeps), as --tls promises:
+    gRPC otherwise trusts a bundle of its own, without a company's CA installed on the machine.
+    None where gRPC is told where its roots are (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) or the system
+    has no bundle OpenSSL knows of."""
+    if os.environ.get("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"):
+        return None
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and os.path.isfile(candidate):
+            try:
+                with open(candidate, "rb") as bundle:
+                    return bundle.read()
+            except OSError:
+                continue
+    return None
 
 
 def _read_pem(path: str, option: str, label: str) -> bytes:

@@ -1,0 +1,72 @@
+"""The start's warnings about who can reach the server: plaintext on an interface other hosts
+reach, and a TLS key or token file other users of the machine can read. It started in each of
+those silently (the Docker image listens on 0.0.0.0, plaintext and open, by default)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from videodag_service.exposure_warnings import exposure_warnings
+from videodag_service.settings import Settings
+
+
+def _secret(tmp_path: Path, name: str, mode: int) -> Path:
+    path = tmp_path / name
+    path.write_text("secret\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+def test_a_server_only_this_machine_reaches_says_nothing(host: str) -> None:
+    assert exposure_warnings(Settings(host=host)) == []
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "videodag.internal"])
+def test_plaintext_without_tokens_on_another_interface_says_anyone_may_call(host: str) -> None:
+    (said,) = exposure_warnings(Settings(host=host, port=50051))
+    assert said.startswith(f"serving plaintext without tokens on {host} port 50051: whoever reaches the port can run "
+                           "pipelines and read, cancel and delete every job")
+
+
+def test_plaintext_with_tokens_on_another_interface_says_they_travel_in_clear(tmp_path: Path) -> None:
+    (said,) = exposure_warnings(Settings(host="0.0.0.0", token_file=_secret(tmp_path, "tokens", 0o600)))
+    assert said.startswith("serving plaintext on 0.0.0.0 port 50051: the bearer tokens, the videos and the results "
+                           "cross the network in clear text")
+
+
+def test_tls_on_another_interface_says_nothing_of_plaintext(tmp_path: Path) -> None:
+    settings = Settings(host="0.0.0.0", tls_cert_file=_secret(tmp_path, "server.pem", 0o644),
+                        tls_key_file=_secret(tmp_path, "server.key", 0o600),
+                        token_file=_secret(tmp_path, "tokens", 0o600))
+    assert exposure_warnings(settings) == []
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_key_or_token_file_others_can_read_is_named(tmp_path: Path, mode: int) -> None:
+    key, tokens = _secret(tmp_path, "server.key", mode), _secret(tmp_path, "tokens", mode)
+    settings = Settings(tls_cert_file=_secret(tmp_path, "server.pem", 0o644), tls_key_file=key, token_file=tokens)
+    assert exposure_warnings(settings) == [
+        f"the TLS key {key} can be read by other users of this machine (mode {mode:o}): chmod 600 it",
+        f"the token file {tokens} can be read by other users of this machine (mode {mode:o}): chmod 600 it",
+    ]
+
+
+def test_the_server_says_it_at_start(tmp_path: Path) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "videodag_service.server", "--host", "0.0.0.0", "--port", "0",
+         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        assert "listening on" in server.stdout.readline()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    assert "WARNING" in stderr and "serving plaintext without tokens on 0.0.0.0 port 0:" in stderr
