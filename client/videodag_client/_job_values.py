@@ -41,8 +41,9 @@ class JobState(enum.Enum):
     CANCELLED = job_pb2.JOB_STATE_CANCELLED
 
     @classmethod
-    def _missing_(cls, value: object) -> JobState:
-        return cls.UNKNOWN
+    def _missing_(cls, value: object) -> JobState | None:
+        """A number the server sent that this client does not know; anything else is no state."""
+        return cls.UNKNOWN if isinstance(value, int) and not isinstance(value, bool) else None
 
     @property
     def is_finished(self) -> bool:

@@ -25,6 +25,9 @@ from videodag_client._job_values import Job, JobEvent, job_from_proto
 # this watch did not make (its own `close()` ends it first): the server cancels a watch that
 # reads no event for its result read limit, with no status details to tell it by.
 _RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+# gRPC's words for a call its own channel's close ended (a channel its owner closed under the
+# watch): there is no connection to go back on.
+_CHANNEL_CLOSED = "Channel closed"
 # A server already streaming its maximum of watches refuses more with RESOURCE_EXHAUSTED and
 # says when to try again (RetryInfo): a slot frees when some watched job ends.
 _WATCHES_FULL = "TOO_MANY_WATCHES"
@@ -150,6 +153,8 @@ class JobWatch(Iterator[JobEvent]):
         """A full server always (it answered, so it is the right one); a lost connection once connected."""
         if _is_watches_full(error):
             return True
+        if error.code is grpc.StatusCode.CANCELLED and _CHANNEL_CLOSED in str(error):
+            return False
         return self._connected and error.code in _RECONNECTABLE
 
     def _delay_before_retry(self, error: VideodagError) -> float:

@@ -431,7 +431,7 @@ def _same_submission(existing: Job, request: JobRequest, uploaded: StoredVideo |
     the upload, or the video `uploaded`, when the key's job was created meanwhile)."""
     video = existing.video
     sizes = {request.declared_size_bytes, uploaded.size_bytes if uploaded else None} - {None}
-    hashes = {(request.declared_sha256 or "").lower(), uploaded.sha256 if uploaded else ""} - {""}
+    hashes = {(request.declared_sha256 or "").strip().lower(), uploaded.sha256 if uploaded else ""} - {""}
     differs = (
         "pipeline" if existing.pipeline_id != request.pipeline_id
         else "sampling" if not existing.sampling.takes_the_same_frames_as(request.sampling)

@@ -74,6 +74,10 @@ class DeletedDataErasure:
                     logger.debug("pages freed by a deletion are left unzeroed: no room on the disk to zero them")
             return self._committed(transaction, delete)
 
+    def zeroes_freed_pages(self) -> bool:
+        """Whether a deletion now would zero the pages it frees (the disk has room for it)."""
+        return self._has_room(_ZEROING_ROOM_BYTES)
+
     def erase_log(self) -> None:
         """Checkpoint the log into the database and truncate it, when deletions committed since
         the last time; what a reader or a short disk keeps from it waits for the next call."""

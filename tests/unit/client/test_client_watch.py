@@ -15,7 +15,7 @@ import pytest
 from fake_servicer import FakeVideoPipelineServicer, frame_response, serving, summary_response
 
 from videodag.v1 import job_pb2, video_pipeline_service_pb2
-from videodag_client import FrameResult, Job, JobState, Unavailable, VideodagClient
+from videodag_client import Cancelled, FrameResult, Job, JobState, Unavailable, VideodagClient
 from videodag_client.cli import _exit_codes, main
 from videodag_client.cli.watch import ReconnectReport
 
@@ -182,3 +182,33 @@ def test_a_reconnecting_watch_says_so_once_an_outage(capsys: pytest.CaptureFixtu
     ]
     ReconnectReport(quiet=True)(lost, None)
     assert capsys.readouterr().err == ""
+
+
+class _HeldWatch(WatchingServicer):
+    """Sends the job and its first frame, then holds the stream open."""
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        self.watch_requests.append(request)
+        yield video_pipeline_service_pb2.WatchJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+        yield video_pipeline_service_pb2.WatchJobResponse(frame=frame_response(0, 25.0, {"n": 0}).frame)
+        while context.is_active():
+            time.sleep(0.05)
+
+
+def test_a_watch_whose_borrowed_channel_its_owner_closes_ends_cancelled_without_reconnecting() -> None:
+    """A CANCELLED the watch did not cause resumes it (the server's cancel of a slow reader), but
+    not the one of a channel closed under it: it tried the closed channel again, and ended saying
+    the client was closed, which it was not."""
+    servicer = _HeldWatch()
+    reconnects: list[object] = []
+    with serving(servicer) as target:
+        channel = grpc.insecure_channel(target)
+        watch = VideodagClient.from_channel(channel).watch_job(
+            JOB_ID, reconnect_window=30, on_reconnect=lambda error, after: reconnects.append(error))
+        assert isinstance(next(watch), Job) and isinstance(next(watch), FrameResult)
+        channel.close()
+        with pytest.raises(Cancelled):
+            next(watch)
+    assert reconnects == [] and len(servicer.watch_requests) == 1

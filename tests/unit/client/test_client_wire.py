@@ -70,3 +70,6 @@ def test_a_job_state_this_client_does_not_know_is_read_as_unknown() -> None:
     assert job_from_proto(later).state is JobState.UNKNOWN
     assert not JobState.UNKNOWN.is_finished
     assert job_from_proto(job_pb2.Job(id="j", state=job_pb2.JOB_STATE_FAILED)).state is JobState.FAILED
+    for not_a_state in ("QUEUED", None, "6"):
+        with pytest.raises(ValueError):
+            JobState(not_a_state)

@@ -122,6 +122,30 @@ def test_on_a_disk_short_of_room_the_log_keeps_its_size_until_there_is_room(
     store.close()
 
 
+@pytest.mark.parametrize(("free", "most_at_once"), [(10**12, 100), (0, 1000)])
+def test_zeroing_deletes_fewer_frames_a_transaction_to_hold_the_store_no_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: int, most_at_once: int
+) -> None:
+    """Zeroing writes each freed page through the log: 1,000 results of 32 KB a transaction held
+    the store's lock half a second, every read and running job waiting on it."""
+    store = SqliteJobStore(tmp_path)
+    job = _finished_job(store, "DELETED-RESULT", frames=2500)
+    monkeypatch.setattr(disk_space, "free_bytes", lambda folder: free)
+    deleted_at_once: list[int] = []
+    deleting = store._erasure.deleting
+
+    def counted(transaction: Any, delete: Any) -> Any:
+        deleted = deleting(transaction, delete)
+        if isinstance(deleted, int):  # a batch of frames (the record's deletion returns the job)
+            deleted_at_once.append(deleted)
+        return deleted
+
+    monkeypatch.setattr(store._erasure, "deleting", counted)
+    store.delete(job.id)
+    assert max(deleted_at_once) == most_at_once and sum(deleted_at_once) == 2500
+    store.close()
+
+
 def test_a_deletion_refused_for_the_room_zeroing_takes_runs_again_without_zeroing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -169,13 +193,13 @@ def _reader_holding_a_snapshot(data_dir: Path) -> Iterator[None]:
         reader.close()
 
 
-def _finished_job(store: SqliteJobStore, text: str, expire_at: float = 1.0) -> Job:
+def _finished_job(store: SqliteJobStore, text: str, expire_at: float = 1.0, frames: int = _FRAMES) -> Job:
     """A cancelled job whose results, file name and idempotency key all hold `text`."""
     video = StoredVideo("gone.avi", 1, "0" * 64)
     job = store.create(Job(new_job_id(), JobState.QUEUED, "paced", SamplingOptions(), video, 0.0,
                            file_name=f"{text}.avi", idempotency_key=f"{text}-key"))
     store.claim(job.id, 1, 0.0)
-    for index in range(_FRAMES):
+    for index in range(frames):
         store.append_frame(RunClaim(job.id, 1, 0.0), JobFrame(index, 0.0, {"ocr": f"{text} {index}", "pad": "y" * 200}))
     store.cancel(job.id, 0.0, expire_at)
     return job

@@ -57,3 +57,11 @@ def test_another_video_arriving_for_a_key_taken_meanwhile_is_refused(jobs: _Jobs
         jobs.submit_while_the_key_is_taken("k", StoredVideo("theirs.avi", len(VIDEO), "0" * 64))
     assert reused.value.details.metadata["differs"] == "video"
     assert list(jobs.uploads.refs()) == [], "the video that arrived is removed"
+
+
+def test_a_retry_declaring_the_checksum_as_the_first_did_finds_the_first_job(jobs: _Jobs) -> None:
+    """The upload takes a SHA-256 with spaces around it (grpcurl's JSON ending in a newline); the
+    comparison of the retry did not, and refused the identical retry as another video."""
+    request = JobRequest("frame_stats_v1", idempotency_key="k", declared_sha256=f" {SHA256_OF_VIDEO.upper()}\n")
+    first = jobs.service.submit(request, iter([VIDEO]))
+    assert jobs.service.submit(request, iter([VIDEO])).id == first.id
