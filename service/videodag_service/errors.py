@@ -396,6 +396,15 @@ class StorageUnwritable(VideodagError):
     reason = "STORAGE_UNWRITABLE"
 
 
+class StorageUnreadable(VideodagError):
+    """The server cannot read its own stored copy of the video: its permissions deny the server's
+    user (a data folder restored as another user). The operator's to fix, no fault of the video,
+    which the caller would otherwise be told is not one OpenCV can decode."""
+
+    status_code = "INTERNAL"
+    reason = "STORAGE_UNREADABLE"
+
+
 class VideoFileMissing(VideodagError):
     """The server's stored copy of the video was gone when its decoder came to open it: removed
     from the upload folder (a cleaner of temporary files, an operator). Not the video's fault,

@@ -34,6 +34,7 @@ from videodag_service.jobs.defaults import (
 )
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
+from videodag_service.jobs.ids import is_job_id
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
@@ -214,17 +215,37 @@ def _free_bytes_or_none(folder: Path) -> int | None:
         return None
 
 
+def _refuse_videos_without_any_job(store: SqliteJobStore, uploads: DirectoryUploadStorage, data_dir: Path) -> None:
+    """A database holding no job beside videos is most likely not the one they go with: restored
+    without its log (jobs.sqlite3-wal, where a running server keeps its latest writes), or from
+    an older copy. Served, it would delete every video as no job's at once."""
+    if store.list_jobs(1, None, ()).jobs:
+        return
+    videos = sum(1 for ref in uploads.refs() if is_job_id(Path(ref).stem))  # an operator's `.keep` is no video
+    if videos:
+        raise JobStoreUnusable(
+            f"the job database in {os.fspath(data_dir)} (--data-dir) holds no job, but its uploads folder holds "
+            f"{videos} video(s): a database restored without its log (jobs.sqlite3-wal), or from a copy older than "
+            f"the videos? Start with the database that goes with them, or remove {os.fspath(uploads.root)} to start "
+            "afresh"
+        )
+
+
 def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobObserverRelay) -> JobService:
     """SQLite under the data directory and worker threads in this process."""
     # Locks the data directory: its uploads are this process's alone.
     store = SqliteJobStore(config.data_dir, results_keep_free_bytes=config.min_free_bytes // 2)
     try:
         uploads = _upload_storage(config, exclusive=True)
+        _refuse_videos_without_any_job(store, uploads, config.data_dir)
         # At start nothing of this folder runs, so no grace: a video whose job finished as the last
         # process ended (cancelled while it ran, then killed before its run stopped) would otherwise
         # stay for the job's whole retention, and one stored for a job never created for an hour more.
         if removed := remove_stray_videos(store, uploads):
             logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
+    except JobStoreUnusable:
+        store.close()  # a database found beside videos is the operator's to look at, kept as it is
+        raise
     except BaseException:
         store.close_and_discard(also=lambda: None)  # a database holding no job goes: this start made it
         raise

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from videodag_service.errors import VideodagError, VideoFileMissing, VideoUnreadable
+from videodag_service.errors import StorageUnreadable, VideodagError, VideoFileMissing, VideoUnreadable
 
 
 @contextmanager
@@ -39,12 +39,23 @@ def missing_stored_copy_as_error(path: str | os.PathLike[str]) -> Iterator[None]
     try:
         yield
     except VideoUnreadable as error:
+        if os.path.exists(path) and not readable_by_this_process(path):
+            raise StorageUnreadable(
+                f"Unable to read video file {os.path.basename(path)!r}: the server may not read its own stored copy "
+                "(permission denied: its upload folder holds files of another user, restored as that user?); the "
+                "operator's to fix"
+            ) from error
         if os.path.exists(path):
             raise
         raise VideoFileMissing(
             f"Unable to read video file {os.path.basename(path)!r}: the server's stored copy is gone, removed "
             "from its folder before it was decoded (a cleaner of temporary files, say); send it again"
         ) from error
+
+
+def readable_by_this_process(path: str | os.PathLike[str]) -> bool:
+    """Whether this process may open `path` for reading (its permissions, for its user)."""
+    return os.access(path, os.R_OK)
 
 
 def _shortened(name: str, keep: int = 60) -> str:

@@ -29,6 +29,7 @@ from fakes.media import garbage_bytes, presentation_times, read_frame_index, wri
 from fakes.waiting import frame_segments_left, wait_until
 from videodag_service.errors import (
     DecoderKilled,
+    StorageUnreadable,
     VideoFileMissing,
     VideoTooLarge,
     VideoUnreadable,
@@ -41,6 +42,7 @@ from videodag_service.video import (
     VideoOpened,
     missing_stored_copy_as_error,
     naming_the_upload,
+    stored_copies,
 )
 from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME
 from videodag_service.video.isolation import open_isolated_video, start_decoder_ahead
@@ -177,6 +179,22 @@ def test_a_missing_file_is_unreadable_to_a_library_caller_and_the_servers_troubl
             _events(isolation, stored)
         assert (missing.value.status_code, missing.value.reason) == ("UNAVAILABLE", "VIDEO_FILE_MISSING")
         assert str(missing.value).startswith("Unable to read video file 'holiday.mp4': the server's stored copy")
+
+
+def test_a_stored_copy_the_server_may_not_read_is_the_servers_trouble_not_the_videos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A data folder restored as another user: its videos, which the server may not read, were
+    each refused as "not a video OpenCV can decode", the caller told its video was bad."""
+    stored = tmp_path / "videodag-upload-restored.mp4"
+    stored.write_bytes(garbage_bytes(5000))  # as OpenCV sees a file it may not open: nothing it can read
+    monkeypatch.setattr(stored_copies, "readable_by_this_process", lambda path: False)  # tests run as root
+    with pytest.raises(StorageUnreadable) as unreadable, naming_the_upload(stored.name, "holiday.mp4"), \
+            missing_stored_copy_as_error(stored):
+        _events("thread", stored)
+    assert (unreadable.value.status_code, unreadable.value.reason) == ("INTERNAL", "STORAGE_UNREADABLE")
+    assert str(unreadable.value).startswith("Unable to read video file 'holiday.mp4': the server may not read its "
+                                            "own stored copy (permission denied")
 
 
 @pytest.mark.usefixtures("no_leftovers")

@@ -79,7 +79,8 @@ class VideoPipelineServiceStub:
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
     | write in its upload folder, read-only or without permission  |                    |
-    | (STORAGE_UNWRITABLE)                                         |                    |
+    | (STORAGE_UNWRITABLE), or read its own stored copy of the     |                    |
+    | video (STORAGE_UNREADABLE: files of another user)            |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -266,7 +267,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
     | write in its upload folder, read-only or without permission  |                    |
-    | (STORAGE_UNWRITABLE)                                         |                    |
+    | (STORAGE_UNWRITABLE), or read its own stored copy of the     |                    |
+    | video (STORAGE_UNREADABLE: files of another user)            |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -449,7 +451,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | (DECODER_DID_NOT_START); a job whose run vanished 3 times    |                    |
     | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
     | write in its upload folder, read-only or without permission  |                    |
-    | (STORAGE_UNWRITABLE)                                         |                    |
+    | (STORAGE_UNWRITABLE), or read its own stored copy of the     |                    |
+    | video (STORAGE_UNREADABLE: files of another user)            |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
