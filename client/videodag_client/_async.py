@@ -30,7 +30,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
-from videodag_client._async_streams import AsyncJobWatch, AsyncRunStream, ThreadedStream
+from videodag_client._async_streams import ABANDONED_STEP_WAIT_SECONDS, AsyncJobWatch, AsyncRunStream, ThreadedStream
 from videodag_client._client import DEFAULT_TARGET, VideodagClient
 from videodag_client._errors import VideodagError, client_closed_error
 from videodag_client._job_values import Job, JobPage, JobState
@@ -212,6 +212,9 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         except asyncio.CancelledError:
             abandoned.set()
             starting.add_done_callback(_cancel_if_started)
+            # The checksum pass stops at its next read and puts the file back: a retry with the same
+            # file object, once this returns, must not meet it halfway.
+            await asyncio.wait({starting}, timeout=ABANDONED_STEP_WAIT_SECONDS)
             raise
         except UploadAbandoned:  # the client closed during the checksum pass
             raise client_closed_error() from None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from typing import Final, Generic, Literal, Protocol, TypeVar, cast
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast
 
 from videodag_client._errors import Cancelled, VideodagError
 from videodag_client._events import Event
@@ -34,6 +35,9 @@ class _End(enum.Enum):
 
 _END: Final = _End.END
 _CLOSED_CALL_CALLBACK_FAILED = "a callback of a finished or closed call failed"
+ABANDONED_STEP_WAIT_SECONDS = 10.0
+"""How long a cancelled call's caller waits for the call's step under way to end (a checksum
+pass stops at its next read): long enough for a slow share's read, not for a hung one."""
 
 
 class _BlockingStream(Iterator[T_co], Protocol):
@@ -70,8 +74,9 @@ class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T
         loop = asyncio.get_running_loop()
         if self._callback is not None:
             self._callback.loop = loop  # the loop iterating now, should the stream change loops
+        step = self._thread.submit(self._next)
         try:
-            item = await loop.run_in_executor(self._thread, self._next)
+            item = await asyncio.wrap_future(step, loop=loop)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling() == 0:  # not this task's own cancellation
@@ -81,6 +86,7 @@ class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T
             if self._cut_short is None:
                 self._cut_short = Cancelled("the call was cancelled: the task waiting for its next event was cancelled")
             self.cancel()
+            await _ended(step)  # a checksum pass under way puts the caller's file back first
             raise
         except BaseException as error:
             # The call's error: the call goes too, which also ends the wait on the thread.
@@ -151,6 +157,14 @@ class AsyncRunStream(ThreadedStream[Event], AsyncIterator[Event]):
 
     `aclose()` (or leaving its `async with` block) cancels the call if it is still running.
     """
+
+
+async def _ended(step: Future[Any], timeout: float = ABANDONED_STEP_WAIT_SECONDS) -> None:
+    """Once the step the stream's thread is running has ended (a cancelled call's ends at once,
+    a checksum pass at its next read), or `timeout` passed."""
+    deadline = time.monotonic() + timeout
+    while not step.done() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
 
 
 class AsyncJobWatch(ThreadedStream[JobEvent], AsyncIterator[JobEvent]):

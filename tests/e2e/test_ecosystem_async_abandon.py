@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -20,13 +19,12 @@ _BLOCK = 1024 * 1024
 
 
 class _SlowFile(io.RawIOBase):
-    """A seekable 64 MiB file that takes 50 ms a read: a checksum pass of 3 s."""
+    """A seekable 64 MiB file that takes 150 ms a read (a slow share): a checksum pass of 10 s."""
 
     def __init__(self) -> None:
         self.size = 64 * _BLOCK
         self.position = 0
         self.reads = 0
-        self.first_read = threading.Event()
 
     def readable(self) -> bool:
         return True
@@ -43,8 +41,7 @@ class _SlowFile(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         self.reads += 1
-        self.first_read.set()
-        time.sleep(0.05)
+        time.sleep(0.15)
         size = min(size if size >= 0 else self.size, self.size - self.position)
         self.position += size
         return b"\0" * size
@@ -58,12 +55,13 @@ async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 async def _reads_stop(file: _SlowFile) -> None:
-    """The reads stop within a read or two, the file back where it was."""
-    await asyncio.sleep(0.3)
+    """By the time the cancelled call returns, the reads have stopped and the file is back where
+    it was: a retry with the same file object at once must not meet the pass halfway."""
     reads = file.reads
+    assert file.position == 0, "the file is not yet back where the caller had it"
     await asyncio.sleep(0.5)
     assert file.reads == reads, "the checksum pass goes on reading"
-    assert file.position == 0, "the file is not left where the caller had it"
+    assert file.position == 0
 
 
 def _run(server: ServerHarness, scenario: Callable[[AsyncVideodagClient, _SlowFile], Awaitable[None]]) -> None:
@@ -86,7 +84,7 @@ def test_a_call_cancelled_during_its_checksum_pass_stops_reading_the_file(server
             task = asyncio.ensure_future(_drain(client.upload_and_run(file, "frame_stats_v1")))
         else:
             task = asyncio.ensure_future(client.submit_job(file, "frame_stats_v1"))
-        await _until(file.first_read.is_set)
+        await _until(lambda: file.reads >= 3)  # well into the pass, a read under way
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -112,7 +110,7 @@ def test_closing_the_client_during_a_checksum_pass_ends_the_call_at_once(server:
         stream_file = _SlowFile()
         submitting = asyncio.ensure_future(client.submit_job(file, "frame_stats_v1"))
         running = asyncio.ensure_future(_drain(client.upload_and_run(stream_file, "frame_stats_v1")))
-        await _until(lambda: file.first_read.is_set() and stream_file.first_read.is_set())
+        await _until(lambda: file.reads >= 3 and stream_file.reads >= 3)
         closed_at = time.monotonic()
         await client.close()
         for task in (submitting, running):

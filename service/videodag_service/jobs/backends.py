@@ -215,20 +215,22 @@ def _free_bytes_or_none(folder: Path) -> int | None:
         return None
 
 
-def _refuse_videos_without_any_job(store: SqliteJobStore, uploads: DirectoryUploadStorage, data_dir: Path) -> None:
-    """A database holding no job beside videos is most likely not the one they go with: restored
-    without its log (jobs.sqlite3-wal, where a running server keeps its latest writes), or from
-    an older copy. Served, it would delete every video as no job's at once."""
+def _videos_without_any_job(store: SqliteJobStore, uploads: DirectoryUploadStorage, data_dir: Path) -> bool:
+    """Whether the database holds no job beside videos, and says so: the database may not be the
+    one they go with (restored without its log, jobs.sqlite3-wal, where a running server keeps
+    its latest writes, or from an older copy), and the start leaves them to maintenance, a few
+    minutes away, instead of deleting them at once. A crash before a first job's record, or a
+    video whose deletion failed, leaves the same, and costs only that wait."""
     if store.list_jobs(1, None, ()).jobs:
-        return
+        return False
     videos = sum(1 for ref in uploads.refs() if is_job_id(Path(ref).stem))  # an operator's `.keep` is no video
     if videos:
-        raise JobStoreUnusable(
-            f"the job database in {os.fspath(data_dir)} (--data-dir) holds no job, but its uploads folder holds "
-            f"{videos} video(s): a database restored without its log (jobs.sqlite3-wal), or from a copy older than "
-            f"the videos? Start with the database that goes with them, or remove {os.fspath(uploads.root)} to start "
-            "afresh"
-        )
+        logger.warning(
+            "the job database in %s (--data-dir) holds no job, but its uploads folder holds %d video(s): a database "
+            "restored without its log (jobs.sqlite3-wal), or from a copy older than the videos? They are kept for "
+            "now; maintenance removes them as no job's in a few minutes: stop the server and restore the "
+            "database that goes with them if so", os.fspath(data_dir), videos)
+    return videos > 0
 
 
 def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobObserverRelay) -> JobService:
@@ -237,15 +239,13 @@ def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobO
     store = SqliteJobStore(config.data_dir, results_keep_free_bytes=config.min_free_bytes // 2)
     try:
         uploads = _upload_storage(config, exclusive=True)
-        _refuse_videos_without_any_job(store, uploads, config.data_dir)
         # At start nothing of this folder runs, so no grace: a video whose job finished as the last
         # process ended (cancelled while it ran, then killed before its run stopped) would otherwise
         # stay for the job's whole retention, and one stored for a job never created for an hour more.
-        if removed := remove_stray_videos(store, uploads):
+        if not _videos_without_any_job(store, uploads, config.data_dir) and (
+            removed := remove_stray_videos(store, uploads)
+        ):
             logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
-    except JobStoreUnusable:
-        store.close()  # a database found beside videos is the operator's to look at, kept as it is
-        raise
     except BaseException:
         store.close_and_discard(also=lambda: None)  # a database holding no job goes: this start made it
         raise

@@ -125,8 +125,10 @@ class JobService:
         self._maintenance_interval_seconds = maintenance_interval_seconds
         self._watch_mark_seconds = max(_WATCH_MARK_MIN_SECONDS, _WATCH_MARK_INTERVALS * maintenance_interval_seconds)
         self._stray_video_grace_seconds = stray_video_grace_seconds
-        self._next_stray_video_look = 0.0
         self._clock = clock
+        # Not at the first pass: a start warns of videos it cannot place (`backends`), and their
+        # operator gets the time of one look to stop the server.
+        self._next_stray_video_look = clock() + stray_video_grace_seconds / _STRAY_VIDEO_LOOKS_PER_GRACE
         self._observer = observer if observer is not None else JobObserverRelay()
         self._watched: Counter[str] = Counter()
         """Jobs watched here now, with how many watches each: retention waits for them, so a

@@ -38,8 +38,13 @@ _EXPORTERS = ("otlp", "console", "none")
 logger = logging.getLogger(__name__)
 
 _SPANS_FLUSH_SECONDS = 3.0
-# The span processors this module set up (none when the host brought its own provider).
+# The provider this module set up (None when the host brought its own), its span processors
+# while servers use them, and how many servers of this process do: the last to stop ends them,
+# and a server started after that gets new ones (a process's provider is set once).
+_provider: Any = None
 _processors: list[Any] = []
+_servers_tracing = 0
+_lock = threading.Lock()
 
 
 class TracingUnavailable(RuntimeError):
@@ -71,8 +76,13 @@ def end_tracing() -> None:
     module set up; a host's own provider is the host's to end. The SDK's shutdown takes no time
     limit of its own (it retries a collector that does not answer for up to 30 s): it runs in a
     thread the process does not wait for."""
-    processors = list(_processors)
-    _processors.clear()
+    global _servers_tracing
+    with _lock:
+        _servers_tracing = max(0, _servers_tracing - 1)
+        if _servers_tracing:
+            return  # another server of this process still sends spans through them
+        processors = list(_processors)
+        _processors.clear()
     if not processors:
         return
 
@@ -137,23 +147,31 @@ def configure_tracer_provider() -> None:
     except ImportError as error:
         message = f"tracing is enabled but OpenTelemetry's SDK is not installed: {INSTALL_HINT}"
         raise TracingUnavailable(message) from error
-    if isinstance(trace.get_tracer_provider(), TracerProvider):
-        return  # the host's own provider, exporters and all
-    try:
-        exporters = [_exporter(name) for name in _exporter_names()]
-        resource = Resource.create({})  # OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, name the service
-        if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-            resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-        # Ended by `end_tracing`, with a bound: the SDK's own end at exit waits up to 30 s.
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        for exporter in exporters:
-            if exporter is not None:
-                processor = BatchSpanProcessor(exporter)
-                provider.add_span_processor(processor)
-                _processors.append(processor)
-    except ValueError as error:  # OpenTelemetry's word for an OTEL_* variable it cannot read
-        raise TracingUnavailable(f"tracing cannot be set up from the OTEL_* variables: {error}") from error
-    trace.set_tracer_provider(provider)
+    global _provider, _servers_tracing
+    with _lock:
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider) and current is not _provider:
+            return  # the host's own provider, exporters and all
+        try:
+            exporters = [_exporter(name) for name in _exporter_names()] if not _processors else []
+            provider = current if current is _provider else None
+            if provider is None:
+                resource = Resource.create({})  # OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, name the service
+                if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+                    resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+                # Ended by `end_tracing`, with a bound: the SDK's own end at exit waits up to 30 s.
+                provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+            for exporter in exporters:
+                if exporter is not None:
+                    processor = BatchSpanProcessor(exporter)
+                    provider.add_span_processor(processor)
+                    _processors.append(processor)
+        except ValueError as error:  # OpenTelemetry's word for an OTEL_* variable it cannot read
+            raise TracingUnavailable(f"tracing cannot be set up from the OTEL_* variables: {error}") from error
+        if _provider is None:
+            trace.set_tracer_provider(provider)
+            _provider = provider
+        _servers_tracing += 1
 
 
 def _exporter_names() -> list[str]:

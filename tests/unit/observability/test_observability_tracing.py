@@ -143,6 +143,32 @@ def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, s
     assert "quarterly" not in stdout and "memo" not in stdout
 
 
+_RESTARTED_SERVER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from videodag_client import VideodagClient
+    from videodag_service.server import start_server
+    from videodag_service.settings import Settings
+    folder = Path(sys.argv[1])
+    for start in (1, 2):
+        running = start_server(Settings(port=0, temp_dir=folder / "tmp", data_dir=folder / "data", tracing="otel"))
+        with VideodagClient(f"127.0.0.1:{running.port}") as client:
+            client.list_pipelines()
+        running.stop(grace_seconds=0)
+""")
+
+
+def test_a_server_started_again_in_the_same_process_still_sends_its_spans(tmp_path: Path) -> None:
+    """The first stop ended the provider's processors, and the second start took the provider,
+    set up by the first, for its host's: no span of the second server went anywhere."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env.update(OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100")
+    completed = subprocess.run([sys.executable, "-c", _RESTARTED_SERVER, str(tmp_path)], env=env,
+                               capture_output=True, text=True, timeout=120, check=True)
+    assert [span["name"] for span in _spans(completed.stdout)] == [
+        "/videodag.v1.VideoPipelineService/ListPipelines"] * 2
+
+
 def test_a_collector_that_does_not_answer_holds_the_exit_a_few_seconds_only(tmp_path: Path) -> None:
     """OpenTelemetry's own end at exit retried the batched spans for the exporter's whole time
     limit (10 s by default, per batch): a stop past Docker's 10 s and into its SIGKILL."""

@@ -4,6 +4,7 @@ those silently (the Docker image listens on 0.0.0.0, plaintext and open, by defa
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -22,7 +23,8 @@ def _secret(tmp_path: Path, name: str, mode: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2", "LOCALHOST", "localhost.",
+                                  "ip6-localhost", "127.1", "::ffff:127.0.0.1"])
 def test_a_server_only_this_machine_reaches_says_nothing(host: str) -> None:
     assert exposure_warnings(Settings(host=host)) == []
 
@@ -30,14 +32,26 @@ def test_a_server_only_this_machine_reaches_says_nothing(host: str) -> None:
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "videodag.internal"])
 def test_plaintext_without_tokens_on_another_interface_says_anyone_may_call(host: str) -> None:
     (said,) = exposure_warnings(Settings(host=host, port=50051))
-    assert said.startswith(f"serving plaintext without tokens on {host} port 50051: whoever reaches the port can run "
-                           "pipelines and read, cancel and delete every job")
+    assert said.startswith(f"serving plaintext without tokens or client certificates on {host} port 50051: whoever "
+                           "reaches the port can run pipelines and read, cancel and delete every job")
 
 
 def test_plaintext_with_tokens_on_another_interface_says_they_travel_in_clear(tmp_path: Path) -> None:
     (said,) = exposure_warnings(Settings(host="0.0.0.0", token_file=_secret(tmp_path, "tokens", 0o600)))
     assert said.startswith("serving plaintext on 0.0.0.0 port 50051: the bearer tokens, the videos and the results "
                            "cross the network in clear text")
+
+
+def test_tls_without_tokens_on_another_interface_still_says_anyone_may_call(tmp_path: Path) -> None:
+    """TLS proves the server to its callers, not the callers to the server."""
+    settings = Settings(host="0.0.0.0", port=0, tls_cert_file=_secret(tmp_path, "server.pem", 0o644),
+                        tls_key_file=_secret(tmp_path, "server.key", 0o600))
+    assert exposure_warnings(settings) == [
+        "serving without tokens or client certificates on 0.0.0.0: whoever reaches the port can run pipelines and "
+        "read, cancel and delete every job; give it tokens (--token-file), or listen on 127.0.0.1 behind a proxy "
+        "that checks callers"]
+    settings = dataclasses.replace(settings, tls_client_ca_file=_secret(tmp_path, "ca.pem", 0o644))
+    assert exposure_warnings(settings) == [], "mutual TLS checks the callers"
 
 
 def test_tls_on_another_interface_says_nothing_of_plaintext(tmp_path: Path) -> None:
@@ -69,4 +83,4 @@ def test_the_server_says_it_at_start(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
-    assert "WARNING" in stderr and "serving plaintext without tokens on 0.0.0.0 port 0:" in stderr
+    assert "WARNING" in stderr and "serving plaintext without tokens or client certificates on 0.0.0.0:" in stderr
