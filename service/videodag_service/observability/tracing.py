@@ -105,11 +105,13 @@ def end_tracing() -> None:
 def _excluded_services_filter() -> Callable[[Any], bool] | None:
     """OpenTelemetry's gRPC instrumentation honours OTEL_PYTHON_GRPC_EXCLUDED_SERVICES; its bare
     interceptor does not, so the filter is made here."""
-    from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
-
     names = [name.strip() for name in os.environ.get("OTEL_PYTHON_GRPC_EXCLUDED_SERVICES", "").split(",")]
     services = [name for name in names if name]
-    return negate(any_of(*(service_name(name) for name in services))) if services else None
+    if not services:
+        return None
+    from opentelemetry.instrumentation.grpc.filters import any_of, negate, service_name
+
+    return negate(any_of(*(service_name(name) for name in services)))
 
 
 def _refusals_unrecorded(provider: Any) -> Any:

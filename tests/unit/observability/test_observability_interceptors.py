@@ -181,6 +181,9 @@ def test_tracing_without_opentelemetry_installed_refuses_with_a_clear_message(mo
 
 def test_tracing_uses_opentelemetrys_interceptor_outermost(monkeypatch) -> None:
     class SpanInterceptor(grpc.ServerInterceptor):
+        def __init__(self, tracer_provider=None, filter_=None) -> None:
+            self.tracer_provider = tracer_provider
+
         def intercept_service(self, continuation, handler_call_details):
             return continuation(handler_call_details)
 
