@@ -66,7 +66,7 @@ class DeletedDataErasure:
         """Run `delete` in one of the store's `transaction`s, zeroing the pages it frees while the
         disk has room for that; DiskFull only when the deletion alone finds no room."""
         with self._lock:
-            if self._has_room(_ZEROING_ROOM_BYTES):
+            if self.zeroes_freed_pages():
                 try:
                     with self._freed_pages_zeroed():
                         return self._committed(transaction, delete)

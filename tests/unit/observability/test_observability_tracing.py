@@ -96,20 +96,27 @@ def _spans(stdout: str) -> list[dict[str, Any]]:
     return spans
 
 
-def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, sample_clip: Path) -> None:
+def _traced_server(tmp_path: Path, **otel: str) -> tuple[subprocess.Popen[str], int]:
+    """`videodag-server --tracing otel` with the OTEL_* variables `otel` alone; it and its port."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.update(OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100",
-               OTEL_PYTHON_GRPC_EXCLUDED_SERVICES="grpc.health.v1.Health, grpc.reflection.v1.ServerReflection")
     server = subprocess.Popen(
         [sys.executable, "-m", "videodag_service.server", "--port", "0", "--tracing", "otel", "--log-level", "WARNING",
          "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, **otel}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    assert server.stdout is not None
+    listening = server.stdout.readline()
+    if "listening on" not in listening:
+        server.kill()
+        raise AssertionError(server.communicate()[1])
+    return server, int(listening.rsplit(":", 1)[1])
+
+
+def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, sample_clip: Path) -> None:
+    server, port = _traced_server(
+        tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100",
+        OTEL_PYTHON_GRPC_EXCLUDED_SERVICES="grpc.health.v1.Health, grpc.reflection.v1.ServerReflection")
     try:
-        assert server.stdout is not None
-        listening = server.stdout.readline()
-        assert "listening on" in listening, server.stderr.read() if server.stderr else ""
-        port = int(listening.rsplit(":", 1)[1])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a service excluded: no span
             checked = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert checked.status == health_pb2.HealthCheckResponse.SERVING
@@ -175,19 +182,11 @@ def test_a_collector_that_does_not_answer_holds_the_exit_a_few_seconds_only(tmp_
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed}", OTEL_EXPORTER_OTLP_TIMEOUT="20",
-               OTEL_BSP_SCHEDULE_DELAY="60000")  # every span still batched at the stop
-    server = subprocess.Popen(
-        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--tracing", "otel", "--log-level", "WARNING",
-         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server, port = _traced_server(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{closed}",
+                                  OTEL_EXPORTER_OTLP_TIMEOUT="20",
+                                  OTEL_BSP_SCHEDULE_DELAY="60000")  # every span still batched at the stop
     try:
-        assert server.stdout is not None
-        listening = server.stdout.readline()
-        assert "listening on" in listening, server.stderr.read() if server.stderr else ""
-        with VideodagClient(f"127.0.0.1:{int(listening.rsplit(':', 1)[1])}") as client:
+        with VideodagClient(f"127.0.0.1:{port}") as client:
             for _ in range(20):
                 client.list_pipelines()
     finally:
