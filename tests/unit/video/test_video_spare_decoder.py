@@ -84,9 +84,13 @@ def test_a_spare_that_died_while_it_waited_is_not_handed_out() -> None:
     spare = SpareDecoder(open_video, DecoderTimeouts())
     try:
         end_decoder(_take_once_ready(spare))  # the first one, only to know that the next is being started
-        assert wait_until(lambda: len(_spare_pids() - others) == 1)
-        [waiting] = _spare_pids() - others
-        time.sleep(0.5)  # it has said it is ready
+        # The keeper's own spare, once it has said it is ready (a spare of another test's server may
+        # be starting too, and a loaded machine may take more than a moment to start one).
+        assert wait_until(lambda: (kept := spare._keeper._spare) is not None and kept[1].poll(0), timeout=60)
+        kept = spare._keeper._spare
+        assert kept is not None
+        waiting = kept[0].pid
+        assert waiting is not None and waiting in _spare_pids() - others
         os.kill(waiting, signal.SIGKILL)  # as the OOM killer would
         assert wait_until(lambda: not _is_running(waiting))
         assert spare.take() is None
