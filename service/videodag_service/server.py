@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
 from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
+from videodag_service.core_dumps import turn_off_core_dumps
 from videodag_service.dag import (
     BUILTIN_PIPELINE_DIR,
     DagPipelineService,
@@ -439,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, json_lines=settings.log_format == "json")
     _open_files_up_to_the_hard_limit()
+    turn_off_core_dumps()
     for problem in unknown_variables(settings):
         logger.warning("%s", problem)
     for variable in unprotected_by_empty_variables(settings):

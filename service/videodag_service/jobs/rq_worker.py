@@ -24,6 +24,7 @@ from typing import Any, ParamSpec
 import redis
 import rq
 
+from videodag_service.core_dumps import turn_off_core_dumps
 from videodag_service.jobs.redis_store import RedisJobStore
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class VideodagWorker(rq.Worker):
         # past RQ's job timeout, and writing the dead worker's record back into Redis with no
         # expiry. It dies with the worker instead, and its job runs again once its lease ends.
         _die_with(self._worker_pid if self._worker_pid is not None else os.getppid())
+        turn_off_core_dumps()
         super().main_work_horse(*args, **kwargs)
 
     def execute_job(self, *args: Any, **kwargs: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -145,3 +147,26 @@ def test_the_lease_keeper_holds_the_lease_of_the_runs_claim_until_the_run_ends(r
         assert [(found.id, found.state, found.attempt) for found in recovered] == [(job.id, JobState.QUEUED, 2)]
     finally:
         store.close()
+
+
+def test_a_work_horse_writes_no_core_dump(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A horse holds its job's frames and results: a crash's core dump would keep a copy of them
+    wherever the machine keeps crash reports, past the job's deletion."""
+    worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(redis_server.url))
+    reading, writing = os.pipe()
+
+    def rqs_own(*args: object, **kwargs: object) -> None:  # the horse's work, once videodag's set-up is done
+        os.write(writing, str(resource.getrlimit(resource.RLIMIT_CORE)[0]).encode())
+
+    monkeypatch.setattr(rq.Worker, "main_work_horse", rqs_own)
+    pid = os.fork()
+    if pid == 0:  # the horse
+        try:
+            resource.setrlimit(resource.RLIMIT_CORE, resource.getrlimit(resource.RLIMIT_CORE)[1:] * 2)
+            worker.main_work_horse()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    os.close(writing)
+    assert os.read(reading, 64) == b"0"
+    os.close(reading)
