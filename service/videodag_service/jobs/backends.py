@@ -19,6 +19,7 @@ from pathlib import Path
 from videodag_service.dag import DagPipelineService
 from videodag_service.disk_space import MIB, free_bytes, free_bytes_for_this_process, free_inodes, out_of_inodes
 from videodag_service.errors import DiskFull
+from videodag_service.jobs.data_dir_lock import SharedDataDirectoryHold
 from videodag_service.jobs.defaults import (
     DEFAULT_JOB_TIMEOUT_SECONDS,
     DEFAULT_KEY_PREFIX,
@@ -141,8 +142,13 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     free = _free_bytes_or_none(config.data_dir)
     if config.backend is JobBackend.REDIS:
         _warn_if_under_the_reserve(config, free)
-        # Replicas share the uploads folder: another may be receiving into it right now.
-        return _redis_service(config, dag, _upload_storage(config, exclusive=False), observer)
+        hold = SharedDataDirectoryHold(config.data_dir)
+        try:
+            # Replicas share the uploads folder: another may be receiving into it right now.
+            return _redis_service(config, dag, _upload_storage(config, exclusive=False), observer, hold)
+        except BaseException:
+            hold.release()
+            raise
     if _no_room_left(config.data_dir):
         # After a crash SQLite opens all the same (its log file is there already), and the jobs
         # it recovers would fail at their first result for good: refused as a new database is.
@@ -296,7 +302,11 @@ def _upload_storage(config: JobConfig, *, exclusive: bool) -> DirectoryUploadSto
 
 
 def _redis_service(
-    config: JobConfig, dag: DagPipelineService, uploads: DirectoryUploadStorage, observer: JobObserverRelay
+    config: JobConfig,
+    dag: DagPipelineService,
+    uploads: DirectoryUploadStorage,
+    observer: JobObserverRelay,
+    hold: SharedDataDirectoryHold,
 ) -> JobService:
     """Jobs in Redis, run by RQ workers: their runs and frames happen in the workers' processes,
     out of reach of the server's metrics; `observer` hears of the uploads only."""
@@ -312,7 +322,8 @@ def _redis_service(
         queue_commands = redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS)
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
         raise JobStoreUnusable(f"the job store's --redis-url {config.redis_url!r} cannot be used: {error}") from error
-    store = RedisJobStore(commands, key_prefix=config.key_prefix, lease_seconds=config.lease_seconds)
+    store = RedisJobStore(commands, key_prefix=config.key_prefix, lease_seconds=config.lease_seconds,
+                          data_dir_hold=hold)
     worker_config = WorkerConfig(
         key_prefix=config.key_prefix,
         upload_dir=str(uploads.root.resolve()),

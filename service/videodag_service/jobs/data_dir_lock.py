@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from videodag_service.disk_space import out_of_inodes
 from videodag_service.errors import DiskFull, ErrorDetails
+
+logger = logging.getLogger(__name__)
 
 DATABASE_FILE = "jobs.sqlite3"
 LOCK_FILE = "jobs.lock"
@@ -118,15 +122,42 @@ def _out_of_inodes(error: BaseException, data_dir: Path) -> DiskFull | None:
                     ErrorDetails(metadata={"store": "sqlite"}))
 
 
+class SharedDataDirectoryHold:
+    """A Redis deployment replica's hold on its data directory, shared with the deployment's other
+    replicas (on this machine, or on others through a file system that shares locks), never with
+    an embedded server: each side removes the videos of the jobs its own store does not know, so
+    either would remove the other's. Taken when made (DataDirectoryInUse while an embedded server
+    has the folder), kept until `release`; an embedded server meanwhile is refused its start."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._lock_file: Any = None
+        try:
+            self._lock_file = _locked(data_dir / LOCK_FILE, fcntl.LOCK_SH, lambda: DataDirectoryInUse(
+                f"an embedded server serves jobs from {data_dir}: a Redis deployment's replicas remove the videos "
+                "of jobs their Redis does not know, and would remove its videos; give this server another --data-dir"))
+        except DataDirectoryInUse:
+            raise
+        except OSError as error:  # a file system without locks (NFS without its lock service): as before holds
+            logger.warning("could not lock the data directory %s (%s): an embedded server started on it would not "
+                           "be refused, and would remove this deployment's videos", data_dir, error)
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+
 def _lock_exclusively(path: Path) -> Any:
-    # Created 0600 like the database; held open until `release`.
+    return _locked(path, fcntl.LOCK_EX, lambda: DataDirectoryInUse(
+        f"another process already serves jobs from {path.parent}; give each server its own --data-dir "
+        "or use the Redis backend to share jobs between servers"))
+
+
+def _locked(path: Path, kind: int, in_use: Callable[[], DataDirectoryInUse]) -> Any:
+    # Created 0600 like the database; held open until released.
     lock_file = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600), "a+")
     try:
-        fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock_file, kind | fcntl.LOCK_NB)
     except BlockingIOError:
         lock_file.close()
-        raise DataDirectoryInUse(
-            f"another process already serves jobs from {path.parent}; give each server its own --data-dir "
-            "or use the Redis backend to share jobs between servers"
-        ) from None
+        raise in_use() from None
     return lock_file

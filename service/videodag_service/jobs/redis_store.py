@@ -34,6 +34,7 @@ from redis.typing import EncodableT, FieldT
 
 from videodag_service.errors import JobNotFound
 from videodag_service.jobs import records
+from videodag_service.jobs.data_dir_lock import SharedDataDirectoryHold
 from videodag_service.jobs.defaults import DEFAULT_KEY_PREFIX, DEFAULT_LEASE_SECONDS
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary, RunClaim
@@ -250,8 +251,11 @@ class RedisJobStore(JobStore):
         key_prefix: str = DEFAULT_KEY_PREFIX,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         dispatch_grace_seconds: float = 30.0,
+        data_dir_hold: SharedDataDirectoryHold | None = None,
     ) -> None:
+        """`data_dir_hold`: a replica's hold on the deployment's data directory, released at `close`."""
         self._redis = connection
+        self._data_dir_hold = data_dir_hold
         self._prefix = key_prefix
         self.lease_seconds = lease_seconds
         self._dispatch_grace_seconds = dispatch_grace_seconds
@@ -280,6 +284,8 @@ class RedisJobStore(JobStore):
 
     def close(self) -> None:
         self._redis.close()
+        if self._data_dir_hold is not None:
+            self._data_dir_hold.release()
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._prefix}:job:{job_id}"

@@ -219,3 +219,31 @@ def test_a_discarded_store_takes_what_goes_with_it_while_it_still_holds_the_lock
     store.close_and_discard(also=still_locked)
     assert held == [True]
     assert list(data_dir.iterdir()) == []
+
+
+def _redis_replica(data_dir: Path, redis_server: RedisServer) -> JobConfig:
+    return JobConfig(data_dir=data_dir, max_upload_bytes=10**7, backend=JobBackend.REDIS, redis_url=redis_server.url,
+                     key_prefix=uuid.uuid4().hex, queue_name=uuid.uuid4().hex)
+
+
+def test_a_redis_replica_and_an_embedded_server_never_share_a_data_directory(
+    tmp_path: Path, dag: DagPipelineService, redis_server: RedisServer
+) -> None:
+    """Each removes the videos of the jobs its own store does not know: started on one folder,
+    the second to start removed the first's videos (the embedded server at once, a replica at its
+    next look), where replicas of one deployment share theirs."""
+    data_dir = tmp_path / "data"
+    embedded_server = open_job_service(embedded(data_dir), dag)
+    try:
+        with pytest.raises(DataDirectoryInUse, match=f"an embedded server serves jobs from {data_dir}: a Redis"):
+            open_job_service(_redis_replica(data_dir, redis_server), dag)
+    finally:
+        embedded_server.close()
+    replicas = [open_job_service(_redis_replica(data_dir, redis_server), dag) for _ in range(2)]
+    try:
+        with pytest.raises(DataDirectoryInUse, match=f"another process already serves jobs from {data_dir}"):
+            open_job_service(embedded(data_dir), dag)
+    finally:
+        for replica in replicas:
+            replica.close()
+    open_job_service(embedded(data_dir), dag).close()  # the replicas gone, the folder is free
