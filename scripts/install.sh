@@ -19,5 +19,5 @@ if .venv/bin/python -m pip show opencv-python >/dev/null 2>&1; then
 fi
 .venv/bin/python -m pip check
 echo "==> fetching models"
-.venv/bin/python scripts/fetch_models.py
+.venv/bin/python -m videodag_service.fetch_models
 echo "==> installed: .venv/bin/videodag-server and .venv/bin/videodag"

@@ -56,7 +56,7 @@ def test_the_image_is_multi_stage_non_root_with_baked_models_and_a_health_check(
     assert len(stages) >= 2
     build, runtime = steps[stages[0]:stages[-1]], steps[stages[-1]:]
 
-    assert any(keyword == "RUN" and "scripts/fetch_models.py" in args for keyword, args in build)
+    assert any(keyword == "RUN" and "python -m videodag_service.fetch_models" in args for keyword, args in build)
     assert not any(keyword == "RUN" and ("pip install" in args or "fetch_models" in args) for keyword, args in runtime)
     assert any(keyword == "COPY" and args.startswith("--from=build") and "models" in args for keyword, args in runtime)
     env = " ".join(args for keyword, args in runtime if keyword == "ENV")

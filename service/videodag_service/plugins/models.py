@@ -1,6 +1,6 @@
 """Where the detectors' model files live, and the error raised when one is not there.
 
-Model weights are never fetched while the server runs: `python scripts/fetch_models.py`
+Model weights are never fetched while the server runs: `python -m videodag_service.fetch_models`
 puts them in the model directory once (it is the only step that needs the network), and
 the plugins only read from there. The directory is `$VIDEODAG_MODEL_DIR`, or
 `~/.cache/videodag/models` when the variable is unset or empty.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 MODEL_DIR_ENV = "VIDEODAG_MODEL_DIR"
 DEFAULT_MODEL_DIR = Path("~/.cache/videodag/models")
-FETCH_COMMAND = "python scripts/fetch_models.py"
+FETCH_COMMAND = "python -m videodag_service.fetch_models"
 
 
 def model_dir() -> Path:
@@ -38,7 +38,7 @@ class ModelFileMissing(FileNotFoundError):
 
 
 def fetched_model_file(name: str) -> Path:
-    """The path of a file `scripts/fetch_models.py` installs; raises ModelFileMissing if absent."""
+    """The path of a file `python -m videodag_service.fetch_models` installs; raises ModelFileMissing if absent."""
     try:
         path = model_dir() / name
     except RuntimeError:  # "Could not determine home directory": no HOME, and no passwd entry (OpenShift's uids)

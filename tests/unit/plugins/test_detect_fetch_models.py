@@ -1,4 +1,4 @@
-"""scripts/fetch_models.py run as a command, offline: with the model already in place it only
+"""`python -m videodag_service.fetch_models` run as a command, offline: with the model already in place it only
 rebuilds and checks the text graph, and a failure is one clear line and a non-zero exit."""
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from pathlib import Path
 from videodag_service.plugins.models import fetched_model_file
 from videodag_service.plugins.ssdlite.model import FROZEN_GRAPH_FILE, TEXT_GRAPH_FILE
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "fetch_models.py"
-
 
 def run_script(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "videodag_service.fetch_models", *args],
+        capture_output=True, text=True, timeout=120, check=False
     )
 
 

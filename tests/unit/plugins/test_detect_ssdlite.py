@@ -1,6 +1,6 @@
 """The ssdlite plugin on the real sample clip, with the real model files.
 
-Needs `python scripts/fetch_models.py` to have run (CI does it first); without the files
+Needs `python -m videodag_service.fetch_models` to have run (CI does it first); without the files
 the tests fail with ModelFileMissing, whose message names that command.
 """
 
@@ -205,7 +205,7 @@ def test_rejects_a_frame_that_is_not_bgr() -> None:
 def test_missing_model_names_the_fetch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path))
 
-    with pytest.raises(ModelFileMissing, match=r"python scripts/fetch_models\.py") as raised:
+    with pytest.raises(ModelFileMissing, match=r"python -m videodag_service\.fetch_models") as raised:
         opened()
     assert isinstance(raised.value, FileNotFoundError)
     assert str(tmp_path) in str(raised.value)
@@ -233,5 +233,5 @@ def test_a_missing_model_is_logged_when_a_pipeline_using_it_loads(
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "ssdlite.detect_people cannot run" in warnings[0] and str(tmp_path) in warnings[0]
-    assert "python scripts/fetch_models.py" in warnings[0]
+    assert "python -m videodag_service.fetch_models" in warnings[0]
     _warn_once_if_the_model_is_missing.cache_clear()

