@@ -21,7 +21,7 @@ class QueueThatRunsNothing:
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
         return ()
 
-    def maintain(self) -> None:
+    def retry_stranded(self) -> None:
         return None
 
     def stop_taking(self) -> None:

@@ -312,7 +312,6 @@ def _redis_service(
     out of reach of the server's metrics; `observer` hears of the uploads only."""
     import redis
 
-    from videodag_service.jobs.deployment_folders import DeploymentFolderRecord
     from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
     from videodag_service.jobs.rq_queue import RqJobQueue
     from videodag_service.jobs.rq_task import WorkerConfig
@@ -338,12 +337,10 @@ def _redis_service(
         node_timeout_seconds=config.node_timeout_seconds,
         frame_workers=config.frame_workers,
         max_result_bytes=config.max_result_bytes,
-        folders_from_deployment=True,
     )
     queue = RqJobQueue(
         queue_commands,
         worker_config,
-        DeploymentFolderRecord(commands, config.key_prefix),
         undispatched_key=store.undispatched_key,
         handed_over_key=store.handed_over_key,
         queue_name=config.queue_name,

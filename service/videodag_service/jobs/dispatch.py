@@ -45,9 +45,8 @@ class JobQueue(Protocol):
         """Jobs handed to the queue that no worker has started yet (for the queue-depth metric)."""
         ...
 
-    def maintain(self) -> None:
-        """The queue's own upkeep, called by maintenance (and at start, before recovery hands any
-        job over): what a store failure left undone in this process is tried again."""
+    def retry_stranded(self) -> None:
+        """Try again what a store failure left undone in this process (called by maintenance)."""
         ...
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
@@ -93,7 +92,7 @@ class ThreadPoolJobQueue:
     def depth(self) -> int:
         return self._pending.qsize() if self._queued_count is None else self._queued_count()
 
-    def maintain(self) -> None:
+    def retry_stranded(self) -> None:
         """Record the job ends the store refused, and hand the jobs it would not let start to
         the workers again (a stale pair is skipped by the worker, as ever)."""
         self._executor.record_pending_ends()
@@ -105,7 +104,7 @@ class ThreadPoolJobQueue:
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
         """None: a pair is lost only with this process, whose next start hands every QUEUED job
-        over again, or by a store failure before its claim, which `maintain` makes good."""
+        over again, or by a store failure before its claim, which `retry_stranded` makes good."""
         return ()
 
     def stop_taking(self) -> None:

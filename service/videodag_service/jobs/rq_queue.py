@@ -21,7 +21,6 @@ import rq
 from rq.serializers import JSONSerializer
 
 from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
-from videodag_service.jobs.deployment_folders import DeploymentFolderRecord
 from videodag_service.jobs.model import HandOver, Job
 from videodag_service.jobs.rq_task import RUN_JOB, WorkerConfig
 
@@ -37,18 +36,15 @@ class RqJobQueue:
         self,
         connection: redis.Redis,
         config: WorkerConfig,
-        folder_record: DeploymentFolderRecord,
         *,
         undispatched_key: str,
         handed_over_key: str,
         queue_name: str = DEFAULT_QUEUE_NAME,
     ) -> None:
         """`connection` must return bytes (RQ's requirement): not `decode_responses`. The keys are
-        the store's sets of jobs not yet handed to RQ and of those handed over, not yet claimed.
-        `folder_record` is where the workers find `config`'s folders."""
+        the store's sets of jobs not yet handed to RQ and of those handed over, not yet claimed."""
         self._connection = connection
         self._config = config
-        self._folder_record = folder_record
         self._undispatched_key = undispatched_key
         self._handed_over_key = handed_over_key
         self._queue = rq.Queue(queue_name, connection=connection, serializer=JSONSerializer)
@@ -96,12 +92,10 @@ class RqJobQueue:
     def depth(self) -> int:
         return int(self._queue.count)
 
-    def maintain(self) -> None:
-        """Name the deployment's folders to Redis (again after a restart of Redis, which forgets
-        whom they were named to). Nothing to retry: a job a worker could not finish keeps a lease
-        that expires, and one a worker took but never claimed is among `lost_hand_overs`: the
-        store's recovery queues either again (`RedisJobStore.recover`)."""
-        self._folder_record.name(self._config.folders())
+    def retry_stranded(self) -> None:
+        """Nothing here: a job a worker could not finish keeps a lease that expires, and one a
+        worker took but never claimed is among `lost_hand_overs`: the store's recovery queues
+        either again (`RedisJobStore.recover`)."""
 
     def stop_taking(self) -> None:
         """Nothing to stop here: RQ's worker processes run the jobs, and have their own lifecycle."""

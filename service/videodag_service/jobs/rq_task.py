@@ -1,8 +1,7 @@
 """The worker side of the Redis backend: the function RQ workers run (`run_job`) and its config.
 
 Start workers on any machine that reaches Redis and sees the shared upload directory at the
-same path as the replicas (workers take the folders the replicas name to Redis, not the task's:
-`deployment_folders`):
+same path:
 
     rq worker --url redis://HOST:6379/0 --serializer json \\
         --worker-class videodag_service.jobs.rq_task.VideodagWorker videodag-jobs
@@ -21,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ import redis
 import rq
 
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
-from videodag_service.jobs.deployment_folders import DeploymentFolderRecord, DeploymentFolders
 from videodag_service.jobs.execution import JobExecutor
 from videodag_service.jobs.model import JobError, JobState, RunClaim
 from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
@@ -56,8 +54,6 @@ class WorkerConfig:
 
     key_prefix: str
     upload_dir: str
-    """The folders of the replica that queued the job: used only when `folders_from_deployment`
-    is off (a task queued by an earlier release); otherwise the deployment's, from its Redis."""
     pipeline_dir: str | None
     job_timeout_seconds: float
     retention_seconds: float
@@ -70,10 +66,6 @@ class WorkerConfig:
     node_timeout_seconds: float | None = None
     frame_workers: int | None = None
     max_result_bytes: int | None = None
-    folders_from_deployment: bool = False
-
-    def folders(self) -> DeploymentFolders:
-        return DeploymentFolders(self.upload_dir, self.pipeline_dir)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,9 +107,6 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
     connection = _decoding_connection(current.connection)
     store = RedisJobStore(connection, key_prefix=worker_config.key_prefix, lease_seconds=worker_config.lease_seconds)
     try:
-        if worker_config.folders_from_deployment:
-            folders = DeploymentFolderRecord(connection, worker_config.key_prefix).wait_for_current(job_id)
-            worker_config = replace(worker_config, upload_dir=folders.upload_dir, pipeline_dir=folders.pipeline_dir)
         try:
             executor = _executor(store, worker_config)
         except _Unrunnable as unrunnable:

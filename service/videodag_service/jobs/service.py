@@ -346,7 +346,7 @@ class JobService:
         jobs to workers again, erase what deletions left in the store's files, and now and then
         remove the videos no job needs."""
         self._check_store_in_place()
-        self._queue.maintain()
+        self._queue.retry_stranded()
         now = self._clock()
         with self._watched_lock:
             watched = frozenset(self._watched)

@@ -438,7 +438,7 @@ def test_a_job_the_store_would_not_let_start_is_handed_to_the_workers_again(
         assert parts.store.get(job.id).state is JobState.QUEUED, "not started, not lost"
 
         def retried_until_it_ran() -> bool:
-            workers.maintain()  # what maintenance does, at every pass
+            workers.retry_stranded()  # what maintenance does, at every pass
             return parts.store.get(job.id).state is JobState.SUCCEEDED
 
         assert wait_until(retried_until_it_ran, timeout=20)

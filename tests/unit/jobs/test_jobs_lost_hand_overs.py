@@ -18,7 +18,6 @@ import redis
 
 from fakes.redis_server import RedisServer
 from videodag_service.jobs import Job, JobState, StoredVideo
-from videodag_service.jobs.deployment_folders import DeploymentFolderRecord
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import HandOver
 from videodag_service.jobs.redis_store import RedisJobStore
@@ -81,13 +80,12 @@ class Backend:
 @pytest.fixture
 def backend(redis_server: RedisServer) -> Iterator[Backend]:
     prefix = uuid.uuid4().hex
-    commands = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    store = RedisJobStore(commands, key_prefix=prefix, dispatch_grace_seconds=0.0)
+    store = RedisJobStore(redis.Redis.from_url(redis_server.url, decode_responses=True), key_prefix=prefix,
+                          dispatch_grace_seconds=0.0)
     rq_connection = redis.Redis.from_url(redis_server.url)
     config = WorkerConfig(key_prefix=prefix, upload_dir="/nowhere", pipeline_dir=None, job_timeout_seconds=60,
                           retention_seconds=60, lease_seconds=30, video_limits={})
-    queue = RqJobQueue(redis.Redis.from_url(redis_server.url), config, DeploymentFolderRecord(commands, prefix),
-                       undispatched_key=store.undispatched_key,
+    queue = RqJobQueue(redis.Redis.from_url(redis_server.url), config, undispatched_key=store.undispatched_key,
                        handed_over_key=store.handed_over_key, queue_name=f"videodag-test-{prefix}")
     yield Backend(store, queue, rq_connection)
     store.close()
