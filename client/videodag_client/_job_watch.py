@@ -8,6 +8,7 @@ reconnecting after a doubling backoff, or after the delay a full server asks for
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,11 @@ _RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELL
 # gRPC's words for a call its own channel's close ended (a channel its owner closed under the
 # watch): there is no connection to go back on.
 _CHANNEL_CLOSED = "Channel closed"
+# A proxy between (nginx, an ingress) ending the stream: its own error page while the server
+# restarts (HTTP 502, 503 or 504, which gRPC reports as UNKNOWN) or the reset of its read timeout
+# on a quiet stream (INTERNAL "Stream removed", RST_STREAM). These are gRPC's words for what the
+# transport did, never the server's: its errors carry a reason.
+_CUT_BY_A_PROXY = re.compile(r"Stream removed|RST_STREAM|Received http2 header with status: 50[234]\b")
 # A server already streaming its maximum of watches refuses more with RESOURCE_EXHAUSTED and
 # says when to try again (RetryInfo): a slot frees when some watched job ends.
 _WATCHES_FULL = "TOO_MANY_WATCHES"
@@ -155,7 +161,7 @@ class JobWatch(Iterator[JobEvent]):
             return True
         if error.code is grpc.StatusCode.CANCELLED and _CHANNEL_CLOSED in str(error):
             return False
-        return self._connected and error.code in _RECONNECTABLE
+        return self._connected and (error.code in _RECONNECTABLE or _cut_by_a_proxy(error))
 
     def _delay_before_retry(self, error: VideodagError) -> float:
         """The server's retry delay when it gives one for a full server; else a doubling backoff."""
@@ -182,6 +188,11 @@ class JobWatch(Iterator[JobEvent]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _cut_by_a_proxy(error: VideodagError) -> bool:
+    return (error.code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL) and not error.reason
+            and _CUT_BY_A_PROXY.search(error.message) is not None)
 
 
 def _is_watches_full(error: VideodagError) -> bool:

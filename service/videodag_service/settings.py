@@ -162,8 +162,10 @@ class Settings:
         minimum=0,
     )
     keepalive_interval_seconds: float = _setting(
-        60.0, "how often the server pings each connection: a load balancer keeps a quiet stream's connection, "
-        "and a client that went away without a word is found by the answer it does not send",
+        30.0, "how often the server pings each connection: a load balancer keeps a quiet stream's connection, "
+        "and a client that went away without a word is found by the answer it does not send. Keep it below the "
+        "idle limit of any proxy in front (60 s in nginx's grpc_read_timeout and AWS's load balancers), which "
+        "otherwise resets a stream that sends nothing for that long",
         minimum=1, maximum=_MAX_GRPC_SECONDS,
     )
     keepalive_timeout_seconds: float = _setting(

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fake_servicer import FakeVideoPipelineServicer, frame_response, serving, summary_response
+from fake_servicer import FakeVideoPipelineServicer, frame_response, rich_status, serving, summary_response
 
 from videodag.v1 import job_pb2, video_pipeline_service_pb2
-from videodag_client import Cancelled, FrameResult, Job, JobState, Unavailable, VideodagClient
+from videodag_client import Cancelled, FrameResult, Job, JobState, Unavailable, VideodagClient, VideodagError
 from videodag_client.cli import _exit_codes, main
 from videodag_client.cli.watch import ReconnectReport
 
@@ -31,6 +31,8 @@ class WatchingServicer(FakeVideoPipelineServicer):
         self.frame_count = frame_count
         self.fail_after: int | None = None
         self.fail_code = grpc.StatusCode.INTERNAL
+        self.fail_message = "the watch broke"
+        self.fail_reason = ""
         self.watch_requests: list[video_pipeline_service_pb2.WatchJobRequest] = []
 
     def WatchJob(
@@ -43,7 +45,8 @@ class WatchingServicer(FakeVideoPipelineServicer):
             yield video_pipeline_service_pb2.WatchJobResponse(frame=frame_response(index, 25.0, {"n": index}).frame)
             if index == self.fail_after:
                 self.fail_after = None
-                context.abort(self.fail_code, "the watch broke")
+                context.abort_with_status(rich_status(self.fail_code.value[0], self.fail_message,
+                                                      reason=self.fail_reason))
         finished = _job(job_pb2.JOB_STATE_SUCCEEDED)
         finished.summary.CopyFrom(summary_response(self.frame_count).summary)
         yield video_pipeline_service_pb2.WatchJobResponse(job=finished)
@@ -104,6 +107,44 @@ def test_a_watch_that_got_through_still_reconnects_and_resumes(
     assert isinstance(events[-1], Job) and events[-1].state is JobState.SUCCEEDED
     assert watch.reconnects == 1
     assert watching.watch_requests[1].after_frame_index == 1
+
+
+# What gRPC reports when a proxy between ends a stream (nginx, seen through its gRPC proxying):
+# its error page while the server restarts, and the reset of its read timeout on a quiet stream.
+_CUT_BY_A_PROXY = [
+    (grpc.StatusCode.UNKNOWN, "Received http2 header with status: 502"),
+    (grpc.StatusCode.UNKNOWN, "Stream removed (Data frame with END_STREAM flag received)"),
+    (grpc.StatusCode.INTERNAL, "Stream removed (RST_STREAM on stream 1 with error code 2)"),
+]
+
+
+@pytest.mark.parametrize(("code", "message"), _CUT_BY_A_PROXY)
+def test_a_watch_a_proxy_cut_reconnects_and_resumes(
+    watching: WatchingServicer, watch_target: str, code: grpc.StatusCode, message: str
+) -> None:
+    """The README promises a watch that resumes by itself; behind nginx, a restarting server's
+    watches ended UNKNOWN (the proxy's HTTP 502 page) and quiet ones INTERNAL (its read timeout)."""
+    watching.fail_after, watching.fail_code, watching.fail_message = 1, code, message
+    with VideodagClient(watch_target) as client, client.watch_job(JOB_ID, reconnect_window=30) as watch:
+        events = list(watch)
+    assert [e.frame_index for e in events if isinstance(e, FrameResult)] == [0, 1, 2, 3, 4]
+    assert watch.reconnects == 1
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (grpc.StatusCode.UNKNOWN, "Received http2 header with status: 403"),  # the proxy refuses this caller
+    (grpc.StatusCode.INTERNAL, "a plugin failed: Stream removed"),  # the server's own words carry a reason
+])
+def test_a_watch_ended_otherwise_by_a_proxy_or_the_server_is_not_resumed(
+    watching: WatchingServicer, watch_target: str, code: grpc.StatusCode, message: str
+) -> None:
+    watching.fail_after, watching.fail_code, watching.fail_message = 1, code, message
+    if "plugin" in message:
+        watching.fail_reason = "INTERNAL"
+    with (VideodagClient(watch_target) as client, client.watch_job(JOB_ID, reconnect_window=30) as watch,
+          pytest.raises(VideodagError) as raised):
+        list(watch)
+    assert raised.value.code is code and watch.reconnects == 0
 
 
 def test_a_resumed_watch_continues_the_part_file_an_interrupted_one_kept(
