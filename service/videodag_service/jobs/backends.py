@@ -344,6 +344,7 @@ def _redis_service(
         undispatched_key=store.undispatched_key,
         handed_over_key=store.handed_over_key,
         queue_name=config.queue_name,
+        clock=store.clock,
     )
     try:
         return _started(config, store, queue, uploads, dag, observer)

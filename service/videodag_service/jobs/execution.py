@@ -153,16 +153,17 @@ class JobExecutor:
         *,
         job_timeout_seconds: float,
         retention_seconds: float,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         observer: JobObserver | None = None,
     ) -> None:
+        """`clock`: the store's (`JobStore.clock`) unless given."""
         self._store = store
         self._uploads = uploads
         self._dag = dag
         self._video = video
         self._job_timeout_seconds = job_timeout_seconds
         self._retention_seconds = retention_seconds
-        self._clock = clock
+        self._clock = clock or store.clock
         # Always behind a relay, whose guard keeps a failing observer from failing the job.
         self._observer = observer if isinstance(observer, JobObserverRelay) else JobObserverRelay(observer)
         self._pending_lock = threading.Lock()

@@ -5,8 +5,8 @@ from QUEUED). An interrupted RUNNING job (restart, lost worker) goes back to QUE
 `attempt` raised and its partial results discarded, so each frame result is stored once. A
 QUEUED job whose worker took it and vanished before claiming it (a lost hand-over) is queued
 again the same way, in a raised attempt.
-Times are seconds since the epoch (`time.time()`), because they are shared between
-processes and machines.
+Times are seconds since the epoch by the store's clock (`JobStore.clock`: Redis's for the
+Redis backend), because they are shared between processes and machines.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ attempt as well.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Collection, Sequence
 from typing import Any, cast
 
@@ -38,6 +37,7 @@ from videodag_service.jobs.data_dir_lock import SharedDataDirectoryHold
 from videodag_service.jobs.defaults import DEFAULT_KEY_PREFIX, DEFAULT_LEASE_SECONDS
 from videodag_service.jobs.ids import page_token_after
 from videodag_service.jobs.model import HandOver, Job, JobError, JobFrame, JobPage, JobState, JobSummary, RunClaim
+from videodag_service.jobs.shared_clock import RedisClock
 from videodag_service.jobs.store import (
     MAX_ATTEMPTS_ERROR,
     JobStore,
@@ -255,6 +255,7 @@ class RedisJobStore(JobStore):
     ) -> None:
         """`data_dir_hold`: a replica's hold on the deployment's data directory, released at `close`."""
         self._redis = connection
+        self._clock = RedisClock(connection)
         self._data_dir_hold = data_dir_hold
         self._prefix = key_prefix
         self.lease_seconds = lease_seconds
@@ -276,6 +277,9 @@ class RedisJobStore(JobStore):
         self._delete = connection.register_script(_DELETE)
         self._requeue_expired = connection.register_script(_REQUEUE_EXPIRED)
         self._requeue_lost_hand_over = connection.register_script(_REQUEUE_LOST_HAND_OVER)
+
+    def clock(self) -> float:
+        return self._clock()
 
     @property
     def outage_patience_seconds(self) -> float:
@@ -453,7 +457,7 @@ class RedisJobStore(JobStore):
         """Extend the worker's claim; False when the job no longer runs under it."""
         renewed = self._renew(
             keys=[self._job_key(run.job_id), self._leases_key],
-            args=[*_claim_args(run), _number(time.time() + self.lease_seconds), run.job_id],
+            args=[*_claim_args(run), _number(self.clock() + self.lease_seconds), run.job_id],
         )
         return bool(renewed)
 
@@ -469,7 +473,7 @@ class RedisJobStore(JobStore):
             keys=[self._job_key(run.job_id), self._frames_key(run.job_id), self._leases_key],
             args=[
                 *_claim_args(run), frame.frame_index, repr(frame.timestamp_seconds),
-                records.result_to_text(frame.result), _number(time.time() + self.lease_seconds), run.job_id,
+                records.result_to_text(frame.result), _number(self.clock() + self.lease_seconds), run.job_id,
             ],
         )
         return bool(appended)

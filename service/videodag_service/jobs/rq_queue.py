@@ -14,7 +14,7 @@ store's recovery which of its unclaimed hand-overs RQ no longer holds.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import redis
 import rq
@@ -40,11 +40,14 @@ class RqJobQueue:
         undispatched_key: str,
         handed_over_key: str,
         queue_name: str = DEFAULT_QUEUE_NAME,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`connection` must return bytes (RQ's requirement): not `decode_responses`. The keys are
-        the store's sets of jobs not yet handed to RQ and of those handed over, not yet claimed."""
+        the store's sets of jobs not yet handed to RQ and of those handed over, not yet claimed,
+        and `clock` the store's (`JobStore.clock`), by which its recovery judges hand-over times."""
         self._connection = connection
         self._config = config
+        self._clock = clock
         self._undispatched_key = undispatched_key
         self._handed_over_key = handed_over_key
         self._queue = rq.Queue(queue_name, connection=connection, serializer=JSONSerializer)
@@ -66,7 +69,7 @@ class RqJobQueue:
                 pipeline=pipe,
             )
             pipe.zrem(self._undispatched_key, job.id)
-            pipe.zadd(self._handed_over_key, {job.id: time.time()})
+            pipe.zadd(self._handed_over_key, {job.id: self._clock()})
             pipe.execute()
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:

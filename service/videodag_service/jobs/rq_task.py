@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -152,7 +151,7 @@ def _fail_unrunnable(store: RedisJobStore, worker_config: WorkerConfig, job_id: 
     release), or its decoders or upload folder cannot be set up. Left to RQ, the task would
     fail unclaimed, and recovery hand the job over again until its attempts ran out, to give
     it up as vanished without saying why."""
-    now = time.time()
+    now = store.clock()
     job = store.claim(job_id, attempt, now)
     if job is None:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
@@ -111,7 +110,7 @@ class JobService:
         max_queued_jobs: int = DEFAULT_MAX_QUEUED_JOBS,
         maintenance_interval_seconds: float = MAX_MAINTENANCE_INTERVAL_SECONDS,
         stray_video_grace_seconds: float = STRAY_VIDEO_GRACE_SECONDS,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         observer: JobObserverRelay | None = None,
     ) -> None:
         self._store = store
@@ -125,10 +124,10 @@ class JobService:
         self._maintenance_interval_seconds = maintenance_interval_seconds
         self._watch_mark_seconds = max(_WATCH_MARK_MIN_SECONDS, _WATCH_MARK_INTERVALS * maintenance_interval_seconds)
         self._stray_video_grace_seconds = stray_video_grace_seconds
-        self._clock = clock
+        self._clock = clock or store.clock  # the time all of the store's processes go by
         # Not at the first pass: a start warns of videos it cannot place (`backends`), and their
         # operator gets the time of one look to stop the server.
-        self._next_stray_video_look = clock() + stray_video_grace_seconds / _STRAY_VIDEO_LOOKS_PER_GRACE
+        self._next_stray_video_look = self._clock() + stray_video_grace_seconds / _STRAY_VIDEO_LOOKS_PER_GRACE
         self._observer = observer if observer is not None else JobObserverRelay()
         self._watched: Counter[str] = Counter()
         """Jobs watched here now, with how many watches each: retention waits for them, so a

@@ -11,6 +11,7 @@ the store forgot and handed out again) from adding a result twice.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
 
@@ -54,6 +55,12 @@ class JobStore(ABC):
     outage_errors: tuple[type[Exception], ...] = ()
     """What the store raises when its backend cannot be reached (a network store's
     connection errors), so callers can tell an outage from a bug."""
+
+    def clock(self) -> float:
+        """Now, in seconds since the epoch, as every process sharing the store counts time: leases,
+        retention ends, watch marks and hand-over times written by one are judged by another.
+        A store on this machine goes by its wall clock."""
+        return time.time()
 
     @property
     def outage_patience_seconds(self) -> float:
