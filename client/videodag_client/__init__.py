@@ -16,6 +16,9 @@ Asyncio code uses `AsyncVideodagClient`, with the same calls as coroutines and a
 import videodag_client._grpc_logging  # noqa: F401
 
 # isort: split
+import inspect
+import typing
+
 from videodag_client._async import AsyncVideodagClient
 from videodag_client._async_streams import AsyncJobWatch, AsyncRunStream
 from videodag_client._client import DEFAULT_TARGET, RunStream, VideodagClient
@@ -104,9 +107,23 @@ __all__ = [
     "from_grpc_error",
 ]
 
+
+def _resolve_annotations(kind: type) -> None:
+    """Turn a class's own annotations from the strings `from __future__ import annotations` left
+    into the types they name, while its module is still the one they were written in: moved to
+    this package, `typing.get_type_hints` (dataclass tools, pydantic) would look the names up
+    here and fail (`Any`, `datetime`, `ClassVar` are not this package's)."""
+    own = inspect.get_annotations(kind)
+    if own:
+        hints = typing.get_type_hints(kind, include_extras=True)
+        kind.__annotations__ = {name: hints[name] for name in own}
+
+
 # Public names report this package as their home, so reprs and docs do not leak private modules.
 for _name in __all__:
     _member = globals()[_name]
     if getattr(_member, "__module__", "").startswith("videodag_client._"):
+        if isinstance(_member, type):
+            _resolve_annotations(_member)
         _member.__module__ = __name__
 del _name, _member

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import types
+import typing
 
 import videodag_client
 
@@ -87,3 +88,13 @@ def test_every_error_class_is_a_videodag_error_with_its_own_status_code() -> Non
     ]
     codes = [error_class.grpc_status_code for error_class in error_classes]
     assert len(codes) == len(set(codes)) == 16
+
+
+def test_every_public_class_has_type_hints_tools_can_read() -> None:
+    """Reported as this package's own, their string annotations were looked up here and failed
+    (`typing.get_type_hints(FrameResult)`: NameError 'Any'), for dataclass tools and pydantic alike."""
+    for name in videodag_client.__all__:
+        member = getattr(videodag_client, name)
+        if isinstance(member, type):
+            typing.get_type_hints(member)  # raises NameError for a name it cannot find
+    assert typing.get_type_hints(videodag_client.FrameResult)["result"] == dict[str, typing.Any]
