@@ -18,11 +18,26 @@ from collections.abc import Callable, Collection, Sequence
 
 import redis
 import rq
+import rq.defaults
 from rq.serializers import JSONSerializer
 
 from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
 from videodag_service.jobs.model import HandOver, Job
 from videodag_service.jobs.rq_task import RUN_JOB, WorkerConfig
+
+# The tasks RQ holds: waiting in the queue (KEYS[1]), taken into its intermediate list (KEYS[2]),
+# and started (KEYS[3], the started registry) while the execution's key (ARGV[1] .. entry) lives.
+_HELD_TASKS = """
+local held = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, task in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(held, task) end
+for _, entry in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+  if redis.call('EXISTS', ARGV[1] .. entry) == 1 then table.insert(held, entry) end
+end
+return held
+"""
+# RQ's key of a started task's execution, "<prefix>:execution:<task id>:<execution id>", which
+# expires unless its worker's heartbeats renew it (RQ 3 lets RQ_KEY_PREFIX change the prefix).
+_EXECUTION_KEY_PREFIX = f"{getattr(rq.defaults, 'RQ_KEY_PREFIX', 'rq')}:execution:"
 
 # RQ's own timeout is a backstop for a plugin stuck inside one frame; the executor enforces
 # the job timeout between frames and records DEADLINE_EXCEEDED itself, so RQ gets a margin.
@@ -51,6 +66,7 @@ class RqJobQueue:
         self._undispatched_key = undispatched_key
         self._handed_over_key = handed_over_key
         self._queue = rq.Queue(queue_name, connection=connection, serializer=JSONSerializer)
+        self._held_tasks = connection.register_script(_HELD_TASKS)
 
     def dispatch(self, job: Job) -> None:
         # Enqueued and marked handed-over in one transaction: either both happen or
@@ -78,18 +94,19 @@ class RqJobQueue:
         claim, or its worker died (kill -9, a crash) before it: RQ keeps such a task STARTED until
         its heartbeat's time runs out (a minute past the worker's --job-monitoring-interval).
 
-        The three places are read in one transaction: a task moving from one to the next between
-        two reads would be seen in neither, and its job run twice. A task taken from the queue
-        sits in RQ's intermediate list until its work horse starts it.
+        The three places are read in one script, atomically: a task moving from one to the next
+        between two reads would be seen in neither, and its job run twice. A task taken from the
+        queue sits in RQ's intermediate list until its work horse starts it. A started task is
+        held while its execution's key lives: its worker's heartbeats renew the key's expiry, which
+        Redis times, where the started registry's scores are deadlines by the worker's own clock
+        (a worker whose clock is minutes behind would have every task it runs taken for lost).
         """
-        registry = self._queue.started_job_registry
-        with self._connection.pipeline(transaction=True) as pipe:
-            pipe.lrange(self._queue.key, 0, -1)
-            pipe.lrange(self._queue.intermediate_queue_key, 0, -1)
-            pipe.zrangebyscore(registry.key, f"({time.time()!r}", "+inf")  # scores: heartbeat deadlines
-            waiting, taken, running = pipe.execute()
+        held_entries = self._held_tasks(
+            keys=[self._queue.key, self._queue.intermediate_queue_key, self._queue.started_job_registry.key],
+            args=[_EXECUTION_KEY_PREFIX],
+        )
         # A started task's entry is "<task id>:<execution id>"; task ids here have no colon.
-        held = {_text(entry) for entry in (*waiting, *taken)} | {_text(entry).split(":", 1)[0] for entry in running}
+        held = {_text(entry).split(":", 1)[0] for entry in held_entries}
         return [hand_over for hand_over in hand_overs if _task_id(hand_over.job_id, hand_over.attempt) not in held]
 
     def depth(self) -> int:

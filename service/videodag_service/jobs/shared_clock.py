@@ -13,10 +13,13 @@ job write. Until Redis has answered once (an outage at start), this machine's wa
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import redis
+
+logger = logging.getLogger(__name__)
 
 _READ_AGAIN_SECONDS = 10.0
 
@@ -37,6 +40,7 @@ class RedisClock:
         self._next_reading = 0.0  # monotonic
         self._read_at: float | None = None  # monotonic time of the last reading
         self._redis_time = 0.0
+        self._refusal_said = False
 
     def __call__(self) -> float:
         with self._lock:
@@ -57,7 +61,11 @@ class RedisClock:
         asked_at = time.monotonic()
         try:
             seconds, microseconds = self._redis.time()
-        except redis.RedisError:
+        except redis.RedisError as error:
+            if isinstance(error, redis.exceptions.NoPermissionError) and not self._refusal_said:
+                self._refusal_said = True
+                logger.warning("this process goes by its own clock: its Redis user may not run TIME (%s); replicas "
+                               "and workers whose clocks differ by more than a lease run their jobs again", error)
             with self._lock:
                 self._next_reading = time.monotonic() + self._read_again_seconds
             return  # out of reach: the last reading carries on (or the wall clock, before any)

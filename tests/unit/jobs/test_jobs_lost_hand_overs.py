@@ -2,7 +2,8 @@
 claim) is handed over again by recovery, against a real redis-server and RQ's own bookkeeping.
 
 A worker's progress through a task is played here on RQ's keys: waiting in the queue, taken
-into the intermediate list, started with a heartbeat deadline in the started registry.
+into the intermediate list, started (in the started registry, with an execution key its
+heartbeats keep alive).
 """
 
 from __future__ import annotations
@@ -63,11 +64,18 @@ class Backend:
         assert self.rq_connection.lrem(key, 1, self.task_id(job)) == 1
         self.rq_connection.rpush(self.queue._queue.intermediate_queue_key, self.task_id(job))
 
-    def start(self, job: Job, heartbeat_deadline: float) -> None:
-        """Its work horse starts it: out of the intermediate list, in the started registry."""
+    def start(self, job: Job, heartbeat_seconds: float, worker_clock_offset: float = 0.0) -> None:
+        """Its work horse starts it: out of the intermediate list, in the started registry, with
+        an execution whose key lives `heartbeat_seconds` more (none left: its worker died that
+        long ago), as RQ keeps them; the registry's score is the same deadline by the worker's
+        clock, `worker_clock_offset` off."""
         self.rq_connection.lrem(self.queue._queue.intermediate_queue_key, 1, self.task_id(job))
         registry = self.queue._queue.started_job_registry
-        self.rq_connection.zadd(registry.key, {f"{self.task_id(job)}:{uuid.uuid4().hex}": heartbeat_deadline})
+        entry = f"{self.task_id(job)}:{uuid.uuid4().hex}"
+        self.rq_connection.zadd(registry.key, {entry: time.time() + worker_clock_offset + heartbeat_seconds})
+        if heartbeat_seconds > 0:
+            self.rq_connection.hset(f"rq:execution:{entry}", mapping={"job_id": self.task_id(job)})
+            self.rq_connection.expire(f"rq:execution:{entry}", round(heartbeat_seconds))
 
     def end_unclaimed(self, job: Job) -> None:
         """The task ends (failed, stopped) without its job claimed."""
@@ -99,11 +107,23 @@ def test_hand_overs_rq_still_holds_are_left_alone(backend: Backend) -> None:
     waiting, taken, started = backend.submit(), backend.submit(), backend.submit()
     backend.take(taken)
     backend.take(started)
-    backend.start(started, heartbeat_deadline=time.time() + 60)
+    backend.start(started, heartbeat_seconds=60)
 
     assert backend.recover() == []
     for job in (waiting, taken, started):
         assert (backend.store.get(job.id).state, backend.store.get(job.id).attempt) == (JobState.QUEUED, 1)
+
+
+def test_a_task_started_by_a_worker_whose_clock_is_minutes_behind_is_held(backend: Backend) -> None:
+    """RQ scores a started task with its heartbeat's deadline by the worker's clock: two minutes
+    behind, every task the worker started looked lost to the replica's clock, and its job ran
+    again (a backlog of jobs waiting past the hand-over grace ran two or three times)."""
+    job = backend.submit()
+    backend.take(job)
+    backend.start(job, heartbeat_seconds=90, worker_clock_offset=-120)
+
+    assert backend.recover() == []
+    assert (backend.store.get(job.id).state, backend.store.get(job.id).attempt) == (JobState.QUEUED, 1)
 
 
 @pytest.mark.parametrize("how", ["worker killed", "task ended unclaimed", "task gone"])
@@ -113,10 +133,10 @@ def test_a_hand_over_rq_lost_is_made_again_in_the_next_attempt(backend: Backend,
     job = backend.submit()
     if how == "worker killed":  # started, then no heartbeat: RQ keeps it STARTED until the deadline passes
         backend.take(job)
-        backend.start(job, heartbeat_deadline=time.time() - 1)
+        backend.start(job, heartbeat_seconds=-1)
     elif how == "task ended unclaimed":
         backend.take(job)
-        backend.start(job, heartbeat_deadline=time.time() + 60)
+        backend.start(job, heartbeat_seconds=60)
         backend.end_unclaimed(job)
     else:
         backend.rq_connection.delete(backend.queue._queue.key)
@@ -137,7 +157,7 @@ def test_a_job_whose_hand_over_is_lost_every_time_is_given_up_after_its_attempts
         current = backend.store.get(job.id)
         assert (current.state, current.attempt) == (JobState.QUEUED, attempt)
         backend.take(current)
-        backend.start(current, heartbeat_deadline=time.time() - 1)
+        backend.start(current, heartbeat_seconds=-1)
         (recovered,) = backend.recover()
         if recovered.state is JobState.QUEUED:
             backend.queue.dispatch(recovered)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -76,3 +77,21 @@ def test_before_redis_has_answered_it_is_this_machines_wall_clock_and_asks_again
     assert abs(clock() - time.time()) < 0.5
     assert abs(clock() - time.time()) < 0.5
     assert connection.readings == 1, "an outage costs one wait a while, not one a call"
+
+
+def test_a_redis_user_that_may_not_run_time_is_said_once_and_the_wall_clock_stands_in(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restrictive ACL (`+@read +@write +@scripting ...`, without `@fast`) refuses TIME: each
+    process then goes by its own clock, silently, and skewed hosts ran their jobs again."""
+    redis_server.client.acl_setuser("no-time", enabled=True, passwords=["+secret"], keys=["*"],
+                                    commands=["+@read", "+@write", "+@scripting", "+@connection"])
+    connection = _CountedTime(host="127.0.0.1", port=redis_server.port, username="no-time", password="secret")
+    clock = RedisClock(connection, read_again_seconds=0)
+    with caplog.at_level(logging.WARNING, logger="videodag_service.jobs.shared_clock"):
+        for _ in range(3):
+            assert abs(clock() - time.time()) < 0.5
+    assert connection.readings == 3
+    assert [record.getMessage() for record in caplog.records] == [caplog.records[0].getMessage()]
+    assert "its Redis user may not run TIME" in caplog.records[0].getMessage()
+    redis_server.client.acl_deluser("no-time")
