@@ -36,13 +36,6 @@ def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
     return DagPipelineService(load_pipeline_folder(folder, PluginRegistry(builtin_plugins())))
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def umask_022() -> Iterator[None]:
     """The common default umask, under which a plain mkdir makes folders others can read."""

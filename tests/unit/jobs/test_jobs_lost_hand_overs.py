@@ -30,13 +30,6 @@ from videodag_service.video import SamplingOptions
 MAX_ATTEMPTS = 3
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @dataclass
 class Backend:
     store: RedisJobStore

@@ -6,7 +6,6 @@ import os
 import resource
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,14 +22,6 @@ from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.rq_task import WorkerConfig
 from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.video import SamplingOptions
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
 
 # VideodagWorker's own, not RQ's.
 _ADDED_TO_RQ = {"_worker_pid", "_through_outage"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -13,13 +12,6 @@ from fakes.redis_server import RedisServer, free_port
 from videodag_service.jobs.shared_clock import RedisClock
 
 _HOUR = 3600.0
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 class _CountedTime(redis.Redis):

@@ -32,13 +32,6 @@ def summary_of(frames_processed: int) -> JobSummary:
 INFO = VideoInfo(fps=25.0, frame_count=10, width=64, height=48, duration_seconds=0.4, codec="MJPG", size_bytes=99)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 StoreFactory = Callable[..., JobStore]
 
 

@@ -14,7 +14,6 @@ import pytest
 import redis
 
 from fakes.job_queue import QueueThatRunsNothing
-from fakes.redis_server import RedisServer
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import JobStoreUnavailable
 from videodag_service.jobs import DirectoryUploadStorage, Job, JobRequest, JobService, JobState, JobStore
@@ -28,13 +27,6 @@ HOUR = 3600.0
 
 class _Outage(ConnectionError):
     """Stands for redis-py's TimeoutError: one of the store's `outage_errors`."""
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
