@@ -24,6 +24,7 @@ from videodag_client import VideodagError
 from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
+from videodag_client.cli._proxy_answers import proxy_answer_exit_code, proxy_answer_hint, proxy_http_status
 from videodag_client.cli._results import OutputNotWritten, is_stdout
 from videodag_client.cli._terminal import terminal_safe
 
@@ -40,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "exit codes: 0 ok, 1 server error, a request refused in the state it found (FAILED_PRECONDITION: "
             "a finished job, a reused idempotency key) or output that could not be written, 2 usage, 3 not found, "
-            "4 invalid argument, 5 resource exhausted, 6 data loss, 7 unavailable or deadline exceeded, "
-            "8 unauthenticated, permission denied or TLS handshake failed, 130 interrupted (SIGINT), "
-            "129 hung up (SIGHUP), 141 output closed by its reader, 143 terminated (SIGTERM)"
+            "4 invalid argument, 5 resource exhausted (or a proxy's HTTP 413), 6 data loss, 7 unavailable or "
+            "deadline exceeded, 8 unauthenticated, permission denied or TLS handshake failed, "
+            "130 interrupted (SIGINT), 129 hung up (SIGHUP), 141 output closed by its reader, 143 terminated (SIGTERM)"
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
@@ -127,9 +128,13 @@ def _run_command(args: argparse.Namespace) -> int:
             _print_tls_failure(error)
             return _exit_codes.CREDENTIALS
         _print_error(error)
+        exit_code = _exit_codes.exit_code_for_status(error.code)
+        if (http_status := proxy_http_status(error)) is not None:
+            print(f"  {proxy_answer_hint(http_status)}", file=sys.stderr)
+            return proxy_answer_exit_code(http_status, exit_code)
         if (hint := _closed_connection_hint(args, error)) is not None:
             print(f"  {hint}", file=sys.stderr)
-        return _exit_codes.exit_code_for_status(error.code)
+        return exit_code
     except BrokenPipeError:
         # The reader of the output had enough (`videodag run -o - | head`): stop quietly, as a
         # process ended by SIGPIPE would, and point stdout at nothing so the flush at exit

@@ -8,7 +8,8 @@
     2   usage error, including a video, output or CA file that cannot be opened
     3   NOT_FOUND: unknown pipeline
     4   INVALID_ARGUMENT: bad options, unreadable video
-    5   RESOURCE_EXHAUSTED: a server limit (size, duration, concurrent runs)
+    5   RESOURCE_EXHAUSTED: a server limit (size, duration, concurrent runs), or a proxy's body
+        limit (HTTP 413, which gRPC reports as UNKNOWN)
     6   DATA_LOSS: the upload arrived damaged
     7   UNAVAILABLE or DEADLINE_EXCEEDED: server unreachable, draining or too slow; retry later
     8   UNAUTHENTICATED or PERMISSION_DENIED: check the token; or the TLS handshake failed
