@@ -24,6 +24,7 @@ from videodag_client._events import Event, event_from_proto
 from videodag_client._jobs import JobCalls
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo, pipeline_from_proto
+from videodag_client._target import checked_target
 from videodag_client._upload import (
     DEFAULT_CHUNK_SIZE,
     ChunkedRequests,
@@ -65,6 +66,9 @@ class VideodagClient(JobCalls):
             for event in client.upload_and_run("clip.mp4", "player_tracking_v1"):
                 print(event)
 
+    `target` is HOST:PORT (`[::1]:50051` for IPv6) or a gRPC target URI (`dns:///host:50051`,
+    `unix:/path`); one that cannot be meant (a URL, no port, spaces around it) is a ValueError
+    here, not an UNAVAILABLE at the first call.
     `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`
     (TLS) it travels in clear text, which is only acceptable on a trusted network.
     `timeout` (seconds) is the default deadline of every call; None means no deadline. A call's
@@ -83,6 +87,10 @@ class VideodagClient(JobCalls):
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         _check_token(token)  # before the channel, so a refused token leaves nothing open
+        try:
+            checked_target(target)
+        except ValueError as problem:
+            raise ValueError(f"target: {problem}") from None
         options = with_keepalive(channel_options)
         if credentials is None:
             channel = grpc.insecure_channel(target, options=options)

@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
+from videodag_service.bind_failures import bind_failure_reason
 from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.core_dumps import turn_off_core_dumps
@@ -310,7 +311,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         raise
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("serving %s on %s:%d with pipelines %s (videodag %s)", SERVICE_NAME, settings.host, port,
+    logger.info("serving %s on %s with pipelines %s (videodag %s)", SERVICE_NAME, settings.address_with_port(port),
                 ", ".join(dag.pipeline_ids()), version("videodag"))
     for spec in dag.pipelines():
         if unread := spec.unread_nodes():
@@ -361,8 +362,7 @@ def _listen(server: grpc.Server, settings: Settings) -> int:
     except RuntimeError:  # gRPC's "Failed to bind to address ...; set GRPC_VERBOSITY=debug"
         port = 0
     if port == 0:
-        raise OSError(f"could not listen on {settings.address}: the port is in use, or the host is not an "
-                      f"address of this machine")
+        raise OSError(f"could not listen on {settings.address}: {bind_failure_reason(settings.host, settings.port)}")
     return int(port)
 
 
@@ -402,7 +402,7 @@ def serve(settings: Settings) -> None:
     running = start_server(settings)
     started.set()
     try:
-        print(f"videodag-server listening on {settings.host}:{running.port}", flush=True)
+        print(f"videodag-server listening on {settings.address_with_port(running.port)}", flush=True)
     except OSError:  # stdout closed (`| true`): a line for people and scripts, not worth the server
         logger.info("could not print the listening address: standard output is closed")
     # A signal the kernel hands to another thread runs its Python handler only when the main

@@ -67,7 +67,7 @@ JobBackendName = Literal["embedded", "redis"]
 class Settings:
     """Everything a server needs to start; see `videodag-server --help`."""
 
-    host: str = _setting("127.0.0.1", "interface to listen on (0.0.0.0 for all)")
+    host: str = _setting("127.0.0.1", "address to listen on: 0.0.0.0 or :: for all, IPv4 and IPv6")
     port: int = _setting(50051, "TCP port to listen on (0 picks a free one)", minimum=0, maximum=_MAX_PORT)
     pipeline_dir: Path | None = _setting(None, "folder of pipeline files (default: the built-in pipelines)")
     temp_dir: Path = _setting(
@@ -230,6 +230,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        self._check_host()
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError.of_setting("log_level",
                                            f"must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
@@ -290,10 +291,27 @@ class Settings:
     def requires_token(self) -> bool:
         return self.token_file is not None or bool(self.tokens)
 
+    def _check_host(self) -> None:
+        """One TCP address or host name, an IPv6 address with or without its brackets (`[::]`, as
+        a URL writes it, is `::`). gRPC would take `unix:PATH` or a list, then fail to bind them
+        with no reason given."""
+        host = self.host.strip()
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not host or any(mark in host for mark in ",/[] ") or host.lower().startswith("unix:"):
+            raise SettingsError.of_setting(
+                "host", f"must be one IP address or host name of this machine (the server listens on TCP; 0.0.0.0 "
+                        f"or :: listens on all its IPv4 and IPv6 addresses), got {self.host!r}")
+        object.__setattr__(self, "host", host)
+
     @property
     def address(self) -> str:
+        return self.address_with_port(self.port)
+
+    def address_with_port(self, port: int) -> str:
+        """HOST:PORT as gRPC and clients take it: an IPv6 address in brackets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{host}:{port}"
 
 
 class SettingsError(ValueError):

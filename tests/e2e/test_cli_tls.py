@@ -90,7 +90,15 @@ def test_a_server_certificate_for_another_name_is_a_tls_failure(
     code = main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls-ca", str(pki / "ca.pem"),
                  "pipelines"])
     assert code == _exit_codes.CREDENTIALS
-    assert "error: TLS handshake with the server failed" in capsys.readouterr().err
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("error: TLS handshake with the server failed")
+    assert lines[2] == ("  the server's certificate does not hold the host name or address of --server: reach it by a "
+                        "name it holds, or give that name to --tls-server-name (through a tunnel or a port-forward)")
+    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls-ca", str(pki / "ca.pem"),
+                 "--tls-server-name", "nearby.example", "pipelines"]) == _exit_codes.CREDENTIALS
+    assert capsys.readouterr().err.splitlines()[2] == (
+        "  the server's certificate does not hold the name 'nearby.example' given to --tls-server-name: "
+        "give one it holds")
     # Reached through a tunnel or a port-forward: the name the certificate holds is given.
     assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls-ca", str(pki / "ca.pem"),
                  "--tls-server-name", "elsewhere.example", "pipelines"]) == 0

@@ -30,6 +30,7 @@ from videodag_client.cli._terminal import terminal_safe
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
+_NAME_MISMATCH_MARKS = ("Hostname Verification Check failed", "is not in peer certificate")
 
 __all__ = ["build_parser", "main"]
 
@@ -126,6 +127,8 @@ def _run_command(args: argparse.Namespace) -> int:
     except VideodagError as error:
         if _is_tls_failure(error):
             _print_tls_failure(error)
+            if _is_name_mismatch(error):
+                print(f"  {_name_mismatch_hint(args)}", file=sys.stderr)
             return _exit_codes.CREDENTIALS
         _print_error(error)
         exit_code = _exit_codes.exit_code_for_status(error.code)
@@ -229,6 +232,20 @@ def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> s
                 "and --tls-key")
     return ("a TLS server that does not trust the client certificate closes the connection this way: check that "
             "--tls-cert is signed by the CA the server trusts")
+
+
+def _is_name_mismatch(error: VideodagError) -> bool:
+    """The certificate is trusted but names another host: gRPC's words for it, in its releases'
+    two checks (its own verifier's, and the older peer-name check)."""
+    return any(mark in error.message for mark in _NAME_MISMATCH_MARKS)
+
+
+def _name_mismatch_hint(args: argparse.Namespace) -> str:
+    if getattr(args, "tls_server_name", None):
+        return (f"the server's certificate does not hold the name {args.tls_server_name!r} given to "
+                "--tls-server-name: give one it holds")
+    return ("the server's certificate does not hold the host name or address of --server: reach it by a name it "
+            "holds, or give that name to --tls-server-name (through a tunnel or a port-forward)")
 
 
 def _print_tls_failure(error: VideodagError) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import re
 from collections.abc import Callable
+
+from videodag_client._target import checked_target
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -19,11 +20,6 @@ INT64_MAX = 2**63 - 1
 MAX_DURATION_SECONDS = 315_576_000_000
 # gRPC turns a deadline much further away than this into an immediate DEADLINE_EXCEEDED.
 MAX_TIMEOUT_SECONDS = 1_000_000_000
-
-# Target schemes gRPC resolves itself: their address is passed on as given.
-_PASS_THROUGH_SCHEMES = ("unix:", "unix-abstract:", "vsock:", "ipv4:", "ipv6:")
-_DNS_PREFIX = re.compile(r"^dns:(//[^/]*/)?")
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class UsageError(Exception):
@@ -77,40 +73,10 @@ def utf8_text(text: str) -> str:
 
 
 def server_address(text: str) -> str:
-    """An argparse type for --server: HOST:PORT with a port in 1..65535, or a gRPC target URI.
-
-    A port is required: gRPC would otherwise dial 443, which is never a videodag server's
-    default. `dns:///HOST:PORT` is checked the same way; `unix:PATH` and the other
-    address schemes gRPC knows are passed on unchecked.
-    """
+    """An argparse type for --server: HOST:PORT with a port in 1..65535, or a gRPC target URI,
+    checked as `VideodagClient` checks its target (`videodag_client._target`)."""
     utf8_text(text)
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty; give HOST:PORT, such as localhost:50051")
-    if text.startswith(_PASS_THROUGH_SCHEMES):
-        return text
-    address = _DNS_PREFIX.sub("", text, count=1)
-    scheme = _URL_SCHEME.match(address)
-    if scheme:
-        raise argparse.ArgumentTypeError(
-            f"give HOST:PORT, not a {scheme.group(1)}:// URL (gRPC is not HTTP): {text!r}"
-        )
-    host, port = _split_host_port(address, text)
-    if not host:
-        raise argparse.ArgumentTypeError(f"no host before the port: {text!r}")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"the port must be a number from 1 to 65535, got {port!r} in {text!r}")
-    return text
-
-
-def _split_host_port(address: str, original: str) -> tuple[str, str]:
-    if address.startswith("["):  # [IPv6]:PORT
-        host, _, rest = address[1:].partition("]")
-        if not rest.startswith(":"):
-            raise argparse.ArgumentTypeError(f"needs a port: [ADDRESS]:PORT, got {original!r}")
-        return host, rest[1:]
-    if address.count(":") > 1:
-        raise argparse.ArgumentTypeError(f"put an IPv6 address in brackets, as [::1]:50051, got {original!r}")
-    host, colon, port = address.rpartition(":")
-    if not colon:
-        raise argparse.ArgumentTypeError(f"needs a port: HOST:PORT, such as {address}:50051, got {original!r}")
-    return host, port
+    try:
+        return checked_target(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None

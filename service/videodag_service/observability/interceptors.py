@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -119,7 +120,7 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 logger.log(
                     level, "%s %s in %.1f ms", method, code, seconds * 1000,
                     extra={"grpc_method": method, "grpc_code": code, "duration_ms": round(seconds * 1000, 3),
-                           "peer": context.peer()},
+                           "peer": _peer(context)},
                 )
 
     @contextmanager
@@ -160,3 +161,9 @@ def server_interceptors(metrics: ServerMetrics | None, *, tracing: bool = False)
     put authentication after these so refused calls are still counted and logged.
     """
     return [*tracing_interceptors(tracing), RequestContextInterceptor(metrics)]
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    """The caller's address as people write it: gRPC gives an IPv6 one percent-encoded
+    (`ipv6:%5B::1%5D:53422`), as a URI's path."""
+    return urllib.parse.unquote(context.peer())

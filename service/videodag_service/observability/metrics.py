@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -156,6 +157,27 @@ class MetricsExporter:
 
 
 def start_metrics_exporter(metrics: ServerMetrics, port: int, host: str = "0.0.0.0") -> MetricsExporter:
-    """Serve `metrics` over HTTP (any path, as Prometheus scrapes /metrics); port 0 picks a free one."""
+    """Serve `metrics` over HTTP (any path, as Prometheus scrapes /metrics); port 0 picks a free one.
+
+    0.0.0.0 is every address, IPv6 ones too, as gRPC takes it for the server's own port: in an
+    IPv6 cluster, a scrape of the pod's address must reach the metrics as a probe reaches the
+    server. Where IPv6 is off, or sockets on :: take IPv6 alone, 0.0.0.0 is IPv4 only."""
+    if host == "0.0.0.0" and (dual_stack := _dual_stack_exporter(metrics, port)) is not None:
+        return dual_stack
     server, thread = start_http_server(port, addr=host, registry=metrics.registry)
     return MetricsExporter(host=host, port=server.server_port, _server=server, _thread=thread)
+
+
+def _dual_stack_exporter(metrics: ServerMetrics, port: int) -> MetricsExporter | None:
+    """An exporter on :: that takes IPv4 as well, or None where that cannot be had."""
+    if not socket.has_ipv6:
+        return None
+    try:
+        server, thread = start_http_server(port, addr="::", registry=metrics.registry)
+    except OSError:  # IPv6 turned off on this host
+        return None
+    exporter = MetricsExporter(host="::", port=server.server_port, _server=server, _thread=thread)
+    if server.socket.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):  # net.ipv6.bindv6only=1
+        exporter.stop()
+        return None
+    return exporter

@@ -118,6 +118,12 @@ def test_a_video_whose_name_is_not_utf8_is_run(
         ("::1", "in brackets"),
         ("[::1]", "needs a port"),
         (":50051", "no host"),
+        (" localhost:50051", "has spaces around it"),
+        ("localhost:\uff15\uff10\uff10\uff15\uff11", "from 1 to 65535"),
+        ("ipv4:127.0.0.1", "needs a port"),
+        ("ipv4:127.0.0.1:50051,127.0.0.2", "needs a port"),
+        ("ipv6:[::1]", "needs a port"),
+        ("unix:", "names no socket"),
     ],
 )
 def test_bad_server_addresses_are_usage_errors(server: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,7 +152,8 @@ def test_an_empty_server_in_the_environment_means_the_default(monkeypatch: pytes
 
 
 @pytest.mark.parametrize(
-    "server", ["localhost:50051", "127.0.0.1:1", "[::1]:50051", "dns:///localhost:50051", "unix:/tmp/videodag.sock"]
+    "server", ["localhost:50051", "127.0.0.1:1", "[::1]:50051", "dns:///localhost:50051", "unix:/tmp/videodag.sock",
+               "ipv4:127.0.0.1:50051,127.0.0.2:50051", "ipv6:[::1]:50051"]
 )
 def test_good_server_addresses_are_accepted(server: str) -> None:
     assert build_parser().parse_args(["--server", server, "pipelines"]).server == server

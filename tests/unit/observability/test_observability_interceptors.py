@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import types
@@ -197,3 +198,19 @@ def test_tracing_uses_opentelemetrys_interceptor_outermost(monkeypatch) -> None:
     assert isinstance(first, SpanInterceptor)
     assert isinstance(second, RequestContextInterceptor)
     assert providers == ["configured"]
+
+
+def test_an_ipv6_callers_address_is_logged_as_people_write_it(caplog: pytest.LogCaptureFixture) -> None:
+    """`ipv6:[::1]:PORT`, not gRPC's percent-encoded `ipv6:%5B::1%5D:PORT`."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=server_interceptors(ServerMetrics()))
+    server.add_generic_rpc_handlers((_handlers(Recorded()),))
+    port = server.add_insecure_port("[::1]:0")
+    server.start()
+    try:
+        with caplog.at_level("INFO", logger="videodag_service.observability.interceptors"), \
+                grpc.insecure_channel(f"[::1]:{port}") as channel:
+            channel.unary_unary(f"/{SERVICE}/Unary")(b"hi")
+    finally:
+        server.stop(0).wait()
+    peers = [record.peer for record in caplog.records if getattr(record, "grpc_method", None) == f"/{SERVICE}/Unary"]
+    assert len(peers) == 1 and re.fullmatch(r"ipv6:\[::1\]:\d+", peers[0]), peers

@@ -144,3 +144,14 @@ def test_the_readme_names_every_metric_and_only_metrics_that_exist() -> None:
     for family in ServerMetrics().registry.collect():
         exported.add(f"{family.name}_total" if family.type == "counter" else family.name)
     assert documented == exported
+
+
+def test_an_exporter_on_every_address_answers_over_ipv6_too() -> None:
+    """As gRPC takes 0.0.0.0 for the server's port: a scrape of a pod's IPv6 address reaches it."""
+    exporter = start_metrics_exporter(ServerMetrics(), port=0, host="0.0.0.0")
+    try:
+        for host in ("127.0.0.1", "[::1]"):
+            with urllib.request.urlopen(f"http://{host}:{exporter.port}/metrics", timeout=5) as response:
+                assert response.status == 200
+    finally:
+        exporter.stop()

@@ -5,6 +5,7 @@ those silently (the Docker image listens on 0.0.0.0, plaintext and open, by defa
 from __future__ import annotations
 
 import dataclasses
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from videodag_client import VideodagClient
 from videodag_service.exposure_warnings import exposure_warnings
 from videodag_service.settings import Settings
 
@@ -84,3 +86,22 @@ def test_the_server_says_it_at_start(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
     assert "WARNING" in stderr and "serving plaintext without tokens or client certificates on 0.0.0.0:" in stderr
+
+
+def test_the_listening_line_gives_an_ipv6_address_as_clients_take_it(tmp_path: Path) -> None:
+    """`[::1]:PORT`, which `--server` and every gRPC client take; `::1:PORT` is none of theirs."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "videodag_service.server", "--host", "::1", "--port", "0",
+         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        assert re.fullmatch(r"videodag-server listening on \[::1\]:\d+", line), line
+        with VideodagClient(line.rpartition(" ")[2], timeout=30) as client:
+            assert "frame_stats_v1" in {pipeline.id for pipeline in client.list_pipelines()}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    assert re.search(r"serving videodag\.v1\.VideoPipelineService on \[::1\]:\d+ with pipelines", stderr), stderr

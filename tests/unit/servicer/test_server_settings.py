@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -298,7 +299,8 @@ def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None
                          DagPipelineService.from_folder())
     try:
         second_settings = settings_from(["--port", str(first.port)], {"VIDEODAG_DATA_DIR": str(tmp_path / "second")})
-        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port}"):
+        with pytest.raises(OSError, match=f"could not listen on 127.0.0.1:{first.port}: Address already in use "
+                                          r"\(another process listens on the port\)"):
             start_server(second_settings, DagPipelineService.from_folder())
         # The first server's spare decoder process is left; the second ended its own.
         assert wait_until(lambda: len(_spare_decoders() - others) == 1), _spare_decoders()
@@ -648,3 +650,42 @@ def test_a_redis_url_or_otel_variable_the_libraries_cannot_read_is_said_in_one_l
     with signal_handlers_put_back():
         assert server_module.main(argv) == 1
     assert capsys.readouterr().err.startswith(f"videodag-server: cannot start: {said}")
+
+
+@pytest.mark.parametrize(("given", "host", "address"), [
+    ("[::1]", "::1", "[::1]:50051"),
+    ("[::]", "::", "[::]:50051"),
+    ("::", "::", "[::]:50051"),
+    (" 0.0.0.0 ", "0.0.0.0", "0.0.0.0:50051"),
+    ("localhost", "localhost", "localhost:50051"),
+])
+def test_an_ipv6_host_is_taken_with_or_without_its_brackets(given: str, host: str, address: str) -> None:
+    """`[::]` as URLs write it (and the image's health check takes): once bracketed, not twice."""
+    settings = settings_from(["--host", given], {})
+    assert (settings.host, settings.address) == (host, address)
+    assert settings_from([], {"VIDEODAG_HOST": given}).address == address
+
+
+@pytest.mark.parametrize("given", ["unix:/run/videodag.sock", "127.0.0.1,::1", "127.0.0.1 ::1", "[]", "[[::1]]"])
+def test_a_host_that_is_not_one_tcp_address_is_refused_as_such(given: str) -> None:
+    """gRPC would take a socket path or a list, then fail to bind it without saying why."""
+    with pytest.raises(SettingsError, match=r"--host must be one IP address or host name of this machine \(the "
+                                            r"server listens on TCP; 0\.0\.0\.0 or :: listens on all its IPv4 "
+                                            rf"and IPv6 addresses\), got {re.escape(repr(given))}"):
+        settings_from(["--host", given], {})
+
+
+@pytest.mark.parametrize(("host", "reason"), [
+    ("nosuchhost.invalid", r"the host name does not resolve \(.+\)"),
+    ("192.0.2.1", r"Cannot assign requested address \(the host is not an address of this machine\)"),
+])
+def test_a_port_that_cannot_be_bound_is_refused_with_the_systems_reason(tmp_path: Path, host: str,
+                                                                        reason: str) -> None:
+    """Not the same guess for every cause: gRPC says only "Failed to bind"."""
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.server import start_server
+
+    settings = settings_from(["--host", host, "--port", "0"], {"VIDEODAG_DATA_DIR": str(tmp_path / "jobs"),
+                                                               "VIDEODAG_TEMP_DIR": str(tmp_path / "uploads")})
+    with pytest.raises(OSError, match=f"could not listen on {re.escape(host)}:0: {reason}$"):
+        start_server(settings, DagPipelineService.from_folder())

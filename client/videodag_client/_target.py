@@ -1,0 +1,63 @@
+"""The server address a client is given, checked before gRPC takes it.
+
+gRPC takes any text as a target and fails only once a call connects, with UNAVAILABLE, which
+reads as "retry later": a URL (`http://host:50051`: gRPC is not HTTP), a slash or a space
+left over from a copy, a port in other digits than ASCII's. Or it dials what was not meant in
+silence: `localhost` alone dials port 443, never a videodag server's. These are mistakes, said
+at once as a ValueError naming the text.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PATH_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
+_ADDRESS_LIST_SCHEMES = ("ipv4:", "ipv6:")
+_DNS_PREFIX = re.compile(r"^dns:(//[^/]*/)?")
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def checked_target(text: str) -> str:
+    """`text` if it is HOST:PORT (a port in 1..65535, an IPv6 host in brackets) or a gRPC target
+    URI: `dns:` and `ipv4:`/`ipv6:` ones are checked the same way, `unix:PATH` and the other
+    schemes gRPC knows need something after the scheme. Otherwise a ValueError that says why."""
+    if not text.strip():
+        raise ValueError("must not be empty; give HOST:PORT, such as localhost:50051")
+    if text != text.strip():
+        raise ValueError(f"has spaces around it: {text!r}")
+    if text.startswith(_PATH_SCHEMES):
+        if not text.partition(":")[2]:
+            raise ValueError(f"names no socket after the scheme: {text!r}")
+        return text
+    if text.startswith(_ADDRESS_LIST_SCHEMES):
+        for address in text.partition(":")[2].split(","):
+            _check_host_port(address, text)
+        return text
+    address = _DNS_PREFIX.sub("", text, count=1)
+    if scheme := _URL_SCHEME.match(address):
+        raise ValueError(f"give HOST:PORT, not a {scheme.group(1)}:// URL (gRPC is not HTTP): {text!r}")
+    _check_host_port(address, text)
+    return text
+
+
+def _check_host_port(address: str, original: str) -> None:
+    host, port = _split_host_port(address, original)
+    if not host:
+        raise ValueError(f"no host before the port: {original!r}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"the port must be a number from 1 to 65535, got {port!r} in {original!r}")
+
+
+def _split_host_port(address: str, original: str) -> tuple[str, str]:
+    if address.startswith("["):  # [IPv6]:PORT
+        host, _, rest = address[1:].partition("]")
+        if not rest.startswith(":"):
+            raise ValueError(f"needs a port: [ADDRESS]:PORT, got {original!r}")
+        return host, rest[1:]
+    if address.count(":") > 1:
+        raise ValueError(f"put an IPv6 address in brackets, as [::1]:50051, got {original!r}")
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        raise ValueError(f"needs a port: HOST:PORT, such as {address or 'localhost'}:50051 (gRPC would dial 443), "
+                         f"got {original!r}")
+    return host, port

@@ -1,0 +1,38 @@
+"""`VideodagClient` refuses a target that cannot be meant at once, as a ValueError naming it,
+where gRPC would dial port 443 in silence or fail the first call as UNAVAILABLE ("retry later")."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from videodag_client import AsyncVideodagClient, VideodagClient
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("localhost",
+         "target: needs a port: HOST:PORT, such as localhost:50051 (gRPC would dial 443), got 'localhost'"),
+        ("http://localhost:50051",
+         "target: give HOST:PORT, not a http:// URL (gRPC is not HTTP): 'http://localhost:50051'"),
+        ("localhost:50051/", "target: the port must be a number from 1 to 65535, got '50051/' in 'localhost:50051/'"),
+        ("localhost:50051 ", "target: has spaces around it: 'localhost:50051 '"),
+        ("", "target: must not be empty; give HOST:PORT, such as localhost:50051"),
+    ],
+)
+def test_a_target_that_cannot_be_meant_is_a_value_error_before_any_channel(target: str, says: str) -> None:
+    threads = threading.active_count()
+    with pytest.raises(ValueError) as refused:
+        VideodagClient(target)
+    assert str(refused.value) == says
+    with pytest.raises(ValueError, match=r"^target: "):
+        AsyncVideodagClient(target)
+    assert threading.active_count() == threads
+
+
+@pytest.mark.parametrize("target", ["localhost:50051", "[::1]:50051", "dns:///localhost:50051", "unix:/tmp/v.sock",
+                                    "ipv4:127.0.0.1:50051"])
+def test_targets_gRPC_takes_are_taken(target: str) -> None:
+    VideodagClient(target).close()
