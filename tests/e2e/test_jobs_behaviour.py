@@ -8,6 +8,7 @@ import logging
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -475,6 +476,44 @@ def test_a_job_keeps_its_sampling_options_and_summary(client: VideodagClient, ma
     assert not final.summary.ended_early and final.summary.frames_in_video == 12
     frames, _ = watch_all(client, job.id)
     assert [frame.frame_index for frame in frames] == [0, 5, 10]
+
+
+def test_submissions_still_uploading_count_against_a_full_queue(
+    backend: str, tmp_path: Path, make_video, thousand_frame_video: Path
+) -> None:
+    """Submits arriving together each saw the same room, checked before their uploads: a cap
+    of 10 let 16 in. One let in counts as waiting from then on, until its job is queued."""
+    with deployment(backend, tmp_path, max_queued_jobs=1) as jobs:
+        client = jobs.start_server()
+        running = client.submit_job(thousand_frame_video, "paced")
+        wait_for_job(client, running.id, is_running_with_frames(1))
+        incoming = jobs.settings.data_dir / "uploads" / "incoming"
+        uploading, release = threading.Event(), threading.Event()
+
+        def held_after_its_first_chunk(_sent: int, _total: int | None) -> None:
+            uploading.set()
+            assert release.wait(60)
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            first = pool.submit(client.submit_job, make_video(30), "frame_stats_v1", chunk_size=4096,
+                                on_upload_progress=held_after_its_first_chunk)
+            assert uploading.wait(30)
+            wait_until(lambda: any(incoming.iterdir()), timeout=30, what="the first upload to be under way")
+            try:
+                with pytest.raises(ResourceExhausted) as full:
+                    client.submit_job(make_video(3), "frame_stats_v1")
+            finally:
+                release.set()
+            queued = first.result(timeout=60)
+        assert full.value.reason == "TOO_MANY_QUEUED_JOBS"
+        assert full.value.message == ("the server already holds 1 job waiting for a worker (1 of them still "
+                                      "uploading), its maximum of 1; retry later")
+        assert queued.state is JobState.QUEUED
+        # Its upload done and its job queued, it counts once, as a queued job.
+        with pytest.raises(ResourceExhausted, match="holds 1 job waiting for a worker, its maximum of 1"):
+            client.submit_job(make_video(3), "frame_stats_v1")
+        client.cancel_job(queued.id)
+        client.cancel_job(running.id)
 
 
 def test_a_job_on_a_video_cut_short_says_it_ended_early(

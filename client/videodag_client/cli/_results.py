@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from videodag_client import FrameResult
 from videodag_client._file_names import beside
 from videodag_client.cli._arguments import UsageError
+from videodag_client.cli._part_lock import open_locked
 from videodag_client.cli._video_input import STDIN
 
 STDOUT = "-"
@@ -174,9 +175,10 @@ class JsonLinesOutput:
         self._resume_after = resume_after
         self._last_kept: int | None = None
         self._gap_unchecked = False
-        """Whether a continued `.part` still awaits `warn_of_a_gap`."""
+        """Whether a continued `.part` still awaits `check_for_a_gap`."""
         self._last_frame_index: int | None = None
         self._stream: TextIO | None = None
+        self._lock_descriptor: int | None = None
         self._write_failed = False
 
     @property
@@ -195,17 +197,38 @@ class JsonLinesOutput:
         return self
 
     def _open_part(self, part: str) -> TextIO:
-        if self._resume_after is None or not os.path.isfile(part):
-            return _open_new(part)
+        """The `.part`, locked for this command alone (on a descriptor of its own, held until
+        the `.part` is renamed, kept or removed) before anything in it is touched."""
+        resuming = self._resume_after is not None and os.path.isfile(part)
+        self._lock_descriptor = open_locked(part, str(self.path))
+        try:
+            return self._continue_part(part) if resuming else _open_new(part)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _continue_part(self, part: str) -> TextIO:
+        assert self._resume_after is not None
         kept = _frames_up_to(part, self._resume_after)
         # The kept frames go to a file of their own first, then take the .part's place: cut
         # short meanwhile (a signal), the .part still holds them, and the server sends them
-        # no more.
+        # no more. That file is locked before it takes the .part's name: the lock moves with it.
         resuming = beside(part, "", ".resuming")
-        with _open_new(resuming) as resumed:
-            resumed.writelines(kept)
-        os.replace(resuming, part)
-        stream = os.fdopen(os.open(part, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW), "a", encoding="utf-8")
+        stream = _open_new(resuming)
+        try:
+            moved_lock = open_locked(resuming, str(self.path))
+            try:
+                stream.writelines(kept)
+                stream.flush()
+                os.replace(resuming, part)
+            except BaseException:
+                os.close(moved_lock)
+                raise
+        except BaseException:
+            stream.close()
+            raise
+        self._release_lock()
+        self._lock_descriptor = moved_lock
         self.frames_kept = len(kept)
         self._last_kept = json.loads(kept[-1])["frame_index"] if kept else None
         self._gap_unchecked = True
@@ -213,10 +236,15 @@ class JsonLinesOutput:
               + ("" if self._last_kept is None else f", the last frame {self._last_kept}"), file=sys.stderr)
         return stream
 
-    def warn_of_a_gap(self, frame_stride: int) -> None:
-        """Once the job's stride is known, say whether a continued `.part` misses frames: the
+    def check_for_a_gap(self, frame_stride: int) -> None:
+        """Once the job's stride is known, see whether a continued `.part` would miss frames: the
         watch sends only frames after `resume_after`, and the `.part` may end before it. Frames
-        the stride skips are no gap: the next frame after the last kept one is `frame_stride` later."""
+        the stride skips are no gap: the next frame after the last kept one is `frame_stride` later.
+
+        A `.part` that ends before `resume_after` is refused, before any frame is written: the
+        results file would have a hole that no later command can fill, since the `.part` becomes
+        it. One that holds no frame up to `resume_after` may be another command's (a run's), or a
+        watch's that started later: only warned of."""
         if not self._gap_unchecked or self._resume_after is None or self._resume_after < 0:
             return
         self._gap_unchecked = False
@@ -225,8 +253,9 @@ class JsonLinesOutput:
             print(f"warning: {part} holds no frame up to {self._resume_after}: any the job processed up to it are "
                   "not in it; resume with --after -1 to have them all", file=sys.stderr)
         elif self._resume_after >= self._last_kept + max(1, frame_stride):
-            print(f"warning: {part} ends at frame {self._last_kept}, not {self._resume_after}: frames in between are "
-                  f"not in it; resume with --after {self._last_kept} to have them all", file=sys.stderr)
+            raise UsageError(f"{part} ends at frame {self._last_kept}, not {self._resume_after}: continued after "
+                             f"frame {self._resume_after}, {self.path} would miss the frames in between; resume with "
+                             f"--after {self._last_kept} (the .part is kept as it is)")
 
     def write(self, frame: FrameResult) -> None:
         if self._stream is None:
@@ -279,16 +308,24 @@ class JsonLinesOutput:
         part = target.part
         if part is None:
             return
-        frames = self.frames_kept + self.frames_written
-        if not failed:
-            os.replace(part, target.final)
-        elif frames:
-            last = self._last_frame_index if self._last_frame_index is not None else self._resume_after
-            # Not every frame written may have reached a disk that filled up: what did stays.
-            count = f"at most {frames}" if self._write_failed else f"{frames}"
-            print(f"partial results ({count} frames, up to frame {last}) kept in {part}", file=sys.stderr)
-        else:
-            os.remove(part)
+        try:
+            frames = self.frames_kept + self.frames_written
+            if not failed:
+                os.replace(part, target.final)
+            elif frames:
+                last = self._last_frame_index if self._last_frame_index is not None else self._last_kept
+                # Not every frame written may have reached a disk that filled up: what did stays.
+                count = f"at most {frames}" if self._write_failed else f"{frames}"
+                print(f"partial results ({count} frames, up to frame {last}) kept in {part}", file=sys.stderr)
+            else:
+                os.remove(part)
+        finally:
+            self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self._lock_descriptor is not None:
+            os.close(self._lock_descriptor)
+            self._lock_descriptor = None
 
 
 def _frames_up_to(part: str, last_frame_index: int) -> list[str]:

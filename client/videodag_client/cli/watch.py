@@ -88,7 +88,7 @@ def watch_command(args: argparse.Namespace) -> int:
                     output.write(event)
                     bar.update(1)
                 else:
-                    output.warn_of_a_gap(event.options.frame_stride)
+                    output.check_for_a_gap(event.options.frame_stride)
                     if event.frames_total and bar.total != event.frames_total:
                         bar.total = event.frames_total
                         bar.refresh()

@@ -20,7 +20,6 @@ from videodag_service.errors import (
     IdempotencyKeyReused,
     InvalidOptions,
     JobStoreUnavailable,
-    TooManyQueuedJobs,
 )
 from videodag_service.jobs.defaults import (
     DEFAULT_MAX_ATTEMPTS,
@@ -31,11 +30,11 @@ from videodag_service.jobs.dispatch import JobQueue
 from videodag_service.jobs.execution import JobObserver, JobObserverRelay
 from videodag_service.jobs.ids import checked_idempotency_key, checked_job_id, job_id_from_page_token, new_job_id
 from videodag_service.jobs.model import Job, JobPage, JobRequest, JobState, StoredVideo, WatchEvent
+from videodag_service.jobs.queue_admission import QueueAdmission
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.stray_videos import STRAY_VIDEO_GRACE_SECONDS, remove_stray_videos
 from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.jobs.watch import watch_job
-from videodag_service.wording import counted
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +42,6 @@ logger = logging.getLogger(__name__)
 _PURGED_IDS_LOGGED = 10
 # The retry hint of a job store outage: long enough for a Redis failover, short for a blip.
 RETRY_AFTER_OUTAGE_SECONDS = 2.0
-# The retry hint of a full job queue: a backlog drains at the pace of whole jobs.
-QUEUE_FULL_RETRY_SECONDS = 30.0
 # How long a watch keeps its job from the other replicas' retention, in maintenance intervals:
 # each pass renews the mark, and one that runs late or fails (a store outage) must not let it lapse.
 _WATCH_MARK_INTERVALS = 3
@@ -120,7 +117,7 @@ class JobService:
         self._max_upload_bytes = max_upload_bytes
         self._retention_seconds = retention_seconds
         self._max_attempts = max_attempts
-        self._max_queued_jobs = max_queued_jobs
+        self._admission = QueueAdmission(max_queued_jobs, queue.depth)
         self._maintenance_interval_seconds = maintenance_interval_seconds
         self._watch_mark_seconds = max(_WATCH_MARK_MIN_SECONDS, _WATCH_MARK_INTERVALS * maintenance_interval_seconds)
         self._stray_video_grace_seconds = stray_video_grace_seconds
@@ -190,7 +187,10 @@ class JobService:
                 return _same_submission(existing, request)
         # A store that cannot take the job refuses it before the upload, not after (gigabytes, perhaps).
         self._store.check_writable()
-        self._refuse_if_the_queue_is_full()
+        with self._admission.admitted():
+            return self._store_and_queue(request, key, chunks)
+
+    def _store_and_queue(self, request: JobRequest, key: str | None, chunks: Iterable[bytes | memoryview]) -> Job:
         stamp = _CreationStamp(self._clock)
         video = self._uploads.store(
             stamp.take,
@@ -230,18 +230,6 @@ class JobService:
                            job.id, type(error).__name__, error)
         logger.info("job %s queued: pipeline %s, %d bytes", job.id, job.pipeline_id, video.size_bytes)
         return stored
-
-    def _refuse_if_the_queue_is_full(self) -> None:
-        """TOO_MANY_QUEUED_JOBS once `max_queued_jobs` wait for a worker: a backlog that only grows
-        is refused with a retry hint rather than stored, its videos filling the disk. Submits
-        arriving together may each see room: the cap may be passed by as many."""
-        if self._max_queued_jobs and (waiting := self._queue.depth()) >= self._max_queued_jobs:
-            raise TooManyQueuedJobs(
-                f"the server already holds {counted(waiting, 'job', 'jobs')} waiting for a worker, its maximum of "
-                f"{self._max_queued_jobs}; retry later",
-                ErrorDetails(metadata={"max_queued_jobs": str(self._max_queued_jobs)},
-                             retry_after_seconds=QUEUE_FULL_RETRY_SECONDS),
-            )
 
     def _creation_unknown(self, job: Job, error: Exception) -> JobStoreUnavailable:
         """The answer to a submission whose job the store may have recorded, or not: a command

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from videodag_client import FrameResult
+from videodag_client.cli import _exit_codes, main
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._results import JsonLinesOutput, is_stdout, plan_output
 
@@ -86,17 +87,27 @@ def test_an_empty_output_path_is_a_usage_error() -> None:
         JsonLinesOutput("")
 
 
-def test_resuming_after_a_frame_the_part_file_never_reached_says_so(
+def test_resuming_after_a_frame_the_part_file_never_reached_is_refused_and_the_part_kept(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The .part becomes the results file: continued after frame 50, it would have a hole no later command fills."""
     results = tmp_path / "res.jsonl"
-    Path(f"{results}.part").write_text("".join(json.dumps({"frame_index": i}) + "\n" for i in range(10)))
-    with JsonLinesOutput(str(results), resume_after=50) as output:
+    frames = "".join(json.dumps({"frame_index": i}) + "\n" for i in range(10))
+    Path(f"{results}.part").write_text(frames)
+    with pytest.raises(UsageError) as refused, JsonLinesOutput(str(results), resume_after=50) as output:
         assert output.frames_kept == 10
-        output.warn_of_a_gap(1)
-        output.warn_of_a_gap(1)  # once: each job event of the watch asks
-    said = capsys.readouterr().err
-    assert said.count("ends at frame 9, not 50") == 1 and "resume with --after 9" in said
+        output.check_for_a_gap(1)
+    assert str(refused.value) == (
+        f"{results}.part ends at frame 9, not 50: continued after frame 50, {results} would miss the frames in "
+        "between; resume with --after 9 (the .part is kept as it is)")
+    assert Path(f"{results}.part").read_text() == frames and not results.exists()
+    assert "partial results (10 frames, up to frame 9) kept in" in capsys.readouterr().err
+
+    with JsonLinesOutput(str(results), resume_after=9) as output:  # as the refusal says
+        output.check_for_a_gap(1)
+        output.check_for_a_gap(1)  # each job event of the watch asks
+        output.write(FrameResult(10, 0.4, {}))
+    assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == list(range(11))
 
 
 def test_resuming_a_strided_job_between_its_frames_is_no_gap(
@@ -107,20 +118,24 @@ def test_resuming_a_strided_job_between_its_frames_is_no_gap(
         part = tmp_path / f"after{after}.jsonl.part"
         part.write_text(json.dumps({"frame_index": 0}) + "\n" + json.dumps({"frame_index": 5}) + "\n")
         with JsonLinesOutput(str(tmp_path / f"after{after}.jsonl"), resume_after=after) as output:
-            output.warn_of_a_gap(5)
+            try:
+                output.check_for_a_gap(5)
+                refused = False
+            except UsageError:
+                refused = True
         said = capsys.readouterr().err
         kept = 1 if after < 5 else 2
         assert f"kept {kept} frames, the last frame {5 if kept == 2 else 0}" in said
-        assert ("warning" in said) is gap, (after, said)
+        assert refused is gap, (after, said)
 
 
 def test_resuming_from_the_start_or_with_nothing_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """--after -1 (what the warning recommends) is never a gap; nothing kept with --after N may be."""
+    """--after -1 is never a gap; nothing kept with --after N may be (another command's .part): said, not refused."""
     for after, warned in [(-1, False), (3, True)]:
         part = tmp_path / f"from{after}.jsonl.part"
         part.write_text(json.dumps({"frame_index": 7}) + "\n")
         with JsonLinesOutput(str(tmp_path / f"from{after}.jsonl"), resume_after=after) as output:
-            output.warn_of_a_gap(1)
+            output.check_for_a_gap(1)
         said = capsys.readouterr().err
         assert "kept 0 frames" in said
         assert ("holds no frame up to 3" in said) is warned, said
@@ -154,3 +169,40 @@ def test_a_new_file_under_proc_that_is_no_descriptor_is_written_as_any_file(
     assert target.part is not None and target.part.endswith("new.jsonl.part")
     with pytest.raises(UsageError, match="no such descriptor is open"):
         plan_output("/proc/self/fd/987")
+
+
+def test_a_second_command_writing_the_same_results_file_is_refused_while_the_first_writes(
+    tmp_path: Path, video_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both would write FILE.part: the first to finish would rename the other's results over
+    FILE while saying it succeeded (an `xargs -P` over two folders' clip.mp4, a batch restarted)."""
+    results = tmp_path / "res.jsonl"
+    with JsonLinesOutput(str(results)) as first:
+        first.write(FRAME)
+        second = JsonLinesOutput(str(results))
+        with pytest.raises(UsageError) as refused, second:
+            pass
+        assert str(refused.value) == (f"cannot write results to {results}: another videodag command is writing them "
+                                      f"({results}.part is locked): wait for it to end, or give this one another -o")
+        # The command line: refused before anything is sent (nothing listens on port 9), exit 2.
+        assert main(["--server", "127.0.0.1:9", "run", str(video_path), "--pipeline", "p", "-o", str(results),
+                     "-q"]) == _exit_codes.USAGE
+        assert "another videodag command is writing them" in capsys.readouterr().err
+        first.write(FrameResult(1, 0.04, {"n": 2}))
+    assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0, 1]
+
+    with JsonLinesOutput(str(results)) as after:  # the first is done: free again
+        after.write(FRAME)
+    assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0]
+
+
+def test_a_continued_part_stays_locked_after_it_took_its_new_content(tmp_path: Path) -> None:
+    """Resuming writes the kept frames to a file of its own that takes the .part's name: the lock moves with it."""
+    results = tmp_path / "res.jsonl"
+    Path(f"{results}.part").write_text("".join(json.dumps({"frame_index": i}) + "\n" for i in range(3)))
+    with JsonLinesOutput(str(results), resume_after=1) as resumed:
+        for other in (JsonLinesOutput(str(results)), JsonLinesOutput(str(results), resume_after=0)):
+            with pytest.raises(UsageError, match="is locked"), other:
+                pass
+        resumed.write(FrameResult(2, 0.08, {}))
+    assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0, 1, 2]

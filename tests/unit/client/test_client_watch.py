@@ -166,10 +166,19 @@ def test_a_resumed_watch_continues_the_part_file_an_interrupted_one_kept(
     assert f"continuing the partial results in {part}: kept 2 frames, the last frame 1" in said
     assert "warning" not in said
 
-    # Resumed after frame 3 from a .part ending at frame 1: frame 2 is in neither, and that is said.
-    part.write_text("".join(json.dumps({"frame_index": i, "timestamp": 0, "result": {}}) + "\n" for i in (0, 1)))
-    assert main(["--server", watch_target, "watch", JOB_ID, "--after", "3", "-o", str(output), "-q"]) == 0
-    assert f"warning: {part} ends at frame 1, not 3" in capsys.readouterr().err
+    # Resumed after frame 3 from a .part ending at frame 1: frame 2 would be in neither. Refused,
+    # the .part kept as it was; resumed as the refusal says, nothing is missing.
+    output.unlink()
+    kept = "".join(json.dumps({"frame_index": i, "timestamp": 0, "result": {}}) + "\n" for i in (0, 1))
+    part.write_text(kept)
+    resumed_too_late = ["--server", watch_target, "watch", JOB_ID, "--after", "3", "-o", str(output), "-q"]
+    assert main(resumed_too_late) == _exit_codes.USAGE
+    said = capsys.readouterr().err
+    assert f"error: {part} ends at frame 1, not 3: continued after frame 3, {output} would miss" in said
+    assert "resume with --after 1 (the .part is kept as it is)" in said
+    assert part.read_text() == kept and not output.exists()
+    assert main(["--server", watch_target, "watch", JOB_ID, "--after", "1", "-o", str(output), "-q"]) == 0
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4]
 
 
 def test_a_watch_without_after_starts_its_output_afresh(

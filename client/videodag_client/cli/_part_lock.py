@@ -1,0 +1,47 @@
+"""One command at a time writes a results file: its `FILE.part` is locked while it is written.
+
+Two commands given the same `-o FILE` (an `xargs -P` over videos of one name in two folders, a
+batch started again while the first still runs) would otherwise both write `FILE.part`: each
+truncates it, the first to finish renames it over FILE, and FILE held the other video's
+results while its command said it succeeded. The lock is `flock`'s, which ends with the
+process: a command killed leaves no stale lock behind. Where the file system has no such locks,
+or on a system without `fcntl`, the file is written unlocked, as before.
+"""
+
+from __future__ import annotations
+
+import os
+
+from videodag_client.cli._arguments import UsageError
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system
+    fcntl = None  # type: ignore[assignment]
+
+
+def _lock(descriptor: int, part: str, output: str) -> None:
+    """Locks the open `part` for this process alone, or refuses the command (nothing sent yet)."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UsageError(
+            f"cannot write results to {output}: another videodag command is writing them ({part} is locked): "
+            "wait for it to end, or give this one another -o"
+        ) from None
+    except OSError:  # a file system without flock: written unlocked
+        return
+
+
+def open_locked(part: str, output: str) -> int:
+    """`part` opened for writing (created if missing, never through a link planted there) and
+    locked, before anything in it is touched: emptying it first would empty another's."""
+    descriptor = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        _lock(descriptor, part, output)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
