@@ -222,6 +222,10 @@ def test_jobs_lists_and_shows_and_cancel_stops_a_job(
     assert main([*_server(jobs), "jobs", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(record["id"], record["state"]) for record in listed] == [(job.id, "CANCELLED")]
+    assert main([*_server(jobs), "jobs"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["ID", "STATE", "PIPELINE", "FRAMES", "CREATED", "VIDEO"]
+    assert row.startswith(f"{job.id}  CANCELLED  paced") and row.endswith(f"  {sample_clip.name}")
     assert main([*_server(jobs), "jobs", "--state", "succeeded"]) == 0
     assert capsys.readouterr().out.strip() == "no jobs"
     assert main([*_server(jobs), "jobs", "--state", "CANCELLED", "--json"]) == 0  # the name as listed

@@ -135,9 +135,10 @@ def _local(moment: datetime) -> str:
 
 
 def _job_table(jobs: list[Job]) -> str:
-    rows = [("ID", "STATE", "PIPELINE", "FRAMES", "CREATED")] + [
+    # The video's name last: names run long, and a batch's jobs are told apart by them.
+    rows = [("ID", "STATE", "PIPELINE", "FRAMES", "CREATED", "VIDEO")] + [
         (terminal_safe(job.id, one_line=True), job.state.name, terminal_safe(job.pipeline_id, one_line=True),
-         progress_text(job), _local(job.created_at))
+         progress_text(job), _local(job.created_at), terminal_safe(job.file_name, one_line=True) or "-")
         for job in jobs
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
