@@ -10,17 +10,23 @@ at once as a ValueError naming the text.
 from __future__ import annotations
 
 import re
+import urllib.parse
 
 _PATH_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
 _ADDRESS_LIST_SCHEMES = ("ipv4:", "ipv6:")
 _DNS_PREFIX = re.compile(r"^dns:(//[^/]*/)?")
-_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_AUTHORITY = re.compile(r"^//[^/]*/")
+# Schemes people type for a web or gRPC server, which gRPC does not resolve; other schemes (xds:,
+# a resolver of the caller's own) are gRPC's to resolve and are passed on unchecked.
+_URL_SCHEME = re.compile(r"^(https?|grpcs?|h2c?|wss?|tcp)://", re.IGNORECASE)
+_OTHER_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def checked_target(text: str) -> str:
     """`text` if it is HOST:PORT (a port in 1..65535, an IPv6 host in brackets) or a gRPC target
-    URI: `dns:` and `ipv4:`/`ipv6:` ones are checked the same way, `unix:PATH` and the other
-    schemes gRPC knows need something after the scheme. Otherwise a ValueError that says why."""
+    URI: `dns:` and `ipv4:`/`ipv6:` ones are checked the same way, `unix:PATH` and its kin need
+    something after the scheme, other schemes (`xds:///service`) are gRPC's to resolve.
+    Otherwise a ValueError that says why."""
     if not text.strip():
         raise ValueError("must not be empty; give HOST:PORT, such as localhost:50051")
     if text != text.strip():
@@ -30,12 +36,16 @@ def checked_target(text: str) -> str:
             raise ValueError(f"names no socket after the scheme: {text!r}")
         return text
     if text.startswith(_ADDRESS_LIST_SCHEMES):
-        for address in text.partition(":")[2].split(","):
+        # `ipv6:[::1]:50051`, `ipv6:///[::1]:50051` or percent-encoded `ipv6:%5B::1%5D:50051`.
+        addresses = urllib.parse.unquote(_AUTHORITY.sub("", text.partition(":")[2], count=1))
+        for address in addresses.split(","):
             _check_host_port(address, text)
         return text
     address = _DNS_PREFIX.sub("", text, count=1)
     if scheme := _URL_SCHEME.match(address):
         raise ValueError(f"give HOST:PORT, not a {scheme.group(1)}:// URL (gRPC is not HTTP): {text!r}")
+    if address == text and _OTHER_SCHEME.match(text):
+        return text
     _check_host_port(address, text)
     return text
 

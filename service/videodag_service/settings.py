@@ -298,10 +298,16 @@ class Settings:
         host = self.host.strip()
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
+        if host.startswith("[") and "]:" in host:  # [::1]:50051
+            raise SettingsError.of_setting(
+                "host", f"takes no port: give the port with --port (VIDEODAG_PORT), got {self.host!r}")
         if not host or any(mark in host for mark in ",/[] ") or host.lower().startswith("unix:"):
             raise SettingsError.of_setting(
                 "host", f"must be one IP address or host name of this machine (the server listens on TCP; 0.0.0.0 "
                         f"or :: listens on all its IPv4 and IPv6 addresses), got {self.host!r}")
+        if host.count(":") == 1:  # 0.0.0.0:50051
+            raise SettingsError.of_setting(
+                "host", f"takes no port: give the port with --port (VIDEODAG_PORT), got {self.host!r}")
         object.__setattr__(self, "host", host)
 
     @property

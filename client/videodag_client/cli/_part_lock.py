@@ -35,13 +35,34 @@ def _lock(descriptor: int, part: str, output: str) -> None:
         return
 
 
+_ATTEMPTS = 20
+
+
 def open_locked(part: str, output: str) -> int:
     """`part` opened for writing (created if missing, never through a link planted there) and
-    locked, before anything in it is touched: emptying it first would empty another's."""
-    descriptor = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-    try:
-        _lock(descriptor, part, output)
-    except BaseException:
+    locked, before anything in it is touched: emptying it first would empty another's.
+
+    The lock is taken on the file the name led to when it was opened. The command that held
+    the lock may have renamed that file to its results file (or removed it) meanwhile: locked
+    then, it would be a lock on nothing of ours, and the next command would take the new
+    `part` for its own. So the name is opened again until the file locked is the one it names.
+    """
+    for _ in range(_ATTEMPTS):
+        descriptor = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            _lock(descriptor, part, output)
+            if _names(part, descriptor):
+                return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
         os.close(descriptor)
-        raise
-    return descriptor
+    raise UsageError(f"cannot write results to {output}: {part} keeps being replaced by another command")
+
+
+def _names(path: str, descriptor: int) -> bool:
+    """Whether `path` still names the file open as `descriptor`."""
+    try:
+        return os.path.samestat(os.stat(path, follow_symlinks=False), os.fstat(descriptor))
+    except FileNotFoundError:
+        return False

@@ -18,6 +18,8 @@ from videodag_client.cli import _exit_codes
 _HTTP_STATUS = re.compile(r"\bReceived http2 header with status: (\d{3})\b")
 _PAYLOAD_TOO_LARGE = 413
 _PROXY_GATEWAY_ERRORS = (502, 503, 504)
+_PROXY_REFUSALS = (401, 403, 407)
+_TOO_MANY_REQUESTS = 429
 
 
 def proxy_http_status(error: VideodagError) -> int | None:
@@ -34,6 +36,12 @@ def proxy_answer_hint(http_status: int) -> str:
     if http_status == _PAYLOAD_TOO_LARGE:
         return ("a proxy between here and the server refused the upload as too large (HTTP 413): raise its "
                 "request body limit (nginx: client_max_body_size 0); see README, Behind a reverse proxy")
+    if http_status in _PROXY_REFUSALS:
+        return (f"a proxy between here and the server refused the call (HTTP {http_status}): it wants credentials "
+                "of its own, or its access rules do not let this client through; check them, and its log")
+    if http_status == _TOO_MANY_REQUESTS:
+        return ("a proxy between here and the server limits how often it may be called (HTTP 429): retry later, "
+                "or ask for a higher limit")
     if http_status in _PROXY_GATEWAY_ERRORS:
         return (f"a proxy between here and the server answered HTTP {http_status}: it could not reach the "
                 "videodag server (down or restarting?); retry later, or check the proxy's log")

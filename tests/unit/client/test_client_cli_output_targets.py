@@ -206,3 +206,28 @@ def test_a_continued_part_stays_locked_after_it_took_its_new_content(tmp_path: P
                 pass
         resumed.write(FrameResult(2, 0.08, {}))
     assert [json.loads(line)["frame_index"] for line in results.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_a_part_renamed_by_its_writer_as_it_is_locked_is_not_taken_for_the_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer finishing renames its .part to the results file between this command's open
+    and its lock: that lock would be on the finished file, and the new .part nobody's."""
+    from videodag_client.cli import _part_lock
+
+    part, final = tmp_path / "res.jsonl.part", tmp_path / "res.jsonl"
+    part.write_text("the other command's\n")
+    locking = _part_lock._lock
+
+    def renamed_first(descriptor: int, *arguments: str) -> None:
+        if part.exists() and part.read_text() == "the other command's\n":
+            os.replace(part, final)  # the other command ends
+        locking(descriptor, *arguments)
+
+    monkeypatch.setattr(_part_lock, "_lock", renamed_first)
+    descriptor = _part_lock.open_locked(str(part), str(final))
+    try:
+        assert os.path.samestat(os.fstat(descriptor), os.stat(part))
+        assert final.read_text() == "the other command's\n"
+    finally:
+        os.close(descriptor)

@@ -28,6 +28,11 @@ def _run_through(proxy: HttpAnsweringProxy, output: Path) -> int:
          "limit (nginx: client_max_body_size 0)"),
         (502, "UNAVAILABLE", _exit_codes.UNAVAILABLE,
          "a proxy between here and the server answered HTTP 502: it could not reach the videodag server"),
+        (403, "PERMISSION_DENIED", _exit_codes.UNAUTHENTICATED,
+         "a proxy between here and the server refused the call (HTTP 403): it wants credentials of its own, or "
+         "its access rules do not let this client through"),
+        (429, "UNAVAILABLE", _exit_codes.UNAVAILABLE,
+         "a proxy between here and the server limits how often it may be called (HTTP 429): retry later"),
         (404, "UNIMPLEMENTED", _exit_codes.SERVER_ERROR,
          "a proxy between here and the server answered HTTP 404, not the videodag server: check that it passes "
          "gRPC (HTTP/2) through"),

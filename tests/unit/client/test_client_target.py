@@ -20,6 +20,9 @@ from videodag_client import AsyncVideodagClient, VideodagClient
         ("localhost:50051/", "target: the port must be a number from 1 to 65535, got '50051/' in 'localhost:50051/'"),
         ("localhost:50051 ", "target: has spaces around it: 'localhost:50051 '"),
         ("", "target: must not be empty; give HOST:PORT, such as localhost:50051"),
+        ("grpc://localhost:50051",
+         "target: give HOST:PORT, not a grpc:// URL (gRPC is not HTTP): 'grpc://localhost:50051'"),
+        ("ipv6:///[::1]", "target: needs a port: [ADDRESS]:PORT, got 'ipv6:///[::1]'"),
     ],
 )
 def test_a_target_that_cannot_be_meant_is_a_value_error_before_any_channel(target: str, says: str) -> None:
@@ -33,6 +36,7 @@ def test_a_target_that_cannot_be_meant_is_a_value_error_before_any_channel(targe
 
 
 @pytest.mark.parametrize("target", ["localhost:50051", "[::1]:50051", "dns:///localhost:50051", "unix:/tmp/v.sock",
-                                    "ipv4:127.0.0.1:50051"])
+                                    "ipv4:127.0.0.1:50051", "ipv4:///127.0.0.1:50051", "ipv6:///[::1]:50051",
+                                    "ipv6:%5B::1%5D:50051", "xds:///videodag", "HTTP-ish:50051"])
 def test_targets_gRPC_takes_are_taken(target: str) -> None:
     VideodagClient(target).close()

@@ -689,3 +689,10 @@ def test_a_port_that_cannot_be_bound_is_refused_with_the_systems_reason(tmp_path
                                                                "VIDEODAG_TEMP_DIR": str(tmp_path / "uploads")})
     with pytest.raises(OSError, match=f"could not listen on {re.escape(host)}:0: {reason}$"):
         start_server(settings, DagPipelineService.from_folder())
+
+
+@pytest.mark.parametrize("given", ["0.0.0.0:50051", "localhost:50051", "[::1]:50051"])
+def test_a_host_given_with_its_port_is_refused_naming_the_port_option(given: str) -> None:
+    with pytest.raises(SettingsError, match=rf"--host takes no port: give the port with --port \(VIDEODAG_PORT\), "
+                                            rf"got {re.escape(repr(given))}"):
+        settings_from(["--host", given], {})
