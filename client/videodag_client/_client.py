@@ -15,12 +15,13 @@ import grpc
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client._errors import (
     FieldViolation,
+    Internal,
     InvalidArgument,
     VideodagError,
     client_closed_error,
     from_grpc_error,
 )
-from videodag_client._events import Event, event_from_proto
+from videodag_client._events import Event, FrameResult, RunSummary, event_from_proto
 from videodag_client._jobs import JobCalls
 from videodag_client._options import RunOptions
 from videodag_client._pipelines import PipelineInfo, pipeline_from_proto
@@ -250,7 +251,8 @@ class VideodagClient(JobCalls):
 
         The events come in the contract's order: `UploadReceived`, `VideoOpened`, one
         `FrameResult` per processed frame, then `RunSummary`. A failure, even after some
-        frames, is raised from the iteration as a `VideodagError` subclass.
+        frames, is raised from the iteration as a `VideodagError` subclass; so is a stream the
+        server ended without its summary (`Internal`, reason `RUN_ENDED_WITHOUT_SUMMARY`).
 
         `path_or_file` is a path or a binary file object read from its current position
         (left open). The file is streamed in `chunk_size` pieces, never read whole.
@@ -340,6 +342,8 @@ class RunStream(Iterator[Event]):
         self._requests = requests
         self._client_closed = client_closed
         self._finished = False
+        self._summarized = False
+        self._frames = 0
 
     def __iter__(self) -> RunStream:
         return self
@@ -362,14 +366,24 @@ class RunStream(Iterator[Event]):
                 response = next(self._call)
             except StopIteration:
                 self._finish()
+                if not self._summarized:
+                    raise self._ended_without_summary() from None
                 raise
             except grpc.RpcError as error:
                 self._finish()
                 raise upload_call_error(error, self._requests, self._client_closed) from error
             event = event_from_proto(response)
+            self._summarized = self._summarized or isinstance(event, RunSummary)
+            self._frames += isinstance(event, FrameResult)
             if event is not None:
                 return event
         raise StopIteration
+
+    def _ended_without_summary(self) -> Internal:
+        """A run the server ended OK but without its summary (a server that broke, or not a
+        videodag server) is not a complete run: its results may lack frames, silently."""
+        return Internal(f"the server ended the run without its summary, after {self._frames} frames: the results "
+                        "may be incomplete", reason="RUN_ENDED_WITHOUT_SUMMARY")
 
     def close(self) -> None:
         """Cancels the call if it is still running; later iteration stops at once."""

@@ -130,6 +130,8 @@ class JobWatch(Iterator[JobEvent]):
         kind = response.WhichOneof("event")
         if kind == "frame":
             frame = frame_result_from_proto(response.frame)
+            if self.last_frame_index is not None and frame.frame_index <= self.last_frame_index:
+                return None  # delivered already (frames come in order): a server's resend is not a new frame
             self.last_frame_index = frame.frame_index
             return frame
         if kind == "job":
@@ -164,8 +166,10 @@ class JobWatch(Iterator[JobEvent]):
         return self._connected and (error.code in _RECONNECTABLE or _cut_by_a_proxy(error))
 
     def _delay_before_retry(self, error: VideodagError) -> float:
-        """The server's retry delay when it gives one for a full server; else a doubling backoff."""
-        if _is_watches_full(error) and error.retry_after is not None:
+        """The server's retry delay when it gives one for a full server; else, or for a hint
+        shorter than the backoff has come to, a doubling backoff: a hint of 0 s (or less) would
+        have the watch call again at once, over and over, for its whole reconnect window."""
+        if _is_watches_full(error) and error.retry_after is not None and error.retry_after >= self._backoff:
             return error.retry_after
         delay = self._backoff
         self._backoff = min(self._backoff * 2, _MAX_BACKOFF_SECONDS)

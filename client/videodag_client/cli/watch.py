@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from videodag_client import Cancelled, FrameResult, Job, JobState, VideodagError
+from videodag_client import Cancelled, FrameResult, Internal, Job, JobState, VideodagError
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
@@ -132,4 +132,7 @@ def _why_reconnecting(error: VideodagError) -> str:
 def _job_error(job: Job) -> VideodagError:
     if job.error is not None:
         return job.error
+    if not job.state.is_finished:  # the stream ended OK on a job still going: not a cancel
+        return Internal(f"the server ended the watch before job {job.id} finished (it was {job.state.name.lower()} "
+                        f"after {job.frames_done} frames)", reason="WATCH_ENDED_EARLY")
     return Cancelled(f"job {job.id} was {job.state.name.lower()} after {job.frames_done} frames")

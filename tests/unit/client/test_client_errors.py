@@ -255,8 +255,11 @@ def test_a_call_given_an_infinite_timeout_has_no_deadline_though_the_client_has_
     with VideodagClient(target, timeout=0.3) as client:
         with pytest.raises(DeadlineExceeded):
             list(client.upload_and_run(video_path, "motion_v1"))
-        events = list(client.upload_and_run(video_path, "motion_v1", timeout=math.inf))
-        assert [type(event).__name__ for event in events] == ["UploadReceived"]
+        with client.upload_and_run(video_path, "motion_v1", timeout=math.inf) as stream:
+            assert type(next(stream)).__name__ == "UploadReceived"
+            with pytest.raises(VideodagError) as ended:  # by the server after its 1 s, not by a deadline
+                next(stream)
+        assert ended.value.reason == "RUN_ENDED_WITHOUT_SUMMARY"
         assert "motion_v1" in [pipeline.id for pipeline in client.list_pipelines(timeout=math.inf)]
         with pytest.raises(DeadlineExceeded):  # only +inf: -inf is a deadline passed, as any negative one
             client.list_pipelines(timeout=-math.inf)

@@ -14,7 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
-from fake_servicer import AcknowledgeUpload, FakeVideoPipelineServicer, WaitForCancellation, video_info_response
+from fake_servicer import (
+    AcknowledgeUpload,
+    FakeVideoPipelineServicer,
+    WaitForCancellation,
+    frame_response,
+    summary_response,
+    video_info_response,
+)
 
 from videodag_client import AsyncVideodagClient, FailedPrecondition, VideodagClient, VideodagError
 
@@ -109,6 +116,7 @@ def test_a_file_like_object_with_only_read_is_uploaded_as_a_stream(
         def read(self, size: int = -1) -> bytes:
             return self._data.read(size)
 
+    servicer.run_script = [AcknowledgeUpload(), summary_response(0)]
     list(client.upload_and_run(OnlyRead(video_path.read_bytes()), "motion_v1"))  # type: ignore[arg-type]
 
     assert servicer.uploaded_bytes() == video_path.read_bytes()
@@ -225,3 +233,19 @@ def test_the_client_pings_its_connection_unless_told_otherwise(monkeypatch: pyte
     assert defaults["grpc.http2.ping_timeout_ms"] == 60_000
     assert chosen["grpc.keepalive_time_ms"] == 45_000 and chosen["grpc.x"] == 1
     assert [key for key, _ in opened[1]].count("grpc.keepalive_time_ms") == 1
+
+
+def test_a_run_the_server_ends_without_its_summary_is_not_taken_for_a_complete_one(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    """Ended OK after two frames, with no summary: the caller had no way to tell it from a whole run."""
+    servicer.run_script = [AcknowledgeUpload(), video_info_response(), frame_response(0, 25.0, {}),
+                           frame_response(1, 25.0, {})]
+    events = []
+    with pytest.raises(VideodagError) as ended:
+        for event in client.upload_and_run(video_path, "motion_v1"):
+            events.append(event)
+    assert [type(event).__name__ for event in events] == ["UploadReceived", "VideoOpened", "FrameResult", "FrameResult"]
+    assert ended.value.code is grpc.StatusCode.INTERNAL and ended.value.reason == "RUN_ENDED_WITHOUT_SUMMARY"
+    assert str(ended.value.message) == ("the server ended the run without its summary, after 2 frames: the results "
+                                        "may be incomplete")

@@ -262,3 +262,72 @@ def test_a_watch_whose_borrowed_channel_its_owner_closes_ends_cancelled_without_
         with pytest.raises(Cancelled):
             next(watch)
     assert reconnects == [] and len(servicer.watch_requests) == 1
+
+
+class ResendingServicer(WatchingServicer):
+    """A server that answers a resumed watch from frame 0 again, whatever it was asked for."""
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        request.ClearField("after_frame_index")
+        yield from super().WatchJob(request, context)
+
+
+def test_frames_a_server_sends_again_after_a_reconnect_are_delivered_once() -> None:
+    """Frames come in order: one at or before the last delivered is a resend, not a new frame."""
+    resending = ResendingServicer()
+    resending.fail_after, resending.fail_code = 2, grpc.StatusCode.UNAVAILABLE
+    with serving(resending) as target, VideodagClient(target) as client, \
+            client.watch_job(JOB_ID, reconnect_window=30) as watch:
+        frames = [event.frame_index for event in watch if isinstance(event, FrameResult)]
+    assert frames == [0, 1, 2, 3, 4]
+    assert watch.reconnects == 1 and watch.last_frame_index == 4
+
+
+class FullServicer(WatchingServicer):
+    """A server that always says it watches its maximum, asking to be called again at once."""
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        self.watch_requests.append(request)
+        context.abort_with_status(rich_status(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], "full",
+                                              reason="TOO_MANY_WATCHES", retry_after_seconds=0))
+        yield from ()
+
+
+def test_a_retry_hint_of_no_time_does_not_have_the_watch_call_again_and_again() -> None:
+    """A hint of 0 s (or less) is no wait: the watch would call over a thousand times a second
+    for its whole reconnect window. The doubling backoff is the least wait."""
+    full = FullServicer()
+    with serving(full) as target, VideodagClient(target) as client, \
+            client.watch_job(JOB_ID, reconnect_window=2) as watch, pytest.raises(VideodagError) as ended:
+        list(watch)
+    assert ended.value.reason == "TOO_MANY_WATCHES"
+    # Waits of 0.1, 0.2, 0.4 and 0.8 s fill the 2 s window (and 5 s at most after them).
+    assert 3 <= len(full.watch_requests) <= 6, len(full.watch_requests)
+
+
+class EndingEarlyServicer(WatchingServicer):
+    """A server that ends the watch OK after frame 1, the job still RUNNING."""
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        yield video_pipeline_service_pb2.WatchJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+        for index in (0, 1):
+            yield video_pipeline_service_pb2.WatchJobResponse(frame=frame_response(index, 25.0, {"n": index}).frame)
+
+
+def test_a_watch_the_server_ends_before_the_job_finished_is_not_called_a_cancel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "res.jsonl"
+    with serving(EndingEarlyServicer()) as target:
+        assert main(["--server", target, "watch", JOB_ID, "-o", str(output), "-q"]) == _exit_codes.SERVER_ERROR
+    said = capsys.readouterr().err
+    assert f"error: INTERNAL: the server ended the watch before job {JOB_ID} finished (it was running after 0 " \
+           "frames)" in said
+    assert "CANCELLED" not in said
+    assert _frame_indexes(Path(f"{output}.part")) == [0, 1]
