@@ -16,6 +16,7 @@ from videodag_client import FrameResult
 from videodag_client._file_names import beside
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._part_lock import open_locked
+from videodag_client.cli._terminal import json_terminal_safe
 from videodag_client.cli._video_input import STDIN
 
 STDOUT = "-"
@@ -66,6 +67,13 @@ def frame_record(frame: FrameResult) -> dict[str, Any]:
             for e in frame.node_errors
         ]
     return record
+
+
+def frame_line(frame: FrameResult) -> str:
+    """The JSON Lines line written for one frame. Non-ASCII letters stay readable (a label in
+    Greek is not `\\u03b1...`), but no character of a server's strings can drive a terminal the
+    line is printed to (`-o -`, a file `cat` later), nor reorder or hide what it shows."""
+    return json_terminal_safe(json.dumps(frame_record(frame), ensure_ascii=False, separators=(",", ":"))) + "\n"
 
 
 @dataclass(frozen=True)
@@ -261,7 +269,7 @@ class JsonLinesOutput:
         if self._stream is None:
             return
         try:
-            self._stream.write(json.dumps(frame_record(frame), ensure_ascii=False, separators=(",", ":")) + "\n")
+            self._stream.write(frame_line(frame))
             if self._stream is sys.stdout or (self._target is not None and self._target.part is None):
                 self._stream.flush()  # a reader at the other end of a pipe sees each frame as it is done
         except BrokenPipeError:

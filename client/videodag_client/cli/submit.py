@@ -14,7 +14,7 @@ from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._results import OutputNotWritten
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
-from videodag_client.cli._terminal import terminal_safe
+from videodag_client.cli._terminal import shell_command, terminal_safe
 from videodag_client.cli._video_input import video_source
 from videodag_client.cli.jobs import job_record
 
@@ -69,14 +69,22 @@ def submit_command(args: argparse.Namespace) -> int:
             on_upload_progress=progress.upload,
         )
     job_id = terminal_safe(job.id, one_line=True)  # as a server sent it: shown, never obeyed by the terminal
+    follow = f"follow it with: {watch_command(job.id)}"
     try:
         print(json.dumps(job_record(job), indent=2) if args.json else job_id, flush=True)
     except BrokenPipeError:  # the reader went (`| true`): the job runs, so its id must not be lost
-        print(f"job {job_id} is queued; follow it with: videodag watch {job_id}", file=sys.stderr)
+        print(f"job {job_id} is queued; {follow}", file=sys.stderr)
         raise
     except OSError as error:  # a full disk, /dev/full: the same
         raise OutputNotWritten(f"job {job_id} is queued, but writing it to standard output failed "
-                               f"({error.strerror or error}); follow it with: videodag watch {job_id}") from None
+                               f"({error.strerror or error}); {follow}") from None
     if not args.quiet:
-        print(f"job {job_id} {job.state.name}; follow it with: videodag watch {job_id}", file=sys.stderr)
+        print(f"job {job_id} {job.state.name}; {follow}", file=sys.stderr)
     return _exit_codes.SUCCESS
+
+
+def watch_command(job_id: str) -> str:
+    """The `videodag watch` command line for a job, to paste into a shell. The id is the server's
+    choice: quoted, `abc;touch /tmp/x;#` stays one argument, and after `--` one that starts with
+    a dash is the job, not an option (`--output=...`)."""
+    return shell_command("videodag", "watch", *(["--"] if job_id.startswith("-") else []), job_id)
