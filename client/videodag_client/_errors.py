@@ -32,8 +32,15 @@ from dataclasses import dataclass
 from typing import ClassVar, TypedDict
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+# The longest `retry_after`; a longer hint from the server is read as this. A Duration may say ten
+# thousand years, and a malformed one more: `time.sleep` and `Event.wait` given either overflow,
+# and no videodag limit takes more than a day to free up.
+_MAX_RETRY_AFTER_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,8 @@ class VideodagError(Exception):
 
     `reason` is the server's stable UPPER_SNAKE identifier (`ErrorInfo.reason`, such as
     "PIPELINE_NOT_FOUND") to branch on; `message` is for people. `retry_after` is in
-    seconds and set only when the server sent a `RetryInfo` hint.
+    seconds (0 to a day, whatever the server sent) and set only when the server sent a
+    `RetryInfo` hint. A detail that does not parse is left out: the code and message stand.
     """
 
     grpc_status_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
@@ -241,33 +249,53 @@ def _rich_status(call: grpc.Call) -> status_pb2.Status | None:
         # The details trailer disagrees with the call's own code or message (a proxy rewrote
         # one of them): the call's status is what happened, so the details are dropped.
         return None
+    except DecodeError:
+        # The details trailer is not a Status at all: the call's code and message still say what happened.
+        return None
 
 
 def _unpack_details(status: status_pb2.Status | None) -> StatusDetails:
-    """Reads the `google.rpc` detail messages this client understands; others are ignored."""
+    """Reads the `google.rpc` detail messages this client understands; others are ignored, and so
+    is one that does not parse as the type it names: the error is still the server's, with its
+    code and message, rather than a protobuf DecodeError escaping `except VideodagError`."""
     unpacked: StatusDetails = {}
     if status is None:
         return unpacked
     for detail in status.details:
-        error_info = error_details_pb2.ErrorInfo()
-        bad_request = error_details_pb2.BadRequest()
-        resource_info = error_details_pb2.ResourceInfo()
-        retry_info = error_details_pb2.RetryInfo()
-        if detail.Unpack(error_info):
-            unpacked["reason"] = error_info.reason
-            unpacked["domain"] = error_info.domain
-            unpacked["metadata"] = dict(error_info.metadata)
-        elif detail.Unpack(bad_request):
-            unpacked["field_violations"] = tuple(
-                FieldViolation(v.field, v.description) for v in bad_request.field_violations
-            )
-        elif detail.Unpack(resource_info):
-            unpacked["resource"] = ResourceInfo(
-                resource_info.resource_type, resource_info.resource_name, resource_info.description
-            )
-        elif detail.Unpack(retry_info):
-            unpacked["retry_after"] = retry_info.retry_delay.ToTimedelta().total_seconds()
+        try:
+            _unpack_detail(detail, unpacked)
+        except DecodeError:
+            continue
     return unpacked
+
+
+def _unpack_detail(detail: any_pb2.Any, unpacked: StatusDetails) -> None:
+    """Adds one detail to `unpacked`; DecodeError when its bytes are not the type its URL names."""
+    error_info = error_details_pb2.ErrorInfo()
+    bad_request = error_details_pb2.BadRequest()
+    resource_info = error_details_pb2.ResourceInfo()
+    retry_info = error_details_pb2.RetryInfo()
+    if detail.Unpack(error_info):
+        unpacked["reason"] = error_info.reason
+        unpacked["domain"] = error_info.domain
+        unpacked["metadata"] = dict(error_info.metadata)
+    elif detail.Unpack(bad_request):
+        unpacked["field_violations"] = tuple(
+            FieldViolation(v.field, v.description) for v in bad_request.field_violations
+        )
+    elif detail.Unpack(resource_info):
+        unpacked["resource"] = ResourceInfo(
+            resource_info.resource_type, resource_info.resource_name, resource_info.description
+        )
+    elif detail.Unpack(retry_info):
+        unpacked["retry_after"] = _retry_after_seconds(retry_info.retry_delay)
+
+
+def _retry_after_seconds(delay: duration_pb2.Duration) -> float:
+    """The hint in seconds, from 0 (a delay passed already: retry now) to a day. Counted from the
+    message's own integers: `ToTimedelta` overflows on a delay past a Duration's range."""
+    seconds = (delay.seconds * 1_000_000_000 + delay.nanos) / 1_000_000_000
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER_SECONDS)
 
 
 def client_closed_error() -> FailedPrecondition:

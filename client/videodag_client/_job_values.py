@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
 
 from google.protobuf import timestamp_pb2
@@ -52,7 +52,11 @@ class JobState(enum.Enum):
 
 @dataclass(frozen=True)
 class Job:
-    """A job as the server reported it; times are timezone-aware UTC datetimes."""
+    """A job as the server reported it; times are timezone-aware UTC datetimes.
+
+    A time the server sent outside a Timestamp's range (years 1 to 9999, `datetime`'s too) reads
+    as the nearest end of it: one wrong field does not make the job, or a page of jobs, unreadable.
+    """
 
     id: str
     state: JobState
@@ -125,5 +129,16 @@ def _options_from_proto(options: run_pb2.RunOptions) -> RunOptions:
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# A Timestamp's range as `datetime` holds it, in microseconds from the epoch: 0001-01-01T00:00:00Z
+# to 9999-12-31T23:59:59.999999Z.
+_FIRST_MICROSECOND = (datetime.min.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+_LAST_MICROSECOND = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // _MICROSECOND
+
+
 def _datetime(timestamp: timestamp_pb2.Timestamp) -> datetime:
-    return timestamp.ToDatetime(tzinfo=UTC)
+    """The moment, as `ToDatetime` reads a valid Timestamp (nanoseconds cut to microseconds); one
+    past either end of the range, which `ToDatetime` refuses with a ValueError, as that end."""
+    microseconds = (timestamp.seconds * 1_000_000_000 + timestamp.nanos) // 1000
+    return _EPOCH + _MICROSECOND * min(max(microseconds, _FIRST_MICROSECOND), _LAST_MICROSECOND)

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client._errors import Cancelled, VideodagError, client_closed_error, from_grpc_error
+from videodag_client._errors import Cancelled, Internal, VideodagError, client_closed_error, from_grpc_error
 from videodag_client._job_values import Job, JobPage, JobState, job_from_proto
 from videodag_client._job_watch import JobWatch
 from videodag_client._options import RunOptions, unsendable
@@ -24,6 +24,9 @@ from videodag_client._upload_call import start_upload_call, upload_call_error
 from videodag_client._wire import bytes_field_encoder
 
 _encode_job_chunk = bytes_field_encoder(video_pipeline_service_pb2.SubmitJobRequest, "chunk")
+# Empty pages whose token leads on are allowed (AIP-158: a server may stop a page short, at none,
+# when its time for one runs out); a hundred in a row are a listing that is getting nowhere.
+_MAX_EMPTY_PAGES_IN_A_ROW = 100
 
 
 class JobCalls:
@@ -88,15 +91,19 @@ class JobCalls:
         return JobPage(tuple(job_from_proto(job) for job in response.jobs), response.next_page_token)
 
     def iter_jobs(self, *, states: Iterable[JobState] = (), page_size: int = 0) -> Iterator[Job]:
-        """Every job, newest first, fetching pages as needed."""
+        """Every job, newest first, fetching pages as needed.
+
+        A server whose next page token leads back to a page of this listing, or that sends empty
+        page after empty page, would keep it going forever: `Internal` ends it (reason
+        `PAGE_TOKEN_REPEATED` or `EMPTY_PAGES_WITHOUT_END`), after the jobs of the pages read.
+        """
         wanted = tuple(states)
-        token = ""
-        while True:
+        trail = _PageTrail()
+        token: str | None = ""
+        while token is not None:
             page = self.list_jobs(states=wanted, page_size=page_size, page_token=token)
             yield from page.jobs
-            if not page.next_page_token:
-                return
-            token = page.next_page_token
+            token = trail.next_token(page)
 
     def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Cancels a queued or running job and returns it CANCELLED; `FailedPrecondition` if it finished."""
@@ -152,6 +159,30 @@ class JobCalls:
             return self._invoke(method, request, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as error:
             raise from_grpc_error(error) from error
+
+
+class _PageTrail:
+    """The pages one listing has read, to tell a listing that ends from one a server keeps going."""
+
+    def __init__(self) -> None:
+        self._page_by_token = {"": 1}
+        self._empty_in_a_row = 0
+
+    def next_token(self, page: JobPage) -> str | None:
+        """The token of the page after `page`, None after the last; `Internal` for a listing that would not end."""
+        if not page.next_page_token:
+            return None
+        pages_read = len(self._page_by_token)
+        if (earlier := self._page_by_token.get(page.next_page_token)) is not None:
+            raise Internal(f"the server's job listing would never end: the token it gave after page {pages_read} "
+                           f"asks for page {earlier} again", reason="PAGE_TOKEN_REPEATED")
+        self._empty_in_a_row = 0 if page.jobs else self._empty_in_a_row + 1
+        if self._empty_in_a_row >= _MAX_EMPTY_PAGES_IN_A_ROW:
+            first_empty = pages_read - self._empty_in_a_row + 1
+            raise Internal(f"the server's job listing is getting nowhere: pages {first_empty} to {pages_read} were "
+                           "all empty, each with a token for another", reason="EMPTY_PAGES_WITHOUT_END")
+        self._page_by_token[page.next_page_token] = pages_read + 1
+        return page.next_page_token
 
 
 def start_job_submission(

@@ -130,8 +130,13 @@ def format_job(job: Job) -> str:
 
 def _local(moment: datetime) -> str:
     """A time as people read it here, in the machine's time zone with its offset: the listing and
-    one job's lines say a job's times alike (`--json` keeps them in UTC)."""
-    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
+    one job's lines say a job's times alike (`--json` keeps them in UTC). A moment the zone would
+    shift past year 1 or 9999, which `datetime` cannot hold (a server's first or last valid
+    Timestamp), is shown in UTC, its offset saying so, rather than fail the whole listing."""
+    try:
+        return moment.astimezone().isoformat(sep=" ", timespec="seconds")
+    except (OverflowError, OSError):  # OSError: a platform whose localtime() refuses the moment
+        return moment.isoformat(sep=" ", timespec="seconds")
 
 
 def _job_table(jobs: list[Job]) -> str:

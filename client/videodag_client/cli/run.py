@@ -128,25 +128,31 @@ def expected_frame_count(video: VideoOpened, options: RunOptions) -> int | None:
     """How many frames the server will process, for the progress bar; None if unknown.
 
     Mirrors the contract's sampling order (window, then stride, then max_frames) on the
-    container's declared frame count, which some formats only estimate.
+    container's declared frame count, which some formats only estimate. A window bound that
+    lands on no frame number (a server's fps of infinity) makes the count unknown.
     """
     if video.frame_count <= 0:
         return None
-    first, end = 0, video.frame_count
+    first: int | None = 0
+    end: int | None = video.frame_count
     if video.fps > 0:
         if options.start_seconds is not None:
             first = _first_frame_at_or_after(options.start_seconds, video.fps)
         if options.end_seconds is not None:
-            end = min(end, _first_frame_at_or_after(options.end_seconds, video.fps))
-    count = max(0, end - max(0, first))
+            end = _first_frame_at_or_after(options.end_seconds, video.fps)
+    if first is None or end is None:
+        return None
+    count = max(0, min(end, video.frame_count) - max(0, first))
     count = math.ceil(count / max(1, options.frame_stride))
     if options.max_frames > 0:
         count = min(count, options.max_frames)
     return count
 
 
-def _first_frame_at_or_after(seconds: float, fps: float) -> int:
-    return math.ceil(seconds * fps - _FRAME_TIME_TOLERANCE)
+def _first_frame_at_or_after(seconds: float, fps: float) -> int | None:
+    """None when the frame number is no number: infinite, or NaN (0 s times an infinite fps)."""
+    frames = seconds * fps - _FRAME_TIME_TOLERANCE
+    return math.ceil(frames) if math.isfinite(frames) else None
 
 
 def format_summary(summary: RunSummary, output_path: str | None) -> str:
