@@ -73,12 +73,17 @@ def test_a_key_or_token_file_others_can_read_is_named(tmp_path: Path, mode: int)
     ]
 
 
-def test_the_server_says_it_at_start(tmp_path: Path) -> None:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "videodag_service.server", "--host", "0.0.0.0", "--port", "0",
+def _server_on(host: str, tmp_path: Path) -> subprocess.Popen[str]:
+    """A server process on `host`, a port of its choosing; its first line of stdout says which."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "videodag_service.server", "--host", host, "--port", "0",
          "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def test_the_server_says_it_at_start(tmp_path: Path) -> None:
+    server = _server_on("0.0.0.0", tmp_path)
     try:
         assert server.stdout is not None
         assert "listening on" in server.stdout.readline()
@@ -90,11 +95,7 @@ def test_the_server_says_it_at_start(tmp_path: Path) -> None:
 
 def test_the_listening_line_gives_an_ipv6_address_as_clients_take_it(tmp_path: Path) -> None:
     """`[::1]:PORT`, which `--server` and every gRPC client take; `::1:PORT` is none of theirs."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "videodag_service.server", "--host", "::1", "--port", "0",
-         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    server = _server_on("::1", tmp_path)
     try:
         assert server.stdout is not None
         line = server.stdout.readline().strip()
