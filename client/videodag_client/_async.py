@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 
 from videodag_client._async_streams import ABANDONED_STEP_WAIT_SECONDS, AsyncJobWatch, AsyncRunStream, ThreadedStream
-from videodag_client._client import DEFAULT_TARGET, VideodagClient
+from videodag_client._client import DEFAULT_TARGET, PICKLING_REFUSED, VideodagClient
 from videodag_client._errors import VideodagError, client_closed_error
 from videodag_client._job_values import Job, JobPage, JobState
 from videodag_client._jobs import JobSubmission, start_job_submission
@@ -83,14 +84,28 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
 
     def _setup(self, client: VideodagClient) -> None:
         self._client = client
-        self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-call")
-        # Starting a submission reads the whole file for its checksum: seconds for a long video,
-        # which on the calls' threads would hold up every lookup behind a few submissions.
-        self._submissions = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-submit")
+        self._start_threads()
         # Closing the client cancels these itself: a channel the client does not own stays open,
         # so closing it would not end them.
         self._streams: weakref.WeakSet[ThreadedStream[Any]] = weakref.WeakSet()
         self._calls_closed = False
+
+    def __reduce__(self) -> Any:
+        raise TypeError(PICKLING_REFUSED)
+
+    def _start_threads(self) -> None:
+        self._threads_pid = os.getpid()
+        self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-call")
+        # Starting a submission reads the whole file for its checksum: seconds for a long video,
+        # which on the calls' threads would hold up every lookup behind a few submissions.
+        self._submissions = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-submit")
+
+    def _threads_of_this_process(self) -> None:
+        """A forked child (a pre-fork server's worker, multiprocessing's fork) inherits the pools
+        with the parent's count of idle threads, none of which it has: its first lookup and its
+        first submission would start no thread and wait until some other call came. It makes its own."""
+        if os.getpid() != self._threads_pid:
+            self._start_threads()
 
     async def close(self) -> None:
         """Cancels the running streams, then closes the client.
@@ -205,6 +220,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             timeout=timeout,
             on_upload_progress=progress,
         )
+        self._threads_of_this_process()
         starting = loop.run_in_executor(self._submissions, start)
         try:
             # Shielded: a cancel stops the checksum pass, or cancels the call should it start anyway.
@@ -280,6 +296,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         return self._track(AsyncJobWatch(start, "async-client-watch", reconnected))
 
     async def _run(self, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        self._threads_of_this_process()
         return await self._run_on(self._calls, function, *args, **kwargs)
 
     async def _run_on(self, threads: ThreadPoolExecutor, function: Callable[..., R], *args: Any, **kwargs: Any) -> R:

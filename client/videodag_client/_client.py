@@ -38,6 +38,9 @@ from videodag_client._upload_call import start_upload_call, upload_call_error
 from videodag_client._wire import bytes_field_encoder, method_path
 
 DEFAULT_TARGET = "localhost:50051"
+# gRPC's own words (its channel has "no default __reduce__") name neither the client nor the way out.
+PICKLING_REFUSED = ("a videodag client holds a gRPC channel, which cannot be sent to another process: make a "
+                    "VideodagClient in each process (in a pool's initializer, or in the child)")
 
 # Keepalive pings, so a connection a load balancer, NAT or firewall dropped without a word
 # (no FIN, no RST) fails its calls with UNAVAILABLE within a minute and a half, instead of
@@ -98,6 +101,9 @@ class VideodagClient(JobCalls):
         else:
             channel = grpc.secure_channel(target, credentials, options=options)
         self._setup(channel, owns_channel=True, token=token, timeout=timeout)
+
+    def __reduce__(self) -> Any:
+        raise TypeError(PICKLING_REFUSED)
 
     @classmethod
     def from_channel(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import io
+import os
+import pickle
 import tempfile
 import threading
 import time
@@ -249,3 +251,36 @@ def test_a_run_the_server_ends_without_its_summary_is_not_taken_for_a_complete_o
     assert ended.value.code is grpc.StatusCode.INTERNAL and ended.value.reason == "RUN_ENDED_WITHOUT_SUMMARY"
     assert str(ended.value.message) == ("the server ended the run without its summary, after 2 frames: the results "
                                         "may be incomplete")
+
+
+def test_an_async_client_used_before_a_fork_answers_in_the_child(target: str) -> None:
+    """The child inherited the pools with the parent's idle threads counted, none of them its
+    own: its first lookup started no thread and waited for good (a pre-fork server's worker)."""
+    client = AsyncVideodagClient(target, timeout=10)
+    asyncio.run(client.list_pipelines())  # the parent's call leaves an idle thread in the pool
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit status
+        answered = 1
+        try:
+            asyncio.run(asyncio.wait_for(client.list_pipelines(), 15))
+            answered = 0
+        except VideodagError:  # gRPC's own fork handling may fail the child's first call: it answered
+            answered = 0
+        except BaseException:
+            answered = 1
+        finally:
+            os._exit(answered)
+    try:
+        _, status = os.waitpid(child, 0)
+    finally:
+        asyncio.run(client.close())
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's lookup never answered"
+
+
+def test_a_client_cannot_be_pickled_and_the_error_says_what_to_do_instead(target: str) -> None:
+    """Passing a client to a spawned process or a process pool: gRPC's channel cannot cross."""
+    with VideodagClient(target) as client:
+        with pytest.raises(TypeError, match="make a VideodagClient in each process"):
+            pickle.dumps(client)
+        with pytest.raises(TypeError, match="make a VideodagClient in each process"):
+            pickle.dumps(AsyncVideodagClient.from_client(client))
