@@ -19,7 +19,6 @@ from videodag_client._errors import (
     InvalidArgument,
     VideodagError,
     client_closed_error,
-    from_grpc_error,
 )
 from videodag_client._events import Event, FrameResult, RunSummary, event_from_proto
 from videodag_client._jobs import JobCalls
@@ -216,28 +215,14 @@ class VideodagClient(JobCalls):
 
     def list_pipelines(self, *, timeout: float | None = None) -> list[PipelineInfo]:
         """Every pipeline the server runs, sorted by id."""
-        try:
-            response = self._invoke(
-                self._stub.ListPipelines,
-                video_pipeline_service_pb2.ListPipelinesRequest(),
-                timeout=self._deadline(timeout),
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as error:
-            raise from_grpc_error(error) from error
+        response = self._call(self._stub.ListPipelines, video_pipeline_service_pb2.ListPipelinesRequest(), timeout)
         return [pipeline_from_proto(pipeline) for pipeline in response.pipelines]
 
     def get_pipeline(self, pipeline_id: str, *, timeout: float | None = None) -> PipelineInfo:
         """One pipeline with its node graph; raises `NotFound` for an unknown id."""
-        try:
-            response = self._invoke(
-                self._stub.GetPipeline,
-                video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id),
-                timeout=self._deadline(timeout),
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as error:
-            raise from_grpc_error(error) from error
+        response = self._call(
+            self._stub.GetPipeline, video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id), timeout
+        )
         return pipeline_from_proto(response.pipeline)
 
     def upload_and_run(

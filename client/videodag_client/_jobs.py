@@ -158,7 +158,14 @@ class JobCalls:
         try:
             return self._invoke(method, request, timeout=self._deadline(timeout), metadata=self._metadata)
         except grpc.RpcError as error:
-            raise from_grpc_error(error) from error
+            raise self._lookup_error(error) from error
+
+    def _lookup_error(self, error: grpc.RpcError) -> VideodagError:
+        """A lookup the client's close cancelled says so (`CLIENT_CLOSED`), as its streams do:
+        gRPC's "Channel closed!" CANCELLED reads as a cancel someone asked for."""
+        if self._is_closed() and error.code() is grpc.StatusCode.CANCELLED:
+            return client_closed_error()
+        return from_grpc_error(error)
 
 
 class _PageTrail:

@@ -21,6 +21,7 @@ from fake_servicer import (
     FakeVideoPipelineServicer,
     WaitForCancellation,
     frame_response,
+    serving,
     summary_response,
     video_info_response,
 )
@@ -284,3 +285,40 @@ def test_a_client_cannot_be_pickled_and_the_error_says_what_to_do_instead(target
             pickle.dumps(client)
         with pytest.raises(TypeError, match="make a VideodagClient in each process"):
             pickle.dumps(AsyncVideodagClient.from_client(client))
+
+
+class _SlowLookups(FakeVideoPipelineServicer):
+    """ListPipelines answers only once its call has ended (or after 10 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = threading.Event()
+
+    def ListPipelines(self, request: object, context: grpc.ServicerContext) -> object:
+        self.asked.set()
+        deadline = time.monotonic() + 10
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return super().ListPipelines(request, context)  # type: ignore[arg-type]
+
+
+def test_a_lookup_in_flight_when_the_client_closes_says_the_client_closed() -> None:
+    """Not gRPC's CANCELLED "Channel closed!", which reads as a cancel someone asked for."""
+    slow = _SlowLookups()
+    raised: list[BaseException] = []
+
+    def look_up(client: VideodagClient) -> None:
+        try:
+            client.list_pipelines()
+        except BaseException as error:
+            raised.append(error)
+
+    with serving(slow) as target:
+        client = VideodagClient(target)
+        looking = threading.Thread(target=look_up, args=(client,))
+        looking.start()
+        assert slow.asked.wait(10)
+        client.close()
+        looking.join(10)
+    assert len(raised) == 1 and isinstance(raised[0], FailedPrecondition), raised
+    assert raised[0].reason == "CLIENT_CLOSED"
