@@ -16,15 +16,17 @@ import grpc
 from google.protobuf.message import Message
 
 from videodag.v1 import run_pb2
-from videodag_client._errors import client_closed_error, from_grpc_error
+from videodag_client._errors import VideodagError, client_closed_error, from_grpc_error
 from videodag_client._upload import (
     MAX_CHUNK_SIZE,
     ChunkedRequests,
     PathOrFile,
+    UploadAbandoned,
     UploadFile,
     UploadProgress,
     describe_upload,
     open_upload,
+    upload_abandoned,
 )
 
 CallT = TypeVar("CallT")
@@ -53,7 +55,7 @@ def start_upload_call(
         raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
     check_open()
     request, config = first_request()
-    upload = open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
+    upload = _open_unless_closed(path_or_file, check_open, declare_size=declare_size, checksum=checksum)
     if check_upload is not None:
         try:
             check_upload(upload)
@@ -68,6 +70,30 @@ def start_upload_call(
         requests.close()
         raise
     return call, requests
+
+
+def _open_unless_closed(
+    path_or_file: PathOrFile, check_open: Callable[[], None], *, declare_size: bool, checksum: bool
+) -> UploadFile:
+    """`open_upload`, whose checksum pass (a whole read of the file before the call starts:
+    minutes for a large one on a slow share) stops at its next read once the client is closed
+    from another thread, as it stops for an asyncio caller's cancel (`upload_abandoned`)."""
+    def closed() -> bool:
+        try:
+            check_open()
+        except VideodagError:
+            return True
+        return False
+
+    abandoned_otherwise = upload_abandoned.get()
+    abandoning = upload_abandoned.set(lambda: abandoned_otherwise() or closed())
+    try:
+        return open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
+    except UploadAbandoned:
+        check_open()  # the client's close: its own error, as every call after it raises
+        raise
+    finally:
+        upload_abandoned.reset(abandoning)
 
 
 def upload_call_error(

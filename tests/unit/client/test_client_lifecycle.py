@@ -322,3 +322,45 @@ def test_a_lookup_in_flight_when_the_client_closes_says_the_client_closed() -> N
         looking.join(10)
     assert len(raised) == 1 and isinstance(raised[0], FailedPrecondition), raised
     assert raised[0].reason == "CLIENT_CLOSED"
+
+
+class _SlowFile(io.BytesIO):
+    """A file on a slow share: each read (a MiB, as the checksum pass reads) takes 0.2 s."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.reads = threading.Event()
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.reads.set()
+        time.sleep(0.2)
+        return super().read(size)
+
+
+@pytest.mark.parametrize("call", ["submit_job", "upload_and_run"])
+def test_closing_the_client_stops_a_checksum_pass_under_way_in_another_thread(
+    target: str, servicer: FakeVideoPipelineServicer, call: str
+) -> None:
+    """It read on for the whole file (seconds to minutes) and only then raised CLIENT_CLOSED."""
+    slow = _SlowFile(bytes(64 * 1024 * 1024))  # 13 s of reading at this pace
+    slow.seek(5)
+    raised: list[BaseException] = []
+    client = VideodagClient(target)
+
+    def start() -> None:
+        try:
+            getattr(client, call)(slow, "motion_v1")
+        except BaseException as error:
+            raised.append(error)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    assert slow.reads.wait(10)
+    closed_at = time.monotonic()
+    client.close()
+    starting.join(30)
+    assert time.monotonic() - closed_at < 5, "the pass read on after the close"
+    assert len(raised) == 1 and isinstance(raised[0], FailedPrecondition), raised
+    assert raised[0].reason == "CLIENT_CLOSED"
+    assert slow.tell() == 5, "the file is put back where the caller left it"
+    assert servicer.requests == [], "no call was made"
