@@ -17,6 +17,7 @@ a job id `x;rm -rf ~` is one argument, not a second command.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -24,7 +25,13 @@ import shlex
 # zero-width space and word joiner, the byte order mark, and the line and paragraph separators (a
 # new line in some terminals, a JavaScript string's end): they print nothing, or reorder what
 # does. The zero-width (non-)joiners stay: Persian words and emoji sequences are spelled with them.
-_INVISIBLE = "\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060\u2066-\u2069\ufeff"
+# Also the rest of Unicode's default-ignorable characters that print nothing: the soft hyphen,
+# the combining grapheme joiner, the Hangul fillers, the invisible operators, the deprecated
+# format characters, the tags, and unassigned ones of those blocks.
+_INVISIBLE = (
+    "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f"
+    "\u3164\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+)
 # C0 controls but tab and newline, DEL and the C1 controls (0x9b starts a sequence as ESC [ does).
 _CONTROLS = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")
 _CONTROLS_AND_NEWLINE = re.compile(rf"[\x00-\x08\x0a-\x1f\x7f-\x9f{_INVISIBLE}]")
@@ -36,7 +43,16 @@ def terminal_safe(text: str, *, one_line: bool = False) -> str:
     """`text` with its control characters escaped; `one_line` escapes newlines too, for text
     that must not be able to add a line (an error message after "error: ")."""
     pattern = _CONTROLS_AND_NEWLINE if one_line else _CONTROLS
-    return pattern.sub(lambda found: repr(found.group())[1:-1], text)
+    return pattern.sub(lambda found: _escaped(found.group()), text)
+
+
+def _escaped(character: str) -> str:
+    """As Python writes it (`\\x1b`, `\\u202e`); a filler Python counts as printable (U+3164) by its code."""
+    shown = repr(character)[1:-1]
+    if shown != character:
+        return shown
+    code = ord(character)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def json_terminal_safe(json_text: str) -> str:
@@ -44,7 +60,7 @@ def json_terminal_safe(json_text: str) -> str:
     and the invisible characters above escaped as `\\uXXXX`, as `ensure_ascii` would: the same
     value when parsed, but nothing a terminal obeys. Outside strings JSON text is ASCII with no
     such character, so each one found is inside a string, where `\\uXXXX` stands for it."""
-    return _RAW_IN_JSON.sub(lambda found: f"\\u{ord(found.group()):04x}", json_text)
+    return _RAW_IN_JSON.sub(lambda found: json.dumps(found.group())[1:-1], json_text)  # a tag: a surrogate pair
 
 
 def shell_command(*words: str) -> str:

@@ -33,6 +33,9 @@ from videodag_client.cli._terminal import terminal_safe
 INVISIBLE = [
     "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
     "\u200b", "\u200e", "\u200f", "\u2060", "\ufeff", "\u061c", "\u2028", "\u2029",
+    # Other characters that print nothing: soft hyphen, grapheme joiner, invisible operators,
+    # deprecated format characters, Hangul fillers (printable to Python), a tag (past U+FFFF).
+    "\u00ad", "\u034f", "\u2061", "\u2063", "\u206a", "\u206f", "\u115f", "\u3164", "\uffa0", "\U000e0041",
 ]
 # DEL and C1 controls (an 8-bit CSI clearing the screen, an 8-bit OSC setting the title, NEL) and the above.
 RAW_IN_JSON = ["\x7f", "\x80", "\x85", "\x9b", "\x9c", "\x9d", "\x9f", *INVISIBLE]
@@ -46,7 +49,9 @@ READABLE = "Ωmega naïve 行人 🚶 \u0645\u06cc\u200c\u062e\u0648\u0627\u0647
 @pytest.mark.parametrize("character", INVISIBLE)
 def test_bidi_and_invisible_characters_are_shown_escaped(character: str) -> None:
     shown = terminal_safe(f"id{character}x")
-    assert shown == f"id\\u{ord(character):04x}x"
+    code = ord(character)
+    escaped = {"\u00ad": "\\xad"}.get(character, f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+    assert shown == f"id{escaped}x"
     assert terminal_safe(f"id{character}x", one_line=True) == shown
 
 
@@ -96,7 +101,7 @@ def test_results_to_stdout_escape_what_a_terminal_would_obey(
     with JsonLinesOutput("-") as output:
         output.write(_frame(label))
     line = capsys.readouterr().out
-    assert f"\\u{ord(character):04x}" in line
+    assert json.dumps(character)[1:-1] in line  # past U+FFFF, as a surrogate pair
     _assert_terminal_safe_json_line(line, label)
 
 
