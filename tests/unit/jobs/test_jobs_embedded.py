@@ -52,7 +52,7 @@ PIPELINES = {
     "paced.yaml": counter_pipeline("paced", delay_seconds=0.02),
     # 3 s of work: a 1 s time limit ends it with room on both sides, however loaded the machine.
     "crawling.yaml": counter_pipeline("crawling", delay_seconds=0.1),
-    "heavy.yaml": counter_pipeline("heavy", delay_seconds=2.0),  # each call as a large model's
+    "heavy.yaml": counter_pipeline("heavy", delay_seconds=4.0),  # a large model's call, far longer than a loaded poll
 }
 
 
