@@ -95,6 +95,8 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
         stream, owned = path_or_file, False
     try:
         name = getattr(stream, "name", "")
+        if isinstance(name, bytes):  # opened by a bytes path: `open(b"clip.mp4", "rb")`
+            name = os.fsdecode(name)
         file_name = os.path.basename(name) if isinstance(name, str) else ""
         # A file-like object without `seekable` (only `read`) is read as a stream.
         is_seekable = getattr(stream, "seekable", None)
@@ -276,8 +278,13 @@ def describe_upload(config: run_pb2.RunConfig, upload: UploadFile) -> None:
 
 
 def _sendable_name(file_name: str) -> str:
-    """The file name as UTF-8 text, as protobuf sends it. A name whose bytes are not UTF-8 (one
-    made on a Latin-1 system, say) reaches Python with lone surrogates, which protobuf cannot
-    encode; the name only labels the run, so each undecodable byte is sent as U+FFFD instead of
-    failing the upload."""
-    return os.fsencode(file_name).decode("utf-8", "replace")
+    """The file name as text protobuf can send. A name whose bytes are not in the file system's
+    encoding reaches Python with lone surrogates, which protobuf cannot encode; the name only
+    labels the run, so its bytes are read as UTF-8, each one that is not sent as U+FFFD, instead
+    of failing the upload. A name Python decoded (in a Latin-1 locale, `café.mp4` from Latin-1
+    bytes) is the user's own text, and is sent as it is."""
+    try:
+        file_name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(file_name).decode("utf-8", "replace")
+    return file_name

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 import tempfile
 import types
 from dataclasses import dataclass, field, fields
@@ -263,6 +265,12 @@ class Settings:
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise SettingsError("--tls-client-ca-file (mutual TLS) needs --tls-cert-file and --tls-key-file (or their "
                                 "variables)")
+        for name in ("temp_dir", "data_dir"):
+            if not _opencv_can_open_under(getattr(self, name)):
+                raise SettingsError.of_setting(
+                    name, f"{str(getattr(self, name))!r}: OpenCV opens videos by their path in UTF-8, and this "
+                          f"path's bytes are not UTF-8 (file names here are {sys.getfilesystemencoding()}): every "
+                          "video would be unreadable; choose a path in ASCII")
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():
@@ -318,6 +326,17 @@ class Settings:
         """HOST:PORT as gRPC and clients take it: an IPv6 address in brackets."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{port}"
+
+
+def _opencv_can_open_under(folder: Path) -> bool:
+    """Whether a file in `folder` reaches OpenCV by its real path. OpenCV takes a path as UTF-8
+    text: under a Latin-1 locale `tmp-ñ` is other bytes on disk (not found: "not a video"), and
+    bytes that are not UTF-8 at all crash its decoder (SIGSEGV)."""
+    text = str(folder)
+    try:
+        return text.encode("utf-8") == os.fsencode(text)
+    except UnicodeEncodeError:  # a byte that is not UTF-8, kept by Python as a lone surrogate
+        return False
 
 
 class SettingsError(ValueError):

@@ -8,6 +8,7 @@ Exit codes are listed in `videodag_client.cli._exit_codes`; errors are printed t
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import signal
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs one command and returns its exit code (the console script exits with it)."""
+    _write_what_the_encoding_cannot_as_escapes()
     closed = {number for number, stream in ((1, sys.stdout), (2, sys.stderr)) if stream is None}
     for number in sorted(closed):  # before gRPC opens any descriptor, which could take these numbers
         _hold_descriptor(number)
@@ -87,6 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 sys.stdout = None  # as it was
     return _run_command(args)
+
+
+def _write_what_the_encoding_cannot_as_escapes() -> None:
+    """Under a locale that is not UTF-8 (Latin-1, EUC-JP, `PYTHONIOENCODING=ascii`), a job's CJK
+    file name or a pipeline's "—" failed the whole listing with UnicodeEncodeError; a file name
+    whose bytes are not UTF-8 failed the summary of a run that had succeeded. Such characters are
+    written as Python escapes (`\\u884c`, `\\udce9`) instead."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _descriptor_named(path: str) -> int | None:

@@ -3,6 +3,7 @@ frame), and how any command's output that cannot be written is reported."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -69,11 +70,21 @@ def frame_record(frame: FrameResult) -> dict[str, Any]:
     return record
 
 
-def frame_line(frame: FrameResult) -> str:
+def frame_line(frame: FrameResult, *, ascii_only: bool = False) -> str:
     """The JSON Lines line written for one frame. Non-ASCII letters stay readable (a label in
     Greek is not `\\u03b1...`), but no character of a server's strings can drive a terminal the
-    line is printed to (`-o -`, a file `cat` later), nor reorder or hide what it shows."""
-    return json_terminal_safe(json.dumps(frame_record(frame), ensure_ascii=False, separators=(",", ":"))) + "\n"
+    line is printed to (`-o -`, a file `cat` later), nor reorder or hide what it shows.
+    `ascii_only` for a stream that does not write UTF-8 (stdout in a Latin-1 locale): JSON's
+    escapes keep the line valid, and the same text, in any encoding."""
+    text = json.dumps(frame_record(frame), ensure_ascii=ascii_only, separators=(",", ":"))
+    return (text if ascii_only else json_terminal_safe(text)) + "\n"
+
+
+def _writes_utf8(stream: TextIO) -> bool:
+    try:
+        return codecs.lookup(stream.encoding or "ascii").name == "utf-8"
+    except LookupError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -269,7 +280,7 @@ class JsonLinesOutput:
         if self._stream is None:
             return
         try:
-            self._stream.write(frame_line(frame))
+            self._stream.write(frame_line(frame, ascii_only=not _writes_utf8(self._stream)))
             if self._stream is sys.stdout or (self._target is not None and self._target.part is None):
                 self._stream.flush()  # a reader at the other end of a pipe sees each frame as it is done
         except BrokenPipeError:

@@ -9,6 +9,7 @@ variable is per thread, so work handed to another thread must be started with
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import re
@@ -81,7 +82,15 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id, extras."""
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message, request_id, extras.
+
+    `ascii_only` for a stream that does not write UTF-8 (stderr in a Latin-1 locale): a file
+    name quoted in a message stays valid JSON there, escaped, instead of Python's `\\U0001f3ac`
+    or a Latin-1 byte no JSON reader takes."""
+
+    def __init__(self, *, ascii_only: bool = False) -> None:
+        super().__init__()
+        self._ascii_only = ascii_only
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -100,7 +109,7 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json.dumps(entry, default=str, ensure_ascii=self._ascii_only)
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
@@ -113,10 +122,11 @@ def _text_formatter() -> logging.Formatter:
 def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: TextIO | None = None) -> None:
     """Replace the root logger's handlers with one that writes JSON lines (or text) to stderr,
     without ever holding the caller when stderr is not read (`log_stream`)."""
-    handler = UnblockingStreamHandler(stream if stream is not None else sys.stderr)
+    written_to = stream if stream is not None else sys.stderr
+    handler = UnblockingStreamHandler(written_to)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        JsonFormatter() if json_lines else _text_formatter()
+        JsonFormatter(ascii_only=not writes_utf8(written_to)) if json_lines else _text_formatter()
     )
     root = logging.getLogger()
     for existing in list(root.handlers):
@@ -140,7 +150,19 @@ def json_line(message: str, *, logger: str, level: str = "WARNING", **extras: An
         "message": message,
     }
     entry.update({key: value for key, value in extras.items() if value is not None})
-    return json.dumps(entry, default=str, ensure_ascii=False)
+    return json.dumps(entry, default=str, ensure_ascii=not writes_utf8(sys.stderr))
+
+
+def writes_utf8(stream: TextIO | None) -> bool:
+    """Whether text written to `stream` reaches it as UTF-8 (a stream without an encoding, a
+    StringIO, keeps text as text)."""
+    encoding = getattr(stream, "encoding", None)
+    if encoding is None:
+        return True
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
 
 
 def text_line(message: str, *, logger: str, level: str = "WARNING", request_id: str | None = None) -> str:

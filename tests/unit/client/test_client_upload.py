@@ -395,3 +395,27 @@ def test_missing_file_fails_before_any_call(
     with pytest.raises(FileNotFoundError):
         client.upload_and_run(tmp_path / "absent.mp4", "motion_v1")
     assert servicer.requests == []
+
+
+def test_a_file_name_python_decoded_in_the_users_locale_is_sent_as_the_user_sees_it(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Latin-1 system `café.mp4` is Latin-1 bytes that Python decodes to "café.mp4": its
+    bytes were read as UTF-8, and the job was named `caf\\ufffd.mp4`."""
+    _script_successful_run(servicer)
+    named = video_path.rename(video_path.with_name("café.mp4"))
+    monkeypatch.setattr(os, "fsencode", lambda name: os.fspath(name).encode("latin-1"))  # as in such a locale
+
+    list(client.upload_and_run(str(named), "motion_v1"))
+
+    assert servicer.config.file_name == "café.mp4"
+
+
+def test_a_file_opened_by_a_bytes_path_keeps_its_name(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path
+) -> None:
+    """`open(b"clip.mp4", "rb")`, as code that handles names as bytes opens files: the job was unnamed."""
+    _script_successful_run(servicer)
+    with open(os.fsencode(video_path), "rb") as opened:
+        list(client.upload_and_run(opened, "motion_v1"))
+    assert servicer.config.file_name == video_path.name

@@ -133,3 +133,26 @@ def test_text_format_shows_the_id_or_a_dash() -> None:
     outside, inside = stream.getvalue().splitlines()
     assert outside.endswith("INFO t [-]: outside")
     assert inside.endswith("INFO t [req-9]: inside")
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii", "utf-8"])
+def test_json_lines_stay_json_on_a_stream_that_is_not_utf8(encoding: str) -> None:
+    """In a Latin-1 locale a quoted file name went out as Python's `\\U0001f3ac` or a Latin-1
+    byte: not JSON, not UTF-8. Escaped, it is the same text in any encoding."""
+    written = io.BytesIO()
+    stream = io.TextIOWrapper(written, encoding=encoding, errors="backslashreplace", write_through=True)
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    configure_logging("INFO", json_lines=True, stream=stream)
+    try:
+        logging.getLogger("videodag.test").warning("cannot read 'broken 🎬 ü.mp4'")
+        root.handlers[0].flush()
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+    line = written.getvalue().decode(encoding).strip()
+    assert json.loads(line)["message"] == "cannot read 'broken 🎬 ü.mp4'"
+    assert line.isascii() is (encoding != "utf-8")

@@ -696,3 +696,21 @@ def test_a_host_given_with_its_port_is_refused_naming_the_port_option(given: str
     with pytest.raises(SettingsError, match=rf"--host takes no port: give the port with --port \(VIDEODAG_PORT\), "
                                             rf"got {re.escape(repr(given))}"):
         settings_from(["--host", given], {})
+
+
+@pytest.mark.parametrize("setting", ["--temp-dir", "--data-dir"])
+def test_a_folder_whose_path_opencv_cannot_open_videos_under_is_refused_at_start(
+    tmp_path: Path, setting: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenCV takes a path as UTF-8: a byte that is not UTF-8 crashed its decoder (SIGSEGV), and
+    under a Latin-1 locale `tmp-ñ` named other bytes, so every video was "not a video"."""
+    not_utf8 = os.fsdecode(bytes(tmp_path) + b"/tmp-\xe9")
+    with pytest.raises(SettingsError, match=rf"^{setting} '.*tmp-\\udce9': OpenCV opens videos by their path in UTF-8, "
+                                            "and this path's bytes are not UTF-8"):
+        settings_from([setting, not_utf8], {})
+
+    latin1 = str(tmp_path / "tmp-ñ")
+    assert settings_from([setting, latin1], {}) is not None  # UTF-8 file names: the same bytes
+    monkeypatch.setattr(os, "fsencode", lambda text: os.fspath(text).encode("latin-1"))  # a Latin-1 locale's
+    with pytest.raises(SettingsError, match="choose a path in ASCII"):
+        settings_from([setting, latin1], {})
