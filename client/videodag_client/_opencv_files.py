@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videodag_client._file_names import beside, hash_mark, is_utf8
+from videodag_client._file_names import beside, hash_mark
 from videodag_client._render_error import RenderError
 
 
@@ -42,13 +42,13 @@ class OpenCvNames:
 
     def of(self, path: Path) -> str:
         """The name of an existing file (or folder): its own, or a link's."""
-        if is_utf8(str(path)):
+        if opencv_takes(str(path)):
             return str(path)
         if self._folder is None:
             self._folder = tempfile.mkdtemp(prefix="videodag-render-")
         self._links += 1
         link = os.path.join(self._folder, f"{self._links}{plain_name(path.suffix)}")
-        if not is_utf8(link):
+        if not opencv_takes(link):
             raise RenderError(f"{str(path)!r}: OpenCV takes only UTF-8 names, and the temporary folder "
                               f"{self._folder!r} it could be linked from has none either; set TMPDIR")
         os.symlink(os.path.abspath(path), link)
@@ -60,9 +60,19 @@ class OpenCvNames:
         return os.path.join(self.of(path.parent), path.name)
 
 
+def opencv_takes(name: str) -> bool:
+    """Whether OpenCV, which takes a name as UTF-8 text, reaches the file by it: whether the name's
+    bytes on disk are its UTF-8. Not so for a byte that is not UTF-8 (kept by Python as a lone
+    surrogate), nor, under a Latin-1 locale, for any name that is not ASCII."""
+    try:
+        return name.encode("utf-8") == os.fsencode(name)
+    except UnicodeEncodeError:
+        return False
+
+
 def plain_name(name: str) -> str:
-    """`name` with what is not UTF-8 in it as "?"."""
-    return name.encode("utf-8", "replace").decode("utf-8")
+    """`name` with each character OpenCV would not reach the file by as "?"."""
+    return "".join(character if opencv_takes(character) else "?" for character in name)
 
 
 def partial_name(path: Path) -> Path:
@@ -71,7 +81,7 @@ def partial_name(path: Path) -> Path:
     name that is not UTF-8 gets a hash of its bytes too: `r\\xe9.mp4` and `r\\xe8.mp4`, both
     `r?.mp4` to OpenCV, would otherwise share one partial file when rendered at once."""
     stem = plain_name(path.stem)
-    if not is_utf8(path.name):
+    if not opencv_takes(path.name):
         stem += hash_mark(path.name)
     return Path(beside(str(path.with_name(stem)), ".", f".partial{plain_name(path.suffix)}"))
 

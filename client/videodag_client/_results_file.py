@@ -16,9 +16,10 @@ from videodag_client._render_error import RenderError
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
-    """Frame index -> result, from a JSON Lines file; blank lines and non-frame events are skipped."""
+    """Frame index -> result, from a JSON Lines file; blank lines and non-frame events are skipped.
+    A byte order mark at the start (an editor's on Windows, PowerShell's `>`) is not part of the JSON."""
     results: dict[int, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as lines:
+    with open(path, encoding="utf-8-sig") as lines:
         for number, line in enumerate(_lines_of_text(lines, path), start=1):
             if not line.strip():
                 continue

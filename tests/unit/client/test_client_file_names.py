@@ -41,3 +41,22 @@ def test_a_rendered_video_with_a_long_name_is_first_written_under_a_name_that_fi
     partial = partial_name(tmp_path / ("v" * 248 + ".mp4"))
     assert partial.name.startswith(".v") and partial.name.endswith(".partial.mp4")
     assert len(os.fsencode(partial.name)) <= 255
+
+
+def test_under_a_latin1_locale_a_name_that_is_not_ascii_reaches_opencv_through_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenCV takes names as UTF-8: there, `café.mp4` is Latin-1 bytes on disk, which its UTF-8
+    does not name (`render` said "cannot open video", and left a `.annotÃ©.partial.mp4`)."""
+    from videodag_client._opencv_files import OpenCvNames, opencv_takes, partial_name, plain_name
+
+    video = tmp_path / "café.mp4"
+    video.write_bytes(b"")
+    assert opencv_takes(str(video)) and plain_name("café") == "café"  # UTF-8 file names: as they are
+    monkeypatch.setattr(os, "fsencode", lambda name: os.fspath(name).encode("latin-1", "surrogateescape"))
+    assert not opencv_takes(str(video))
+    assert plain_name("café") == "caf?"
+    assert partial_name(tmp_path / "annoté.mp4").name.startswith(".annot?~")
+    with OpenCvNames() as names:
+        linked = names.of(video)
+        assert linked != str(video) and linked.isascii() and os.path.samefile(linked, video)

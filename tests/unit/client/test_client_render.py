@@ -443,3 +443,11 @@ def test_results_all_past_the_videos_end_still_give_a_sheet_of_the_video(sample_
     summary = render_video(sample_clip, {2000 + index: synthetic_result(index) for index in range(5)},
                            tmp_path / "out.mp4", snapshot=tmp_path / "sheet.png")
     assert (summary.results_beyond_video, summary.frames_annotated, summary.snapshot_frames) == (5, 0, 12)
+
+
+def test_results_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    """An editor on Windows, or PowerShell's `>`, starts the file with one: it was refused in
+    Python's words ("Unexpected UTF-8 BOM (decode using utf-8-sig)")."""
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(b"\xef\xbb\xbf" + json.dumps({"frame_index": 0, "result": {"n": 1}}).encode() + b"\n")
+    assert load_results(results) == {0: {"n": 1}}
