@@ -13,8 +13,10 @@ from tqdm import tqdm
 def progress_wanted(quiet: bool, results_on_stdout: bool = False) -> bool:
     """Bars only for a person watching: never with --quiet or when stderr is a pipe or file, nor
     when the results themselves are printed on the terminal (`-o -`), where each redraw of a
-    bar would land in the middle of a result's line."""
-    return not quiet and sys.stderr.isatty() and not (results_on_stdout and sys.stdout.isatty())
+    bar would land in the middle of a result's line, nor on a terminal that cannot redraw a line
+    (`TERM=dumb`: Emacs' shell, some CI consoles), where each redraw would be one more line."""
+    return (not quiet and sys.stderr.isatty() and not (results_on_stdout and sys.stdout.isatty())
+            and os.environ.get("TERM") != "dumb")
 
 
 # The size bars are drawn for on a terminal that reports none.

@@ -22,11 +22,12 @@ with RunProgress(enabled=True) as progress:
 """
 
 
-def _shown_on_a_terminal(rows: int, columns: int, code: str) -> str:
+def _shown_on_a_terminal(rows: int, columns: int, code: str, term: str = "xterm") -> str:
     """What `code` run in a child whose stderr is a terminal of `rows` x `columns` shows on it."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=follower)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=follower,
+                             env={**os.environ, "TERM": term})
     os.close(follower)
     shown = b""
     try:
@@ -49,3 +50,16 @@ def test_the_frames_bar_is_drawn_whatever_size_the_terminal_reports(rows: int, c
     """Some `docker exec -t` and `script` sessions report 0x0: tqdm then drew no bar at all."""
     shown = _shown_on_a_terminal(rows, columns, SHOW_FRAMES)
     assert "frames:" in shown and "/5 [" in shown
+
+
+WANTED = """
+from videodag_client.cli._progress import progress_wanted
+print("wanted" if progress_wanted(quiet=False) else "not wanted")
+"""
+
+
+@pytest.mark.parametrize(("term", "wanted"), [("xterm-256color", True), ("dumb", False)])
+def test_no_bars_on_a_terminal_that_cannot_redraw_a_line(term: str, wanted: bool) -> None:
+    """Emacs' shell and some CI consoles say TERM=dumb: each redraw of a bar was one more line there."""
+    shown = _shown_on_a_terminal(24, 100, WANTED, term=term)
+    assert ("not wanted" not in shown) is wanted and "wanted" in shown
