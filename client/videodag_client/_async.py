@@ -93,6 +93,13 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     def __reduce__(self) -> Any:
         raise TypeError(PICKLING_REFUSED)
 
+    def __copy__(self) -> AsyncVideodagClient:
+        """The same client, as `VideodagClient.__copy__` says why."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AsyncVideodagClient:
+        return self
+
     def _start_threads(self) -> None:
         self._threads_pid = os.getpid()
         self._calls = ThreadPoolExecutor(max_workers=_CALL_THREADS, thread_name_prefix="async-client-call")

@@ -104,6 +104,15 @@ class VideodagClient(JobCalls):
     def __reduce__(self) -> Any:
         raise TypeError(PICKLING_REFUSED)
 
+    def __copy__(self) -> VideodagClient:
+        """The same client (shallow copies shared its channel and calls, and closed each other):
+        a client is shared, across threads too, not copied."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VideodagClient:
+        """As `__copy__`: an object holding a client (a config, a dataclass) deep-copies with the client shared."""
+        return self
+
     @classmethod
     def from_channel(
         cls, channel: grpc.Channel, *, token: str | None = None, timeout: float | None = None

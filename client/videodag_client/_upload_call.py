@@ -90,7 +90,8 @@ def _open_unless_closed(
     try:
         return open_upload(path_or_file, declare_size=declare_size, checksum=checksum)
     except UploadAbandoned:
-        check_open()  # the client's close: its own error, as every call after it raises
+        if closed():  # the client's close: its own error alone, as every call after it raises
+            raise client_closed_error() from None
         raise
     finally:
         upload_abandoned.reset(abandoning)

@@ -268,9 +268,9 @@ class Settings:
         for name in ("temp_dir", "data_dir"):
             if not _opencv_can_open_under(getattr(self, name)):
                 raise SettingsError.of_setting(
-                    name, f"{str(getattr(self, name))!r}: OpenCV opens videos by their path in UTF-8, and this "
-                          f"path's bytes are not UTF-8 (file names here are {sys.getfilesystemencoding()}): every "
-                          "video would be unreadable; choose a path in ASCII")
+                    name, f"{str(getattr(self, name))!r}: OpenCV opens videos by their path written in UTF-8, "
+                          f"which is not how this path is written on disk (file names here are "
+                          f"{sys.getfilesystemencoding()}): every video would be unreadable; choose a path in ASCII")
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():

@@ -27,10 +27,11 @@ import shlex
 # does. The zero-width (non-)joiners stay: Persian words and emoji sequences are spelled with them.
 # Also the rest of Unicode's default-ignorable characters that print nothing: the soft hyphen,
 # the combining grapheme joiner, the Hangul fillers, the invisible operators, the deprecated
-# format characters, the tags, and unassigned ones of those blocks.
+# format characters, and unassigned ones of those blocks. Not the tags and the variation
+# selectors: a flag of England and Japanese names' variant kanji (葛󠄀) are spelled with them.
 _INVISIBLE = (
     "\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2060-\u206f"
-    "\u3164\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+    "\u3164\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
 )
 # C0 controls but tab and newline, DEL and the C1 controls (0x9b starts a sequence as ESC [ does).
 _CONTROLS = re.compile(rf"[\x00-\x08\x0b-\x1f\x7f-\x9f{_INVISIBLE}]")

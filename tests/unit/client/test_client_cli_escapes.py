@@ -34,8 +34,8 @@ INVISIBLE = [
     "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069",
     "\u200b", "\u200e", "\u200f", "\u2060", "\ufeff", "\u061c", "\u2028", "\u2029",
     # Other characters that print nothing: soft hyphen, grapheme joiner, invisible operators,
-    # deprecated format characters, Hangul fillers (printable to Python), a tag (past U+FFFF).
-    "\u00ad", "\u034f", "\u2061", "\u2063", "\u206a", "\u206f", "\u115f", "\u3164", "\uffa0", "\U000e0041",
+    # deprecated format characters, Hangul fillers (printable to Python), a musical format character (past U+FFFF).
+    "\u00ad", "\u034f", "\u2061", "\u2063", "\u206a", "\u206f", "\u115f", "\u3164", "\uffa0", "\U0001d173",
 ]
 # DEL and C1 controls (an 8-bit CSI clearing the screen, an 8-bit OSC setting the title, NEL) and the above.
 RAW_IN_JSON = ["\x7f", "\x80", "\x85", "\x9b", "\x9c", "\x9d", "\x9f", *INVISIBLE]
@@ -43,7 +43,9 @@ RAW_IN_JSON = ["\x7f", "\x80", "\x85", "\x9b", "\x9c", "\x9d", "\x9f", *INVISIBL
 # reversed file name.
 LABEL = "person\x9d0;PWNED-TITLE\x9c\x9b2J\x9bHall 120 frames OK\x7f \u202etxt.exe"
 # The zero-width non-joiner of a Persian word and the joiner of an emoji sequence stay.
-READABLE = "Ωmega naïve 行人 🚶 \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f469\u200d\U0001f52c"
+READABLE = ("Ωmega naïve 行人 🚶 \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f469\u200d\U0001f52c "
+            # And the tags of England's flag, and a variant kanji's selector (Katsushika).
+            "\U0001f3f4\U000e0067\U000e0062\U000e0065\U000e006e\U000e0067\U000e007f \u845b\U000e0100\u98fe\u533a")
 
 
 @pytest.mark.parametrize("character", INVISIBLE)

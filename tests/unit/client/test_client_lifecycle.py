@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import copy
 import io
-import os
 import pickle
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -254,28 +256,44 @@ def test_a_run_the_server_ends_without_its_summary_is_not_taken_for_a_complete_o
                                         "may be incomplete")
 
 
-def test_an_async_client_used_before_a_fork_answers_in_the_child(target: str) -> None:
-    """The child inherited the pools with the parent's idle threads counted, none of them its
-    own: its first lookup started no thread and waited for good (a pre-fork server's worker)."""
-    client = AsyncVideodagClient(target, timeout=10)
-    asyncio.run(client.list_pipelines())  # the parent's call leaves an idle thread in the pool
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child reports by its exit status
-        answered = 1
-        try:
-            asyncio.run(asyncio.wait_for(client.list_pipelines(), 15))
-            answered = 0
-        except VideodagError:  # gRPC's own fork handling may fail the child's first call: it answered
-            answered = 0
-        except BaseException:
-            answered = 1
-        finally:
-            os._exit(answered)
+FORKED_AFTER_USE = """
+import asyncio, os, sys
+from videodag_client import AsyncVideodagClient, VideodagError
+
+async def answered(call):
+    # A result or a VideodagError (the fake keeps no jobs; gRPC's own fork handling may fail a
+    # child's first call) is an answer; only a call that never comes back is not.
     try:
-        _, status = os.waitpid(child, 0)
-    finally:
-        asyncio.run(client.close())
-    assert os.waitstatus_to_exitcode(status) == 0, "the child's lookup never answered"
+        await asyncio.wait_for(call, 15)
+    except VideodagError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+target, video = sys.argv[1], sys.argv[2]
+client = AsyncVideodagClient(target, timeout=10)
+asyncio.run(answered(client.list_pipelines()))  # each call leaves an idle thread in its pool
+asyncio.run(answered(client.submit_job(video, "motion_v1")))
+child = os.fork()
+if child == 0:
+    lookup = asyncio.run(answered(client.list_pipelines()))
+    submission = asyncio.run(answered(client.submit_job(video, "motion_v1")))
+    os._exit(0 if lookup and submission else 1)
+_, status = os.waitpid(child, 0)
+asyncio.run(client.close())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_an_async_client_used_before_a_fork_answers_in_the_child(target: str, video_path: Path) -> None:
+    """The child inherited the pools with the parent's idle threads counted, none of them its
+    own: its first lookup and its first submission started no thread and waited for good (a
+    pre-fork server's worker). In a process of its own: this one's other gRPC threads would
+    have gRPC skip its fork handlers."""
+    forked = subprocess.run([sys.executable, "-c", FORKED_AFTER_USE, target, str(video_path)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert forked.returncode == 0, f"the child's lookup or submission never answered: {forked.stderr}"
 
 
 def test_a_client_cannot_be_pickled_and_the_error_says_what_to_do_instead(target: str) -> None:
@@ -362,5 +380,19 @@ def test_closing_the_client_stops_a_checksum_pass_under_way_in_another_thread(
     assert time.monotonic() - closed_at < 5, "the pass read on after the close"
     assert len(raised) == 1 and isinstance(raised[0], FailedPrecondition), raised
     assert raised[0].reason == "CLIENT_CLOSED"
+    assert raised[0].__suppress_context__, "the close alone, not a 'CANCELLED: abandoned' under it"
     assert slow.tell() == 5, "the file is put back where the caller left it"
     assert servicer.requests == [], "no call was made"
+
+
+def test_a_copy_of_a_client_is_the_client() -> None:
+    """A shallow copy shared the channel and the calls, and closed each other's; an object that
+    holds a client (a config, a dataclass) deep-copies with the client shared."""
+    client = VideodagClient("localhost:1")
+    try:
+        assert copy.copy(client) is client
+        assert copy.deepcopy({"client": client})["client"] is client
+        wrapped = AsyncVideodagClient.from_client(client)
+        assert copy.copy(wrapped) is wrapped and copy.deepcopy([wrapped])[0] is wrapped
+    finally:
+        client.close()

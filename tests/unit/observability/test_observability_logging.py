@@ -6,6 +6,7 @@ import contextvars
 import io
 import json
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -156,3 +157,16 @@ def test_json_lines_stay_json_on_a_stream_that_is_not_utf8(encoding: str) -> Non
     line = written.getvalue().decode(encoding).strip()
     assert json.loads(line)["message"] == "cannot read 'broken 🎬 ü.mp4'"
     assert line.isascii() is (encoding != "utf-8")
+
+
+def test_lines_written_for_other_processes_stay_json_on_a_stderr_that_is_not_utf8(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A decoder process passes FFmpeg's messages on through `json_line`, to the same stderr."""
+    from videodag_service.observability.logging import json_line
+
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="latin-1"))
+    line = json_line("cannot read 'broken 🎬 ü.mp4'", logger="videodag.decoder")
+    assert line.isascii() and json.loads(line)["message"] == "cannot read 'broken 🎬 ü.mp4'"
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    assert "🎬" in json_line("cannot read 'broken 🎬 ü.mp4'", logger="videodag.decoder")

@@ -705,8 +705,8 @@ def test_a_folder_whose_path_opencv_cannot_open_videos_under_is_refused_at_start
     """OpenCV takes a path as UTF-8: a byte that is not UTF-8 crashed its decoder (SIGSEGV), and
     under a Latin-1 locale `tmp-ñ` named other bytes, so every video was "not a video"."""
     not_utf8 = os.fsdecode(bytes(tmp_path) + b"/tmp-\xe9")
-    with pytest.raises(SettingsError, match=rf"^{setting} '.*tmp-\\udce9': OpenCV opens videos by their path in UTF-8, "
-                                            "and this path's bytes are not UTF-8"):
+    with pytest.raises(SettingsError, match=rf"^{setting} '.*tmp-\\udce9': OpenCV opens videos by their path "
+                                            "written in UTF-8, which is not how this path is written on disk"):
         settings_from([setting, not_utf8], {})
 
     latin1 = str(tmp_path / "tmp-ñ")
