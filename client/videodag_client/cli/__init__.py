@@ -31,6 +31,9 @@ from videodag_client.cli._terminal import terminal_safe
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
+# gRPC's words for a channel none of whose connections came up: its first-address policy's, and
+# its round-robin policy's, which the client balances calls with.
+_CONNECT_FAILURE_MARKS = ("failed to connect", "connections to all backends failing")
 _NAME_MISMATCH_MARKS = ("Hostname Verification Check failed", "is not in peer certificate")
 
 __all__ = ["build_parser", "main"]
@@ -234,7 +237,7 @@ def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> s
     a plaintext client reaches a TLS port. A server that closes connections for another reason
     reads the same, so it is a hint, not an exit code."""
     message = error.message.lower()
-    if not (error.code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in message
+    if not (error.code is grpc.StatusCode.UNAVAILABLE and any(mark in message for mark in _CONNECT_FAILURE_MARKS)
             and "socket closed" in message):
         return None
     if not (getattr(args, "tls", False) or getattr(args, "tls_ca", None)):
