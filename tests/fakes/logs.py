@@ -6,17 +6,17 @@ import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from videodag_service.observability import configure_logging
 
 
 @contextmanager
-def json_log_lines(level: str) -> Iterator[io.StringIO]:
-    """Root logging sent to a buffer as JSON lines at `level`; the previous handlers come back afterwards."""
+def logging_configured(level: str, stream: TextIO, *, json_lines: bool = True) -> Iterator[TextIO]:
+    """Root logging as the server configures it, to `stream`; the previous handlers come back afterwards."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
-    stream = io.StringIO()
-    configure_logging(level, stream=stream)
+    configure_logging(level, json_lines=json_lines, stream=stream)
     try:
         yield stream
     finally:
@@ -25,3 +25,11 @@ def json_log_lines(level: str) -> Iterator[io.StringIO]:
         for handler in saved_handlers:
             root.addHandler(handler)
         root.setLevel(saved_level)
+
+
+@contextmanager
+def json_log_lines(level: str) -> Iterator[io.StringIO]:
+    """Root logging sent to a buffer as JSON lines at `level`; the previous handlers come back afterwards."""
+    stream = io.StringIO()
+    with logging_configured(level, stream):
+        yield stream

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from fakes.logs import json_log_lines
+from fakes.logs import json_log_lines, logging_configured
 from videodag_service.observability import (
-    configure_logging,
     current_request_id,
     request_id_bound,
     request_id_from_metadata,
@@ -116,21 +115,12 @@ def test_a_missing_or_unsafe_id_is_replaced_by_a_new_one(value: str) -> None:
 
 
 def test_text_format_shows_the_id_or_a_dash() -> None:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
     stream = io.StringIO()
-    configure_logging("INFO", json_lines=False, stream=stream)
-    try:
+    with logging_configured("INFO", stream, json_lines=False):
         logging.getLogger("t").info("outside")
         with request_id_bound("req-9"):
             logging.getLogger("t").info("inside")
         logging.getLogger("t").debug("below the level")
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
     outside, inside = stream.getvalue().splitlines()
     assert outside.endswith("INFO t [-]: outside")
     assert inside.endswith("INFO t [req-9]: inside")
@@ -142,18 +132,9 @@ def test_json_lines_stay_json_on_a_stream_that_is_not_utf8(encoding: str) -> Non
     byte: not JSON, not UTF-8. Escaped, it is the same text in any encoding."""
     written = io.BytesIO()
     stream = io.TextIOWrapper(written, encoding=encoding, errors="backslashreplace", write_through=True)
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    configure_logging("INFO", json_lines=True, stream=stream)
-    try:
+    with logging_configured("INFO", stream):
         logging.getLogger("videodag.test").warning("cannot read 'broken 🎬 ü.mp4'")
-        root.handlers[0].flush()
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+        logging.getLogger().handlers[0].flush()
     line = written.getvalue().decode(encoding).strip()
     assert json.loads(line)["message"] == "cannot read 'broken 🎬 ü.mp4'"
     assert line.isascii() is (encoding != "utf-8")
