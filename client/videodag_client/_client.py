@@ -55,12 +55,6 @@ KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.http2.ping_timeout_ms", 60_000),
 )
 
-# Calls spread over every address the target resolves to (`ipv4:A,B,C`, a DNS name with several
-# records, as a Kubernetes headless Service has), not all sent down the first connection that
-# works (gRPC's default): a call a draining replica refuses with SERVER_DRAINING, retried, goes
-# to the next replica instead of that one again for the whole of its grace. One address: the same.
-BALANCING_OPTIONS: tuple[tuple[str, str], ...] = (("grpc.lb_policy_name", "round_robin"),)
-
 _encode_upload_chunk = bytes_field_encoder(video_pipeline_service_pb2.UploadAndRunRequest, "chunk")
 
 
@@ -77,9 +71,11 @@ class VideodagClient(JobCalls):
 
     `target` is HOST:PORT (`[::1]:50051` for IPv6) or a gRPC target URI (`dns:///host:50051`,
     `unix:/path`); one that cannot be meant (a URL, no port, spaces around it) is a ValueError
-    here, not an UNAVAILABLE at the first call. Calls are spread over every address it resolves
-    to (round robin), so a call one replica refused while draining, retried, goes to another;
-    `channel_options` may name another `grpc.lb_policy_name`.
+    here, not an UNAVAILABLE at the first call. Calls go down one connection, to the first of
+    its addresses that answers (gRPC's default): for a client given every replica's address,
+    `channel_options=[("grpc.lb_policy_name", "round_robin")]` spreads them, so that a call a
+    draining replica refused, retried, reaches another (at the cost of reconnecting in the
+    background, with gRPC's growing backoff, while a server is down).
     `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`
     (TLS) it travels in clear text, which is only acceptable on a trusted network.
     `timeout` (seconds) is the default deadline of every call; None means no deadline. A call's
@@ -102,7 +98,7 @@ class VideodagClient(JobCalls):
             checked_target(target)
         except ValueError as problem:
             raise ValueError(f"target: {problem}") from None
-        options = with_default_options(channel_options)
+        options = with_keepalive(channel_options)
         if credentials is None:
             channel = grpc.insecure_channel(target, options=options)
         else:
@@ -420,8 +416,7 @@ class RunStream(Iterator[Event]):
             self.close()
 
 
-def with_default_options(channel_options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """`channel_options`, with `KEEPALIVE_OPTIONS` and `BALANCING_OPTIONS` for the keys they do not set themselves."""
+def with_keepalive(channel_options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """`channel_options`, with `KEEPALIVE_OPTIONS` for the keys they do not set themselves."""
     given = {key for key, _ in channel_options}
-    defaults = (*KEEPALIVE_OPTIONS, *BALANCING_OPTIONS)
-    return [*channel_options, *(option for option in defaults if option[0] not in given)]
+    return [*channel_options, *(option for option in KEEPALIVE_OPTIONS if option[0] not in given)]

@@ -31,8 +31,8 @@ from videodag_client.cli._terminal import terminal_safe
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
 _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
-# gRPC's words for a channel none of whose connections came up: its first-address policy's, and
-# its round-robin policy's, which the client balances calls with.
+# gRPC's words for a channel none of whose connections came up: its first-address policy's (the
+# default), and its round-robin policy's (a channel made with it).
 _CONNECT_FAILURE_MARKS = ("failed to connect", "connections to all backends failing")
 _NAME_MISMATCH_MARKS = ("Hostname Verification Check failed", "is not in peer certificate")
 

@@ -23,13 +23,12 @@ from fake_servicer import (
     FakeVideoPipelineServicer,
     WaitForCancellation,
     frame_response,
-    rich_status,
     serving,
     summary_response,
     video_info_response,
 )
 
-from videodag_client import AsyncVideodagClient, FailedPrecondition, Unavailable, VideodagClient, VideodagError
+from videodag_client import AsyncVideodagClient, FailedPrecondition, VideodagClient, VideodagError
 
 
 def _every_call(client: VideodagClient, video_path: Path) -> dict[str, object]:
@@ -401,32 +400,3 @@ def test_a_copy_of_a_client_is_the_client() -> None:
         assert copy.copy(wrapped) is wrapped and copy.deepcopy([wrapped])[0] is wrapped
     finally:
         client.close()
-
-
-class _Draining(FakeVideoPipelineServicer):
-    """A replica draining: it refuses every lookup with UNAVAILABLE SERVER_DRAINING."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.refused = 0
-
-    def ListPipelines(self, request: object, context: grpc.ServicerContext) -> object:
-        self.refused += 1
-        context.abort_with_status(rich_status(grpc.StatusCode.UNAVAILABLE.value[0], "the server is shutting down",
-                                              reason="SERVER_DRAINING"))
-        raise AssertionError("abort raises")
-
-
-def test_a_call_a_draining_replica_refused_goes_to_another_when_retried() -> None:
-    """Every call went down the first connection that worked: a client given every replica
-    (`ipv4:A,B`, a headless Service's name) was refused by the draining one for its whole grace."""
-    draining = _Draining()
-    answers = []
-    with serving(draining) as first, serving(FakeVideoPipelineServicer()) as second, \
-            VideodagClient(f"ipv4:{first},{second}", timeout=10) as client:
-        for _ in range(4):
-            try:
-                answers.append(len(client.list_pipelines()))
-            except Unavailable as refused:
-                assert refused.reason == "SERVER_DRAINING"
-    assert len(answers) >= 1 and draining.refused <= 3, (answers, draining.refused)
