@@ -9,6 +9,7 @@ at once as a ValueError naming the text.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import urllib.parse
 
@@ -71,3 +72,32 @@ def _split_host_port(address: str, original: str) -> tuple[str, str]:
         raise ValueError(f"needs a port: HOST:PORT, such as {address or 'localhost'}:50051 (gRPC would dial 443), "
                          f"got {original!r}")
     return host, port
+
+
+def stays_on_this_machine(target: str) -> bool:
+    """Whether every address `target` (as `checked_target` takes it) names is this machine's: a
+    socket path, `localhost` (and `*.localhost`), a loopback address. What else it names, a clear
+    text connection carries over a network, bearer token and all. Other schemes (`xds:`) are
+    resolved by gRPC and count as leaving the machine."""
+    if target.startswith(_PATH_SCHEMES):
+        return True
+    if target.startswith(_ADDRESS_LIST_SCHEMES):
+        addresses = urllib.parse.unquote(_AUTHORITY.sub("", target.partition(":")[2], count=1)).split(",")
+    elif (address := _DNS_PREFIX.sub("", target, count=1)) == target and _OTHER_SCHEME.match(target):
+        return False
+    else:
+        addresses = [address]
+    return all(_is_loopback(_split_host_port(address, target)[0]) for address in addresses)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always the loopback
+        return True
+    try:
+        address = ipaddress.ip_address(name.partition("%")[0])  # `%`: an IPv6 zone index
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1
+    return address.is_loopback

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import ssl
+import sys
 
 import grpc
 
 from videodag_client import DEFAULT_TARGET, VideodagClient
+from videodag_client._target import stays_on_this_machine
 from videodag_client.cli._arguments import MAX_TIMEOUT_SECONDS, UsageError, float_in_range, server_address
 
 SERVER_ENV = "VIDEODAG_SERVER"
@@ -87,10 +89,16 @@ def connect(args: argparse.Namespace) -> VideodagClient:
     target = args.server or _server_from_environment()
     options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
     try:
-        return VideodagClient(target, credentials=credentials, token=args.token, timeout=args.timeout,
-                              channel_options=options)
+        client = VideodagClient(target, credentials=credentials, token=args.token, timeout=args.timeout,
+                                channel_options=options)
     except ValueError as error:  # a token that cannot be a header value
         raise UsageError(f"--token (or {TOKEN_ENV}): {error}") from None
+    if args.token and credentials is None and not stays_on_this_machine(target):
+        # Said, not refused: a private network or a service mesh's own encryption may make it
+        # safe, which the command cannot know; the person or the log reading it can.
+        print(f"warning: the token goes to {target} in clear text (no --tls): anyone on the network between can "
+              "read it and use it; connect with --tls, or --tls-ca FILE", file=sys.stderr)
+    return client
 
 
 def _server_from_environment() -> str:

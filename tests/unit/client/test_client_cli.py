@@ -372,6 +372,24 @@ def test_server_comes_from_the_environment(
     assert servicer.metadata[-1]["authorization"] == "Bearer tok"
 
 
+def test_a_token_sent_in_clear_text_off_this_machine_is_warned_of(
+    target: str, servicer: FakeVideoPipelineServicer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer.required_token = "tok"
+    assert main(["--server", target, "--token", "tok", "pipelines"]) == 0
+    assert "warning" not in capsys.readouterr().err  # loopback: nobody between
+
+    # 192.0.2.1 (TEST-NET-1) is never anyone's: the call fails, after the warning.
+    faraway = ["--server", "192.0.2.1:50051", "--timeout", "0.2", "pipelines"]
+    assert main([*faraway, "--token", "tok"]) != 0
+    assert ("warning: the token goes to 192.0.2.1:50051 in clear text (no --tls): anyone on the network between can "
+            "read it and use it; connect with --tls, or --tls-ca FILE\n") in capsys.readouterr().err
+    assert main([*faraway, "--token", "tok", "--tls"]) != 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(faraway) != 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_pipelines_lists_id_version_and_description(target: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["--server", target, "pipelines"]) == 0
 

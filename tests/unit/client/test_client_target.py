@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from videodag_client import AsyncVideodagClient, VideodagClient
+from videodag_client._target import stays_on_this_machine
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,18 @@ def test_a_target_that_cannot_be_meant_is_a_value_error_before_any_channel(targe
                                     "ipv6:%5B::1%5D:50051", "xds:///videodag", "HTTP-ish:50051"])
 def test_targets_gRPC_takes_are_taken(target: str) -> None:
     VideodagClient(target).close()
+
+
+@pytest.mark.parametrize("target", ["localhost:50051", "LocalHost.:50051", "cam.localhost:50051", "127.0.0.2:50051",
+                                    "[::1]:50051", "[::ffff:127.0.0.1]:50051", "dns:///localhost:50051",
+                                    "ipv4:127.0.0.1:50051,127.0.0.2:50052", "ipv6:%5B::1%5D:50051",
+                                    "unix:/tmp/v.sock"])
+def test_loopback_addresses_and_sockets_stay_on_this_machine(target: str) -> None:
+    assert stays_on_this_machine(target)
+
+
+@pytest.mark.parametrize("target", ["videodag:50051", "10.0.0.7:50051", "[fe80::1%eth0]:50051",
+                                    "ipv4:127.0.0.1:50051,10.0.0.7:50051", "localhost.example.com:50051",
+                                    "dns:///videodag.internal:50051", "xds:///videodag"])
+def test_other_addresses_leave_it(target: str) -> None:
+    assert not stays_on_this_machine(target)
