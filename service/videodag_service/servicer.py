@@ -200,6 +200,7 @@ class VideoPipelineServicer(JobRpcs, video_pipeline_service_pb2_grpc.VideoPipeli
             declared_size=config.declared_size_bytes or None,
             declared_sha256=config.sha256 or None,
             suffix=suffix_for_file_name(config.file_name),
+            file_name=config.file_name,
         ) as upload, naming_the_upload(upload.path.name, config.file_name):
             if config.decode_during_upload:
                 yield from self._run_during_upload(spec, upload, sampling, requests, watch, started)

@@ -140,6 +140,7 @@ def test_first_result_arrives_before_the_run_ends(server: ServerHarness, make_vi
         ([Request(), Request(chunk=b"abc")], "the first message must be the config; an empty message arrived"),
         ([config(), Request(chunk=b"abc"), config()], "the config was sent twice"),
         ([config()], "the upload is empty: no video bytes arrived"),
+        ([config(file_name="clips/empty.mp4")], "the upload of 'empty.mp4' is empty: no video bytes arrived"),
     ],
 )
 def test_bad_request_streams_are_invalid_argument(server: ServerHarness, requests: list[Request],

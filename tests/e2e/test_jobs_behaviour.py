@@ -287,8 +287,9 @@ def test_submit_refuses_bad_uploads_before_queuing_anything(
     empty.write_bytes(b"")
     with pytest.raises(NotFound):
         client.submit_job(sample_clip, "no_such_pipeline")
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument) as empty_refused:
         client.submit_job(empty, "frame_stats_v1")
+    assert empty_refused.value.message == "the upload of 'empty.mp4' is empty: no video bytes arrived"
     with pytest.raises(InvalidArgument):
         client.submit_job(sample_clip, "frame_stats_v1", RunOptions(frame_stride=-1))
     with pytest.raises(InvalidArgument):

@@ -124,6 +124,7 @@ class DirectoryUploadStorage:
             declared_size=declared_size,
             declared_sha256=declared_sha256,
             suffix=suffix,
+            file_name=file_name,
         ) as upload:
             room.track(upload.path)
             for chunk in chunks:

@@ -24,7 +24,7 @@ def naming_the_upload(stored_name: str, file_name: str) -> Iterator[None]:
     try:
         yield
     except VideodagError as error:
-        shown_name = _shortened(os.path.basename(file_name)) or "upload"
+        shown_name = shown_file_name(file_name) or "upload"
         error.message = error.message.replace(repr(stored_name), repr(shown_name))
         error.logged_message = error.logged_message.replace(repr(stored_name), repr(shown_name))
         error.args = (error.message,)
@@ -58,7 +58,9 @@ def readable_by_this_process(path: str | os.PathLike[str]) -> bool:
     return os.access(path, os.R_OK)
 
 
-def _shortened(name: str, keep: int = 60) -> str:
-    """A name as an error shows it: a long one by its start and its end (where the extension is),
-    so what the error says after the name is not lost when the message is cut to its bounds."""
+def shown_file_name(file_name: str, keep: int = 60) -> str:
+    """A caller's file name as an error shows it: its base name (paths stay the caller's), a
+    long one by its start and its end (where the extension is), so what the error says after
+    the name is not lost when the message is cut to its bounds. Empty without a name."""
+    name = os.path.basename(file_name)
     return name if len(name) <= 2 * keep else f"{name[:keep]}…{name[-keep:]}"

@@ -48,6 +48,7 @@ from videodag_service.errors import (
 )
 from videodag_service.private_folders import FolderNotPrivate, mode_open_to_others, private_directory
 from videodag_service.video.chunk_writer import ChunkWriter
+from videodag_service.video.stored_copies import shown_file_name
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,10 @@ class UploadReceiver:
         max_upload_bytes: int,
         declared_size: int | None,
         declared_sha256: str | None,
+        file_name: str = "",
     ) -> None:
         self.path = path
+        self._file_name = file_name
         self._writer = ChunkWriter(file)
         self._lock = lock
         self._max_upload_bytes = max_upload_bytes
@@ -140,7 +143,9 @@ class UploadReceiver:
                 self._sha256 = self._writer.close()
         sha256 = self._sha256
         if self._received_bytes == 0:
-            raise EmptyUpload("the upload is empty: no video bytes arrived")
+            # Named where the caller named it: a batch's log of failures says which file was empty.
+            name = shown_file_name(self._file_name)
+            raise EmptyUpload(f"the upload{f' of {name!r}' if name else ''} is empty: no video bytes arrived")
         if self._declared_size is not None and self._received_bytes != self._declared_size:
             raise self._size_mismatch(self._received_bytes)
         if self._declared_sha256 is not None and sha256 != self._declared_sha256:
@@ -178,8 +183,10 @@ def receive_upload(
     declared_size: int | None = None,
     declared_sha256: str | None = None,
     suffix: str = DEFAULT_SUFFIX,
+    file_name: str = "",
 ) -> Iterator[UploadReceiver]:
     """Create a private temp file for one upload and remove it when the block exits.
+    `file_name` is the caller's name for the video, for the errors to name it.
 
     `declared_size` None or 0 means unknown (as in the contract); over the limit it raises
     UploadTooLarge before any file is created. `declared_sha256` is lowercase or uppercase hex.
@@ -192,7 +199,7 @@ def receive_upload(
     size = checked_declared_size(declared_size, max_upload_bytes)
     sha256 = _checked_declared_sha256(declared_sha256)
     path, file, lock = _create_private_file(Path(temp_dir), suffix)
-    receiver = UploadReceiver(file, lock, path, max_upload_bytes, size, sha256)
+    receiver = UploadReceiver(file, lock, path, max_upload_bytes, size, sha256, file_name)
     try:
         yield receiver
     finally:
