@@ -17,9 +17,11 @@ from videodag_client._render_error import RenderError
 
 def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     """Frame index -> result, from a JSON Lines file; blank lines and non-frame events are skipped.
-    A byte order mark at the start (an editor's on Windows, PowerShell's `>`) is not part of the JSON."""
+    A byte order mark at the start (an editor's on Windows) is not part of the JSON, and one of
+    UTF-16 says the file is in it: Windows PowerShell's `>` (5.1, the one Windows comes with)
+    writes the results of `videodag run -o -` so."""
     results: dict[int, dict[str, Any]] = {}
-    with open(path, encoding="utf-8-sig") as lines:
+    with open(path, encoding=_encoding_of(path)) as lines:
         for number, line in enumerate(_lines_of_text(lines, path), start=1):
             if not line.strip():
                 continue
@@ -39,6 +41,16 @@ def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
                 raise RenderError(f"{path}:{number}: result must be an object")
             results[record["frame_index"]] = result
     return results
+
+
+def _encoding_of(path: str | os.PathLike[str]) -> str:
+    """UTF-16 where the file starts with its byte order mark, else UTF-8 (its own mark skipped)."""
+    try:
+        with open(path, "rb") as file:
+            start = file.read(2)
+    except OSError:
+        return "utf-8-sig"  # the open that follows reports why it cannot be read
+    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
 
 
 def _lines_of_text(lines: Iterable[str], path: str | os.PathLike[str]) -> Iterator[str]:

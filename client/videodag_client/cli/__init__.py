@@ -191,14 +191,19 @@ def _writes_its_output_to_stdout(args: argparse.Namespace) -> bool:
     return args.command not in ("run", "watch", "render") or is_stdout(getattr(args, "output", None))
 
 
+# Windows has neither SIGHUP nor its "hung up": a console closing there is SIGBREAK, as Ctrl-Break is.
+_SIGHUP: int | None = getattr(signal, "SIGHUP", None)
+_SIGBREAK: int | None = getattr(signal, "SIGBREAK", None)
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, or SIGHUP (the terminal closed), raised where Ctrl-C would be, so that the same
     clean-up runs: the call is cancelled, partial results are kept as a `.part` file, and a
-    render's partial video and temporary links are removed."""
+    render's partial video and temporary links are removed. On Windows, SIGBREAK too."""
 
     def __init__(self, signal_number: int) -> None:
         super().__init__(signal_number)
-        hung_up = signal_number == signal.SIGHUP
+        hung_up = signal_number == _SIGHUP
         self.said = "hung up" if hung_up else "terminated"
         self.exit_code = _exit_codes.HUNG_UP if hung_up else _exit_codes.TERMINATED
 
@@ -209,12 +214,13 @@ def _raise_terminated(signal_number: int, _frame: FrameType | None) -> None:
 
 @contextmanager
 def _termination_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP handled like SIGINT while a command runs (signals can be caught in the
-    main thread only); a SIGHUP ignored already (`nohup`) stays ignored."""
+    """SIGTERM and SIGHUP (SIGBREAK on Windows) handled like SIGINT while a command runs (signals
+    can be caught in the main thread only); a signal ignored already (`nohup`) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    caught = [signal.SIGTERM] + ([] if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else [signal.SIGHUP])
+    caught = [signal.SIGTERM] + [number for number in (_SIGHUP, _SIGBREAK)
+                                 if number is not None and signal.getsignal(number) != signal.SIG_IGN]
     previous = {number: signal.signal(number, _raise_terminated) for number in caught}
     try:
         yield

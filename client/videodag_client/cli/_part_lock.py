@@ -5,7 +5,8 @@ batch started again while the first still runs) would otherwise both write `FILE
 truncates it, the first to finish renames it over FILE, and FILE held the other video's
 results while its command said it succeeded. The lock is `flock`'s, which ends with the
 process: a command killed leaves no stale lock behind. Where the file system has no such locks,
-or on a system without `fcntl`, the file is written unlocked, as before.
+the file is written unlocked, as before. On a system without `fcntl` (Windows) no descriptor is
+held either: Windows renames and removes no file that is open.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ try:
 except ImportError:  # not a POSIX system
     fcntl = None  # type: ignore[assignment]
 
+# Files of the command's own naming are opened never through a link planted there, where the
+# system can say so (Windows cannot, and has no such links for others to plant).
+NO_FOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+
 
 def _lock(descriptor: int, part: str, output: str) -> None:
     """Locks the open `part` for this process alone, or refuses the command (nothing sent yet)."""
-    if fcntl is None:
-        return
+    assert fcntl is not None
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -38,17 +42,20 @@ def _lock(descriptor: int, part: str, output: str) -> None:
 _ATTEMPTS = 20
 
 
-def open_locked(part: str, output: str) -> int:
+def open_locked(part: str, output: str) -> int | None:
     """`part` opened for writing (created if missing, never through a link planted there) and
-    locked, before anything in it is touched: emptying it first would empty another's.
+    locked, before anything in it is touched: emptying it first would empty another's. None,
+    and nothing opened, on a system without `fcntl`.
 
     The lock is taken on the file the name led to when it was opened. The command that held
     the lock may have renamed that file to its results file (or removed it) meanwhile: locked
     then, it would be a lock on nothing of ours, and the next command would take the new
     `part` for its own. So the name is opened again until the file locked is the one it names.
     """
+    if fcntl is None:
+        return None
     for _ in range(_ATTEMPTS):
-        descriptor = os.open(part, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        descriptor = os.open(part, os.O_RDWR | os.O_CREAT | NO_FOLLOW, 0o666)
         try:
             _lock(descriptor, part, output)
             if _names(part, descriptor):

@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import sys
+from contextlib import suppress
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TextIO
@@ -16,7 +17,7 @@ from typing import Any, TextIO
 from videodag_client import FrameResult
 from videodag_client._file_names import beside
 from videodag_client.cli._arguments import UsageError
-from videodag_client.cli._part_lock import open_locked
+from videodag_client.cli._part_lock import NO_FOLLOW, open_locked
 from videodag_client.cli._terminal import json_terminal_safe
 from videodag_client.cli._video_input import STDIN
 
@@ -96,6 +97,10 @@ class OutputTarget:
     """None for a FIFO, a terminal or another device: written directly, never replaced."""
 
 
+# `new/`, and on Windows `new\\` too.
+_SEPARATORS = tuple(separator for separator in (os.sep, os.altsep) if separator)
+
+
 def plan_output(path: str, *, input_path: str | None = None) -> OutputTarget:
     """Checks an `-o FILE` before the run starts, and decides how it is written.
 
@@ -115,7 +120,7 @@ def plan_output(path: str, *, input_path: str | None = None) -> OutputTarget:
         raise UsageError(f"cannot write results to {path}: {error.strerror or error}") from None
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise UsageError(f"cannot write results to {path}: it is a directory; name a file in it")
-    if status is None and path.endswith("/"):  # realpath would drop the slash and make a file of it
+    if status is None and path.endswith(_SEPARATORS):  # realpath would drop the slash and make a file of it
         raise UsageError(f"cannot write results to {path}: no such directory; name a file")
     if status is None and _through_a_descriptor(path):
         raise UsageError(f"cannot write results to {path}: no such descriptor is open")
@@ -232,19 +237,18 @@ class JsonLinesOutput:
         # The kept frames go to a file of their own first, then take the .part's place: cut
         # short meanwhile (a signal), the .part still holds them, and the server sends them
         # no more. That file is locked before it takes the .part's name: the lock moves with it.
+        # It is closed before the rename and the .part opened again after it, since Windows
+        # renames no file that is open; the lock (where there is one) holds meanwhile.
         resuming = beside(part, "", ".resuming")
-        stream = _open_new(resuming)
+        moved_lock = open_locked(resuming, str(self.path))
         try:
-            moved_lock = open_locked(resuming, str(self.path))
-            try:
-                stream.writelines(kept)
-                stream.flush()
-                os.replace(resuming, part)
-            except BaseException:
-                os.close(moved_lock)
-                raise
+            with _open_new(resuming) as written:
+                written.writelines(kept)
+            os.replace(resuming, part)
+            stream = _open_appending(part)
         except BaseException:
-            stream.close()
+            if moved_lock is not None:
+                os.close(moved_lock)
             raise
         self._release_lock()
         self._lock_descriptor = moved_lock
@@ -330,16 +334,27 @@ class JsonLinesOutput:
         try:
             frames = self.frames_kept + self.frames_written
             if not failed:
-                os.replace(part, target.final)
+                self._replace(part, target.final)
             elif frames:
                 last = self._last_frame_index if self._last_frame_index is not None else self._last_kept
                 # Not every frame written may have reached a disk that filled up: what did stays.
                 count = f"at most {frames}" if self._write_failed else f"{frames}"
                 print(f"partial results ({count} frames, up to frame {last}) kept in {part}", file=sys.stderr)
             else:
-                os.remove(part)
+                with suppress(OSError):  # an empty file left behind says less than the error under way
+                    os.remove(part)
         finally:
             self._release_lock()
+
+    def _replace(self, part: str, final: str) -> None:
+        """The `.part` renamed over the results file; where that fails (on Windows, a results
+        file another program has open; a folder made there meanwhile) the `.part` keeps them."""
+        try:
+            os.replace(part, final)
+        except OSError as error:
+            self._write_failed = True
+            raise OutputNotWritten(f"cannot write results to {self.path}: {error.strerror or error}; all "
+                                   f"{self.frames_kept + self.frames_written} frames are kept in {part}") from None
 
     def _release_lock(self) -> None:
         if self._lock_descriptor is not None:
@@ -387,5 +402,11 @@ def _own_stream_writing_to(path: str) -> TextIO | None:
 
 def _open_new(path: str) -> TextIO:
     """A results file of our own naming, created or emptied, never through a link planted there."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
-    return os.fdopen(descriptor, "w", encoding="utf-8")
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NO_FOLLOW, 0o666)
+    return os.fdopen(descriptor, "w", encoding="utf-8", newline="\n")  # the same bytes on Windows
+
+
+def _open_appending(path: str) -> TextIO:
+    """A results file of our own naming, written on at its end, never through a link planted there."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | NO_FOLLOW)
+    return os.fdopen(descriptor, "a", encoding="utf-8", newline="\n")

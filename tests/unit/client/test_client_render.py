@@ -446,8 +446,15 @@ def test_results_all_past_the_videos_end_still_give_a_sheet_of_the_video(sample_
 
 
 def test_results_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
-    """An editor on Windows, or PowerShell's `>`, starts the file with one: it was refused in
-    Python's words ("Unexpected UTF-8 BOM (decode using utf-8-sig)")."""
+    """An editor on Windows starts the file with one: it was refused in Python's words
+    ("Unexpected UTF-8 BOM (decode using utf-8-sig)"). Windows PowerShell's `>` writes UTF-16
+    with its mark: refused as "not UTF-8 text"."""
+    lines = [json.dumps({"frame_index": index, "result": {"name": "caf\u00e9", "n": index}}) for index in range(2)]
     results = tmp_path / "results.jsonl"
-    results.write_bytes(b"\xef\xbb\xbf" + json.dumps({"frame_index": 0, "result": {"n": 1}}).encode() + b"\n")
-    assert load_results(results) == {0: {"n": 1}}
+    results.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    expected = {index: {"name": "caf\u00e9", "n": index} for index in range(2)}
+    assert load_results(results) == expected
+    text = "\r\n".join(lines) + "\r\n"
+    for written in (b"\xff\xfe" + text.encode("utf-16-le"), b"\xfe\xff" + text.encode("utf-16-be")):
+        results.write_bytes(written)
+        assert load_results(results) == expected

@@ -1,0 +1,105 @@
+"""The `videodag` CLI where Windows differs from Linux (`fakes/windows_like.py`): every command
+ended in a traceback for want of SIGHUP, `-o FILE` for want of O_NOFOLLOW, and a finished
+`.part` could not become the results file while the CLI still held it open."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jobs_harness import JobsDeployment, deployment, finished, wait_for_job
+
+import fakes
+from videodag_client import JobState, VideodagClient
+from videodag_client.cli import _exit_codes
+
+_RUNNER = Path(fakes.__file__).parent / "windows_like.py"
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Iterator[JobsDeployment]:
+    with deployment("embedded", tmp_path) as deployed:
+        yield deployed
+
+
+@pytest.fixture
+def client(jobs: JobsDeployment) -> VideodagClient:
+    return jobs.start_server()
+
+
+def _videodag(jobs: JobsDeployment, *arguments: str, held_open: Path | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "WINDOWS_LIKE_HELD_OPEN": str(held_open or "")}
+    return subprocess.run([sys.executable, str(_RUNNER), "--server", f"127.0.0.1:{jobs.servers[0].port}", *arguments],
+                          capture_output=True, text=True, timeout=120, env=environment)
+
+
+def _frame_indexes(path: Path) -> list[int]:
+    return [json.loads(line)["frame_index"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_runs_write_their_results_files(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path
+) -> None:
+    video = make_video(6)
+    output = tmp_path / "results.jsonl"
+
+    listed = _videodag(jobs, "pipelines")
+    assert listed.returncode == 0, listed.stderr
+    assert "frame_stats_v1" in listed.stdout
+
+    ran = _videodag(jobs, "run", str(video), "--pipeline", "frame_stats_v1", "-o", str(output), "-q")
+    assert ran.returncode == 0, ran.stderr
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4, 5]
+    assert b"\r" not in output.read_bytes()
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("results")) == ["results.jsonl"]
+
+    # The server's own error is what the command says, with no `.part` left behind to hide it.
+    unknown = _videodag(jobs, "run", str(video), "--pipeline", "no_such_pipeline", "-o", str(tmp_path / "other.jsonl"))
+    assert unknown.returncode == _exit_codes.NOT_FOUND, unknown.stderr
+    assert not list(tmp_path.glob("other.jsonl*"))
+
+    missing_folder = _videodag(jobs, "run", str(video), "--pipeline", "frame_stats_v1", "-o", f"{tmp_path}/new\\")
+    assert missing_folder.returncode == _exit_codes.USAGE
+    assert f"cannot write results to {tmp_path}/new\\: no such directory; name a file" in missing_folder.stderr
+    assert not (tmp_path / "new\\").exists()
+
+
+def test_a_watch_continues_its_partial_results(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path
+) -> None:
+    job = client.submit_job(make_video(6), "frame_stats_v1")
+    assert wait_for_job(client, job.id, finished).state is JobState.SUCCEEDED
+    output = tmp_path / "results.jsonl"
+    assert _videodag(jobs, "watch", job.id, "-o", str(output), "-q").returncode == 0
+    kept = output.read_text(encoding="utf-8").splitlines(keepends=True)[:3]
+    output.unlink()
+    Path(f"{output}.part").write_text("".join(kept), encoding="utf-8")
+
+    continued = _videodag(jobs, "watch", job.id, "--after", "2", "-o", str(output), "-q")
+
+    assert continued.returncode == 0, continued.stderr
+    assert _frame_indexes(output) == [0, 1, 2, 3, 4, 5]
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("results")) == ["results.jsonl"]
+
+
+def test_a_results_file_another_program_holds_open_keeps_them_in_the_part(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path
+) -> None:
+    """As a spreadsheet showing the last results would: the rename fails, and the results stay."""
+    output = tmp_path / "results.jsonl"
+    output.write_text("", encoding="utf-8")
+
+    ran = _videodag(jobs, "run", str(make_video(4)), "--pipeline", "frame_stats_v1", "-o", str(output), "-q",
+                    held_open=output)
+
+    assert ran.returncode == _exit_codes.OUTPUT_NOT_WRITTEN
+    assert ran.stderr.splitlines() == [
+        f"error: cannot write results to {output}: The process cannot access the file because it is being used by "
+        f"another process; all 4 frames are kept in {output}.part"
+    ]
+    assert _frame_indexes(Path(f"{output}.part")) == [0, 1, 2, 3]

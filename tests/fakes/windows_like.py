@@ -1,0 +1,65 @@
+"""Runs the `videodag` CLI as it would run on Windows, as far as Linux can show it.
+
+    python windows_like.py [CLI arguments...]
+
+Windows lacks what the CLI may use on POSIX systems: the `fcntl` module, `signal.SIGHUP`,
+`os.O_NOFOLLOW`. Here they are taken away before the CLI is imported. Windows also renames and
+removes no file some process holds open (CPython opens files without FILE_SHARE_DELETE): here
+`os.replace`, `os.rename`, `os.remove` and `os.unlink` refuse a file this process holds open,
+with the words of Windows' error 32. And `\\` separates folders as `/` does.
+
+WINDOWS_LIKE_HELD_OPEN names files (`os.pathsep`-separated) held open throughout, as another
+program (a spreadsheet showing the results) would hold them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+_IN_USE = "The process cannot access the file because it is being used by another process"
+
+
+def _held_open_here(path: Any) -> bool:
+    try:
+        wanted = os.stat(path, follow_symlinks=False)
+    except (OSError, TypeError, ValueError):
+        return False
+    for descriptor in os.listdir("/proc/self/fd"):
+        try:
+            if os.path.samestat(wanted, os.fstat(int(descriptor))):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _refusing_open_files(operation: Callable[..., Any], path_arguments: int) -> Callable[..., Any]:
+    def refusing(*arguments: Any, **keywords: Any) -> Any:
+        for path in arguments[:path_arguments]:
+            if _held_open_here(path):
+                raise PermissionError(errno.EACCES, _IN_USE, os.fspath(path))
+        return operation(*arguments, **keywords)
+
+    return refusing
+
+
+def act_like_windows() -> None:
+    sys.modules["fcntl"] = None  # type: ignore[assignment]  # `import fcntl` raises ImportError
+    del signal.SIGHUP
+    del os.O_NOFOLLOW
+    os.altsep = "\\"
+    for name, path_arguments in (("replace", 2), ("rename", 2), ("remove", 1), ("unlink", 1)):
+        setattr(os, name, _refusing_open_files(getattr(os, name), path_arguments))
+
+
+if __name__ == "__main__":
+    act_like_windows()
+    held = [open(path, "ab") for path in os.environ.get("WINDOWS_LIKE_HELD_OPEN", "").split(os.pathsep) if path]
+    from videodag_client.cli import main
+
+    sys.exit(main(sys.argv[1:]))
