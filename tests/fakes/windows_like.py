@@ -14,6 +14,7 @@ program (a spreadsheet showing the results) would hold them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -59,7 +60,10 @@ def act_like_windows() -> None:
 
 if __name__ == "__main__":
     act_like_windows()
-    held = [open(path, "ab") for path in os.environ.get("WINDOWS_LIKE_HELD_OPEN", "").split(os.pathsep) if path]
     from videodag_client.cli import main
 
-    sys.exit(main(sys.argv[1:]))
+    with contextlib.ExitStack() as held:
+        for path in filter(None, os.environ.get("WINDOWS_LIKE_HELD_OPEN", "").split(os.pathsep)):
+            held.enter_context(open(path, "ab"))
+        exit_code = main(sys.argv[1:])
+    sys.exit(exit_code)
