@@ -3,6 +3,7 @@ handshake reported as a TLS failure, without gRPC's own log lines on stderr."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,24 @@ def test_tls_trusts_the_systems_roots_a_company_ca_installed_included(
     system_bundle.write_bytes((pki / "ca.pem").read_bytes())
     monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(system_bundle))  # where OpenSSL finds the system's roots
+    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
+    assert "frame_stats_v1" in capsys.readouterr().out
+
+
+def test_tls_trusts_the_roots_of_a_system_without_a_bundle_file(
+    make_server: ServerFactory, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As on Windows, whose roots are in a store Python's default context reads, not in a file
+    OpenSSL names: gRPC's own bundle was trusted instead, without a company CA in that store."""
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    store = tmp_path / "store.pem"
+    store.write_bytes((pki / "ca.pem").read_bytes())
+    monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(store))  # what the default context loads here
+    no_files = ssl.DefaultVerifyPaths(None, None, "SSL_CERT_FILE", str(tmp_path / "none.pem"), "SSL_CERT_DIR",
+                                      str(tmp_path))
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: no_files)
     assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
     assert "frame_stats_v1" in capsys.readouterr().out
 

@@ -130,10 +130,10 @@ def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
 
 
 def _system_roots() -> bytes | None:
-    """The system's trusted certificates (what `update-ca-certificates` keeps), as --tls promises:
-    gRPC otherwise trusts a bundle of its own, without a company's CA installed on the machine.
-    None where gRPC is told where its roots are (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) or the system
-    has no bundle OpenSSL knows of."""
+    """The system's trusted certificates (what `update-ca-certificates` keeps; on Windows, its
+    certificate store), as --tls promises: gRPC otherwise trusts a bundle of its own, without a
+    company's CA installed on the machine. None where gRPC is told where its roots are
+    (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) or the system has no certificates Python's ssl knows of."""
     if os.environ.get("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"):
         return None
     paths = ssl.get_default_verify_paths()
@@ -144,7 +144,9 @@ def _system_roots() -> bytes | None:
                     return bundle.read()
             except OSError:
                 continue
-    return None
+    # No bundle file (Windows keeps its roots in a store, which Python's default context reads).
+    certificates = ssl.create_default_context().get_ca_certs(binary_form=True)
+    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates).encode("ascii") or None
 
 
 def _read_pem(path: str, option: str, label: str) -> bytes:
