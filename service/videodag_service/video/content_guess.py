@@ -10,17 +10,20 @@ decode as printable UTF-8. Anything else gets no guess, rather than a wrong one.
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import filetype
 
-from videodag_service.media.mp4_boxes import boxes
+from videodag_service.media.mp4_boxes import boxes, child
 
 # filetype looks at no more than the first 8 KiB; text is judged on a shorter start.
 _HEAD_BYTES = 8192
 _TEXT_SAMPLE_BYTES = 512
 _QUOTED_TEXT_CHARS = 40
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
+_MAX_TRACK_BOXES = 4096
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,17 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
         return _text_guess(head)
     name = kind.extension.upper()
     top_level = kind.mime.partition("/")[0]
-    if top_level == "video" and head[4:8] == b"ftyp" and _lacks_index(path):
+    tracks = _iso_tracks(path) if top_level == "video" and head[4:8] == b"ftyp" else None
+    if tracks is _NO_INDEX:
         reason = (f"it is {name} with no index (moov box): cut short, as an upload or a recording that stopped"
                   " before its end (the index is written last unless the file was made with +faststart)")
+    elif tracks and not any(handler == b"vide" for handler, _ in tracks):
+        sound = any(handler == b"soun" for handler, _ in tracks)
+        reason = f"it is {name} with no video track" + (", sound only" if sound else "")
+    elif tracks:
+        codec = next(codec for handler, codec in tracks if handler == b"vide")
+        reason = (f"it is {name} whose video track is in {_printable(codec)!r}, a format this server's OpenCV "
+                  "cannot decode, or incomplete or damaged")
     elif top_level == "video":
         reason = f"it is {name}, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"
     elif top_level == "audio":
@@ -66,14 +77,42 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
     return ContentGuess(kind.mime, reason)
 
 
-def _lacks_index(path: str | os.PathLike[str]) -> bool:
-    """Whether an ISO media file's top-level boxes, as far as they are whole, hold no `moov`."""
+_NO_INDEX: list[tuple[bytes, bytes]] = []  # compared by identity: the file has no `moov`
+
+
+def _iso_tracks(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]] | None:
+    """(handler, sample format) of each track of an ISO media file (`vide`, `avc1`; `soun`,
+    `mp4a`), the handler and format b"" where a track does not say; `_NO_INDEX` when its
+    top-level boxes, as far as they are whole, hold no `moov`; None when it cannot be read."""
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
-            return all(kind != b"moov" for kind, _, _ in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES))
-    except OSError:
-        return False
+            moov = next(((payload, end) for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES)
+                         if kind == b"moov"), None)
+            if moov is None:
+                return _NO_INDEX
+            return [_track(file, payload, end) for kind, payload, end in boxes(file, *moov, _MAX_TRACK_BOXES)
+                    if kind == b"trak"]
+    except (OSError, struct.error):
+        return None
+
+
+def _track(file: BinaryIO, start: int, end: int) -> tuple[bytes, bytes]:
+    handler = child(file, (b"mdia", b"hdlr"), start, end)
+    descriptions = child(file, (b"mdia", b"minf", b"stbl", b"stsd"), start, end)
+    kind = sample_format = b""
+    if handler is not None:
+        file.seek(handler[0] + 8)  # version, flags, pre_defined
+        kind = file.read(4)
+    if descriptions is not None and descriptions[1] - descriptions[0] >= 16:
+        file.seek(descriptions[0] + 12)  # version, flags, entry count, the first entry's size
+        sample_format = file.read(4)
+    return kind, sample_format
+
+
+def _printable(code: bytes) -> str:
+    """A four-character code as text, bytes that are not printable ASCII as `?`."""
+    return "".join(chr(byte) if 0x20 < byte < 0x7F else "?" for byte in code) or "?"
 
 
 def _text_guess(head: bytes) -> ContentGuess | None:

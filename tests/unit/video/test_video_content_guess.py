@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from fakes.media import write_test_pattern, write_tone
+from fakes.media import ffmpeg_executable, write_test_pattern, write_tone
 from videodag_service.video.content_guess import ContentGuess, guess_content
 
 
@@ -18,9 +19,9 @@ from videodag_service.video.content_guess import ContentGuess, guess_content
         ("song.m4a", (), "audio/mp4", "it is M4A audio (audio/mp4), with no video stream"),
         ("song.wav", (), "audio/x-wav", "it is WAV audio (audio/x-wav), with no video stream"),
         ("song.flac", (), "audio/x-flac", "it is FLAC audio (audio/x-flac), with no video stream"),
-        # An MP4 holding only sound looks like any MP4 from its first bytes.
-        ("sound_only.mp4", ("-f", "mp4"), "video/mp4",
-         "it is MP4, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"),
+        # An MP4 holding only sound looks like any MP4 from its first bytes: its tracks say.
+        ("sound_only.mp4", ("-f", "mp4"), "video/mp4", "it is MP4 with no video track, sound only"),
+        ("sound_only.mov", ("-f", "mov"), "video/quicktime", "it is MOV with no video track, sound only"),
     ],
 )
 def test_audio_is_named_as_audio(tmp_path: Path, name: str, options: tuple[str, ...], detected_type: str,
@@ -51,6 +52,26 @@ def test_an_mp4_with_its_index_and_a_damaged_start_is_called_damaged(tmp_path: P
     damaged.write_bytes(bytes(content))
     guess = guess_content(damaged)
     assert guess is not None and "incomplete or damaged" in guess.reason
+
+
+def test_an_mp4_s_video_track_names_its_format(tmp_path: Path) -> None:
+    """Where OpenCV cannot decode what the video track holds, the caller learns what that is."""
+    video = write_test_pattern(tmp_path / "full.mp4", "-c:v", "mpeg4", seconds=1.0)
+    content = bytearray(video.read_bytes())
+    unknown = tmp_path / "unknown.mp4"
+    unknown.write_bytes(bytes(content).replace(b"mp4v", b"zz\x01z", 1))  # the sample entry's format
+    guess = guess_content(unknown)
+    assert guess == ContentGuess("video/mp4", "it is MP4 whose video track is in 'zz?z', a format this server's "
+                                              "OpenCV cannot decode, or incomplete or damaged")
+
+
+def test_an_mp4_of_subtitles_alone_has_no_video_track(tmp_path: Path) -> None:
+    subtitles = tmp_path / "captions.srt"
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    captions = tmp_path / "captions.mp4"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-i", str(subtitles), "-c:s",
+                    "mov_text", str(captions)], check=True, capture_output=True, timeout=60)
+    assert guess_content(captions) == ContentGuess("video/mp4", "it is MP4 with no video track")
 
 
 def test_documents_and_archives_are_named(tmp_path: Path) -> None:
