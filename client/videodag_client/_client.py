@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -12,7 +13,8 @@ from typing import Any
 
 import grpc
 
-from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag.v1 import run_pb2, video_pipeline_service_pb2
+from videodag_client._connection import ChannelMaker, Connection, retire, says_draining
 from videodag_client._errors import (
     FieldViolation,
     Internal,
@@ -34,7 +36,7 @@ from videodag_client._upload import (
     run_config,
 )
 from videodag_client._upload_call import start_upload_call, upload_call_error
-from videodag_client._wire import bytes_field_encoder, method_path
+from videodag_client._wire import bytes_field_encoder
 
 DEFAULT_TARGET = "localhost:50051"
 # gRPC's own words (its channel has "no default __reduce__") name neither the client nor the way out.
@@ -76,7 +78,9 @@ class VideodagClient(JobCalls):
     `target` is HOST:PORT (`[::1]:50051` for IPv6) or a gRPC target URI (`dns:///host:50051`,
     `unix:/path`); one that cannot be meant (a URL, no port, spaces around it) is a ValueError
     here, not an UNAVAILABLE at the first call. Calls go down one connection, to the first of
-    its addresses that answers (gRPC's default): for a client given every replica's address,
+    its addresses that answers (gRPC's default); told `SERVER_DRAINING`, the client makes a new
+    one for the calls after (behind one address, a balancer gives it another replica; see
+    `_connection`). For a client given every replica's address,
     `channel_options=[("grpc.lb_policy_name", "round_robin")]` spreads them, so that a call a
     draining replica refused, retried, reaches another (at the cost of reconnecting in the
     background, with gRPC's growing backoff, while a server is down).
@@ -103,11 +107,17 @@ class VideodagClient(JobCalls):
         except ValueError as problem:
             raise ValueError(f"target: {problem}") from None
         options = with_defaults(channel_options)
-        if credentials is None:
-            channel = grpc.insecure_channel(target, options=options)
-        else:
-            channel = grpc.secure_channel(target, credentials, options=options)
-        self._setup(channel, owns_channel=True, token=token, timeout=timeout)
+
+        def make_channel(*, connection_of_its_own: bool = False) -> grpc.Channel:
+            # gRPC shares connections among the channels of a process that have the same target
+            # and options: one made to leave a draining server must not share the old one's.
+            chosen = [*options, ("grpc.use_local_subchannel_pool", 1)] if connection_of_its_own else options
+            if credentials is None:
+                return grpc.insecure_channel(target, options=chosen)
+            return grpc.secure_channel(target, credentials, options=chosen)
+
+        self._setup(make_channel(), make_channel=functools.partial(make_channel, connection_of_its_own=True),
+                    token=token, timeout=timeout)
 
     def __reduce__(self) -> Any:
         raise TypeError(PICKLING_REFUSED)
@@ -131,27 +141,17 @@ class VideodagClient(JobCalls):
         wire bytes they are sent as (`_wire`), not as messages; responses are messages."""
         _check_token(token)
         client = cls.__new__(cls)
-        client._setup(channel, owns_channel=False, token=token, timeout=timeout)
+        client._setup(channel, make_channel=None, token=token, timeout=timeout)
         return client
 
     def _setup(
-        self, channel: grpc.Channel, *, owns_channel: bool, token: str | None, timeout: float | None
+        self, channel: grpc.Channel, *, make_channel: ChannelMaker | None, token: str | None, timeout: float | None
     ) -> None:
-        self._channel = channel
-        self._owns_channel = owns_channel
-        self._stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
-        # The uploading calls take their requests as wire bytes (`_wire`).
-        service = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
-        self._upload_and_run = channel.stream_stream(
-            method_path(service, "UploadAndRun"),
-            request_serializer=None,
-            response_deserializer=video_pipeline_service_pb2.UploadAndRunResponse.FromString,
-        )
-        self._submit_job = channel.stream_unary(
-            method_path(service, "SubmitJob"),
-            request_serializer=None,
-            response_deserializer=video_pipeline_service_pb2.SubmitJobResponse.FromString,
-        )
+        """`make_channel` makes another channel like `channel`, with a connection of its own (the
+        client owns both), None for a channel the caller owns: see `_connection` for why."""
+        self._connection = Connection(channel)
+        self._make_channel = make_channel
+        self._retired: list[Connection] = []  # made before a drain, with calls still under way
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -177,12 +177,14 @@ class VideodagClient(JobCalls):
             self._closed = True
             running = list(self._running_calls)
             waits = list(self._waits)
+            connections = [self._connection, *self._retired]
         for call in running:
             call.cancel()
         for wait in waits:
             wait.set()
-        if self._owns_channel:
-            self._channel.close()
+        if self._make_channel is not None:
+            for connection in connections:
+                connection.channel.close()
 
     def _is_closed(self) -> bool:
         return self._closed
@@ -199,25 +201,62 @@ class VideodagClient(JobCalls):
         if self._closed:
             raise client_closed_error()
 
-    def _invoke(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """Starts a call; a closed client (or channel) is refused with `FailedPrecondition`, not
-        with the ValueError gRPC raises for a closed channel."""
+    def _invoke(self, method: Callable[[Connection], Any], *args: Any, **kwargs: Any) -> Any:
+        """Starts a call: `method` picks the callable off the connection (`lambda c: c.stub.GetJob`).
+        A closed client (or channel) is refused with `FailedPrecondition`, not with the
+        ValueError gRPC raises for a closed channel. A server that says it is draining has the
+        client connect again for the calls after (`_connection`)."""
         self._check_open()
+        with self._running_calls_lock:
+            connection = self._connection
+            connection.enter()
+            self._retired, idle = retire(self._retired)
+        self._close_channels(idle)
+        call: Any = None
         try:
-            call = method(*args, **kwargs)
+            call = method(connection)(*args, **kwargs)
+        except grpc.RpcError as error:
+            self._connect_again_if_draining(connection, error)
+            raise
         except (ValueError, RuntimeError) as error:
             if "closed" not in str(error).lower():
                 raise
             raise client_closed_error() from error
-        if isinstance(call, grpc.Future):  # a stream or a future, not a unary call's response
+        finally:
             with self._running_calls_lock:
-                closed = self._closed
-                if not closed:
-                    self._running_calls.add(call)
-            if closed:  # closed while it started
-                call.cancel()
-                raise client_closed_error()
+                if isinstance(call, grpc.Future):  # a stream or a future, not a unary call's response
+                    connection.track(call)
+                connection.leave()
+        if not isinstance(call, grpc.Future):
+            return call
+        call.add_done_callback(lambda ended: self._connect_again_if_draining(connection, ended))
+        with self._running_calls_lock:
+            closed = self._closed
+            if not closed:
+                self._running_calls.add(call)
+        if closed:  # closed while it started
+            call.cancel()
+            raise client_closed_error()
         return call
+
+    def _connect_again_if_draining(self, connection: Connection, ended: Any) -> None:
+        """A new channel for the calls after, if `ended` (a failed call, or one that ended) says
+        the server behind `connection` drains; the old one is closed once its calls have ended."""
+        if self._make_channel is None or connection is not self._connection:
+            return
+        if not (isinstance(ended, grpc.RpcError) and says_draining(ended)):
+            return
+        with self._running_calls_lock:
+            if self._closed or connection is not self._connection:
+                return
+            self._connection = Connection(self._make_channel())
+            # Closed by the next call's `_invoke` once idle, not here: this may run in gRPC's
+            # callback of a call on that very channel.
+            self._retired.append(connection)
+
+    def _close_channels(self, connections: list[Connection]) -> None:
+        for connection in connections:
+            connection.channel.close()
 
     def __enter__(self) -> VideodagClient:
         return self
@@ -232,13 +271,16 @@ class VideodagClient(JobCalls):
 
     def list_pipelines(self, *, timeout: float | None = None) -> list[PipelineInfo]:
         """Every pipeline the server runs, sorted by id."""
-        response = self._call(self._stub.ListPipelines, video_pipeline_service_pb2.ListPipelinesRequest(), timeout)
+        response = self._call(
+            lambda c: c.stub.ListPipelines, video_pipeline_service_pb2.ListPipelinesRequest(), timeout
+        )
         return [pipeline_from_proto(pipeline) for pipeline in response.pipelines]
 
     def get_pipeline(self, pipeline_id: str, *, timeout: float | None = None) -> PipelineInfo:
         """One pipeline with its node graph; raises `NotFound` for an unknown id."""
         response = self._call(
-            self._stub.GetPipeline, video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id), timeout
+            lambda c: c.stub.GetPipeline, video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id),
+            timeout
         )
         return pipeline_from_proto(response.pipeline)
 
@@ -294,7 +336,7 @@ class VideodagClient(JobCalls):
             first_request=first_request,
             encode_chunk=_encode_upload_chunk,
             start_call=lambda requests: self._invoke(
-                self._upload_and_run, requests, timeout=self._deadline(timeout), metadata=self._metadata
+                lambda c: c.upload_and_run, requests, timeout=self._deadline(timeout), metadata=self._metadata
             ),
             chunk_size=chunk_size,
             declare_size=declare_size,

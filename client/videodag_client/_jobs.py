@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag.v1 import run_pb2, video_pipeline_service_pb2
 from videodag_client._errors import Cancelled, Internal, VideodagError, client_closed_error, from_grpc_error
 from videodag_client._job_values import Job, JobPage, JobState, job_from_proto
 from videodag_client._job_watch import JobWatch
@@ -30,12 +30,10 @@ _MAX_EMPTY_PAGES_IN_A_ROW = 100
 
 
 class JobCalls:
-    """The job calls of `VideodagClient`; expects `_stub`, `_submit_job`, `_metadata`,
-    `_deadline`, `_invoke`, `_check_open` (which refuse calls on a closed client), `_is_closed` and
-    `_end_on_close` from it."""
+    """The job calls of `VideodagClient`; expects `_metadata`, `_deadline`, `_invoke` (which
+    picks the callable off its connection), `_check_open` (which refuse calls on a closed client),
+    `_is_closed` and `_end_on_close` from it."""
 
-    _stub: video_pipeline_service_pb2_grpc.VideoPipelineServiceStub
-    _submit_job: grpc.StreamUnaryMultiCallable
     _metadata: tuple[tuple[str, str], ...]
     _deadline: Callable[[float | None], float | None]
     _invoke: Callable[..., Any]
@@ -69,7 +67,7 @@ class JobCalls:
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job as it is now; `NotFound` for an unknown or deleted id."""
-        response = self._call(self._stub.GetJob, video_pipeline_service_pb2.GetJobRequest(job_id=job_id), timeout)
+        response = self._call(lambda c: c.stub.GetJob, video_pipeline_service_pb2.GetJobRequest(job_id=job_id), timeout)
         return job_from_proto(response.job)
 
     def list_jobs(
@@ -87,7 +85,7 @@ class JobCalls:
             request.page_size = page_size
         except (ValueError, OverflowError):  # beyond 32 bits: raised as the server's own refusals are
             raise unsendable("page_size", "page_size", page_size) from None
-        response = self._call(self._stub.ListJobs, request, timeout)
+        response = self._call(lambda c: c.stub.ListJobs, request, timeout)
         return JobPage(tuple(job_from_proto(job) for job in response.jobs), response.next_page_token)
 
     def iter_jobs(self, *, states: Iterable[JobState] = (), page_size: int = 0) -> Iterator[Job]:
@@ -108,13 +106,13 @@ class JobCalls:
     def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Cancels a queued or running job and returns it CANCELLED; `FailedPrecondition` if it finished."""
         response = self._call(
-            self._stub.CancelJob, video_pipeline_service_pb2.CancelJobRequest(job_id=job_id), timeout
+            lambda c: c.stub.CancelJob, video_pipeline_service_pb2.CancelJobRequest(job_id=job_id), timeout
         )
         return job_from_proto(response.job)
 
     def delete_job(self, job_id: str, *, timeout: float | None = None) -> None:
         """Deletes a finished job and its results; `FailedPrecondition` while it is queued or running."""
-        self._call(self._stub.DeleteJob, video_pipeline_service_pb2.DeleteJobRequest(job_id=job_id), timeout)
+        self._call(lambda c: c.stub.DeleteJob, video_pipeline_service_pb2.DeleteJobRequest(job_id=job_id), timeout)
 
     def watch_job(
         self,
@@ -148,7 +146,7 @@ class JobCalls:
             if after is not None:
                 request.after_frame_index = after
             # No deadline: one meant for quick calls would end a watch of any long job.
-            return self._invoke(self._stub.WatchJob, request, timeout=None, metadata=self._metadata)
+            return self._invoke(lambda c: c.stub.WatchJob, request, timeout=None, metadata=self._metadata)
 
         watch = JobWatch(open_call, after_frame_index, reconnect_window, on_reconnect, self._is_closed)
         self._end_on_close(watch._wait_ended)
@@ -222,7 +220,7 @@ def start_job_submission(
         first_request=first_request,
         encode_chunk=_encode_job_chunk,
         start_call=lambda requests: client._invoke(
-            client._submit_job.future, requests, timeout=client._deadline(timeout), metadata=client._metadata
+            lambda c: c.submit_job.future, requests, timeout=client._deadline(timeout), metadata=client._metadata
         ),
         chunk_size=chunk_size,
         declare_size=declare_size,

@@ -1,0 +1,80 @@
+"""The client's connection to its server, made again when the server says it is draining.
+
+A server told to stop (SIGTERM) drains: it refuses new runs and jobs with UNAVAILABLE
+`SERVER_DRAINING` and goes on serving what is in progress. A client keeps its connection, so
+behind one address (a Kubernetes Service, an L4 load balancer: they choose a replica per
+connection) each run it started went to the draining replica, refused, until that replica
+exited. Told so once, a client that made its own channel makes a new one: the calls after it
+go down a new connection, which the balancer gives to a replica that is not stopping, while
+the calls in progress on the old one finish there. The old channel is closed once nothing
+runs on it. A channel the caller made stays the caller's to manage.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import grpc
+
+from videodag.v1 import video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
+from videodag_client._errors import from_grpc_error
+from videodag_client._wire import method_path
+
+DRAINING = "SERVER_DRAINING"
+
+
+class Connection:
+    """One channel, the callables made on it, and the calls under way on it.
+
+    The uploading calls (UploadAndRun, SubmitJob) take their requests as wire bytes (`_wire`).
+    A call is counted from before it starts: `enter` and `leave` around it, `track` for a
+    stream or future that goes on after it started; all of them, and `idle`, under the client's lock."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.channel = channel
+        self.stub = video_pipeline_service_pb2_grpc.VideoPipelineServiceStub(channel)
+        service = video_pipeline_service_pb2.DESCRIPTOR.services_by_name["VideoPipelineService"]
+        self.upload_and_run = channel.stream_stream(
+            method_path(service, "UploadAndRun"),
+            request_serializer=None,
+            response_deserializer=video_pipeline_service_pb2.UploadAndRunResponse.FromString,
+        )
+        self.submit_job = channel.stream_unary(
+            method_path(service, "SubmitJob"),
+            request_serializer=None,
+            response_deserializer=video_pipeline_service_pb2.SubmitJobResponse.FromString,
+        )
+        self._starting = 0
+        self._ongoing: weakref.WeakSet[grpc.Future] = weakref.WeakSet()
+
+    def enter(self) -> None:
+        self._starting += 1
+
+    def leave(self) -> None:
+        self._starting -= 1
+
+    def track(self, call: grpc.Future) -> None:
+        self._ongoing.add(call)
+
+    def idle(self) -> bool:
+        """Nothing starting or under way on it: closing it cuts no call short."""
+        return self._starting == 0 and all(call.done() for call in list(self._ongoing))
+
+
+def says_draining(error: grpc.RpcError) -> bool:
+    """Whether a failed call is the server's UNAVAILABLE `SERVER_DRAINING`: its refusal of a
+    new run or job, or its end of one it could not finish in its grace."""
+    code = getattr(error, "code", None)
+    if not callable(code) or code() is not grpc.StatusCode.UNAVAILABLE:
+        return False
+    return from_grpc_error(error).reason == DRAINING
+
+
+def retire(connections: list[Connection]) -> tuple[list[Connection], list[Connection]]:
+    """`connections` split into those still in use and those idle, to close."""
+    idle = [connection for connection in connections if connection.idle()]
+    return [connection for connection in connections if connection not in idle], idle
+
+
+ChannelMaker = Callable[[], grpc.Channel]

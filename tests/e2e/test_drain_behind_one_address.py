@@ -1,0 +1,43 @@
+"""A client behind one address (a Kubernetes Service, an L4 load balancer) during a replica's
+drain: the client kept its connection to the draining replica, so every run it started there
+was refused until the replica exited, while the balancer had other replicas for it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from harness import ServerFactory
+
+from fakes.one_address_balancer import OneAddressBalancer
+from fakes.waiting import wait_until
+from videodag_client import FrameResult, RunSummary, Unavailable, VideodagClient
+
+
+def test_a_client_told_a_replica_drains_reaches_another_with_its_next_call(
+    make_server: ServerFactory, make_video
+) -> None:
+    draining, other = make_server(shutdown_grace_seconds=30), make_server()
+    with OneAddressBalancer(draining.running.port) as balancer, VideodagClient(f"127.0.0.1:{balancer.port}") as client:
+        assert client.list_pipelines()  # connected, to the first replica
+        in_progress = client.upload_and_run(make_video(60), "slow", timeout=60)  # 60 frames x 50 ms
+        assert isinstance(next(event for event in in_progress if isinstance(event, FrameResult)), FrameResult)
+        stopping = threading.Thread(target=draining.running.stop)
+        stopping.start()
+        assert wait_until(lambda: draining.running.run_slots.draining, timeout=10)
+        balancer.route_to(other.running.port)  # the terminating replica leaves the Service's endpoints
+
+        with pytest.raises(Unavailable) as refused:
+            list(client.upload_and_run(make_video(3), "frame_stats_v1", timeout=30))
+        assert refused.value.reason == "SERVER_DRAINING"
+        elsewhere = list(client.upload_and_run(make_video(3), "frame_stats_v1", timeout=30))
+        assert isinstance(elsewhere[-1], RunSummary) and elsewhere[-1].frames_processed == 3
+
+        # The run in progress went on where it was, to its end.
+        rest = list(in_progress)
+        assert isinstance(rest[-1], RunSummary) and rest[-1].frames_processed == 60
+        stopping.join(timeout=30)
+        assert not stopping.is_alive()
+        assert balancer.connections_by_backend == {draining.running.port: 1, other.running.port: 1}
+        assert client.list_pipelines()
+        assert client._retired == [], "the old channel is closed once nothing runs on it"
