@@ -249,6 +249,8 @@ class JsonLinesOutput:
         except BaseException:
             if moved_lock is not None:
                 os.close(moved_lock)
+            with suppress(OSError):  # gone once it took the .part's place
+                os.remove(resuming)
             raise
         self._release_lock()
         self._lock_descriptor = moved_lock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -231,3 +232,22 @@ def test_a_part_renamed_by_its_writer_as_it_is_locked_is_not_taken_for_the_new_o
         assert final.read_text() == "the other command's\n"
     finally:
         os.close(descriptor)
+
+
+def test_a_resume_that_fails_leaves_the_part_as_it_was_and_nothing_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept frames go to a `.resuming` file that takes the `.part`'s place; one that could
+    not take it (a full disk, a rename refused) was left beside it."""
+    results = tmp_path / "res.jsonl"
+    frames = "".join(json.dumps({"frame_index": i}) + "\n" for i in range(3))
+    Path(f"{results}.part").write_text(frames)
+
+    def refused(source: str, destination: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(OSError, match="No space left"), JsonLinesOutput(str(results), resume_after=1):
+        pass
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["res.jsonl.part"]
+    assert Path(f"{results}.part").read_text() == frames
