@@ -13,7 +13,7 @@ import pytest
 from jobs_harness import JobsDeployment, deployment, finished, is_running_with_frames, wait_for_job
 
 from fakes.media import garbage_bytes
-from videodag_client import JobState, VideodagClient
+from videodag_client import JobState, RunOptions, VideodagClient
 from videodag_client.cli import _exit_codes, main
 
 
@@ -48,6 +48,28 @@ def test_submit_then_watch_writes_every_frame_and_the_summary(
     assert "frames:     5 processed" in capsys.readouterr().out
     assert main([*_server(jobs), "watch", job_id, "--after", "4", "-o", str(output), "-q"]) == 0
     assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [6, 8]
+
+
+def test_resuming_a_finished_job_past_the_end_of_its_part_is_refused_before_any_frame_is_written(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished job's watch sends its frames, then the job (with its stride): the gap was found
+    only then, after frames 9 on had gone into the .part said to be "kept as it is"."""
+    job = client.submit_job(make_video(12), "frame_stats_v1", RunOptions(frame_stride=2))
+    assert wait_for_job(client, job.id, finished).state is JobState.SUCCEEDED
+    output = tmp_path / "results.jsonl"
+    assert main([*_server(jobs), "watch", job.id, "-o", str(output), "-q"]) == 0
+    part = tmp_path / "results.jsonl.part"
+    kept = "".join(output.read_text().splitlines(keepends=True)[:3])  # frames 0, 2, 4
+    output.unlink()
+    part.write_text(kept)
+    capsys.readouterr()
+
+    assert main([*_server(jobs), "watch", job.id, "--after", "7", "-o", str(output), "-q"]) == _exit_codes.USAGE
+    assert "resume with --after 4 (the .part is kept as it is)" in capsys.readouterr().err
+    assert part.read_text() == kept and not output.exists()
+    assert main([*_server(jobs), "watch", job.id, "--after", "5", "-o", str(output), "-q"]) == 0  # stride 2: no gap
+    assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [0, 2, 4, 6, 8, 10]
 
 
 def test_submit_dash_uploads_the_video_from_a_pipe(jobs: JobsDeployment, client: VideodagClient, make_video) -> None:

@@ -261,6 +261,12 @@ class JsonLinesOutput:
               + ("" if self._last_kept is None else f", the last frame {self._last_kept}"), file=sys.stderr)
         return stream
 
+    @property
+    def gap_to_check(self) -> bool:
+        """Whether `check_for_a_gap` has yet to be told the job's stride: a resume (`--after N`,
+        N >= 0) whose check has not run. It must run before any frame is written."""
+        return self._gap_unchecked and self._resume_after is not None and self._resume_after >= 0
+
     def check_for_a_gap(self, frame_stride: int) -> None:
         """Once the job's stride is known, see whether a continued `.part` would miss frames: the
         watch sends only frames after `resume_after`, and the `.part` may end before it. Frames

@@ -76,6 +76,10 @@ def watch_command(args: argparse.Namespace) -> int:
              **bar_size()) as bar,
     ):
         reconnects = ReconnectReport(quiet=args.quiet)
+        if output.gap_to_check:
+            # The job's stride, before any frame: a finished job's watch sends its frames first,
+            # and its job event (with the stride) after them, too late to refuse a gap.
+            output.check_for_a_gap(client.get_job(args.job_id).options.frame_stride)
         with client.watch_job(
             args.job_id,
             after_frame_index=args.after,

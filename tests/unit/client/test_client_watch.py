@@ -35,6 +35,11 @@ class WatchingServicer(FakeVideoPipelineServicer):
         self.fail_reason = ""
         self.watch_requests: list[video_pipeline_service_pb2.WatchJobRequest] = []
 
+    def GetJob(
+        self, request: video_pipeline_service_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.GetJobResponse:
+        return video_pipeline_service_pb2.GetJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+
     def WatchJob(
         self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
@@ -237,6 +242,11 @@ def test_a_reconnecting_watch_says_so_once_an_outage(capsys: pytest.CaptureFixtu
 class _HeldWatch(WatchingServicer):
     """Sends the job and its first frame, then holds the stream open."""
 
+    def GetJob(
+        self, request: video_pipeline_service_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.GetJobResponse:
+        return video_pipeline_service_pb2.GetJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+
     def WatchJob(
         self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
@@ -267,6 +277,11 @@ def test_a_watch_whose_borrowed_channel_its_owner_closes_ends_cancelled_without_
 class ResendingServicer(WatchingServicer):
     """A server that answers a resumed watch from frame 0 again, whatever it was asked for."""
 
+    def GetJob(
+        self, request: video_pipeline_service_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.GetJobResponse:
+        return video_pipeline_service_pb2.GetJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+
     def WatchJob(
         self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
     ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
@@ -287,6 +302,11 @@ def test_frames_a_server_sends_again_after_a_reconnect_are_delivered_once() -> N
 
 class FullServicer(WatchingServicer):
     """A server that always says it watches its maximum, asking to be called again at once."""
+
+    def GetJob(
+        self, request: video_pipeline_service_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.GetJobResponse:
+        return video_pipeline_service_pb2.GetJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
 
     def WatchJob(
         self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
@@ -311,6 +331,11 @@ def test_a_retry_hint_of_no_time_does_not_have_the_watch_call_again_and_again() 
 
 class EndingEarlyServicer(WatchingServicer):
     """A server that ends the watch OK after frame 1, the job still RUNNING."""
+
+    def GetJob(
+        self, request: video_pipeline_service_pb2.GetJobRequest, context: grpc.ServicerContext
+    ) -> video_pipeline_service_pb2.GetJobResponse:
+        return video_pipeline_service_pb2.GetJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
 
     def WatchJob(
         self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
