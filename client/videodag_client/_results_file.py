@@ -7,6 +7,7 @@ nor the video, and a bad line is reported before any frame is decoded.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,7 @@ def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     UTF-16 says the file is in it: Windows PowerShell's `>` (5.1, the one Windows comes with)
     writes the results of `videodag run -o -` so."""
     results: dict[int, dict[str, Any]] = {}
-    with open(path, encoding=_encoding_of(path)) as lines:
+    with open(path, "rb") as file, _as_text(file) as lines:
         for number, line in enumerate(_lines_of_text(lines, path), start=1):
             if not line.strip():
                 continue
@@ -43,14 +44,13 @@ def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
     return results
 
 
-def _encoding_of(path: str | os.PathLike[str]) -> str:
-    """UTF-16 where the file starts with its byte order mark, else UTF-8 (its own mark skipped)."""
-    try:
-        with open(path, "rb") as file:
-            start = file.read(2)
-    except OSError:
-        return "utf-8-sig"  # the open that follows reports why it cannot be read
-    return "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+def _as_text(file: io.BufferedReader) -> io.TextIOWrapper:
+    """The file's text: UTF-16 where it starts with that byte order mark, else UTF-8 (its own
+    mark skipped). The mark is looked for through the same handle, without a second open: the
+    results may come through a pipe (`<(...)`, /dev/stdin), whose bytes are read once."""
+    start = file.peek(2)[:2]  # what one read gives: a pipe's first read holds more than that
+    encoding = "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    return io.TextIOWrapper(file, encoding=encoding)
 
 
 def _lines_of_text(lines: Iterable[str], path: str | os.PathLike[str]) -> Iterator[str]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +445,21 @@ def test_results_all_past_the_videos_end_still_give_a_sheet_of_the_video(sample_
     summary = render_video(sample_clip, {2000 + index: synthetic_result(index) for index in range(5)},
                            tmp_path / "out.mp4", snapshot=tmp_path / "sheet.png")
     assert (summary.results_beyond_video, summary.frames_annotated, summary.snapshot_frames) == (5, 0, 12)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_results_through_a_pipe_are_read_once(tmp_path: Path, encoding: str) -> None:
+    """`videodag render clip.mp4 <(cat results.jsonl)`: the byte order mark was looked for by an
+    open of its own, which took the pipe's first bytes from the JSON."""
+    lines = "".join(json.dumps({"frame_index": index, "result": {"n": index}}) + "\n" for index in range(3))
+    pipe = tmp_path / "results"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=pipe.write_bytes, args=(lines.encode(encoding),))
+    writer.start()
+    try:
+        assert load_results(pipe) == {index: {"n": index} for index in range(3)}
+    finally:
+        writer.join(timeout=10)
 
 
 def test_results_saved_with_a_byte_order_mark_are_read(tmp_path: Path) -> None:
