@@ -178,7 +178,7 @@ class Settings:
         minimum=1, maximum=_MAX_GRPC_SECONDS,
     )
     shutdown_grace_seconds: float = _setting(
-        20.0, "on SIGTERM/SIGINT, how long the runs, job uploads and jobs in progress may finish before they "
+        20.0, "on SIGTERM, SIGHUP or SIGINT, how long the runs, job uploads and jobs in progress may finish before they "
         "are cancelled (jobs are queued again)", minimum=0
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")

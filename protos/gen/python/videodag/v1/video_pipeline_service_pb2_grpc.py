@@ -123,8 +123,9 @@ class VideoPipelineServiceStub:
     unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
     is EMPTY_UPLOAD whatever size it declared.
 
-    Keepalive: the server pings idle connections every 60 s, and accepts a
-    client's pings 10 s or more apart while no data is sent; a client pinging
+    Keepalive: the server pings every connection every 30 s (its operator's
+    --keepalive-interval-seconds), and accepts a client's pings 10 s or more
+    apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
     calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
     core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
@@ -281,8 +282,9 @@ class VideoPipelineServiceServicer:
     unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
     is EMPTY_UPLOAD whatever size it declared.
 
-    Keepalive: the server pings idle connections every 60 s, and accepts a
-    client's pings 10 s or more apart while no data is sent; a client pinging
+    Keepalive: the server pings every connection every 30 s (its operator's
+    --keepalive-interval-seconds), and accepts a client's pings 10 s or more
+    apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
     calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
     core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
@@ -559,8 +561,9 @@ class VideoPipelineService:
     unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
     is EMPTY_UPLOAD whatever size it declared.
 
-    Keepalive: the server pings idle connections every 60 s, and accepts a
-    client's pings 10 s or more apart while no data is sent; a client pinging
+    Keepalive: the server pings every connection every 30 s (its operator's
+    --keepalive-interval-seconds), and accepts a client's pings 10 s or more
+    apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
     calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
     core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.

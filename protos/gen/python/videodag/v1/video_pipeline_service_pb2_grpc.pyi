@@ -124,8 +124,9 @@ class VideoPipelineServiceStub:
     unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
     is EMPTY_UPLOAD whatever size it declared.
 
-    Keepalive: the server pings idle connections every 60 s, and accepts a
-    client's pings 10 s or more apart while no data is sent; a client pinging
+    Keepalive: the server pings every connection every 30 s (its operator's
+    --keepalive-interval-seconds), and accepts a client's pings 10 s or more
+    apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
     calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
     core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
@@ -312,8 +313,9 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
     is EMPTY_UPLOAD whatever size it declared.
 
-    Keepalive: the server pings idle connections every 60 s, and accepts a
-    client's pings 10 s or more apart while no data is sent; a client pinging
+    Keepalive: the server pings every connection every 30 s (its operator's
+    --keepalive-interval-seconds), and accepts a client's pings 10 s or more
+    apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
     calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
     core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
@@ -496,8 +498,9 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     unknown pipeline id are INVALID_OPTIONS, not NOT_FOUND. An upload of no bytes
     is EMPTY_UPLOAD whatever size it declared.
 
-    Keepalive: the server pings idle connections every 60 s, and accepts a
-    client's pings 10 s or more apart while no data is sent; a client pinging
+    Keepalive: the server pings every connection every 30 s (its operator's
+    --keepalive-interval-seconds), and accepts a client's pings 10 s or more
+    apart while no data is sent; a client pinging
     more often gets its connection closed (gRPC's ENHANCE_YOUR_CALM), failing its
     calls with no details: UNAVAILABLE "Too many pings" in clients built on gRPC's
     core (C++, Python), RESOURCE_EXHAUSTED in Node's grpc-js.
