@@ -178,8 +178,8 @@ class Settings:
         minimum=1, maximum=_MAX_GRPC_SECONDS,
     )
     shutdown_grace_seconds: float = _setting(
-        20.0, "on SIGTERM, SIGHUP or SIGINT, how long the runs, job uploads and jobs in progress may finish before they "
-        "are cancelled (jobs are queued again)", minimum=0
+        20.0, "on SIGTERM, SIGHUP or SIGINT, how long the runs, job uploads and jobs in progress may finish before "
+        "they are cancelled (jobs are queued again)", minimum=0
     )
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = _setting("json", "json (one object per line, with the request id) or text")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from jobs_harness import JobsDeployment, deployment, finished, wait_for_job
 
 import fakes
+from fakes.waiting import wait_until
 from videodag_client import JobState, VideodagClient
 from videodag_client.cli import _exit_codes
 
@@ -103,3 +105,45 @@ def test_a_results_file_another_program_holds_open_keeps_them_in_the_part(
         f"another process; all 4 frames are kept in {output}.part"
     ]
     assert _frame_indexes(Path(f"{output}.part")) == [0, 1, 2, 3]
+
+
+def _catches(pid: int, signal_number: int) -> bool:
+    """Whether the process has a handler of its own for the signal (Linux's SigCgt mask)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    return bool(int(caught, 16) >> (signal_number - 1) & 1)
+
+
+def test_ctrl_break_ends_a_command_as_sigterm_does(
+    jobs: JobsDeployment, client: VideodagClient, tmp_path: Path
+) -> None:
+    output = tmp_path / "results.jsonl"
+    command = subprocess.Popen(
+        [sys.executable, str(_RUNNER), "--server", f"127.0.0.1:{jobs.servers[0].port}", "run", "-", "--pipeline",
+         "frame_stats_v1", "-o", str(output), "-q"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert wait_until(lambda: _catches(command.pid, signal.SIGUSR1), timeout=30)  # waiting for its video
+        command.send_signal(signal.SIGUSR1)  # SIGBREAK, in the imitation
+        _, stderr = command.communicate(timeout=30)
+    finally:
+        command.kill()
+    assert command.returncode == _exit_codes.TERMINATED, stderr
+    assert stderr.splitlines()[-1] == "terminated"
+
+
+def test_a_failed_run_reports_its_own_error_when_its_part_cannot_be_removed(
+    jobs: JobsDeployment, client: VideodagClient, make_video, tmp_path: Path
+) -> None:
+    """A `.part` left by an earlier command and open in another program: the run's own error
+    (an unknown pipeline, NOT_FOUND) was hidden behind Windows' refusal to remove the file."""
+    output = tmp_path / "results.jsonl"
+    part = tmp_path / "results.jsonl.part"
+    part.write_text("")
+
+    ran = _videodag(jobs, "run", str(make_video(3)), "--pipeline", "no_such_pipeline", "-o", str(output),
+                    held_open=part)
+
+    assert ran.returncode == _exit_codes.NOT_FOUND, ran.stderr
+    assert "no_such_pipeline" in ran.stderr

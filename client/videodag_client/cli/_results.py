@@ -246,11 +246,14 @@ class JsonLinesOutput:
                 written.writelines(kept)
             os.replace(resuming, part)
             stream = _open_appending(part)
-        except BaseException:
+        except BaseException as error:
             if moved_lock is not None:
                 os.close(moved_lock)
             with suppress(OSError):  # gone once it took the .part's place
                 os.remove(resuming)
+            if isinstance(error, OSError):  # a full disk; on Windows, the .part open in another program
+                raise OutputNotWritten(f"cannot continue the partial results in {part}: "
+                                       f"{error.strerror or error}; it is kept as it was") from None
             raise
         self._release_lock()
         self._lock_descriptor = moved_lock

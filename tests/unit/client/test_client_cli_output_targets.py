@@ -13,7 +13,7 @@ import pytest
 from videodag_client import FrameResult
 from videodag_client.cli import _exit_codes, main
 from videodag_client.cli._arguments import UsageError
-from videodag_client.cli._results import JsonLinesOutput, is_stdout, plan_output
+from videodag_client.cli._results import JsonLinesOutput, OutputNotWritten, is_stdout, plan_output
 
 FRAME = FrameResult(0, 0.0, {"n": 1})
 
@@ -247,7 +247,9 @@ def test_a_resume_that_fails_leaves_the_part_as_it_was_and_nothing_beside_it(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", refused)
-    with pytest.raises(OSError, match="No space left"), JsonLinesOutput(str(results), resume_after=1):
+    with pytest.raises(OutputNotWritten) as refused, JsonLinesOutput(str(results), resume_after=1):
         pass
+    assert str(refused.value) == (f"cannot continue the partial results in {results}.part: No space left on device; "
+                                  "it is kept as it was")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["res.jsonl.part"]
     assert Path(f"{results}.part").read_text() == frames
