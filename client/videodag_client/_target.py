@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import urllib.parse
 
 _PATH_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
@@ -91,13 +92,26 @@ def stays_on_this_machine(target: str) -> bool:
 
 
 def _is_loopback(host: str) -> bool:
+    """A loopback or unspecified address (0.0.0.0 reaches this machine), `localhost`, or a name
+    the resolver (the hosts file) gives loopback addresses alone: the machine's own name on
+    Debian, `localhost.localdomain`, `ip6-localhost`."""
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always the loopback
         return True
     try:
-        address = ipaddress.ip_address(name.partition("%")[0])  # `%`: an IPv6 zone index
+        return _is_loopback_address(name.partition("%")[0])  # `%`: an IPv6 zone index
     except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
         return False
+    return bool(found) and all(_is_loopback_address(str(sockaddr[0]).partition("%")[0])
+                               for *_, sockaddr in found)
+
+
+def _is_loopback_address(text: str) -> bool:
+    address = ipaddress.ip_address(text)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1
-    return address.is_loopback
+        address = address.ipv4_mapped  # ::ffff:127.0.0.1
+    return address.is_loopback or address.is_unspecified

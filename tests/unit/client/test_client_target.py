@@ -3,6 +3,7 @@ where gRPC would dial port 443 in silence or fail the first call as UNAVAILABLE 
 
 from __future__ import annotations
 
+import socket
 import threading
 
 import pytest
@@ -46,7 +47,7 @@ def test_targets_gRPC_takes_are_taken(target: str) -> None:
 @pytest.mark.parametrize("target", ["localhost:50051", "LocalHost.:50051", "cam.localhost:50051", "127.0.0.2:50051",
                                     "[::1]:50051", "[::ffff:127.0.0.1]:50051", "dns:///localhost:50051",
                                     "ipv4:127.0.0.1:50051,127.0.0.2:50052", "ipv6:%5B::1%5D:50051",
-                                    "unix:/tmp/v.sock"])
+                                    "unix:/tmp/v.sock", "0.0.0.0:50051", "[::]:50051"])
 def test_loopback_addresses_and_sockets_stay_on_this_machine(target: str) -> None:
     assert stays_on_this_machine(target)
 
@@ -56,3 +57,20 @@ def test_loopback_addresses_and_sockets_stay_on_this_machine(target: str) -> Non
                                     "dns:///videodag.internal:50051", "xds:///videodag"])
 def test_other_addresses_leave_it(target: str) -> None:
     assert not stays_on_this_machine(target)
+
+
+def test_a_name_the_hosts_file_gives_loopback_addresses_stays_on_this_machine(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As Debian names the machine itself (127.0.1.1); a name with any other address leaves it."""
+    answers = {"vm": ["127.0.1.1", "::1"], "split": ["127.0.0.1", "10.0.0.7"]}
+
+    def resolve(host: str, port: object, **_: object) -> list[tuple[object, ...]]:
+        if host not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0)) for address in answers[host]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    assert stays_on_this_machine("vm:50051")
+    assert not stays_on_this_machine("split:50051")
+    assert not stays_on_this_machine("videodag:50051")
