@@ -130,7 +130,21 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
         # start and share its connections (and, with its own data directory, its jobs) with
         # the first. The port must be this server's alone, or it does not start.
         ("grpc.so_reuseport", 0),
+        *_connection_age(settings.max_connection_age_seconds),
     ]
+
+
+_NO_GRACE_LIMIT_MS = 2**31 - 1  # gRPC's own "infinite" for a time in milliseconds
+
+
+def _connection_age(seconds: float) -> list[tuple[str, int]]:
+    """GOAWAY after `seconds` (gRPC adds up to 10% either way, so clients do not all reconnect at
+    once), 0 for never; the calls under way are given all the time they take (no grace limit):
+    a run or a watch is never cut for the connection's age."""
+    if seconds <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", max(1, round(seconds * 1000))),
+            ("grpc.max_connection_age_grace_ms", _NO_GRACE_LIMIT_MS)]
 
 
 @dataclass

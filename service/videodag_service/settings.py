@@ -177,6 +177,13 @@ class Settings:
         "uplink with deep buffers): keep it well above that",
         minimum=1, maximum=_MAX_GRPC_SECONDS,
     )
+    max_connection_age_seconds: float = _setting(
+        0.0, "after this long a connection is asked to end (HTTP/2 GOAWAY): its calls go on to their end, and the "
+        "client's next calls go down a new connection, which a balancer behind one address (a Kubernetes Service, "
+        "an L4 load balancer) may give to another replica, one started since, say. 0 keeps connections as long as "
+        "clients do",
+        minimum=0, maximum=_MAX_GRPC_SECONDS,
+    )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM, SIGHUP or SIGINT, how long the runs, job uploads and jobs in progress may finish before "
         "they are cancelled (jobs are queued again)", minimum=0

@@ -41,3 +41,21 @@ def test_a_client_told_a_replica_drains_reaches_another_with_its_next_call(
         assert balancer.connections_by_backend == {draining.running.port: 1, other.running.port: 1}
         assert client.list_pipelines()
         assert client._retired == [], "the old channel is closed once nothing runs on it"
+
+
+def test_a_connection_past_its_age_leaves_its_calls_running_and_the_next_call_reaches_a_new_replica(
+    make_server: ServerFactory, make_video
+) -> None:
+    """Behind one address, a long-lived client kept its first replica for good: one started
+    later (a scale-up, a replica back from a restart) got none of its calls."""
+    first, started_since = make_server(max_connection_age_seconds=1), make_server()
+    with OneAddressBalancer(first.running.port) as balancer, VideodagClient(f"127.0.0.1:{balancer.port}") as client:
+        assert client.list_pipelines()
+        in_progress = client.upload_and_run(make_video(60), "slow", timeout=60)  # 3 s, past the age
+        assert isinstance(next(event for event in in_progress if isinstance(event, FrameResult)), FrameResult)
+        balancer.route_to(started_since.running.port)
+
+        assert wait_until(lambda: bool(client.list_pipelines()) and started_since.running.port
+                          in balancer.connections_by_backend, timeout=15)
+        rest = list(in_progress)  # never cut for the connection's age
+        assert isinstance(rest[-1], RunSummary) and rest[-1].frames_processed == 60
