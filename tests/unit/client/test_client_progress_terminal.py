@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -22,12 +23,13 @@ with RunProgress(enabled=True) as progress:
 """
 
 
-def _shown_on_a_terminal(rows: int, columns: int, code: str, term: str = "xterm") -> str:
+def _shown_on_a_terminal(rows: int, columns: int, code: str, term: str = "xterm", **environment: str) -> str:
     """What `code` run in a child whose stderr is a terminal of `rows` x `columns` shows on it."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    inherited = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
     child = subprocess.Popen([sys.executable, "-c", code], stdout=follower, stderr=follower,
-                             env={**os.environ, "TERM": term})
+                             env={**inherited, "TERM": term, **environment})
     os.close(follower)
     shown = b""
     try:
@@ -50,6 +52,14 @@ def test_the_frames_bar_is_drawn_whatever_size_the_terminal_reports(rows: int, c
     """Some `docker exec -t` and `script` sessions report 0x0: tqdm then drew no bar at all."""
     shown = _shown_on_a_terminal(rows, columns, SHOW_FRAMES)
     assert "frames:" in shown and "/5 [" in shown
+
+
+@pytest.mark.parametrize(("columns", "widest"), [("50", 50), ("", 80), ("0", 80)])
+def test_a_terminal_of_no_size_draws_its_bars_as_wide_as_columns_says(columns: str, widest: int) -> None:
+    lines = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", _shown_on_a_terminal(
+        0, 0, SHOW_FRAMES, COLUMNS=columns)))
+    drawn = [line for line in lines if "frames:" in line]
+    assert drawn and max(len(line) for line in drawn) == widest
 
 
 WANTED = """
