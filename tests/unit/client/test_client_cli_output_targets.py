@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from videodag_client import FrameResult
 from videodag_client.cli import _exit_codes, main
 from videodag_client.cli._arguments import UsageError
-from videodag_client.cli._results import JsonLinesOutput, OutputNotWritten, is_stdout, plan_output
+from videodag_client.cli._results import JsonLinesOutput, OutputNotWritten, frame_line, is_stdout, plan_output
 
 FRAME = FrameResult(0, 0.0, {"n": 1})
 
@@ -253,3 +254,14 @@ def test_a_resume_that_fails_leaves_the_part_as_it_was_and_nothing_beside_it(
                                   "it is kept as it was")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["res.jsonl.part"]
     assert Path(f"{results}.part").read_text() == frames
+
+
+def test_numbers_json_has_no_words_for_are_written_as_null() -> None:
+    """A server sending NaN or an infinity (the real one refuses to) had the CLI write `NaN`,
+    which `jq`, JavaScript's JSON.parse and most JSON readers refuse: the whole file unread."""
+    frame = FrameResult(0, 0.0, {"score": math.nan, "boxes": [[1.5, math.inf]], "inner": {"low": -math.inf}})
+    line = frame_line(frame)
+    assert json.loads(line, parse_constant=lambda word: pytest.fail(f"{word} written")) == {
+        "frame_index": 0, "timestamp": 0.0, "result": {"score": None, "boxes": [[1.5, None]], "inner": {"low": None}}
+    }
+    assert frame_line(FrameResult(1, 0.04, {"n": 2.5})) == '{"frame_index":1,"timestamp":0.04,"result":{"n":2.5}}\n'
