@@ -16,6 +16,8 @@ _HEADER = struct.Struct(">I4s")
 _LARGE_SIZE = struct.Struct(">Q")
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 _MAX_CHILDREN = 4096
+# Box headers read inside a `moov`, all walks together: a real one has a few dozen a track.
+MAX_INDEX_HEADERS = 20_000
 _MAX_TABLE_BYTES = 64 * 1024 * 1024  # millions of runs: a frame rate alternating 33 and 34 ms has a run a frame
 
 
@@ -56,15 +58,45 @@ def boxes(stream: SeekableStream, start: int, end: int | None, most: int) -> Ite
         position += size
 
 
+class TooManyBoxes(ValueError):
+    """More box headers than a `HeaderBudget` allows: a file made to keep its reader busy."""
+
+
+class HeaderBudget:
+    """Box headers left to read, shared by the walks through one `moov`: its tracks, each with
+    its boxes, may each be read whole, but not thousands of tracks of thousands of boxes."""
+
+    def __init__(self, headers: int = MAX_INDEX_HEADERS) -> None:
+        self._left = headers
+
+    def walk(self, file: SeekableStream, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+        """`boxes` from `start` to `end`, each header charged; raises TooManyBoxes past the budget."""
+        for box in boxes(file, start, end, _MAX_CHILDREN):
+            self._left -= 1
+            if self._left < 0:
+                raise TooManyBoxes("more boxes than a real file's index holds")
+            yield box
+
+    def first(self, file: SeekableStream, kind: bytes, start: int, end: int) -> tuple[int, int] | None:
+        """(payload start, end) of the first box of `kind` from `start` to `end`, in one walk."""
+        return next(((payload, box_end) for found, payload, box_end in self.walk(file, start, end)
+                     if found == kind), None)
+
+
 def first_video_track(file: BinaryIO, size: int) -> tuple[int, int] | None:
-    """(payload start, end) of the first video track's `trak` box, the track FFmpeg decodes."""
+    """(payload start, end) of the first video track's `trak` box, the track FFmpeg decodes;
+    None without one, or in an index of more boxes than a real one holds (`HeaderBudget`)."""
     moov = next(((payload, end) for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES)
                   if kind == b"moov"), None)
     if moov is None:
         return None
-    for kind, payload, end in boxes(file, *moov, _MAX_CHILDREN):
-        if kind == b"trak" and _is_video_track(file, payload, end):
-            return payload, end
+    budget = HeaderBudget()
+    try:
+        for kind, payload, end in budget.walk(file, *moov):
+            if kind == b"trak" and _is_video_track(file, payload, end, budget):
+                return payload, end
+    except TooManyBoxes:
+        return None
     return None
 
 
@@ -108,8 +140,9 @@ def header_timescale(file: BinaryIO, payload: int) -> int:
     return int(timescale)
 
 
-def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:
-    handler = child(file, (b"mdia", b"hdlr"), start, end)
+def _is_video_track(file: BinaryIO, start: int, end: int, budget: HeaderBudget) -> bool:
+    media = budget.first(file, b"mdia", start, end)
+    handler = budget.first(file, b"hdlr", *media) if media is not None else None
     if handler is None:
         return False
     file.seek(handler[0] + 8)  # version, flags, pre_defined

@@ -16,14 +16,13 @@ from typing import BinaryIO
 
 import filetype
 
-from videodag_service.media.mp4_boxes import boxes, child
+from videodag_service.media.mp4_boxes import HeaderBudget, TooManyBoxes, boxes
 
 # filetype looks at no more than the first 8 KiB; text is judged on a shorter start.
 _HEAD_BYTES = 8192
 _TEXT_SAMPLE_BYTES = 512
 _QUOTED_TEXT_CHARS = 40
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
-_MAX_TRACK_BOXES = 4096
 
 
 @dataclass(frozen=True)
@@ -62,10 +61,11 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
     elif tracks and not any(handler == b"vide" for handler, _ in tracks):
         sound = any(handler == b"soun" for handler, _ in tracks)
         reason = f"it is {name} with no video track" + (", sound only" if sound else "")
-    elif tracks:
-        codec = next(codec for handler, codec in tracks if handler == b"vide")
+    elif tracks and (codec := next(codec for handler, codec in tracks if handler == b"vide")):
         reason = (f"it is {name} whose video track is in {_printable(codec)!r}, a format this server's OpenCV "
                   "cannot decode, or incomplete or damaged")
+    elif tracks:
+        reason = f"it is {name} whose video track is damaged: it names no format"
     elif top_level == "video":
         reason = f"it is {name}, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"
     elif top_level == "audio":
@@ -82,8 +82,10 @@ _NO_INDEX: list[tuple[bytes, bytes]] = []  # compared by identity: the file has 
 
 def _iso_tracks(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]] | None:
     """(handler, sample format) of each track of an ISO media file (`vide`, `avc1`; `soun`,
-    `mp4a`), the handler and format b"" where a track does not say; `_NO_INDEX` when its
-    top-level boxes, as far as they are whole, hold no `moov`; None when it cannot be read."""
+    `mp4a`), the format b"" where a track names none; `_NO_INDEX` when its top-level boxes, as
+    far as they are whole, hold no `moov`; None when it cannot be read, or is not what a file
+    whose tracks say something looks like: a track without its handler, or more boxes inside the
+    `moov` than a real one holds (`HeaderBudget`: an upload made to keep the server reading)."""
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
@@ -91,28 +93,43 @@ def _iso_tracks(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]] | Non
                          if kind == b"moov"), None)
             if moov is None:
                 return _NO_INDEX
-            return [_track(file, payload, end) for kind, payload, end in boxes(file, *moov, _MAX_TRACK_BOXES)
-                    if kind == b"trak"]
-    except (OSError, struct.error):
+            budget = HeaderBudget()
+            tracks = [_track(file, payload, end, budget) for kind, payload, end in budget.walk(file, *moov)
+                      if kind == b"trak"]
+    except (OSError, struct.error, TooManyBoxes):
         return None
+    if any(track is None for track in tracks):
+        return None
+    return [track for track in tracks if track is not None]
 
 
-def _track(file: BinaryIO, start: int, end: int) -> tuple[bytes, bytes]:
-    handler = child(file, (b"mdia", b"hdlr"), start, end)
-    descriptions = child(file, (b"mdia", b"minf", b"stbl", b"stsd"), start, end)
-    kind = sample_format = b""
-    if handler is not None:
-        file.seek(handler[0] + 8)  # version, flags, pre_defined
-        kind = file.read(4)
+def _track(file: BinaryIO, start: int, end: int, budget: HeaderBudget) -> tuple[bytes, bytes] | None:
+    """(handler, sample format) of one `trak`; None without a handler (a damaged track)."""
+    media = budget.first(file, b"mdia", start, end)
+    if media is None:
+        return None
+    handler = information = None
+    for kind, payload, box_end in budget.walk(file, *media):
+        if kind == b"hdlr":
+            handler = payload
+        elif kind == b"minf":
+            information = (payload, box_end)
+    if handler is None:
+        return None
+    file.seek(handler + 8)  # version, flags, pre_defined
+    handler_type = file.read(4)
+    table = budget.first(file, b"stbl", *information) if information is not None else None
+    descriptions = budget.first(file, b"stsd", *table) if table is not None else None
+    sample_format = b""
     if descriptions is not None and descriptions[1] - descriptions[0] >= 16:
         file.seek(descriptions[0] + 12)  # version, flags, entry count, the first entry's size
         sample_format = file.read(4)
-    return kind, sample_format
+    return handler_type, sample_format
 
 
 def _printable(code: bytes) -> str:
-    """A four-character code as text, bytes that are not printable ASCII as `?`."""
-    return "".join(chr(byte) if 0x20 < byte < 0x7F else "?" for byte in code) or "?"
+    """A four-character code as text (`png `), bytes that are not printable ASCII as `?`."""
+    return "".join(chr(byte) if 0x20 <= byte < 0x7F else "?" for byte in code)
 
 
 def _text_guess(head: bytes) -> ContentGuess | None:
