@@ -10,8 +10,8 @@ at once as a ValueError naming the text.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import socket
 import urllib.parse
 
 _PATH_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
@@ -93,8 +93,9 @@ def stays_on_this_machine(target: str) -> bool:
 
 def _is_loopback(host: str) -> bool:
     """A loopback or unspecified address (0.0.0.0 reaches this machine), `localhost`, or a name
-    the resolver (the hosts file) gives loopback addresses alone: the machine's own name on
-    Debian, `localhost.localdomain`, `ip6-localhost`."""
+    the hosts file gives loopback addresses alone: the machine's own name on Debian,
+    `localhost.localdomain`, `ip6-localhost`. The file only: a DNS lookup could hold the
+    command up (for a warning) longer than its own call, and ignore its deadline."""
     name = host.lower().rstrip(".")
     if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always the loopback
         return True
@@ -102,12 +103,24 @@ def _is_loopback(host: str) -> bool:
         return _is_loopback_address(name.partition("%")[0])  # `%`: an IPv6 zone index
     except ValueError:
         pass
+    addresses = _hosts_file_addresses(name)
     try:
-        found = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
+        return bool(addresses) and all(_is_loopback_address(address.partition("%")[0]) for address in addresses)
+    except ValueError:
         return False
-    return bool(found) and all(_is_loopback_address(str(sockaddr[0]).partition("%")[0])
-                               for *_, sockaddr in found)
+
+
+def _hosts_file_addresses(name: str) -> list[str]:
+    """The addresses the hosts file lists for `name` (lowercase)."""
+    path = (os.path.join(os.environ.get("SYSTEMROOT", r"C:\Windows"), "System32", "drivers", "etc", "hosts")
+            if os.name == "nt" else "/etc/hosts")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as hosts:
+            lines = hosts.read(1 << 20).splitlines()
+    except OSError:
+        return []
+    return [words[0] for words in (line.partition("#")[0].split() for line in lines)
+            if len(words) > 1 and name in (word.lower() for word in words[1:])]
 
 
 def _is_loopback_address(text: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -60,17 +61,25 @@ def test_other_addresses_leave_it(target: str) -> None:
 
 
 def test_a_name_the_hosts_file_gives_loopback_addresses_stays_on_this_machine(
-    monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As Debian names the machine itself (127.0.1.1); a name with any other address leaves it."""
-    answers = {"vm": ["127.0.1.1", "::1"], "split": ["127.0.0.1", "10.0.0.7"]}
+    """As Debian names the machine itself (127.0.1.1); a name with any other address leaves it.
+    Read from the file, never looked up: a slow DNS held the command up, past its --timeout."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n127.0.1.1\tVM vm.example  # the machine\n::1 vm ip6-localhost\n"
+                     "127.0.0.1 split\n10.0.0.7 split\n# 127.0.0.1 commented\n")
+    real_open = open
 
-    def resolve(host: str, port: object, **_: object) -> list[tuple[object, ...]]:
-        if host not in answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, 0)) for address in answers[host]]
+    def opening(path: object, *arguments: object, **keywords: object) -> object:
+        return real_open(hosts if path == "/etc/hosts" else path, *arguments, **keywords)  # type: ignore[call-overload]
 
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    assert stays_on_this_machine("vm:50051")
+    def no_lookups(*_: object, **__: object) -> object:
+        raise AssertionError("looked up")
+
+    monkeypatch.setattr("builtins.open", opening)
+    monkeypatch.setattr(socket, "getaddrinfo", no_lookups)
+    assert stays_on_this_machine("vm:50051") and stays_on_this_machine("VM.example.:50051")
+    assert stays_on_this_machine("ip6-localhost:50051")
     assert not stays_on_this_machine("split:50051")
+    assert not stays_on_this_machine("commented:50051")
     assert not stays_on_this_machine("videodag:50051")
