@@ -72,6 +72,21 @@ def test_resuming_a_finished_job_past_the_end_of_its_part_is_refused_before_any_
     assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [0, 2, 4, 6, 8, 10]
 
 
+def test_a_resume_the_server_refuses_leaves_the_part_as_it_was(
+    jobs: JobsDeployment, client: VideodagClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown job (a typo in its id): the .part lost its frames after --after before the
+    server said so."""
+    output = tmp_path / "results.jsonl"
+    part = tmp_path / "results.jsonl.part"
+    kept = "".join(json.dumps({"frame_index": index, "timestamp": 0, "result": {}}) + "\n" for index in range(5))
+    part.write_text(kept)
+    resumed = [*_server(jobs), "watch", "0123456789abcdef01234567", "--after", "2", "-o", str(output), "-q"]
+    assert main(resumed) == _exit_codes.NOT_FOUND
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert part.read_text() == kept and not output.exists()
+
+
 def test_submit_dash_uploads_the_video_from_a_pipe(jobs: JobsDeployment, client: VideodagClient, make_video) -> None:
     video = make_video(6)
     submitted = subprocess.run(

@@ -256,20 +256,26 @@ class JsonLinesOutput:
         # It is closed before the rename and the .part opened again after it, since Windows
         # renames no file that is open; the lock (where there is one) holds meanwhile.
         resuming = beside(part, "", ".resuming")
-        moved_lock = open_locked(resuming, str(self.path))
+        moved_lock: int | None = None
+        replaced = False
         try:
+            moved_lock = open_locked(resuming, str(self.path))
             with _open_new(resuming) as written:
                 written.writelines(kept)
             os.replace(resuming, part)
+            replaced = True
             stream = _open_appending(part)
         except BaseException as error:
             if moved_lock is not None:
                 os.close(moved_lock)
-            with suppress(OSError):  # gone once it took the .part's place
-                os.remove(resuming)
+            if not replaced:
+                with suppress(OSError):
+                    os.remove(resuming)
             if isinstance(error, OSError):  # a full disk; on Windows, the .part open in another program
+                now = (f"it holds the {len(kept)} frames up to frame {self._resume_after}" if replaced
+                       else "it is kept as it was")
                 raise OutputNotWritten(f"cannot continue the partial results in {part}: "
-                                       f"{error.strerror or error}; it is kept as it was") from None
+                                       f"{error.strerror or error}; {now}") from None
             raise
         self._release_lock()
         self._lock_descriptor = moved_lock

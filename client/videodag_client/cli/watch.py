@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from videodag_client import Cancelled, FrameResult, Internal, Job, JobState, VideodagError
+from videodag_client import Cancelled, FrameResult, Internal, Job, JobState, VideodagClient, VideodagError
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import INT64_MAX, float_in_range, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
@@ -65,44 +65,50 @@ def add_parser(subcommands: Any) -> None:
 
 
 def watch_command(args: argparse.Namespace) -> int:
-    final: Job | None = None
     # Checked before connecting: a bad -o found after the watch would lose its results.
     output = JsonLinesOutput(args.output, resume_after=args.after)
     show_progress = progress_wanted(args.quiet, output.lands_on_stdout)
-    with (
-        connect(args) as client,
-        output,
-        tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False,
-             **bar_size()) as bar,
-    ):
-        reconnects = ReconnectReport(quiet=args.quiet)
-        if output.gap_to_check:
-            # The job's stride, before any frame: a finished job's watch sends its frames first,
-            # and its job event (with the stride) after them, too late to refuse a gap.
-            output.check_for_a_gap(client.get_job(args.job_id).options.frame_stride)
-        with client.watch_job(
-            args.job_id,
-            after_frame_index=args.after,
-            reconnect_window=args.reconnect_window,
-            on_reconnect=reconnects,
-        ) as events:
-            for event in events:
-                reconnects.heard_from_server()
-                if isinstance(event, FrameResult):
-                    output.write(event)
-                    bar.update(1)
-                else:
-                    output.check_for_a_gap(event.options.frame_stride)
-                    if event.frames_total and bar.total != event.frames_total:
-                        bar.total = event.frames_total
-                        bar.refresh()
-                    final = event
-        if final is not None and final.state is not JobState.SUCCEEDED:
-            # Raised inside the output's block, so partial results are kept as a .part file.
-            raise _job_error(final)
+    with connect(args) as client:
+        # A resume asks for the job before its .part is touched: one that does not exist, or a
+        # token refused, leaves the .part as it was; and the job's stride refuses a gap before
+        # any frame is written (a finished job's watch sends its frames before the job event).
+        stride = None if args.after is None else client.get_job(args.job_id).options.frame_stride
+        with output, tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False,
+                          **bar_size()) as bar:
+            final = _follow(client, args, output, bar, stride)
     if final is not None and final.summary is not None and not args.quiet:
         print_summary(format_summary(final.summary, args.output), on_stderr=output.lands_on_stdout)
     return _exit_codes.SUCCESS
+
+
+def _follow(client: VideodagClient, args: argparse.Namespace, output: JsonLinesOutput, bar: tqdm,
+            stride: int | None) -> Job | None:
+    """Writes the job's frames to `output` until the job ends; its last state. Raised inside the
+    output's block when the job did not succeed, so partial results are kept as a .part file."""
+    final: Job | None = None
+    if stride is not None and output.gap_to_check:
+        output.check_for_a_gap(stride)
+    reconnects = ReconnectReport(quiet=args.quiet)
+    with client.watch_job(
+            args.job_id,
+        after_frame_index=args.after,
+        reconnect_window=args.reconnect_window,
+        on_reconnect=reconnects,
+    ) as events:
+        for event in events:
+            reconnects.heard_from_server()
+            if isinstance(event, FrameResult):
+                output.write(event)
+                bar.update(1)
+            else:
+                output.check_for_a_gap(event.options.frame_stride)
+                if event.frames_total and bar.total != event.frames_total:
+                    bar.total = event.frames_total
+                    bar.refresh()
+                final = event
+    if final is not None and final.state is not JobState.SUCCEEDED:
+        raise _job_error(final)
+    return final
 
 
 class ReconnectReport:

@@ -13,6 +13,7 @@ import pytest
 
 from videodag_client import FrameResult
 from videodag_client.cli import _exit_codes, main
+from videodag_client.cli import _results as results_module
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._results import JsonLinesOutput, OutputNotWritten, frame_line, is_stdout, plan_output
 
@@ -265,3 +266,29 @@ def test_numbers_json_has_no_words_for_are_written_as_null() -> None:
         "frame_index": 0, "timestamp": 0.0, "result": {"score": None, "boxes": [[1.5, None]], "inner": {"low": None}}
     }
     assert frame_line(FrameResult(1, 0.04, {"n": 2.5})) == '{"frame_index":1,"timestamp":0.04,"result":{"n":2.5}}\n'
+
+
+def test_a_resume_that_cannot_make_its_file_or_reopen_the_part_says_what_the_part_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = tmp_path / "res.jsonl"
+    part = Path(f"{results}.part")
+    frames = "".join(json.dumps({"frame_index": i}) + "\n" for i in range(3))
+    part.write_text(frames)
+    Path(f"{part}.resuming").mkdir()  # left where the kept frames go: refused as the .part's own trouble
+    with pytest.raises(OutputNotWritten) as refused, JsonLinesOutput(str(results), resume_after=1):
+        pass
+    assert str(refused.value) == f"cannot continue the partial results in {part}: Is a directory; it is kept as it was"
+    assert part.read_text() == frames
+    Path(f"{part}.resuming").rmdir()
+
+    def cannot_open(path: str) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(results_module, "_open_appending", cannot_open)  # after the kept frames took its place
+    with pytest.raises(OutputNotWritten) as refused, JsonLinesOutput(str(results), resume_after=1):
+        pass
+    assert str(refused.value) == (f"cannot continue the partial results in {part}: Too many open files; it holds "
+                                  "the 2 frames up to frame 1")
+    assert [json.loads(line)["frame_index"] for line in part.read_text().splitlines()] == [0, 1]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["res.jsonl.part"]
