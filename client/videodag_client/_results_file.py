@@ -46,11 +46,35 @@ def load_results(path: str | os.PathLike[str]) -> dict[int, dict[str, Any]]:
 
 def _as_text(file: io.BufferedReader) -> io.TextIOWrapper:
     """The file's text: UTF-16 where it starts with that byte order mark, else UTF-8 (its own
-    mark skipped). The mark is looked for through the same handle, without a second open: the
-    results may come through a pipe (`<(...)`, /dev/stdin), whose bytes are read once."""
-    start = file.peek(2)[:2]  # what one read gives: a pipe's first read holds more than that
+    mark skipped). The mark is read through the same handle, without a second open, and given
+    back to the text: the results may come through a pipe (`<(...)`, /dev/stdin), whose bytes
+    are read once, and whose first read may hold one byte only."""
+    start = file.read(2)
     encoding = "utf-16" if start in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-    return io.TextIOWrapper(file, encoding=encoding)
+    return io.TextIOWrapper(io.BufferedReader(_ReadAgain(start, file)), encoding=encoding)
+
+
+class _ReadAgain(io.RawIOBase):
+    """The bytes read already (`start`), then the rest of `file`, which stays the caller's to close."""
+
+    def __init__(self, start: bytes, file: io.BufferedReader) -> None:
+        super().__init__()
+        self._start = start
+        self._file = file
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._start:
+            count = min(len(view), len(self._start))
+            view[:count] = self._start[:count]
+            self._start = self._start[count:]
+            return count
+        data = self._file.read1(len(view))
+        view[:len(data)] = data
+        return len(data)
 
 
 def _lines_of_text(lines: Iterable[str], path: str | os.PathLike[str]) -> Iterator[str]:

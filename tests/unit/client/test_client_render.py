@@ -6,6 +6,7 @@ import json
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -454,7 +455,14 @@ def test_results_through_a_pipe_are_read_once(tmp_path: Path, encoding: str) -> 
     lines = "".join(json.dumps({"frame_index": index, "result": {"n": index}}) + "\n" for index in range(3))
     pipe = tmp_path / "results"
     os.mkfifo(pipe)
-    writer = threading.Thread(target=pipe.write_bytes, args=(lines.encode(encoding),))
+
+    def write_the_first_byte_alone(data: bytes) -> None:  # as `<(printf '\xff'; ...)` may: one read, one byte
+        with pipe.open("wb", buffering=0) as writer:
+            writer.write(data[:1])
+            time.sleep(0.2)
+            writer.write(data[1:])
+
+    writer = threading.Thread(target=write_the_first_byte_alone, args=(lines.encode(encoding),))
     writer.start()
     try:
         assert load_results(pipe) == {index: {"n": index} for index in range(3)}
