@@ -139,6 +139,26 @@ def test_tls_trusts_the_roots_of_a_system_without_a_bundle_file(
     assert "frame_stats_v1" in capsys.readouterr().out
 
 
+def test_tls_trusts_a_company_ca_in_the_systems_certificate_folder(
+    make_server: ServerFactory, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SSL_CERT_DIR, as OpenSSL and curl take it (a folder of certificates, the company's among
+    them): only the bundle file was read, and --tls refused the server."""
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
+            "-days", "2", "-subj", "/CN=a public CA", cwd=tmp_path)
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    (folder / "company.pem").write_bytes((pki / "ca.pem").read_bytes())
+    (folder / "README").write_text("not a certificate\n")
+    monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))  # the bundle, without the company's CA
+    monkeypatch.setenv("SSL_CERT_DIR", str(folder))
+    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
+    assert "frame_stats_v1" in capsys.readouterr().out
+
+
 def test_an_error_of_the_servers_naming_a_video_with_a_tls_word_is_not_taken_for_a_handshake(
     make_server: ServerFactory, sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -132,21 +132,48 @@ def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
 def _system_roots() -> bytes | None:
     """The system's trusted certificates (what `update-ca-certificates` keeps; on Windows, its
     certificate store), as --tls promises: gRPC otherwise trusts a bundle of its own, without a
-    company's CA installed on the machine. None where gRPC is told where its roots are
-    (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) or the system has no certificates Python's ssl knows of."""
+    company's CA installed on the machine. The bundle file OpenSSL names (`SSL_CERT_FILE`), and
+    the certificates in its folder (`SSL_CERT_DIR`) where that is set or there is no bundle.
+    None where gRPC is told where its roots are (GRPC_DEFAULT_SSL_ROOTS_FILE_PATH) or the system
+    has no certificates Python's ssl knows of."""
     if os.environ.get("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"):
         return None
     paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and os.path.isfile(candidate):
-            try:
-                with open(candidate, "rb") as bundle:
-                    return bundle.read()
-            except OSError:
-                continue
+    bundle = next((content for candidate in (paths.cafile, paths.openssl_cafile)
+                   if candidate and (content := _readable(candidate)) is not None), None)
+    folder = paths.capath if os.environ.get(paths.openssl_capath_env) or bundle is None else None
+    found = (bundle or b"") + (_certificates_in(folder) if folder else b"")
+    if found:
+        return found
     # No bundle file (Windows keeps its roots in a store, which Python's default context reads).
     certificates = ssl.create_default_context().get_ca_certs(binary_form=True)
     return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates).encode("ascii") or None
+
+
+_MAX_FOLDER_FILES = 10_000
+
+
+def _readable(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError:
+        return None
+
+
+def _certificates_in(folder: str) -> bytes:
+    """The PEM certificates of the files in an OpenSSL certificate folder (hashed links and
+    the files they lead to alike; a certificate twice is harmless)."""
+    try:
+        names = sorted(os.listdir(folder))[:_MAX_FOLDER_FILES]
+    except OSError:
+        return b""
+    found = []
+    for name in names:
+        content = _readable(os.path.join(folder, name))
+        if content and b"-----BEGIN CERTIFICATE-----" in content:
+            found.append(content if content.endswith(b"\n") else content + b"\n")
+    return b"".join(found)
 
 
 def _read_pem(path: str, option: str, label: str) -> bytes:
