@@ -6,6 +6,7 @@ import functools
 import math
 import re
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -14,7 +15,13 @@ from typing import Any
 import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
-from videodag_client._connection import ChannelMaker, Connection, retire, says_draining
+from videodag_client._connection import (
+    ChannelMaker,
+    Connection,
+    leaves_a_draining_server,
+    retire,
+    says_draining,
+)
 from videodag_client._errors import (
     FieldViolation,
     Internal,
@@ -61,6 +68,9 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
+# The least time between two new connections made to leave a draining server (`_connection`).
+_RECONNECT_SPACING_SECONDS = 1.0
+
 _encode_upload_chunk = bytes_field_encoder(video_pipeline_service_pb2.UploadAndRunRequest, "chunk")
 
 
@@ -83,7 +93,7 @@ class VideodagClient(JobCalls):
     `_connection`). For a client given every replica's address,
     `channel_options=[("grpc.lb_policy_name", "round_robin")]` spreads them, so that a call a
     draining replica refused, retried, reaches another (at the cost of reconnecting in the
-    background, with gRPC's growing backoff, while a server is down).
+    background, about every 5 s, while a server is down); such a client keeps its channel.
     `token` is sent as `authorization: Bearer <token>` on every call; without `credentials`
     (TLS) it travels in clear text, which is only acceptable on a trusted network.
     `timeout` (seconds) is the default deadline of every call; None means no deadline. A call's
@@ -116,8 +126,9 @@ class VideodagClient(JobCalls):
                 return grpc.insecure_channel(target, options=chosen)
             return grpc.secure_channel(target, credentials, options=chosen)
 
-        self._setup(make_channel(), make_channel=functools.partial(make_channel, connection_of_its_own=True),
-                    token=token, timeout=timeout)
+        self._setup(make_channel(), owns_channel=True, token=token, timeout=timeout,
+                    make_channel=functools.partial(make_channel, connection_of_its_own=True)
+                    if leaves_a_draining_server(target, options) else None)
 
     def __reduce__(self) -> Any:
         raise TypeError(PICKLING_REFUSED)
@@ -141,17 +152,22 @@ class VideodagClient(JobCalls):
         wire bytes they are sent as (`_wire`), not as messages; responses are messages."""
         _check_token(token)
         client = cls.__new__(cls)
-        client._setup(channel, make_channel=None, token=token, timeout=timeout)
+        client._setup(channel, owns_channel=False, make_channel=None, token=token, timeout=timeout)
         return client
 
     def _setup(
-        self, channel: grpc.Channel, *, make_channel: ChannelMaker | None, token: str | None, timeout: float | None
+        self, channel: grpc.Channel, *, owns_channel: bool, make_channel: ChannelMaker | None, token: str | None,
+        timeout: float | None,
     ) -> None:
-        """`make_channel` makes another channel like `channel`, with a connection of its own (the
-        client owns both), None for a channel the caller owns: see `_connection` for why."""
+        """`make_channel` makes another channel like `channel`, with a connection of its own, for
+        the client to leave a draining server (see `_connection`); None for a channel the caller
+        owns, or one whose calls are not all down one connection."""
+        self._owns_channel = owns_channel
         self._connection = Connection(channel)
         self._make_channel = make_channel
         self._retired: list[Connection] = []  # made before a drain, with calls still under way
+        self._connection_of: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
+        self._next_reconnect = 0.0
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -182,7 +198,7 @@ class VideodagClient(JobCalls):
             call.cancel()
         for wait in waits:
             wait.set()
-        if self._make_channel is not None:
+        if self._owns_channel:
             for connection in connections:
                 connection.channel.close()
 
@@ -232,6 +248,7 @@ class VideodagClient(JobCalls):
         call.add_done_callback(lambda ended: self._connect_again_if_draining(connection, ended))
         with self._running_calls_lock:
             closed = self._closed
+            self._connection_of[call] = connection
             if not closed:
                 self._running_calls.add(call)
         if closed:  # closed while it started
@@ -239,16 +256,29 @@ class VideodagClient(JobCalls):
             raise client_closed_error()
         return call
 
+    def _call_failed(self, call: Any) -> None:
+        """What a stream or a submission tells the client of its failure before raising it:
+        gRPC wakes the caller before it runs the call's done callbacks, so a caller retrying at
+        once could otherwise go down the connection of a server that said it drains."""
+        with self._running_calls_lock:
+            connection = self._connection_of.get(call)
+        if connection is not None:
+            self._connect_again_if_draining(connection, call)
+
     def _connect_again_if_draining(self, connection: Connection, ended: Any) -> None:
         """A new channel for the calls after, if `ended` (a failed call, or one that ended) says
-        the server behind `connection` drains; the old one is closed once its calls have ended."""
+        the server behind `connection` drains; the old one is closed once its calls have ended.
+        At most one a second: a balancer that still sends new connections to the draining
+        server (its endpoint not yet removed) would otherwise get one a refusal."""
         if self._make_channel is None or connection is not self._connection:
             return
         if not (isinstance(ended, grpc.RpcError) and says_draining(ended)):
             return
         with self._running_calls_lock:
-            if self._closed or connection is not self._connection:
+            now = time.monotonic()
+            if self._closed or connection is not self._connection or now < self._next_reconnect:
                 return
+            self._next_reconnect = now + _RECONNECT_SPACING_SECONDS
             self._connection = Connection(self._make_channel())
             # Closed by the next call's `_invoke` once idle, not here: this may run in gRPC's
             # callback of a call on that very channel.
@@ -344,7 +374,7 @@ class VideodagClient(JobCalls):
             on_upload_progress=on_upload_progress,
             check_upload=check_upload,
         )
-        return RunStream(call, requests, self._is_closed)
+        return RunStream(call, requests, self._is_closed, self._call_failed)
 
     def _deadline(self, timeout: float | None) -> float | None:
         """A call's deadline: its own `timeout`, else the client's; `math.inf` is none at all,
@@ -386,11 +416,13 @@ class RunStream(Iterator[Event]):
     block) cancels the call if it is still running, and stops the upload.
     """
 
-    def __init__(self, call: Any, requests: ChunkedRequests, client_closed: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, call: Any, requests: ChunkedRequests, client_closed: Callable[[], bool] = lambda: False,
+                 call_failed: Callable[[Any], None] = lambda call: None) -> None:
         # `call` is both an iterator of responses and a grpc.Call (cancel, code, details).
         self._call = call
         self._requests = requests
         self._client_closed = client_closed
+        self._call_failed = call_failed  # told before the error is raised: the client's next call may depend on it
         self._finished = False
         self._summarized = False
         self._frames = 0
@@ -421,6 +453,7 @@ class RunStream(Iterator[Event]):
                 raise
             except grpc.RpcError as error:
                 self._finish()
+                self._call_failed(self._call)
                 raise upload_call_error(error, self._requests, self._client_closed) from error
             event = event_from_proto(response)
             self._summarized = self._summarized or isinstance(event, RunSummary)

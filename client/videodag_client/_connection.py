@@ -7,13 +7,20 @@ connection) each run it started went to the draining replica, refused, until tha
 exited. Told so once, a client that made its own channel makes a new one: the calls after it
 go down a new connection, which the balancer gives to a replica that is not stopping, while
 the calls in progress on the old one finish there. The old channel is closed once nothing
-runs on it. A channel the caller made stays the caller's to manage.
+runs on it. A channel the caller made stays the caller's to manage, and a channel that
+spreads its calls already (round robin) is kept (`leaves_a_draining_server`).
+
+The price, with the embedded job backend: a job is its replica's own, so once connected
+elsewhere, a lookup of a job on the draining replica answers NOT_FOUND, where the old
+connection would have reached it until that replica exited. Replicas behind one address
+share a Redis job backend.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -69,6 +76,18 @@ def says_draining(error: grpc.RpcError) -> bool:
     if not callable(code) or code() is not grpc.StatusCode.UNAVAILABLE:
         return False
     return from_grpc_error(error).reason == DRAINING
+
+
+def leaves_a_draining_server(target: str, options: Sequence[tuple[str, Any]]) -> bool:
+    """Whether a client of `target` with these channel options connects again when told its
+    server drains: when all its calls go down one connection (gRPC's default, pick_first, to
+    one address or one name). A round-robin channel spreads them already, and a refused call
+    retried goes to another replica: a new channel would connect to every replica again and
+    send the retry to whichever answers first, the draining one as likely as not. A list of
+    addresses (`ipv4:A,B`) would connect to its first again."""
+    policy = dict(options).get("grpc.lb_policy_name", "pick_first")
+    addresses = target.partition(":")[2] if target.startswith(("ipv4:", "ipv6:")) else ""
+    return policy == "pick_first" and "," not in addresses
 
 
 def retire(connections: list[Connection]) -> tuple[list[Connection], list[Connection]]:

@@ -31,12 +31,13 @@ _MAX_EMPTY_PAGES_IN_A_ROW = 100
 
 class JobCalls:
     """The job calls of `VideodagClient`; expects `_metadata`, `_deadline`, `_invoke` (which
-    picks the callable off its connection), `_check_open` (which refuse calls on a closed client),
+    picks the callable off its connection), `_call_failed`, `_check_open` (which refuse calls on a closed client),
     `_is_closed` and `_end_on_close` from it."""
 
     _metadata: tuple[tuple[str, str], ...]
     _deadline: Callable[[float | None], float | None]
     _invoke: Callable[..., Any]
+    _call_failed: Callable[[Any], None]
     _check_open: Callable[[], None]
     _is_closed: Callable[[], bool]
     _end_on_close: Callable[[threading.Event], None]
@@ -227,18 +228,20 @@ def start_job_submission(
         checksum=checksum,
         on_upload_progress=on_upload_progress,
     )
-    return JobSubmission(call, chunked, client._is_closed)
+    return JobSubmission(call, chunked, client._is_closed, client._call_failed)
 
 
 class JobSubmission:
     """A SubmitJob call under way: `result()` waits for the job, `cancel()` stops the upload."""
 
     def __init__(
-        self, call: grpc.Future, chunked: ChunkedRequests, client_closed: Callable[[], bool] = lambda: False
+        self, call: grpc.Future, chunked: ChunkedRequests, client_closed: Callable[[], bool] = lambda: False,
+        call_failed: Callable[[Any], None] = lambda call: None,
     ) -> None:
         self._call = call  # also a grpc.Call
         self._chunked = chunked
         self._client_closed = client_closed
+        self._call_failed = call_failed  # told before the error is raised: the client's next call may depend on it
 
     def result(self) -> Job:
         """The QUEUED job; raises the call's error (or the upload's own) as a `VideodagError`."""
@@ -249,6 +252,7 @@ class JobSubmission:
                 raise client_closed_error() from None
             raise Cancelled("the job submission was cancelled by the client") from None
         except grpc.RpcError as error:
+            self._call_failed(self._call)
             raise upload_call_error(error, self._chunked, self._client_closed) from error
         except BaseException:
             # Ctrl-C while the upload is under way. Ending the upload (below) without cancelling

@@ -59,3 +59,24 @@ def test_a_connection_past_its_age_leaves_its_calls_running_and_the_next_call_re
                           in balancer.connections_by_backend, timeout=15)
         rest = list(in_progress)  # never cut for the connection's age
         assert isinstance(rest[-1], RunSummary) and rest[-1].frames_processed == 60
+
+
+def test_a_balancer_still_sending_to_the_draining_replica_gets_one_new_connection_a_second(
+    make_server: ServerFactory, make_video
+) -> None:
+    """Until its endpoint is removed, each new connection may reach the draining replica again:
+    a client refused in a loop made one a refusal (238 in 15 s from 4 threads)."""
+    draining = make_server(shutdown_grace_seconds=30)
+    with OneAddressBalancer(draining.running.port) as balancer, VideodagClient(f"127.0.0.1:{balancer.port}") as client:
+        assert client.list_pipelines()
+        in_progress = client.upload_and_run(make_video(60), "slow", timeout=60)
+        next(event for event in in_progress if isinstance(event, FrameResult))
+        stopping = threading.Thread(target=draining.running.stop)
+        stopping.start()
+        assert wait_until(lambda: draining.running.run_slots.draining, timeout=10)
+        for _ in range(5):
+            with pytest.raises(Unavailable, match="shutting down"):
+                client.submit_job(make_video(2), "frame_stats_v1", timeout=30)
+        assert balancer.connections_by_backend == {draining.running.port: 2}
+        in_progress.close()
+        stopping.join(timeout=30)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from videodag_client import AsyncVideodagClient, VideodagClient
+from videodag_client._connection import leaves_a_draining_server
 from videodag_client._target import stays_on_this_machine
 
 
@@ -83,3 +84,21 @@ def test_a_name_the_hosts_file_gives_loopback_addresses_stays_on_this_machine(
     assert not stays_on_this_machine("split:50051")
     assert not stays_on_this_machine("commented:50051")
     assert not stays_on_this_machine("videodag:50051")
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "leaves"),
+    [
+        ("videodag:50051", [], True),
+        ("dns:///videodag.default.svc:50051", [("grpc.lb_policy_name", "pick_first")], True),
+        ("ipv4:10.0.0.1:50051", [], True),
+        # Calls spread already: a refused one retried goes to another replica, on the same channel.
+        ("dns:///videodag-headless:50051", [("grpc.lb_policy_name", "round_robin")], False),
+        ("ipv4:10.0.0.1:50051,10.0.0.2:50051", [("grpc.lb_policy_name", "round_robin")], False),
+        ("ipv4:10.0.0.1:50051,10.0.0.2:50051", [], False),  # a new channel would take the first again
+    ],
+)
+def test_a_client_leaves_a_draining_server_only_where_all_its_calls_go_down_one_connection(
+    target: str, options: list[tuple[str, str]], leaves: bool
+) -> None:
+    assert leaves_a_draining_server(target, options) is leaves
