@@ -40,13 +40,17 @@ def watch_job(
     """Yield the job (when its state or progress changed) and its frames until it is finished.
 
     `stop_requested` is checked at least every `poll_seconds`; when it turns true the
-    generator ends (the caller went away). JobNotFound is raised if the job is deleted.
-    Progress-only changes are sent at most once per `progress_interval_seconds`.
+    generator ends (the caller went away, or the server's shutdown grace is over), but for a job
+    that has finished meanwhile: its last frames and its final state go first, so a watch of a
+    job that ended just as the grace did ends with that state, not with a resume that finds the
+    job nowhere else. JobNotFound is raised if the job is deleted. Progress-only changes are
+    sent at most once per `progress_interval_seconds`.
     """
     last_index = after_frame_index
     last_sent: Job | None = None
     last_progress_sent_at = 0.0
-    while not stop_requested():
+    while True:
+        stopping = stop_requested()
         job = store.get(job_id)
         frames = store.frames_after(job_id, last_index, _FRAMES_PER_READ)
         if job.state.is_finished:
@@ -57,6 +61,8 @@ def watch_job(
             # Read again: a job deleted (or expired) during the replay has lost its later
             # frames, and must end the stream as NOT_FOUND, not as a complete success.
             yield store.get(job_id)
+            return
+        if stopping:
             return
         now = time.monotonic()
         if _state_changed(last_sent, job) or (

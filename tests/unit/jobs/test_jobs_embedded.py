@@ -642,6 +642,18 @@ def test_a_watch_ends_when_its_caller_goes_away(service: JobService, clip: Path)
     service.cancel(job.id)
 
 
+def test_a_watch_told_to_stop_as_its_job_finishes_still_ends_with_the_final_state(
+    service: JobService, clip: Path
+) -> None:
+    """The shutdown grace over just as the job ended: the watch stopped before its final state,
+    and its client, resuming on another replica of the embedded backend, found no such job."""
+    job = service.submit(JobRequest("paced"), chunks_of(clip))
+    assert list(service.watch(job.id))[-1].state is JobState.SUCCEEDED
+    events = list(service.watch(job.id, 25, stop_requested=lambda: True))
+    assert [event.frame_index for event in events[:-1]] == [26, 27, 28, 29]
+    assert isinstance(events[-1], Job) and events[-1].state is JobState.SUCCEEDED
+
+
 def test_a_slow_upload_is_created_when_it_is_stored_and_lists_before_jobs_submitted_meanwhile(
     service: JobService, clip: Path
 ) -> None:
