@@ -83,6 +83,11 @@ _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 _DRAIN_POLL_SECONDS = 0.1
 # How often the waiting main thread wakes, so a signal's handler runs promptly.
 _SIGNAL_POLL_SECONDS = 0.2
+# The shortest drain (or the grace, if shorter): calls sent just after the signal, before the
+# client or its balancer knew (a Kubernetes endpoint is removed as the pod is told to stop), are
+# refused as SERVER_DRAINING, which says to go elsewhere, rather than cut by gRPC's stop as a
+# bare CANCELLED, which reads as the caller's own cancel; and a health poll can see NOT_SERVING.
+_MIN_DRAIN_SECONDS = 1.0
 # After the grace, how long calls get to end themselves before gRPC cancels them: a run
 # notices at its next frame, a watch at its next poll (`watch_job`'s 0.5 s).
 _CALLS_END_SECONDS = 1.0
@@ -179,8 +184,9 @@ class RunningServer:
         # gRPC's own stop refuses every new call at once, health checks and job lookups included;
         # keep serving while the work in progress finishes, so a load balancer sees NOT_SERVING
         # rather than a closed port, and job clients can still follow their jobs.
-        deadline = time.monotonic() + grace
-        self._wait_for_work_in_progress(deadline, hurry)
+        started = time.monotonic()
+        self._wait_for_work_in_progress(started + grace, hurry)
+        hurry.wait(started + min(grace, _MIN_DRAIN_SECONDS) - time.monotonic())
         # Calls still going end themselves at their next step, with UNAVAILABLE SERVER_DRAINING
         # their clients can act on; gRPC's own cancel, a bare UNAVAILABLE, is for the rest.
         self.run_slots.end_calls()

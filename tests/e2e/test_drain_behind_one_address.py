@@ -5,6 +5,7 @@ was refused until the replica exited, while the balancer had other replicas for 
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from harness import ServerFactory
@@ -80,3 +81,25 @@ def test_a_balancer_still_sending_to_the_draining_replica_gets_one_new_connectio
         assert balancer.connections_by_backend == {draining.running.port: 2}
         in_progress.close()
         stopping.join(timeout=30)
+
+
+def test_calls_sent_just_after_the_signal_to_an_idle_server_are_told_it_drains(
+    make_server: ServerFactory, make_video
+) -> None:
+    """With nothing in progress the drain lasted 0.1 s: a run sent a few milliseconds after the
+    signal (before the balancer knew) was cut by gRPC's stop as a bare CANCELLED, which reads as
+    the caller's own cancel, not as a server to leave."""
+    server = make_server(shutdown_grace_seconds=5)
+    video = make_video(2)
+    with VideodagClient(server.target) as client:
+        assert client.list_pipelines()
+        stopping = threading.Thread(target=server.running.stop)
+        stopping.start()
+        assert wait_until(lambda: server.running.run_slots.draining, timeout=10)
+        for _ in range(5):  # about half a second of calls
+            with pytest.raises(Unavailable) as refused:
+                list(client.upload_and_run(video, "frame_stats_v1", timeout=10))
+            assert refused.value.reason == "SERVER_DRAINING"
+            time.sleep(0.1)
+        stopping.join(timeout=30)
+        assert not stopping.is_alive()
