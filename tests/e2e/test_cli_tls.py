@@ -106,19 +106,25 @@ def test_a_server_certificate_for_another_name_is_a_tls_failure(
     assert "frame_stats_v1" in capsys.readouterr().out
 
 
+def _tls_with_the_systems_roots_reaches(make_server: ServerFactory, pki: Path,  # noqa: F811
+                                        capsys: pytest.CaptureFixture[str]) -> bool:
+    """Whether `videodag --tls` (no --tls-ca) lists the pipelines of a server of `pki`'s CA."""
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    listed = main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
+    return listed and "frame_stats_v1" in capsys.readouterr().out
+
+
 def test_tls_trusts_the_systems_roots_a_company_ca_installed_included(
     make_server: ServerFactory, pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """gRPC trusted a bundle of its own, without the CA update-ca-certificates had added to the
     system's: --tls refused a server every other tool on the machine trusted."""
-    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
     system_bundle = tmp_path / "ca-certificates.crt"  # the system's, with the company's CA added
     system_bundle.write_bytes((pki / "ca.pem").read_bytes())
     monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(system_bundle))  # where OpenSSL finds the system's roots
-    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
-    assert "frame_stats_v1" in capsys.readouterr().out
+    assert _tls_with_the_systems_roots_reaches(make_server, pki, capsys)
 
 
 def test_tls_trusts_the_roots_of_a_system_without_a_bundle_file(
@@ -127,7 +133,6 @@ def test_tls_trusts_the_roots_of_a_system_without_a_bundle_file(
 ) -> None:
     """As on Windows, whose roots are in a store Python's default context reads, not in a file
     OpenSSL names: gRPC's own bundle was trusted instead, without a company CA in that store."""
-    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
     store = tmp_path / "store.pem"
     store.write_bytes((pki / "ca.pem").read_bytes())
     monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
@@ -135,8 +140,7 @@ def test_tls_trusts_the_roots_of_a_system_without_a_bundle_file(
     no_files = ssl.DefaultVerifyPaths(None, None, "SSL_CERT_FILE", str(tmp_path / "none.pem"), "SSL_CERT_DIR",
                                       str(tmp_path))
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: no_files)
-    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
-    assert "frame_stats_v1" in capsys.readouterr().out
+    assert _tls_with_the_systems_roots_reaches(make_server, pki, capsys)
 
 
 def test_tls_trusts_a_company_ca_in_the_systems_certificate_folder(
@@ -145,7 +149,6 @@ def test_tls_trusts_a_company_ca_in_the_systems_certificate_folder(
 ) -> None:
     """SSL_CERT_DIR, as OpenSSL and curl take it (a folder of certificates, the company's among
     them): only the bundle file was read, and --tls refused the server."""
-    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
             "-days", "2", "-subj", "/CN=a public CA", cwd=tmp_path)
     folder = tmp_path / "certs"
@@ -155,8 +158,7 @@ def test_tls_trusts_a_company_ca_in_the_systems_certificate_folder(
     monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))  # the bundle, without the company's CA
     monkeypatch.setenv("SSL_CERT_DIR", str(folder))
-    assert main(["--server", f"localhost:{server.running.port}", "--timeout", "10", "--tls", "pipelines"]) == 0
-    assert "frame_stats_v1" in capsys.readouterr().out
+    assert _tls_with_the_systems_roots_reaches(make_server, pki, capsys)
 
 
 def test_an_error_of_the_servers_naming_a_video_with_a_tls_word_is_not_taken_for_a_handshake(

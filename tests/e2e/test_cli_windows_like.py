@@ -2,6 +2,8 @@
 ended in a traceback for want of SIGHUP, `-o FILE` for want of O_NOFOLLOW, and a finished
 `.part` could not become the results file while the CLI still held it open."""
 
+# ruff: noqa: F811 - the tests take `jobs` and `client`, the fixtures imported from test_jobs_cli
+
 from __future__ import annotations
 
 import json
@@ -9,11 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from jobs_harness import JobsDeployment, deployment, finished, wait_for_job
+from jobs_harness import JobsDeployment, finished, wait_for_job
+from test_jobs_cli import client, jobs  # noqa: F401 - fixtures: an embedded deployment, its client
 
 import fakes
 from fakes.waiting import wait_until
@@ -21,17 +22,6 @@ from videodag_client import JobState, VideodagClient
 from videodag_client.cli import _exit_codes
 
 _RUNNER = Path(fakes.__file__).parent / "windows_like.py"
-
-
-@pytest.fixture
-def jobs(tmp_path: Path) -> Iterator[JobsDeployment]:
-    with deployment("embedded", tmp_path) as deployed:
-        yield deployed
-
-
-@pytest.fixture
-def client(jobs: JobsDeployment) -> VideodagClient:
-    return jobs.start_server()
 
 
 def _videodag(jobs: JobsDeployment, *arguments: str, held_open: Path | None = None) -> subprocess.CompletedProcess[str]:
