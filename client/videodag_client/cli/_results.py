@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import math
 import os
 import re
 import stat
@@ -18,6 +17,7 @@ from typing import Any, TextIO
 from videodag_client import FrameResult
 from videodag_client._file_names import beside
 from videodag_client.cli._arguments import UsageError
+from videodag_client.cli._json import json_text
 from videodag_client.cli._part_lock import NO_FOLLOW, open_locked
 from videodag_client.cli._terminal import json_terminal_safe
 from videodag_client.cli._video_input import STDIN
@@ -78,23 +78,8 @@ def frame_line(frame: FrameResult, *, ascii_only: bool = False) -> str:
     line is printed to (`-o -`, a file `cat` later), nor reorder or hide what it shows.
     `ascii_only` for a stream that does not write UTF-8 (stdout in a Latin-1 locale): JSON's
     escapes keep the line valid, and the same text, in any encoding."""
-    record = frame_record(frame)
-    try:
-        text = json.dumps(record, ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False)
-    except ValueError:  # NaN or an infinity, which JSON has no words for: null, as JavaScript writes them
-        text = json.dumps(_finite(record), ensure_ascii=ascii_only, separators=(",", ":"))
+    text = json_text(frame_record(frame), ensure_ascii=ascii_only, separators=(",", ":"))
     return (text if ascii_only else json_terminal_safe(text)) + "\n"
-
-
-def _finite(value: Any) -> Any:
-    """`value` with every NaN and infinity in it as None (the real server sends none; another might)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _writes_utf8(stream: TextIO) -> bool:

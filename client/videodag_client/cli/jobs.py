@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ from videodag_client import Job, JobState
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import INT64_MAX, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._json import json_text
 from videodag_client.cli._results import print_output
 from videodag_client.cli._terminal import terminal_safe
 
@@ -65,7 +65,7 @@ def list_command(args: argparse.Namespace) -> int:
     if more:  # on stderr: the listing itself (JSON or table) stays whole
         print(f"the newest {len(jobs)} jobs; --limit 0 lists them all", file=sys.stderr)
     if args.json:
-        print_output(json.dumps([job_record(job) for job in jobs], indent=2))
+        print_output(json_text([job_record(job) for job in jobs], indent=2))
     elif jobs:
         print_output(_job_table(jobs))
     else:
@@ -76,7 +76,7 @@ def list_command(args: argparse.Namespace) -> int:
 def show_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         job = client.get_job(args.job_id)
-    print_output(json.dumps(job_record(job), indent=2) if args.json else format_job(job))
+    print_output(json_text(job_record(job), indent=2) if args.json else format_job(job))
     return _exit_codes.SUCCESS
 
 

@@ -11,6 +11,7 @@ from videodag_client import PipelineInfo
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._json import json_text
 from videodag_client.cli._results import print_output
 from videodag_client.cli._terminal import terminal_safe
 
@@ -42,7 +43,7 @@ def list_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         pipelines = client.list_pipelines()
     if args.json:
-        print_output(json.dumps([dataclasses.asdict(p) for p in pipelines], indent=2))
+        print_output(json_text([dataclasses.asdict(p) for p in pipelines], indent=2))
     elif pipelines:
         print_output(_pipeline_table(pipelines))
     else:
@@ -54,7 +55,7 @@ def show_command(args: argparse.Namespace) -> int:
     with connect(args) as client:
         pipeline = client.get_pipeline(args.pipeline_id)
     if args.json:
-        print_output(json.dumps(dataclasses.asdict(pipeline), indent=2))
+        print_output(json_text(dataclasses.asdict(pipeline), indent=2))
     else:
         print_output(format_pipeline(pipeline))
     return _exit_codes.SUCCESS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -11,6 +10,7 @@ from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
+from videodag_client.cli._json import json_text
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._results import OutputNotWritten
 from videodag_client.cli._sampling import add_sampling_arguments, sampling_options
@@ -71,7 +71,7 @@ def submit_command(args: argparse.Namespace) -> int:
     job_id = terminal_safe(job.id, one_line=True)  # as a server sent it: shown, never obeyed by the terminal
     follow = f"follow it with: {watch_command(job.id)}"
     try:
-        print(json.dumps(job_record(job), indent=2) if args.json else job_id, flush=True)
+        print(json_text(job_record(job), indent=2) if args.json else job_id, flush=True)
     except BrokenPipeError:  # the reader went (`| true`): the job runs, so its id must not be lost
         print(f"job {job_id} is queued; {follow}", file=sys.stderr)
         raise

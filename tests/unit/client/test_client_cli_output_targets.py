@@ -15,6 +15,7 @@ from videodag_client import FrameResult
 from videodag_client.cli import _exit_codes, main
 from videodag_client.cli import _results as results_module
 from videodag_client.cli._arguments import UsageError
+from videodag_client.cli._json import json_text
 from videodag_client.cli._results import JsonLinesOutput, OutputNotWritten, frame_line, is_stdout, plan_output
 
 FRAME = FrameResult(0, 0.0, {"n": 1})
@@ -292,3 +293,11 @@ def test_a_resume_that_cannot_make_its_file_or_reopen_the_part_says_what_the_par
                                   "the 2 frames up to frame 1")
     assert [json.loads(line)["frame_index"] for line in part.read_text().splitlines()] == [0, 1]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["res.jsonl.part"]
+
+
+def test_every_json_output_writes_null_for_numbers_json_has_no_words_for() -> None:
+    """`jobs --json`, `pipelines --json` and `submit --json` wrote `NaN` and `Infinity` too."""
+    record = {"fps": math.nan, "params": {"threshold": math.inf, "sizes": (1, -math.inf)}, "name": "a"}
+    assert json.loads(json_text(record, indent=2)) == {"fps": None, "params": {"threshold": None, "sizes": [1, None]},
+                                                       "name": "a"}
+    assert json_text({"fps": 25.0}) == '{"fps": 25.0}'
