@@ -3,6 +3,7 @@ handshake reported as a TLS failure, without gRPC's own log lines on stderr."""
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -151,13 +152,21 @@ def test_tls_trusts_a_company_ca_in_the_systems_certificate_folder(
     them): only the bundle file was read, and --tls refused the server."""
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
             "-days", "2", "-subj", "/CN=a public CA", cwd=tmp_path)
-    folder = tmp_path / "certs"
+    empty, folder = tmp_path / "empty", tmp_path / "certs"
+    empty.mkdir()
     folder.mkdir()
     (folder / "company.pem").write_bytes((pki / "ca.pem").read_bytes())
-    (folder / "README").write_text("not a certificate\n")
+    # What else such a folder may hold, each sorted before the company's: gRPC reads no further
+    # than a block that does not parse, and a FIFO is read forever.
+    (folder / "a-readme").write_text("not a certificate\n")
+    (folder / "b-binary").write_bytes(bytes(range(256)))
+    (folder / "c-empty.pem").write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    cut_short = (pki / "ca.pem").read_text().splitlines()
+    (folder / "d-cut.pem").write_text("\n".join([*cut_short[:3], cut_short[-1]]) + "\n")
+    os.mkfifo(folder / "e-fifo")
     monkeypatch.delenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))  # the bundle, without the company's CA
-    monkeypatch.setenv("SSL_CERT_DIR", str(folder))
+    monkeypatch.setenv("SSL_CERT_DIR", f"{empty}{os.pathsep}{folder}")  # a list, as OpenSSL takes it
     assert _tls_with_the_systems_roots_reaches(make_server, pki, capsys)
 
 

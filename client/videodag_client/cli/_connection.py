@@ -8,7 +8,10 @@ a value given before the subcommand is not overwritten by a default after it.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import os
+import re
 import ssl
 import sys
 
@@ -141,16 +144,17 @@ def _system_roots() -> bytes | None:
     paths = ssl.get_default_verify_paths()
     bundle = next((content for candidate in (paths.cafile, paths.openssl_cafile)
                    if candidate and (content := _readable(candidate)) is not None), None)
-    folder = paths.capath if os.environ.get(paths.openssl_capath_env) or bundle is None else None
+    # The variable itself: Python's `capath` is None for a list of folders, which is not a folder.
+    folder = os.environ.get(paths.openssl_capath_env) or (paths.capath if bundle is None else None)
     found = (bundle or b"") + (_certificates_in(folder) if folder else b"")
-    if found:
-        return found
-    # No bundle file (Windows keeps its roots in a store, which Python's default context reads).
-    certificates = ssl.create_default_context().get_ca_certs(binary_form=True)
-    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates).encode("ascii") or None
+    if bundle is None:  # Windows keeps its roots in a store, which Python's default context reads
+        certificates = ssl.create_default_context().get_ca_certs(binary_form=True)
+        found += "".join(ssl.DER_cert_to_PEM_cert(der) for der in certificates).encode("ascii")
+    return found or None
 
 
-_MAX_FOLDER_FILES = 10_000
+_MAX_FOLDER_FILES = 100_000
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
 
 
 def _readable(path: str) -> bytes | None:
@@ -161,19 +165,39 @@ def _readable(path: str) -> bytes | None:
         return None
 
 
-def _certificates_in(folder: str) -> bytes:
-    """The PEM certificates of the files in an OpenSSL certificate folder (hashed links and
-    the files they lead to alike; a certificate twice is harmless)."""
-    try:
-        names = sorted(os.listdir(folder))[:_MAX_FOLDER_FILES]
-    except OSError:
-        return b""
-    found = []
-    for name in names:
-        content = _readable(os.path.join(folder, name))
-        if content and b"-----BEGIN CERTIFICATE-----" in content:
-            found.append(content if content.endswith(b"\n") else content + b"\n")
+def _certificates_in(folders: str) -> bytes:
+    """The certificates in the files of OpenSSL certificate folders (`a:b`, as SSL_CERT_DIR
+    lists them; hashed links and the files they lead to alike, a certificate twice is harmless),
+    each checked and written out again: gRPC stops reading at the first block that does not
+    parse, which would drop every certificate after a cut-off or empty one. Only regular files:
+    a FIFO would be read forever."""
+    found: list[bytes] = []
+    for folder in filter(None, folders.split(os.pathsep)):
+        try:
+            names = sorted(os.listdir(folder))[:_MAX_FOLDER_FILES]
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            content = _readable(path) if os.path.isfile(path) else None
+            for block in _PEM_CERTIFICATE.findall(content or b""):
+                try:
+                    der = base64.b64decode(b"".join(block.split()), validate=True)
+                except (ValueError, binascii.Error):
+                    continue
+                if _is_whole_der_sequence(der):
+                    found.append(ssl.DER_cert_to_PEM_cert(der).encode("ascii"))
     return b"".join(found)
+
+
+def _is_whole_der_sequence(der: bytes) -> bool:
+    """Whether `der` is one whole DER SEQUENCE, as a certificate is: not empty, not cut short."""
+    if len(der) < 2 or der[0] != 0x30:
+        return False
+    if der[1] < 0x80:
+        return 2 + der[1] == len(der)
+    count = der[1] & 0x7F
+    return 0 < count <= 4 and 2 + count + int.from_bytes(der[2:2 + count], "big") == len(der)
 
 
 def _read_pem(path: str, option: str, label: str) -> bytes:
