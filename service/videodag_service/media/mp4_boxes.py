@@ -93,7 +93,7 @@ def first_video_track(file: BinaryIO, size: int) -> tuple[int, int] | None:
     budget = HeaderBudget()
     try:
         for kind, payload, end in budget.walk(file, *moov):
-            if kind == b"trak" and _is_video_track(file, payload, end, budget):
+            if kind == b"trak" and is_video_track(file, payload, end, budget):
                 return payload, end
     except TooManyBoxes:
         return None
@@ -140,7 +140,8 @@ def header_timescale(file: BinaryIO, payload: int) -> int:
     return int(timescale)
 
 
-def _is_video_track(file: BinaryIO, start: int, end: int, budget: HeaderBudget) -> bool:
+def is_video_track(file: BinaryIO, start: int, end: int, budget: HeaderBudget) -> bool:
+    """Whether the `trak` spanning start..end is a video track (its handler says `vide`)."""
     media = budget.first(file, b"mdia", start, end)
     handler = budget.first(file, b"hdlr", *media) if media is not None else None
     if handler is None:

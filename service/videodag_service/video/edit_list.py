@@ -16,7 +16,7 @@ import os
 import struct
 from typing import BinaryIO
 
-from videodag_service.media.mp4_boxes import boxes, header_timescale
+from videodag_service.media.mp4_boxes import HeaderBudget, TooManyBoxes, boxes, header_timescale, is_video_track
 
 _MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 _MAX_CHILDREN = 4096
@@ -26,37 +26,28 @@ _EMPTY_EDIT = -1  # an edit of no media: a delay before the track starts, no fra
 
 def shown_seconds(path: str | os.PathLike[str]) -> float | None:
     """Seconds of the first video track the edit list shows; None without an edit list (or one
-    of unknown length, as a fragmented MP4's), or when the file cannot be read as an MP4."""
+    of unknown length, as a fragmented MP4's), or when the file cannot be read as an MP4 (an
+    index of more boxes than a real one holds included: `HeaderBudget`)."""
     try:
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES):
                 if kind == b"moov":
-                    return _video_track_shown_seconds(file, payload, end)
-    except (OSError, struct.error):
+                    return _video_track_shown_seconds(file, payload, end, HeaderBudget())
+    except (OSError, struct.error, TooManyBoxes):
         return None
     return None
 
 
-def _video_track_shown_seconds(file: BinaryIO, start: int, end: int) -> float | None:
+def _video_track_shown_seconds(file: BinaryIO, start: int, end: int, budget: HeaderBudget) -> float | None:
     timescale = None
-    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
+    for kind, payload, child_end in budget.walk(file, start, end):
         if kind == b"mvhd":
             timescale = header_timescale(file, payload)
-        elif kind == b"trak" and _is_video_track(file, payload, child_end):
+        elif kind == b"trak" and is_video_track(file, payload, child_end, budget):
             units = _edited_units(file, payload, child_end)
             return units / timescale if units and timescale else None
     return None
-
-
-def _is_video_track(file: BinaryIO, start: int, end: int) -> bool:
-    for kind, payload, child_end in boxes(file, start, end, _MAX_CHILDREN):
-        if kind == b"mdia":
-            for inner, inner_payload, _ in boxes(file, payload, child_end, _MAX_CHILDREN):
-                if inner == b"hdlr":
-                    file.seek(inner_payload + 8)  # version, flags, pre_defined
-                    return file.read(4) == b"vide"
-    return False
 
 
 def _edited_units(file: BinaryIO, start: int, end: int) -> int:

@@ -12,6 +12,7 @@ import pytest
 from fakes.media import ffmpeg_executable, write_test_pattern, write_tone
 from videodag_service.media.mp4_boxes import first_video_track
 from videodag_service.video.content_guess import ContentGuess, guess_content
+from videodag_service.video.edit_list import shown_seconds
 
 
 @pytest.mark.parametrize(
@@ -178,3 +179,17 @@ def test_an_index_of_more_boxes_than_a_real_one_holds_is_not_read_through(tmp_pa
     video.write_bytes(_iso_file(*padded[:100], _trak(b"vide", b"avc1")))  # 15,000 and more: a budget, no cap
     with video.open("rb") as file:
         assert first_video_track(file, video.stat().st_size) is not None
+
+
+def test_the_edit_list_reader_keeps_to_the_same_budget(tmp_path: Path) -> None:
+    """Read at the end of every MP4 run: thousands of boxes in a track before the video kept it
+    reading headers for seconds, as long as FFmpeg's own parsing again."""
+    elst = _box(b"elst", payload=struct.pack(">B3xI", 0, 1) + struct.pack(">IiI", 2000, 0, 1 << 16))  # 2 s shown
+    handler = _box(b"hdlr", payload=b"\x00" * 8 + b"vide" + b"\x00" * 12)
+    video = _box(b"trak", _box(b"edts", elst), _box(b"mdia", handler))
+    mvhd = _box(b"mvhd", payload=b"\x00" * 12 + struct.pack(">I", 1000) + b"\x00" * 4)
+    padded = [_trak(b"soun", b"mp4a", padding=150) for _ in range(150)]
+    for tracks, shown in (([], 2.0), (padded[:100], 2.0), (padded, None)):
+        path = tmp_path / "crafted.mp4"
+        path.write_bytes(_box(b"ftyp", payload=b"isom\x00\x00\x02\x00isom") + _box(b"moov", mvhd, *tracks, video))
+        assert shown_seconds(path) == shown
