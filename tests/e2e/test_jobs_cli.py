@@ -66,7 +66,9 @@ def test_resuming_a_finished_job_past_the_end_of_its_part_is_refused_before_any_
     capsys.readouterr()
 
     assert main([*_server(jobs), "watch", job.id, "--after", "7", "-o", str(output), "-q"]) == _exit_codes.USAGE
-    assert "resume with --after 4 (the .part is kept as it is)" in capsys.readouterr().err
+    said = capsys.readouterr().err.splitlines()  # the refusal alone: nothing said of continuing, or of keeping
+    assert said == [f"error: {part} ends at frame 4, not 7: continued after frame 7, {output} would miss the frames "
+                    "in between; resume with --after 4 (the .part is kept as it is)"]
     assert part.read_text() == kept and not output.exists()
     assert main([*_server(jobs), "watch", job.id, "--after", "5", "-o", str(output), "-q"]) == 0  # stride 2: no gap
     assert [json.loads(line)["frame_index"] for line in output.read_text().splitlines()] == [0, 2, 4, 6, 8, 10]

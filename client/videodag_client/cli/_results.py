@@ -198,6 +198,9 @@ class JsonLinesOutput:
         the new one when the run succeeds, and stdout then leads to neither; one written as
         `FILE.part` (`> FILE.part`) would have the summary written over its first frames."""
         self._resume_after = resume_after
+        self.frame_stride: int | None = None
+        """The job's stride, where known before the `.part` is continued: a gap is then refused
+        before the `.part` is touched, and before anything is said of continuing it."""
         self._last_kept: int | None = None
         self._gap_unchecked = False
         """Whether a continued `.part` still awaits `check_for_a_gap`."""
@@ -240,6 +243,9 @@ class JsonLinesOutput:
         # no more. That file is locked before it takes the .part's name: the lock moves with it.
         # It is closed before the rename and the .part opened again after it, since Windows
         # renames no file that is open; the lock (where there is one) holds meanwhile.
+        last_kept = json.loads(kept[-1])["frame_index"] if kept else None
+        if self.frame_stride is not None:
+            self._check_gap(part, last_kept, self.frame_stride)
         resuming = beside(part, "", ".resuming")
         moved_lock: int | None = None
         replaced = False
@@ -265,17 +271,11 @@ class JsonLinesOutput:
         self._release_lock()
         self._lock_descriptor = moved_lock
         self.frames_kept = len(kept)
-        self._last_kept = json.loads(kept[-1])["frame_index"] if kept else None
-        self._gap_unchecked = True
+        self._last_kept = last_kept
+        self._gap_unchecked = self.frame_stride is None
         print(f"continuing the partial results in {part}: kept {len(kept)} frames"
               + ("" if self._last_kept is None else f", the last frame {self._last_kept}"), file=sys.stderr)
         return stream
-
-    @property
-    def gap_to_check(self) -> bool:
-        """Whether `check_for_a_gap` has yet to be told the job's stride: a resume (`--after N`,
-        N >= 0) whose check has not run. It must run before any frame is written."""
-        return self._gap_unchecked and self._resume_after is not None and self._resume_after >= 0
 
     def check_for_a_gap(self, frame_stride: int) -> None:
         """Once the job's stride is known, see whether a continued `.part` would miss frames: the
@@ -286,17 +286,21 @@ class JsonLinesOutput:
         results file would have a hole that no later command can fill, since the `.part` becomes
         it. One that holds no frame up to `resume_after` may be another command's (a run's), or a
         watch's that started later: only warned of."""
-        if not self._gap_unchecked or self._resume_after is None or self._resume_after < 0:
+        if not self._gap_unchecked:
             return
         self._gap_unchecked = False
-        part = self.part_path
-        if self._last_kept is None:
+        self._check_gap(self.part_path, self._last_kept, frame_stride)
+
+    def _check_gap(self, part: str | None, last_kept: int | None, frame_stride: int) -> None:
+        if self._resume_after is None or self._resume_after < 0:
+            return
+        if last_kept is None:
             print(f"warning: {part} holds no frame up to {self._resume_after}: any the job processed up to it are "
                   "not in it; resume with --after -1 to have them all", file=sys.stderr)
-        elif self._resume_after >= self._last_kept + max(1, frame_stride):
-            raise UsageError(f"{part} ends at frame {self._last_kept}, not {self._resume_after}: continued after "
+        elif self._resume_after >= last_kept + max(1, frame_stride):
+            raise UsageError(f"{part} ends at frame {last_kept}, not {self._resume_after}: continued after "
                              f"frame {self._resume_after}, {self.path} would miss the frames in between; resume with "
-                             f"--after {self._last_kept} (the .part is kept as it is)")
+                             f"--after {last_kept} (the .part is kept as it is)")
 
     def write(self, frame: FrameResult) -> None:
         if self._stream is None:

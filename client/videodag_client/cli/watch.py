@@ -72,22 +72,20 @@ def watch_command(args: argparse.Namespace) -> int:
         # A resume asks for the job before its .part is touched: one that does not exist, or a
         # token refused, leaves the .part as it was; and the job's stride refuses a gap before
         # any frame is written (a finished job's watch sends its frames before the job event).
-        stride = None if args.after is None else client.get_job(args.job_id).options.frame_stride
+        if args.after is not None:
+            output.frame_stride = client.get_job(args.job_id).options.frame_stride
         with output, tqdm(desc="frames", unit="frame", file=sys.stderr, disable=not show_progress, leave=False,
                           **bar_size()) as bar:
-            final = _follow(client, args, output, bar, stride)
+            final = _follow(client, args, output, bar)
     if final is not None and final.summary is not None and not args.quiet:
         print_summary(format_summary(final.summary, args.output), on_stderr=output.lands_on_stdout)
     return _exit_codes.SUCCESS
 
 
-def _follow(client: VideodagClient, args: argparse.Namespace, output: JsonLinesOutput, bar: tqdm,
-            stride: int | None) -> Job | None:
+def _follow(client: VideodagClient, args: argparse.Namespace, output: JsonLinesOutput, bar: tqdm) -> Job | None:
     """Writes the job's frames to `output` until the job ends; its last state. Raised inside the
     output's block when the job did not succeed, so partial results are kept as a .part file."""
     final: Job | None = None
-    if stride is not None and output.gap_to_check:
-        output.check_for_a_gap(stride)
     reconnects = ReconnectReport(quiet=args.quiet)
     with client.watch_job(
             args.job_id,
