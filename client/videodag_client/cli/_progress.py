@@ -25,17 +25,17 @@ _FALLBACK_SIZE = {"ncols": 80, "nrows": 24}
 
 def bar_size() -> dict[str, int]:
     """tqdm's `ncols` and `nrows` for a terminal that reports a size of 0x0 (some `docker exec -t`
-    and `script` sessions), where it draws no bar at all: `COLUMNS` and `LINES` where the user
-    set them, as shells and `shutil.get_terminal_size` take them, else 80x24. None, for tqdm to
-    ask, otherwise."""
+    and `script` sessions, or a width without a height), where it draws no bar at all: what
+    it reports, else `COLUMNS` and `LINES` where the user set them, as shells and
+    `shutil.get_terminal_size` take them, else 80x24. None, for tqdm to ask, otherwise."""
     try:
         size = os.get_terminal_size(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):  # not a terminal, or no descriptor (a test's stream)
         return {}
     if size.columns and size.lines:
         return {}
-    return {key: _positive(os.environ.get(variable), _FALLBACK_SIZE[key])
-            for key, variable in (("ncols", "COLUMNS"), ("nrows", "LINES"))}
+    return {key: reported or _positive(os.environ.get(variable), _FALLBACK_SIZE[key])
+            for key, variable, reported in (("ncols", "COLUMNS", size.columns), ("nrows", "LINES", size.lines))}
 
 
 def _positive(text: str | None, fallback: int) -> int:

@@ -54,10 +54,11 @@ def test_the_frames_bar_is_drawn_whatever_size_the_terminal_reports(rows: int, c
     assert "frames:" in shown and "/5 [" in shown
 
 
-@pytest.mark.parametrize(("columns", "widest"), [("50", 50), ("", 80), ("0", 80)])
-def test_a_terminal_of_no_size_draws_its_bars_as_wide_as_columns_says(columns: str, widest: int) -> None:
+@pytest.mark.parametrize(("reported", "columns", "widest"), [(0, "50", 50), (0, "", 80), (0, "0", 80), (120, "", 120)])
+def test_a_terminal_of_no_size_draws_its_bars_as_wide_as_columns_says(reported: int, columns: str,
+                                                                       widest: int) -> None:
     lines = re.split(r"[\r\n]+", re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", _shown_on_a_terminal(
-        0, 0, SHOW_FRAMES, COLUMNS=columns)))
+        0, reported, SHOW_FRAMES, COLUMNS=columns)))
     drawn = [line for line in lines if "frames:" in line]
     assert drawn and max(len(line) for line in drawn) == widest
 
