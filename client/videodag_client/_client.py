@@ -68,8 +68,14 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
-# The least time between two new connections made to leave a draining server (`_connection`).
-_RECONNECT_SPACING_SECONDS = 1.0
+# Time between two new connections made to leave a draining server (`_connection`): the first
+# at once, then doubling from the first spacing up to the most, so that retries soon after a
+# balancer drops the draining replica reach another, and a balancer slow to drop it gets a
+# few new connections a second at first, then one a second, not one a refusal. After a quiet
+# while, the next drain starts again at once.
+_FIRST_RECONNECT_SPACING_SECONDS = 0.05
+_MOST_RECONNECT_SPACING_SECONDS = 1.0
+_RECONNECTS_FORGOTTEN_AFTER_SECONDS = 10.0
 
 _encode_upload_chunk = bytes_field_encoder(video_pipeline_service_pb2.UploadAndRunRequest, "chunk")
 
@@ -168,6 +174,8 @@ class VideodagClient(JobCalls):
         self._retired: list[Connection] = []  # made before a drain, with calls still under way
         self._connection_of: weakref.WeakKeyDictionary[Any, Connection] = weakref.WeakKeyDictionary()
         self._next_reconnect = 0.0
+        self._last_reconnect = -math.inf
+        self._reconnect_spacing = 0.0
         self._metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ()
         )
@@ -268,8 +276,9 @@ class VideodagClient(JobCalls):
     def _connect_again_if_draining(self, connection: Connection, ended: Any) -> None:
         """A new channel for the calls after, if `ended` (a failed call, or one that ended) says
         the server behind `connection` drains; the old one is closed once its calls have ended.
-        At most one a second: a balancer that still sends new connections to the draining
-        server (its endpoint not yet removed) would otherwise get one a refusal."""
+        Spaced out (see `_FIRST_RECONNECT_SPACING_SECONDS`): a balancer that still sends new
+        connections to the draining server (its endpoint not yet removed) would otherwise get
+        one a refusal."""
         if self._make_channel is None or connection is not self._connection:
             return
         if not (isinstance(ended, grpc.RpcError) and says_draining(ended)):
@@ -278,7 +287,12 @@ class VideodagClient(JobCalls):
             now = time.monotonic()
             if self._closed or connection is not self._connection or now < self._next_reconnect:
                 return
-            self._next_reconnect = now + _RECONNECT_SPACING_SECONDS
+            if now - self._last_reconnect > _RECONNECTS_FORGOTTEN_AFTER_SECONDS:
+                self._reconnect_spacing = _FIRST_RECONNECT_SPACING_SECONDS
+            else:
+                self._reconnect_spacing = min(2 * self._reconnect_spacing, _MOST_RECONNECT_SPACING_SECONDS)
+            self._last_reconnect = now
+            self._next_reconnect = now + self._reconnect_spacing
             self._connection = Connection(self._make_channel())
             # Closed by the next call's `_invoke` once idle, not here: this may run in gRPC's
             # callback of a call on that very channel.

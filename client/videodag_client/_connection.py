@@ -18,6 +18,7 @@ share a Redis job backend.
 
 from __future__ import annotations
 
+import json
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -85,9 +86,22 @@ def leaves_a_draining_server(target: str, options: Sequence[tuple[str, Any]]) ->
     retried goes to another replica: a new channel would connect to every replica again and
     send the retry to whichever answers first, the draining one as likely as not. A list of
     addresses (`ipv4:A,B`) would connect to its first again."""
-    policy = dict(options).get("grpc.lb_policy_name", "pick_first")
+    chosen = dict(options)
+    policies = {chosen.get("grpc.lb_policy_name", "pick_first"), *_service_config_policies(chosen)}
     addresses = target.partition(":")[2] if target.startswith(("ipv4:", "ipv6:")) else ""
-    return policy == "pick_first" and "," not in addresses
+    return policies == {"pick_first"} and "," not in addresses
+
+
+def _service_config_policies(options: dict[str, Any]) -> list[str]:
+    """The load-balancing policies a `grpc.service_config` option names (`round_robin`), as
+    gRPC's documentation shows choosing one; one that does not parse names none here."""
+    try:
+        config = json.loads(options.get("grpc.service_config") or "{}")
+        named = [config.get("loadBalancingPolicy")] + [next(iter(entry), None)
+                                                       for entry in config.get("loadBalancingConfig") or []]
+    except (ValueError, TypeError, AttributeError):
+        return []
+    return [str(policy).lower() for policy in named if policy]
 
 
 def retire(connections: list[Connection]) -> tuple[list[Connection], list[Connection]]:

@@ -29,6 +29,7 @@ from fake_servicer import (
 )
 
 from videodag_client import AsyncVideodagClient, FailedPrecondition, VideodagClient, VideodagError
+from videodag_client import _client as client_module
 
 
 def _every_call(client: VideodagClient, video_path: Path) -> dict[str, object]:
@@ -405,3 +406,22 @@ def test_a_copy_of_a_client_is_the_client() -> None:
         assert copy.copy(wrapped) is wrapped and copy.deepcopy([wrapped])[0] is wrapped
     finally:
         client.close()
+
+
+def test_new_connections_to_leave_a_draining_server_are_spaced_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first at once, then 0.05 s, 0.1 s, ... up to 1 s apart; after a quiet 10 s, at once
+    again. At most one a second stranded retries on the draining replica for a second after the
+    balancer had dropped it; one a refusal made hundreds of connections."""
+    now = [0.0]
+    monkeypatch.setattr(client_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(client_module, "says_draining", lambda error: True)
+    refused = grpc.RpcError()
+    with VideodagClient("localhost:1") as client:
+        reconnected_at = []
+        for moment in [0.0, 0.01, 0.06, 0.1, 0.16, 0.3, 0.36, 0.7, 0.76, 1.5, 1.56, 2.0, 2.56, 3.56, 20.0, 20.01]:
+            now[0] = moment
+            before = client._connection
+            client._connect_again_if_draining(before, refused)
+            if client._connection is not before:
+                reconnected_at.append(moment)
+    assert reconnected_at == [0.0, 0.06, 0.16, 0.36, 0.76, 1.56, 2.56, 3.56, 20.0]

@@ -96,6 +96,12 @@ def test_a_name_the_hosts_file_gives_loopback_addresses_stays_on_this_machine(
         ("dns:///videodag-headless:50051", [("grpc.lb_policy_name", "round_robin")], False),
         ("ipv4:10.0.0.1:50051,10.0.0.2:50051", [("grpc.lb_policy_name", "round_robin")], False),
         ("ipv4:10.0.0.1:50051,10.0.0.2:50051", [], False),  # a new channel would take the first again
+        # Round robin as gRPC's documentation chooses it, in a service config.
+        ("dns:///videodag-headless:50051", [("grpc.service_config", '{"loadBalancingConfig": [{"round_robin": {}}]}')],
+         False),
+        ("dns:///videodag-headless:50051", [("grpc.service_config", '{"loadBalancingPolicy": "ROUND_ROBIN"}')], False),
+        ("videodag:50051", [("grpc.service_config", '{"loadBalancingConfig": [{"pick_first": {}}]}')], True),
+        ("videodag:50051", [("grpc.service_config", '{"methodConfig": []}')], True),
     ],
 )
 def test_a_client_leaves_a_draining_server_only_where_all_its_calls_go_down_one_connection(
