@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing.util
+import os
 import threading
 from multiprocessing.connection import Connection
 
@@ -107,7 +108,8 @@ class _Keeper:
         self.start_next()  # after a failed start too: it may succeed now
         if spare is None:
             return None
-        if not _said_ready_and_lives(spare[1]):  # killed while it waited (the OOM killer, a forkserver gone)
+        # Killed while it waited (the OOM killer, a forkserver gone): never handed out.
+        if not (_said_ready_and_lives(spare[1]) and _lives(spare[0].pid)):
             end_decoder(spare)
             return None
         spare[0].name = DECODER_PROCESS_NAME
@@ -159,6 +161,22 @@ class _Keeper:
                 self._spare = started
         if closed:
             end_decoder(started)
+
+
+def _lives(pid: int | None) -> bool:
+    """Whether the process has not exited, as the kernel says (`/proc`): once, under CI load,
+    the pipe alone said a spare SIGKILLed while it waited, a zombie already, still lived, and
+    it was handed out. Where there is no `/proc`, the pipe's word stands."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return not os.path.isdir("/proc/self")  # gone, where /proc is there to say so
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def _said_ready_and_lives(connection: Connection) -> bool:
