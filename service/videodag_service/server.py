@@ -11,14 +11,12 @@ import contextlib
 import logging
 import os
 import resource
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
-from types import FrameType
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -60,6 +58,7 @@ from videodag_service.server_arguments import settings_from, wants_plugin_list
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.servicer import SERVICE_NAME, PipelinesTooLarge, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError
+from videodag_service.stop_signals import Hurry, StartGivenUp, StopSignals
 from videodag_service.unparsed_requests import UnparsedRequestInterceptor
 from videodag_service.video import DecodersCannotStart
 from videodag_service.video.orphan_sweeper import OrphanSweeper
@@ -81,8 +80,6 @@ _WAITING_CALLS_PER_THREAD = 4
 _CANCELLED_RUN_CLEANUP_SECONDS = 10.0
 # How often the drain looks whether a second signal asked it to end now.
 _DRAIN_POLL_SECONDS = 0.1
-# How often the waiting main thread wakes, so a signal's handler runs promptly.
-_SIGNAL_POLL_SECONDS = 0.2
 # The shortest drain (or the grace, if shorter): calls sent just after the signal, before the
 # client or its balancer knew (a Kubernetes endpoint is removed as the pod is told to stop), are
 # refused as SERVER_DRAINING, which says to go elsewhere, rather than cut by gRPC's stop as a
@@ -169,12 +166,11 @@ class RunningServer:
     orphan_sweeper: OrphanSweeper
     rpc_threads: RpcThreadPool
 
-    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = ""
-             ) -> None:
+    def stop(self, grace_seconds: float | None = None, hurry: Hurry | None = None, cause: str = "") -> None:
         """Drain and stop; returns when every call has ended. Setting `hurry` (a second signal)
         ends the grace at once: what is still in progress is cancelled, jobs queued again. `cause`
         (the signal's name) goes into the log line."""
-        hurry = hurry or threading.Event()
+        hurry = hurry if hurry is not None else threading.Event()
         grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
         self.run_slots.start_draining()
         self.health.enter_graceful_shutdown()
@@ -215,7 +211,7 @@ class RunningServer:
             time.sleep(_CALLS_END_SECONDS)
             self.server.stop(None).wait()
 
-    def _wait_for_work_in_progress(self, deadline: float, hurry: threading.Event) -> None:
+    def _wait_for_work_in_progress(self, deadline: float, hurry: Hurry) -> None:
         """Runs, SubmitJob uploads (each becomes a queued job) and jobs running here, until `deadline`
         or `hurry`. A job still running then is interrupted by `jobs.close` and queued again."""
         while not hurry.is_set():
@@ -386,50 +382,22 @@ def _listen(server: grpc.Server, settings: Settings) -> int:
     return int(port)
 
 
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
-
-
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain; a second signal ends the drain at once.
-
-    The handlers are in place before the server starts: recovered jobs start running then,
-    and a signal's default action (the process ends at once) would cost each of them an
-    attempt, as a crash does, where a clean stop costs none.
-    """
-    stop_requested = threading.Event()
-    hurry = threading.Event()
-    started = threading.Event()
-    received: list[str] = []
-
-    # The handler only flips events: the drain starts (health NOT_SERVING) before anything is
-    # logged, so a log write that blocks cannot hold a load balancer's view back.
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        received.append(signal.Signals(signum).name)
-        if not stop_requested.is_set():
-            stop_requested.set()
-        elif not started.is_set():  # a start that hangs (a store out of reach) can still be ended
-            logger.info("received %s again while starting: giving the start up", received[-1])
-            raise SystemExit(128 + signum)
-        else:
-            hurry.set()
-
-    # SIGHUP too: its default ends the process at once (a closed terminal, a `kill -HUP` meant
-    # to reload), which costs each running job an attempt; tokens and settings are read at start only.
-    for signum in STOP_SIGNALS:
-        # An ignored SIGHUP stays ignored: `nohup videodag-server &` must outlive its terminal.
-        if not (signum == getattr(signal, "SIGHUP", None) and signal.getsignal(signum) == signal.SIG_IGN):
-            signal.signal(signum, request_stop)
-    running = start_server(settings)
-    started.set()
+    """Serve until SIGTERM, SIGINT or SIGHUP, then drain; a second signal ends the drain at once."""
+    signals = StopSignals()
+    signals.install()
+    try:
+        running = start_server(settings)
+        signals.started()
+    except StartGivenUp:
+        logger.info("received %s again while starting: giving the start up", signals.received[-1])
+        raise
     try:
         print(f"videodag-server listening on {settings.address_with_port(running.port)}", flush=True)
     except OSError:  # stdout closed (`| true`): a line for people and scripts, not worth the server
         logger.info("could not print the listening address: standard output is closed")
-    # A signal the kernel hands to another thread runs its Python handler only when the main
-    # thread next runs bytecode: an endless wait here could leave a SIGTERM unanswered for good.
-    while not stop_requested.wait(_SIGNAL_POLL_SECONDS):
-        pass
-    running.stop(hurry=hurry, cause=received[0])
+    cause = signals.wait_for_first()
+    running.stop(hurry=signals.second(), cause=cause)
 
 
 def _open_files_up_to_the_hard_limit() -> None:

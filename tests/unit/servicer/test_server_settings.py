@@ -18,16 +18,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
+from types import FrameType
 from typing import IO
 
 import pytest
 
 from fakes.waiting import wait_until
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
-from videodag_service.server import STOP_SIGNALS
 from videodag_service.server_arguments import build_parser, settings_from
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.settings import ENV_PREFIX, MAX_SECONDS, Settings, SettingsError
+from videodag_service.stop_signals import STOP_SIGNALS, Hurry
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
 
 
@@ -432,7 +433,7 @@ class _StartedServer:
     def __init__(self) -> None:
         self.hurried: list[bool] = []
 
-    def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None, cause: str = "") -> None:
+    def stop(self, grace_seconds: float | None = None, hurry: Hurry | None = None, cause: str = "") -> None:
         self.hurried.append(hurry is not None and hurry.is_set())
 
 
@@ -493,7 +494,7 @@ def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch)
     from videodag_service import server as server_module
 
     class _Draining(_StartedServer):
-        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None,
+        def stop(self, grace_seconds: float | None = None, hurry: Hurry | None = None,
                  cause: str = "") -> None:
             assert hurry is not None
             os.kill(os.getpid(), signal.SIGINT)  # someone presses Ctrl-C again during the drain
@@ -512,6 +513,56 @@ def test_a_second_signal_ends_the_drain_at_once(monkeypatch: pytest.MonkeyPatch)
     assert started.hurried == [True]
 
 
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+@contextmanager
+def locks_taken_by_this_thread() -> Iterator[list[str]]:
+    """Where this thread takes a lock within the block: a signal's handler runs in it too."""
+    taken: list[str] = []
+
+    def note_locks(frame: FrameType, event: str, called: object) -> None:
+        if (event == "c_call" and getattr(called, "__name__", "") in ("acquire", "__enter__")
+                and isinstance(getattr(called, "__self__", None), _LOCK_TYPES)):
+            taken.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})")
+
+    sys.setprofile(note_locks)
+    try:
+        yield taken
+    finally:
+        sys.setprofile(None)
+
+
+def test_stop_signals_take_no_lock_in_the_thread_they_interrupt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler runs in the main thread between two of its bytecodes, also while that thread holds
+    a lock: inside `Event.wait`, as its timeout ends, the Event's own. A handler that set that Event
+    waited for its own thread's lock for good: a server under load did not stop on SIGTERM."""
+    from videodag_service import server as server_module
+
+    taken: list[str] = []
+
+    class _Draining(_StartedServer):
+        def stop(self, grace_seconds: float | None = None, hurry: Hurry | None = None, cause: str = "") -> None:
+            with locks_taken_by_this_thread() as by_the_second:
+                os.kill(os.getpid(), signal.SIGINT)
+            taken.extend(by_the_second)
+            super().stop(grace_seconds, hurry, cause)
+
+    started = _Draining()
+
+    def start_and_get_signalled(settings: Settings) -> _StartedServer:
+        with locks_taken_by_this_thread() as by_the_first:
+            os.kill(os.getpid(), signal.SIGTERM)
+        taken.extend(by_the_first)
+        return started
+
+    monkeypatch.setattr(server_module, "start_server", start_and_get_signalled)
+    with signal_handlers_put_back():
+        server_module.serve(Settings(port=0))
+    assert taken == [], "a stop signal's handler took a lock"
+    assert started.hurried == [True], "the second signal ended the drain at once"
+
+
 def test_a_hangup_drains_the_server_as_sigterm_does(monkeypatch: pytest.MonkeyPatch) -> None:
     """Its default action ended the server at once: no drain, and each running job charged an attempt."""
     from videodag_service import server as server_module
@@ -519,7 +570,7 @@ def test_a_hangup_drains_the_server_as_sigterm_does(monkeypatch: pytest.MonkeyPa
     causes: list[str] = []
 
     class _Stopping(_StartedServer):
-        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None,
+        def stop(self, grace_seconds: float | None = None, hurry: Hurry | None = None,
                  cause: str = "") -> None:
             causes.append(cause)
 
@@ -540,7 +591,7 @@ def test_an_ignored_hangup_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> Non
     causes: list[str] = []
 
     class _Stopping(_StartedServer):
-        def stop(self, grace_seconds: float | None = None, hurry: threading.Event | None = None,
+        def stop(self, grace_seconds: float | None = None, hurry: Hurry | None = None,
                  cause: str = "") -> None:
             causes.append(cause)
 
