@@ -11,21 +11,30 @@ from typing import Any
 import cv2
 import pytest
 
+import videodag_service
 from fakes.capture import spy_on_captures
 from fakes.fake_dag import DEFAULT_PIPELINE, MutatingDagService, RecordingDagService, RunningDagService
 from fakes.fake_plugins import Recorder, overlapping_dag
 from fakes.media import read_frame_index, write_test_pattern
+from videodag_service import VideoFilePipelineService  # as its callers import it
 from videodag_service.errors import InvalidOptions, VideoTooLarge, VideoUnreadable
 from videodag_service.video import (
     FrameProcessed,
     RunFinished,
     SamplingOptions,
-    VideoFilePipelineService,
     VideoLimits,
     VideoOpened,
     open_video,
 )
 from videodag_service.video.capture import Capture
+
+
+def test_the_package_gives_the_video_layers_own_class() -> None:
+    from videodag_service import video
+
+    assert VideoFilePipelineService is video.VideoFilePipelineService
+    with pytest.raises(AttributeError, match="no attribute 'VideoPipeline'"):
+        videodag_service.VideoPipeline  # noqa: B018  # a misspelt name stays an AttributeError
 
 
 class ContentIndexDag:
