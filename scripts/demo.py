@@ -39,6 +39,12 @@ def start_server(scratch: Path) -> tuple[subprocess.Popen[str], int]:
     raise SystemExit(f"videodag-server exited with {server.wait()} before listening")
 
 
+def shown(path: Path) -> Path:
+    """The results' path from the repository, as its README names them; in full when elsewhere."""
+    resolved = path.resolve()
+    return resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT) else resolved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("video", nargs="?", type=Path, default=SAMPLE)
@@ -74,7 +80,7 @@ def main() -> int:
     print(f"\n{len(frames)} frames, {people} detections, {len(track_ids)} distinct track ids")
     for track_id, count in track_ids.most_common(10):
         print(f"  track {track_id}: seen in {count} frames")
-    print(f"results: {arguments.output.relative_to(REPO_ROOT)}")
+    print(f"results: {shown(arguments.output)}")
     return 0
 
 
