@@ -116,3 +116,21 @@ def test_the_plugin_testing_example_runs_as_written(capsys: pytest.CaptureFixtur
     exec(compile(example, "README.md", "exec"), {})  # the README's own example
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 3 and all(line.startswith("{") for line in printed)
+
+
+def _github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation but '-' and '_' dropped, spaces as '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+
+
+def test_every_link_within_the_readme_reaches_a_heading() -> None:
+    prose = re.sub(r"^```.*?^```", "", readme(), flags=re.MULTILINE | re.DOTALL)
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+)$", prose, flags=re.MULTILINE):
+        anchor = _github_anchor(heading)
+        anchors.add(f"{anchor}-{seen[anchor]}" if anchor in seen else anchor)  # GitHub numbers repeats
+        seen[anchor] = seen.get(anchor, 0) + 1
+    links = re.findall(r"\]\(#([^)]+)\)", prose)
+    assert len(links) > 20 and "draining" in links
+    assert [link for link in links if link not in anchors] == []
