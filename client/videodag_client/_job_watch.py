@@ -68,6 +68,9 @@ class JobWatch(Iterator[JobEvent]):
         self.reconnects = 0
         self._call: Any = None
         self._done = False
+        self._closed = False
+        self._call_lock = threading.Lock()
+        """`close()` from another thread and a call being opened: one of them cancels the call."""
         self._wait_ended = threading.Event()
         """Ends a wait before the next attempt when set: by `close()`, or by the client's."""
         self._failing_since: float | None = None
@@ -91,8 +94,8 @@ class JobWatch(Iterator[JobEvent]):
 
     def _next_event(self) -> JobEvent:
         while not self._done:
-            if self._call is None:
-                self._call = self._open_call(self.last_frame_index)
+            if self._call is None and not self._hold(self._open_call(self.last_frame_index)):
+                break  # closed while the call was being opened: it was cancelled
             try:
                 response = next(self._call)
             except StopIteration:
@@ -109,11 +112,22 @@ class JobWatch(Iterator[JobEvent]):
             self._failing_since, self._backoff = None, _FIRST_BACKOFF_SECONDS
             self._connected = True
             event = self._convert(response)
-            if self._done:
+            if self._done and not self._closed:  # the job finished
                 self._read_the_end()
             if event is not None:
                 return event
         raise StopIteration
+
+    def _hold(self, call: Any) -> bool:
+        """Keep the call just opened for `close()` to cancel; cancel it now if `close()` came first:
+        unseen by `close()`, it went on until the job ended, its first event (the job, running)
+        taken for the last, and the thread that iterated waited as long."""
+        with self._call_lock:
+            if not self._closed:
+                self._call = call
+                return True
+        call.cancel()
+        return False
 
     def _read_the_end(self) -> None:
         """The final job is the last event: read the call's end (its OK status follows at once)
@@ -176,11 +190,14 @@ class JobWatch(Iterator[JobEvent]):
         return delay
 
     def close(self) -> None:
-        """Cancels the call; iteration stops (a wait before reconnecting ends at once)."""
-        self._done = True
+        """Cancels the call; iteration stops (a wait before reconnecting ends at once). Safe to call
+        from another thread than the one iterating."""
+        with self._call_lock:
+            self._closed = self._done = True
+            call = self._call
         self._wait_ended.set()
-        if self._call is not None:
-            self._call.cancel()
+        if call is not None:
+            call.cancel()
 
     def __enter__(self) -> JobWatch:
         return self

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from fake_servicer import FakeVideoPipelineServicer, frame_response, rich_status, serving, summary_response
 
+from fakes.waiting import wait_until
 from videodag.v1 import job_pb2, video_pipeline_service_pb2
 from videodag_client import Cancelled, FrameResult, Job, JobState, Unavailable, VideodagClient, VideodagError
 from videodag_client.cli import _exit_codes, main
@@ -356,3 +359,50 @@ def test_a_watch_the_server_ends_before_the_job_finished_is_not_called_a_cancel(
            "frames)" in said
     assert "CANCELLED" not in said
     assert _frame_indexes(Path(f"{output}.part")) == [0, 1]
+
+
+class QuietServicer(WatchingServicer):
+    """A long job: its watch sends the job, RUNNING, then nothing until cancelled (or 20 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watching = 0
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        self.watching += 1
+        try:
+            yield video_pipeline_service_pb2.WatchJobResponse(job=_job(job_pb2.JOB_STATE_RUNNING))
+            end = time.monotonic() + 20
+            while context.is_active() and time.monotonic() < end:
+                time.sleep(0.02)
+        finally:
+            self.watching -= 1
+
+
+def test_a_watch_closed_from_another_thread_as_it_opens_its_call_ends_and_cancels_that_call() -> None:
+    """`close()` (a stop button, a timeout thread, an asyncio task's cancel) found no call to cancel
+    while one was being opened: that call went on, the thread iterating was held until the job
+    ended, and the server kept a watch slot as long."""
+    quiet = QuietServicer()
+    with serving(quiet) as target, VideodagClient(target) as client:
+        watch = client.watch_job(JOB_ID)
+        opening, closed = threading.Event(), threading.Event()
+        open_call = watch._open_call
+
+        def open_as_it_is_closed(after_frame_index: int | None) -> Any:
+            opening.set()
+            closed.wait(5)
+            return open_call(after_frame_index)
+
+        watch._open_call = open_as_it_is_closed
+        events: list[object] = []
+        reader = threading.Thread(target=lambda: events.extend(watch), daemon=True)
+        reader.start()
+        assert opening.wait(5)
+        watch.close()
+        closed.set()
+        reader.join(5)
+        assert not reader.is_alive(), "the thread iterating the closed watch still waits"
+        assert wait_until(lambda: quiet.watching == 0, timeout=5), "the call opened as the watch closed goes on"
