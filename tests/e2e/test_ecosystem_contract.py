@@ -1,7 +1,8 @@
-"""The contract guard: `scripts/check_contract.sh` runs buf lint and buf breaking against main.
+"""The contract guard: `scripts/check_contract.sh` runs buf lint, then buf breaking against the
+released contract (`protos/released_contract.binpb`) and against main.
 
 Besides the repository itself passing, a scratch git repository with a copy of the contract
-shows the guard failing on a breaking change and on a lint violation.
+shows the guard failing on a breaking change, committed or not, and on a lint violation.
 """
 
 from __future__ import annotations
@@ -48,13 +49,14 @@ def test_the_repository_contract_passes_lint_and_breaking() -> None:
     completed = run_check(REPO_ROOT)
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "==> buf lint" in completed.stdout
-    assert "==> buf breaking" in completed.stdout
+    assert "==> buf breaking against the released contract" in completed.stdout
+    assert "==> buf breaking against main" in completed.stdout
 
 
 def test_an_unchanged_contract_passes(scratch_repo: Path) -> None:
     completed = run_check(scratch_repo)
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "nothing breaking against main" in completed.stdout
+    assert "nothing breaking against the released contract or main" in completed.stdout
 
 
 def test_changing_a_field_type_is_caught_as_breaking(scratch_repo: Path) -> None:
@@ -69,16 +71,36 @@ def test_changing_a_field_type_is_caught_as_breaking(scratch_repo: Path) -> None
     assert "nothing breaking" not in completed.stdout
 
 
-def test_deleting_a_field_is_caught_against_another_ref(scratch_repo: Path) -> None:
-    git(scratch_repo, "tag", "v1")
+def test_a_breaking_change_committed_on_main_is_caught_against_the_released_contract(scratch_repo: Path) -> None:
+    """CI runs on a clone of main, where comparing with main compares the contract with itself."""
     run_proto = scratch_repo / "protos" / "videodag" / "v1" / "run.proto"
     run_proto.write_text(run_proto.read_text().replace("  string sha256 = 5;\n", ""))
     git(scratch_repo, "commit", "--quiet", "-am", "drop sha256")
 
-    assert run_check(scratch_repo).returncode == 0  # main itself has the change now
+    completed = run_check(scratch_repo)
+    assert completed.returncode != 0
+    assert "sha256" in completed.stdout + completed.stderr
+    assert "==> buf breaking against main" not in completed.stdout
+
+
+def test_a_recorded_release_is_the_new_baseline_and_another_ref_still_guards(scratch_repo: Path) -> None:
+    git(scratch_repo, "tag", "v1")
+    run_proto = scratch_repo / "protos" / "videodag" / "v1" / "run.proto"
+    run_proto.write_text(run_proto.read_text().replace("  string sha256 = 5;\n", ""))
+    assert run_check(scratch_repo, "--record-release").returncode == 0  # a breaking release, deliberately
+    git(scratch_repo, "commit", "--quiet", "-am", "drop sha256, released")
+
+    assert run_check(scratch_repo).returncode == 0
     completed = run_check(scratch_repo, "v1")
     assert completed.returncode != 0
     assert "sha256" in completed.stdout + completed.stderr
+
+
+def test_a_missing_released_contract_fails_the_check(scratch_repo: Path) -> None:
+    (scratch_repo / "protos" / "released_contract.binpb").unlink()
+    completed = run_check(scratch_repo)
+    assert completed.returncode == 1
+    assert "protos/released_contract.binpb is missing" in completed.stderr
 
 
 def test_a_lint_violation_fails_before_any_comparison(scratch_repo: Path) -> None:
