@@ -86,6 +86,7 @@ def test_a_header_claiming_huge_frames_is_refused_before_decoding(
     events, error = events_until_refused(server, claims_60000, InvalidArgument)
     assert [type(e) for e in events] == [UploadReceived]
     assert error.reason == "VIDEO_UNREADABLE"
+    assert "video declares frames of 60000 x 60000 px, more than FFmpeg decodes" in error.message
     # One decoded 9000 x 9000 frame alone would be 243 MB of BGR.
     assert rss_bytes() - rss_before < 100 * MIB
     assert server.leftover_uploads() == []

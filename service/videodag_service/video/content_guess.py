@@ -66,6 +66,9 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
                   "cannot decode, or incomplete or damaged")
     elif tracks:
         reason = f"it is {name} whose video track is damaged: it names no format"
+    elif top_level == "video" and (size := _avi_frame_size(head)) is not None and _too_large_to_decode(*size):
+        reason = (f"it is {name} whose video declares frames of {size[0]} x {size[1]} px, more than FFmpeg "
+                  "decodes (it refuses frames of more than about 268 million pixels)")
     elif top_level == "video":
         reason = f"it is {name}, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged"
     elif top_level == "audio":
@@ -78,6 +81,21 @@ def guess_content(path: str | os.PathLike[str]) -> ContentGuess | None:
 
 
 _NO_INDEX: list[tuple[bytes, bytes]] = []  # compared by identity: the file has no `moov`
+
+
+def _avi_frame_size(head: bytes) -> tuple[int, int] | None:
+    """The frame size an AVI's main header (`avih`, first in its `hdrl` list) declares."""
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI " or head[12:16] != b"LIST" or head[20:28] != b"hdrlavih":
+        return None
+    if len(head) < 72:
+        return None
+    width, height = struct.unpack_from("<II", head, 64)  # dwWidth and dwHeight, 32 bytes into avih's data
+    return width, height
+
+
+def _too_large_to_decode(width: int, height: int) -> bool:
+    """FFmpeg's own check of a frame size (`av_image_check_size`), which refuses the stream."""
+    return (width + 128) * (height + 128) >= (2**31 - 1) // 8
 
 
 def _iso_tracks(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]] | None:
