@@ -3,6 +3,7 @@ resuming an interrupted watch into the same output file."""
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import sys
@@ -406,3 +407,36 @@ def test_a_watch_closed_from_another_thread_as_it_opens_its_call_ends_and_cancel
         reader.join(5)
         assert not reader.is_alive(), "the thread iterating the closed watch still waits"
         assert wait_until(lambda: quiet.watching == 0, timeout=5), "the call opened as the watch closed goes on"
+
+
+class _TerminalStream(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class CountedServicer(WatchingServicer):
+    """WatchingServicer whose jobs say how many frames they will have."""
+
+    def WatchJob(
+        self, request: video_pipeline_service_pb2.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[video_pipeline_service_pb2.WatchJobResponse]:
+        for response in super().WatchJob(request, context):
+            if response.WhichOneof("event") == "job":
+                response.job.progress.frames_total = self.frame_count
+            yield response
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_watch_shows_a_frames_bar_on_a_terminal_unless_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: bool
+) -> None:
+    terminal = _TerminalStream()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with serving(CountedServicer()) as target:
+        arguments = ["--server", target, "watch", JOB_ID, "-o", str(tmp_path / "job.jsonl")]
+        assert main(arguments + (["--quiet"] if quiet else [])) == _exit_codes.SUCCESS
+    shown = terminal.getvalue()
+    if quiet:
+        assert shown == ""
+    else:
+        assert "frames:" in shown and "/5 [" in shown  # sized by the job's frames_total
