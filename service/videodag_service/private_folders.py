@@ -19,6 +19,7 @@ can do anything anyway). A folder others may only read gets a warning too
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pwd
@@ -34,6 +35,19 @@ _warned_lock = threading.Lock()
 
 class FolderNotPrivate(ValueError):
     """An upload or data folder any local user could have planted; the server does not start on it."""
+
+
+class FolderNotWritable(OSError):
+    """An upload or data folder the server cannot make, or cannot write in: every upload would
+    fail, so the server does not start, naming the folder and its setting. Its `errno` and
+    `strerror` are the system's (EROFS, EACCES), for what callers are told at run time."""
+
+    def __init__(self, message: str, error_number: int) -> None:
+        super().__init__(error_number, os.strerror(error_number))
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _owner_name(uid: int) -> str:
@@ -130,10 +144,33 @@ def private_directory(path: Path, what: str = "the server's folder") -> Path:
             missing.chmod(0o700)
         except FileExistsError:
             pass  # made meanwhile by another process, with a mode and an owner of its choosing
+        except OSError as error:
+            why = _why_unwritable(missing.parent, error)
+            raise FolderNotWritable(f"{what} {os.fspath(path)}: {missing} cannot be made: {why}",
+                                    error.errno or errno.EACCES) from error
     if not path.is_dir():
         raise FolderNotPrivate(f"{what} {os.fspath(path)} is not a folder (a file, or a link to nothing)")
     refuse_unless_controlled_by_us(path, what)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FolderNotWritable(f"{what} {os.fspath(path)} cannot be written in: {_why_unwritable(path)}",
+                                errno.EROFS if _read_only(path) else errno.EACCES)
     return path
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _why_unwritable(folder: Path, error: OSError | None = None) -> str:
+    """A read-only file system (a container's readOnlyRootFilesystem, say) or the permissions."""
+    if _read_only(folder):
+        return "it is on a read-only file system (mount a writable volume there, or choose another folder)"
+    if error is not None and not isinstance(error, PermissionError):
+        return error.strerror or str(error)
+    return f"the server's user, {_owner_name(os.geteuid())}, may not write there"
 
 
 def mode_open_to_others(folder: str | os.PathLike[str]) -> int | None:

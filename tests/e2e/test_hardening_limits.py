@@ -16,6 +16,7 @@ import pytest
 from hardening_support import assert_still_serving, chunks, config, raw_call, rss_bytes, wait_until
 from harness import ServerFactory, ServerHarness
 
+import videodag_service.private_folders as private_folders
 import videodag_service.video.orphan_sweeper as orphan_sweeper
 import videodag_service.video.upload as upload_module
 from fakes.hostile_media import claim_avi_frame_count, claim_avi_frame_size
@@ -29,6 +30,7 @@ from videodag_client import (
     UploadReceived,
     VideodagError,
 )
+from videodag_service.server import main as server_main
 from videodag_service.video.upload import ORPHAN_MIN_AGE_SECONDS
 
 MIB = 1024 * 1024
@@ -168,8 +170,8 @@ class _SmallDiskOs:
 @contextlib.contextmanager
 def _tmpfs(folder: Path, options: str, stand_in: Callable[[], None]) -> Iterator[Path]:
     """A tmpfs mounted at `folder` with `options` where mounting is allowed (root, as on the test
-    machines), otherwise `stand_in()` to fake what it would do."""
-    folder.mkdir(parents=True)
+    machines), otherwise `stand_in()` to fake what it would do. An existing folder is mounted over."""
+    folder.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], check=False, capture_output=True,
     ).returncode == 0
@@ -222,19 +224,42 @@ class _ReadOnlyTempfile:
 
 def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> contextlib.AbstractContextManager[Path]:
     """A folder nobody can create files in (file modes would not stop root), or uploads whose
-    files fail to be created with EROFS."""
-    return _tmpfs(folder, "ro,size=1m,mode=0700",
-                  lambda: monkeypatch.setattr(upload_module, "tempfile", _ReadOnlyTempfile()))
+    files fail to be created with EROFS, and a folder the start-up check finds read-only."""
+
+    def stand_in() -> None:
+        monkeypatch.setattr(upload_module, "tempfile", _ReadOnlyTempfile())
+        monkeypatch.setattr(private_folders, "os", _ReadOnlyFolderOs(folder))
+
+    return _tmpfs(folder, "ro,size=1m,mode=0700", stand_in)
 
 
-def test_an_upload_folder_the_server_cannot_write_in_is_internal_storage_unwritable_naming_no_path(
+class _ReadOnlyFolderOs:
+    """Stands in for `os` in `private_folders`: `folder` is on a read-only file system."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def access(self, path: str | os.PathLike[str], mode: int) -> bool:
+        return Path(path) != self._folder and os.access(path, mode)
+
+    def statvfs(self, path: str | os.PathLike[str]) -> Any:
+        real = os.statvfs(path)
+        flags = real.f_flag | (os.ST_RDONLY if Path(path) == self._folder else 0)
+        return type("ReadOnlyStatvfs", (), {"f_flag": flags})()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+def test_an_upload_folder_that_turns_read_only_is_internal_storage_unwritable_naming_no_path(
     make_server: ServerFactory, sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """It was INTERNAL "internal error: OSError: [Errno 30] Read-only file system: '<the upload's path>'",
-    with no reason to branch on, and a traceback in the log for every call."""
-    with read_only_folder(tmp_path / "read-only", monkeypatch) as upload_dir:
-        server = make_server(temp_dir=upload_dir)
+    """Mounted read-only while the server runs. It was INTERNAL "internal error: OSError: [Errno 30]
+    Read-only file system: '<the upload's path>'", with no reason to branch on, and a traceback in
+    the log for every call."""
+    server = make_server(temp_dir=tmp_path / "uploads")
+    with read_only_folder(tmp_path / "uploads", monkeypatch) as upload_dir:
         with pytest.raises(Internal) as caught:
             list(server.client.upload_and_run(sample_clip, "frame_stats_v1", timeout=30))
         assert caught.value.reason == "STORAGE_UNWRITABLE"
@@ -246,6 +271,20 @@ def test_an_upload_folder_the_server_cannot_write_in_is_internal_storage_unwrita
         assert not any(record.exc_info for record in caplog.records)
         assert os.listdir(upload_dir) == []
         server.stop()  # before the filesystem goes
+
+
+def test_a_read_only_upload_folder_stops_the_start_naming_its_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said only "cannot start: [Errno 30] Read-only file system: '<a path>'" for a folder it
+    had to make, and started on an existing one, to fail every upload."""
+    with read_only_folder(tmp_path / "read-only", monkeypatch) as read_only:
+        data_dir = tmp_path / "data"
+        assert server_main(["--port", "0", "--temp-dir", str(read_only), "--data-dir", str(data_dir)]) == 1
+        assert capsys.readouterr().err == (
+            f"videodag-server: cannot start: upload folder (--temp-dir) {read_only} cannot be written in: it is on "
+            "a read-only file system (mount a writable volume there, or choose another folder)\n"
+        )
 
 
 @pytest.mark.parametrize("decode_during_upload", [False, True])
