@@ -243,6 +243,8 @@ def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobO
     """SQLite under the data directory and worker threads in this process."""
     # Locks the data directory: its uploads are this process's alone.
     store = SqliteJobStore(config.data_dir, results_keep_free_bytes=config.min_free_bytes // 2)
+    uploads: DirectoryUploadStorage | None = None
+    video: VideoFilePipelineService | None = None
     try:
         uploads = _upload_storage(config, exclusive=True)
         # At start nothing of this folder runs, so no grace: a video whose job finished as the last
@@ -252,26 +254,30 @@ def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobO
             removed := remove_stray_videos(store, uploads)
         ):
             logger.info("removed %d video(s) of finished or unknown jobs left by the last process", removed)
+        video = VideoFilePipelineService(
+            dag,
+            limits=config.video_limits,
+            isolation=config.decode_isolation,
+            decode_frame_timeout_seconds=config.decode_frame_timeout_seconds,
+            decode_run_timeout_seconds=config.decode_run_timeout_seconds,
+        )
+        executor = JobExecutor(
+            store,
+            uploads,
+            dag,
+            video,
+            job_timeout_seconds=config.job_timeout_seconds,
+            retention_seconds=config.retention_seconds,
+            observer=observer,
+        )
+        workers = ThreadPoolJobQueue(executor, config.workers, store.count_queued)
     except BaseException:
-        store.close_and_discard(also=lambda: None)  # a database holding no job goes: this start made it
+        # Decoders that cannot start, or a second signal while they start: a database holding no
+        # job goes, with the uploads folders if empty (this start made them).
+        if video is not None:
+            video.close()
+        store.close_and_discard(also=uploads.remove_if_empty if uploads is not None else lambda: None)
         raise
-    video = VideoFilePipelineService(
-        dag,
-        limits=config.video_limits,
-        isolation=config.decode_isolation,
-        decode_frame_timeout_seconds=config.decode_frame_timeout_seconds,
-        decode_run_timeout_seconds=config.decode_run_timeout_seconds,
-    )
-    executor = JobExecutor(
-        store,
-        uploads,
-        dag,
-        video,
-        job_timeout_seconds=config.job_timeout_seconds,
-        retention_seconds=config.retention_seconds,
-        observer=observer,
-    )
-    workers = ThreadPoolJobQueue(executor, config.workers, store.count_queued)
     return _started(config, store, workers, uploads, dag, observer)
 
 

@@ -240,3 +240,22 @@ def test_a_redis_replica_and_an_embedded_server_never_share_a_data_directory(
         for replica in replicas:
             replica.close()
     open_job_service(embedded(data_dir), dag).close()  # the replicas gone, the folder is free
+
+
+def test_a_start_that_fails_as_its_decoders_start_leaves_no_job_store_behind(
+    tmp_path: Path, dag: DagPipelineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decoders that cannot start, or a second SIGTERM while they start: the empty database, its
+    lock and the uploads folders stayed, where any other failed start removes them."""
+    from videodag_service.jobs import backends
+
+    def decoders_that_cannot_start(*args: object, **kwargs: object) -> None:
+        raise SystemExit(143)  # as the second signal's handler does
+
+    monkeypatch.setattr(backends, "VideoFilePipelineService", decoders_that_cannot_start)
+    data_dir = tmp_path / "data"
+    with pytest.raises(SystemExit):
+        open_job_service(embedded(data_dir), dag)
+    assert sorted(os.listdir(data_dir)) == []
+    monkeypatch.undo()
+    open_job_service(embedded(data_dir), dag).close()  # and the folder is free for the next start
