@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -84,13 +85,36 @@ _NO_INDEX: list[tuple[bytes, bytes]] = []  # compared by identity: the file has 
 
 
 def _avi_frame_size(head: bytes) -> tuple[int, int] | None:
-    """The frame size an AVI's main header (`avih`, first in its `hdrl` list) declares."""
-    if head[:4] != b"RIFF" or head[8:12] != b"AVI " or head[12:16] != b"LIST" or head[20:28] != b"hdrlavih":
+    """The frame size an AVI's video stream declares in its format (`strf`, a BITMAPINFOHEADER),
+    which FFmpeg decodes by; the main header's (`avih`) it ignores."""
+    if head[:4] != b"RIFF" or head[8:12] != b"AVI " or head[12:16] != b"LIST" or head[20:24] != b"hdrl":
         return None
-    if len(head) < 72:
-        return None
-    width, height = struct.unpack_from("<II", head, 64)  # dwWidth and dwHeight, 32 bytes into avih's data
-    return width, height
+    header_list_end = min(len(head), 20 + struct.unpack_from("<I", head, 16)[0])
+    for kind, start, end in _riff_chunks(head, 24, header_list_end):
+        if kind == b"LIST" and head[start:start + 4] == b"strl" and (size := _video_stream_size(head, start + 4, end)):
+            return size
+    return None
+
+
+def _video_stream_size(head: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """A stream list's frame size, if it is a video stream's (`strh` of type `vids`)."""
+    is_video = False
+    for kind, data, data_end in _riff_chunks(head, start, end):
+        if kind == b"strh":
+            is_video = head[data:data + 4] == b"vids"
+        elif kind == b"strf" and is_video and data_end - data >= 12:
+            width, height = struct.unpack_from("<ii", head, data + 4)  # biWidth, biHeight (negative: top-down)
+            return abs(width), abs(height)
+    return None
+
+
+def _riff_chunks(head: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(id, data start, data end) of the chunks from `start` to `end`, as far as `head` holds them."""
+    offset = start
+    while offset + 8 <= end:
+        size = struct.unpack_from("<I", head, offset + 4)[0]
+        yield head[offset:offset + 4], offset + 8, min(end, offset + 8 + size)
+        offset += 8 + size + (size & 1)
 
 
 def _too_large_to_decode(width: int, height: int) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.hostile_media import claim_avi_frame_size, riff_chunks
 from fakes.media import ffmpeg_executable, write_test_pattern, write_tone
 from videodag_service.media.mp4_boxes import first_video_track
 from videodag_service.video.content_guess import ContentGuess, guess_content
@@ -193,3 +194,31 @@ def test_the_edit_list_reader_keeps_to_the_same_budget(tmp_path: Path) -> None:
         path = tmp_path / "crafted.mp4"
         path.write_bytes(_box(b"ftyp", payload=b"isom\x00\x00\x02\x00isom") + _box(b"moov", mvhd, *tracks, video))
         assert shown_seconds(path) == shown
+
+
+def _mjpg_avi(tmp_path: Path) -> bytes:
+    path = tmp_path / "clip.avi"
+    write_test_pattern(path, "-c:v", "mjpeg", "-frames:v", "3", size="64x48")
+    return path.read_bytes()
+
+
+def test_an_avi_whose_video_declares_frames_ffmpeg_refuses_is_named_by_their_size(tmp_path: Path) -> None:
+    claims = tmp_path / "claims.avi"
+    claims.write_bytes(claim_avi_frame_size(_mjpg_avi(tmp_path), 60000, 60000))
+    guess = guess_content(claims)
+    assert guess is not None
+    assert guess.reason.startswith("it is AVI whose video declares frames of 60000 x 60000 px, more than FFmpeg")
+
+
+def test_an_avi_main_header_alone_claiming_a_huge_size_is_not_blamed(tmp_path: Path) -> None:
+    """FFmpeg sizes frames by the stream's format; a main header's size alone it ignores, so an
+    AVI that fails for another reason (here a codec no one has) is not said to be too large."""
+    data = bytearray(_mjpg_avi(tmp_path))
+    chunks = {chunk.chunk_id: chunk for chunk in reversed(riff_chunks(bytes(data)))}
+    struct.pack_into("<II", data, chunks["avih"].data_offset + 32, 60000, 60000)  # dwWidth, dwHeight
+    data[chunks["strh"].data_offset + 4:chunks["strh"].data_offset + 8] = b"ZZZZ"  # the stream's codec
+    data[chunks["strf"].data_offset + 16:chunks["strf"].data_offset + 20] = b"ZZZZ"  # biCompression
+    claims = tmp_path / "main_header_only.avi"
+    claims.write_bytes(bytes(data))
+    guess = guess_content(claims)
+    assert guess is not None and "60000" not in guess.reason
