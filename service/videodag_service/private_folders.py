@@ -24,6 +24,7 @@ import logging
 import os
 import pwd
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -145,32 +146,33 @@ def private_directory(path: Path, what: str = "the server's folder") -> Path:
         except FileExistsError:
             pass  # made meanwhile by another process, with a mode and an owner of its choosing
         except OSError as error:
-            why = _why_unwritable(missing.parent, error)
-            raise FolderNotWritable(f"{what} {os.fspath(path)}: {missing} cannot be made: {why}",
+            raise FolderNotWritable(f"{what} {os.fspath(path)}: {missing} cannot be made: {_why_unwritable(error)}",
                                     error.errno or errno.EACCES) from error
     if not path.is_dir():
         raise FolderNotPrivate(f"{what} {os.fspath(path)} is not a folder (a file, or a link to nothing)")
     refuse_unless_controlled_by_us(path, what)
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise FolderNotWritable(f"{what} {os.fspath(path)} cannot be written in: {_why_unwritable(path)}",
-                                errno.EROFS if _read_only(path) else errno.EACCES)
     return path
 
 
-def _read_only(folder: Path) -> bool:
+def refuse_unless_writable(path: Path, what: str) -> None:
+    """Raise FolderNotWritable unless a file can be made in `path`: at start, so that a folder on a
+    read-only file system (a container's readOnlyRootFilesystem) stops the server, rather than
+    every upload failing. Tried, not asked (`os.access` knows no capabilities, ACLs or mounts):
+    an unnamed file (O_TMPFILE where the system has it) that nothing can leave behind."""
     try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise FolderNotWritable(f"{what} {os.fspath(path)} cannot be written in: {_why_unwritable(error)}",
+                                error.errno or errno.EACCES) from error
 
 
-def _why_unwritable(folder: Path, error: OSError | None = None) -> str:
-    """A read-only file system (a container's readOnlyRootFilesystem, say) or the permissions."""
-    if _read_only(folder):
+def _why_unwritable(error: OSError) -> str:
+    if error.errno == errno.EROFS:
         return "it is on a read-only file system (mount a writable volume there, or choose another folder)"
-    if error is not None and not isinstance(error, PermissionError):
-        return error.strerror or str(error)
-    return f"the server's user, {_owner_name(os.geteuid())}, may not write there"
+    if isinstance(error, PermissionError):
+        return f"the server's user, {_owner_name(os.geteuid())}, may not write there"
+    return error.strerror or str(error)
 
 
 def mode_open_to_others(folder: str | os.PathLike[str]) -> int | None:

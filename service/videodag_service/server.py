@@ -50,7 +50,12 @@ from videodag_service.observability import MetricsExporter, ServerMetrics, confi
 from videodag_service.observability.interceptors import server_interceptors
 from videodag_service.observability.tracing import TracingUnavailable, end_tracing
 from videodag_service.plugin_reference import plugin_reference
-from videodag_service.private_folders import FolderNotPrivate, missing_folders, private_directory
+from videodag_service.private_folders import (
+    FolderNotPrivate,
+    missing_folders,
+    private_directory,
+    refuse_unless_writable,
+)
 from videodag_service.reflection import enable_reflection
 from videodag_service.resource_errors import out_of_resources
 from videodag_service.rpc_threads import RpcThreadPool
@@ -266,6 +271,7 @@ def start_server(settings: Settings, dag: DagPipelineService | None = None) -> R
     made_for_jobs = missing_folders(settings.data_dir)
     try:
         private_directory(settings.temp_dir, "upload folder (--temp-dir)")
+        refuse_unless_writable(settings.temp_dir, "upload folder (--temp-dir)")
         jobs = open_job_service(job_config(settings), dag)
         try:
             return _start(settings, dag, jobs)

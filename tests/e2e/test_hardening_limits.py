@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from videodag_client import (
     VideodagError,
 )
 from videodag_service.server import main as server_main
+from videodag_service.stop_signals import StopSignals
 from videodag_service.video.upload import ORPHAN_MIN_AGE_SECONDS
 
 MIB = 1024 * 1024
@@ -223,32 +225,35 @@ class _ReadOnlyTempfile:
 
 
 def read_only_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> contextlib.AbstractContextManager[Path]:
-    """A folder nobody can create files in (file modes would not stop root), or uploads whose
-    files fail to be created with EROFS, and a folder the start-up check finds read-only."""
+    """A folder nobody can create files or folders in (file modes would not stop root), or a
+    stand-in where creating them there fails with EROFS: the uploads' files, the start's check
+    of the folder, the folders the start makes in it."""
 
     def stand_in() -> None:
         monkeypatch.setattr(upload_module, "tempfile", _ReadOnlyTempfile())
-        monkeypatch.setattr(private_folders, "os", _ReadOnlyFolderOs(folder))
+        monkeypatch.setattr(private_folders, "tempfile", _ReadOnlyFolderFiles(folder))
+        make_folder = Path.mkdir
+
+        def mkdir(path: Path, *args: Any, **kwargs: Any) -> None:
+            if path.parent == folder:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+            make_folder(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
 
     return _tmpfs(folder, "ro,size=1m,mode=0700", stand_in)
 
 
-class _ReadOnlyFolderOs:
-    """Stands in for `os` in `private_folders`: `folder` is on a read-only file system."""
+class _ReadOnlyFolderFiles:
+    """Stands in for `tempfile` in `private_folders`: no file can be made in `folder`."""
 
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
-    def access(self, path: str | os.PathLike[str], mode: int) -> bool:
-        return Path(path) != self._folder and os.access(path, mode)
-
-    def statvfs(self, path: str | os.PathLike[str]) -> Any:
-        real = os.statvfs(path)
-        flags = real.f_flag | (os.ST_RDONLY if Path(path) == self._folder else 0)
-        return type("ReadOnlyStatvfs", (), {"f_flag": flags})()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
+    def TemporaryFile(self, *, dir: Path) -> Any:  # tempfile's own names
+        if Path(dir) == self._folder:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(dir))
+        return tempfile.TemporaryFile(dir=dir)
 
 
 def test_an_upload_folder_that_turns_read_only_is_internal_storage_unwritable_naming_no_path(
@@ -273,18 +278,29 @@ def test_an_upload_folder_that_turns_read_only_is_internal_storage_unwritable_na
         server.stop()  # before the filesystem goes
 
 
+@pytest.mark.parametrize("where", ["in", "below"])
 def test_a_read_only_upload_folder_stops_the_start_naming_its_setting(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
 ) -> None:
     """It said only "cannot start: [Errno 30] Read-only file system: '<a path>'" for a folder it
     had to make, and started on an existing one, to fail every upload."""
+
+    def served(self: object) -> str:
+        raise AssertionError("the server started on a read-only upload folder")
+
+    monkeypatch.setattr(StopSignals, "wait_for_first", served)
     with read_only_folder(tmp_path / "read-only", monkeypatch) as read_only:
+        upload_dir = read_only if where == "in" else read_only / "uploads"
         data_dir = tmp_path / "data"
-        assert server_main(["--port", "0", "--temp-dir", str(read_only), "--data-dir", str(data_dir)]) == 1
-        assert capsys.readouterr().err == (
-            f"videodag-server: cannot start: upload folder (--temp-dir) {read_only} cannot be written in: it is on "
-            "a read-only file system (mount a writable volume there, or choose another folder)\n"
-        )
+        assert server_main(["--port", "0", "--temp-dir", str(upload_dir), "--data-dir", str(data_dir)]) == 1
+        because = "it is on a read-only file system (mount a writable volume there, or choose another folder)"
+        said = capsys.readouterr().err
+        named = f"videodag-server: cannot start: upload folder (--temp-dir) {upload_dir}"
+        if where == "in":
+            assert said == f"{named} cannot be written in: {because}\n"
+        else:
+            assert said == f"{named}: {upload_dir} cannot be made: {because}\n"
+        assert not data_dir.exists()
 
 
 @pytest.mark.parametrize("decode_during_upload", [False, True])

@@ -41,7 +41,7 @@ from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
 from videodag_service.jobs.stray_videos import remove_stray_videos
 from videodag_service.jobs.uploads import DirectoryUploadStorage
-from videodag_service.private_folders import mode_open_to_others, private_directory
+from videodag_service.private_folders import mode_open_to_others, private_directory, refuse_unless_writable
 from videodag_service.video import (
     DEFAULT_DECODE_FRAME_TIMEOUT_SECONDS,
     DEFAULT_DECODE_RUN_TIMEOUT_SECONDS,
@@ -138,6 +138,7 @@ def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     if (warning := data_dir_open_to_others(config.data_dir)) is not None:
         logger.warning(warning)
     private_directory(config.data_dir, "job data folder (--data-dir)")
+    refuse_unless_writable(config.data_dir, "job data folder (--data-dir)")
     observer = JobObserverRelay()
     free = _free_bytes_or_none(config.data_dir)
     if config.backend is JobBackend.REDIS:
