@@ -33,6 +33,8 @@ RUN_RETRY_SECONDS = 1.0
 MAX_RUN_RETRY_SECONDS = 60.0
 # How often a caller in line looks whether its client left or the server began shutting down.
 _LINE_CHECK_SECONDS = 0.2
+# How long before its deadline a call in line gives up, so that its refusal reaches the client first.
+_REFUSAL_BEFORE_DEADLINE_SECONDS = 0.25
 # How much each finished run moves the recent run length the retry hint is made of.
 _RECENT_RUN_WEIGHT = 0.2
 
@@ -108,9 +110,14 @@ class RunTurn:
 
     def wait(self) -> None:
         """Until this call holds a run slot; TOO_MANY_RUNS once it has waited the line's time,
-        SERVER_DRAINING if the server begins shutting down, and an end of the wait (the call's
-        own end counts) if its client leaves."""
+        or just before the call's own deadline, SERVER_DRAINING if the server begins shutting
+        down, and an end of the wait (the call's own end counts) if its client leaves."""
         deadline = self._joined + self._slots.wait_seconds
+        # A client whose deadline comes first hears TOO_MANY_RUNS and when to retry, not
+        # DEADLINE_EXCEEDED, which tells it nothing of a full server.
+        remaining = self._context.time_remaining() if self._context is not None else None
+        if remaining is not None:
+            deadline = min(deadline, time.monotonic() + remaining - _REFUSAL_BEFORE_DEADLINE_SECONDS)
         while not self.granted.wait(timeout=max(0.0, min(_LINE_CHECK_SECONDS, deadline - time.monotonic()))):
             left = self._context is not None and not self._context.is_active()
             if left or self._slots.draining or time.monotonic() >= deadline:

@@ -109,6 +109,21 @@ def test_a_call_that_waits_its_time_in_line_is_refused_with_a_hint_of_the_wait(
     assert server.uploads_left_after() == []
 
 
+def test_a_call_whose_deadline_comes_before_a_slot_is_refused_with_a_hint_not_timed_out(
+    make_server: ServerFactory, make_video, thousand_frame_video: Path
+) -> None:
+    """With the default line (30 s), a client with a 3 s deadline got DEADLINE_EXCEEDED: nothing
+    to say the server was full, nor when to come back."""
+    server, release = _full(make_server, thousand_frame_video, run_wait_seconds=30.0)
+    with pytest.raises(ResourceExhausted) as refused:
+        list(server.client.upload_and_run(make_video(3), "frame_stats_v1", timeout=3))
+    assert refused.value.reason == "TOO_MANY_RUNS"
+    assert refused.value.retry_after is not None and refused.value.retry_after >= 1.0
+    assert server.running.run_slots.waiting == 0
+    release()
+    assert server.uploads_left_after() == []
+
+
 def test_a_config_the_server_refuses_is_refused_at_once_in_line(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
@@ -125,10 +140,9 @@ def test_a_call_cancelled_in_line_leaves_it(
     make_server: ServerFactory, make_video, thousand_frame_video: Path
 ) -> None:
     server, release = _full(make_server, thousand_frame_video)
-    waiting = server.client.upload_and_run(make_video(3), "frame_stats_v1", timeout=1.5)
-    with pytest.raises(VideodagError) as ended:
-        list(waiting)
-    assert ended.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    waiting = server.client.upload_and_run(make_video(3), "frame_stats_v1")
+    assert wait_until(lambda: server.running.run_slots.waiting == 1)
+    waiting.close()  # the client leaves the line
     assert wait_until(lambda: server.running.run_slots.waiting == 0)
     release()
     # The slot is free for the next caller, not given to the call that left.

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
+from fakes.servicer_context import FakeServicerContext
 from videodag_service import call_slots
 from videodag_service.call_slots import RunSlots
 from videodag_service.errors import ServerDraining, TooManyRuns
@@ -66,3 +68,29 @@ def test_before_any_run_has_ended_the_hint_counts_the_runs_going_at_their_age(mo
         second.wait()
         now[0] += 6.0
         assert slots.refusal().details.retry_after_seconds == pytest.approx(3.0)  # 6 s runs, 1 call, 2 slots
+
+
+def test_a_call_whose_deadline_comes_first_is_refused_too_many_runs_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It waited out its deadline in line and got DEADLINE_EXCEEDED: no retry hint, nothing to
+    say the server was full."""
+    monkeypatch.setattr(call_slots, "_REFUSAL_BEFORE_DEADLINE_SECONDS", 0.7)  # a wide margin: a loaded machine
+    slots = RunSlots(1, max_waiting=1, wait_seconds=30.0)
+    with slots.hold() as running:
+        running.wait()
+        began = time.monotonic()
+        with pytest.raises(TooManyRuns) as refused, slots.hold(FakeServicerContext(time_remaining=1.0)) as waiting:
+            waiting.wait()
+        waited = time.monotonic() - began
+    assert 0.2 <= waited < 1.0, "refused before its deadline, after waiting in line"
+    assert refused.value.details.retry_after_seconds is not None
+    assert (slots.active, slots.waiting) == (0, 0)
+
+
+def test_a_call_with_too_little_time_left_to_wait_is_refused_at_once() -> None:
+    slots = RunSlots(1, max_waiting=1, wait_seconds=30.0)
+    with slots.hold() as running:
+        running.wait()
+        began = time.monotonic()
+        with pytest.raises(TooManyRuns), slots.hold(FakeServicerContext(time_remaining=0.1)) as waiting:
+            waiting.wait()
+        assert time.monotonic() - began < 1.0
