@@ -21,7 +21,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Only what the wheel is built from: the dev extras (pytest, grpcio-tools, ...) never enter the image.
-COPY pyproject.toml README.md ./
+# constraints.txt: the exact versions the tests ran with (see scripts/install.sh).
+COPY pyproject.toml README.md constraints.txt ./
 COPY protos/gen/python protos/gen/python
 COPY service service
 COPY client client
@@ -29,7 +30,7 @@ COPY client client
 ARG EXTRAS=""
 # DL3013 asks for pinned versions: this installs the project itself, which hadolint does not see through ${EXTRAS}.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".${EXTRAS:+[${EXTRAS}]}"
+RUN pip install --no-cache-dir --constraint constraints.txt ".${EXTRAS:+[${EXTRAS}]}"
 # Plugin packages to bake in (the image keeps no pip): pip requirements, space-separated, from an
 # index the build reaches: --build-arg PLUGINS="acme-videodag-plugins==1.2". Then the check that
 # no dependency, the plugins' included, brought OpenCV's GUI build over the headless one.

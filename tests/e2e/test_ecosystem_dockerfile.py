@@ -73,7 +73,9 @@ def test_the_image_is_multi_stage_non_root_with_baked_models_and_a_health_check(
     assert "VIDEODAG_HOST=0.0.0.0" in env
 
 
-def test_the_extras_build_argument_installs_the_project_with_those_extras_or_none(tmp_path: Path) -> None:
+def test_the_extras_build_argument_installs_the_project_with_those_extras_at_the_tested_versions(
+    tmp_path: Path,
+) -> None:
     steps = instructions(DOCKERFILE.read_text())
     assert ("ARG", 'EXTRAS=""') in steps
     install = next(args for keyword, args in steps if keyword == "RUN" and args.startswith("pip install"))
@@ -86,7 +88,8 @@ def test_the_extras_build_argument_installs_the_project_with_those_extras_or_non
         environment = {"PATH": f"{tmp_path}:/usr/bin:/bin", "EXTRAS": extras}
         completed = subprocess.run(["/bin/sh", "-c", command], env=environment,
                                    capture_output=True, text=True, timeout=30, check=True)
-        assert completed.stdout.splitlines() == ["install", "--no-cache-dir", requirement]
+        assert completed.stdout.splitlines() == ["install", "--no-cache-dir", "--constraint", "constraints.txt",
+                                                 requirement]
     assert "\ntracing = [" in (REPO_ROOT / "pyproject.toml").read_text()  # the extra the comment names
 
 
