@@ -33,9 +33,40 @@ elif [ -n "${1:-}" ]; then
   exit 2
 fi
 
+# Debian and Ubuntu ship venv's pip apart (python3.X-venv): without it `python -m venv` fails
+# after making .venv/bin/python, which the next run would take for a finished venv.
+create_venv() {
+  "$PYTHON" -m venv .venv && return 0
+  rm -rf .venv
+  if command -v apt-get >/dev/null 2>&1; then
+    local package as_root=()
+    package="python$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"
+    if [ "$(id -u)" -ne 0 ]; then as_root=(sudo -n); fi
+    echo "==> installing $package with apt-get"
+    if DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "$package" \
+        && "$PYTHON" -m venv .venv; then
+      return 0
+    fi
+    rm -rf .venv
+  fi
+  echo "error: $PYTHON could not create a venv in .venv (on Debian or Ubuntu: apt-get install python3-venv)" >&2
+  exit 1
+}
+
 if [ ! -x .venv/bin/python ]; then
-  echo "==> creating .venv with $($PYTHON --version)"
-  "$PYTHON" -m venv .venv
+  if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    echo "error: videodag needs Python 3.11 or newer, and there is no $PYTHON: set PYTHON to one," \
+      "e.g. PYTHON=python3.12" >&2
+    exit 1
+  fi
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "error: videodag needs Python 3.11 or newer, and $PYTHON is $("$PYTHON" --version 2>&1):" \
+      "set PYTHON to one, e.g. PYTHON=python3.12" >&2
+    exit 1
+  fi
+  echo "==> creating .venv with $("$PYTHON" --version)"
+  create_venv
 fi
 echo "==> installing videodag and its dependencies into .venv (versions from $CONSTRAINTS)"
 .venv/bin/python -m pip install --quiet --constraint "$CONSTRAINTS" pip
