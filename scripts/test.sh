@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install.sh
-for extra in scripts/ensure_redis.sh scripts/ensure_node_deps.sh; do
+for extra in scripts/ensure_system_packages.sh scripts/ensure_node_deps.sh; do
   if [ -f "$extra" ]; then bash "$extra"; fi
 done
 echo "==> checking the generated contract code is up to date"

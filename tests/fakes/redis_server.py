@@ -1,6 +1,6 @@
 """A real, private `redis-server` for tests: 127.0.0.1 only, a free port, no persistence.
 
-`scripts/ensure_redis.sh` (run by the test command) installs Debian's redis-server when missing.
+`scripts/ensure_system_packages.sh` (run by the test command) installs Debian's redis-server when missing.
 """
 
 from __future__ import annotations

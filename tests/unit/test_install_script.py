@@ -1,8 +1,9 @@
-"""`scripts/install.sh` on a machine whose Python cannot make the venv: a clear stop, nothing half made.
+"""The set-up scripts on a bare machine: `scripts/install.sh` where Python cannot make the venv
+(a clear stop, nothing half made), and the system packages the test command installs.
 
-Each case runs a copy of the script with stand-ins for Python and apt-get on PATH (a machine
-with the wrong Python is not one the tests can be run on), so what is checked is the script's
-own flow: which commands it runs, what it says, and what it leaves in the folder.
+Each case runs the script with stand-ins for Python and apt-get on PATH (a machine with the
+wrong Python, or without openssl, is not one the tests can be run on), so what is checked is
+the script's own flow: which commands it runs, what it says, and what it leaves behind.
 """
 
 from __future__ import annotations
@@ -81,3 +82,31 @@ def test_a_venv_that_cannot_be_made_stops_the_install_and_leaves_no_half_made_ve
     assert "ensurepip is not available" in completed.stderr
     assert not (tmp_path / ".venv").exists()
     assert "apt-get install -y -qq --no-install-recommends python3.11-venv" in calls
+
+
+def test_the_test_command_installs_only_the_debian_packages_whose_commands_are_missing(tmp_path: Path) -> None:
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
+    (bin_folder / "redis-server").write_text("#!/bin/sh\n")
+    # A stand-in apt-get: logs what it is asked, and "installs" openssl as a command.
+    (bin_folder / "apt-get").write_text(
+        '#!/bin/bash\necho "apt-get $*" >> "$CALLS"\n'
+        'if [ "$1" = install ]; then printf "#!/bin/sh\\n" > "$BIN/openssl" && /bin/chmod +x "$BIN/openssl"; fi\n'
+    )
+    for name in ("redis-server", "apt-get"):
+        (bin_folder / name).chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    environment = {"PATH": str(bin_folder), "CALLS": str(calls), "BIN": str(bin_folder)}
+    script = ROOT / "scripts" / "ensure_system_packages.sh"
+
+    completed = subprocess.run(["/bin/bash", str(script)], env=environment, capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert calls.read_text().splitlines() == ["apt-get update -qq",
+                                              "apt-get install -y -qq --no-install-recommends openssl"]
+    # Once every command is there, nothing is installed.
+    again = subprocess.run(["/bin/bash", str(script)], env=environment, capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert again.returncode == 0 and again.stdout == ""
+    assert len(calls.read_text().splitlines()) == 2
