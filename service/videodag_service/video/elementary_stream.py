@@ -10,6 +10,10 @@ of a 10 fps recording would be wrong by 2.5 times. This reads the declared rate 
 Only the start of the file is read: the parameter sets come first, or, in a stream cut in
 the middle of a group of pictures (a DVR export, a cut capture), with its next key frame.
 Every read is bounded, and anything unexpected gives None: the caller keeps OpenCV's rate.
+The work is bounded too, since an upload writes these bytes: the first parameter set of each
+kind is found by the regular expression engine, not by walking every unit in Python; only its
+first few KiB are read, bit by bit at a cost that does not grow with the position; and a count
+the standard caps (reference pictures, layer sets) is held to that cap.
 """
 
 from __future__ import annotations
@@ -24,10 +28,16 @@ from videodag_service.media.mp4_boxes import boxes
 _FIRST_READ_BYTES = 64 * 1024
 # A stream cut mid-GOP has its first parameter sets a GOP in: seconds of video, megabytes.
 _MOST_READ_BYTES = 8 * 1024 * 1024
-_START_CODE = re.compile(b"\x00\x00\x01")
-_H264_SPS = 7
-_HEVC_VPS = 32
-_HEVC_SPS = 33
+_START_CODE = b"\x00\x00\x01"
+# A start code and the first byte of a NAL unit header of one type, whatever its other bits:
+# H.264's is forbidden_zero_bit, nal_ref_idc (2 bits) and nal_unit_type (5 bits, SPS = 7);
+# HEVC's is forbidden_zero_bit, nal_unit_type (6 bits: VPS = 32, SPS = 33), a bit of nuh_layer_id.
+_H264_SPS_START = re.compile(b"\x00\x00\x01[" + bytes(flags << 5 | 7 for flags in range(8)) + b"]")
+_HEVC_VPS_START = re.compile(b"\x00\x00\x01[\x40\x41\xc0\xc1]")
+_HEVC_SPS_START = re.compile(b"\x00\x00\x01[\x42\x43\xc2\xc3]")
+# A parameter set's fields up to its timing take a few hundred bytes (1-2 KiB with HEVC's
+# most reference picture sets); a longer unit is read only this far.
+_PARAMETER_SET_BYTES = 4096
 # H.264 profiles whose SPS carries chroma format, bit depths and scaling lists (7.3.2.1.1).
 _H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 # Frame rates outside this are not a camera's: a misread, or a clock (a stream of variable
@@ -65,7 +75,7 @@ def declared_frame_rate(path: str | os.PathLike[str], codec: str) -> float | Non
             found, rate = rate_of(head)
             if not found and len(head) == _FIRST_READ_BYTES:
                 found, rate = rate_of(head + file.read(_MOST_READ_BYTES - len(head)))
-    except (OSError, _EndOfData):
+    except (OSError, _NotAParameterSet):
         return None
     return _plausible(rate)
 
@@ -104,26 +114,41 @@ def _plausible(fps: float | None) -> float | None:
 
 def _nal_units(data: bytes) -> Iterator[bytes]:
     """The NAL units of an Annex B byte stream (the last may be cut off by the read), each
-    copied out only when asked for: the callers stop at the first parameter set."""
-    matches = _START_CODE.finditer(data)
-    match = next(matches, None)
-    while match is not None:
-        following = next(matches, None)
-        yield data[match.end():following.start() if following is not None else len(data)]
-        match = following
+    copied out only when asked for: the callers stop at the first one or two."""
+    start = data.find(_START_CODE)
+    while start >= 0:
+        following = data.find(_START_CODE, start + len(_START_CODE))
+        yield data[start + len(_START_CODE):following if following >= 0 else len(data)]
+        start = following
 
 
-def _rbsp(nal_payload: bytes) -> bytes:
-    """The payload without its emulation prevention bytes (a 0x03 after two zero bytes)."""
-    return re.sub(b"\x00\x00\x03", b"\x00\x00", nal_payload)
+def _first_unit(data: bytes, unit_start: re.Pattern[bytes], header_bytes: int, end: int | None = None) -> (
+        _BitReader | None):
+    """The payload of the first unit `unit_start` finds before `end`, past its `header_bytes`
+    and its emulation prevention bytes (a 0x03 after two zero bytes), its first
+    `_PARAMETER_SET_BYTES` at most; None if there is none, or it holds no payload."""
+    match = unit_start.search(data, 0, len(data) if end is None else end)
+    if match is None:
+        return None
+    header = match.end() - 1
+    unit_end = data.find(_START_CODE, header, header + header_bytes + _PARAMETER_SET_BYTES)
+    payload = data[header + header_bytes:unit_end if unit_end >= 0 else header + header_bytes + _PARAMETER_SET_BYTES]
+    return _BitReader(re.sub(b"\x00\x00\x03", b"\x00\x00", payload)) if payload else None
+
+
+def _at_most(value: int, highest: int) -> int:
+    """`value`, a count a parameter set declares, if the standard allows it."""
+    if value > highest:
+        raise _NotAParameterSet
+    return value
 
 
 def _h264_rate(data: bytes) -> tuple[bool, float | None]:
     """Whether an SPS is in `data`, and the rate the first one declares."""
-    for unit in _nal_units(data):
-        if unit and unit[0] & 0x1F == _H264_SPS:
-            return True, _h264_sps_rate(_BitReader(_rbsp(unit[1:])))
-    return False, None
+    if _H264_SPS_START.search(data) is None:
+        return False, None
+    sps = _first_unit(data, _H264_SPS_START, 1)
+    return True, _h264_sps_rate(sps) if sps is not None else None
 
 
 def _h264_sps_rate(bits: _BitReader) -> float | None:
@@ -150,7 +175,7 @@ def _h264_sps_rate(bits: _BitReader) -> float | None:
         bits.u(1)  # delta_pic_order_always_zero_flag
         bits.se()  # offset_for_non_ref_pic
         bits.se()  # offset_for_top_to_bottom_field
-        for _ in range(bits.ue()):  # num_ref_frames_in_pic_order_cnt_cycle
+        for _ in range(_at_most(bits.ue(), 255)):  # num_ref_frames_in_pic_order_cnt_cycle
             bits.se()
     bits.ue()  # max_num_ref_frames
     bits.u(1)  # gaps_in_frame_num_value_allowed_flag
@@ -198,17 +223,17 @@ def _skip_scaling_list(bits: _BitReader, size: int) -> None:
 
 
 def _hevc_rate(data: bytes) -> tuple[bool, float | None]:
-    """Whether an SPS is in `data`, and the rate from the first VPS's timing if it has one
-    (some encoders write it there), else from the first SPS's VUI (x265 and most others)."""
-    for unit in _nal_units(data):
-        kind = (unit[0] >> 1) & 0x3F if len(unit) > 2 else None
-        if kind == _HEVC_VPS:
-            vps_rate = _hevc_vps_rate(_BitReader(_rbsp(unit[2:])))
-            if vps_rate is not None:
-                return True, vps_rate
-        elif kind == _HEVC_SPS:
-            return True, _hevc_sps_rate(_BitReader(_rbsp(unit[2:])))
-    return False, None
+    """Whether an SPS is in `data`, and the rate from the timing of the VPS before it if that
+    has one (some encoders write it there), else from the SPS's VUI (x265 and most others)."""
+    first_sps = _HEVC_SPS_START.search(data)
+    vps = _first_unit(data, _HEVC_VPS_START, 2, end=first_sps.start() if first_sps is not None else None)
+    vps_rate = _hevc_vps_rate(vps) if vps is not None else None
+    if vps_rate is not None:
+        return True, vps_rate
+    if first_sps is None:
+        return False, None
+    sps = _first_unit(data, _HEVC_SPS_START, 2)
+    return True, _hevc_sps_rate(sps) if sps is not None else None
 
 
 def _hevc_vps_rate(bits: _BitReader) -> float | None:
@@ -225,7 +250,7 @@ def _hevc_vps_rate(bits: _BitReader) -> float | None:
         bits.ue()
         bits.ue()
     max_layer_id = bits.u(6)
-    for _ in range(bits.ue()):  # vps_num_layer_sets_minus1: sets 1 and on list their layers
+    for _ in range(_at_most(bits.ue(), 1023)):  # vps_num_layer_sets_minus1: sets 1 and on list their layers
         bits.u(max_layer_id + 1)
     if not bits.u(1):  # vps_timing_info_present_flag
         return None
@@ -265,9 +290,9 @@ def _hevc_sps_rate(bits: _BitReader) -> float | None:
         bits.ue()
         bits.ue()
         bits.u(1)  # pcm_loop_filter_disabled_flag
-    _skip_short_term_ref_pic_sets(bits, bits.ue())
+    _skip_short_term_ref_pic_sets(bits, _at_most(bits.ue(), 64))
     if bits.u(1):  # long_term_ref_pics_present_flag
-        for _ in range(bits.ue()):  # num_long_term_ref_pics_sps
+        for _ in range(_at_most(bits.ue(), 32)):  # num_long_term_ref_pics_sps
             bits.u(log2_max_poc_lsb + 1)  # lt_ref_pic_poc_lsb_sps, used_by_curr_pic_lt_sps_flag
     bits.u(2)  # sps_temporal_mvp_enabled_flag, strong_intra_smoothing_enabled_flag
     if not bits.u(1):  # vui_parameters_present_flag
@@ -310,7 +335,7 @@ def _skip_short_term_ref_pic_sets(bits: _BitReader, count: int) -> None:
                 kept += 1 if used_by_current else bits.u(1)  # use_delta_flag, 1 when absent
             delta_pocs.append(kept)
         else:
-            negative, positive = bits.ue(), bits.ue()
+            negative, positive = _at_most(bits.ue(), 16), _at_most(bits.ue(), 16)  # each at most a DPB
             for _ in range(negative + positive):
                 bits.ue()  # delta_poc_s0/s1_minus1
                 bits.u(1)  # used_by_curr_pic_s0/s1_flag
@@ -327,8 +352,9 @@ def _skip_profile_tier_level(bits: _BitReader, max_sub_layers_minus1: int) -> No
         bits.u(88 * profile_present + 8 * level_present)
 
 
-class _EndOfData(Exception):
-    """The parameter set ended before the field asked for (cut off, or not what it seemed)."""
+class _NotAParameterSet(Exception):
+    """The parameter set ended before the field asked for, or declares a count the standard
+    forbids (cut off, or not what it seemed)."""
 
 
 _MPEG_SEQUENCE_HEADER = 0xB3
@@ -366,10 +392,13 @@ _RATE_READERS = {"h264": _h264_rate, "avc1": _h264_rate, "hevc": _hevc_rate, "he
 
 
 class _BitReader:
-    """Reads a big-endian bit string: fixed-width fields and Exp-Golomb codes (H.264 9.1)."""
+    """Reads a big-endian bit string: fixed-width fields and Exp-Golomb codes (H.264 9.1).
+
+    Each field is taken from the bytes that hold it: shifting one integer of the whole string
+    costs more the longer the string, which a crafted parameter set of a MiB made minutes."""
 
     def __init__(self, data: bytes) -> None:
-        self._value = int.from_bytes(data, "big")
+        self._data = data
         self._length = len(data) * 8
         self._position = 0
 
@@ -379,10 +408,11 @@ class _BitReader:
             return 0
         end = self._position + count
         if end > self._length:
-            raise _EndOfData
-        value = (self._value >> (self._length - end)) & ((1 << count) - 1)
+            raise _NotAParameterSet
+        last_byte = (end + 7) >> 3
+        holding = int.from_bytes(self._data[self._position >> 3:last_byte], "big")
         self._position = end
-        return value
+        return (holding >> (last_byte * 8 - end)) & ((1 << count) - 1)
 
     def ue(self) -> int:
         """An unsigned Exp-Golomb code."""
@@ -390,7 +420,7 @@ class _BitReader:
         while self.u(1) == 0:
             leading_zeros += 1
             if leading_zeros > 31:
-                raise _EndOfData
+                raise _NotAParameterSet
         return (1 << leading_zeros) - 1 + self.u(leading_zeros)
 
     def se(self) -> int:

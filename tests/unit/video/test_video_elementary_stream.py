@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fakes.media import presentation_times, write_test_pattern
-from videodag_service.video import open_video
+from videodag_service.video import elementary_stream, open_video
 from videodag_service.video.elementary_stream import declared_frame_rate, is_elementary_stream
 from videodag_service.video.sampling import FrameWindow, SamplingOptions, plan_window
 
@@ -165,3 +165,74 @@ def test_a_variable_rate_streams_clock_is_not_taken_for_its_rate(tmp_path: Path)
     stream = _raw_stream(tmp_path, "vfr.h264", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p",
                                                       "-fps_mode", "passthrough", "-enc_time_base", "1:1000"))
     assert declared_frame_rate(stream, "h264") is None
+
+
+# Parameter sets written bit by bit: an upload can declare whatever counts and lengths it likes.
+def _ue(value: int) -> str:
+    code = bin(value + 1)[2:]
+    return "0" * (len(code) - 1) + code
+
+
+def _with_emulation_prevention(bits: str) -> bytes:
+    bits += "1" + "0" * (-(len(bits) + 1) % 8)  # rbsp_stop_one_bit, then alignment
+    escaped, zeros = bytearray(), 0
+    for byte in int(bits, 2).to_bytes(len(bits) // 8, "big"):
+        if zeros >= 2 and byte <= 3:
+            escaped.append(3)
+            zeros = 0
+        escaped.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(escaped)
+
+
+def _h264_sps(pic_order_cnt_cycle: int, padding: int = 0) -> bytes:
+    """A baseline SPS of picture order count type 1 with `pic_order_cnt_cycle` offsets, timed
+    at 10 fps, and `padding` bytes more before its unit ends."""
+    bits = (format(66, "08b") + "0" * 8 + format(30, "08b") + _ue(0) + _ue(0) + _ue(1) + "0" + "1" + "1"
+            + _ue(pic_order_cnt_cycle) + "1" * pic_order_cnt_cycle  # offset_for_ref_frame: se(0) each
+            + _ue(1) + "0" + _ue(9) + _ue(7) + "1" + "1" + "0"  # references, size, frame_mbs_only, no cropping
+            + "1" + "0000" + "1" + format(1, "032b") + format(20, "032b") + "1")  # VUI: timing 20 / (2 x 1)
+    return b"\x00\x00\x00\x01\x67" + _with_emulation_prevention(bits) + b"\xff" * padding
+
+
+def test_a_count_the_standard_caps_is_held_to_its_cap(tmp_path: Path) -> None:
+    """H.264 allows 255 offsets in a picture order count cycle (7.4.2.1.1): one more is no SPS,
+    however well the rest reads; held to the caps, no count makes a loop longer than they allow."""
+    path = tmp_path / "cycle.h264"
+    path.write_bytes(_h264_sps(255))
+    assert declared_frame_rate(path, "h264") == 10.0
+    path.write_bytes(_h264_sps(256))
+    assert declared_frame_rate(path, "h264") is None
+
+
+def test_a_parameter_set_longer_than_a_real_one_is_read_only_as_far_as_its_timing_can_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A crafted SPS of a MiB, read bit by bit from one integer of its whole length, held a
+    decoder (or, decoding in a thread, a run slot) for minutes."""
+    read_lengths: list[int] = []
+
+    class RecordingBitReader(elementary_stream._BitReader):
+        def __init__(self, data: bytes) -> None:
+            read_lengths.append(len(data))
+            super().__init__(data)
+
+    monkeypatch.setattr(elementary_stream, "_BitReader", RecordingBitReader)
+    path = tmp_path / "long_sps.h264"
+    path.write_bytes(_h264_sps(200, padding=1024 * 1024))
+    assert declared_frame_rate(path, "h264") == 10.0
+    assert read_lengths and max(read_lengths) <= 4096
+
+
+def test_only_the_first_video_parameter_set_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 MiB of small HEVC VPS units without timing were each parsed in Python, for seconds."""
+    vps_bits = ("0000" + "11" + "000000" + "000" + "1" + "1" * 16 + "0" * 96  # up to profile_tier_level
+                + "1" + "111" + "000000" + _ue(0) + "0")  # ordering info, layer sets, no timing
+    vps = b"\x00\x00\x01\x40\x01" + _with_emulation_prevention(vps_bits)
+    path = tmp_path / "many_vps.hevc"
+    path.write_bytes(b"\x00" + vps * (200 * 1024 // len(vps)))
+    parsed: list[object] = []
+    real_vps_rate = elementary_stream._hevc_vps_rate
+    monkeypatch.setattr(elementary_stream, "_hevc_vps_rate", lambda bits: parsed.append(bits) or real_vps_rate(bits))
+    assert declared_frame_rate(path, "hevc") is None
+    assert 1 <= len(parsed) <= 2  # once in the first read, once in the longer one
