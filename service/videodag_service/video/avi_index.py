@@ -10,6 +10,10 @@ covers a file of any size, as FFmpeg writes it and as every file over 1 GB must 
 the legacy `idx1`, unless a second RIFF (`AVIX`) follows, which `idx1` does not cover. Only
 chunk headers and the index are read. Anything else, or a file that cannot be read as an
 AVI, says no: the caller decodes from the start, which is slower but always right.
+
+An upload writes the index, so its cost is bounded: at most `_MAX_INDEX_BYTES` of it is read,
+its entries are checked by numpy rather than one by one in Python, and index chunks that
+overlap (one stretch of entries read again and again) say no.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import numpy as np
+
 _CHUNK_HEADER = struct.Struct("<4sI")
-_LEGACY_ENTRY = struct.Struct("<4sIII")  # chunk id, flags, offset, size
+_LEGACY_ENTRY = np.dtype([("chunk_id", "S4"), ("flags", "<u4"), ("offset", "<u4"), ("size", "<u4")])
 _SUPER_INDEX_HEADER = struct.Struct("<HBBI4s12x")  # longs per entry, subtype, type, entries, chunk id
 _SUPER_INDEX_ENTRY = struct.Struct("<QII")  # offset of an ix## chunk, its size, its duration
 _STANDARD_INDEX_HEADER = struct.Struct("<HBBI4sQ4x")  # longs per entry, subtype, type, entries, id, base
-_STANDARD_INDEX_ENTRY = struct.Struct("<II")  # offset, size (bit 31: not a key frame)
+_STANDARD_INDEX_ENTRY = np.dtype([("offset", "<u4"), ("size", "<u4")])  # size's bit 31: not a key frame
 _INDEX_OF_INDEXES, _INDEX_OF_CHUNKS = 0x00, 0x01
 _VIDEO_CHUNK_KINDS = (b"dc", b"db")  # compressed and uncompressed video, after the stream number
 _MAX_INDEX_BYTES = 64 * 1024 * 1024  # millions of frames
@@ -49,7 +55,7 @@ def seeks_exactly(path: str | os.PathLike[str]) -> bool:
             if video_index is not None:
                 scanned = [0]  # bytes of standard index read so far, over all of them
                 return not any(_standard_index_has_empty_slot(file, offset, size, scanned)
-                               for offset in sorted(set(video_index)))
+                               for offset in _apart(file, sorted(set(video_index))))
             file.seek(riff_end)
             if file.read(4) == b"RIFF":  # an AVIX beyond what idx1 covers
                 return False
@@ -108,6 +114,18 @@ def _stream_super_index(file: BinaryIO, start: int, end: int) -> list[int] | Non
     return None
 
 
+def _apart(file: BinaryIO, offsets: list[int]) -> Iterator[int]:
+    """`offsets` of index chunks, in order, each checked to start past the end of the one before."""
+    end_of_previous = 0
+    for offset in offsets:
+        if offset < end_of_previous:
+            raise _NotSeekable
+        file.seek(offset)
+        _kind, length = _CHUNK_HEADER.unpack(file.read(_CHUNK_HEADER.size))
+        end_of_previous = offset + _CHUNK_HEADER.size + length
+        yield offset
+
+
 def _standard_index_has_empty_slot(file: BinaryIO, offset: int, file_size: int, scanned: list[int]) -> bool:
     if offset + _CHUNK_HEADER.size + _STANDARD_INDEX_HEADER.size > file_size:
         raise _NotSeekable
@@ -115,13 +133,15 @@ def _standard_index_has_empty_slot(file: BinaryIO, offset: int, file_size: int, 
     _kind, length = _CHUNK_HEADER.unpack(file.read(_CHUNK_HEADER.size))
     _longs, _subtype, index_type, count, _chunk_id, _base = _STANDARD_INDEX_HEADER.unpack(
         file.read(_STANDARD_INDEX_HEADER.size))
-    entries_bytes = count * _STANDARD_INDEX_ENTRY.size
+    entries_bytes = count * _STANDARD_INDEX_ENTRY.itemsize
     scanned[0] += entries_bytes
     if (index_type != _INDEX_OF_CHUNKS or scanned[0] > _MAX_INDEX_BYTES
             or entries_bytes > length - _STANDARD_INDEX_HEADER.size or offset + length > file_size):
         raise _NotSeekable
-    entries = file.read(entries_bytes)
-    return any(size & 0x7FFFFFFF == 0 for _offset, size in _STANDARD_INDEX_ENTRY.iter_unpack(entries))
+    entries = np.frombuffer(file.read(entries_bytes), dtype=_STANDARD_INDEX_ENTRY)
+    if len(entries) != count:
+        raise _NotSeekable
+    return bool(np.any(entries["size"] & 0x7FFFFFFF == 0))
 
 
 def _legacy_index_has_empty_video_slot(file: BinaryIO, riff_end: int, file_size: int) -> bool:
@@ -130,7 +150,7 @@ def _legacy_index_has_empty_video_slot(file: BinaryIO, riff_end: int, file_size:
             if length > _MAX_INDEX_BYTES or payload + length > file_size:
                 raise _NotSeekable
             file.seek(payload)
-            entries = file.read(length - length % _LEGACY_ENTRY.size)
-            return any(chunk_id[2:4] in _VIDEO_CHUNK_KINDS and chunk_size == 0
-                       for chunk_id, _flags, _offset, chunk_size in _LEGACY_ENTRY.iter_unpack(entries))
+            entries = np.frombuffer(file.read(length - length % _LEGACY_ENTRY.itemsize), dtype=_LEGACY_ENTRY)
+            empty_ids = entries["chunk_id"][entries["size"] == 0]
+            return any(chunk_id[2:4] in _VIDEO_CHUNK_KINDS for chunk_id in set(empty_ids.tolist()))
     raise _NotSeekable  # no index at all

@@ -14,6 +14,7 @@ pipeline.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -262,7 +263,7 @@ class OpenedVideo:
         `avi_index`): after frames dropped, every later index would be off by as many. A
         fragmented MP4 keeps its frame table in its fragments, where it is not looked for."""
         if is_iso_media(self.path):
-            return frames_evenly_spaced(self.path) is True
+            return frames_evenly_spaced(self.path, self.info.frame_count) is True
         return avi_index.seeks_exactly(self.path)
 
     def _ended_at(self, frame_count: int, last_seconds: float | None, *, frames_follow: bool = False) -> None:
@@ -300,14 +301,21 @@ class OpenedVideo:
         index its count gave."""
         if self._timed_by_rate or (last_seconds is None and frame_index > 0):
             return None
-        numbering: FrameNumbering | None = None
-        if is_iso_media(self.path):
-            numbering = frame_times(self.path, self.info.frame_count)
-        elif self.info.fps > 0 and avi_index.seeks_exactly(self.path):
-            numbering = EvenlySpaced(self.info.fps)
+        numbering = self._numbering_by_tables
         if numbering is None or (last_seconds is not None and numbering.index_at(last_seconds) != frame_index - 1):
             return None
         return numbering
+
+    @functools.cached_property
+    def _numbering_by_tables(self) -> FrameNumbering | None:
+        """The numbering the container's tables give, read once a video: a damaged file asks at
+        every stretch of damage, and an upload's tables can take a second to read (a box tree
+        of 100,000 boxes before its index)."""
+        if is_iso_media(self.path):
+            return frame_times(self.path, self.info.frame_count)
+        if self.info.fps > 0 and avi_index.seeks_exactly(self.path):
+            return EvenlySpaced(self.info.fps)
+        return None
 
     def _follows_on(self, last_seconds: float | None) -> bool:
         """Whether the frame just grabbed, after a grab that failed, is the one after `last_seconds`

@@ -9,7 +9,9 @@ frame indices than a run from the start. Such a file is decoded from its start i
 
 The decoding times of the first video track (`stts`: runs of samples of one duration) are
 compared with an even grid through its first and last frame. Only box headers and that one
-table are read, its size bounded.
+table are read, and only when it counts the frames FFmpeg declares (the server's limits bound
+that count): a table of other frames does not tell of these, and an upload's table of
+millions of runs cost seconds and hundreds of MB before the count was checked.
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ _TOLERANCE = 0.25
 time: timescales that cannot hold the period exactly (29.97 fps in milliseconds) stay far within it."""
 
 
-def frames_evenly_spaced(path: str | os.PathLike[str]) -> bool | None:
-    """Whether the first video track's frames sit on an even grid; None when the file has no
-    such table to tell (a fragmented MP4 lists its frames in its fragments) or cannot be read."""
+def frames_evenly_spaced(path: str | os.PathLike[str], frame_count: int) -> bool | None:
+    """Whether the first video track's `frame_count` frames (as FFmpeg declares them) sit on an
+    even grid; None when the file has no such table to tell (a fragmented MP4 lists its frames
+    in its fragments), its table counts other frames, or it cannot be read."""
     try:
         with open(path, "rb") as file:
             track = first_video_track(file, os.fstat(file.fileno()).st_size)
             durations = None if track is None else child(file, (b"mdia", b"minf", b"stbl", b"stts"), *track)
-            return None if durations is None else _evenly_spaced(sample_runs(file, *durations))
+            if durations is None:
+                return None
+            runs = sample_runs(file, *durations, most=frame_count)
     except (OSError, struct.error, ValueError):
         return None
+    return _evenly_spaced(runs) if int(runs[:, 0].sum()) == frame_count else None
 
 
 def _evenly_spaced(runs: np.ndarray) -> bool | None:

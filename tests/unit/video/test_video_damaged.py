@@ -18,7 +18,7 @@ from fakes.media import (
     write_avi_with_a_damaged_frame,
     write_test_pattern,
 )
-from videodag_service.video import RunFinished, VideoFilePipelineService, open_video
+from videodag_service.video import RunFinished, VideoFilePipelineService, avi_index, open_video
 from videodag_service.video.sampling import FrameWindow
 
 FRAMES = 40
@@ -41,6 +41,21 @@ def test_a_damaged_avi_frame_is_decoded_past_with_only_its_index_missing(
         assert all(frame.timestamp_seconds == pytest.approx(frame.frame_index / 25) for frame in frames)
         assert video.frames_unreadable == 1
         assert video.frames_in_video == FRAMES and not video.ended_early
+
+
+def test_the_containers_index_is_read_once_a_video_however_many_stretches_are_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each stretch of damage asks how frames past it are numbered; the index was read again for
+    each, and an upload's index can take a second to read."""
+    reads: list[object] = []
+    read_index = avi_index.seeks_exactly
+    monkeypatch.setattr(avi_index, "seeks_exactly", lambda path: reads.append(path) or read_index(path))
+    with open_video(damaged_avi(tmp_path, 20)) as video:
+        asked = [video._numbering_past_damage(index, (index - 1) / 25) for index in (5, 20, 31)]
+    assert all(numbering is not None and numbering.index_at((index - 1) / 25) == index - 1
+               for numbering, index in zip(asked, (5, 20, 31), strict=True))
+    assert len(reads) == 1
 
 
 @pytest.mark.parametrize("isolation", ["thread", "process"])
