@@ -34,7 +34,7 @@ def mirrors(path: str | os.PathLike[str]) -> bool:
     negative); False when there is none, or the file cannot be read as an MP4."""
     try:
         with open(path, "rb") as file:
-            track = first_video_track(file, os.fstat(file.fileno()).st_size)
+            track = first_video_track(file)
             header = None if track is None else child(file, (b"tkhd",), *track)
             if header is None:
                 return False

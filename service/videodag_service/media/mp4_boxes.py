@@ -6,7 +6,10 @@ fit: the file is hostile until FFmpeg has opened it, and may still be arriving.
 
 from __future__ import annotations
 
+import os
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
 
@@ -14,7 +17,8 @@ import numpy as np
 
 _HEADER = struct.Struct(">I4s")
 _LARGE_SIZE = struct.Struct(">Q")
-_MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
+MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
+_FILES_REMEMBERED = 16
 _MAX_CHILDREN = 4096
 # Box headers read inside a `moov`, all walks together: a real one has a few dozen a track.
 MAX_INDEX_HEADERS = 20_000
@@ -83,11 +87,56 @@ class HeaderBudget:
                      if found == kind), None)
 
 
-def first_video_track(file: BinaryIO, size: int) -> tuple[int, int] | None:
+_moov_places: OrderedDict[tuple[int, int, int, int], tuple[int, int]] = OrderedDict()
+_moov_places_lock = threading.Lock()
+
+
+def find_moov(file: BinaryIO) -> tuple[int, int] | None:
+    """(payload start, end) of the `moov` among the file's first `MAX_TOP_LEVEL_BOXES` top-level
+    boxes; None without one.
+
+    Where it was found is remembered for the last few files as they stand (device, inode, size,
+    modification time): the probe's readers each ask, and an upload of 100,000 small boxes
+    before its `moov` cost each of their walks half a second. A place remembered is used only
+    while a `moov` header still ends there, as a file changed in place within one tick of its
+    clock would not say otherwise."""
+    stat = os.fstat(file.fileno())
+    identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _moov_places_lock:
+        remembered = _moov_places.get(identity)
+        if remembered is not None:
+            _moov_places.move_to_end(identity)
+    if remembered is not None and _moov_header_ends_at(file, *remembered):
+        return remembered
+    place = next(((payload, end) for kind, payload, end in boxes(file, 0, stat.st_size, MAX_TOP_LEVEL_BOXES)
+                  if kind == b"moov"), None)
+    if place is not None:
+        with _moov_places_lock:
+            _moov_places[identity] = place
+            while len(_moov_places) > _FILES_REMEMBERED:
+                _moov_places.popitem(last=False)
+    return place
+
+
+def _moov_header_ends_at(file: BinaryIO, payload: int, end: int) -> bool:
+    """Whether a `moov` box of that size (its size in 32 or 64 bits) has its header just before `payload`."""
+    for header_size in (_HEADER.size, _HEADER.size + _LARGE_SIZE.size):
+        if payload >= header_size:
+            file.seek(payload - header_size)
+            header = file.read(header_size)
+            if len(header) == header_size:
+                size, kind = _HEADER.unpack(header[:_HEADER.size])
+                if size == 1 and header_size > _HEADER.size:
+                    (size,) = _LARGE_SIZE.unpack(header[_HEADER.size:])
+                if kind == b"moov" and size == end - payload + header_size:
+                    return True
+    return False
+
+
+def first_video_track(file: BinaryIO) -> tuple[int, int] | None:
     """(payload start, end) of the first video track's `trak` box, the track FFmpeg decodes;
     None without one, or in an index of more boxes than a real one holds (`HeaderBudget`)."""
-    moov = next(((payload, end) for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES)
-                  if kind == b"moov"), None)
+    moov = find_moov(file)
     if moov is None:
         return None
     budget = HeaderBudget()

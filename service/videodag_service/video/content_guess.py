@@ -17,13 +17,12 @@ from typing import BinaryIO
 
 import filetype
 
-from videodag_service.media.mp4_boxes import HeaderBudget, TooManyBoxes, boxes
+from videodag_service.media.mp4_boxes import HeaderBudget, TooManyBoxes, find_moov
 
 # filetype looks at no more than the first 8 KiB; text is judged on a shorter start.
 _HEAD_BYTES = 8192
 _TEXT_SAMPLE_BYTES = 512
 _QUOTED_TEXT_CHARS = 40
-_MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 
 
 @dataclass(frozen=True)
@@ -130,9 +129,7 @@ def _iso_tracks(path: str | os.PathLike[str]) -> list[tuple[bytes, bytes]] | Non
     `moov` than a real one holds (`HeaderBudget`: an upload made to keep the server reading)."""
     try:
         with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            moov = next(((payload, end) for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES)
-                         if kind == b"moov"), None)
+            moov = find_moov(file)
             if moov is None:
                 return _NO_INDEX
             budget = HeaderBudget()

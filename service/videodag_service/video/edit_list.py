@@ -16,9 +16,15 @@ import os
 import struct
 from typing import BinaryIO
 
-from videodag_service.media.mp4_boxes import HeaderBudget, TooManyBoxes, boxes, header_timescale, is_video_track
+from videodag_service.media.mp4_boxes import (
+    HeaderBudget,
+    TooManyBoxes,
+    boxes,
+    find_moov,
+    header_timescale,
+    is_video_track,
+)
 
-_MAX_TOP_LEVEL_BOXES = 100_000  # a fragmented MP4 has two a fragment
 _MAX_CHILDREN = 4096
 _MAX_EDITS = 4096
 _EMPTY_EDIT = -1  # an edit of no media: a delay before the track starts, no frames shown
@@ -30,13 +36,10 @@ def shown_seconds(path: str | os.PathLike[str]) -> float | None:
     index of more boxes than a real one holds included: `HeaderBudget`)."""
     try:
         with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            for kind, payload, end in boxes(file, 0, size, _MAX_TOP_LEVEL_BOXES):
-                if kind == b"moov":
-                    return _video_track_shown_seconds(file, payload, end, HeaderBudget())
+            moov = find_moov(file)
+            return None if moov is None else _video_track_shown_seconds(file, *moov, HeaderBudget())
     except (OSError, struct.error, TooManyBoxes):
         return None
-    return None
 
 
 def _video_track_shown_seconds(file: BinaryIO, start: int, end: int, budget: HeaderBudget) -> float | None:

@@ -76,7 +76,7 @@ def frame_times(path: str | os.PathLike[str], frame_count: int) -> FrameTimes | 
         return None
     try:
         with open(path, "rb") as file:
-            track = first_video_track(file, os.fstat(file.fileno()).st_size)
+            track = first_video_track(file)
             return None if track is None else _track_frame_times(file, *track, frame_count)
     except (OSError, struct.error, ValueError):
         return None

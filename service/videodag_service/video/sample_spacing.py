@@ -34,7 +34,7 @@ def frames_evenly_spaced(path: str | os.PathLike[str], frame_count: int) -> bool
     in its fragments), its table counts other frames, or it cannot be read."""
     try:
         with open(path, "rb") as file:
-            track = first_video_track(file, os.fstat(file.fileno()).st_size)
+            track = first_video_track(file)
             durations = None if track is None else child(file, (b"mdia", b"minf", b"stbl", b"stts"), *track)
             if durations is None:
                 return None

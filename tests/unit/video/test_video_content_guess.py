@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fakes.hostile_media import claim_avi_frame_size, riff_chunks
 from fakes.media import ffmpeg_executable, write_test_pattern, write_tone
+from videodag_service.media import mp4_boxes
 from videodag_service.media.mp4_boxes import first_video_track
 from videodag_service.video.content_guess import ContentGuess, guess_content
 from videodag_service.video.edit_list import shown_seconds
@@ -176,10 +179,10 @@ def test_an_index_of_more_boxes_than_a_real_one_holds_is_not_read_through(tmp_pa
     assert guess_content(video) == ContentGuess(
         "video/mp4", "it is MP4, a video container, but audio only, in a codec OpenCV lacks, incomplete or damaged")
     with video.open("rb") as file:
-        assert first_video_track(file, video.stat().st_size) is None
+        assert first_video_track(file) is None
     video.write_bytes(_iso_file(*padded[:100], _trak(b"vide", b"avc1")))  # 15,000 and more: a budget, no cap
     with video.open("rb") as file:
-        assert first_video_track(file, video.stat().st_size) is not None
+        assert first_video_track(file) is not None
 
 
 def test_the_edit_list_reader_keeps_to_the_same_budget(tmp_path: Path) -> None:
@@ -222,3 +225,46 @@ def test_an_avi_main_header_alone_claiming_a_huge_size_is_not_blamed(tmp_path: P
     claims.write_bytes(bytes(data))
     guess = guess_content(claims)
     assert guess is not None and "60000" not in guess.reason
+
+
+def test_the_moov_is_looked_for_once_a_file_by_every_reader_of_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """99,000 small boxes before the `moov` (an 800 KB upload) cost half a second a walk, and
+    the probe's readers walked them once each: seconds a run."""
+    video = tmp_path / "boxes_first.mp4"
+    video.write_bytes(_box(b"ftyp", payload=b"isom\x00\x00\x02\x00isom") + _box(b"free") * 20_000
+                      + _box(b"moov", _box(b"mvhd"), _trak(b"vide", b"avc1")))
+    top_level_walks: list[int] = []
+    walk = mp4_boxes.boxes
+
+    def counted(stream: Any, start: int, end: int | None, most: int) -> Any:
+        if most == mp4_boxes.MAX_TOP_LEVEL_BOXES:
+            top_level_walks.append(start)
+        return walk(stream, start, end, most)
+
+    monkeypatch.setattr(mp4_boxes, "boxes", counted)
+    for _ in range(3):
+        with video.open("rb") as file:
+            assert first_video_track(file) is not None
+        assert shown_seconds(video) is None
+        assert guess_content(video) is not None
+    assert top_level_walks == [0]
+
+
+def test_a_moov_remembered_is_looked_for_again_once_the_file_changed_in_place(tmp_path: Path) -> None:
+    """Same inode, size and modification time (a change within one tick of the file system's
+    clock): the place remembered is checked, not trusted."""
+    video = tmp_path / "changed.mp4"
+    track = _trak(b"vide", b"avc1")
+    before = _box(b"free") + _box(b"moov", _box(b"mvhd"), track)
+    after = _box(b"moov", _box(b"mvhd"), track) + _box(b"free")
+    video.write_bytes(before)
+    with video.open("rb") as file:
+        assert mp4_boxes.find_moov(file) == (16, len(before))
+    times = video.stat().st_mtime_ns
+    with video.open("r+b") as file:
+        file.write(after)
+    os.utime(video, ns=(times, times))
+    with video.open("rb") as file:
+        assert mp4_boxes.find_moov(file) == (8, len(after) - 8)
