@@ -14,6 +14,10 @@ What the server sees of a misbehaving decoder:
   the file: `DecoderDidNotStart`, INTERNAL, since the server is at fault (killed by a signal
   that early, it is a crash like any other). `decoder_lifecycle.check_decoders_start`
   makes a server whose decoders cannot start refuse to start instead;
+* it does not say `ready` within `DECODER_START_SECONDS` (or the frame limit, if longer):
+  `DecoderDidNotStart` too. Starting a process is the server's work, not the video's, and on
+  a loaded machine it takes seconds: under the frame limit, a short one, it was reported as
+  the video's decoder hanging;
 * it goes silent for `frame_timeout_seconds` (no probe, no frame, no sign of progress while
   it grabs frames it skips) or the run has waited for it `run_timeout_seconds` in total:
   the process is killed and `DeadlineExceeded` says so. The run limit counts only the time
@@ -68,6 +72,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 # When a caller whose decoder was killed (out of memory) may try again.
 _RETRY_AFTER_KILL_SECONDS = 5.0
+DECODER_START_SECONDS = 30.0
+"""How long a run waits for its decoder process to start (its `ready`), at the least: a spare
+taken before it was ready, or a process of its own, on a machine busy enough to take seconds."""
 # poll() takes at most 2**31 - 1 ms (24 days); a longer wait would raise OverflowError.
 _MAX_POLL_SECONDS = (2**31 - 1) / 1000
 
@@ -119,7 +126,7 @@ class IsolatedVideo:
     def wait_until_opened(self) -> VideoInfo:
         """Wait for the decoder's probe of the file; raises its error if it could not open it."""
         if not self._started:
-            self._receive("ready")
+            self._receive("ready", starting=True)
             self._started = True
         message = self._receive("opened")
         self._info = self._checked(messages.info_from, message)
@@ -193,17 +200,18 @@ class IsolatedVideo:
             # Not bound to a name: at the next take_back() only the caller may still hold the frame.
             yield DecodedFrame(frame.frame_index, frame.timestamp_seconds, lent.lend(frame.slot, frame.shape))
 
-    def _receive(self, *expected: str) -> dict[str, Any]:
-        """The next message of an expected type; heartbeats reset the frame limit and are skipped."""
+    def _receive(self, *expected: str, starting: bool = False) -> dict[str, Any]:
+        """The next message of an expected type; heartbeats reset the frame limit and are skipped.
+        `starting`: the process's first message, awaited up to the start limit instead."""
         while True:
-            wait, limit_name = self._next_wait()
+            wait, limit_name = self._next_wait(starting)
             started = time.monotonic()
             try:
                 ready = self._poller.readable(wait)
             finally:
                 self._waited_seconds += time.monotonic() - started
             if not ready:
-                raise self._timed_out(limit_name)
+                raise self._did_not_start(wait) if starting and limit_name == "frame" else self._timed_out(limit_name)
             try:
                 raw = self._connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
             except (EOFError, ConnectionError):  # a reset too: it died with releases unread
@@ -220,8 +228,10 @@ class IsolatedVideo:
                 raise self._malformed(f"expected {' or '.join(expected)}, got {message['type']!r}")
             return message
 
-    def _next_wait(self) -> tuple[float | None, str]:
+    def _next_wait(self, starting: bool) -> tuple[float | None, str]:
         frame_limit, run_limit = self._timeouts.frame_seconds, self._timeouts.run_seconds
+        if starting:
+            frame_limit = None if frame_limit is None else max(frame_limit, DECODER_START_SECONDS)
         run_left = None if run_limit is None else max(0.0, run_limit - self._waited_seconds)
         if run_left is not None and (frame_limit is None or run_left < frame_limit):
             return run_left, "run"
@@ -239,6 +249,14 @@ class IsolatedVideo:
             return parse(*args)
         except messages.MalformedMessage as error:
             raise self._malformed(str(error)) from None
+
+    def _did_not_start(self, seconds: float | None) -> DecoderDidNotStart:
+        self._kill()
+        logger.error("a decoder process did not start within %g s; %s", seconds, start_hint())
+        return DecoderDidNotStart(
+            f"the server could not start a decoder for {self.path.name!r} within {seconds:g} s (too busy, or its "
+            "decoders cannot start: its log says which); the video is not to blame"
+        )
 
     def _timed_out(self, limit_name: str) -> DeadlineExceeded:
         self._kill()

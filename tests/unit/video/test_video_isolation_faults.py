@@ -33,7 +33,7 @@ from videodag_service.errors import (
     VideoTooLarge,
     VideoUnreadable,
 )
-from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, probe_video
+from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, isolated_video, probe_video
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME, DecoderTimeouts, start_hint
 from videodag_service.video.isolated_video import IsolatedVideo
@@ -433,14 +433,16 @@ def _killed_before_running(connection: Connection) -> None:
 
 
 @contextmanager
-def _video_decoded_by(target: Callable[[Connection], None], path: Path) -> Iterator[IsolatedVideo]:
+def _video_decoded_by(target: Callable[[Connection], None], path: Path, frame_seconds: float = 5.0) -> (
+        Iterator[IsolatedVideo]):
     """An IsolatedVideo whose decoder process runs `target` instead of the decoder."""
     context = multiprocessing.get_context("forkserver")
     parent_end, child_end = context.Pipe()
     process = context.Process(target=target, args=(child_end,), name=DECODER_PROCESS_NAME)
     process.start()
     child_end.close()
-    video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=5.0), ring_budget_bytes=1)
+    video = IsolatedVideo(path, process, parent_end, DecoderTimeouts(frame_seconds=frame_seconds),
+                          ring_budget_bytes=1)
     try:
         yield video
     finally:
@@ -457,6 +459,41 @@ def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video
                                  "(exit status 3) before it ran; the server's log says why")
     assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "DECODER_DID_NOT_START")
     assert start_hint() in caplog.text  # the operator learns the usual cause
+    _assert_no_decoder_left()
+
+
+def _slow_to_start_then_refusing_the_file(connection: Connection) -> None:
+    """A decoder process that takes 1.5 s to start, as on a loaded machine, then finds the file unreadable."""
+    time.sleep(1.5)
+    connection.send_bytes(messages.encode("ready"))
+    connection.send_bytes(messages.failed(VideoUnreadable("Unable to read video file 'x.mp4': not a video")))
+
+
+def _never_ready(connection: Connection) -> None:
+    del connection
+    time.sleep(60)
+
+
+def test_a_decoder_slow_to_start_is_waited_for_beyond_the_frame_limit(make_video) -> None:
+    """Starting a process is the server's work: on a loaded machine it took longer than a short
+    frame limit, and the video's decoder was said to have stopped responding."""
+    with _video_decoded_by(_slow_to_start_then_refusing_the_file, make_video(3), frame_seconds=0.5) as video, \
+            pytest.raises(VideoUnreadable, match="not a video"):
+        video.wait_until_opened()
+    _assert_no_decoder_left()
+
+
+def test_a_decoder_that_never_starts_is_the_servers_failure_not_the_videos(
+    make_video, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(isolated_video, "DECODER_START_SECONDS", 1.0)
+    path = make_video(3)
+    with _video_decoded_by(_never_ready, path, frame_seconds=0.2) as video, \
+            pytest.raises(DecoderDidNotStart) as raised:
+        video.wait_until_opened()
+    assert str(raised.value) == (f"the server could not start a decoder for {path.name!r} within 1 s (too busy, or "
+                                 "its decoders cannot start: its log says which); the video is not to blame")
+    assert "did not start within 1 s" in caplog.text
     _assert_no_decoder_left()
 
 
