@@ -15,13 +15,13 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-as_root=()
+# sudo resets the environment: the setting goes through env, after it.
+as_root=(env DEBIAN_FRONTEND=noninteractive)
 if [ "$(id -u)" -ne 0 ]; then
-  as_root=(sudo -n)
+  as_root=(sudo -n "${as_root[@]}")
 fi
 
 echo "==> installing ${missing[*]} with apt-get"
-export DEBIAN_FRONTEND=noninteractive
 "${as_root[@]}" apt-get update -qq
 # --no-install-recommends: the tests need the commands only, not redis-tools or a running service.
 "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

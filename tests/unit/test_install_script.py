@@ -32,12 +32,16 @@ if [ "$1" = install ] && [ -n "$APT_PROVIDES_VENV" ]; then touch "$VENV_PACKAGE"
 """
 
 
+# sudo as `-n` asks of it: at once or not at all; here, at once.
+_FAKE_SUDO = '#!/bin/sh\n[ "$1" = -n ] && shift\nexec "$@"\n'
+
+
 def _run_install(tmp_path: Path, **environment: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     (tmp_path / "scripts").mkdir()
     shutil.copy(ROOT / "scripts" / "install.sh", tmp_path / "scripts" / "install.sh")
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
-    for name, text in (("python3", _FAKE_PYTHON), ("apt-get", _FAKE_APT_GET), ("sudo", '#!/bin/sh\nexec "$@"\n')):
+    for name, text in (("python3", _FAKE_PYTHON), ("apt-get", _FAKE_APT_GET), ("sudo", _FAKE_SUDO)):
         (bin_folder / name).write_text(text)
         (bin_folder / name).chmod(0o755)
     calls = tmp_path / "calls.txt"
@@ -87,14 +91,16 @@ def test_a_venv_that_cannot_be_made_stops_the_install_and_leaves_no_half_made_ve
 def test_the_test_command_installs_only_the_debian_packages_whose_commands_are_missing(tmp_path: Path) -> None:
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
-    (bin_folder / "id").symlink_to(shutil.which("id") or "/usr/bin/id")
+    for command in ("id", "env"):
+        (bin_folder / command).symlink_to(shutil.which(command) or f"/usr/bin/{command}")
+    (bin_folder / "sudo").write_text(_FAKE_SUDO)
     (bin_folder / "redis-server").write_text("#!/bin/sh\n")
     # A stand-in apt-get: logs what it is asked, and "installs" openssl as a command.
     (bin_folder / "apt-get").write_text(
         '#!/bin/bash\necho "apt-get $*" >> "$CALLS"\n'
         'if [ "$1" = install ]; then printf "#!/bin/sh\\n" > "$BIN/openssl" && /bin/chmod +x "$BIN/openssl"; fi\n'
     )
-    for name in ("redis-server", "apt-get"):
+    for name in ("redis-server", "apt-get", "sudo"):
         (bin_folder / name).chmod(0o755)
     calls = tmp_path / "calls.txt"
     environment = {"PATH": str(bin_folder), "CALLS": str(calls), "BIN": str(bin_folder)}
@@ -110,3 +116,14 @@ def test_the_test_command_installs_only_the_debian_packages_whose_commands_are_m
                            timeout=60, check=False)
     assert again.returncode == 0 and again.stdout == ""
     assert len(calls.read_text().splitlines()) == 2
+
+
+def test_a_venv_left_without_pip_by_an_earlier_install_is_made_anew(tmp_path: Path) -> None:
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("#!/bin/sh\nexit 1\n")  # no pip in it
+    (tmp_path / ".venv" / "bin" / "python").chmod(0o755)
+    (tmp_path / "venv-package-installed").touch()  # this time the venv module works
+    completed, calls = _run_install(tmp_path)
+    assert ".venv has no pip that runs: making it anew" in completed.stdout
+    assert calls.count("python -m venv .venv") == 1
+    assert completed.returncode == 3  # the new venv's (stand-in) python is the one used next

@@ -18,6 +18,7 @@ the standard caps (reference pictures, layer sets) is held to that cap.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterator
@@ -38,6 +39,8 @@ _HEVC_SPS_START = re.compile(b"\x00\x00\x01[\x42\x43\xc2\xc3]")
 # A parameter set's fields up to its timing take a few hundred bytes (1-2 KiB with HEVC's
 # most reference picture sets); a longer unit is read only this far.
 _PARAMETER_SET_BYTES = 4096
+# An HEVC stream may repeat its VPS, and layered streams have one a layer (at most 16).
+_MOST_VPS_READ = 16
 # H.264 profiles whose SPS carries chroma format, bit depths and scaling lists (7.3.2.1.1).
 _H264_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
 # Frame rates outside this are not a camera's: a misread, or a clock (a stream of variable
@@ -122,14 +125,16 @@ def _nal_units(data: bytes) -> Iterator[bytes]:
         start = following
 
 
-def _first_unit(data: bytes, unit_start: re.Pattern[bytes], header_bytes: int, end: int | None = None) -> (
-        _BitReader | None):
-    """The payload of the first unit `unit_start` finds before `end`, past its `header_bytes`
-    and its emulation prevention bytes (a 0x03 after two zero bytes), its first
-    `_PARAMETER_SET_BYTES` at most; None if there is none, or it holds no payload."""
-    match = unit_start.search(data, 0, len(data) if end is None else end)
-    if match is None:
-        return None
+def _first_unit(data: bytes, unit_start: re.Pattern[bytes], header_bytes: int) -> _BitReader | None:
+    """The payload of the first unit `unit_start` finds (`_payload`); None if there is none."""
+    match = unit_start.search(data)
+    return None if match is None else _payload(data, match, header_bytes)
+
+
+def _payload(data: bytes, match: re.Match[bytes], header_bytes: int) -> _BitReader | None:
+    """The payload of the unit whose start `match` found, past its `header_bytes` and its
+    emulation prevention bytes (a 0x03 after two zero bytes), its first `_PARAMETER_SET_BYTES`
+    at most; None if it holds none."""
     header = match.end() - 1
     unit_end = data.find(_START_CODE, header, header + header_bytes + _PARAMETER_SET_BYTES)
     payload = data[header + header_bytes:unit_end if unit_end >= 0 else header + header_bytes + _PARAMETER_SET_BYTES]
@@ -223,13 +228,16 @@ def _skip_scaling_list(bits: _BitReader, size: int) -> None:
 
 
 def _hevc_rate(data: bytes) -> tuple[bool, float | None]:
-    """Whether an SPS is in `data`, and the rate from the timing of the VPS before it if that
-    has one (some encoders write it there), else from the SPS's VUI (x265 and most others)."""
+    """Whether an SPS is in `data`, and the rate from the timing of the first of the VPSs before
+    it that has one (some encoders write it there), else from the SPS's VUI (x265 and most
+    others). The first few VPSs only: a stream of nothing else took seconds to parse."""
     first_sps = _HEVC_SPS_START.search(data)
-    vps = _first_unit(data, _HEVC_VPS_START, 2, end=first_sps.start() if first_sps is not None else None)
-    vps_rate = _hevc_vps_rate(vps) if vps is not None else None
-    if vps_rate is not None:
-        return True, vps_rate
+    before_sps = len(data) if first_sps is None else first_sps.start()
+    for match in itertools.islice(_HEVC_VPS_START.finditer(data, 0, before_sps), _MOST_VPS_READ):
+        vps = _payload(data, match, 2)
+        vps_rate = _hevc_vps_rate(vps) if vps is not None else None
+        if vps_rate is not None:
+            return True, vps_rate
     if first_sps is None:
         return False, None
     sps = _first_unit(data, _HEVC_SPS_START, 2)

@@ -14,7 +14,6 @@ pipeline.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import time
@@ -88,6 +87,8 @@ class OpenedVideo:
         """How many frames `frames()` found in the video by reading it to its end (up to the
         frame it could not read, when it ended early); None when it stopped before the end, at
         the window's end or its `max_frames`. Unlike `info.frame_count`, which is declared."""
+        self._tables_read = False
+        self._tables_numbering: FrameNumbering | None = None
         self._capture = Capture(self.path, source if isinstance(source, GrowingUpload) else None)
         try:
             self.info = self._capture.probe()
@@ -301,21 +302,23 @@ class OpenedVideo:
         index its count gave."""
         if self._timed_by_rate or (last_seconds is None and frame_index > 0):
             return None
-        numbering = self._numbering_by_tables
+        numbering = self._numbering_by_tables()
         if numbering is None or (last_seconds is not None and numbering.index_at(last_seconds) != frame_index - 1):
             return None
         return numbering
 
-    @functools.cached_property
     def _numbering_by_tables(self) -> FrameNumbering | None:
         """The numbering the container's tables give, read once a video: a damaged file asks at
-        every stretch of damage, and an upload's tables can take a second to read (a box tree
-        of 100,000 boxes before its index)."""
-        if is_iso_media(self.path):
-            return frame_times(self.path, self.info.frame_count)
-        if self.info.fps > 0 and avi_index.seeks_exactly(self.path):
-            return EvenlySpaced(self.info.fps)
-        return None
+        every stretch of damage, and an upload's tables can take a second to read. (Not
+        functools.cached_property, whose one lock for every instance before Python 3.12 made
+        each run's read wait for the others'.)"""
+        if not self._tables_read:
+            if is_iso_media(self.path):
+                self._tables_numbering = frame_times(self.path, self.info.frame_count)
+            elif self.info.fps > 0 and avi_index.seeks_exactly(self.path):
+                self._tables_numbering = EvenlySpaced(self.info.fps)
+            self._tables_read = True
+        return self._tables_numbering
 
     def _follows_on(self, last_seconds: float | None) -> bool:
         """Whether the frame just grabbed, after a grab that failed, is the one after `last_seconds`

@@ -224,15 +224,37 @@ def test_a_parameter_set_longer_than_a_real_one_is_read_only_as_far_as_its_timin
     assert read_lengths and max(read_lengths) <= 4096
 
 
-def test_only_the_first_video_parameter_set_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _hevc_vps(rate: int | None = None, header: bytes = b"\x40\x01") -> bytes:
+    """An HEVC VPS of one layer, timed at `rate` (1 / rate a tick) or untimed."""
+    timing = "0" if rate is None else "1" + format(1, "032b") + format(rate, "032b") + "0"
+    bits = ("0000" + "11" + "000000" + "000" + "1" + "1" * 16 + "0" * 96  # up to profile_tier_level
+            + "1" + "111" + "000000" + _ue(0) + timing)  # ordering info, layer sets, timing
+    return b"\x00\x00\x01" + header + _with_emulation_prevention(bits)
+
+
+def test_the_first_timed_video_parameter_set_of_the_first_few_gives_the_rate(tmp_path: Path) -> None:
+    path = tmp_path / "vps.hevc"
+    path.write_bytes(b"\x00" + _hevc_vps() + _hevc_vps(50))
+    assert declared_frame_rate(path, "hevc") == 50.0
+    path.write_bytes(b"\x00" + _hevc_vps(header=b"\x41\x01") + _hevc_vps(24, header=b"\xc1\x01"))  # layer bits
+    assert declared_frame_rate(path, "hevc") == 24.0
+
+
+def test_only_the_first_few_video_parameter_sets_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """8 MiB of small HEVC VPS units without timing were each parsed in Python, for seconds."""
-    vps_bits = ("0000" + "11" + "000000" + "000" + "1" + "1" * 16 + "0" * 96  # up to profile_tier_level
-                + "1" + "111" + "000000" + _ue(0) + "0")  # ordering info, layer sets, no timing
-    vps = b"\x00\x00\x01\x40\x01" + _with_emulation_prevention(vps_bits)
+    vps = _hevc_vps()
     path = tmp_path / "many_vps.hevc"
     path.write_bytes(b"\x00" + vps * (200 * 1024 // len(vps)))
     parsed: list[object] = []
     real_vps_rate = elementary_stream._hevc_vps_rate
     monkeypatch.setattr(elementary_stream, "_hevc_vps_rate", lambda bits: parsed.append(bits) or real_vps_rate(bits))
     assert declared_frame_rate(path, "hevc") is None
-    assert 1 <= len(parsed) <= 2  # once in the first read, once in the longer one
+    assert 1 <= len(parsed) <= 2 * 16  # the first 16 in the first read, and in the longer one
+
+
+@pytest.mark.parametrize("header", [0x27, 0x47, 0x07])
+def test_an_sps_is_found_whatever_its_nal_reference_priority(tmp_path: Path, header: int) -> None:
+    stream = _raw_stream(tmp_path, "x264.h264", "10", ("-c:v", "libx264", "-pix_fmt", "yuv420p"))
+    path = tmp_path / "priority.h264"
+    path.write_bytes(stream.read_bytes().replace(b"\x00\x00\x01\x67", b"\x00\x00\x01" + bytes([header]), 1))
+    assert declared_frame_rate(path, "h264") == 10.0
