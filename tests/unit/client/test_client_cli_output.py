@@ -207,8 +207,14 @@ def test_sigterm_and_sighup_stop_a_run_like_ctrl_c_and_keep_the_part_file(
         WaitForCancellation(timeout_seconds=60),
     ]
     output = tmp_path / "out.jsonl"
-    process = subprocess.Popen(_cli(target, "run", str(video_path), "--pipeline", "motion_v1", "-o", str(output)),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # SIGHUP as a terminal leaves it, even for tests run under nohup (the CLI keeps an ignored one
+    # ignored): the child inherits the disposition this process has when it starts it.
+    hangup = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        process = subprocess.Popen(_cli(target, "run", str(video_path), "--pipeline", "motion_v1", "-o", str(output)),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGHUP, hangup)
     part = Path(f"{output}.part")
     deadline = time.monotonic() + 30
     while not servicer.upload_finished.is_set() and time.monotonic() < deadline:

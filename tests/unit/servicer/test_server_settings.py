@@ -580,6 +580,7 @@ def test_a_hangup_drains_the_server_as_sigterm_does(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(server_module, "start_server", start_and_get_hung_up)
     with signal_handlers_put_back():
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a terminal leaves it, even for tests run under nohup
         server_module.serve(Settings(port=0))
     assert causes == ["SIGHUP"]
 
