@@ -10,6 +10,7 @@ which can sleep or fail on chosen frames) is installed for them as a real entry 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -198,6 +199,16 @@ class RqWorker:
         """How many times the worker's output (its log, RQ's and videodag's) says `text` so far."""
         return self.log_path.read_text(errors="replace").count(text)
 
+    def wait_until_listening(self, timeout: float = 60.0) -> None:
+        """Until the worker waits for jobs. Before that, RQ's command line reads Redis outside the
+        worker's outage handling: a test's Redis outage meeting a worker slow to start (a loaded
+        machine) ended it, and the jobs the test then submitted never ran."""
+        deadline = time.monotonic() + timeout
+        while not self.log_count("*** Listening on"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the RQ worker did not start: {self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.05)
+
     def kill(self) -> None:
         """Like a machine that dies: the worker and its work horse, at once, no cleanup.
 
@@ -301,8 +312,11 @@ class JobsDeployment:
                 self.start_worker()
 
     def start_server(self) -> VideodagClient:
+        """A replica, once the workers started with the deployment wait for jobs."""
         running = start_server(self.settings, self.dag)
         self.servers.append(running)
+        for worker in self.workers:
+            worker.wait_until_listening()
         client = VideodagClient(f"127.0.0.1:{running.port}")
         self.clients.append(client)
         return client
@@ -331,11 +345,24 @@ class JobsDeployment:
 
 @contextmanager
 def deployment(backend: str, root: Path, **options: Any) -> Iterator[JobsDeployment]:
-    deployed = JobsDeployment(backend, root, **options)
+    # The jobs' steps (handed to the workers, recovered) in a failed test's captured log.
+    jobs_logger = logging.getLogger("videodag_service.jobs")
+    level_before = jobs_logger.level
+    jobs_logger.setLevel(min(logging.INFO, jobs_logger.getEffectiveLevel()))
     try:
-        yield deployed
+        deployed = JobsDeployment(backend, root, **options)
+        try:
+            yield deployed
+        except BaseException:
+            # A failure in CI leaves no files to read afterwards: what the workers said goes into
+            # the test's report (pytest shows a failed test's output).
+            for worker in deployed.workers:
+                print(f"--- the end of {worker.log_path.name}:\n{worker.log_path.read_text(errors='replace')[-6000:]}")
+            raise
+        finally:
+            deployed.close()
     finally:
-        deployed.close()
+        jobs_logger.setLevel(level_before)
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 30.0, what: str = "the condition") -> None:
@@ -355,7 +382,13 @@ def wait_for_job(client: VideodagClient, job_id: str, predicate: Callable[[Job],
         found[:] = [job]
         return predicate(job)
 
-    wait_until(check, timeout=timeout, what=what)
+    try:
+        wait_until(check, timeout=timeout, what=what)
+    except AssertionError as timed_out:
+        last = found[0] if found else None
+        seen = (f"{last.state.name}, attempt {last.attempt}, {last.frames_done} frame(s) done, error {last.error}"
+                if last else "never read")
+        raise AssertionError(f"{timed_out}; the job was last seen {seen}") from None
     return found[0]
 
 

@@ -353,6 +353,24 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
         assert worker.process.poll() is None
 
 
+def test_a_worker_that_starts_while_redis_is_silent_exits_1_for_its_supervisor_to_restart(tmp_path: Path) -> None:
+    """As the README says of a worker still starting: RQ's command line reads Redis before the
+    worker exists, outside its outage handling, and gives up after redis-py's 5 s."""
+    with deployment("redis", tmp_path) as jobs:
+        assert jobs.redis is not None
+        started = jobs.workers[0]
+        started.wait_until_listening()
+        jobs.redis.pause()
+        try:
+            starting = jobs.start_worker()
+            starting.process.wait(60)
+        finally:
+            jobs.redis.resume()
+        assert starting.process.returncode == 1
+        assert "TimeoutError: Timeout reading from 127.0.0.1:" in starting.log_path.read_text()
+        assert started.process.poll() is None, "the worker that had started outlives the outage"
+
+
 def test_a_worker_stopped_during_a_failover_exits_cleanly(tmp_path: Path) -> None:
     """Its record of its exit cannot be written to the read-only replica: that must not make it
     exit 1 with a traceback, a failure to its supervisor."""
