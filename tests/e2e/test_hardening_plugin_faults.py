@@ -18,7 +18,8 @@ from videodag_service.dag.time_limit import abandoned_thread_count
 def test_a_hung_plugin_fails_its_run_while_the_server_serves_others(
     make_server: ServerFactory, make_video, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = make_server(node_timeout_seconds=2.0)
+    # 3 s: long enough for the other run to go start to end within the hang on a loaded machine.
+    server = make_server(node_timeout_seconds=3.0)
     video = make_video(10)
     abandoned_before = abandoned_thread_count()
     frames: list[int] = []
@@ -45,11 +46,11 @@ def test_a_hung_plugin_fails_its_run_while_the_server_serves_others(
     (error, failed_at) = failures[0]
     assert other_run_done < failed_at
     waited = failed_at - hang_started  # hang_started is seen up to one poll late
-    assert waited >= 1.9
-    assert waited < 5.0
+    assert waited >= 2.9
+    assert waited < 8.0
     assert frames == [0, 1]
     assert "pipeline 'hanging' node 'hang' (test.hang) failed on frame 2" in error.message
-    assert "no result within the node time limit of 2 s" in error.message
+    assert "no result within the node time limit of 3 s" in error.message
     assert error.reason == "NODE_TIMED_OUT"
     assert {k: error.metadata[k] for k in ("pipeline_id", "node_id", "plugin", "frame_index")} == {
         "pipeline_id": "hanging", "node_id": "hang", "plugin": "test.hang", "frame_index": "2",

@@ -50,7 +50,7 @@ def test_between_readings_it_counts_on_by_the_monotonic_clock(
     monkeypatch.setattr(time, "time", lambda: wall_clock() + _HOUR)
     time.sleep(0.3)
     second = clock()
-    assert 0.25 < second - first < 0.6
+    assert 0.25 < second - first < 60, "the sleep counted, not the wall clock's step of an hour"
     assert connection.readings == 1
 
 
