@@ -291,11 +291,21 @@ class JobsDeployment:
         self.site_dir = install_test_plugin(root / "site")
         self.environment = subprocess_environment(self.site_dir)
         self.redis: RedisServer | None = RedisServer(root / "redis") if backend == "redis" else None
+        self.workers: list[RqWorker] = []
+        self.servers: list[RunningServer] = []
+        self.clients: list[VideodagClient] = []
+        try:
+            self._set_up(backend, workers, settings_overrides)
+        except BaseException:  # settings refused, a worker not started: nothing left running
+            self.close()
+            raise
+
+    def _set_up(self, backend: str, workers: int, settings_overrides: dict[str, Any]) -> None:
         self.settings = Settings(
             host="127.0.0.1",
             port=0,
-            temp_dir=root / "tmp",
-            data_dir=root / "data",
+            temp_dir=self.root / "tmp",
+            data_dir=self.root / "data",
             pipeline_dir=self.pipeline_dir,
             job_backend=backend,
             redis_url=self.redis.url if self.redis else "redis://127.0.0.1:1/0",
@@ -304,9 +314,6 @@ class JobsDeployment:
         )
         if settings_overrides:
             self.settings = replace(self.settings, **settings_overrides)
-        self.workers: list[RqWorker] = []
-        self.servers: list[RunningServer] = []
-        self.clients: list[VideodagClient] = []
         if self.redis is not None:
             for _ in range(workers):
                 self.start_worker()
