@@ -25,19 +25,25 @@ from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME
 from videodag_service.jobs.model import HandOver, Job
 from videodag_service.jobs.rq_task import RUN_JOB, WorkerConfig
 
-# The tasks RQ holds: waiting in the queue (KEYS[1]), taken into its intermediate list (KEYS[2]),
-# and started (KEYS[3], the started registry) while the execution's key (ARGV[1] .. entry) lives.
+# The tasks RQ holds: waiting in the queue (KEYS[1]), or started (KEYS[3], the started registry)
+# while the execution's key (ARGV[1] .. entry) lives; and, apart, those in its intermediate list
+# (KEYS[2]), taken from the queue by a worker that has not yet recorded their start.
 _HELD_TASKS = """
 local held = redis.call('LRANGE', KEYS[1], 0, -1)
-for _, task in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do table.insert(held, task) end
 for _, entry in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
   if redis.call('EXISTS', ARGV[1] .. entry) == 1 then table.insert(held, entry) end
 end
-return held
+return {held, redis.call('LRANGE', KEYS[2], 0, -1)}
 """
 # RQ's key of a started task's execution, "<prefix>:execution:<task id>:<execution id>", which
 # expires unless its worker's heartbeats renew it (RQ 3 lets RQ_KEY_PREFIX change the prefix).
 _EXECUTION_KEY_PREFIX = f"{getattr(rq.defaults, 'RQ_KEY_PREFIX', 'rq')}:execution:"
+
+# A worker records a task's start within milliseconds of taking it from the queue (a few seconds
+# after an outage, `VideodagWorker.prepare_execution`). One still taken and not started this long
+# after it was first seen so was left by a worker that died or quit in between: RQ's own cleanup
+# of its intermediate list fails it only after two of its maintenance passes (10 minutes apart).
+_TAKEN_UNSTARTED_SECONDS = 30.0
 
 # RQ's own timeout is a backstop for a plugin stuck inside one frame; the executor enforces
 # the job timeout between frames and records DEADLINE_EXCEEDED itself, so RQ gets a margin.
@@ -67,6 +73,7 @@ class RqJobQueue:
         self._handed_over_key = handed_over_key
         self._queue = rq.Queue(queue_name, connection=connection, serializer=JSONSerializer)
         self._held_tasks = connection.register_script(_HELD_TASKS)
+        self._taken_unstarted_since: dict[str, float] = {}  # task id -> when first seen so, by `clock`
 
     def dispatch(self, job: Job) -> None:
         # Enqueued and marked handed-over in one transaction: either both happen or
@@ -96,17 +103,25 @@ class RqJobQueue:
 
         The three places are read in one script, atomically: a task moving from one to the next
         between two reads would be seen in neither, and its job run twice. A task taken from the
-        queue sits in RQ's intermediate list until its work horse starts it. A started task is
-        held while its execution's key lives: its worker's heartbeats renew the key's expiry, which
-        Redis times, where the started registry's scores are deadlines by the worker's own clock
-        (a worker whose clock is minutes behind would have every task it runs taken for lost).
+        queue sits in RQ's intermediate list until its worker records its start, at once; one
+        found there unstarted `_TAKEN_UNSTARTED_SECONDS` after this queue first saw it so is
+        lost (its worker died or quit in between). A started task is held while its execution's
+        key lives: its worker's heartbeats renew the key's expiry, which Redis times, where the
+        started registry's scores are deadlines by the worker's own clock (a worker whose clock
+        is minutes behind would have every task it runs taken for lost).
         """
-        held_entries = self._held_tasks(
+        held_entries, taken_entries = self._held_tasks(
             keys=[self._queue.key, self._queue.intermediate_queue_key, self._queue.started_job_registry.key],
             args=[_EXECUTION_KEY_PREFIX],
         )
         # A started task's entry is "<task id>:<execution id>"; task ids here have no colon.
         held = {_text(entry).split(":", 1)[0] for entry in held_entries}
+        now = self._clock()
+        self._taken_unstarted_since = {
+            task: self._taken_unstarted_since.get(task, now) for task in map(_text, taken_entries) if task not in held
+        }
+        held.update(task for task, since in self._taken_unstarted_since.items()
+                    if now - since < _TAKEN_UNSTARTED_SECONDS)
         return [hand_over for hand_over in hand_overs if _task_id(hand_over.job_id, hand_over.attempt) not in held]
 
     def depth(self) -> int:

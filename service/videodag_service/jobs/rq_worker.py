@@ -23,6 +23,8 @@ from typing import Any, ParamSpec
 
 import redis
 import rq
+import rq.job
+from rq.executions import Execution
 
 from videodag_service.core_dumps import turn_off_core_dumps
 from videodag_service.jobs.redis_store import RedisJobStore
@@ -115,6 +117,29 @@ class VideodagWorker(rq.Worker):
             time.sleep(wait_seconds)
             wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
 
+    def prepare_execution(self, job: rq.job.Job) -> Execution:
+        # RQ records a task's start (its execution, in the started registry) as the worker takes
+        # it from the queue: an outage there ended the worker, the task left in RQ's intermediate
+        # list. It is waited out here as the wait for the next job is. A record whose answer the
+        # outage took may still be applied once Redis is back: removed once a new one is made.
+        wait_seconds = 1.0
+        unconfirmed: list[Execution] = []
+        while True:
+            before = set(self.executions)
+            try:
+                execution = super().prepare_execution(job)
+            except _REDIS_OUTAGE as error:
+                unconfirmed += [self.executions.pop(key) for key in set(self.executions) - before]
+                logger.warning("worker %s: Redis is out of reach (%s: %s) as it starts task %s; trying again in %.0f s",
+                               self.name, type(error).__name__, error, job.id, wait_seconds)
+                time.sleep(wait_seconds)
+                wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
+                continue
+            if unconfirmed:
+                self._through_outage("removal of its unconfirmed start of the task", _delete_executions,
+                                     self.connection, job, unconfirmed)
+            return execution
+
     def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
         # RQ's failure bookkeeping): skipped while Redis is out, the job's own state is in the store.
@@ -148,6 +173,13 @@ class VideodagWorker(rq.Worker):
         except _REDIS_OUTAGE as error:
             logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
                            self.name, type(error).__name__, error, what)
+
+
+def _delete_executions(connection: redis.Redis, job: rq.job.Job, executions: list[Execution]) -> None:
+    with connection.pipeline() as pipe:
+        for execution in executions:
+            execution.delete(job=job, pipeline=pipe)
+        pipe.execute()
 
 
 def _failover_refusal(error: redis.exceptions.ResponseError) -> bool:

@@ -57,12 +57,14 @@ class Backend:
         assert self.rq_connection.lrem(key, 1, self.task_id(job)) == 1
         self.rq_connection.rpush(self.queue._queue.intermediate_queue_key, self.task_id(job))
 
-    def start(self, job: Job, heartbeat_seconds: float, worker_clock_offset: float = 0.0) -> None:
-        """Its work horse starts it: out of the intermediate list, in the started registry, with
-        an execution whose key lives `heartbeat_seconds` more (none left: its worker died that
-        long ago), as RQ keeps them; the registry's score is the same deadline by the worker's
-        clock, `worker_clock_offset` off."""
-        self.rq_connection.lrem(self.queue._queue.intermediate_queue_key, 1, self.task_id(job))
+    def start(self, job: Job, heartbeat_seconds: float, worker_clock_offset: float = 0.0,
+              horse_started: bool = True) -> None:
+        """Its worker records its start: in the started registry, with an execution whose key
+        lives `heartbeat_seconds` more (none left: its worker died that long ago), as RQ keeps
+        them; the registry's score is the same deadline by the worker's clock, `worker_clock_offset`
+        off. Then its work horse takes it out of the intermediate list, unless not `horse_started`."""
+        if horse_started:
+            self.rq_connection.lrem(self.queue._queue.intermediate_queue_key, 1, self.task_id(job))
         registry = self.queue._queue.started_job_registry
         entry = f"{self.task_id(job)}:{uuid.uuid4().hex}"
         self.rq_connection.zadd(registry.key, {entry: time.time() + worker_clock_offset + heartbeat_seconds})
@@ -117,6 +119,28 @@ def test_a_task_started_by_a_worker_whose_clock_is_minutes_behind_is_held(backen
 
     assert backend.recover() == []
     assert (backend.store.get(job.id).state, backend.store.get(job.id).attempt) == (JobState.QUEUED, 1)
+
+
+def test_a_task_taken_and_never_started_is_lost_once_it_has_stayed_so_half_a_minute(backend: Backend) -> None:
+    """Its worker quit between taking the task from the queue and recording its start (a Redis
+    outage then ended RQ's worker): the task stayed in RQ's intermediate list, held, until RQ's
+    own cleanup, two of its 10-minute maintenance passes later; the job stayed QUEUED all along.
+    A task taken and started is held however long its run lasts."""
+    clock = [time.time()]
+    backend.queue._clock = lambda: clock[0]
+    stranded, running = backend.submit(), backend.submit()
+    backend.take(stranded)
+    backend.take(running)
+    backend.start(running, heartbeat_seconds=600, horse_started=False)  # a horse slow to start
+
+    assert backend.recover() == [], "just taken: its worker records its start at once"
+    clock[0] += 29
+    assert backend.recover() == []
+    clock[0] += 2
+    recovered = backend.recover()
+
+    assert [(found.id, found.state, found.attempt) for found in recovered] == [(stranded.id, JobState.QUEUED, 2)]
+    assert (backend.store.get(running.id).state, backend.store.get(running.id).attempt) == (JobState.QUEUED, 1)
 
 
 @pytest.mark.parametrize("how", ["worker killed", "task ended unclaimed", "task gone"])

@@ -87,6 +87,39 @@ def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
     assert waits[0] == 1 and max(waits) == 5, waits
 
 
+def test_a_worker_waits_out_an_outage_as_it_starts_a_task_and_keeps_one_record_of_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outage between taking a task from the queue and recording its start ended RQ's worker,
+    the task left in RQ's intermediate list: its job stayed QUEUED until RQ's own cleanup,
+    minutes later. The start sent as the outage began is applied when Redis is back: one record
+    of the start must be left, the one the worker goes on with."""
+    server = RedisServer(tmp_path)
+    connection = redis.Redis.from_url(server.url)
+    try:
+        queue = rq.Queue("videodag-test", connection=connection)
+        task = queue.enqueue(print, job_id="videodag-task")
+        worker = VideodagWorker([queue], connection=redis.Redis.from_url(server.url))
+        # RQ gives the worker's connection a socket timeout of minutes: a stall is seen sooner here.
+        worker.connection = redis.Redis.from_url(server.url, socket_timeout=1.0)
+        worker.connection.ping()  # an open connection: the start is sent as Redis stalls
+        server.pause()
+        resumed = threading.Timer(1.5, server.resume)
+        resumed.start()
+        try:
+            execution = worker.prepare_execution(task)
+        finally:
+            resumed.join()
+        assert "Redis is out of reach (TimeoutError: " in caplog.text
+        assert list(worker.executions) == [execution.id]
+        started = connection.zrange(queue.started_job_registry.key, 0, -1)
+        assert started == [f"videodag-task:{execution.id}".encode()]
+        assert connection.exists(execution.key)
+    finally:
+        connection.close()
+        server.stop()
+
+
 def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_queued(
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
