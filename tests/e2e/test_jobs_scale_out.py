@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -351,6 +352,56 @@ def test_an_idle_worker_outlives_a_failover_and_runs_the_next_job(tmp_path: Path
         done = wait_for_job(client, second.id, finished, timeout=60)
         assert done.state is JobState.SUCCEEDED, done.error
         assert worker.process.poll() is None
+
+
+# Holds an RQ worker process as it is about to record the start of a task it took from the queue.
+_START_OF_A_TASK_HELD = """
+import os
+import time
+
+import rq.worker.base
+
+_prepare_execution = rq.worker.base.BaseWorker.prepare_execution
+
+
+def _held(self, job):
+    open(os.environ["VIDEODAG_TEST_TASK_TAKEN"], "w").close()
+    while not os.path.exists(os.environ["VIDEODAG_TEST_TASK_GO"]):
+        time.sleep(0.01)
+    return _prepare_execution(self, job)
+
+
+rq.worker.base.BaseWorker.prepare_execution = _held
+"""
+
+
+def test_a_worker_that_meets_an_outage_as_it_starts_a_task_waits_it_out_and_runs_the_job(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """RQ's worker quit on it, the task left in RQ's intermediate list: the job stayed QUEUED
+    until RQ's own cleanup, ten minutes or more later, and a worker fewer ran the queue."""
+    with deployment("redis", tmp_path) as jobs:
+        assert jobs.redis is not None
+        jobs.workers.pop().stop()
+        held = tmp_path / "held"
+        held.mkdir()
+        (held / "sitecustomize.py").write_text(_START_OF_A_TASK_HELD)
+        taken, go = tmp_path / "taken", tmp_path / "go"
+        environment = {**jobs.environment, "VIDEODAG_TEST_TASK_TAKEN": str(taken), "VIDEODAG_TEST_TASK_GO": str(go),
+                       "PYTHONPATH": f"{held}:{jobs.environment['PYTHONPATH']}"}
+        worker = RqWorker(jobs.redis.url, environment, tmp_path / "held.log", tmp_path / "held-tmp")
+        jobs.workers.append(worker)
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+        wait_until(taken.exists, what="the worker to take the task")
+        released = threading.Timer(1.0, go.touch)  # while Redis is down
+        released.start()
+        jobs.redis.restart(down_seconds=3.0)
+        released.join()
+        done = wait_for_job(client, job.id, finished, timeout=60, what="the job to run once Redis is back")
+        assert (done.state, done.attempt, done.frames_done) == (JobState.SUCCEEDED, 1, 3), done.error
+        assert worker.process.poll() is None, "the worker is still there"
+        assert worker.log_count(f"as it starts task videodag-{job.id}-1; trying again in") >= 1
 
 
 def test_a_worker_that_starts_while_redis_is_silent_exits_1_for_its_supervisor_to_restart(tmp_path: Path) -> None:

@@ -42,7 +42,8 @@ _EXECUTION_KEY_PREFIX = f"{getattr(rq.defaults, 'RQ_KEY_PREFIX', 'rq')}:executio
 # A worker records a task's start within milliseconds of taking it from the queue (a few seconds
 # after an outage, `VideodagWorker.prepare_execution`). One still taken and not started this long
 # after it was first seen so was left by a worker that died or quit in between: RQ's own cleanup
-# of its intermediate list fails it only after two of its maintenance passes (10 minutes apart).
+# of its intermediate list fails it at a worker's maintenance pass (each worker runs one every
+# 10 minutes) a minute or more after one that saw it, up to 20 minutes later.
 _TAKEN_UNSTARTED_SECONDS = 30.0
 
 # RQ's own timeout is a backstop for a plugin stuck inside one frame; the executor enforces

@@ -23,6 +23,7 @@ from typing import Any, ParamSpec
 
 import redis
 import rq
+import rq.exceptions
 import rq.job
 from rq.executions import Execution
 
@@ -120,25 +121,32 @@ class VideodagWorker(rq.Worker):
     def prepare_execution(self, job: rq.job.Job) -> Execution:
         # RQ records a task's start (its execution, in the started registry) as the worker takes
         # it from the queue: an outage there ended the worker, the task left in RQ's intermediate
-        # list. It is waited out here as the wait for the next job is. A record whose answer the
-        # outage took may still be applied once Redis is back: removed once a new one is made.
+        # list. It is waited out here as the wait for the next job is, on fresh connections (an
+        # address moved to a new primary is followed). A start whose answer the outage took may
+        # still be applied once Redis is back: removed once a new one is made. Told to stop
+        # meanwhile (SIGTERM), the worker leaves the task to recovery, which hands it over again.
         wait_seconds = 1.0
         unconfirmed: list[Execution] = []
         while True:
             before = set(self.executions)
             try:
                 execution = super().prepare_execution(job)
+                break
             except _REDIS_OUTAGE as error:
                 unconfirmed += [self.executions.pop(key) for key in set(self.executions) - before]
                 logger.warning("worker %s: Redis is out of reach (%s: %s) as it starts task %s; trying again in %.0f s",
                                self.name, type(error).__name__, error, job.id, wait_seconds)
-                time.sleep(wait_seconds)
-                wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
-                continue
-            if unconfirmed:
-                self._through_outage("removal of its unconfirmed start of the task", _delete_executions,
-                                     self.connection, job, unconfirmed)
-            return execution
+            self.connection.connection_pool.disconnect(inuse_connections=False)
+            time.sleep(wait_seconds)
+            wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
+            if self._stop_requested:
+                logger.warning("worker %s: told to stop while Redis is out of reach; task %s is left for recovery to "
+                               "hand over again", self.name, job.id)
+                raise rq.exceptions.StopRequested
+        if unconfirmed:
+            self._through_outage("removal of its unconfirmed start of the task", _delete_executions,
+                                 self.connection, job, unconfirmed)
+        return execution
 
     def monitor_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # Its Redis calls beyond the heartbeats come once the horse has ended (the job's status,
@@ -159,6 +167,11 @@ class VideodagWorker(rq.Worker):
 
     def run_maintenance_tasks(self, *args: Any, **kwargs: Any) -> None:
         self._through_outage("maintenance", super().run_maintenance_tasks, *args, **kwargs)
+
+    def set_shutdown_requested_date(self, *args: Any, **kwargs: Any) -> None:
+        # Called by RQ's SIGTERM handler while a task is under way: raised from the handler, an
+        # outage ended the worker's supervision of a running job's horse (which then died with it).
+        self._through_outage("record of its stop request", super().set_shutdown_requested_date, *args, **kwargs)
 
     def register_death(self, *args: Any, **kwargs: Any) -> None:
         # A worker stopped (SIGTERM) while Redis is out or read-only would exit 1 with a traceback,

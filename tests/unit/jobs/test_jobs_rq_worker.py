@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
 import threading
 import time
 from pathlib import Path
@@ -12,9 +14,10 @@ from types import SimpleNamespace
 import pytest
 import redis
 import rq
+import rq.exceptions
 import rq.worker.base as rq_base
 
-from fakes.redis_server import RedisServer
+from fakes.redis_server import RedisServer, free_port
 from videodag_service.jobs import Job, JobState, StoredVideo, rq_task
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import RunClaim
@@ -118,6 +121,90 @@ def test_a_worker_waits_out_an_outage_as_it_starts_a_task_and_keeps_one_record_o
     finally:
         connection.close()
         server.stop()
+
+
+def test_a_worker_starting_a_task_in_a_failover_tries_again_on_a_new_connection(redis_server: RedisServer) -> None:
+    """A demoted primary refuses the start (READONLY): tried again on the same connection, the
+    worker would never reach the new primary that its Redis address now names."""
+    control = redis.Redis.from_url(redis_server.url)
+    queue = rq.Queue("videodag-failover", connection=control)
+    task = queue.enqueue(print, job_id="videodag-failover-task")
+    worker = VideodagWorker([queue], connection=redis.Redis.from_url(redis_server.url))
+    demoted_connection = worker.connection.client_id()
+    control.replicaof("127.0.0.1", free_port())
+    promoted = threading.Timer(1.5, control.replicaof, args=("NO", "ONE"))
+    promoted.start()
+    try:
+        execution = worker.prepare_execution(task)
+    finally:
+        promoted.join()
+        control.replicaof("NO", "ONE")
+    assert demoted_connection not in {int(client["id"]) for client in control.client_list()}
+    assert control.exists(execution.key)
+    control.close()
+
+
+def test_a_worker_told_to_stop_while_it_waits_out_an_outage_to_start_a_task_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RQ's SIGTERM handler records the request in Redis: raised from the handler, the outage
+    ended the worker with a traceback. The task is left for recovery to hand over again."""
+    server = RedisServer(tmp_path)
+    connection = redis.Redis.from_url(server.url)
+    queue = rq.Queue("videodag-test", connection=connection)
+    task = queue.enqueue(print, job_id="videodag-task")
+    worker = VideodagWorker([queue], connection=redis.Redis.from_url(server.url, socket_connect_timeout=1))
+    connection.close()
+    server.stop()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    worker._install_signal_handlers()
+    stop = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    try:
+        stop.start()
+        started = time.monotonic()
+        with pytest.raises(rq.exceptions.StopRequested):
+            worker.prepare_execution(task)
+        assert time.monotonic() - started < 15
+    finally:
+        stop.join()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert "told to stop while Redis is out of reach; task videodag-task is left for recovery" in caplog.text
+
+
+def test_a_worker_told_to_stop_during_an_outage_still_waits_for_its_running_job(tmp_path: Path) -> None:
+    """The stop request's record, raised from RQ's SIGTERM handler while Redis was out, ended the
+    worker's watch of its work horse: the worker went, and the horse, which dies with it, took
+    its job along, where a worker told to stop finishes its job."""
+    server = RedisServer(tmp_path)
+    connection = redis.Redis.from_url(server.url)
+    queue = rq.Queue("videodag-test", connection=connection)
+    task = queue.enqueue(print, job_id="videodag-task")
+    worker = VideodagWorker([queue], connection=redis.Redis.from_url(server.url, socket_connect_timeout=1),
+                            job_monitoring_interval=1)
+    execution = worker.prepare_execution(task)
+    connection.close()
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    worker._install_signal_handlers()
+    horse = os.fork()
+    if horse == 0:  # the job's work horse, running on through the outage
+        time.sleep(4)
+        os._exit(0)
+    worker._horse_pid = horse
+    server.stop()
+    # Half way between two of its heartbeats (a second apart), as the worker waits for the horse.
+    stop = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    try:
+        stop.start()
+        worker.monitor_work_horse(task, queue, execution)
+        with pytest.raises(ChildProcessError):  # ended, and reaped by the worker's watch
+            os.waitpid(horse, os.WNOHANG)
+    finally:
+        stop.join()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(horse, 0)
 
 
 def test_a_job_whose_run_cannot_be_set_up_fails_saying_so_rather_than_staying_queued(
