@@ -178,17 +178,27 @@ def subprocess_environment(site_dir: Path) -> dict[str, str]:
 
 
 class RqWorker:
-    """One `rq worker` process (in its own process group, so its work horse dies with it)."""
+    """One `videodag-worker` process, or with `rq_command_line` the `rq worker` the README also
+    describes (in its own process group, so its work horse dies with it)."""
 
-    def __init__(self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path) -> None:
+    def __init__(
+        self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path, *,
+        rq_command_line: bool = False, log_format: str = "text",
+    ) -> None:
         self.temp_dir = temp_dir  # its TMPDIR, its own: what it leaves there is told from the rest
         temp_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
+        # Heartbeats every second (RQ's default is 30 s), so an outage a test makes meets one.
+        command = (
             [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json", "--job-monitoring-interval",
-             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", DEFAULT_QUEUE_NAME],
+             "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", DEFAULT_QUEUE_NAME]
+            if rq_command_line else
+            [str(VENV_BIN / "videodag-worker"), "--redis-url", redis_url, "--heartbeat-seconds", "1",
+             "--log-format", log_format]
+        )
+        self.process = subprocess.Popen(
+            command,
             env={**environment, "TMPDIR": str(temp_dir)},
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -328,10 +338,11 @@ class JobsDeployment:
         self.clients.append(client)
         return client
 
-    def start_worker(self) -> RqWorker:
+    def start_worker(self, *, rq_command_line: bool = False) -> RqWorker:
         assert self.redis is not None
         name = f"worker{len(self.workers)}"
-        worker = RqWorker(self.redis.url, self.environment, self.root / f"{name}.log", self.root / f"{name}-tmp")
+        worker = RqWorker(self.redis.url, self.environment, self.root / f"{name}.log", self.root / f"{name}-tmp",
+                          rq_command_line=rq_command_line)
         self.workers.append(worker)
         return worker
 

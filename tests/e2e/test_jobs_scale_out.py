@@ -404,8 +404,10 @@ def test_a_worker_that_meets_an_outage_as_it_starts_a_task_waits_it_out_and_runs
         assert worker.log_count(f"as it starts task videodag-{job.id}-1; trying again in") >= 1
 
 
-def test_a_worker_that_starts_while_redis_is_silent_exits_1_for_its_supervisor_to_restart(tmp_path: Path) -> None:
-    """As the README says of a worker still starting: RQ's command line reads Redis before the
+def test_an_rq_worker_command_that_starts_while_redis_is_silent_exits_1_for_its_supervisor_to_restart(
+    tmp_path: Path,
+) -> None:
+    """As the README says of `rq worker` still starting: RQ's command line reads Redis before the
     worker exists, outside its outage handling, and gives up after redis-py's 5 s."""
     with deployment("redis", tmp_path) as jobs:
         assert jobs.redis is not None
@@ -413,7 +415,7 @@ def test_a_worker_that_starts_while_redis_is_silent_exits_1_for_its_supervisor_t
         started.wait_until_listening()
         jobs.redis.pause()
         try:
-            starting = jobs.start_worker()
+            starting = jobs.start_worker(rq_command_line=True)
             starting.process.wait(60)
         finally:
             jobs.redis.resume()

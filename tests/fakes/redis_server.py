@@ -61,10 +61,18 @@ class RedisServer:
     def restart(self, down_seconds: float) -> None:
         """An outage that loses nothing, as a failover would: the data is saved, the server is
         gone (connections refused) for `down_seconds`, then back on the same port with it."""
+        self.shut_down()
+        time.sleep(down_seconds)
+        self.start_again()
+
+    def shut_down(self) -> None:
+        """Gone, its data saved: connections are refused until `start_again`."""
         self.client.shutdown(save=True)
         self._process.wait(10)
         self.client.close()
-        time.sleep(down_seconds)
+
+    def start_again(self) -> None:
+        """Back on the same port, with the data saved at `shut_down`."""
         self._start()
 
     def save_snapshot(self) -> None:

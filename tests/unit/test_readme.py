@@ -22,6 +22,7 @@ from videodag_client.cli import build_parser
 from videodag_service.dag import BUILTIN_PIPELINE_DIR
 from videodag_service.dag.loader import load_pipeline_file, load_pipeline_folder
 from videodag_service.dag.registry import default_registry
+from videodag_service.jobs.worker_command import build_parser as worker_parser
 from videodag_service.server_arguments import settings_from
 from videodag_service.settings import SettingsError
 
@@ -69,6 +70,16 @@ def test_every_server_command_in_the_readme_is_accepted() -> None:
             settings_from(arguments)
         except (SettingsError, SystemExit) as error:
             pytest.fail(f"README server command refused: videodag-server {shlex.join(arguments)}: {error}")
+
+
+def test_every_worker_command_in_the_readme_parses() -> None:
+    invocations = commands("videodag-worker")
+    assert invocations
+    for arguments in invocations:
+        try:
+            worker_parser().parse_args(arguments)
+        except SystemExit:
+            pytest.fail(f"README worker command does not parse: videodag-worker {shlex.join(arguments)}")
 
 
 def test_the_pipelines_the_readme_and_the_client_docs_name_are_the_built_in_ones() -> None:

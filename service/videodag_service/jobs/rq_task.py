@@ -1,7 +1,7 @@
 """The worker side of the Redis backend: the function RQ workers run (`run_job`) and its config.
 
-Start workers on any machine that reaches Redis and sees the shared upload directory at the
-same path:
+Start workers (`videodag-worker`, `worker_command`) on any machine that reaches Redis and sees
+the shared upload directory at the same path. RQ's own command runs the same worker:
 
     rq worker --url redis://HOST:6379/0 --serializer json \\
         --worker-class videodag_service.jobs.rq_task.VideodagWorker videodag-jobs

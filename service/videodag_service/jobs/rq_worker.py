@@ -1,6 +1,6 @@
 """`VideodagWorker`: RQ's forking worker, kept alive through Redis outages and failovers.
 
-Operators start it by its name in `rq_task` (`--worker-class
+`videodag-worker` starts it; with `rq worker`, operators name it in `rq_task` (`--worker-class
 videodag_service.jobs.rq_task.VideodagWorker`), which re-exports it: that name makes the
 worker's parent process import the task module, and with it the video and DAG layers, once,
 so each job's forked work horse starts without importing OpenCV again. Apart from the task
@@ -57,6 +57,33 @@ class VideodagWorker(rq.Worker):
     # RQ's wait for the next job retries a lost Redis at 1, 2, 4... s, up to 60 s apart: after an
     # outage of a minute, every idle worker would sleep up to a minute more while jobs queue again.
     max_connection_wait_time = 5.0
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        # RQ's start records the worker's birth and subscribes to its commands: an outage there
+        # ended the worker before it took a job. It is waited out as the wait for the next job
+        # is, on fresh connections.
+        wait_seconds = 1.0
+        while True:
+            try:
+                super().bootstrap(*args, **kwargs)
+                return
+            except _REDIS_OUTAGE as error:
+                logger.warning("worker %s: Redis is out of reach (%s: %s) as the worker starts; trying again in %.0f s",
+                               self.name, type(error).__name__, error, wait_seconds)
+            if self.pubsub is not None and self.pubsub_thread is None:  # a subscription that failed
+                with contextlib.suppress(*_REDIS_OUTAGE):
+                    self.pubsub.close()
+                self.pubsub = None
+            self.connection.connection_pool.disconnect(inuse_connections=False)
+            time.sleep(wait_seconds)
+            wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
+
+    def register_birth(self) -> None:
+        # A birth whose answer an outage took may have been recorded: RQ would take this worker
+        # for another of the same name, still alive, and refuse to start it.
+        if self.birth_date is not None:
+            self.connection.delete(self.key)
+        super().register_birth()  # type: ignore[no-untyped-call]
 
     def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # A horse whose worker died (OOM killer, kill -9) would run its job on unsupervised:

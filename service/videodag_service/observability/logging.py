@@ -119,11 +119,16 @@ def _text_formatter() -> logging.Formatter:
     return logging.Formatter(TEXT_FORMAT, defaults={"request_id": "-"})
 
 
-def configure_logging(level: str = "INFO", *, json_lines: bool = True, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", *, json_lines: bool = True, stream: TextIO | None = None, forks: bool = False
+) -> None:
     """Replace the root logger's handlers with one that writes JSON lines (or text) to stderr,
-    without ever holding the caller when stderr is not read (`log_stream`)."""
+    without ever holding the caller when stderr is not read (`log_stream`). A process that
+    `forks` (an RQ worker, for its work horses) writes with a plain handler, which holds it
+    instead: the unblocking one's writer thread may be inside a write to stderr at the fork,
+    and the child would hang on its first write of its own."""
     written_to = stream if stream is not None else sys.stderr
-    handler = UnblockingStreamHandler(written_to)
+    handler = logging.StreamHandler(written_to) if forks else UnblockingStreamHandler(written_to)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
         JsonFormatter(ascii_only=not writes_utf8(written_to)) if json_lines else _text_formatter()

@@ -123,6 +123,59 @@ def test_a_worker_waits_out_an_outage_as_it_starts_a_task_and_keeps_one_record_o
         server.stop()
 
 
+def test_a_worker_waits_out_an_outage_as_it_starts_and_listens_once_redis_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RQ's start records the worker's birth and subscribes to its commands: an outage then
+    ended the worker before it took a job (a deployment started with its Redis)."""
+    server = RedisServer(tmp_path)
+    control = redis.Redis.from_url(server.url)
+    worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(server.url))
+    # RQ gives the worker's connection a socket timeout of minutes: a stall is seen sooner here.
+    worker.connection = redis.Redis.from_url(server.url, socket_timeout=1.0)
+    worker.connection.ping()
+    server.pause()
+    resumed = threading.Timer(1.5, server.resume)
+    resumed.start()
+    try:
+        worker.bootstrap()
+        assert "Redis is out of reach (TimeoutError: " in caplog.text
+        assert "as the worker starts; trying again in 1 s" in caplog.text
+        assert [found.name for found in rq.Worker.all(connection=control)] == [worker.name]
+        assert worker.pubsub_thread is not None and worker.pubsub_thread.is_alive(), "it listens for commands"
+    finally:
+        resumed.join()
+        worker.teardown()
+        control.close()
+        server.stop()
+
+
+def test_a_worker_whose_recorded_birth_an_outage_hid_starts_all_the_same(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The birth is recorded, then the outage: RQ, trying again, took the record for another
+    worker of the same name still alive, and refused to start."""
+    control = redis.Redis.from_url(redis_server.url)
+    worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(redis_server.url))
+    subscriptions: list[str] = []
+    subscribe = VideodagWorker.subscribe
+
+    def lost_at_the_first_subscription(self: VideodagWorker) -> None:
+        subscriptions.append(self.name)
+        if len(subscriptions) == 1:
+            raise redis.exceptions.ConnectionError("Connection closed by server.")
+        subscribe(self)
+
+    monkeypatch.setattr(VideodagWorker, "subscribe", lost_at_the_first_subscription)
+    try:
+        worker.bootstrap()
+        assert len(subscriptions) == 2
+        assert [found.name for found in rq.Worker.all(connection=control)] == [worker.name]
+    finally:
+        worker.teardown()
+        control.close()
+
+
 def test_a_worker_starting_a_task_in_a_failover_tries_again_on_a_new_connection(redis_server: RedisServer) -> None:
     """A demoted primary refuses the start (READONLY): tried again on the same connection, the
     worker would never reach the new primary that its Redis address now names."""

@@ -1,0 +1,135 @@
+"""`videodag-worker`: an RQ worker for the redis job backend, set up for videodag's queue.
+
+`rq worker` runs the same worker when told the queue, the serializer and the worker class, but
+it reads Redis before the worker exists, outside its outage handling: started while Redis is
+out of reach (a deployment's first start, a host rebooting with its Redis), it exits 1. This
+command needs only the Redis URL and waits for Redis to answer, so a worker started before its
+Redis, or during an outage, starts serving once Redis is back. Its log lines are the server's
+(`--log-format`, `--log-level`), its work horses' included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+import redis
+from rq.serializers import JSONSerializer
+
+from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME, DEFAULT_REDIS_URL
+from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.rq_task import VideodagWorker
+from videodag_service.observability.logging import configure_logging
+
+logger = logging.getLogger(__name__)
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_LOG_FORMATS = ("json", "text")
+# A Redis host that drops packets would hold each try for the kernel's minutes-long connect timeout.
+_CONNECT_TIMEOUT_SECONDS = 5.0
+_MAX_WAIT_SECONDS = VideodagWorker.max_connection_wait_time
+# Redis answered and said no (a password, an ACL user's permissions): waiting would not change it.
+_REFUSALS = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.ResponseError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `videodag-worker` argument parser; flags fall back on the server's environment variables."""
+    parser = argparse.ArgumentParser(
+        prog="videodag-worker",
+        description=(
+            "Run the jobs of a videodag-server started with --job-backend redis: an RQ worker on its queue "
+            f"({DEFAULT_QUEUE_NAME}) that waits for Redis to answer, at its start as after an outage. "
+            "Run one or more, on any machine that sees the servers' --data-dir."
+        ),
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("VIDEODAG_REDIS_URL", DEFAULT_REDIS_URL),
+        help="the Redis the servers' --redis-url names; one with a password is best given in the environment, "
+             f"out of sight of other users [env VIDEODAG_REDIS_URL; default {DEFAULT_REDIS_URL}]",
+    )
+    parser.add_argument("--name", help="the worker's name in Redis (RQ's); unique by default")
+    parser.add_argument(
+        "--heartbeat-seconds", type=_positive_int, default=30,
+        help="how often a worker running a job renews RQ's record of it (RQ's job monitoring interval) [default 30]",
+    )
+    parser.add_argument(
+        "--log-level", type=str.upper, choices=_LOG_LEVELS,
+        default=os.environ.get("VIDEODAG_LOG_LEVEL", "INFO").upper(),
+        help="[env VIDEODAG_LOG_LEVEL; default INFO]",
+    )
+    parser.add_argument(
+        "--log-format", choices=_LOG_FORMATS, default=os.environ.get("VIDEODAG_LOG_FORMAT", "json"),
+        help="json (one object per line) or text [env VIDEODAG_LOG_FORMAT; default json]",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Wait for Redis, then work the queue until told to stop (SIGTERM or SIGINT: the job under
+    way is finished first). Exit 1 if Redis refuses the worker (a password, a permission)."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    for name, value, allowed in (("log level", arguments.log_level, _LOG_LEVELS),
+                                 ("log format", arguments.log_format, _LOG_FORMATS)):
+        if value not in allowed:  # from the environment, which argparse does not check
+            parser.error(f"the {name} must be one of {', '.join(allowed)}, got {value!r}")
+    configure_logging(arguments.log_level, json_lines=arguments.log_format == "json", forks=True)
+    try:
+        connection = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS)
+    except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
+        parser.error(f"--redis-url cannot be used: {error}")
+    try:
+        worker = _worker_once_redis_answers(connection, arguments.name, arguments.heartbeat_seconds)
+        worker.work(logging_level=arguments.log_level)
+    except KeyboardInterrupt:  # Ctrl-C while waiting for Redis: the worker had taken no job
+        return 130
+    except _REFUSALS as error:
+        hint = ("; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL"
+                if isinstance(error, redis.exceptions.AuthenticationError) else "")
+        print(f"videodag-worker: Redis at {_address(connection)} refused the worker: {type(error).__name__}: {error}"
+              f"{hint}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _worker_once_redis_answers(connection: redis.Redis, name: str | None, heartbeat_seconds: int) -> VideodagWorker:
+    """A worker on videodag's queue, made once Redis answers. RQ's worker asks Redis as it is
+    made (it names its connection); a refusal rather than an outage is raised at once."""
+    wait_seconds = 1.0
+    while True:
+        try:
+            return VideodagWorker(
+                [DEFAULT_QUEUE_NAME], name=name, connection=connection, serializer=JSONSerializer,
+                job_monitoring_interval=heartbeat_seconds,
+            )
+        except _REFUSALS:
+            raise
+        except RedisJobStore.outage_errors as error:
+            logger.warning("Redis at %s is out of reach (%s: %s); the worker tries again in %.0f s",
+                           _address(connection), type(error).__name__, error, wait_seconds)
+        connection.connection_pool.disconnect()
+        time.sleep(wait_seconds)
+        wait_seconds = min(wait_seconds * 2, _MAX_WAIT_SECONDS)
+
+
+def _address(connection: redis.Redis) -> str:
+    """Where Redis is, without the URL's password."""
+    settings = connection.connection_pool.connection_kwargs
+    if "path" in settings:
+        return str(settings["path"])
+    return f"{settings.get('host', 'localhost')}:{settings.get('port', 6379)}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`videodag-worker`, as operators run it beside replicas of the Redis backend: a real process
+against a real redis-server, running jobs submitted to a real `videodag-server`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from jobs_harness import VENV_BIN, RqWorker, deployment, finished, wait_for_job, wait_until
+
+from fakes.redis_server import RedisServer
+from videodag_client import JobState, RunOptions
+
+WORKER = str(VENV_BIN / "videodag-worker")
+
+
+def test_a_worker_started_while_redis_is_down_waits_and_runs_jobs_once_it_is_back(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """`rq worker` exits 1 when Redis is out of reach as it starts (a deployment's first start,
+    a host rebooting with its Redis): this one waits, saying so in the server's log format."""
+    with deployment("redis", tmp_path) as jobs:
+        assert jobs.redis is not None
+        client = jobs.start_server()
+        jobs.workers[0].stop()  # the job must be this test's worker's
+        jobs.redis.shut_down()
+        try:
+            worker = RqWorker(jobs.redis.url, jobs.environment, tmp_path / "worker.log", tmp_path / "worker-tmp",
+                              log_format="json")
+            jobs.workers.append(worker)
+            wait_until(lambda: worker.log_count("the worker tries again in") >= 2 or worker.process.poll() is not None,
+                       timeout=60, what="the worker waiting for Redis")
+        finally:
+            jobs.redis.start_again()
+        assert worker.process.poll() is None, worker.log_path.read_text()
+        worker.wait_until_listening()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+        done = wait_for_job(client, job.id, finished, timeout=120)
+        assert (done.state, done.frames_done) == (JobState.SUCCEEDED, 3), done.error
+        lines = [json.loads(line) for line in worker.log_path.read_text().splitlines()]
+        waits = [line for line in lines if line["logger"] == "videodag_service.jobs.worker_command"]
+        assert waits[0]["level"] == "WARNING"
+        assert waits[0]["message"].startswith(f"Redis at 127.0.0.1:{jobs.redis.port} is out of reach (ConnectionError")
+        assert any(job.id in line["message"] for line in lines if line["logger"] == "rq.worker"), "RQ's own lines too"
+        ran = [line["message"] for line in lines if line.get("request_id") == job.id]
+        assert ran == [f"job {job.id} attempt 1 started: pipeline paced", f"job {job.id} succeeded: 3 frames"], (
+            "the work horse's lines, with the job's id")
+
+
+def test_a_worker_whose_password_redis_refuses_exits_1_saying_so(tmp_path: Path) -> None:
+    """Waiting would not change a refusal: the supervisor's restarts, and the message, tell the operator."""
+    server = RedisServer(tmp_path)
+    try:
+        server.client.config_set("requirepass", "the-password")
+        refused = subprocess.run(
+            [WORKER, "--redis-url", f"redis://:not-the-password@127.0.0.1:{server.port}/0"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.stop()
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith(
+        f"videodag-worker: Redis at 127.0.0.1:{server.port} refused the worker: AuthenticationError: ")
+    assert "a password goes in the URL (redis://:PASSWORD@HOST:6379/0)" in refused.stderr
+    assert "not-the-password" not in refused.stderr
+
+
+def test_a_worker_whose_redis_user_may_not_run_rqs_commands_exits_1_saying_so(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    try:
+        server.client.acl_setuser("limited", enabled=True, passwords=["+the-password"], keys=["*"], channels=["*"],
+                                  commands=["+@all", "-hset"])
+        refused = subprocess.run(
+            [WORKER, "--redis-url", f"redis://limited:the-password@127.0.0.1:{server.port}/0"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        server.stop()
+    assert refused.returncode == 1, refused.stderr
+    assert f"Redis at 127.0.0.1:{server.port} refused the worker: NoPermissionError: " in refused.stderr
+    assert "this user has no permissions to run the 'hset' command" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environment", "message"),
+    [
+        (["--redis-url", "http://127.0.0.1:6379/0"], {}, "--redis-url cannot be used: Redis URL must specify"),
+        (["--heartbeat-seconds", "0"], {}, "argument --heartbeat-seconds: must be at least 1, got 0"),
+        ([], {"VIDEODAG_LOG_FORMAT": "xml"}, "the log format must be one of json, text, got 'xml'"),
+    ],
+)
+def test_a_worker_given_what_it_cannot_use_exits_2_naming_it(
+    arguments: list[str], environment: dict[str, str], message: str
+) -> None:
+    refused = subprocess.run([WORKER, *arguments], capture_output=True, text=True, timeout=60,
+                             env={"PATH": "/usr/bin:/bin", **environment})
+    assert refused.returncode == 2
+    assert f"videodag-worker: error: {message}" in refused.stderr
