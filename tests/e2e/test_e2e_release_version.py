@@ -18,7 +18,7 @@ from videodag_service.settings import Settings
 RELEASE = version("videodag")
 
 
-@pytest.mark.parametrize("command", ["videodag", "videodag-server"])
+@pytest.mark.parametrize("command", ["videodag", "videodag-server", "videodag-worker"])
 def test_each_command_prints_its_name_and_release_and_exits_zero(command: str) -> None:
     executable = Path(sys.executable).with_name(command)
     done = subprocess.run([str(executable), "--version"], capture_output=True, text=True, timeout=60, check=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,10 @@ def test_a_worker_started_while_redis_is_down_waits_and_runs_jobs_once_it_is_bac
         done = wait_for_job(client, job.id, finished, timeout=120)
         assert (done.state, done.frames_done) == (JobState.SUCCEEDED, 3), done.error
         lines = [json.loads(line) for line in worker.log_path.read_text().splitlines()]
-        waits = [line for line in lines if line["logger"] == "videodag_service.jobs.worker_command"]
+        started, *waits = [line for line in lines if line["logger"] == "videodag_service.jobs.worker_command"]
+        assert started["message"] == (
+            f"videodag-worker {version('videodag')}: working the queue videodag-jobs of the Redis at "
+            f"127.0.0.1:{jobs.redis.port}")
         assert waits[0]["level"] == "WARNING"
         assert waits[0]["message"].startswith(f"Redis at 127.0.0.1:{jobs.redis.port} is out of reach (ConnectionError")
         assert any(job.id in line["message"] for line in lines if line["logger"] == "rq.worker"), "RQ's own lines too"
@@ -61,9 +65,11 @@ def test_a_worker_whose_password_redis_refuses_exits_1_saying_so(tmp_path: Path)
     finally:
         server.stop()
     assert refused.returncode == 1, refused.stderr
-    assert refused.stderr.startswith(
+    last_line = refused.stderr.splitlines()[-1]
+    assert last_line.startswith(
         f"videodag-worker: Redis at 127.0.0.1:{server.port} refused the worker: AuthenticationError: ")
-    assert "a password goes in the URL (redis://:PASSWORD@HOST:6379/0)" in refused.stderr
+    assert last_line.endswith(
+        "; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL")
     assert "not-the-password" not in refused.stderr
 
 

@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib.metadata import version
 
 import redis
 from rq.serializers import JSONSerializer
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Run one or more, on any machine that sees the servers' --data-dir."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
     parser.add_argument(
         "--redis-url", default=os.environ.get("VIDEODAG_REDIS_URL", DEFAULT_REDIS_URL),
         help="the Redis the servers' --redis-url names; one with a password is best given in the environment, "
@@ -82,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         connection = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS)
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
         parser.error(f"--redis-url cannot be used: {error}")
+    # Workers of two releases share a queue during an upgrade: the log tells them apart.
+    logger.info("videodag-worker %s: working the queue %s of the Redis at %s", version("videodag"), DEFAULT_QUEUE_NAME,
+                _address(connection))
     try:
         worker = _worker_once_redis_answers(connection, arguments.name, arguments.heartbeat_seconds)
         worker.work(logging_level=arguments.log_level)
@@ -90,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _REFUSALS as error:
         hint = ("; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL"
                 if isinstance(error, redis.exceptions.AuthenticationError) else "")
-        print(f"videodag-worker: Redis at {_address(connection)} refused the worker: {type(error).__name__}: {error}"
-              f"{hint}", file=sys.stderr)
+        reason = f"{type(error).__name__}: {str(error).rstrip('.')}"
+        print(f"videodag-worker: Redis at {_address(connection)} refused the worker: {reason}{hint}", file=sys.stderr)
         return 1
     return 0
 
