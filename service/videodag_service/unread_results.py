@@ -29,6 +29,8 @@ from typing import TypeVar
 
 import grpc
 
+from videodag_service.call_status import abort
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -60,7 +62,10 @@ class UnreadResultsWatchdog:
             yield from responses
             return
         call = _WatchedCall(context)
-        self._add(call)
+        try:
+            self._add(call)
+        except RuntimeError as error:  # no thread to watch with: the process is at its threads limit
+            abort(context, error)
         try:
             for response in responses:
                 call.sending_since = time.monotonic()
@@ -73,13 +78,14 @@ class UnreadResultsWatchdog:
                 close()
 
     def _add(self, call: _WatchedCall) -> None:
+        # Kept only once started: a thread that failed to start (a pids limit), kept, would have
+        # been taken for the watchdog, and no call watched again until a restart.
         with self._changed:
-            self._calls.add(call)
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._look_while_watching, name=WATCHDOG_THREAD_NAME, daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._look_while_watching, name=WATCHDOG_THREAD_NAME, daemon=True)
+                thread.start()
+                self._thread = thread
+            self._calls.add(call)
 
     def _discard(self, call: _WatchedCall) -> None:
         with self._changed:

@@ -89,8 +89,12 @@ class UnblockingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def _start_writer(self) -> None:
         if self._writer is None:
-            self._writer = threading.Thread(target=self._write_waiting, name=WRITER_THREAD_NAME, daemon=True)
-            self._writer.start()
+            writer = threading.Thread(target=self._write_waiting, name=WRITER_THREAD_NAME, daemon=True)
+            try:
+                writer.start()
+            except RuntimeError:  # at the threads limit: the line waits, and the next one tries again
+                return
+            self._writer = writer
 
     def _write_waiting(self) -> None:
         """Write the queued lines, then end: the next line that has to wait starts another."""

@@ -141,8 +141,15 @@ class _Keeper:
         with self._lock:
             if self._closed or self._spare is not None or self._starting is not None:
                 return
-            self._starting = threading.Thread(target=self._start, name=SPARE_STARTER_THREAD_NAME, daemon=True)
-            self._starting.start()
+            starting = threading.Thread(target=self._start, name=SPARE_STARTER_THREAD_NAME, daemon=True)
+            try:
+                starting.start()
+            except RuntimeError as error:  # at the threads limit: the next take tries again
+                # Kept, the thread that never ran would have been taken for a start under way:
+                # no spare again until a restart, and close() failing to join it.
+                logger.warning("could not start a spare decoder process: %s", error)
+                return
+            self._starting = starting
 
     def _start(self) -> None:
         try:

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 
+from fakes.thread_limits import no_new_threads
 from fakes.waiting import wait_until
 from videodag_service.observability.log_stream import WRITER_THREAD_NAME, UnblockingStreamHandler
 
@@ -61,3 +62,20 @@ def test_a_stream_that_is_no_pipe_is_written_at_once() -> None:
     logger.info("first")
     logger.info("second")
     assert buffer.getvalue() == "first\nsecond\n"
+
+
+def test_a_writer_that_could_not_start_holds_no_caller_and_the_next_line_starts_one() -> None:
+    """The writer thread that failed to start (a pids limit) was kept all the same: the line's
+    caller got the error, and every later line waited for it, then was dropped."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w", encoding="utf-8")
+    handler = UnblockingStreamHandler(stream)
+    logger = _logger_to(handler, "test.no_writer")
+    long_line = "x" * 2000  # too long to be sure of the pipe's room: it goes through the writer
+    with no_new_threads(WRITER_THREAD_NAME):
+        logger.info("first %s", long_line)
+    logger.info("second %s", long_line)
+    handler.flush()
+    stream.close()
+    with os.fdopen(read_end, encoding="utf-8") as received:
+        assert [line.split()[0] for line in received.read().splitlines()] == ["first", "second"]

@@ -4,35 +4,17 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from fakes.thread_limits import no_new_threads
 from fakes.waiting import wait_until
 from videodag_client import Unavailable, VideodagClient
 from videodag_service.dag import DagPipelineService
 from videodag_service.rpc_threads import START_RETRY_SECONDS, RpcThreadPool
 from videodag_service.server import start_server
 from videodag_service.server_arguments import settings_from
-
-
-@contextmanager
-def _no_new_threads(prefix: str) -> Iterator[None]:
-    """Starting a thread of the pool fails, as at a pids limit."""
-    start = threading.Thread.start
-
-    def refuse(thread: threading.Thread) -> None:
-        if thread.name.startswith(prefix):
-            raise RuntimeError("can't start new thread")
-        start(thread)
-
-    threading.Thread.start = refuse  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        threading.Thread.start = start  # type: ignore[method-assign]
 
 
 def test_a_call_that_finds_no_thread_waits_for_one_instead_of_failing_the_submitter(
@@ -46,7 +28,7 @@ def test_a_call_that_finds_no_thread_waits_for_one_instead_of_failing_the_submit
     try:
         pool.submit(lambda: (busy.set(), release.wait(10)))
         assert busy.wait(5)
-        with _no_new_threads("calls_"):
+        with no_new_threads("calls_"):
             waiting = pool.submit(lambda: "served")
         assert "no thread could be started for a call" in caplog.text
         assert not waiting.done()
@@ -65,7 +47,7 @@ def test_a_call_waiting_with_no_thread_running_is_taken_once_a_thread_can_be_sta
     free to take it: a health check waited until its deadline, after the limit was lifted."""
     pool = RpcThreadPool(max_workers=4, thread_name_prefix="calls")
     try:
-        with _no_new_threads("calls_"):
+        with no_new_threads("calls_"):
             waiting = [pool.submit(lambda: "served") for _ in range(3)]
             threading.Event().wait(2 * START_RETRY_SECONDS)  # the retries fail too
             assert not any(call.done() for call in waiting)
@@ -82,7 +64,7 @@ def test_a_stop_that_cannot_start_grpcs_grace_thread_still_stops_the_server(tmp_
     running = start_server(settings, DagPipelineService.from_folder())
     with VideodagClient(f"127.0.0.1:{running.port}") as client:
         assert client.list_pipelines()
-    with _no_new_threads("Thread-"):  # gRPC's grace thread is named by its number
+    with no_new_threads("Thread-"):  # gRPC's grace thread is named by its number
         running.stop(0)
     with VideodagClient(f"127.0.0.1:{running.port}", timeout=2) as client, pytest.raises(Unavailable):
         client.list_pipelines()

@@ -6,9 +6,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-from fakes.servicer_context import FakeServicerContext
+import grpc
+import pytest
+
+from fakes.servicer_context import CallAborted, FakeServicerContext
+from fakes.thread_limits import no_new_threads
 from fakes.waiting import wait_until
-from videodag_service.unread_results import UnreadResultsWatchdog
+from videodag_service.unread_results import WATCHDOG_THREAD_NAME, UnreadResultsWatchdog
 
 
 def _responses(closed: list[bool]) -> Iterator[int]:
@@ -82,3 +86,18 @@ def test_the_watchdog_thread_lives_only_while_calls_are_watched() -> None:
     assert len(watchdog_threads()) == 1  # started again for the next call
     again.close()
     assert wait_until(lambda: not watchdog_threads(), timeout=5)
+
+
+def test_a_call_whose_watch_meets_the_threads_limit_ends_unavailable_and_later_calls_are_watched() -> None:
+    """The watchdog's thread failed to start (a pids limit) and was kept all the same: the call
+    ended UNKNOWN "Exception iterating responses", and no call was watched again until a restart."""
+    watchdog = UnreadResultsWatchdog(limit_seconds=0.2)
+    refused = FakeServicerContext()
+    with no_new_threads(WATCHDOG_THREAD_NAME), pytest.raises(CallAborted, match="ran out of threads"):
+        next(watchdog.watching(_responses([]), refused))
+    assert refused.code is grpc.StatusCode.UNAVAILABLE
+    stalled = FakeServicerContext()
+    stalled_stream = watchdog.watching(_responses([]), stalled)
+    assert next(stalled_stream) == 0  # gRPC is sending it, and its client reads nothing
+    assert wait_until(lambda: stalled.cancels == 1, timeout=10), "the next call is watched"
+    stalled_stream.close()

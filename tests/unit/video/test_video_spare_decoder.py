@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.thread_limits import no_new_threads
 from fakes.waiting import wait_until
 from videodag_service.errors import VideoUnreadable
 from videodag_service.video import isolation as isolation_module
@@ -236,3 +237,20 @@ def test_a_program_that_never_closes_its_spare_still_exits(tmp_path: Path) -> No
     assert finished.returncode == 0, finished.stderr
     spare_pid = int(finished.stdout.split()[0])
     assert wait_until(lambda: not _is_running(spare_pid))
+
+
+def test_a_spare_whose_starter_thread_could_not_start_is_started_at_the_next_take(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The starter thread that failed to start (a pids limit) was kept all the same: taken for a
+    start under way, no spare was started again, and close() failed joining it (the server's
+    shutdown ended in a traceback)."""
+    others = _spare_pids()
+    with no_new_threads(SPARE_STARTER_THREAD_NAME):
+        spare = SpareDecoder(open_video, DecoderTimeouts())
+    try:
+        assert "could not start a spare decoder process: can't start new thread" in caplog.text
+        end_decoder(_take_once_ready(spare))
+    finally:
+        spare.close()
+    assert _spare_pids() - others == set()
