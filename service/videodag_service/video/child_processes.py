@@ -65,6 +65,18 @@ class GuardedForkServerProcess(ForkServerProcess):
         return _ForkServerPopen(process_obj)
 
 
+# What multiprocessing reports for a forkserver child when the forkserver ended before passing
+# on its status (killed, or ended by a fork or a descriptor refused at a pids or open-files
+# limit): a decoder, tied to the forkserver's life, died with it.
+_STATUS_LOST_WITH_THE_FORKSERVER = 255
+
+
+def ended_with_its_forkserver(process: BaseProcess, exitcode: int | None) -> bool:
+    """Whether `process`, which ended with `exitcode`, is a forkserver child whose status the
+    forkserver's end took (the exit code is passed: a reaped process is closed, and says none)."""
+    return isinstance(process, GuardedForkServerProcess) and exitcode == _STATUS_LOST_WITH_THE_FORKSERVER
+
+
 def guarded_process(context: Any, **process_arguments: Any) -> BaseProcess:
     """`context.Process(**process_arguments)` (`context`: a multiprocessing context), with its
     status guarded under the forkserver; under another start method, multiprocessing's own."""

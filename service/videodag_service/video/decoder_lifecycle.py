@@ -20,10 +20,12 @@ import multiprocessing
 import multiprocessing.process
 import os
 import sys
+import time
 from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from videodag_service.errors import DecoderDidNotStart
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.child_processes import guarded_process
 from videodag_service.video.decoder_context import decoder_context
@@ -32,6 +34,11 @@ from videodag_service.video.decoder_process import serve_decoder
 from videodag_service.video.reader import VideoOpener, VideoSource, open_video
 
 logger = logging.getLogger(__name__)
+
+# What starting a process raises when its forkserver has ended: refused or gone as it is asked
+# (a socket no longer listened to, or removed), or closed before it told the new process's pid.
+_FORKSERVER_GONE = (EOFError, ConnectionError, FileNotFoundError)
+_FORKSERVER_RESTART_SECONDS = 0.2
 
 StartedProcess = tuple[multiprocessing.process.BaseProcess, Connection]
 """A decoder process and the server's end of its pipe."""
@@ -99,7 +106,30 @@ def start_decoder_process(
     source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts,
     log_format: DecoderLogFormat | None = None, *, name: str = DECODER_PROCESS_NAME,
 ) -> StartedProcess:
-    """A started decoder process (`serve_decoder`) and the server's end of its pipe."""
+    """A started decoder process (`serve_decoder`) and the server's end of its pipe.
+
+    A forkserver that ended as it was asked for a decoder (killed, or a fork refused at a pids
+    limit) is started again by multiprocessing once it has seen the end: the start is tried a
+    second time, a moment later, rather than fail the run."""
+    try:
+        return _started_process(source, opener, timeouts, log_format, name)
+    except _FORKSERVER_GONE as error:
+        logger.warning("the forkserver that starts decoder processes could not start one (%s: %s); trying "
+                       "again with a new one", type(error).__name__, error)
+    time.sleep(_FORKSERVER_RESTART_SECONDS)
+    try:
+        return _started_process(source, opener, timeouts, log_format, name)
+    except _FORKSERVER_GONE as error:
+        raise DecoderDidNotStart(
+            f"the server could not start a decoder: the forkserver that starts them could not be reached, twice "
+            f"({type(error).__name__}: {error}); the video is not to blame"
+        ) from error
+
+
+def _started_process(
+    source: VideoSource | None, opener: VideoOpener, timeouts: DecoderTimeouts,
+    log_format: DecoderLogFormat | None, name: str,
+) -> StartedProcess:
     context = decoder_context()
     parent_end, child_end = context.Pipe(duplex=True)
     process = guarded_process(

@@ -52,6 +52,7 @@ from videodag_service.errors import (
     VideoUnreadable,
 )
 from videodag_service.video import decoder_messages as messages
+from videodag_service.video.child_processes import ended_with_its_forkserver
 from videodag_service.video.decoder_lifecycle import (
     EXIT_GRACE_SECONDS,
     KILL_AT_EXIT_PRIORITY,
@@ -279,6 +280,15 @@ class IsolatedVideo:
         self._kill()
         self._reap()
         code = self._exitcode
+        if ended_with_its_forkserver(self._process, code):
+            self._finished = True
+            logger.warning("the forkserver that starts decoder processes ended, and the decoder of %r with it; "
+                           "the next run starts another", self.path.name)
+            return DecoderKilled(
+                f"the decoder of {self.path.name!r} ended with the process that starts the server's decoders (killed, "
+                "or at the server's limit of processes or open files); the video is not to blame: retry shortly",
+                ErrorDetails(retry_after_seconds=_RETRY_AFTER_KILL_SECONDS),
+            )
         if not self._started and code is not None and code >= 0:  # a signal is a crash, started or not
             self._finished = True
             logger.error("a decoder process ended (exit status %s) before it started; %s", code, start_hint())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import subprocess
@@ -13,7 +14,11 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from videodag_service.errors import DecoderDidNotStart
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_lifecycle import (
     DECODER_PROCESS_NAME,
@@ -124,3 +129,46 @@ def test_a_decoder_never_lowers_the_out_of_memory_score_it_was_given() -> None:
                                timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "1000"
+
+
+def _forkserver_gone_for(starts: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The next `starts` decoder starts find the forkserver gone as they ask it (ending, its
+    listener closed: what a kill, or a fork it could not make, leaves for a moment)."""
+    refused: list[int] = []
+    connect = multiprocessing.forkserver.connect_to_new_process
+
+    def gone(fds: Any) -> Any:
+        if len(refused) < starts:
+            refused.append(len(refused))
+            raise ConnectionRefusedError(111, "Connection refused")
+        return connect(fds)
+
+    monkeypatch.setattr(multiprocessing.forkserver, "connect_to_new_process", gone)
+    return refused
+
+
+def test_a_decoder_whose_forkserver_was_gone_as_it_was_asked_is_started_by_the_next_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run failed INTERNAL "internal error: ConnectionRefusedError", when multiprocessing
+    starts another forkserver once it has seen the first end."""
+    refused = _forkserver_gone_for(1, monkeypatch)
+    process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
+    try:
+        assert refused == [0]
+        assert messages.decode(connection.recv_bytes())["type"] == "ready"
+    finally:
+        end_decoder((process, connection))
+    assert "the forkserver that starts decoder processes could not start one (ConnectionRefusedError: " in caplog.text
+
+
+def test_a_decoder_whose_forkserver_cannot_be_reached_twice_fails_the_run_blaming_no_video(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _forkserver_gone_for(2, monkeypatch)
+    with pytest.raises(DecoderDidNotStart) as raised:
+        start_decoder_process(None, open_video, DecoderTimeouts())
+    assert str(raised.value) == (
+        "the server could not start a decoder: the forkserver that starts them could not be reached, twice "
+        "(ConnectionRefusedError: [Errno 111] Connection refused); the video is not to blame")
+    assert not [child for child in multiprocessing.active_children() if child.name == DECODER_PROCESS_NAME]

@@ -11,6 +11,7 @@ import gc
 import hashlib
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -565,3 +566,31 @@ def test_a_program_that_leaves_a_run_unfinished_still_exits(sample_clip: Path, t
     assert finished.returncode == 0, finished.stderr
     decoder_pid = int(finished.stdout.split()[0])
     assert wait_until(lambda: not Path(f"/proc/{decoder_pid}").exists())
+
+
+def _parent_pid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+def test_a_run_whose_decoders_forkserver_ended_blames_no_video_and_the_next_run_decodes(
+    make_video, no_leftovers: None
+) -> None:
+    """The forkserver (killed, or ended by a fork or a descriptor refused at a pids or open-files
+    limit) takes its decoders along, and reports their end as status 255: the run said the video
+    was unreadable ("the decoder exited with status 255"), INVALID_ARGUMENT, which no caller retries."""
+    path = make_video(300)
+    service = VideoFilePipelineService(HashingDag(), isolation="process")  # type: ignore[arg-type]
+    events = service.stream_run(DEFAULT_PIPELINE, path)
+    delivered = [next(events)]
+    [decoder] = _live_decoders()
+    assert decoder.pid is not None
+    os.kill(_parent_pid(decoder.pid), signal.SIGKILL)
+    with pytest.raises(DecoderKilled) as raised:
+        delivered.extend(events)
+    assert len(_frames(delivered)) < 300
+    assert str(raised.value) == (
+        f"the decoder of {path.name!r} ended with the process that starts the server's decoders (killed, or at the "
+        "server's limit of processes or open files); the video is not to blame: retry shortly")
+    assert (raised.value.status_code, raised.value.reason) == ("UNAVAILABLE", "DECODER_KILLED")
+    assert len(_frames(_events("process", make_video(3)))) == 3, "the next run has a forkserver again"
