@@ -101,7 +101,15 @@ class DecoderLogWatch:
         read_end, write_end = os.pipe()
         os.dup2(write_end, 2)
         os.close(write_end)
-        return cls(read_end, passed_to, log_format)
+        try:
+            return cls(read_end, passed_to, log_format)
+        except BaseException:
+            # No thread to read it (a pids limit): stderr is given back, or what the process then
+            # writes there, its error first, would fill a pipe nobody reads.
+            os.dup2(passed_to, 2)
+            os.close(passed_to)
+            os.close(read_end)
+            raise
 
     def use_format(self, log_format: DecoderLogFormat) -> None:
         """Write the lines passed on from now on in this format: a process started ahead of

@@ -150,8 +150,14 @@ def serve_decoder(
     _harden_process()
     run_as_batch()  # before the capture opens, so FFmpeg's threads inherit it
     open_fragments_as_they_arrive()  # this process opens one capture
-    log = DecoderLogWatch.install(log_format)
     channel = _Channel(connection)
+    try:
+        log = DecoderLogWatch.install(log_format)
+    except Exception as error:  # no thread or pipe for FFmpeg's log, at a pids or open-files limit
+        with suppress(ServerGone):  # said instead of "ready": the run fails with it, blaming no video
+            channel.send(messages.failed(blamed_on_the_server(error, None) or error))
+        connection.close()
+        return
     try:
         channel.send(messages.encode("ready"))
         if source is None:

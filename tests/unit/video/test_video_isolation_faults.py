@@ -24,20 +24,24 @@ import pytest
 
 from fakes.fake_dag import DEFAULT_PIPELINE, RecordingDagService
 from fakes.media import presentation_times, write_variable_rate_video
+from fakes.thread_limits import no_new_threads
 from fakes.waiting import frame_segments_left
 from videodag_service.errors import (
     DeadlineExceeded,
     DecoderDidNotStart,
     DecoderKilled,
     ErrorDetails,
+    ServerOutOfResources,
     VideoTooLarge,
     VideoUnreadable,
 )
 from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, isolated_video, probe_video
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME, DecoderTimeouts, start_hint
+from videodag_service.video.decoder_log import DecoderLogFormat
+from videodag_service.video.decoder_process import serve_decoder
 from videodag_service.video.isolated_video import IsolatedVideo
-from videodag_service.video.reader import OpenedVideo
+from videodag_service.video.reader import OpenedVideo, open_video
 from videodag_service.video.sampling import FrameWindow
 
 FAULT_FRAME = 3
@@ -459,6 +463,27 @@ def test_a_decoder_that_ends_before_it_runs_is_an_internal_error_not_a_bad_video
                                  "(exit status 3) before it ran; the server's log says why")
     assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "DECODER_DID_NOT_START")
     assert start_hint() in caplog.text  # the operator learns the usual cause
+    _assert_no_decoder_left()
+
+
+def _no_thread_for_ffmpegs_log(connection: Connection) -> None:
+    """The real decoder, in a process at its pids limit: no thread can start to read FFmpeg's log."""
+    with no_new_threads(""):
+        serve_decoder(connection, None, open_video, 1.0, DecoderLogFormat())
+
+
+def test_a_decoder_that_cannot_start_its_log_reader_fails_the_run_for_want_of_threads(
+    make_video, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It ended with exit status 1, its traceback lost in the pipe it had put in place of stderr:
+    INTERNAL "could not start a decoder", and a log line blaming how the server was started."""
+    with _video_decoded_by(_no_thread_for_ffmpegs_log, make_video(3)) as video, \
+            pytest.raises(ServerOutOfResources) as raised:
+        video.wait_until_opened()
+    assert (raised.value.status_code, raised.value.reason) == ("UNAVAILABLE", "SERVER_OUT_OF_RESOURCES")
+    assert str(raised.value).startswith(
+        "the server ran out of threads for this call (RuntimeError: can't start new thread)")
+    assert start_hint() not in caplog.text
     _assert_no_decoder_left()
 
 
