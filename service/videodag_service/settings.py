@@ -65,6 +65,16 @@ JobBackendName = Literal["embedded", "redis"]
 """The values of `jobs.JobBackend`, as a flag or variable gives them."""
 
 
+def _system_temp_folder() -> Path:
+    """Where the defaults of the folders go. With no usable temporary folder (a read-only root
+    filesystem, TMPDIR unset) it is the usual one, which a server left to use it cannot write,
+    and says so at its start: Python's search for a usable one failed at import, `--help` too."""
+    try:
+        return Path(tempfile.gettempdir())
+    except FileNotFoundError:
+        return Path(os.environ.get("TMPDIR") or "/tmp")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a server needs to start; see `videodag-server --help`."""
@@ -73,7 +83,7 @@ class Settings:
     port: int = _setting(50051, "TCP port to listen on (0 picks a free one)", minimum=0, maximum=_MAX_PORT)
     pipeline_dir: Path | None = _setting(None, "folder of pipeline files (default: the built-in pipelines)")
     temp_dir: Path = _setting(
-        Path(tempfile.gettempdir()) / "videodag", "private folder for uploaded videos while they run"
+        _system_temp_folder() / "videodag", "private folder for uploaded videos while they run"
     )
     max_upload_bytes: int = _setting(4096 * MIB, "largest video accepted, in bytes", minimum=1)
     max_message_bytes: int = _setting(
@@ -209,7 +219,7 @@ class Settings:
         "embedded", "where jobs live: embedded (SQLite and worker threads in this server) or redis (Redis + RQ workers)"
     )
     data_dir: Path = _setting(
-        Path(tempfile.gettempdir()) / "videodag-data",
+        _system_temp_folder() / "videodag-data",
         "jobs' database, uploads and results (embedded); with redis, the uploads, on a path every RQ worker sees",
     )
     redis_url: str = _setting(DEFAULT_REDIS_URL, "the Redis of the redis job backend")

@@ -28,6 +28,16 @@ def start_decoder_server() -> None:
     if context.get_start_method() == "forkserver":
         try:
             multiprocessing.forkserver.ensure_running()
+        except FileNotFoundError as error:
+            if "No usable temporary directory" not in str(error):
+                raise
+            # A read-only root filesystem (a container's) with TMPDIR unset: Python's own words
+            # list the folders it tried, not what to do.
+            raise OSError(
+                f"decoder processes cannot start: their forkserver's socket goes in a temporary folder, and none "
+                f"is writable ({error.strerror}); set TMPDIR to a writable folder (on the volume of --temp-dir, "
+                "say)"
+            ) from error
         except OSError as error:
             # The forkserver listens on a Unix socket in a folder under TMPDIR, and such a path
             # holds about 107 bytes: a long TMPDIR would otherwise only say "AF_UNIX path too long".

@@ -249,6 +249,33 @@ def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_p
     assert list(long_folder.iterdir()) == [], "its multiprocessing folder is removed"
 
 
+def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path: Path) -> None:
+    """A read-only root filesystem (a container's) with TMPDIR unset: Python finds no temporary
+    folder. Importing the settings failed with a traceback, `--help` too; starting, with the
+    folders given on a writable volume, said only which folders Python had tried."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import tempfile\ntempfile._candidate_tempdir_list = lambda: ['/nonexistent/videodag-test']\n"
+    )
+    environment = {name: value for name, value in os.environ.items() if name not in {"TMPDIR", "TEMP", "TMP"}}
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    server = [sys.executable, "-m", "videodag_service.server"]
+    helped = subprocess.run([*server, "--help"], capture_output=True, text=True, timeout=120, check=False,
+                            env=environment)
+    assert (helped.returncode, helped.stderr) == (0, ""), helped.stderr
+    assert "--temp-dir" in helped.stdout
+    completed = subprocess.run(
+        [*server, "--port", "0", "--temp-dir", str(tmp_path / "uploads"), "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=False, env=environment,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines()[-1] == (
+        "videodag-server: cannot start: decoder processes cannot start: their forkserver's socket goes in a temporary "
+        "folder, and none is writable (No usable temporary directory found in ['/nonexistent/videodag-test']); set "
+        "TMPDIR to a writable folder (on the volume of --temp-dir, say)")
+
+
 def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tmp_path: Path) -> None:
     from videodag_service.cores import usable_cores
     from videodag_service.dag import DagPipelineService
