@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from videodag_service.video.decoder_context import start_decoder_server
-from videodag_service.video.decoder_lifecycle import DecoderTimeouts, check_decoders_start
+from videodag_service.video.decoder_lifecycle import DecodersCannotStart, DecoderTimeouts, check_decoders_start
 from videodag_service.video.events import FrameProcessed, RunEvent, RunFinished, RunStats, VideoOpened
+from videodag_service.video.frame_ring import shared_memory_problem
 from videodag_service.video.growing_upload import GrowingUpload
 from videodag_service.video.isolated_video import IsolatedVideo
 from videodag_service.video.isolation import StartedDecoder, open_isolated_video, start_decoder_ahead
@@ -113,6 +114,8 @@ class VideoFilePipelineService:
             _check_sendable(video_opener)
             start_decoder_server()
             check_decoders_start()
+            if (problem := shared_memory_problem()) is not None:
+                raise DecodersCannotStart(problem)
             if spare_decoder:
                 self._spare = SpareDecoder(video_opener, self._timeouts)
         self._default_sampling = SamplingOptions(frame_stride=frame_stride, max_frames=max_frames)

@@ -32,7 +32,7 @@ from multiprocessing import shared_memory
 import numpy as np
 
 from videodag_service.disk_space import free_bytes
-from videodag_service.errors import DiskFull, ErrorDetails
+from videodag_service.errors import DiskFull, ErrorDetails, StorageUnwritable
 
 SEGMENT_PREFIX = "videodag-frames-"
 # Two slots let the decoder fill one while the server copies the other. On 2 cores 2, 3, 4
@@ -81,7 +81,12 @@ class FrameRing:
         """
         _check_room(layout.total_bytes)
         name = SEGMENT_PREFIX + secrets.token_hex(6)  # short: macOS allows 31 characters
-        segment = shared_memory.SharedMemory(name, create=True, size=layout.total_bytes)
+        try:
+            segment = shared_memory.SharedMemory(name, create=True, size=layout.total_bytes)
+        except OSError as error:  # no /dev/shm, or a read-only one (a container's): the operator's to fix
+            if error.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS):
+                raise _unusable(error) from error
+            raise
         try:
             _reserve(segment.name, layout.total_bytes)
         except BaseException:
@@ -219,6 +224,28 @@ def _check_room(size: int) -> None:
     free = free_bytes(_SHARED_MEMORY_DIR)
     if free < size:
         raise _no_room(size, free)
+
+
+def shared_memory_problem() -> str | None:
+    """Why no frame ring can be made here, or None: a container with no /dev/shm, or a
+    read-only one, failed every run (a server refuses to start on it instead). A full one is
+    no problem here: runs are refused while it is, with a hint."""
+    try:
+        FrameRing.create(RingLayout(1, 1)).close()
+    except StorageUnwritable as error:
+        return str(error)
+    except DiskFull:
+        pass
+    return None
+
+
+def _unusable(error: OSError) -> StorageUnwritable:
+    return StorageUnwritable(
+        f"the server cannot make the shared memory its decoder processes hand frames over in ({_SHARED_MEMORY_DIR}: "
+        f"{error.strerror or error}); its operator must mount a writable tmpfs there, or decode in threads "
+        "(--decode-isolation thread)",
+        ErrorDetails(metadata={"directory": _SHARED_MEMORY_DIR}),
+    )
 
 
 def _no_room(size: int, free: int) -> DiskFull:

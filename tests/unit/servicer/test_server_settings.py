@@ -249,17 +249,46 @@ def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_p
     assert list(long_folder.iterdir()) == [], "its multiprocessing folder is removed"
 
 
+def _python_environment_running(tmp_path: Path, code: str) -> dict[str, str]:
+    """This environment, with `code` run first by every Python process started in it (a
+    `sitecustomize`): a machine's trouble that a test cannot make for real without root's
+    mount namespaces, made where Python meets it."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(code)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
+def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying_why(tmp_path: Path) -> None:
+    """A container with a read-only /dev/shm (or none): the server started, said it was healthy,
+    and failed every run INTERNAL "internal error: OSError"."""
+    environment = _python_environment_running(tmp_path, textwrap.dedent("""
+        import errno, _posixshmem
+        def refused(*arguments, **keywords):
+            raise OSError(errno.EROFS, "Read-only file system")
+        _posixshmem.shm_open = refused
+    """))
+    completed = subprocess.run(
+        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=False, env=environment,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.splitlines()[-1] == (
+        "videodag-server: cannot start: the server cannot make the shared memory its decoder processes hand frames "
+        "over in (/dev/shm: Read-only file system); its operator must mount a writable tmpfs there, or decode in "
+        "threads (--decode-isolation thread)")
+
+
 def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path: Path) -> None:
     """A read-only root filesystem (a container's) with TMPDIR unset: Python finds no temporary
     folder. Importing the settings failed with a traceback, `--help` too; starting, with the
     folders given on a writable volume, said only which folders Python had tried."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
-        "import tempfile\ntempfile._candidate_tempdir_list = lambda: ['/nonexistent/videodag-test']\n"
+    environment = _python_environment_running(
+        tmp_path, "import tempfile\ntempfile._candidate_tempdir_list = lambda: ['/nonexistent/videodag-test']\n"
     )
-    environment = {name: value for name, value in os.environ.items() if name not in {"TMPDIR", "TEMP", "TMP"}}
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    for variable in ("TMPDIR", "TEMP", "TMP"):
+        environment.pop(variable, None)
     server = [sys.executable, "-m", "videodag_service.server"]
     helped = subprocess.run([*server, "--help"], capture_output=True, text=True, timeout=120, check=False,
                             env=environment)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from videodag_service.errors import DiskFull
+from videodag_service.errors import DiskFull, StorageUnwritable
 from videodag_service.video import frame_ring
 from videodag_service.video.frame_ring import SEGMENT_PREFIX, FrameRing, RingLayout
 
@@ -39,4 +39,35 @@ def test_no_room_for_a_ring_is_disk_full_and_leaves_no_segment(monkeypatch: pyte
     with pytest.raises(DiskFull, match="--shm-size") as raised:
         FrameRing.create(RingLayout(slots=2, slot_bytes=1024 * 1024))
     assert raised.value.details.metadata["needed_bytes"] == str(2 * 1024 * 1024)
+    assert _segments() == before
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), "No such file or directory"),  # no /dev/shm
+        (OSError(errno.EROFS, "Read-only file system"), "Read-only file system"),
+    ],
+)
+def test_no_shared_memory_to_make_a_ring_in_is_the_operators_to_fix(
+    monkeypatch: pytest.MonkeyPatch, error: OSError, said: str
+) -> None:
+    """A container with no /dev/shm, or a read-only one: every run failed INTERNAL "internal
+    error: FileNotFoundError", with a traceback in the log, from a server that said it was healthy."""
+    def refused(*arguments: object, **keywords: object) -> None:
+        raise error
+
+    monkeypatch.setattr(frame_ring.shared_memory, "SharedMemory", refused)
+    with pytest.raises(StorageUnwritable) as raised:
+        FrameRing.create(RingLayout(slots=2, slot_bytes=1024))
+    assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "STORAGE_UNWRITABLE")
+    assert str(raised.value) == (
+        f"the server cannot make the shared memory its decoder processes hand frames over in (/dev/shm: {said}); "
+        "its operator must mount a writable tmpfs there, or decode in threads (--decode-isolation thread)")
+    assert frame_ring.shared_memory_problem() == str(raised.value), "a server refuses to start on it"
+
+
+def test_shared_memory_with_room_for_a_ring_is_no_problem() -> None:
+    before = _segments()
+    assert frame_ring.shared_memory_problem() is None
     assert _segments() == before
