@@ -53,17 +53,19 @@ def test_a_worker_started_while_redis_is_down_waits_and_runs_jobs_once_it_is_bac
             "the work horse's lines, with the job's id")
 
 
+def _worker_run_against(server: RedisServer, redis_url: str) -> subprocess.CompletedProcess[str]:
+    """A worker's run against `server`, given `redis_url`; the server is stopped afterwards."""
+    try:
+        return subprocess.run([WORKER, "--redis-url", redis_url], capture_output=True, text=True, timeout=60)
+    finally:
+        server.stop()
+
+
 def test_a_worker_whose_password_redis_refuses_exits_1_saying_so(tmp_path: Path) -> None:
     """Waiting would not change a refusal: the supervisor's restarts, and the message, tell the operator."""
     server = RedisServer(tmp_path)
-    try:
-        server.client.config_set("requirepass", "the-password")
-        refused = subprocess.run(
-            [WORKER, "--redis-url", f"redis://:not-the-password@127.0.0.1:{server.port}/0"],
-            capture_output=True, text=True, timeout=60,
-        )
-    finally:
-        server.stop()
+    server.client.config_set("requirepass", "the-password")
+    refused = _worker_run_against(server, f"redis://:not-the-password@127.0.0.1:{server.port}/0")
     assert refused.returncode == 1, refused.stderr
     last_line = refused.stderr.splitlines()[-1]
     assert last_line.startswith(
@@ -75,15 +77,9 @@ def test_a_worker_whose_password_redis_refuses_exits_1_saying_so(tmp_path: Path)
 
 def test_a_worker_whose_redis_user_may_not_run_rqs_commands_exits_1_saying_so(tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
-    try:
-        server.client.acl_setuser("limited", enabled=True, passwords=["+the-password"], keys=["*"], channels=["*"],
-                                  commands=["+@all", "-hset"])
-        refused = subprocess.run(
-            [WORKER, "--redis-url", f"redis://limited:the-password@127.0.0.1:{server.port}/0"],
-            capture_output=True, text=True, timeout=60,
-        )
-    finally:
-        server.stop()
+    server.client.acl_setuser("limited", enabled=True, passwords=["+the-password"], keys=["*"], channels=["*"],
+                              commands=["+@all", "-hset"])
+    refused = _worker_run_against(server, f"redis://limited:the-password@127.0.0.1:{server.port}/0")
     assert refused.returncode == 1, refused.stderr
     assert f"Redis at 127.0.0.1:{server.port} refused the worker: NoPermissionError: " in refused.stderr
     assert "this user has no permissions to run the 'hset' command" in refused.stderr

@@ -259,6 +259,17 @@ def _python_environment_running(tmp_path: Path, code: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
 
 
+def _refusal_to_start(tmp_path: Path, environment: dict[str, str]) -> str:
+    """The last line a server given its folders in `tmp_path` writes as it refuses to start (exit 1)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=False, env=environment,
+    )
+    assert completed.returncode == 1, completed.stderr
+    return completed.stderr.splitlines()[-1]
+
+
 def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying_why(tmp_path: Path) -> None:
     """A container with a read-only /dev/shm (or none): the server started, said it was healthy,
     and failed every run INTERNAL "internal error: OSError"."""
@@ -268,13 +279,7 @@ def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying
             raise OSError(errno.EROFS, "Read-only file system")
         _posixshmem.shm_open = refused
     """))
-    completed = subprocess.run(
-        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
-         "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=120, check=False, env=environment,
-    )
-    assert completed.returncode == 1
-    assert completed.stderr.splitlines()[-1] == (
+    assert _refusal_to_start(tmp_path, environment) == (
         "videodag-server: cannot start: the server cannot make the shared memory its decoder processes hand frames "
         "over in (/dev/shm: Read-only file system); its operator must mount a writable tmpfs there, or decode in "
         "threads (--decode-isolation thread)")
@@ -289,17 +294,11 @@ def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path:
     )
     for variable in ("TMPDIR", "TEMP", "TMP"):
         environment.pop(variable, None)
-    server = [sys.executable, "-m", "videodag_service.server"]
-    helped = subprocess.run([*server, "--help"], capture_output=True, text=True, timeout=120, check=False,
-                            env=environment)
+    helped = subprocess.run([sys.executable, "-m", "videodag_service.server", "--help"], capture_output=True,
+                            text=True, timeout=120, check=False, env=environment)
     assert (helped.returncode, helped.stderr) == (0, ""), helped.stderr
     assert "--temp-dir" in helped.stdout
-    completed = subprocess.run(
-        [*server, "--port", "0", "--temp-dir", str(tmp_path / "uploads"), "--data-dir", str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=120, check=False, env=environment,
-    )
-    assert completed.returncode == 1
-    assert completed.stderr.splitlines()[-1] == (
+    assert _refusal_to_start(tmp_path, environment) == (
         "videodag-server: cannot start: decoder processes cannot start: their forkserver's socket goes in a temporary "
         "folder, and none is writable (No usable temporary directory found in ['/nonexistent/videodag-test']); set "
         "TMPDIR to a writable folder (on the volume of --temp-dir, say)")
