@@ -183,7 +183,7 @@ class RqWorker:
 
     def __init__(
         self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path, *,
-        rq_command_line: bool = False, log_format: str = "text",
+        rq_command_line: bool = False, log_format: str = "text", name: str | None = None,
     ) -> None:
         self.temp_dir = temp_dir  # its TMPDIR, its own: what it leaves there is told from the rest
         temp_dir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +195,7 @@ class RqWorker:
              "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", DEFAULT_QUEUE_NAME]
             if rq_command_line else
             [str(VENV_BIN / "videodag-worker"), "--redis-url", redis_url, "--heartbeat-seconds", "1",
-             "--log-format", log_format]
+             "--log-format", log_format, *(["--name", name] if name else [])]
         )
         self.process = subprocess.Popen(
             command,

@@ -4,6 +4,7 @@ against a real redis-server, running jobs submitted to a real `videodag-server`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from jobs_harness import VENV_BIN, RqWorker, deployment, finished, wait_for_job, wait_until
 
+from fakes.python_environment import NO_TEMPORARY_FOLDER, READ_ONLY_SHARED_MEMORY, environment_running
 from fakes.redis_server import RedisServer
 from videodag_client import JobState, RunOptions
 
@@ -100,3 +102,83 @@ def test_a_worker_given_what_it_cannot_use_exits_2_naming_it(
                              env={"PATH": "/usr/bin:/bin", **environment})
     assert refused.returncode == 2
     assert f"videodag-worker: error: {message}" in refused.stderr
+
+
+def test_a_worker_started_while_redis_is_silent_tries_again_within_seconds(tmp_path: Path) -> None:
+    """RQ gives the worker's connection a timeout of minutes (for its blocking wait for jobs): a
+    Redis that said nothing (a partition, a paused host) held the start seven minutes, unlogged."""
+    server = RedisServer(tmp_path / "redis")
+    server.pause()
+    worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp")
+
+    def gave_up_or_ended() -> bool:
+        return worker.log_count("is out of reach (TimeoutError") >= 1 or worker.process.poll() is not None
+
+    try:
+        try:
+            wait_until(gave_up_or_ended, timeout=60, what="the worker giving up on a silent Redis")
+        finally:
+            server.resume()
+        worker.wait_until_listening()
+    finally:
+        worker.stop()
+        server.stop()
+
+
+def test_a_worker_whose_wait_for_jobs_redis_refuses_exits_1_for_its_supervisor(tmp_path: Path) -> None:
+    """RQ's loop quits on an error it does not handle and returns as for a stop: the worker
+    exited 0, and a supervisor restarting failed workers only left it down."""
+    server = RedisServer(tmp_path)
+    server.client.acl_setuser("unblocking", enabled=True, passwords=["+the-password"], keys=["*"], channels=["*"],
+                              commands=["+@all", "-@blocking"])
+    ended = _worker_run_against(server, f"redis://unblocking:the-password@127.0.0.1:{server.port}/0")
+    assert ended.returncode == 1
+    assert "NoPermissionError" in ended.stderr
+    assert ended.stderr.splitlines()[-1] == "videodag-worker: stopped by an error (see the log above)"
+
+
+def test_a_name_a_live_worker_holds_is_refused_and_one_a_killed_worker_held_is_taken_again(tmp_path: Path) -> None:
+    """A fixed name (--name) restarted after kill -9 (the out-of-memory killer) was refused until
+    RQ's record of the dead worker expired, eight minutes later; a live one's, with a traceback."""
+    server = RedisServer(tmp_path / "redis")
+    workers: list[RqWorker] = []
+    try:
+        first = RqWorker(server.url, dict(os.environ), tmp_path / "first.log", tmp_path / "first-tmp", name="twin")
+        workers.append(first)
+        first.wait_until_listening()
+        twin = subprocess.run([WORKER, "--redis-url", server.url, "--name", "twin"], capture_output=True, text=True,
+                              timeout=60)
+        assert twin.returncode == 1
+        assert twin.stderr.splitlines()[-1] == (
+            "videodag-worker: cannot start: There exists an active worker named 'twin' already")
+        assert "Traceback" not in twin.stderr
+        first.kill()
+        again = RqWorker(server.url, dict(os.environ), tmp_path / "again.log", tmp_path / "again-tmp", name="twin")
+        workers.append(again)
+        again.wait_until_listening()
+        assert server.client.smembers("rq:workers") == {"rq:worker:twin"}
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("trouble", "said"),
+    [
+        (NO_TEMPORARY_FOLDER, "no temporary folder is writable (No usable temporary directory found in "
+                              "['/nonexistent/videodag-test']), and each job's decoder processes start from a socket "
+                              "in one: set TMPDIR to a writable folder"),
+        (READ_ONLY_SHARED_MEMORY, "decoder processes cannot hand frames over: no shared memory can be made in "
+                                  "/dev/shm (Read-only file system)"),
+    ],
+    ids=["no temporary folder", "read-only shared memory"],
+)
+def test_a_worker_on_a_machine_where_no_decoder_could_run_refuses_to_start(
+    tmp_path: Path, trouble: str, said: str
+) -> None:
+    """Found by the first job, it failed each job the worker took, one after the other."""
+    refused = subprocess.run([WORKER, "--redis-url", "redis://127.0.0.1:1/0"], capture_output=True, text=True,
+                             timeout=60, env=environment_running(tmp_path, trouble))
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1].startswith(f"videodag-worker: cannot start: {said}")

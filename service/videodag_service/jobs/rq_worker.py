@@ -16,6 +16,7 @@ import multiprocessing.util
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,8 @@ _Arguments = ParamSpec("_Arguments")
 
 # What RQ's worker raises when Redis is out of reach: the same as the job store (a restart, a failover, a partition).
 _REDIS_OUTAGE = RedisJobStore.outage_errors
+# Redis answered and said no (a password, an ACL): counted among the outages above by redis-py.
+_REFUSALS = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _LISTENER_SLEEP_SECONDS = 1.0
 
@@ -49,8 +52,8 @@ class VideodagWorker(rq.Worker):
     outage (`JobExecutor`), so its worker does too: the worker's own bookkeeping (heartbeats,
     state, the ended job's status, suspension checks, maintenance) is skipped while Redis is
     out, and RQ's wait for the next job already retries until it is back. Every method and
-    attribute here but `_worker_pid` and `_through_outage` overrides RQ's own, of the same name
-    (a test checks that RQ still has each).
+    attribute here but `_worker_pid`, `_through_outage` and `_record_is_of_a_dead_process`
+    overrides RQ's own, of the same name (a test checks that RQ still has each).
     """
 
     _worker_pid: int | None = None
@@ -67,6 +70,8 @@ class VideodagWorker(rq.Worker):
             try:
                 super().bootstrap(*args, **kwargs)
                 return
+            except _REFUSALS:
+                raise
             except _REDIS_OUTAGE as error:
                 logger.warning("worker %s: Redis is out of reach (%s: %s) as the worker starts; trying again in %.0f s",
                                self.name, type(error).__name__, error, wait_seconds)
@@ -79,11 +84,23 @@ class VideodagWorker(rq.Worker):
             wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
 
     def register_birth(self) -> None:
-        # A birth whose answer an outage took may have been recorded: RQ would take this worker
-        # for another of the same name, still alive, and refuse to start it.
-        if self.birth_date is not None:
+        # RQ refuses to start a worker whose name a live worker's record holds. Two records are
+        # this worker's own, not another's: a birth whose answer an outage took, recorded all the
+        # same, and that of the process this one replaces under a fixed name (--name), killed
+        # (kill -9, the out-of-memory killer) and restarted at once, which would be refused
+        # until the record expired, minutes later.
+        if self.birth_date is not None or self._record_is_of_a_dead_process():
             self.connection.delete(self.key)
         super().register_birth()  # type: ignore[no-untyped-call]
+
+    def _record_is_of_a_dead_process(self) -> bool:
+        """Whether this worker's name is held by a worker on this host whose process is gone
+        (or has this process's id: a container's restarted worker often gets the same one)."""
+        record = self.connection.hmget(self.key, ["hostname", "pid", "death"])
+        hostname, pid, death = (value.decode() if isinstance(value, bytes) else value for value in record)
+        if hostname != socket.gethostname() or death is not None or pid is None or not pid.isdigit():
+            return False
+        return int(pid) == os.getpid() or not _process_exists(int(pid))
 
     def main_work_horse(self, *args: Any, **kwargs: Any) -> None:
         # A horse whose worker died (OOM killer, kill -9) would run its job on unsupervised:
@@ -213,6 +230,16 @@ class VideodagWorker(rq.Worker):
         except _REDIS_OUTAGE as error:
             logger.warning("worker %s: Redis is out of reach (%s: %s); its %s is skipped until it is back",
                            self.name, type(error).__name__, error, what)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _delete_executions(connection: redis.Redis, job: rq.job.Job, executions: list[Execution]) -> None:

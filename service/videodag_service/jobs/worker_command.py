@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -25,6 +26,7 @@ from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME, DEFAULT_REDIS_URL
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.rq_task import VideodagWorker
 from videodag_service.observability.logging import configure_logging
+from videodag_service.video.frame_ring import shared_memory_problem
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +84,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(arguments.log_level, json_lines=arguments.log_format == "json", forks=True)
     try:
         connection = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS)
+        probe = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+                                     socket_timeout=_CONNECT_TIMEOUT_SECONDS)
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
         parser.error(f"--redis-url cannot be used: {error}")
+    if (problem := _machine_problem()) is not None:
+        print(f"videodag-worker: cannot start: {problem}", file=sys.stderr)
+        return 1
     # Workers of two releases share a queue during an upgrade: the log tells them apart.
     logger.info("videodag-worker %s: working the queue %s of the Redis at %s", version("videodag"), DEFAULT_QUEUE_NAME,
                 _address(connection))
     try:
-        worker = _worker_once_redis_answers(connection, arguments.name, arguments.heartbeat_seconds)
+        worker = _worker_once_redis_answers(connection, probe, arguments.name, arguments.heartbeat_seconds)
         worker.work(logging_level=arguments.log_level)
     except KeyboardInterrupt:  # Ctrl-C while waiting for Redis: the worker had taken no job
         return 130
@@ -98,15 +105,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = f"{type(error).__name__}: {str(error).rstrip('.')}"
         print(f"videodag-worker: Redis at {_address(connection)} refused the worker: {reason}{hint}", file=sys.stderr)
         return 1
+    except ValueError as error:  # RQ's refusal of a name a live worker has (--name)
+        print(f"videodag-worker: cannot start: {error}", file=sys.stderr)
+        return 1
+    if not worker._stop_requested:
+        # RQ's loop quits on an error it does not handle (logged above it), and returns as for
+        # a stop: a supervisor restarting only a failed worker must see a failure.
+        print("videodag-worker: stopped by an error (see the log above)", file=sys.stderr)
+        return 1
     return 0
 
 
-def _worker_once_redis_answers(connection: redis.Redis, name: str | None, heartbeat_seconds: int) -> VideodagWorker:
-    """A worker on videodag's queue, made once Redis answers. RQ's worker asks Redis as it is
-    made (it names its connection); a refusal rather than an outage is raised at once."""
+def _machine_problem() -> str | None:
+    """What keeps this machine from running any job's decoders, found before a job is taken:
+    found by the first job, it failed each job the worker took, one after the other."""
+    try:
+        tempfile.gettempdir()
+    except FileNotFoundError as error:
+        return (f"no temporary folder is writable ({error.strerror}), and each job's decoder processes start "
+                "from a socket in one: set TMPDIR to a writable folder")
+    return shared_memory_problem()
+
+
+def _worker_once_redis_answers(
+    connection: redis.Redis, probe: redis.Redis, name: str | None, heartbeat_seconds: int
+) -> VideodagWorker:
+    """A worker on videodag's queue, made once Redis answers. It is asked first on `probe`, a
+    connection that gives up after seconds: RQ gives the worker's own a timeout of minutes (for
+    its blocking wait for jobs), and a silent Redis (a partition, a paused host) held the start
+    that long. A refusal rather than an outage is raised at once."""
     wait_seconds = 1.0
     while True:
         try:
+            probe.ping()
             return VideodagWorker(
                 [DEFAULT_QUEUE_NAME], name=name, connection=connection, serializer=JSONSerializer,
                 job_monitoring_interval=heartbeat_seconds,
@@ -116,6 +147,8 @@ def _worker_once_redis_answers(connection: redis.Redis, name: str | None, heartb
         except RedisJobStore.outage_errors as error:
             logger.warning("Redis at %s is out of reach (%s: %s); the worker tries again in %.0f s",
                            _address(connection), type(error).__name__, error, wait_seconds)
+        finally:
+            probe.connection_pool.disconnect()
         connection.connection_pool.disconnect()
         time.sleep(wait_seconds)
         wait_seconds = min(wait_seconds * 2, _MAX_WAIT_SECONDS)

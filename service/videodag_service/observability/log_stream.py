@@ -92,7 +92,11 @@ class UnblockingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             writer = threading.Thread(target=self._write_waiting, name=WRITER_THREAD_NAME, daemon=True)
             try:
                 writer.start()
-            except RuntimeError:  # at the threads limit: the line waits, and the next one tries again
+            except RuntimeError:  # at the threads limit: the next line tries again
+                # Meanwhile what waits is written here, as far as the pipe has room for it, so
+                # that lines are dropped only when it has none.
+                while self._waiting and self._has_room_for(self._waiting[0]):
+                    self._write(self._waiting.popleft())
                 return
             self._writer = writer
 

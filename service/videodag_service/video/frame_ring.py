@@ -241,9 +241,9 @@ def shared_memory_problem() -> str | None:
 
 def _unusable(error: OSError) -> StorageUnwritable:
     return StorageUnwritable(
-        f"the server cannot make the shared memory its decoder processes hand frames over in ({_SHARED_MEMORY_DIR}: "
-        f"{error.strerror or error}); its operator must mount a writable tmpfs there, or decode in threads "
-        "(--decode-isolation thread)",
+        f"decoder processes cannot hand frames over: no shared memory can be made in {_SHARED_MEMORY_DIR} "
+        f"({error.strerror or error}); its operator must mount a writable tmpfs there, or have the servers decode "
+        "in threads (--decode-isolation thread)",
         ErrorDetails(metadata={"directory": _SHARED_MEMORY_DIR}),
     )
 

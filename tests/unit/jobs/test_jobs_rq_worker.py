@@ -27,7 +27,7 @@ from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.video import SamplingOptions
 
 # VideodagWorker's own, not RQ's.
-_ADDED_TO_RQ = {"_worker_pid", "_through_outage"}
+_ADDED_TO_RQ = {"_worker_pid", "_through_outage", "_record_is_of_a_dead_process"}
 
 
 def test_every_rq_worker_attribute_the_worker_class_overrides_is_rq_workers_own() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -79,3 +80,29 @@ def test_a_writer_that_could_not_start_holds_no_caller_and_the_next_line_starts_
     stream.close()
     with os.fdopen(read_end, encoding="utf-8") as received:
         assert [line.split()[0] for line in received.read().splitlines()] == ["first", "second"]
+
+
+def test_lines_waiting_for_a_writer_that_cannot_start_go_out_once_the_pipe_has_room() -> None:
+    """Without the writer they waited for the next thread that could start, and were dropped
+    once 10,000 waited, however much room the pipe had."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    stream = os.fdopen(write_end, "w", encoding="utf-8")
+    logger = _logger_to(UnblockingStreamHandler(stream), "test.no_writer_room")
+    filler = b"." * 4096
+    with contextlib.suppress(BlockingIOError):
+        os.set_blocking(write_end, False)
+        while True:
+            os.write(write_end, filler)
+    os.set_blocking(write_end, True)
+    with no_new_threads(WRITER_THREAD_NAME):
+        logger.info("first")  # the pipe is full: it waits
+        while True:  # the reader catches up
+            try:
+                os.read(read_end, 65536)
+            except BlockingIOError:
+                break
+        logger.info("second")
+        assert os.read(read_end, 65536) == b"first\nsecond\n"
+    stream.close()
+    os.close(read_end)

@@ -23,6 +23,7 @@ from typing import IO
 
 import pytest
 
+from fakes.python_environment import NO_TEMPORARY_FOLDER, READ_ONLY_SHARED_MEMORY, environment_running
 from fakes.waiting import wait_until
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.server_arguments import build_parser, settings_from
@@ -249,16 +250,6 @@ def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_p
     assert list(long_folder.iterdir()) == [], "its multiprocessing folder is removed"
 
 
-def _python_environment_running(tmp_path: Path, code: str) -> dict[str, str]:
-    """This environment, with `code` run first by every Python process started in it (a
-    `sitecustomize`): a machine's trouble that a test cannot make for real without root's
-    mount namespaces, made where Python meets it."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(code)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
-
-
 def _refusal_to_start(tmp_path: Path, environment: dict[str, str]) -> str:
     """The last line a server given its folders in `tmp_path` writes as it refuses to start (exit 1)."""
     completed = subprocess.run(
@@ -273,25 +264,18 @@ def _refusal_to_start(tmp_path: Path, environment: dict[str, str]) -> str:
 def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying_why(tmp_path: Path) -> None:
     """A container with a read-only /dev/shm (or none): the server started, said it was healthy,
     and failed every run INTERNAL "internal error: OSError"."""
-    environment = _python_environment_running(tmp_path, textwrap.dedent("""
-        import errno, _posixshmem
-        def refused(*arguments, **keywords):
-            raise OSError(errno.EROFS, "Read-only file system")
-        _posixshmem.shm_open = refused
-    """))
+    environment = environment_running(tmp_path, READ_ONLY_SHARED_MEMORY)
     assert _refusal_to_start(tmp_path, environment) == (
-        "videodag-server: cannot start: the server cannot make the shared memory its decoder processes hand frames "
-        "over in (/dev/shm: Read-only file system); its operator must mount a writable tmpfs there, or decode in "
-        "threads (--decode-isolation thread)")
+        "videodag-server: cannot start: decoder processes cannot hand frames over: no shared memory can be made in "
+        "/dev/shm (Read-only file system); its operator must mount a writable tmpfs there, or have the servers "
+        "decode in threads (--decode-isolation thread)")
 
 
 def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path: Path) -> None:
     """A read-only root filesystem (a container's) with TMPDIR unset: Python finds no temporary
     folder. Importing the settings failed with a traceback, `--help` too; starting, with the
     folders given on a writable volume, said only which folders Python had tried."""
-    environment = _python_environment_running(
-        tmp_path, "import tempfile\ntempfile._candidate_tempdir_list = lambda: ['/nonexistent/videodag-test']\n"
-    )
+    environment = environment_running(tmp_path, NO_TEMPORARY_FOLDER)
     for variable in ("TMPDIR", "TEMP", "TMP"):
         environment.pop(variable, None)
     helped = subprocess.run([sys.executable, "-m", "videodag_service.server", "--help"], capture_output=True,

@@ -62,8 +62,8 @@ def test_no_shared_memory_to_make_a_ring_in_is_the_operators_to_fix(
         FrameRing.create(RingLayout(slots=2, slot_bytes=1024))
     assert (raised.value.status_code, raised.value.reason) == ("INTERNAL", "STORAGE_UNWRITABLE")
     assert str(raised.value) == (
-        f"the server cannot make the shared memory its decoder processes hand frames over in (/dev/shm: {said}); "
-        "its operator must mount a writable tmpfs there, or decode in threads (--decode-isolation thread)")
+        f"decoder processes cannot hand frames over: no shared memory can be made in /dev/shm ({said}); its "
+        "operator must mount a writable tmpfs there, or have the servers decode in threads (--decode-isolation thread)")
     assert frame_ring.shared_memory_problem() == str(raised.value), "a server refuses to start on it"
 
 
