@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 import grpc
+from grpc import _server as grpc_server_module
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
@@ -34,6 +35,7 @@ from videodag_service.dag import (
     default_registry,
 )
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
+from videodag_service.errors import DecoderDidNotStart
 from videodag_service.exposure_warnings import exposure_warnings
 from videodag_service.health_watches import CappedHealthServicer
 from videodag_service.jobs import (
@@ -109,6 +111,7 @@ _START_ERRORS: tuple[type[Exception], ...] = (
     JobStoreFromLaterRelease,
     JobStoreUnusable,
     DecodersCannotStart,
+    DecoderDidNotStart,
     TracingUnavailable,
 )
 
@@ -316,6 +319,7 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
     )
     servicer = VideoPipelineServicer(dag, settings, run_slots, jobs, metrics)
     exporter = None
+    sweeper = OrphanSweeper(settings.temp_dir)
     try:
         servicer.add_to_server(server)
         health_servicer = CappedHealthServicer(settings.max_health_watches)
@@ -324,10 +328,13 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
                           settings.reflection_idle_timeout_seconds)
         # Before gRPC binds its port: a port gRPC has bound stays open, started or not.
         exporter = _metrics_exporter(metrics, settings)
+        sweeper.start()
         port = _listen(server, settings)
         server.start()
     except BaseException:
+        _stop_unserved(server)
         servicer.close()  # its spare decoder process
+        sweeper.stop()
         if exporter is not None:
             exporter.stop()
         raise
@@ -339,12 +346,23 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
         if unread := spec.unread_nodes():
             logger.warning("pipeline %r (%s): no node or output reads node(s) %s, which run on every frame all the "
                            "same", spec.id, spec.source_path, ", ".join(map(repr, unread)))
-    sweeper = OrphanSweeper(settings.temp_dir)
-    sweeper.start()
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
                          sweeper, rpc_threads)
+
+
+def _stop_unserved(server: grpc.Server) -> None:
+    """Stop a server whose start failed. One that failed half way (its serving thread could not
+    start, at a pids limit) is started without a thread to finish its shutdown: gRPC's stop
+    waited for that thread forever, and so did the process's exit, its port open. That thread's
+    loop is run here instead (gRPC's own, from its module: grpcio is pinned below 2)."""
+    state = getattr(server, "_state", None)
+    if state is None or state.stage is not grpc_server_module._ServerStage.STARTED:
+        return  # never started: nothing serves, and the port goes with the server
+    grpc_server_module._begin_shutdown_once(state)
+    state.server.cancel_all_calls()
+    grpc_server_module._serve(state)
 
 
 def _queue_depth(jobs: JobService) -> Callable[[], int]:

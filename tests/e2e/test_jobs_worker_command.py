@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -120,6 +121,19 @@ def test_a_worker_started_while_redis_is_silent_tries_again_within_seconds(tmp_p
         finally:
             server.resume()
         worker.wait_until_listening()
+    finally:
+        worker.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_told_to_stop_while_it_waits_for_jobs_exits_0(tmp_path: Path, stop: signal.Signals) -> None:
+    server = RedisServer(tmp_path / "redis")
+    worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp")
+    try:
+        worker.wait_until_listening()
+        worker.process.send_signal(stop)
+        assert worker.process.wait(30) == 0
     finally:
         worker.stop()
         server.stop()

@@ -26,3 +26,15 @@ def refused(*arguments, **keywords):
 _posixshmem.shm_open = refused
 """
 """No shared-memory segment can be made (a read-only /dev/shm)."""
+
+NO_THREAD_FOR_GRPCS_SERVING = """\
+import threading
+_start = threading.Thread.start
+def refuse(thread):
+    if getattr(getattr(thread, "_target", None), "__name__", "") == "_serve":
+        raise RuntimeError("can't start new thread")
+    _start(thread)
+threading.Thread.start = refuse
+"""
+"""gRPC's server cannot start the thread that serves its calls (a pids limit met as it starts),
+after it has bound its port."""

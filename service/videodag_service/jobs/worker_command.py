@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # RQ's refusal of a name a live worker has (--name)
         print(f"videodag-worker: cannot start: {error}", file=sys.stderr)
         return 1
-    if not worker._stop_requested:
+    if worker._shutdown_requested_date is None:  # set by RQ as it is told to stop, idle or busy
         # RQ's loop quits on an error it does not handle (logged above it), and returns as for
         # a stop: a supervisor restarting only a failed worker must see a failure.
         print("videodag-worker: stopped by an error (see the log above)", file=sys.stderr)

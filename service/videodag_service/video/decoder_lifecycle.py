@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import multiprocessing.process
 import os
 import sys
@@ -24,6 +25,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import Any
 
 from videodag_service.errors import DecoderDidNotStart
 from videodag_service.video import decoder_messages as messages
@@ -38,7 +40,8 @@ logger = logging.getLogger(__name__)
 # What starting a process raises when its forkserver has ended: refused or gone as it is asked
 # (a socket no longer listened to, or removed), or closed before it told the new process's pid.
 _FORKSERVER_GONE = (EOFError, ConnectionError, FileNotFoundError)
-_FORKSERVER_RESTART_SECONDS = 0.2
+_FORKSERVER_END_SECONDS = 5.0
+_FORKSERVER_END_POLL_SECONDS = 0.05
 
 StartedProcess = tuple[multiprocessing.process.BaseProcess, Connection]
 """A decoder process and the server's end of its pipe."""
@@ -110,13 +113,14 @@ def start_decoder_process(
 
     A forkserver that ended as it was asked for a decoder (killed, or a fork refused at a pids
     limit) is started again by multiprocessing once it has seen the end: the start is tried a
-    second time, a moment later, rather than fail the run."""
+    second time, once the first has ended, rather than fail the run."""
+    forkserver = _forkserver_pid()
     try:
         return _started_process(source, opener, timeouts, log_format, name)
     except _FORKSERVER_GONE as error:
         logger.warning("the forkserver that starts decoder processes could not start one (%s: %s); trying "
                        "again with a new one", type(error).__name__, error)
-    time.sleep(_FORKSERVER_RESTART_SECONDS)
+    _wait_for_the_end_of(forkserver, _FORKSERVER_END_SECONDS)
     try:
         return _started_process(source, opener, timeouts, log_format, name)
     except _FORKSERVER_GONE as error:
@@ -124,6 +128,27 @@ def start_decoder_process(
             f"the server could not start a decoder: the forkserver that starts them could not be reached, twice "
             f"({type(error).__name__}: {error}); the video is not to blame"
         ) from error
+
+
+def _forkserver_pid() -> int | None:
+    """The pid of multiprocessing's forkserver, if it started one (from its module: None if a
+    Python release names it otherwise, and the retry then waits for nothing)."""
+    pid = getattr(getattr(multiprocessing.forkserver, "_forkserver", None), "_forkserver_pid", None)
+    return pid if isinstance(pid, int) else None
+
+
+def _wait_for_the_end_of(forkserver: int | None, seconds: float) -> None:
+    """Wait up to `seconds` for a forkserver that failed to end, without reaping it: one that
+    closed its socket takes a second or more to exit, and multiprocessing starts another only
+    once it can reap the first (a retry a moment later met the same closed socket)."""
+    deadline = time.monotonic() + seconds
+    while forkserver is not None and time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, forkserver, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return  # ended, left for multiprocessing to reap
+        except ChildProcessError:
+            return  # reaped already: another start saw its end and started a new one
+        time.sleep(_FORKSERVER_END_POLL_SECONDS)
 
 
 def _started_process(
@@ -160,9 +185,12 @@ def check_decoders_start() -> None:
     Raises DecodersCannotStart with the exit status and the usual cause. The process is given
     no file, so it exits as soon as its pipe closes. Once passed, later calls return at once.
     """
-    process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
     try:
-        first = _first_message_type(connection)
+        process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
+    except DecoderDidNotStart as error:
+        raise DecodersCannotStart(str(error)) from error
+    try:
+        first = _first_message(connection)
     finally:
         connection.close()
         exit_status = reap_decoder(process)
@@ -171,19 +199,22 @@ def check_decoders_start() -> None:
             f"decoder processes cannot start: the first one ended (exit status {exit_status}) before it ran, "
             f"with the error printed above; {start_hint()}"
         )
-    if first != "ready":
-        raise RuntimeError(f"a decoder process began with {first!r} instead of 'ready'")
+    if first["type"] == "failed":  # it said why (no thread for FFmpeg's log, at a pids limit)
+        raise DecodersCannotStart(f"decoder processes cannot start: the first one could not: "
+                                  f"{messages.error_from(first)}")
+    if first["type"] != "ready":
+        raise RuntimeError(f"a decoder process began with {first['type']!r} instead of 'ready'")
 
 
-def _first_message_type(connection: Connection) -> str | None:
-    """The type of the first message on the pipe; None if it closed without one."""
+def _first_message(connection: Connection) -> dict[str, Any] | None:
+    """The first message on the pipe; None if it closed without one."""
     if not connection.poll(_START_CHECK_SECONDS):  # an end of file is readable too
         raise DecodersCannotStart(f"a decoder process did not start within {_START_CHECK_SECONDS:g} s")
     try:
         raw = connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
     except (EOFError, ConnectionError):
         return None
-    return str(messages.decode(raw)["type"])
+    return messages.decode(raw)
 
 
 def reap_decoder(process: multiprocessing.process.BaseProcess) -> int | None:

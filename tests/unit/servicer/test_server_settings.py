@@ -23,7 +23,12 @@ from typing import IO
 
 import pytest
 
-from fakes.python_environment import NO_TEMPORARY_FOLDER, READ_ONLY_SHARED_MEMORY, environment_running
+from fakes.python_environment import (
+    NO_TEMPORARY_FOLDER,
+    NO_THREAD_FOR_GRPCS_SERVING,
+    READ_ONLY_SHARED_MEMORY,
+    environment_running,
+)
 from fakes.waiting import wait_until
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.server_arguments import build_parser, settings_from
@@ -269,6 +274,13 @@ def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying
         "videodag-server: cannot start: decoder processes cannot hand frames over: no shared memory can be made in "
         "/dev/shm (Read-only file system); its operator must mount a writable tmpfs there, or have the servers "
         "decode in threads (--decode-isolation thread)")
+
+
+def test_a_server_whose_grpc_start_fails_once_its_port_is_bound_exits_saying_why(tmp_path: Path) -> None:
+    """gRPC's port, bound, stayed open and its threads held the process: the server said it
+    could not start and never exited, deaf to SIGTERM, its clients' calls hanging."""
+    environment = environment_running(tmp_path, NO_THREAD_FOR_GRPCS_SERVING)
+    assert _refusal_to_start(tmp_path, environment) == "videodag-server: cannot start: can't start new thread"
 
 
 def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from videodag_service.errors import DecoderDidNotStart
+from videodag_service.video import decoder_lifecycle
 from videodag_service.video import decoder_messages as messages
 from videodag_service.video.decoder_lifecycle import (
     DECODER_PROCESS_NAME,
@@ -131,15 +132,18 @@ def test_a_decoder_never_lowers_the_out_of_memory_score_it_was_given() -> None:
     assert completed.stdout.strip() == "1000"
 
 
-def _forkserver_gone_for(starts: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The next `starts` decoder starts find the forkserver gone as they ask it (ending, its
-    listener closed: what a kill, or a fork it could not make, leaves for a moment)."""
+def _forkserver_gone_for(starts: int, monkeypatch: pytest.MonkeyPatch, *, ending: bool = False) -> list[int]:
+    """The next `starts` decoder starts find the forkserver gone as they ask it (its listener
+    closed: what a kill, or a fork it could not make, leaves), and with `ending` it is killed
+    then, as it would have ended by itself a moment later."""
     refused: list[int] = []
     connect = multiprocessing.forkserver.connect_to_new_process
 
     def gone(fds: Any) -> Any:
         if len(refused) < starts:
             refused.append(len(refused))
+            if ending:
+                os.kill(multiprocessing.forkserver._forkserver._forkserver_pid, signal.SIGKILL)
             raise ConnectionRefusedError(111, "Connection refused")
         return connect(fds)
 
@@ -152,10 +156,12 @@ def test_a_decoder_whose_forkserver_was_gone_as_it_was_asked_is_started_by_the_n
 ) -> None:
     """The run failed INTERNAL "internal error: ConnectionRefusedError", when multiprocessing
     starts another forkserver once it has seen the first end."""
-    refused = _forkserver_gone_for(1, monkeypatch)
+    ended = multiprocessing.forkserver._forkserver._forkserver_pid
+    refused = _forkserver_gone_for(1, monkeypatch, ending=True)
     process, connection = start_decoder_process(None, open_video, DecoderTimeouts())
     try:
         assert refused == [0]
+        assert multiprocessing.forkserver._forkserver._forkserver_pid != ended, "started by a new forkserver"
         assert messages.decode(connection.recv_bytes())["type"] == "ready"
     finally:
         end_decoder((process, connection))
@@ -166,6 +172,7 @@ def test_a_decoder_whose_forkserver_cannot_be_reached_twice_fails_the_run_blamin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _forkserver_gone_for(2, monkeypatch)
+    monkeypatch.setattr(decoder_lifecycle, "_FORKSERVER_END_SECONDS", 0.5)  # it lives on: the wait ends unseen
     with pytest.raises(DecoderDidNotStart) as raised:
         start_decoder_process(None, open_video, DecoderTimeouts())
     assert str(raised.value) == (

@@ -35,9 +35,21 @@ from videodag_service.errors import (
     VideoTooLarge,
     VideoUnreadable,
 )
-from videodag_service.video import FrameProcessed, VideoFilePipelineService, VideoLimits, isolated_video, probe_video
+from videodag_service.video import (
+    FrameProcessed,
+    VideoFilePipelineService,
+    VideoLimits,
+    decoder_lifecycle,
+    isolated_video,
+    probe_video,
+)
 from videodag_service.video import decoder_messages as messages
-from videodag_service.video.decoder_lifecycle import DECODER_PROCESS_NAME, DecoderTimeouts, start_hint
+from videodag_service.video.decoder_lifecycle import (
+    DECODER_PROCESS_NAME,
+    DecodersCannotStart,
+    DecoderTimeouts,
+    start_hint,
+)
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.decoder_process import serve_decoder
 from videodag_service.video.isolated_video import IsolatedVideo
@@ -484,6 +496,26 @@ def test_a_decoder_that_cannot_start_its_log_reader_fails_the_run_for_want_of_th
     assert str(raised.value).startswith(
         "the server ran out of threads for this call (RuntimeError: can't start new thread)")
     assert start_hint() not in caplog.text
+    _assert_no_decoder_left()
+
+
+def _serving_with_no_thread_for_ffmpegs_log(connection: Connection, *arguments: Any) -> None:
+    """`serve_decoder` in a process at its pids limit."""
+    with no_new_threads(""):
+        serve_decoder(connection, *arguments)
+
+
+def test_a_server_whose_first_decoder_cannot_start_its_log_reader_refuses_to_start_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The start check took the decoder's report for a bug: RuntimeError "a decoder process began
+    with 'failed' instead of 'ready'", and a server that exited with a traceback."""
+    monkeypatch.setattr(decoder_lifecycle, "serve_decoder", _serving_with_no_thread_for_ffmpegs_log)
+    with pytest.raises(DecodersCannotStart) as raised:
+        decoder_lifecycle.check_decoders_start.__wrapped__()
+    assert str(raised.value) == (
+        "decoder processes cannot start: the first one could not: the server ran out of threads for this call "
+        "(RuntimeError: can't start new thread); retry shortly, or with fewer calls at once")
     _assert_no_decoder_left()
 
 
