@@ -141,6 +141,9 @@ def _wait_for_the_end_of(forkserver: int | None, seconds: float) -> None:
     """Wait up to `seconds` for a forkserver that failed to end, without reaping it: one that
     closed its socket takes a second or more to exit, and multiprocessing starts another only
     once it can reap the first (a retry a moment later met the same closed socket)."""
+    if not hasattr(os, "waitid"):  # a Python without it (macOS): a moment's wait instead
+        time.sleep(_FORKSERVER_END_POLL_SECONDS * 4)
+        return
     deadline = time.monotonic() + seconds
     while forkserver is not None and time.monotonic() < deadline:
         try:
