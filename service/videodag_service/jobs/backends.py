@@ -270,6 +270,7 @@ def _embedded_service(config: JobConfig, dag: DagPipelineService, observer: JobO
             job_timeout_seconds=config.job_timeout_seconds,
             retention_seconds=config.retention_seconds,
             observer=observer,
+            max_attempts=config.max_attempts,
         )
         workers = ThreadPoolJobQueue(executor, config.workers, store.count_queued)
     except BaseException:
@@ -344,6 +345,7 @@ def _redis_service(
         node_timeout_seconds=config.node_timeout_seconds,
         frame_workers=config.frame_workers,
         max_result_bytes=config.max_result_bytes,
+        max_attempts=config.max_attempts,
     )
     queue = RqJobQueue(
         queue_commands,

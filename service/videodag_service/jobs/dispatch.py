@@ -15,8 +15,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from videodag_service.jobs.execution import JobExecutor, JobInterrupted
-from videodag_service.jobs.model import HandOver, Job
+from videodag_service.jobs.execution import RUN_AGAIN_PAUSE_SECONDS, JobExecutor, JobInterrupted
+from videodag_service.jobs.model import HandOver, Job, JobState
 from videodag_service.scheduling import run_as_batch
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class ThreadPoolJobQueue:
         self._running_changed = threading.Condition()
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
+        self._queued_again: list[tuple[float, str]] = []  # (when due, by time.monotonic(); job id)
         self._threads = [
             threading.Thread(target=self._work, name=f"videodag-job-{number}", daemon=True)
             for number in range(workers)
@@ -94,13 +95,30 @@ class ThreadPoolJobQueue:
 
     def retry_stranded(self) -> None:
         """Record the job ends the store refused, and hand the jobs it would not let start to
-        the workers again (a stale pair is skipped by the worker, as ever)."""
+        the workers again (a stale pair is skipped by the worker, as ever); so too the jobs their
+        runs queued again, once their pause is over, in the attempt they wait in."""
         self._executor.record_pending_ends()
+        now = time.monotonic()
         with self._unstarted_lock:
             unstarted, self._unstarted = self._unstarted, []
+            due = [job_id for when, job_id in self._queued_again if when <= now]
+            self._queued_again = [(when, job_id) for when, job_id in self._queued_again if when > now]
         for item in unstarted:
             if not self._stopping.is_set():
                 self._pending.put(item)
+        for job_id in due:
+            if not self._stopping.is_set() and (attempt := self._queued_attempt(job_id)) is not None:
+                self._pending.put((job_id, attempt))
+
+    def _queued_attempt(self, job_id: str) -> int | None:
+        try:
+            return self._executor.queued_attempt(job_id)
+        except Exception:  # the store failing for a moment: the next maintenance tries again
+            logger.warning("job %s: could not read it to hand it to the workers again; trying again later", job_id,
+                           exc_info=True)
+            with self._unstarted_lock:
+                self._queued_again.append((time.monotonic(), job_id))
+            return None
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
         """None: a pair is lost only with this process, whose next start hands every QUEUED job
@@ -147,7 +165,10 @@ class ThreadPoolJobQueue:
             job_id, attempt = item
             try:
                 with self._counted_as_running(job_id, attempt):
-                    self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+                    state = self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+                if state is JobState.QUEUED:  # its run queued it again: handed over by maintenance after a pause
+                    with self._unstarted_lock:
+                        self._queued_again.append((time.monotonic() + RUN_AGAIN_PAUSE_SECONDS, job_id))
             except JobInterrupted:
                 return
             except Exception:

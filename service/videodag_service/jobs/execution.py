@@ -11,6 +11,12 @@ the synchronous call would have given. Three things end a run early without fail
   runs it again as it would after a crash;
 * the job outlives `job_timeout_seconds`: it FAILS with DEADLINE_EXCEEDED.
 
+A run that fails for the server's own passing trouble (a decoder killed, as by the
+out-of-memory killer; threads, processes, memory or files short: the errors a caller is told
+to retry) does not fail the job while it has attempts left: the job is queued again in its
+next attempt (`JobStore.queue_next_attempt`), to run from the start after `RUN_AGAIN_PAUSE_SECONDS`,
+as a caller told to retry would. Its last attempt records the error.
+
 An outage of the store (a Redis restart or failover) pauses the run instead of failing it:
 each write is tried again for up to the store's `outage_patience_seconds` (less than a lease),
 decoding held back meanwhile. A longer outage stops the run; the job runs again from the
@@ -28,6 +34,7 @@ again, and that run is counted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -39,18 +46,23 @@ from typing import Protocol, TypeVar
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
     DeadlineExceeded,
+    DecoderKilled,
     DiskFull,
     ErrorDetails,
     JobNotFound,
+    ServerOutOfResources,
     UnknownSamplingOptions,
+    VideodagError,
     logged,
 )
+from videodag_service.jobs.defaults import DEFAULT_MAX_ATTEMPTS
 from videodag_service.jobs.model import Job, JobError, JobFrame, JobState, JobSummary, NodeTimingRecord, RunClaim
 from videodag_service.jobs.progress import expected_frame_count
 from videodag_service.jobs.store import JobStore, StoredResultsLost
 from videodag_service.jobs.uploads import UploadStorage
 from videodag_service.memory_release import video_work
 from videodag_service.observability.logging import request_id_bound
+from videodag_service.resource_errors import out_of_resources
 from videodag_service.video import (
     FrameProcessed,
     RunFinished,
@@ -68,6 +80,13 @@ _Written = TypeVar("_Written")
 # How a running job tries a write again while its store is out of reach.
 _OUTAGE_FIRST_RETRY_SECONDS = 0.1
 _OUTAGE_LONGEST_RETRY_SECONDS = 2.0
+
+# The server's own passing trouble, which a caller is told to retry: a job's run it ends runs again.
+_PASSING_TROUBLE = (DecoderKilled, ServerOutOfResources)
+
+RUN_AGAIN_PAUSE_SECONDS = 5.0
+"""How long a job its run queued again waits before its hand-over to a worker: the retry hint of
+a killed decoder, and longer than that of a want of resources (other runs end meanwhile)."""
 
 # The status names of a job run's end, as the metrics of a synchronous run spell them.
 STATUS_OK = "OK"
@@ -155,9 +174,12 @@ class JobExecutor:
         retention_seconds: float,
         clock: Callable[[], float] | None = None,
         observer: JobObserver | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
-        """`clock`: the store's (`JobStore.clock`) unless given."""
+        """`clock`: the store's (`JobStore.clock`) unless given. `max_attempts`: the service's, past
+        which a run the server's passing trouble ends fails the job rather than run it again."""
         self._store = store
+        self._max_attempts = max_attempts
         self._uploads = uploads
         self._dag = dag
         self._video = video
@@ -176,6 +198,9 @@ class JobExecutor:
 
     def execute(self, job_id: str, attempt: int, should_stop: Callable[[], bool] = _never) -> JobState | None:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
+        QUEUED means the run queued the job again (in its next attempt, or its own should the store
+        have lost results or been out of reach): it is the caller's to hand over again after
+        `RUN_AGAIN_PAUSE_SECONDS`.
 
         Raises JobInterrupted when `should_stop` turned true mid-run (the job is QUEUED again),
         and the store's outage error when it stayed out of reach before the claim.
@@ -215,8 +240,13 @@ class JobExecutor:
         except _StoreOutOfReach:
             return JobState.QUEUED if self._release(run) else JobState.RUNNING
         except Exception as error:
+            trouble = out_of_resources(error) or error
+            if isinstance(trouble, _PASSING_TROUBLE) and run.attempt < self._max_attempts:
+                queued = self._queue_next_attempt(job, run, trouble)
+                if queued is not None:
+                    return JobState.QUEUED if queued else self._release_video_if_finished(job)
             logger.info("job %s failed: %s", job.id, logged(error))
-            if not self._finish(job, run, error=JobError.from_exception(error)):
+            if not self._finish(job, run, error=self._error_record(run, trouble)):
                 return JobState.RUNNING
         else:
             logger.info("job %s succeeded: %d frames", job.id, summary.frames_processed)
@@ -227,11 +257,52 @@ class JobExecutor:
                 return self._run_again_for_lost_results(run, lost)
         return self._release_video_if_finished(job)
 
+    def _queue_next_attempt(self, job: Job, run: RunClaim, trouble: VideodagError) -> bool | None:
+        """Queue the job again in its next attempt; True when done, False when the job was no
+        longer this run's (cancelled meanwhile), None when the store failed: the failure is then
+        recorded as for any run's, and should that fail too, recovery runs the job again."""
+        try:
+            queued = self._store.queue_next_attempt(run, self._clock())
+        except Exception as failure:
+            logger.warning("job %s attempt %d: could not be queued again (%s: %s); its failure is recorded instead",
+                           job.id, run.attempt, type(failure).__name__, failure)
+            return None
+        if not queued:
+            logger.info("job %s attempt %d stopped: cancelled or taken over", job.id, run.attempt)
+            self._count_if_cancelled(job)
+            return False
+        logger.warning("job %s attempt %d failed for the server's passing trouble (%s: %s); it runs again from the "
+                       "start as attempt %d in about %g s", job.id, run.attempt, trouble.reason, trouble,
+                       run.attempt + 1, RUN_AGAIN_PAUSE_SECONDS)
+        self._observer.record_run(job.pipeline_id, trouble.status_code)
+        return True
+
+    def _error_record(self, run: RunClaim, error: Exception) -> JobError:
+        """The job's error; when the server's passing trouble ended its last attempt, saying so:
+        the retry hint it carries is then its caller's, who may submit the job again."""
+        recorded = JobError.from_exception(error)
+        if not isinstance(error, _PASSING_TROUBLE) or run.attempt < self._max_attempts:
+            return recorded
+        return dataclasses.replace(
+            recorded,
+            message=f"{recorded.message} (the job's last attempt, {run.attempt} of {self._max_attempts})",
+            metadata={**recorded.metadata, "attempts": str(run.attempt)},
+        )
+
     def _run_again_for_lost_results(self, run: RunClaim, lost: StoredResultsLost) -> JobState:
         """Queue the job again in its attempt: its results have holes, which a run from the start fills."""
         logger.warning("%s: the job store lost results it had taken (restored to an earlier state?); the job "
                        "runs again from the start", lost)
         return JobState.QUEUED if self._release(run) else JobState.RUNNING
+
+    def queued_attempt(self, job_id: str) -> int | None:
+        """The attempt the job waits in, QUEUED; None when it is not queued (cancelled, deleted,
+        or handed over and claimed meanwhile)."""
+        try:
+            job = self._store.get(job_id)
+        except JobNotFound:
+            return None
+        return job.attempt if job.state is JobState.QUEUED else None
 
     def claimed_run(self, job_id: str, attempt: int) -> RunClaim | None:
         """The claim of this executor's run of the job's attempt, while it runs; None before its

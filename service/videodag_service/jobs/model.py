@@ -4,7 +4,8 @@ A job's life: QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED (CANCELLED als
 from QUEUED). An interrupted RUNNING job (restart, lost worker) goes back to QUEUED with its
 `attempt` raised and its partial results discarded, so each frame result is stored once. A
 QUEUED job whose worker took it and vanished before claiming it (a lost hand-over) is queued
-again the same way, in a raised attempt.
+again the same way, in a raised attempt, and so is a job whose run the server's own passing
+trouble ended (a decoder killed, resources short) while it has attempts left.
 Times are seconds since the epoch by the store's clock (`JobStore.clock`: Redis's for the
 Redis backend), because they are shared between processes and machines.
 """
@@ -151,7 +152,8 @@ class Job:
     """A pipeline run over a stored video, outliving the call that submitted it.
 
     attempt: how many times a worker was given the job (1 on creation; raised when an
-        interrupted run is queued again, or a lost hand-over made again). Workers claim a job
+        interrupted run is queued again, a lost hand-over made again, or a run the server's
+        passing trouble ended is queued again). Workers claim a job
         for one attempt, and every write they make is refused once the attempt is no longer
         current.
     frames_done: results stored by the current attempt.

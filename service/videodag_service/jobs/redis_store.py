@@ -99,6 +99,19 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 return 1
 """
 
+# KEYS: job, frames, leases, undispatched. ARGV: attempt, started_at, now, id. Queued again in the
+# next attempt, and due for a hand-over to RQ as a released job is.
+_QUEUE_NEXT_ATTEMPT = _CURRENT_RUN + """
+if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'attempt', tonumber(ARGV[1]) + 1, 'frames_done', 0, 'frames_total', 0)
+redis.call('HDEL', KEYS[1], 'video_info')
+redis.call('HINCRBY', KEYS[1], 'revision', 1)
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
+return 1
+"""
+
 # KEYS: job, frames, leases. ARGV: attempt, started_at, frame_index, timestamp, result, lease_until, id.
 _APPEND = _CURRENT_RUN + """
 if not is_current_run(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
@@ -272,6 +285,7 @@ class RedisJobStore(JobStore):
         self._record_video = connection.register_script(_RECORD_VIDEO)
         self._renew = connection.register_script(_RENEW)
         self._release = connection.register_script(_RELEASE)
+        self._queue_next_attempt = connection.register_script(_QUEUE_NEXT_ATTEMPT)
         self._finish = connection.register_script(_FINISH)
         self._cancel = connection.register_script(_CANCEL)
         self._delete = connection.register_script(_DELETE)
@@ -452,6 +466,18 @@ class RedisJobStore(JobStore):
             args=[*_claim_args(run), _number(now), run.job_id],
         )
         return bool(released)
+
+    def queue_next_attempt(self, run: RunClaim, now: float) -> bool:
+        queued = self._queue_next_attempt(
+            keys=[self._job_key(run.job_id), self._frames_key(run.job_id), self._leases_key, self.undispatched_key],
+            args=[*_claim_args(run), _number(now), run.job_id],
+        )
+        return bool(queued)
+
+    def awaits_hand_over(self, job_id: str) -> bool:
+        """Whether the QUEUED job waits for a hand-over to RQ (created, released or queued again,
+        and handed over by nobody since)."""
+        return self._redis.zscore(self.undispatched_key, job_id) is not None
 
     def renew_lease(self, run: RunClaim) -> bool:
         """Extend the worker's claim; False when the job no longer runs under it."""

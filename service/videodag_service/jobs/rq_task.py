@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -27,7 +28,9 @@ import redis
 import rq
 
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
-from videodag_service.jobs.execution import JobExecutor
+from videodag_service.errors import JobNotFound
+from videodag_service.jobs.defaults import DEFAULT_MAX_ATTEMPTS
+from videodag_service.jobs.execution import RUN_AGAIN_PAUSE_SECONDS, JobExecutor
 from videodag_service.jobs.model import JobError, JobState, RunClaim
 from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
 from videodag_service.jobs.rq_worker import VideodagWorker
@@ -65,6 +68,7 @@ class WorkerConfig:
     node_timeout_seconds: float | None = None
     frame_workers: int | None = None
     max_result_bytes: int | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,9 +116,36 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
             return _fail_unrunnable(store, worker_config, job_id, attempt, str(unrunnable))
         with _LeaseKeeper(store, functools.partial(executor.claimed_run, job_id, attempt), job_id):
             state = executor.execute(job_id, attempt)
+        if state is JobState.QUEUED:
+            _hand_over_again(store, current, worker_config, job_id)
     finally:
         store.close()
     return None if state is None else state.value
+
+
+def _hand_over_again(store: RedisJobStore, task: rq.job.Job, worker_config: WorkerConfig, job_id: str) -> None:
+    """Hand the job its run queued again to RQ after the pause (`RUN_AGAIN_PAUSE_SECONDS`): left
+    to the servers' maintenance, it would wait for their dispatch grace (30 s), which is there for
+    a replica that died between a job's creation and its hand-over. Should this work horse end
+    meanwhile, or Redis fail, the maintenance still does it. The hand-over is the queue's own
+    (`RqJobQueue.dispatch`), imported here: that module imports this one."""
+    from videodag_service.jobs.rq_queue import RqJobQueue
+
+    time.sleep(RUN_AGAIN_PAUSE_SECONDS)
+    try:
+        job = store.get(job_id)
+        if job.state is not JobState.QUEUED or not store.awaits_hand_over(job_id):
+            return  # cancelled meanwhile, or handed over by a server's maintenance
+        queue = RqJobQueue(task.connection, worker_config, undispatched_key=store.undispatched_key,
+                           handed_over_key=store.handed_over_key, queue_name=task.origin, clock=store.clock)
+        queue.dispatch(job)
+    except JobNotFound:
+        return
+    except redis.RedisError as error:
+        logger.warning("job %s: could not be handed to the workers again (%s: %s); the servers' maintenance "
+                       "does it", job_id, type(error).__name__, error)
+        return
+    logger.info("job %s handed to the workers again (attempt %d)", job_id, job.attempt)
 
 
 def _executor(store: RedisJobStore, worker_config: WorkerConfig) -> JobExecutor:
@@ -137,6 +168,7 @@ def _executor(store: RedisJobStore, worker_config: WorkerConfig) -> JobExecutor:
             ),
             job_timeout_seconds=worker_config.job_timeout_seconds,
             retention_seconds=worker_config.retention_seconds,
+            max_attempts=worker_config.max_attempts,
         )
     except Exception as error:
         raise _Unrunnable(

@@ -289,6 +289,16 @@ class SqliteJobStore(JobStore):
                 db.execute("DELETE FROM frames WHERE job_id = ?", (run.job_id,))
             return released
 
+    def queue_next_attempt(self, run: RunClaim, now: float) -> bool:
+        with self._transaction() as db:
+            queued = self._update_running(
+                db, run,
+                "state = 'QUEUED', attempt = attempt + 1, frames_done = 0, frames_total = 0, video_info = NULL", (),
+            )
+            if queued:
+                db.execute("DELETE FROM frames WHERE job_id = ?", (run.job_id,))
+            return queued
+
     def record_video(self, run: RunClaim, info: VideoInfo, frames_total: int) -> bool:
         with self._transaction() as db:
             return self._update_running(

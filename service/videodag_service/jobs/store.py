@@ -162,6 +162,16 @@ class JobStore(ABC):
         not running under that claim (cancelled meanwhile, or taken over)."""
 
     @abstractmethod
+    def queue_next_attempt(self, run: RunClaim, now: float) -> bool:
+        """RUNNING under `run` -> QUEUED in the next attempt, its partial results discarded.
+
+        For a run that failed for the server's own passing trouble (a decoder killed, threads or
+        memory short): the job runs again from the start, as after a crash, and the failure
+        costs it one of its `max_attempts`, as a crash does; the caller records the failure
+        itself (`finish`) once none is left. The job is due for a hand-over to a worker, as a
+        released one is. False when the job was not running under that claim."""
+
+    @abstractmethod
     def finish(
         self,
         run: RunClaim,

@@ -530,6 +530,49 @@ def test_a_released_run_is_queued_again_in_its_attempt_without_its_results(store
     assert store.get(job.id).state is JobState.CANCELLED
 
 
+def test_a_run_queued_in_the_next_attempt_leaves_no_results_and_no_write_to_the_failed_one(store: JobStore) -> None:
+    job = store.create(queued_job())
+    store.claim(job.id, 1, NOW)
+    run = RunClaim(job.id, 1, NOW)
+    store.record_video(run, INFO, frames_total=5)
+    store.append_frame(run, frame(0))
+    revision = store.get(job.id).revision
+
+    assert store.queue_next_attempt(run, NOW + 1)
+
+    queued = store.get(job.id)
+    assert (queued.state, queued.attempt, queued.frames_done, queued.frames_total, queued.video_info) == (
+        JobState.QUEUED, 2, 0, 0, None)
+    assert queued.revision > revision, "a watcher sees the change"
+    assert store.frames_after(job.id, None, 10) == []
+    assert not store.queue_next_attempt(run, NOW + 2), "no longer running"
+    assert not store.append_frame(run, frame(1)), "the failed run writes nothing more"
+    assert store.claim(job.id, 1, NOW + 3) is None, "nor is its attempt claimed again"
+    claimed = store.claim(job.id, 2, NOW + 3)
+    assert claimed is not None and claimed.state is JobState.RUNNING
+    store.cancel(job.id, NOW + 4, NOW + 60)
+    assert not store.queue_next_attempt(RunClaim(job.id, 2, NOW + 3), NOW + 5), "a cancelled job stays cancelled"
+    assert (store.get(job.id).state, store.get(job.id).attempt) == (JobState.CANCELLED, 2)
+
+
+def test_redis_a_job_queued_in_its_next_attempt_awaits_a_hand_over_done_by_maintenance_or_a_worker(
+    redis_server: RedisServer,
+) -> None:
+    connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisJobStore(connection, key_prefix=uuid.uuid4().hex, dispatch_grace_seconds=0.0, lease_seconds=1.0)
+    try:
+        job = store.create(queued_job())
+        claimed = store.claim(job.id, 1, time.time())
+        assert claimed is not None and not store.awaits_hand_over(job.id)
+        assert store.queue_next_attempt(RunClaim.of(claimed), time.time())
+        assert store.awaits_hand_over(job.id)
+        # Its lease is gone with its run: a late recovery takes nothing for a vanished run.
+        recovered = store.recover(time.time() + 5, max_attempts=3, expire_at=time.time() + 60)
+        assert [(j.id, j.state, j.attempt) for j in recovered] == [(job.id, JobState.QUEUED, 2)]
+    finally:
+        store.close()
+
+
 def test_redis_hands_a_released_job_to_a_worker_again_at_the_next_maintenance(redis_server: RedisServer) -> None:
     connection = redis.Redis.from_url(redis_server.url, decode_responses=True)
     store = RedisJobStore(connection, key_prefix=uuid.uuid4().hex, dispatch_grace_seconds=0.0)

@@ -128,8 +128,10 @@ class Job(_message.Message):
     """The idempotency key the job was submitted with; empty if none."""
     attempt: _builtins.int
     """The run number: 1 for the first run, raised each time a crash or a lost
-    worker makes the job run again from the start. A run its server stopped
-    cleanly (a graceful shutdown) runs again under the same number.
+    worker makes the job run again from the start, or the server's passing
+    trouble ends a run (UNAVAILABLE DECODER_KILLED, SERVER_OUT_OF_RESOURCES:
+    run again about 5 s later). A run its server stopped cleanly (a graceful
+    shutdown) runs again under the same number.
     """
     @_builtins.property
     def config(self) -> _run_pb2.RunConfig:

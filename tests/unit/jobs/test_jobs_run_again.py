@@ -1,0 +1,227 @@
+"""A job's run ended by the server's own passing trouble runs again, in the job's next attempt.
+
+The troubles are those a caller of UploadAndRun is told to retry (UNAVAILABLE with a retry
+hint): a decoder killed (the out-of-memory killer), threads, processes, memory or files short.
+The video layer here is the real one, its run cut short by `_TroubledVideo` on the attempts a
+test chooses, with the error the real layer raises then; the store is SQLite, the executor and
+the worker threads real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.fake_plugins import counter_pipeline, dag_with_test_pipelines
+from fakes.media import write_indexed_video
+from fakes.waiting import wait_until
+from videodag_service.dag import DagPipelineService
+from videodag_service.errors import DecoderKilled, ErrorDetails, VideoFileMissing
+from videodag_service.jobs import DirectoryUploadStorage, Job, JobExecutor, JobState, SqliteJobStore
+from videodag_service.jobs import dispatch as dispatch_module
+from videodag_service.jobs.dispatch import ThreadPoolJobQueue
+from videodag_service.jobs.ids import new_job_id
+from videodag_service.video import FrameProcessed, RunEvent, SamplingOptions, VideoFilePipelineService
+
+FRAMES = 20
+KILLED = DecoderKilled(
+    "the decoder of 'clip.avi' was killed (SIGKILL), most likely by the system's out-of-memory killer; the video is "
+    "not to blame: retry shortly, or with fewer runs at once",
+    ErrorDetails(retry_after_seconds=5.0),
+)
+
+
+@pytest.fixture(scope="module")
+def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
+    return dag_with_test_pipelines(tmp_path_factory.mktemp("pipelines"),
+                                   {"paced.yaml": counter_pipeline("paced", delay_seconds=0.005)})
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_indexed_video(tmp_path_factory.mktemp("media") / "clip.avi", FRAMES, fps=25.0)
+
+
+class _TroubledVideo(VideoFilePipelineService):
+    """The real video layer, whose runs raise `troubles[n]` after 5 frames in the n-th run (none
+    for runs past the list)."""
+
+    def __init__(self, dag: DagPipelineService, troubles: list[BaseException | None],
+                 before: Callable[[], object] | None = None) -> None:
+        super().__init__(dag)
+        self.troubles = troubles
+        self.runs = 0
+        self.before = before  # called just before the trouble is raised
+
+    def stream_run(self, *args: Any, **kwargs: Any) -> Generator[RunEvent, None, None]:
+        trouble = self.troubles[self.runs] if self.runs < len(self.troubles) else None
+        self.runs += 1
+        return self._cut_short(super().stream_run(*args, **kwargs), trouble)
+
+    def _cut_short(self, events: Generator[RunEvent, None, None],
+                   trouble: BaseException | None) -> Generator[RunEvent, None, None]:
+        frames = 0
+        with closing(events):
+            for event in events:
+                yield event
+                frames += isinstance(event, FrameProcessed)
+                if trouble is not None and frames == 5:
+                    if self.before is not None:
+                        self.before()
+                    raise trouble
+
+
+class _Runs:
+    """What a test reads of the runs' ends, as the server's metrics hear of them."""
+
+    def __init__(self) -> None:
+        self.ends: list[str] = []
+
+    def record_run(self, pipeline_id: str, status: str) -> None:
+        self.ends.append(status)
+
+    def record_frame(self, pipeline_id: str, count: int = 1) -> None:
+        pass
+
+    def record_upload(self, pipeline_id: str, size_bytes: int) -> None:
+        pass
+
+
+class _Parts:
+    def __init__(self, tmp_path: Path, video: VideoFilePipelineService, dag: DagPipelineService,
+                 max_attempts: int = 3) -> None:
+        self.store = SqliteJobStore(tmp_path / "data")
+        self.uploads = DirectoryUploadStorage(tmp_path / "data" / "uploads")
+        self.runs = _Runs()
+        self.executor = JobExecutor(self.store, self.uploads, dag, video, job_timeout_seconds=60,
+                                    retention_seconds=60, observer=self.runs, max_attempts=max_attempts)
+
+    def submit(self, clip: Path) -> Job:
+        job_id = new_job_id()
+        data = clip.read_bytes()
+        video = self.uploads.store(lambda: job_id, iter([data]), max_upload_bytes=10**7, declared_size=None,
+                                   declared_sha256=None, file_name=clip.name)
+        return self.store.create(Job(job_id, JobState.QUEUED, "paced", SamplingOptions(), video, 0.0))
+
+
+@pytest.fixture
+def parts_of(tmp_path: Path, dag: DagPipelineService) -> Iterator[Any]:
+    made: list[_Parts] = []
+
+    def make(troubles: list[BaseException | None], **options: Any) -> _Parts:
+        parts = _Parts(tmp_path, _TroubledVideo(dag, troubles, options.pop("before", None)), dag, **options)
+        made.append(parts)
+        return parts
+
+    yield make
+    for parts in made:
+        parts.store.close()
+
+
+def test_a_killed_decoder_queues_the_job_in_its_next_attempt_without_its_results(parts_of: Any, clip: Path) -> None:
+    parts = parts_of([KILLED])
+    job = parts.submit(clip)
+
+    assert parts.executor.execute(job.id, 1) is JobState.QUEUED
+
+    queued = parts.store.get(job.id)
+    assert (queued.state, queued.attempt, queued.frames_done, queued.error) == (JobState.QUEUED, 2, 0, None)
+    assert parts.store.frames_after(job.id, None, 100) == [], "the next attempt runs from the first frame"
+    assert list(parts.uploads.refs()) == [job.video.ref], "the video stays for it"
+    assert parts.runs.ends == ["UNAVAILABLE"], "the run that failed is counted as it ended"
+    assert parts.executor.execute(job.id, 1) is None, "the attempt that failed is not claimed again"
+
+    assert parts.executor.execute(job.id, 2) is JobState.SUCCEEDED
+    done = parts.store.get(job.id)
+    assert (done.attempt, done.frames_done) == (2, FRAMES)
+    assert [f.frame_index for f in parts.store.frames_after(job.id, None, 100)] == list(range(FRAMES))
+    assert parts.runs.ends == ["UNAVAILABLE", "OK"]
+    assert list(parts.uploads.refs()) == []
+
+
+def test_a_thread_that_cannot_start_is_retried_as_the_servers_want_of_resources(parts_of: Any, clip: Path) -> None:
+    parts = parts_of([RuntimeError("can't start new thread")])
+    job = parts.submit(clip)
+
+    assert parts.executor.execute(job.id, 1) is JobState.QUEUED
+    assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.QUEUED, 2)
+    assert parts.executor.execute(job.id, 2) is JobState.SUCCEEDED
+
+
+def test_the_last_attempt_records_the_trouble_and_says_it_was_the_last(parts_of: Any, clip: Path) -> None:
+    parts = parts_of([KILLED, KILLED, KILLED])
+    job = parts.submit(clip)
+
+    assert [parts.executor.execute(job.id, attempt) for attempt in (1, 2, 3)] == [
+        JobState.QUEUED, JobState.QUEUED, JobState.FAILED]
+
+    failed = parts.store.get(job.id)
+    assert failed.attempt == 3 and failed.error is not None
+    assert (failed.error.status_code, failed.error.reason) == ("UNAVAILABLE", "DECODER_KILLED")
+    assert failed.error.message == f"{KILLED.message} (the job's last attempt, 3 of 3)"
+    assert dict(failed.error.metadata) == {"attempts": "3"}
+    assert parts.runs.ends == ["UNAVAILABLE"] * 3
+    assert list(parts.uploads.refs()) == [], "no attempt is left to need the video"
+
+
+def test_a_job_with_one_attempt_fails_at_its_first_trouble(parts_of: Any, clip: Path) -> None:
+    parts = parts_of([KILLED], max_attempts=1)
+    job = parts.submit(clip)
+
+    assert parts.executor.execute(job.id, 1) is JobState.FAILED
+    error = parts.store.get(job.id).error
+    assert error is not None and error.reason == "DECODER_KILLED"
+    assert error.message.endswith("(the job's last attempt, 1 of 1)")
+
+
+def test_a_trouble_a_run_again_cannot_mend_fails_the_job_at_once(parts_of: Any, clip: Path) -> None:
+    """The stored video gone is UNAVAILABLE too, for a caller who still has it; the job has not."""
+    missing = VideoFileMissing("the server's copy of 'clip.avi' was removed before it was decoded")
+    parts = parts_of([missing])
+    job = parts.submit(clip)
+
+    assert parts.executor.execute(job.id, 1) is JobState.FAILED
+    failed = parts.store.get(job.id)
+    assert failed.attempt == 1 and failed.error is not None
+    assert (failed.error.reason, failed.error.message) == ("VIDEO_FILE_MISSING", missing.message)
+
+
+def test_a_job_cancelled_as_its_run_met_the_trouble_stays_cancelled(parts_of: Any, clip: Path) -> None:
+    cancel: list[Callable[[], object]] = []
+    parts = parts_of([KILLED], before=lambda: cancel[0]())
+    job = parts.submit(clip)
+    cancel.append(lambda: parts.store.cancel(job.id, 1.0, 60.0))
+
+    assert parts.executor.execute(job.id, 1) is JobState.CANCELLED
+    assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.CANCELLED, 1)
+    assert parts.runs.ends == ["CANCELLED"]
+    assert list(parts.uploads.refs()) == []
+
+
+def test_the_workers_run_a_job_queued_again_once_its_pause_is_over(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 1.0)
+    parts = parts_of([KILLED])
+    job = parts.submit(clip)
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    try:
+        workers.dispatch(job)
+        assert wait_until(lambda: parts.store.get(job.id).attempt == 2)
+        assert workers.wait_until_idle(10)
+        workers.retry_stranded()  # a maintenance pass within the pause: not yet
+        assert workers.wait_until_idle(10)
+        assert parts.store.get(job.id).state is JobState.QUEUED
+
+        def handed_over_at_a_later_pass() -> bool:
+            workers.retry_stranded()
+            return parts.store.get(job.id).state is JobState.SUCCEEDED
+
+        assert wait_until(handed_over_at_a_later_pass, timeout=30)
+        assert parts.store.get(job.id).attempt == 2
+    finally:
+        workers.close()
