@@ -25,6 +25,7 @@ from videodag_service.jobs import DirectoryUploadStorage, Job, JobExecutor, JobS
 from videodag_service.jobs import dispatch as dispatch_module
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.ids import new_job_id
+from videodag_service.jobs.model import JobFrame, RunClaim
 from videodag_service.video import FrameProcessed, RunEvent, SamplingOptions, VideoFilePipelineService
 
 FRAMES = 20
@@ -225,3 +226,37 @@ def test_the_workers_run_a_job_queued_again_once_its_pause_is_over(
         assert parts.store.get(job.id).attempt == 2
     finally:
         workers.close()
+
+
+def test_the_workers_run_again_a_job_whose_results_the_store_lost(
+    tmp_path: Path, dag: DagPipelineService, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued again in the same attempt, rather than succeed with holes: it waited for a restart."""
+    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 0.5)
+    parts = _Parts(tmp_path, VideoFilePipelineService(dag), dag)
+    job = parts.submit(clip)
+    store_append = parts.store.append_frame
+    lost: list[int] = []
+
+    def append_losing_frame_3_once(run: RunClaim, frame: JobFrame) -> bool:
+        if frame.frame_index == 3 and not lost:
+            lost.append(3)
+            return True  # taken, then lost
+        return store_append(run, frame)
+
+    parts.store.append_frame = append_losing_frame_3_once  # type: ignore[method-assign]
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    try:
+        workers.dispatch(job)
+        assert wait_until(lambda: lost == [3] and workers.wait_until_idle(0))
+
+        def handed_over_at_a_pass() -> bool:
+            workers.retry_stranded()
+            return parts.store.get(job.id).state is JobState.SUCCEEDED
+
+        assert wait_until(handed_over_at_a_pass, timeout=30)
+        assert [f.frame_index for f in parts.store.frames_after(job.id, None, 100)] == list(range(FRAMES))
+        assert parts.store.get(job.id).attempt == 1
+    finally:
+        workers.close()
+        parts.store.close()
