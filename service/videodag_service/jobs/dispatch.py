@@ -77,7 +77,7 @@ class ThreadPoolJobQueue:
         self._running_changed = threading.Condition()
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
-        self._queued_again: list[tuple[float, str]] = []  # (when due, by time.monotonic(); job id)
+        self._queued_again: list[str] = []  # jobs queued again whose attempt the store would not tell
         self._threads = [
             threading.Thread(target=self._work, name=f"videodag-job-{number}", daemon=True)
             for number in range(workers)
@@ -96,29 +96,39 @@ class ThreadPoolJobQueue:
     def retry_stranded(self) -> None:
         """Record the job ends the store refused, and hand the jobs it would not let start to
         the workers again (a stale pair is skipped by the worker, as ever); so too the jobs their
-        runs queued again, once their pause is over, in the attempt they wait in."""
+        runs queued again whose attempt the store would not tell after the pause."""
         self._executor.record_pending_ends()
-        now = time.monotonic()
         with self._unstarted_lock:
             unstarted, self._unstarted = self._unstarted, []
-            due = [job_id for when, job_id in self._queued_again if when <= now]
-            self._queued_again = [(when, job_id) for when, job_id in self._queued_again if when > now]
+            queued_again, self._queued_again = self._queued_again, []
         for item in unstarted:
             if not self._stopping.is_set():
                 self._pending.put(item)
-        for job_id in due:
-            if not self._stopping.is_set() and (attempt := self._queued_attempt(job_id)) is not None:
-                self._pending.put((job_id, attempt))
+        for job_id in queued_again:
+            self._hand_over_again(job_id)
 
-    def _queued_attempt(self, job_id: str) -> int | None:
+    def _hand_over_after_the_pause(self, job_id: str) -> None:
+        """Hand a job its run queued again to the workers once `RUN_AGAIN_PAUSE_SECONDS` are over.
+        This worker waits them out, so the server's trouble that ended the run has time to pass,
+        and a worker that met it takes no other job meanwhile; a stop ends the wait, the job
+        staying QUEUED for the next start."""
+        if not self._stopping.wait(RUN_AGAIN_PAUSE_SECONDS):
+            self._hand_over_again(job_id)
+
+    def _hand_over_again(self, job_id: str) -> None:
+        """Hand the job over in the attempt it waits in, if it still waits (not cancelled meanwhile)."""
+        if self._stopping.is_set():
+            return
         try:
-            return self._executor.queued_attempt(job_id)
+            attempt = self._executor.queued_attempt(job_id)
         except Exception:  # the store failing for a moment: the next maintenance tries again
             logger.warning("job %s: could not read it to hand it to the workers again; trying again later", job_id,
                            exc_info=True)
             with self._unstarted_lock:
-                self._queued_again.append((time.monotonic(), job_id))
-            return None
+                self._queued_again.append(job_id)
+            return
+        if attempt is not None:
+            self._pending.put((job_id, attempt))
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
         """None: a pair is lost only with this process, whose next start hands every QUEUED job
@@ -166,9 +176,8 @@ class ThreadPoolJobQueue:
             try:
                 with self._counted_as_running(job_id, attempt):
                     state = self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
-                if state is JobState.QUEUED:  # its run queued it again: handed over by maintenance after a pause
-                    with self._unstarted_lock:
-                        self._queued_again.append((time.monotonic() + RUN_AGAIN_PAUSE_SECONDS, job_id))
+                if state is JobState.QUEUED:  # its run queued it again
+                    self._hand_over_after_the_pause(job_id)
             except JobInterrupted:
                 return
             except Exception:

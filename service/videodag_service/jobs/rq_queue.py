@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import redis
 import rq
@@ -63,12 +64,16 @@ class RqJobQueue:
         handed_over_key: str,
         queue_name: str = DEFAULT_QUEUE_NAME,
         clock: Callable[[], float] = time.time,
+        config_as_queued: dict[str, Any] | None = None,
     ) -> None:
         """`connection` must return bytes (RQ's requirement): not `decode_responses`. The keys are
         the store's sets of jobs not yet handed to RQ and of those handed over, not yet claimed,
-        and `clock` the store's (`JobStore.clock`), by which its recovery judges hand-over times."""
+        and `clock` the store's (`JobStore.clock`), by which its recovery judges hand-over times.
+        `config_as_queued`: what the tasks carry instead of `config`, for a worker handing a job
+        over again with the settings its server gave, whether the worker knows them or not."""
         self._connection = connection
         self._config = config
+        self._config_json = config.to_json() if config_as_queued is None else config_as_queued
         self._clock = clock
         self._undispatched_key = undispatched_key
         self._handed_over_key = handed_over_key
@@ -79,19 +84,24 @@ class RqJobQueue:
     def dispatch(self, job: Job) -> None:
         # Enqueued and marked handed-over in one transaction: either both happen or
         # maintenance finds the job still undispatched and tries again.
+        task_id = _task_id(job.id, job.attempt)
         with self._connection.pipeline() as pipe:
             self._queue.enqueue(
                 RUN_JOB,
                 job.id,
                 job.attempt,
-                self._config.to_json(),
-                job_id=_task_id(job.id, job.attempt),
+                self._config_json,
+                job_id=task_id,
                 description=f"videodag job {job.id} attempt {job.attempt} ({job.pipeline_id})",
                 job_timeout=int(self._config.job_timeout_seconds) + _RQ_TIMEOUT_MARGIN_SECONDS,
                 result_ttl=60,
                 failure_ttl=max(60, int(self._config.retention_seconds)),
                 pipeline=pipe,
             )
+            # A job queued again in the same attempt (its run released it) gets its task's id again:
+            # RQ rewrites the ended task's record, keeping the minute it had left to live, and a
+            # task whose record expires before a worker takes it is dropped from the queue.
+            pipe.persist(rq.job.Job.key_for(task_id))
             pipe.zrem(self._undispatched_key, job.id)
             pipe.zadd(self._handed_over_key, {job.id: self._clock()})
             pipe.execute()

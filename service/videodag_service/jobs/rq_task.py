@@ -117,27 +117,35 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
         with _LeaseKeeper(store, functools.partial(executor.claimed_run, job_id, attempt), job_id):
             state = executor.execute(job_id, attempt)
         if state is JobState.QUEUED:
-            _hand_over_again(store, current, worker_config, job_id)
+            _hand_over_next_attempt(store, current, config, job_id, attempt)
     finally:
         store.close()
     return None if state is None else state.value
 
 
-def _hand_over_again(store: RedisJobStore, task: rq.job.Job, worker_config: WorkerConfig, job_id: str) -> None:
-    """Hand the job its run queued again to RQ after the pause (`RUN_AGAIN_PAUSE_SECONDS`): left
-    to the servers' maintenance, it would wait for their dispatch grace (30 s), which is there for
-    a replica that died between a job's creation and its hand-over. Should this work horse end
-    meanwhile, or Redis fail, the maintenance still does it. The hand-over is the queue's own
+def _hand_over_next_attempt(store: RedisJobStore, task: rq.job.Job, config: dict[str, Any], job_id: str,
+                            attempt: int) -> None:
+    """Hand the job its run queued again in its next attempt to RQ, after the pause
+    (`RUN_AGAIN_PAUSE_SECONDS`): left to the servers' maintenance, it would wait for their
+    dispatch grace (30 s), which is there for a replica that died between a job's creation and
+    its hand-over. Should this work horse end meanwhile, or Redis fail, the maintenance still
+    does it, as it does for a job queued again in the same attempt (results lost, Redis out of
+    reach): its RQ task is this one's, which RQ ends once this function returns.
+
+    The task gets `config` as the server queued it, settings this worker does not know included,
+    for a worker of a later release to apply. The hand-over is the queue's own
     (`RqJobQueue.dispatch`), imported here: that module imports this one."""
     from videodag_service.jobs.rq_queue import RqJobQueue
 
     time.sleep(RUN_AGAIN_PAUSE_SECONDS)
+    connection = _with_store_timeouts(task.connection, decode_responses=False)
     try:
         job = store.get(job_id)
-        if job.state is not JobState.QUEUED or not store.awaits_hand_over(job_id):
-            return  # cancelled meanwhile, or handed over by a server's maintenance
-        queue = RqJobQueue(task.connection, worker_config, undispatched_key=store.undispatched_key,
-                           handed_over_key=store.handed_over_key, queue_name=task.origin, clock=store.clock)
+        if job.state is not JobState.QUEUED or job.attempt == attempt or not store.awaits_hand_over(job_id):
+            return  # cancelled meanwhile, handed over by a server's maintenance, or in the same attempt
+        queue = RqJobQueue(connection, WorkerConfig.from_json(config), undispatched_key=store.undispatched_key,
+                           handed_over_key=store.handed_over_key, queue_name=task.origin, clock=store.clock,
+                           config_as_queued=config)
         queue.dispatch(job)
     except JobNotFound:
         return
@@ -145,6 +153,8 @@ def _hand_over_again(store: RedisJobStore, task: rq.job.Job, worker_config: Work
         logger.warning("job %s: could not be handed to the workers again (%s: %s); the servers' maintenance "
                        "does it", job_id, type(error).__name__, error)
         return
+    finally:
+        connection.close()
     logger.info("job %s handed to the workers again (attempt %d)", job_id, job.attempt)
 
 
@@ -216,10 +226,15 @@ def _loaded_dag(pipeline_dir: str | None, node_timeout_seconds: float | None, fr
 
 
 def _decoding_connection(connection: redis.Redis) -> redis.Redis:
-    """RQ needs raw bytes from Redis, the job store needs str: same server, second pool, with
-    the store's own timeouts (RQ's are minutes long, for its blocking dequeue)."""
+    """RQ needs raw bytes from Redis, the job store needs str: same server, second pool."""
+    return _with_store_timeouts(connection, decode_responses=True)
+
+
+def _with_store_timeouts(connection: redis.Redis, *, decode_responses: bool) -> redis.Redis:
+    """A connection to RQ's Redis with its own pool and the store's timeouts: RQ's are minutes
+    long, for its blocking dequeue."""
     pool = connection.connection_pool
-    kwargs = {**pool.connection_kwargs, "decode_responses": True, **CONNECTION_TIMEOUTS}
+    kwargs = {**pool.connection_kwargs, "decode_responses": decode_responses, **CONNECTION_TIMEOUTS}
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 

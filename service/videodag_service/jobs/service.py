@@ -355,7 +355,7 @@ class JobService:
                 if job.state is JobState.CANCELLED:  # its run is over: deleted already unless its worker vanished
                     logger.debug("job %s: cancelled while it ran, its lease has ended", job.id)
                 else:  # given up after `max_attempts` interrupted runs or lost hand-overs: its video goes
-                    logger.warning("job %s failed: its run vanished %d times", job.id, job.attempt)
+                    logger.warning("job %s failed: its run vanished in attempt %d, its last", job.id, job.attempt)
                 try:
                     self._uploads.delete(job.video.ref)
                 except OSError:  # left for retention to remove with the job; the start goes on

@@ -24,9 +24,11 @@ LostHandOvers = Callable[[Sequence[HandOver]], Collection[HandOver]]
 holds for a worker (`JobQueue.lost_hand_overs`)."""
 
 MAX_ATTEMPTS_ERROR = (
-    "the job's run vanished {attempts} times (the server or worker running it crashed or was killed) "
-    "and was given up"
+    "the job's run vanished in attempt {attempts}, its last (the server or worker running it crashed or was "
+    "killed), and the job was given up"
 )
+"""Earlier attempts may have vanished too, or failed for the server's passing trouble
+(`JobStore.queue_next_attempt`)."""
 
 
 class StoredResultsLost(Exception):

@@ -16,6 +16,8 @@ from typing import cast
 
 import pytest
 import redis
+import rq
+from rq.serializers import JSONSerializer
 
 from fakes.redis_server import RedisServer
 from videodag_service.jobs import Job, JobState, StoredVideo
@@ -222,3 +224,37 @@ def test_a_hand_over_is_not_asked_about_before_its_grace(redis_server: RedisServ
         assert (recovered.state, recovered.attempt) == (JobState.QUEUED, 2)
     finally:
         store.close()
+
+
+def test_a_job_handed_over_again_in_its_attempt_keeps_its_task_until_a_worker_takes_it(backend: Backend) -> None:
+    """Its run released it (results lost, Redis out of reach): the task gets the ended task's
+    id again, and RQ had given that one's record a minute to live. Rewritten, the record kept
+    it, and once it expired RQ dropped the task: the job ran again only as a lost hand-over, at
+    the cost of an attempt (or was given up, in its last)."""
+    job = backend.submit()
+    task_key = f"rq:job:{backend.task_id(job)}"
+    backend.rq_connection.expire(task_key, 60)  # as RQ does to a task that ended
+
+    backend.queue.dispatch(backend.store.get(job.id))
+
+    assert backend.rq_connection.ttl(task_key) == -1, "kept until its own run ends"
+
+
+def test_a_task_handed_over_with_the_config_as_queued_carries_settings_its_worker_does_not_know(
+    backend: Backend, redis_server: RedisServer
+) -> None:
+    """A worker handing a job over again passes on the server's settings whole: a worker of a
+    later release taking it applies those this one ignored."""
+    as_queued = {**backend.queue._config.to_json(), "a_later_setting": 7}
+    queue = RqJobQueue(redis.Redis.from_url(redis_server.url), WorkerConfig.from_json(as_queued),
+                       undispatched_key=backend.store.undispatched_key, handed_over_key=backend.store.handed_over_key,
+                       queue_name=backend.queue._queue.name, config_as_queued=as_queued)
+    job = backend.store.create(Job(new_job_id(), JobState.QUEUED, "frame_stats_v1", SamplingOptions(),
+                                   StoredVideo("v.mp4", 1, "0" * 64), time.time()))
+    try:
+        queue.dispatch(job)
+    finally:
+        queue.close()
+
+    task = rq.job.Job.fetch(backend.task_id(job), connection=backend.rq_connection, serializer=JSONSerializer)
+    assert task.args == [job.id, 1, as_queued]

@@ -9,6 +9,8 @@ the worker threads real.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -204,28 +206,44 @@ def test_a_job_cancelled_as_its_run_met_the_trouble_stays_cancelled(parts_of: An
 
 
 def test_the_workers_run_a_job_queued_again_once_its_pause_is_over(
-    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 1.0)
+    caplog.set_level(logging.INFO, logger="videodag_service.jobs")
     parts = parts_of([KILLED])
     job = parts.submit(clip)
     workers = ThreadPoolJobQueue(parts.executor, 1)
     try:
         workers.dispatch(job)
-        assert wait_until(lambda: parts.store.get(job.id).attempt == 2)
-        assert workers.wait_until_idle(10)
-        workers.retry_stranded()  # a maintenance pass within the pause: not yet
-        assert workers.wait_until_idle(10)
-        assert parts.store.get(job.id).state is JobState.QUEUED
-
-        def handed_over_at_a_later_pass() -> bool:
-            workers.retry_stranded()
-            return parts.store.get(job.id).state is JobState.SUCCEEDED
-
-        assert wait_until(handed_over_at_a_later_pass, timeout=30)
-        assert parts.store.get(job.id).attempt == 2
+        assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=30)
     finally:
         workers.close()
+
+    def logged_at(text: str) -> float:
+        [record] = [record for record in caplog.records if text in record.getMessage()]
+        return record.created
+
+    queued_again = logged_at("it runs again from the start as attempt 2")
+    assert logged_at(f"job {job.id} attempt 2 started") - queued_again >= 1.0, "not before the pause is over"
+    assert parts.store.get(job.id).attempt == 2
+
+
+def test_a_stop_during_the_pause_leaves_the_job_queued_for_the_next_start(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 60.0)
+    parts = parts_of([KILLED])
+    job = parts.submit(clip)
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    workers.dispatch(job)
+    assert wait_until(lambda: parts.store.get(job.id).attempt == 2)
+    assert workers.wait_until_idle(10), "a worker waiting out the pause runs no job: a drain need not wait"
+
+    workers.close(timeout=10)
+
+    assert not any(thread.is_alive() for thread in workers._threads), "the stop ends the pause"
+    assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.QUEUED, 2)
+    assert list(parts.uploads.refs()) == [job.video.ref], "its video stays for the next start"
 
 
 def test_the_workers_run_again_a_job_whose_results_the_store_lost(
@@ -248,15 +266,36 @@ def test_the_workers_run_again_a_job_whose_results_the_store_lost(
     workers = ThreadPoolJobQueue(parts.executor, 1)
     try:
         workers.dispatch(job)
-        assert wait_until(lambda: lost == [3] and workers.wait_until_idle(0))
-
-        def handed_over_at_a_pass() -> bool:
-            workers.retry_stranded()
-            return parts.store.get(job.id).state is JobState.SUCCEEDED
-
-        assert wait_until(handed_over_at_a_pass, timeout=30)
+        assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=30)
+        assert lost == [3]
         assert [f.frame_index for f in parts.store.frames_after(job.id, None, 100)] == list(range(FRAMES))
         assert parts.store.get(job.id).attempt == 1
     finally:
         workers.close()
         parts.store.close()
+
+
+def test_a_job_the_store_would_not_tell_after_the_pause_is_handed_over_at_the_next_maintenance(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 0.1)
+    parts = parts_of([KILLED])
+    job = parts.submit(clip)
+    read = parts.executor.queued_attempt
+    failures = [sqlite3.OperationalError("disk I/O error (injected)")]
+
+    def read_failing_once(job_id: str) -> int | None:
+        if failures:
+            raise failures.pop()
+        return read(job_id)
+
+    parts.executor.queued_attempt = read_failing_once  # type: ignore[method-assign]
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    try:
+        workers.dispatch(job)
+        assert wait_until(lambda: not failures and workers.wait_until_idle(0))
+        assert parts.store.get(job.id).state is JobState.QUEUED, "not lost, not run yet"
+        workers.retry_stranded()  # what maintenance does
+        assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=30)
+    finally:
+        workers.close()
