@@ -127,6 +127,26 @@ def test_a_worker_started_while_redis_is_silent_tries_again_within_seconds(tmp_p
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_worker_told_to_stop_while_it_waits_for_redis_at_its_start_exits_0(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """SIGTERM killed it (143), and Ctrl-C ended it 130: a supervisor stopping a fleet while its
+    Redis was down counted failures."""
+    server = RedisServer(tmp_path / "redis")
+    server.shut_down()
+    worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp")
+    try:
+        wait_until(lambda: worker.log_count("the worker tries again in") >= 1 or worker.process.poll() is not None,
+                   timeout=60, what="the worker waiting for Redis")
+        worker.process.send_signal(stop)
+        assert worker.process.wait(30) == 0, worker.log_path.read_text()
+        assert worker.log_count(f"told to stop ({stop.name}) before Redis answered: the worker took no job") == 1
+    finally:
+        worker.stop()
+        server.stop()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_worker_told_to_stop_while_it_waits_for_jobs_exits_0(tmp_path: Path, stop: signal.Signals) -> None:
     server = RedisServer(tmp_path / "redis")
     worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -95,10 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("videodag-worker %s: working the queue %s of the Redis at %s", version("videodag"), DEFAULT_QUEUE_NAME,
                 _address(connection))
     try:
+        _stop_on_signals()
         worker = _worker_once_redis_answers(connection, probe, arguments.name, arguments.heartbeat_seconds)
         worker.work(logging_level=arguments.log_level)
-    except KeyboardInterrupt:  # Ctrl-C while waiting for Redis: the worker had taken no job
-        return 130
+    except _ToldToStop as told:
+        logger.info("told to stop (%s) before Redis answered: the worker took no job", told)
+        return 0
     except _REFUSALS as error:
         hint = ("; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL"
                 if isinstance(error, redis.exceptions.AuthenticationError) else "")
@@ -114,6 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("videodag-worker: stopped by an error (see the log above)", file=sys.stderr)
         return 1
     return 0
+
+
+class _ToldToStop(Exception):
+    """SIGTERM or SIGINT while the worker waits for Redis at its start, before RQ's own handlers
+    are in place: a stop like any other, no job taken (SIGTERM had killed the process, 143)."""
+
+
+def _stop_on_signals() -> None:
+    """Until RQ's worker installs its own handlers, as its work begins, SIGTERM and SIGINT raise
+    _ToldToStop."""
+    def stop(signal_number: int, frame: object) -> None:
+        raise _ToldToStop(signal.Signals(signal_number).name)
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, stop)
 
 
 def _machine_problem() -> str | None:
