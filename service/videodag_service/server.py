@@ -68,6 +68,8 @@ from videodag_service.settings import Settings, SettingsError
 from videodag_service.stop_signals import Hurry, StartGivenUp, StopSignals
 from videodag_service.unparsed_requests import UnparsedRequestInterceptor
 from videodag_service.video import DecodersCannotStart
+from videodag_service.video.file_pipeline import DEFAULT_DECODE_AHEAD_BYTES
+from videodag_service.video.frame_ring import shared_memory_shortfall
 from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others
 
@@ -348,8 +350,19 @@ def _start(settings: Settings, dag: DagPipelineService, jobs: JobService) -> Run
                            "same", spec.id, spec.source_path, ", ".join(map(repr, unread)))
     if (warning := temp_dir_open_to_others(settings.temp_dir)) is not None:
         logger.warning(warning)
+    if (warning := _shared_memory_shortfall(settings)) is not None:
+        logger.warning(warning)
     return RunningServer(server, port, health_servicer, run_slots, settings, metrics, exporter, jobs, servicer,
                          sweeper, rpc_threads)
+
+
+def _shared_memory_shortfall(settings: Settings) -> str | None:
+    """Whether the runs this server takes at once (calls, and embedded jobs) fit in /dev/shm;
+    decoding in threads needs none of it."""
+    if settings.decode_isolation != "process":
+        return None
+    runs = settings.max_concurrent_runs + (settings.job_workers if settings.job_backend == "embedded" else 0)
+    return shared_memory_shortfall(runs, DEFAULT_DECODE_AHEAD_BYTES)
 
 
 def _stop_unserved(server: grpc.Server) -> None:

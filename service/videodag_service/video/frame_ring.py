@@ -31,7 +31,7 @@ from multiprocessing import shared_memory
 
 import numpy as np
 
-from videodag_service.disk_space import free_bytes
+from videodag_service.disk_space import MIB, free_bytes
 from videodag_service.errors import DiskFull, ErrorDetails, StorageUnwritable
 
 SEGMENT_PREFIX = "videodag-frames-"
@@ -237,6 +237,24 @@ def shared_memory_problem() -> str | None:
     except DiskFull:
         pass
     return None
+
+
+def shared_memory_shortfall(runs: int, budget_bytes: int, directory: str = _SHARED_MEMORY_DIR) -> str | None:
+    """What to say at start of a shared-memory filesystem too small for `runs` runs at once of
+    1080p video, each ring cut from `budget_bytes`, or None. Docker gives a container 64 MiB:
+    six such runs (a server's default four and two jobs) need 75 MiB, and the runs that find it
+    full fail, long after a start that said nothing."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:  # none at all is refused at start (`shared_memory_problem`)
+        return None
+    size = stats.f_blocks * stats.f_frsize
+    needed = runs * plan_ring(1920, 1080, budget_bytes).total_bytes
+    if size >= needed:
+        return None
+    return (f"{directory} holds {size / MIB:.0f} MiB, and {runs} runs at once of 1080p video need {needed / MIB:.0f} "
+            f"MiB of it for their decoded frames: runs that find it full fail RESOURCE_EXHAUSTED; give the server "
+            f"more shared memory (docker run --shm-size 256m), or fewer runs at once")
 
 
 def _unusable(error: OSError) -> StorageUnwritable:

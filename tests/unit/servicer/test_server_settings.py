@@ -333,12 +333,44 @@ def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
         with caplog.at_level(logging.WARNING, logger="videodag_service.server"):
             running = start_server(settings, DagPipelineService.from_folder())
         running.stop(0)
-        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        warnings = [record.getMessage() for record in caplog.records
+                    if record.levelno == logging.WARNING and "/dev/shm" not in record.getMessage()]
         if name == "private":
             assert warnings == []
         else:
             shown = f"{mode & 0o777:04o}"
             assert len(warnings) == 1 and f"upload folder {folder} is open to other users (mode {shown})" in warnings[0]
+
+
+def test_the_server_warns_at_start_when_dockers_64_mib_of_shared_memory_cannot_hold_its_runs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs that found /dev/shm full failed RESOURCE_EXHAUSTED, after a start that said nothing."""
+    from videodag_service.dag import DagPipelineService
+    from videodag_service.server import start_server
+    from videodag_service.video import frame_ring
+
+    statvfs = os.statvfs
+
+    def dockers_shared_memory(path: str) -> os.statvfs_result:
+        if path != "/dev/shm":
+            return statvfs(path)
+        blocks = 64 * 1024 * 1024 // 4096
+        return os.statvfs_result((4096, 4096, blocks, blocks, blocks, 1000, 1000, 1000, 0, 255))
+
+    monkeypatch.setattr(frame_ring.os, "statvfs", dockers_shared_memory)
+    for runs, warned in ((4, True), (2, False)):  # and two embedded jobs
+        settings = settings_from(["--port", "0", "--max-concurrent-runs", str(runs)],
+                                 {"VIDEODAG_DATA_DIR": str(tmp_path / f"data-{runs}")})
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="videodag_service.server"):
+            running = start_server(settings, DagPipelineService.from_folder())
+        running.stop(0)
+        said = [record.getMessage() for record in caplog.records if "/dev/shm" in record.getMessage()]
+        assert said == ([f"/dev/shm holds 64 MiB, and {runs + 2} runs at once of 1080p video need "
+                         f"{(runs + 2) * 2 * 1920 * 1080 * 3 / 2**20:.0f} MiB of it for their decoded frames: runs "
+                         "that find it full fail RESOURCE_EXHAUSTED; give the server more shared memory (docker run "
+                         "--shm-size 256m), or fewer runs at once"] if warned else [])
 
 
 def test_a_second_server_on_a_port_in_use_does_not_start(tmp_path: Path) -> None:

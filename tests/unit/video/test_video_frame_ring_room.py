@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,20 @@ def test_shared_memory_with_room_for_a_ring_is_no_problem() -> None:
     before = _segments()
     assert frame_ring.shared_memory_problem() is None
     assert _segments() == before
+
+
+def test_a_shared_memory_filesystem_too_small_for_the_runs_at_once_is_told_in_numbers(tmp_path: Path) -> None:
+    """Each 1080p run's ring: two frames of 1920x1080 BGR from a 16 MiB budget (the server's)."""
+    stats = os.statvfs(tmp_path)
+    size = stats.f_blocks * stats.f_frsize
+    ring = 2 * 1920 * 1080 * 3
+    runs = size // ring + 1
+
+    said = frame_ring.shared_memory_shortfall(runs, 16 * 1024 * 1024, directory=str(tmp_path))
+
+    assert said == (f"{tmp_path} holds {size / 2**20:.0f} MiB, and {runs} runs at once of 1080p video need "
+                    f"{runs * ring / 2**20:.0f} MiB of it for their decoded frames: runs that find it full fail "
+                    "RESOURCE_EXHAUSTED; give the server more shared memory (docker run --shm-size 256m), or fewer "
+                    "runs at once")
+    assert frame_ring.shared_memory_shortfall(runs - 1, 16 * 1024 * 1024, directory=str(tmp_path)) is None
+    assert frame_ring.shared_memory_shortfall(1, 16 * 1024 * 1024, directory=str(tmp_path / "none")) is None
