@@ -125,6 +125,13 @@ def parts_of(tmp_path: Path, dag: DagPipelineService) -> Iterator[Any]:
         parts.store.close()
 
 
+def killed_once(parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch, pause_seconds: float) -> tuple[_Parts, Job]:
+    """A job whose first run will end DECODER_KILLED, its workers pausing `pause_seconds` before they run it again."""
+    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", pause_seconds)
+    parts = parts_of([KILLED])
+    return parts, parts.submit(clip)
+
+
 def test_a_killed_decoder_queues_the_job_in_its_next_attempt_without_its_results(parts_of: Any, clip: Path) -> None:
     parts = parts_of([KILLED])
     job = parts.submit(clip)
@@ -208,10 +215,8 @@ def test_a_job_cancelled_as_its_run_met_the_trouble_stays_cancelled(parts_of: An
 def test_the_workers_run_a_job_queued_again_once_its_pause_is_over(
     parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 1.0)
     caplog.set_level(logging.INFO, logger="videodag_service.jobs")
-    parts = parts_of([KILLED])
-    job = parts.submit(clip)
+    parts, job = killed_once(parts_of, clip, monkeypatch, pause_seconds=1.0)
     workers = ThreadPoolJobQueue(parts.executor, 1)
     try:
         workers.dispatch(job)
@@ -231,9 +236,7 @@ def test_the_workers_run_a_job_queued_again_once_its_pause_is_over(
 def test_a_stop_during_the_pause_leaves_the_job_queued_for_the_next_start(
     parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 60.0)
-    parts = parts_of([KILLED])
-    job = parts.submit(clip)
+    parts, job = killed_once(parts_of, clip, monkeypatch, pause_seconds=60.0)
     workers = ThreadPoolJobQueue(parts.executor, 1)
     workers.dispatch(job)
     assert wait_until(lambda: parts.store.get(job.id).attempt == 2)
@@ -278,9 +281,7 @@ def test_the_workers_run_again_a_job_whose_results_the_store_lost(
 def test_a_job_the_store_would_not_tell_after_the_pause_is_handed_over_at_the_next_maintenance(
     parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 0.1)
-    parts = parts_of([KILLED])
-    job = parts.submit(clip)
+    parts, job = killed_once(parts_of, clip, monkeypatch, pause_seconds=0.1)
     read = parts.executor.queued_attempt
     failures = [sqlite3.OperationalError("disk I/O error (injected)")]
 

@@ -507,12 +507,18 @@ def test_a_whole_replay_ends_with_the_final_state_after_every_frame(store: JobSt
     assert isinstance(events[-1], Job) and events[-1].state is JobState.SUCCEEDED
 
 
-def test_a_released_run_is_queued_again_in_its_attempt_without_its_results(store: JobStore) -> None:
+def running_with_a_result(store: JobStore) -> tuple[Job, RunClaim]:
+    """A job claimed in its first attempt at NOW, its video opened and its first result stored."""
     job = store.create(queued_job())
     store.claim(job.id, 1, NOW)
     run = RunClaim(job.id, 1, NOW)
     store.record_video(run, INFO, frames_total=5)
     store.append_frame(run, frame(0))
+    return job, run
+
+
+def test_a_released_run_is_queued_again_in_its_attempt_without_its_results(store: JobStore) -> None:
+    job, run = running_with_a_result(store)
 
     assert store.release(run, NOW + 1)
 
@@ -531,11 +537,7 @@ def test_a_released_run_is_queued_again_in_its_attempt_without_its_results(store
 
 
 def test_a_run_queued_in_the_next_attempt_leaves_no_results_and_no_write_to_the_failed_one(store: JobStore) -> None:
-    job = store.create(queued_job())
-    store.claim(job.id, 1, NOW)
-    run = RunClaim(job.id, 1, NOW)
-    store.record_video(run, INFO, frames_total=5)
-    store.append_frame(run, frame(0))
+    job, run = running_with_a_result(store)
     revision = store.get(job.id).revision
 
     assert store.queue_next_attempt(run, NOW + 1)

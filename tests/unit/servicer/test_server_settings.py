@@ -317,24 +317,28 @@ def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tm
             running.stop(0)
 
 
-def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def _warnings_at_start(caplog: pytest.LogCaptureFixture, arguments: list[str], data_dir: Path) -> list[str]:
+    """What a server started with `arguments` (on a free port) warns of, stopped at once."""
     from videodag_service.dag import DagPipelineService
     from videodag_service.server import start_server
 
+    settings = settings_from(["--port", "0", *arguments], {"VIDEODAG_DATA_DIR": str(data_dir)})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="videodag_service.server"):
+        running = start_server(settings, DagPipelineService.from_folder())
+    running.stop(0)
+    return [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+
+
+def test_the_server_warns_at_start_when_its_upload_folder_is_open_to_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     for name, mode in (("private", 0o700), ("shared", 0o755), ("sticky", 0o1777)):
         folder = tmp_path / name
         folder.mkdir()
         folder.chmod(mode)
-        settings = settings_from(["--port", "0", "--temp-dir", str(folder)],
-                                 {"VIDEODAG_DATA_DIR": str(tmp_path / f"data-{name}")})
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="videodag_service.server"):
-            running = start_server(settings, DagPipelineService.from_folder())
-        running.stop(0)
-        warnings = [record.getMessage() for record in caplog.records
-                    if record.levelno == logging.WARNING and "/dev/shm" not in record.getMessage()]
+        said = _warnings_at_start(caplog, ["--temp-dir", str(folder)], tmp_path / f"data-{name}")
+        warnings = [message for message in said if "/dev/shm" not in message]
         if name == "private":
             assert warnings == []
         else:
@@ -346,8 +350,6 @@ def test_the_server_warns_at_start_when_dockers_64_mib_of_shared_memory_cannot_h
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Runs that found /dev/shm full failed RESOURCE_EXHAUSTED, after a start that said nothing."""
-    from videodag_service.dag import DagPipelineService
-    from videodag_service.server import start_server
     from videodag_service.video import frame_ring
 
     statvfs = os.statvfs
@@ -360,13 +362,8 @@ def test_the_server_warns_at_start_when_dockers_64_mib_of_shared_memory_cannot_h
 
     monkeypatch.setattr(frame_ring.os, "statvfs", dockers_shared_memory)
     for runs, warned in ((4, True), (2, False)):  # and two embedded jobs
-        settings = settings_from(["--port", "0", "--max-concurrent-runs", str(runs)],
-                                 {"VIDEODAG_DATA_DIR": str(tmp_path / f"data-{runs}")})
-        caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="videodag_service.server"):
-            running = start_server(settings, DagPipelineService.from_folder())
-        running.stop(0)
-        said = [record.getMessage() for record in caplog.records if "/dev/shm" in record.getMessage()]
+        said = [message for message in _warnings_at_start(caplog, ["--max-concurrent-runs", str(runs)],
+                                                          tmp_path / f"data-{runs}") if "/dev/shm" in message]
         assert said == ([f"/dev/shm holds 64 MiB, and {runs + 2} runs at once of 1080p video need "
                          f"{(runs + 2) * 2 * 1920 * 1080 * 3 / 2**20:.0f} MiB of it for their decoded frames: runs "
                          "that find it full fail RESOURCE_EXHAUSTED; give the server more shared memory (docker run "
