@@ -293,14 +293,16 @@ class ServerProcess:
 class JobsDeployment:
     """Servers and (for Redis) workers sharing one job backend, with helpers to start more."""
 
-    def __init__(self, backend: str, root: Path, *, workers: int = 1, **settings_overrides: Any) -> None:
+    def __init__(self, backend: str, root: Path, *, workers: int = 1, redis_tls: Path | None = None,
+                 **settings_overrides: Any) -> None:
+        """`redis_tls`: the CA and certificate folder of a Redis that takes TLS only (`RedisServer`)."""
         self.backend = backend
         self.root = root
         self.pipeline_dir = write_pipeline_folder(root / "pipelines")
         self.dag = make_job_dag(self.pipeline_dir)
         self.site_dir = install_test_plugin(root / "site")
         self.environment = subprocess_environment(self.site_dir)
-        self.redis: RedisServer | None = RedisServer(root / "redis") if backend == "redis" else None
+        self.redis: RedisServer | None = RedisServer(root / "redis", tls=redis_tls) if backend == "redis" else None
         self.workers: list[RqWorker] = []
         self.servers: list[RunningServer] = []
         self.clients: list[VideodagClient] = []

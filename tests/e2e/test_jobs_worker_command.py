@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 from importlib.metadata import version
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from jobs_harness import VENV_BIN, RqWorker, deployment, finished, wait_for_job, wait_until
+from test_e2e_access_control import pki  # noqa: F401 - the CA and the certificate for 127.0.0.1
 
 from fakes.python_environment import NO_TEMPORARY_FOLDER, READ_ONLY_SHARED_MEMORY, environment_running
 from fakes.redis_server import RedisServer
@@ -54,6 +56,33 @@ def test_a_worker_started_while_redis_is_down_waits_and_runs_jobs_once_it_is_bac
         ran = [line["message"] for line in lines if line.get("request_id") == job.id]
         assert ran == [f"job {job.id} attempt 1 started: pipeline paced", f"job {job.id} succeeded: 3 frames"], (
             "the work horse's lines, with the job's id")
+
+
+def test_jobs_run_through_a_redis_that_takes_tls_only(
+    tmp_path: Path, pki: Path, sample_clip: Path  # noqa: F811 - the fixture imported above
+) -> None:
+    """Servers and workers given the CA in the URL (rediss://...?ssl_ca_certs=...), as the README says."""
+    with deployment("redis", tmp_path, redis_tls=pki) as jobs:
+        assert jobs.redis is not None and jobs.redis.url.startswith("rediss://")
+        client = jobs.start_server()
+        job = client.submit_job(sample_clip, "paced", RunOptions(max_frames=3))
+        done = wait_for_job(client, job.id, finished, timeout=120)
+        assert (done.state, done.frames_done) == (JobState.SUCCEEDED, 3), done.error
+
+
+def test_a_worker_that_cannot_verify_the_tls_certificate_of_redis_exits_1_naming_the_fix(
+    tmp_path: Path, pki: Path  # noqa: F811 - the fixture imported above
+) -> None:
+    """It took the failure for an outage and tried again every 5 s, forever."""
+    server = RedisServer(tmp_path / "redis", tls=pki)
+    refused = _worker_run_against(server, f"rediss://127.0.0.1:{server.port}/0")
+    assert refused.returncode == 1
+    # OpenSSL's reason: the chain's self-signed CA, or its issuer not found, by version.
+    assert re.search(
+        rf"videodag-worker: Redis at 127\.0\.0\.1:{server.port} has a TLS certificate the worker cannot verify "
+        r"\([^)]*certificate[^)]*\); name the CA that signed it in the URL: "
+        r"rediss://HOST:6379/0\?ssl_ca_certs=/path/to/ca\.pem\n$", refused.stderr), refused.stderr
+    assert "out of reach" not in refused.stderr, "not an outage to wait out"
 
 
 def _worker_run_against(server: RedisServer, redis_url: str) -> subprocess.CompletedProcess[str]:

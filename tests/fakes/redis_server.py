@@ -21,15 +21,21 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """Started on construction, answering PING; `stop()` ends it."""
+    """Started on construction, answering PING; `stop()` ends it.
 
-    def __init__(self, work_dir: Path, startup_timeout: float = 10.0) -> None:
+    With `tls`, a folder holding a CA (`ca.pem`) and a certificate it signed for 127.0.0.1
+    (`server.pem`, `server.key`), it takes TLS connections only, and `url` (rediss://) names the CA.
+    """
+
+    def __init__(self, work_dir: Path, startup_timeout: float = 10.0, tls: Path | None = None) -> None:
         work_dir.mkdir(parents=True, exist_ok=True)
         self._work_dir = work_dir
         self._startup_timeout = startup_timeout
+        self._tls = tls
         for tries_left in reversed(range(3)):  # another process may take the free port before redis binds it
             self.port = free_port()
-            self.url = f"redis://127.0.0.1:{self.port}/0"
+            self.url = (f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={tls / 'ca.pem'}" if tls else
+                        f"redis://127.0.0.1:{self.port}/0")
             try:
                 self._start()
                 return
@@ -38,8 +44,12 @@ class RedisServer:
                     raise
 
     def _start(self) -> None:
+        ports = ["--port", str(self.port)] if self._tls is None else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self._tls / "server.pem"),
+            "--tls-key-file", str(self._tls / "server.key"), "--tls-ca-cert-file", str(self._tls / "ca.pem"),
+            "--tls-auth-clients", "no"]
         self._process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+            ["redis-server", "--bind", "127.0.0.1", *ports, "--save", "", "--appendonly", "no",
              "--dir", str(self._work_dir)],
             stdout=subprocess.DEVNULL,
         )

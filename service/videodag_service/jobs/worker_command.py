@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import time
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Wait for Redis, then work the queue until told to stop (SIGTERM or SIGINT: the job under
-    way is finished first). Exit 1 if Redis refuses the worker (a password, a permission)."""
+    way is finished first). Exit 1 if Redis refuses the worker (a password, a permission, a TLS
+    certificate it cannot verify)."""
     parser = build_parser()
     arguments = parser.parse_args(argv)
     for name, value, allowed in (("log level", arguments.log_level, _LOG_LEVELS),
@@ -102,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _ToldToStop as told:
         logger.info("told to stop (%s) before Redis answered: the worker took no job", told)
         return 0
+    except _CertificateRefused as error:
+        print(f"videodag-worker: Redis at {_address(connection)} has a TLS certificate the worker cannot verify "
+              f"({error}); name the CA that signed it in the URL: rediss://HOST:6379/0?ssl_ca_certs=/path/to/ca.pem",
+              file=sys.stderr)
+        return 1
     except _REFUSALS as error:
         hint = ("; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL"
                 if isinstance(error, redis.exceptions.AuthenticationError) else "")
@@ -117,6 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("videodag-worker: stopped by an error (see the log above)", file=sys.stderr)
         return 1
     return 0
+
+
+class _CertificateRefused(Exception):
+    """Redis's TLS certificate failed verification: no wait changes that (a CA not named, a
+    certificate for another name or expired), where an outage passes."""
 
 
 class _ToldToStop(Exception):
@@ -163,6 +175,8 @@ def _worker_once_redis_answers(
         except _REFUSALS:
             raise
         except RedisJobStore.outage_errors as error:
+            if isinstance(failed := error.__cause__, ssl.SSLCertVerificationError):
+                raise _CertificateRefused(failed.verify_message or str(failed)) from error
             logger.warning("Redis at %s is out of reach (%s: %s); the worker tries again in %.0f s",
                            _address(connection), type(error).__name__, error, wait_seconds)
         finally:
