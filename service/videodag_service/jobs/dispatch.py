@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from videodag_service.jobs.execution import RUN_AGAIN_PAUSE_SECONDS, JobExecutor, JobInterrupted
+from videodag_service.jobs.execution import JobExecutor, JobInterrupted, run_again_pause
 from videodag_service.jobs.model import HandOver, Job, JobState
 from videodag_service.scheduling import run_as_batch
 
@@ -61,6 +61,13 @@ class ThreadPoolJobQueue:
 
     The pending list is in memory only; that is safe because the store is the record: after
     a restart, recovery dispatches every QUEUED job again.
+
+    A job its run queued again (the server's passing trouble: a decoder killed, memory or
+    threads short; see `JobExecutor`) runs again alone: the worker whose run it was waits out
+    the pause (`run_again_pause`), then for the other workers' jobs to end, and runs it itself
+    while they start none. Most such trouble is the runs' own, at once: a memory limit met by two
+    large videos killed both decoders, and run again side by side they met it again until both
+    jobs had used up their attempts, where one after the other both succeed.
     """
 
     def __init__(self, executor: JobExecutor, workers: int, queued_count: Callable[[], int] | None = None) -> None:
@@ -75,6 +82,9 @@ class ThreadPoolJobQueue:
         self._not_taking = threading.Event()
         self._running_jobs: dict[int, tuple[str, int]] = {}  # by worker thread
         self._running_changed = threading.Condition()
+        # Under `_running_changed`: workers waiting to run a job again alone, and whether one does.
+        self._waiting_to_run_alone = 0
+        self._running_alone = False
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
         self._queued_again: list[str] = []  # jobs queued again whose attempt the store would not tell
@@ -107,28 +117,21 @@ class ThreadPoolJobQueue:
         for job_id in queued_again:
             self._hand_over_again(job_id)
 
-    def _hand_over_after_the_pause(self, job_id: str) -> None:
-        """Hand a job its run queued again to the workers once `RUN_AGAIN_PAUSE_SECONDS` are over.
-        This worker waits them out, so the server's trouble that ended the run has time to pass,
-        and a worker that met it takes no other job meanwhile; a stop ends the wait, the job
-        staying QUEUED for the next start."""
-        if not self._stopping.wait(RUN_AGAIN_PAUSE_SECONDS):
-            self._hand_over_again(job_id)
-
     def _hand_over_again(self, job_id: str) -> None:
         """Hand the job over in the attempt it waits in, if it still waits (not cancelled meanwhile)."""
-        if self._stopping.is_set():
-            return
+        if not self._stopping.is_set() and (attempt := self._attempt_waited_in(job_id)) is not None:
+            self._pending.put((job_id, attempt))
+
+    def _attempt_waited_in(self, job_id: str) -> int | None:
+        """The attempt the job its run queued again waits in; None when it no longer waits
+        (cancelled, deleted), or the store failed to tell: the next maintenance asks again."""
         try:
-            attempt = self._executor.queued_attempt(job_id)
-        except Exception:  # the store failing for a moment: the next maintenance tries again
-            logger.warning("job %s: could not read it to hand it to the workers again; trying again later", job_id,
-                           exc_info=True)
+            return self._executor.queued_attempt(job_id)
+        except Exception:  # the store failing for a moment
+            logger.warning("job %s: could not read it to run it again; trying again later", job_id, exc_info=True)
             with self._unstarted_lock:
                 self._queued_again.append(job_id)
-            return
-        if attempt is not None:
-            self._pending.put((job_id, attempt))
+            return None
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
         """None: a pair is lost only with this process, whose next start hands every QUEUED job
@@ -138,6 +141,8 @@ class ThreadPoolJobQueue:
     def stop_taking(self) -> None:
         """Jobs handed out but not started stay QUEUED in the store: the next start runs them."""
         self._not_taking.set()
+        with self._running_changed:  # wakes the workers waiting to run a job, alone or beside none
+            self._running_changed.notify_all()
 
     def wait_until_idle(self, timeout: float) -> bool:
         with self._running_changed:
@@ -152,6 +157,8 @@ class ThreadPoolJobQueue:
         """
         self._not_taking.set()
         self._stopping.set()
+        with self._running_changed:  # wakes the workers waiting to run a job, alone or beside none
+            self._running_changed.notify_all()
         for _ in self._threads:
             self._pending.put(None)
         deadline = time.monotonic() + timeout
@@ -172,24 +179,60 @@ class ThreadPoolJobQueue:
                 return
             if self._not_taking.is_set():
                 continue  # draining: the job stays QUEUED for the next start
-            job_id, attempt = item
+            with self._running_changed:  # no job starts beside one run again alone, nor before it
+                self._running_changed.wait_for(
+                    lambda: self._not_taking.is_set() or not (self._waiting_to_run_alone or self._running_alone))
+            if self._stopping.is_set():
+                return
+            if self._not_taking.is_set():
+                continue  # drained meanwhile
             try:
-                with self._counted_as_running(job_id, attempt):
-                    state = self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
-                if state is JobState.QUEUED:  # its run queued it again
-                    self._hand_over_after_the_pause(job_id)
+                self._run(*item)
             except JobInterrupted:
                 return
-            except Exception:
-                # The executor records run errors in the job; what reaches here is a store
-                # failure before the job was claimed: it is still QUEUED, and goes back to
-                # the workers at the next maintenance.
-                logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
-                with self._unstarted_lock:
-                    self._unstarted.append((job_id, attempt))
+
+    def _run(self, job_id: str, attempt: int, alone: bool = False) -> None:
+        """Run the job's attempt, and again alone after the pause should its run queue it again."""
+        try:
+            with self._counted_as_running(job_id, attempt, alone):
+                state = self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+        except JobInterrupted:
+            raise
+        except Exception:
+            # The executor records run errors in the job; what reaches here is a store
+            # failure before the job was claimed: it is still QUEUED, and goes back to
+            # the workers at the next maintenance.
+            logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
+            with self._unstarted_lock:
+                self._unstarted.append((job_id, attempt))
+            return
+        if state is JobState.QUEUED:
+            self._run_again_alone(job_id, attempt)
+
+    def _run_again_alone(self, job_id: str, ended_attempt: int) -> None:
+        """After the pause, once no other job runs here, run the job its run queued again (in the
+        attempt it waits in, if it still waits). A stop or a drain meanwhile leaves it QUEUED for
+        the next start; the store failing to tell its attempt leaves it to maintenance."""
+        if self._stopping.wait(run_again_pause(ended_attempt)) or self._not_taking.is_set():
+            return
+        if (attempt := self._attempt_waited_in(job_id)) is None:
+            return
+        with self._running_changed:
+            self._waiting_to_run_alone += 1
+            try:
+                self._running_changed.wait_for(
+                    lambda: self._not_taking.is_set() or not (self._running_jobs or self._running_alone))
+            finally:
+                self._waiting_to_run_alone -= 1
+                self._running_changed.notify_all()
+            if self._stopping.is_set() or self._not_taking.is_set():
+                return
+            self._running_alone = True  # before the lock goes: no other worker starts meanwhile
+        logger.info("job %s runs again alone (attempt %d)", job_id, attempt)
+        self._run(job_id, attempt, alone=True)
 
     @contextmanager
-    def _counted_as_running(self, job_id: str, attempt: int) -> Iterator[None]:
+    def _counted_as_running(self, job_id: str, attempt: int, alone: bool) -> Iterator[None]:
         worker = threading.get_ident()
         with self._running_changed:
             self._running_jobs[worker] = (job_id, attempt)
@@ -198,4 +241,6 @@ class ThreadPoolJobQueue:
         finally:
             with self._running_changed:
                 del self._running_jobs[worker]
+                if alone:
+                    self._running_alone = False
                 self._running_changed.notify_all()

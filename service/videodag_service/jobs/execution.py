@@ -14,8 +14,8 @@ the synchronous call would have given. Three things end a run early without fail
 A run that fails for the server's own passing trouble (a decoder killed, as by the
 out-of-memory killer; threads, processes, memory or files short: the errors a caller is told
 to retry) does not fail the job while it has attempts left: the job is queued again in its
-next attempt (`JobStore.queue_next_attempt`), to run from the start after `RUN_AGAIN_PAUSE_SECONDS`,
-as a caller told to retry would. Its last attempt records the error.
+next attempt (`JobStore.queue_next_attempt`), to run from the start after a pause
+(`run_again_pause`), as a caller told to retry would. Its last attempt records the error.
 
 An outage of the store (a Redis restart or failover) pauses the run instead of failing it:
 each write is tried again for up to the store's `outage_patience_seconds` (less than a lease),
@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -85,8 +86,17 @@ _OUTAGE_LONGEST_RETRY_SECONDS = 2.0
 _PASSING_TROUBLE = (DecoderKilled, ServerOutOfResources)
 
 RUN_AGAIN_PAUSE_SECONDS = 5.0
-"""How long a job its run queued again waits before its hand-over to a worker: the retry hint of
-a killed decoder, and longer than that of a want of resources (other runs end meanwhile)."""
+"""How long a job its run queued again waits, about, before its hand-over to a worker after its
+first attempt: the retry hint of a killed decoder, longer than that of a want of resources
+(other runs end meanwhile). Three times longer after each later attempt (`run_again_pause`)."""
+
+
+def run_again_pause(ended_attempt: int) -> float:
+    """The pause before a job its run queued again is handed over: `RUN_AGAIN_PAUSE_SECONDS` after
+    its first attempt, three times longer after each later one, each between half and one and a
+    half times that at random. Jobs whose runs met the same trouble at once (two decoders killed
+    at a memory limit) would otherwise run again at once, and meet it again."""
+    return RUN_AGAIN_PAUSE_SECONDS * 3.0 ** (max(1, ended_attempt) - 1) * random.uniform(0.5, 1.5)
 
 # The status names of a job run's end, as the metrics of a synchronous run spell them.
 STATUS_OK = "OK"
@@ -200,7 +210,7 @@ class JobExecutor:
         """Claim the job for `attempt` and run it; returns the state it left, None if not claimed.
         QUEUED means the run queued the job again (in its next attempt, or its own should the store
         have lost results or been out of reach): it is the caller's to hand over again after
-        `RUN_AGAIN_PAUSE_SECONDS`.
+        `run_again_pause(attempt)`.
 
         Raises JobInterrupted when `should_stop` turned true mid-run (the job is QUEUED again),
         and the store's outage error when it stayed out of reach before the claim.
@@ -272,14 +282,14 @@ class JobExecutor:
             self._count_if_cancelled(job)
             return False
         logger.warning("job %s attempt %d failed for the server's passing trouble (%s: %s); it runs again from the "
-                       "start as attempt %d in about %g s", job.id, run.attempt, trouble.reason, trouble,
-                       run.attempt + 1, RUN_AGAIN_PAUSE_SECONDS)
+                       "start as attempt %d after a pause", job.id, run.attempt, trouble.reason, trouble,
+                       run.attempt + 1)
         self._observer.record_run(job.pipeline_id, trouble.status_code)
         return True
 
     def _error_record(self, run: RunClaim, error: Exception) -> JobError:
         """The job's error; when the server's passing trouble ended its last attempt, saying so:
-        the retry hint it carries is then its caller's, who may submit the job again."""
+        the retry its message asks for is then its caller's, who may submit the job again."""
         recorded = JobError.from_exception(error)
         if not isinstance(error, _PASSING_TROUBLE) or run.attempt < self._max_attempts:
             return recorded

@@ -30,7 +30,7 @@ import rq
 from videodag_service.dag import BUILTIN_PIPELINE_DIR, DagPipelineService
 from videodag_service.errors import JobNotFound
 from videodag_service.jobs.defaults import DEFAULT_MAX_ATTEMPTS
-from videodag_service.jobs.execution import RUN_AGAIN_PAUSE_SECONDS, JobExecutor
+from videodag_service.jobs.execution import JobExecutor, run_again_pause
 from videodag_service.jobs.model import JobError, JobState, RunClaim
 from videodag_service.jobs.redis_store import CONNECTION_TIMEOUTS, RedisJobStore
 from videodag_service.jobs.rq_worker import VideodagWorker
@@ -126,7 +126,7 @@ def run_job(job_id: str, attempt: int, config: dict[str, Any]) -> str | None:
 def _hand_over_next_attempt(store: RedisJobStore, task: rq.job.Job, config: dict[str, Any], job_id: str,
                             attempt: int) -> None:
     """Hand the job its run queued again in its next attempt to RQ, after the pause
-    (`RUN_AGAIN_PAUSE_SECONDS`): left to the servers' maintenance, it would wait for their
+    (`run_again_pause`): left to the servers' maintenance, it would wait for their
     dispatch grace (30 s), which is there for a replica that died between a job's creation and
     its hand-over. Should this work horse end meanwhile, or Redis fail, the maintenance still
     does it, as it does for a job queued again in the same attempt (results lost, Redis out of
@@ -137,7 +137,7 @@ def _hand_over_next_attempt(store: RedisJobStore, task: rq.job.Job, config: dict
     (`RqJobQueue.dispatch`), imported here: that module imports this one."""
     from videodag_service.jobs.rq_queue import RqJobQueue
 
-    time.sleep(RUN_AGAIN_PAUSE_SECONDS)
+    time.sleep(run_again_pause(attempt))
     connection = _with_store_timeouts(task.connection, decode_responses=False)
     try:
         job = store.get(job_id)

@@ -44,8 +44,11 @@ INTERLACED_REASON = (
     "it is interlaced, and this server's OpenCV cannot convert interlaced frames to images (it would hand "
     "over black ones); deinterlace it first, for example with ffmpeg -i IN -vf bwdif OUT"
 )
-DECODER_OOM_SCORE_ADJ = 800
-"""A decoder's out-of-memory score adjustment at least (-1000 to 1000; the server keeps its own, 0 as a rule)."""
+DECODER_OOM_SCORE_ADJ = 1000
+"""A decoder's out-of-memory score adjustment (-1000 to 1000; the server keeps its own, 0 as a rule): the
+most, so a decoder's score (its size, plus the whole limit for 1000) is above the server's whatever
+the server holds. At 800 a decoder's was its size plus 0.8 of the limit, and a server holding more
+than that (models, every run's frames) was killed first, with all its calls."""
 # Looked up once, in the forkserver that preloads this module, not in every decoder.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -241,9 +244,7 @@ def _harden_process() -> None:
     # run fails DECODER_KILLED and the others go on, where the server, holding the frames of
     # every run, has the largest share and would be killed with all its calls, silently.
     with suppress(OSError, ValueError):  # not Linux
-        score = Path("/proc/self/oom_score_adj")
-        if int(score.read_text()) < DECODER_OOM_SCORE_ADJ:  # never lowered (a pod's processes may have 1000)
-            score.write_text(f"{DECODER_OOM_SCORE_ADJ}\n")
+        Path("/proc/self/oom_score_adj").write_text(f"{DECODER_OOM_SCORE_ADJ}\n")
     if _LIBC is not None:
         # Killed with the forkserver, which exits with the server: a decoder stuck in native
         # code would otherwise outlive a server that was itself killed.

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -26,6 +28,7 @@ from videodag_service.errors import DecoderKilled, ErrorDetails, VideoFileMissin
 from videodag_service.jobs import DirectoryUploadStorage, Job, JobExecutor, JobState, SqliteJobStore
 from videodag_service.jobs import dispatch as dispatch_module
 from videodag_service.jobs.dispatch import ThreadPoolJobQueue
+from videodag_service.jobs.execution import run_again_pause
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import JobFrame, RunClaim
 from videodag_service.video import FrameProcessed, RunEvent, SamplingOptions, VideoFilePipelineService
@@ -41,7 +44,8 @@ KILLED = DecoderKilled(
 @pytest.fixture(scope="module")
 def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
     return dag_with_test_pipelines(tmp_path_factory.mktemp("pipelines"),
-                                   {"paced.yaml": counter_pipeline("paced", delay_seconds=0.005)})
+                                   {"paced.yaml": counter_pipeline("paced", delay_seconds=0.005),
+                                    "slow.yaml": counter_pipeline("slow", delay_seconds=0.05)})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 class _TroubledVideo(VideoFilePipelineService):
     """The real video layer, whose runs raise `troubles[n]` after 5 frames in the n-th run (none
-    for runs past the list)."""
+    for runs past the list); `spans` has each run's video, start and end."""
 
     def __init__(self, dag: DagPipelineService, troubles: list[BaseException | None],
                  before: Callable[[], object] | None = None) -> None:
@@ -59,23 +63,37 @@ class _TroubledVideo(VideoFilePipelineService):
         self.troubles = troubles
         self.runs = 0
         self.before = before  # called just before the trouble is raised
+        self.spans: list[tuple[str, float, float]] = []
+        self.untroubled: set[str] = set()  # videos whose runs are neither troubled nor counted
+        self._lock = threading.Lock()
 
     def stream_run(self, *args: Any, **kwargs: Any) -> Generator[RunEvent, None, None]:
-        trouble = self.troubles[self.runs] if self.runs < len(self.troubles) else None
-        self.runs += 1
-        return self._cut_short(super().stream_run(*args, **kwargs), trouble)
+        video = Path(args[1]).name
+        with self._lock:
+            trouble = None
+            if video not in self.untroubled:
+                trouble = self.troubles[self.runs] if self.runs < len(self.troubles) else None
+                self.runs += 1
+        return self._cut_short(super().stream_run(*args, **kwargs), trouble, video)
 
     def _cut_short(self, events: Generator[RunEvent, None, None],
-                   trouble: BaseException | None) -> Generator[RunEvent, None, None]:
+                   trouble: BaseException | None, video: str) -> Generator[RunEvent, None, None]:
         frames = 0
-        with closing(events):
-            for event in events:
-                yield event
-                frames += isinstance(event, FrameProcessed)
-                if trouble is not None and frames == 5:
-                    if self.before is not None:
-                        self.before()
-                    raise trouble
+        started = time.monotonic()
+        try:
+            with closing(events):
+                for event in events:
+                    yield event
+                    frames += isinstance(event, FrameProcessed)
+                    if trouble is not None and frames == 5:
+                        if self.before is not None:
+                            self.before()
+                        raise trouble
+        finally:
+            self.spans.append((video, started, time.monotonic()))
+
+    def runs_of(self, job: Job) -> list[tuple[float, float]]:
+        return [(start, end) for video, start, end in self.spans if video == job.video.ref]
 
 
 class _Runs:
@@ -103,12 +121,12 @@ class _Parts:
         self.executor = JobExecutor(self.store, self.uploads, dag, video, job_timeout_seconds=60,
                                     retention_seconds=60, observer=self.runs, max_attempts=max_attempts)
 
-    def submit(self, clip: Path) -> Job:
+    def submit(self, clip: Path, pipeline_id: str = "paced") -> Job:
         job_id = new_job_id()
         data = clip.read_bytes()
         video = self.uploads.store(lambda: job_id, iter([data]), max_upload_bytes=10**7, declared_size=None,
                                    declared_sha256=None, file_name=clip.name)
-        return self.store.create(Job(job_id, JobState.QUEUED, "paced", SamplingOptions(), video, 0.0))
+        return self.store.create(Job(job_id, JobState.QUEUED, pipeline_id, SamplingOptions(), video, 0.0))
 
 
 @pytest.fixture
@@ -127,7 +145,7 @@ def parts_of(tmp_path: Path, dag: DagPipelineService) -> Iterator[Any]:
 
 def killed_once(parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch, pause_seconds: float) -> tuple[_Parts, Job]:
     """A job whose first run will end DECODER_KILLED, its workers pausing `pause_seconds` before they run it again."""
-    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", pause_seconds)
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: pause_seconds)
     parts = parts_of([KILLED])
     return parts, parts.submit(clip)
 
@@ -253,7 +271,7 @@ def test_the_workers_run_again_a_job_whose_results_the_store_lost(
     tmp_path: Path, dag: DagPipelineService, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Queued again in the same attempt, rather than succeed with holes: it waited for a restart."""
-    monkeypatch.setattr(dispatch_module, "RUN_AGAIN_PAUSE_SECONDS", 0.5)
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.5)
     parts = _Parts(tmp_path, VideoFilePipelineService(dag), dag)
     job = parts.submit(clip)
     store_append = parts.store.append_frame
@@ -300,3 +318,62 @@ def test_a_job_the_store_would_not_tell_after_the_pause_is_handed_over_at_the_ne
         assert wait_until(lambda: parts.store.get(job.id).state is JobState.SUCCEEDED, timeout=30)
     finally:
         workers.close()
+
+
+def test_the_pause_grows_with_each_attempt_and_differs_from_job_to_job() -> None:
+    """Two jobs whose decoders one memory limit killed at once ran again at once, and met it again."""
+    after_first = [run_again_pause(1) for _ in range(50)]
+    after_second = [run_again_pause(2) for _ in range(50)]
+    assert all(2.5 <= pause <= 7.5 for pause in after_first)
+    assert all(7.5 <= pause <= 22.5 for pause in after_second)
+    assert len(set(after_first)) == 50
+
+
+def test_jobs_their_runs_queued_again_run_again_one_after_the_other_and_alone(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two large videos' decoders killed at a memory limit: side by side again, they met it in
+    every attempt and both jobs failed, where each fits alone. Here A's and B's first runs end
+    so; C runs on meanwhile, and D is handed over while they wait for it."""
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.2)
+    parts = parts_of([KILLED, KILLED])
+    video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
+    a, b = parts.submit(clip), parts.submit(clip)
+    c, d = parts.submit(clip, "slow"), parts.submit(clip, "slow")
+    video.untroubled = {c.video.ref, d.video.ref}
+    workers = ThreadPoolJobQueue(parts.executor, 3)
+    try:
+        for job in (a, b, c):
+            workers.dispatch(job)
+        assert wait_until(lambda: parts.store.get(a.id).attempt == parts.store.get(b.id).attempt == 2)
+        workers.dispatch(d)
+        assert wait_until(lambda: all(parts.store.get(job.id).state is JobState.SUCCEEDED for job in (a, b, c, d)),
+                          timeout=60)
+    finally:
+        workers.close()
+
+    [_, a_again], [_, b_again], [c_run], [d_run] = (video.runs_of(job) for job in (a, b, c, d))
+    first, second = sorted([a_again, b_again])
+    assert c_run[1] <= first[0], "run again once the job running meanwhile ended"
+    assert first[1] <= second[0], "one after the other"
+    assert second[1] <= d_run[0], "a job handed over meanwhile waits for them"
+
+
+def test_a_stop_while_a_job_waits_to_run_again_alone_leaves_it_queued(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.1)
+    parts = parts_of([KILLED])
+    video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
+    job, long_one = parts.submit(clip), parts.submit(clip, "slow")
+    video.untroubled = {long_one.video.ref}
+    workers = ThreadPoolJobQueue(parts.executor, 2)
+    workers.dispatch(long_one)
+    workers.dispatch(job)
+    assert wait_until(lambda: workers._waiting_to_run_alone == 1)
+
+    workers.close(timeout=10)
+
+    assert not any(thread.is_alive() for thread in workers._threads)
+    assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.QUEUED, 2)
+    assert len(video.runs_of(job)) == 1, "not run again"

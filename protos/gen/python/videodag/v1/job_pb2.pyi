@@ -130,8 +130,8 @@ class Job(_message.Message):
     """The run number: 1 for the first run, raised each time a crash or a lost
     worker makes the job run again from the start, or the server's passing
     trouble ends a run (UNAVAILABLE DECODER_KILLED, SERVER_OUT_OF_RESOURCES:
-    run again 5 s later). A run its server stopped cleanly (a graceful
-    shutdown) runs again under the same number. A job has 3 attempts.
+    run again after a pause of seconds). A run its server stopped cleanly (a
+    graceful shutdown) runs again under the same number. A job has 3 attempts.
     """
     @_builtins.property
     def config(self) -> _run_pb2.RunConfig:
