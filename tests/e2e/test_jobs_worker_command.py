@@ -8,10 +8,12 @@ import os
 import re
 import signal
 import subprocess
+import time
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import redis
 from jobs_harness import VENV_BIN, RqWorker, deployment, finished, wait_for_job, wait_until
 from test_e2e_access_control import pki  # noqa: F401 - the CA and the certificate for 127.0.0.1
 
@@ -169,9 +171,39 @@ def test_a_worker_told_to_stop_while_it_waits_for_redis_at_its_start_exits_0(
                    timeout=60, what="the worker waiting for Redis")
         worker.process.send_signal(stop)
         assert worker.process.wait(30) == 0, worker.log_path.read_text()
-        assert worker.log_count(f"told to stop ({stop.name}) before Redis answered: the worker took no job") == 1
+        assert worker.log_count(f"told to stop ({stop.name}) as it started: the worker took no job") == 1
     finally:
         worker.stop()
+        server.stop()
+
+
+def test_a_worker_told_to_stop_as_rq_records_its_start_leaves_no_live_worker_behind(tmp_path: Path) -> None:
+    """RQ records the worker (its birth) before it installs its signal handlers: stopped between
+    the two, it had exited 0 leaving a record of a live worker for 8 minutes, and a worker of the
+    same --name on another host was refused meanwhile. The stop comes here as RQ subscribes, its
+    next write held back by Redis (CLIENT PAUSE) so the signal lands inside that start."""
+    server = RedisServer(tmp_path / "redis")
+    watcher = redis.Redis.from_url(server.url)
+    worker = None
+    try:
+        with watcher.monitor() as commands:
+            worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp",
+                              name="starting")
+            for command in commands.listen():
+                if command["command"].upper().startswith("SUBSCRIBE"):
+                    server.client.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+                    break
+        time.sleep(0.5)
+        assert server.client.sismember("rq:workers", "rq:worker:starting"), "recorded as live"
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(30) == 0, worker.log_path.read_text()
+        assert not server.client.sismember("rq:workers", "rq:worker:starting"), worker.log_path.read_text()
+        assert server.client.hget("rq:worker:starting", "death") is not None
+        assert worker.log_count("told to stop (SIGTERM) as it started: the worker took no job") == 1
+    finally:
+        watcher.close()
+        if worker is not None:
+            worker.stop()
         server.stop()
 
 

@@ -21,6 +21,9 @@ from videodag_service.scheduling import run_as_batch
 
 logger = logging.getLogger(__name__)
 
+# How often a worker waiting for its turn to run a job again looks whether the job still waits.
+_TURN_LOOK_SECONDS = 5.0
+
 
 class JobQueue(Protocol):
     """Hands queued jobs to workers."""
@@ -63,11 +66,11 @@ class ThreadPoolJobQueue:
     a restart, recovery dispatches every QUEUED job again.
 
     A job its run queued again (the server's passing trouble: a decoder killed, memory or
-    threads short; see `JobExecutor`) runs again alone: the worker whose run it was waits out
-    the pause (`run_again_pause`), then for the other workers' jobs to end, and runs it itself
-    while they start none. Most such trouble is the runs' own, at once: a memory limit met by two
-    large videos killed both decoders, and run again side by side they met it again until both
-    jobs had used up their attempts, where one after the other both succeed.
+    threads short; see `JobExecutor`) runs again by the worker whose run it was, after the pause
+    (`run_again_pause`), and one at a time with the other jobs run again so: a memory limit met by
+    two large videos killed both decoders, and run again side by side they met it again until
+    both jobs had used up their attempts, where one after the other both succeed. The other
+    workers go on with the jobs they take.
     """
 
     def __init__(self, executor: JobExecutor, workers: int, queued_count: Callable[[], int] | None = None) -> None:
@@ -82,9 +85,7 @@ class ThreadPoolJobQueue:
         self._not_taking = threading.Event()
         self._running_jobs: dict[int, tuple[str, int]] = {}  # by worker thread
         self._running_changed = threading.Condition()
-        # Under `_running_changed`: workers waiting to run a job again alone, and whether one does.
-        self._waiting_to_run_alone = 0
-        self._running_alone = False
+        self._running_again = False  # under `_running_changed`: whether a worker runs a job its run queued again
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
         self._queued_again: list[str] = []  # jobs queued again whose attempt the store would not tell
@@ -141,7 +142,7 @@ class ThreadPoolJobQueue:
     def stop_taking(self) -> None:
         """Jobs handed out but not started stay QUEUED in the store: the next start runs them."""
         self._not_taking.set()
-        with self._running_changed:  # wakes the workers waiting to run a job, alone or beside none
+        with self._running_changed:  # wakes the workers waiting for their turn to run a job again
             self._running_changed.notify_all()
 
     def wait_until_idle(self, timeout: float) -> bool:
@@ -157,7 +158,7 @@ class ThreadPoolJobQueue:
         """
         self._not_taking.set()
         self._stopping.set()
-        with self._running_changed:  # wakes the workers waiting to run a job, alone or beside none
+        with self._running_changed:  # wakes the workers waiting for their turn to run a job again
             self._running_changed.notify_all()
         for _ in self._threads:
             self._pending.put(None)
@@ -179,23 +180,31 @@ class ThreadPoolJobQueue:
                 return
             if self._not_taking.is_set():
                 continue  # draining: the job stays QUEUED for the next start
-            with self._running_changed:  # no job starts beside one run again alone, nor before it
-                self._running_changed.wait_for(
-                    lambda: self._not_taking.is_set() or not (self._waiting_to_run_alone or self._running_alone))
-            if self._stopping.is_set():
-                return
-            if self._not_taking.is_set():
-                continue  # drained meanwhile
             try:
-                self._run(*item)
+                self._run_until_done(*item)
             except JobInterrupted:
                 return
 
-    def _run(self, job_id: str, attempt: int, alone: bool = False) -> None:
-        """Run the job's attempt, and again alone after the pause should its run queue it again."""
+    def _run_until_done(self, job_id: str, attempt: int) -> None:
+        """Run the job's attempt, and again in turn after the pause while its runs queue it again."""
+        state = self._run(job_id, attempt)
+        while state is JobState.QUEUED:
+            next_attempt = self._turn_to_run_again(job_id, attempt)
+            if next_attempt is None:
+                return
+            attempt = next_attempt
+            logger.info("job %s runs again (attempt %d)", job_id, attempt)
+            try:
+                state = self._run(job_id, attempt)
+            finally:
+                with self._running_changed:
+                    self._running_again = False
+                    self._running_changed.notify_all()
+
+    def _run(self, job_id: str, attempt: int) -> JobState | None:
         try:
-            with self._counted_as_running(job_id, attempt, alone):
-                state = self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+            with self._counted_as_running(job_id, attempt):
+                return self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
         except JobInterrupted:
             raise
         except Exception:
@@ -205,34 +214,29 @@ class ThreadPoolJobQueue:
             logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
             with self._unstarted_lock:
                 self._unstarted.append((job_id, attempt))
-            return
-        if state is JobState.QUEUED:
-            self._run_again_alone(job_id, attempt)
+            return None
 
-    def _run_again_alone(self, job_id: str, ended_attempt: int) -> None:
-        """After the pause, once no other job runs here, run the job its run queued again (in the
-        attempt it waits in, if it still waits). A stop or a drain meanwhile leaves it QUEUED for
-        the next start; the store failing to tell its attempt leaves it to maintenance."""
-        if self._stopping.wait(run_again_pause(ended_attempt)) or self._not_taking.is_set():
-            return
-        if (attempt := self._attempt_waited_in(job_id)) is None:
-            return
-        with self._running_changed:
-            self._waiting_to_run_alone += 1
-            try:
-                self._running_changed.wait_for(
-                    lambda: self._not_taking.is_set() or not (self._running_jobs or self._running_alone))
-            finally:
-                self._waiting_to_run_alone -= 1
-                self._running_changed.notify_all()
-            if self._stopping.is_set() or self._not_taking.is_set():
-                return
-            self._running_alone = True  # before the lock goes: no other worker starts meanwhile
-        logger.info("job %s runs again alone (attempt %d)", job_id, attempt)
-        self._run(job_id, attempt, alone=True)
+    def _turn_to_run_again(self, job_id: str, ended_attempt: int) -> int | None:
+        """After the pause, once no other job its run queued again runs here, the attempt the job
+        waits in, this worker's to run: None when it no longer waits (cancelled, deleted; looked
+        at every few seconds while another runs), when a stop or a drain came meanwhile (it stays
+        QUEUED for the next start), or when the store failed to tell (maintenance hands it over)."""
+        if self._stopping.wait(run_again_pause(ended_attempt)):
+            return None
+        while not self._not_taking.is_set():
+            if (attempt := self._attempt_waited_in(job_id)) is None:
+                return None
+            with self._running_changed:
+                if self._not_taking.is_set():
+                    return None
+                if not self._running_again:
+                    self._running_again = True
+                    return attempt
+                self._running_changed.wait(_TURN_LOOK_SECONDS)
+        return None
 
     @contextmanager
-    def _counted_as_running(self, job_id: str, attempt: int, alone: bool) -> Iterator[None]:
+    def _counted_as_running(self, job_id: str, attempt: int) -> Iterator[None]:
         worker = threading.get_ident()
         with self._running_changed:
             self._running_jobs[worker] = (job_id, attempt)
@@ -241,6 +245,4 @@ class ThreadPoolJobQueue:
         finally:
             with self._running_changed:
                 del self._running_jobs[worker]
-                if alone:
-                    self._running_alone = False
                 self._running_changed.notify_all()

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from importlib.metadata import version
 
 import redis
@@ -97,12 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Workers of two releases share a queue during an upgrade: the log tells them apart.
     logger.info("videodag-worker %s: working the queue %s of the Redis at %s", version("videodag"), DEFAULT_QUEUE_NAME,
                 _address(connection))
+    worker: VideodagWorker | None = None
     try:
         _stop_on_signals()
         worker = _worker_once_redis_answers(connection, probe, arguments.name, arguments.heartbeat_seconds)
         worker.work(logging_level=arguments.log_level)
     except _ToldToStop as told:
-        logger.info("told to stop (%s) before Redis answered: the worker took no job", told)
+        if worker is not None:  # stopped in RQ's start, which records the worker before its handlers are in place
+            _record_death(worker)
+        logger.info("told to stop (%s) as it started: the worker took no job", told)
         return 0
     except _CertificateRefused as error:
         print(f"videodag-worker: Redis at {_address(connection)} has a TLS certificate the worker cannot verify "
@@ -144,6 +148,14 @@ def _stop_on_signals() -> None:
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stop)
+
+
+def _record_death(worker: VideodagWorker) -> None:
+    """Take the worker's record out of Redis's list of live workers, as RQ does as it stops: left,
+    it stood for a live worker for minutes, and a worker started under the same --name on
+    another host was refused meanwhile. Redis out of reach: the record expires by itself."""
+    with suppress(redis.RedisError, _ToldToStop):
+        worker.register_death()
 
 
 def _machine_problem() -> str | None:

@@ -242,7 +242,7 @@ def shared_memory_problem() -> str | None:
 def shared_memory_shortfall(runs: int, budget_bytes: int, directory: str = _SHARED_MEMORY_DIR) -> str | None:
     """What to say at start of a shared-memory filesystem too small for `runs` runs at once of
     1080p video, each ring cut from `budget_bytes`, or None. Docker gives a container 64 MiB:
-    six such runs (a server's default four and two jobs) need 75 MiB, and the runs that find it
+    six such runs (a server's default four and two jobs) need 71 MiB, and the runs that find it
     full fail, long after a start that said nothing."""
     try:
         stats = os.statvfs(directory)

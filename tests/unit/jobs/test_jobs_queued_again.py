@@ -45,7 +45,8 @@ KILLED = DecoderKilled(
 def dag(tmp_path_factory: pytest.TempPathFactory) -> DagPipelineService:
     return dag_with_test_pipelines(tmp_path_factory.mktemp("pipelines"),
                                    {"paced.yaml": counter_pipeline("paced", delay_seconds=0.005),
-                                    "slow.yaml": counter_pipeline("slow", delay_seconds=0.05)})
+                                    "slow.yaml": counter_pipeline("slow", delay_seconds=0.05),
+                                    "crawling.yaml": counter_pipeline("crawling", delay_seconds=0.2)})
 
 
 @pytest.fixture(scope="module")
@@ -329,51 +330,76 @@ def test_the_pause_grows_with_each_attempt_and_differs_from_job_to_job() -> None
     assert len(set(after_first)) == 50
 
 
-def test_jobs_their_runs_queued_again_run_again_one_after_the_other_and_alone(
+def test_jobs_their_runs_queued_again_run_again_one_after_the_other(
     parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two large videos' decoders killed at a memory limit: side by side again, they met it in
-    every attempt and both jobs failed, where each fits alone. Here A's and B's first runs end
-    so; C runs on meanwhile, and D is handed over while they wait for it."""
-    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.2)
+    """Two large videos' decoders killed at once at a memory limit: side by side again, they met
+    it in every attempt and both jobs failed, where each fits alone. C, another job, runs on."""
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.1)
     parts = parts_of([KILLED, KILLED])
     video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
-    a, b = parts.submit(clip), parts.submit(clip)
-    c, d = parts.submit(clip, "slow"), parts.submit(clip, "slow")
-    video.untroubled = {c.video.ref, d.video.ref}
+    a, b, c = parts.submit(clip, "slow"), parts.submit(clip, "slow"), parts.submit(clip, "crawling")
+    video.untroubled = {c.video.ref}
     workers = ThreadPoolJobQueue(parts.executor, 3)
     try:
         for job in (a, b, c):
             workers.dispatch(job)
-        assert wait_until(lambda: parts.store.get(a.id).attempt == parts.store.get(b.id).attempt == 2)
-        workers.dispatch(d)
-        assert wait_until(lambda: all(parts.store.get(job.id).state is JobState.SUCCEEDED for job in (a, b, c, d)),
+        assert wait_until(lambda: all(parts.store.get(job.id).state is JobState.SUCCEEDED for job in (a, b, c)),
                           timeout=60)
     finally:
         workers.close()
 
-    [_, a_again], [_, b_again], [c_run], [d_run] = (video.runs_of(job) for job in (a, b, c, d))
+    [_, a_again], [_, b_again], [c_run] = (video.runs_of(job) for job in (a, b, c))
     first, second = sorted([a_again, b_again])
-    assert c_run[1] <= first[0], "run again once the job running meanwhile ended"
     assert first[1] <= second[0], "one after the other"
-    assert second[1] <= d_run[0], "a job handed over meanwhile waits for them"
+    assert c_run[0] < first[1] and first[0] < c_run[1], "beside the job that was not queued again"
 
 
-def test_a_stop_while_a_job_waits_to_run_again_alone_leaves_it_queued(
+def waiting_for_its_turn(parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch,
+                         workers: int) -> tuple[_Parts, ThreadPoolJobQueue, Job, Job]:
+    """Two slow jobs (4 s a run) whose first runs were killed at once: one runs again, the other waits its turn."""
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.1)
+    monkeypatch.setattr(dispatch_module, "_TURN_LOOK_SECONDS", 0.1)
+    parts = parts_of([KILLED, KILLED])
+    a, b = parts.submit(clip, "crawling"), parts.submit(clip, "crawling")
+    queue = ThreadPoolJobQueue(parts.executor, workers)
+    queue.dispatch(a)
+    queue.dispatch(b)
+
+    def one_runs_again_and_one_waits() -> bool:
+        states = {(parts.store.get(job.id).state, parts.store.get(job.id).attempt) for job in (a, b)}
+        return states == {(JobState.RUNNING, 2), (JobState.QUEUED, 2)}
+
+    assert wait_until(one_runs_again_and_one_waits)
+    running, waiting = (a, b) if parts.store.get(a.id).state is JobState.RUNNING else (b, a)
+    return parts, queue, running, waiting
+
+
+def test_a_job_cancelled_while_it_waits_its_turn_frees_its_worker(
     parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.1)
-    parts = parts_of([KILLED])
+    parts, workers, running, waiting = waiting_for_its_turn(parts_of, clip, monkeypatch, workers=2)
     video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
-    job, long_one = parts.submit(clip), parts.submit(clip, "slow")
-    video.untroubled = {long_one.video.ref}
-    workers = ThreadPoolJobQueue(parts.executor, 2)
-    workers.dispatch(long_one)
-    workers.dispatch(job)
-    assert wait_until(lambda: workers._waiting_to_run_alone == 1)
+    try:
+        parts.store.cancel(waiting.id, 1.0, 60.0)
+        other = parts.submit(clip)
+        video.untroubled = {other.video.ref}
+        workers.dispatch(other)
+        assert wait_until(lambda: parts.store.get(other.id).state is JobState.SUCCEEDED, timeout=30)
+        assert parts.store.get(running.id).state is JobState.RUNNING, "run by the worker that waited, meanwhile"
+        assert wait_until(lambda: parts.store.get(running.id).state is JobState.SUCCEEDED, timeout=30)
+    finally:
+        workers.close()
+    assert len(video.runs_of(waiting)) == 1, "not run again"
+
+
+def test_a_stop_while_a_job_waits_its_turn_leaves_it_queued(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts, workers, running, waiting = waiting_for_its_turn(parts_of, clip, monkeypatch, workers=2)
 
     workers.close(timeout=10)
 
     assert not any(thread.is_alive() for thread in workers._threads)
-    assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.QUEUED, 2)
-    assert len(video.runs_of(job)) == 1, "not run again"
+    for job in (running, waiting):  # the one running queued again in its attempt, as by any stop
+        assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.QUEUED, 2)
