@@ -107,6 +107,9 @@ class JobError:
     metadata: Mapping[str, str] = field(default_factory=dict)
     field_violations: tuple[FieldViolation, ...] = ()
     resource: Resource | None = None
+    retry_after_seconds: float | None = None
+    """The retry hint of an error that asks for one (a killed decoder): submit the job again then.
+    None in records from before it was kept."""
 
     @classmethod
     def from_exception(cls, error: BaseException) -> JobError:
@@ -122,6 +125,7 @@ class JobError:
                 metadata=dict(details.metadata),
                 field_violations=tuple(details.field_violations),
                 resource=details.resource,
+                retry_after_seconds=details.retry_after_seconds,
             )
         return cls("INTERNAL", "INTERNAL", f"internal error: {type(error).__name__}: {error}")
 
@@ -140,6 +144,7 @@ class RecordedJobError(VideodagError):
                 metadata=dict(record.metadata),
                 field_violations=record.field_violations,
                 resource=record.resource,
+                retry_after_seconds=record.retry_after_seconds,
             ),
         )
         # Instance attributes shadow the class-level code and reason of VideodagError.

@@ -193,6 +193,7 @@ def test_the_last_attempt_records_the_trouble_and_says_it_was_the_last(parts_of:
     assert (failed.error.status_code, failed.error.reason) == ("UNAVAILABLE", "DECODER_KILLED")
     assert failed.error.message == f"{KILLED.message} (the job's last attempt, 3 of 3)"
     assert dict(failed.error.metadata) == {"attempts": "3"}
+    assert failed.error.retry_after_seconds == 5.0, "its caller may submit it again then"
     assert parts.runs.ends == ["UNAVAILABLE"] * 3
     assert list(parts.uploads.refs()) == [], "no attempt is left to need the video"
 

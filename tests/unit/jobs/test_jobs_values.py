@@ -17,6 +17,8 @@ from videodag.v1 import job_pb2, run_pb2, video_pipeline_service_pb2
 from videodag_service import convert, convert_jobs
 from videodag_service.dag import DagPipelineService
 from videodag_service.errors import (
+    DecoderKilled,
+    ErrorDetails,
     FieldViolation,
     InvalidOptions,
     JobNotFound,
@@ -90,10 +92,12 @@ def test_idempotency_keys_are_plain_names() -> None:
         NodeFailed("people", "detect", "ssdlite.detect_people", 7, "boom"),
         PipelineNotFound("nope", ["a", "b"]),
         UploadTooLarge("too big"),
+        DecoderKilled("the decoder was killed; retry shortly", ErrorDetails(retry_after_seconds=5.0)),
         ValueError("not a domain error"),
     ],
 )
 def test_a_recorded_error_reports_the_status_of_the_original(error: Exception) -> None:
+    """Its retry hint (RetryInfo) included: a failed job's caller submits it again then."""
     recorded = records.error_from_text(records.error_to_text(JobError.from_exception(error)))
     assert recorded is not None
 
@@ -105,6 +109,14 @@ def test_a_recorded_error_reports_the_status_of_the_original(error: Exception) -
         assert (status.code, status.message) == (13, "internal error: ValueError: not a domain error")
         info = error_details_pb2.ErrorInfo()
         assert status.details[0].Unpack(info) and info.reason == "INTERNAL"
+
+
+def test_an_error_recorded_before_retry_hints_were_kept_reads_without_one() -> None:
+    recorded = records.error_from_text(
+        '{"status_code": "UNAVAILABLE", "reason": "DECODER_KILLED", "message": "killed", "metadata": {}, '
+        '"field_violations": [], "resource": null}')
+    assert recorded == JobError("UNAVAILABLE", "DECODER_KILLED", "killed")
+    assert recorded.to_exception().details.retry_after_seconds is None
 
 
 def test_a_job_converts_to_protobuf_with_every_part() -> None:
