@@ -177,33 +177,56 @@ def test_a_worker_told_to_stop_while_it_waits_for_redis_at_its_start_exits_0(
         server.stop()
 
 
-def test_a_worker_told_to_stop_as_rq_records_its_start_leaves_no_live_worker_behind(tmp_path: Path) -> None:
-    """RQ records the worker (its birth) before it installs its signal handlers: stopped between
-    the two, it had exited 0 leaving a record of a live worker for 8 minutes, and a worker of the
-    same --name on another host was refused meanwhile. The stop comes here as RQ subscribes, its
-    next write held back by Redis (CLIENT PAUSE) so the signal lands inside that start."""
-    server = RedisServer(tmp_path / "redis")
+def _stopped_as_redis_sees(server: RedisServer, tmp_path: Path, name: str, command: str, held: str) -> RqWorker:
+    """A worker named `name`, sent SIGTERM as it starts: once Redis sees it send `command` (the
+    start of a command, upper case), Redis holds its next ones (CLIENT PAUSE `held`), so the signal
+    lands inside RQ's start, before RQ's own handlers are in place. Its exit status is 0."""
     watcher = redis.Redis.from_url(server.url)
-    worker = None
     try:
         with watcher.monitor() as commands:
             worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp",
-                              name="starting")
-            for command in commands.listen():
-                if command["command"].upper().startswith("SUBSCRIBE"):
-                    server.client.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+                              name=name)
+            for seen in commands.listen():
+                if seen["command"].upper().startswith(command):
+                    server.client.execute_command("CLIENT", "PAUSE", "3000", held)
                     break
-        time.sleep(0.5)
-        assert server.client.sismember("rq:workers", "rq:worker:starting"), "recorded as live"
-        worker.process.send_signal(signal.SIGTERM)
-        assert worker.process.wait(30) == 0, worker.log_path.read_text()
-        assert not server.client.sismember("rq:workers", "rq:worker:starting"), worker.log_path.read_text()
-        assert server.client.hget("rq:worker:starting", "death") is not None
-        assert worker.log_count("told to stop (SIGTERM) as it started: the worker took no job") == 1
     finally:
         watcher.close()
-        if worker is not None:
-            worker.stop()
+    time.sleep(0.5)
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.wait(30) == 0, worker.log_path.read_text()
+    assert worker.log_count("told to stop (SIGTERM) as it started: the worker took no job") == 1
+    return worker
+
+
+def test_a_worker_told_to_stop_as_rq_records_its_start_leaves_no_live_worker_behind(tmp_path: Path) -> None:
+    """RQ records the worker (its birth) before it installs its signal handlers: stopped between
+    the two (here as RQ subscribes), it had exited 0 leaving a record of a live worker for 8
+    minutes, and a worker of the same --name on another host was refused meanwhile."""
+    server = RedisServer(tmp_path / "redis")
+    try:
+        worker = _stopped_as_redis_sees(server, tmp_path, "starting", "SUBSCRIBE", "WRITE")
+        worker.stop()
+        assert not server.client.sismember("rq:workers", "rq:worker:starting"), worker.log_path.read_text()
+        assert server.client.hget("rq:worker:starting", "death") is not None
+    finally:
+        server.stop()
+
+
+def test_a_worker_told_to_stop_before_its_start_is_recorded_leaves_the_live_worker_of_its_name_alone(
+    tmp_path: Path,
+) -> None:
+    """Stopped as it read the record of its --name, another host's live worker's: that record is not its own."""
+    server = RedisServer(tmp_path / "redis")
+    live = {"hostname": "other-host", "pid": "4242", "birth": "2026-01-01T00:00:00.000000Z", "state": "busy"}
+    try:
+        server.client.hset("rq:worker:shared", mapping=live)
+        server.client.sadd("rq:workers", "rq:worker:shared")
+        worker = _stopped_as_redis_sees(server, tmp_path, "shared", "HMGET RQ:WORKER:SHARED", "ALL")
+        worker.stop()
+        assert server.client.sismember("rq:workers", "rq:worker:shared"), "still a live worker"
+        assert server.client.hgetall("rq:worker:shared") == live
+    finally:
         server.stop()
 
 

@@ -17,12 +17,13 @@ from typing import Protocol
 
 from videodag_service.jobs.execution import JobExecutor, JobInterrupted, run_again_pause
 from videodag_service.jobs.model import HandOver, Job, JobState
+from videodag_service.jobs.run_again import RunAgainTurns
 from videodag_service.scheduling import run_as_batch
 
 logger = logging.getLogger(__name__)
 
-# How often a worker waiting for its turn to run a job again looks whether the job still waits.
-_TURN_LOOK_SECONDS = 5.0
+# Put in the pending list to wake a worker waiting for work: the list of jobs to run again changed.
+_LOOK_AGAIN = ("", 0)
 
 
 class JobQueue(Protocol):
@@ -65,12 +66,9 @@ class ThreadPoolJobQueue:
     The pending list is in memory only; that is safe because the store is the record: after
     a restart, recovery dispatches every QUEUED job again.
 
-    A job its run queued again (the server's passing trouble: a decoder killed, memory or
-    threads short; see `JobExecutor`) runs again by the worker whose run it was, after the pause
-    (`run_again_pause`), and one at a time with the other jobs run again so: a memory limit met by
-    two large videos killed both decoders, and run again side by side they met it again until
-    both jobs had used up their attempts, where one after the other both succeed. The other
-    workers go on with the jobs they take.
+    A job its run queued again (the server's passing trouble) runs again after a pause, one at
+    a time with the other jobs queued again so (`RunAgainTurns`), taken by any worker looking for
+    work once its turn has come, before the jobs handed over since.
     """
 
     def __init__(self, executor: JobExecutor, workers: int, queued_count: Callable[[], int] | None = None) -> None:
@@ -85,7 +83,7 @@ class ThreadPoolJobQueue:
         self._not_taking = threading.Event()
         self._running_jobs: dict[int, tuple[str, int]] = {}  # by worker thread
         self._running_changed = threading.Condition()
-        self._running_again = False  # under `_running_changed`: whether a worker runs a job its run queued again
+        self._run_again = RunAgainTurns()
         self._unstarted_lock = threading.Lock()
         self._unstarted: list[tuple[str, int]] = []
         self._queued_again: list[str] = []  # jobs queued again whose attempt the store would not tell
@@ -118,10 +116,16 @@ class ThreadPoolJobQueue:
         for job_id in queued_again:
             self._hand_over_again(job_id)
 
-    def _hand_over_again(self, job_id: str) -> None:
-        """Hand the job over in the attempt it waits in, if it still waits (not cancelled meanwhile)."""
-        if not self._stopping.is_set() and (attempt := self._attempt_waited_in(job_id)) is not None:
-            self._pending.put((job_id, attempt))
+    def _hand_over_again(self, job_id: str, pause_seconds: float = 0.0) -> None:
+        """List the job its run queued again for its turn to run again, after `pause_seconds`."""
+        self._run_again.add(job_id, pause_seconds)
+        self._wake_the_idle()
+
+    def _wake_the_idle(self) -> None:
+        """Have the workers waiting for work look at the jobs to run again: how long each waits
+        depends on them. Those busy meet the call later, and go on."""
+        for _ in self._threads:
+            self._pending.put(_LOOK_AGAIN)
 
     def _attempt_waited_in(self, job_id: str) -> int | None:
         """The attempt the job its run queued again waits in; None when it no longer waits
@@ -142,8 +146,6 @@ class ThreadPoolJobQueue:
     def stop_taking(self) -> None:
         """Jobs handed out but not started stay QUEUED in the store: the next start runs them."""
         self._not_taking.set()
-        with self._running_changed:  # wakes the workers waiting for their turn to run a job again
-            self._running_changed.notify_all()
 
     def wait_until_idle(self, timeout: float) -> bool:
         with self._running_changed:
@@ -158,8 +160,6 @@ class ThreadPoolJobQueue:
         """
         self._not_taking.set()
         self._stopping.set()
-        with self._running_changed:  # wakes the workers waiting for their turn to run a job again
-            self._running_changed.notify_all()
         for _ in self._threads:
             self._pending.put(None)
         deadline = time.monotonic() + timeout
@@ -175,36 +175,40 @@ class ThreadPoolJobQueue:
     def _work(self) -> None:
         run_as_batch()  # a job is frame work; serving calls goes first
         while True:
-            item = self._pending.get()
+            if not self._not_taking.is_set() and (job_id := self._run_again.take()) is not None:
+                try:
+                    self._run_in_turn(job_id)
+                except JobInterrupted:
+                    return
+                continue
+            try:
+                item = self._pending.get(timeout=self._run_again.seconds_to_next())
+            except queue.Empty:
+                continue  # a job's turn to run again has come
             if item is None or self._stopping.is_set():
                 return
-            if self._not_taking.is_set():
+            if self._not_taking.is_set() or item == _LOOK_AGAIN:
                 continue  # draining: the job stays QUEUED for the next start
             try:
-                self._run_until_done(*item)
+                self._run(*item)
             except JobInterrupted:
                 return
 
-    def _run_until_done(self, job_id: str, attempt: int) -> None:
-        """Run the job's attempt, and again in turn after the pause while its runs queue it again."""
-        state = self._run(job_id, attempt)
-        while state is JobState.QUEUED:
-            next_attempt = self._turn_to_run_again(job_id, attempt)
-            if next_attempt is None:
-                return
-            attempt = next_attempt
-            logger.info("job %s runs again (attempt %d)", job_id, attempt)
-            try:
-                state = self._run(job_id, attempt)
-            finally:
-                with self._running_changed:
-                    self._running_again = False
-                    self._running_changed.notify_all()
+    def _run_in_turn(self, job_id: str) -> None:
+        """Run again, in the attempt it waits in, the job whose turn has come, if it still waits."""
+        try:
+            if (attempt := self._attempt_waited_in(job_id)) is not None:
+                logger.info("job %s runs again (attempt %d)", job_id, attempt)
+                self._run(job_id, attempt)
+        finally:
+            self._run_again.done()
+            if self._run_again.seconds_to_next() is not None:  # the next may go
+                self._wake_the_idle()
 
-    def _run(self, job_id: str, attempt: int) -> JobState | None:
+    def _run(self, job_id: str, attempt: int) -> None:
         try:
             with self._counted_as_running(job_id, attempt):
-                return self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
+                state = self._executor.execute(job_id, attempt, should_stop=self._stopping.is_set)
         except JobInterrupted:
             raise
         except Exception:
@@ -214,26 +218,9 @@ class ThreadPoolJobQueue:
             logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
             with self._unstarted_lock:
                 self._unstarted.append((job_id, attempt))
-            return None
-
-    def _turn_to_run_again(self, job_id: str, ended_attempt: int) -> int | None:
-        """After the pause, once no other job its run queued again runs here, the attempt the job
-        waits in, this worker's to run: None when it no longer waits (cancelled, deleted; looked
-        at every few seconds while another runs), when a stop or a drain came meanwhile (it stays
-        QUEUED for the next start), or when the store failed to tell (maintenance hands it over)."""
-        if self._stopping.wait(run_again_pause(ended_attempt)):
-            return None
-        while not self._not_taking.is_set():
-            if (attempt := self._attempt_waited_in(job_id)) is None:
-                return None
-            with self._running_changed:
-                if self._not_taking.is_set():
-                    return None
-                if not self._running_again:
-                    self._running_again = True
-                    return attempt
-                self._running_changed.wait(_TURN_LOOK_SECONDS)
-        return None
+            return
+        if state is JobState.QUEUED:  # its run queued it again
+            self._hand_over_again(job_id, run_again_pause(attempt))
 
     @contextmanager
     def _counted_as_running(self, job_id: str, attempt: int) -> Iterator[None]:

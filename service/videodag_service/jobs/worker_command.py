@@ -153,9 +153,14 @@ def _stop_on_signals() -> None:
 def _record_death(worker: VideodagWorker) -> None:
     """Take the worker's record out of Redis's list of live workers, as RQ does as it stops: left,
     it stood for a live worker for minutes, and a worker started under the same --name on
-    another host was refused meanwhile. Redis out of reach: the record expires by itself."""
+    another host was refused meanwhile. Only a record this process made: stopped before its
+    birth was recorded, the record of its --name is another worker's, live. Redis out of reach:
+    the record expires by itself."""
     with suppress(redis.RedisError, _ToldToStop):
-        worker.register_death()
+        recorded = worker.connection.hmget(worker.key, ["hostname", "pid"])
+        if [value.decode() if isinstance(value, bytes) else value for value in recorded] == [
+                worker.hostname, str(worker.pid)]:
+            worker.register_death()
 
 
 def _machine_problem() -> str | None:

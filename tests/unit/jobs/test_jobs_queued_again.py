@@ -31,6 +31,7 @@ from videodag_service.jobs.dispatch import ThreadPoolJobQueue
 from videodag_service.jobs.execution import run_again_pause
 from videodag_service.jobs.ids import new_job_id
 from videodag_service.jobs.model import JobFrame, RunClaim
+from videodag_service.jobs.run_again import RunAgainTurns
 from videodag_service.video import FrameProcessed, RunEvent, SamplingOptions, VideoFilePipelineService
 
 FRAMES = 20
@@ -360,7 +361,6 @@ def waiting_for_its_turn(parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPa
                          workers: int) -> tuple[_Parts, ThreadPoolJobQueue, Job, Job]:
     """Two slow jobs (4 s a run) whose first runs were killed at once: one runs again, the other waits its turn."""
     monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.1)
-    monkeypatch.setattr(dispatch_module, "_TURN_LOOK_SECONDS", 0.1)
     parts = parts_of([KILLED, KILLED])
     a, b = parts.submit(clip, "crawling"), parts.submit(clip, "crawling")
     queue = ThreadPoolJobQueue(parts.executor, workers)
@@ -376,22 +376,38 @@ def waiting_for_its_turn(parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPa
     return parts, queue, running, waiting
 
 
-def test_a_job_cancelled_while_it_waits_its_turn_frees_its_worker(
+def test_a_job_waiting_its_turn_holds_no_worker(parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker whose run queued the job again waited for its turn: behind a long run again,
+    the jobs handed over meanwhile waited too, for as long."""
+    parts, workers, running, waiting = waiting_for_its_turn(parts_of, clip, monkeypatch, workers=2)
+    video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
+    try:
+        other = parts.submit(clip)
+        video.untroubled = {other.video.ref}
+        workers.dispatch(other)
+        assert wait_until(lambda: parts.store.get(other.id).state is JobState.SUCCEEDED, timeout=30)
+        assert parts.store.get(running.id).state is JobState.RUNNING, "run while the job run again still ran"
+        assert wait_until(lambda: all(parts.store.get(job.id).state is JobState.SUCCEEDED
+                                      for job in (running, waiting)), timeout=60)
+    finally:
+        workers.close()
+    first, second = sorted([video.runs_of(running)[1], video.runs_of(waiting)[1]])
+    assert first[1] <= second[0], "the jobs run again one after the other all the same"
+
+
+def test_a_job_cancelled_while_it_waits_its_turn_is_not_run_again(
     parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parts, workers, running, waiting = waiting_for_its_turn(parts_of, clip, monkeypatch, workers=2)
     video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
     try:
         parts.store.cancel(waiting.id, 1.0, 60.0)
-        other = parts.submit(clip)
-        video.untroubled = {other.video.ref}
-        workers.dispatch(other)
-        assert wait_until(lambda: parts.store.get(other.id).state is JobState.SUCCEEDED, timeout=30)
-        assert parts.store.get(running.id).state is JobState.RUNNING, "run by the worker that waited, meanwhile"
         assert wait_until(lambda: parts.store.get(running.id).state is JobState.SUCCEEDED, timeout=30)
+        assert workers.wait_until_idle(10)
     finally:
         workers.close()
     assert len(video.runs_of(waiting)) == 1, "not run again"
+    assert parts.store.get(waiting.id).state is JobState.CANCELLED
 
 
 def test_a_stop_while_a_job_waits_its_turn_leaves_it_queued(
@@ -404,3 +420,17 @@ def test_a_stop_while_a_job_waits_its_turn_leaves_it_queued(
     assert not any(thread.is_alive() for thread in workers._threads)
     for job in (running, waiting):  # the one running queued again in its attempt, as by any stop
         assert (parts.store.get(job.id).state, parts.store.get(job.id).attempt) == (JobState.QUEUED, 2)
+
+
+def test_turns_go_to_jobs_whose_pause_is_over_one_at_a_time_in_the_order_their_pauses_end() -> None:
+    turns = RunAgainTurns()
+    assert (turns.take(), turns.seconds_to_next()) == (None, None)
+    turns.add("late", 0.2)
+    turns.add("early", 0.0)
+    assert turns.take() == "early"
+    assert (turns.take(), turns.seconds_to_next()) == (None, None), "one at a time: its worker looks again"
+    turns.done()
+    waited = turns.seconds_to_next()
+    assert waited is not None and 0 < waited <= 0.2
+    assert turns.take() is None, "not before its pause is over"
+    assert wait_until(lambda: turns.take() == "late", timeout=5)
