@@ -78,7 +78,7 @@ class ThreadPoolJobQueue:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._executor = executor
         self._queued_count = queued_count
-        self._pending: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._pending: queue.Queue[tuple[str, int] | None] = queue.Queue()
         self._stopping = threading.Event()
         self._not_taking = threading.Event()
         self._running_jobs: dict[int, tuple[str, int]] = {}  # by worker thread
@@ -100,7 +100,11 @@ class ThreadPoolJobQueue:
         self._pending.put((job.id, job.attempt))
 
     def depth(self) -> int:
-        return self._pending.qsize() if self._queued_count is None else self._queued_count()
+        if self._queued_count is not None:
+            return self._queued_count()
+        with self._pending.mutex:
+            handed_over = sum(1 for item in self._pending.queue if item is not None and item != _LOOK_AGAIN)
+        return handed_over + len(self._run_again)
 
     def retry_stranded(self) -> None:
         """Record the job ends the store refused, and hand the jobs it would not let start to
@@ -181,8 +185,10 @@ class ThreadPoolJobQueue:
                 except JobInterrupted:
                     return
                 continue
+            # Draining, no job is run again here: a due one's wait of 0 would spin until the stop.
+            wait = None if self._not_taking.is_set() else self._run_again.seconds_to_next()
             try:
-                item = self._pending.get(timeout=self._run_again.seconds_to_next())
+                item = self._pending.get(timeout=wait)
             except queue.Empty:
                 continue  # a job's turn to run again has come
             if item is None or self._stopping.is_set():

@@ -23,6 +23,11 @@ class RunAgainTurns:
         self._waiting: list[tuple[float, str]] = []  # (when its pause ends, by time.monotonic(); job id)
         self._taken = False
 
+    def __len__(self) -> int:
+        """Jobs listed, their turn not taken yet."""
+        with self._lock:
+            return len(self._waiting)
+
     def add(self, job_id: str, pause_seconds: float) -> None:
         with self._lock:
             self._waiting.append((time.monotonic() + pause_seconds, job_id))

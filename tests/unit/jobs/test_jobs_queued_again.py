@@ -434,3 +434,51 @@ def test_turns_go_to_jobs_whose_pause_is_over_one_at_a_time_in_the_order_their_p
     assert waited is not None and 0 < waited <= 0.2
     assert turns.take() is None, "not before its pause is over"
     assert wait_until(lambda: turns.take() == "late", timeout=5)
+
+
+def test_a_draining_queue_waits_for_its_stop_without_spinning_over_a_job_due_to_run_again(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose pause was over gave each idle worker a wait of 0: they spun at full CPU for the
+    whole drain, slowing the runs it waits for."""
+    monkeypatch.setattr(dispatch_module, "run_again_pause", lambda ended_attempt: 0.1)
+    parts = parts_of([KILLED])
+    video: _TroubledVideo = parts.executor._video  # type: ignore[assignment]
+    job, long_one = parts.submit(clip), parts.submit(clip, "crawling")
+    video.untroubled = {long_one.video.ref}
+    workers = ThreadPoolJobQueue(parts.executor, 2)
+    try:
+        workers.dispatch(long_one)
+        workers.dispatch(job)
+        assert wait_until(lambda: parts.store.get(job.id).attempt == 2)
+        workers.stop_taking()
+        time.sleep(0.3)  # its pause is over
+        looks = 0
+        get = workers._pending.get
+
+        def counted_get(*args: Any, **kwargs: Any) -> tuple[str, int] | None:
+            nonlocal looks
+            looks += 1
+            return get(*args, **kwargs)
+
+        workers._pending.get = counted_get  # type: ignore[method-assign]
+        time.sleep(0.5)
+        assert looks <= 4, f"{looks} looks at the pending jobs in 0.5 s of drain"
+        assert parts.store.get(job.id).state is JobState.QUEUED, "not run again while draining"
+    finally:
+        workers.close()
+
+
+def test_the_depth_of_a_queue_counts_the_jobs_waiting_to_run_again(
+    parts_of: Any, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts, job = killed_once(parts_of, clip, monkeypatch, pause_seconds=60.0)
+    workers = ThreadPoolJobQueue(parts.executor, 1)
+    try:
+        workers.dispatch(job)
+        assert wait_until(lambda: parts.store.get(job.id).attempt == 2 and workers.wait_until_idle(0))
+        assert wait_until(lambda: workers.depth() == 1)
+        time.sleep(0.2)
+        assert workers.depth() == 1
+    finally:
+        workers.close()
