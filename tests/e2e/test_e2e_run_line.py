@@ -190,7 +190,8 @@ def test_the_line_is_a_queue_in_the_metrics_and_its_refusals_are_not_runs(
 
     # The closed run is counted as its handler unwinds, after its slot has gone to the next.
     assert wait_until(lambda: runs(scrape(port)) == {(("pipeline", "frame_stats_v1"), ("status", "OK")): 1.0,
-                                                     (("pipeline", "slow"), ("status", "CANCELLED")): 1.0})
+                                                     (("pipeline", "slow"), ("status", "CANCELLED")): 1.0}), (
+        runs(scrape(port)), waiting.is_alive(), waiting.error, waiting.summary)
     after = scrape(port)
     assert after[("videodag_queue_depth", (("queue", "runs"),))] == 0
     calls = after[("videodag_grpc_calls_total", (("code", "RESOURCE_EXHAUSTED"),
