@@ -26,11 +26,11 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY protos/gen/python protos/gen/python
 COPY service service
 COPY client client
-# Optional extras to bake in, comma-separated: --build-arg EXTRAS=tracing for OpenTelemetry.
+# The server's extra, and optional ones to bake in, comma-separated: --build-arg EXTRAS=tracing for OpenTelemetry.
 ARG EXTRAS=""
 # DL3013 asks for pinned versions: this installs the project itself, which hadolint does not see through ${EXTRAS}.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir --constraint constraints.txt ".${EXTRAS:+[${EXTRAS}]}"
+RUN pip install --no-cache-dir --constraint constraints.txt ".[server${EXTRAS:+,${EXTRAS}}]"
 # Plugin packages to bake in (the image keeps no pip): pip requirements, space-separated, from an
 # index the build reaches: --build-arg PLUGINS="acme-videodag-plugins==1.2". Then the check that
 # no dependency, the plugins' included, brought OpenCV's GUI build over the headless one.

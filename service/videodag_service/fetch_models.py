@@ -25,6 +25,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from videodag_service.commands import require_server_dependencies
+
+if __name__ == "__main__":  # before the imports below fail, in a client-only install, with a traceback
+    require_server_dependencies("python -m videodag_service.fetch_models")
+
 from videodag_service.plugins.models import MODEL_DIR_ENV, model_dir
 from videodag_service.plugins.ssdlite.model import (
     FROZEN_GRAPH_FILE,

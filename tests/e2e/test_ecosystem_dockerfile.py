@@ -84,13 +84,15 @@ def test_the_extras_build_argument_installs_the_project_with_those_extras_at_the
     fake_pip = tmp_path / "pip"
     fake_pip.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
     fake_pip.chmod(0o755)
-    for extras, requirement in (("", "."), ("tracing", ".[tracing]"), ("tracing,other", ".[tracing,other]")):
+    for extras, requirement in (("", ".[server]"), ("tracing", ".[server,tracing]"),
+                                ("tracing,other", ".[server,tracing,other]")):
         environment = {"PATH": f"{tmp_path}:/usr/bin:/bin", "EXTRAS": extras}
         completed = subprocess.run(["/bin/sh", "-c", command], env=environment,
                                    capture_output=True, text=True, timeout=30, check=True)
         assert completed.stdout.splitlines() == ["install", "--no-cache-dir", "--constraint", "constraints.txt",
                                                  requirement]
-    assert "\ntracing = [" in (REPO_ROOT / "pyproject.toml").read_text()  # the extra the comment names
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    assert "\nserver = [" in pyproject and "\ntracing = [" in pyproject  # the extras it and the comment name
 
 
 def test_the_plugins_build_argument_installs_each_requirement_then_checks_for_opencvs_gui_build(

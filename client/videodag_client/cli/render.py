@@ -15,6 +15,9 @@ from videodag_client.cli import _exit_codes
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._results import print_output
 
+RENDER_MODULES = ("cv2", "numpy")
+"""What the `render` extra installs (opencv-python-headless, numpy), by import name."""
+
 
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
@@ -40,8 +43,16 @@ def add_parser(subcommands: Any) -> None:
 
 
 def render_command(args: argparse.Namespace) -> int:
-    # OpenCV is imported here, not at start-up: the other commands never pay for it.
-    from videodag_client._render import quiet_opencv_logs, render_video
+    # OpenCV is imported here, not at start-up: the other commands never pay for it, and a
+    # client-only install (`pip install videodag`, no OpenCV) runs all of them.
+    try:
+        from videodag_client._render import quiet_opencv_logs, render_video
+    except ModuleNotFoundError as error:
+        if error.name not in RENDER_MODULES:
+            raise
+        print(f"error: videodag render draws with OpenCV and NumPy, which this install lacks (no {error.name}): "
+              "pip install 'videodag[render]'", file=sys.stderr)
+        return _exit_codes.USAGE
     from videodag_client._render_error import RenderError
     from videodag_client._results_file import load_results
 

@@ -1,0 +1,119 @@
+"""`pip install videodag` without extras, as a service that only calls a server installs it:
+the client library and the `videodag` CLI work, nothing of the server's weight comes along,
+and the server's commands and `videodag render` say what to install instead of failing with a
+traceback.
+
+The wheel is built from a copy of what the Dockerfile builds from, and installed with pip into
+a fresh venv, its dependencies from the package index at the versions `constraints.txt` pins.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from harness import ServerHarness
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "constraints.txt", "protos/gen/python", "service", "client")
+CLIENT_SCRIPT = """
+import sys
+from videodag_client import FrameResult, RunSummary, VideodagClient
+
+with VideodagClient(sys.argv[1]) as client:
+    ids = [pipeline.id for pipeline in client.list_pipelines()]
+    with client.upload_and_run(sys.argv[2], "frame_stats_v1") as run:
+        events = list(run)
+frames = [event for event in events if isinstance(event, FrameResult)]
+summary = [event for event in events if isinstance(event, RunSummary)]
+print(len(frames), "frame_stats_v1" in ids, summary[0].frames_processed, frames[0].result["stats"]["width"])
+"""
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
+
+
+def _run_in(venv: Path, command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run one of the venv's commands from the venv's folder: from this repository's root,
+    `python -m` would read the dev install's metadata (videodag.egg-info) before the venv's."""
+    return subprocess.run([str(venv / "bin" / command[0]), *command[1:]], capture_output=True, text=True,
+                          timeout=300, check=False, stdin=subprocess.DEVNULL, cwd=venv)
+
+
+def _name(requirement: str) -> str:
+    return requirement.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower()
+
+
+@pytest.fixture(scope="module")
+def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv holding videodag as `pip install videodag` installs it, and nothing else."""
+    root = tmp_path_factory.mktemp("client_only")
+    source = root / "source"
+    for name in WHEEL_SOURCES:
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy2(REPO_ROOT / name, source / name)
+    built = _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                  "--wheel-dir", str(root / "wheels"), str(source)])
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (root / "wheels").glob("videodag-*.whl")
+    venv = root / "venv"
+    made = _run([sys.executable, "-m", "venv", str(venv)])
+    assert made.returncode == 0, made.stderr[-3000:]
+    installed = _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                      "--constraint", str(REPO_ROOT / "constraints.txt"), str(wheel)])
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return venv
+
+
+def test_it_installs_the_client_dependencies_and_none_of_the_servers(client_venv: Path) -> None:
+    listed = _run_in(client_venv, ["python", "-m", "pip", "list", "--format", "json"])
+    installed = {entry["name"].lower() for entry in json.loads(listed.stdout)}
+    server_only = {_name(requirement) for requirement in PROJECT["optional-dependencies"]["server"]}
+    assert {"opencv-python-headless", "numpy", "onnxruntime", "scipy", "rapidocr"} <= server_only
+    assert {_name(requirement) for requirement in PROJECT["dependencies"]} <= installed
+    assert installed & server_only == set()
+
+
+def test_the_python_client_runs_a_video(client_venv: Path, server: ServerHarness, sample_clip: Path) -> None:
+    finished = _run_in(client_venv, ["python", "-c", CLIENT_SCRIPT, server.target, str(sample_clip)])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.split() == ["120", "True", "120", "768"]
+
+
+def test_the_cli_runs_a_video_and_render_names_the_extra_it_needs(client_venv: Path, server: ServerHarness,
+                                                                   sample_clip: Path, tmp_path: Path) -> None:
+    results = tmp_path / "results.jsonl"
+    ran = _run_in(client_venv, ["videodag", "run", "--server", server.target, "--pipeline",
+                "frame_stats_v1", "--output", str(results), str(sample_clip)])
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert len(results.read_text().splitlines()) == 120
+
+    annotated = tmp_path / "annotated.mp4"
+    rendered = _run_in(client_venv, ["videodag", "render", str(sample_clip), str(results),
+                     "-o", str(annotated)])
+    assert rendered.returncode == 2
+    assert "pip install 'videodag[render]'" in rendered.stderr
+    assert "Traceback" not in rendered.stderr
+    assert not annotated.exists()
+    assert server.leftover_uploads() == []
+
+
+@pytest.mark.parametrize("command", [["videodag-server"], ["videodag-worker"],
+                                     ["python", "-m", "videodag_service.fetch_models"]],
+                         ids=["videodag-server", "videodag-worker", "fetch_models"])
+def test_the_server_commands_name_the_extra_they_need(client_venv: Path, command: list[str]) -> None:
+    finished = _run_in(client_venv, command)
+    assert finished.returncode == 1, finished.stderr[-3000:]
+    assert "pip install 'videodag[server]'" in finished.stderr
+    assert "missing: " in finished.stderr and "opencv-python-headless" in finished.stderr
+    assert "Traceback" not in finished.stderr
