@@ -255,7 +255,7 @@ class JobExecutor:
                 queued = self._queue_next_attempt(job, run, trouble)
                 if queued is not None:
                     return JobState.QUEUED if queued else self._release_video_if_finished(job)
-            logger.info("job %s failed: %s", job.id, logged(error))
+            self._log_failure(job, run, error, trouble)
             if not self._finish(job, run, error=self._error_record(run, trouble)):
                 return JobState.RUNNING
         else:
@@ -286,6 +286,16 @@ class JobExecutor:
                        run.attempt + 1)
         self._observer.record_run(job.pipeline_id, trouble.status_code)
         return True
+
+    def _log_failure(self, job: Job, run: RunClaim, error: Exception, trouble: Exception) -> None:
+        """A failure of the job's own making (a bad video, a node's error) is its caller's to
+        mend and is logged at INFO; the server's passing trouble that ended the last attempt is
+        the operator's (memory, processes), and a WARNING, as are the attempts before it."""
+        if isinstance(trouble, _PASSING_TROUBLE):
+            logger.warning("job %s failed in its last attempt (%d of %d) for the server's passing trouble (%s: %s)",
+                           job.id, run.attempt, self._max_attempts, trouble.reason, trouble)
+        else:
+            logger.info("job %s failed: %s", job.id, logged(error))
 
     def _error_record(self, run: RunClaim, error: Exception) -> JobError:
         """The job's error; when the server's passing trouble ended its last attempt, saying so:

@@ -182,12 +182,19 @@ def test_a_thread_that_cannot_start_is_retried_as_the_servers_want_of_resources(
     assert parts.executor.execute(job.id, 2) is JobState.SUCCEEDED
 
 
-def test_the_last_attempt_records_the_trouble_and_says_it_was_the_last(parts_of: Any, clip: Path) -> None:
+def test_the_last_attempt_records_the_trouble_and_says_it_was_the_last(
+    parts_of: Any, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="videodag_service.jobs")
     parts = parts_of([KILLED, KILLED, KILLED])
     job = parts.submit(clip)
 
     assert [parts.executor.execute(job.id, attempt) for attempt in (1, 2, 3)] == [
         JobState.QUEUED, JobState.QUEUED, JobState.FAILED]
+    failures = [(record.levelname, record.getMessage()) for record in caplog.records if job.id in record.getMessage()
+                and "failed" in record.getMessage()]
+    assert [level for level, _ in failures] == ["WARNING"] * 3, "the server's trouble is the operator's, to the last"
+    assert "failed in its last attempt (3 of 3) for the server's passing trouble (DECODER_KILLED" in failures[-1][1]
 
     failed = parts.store.get(job.id)
     assert failed.attempt == 3 and failed.error is not None
@@ -209,13 +216,17 @@ def test_a_job_with_one_attempt_fails_at_its_first_trouble(parts_of: Any, clip: 
     assert error.message.endswith("(the job's last attempt, 1 of 1)")
 
 
-def test_a_trouble_a_run_again_cannot_mend_fails_the_job_at_once(parts_of: Any, clip: Path) -> None:
+def test_a_trouble_a_run_again_cannot_mend_fails_the_job_at_once(
+    parts_of: Any, clip: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The stored video gone is UNAVAILABLE too, for a caller who still has it; the job has not."""
+    caplog.set_level(logging.INFO, logger="videodag_service.jobs")
     missing = VideoFileMissing("the server's copy of 'clip.avi' was removed before it was decoded")
     parts = parts_of([missing])
     job = parts.submit(clip)
 
     assert parts.executor.execute(job.id, 1) is JobState.FAILED
+    assert [record.levelname for record in caplog.records if f"job {job.id} failed" in record.getMessage()] == ["INFO"]
     failed = parts.store.get(job.id)
     assert failed.attempt == 1 and failed.error is not None
     assert (failed.error.reason, failed.error.message) == ("VIDEO_FILE_MISSING", missing.message)
