@@ -171,6 +171,19 @@ class SlowStart:
         wait_until(lambda: self.loads() > loads_before, timeout=timeout, what="a work horse loading the pipelines")
 
 
+# `videodag-worker` whose work horses pause a fixed time before handing a job queued again over
+# (`run_again_pause`, random otherwise), as tests of embedded workers patch it.
+_FIXED_PAUSE_WORKER = """
+import sys
+
+from videodag_service.jobs import rq_task
+from videodag_service.jobs.worker_command import main
+
+rq_task.run_again_pause = lambda ended_attempt: {seconds!r}
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def subprocess_environment(site_dir: Path) -> dict[str, str]:
     """The test process's import path (including any overlay), plus the test plugin."""
     paths = [str(site_dir), *(p for p in sys.path if p and Path(p).is_dir())]
@@ -179,12 +192,15 @@ def subprocess_environment(site_dir: Path) -> dict[str, str]:
 
 class RqWorker:
     """One `videodag-worker` process, or with `rq_command_line` the `rq worker` the README also
-    describes (in its own process group, so its work horse dies with it)."""
+    describes (in its own process group, so its work horse dies with it). `run_again_pause`: the
+    pause, in seconds, of its work horses before they hand a job queued again over."""
 
     def __init__(
         self, redis_url: str, environment: dict[str, str], log_path: Path, temp_dir: Path, *,
         rq_command_line: bool = False, log_format: str = "text", name: str | None = None,
+        run_again_pause: float | None = None,
     ) -> None:
+        assert not (rq_command_line and run_again_pause is not None), "a fixed pause is videodag-worker's only"
         self.temp_dir = temp_dir  # its TMPDIR, its own: what it leaves there is told from the rest
         temp_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
@@ -194,8 +210,10 @@ class RqWorker:
             [str(VENV_BIN / "rq"), "worker", "--url", redis_url, "--serializer", "json", "--job-monitoring-interval",
              "1", "--worker-class", "videodag_service.jobs.rq_task.VideodagWorker", DEFAULT_QUEUE_NAME]
             if rq_command_line else
-            [str(VENV_BIN / "videodag-worker"), "--redis-url", redis_url, "--heartbeat-seconds", "1",
-             "--log-format", log_format, *(["--name", name] if name else [])]
+            [*([sys.executable, "-c", _FIXED_PAUSE_WORKER.format(seconds=run_again_pause)]
+               if run_again_pause is not None else [str(VENV_BIN / "videodag-worker")]),
+             "--redis-url", redis_url, "--heartbeat-seconds", "1", "--log-format", log_format,
+             *(["--name", name] if name else [])]
         )
         self.process = subprocess.Popen(
             command,
@@ -294,8 +312,9 @@ class JobsDeployment:
     """Servers and (for Redis) workers sharing one job backend, with helpers to start more."""
 
     def __init__(self, backend: str, root: Path, *, workers: int = 1, redis_tls: Path | None = None,
-                 **settings_overrides: Any) -> None:
-        """`redis_tls`: the CA and certificate folder of a Redis that takes TLS only (`RedisServer`)."""
+                 run_again_pause: float | None = None, **settings_overrides: Any) -> None:
+        """`redis_tls`: the CA and certificate folder of a Redis that takes TLS only (`RedisServer`).
+        `run_again_pause`: the workers' fixed pause before they hand a job queued again over."""
         self.backend = backend
         self.root = root
         self.pipeline_dir = write_pipeline_folder(root / "pipelines")
@@ -303,6 +322,7 @@ class JobsDeployment:
         self.site_dir = install_test_plugin(root / "site")
         self.environment = subprocess_environment(self.site_dir)
         self.redis: RedisServer | None = RedisServer(root / "redis", tls=redis_tls) if backend == "redis" else None
+        self.run_again_pause = run_again_pause
         self.workers: list[RqWorker] = []
         self.servers: list[RunningServer] = []
         self.clients: list[VideodagClient] = []
@@ -344,7 +364,7 @@ class JobsDeployment:
         assert self.redis is not None
         name = f"worker{len(self.workers)}"
         worker = RqWorker(self.redis.url, self.environment, self.root / f"{name}.log", self.root / f"{name}-tmp",
-                          rq_command_line=rq_command_line)
+                          rq_command_line=rq_command_line, run_again_pause=self.run_again_pause)
         self.workers.append(worker)
         return worker
 

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["RUN_JOB", "VideodagWorker", "WorkerConfig", "run_job"]
 
 RUN_JOB = f"{__name__}.run_job"
+# How often a work horse pausing before a hand-over looks whether its worker was told to stop.
+_STOP_CHECK_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -132,14 +134,23 @@ def _hand_over_next_attempt(store: RedisJobStore, task: rq.job.Job, config: dict
     does it, as it does for a job queued again in the same attempt (results lost, Redis out of
     reach): its RQ task is this one's, which RQ ends once this function returns.
 
+    Its worker told to stop meanwhile (it waits for this horse), the pause ends early
+    (`_pause_unless_stopping`) and the job is handed over at once, for another worker to take
+    (this one takes no more): left to the maintenance, it would wait until 30 s after it was
+    queued again, and for a replica to run. Only the rest of its pause is given up: jobs that met
+    the same trouble at once keep theirs, in their own workers. Its claim still keeps it to one
+    run at a time.
+
     The task gets `config` as the server queued it, settings this worker does not know included,
     for a worker of a later release to apply. The hand-over is the queue's own
     (`RqJobQueue.dispatch`), imported here: that module imports this one."""
     from videodag_service.jobs.rq_queue import RqJobQueue
 
-    time.sleep(run_again_pause(attempt))
     connection = _with_store_timeouts(task.connection, decode_responses=False)
     try:
+        if _pause_unless_stopping(connection, task.worker_name, run_again_pause(attempt)):
+            logger.info("job %s: this worker is stopping; the job is handed over without the rest of its pause",
+                        job_id)
         job = store.get(job_id)
         if job.state is not JobState.QUEUED or job.attempt == attempt or not store.awaits_hand_over(job_id):
             return  # cancelled meanwhile, handed over by a server's maintenance, or in the same attempt
@@ -156,6 +167,37 @@ def _hand_over_next_attempt(store: RedisJobStore, task: rq.job.Job, config: dict
     finally:
         connection.close()
     logger.info("job %s handed to the workers again (attempt %d)", job_id, job.attempt)
+
+
+def _pause_unless_stopping(connection: redis.Redis, worker_name: str | None, seconds: float) -> bool:
+    """Sleep `seconds`, looking every `_STOP_CHECK_SECONDS` whether the worker `worker_name`,
+    whose work horse this is, was told to stop (SIGTERM, SIGINT): True, at once, if so. RQ's
+    worker, told so while busy, records the request in its hash (`shutdown_requested_date`,
+    gone with the hash when a worker of the same name starts again), then waits for its horse:
+    sleeping the whole pause, up to 23 s, held its exit past a supervisor's stop timeout
+    (Docker's is 10 s), and it was killed.
+
+    A look Redis does not answer (an outage, up to the store's 5 s timeout) counts as no stop,
+    and the pause goes on: the worker skips recording its stop while Redis is out
+    (`VideodagWorker.set_shutdown_requested_date`), so no answer tells of one; ending the pause on
+    an error would hand over early, on any blip, the very jobs the pause spreads out, and the
+    hand-over would most likely meet the same outage. At worst the horse sleeps the whole pause,
+    and one look's timeout more. Without `worker_name` (RQ did not give it), the whole pause."""
+    key = None if worker_name is None else VideodagWorker.redis_worker_namespace_prefix + worker_name
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if key is not None and _told_to_stop(connection, key):
+            return True
+        time.sleep(min(_STOP_CHECK_SECONDS, left))
+    return False
+
+
+def _told_to_stop(connection: redis.Redis, worker_key: str) -> bool:
+    """Whether RQ recorded a stop request in the worker's hash; False when Redis does not answer."""
+    try:
+        return bool(connection.hexists(worker_key, "shutdown_requested_date"))
+    except redis.RedisError:
+        return False
 
 
 def _executor(store: RedisJobStore, worker_config: WorkerConfig) -> JobExecutor:

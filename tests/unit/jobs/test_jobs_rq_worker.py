@@ -334,3 +334,38 @@ def test_a_work_horse_writes_no_core_dump(redis_server: RedisServer, monkeypatch
     os.close(writing)
     assert os.read(reading, 64) == b"0"
     os.close(reading)
+
+
+def test_a_work_horse_that_cannot_ask_redis_whether_its_worker_stops_pauses_on_and_ends_its_pause_once_told(
+    tmp_path: Path,
+) -> None:
+    """The horse's pause before a hand-over ends early when its worker was told to stop. A look
+    at the worker's record Redis does not answer must not end the task, nor the pause."""
+    server = RedisServer(tmp_path)
+    control = redis.Redis.from_url(server.url)
+    # The store's 5 s timeout: one look would outlast the pause.
+    connection = redis.Redis.from_url(server.url, socket_timeout=0.2)
+    worker_key = VideodagWorker.redis_worker_namespace_prefix + "videodag-test-worker"
+    try:
+        control.hset(worker_key, "birth", "2025-01-01T00:00:00.000000Z")
+        server.pause()
+        try:
+            started = time.monotonic()
+            assert rq_task._pause_unless_stopping(connection, "videodag-test-worker", 1.0) is False
+            assert 1.0 <= time.monotonic() - started < 2.0
+        finally:
+            server.resume()
+
+        stop = threading.Timer(0.5, control.hset, args=(worker_key, "shutdown_requested_date",
+                                                          "2025-01-01T00:00:01.000000Z"))
+        started = time.monotonic()
+        stop.start()
+        try:
+            assert rq_task._pause_unless_stopping(connection, "videodag-test-worker", 30.0) is True
+        finally:
+            stop.join()
+        assert time.monotonic() - started < 2.0
+    finally:
+        connection.close()
+        control.close()
+        server.stop()
