@@ -47,8 +47,8 @@ def require_server_dependencies(command: str) -> None:
     missing = missing_server_distributions()
     if missing:
         print(f"{command}: the server's dependencies are not installed (missing: {', '.join(missing)}); "
-              f"this is a client-only install. Install the server with: pip install '{DISTRIBUTION}[{SERVER_EXTRA}]'",
-              file=sys.stderr)
+              f"this is a client-only install. Install the server's extra: pip install '{DISTRIBUTION}[{SERVER_EXTRA}]' "
+              f"(from a checkout: pip install '.[{SERVER_EXTRA}]')", file=sys.stderr)
         raise SystemExit(1)
 
 

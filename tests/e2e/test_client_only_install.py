@@ -10,6 +10,7 @@ a fresh venv, its dependencies from the package index at the versions `constrain
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -106,6 +107,23 @@ def test_the_cli_runs_a_video_and_render_names_the_extra_it_needs(client_venv: P
     assert "Traceback" not in rendered.stderr
     assert not annotated.exists()
     assert server.leftover_uploads() == []
+
+
+def test_render_says_so_when_opencv_is_there_but_does_not_load(client_venv: Path, tmp_path: Path) -> None:
+    """The GUI build of OpenCV in a slim container: `import cv2` fails for want of libGL."""
+    broken = tmp_path / "site" / "cv2"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        'raise ImportError("libGL.so.1: cannot open shared object file: No such file or directory")\n')
+    (tmp_path / "results.jsonl").write_text('{"frame_index": 0, "result": {}}\n')
+    rendered = subprocess.run(
+        [str(client_venv / "bin" / "videodag"), "render", "clip.mp4", "results.jsonl", "-o", "annotated.mp4"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    assert rendered.returncode == 2
+    assert "cv2: libGL.so.1: cannot open shared object file" in rendered.stderr
+    assert "pip install 'videodag[render]'" in rendered.stderr
+    assert "Traceback" not in rendered.stderr
 
 
 @pytest.mark.parametrize("command", [["videodag-server"], ["videodag-worker"],

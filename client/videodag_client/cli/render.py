@@ -7,6 +7,7 @@ Works offline: it needs the video and the JSON Lines `videodag run -o` wrote, no
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from typing import Any
@@ -22,10 +23,11 @@ RENDER_MODULES = ("cv2", "numpy")
 def add_parser(subcommands: Any) -> None:
     parser = subcommands.add_parser(
         "render",
-        help="draw a run's results onto its video",
+        help="draw a run's results onto its video (needs the render extra)",
         description=(
             "Draw every box in RESULTS (with its track id, label, score and text) onto VIDEO and write "
-            "the annotated video; frames without results are copied unchanged."
+            "the annotated video; frames without results are copied unchanged. It draws with OpenCV and "
+            "NumPy: a client-only install needs pip install 'videodag[render]'."
         ),
     )
     parser.add_argument("video", metavar="VIDEO", help="the video the results came from")
@@ -45,14 +47,13 @@ def add_parser(subcommands: Any) -> None:
 def render_command(args: argparse.Namespace) -> int:
     # OpenCV is imported here, not at start-up: the other commands never pay for it, and a
     # client-only install (`pip install videodag`, no OpenCV) runs all of them.
-    try:
-        from videodag_client._render import quiet_opencv_logs, render_video
-    except ModuleNotFoundError as error:
-        if error.name not in RENDER_MODULES:
-            raise
-        print(f"error: videodag render draws with OpenCV and NumPy, which this install lacks (no {error.name}): "
-              "pip install 'videodag[render]'", file=sys.stderr)
+    unloadable = _unloadable_render_module()
+    if unloadable is not None:
+        print(f"error: videodag render draws with OpenCV and NumPy, and this install cannot load them ({unloadable}): "
+              "install the render extra, pip install 'videodag[render]' (from a checkout: pip install '.[render]'); "
+              "OpenCV's headless build, opencv-python-headless, needs no GUI libraries", file=sys.stderr)
         return _exit_codes.USAGE
+    from videodag_client._render import quiet_opencv_logs, render_video
     from videodag_client._render_error import RenderError
     from videodag_client._results_file import load_results
 
@@ -81,6 +82,18 @@ def render_command(args: argparse.Namespace) -> int:
         + (f"; contact sheet {args.snapshot} ({summary.snapshot_frames} frames)" if args.snapshot else "")
     )
     return _exit_codes.SUCCESS
+
+
+def _unloadable_render_module() -> str | None:
+    """Why OpenCV or NumPy cannot be imported, or None when both can: missing in a
+    client-only install, or installed but failing to load (the GUI build of OpenCV without
+    libGL, in a slim container)."""
+    for name in RENDER_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            return f"{name}: {error}"
+    return None
 
 
 def check_destination(path: str, option: str, inputs: tuple[str, ...]) -> None:
