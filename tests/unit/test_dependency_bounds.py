@@ -19,7 +19,9 @@ GENERATED = ROOT / "protos" / "gen" / "python" / "videodag" / "v1"
 
 
 def _lowest_allowed(name: str) -> Version:
-    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    """The lowest release of `name` the client's dependencies or the server extra's admit."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dependencies = [*project["dependencies"], *project["optional-dependencies"]["server"]]
     (requirement,) = [Requirement(line) for line in dependencies if Requirement(line).name == name]
     (lowest,) = [Version(spec.version) for spec in requirement.specifier if spec.operator == ">="]
     return lowest

@@ -289,13 +289,18 @@ class JobExecutor:
 
     def _log_failure(self, job: Job, run: RunClaim, error: Exception, trouble: Exception) -> None:
         """A failure of the job's own making (a bad video, a node's error) is its caller's to
-        mend and is logged at INFO; the server's passing trouble that ended the last attempt is
-        the operator's (memory, processes), and a WARNING, as are the attempts before it."""
-        if isinstance(trouble, _PASSING_TROUBLE):
+        mend and is logged at INFO; the server's passing trouble that failed it is the operator's
+        (memory, processes), and a WARNING, as are the attempts before: in its last attempt, or
+        in an earlier one the store could not queue again."""
+        if not isinstance(trouble, _PASSING_TROUBLE):
+            logger.info("job %s failed: %s", job.id, logged(error))
+        elif run.attempt >= self._max_attempts:
             logger.warning("job %s failed in its last attempt (%d of %d) for the server's passing trouble (%s: %s)",
                            job.id, run.attempt, self._max_attempts, trouble.reason, trouble)
         else:
-            logger.info("job %s failed: %s", job.id, logged(error))
+            logger.warning("job %s failed in attempt %d of %d for the server's passing trouble (%s: %s), which the "
+                           "job store could not queue again", job.id, run.attempt, self._max_attempts,
+                           trouble.reason, trouble)
 
     def _error_record(self, run: RunClaim, error: Exception) -> JobError:
         """The job's error; when the server's passing trouble ended its last attempt, saying so:

@@ -206,6 +206,27 @@ def test_the_last_attempt_records_the_trouble_and_says_it_was_the_last(
     assert list(parts.uploads.refs()) == [], "no attempt is left to need the video"
 
 
+def test_an_attempt_the_store_could_not_queue_again_fails_the_job_and_is_not_logged_as_the_last(
+    parts_of: Any, clip: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="videodag_service.jobs")
+    parts = parts_of([KILLED])
+    job = parts.submit(clip)
+
+    def disk_failure(*_args: object) -> bool:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(parts.store, "queue_next_attempt", disk_failure)
+    assert parts.executor.execute(job.id, 1) is JobState.FAILED
+    failed = parts.store.get(job.id)
+    assert failed.error is not None and failed.error.message == KILLED.message, "not its last attempt's"
+    [(level, message)] = [(record.levelname, record.getMessage()) for record in caplog.records
+                          if f"job {job.id} failed" in record.getMessage()]
+    assert level == "WARNING"
+    assert "failed in attempt 1 of 3 for the server's passing trouble (DECODER_KILLED" in message
+    assert "which the job store could not queue again" in message
+
+
 def test_a_job_with_one_attempt_fails_at_its_first_trouble(parts_of: Any, clip: Path) -> None:
     parts = parts_of([KILLED], max_attempts=1)
     job = parts.submit(clip)
