@@ -352,7 +352,7 @@ def test_a_work_horse_that_cannot_ask_redis_whether_its_worker_stops_pauses_on_a
         try:
             started = time.monotonic()
             assert rq_task._pause_unless_stopping(connection, "videodag-test-worker", 1.0) is False
-            assert 1.0 <= time.monotonic() - started < 2.0
+            assert 1.0 <= time.monotonic() - started < 4.0, "the pause, and no look held past its timeout"
         finally:
             server.resume()
 
@@ -364,7 +364,7 @@ def test_a_work_horse_that_cannot_ask_redis_whether_its_worker_stops_pauses_on_a
             assert rq_task._pause_unless_stopping(connection, "videodag-test-worker", 30.0) is True
         finally:
             stop.join()
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 10.0, "ended by the stop, not at the 30 s pause's end"
     finally:
         connection.close()
         control.close()
