@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -44,9 +46,16 @@ def make_video(tmp_path: Path) -> VideoFactory:
     """Build an indexed video in tmp_path: `make_video(frame_count, fps=25.0, fourcc="MJPG")`."""
 
     def build(frame_count: int, *, fps: float = 25.0, fourcc: str = "MJPG") -> Path:
+        # Written aside, then renamed over the name: a test asking twice for the same video
+        # while a client still uploads the first would otherwise truncate the file under it
+        # (an upload that read it empty failed EMPTY_UPLOAD, now and then, in CI).
         suffix = ".avi" if fourcc == "MJPG" else ".mp4"
         path = tmp_path / f"indexed_{frame_count}_{fourcc}_{fps:g}{suffix}"
-        return write_indexed_video(path, frame_count, fps=fps, fourcc=fourcc)
+        descriptor, partial = tempfile.mkstemp(dir=tmp_path, prefix=".writing_", suffix=suffix)
+        os.close(descriptor)
+        write_indexed_video(Path(partial), frame_count, fps=fps, fourcc=fourcc)
+        os.replace(partial, path)
+        return path
 
     return build
 
