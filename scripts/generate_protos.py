@@ -4,6 +4,13 @@ One command rebuilds everything under protos/gen/python; nobody edits those file
 `--check` regenerates into a scratch folder and fails when the committed code differs,
 which is how CI catches a .proto changed without regenerating.
 
+The code comes from an old protoc on purpose. Generated code needs a protobuf and a grpcio at
+least as new as the protoc that wrote it, and the client ships this code: written by today's
+protoc, it would refuse every service still held to protobuf 5 or 6 (by TensorFlow's pins, say).
+So protoc runs from `GRPCIO_TOOLS`, installed into a venv of its own under `.tools/` on first
+use (its protobuf 5 cannot share the dev venv's), and pyproject's floors for protobuf, grpcio and
+grpcio-status are the versions its code names. Newer runtimes load older code.
+
 Beside the code goes `descriptor_set.binpb`: the contract's own files as protoc read them,
 comments included (`--include_source_info`), for server reflection to hand to tools such as
 grpcurl. The descriptors compiled into the `_pb2` modules carry no comments, so without it
@@ -19,26 +26,36 @@ from __future__ import annotations
 import argparse
 import filecmp
 import shutil
+import subprocess
 import sys
 import tempfile
-from importlib import resources
 from pathlib import Path
-
-from google.rpc import status_pb2
-from grpc_tools import protoc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "protos"
+GOOGLEAPIS_ROOT = PROTO_ROOT / "third_party" / "googleapis"
 GENERATED_ROOT = PROTO_ROOT / "gen" / "python"
 PACKAGE_DIR = Path("videodag") / "v1"
 DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
+GRPCIO_TOOLS = "grpcio-tools==1.66.2"
+TOOLS_VENV = REPO_ROOT / ".tools" / GRPCIO_TOOLS.replace("==", "-")
 
 
-def _include_dirs() -> list[Path]:
-    """The contract's own root, protobuf's well-known types and google.rpc's protos."""
-    well_known = Path(str(resources.files("grpc_tools") / "_proto"))
-    google_rpc_root = Path(status_pb2.__file__).resolve().parent.parent.parent
-    return [PROTO_ROOT, well_known, google_rpc_root]
+def _protoc_python() -> Path:
+    """The interpreter of the venv holding `GRPCIO_TOOLS`, made on first use.
+
+    The marker is written last, so a venv whose install was cut short is made again."""
+    python = TOOLS_VENV / "bin" / "python"
+    marker = TOOLS_VENV / "installed"
+    if marker.exists():
+        return python
+    shutil.rmtree(TOOLS_VENV, ignore_errors=True)
+    print(f"installing {GRPCIO_TOOLS} into {TOOLS_VENV.relative_to(REPO_ROOT)}", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(TOOLS_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", GRPCIO_TOOLS],
+                   check=True, stdin=subprocess.DEVNULL)
+    marker.write_text(GRPCIO_TOOLS + "\n")
+    return python
 
 
 def generate(out_dir: Path) -> None:
@@ -46,10 +63,13 @@ def generate(out_dir: Path) -> None:
     (out_dir / PACKAGE_DIR).mkdir(parents=True, exist_ok=True)  # protoc makes no folder for the descriptor set
     proto_files = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE_DIR).glob("*.proto"))
     scripts_dir = Path(sys.executable).parent
-    args = [
-        "grpc_tools.protoc",
-        *(f"-I{d}" for d in _include_dirs()),
-        # The typed-stub plugins are console scripts beside this interpreter.
+    command = [
+        # Run as a module, grpc_tools.protoc adds protobuf's well-known types to the include path.
+        str(_protoc_python()), "-m", "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{GOOGLEAPIS_ROOT}",
+        # The typed-stub plugins are console scripts beside this interpreter; what they write
+        # is only read by type checkers, so their version sets no floor.
         f"--plugin=protoc-gen-mypy={scripts_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={scripts_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
@@ -60,7 +80,7 @@ def generate(out_dir: Path) -> None:
         f"--descriptor_set_out={out_dir / PACKAGE_DIR / DESCRIPTOR_SET_NAME}",
         *proto_files,
     ]
-    if protoc.main(args) != 0:
+    if subprocess.run(command, check=False, cwd=REPO_ROOT).returncode != 0:
         raise SystemExit("protoc failed")
     # Package markers so the generated code imports as `videodag.v1`.
     for package in (out_dir / "videodag", out_dir / PACKAGE_DIR):

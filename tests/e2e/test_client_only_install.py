@@ -5,6 +5,8 @@ traceback.
 
 The wheel is built from a copy of what the Dockerfile builds from, and installed with pip into
 a fresh venv, its dependencies from the package index at the versions `constraints.txt` pins.
+Another venv holds its dependencies at the lowest versions pyproject admits, protobuf 5 among
+them, as a service held back by another library's pins has them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import pytest
 from harness import ServerHarness
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
@@ -34,6 +38,37 @@ with VideodagClient(sys.argv[1]) as client:
 frames = [event for event in events if isinstance(event, FrameResult)]
 summary = [event for event in events if isinstance(event, RunSummary)]
 print(len(frames), "frame_stats_v1" in ids, summary[0].frames_processed, frames[0].result["stats"]["width"])
+"""
+
+
+FLOOR_SCRIPT = """
+import asyncio
+import json
+import sys
+from videodag_client import AsyncVideodagClient, FrameResult, JobState, NotFound, VideodagClient
+
+target, clip = sys.argv[1], sys.argv[2]
+seen = {}
+with VideodagClient(target) as client:
+    with client.upload_and_run(clip, "frame_stats_v1") as run:
+        seen["frames"] = sum(isinstance(event, FrameResult) for event in run)
+    try:
+        with client.upload_and_run(clip, "no_such_pipeline") as run:
+            list(run)
+    except NotFound as error:
+        seen["refusal"] = [error.reason, error.resource.resource_name if error.resource else None]
+    job = client.submit_job(clip, "frame_stats_v1")
+    with client.watch_job(job.id) as watch:
+        events = list(watch)
+    seen["job"] = [events[-1].state.name, sum(isinstance(event, FrameResult) for event in events)]
+
+
+async def listed() -> list[str]:
+    async with AsyncVideodagClient(target) as client:
+        return [pipeline.id for pipeline in await client.list_pipelines()]
+
+seen["async_lists_frame_stats"] = "frame_stats_v1" in asyncio.run(listed())
+print(json.dumps(seen))
 """
 
 
@@ -53,9 +88,8 @@ def _name(requirement: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A venv holding videodag as `pip install videodag` installs it, and nothing else."""
-    root = tmp_path_factory.mktemp("client_only")
+def client_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("client_wheel")
     source = root / "source"
     for name in WHEEL_SOURCES:
         if (REPO_ROOT / name).is_dir():
@@ -67,18 +101,46 @@ def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "--wheel-dir", str(root / "wheels"), str(source)])
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (root / "wheels").glob("videodag-*.whl")
+    return wheel
+
+
+def _venv_with(root: Path, wheel: Path, constraints: Path) -> Path:
     venv = root / "venv"
     made = _run([sys.executable, "-m", "venv", str(venv)])
     assert made.returncode == 0, made.stderr[-3000:]
     installed = _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                      "--constraint", str(REPO_ROOT / "constraints.txt"), str(wheel)])
+                      "--constraint", str(constraints), str(wheel)])
     assert installed.returncode == 0, installed.stderr[-3000:]
     return venv
 
 
+def _installed_versions(venv: Path) -> dict[str, str]:
+    listed = _run_in(venv, ["python", "-m", "pip", "list", "--format", "json"])
+    return {entry["name"].lower(): entry["version"] for entry in json.loads(listed.stdout)}
+
+
+def _floor(requirement: str) -> str:
+    (lowest,) = [spec.version for spec in Requirement(requirement).specifier if spec.operator == ">="]
+    return lowest
+
+
+@pytest.fixture(scope="module")
+def client_venv(tmp_path_factory: pytest.TempPathFactory, client_wheel: Path) -> Path:
+    """A venv holding videodag as `pip install videodag` installs it, and nothing else."""
+    return _venv_with(tmp_path_factory.mktemp("client_only"), client_wheel, REPO_ROOT / "constraints.txt")
+
+
+@pytest.fixture(scope="module")
+def floor_venv(tmp_path_factory: pytest.TempPathFactory, client_wheel: Path) -> Path:
+    """The client with every dependency at the lowest version pyproject admits."""
+    root = tmp_path_factory.mktemp("client_floor")
+    constraints = root / "floors.txt"
+    constraints.write_text("".join(f"{_name(line)}=={_floor(line)}\n" for line in PROJECT["dependencies"]))
+    return _venv_with(root, client_wheel, constraints)
+
+
 def test_it_installs_the_client_dependencies_and_none_of_the_servers(client_venv: Path) -> None:
-    listed = _run_in(client_venv, ["python", "-m", "pip", "list", "--format", "json"])
-    installed = {entry["name"].lower() for entry in json.loads(listed.stdout)}
+    installed = set(_installed_versions(client_venv))
     server_only = {_name(requirement) for requirement in PROJECT["optional-dependencies"]["server"]}
     assert {"opencv-python-headless", "numpy", "onnxruntime", "scipy", "rapidocr"} <= server_only
     assert {_name(requirement) for requirement in PROJECT["dependencies"]} <= installed
@@ -135,3 +197,18 @@ def test_the_server_commands_name_the_extra_they_need(client_venv: Path, command
     assert "pip install 'videodag[server]'" in finished.stderr
     assert "missing: " in finished.stderr and "opencv-python-headless" in finished.stderr
     assert "Traceback" not in finished.stderr
+
+
+def test_the_client_works_at_the_lowest_versions_it_admits(floor_venv: Path, server: ServerHarness,
+                                                           sample_clip: Path) -> None:
+    """protobuf 5 and an older grpcio, against a server on today's: the generated code loads,
+    runs, jobs and the rich error details all work."""
+    versions = _installed_versions(floor_venv)
+    for requirement in PROJECT["dependencies"]:
+        assert Version(versions[_name(requirement)]) == Version(_floor(requirement)), requirement
+    assert versions["protobuf"].startswith("5.")
+    finished = _run_in(floor_venv, ["python", "-W", "error", "-c", FLOOR_SCRIPT, server.target, str(sample_clip)])
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads(finished.stdout) == {"frames": 120, "refusal": ["PIPELINE_NOT_FOUND", "no_such_pipeline"],
+                                           "job": ["SUCCEEDED", 120], "async_lists_frame_stats": True}
+    assert server.leftover_uploads() == []

@@ -3,6 +3,8 @@
 The generated protobuf and gRPC code refuses, at import, runtimes older than those it was
 generated for: a bound below them let pip keep an older protobuf or grpcio already installed
 (`pip check` content), after which both commands failed at their first import.
+The client's bounds are no higher than that either: each release above them that it required
+would shut out services held to an older protobuf or grpcio by another library.
 """
 
 from __future__ import annotations
@@ -42,3 +44,11 @@ def test_grpc_packages_are_at_least_the_runtime_the_generated_stubs_ask_for() ->
     assert made_for, "the generated stubs name the grpcio version they were made for"
     for name in ("grpcio", "grpcio-health-checking", "grpcio-reflection", "grpcio-status"):
         assert _lowest_allowed(name) >= max(made_for), name
+
+
+def test_the_clients_bounds_are_exactly_what_the_generated_code_asks_for() -> None:
+    messages = max(_generated_for(r"# Protobuf Python Version: (\S+)", "*_pb2.py"))
+    stubs = max(_generated_for(r"GRPC_GENERATED_VERSION = '([^']+)'", "*_pb2_grpc.py"))
+    assert _lowest_allowed("protobuf") == messages
+    assert _lowest_allowed("grpcio") == stubs
+    assert _lowest_allowed("grpcio-status") == stubs

@@ -5,7 +5,7 @@ import warnings
 
 from videodag.v1 import video_pipeline_service_pb2 as videodag_dot_v1_dot_video__pipeline__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.66.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in videodag/v1/video_pipeline_service_pb2_grpc.py depends on'
+        + f' but the generated code in videodag/v1/video_pipeline_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class VideoPipelineServiceStub:
+class VideoPipelineServiceStub(object):
     """Runs named pipelines of computer-vision plugins over every frame of a video
     and streams the per-frame results back.
 
@@ -184,7 +184,7 @@ class VideoPipelineServiceStub:
                 _registered_method=True)
 
 
-class VideoPipelineServiceServicer:
+class VideoPipelineServiceServicer(object):
     """Runs named pipelines of computer-vision plugins over every frame of a video
     and streams the per-frame results back.
 
@@ -463,7 +463,7 @@ def add_VideoPipelineServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class VideoPipelineService:
+class VideoPipelineService(object):
     """Runs named pipelines of computer-vision plugins over every frame of a video
     and streams the per-frame results back.
 
