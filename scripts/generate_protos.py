@@ -38,6 +38,7 @@ GENERATED_ROOT = PROTO_ROOT / "gen" / "python"
 PACKAGE_DIR = Path("videodag") / "v1"
 DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
 GRPCIO_TOOLS = "grpcio-tools==1.66.2"
+GENERATED_DOCSTRING = "Generated code for the videodag contract; do not edit."
 TOOLS_VENV = REPO_ROOT / ".tools" / GRPCIO_TOOLS.replace("==", "-")
 
 
@@ -83,9 +84,35 @@ def generate(out_dir: Path) -> None:
     if subprocess.run(command, check=False, cwd=REPO_ROOT).returncode != 0:
         raise SystemExit("protoc failed")
     # Package markers so the generated code imports as `videodag.v1`.
+    (out_dir / "videodag" / "__init__.py").write_text(f'"""{GENERATED_DOCSTRING}"""\n')
+    (out_dir / PACKAGE_DIR / "__init__.py").write_text(_version_package_init(proto_files))
     for package in (out_dir / "videodag", out_dir / PACKAGE_DIR):
-        (package / "__init__.py").write_text('"""Generated code for the videodag contract; do not edit."""\n')
         (package / "py.typed").write_text("")
+
+
+def _version_package_init(proto_files: list[str]) -> str:
+    """`videodag.v1`'s __init__: it imports the messages at once, with protobuf 6.30's and 6.31's
+    warning that code generated for protobuf 5 is a major version older silenced (their other
+    releases, 6.32 on and 7 included, load it without a word). Left alone, it printed four
+    warnings at every client's start and failed `python -W error`."""
+    modules = ", ".join(Path(name).stem + "_pb2" for name in proto_files)
+    return f'''"""{GENERATED_DOCSTRING}
+
+The messages are imported here, once, silencing protobuf 6.30's and 6.31's warning that this
+code, made for protobuf 5, is a major version older: see scripts/generate_protos.py.
+"""
+
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    _warnings.filterwarnings(
+        "ignore",
+        message=r"Protobuf gencode version 5\\.\\S+ is exactly one major version older than the runtime "
+        r"version 6\\.\\S+ at videodag/v1/",
+        category=UserWarning,
+    )
+    from videodag.v1 import {modules}  # noqa: F401
+'''
 
 
 def _differences(left: Path, right: Path) -> list[str]:

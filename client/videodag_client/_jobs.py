@@ -18,7 +18,7 @@ from videodag.v1 import run_pb2, video_pipeline_service_pb2
 from videodag_client._errors import Cancelled, Internal, VideodagError, client_closed_error, from_grpc_error
 from videodag_client._job_values import Job, JobPage, JobState, job_from_proto
 from videodag_client._job_watch import JobWatch
-from videodag_client._options import RunOptions, unsendable
+from videodag_client._options import RunOptions, refuse_bool, unsendable
 from videodag_client._upload import DEFAULT_CHUNK_SIZE, ChunkedRequests, PathOrFile, UploadProgress, run_config
 from videodag_client._upload_call import start_upload_call, upload_call_error
 from videodag_client._wire import bytes_field_encoder
@@ -82,6 +82,7 @@ class JobCalls:
         """One page of jobs, newest first, only those in `states` (all when empty)."""
         request = video_pipeline_service_pb2.ListJobsRequest(page_token=page_token,
                                                              states=[state.value for state in states])
+        refuse_bool("page_size", page_size)
         try:
             request.page_size = page_size
         except (ValueError, OverflowError):  # beyond 32 bits: raised as the server's own refusals are
@@ -137,6 +138,7 @@ class JobCalls:
         """
 
         if after_frame_index is not None:
+            refuse_bool("after_frame_index", after_frame_index)
             try:
                 video_pipeline_service_pb2.WatchJobRequest(after_frame_index=after_frame_index)
             except (ValueError, OverflowError):  # beyond 64 bits: refused here, not at the first next()

@@ -41,6 +41,7 @@ class RunOptions:
             value = getattr(self, name)
             if value is None:  # unset: the field's default
                 continue
+            refuse_bool(name, value)
             try:
                 if name in ("frame_stride", "max_frames"):
                     setattr(options, field, value)
@@ -56,6 +57,13 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     # Negative values are sent as they are: the server owns validation and names the field.
     duration.FromNanoseconds(round(seconds * 1_000_000_000))
     return duration
+
+
+def refuse_bool(name: str, value: object) -> None:
+    """A bool where a number goes is the caller's bug, raised as TypeError on every protobuf the
+    client admits: protobuf 5 would send True as 1, later releases raise."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, not {value!r}")
 
 
 def unsendable(name: str, field: str, value: object) -> InvalidArgument:

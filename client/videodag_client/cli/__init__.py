@@ -29,8 +29,10 @@ from videodag_client.cli._proxy_answers import proxy_answer_exit_code, proxy_ans
 from videodag_client.cli._results import OutputNotWritten, is_stdout
 from videodag_client.cli._terminal import terminal_safe
 
-# Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake.
-_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed")
+# Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake; up
+# to grpcio 1.76, a certificate for another name said only that the peer name is not in it.
+_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed",
+                      "is not in peer certificate")
 # gRPC's words for a channel none of whose connections came up: its first-address policy's (the
 # default), and its round-robin policy's (a channel made with it).
 _CONNECT_FAILURE_MARKS = ("failed to connect", "connections to all backends failing")

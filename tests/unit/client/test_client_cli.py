@@ -322,6 +322,27 @@ def test_run_errors_print_the_status_and_exit_with_its_code(
     ]
 
 
+@pytest.mark.parametrize("last_error", [
+    "Peer name other.example is not in peer certificate",  # grpcio 1.66 to 1.76
+    "Hostname Verification Check failed",  # grpcio 1.78 and later
+])
+def test_a_certificate_for_another_name_is_a_tls_failure_in_every_grpcio_the_client_admits(
+    target: str, servicer: FakeVideoPipelineServicer, video_path: Path, capsys: pytest.CaptureFixture,
+    last_error: str,
+) -> None:
+    """gRPC's own UNAVAILABLE, no reason: told as a handshake that fails until the setup changes, not "retry"."""
+    servicer.abort_after_config = rich_status(
+        code_pb2.UNAVAILABLE,
+        f"failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:443: {last_error}")
+
+    exit_code = main(["--server", target, "run", str(video_path), "--pipeline", "motion_v1", "-q"])
+
+    assert exit_code == 8
+    error = capsys.readouterr().err
+    assert error.startswith("error: TLS handshake with the server failed")
+    assert "the server's certificate does not hold the host name or address of --server" in error
+
+
 def test_failure_after_some_frames_keeps_them_in_a_part_file(
     target: str, servicer: FakeVideoPipelineServicer, video_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

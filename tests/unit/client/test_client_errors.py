@@ -294,3 +294,11 @@ def test_numbers_a_request_cannot_hold_are_refused_as_invalid_arguments_naming_t
         assert raised.value.reason == "INVALID_OPTIONS"
         assert [violation.field for violation in raised.value.field_violations] == [field]
         assert "out of its range" in raised.value.field_violations[0].description
+
+
+def test_a_bool_for_a_page_size_or_a_frame_index_is_a_type_error(client: VideodagClient) -> None:
+    """protobuf 5, which the client admits, would send True as 1."""
+    with pytest.raises(TypeError, match=r"^page_size must be a number, not True$"):
+        client.list_jobs(page_size=True)
+    with pytest.raises(TypeError, match=r"^after_frame_index must be a number, not False$"):
+        client.watch_job("some-job", after_frame_index=False)

@@ -237,6 +237,13 @@ def test_options_left_none_are_sent_as_their_defaults_and_a_wrong_type_is_a_type
         RunOptions(frame_stride=2.0).to_proto()  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["frame_stride", "max_frames", "start_seconds", "end_seconds"])
+def test_a_bool_for_a_number_is_a_type_error_on_every_protobuf(field: str) -> None:
+    """protobuf 5, which the client admits, would send True as 1."""
+    with pytest.raises(TypeError, match=f"^{field} must be a number, not True$"):
+        RunOptions(**{field: True}).to_proto()
+
+
 def test_progress_reports_cumulative_bytes_up_to_the_total(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
 ) -> None:
