@@ -24,6 +24,7 @@ method. Imports are left out: reflection serves those from the modules that defi
 from __future__ import annotations
 
 import argparse
+import fcntl
 import filecmp
 import shutil
 import subprocess
@@ -38,25 +39,43 @@ GENERATED_ROOT = PROTO_ROOT / "gen" / "python"
 PACKAGE_DIR = Path("videodag") / "v1"
 DESCRIPTOR_SET_NAME = "descriptor_set.binpb"
 GRPCIO_TOOLS = "grpcio-tools==1.66.2"
+# What it needs, pinned too, from wheels only: a Python without them fails at once, not after a
+# long build from source.
+TOOLS_REQUIREMENTS = (GRPCIO_TOOLS, "grpcio==1.66.2", "protobuf==5.27.2")
 GENERATED_DOCSTRING = "Generated code for the videodag contract; do not edit."
-TOOLS_VENV = REPO_ROOT / ".tools" / GRPCIO_TOOLS.replace("==", "-")
+TOOLS_ROOT = REPO_ROOT / ".tools"
+TOOLS_VENV = TOOLS_ROOT / GRPCIO_TOOLS.replace("==", "-")
 
 
 def _protoc_python() -> Path:
     """The interpreter of the venv holding `GRPCIO_TOOLS`, made on first use.
 
-    The marker is written last, so a venv whose install was cut short is made again."""
+    One run at a time makes it (a lock), and a venv counts only once protoc loads from it: one
+    whose install was cut short, or whose base Python has gone, is made again."""
     python = TOOLS_VENV / "bin" / "python"
-    marker = TOOLS_VENV / "installed"
-    if marker.exists():
+    TOOLS_ROOT.mkdir(exist_ok=True)
+    with (TOOLS_ROOT / f"{TOOLS_VENV.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _loads_protoc(python):
+            return python
+        shutil.rmtree(TOOLS_VENV, ignore_errors=True)
+        print(f"installing {GRPCIO_TOOLS} into {TOOLS_VENV.relative_to(REPO_ROOT)}", file=sys.stderr)
+        installed = (subprocess.run([sys.executable, "-m", "venv", str(TOOLS_VENV)], check=False).returncode == 0
+                     and subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                         "--only-binary=:all:", *TOOLS_REQUIREMENTS],
+                                        check=False, stdin=subprocess.DEVNULL).returncode == 0)
+        if not installed or not _loads_protoc(python):
+            raise SystemExit(f"could not install {GRPCIO_TOOLS} into {TOOLS_VENV}: it needs the package index, and "
+                             f"a Python it has wheels for (3.8 to 3.13; this is {sys.version.split()[0]})")
         return python
-    shutil.rmtree(TOOLS_VENV, ignore_errors=True)
-    print(f"installing {GRPCIO_TOOLS} into {TOOLS_VENV.relative_to(REPO_ROOT)}", file=sys.stderr)
-    subprocess.run([sys.executable, "-m", "venv", str(TOOLS_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", GRPCIO_TOOLS],
-                   check=True, stdin=subprocess.DEVNULL)
-    marker.write_text(GRPCIO_TOOLS + "\n")
-    return python
+
+
+def _loads_protoc(python: Path) -> bool:
+    try:
+        loaded = subprocess.run([str(python), "-c", "import grpc_tools.protoc"], check=False, capture_output=True)
+    except OSError:  # no interpreter there, or a link to one that has gone
+        return False
+    return loaded.returncode == 0
 
 
 def generate(out_dir: Path) -> None:
@@ -91,27 +110,28 @@ def generate(out_dir: Path) -> None:
 
 
 def _version_package_init(proto_files: list[str]) -> str:
-    """`videodag.v1`'s __init__: it imports the messages at once, with protobuf 6.30's and 6.31's
-    warning that code generated for protobuf 5 is a major version older silenced (their other
-    releases, 6.32 on and 7 included, load it without a word). Left alone, it printed four
-    warnings at every client's start and failed `python -W error`."""
+    """`videodag.v1`'s __init__: it silences protobuf 6.30's and 6.31's warning that code made for
+    protobuf 5 is a major version older (their other releases, 6.32 on and 7 included, load it
+    without a word), then imports the messages. Left alone, the warning came four times at every
+    client's start and failed `python -W error`. The filter stays, for these files only: a
+    `catch_warnings` around the imports would restore, on leaving, the filters of any thread
+    that changed them meanwhile."""
     modules = ", ".join(Path(name).stem + "_pb2" for name in proto_files)
     return f'''"""{GENERATED_DOCSTRING}
 
-The messages are imported here, once, silencing protobuf 6.30's and 6.31's warning that this
-code, made for protobuf 5, is a major version older: see scripts/generate_protos.py.
+The messages are imported here, once protobuf 6.30's and 6.31's warning that this code, made
+for protobuf 5, is a major version older is silenced: see scripts/generate_protos.py.
 """
 
 import warnings as _warnings
 
-with _warnings.catch_warnings():
-    _warnings.filterwarnings(
-        "ignore",
-        message=r"Protobuf gencode version 5\\.\\S+ is exactly one major version older than the runtime "
-        r"version 6\\.\\S+ at videodag/v1/",
-        category=UserWarning,
-    )
-    from videodag.v1 import {modules}  # noqa: F401
+_warnings.filterwarnings(
+    "ignore",
+    message=r"Protobuf gencode version 5\\.\\S+ is exactly one major version older than the runtime "
+    r"version 6\\.\\S+ at videodag/v1/",
+    category=UserWarning,
+)
+from videodag.v1 import {modules}  # noqa: E402, F401
 '''
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from google.protobuf import duration_pb2
@@ -54,15 +55,23 @@ class RunOptions:
 
 def _duration(seconds: float) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
+    # Whole seconds are counted as Python ints: numpy's fixed-width ones would overflow when
+    # multiplied, and a wrapped value would be sent without a word.
+    if isinstance(seconds, numbers.Integral):
+        nanoseconds = int(seconds) * 1_000_000_000
+    else:
+        nanoseconds = round(float(seconds) * 1_000_000_000)
     # Negative values are sent as they are: the server owns validation and names the field.
-    duration.FromNanoseconds(round(seconds * 1_000_000_000))
+    duration.FromNanoseconds(nanoseconds)
     return duration
 
 
 def refuse_bool(name: str, value: object) -> None:
     """A bool where a number goes is the caller's bug, raised as TypeError on every protobuf the
-    client admits: protobuf 5 would send True as 1, later releases raise."""
-    if isinstance(value, bool):
+    client admits: protobuf 5 would send True as 1, later releases raise. numpy's bool too (an
+    element of a mask), told by its type's name: the client does not need numpy."""
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")):
         raise TypeError(f"{name} must be a number, not {value!r}")
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from fake_servicer import (
     AcknowledgeUpload,
@@ -242,6 +243,17 @@ def test_a_bool_for_a_number_is_a_type_error_on_every_protobuf(field: str) -> No
     """protobuf 5, which the client admits, would send True as 1."""
     with pytest.raises(TypeError, match=f"^{field} must be a number, not True$"):
         RunOptions(**{field: True}).to_proto()
+    with pytest.raises(TypeError, match=f"^{field} must be a number, not np.True_$"):
+        RunOptions(**{field: np.bool_(True)}).to_proto()
+
+
+def test_numpy_seconds_are_sent_whole_without_wrapping_around() -> None:
+    """int32 seconds times 1e9 overflowed and sent -1 s; a uint64 beyond the field's range sent nothing."""
+    sent = RunOptions(start_seconds=np.int32(2**31 - 1), end_seconds=np.float32(1.5)).to_proto()  # type: ignore[arg-type]
+    assert (sent.start_offset.seconds, sent.start_offset.nanos) == (2**31 - 1, 0)
+    assert (sent.end_offset.seconds, sent.end_offset.nanos) == (1, 500_000_000)
+    with pytest.raises(InvalidArgument, match="out of its range"):
+        RunOptions(start_seconds=np.uint64(2**63)).to_proto()  # type: ignore[arg-type]
 
 
 def test_progress_reports_cumulative_bytes_up_to_the_total(
