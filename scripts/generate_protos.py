@@ -66,7 +66,7 @@ def _protoc_python() -> Path:
                                         check=False, stdin=subprocess.DEVNULL).returncode == 0)
         if not installed or not _loads_protoc(python):
             raise SystemExit(f"could not install {GRPCIO_TOOLS} into {TOOLS_VENV}: it needs the package index, and "
-                             f"a Python it has wheels for (3.8 to 3.13; this is {sys.version.split()[0]})")
+                             f"a Python it has wheels for (3.11 to 3.13; this is {sys.version.split()[0]})")
         return python
 
 
