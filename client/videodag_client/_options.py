@@ -61,6 +61,10 @@ def _duration(seconds: float) -> duration_pb2.Duration:
         nanoseconds = int(seconds) * 1_000_000_000
     else:
         nanoseconds = round(float(seconds) * 1_000_000_000)
+        if nanoseconds == 0 and seconds != 0:
+            # Under a nanosecond, away from zero: -1e-10 s was sent as 0 and taken (the CLI refuses
+            # it), and an end of 1e-10 s was refused as "after the start (0.0 s), got 0.0".
+            nanoseconds = 1 if seconds > 0 else -1
     # Negative values are sent as they are: the server owns validation and names the field.
     duration.FromNanoseconds(nanoseconds)
     return duration

@@ -190,7 +190,8 @@ class RunSlots(_CountedSlots):
             message = f"the server already runs its maximum of {slots}"
         return TooManyRuns(
             f"{message}; retry shortly",
-            ErrorDetails(metadata={"max_concurrent_runs": str(self.capacity)},
+            ErrorDetails(metadata={"max_concurrent_runs": str(self.capacity),
+                                   "max_waiting_runs": str(self.max_waiting)},
                          retry_after_seconds=round(min(max(hint, RUN_RETRY_SECONDS), MAX_RUN_RETRY_SECONDS), 1)),
         )
 

@@ -50,6 +50,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from videodag_service.wording import plain_number
+
 ERROR_DOMAIN = "videodag.dev"
 
 # The most each text of a status's details (a metadata value, a field's description) takes as
@@ -338,10 +340,10 @@ class NodeTimedOut(NodeFailed):
         self, pipeline_id: str, node_id: str, plugin: str, frame_index: int | None, limit_seconds: float,
         *, opening: bool = False,
     ) -> None:
-        cause = (f"its open() took longer than the node time limit of {limit_seconds:g} s" if opening
-                 else f"no result within the node time limit of {limit_seconds:g} s")
+        cause = (f"its open() took longer than the node time limit of {plain_number(limit_seconds)} s" if opening
+                 else f"no result within the node time limit of {plain_number(limit_seconds)} s")
         super().__init__(pipeline_id, node_id, plugin, frame_index, cause, opening=opening)
-        self.details.metadata = {**self.details.metadata, "node_timeout_seconds": f"{limit_seconds:g}"}
+        self.details.metadata = {**self.details.metadata, "node_timeout_seconds": plain_number(limit_seconds)}
         self.limit_seconds = limit_seconds
 
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
+from videodag_service.wording import plain_number
+
 T = TypeVar("T")
 Item = TypeVar("Item")
 
@@ -31,7 +33,7 @@ class IdleTimeout(Exception):
     means to its client (an upload's `UploadIdle`, a reflection stream's quiet end)."""
 
     def __init__(self, idle_seconds: float) -> None:
-        super().__init__(f"nothing arrived for {idle_seconds:g} s")
+        super().__init__(f"nothing arrived for {plain_number(idle_seconds)} s")
         self.idle_seconds = idle_seconds
 
 

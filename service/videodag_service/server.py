@@ -472,6 +472,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     for exposure in exposure_warnings(settings):
         logger.warning("%s", exposure)
+    if (small_messages := settings.small_message_limit_warning()) is not None:
+        logger.warning("%s", small_messages)
     for variable, value in kubernetes_service_links(os.environ).items():
         logger.warning("%s=%s is a Kubernetes service link (from a Service of this namespace), not a setting: "
                        "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)
@@ -480,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if not (isinstance(error, _START_ERRORS) or out_of_resources(error) is not None):
             raise
-        print(f"videodag-server: cannot start: {error}", file=sys.stderr)
+        # MemoryError() says nothing of itself: its name does.
+        print(f"videodag-server: cannot start: {str(error) or type(error).__name__}", file=sys.stderr)
         return 1
     return 0
 

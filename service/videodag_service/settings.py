@@ -33,8 +33,15 @@ from videodag_service.video import Isolation, VideoLimits
 ENV_PREFIX = "VIDEODAG_"
 
 
-def _setting(default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum})
+def _setting(
+    default: Any, help: str, *, minimum: float | None = None, maximum: float | None = None,
+    least_when_on: float | None = None,
+) -> Any:
+    """`least_when_on`: for a setting that 0 turns off, the least value that leaves it on. Below
+    it a limit fails every call (a result read limit of 1e-6 s cancels each run at its first
+    result) with nothing to say why."""
+    return field(default=default, metadata={"help": help, "minimum": minimum, "maximum": maximum,
+                                            "least_when_on": least_when_on})
 
 
 _MAX_PORT = 65535
@@ -42,6 +49,11 @@ _MAX_PORT = 65535
 _MAX_INT32 = 2**31 - 1
 # And its keepalive times, in milliseconds: at most 24 days.
 _MAX_GRPC_SECONDS = _MAX_INT32 // 1000
+# Frame workers (a thread and node instances each, a detector's network among them) and job
+# workers (a thread and a decoder each): more than any machine runs at once, and far fewer than
+# the threads a huge value built before failing, a minute later, with MemoryError.
+_MAX_FRAME_WORKERS = 64
+_MAX_JOB_WORKERS = 256
 # Settings that turn protection on. A flag given empty (`--token-file "$TOKEN_FILE"` with the
 # variable unset) is an error, not "off": the server would fail open. An empty environment
 # variable means unset, as for every setting (compose files write `${VIDEODAG_TOKENS:-}`),
@@ -58,6 +70,8 @@ MAX_SECONDS = 1e9
 RESULT_ENVELOPE_BYTES = 1024
 # The largest message a gRPC client receives unless it is told otherwise.
 CLIENT_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
+# A chunk message of the videodag client's and CLI's default size, 256 KiB, with its field's tag and length.
+CLIENT_DEFAULT_CHUNK_MESSAGE_BYTES = 256 * 1024 + 4
 
 LogFormat = Literal["json", "text"]
 Tracing = Literal["off", "otel"]
@@ -119,14 +133,17 @@ class Settings:
     reflection_idle_timeout_seconds: float = _setting(
         3.0, "longest a server reflection stream may go without a request before the server ends it (status "
         "OK), freeing its slot and thread: grpcurl and grpcui keep theirs open for a whole command or session, "
-        "and open another when they ask again; 0 turns it off", minimum=0,
+        "and open another when they ask again; 0 turns it off, else at least 0.5", minimum=0, least_when_on=0.5,
     )
     max_job_uploads: int = _setting(
         16, "SubmitJob uploads arriving at once (each holds a server thread); the next gets RESOURCE_EXHAUSTED",
         minimum=1,
     )
-    max_frame_width: int = _setting(7680, "widest frame accepted, in pixels", minimum=1)
-    max_frame_height: int = _setting(4320, "tallest frame accepted, in pixels", minimum=1)
+    max_frame_width: int = _setting(
+        7680, "with --max-frame-height, the largest frame accepted, in pixels, either way round: a portrait frame "
+        "fits when it fits turned (2160x3840 within 3840x2160)", minimum=1,
+    )
+    max_frame_height: int = _setting(4320, "see --max-frame-width", minimum=1)
     max_video_frames: int = _setting(
         1_000_000, "most frames a video may have: refused before decoding when it declares more, and stopped "
         "when it decodes more", minimum=1
@@ -143,7 +160,8 @@ class Settings:
     )
     frame_workers: int = _setting(
         0, "frames a run's frame-independent nodes (a detector, not a tracker) work on at once, each with an "
-        "instance of its own; 0: one per core the server may use (its CPU quota counts), at most 8", minimum=0,
+        "instance of its own, up to 64; 0: one per core the server may use (its CPU quota counts), at most 8",
+        minimum=0, maximum=_MAX_FRAME_WORKERS,
     )
     decode_isolation: Isolation = _setting(
         "process",
@@ -170,8 +188,8 @@ class Settings:
     result_read_timeout_seconds: float = _setting(
         600.0, "longest gRPC may wait to hand a client one more result (UploadAndRun, WatchJob) before the call is "
         "cancelled and what it holds (a run slot, a decoder) is freed; 0 turns it off. A client that reads slowly "
-        "frees gRPC's buffers in batches: keep this well above the time it takes to read what they hold",
-        minimum=0,
+        "frees gRPC's buffers in batches: keep this well above the time it takes to read what they hold; at least 1",
+        minimum=0, least_when_on=1.0,
     )
     keepalive_interval_seconds: float = _setting(
         30.0, "how often the server pings each connection: a load balancer keeps a quiet stream's connection, "
@@ -191,8 +209,8 @@ class Settings:
         0.0, "after this long a connection is asked to end (HTTP/2 GOAWAY): its calls go on to their end, and the "
         "client's next calls go down a new connection, which a balancer behind one address (a Kubernetes Service, "
         "an L4 load balancer) may give to another replica, one started since, say. 0 keeps connections as long as "
-        "clients do",
-        minimum=0, maximum=_MAX_GRPC_SECONDS,
+        "clients do, else at least 1",
+        minimum=0, maximum=_MAX_GRPC_SECONDS, least_when_on=1.0,
     )
     shutdown_grace_seconds: float = _setting(
         20.0, "on SIGTERM, SIGHUP or SIGINT, how long the runs, job uploads and jobs in progress may finish before "
@@ -223,7 +241,9 @@ class Settings:
         "jobs' database, uploads and results (embedded); with redis, the uploads, on a path every RQ worker sees",
     )
     redis_url: str = _setting(DEFAULT_REDIS_URL, "the Redis of the redis job backend")
-    job_workers: int = _setting(DEFAULT_WORKERS, "embedded job backend: jobs run at once", minimum=1)
+    job_workers: int = _setting(
+        DEFAULT_WORKERS, "embedded job backend: jobs run at once, 1 to 256", minimum=1, maximum=_MAX_JOB_WORKERS,
+    )
     job_min_free_bytes: int = _setting(
         DEFAULT_MIN_FREE_BYTES,
         "free space, in bytes, SubmitJob uploads must leave on the disk of --data-dir, for the jobs' "
@@ -269,6 +289,9 @@ class Settings:
             maximum = item.metadata.get("maximum")
             if maximum is not None and value > maximum:
                 raise SettingsError.of_setting(item.name, f"must be at most {maximum}, got {value}")
+            least_when_on = item.metadata.get("least_when_on")
+            if least_when_on is not None and 0 < value < least_when_on:
+                raise SettingsError.of_setting(item.name, f"must be 0 (off) or at least {least_when_on}, got {value}")
         if self.metrics_port and self.metrics_port == self.port:
             # Both listen on --host: the second to bind would fail as if another process held the port.
             raise SettingsError.of_setting("metrics_port", f"must differ from the gRPC port: both are {self.port}")
@@ -297,6 +320,15 @@ class Settings:
         """The largest message the server sends: one any client can receive (gRPC's clients take
         4 MiB by default, the Python, Go and Node ones and grpcurl alike)."""
         return min(self.max_message_bytes, CLIENT_DEFAULT_RECEIVE_BYTES)
+
+    def small_message_limit_warning(self) -> str | None:
+        """What to say at start of a message limit below the chunks the videodag client sends by
+        default: every upload of it is refused by gRPC itself, with no word of the setting."""
+        if self.max_message_bytes >= CLIENT_DEFAULT_CHUNK_MESSAGE_BYTES:
+            return None
+        return (f"--max-message-bytes {self.max_message_bytes} is below the 256 KiB chunks the videodag client and CLI "
+                "send by default: their uploads are refused (RESOURCE_EXHAUSTED, \"Received message larger than "
+                "max\") unless given a smaller chunk size (chunk_size=, --chunk-size)")
 
     def max_result_bytes(self) -> int:
         """The most a frame's result may take: a response, less room for the frame's index,

@@ -32,6 +32,7 @@ from typing import TypeVar, cast
 
 from videodag_service.errors import ErrorDetails, UploadIdle
 from videodag_service.idle_watch import WatchedItems, run_watching_idle
+from videodag_service.wording import plain_number
 
 T = TypeVar("T")
 Item = TypeVar("Item")
@@ -67,15 +68,15 @@ class WatchedChunks(WatchedItems[Item]):
         return credit
 
     def _expiry_error(self) -> UploadIdle:
-        metadata = {"upload_idle_timeout_seconds": f"{self.idle_seconds:g}"}
+        metadata = {"upload_idle_timeout_seconds": plain_number(self.idle_seconds)}
         if self._short_bytes:
-            metadata["upload_min_bytes_per_second"] = f"{self.min_bytes_per_second:g}"
+            metadata["upload_min_bytes_per_second"] = plain_number(self.min_bytes_per_second)
             waiting_since = self._waiting_since
             seconds = self._short_seconds + (0.0 if waiting_since is None else time.monotonic() - waiting_since)
             message = (f"the upload sent {self._short_bytes} bytes in {seconds:.0f} s, under the server's minimum "
-                       f"of {self.min_bytes_per_second:g} bytes a second; the call was ended")
+                       f"of {plain_number(self.min_bytes_per_second)} bytes a second; the call was ended")
         else:
-            message = f"{self._silence} for {self.idle_seconds:g} s, the server's limit; the call was ended"
+            message = f"{self._silence} for {plain_number(self.idle_seconds)} s, the server's limit; the call was ended"
         return UploadIdle(message, ErrorDetails(metadata=metadata))
 
 

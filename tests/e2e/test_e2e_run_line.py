@@ -81,6 +81,7 @@ def test_a_freed_slot_goes_to_the_call_that_waited_longest_and_the_line_has_a_ca
     assert full.value.message == ("the server already runs its maximum of 1 video and 2 calls waiting; "
                                   "retry shortly")
     assert full.value.retry_after is not None and full.value.retry_after >= 1.0
+    assert full.value.metadata == {"max_concurrent_runs": "1", "max_waiting_runs": "2"}  # both caps it met
 
     release()
     for caller in (first, second):

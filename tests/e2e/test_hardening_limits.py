@@ -21,6 +21,7 @@ import videodag_service.private_folders as private_folders
 import videodag_service.video.orphan_sweeper as orphan_sweeper
 import videodag_service.video.upload as upload_module
 from fakes.hostile_media import claim_avi_frame_count, claim_avi_frame_size
+from fakes.media import ffmpeg_executable
 from videodag_client import (
     FrameResult,
     Internal,
@@ -30,6 +31,7 @@ from videodag_client import (
     Unavailable,
     UploadReceived,
     VideodagError,
+    VideoOpened,
 )
 from videodag_service.server import main as server_main
 from videodag_service.stop_signals import StopSignals
@@ -51,8 +53,11 @@ def events_until_refused(
 @pytest.mark.parametrize(
     ("limits", "limit_name", "message", "values"),
     [
-        ({"max_frame_width": 640}, "width", "frame width 768 px is over the limit of 640 px", ("640", "768")),
-        ({"max_frame_height": 480}, "height", "frame height 576 px is over the limit of 480 px", ("480", "576")),
+        ({"max_frame_width": 640, "max_frame_height": 640}, "width",
+         "frame width 768 px is over the limit of 640 px (the limit is 640x640 px, either way round)", ("640", "768")),
+        ({"max_frame_height": 480}, "height",
+         "frame height 576 px is over the limit of 480 px (the limit is 7680x480 px, either way round)",
+         ("480", "576")),
         ({"max_video_seconds": 5.0}, "duration", "the video declares 12.000 s, over the limit of 5 s", ("5", "12")),
         ({"max_video_frames": 100}, "frame_count", "the video declares 120 frames, over the limit of 100",
          ("100", "120")),
@@ -68,6 +73,22 @@ def test_a_video_over_a_limit_is_refused_before_any_frame(
     assert error.reason == "VIDEO_TOO_LARGE"
     assert error.metadata == {"limit": limit_name, "maximum": values[0], "found": values[1]}
     assert message in error.message
+    assert server.leftover_uploads() == []
+
+
+def test_a_portrait_video_within_the_frame_limit_turned_is_accepted(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path,
+) -> None:
+    """A phone stores its portrait video as landscape frames and a rotation: delivered upright,
+    768x576 becomes 576x768, and a limit set to the landscape clip's size still takes it."""
+    portrait = tmp_path / "portrait.mp4"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-display_rotation", "90",
+                    "-i", str(sample_clip), "-c", "copy", str(portrait)], check=True, capture_output=True, timeout=60)
+    server = make_server(max_frame_width=768, max_frame_height=576)
+    events = list(server.client.upload_and_run(portrait, "frame_stats_v1", RunOptions(max_frames=3), timeout=60))
+    opened = [event for event in events if isinstance(event, VideoOpened)]
+    assert [(event.width, event.height) for event in opened] == [(576, 768)]
+    assert [event.result["stats"]["width"] for event in events if isinstance(event, FrameResult)] == [576] * 3
     assert server.leftover_uploads() == []
 
 

@@ -9,9 +9,12 @@ import logging
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 from ecosystem_tools import venv_tool
 from harness import ServerFactory
+
+from videodag_client.cli import _exit_codes, main
 
 # grpcurl exits with 64 + the status code of a failed call.
 RESOURCE_EXHAUSTED_EXIT = 64 + 8
@@ -47,3 +50,19 @@ def test_a_chunk_over_the_message_limit_from_grpcurl_is_not_logged_as_the_client
     assert not [line for line in said if "empty" in line], said
     assert any("over the server's --max-message-bytes" in line for line in said), said
     assert server.leftover_uploads() == [] and server.job_videos_left_after() == []
+
+
+@pytest.mark.parametrize("command", ["run", "submit"])
+def test_the_cli_over_a_servers_message_limit_is_told_the_chunk_size_that_fits(
+    make_server: ServerFactory, sample_clip: Path, capsys: pytest.CaptureFixture[str], command: str,
+) -> None:
+    """Its default 256 KiB chunks exceed a 64 KiB limit: all gRPC says is "Received message larger
+    than max (262148 vs. 65536)", which does not name the option that mends it."""
+    server = make_server(max_message_bytes=64 * 1024)
+    argv = ["--server", server.target, command, "--pipeline", "frame_stats_v1", str(sample_clip), "-q"]
+    assert main(argv) == _exit_codes.exit_code_for_status(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    hint = capsys.readouterr().err.splitlines()[-1]
+    assert hint == ("  the server takes messages of at most 65536 bytes, and this upload's chunks are 262144: pass "
+                    "--chunk-size 64512 or less")
+    assert main([*argv, "--chunk-size", "64512"]) == 0
+    assert server.leftover_uploads() == []

@@ -37,6 +37,8 @@ _TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "v
 # default), and its round-robin policy's (a channel made with it).
 _CONNECT_FAILURE_MARKS = ("failed to connect", "connections to all backends failing")
 _NAME_MISMATCH_MARKS = ("Hostname Verification Check failed", "is not in peer certificate")
+# gRPC's own refusal of a message over the receiver's limit, with both sizes.
+_MESSAGE_OVER_LIMIT = re.compile(r"Received message larger than max \((\d+) vs\. (\d+)\)")
 
 __all__ = ["build_parser", "main"]
 
@@ -152,7 +154,7 @@ def _run_command(args: argparse.Namespace) -> int:
         if (http_status := proxy_http_status(error)) is not None:
             print(f"  {proxy_answer_hint(http_status)}", file=sys.stderr)
             return proxy_answer_exit_code(http_status, exit_code)
-        if (hint := _closed_connection_hint(args, error)) is not None:
+        if (hint := _closed_connection_hint(args, error) or _chunk_over_message_limit_hint(args, error)) is not None:
             print(f"  {hint}", file=sys.stderr)
         return exit_code
     except BrokenPipeError:
@@ -255,6 +257,19 @@ def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> s
                 "and --tls-key")
     return ("a TLS server that does not trust the client certificate closes the connection this way: check that "
             "--tls-cert is signed by the CA the server trusts")
+
+
+def _chunk_over_message_limit_hint(args: argparse.Namespace, error: VideodagError) -> str | None:
+    """A server whose --max-message-bytes is below the upload's chunks: gRPC refuses the first
+    chunk before the server sees it, and says only that a message was larger than its maximum."""
+    match = _MESSAGE_OVER_LIMIT.search(error.message)
+    if error.code is not grpc.StatusCode.RESOURCE_EXHAUSTED or error.reason or match is None \
+            or getattr(args, "chunk_size", None) is None:
+        return None
+    limit = int(match.group(2))
+    fits = max(1, (limit - 64) // 1024 * 1024 if limit > 2048 else limit - 64)
+    return (f"the server takes messages of at most {limit} bytes, and this upload's chunks are {args.chunk_size}: "
+            f"pass --chunk-size {fits} or less")
 
 
 def _is_name_mismatch(error: VideodagError) -> bool:

@@ -20,7 +20,7 @@ from videodag_client import (
     VideoOpened,
 )
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._arguments import UsageError, utf8_text
+from videodag_client.cli._arguments import UsageError, int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._progress import RunProgress, progress_wanted
 from videodag_client.cli._results import STDOUT, JsonLinesOutput, print_output
@@ -53,7 +53,7 @@ def add_parser(subcommands: Any) -> None:
         "as FILE.part and renamed at the end; a FIFO or device is written directly",
     )
     parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
+        "--chunk-size", type=int_in_range(1, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
         help=f"upload chunk size, 1 to {MAX_CHUNK_SIZE} (default {DEFAULT_CHUNK_SIZE})"
     )
     parser.add_argument(
@@ -74,9 +74,6 @@ def add_parser(subcommands: Any) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     options = sampling_options(args)
-    if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
-        print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
-        return _exit_codes.USAGE
     # Checked before connecting: a bad -o found after the run would lose its results.
     output = JsonLinesOutput(args.output, input_path=args.video)
     summary: RunSummary | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 from videodag_client import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from videodag_client.cli import _exit_codes
-from videodag_client.cli._arguments import utf8_text
+from videodag_client.cli._arguments import int_in_range, utf8_text
 from videodag_client.cli._connection import connect, connection_options_parent
 from videodag_client.cli._json import json_text
 from videodag_client.cli._progress import RunProgress, progress_wanted
@@ -42,7 +42,7 @@ def add_parser(subcommands: Any) -> None:
         "instead of queuing the video twice; another video, pipeline or options with it is refused",
     )
     parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
+        "--chunk-size", type=int_in_range(1, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE, metavar="BYTES",
         help=f"upload chunk size, 1 to {MAX_CHUNK_SIZE} (default {DEFAULT_CHUNK_SIZE})"
     )
     parser.add_argument(
@@ -54,9 +54,6 @@ def add_parser(subcommands: Any) -> None:
 
 
 def submit_command(args: argparse.Namespace) -> int:
-    if not 0 < args.chunk_size <= MAX_CHUNK_SIZE:
-        print(f"error: --chunk-size must be between 1 and {MAX_CHUNK_SIZE}", file=sys.stderr)
-        return _exit_codes.USAGE
     options = sampling_options(args)
     with connect(args) as client, RunProgress(progress_wanted(args.quiet)) as progress:
         job = client.submit_job(

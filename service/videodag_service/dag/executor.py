@@ -45,6 +45,7 @@ from videodag_service.dag.plugin_calls import close_quietly
 from videodag_service.dag.spec import NodeSpec, PipelineSpec
 from videodag_service.dag.time_limit import StepLimitedThread, StepTimedOut, abandoned_thread_count
 from videodag_service.errors import NodeTimedOut
+from videodag_service.wording import plain_number
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ class PipelineRun:
             node = cast(NodeSpec, timed_out.step)
             closer.abandon(lambda: None)  # the closes after the hung one still run if it returns
             self._abandoned(node, f"closing node {node.id!r} ({node.plugin_ref}) of pipeline {self.spec.id!r} took "
-                                  f"more than the node time limit ({timed_out.limit_seconds:g} s)")
+                                  f"more than the node time limit ({plain_number(timed_out.limit_seconds)} s)")
         else:
             closer.close()
 

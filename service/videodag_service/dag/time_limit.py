@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 from videodag_service.scheduling import run_as_batch
+from videodag_service.wording import plain_number
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class StepTimedOut(Exception):
     """Raised to the owner when a step ran over the limit; the thread running it is abandoned."""
 
     def __init__(self, step: object, limit_seconds: float) -> None:
-        super().__init__(f"step {step!r} ran over its limit of {limit_seconds:g} s")
+        super().__init__(f"step {step!r} ran over its limit of {plain_number(limit_seconds)} s")
         self.step = step
         self.limit_seconds = limit_seconds
 

@@ -73,6 +73,7 @@ from videodag_service.video import (
     missing_stored_copy_as_error,
     naming_the_upload,
 )
+from videodag_service.wording import plain_number
 
 logger = logging.getLogger(__name__)
 
@@ -403,9 +404,9 @@ class JobExecutor:
                     raise JobInterrupted(job.id)
                 if time.monotonic() > deadline:
                     raise DeadlineExceeded(
-                        f"the job ran longer than its time limit of {self._job_timeout_seconds:g} s "
+                        f"the job ran longer than its time limit of {plain_number(self._job_timeout_seconds)} s "
                         "(--job-timeout-seconds of the server that queued it)",
-                        ErrorDetails(metadata={"job_timeout_seconds": f"{self._job_timeout_seconds:g}"}),
+                        ErrorDetails(metadata={"job_timeout_seconds": plain_number(self._job_timeout_seconds)}),
                     )
                 if isinstance(event, FrameProcessed):
                     frame = JobFrame(event.frame_index, event.timestamp_seconds, event.result)

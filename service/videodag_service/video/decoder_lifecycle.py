@@ -34,6 +34,7 @@ from videodag_service.video.decoder_context import decoder_context
 from videodag_service.video.decoder_log import DecoderLogFormat
 from videodag_service.video.decoder_process import serve_decoder
 from videodag_service.video.reader import VideoOpener, VideoSource, open_video
+from videodag_service.wording import plain_number
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def check_decoders_start() -> None:
 def _first_message(connection: Connection) -> dict[str, Any] | None:
     """The first message on the pipe; None if it closed without one."""
     if not connection.poll(_START_CHECK_SECONDS):  # an end of file is readable too
-        raise DecodersCannotStart(f"a decoder process did not start within {_START_CHECK_SECONDS:g} s")
+        raise DecodersCannotStart(f"a decoder process did not start within {plain_number(_START_CHECK_SECONDS)} s")
     try:
         raw = connection.recv_bytes(messages.MAX_MESSAGE_BYTES)
     except (EOFError, ConnectionError):

@@ -68,6 +68,7 @@ from videodag_service.video.limits import VideoLimits
 from videodag_service.video.reader import DecodedFrame
 from videodag_service.video.sampling import FrameWindow
 from videodag_service.video.unreadable import unreadable
+from videodag_service.wording import plain_number
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -252,24 +253,26 @@ class IsolatedVideo:
             raise self._malformed(str(error)) from None
 
     def _did_not_start(self, seconds: float | None) -> DecoderDidNotStart:
+        assert seconds is not None, "only a start given a time limit runs out of it"
         self._kill()
         logger.error("a decoder process did not start within %g s; %s", seconds, start_hint())
         return DecoderDidNotStart(
-            f"the server could not start a decoder for {self.path.name!r} within {seconds:g} s (too busy, or its "
-            "decoders cannot start: its log says which); the video is not to blame"
+            f"the server could not start a decoder for {self.path.name!r} within {plain_number(seconds)} s (too busy, "
+            "or its decoders cannot start: its log says which); the video is not to blame"
         )
 
     def _timed_out(self, limit_name: str) -> DeadlineExceeded:
         self._kill()
+        seconds = self._timeouts.run_seconds if limit_name == "run" else self._timeouts.frame_seconds
+        assert seconds is not None, "a limit turned off never runs out"
+        limit = plain_number(seconds)
         if limit_name == "run":
-            seconds = self._timeouts.run_seconds
-            what = f"decoding took longer than the run's decode time limit of {seconds:g} s"
+            what = f"decoding took longer than the run's decode time limit of {limit} s"
         else:
-            seconds = self._timeouts.frame_seconds
-            what = f"the decoder stopped responding: no progress within the frame time limit of {seconds:g} s"
+            what = f"the decoder stopped responding: no progress within the frame time limit of {limit} s"
         return DeadlineExceeded(
             f"{what} on {self.path.name!r}; the run was stopped",
-            ErrorDetails(metadata={"limit": f"decode_{limit_name}_timeout_seconds", "seconds": f"{seconds:g}"}),
+            ErrorDetails(metadata={"limit": f"decode_{limit_name}_timeout_seconds", "seconds": limit}),
         )
 
     def _crashed(self) -> VideodagError:

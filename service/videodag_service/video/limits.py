@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from videodag_service.errors import ErrorDetails, VideoTooLarge
 from videodag_service.video.info import VideoInfo
+from videodag_service.wording import plain_number
 
 # Containers keep times in milliseconds or finer: a video of exactly the limit is within it.
 _TIME_SLACK_SECONDS = 0.001
@@ -27,12 +28,7 @@ class VideoLimits:
 
     def check_info(self, info: VideoInfo) -> None:
         """Raise VideoTooLarge when the declared facts of a video are over a limit."""
-        if self.max_width is not None and info.width > self.max_width:
-            _refuse("width", self.max_width, info.width,
-                    f"frame width {info.width} px is over the limit of {self.max_width} px")
-        if self.max_height is not None and info.height > self.max_height:
-            _refuse("height", self.max_height, info.height,
-                    f"frame height {info.height} px is over the limit of {self.max_height} px")
+        self._check_frame_size(info.width, info.height)
         # An estimated count is no declaration: the frames are counted as they are decoded.
         if (self.max_frames_total is not None and not info.frame_count_is_estimate
                 and info.frame_count > self.max_frames_total):
@@ -40,12 +36,34 @@ class VideoLimits:
                 "frame_count", self.max_frames_total, info.frame_count,
                 f"the video declares {info.frame_count} frames, over the limit of {self.max_frames_total}",
             )
-        if self.max_duration_seconds is not None and info.duration_seconds > self.max_duration_seconds:
+        if (self.max_duration_seconds is not None
+                and info.duration_seconds > self.max_duration_seconds + _TIME_SLACK_SECONDS):
             _refuse(
                 "duration", self.max_duration_seconds, round(info.duration_seconds, 3),
                 f"the video declares {info.duration_seconds:.3f} s, "
-                f"over the limit of {self.max_duration_seconds:g} s",
+                f"over the limit of {plain_number(self.max_duration_seconds)} s",
             )
+
+    def _check_frame_size(self, width: int, height: int) -> None:
+        """A frame fits when it fits the limit's width and height either way round: a phone's
+        portrait video is as large as the same video held landscape (the same pixels, the same
+        memory), and a limit written for 4K landscape must not refuse 4K portrait. With one side
+        unlimited there is no box to turn: the other is checked as it stands."""
+        max_width, max_height = self.max_width, self.max_height
+        if max_width is None or max_height is None:
+            if max_width is not None and width > max_width:
+                _refuse("width", max_width, width, f"frame width {width} px is over the limit of {max_width} px")
+            if max_height is not None and height > max_height:
+                _refuse("height", max_height, height, f"frame height {height} px is over the limit of {max_height} px")
+            return
+        if (width <= max_width and height <= max_height) or (width <= max_height and height <= max_width):
+            return
+        either_way = f"(the limit is {max_width}x{max_height} px, either way round)"
+        if width > max_width:
+            _refuse("width", max_width, width, f"frame width {width} px is over the limit of {max_width} px "
+                                                f"{either_way}")
+        _refuse("height", max_height, height, f"frame height {height} px is over the limit of {max_height} px "
+                                              f"{either_way}")
 
     def check_frame(self, frame_index: int, seconds: float, fps: float) -> None:
         """Raise VideoTooLarge when the decoder delivers a frame beyond the limits.
@@ -64,17 +82,10 @@ class VideoLimits:
             lasts = seconds + (1.0 / fps if fps > 0 else 0.0)
             if lasts > max_duration + _TIME_SLACK_SECONDS:
                 _refuse("duration", max_duration, round(lasts, 3),
-                        f"the video lasts more than {max_duration:g} s, the limit")
+                        f"the video lasts more than {plain_number(max_duration)} s, the limit")
 
 
 def _refuse(limit: str, maximum: float, found: float, message: str) -> None:
     """The refusal, with the limit crossed, its value and the value found (so far, while decoding)."""
-    metadata = {"limit": limit, "maximum": _plain_number(maximum), "found": _plain_number(found)}
+    metadata = {"limit": limit, "maximum": plain_number(maximum), "found": plain_number(found)}
     raise VideoTooLarge(f"video too large: {message}", ErrorDetails(metadata=metadata))
-
-
-def _plain_number(value: float) -> str:
-    """A number as a client parses it back: whole numbers as integers (never 1e+06), others to the millisecond."""
-    if float(value).is_integer():
-        return str(int(value))
-    return f"{value:.3f}".rstrip("0")

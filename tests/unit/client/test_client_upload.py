@@ -256,6 +256,15 @@ def test_numpy_seconds_are_sent_whole_without_wrapping_around() -> None:
         RunOptions(start_seconds=np.uint64(2**63)).to_proto()  # type: ignore[arg-type]
 
 
+def test_seconds_under_a_nanosecond_are_not_sent_as_zero() -> None:
+    """-1e-10 s went as 0 and a run took it, where the CLI refuses it; an end of 1e-10 s went as 0
+    and was refused for a value the caller never gave."""
+    sent = RunOptions(start_seconds=-1e-10, end_seconds=1e-10).to_proto()
+    assert (sent.start_offset.seconds, sent.start_offset.nanos) == (0, -1)
+    assert (sent.end_offset.seconds, sent.end_offset.nanos) == (0, 1)
+    assert RunOptions(start_seconds=0.0).to_proto().start_offset.nanos == 0
+
+
 def test_progress_reports_cumulative_bytes_up_to_the_total(
     client: VideodagClient, servicer: FakeVideoPipelineServicer, video_path: Path, video_bytes: bytes
 ) -> None:

@@ -65,6 +65,17 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--log-format", "xml"], "--log-format must be json or text"),
         (["--pipeline-dir", "/nonexistent/pipelines"], "--pipeline-dir '/nonexistent/pipelines' does not exist"),
         (["--frame-workers", "-1"], "--frame-workers must be at least 0, got -1"),
+        # A run built a billion workers' objects (MemoryError after 85 s of CPU); a server 3 million job
+        # threads, then said "cannot start: " and nothing more.
+        (["--frame-workers", "65"], "--frame-workers must be at most 64, got 65"),
+        (["--job-workers", "3000000"], "--job-workers must be at most 256, got 3000000"),
+        # Limits so short they fail every call, with no word of why (CANCELLED, or grpcurl's EOF).
+        (["--result-read-timeout-seconds", "1e-6"], "--result-read-timeout-seconds must be 0 (off) or at least 1.0, "
+                                                    "got 1e-06"),
+        (["--reflection-idle-timeout-seconds", "0.0001"],
+         "--reflection-idle-timeout-seconds must be 0 (off) or at least 0.5, got 0.0001"),
+        (["--max-connection-age-seconds", "0.999"],
+         "--max-connection-age-seconds must be 0 (off) or at least 1.0, got 0.999"),
         (["--node-timeout-seconds", "nan"], "--node-timeout-seconds must be a number of seconds, got nan"),
         # 70000 listened on 4464 (70000 - 65536); a metrics port or message size beyond range was a traceback.
         (["--port", "70000"], "--port must be at most 65535, got 70000"),
@@ -82,6 +93,20 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
 def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         settings_from(argv, {})
+
+
+@pytest.mark.parametrize(("flag", "value", "attribute"), [
+    ("--frame-workers", "64", "frame_workers"),
+    ("--job-workers", "256", "job_workers"),
+    ("--result-read-timeout-seconds", "0", "result_read_timeout_seconds"),
+    ("--result-read-timeout-seconds", "1", "result_read_timeout_seconds"),
+    ("--reflection-idle-timeout-seconds", "0", "reflection_idle_timeout_seconds"),
+    ("--reflection-idle-timeout-seconds", "0.5", "reflection_idle_timeout_seconds"),
+    ("--max-connection-age-seconds", "0", "max_connection_age_seconds"),
+    ("--max-connection-age-seconds", "1", "max_connection_age_seconds"),
+])
+def test_the_edges_of_the_new_bounds_are_accepted(flag: str, value: str, attribute: str) -> None:
+    assert getattr(settings_from([flag, value], {}), attribute) == float(value)
 
 
 @pytest.mark.parametrize(("environ", "message"), [
@@ -298,6 +323,22 @@ def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path:
         "videodag-server: cannot start: decoder processes cannot start: their forkserver's socket goes in a temporary "
         "folder, and none is writable (No usable temporary directory found in ['/nonexistent/videodag-test']); set "
         "TMPDIR to a writable folder (on the volume of --temp-dir, say)")
+
+
+def test_a_server_out_of_memory_as_it_starts_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """MemoryError() has no message of its own: the server said "cannot start: " and nothing more."""
+    import videodag_service.server as server_module
+
+    def out_of_memory(settings: Settings) -> None:
+        raise MemoryError()
+
+    monkeypatch.setattr(server_module, "serve", out_of_memory)
+    monkeypatch.setattr(server_module, "turn_off_core_dumps", lambda: None)
+    monkeypatch.setattr(server_module, "_open_files_up_to_the_hard_limit", lambda: None)
+    assert server_module.main(["--port", "0", "--data-dir", str(tmp_path / "data"), "--log-format", "text"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == "videodag-server: cannot start: MemoryError"
 
 
 def test_frame_workers_default_to_one_per_core_and_the_setting_overrides_them(tmp_path: Path) -> None:
@@ -846,3 +887,19 @@ def test_a_folder_whose_path_opencv_cannot_open_videos_under_is_refused_at_start
     monkeypatch.setattr(os, "fsencode", lambda text: os.fspath(text).encode("latin-1"))  # a Latin-1 locale's
     with pytest.raises(SettingsError, match="choose a path in ASCII"):
         settings_from([setting, latin1], {})
+
+
+@pytest.mark.parametrize(("max_message_bytes", "warned"), [
+    ("65536", True), ("262147", True), ("262148", False), (None, False),
+])
+def test_a_message_limit_below_the_clients_default_chunks_is_warned_of_at_start(
+    max_message_bytes: str | None, warned: bool,
+) -> None:
+    argv = [] if max_message_bytes is None else ["--max-message-bytes", max_message_bytes]
+    warning = settings_from(argv, {}).small_message_limit_warning()
+    if not warned:
+        assert warning is None
+        return
+    assert warning == (f"--max-message-bytes {max_message_bytes} is below the 256 KiB chunks the videodag client and "
+                       "CLI send by default: their uploads are refused (RESOURCE_EXHAUSTED, \"Received message larger "
+                       "than max\") unless given a smaller chunk size (chunk_size=, --chunk-size)")

@@ -143,3 +143,12 @@ def test_a_client_slower_than_the_minimum_rate_is_cut_off_however_often_it_sends
                             idle_seconds=1.0, min_bytes_per_second=1000)
     assert 1.0 <= time.monotonic() - started < 5
     assert refused.value.details.metadata == {"upload_idle_timeout_seconds": "1", "upload_min_bytes_per_second": "1000"}
+
+
+def test_the_limits_are_said_as_the_operator_set_them() -> None:
+    """`:g` said a minimum of 1234567 bytes a second as 1.23457e+06, in the message and the metadata."""
+    with pytest.raises(UploadIdle, match=r"under the server's minimum of 1234567 bytes a second") as refused:
+        store_watching_idle(lambda chunks: sum(len(chunk) for chunk in chunks), _paced(10, 0.05, 400),
+                            idle_seconds=0.25, min_bytes_per_second=1234567)
+    assert refused.value.details.metadata == {"upload_idle_timeout_seconds": "0.25",
+                                              "upload_min_bytes_per_second": "1234567"}

@@ -1,0 +1,20 @@
+"""Numbers in the server's messages, as the operator wrote them and a client parses them back."""
+
+from __future__ import annotations
+
+import pytest
+
+from videodag_service.wording import counted, plain_number
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    (12, "12"), (12.0, "12"), (11.999999, "11.999999"), (1234567, "1234567"), (1234567.0, "1234567"),
+    (1e-7, "0.0000001"), (2.5, "2.5"), (1e9, "1000000000"), (1e16, "10000000000000000"), (0.25, "0.25"),
+])
+def test_a_number_is_said_with_every_digit_and_never_in_exponent_form(value: float, said: str) -> None:
+    assert plain_number(value) == said
+    assert float(said) == value
+
+
+def test_a_count_of_one_is_singular() -> None:
+    assert (counted(1, "video", "videos"), counted(4, "video", "videos")) == ("1 video", "4 videos")
