@@ -5,7 +5,9 @@ after any reconnect. Exactly-once delivery rests on one fact: within a run, resu
 stored in increasing frame order. The watcher remembers the last frame index it sent and only
 ever sends larger ones, so a client resuming "after frame N" misses nothing and sees nothing
 twice, even when an interrupted job is re-run from the start while it watches (the re-run
-produces the same frames again, and those up to N are simply not sent twice).
+produces the same frames again, and those up to N are simply not sent twice; the same results
+too, but for frames just after damage in a file, which FFmpeg's threads may conceal otherwise:
+see the README's damaged files).
 
 A finished job is read as: job state first, then frames. Its final state is written after its
 last result, so frames read after seeing a final state are complete; the final `Job` is
