@@ -23,3 +23,15 @@ def plain_number(value: float) -> str:
     if value.is_integer():
         return str(int(value))
     return format(Decimal(repr(value)), "f")
+
+
+def first_fault(text: str, allowed: frozenset[str], most: int, least: int = 1) -> str:
+    """What is wrong with a client's text, as "got 130 characters" or "got ' ' as character 5":
+    a refusal that only restates the rule leaves someone comparing a 128-character key by eye.
+    The text itself is not repeated: it may be long, and every log line would carry it."""
+    if not least <= len(text) <= most:
+        return f"got {counted(len(text), 'character', 'characters')}"
+    for position, character in enumerate(text, start=1):
+        if character not in allowed:
+            return f"got {character!r} as character {position}"
+    return "got a value of that form"

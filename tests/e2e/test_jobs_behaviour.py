@@ -389,7 +389,8 @@ def test_a_listing_names_every_bad_field_at_once(client: VideodagClient, jobs: J
         "page_size", "page_token", "states[1]", "states[2]"
     ]
     assert error.message == (
-        "invalid fields: page_size: must be 0 (the default) or more; page_token: is not a token this server issued; "
+        "invalid fields: page_size: must be 0 (the default) or more, got -1; "
+        "page_token: is not a token this server issued; "
         "states[1]: 0 is not a job state to filter by; states[2]: 99 is not a job state to filter by"
     )
 

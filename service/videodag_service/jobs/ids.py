@@ -13,13 +13,17 @@ import base64
 import binascii
 import re
 import secrets
+import string
 import threading
 import time
 
 from videodag_service.errors import FieldViolation, InvalidOptions, JobNotFound
+from videodag_service.wording import first_fault
 
 _JOB_ID = re.compile(r"[0-9a-f]{24}")
-_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_IDEMPOTENCY_KEY_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._:-")
+_IDEMPOTENCY_KEY_MAX_CHARS = 128
+_IDEMPOTENCY_KEY = re.compile(rf"[A-Za-z0-9._:-]{{1,{_IDEMPOTENCY_KEY_MAX_CHARS}}}")
 _PAGE_TOKEN_PREFIX = "after:"
 
 
@@ -66,7 +70,8 @@ def checked_idempotency_key(key: str | None, field: str = "config.idempotency_ke
     if not key:
         return None
     if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidOptions([FieldViolation(field, "must be 1 to 128 characters of A-Z a-z 0-9 . _ : -")])
+        fault = first_fault(key, _IDEMPOTENCY_KEY_CHARACTERS, _IDEMPOTENCY_KEY_MAX_CHARS)
+        raise InvalidOptions([FieldViolation(field, f"must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, {fault}")])
     return key
 
 

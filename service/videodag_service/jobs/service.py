@@ -299,7 +299,7 @@ class JobService:
     ) -> Iterator[WatchEvent]:
         """The job's events until it is finished; see `watch_job` for the guarantees."""
         if after_frame_index is not None and after_frame_index < -1:
-            raise InvalidOptions([FieldViolation("after_frame_index", "must be -1 or more")])
+            raise InvalidOptions([FieldViolation("after_frame_index", f"must be -1 or more, got {after_frame_index}")])
         checked = checked_job_id(job_id)
         self._store.get(checked)  # NOT_FOUND now, before the stream starts
         return self._kept_while_watched(
@@ -434,7 +434,9 @@ def _same_submission(existing: Job, request: JobRequest, uploaded: StoredVideo |
 
 def listing_violations(page_size: int, page_token: str) -> list[FieldViolation]:
     """Every bad field of a listing's page at once, for the caller to name with its filter's."""
-    violations = [FieldViolation("page_size", "must be 0 (the default) or more")] if page_size < 0 else []
+    violations = []
+    if page_size < 0:
+        violations.append(FieldViolation("page_size", f"must be 0 (the default) or more, got {page_size}"))
     try:
         job_id_from_page_token(page_token)
     except InvalidOptions as error:

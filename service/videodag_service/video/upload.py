@@ -49,6 +49,7 @@ from videodag_service.errors import (
 from videodag_service.private_folders import FolderNotPrivate, mode_open_to_others, private_directory
 from videodag_service.video.chunk_writer import ChunkWriter
 from videodag_service.video.stored_copies import shown_file_name
+from videodag_service.wording import first_fault
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ UPLOAD_PREFIX = "videodag-upload-"
 ORPHAN_MIN_AGE_SECONDS = 60.0
 _UPLOAD_NAME = re.compile(re.escape(UPLOAD_PREFIX) + r"[a-z0-9_]{8}(\.[A-Za-z0-9]{1,8})")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 # The suffix becomes part of a path, and FFmpeg uses it as a hint when probing the format:
 # keep it to a plain extension so it can never name another directory.
 _SAFE_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,8}")
@@ -262,7 +264,8 @@ def file_name_violation(file_name: str) -> FieldViolation | None:
 def declared_sha256_violation(declared_sha256: str | None) -> FieldViolation | None:
     """What is wrong with a declared checksum, if anything (empty or None: not declared)."""
     if declared_sha256 and not _SHA256_HEX.fullmatch(declared_sha256.strip().lower()):
-        return FieldViolation("sha256", "must be 64 hexadecimal characters")
+        fault = first_fault(declared_sha256.strip(), _HEX_DIGITS, most=64, least=64)
+        return FieldViolation("sha256", f"must be 64 hexadecimal characters, {fault}")
     return None
 
 

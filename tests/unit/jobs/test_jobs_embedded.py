@@ -23,6 +23,7 @@ from videodag_service.errors import (
     DeadlineExceeded,
     DiskFull,
     EmptyUpload,
+    InvalidOptions,
     PipelineNotFound,
     UploadCorrupted,
     UploadTooLarge,
@@ -629,6 +630,16 @@ def test_a_watch_sends_progress_sparingly_and_ends_with_the_final_job(service: J
     assert [frame.frame_index for frame in frames] == list(range(30))
     assert len(updates) < 15, "progress is throttled, not one update per frame"
     assert updates[0].state in (JobState.QUEUED, JobState.RUNNING)
+
+
+def test_a_watch_from_before_the_first_frame_is_refused_naming_the_index(service: JobService, clip: Path) -> None:
+    job = service.submit(JobRequest("paced"), chunks_of(clip))
+    with pytest.raises(InvalidOptions) as refused:
+        service.watch(job.id, after_frame_index=-2)
+    assert [(violation.field, violation.description) for violation in refused.value.details.field_violations] == [
+        ("after_frame_index", "must be -1 or more, got -2")
+    ]
+    assert list(service.watch(job.id, after_frame_index=-1))[-1].state is JobState.SUCCEEDED
 
 
 def test_a_watch_ends_when_its_caller_goes_away(service: JobService, clip: Path) -> None:

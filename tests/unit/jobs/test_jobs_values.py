@@ -81,9 +81,12 @@ def test_page_tokens_round_trip_and_forged_ones_are_invalid() -> None:
 def test_idempotency_keys_are_plain_names() -> None:
     assert checked_idempotency_key("order-17:v2.retry_1") == "order-17:v2.retry_1"
     assert checked_idempotency_key("") is None
-    for bad in ("has space", "x" * 129, "slash/key", "ключ"):
-        with pytest.raises(InvalidOptions):
+    for bad, fault in (("has space", "got ' ' as character 4"), ("x" * 129, "got 129 characters"),
+                       ("slash/key", "got '/' as character 6"), ("ключ", "got 'к' as character 1")):
+        with pytest.raises(InvalidOptions) as refused:
             checked_idempotency_key(bad)
+        [violation] = refused.value.details.field_violations
+        assert violation.description == f"must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, {fault}"
 
 
 @pytest.mark.parametrize(

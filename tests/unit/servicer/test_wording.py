@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videodag_service.wording import counted, plain_number
+from videodag_service.wording import counted, first_fault, plain_number
 
 
 @pytest.mark.parametrize(("value", "said"), [
@@ -18,3 +18,11 @@ def test_a_number_is_said_with_every_digit_and_never_in_exponent_form(value: flo
 
 def test_a_count_of_one_is_singular() -> None:
     assert (counted(1, "video", "videos"), counted(4, "video", "videos")) == ("1 video", "4 videos")
+
+
+@pytest.mark.parametrize(("text", "fault"), [
+    ("", "got 0 characters"), ("abcde", "got 5 characters"), ("ab c", "got ' ' as character 3"),
+    ("a\x00", "got '\\x00' as character 2"), ("abcd", "got a value of that form"),
+])
+def test_a_fault_names_the_length_or_the_first_character_outside_the_rule(text: str, fault: str) -> None:
+    assert first_fault(text, frozenset("abcd"), most=4) == fault

@@ -165,6 +165,25 @@ def test_bad_declarations_are_invalid_options(tmp_path: Path, arguments: dict, f
     assert [violation.field for violation in raised.value.details.field_violations] == [field]
 
 
+@pytest.mark.parametrize(("declared", "fault"), [
+    ("abc", "got 3 characters"), (" " * 3, "got 0 characters"), ("f" * 65, "got 65 characters"),
+    ("F" * 63 + "g", "got 'g' as character 64"), ("\t" + "0" * 31 + "-" + "0" * 32, "got '-' as character 32"),
+])
+def test_a_bad_declared_checksum_is_refused_saying_what_is_wrong_with_it(
+    tmp_path: Path, declared: str, fault: str
+) -> None:
+    with pytest.raises(InvalidOptions) as raised:
+        receive_upload(tmp_path, max_upload_bytes=1000, declared_sha256=declared).__enter__()
+    [violation] = raised.value.details.field_violations
+    assert violation.description == f"must be 64 hexadecimal characters, {fault}"
+    assert _files_in(tmp_path) == []
+
+
+def test_a_declared_checksum_in_capitals_and_with_spaces_around_it_is_taken(tmp_path: Path) -> None:
+    with receive_upload(tmp_path, max_upload_bytes=1000, declared_sha256=f" {'AB' * 32}\n") as upload:
+        assert upload is not None
+
+
 def test_a_declared_size_of_zero_means_unknown(tmp_path: Path) -> None:
     with receive_upload(tmp_path, max_upload_bytes=1000, declared_size=0) as upload:
         upload.write(b"abc")
