@@ -472,8 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     for exposure in exposure_warnings(settings):
         logger.warning("%s", exposure)
-    if (small_messages := settings.small_message_limit_warning()) is not None:
-        logger.warning("%s", small_messages)
+    for warning in (settings.small_message_limit_warning(), settings.unenforced_min_rate_warning()):
+        if warning is not None:
+            logger.warning("%s", warning)
     for variable, value in kubernetes_service_links(os.environ).items():
         logger.warning("%s=%s is a Kubernetes service link (from a Service of this namespace), not a setting: "
                        "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)

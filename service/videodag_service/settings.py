@@ -183,7 +183,8 @@ class Settings:
     upload_min_bytes_per_second: int = _setting(
         1024, "least an upload must send on average (UploadAndRun, SubmitJob): each byte buys 1/rate s of "
         "waiting, up to --upload-idle-timeout-seconds, and an upload that runs out fails as an idle one; a client "
-        "trickling a byte at a time would otherwise hold its slot for good; 0 turns it off", minimum=0,
+        "trickling a byte at a time would otherwise hold its slot for good; 0 turns it off, and so does an idle "
+        "limit of 0", minimum=0,
     )
     result_read_timeout_seconds: float = _setting(
         600.0, "longest gRPC may wait to hand a client one more result (UploadAndRun, WatchJob) before the call is "
@@ -329,6 +330,15 @@ class Settings:
         return (f"--max-message-bytes {self.max_message_bytes} is below the 256 KiB chunks the videodag client and CLI "
                 "send by default: their uploads are refused (RESOURCE_EXHAUSTED, \"Received message larger than "
                 "max\") unless given a smaller chunk size (chunk_size=, --chunk-size)")
+
+    def unenforced_min_rate_warning(self) -> str | None:
+        """What to say at start of a minimum upload rate that cannot act: its bytes buy waiting up
+        to the idle limit, so with the idle limit off no upload is ever ended for its rate."""
+        if self.upload_idle_timeout_seconds > 0 or self.upload_min_bytes_per_second <= 0:
+            return None
+        return (f"--upload-idle-timeout-seconds 0 turns off --upload-min-bytes-per-second "
+                f"{self.upload_min_bytes_per_second} too: an upload may send as slowly as it likes and hold its slot; "
+                "set an idle limit to keep the minimum rate, or the rate to 0 to say it is off")
 
     def max_result_bytes(self) -> int:
         """The most a frame's result may take: a response, less room for the frame's index,

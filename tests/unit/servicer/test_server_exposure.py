@@ -73,11 +73,11 @@ def test_a_key_or_token_file_others_can_read_is_named(tmp_path: Path, mode: int)
     ]
 
 
-def _server_on(host: str, tmp_path: Path) -> subprocess.Popen[str]:
+def _server_on(host: str, tmp_path: Path, *options: str) -> subprocess.Popen[str]:
     """A server process on `host`, a port of its choosing; its first line of stdout says which."""
     return subprocess.Popen(
         [sys.executable, "-m", "videodag_service.server", "--host", host, "--port", "0",
-         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data")],
+         "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data"), *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -91,6 +91,20 @@ def test_the_server_says_it_at_start(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
     assert "WARNING" in stderr and "serving plaintext without tokens or client certificates on 0.0.0.0:" in stderr
+
+
+def test_settings_that_undo_others_are_warned_of_at_start(tmp_path: Path) -> None:
+    server = _server_on("127.0.0.1", tmp_path, "--max-message-bytes", "65536", "--upload-idle-timeout-seconds", "0")
+    try:
+        assert server.stdout is not None
+        assert "listening on" in server.stdout.readline()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _, stderr = server.communicate(timeout=60)
+    warnings = [line for line in stderr.splitlines() if "WARNING" in line]
+    assert any("--max-message-bytes 65536 is below the 256 KiB chunks" in line for line in warnings), stderr
+    assert any("--upload-idle-timeout-seconds 0 turns off --upload-min-bytes-per-second 1024" in line
+               for line in warnings), stderr
 
 
 def test_the_listening_line_gives_an_ipv6_address_as_clients_take_it(tmp_path: Path) -> None:

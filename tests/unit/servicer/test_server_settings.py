@@ -903,3 +903,24 @@ def test_a_message_limit_below_the_clients_default_chunks_is_warned_of_at_start(
     assert warning == (f"--max-message-bytes {max_message_bytes} is below the 256 KiB chunks the videodag client and "
                        "CLI send by default: their uploads are refused (RESOURCE_EXHAUSTED, \"Received message larger "
                        "than max\") unless given a smaller chunk size (chunk_size=, --chunk-size)")
+
+
+@pytest.mark.parametrize(("argv", "rate_said"), [
+    (["--upload-idle-timeout-seconds", "0"], "1024"),
+    (["--upload-idle-timeout-seconds", "0", "--upload-min-bytes-per-second", "1"], "1"),
+    (["--upload-idle-timeout-seconds", "0", "--upload-min-bytes-per-second", "0"], None),
+    (["--upload-idle-timeout-seconds", "0.5"], None),
+    ([], None),
+])
+def test_a_minimum_upload_rate_the_idle_limit_turns_off_is_warned_of_at_start(
+    argv: list[str], rate_said: str | None
+) -> None:
+    warning = settings_from(argv, {}).unenforced_min_rate_warning()
+    if rate_said is None:
+        assert warning is None
+        return
+    assert warning == (
+        f"--upload-idle-timeout-seconds 0 turns off --upload-min-bytes-per-second {rate_said} too: an upload may "
+        "send as slowly as it likes and hold its slot; set an idle limit to keep the minimum rate, or the rate to 0 "
+        "to say it is off"
+    )
