@@ -11,6 +11,7 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, fields
+from decimal import Decimal, InvalidOperation
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,30 @@ def _convert(name: str, raw: str) -> Any:
     if kind not in (Path, float, int):
         return raw
     try:
-        return kind(raw)
+        return _whole_number(raw) if kind is int else kind(raw)
     except ValueError:
-        raise SettingsError.of_setting(name, f"must be {kind.__name__}, got {raw!r}") from None
+        wanted = "a whole number" if kind is int else "a number" if kind is float else "a path"
+        raise SettingsError.of_setting(name, f"must be {wanted}, got {raw!r}") from None
+
+
+_MOST_DIGITS = 4300
+
+
+def _whole_number(raw: str) -> int:
+    """An integer setting's text, which may be written as a whole number in exponent form: an
+    operator sets a size of 1e9 or 5e8 bytes as readily as 1000000000. Decimal, not float, so
+    a large value keeps every digit and 1.5e3 stays whole while 1.0005e3 is refused."""
+    try:
+        return int(raw)
+    except ValueError:
+        try:
+            number = Decimal(raw.strip())
+        except InvalidOperation:
+            raise ValueError(raw) from None
+        # Beyond the digits int() itself takes from text (4300): 1e999999999 would take minutes.
+        if not number.is_finite() or number.adjusted() >= _MOST_DIGITS or number != number.to_integral_value():
+            raise ValueError(raw) from None
+        return int(number)
 
 
 def build_parser() -> argparse.ArgumentParser:

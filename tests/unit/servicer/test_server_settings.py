@@ -58,7 +58,12 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--port", "http"], "--port must be int, got 'http'"),
+        (["--port", "http"], "--port must be a whole number, got 'http'"),
+        (["--max-upload-bytes", "1.0005e3"], "--max-upload-bytes must be a whole number, got '1.0005e3'"),
+        (["--max-upload-bytes", "2GB"], "--max-upload-bytes must be a whole number, got '2GB'"),
+        (["--max-upload-bytes", "1e999999999"], "--max-upload-bytes must be a whole number, got '1e999999999'"),
+        (["--max-upload-bytes", "nan"], "--max-upload-bytes must be a whole number, got 'nan'"),
+        (["--upload-idle-timeout-seconds", "soon"], "--upload-idle-timeout-seconds must be a number, got 'soon'"),
         (["--max-concurrent-runs", "0"], "--max-concurrent-runs must be at least 1"),
         (["--log-level", "LOUD"], "--log-level must be DEBUG, INFO, WARNING or ERROR"),
         (["--job-backend", "kafka"], "--job-backend must be embedded or redis"),
@@ -109,9 +114,19 @@ def test_the_edges_of_the_new_bounds_are_accepted(flag: str, value: str, attribu
     assert getattr(settings_from([flag, value], {}), attribute) == float(value)
 
 
+@pytest.mark.parametrize(("written", "value"), [
+    ("1e9", 10**9), ("5E8", 5 * 10**8), ("1.5e3", 1500), ("1000.0", 1000), ("1_000_000", 10**6),
+    ("123456789012345678901234567890e0", 123456789012345678901234567890),
+])
+def test_a_whole_number_written_in_exponent_form_is_taken_exactly(written: str, value: int) -> None:
+    """An operator writes a size of a gigabyte as 1e9; it was refused as not an int."""
+    assert settings_from(["--max-upload-bytes", written], {}).max_upload_bytes == value
+    assert settings_from([], {"VIDEODAG_MAX_UPLOAD_BYTES": written}).max_upload_bytes == value
+
+
 @pytest.mark.parametrize(("environ", "message"), [
     ({"VIDEODAG_LOG_FORMAT": "xml"}, "VIDEODAG_LOG_FORMAT must be json or text, got 'xml'"),
-    ({"VIDEODAG_PORT": "abc"}, "VIDEODAG_PORT must be int, got 'abc'"),
+    ({"VIDEODAG_PORT": "abc"}, "VIDEODAG_PORT must be a whole number, got 'abc'"),
     ({"VIDEODAG_MAX_CONCURRENT_RUNS": "0"}, "VIDEODAG_MAX_CONCURRENT_RUNS must be at least 1, got 0"),
     ({"VIDEODAG_PIPELINE_DIR": "/nonexistent"}, "VIDEODAG_PIPELINE_DIR '/nonexistent' does not exist"),
 ])
@@ -191,7 +206,7 @@ def test_a_time_beyond_31_years_is_taken_as_31_years(given: str) -> None:
 
 def test_a_kubernetes_service_link_in_videodag_port_is_no_port_and_is_ignored() -> None:
     """A Service named videodag gives every pod of its namespace VIDEODAG_PORT=tcp://IP:PORT,
-    over the image's own 50051: the server refused to start (VIDEODAG_PORT must be int)."""
+    over the image's own 50051: the server refused to start (VIDEODAG_PORT must be a whole number)."""
     link = {"VIDEODAG_PORT": "tcp://10.96.0.12:50051"}
     assert kubernetes_service_links(link) == link
     assert settings_from([], link).port == Settings().port
