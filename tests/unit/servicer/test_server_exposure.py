@@ -82,25 +82,25 @@ def _server_on(host: str, tmp_path: Path, *options: str) -> subprocess.Popen[str
     )
 
 
-def test_the_server_says_it_at_start(tmp_path: Path) -> None:
-    server = _server_on("0.0.0.0", tmp_path)
+def _start_log(host: str, tmp_path: Path, *options: str) -> str:
+    """What a server on `host` writes to stderr from its start until it is told to stop, once listening."""
+    server = _server_on(host, tmp_path, *options)
     try:
         assert server.stdout is not None
         assert "listening on" in server.stdout.readline()
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
+    return stderr
+
+
+def test_the_server_says_it_at_start(tmp_path: Path) -> None:
+    stderr = _start_log("0.0.0.0", tmp_path)
     assert "WARNING" in stderr and "serving plaintext without tokens or client certificates on 0.0.0.0:" in stderr
 
 
 def test_settings_that_undo_others_are_warned_of_at_start(tmp_path: Path) -> None:
-    server = _server_on("127.0.0.1", tmp_path, "--max-message-bytes", "65536", "--upload-idle-timeout-seconds", "0")
-    try:
-        assert server.stdout is not None
-        assert "listening on" in server.stdout.readline()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _, stderr = server.communicate(timeout=60)
+    stderr = _start_log("127.0.0.1", tmp_path, "--max-message-bytes", "65536", "--upload-idle-timeout-seconds", "0")
     warnings = [line for line in stderr.splitlines() if "WARNING" in line]
     assert any("--max-message-bytes 65536 is below the 256 KiB chunks" in line for line in warnings), stderr
     assert any("--upload-idle-timeout-seconds 0 turns off --upload-min-bytes-per-second 1024" in line
