@@ -260,6 +260,26 @@ def test_a_worker_told_to_stop_while_it_waits_for_jobs_exits_0(tmp_path: Path, s
         server.stop()
 
 
+def test_a_worker_told_to_stop_after_redis_went_away_exits_0_without_a_traceback(tmp_path: Path) -> None:
+    """RQ's teardown unsubscribes from the worker's command channel first: with Redis gone that
+    raised, and the worker exited 1 with four tracebacks, a failure to its supervisor."""
+    server = RedisServer(tmp_path / "redis")
+    worker = RqWorker(server.url, dict(os.environ), tmp_path / "worker.log", tmp_path / "worker-tmp")
+    try:
+        worker.wait_until_listening()
+        server.shut_down()
+        wait_until(lambda: worker.log_count("could not connect to Redis instance") >= 1,
+                   what="the worker's listener noticing the outage")
+        worker.process.send_signal(signal.SIGTERM)
+        assert worker.process.wait(30) == 0
+        assert worker.log_count("Traceback") == 0
+        assert worker.log_count("Redis is out of reach (ConnectionError: ") >= 1
+        assert worker.log_count("it stops listening without unsubscribing") == 1
+    finally:
+        worker.stop()
+        server.stop()
+
+
 def test_a_worker_whose_wait_for_jobs_redis_refuses_exits_1_for_its_supervisor(tmp_path: Path) -> None:
     """RQ's loop quits on an error it does not handle and returns as for a stop: the worker
     exited 0, and a supervisor restarting failed workers only left it down."""

@@ -222,6 +222,28 @@ class VideodagWorker(rq.Worker):
         # a failure to its supervisor; its record expires by itself (RQ's worker TTL).
         self._through_outage("record of its exit", super().register_death, *args, **kwargs)
 
+    def unsubscribe(self) -> None:
+        # RQ's sends UNSUBSCRIBE before it stops the listener: a worker stopped (SIGTERM) after
+        # an outage in its life exited 1 with a traceback, its listener left running. Closing the
+        # connection ends the subscription as well, on a Redis that is back or not.
+        try:
+            super().unsubscribe()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
+        except _REDIS_OUTAGE as error:
+            logger.warning("worker %s: Redis is out of reach (%s: %s); it stops listening without unsubscribing",
+                           self.name, type(error).__name__, error)
+            self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        listener, self.pubsub_thread = self.pubsub_thread, None
+        if listener is not None:
+            try:
+                listener.stop(timeout=_LISTENER_SLEEP_SECONDS)  # redis-py 8 waits for the thread this long
+            except TypeError:  # redis-py 5 to 7: stop() takes no timeout and does not wait
+                listener.stop()
+        if self.pubsub is not None:
+            with contextlib.suppress(*_REDIS_OUTAGE):
+                self.pubsub.close()
+
     def _through_outage(
         self, what: str, step: Callable[_Arguments, object], *args: _Arguments.args, **kwargs: _Arguments.kwargs
     ) -> None:

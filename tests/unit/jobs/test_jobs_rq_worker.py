@@ -27,7 +27,7 @@ from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.video import SamplingOptions
 
 # VideodagWorker's own, not RQ's.
-_ADDED_TO_RQ = {"_worker_pid", "_through_outage", "_record_is_of_a_dead_process"}
+_ADDED_TO_RQ = {"_worker_pid", "_through_outage", "_record_is_of_a_dead_process", "_stop_listening"}
 
 
 def test_every_rq_worker_attribute_the_worker_class_overrides_is_rq_workers_own() -> None:
@@ -64,6 +64,26 @@ def test_a_worker_stops_listening_for_commands_within_seconds(
         assert stopped_in < 5, f"the listener took {stopped_in:.1f} s to stop"
     assert worker.pubsub_thread.sleep_time <= 1, "it wakes at least every second"
     control.close()
+
+
+@pytest.mark.parametrize("stop_takes_a_timeout", [True, False], ids=["redis-py 8", "redis-py 5 to 7"])
+def test_a_worker_whose_redis_went_away_stops_listening_without_unsubscribing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, stop_takes_a_timeout: bool
+) -> None:
+    """RQ's teardown sends UNSUBSCRIBE before it stops the listener: with Redis gone that
+    raised, the listener left running and the worker exiting 1 with a traceback."""
+    lost = RedisServer(tmp_path)
+    worker = VideodagWorker(["videodag-test"], connection=redis.Redis.from_url(lost.url, socket_connect_timeout=1))
+    worker.subscribe()
+    listener = worker.pubsub_thread
+    if not stop_takes_a_timeout:  # as redis-py before 8: stop() clears the flag and returns
+        monkeypatch.setattr(listener, "stop", lambda: listener._running.clear())
+    lost.stop()
+    worker.unsubscribe()
+    listener.join(10)
+    assert not listener.is_alive()
+    assert worker.pubsub_thread is None
+    assert "it stops listening without unsubscribing" in caplog.text
 
 
 def test_an_idle_worker_tries_a_lost_redis_again_every_few_seconds(
