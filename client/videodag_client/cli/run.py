@@ -63,7 +63,8 @@ def add_parser(subcommands: Any) -> None:
         "--decode-during-upload",
         action="store_true",
         help="start decoding while the upload is still arriving (first results sooner for faststart MP4/MOV, "
-        "MKV/WebM and fragmented MP4; other files wait for their end, as without it); needs a regular, "
+        "MKV/WebM, and fragmented MP4 on a server isolating its decoders in processes, its default; other files "
+        "wait for their end, as without it); needs a regular, "
         "non-empty file, whose size can be declared",
     )
     parser.add_argument(

@@ -117,12 +117,14 @@ class RunConfig(_message.Message):
     before it ends. Requires `declared_size_bytes` (INVALID_ARGUMENT without it).
 
     How early depends on what FFmpeg reads when it opens the file: an MP4/MOV
-    written with "faststart" (index at the front), a Matroska/WebM file or a
-    fragmented MP4 has a frame decoded as soon as its bytes are in; an MP4/MOV
-    with the index at the end (most cameras' default), MPEG-TS or AVI waits for
-    nearly the whole upload, as without this option. A fragmented MP4 opened
-    early reports `VideoInfo.frame_count` and `duration` unknown (0): its later
-    fragments have not arrived. The events then interleave: `video_info` and
+    written with "faststart" (index at the front), a Matroska/WebM file or
+    (with the server's default process isolation of decoders) a fragmented MP4
+    has a frame decoded as soon as its bytes are in; an MP4/MOV with the index
+    at the end (most cameras' default), MPEG-TS or AVI waits for nearly the whole
+    upload, as without this option. A fragmented MP4 decoded with this option is
+    read fragment by fragment and reports `VideoInfo.frame_count` and `duration`
+    unknown (0), even when its whole upload is in before it is opened. The events
+    then interleave: `video_info` and
     `frame` events may come before `upload_received`, which still comes before
     the `summary`. A size
     or checksum mismatch found when the upload ends fails the run with DATA_LOSS
@@ -171,7 +173,7 @@ class VideoInfo(_message.Message):
     """
     frame_count: _builtins.int
     """Frame count as the container declares it (may be an estimate for some
-    formats); 0 when unknown, as for a fragmented MP4 opened while it arrives.
+    formats); 0 when unknown, as for a fragmented MP4 decoded during its upload.
     `RunSummary.frames_in_video` is the count read, once the run reaches the end.
     """
     width: _builtins.int

@@ -79,7 +79,11 @@ class VideoPipelineServiceStub(object):
     | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
     | write in its upload folder, read-only or without permission  |                    |
     | (STORAGE_UNWRITABLE), or read its own stored copy of the     |                    |
-    | video (STORAGE_UNREADABLE: files of another user)            |                    |
+    | video (STORAGE_UNREADABLE: files of another user); a job     |                    |
+    | whose worker could not load its pipelines or set up its run, |                    |
+    | or asks for sampling options a later release added (the      |                    |
+    | generic INTERNAL, in the job's `error`); a failure the       |                    |
+    | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -112,6 +116,10 @@ class VideoPipelineServiceStub(object):
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
+    | every health Watch stream taken (TOO_MANY_HEALTH_WATCHES,    | UNIMPLEMENTED      |
+    | with RetryInfo and the cap): gRPC's client-side health       |                    |
+    | checking then takes the server as healthy, not watched;      |                    |
+    | Check still answers                                          |                    |
 
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
@@ -238,7 +246,11 @@ class VideoPipelineServiceServicer(object):
     | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
     | write in its upload folder, read-only or without permission  |                    |
     | (STORAGE_UNWRITABLE), or read its own stored copy of the     |                    |
-    | video (STORAGE_UNREADABLE: files of another user)            |                    |
+    | video (STORAGE_UNREADABLE: files of another user); a job     |                    |
+    | whose worker could not load its pipelines or set up its run, |                    |
+    | or asks for sampling options a later release added (the      |                    |
+    | generic INTERNAL, in the job's `error`); a failure the       |                    |
+    | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -271,6 +283,10 @@ class VideoPipelineServiceServicer(object):
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
+    | every health Watch stream taken (TOO_MANY_HEALTH_WATCHES,    | UNIMPLEMENTED      |
+    | with RetryInfo and the cap): gRPC's client-side health       |                    |
+    | checking then takes the server as healthy, not watched;      |                    |
+    | Check still answers                                          |                    |
 
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
@@ -517,7 +533,11 @@ class VideoPipelineService(object):
     | (JOB_INTERRUPTED, in the job's `error`); the server cannot   |                    |
     | write in its upload folder, read-only or without permission  |                    |
     | (STORAGE_UNWRITABLE), or read its own stored copy of the     |                    |
-    | video (STORAGE_UNREADABLE: files of another user)            |                    |
+    | video (STORAGE_UNREADABLE: files of another user); a job     |                    |
+    | whose worker could not load its pipelines or set up its run, |                    |
+    | or asks for sampling options a later release added (the      |                    |
+    | generic INTERNAL, in the job's `error`); a failure the       |                    |
+    | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
     | server then cancelling the call                              |                    |
@@ -550,6 +570,10 @@ class VideoPipelineService(object):
     | or any call still going a second after it                    |                    |
     | no or bad bearer token, when the server requires one         | UNAUTHENTICATED    |
     | (UNAUTHENTICATED)                                            |                    |
+    | every health Watch stream taken (TOO_MANY_HEALTH_WATCHES,    | UNIMPLEMENTED      |
+    | with RetryInfo and the cap): gRPC's client-side health       |                    |
+    | checking then takes the server as healthy, not watched;      |                    |
+    | Check still answers                                          |                    |
 
     An unreadable video (reason VIDEO_UNREADABLE) whose first bytes show what it is
     (MP3 audio, a PDF, text...) says so in the message, with the MIME type in the
