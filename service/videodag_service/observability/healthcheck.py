@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +52,23 @@ def check_health(address: str, service: str = "", timeout_seconds: float = 3.0) 
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
+def serves_tls(address: str, timeout_seconds: float = 3.0) -> bool:
+    """Whether a TLS handshake at `address` succeeds: a server given TLS by its flags, not the
+    variable this probe reads, closes a plaintext probe's connection with nothing more said.
+    The certificate is not checked: only whether TLS is spoken there."""
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_seconds) as connection, \
+                context.wrap_socket(connection):
+            return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError: plaintext, or nothing, is there
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m videodag_service.observability.healthcheck",
@@ -63,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = check_health(args.address, args.service, args.timeout)
     except grpc.RpcError as error:
         print(f"unhealthy: {args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
-        if os.environ.get(TLS_ENV):
-            print(f"this probe speaks plaintext and the server serves TLS ({TLS_ENV} is set): give the container "
+        if os.environ.get(TLS_ENV) or serves_tls(args.address, args.timeout):
+            why = f"{TLS_ENV} is set" if os.environ.get(TLS_ENV) else "it answers a TLS handshake"
+            print(f"this probe speaks plaintext and the server serves TLS ({why}): give the container "
                   "a health check that speaks TLS, such as grpc_health_probe -tls", file=sys.stderr)
         return UNHEALTHY
     if status != "SERVING":

@@ -79,6 +79,34 @@ def test_a_failed_check_of_a_server_serving_tls_says_the_probe_speaks_plaintext(
     assert "this probe speaks plaintext and the server serves TLS" in capsys.readouterr().err
 
 
+def test_a_failed_check_of_a_server_given_tls_by_its_flags_says_the_probe_speaks_plaintext(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the variable the probe reads, it said only "Socket closed"."""
+    monkeypatch.delenv("VIDEODAG_TLS_CERT_FILE", raising=False)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+                    "server.pem", "-days", "1", "-subj", "/CN=localhost"], cwd=tmp_path, check=True,
+                   capture_output=True, timeout=60)
+    (tmp_path / "server.key").chmod(0o600)
+    server = start_server(Settings(host="127.0.0.1", port=0, temp_dir=tmp_path / "uploads",
+                                   data_dir=tmp_path / "data", tls_cert_file=tmp_path / "server.pem",
+                                   tls_key_file=tmp_path / "server.key"))
+    try:
+        address = f"127.0.0.1:{server.port}"
+        assert healthcheck.serves_tls(address)
+        assert healthcheck.main(["--address", address, "--timeout", "2"]) == healthcheck.UNHEALTHY
+        assert ("this probe speaks plaintext and the server serves TLS (it answers a TLS handshake)"
+                in capsys.readouterr().err)
+    finally:
+        server.stop(0)
+
+
+def test_a_plaintext_server_or_none_is_not_taken_for_one_serving_tls(running: RunningServer) -> None:
+    assert not healthcheck.serves_tls(f"127.0.0.1:{running.port}", timeout_seconds=2)
+    assert not healthcheck.serves_tls(f"127.0.0.1:{_free_port()}", timeout_seconds=2)
+    assert not healthcheck.serves_tls(f"[::1]:{_free_port()}", timeout_seconds=2)
+
+
 @pytest.mark.parametrize(("host", "address"), [
     (None, "127.0.0.1:50051"), ("0.0.0.0", "127.0.0.1:50051"), ("::", "127.0.0.1:50051"),
     ("10.1.2.3", "10.1.2.3:50051"), ("fd00::7", "[fd00::7]:50051"),
