@@ -146,12 +146,13 @@ class Settings:
     max_frame_height: int = _setting(4320, "see --max-frame-width", minimum=1)
     max_video_frames: int = _setting(
         1_000_000, "most frames a video may have: refused before decoding when it declares more, and stopped "
-        "when it decodes more (a count Matroska, WebM and MPEG files only estimate from their duration is not "
-        "declared: such a file is stopped as its frames are decoded)", minimum=1
+        "when it decodes more (a count estimated from the duration, as every format but MP4, MOV and AVI gives "
+        "it, is no declaration: such a file is stopped as its frames are decoded)", minimum=1
     )
     max_video_seconds: float = _setting(
         6 * 3600.0, "longest video accepted, in seconds: refused before decoding when it declares more, and "
-        "stopped at a frame past it", minimum=0.001
+        "stopped at a frame past it (a duration made of an estimated count, as for --max-video-frames, is no "
+        "declaration)", minimum=0.001
     )
     node_timeout_seconds: float = _setting(
         60.0, "longest one pipeline node may take on one frame, or to open for a run; over it the run fails "

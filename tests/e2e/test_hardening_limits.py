@@ -92,6 +92,29 @@ def test_a_portrait_video_within_the_frame_limit_turned_is_accepted(
     assert server.leftover_uploads() == []
 
 
+def test_a_matroska_video_whose_sound_outlasts_it_is_held_to_the_duration_of_its_frames(
+    make_server: ServerFactory, sample_clip: Path, tmp_path: Path,
+) -> None:
+    """FFmpeg estimates a Matroska file's frame count from its longest stream, and the duration
+    from that: the 12 s clip with 30 s of sound "declares" 30 s, and a 20 s limit refused it
+    before a frame was decoded. Its frames' own times decide, as they do for any video."""
+    long_sound = tmp_path / "long_sound.mkv"
+    subprocess.run([ffmpeg_executable(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(sample_clip),
+                    "-f", "lavfi", "-i", "sine=frequency=440:duration=30", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-c:a", "libvorbis", str(long_sound)], check=True, capture_output=True, timeout=120)
+    server = make_server(max_video_seconds=20.0)
+    events = list(server.client.upload_and_run(long_sound, "frame_stats_v1", RunOptions(frame_stride=10),
+                                               timeout=60))
+    [opened] = [event for event in events if isinstance(event, VideoOpened)]
+    assert opened.duration_seconds > 20
+    assert len([event for event in events if isinstance(event, FrameResult)]) == 12
+    shorter = make_server(max_video_seconds=6.0)
+    events, error = events_until_refused(shorter, long_sound, ResourceExhausted)
+    assert error.metadata["limit"] == "duration" and "the video lasts more than 6 s" in error.message
+    assert 0 < len([event for event in events if isinstance(event, FrameResult)]) <= 60  # 10 frames a second
+    assert server.leftover_uploads() == shorter.leftover_uploads() == []
+
+
 def test_a_header_claiming_huge_frames_is_refused_before_decoding(
     make_server: ServerFactory, make_video, tmp_path: Path
 ) -> None:

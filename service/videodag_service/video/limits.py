@@ -29,14 +29,16 @@ class VideoLimits:
     def check_info(self, info: VideoInfo) -> None:
         """Raise VideoTooLarge when the declared facts of a video are over a limit."""
         self._check_frame_size(info.width, info.height)
-        # An estimated count is no declaration: the frames are counted as they are decoded.
+        # An estimated count is no declaration, nor the duration made of it (FFmpeg takes the
+        # longest stream's: a 2 s video with 6 s of sound "declares" 6 s): both are checked as
+        # the frames are decoded instead, each by its presentation time.
         if (self.max_frames_total is not None and not info.frame_count_is_estimate
                 and info.frame_count > self.max_frames_total):
             _refuse(
                 "frame_count", self.max_frames_total, info.frame_count,
                 f"the video declares {info.frame_count} frames, over the limit of {self.max_frames_total}",
             )
-        if (self.max_duration_seconds is not None
+        if (self.max_duration_seconds is not None and not info.frame_count_is_estimate
                 and info.duration_seconds > self.max_duration_seconds + _TIME_SLACK_SECONDS):
             _refuse(
                 "duration", self.max_duration_seconds, round(info.duration_seconds, 3),

@@ -10,9 +10,9 @@ from videodag_service.video import VideoLimits
 from videodag_service.video.info import VideoInfo
 
 
-def info(width: int = 640, height: int = 480, duration_seconds: float = 10.0) -> VideoInfo:
+def info(width: int = 640, height: int = 480, duration_seconds: float = 10.0, estimated: bool = False) -> VideoInfo:
     return VideoInfo(fps=25.0, frame_count=round(duration_seconds * 25), width=width, height=height,
-                     duration_seconds=duration_seconds, codec="avc1", size_bytes=1)
+                     duration_seconds=duration_seconds, codec="avc1", size_bytes=1, frame_count_is_estimate=estimated)
 
 
 @pytest.mark.parametrize(("width", "height"), [(3840, 2160), (2160, 3840), (1080, 1920), (2160, 2160)])
@@ -66,3 +66,15 @@ def test_with_one_side_unlimited_the_other_is_checked_as_it_stands() -> None:
     with pytest.raises(VideoTooLarge, match=r"frame height 481 px is over the limit of 480 px$"):
         VideoLimits(max_height=480).check_info(info(100, 481))
     VideoLimits(max_width=640).check_info(info(640, 100_000))
+
+
+def test_a_duration_made_of_an_estimated_count_is_left_to_the_frames_decoded() -> None:
+    """FFmpeg estimates a Matroska or MPEG file's count from its longest stream: a 2 s video with
+    6 s of sound "declares" 6 s, and a 4 s limit refused it before a frame was decoded."""
+    limits = VideoLimits(max_duration_seconds=4.0, max_frames_total=100)
+    limits.check_info(info(duration_seconds=6.0, estimated=True))
+    with pytest.raises(VideoTooLarge):
+        limits.check_info(info(duration_seconds=6.0))
+    with pytest.raises(VideoTooLarge) as while_decoding:
+        limits.check_frame(99, 4.0, 25.0)
+    assert while_decoding.value.details.metadata["limit"] == "duration"

@@ -121,10 +121,10 @@ class RunConfig(_message.Message):
     (with the server's default process isolation of decoders) a fragmented MP4
     has a frame decoded as soon as its bytes are in; an MP4/MOV with the index
     at the end (most cameras' default), MPEG-TS or AVI waits for nearly the whole
-    upload, as without this option. A fragmented MP4 decoded with this option is
-    read fragment by fragment and reports `VideoInfo.frame_count` and `duration`
-    unknown (0), even when its whole upload is in before it is opened. The events
-    then interleave: `video_info` and
+    upload, as without this option. A fragmented MP4 decoded with this option in
+    a decoder process is read fragment by fragment and reports
+    `VideoInfo.frame_count` and `duration` unknown (0), even when its whole upload
+    is in before it is opened. The events then interleave: `video_info` and
     `frame` events may come before `upload_received`, which still comes before
     the `summary`. A size
     or checksum mismatch found when the upload ends fails the run with DATA_LOSS
@@ -173,7 +173,8 @@ class VideoInfo(_message.Message):
     """
     frame_count: _builtins.int
     """Frame count as the container declares it (may be an estimate for some
-    formats); 0 when unknown, as for a fragmented MP4 decoded during its upload.
+    formats); 0 when unknown, as for a fragmented MP4 decoded during its upload
+    in a decoder process (the server's default isolation).
     `RunSummary.frames_in_video` is the count read, once the run reaches the end.
     """
     width: _builtins.int
@@ -399,7 +400,8 @@ class RunSummary(_message.Message):
     frames_in_video: _builtins.int
     """How many frames the video holds, counted as the run read it to its end: the
     count `VideoInfo.frame_count` only declares (an estimate for some formats, 0
-    for a fragmented MP4 opened while it arrives). With `ended_early`, the frames
+    for a fragmented MP4 decoded during its upload in a decoder process). With
+    `ended_early`, the frames
     before the one that could not be read. 0 when the run stopped at `end_offset`
     or `max_frames` and so did not read on to the end, even when that stop fell on
     the last frame.
