@@ -11,7 +11,6 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, fields
-from decimal import Decimal, InvalidOperation
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.settings import PROTECTING_SETTINGS, Settings, SettingsError, environment_variable, value_type
+from videodag_service.written_numbers import MOST_EXPONENT_DIGITS, TooManyDigits, whole_number
 
 
 def _flag(name: str) -> str:
@@ -31,30 +31,14 @@ def _convert(name: str, raw: str) -> Any:
     if kind not in (Path, float, int):
         return raw
     try:
-        return _whole_number(raw) if kind is int else kind(raw)
+        return whole_number(raw) if kind is int else kind(raw)
+    except TooManyDigits:
+        raise SettingsError.of_setting(
+            name, f"must be a whole number, of at most {MOST_EXPONENT_DIGITS} digits when written with an exponent, "
+            f"got {raw!r}") from None
     except ValueError:
         wanted = "a whole number" if kind is int else "a number" if kind is float else "a path"
         raise SettingsError.of_setting(name, f"must be {wanted}, got {raw!r}") from None
-
-
-_MOST_DIGITS = 4300
-
-
-def _whole_number(raw: str) -> int:
-    """An integer setting's text, which may be written as a whole number in exponent form: an
-    operator sets a size of 1e9 or 5e8 bytes as readily as 1000000000. Decimal, not float, so
-    a large value keeps every digit and 1.5e3 stays whole while 1.0005e3 is refused."""
-    try:
-        return int(raw)
-    except ValueError:
-        try:
-            number = Decimal(raw.strip())
-        except InvalidOperation:
-            raise ValueError(raw) from None
-        # Beyond the digits int() itself takes from text (4300): 1e999999999 would take minutes.
-        if not number.is_finite() or number.adjusted() >= _MOST_DIGITS or number != number.to_integral_value():
-            raise ValueError(raw) from None
-        return int(number)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ watches, reflection streams, time limits) word their caps with it.
 
 from __future__ import annotations
 
+import unicodedata
 from decimal import Decimal
 
 
@@ -33,5 +34,15 @@ def first_fault(text: str, allowed: frozenset[str], most: int, least: int = 1) -
         return f"got {counted(len(text), 'character', 'characters')}"
     for position, character in enumerate(text, start=1):
         if character not in allowed:
-            return f"got {character!r} as character {position}"
+            return f"got {shown_character(character)} as character {position}"
     return "got a value of that form"
+
+
+def shown_character(character: str) -> str:
+    """A character as a refusal names it: "' '", or with its code point where it could pass for
+    another or not show at all ("'K' (U+212A)", a Kelvin sign; "U+0301", a combining accent)."""
+    if character.isascii() and character.isprintable() and character != "'":
+        return f"'{character}'"
+    code_point = f"U+{ord(character):04X}"
+    visible = character.isprintable() and not character.isspace() and not unicodedata.combining(character)
+    return f"'{character}' ({code_point})" if visible and character != "'" else code_point

@@ -11,6 +11,7 @@ orchestrator stops sending it work before it goes away.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import ssl
@@ -21,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from videodag_service.service_links import kubernetes_service_links
+from videodag_service.written_numbers import whole_number
 
 PORT_ENV = "VIDEODAG_PORT"
 HOST_ENV = "VIDEODAG_HOST"
@@ -41,6 +43,8 @@ def default_address() -> str:
     port = os.environ.get(PORT_ENV) or DEFAULT_PORT
     if PORT_ENV in kubernetes_service_links(os.environ):  # not the server's port: it ignores the variable too
         port = DEFAULT_PORT
+    with contextlib.suppress(ValueError):  # as the server reads it ("5e4" too); else as written, to fail
+        port = str(whole_number(port))
     return f"{host}:{port}"
 
 

@@ -264,7 +264,8 @@ def file_name_violation(file_name: str) -> FieldViolation | None:
 def declared_sha256_violation(declared_sha256: str | None) -> FieldViolation | None:
     """What is wrong with a declared checksum, if anything (empty or None: not declared)."""
     if declared_sha256 and not _SHA256_HEX.fullmatch(declared_sha256.strip().lower()):
-        fault = first_fault(declared_sha256.strip(), _HEX_DIGITS, most=64, least=64)
+        stripped = declared_sha256.strip()
+        fault = first_fault(stripped, _HEX_DIGITS, most=64, least=64) if stripped else "got only whitespace"
         return FieldViolation("sha256", f"must be 64 hexadecimal characters, {fault}")
     return None
 

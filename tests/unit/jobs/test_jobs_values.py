@@ -82,7 +82,7 @@ def test_idempotency_keys_are_plain_names() -> None:
     assert checked_idempotency_key("order-17:v2.retry_1") == "order-17:v2.retry_1"
     assert checked_idempotency_key("") is None
     for bad, fault in (("has space", "got ' ' as character 4"), ("x" * 129, "got 129 characters"),
-                       ("slash/key", "got '/' as character 6"), ("ключ", "got 'к' as character 1")):
+                       ("slash/key", "got '/' as character 6"), ("ключ", "got 'к' (U+043A) as character 1")):
         with pytest.raises(InvalidOptions) as refused:
             checked_idempotency_key(bad)
         [violation] = refused.value.details.field_violations

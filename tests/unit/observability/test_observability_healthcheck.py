@@ -70,6 +70,15 @@ def test_a_kubernetes_service_link_in_videodag_port_is_not_taken_for_the_port(
     assert healthcheck.default_address() == "127.0.0.1:7000"
 
 
+def test_a_port_the_server_takes_in_exponent_form_is_the_port_the_probe_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server reads VIDEODAG_PORT=5.7103e4 as 57103; the probe asked "127.0.0.1:5.7103e4"."""
+    monkeypatch.delenv("VIDEODAG_HOST", raising=False)
+    monkeypatch.setenv("VIDEODAG_PORT", "5.7103e4")
+    assert healthcheck.default_address() == "127.0.0.1:57103"
+    monkeypatch.setenv("VIDEODAG_PORT", "http")  # the server refuses it; the probe's check fails
+    assert healthcheck.default_address() == "127.0.0.1:http"
+
+
 def test_a_failed_check_of_a_server_serving_tls_says_the_probe_speaks_plaintext(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,7 +61,11 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--port", "http"], "--port must be a whole number, got 'http'"),
         (["--max-upload-bytes", "1.0005e3"], "--max-upload-bytes must be a whole number, got '1.0005e3'"),
         (["--max-upload-bytes", "2GB"], "--max-upload-bytes must be a whole number, got '2GB'"),
-        (["--max-upload-bytes", "1e999999999"], "--max-upload-bytes must be a whole number, got '1e999999999'"),
+        # 1e999999999 took minutes to become an int, and 1e4299 a refusal of 4 KB to print.
+        (["--max-upload-bytes", "1e999999999"], "--max-upload-bytes must be a whole number, of at most 19 digits when "
+                                                "written with an exponent, got '1e999999999'"),
+        (["--max-upload-bytes", "1e19"], "--max-upload-bytes must be a whole number, of at most 19 digits when "
+                                         "written with an exponent, got '1e19'"),
         (["--max-upload-bytes", "nan"], "--max-upload-bytes must be a whole number, got 'nan'"),
         (["--upload-idle-timeout-seconds", "soon"], "--upload-idle-timeout-seconds must be a number, got 'soon'"),
         (["--max-concurrent-runs", "0"], "--max-concurrent-runs must be at least 1"),
@@ -116,12 +120,12 @@ def test_the_edges_of_the_new_bounds_are_accepted(flag: str, value: str, attribu
 
 @pytest.mark.parametrize(("written", "value"), [
     ("1e9", 10**9), ("5E8", 5 * 10**8), ("1.5e3", 1500), ("1000.0", 1000), ("1_000_000", 10**6),
-    ("123456789012345678901234567890e0", 123456789012345678901234567890),
+    ("9999999999999999999e0", 9999999999999999999), ("0e99999999", 0),
 ])
 def test_a_whole_number_written_in_exponent_form_is_taken_exactly(written: str, value: int) -> None:
     """An operator writes a size of a gigabyte as 1e9; it was refused as not an int."""
-    assert settings_from(["--max-upload-bytes", written], {}).max_upload_bytes == value
-    assert settings_from([], {"VIDEODAG_MAX_UPLOAD_BYTES": written}).max_upload_bytes == value
+    assert settings_from(["--job-min-free-bytes", written], {}).job_min_free_bytes == value
+    assert settings_from([], {"VIDEODAG_JOB_MIN_FREE_BYTES": written}).job_min_free_bytes == value
 
 
 @pytest.mark.parametrize(("environ", "message"), [

@@ -166,7 +166,7 @@ def test_bad_declarations_are_invalid_options(tmp_path: Path, arguments: dict, f
 
 
 @pytest.mark.parametrize(("declared", "fault"), [
-    ("abc", "got 3 characters"), (" " * 3, "got 0 characters"), ("f" * 65, "got 65 characters"),
+    ("abc", "got 3 characters"), (" " * 3, "got only whitespace"), ("f" * 65, "got 65 characters"),
     ("F" * 63 + "g", "got 'g' as character 64"), ("\t" + "0" * 31 + "-" + "0" * 32, "got '-' as character 32"),
 ])
 def test_a_bad_declared_checksum_is_refused_saying_what_is_wrong_with_it(

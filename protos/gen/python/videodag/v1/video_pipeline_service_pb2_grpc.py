@@ -86,7 +86,8 @@ class VideoPipelineServiceStub(object):
     | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
-    | server then cancelling the call                              |                    |
+    | server then cancelling the call (CANCELLED, where its answer |                    |
+    | still reaches the client)                                    |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -253,7 +254,8 @@ class VideoPipelineServiceServicer(object):
     | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
-    | server then cancelling the call                              |                    |
+    | server then cancelling the call (CANCELLED, where its answer |                    |
+    | still reaches the client)                                    |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -540,7 +542,8 @@ class VideoPipelineService(object):
     | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
-    | server then cancelling the call                              |                    |
+    | server then cancelling the call (CANCELLED, where its answer |                    |
+    | still reaches the client)                                    |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |

@@ -87,7 +87,8 @@ class VideoPipelineServiceStub:
     | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
-    | server then cancelling the call                              |                    |
+    | server then cancelling the call (CANCELLED, where its answer |                    |
+    | still reaches the client)                                    |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -284,7 +285,8 @@ class VideoPipelineServiceAsyncStub(VideoPipelineServiceStub):
     | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
-    | server then cancelling the call                              |                    |
+    | server then cancelling the call (CANCELLED, where its answer |                    |
+    | still reaches the client)                                    |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
@@ -477,7 +479,8 @@ class VideoPipelineServiceServicer(metaclass=_abc_1.ABCMeta):
     | server did not foresee (no details: its log has the trace)   |                    |
     | the client cancelled; or it read no result for the server's  | CANCELLED          |
     | result read limit (--result-read-timeout-seconds), the       |                    |
-    | server then cancelling the call                              |                    |
+    | server then cancelling the call (CANCELLED, where its answer |                    |
+    | still reaches the client)                                    |                    |
     | gRPC: the client's own deadline passed                       | DEADLINE_EXCEEDED  |
     | a limit of the server's, which a longer client deadline      | DEADLINE_EXCEEDED  |
     | cannot help: the stream sent no config or no bytes for its   |                    |
