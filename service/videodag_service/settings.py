@@ -272,6 +272,7 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        self._check_value_types()
         self._check_host()
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise SettingsError.of_setting("log_level",
@@ -318,6 +319,25 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not path.exists():
                 raise SettingsError.of_setting(name, f"{str(path)!r} does not exist")
+
+    def _check_value_types(self) -> None:
+        """Refuse a value of the wrong kind from Python, where no flag converts it: `port=True` was
+        port 1, `max_queued_jobs=1.5` a cap no count meets, and `port="80"` a TypeError from a
+        comparison. A folder given as text is taken as its path, as `open()` takes it."""
+        for item in fields(self):
+            kind, value = value_type(item.name), getattr(self, item.name)
+            if value is None and item.default is None:
+                continue
+            if kind is Path and isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
+                object.__setattr__(self, item.name, Path(value))
+            elif kind is Path:
+                raise SettingsError.of_setting(item.name, f"must be a path, got {value!r}")
+            elif kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise SettingsError.of_setting(item.name, f"must be a whole number, got {value!r}")
+            elif kind is float and (not isinstance(value, int | float) or isinstance(value, bool)):
+                raise SettingsError.of_setting(item.name, f"must be a number, got {value!r}")
+            elif (kind is str or get_origin(kind) is Literal) and not isinstance(value, str):
+                raise SettingsError.of_setting(item.name, f"must be text, got {value!r}")
 
     def max_response_bytes(self) -> int:
         """The largest message the server sends: one any client can receive (gRPC's clients take

@@ -208,6 +208,32 @@ def test_a_time_beyond_31_years_is_taken_as_31_years(given: str) -> None:
     assert Settings(job_retention_seconds=10**12).job_retention_seconds == MAX_SECONDS
 
 
+@pytest.mark.parametrize(("given", "message"), [
+    ({"port": True}, "port must be a whole number, got True"),
+    ({"port": "80"}, "port must be a whole number, got '80'"),
+    ({"max_queued_jobs": 1.5}, "max_queued_jobs must be a whole number, got 1.5"),
+    ({"job_timeout_seconds": "5"}, "job_timeout_seconds must be a number, got '5'"),
+    ({"job_timeout_seconds": False}, "job_timeout_seconds must be a number, got False"),
+    ({"host": 5}, "host must be text, got 5"),
+    ({"log_format": None}, "log_format must be text, got None"),
+    ({"temp_dir": b"/tmp"}, "temp_dir must be a path, got b'/tmp'"),
+])
+def test_a_value_of_the_wrong_kind_given_in_python_is_refused_naming_the_setting(
+    given: dict[str, object], message: str
+) -> None:
+    """No flag converts it there: port=True was port 1, and port="80" a TypeError from a comparison."""
+    with pytest.raises(SettingsError) as refused:
+        Settings(**given)  # type: ignore[arg-type]
+    assert str(refused.value) == message
+
+
+def test_a_folder_given_in_python_as_text_is_taken_as_its_path(tmp_path: Path) -> None:
+    settings = Settings(temp_dir=str(tmp_path / "uploads"), pipeline_dir=str(tmp_path))  # type: ignore[arg-type]
+    assert settings.temp_dir == tmp_path / "uploads" and isinstance(settings.temp_dir, Path)
+    assert settings.pipeline_dir == tmp_path and isinstance(settings.pipeline_dir, Path)
+    assert Settings(job_timeout_seconds=5).job_timeout_seconds == 5, "a whole number is a number of seconds"
+
+
 def test_a_kubernetes_service_link_in_videodag_port_is_no_port_and_is_ignored() -> None:
     """A Service named videodag gives every pod of its namespace VIDEODAG_PORT=tcp://IP:PORT,
     over the image's own 50051: the server refused to start (VIDEODAG_PORT must be a whole number)."""
