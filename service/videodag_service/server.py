@@ -61,7 +61,7 @@ from videodag_service.private_folders import (
 from videodag_service.reflection import enable_reflection
 from videodag_service.resource_errors import out_of_resources
 from videodag_service.rpc_threads import RpcThreadPool
-from videodag_service.server_arguments import settings_from, wants_plugin_list
+from videodag_service.server_arguments import settings_and_sources, wants_plugin_list
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.servicer import SERVICE_NAME, PipelinesTooLarge, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError
@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return 0
     try:
-        settings = settings_from(argv)
+        settings, given_as = settings_and_sources(argv)
     except SettingsError as error:
         print(f"videodag-server: {error}", file=sys.stderr)
         return 2
@@ -472,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("%s is set but empty, which means unset: serving without what it would turn on", variable)
     for exposure in exposure_warnings(settings):
         logger.warning("%s", exposure)
-    for warning in (settings.small_message_limit_warning(), settings.unenforced_min_rate_warning()):
+    for warning in (settings.small_message_limit_warning(given_as), settings.unenforced_min_rate_warning(given_as)):
         if warning is not None:
             logger.warning("%s", warning)
     for variable, value in kubernetes_service_links(os.environ).items():

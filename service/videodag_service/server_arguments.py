@@ -17,12 +17,15 @@ from typing import Any
 
 from videodag_service.plugins.models import DEFAULT_MODEL_DIR, FETCH_COMMAND, MODEL_DIR_ENV
 from videodag_service.service_links import kubernetes_service_links
-from videodag_service.settings import PROTECTING_SETTINGS, Settings, SettingsError, environment_variable, value_type
+from videodag_service.settings import (
+    PROTECTING_SETTINGS,
+    Settings,
+    SettingsError,
+    environment_variable,
+    flag,
+    value_type,
+)
 from videodag_service.written_numbers import MOST_EXPONENT_DIGITS, TooManyDigits, whole_number
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _convert(name: str, raw: str) -> Any:
@@ -55,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     for item in fields(Settings):
         default = item.default if item.default is not MISSING else None
         parser.add_argument(
-            _flag(item.name),
+            flag(item.name),
             dest=item.name,
             default=None,
             metavar=item.name.upper(),
@@ -77,6 +80,14 @@ def wants_plugin_list(argv: Sequence[str] | None = None) -> bool:
 
 def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags, then environment variables, then defaults; raises SettingsError."""
+    return settings_and_sources(argv, environ)[0]
+
+
+def settings_and_sources(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, dict[str, str]]:
+    """`settings_from`'s settings, and how each setting given was given: its flag, or its
+    environment variable (for `written_setting`); the defaults are not in it."""
     environ = os.environ if environ is None else environ
     parsed = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = {}
@@ -85,17 +96,17 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     given_as: dict[str, str] = {}
     try:
         for item in fields(Settings):
-            flag, variable = _flag(item.name), environment_variable(item.name)
-            raw, source = parsed.get(item.name), flag
+            its_flag, variable = flag(item.name), environment_variable(item.name)
+            raw, source = parsed.get(item.name), its_flag
             if raw is None and variable not in kubernetes_service_links(environ):
                 raw, source = environ.get(variable), variable
             if raw == "" and item.name in PROTECTING_SETTINGS and parsed.get(item.name) is not None:
-                raise SettingsError(f"{item.name} was given empty ({flag} \"\"): give a value, or leave the flag "
+                raise SettingsError(f"{item.name} was given empty ({its_flag} \"\"): give a value, or leave the flag "
                                     "out to turn it off")
             if raw is not None and raw != "":
                 given_as[item.name] = source
                 values[item.name] = _convert(item.name, raw)
-        return Settings(**values)
+        return Settings(**values), given_as
     except SettingsError as error:
         if error.setting is not None and error.problem is not None and error.setting in given_as:
             raise SettingsError(f"{given_as[error.setting]} {error.problem}") from None

@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -344,22 +345,26 @@ class Settings:
         4 MiB by default, the Python, Go and Node ones and grpcurl alike)."""
         return min(self.max_message_bytes, CLIENT_DEFAULT_RECEIVE_BYTES)
 
-    def small_message_limit_warning(self) -> str | None:
+    def small_message_limit_warning(self, given_as: Mapping[str, str] | None = None) -> str | None:
         """What to say at start of a message limit below the chunks the videodag client sends by
-        default: every upload of it is refused by gRPC itself, with no word of the setting."""
+        default: every upload of it is refused by gRPC itself, with no word of the setting.
+        `given_as`: how each setting was given (`written_setting`)."""
         if self.max_message_bytes >= CLIENT_DEFAULT_CHUNK_MESSAGE_BYTES:
             return None
-        return (f"--max-message-bytes {self.max_message_bytes} is below the 256 KiB chunks the videodag client and CLI "
+        limit = written_setting("max_message_bytes", self.max_message_bytes, given_as)
+        return (f"{limit} is below the 256 KiB chunks the videodag client and CLI "
                 "send by default: their uploads are refused (RESOURCE_EXHAUSTED, \"Received message larger than "
                 "max\") unless given a smaller chunk size (chunk_size=, --chunk-size)")
 
-    def unenforced_min_rate_warning(self) -> str | None:
+    def unenforced_min_rate_warning(self, given_as: Mapping[str, str] | None = None) -> str | None:
         """What to say at start of a minimum upload rate that cannot act: its bytes buy waiting up
-        to the idle limit, so with the idle limit off no upload is ever ended for its rate."""
+        to the idle limit, so with the idle limit off no upload is ever ended for its rate.
+        `given_as`: how each setting was given (`written_setting`)."""
         if self.upload_idle_timeout_seconds > 0 or self.upload_min_bytes_per_second <= 0:
             return None
-        return (f"--upload-idle-timeout-seconds 0 turns off --upload-min-bytes-per-second "
-                f"{self.upload_min_bytes_per_second} too: an upload may send as slowly as it likes and hold its slot; "
+        idle_off = written_setting("upload_idle_timeout_seconds", 0, given_as)
+        rate = written_setting("upload_min_bytes_per_second", self.upload_min_bytes_per_second, given_as)
+        return (f"{idle_off} turns off {rate} too: an upload may send as slowly as it likes and hold its slot; "
                 "set an idle limit to keep the minimum rate, or the rate to 0 to say it is off")
 
     def max_result_bytes(self) -> int:
@@ -436,6 +441,19 @@ class SettingsError(ValueError):
     def of_setting(cls, name: str, problem: str) -> SettingsError:
         """Setting `name` has a bad value: `problem` says what is wrong with it."""
         return cls(f"{name} {problem}", setting=name, problem=problem)
+
+
+def flag(name: str) -> str:
+    """The command-line flag of setting `name`: --max-upload-bytes for max_upload_bytes."""
+    return "--" + name.replace("_", "-")
+
+
+def written_setting(name: str, value: object, given_as: Mapping[str, str] | None = None) -> str:
+    """Setting `name` with `value`, written as the operator gave it: `VIDEODAG_PORT=8080` when
+    `given_as` says its environment variable did, `--port 8080` otherwise. A server configured
+    by variables (a container) is told of the variables it has, not of flags it never wrote."""
+    source = (given_as or {}).get(name, flag(name))
+    return f"{source} {value}" if source.startswith("--") else f"{source}={value}"
 
 
 def environment_variable(name: str) -> str:

@@ -5,6 +5,7 @@ those silently (the Docker image listens on 0.0.0.0, plaintext and open, by defa
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import signal
 import subprocess
@@ -73,18 +74,20 @@ def test_a_key_or_token_file_others_can_read_is_named(tmp_path: Path, mode: int)
     ]
 
 
-def _server_on(host: str, tmp_path: Path, *options: str) -> subprocess.Popen[str]:
-    """A server process on `host`, a port of its choosing; its first line of stdout says which."""
+def _server_on(host: str, tmp_path: Path, *options: str, variables: dict[str, str] | None = None
+               ) -> subprocess.Popen[str]:
+    """A server process on `host`, a port of its choosing, with these environment `variables` too;
+    its first line of stdout says which port."""
     return subprocess.Popen(
         [sys.executable, "-m", "videodag_service.server", "--host", host, "--port", "0",
          "--temp-dir", str(tmp_path / "tmp"), "--data-dir", str(tmp_path / "data"), *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(variables or {})},
     )
 
 
-def _start_log(host: str, tmp_path: Path, *options: str) -> str:
+def _start_log(host: str, tmp_path: Path, *options: str, variables: dict[str, str] | None = None) -> str:
     """What a server on `host` writes to stderr from its start until it is told to stop, once listening."""
-    server = _server_on(host, tmp_path, *options)
+    server = _server_on(host, tmp_path, *options, variables=variables)
     try:
         assert server.stdout is not None
         assert "listening on" in server.stdout.readline()
@@ -100,10 +103,12 @@ def test_the_server_says_it_at_start(tmp_path: Path) -> None:
 
 
 def test_settings_that_undo_others_are_warned_of_at_start(tmp_path: Path) -> None:
-    stderr = _start_log("127.0.0.1", tmp_path, "--max-message-bytes", "65536", "--upload-idle-timeout-seconds", "0")
+    """Each named as it was given: a container configured by variables is told of its variables."""
+    stderr = _start_log("127.0.0.1", tmp_path, "--max-message-bytes", "65536",
+                        variables={"VIDEODAG_UPLOAD_IDLE_TIMEOUT_SECONDS": "0"})
     warnings = [line for line in stderr.splitlines() if "WARNING" in line]
     assert any("--max-message-bytes 65536 is below the 256 KiB chunks" in line for line in warnings), stderr
-    assert any("--upload-idle-timeout-seconds 0 turns off --upload-min-bytes-per-second 1024" in line
+    assert any("VIDEODAG_UPLOAD_IDLE_TIMEOUT_SECONDS=0 turns off --upload-min-bytes-per-second 1024" in line
                for line in warnings), stderr
 
 

@@ -31,7 +31,7 @@ from fakes.python_environment import (
 )
 from fakes.waiting import wait_until
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
-from videodag_service.server_arguments import build_parser, settings_from
+from videodag_service.server_arguments import build_parser, settings_and_sources, settings_from
 from videodag_service.service_links import kubernetes_service_links
 from videodag_service.settings import ENV_PREFIX, MAX_SECONDS, Settings, SettingsError
 from videodag_service.stop_signals import STOP_SIGNALS, Hurry
@@ -945,6 +945,7 @@ def test_a_message_limit_below_the_clients_default_chunks_is_warned_of_at_start(
     if not warned:
         assert warning is None
         return
+    assert warning == settings_from(argv, {}).small_message_limit_warning(given_as={}), "a flag is the default"
     assert warning == (f"--max-message-bytes {max_message_bytes} is below the 256 KiB chunks the videodag client and "
                        "CLI send by default: their uploads are refused (RESOURCE_EXHAUSTED, \"Received message larger "
                        "than max\") unless given a smaller chunk size (chunk_size=, --chunk-size)")
@@ -969,3 +970,23 @@ def test_a_minimum_upload_rate_the_idle_limit_turns_off_is_warned_of_at_start(
         "send as slowly as it likes and hold its slot; set an idle limit to keep the minimum rate, or the rate to 0 "
         "to say it is off"
     )
+
+
+@pytest.mark.parametrize(("argv", "environ", "said"), [
+    ([], {ENV_PREFIX + "UPLOAD_IDLE_TIMEOUT_SECONDS": "0"},
+     "VIDEODAG_UPLOAD_IDLE_TIMEOUT_SECONDS=0 turns off --upload-min-bytes-per-second 1024 too"),
+    (["--upload-min-bytes-per-second", "7"], {ENV_PREFIX + "UPLOAD_IDLE_TIMEOUT_SECONDS": "0"},
+     "VIDEODAG_UPLOAD_IDLE_TIMEOUT_SECONDS=0 turns off --upload-min-bytes-per-second 7 too"),
+    (["--upload-idle-timeout-seconds", "0"], {ENV_PREFIX + "UPLOAD_MIN_BYTES_PER_SECOND": "7"},
+     "--upload-idle-timeout-seconds 0 turns off VIDEODAG_UPLOAD_MIN_BYTES_PER_SECOND=7 too"),
+    ([], {ENV_PREFIX + "MAX_MESSAGE_BYTES": "65536"}, "VIDEODAG_MAX_MESSAGE_BYTES=65536 is below the 256 KiB chunks"),
+    (["--max-message-bytes", "65536"], {ENV_PREFIX + "MAX_MESSAGE_BYTES": "1"},
+     "--max-message-bytes 65536 is below the 256 KiB chunks"),
+])
+def test_a_start_warning_names_each_setting_as_it_was_given(
+    argv: list[str], environ: dict[str, str], said: str
+) -> None:
+    """A container configured by variables is told of its variables, not of flags it never wrote."""
+    settings, given_as = settings_and_sources(argv, environ)
+    warnings = [settings.small_message_limit_warning(given_as), settings.unenforced_min_rate_warning(given_as)]
+    assert [warning for warning in warnings if warning is not None and warning.startswith(said)] != [], warnings
