@@ -138,13 +138,17 @@ def test_a_deadline_passing_mid_upload_counts_as_such_and_a_client_leaving_as_ca
     pipeline = ("pipeline", "frame_stats_v1")
     deadline_key = ("videodag_runs_total", (pipeline, ("status", "DEADLINE_EXCEEDED")))
     cancelled_key = ("videodag_runs_total", (pipeline, ("status", "CANCELLED")))
-    wait_until(lambda: scrape(port).get(cancelled_key) == 1, what="the run the client left to be counted")
-    metrics = scrape(port)
-    assert metrics[deadline_key] == 1
     method = ("method", "/videodag.v1.VideoPipelineService/UploadAndRun")
-    calls = {labels: value for (name, labels), value in metrics.items()
-             if name == "videodag_grpc_calls_total" and method in labels and value}
-    assert calls == {(("code", "CANCELLED"), method): 1, (("code", "DEADLINE_EXCEEDED"), method): 1}
+
+    def calls() -> dict[tuple[tuple[str, str], ...], float]:
+        return {labels: value for (name, labels), value in scrape(port).items()
+                if name == "videodag_grpc_calls_total" and method in labels and value}
+
+    # The run is counted in the handler, the call by the interceptor after it has unwound.
+    wait_until(lambda: scrape(port).get(cancelled_key) == 1 and sum(calls().values()) == 2,
+               what="the run the client left and its call to be counted")
+    assert scrape(port)[deadline_key] == 1
+    assert calls() == {(("code", "CANCELLED"), method): 1, (("code", "DEADLINE_EXCEEDED"), method): 1}
     # Either the stream broke while read, or gRPC ended it as if complete and the call was found ended right after.
     assert any("DEADLINE_EXCEEDED: the call's deadline passed" in record.getMessage() for record in caplog.records)
     assert server.leftover_uploads() == []

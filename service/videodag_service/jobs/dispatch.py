@@ -137,9 +137,9 @@ class ThreadPoolJobQueue:
         try:
             return self._executor.queued_attempt(job_id)
         except Exception:  # the store failing for a moment
-            logger.warning("job %s: could not read it to run it again; trying again later", job_id, exc_info=True)
-            with self._unstarted_lock:
+            with self._unstarted_lock:  # before the word of it: a maintenance pass from then on finds it
                 self._queued_again.append(job_id)
+            logger.warning("job %s: could not read it to run it again; trying again later", job_id, exc_info=True)
             return None
 
     def lost_hand_overs(self, hand_overs: Sequence[HandOver]) -> Collection[HandOver]:
@@ -221,9 +221,9 @@ class ThreadPoolJobQueue:
             # The executor records run errors in the job; what reaches here is a store
             # failure before the job was claimed: it is still QUEUED, and goes back to
             # the workers at the next maintenance.
-            logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
-            with self._unstarted_lock:
+            with self._unstarted_lock:  # before the word of it: a maintenance pass from then on finds it
                 self._unstarted.append((job_id, attempt))
+            logger.exception("job %s attempt %d: could not be started; trying again later", job_id, attempt)
             return
         if state is JobState.QUEUED:  # its run queued it again
             self._hand_over_again(job_id, run_again_pause(attempt))

@@ -157,9 +157,9 @@ class _Keeper:
             log_format = DecoderLogFormat(json_lines_configured())
             started = start_decoder_process(None, self._opener, self._timeouts, log_format, name=SPARE_PROCESS_NAME)
         except Exception as error:  # runs start processes of their own, and say so if they cannot
-            logger.warning("could not start a spare decoder process: %s", error)
             with self._lock:
-                self._starting = None
+                self._starting = None  # before the word of it: whoever reads the log may try again at once
+            logger.warning("could not start a spare decoder process: %s", error)
             return
         with self._lock:
             self._starting = None

@@ -457,7 +457,9 @@ def test_a_job_held_by_a_long_plugin_call_at_a_stop_is_queued_again_in_its_attem
     job = parts.submit(clip, "heavy")
     workers = ThreadPoolJobQueue(parts.executor, 1)
     workers.dispatch(job)
-    assert wait_until(lambda: parts.store.get(job.id).state is JobState.RUNNING)
+    # RUNNING is recorded at the claim, before the video opens: wait for the video's record, made
+    # after the run's last look at should_stop before the 4 s plugin call.
+    assert wait_until(lambda: parts.store.get(job.id).frames_total > 0, timeout=30)
     workers.close(timeout=0.2)
     (worker,) = workers._threads
     assert worker.is_alive(), "the plugin call goes on"

@@ -69,6 +69,8 @@ def submit(service: JobService, video: Path, pipeline_id: str, key: str | None =
 
 def finished(service: JobService, job: Job) -> Job:
     assert wait_until(lambda: service.get(job.id).state.is_finished, timeout=30)
+    # The end is stored before the run is counted, in the worker: wait for the worker to be done.
+    assert service.wait_for_running_jobs(10)
     return service.get(job.id)
 
 
