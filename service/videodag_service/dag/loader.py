@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from videodag_service.dag.params import param_problems
-from videodag_service.dag.pipeline_problems import Problems
+from videodag_service.dag.pipeline_problems import Problems, shown
 from videodag_service.dag.pipeline_yaml import UNREADABLE, read_pipeline_yaml
 from videodag_service.dag.plugin import Tool
 from videodag_service.dag.registry import PluginRegistry
@@ -118,7 +118,8 @@ def pipeline_files(folder: Path) -> list[Path]:
 
 
 def _parse(path: Path, registry: PluginRegistry, problems: Problems) -> PipelineSpec | None:
-    document, written_int_version = read_pipeline_yaml(path, problems)
+    read = read_pipeline_yaml(path, problems)
+    document = read.document
     if document is UNREADABLE:
         return None
     if not isinstance(document, dict):
@@ -128,8 +129,8 @@ def _parse(path: Path, registry: PluginRegistry, problems: Problems) -> Pipeline
     for key in sorted(set(document) - _TOP_LEVEL_KEYS):
         problems.add(f"unknown key {key!r} (allowed: {', '.join(sorted(_TOP_LEVEL_KEYS))})")
 
-    pipeline_id = _pipeline_id(document.get("id"), path, problems)
-    version = _version(document.get("version"), written_int_version, problems)
+    pipeline_id = _pipeline_id(document.get("id"), read.written_ids, path, problems)
+    version = _version(document.get("version"), read.written_int_version, problems)
     description = document.get("description", "")
     if not isinstance(description, str):
         problems.add("'description' must be a string")
@@ -138,7 +139,7 @@ def _parse(path: Path, registry: PluginRegistry, problems: Problems) -> Pipeline
     if not isinstance(raw_nodes, list) or not raw_nodes:
         problems.add("'nodes' must be a non-empty list")
         return None
-    graph = _nodes(raw_nodes, registry, problems)
+    graph = _nodes(raw_nodes, read.written_ids, registry, problems)
     outputs = wired_outputs(document.get("outputs"), graph, problems)
     ordered = topological_order(graph.nodes, problems)
     if problems.found or ordered is None:
@@ -164,34 +165,39 @@ def _string_keyed(raw: Mapping[Any, Any], what: str, problems: Problems, node_id
     return kept
 
 
-def _pipeline_id(value: Any, path: Path, problems: Problems) -> str:
+def _pipeline_id(value: Any, written_ids: Mapping[object, str], path: Path, problems: Problems) -> str:
     if value is None:
         problems.add(f"'id' is missing: give the file's name, as in id: {path.stem}")
         return ""
-    problem = _id_problem(value, PIPELINE_FILE_ID_PATTERN, PIPELINE_ID_CHARS, MAX_PIPELINE_ID_LENGTH, "pipeline ids")
+    problem = _id_problem(value, written_ids, PIPELINE_FILE_ID_PATTERN, PIPELINE_ID_CHARS, MAX_PIPELINE_ID_LENGTH,
+                          "pipeline ids")
     if problem:
         problems.add(f"'id' {problem}")
         return ""
     if value != path.stem:
         lowercase = value == path.stem.lower()
         hint = f" (file names are lowercase like ids: {value}{path.suffix.lower()})" if lowercase else ""
-        problems.add(f"'id' {value!r} must equal the file name {path.stem!r}{hint}")
+        problems.add(f"'id' {shown(value)} must equal the file name {path.stem!r}{hint}")
     return str(value)
 
 
-def _id_problem(value: Any, pattern: re.Pattern[str], chars: str, max_length: int, kind: str) -> str | None:
-    """What is wrong with an id, the most telling first: its characters, its length, its first character."""
+def _id_problem(value: Any, written_ids: Mapping[object, str], pattern: re.Pattern[str], chars: str, max_length: int,
+                kind: str) -> str | None:
+    """What is wrong with an id, the most telling first: its characters, its length, its first
+    character. `written_ids`: the ids YAML read as numbers, as written (`0123` is 83 to YAML)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"must be a string, got the number {value!r}: quote it, as in id: \"{value}\""
+        written = written_ids.get(value, str(value))
+        read_as = f"the number {shown(value)}" + (f" (YAML reads {written} so)" if written != str(value) else "")
+        return f"must be a string, got {read_as}: quote it, as in id: \"{written}\""
     if isinstance(value, bool):
-        return (f"must be a string, got {value!r}: unquoted, YAML reads on, off, yes, no, true and false "
+        return (f"must be a string, got {shown(value)}: unquoted, YAML reads on, off, yes, no, true and false "
                 "as true or false; quote it, as in id: \"on\"")
     if not isinstance(value, str) or re.fullmatch(f"[{chars}]+", value) is None:
-        return f"must match [{chars}]+, got {value!r}"
+        return f"must match [{chars}]+, got {shown(value)}"
     if len(value) > max_length:
         return f"has {len(value)} characters ({value[:40]!r}…); {kind} have at most {max_length}"
     if pattern.match(value) is None:
-        return f"must start with a letter or digit, got {value!r}"
+        return f"must start with a letter or digit, got {shown(value)}"
     return None
 
 
@@ -201,7 +207,7 @@ def _version(value: Any, written_int: str | None, problems: Problems) -> str:
     is no version at all; so is an int YAML 1.1 reads otherwise (`010` as 8, `1:20` as 80)."""
     if isinstance(value, str) and value.strip():
         if value != value.strip() or not value.isprintable():
-            problems.add(f"'version' must be printable text with no space around it, got {value!r}")
+            problems.add(f"'version' must be printable text with no space around it, got {shown(value)}")
             return ""
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -214,19 +220,21 @@ def _version(value: Any, written_int: str | None, problems: Problems) -> str:
         problems.add("'version' is required and must be a string such as \"1.0.0\"")
     elif isinstance(value, float):
         problems.add(
-            f"'version' must be a string or an int, got the number {value!r}: quote it, as in "
+            f"'version' must be a string or an int, got the number {shown(value)}: quote it, as in "
             "version: \"1.10\" (unquoted, YAML reads 1.10 as the number 1.1)"
         )
     else:
-        problems.add(f"'version' must be a string such as \"1.0.0\" or an int, got {type(value).__name__} {value!r}")
+        problems.add(f"'version' must be a string such as \"1.0.0\" or an int, got {type(value).__name__} "
+                     f"{shown(value)}")
     return ""
 
 
-def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: Problems) -> NodeGraph:
+def _nodes(raw_nodes: list[Any], written_ids: Mapping[object, str], registry: PluginRegistry,
+           problems: Problems) -> NodeGraph:
     graph = NodeGraph()
     raw_inputs: dict[str, Mapping[str, Any]] = {}
     for position, raw in enumerate(raw_nodes):
-        parsed = _node(position, raw, registry, problems, graph)
+        parsed = _node(position, raw, written_ids, registry, problems, graph)
         if parsed is not None:
             spec, inputs = parsed
             graph.nodes[spec.id] = spec
@@ -239,7 +247,8 @@ def _nodes(raw_nodes: list[Any], registry: PluginRegistry, problems: Problems) -
 
 
 def _node(
-    position: int, raw: Any, registry: PluginRegistry, problems: Problems, graph: NodeGraph
+    position: int, raw: Any, written_ids: Mapping[object, str], registry: PluginRegistry, problems: Problems,
+    graph: NodeGraph,
 ) -> tuple[NodeSpec, Mapping[str, Any]] | None:
     """One node without its wiring, and its raw inputs; None when it has a problem wiring cannot pass over.
 
@@ -248,7 +257,7 @@ def _node(
     if not isinstance(raw, dict):
         problems.add(f"nodes[{position}] must be a mapping")
         return None
-    node_id = _node_id(position, raw.get("id"), problems, graph)
+    node_id = _node_id(position, raw.get("id"), written_ids, problems, graph)
     if node_id is None:
         return None
     raw = _string_keyed(raw, "key", problems, node_id)
@@ -274,16 +283,19 @@ def _node(
     return spec, inputs
 
 
-def _node_id(position: int, value: Any, problems: Problems, graph: NodeGraph) -> str | None:
+def _node_id(position: int, value: Any, written_ids: Mapping[object, str], problems: Problems,
+             graph: NodeGraph) -> str | None:
     """The node's id, declared in `graph`; None, with the problem noted, when it cannot be one."""
     if value is None:
         problems.add(f"nodes[{position}]: 'id' is missing: every node needs one, such as id: detect")
         return None
-    problem = _id_problem(value, NODE_ID_PATTERN, NODE_ID_CHARS, MAX_NODE_ID_LENGTH, "node ids")
+    problem = _id_problem(value, written_ids, NODE_ID_PATTERN, NODE_ID_CHARS, MAX_NODE_ID_LENGTH, "node ids")
     if problem:
         problems.add(f"nodes[{position}]: 'id' {problem}")
         if isinstance(value, str):
             graph.declared.add(value)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and value in written_ids:
+            graph.declared.add(written_ids[value])  # wired to as written: `010.boxes`
         return None
     node_id = str(value)
     if node_id == FRAME_SOURCE:
@@ -301,14 +313,14 @@ def _named_mapping(value: Any, must: str, key_what: str, problems: Problems, nod
     if value is None:
         return {}
     if not isinstance(value, dict):
-        problems.add(f"{must}, got {type(value).__name__} {value!r}", node_id)
+        problems.add(f"{must}, got {type(value).__name__} {shown(value)}", node_id)
         return {}
     return _string_keyed(value, key_what, problems, node_id)
 
 
 def _tool(reference: Any, registry: PluginRegistry, problems: Problems, node_id: str) -> Tool | None:
     if not isinstance(reference, str) or reference.count(".") != 1:
-        problems.add(f"'plugin' must be 'plugin.tool', got {reference!r}", node_id)
+        problems.add(f"'plugin' must be 'plugin.tool', got {shown(reference)}", node_id)
         return None
     plugin_name, tool_name = reference.split(".")
     plugin = registry.plugin(plugin_name)
@@ -325,12 +337,11 @@ def _tool(reference: Any, registry: PluginRegistry, problems: Problems, node_id:
 
 
 def _policy(value: Any, problems: Problems, node_id: str) -> ErrorPolicy | None:
-    try:
+    allowed = [policy.value for policy in ErrorPolicy]
+    if isinstance(value, str) and value in allowed:  # the Enum's own refusal would print any value in full
         return ErrorPolicy(value)
-    except ValueError:
-        allowed = ", ".join(p.value for p in ErrorPolicy)
-        problems.add(f"'on_error' must be one of {allowed}, got {value!r}", node_id)
-        return None
+    problems.add(f"'on_error' must be one of {', '.join(allowed)}, got {shown(value)}", node_id)
+    return None
 
 
 def _params(tool: Tool, given: Mapping[str, Any], problems: Problems, node_id: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from videodag_service.dag.json_like import json_like_problem
+from videodag_service.dag.pipeline_problems import shown
 
 
 class _Required:
@@ -114,7 +115,7 @@ class Param:
         some), or None when it is: a value a tool's own check can be handed."""
         problem = self._type_problem(value)
         if problem is None and self.choices and value not in self.choices:
-            problem = f"parameter {self.name!r} must be one of {list(self.choices)}, got {value!r}"
+            problem = f"parameter {self.name!r} must be one of {list(self.choices)}, got {shown(value)}"
         return problem
 
     def problem_with_range(self, value: int | float) -> str | None:
@@ -126,7 +127,7 @@ class Param:
         if not (below or above):
             return None
         meaning = f": {self.description}" if self.description else ""
-        return f"parameter {self.name!r} must be {self.allowed_range}, got {value!r}{meaning}"
+        return f"parameter {self.name!r} must be {self.allowed_range}, got {shown(value)}{meaning}"
 
     def _check_bounds(self) -> None:
         """Refuse bounds no pipeline could meet or that mean nothing for the parameter's type."""
@@ -160,7 +161,7 @@ class Param:
             or (self.kind in (str, list, dict) and isinstance(value, self.kind))
         )
         if not fits:
-            return f"parameter {self.name!r} must be {self.kind.__name__}, got {type(value).__name__} {value!r}"
+            return f"parameter {self.name!r} must be {self.kind.__name__}, got {type(value).__name__} {shown(value)}"
         # Clients are shown the values as written, and YAML gives more than JSON can hold.
         try:
             unlike = json_like_problem(value)

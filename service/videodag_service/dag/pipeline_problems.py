@@ -6,8 +6,24 @@ the document's own checks and the wiring's.
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict, _SHORT.maxset = 2, 5, 5, 4, 5
+_SHORT.maxstring, _SHORT.maxlong, _SHORT.maxother = 80, 40, 80
+
+
+def shown(value: Any) -> str:
+    """A value of the file's as a problem shows it: Python's repr of it, cut short.
+
+    The whole repr would print what the author gave in full: a line of megabytes for a long
+    text, and for a few nested YAML aliases (`&a [x, x]`, `&b [*a, *a]`, ...) a billion
+    values from a 600-byte file, gigabytes of memory before the server said anything.
+    """
+    return _SHORT.repr(value)
 
 
 @dataclass

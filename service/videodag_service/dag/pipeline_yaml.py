@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import re
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ from videodag_service.dag.pipeline_problems import Problems
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
 UNREADABLE = object()
-"""What `read_pipeline_yaml` gives for a file it could not read (a document may be None)."""
+"""The document of a file that could not be read (a document may be None)."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -42,6 +45,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         self.unsendable: list[str] = []
         self.written_int_version: str | None = None
         """The top-level `version` as written, when YAML reads it as an integer."""
+        self.written_ids: dict[object, str] = {}
+        """Each `id` YAML read as a number, as written: `0123` is the number 83 to YAML."""
 
     def construct_document(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -62,6 +67,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         self._note_duplicates(node)
+        for key, value in node.value:
+            if (isinstance(key, yaml.ScalarNode) and key.value == "id" and isinstance(value, yaml.ScalarNode)
+                    and value.tag in (_INT_TAG, _FLOAT_TAG)):
+                self.written_ids[self.construct_object(value)] = value.value
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
@@ -89,35 +98,67 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:str", _UniqueKeyLoader.construct_yaml_str)
+# YAML 1.1 reads a number with an exponent as a number only with a dot and a signed exponent
+# (1.0e+3): `1e-3`, `5E-1` and `1.5e300` were text, and a parameter refused them as "got str".
+# JSON and YAML 1.2 read them as numbers, as their authors meant.
+_UniqueKeyLoader.add_implicit_resolver(
+    _FLOAT_TAG, re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
-def read_pipeline_yaml(path: Path, problems: Problems) -> tuple[Any, str | None]:
-    """The file's YAML document (or UNREADABLE) and its `version` as written when YAML read
-    it as an integer; each duplicate key is a problem of its own."""
+@dataclass(frozen=True)
+class PipelineYaml:
+    """A pipeline file's YAML document, and what YAML lost of how some of it was written."""
+
+    document: Any
+    """The document, or UNREADABLE for a file that could not be read (a document may be None)."""
+    written_int_version: str | None = None
+    """The top-level `version` as written, when YAML read it as an integer."""
+    written_ids: Mapping[object, str] = field(default_factory=dict)
+    """Each `id` YAML read as a number, by that number: as written."""
+
+
+def read_pipeline_yaml(path: Path, problems: Problems) -> PipelineYaml:
+    """The file's YAML document (UNREADABLE when it cannot be read, the problem noted); each
+    duplicate key is a problem of its own."""
+    unreadable = PipelineYaml(UNREADABLE)
     if not path.exists():
         problems.add("does not exist (a link to a file that is gone?)")
-        return UNREADABLE, None
+        return unreadable
     if not path.is_file():  # a FIFO would block the start for good, a folder has nothing to read
         problems.add("is not a regular file")
-        return UNREADABLE, None
+        return unreadable
     try:
         loader = _UniqueKeyLoader(_utf8_text(path.read_bytes()))
         try:
             document = loader.get_single_data()
         finally:
             loader.dispose()
+    except yaml.MarkedYAMLError as error:
+        problems.add(f"cannot read YAML: {_syntax_problem(error)}")
+        return unreadable
     except (OSError, UnicodeError, yaml.YAMLError) as error:
         problems.add(f"cannot read YAML: {error}")
-        return UNREADABLE, None
+        return unreadable
     except ValueError as error:  # a date YAML cannot build (month 13), or an integer of more digits than Python reads
         problems.add(f"cannot read YAML: {_value_problem(error, path)}")
-        return UNREADABLE, None
+        return unreadable
     except RecursionError:
         problems.add("cannot read YAML: nested too deeply")
-        return UNREADABLE, None
+        return unreadable
     for problem in (*loader.duplicates, *loader.unsendable):
         problems.add(problem)
-    return document, loader.written_int_version
+    return PipelineYaml(document, loader.written_int_version, loader.written_ids)
+
+
+def _syntax_problem(error: yaml.MarkedYAMLError) -> str:
+    """PyYAML's account in one line, for the start's list of problems: its own runs over four
+    lines and names the file "<unicode string>", having read it from text."""
+    mark = error.problem_mark or error.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = error.problem or error.context or "not YAML"
+    context = f" ({error.context})" if error.context and error.problem else ""
+    tab_hint = "; indent with spaces: YAML takes no tabs there" if "'\\t'" in problem else ""
+    return f"{where}{problem}{context}{tab_hint}"
 
 
 def _utf8_text(content: bytes) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from videodag_service.dag.pipeline_problems import Problems
+from videodag_service.dag.pipeline_problems import Problems, shown
 from videodag_service.dag.plugin import Tool
 from videodag_service.dag.ports import Port, describe_kind, kinds_compatible
 from videodag_service.dag.spec import (
@@ -82,7 +82,7 @@ def _source(value: Any, graph: NodeGraph, problems: Problems, node_id: str | Non
     """The source `value` names; an input (`node_id` given) may name a frame field, an output only a node's."""
     if not isinstance(value, str) or value.count(".") != 1:
         forms = "'frame.<field>' or '<node>.<output>'" if node_id is not None else "'<node>.<output>'"
-        problems.add(f"{what} must be {forms}, got {value!r}", node_id)
+        problems.add(f"{what} must be {forms}, got {shown(value)}", node_id)
         return None
     source_node, output = value.split(".")
     if source_node == FRAME_SOURCE:
@@ -121,7 +121,7 @@ def wired_outputs(raw: Any, graph: NodeGraph, problems: Problems) -> tuple[tuple
         if isinstance(value, str) and value.startswith(f"{FRAME_SOURCE}."):
             # The executor builds results from node values only: a frame field would be advertised, never sent.
             problems.add(
-                f"output {name!r} must come from a node ('<node>.<output>'), not {value!r}: "
+                f"output {name!r} must come from a node ('<node>.<output>'), not {shown(value)}: "
                 "frame_index and timestamp are in every frame's result already"
             )
             continue
