@@ -100,9 +100,12 @@ def settings_and_sources(
             raw, source = parsed.get(item.name), its_flag
             if raw is None and variable not in kubernetes_service_links(environ):
                 raw, source = environ.get(variable), variable
-            if raw == "" and item.name in PROTECTING_SETTINGS and parsed.get(item.name) is not None:
+            if raw == "" and parsed.get(item.name) is not None:
+                # `--pipeline-dir "$PIPELINES"` with the variable unset served the built-in pipelines, and
+                # `--token-file "$TOKEN_FILE"` no authentication at all. An empty variable stays unset.
+                default = "turn it off" if item.name in PROTECTING_SETTINGS else "keep its default"
                 raise SettingsError(f"{item.name} was given empty ({its_flag} \"\"): give a value, or leave the flag "
-                                    "out to turn it off")
+                                    f"out to {default}")
             if raw is not None and raw != "":
                 given_as[item.name] = source
                 values[item.name] = _convert(item.name, raw)

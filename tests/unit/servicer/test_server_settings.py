@@ -97,6 +97,11 @@ def test_every_setting_has_a_flag_and_an_environment_variable_in_help() -> None:
         (["--token-file", ""], 'token_file was given empty (--token-file ""): give a value, or leave the flag out to '
                                "turn it off"),
         (["--tls-cert-file", "", "--tls-key-file", ""], "tls_cert_file was given empty"),
+        # `--pipeline-dir "$PIPELINES"` with the variable unset served the built-in pipelines.
+        (["--pipeline-dir", ""], 'pipeline_dir was given empty (--pipeline-dir ""): give a value, or leave the flag '
+                                 "out to keep its default"),
+        (["--max-upload-bytes", ""], "max_upload_bytes was given empty"),
+        (["--host", ""], "host was given empty"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(argv: list[str], message: str) -> None:
