@@ -63,10 +63,10 @@ def refuse_without_server_dependency(command: str, error: ModuleNotFoundError) -
 def server() -> int:
     """`videodag-server`."""
     try:
-        from videodag_service.server import main
+        from videodag_service.server import exit_past_stuck_node_threads, main
     except ModuleNotFoundError as error:
         refuse_without_server_dependency("videodag-server", error)
-    return main()
+    return exit_past_stuck_node_threads(main())
 
 
 def worker() -> int:

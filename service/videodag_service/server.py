@@ -7,6 +7,7 @@ period to finish and are then cancelled (their temp files removed by their own c
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -34,6 +35,7 @@ from videodag_service.dag import (
     PluginRegistryError,
     default_registry,
 )
+from videodag_service.dag.time_limit import abandoned_thread_count
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.errors import DecoderDidNotStart
 from videodag_service.exposure_warnings import exposure_warnings
@@ -489,5 +491,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def exit_past_stuck_node_threads(status: int) -> int:
+    """`status`, for the process to exit with as usual; unless node threads given up on at their
+    time limit are still stuck in a call, when the process ends here, with `status`.
+
+    Such a call may be in a C++ library: ONNX Runtime's threads, torn down by the C++ runtime's
+    own exit work under a call still using them, aborted the process (SIGABRT, status 134,
+    "terminate called without an active exception") after a clean drain, and its supervisor
+    saw a crash. Python's exit work is done first (multiprocessing's: the decoders' forkserver
+    is stopped and its folder removed), then the C++ one is skipped: nothing is left to save.
+    """
+    stuck = abandoned_thread_count()
+    if stuck == 0:
+        return status
+    logger.warning("%d node call(s) given up on at the node time limit are still running: ending the process "
+                   "without the libraries' exit work, which could abort under them", stuck)
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed, or a pipe no one reads
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(exit_past_stuck_node_threads(main()))
