@@ -399,6 +399,24 @@ def counter_pipeline(pipeline_id: str, **params: object) -> str:
     )
 
 
+def builtin_tool_pipeline(pipeline_id: str, tool: str, params: Mapping[str, object]) -> str:
+    """The YAML of a pipeline whose node 'n' runs the built-in `tool` ("plugin.tool") with `params`, on the
+    frame's image and, for a detections input, on those of a `hog.detect_people` node 'find' (it needs no
+    model file); the pipeline outputs every output of 'n' under its port's name."""
+    plugin_name, tool_name = tool.split(".")
+    declared = PluginRegistry(builtin_plugins()).tool(plugin_name, tool_name)
+    assert declared is not None, f"no built-in tool {tool}"
+    sources = {"image": "frame.image", "detections": "find.detections"}
+    inputs = {port.name: sources[str(port.kind)] for port in declared.inputs}
+    finder = ("  - id: find\n    plugin: hog.detect_people\n    inputs: {image: frame.image}\n"
+              if "find.detections" in inputs.values() else "")
+    outputs = "".join(f"  {port.name}: n.{port.name}\n" for port in declared.outputs)
+    return (
+        f'id: {pipeline_id}\nversion: "1"\nnodes:\n{finder}  - id: n\n    plugin: {tool}\n'
+        f"    params: {json.dumps(params)}\n    inputs: {json.dumps(inputs)}\noutputs:\n{outputs}"
+    )
+
+
 def dag_with_test_pipelines(folder: Path, pipelines: Mapping[str, str]) -> DagPipelineService:
     """A DAG service with `pipelines` ({file name: YAML}) on the `test` plugin, plus the built-in
     `frame_stats_v1`, so jobs and runs can mix a real pipeline with controllable ones."""

@@ -26,6 +26,10 @@ _FOREGROUND_LEVEL = 200
 # (a person's limbs and torso often come out as separate fragments).
 _OPEN_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 _CLOSE_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+# A downscale beyond any frame's side shrinks every frame to one pixel, so none is meant. Declared so
+# that one no one means (10**300) is refused as the pipeline loads: its square overflows the float
+# that min_area is scaled by, which failed every run at open.
+_LARGEST_DOWNSCALE = 1 << 16
 
 
 class ForegroundBlobs:
@@ -186,6 +190,7 @@ PLUGIN = Plugin(
                     "process at 1/downscale of the width and height (faster); boxes "
                     "are mapped back to full-frame pixels",
                     minimum=1,
+                    maximum=_LARGEST_DOWNSCALE,
                 ),
             ),
             open=_open_foreground_blobs,

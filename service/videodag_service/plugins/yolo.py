@@ -13,10 +13,12 @@ letterbox to frame pixels and clipped to the frame, and one left empty (it lay i
 is dropped. NMS is per class. Labels come from `class_names` by class id,
 or read `class_<id>` when the list is empty or too short.
 
-Sharing: one ONNX Runtime session per model file per process, created on the first `open`
-that names it (a file replaced on disk gets a new session). ONNX Runtime allows concurrent
-`run` calls on one session, so instances share it without a lock. onnxruntime itself is
-imported on that first `open`, keeping the plugin cheap to import.
+Sharing: one ONNX Runtime session per model file per process, created when a pipeline naming
+it loads (the parameter check loads the model, so a file that is not an ONNX model, or whose
+fixed input size is not `input_size`, stops the server at start rather than failing every run)
+and taken by every `open` after it (a file replaced on disk gets a new session). ONNX Runtime
+allows concurrent `run` calls on one session, so instances share it without a lock.
+onnxruntime itself is imported on that first load, keeping the plugin cheap to import.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def _session_for(model_path: Path) -> Any:
             try:
                 session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
             except Exception as error:  # ORT raises its own Fail/InvalidGraph types
-                raise ValueError(f"cannot load {str(model_path)!r} as an ONNX model: {error}") from error
+                raise ValueError(f"cannot load model_path {str(model_path)!r} as an ONNX model: {error}") from error
             _sessions[key] = session
         return session
 
@@ -243,22 +245,30 @@ def _names_a_model(model_path: str) -> bool:
     return bool(model_path.strip())
 
 
+def _image_input(session: Any, settings: _Settings) -> Any:
+    """The model's image input (an ONNX Runtime NodeArg); raises ValueError when it is not (N, 3, H, W) or
+    fixes a side other than `input_size`, which every frame would then fail on. Checked when the pipeline
+    loads and again at each open, with the same words."""
+    model_input = session.get_inputs()[0]
+    if len(model_input.shape) != 4:
+        raise ValueError(f"{settings.model_path} takes input shape {model_input.shape}, expected (N, 3, H, W)")
+    fixed_side = [dim for dim in model_input.shape[2:] if isinstance(dim, int)]
+    if any(side != settings.input_size for side in fixed_side):
+        raise ValueError(
+            f"{settings.model_path} has a fixed input of {model_input.shape[2:]} pixels; "
+            f"set input_size to match (it is {settings.input_size})"
+        )
+    return model_input
+
+
 class _YoloDetector:
     def __init__(self, session: Any, settings: _Settings) -> None:
         self._session = session
         self._settings = settings
-        model_input = session.get_inputs()[0]
+        model_input = _image_input(session, settings)
         self._input_name: str = model_input.name
         self._input_dtype = np.float16 if model_input.type == "tensor(float16)" else np.float32
         self._output_name: str = session.get_outputs()[0].name
-        if len(model_input.shape) != 4:
-            raise ValueError(f"{settings.model_path} takes input shape {model_input.shape}, expected (N, 3, H, W)")
-        fixed_side = [dim for dim in model_input.shape[2:] if isinstance(dim, int)]
-        if any(side != settings.input_size for side in fixed_side):
-            raise ValueError(
-                f"{settings.model_path} has a fixed input of {model_input.shape[2:]} pixels; "
-                f"set input_size to match (it is {settings.input_size})"
-            )
 
     def process(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
         return {"detections": self.detect(bgr_image(inputs["image"]))}
@@ -286,11 +296,27 @@ class _YoloDetector:
 
 
 def _check_params(params: Mapping[str, Any]) -> None:
-    """The settings `open` would build, and the model file they name, checked when the pipeline
-    loads; the file is only looked for, not loaded (that takes a while, and happens at the first open)."""
+    """The settings `open` would build, and the model they name, checked when the pipeline loads. The model
+    is loaded here, into the process's session cache each `open` takes it from: a file that is not an ONNX
+    model, or one whose fixed input size is not `input_size`, would otherwise pass the load and fail every
+    run, and the first run finds the model loaded rather than loading it."""
     settings, problems = _Settings.checked(params)
-    missing = settings.missing_model() if _names_a_model(params["model_path"]) else None
-    raise_if_any([*problems, *([str(missing)] if missing is not None else [])])
+    if _names_a_model(params["model_path"]):
+        problems.extend(_model_problems(settings))
+    raise_if_any(problems)
+
+
+def _model_problems(settings: _Settings) -> list[str]:
+    """Why the model at `settings.model_path` cannot serve these settings (not there, not ONNX, another
+    fixed input size), as `open` would say it; empty when it can."""
+    missing = settings.missing_model()
+    if missing is not None:
+        return [str(missing)]
+    try:
+        _image_input(_session_for(settings.model_path), settings)
+    except ValueError as error:
+        return [str(error)]
+    return []
 
 
 def _open_detector(params: Mapping[str, Any]) -> ToolInstance:

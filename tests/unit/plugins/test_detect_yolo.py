@@ -7,13 +7,21 @@ plugin's own helpers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from tiny_yolo_model import build_yolo_model
 
-from fakes.fake_plugins import declared_problems, params_as_loaded
-from videodag_service.dag import ToolInstance
+from fakes.fake_plugins import builtin_tool_pipeline, declared_problems, params_as_loaded
+from videodag_service.dag import (
+    DagPipelineService,
+    PipelineFileError,
+    PipelineSpec,
+    ToolInstance,
+    default_registry,
+    load_pipeline_folder,
+)
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.models import ModelFileMissing
 from videodag_service.plugins.yolo import PLUGIN, letterbox
@@ -254,3 +262,70 @@ def test_letterbox_pads_with_grey_and_feeds_rgb() -> None:
     np.testing.assert_allclose(blob[0, :, 32, 32], [0.0, 0.0, 1.0])
     np.testing.assert_allclose(blob[0, :, 5, 32], [114 / 255] * 3, atol=1e-6)
     np.testing.assert_allclose(blob[0, :, 60, 32], [114 / 255] * 3, atol=1e-6)
+
+
+# --- the model, checked as the pipeline loads ----------------------------------------------------
+
+
+def one_box_output() -> np.ndarray:
+    """A YOLOv8 output holding one box, (160, 160, 80, 80) in input pixels, of class 0 scoring 0.9."""
+    output = np.zeros((1, 5, 40), dtype=np.float32)
+    output[0, :, 0] = (160, 160, 80, 80, 0.9)
+    return output
+
+
+def load_one_yolo_pipeline(folder: Path, **params: object) -> dict[str, PipelineSpec]:
+    """Load a folder holding `found.yaml`, a pipeline whose node 'n' is a yolo.detect with `params`."""
+    folder.mkdir()
+    (folder / "found.yaml").write_text(builtin_tool_pipeline("found", "yolo.detect", params))
+    return load_pipeline_folder(folder, default_registry())
+
+
+def test_a_fixed_input_other_than_input_size_stops_the_load_naming_file_and_node(tmp_path: Path) -> None:
+    """The likeliest mistake, a model exported at 320 with input_size left at 640, passed the load and then
+    failed every run."""
+    model = build_yolo_model(tmp_path / "tiny320.onnx", one_box_output(), input_size=320)
+    with pytest.raises(PipelineFileError) as caught:
+        load_one_yolo_pipeline(tmp_path / "pipelines", model_path=str(model))
+    assert caught.value.problems == [
+        f"{tmp_path / 'pipelines' / 'found.yaml'}: node 'n': {model} has a fixed input of [320, 320] pixels; "
+        "set input_size to match (it is 640)"
+    ]
+
+
+def test_a_file_that_is_not_an_onnx_model_stops_the_load_naming_file_and_node(tmp_path: Path) -> None:
+    not_a_model = tmp_path / "hostname"
+    not_a_model.write_text("a-host\n")
+    with pytest.raises(PipelineFileError) as caught:
+        load_one_yolo_pipeline(tmp_path / "pipelines", model_path=str(not_a_model))
+    (problem,) = caught.value.problems
+    assert problem.startswith(
+        f"{tmp_path / 'pipelines' / 'found.yaml'}: node 'n': cannot load model_path {str(not_a_model)!r} as an "
+        "ONNX model: "
+    )
+
+
+def test_a_model_that_fits_is_loaded_once_as_the_pipeline_loads_and_its_runs_use_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime
+
+    loaded: list[str] = []
+    session_of_a_file = onnxruntime.InferenceSession
+
+    def counted_session(path: str, *args: Any, **kwargs: Any) -> Any:
+        loaded.append(path)
+        return session_of_a_file(path, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", counted_session)
+    model = build_yolo_model(tmp_path / "tiny320.onnx", one_box_output(), input_size=320)
+
+    dag = DagPipelineService(load_one_yolo_pipeline(tmp_path / "pipelines", model_path=str(model), input_size=320))
+    assert loaded == [str(model)]
+    result = dag.run_pipeline("found", {"frame_index": 0, "timestamp": 0.0, "image": frame_of(320, 320)})
+
+    assert loaded == [str(model)]
+    # A 320 x 320 frame needs no letterbox: 160 -/+ 40 either way.
+    (found,) = result["detections"]
+    assert (found["label"], found["box"]) == ("class_0", pytest.approx([120, 120, 200, 200], abs=1e-3))
+    assert found["score"] == pytest.approx(0.9)

@@ -6,11 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from tiny_yolo_model import build_yolo_model
 
-from fakes.fake_plugins import params_as_loaded
-from videodag_service.dag import PluginRegistry, Tool, builtin_plugins, load_pipeline_file
+from fakes.fake_plugins import builtin_tool_pipeline, params_as_loaded
+from videodag_service.dag import (
+    PluginRegistry,
+    Tool,
+    builtin_plugins,
+    default_registry,
+    load_pipeline_file,
+    load_pipeline_folder,
+)
 from videodag_service.dag.loader import PipelineFileError
+from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.models import MODEL_DIR_ENV
 
 # Tools whose parameters need no check beyond their declarations.
@@ -27,7 +37,7 @@ def builtin_tool(reference: str) -> Tool:
 
 
 def as_loaded(tool: Tool, model_file: Path, **given: Any) -> dict[str, Any]:
-    """The tool's parameters as the loader hands them over, naming a file that is there for a model_path."""
+    """The tool's parameters as the loader hands them over, naming a model that loads for a model_path."""
     if any(param.name == "model_path" for param in tool.params):
         given = {"model_path": str(model_file), **given}
     return params_as_loaded(tool, **given)
@@ -35,9 +45,8 @@ def as_loaded(tool: Tool, model_file: Path, **given: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def model_file(tmp_path: Path) -> Path:
-    path = tmp_path / "model.onnx"
-    path.write_bytes(b"only looked for")
-    return path
+    """A YOLO model of the default input size, which yolo.detect's check loads."""
+    return build_yolo_model(tmp_path / "model.onnx", np.zeros((1, 5, 40), dtype=np.float32))
 
 
 def test_the_builtin_tools_with_rules_beyond_their_declarations_check_them_at_load() -> None:
@@ -108,10 +117,10 @@ def test_the_loader_reports_every_value_out_of_range_of_a_node(tmp_path: Path) -
     assert [problem.split(f"{path}: node 'track': ", 1)[1] for problem in caught.value.problems] == [
         "parameter 'match_thresh' must be in [0, 1], got 7: largest 1 - IoU cost (score-fused) accepted in the "
         "first association",
-        "parameter 'track_buffer' must be >= 0, got -1: frames the tracker sees (at frame_rate 30) a lost track "
-        "is kept and can come back with its id; a run's frame_stride makes that longer in video time",
-        "parameter 'frame_rate' must be >= 1, got 0: frames per second the tracker sees; track_buffer is scaled "
-        "by frame_rate / 30",
+        "parameter 'track_buffer' must be in [0, 2147483647], got -1: frames the tracker sees (at frame_rate 30) "
+        "a lost track is kept and can come back with its id; a run's frame_stride makes that longer in video time",
+        "parameter 'frame_rate' must be in [1, 1000000], got 0: frames per second the tracker sees; track_buffer "
+        "is scaled by frame_rate / 30",
     ]
 
 
@@ -124,3 +133,69 @@ def test_yolo_reports_a_model_path_naming_no_file_only_at_its_check_and_open(tmp
     with pytest.raises(ValueError) as caught:
         tool.check_params(params_as_loaded(tool, model_path=""))
     assert str(caught.value) == "yolo.detect needs model_path: the path of a YOLO ONNX model file"
+
+
+# Values inside the ranges once declared that passed the load and then failed: every run at open
+# (motion's downscale squared overflowed a float), the first frame a track was lost (bytetrack's
+# buffer times its rate), or wrote a raw overflow warning (ssdlite's area against float32 areas).
+# Each is past the maximum now declared; the maximum itself loads.
+PAST_THE_MAXIMUM = [
+    ("motion.foreground_blobs", "downscale", 10**300, "[1, 65536]", 65536),
+    ("bytetrack.track", "track_buffer", 10**300, "[0, 2147483647]", 2**31 - 1),
+    ("bytetrack.track", "frame_rate", 10**10, "[1, 1000000]", 1_000_000),
+    ("ssdlite.detect_people", "min_box_area", 10**300, "[0, 4294967296]", 2**32),
+]
+
+
+@pytest.mark.parametrize(("reference", "name", "too_large", "allowed_range", "largest"), PAST_THE_MAXIMUM)
+def test_a_value_past_the_declared_maximum_stops_the_load_naming_file_node_and_parameter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str, name: str, too_large: int, allowed_range: str,
+    largest: int,
+) -> None:
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path / "no_models"))  # ssdlite's model is only looked for
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    path = folder / "huge.yaml"
+    path.write_text(builtin_tool_pipeline("huge", reference, {name: too_large}))
+    with pytest.raises(PipelineFileError) as caught:
+        load_pipeline_folder(folder, default_registry())
+    (problem,) = caught.value.problems
+    assert problem.startswith(f"{path}: node 'n': parameter {name!r} must be in {allowed_range}, got {too_large}: ")
+
+
+@pytest.mark.parametrize(("reference", "name", "too_large", "allowed_range", "largest"), PAST_THE_MAXIMUM)
+def test_the_declared_maximum_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: str, name: str, too_large: int, allowed_range: str,
+    largest: int,
+) -> None:
+    monkeypatch.setenv(MODEL_DIR_ENV, str(tmp_path / "no_models"))
+    (tmp_path / "largest.yaml").write_text(builtin_tool_pipeline("largest", reference, {name: largest}))
+    (node,) = [node for node in load_pipeline_folder(tmp_path, default_registry())["largest"].nodes if node.id == "n"]
+    assert node.params[name] == largest
+
+
+def test_motion_runs_at_its_largest_downscale() -> None:
+    tool = builtin_tool("motion.foreground_blobs")
+    instance = tool.open(params_as_loaded(tool, downscale=65536, min_area=0))
+    frame = np.full((576, 768, 3), 90, dtype=np.uint8)
+    for _ in range(3):  # the first frame seeds the background model; the others are compared with it
+        outputs = instance.process({"image": frame})
+    instance.close()
+    assert len(outputs["blobs"]) == 0
+
+
+def test_bytetrack_at_its_largest_buffer_and_rate_keeps_a_lost_track_and_its_id() -> None:
+    """Both maxima give a finite count of frames a lost track is kept; the largest values before
+    overflowed on the first frame a track was lost."""
+    tool = builtin_tool("bytetrack.track")
+    instance = tool.open(params_as_loaded(tool, track_buffer=2**31 - 1, frame_rate=1_000_000))
+    person = Detections.from_lists([[100, 100, 200, 300]], [0.9], ["person"])
+    nobody = Detections.from_lists([], [], [])
+    seen = [instance.process({"detections": person})["tracks"] for _ in range(3)]
+    for _ in range(10):
+        assert len(instance.process({"detections": nobody})["tracks"]) == 0
+    back = instance.process({"detections": person})["tracks"]
+    instance.close()
+    assert back.track_ids is not None and seen[-1].track_ids is not None
+    assert len(seen[-1]) == 1
+    assert list(back.track_ids) == list(seen[-1].track_ids)

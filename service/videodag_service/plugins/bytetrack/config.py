@@ -10,6 +10,12 @@ from dataclasses import dataclass
 
 # Buffers are expressed for 30 fps video and scaled to the actual rate.
 REFERENCE_FRAME_RATE = 30.0
+# The largest track_buffer and frame_rate a pipeline may give: far beyond any video (over two years
+# of frames at 30 fps; a million frames a second, past high-speed cameras), and small enough that
+# max_frames_lost, their product through a float, stays finite (about 7e13). Without them a value no
+# one means (10**300) passed the load and failed the run on the first frame a track was lost.
+LARGEST_TRACK_BUFFER = 2**31 - 1
+LARGEST_FRAME_RATE = 1_000_000
 
 
 @dataclass(frozen=True)

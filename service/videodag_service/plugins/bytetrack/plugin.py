@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from videodag_service.dag import Param, Plugin, Port, Tool, ToolInstance
-from videodag_service.plugins.bytetrack.config import ByteTrackConfig
+from videodag_service.plugins.bytetrack.config import LARGEST_FRAME_RATE, LARGEST_TRACK_BUFFER, ByteTrackConfig
 from videodag_service.plugins.detections import Detections
 
 if TYPE_CHECKING:
@@ -33,9 +33,9 @@ TRACK_PARAMS: tuple[Param, ...] = (
           "between the frames the tracker sees", minimum=0, maximum=1),
     Param("track_buffer", int, 30,
           "frames the tracker sees (at frame_rate 30) a lost track is kept and can come back with its id; "
-          "a run's frame_stride makes that longer in video time", minimum=0),
+          "a run's frame_stride makes that longer in video time", minimum=0, maximum=LARGEST_TRACK_BUFFER),
     Param("frame_rate", int, 30, "frames per second the tracker sees; track_buffer is scaled by frame_rate / 30",
-          minimum=1),
+          minimum=1, maximum=LARGEST_FRAME_RATE),
     Param("fuse_score", bool, True, "weigh IoU by the detection score in the high-score associations"),
     Param("per_label", bool, False,
           "match a track only with detections of its own label; by default all labels are tracked together"),

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PERSON_LABEL = "person"
+# The square pixels of a 65536 x 65536 frame (a hundred 8K frames), so no box reaches it and none is
+# meant. Declared so that an area no one means (1e300) is refused as the pipeline loads: it overflows
+# the float32 box areas it is compared with, and NumPy wrote a raw overflow warning outside the log.
+_LARGEST_MIN_BOX_AREA = 1 << 32
 
 @dataclass(frozen=True)
 class _Settings:
@@ -36,7 +40,8 @@ class _Settings:
     score_threshold: float = setting(score_threshold_param(0.4))
     iou_threshold: float = setting(iou_threshold_param(0.5))
     min_box_area: float = setting(
-        Param("min_box_area", float, 0.0, "smallest box kept, in square pixels of the frame", minimum=0)
+        Param("min_box_area", float, 0.0, "smallest box kept, in square pixels of the frame", minimum=0,
+              maximum=_LARGEST_MIN_BOX_AREA)
     )
     max_detections: int = setting(max_detections_param(100))
 
