@@ -211,6 +211,9 @@ def _version(value: Any, written_int: str | None, problems: Problems) -> str:
             return ""
         return value
     if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            problems.add(f"'version' must be a string such as \"1.0.0\" or an int in plain digits, got {value}")
+            return ""
         if written_int is not None and written_int != str(value):
             problems.add(f"'version' {written_int} reads as the number {value} in YAML: quote it, as in "
                          f"version: \"{written_int}\"")

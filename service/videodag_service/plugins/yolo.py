@@ -191,7 +191,8 @@ class _Settings:
     """The tool's parameters, each declared by its field (`tool_settings`), with the model file as a path
     and the class names as a tuple."""
 
-    model_path: Path = setting(Param("model_path", str, REQUIRED, "path of the YOLO ONNX model file on the server"))
+    model_path: Path = setting(Param("model_path", str, REQUIRED, "path of the YOLO ONNX model file on the server; "
+                                     "a relative one is taken from the server's working directory"))
     class_names: tuple[str, ...] = setting(
         Param("class_names", list, [], "class names by class id; missing ids are labelled 'class_<id>'")
     )

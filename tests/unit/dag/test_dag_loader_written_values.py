@@ -127,3 +127,15 @@ def test_a_syntax_error_is_told_in_one_line_with_its_place(tmp_path: Path) -> No
     assert problem == (f"{tmp_path / 'checked.yaml'}: cannot read YAML: line 4, column 1: found unexpected end of "
                        "stream (while scanning a quoted scalar)"), problem
 
+
+
+@pytest.mark.parametrize("version", ["-5", "-0x5"])
+def test_a_negative_int_version_is_refused_as_no_plain_digits(tmp_path: Path, version: str) -> None:
+    (problem,) = problems_in(tmp_path, pipeline(version=version))
+    assert problem.endswith("'version' must be a string such as \"1.0.0\" or an int in plain digits, got -5"), problem
+
+
+def test_a_negative_version_quoted_is_text_and_served_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "checked.yaml"
+    path.write_text(pipeline(version='"-5"'))
+    assert load_pipeline_file(path, default_registry()).version == "-5"
