@@ -128,6 +128,20 @@ class JobStoreUnusable(RuntimeError):
     out of reach or refusing the server's password."""
 
 
+def shown_redis_url(url: str) -> str:
+    """The URL as a message may show it: what stands before `@` (a password, or a user and a
+    password) is `***`, and a query (which may give `password=`) is `?***`. The README has the
+    password put in this URL, in VIDEODAG_REDIS_URL; a typo elsewhere in it copied the password
+    into the log with the refusal."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    rest, question, _ = rest.partition("?")
+    _, at, place = rest.rpartition("@")  # a password may hold a `/` written as is
+    return f"{scheme}{separator}{'***@' if at else ''}{place}{'?***' if question else ''}"
+
+
+
 def open_job_service(config: JobConfig, dag: DagPipelineService) -> JobService:
     """Assemble and start the configured backend; close the returned service to stop it.
 
@@ -328,7 +342,8 @@ def _redis_service(
         commands = redis.Redis.from_url(config.redis_url, decode_responses=True, **CONNECTION_TIMEOUTS)
         queue_commands = redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS)
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
-        raise JobStoreUnusable(f"the job store's --redis-url {config.redis_url!r} cannot be used: {error}") from error
+        raise JobStoreUnusable(f"the job store's --redis-url {shown_redis_url(config.redis_url)!r} cannot be used: "
+                               f"{error}") from error
     store = RedisJobStore(commands, key_prefix=config.key_prefix, lease_seconds=config.lease_seconds,
                           data_dir_hold=hold)
     worker_config = WorkerConfig(

@@ -857,6 +857,13 @@ def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
      "the job store's --redis-url 'foo' cannot be used: Redis URL must specify one of the following schemes"),
     (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0"], {},
      "the job store's --redis-url 'redis://127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
+    # The README has the password put in this URL: a typo elsewhere in it copied it into the log.
+    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:notaport/0"},
+     "the job store's --redis-url 'redis://***@127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
+    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "rediss2://user:Sup3rSecret@127.0.0.1:6379/0"},
+     "the job store's --redis-url 'rediss2://***@127.0.0.1:6379/0' cannot be used: Redis URL must specify"),
+    (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0?password=Sup3rSecret"], {},
+     "the job store's --redis-url 'redis://127.0.0.1:notaport/0?***' cannot be used: Port could not be cast"),
     (["--tracing", "otel"], {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "-5"},
      "tracing cannot be set up from the OTEL_* variables: schedule_delay_millis must be positive"),
 ])
@@ -872,7 +879,9 @@ def test_a_redis_url_or_otel_variable_the_libraries_cannot_read_is_said_in_one_l
     argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d"), *arguments]
     with signal_handlers_put_back():
         assert server_module.main(argv) == 1
-    assert capsys.readouterr().err.startswith(f"videodag-server: cannot start: {said}")
+    said_in_full = capsys.readouterr().err
+    assert said_in_full.startswith(f"videodag-server: cannot start: {said}")
+    assert "Sup3r" not in said_in_full, "no password is shown"
 
 
 @pytest.mark.parametrize(("given", "host", "address"), [
