@@ -36,6 +36,7 @@ from videodag_service.jobs.defaults import (
 from videodag_service.jobs.dispatch import JobQueue, ThreadPoolJobQueue
 from videodag_service.jobs.execution import JobExecutor, JobObserverRelay
 from videodag_service.jobs.ids import is_job_id
+from videodag_service.jobs.redis_urls import redis_reason_without_secrets, shown_redis_url
 from videodag_service.jobs.service import JobService
 from videodag_service.jobs.sqlite_store import SqliteJobStore
 from videodag_service.jobs.store import JobStore
@@ -127,18 +128,6 @@ class JobStoreUnusable(RuntimeError):
     """Raised at start when the job store cannot be used: a job database SQLite refuses, a Redis
     out of reach or refusing the server's password."""
 
-
-def shown_redis_url(url: str) -> str:
-    """The URL as a message may show it: what stands before `@` (a password, or a user and a
-    password) is `***`, and a query (which may give `password=`) is `?***`. The README has the
-    password put in this URL, in VIDEODAG_REDIS_URL; a typo elsewhere in it copied the password
-    into the log with the refusal."""
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        scheme, rest = "", url
-    rest, question, _ = rest.partition("?")
-    _, at, place = rest.rpartition("@")  # a password may hold a `/` written as is
-    return f"{scheme}{separator}{'***@' if at else ''}{place}{'?***' if question else ''}"
 
 
 
@@ -343,7 +332,7 @@ def _redis_service(
         queue_commands = redis.Redis.from_url(config.redis_url, **CONNECTION_TIMEOUTS)
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
         raise JobStoreUnusable(f"the job store's --redis-url {shown_redis_url(config.redis_url)!r} cannot be used: "
-                               f"{error}") from error
+                               f"{redis_reason_without_secrets(str(error), config.redis_url)}") from error
     store = RedisJobStore(commands, key_prefix=config.key_prefix, lease_seconds=config.lease_seconds,
                           data_dir_hold=hold)
     worker_config = WorkerConfig(

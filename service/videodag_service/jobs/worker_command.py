@@ -27,6 +27,7 @@ from rq.serializers import JSONSerializer
 
 from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME, DEFAULT_REDIS_URL
 from videodag_service.jobs.redis_store import RedisJobStore
+from videodag_service.jobs.redis_urls import redis_reason_without_secrets
 from videodag_service.jobs.rq_task import VideodagWorker
 from videodag_service.observability.logging import configure_logging
 from videodag_service.video.frame_ring import shared_memory_problem
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS,
                                      socket_timeout=_CONNECT_TIMEOUT_SECONDS)
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
-        parser.error(f"--redis-url cannot be used: {error}")
+        parser.error(f"--redis-url cannot be used: {redis_reason_without_secrets(str(error), arguments.redis_url)}")
     if (problem := _machine_problem()) is not None:
         print(f"videodag-worker: cannot start: {problem}", file=sys.stderr)
         return 1

@@ -858,8 +858,12 @@ def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
     (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0"], {},
      "the job store's --redis-url 'redis://127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
     # The README has the password put in this URL: a typo elsewhere in it copied it into the log.
-    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:notaport/0"},
+    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3rSecret@127.0.0.1:notaport/0"},
      "the job store's --redis-url 'redis://***@127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
+    # redis-py reads `:Sup3r/Secret@...` as the port Sup3r, and says so.
+    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:6379/0"},
+     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: redis-py cannot read it, and its "
+     "reason would show the password"),
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "rediss2://user:Sup3rSecret@127.0.0.1:6379/0"},
      "the job store's --redis-url 'rediss2://***@127.0.0.1:6379/0' cannot be used: Redis URL must specify"),
     (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0?password=Sup3rSecret"], {},
