@@ -63,10 +63,10 @@ def refuse_without_server_dependency(command: str, error: ModuleNotFoundError) -
 def server() -> int:
     """`videodag-server`."""
     try:
-        from videodag_service.server import exit_past_stuck_node_threads, main
+        from videodag_service.server import run_as_process
     except ModuleNotFoundError as error:
         refuse_without_server_dependency("videodag-server", error)
-    return exit_past_stuck_node_threads(main())
+    return run_as_process()
 
 
 def worker() -> int:

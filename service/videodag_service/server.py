@@ -52,6 +52,7 @@ from videodag_service.jobs.backends import JobStoreUnusable
 from videodag_service.jobs.sqlite_store import JobStoreFromLaterRelease
 from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
 from videodag_service.observability.interceptors import server_interceptors
+from videodag_service.observability.logging import log_stray_output
 from videodag_service.observability.tracing import TracingUnavailable, end_tracing
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import (
@@ -514,5 +515,12 @@ def exit_past_stuck_node_threads(status: int) -> int:
     os._exit(status)
 
 
+def run_as_process(argv: Sequence[str] | None = None) -> int:
+    """`main`, as the process's own entry point (`videodag-server`, `python -m`): what Python
+    writes past the log goes through it, and a stop past a stuck node call does not abort."""
+    log_stray_output()
+    return exit_past_stuck_node_threads(main(argv))
+
+
 if __name__ == "__main__":
-    raise SystemExit(exit_past_stuck_node_threads(main()))
+    raise SystemExit(run_as_process())

@@ -29,7 +29,7 @@ from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME, DEFAULT_REDIS_URL
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.redis_urls import redis_reason_without_secrets
 from videodag_service.jobs.rq_task import VideodagWorker
-from videodag_service.observability.logging import configure_logging
+from videodag_service.observability.logging import configure_logging, log_stray_output
 from videodag_service.video.frame_ring import shared_memory_problem
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value not in allowed:  # from the environment, which argparse does not check
             parser.error(f"the {name} must be one of {', '.join(allowed)}, got {value!r}")
     configure_logging(arguments.log_level, json_lines=arguments.log_format == "json", forks=True)
+    log_stray_output()
     try:
         connection = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS)
         probe = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS,

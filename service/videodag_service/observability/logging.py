@@ -14,11 +14,13 @@ import json
 import logging
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, TextIO
 
 from videodag_service.observability.log_stream import UnblockingStreamHandler
@@ -138,6 +140,39 @@ def configure_logging(
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def log_stray_output() -> None:
+    """Send through the log what Python itself writes to stderr past it: warnings (a plugin's
+    NumPy RuntimeWarning, a library's deprecation), the traceback of a thread that dies, of the
+    main thread, and of an error raised where none can be (a `__del__`). Written raw, in several
+    lines and without a level or request id, they broke `--log-format json`, which a log pipeline
+    reads a line at a time. For a process's own entry point: a test runner keeps its hooks."""
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
+    sys.excepthook = _log_uncaught_exception
+    sys.unraisablehook = _log_unraisable_exception
+
+
+_stray_logger = logging.getLogger("videodag_service.uncaught")
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:  # as Python's own hook: a thread's way to end
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    _stray_logger.error("uncaught exception in thread %s", name,
+                        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback))
+
+
+def _log_uncaught_exception(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+    _stray_logger.critical("uncaught exception", exc_info=(kind, error, trace))
+
+
+def _log_unraisable_exception(args: Any) -> None:  # sys.UnraisableHookArgs, not importable
+    what = args.err_msg or "Exception ignored in"
+    error = args.exc_value or args.exc_type()
+    _stray_logger.error("%s: %r", what, args.object, exc_info=(args.exc_type, error, args.exc_traceback))
 
 
 def json_lines_configured() -> bool:
