@@ -33,6 +33,7 @@ import numpy as np
 
 from videodag_service.dag import Param, Plugin, Port, Tool
 from videodag_service.plugins.detections import Detections, frame_size_of
+from videodag_service.plugins.onnx_runtime_log import onnx_runtime_logs_errors_only
 
 TEXT_LABEL = "text"
 
@@ -92,8 +93,14 @@ def _load_models() -> OcrModels:
     from rapidocr.main import DEFAULT_CFG_PATH
     from rapidocr.utils.parse_parameters import ParseParams
 
-    # rapidocr logs every model load at INFO on its own handler (it does not propagate).
-    logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+    # rapidocr logs every model load at INFO, on a coloured handler of its own that writes past the
+    # log (its lines were raw among JSON ones): its warnings go through the log, its INFO nowhere.
+    rapidocr_log = logging.getLogger("RapidOCR")
+    for handler in list(rapidocr_log.handlers):
+        rapidocr_log.removeHandler(handler)
+    rapidocr_log.propagate = True
+    rapidocr_log.setLevel(logging.WARNING)
+    onnx_runtime_logs_errors_only()
 
     config = ParseParams.load(DEFAULT_CFG_PATH)
     models_dir = Path(rapidocr.__file__).resolve().parent / "models"

@@ -45,6 +45,7 @@ from videodag_service.plugins.box_selection import (
 from videodag_service.plugins.detections import Detections
 from videodag_service.plugins.frames import bgr_image
 from videodag_service.plugins.models import ModelFileMissing
+from videodag_service.plugins.onnx_runtime_log import onnx_runtime_logs_errors_only
 from videodag_service.plugins.tool_settings import params_of, setting
 
 LAYOUTS = ("auto", "yolov5", "yolov8")
@@ -178,6 +179,7 @@ def _session_for(model_path: Path) -> Any:
         if session is None:
             import onnxruntime
 
+            onnx_runtime_logs_errors_only()
             try:
                 session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
             except Exception as error:  # ORT raises its own Fail/InvalidGraph types

@@ -6,6 +6,8 @@ plugin's own helpers.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -329,3 +331,25 @@ def test_a_model_that_fits_is_loaded_once_as_the_pipeline_loads_and_its_runs_use
     (found,) = result["detections"]
     assert (found["label"], found["box"]) == ("class_0", pytest.approx([120, 120, 200, 200], abs=1e-3))
     assert found["score"] == pytest.approx(0.9)
+
+
+LOAD_PIPELINES = """
+import sys
+from pathlib import Path
+from videodag_service.dag import default_registry, load_pipeline_folder
+print(sorted(load_pipeline_folder(Path(sys.argv[1]), default_registry())))
+"""
+
+
+def test_onnx_runtime_warnings_of_a_model_stay_off_stderr(tmp_path: Path) -> None:
+    """ONNX Runtime wrote its warning of an unused weight on stderr itself, in colour, among the
+    log's JSON lines; in a process of its own, as the severity is the process's."""
+    model = build_yolo_model(tmp_path / "leftover.onnx", yolov8_output(), unused_weight=True)
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "leftover.yaml").write_text(builtin_tool_pipeline("leftover", "yolo.detect", {"model_path": str(model)}))
+    loaded = subprocess.run([sys.executable, "-c", LOAD_PIPELINES, str(folder)], capture_output=True, text=True,
+                            timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "['leftover']"
+    assert loaded.stderr == ""

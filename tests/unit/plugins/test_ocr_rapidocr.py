@@ -255,3 +255,21 @@ def test_works_with_the_network_switched_off() -> None:
 
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().upper() == "('OFFLINE',)"
+
+
+def test_rapidocr_warnings_go_through_the_log_and_its_model_loads_are_not_said(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """rapidocr wrote on a coloured handler of its own, past the log and its JSON lines."""
+    import logging
+
+    ocr.shared_models()
+    rapidocr_log = logging.getLogger("RapidOCR")
+    assert rapidocr_log.handlers == [] and rapidocr_log.propagate
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO):  # the root's: its own level stays WARNING
+        rapidocr_log.info("model loaded")
+        rapidocr_log.warning("a region it could not read")
+    assert [(record.levelname, record.getMessage()) for record in caplog.records if record.name == "RapidOCR"] == [
+        ("WARNING", "a region it could not read")]
+    assert "a region it could not read" not in capfd.readouterr().err

@@ -19,12 +19,13 @@ OUTPUT_NAME = "output0"
 
 
 def build_yolo_model(
-    path: Path, predictions: npt.NDArray[np.float32], input_size: int | None = 640
+    path: Path, predictions: npt.NDArray[np.float32], input_size: int | None = 640, *, unused_weight: bool = False
 ) -> Path:
     """Write a model whose single output is `predictions` (shape (1, A, B)) to `path`.
 
     `input_size` None gives a dynamic (batch, 3, height, width) input, like a model exported
-    with dynamic axes; an int gives a fixed (1, 3, size, size) input.
+    with dynamic axes; an int gives a fixed (1, 3, size, size) input. `unused_weight` leaves
+    a weight no node reads, as some exports do, which ONNX Runtime warns of as it loads.
     """
     predictions = np.asarray(predictions, dtype=np.float32)
     if predictions.ndim != 3 or predictions.shape[0] != 1:
@@ -45,6 +46,7 @@ def build_yolo_model(
         initializer=[
             numpy_helper.from_array(predictions, "predictions"),
             numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+            *([numpy_helper.from_array(np.ones(4, dtype=np.float32), "unused_weight")] if unused_weight else []),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
