@@ -86,7 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = check_health(args.address, args.service, args.timeout)
     except grpc.RpcError as error:
         print(f"unhealthy: {args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
-        if os.environ.get(TLS_ENV) or serves_tls(args.address, args.timeout):
+        # A TLS server closes a plaintext probe's connection at once, and answers a handshake as
+        # fast: a check that ran out of time met a server that hangs, whose handshake would hang
+        # too, and past the container's 5 s timeout this message would be lost with the probe.
+        tls_could_be_why = error.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+        if os.environ.get(TLS_ENV) or (tls_could_be_why and serves_tls(args.address, min(args.timeout, 1.0))):
             why = f"{TLS_ENV} is set" if os.environ.get(TLS_ENV) else "it answers a TLS handshake"
             print(f"this probe speaks plaintext and the server serves TLS ({why}): give the container "
                   "a health check that speaks TLS, such as grpc_health_probe -tls", file=sys.stderr)

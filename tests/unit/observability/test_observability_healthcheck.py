@@ -110,6 +110,23 @@ def test_a_failed_check_of_a_server_given_tls_by_its_flags_says_the_probe_speaks
         server.stop(0)
 
 
+def test_a_server_that_does_not_answer_is_not_probed_for_tls_as_well(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A frozen server hangs a handshake as it hangs the check: 3 s more took the probe past the
+    container's 5 s timeout, which then replaced the probe's message with its own."""
+    monkeypatch.delenv("VIDEODAG_TLS_CERT_FILE", raising=False)
+    handshakes: list[str] = []
+    monkeypatch.setattr(healthcheck, "serves_tls", lambda address, timeout_seconds: handshakes.append(address))
+    with socket.socket() as silent:  # takes connections (the kernel's backlog) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        assert healthcheck.main(["--address", address, "--timeout", "0.5"]) == healthcheck.UNHEALTHY
+    assert handshakes == []
+    assert f"unhealthy: {address}: DEADLINE_EXCEEDED" in capsys.readouterr().err
+
+
 def test_a_plaintext_server_or_none_is_not_taken_for_one_serving_tls(running: RunningServer) -> None:
     assert not healthcheck.serves_tls(f"127.0.0.1:{running.port}", timeout_seconds=2)
     assert not healthcheck.serves_tls(f"127.0.0.1:{_free_port()}", timeout_seconds=2)
