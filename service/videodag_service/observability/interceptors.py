@@ -11,6 +11,8 @@ response message: never in headers sent ahead of it. A call refused before any r
 retry policy ever retried a refusal of this server's.
 
 Tracing, OpenTelemetry's own gRPC interceptor, is added outermost when asked for (`tracing`).
+Each call's span then ends with the code this interceptor works out, the one the log and metrics
+give: OpenTelemetry's interceptor never sees a response stream closed by a client's cancel.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from videodag_service.method_handlers import rebuilt_handler
 from videodag_service.observability.call_deadline import ended_by_its_deadline
 from videodag_service.observability.logging import REQUEST_ID_METADATA_KEY, request_id_bound, request_id_from_metadata
 from videodag_service.observability.metrics import STATUS_OK, ServerMetrics
-from videodag_service.observability.tracing import tracing_interceptors
+from videodag_service.observability.tracing import call_span, end_call_span, tracing_interceptors
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +41,12 @@ Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
 class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Request id, call metrics and an access log line around every handler."""
+    """Request id, call metrics and an access log line around every handler; with `tracing`,
+    the call's final code on its span."""
 
-    def __init__(self, metrics: ServerMetrics | None = None) -> None:
+    def __init__(self, metrics: ServerMetrics | None = None, *, tracing: bool = False) -> None:
         self._metrics = metrics
+        self._tracing = tracing
 
     def intercept_service(
         self,
@@ -94,6 +98,7 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def _call(self, method: str, request_id: str, context: grpc.ServicerContext, streams: bool) -> Iterator[None]:
         started = time.perf_counter()
         code = STATUS_OK
+        span = call_span() if self._tracing else None
         with request_id_bound(request_id), self._active_stream(method, streams):
             try:
                 yield
@@ -122,6 +127,8 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     extra={"grpc_method": method, "grpc_code": code, "duration_ms": round(seconds * 1000, 3),
                            "peer": _peer(context)},
                 )
+                if span is not None:  # before the span ends: the tracing interceptor is outside this one
+                    end_call_span(span, grpc.StatusCode[code])
 
     @contextmanager
     def _active_stream(self, method: str, streams: bool) -> Iterator[None]:
@@ -160,7 +167,7 @@ def server_interceptors(metrics: ServerMetrics | None, *, tracing: bool = False)
     The tracing span encloses everything, so the request id and metrics work is inside it;
     put authentication after these so refused calls are still counted and logged.
     """
-    return [*tracing_interceptors(tracing), RequestContextInterceptor(metrics)]
+    return [*tracing_interceptors(tracing), RequestContextInterceptor(metrics, tracing=tracing)]
 
 
 def _peer(context: grpc.ServicerContext) -> str:

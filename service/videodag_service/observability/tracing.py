@@ -11,11 +11,15 @@ JSON object on stdout; `none`), `OTEL_SERVICE_NAME` or a `service.name` in
 `OTEL_PYTHON_GRPC_EXCLUDED_SERVICES` (services whose calls get no span, such as
 `grpc.health.v1.Health`).
 
-A refusal is a span with its status code, never an exception event: the interceptor's
-tracer would record the abort's traceback, which chains the error's message (the start of a
-text upload, a file name, an idempotency key) and the server's paths, for a backend read by
-more people than the log is. The spans still batched when the server stops get a few seconds
-to go out: OpenTelemetry's own exit waits up to 30 s for a collector that does not answer.
+A refusal or failure is a span with its status code, never an exception event nor a status
+description: the interceptor's tracer would record the abort's traceback, which chains the
+error's message (the start of a text upload, a file name, an idempotency key) and the server's
+paths, and its servicer context puts the message in the status, for a backend read by more
+people than the log is. The code is the one the log and metrics give (`end_call_span`, from the
+request-context interceptor): the interceptor misses a response stream's cancel.
+
+The spans still batched when the server stops get a few seconds to go out: OpenTelemetry's
+own exit waits up to 30 s for a collector that does not answer.
 
 The packages are an optional install (the `tracing` extra); a server asked to trace without
 them refuses to start, saying what to install.
@@ -26,8 +30,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -35,6 +39,13 @@ import grpc
 INSTALL_HINT = "install the tracing extra (pip install 'videodag[tracing]'; in a checkout: pip install -e '.[tracing]')"
 DEFAULT_SERVICE_NAME = "videodag"
 _EXPORTERS = ("otlp", "console", "none")
+RPC_GRPC_STATUS_CODE = "rpc.grpc.status_code"  # the semantic conventions' attribute, as the interceptor sets it
+# The codes OpenTelemetry's gRPC instrumentation counts as a server's errors (`_server_status`), after
+# the semantic conventions for a server's span; the rest (a cancel, a refusal) are the caller's doing.
+SERVER_ERROR_CODES = frozenset({
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
+})
 logger = logging.getLogger(__name__)
 
 _SPANS_FLUSH_SECONDS = 3.0
@@ -66,7 +77,7 @@ def tracing_interceptors(enabled: bool) -> list[grpc.ServerInterceptor]:
     from opentelemetry import trace
 
     interceptor = server_interceptor(  # type: ignore[no-untyped-call]  # OpenTelemetry ships it unannotated
-        tracer_provider=_refusals_unrecorded(trace.get_tracer_provider()), filter_=_excluded_services_filter()
+        tracer_provider=_refusal_messages_untraced(trace.get_tracer_provider()), filter_=_excluded_services_filter()
     )
     return [interceptor]
 
@@ -114,23 +125,91 @@ def _excluded_services_filter() -> Callable[[Any], bool] | None:
     return negate(any_of(*(service_name(name) for name in services)))
 
 
-def _refusals_unrecorded(provider: Any) -> Any:
-    """`provider`, its tracers' spans opened without recording the exception that ends them:
-    a call's refusal (gRPC's bare abort Exception, chaining the error) becomes its status code
-    alone. The interceptor still records an exception that escaped the servicer, explicitly."""
+def call_span() -> Any:
+    """The span current as a call's handler starts: the interceptor's span for the call (a span
+    that records nothing when its service is excluded). Taken then, not when the call ends: a
+    response stream's end can come in another thread (its generator closed by the garbage
+    collector), where some other span, or none, is current."""
     from opentelemetry import trace
+
+    return trace.get_current_span()
+
+
+def end_call_span(span: Any, code: grpc.StatusCode) -> None:
+    """Give the call's span the code the call ended with, the one its log line and metrics give.
+
+    The interceptor never sees a response stream closed under it (a client's cancel, gRPC's
+    GeneratorExit): such a span kept the OK it was started with. ERROR, with no message, for
+    the codes the instrumentation counts as a server's errors; the others stay unset."""
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
+    if code in SERVER_ERROR_CODES:
+        span.set_status(Status(StatusCode.ERROR))
+
+
+def _refusal_messages_untraced(provider: Any) -> Any:
+    """`provider`, its tracers' spans kept free of a call's error message, which may quote the
+    caller's upload or name its file.
+
+    Spans are opened without recording the exception that ends them: a call's refusal (gRPC's
+    bare abort Exception, chaining the error) becomes its status code alone. The interceptor
+    still records an exception that escaped the servicer, explicitly. And a span's status keeps
+    its code only: the interceptor's servicer context sets it from `abort` and `set_details` with
+    the message as its description ("StatusCode.UNAVAILABLE:the decoder of 'x.mp4' was ...");
+    whatever sets it, through these spans, the description is dropped."""
+    from opentelemetry import trace
+    from opentelemetry.trace import Status, StatusCode
+
+    class CodeOnlySpan(trace.Span):
+        """A span whose status is set without a description; all else is the span's own."""
+
+        def __init__(self, span: trace.Span) -> None:
+            self._span = span
+
+        def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+            self._span.set_status(Status(status.status_code if isinstance(status, Status) else status))
+
+        def end(self, *args: Any, **kwargs: Any) -> None:
+            self._span.end(*args, **kwargs)
+
+        def get_span_context(self) -> trace.SpanContext:
+            return self._span.get_span_context()
+
+        def set_attributes(self, *args: Any, **kwargs: Any) -> None:
+            self._span.set_attributes(*args, **kwargs)
+
+        def set_attribute(self, *args: Any, **kwargs: Any) -> None:
+            self._span.set_attribute(*args, **kwargs)
+
+        def add_event(self, *args: Any, **kwargs: Any) -> None:
+            self._span.add_event(*args, **kwargs)
+
+        def update_name(self, name: str) -> None:
+            self._span.update_name(name)
+
+        def is_recording(self) -> bool:
+            return self._span.is_recording()
+
+        def record_exception(self, *args: Any, **kwargs: Any) -> None:
+            self._span.record_exception(*args, **kwargs)
+
+        def __getattr__(self, name: str) -> Any:  # what a span of the SDK has beyond the API's
+            return getattr(self._span, name)
 
     class Tracer(trace.Tracer):
         def __init__(self, tracer: trace.Tracer) -> None:
             self._tracer = tracer
 
         def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
-            return self._tracer.start_span(*args, **kwargs)
+            return CodeOnlySpan(self._tracer.start_span(*args, **kwargs))
 
+        @contextmanager
         def start_as_current_span(  # type: ignore[override]
             self, *args: Any, **kwargs: Any
-        ) -> AbstractContextManager[trace.Span]:
-            return self._tracer.start_as_current_span(*args, **{**kwargs, "record_exception": False})
+        ) -> Iterator[trace.Span]:
+            with self._tracer.start_as_current_span(*args, **{**kwargs, "record_exception": False}) as span:
+                yield CodeOnlySpan(span)
 
     class TracerProvider(trace.TracerProvider):
         def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:

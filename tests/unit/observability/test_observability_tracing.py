@@ -4,6 +4,7 @@ whatever sets it runs in a process of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from videodag.v1 import run_pb2
+from videodag.v1 import video_pipeline_service_pb2 as service_pb2
+from videodag.v1 import video_pipeline_service_pb2_grpc as service_pb2_grpc
 from videodag_client import FrameResult, InvalidArgument, NotFound, RunOptions, VideodagClient
 from videodag_service.observability import tracing
 from videodag_service.observability.tracing import TracingUnavailable
@@ -150,6 +156,84 @@ def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, s
     assert "quarterly" not in stdout and "memo" not in stdout
 
 
+def _run_request(payload: bytes, file_name: str) -> Iterator[run_pb2.UploadAndRunRequest]:
+    """An UploadAndRun request stream: `frame_stats_v1` on `payload`, sent as `file_name`."""
+    yield service_pb2.UploadAndRunRequest(config=run_pb2.RunConfig(pipeline_id="frame_stats_v1", file_name=file_name))
+    for start in range(0, len(payload), 1 << 20):
+        yield service_pb2.UploadAndRunRequest(chunk=payload[start:start + (1 << 20)])
+
+
+def _processes_reading(folder: Path, but: int) -> list[int]:
+    """The processes (but this one and `but`) with a file of `folder` open: a run's decoder."""
+    found = []
+    for descriptors in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(descriptors.parent.name)
+        if pid in (os.getpid(), but):
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd).startswith(f"{folder}/") for fd in descriptors.iterdir()):
+                found.append(pid)
+    return found
+
+
+def _upload_and_run_spans(stdout: str) -> list[dict[str, Any]]:
+    return [span for span in _spans(stdout) if span["name"] == "/videodag.v1.VideoPipelineService/UploadAndRun"]
+
+
+def test_a_run_its_client_cancelled_has_a_cancelled_span(tmp_path: Path, thousand_frame_video: Path) -> None:
+    """OpenTelemetry's interceptor never sees a response stream closed by a client's cancel: the
+    span kept the OK it started with (code 0) while the log and metrics said CANCELLED."""
+    server, port = _traced_server(tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        # A small receive window the client does not read: the server's stream waits at a response, where a
+        # cancel closes it (GeneratorExit), rather than in the run, which would notice the cancel and abort.
+        unread = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024)]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=unread) as channel:
+            call = service_pb2_grpc.VideoPipelineServiceStub(channel).UploadAndRun(
+                _run_request(thousand_frame_video.read_bytes(), "clip.avi"), timeout=60)
+            with pytest.raises(grpc.RpcError) as ended:
+                for event in call:
+                    if event.HasField("frame"):
+                        time.sleep(1)  # the window fills
+                        call.cancel()  # most of the 1000 frames still to come
+            assert ended.value.code() is grpc.StatusCode.CANCELLED
+    finally:
+        server.send_signal(signal.SIGTERM)
+        stdout, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
+    [span] = _upload_and_run_spans(stdout)
+    assert span["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert span["status"] == {"status_code": "UNSET"}  # a cancel is the caller's doing, as the instrumentation has it
+
+
+def test_a_failure_naming_the_callers_file_keeps_the_name_out_of_its_span(
+    tmp_path: Path, thousand_frame_video: Path
+) -> None:
+    """The interceptor's servicer context set the span's status from `abort` with the message as
+    its description: "StatusCode.UNAVAILABLE:the decoder of 'patient-4711-secret.avi' was killed"."""
+    server, port = _traced_server(tmp_path, OTEL_TRACES_EXPORTER="console", OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = service_pb2_grpc.VideoPipelineServiceStub(channel).UploadAndRun(
+                _run_request(thousand_frame_video.read_bytes(), "patient-4711-secret.avi"), timeout=60)
+            with pytest.raises(grpc.RpcError) as failed:
+                for event in call:
+                    if event.HasField("frame") and event.frame.frame_index == 0:
+                        [decoder] = _processes_reading(tmp_path / "tmp", but=server.pid)  # the server stores it
+                        os.kill(decoder, signal.SIGKILL)  # as the out-of-memory killer does
+            assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "patient-4711-secret" in failed.value.details()  # the caller hears it; the trace does not
+    finally:
+        server.send_signal(signal.SIGTERM)
+        stdout, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
+    [span] = _upload_and_run_spans(stdout)
+    assert span["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert span["status"] == {"status_code": "ERROR"}
+    assert span["events"] == []
+    assert "patient-4711" not in stdout
+
+
 _RESTARTED_SERVER = textwrap.dedent("""
     import sys
     from pathlib import Path
@@ -196,3 +280,56 @@ def test_a_collector_that_does_not_answer_holds_the_exit_a_few_seconds_only(tmp_
     assert server.returncode == 0, stderr
     assert time.monotonic() - stopped_at < 10, "the exporter's 20 s are not waited out"
     assert "the spans still batched could not all be sent within 3 s (is the collector up?)" in stderr
+
+
+@pytest.mark.parametrize("code", [code for code in grpc.StatusCode if code is not grpc.StatusCode.OK])
+def test_no_code_puts_the_calls_message_in_its_span(code: grpc.StatusCode) -> None:
+    """The span status's description was the message for the codes counted as errors, set in
+    `abort` and again in `set_code`/`set_details`, however a handler ends its call. A tracer
+    provider of this test's own (the process's is set once), with spans kept in memory."""
+    from opentelemetry.instrumentation.grpc import server_interceptor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from videodag_service.observability.interceptors import RequestContextInterceptor
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    message = "the decoder of 'patient-4711-secret.mp4' failed"
+
+    def aborting(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.abort(code, message)
+        raise AssertionError("abort raises")
+
+    def setting(request: bytes, context: grpc.ServicerContext) -> bytes:
+        context.set_code(code)
+        context.set_details(message)
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[
+        server_interceptor(tracer_provider=tracing._refusal_messages_untraced(provider)),  # type: ignore[no-untyped-call]
+        RequestContextInterceptor(tracing=True),
+    ])
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Ends", {
+        "Aborting": grpc.unary_unary_rpc_method_handler(aborting),
+        "Setting": grpc.unary_unary_rpc_method_handler(setting),
+    }),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for method in ("Aborting", "Setting"):
+                with pytest.raises(grpc.RpcError) as ended:
+                    channel.unary_unary(f"/test.Ends/{method}")(b"", timeout=10)
+                assert (ended.value.code(), ended.value.details()) == (code, message)
+    finally:
+        server.stop(0).wait()
+    spans = exported.get_finished_spans()
+    assert len(spans) == 2
+    error = code in tracing.SERVER_ERROR_CODES
+    for span in spans:
+        assert span.attributes is not None and span.attributes["rpc.grpc.status_code"] == code.value[0]
+        assert (span.status.status_code.name, span.status.description) == ("ERROR" if error else "UNSET", None)
+        assert list(span.events) == []
