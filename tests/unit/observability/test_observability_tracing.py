@@ -90,6 +90,15 @@ def test_the_otlp_exporter_missing_says_what_to_install(monkeypatch: pytest.Monk
         tracing._exporter("otlp")
 
 
+def _stopped(server: subprocess.Popen[str]) -> str:
+    """What the traced server printed (its console spans) once stopped cleanly: a clean exit
+    flushes the spans still batched."""
+    server.send_signal(signal.SIGTERM)
+    stdout, stderr = server.communicate(timeout=60)
+    assert server.returncode == 0, stderr
+    return stdout
+
+
 def _spans(stdout: str) -> list[dict[str, Any]]:
     """The console exporter's spans: indented JSON objects, one after another."""
     decoder = json.JSONDecoder()
@@ -137,9 +146,7 @@ def test_a_traced_server_sends_a_span_per_call_with_its_status(tmp_path: Path, s
             with pytest.raises(InvalidArgument):
                 list(client.upload_and_run(text, "frame_stats_v1"))
     finally:
-        server.send_signal(signal.SIGTERM)  # a clean exit flushes the spans still batched
-        stdout, stderr = server.communicate(timeout=60)
-    assert server.returncode == 0, stderr
+        stdout = _stopped(server)
     spans = _spans(stdout)
     calls = [(span["name"], span["kind"], span["attributes"].get("rpc.grpc.status_code"),
               span["resource"]["attributes"].get("service.name")) for span in spans]
@@ -198,9 +205,7 @@ def test_a_run_its_client_cancelled_has_a_cancelled_span(tmp_path: Path, thousan
                         call.cancel()  # most of the 1000 frames still to come
             assert ended.value.code() is grpc.StatusCode.CANCELLED
     finally:
-        server.send_signal(signal.SIGTERM)
-        stdout, stderr = server.communicate(timeout=60)
-    assert server.returncode == 0, stderr
+        stdout = _stopped(server)
     [span] = _upload_and_run_spans(stdout)
     assert span["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
     assert span["status"] == {"status_code": "UNSET"}  # a cancel is the caller's doing, as the instrumentation has it
@@ -224,9 +229,7 @@ def test_a_failure_naming_the_callers_file_keeps_the_name_out_of_its_span(
             assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
             assert "patient-4711-secret" in failed.value.details()  # the caller hears it; the trace does not
     finally:
-        server.send_signal(signal.SIGTERM)
-        stdout, stderr = server.communicate(timeout=60)
-    assert server.returncode == 0, stderr
+        stdout = _stopped(server)
     [span] = _upload_and_run_spans(stdout)
     assert span["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
     assert span["status"] == {"status_code": "ERROR"}
