@@ -329,8 +329,8 @@ class Settings:
             kind, value = value_type(item.name), getattr(self, item.name)
             if value is None and item.default is None:
                 continue
-            if kind is Path and isinstance(value, str | os.PathLike) and not isinstance(value, bytes):
-                object.__setattr__(self, item.name, Path(value))
+            if kind is Path and isinstance(value, str | os.PathLike) and not isinstance(value, bytes) and str(value):
+                object.__setattr__(self, item.name, Path(value))  # "" would be ".", the folder the server started in
             elif kind is Path:
                 raise SettingsError.of_setting(item.name, f"must be a path, got {value!r}")
             elif kind is int and (not isinstance(value, int) or isinstance(value, bool)):

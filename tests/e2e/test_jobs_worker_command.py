@@ -125,7 +125,7 @@ def test_a_worker_whose_redis_user_may_not_run_rqs_commands_exits_1_saying_so(tm
         (["--redis-url", "http://127.0.0.1:6379/0"], {}, "--redis-url cannot be used: Redis URL must specify"),
         # redis-py reads a password holding a `/` as the port, and quoted it in its reason.
         ([], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:6379/0"},
-         "--redis-url cannot be used: redis-py cannot read it, and its reason would show the password"),
+         "--redis-url cannot be used: Port could not be cast to integer value as '***'"),
         (["--heartbeat-seconds", "0"], {}, "argument --heartbeat-seconds: must be at least 1, got 0"),
         ([], {"VIDEODAG_LOG_FORMAT": "xml"}, "the log format must be one of json, text, got 'xml'"),
     ],

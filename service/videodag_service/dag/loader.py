@@ -165,7 +165,7 @@ def _string_keyed(raw: Mapping[Any, Any], what: str, problems: Problems, node_id
     return kept
 
 
-def _pipeline_id(value: Any, written_ids: Mapping[object, str], path: Path, problems: Problems) -> str:
+def _pipeline_id(value: Any, written_ids: Mapping[object, str | None], path: Path, problems: Problems) -> str:
     if value is None:
         problems.add(f"'id' is missing: give the file's name, as in id: {path.stem}")
         return ""
@@ -181,13 +181,13 @@ def _pipeline_id(value: Any, written_ids: Mapping[object, str], path: Path, prob
     return str(value)
 
 
-def _id_problem(value: Any, written_ids: Mapping[object, str], pattern: re.Pattern[str], chars: str, max_length: int,
-                kind: str) -> str | None:
+def _id_problem(value: Any, written_ids: Mapping[object, str | None], pattern: re.Pattern[str], chars: str,
+                max_length: int, kind: str) -> str | None:
     """What is wrong with an id, the most telling first: its characters, its length, its first
     character. `written_ids`: the ids YAML read as numbers, as written (`0123` is 83 to YAML)."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        written = written_ids.get(value, str(value))
-        read_as = f"the number {shown(value)}" + (f" (YAML reads {written} so)" if written != str(value) else "")
+        written = written_ids.get(value) or shown(value)
+        read_as = f"the number {shown(value)}" + (f" (YAML reads {written} so)" if written != shown(value) else "")
         return f"must be a string, got {read_as}: quote it, as in id: \"{written}\""
     if isinstance(value, bool):
         return (f"must be a string, got {shown(value)}: unquoted, YAML reads on, off, yes, no, true and false "
@@ -214,11 +214,16 @@ def _version(value: Any, written_int: str | None, problems: Problems) -> str:
         if value < 0:
             problems.add(f"'version' must be a string such as \"1.0.0\" or an int in plain digits, got {value}")
             return ""
-        if written_int is not None and written_int != str(value):
-            problems.add(f"'version' {written_int} reads as the number {value} in YAML: quote it, as in "
-                         f"version: \"{written_int}\"")
+        plain = _decimal(value)
+        if written_int is not None and written_int != plain:
+            written = written_int if len(written_int) <= 80 else written_int[:77] + "..."
+            problems.add(f"'version' {written} reads as the number {shown(value)} in YAML: quote it, as in "
+                         f"version: \"{written}\"")
             return ""
-        return str(value)
+        if plain is None:
+            problems.add(f"'version' has more digits than a version needs: {shown(value)}")
+            return ""
+        return plain
     if value is None or (isinstance(value, str) and not value.strip()):
         problems.add("'version' is required and must be a string such as \"1.0.0\"")
     elif isinstance(value, float):
@@ -232,7 +237,15 @@ def _version(value: Any, written_int: str | None, problems: Problems) -> str:
     return ""
 
 
-def _nodes(raw_nodes: list[Any], written_ids: Mapping[object, str], registry: PluginRegistry,
+def _decimal(number: int) -> str | None:
+    """`number` in decimal digits; None for one of more digits than Python writes out."""
+    try:
+        return str(number)
+    except ValueError:
+        return None
+
+
+def _nodes(raw_nodes: list[Any], written_ids: Mapping[object, str | None], registry: PluginRegistry,
            problems: Problems) -> NodeGraph:
     graph = NodeGraph()
     raw_inputs: dict[str, Mapping[str, Any]] = {}
@@ -250,7 +263,7 @@ def _nodes(raw_nodes: list[Any], written_ids: Mapping[object, str], registry: Pl
 
 
 def _node(
-    position: int, raw: Any, written_ids: Mapping[object, str], registry: PluginRegistry, problems: Problems,
+    position: int, raw: Any, written_ids: Mapping[object, str | None], registry: PluginRegistry, problems: Problems,
     graph: NodeGraph,
 ) -> tuple[NodeSpec, Mapping[str, Any]] | None:
     """One node without its wiring, and its raw inputs; None when it has a problem wiring cannot pass over.
@@ -286,7 +299,7 @@ def _node(
     return spec, inputs
 
 
-def _node_id(position: int, value: Any, written_ids: Mapping[object, str], problems: Problems,
+def _node_id(position: int, value: Any, written_ids: Mapping[object, str | None], problems: Problems,
              graph: NodeGraph) -> str | None:
     """The node's id, declared in `graph`; None, with the problem noted, when it cannot be one."""
     if value is None:
@@ -297,8 +310,8 @@ def _node_id(position: int, value: Any, written_ids: Mapping[object, str], probl
         problems.add(f"nodes[{position}]: 'id' {problem}")
         if isinstance(value, str):
             graph.declared.add(value)
-        elif isinstance(value, int | float) and not isinstance(value, bool) and value in written_ids:
-            graph.declared.add(written_ids[value])  # wired to as written: `010.boxes`
+        elif isinstance(value, int) and not isinstance(value, bool) and (written := written_ids.get(value)):
+            graph.declared.add(written)  # wired to as written: `010.boxes`
         return None
     node_id = str(value)
     if node_id == FRAME_SOURCE:
@@ -329,13 +342,13 @@ def _tool(reference: Any, registry: PluginRegistry, problems: Problems, node_id:
     plugin = registry.plugin(plugin_name)
     if plugin is None:
         problems.add(
-            f"unknown plugin {plugin_name!r} (known plugins: {', '.join(registry.plugin_names())})", node_id
+            f"unknown plugin {shown(plugin_name)} (known plugins: {', '.join(registry.plugin_names())})", node_id
         )
         return None
     tool = plugin.tool(tool_name)
     if tool is None:
         known = ", ".join(t.name for t in plugin.tools)
-        problems.add(f"plugin {plugin_name!r} has no tool {tool_name!r} (its tools: {known})", node_id)
+        problems.add(f"plugin {shown(plugin_name)} has no tool {shown(tool_name)} (its tools: {known})", node_id)
     return tool
 
 

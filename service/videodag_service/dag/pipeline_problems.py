@@ -23,7 +23,10 @@ def shown(value: Any) -> str:
     text, and for a few nested YAML aliases (`&a [x, x]`, `&b [*a, *a]`, ...) a billion
     values from a 600-byte file, gigabytes of memory before the server said anything.
     """
-    return _SHORT.repr(value)
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int of more digits than Python writes out (YAML's 0x and 4000 f's)
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else "a value that cannot be shown"
 
 
 @dataclass

@@ -22,7 +22,6 @@ from videodag_service.dag.pipeline_problems import Problems
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _INT_TAG = "tag:yaml.org,2002:int"
-_FLOAT_TAG = "tag:yaml.org,2002:float"
 UNREADABLE = object()
 """The document of a file that could not be read (a document may be None)."""
 
@@ -45,8 +44,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         self.unsendable: list[str] = []
         self.written_int_version: str | None = None
         """The top-level `version` as written, when YAML reads it as an integer."""
-        self.written_ids: dict[object, str] = {}
-        """Each `id` YAML read as a number, as written: `0123` is the number 83 to YAML."""
+        self.written_ids: dict[object, str | None] = {}
+        """Each `id` YAML read as an integer, as written (`0123` is 83 to YAML); None for an
+        integer two ids written otherwise read as."""
 
     def construct_document(self, node: yaml.Node) -> Any:
         if isinstance(node, yaml.MappingNode):
@@ -69,8 +69,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         self._note_duplicates(node)
         for key, value in node.value:
             if (isinstance(key, yaml.ScalarNode) and key.value == "id" and isinstance(value, yaml.ScalarNode)
-                    and value.tag in (_INT_TAG, _FLOAT_TAG)):
-                self.written_ids[self.construct_object(value)] = value.value
+                    and value.tag == _INT_TAG):
+                number = self.construct_object(value)
+                # Two ids written otherwise that read as one number (0123 and 83): neither is told.
+                same = self.written_ids.setdefault(number, value.value) == value.value
+                self.written_ids[number] = value.value if same else None
         return super().construct_mapping(node, deep=deep)
 
     def construct_yaml_str(self, node: yaml.ScalarNode) -> str:
@@ -98,11 +101,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 _UniqueKeyLoader.add_constructor("tag:yaml.org,2002:str", _UniqueKeyLoader.construct_yaml_str)
-# YAML 1.1 reads a number with an exponent as a number only with a dot and a signed exponent
-# (1.0e+3): `1e-3`, `5E-1` and `1.5e300` were text, and a parameter refused them as "got str".
-# JSON and YAML 1.2 read them as numbers, as their authors meant.
-_UniqueKeyLoader.add_implicit_resolver(
-    _FLOAT_TAG, re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 @dataclass(frozen=True)
@@ -113,8 +111,8 @@ class PipelineYaml:
     """The document, or UNREADABLE for a file that could not be read (a document may be None)."""
     written_int_version: str | None = None
     """The top-level `version` as written, when YAML read it as an integer."""
-    written_ids: Mapping[object, str] = field(default_factory=dict)
-    """Each `id` YAML read as a number, by that number: as written."""
+    written_ids: Mapping[object, str | None] = field(default_factory=dict)
+    """Each `id` YAML read as an integer, by that integer: as written (None when two were)."""
 
 
 def read_pipeline_yaml(path: Path, problems: Problems) -> PipelineYaml:

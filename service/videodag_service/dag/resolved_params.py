@@ -9,6 +9,7 @@ list parameter that list, so no tool meets an int where it declared a float.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,19 @@ class ResolvedParams:
     outside its bounds, so every declared parameter is there and of its type."""
 
 
+# A number with an exponent, as JSON and YAML 1.2 write it; YAML 1.1 reads one only with a dot
+# and a signed exponent (1.0e+3), and `5e-1` or `1e-3` as text. Taken as a number where a float
+# parameter is given it, and only there: ids, versions and names such as `2e5` stay text.
+_NUMBER_WITH_EXPONENT = re.compile(r"[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+")
+
+
+def number_with_exponent(value: Any) -> Any:
+    """`value`, or the float it writes when it is a text YAML 1.1 left a number with an exponent in."""
+    if isinstance(value, str) and _NUMBER_WITH_EXPONENT.fullmatch(value):
+        return float(value.replace("_", ""))
+    return value
+
+
 def resolve_params(tool: Tool, given: Mapping[str, Any]) -> ResolvedParams:
     """`tool`'s parameters from those `given` (by a pipeline file's node) and its declarations."""
     declared = {param.name: param for param in tool.params}
@@ -47,7 +61,7 @@ def resolve_params(tool: Tool, given: Mapping[str, Any]) -> ResolvedParams:
             else:
                 values[param.name] = param.as_handed(param.default)
             continue
-        value = given[param.name]
+        value = number_with_exponent(given[param.name]) if param.kind is float else given[param.name]
         if value is None and param.default is None:  # given as it defaults: not set
             values[param.name] = None
             continue

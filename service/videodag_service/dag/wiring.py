@@ -87,19 +87,19 @@ def _source(value: Any, graph: NodeGraph, problems: Problems, node_id: str | Non
     source_node, output = value.split(".")
     if source_node == FRAME_SOURCE:
         if output not in FRAME_FIELDS:
-            problems.add(f"{what}: the frame has no field {output!r} (fields: {', '.join(FRAME_FIELDS)})", node_id)
+            problems.add(f"{what}: the frame has no field {shown(output)} (fields: {', '.join(FRAME_FIELDS)})", node_id)
             return None
         return SourceRef(source_node, output)
     upstream = graph.nodes.get(source_node)
     if upstream is None:
         # A node the file declares but refused already has its own problem; this wiring adds nothing.
         if source_node not in graph.declared:
-            problems.add(f"{what} is wired to missing node {source_node!r}", node_id)
+            problems.add(f"{what} is wired to missing node {shown(source_node)}", node_id)
         return None
     outputs = [port.name for port in upstream.tool.outputs]
     if output not in outputs:
         problems.add(
-            f"{what} is wired to missing output {output!r} of node {source_node!r} "
+            f"{what} is wired to missing output {shown(output)} of node {shown(source_node)} "
             f"(its outputs: {', '.join(outputs)})",
             node_id,
         )

@@ -6,24 +6,48 @@ from __future__ import annotations
 
 import re
 
+_QUOTED = re.compile(r"'([^']*)'|\"([^\"]*)\"")
+
 
 def shown_redis_url(url: str) -> str:
-    """`url` with what stands before `@` (a password, or a user and a password) shown as `***`,
-    and a query (which may give `password=`) as `?***`."""
+    """`url` with what stands before its last `@` (a password, or a user and a password, which
+    may hold `/`, `?` or `#` written as is) shown as `***`, and a query or fragment after the
+    host (`?password=`) as `?***`."""
     scheme, separator, rest = url.partition("://")
     if not separator:
         scheme, rest = "", url
-    rest, question, _ = rest.partition("?")
-    _, at, place = rest.rpartition("@")  # a password may hold a `/` written as is
-    return f"{scheme}{separator}{'***@' if at else ''}{place}{'?***' if question else ''}"
+    _, at, place = rest.rpartition("@")
+    host_and_path, tail = _split_tail(place)
+    return f"{scheme}{separator}{'***@' if at else ''}{host_and_path}{'?***' if tail else ''}"
+
+
+def _split_tail(place: str) -> tuple[str, str]:
+    """`place` (what follows the `@`) cut before its query or fragment, and that query or fragment."""
+    tail = re.search(r"[?#]", place)
+    return (place, "") if tail is None else (place[:tail.start()], place[tail.start():])
+
+
+def _hidden_parts(url: str) -> str:
+    """What `shown_redis_url` hides of `url`, as one text: what stands before the last `@`, a space,
+    and the query or fragment."""
+    rest = url.partition("://")[2] or url
+    secret, _, place = rest.rpartition("@")
+    return secret + " " + _split_tail(place)[1]
 
 
 def redis_reason_without_secrets(reason: str, url: str) -> str:
-    """redis-py's reason for refusing `url`, unless it quotes a part of what `shown_redis_url`
-    hides: a password with a `/` in it, written as is, is read as the port ("... as 'Secret'")."""
-    before_place, _, _ = url.partition("?")[0].rpartition("@")
-    query = url.partition("?")[2]
-    hidden = re.split(r"[:/@&=]+", before_place.partition("://")[2]) + re.split(r"[&=]+", query)
-    if any(len(part) >= 3 and part in reason for part in hidden):
+    """redis-py's reason for refusing `url`, each text it quotes from what `shown_redis_url`
+    hides shown as `***` (a password with a `/` in it is read as the port: "... as 'Secret'")."""
+    hidden = _hidden_parts(url)
+    if not hidden.strip():
+        return reason
+
+    def hide(quote: re.Match[str]) -> str:
+        text = quote.group(1) if quote.group(1) is not None else quote.group(2)
+        return "'***'" if text and text in hidden else quote.group(0)
+
+    said = _QUOTED.sub(hide, reason)
+    password = hidden.split(" ", 1)[0].partition(":")[2]
+    if len(password) >= 3 and password in said:
         return "redis-py cannot read it, and its reason would show the password: check the URL's form"
-    return reason
+    return said

@@ -185,6 +185,9 @@ def _refusal_messages_untraced(provider: Any) -> Any:
         def add_event(self, *args: Any, **kwargs: Any) -> None:
             self._span.add_event(*args, **kwargs)
 
+        def add_link(self, *args: Any, **kwargs: Any) -> None:
+            self._span.add_link(*args, **kwargs)
+
         def update_name(self, name: str) -> None:
             self._span.update_name(name)
 
@@ -208,7 +211,9 @@ def _refusal_messages_untraced(provider: Any) -> Any:
         def start_as_current_span(  # type: ignore[override]
             self, *args: Any, **kwargs: Any
         ) -> Iterator[trace.Span]:
-            with self._tracer.start_as_current_span(*args, **{**kwargs, "record_exception": False}) as span:
+            # An exception ending the span sets no status with its message either (the SDK's default would).
+            unrecorded = {**kwargs, "record_exception": False, "set_status_on_exception": False}
+            with self._tracer.start_as_current_span(*args, **unrecorded) as span:
                 yield CodeOnlySpan(span)
 
     class TracerProvider(trace.TracerProvider):

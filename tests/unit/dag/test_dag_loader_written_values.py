@@ -90,10 +90,27 @@ def test_a_number_with_an_exponent_is_a_number_as_json_reads_it(tmp_path: Path, 
     assert node.params["score_threshold"] == value
 
 
-def test_a_whole_number_with_an_exponent_is_still_no_int(tmp_path: Path) -> None:
+def test_a_number_with_an_exponent_is_no_int(tmp_path: Path) -> None:
     (problem,) = problems_in(tmp_path, pipeline(plugin="hog.detect_people", output="n.detections",
                                                 params="{win_stride: 8e0}"))
-    assert problem.endswith("node 'n': parameter 'win_stride' must be int, got float 8.0"), problem
+    assert problem.endswith("node 'n': parameter 'win_stride' must be int, got str '8e0'"), problem
+
+
+def test_ids_versions_and_names_written_like_numbers_with_an_exponent_stay_text(tmp_path: Path) -> None:
+    """Only a float parameter reads them as numbers: these files loaded before, and still do."""
+    path = tmp_path / "1e5.yaml"
+    path.write_text(pipeline(id="1e5", version="20e1", node_id="2e5", output="2e5.stats")
+                    .replace("  out: 2e5.stats", "  1e3: 2e5.stats") + "description: 1e3\n")
+    spec = load_pipeline_file(path, default_registry())
+    assert (spec.id, spec.version, spec.description, [node.id for node in spec.nodes]) == ("1e5", "20e1", "1e3",
+                                                                                            ["2e5"])
+    assert [name for name, *_ in spec.outputs] == ["1e3"]
+
+
+def test_a_non_finite_number_with_an_exponent_is_refused_as_such(tmp_path: Path) -> None:
+    (problem,) = problems_in(tmp_path, pipeline(plugin="hog.detect_people", output="n.detections",
+                                                params="{score_threshold: 1e999}"))
+    assert "parameter 'score_threshold'" in problem and "inf" in problem, problem
 
 
 def test_a_pipeline_id_yaml_reads_as_a_number_is_to_be_quoted_as_written(tmp_path: Path) -> None:
@@ -139,3 +156,28 @@ def test_a_negative_version_quoted_is_text_and_served_as_written(tmp_path: Path)
     path = tmp_path / "checked.yaml"
     path.write_text(pipeline(version='"-5"'))
     assert load_pipeline_file(path, default_registry()).version == "-5"
+
+
+def test_two_node_ids_yaml_reads_as_one_number_are_each_told_the_number(tmp_path: Path) -> None:
+    text = pipeline(node_id="0123", output="n.stats").replace(
+        "outputs:", "  - {id: 83, plugin: stats.frame_stats, inputs: {image: frame.image}}\noutputs:")
+    problems = problems_in(tmp_path, text)
+    said = [problem for problem in problems if "'id' must be a string" in problem]
+    assert len(said) == 2 and all(problem.endswith('got the number 83: quote it, as in id: "83"') for problem in said)
+
+
+@pytest.mark.parametrize("where", ["on_error", "node_id", "version", "plugin"])
+def test_an_integer_of_more_digits_than_python_writes_is_a_problem_not_a_crash(
+    tmp_path: Path, where: str
+) -> None:
+    """YAML reads 0x and 4000 hexadecimal digits as an integer whose decimal digits Python will not write."""
+    problems = problems_in(tmp_path, pipeline(**{where: "0x" + "f" * 4000}))
+    assert any("an integer of 16000 bits" in problem for problem in problems), problems
+
+
+def test_a_long_name_of_a_plugin_a_tool_or_a_source_is_shown_cut_short(tmp_path: Path) -> None:
+    long = "x" * 100_000
+    for given in ({"plugin": f"{long}.frame_stats"}, {"plugin": f"stats.{long}"}, {"image": f"frame.{long}"},
+                  {"image": f"{long}.out"}):
+        problems = problems_in(tmp_path, pipeline(**given))
+        assert all(len(problem) < 1000 + len(str(tmp_path)) for problem in problems), given

@@ -336,3 +336,26 @@ def test_no_code_puts_the_calls_message_in_its_span(code: grpc.StatusCode) -> No
         assert span.attributes is not None and span.attributes["rpc.grpc.status_code"] == code.value[0]
         assert (span.status.status_code.name, span.status.description) == ("ERROR" if error else "UNSET", None)
         assert list(span.events) == []
+
+
+def test_the_tracers_spans_keep_their_links_and_no_exception_message_in_their_status() -> None:
+    """The span wrapper passes on all else: a link added was lost (with a warning), and a span
+    ended by an exception took its message as the status's description (the SDK's default)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    tracer = tracing._refusal_messages_untraced(provider).get_tracer("test")
+    linked = tracer.start_span("linked")
+    linked.end()
+    span = tracer.start_span("linking")
+    span.add_link(linked.get_span_context())
+    span.end()
+    with pytest.raises(ValueError), tracer.start_as_current_span("failing"):
+        raise ValueError("the caller's file 'patient-4711.mp4'")
+    spans = {span.name: span for span in exported.get_finished_spans()}
+    assert [link.context for link in spans["linking"].links] == [linked.get_span_context()]
+    assert spans["failing"].status.description is None and spans["failing"].events == ()

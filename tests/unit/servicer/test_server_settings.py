@@ -222,6 +222,8 @@ def test_a_time_beyond_31_years_is_taken_as_31_years(given: str) -> None:
     ({"host": 5}, "host must be text, got 5"),
     ({"log_format": None}, "log_format must be text, got None"),
     ({"temp_dir": b"/tmp"}, "temp_dir must be a path, got b'/tmp'"),
+    ({"pipeline_dir": ""}, "pipeline_dir must be a path, got ''"),  # not ".", the folder it started in
+    ({"token_file": ""}, "token_file must be a path, got ''"),
 ])
 def test_a_value_of_the_wrong_kind_given_in_python_is_refused_naming_the_setting(
     given: dict[str, object], message: str
@@ -860,10 +862,15 @@ def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
     # The README has the password put in this URL: a typo elsewhere in it copied it into the log.
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3rSecret@127.0.0.1:notaport/0"},
      "the job store's --redis-url 'redis://***@127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
-    # redis-py reads `:Sup3r/Secret@...` as the port Sup3r, and says so.
+    # redis-py reads `:Sup3r/Secret@...` as the port Sup3r, and says so; `?` and `#` cut it short too.
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:6379/0"},
-     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: redis-py cannot read it, and its "
-     "reason would show the password"),
+     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer "
+     "value as '***'"),
+    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r?Secret@127.0.0.1:6379/0"},
+     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer "
+     "value as '***'"),
+    (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r#Secret@127.0.0.1:6379/0"},
+     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast"),
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "rediss2://user:Sup3rSecret@127.0.0.1:6379/0"},
      "the job store's --redis-url 'rediss2://***@127.0.0.1:6379/0' cannot be used: Redis URL must specify"),
     (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0?password=Sup3rSecret"], {},
