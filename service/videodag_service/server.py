@@ -52,7 +52,7 @@ from videodag_service.jobs.backends import JobStoreUnusable
 from videodag_service.jobs.sqlite_store import JobStoreFromLaterRelease
 from videodag_service.observability import MetricsExporter, ServerMetrics, configure_logging, start_metrics_exporter
 from videodag_service.observability.interceptors import server_interceptors
-from videodag_service.observability.logging import log_stray_output
+from videodag_service.observability.logging import log_stray_output, say_why_it_ends
 from videodag_service.observability.tracing import TracingUnavailable, end_tracing
 from videodag_service.plugin_reference import plugin_reference
 from videodag_service.private_folders import (
@@ -77,6 +77,8 @@ from videodag_service.video.orphan_sweeper import OrphanSweeper
 from videodag_service.video.upload import temp_dir_open_to_others
 
 logger = logging.getLogger(__name__)
+# The logger of the line saying why the server cannot start: its module's name, run as `python -m` too.
+_ENDING_LOGGER = "videodag_service.server"
 
 # gRPC's synchronous server gives each call a thread for its whole life (a job watcher for
 # hours), and refuses calls beyond its threads with a bare "Concurrent RPC limit exceeded".
@@ -487,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (isinstance(error, _START_ERRORS) or out_of_resources(error) is not None):
             raise
         # MemoryError() says nothing of itself: its name does.
-        print(f"videodag-server: cannot start: {str(error) or type(error).__name__}", file=sys.stderr)
+        say_why_it_ends("videodag-server", f"cannot start: {str(error) or type(error).__name__}", _ENDING_LOGGER)
         return 1
     return 0
 

@@ -21,6 +21,7 @@ import videodag_service.private_folders as private_folders
 import videodag_service.video.orphan_sweeper as orphan_sweeper
 import videodag_service.video.upload as upload_module
 from fakes.hostile_media import claim_avi_frame_count, claim_avi_frame_size
+from fakes.logs import why_it_ended
 from fakes.media import ffmpeg_executable
 from videodag_client import (
     FrameResult,
@@ -339,11 +340,12 @@ def test_a_read_only_upload_folder_stops_the_start_naming_its_setting(
         assert server_main(["--port", "0", "--temp-dir", str(upload_dir), "--data-dir", str(data_dir)]) == 1
         because = "it is on a read-only file system (mount a writable volume there, or choose another folder)"
         said = capsys.readouterr().err
-        named = f"videodag-server: cannot start: upload folder (--temp-dir) {upload_dir}"
+        named = f"cannot start: upload folder (--temp-dir) {upload_dir}"
+        assert len(said.splitlines()) == 1, said
         if where == "in":
-            assert said == f"{named} cannot be written in: {because}\n"
+            assert why_it_ended(said) == f"{named} cannot be written in: {because}"
         else:
-            assert said == f"{named}: {upload_dir} cannot be made: {because}\n"
+            assert why_it_ended(said) == f"{named}: {upload_dir} cannot be made: {because}"
         assert not data_dir.exists()
 
 

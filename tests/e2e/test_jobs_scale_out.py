@@ -26,6 +26,7 @@ from jobs_harness import (
     watch_all,
 )
 
+from fakes.logs import why_it_ended
 from fakes.redis_server import free_port
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
 from videodag_client import Internal, Job, JobState, NotFound, RunOptions, Unavailable, VideodagClient
@@ -269,7 +270,8 @@ def test_a_server_whose_redis_is_out_of_reach_says_so_and_does_not_start(tmp_pat
         capture_output=True, text=True, timeout=120,
     )
     assert started.returncode == 1
-    assert "videodag-server: cannot start: the job store (Redis) cannot be used: ConnectionError: " in started.stderr
+    said = why_it_ended(started.stderr)
+    assert said.startswith("cannot start: the job store (Redis) cannot be used: ConnectionError: ")
     assert "Traceback" not in started.stderr
 
 

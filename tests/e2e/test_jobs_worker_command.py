@@ -17,6 +17,7 @@ import redis
 from jobs_harness import VENV_BIN, RqWorker, deployment, finished, wait_for_job, wait_until
 from test_e2e_access_control import pki  # noqa: F401 - the CA and the certificate for 127.0.0.1
 
+from fakes.logs import why_it_ended
 from fakes.python_environment import NO_TEMPORARY_FOLDER, READ_ONLY_SHARED_MEMORY, environment_running
 from fakes.redis_server import RedisServer
 from videodag_client import JobState, RunOptions
@@ -80,10 +81,10 @@ def test_a_worker_that_cannot_verify_the_tls_certificate_of_redis_exits_1_naming
     refused = _worker_run_against(server, f"rediss://127.0.0.1:{server.port}/0")
     assert refused.returncode == 1
     # OpenSSL's reason: the chain's self-signed CA, or its issuer not found, by version.
-    assert re.search(
-        rf"videodag-worker: Redis at 127\.0\.0\.1:{server.port} has a TLS certificate the worker cannot verify "
+    assert re.fullmatch(
+        rf"Redis at 127\.0\.0\.1:{server.port} has a TLS certificate the worker cannot verify "
         r"\([^)]*certificate[^)]*\); name the CA that signed it in the URL: "
-        r"rediss://HOST:6379/0\?ssl_ca_certs=/path/to/ca\.pem\n$", refused.stderr), refused.stderr
+        r"rediss://HOST:6379/0\?ssl_ca_certs=/path/to/ca\.pem", why_it_ended(refused.stderr)), refused.stderr
     assert "out of reach" not in refused.stderr, "not an outage to wait out"
 
 
@@ -101,9 +102,9 @@ def test_a_worker_whose_password_redis_refuses_exits_1_saying_so(tmp_path: Path)
     server.client.config_set("requirepass", "the-password")
     refused = _worker_run_against(server, f"redis://:not-the-password@127.0.0.1:{server.port}/0")
     assert refused.returncode == 1, refused.stderr
-    last_line = refused.stderr.splitlines()[-1]
+    last_line = why_it_ended(refused.stderr)
     assert last_line.startswith(
-        f"videodag-worker: Redis at 127.0.0.1:{server.port} refused the worker: AuthenticationError: ")
+        f"Redis at 127.0.0.1:{server.port} refused the worker: AuthenticationError: ")
     assert last_line.endswith(
         "; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL")
     assert "not-the-password" not in refused.stderr
@@ -293,7 +294,7 @@ def test_a_worker_whose_wait_for_jobs_redis_refuses_exits_1_for_its_supervisor(t
     ended = _worker_run_against(server, f"redis://unblocking:the-password@127.0.0.1:{server.port}/0")
     assert ended.returncode == 1
     assert "NoPermissionError" in ended.stderr
-    assert ended.stderr.splitlines()[-1] == "videodag-worker: stopped by an error (see the log above)"
+    assert why_it_ended(ended.stderr) == "stopped by an error (see the log above)"
 
 
 def test_a_name_a_live_worker_holds_is_refused_and_one_a_killed_worker_held_is_taken_again(tmp_path: Path) -> None:
@@ -308,8 +309,8 @@ def test_a_name_a_live_worker_holds_is_refused_and_one_a_killed_worker_held_is_t
         twin = subprocess.run([WORKER, "--redis-url", server.url, "--name", "twin"], capture_output=True, text=True,
                               timeout=60)
         assert twin.returncode == 1
-        assert twin.stderr.splitlines()[-1] == (
-            "videodag-worker: cannot start: There exists an active worker named 'twin' already")
+        assert why_it_ended(twin.stderr) == (
+            "cannot start: There exists an active worker named 'twin' already")
         assert "Traceback" not in twin.stderr
         first.kill()
         again = RqWorker(server.url, dict(os.environ), tmp_path / "again.log", tmp_path / "again-tmp", name="twin")
@@ -340,4 +341,4 @@ def test_a_worker_on_a_machine_where_no_decoder_could_run_refuses_to_start(
     refused = subprocess.run([WORKER, "--redis-url", "redis://127.0.0.1:1/0"], capture_output=True, text=True,
                              timeout=60, env=environment_running(tmp_path, trouble))
     assert refused.returncode == 1
-    assert refused.stderr.splitlines()[-1].startswith(f"videodag-worker: cannot start: {said}")
+    assert why_it_ended(refused.stderr).startswith(f"cannot start: {said}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,3 +34,15 @@ def json_log_lines(level: str) -> Iterator[io.StringIO]:
     stream = io.StringIO()
     with logging_configured(level, stream):
         yield stream
+
+
+def why_it_ended(stderr: str) -> str:
+    """What the last line a server or worker wrote on stderr says of why it ended: the message of
+    its JSON log line (the default log format), or the line itself (`--log-format text`)."""
+    last = stderr.splitlines()[-1]
+    if not last.startswith("{"):
+        return last
+    entry = json.loads(last)
+    assert entry["level"] == "CRITICAL", entry
+    message: str = entry["message"]
+    return message

@@ -29,10 +29,12 @@ from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME, DEFAULT_REDIS_URL
 from videodag_service.jobs.redis_store import RedisJobStore
 from videodag_service.jobs.redis_urls import redis_reason_without_secrets
 from videodag_service.jobs.rq_task import VideodagWorker
-from videodag_service.observability.logging import configure_logging, log_stray_output
+from videodag_service.observability.logging import configure_logging, log_stray_output, say_why_it_ends
 from videodag_service.video.frame_ring import shared_memory_problem
 
 logger = logging.getLogger(__name__)
+# The logger of the line saying why the worker ends: its module's name, run as `python -m` too.
+_ENDING_LOGGER = "videodag_service.jobs.worker_command"
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("json", "text")
@@ -95,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
         parser.error(f"--redis-url cannot be used: {redis_reason_without_secrets(str(error), arguments.redis_url)}")
     if (problem := _machine_problem()) is not None:
-        print(f"videodag-worker: cannot start: {problem}", file=sys.stderr)
+        say_why_it_ends("videodag-worker", f"cannot start: {problem}", _ENDING_LOGGER)
         return 1
     # Workers of two releases share a queue during an upgrade: the log tells them apart.
     logger.info("videodag-worker %s: working the queue %s of the Redis at %s", version("videodag"), DEFAULT_QUEUE_NAME,
@@ -111,23 +113,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("told to stop (%s) as it started: the worker took no job", told)
         return 0
     except _CertificateRefused as error:
-        print(f"videodag-worker: Redis at {_address(connection)} has a TLS certificate the worker cannot verify "
-              f"({error}); name the CA that signed it in the URL: rediss://HOST:6379/0?ssl_ca_certs=/path/to/ca.pem",
-              file=sys.stderr)
+        say_why_it_ends("videodag-worker", f"Redis at {_address(connection)} has a TLS certificate the worker cannot "
+                        f"verify ({error}); name the CA that signed it in the URL: "
+                        "rediss://HOST:6379/0?ssl_ca_certs=/path/to/ca.pem", _ENDING_LOGGER)
         return 1
     except _REFUSALS as error:
         hint = ("; a password goes in the URL (redis://:PASSWORD@HOST:6379/0), best given in VIDEODAG_REDIS_URL"
                 if isinstance(error, redis.exceptions.AuthenticationError) else "")
         reason = f"{type(error).__name__}: {str(error).rstrip('.')}"
-        print(f"videodag-worker: Redis at {_address(connection)} refused the worker: {reason}{hint}", file=sys.stderr)
+        refusal = f"Redis at {_address(connection)} refused the worker: {reason}{hint}"
+        say_why_it_ends("videodag-worker", refusal, _ENDING_LOGGER)
         return 1
     except ValueError as error:  # RQ's refusal of a name a live worker has (--name)
-        print(f"videodag-worker: cannot start: {error}", file=sys.stderr)
+        say_why_it_ends("videodag-worker", f"cannot start: {error}", _ENDING_LOGGER)
         return 1
     if worker._shutdown_requested_date is None:  # set by RQ as it is told to stop, idle or busy
         # RQ's loop quits on an error it does not handle (logged above it), and returns as for
         # a stop: a supervisor restarting only a failed worker must see a failure.
-        print("videodag-worker: stopped by an error (see the log above)", file=sys.stderr)
+        say_why_it_ends("videodag-worker", "stopped by an error (see the log above)", _ENDING_LOGGER)
         return 1
     return 0
 

@@ -175,6 +175,17 @@ def _log_unraisable_exception(args: Any) -> None:  # sys.UnraisableHookArgs, not
     _stray_logger.error("%s: %r", what, args.object, exc_info=(args.exc_type, error, args.exc_traceback))
 
 
+def say_why_it_ends(program: str, reason: str, logger_name: str) -> None:
+    """Write on stderr why `program` is ending (it cannot start, its store refused it): as the
+    last line of its log, where the log is JSON lines, or else as `program: reason` for a person.
+    Printed raw, it was the one line of a `--log-format json` process a log pipeline reading a
+    line at a time could not take, and the line that says why the process is down."""
+    if json_lines_configured():
+        logging.getLogger(logger_name).critical("%s", reason)
+    else:
+        print(f"{program}: {reason}", file=sys.stderr)
+
+
 def json_lines_configured() -> bool:
     """Whether the root logger writes JSON lines (`configure_logging`), so that what other
     processes write for the logs (decoder processes passing FFmpeg's messages on) can match."""

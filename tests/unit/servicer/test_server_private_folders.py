@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from fakes.logs import why_it_ended
 from videodag_client import FrameResult, Internal, VideodagClient
 from videodag_service.dag import DagPipelineService
 from videodag_service.private_folders import FolderNotPrivate, private_directory
@@ -183,7 +184,7 @@ def test_the_command_says_why_it_does_not_start_and_leaves_no_folder_it_made(
     temp_dir = tmp_path / "made" / "for" / "uploads"
     assert main(["--port", "0", "--temp-dir", str(temp_dir), "--data-dir", str(data_dir)]) == 1
     said = capsys.readouterr().err
-    assert said.startswith(f"videodag-server: cannot start: job data folder (--data-dir) {data_dir}: {data_dir} is "
+    assert why_it_ended(said).startswith(f"cannot start: job data folder (--data-dir) {data_dir}: {data_dir} is "
                            "a folder owned by nobody")
     assert "give the server a folder its own user (or root) made" in said
     assert not (tmp_path / "made").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from typing import IO
 
 import pytest
 
+from fakes.logs import why_it_ended
 from fakes.python_environment import (
     NO_TEMPORARY_FOLDER,
     NO_THREAD_FOR_GRPCS_SERVING,
@@ -327,20 +329,24 @@ def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_p
         capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "TMPDIR": str(long_folder)},
     )
     assert completed.returncode == 1
-    assert f"videodag-server: cannot start: decoder processes cannot start: their forkserver's socket goes in a " \
-        f"folder under {long_folder} (TMPDIR), too long a path for a Unix socket" in completed.stderr
+    assert why_it_ended(completed.stderr).startswith(
+        f"cannot start: decoder processes cannot start: their forkserver's socket goes in a folder under {long_folder} "
+        "(TMPDIR), too long a path for a Unix socket")
     assert list(long_folder.iterdir()) == [], "its multiprocessing folder is removed"
 
 
 def _refusal_to_start(tmp_path: Path, environment: dict[str, str]) -> str:
-    """The last line a server given its folders in `tmp_path` writes as it refuses to start (exit 1)."""
+    """What a server given its folders in `tmp_path` says as it refuses to start (exit 1): the last
+    line of its log, which is JSON lines to its end, the refusal included (logger and level tell it)."""
     completed = subprocess.run(
         [sys.executable, "-m", "videodag_service.server", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
          "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=120, check=False, env=environment,
     )
     assert completed.returncode == 1, completed.stderr
-    return completed.stderr.splitlines()[-1]
+    entries = [json.loads(line) for line in completed.stderr.splitlines()]
+    assert (entries[-1]["logger"], entries[-1]["level"]) == ("videodag_service.server", "CRITICAL")
+    return why_it_ended(completed.stderr)
 
 
 def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying_why(tmp_path: Path) -> None:
@@ -348,7 +354,7 @@ def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying
     and failed every run INTERNAL "internal error: OSError"."""
     environment = environment_running(tmp_path, READ_ONLY_SHARED_MEMORY)
     assert _refusal_to_start(tmp_path, environment) == (
-        "videodag-server: cannot start: decoder processes cannot hand frames over: no shared memory can be made in "
+        "cannot start: decoder processes cannot hand frames over: no shared memory can be made in "
         "/dev/shm (Read-only file system); its operator must mount a writable tmpfs there, or have the servers "
         "decode in threads (--decode-isolation thread)")
 
@@ -357,7 +363,7 @@ def test_a_server_whose_grpc_start_fails_once_its_port_is_bound_exits_saying_why
     """gRPC's port, bound, stayed open and its threads held the process: the server said it
     could not start and never exited, deaf to SIGTERM, its clients' calls hanging."""
     environment = environment_running(tmp_path, NO_THREAD_FOR_GRPCS_SERVING)
-    assert _refusal_to_start(tmp_path, environment) == "videodag-server: cannot start: can't start new thread"
+    assert _refusal_to_start(tmp_path, environment) == "cannot start: can't start new thread"
 
 
 def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path: Path) -> None:
@@ -372,7 +378,7 @@ def test_a_server_with_no_writable_temporary_folder_says_to_set_tmpdir(tmp_path:
     assert (helped.returncode, helped.stderr) == (0, ""), helped.stderr
     assert "--temp-dir" in helped.stdout
     assert _refusal_to_start(tmp_path, environment) == (
-        "videodag-server: cannot start: decoder processes cannot start: their forkserver's socket goes in a temporary "
+        "cannot start: decoder processes cannot start: their forkserver's socket goes in a temporary "
         "folder, and none is writable (No usable temporary directory found in ['/nonexistent/videodag-test']); set "
         "TMPDIR to a writable folder (on the volume of --temp-dir, say)")
 
@@ -851,7 +857,8 @@ def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
     with signal_handlers_put_back():
         assert server_module.main(argv) == 1
     said = capsys.readouterr().err
-    assert said == f"videodag-server: cannot start: another process serves jobs from {tmp_path / 'd'}\n"
+    assert len(said.splitlines()) == 1, said
+    assert why_it_ended(said) == f"cannot start: another process serves jobs from {tmp_path / 'd'}"
 
 
 @pytest.mark.parametrize(("arguments", "environment", "said"), [
@@ -891,7 +898,7 @@ def test_a_redis_url_or_otel_variable_the_libraries_cannot_read_is_said_in_one_l
     with signal_handlers_put_back():
         assert server_module.main(argv) == 1
     said_in_full = capsys.readouterr().err
-    assert said_in_full.startswith(f"videodag-server: cannot start: {said}")
+    assert why_it_ended(said_in_full).startswith(f"cannot start: {said}")
     assert "Sup3r" not in said_in_full, "no password is shown"
 
 
