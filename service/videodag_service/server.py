@@ -24,7 +24,7 @@ from grpc import _server as grpc_server_module
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from videodag_service.auth import BearerTokenInterceptor, read_tokens, server_credentials
-from videodag_service.bind_failures import bind_failure_reason
+from videodag_service.bind_failures import bind_failure_reason, bind_refusal
 from videodag_service.call_slots import RunSlots
 from videodag_service.chunk_views import ChunkViewInterceptor
 from videodag_service.core_dumps import turn_off_core_dumps
@@ -411,6 +411,8 @@ def _metrics_exporter(metrics: ServerMetrics, settings: Settings) -> MetricsExpo
 
 def _listen(server: grpc.Server, settings: Settings) -> int:
     """Bind the server's port; a failure says why in words, not in gRPC's."""
+    if (refusal := bind_refusal(settings.host, settings.port)) is not None:
+        raise OSError(f"could not listen on {settings.address}: {refusal}")
     try:
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:
             credentials = server_credentials(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)

@@ -335,11 +335,11 @@ def test_server_with_a_temp_folder_too_long_for_a_unix_socket_names_tmpdir(tmp_p
     assert list(long_folder.iterdir()) == [], "its multiprocessing folder is removed"
 
 
-def _refusal_to_start(tmp_path: Path, environment: dict[str, str]) -> str:
+def _refusal_to_start(tmp_path: Path, environment: dict[str, str], port: int = 0) -> str:
     """What a server given its folders in `tmp_path` says as it refuses to start (exit 1): the last
     line of its log, which is JSON lines to its end, the refusal included (logger and level tell it)."""
     completed = subprocess.run(
-        [sys.executable, "-m", "videodag_service.server", "--port", "0", "--temp-dir", str(tmp_path / "uploads"),
+        [sys.executable, "-m", "videodag_service.server", "--port", str(port), "--temp-dir", str(tmp_path / "uploads"),
          "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=120, check=False, env=environment,
     )
@@ -347,6 +347,18 @@ def _refusal_to_start(tmp_path: Path, environment: dict[str, str]) -> str:
     entries = [json.loads(line) for line in completed.stderr.splitlines()]
     assert (entries[-1]["logger"], entries[-1]["level"]) == ("videodag_service.server", "CRITICAL")
     return why_it_ended(completed.stderr)
+
+
+def test_a_server_on_a_port_in_use_says_so_in_a_log_of_json_lines_alone(tmp_path: Path) -> None:
+    """gRPC core's own line ("E1207 ... add_port.cc:83] Failed to add port to server: ...") came
+    first: the one line of a `--log-format json` log a log pipeline could not read."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = _refusal_to_start(tmp_path, dict(os.environ), port)
+    assert said == f"cannot start: could not listen on 127.0.0.1:{port}: Address already in use (another process " \
+        "listens on the port)"
 
 
 def test_a_server_with_no_shared_memory_for_its_decoders_refuses_to_start_saying_why(tmp_path: Path) -> None:
