@@ -14,8 +14,8 @@ is dropped. NMS is per class. Labels come from `class_names` by class id,
 or read `class_<id>` when the list is empty or too short.
 
 Sharing: one ONNX Runtime session per model file per process, created when a pipeline naming
-it loads (the parameter check loads the model, so a file that is not an ONNX model, or whose
-fixed input size is not `input_size`, stops the server at start rather than failing every run)
+it loads (the parameter check loads the model, so a file that is not an ONNX model, or not one
+of YOLO's inputs and sizes, stops the server at start rather than failing every run)
 and taken by every `open` after it (a file replaced on disk gets a new session). ONNX Runtime
 allows concurrent `run` calls on one session, so instances share it without a lock.
 onnxruntime itself is imported on that first load, keeping the plugin cheap to import.
@@ -248,13 +248,30 @@ def _names_a_model(model_path: str) -> bool:
     return bool(model_path.strip())
 
 
+# The element types a YOLO export's image input comes in; the frame is scaled to 0-1 in either.
+_IMAGE_INPUT_TYPES = ("tensor(float)", "tensor(float16)")
+
+
 def _image_input(session: Any, settings: _Settings) -> Any:
-    """The model's image input (an ONNX Runtime NodeArg); raises ValueError when it is not (N, 3, H, W) or
-    fixes a side other than `input_size`, which every frame would then fail on. Checked when the pipeline
+    """The model's image input (an ONNX Runtime NodeArg); raises ValueError when the model is not
+    one YOLO image in and a prediction out: another count of inputs (an RT-DETR export also takes
+    the image's size), no output, an input that is not (N, 3, H, W) floats, or a fixed side other
+    than `input_size`. Each passed the load and failed every frame. Checked when the pipeline
     loads and again at each open, with the same words."""
-    model_input = session.get_inputs()[0]
-    if len(model_input.shape) != 4:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = ", ".join(repr(each.name) for each in inputs) or "none"
+        raise ValueError(f"{settings.model_path} takes {len(inputs)} inputs ({names}); a YOLO model takes one, "
+                         "the image")
+    if not outputs:
+        raise ValueError(f"{settings.model_path} has no output; a YOLO model gives its predictions")
+    (model_input,) = inputs
+    channels = model_input.shape[1] if len(model_input.shape) == 4 else None  # a name, or None, when dynamic
+    if len(model_input.shape) != 4 or (isinstance(channels, int) and channels != 3):
         raise ValueError(f"{settings.model_path} takes input shape {model_input.shape}, expected (N, 3, H, W)")
+    if model_input.type not in _IMAGE_INPUT_TYPES:
+        raise ValueError(f"{settings.model_path} takes its image as {model_input.type}, expected tensor(float) or "
+                         "tensor(float16)")
     fixed_side = [dim for dim in model_input.shape[2:] if isinstance(dim, int)]
     if any(side != settings.input_size for side in fixed_side):
         raise ValueError(
@@ -301,7 +318,7 @@ class _YoloDetector:
 def _check_params(params: Mapping[str, Any]) -> None:
     """The settings `open` would build, and the model they name, checked when the pipeline loads. The model
     is loaded here, into the process's session cache each `open` takes it from: a file that is not an ONNX
-    model, or one whose fixed input size is not `input_size`, would otherwise pass the load and fail every
+    model, or one taking other inputs or sizes than `input_size`, would otherwise pass the load and fail every
     run, and the first run finds the model loaded rather than loading it."""
     settings, problems = _Settings.checked(params)
     if _names_a_model(params["model_path"]):
@@ -310,8 +327,8 @@ def _check_params(params: Mapping[str, Any]) -> None:
 
 
 def _model_problems(settings: _Settings) -> list[str]:
-    """Why the model at `settings.model_path` cannot serve these settings (not there, not ONNX, another
-    fixed input size), as `open` would say it; empty when it can."""
+    """Why the model at `settings.model_path` cannot serve these settings (not there, not ONNX, other
+    inputs, another fixed input size), as `open` would say it; empty when it can."""
     missing = settings.missing_model()
     if missing is not None:
         return [str(missing)]

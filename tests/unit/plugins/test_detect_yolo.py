@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from onnx import TensorProto
 from tiny_yolo_model import build_yolo_model
 
 from fakes.fake_plugins import builtin_tool_pipeline, declared_problems, params_as_loaded
@@ -293,6 +294,22 @@ def test_a_fixed_input_other_than_input_size_stops_the_load_naming_file_and_node
         f"{tmp_path / 'pipelines' / 'found.yaml'}: node 'n': {model} has a fixed input of [320, 320] pixels; "
         "set input_size to match (it is 640)"
     ]
+
+
+@pytest.mark.parametrize(("kind", "said"), [
+    ({"channels": 1}, "takes input shape [1, 1, 640, 640], expected (N, 3, H, W)"),
+    ({"image_type": TensorProto.UINT8}, "takes its image as tensor(uint8), expected tensor(float) or tensor(float16)"),
+    ({"size_input": True}, "takes 2 inputs ('images', 'orig_target_sizes'); a YOLO model takes one, the image"),
+])
+def test_a_model_that_does_not_take_one_float_bgr_image_stops_the_load_naming_file_and_node(
+    tmp_path: Path, kind: dict[str, Any], said: str
+) -> None:
+    """A grayscale export, one taking bytes, an RT-DETR export taking the image's size too: each
+    passed the load and then failed every frame."""
+    model = build_yolo_model(tmp_path / "other.onnx", one_box_output(), **kind)
+    with pytest.raises(PipelineFileError) as caught:
+        load_one_yolo_pipeline(tmp_path / "pipelines", model_path=str(model))
+    assert caught.value.problems == [f"{tmp_path / 'pipelines' / 'found.yaml'}: node 'n': {model} {said}"]
 
 
 def test_a_file_that_is_not_an_onnx_model_stops_the_load_naming_file_and_node(tmp_path: Path) -> None:

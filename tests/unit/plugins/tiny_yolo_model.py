@@ -19,29 +19,42 @@ OUTPUT_NAME = "output0"
 
 
 def build_yolo_model(
-    path: Path, predictions: npt.NDArray[np.float32], input_size: int | None = 640, *, unused_weight: bool = False
+    path: Path, predictions: npt.NDArray[np.float32], input_size: int | None = 640, *, unused_weight: bool = False,
+    channels: int = 3, image_type: int = TensorProto.FLOAT, size_input: bool = False,
 ) -> Path:
     """Write a model whose single output is `predictions` (shape (1, A, B)) to `path`.
 
     `input_size` None gives a dynamic (batch, 3, height, width) input, like a model exported
     with dynamic axes; an int gives a fixed (1, 3, size, size) input. `unused_weight` leaves
     a weight no node reads, as some exports do, which ONNX Runtime warns of as it loads.
+    `channels` and `image_type` make the image input of another kind than a YOLO export's;
+    `size_input` adds a second input, the image's size, as an RT-DETR export takes.
     """
     predictions = np.asarray(predictions, dtype=np.float32)
     if predictions.ndim != 3 or predictions.shape[0] != 1:
         raise ValueError(f"predictions must have shape (1, A, B), got {predictions.shape}")
     input_shape: list[int | str] = (
-        ["batch", 3, "height", "width"] if input_size is None else [1, 3, input_size, input_size]
+        ["batch", channels, "height", "width"] if input_size is None else [1, channels, input_size, input_size]
     )
     nodes = [
-        helper.make_node("ReduceMean", [INPUT_NAME], ["image_mean"], keepdims=0),
+        helper.make_node("Cast", [INPUT_NAME], ["image_floats"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["image_floats"], ["image_mean"], keepdims=0),
         helper.make_node("Mul", ["image_mean", "zero"], ["nothing"]),
         helper.make_node("Add", ["predictions", "nothing"], [OUTPUT_NAME]),
     ]
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, image_type, input_shape)]
+    if size_input:
+        nodes[-1:] = [
+            helper.make_node("Add", ["predictions", "nothing"], ["predictions_out"]),
+            helper.make_node("ReduceMean", ["orig_target_sizes"], ["size_mean"], keepdims=0),
+            helper.make_node("Mul", ["size_mean", "zero"], ["no_size"]),
+            helper.make_node("Add", ["predictions_out", "no_size"], [OUTPUT_NAME]),
+        ]
+        inputs.append(helper.make_tensor_value_info("orig_target_sizes", TensorProto.FLOAT, [1, 2]))
     graph = helper.make_graph(
         nodes,
         "tiny_yolo",
-        inputs=[helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, input_shape)],
+        inputs=inputs,
         outputs=[helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, list(predictions.shape))],
         initializer=[
             numpy_helper.from_array(predictions, "predictions"),
