@@ -34,6 +34,7 @@ and the order they make are `wiring`'s.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,6 +59,8 @@ from videodag_service.dag.spec import (
     PipelineSpec,
 )
 from videodag_service.dag.wiring import NodeGraph, topological_order, wired_inputs, wired_outputs
+
+logger = logging.getLogger(__name__)
 
 PIPELINE_FILE_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL_KEYS = {"id", "version", "description", "nodes", "outputs"}
@@ -88,6 +91,10 @@ def load_pipeline_folder(folder: Path, registry: PluginRegistry) -> dict[str, Pi
         what = "is a file, not a folder of pipeline files" if folder.exists() else "pipeline folder does not exist"
         raise PipelineFileError([f"{folder}: {what}"])
     paths = pipeline_files(folder)
+    for other in sorted(set(_visible_entries(folder)) - set(paths)):
+        # A pipeline written as mine.json was silently not served: its callers got NOT_FOUND.
+        logger.warning("pipeline folder %s: %s is not read: only its *.yaml and *.yml files are pipelines",
+                       folder, other.name)
     if not paths:
         patterns = ", ".join(f"*{suffix}" for suffix in PIPELINE_FILE_SUFFIXES)
         raise PipelineFileError([f"no pipeline files ({patterns}) in {folder}"])
@@ -111,10 +118,11 @@ def load_pipeline_folder(folder: Path, registry: PluginRegistry) -> dict[str, Pi
 def pipeline_files(folder: Path) -> list[Path]:
     """The pipeline files in `folder`, by name: any case of .yaml or .yml. Hidden files are left
     out: editors leave lock files such as `.#name.yaml` (often dangling symlinks) beside the one edited."""
-    return sorted(
-        path for path in folder.iterdir()
-        if not path.name.startswith(".") and path.suffix.lower() in PIPELINE_FILE_SUFFIXES
-    )
+    return sorted(path for path in _visible_entries(folder) if path.suffix.lower() in PIPELINE_FILE_SUFFIXES)
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    return [path for path in folder.iterdir() if not path.name.startswith(".")]
 
 
 def _parse(path: Path, registry: PluginRegistry, problems: Problems) -> PipelineSpec | None:

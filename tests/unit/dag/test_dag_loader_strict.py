@@ -3,6 +3,7 @@ run's first frame, or silently (a key given twice, a folder with nothing in it).
 
 from __future__ import annotations
 
+import logging
 import os
 import textwrap
 from collections.abc import Mapping
@@ -451,6 +452,23 @@ def test_hidden_files_are_skipped_even_dangling_editor_locks(tmp_path: Path) -> 
     (tmp_path / ".#good.yaml").symlink_to(tmp_path / "user@host.1234")  # as Emacs leaves it: dangling
     write(tmp_path, ".hidden", "id: [broken")
     assert list(load_pipeline_folder(tmp_path, make_registry())) == ["good"]
+
+
+def test_what_the_folder_holds_beside_its_pipeline_files_is_said_to_be_unread(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pipeline written as JSON, mine.json, was not served, and nothing said so: its callers got
+    NOT_FOUND from a server that had started without a word of it."""
+    write(tmp_path, "good", BASE.format(id="good"))
+    (tmp_path / "mine.json").write_text('{"id": "mine"}')
+    (tmp_path / "older").mkdir()
+    write(tmp_path, ".hidden", "id: [broken")
+    with caplog.at_level(logging.WARNING, logger="videodag_service.dag.loader"):
+        assert list(load_pipeline_folder(tmp_path, make_registry())) == ["good"]
+    assert [record.getMessage() for record in caplog.records] == [
+        f"pipeline folder {tmp_path}: {name} is not read: only its *.yaml and *.yml files are pipelines"
+        for name in ("mine.json", "older")
+    ]
 
 
 def test_a_folder_with_only_hidden_files_is_refused(tmp_path: Path) -> None:
