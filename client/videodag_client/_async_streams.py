@@ -14,7 +14,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final, Generic, Literal, Protocol, TypeVar, cast
+from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar, cast
 
 from videodag_client._errors import Cancelled, VideodagError
 from videodag_client._events import Event
@@ -64,7 +64,12 @@ class ThreadedStream(AbstractAsyncContextManager["ThreadedStream[T]"], Generic[T
         if callback is not None:  # a stream left behind (`break`) without aclose(): nothing will raise them either
             weakref.finalize(self, callback.hand_failures_to_loop, _CLOSED_CALL_CALLBACK_FAILED)
 
-    def __aiter__(self) -> ThreadedStream[T]:
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __aenter__(self) -> Self:
+        """The stream itself, typed as its own class: `async with client.watch_job(...) as watch`
+        then reads `watch.last_frame_index` in type-checked code."""
         return self
 
     async def __anext__(self) -> T:

@@ -66,6 +66,17 @@ async def awaited() -> None:
         job = await client.submit_job("clip.mp4", "frame_stats_v1", on_upload_progress=on_progress_awaited)
         async for update in client.watch_job(job.id, on_reconnect=on_reconnect_awaited):
             print(update)
+
+
+async def awaited_in_blocks(client: AsyncVideodagClient, job_id: str) -> int | None:
+    # The streams' own attributes, read on what `async with` binds, as the README's resume does.
+    async with client.upload_and_run("clip.mp4", "frame_stats_v1") as run:
+        async for event in run:
+            print(event)
+    async with client.watch_job(job_id) as watch:
+        async for update in watch:
+            print(update, watch.job, watch.reconnects)
+        return watch.last_frame_index
 """
 
 
