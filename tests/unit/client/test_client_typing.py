@@ -4,12 +4,14 @@ a caller's script, as a type-checked service embedding the client would be."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+README = REPO_ROOT / "README.md"
 
 CALLER = """
 import asyncio
@@ -80,16 +82,29 @@ async def awaited_in_blocks(client: AsyncVideodagClient, job_id: str) -> int | N
 """
 
 
-def test_a_strictly_typed_caller_of_both_clients_type_checks(tmp_path: Path) -> None:
-    caller = tmp_path / "caller.py"
-    caller.write_text(textwrap.dedent(CALLER))
+def strict_mypy_errors(tmp_path: Path, scripts: dict[str, str]) -> list[str]:
+    """The errors mypy --strict finds in `scripts` (file name: source), as a caller's type check would."""
+    for name, source in scripts.items():
+        (tmp_path / name).write_text(textwrap.dedent(source))
     environment = {**os.environ, "MYPYPATH": os.pathsep.join(
         str(REPO_ROOT / folder) for folder in ("client", "protos/gen/python"))}
     checked = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--config-file", str(REPO_ROOT / "pyproject.toml"),
-         "--cache-dir", str(tmp_path / "cache"), str(caller)],
+         "--cache-dir", str(tmp_path / "cache"), *scripts],
         capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=300,
     )
-    caller_errors = [line for line in checked.stdout.splitlines() if "caller.py:" in line]
-    assert caller_errors == [], checked.stdout
     assert "Found" in checked.stdout or "Success" in checked.stdout, checked.stdout + checked.stderr
+    return [line for line in checked.stdout.splitlines() if any(f"{name}:" in line for name in scripts)]
+
+
+def test_a_strictly_typed_caller_of_both_clients_type_checks(tmp_path: Path) -> None:
+    assert strict_mypy_errors(tmp_path, {"caller.py": CALLER}) == []
+
+
+def test_the_readme_python_examples_type_check_as_written(tmp_path: Path) -> None:
+    # A typed service pastes them as they stand: the blocks that are whole programs of the client's.
+    blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+    examples = {f"readme_example_{number}.py": block for number, block in enumerate(blocks)
+                if "from videodag_client import" in block}
+    assert len(examples) >= 3
+    assert strict_mypy_errors(tmp_path, examples) == []
