@@ -223,7 +223,28 @@ def from_grpc_error(error: grpc.RpcError) -> VideodagError:
     code = error.code() or grpc.StatusCode.UNKNOWN
     message = error.details() or ""
     error_class = VideodagError._class_by_code.get(code, Unknown)
-    return error_class(message, code=code, **_unpack_details(_rich_status(error)))
+    details = _unpack_details(_rich_status(error))
+    if code is grpc.StatusCode.UNAVAILABLE and not details.get("reason") and is_tls_handshake_failure(message):
+        details["reason"] = TLS_HANDSHAKE_FAILED
+    return error_class(message, code=code, **details)
+
+
+TLS_HANDSHAKE_FAILED = "TLS_HANDSHAKE_FAILED"
+"""The client's own reason for gRPC's UNAVAILABLE when the TLS handshake failed (a certificate
+not trusted, or for another name; the server's TLS not what the client speaks). It fails the
+same way until the setup changes: told apart from the UNAVAILABLE of a server down, which a
+caller retries."""
+
+# gRPC's words for a failed handshake, as its C core writes them into the status message.
+_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed",
+                      "is not in peer certificate")
+
+
+def is_tls_handshake_failure(message: str) -> bool:
+    """Whether gRPC's own message (an UNAVAILABLE with no reason of the server's: one that has a
+    reason may say anything, a video named "handshake_test.mp4" say) tells of a failed handshake."""
+    lowered = message.lower()
+    return any(mark in lowered for mark in _TLS_FAILURE_MARKS)
 
 
 def error_from_status(status: status_pb2.Status) -> VideodagError:

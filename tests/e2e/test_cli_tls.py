@@ -4,17 +4,20 @@ handshake reported as a TLS failure, without gRPC's own log lines on stderr."""
 from __future__ import annotations
 
 import os
+import socket
 import ssl
 import subprocess
 import sys
 from pathlib import Path
 from typing import BinaryIO
 
+import grpc
 import pytest
 from harness import ServerFactory
 from test_e2e_access_control import openssl, pki  # noqa: F401 - pki: the CA, server and client certificates
 
 import videodag_service.video.upload as upload_module
+from videodag_client import Unavailable, VideodagClient
 from videodag_client.cli import _exit_codes, main
 
 
@@ -168,6 +171,31 @@ def test_tls_trusts_a_company_ca_in_the_systems_certificate_folder(
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "other.pem"))  # the bundle, without the company's CA
     monkeypatch.setenv("SSL_CERT_DIR", f"{empty}{os.pathsep}{folder}")  # a list, as OpenSSL takes it
     assert _tls_with_the_systems_roots_reaches(make_server, pki, capsys)
+
+
+def test_the_library_tells_a_refused_certificate_from_a_server_that_is_down(
+    make_server: ServerFactory, pki: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """Both were a bare Unavailable, no reason: a service retrying UNAVAILABLE without details,
+    as "What to retry" says, retried a CA it will never trust for good."""
+    server = make_server(tls_cert_file=pki / "server.pem", tls_key_file=pki / "server.key")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem",
+            "-days", "2", "-subj", "/CN=another CA", cwd=tmp_path)
+    wrong_ca = grpc.ssl_channel_credentials((tmp_path / "other.pem").read_bytes())
+    with VideodagClient(f"localhost:{server.running.port}", credentials=wrong_ca, timeout=10) as client, \
+            pytest.raises(Unavailable) as refused:
+        client.list_pipelines()
+    assert refused.value.reason == "TLS_HANDSHAKE_FAILED"
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.value.message
+    assert refused.value.retry_after is None
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        down = unused.getsockname()[1]
+    with VideodagClient(f"localhost:{down}", credentials=wrong_ca, timeout=10) as client, \
+            pytest.raises(Unavailable) as unreachable:
+        client.list_pipelines()
+    assert unreachable.value.reason == ""
 
 
 def test_an_error_of_the_servers_naming_a_video_with_a_tls_word_is_not_taken_for_a_handshake(

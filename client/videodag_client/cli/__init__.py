@@ -22,6 +22,7 @@ from types import FrameType
 import grpc
 
 from videodag_client import VideodagError
+from videodag_client._errors import TLS_HANDSHAKE_FAILED
 from videodag_client.cli import _exit_codes, cancel, jobs, pipelines, render, run, submit, watch
 from videodag_client.cli._arguments import UsageError
 from videodag_client.cli._connection import add_connection_arguments
@@ -31,8 +32,6 @@ from videodag_client.cli._terminal import terminal_safe
 
 # Words gRPC puts in an UNAVAILABLE status when the connection failed in the TLS handshake; up
 # to grpcio 1.76, a certificate for another name said only that the peer name is not in it.
-_TLS_FAILURE_MARKS = ("handshake", "ssl_error", "certificate_verify", "tsi_", "verification check failed",
-                      "is not in peer certificate")
 # gRPC's words for a channel none of whose connections came up: its first-address policy's (the
 # default), and its round-robin policy's (a channel made with it).
 _CONNECT_FAILURE_MARKS = ("failed to connect", "connections to all backends failing")
@@ -234,11 +233,7 @@ def _termination_as_interrupt() -> Iterator[None]:
 
 
 def _is_tls_failure(error: VideodagError) -> bool:
-    """A failed handshake is gRPC's own UNAVAILABLE, with no reason: an error of the server's has
-    one, and its message may hold anything, a video named "handshake_test.mp4" say."""
-    message = error.message.lower()
-    return (error.code is grpc.StatusCode.UNAVAILABLE and not error.reason
-            and any(mark in message for mark in _TLS_FAILURE_MARKS))
+    return error.reason == TLS_HANDSHAKE_FAILED
 
 
 def _closed_connection_hint(args: argparse.Namespace, error: VideodagError) -> str | None:
