@@ -24,13 +24,14 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from videodag_client._async_sources import chunks_in_loop
 from videodag_client._async_streams import ABANDONED_STEP_WAIT_SECONDS, AsyncJobWatch, AsyncRunStream, ThreadedStream
 from videodag_client._client import DEFAULT_TARGET, PICKLING_REFUSED, VideodagClient
 from videodag_client._errors import VideodagError, client_closed_error
@@ -146,7 +147,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
 
     def upload_and_run(
         self,
-        path_or_file: PathOrFile,
+        path_or_file: PathOrFile | AsyncIterable[bytes],
         pipeline_id: str,
         options: RunOptions | None = None,
         *,
@@ -159,6 +160,10 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     ) -> AsyncRunStream:
         """Uploads a video and runs a pipeline on it: `VideodagClient.upload_and_run`, awaited.
 
+        `path_or_file` takes what `VideodagClient.upload_and_run` does, and an async iterable
+        of the video's chunks (a request body's `request.stream()` in FastAPI, an aiohttp
+        `StreamReader`), read in this event loop as the upload goes, never whole.
+
         Nothing starts until the first `async for` step, which opens the file (and reads it
         once for its checksum) on the stream's thread; errors, bad arguments included, are
         raised from the iteration. `on_upload_progress` (a function or a coroutine function) is
@@ -170,7 +175,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         progress = LoopCallback.of(on_upload_progress)
         start = functools.partial(
             self._client.upload_and_run,
-            path_or_file,
+            chunks_in_loop(path_or_file),
             pipeline_id,
             options,
             chunk_size=chunk_size,
@@ -184,7 +189,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
 
     async def submit_job(
         self,
-        path_or_file: PathOrFile,
+        path_or_file: PathOrFile | AsyncIterable[bytes],
         pipeline_id: str,
         options: RunOptions | None = None,
         *,
@@ -195,7 +200,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         timeout: float | None = None,
         on_upload_progress: AsyncUploadProgress | None = None,
     ) -> Job:
-        """Uploads a video and queues a job: `VideodagClient.submit_job`, awaited.
+        """Uploads a video and queues a job: `VideodagClient.submit_job`, awaited; `path_or_file`
+        as in `upload_and_run`, an async iterable of chunks included.
 
         Cancelling the awaiting task cancels the upload, and no job is queued for it
         (unless the server had already stored the whole upload). `on_upload_progress` runs
@@ -217,7 +223,7 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
             _start_unless_abandoned,
             lambda: abandoned.is_set() or self._calls_closed,
             self._client,
-            path_or_file,
+            chunks_in_loop(path_or_file),
             pipeline_id,
             options,
             idempotency_key=idempotency_key,

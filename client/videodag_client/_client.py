@@ -348,8 +348,9 @@ class VideodagClient(JobCalls):
         frames, is raised from the iteration as a `VideodagError` subclass; so is a stream the
         server ended without its summary (`Internal`, reason `RUN_ENDED_WITHOUT_SUMMARY`).
 
-        `path_or_file` is a path or a binary file object read from its current position
-        (left open). The file is streamed in `chunk_size` pieces, never read whole.
+        `path_or_file` is a path, a binary file object read from its current position (left
+        open), the video's bytes, or an iterable of its chunks of any sizes (a generator). It is
+        streamed in `chunk_size` pieces, never read whole.
         `declare_size` lets the server refuse an oversized upload before any byte is sent;
         `checksum` reads the file once first to send its SHA-256, which the server checks.
         Both need a seekable input and are skipped otherwise. `on_upload_progress` is called

@@ -13,7 +13,7 @@ import io
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import IO, Protocol, TypeAlias, cast
@@ -38,7 +38,18 @@ class _SeekableFile(BinaryFile, Protocol):
     def seek(self, offset: int, whence: int = ..., /) -> int: ...
 
 
-PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryFile
+class StoppableChunks(ABC, Iterator[bytes]):
+    """Chunks whose `next()` may wait on something that is not a read of the caller's own (the
+    async client's event loop running the next step of an async iterable): `stop()` makes a
+    waiting `next()` give up, so that a cancelled upload leaves no thread waiting for good."""
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+
+PathOrFile: TypeAlias = str | os.PathLike[str] | BinaryFile | bytes | bytearray | memoryview | Iterable[bytes]
+"""A path; a binary file object; the video's bytes; or an iterable of its chunks (a generator,
+an HTTP body's iterator), of any sizes, which are sent as `chunk_size` pieces."""
 UploadProgress: TypeAlias = Callable[[int, int | None], None]
 """Called as `(bytes_sent, total_bytes_or_None)` from gRPC's request thread."""
 
@@ -74,11 +85,13 @@ class UploadFile:
     file_name: str
     size_bytes: int | None
     sha256: str | None
+    stop_reading: Callable[[], None] = lambda: None
+    """Makes a read waiting on another thread's work give up (`StoppableChunks.stop`)."""
 
     def close(self) -> None:
         """Close the stream if it was opened here; a caller's file object stays open."""
         if self.owned:
-            cast(IO[bytes], self.stream).close()  # opened here, from a path
+            cast(IO[bytes], self.stream).close()  # opened here, from a path or bytes
 
 
 def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool) -> UploadFile:
@@ -87,12 +100,20 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
     Size and checksum are known only for seekable input: the checksum costs a first read
     pass, after which the stream is rewound to where it was.
     """
+    stop_reading: Callable[[], None] = UploadFile.stop_reading
     if isinstance(path_or_file, str | os.PathLike):
         stream: BinaryFile = open(path_or_file, "rb")  # noqa: SIM115 - closed by ChunkedRequests
         owned = True
+    elif isinstance(path_or_file, bytes | bytearray | memoryview):
+        stream, owned = io.BytesIO(path_or_file), True
+    elif _is_chunks(path_or_file):
+        chunks = cast(Iterable[bytes], path_or_file)
+        stream, owned = _ChunksFile(chunks), False
+        if isinstance(chunks, StoppableChunks):
+            stop_reading = chunks.stop
     else:
         _require_binary(path_or_file)
-        stream, owned = path_or_file, False
+        stream, owned = cast(BinaryFile, path_or_file), False
     try:
         name = getattr(stream, "name", "")
         if isinstance(name, bytes):  # opened by a bytes path: `open(b"clip.mp4", "rb")`
@@ -107,16 +128,63 @@ def open_upload(path_or_file: PathOrFile, *, declare_size: bool, checksum: bool)
         if owned:
             cast(IO[bytes], stream).close()
         raise
-    return UploadFile(stream, owned, file_name, size, sha256)
+    return UploadFile(stream, owned, file_name, size, sha256, stop_reading)
+
+
+def _is_chunks(source: object) -> bool:
+    """An iterable of chunks, not a file object (files iterate over lines) nor text."""
+    return (hasattr(source, "__iter__") and not callable(getattr(source, "read", None))
+            and not isinstance(source, str | io.TextIOBase))
+
+
+class _ChunksFile:
+    """An iterable of chunks read as a stream (no `seekable`: neither size nor checksum is
+    declared). Reads gather chunks up to the size asked for, so a source of small pieces (an
+    HTTP body's, a few KiB each) goes out in `chunk_size` messages, not thousands of tiny ones."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._chunk = b""
+        self._offset = 0
+        self._ended = False
+
+    def read(self, size: int, /) -> bytes:
+        pieces: list[bytes] = []
+        wanted = size
+        while wanted > 0 and self._has_more():
+            if self._offset == 0 and len(self._chunk) <= wanted:
+                piece = self._chunk  # whole, not copied
+            else:
+                piece = self._chunk[self._offset:self._offset + wanted]
+            self._offset += len(piece)
+            wanted -= len(piece)
+            pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _has_more(self) -> bool:
+        while self._offset >= len(self._chunk):
+            if self._ended:
+                return False
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._ended = True
+                return False
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise TypeError(f"the video's chunks must be bytes, got {type(chunk).__name__}")
+            self._chunk, self._offset = bytes(chunk), 0
+        return True
 
 
 def _require_binary(stream: object) -> None:
     """A text-mode file would fail later, deep in hashing or in gRPC's thread: say what is needed now."""
-    is_text_or_bytes = isinstance(stream, io.TextIOBase | bytes | bytearray | memoryview)
-    if is_text_or_bytes or not callable(getattr(stream, "read", None)):
+    if hasattr(stream, "__aiter__"):
+        raise TypeError(f"the video is an async iterable ({type(stream).__name__}): give it to AsyncVideodagClient, "
+                        "which reads it in its event loop")
+    if isinstance(stream, io.TextIOBase) or not callable(getattr(stream, "read", None)):
         name = getattr(stream, "name", None)
         what = f"{type(stream).__name__} {name!r}" if name is not None else type(stream).__name__
-        raise TypeError(f"the video must be a path or a binary file object (open it with 'rb'), got {what}")
+        raise TypeError("the video must be a path, a binary file object (open it with 'rb'), bytes or an iterable of "
+                        f"bytes, got {what}")
 
 
 def _remaining_size(stream: _SeekableFile) -> int:
@@ -256,6 +324,7 @@ class ChunkedRequests:
             self._closed = True
             if not self._reading:
                 self._release_file()
+        self._upload.stop_reading()
 
     def _release_file(self) -> None:
         self._upload.close()

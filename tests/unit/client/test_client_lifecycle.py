@@ -104,11 +104,12 @@ def test_a_file_object_that_reads_text_is_refused_with_a_clear_type_error(
             source.close()
 
 
-@pytest.mark.parametrize("source", [memoryview(b"video"), None, 3, 2.5], ids=["memoryview", "None", "int", "float"])
+@pytest.mark.parametrize("source", [None, 3, 2.5], ids=["None", "int", "float"])
 def test_what_is_neither_a_path_nor_a_file_is_refused_with_a_type_error_naming_it(
     client: VideodagClient, source: object
 ) -> None:
-    with pytest.raises(TypeError, match=f"must be a path or a binary file object .*got {type(source).__name__}$"):
+    with pytest.raises(TypeError, match=r"must be a path, a binary file object \(open it with 'rb'\), bytes or an "
+                                        f"iterable of bytes, got {type(source).__name__}$"):
         client.upload_and_run(source, "motion_v1")  # type: ignore[arg-type]
 
 

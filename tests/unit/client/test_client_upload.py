@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import itertools
 import os
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -146,6 +149,61 @@ def test_unseekable_stream_is_uploaded_without_size_or_checksum(
     assert servicer.uploaded_bytes() == video_bytes
     assert servicer.config.declared_size_bytes == 0
     assert servicer.config.sha256 == ""
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_the_videos_bytes_are_uploaded_with_their_size_and_checksum(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_bytes: bytes, kind: type
+) -> None:
+    """A video already in memory (downloaded, say) needed wrapping in io.BytesIO first."""
+    _script_successful_run(servicer)
+
+    list(client.upload_and_run(kind(video_bytes), "motion_v1", chunk_size=50_000))
+
+    assert servicer.uploaded_bytes() == video_bytes
+    assert servicer.config.declared_size_bytes == len(video_bytes)
+    assert servicer.config.sha256 == hashlib.sha256(video_bytes).hexdigest()
+
+
+def test_an_iterable_of_chunks_of_any_sizes_goes_out_in_chunk_size_messages(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer, video_bytes: bytes
+) -> None:
+    """A generator of a request body's pieces (a few KiB, or one byte, each) needed a file-like
+    adapter, and its pieces would each have been a message."""
+    _script_successful_run(servicer)
+    sizes = [1, 7, 3000, 100_000, 0, 65_536]
+
+    def pieces() -> Iterator[bytes]:
+        offset = 0
+        for size in itertools.cycle(sizes):
+            if offset >= len(video_bytes):
+                return
+            yield video_bytes[offset:offset + size]
+            offset += size
+
+    list(client.upload_and_run(pieces(), "motion_v1", chunk_size=50_000))
+
+    assert servicer.uploaded_bytes() == video_bytes
+    assert [len(chunk) for chunk in servicer.chunks[:-1]] == [50_000] * (len(servicer.chunks) - 1)
+    assert servicer.config.declared_size_bytes == 0 and servicer.config.sha256 == ""
+
+
+def test_a_chunk_that_is_not_bytes_raises_a_type_error_from_the_iteration(
+    client: VideodagClient, servicer: FakeVideoPipelineServicer
+) -> None:
+    _script_successful_run(servicer)
+    with pytest.raises(TypeError, match=r"^the video's chunks must be bytes, got str$"):
+        list(client.upload_and_run(iter(["text, not bytes"]), "motion_v1"))  # type: ignore[arg-type]
+
+
+def test_an_async_iterable_given_to_the_blocking_client_names_the_async_client(client: VideodagClient) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"video"
+
+    chunks = body()
+    with pytest.raises(TypeError, match=r"an async iterable \(async_generator\): give it to AsyncVideodagClient"):
+        client.upload_and_run(chunks, "motion_v1")  # type: ignore[arg-type]
+    asyncio.run(chunks.aclose())
 
 
 def test_size_and_checksum_can_be_left_out(
