@@ -31,6 +31,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from videodag_client._arguments import job_states
 from videodag_client._async_sources import chunks_in_loop
 from videodag_client._async_streams import ABANDONED_STEP_WAIT_SECONDS, AsyncJobWatch, AsyncRunStream, ThreadedStream
 from videodag_client._client import DEFAULT_TARGET, PICKLING_REFUSED, VideodagClient
@@ -276,7 +277,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
     ) -> JobPage:
         """One page of jobs, newest first, only those in `states` (all when empty)."""
         return await self._run(
-            self._client.list_jobs, states=tuple(states), page_size=page_size, page_token=page_token, timeout=timeout
+            self._client.list_jobs, states=job_states(states), page_size=page_size, page_token=page_token,
+            timeout=timeout,
         )
 
     async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:

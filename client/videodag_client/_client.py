@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
+from videodag_client._arguments import text_argument
 from videodag_client._connection import (
     ChannelMaker,
     Connection,
@@ -322,10 +323,8 @@ class VideodagClient(JobCalls):
 
     def get_pipeline(self, pipeline_id: str, *, timeout: float | None = None) -> PipelineInfo:
         """One pipeline with its node graph; raises `NotFound` for an unknown id."""
-        response = self._call(
-            lambda c: c.stub.GetPipeline, video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=pipeline_id),
-            timeout
-        )
+        request = video_pipeline_service_pb2.GetPipelineRequest(pipeline_id=text_argument("pipeline_id", pipeline_id))
+        response = self._call(lambda c: c.stub.GetPipeline, request, timeout)
         return pipeline_from_proto(response.pipeline)
 
     def upload_and_run(

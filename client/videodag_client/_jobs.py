@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
+from videodag_client._arguments import job_states, state_values, text_argument
 from videodag_client._errors import Cancelled, Internal, VideodagError, client_closed_error, from_grpc_error
 from videodag_client._job_values import Job, JobPage, JobState, job_from_proto
 from videodag_client._job_watch import JobWatch
@@ -68,7 +69,8 @@ class JobCalls:
 
     def get_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job as it is now; `NotFound` for an unknown or deleted id."""
-        response = self._call(lambda c: c.stub.GetJob, video_pipeline_service_pb2.GetJobRequest(job_id=job_id), timeout)
+        request = video_pipeline_service_pb2.GetJobRequest(job_id=text_argument("job_id", job_id))
+        response = self._call(lambda c: c.stub.GetJob, request, timeout)
         return job_from_proto(response.job)
 
     def list_jobs(
@@ -80,8 +82,8 @@ class JobCalls:
         timeout: float | None = None,
     ) -> JobPage:
         """One page of jobs, newest first, only those in `states` (all when empty)."""
-        request = video_pipeline_service_pb2.ListJobsRequest(page_token=page_token,
-                                                             states=[state.value for state in states])
+        request = video_pipeline_service_pb2.ListJobsRequest(page_token=text_argument("page_token", page_token),
+                                                             states=state_values(states))
         refuse_bool("page_size", page_size)
         try:
             request.page_size = page_size
@@ -90,31 +92,35 @@ class JobCalls:
         response = self._call(lambda c: c.stub.ListJobs, request, timeout)
         return JobPage(tuple(job_from_proto(job) for job in response.jobs), response.next_page_token)
 
-    def iter_jobs(self, *, states: Iterable[JobState] = (), page_size: int = 0) -> Iterator[Job]:
-        """Every job, newest first, fetching pages as needed.
+    def iter_jobs(
+        self, *, states: Iterable[JobState] = (), page_size: int = 0, timeout: float | None = None
+    ) -> Iterator[Job]:
+        """Every job, newest first, fetching pages as needed; `timeout` is each page's.
 
         A server whose next page token leads back to a page of this listing, or that sends empty
         page after empty page, would keep it going forever: `Internal` ends it (reason
         `PAGE_TOKEN_REPEATED` or `EMPTY_PAGES_WITHOUT_END`), after the jobs of the pages read.
         """
-        wanted = tuple(states)
+        return self._pages_of_jobs(job_states(states), page_size, timeout)  # states refused here, not at next()
+
+    def _pages_of_jobs(self, states: tuple[JobState, ...], page_size: int, timeout: float | None) -> Iterator[Job]:
         trail = _PageTrail()
         token: str | None = ""
         while token is not None:
-            page = self.list_jobs(states=wanted, page_size=page_size, page_token=token)
+            page = self.list_jobs(states=states, page_size=page_size, page_token=token, timeout=timeout)
             yield from page.jobs
             token = trail.next_token(page)
 
     def cancel_job(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Cancels a queued or running job and returns it CANCELLED; `FailedPrecondition` if it finished."""
-        response = self._call(
-            lambda c: c.stub.CancelJob, video_pipeline_service_pb2.CancelJobRequest(job_id=job_id), timeout
-        )
+        request = video_pipeline_service_pb2.CancelJobRequest(job_id=text_argument("job_id", job_id))
+        response = self._call(lambda c: c.stub.CancelJob, request, timeout)
         return job_from_proto(response.job)
 
     def delete_job(self, job_id: str, *, timeout: float | None = None) -> None:
         """Deletes a finished job and its results; `FailedPrecondition` while it is queued or running."""
-        self._call(lambda c: c.stub.DeleteJob, video_pipeline_service_pb2.DeleteJobRequest(job_id=job_id), timeout)
+        request = video_pipeline_service_pb2.DeleteJobRequest(job_id=text_argument("job_id", job_id))
+        self._call(lambda c: c.stub.DeleteJob, request, timeout)
 
     def watch_job(
         self,
@@ -137,6 +143,7 @@ class JobCalls:
         The client's default `timeout` does not apply: a watch lasts as long as its job.
         """
 
+        text_argument("job_id", job_id)
         if after_frame_index is not None:
             refuse_bool("after_frame_index", after_frame_index)
             try:

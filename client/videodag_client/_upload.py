@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol, TypeAlias, cast
 
 from videodag.v1 import run_pb2
+from videodag_client._arguments import run_options_argument, text_argument
 from videodag_client._errors import Cancelled
 from videodag_client._options import RunOptions
 
@@ -333,7 +334,8 @@ class ChunkedRequests:
 def run_config(pipeline_id: str, options: RunOptions | None, config_path: str) -> run_pb2.RunConfig:
     """A call's RunConfig but for its upload's fields, built before the file is opened and read
     for its checksum: options that cannot be sent fail at once, and leave no file open."""
-    config = run_pb2.RunConfig(pipeline_id=pipeline_id)
+    config = run_pb2.RunConfig(pipeline_id=text_argument("pipeline_id", pipeline_id))
+    options = run_options_argument(options)
     if options is not None:
         config.options.CopyFrom(options.to_proto(config_path))
     return config
