@@ -274,6 +274,11 @@ def test_jobs_lists_and_shows_and_cancel_stops_a_job(
     assert main([*_server(jobs), "watch", job.id, "-q"]) == _exit_codes.SERVER_ERROR
     assert "CANCELLED" in capsys.readouterr().err
     assert main([*_server(jobs), "cancel", "0" * 24]) == _exit_codes.NOT_FOUND
+    capsys.readouterr()
+    queued = client.submit_job(sample_clip, "paced", RunOptions(start_seconds=1))
+    assert main([*_server(jobs), "cancel", "--json", queued.id]) == 0  # as submit --json and jobs show --json
+    record = json.loads(capsys.readouterr().out)
+    assert (record["id"], record["state"]) == (queued.id, "CANCELLED")
 
 
 def test_watch_of_a_failed_job_exits_with_the_error_code(
