@@ -25,7 +25,14 @@ from contextlib import contextmanager
 import grpc
 
 from videodag_service.call_status import abort
-from videodag_service.errors import EndedByShutdown, ErrorDetails, ServerDraining, TooManyRuns, VideodagError
+from videodag_service.errors import (
+    EndedByShutdown,
+    ErrorDetails,
+    RunCancelled,
+    ServerDraining,
+    TooManyRuns,
+    VideodagError,
+)
 from videodag_service.wording import counted
 
 # The shortest and longest retry hint of TOO_MANY_RUNS, which otherwise follows the runs' recent length.
@@ -111,7 +118,7 @@ class RunTurn:
     def wait(self) -> None:
         """Until this call holds a run slot; TOO_MANY_RUNS once it has waited the line's time,
         or just before the call's own deadline, SERVER_DRAINING if the server begins shutting
-        down, and an end of the wait (the call's own end counts) if its client leaves."""
+        down, and CANCELLED (`RunCancelled`) if its client leaves."""
         deadline = self._joined + self._slots.wait_seconds
         # A client whose deadline comes first hears TOO_MANY_RUNS and when to retry, not
         # DEADLINE_EXCEEDED, which tells it nothing of a full server.
@@ -122,6 +129,8 @@ class RunTurn:
             left = self._context is not None and not self._context.is_active()
             if left or self._slots.draining or time.monotonic() >= deadline:
                 if self._slots.leave_line(self):
+                    if left:  # its client's cancel, counted as such in the runs: not a refusal it never heard
+                        raise RunCancelled("the client left while the call waited for a run slot")
                     self._slots.refuse_if_draining()
                     raise self._slots.refusal(waited_seconds=time.monotonic() - self._joined)
                 break  # the slot came as it gave up

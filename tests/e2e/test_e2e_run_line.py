@@ -17,8 +17,17 @@ from test_e2e_metrics import free_port, scrape
 
 from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2, video_pipeline_service_pb2_grpc
-from videodag_client import NotFound, ResourceExhausted, RunSummary, Unavailable, VideodagClient, VideodagError
+from videodag_client import (
+    Cancelled,
+    NotFound,
+    ResourceExhausted,
+    RunSummary,
+    Unavailable,
+    VideodagClient,
+    VideodagError,
+)
 from videodag_client._errors import from_grpc_error
+from videodag_service.call_slots import RunTurn
 
 
 class _Caller(threading.Thread):
@@ -228,3 +237,44 @@ def test_an_upload_declared_over_the_limit_is_refused_at_once_in_line(
     assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPLOAD_TOO_LARGE")
     assert server.running.run_slots.waiting == 0
     release()
+
+
+def test_a_call_its_client_cancels_in_line_counts_as_a_cancelled_run(
+    make_server: ServerFactory, make_video, thousand_frame_video: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It counted in the calls only, as a TOO_MANY_RUNS refusal its client never heard, where the
+    README counts every cancel in the runs (one cancelled before its config was, as 'unknown')."""
+    server, release = _full(make_server, thousand_frame_video)
+    config_read = threading.Event()  # the call's place in line is taken before: its wait begins after
+    wait_for_a_slot = RunTurn.wait
+
+    def waited_for_after_its_config(turn: RunTurn) -> None:
+        config_read.set()
+        wait_for_a_slot(turn)
+
+    monkeypatch.setattr(RunTurn, "wait", waited_for_after_its_config)
+    stream = server.client.upload_and_run(make_video(3), "frame_stats_v1")
+    ended: list[BaseException] = []
+
+    def first_event() -> None:
+        try:
+            next(stream)
+        except Cancelled as cancelled:
+            ended.append(cancelled)
+
+    waiting = threading.Thread(target=first_event, daemon=True)
+    waiting.start()
+    assert config_read.wait(timeout=30)
+    stream.close()
+    waiting.join(timeout=30)
+    assert len(ended) == 1, "the caller's own cancel"
+    assert wait_until(lambda: server.running.run_slots.waiting == 0)
+
+    def runs() -> dict[tuple[tuple[str, str], ...], float]:
+        return {tuple(sorted(sample.labels.items())): sample.value
+                for family in server.running.metrics.registry.collect() if family.name == "videodag_runs"
+                for sample in family.samples if sample.name == "videodag_runs_total"}
+
+    assert wait_until(lambda: runs() == {(("pipeline", "frame_stats_v1"), ("status", "CANCELLED")): 1.0}), runs()
+    release()
+    assert server.uploads_left_after() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from fakes.servicer_context import FakeServicerContext
 from videodag_service import call_slots
 from videodag_service.call_slots import RunSlots
-from videodag_service.errors import ServerDraining, TooManyRuns
+from videodag_service.errors import RunCancelled, ServerDraining, TooManyRuns
 
 
 def test_the_retry_hint_is_the_wait_the_line_promises_a_newcomer(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,3 +95,17 @@ def test_a_call_with_too_little_time_left_to_wait_is_refused_at_once() -> None:
         with pytest.raises(TooManyRuns), slots.hold(FakeServicerContext(time_remaining=0.1)) as waiting:
             waiting.wait()
         assert time.monotonic() - began < 1.0
+
+
+def test_a_call_whose_client_leaves_the_line_ends_cancelled_not_refused() -> None:
+    """It ended as TOO_MANY_RUNS, a refusal no one heard, and so was left out of the runs'
+    count, which the README has count every cancel (one that left before its config counted)."""
+    slots = RunSlots(1, max_waiting=1, wait_seconds=30.0)
+    with slots.hold() as running:
+        running.wait()
+        context = FakeServicerContext()
+        with pytest.raises(RunCancelled, match="the client left while the call waited for a run slot"), \
+                slots.hold(context) as waiting:
+            threading.Timer(0.2, context.cancel).start()
+            waiting.wait()
+    assert (slots.active, slots.waiting) == (0, 0)
