@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from jobs_harness import SERVER_SCRIPT, ServerProcess, subprocess_environment, w
 
 from fakes.logs import json_log_lines
 from fakes.media import write_cut_copy
-from videodag_client import InvalidArgument, JobState, VideodagClient
+from videodag_client import FrameResult, InvalidArgument, JobState, VideodagClient
 from videodag_service.video.decoder_log import LOGGER_NAME
 
 
@@ -108,3 +109,49 @@ def test_a_call_refused_for_its_token_logs_the_refusal_with_its_request_id(
     refusal = [entry for entry in entries if entry["message"].startswith(f"refused {method}: missing bearer token")]
     assert len(refusal) == 1 and refusal[0] in of_the_call
     assert [entry["grpc_code"] for entry in of_the_call if "grpc_code" in entry] == ["UNAUTHENTICATED"]
+
+
+class _HeldVideo(io.RawIOBase):
+    """A seekable video whose reads past its middle wait for `release`: an upload held there."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self._middle = len(data) // 2
+        self.release = threading.Event()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._data.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        if self._data.tell() >= self._middle:
+            self.release.wait(60)
+        block = self._data.read(min(len(buffer), max(self._middle - self._data.tell(), 0) or len(buffer)))
+        buffer[:len(block)] = block
+        return len(block)
+
+
+def test_runs_decoded_while_arriving_that_their_clients_cancel_log_nothing_of_the_cut_file(
+    sample_clip: Path, tmp_path: Path
+) -> None:
+    """FFmpeg reads the end of the file the cancel cut short: each such run logged its complaints
+    ("partial file", "Invalid NAL unit size", up to a hundred) as if the video were damaged."""
+    def run(client: VideodagClient) -> None:
+        for _ in range(5):
+            video = _HeldVideo(sample_clip.read_bytes())
+            stream = client.upload_and_run(video, "frame_stats_v1", checksum=False, decode_during_upload=True,
+                                           chunk_size=64 * 1024)
+            assert any(isinstance(event, FrameResult) for event in stream), "a frame came during the upload"
+            stream.close()  # the client's cancel, half the video unsent
+            video.release.set()
+
+    entries = _json_log_of_a_server_calling(tmp_path, run)
+    assert [entry for entry in entries if entry["logger"] == LOGGER_NAME] == []

@@ -22,6 +22,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from videodag_service.observability.logging import current_request_id, json_line, json_lines_configured, text_line
@@ -87,6 +88,7 @@ class DecoderLogWatch:
         self.codec_not_opened: str | None = None
         """OpenCV's line saying FFmpeg would not open the decoder (`CODEC_NOT_OPENED`)."""
         self._partial_kept = False
+        self._muted: Callable[[], bool] = lambda: False
         os.set_blocking(read_end, False)
         threading.Thread(target=self._forward, name=_THREAD_NAME, daemon=True).start()
 
@@ -116,6 +118,13 @@ class DecoderLogWatch:
         its call learns the call's request id only once it is given its file."""
         with self._lock:
             self._format = log_format
+
+    def mute_once(self, muted: Callable[[], bool]) -> None:
+        """Pass no line on once `muted()` (an upload cut short, `GrowingUpload.cut_short`): FFmpeg
+        then reads the end of a file its client's cancel cut, and its complaints ("partial file",
+        "Invalid NAL unit size", a hundred in a run) read as a damaged video when none was. Lines
+        are still looked at."""
+        self._muted = muted
 
     def drain(self) -> None:
         """Read, look at and pass on everything written to stderr so far, without waiting for more."""
@@ -148,7 +157,7 @@ class DecoderLogWatch:
             self._pending = b""
         for line in lines:
             self._look_at(line, complete=True)
-            if line.strip():
+            if line.strip() and not self._muted():
                 self._pass_on(self._formatted(line) + b"\n")
 
     def _look_at(self, line: bytes, *, complete: bool) -> None:

@@ -168,6 +168,7 @@ def serve_decoder(
             log.use_format(request.log_format)
             source = request.path
         if isinstance(source, GrowingUpload):
+            log.mute_once(source.cut_short)
             source = source.waiting_with(lambda: channel.send_alive_if_due(heartbeat_seconds))
         _decode_one_file(channel, source, opener, log)
     except ServerGone:

@@ -78,6 +78,16 @@ class GrowingUpload(os.PathLike[str]):
     def __reduce__(self) -> tuple[Any, ...]:
         return (GrowingUpload, (self.path, self.size_bytes, self.abandoned))
 
+    def cut_short(self) -> bool:
+        """Whether the upload ended before all its bytes came (the signal is set at its end either
+        way): what a reader reads from here on is a file cut short by the upload's failure."""
+        if not self.abandoned.is_set():
+            return False
+        try:
+            return self.path.stat().st_size < self.size_bytes
+        except OSError:  # removed with its failed run
+            return True
+
     def waiting_with(self, on_wait: Callable[[], None]) -> GrowingUpload:
         """The same upload, calling `on_wait` while a reader waits for bytes."""
         return GrowingUpload(self.path, self.size_bytes, self.abandoned, on_wait)

@@ -111,6 +111,19 @@ def test_an_abandoned_upload_ends_a_waiting_read(growing: GrowingFile) -> None:
 
 
 
+def test_an_upload_is_cut_short_once_abandoned_before_all_its_bytes_came(growing: GrowingFile) -> None:
+    """Its signal is set at its end whichever way it ended: only the bytes tell a cancel."""
+    growing.write_until(100)
+    assert not growing.upload.cut_short()
+    growing.upload.abandoned.set()
+    assert growing.upload.cut_short()
+    growing.write_until(len(growing.content))
+    assert not growing.upload.cut_short(), "all its bytes came: the end of a whole upload"
+    growing.close()
+    growing.path.unlink()
+    assert growing.upload.cut_short(), "removed with its failed run"
+
+
 def test_the_abandon_signal_stays_set_and_leaves_no_named_semaphore_or_descriptor() -> None:
     def semaphores() -> set[str]:
         return {path.name for path in Path("/dev/shm").glob("sem.mp-*")}

@@ -126,6 +126,35 @@ def test_the_log_watch_passes_every_line_on_and_notices_the_refusal() -> None:
     ]
 
 
+_MUTED_WATCH_SCRIPT = textwrap.dedent(
+    f"""
+    import os
+    from videodag_service.video.decoder_log import DecoderLogWatch
+
+    watch = DecoderLogWatch.install()
+    cut_short = []
+    watch.mute_once(lambda: bool(cut_short))
+    os.write(2, b"[h264 @ 0x1] before the cut\\n")
+    watch.drain()
+    cut_short.append(True)
+    os.write(2, b"[mov,mp4 @ 0x2] stream 0, offset 0x215b0: partial file\\n")
+    os.write(2, b"[swscaler @ 0x3] " + {INTERLACED_REFUSED!r} + b"\\n")
+    watch.drain()
+    print("refusal seen:", watch.interlaced_refused.is_set(), flush=True)
+    """
+)
+
+
+def test_a_muted_log_watch_passes_no_line_on_and_still_looks_at_each() -> None:
+    """A decode-during-upload run its client cancelled logged FFmpeg's complaints of the file cut
+    short ("partial file", "Invalid NAL unit size"), up to a hundred, as if the video were damaged."""
+    completed = subprocess.run([sys.executable, "-c", _MUTED_WATCH_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ["refusal seen: True"]
+    messages = [line.split("]: ", 1)[1].rsplit(" (decoder process ", 1)[0] for line in completed.stderr.splitlines()]
+    assert messages == ["[h264 @ 0x1] before the cut"]
+
+
 _TEXT_WATCH_SCRIPT = textwrap.dedent(
     """
     import os
