@@ -288,21 +288,28 @@ class _SlowFile(io.RawIOBase):
         return 4096
 
 
+async def cancelled_once_uploading(server: ServerHarness, consume: Callable[[], Awaitable[None]]) -> list[Path]:
+    """Runs `consume` as a task, cancels it once `server` is receiving its upload (up to 10 s)
+    and waits for its cancel; the uploads the server was receiving then."""
+    task = asyncio.create_task(consume())
+    uploading: list[Path] = []
+    for _ in range(500):
+        if uploading := server.leftover_uploads():
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    return uploading
+
+
 def test_cancelling_a_run_while_its_upload_arrives_stops_the_upload(server: ServerHarness) -> None:
     async def scenario(client: AsyncVideodagClient) -> tuple[list[Path], list[Path]]:
         async def consume() -> None:
             async for _ in client.upload_and_run(_SlowFile(), "frame_stats_v1", chunk_size=4096):
                 pass
 
-        task = asyncio.create_task(consume())
-        uploading: list[Path] = []
-        for _ in range(500):  # until the server is receiving the upload, up to 10 s
-            if uploading := server.leftover_uploads():
-                break
-            await asyncio.sleep(0.02)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        uploading = await cancelled_once_uploading(server, consume)
         # Checked with the client still open: closing it would cancel every call anyway.
         for _ in range(250):
             if not server.leftover_uploads():

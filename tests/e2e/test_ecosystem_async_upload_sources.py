@@ -5,13 +5,17 @@ and a cancel while it waits all as a caller would expect."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from harness import ServerFactory, ServerHarness
+from test_ecosystem_async_client import cancelled_once_uploading
 
+from fakes.waiting import wait_until
 from videodag_client import AsyncVideodagClient, FrameResult, Job, JobState, RunOptions, RunSummary
 
 _OPTIONS = RunOptions(frame_stride=10)
@@ -75,8 +79,6 @@ def test_cancelling_a_run_whose_body_waits_stops_the_wait_and_the_upload(
 ) -> None:
     """gRPC's thread waits on the loop for the body's next piece: a cancel must end that wait (the
     body's step is cancelled), or the thread waited for good on a body that never ends."""
-    before = threading.active_count()
-
     async def scenario() -> tuple[list[Path], bool]:
         never = asyncio.Event()
         body_stopped = asyncio.Event()
@@ -94,15 +96,7 @@ def test_cancelling_a_run_whose_body_waits_stops_the_wait_and_the_upload(
                 async for _ in client.upload_and_run(stalled(), "frame_stats_v1"):
                     pass
 
-            task = asyncio.create_task(consume())
-            uploading: list[Path] = []
-            for _ in range(500):  # until the server is receiving the upload, up to 10 s
-                if uploading := server.leftover_uploads():
-                    break
-                await asyncio.sleep(0.02)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            uploading = await cancelled_once_uploading(server, consume)
             stopped = await asyncio.wait_for(body_stopped.wait(), timeout=10) or body_stopped.is_set()
             return uploading, stopped
 
@@ -110,8 +104,12 @@ def test_cancelling_a_run_whose_body_waits_stops_the_wait_and_the_upload(
     assert uploading, "the upload had not started when it was cancelled"
     assert stopped
     assert server.uploads_left_after() == []
-    for _ in range(250):  # gRPC's request thread ends once its wait is stopped
-        if threading.active_count() <= before:
-            break
-        threading.Event().wait(0.02)
-    assert threading.active_count() <= before, [thread.name for thread in threading.enumerate()]
+    assert wait_until(lambda: _threads_pulling_a_body() == []), _threads_pulling_a_body()
+
+
+def _threads_pulling_a_body() -> list[str]:
+    """The threads waiting in the client's pull of an async body's next piece."""
+    frames = sys._current_frames()
+    return [thread.name for thread in threading.enumerate()
+            if thread.ident in frames and any(frame.f_code.co_filename.endswith("_async_sources.py")
+                                              for frame, _ in traceback.walk_stack(frames[thread.ident]))]
