@@ -284,7 +284,11 @@ class ChunkedRequests:
             self.close()
             raise
         except Exception as error:
-            self.error = error
+            with self._lock:
+                # A read that failed because close() stopped it (an async body's pull, cut as the
+                # call ended) is no error of the upload's: the call's own (a server's refusal) is.
+                if not self._closed:
+                    self.error = error
             self.close()
             raise
         except BaseException as error:
