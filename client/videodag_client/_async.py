@@ -163,7 +163,8 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
 
         `path_or_file` takes what `VideodagClient.upload_and_run` does, and an async iterable
         of the video's chunks (a request body's `request.stream()` in FastAPI, an aiohttp
-        `StreamReader`), read in this event loop as the upload goes, never whole.
+        `StreamReader`), read in this event loop as the upload goes, never whole: this method
+        is then called in that loop (outside one, asyncio's RuntimeError comes at once).
 
         Nothing starts until the first `async for` step, which opens the file (and reads it
         once for its checksum) on the stream's thread; errors, bad arguments included, are
@@ -272,10 +273,11 @@ class AsyncVideodagClient(AbstractAsyncContextManager["AsyncVideodagClient"]):
         *,
         states: Iterable[JobState] = (),
         page_size: int = 0,
-        page_token: str = "",
+        page_token: str | None = "",
         timeout: float | None = None,
     ) -> JobPage:
-        """One page of jobs, newest first, only those in `states` (all when empty)."""
+        """One page of jobs, newest first, only those in `states` (all when empty); the first
+        page for a `page_token` of "" or None, else the page `next_page_token` named."""
         return await self._run(
             self._client.list_jobs, states=job_states(states), page_size=page_size, page_token=page_token,
             timeout=timeout,

@@ -78,11 +78,13 @@ class JobCalls:
         *,
         states: Iterable[JobState] = (),
         page_size: int = 0,
-        page_token: str = "",
+        page_token: str | None = "",
         timeout: float | None = None,
     ) -> JobPage:
-        """One page of jobs, newest first, only those in `states` (all when empty)."""
-        request = video_pipeline_service_pb2.ListJobsRequest(page_token=text_argument("page_token", page_token),
+        """One page of jobs, newest first, only those in `states` (all when empty); the first
+        page for a `page_token` of "" or None, else the page `next_page_token` named."""
+        token = "" if page_token is None else text_argument("page_token", page_token)
+        request = video_pipeline_service_pb2.ListJobsRequest(page_token=token,
                                                              states=state_values(states))
         refuse_bool("page_size", page_size)
         try:

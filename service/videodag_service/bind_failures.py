@@ -14,11 +14,13 @@ import socket
 _UNKNOWN_REASON = "the port is in use, or the host is not an address of this machine"
 
 
-def bind_refusal(host: str, port: int) -> str | None:
+def bind_refusal(host: str, port: int, *, sure_only: bool = False) -> str | None:
     """Why no address `host` resolves to can be bound at `port` now, in the operating system's
-    words; None when one can (gRPC listens if any of them binds). Asked before gRPC binds, it
-    keeps gRPC's own line (`E... add_port.cc ... Address already in use`), which is not JSON,
-    out of the log for the usual failures."""
+    words; None when one can (gRPC listens if any of them binds). Asked before gRPC binds
+    (`sure_only`), it keeps gRPC's own line (`E... add_port.cc ... Address already in use`),
+    which is not JSON, out of the log for the usual failures, and leaves any other to gRPC,
+    which may do what a plain socket cannot (`::` on a kernel without IPv6: it listens on
+    0.0.0.0)."""
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
@@ -30,6 +32,8 @@ def bind_refusal(host: str, port: int) -> str | None:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC: a TIME_WAIT is no conflict
                 probe.bind(address)
         except OSError as error:
+            if sure_only and error.errno not in _EXPLANATIONS:
+                return None
             reasons.append(_in_words(error))
         else:
             return None

@@ -411,7 +411,7 @@ def _metrics_exporter(metrics: ServerMetrics, settings: Settings) -> MetricsExpo
 
 def _listen(server: grpc.Server, settings: Settings) -> int:
     """Bind the server's port; a failure says why in words, not in gRPC's."""
-    if (refusal := bind_refusal(settings.host, settings.port)) is not None:
+    if (refusal := bind_refusal(settings.host, settings.port, sure_only=True)) is not None:
         raise OSError(f"could not listen on {settings.address}: {refusal}")
     try:
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:

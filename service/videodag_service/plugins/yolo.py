@@ -255,8 +255,8 @@ _IMAGE_INPUT_TYPES = ("tensor(float)", "tensor(float16)")
 def _image_input(session: Any, settings: _Settings) -> Any:
     """The model's image input (an ONNX Runtime NodeArg); raises ValueError when the model is not
     one YOLO image in and a prediction out: another count of inputs (an RT-DETR export also takes
-    the image's size), no output, an input that is not (N, 3, H, W) floats, or a fixed side other
-    than `input_size`. Each passed the load and failed every frame. Checked when the pipeline
+    the image's size), no output, an input that is not (N, 3, H, W) floats, a fixed batch other
+    than 1, or a fixed side other than `input_size`. Each passed the load and failed every frame. Checked when the pipeline
     loads and again at each open, with the same words."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
@@ -269,6 +269,10 @@ def _image_input(session: Any, settings: _Settings) -> Any:
     channels = model_input.shape[1] if len(model_input.shape) == 4 else None  # a name, or None, when dynamic
     if len(model_input.shape) != 4 or (isinstance(channels, int) and channels != 3):
         raise ValueError(f"{settings.model_path} takes input shape {model_input.shape}, expected (N, 3, H, W)")
+    batch = model_input.shape[0]
+    if isinstance(batch, int) and batch != 1:
+        raise ValueError(f"{settings.model_path} takes a fixed batch of {batch} images, and the plugin sends one "
+                         "frame at a time: export it with batch 1, or a dynamic batch")
     if model_input.type not in _IMAGE_INPUT_TYPES:
         raise ValueError(f"{settings.model_path} takes its image as {model_input.type}, expected tensor(float) or "
                          "tensor(float16)")

@@ -307,3 +307,12 @@ def test_videodag_jobs_within_its_limit_does_not_ask_for_the_page_that_goes_roun
 
     assert main(["--server", jobs_target, "jobs", "--limit", "1", "--json"]) == _exit_codes.SUCCESS
     assert [job["id"] for job in json.loads(capsys.readouterr().out)] == ["job-1"]
+
+
+def test_a_page_token_of_none_asks_for_the_first_page(jobs: JobsServicer, jobs_client: VideodagClient) -> None:
+    """Protobuf reads None as not set, and a paging loop starting from `token = None` had the
+    first page; the client's check of its arguments refused it for a while."""
+    assert [job.id for job in jobs_client.list_jobs(page_token=None).jobs] == ["job-1"]
+    with pytest.raises(TypeError, match=r"^page_token must be a str, got int$"):
+        jobs_client.list_jobs(page_token=3)  # type: ignore[arg-type]
+    assert jobs.tokens_asked == [""]

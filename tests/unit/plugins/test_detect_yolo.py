@@ -300,12 +300,14 @@ def test_a_fixed_input_other_than_input_size_stops_the_load_naming_file_and_node
     ({"channels": 1}, "takes input shape [1, 1, 640, 640], expected (N, 3, H, W)"),
     ({"image_type": TensorProto.UINT8}, "takes its image as tensor(uint8), expected tensor(float) or tensor(float16)"),
     ({"size_input": True}, "takes 2 inputs ('images', 'orig_target_sizes'); a YOLO model takes one, the image"),
+    ({"batch": 4}, "takes a fixed batch of 4 images, and the plugin sends one frame at a time: export it with "
+                   "batch 1, or a dynamic batch"),
 ])
 def test_a_model_that_does_not_take_one_float_bgr_image_stops_the_load_naming_file_and_node(
     tmp_path: Path, kind: dict[str, Any], said: str
 ) -> None:
-    """A grayscale export, one taking bytes, an RT-DETR export taking the image's size too: each
-    passed the load and then failed every frame."""
+    """A grayscale export, one taking bytes, an RT-DETR export taking the image's size too, one
+    exported for batches of 4: each passed the load and then failed every frame."""
     model = build_yolo_model(tmp_path / "other.onnx", one_box_output(), **kind)
     with pytest.raises(PipelineFileError) as caught:
         load_one_yolo_pipeline(tmp_path / "pipelines", model_path=str(model))

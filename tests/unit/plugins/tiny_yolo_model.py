@@ -20,21 +20,22 @@ OUTPUT_NAME = "output0"
 
 def build_yolo_model(
     path: Path, predictions: npt.NDArray[np.float32], input_size: int | None = 640, *, unused_weight: bool = False,
-    channels: int = 3, image_type: int = TensorProto.FLOAT, size_input: bool = False,
+    channels: int = 3, image_type: int = TensorProto.FLOAT, size_input: bool = False, batch: int = 1,
 ) -> Path:
     """Write a model whose single output is `predictions` (shape (1, A, B)) to `path`.
 
     `input_size` None gives a dynamic (batch, 3, height, width) input, like a model exported
     with dynamic axes; an int gives a fixed (1, 3, size, size) input. `unused_weight` leaves
     a weight no node reads, as some exports do, which ONNX Runtime warns of as it loads.
-    `channels` and `image_type` make the image input of another kind than a YOLO export's;
+    `channels`, `image_type` and `batch` (of a fixed input) make the image input of another
+    kind than a YOLO export's;
     `size_input` adds a second input, the image's size, as an RT-DETR export takes.
     """
     predictions = np.asarray(predictions, dtype=np.float32)
     if predictions.ndim != 3 or predictions.shape[0] != 1:
         raise ValueError(f"predictions must have shape (1, A, B), got {predictions.shape}")
     input_shape: list[int | str] = (
-        ["batch", channels, "height", "width"] if input_size is None else [1, channels, input_size, input_size]
+        ["batch", channels, "height", "width"] if input_size is None else [batch, channels, input_size, input_size]
     )
     nodes = [
         helper.make_node("Cast", [INPUT_NAME], ["image_floats"], to=TensorProto.FLOAT),
