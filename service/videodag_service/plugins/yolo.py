@@ -256,8 +256,8 @@ def _image_input(session: Any, settings: _Settings) -> Any:
     """The model's image input (an ONNX Runtime NodeArg); raises ValueError when the model is not
     one YOLO image in and a prediction out: another count of inputs (an RT-DETR export also takes
     the image's size), no output, an input that is not (N, 3, H, W) floats, a fixed batch other
-    than 1, or a fixed side other than `input_size`. Each passed the load and failed every frame. Checked when the pipeline
-    loads and again at each open, with the same words."""
+    than 1, or a fixed side other than `input_size`. Each passed the load and failed every frame.
+    Checked when the pipeline loads and again at each open, with the same words."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         names = ", ".join(repr(each.name) for each in inputs) or "none"
