@@ -187,7 +187,11 @@ def _stopped_as_redis_sees(server: RedisServer, tmp_path: Path, name: str, comma
     start of a command, upper case), Redis holds its next ones (CLIENT PAUSE `held`), so the signal
     lands inside RQ's start, before RQ's own handlers are in place. Its exit status is 0."""
     worker = _signalled_as_redis_sees(server, tmp_path, name, command, held)
-    assert worker.process.wait(30) == 0, worker.log_path.read_text()
+    try:
+        assert worker.process.wait(30) == 0, worker.log_path.read_text()
+    except BaseException:  # a worker that does not end is killed, not left running past the test
+        worker.stop()
+        raise
     assert worker.log_count("told to stop (SIGTERM) as it started: the worker took no job") == 1
     return worker
 
@@ -238,8 +242,10 @@ def test_a_worker_told_to_stop_before_its_start_is_recorded_leaves_the_live_work
             folder = tmp_path / f"attempt-{attempt}"
             folder.mkdir()
             worker = _signalled_as_redis_sees(server, folder, "shared", "HMGET RQ:WORKER:SHARED", "ALL")
-            ended = worker.process.wait(30)
-            worker.stop()
+            try:
+                ended = worker.process.wait(30)
+            finally:  # a worker that does not end is killed, not left running past the test
+                worker.stop()
             assert server.client.sismember("rq:workers", "rq:worker:shared"), "still a live worker"
             assert server.client.hgetall("rq:worker:shared") == live
             if ended == 0:
