@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import logging
 import multiprocessing.util
 import os
@@ -57,6 +58,8 @@ class VideodagWorker(rq.Worker):
     """
 
     _worker_pid: int | None = None
+    # Stop signals (SIGTERM, SIGINT) that `videodag-worker` received before RQ's handlers were in place.
+    stops_before_its_handlers: list[int] | None = None
     # RQ's wait for the next job retries a lost Redis at 1, 2, 4... s, up to 60 s apart: after an
     # outage of a minute, every idle worker would sleep up to a minute more while jobs queue again.
     max_connection_wait_time = 5.0
@@ -82,6 +85,18 @@ class VideodagWorker(rq.Worker):
             self.connection.connection_pool.disconnect(inuse_connections=False)
             time.sleep(wait_seconds)
             wait_seconds = min(wait_seconds * 2, self.max_connection_wait_time)
+
+    def _install_signal_handlers(self) -> None:
+        # A stop signal before RQ's handlers raises in the worker's start to end it; one landing in
+        # a finaliser (`__del__`), whose exceptions Python only prints, was lost, and the worker
+        # worked the queue on, deaf to the one SIGTERM its supervisor sent. It is acted on here as
+        # RQ acts on one while idle: the loop ends before it takes a job, and RQ's teardown runs.
+        super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+        if self.stops_before_its_handlers:
+            received = signal.Signals(self.stops_before_its_handlers[-1]).name
+            logger.info("worker %s: told to stop (%s) as it started; it stops before taking a job", self.name, received)
+            self._shutdown_requested_date = datetime.datetime.now(datetime.UTC)
+            self._stop_requested = True
 
     def register_birth(self) -> None:
         # RQ refuses to start a worker whose name a live worker's record holds. Two records are

@@ -104,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _address(connection))
     worker: VideodagWorker | None = None
     try:
-        _stop_on_signals()
+        stops = _stop_on_signals()
         worker = _worker_once_redis_answers(connection, probe, arguments.name, arguments.heartbeat_seconds)
+        worker.stops_before_its_handlers = stops
         worker.work(logging_level=arguments.log_level)
     except _ToldToStop as told:
         if worker is not None:  # stopped in RQ's start, which records the worker before its handlers are in place
@@ -140,19 +141,27 @@ class _CertificateRefused(Exception):
     certificate for another name or expired), where an outage passes."""
 
 
-class _ToldToStop(Exception):
+class _ToldToStop(BaseException):
     """SIGTERM or SIGINT while the worker waits for Redis at its start, before RQ's own handlers
-    are in place: a stop like any other, no job taken (SIGTERM had killed the process, 143)."""
+    are in place: a stop like any other, no job taken (SIGTERM had killed the process, 143).
+    Not an Exception, as KeyboardInterrupt is not: raised where the signal lands, inside a log
+    handler's write or a library's `except Exception`, it was swallowed there, and the worker
+    went on to work the queue, deaf to the one SIGTERM its supervisor sent."""
 
 
-def _stop_on_signals() -> None:
+def _stop_on_signals() -> list[int]:
     """Until RQ's worker installs its own handlers, as its work begins, SIGTERM and SIGINT raise
-    _ToldToStop."""
+    _ToldToStop. Each is also kept in the list returned: one landing in a finaliser (`__del__`),
+    whose exceptions Python only prints, is acted on once RQ's handlers are in place."""
+    received: list[int] = []
+
     def stop(signal_number: int, frame: object) -> None:
+        received.append(signal_number)
         raise _ToldToStop(signal.Signals(signal_number).name)
 
     for number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(number, stop)
+    return received
 
 
 def _record_death(worker: VideodagWorker) -> None:

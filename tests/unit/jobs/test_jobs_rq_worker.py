@@ -27,7 +27,8 @@ from videodag_service.jobs.rq_worker import VideodagWorker
 from videodag_service.video import SamplingOptions
 
 # VideodagWorker's own, not RQ's.
-_ADDED_TO_RQ = {"_worker_pid", "_through_outage", "_record_is_of_a_dead_process", "_stop_listening"}
+_ADDED_TO_RQ = {"_worker_pid", "_through_outage", "_record_is_of_a_dead_process", "_stop_listening",
+                "stops_before_its_handlers"}
 
 
 def test_every_rq_worker_attribute_the_worker_class_overrides_is_rq_workers_own() -> None:
@@ -193,6 +194,32 @@ def test_a_worker_whose_recorded_birth_an_outage_hid_starts_all_the_same(
         assert [found.name for found in rq.Worker.all(connection=control)] == [worker.name]
     finally:
         worker.teardown()
+        control.close()
+
+
+def test_a_worker_told_to_stop_before_rqs_handlers_were_in_place_stops_before_taking_a_job(
+    redis_server: RedisServer,
+) -> None:
+    """A stop signal whose exception was lost in the worker's start (in a finaliser): the worker
+    took the queued job and worked on, deaf to the one SIGTERM its supervisor had sent."""
+    control = redis.Redis.from_url(redis_server.url)
+    queue = rq.Queue("videodag-stopped-start", connection=control)
+    queue.enqueue("builtins.len", "queued")
+    worker = VideodagWorker([queue.name], connection=redis.Redis.from_url(redis_server.url))
+    worker.stops_before_its_handlers = [signal.SIGTERM]
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worked = worker.work(burst=True)
+    finally:  # RQ's handlers are the test process's own now
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    try:
+        assert not worked
+        assert queue.count == 1, "the queued job is left for another worker"
+        assert worker._shutdown_requested_date is not None, "videodag-worker exits 0 for a stop"
+        assert worker.name not in [found.name for found in rq.Worker.all(connection=control)], "its record is dead"
+    finally:
+        queue.empty()
         control.close()
 
 
