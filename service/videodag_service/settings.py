@@ -29,6 +29,7 @@ from videodag_service.jobs.defaults import (
     DEFAULT_RETENTION_SECONDS,
     DEFAULT_WORKERS,
 )
+from videodag_service.jobs.redis_urls import redis_url_problem
 from videodag_service.video import Isolation, VideoLimits
 
 ENV_PREFIX = "VIDEODAG_"
@@ -316,6 +317,9 @@ class Settings:
                     name, f"{str(getattr(self, name))!r}: OpenCV opens videos by their path written in UTF-8, "
                           f"which is not how this path is written on disk (file names here are "
                           f"{sys.getfilesystemencoding()}): every video would be unreadable; choose a path in ASCII")
+        if self.job_backend == "redis" and (problem := redis_url_problem(self.redis_url)) is not None:
+            # Found as the job store opened, it was named --redis-url in a container given VIDEODAG_REDIS_URL.
+            raise SettingsError.of_setting("redis_url", problem)
         for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "token_file", "pipeline_dir"):
             path = getattr(self, name)
             if path is not None and not path.exists():

@@ -123,10 +123,15 @@ def test_a_worker_whose_redis_user_may_not_run_rqs_commands_exits_1_saying_so(tm
 @pytest.mark.parametrize(
     ("arguments", "environment", "message"),
     [
-        (["--redis-url", "http://127.0.0.1:6379/0"], {}, "--redis-url cannot be used: Redis URL must specify"),
-        # redis-py reads a password holding a `/` as the port, and quoted it in its reason.
+        (["--redis-url", "http://127.0.0.1:6379/0"], {},
+         "--redis-url 'http://127.0.0.1:6379/0' cannot be used: Redis URL must specify"),
+        # redis-py reads a password holding a `/` as the port, and quoted it in its reason; the
+        # URL was given as a variable, not as the flag the message named.
         ([], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:6379/0"},
-         "--redis-url cannot be used: Port could not be cast to integer value as '***'"),
+         "VIDEODAG_REDIS_URL 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer value "
+         "as '***'"),
+        (["--redis-url", "redis://:Sup3r/Secret@127.0.0.1:6379/0"], {"VIDEODAG_REDIS_URL": "redis://127.0.0.1:1/0"},
+         "--redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast"),
         (["--heartbeat-seconds", "0"], {}, "argument --heartbeat-seconds: must be at least 1, got 0"),
         ([], {"VIDEODAG_LOG_FORMAT": "xml"}, "the log format must be one of json, text, got 'xml'"),
     ],

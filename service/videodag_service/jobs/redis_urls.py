@@ -51,3 +51,15 @@ def redis_reason_without_secrets(reason: str, url: str) -> str:
     if len(password) >= 3 and password in said:
         return "redis-py cannot read it, and its reason would show the password: check the URL's form"
     return said
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why redis-py cannot read `url` (a scheme, a port), with neither its password nor what the
+    reason quotes of it; None if it can. A setting's check, made before any connection."""
+    from redis.connection import parse_url  # redis is installed for the redis job backend only
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except ValueError as error:
+        return f"{shown_redis_url(url)!r} cannot be used: {redis_reason_without_secrets(str(error), url)}"
+    return None

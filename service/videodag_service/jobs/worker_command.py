@@ -27,7 +27,7 @@ from rq.serializers import JSONSerializer
 
 from videodag_service.jobs.defaults import DEFAULT_QUEUE_NAME, DEFAULT_REDIS_URL
 from videodag_service.jobs.redis_store import RedisJobStore
-from videodag_service.jobs.redis_urls import redis_reason_without_secrets
+from videodag_service.jobs.redis_urls import redis_reason_without_secrets, redis_url_problem
 from videodag_service.jobs.rq_task import VideodagWorker
 from videodag_service.observability.logging import configure_logging, log_stray_output, say_why_it_ends
 from videodag_service.video.frame_ring import shared_memory_problem
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 # The logger of the line saying why the worker ends: its module's name, run as `python -m` too.
 _ENDING_LOGGER = "videodag_service.jobs.worker_command"
 
+_REDIS_URL_VARIABLE = "VIDEODAG_REDIS_URL"
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _LOG_FORMATS = ("json", "text")
 # A Redis host that drops packets would hold each try for the kernel's minutes-long connect timeout.
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('videodag')}")
     parser.add_argument(
-        "--redis-url", default=os.environ.get("VIDEODAG_REDIS_URL", DEFAULT_REDIS_URL),
+        "--redis-url", default=None,
         help="the Redis the servers' --redis-url names; one with a password is best given in the environment, "
              f"out of sight of other users [env VIDEODAG_REDIS_URL; default {DEFAULT_REDIS_URL}]",
     )
@@ -88,14 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  ("log format", arguments.log_format, _LOG_FORMATS)):
         if value not in allowed:  # from the environment, which argparse does not check
             parser.error(f"the {name} must be one of {', '.join(allowed)}, got {value!r}")
+    redis_url, given_as = _redis_url(arguments.redis_url)
+    if (problem := redis_url_problem(redis_url)) is not None:
+        parser.error(f"{given_as} {problem}")
     configure_logging(arguments.log_level, json_lines=arguments.log_format == "json", forks=True)
     log_stray_output()
     try:
-        connection = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS)
-        probe = redis.Redis.from_url(arguments.redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS,
+        connection = redis.Redis.from_url(redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS)
+        probe = redis.Redis.from_url(redis_url, socket_connect_timeout=_CONNECT_TIMEOUT_SECONDS,
                                      socket_timeout=_CONNECT_TIMEOUT_SECONDS)
-    except ValueError as error:  # redis-py's word for a URL it cannot read (a scheme, a port)
-        parser.error(f"--redis-url cannot be used: {redis_reason_without_secrets(str(error), arguments.redis_url)}")
+    except ValueError as error:  # redis-py's word for a URL it cannot read past its form (a setting's value)
+        parser.error(f"{given_as} cannot be used: {redis_reason_without_secrets(str(error), redis_url)}")
     if (problem := _machine_problem()) is not None:
         say_why_it_ends("videodag-worker", f"cannot start: {problem}", _ENDING_LOGGER)
         return 1
@@ -134,6 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         say_why_it_ends("videodag-worker", "stopped by an error (see the log above)", _ENDING_LOGGER)
         return 1
     return 0
+
+
+def _redis_url(flag_value: str | None) -> tuple[str, str]:
+    """The Redis URL, and how it was given: a worker configured by variables (a container) is
+    told of VIDEODAG_REDIS_URL, not of a flag it never wrote."""
+    if flag_value is not None:
+        return flag_value, "--redis-url"
+    if os.environ.get(_REDIS_URL_VARIABLE):  # empty means unset, as for the server's variables
+        return os.environ[_REDIS_URL_VARIABLE], _REDIS_URL_VARIABLE
+    return DEFAULT_REDIS_URL, "--redis-url"
 
 
 class _CertificateRefused(Exception):

@@ -875,33 +875,59 @@ def test_a_start_stopped_by_its_configuration_says_why_in_one_line(
 
 @pytest.mark.parametrize(("arguments", "environment", "said"), [
     (["--job-backend", "redis", "--redis-url", "foo"], {},
-     "the job store's --redis-url 'foo' cannot be used: Redis URL must specify one of the following schemes"),
+     "--redis-url 'foo' cannot be used: Redis URL must specify one of the following schemes"),
     (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0"], {},
-     "the job store's --redis-url 'redis://127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
+     "--redis-url 'redis://127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
     # The README has the password put in this URL: a typo elsewhere in it copied it into the log.
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3rSecret@127.0.0.1:notaport/0"},
-     "the job store's --redis-url 'redis://***@127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
+     "VIDEODAG_REDIS_URL 'redis://***@127.0.0.1:notaport/0' cannot be used: Port could not be cast"),
     # redis-py reads `:Sup3r/Secret@...` as the port Sup3r, and says so; `?` and `#` cut it short too.
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r/Secret@127.0.0.1:6379/0"},
-     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer "
+     "VIDEODAG_REDIS_URL 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer "
      "value as '***'"),
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r?Secret@127.0.0.1:6379/0"},
-     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer "
+     "VIDEODAG_REDIS_URL 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast to integer "
      "value as '***'"),
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "redis://:Sup3r#Secret@127.0.0.1:6379/0"},
-     "the job store's --redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast"),
+     "VIDEODAG_REDIS_URL 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast"),
     (["--job-backend", "redis"], {"VIDEODAG_REDIS_URL": "rediss2://user:Sup3rSecret@127.0.0.1:6379/0"},
-     "the job store's --redis-url 'rediss2://***@127.0.0.1:6379/0' cannot be used: Redis URL must specify"),
+     "VIDEODAG_REDIS_URL 'rediss2://***@127.0.0.1:6379/0' cannot be used: Redis URL must specify"),
     (["--job-backend", "redis", "--redis-url", "redis://127.0.0.1:notaport/0?password=Sup3rSecret"], {},
-     "the job store's --redis-url 'redis://127.0.0.1:notaport/0?***' cannot be used: Port could not be cast"),
-    (["--tracing", "otel"], {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "-5"},
-     "tracing cannot be set up from the OTEL_* variables: schedule_delay_millis must be positive"),
+     "--redis-url 'redis://127.0.0.1:notaport/0?***' cannot be used: Port could not be cast"),
 ])
-def test_a_redis_url_or_otel_variable_the_libraries_cannot_read_is_said_in_one_line(
+def test_a_redis_url_redis_py_cannot_read_is_a_bad_setting_named_as_it_was_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     arguments: list[str], environment: dict[str, str], said: str,
 ) -> None:
-    """redis-py and OpenTelemetry refuse such values with a ValueError, which passed for a bug: a traceback."""
+    """Found as the job store opened, it was a failed start (exit 1) naming --redis-url, where a
+    container had given VIDEODAG_REDIS_URL; a bad value of any other setting exits 2 naming it."""
+    from videodag_service import server as server_module
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    argv = ["--port", "0", "--temp-dir", str(tmp_path / "t"), "--data-dir", str(tmp_path / "d"), *arguments]
+    with signal_handlers_put_back():
+        assert server_module.main(argv) == 2
+    said_in_full = capsys.readouterr().err
+    assert said_in_full.startswith(f"videodag-server: {said}") and len(said_in_full.splitlines()) == 1, said_in_full
+    assert "Sup3r" not in said_in_full, "no password is shown"
+
+
+def test_a_redis_url_is_not_read_for_the_embedded_job_store() -> None:
+    """A leftover VIDEODAG_REDIS_URL in an embedded server's environment is no reason to refuse it."""
+    settings, given_as = settings_and_sources(["--port", "0"], environ={"VIDEODAG_REDIS_URL": "not a url"})
+    assert settings.job_backend == "embedded" and given_as["redis_url"] == "VIDEODAG_REDIS_URL"
+
+
+@pytest.mark.parametrize(("arguments", "environment", "said"), [
+    (["--tracing", "otel"], {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "-5"},
+     "tracing cannot be set up from the OTEL_* variables: schedule_delay_millis must be positive"),
+])
+def test_an_otel_variable_the_library_cannot_read_is_said_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    arguments: list[str], environment: dict[str, str], said: str,
+) -> None:
+    """OpenTelemetry refuses such values with a ValueError, which passed for a bug: a traceback."""
     from videodag_service import server as server_module
 
     for name, value in environment.items():
