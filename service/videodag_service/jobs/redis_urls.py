@@ -53,13 +53,37 @@ def redis_reason_without_secrets(reason: str, url: str) -> str:
     return said
 
 
+_UNEXPECTED_ARGUMENT = re.compile(r"unexpected keyword argument '(\w+)'")
+
+
 def redis_url_problem(url: str) -> str | None:
-    """Why redis-py cannot read `url` (a scheme, a port), with neither its password nor what the
-    reason quotes of it; None if it can. A setting's check, made before any connection."""
-    from redis.connection import parse_url  # redis is installed for the redis job backend only
+    """Why redis-py cannot read `url` (a scheme, a port, a query it has no setting for), with
+    neither its password nor what the reason quotes of it; None if it can. A setting's check,
+    made before any connection."""
+    from redis import ConnectionPool, RedisError  # redis is installed for the redis job backend only
+    from redis.connection import parse_url
 
     try:
         parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-    except ValueError as error:
+        # Its query's names become the connection's arguments only when one is made, the first
+        # command's: a name that kind of connection does not take (`redis://...?ssl_ca_certs=`,
+        # TLS settings in a URL without TLS) was a TypeError's traceback there. Made, not connected.
+        ConnectionPool.from_url(url).make_connection()
+    except TypeError as error:
+        return f"{shown_redis_url(url)!r} cannot be used: {_unknown_query_reason(str(error), url)}"
+    except (ValueError, RedisError) as error:
         return f"{shown_redis_url(url)!r} cannot be used: {redis_reason_without_secrets(str(error), url)}"
     return None
+
+
+def _unknown_query_reason(reason: str, url: str) -> str:
+    """What a connection's TypeError for `url` says, told as the URL's fault: the query name it
+    does not take, unless that name is part of what the URL's `***` hides before its host."""
+    unexpected = _UNEXPECTED_ARGUMENT.search(reason)
+    secret = (url.partition("://")[2] or url).rpartition("@")[0]
+    if unexpected is None or unexpected.group(1) in secret:
+        return "its query names a setting redis-py does not take there"
+    name = unexpected.group(1)
+    scheme = url.partition("://")[0].lower()
+    hint = " (TLS settings need a rediss:// URL)" if name.startswith("ssl") and scheme != "rediss" else ""
+    return f"redis-py takes no {name!r} in the query of a {scheme}:// URL{hint}"
