@@ -133,7 +133,9 @@ def test_a_worker_whose_redis_user_may_not_run_rqs_commands_exits_1_saying_so(tm
         (["--redis-url", "redis://:Sup3r/Secret@127.0.0.1:6379/0"], {"VIDEODAG_REDIS_URL": "redis://127.0.0.1:1/0"},
          "--redis-url 'redis://***@127.0.0.1:6379/0' cannot be used: Port could not be cast"),
         (["--heartbeat-seconds", "0"], {}, "argument --heartbeat-seconds: must be at least 1, got 0"),
-        ([], {"VIDEODAG_LOG_FORMAT": "xml"}, "the log format must be one of json, text, got 'xml'"),
+        ([], {"VIDEODAG_LOG_FORMAT": "xml"}, "VIDEODAG_LOG_FORMAT must be one of json, text, got 'xml'"),
+        ([], {"VIDEODAG_LOG_LEVEL": "warn"},
+         "VIDEODAG_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, got 'WARN'"),
     ],
 )
 def test_a_worker_given_what_it_cannot_use_exits_2_naming_it(

@@ -69,11 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--log-level", type=str.upper, choices=_LOG_LEVELS,
-        default=os.environ.get("VIDEODAG_LOG_LEVEL", "INFO").upper(),
+        default=(os.environ.get("VIDEODAG_LOG_LEVEL") or "INFO").upper(),  # empty means unset, as for the server
         help="[env VIDEODAG_LOG_LEVEL; default INFO]",
     )
     parser.add_argument(
-        "--log-format", choices=_LOG_FORMATS, default=os.environ.get("VIDEODAG_LOG_FORMAT", "json"),
+        "--log-format", choices=_LOG_FORMATS, default=os.environ.get("VIDEODAG_LOG_FORMAT") or "json",
         help="json (one object per line) or text [env VIDEODAG_LOG_FORMAT; default json]",
     )
     return parser
@@ -85,10 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     certificate it cannot verify)."""
     parser = build_parser()
     arguments = parser.parse_args(argv)
-    for name, value, allowed in (("log level", arguments.log_level, _LOG_LEVELS),
-                                 ("log format", arguments.log_format, _LOG_FORMATS)):
-        if value not in allowed:  # from the environment, which argparse does not check
-            parser.error(f"the {name} must be one of {', '.join(allowed)}, got {value!r}")
+    for variable, value, allowed in (("VIDEODAG_LOG_LEVEL", arguments.log_level, _LOG_LEVELS),
+                                     ("VIDEODAG_LOG_FORMAT", arguments.log_format, _LOG_FORMATS)):
+        if value not in allowed:  # from the environment, which argparse does not check: named as the server names it
+            parser.error(f"{variable} must be one of {', '.join(allowed)}, got {value!r}")
     redis_url, given_as = _redis_url(arguments.redis_url)
     if (problem := redis_url_problem(redis_url)) is not None:
         parser.error(f"{given_as} {problem}")
