@@ -1,11 +1,12 @@
 # videodag server image: gRPC on 50051, Prometheus metrics on 9464, models baked in.
 #
 #   docker build -t videodag .                              # --build-arg EXTRAS=tracing for --tracing otel
-#   docker run --rm --init --shm-size 256m -p 50051:50051 -p 9464:9464 videodag
+#   docker run --rm --init --shm-size 256m --stop-timeout 35 -p 50051:50051 -p 9464:9464 videodag
 #
 # --init (or the orchestrator's equivalent) gives the container an init as PID 1: the server
 # does not reap processes other than its own, and a decoder orphaned by an OOM kill of its
-# parent would stay a zombie until the container ends.
+# parent would stay a zombie until the container ends. --stop-timeout: the drain's grace (20 s) and up
+# to 12 s of clean-up, where `docker stop` sends SIGKILL after 10 s (see Draining in the README).
 #
 # Settings are environment variables (VIDEODAG_<SETTING>, see `videodag-server --help`).
 # Change the gRPC port with VIDEODAG_PORT rather than --port: the health check reads it.
