@@ -99,14 +99,37 @@ def test_nested_binding_restores_the_outer_id() -> None:
     assert current_request_id() is None
 
 
-@pytest.mark.parametrize("value", ["abc-123", "0f8e1c2a9b", "trace:span/1.2_x", b"bytes-id"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "abc-123",
+        "0f8e1c2a9b",
+        "trace:span/1.2_x",
+        b"bytes-id",
+        # The README names these as ids a caller may send: a UUID and a W3C traceparent.
+        "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ],
+)
 def test_a_sane_id_from_metadata_is_used_as_is(value: str | bytes) -> None:
     metadata = [("authorization", "Bearer t"), ("X-Request-Id", value)]
     expected = value.decode() if isinstance(value, bytes) else value
     assert request_id_from_metadata(metadata) == expected
 
 
-@pytest.mark.parametrize("value", ["", "has space", "line\nbreak", '{"json": 1}', "x" * 129])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "has space",
+        "line\nbreak",
+        '{"json": 1}',
+        "x" * 129,
+        # The README names these as ids that are replaced: base64 padding and AWS's trace header.
+        "YWJjZA==",
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8",
+    ],
+)
 def test_a_missing_or_unsafe_id_is_replaced_by_a_new_one(value: str) -> None:
     generated = request_id_from_metadata([("x-request-id", value)])
     assert generated != value
