@@ -65,7 +65,7 @@ from videodag_service.reflection import enable_reflection
 from videodag_service.resource_errors import out_of_resources
 from videodag_service.rpc_threads import RpcThreadPool
 from videodag_service.server_arguments import settings_and_sources, wants_plugin_list
-from videodag_service.service_links import kubernetes_service_links
+from videodag_service.service_links import kubernetes_service_links, service_link_warning
 from videodag_service.servicer import SERVICE_NAME, PipelinesTooLarge, VideoPipelineServicer
 from videodag_service.settings import Settings, SettingsError
 from videodag_service.stop_signals import Hurry, StartGivenUp, StopSignals
@@ -483,8 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if warning is not None:
             logger.warning("%s", warning)
     for variable, value in kubernetes_service_links(os.environ).items():
-        logger.warning("%s=%s is a Kubernetes service link (from a Service of this namespace), not a setting: "
-                       "ignored; set %s in the pod spec, or enableServiceLinks: false", variable, value, variable)
+        port_used = settings.metrics_port if variable == "VIDEODAG_METRICS_PORT" else settings.port
+        logger.warning("%s", service_link_warning(variable, value, port_used))
     try:
         serve(settings)
     except Exception as error:

@@ -24,6 +24,17 @@ def kubernetes_service_links(environ: Mapping[str, str]) -> dict[str, str]:
             if _SERVICE_LINK.fullmatch(environ.get(variable, ""))}
 
 
+def service_link_warning(variable: str, value: str, port_used: int) -> str:
+    """Why the service link in `variable` is ignored, and what the server does instead: for
+    VIDEODAG_METRICS_PORT, whose own default is off, the image's 9464 is lost with the link, and
+    a Service named videodag-metrics (one for a metrics scraper) turned the metrics off unsaid."""
+    instead = (f"metrics are off; set {variable}=9464 (the image's) in the pod spec"
+               if variable == "VIDEODAG_METRICS_PORT" and port_used == 0
+               else f"it uses port {port_used}; set {variable} in the pod spec to use another")
+    return (f"{variable}={value} is a Kubernetes service link (from a Service of this namespace), not a setting: "
+            f"ignored, so {instead}, or enableServiceLinks: false")
+
+
 # The other variables a Service's link gives: `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT NAME>]`,
 # `<NAME>_PORT_<PORT>_<PROTOCOL>[_ADDR|_PORT|_PROTO]`.
 _SERVICE_LINK_NAME = re.compile(

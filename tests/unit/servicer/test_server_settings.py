@@ -34,7 +34,7 @@ from fakes.python_environment import (
 from fakes.waiting import wait_until
 from videodag_service.environment_warnings import unknown_variables, unprotected_by_empty_variables
 from videodag_service.server_arguments import build_parser, settings_and_sources, settings_from
-from videodag_service.service_links import kubernetes_service_links
+from videodag_service.service_links import kubernetes_service_links, service_link_warning
 from videodag_service.settings import ENV_PREFIX, MAX_SECONDS, Settings, SettingsError
 from videodag_service.stop_signals import STOP_SIGNALS, Hurry
 from videodag_service.video.spare_decoder import SPARE_PROCESS_NAME
@@ -255,6 +255,22 @@ def test_a_kubernetes_service_link_in_videodag_port_is_no_port_and_is_ignored() 
     metrics_link = {"VIDEODAG_METRICS_PORT": "tcp://[fd00:10:96::1a]:9464"}  # a Service named videodag-metrics
     assert kubernetes_service_links(metrics_link) == metrics_link
     assert settings_from([], metrics_link).metrics_port == Settings().metrics_port
+
+
+def test_a_service_link_warning_says_what_the_server_does_instead() -> None:
+    """The image sets VIDEODAG_METRICS_PORT=9464 and the server's own default is off: a Service
+    named videodag-metrics, its link over the image's value, turned the metrics off, and the
+    warning said only "ignored"."""
+    link = "tcp://10.0.0.6:9464"
+    metrics = service_link_warning("VIDEODAG_METRICS_PORT", link, settings_from([], {"VIDEODAG_METRICS_PORT": link})
+                                   .metrics_port)
+    assert "ignored, so metrics are off; set VIDEODAG_METRICS_PORT=9464 (the image's) in the pod spec" in metrics
+    assert "enableServiceLinks: false" in metrics
+    chosen = service_link_warning("VIDEODAG_METRICS_PORT", link, 9100)
+    assert "ignored, so it uses port 9100" in chosen
+    port = service_link_warning("VIDEODAG_PORT", "tcp://10.0.0.5:50051", 50051)
+    assert port.startswith("VIDEODAG_PORT=tcp://10.0.0.5:50051 is a Kubernetes service link")
+    assert "ignored, so it uses port 50051; set VIDEODAG_PORT in the pod spec to use another" in port
 
 
 def test_a_server_whose_standard_output_is_closed_serves_on(tmp_path: Path) -> None:
