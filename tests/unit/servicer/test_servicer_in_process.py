@@ -18,6 +18,7 @@ from fakes.fake_plugins import Recorder, make_test_plugin
 from fakes.waiting import wait_until
 from videodag.v1 import run_pb2, video_pipeline_service_pb2
 from videodag_service.call_slots import RunSlots
+from videodag_service.call_watch import CallWatch
 from videodag_service.dag import DagPipelineService, PluginRegistry, load_pipeline_folder
 from videodag_service.jobs import JobConfig, JobService, open_job_service
 from videodag_service.servicer import PipelinesTooLarge, VideoPipelineServicer
@@ -232,8 +233,22 @@ def test_an_upload_cut_short_by_a_cancel_reported_late_is_cancelled_not_data_los
     assert list((tmp_path / "uploads").iterdir()) == []
 
 
+@pytest.fixture
+def settling_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits for a cancel that gRPC may report after the stream's end, as the servicer asks for them."""
+    waits: list[float] = []
+    check_soon = CallWatch.check_soon
+
+    def recorded(watch: CallWatch, seconds: float) -> None:
+        waits.append(seconds)
+        check_soon(watch, seconds)
+
+    monkeypatch.setattr(CallWatch, "check_soon", recorded)
+    return waits
+
+
 def test_an_upload_that_ends_short_of_its_declared_size_is_data_loss(
-    test_server: tuple[grpc_testing.Server, Path], sample_clip: Path
+    test_server: tuple[grpc_testing.Server, Path], sample_clip: Path, settling_waits: list[float]
 ) -> None:
     server, tmp_path = test_server
     data = sample_clip.read_bytes()
@@ -242,6 +257,22 @@ def test_an_upload_that_ends_short_of_its_declared_size_is_data_loss(
     responses, code, details, _ = upload(server, requests)
     assert (responses, code) == ([], grpc.StatusCode.DATA_LOSS)
     assert f"{len(data)} bytes declared" in details
+    assert len(settling_waits) == 1, "a client that died mid-upload may be reported cancelled a moment later"
+    assert list((tmp_path / "uploads").iterdir()) == []
+
+
+def test_a_checksum_mismatch_over_every_declared_byte_is_data_loss_without_waiting_for_a_cancel(
+    test_server: tuple[grpc_testing.Server, Path], sample_clip: Path, settling_waits: list[float]
+) -> None:
+    """Every DATA_LOSS waited half a second for a cancel: a client whose whole file arrived has
+    not died, and its checksum's refusal came 0.5 s after the same call's success would have."""
+    server, tmp_path = test_server
+    data = sample_clip.read_bytes()
+    config = run_pb2.RunConfig(pipeline_id="counting", declared_size_bytes=len(data), sha256="0" * 64)
+    responses, code, details, _ = upload(server, [Request(config=config), Request(chunk=data)])
+    assert (responses, code) == ([], grpc.StatusCode.DATA_LOSS)
+    assert "checksum mismatch" in details
+    assert settling_waits == []
     assert list((tmp_path / "uploads").iterdir()) == []
 
 
